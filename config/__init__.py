@@ -1,0 +1,24 @@
+"""readmodel settings: pydantic models, the TOML/environment loader and example files."""
+
+from config.errors import ConfigError
+from config.loader import CONFIG_ENV, load_settings
+from config.settings import (
+    ColumnMap,
+    LoggingSettings,
+    RelaySettings,
+    Settings,
+    SourceSettings,
+    StoreSettings,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "ColumnMap",
+    "ConfigError",
+    "LoggingSettings",
+    "RelaySettings",
+    "Settings",
+    "SourceSettings",
+    "StoreSettings",
+    "load_settings",
+]

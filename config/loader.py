@@ -1,0 +1,98 @@
+"""Load :class:`Settings` from a TOML file and the environment, with errors people can act on."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from config.errors import ConfigError
+from config.settings import Settings, _file_data
+
+CONFIG_ENV = "READMODEL_CONFIG"
+_SECRET_PARTS = ("url", "dsn", "password", "secret", "key")
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read ``path`` (or ``$READMODEL_CONFIG``; no file means embedded defaults).
+
+    ``READMODEL_...`` environment variables override the file; ``overrides``
+    (keyword arguments) override both.
+    """
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = os.environ[CONFIG_ENV]
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_toml(Path(path))
+    env_keys = _env_keys()
+    token = _file_data.set(data)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path, data, env_keys)) from None
+    finally:
+        _file_data.reset(token)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def _env_keys() -> set[str]:
+    prefix = "READMODEL_"
+    return {
+        name[len(prefix) :].lower()
+        for name in os.environ
+        if name.startswith(prefix) and name != CONFIG_ENV
+    }
+
+
+def _describe(
+    exc: ValidationError, path: str | Path | None, data: dict[str, Any], env_keys: set[str]
+) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join(loc) or "(top level)"
+        env_name = "__".join(loc).lower()
+        if env_name in env_keys:
+            where = f"environment variable READMODEL_{env_name.upper()}"
+        elif path is not None:
+            where = f"{path}"
+        else:
+            where = "settings"
+        message = _message(error)
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{where}: {key}: {message}{_shown_input(loc, error)}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _message(error: Any) -> str:
+    message = str(error["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _shown_input(loc: list[str], error: Any) -> str:
+    if error["type"] in {"extra_forbidden", "missing"}:
+        return ""
+    if any(part in name.lower() for name in loc for part in _SECRET_PARTS):
+        return ""
+    value = error.get("input")
+    if isinstance(value, dict | list) or repr(value) in str(error["msg"]):
+        return ""
+    return f" (got {value!r})"

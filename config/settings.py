@@ -1,0 +1,205 @@
+"""Typed settings: one TOML file (``--config`` or ``READMODEL_CONFIG``) plus
+``READMODEL_...`` environment overrides (nested keys joined by ``__``, e.g.
+``READMODEL_STORE__URL``). Unknown keys are errors."""
+
+from __future__ import annotations
+
+import re
+from contextvars import ContextVar
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+def parse_duration(value: Any) -> Any:
+    """Accept ``90``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"`` or ``"250ms"``."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if not match:
+            raise ValueError("expected a duration such as 30s, 15m, 12h or 7d")
+        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def check_identifier(value: str) -> str:
+    """A SQL identifier from config: letters, digits, ``_``, ``$``. Quoted later, never pasted."""
+    if not _IDENTIFIER.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid SQL identifier "
+            "(letters, digits and _ only, starting with a letter or _, at most 63 characters)"
+        )
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnMap(_Strict):
+    """Outbox column names. Defaults follow Debezium's outbox convention plus ``seq``.
+
+    Set an optional column to ``""`` when the table does not have it.
+    """
+
+    position: str = Field(
+        "seq", description="monotonic ordering column (bigserial / auto_increment)"
+    )
+    event_id: str = Field("id", description="unique event id (UUID); '' to derive it from position")
+    aggregate_type: str = "aggregatetype"
+    aggregate_id: str = "aggregateid"
+    event_type: str = "type"
+    payload: str = "payload"
+    occurred_at: str = "timestamp"
+    tenant: str = "tenant_id"
+    headers: str = "headers"
+    dispatched_at: str = Field("dispatched_at", description="used when on_dispatch = 'mark'")
+
+    @field_validator("*")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        return value if value == "" else check_identifier(value)
+
+    @model_validator(mode="after")
+    def _required(self) -> ColumnMap:
+        for name in ("position", "aggregate_type", "aggregate_id", "event_type", "payload"):
+            if not getattr(self, name):
+                raise ValueError(f"columns.{name} is required")
+        return self
+
+
+class SourceSettings(_Strict):
+    """One service database and its outbox table."""
+
+    url: str = Field(
+        description="SQLAlchemy-style DSN: postgresql://, mysql://, mariadb://, sqlite:///"
+    )
+    table: str = "outbox"
+    schema_name: str | None = Field(
+        None, alias="schema", description="database schema of the table"
+    )
+    columns: ColumnMap = ColumnMap()
+    on_dispatch: Literal["delete", "mark"] = "delete"
+    retention: Duration = Field(timedelta(days=7), description="how long marked rows are kept")
+    batch_size: int = Field(2000, ge=1, le=50_000)
+    max_payload_bytes: int = Field(1_048_576, ge=1)
+    poll_min: Duration = Field(timedelta(milliseconds=5), description="poll interval when busy")
+    poll_max: Duration = Field(timedelta(seconds=1), description="poll interval when idle")
+    notify: bool = Field(True, description="PostgreSQL: wake up on NOTIFY from the outbox trigger")
+    tenant: str | None = Field(None, description="tenant of every row, for a database per tenant")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        return check_identifier(value)
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema(cls, value: str | None) -> str | None:
+        return None if value is None else check_identifier(value)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].split("+", 1)[0].lower() if "://" in value else ""
+        if scheme not in {"postgresql", "postgres", "mysql", "mariadb", "sqlite"}:
+            raise ValueError(
+                "expected a DSN starting with postgresql://, mysql://, mariadb:// or sqlite:///"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _mark_needs_column(self) -> SourceSettings:
+        if self.on_dispatch == "mark" and not self.columns.dispatched_at:
+            raise ValueError("on_dispatch = 'mark' needs columns.dispatched_at")
+        if self.poll_max < self.poll_min:
+            raise ValueError("poll_max must not be shorter than poll_min")
+        return self
+
+
+class StoreSettings(_Strict):
+    """The read store: holds the event log, checkpoints, parked events and read models."""
+
+    url: str = Field("sqlite:///readmodel.db", description="postgresql:// or sqlite:///")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].split("+", 1)[0].lower() if "://" in value else ""
+        if scheme not in {"postgresql", "postgres", "sqlite"}:
+            raise ValueError("expected a DSN starting with postgresql:// or sqlite:///")
+        return value
+
+
+class RelaySettings(_Strict):
+    standby_retry: Duration = Field(
+        timedelta(seconds=1), description="how often a standby relay tries to take over a source"
+    )
+    purge_every: Duration = Field(
+        timedelta(minutes=5), description="how often marked rows past retention are purged"
+    )
+
+
+class LoggingSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    json_output: bool = Field(False, alias="json")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Settings(BaseSettings):
+    """All of readmodel's settings. Build with :func:`config.load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="READMODEL_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    store: StoreSettings = StoreSettings()
+    relay: RelaySettings = RelaySettings()
+    logging: LoggingSettings = LoggingSettings()
+    sources: dict[str, SourceSettings] = Field(default_factory=dict)
+
+    @field_validator("sources")
+    @classmethod
+    def _names(cls, value: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
+        for name in value:
+            if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", name):
+                raise ValueError(f"source name {name!r}: use letters, digits, '.', '_' or '-'")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: explicit arguments, then environment, then the TOML file."""
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+_file_data: ContextVar[dict[str, Any]] = ContextVar("readmodel_config_file")
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The already-parsed TOML file (see :func:`config.load_settings`)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _file_data.get({}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_file_data.get({}))
