@@ -1,0 +1,263 @@
+"""The durable event log: gap-free positions per source, ``event_id`` unique per source.
+
+Appends for one source serialize on that source's row in ``rm_log_heads``, so
+positions stay gap-free and commit in order even if two relays ever overlap.
+Rows already in the log (a relay crashed after appending but before marking
+the outbox) are recognised by ``event_id`` and skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+
+from outbox.db import create_engine, describe_db_error, engine_kind
+from outbox.envelope import Envelope
+from outbox.errors import LogError
+from outbox.rows import LogRecord, MalformedRow
+from outbox.schema import PARKED_OUTBOX_ROW, create_all, event_log, log_heads, parked
+
+_COPY_COLUMNS = (
+    "source",
+    "position",
+    "event_id",
+    "tenant",
+    "aggregate_type",
+    "aggregate_id",
+    "key_hash",
+    "event_type",
+    "payload",
+    "headers",
+    "occurred_at",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What one append did; the new events occupy positions ``(after, head]``."""
+
+    appended: int
+    duplicates: int
+    parked: int
+    head: int
+
+    @property
+    def after(self) -> int:
+        return self.head - self.appended
+
+
+class LogRejectedError(LogError):
+    """The log refused a batch because of its data (not because it is unreachable)."""
+
+
+class EventLog:
+    """The event log stored in the read store (PostgreSQL, or SQLite for the embedded default)."""
+
+    def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:
+        self.kind = engine_kind(url)
+        if self.kind == "mysql":
+            raise LogError("the event log lives in PostgreSQL or SQLite, not MySQL")
+        self.engine = engine or create_engine(url)
+        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+
+    def create_tables(self) -> None:
+        try:
+            create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise LogError(f"cannot create the log tables: {describe_db_error(exc)}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writing -------------------------------------------------------------------
+
+    def append(
+        self,
+        source: str,
+        records: Sequence[LogRecord],
+        malformed: Sequence[MalformedRow] = (),
+    ) -> AppendResult:
+        """Append ``records`` (in order) and park ``malformed`` rows, in one transaction.
+
+        Raises :class:`LogRejectedError` when the data itself is refused (the
+        caller can then append row by row to find the culprit) and
+        :class:`LogError` when the log cannot be reached.
+        """
+        try:
+            return self._append(source, records, malformed)
+        except (DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise LogRejectedError(describe_db_error(exc)) from exc
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            raise LogError(f"appending to the event log failed: {describe_db_error(exc)}") from exc
+
+    def _append(
+        self, source: str, records: Sequence[LogRecord], malformed: Sequence[MalformedRow]
+    ) -> AppendResult:
+        with self._writer.begin() as conn:
+            head = self._lock_head(conn, source)
+            fresh, duplicates = self._without_logged(conn, source, records)
+            if fresh:
+                self._write(conn, source, head, fresh)
+                head += len(fresh)
+                conn.execute(
+                    log_heads.update()
+                    .where(log_heads.c.source == source)
+                    .values(head=head, updated_at=sa.func.current_timestamp())
+                )
+            if malformed:
+                conn.execute(
+                    parked.insert(),
+                    [
+                        {
+                            "kind": PARKED_OUTBOX_ROW,
+                            "source": source,
+                            "event_id": row.event_id,
+                            "reason": row.reason,
+                            "raw": row.raw,
+                        }
+                        for row in malformed
+                    ],
+                )
+        return AppendResult(len(fresh), duplicates, len(malformed), head)
+
+    def _lock_head(self, conn: sa.Connection, source: str) -> int:
+        query = sa.select(log_heads.c.head).where(log_heads.c.source == source).with_for_update()
+        head = conn.execute(query).scalar()
+        if head is None:
+            conn.execute(self._insert_head_if_missing(source))
+            head = conn.execute(query).scalar_one()
+        return int(head)
+
+    def _insert_head_if_missing(self, source: str) -> sa.Executable:
+        if self.kind == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(log_heads).values(source=source, head=0).on_conflict_do_nothing()
+
+    def _without_logged(
+        self, conn: sa.Connection, source: str, records: Sequence[LogRecord]
+    ) -> tuple[list[LogRecord], int]:
+        if not records:
+            return [], 0
+        ids = [r.event_id for r in records]
+        seen: set[str] = set()
+        for start in range(0, len(ids), 5000):
+            chunk = ids[start : start + 5000]
+            seen.update(
+                conn.execute(
+                    sa.select(event_log.c.event_id).where(
+                        event_log.c.source == source, event_log.c.event_id.in_(chunk)
+                    )
+                ).scalars()
+            )
+        fresh: list[LogRecord] = []
+        for record in records:
+            if record.event_id in seen:
+                continue
+            seen.add(record.event_id)
+            fresh.append(record)
+        return fresh, len(records) - len(fresh)
+
+    def _write(
+        self, conn: sa.Connection, source: str, head: int, records: Sequence[LogRecord]
+    ) -> None:
+        rows = [
+            (
+                source,
+                head + offset,
+                r.event_id,
+                r.tenant,
+                r.aggregate_type,
+                r.aggregate_id,
+                r.key_hash,
+                r.event_type,
+                r.payload,
+                r.headers,
+                r.occurred_at,
+            )
+            for offset, r in enumerate(records, start=1)
+        ]
+        if self.kind == "postgresql":
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            statement = f"COPY rm_event_log ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            placeholders = ", ".join("?" for _ in _COPY_COLUMNS)
+            conn.exec_driver_sql(
+                f"INSERT INTO rm_event_log ({', '.join(_COPY_COLUMNS)}) VALUES ({placeholders})",
+                [_sqlite_row(row) for row in rows],
+            )
+
+    # -- reading -------------------------------------------------------------------
+
+    def head(self, source: str) -> int:
+        """The position of the last event of ``source`` in the log (0 when none)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(log_heads.c.head).where(log_heads.c.source == source)
+            ).scalar()
+        return int(value or 0)
+
+    def heads(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                s: int(h) for s, h in conn.execute(sa.select(log_heads.c.source, log_heads.c.head))
+            }
+
+    def read(
+        self, source: str, after: int = 0, upto: int | None = None, limit: int = 10_000
+    ) -> list[Envelope]:
+        """Events of ``source`` with ``after < position <= upto``, in log order."""
+        query = (
+            sa.select(event_log)
+            .where(event_log.c.source == source, event_log.c.position > after)
+            .order_by(event_log.c.position)
+            .limit(limit)
+        )
+        if upto is not None:
+            query = query.where(event_log.c.position <= upto)
+        with self.engine.connect() as conn:
+            return [envelope_from_row(row._mapping) for row in conn.execute(query)]
+
+    def parked_outbox_count(self, source: str) -> int:
+        query = sa.select(sa.func.count()).where(
+            parked.c.kind == PARKED_OUTBOX_ROW,
+            parked.c.source == source,
+            parked.c.status == "parked",
+        )
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+
+def envelope_from_row(row: Any) -> Envelope:
+    occurred = row["occurred_at"]
+    if occurred is not None and occurred.tzinfo is None:
+        occurred = occurred.replace(tzinfo=UTC)
+    return Envelope(
+        event_id=row["event_id"],
+        source=row["source"],
+        tenant=row["tenant"],
+        aggregate_type=row["aggregate_type"],
+        aggregate_id=row["aggregate_id"],
+        event_type=row["event_type"],
+        payload=row["payload"],
+        headers=row["headers"] or {},
+        occurred_at=occurred,
+        position=row["position"],
+    )
+
+
+def _sqlite_row(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    occurred = row[-1]
+    if isinstance(occurred, datetime):
+        occurred = occurred.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    return (*row[:-1], occurred)

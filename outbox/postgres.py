@@ -1,0 +1,174 @@
+"""PostgreSQL outbox source: advisory-lock leader, LISTEN/NOTIFY wake-ups, SKIP LOCKED claims."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from psycopg.types.string import TextLoader
+from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
+from sqlalchemy.exc import SQLAlchemyError
+
+from config import SourceSettings
+from outbox.db import libpq_conninfo
+from outbox.source import SqlOutboxSource
+
+NOTIFY_CHANNEL = "readmodel_outbox"
+
+
+class PostgresOutboxSource(SqlOutboxSource):
+    def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
+        super().__init__(name, settings, engine=engine)
+        self._listener: psycopg.Connection[Any] | None = None
+        sa.event.listen(self.engine, "connect", _json_as_text)
+
+    def _lock_key(self) -> int:
+        identity = f"readmodel-relay:{self.settings.schema_name or 'public'}.{self.settings.table}"
+        return int.from_bytes(
+            hashlib.blake2b(identity.encode(), digest_size=8).digest(), "big", signed=True
+        )
+
+    def _acquire_leader_lock(self, conn: sa.Connection) -> bool:
+        return bool(
+            conn.execute(
+                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._lock_key()}
+            ).scalar()
+        )
+
+    def _release_leader_lock(self, conn: sa.Connection) -> None:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._lock_key()})
+
+    def _positions_filter(self, column: Any, positions: list[Any]) -> sa.ColumnElement[bool]:
+        return column == sa.any_(sa.bindparam("positions", positions, type_=ARRAY(BIGINT)))
+
+    def _now(self) -> sa.ColumnElement[Any]:
+        return sa.func.clock_timestamp()
+
+    # -- wake-ups ------------------------------------------------------------------
+
+    def _on_lead(self, conn: sa.Connection) -> None:
+        if self.settings.notify:
+            self._listen()
+
+    def _listen(self) -> None:
+        try:
+            listener = psycopg.connect(libpq_conninfo(self.settings.url), autocommit=True)
+            listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            self._listener = listener
+        except psycopg.Error:
+            self._listener = None
+
+    def _on_lose_lead(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.close()
+            except psycopg.Error:
+                pass
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Wait for a NOTIFY (or the timeout); without a listener, plain polling."""
+        listener = self._listener
+        if listener is None:
+            if self.settings.notify and self.leading:
+                self._listen()
+            stop.wait(timeout)
+            return
+        remaining = timeout
+        while remaining > 0 and not stop.is_set():
+            step = min(remaining, 0.25)
+            try:
+                for _ in listener.notifies(timeout=step, stop_after=1):
+                    return
+            except psycopg.Error:
+                self._on_lose_lead()
+                stop.wait(remaining)
+                return
+            remaining -= step
+
+    # -- housekeeping --------------------------------------------------------------
+
+    def purge_dispatched(self) -> int:
+        if self.settings.on_dispatch != "mark":
+            return 0
+        table = self._resolve()
+        position = table.c[self._columns["position"]]
+        marked = table.c[self._columns["dispatched_at"]]
+        cutoff = sa.func.now() - sa.func.make_interval(
+            0, 0, 0, 0, 0, 0, self.settings.retention.total_seconds()
+        )
+        doomed = sa.select(position).where(marked < cutoff).limit(10_000).scalar_subquery()
+        total = 0
+        try:
+            while True:
+                with self.engine.begin() as conn:
+                    count = conn.execute(sa.delete(table).where(position.in_(doomed))).rowcount
+                total += count
+                if count < 10_000:
+                    return total
+        except SQLAlchemyError:
+            return total
+
+    def ddl(self) -> list[str]:
+        return postgres_ddl(self.settings)
+
+
+def _json_as_text(dbapi_connection: Any, _record: Any) -> None:
+    """Let json/jsonb arrive as text: the relay validates and forwards it without re-encoding."""
+    for type_name in ("json", "jsonb"):
+        dbapi_connection.adapters.register_loader(type_name, TextLoader)
+
+
+def postgres_ddl(settings: SourceSettings) -> list[str]:
+    c = settings.columns
+    q = _quote
+    table = (
+        q(settings.table)
+        if not settings.schema_name
+        else f"{q(settings.schema_name)}.{q(settings.table)}"
+    )
+    base = settings.table
+    columns = [f"{q(c.position)} BIGSERIAL PRIMARY KEY"]
+    if c.event_id:
+        columns.append(f"{q(c.event_id)} UUID NOT NULL DEFAULT gen_random_uuid() UNIQUE")
+    columns += [
+        f"{q(c.aggregate_type)} VARCHAR(255) NOT NULL",
+        f"{q(c.aggregate_id)} VARCHAR(255) NOT NULL",
+        f"{q(c.event_type)} VARCHAR(255) NOT NULL",
+        f"{q(c.payload)} JSONB NOT NULL",
+    ]
+    if c.occurred_at:
+        columns.append(f"{q(c.occurred_at)} TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()")
+    if c.tenant:
+        columns.append(f"{q(c.tenant)} VARCHAR(255)")
+    if c.headers:
+        columns.append(f"{q(c.headers)} JSONB")
+    if c.dispatched_at:
+        columns.append(f"{q(c.dispatched_at)} TIMESTAMPTZ")
+    statements = [f"CREATE TABLE IF NOT EXISTS {table} (\n    " + ",\n    ".join(columns) + "\n)"]
+    if c.dispatched_at:
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {q(base + '_pending_idx')} ON {table} ({q(c.position)}) "
+            f"WHERE {q(c.dispatched_at)} IS NULL"
+        )
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {q(base + '_dispatched_idx')} ON {table} "
+            f"({q(c.dispatched_at)}) WHERE {q(c.dispatched_at)} IS NOT NULL"
+        )
+    statements += [
+        "CREATE OR REPLACE FUNCTION readmodel_outbox_notify() RETURNS trigger\n"
+        "LANGUAGE plpgsql AS $$\nBEGIN\n"
+        f"    PERFORM pg_notify('{NOTIFY_CHANNEL}', TG_TABLE_NAME);\n"
+        "    RETURN NULL;\nEND\n$$",
+        f"DROP TRIGGER IF EXISTS {q(base + '_readmodel_notify')} ON {table}",
+        f"CREATE TRIGGER {q(base + '_readmodel_notify')} AFTER INSERT ON {table}\n"
+        "    FOR EACH STATEMENT EXECUTE FUNCTION readmodel_outbox_notify()",
+    ]
+    return statements
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'

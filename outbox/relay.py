@@ -1,0 +1,276 @@
+"""The relay: moves committed outbox rows into the event log, one active relay per source.
+
+Each step claims a batch (rows stay locked in the source), appends it to the
+log in one log transaction, then deletes or marks the rows and commits the
+source transaction. A crash between the two commits leaves the rows in the
+outbox; the next leader claims them again and the log skips them by event id.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import structlog
+
+from config import RelaySettings, Settings
+from outbox.errors import LogError, ReadmodelError, SourceError
+from outbox.log import AppendResult, EventLog, LogRejectedError
+from outbox.rows import LogRecord, MalformedRow, decode_rows
+from outbox.source import OutboxSource
+from outbox.sources import open_source
+
+logger = structlog.get_logger("readmodel.relay")
+
+
+class RelayHooks:
+    """Extension point: subclass and override; every hook is a no-op by default."""
+
+    def after_append(self, source: str, result: AppendResult) -> None:
+        """Called after a batch is in the log and acknowledged in the source."""
+
+    def on_leadership(self, source: str, leading: bool) -> None:
+        """Called when this relay becomes, or stops being, the source's active relay."""
+
+
+@dataclass(slots=True)
+class RelayTotals:
+    relayed: int = 0
+    duplicates: int = 0
+    parked: int = 0
+    batches: int = 0
+    errors: list[str] = field(default_factory=list)
+    skipped: bool = False
+
+
+class SourceRelay:
+    """Relays one source. Usable from plain Python: :meth:`step`, :meth:`drain`, :meth:`run`."""
+
+    def __init__(
+        self,
+        source: OutboxSource,
+        log: EventLog,
+        settings: RelaySettings | None = None,
+        hooks: Iterable[RelayHooks] = (),
+    ) -> None:
+        self.source = source
+        self.log = log
+        self.settings = settings or RelaySettings()
+        self.hooks = list(hooks)
+        self.totals = RelayTotals()
+        self._was_leading = False
+
+    @property
+    def name(self) -> str:
+        return self.source.name
+
+    def step(self) -> int:
+        """Relay one batch; returns how many outbox rows it consumed (0 when none waited)."""
+        source = self.source
+        rows = source.claim(source.settings.batch_size)
+        if not rows:
+            source.release()
+            return 0
+        records, malformed = decode_rows(
+            rows,
+            source=source.name,
+            column_names=source.column_names,
+            default_tenant=source.settings.tenant,
+            max_payload_bytes=source.settings.max_payload_bytes,
+        )
+        try:
+            result = self._append(records, malformed)
+        except BaseException:
+            source.release()
+            raise
+        source.acknowledge([row[0] for row in rows])
+        self._count(result)
+        for hook in self.hooks:
+            hook.after_append(self.name, result)
+        return len(rows)
+
+    def _append(self, records: list[LogRecord], malformed: list[MalformedRow]) -> AppendResult:
+        try:
+            return self.log.append(self.name, records, malformed)
+        except LogRejectedError:
+            return self._append_one_by_one(records, malformed)
+
+    def _append_one_by_one(
+        self, records: list[LogRecord], malformed: list[MalformedRow]
+    ) -> AppendResult:
+        """Find the rows the log refuses, park them with the log's reason, append the rest."""
+        appended = duplicates = 0
+        parked = list(malformed)
+        head = self.log.head(self.name)
+        for record in records:
+            try:
+                result = self.log.append(self.name, [record])
+            except LogRejectedError as exc:
+                parked.append(
+                    MalformedRow(
+                        source_position=record.source_position,
+                        event_id=record.event_id,
+                        reason=f"the event log refused the row: {exc}",
+                        raw=_record_as_raw(record),
+                    )
+                )
+                continue
+            appended += result.appended
+            duplicates += result.duplicates
+            head = result.head
+        if parked:
+            head = self.log.append(self.name, [], parked).head
+        return AppendResult(appended, duplicates, len(parked), head)
+
+    def _count(self, result: AppendResult) -> None:
+        totals = self.totals
+        totals.relayed += result.appended
+        totals.duplicates += result.duplicates
+        totals.parked += result.parked
+        totals.batches += 1
+        if result.parked:
+            logger.warning("outbox rows parked", source=self.name, parked=result.parked)
+
+    def drain(self) -> RelayTotals:
+        """Relay until the outbox is empty, if this relay can lead the source."""
+        if not self._lead():
+            self.totals.skipped = True
+            return self.totals
+        batch = self.source.settings.batch_size
+        while self.step() >= batch:
+            pass
+        self.source.purge_dispatched()
+        return self.totals
+
+    def run(self, stop: threading.Event) -> None:
+        """Relay until ``stop`` is set: lead or stand by, poll adaptively, wake on NOTIFY."""
+        settings = self.source.settings
+        poll_min = settings.poll_min.total_seconds()
+        poll_max = settings.poll_max.total_seconds()
+        interval = poll_min
+        error_backoff = 0.5
+        next_purge = 0.0
+        while not stop.is_set():
+            try:
+                if not self._lead():
+                    stop.wait(self.settings.standby_retry.total_seconds())
+                    continue
+                handled = self.step()
+                error_backoff = 0.5
+                if time.monotonic() >= next_purge:
+                    purged = self.source.purge_dispatched()
+                    if purged:
+                        logger.info("purged dispatched rows", source=self.name, rows=purged)
+                    next_purge = time.monotonic() + self.settings.purge_every.total_seconds()
+                if handled >= settings.batch_size:
+                    continue
+                interval = poll_min if handled else min(max(interval, poll_min) * 2, poll_max)
+                self.source.wait(interval, stop)
+            except (SourceError, LogError) as exc:
+                self._failed(exc)
+                stop.wait(error_backoff)
+                error_backoff = min(error_backoff * 2, 5.0)
+        self._step_down()
+
+    def _lead(self) -> bool:
+        leading = self.source.try_lead()
+        if leading != self._was_leading:
+            self._was_leading = leading
+            if leading:
+                logger.info("leading source", source=self.name, url=self.source.display_url)
+            for hook in self.hooks:
+                hook.on_leadership(self.name, leading)
+        if not leading:
+            logger.debug("standing by: another relay leads this source", source=self.name)
+        return leading
+
+    def _failed(self, exc: ReadmodelError) -> None:
+        self.totals.errors.append(str(exc))
+        logger.warning("relay step failed; retrying", source=self.name, error=str(exc))
+        lose = getattr(self.source, "lose_leadership", None)
+        if lose is not None:
+            lose()
+        if self._was_leading:
+            self._was_leading = False
+            for hook in self.hooks:
+                hook.on_leadership(self.name, False)
+
+    def _step_down(self) -> None:
+        self.source.close()
+        if self._was_leading:
+            self._was_leading = False
+            logger.info("released source", source=self.name)
+
+
+def _record_as_raw(record: LogRecord) -> dict[str, object]:
+    return {
+        "event_id": record.event_id,
+        "aggregate_type": record.aggregate_type,
+        "aggregate_id": record.aggregate_id,
+        "event_type": record.event_type,
+        "payload": record.payload,
+        "headers": record.headers,
+        "tenant": record.tenant,
+        "occurred_at": None if record.occurred_at is None else record.occurred_at.isoformat(),
+    }
+
+
+class Relay:
+    """All configured sources, each relayed by its own thread."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sources: Iterable[str] | None = None,
+        hooks: Iterable[RelayHooks] = (),
+        log: EventLog | None = None,
+    ) -> None:
+        names = list(settings.sources) if sources is None else list(sources)
+        unknown = [n for n in names if n not in settings.sources]
+        if unknown:
+            known = ", ".join(sorted(settings.sources)) or "none configured"
+            raise SourceError(f"unknown source {unknown[0]!r} (known: {known})")
+        self.log = log or EventLog(settings.store.url)
+        self.log.create_tables()
+        hooks = list(hooks)
+        self.relays = [
+            SourceRelay(open_source(name, settings.sources[name]), self.log, settings.relay, hooks)
+            for name in names
+        ]
+
+    def drain(self) -> dict[str, RelayTotals]:
+        """Relay every source until its outbox is empty (``readmodel relay --once``)."""
+        results: dict[str, RelayTotals] = {}
+        for relay in self.relays:
+            try:
+                results[relay.name] = relay.drain()
+            except ReadmodelError as exc:
+                relay.totals.errors.append(str(exc))
+                results[relay.name] = relay.totals
+            finally:
+                relay.source.close()
+        return results
+
+    def run(self, stop: threading.Event) -> None:
+        """Relay every source until ``stop`` is set."""
+        threads = [
+            threading.Thread(
+                target=relay.run, args=(stop,), name=f"relay-{relay.name}", daemon=True
+            )
+            for relay in self.relays
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads) and not stop.is_set():
+                stop.wait(0.5)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+
+    def close(self) -> None:
+        self.log.close()

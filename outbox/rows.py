@@ -1,0 +1,236 @@
+"""Turn raw outbox rows into log records, or into parked rows with the reason they are malformed."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from outbox.envelope import aggregate_hash
+
+# The claim query selects the outbox columns in this order; absent optional columns are NULL.
+FIELDS = (
+    "position",
+    "event_id",
+    "aggregate_type",
+    "aggregate_id",
+    "event_type",
+    "payload",
+    "occurred_at",
+    "tenant",
+    "headers",
+)
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """A well-formed outbox row, ready to append to the log."""
+
+    source_position: Any
+    event_id: str
+    tenant: str | None
+    aggregate_type: str
+    aggregate_id: str
+    key_hash: int
+    event_type: str
+    payload: str
+    headers: str | None
+    occurred_at: datetime | None
+
+
+@dataclass(slots=True)
+class MalformedRow:
+    """An outbox row that cannot become an event; it is parked, never dropped."""
+
+    source_position: Any
+    event_id: str | None
+    reason: str
+    raw: dict[str, Any]
+
+
+class _Malformed(Exception):
+    pass
+
+
+def decode_rows(
+    rows: Iterable[Sequence[Any]],
+    *,
+    source: str,
+    column_names: dict[str, str],
+    default_tenant: str | None,
+    max_payload_bytes: int,
+) -> tuple[list[LogRecord], list[MalformedRow]]:
+    """Split claimed rows (shaped like :data:`FIELDS`) into records and malformed rows.
+
+    ``column_names`` maps each field to the outbox column it came from, for the
+    reasons and the raw copy kept in the parking table.
+    """
+    records: list[LogRecord] = []
+    malformed: list[MalformedRow] = []
+    for row in rows:
+        try:
+            records.append(_decode(row, source, column_names, default_tenant, max_payload_bytes))
+        except _Malformed as exc:
+            event_id = row[1] if row[1] is not None else None
+            malformed.append(
+                MalformedRow(
+                    source_position=row[0],
+                    event_id=None if event_id is None else _safe_str(event_id),
+                    reason=str(exc),
+                    raw=raw_row(row, column_names),
+                )
+            )
+    return records, malformed
+
+
+def _decode(
+    row: Sequence[Any],
+    source: str,
+    names: dict[str, str],
+    default_tenant: str | None,
+    max_payload_bytes: int,
+) -> LogRecord:
+    position, event_id, agg_type, agg_id, event_type, payload, occurred, tenant, headers = row
+    aggregate_type = _required_text(agg_type, names["aggregate_type"], "aggregate type")
+    aggregate_id = _required_text(agg_id, names["aggregate_id"], "aggregate id")
+    kind = _required_text(event_type, names["event_type"], "event type")
+    if names.get("event_id"):
+        event_id = _required_text(event_id, names["event_id"], "event id")
+    else:
+        event_id = f"{source}:{position}"
+    payload_text = _json_text(payload, names["payload"], "payload", max_payload_bytes)
+    if payload_text is None:
+        raise _Malformed(f"missing payload (column {names['payload']!r} is NULL)")
+    headers_text = _json_text(headers, names.get("headers") or "headers", "headers", None)
+    tenant_value = default_tenant if tenant is None else _optional_text(tenant, names["tenant"])
+    return LogRecord(
+        source_position=position,
+        event_id=event_id,
+        tenant=tenant_value,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        key_hash=aggregate_hash(aggregate_type, aggregate_id),
+        event_type=kind,
+        payload=payload_text,
+        headers=headers_text,
+        occurred_at=_timestamp(occurred, names.get("occurred_at") or "timestamp"),
+    )
+
+
+def _text(value: Any, column: str, what: str) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        try:
+            value = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Malformed(f"{what} (column {column!r}) is not valid UTF-8") from None
+    elif isinstance(value, uuid.UUID | int | Decimal):
+        value = str(value)
+    elif not isinstance(value, str):
+        raise _Malformed(f"{what} (column {column!r}) has unsupported type {type(value).__name__}")
+    if "\x00" in value:
+        raise _Malformed(f"{what} (column {column!r}) contains a NUL character")
+    return value
+
+
+def _required_text(value: Any, column: str, what: str) -> str:
+    if value is None:
+        raise _Malformed(f"missing {what} (column {column!r} is NULL)")
+    text = _text(value, column, what).strip()
+    if not text:
+        raise _Malformed(f"missing {what} (column {column!r} is empty)")
+    return text
+
+
+def _optional_text(value: Any, column: str) -> str | None:
+    text = _text(value, column, "tenant").strip()
+    return text or None
+
+
+def _json_text(value: Any, column: str, what: str, limit: int | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        text = orjson.dumps(value).decode()
+    else:
+        text = _text(value, column, what)
+    if limit is not None and len(text) > limit // 4 and len(text.encode()) > limit:
+        raise _Malformed(f"{what} is {len(text.encode())} bytes, above max_payload_bytes = {limit}")
+    try:
+        parsed = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise _Malformed(f"{what} (column {column!r}) is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise _Malformed(
+            f"{what} (column {column!r}) is a JSON {type(parsed).__name__}, expected an object"
+        )
+    if "\\u0000" in text:
+        raise _Malformed(f"{what} (column {column!r}) contains \\u0000, which the log cannot store")
+    return text
+
+
+def _timestamp(value: Any, column: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        seconds = float(value) / (1000 if abs(value) > 100_000_000_000 else 1)
+        try:
+            return datetime.fromtimestamp(seconds, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            raise _Malformed(f"timestamp (column {column!r}) is out of range: {value}") from None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise _Malformed(f"timestamp (column {column!r}) is not ISO 8601: {value!r}") from None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    raise _Malformed(f"timestamp (column {column!r}) has unsupported type {type(value).__name__}")
+
+
+def _safe_str(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    return str(value).replace("\x00", "\\x00")
+
+
+def raw_row(row: Sequence[Any], names: dict[str, str]) -> dict[str, Any]:
+    """A JSON-safe copy of a claimed row keyed by its outbox column names."""
+    out: dict[str, Any] = {}
+    for field, value in zip(FIELDS, row, strict=True):
+        column = names.get(field)
+        if column:
+            out[column] = json_safe(value)
+    return out
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` made storable as JSON without losing what it was (bytes as base64)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000")
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        try:
+            text = raw.decode("utf-8")
+            if "\x00" not in text:
+                return text
+        except UnicodeDecodeError:
+            pass
+        return {"$base64": base64.b64encode(raw).decode()}
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return repr(value)

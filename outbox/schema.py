@@ -1,0 +1,65 @@
+"""Tables readmodel keeps in the read store: the event log, its heads, and parked events."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData()
+
+JsonColumn = sa.JSON().with_variant(JSONB(), "postgresql")
+Timestamp = sa.DateTime(timezone=True)
+
+event_log = sa.Table(
+    "rm_event_log",
+    metadata,
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("tenant", sa.Text),
+    sa.Column("aggregate_type", sa.Text, nullable=False),
+    sa.Column("aggregate_id", sa.Text, nullable=False),
+    sa.Column("key_hash", sa.Integer, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("payload", JsonColumn, nullable=False),
+    sa.Column("headers", JsonColumn),
+    sa.Column("occurred_at", Timestamp),
+    sa.Column("recorded_at", Timestamp, nullable=False, server_default=sa.func.current_timestamp()),
+    sa.UniqueConstraint("source", "event_id", name="rm_event_log_event_id_key"),
+)
+
+log_heads = sa.Table(
+    "rm_log_heads",
+    metadata,
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("head", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", Timestamp),
+)
+
+parked = sa.Table(
+    "rm_parked",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("projection", sa.Text),
+    sa.Column("event_id", sa.Text),
+    sa.Column("position", sa.BigInteger),
+    sa.Column("aggregate_type", sa.Text),
+    sa.Column("aggregate_id", sa.Text),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("raw", JsonColumn),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("status", sa.Text, nullable=False, server_default="parked"),
+    sa.Column("parked_at", Timestamp, nullable=False, server_default=sa.func.current_timestamp()),
+    sa.Column("resolved_at", Timestamp),
+    sa.Index("rm_parked_status_idx", "status", "kind", "source"),
+)
+
+PARKED_OUTBOX_ROW = "outbox_row"
+
+
+def create_all(engine: sa.Engine) -> None:
+    """Create the log tables when they are missing (migrations take over in a later release)."""
+    metadata.create_all(engine, checkfirst=True)

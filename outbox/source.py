@@ -1,0 +1,346 @@
+"""An outbox source: one service database and its outbox table.
+
+A relay talks to a source through four calls: become its leader, claim a batch
+of committed rows (locking them), acknowledge them once the log has them, or
+release them. The engine-specific parts (leader lock, wake-ups, purge SQL, DDL)
+live in ``outbox/postgres.py``, ``outbox/mysql.py`` and ``outbox/sqlite.py``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from config import SourceSettings
+from outbox.db import create_engine, describe_db_error, redact_dsn
+from outbox.errors import NotLeaderError, SourceError
+from outbox.rows import FIELDS
+
+_OPTIONAL = ("event_id", "occurred_at", "tenant", "headers")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingStats:
+    """What waits in an outbox: undelivered rows and the age of the oldest (``None`` if unknown)."""
+
+    undelivered: int
+    oldest_age_seconds: float | None
+
+
+class OutboxSource(ABC):
+    """The relay's view of one outbox table."""
+
+    def __init__(self, name: str, settings: SourceSettings) -> None:
+        self.name = name
+        self.settings = settings
+
+    @abstractmethod
+    def try_lead(self) -> bool:
+        """Try to become this source's active relay; ``True`` while leading."""
+
+    @abstractmethod
+    def claim(self, limit: int) -> list[tuple[Any, ...]]:
+        """Lock and return up to ``limit`` committed, undelivered rows in outbox order.
+
+        Rows are shaped like :data:`outbox.rows.FIELDS`. They stay locked until
+        :meth:`acknowledge` or :meth:`release`.
+        """
+
+    @abstractmethod
+    def acknowledge(self, positions: Sequence[Any]) -> None:
+        """Delete or mark the claimed rows (``on_dispatch``) and commit."""
+
+    @abstractmethod
+    def release(self) -> None:
+        """Give the claimed rows back untouched."""
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Sleep up to ``timeout`` seconds, returning early when rows may have arrived."""
+        stop.wait(timeout)
+
+    def purge_dispatched(self) -> int:
+        """Delete marked rows past the retention; returns how many."""
+        return 0
+
+    @abstractmethod
+    def pending(self) -> PendingStats:
+        """Undelivered rows and the oldest one's age (a read-only query, leader or not)."""
+
+    @abstractmethod
+    def ddl(self) -> list[str]:
+        """Statements that create this source's outbox table, indexes and wake-up trigger."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release leadership and connections."""
+
+    @property
+    def display_url(self) -> str:
+        return redact_dsn(self.settings.url)
+
+
+class SqlOutboxSource(OutboxSource):
+    """An outbox table reached through SQLAlchemy Core; engines override the hooks below.
+
+    The leader lock is a session lock taken on the same connection that claims
+    rows, so a relay that loses its connection loses its row locks and its
+    leadership together, and a standby can never claim past rows it still holds.
+    """
+
+    supports_skip_locked = True
+
+    def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
+        super().__init__(name, settings)
+        self.engine = engine or create_engine(settings.url, pool_size=2, max_overflow=2)
+        self._conn: sa.Connection | None = None
+        self._table: sa.TableClause | None = None
+        self._columns: dict[str, str] = {}
+        self._claim: sa.Select[Any] | None = None
+
+    # -- table shape ---------------------------------------------------------------
+
+    @property
+    def column_names(self) -> dict[str, str]:
+        """Field -> actual outbox column ('' for an optional column the table lacks)."""
+        self._resolve()
+        return self._columns
+
+    def _resolve(self) -> sa.TableClause:
+        if self._table is not None:
+            return self._table
+        wanted = self.settings.columns.model_dump()
+        try:
+            with self.engine.connect() as conn:
+                present = {
+                    c["name"].lower(): c["name"]
+                    for c in sa.inspect(conn).get_columns(
+                        self.settings.table, schema=self.settings.schema_name
+                    )
+                }
+        except sa.exc.NoSuchTableError:
+            raise SourceError(
+                f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
+                f"(create it with: readmodel outbox init --source {self.name})"
+            ) from None
+        except SQLAlchemyError as exc:
+            raise SourceError(
+                f"source {self.name!r} ({self.display_url}): {describe_db_error(exc)}"
+            ) from exc
+        if not present:
+            raise SourceError(
+                f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
+                f"(create it with: readmodel outbox init --source {self.name})"
+            )
+        columns: dict[str, str] = {}
+        for field, column in wanted.items():
+            actual = present.get(column.lower()) if column else None
+            if actual is None and column and field not in _OPTIONAL:
+                if field == "dispatched_at" and self.settings.on_dispatch != "mark":
+                    columns[field] = ""
+                    continue
+                raise SourceError(
+                    f"source {self.name!r}: outbox table {self._qualified()!r} has no column "
+                    f"{column!r} (configured as columns.{field})"
+                )
+            columns[field] = actual or ""
+        self._columns = columns
+        self._table = sa.table(
+            self.settings.table,
+            *[sa.column(c) for c in columns.values() if c],
+            schema=self.settings.schema_name,
+        )
+        return self._table
+
+    def _qualified(self) -> str:
+        schema = self.settings.schema_name
+        return f"{schema}.{self.settings.table}" if schema else self.settings.table
+
+    def _pending_filter(self, table: sa.TableClause) -> list[sa.ColumnElement[bool]]:
+        if self.settings.on_dispatch == "mark":
+            return [table.c[self._columns["dispatched_at"]].is_(None)]
+        return []
+
+    def _claim_query(self) -> sa.Select[Any]:
+        if self._claim is None:
+            table = self._resolve()
+            selected = [
+                table.c[self._columns[f]] if self._columns.get(f) else sa.null().label(f)
+                for f in FIELDS
+            ]
+            position = table.c[self._columns["position"]]
+            query = (
+                sa.select(*selected)
+                .where(*self._pending_filter(table))
+                .order_by(position)
+                .limit(sa.bindparam("limit"))
+            )
+            if self.supports_skip_locked:
+                query = query.with_for_update(skip_locked=True)
+            self._claim = query
+        return self._claim
+
+    # -- leadership and claims -----------------------------------------------------
+
+    def try_lead(self) -> bool:
+        if self._conn is not None:
+            return True
+        self._resolve()
+        conn = self._connect_for_leading()
+        try:
+            leading = self._acquire_leader_lock(conn)
+            conn.commit()
+        except SQLAlchemyError as exc:
+            self._discard(conn)
+            raise SourceError(
+                f"source {self.name!r} ({self.display_url}): {describe_db_error(exc)}"
+            ) from exc
+        except BaseException:
+            self._discard(conn)
+            raise
+        if not leading:
+            self._discard(conn)
+            return False
+        self._conn = conn
+        self._on_lead(conn)
+        return True
+
+    @property
+    def leading(self) -> bool:
+        return self._conn is not None
+
+    def _connect_for_leading(self) -> sa.Connection:
+        try:
+            return self.engine.connect()
+        except SQLAlchemyError as exc:
+            raise SourceError(
+                f"source {self.name!r} ({self.display_url}): {describe_db_error(exc)}"
+            ) from exc
+
+    def _leader(self) -> sa.Connection:
+        if self._conn is None:
+            raise NotLeaderError(f"source {self.name!r}: this relay is not the leader")
+        return self._conn
+
+    def claim(self, limit: int) -> list[tuple[Any, ...]]:
+        conn = self._leader()
+        try:
+            return [tuple(row) for row in conn.execute(self._claim_query(), {"limit": limit})]
+        except SQLAlchemyError as exc:
+            self.lose_leadership()
+            raise SourceError(
+                f"source {self.name!r}: claim failed: {describe_db_error(exc)}"
+            ) from exc
+
+    def acknowledge(self, positions: Sequence[Any]) -> None:
+        conn = self._leader()
+        try:
+            if positions:
+                table = self._resolve()
+                column = table.c[self._columns["position"]]
+                for start in range(0, len(positions), 5000):
+                    chunk = list(positions[start : start + 5000])
+                    where = self._positions_filter(column, chunk)
+                    if self.settings.on_dispatch == "delete":
+                        conn.execute(sa.delete(table).where(where))
+                    else:
+                        marked = table.c[self._columns["dispatched_at"]]
+                        conn.execute(sa.update(table).where(where).values({marked: self._now()}))
+            conn.commit()
+        except SQLAlchemyError as exc:
+            self.lose_leadership()
+            raise SourceError(
+                f"source {self.name!r}: acknowledging rows failed: {describe_db_error(exc)}"
+            ) from exc
+
+    def release(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.rollback()
+        except SQLAlchemyError:
+            self.lose_leadership()
+
+    def lose_leadership(self) -> None:
+        """Drop the leader connection (its session lock and row locks go with it)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._on_lose_lead()
+            self._discard(conn)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.rollback()
+                self._release_leader_lock(self._conn)
+                self._conn.commit()
+            except SQLAlchemyError:
+                pass
+        self.lose_leadership()
+        self.engine.dispose()
+
+    @staticmethod
+    def _discard(conn: sa.Connection) -> None:
+        try:
+            conn.invalidate()
+        except SQLAlchemyError:
+            pass
+        try:
+            conn.close()
+        except SQLAlchemyError:
+            pass
+
+    # -- status --------------------------------------------------------------------
+
+    def pending(self) -> PendingStats:
+        table = self._resolve()
+        occurred = self._columns.get("occurred_at")
+        columns: list[Any] = [sa.func.count()]
+        if occurred:
+            columns += [sa.func.min(table.c[occurred]), self._now()]
+        query = sa.select(*columns).select_from(table).where(*self._pending_filter(table))
+        try:
+            with self.engine.connect() as conn:
+                row = conn.execute(query).one()
+        except SQLAlchemyError as exc:
+            raise SourceError(
+                f"source {self.name!r} ({self.display_url}): {describe_db_error(exc)}"
+            ) from exc
+        age = None
+        if occurred and row[1] is not None:
+            age = max(0.0, (_as_utc(row[2]) - _as_utc(row[1])).total_seconds())
+        return PendingStats(int(row[0]), age)
+
+    # -- engine hooks --------------------------------------------------------------
+
+    def _positions_filter(self, column: Any, positions: list[Any]) -> sa.ColumnElement[bool]:
+        return column.in_(positions)
+
+    def _now(self) -> sa.ColumnElement[Any]:
+        return sa.func.current_timestamp()
+
+    @abstractmethod
+    def _acquire_leader_lock(self, conn: sa.Connection) -> bool: ...
+
+    def _release_leader_lock(self, conn: sa.Connection) -> None:
+        """Release the session lock explicitly (closing the connection also does)."""
+
+    def _on_lead(self, conn: sa.Connection) -> None:
+        """Called after leadership is won (PostgreSQL starts listening here)."""
+
+    def _on_lose_lead(self) -> None:
+        """Called when leadership is lost."""
+
+
+def _as_utc(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value / (1000 if value > 100_000_000_000 else 1), tz=UTC)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,0 +1,115 @@
+"""SQLite outbox source (the embedded default): a lock file elects the relay, writes serialize."""
+
+from __future__ import annotations
+
+import fcntl
+from typing import IO, Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from config import SourceSettings
+from outbox.errors import SourceError
+from outbox.source import SqlOutboxSource
+
+
+class SqliteOutboxSource(SqlOutboxSource):
+    """SQLite has no row locks: a claim is an ``IMMEDIATE`` transaction, which holds the write lock.
+
+    Leadership is an exclusive ``flock`` on ``<database>.relay.lock``, which the
+    kernel releases when the relay process dies.
+    """
+
+    supports_skip_locked = False
+
+    def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
+        super().__init__(name, settings, engine=engine)
+        self.engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        database = sa.make_url(settings.url).database
+        if not database or database == ":memory:":
+            raise SourceError(f"source {name!r}: a SQLite source needs a database file")
+        self._lock_path = f"{database}.relay.lock"
+        self._lock_file: IO[str] | None = None
+
+    def _acquire_leader_lock(self, conn: sa.Connection) -> bool:
+        handle = open(self._lock_path, "a")  # noqa: SIM115 - held for the leadership's lifetime
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            return False
+        self._lock_file = handle
+        return True
+
+    def _release_leader_lock(self, conn: sa.Connection) -> None:
+        self._drop_lock_file()
+
+    def _on_lose_lead(self) -> None:
+        self._drop_lock_file()
+
+    def _drop_lock_file(self) -> None:
+        handle, self._lock_file = self._lock_file, None
+        if handle is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+
+    def claim(self, limit: int) -> list[tuple[Any, ...]]:
+        conn = self._leader()
+        if conn.in_transaction():
+            conn.rollback()
+        return super().claim(limit)
+
+    def _now(self) -> sa.ColumnElement[Any]:
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now")
+
+    def purge_dispatched(self) -> int:
+        if self.settings.on_dispatch != "mark":
+            return 0
+        table = self._resolve()
+        marked = table.c[self._columns["dispatched_at"]]
+        seconds = int(self.settings.retention.total_seconds())
+        cutoff = sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", f"-{seconds} seconds")
+        try:
+            with self.engine.begin() as conn:
+                return conn.execute(sa.delete(table).where(marked < cutoff)).rowcount
+        except SQLAlchemyError:
+            return 0
+
+    def ddl(self) -> list[str]:
+        return sqlite_ddl(self.settings)
+
+
+def sqlite_ddl(settings: SourceSettings) -> list[str]:
+    c = settings.columns
+    q = _quote
+    table = q(settings.table)
+    columns = [f"{q(c.position)} INTEGER PRIMARY KEY AUTOINCREMENT"]
+    if c.event_id:
+        columns.append(f"{q(c.event_id)} TEXT NOT NULL UNIQUE DEFAULT (lower(hex(randomblob(16))))")
+    columns += [
+        f"{q(c.aggregate_type)} TEXT NOT NULL",
+        f"{q(c.aggregate_id)} TEXT NOT NULL",
+        f"{q(c.event_type)} TEXT NOT NULL",
+        f"{q(c.payload)} TEXT NOT NULL",
+    ]
+    if c.occurred_at:
+        columns.append(
+            f"{q(c.occurred_at)} TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))"
+        )
+    if c.tenant:
+        columns.append(f"{q(c.tenant)} TEXT")
+    if c.headers:
+        columns.append(f"{q(c.headers)} TEXT")
+    if c.dispatched_at:
+        columns.append(f"{q(c.dispatched_at)} TEXT")
+    statements = [f"CREATE TABLE IF NOT EXISTS {table} (\n    " + ",\n    ".join(columns) + "\n)"]
+    if c.dispatched_at:
+        statements.append(
+            f"CREATE INDEX IF NOT EXISTS {q(settings.table + '_pending_idx')} "
+            f"ON {table} ({q(c.dispatched_at)}, {q(c.position)})"
+        )
+    return statements
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
