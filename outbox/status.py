@@ -1,0 +1,58 @@
+"""What waits where: per source, undelivered outbox rows, the log head and parked rows."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from config import Settings
+from outbox.db import engine_kind, redact_dsn
+from outbox.errors import ReadmodelError
+from outbox.log import EventLog
+from outbox.sources import open_source
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    source: str
+    engine: str
+    url: str
+    undelivered: int | None
+    oldest_undelivered_age_seconds: float | None
+    log_head: int
+    parked: int
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
+    """One :class:`SourceStatus` per configured source; an unreachable source reports its error."""
+    heads = log.heads()
+    out = []
+    for name, source_settings in settings.sources.items():
+        undelivered: int | None = None
+        age: float | None = None
+        error: str | None = None
+        source = open_source(name, source_settings)
+        try:
+            stats = source.pending()
+            undelivered, age = stats.undelivered, stats.oldest_age_seconds
+        except ReadmodelError as exc:
+            error = str(exc)
+        finally:
+            source.close()
+        out.append(
+            SourceStatus(
+                source=name,
+                engine=engine_kind(source_settings.url),
+                url=redact_dsn(source_settings.url),
+                undelivered=undelivered,
+                oldest_undelivered_age_seconds=age,
+                log_head=heads.get(name, 0),
+                parked=log.parked_outbox_count(name),
+                error=error,
+            )
+        )
+    return out

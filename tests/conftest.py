@@ -1,0 +1,107 @@
+"""Shared fixtures: every test gets its own databases on the real local servers, dropped after."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from config import Settings, load_settings
+
+PG_ADMIN = os.environ.get("READMODEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+MYSQL_ADMIN = os.environ.get("READMODEL_TEST_MYSQL", "mysql://root@127.0.0.1:3306/mysql")
+
+ENGINES = ("postgresql", "mysql", "sqlite")
+
+
+def _admin_engine(dsn: str) -> sa.Engine:
+    from outbox.db import sqlalchemy_url
+
+    return sa.create_engine(
+        sqlalchemy_url(dsn), isolation_level="AUTOCOMMIT", poolclass=sa.NullPool
+    )
+
+
+@pytest.fixture
+def pg_database() -> Iterator[Callable[[], str]]:
+    """Factory: a fresh PostgreSQL database per call; returns its DSN. All are dropped after."""
+    admin = _admin_engine(PG_ADMIN)
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"rm_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return sa.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with admin.connect() as conn:
+        for name in created:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture
+def mysql_database() -> Iterator[Callable[[], str]]:
+    """Factory: a fresh MariaDB/MySQL database per call; returns its DSN. All are dropped after."""
+    admin = _admin_engine(MYSQL_ADMIN)
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"rm_test_{uuid.uuid4().hex[:12]}"
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        created.append(name)
+        return sa.make_url(MYSQL_ADMIN).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with admin.connect() as conn:
+        for name in created:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_database(tmp_path: Any) -> Callable[[], str]:
+    """Factory: a fresh SQLite database file per call; returns its DSN."""
+    counter = iter(range(1_000_000))
+
+    def make() -> str:
+        return f"sqlite:///{tmp_path / f'db{next(counter)}.sqlite'}"
+
+    return make
+
+
+@pytest.fixture
+def database_for(
+    pg_database: Callable[[], str],
+    mysql_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+) -> Callable[[str], str]:
+    """``database_for("postgresql" | "mysql" | "sqlite")`` -> a fresh database DSN."""
+    factories = {"postgresql": pg_database, "mysql": mysql_database, "sqlite": sqlite_database}
+    return lambda engine: factories[engine]()
+
+
+@pytest.fixture
+def make_settings() -> Callable[..., Settings]:
+    """``make_settings(store_url, sources={...}, **other)`` -> validated :class:`Settings`."""
+
+    def make(
+        store_url: str, sources: dict[str, dict[str, Any]] | None = None, **other: Any
+    ) -> Settings:
+        return load_settings(None, store={"url": store_url}, sources=sources or {}, **other)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _no_config_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("READMODEL_") and not name.startswith("READMODEL_TEST_"):
+            monkeypatch.delenv(name, raising=False)

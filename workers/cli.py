@@ -1,0 +1,321 @@
+"""The ``readmodel`` command: parses arguments, builds objects from settings, prints results.
+
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration,
+3 a database could not be reached.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
+
+from config import ConfigError, Settings, load_settings
+from outbox.db import describe_db_error
+from outbox.errors import ReadmodelError, SourceError
+from workers.logs import configure_logging
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+app = typer.Typer(
+    help="readmodel: relay outbox events into a durable log and build read models from it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+outbox_app = typer.Typer(help="Outbox tables in the service databases.", no_args_is_help=True)
+parked_app = typer.Typer(help="Parked outbox rows and events: list, show.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
+app.add_typer(parked_app, name="parked")
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML settings file (default: $READMODEL_CONFIG, else embedded SQLite defaults).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LogJsonOption = Annotated[
+    bool, typer.Option("--log-json", help="Log one JSON object per line (for production).")
+]
+LogLevelOption = Annotated[
+    str | None, typer.Option("--log-level", help="debug, info, warning or error.")
+]
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _settings(path: Path | None, log_json: bool = False, log_level: str | None = None) -> Settings:
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    configure_logging(
+        log_level or settings.logging.level, json_output=log_json or settings.logging.json_output
+    )
+    return settings
+
+
+def _guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``func``, turning readmodel and driver errors into one clear line and an exit code."""
+    try:
+        return func(*args, **kwargs)
+    except ConfigError as exc:
+        raise _fail(str(exc), EXIT_CONFIG) from None
+    except SourceError as exc:
+        raise _fail(str(exc), EXIT_UNREACHABLE) from None
+    except ReadmodelError as exc:
+        raise _fail(str(exc), EXIT_FAILURE) from None
+    except SQLAlchemyError as exc:
+        raise _fail(describe_db_error(exc), EXIT_UNREACHABLE) from None
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
+
+
+@app.command()
+def relay(
+    config: ConfigOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Drain every source, then exit (scripts, cron, tests).")
+    ] = False,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", "-s", help="Relay only this source (repeatable)."),
+    ] = None,
+    log_json: LogJsonOption = False,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Move committed outbox rows into the event log, one active relay per source.
+
+    Start it twice for a hot standby: the second process waits and takes over a
+    source within seconds when the first dies.
+    """
+    from outbox.relay import Relay
+
+    settings = _settings(config, log_json, log_level)
+    if not settings.sources:
+        raise _fail("no sources configured: add a [sources.NAME] table to the config", EXIT_CONFIG)
+    runner = _guarded(Relay, settings, sources=source)
+    try:
+        if once:
+            results = _guarded(runner.drain)
+            failed = False
+            for name, totals in results.items():
+                if totals.skipped:
+                    err.print(f"{name}: another relay is active; skipped")
+                for problem in totals.errors:
+                    failed = True
+                    err.print(f"[red]{name}:[/] {problem}", highlight=False)
+                out.print(
+                    f"{name}: relayed {totals.relayed}, duplicates {totals.duplicates}, "
+                    f"parked {totals.parked}",
+                    highlight=False,
+                )
+            if failed:
+                raise typer.Exit(EXIT_UNREACHABLE)
+            return
+        runner.run(_stop_on_signals())
+    finally:
+        runner.close()
+
+
+@app.command()
+def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Per source: undelivered outbox rows, oldest undelivered age, log head, parked rows."""
+    from outbox.log import EventLog
+    from outbox.status import source_statuses
+
+    settings = _settings(config, log_level="warning")
+    log = EventLog(settings.store.url)
+    try:
+        _guarded(log.create_tables)
+        rows = _guarded(source_statuses, settings, log)
+    finally:
+        log.close()
+    if as_json:
+        print(json.dumps({"sources": [row.as_dict() for row in rows]}, indent=2))
+    else:
+        table = Table(title="sources")
+        for column in ("source", "engine", "undelivered", "oldest age", "log head", "parked"):
+            table.add_column(column, justify="left" if column in {"source", "engine"} else "right")
+        for row in rows:
+            table.add_row(
+                row.source,
+                row.engine,
+                "?" if row.undelivered is None else str(row.undelivered),
+                _age(row.oldest_undelivered_age_seconds),
+                str(row.log_head),
+                str(row.parked),
+            )
+        out.print(table)
+        for row in rows:
+            if row.error:
+                err.print(f"[red]{row.source}:[/] {row.error}", highlight=False)
+    if any(row.error for row in rows):
+        raise typer.Exit(EXIT_UNREACHABLE)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+@outbox_app.command("init")
+def outbox_init(
+    source: Annotated[str, typer.Option("--source", "-s", help="Source name from the config.")],
+    config: ConfigOption = None,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="Print the DDL instead of applying it.")
+    ] = False,
+) -> None:
+    """Create the outbox table, its indexes and (PostgreSQL) the NOTIFY trigger for a source."""
+    from outbox.sources import open_source
+
+    settings = _settings(config, log_level="warning")
+    if source not in settings.sources:
+        known = ", ".join(sorted(settings.sources)) or "none configured"
+        raise _fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
+    outbox_source = open_source(source, settings.sources[source])
+    try:
+        statements = outbox_source.ddl()
+        if print_only:
+            for statement in statements:
+                print(statement.rstrip() + ";\n")
+            return
+
+        def apply() -> None:
+            with outbox_source.engine.begin() as conn:
+                for statement in statements:
+                    conn.exec_driver_sql(statement)
+
+        _guarded(apply)
+        out.print(f"{source}: outbox table {settings.sources[source].table!r} is ready")
+    finally:
+        outbox_source.close()
+
+
+@parked_app.command("list")
+def parked_list(
+    config: ConfigOption = None,
+    source: Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Include retried and skipped entries.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List parked outbox rows and events with their reasons."""
+    entries = _with_parked(
+        config, lambda p: p.list(source=source, status=None if show_all else "parked", limit=limit)
+    )
+    if as_json:
+        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        return
+    table = Table(title="parked")
+    for column in ("id", "kind", "source", "event id", "reason", "status", "parked at"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            str(e.id),
+            e.kind,
+            e.source,
+            e.event_id or "-",
+            e.reason,
+            e.status,
+            e.parked_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    out.print(table)
+
+
+@parked_app.command("show")
+def parked_show(
+    entry_id: Annotated[int, typer.Argument(help="The id shown by 'readmodel parked list'.")],
+    config: ConfigOption = None,
+) -> None:
+    """Show one parked entry in full: reason, detail and the raw row as it was read."""
+    entry = _with_parked(config, lambda p: p.get(entry_id))
+    if entry is None:
+        raise _fail(f"no parked entry with id {entry_id}", EXIT_FAILURE)
+    print(json.dumps(entry.as_dict(), indent=2, default=str))
+
+
+def _with_parked(config: Path | None, action: Any) -> Any:
+    from outbox.log import EventLog
+    from outbox.parking import ParkedEvents
+
+    settings = _settings(config, log_level="warning")
+    log = EventLog(settings.store.url)
+    try:
+        _guarded(log.create_tables)
+        return _guarded(action, ParkedEvents(log.engine))
+    finally:
+        log.close()
+
+
+@app.command()
+def demo(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo keeps its SQLite databases.")
+    ] = Path("readmodel-demo"),
+    events: Annotated[int, typer.Option(help="How many events the demo services write.")] = 5000,
+) -> None:
+    """Run the pipeline on embedded defaults: SQLite service databases and read store."""
+    from workers.demo import run_demo
+
+    configure_logging("warning")
+    code = _guarded(run_demo, directory, events, out)
+    raise typer.Exit(code)
+
+
+@app.command()
+def version() -> None:
+    """Print readmodel's version."""
+    from importlib.metadata import version as package_version
+
+    print(package_version("readmodel"))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

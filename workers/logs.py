@@ -1,0 +1,42 @@
+"""structlog setup: console for people, JSON for machines; secrets are masked in every event."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import structlog
+
+from outbox.db import redact_text
+
+
+def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if isinstance(value, str) and ("://" in value or "password" in value.lower()):
+            event[key] = redact_text(value)
+    return event
+
+
+def configure_logging(level: str = "info", json_output: bool = False) -> None:
+    """Configure structlog (and the standard library's logging, which Dramatiq uses)."""
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: Any
+    if json_output:
+        processors += [structlog.processors.format_exc_info, _redact]
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        processors.append(_redact)
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[*processors, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
