@@ -1,0 +1,117 @@
+"""One contract for "an outbox source", run against PostgreSQL, MariaDB and SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from config import Settings
+from outbox.db import create_engine
+from outbox.log import EventLog
+from outbox.relay import Relay, SourceRelay
+from outbox.sources import open_source
+from tests.conftest import ENGINES
+from tests.outbox_helpers import init_outbox, insert_events
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture(params=["delete", "mark"])
+def on_dispatch(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def setup(
+    engine_name: str,
+    on_dispatch: str,
+    database_for: Callable[[str], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> Iterator[tuple[Settings, sa.Engine]]:
+    source_url = database_for(engine_name)
+    settings = make_settings(
+        pg_database(), {"svc": {"url": source_url, "on_dispatch": on_dispatch, "batch_size": 100}}
+    )
+    init_outbox(settings.sources["svc"])
+    engine = create_engine(source_url)
+    yield settings, engine
+    engine.dispose()
+
+
+def _outbox_rows(engine: sa.Engine, pending_only: bool) -> int:
+    where = " WHERE dispatched_at IS NULL" if pending_only else ""
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(f"SELECT count(*) FROM outbox{where}").scalar_one()
+
+
+def test_relays_every_row_once_in_outbox_order(setup: tuple[Settings, sa.Engine]) -> None:
+    settings, source_db = setup
+    events = [("order", f"o{i % 13}", "OrderPlaced", {"n": i}) for i in range(1, 351)]
+    insert_events(source_db, events)
+
+    relay = Relay(settings)
+    totals = relay.drain()["svc"]
+
+    assert (totals.relayed, totals.duplicates, totals.parked) == (350, 0, 0)
+    logged = relay.log.read("svc", limit=1000)
+    assert [e.payload["n"] for e in logged] == list(range(1, 351))
+    assert [e.position for e in logged] == list(range(1, 351))
+    assert relay.log.head("svc") == 350
+    assert _outbox_rows(source_db, pending_only=True) == 0
+    expected_left = 0 if settings.sources["svc"].on_dispatch == "delete" else 350
+    assert _outbox_rows(source_db, pending_only=False) == expected_left
+    relay.close()
+
+
+def test_crash_between_append_and_acknowledge_is_deduplicated(
+    setup: tuple[Settings, sa.Engine],
+) -> None:
+    settings, source_db = setup
+    insert_events(source_db, [("user", f"u{i}", "UserRegistered", {"n": i}) for i in range(40)])
+    log = EventLog(settings.store.url)
+    log.create_tables()
+    source = open_source("svc", settings.sources["svc"])
+    relay = SourceRelay(source, log)
+    assert source.try_lead()
+    # Append the claimed rows to the log but "crash" before acknowledging them.
+    from outbox.rows import decode_rows
+
+    rows = source.claim(25)
+    records, malformed = decode_rows(
+        rows,
+        source="svc",
+        column_names=source.column_names,
+        default_tenant=None,
+        max_payload_bytes=1 << 20,
+    )
+    log.append("svc", records, malformed)
+    source.lose_leadership()
+
+    totals = relay.drain()
+
+    assert totals.relayed == 15
+    assert totals.duplicates == 25
+    assert [e.payload["n"] for e in log.read("svc")] == list(range(40))
+    assert _outbox_rows(source_db, pending_only=True) == 0
+    source.close()
+    log.close()
+
+
+def test_second_relay_stands_by_while_first_leads(setup: tuple[Settings, sa.Engine]) -> None:
+    settings, _ = setup
+    first = open_source("svc", settings.sources["svc"])
+    second = open_source("svc", settings.sources["svc"])
+    try:
+        assert first.try_lead()
+        assert not second.try_lead()
+        first.close()
+        assert second.try_lead()
+    finally:
+        first.close()
+        second.close()
