@@ -3,7 +3,9 @@
 from config.errors import ConfigError
 from config.loader import CONFIG_ENV, load_settings
 from config.settings import (
+    BrokerSettings,
     ColumnMap,
+    EngineSettings,
     LoggingSettings,
     RelaySettings,
     Settings,
@@ -12,8 +14,10 @@ from config.settings import (
 )
 
 __all__ = [
+    "BrokerSettings",
     "CONFIG_ENV",
     "ColumnMap",
+    "EngineSettings",
     "ConfigError",
     "LoggingSettings",
     "RelaySettings",

@@ -24,7 +24,9 @@ def parse_duration(value: Any) -> Any:
         if not match:
             raise ValueError("expected a duration such as 30s, 15m, 12h or 7d")
         return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, int | float) and value < 0):
+        raise ValueError("expected a duration such as 30s, 15m, 12h or 7d (seconds if a number)")
+    if isinstance(value, int | float):
         return timedelta(seconds=value)
     return value
 
@@ -152,6 +154,48 @@ class RelaySettings(_Strict):
     )
 
 
+class BrokerSettings(_Strict):
+    """Where projection work is queued: Redis (default for servers), RabbitMQ, or in-process."""
+
+    url: str = Field(
+        "memory://",
+        description="memory:// (in-process, embedded), redis://host:6379/0 or amqp://user:pw@host/",
+    )
+    queue: str = Field("readmodel", description="Dramatiq queue name")
+    worker_timeout: Duration = Field(
+        timedelta(milliseconds=50),
+        description="how long an idle worker waits for a message before polling again",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in {"memory", "redis", "rediss", "amqp", "amqps"}:
+            raise ValueError("expected memory://, redis://, rediss://, amqp:// or amqps://")
+        return value
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value):
+            raise ValueError("use letters, digits, '.', '_' or '-'")
+        return value
+
+
+class EngineSettings(_Strict):
+    """How projections are applied."""
+
+    batch_size: int = Field(2000, ge=1, le=100_000, description="events per apply transaction")
+    max_attempts: int = Field(5, ge=1, description="handler failures before an event is parked")
+    retry_backoff: Duration = Field(
+        timedelta(milliseconds=100), description="first retry delay; doubles per attempt"
+    )
+    sweep_every: Duration = Field(
+        timedelta(seconds=5), description="how often the sweeper re-triggers lagging lanes"
+    )
+
+
 class LoggingSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_output: bool = Field(False, alias="json")
@@ -167,6 +211,15 @@ class Settings(BaseSettings):
     )
 
     store: StoreSettings = StoreSettings()
+    stores: dict[str, StoreSettings] = Field(
+        default_factory=dict,
+        description="extra read-model stores by name; 'default' is [store]",
+    )
+    projections: list[str] = Field(
+        default_factory=list, description="modules (or module:Class) holding projections"
+    )
+    broker: BrokerSettings = BrokerSettings()
+    engine: EngineSettings = EngineSettings()
     relay: RelaySettings = RelaySettings()
     logging: LoggingSettings = LoggingSettings()
     sources: dict[str, SourceSettings] = Field(default_factory=dict)

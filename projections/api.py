@@ -1,0 +1,255 @@
+"""What a projection author writes: a :class:`Projection` subclass with ``@on`` handlers.
+
+Example::
+
+    import sqlalchemy as sa
+    from pydantic import BaseModel
+    from projections import Event, Projection, Tx, on
+
+    metadata = sa.MetaData()
+    totals = sa.Table(
+        "order_totals", metadata,
+        sa.Column("customer_id", sa.Text, primary_key=True),
+        sa.Column("orders", sa.Integer, nullable=False),
+    )
+
+    class OrderPlaced(BaseModel):
+        order_id: str
+        customer_id: str
+
+    class OrderTotals(Projection):
+        name = "order_totals"
+        tables = (totals,)
+
+        @on("orders", "OrderPlaced")
+        def placed(self, event: Event[OrderPlaced], tx: Tx) -> None:
+            row = tx.get(totals, event.payload.customer_id)
+            tx.upsert(totals, {"customer_id": event.payload.customer_id,
+                               "orders": (row["orders"] if row else 0) + 1})
+
+Handlers run inside the apply transaction of their store: ``tx.get`` sees the
+writes of earlier events of the same batch, so batching never changes what a
+handler observes. Events of one aggregate arrive in the order their source
+committed them; events of different sources have no order between them, so a
+handler may meet an event whose related aggregate it has not seen yet.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ValidationError
+
+from outbox.envelope import Envelope
+
+P = TypeVar("P")
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Generic[P]):
+    """An event as a handler sees it: the envelope's fields and a typed payload."""
+
+    payload: P
+    envelope: Envelope
+
+    @property
+    def event_id(self) -> str:
+        return self.envelope.event_id
+
+    @property
+    def source(self) -> str:
+        return self.envelope.source
+
+    @property
+    def tenant(self) -> str | None:
+        return self.envelope.tenant
+
+    @property
+    def aggregate_type(self) -> str:
+        return self.envelope.aggregate_type
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.envelope.aggregate_id
+
+    @property
+    def event_type(self) -> str:
+        return self.envelope.event_type
+
+    @property
+    def position(self) -> int:
+        return self.envelope.position or 0
+
+    @property
+    def occurred_at(self) -> datetime | None:
+        return self.envelope.occurred_at
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.envelope.headers
+
+
+class Tx(typing.Protocol):
+    """The store transaction a handler writes through (see ``projections/store.py``)."""
+
+    def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None: ...
+
+    def upsert(self, table: sa.Table, row: Mapping[str, Any]) -> None: ...
+
+    def delete(self, table: sa.Table, key: Any) -> None: ...
+
+    def find(self, table: sa.Table, **equals: Any) -> list[dict[str, Any]]: ...
+
+    def prefetch(self, table: sa.Table, keys: list[Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Handler:
+    source: str
+    event_type: str
+    function: Callable[..., None]
+    model: type[BaseModel] | None
+
+
+def on(source: str, event_type: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Mark a method as the handler of ``event_type`` events from ``source``.
+
+    The payload model comes from the ``event`` parameter's annotation
+    (``Event[MyModel]``); without one, the payload is a plain ``dict``.
+    """
+
+    def mark(function: Callable[..., None]) -> Callable[..., None]:
+        marks = list(getattr(function, "__readmodel_on__", []))
+        marks.append((source, event_type))
+        function.__readmodel_on__ = marks  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+class PayloadError(ValueError):
+    """An event's payload does not match its handler's model."""
+
+
+class Projection:
+    """Base class of projections. Subclasses set ``name``, ``tables`` and ``@on`` handlers.
+
+    ``tables`` lists every table the projection owns: the read models it serves
+    and any auxiliary tables it only needs for itself. ``partitions`` is how many
+    ordered lanes each source's events are split into (by aggregate).
+    ``upcasters`` maps ``(event_type, schema_version)`` to a function that turns
+    a payload of that version into the next version.
+    """
+
+    name: ClassVar[str]
+    tables: ClassVar[tuple[sa.Table, ...]] = ()
+    partitions: ClassVar[int] = 4
+    upcasters: ClassVar[Mapping[tuple[str, int], Upcaster]] = {}
+    store: ClassVar[str] = "default"
+
+    _handlers: ClassVar[dict[tuple[str, str], Handler]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers: dict[tuple[str, str], Handler] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, function in vars(klass).items():
+                for source, event_type in getattr(function, "__readmodel_on__", []):
+                    handlers[(source, event_type)] = Handler(
+                        source, event_type, function, _payload_model(function, attr, cls)
+                    )
+        cls._handlers = handlers
+
+    @property
+    def sources(self) -> list[str]:
+        return sorted({source for source, _ in self._handlers})
+
+    def subscribes(self, source: str, event_type: str) -> bool:
+        return (source, event_type) in self._handlers
+
+    def event_types(self, source: str) -> list[str]:
+        return sorted(t for s, t in self._handlers if s == source)
+
+    def handle(self, envelope: Envelope, tx: Tx) -> bool:
+        """Apply one event; ``False`` when this projection does not subscribe to it."""
+        handler = self._handlers.get((envelope.source, envelope.event_type))
+        if handler is None:
+            return False
+        payload: Any = self.upcast(envelope.event_type, dict(envelope.payload))
+        if handler.model is not None:
+            try:
+                payload = handler.model.model_validate(payload)
+            except ValidationError as exc:
+                raise PayloadError(
+                    f"{envelope.event_type} payload does not match {handler.model.__name__}: "
+                    f"{exc.errors(include_url=False)}"
+                ) from exc
+        handler.function(self, Event(payload, envelope), tx)
+        return True
+
+    def prefetch(self, events: Sequence[Envelope], tx: Tx) -> None:
+        """Optional: load the rows a batch will read in a few queries (``tx.prefetch``).
+
+        Called once per batch before the handlers; correctness never depends on it.
+        """
+
+    def upcast(self, event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Bring ``payload`` to the newest schema version through ``upcasters``."""
+        if not self.upcasters:
+            return payload
+        version = int(payload.get("schema_version", 1))
+        while (step := self.upcasters.get((event_type, version))) is not None:
+            payload = step(payload)
+            version_after = int(payload.get("schema_version", version + 1))
+            version = version_after if version_after > version else version + 1
+        return payload
+
+
+def _payload_model(function: Callable[..., None], attr: str, owner: type) -> type[BaseModel] | None:
+    try:
+        hints = typing.get_type_hints(function, globalns=vars(inspect.getmodule(owner)))
+    except Exception:
+        return None
+    params = [p for p in inspect.signature(function).parameters if p != "self"]
+    if not params:
+        raise TypeError(f"{owner.__name__}.{attr}: a handler takes (self, event, tx)")
+    annotation = hints.get(params[0])
+    for arg in typing.get_args(annotation):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def load_projections(modules: Iterable[str]) -> list[Projection]:
+    """Import each module (or ``module:ClassName``) and instantiate its projections."""
+    found: dict[str, Projection] = {}
+    for spec in modules:
+        module_name, _, class_name = spec.partition(":")
+        module = importlib.import_module(module_name)
+        if class_name:
+            candidates = [getattr(module, class_name)]
+        else:
+            candidates = [
+                obj
+                for obj in vars(module).values()
+                if isinstance(obj, type)
+                and issubclass(obj, Projection)
+                and obj is not Projection
+                and obj.__module__ == module.__name__
+                and "name" in vars(obj)
+            ]
+        for cls in candidates:
+            projection = cls()
+            if projection.name in found:
+                raise ValueError(f"two projections are named {projection.name!r}")
+            found[projection.name] = projection
+    return list(found.values())

@@ -1,0 +1,252 @@
+"""The projection engine: brings each lane (projection, source, partition) up to the log head.
+
+A lane's events are always read from the log starting at the lane's own
+checkpoint, so a message that was lost, duplicated or reordered by the broker
+changes nothing but latency: messages only say "there is work up to here".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from outbox.envelope import Envelope, aggregate_hash
+from outbox.errors import ReadmodelError
+from projections.api import Projection
+from projections.log_reader import LogReader
+from projections.store import BatchResult, HandlerFailed, Lane, ParkedEvent, Store
+
+logger = structlog.get_logger("readmodel.projections")
+
+
+class RetryLater(ReadmodelError):
+    """A handler failed; it is retried after ``delay`` seconds (the event is not parked yet)."""
+
+    def __init__(
+        self, lane: Lane, event: Envelope, attempts: int, delay: float, applied: int = 0
+    ) -> None:
+        super().__init__(
+            f"{lane.projection}: {event.event_type} at {event.source}:{event.position} failed "
+            f"(attempt {attempts}); retrying in {delay:.2f}s"
+        )
+        self.lane = lane
+        self.event = event
+        self.attempts = attempts
+        self.delay = delay
+        self.applied = applied
+
+
+@dataclass(frozen=True, slots=True)
+class LaneProgress:
+    lane: Lane
+    applied: int
+    parked: int
+    checkpoint: int
+
+
+class ProjectionEngine:
+    """Applies log events to projections through their stores. Plain Python, no broker."""
+
+    def __init__(
+        self,
+        reader: LogReader,
+        projections: Iterable[Projection],
+        stores: Mapping[str, Store],
+        *,
+        batch_size: int = 2000,
+        max_attempts: int = 5,
+        retry_backoff: float = 0.1,
+    ) -> None:
+        self.reader = reader
+        self.projections = {p.name: p for p in projections}
+        self.stores = dict(stores)
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.retry_backoff = retry_backoff
+        for projection in self.projections.values():
+            if projection.store not in self.stores:
+                raise ReadmodelError(
+                    f"projection {projection.name!r} uses store {projection.store!r}, "
+                    f"which is not configured"
+                )
+
+    def store_of(self, projection: Projection | str) -> Store:
+        if isinstance(projection, str):
+            projection = self.projection(projection)
+        return self.stores[projection.store]
+
+    def projection(self, name: str) -> Projection:
+        try:
+            return self.projections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.projections)) or "none"
+            raise ReadmodelError(f"unknown projection {name!r} (known: {known})") from None
+
+    def create_tables(self) -> None:
+        by_store: dict[str, list[Projection]] = {}
+        for projection in self.projections.values():
+            by_store.setdefault(projection.store, []).append(projection)
+        for name, store in self.stores.items():
+            store.create_tables(by_store.get(name, []))
+
+    def lanes(self, projection: Projection, source: str | None = None) -> list[Lane]:
+        sources = projection.sources if source is None else [source]
+        return [
+            Lane(projection.name, s, p)
+            for s in sources
+            if s in projection.sources
+            for p in range(projection.partitions)
+        ]
+
+    def lane_of(self, projection: Projection, event: Envelope) -> Lane:
+        partition = aggregate_hash(event.aggregate_type, event.aggregate_id)
+        return Lane(projection.name, event.source, partition % projection.partitions)
+
+    def subscribers(self, source: str) -> list[Projection]:
+        return [p for p in self.projections.values() if source in p.sources]
+
+    # -- applying ------------------------------------------------------------------
+
+    def process(self, lane: Lane, target: int | None = None) -> LaneProgress:
+        """Apply the lane's events up to ``target`` (default: the log head now).
+
+        Raises :class:`RetryLater` when a handler failed fewer than
+        ``max_attempts`` times; progress before the failing event is kept.
+        """
+        projection = self.projection(lane.projection)
+        store = self.store_of(projection)
+        if target is None:
+            target = self.reader.heads().get(lane.source, 0)
+        applied = parked = 0
+        checkpoint = 0
+        while True:
+            try:
+                result = self._apply(projection, store, lane, target)
+            except HandlerFailed as failure:
+                try:
+                    applied += self._failed(projection, store, lane, failure)
+                except RetryLater as retry:
+                    retry.applied += applied
+                    raise
+                continue
+            applied += result.applied
+            parked += result.parked
+            checkpoint = result.checkpoint
+            if result.noop or checkpoint >= target:
+                return LaneProgress(lane, applied, parked, checkpoint)
+
+    def _apply(self, projection: Projection, store: Store, lane: Lane, target: int) -> BatchResult:
+        event_types = projection.event_types(lane.source)
+
+        def load(after: int, upto: int, limit: int) -> Sequence[Envelope]:
+            return self.reader.lane_events(
+                lane.source,
+                after,
+                upto,
+                partitions=projection.partitions,
+                partition=lane.partition,
+                event_types=event_types,
+                limit=limit,
+            )
+
+        return store.apply_batch(projection, lane, target, load, self.batch_size)
+
+    def _failed(
+        self, projection: Projection, store: Store, lane: Lane, failure: HandlerFailed
+    ) -> int:
+        """Count the failure; park after ``max_attempts``, else keep the progress made before
+        the failing event and raise :class:`RetryLater`. Returns events applied meanwhile."""
+        event = failure.event
+        attempts = store.record_failure(lane, event, repr(failure.error))
+        if attempts >= self.max_attempts:
+            reason = f"handler failed {attempts} times: {failure.error!r}"
+            store.block(lane, event, reason, failure.detail, attempts)
+            logger.error(
+                "event parked",
+                projection=lane.projection,
+                source=lane.source,
+                position=event.position,
+                aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
+                error=repr(failure.error),
+            )
+            return 0
+        before = (event.position or 1) - 1
+        applied = 0
+        while True:
+            result = self._apply(projection, store, lane, before)
+            applied += result.applied
+            if result.noop or result.checkpoint >= before:
+                break
+        delay = self.retry_backoff * (2 ** (attempts - 1))
+        raise RetryLater(lane, event, attempts, delay, applied)
+
+    def catch_up(self, projections: Iterable[str] | None = None, deadline: float = 600) -> int:
+        """Apply every lane up to the log head, retrying failures in process; returns events
+        applied. Used by ``readmodel run --until-caught-up`` and tests."""
+        names = list(self.projections) if projections is None else list(projections)
+        heads = self.reader.heads()
+        applied = 0
+        stop_at = time.monotonic() + deadline
+        pending = [lane for name in names for lane in self.lanes(self.projection(name))]
+        while pending:
+            lane = pending.pop(0)
+            try:
+                applied += self.process(lane, heads.get(lane.source, 0)).applied
+            except RetryLater as retry:
+                applied += retry.applied
+                if time.monotonic() + retry.delay > stop_at:
+                    raise
+                time.sleep(retry.delay)
+                pending.append(lane)
+        return applied
+
+    def lagging(self, projections: Iterable[str] | None = None) -> list[tuple[Lane, int, int]]:
+        """Lanes whose checkpoint trails their source's log head: ``(lane, checkpoint, head)``."""
+        heads = self.reader.heads()
+        out = []
+        names = list(self.projections) if projections is None else list(projections)
+        for projection in map(self.projection, names):
+            done = self.store_of(projection).checkpoints(projection.name)
+            for lane in self.lanes(projection):
+                head = heads.get(lane.source, 0)
+                position = done.get((lane.source, lane.partition), 0)
+                if position < head:
+                    out.append((lane, position, head))
+        return out
+
+    # -- parked events -------------------------------------------------------------
+
+    def parked(
+        self, projection: str | None = None, status: str | None = "parked"
+    ) -> list[ParkedEvent]:
+        seen: set[int] = set()
+        out: list[ParkedEvent] = []
+        for store in self.stores.values():
+            if id(store) in seen:
+                continue
+            seen.add(id(store))
+            out.extend(store.parked(projection, status))
+        return out
+
+    def retry(self, entry: ParkedEvent) -> int:
+        """Re-apply the parked events of ``entry``'s aggregate, in order, and release it."""
+        projection = self.projection(entry.projection)
+        store = self.store_of(projection)
+        partition = aggregate_hash(entry.aggregate_type, entry.aggregate_id) % projection.partitions
+        lane = Lane(projection.name, entry.source, partition)
+        return store.retry_parked(
+            projection,
+            lane,
+            (entry.aggregate_type, entry.aggregate_id),
+            lambda positions: self.reader.at_positions(entry.source, positions),
+        )
+
+    def close(self) -> None:
+        seen: set[int] = set()
+        for store in self.stores.values():
+            if id(store) not in seen:
+                seen.add(id(store))
+                store.close()

@@ -1,0 +1,418 @@
+"""Read models in PostgreSQL (SQLAlchemy Core, batched upserts) or SQLite (the embedded default)."""
+
+from __future__ import annotations
+
+import random
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from outbox.db import create_engine, describe_db_error, engine_kind
+from outbox.envelope import Envelope
+from outbox.errors import StoreError
+from projections.api import Projection
+from projections.sql_tx import SqlTx
+from projections.store import (
+    BatchResult,
+    EventLoader,
+    HandlerFailed,
+    Lane,
+    ParkedEvent,
+    Store,
+)
+
+metadata = sa.MetaData()
+Timestamp = sa.DateTime(timezone=True)
+
+checkpoints = sa.Table(
+    "rm_checkpoints",
+    metadata,
+    sa.Column("projection", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("position", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", Timestamp),
+)
+
+blocked = sa.Table(
+    "rm_blocked_aggregates",
+    metadata,
+    sa.Column("projection", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("aggregate_type", sa.Text, primary_key=True),
+    sa.Column("aggregate_id", sa.Text, primary_key=True),
+    sa.Column("since_position", sa.BigInteger, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+)
+
+parked_events = sa.Table(
+    "rm_parked_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("projection", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("event_id", sa.Text, nullable=False),
+    sa.Column("aggregate_type", sa.Text, nullable=False),
+    sa.Column("aggregate_id", sa.Text, nullable=False),
+    sa.Column("event_type", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("status", sa.Text, nullable=False, server_default="parked"),
+    sa.Column("parked_at", Timestamp, nullable=False, server_default=sa.func.current_timestamp()),
+    sa.Column("resolved_at", Timestamp),
+    sa.UniqueConstraint("projection", "source", "position", name="rm_parked_events_key"),
+    sa.Index("rm_parked_events_aggregate_idx", "projection", "aggregate_type", "aggregate_id"),
+)
+
+failures = sa.Table(
+    "rm_failures",
+    metadata,
+    sa.Column("projection", sa.Text, primary_key=True),
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("updated_at", Timestamp),
+)
+
+
+class SqlStore(Store):
+    """A store in one PostgreSQL or SQLite database."""
+
+    def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:
+        self.kind = engine_kind(url)
+        if self.kind not in ("postgresql", "sqlite"):
+            raise StoreError("a SQL read-model store is PostgreSQL or SQLite")
+        self.engine = engine or create_engine(url)
+        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.kind == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    def create_tables(self, projections: Sequence[Projection]) -> None:
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+            for projection in projections:
+                for table in projection.tables:
+                    table.create(self.engine, checkfirst=True)
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot create tables: {describe_db_error(exc)}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def tables_for(self, projection: Projection) -> dict[sa.Table, sa.Table]:
+        """Logical table -> physical table (a rebuild maps them to shadow copies)."""
+        return {table: table for table in projection.tables}
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def _lock_lane(self, conn: sa.Connection, lane: Lane) -> int:
+        where = (
+            checkpoints.c.projection == lane.projection,
+            checkpoints.c.source == lane.source,
+            checkpoints.c.partition == lane.partition,
+        )
+        query = sa.select(checkpoints.c.position).where(*where).with_for_update()
+        position = conn.execute(query).scalar()
+        if position is None:
+            conn.execute(
+                self._insert(checkpoints)
+                .values(
+                    projection=lane.projection,
+                    source=lane.source,
+                    partition=lane.partition,
+                    position=0,
+                )
+                .on_conflict_do_nothing()
+            )
+            position = conn.execute(query).scalar_one()
+        return int(position)
+
+    def _set_checkpoint(self, conn: sa.Connection, lane: Lane, position: int) -> None:
+        conn.execute(
+            checkpoints.update()
+            .where(
+                checkpoints.c.projection == lane.projection,
+                checkpoints.c.source == lane.source,
+                checkpoints.c.partition == lane.partition,
+            )
+            .values(position=position, updated_at=sa.func.current_timestamp())
+        )
+
+    def checkpoint(self, lane: Lane) -> int:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(checkpoints.c.position).where(
+                    checkpoints.c.projection == lane.projection,
+                    checkpoints.c.source == lane.source,
+                    checkpoints.c.partition == lane.partition,
+                )
+            ).scalar()
+        return int(value or 0)
+
+    def checkpoints(self, projection: str) -> dict[tuple[str, int], int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(
+                    checkpoints.c.source, checkpoints.c.partition, checkpoints.c.position
+                ).where(checkpoints.c.projection == projection)
+            )
+            return {(source, partition): int(position) for source, partition, position in rows}
+
+    # -- applying ------------------------------------------------------------------
+
+    def apply_batch(
+        self, projection: Projection, lane: Lane, target: int, load: EventLoader, limit: int
+    ) -> BatchResult:
+        for attempt in range(_DEADLOCK_RETRIES):
+            try:
+                return self._apply_batch(projection, lane, target, load, limit)
+            except StoreError as exc:
+                if not _is_deadlock(exc.__cause__) or attempt == _DEADLOCK_RETRIES - 1:
+                    raise
+                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+        raise AssertionError("unreachable")
+
+    def _apply_batch(
+        self, projection: Projection, lane: Lane, target: int, load: EventLoader, limit: int
+    ) -> BatchResult:
+        try:
+            with self._writer.begin() as conn:
+                position = self._lock_lane(conn, lane)
+                if position >= target:
+                    return BatchResult(0, 0, position, noop=True)
+                events = load(position, target, limit)
+                upto = events[-1].position if len(events) >= limit else target
+                held = self._blocked(conn, lane)
+                tx = SqlTx(conn, self.tables_for(projection))
+                if events:
+                    projection.prefetch(events, tx)
+                applied = parked = 0
+                for event in events:
+                    aggregate = (event.aggregate_type, event.aggregate_id)
+                    if aggregate in held:
+                        self._park(conn, lane, event, held[aggregate])
+                        parked += 1
+                        continue
+                    _handle(projection, event, tx)
+                    applied += 1
+                tx.flush()
+                self._set_checkpoint(conn, lane, int(upto or target))
+                return BatchResult(applied, parked, int(upto or target))
+        except HandlerFailed:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{lane.projection}: apply failed: {describe_db_error(exc)}") from exc
+
+    def _blocked(self, conn: sa.Connection, lane: Lane) -> dict[tuple[str, str], dict[str, Any]]:
+        rows = conn.execute(
+            sa.select(blocked).where(
+                blocked.c.projection == lane.projection, blocked.c.source == lane.source
+            )
+        )
+        return {(r.aggregate_type, r.aggregate_id): dict(r._mapping) for r in rows}
+
+    def _park(self, conn: sa.Connection, lane: Lane, event: Envelope, hold: dict[str, Any]) -> None:
+        first = event.position == hold["since_position"]
+        reason = (
+            hold["reason"]
+            if first
+            else f"held: an earlier event of this aggregate is parked "
+            f"({lane.source}:{hold['since_position']})"
+        )
+        conn.execute(
+            self._insert(parked_events)
+            .values(
+                projection=lane.projection,
+                source=lane.source,
+                position=event.position,
+                event_id=event.event_id,
+                aggregate_type=event.aggregate_type,
+                aggregate_id=event.aggregate_id,
+                event_type=event.event_type,
+                reason=reason,
+                detail=hold["detail"] if first else None,
+                attempts=hold["attempts"] if first else 0,
+            )
+            .on_conflict_do_nothing()
+        )
+
+    # -- failures and parking ------------------------------------------------------
+
+    def record_failure(self, lane: Lane, event: Envelope, error: str) -> int:
+        statement = self._insert(failures).values(
+            projection=lane.projection,
+            source=lane.source,
+            position=event.position,
+            attempts=1,
+            last_error=error,
+            updated_at=sa.func.current_timestamp(),
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["projection", "source", "position"],
+            set_={
+                "attempts": failures.c.attempts + 1,
+                "last_error": statement.excluded.last_error,
+                "updated_at": statement.excluded.updated_at,
+            },
+        )
+        with self._writer.begin() as conn:
+            conn.execute(statement)
+            return int(
+                conn.execute(
+                    sa.select(failures.c.attempts).where(
+                        failures.c.projection == lane.projection,
+                        failures.c.source == lane.source,
+                        failures.c.position == event.position,
+                    )
+                ).scalar_one()
+            )
+
+    def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> None:
+        with self._writer.begin() as conn:
+            conn.execute(
+                self._insert(blocked)
+                .values(
+                    projection=lane.projection,
+                    source=lane.source,
+                    aggregate_type=event.aggregate_type,
+                    aggregate_id=event.aggregate_id,
+                    since_position=event.position,
+                    reason=reason,
+                    detail=detail,
+                    attempts=attempts,
+                )
+                .on_conflict_do_nothing()
+            )
+
+    def parked(
+        self, projection: str | None = None, status: str | None = "parked"
+    ) -> list[ParkedEvent]:
+        query = sa.select(parked_events).order_by(parked_events.c.id)
+        if projection is not None:
+            query = query.where(parked_events.c.projection == projection)
+        if status is not None:
+            query = query.where(parked_events.c.status == status)
+        with self.engine.connect() as conn:
+            return [ParkedEvent(**row._mapping) for row in conn.execute(query)]
+
+    def parked_entry(self, entry_id: int) -> ParkedEvent | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(parked_events).where(parked_events.c.id == entry_id)
+            ).first()
+        return None if row is None else ParkedEvent(**row._mapping)
+
+    def retry_parked(
+        self,
+        projection: Projection,
+        lane: Lane,
+        aggregate: tuple[str, str],
+        load: Callable[[list[int]], Sequence[Envelope]],
+    ) -> int:
+        aggregate_where = (
+            parked_events.c.projection == lane.projection,
+            parked_events.c.source == lane.source,
+            parked_events.c.aggregate_type == aggregate[0],
+            parked_events.c.aggregate_id == aggregate[1],
+        )
+        with self._writer.begin() as conn:
+            self._lock_lane(conn, lane)
+            positions = [
+                int(p)
+                for p in conn.execute(
+                    sa.select(parked_events.c.position)
+                    .where(*aggregate_where, parked_events.c.status == "parked")
+                    .order_by(parked_events.c.position)
+                ).scalars()
+            ]
+            tx = SqlTx(conn, self.tables_for(projection))
+            events = list(load(positions)) if positions else []
+            for event in events:
+                _handle(projection, event, tx)
+            tx.flush()
+            conn.execute(
+                parked_events.update()
+                .where(*aggregate_where, parked_events.c.status == "parked")
+                .values(status="retried", resolved_at=sa.func.current_timestamp())
+            )
+            self._release(conn, lane, aggregate, positions)
+            return len(events)
+
+    def skip_parked(self, entry_id: int) -> ParkedEvent | None:
+        with self._writer.begin() as conn:
+            row = conn.execute(
+                sa.select(parked_events).where(
+                    parked_events.c.id == entry_id, parked_events.c.status == "parked"
+                )
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                parked_events.update()
+                .where(parked_events.c.id == entry_id)
+                .values(status="skipped", resolved_at=sa.func.current_timestamp())
+            )
+            remaining = conn.execute(
+                sa.select(sa.func.count()).where(
+                    parked_events.c.projection == row.projection,
+                    parked_events.c.source == row.source,
+                    parked_events.c.aggregate_type == row.aggregate_type,
+                    parked_events.c.aggregate_id == row.aggregate_id,
+                    parked_events.c.status == "parked",
+                )
+            ).scalar_one()
+            if remaining == 0:
+                lane = Lane(row.projection, row.source, -1)
+                self._release(conn, lane, (row.aggregate_type, row.aggregate_id), [row.position])
+        return self.parked_entry(entry_id)
+
+    def _release(
+        self, conn: sa.Connection, lane: Lane, aggregate: tuple[str, str], positions: list[int]
+    ) -> None:
+        conn.execute(
+            blocked.delete().where(
+                blocked.c.projection == lane.projection,
+                blocked.c.source == lane.source,
+                blocked.c.aggregate_type == aggregate[0],
+                blocked.c.aggregate_id == aggregate[1],
+            )
+        )
+        conn.execute(
+            failures.delete().where(
+                failures.c.projection == lane.projection,
+                failures.c.source == lane.source,
+                failures.c.position.in_(positions),
+            )
+        )
+
+
+_DEADLOCK_RETRIES = 20
+
+
+def _is_deadlock(exc: BaseException | None) -> bool:
+    orig = getattr(exc, "orig", exc)
+    return isinstance(orig, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
+
+
+def _handle(projection: Projection, event: Envelope, tx: SqlTx) -> None:
+    try:
+        projection.handle(event, tx)
+    except SQLAlchemyError:
+        raise
+    except Exception as exc:
+        raise HandlerFailed(event, exc, traceback.format_exc()) from exc

@@ -1,0 +1,134 @@
+"""The read-model store interface: apply a batch and its checkpoint in one commit.
+
+A store keeps, beside the read models, its own checkpoints (per projection,
+source and partition), the aggregates blocked by a parked event, the parked
+events themselves and handler failure counts, so that a batch's effects,
+its checkpoint and any parking commit or roll back together.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from outbox.envelope import Envelope
+from projections.api import Projection
+
+# (after, target, limit) -> events of one partition with after < position <= target, in order
+EventLoader = Callable[[int, int, int], Sequence[Envelope]]
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """One ordered lane of work: a projection's events of one source and partition."""
+
+    projection: str
+    source: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What :meth:`Store.apply_batch` did; ``checkpoint`` is the lane's position afterwards."""
+
+    applied: int
+    parked: int
+    checkpoint: int
+    noop: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedEvent:
+    id: int
+    projection: str
+    source: str
+    position: int
+    event_id: str
+    aggregate_type: str
+    aggregate_id: str
+    event_type: str
+    reason: str
+    detail: str | None
+    attempts: int
+    status: str
+    parked_at: datetime
+    resolved_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {name: getattr(self, name) for name in self.__slots__}
+        data["parked_at"] = self.parked_at.isoformat()
+        data["resolved_at"] = self.resolved_at.isoformat() if self.resolved_at else None
+        return data
+
+
+class HandlerFailed(Exception):
+    """A handler raised; the batch was rolled back. Carries the event that failed."""
+
+    def __init__(self, event: Envelope, error: BaseException, detail: str) -> None:
+        super().__init__(f"{event.event_type} at {event.source}:{event.position}: {error!r}")
+        self.event = event
+        self.error = error
+        self.detail = detail
+
+
+class Store(ABC):
+    """Where read models live. ``apply_batch`` owns the transaction; backends fill hooks."""
+
+    @abstractmethod
+    def create_tables(self, projections: Sequence[Projection]) -> None:
+        """Create the store's own tables and every projection's tables when missing."""
+
+    @abstractmethod
+    def apply_batch(
+        self, projection: Projection, lane: Lane, target: int, load: EventLoader, limit: int
+    ) -> BatchResult:
+        """Apply the lane's next events up to ``target`` (at most ``limit``) and move its
+        checkpoint, in one transaction. A lane already at or past ``target`` is a no-op.
+        Raises :class:`HandlerFailed` (after rolling back) when a handler raises."""
+
+    @abstractmethod
+    def checkpoint(self, lane: Lane) -> int:
+        """The lane's position: every event of the lane up to it has been applied."""
+
+    @abstractmethod
+    def checkpoints(self, projection: str) -> dict[tuple[str, int], int]:
+        """``{(source, partition): position}`` for one projection."""
+
+    @abstractmethod
+    def record_failure(self, lane: Lane, event: Envelope, error: str) -> int:
+        """Count one more failed attempt at ``event``; returns the attempts so far."""
+
+    @abstractmethod
+    def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> None:
+        """Park ``event`` and hold every later event of its aggregate until retried or skipped."""
+
+    @abstractmethod
+    def parked(
+        self, projection: str | None = None, status: str | None = "parked"
+    ) -> list[ParkedEvent]:
+        """Parked events, oldest first."""
+
+    @abstractmethod
+    def retry_parked(
+        self,
+        projection: Projection,
+        lane: Lane,
+        aggregate: tuple[str, str],
+        load: Callable[[list[int]], Sequence[Envelope]],
+    ) -> int:
+        """Apply an aggregate's parked events in order and release it; returns how many.
+
+        ``load`` fetches events of the lane's source by position. Raises
+        :class:`HandlerFailed` (and leaves everything parked) if a handler fails again.
+        """
+
+    @abstractmethod
+    def skip_parked(self, entry_id: int) -> ParkedEvent | None:
+        """Mark one parked event skipped; release its aggregate when nothing else is parked."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""

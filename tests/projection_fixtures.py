@@ -1,0 +1,178 @@
+"""Projections used by the tests (importable by worker subprocesses through config)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from outbox.envelope import Envelope
+from projections.api import Event, Projection, Tx, on
+
+metadata = sa.MetaData()
+
+account_totals = sa.Table(
+    "account_totals",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("last_seq", sa.Integer, nullable=False),
+    sa.Column("violations", sa.Integer, nullable=False),
+)
+
+balances = sa.Table(
+    "balances",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("balance", sa.BigInteger, nullable=False),
+    sa.Column("rejected", sa.Integer, nullable=False),
+)
+
+order_lines = sa.Table(  # auxiliary: remembered so that a cancellation can subtract them
+    "aux_order_lines",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("customer", sa.Text, nullable=False),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+)
+
+customer_spend = sa.Table(
+    "customer_spend",
+    metadata,
+    sa.Column("customer", sa.Text, primary_key=True),
+    sa.Column("email", sa.Text),
+    sa.Column("orders", sa.Integer, nullable=False),
+    sa.Column("spent", sa.BigInteger, nullable=False),
+)
+
+
+class Deposited(BaseModel):
+    amount: int
+    seq: int
+
+
+class Totals(Projection):
+    """Running totals per aggregate; counts out-of-order events as violations."""
+
+    name = "totals"
+    tables = (account_totals,)
+
+    @on("bank", "Deposited")
+    def deposited(self, event: Event[Deposited], tx: Tx) -> None:
+        if os.environ.get("READMODEL_TEST_FAIL_ON") == event.aggregate_id:
+            raise RuntimeError(f"refusing {event.aggregate_id}")
+        row = tx.get(account_totals, event.aggregate_id) or {
+            "account": event.aggregate_id,
+            "events": 0,
+            "total": 0,
+            "last_seq": 0,
+            "violations": 0,
+        }
+        violation = 0 if event.payload.seq == row["last_seq"] + 1 else 1
+        tx.upsert(
+            account_totals,
+            {
+                "account": event.aggregate_id,
+                "events": row["events"] + 1,
+                "total": row["total"] + event.payload.amount,
+                "last_seq": event.payload.seq,
+                "violations": row["violations"] + violation,
+            },
+        )
+
+
+class Withdrawn(BaseModel):
+    amount: int
+
+
+class Balances(Projection):
+    """Read-modify-write: a withdrawal is rejected when the balance it sees is too low."""
+
+    name = "balances"
+    tables = (balances,)
+    partitions = 2
+
+    def _row(self, tx: Tx, account: str) -> dict[str, Any]:
+        return tx.get(balances, account) or {"account": account, "balance": 0, "rejected": 0}
+
+    @on("bank", "Deposited")
+    def deposited(self, event: Event[Deposited], tx: Tx) -> None:
+        row = self._row(tx, event.aggregate_id)
+        tx.upsert(balances, {**row, "balance": row["balance"] + event.payload.amount})
+
+    @on("bank", "Withdrawn")
+    def withdrawn(self, event: Event[Withdrawn], tx: Tx) -> None:
+        row = self._row(tx, event.aggregate_id)
+        if row["balance"] < event.payload.amount:
+            tx.upsert(balances, {**row, "rejected": row["rejected"] + 1})
+        else:
+            tx.upsert(balances, {**row, "balance": row["balance"] - event.payload.amount})
+
+
+class OrderPlaced(BaseModel):
+    customer: str
+    amount: int
+
+
+class UserRegistered(BaseModel):
+    email: str
+
+
+class CustomerSpend(Projection):
+    """Two sources (orders, auth) and an auxiliary table for cancellations."""
+
+    name = "customer_spend"
+    tables = (customer_spend, order_lines)
+    upcasters = {
+        # version 1 of OrderPlaced carried "cents" instead of "amount"
+        ("OrderPlaced", 1): lambda p: {**p, "amount": p.pop("cents"), "schema_version": 2},
+    }
+
+    def _row(self, tx: Tx, customer: str) -> dict[str, Any]:
+        return tx.get(customer_spend, customer) or {
+            "customer": customer,
+            "email": None,
+            "orders": 0,
+            "spent": 0,
+        }
+
+    def prefetch(self, events: Sequence[Envelope], tx: Tx) -> None:
+        customers = [e.payload["customer"] for e in events if e.event_type == "OrderPlaced"]
+        tx.prefetch(customer_spend, customers)
+
+    @on("orders", "OrderPlaced")
+    def placed(self, event: Event[OrderPlaced], tx: Tx) -> None:
+        row = self._row(tx, event.payload.customer)
+        tx.upsert(
+            order_lines,
+            {
+                "order_id": event.aggregate_id,
+                "customer": event.payload.customer,
+                "amount": event.payload.amount,
+            },
+        )
+        tx.upsert(
+            customer_spend,
+            {**row, "orders": row["orders"] + 1, "spent": row["spent"] + event.payload.amount},
+        )
+
+    @on("orders", "OrderCancelled")
+    def cancelled(self, event: Event[dict], tx: Tx) -> None:
+        line = tx.get(order_lines, event.aggregate_id)
+        if line is None:
+            return
+        row = self._row(tx, line["customer"])
+        tx.upsert(
+            customer_spend,
+            {**row, "orders": row["orders"] - 1, "spent": row["spent"] - line["amount"]},
+        )
+        tx.delete(order_lines, event.aggregate_id)
+
+    @on("auth", "UserRegistered")
+    def registered(self, event: Event[UserRegistered], tx: Tx) -> None:
+        row = self._row(tx, event.aggregate_id)
+        tx.upsert(customer_spend, {**row, "email": event.payload.email})

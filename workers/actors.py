@@ -1,0 +1,90 @@
+"""Dramatiq actors: ``apply_lane`` brings one (projection, source, partition) lane up to date.
+
+Messages carry no events, only "this lane has work up to position N": the
+consumer reads the lane's events from the log starting at its own checkpoint.
+A lost message therefore costs latency (the sweeper re-sends it), a duplicate
+or stale one is a cheap no-op, and reordering cannot reorder events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import dramatiq
+import structlog
+
+from outbox.errors import ReadmodelError
+from outbox.log import AppendResult
+from outbox.relay import RelayHooks
+from projections.engine import RetryLater
+from projections.store import Lane
+from workers.runtime import Runtime
+
+logger = structlog.get_logger("readmodel.worker")
+
+APPLY_ACTOR = "readmodel_apply_lane"
+
+
+class Actors:
+    """The actors of one process, bound to its broker and runtime."""
+
+    def __init__(self, broker: dramatiq.Broker, runtime: Runtime) -> None:
+        self.broker = broker
+        self.runtime = runtime
+        self.queue = runtime.settings.broker.queue
+        self.apply_lane = dramatiq.actor(
+            self._apply_lane,
+            actor_name=APPLY_ACTOR,
+            queue_name=self.queue,
+            broker=broker,
+            max_retries=1_000_000,
+            min_backoff=100,
+            max_backoff=30_000,
+        )
+
+    def _apply_lane(self, projection: str, source: str, partition: int, target: int) -> None:
+        lane = Lane(projection, source, partition)
+        try:
+            self.runtime.engine.process(lane)
+        except RetryLater as retry:
+            raise dramatiq.Retry(str(retry), delay=int(retry.delay * 1000)) from None
+        except ReadmodelError as exc:
+            logger.warning("apply failed; will retry", lane=str(lane), error=str(exc))
+            raise
+
+    def send_lane(self, lane: Lane, target: int) -> None:
+        self.apply_lane.send(lane.projection, lane.source, lane.partition, target)
+
+    def send_lanes(self, lanes: Iterable[tuple[Lane, int]]) -> int:
+        sent = 0
+        for lane, target in lanes:
+            self.send_lane(lane, target)
+            sent += 1
+        return sent
+
+
+class Publisher(RelayHooks):
+    """Relay hook: after each appended batch, tell every subscribed lane there is work."""
+
+    def __init__(self, actors: Actors) -> None:
+        self.actors = actors
+
+    def after_append(self, source: str, result: AppendResult) -> None:
+        if not result.appended:
+            return
+        engine = self.actors.runtime.engine
+        lanes = [
+            (lane, result.head)
+            for projection in engine.subscribers(source)
+            for lane in engine.lanes(projection, source)
+        ]
+        try:
+            self.actors.send_lanes(lanes)
+        except Exception as exc:  # the sweeper re-sends whatever this loses
+            logger.warning("publishing to the broker failed", source=source, error=repr(exc))
+
+
+def sweep(actors: Actors) -> int:
+    """Send a message for every lane whose checkpoint trails the log head; returns how many."""
+    lagging = actors.runtime.engine.lagging()
+    return actors.send_lanes((lane, head) for lane, _, head in lagging)

@@ -1,0 +1,29 @@
+"""The Dramatiq broker for a broker URL: Redis, RabbitMQ (publisher confirms) or in-process."""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+
+from config import BrokerSettings
+
+
+def make_broker(settings: BrokerSettings) -> dramatiq.Broker:
+    """A new broker (also installed as Dramatiq's global broker)."""
+    scheme = settings.url.split("://", 1)[0].lower()
+    broker: dramatiq.Broker
+    if scheme in ("redis", "rediss"):
+        broker = RedisBroker(url=settings.url, heartbeat_timeout=15_000)
+    elif scheme in ("amqp", "amqps"):
+        broker = RabbitmqBroker(url=settings.url, confirm_delivery=True)
+    else:
+        broker = StubBroker()
+        broker.emit_after("process_boot")
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def is_in_process(settings: BrokerSettings) -> bool:
+    return settings.url.lower().startswith("memory://")

@@ -1,0 +1,97 @@
+"""Worker loops: the Dramatiq worker with its sweeper, and the in-process pipeline."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import dramatiq
+import structlog
+
+from outbox.relay import Relay
+from outbox.status import source_statuses
+from workers.actors import Actors, Publisher, sweep
+from workers.runtime import Runtime
+
+logger = structlog.get_logger("readmodel.worker")
+
+
+def run_worker(
+    runtime: Runtime,
+    broker: dramatiq.Broker,
+    stop: threading.Event,
+    *,
+    threads: int = 8,
+    sweep_every: float | None = None,
+) -> None:
+    """Consume projection work until ``stop`` is set; re-trigger lagging lanes periodically."""
+    actors = Actors(broker, runtime)
+    settings = runtime.settings
+    worker = dramatiq.Worker(
+        broker,
+        queues={settings.broker.queue},
+        worker_threads=threads,
+        worker_timeout=max(1, int(settings.broker.worker_timeout.total_seconds() * 1000)),
+    )
+    worker.start()
+    logger.info("worker started", threads=threads, queue=settings.broker.queue)
+    interval = settings.engine.sweep_every.total_seconds() if sweep_every is None else sweep_every
+    try:
+        _sweep_safely(actors)
+        while not stop.wait(interval):
+            _sweep_safely(actors)
+    finally:
+        worker.stop(timeout=30_000)
+        logger.info("worker stopped")
+
+
+def run_sweeper(runtime: Runtime, broker: dramatiq.Broker, stop: threading.Event) -> None:
+    """Only the sweeper: re-send work for lanes whose checkpoint trails the log head."""
+    actors = Actors(broker, runtime)
+    interval = runtime.settings.engine.sweep_every.total_seconds()
+    while True:
+        _sweep_safely(actors)
+        if stop.wait(interval):
+            return
+
+
+def _sweep_safely(actors: Actors) -> None:
+    try:
+        sent = sweep(actors)
+    except Exception as exc:
+        logger.warning("sweep failed", error=repr(exc))
+        return
+    if sent:
+        logger.debug("sweeper re-triggered lagging lanes", lanes=sent)
+
+
+def run_pipeline(
+    runtime: Runtime, broker: dramatiq.Broker, stop: threading.Event, *, threads: int = 8
+) -> None:
+    """Relay and worker in one process (``readmodel run``)."""
+    actors = Actors(broker, runtime)
+    relay = Relay(runtime.settings, hooks=[Publisher(actors)], log=runtime.log)
+    relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
+    relay_thread.start()
+    try:
+        run_worker(runtime, broker, stop, threads=threads)
+    finally:
+        stop.set()
+        relay_thread.join(timeout=30)
+
+
+def run_until_caught_up(runtime: Runtime, *, deadline: float = 3600) -> tuple[int, int]:
+    """Relay and apply in this process until every outbox is empty and every projection has
+    reached the log head. Returns ``(events relayed, events applied)``."""
+    relay = Relay(runtime.settings, log=runtime.log)
+    relayed = applied = 0
+    stop_at = time.monotonic() + deadline
+    while True:
+        relayed += sum(t.relayed for t in relay.drain().values())
+        applied += runtime.engine.catch_up(deadline=max(1.0, stop_at - time.monotonic()))
+        pending = sum(s.undelivered or 0 for s in source_statuses(runtime.settings, runtime.log))
+        if pending == 0 and not runtime.engine.lagging():
+            return relayed, applied
+        if time.monotonic() > stop_at:
+            raise TimeoutError("projections did not catch up before the deadline")
+        time.sleep(0.05)
