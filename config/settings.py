@@ -163,8 +163,12 @@ class BrokerSettings(_Strict):
     )
     queue: str = Field("readmodel", description="Dramatiq queue name")
     worker_timeout: Duration = Field(
-        timedelta(milliseconds=50),
+        timedelta(milliseconds=10),
         description="how long an idle worker waits for a message before polling again",
+    )
+    middleware: list[str] = Field(
+        default_factory=list,
+        description="extra Dramatiq middleware classes, as 'module:Class'",
     )
 
     @field_validator("url")

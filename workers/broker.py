@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
+
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
-from config import BrokerSettings
+from config import BrokerSettings, ConfigError
 
 
 def make_broker(settings: BrokerSettings) -> dramatiq.Broker:
@@ -21,8 +23,19 @@ def make_broker(settings: BrokerSettings) -> dramatiq.Broker:
     else:
         broker = StubBroker()
         broker.emit_after("process_boot")
+    for spec in settings.middleware:
+        broker.add_middleware(_middleware(spec))
     dramatiq.set_broker(broker)
     return broker
+
+
+def _middleware(spec: str) -> dramatiq.Middleware:
+    module_name, _, class_name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"broker.middleware: cannot import {spec!r}: {exc}") from None
+    return cls()
 
 
 def is_in_process(settings: BrokerSettings) -> bool:
