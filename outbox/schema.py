@@ -62,4 +62,21 @@ PARKED_OUTBOX_ROW = "outbox_row"
 
 def create_all(engine: sa.Engine) -> None:
     """Create the log tables when they are missing (migrations take over in a later release)."""
-    metadata.create_all(engine, checkfirst=True)
+    create_tables(engine, metadata.sorted_tables)
+
+
+_DDL_LOCK = 0x52_4D_44_44_4C  # "RMDDL": serializes readmodel's CREATE TABLEs on PostgreSQL
+
+
+def create_tables(engine: sa.Engine, tables: list[sa.Table]) -> None:
+    """Create missing ``tables``; safe when several processes start at once.
+
+    PostgreSQL's ``CREATE TABLE IF NOT EXISTS`` is not safe against a concurrent
+    creator (it can fail on ``pg_type``), so creators take a transaction-scoped
+    advisory lock first.
+    """
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DDL_LOCK)))
+        for table in tables:
+            table.create(conn, checkfirst=True)

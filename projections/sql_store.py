@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from outbox.db import create_engine, describe_db_error, engine_kind
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
+from outbox.schema import create_tables
 from projections.api import Projection
 from projections.sql_tx import SqlTx
 from projections.store import (
@@ -103,11 +104,11 @@ class SqlStore(Store):
         return insert(table)
 
     def create_tables(self, projections: Sequence[Projection]) -> None:
+        tables = list(metadata.sorted_tables)
+        for projection in projections:
+            tables.extend(projection.tables)
         try:
-            metadata.create_all(self.engine, checkfirst=True)
-            for projection in projections:
-                for table in projection.tables:
-                    table.create(self.engine, checkfirst=True)
+            create_tables(self.engine, tables)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot create tables: {describe_db_error(exc)}") from exc
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -35,7 +36,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 outbox_app = typer.Typer(help="Outbox tables in the service databases.", no_args_is_help=True)
-parked_app = typer.Typer(help="Parked outbox rows and events: list, show.", no_args_is_help=True)
+parked_app = typer.Typer(
+    help="Parked outbox rows and projection events: list, show, retry, skip.", no_args_is_help=True
+)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(parked_app, name="parked")
 
@@ -61,7 +64,9 @@ LogLevelOption = Annotated[
 
 
 def _fail(message: str, code: int) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    err.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
+    )
     return typer.Exit(code)
 
 
@@ -124,7 +129,12 @@ def relay(
     settings = _settings(config, log_json, log_level)
     if not settings.sources:
         raise _fail("no sources configured: add a [sources.NAME] table to the config", EXIT_CONFIG)
-    runner = _guarded(Relay, settings, sources=source)
+    unknown = [name for name in source or () if name not in settings.sources]
+    if unknown:
+        known = ", ".join(sorted(settings.sources))
+        raise _fail(f"unknown source {unknown[0]!r} (known: {known})", EXIT_CONFIG)
+    hooks, publisher_close = _publisher_hooks(settings)
+    runner = _guarded(Relay, settings, sources=source, hooks=hooks)
     try:
         if once:
             results = _guarded(runner.drain)
@@ -134,7 +144,7 @@ def relay(
                     err.print(f"{name}: another relay is active; skipped")
                 for problem in totals.errors:
                     failed = True
-                    err.print(f"[red]{name}:[/] {problem}", highlight=False)
+                    err.print(f"[red]{name}:[/] {escape(problem)}", highlight=False, soft_wrap=True)
                 out.print(
                     f"{name}: relayed {totals.relayed}, duplicates {totals.duplicates}, "
                     f"parked {totals.parked}",
@@ -146,6 +156,147 @@ def relay(
         runner.run(_stop_on_signals())
     finally:
         runner.close()
+        publisher_close()
+
+
+def _publisher_hooks(settings: Settings) -> tuple[list[Any], Any]:
+    """With projections and a shared broker, the relay tells workers about new events at once
+    (otherwise they find the work when they sweep)."""
+    from workers.broker import is_in_process
+
+    if not settings.projections or is_in_process(settings.broker):
+        return [], lambda: None
+    from workers.actors import Actors, Publisher
+    from workers.broker import make_broker
+    from workers.runtime import build_runtime
+
+    runtime = _guarded(build_runtime, settings, create_tables=False)
+    broker = make_broker(settings.broker)
+
+    def close() -> None:
+        broker.close()
+        runtime.close()
+
+    return [Publisher(Actors(broker, runtime))], close
+
+
+ProcessesOption = Annotated[
+    int, typer.Option("--processes", "-p", min=1, help="Worker processes to start.")
+]
+ThreadsOption = Annotated[int, typer.Option("--threads", "-t", min=1, help="Threads per process.")]
+
+
+@app.command()
+def work(
+    config: ConfigOption = None,
+    processes: ProcessesOption = 1,
+    threads: ThreadsOption = 8,
+    log_json: LogJsonOption = False,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Run the projection workers (Dramatiq) against the configured broker.
+
+    Each process also sweeps: lanes whose checkpoint trails the log head are
+    re-triggered, so work lost by the broker is picked up again.
+    """
+    from workers.broker import is_in_process
+
+    settings = _settings(config, log_json, log_level)
+    if is_in_process(settings.broker):
+        raise _fail(
+            "broker.url is memory:// (in-process): use 'readmodel run', or set broker.url to "
+            "redis://... or amqp://...",
+            EXIT_CONFIG,
+        )
+    if processes > 1:
+        raise typer.Exit(_spawn_workers(config, processes, threads, log_json, log_level))
+    _run_with_runtime(settings, "worker", threads=threads)
+
+
+def _spawn_workers(
+    config: Path | None, processes: int, threads: int, log_json: bool, log_level: str | None
+) -> int:
+    """Start ``processes`` single-process workers and wait; SIGTERM/SIGINT are passed on."""
+    import subprocess
+
+    command = [sys.executable, "-m", "workers.cli", "work", "--processes", "1"]
+    command += ["--threads", str(threads)]
+    if config is not None:
+        command += ["--config", str(config)]
+    if log_json:
+        command.append("--log-json")
+    if log_level:
+        command += ["--log-level", log_level]
+    children = [subprocess.Popen(command) for _ in range(processes)]
+    stop = _stop_on_signals()
+    while not stop.wait(0.5):
+        if all(child.poll() is not None for child in children):
+            break
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    return max(child.wait() for child in children)
+
+
+def _run_with_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
+    from workers.broker import make_broker
+    from workers.runtime import build_runtime
+    from workers.worker import run_pipeline, run_sweeper, run_worker
+
+    runtime = _guarded(build_runtime, settings)
+    broker = make_broker(settings.broker)
+    stop = _stop_on_signals()
+    try:
+        if mode == "worker":
+            run_worker(runtime, broker, stop, threads=threads)
+        elif mode == "sweeper":
+            run_sweeper(runtime, broker, stop)
+        else:
+            run_pipeline(runtime, broker, stop, threads=threads)
+    finally:
+        broker.close()
+        runtime.close()
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    until_caught_up: Annotated[
+        bool,
+        typer.Option(
+            "--until-caught-up",
+            help="Exit once every outbox is empty and every projection has reached the log head.",
+        ),
+    ] = False,
+    threads: ThreadsOption = 8,
+    log_json: LogJsonOption = False,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Relay and apply projections in this one process (scripts, tests, the embedded default)."""
+    settings = _settings(config, log_json, log_level)
+    if not until_caught_up:
+        _run_with_runtime(settings, "pipeline", threads=threads)
+        return
+    from workers.runtime import build_runtime
+    from workers.worker import run_until_caught_up
+
+    runtime = _guarded(build_runtime, settings)
+    try:
+        relayed, applied = _guarded(run_until_caught_up, runtime)
+    except TimeoutError as exc:
+        raise _fail(str(exc), EXIT_FAILURE) from None
+    finally:
+        runtime.close()
+    out.print(f"caught up: relayed {relayed}, applied {applied}", highlight=False)
+
+
+@app.command()
+def sweeper(
+    config: ConfigOption = None, log_json: LogJsonOption = False, log_level: LogLevelOption = None
+) -> None:
+    """Re-trigger projection lanes whose checkpoint trails the log head (runs until stopped)."""
+    settings = _settings(config, log_json, log_level)
+    _run_with_runtime(settings, "sweeper")
 
 
 @app.command()
@@ -179,7 +330,9 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
         out.print(table)
         for row in rows:
             if row.error:
-                err.print(f"[red]{row.source}:[/] {row.error}", highlight=False)
+                err.print(
+                    f"[red]{row.source}:[/] {escape(row.error)}", highlight=False, soft_wrap=True
+                )
     if any(row.error for row in rows):
         raise typer.Exit(EXIT_UNREACHABLE)
 
@@ -218,9 +371,14 @@ def outbox_init(
             return
 
         def apply() -> None:
-            with outbox_source.engine.begin() as conn:
-                for statement in statements:
-                    conn.exec_driver_sql(statement)
+            try:
+                with outbox_source.engine.begin() as conn:
+                    for statement in statements:
+                        conn.exec_driver_sql(statement)
+            except SQLAlchemyError as exc:
+                raise SourceError(
+                    f"source {source!r} ({outbox_source.display_url}): {describe_db_error(exc)}"
+                ) from exc
 
         _guarded(apply)
         out.print(f"{source}: outbox table {settings.sources[source].table!r} is ready")
@@ -253,8 +411,8 @@ def parked_list(
             str(e.id),
             e.kind,
             e.source,
-            e.event_id or "-",
-            e.reason,
+            escape(e.event_id or "-"),
+            escape(e.reason),
             e.status,
             e.parked_at.strftime("%Y-%m-%d %H:%M:%S"),
         )

@@ -23,9 +23,10 @@ def run_worker(
     *,
     threads: int = 8,
     sweep_every: float | None = None,
+    actors: Actors | None = None,
 ) -> None:
     """Consume projection work until ``stop`` is set; re-trigger lagging lanes periodically."""
-    actors = Actors(broker, runtime)
+    actors = actors or Actors(broker, runtime)
     settings = runtime.settings
     worker = dramatiq.Worker(
         broker,
@@ -74,7 +75,7 @@ def run_pipeline(
     relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
     relay_thread.start()
     try:
-        run_worker(runtime, broker, stop, threads=threads)
+        run_worker(runtime, broker, stop, threads=threads, actors=actors)
     finally:
         stop.set()
         relay_thread.join(timeout=30)

@@ -1,0 +1,142 @@
+"""Broker fixtures and process helpers for tests that run real workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+
+REDIS_URL = os.environ.get("READMODEL_TEST_REDIS", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("READMODEL_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+BROKER_URLS = {"redis": REDIS_URL, "rabbitmq": AMQP_URL}
+
+
+def cleanup_queue(url: str, queue: str) -> None:
+    """Remove every key or queue Dramatiq made for ``queue``."""
+    if url.startswith("redis"):
+        client = redis.Redis.from_url(url)
+        try:
+            keys = list(client.scan_iter(match=f"dramatiq:*{queue}*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+        return
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            channel.queue_delete(queue=name)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def broker_for() -> Iterator[Callable[[str], dict[str, Any]]]:
+    """``broker_for("redis" | "rabbitmq")`` -> broker settings with a queue of its own."""
+    made: list[tuple[str, str]] = []
+
+    def make(kind: str) -> dict[str, Any]:
+        queue = f"rm_test_{uuid.uuid4().hex[:10]}"
+        made.append((BROKER_URLS[kind], queue))
+        return {"url": BROKER_URLS[kind], "queue": queue}
+
+    yield make
+    for url, queue in made:
+        cleanup_queue(url, queue)
+
+
+class Processes:
+    """Subprocesses of a test: started in their own session, always killed at the end."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.counter = 0
+
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> str:
+        self.counter += 1
+        key = f"{name}-{self.counter}"
+        log = open(self.logs / f"{key}.log", "wb")  # noqa: SIM115 - closed with the process
+        command = [sys.executable, "-m", "workers.cli", *args]
+        self.running[key] = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        log.close()
+        return key
+
+    def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
+        process = self.running.pop(key)
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=30)
+
+    def stop_all(self, timeout: float = 20) -> dict[str, int]:
+        codes: dict[str, int] = {}
+        for process in self.running.values():
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        for key, process in list(self.running.items()):
+            try:
+                codes[key] = process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                codes[key] = process.wait()
+        self.running.clear()
+        return codes
+
+    def log_tail(self, lines: int = 40) -> str:
+        out = []
+        for path in sorted(self.logs.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {path.name}\n" + "\n".join(text))
+        return "\n".join(out)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all(timeout=5)
+
+
+class DeliverTwice(dramatiq.Middleware):
+    """Test middleware: every message is enqueued once more before it is processed."""
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message) -> None:
+        if message.options.get("readmodel_test_copy"):
+            return
+        copy = message.copy(
+            message_id=str(uuid.uuid4()), options={**message.options, "readmodel_test_copy": True}
+        )
+        broker.enqueue(copy)
+
+
+def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return check()

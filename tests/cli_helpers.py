@@ -1,0 +1,75 @@
+"""Helpers for tests that run the ``readmodel`` command or write TOML settings files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+from typer.testing import CliRunner, Result
+
+from workers.cli import app
+
+
+def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None) -> Result:
+    """Run ``readmodel ARGS`` in-process and return its exit code, stdout and stderr.
+
+    The CLI configures structlog and the root logger to write to the stderr it sees, which
+    here is the runner's temporary stream; both are put back afterwards so that later
+    tests do not log into a closed file.
+    """
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        return CliRunner().invoke(app, list(args), env=dict(env or {}), catch_exceptions=False)
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def with_password(dsn: str, password: str) -> str:
+    """``dsn`` with ``password`` set (PostgreSQL's trust auth accepts and ignores it)."""
+    return sa.make_url(dsn).set(password=password).render_as_string(hide_password=False)
+
+
+def toml_text(data: Mapping[str, Any]) -> str:
+    """A TOML document for nested dicts of strings, numbers and booleans (enough for settings)."""
+    lines: list[str] = []
+    _table(lines, [], data)
+    return "\n".join(lines) + "\n"
+
+
+def _table(lines: list[str], prefix: list[str], data: Mapping[str, Any]) -> None:
+    scalars = {k: v for k, v in data.items() if not isinstance(v, Mapping)}
+    tables = {k: v for k, v in data.items() if isinstance(v, Mapping)}
+    if prefix and (scalars or not tables):
+        lines.append("[" + ".".join(_key(p) for p in prefix) + "]")
+    for key, value in scalars.items():
+        lines.append(f"{_key(key)} = {_value(value)}")
+    for key, value in tables.items():
+        _table(lines, [*prefix, key], value)
+
+
+def _key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_value(item) for item in value) + "]"
+    return json.dumps(str(value))
+
+
+def write_config(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as a TOML settings file at ``path`` and return the path."""
+    path.write_text(toml_text(data), encoding="utf-8")
+    return path

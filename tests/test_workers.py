@@ -1,0 +1,83 @@
+"""The Dramatiq pipeline with real brokers: relay and worker processes, Redis and RabbitMQ."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from config import load_settings
+from outbox.db import create_engine
+from tests.broker_helpers import BROKER_URLS, Processes, wait_until
+from tests.cli_helpers import write_config
+from tests.outbox_helpers import init_outbox, insert_events
+from tests.projection_fixtures import account_totals
+
+
+def _deposits(n: int, accounts: int, seed: int) -> list[tuple[str, str, str, dict[str, Any]]]:
+    rng = random.Random(seed)
+    seqs: dict[str, int] = {}
+    events = []
+    for _ in range(n):
+        account = f"acct-{rng.randrange(accounts)}"
+        seqs[account] = seqs.get(account, 0) + 1
+        events.append(("account", account, "Deposited", {"amount": 1, "seq": seqs[account]}))
+    return events
+
+
+@pytest.mark.parametrize("broker", sorted(BROKER_URLS))
+def test_two_processes_eight_threads_keep_order_per_aggregate(
+    broker: str,
+    broker_for: Callable[[str], dict[str, Any]],
+    pg_database: Callable[[], str],
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    source_url, store_url = pg_database(), pg_database()
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": store_url},
+            "broker": broker_for(broker),
+            "engine": {"batch_size": 100, "sweep_every": "1s"},
+            "sources": {"bank": {"url": source_url, "batch_size": 150}},
+        },
+    )
+    settings = load_settings(config)
+    init_outbox(settings.sources["bank"], "bank")
+    source = create_engine(source_url)
+    store = create_engine(store_url)
+    try:
+        processes.start("worker", "work", "--config", str(config), "-p", "2", "-t", "8")
+        processes.start("relay", "relay", "--config", str(config))
+        events = _deposits(6000, 60, seed=11)
+        for start in range(0, len(events), 200):
+            insert_events(source, events[start : start + 200])
+
+        def applied() -> int:
+            with store.connect() as conn:
+                try:
+                    return int(
+                        conn.execute(sa.select(sa.func.sum(account_totals.c.events))).scalar() or 0
+                    )
+                except sa.exc.ProgrammingError:
+                    return 0
+
+        assert wait_until(lambda: applied() == len(events), 90), processes.log_tail()
+        with store.connect() as conn:
+            rows = {r.account: r for r in conn.execute(sa.select(account_totals))}
+        assert sum(r.violations for r in rows.values()) == 0
+        expected: dict[str, int] = {}
+        for _, account, _, _ in events:
+            expected[account] = expected.get(account, 0) + 1
+        assert {a: r.total for a, r in rows.items()} == expected
+        codes = processes.stop_all()
+        assert set(codes.values()) <= {0}, processes.log_tail()
+    finally:
+        source.dispose()
+        store.dispose()
