@@ -61,6 +61,16 @@ class ParkedEvents:
         with self.engine.connect() as conn:
             return [ParkedEntry(**row._mapping) for row in conn.execute(query)]
 
+    def skip(self, entry_id: int) -> bool:
+        """Mark a parked entry skipped; ``False`` if there is no such parked entry."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                parked.update()
+                .where(parked.c.id == entry_id, parked.c.status == "parked")
+                .values(status="skipped", resolved_at=sa.func.current_timestamp())
+            )
+        return result.rowcount == 1
+
     def get(self, entry_id: int) -> ParkedEntry | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(parked).where(parked.c.id == entry_id)).first()

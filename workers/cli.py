@@ -17,11 +17,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from config import ConfigError, Settings, load_settings
 from outbox.db import describe_db_error
 from outbox.errors import ReadmodelError, SourceError
+from projections.store import HandlerFailed
 from workers.logs import configure_logging
 
 EXIT_OK = 0
@@ -90,7 +91,9 @@ def _guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
     except SourceError as exc:
         raise _fail(str(exc), EXIT_UNREACHABLE) from None
     except ReadmodelError as exc:
-        raise _fail(str(exc), EXIT_FAILURE) from None
+        # The read store refusing connections is "unreachable" too, not a runtime failure.
+        unreachable = isinstance(exc.__cause__, OperationalError)
+        raise _fail(str(exc), EXIT_UNREACHABLE if unreachable else EXIT_FAILURE) from None
     except SQLAlchemyError as exc:
         raise _fail(describe_db_error(exc), EXIT_UNREACHABLE) from None
 
@@ -386,62 +389,152 @@ def outbox_init(
         outbox_source.close()
 
 
+EntryId = Annotated[
+    str,
+    typer.Argument(
+        help="An id from 'readmodel parked list': a number for an outbox row, "
+        "e<number> for a projection event."
+    ),
+]
+
+
 @parked_app.command("list")
 def parked_list(
     config: ConfigOption = None,
     source: Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")] = None,
+    projection: Annotated[
+        str | None, typer.Option("--projection", help="Only this projection's events.")
+    ] = None,
     show_all: Annotated[
         bool, typer.Option("--all", help="Include retried and skipped entries.")
     ] = False,
     limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
-    """List parked outbox rows and events with their reasons."""
-    entries = _with_parked(
-        config, lambda p: p.list(source=source, status=None if show_all else "parked", limit=limit)
-    )
+    """List parked outbox rows (malformed) and projection events (handler kept failing)."""
+    status = None if show_all else "parked"
+
+    def collect(runtime: Any) -> list[dict[str, Any]]:
+        from outbox.parking import ParkedEvents
+
+        rows: list[dict[str, Any]] = []
+        if projection is None:
+            for e in ParkedEvents(runtime.log.engine).list(
+                source=source, status=status, limit=limit
+            ):
+                rows.append({**e.as_dict(), "ref": str(e.id)})
+        for event in runtime.engine.parked(projection, status):
+            if source is None or event.source == source:
+                rows.append({**event.as_dict(), "kind": "projection_event", "ref": f"e{event.id}"})
+        return rows[:limit]
+
+    entries = _with_runtime(config, collect)
     if as_json:
-        print(json.dumps([e.as_dict() for e in entries], indent=2))
+        print(json.dumps(entries, indent=2, default=str))
         return
     table = Table(title="parked")
-    for column in ("id", "kind", "source", "event id", "reason", "status", "parked at"):
+    for column in ("id", "kind", "source", "projection", "event id", "reason", "status"):
         table.add_column(column)
     for e in entries:
         table.add_row(
-            str(e.id),
-            e.kind,
-            e.source,
-            escape(e.event_id or "-"),
-            escape(e.reason),
-            e.status,
-            e.parked_at.strftime("%Y-%m-%d %H:%M:%S"),
+            e["ref"],
+            e["kind"],
+            e["source"],
+            e.get("projection") or "-",
+            escape(e.get("event_id") or "-"),
+            escape(e["reason"]),
+            e["status"],
         )
     out.print(table)
 
 
 @parked_app.command("show")
-def parked_show(
-    entry_id: Annotated[int, typer.Argument(help="The id shown by 'readmodel parked list'.")],
-    config: ConfigOption = None,
-) -> None:
-    """Show one parked entry in full: reason, detail and the raw row as it was read."""
-    entry = _with_parked(config, lambda p: p.get(entry_id))
-    if entry is None:
-        raise _fail(f"no parked entry with id {entry_id}", EXIT_FAILURE)
-    print(json.dumps(entry.as_dict(), indent=2, default=str))
+def parked_show(entry_id: EntryId, config: ConfigOption = None) -> None:
+    """Show one parked entry in full: reason, traceback or raw row, attempts."""
+    entry = _with_runtime(config, lambda runtime: _find_entry(runtime, entry_id))
+    print(json.dumps(entry, indent=2, default=str))
 
 
-def _with_parked(config: Path | None, action: Any) -> Any:
-    from outbox.log import EventLog
+@parked_app.command("retry")
+def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
+    """Apply a parked projection event again, with every later parked event of its aggregate,
+    in order; on success the aggregate flows normally again."""
+
+    def retry(runtime: Any) -> int:
+        kind, number = _parse_entry(entry_id)
+        if kind != "e":
+            raise ReadmodelError(
+                f"{entry_id} is a malformed outbox row: it cannot be applied; "
+                "fix the row in the service and write it again, or skip it"
+            )
+        event = _projection_entry(runtime, number)
+        return runtime.engine.retry(event)
+
+    try:
+        count = _with_runtime(config, retry)
+    except HandlerFailed as failed:
+        raise _fail(f"{entry_id} failed again and stays parked: {failed}", EXIT_FAILURE) from None
+    out.print(f"{entry_id}: applied {count} parked event(s); the aggregate flows again")
+
+
+@parked_app.command("skip")
+def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
+    """Mark a parked entry skipped (it stays listed with --all). A projection's aggregate
+    flows again once none of its events is parked."""
+
+    def skip(runtime: Any) -> None:
+        from outbox.parking import ParkedEvents
+
+        kind, number = _parse_entry(entry_id)
+        if kind == "e":
+            event = _projection_entry(runtime, number)
+            runtime.engine.store_of(event.projection).skip_parked(number)
+        elif not ParkedEvents(runtime.log.engine).skip(number):
+            raise ReadmodelError(f"no parked entry {entry_id}")
+
+    _with_runtime(config, skip)
+    out.print(f"{entry_id}: skipped")
+
+
+def _parse_entry(entry_id: str) -> tuple[str, int]:
+    text = entry_id.strip().lower()
+    kind = "e" if text.startswith("e") else "o"
+    try:
+        return kind, int(text.lstrip("eo"))
+    except ValueError:
+        raise _fail(
+            f"{entry_id!r} is not a parked entry id (e.g. 12 or e12)", EXIT_CONFIG
+        ) from None
+
+
+def _projection_entry(runtime: Any, number: int) -> Any:
+    for event in runtime.engine.parked(None, None):
+        if event.id == number:
+            return event
+    raise ReadmodelError(f"no parked projection event e{number}")
+
+
+def _find_entry(runtime: Any, entry_id: str) -> dict[str, Any]:
     from outbox.parking import ParkedEvents
 
+    kind, number = _parse_entry(entry_id)
+    if kind == "e":
+        return {**_projection_entry(runtime, number).as_dict(), "kind": "projection_event"}
+    entry = ParkedEvents(runtime.log.engine).get(number)
+    if entry is None:
+        raise ReadmodelError(f"no parked entry with id {entry_id}")
+    return entry.as_dict()
+
+
+def _with_runtime(config: Path | None, action: Any) -> Any:
+    from workers.runtime import build_runtime
+
     settings = _settings(config, log_level="warning")
-    log = EventLog(settings.store.url)
+    runtime = _guarded(build_runtime, settings)
     try:
-        _guarded(log.create_tables)
-        return _guarded(action, ParkedEvents(log.engine))
+        return _guarded(action, runtime)
     finally:
-        log.close()
+        runtime.close()
 
 
 @app.command()
