@@ -244,6 +244,20 @@ class ProjectionEngine:
             lambda positions: self.reader.at_positions(entry.source, positions),
         )
 
+    def skip(self, entry: ParkedEvent) -> int:
+        """Skip one parked event, then apply the aggregate's remaining parked events in order
+        (they were held behind it). Returns how many were applied; if one fails again, it and
+        the rest stay parked (:class:`HandlerFailed`)."""
+        store = self.store_of(entry.projection)
+        store.skip_parked(entry.id)
+        remaining = [
+            e
+            for e in store.parked(entry.projection)
+            if (e.source, e.aggregate_type, e.aggregate_id)
+            == (entry.source, entry.aggregate_type, entry.aggregate_id)
+        ]
+        return self.retry(remaining[0]) if remaining else 0
+
     def close(self) -> None:
         seen: set[int] = set()
         for store in self.stores.values():

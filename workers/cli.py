@@ -479,21 +479,29 @@ def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
 
 @parked_app.command("skip")
 def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
-    """Mark a parked entry skipped (it stays listed with --all). A projection's aggregate
-    flows again once none of its events is parked."""
+    """Mark a parked entry skipped (it stays listed with --all). For a projection event, the
+    events of its aggregate that were held behind it are then applied in order."""
 
-    def skip(runtime: Any) -> None:
+    def skip(runtime: Any) -> int:
         from outbox.parking import ParkedEvents
 
         kind, number = _parse_entry(entry_id)
         if kind == "e":
-            event = _projection_entry(runtime, number)
-            runtime.engine.store_of(event.projection).skip_parked(number)
-        elif not ParkedEvents(runtime.log.engine).skip(number):
+            return runtime.engine.skip(_projection_entry(runtime, number))
+        if not ParkedEvents(runtime.log.engine).skip(number):
             raise ReadmodelError(f"no parked entry {entry_id}")
+        return 0
 
-    _with_runtime(config, skip)
-    out.print(f"{entry_id}: skipped")
+    try:
+        applied = _with_runtime(config, skip)
+    except HandlerFailed as failed:
+        raise _fail(
+            f"{entry_id} skipped, but a later event of its aggregate failed again and stays "
+            f"parked: {failed}",
+            EXIT_FAILURE,
+        ) from None
+    suffix = f"; applied {applied} held event(s) of its aggregate" if applied else ""
+    out.print(f"{entry_id}: skipped{suffix}")
 
 
 def _parse_entry(entry_id: str) -> tuple[str, int]:
