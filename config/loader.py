@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from config.settings import Settings, _file_data
 
 CONFIG_ENV = "READMODEL_CONFIG"
 _SECRET_PARTS = ("url", "dsn", "password", "secret", "key")
+_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
 
 
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
@@ -95,4 +97,7 @@ def _shown_input(loc: list[str], error: Any) -> str:
     value = error.get("input")
     if isinstance(value, dict | list) or repr(value) in str(error["msg"]):
         return ""
+    if isinstance(value, str) and _CREDENTIALS.search(value):
+        # A DSN put under the wrong key (``store = "postgresql://u:pw@h/db"``): mask its password.
+        value = _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", value)
     return f" (got {value!r})"

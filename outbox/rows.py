@@ -124,7 +124,9 @@ def _decode(
 
 
 def _text(value: Any, column: str, what: str) -> str:
-    if isinstance(value, bytes | bytearray | memoryview):
+    if type(value) is str:  # the common case first: this runs for every column of every row
+        pass
+    elif isinstance(value, bytes | bytearray | memoryview):
         try:
             value = bytes(value).decode("utf-8")
         except UnicodeDecodeError:
@@ -169,16 +171,27 @@ def _json_text(value: Any, column: str, what: str, limit: int | None) -> str | N
         raise _Malformed(
             f"{what} (column {column!r}) is a JSON {type(parsed).__name__}, expected an object"
         )
-    if "\\u0000" in text:
+    if "\\u0000" in text and _contains_nul(parsed):
         raise _Malformed(f"{what} (column {column!r}) contains \\u0000, which the log cannot store")
     return text
+
+
+def _contains_nul(value: Any) -> bool:
+    """Whether parsed JSON holds a NUL (text "\\\\u0000" is an escaped backslash, not a NUL)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_contains_nul(item) for item in value)
+    return False
 
 
 def _timestamp(value: Any, column: str) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return _in_utc_range(value, column)
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         seconds = float(value) / (1000 if abs(value) > 100_000_000_000 else 1)
         try:
@@ -190,8 +203,20 @@ def _timestamp(value: Any, column: str) -> datetime | None:
             parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise _Malformed(f"timestamp (column {column!r}) is not ISO 8601: {value!r}") from None
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        return _in_utc_range(parsed, column)
     raise _Malformed(f"timestamp (column {column!r}) has unsupported type {type(value).__name__}")
+
+
+def _in_utc_range(value: datetime, column: str) -> datetime:
+    """``value`` made aware (naive means UTC); it must exist in UTC (``0001-01-01+14:00`` not)."""
+    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+    if 1 < aware.year < 9999:  # cheap: only the first and last year can overflow
+        return aware
+    try:
+        aware.astimezone(UTC)
+    except OverflowError:
+        raise _Malformed(f"timestamp (column {column!r}) is out of range: {value}") from None
+    return aware
 
 
 def _safe_str(value: Any) -> str:
