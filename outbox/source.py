@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from config import SourceSettings
 from outbox.db import create_engine, describe_db_error, redact_dsn
@@ -167,24 +167,34 @@ class SqlOutboxSource(OutboxSource):
             return [table.c[self._columns["dispatched_at"]].is_(None)]
         return []
 
-    def _claim_query(self) -> sa.Select[Any]:
+    def _claim_query(self, lenient: bool = False) -> sa.Select[Any]:
+        if lenient:
+            return self._build_claim_query(lenient=True)
         if self._claim is None:
-            table = self._resolve()
-            selected = [
-                table.c[self._columns[f]] if self._columns.get(f) else sa.null().label(f)
-                for f in FIELDS
-            ]
-            position = table.c[self._columns["position"]]
-            query = (
-                sa.select(*selected)
-                .where(*self._pending_filter(table))
-                .order_by(position)
-                .limit(sa.bindparam("limit"))
-            )
-            if self.supports_skip_locked:
-                query = query.with_for_update(skip_locked=True)
-            self._claim = query
+            self._claim = self._build_claim_query()
         return self._claim
+
+    def _build_claim_query(self, lenient: bool = False) -> sa.Select[Any]:
+        table = self._resolve()
+        selected: list[Any] = []
+        for f in FIELDS:
+            column = self._columns.get(f)
+            if not column:
+                selected.append(sa.null().label(f))
+            elif lenient and f == "occurred_at":
+                selected.append(sa.cast(table.c[column], sa.Text).label(f))
+            else:
+                selected.append(table.c[column])
+        position = table.c[self._columns["position"]]
+        query = (
+            sa.select(*selected)
+            .where(*self._pending_filter(table))
+            .order_by(position)
+            .limit(sa.bindparam("limit"))
+        )
+        if self.supports_skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        return query
 
     # -- leadership and claims -----------------------------------------------------
 
@@ -231,7 +241,14 @@ class SqlOutboxSource(OutboxSource):
     def claim(self, limit: int) -> list[tuple[Any, ...]]:
         conn = self._leader()
         try:
-            return [tuple(row) for row in conn.execute(self._claim_query(), {"limit": limit})]
+            try:
+                rows = conn.execute(self._claim_query(), {"limit": limit}).all()  # one fetchall
+            except DataError:
+                # A value the driver cannot load (a timestamp 'infinity' or BC date): claim
+                # again with the timestamp as text, so that row is parked, not stuck.
+                conn.rollback()
+                rows = conn.execute(self._claim_query(lenient=True), {"limit": limit}).all()
+            return [tuple(row) for row in rows]
         except SQLAlchemyError as exc:
             self.lose_leadership()
             raise SourceError(

@@ -24,6 +24,7 @@ class SqliteOutboxSource(SqlOutboxSource):
 
     def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
         super().__init__(name, settings, engine=engine)
+        sa.event.listen(self.engine, "connect", _text_or_bytes_factory)
         self.engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         database = sa.make_url(settings.url).database
         if not database or database == ":memory:":
@@ -77,6 +78,18 @@ class SqliteOutboxSource(SqlOutboxSource):
 
     def ddl(self) -> list[str]:
         return sqlite_ddl(self.settings)
+
+
+def _text_or_bytes_factory(dbapi_connection: Any, _record: Any) -> None:
+    """TEXT that is not valid UTF-8 arrives as bytes, so that its row is parked, not stuck."""
+    dbapi_connection.text_factory = _text_or_bytes
+
+
+def _text_or_bytes(raw: bytes) -> str | bytes:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw
 
 
 def sqlite_ddl(settings: SourceSettings) -> list[str]:

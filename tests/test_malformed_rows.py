@@ -323,11 +323,6 @@ def test_markup_like_reason_is_shown_verbatim(
         assert "[bold]x" in result.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="outbox/sqlite.py: invalid UTF-8 stored as SQLite TEXT makes every claim fail "
-    "(sqlite3 OperationalError 'Could not decode to UTF-8'), so one row blocks the source",
-)
 def test_invalid_utf8_text_in_sqlite_is_parked(
     sqlite_database: Callable[[], str], make_settings: Callable[..., Settings]
 ) -> None:
@@ -353,11 +348,6 @@ def test_invalid_utf8_text_in_sqlite_is_parked(
             relay.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="outbox/postgres.py: a timestamptz 'infinity' in the outbox makes psycopg raise "
-    "DataError while fetching the claim, so one row blocks the source",
-)
 def test_infinite_timestamp_in_postgres_is_parked(
     pg_database: Callable[[], str],
     sqlite_database: Callable[[], str],
