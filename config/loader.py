@@ -30,6 +30,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     if path is not None:
         data = read_toml(Path(path))
     env_keys = _env_keys()
+    _check_env_keys(env_keys)
     token = _file_data.set(data)
     try:
         return Settings(**overrides)
@@ -59,6 +60,20 @@ def _env_keys() -> set[str]:
         for name in os.environ
         if name.startswith(prefix) and name != CONFIG_ENV
     }
+
+
+def _check_env_keys(env_keys: set[str]) -> None:
+    """Unknown ``READMODEL_...`` variables are errors, like unknown keys in the file.
+
+    ``READMODEL_TEST_...`` is left to test suites.
+    """
+    for key in sorted(env_keys):
+        top = key.split("__", 1)[0]
+        if top not in Settings.model_fields and not key.startswith("test_"):
+            raise ConfigError(
+                f"invalid configuration:\n  environment variable READMODEL_{key.upper()}: "
+                f"unknown key {top!r} (nested keys are joined by '__', e.g. READMODEL_STORE__URL)"
+            )
 
 
 def _describe(

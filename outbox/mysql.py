@@ -36,19 +36,19 @@ class MySqlOutboxSource(SqlOutboxSource):
         table = self._resolve()
         position = self._columns["position"]
         marked = self._columns["dispatched_at"]
-        seconds = int(self.settings.retention.total_seconds())
+        micros = int(self.settings.retention.total_seconds() * 1_000_000)
         preparer = self.engine.dialect.identifier_preparer
         name = preparer.format_table(table)
         statement = sa.text(
             f"DELETE FROM {name} "
-            f"WHERE {preparer.quote(marked)} < NOW(6) - INTERVAL :seconds SECOND "
+            f"WHERE {preparer.quote(marked)} < NOW(6) - INTERVAL :micros MICROSECOND "
             f"ORDER BY {preparer.quote(position)} LIMIT 10000"
         )
         total = 0
         try:
             while True:
                 with self.engine.begin() as conn:
-                    count = conn.execute(statement, {"seconds": seconds}).rowcount
+                    count = conn.execute(statement, {"micros": micros}).rowcount
                 total += count
                 if count < 10_000:
                     return total

@@ -18,12 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from config import SourceSettings
+from config import ColumnMap, SourceSettings
 from outbox.db import create_engine, describe_db_error, redact_dsn
 from outbox.errors import NotLeaderError, SourceError
 from outbox.rows import FIELDS
 
 _OPTIONAL = ("event_id", "occurred_at", "tenant", "headers")
+_DEFAULTS = {name: field.default for name, field in ColumnMap.model_fields.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,12 @@ class SqlOutboxSource(OutboxSource):
         columns: dict[str, str] = {}
         for field, column in wanted.items():
             actual = present.get(column.lower()) if column else None
+            if actual is None and column and field in _OPTIONAL and column != _DEFAULTS[field]:
+                raise SourceError(
+                    f"source {self.name!r}: outbox table {self._qualified()!r} has no column "
+                    f'{column!r} (configured as columns.{field}; set it to "" if the table '
+                    "has no such column)"
+                )
             if actual is None and column and field not in _OPTIONAL:
                 if field == "dispatched_at" and self.settings.on_dispatch != "mark":
                     columns[field] = ""

@@ -68,8 +68,8 @@ class SqliteOutboxSource(SqlOutboxSource):
             return 0
         table = self._resolve()
         marked = table.c[self._columns["dispatched_at"]]
-        seconds = int(self.settings.retention.total_seconds())
-        cutoff = sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", f"-{seconds} seconds")
+        seconds = self.settings.retention.total_seconds()
+        cutoff = sa.func.strftime("%Y-%m-%d %H:%M:%f", "now", f"-{seconds:.3f} seconds")
         try:
             with self.engine.begin() as conn:
                 return conn.execute(sa.delete(table).where(marked < cutoff)).rowcount

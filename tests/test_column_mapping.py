@@ -428,3 +428,27 @@ def test_malicious_table_and_schema_names_are_rejected(
     for key, value in (("table", "outbox; DROP TABLE users"), ("schema", 'public"."users')):
         with pytest.raises(ConfigError, match=f"sources.svc.{key}: .*not a valid SQL identifier"):
             make_settings("sqlite:///x.db", {"svc": {"url": "sqlite:///svc.db", key: value}})
+
+
+def test_configured_optional_column_that_is_missing_is_an_error(
+    sqlite_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+    engines: list[sa.Engine],
+) -> None:
+    """A typo in an optional column must not silently switch event ids to positions."""
+    source_url = sqlite_database()
+    db = _engine(engines, source_url)
+    with db.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, id TEXT, aggregatetype TEXT, "
+            "aggregateid TEXT, type TEXT, payload TEXT)"
+        )
+    settings = make_settings(
+        sqlite_database(), {"svc": {"url": source_url, "columns": {"event_id": "uuid"}}}
+    )
+    source = open_source("svc", settings.sources["svc"])
+    try:
+        with pytest.raises(SourceError, match=r"no column 'uuid' \(configured as columns.event_id"):
+            source.try_lead()
+    finally:
+        source.close()

@@ -452,3 +452,12 @@ def test_settings_are_immutable(tmp_path: Path) -> None:
 
     with pytest.raises(Exception, match="frozen"):
         settings.store.url = "sqlite:///other.db"  # type: ignore[misc]
+
+
+def test_unknown_environment_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("READMODEL_STORE_URL", "sqlite:///x.db")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None)
+    message = str(caught.value)
+    assert "READMODEL_STORE_URL" in message and "unknown key 'store_url'" in message
+    assert "READMODEL_STORE__URL" in message
