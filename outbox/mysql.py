@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,6 +14,39 @@ from outbox.source import SqlOutboxSource
 
 
 class MySqlOutboxSource(SqlOutboxSource):
+    """InnoDB decides row by row whether a row is locked, so ``FOR UPDATE SKIP LOCKED`` can
+    skip the first rows of a transaction that commits during the scan and take its later
+    ones: one aggregate's events would then be relayed out of order. This source therefore
+    picks the batch with a consistent (non-locking) read, which sees a transaction whole or
+    not at all, and then locks exactly those rows. The leader runs in READ COMMITTED, so
+    its claims and deletes take no gap locks that would deadlock the service's inserts.
+    Only the leader claims, so nothing is lost by not skipping locked rows.
+    """
+
+    def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
+        super().__init__(name, settings, engine=engine)
+        self.engine = self.engine.execution_options(isolation_level="READ COMMITTED")
+
+    def _fetch_claim(self, conn: sa.Connection, limit: int, lenient: bool) -> Sequence[Any]:
+        table = self._resolve()
+        position = table.c[self._columns["position"]]
+        picked = (
+            conn.execute(
+                sa.select(position)
+                .where(*self._pending_filter(table))
+                .order_by(position)
+                .limit(limit)
+            )
+            .scalars()
+            .all()
+        )
+        if not picked:
+            return []
+        locking = (
+            self._claim_query(lenient).where(position.in_(picked)).limit(None).with_for_update()
+        )
+        return conn.execute(locking).all()
+
     def _lock_name(self, conn: sa.Connection) -> str:
         database = conn.execute(sa.text("SELECT DATABASE()")).scalar() or ""
         identity = f"{database}.{self.settings.schema_name or ''}.{self.settings.table}"

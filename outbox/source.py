@@ -174,6 +174,10 @@ class SqlOutboxSource(OutboxSource):
             return [table.c[self._columns["dispatched_at"]].is_(None)]
         return []
 
+    def _fetch_claim(self, conn: sa.Connection, limit: int, lenient: bool) -> Sequence[Any]:
+        """Lock and fetch the next rows (one round trip: ``FOR UPDATE SKIP LOCKED``)."""
+        return conn.execute(self._claim_query(lenient), {"limit": limit}).all()
+
     def _claim_query(self, lenient: bool = False) -> sa.Select[Any]:
         if lenient:
             return self._build_claim_query(lenient=True)
@@ -249,12 +253,12 @@ class SqlOutboxSource(OutboxSource):
         conn = self._leader()
         try:
             try:
-                rows = conn.execute(self._claim_query(), {"limit": limit}).all()  # one fetchall
+                rows = self._fetch_claim(conn, limit, lenient=False)
             except DataError:
                 # A value the driver cannot load (a timestamp 'infinity' or BC date): claim
                 # again with the timestamp as text, so that row is parked, not stuck.
                 conn.rollback()
-                rows = conn.execute(self._claim_query(lenient=True), {"limit": limit}).all()
+                rows = self._fetch_claim(conn, limit, lenient=True)
             return [tuple(row) for row in rows]
         except SQLAlchemyError as exc:
             self.lose_leadership()
