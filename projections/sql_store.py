@@ -216,7 +216,7 @@ class SqlStore(Store):
                 return BatchResult(applied, parked, int(upto or target))
         except HandlerFailed:
             raise
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, psycopg.Error) as exc:  # psycopg: SqlTx's driver-level paths
             raise StoreError(f"{lane.projection}: apply failed: {describe_db_error(exc)}") from exc
 
     def _blocked(self, conn: sa.Connection, lane: Lane) -> dict[tuple[str, str], dict[str, Any]]:
@@ -413,7 +413,7 @@ def _is_deadlock(exc: BaseException | None) -> bool:
 def _handle(projection: Projection, event: Envelope, tx: SqlTx) -> None:
     try:
         projection.handle(event, tx)
-    except SQLAlchemyError:
+    except (SQLAlchemyError, psycopg.Error):
         raise
     except Exception as exc:
         raise HandlerFailed(event, exc, traceback.format_exc()) from exc
