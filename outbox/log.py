@@ -36,6 +36,12 @@ _COPY_COLUMNS = (
     "headers",
     "occurred_at",
 )
+_EVENT_ID_KEY = "rm_event_log_event_id_key"
+_RESERVE = (
+    "UPDATE rm_log_heads SET head = head + %s, updated_at = current_timestamp "
+    "WHERE source = %s RETURNING head"
+)
+_INSERT_HEAD = "INSERT INTO rm_log_heads (source, head) VALUES (%s, 0) ON CONFLICT DO NOTHING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,47 @@ class EventLog:
     def _append(
         self, source: str, records: Sequence[LogRecord], malformed: Sequence[MalformedRow]
     ) -> AppendResult:
+        if self.kind == "postgresql" and records:
+            try:
+                return self._append_unchecked(source, records, malformed)
+            except psycopg.errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != _EVENT_ID_KEY:
+                    raise
+        return self._append_checked(source, records, malformed)
+
+    def _append_unchecked(
+        self, source: str, records: Sequence[LogRecord], malformed: Sequence[MalformedRow]
+    ) -> AppendResult:
+        """The common case on PostgreSQL: no record is in the log yet, so don't look.
+
+        Reserving the positions locks the source's head row, as in the checked path. A
+        duplicate ``event_id`` makes the COPY fail on the log's unique key, which rolls
+        the whole transaction back; :meth:`_append` then appends checked. This keeps
+        appends independent of the log's size (the look-up by ``event_id`` is planned
+        as a scan of all the source's rows while the log has no statistics yet).
+        """
+        with self._writer.begin() as conn:
+            head = self._reserve(conn, source, len(records))
+            self._write(conn, source, head - len(records), records)
+            self._park(conn, source, malformed)
+        return AppendResult(len(records), 0, len(malformed), head)
+
+    def _reserve(self, conn: sa.Connection, source: str, count: int) -> int:
+        """Lock the source's head row, move it ``count`` positions on; returns the new head.
+
+        PostgreSQL only, on the driver's connection like the COPY that follows: this
+        runs once per relay step, and plain SQL saves most of the step's client CPU.
+        """
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        row = cursor.execute(_RESERVE, (count, source)).fetchone()
+        if row is None:
+            cursor.execute(_INSERT_HEAD, (source,))
+            row = cursor.execute(_RESERVE, (count, source)).fetchone()
+        return int(row[0])  # type: ignore[index]
+
+    def _append_checked(
+        self, source: str, records: Sequence[LogRecord], malformed: Sequence[MalformedRow]
+    ) -> AppendResult:
         with self._writer.begin() as conn:
             head = self._lock_head(conn, source)
             fresh, duplicates = self._without_logged(conn, source, records)
@@ -110,21 +157,25 @@ class EventLog:
                     .where(log_heads.c.source == source)
                     .values(head=head, updated_at=sa.func.current_timestamp())
                 )
-            if malformed:
-                conn.execute(
-                    parked.insert(),
-                    [
-                        {
-                            "kind": PARKED_OUTBOX_ROW,
-                            "source": source,
-                            "event_id": row.event_id,
-                            "reason": row.reason,
-                            "raw": row.raw,
-                        }
-                        for row in malformed
-                    ],
-                )
+            self._park(conn, source, malformed)
         return AppendResult(len(fresh), duplicates, len(malformed), head)
+
+    def _park(self, conn: sa.Connection, source: str, malformed: Sequence[MalformedRow]) -> None:
+        if not malformed:
+            return
+        conn.execute(
+            parked.insert(),
+            [
+                {
+                    "kind": PARKED_OUTBOX_ROW,
+                    "source": source,
+                    "event_id": row.event_id,
+                    "reason": row.reason,
+                    "raw": row.raw,
+                }
+                for row in malformed
+            ],
+        )
 
     def _lock_head(self, conn: sa.Connection, source: str) -> int:
         query = sa.select(log_heads.c.head).where(log_heads.c.source == source).with_for_update()

@@ -23,7 +23,7 @@ class PostgresOutboxSource(SqlOutboxSource):
     def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
         super().__init__(name, settings, engine=engine)
         self._listener: psycopg.Connection[Any] | None = None
-        sa.event.listen(self.engine, "connect", _json_as_text)
+        sa.event.listen(self.engine, "connect", _load_as_text)
 
     def _lock_key(self) -> int:
         identity = f"readmodel-relay:{self.settings.schema_name or 'public'}.{self.settings.table}"
@@ -81,7 +81,8 @@ class PostgresOutboxSource(SqlOutboxSource):
         while remaining > 0 and not stop.is_set():
             step = min(remaining, 0.25)
             try:
-                for _ in listener.notifies(timeout=step, stop_after=1):
+                if _notified(listener, step, stop_after=1):
+                    _notified(listener, 0)  # one wake-up covers every NOTIFY already queued
                     return
             except psycopg.Error:
                 self._on_lose_lead()
@@ -116,9 +117,27 @@ class PostgresOutboxSource(SqlOutboxSource):
         return postgres_ddl(self.settings)
 
 
-def _json_as_text(dbapi_connection: Any, _record: Any) -> None:
-    """Let json/jsonb arrive as text: the relay validates and forwards it without re-encoding."""
-    for type_name in ("json", "jsonb"):
+def _notified(
+    listener: psycopg.Connection[Any], timeout: float, stop_after: int | None = None
+) -> bool:
+    """Whether NOTIFYs arrived within ``timeout`` (0: only those already queued), consuming them.
+
+    The rows behind a NOTIFY were committed before it was sent, so a claim that starts
+    after this returns sees them all: dropping the extra wake-ups loses nothing.
+    """
+    woken = False
+    for _ in listener.notifies(timeout=timeout, stop_after=stop_after):
+        woken = True
+    return woken
+
+
+def _load_as_text(dbapi_connection: Any, _record: Any) -> None:
+    """Let json/jsonb arrive as text: the relay validates and forwards it without re-encoding.
+
+    uuid too: PostgreSQL's text form is ``str(uuid.UUID(...))``, so event ids come out the
+    same without building a ``UUID`` per row only to turn it back into text.
+    """
+    for type_name in ("json", "jsonb", "uuid"):
         dbapi_connection.adapters.register_loader(type_name, TextLoader)
 
 
