@@ -52,7 +52,6 @@ import contextlib
 import multiprocessing
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -69,6 +68,7 @@ import psycopg
 import redis
 import sqlalchemy as sa
 
+from bench.common import Figure, Latency, latency, number
 from bench.pipeline_projection import (
     NAIVE_TABLES,
     PARTITIONS_VARIABLE,
@@ -644,28 +644,7 @@ def run_writer(args: tuple[Any, ...], timeout: float) -> list[tuple[str, float]]
     return committed
 
 
-@dataclass(frozen=True, slots=True)
-class Latency:
-    p50_ms: float
-    p99_ms: float
-    counted: int
-    missing: int
-    offered_rate: float
-
-
-def _latency(committed: list[tuple[str, float]], seen: dict[str, float], warmup: float) -> Latency:
-    counted = [(key, at) for key, at in committed if at >= committed[0][1] + warmup]
-    delays = [(seen[key] - at) * 1000 for key, at in counted if key in seen]
-    missing = len(counted) - len(delays)
-    if len(delays) < 2:
-        raise RuntimeError(f"saw {len(delays)} of {len(counted)} events")
-    cuts = statistics.quantiles(delays, n=100, method="inclusive")
-    span = committed[-1][1] - committed[0][1]
-    offered = (len(committed) - 1) / span if span > 0 else float("nan")
-    return Latency(cuts[49], cuts[98], len(delays), missing, offered)
-
-
-def real_latency(resources: Resources, args: argparse.Namespace) -> Latency:
+def reallatency(resources: Resources, args: argparse.Namespace) -> Latency:
     """Offer ``--rate`` orders/s; an event is visible once its lane's checkpoint passed it."""
     mix = Mix.of(10_000)
     pipeline = RealPipeline(resources, args, "lat")
@@ -721,10 +700,10 @@ def real_latency(resources: Resources, args: argparse.Namespace) -> Latency:
         index = bisect.bisect_left(cuts, position)
         if index < len(cuts):
             seen[order_id] = times[index]
-    return _latency(committed, seen, args.warmup_seconds)
+    return latency(committed, seen, args.warmup_seconds)
 
 
-def naive_latency(resources: Resources, args: argparse.Namespace) -> Latency:
+def naivelatency(resources: Resources, args: argparse.Namespace) -> Latency:
     """Offer ``--rate`` orders/s to the naive pipeline; watch its order view."""
     mix = Mix.of(10_000)
     pipeline = NaivePipeline(resources, args, "naive_lat")
@@ -770,37 +749,10 @@ def naive_latency(resources: Resources, args: argparse.Namespace) -> Latency:
         watcher.join(timeout=10)
         pipeline.close()
         resources.stop_processes()
-    return _latency(committed, dict(seen), args.warmup_seconds)
+    return latency(committed, dict(seen), args.warmup_seconds)
 
 
 # -- report ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    metric: str
-    value: float
-    unit: str
-    baseline: float | None
-    target: str
-    met: bool | None
-
-    @property
-    def ratio(self) -> float | None:
-        if self.baseline is None or self.baseline == 0:
-            return None
-        return self.value / self.baseline
-
-    def as_json(self) -> dict[str, Any]:
-        ratio = self.ratio
-        return {
-            "bench": "pipeline",
-            "metric": self.metric,
-            "value": round(self.value, 3),
-            "unit": self.unit,
-            "baseline": None if self.baseline is None else round(self.baseline, 3),
-            "ratio": None if ratio is None else round(ratio, 4),
-        }
 
 
 @dataclass(slots=True)
@@ -816,6 +768,7 @@ def figures(r: Results) -> list[Figure]:
     rate = r.real_tp.rate
     return [
         Figure(
+            "pipeline",
             "pipeline_throughput",
             rate,
             "events/s",
@@ -823,8 +776,17 @@ def figures(r: Results) -> list[Figure]:
             f">= {THROUGHPUT_TARGET:,.0f} and >= {THROUGHPUT_RATIO_TARGET:.0f}x naive",
             rate >= THROUGHPUT_TARGET and rate >= THROUGHPUT_RATIO_TARGET * r.naive_tp.rate,
         ),
-        Figure("pipeline_latency_p50", r.real_lat.p50_ms, "ms", r.naive_lat.p50_ms, "", None),
         Figure(
+            "pipeline",
+            "pipeline_latency_p50",
+            r.real_lat.p50_ms,
+            "ms",
+            r.naive_lat.p50_ms,
+            "",
+            None,
+        ),
+        Figure(
+            "pipeline",
             "pipeline_latency_p99",
             r.real_lat.p99_ms,
             "ms",
@@ -833,6 +795,7 @@ def figures(r: Results) -> list[Figure]:
             r.real_lat.p99_ms <= P99_TARGET_MS,
         ),
         Figure(
+            "pipeline",
             "worker_rss_growth",
             r.rss.growth,
             "MB",
@@ -854,8 +817,8 @@ def print_table(rows: list[Figure], r: Results, args: argparse.Namespace) -> Non
         ratio = row.ratio
         table.add_row(
             row.metric,
-            _number(row.value),
-            _number(row.baseline),
+            number(row.value),
+            number(row.baseline),
             "-" if ratio is None else f"{ratio:.3g}x",
             row.unit,
             row.target,
@@ -870,8 +833,8 @@ def print_table(rows: list[Figure], r: Results, args: argparse.Namespace) -> Non
         f"relay); naive {r.naive_tp.events:,} in {r.naive_tp.seconds:.2f} s (1 x "
         f"{args.naive_threads} threads)",
         f"latency: commit -> visible in the read model at {r.real_lat.offered_rate:,.0f} / "
-        f"{r.naive_lat.offered_rate:,.0f} events/s offered; {r.real_lat.counted:,} / "
-        f"{r.naive_lat.counted:,} counted, {r.real_lat.missing} / {r.naive_lat.missing} never "
+        f"{r.naive_lat.offered_rate:,.0f} events/s offered; {r.real_lat.samples:,} / "
+        f"{r.naive_lat.samples:,} counted, {r.real_lat.missing} / {r.naive_lat.missing} never "
         "seen (readmodel / naive)",
         f"worker RSS: {rss.rss_first:.1f} MB at {min(RSS_FIRST_SAMPLE, rss.throughput.events):,}"
         f" events, {rss.rss_last:.1f} MB at {rss.throughput.events:,} "
@@ -884,12 +847,6 @@ def print_table(rows: list[Figure], r: Results, args: argparse.Namespace) -> Non
         )
     for line in notes:
         console.print(line, highlight=False)
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
 
 
 # -- entry point -------------------------------------------------------------------------
@@ -932,8 +889,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _only(resources, args)
             real_tp = real_throughput(resources, args, args.events, "tp").throughput
             naive_tp = naive_throughput(resources, args)
-            real_lat = real_latency(resources, args)
-            naive_lat = naive_latency(resources, args)
+            real_lat = reallatency(resources, args)
+            naive_lat = naivelatency(resources, args)
             rss = real_throughput(resources, args, args.rss_events, "rss")
     except KeyboardInterrupt:
         print("interrupted; bench databases, queues and processes removed", file=sys.stderr)
@@ -954,13 +911,13 @@ def _only(resources: Resources, args: argparse.Namespace) -> int:
         run = real_throughput(resources, args, args.events, "tp")
         print(f"throughput {run.throughput.rate:,.0f} events/s ({run.throughput.seconds:.2f} s)")
     elif args.only == "latency":
-        lat = real_latency(resources, args)
-        print(f"latency p50 {lat.p50_ms:.1f} ms p99 {lat.p99_ms:.1f} ms ({lat.counted} counted)")
+        lat = reallatency(resources, args)
+        print(f"latency p50 {lat.p50_ms:.1f} ms p99 {lat.p99_ms:.1f} ms ({lat.samples} counted)")
     elif args.only == "naive":
         tp = naive_throughput(resources, args)
         print(f"naive throughput {tp.rate:,.0f} events/s")
-        lat = naive_latency(resources, args)
-        print(f"naive latency p50 {lat.p50_ms:.1f} ms p99 {lat.p99_ms:.1f} ms ({lat.counted})")
+        lat = naivelatency(resources, args)
+        print(f"naive latency p50 {lat.p50_ms:.1f} ms p99 {lat.p99_ms:.1f} ms ({lat.samples})")
     else:
         run = real_throughput(resources, args, args.rss_events, "rss")
         print(f"rss {run.rss_first:.1f} -> {run.rss_last:.1f} MB; samples {run.samples}")

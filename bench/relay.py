@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import multiprocessing
 import signal
-import statistics
 import sys
 import threading
 import time
@@ -54,6 +53,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 
+from bench.common import Figure, Latency, latency, number
 from config import RelaySettings, SourceSettings
 from outbox.db import libpq_conninfo
 from outbox.log import EventLog
@@ -367,16 +367,7 @@ def _child(name: str, function: Callable[..., Any], args: tuple[Any, ...], resul
         results.put((name, None, f"{type(exc).__name__}: {exc}"))
 
 
-@dataclass(frozen=True, slots=True)
-class Latency:
-    p50_ms: float
-    p99_ms: float
-    counted: int
-    missing: int
-    offered_rate: float
-
-
-def measure_latency(
+def measurelatency(
     source_url: str,
     log_url: str,
     *,
@@ -419,7 +410,7 @@ def measure_latency(
                 process.terminate()
             process.join()
         relay_thread.join(timeout=30)
-    return _latency(outcome["writer"], outcome["watcher"], warmup)
+    return latency(outcome["writer"], outcome["watcher"], warmup)
 
 
 def _collect(results: Any, count: int, timeout: float) -> dict[str, Any]:
@@ -430,18 +421,6 @@ def _collect(results: Any, count: int, timeout: float) -> dict[str, Any]:
             raise RuntimeError(f"bench {name} failed: {error}")
         outcome[name] = value
     return outcome
-
-
-def _latency(committed: list[tuple[str, float]], seen: dict[str, float], warmup: float) -> Latency:
-    counted = [(event_id, at) for event_id, at in committed if at >= committed[0][1] + warmup]
-    delays = [(seen[event_id] - at) * 1000 for event_id, at in counted if event_id in seen]
-    missing = len(counted) - len(delays)
-    if len(delays) < 2:
-        raise RuntimeError(f"the watcher saw {len(delays)} of {len(counted)} events")
-    cuts = statistics.quantiles(delays, n=100, method="inclusive")
-    span = committed[-1][1] - committed[0][1]
-    offered = (len(committed) - 1) / span if span > 0 else float("nan")
-    return Latency(cuts[49], cuts[98], len(delays), missing, offered)
 
 
 class _LeadingHook(RelayHooks):
@@ -455,7 +434,7 @@ class _LeadingHook(RelayHooks):
             self.event.set()
 
 
-def real_latency(source_url: str, log_url: str, args: argparse.Namespace) -> Latency:
+def reallatency(source_url: str, log_url: str, args: argparse.Namespace) -> Latency:
     settings = outbox_settings(source_url, "lat_outbox")
     create_outbox(settings)
     log = EventLog(log_url)
@@ -466,7 +445,7 @@ def real_latency(source_url: str, log_url: str, args: argparse.Namespace) -> Lat
         SourceRelay(open_source("lat", settings), log, RelaySettings(), hooks).run(stop)
 
     try:
-        return measure_latency(
+        return measurelatency(
             source_url,
             log_url,
             table="lat_outbox",
@@ -481,7 +460,7 @@ def real_latency(source_url: str, log_url: str, args: argparse.Namespace) -> Lat
         log.close()
 
 
-def naive_latency(source_url: str, log_url: str, args: argparse.Namespace) -> Latency:
+def naivelatency(source_url: str, log_url: str, args: argparse.Namespace) -> Latency:
     create_outbox(outbox_settings(source_url, "naive_lat_outbox"))
     create_naive_log(log_url)
 
@@ -493,7 +472,7 @@ def naive_latency(source_url: str, log_url: str, args: argparse.Namespace) -> La
         finally:
             naive.close()
 
-    return measure_latency(
+    return measurelatency(
         source_url,
         log_url,
         table="naive_lat_outbox",
@@ -515,39 +494,13 @@ def _sleep_until(moment: float) -> None:
 # -- report ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Figure:
-    metric: str
-    value: float
-    unit: str
-    baseline: float | None
-    target: str
-    met: bool | None
-
-    @property
-    def ratio(self) -> float | None:
-        if self.baseline is None or self.baseline == 0:
-            return None
-        return self.value / self.baseline
-
-    def as_json(self) -> dict[str, Any]:
-        ratio = self.ratio
-        return {
-            "bench": "relay",
-            "metric": self.metric,
-            "value": round(self.value, 3),
-            "unit": self.unit,
-            "baseline": None if self.baseline is None else round(self.baseline, 3),
-            "ratio": None if ratio is None else round(ratio, 4),
-        }
-
-
 def figures(
     real_tp: Throughput, naive_tp: Throughput, real_lat: Latency, naive_lat: Latency
 ) -> list[Figure]:
     ratio_ok = real_tp.rate >= THROUGHPUT_RATIO_TARGET * naive_tp.rate
     return [
         Figure(
+            "relay",
             "relay_throughput",
             real_tp.rate,
             "events/s",
@@ -555,8 +508,9 @@ def figures(
             f">= {THROUGHPUT_TARGET:,.0f} and >= {THROUGHPUT_RATIO_TARGET:.0f}x naive",
             real_tp.rate >= THROUGHPUT_TARGET and ratio_ok,
         ),
-        Figure("relay_latency_p50", real_lat.p50_ms, "ms", naive_lat.p50_ms, "", None),
+        Figure("relay", "relay_latency_p50", real_lat.p50_ms, "ms", naive_lat.p50_ms, "", None),
         Figure(
+            "relay",
             "relay_latency_p99",
             real_lat.p99_ms,
             "ms",
@@ -584,8 +538,8 @@ def print_table(
         ratio = row.ratio
         table.add_row(
             row.metric,
-            _number(row.value),
-            _number(row.baseline),
+            number(row.value),
+            number(row.baseline),
             "-" if ratio is None else f"{ratio:.3g}x",
             row.unit,
             row.target,
@@ -604,8 +558,8 @@ def _notes(
         f"throughput: readmodel relayed {real_tp.events:,} events in {real_tp.seconds:.2f} s, "
         f"the naive relay {naive_tp.events:,} in {naive_tp.seconds:.2f} s",
         f"latency: commit -> visible in the log, at {real_lat.offered_rate:,.0f} / "
-        f"{naive_lat.offered_rate:,.0f} events/s offered; {real_lat.counted:,} / "
-        f"{naive_lat.counted:,} events counted, {real_lat.missing} / {naive_lat.missing} "
+        f"{naive_lat.offered_rate:,.0f} events/s offered; {real_lat.samples:,} / "
+        f"{naive_lat.samples:,} events counted, {real_lat.missing} / {naive_lat.missing} "
         "never seen (readmodel / naive)",
     ]
     load = naive_lat.offered_rate / naive_tp.rate
@@ -616,12 +570,6 @@ def _notes(
             + ("grow for as long as the run lasts" if load >= 1 else "stay high")
         )
     return notes
-
-
-def _number(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.0f}" if value >= 100 else f"{value:.2f}"
 
 
 # -- entry point -------------------------------------------------------------------
@@ -657,8 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with bench_databases(args.dsn) as (source_url, log_url):
             # Latency first: the throughput runs leave dead rows for autovacuum to clean up.
-            real_lat = real_latency(source_url, log_url, args)
-            naive_lat = naive_latency(source_url, log_url, args)
+            real_lat = reallatency(source_url, log_url, args)
+            naive_lat = naivelatency(source_url, log_url, args)
             real_tp = real_throughput(source_url, log_url, args.events)
             naive_tp = naive_throughput(source_url, log_url, args.naive_events)
     except KeyboardInterrupt:
