@@ -52,6 +52,8 @@ class AppendResult:
     duplicates: int
     parked: int
     head: int
+    key_hashes: frozenset[int] = frozenset()
+    """The aggregates (by :func:`outbox.envelope.aggregate_hash`) of the appended events."""
 
     @property
     def after(self) -> int:
@@ -128,7 +130,8 @@ class EventLog:
             head = self._reserve(conn, source, len(records))
             self._write(conn, source, head - len(records), records)
             self._park(conn, source, malformed)
-        return AppendResult(len(records), 0, len(malformed), head)
+        touched = frozenset(r.key_hash for r in records)
+        return AppendResult(len(records), 0, len(malformed), head, touched)
 
     def _reserve(self, conn: sa.Connection, source: str, count: int) -> int:
         """Lock the source's head row, move it ``count`` positions on; returns the new head.
@@ -158,7 +161,8 @@ class EventLog:
                     .values(head=head, updated_at=sa.func.current_timestamp())
                 )
             self._park(conn, source, malformed)
-        return AppendResult(len(fresh), duplicates, len(malformed), head)
+        touched = frozenset(r.key_hash for r in fresh)
+        return AppendResult(len(fresh), duplicates, len(malformed), head, touched)
 
     def _park(self, conn: sa.Connection, source: str, malformed: Sequence[MalformedRow]) -> None:
         if not malformed:

@@ -103,6 +103,7 @@ class SourceRelay:
         """Find the rows the log refuses, park them with the log's reason, append the rest."""
         appended = duplicates = 0
         parked = list(malformed)
+        touched: set[int] = set()
         head = self.log.head(self.name)
         for record in records:
             try:
@@ -119,10 +120,11 @@ class SourceRelay:
                 continue
             appended += result.appended
             duplicates += result.duplicates
+            touched |= result.key_hashes
             head = result.head
         if parked:
             head = self.log.append(self.name, [], parked).head
-        return AppendResult(appended, duplicates, len(parked), head)
+        return AppendResult(appended, duplicates, len(parked), head, frozenset(touched))
 
     def _count(self, result: AppendResult) -> None:
         totals = self.totals

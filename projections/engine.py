@@ -66,6 +66,7 @@ class ProjectionEngine:
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
+        self._reached: dict[Lane, int] = {}
         for projection in self.projections.values():
             if projection.store not in self.stores:
                 raise ReadmodelError(
@@ -110,6 +111,14 @@ class ProjectionEngine:
 
     # -- applying ------------------------------------------------------------------
 
+    def process_trigger(self, lane: Lane, target: int) -> LaneProgress | None:
+        """A message says the lane has work up to ``target``: a no-op without any round trip
+        when this process already brought the lane that far (checkpoints only move forward),
+        else :meth:`process` up to the log head, which makes later messages no-ops too."""
+        if self._reached.get(lane, -1) >= target:
+            return None
+        return self.process(lane)
+
     def process(self, lane: Lane, target: int | None = None) -> LaneProgress:
         """Apply the lane's events up to ``target`` (default: the log head now).
 
@@ -135,6 +144,8 @@ class ProjectionEngine:
             applied += result.applied
             parked += result.parked
             checkpoint = result.checkpoint
+            if checkpoint > self._reached.get(lane, -1):
+                self._reached[lane] = checkpoint
             if result.noop or checkpoint >= target:
                 return LaneProgress(lane, applied, parked, checkpoint)
 

@@ -45,7 +45,7 @@ class Actors:
     def _apply_lane(self, projection: str, source: str, partition: int, target: int) -> None:
         lane = Lane(projection, source, partition)
         try:
-            self.runtime.engine.process(lane)
+            self.runtime.engine.process_trigger(lane, target)
         except RetryLater as retry:
             raise dramatiq.Retry(str(retry), delay=int(retry.delay * 1000)) from None
         except ReadmodelError as exc:
@@ -70,6 +70,7 @@ class Publisher(RelayHooks):
         self.actors = actors
 
     def after_append(self, source: str, result: AppendResult) -> None:
+        """Message only the lanes the batch touched; the sweeper advances the others."""
         if not result.appended:
             return
         engine = self.actors.runtime.engine
@@ -77,6 +78,7 @@ class Publisher(RelayHooks):
             (lane, result.head)
             for projection in engine.subscribers(source)
             for lane in engine.lanes(projection, source)
+            if any(h % projection.partitions == lane.partition for h in result.key_hashes)
         ]
         try:
             self.actors.send_lanes(lanes)
