@@ -7,28 +7,35 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration,
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from config import ConfigError, Settings, load_settings
+from config import Settings
 from outbox.db import describe_db_error
-from outbox.errors import ReadmodelError, SourceError
-from projections.store import HandlerFailed
+from outbox.errors import SourceError
+from workers.cli_parked import parked_app
+from workers.cli_support import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_UNREACHABLE,
+    ConfigOption,
+    JsonOption,
+    LogJsonOption,
+    LogLevelOption,
+    err,
+    fail,
+    guarded,
+    load,
+    out,
+    stop_on_signals,
+)
 from workers.logs import configure_logging
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_UNREACHABLE = 3
 
 app = typer.Typer(
     help="readmodel: relay outbox events into a durable log and build read models from it.",
@@ -37,76 +44,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 outbox_app = typer.Typer(help="Outbox tables in the service databases.", no_args_is_help=True)
-parked_app = typer.Typer(
-    help="Parked outbox rows and projection events: list, show, retry, skip.", no_args_is_help=True
-)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(parked_app, name="parked")
-
-out = Console()
-err = Console(stderr=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        help="TOML settings file (default: $READMODEL_CONFIG, else embedded SQLite defaults).",
-        show_default=False,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-LogJsonOption = Annotated[
-    bool, typer.Option("--log-json", help="Log one JSON object per line (for production).")
-]
-LogLevelOption = Annotated[
-    str | None, typer.Option("--log-level", help="debug, info, warning or error.")
-]
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    err.print(
-        f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
-    )
-    return typer.Exit(code)
-
-
-def _settings(path: Path | None, log_json: bool = False, log_level: str | None = None) -> Settings:
-    try:
-        settings = load_settings(path)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
-    configure_logging(
-        log_level or settings.logging.level, json_output=log_json or settings.logging.json_output
-    )
-    return settings
-
-
-def _guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run ``func``, turning readmodel and driver errors into one clear line and an exit code."""
-    try:
-        return func(*args, **kwargs)
-    except ConfigError as exc:
-        raise _fail(str(exc), EXIT_CONFIG) from None
-    except SourceError as exc:
-        raise _fail(str(exc), EXIT_UNREACHABLE) from None
-    except ReadmodelError as exc:
-        # The read store refusing connections is "unreachable" too, not a runtime failure.
-        unreachable = isinstance(exc.__cause__, OperationalError)
-        raise _fail(str(exc), EXIT_UNREACHABLE if unreachable else EXIT_FAILURE) from None
-    except SQLAlchemyError as exc:
-        raise _fail(describe_db_error(exc), EXIT_UNREACHABLE) from None
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def _handler(signum: int, _frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
-    return stop
 
 
 @app.command()
@@ -129,18 +68,18 @@ def relay(
     """
     from outbox.relay import Relay
 
-    settings = _settings(config, log_json, log_level)
+    settings = load(config, log_json, log_level)
     if not settings.sources:
-        raise _fail("no sources configured: add a [sources.NAME] table to the config", EXIT_CONFIG)
+        raise fail("no sources configured: add a [sources.NAME] table to the config", EXIT_CONFIG)
     unknown = [name for name in source or () if name not in settings.sources]
     if unknown:
         known = ", ".join(sorted(settings.sources))
-        raise _fail(f"unknown source {unknown[0]!r} (known: {known})", EXIT_CONFIG)
+        raise fail(f"unknown source {unknown[0]!r} (known: {known})", EXIT_CONFIG)
     hooks, publisher_close = _publisher_hooks(settings)
-    runner = _guarded(Relay, settings, sources=source, hooks=hooks)
+    runner = guarded(Relay, settings, sources=source, hooks=hooks)
     try:
         if once:
-            results = _guarded(runner.drain)
+            results = guarded(runner.drain)
             failed = False
             for name, totals in results.items():
                 if totals.skipped:
@@ -156,7 +95,7 @@ def relay(
             if failed:
                 raise typer.Exit(EXIT_UNREACHABLE)
             return
-        runner.run(_stop_on_signals())
+        runner.run(stop_on_signals())
     finally:
         runner.close()
         publisher_close()
@@ -173,7 +112,7 @@ def _publisher_hooks(settings: Settings) -> tuple[list[Any], Any]:
     from workers.broker import make_broker
     from workers.runtime import build_runtime
 
-    runtime = _guarded(build_runtime, settings, create_tables=False)
+    runtime = guarded(build_runtime, settings, create_tables=False)
     broker = make_broker(settings.broker)
 
     def close() -> None:
@@ -204,16 +143,16 @@ def work(
     """
     from workers.broker import is_in_process
 
-    settings = _settings(config, log_json, log_level)
+    settings = load(config, log_json, log_level)
     if is_in_process(settings.broker):
-        raise _fail(
+        raise fail(
             "broker.url is memory:// (in-process): use 'readmodel run', or set broker.url to "
             "redis://... or amqp://...",
             EXIT_CONFIG,
         )
     if processes > 1:
         raise typer.Exit(_spawn_workers(config, processes, threads, log_json, log_level))
-    _run_with_runtime(settings, "worker", threads=threads)
+    _runwith_runtime(settings, "worker", threads=threads)
 
 
 def _spawn_workers(
@@ -231,7 +170,7 @@ def _spawn_workers(
     if log_level:
         command += ["--log-level", log_level]
     children = [subprocess.Popen(command) for _ in range(processes)]
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     while not stop.wait(0.5):
         if all(child.poll() is not None for child in children):
             break
@@ -241,14 +180,14 @@ def _spawn_workers(
     return max(child.wait() for child in children)
 
 
-def _run_with_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
+def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
     from workers.broker import make_broker
     from workers.runtime import build_runtime
     from workers.worker import run_pipeline, run_sweeper, run_worker
 
-    runtime = _guarded(build_runtime, settings)
+    runtime = guarded(build_runtime, settings)
     broker = make_broker(settings.broker)
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     try:
         if mode == "worker":
             run_worker(runtime, broker, stop, threads=threads)
@@ -276,18 +215,18 @@ def run(
     log_level: LogLevelOption = None,
 ) -> None:
     """Relay and apply projections in this one process (scripts, tests, the embedded default)."""
-    settings = _settings(config, log_json, log_level)
+    settings = load(config, log_json, log_level)
     if not until_caught_up:
-        _run_with_runtime(settings, "pipeline", threads=threads)
+        _runwith_runtime(settings, "pipeline", threads=threads)
         return
     from workers.runtime import build_runtime
     from workers.worker import run_until_caught_up
 
-    runtime = _guarded(build_runtime, settings)
+    runtime = guarded(build_runtime, settings)
     try:
-        relayed, applied = _guarded(run_until_caught_up, runtime)
+        relayed, applied = guarded(run_until_caught_up, runtime)
     except TimeoutError as exc:
-        raise _fail(str(exc), EXIT_FAILURE) from None
+        raise fail(str(exc), EXIT_FAILURE) from None
     finally:
         runtime.close()
     out.print(f"caught up: relayed {relayed}, applied {applied}", highlight=False)
@@ -298,8 +237,8 @@ def sweeper(
     config: ConfigOption = None, log_json: LogJsonOption = False, log_level: LogLevelOption = None
 ) -> None:
     """Re-trigger projection lanes whose checkpoint trails the log head (runs until stopped)."""
-    settings = _settings(config, log_json, log_level)
-    _run_with_runtime(settings, "sweeper")
+    settings = load(config, log_json, log_level)
+    _runwith_runtime(settings, "sweeper")
 
 
 @app.command()
@@ -308,11 +247,11 @@ def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
     from outbox.log import EventLog
     from outbox.status import source_statuses
 
-    settings = _settings(config, log_level="warning")
+    settings = load(config, log_level="warning")
     log = EventLog(settings.store.url)
     try:
-        _guarded(log.create_tables)
-        rows = _guarded(source_statuses, settings, log)
+        guarded(log.create_tables)
+        rows = guarded(source_statuses, settings, log)
     finally:
         log.close()
     if as_json:
@@ -361,10 +300,10 @@ def outbox_init(
     """Create the outbox table, its indexes and (PostgreSQL) the NOTIFY trigger for a source."""
     from outbox.sources import open_source
 
-    settings = _settings(config, log_level="warning")
+    settings = load(config, log_level="warning")
     if source not in settings.sources:
         known = ", ".join(sorted(settings.sources)) or "none configured"
-        raise _fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
+        raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
     outbox_source = open_source(source, settings.sources[source])
     try:
         statements = outbox_source.ddl()
@@ -383,166 +322,10 @@ def outbox_init(
                     f"source {source!r} ({outbox_source.display_url}): {describe_db_error(exc)}"
                 ) from exc
 
-        _guarded(apply)
+        guarded(apply)
         out.print(f"{source}: outbox table {settings.sources[source].table!r} is ready")
     finally:
         outbox_source.close()
-
-
-EntryId = Annotated[
-    str,
-    typer.Argument(
-        help="An id from 'readmodel parked list': a number for an outbox row, "
-        "e<number> for a projection event."
-    ),
-]
-
-
-@parked_app.command("list")
-def parked_list(
-    config: ConfigOption = None,
-    source: Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")] = None,
-    projection: Annotated[
-        str | None, typer.Option("--projection", help="Only this projection's events.")
-    ] = None,
-    show_all: Annotated[
-        bool, typer.Option("--all", help="Include retried and skipped entries.")
-    ] = False,
-    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
-    as_json: JsonOption = False,
-) -> None:
-    """List parked outbox rows (malformed) and projection events (handler kept failing)."""
-    status = None if show_all else "parked"
-
-    def collect(runtime: Any) -> list[dict[str, Any]]:
-        from outbox.parking import ParkedEvents
-
-        rows: list[dict[str, Any]] = []
-        if projection is None:
-            for e in ParkedEvents(runtime.log.engine).list(
-                source=source, status=status, limit=limit
-            ):
-                rows.append({**e.as_dict(), "ref": str(e.id)})
-        for event in runtime.engine.parked(projection, status):
-            if source is None or event.source == source:
-                rows.append({**event.as_dict(), "kind": "projection_event", "ref": f"e{event.id}"})
-        return rows[:limit]
-
-    entries = _with_runtime(config, collect)
-    if as_json:
-        print(json.dumps(entries, indent=2, default=str))
-        return
-    table = Table(title="parked")
-    for column in ("id", "kind", "source", "projection", "event id", "reason", "status"):
-        table.add_column(column)
-    for e in entries:
-        table.add_row(
-            e["ref"],
-            e["kind"],
-            e["source"],
-            e.get("projection") or "-",
-            escape(e.get("event_id") or "-"),
-            escape(e["reason"]),
-            e["status"],
-        )
-    out.print(table)
-
-
-@parked_app.command("show")
-def parked_show(entry_id: EntryId, config: ConfigOption = None) -> None:
-    """Show one parked entry in full: reason, traceback or raw row, attempts."""
-    entry = _with_runtime(config, lambda runtime: _find_entry(runtime, entry_id))
-    print(json.dumps(entry, indent=2, default=str))
-
-
-@parked_app.command("retry")
-def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
-    """Apply a parked projection event again, with every later parked event of its aggregate,
-    in order; on success the aggregate flows normally again."""
-
-    def retry(runtime: Any) -> int:
-        kind, number = _parse_entry(entry_id)
-        if kind != "e":
-            raise ReadmodelError(
-                f"{entry_id} is a malformed outbox row: it cannot be applied; "
-                "fix the row in the service and write it again, or skip it"
-            )
-        event = _projection_entry(runtime, number)
-        return runtime.engine.retry(event)
-
-    try:
-        count = _with_runtime(config, retry)
-    except HandlerFailed as failed:
-        raise _fail(f"{entry_id} failed again and stays parked: {failed}", EXIT_FAILURE) from None
-    out.print(f"{entry_id}: applied {count} parked event(s); the aggregate flows again")
-
-
-@parked_app.command("skip")
-def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
-    """Mark a parked entry skipped (it stays listed with --all). For a projection event, the
-    events of its aggregate that were held behind it are then applied in order."""
-
-    def skip(runtime: Any) -> int:
-        from outbox.parking import ParkedEvents
-
-        kind, number = _parse_entry(entry_id)
-        if kind == "e":
-            return runtime.engine.skip(_projection_entry(runtime, number))
-        if not ParkedEvents(runtime.log.engine).skip(number):
-            raise ReadmodelError(f"no parked entry {entry_id}")
-        return 0
-
-    try:
-        applied = _with_runtime(config, skip)
-    except HandlerFailed as failed:
-        raise _fail(
-            f"{entry_id} skipped, but a later event of its aggregate failed again and stays "
-            f"parked: {failed}",
-            EXIT_FAILURE,
-        ) from None
-    suffix = f"; applied {applied} held event(s) of its aggregate" if applied else ""
-    out.print(f"{entry_id}: skipped{suffix}")
-
-
-def _parse_entry(entry_id: str) -> tuple[str, int]:
-    text = entry_id.strip().lower()
-    kind = "e" if text.startswith("e") else "o"
-    try:
-        return kind, int(text.lstrip("eo"))
-    except ValueError:
-        raise _fail(
-            f"{entry_id!r} is not a parked entry id (e.g. 12 or e12)", EXIT_CONFIG
-        ) from None
-
-
-def _projection_entry(runtime: Any, number: int) -> Any:
-    for event in runtime.engine.parked(None, None):
-        if event.id == number:
-            return event
-    raise ReadmodelError(f"no parked projection event e{number}")
-
-
-def _find_entry(runtime: Any, entry_id: str) -> dict[str, Any]:
-    from outbox.parking import ParkedEvents
-
-    kind, number = _parse_entry(entry_id)
-    if kind == "e":
-        return {**_projection_entry(runtime, number).as_dict(), "kind": "projection_event"}
-    entry = ParkedEvents(runtime.log.engine).get(number)
-    if entry is None:
-        raise ReadmodelError(f"no parked entry with id {entry_id}")
-    return entry.as_dict()
-
-
-def _with_runtime(config: Path | None, action: Any) -> Any:
-    from workers.runtime import build_runtime
-
-    settings = _settings(config, log_level="warning")
-    runtime = _guarded(build_runtime, settings)
-    try:
-        return _guarded(action, runtime)
-    finally:
-        runtime.close()
 
 
 @app.command()
@@ -556,7 +339,7 @@ def demo(
     from workers.demo import run_demo
 
     configure_logging("warning")
-    code = _guarded(run_demo, directory, events, out)
+    code = guarded(run_demo, directory, events, out)
     raise typer.Exit(code)
 
 

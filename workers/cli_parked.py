@@ -1,0 +1,169 @@
+"""``readmodel parked``: malformed outbox rows and projection events that kept failing."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from outbox.errors import ReadmodelError
+from projections.store import HandlerFailed
+from workers.cli_support import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    ConfigOption,
+    JsonOption,
+    fail,
+    out,
+    with_runtime,
+)
+
+parked_app = typer.Typer(
+    help="Parked outbox rows and projection events: list, show, retry, skip.", no_args_is_help=True
+)
+
+
+EntryId = Annotated[
+    str,
+    typer.Argument(
+        help="An id from 'readmodel parked list': a number for an outbox row, "
+        "e<number> for a projection event."
+    ),
+]
+
+
+@parked_app.command("list")
+def parked_list(
+    config: ConfigOption = None,
+    source: Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")] = None,
+    projection: Annotated[
+        str | None, typer.Option("--projection", help="Only this projection's events.")
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Include retried and skipped entries.")
+    ] = False,
+    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List parked outbox rows (malformed) and projection events (handler kept failing)."""
+    status = None if show_all else "parked"
+
+    def collect(runtime: Any) -> list[dict[str, Any]]:
+        from outbox.parking import ParkedEvents
+
+        rows: list[dict[str, Any]] = []
+        if projection is None:
+            for e in ParkedEvents(runtime.log.engine).list(
+                source=source, status=status, limit=limit
+            ):
+                rows.append({**e.as_dict(), "ref": str(e.id)})
+        for event in runtime.engine.parked(projection, status):
+            if source is None or event.source == source:
+                rows.append({**event.as_dict(), "kind": "projection_event", "ref": f"e{event.id}"})
+        return rows[:limit]
+
+    entries = with_runtime(config, collect)
+    if as_json:
+        print(json.dumps(entries, indent=2, default=str))
+        return
+    table = Table(title="parked")
+    for column in ("id", "kind", "source", "projection", "event id", "reason", "status"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            e["ref"],
+            e["kind"],
+            e["source"],
+            e.get("projection") or "-",
+            escape(e.get("event_id") or "-"),
+            escape(e["reason"]),
+            e["status"],
+        )
+    out.print(table)
+
+
+@parked_app.command("show")
+def parked_show(entry_id: EntryId, config: ConfigOption = None) -> None:
+    """Show one parked entry in full: reason, traceback or raw row, attempts."""
+    entry = with_runtime(config, lambda runtime: _find_entry(runtime, entry_id))
+    print(json.dumps(entry, indent=2, default=str))
+
+
+@parked_app.command("retry")
+def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
+    """Apply a parked projection event again, with every later parked event of its aggregate,
+    in order; on success the aggregate flows normally again."""
+
+    def retry(runtime: Any) -> int:
+        kind, number = _parse_entry(entry_id)
+        if kind != "e":
+            raise ReadmodelError(
+                f"{entry_id} is a malformed outbox row: it cannot be applied; "
+                "fix the row in the service and write it again, or skip it"
+            )
+        event = _projection_entry(runtime, number)
+        return runtime.engine.retry(event)
+
+    try:
+        count = with_runtime(config, retry)
+    except HandlerFailed as failed:
+        raise fail(f"{entry_id} failed again and stays parked: {failed}", EXIT_FAILURE) from None
+    out.print(f"{entry_id}: applied {count} parked event(s); the aggregate flows again")
+
+
+@parked_app.command("skip")
+def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
+    """Mark a parked entry skipped (it stays listed with --all). For a projection event, the
+    events of its aggregate that were held behind it are then applied in order."""
+
+    def skip(runtime: Any) -> int:
+        from outbox.parking import ParkedEvents
+
+        kind, number = _parse_entry(entry_id)
+        if kind == "e":
+            return runtime.engine.skip(_projection_entry(runtime, number))
+        if not ParkedEvents(runtime.log.engine).skip(number):
+            raise ReadmodelError(f"no parked entry {entry_id}")
+        return 0
+
+    try:
+        applied = with_runtime(config, skip)
+    except HandlerFailed as failed:
+        raise fail(
+            f"{entry_id} skipped, but a later event of its aggregate failed again and stays "
+            f"parked: {failed}",
+            EXIT_FAILURE,
+        ) from None
+    suffix = f"; applied {applied} held event(s) of its aggregate" if applied else ""
+    out.print(f"{entry_id}: skipped{suffix}")
+
+
+def _parse_entry(entry_id: str) -> tuple[str, int]:
+    text = entry_id.strip().lower()
+    kind = "e" if text.startswith("e") else "o"
+    try:
+        return kind, int(text.lstrip("eo"))
+    except ValueError:
+        raise fail(f"{entry_id!r} is not a parked entry id (e.g. 12 or e12)", EXIT_CONFIG) from None
+
+
+def _projection_entry(runtime: Any, number: int) -> Any:
+    for event in runtime.engine.parked(None, None):
+        if event.id == number:
+            return event
+    raise ReadmodelError(f"no parked projection event e{number}")
+
+
+def _find_entry(runtime: Any, entry_id: str) -> dict[str, Any]:
+    from outbox.parking import ParkedEvents
+
+    kind, number = _parse_entry(entry_id)
+    if kind == "e":
+        return {**_projection_entry(runtime, number).as_dict(), "kind": "projection_event"}
+    entry = ParkedEvents(runtime.log.engine).get(number)
+    if entry is None:
+        raise ReadmodelError(f"no parked entry with id {entry_id}")
+    return entry.as_dict()

@@ -1,0 +1,103 @@
+"""What the ``readmodel`` commands share: exit codes, consoles, options, error handling."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from config import ConfigError, Settings, load_settings
+from outbox.db import describe_db_error
+from outbox.errors import ReadmodelError, SourceError
+from workers.logs import configure_logging
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_UNREACHABLE = 3
+
+out = Console()
+err = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="TOML settings file (default: $READMODEL_CONFIG, else embedded SQLite defaults).",
+        show_default=False,
+    ),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LogJsonOption = Annotated[
+    bool, typer.Option("--log-json", help="Log one JSON object per line (for production).")
+]
+LogLevelOption = Annotated[
+    str | None, typer.Option("--log-level", help="debug, info, warning or error.")
+]
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``error: message`` on stderr; returns the exit to raise."""
+    err.print(
+        f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
+    )
+    return typer.Exit(code)
+
+
+def load(path: Path | None, log_json: bool = False, log_level: str | None = None) -> Settings:
+    """Settings from ``path`` (exit 2 when invalid), with logging configured."""
+    try:
+        settings = load_settings(path)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    configure_logging(
+        log_level or settings.logging.level, json_output=log_json or settings.logging.json_output
+    )
+    return settings
+
+
+def guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run ``func``, turning readmodel and driver errors into one clear line and an exit code."""
+    try:
+        return func(*args, **kwargs)
+    except ConfigError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    except SourceError as exc:
+        raise fail(str(exc), EXIT_UNREACHABLE) from None
+    except ReadmodelError as exc:
+        # The read store refusing connections is "unreachable" too, not a runtime failure.
+        unreachable = isinstance(exc.__cause__, OperationalError)
+        raise fail(str(exc), EXIT_UNREACHABLE if unreachable else EXIT_FAILURE) from None
+    except SQLAlchemyError as exc:
+        raise fail(describe_db_error(exc), EXIT_UNREACHABLE) from None
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for loops that finish their batch and exit."""
+    stop = threading.Event()
+
+    def _handler(signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
+
+
+def with_runtime(config: Path | None, action: Any) -> Any:
+    """Build the runtime (log, stores, projections), run ``action(runtime)``, close it."""
+    from workers.runtime import build_runtime
+
+    settings = load(config, log_level="warning")
+    runtime = guarded(build_runtime, settings)
+    try:
+        return guarded(action, runtime)
+    finally:
+        runtime.close()
