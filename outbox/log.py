@@ -174,6 +174,8 @@ class EventLog:
                     "kind": PARKED_OUTBOX_ROW,
                     "source": source,
                     "event_id": row.event_id,
+                    "aggregate_type": row.aggregate_type,
+                    "aggregate_id": row.aggregate_id,
                     "reason": row.reason,
                     "raw": row.raw,
                 }

@@ -115,6 +115,8 @@ class SourceRelay:
                         event_id=record.event_id,
                         reason=f"the event log refused the row: {exc}",
                         raw=_record_as_raw(record),
+                        aggregate_type=record.aggregate_type,
+                        aggregate_id=record.aggregate_id,
                     )
                 )
                 continue

@@ -52,6 +52,8 @@ class MalformedRow:
     event_id: str | None
     reason: str
     raw: dict[str, Any]
+    aggregate_type: str | None = None
+    aggregate_id: str | None = None
 
 
 class _Malformed(Exception):
@@ -77,13 +79,14 @@ def decode_rows(
         try:
             records.append(_decode(row, source, column_names, default_tenant, max_payload_bytes))
         except _Malformed as exc:
-            event_id = row[1] if row[1] is not None else None
             malformed.append(
                 MalformedRow(
                     source_position=row[0],
-                    event_id=None if event_id is None else _safe_str(event_id),
+                    event_id=_optional_str(row[1]),
                     reason=str(exc),
                     raw=raw_row(row, column_names),
+                    aggregate_type=_optional_str(row[2]),
+                    aggregate_id=_optional_str(row[3]),
                 )
             )
     return records, malformed
@@ -217,6 +220,10 @@ def _in_utc_range(value: datetime, column: str) -> datetime:
     except OverflowError:
         raise _Malformed(f"timestamp (column {column!r}) is out of range: {value}") from None
     return aware
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None else _safe_str(value)
 
 
 def _safe_str(value: Any) -> str:

@@ -281,6 +281,9 @@ def _check_parked_cli(setup: Setup, tmp_path: Path) -> None:
         assert detail["reason"] == entry["reason"]
         assert detail["raw"]["seq"] == seq
         assert detail["raw"]["payload"] == _expected_raw_payload(row.payload)
+        if isinstance(row.aggregate_id, str) and "\x00" not in row.aggregate_id:
+            assert detail["aggregate_id"] == row.aggregate_id
+            assert detail["aggregate_type"] == row.aggregate_type
         if isinstance(row.payload, bytes) and isinstance(detail["raw"]["payload"], dict):
             assert base64.b64decode(detail["raw"]["payload"]["$base64"]) == row.payload
 
