@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import SourceSettings
+from outbox.ddl import OutboxTypes, create_table
 from outbox.source import SqlOutboxSource
 
 
@@ -93,43 +94,26 @@ class MySqlOutboxSource(SqlOutboxSource):
         return mysql_ddl(self.settings)
 
 
+_TYPES = OutboxTypes(
+    quote="`",
+    position="BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY",
+    event_id="CHAR(36) NOT NULL DEFAULT (UUID())",
+    text="VARCHAR(255) NOT NULL",
+    payload="JSON NOT NULL",
+    occurred_at="DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
+    optional_text="VARCHAR(255) NULL",
+    headers="JSON NULL",
+    dispatched_at="DATETIME(6) NULL",
+)
+
+
 def mysql_ddl(settings: SourceSettings) -> list[str]:
-    c = settings.columns
-    q = _quote
-    table = (
-        q(settings.table)
-        if not settings.schema_name
-        else f"{q(settings.schema_name)}.{q(settings.table)}"
-    )
-    columns = [f"{q(c.position)} BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY"]
+    c, q = settings.columns, _TYPES.q
+    keys = []
     if c.event_id:
-        columns.append(f"{q(c.event_id)} CHAR(36) NOT NULL DEFAULT (UUID())")
-    columns += [
-        f"{q(c.aggregate_type)} VARCHAR(255) NOT NULL",
-        f"{q(c.aggregate_id)} VARCHAR(255) NOT NULL",
-        f"{q(c.event_type)} VARCHAR(255) NOT NULL",
-        f"{q(c.payload)} JSON NOT NULL",
-    ]
-    if c.occurred_at:
-        columns.append(f"{q(c.occurred_at)} DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)")
-    if c.tenant:
-        columns.append(f"{q(c.tenant)} VARCHAR(255) NULL")
-    if c.headers:
-        columns.append(f"{q(c.headers)} JSON NULL")
+        keys.append(f"UNIQUE KEY {q(settings.table + '_event_id_key')} ({q(c.event_id)})")
     if c.dispatched_at:
-        columns.append(f"{q(c.dispatched_at)} DATETIME(6) NULL")
-    if c.event_id:
-        columns.append(f"UNIQUE KEY {q(settings.table + '_event_id_key')} ({q(c.event_id)})")
-    if c.dispatched_at:
-        columns.append(
+        keys.append(
             f"KEY {q(settings.table + '_pending_idx')} ({q(c.dispatched_at)}, {q(c.position)})"
         )
-    return [
-        f"CREATE TABLE IF NOT EXISTS {table} (\n    "
-        + ",\n    ".join(columns)
-        + "\n) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-    ]
-
-
-def _quote(identifier: str) -> str:
-    return "`" + identifier.replace("`", "``") + "`"
+    return [create_table(settings, _TYPES, keys, " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")]

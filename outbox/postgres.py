@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config import SourceSettings
 from outbox.db import libpq_conninfo
+from outbox.ddl import OutboxTypes, create_table
 from outbox.source import SqlOutboxSource
 
 NOTIFY_CHANNEL = "readmodel_outbox"
@@ -141,33 +142,24 @@ def _load_as_text(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.adapters.register_loader(type_name, TextLoader)
 
 
+_TYPES = OutboxTypes(
+    quote='"',
+    position="BIGSERIAL PRIMARY KEY",
+    event_id="UUID NOT NULL DEFAULT gen_random_uuid() UNIQUE",
+    text="VARCHAR(255) NOT NULL",
+    payload="JSONB NOT NULL",
+    occurred_at="TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()",
+    optional_text="VARCHAR(255)",
+    headers="JSONB",
+    dispatched_at="TIMESTAMPTZ",
+)
+
+
 def postgres_ddl(settings: SourceSettings) -> list[str]:
-    c = settings.columns
-    q = _quote
-    table = (
-        q(settings.table)
-        if not settings.schema_name
-        else f"{q(settings.schema_name)}.{q(settings.table)}"
-    )
+    c, q = settings.columns, _TYPES.q
+    table = _TYPES.table(settings)
     base = settings.table
-    columns = [f"{q(c.position)} BIGSERIAL PRIMARY KEY"]
-    if c.event_id:
-        columns.append(f"{q(c.event_id)} UUID NOT NULL DEFAULT gen_random_uuid() UNIQUE")
-    columns += [
-        f"{q(c.aggregate_type)} VARCHAR(255) NOT NULL",
-        f"{q(c.aggregate_id)} VARCHAR(255) NOT NULL",
-        f"{q(c.event_type)} VARCHAR(255) NOT NULL",
-        f"{q(c.payload)} JSONB NOT NULL",
-    ]
-    if c.occurred_at:
-        columns.append(f"{q(c.occurred_at)} TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()")
-    if c.tenant:
-        columns.append(f"{q(c.tenant)} VARCHAR(255)")
-    if c.headers:
-        columns.append(f"{q(c.headers)} JSONB")
-    if c.dispatched_at:
-        columns.append(f"{q(c.dispatched_at)} TIMESTAMPTZ")
-    statements = [f"CREATE TABLE IF NOT EXISTS {table} (\n    " + ",\n    ".join(columns) + "\n)"]
+    statements = [create_table(settings, _TYPES, [], "")]
     if c.dispatched_at:
         statements.append(
             f"CREATE INDEX IF NOT EXISTS {q(base + '_pending_idx')} ON {table} ({q(c.position)}) "
@@ -187,7 +179,3 @@ def postgres_ddl(settings: SourceSettings) -> list[str]:
         "    FOR EACH STATEMENT EXECUTE FUNCTION readmodel_outbox_notify()",
     ]
     return statements
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'

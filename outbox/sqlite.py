@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import SourceSettings
+from outbox.ddl import OutboxTypes, create_table
 from outbox.errors import SourceError
 from outbox.source import SqlOutboxSource
 
@@ -92,37 +93,27 @@ def _text_or_bytes(raw: bytes) -> str | bytes:
         return raw
 
 
+_TYPES = OutboxTypes(
+    quote='"',
+    position="INTEGER PRIMARY KEY AUTOINCREMENT",
+    event_id="TEXT NOT NULL UNIQUE DEFAULT (lower(hex(randomblob(16))))",
+    text="TEXT NOT NULL",
+    payload="TEXT NOT NULL",
+    occurred_at="TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))",
+    optional_text="TEXT",
+    headers="TEXT",
+    dispatched_at="TEXT",
+)
+
+
 def sqlite_ddl(settings: SourceSettings) -> list[str]:
-    c = settings.columns
-    q = _quote
-    table = q(settings.table)
-    columns = [f"{q(c.position)} INTEGER PRIMARY KEY AUTOINCREMENT"]
-    if c.event_id:
-        columns.append(f"{q(c.event_id)} TEXT NOT NULL UNIQUE DEFAULT (lower(hex(randomblob(16))))")
-    columns += [
-        f"{q(c.aggregate_type)} TEXT NOT NULL",
-        f"{q(c.aggregate_id)} TEXT NOT NULL",
-        f"{q(c.event_type)} TEXT NOT NULL",
-        f"{q(c.payload)} TEXT NOT NULL",
-    ]
-    if c.occurred_at:
-        columns.append(
-            f"{q(c.occurred_at)} TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))"
-        )
-    if c.tenant:
-        columns.append(f"{q(c.tenant)} TEXT")
-    if c.headers:
-        columns.append(f"{q(c.headers)} TEXT")
-    if c.dispatched_at:
-        columns.append(f"{q(c.dispatched_at)} TEXT")
-    statements = [f"CREATE TABLE IF NOT EXISTS {table} (\n    " + ",\n    ".join(columns) + "\n)"]
+    """SQLite has no schemas: the table is created in the database file of the DSN."""
+    c, q = settings.columns, _TYPES.q
+    settings = settings.model_copy(update={"schema_name": None})
+    statements = [create_table(settings, _TYPES, [], "")]
     if c.dispatched_at:
         statements.append(
             f"CREATE INDEX IF NOT EXISTS {q(settings.table + '_pending_idx')} "
-            f"ON {table} ({q(c.dispatched_at)}, {q(c.position)})"
+            f"ON {q(settings.table)} ({q(c.dispatched_at)}, {q(c.position)})"
         )
     return statements
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
