@@ -28,44 +28,42 @@ def _admin_engine(dsn: str) -> sa.Engine:
     )
 
 
-@pytest.fixture
-def pg_database() -> Iterator[Callable[[], str]]:
-    """Factory: a fresh PostgreSQL database per call; returns its DSN. All are dropped after."""
-    admin = _admin_engine(PG_ADMIN)
+def _databases(admin_dsn: str, create: str, drop: str) -> Iterator[Callable[[], str]]:
+    """Factory of fresh databases on one server (``create``/``drop`` take ``{name}``);
+    every database it made is dropped afterwards."""
+    admin = _admin_engine(admin_dsn)
     created: list[str] = []
 
     def make() -> str:
         name = f"rm_test_{uuid.uuid4().hex[:12]}"
         with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            conn.exec_driver_sql(create.format(name=name))
         created.append(name)
-        return sa.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+        return sa.make_url(admin_dsn).set(database=name).render_as_string(hide_password=False)
 
     yield make
     with admin.connect() as conn:
         for name in created:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.exec_driver_sql(drop.format(name=name))
     admin.dispose()
+
+
+@pytest.fixture
+def pg_database() -> Iterator[Callable[[], str]]:
+    """Factory: a fresh PostgreSQL database per call; returns its DSN. All are dropped after."""
+    yield from _databases(
+        PG_ADMIN, 'CREATE DATABASE "{name}"', 'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+    )
 
 
 @pytest.fixture
 def mysql_database() -> Iterator[Callable[[], str]]:
     """Factory: a fresh MariaDB/MySQL database per call; returns its DSN. All are dropped after."""
-    admin = _admin_engine(MYSQL_ADMIN)
-    created: list[str] = []
-
-    def make() -> str:
-        name = f"rm_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-        created.append(name)
-        return sa.make_url(MYSQL_ADMIN).set(database=name).render_as_string(hide_password=False)
-
-    yield make
-    with admin.connect() as conn:
-        for name in created:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{name}`")
-    admin.dispose()
+    yield from _databases(
+        MYSQL_ADMIN,
+        "CREATE DATABASE `{name}` CHARACTER SET utf8mb4",
+        "DROP DATABASE IF EXISTS `{name}`",
+    )
 
 
 @pytest.fixture
