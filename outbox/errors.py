@@ -5,6 +5,8 @@
     │   └── NotLeaderError  another relay holds the source
     ├── LogError            the event log (in the read store) cannot be read or written
     └── StoreError          a read-model store failed (projections)
+        └── SchemaError     readmodel's tables in the read store cannot be migrated
+            └── SchemaOutdated  the read store is not at the revision this readmodel needs
 
 Configuration errors are :class:`config.ConfigError`, which ``config/`` defines itself.
 Messages never contain a password or a full DSN.
@@ -29,3 +31,20 @@ class LogError(ReadmodelError):
 
 class StoreError(ReadmodelError):
     """A read-model store failed."""
+
+
+class SchemaError(StoreError):
+    """readmodel's tables in a read store cannot be migrated (unknown revision, other columns)."""
+
+
+class SchemaOutdated(SchemaError):
+    """The read store is not at the schema revision this readmodel needs."""
+
+    def __init__(self, url: str, current: str | None, head: str) -> None:
+        self.url = url
+        self.current = current
+        self.head = head
+        super().__init__(
+            f"the read store at {url} is at revision {current or 'none'}, "
+            f"this readmodel needs {head}"
+        )

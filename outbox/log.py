@@ -20,8 +20,9 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from outbox.db import create_engine, describe_db_error, engine_kind
 from outbox.envelope import Envelope
 from outbox.errors import LogError
+from outbox.migrate import upgrade
 from outbox.rows import LogRecord, MalformedRow
-from outbox.schema import PARKED_OUTBOX_ROW, create_all, event_log, log_heads, parked
+from outbox.schema import PARKED_OUTBOX_ROW, event_log, log_heads, parked
 
 _COPY_COLUMNS = (
     "source",
@@ -75,10 +76,9 @@ class EventLog:
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
 
     def create_tables(self) -> None:
-        try:
-            create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise LogError(f"cannot create the log tables: {describe_db_error(exc)}") from exc
+        """Migrate the read store to the latest revision (the log's and the stores' own tables,
+        :mod:`outbox.migrate`); raises :class:`StoreError`. The CLI checks the revision instead."""
+        upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,4 +1,8 @@
-"""Tables readmodel keeps in the read store: the event log, its heads, and parked events."""
+"""Tables readmodel keeps in the read store: the event log, its heads, and parked events.
+
+The read store gets them from migrations (:mod:`outbox.migrate`); these definitions are what
+the code reads and writes, and a test checks that they equal the latest revision.
+"""
 
 from __future__ import annotations
 
@@ -60,12 +64,7 @@ parked = sa.Table(
 PARKED_OUTBOX_ROW = "outbox_row"
 
 
-def create_all(engine: sa.Engine) -> None:
-    """Create the log tables when they are missing (migrations take over in a later release)."""
-    create_tables(engine, metadata.sorted_tables)
-
-
-_DDL_LOCK = 0x52_4D_44_44_4C  # "RMDDL": serializes readmodel's CREATE TABLEs on PostgreSQL
+DDL_LOCK = 0x52_4D_44_44_4C  # "RMDDL": serializes readmodel's DDL (and migrations) on PostgreSQL
 
 
 def create_tables(engine: sa.Engine, tables: list[sa.Table]) -> None:
@@ -77,6 +76,6 @@ def create_tables(engine: sa.Engine, tables: list[sa.Table]) -> None:
     """
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_DDL_LOCK)))
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DDL_LOCK)))
         for table in tables:
             table.create(conn, checkfirst=True)

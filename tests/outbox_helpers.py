@@ -36,3 +36,11 @@ def insert_events(
     if rows:
         with engine.begin() as conn:
             conn.execute(sa.insert(t), rows)
+
+
+def migrate_store(url: str) -> None:
+    """Bring a test read store to the current revision, as `readmodel migrate` would."""
+    from outbox.migrate import engine_for, upgrade
+
+    with engine_for(url) as engine:
+        upgrade(engine)

@@ -30,6 +30,7 @@ def setup(tmp_path: Path, sqlite_database: Callable[[], str]) -> tuple[Path, sa.
     )
     settings = load_settings(config)
     init_outbox(settings.sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     source = sa.create_engine(settings.sources["bank"].url)
     store = sa.create_engine(store_url)
     yield config, source, store

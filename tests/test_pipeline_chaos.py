@@ -51,7 +51,7 @@ from outbox.schema import event_log, log_heads, parked
 from projections.sql_store import blocked, checkpoints, failures, parked_events
 from tests.broker_helpers import REDIS_URL, Processes
 from tests.cli_helpers import write_config
-from tests.outbox_helpers import init_outbox, insert_events
+from tests.outbox_helpers import init_outbox, insert_events, migrate_store
 from tests.projection_fixtures import Totals, account_totals
 
 pytestmark = pytest.mark.chaos
@@ -408,6 +408,7 @@ def test_totals_stay_exact_through_kills_broker_loss_and_double_delivery(
         },
     )
     init_outbox(load_settings(config).sources[SOURCE], SOURCE)
+    migrate_store(store_url)
     events = deposits(EVENTS, ACCOUNTS, SEED)
     expected = expected_totals(events)
     chaos = Chaos(processes, config, rng)

@@ -40,7 +40,7 @@ from config import Settings
 from outbox.db import create_engine
 from outbox.envelope import Envelope
 from outbox.log import EventLog
-from tests.outbox_helpers import init_outbox
+from tests.outbox_helpers import init_outbox, migrate_store
 
 pytestmark = pytest.mark.chaos
 
@@ -240,6 +240,7 @@ def chaos_setup(
         encoding="utf-8",
     )
     init_outbox(settings.sources[SOURCE])
+    migrate_store(settings.store.url)
     yield settings, config
 
 

@@ -1,0 +1,225 @@
+"""Schema migrations of readmodel's own tables in a read store (Alembic, ``outbox/migrations/``).
+
+The event log, checkpoints, parked events and invalidations are created and upgraded
+here, never by ``create_all``; the read models' own tables stay with the store. The
+revision is kept in ``rm_alembic_version`` so that a service's or user's own Alembic
+history in the same database is left alone.
+
+Upgrades serialize across processes: on PostgreSQL under the advisory lock that every
+readmodel DDL takes (:data:`outbox.schema.DDL_LOCK`), on SQLite under the write lock
+(``BEGIN IMMEDIATE``). A database whose tables an earlier release created without
+migrations is adopted: its columns are checked, the missing tables are created, and it
+is stamped at the baseline revision before the later revisions run.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import sqlalchemy as sa
+import structlog
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
+from sqlalchemy.exc import SQLAlchemyError
+
+from config import Settings
+from outbox.db import create_engine, describe_db_error, engine_kind, redact_dsn
+from outbox.errors import SchemaError, SchemaOutdated, StoreError
+from outbox.schema import DDL_LOCK
+
+VERSION_TABLE = "rm_alembic_version"
+BASELINE = "0001"
+_SCRIPTS = Path(__file__).with_name("migrations")
+
+log = structlog.get_logger("readmodel.migrate")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """What :func:`upgrade` did to one database."""
+
+    before: str | None
+    after: str
+    adopted: bool = False
+
+
+def alembic_config(**attributes: object) -> Config:
+    """An Alembic config for readmodel's scripts, built in code (no alembic.ini)."""
+    config = Config()
+    config.set_main_option("script_location", str(_SCRIPTS).replace("%", "%%"))
+    config.attributes["version_table"] = VERSION_TABLE
+    config.attributes.update(attributes)
+    return config
+
+
+@cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head() -> str:
+    """The revision this readmodel needs."""
+    revision = _scripts().get_current_head()
+    assert revision is not None
+    return revision
+
+
+def known_tables() -> dict[str, sa.Table]:
+    """Every table the revisions create, by name, as the revisions define them."""
+    metadata = sa.MetaData()
+    found: dict[str, sa.Table] = {}
+    for script in reversed(list(_scripts().walk_revisions())):
+        for table in script.module.tables(metadata):
+            found[table.name] = table
+    return found
+
+
+def current(engine: sa.Engine) -> str | None:
+    """The database's revision, or None when it has never been migrated."""
+    try:
+        with engine.connect() as conn:
+            return _current(conn)
+    except SQLAlchemyError as exc:
+        raise _store_error(engine, "cannot read the schema revision", exc) from exc
+
+
+def check(engine: sa.Engine) -> None:
+    """Raise :class:`SchemaOutdated` unless the database is at :func:`head`."""
+    revision = current(engine)
+    if revision != head():
+        raise SchemaOutdated(_url(engine), revision, head())
+
+
+def upgrade(engine: sa.Engine, revision: str = "head") -> Migration:
+    """Bring the database to ``revision`` (default: head); safe when processes race."""
+    try:
+        with _migration_transaction(engine) as conn:
+            before = _current(conn)
+            if before is not None and _unknown(before):
+                raise SchemaError(
+                    f"the read store at {_url(engine)} is at revision {before}, which this "
+                    f"readmodel (head {head()}) does not know: a newer readmodel migrated it"
+                )
+            adopted = before is None and _adopt(conn, engine)
+            command.upgrade(alembic_config(connection=conn), revision)
+            after = _current(conn)
+    except (SQLAlchemyError, CommandError) as exc:
+        raise _store_error(engine, "migration failed", exc) from exc
+    assert after is not None
+    if before != after:
+        log.info("read store migrated", url=_url(engine), before=before, after=after)
+    return Migration(before, after, adopted)
+
+
+def offline_sql(dialect: str, revision: str = "head") -> str:
+    """The DDL from an empty database to ``revision`` for ``dialect``, without a database."""
+    buffer = io.StringIO()
+    config = alembic_config(dialect=dialect)
+    config.output_buffer = buffer
+    command.upgrade(config, revision, sql=True)
+    return buffer.getvalue()
+
+
+def store_urls(settings: Settings) -> dict[str, str]:
+    """Every SQL store holding readmodel's tables: ``{"default": url, extra stores...}``."""
+    urls = {"default": settings.store.url}
+    for name, store in settings.stores.items():
+        if store.url not in urls.values() and _is_sql(store.url):
+            urls[name] = store.url
+    return urls
+
+
+def check_stores(settings: Settings) -> None:
+    """:func:`check` every store of ``settings``; raises for the first one not at head."""
+    for url in store_urls(settings).values():
+        with engine_for(url) as engine:
+            check(engine)
+
+
+@contextmanager
+def engine_for(url: str) -> Iterator[sa.Engine]:
+    """A short-lived engine for one migration or check."""
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _migration_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    with engine.connect() as conn:
+        conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DDL_LOCK)))
+            yield conn
+
+
+def _current(conn: sa.Connection) -> str | None:
+    return MigrationContext.configure(
+        conn, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()
+
+
+def _unknown(revision: str) -> bool:
+    try:
+        return _scripts().get_revision(revision) is None
+    except CommandError:
+        return True
+
+
+def _adopt(conn: sa.Connection, engine: sa.Engine) -> bool:
+    """Check tables created before migrations; True when there are some to adopt."""
+    inspector = sa.inspect(conn)
+    expected = known_tables()
+    present = [name for name in inspector.get_table_names() if name in expected]
+    if not present:
+        return False
+    for name in present:
+        want = expected[name]
+        have = {column["name"] for column in inspector.get_columns(name)}
+        missing = sorted({c.name for c in want.columns} - have)
+        extra = sorted(have - {c.name for c in want.columns})
+        if missing or extra:
+            raise SchemaError(
+                f"table {name} in the read store at {_url(engine)} is not readmodel's: "
+                f"missing columns {missing or 'none'}, unexpected columns {extra or 'none'}"
+            )
+        key = inspector.get_pk_constraint(name).get("constrained_columns") or []
+        if sorted(key) != sorted(c.name for c in want.primary_key.columns):
+            raise SchemaError(
+                f"table {name} in the read store at {_url(engine)} has primary key {key}, "
+                f"readmodel's has {[c.name for c in want.primary_key.columns]}"
+            )
+    log.warning(
+        "read store has readmodel tables from before migrations: adopting them",
+        url=_url(engine),
+        tables=sorted(present),
+        stamp=BASELINE,
+    )
+    return True
+
+
+def _is_sql(url: str) -> bool:
+    try:
+        return engine_kind(url) in ("postgresql", "sqlite")
+    except ValueError:
+        return False
+
+
+def _url(engine: sa.Engine) -> str:
+    return redact_dsn(engine.url.set(drivername=engine.url.get_backend_name()))
+
+
+def _store_error(engine: sa.Engine, what: str, exc: Exception) -> StoreError:
+    reason = describe_db_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
+    return StoreError(f"{what} on the read store at {_url(engine)}: {reason}")

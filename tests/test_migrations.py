@@ -1,0 +1,354 @@
+"""Migrations of readmodel's own tables: empty database, previous revision, adoption of a
+database from before migrations, the CLI, and the check that long-running commands make."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import structlog
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from outbox import schema as log_schema
+from outbox.db import create_engine
+from outbox.errors import SchemaError
+from outbox.migrate import (
+    VERSION_TABLE,
+    current,
+    head,
+    known_tables,
+    upgrade,
+)
+from projections import sql_store
+from tests.cli_helpers import run_cli, with_password, write_config
+
+READMODEL = Path(sys.executable).with_name("readmodel")
+SECRET = "Mig-Pw-0815"
+BASELINE_TABLES = {
+    "rm_event_log",
+    "rm_log_heads",
+    "rm_parked",
+    "rm_checkpoints",
+    "rm_blocked_aggregates",
+    "rm_parked_events",
+    "rm_failures",
+}
+HEAD_TABLES = BASELINE_TABLES | {"rm_invalidations"}
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_url(
+    request: pytest.FixtureRequest,
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+) -> str:
+    return pg_database() if request.param == "postgresql" else sqlite_database()
+
+
+@pytest.fixture
+def engine(store_url: str) -> Iterator[sa.Engine]:
+    engine = create_engine(store_url)
+    yield engine
+    engine.dispose()
+
+
+def _tables(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(sa.inspect(conn).get_table_names())
+
+
+def _columns(engine: sa.Engine, table: str) -> list[str]:
+    with engine.connect() as conn:
+        return [c["name"] for c in sa.inspect(conn).get_columns(table)]
+
+
+def _version_rows(engine: sa.Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars())
+
+
+def _previous_release_tables(engine: sa.Engine, *, store_tables: bool = True) -> None:
+    """What readmodel 0.1 did to a read store: ``create_all`` of the log tables, then of the
+    store's bookkeeping tables."""
+    log_schema.create_tables(engine, log_schema.metadata.sorted_tables)
+    if store_tables:
+        baseline = [t for t in sql_store.metadata.sorted_tables if t.name in BASELINE_TABLES]
+        log_schema.create_tables(engine, baseline)
+
+
+def _log_head(engine: sa.Engine, source: str, head: int) -> None:
+    with engine.begin() as conn:
+        conn.execute(log_schema.log_heads.insert().values(source=source, head=head))
+
+
+def _head_of(engine: sa.Engine, source: str) -> int | None:
+    with engine.connect() as conn:
+        query = sa.select(log_schema.log_heads.c.head).where(
+            log_schema.log_heads.c.source == source
+        )
+        return conn.execute(query).scalar()
+
+
+# -- the API ---------------------------------------------------------------------------------
+
+
+def test_upgrade_empty_database_to_head(engine: sa.Engine) -> None:
+    assert current(engine) is None
+
+    result = upgrade(engine)
+
+    assert (result.before, result.after, result.adopted) == (None, head(), False)
+    assert head() == "0002"
+    assert _tables(engine) == HEAD_TABLES | {VERSION_TABLE}
+    for name, table in known_tables().items():
+        assert _columns(engine, name) == [c.name for c in table.columns], name
+    assert _version_rows(engine) == [head()]
+    assert current(engine) == head()
+
+
+def test_head_matches_the_table_models(engine: sa.Engine) -> None:
+    """The revisions create exactly the tables the code declares (columns, types, nullability,
+    keys, indexes): a model change without a revision fails here."""
+    upgrade(engine)
+    models = [log_schema.metadata, sql_store.metadata]
+    ours = {t.name for m in models for t in m.tables.values()} | {VERSION_TABLE}
+
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={
+                "version_table": VERSION_TABLE,
+                "compare_type": True,
+                "include_name": lambda name, kind, _parent: kind != "table" or name in ours,
+            },
+        )
+        differences = compare_metadata(context, models)
+
+    assert differences == []
+    assert {t.name for m in models for t in m.tables.values()} == HEAD_TABLES
+
+
+def test_upgrade_from_the_previous_revision_keeps_rows(engine: sa.Engine) -> None:
+    assert upgrade(engine, "0001").after == "0001"
+    assert "rm_invalidations" not in _tables(engine)
+    _log_head(engine, "orders", 41)
+
+    result = upgrade(engine)
+
+    assert (result.before, result.after, result.adopted) == ("0001", "0002", False)
+    assert _head_of(engine, "orders") == 41
+    assert _version_rows(engine) == ["0002"]
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("INSERT INTO rm_invalidations (projection, tags) VALUES ('p', '[\"a:1\"]')")
+        )
+        row = conn.execute(sa.text("SELECT id, tags, created_at FROM rm_invalidations")).one()
+    assert row.id is not None and row.tags == '["a:1"]' and row.created_at is not None
+
+
+def test_adopts_tables_created_before_migrations(engine: sa.Engine) -> None:
+    _previous_release_tables(engine)
+    _log_head(engine, "orders", 7)
+    assert current(engine) is None
+
+    with structlog.testing.capture_logs() as logs:
+        result = upgrade(engine)
+
+    assert (result.before, result.after, result.adopted) == (None, head(), True)
+    assert _head_of(engine, "orders") == 7
+    assert _tables(engine) == HEAD_TABLES | {VERSION_TABLE}
+    assert _version_rows(engine) == [head()]
+    adopting = [e for e in logs if "adopting" in e["event"]]
+    assert len(adopting) == 1 and adopting[0]["stamp"] == "0001"
+    assert adopting[0]["tables"] == sorted(BASELINE_TABLES)
+
+
+def test_adopts_a_store_that_has_only_the_log_tables(engine: sa.Engine) -> None:
+    """An 0.1 read store where only ``readmodel status`` ever ran: the log tables exist, the
+    store's own tables are created by the adoption."""
+    _previous_release_tables(engine, store_tables=False)
+    _log_head(engine, "auth", 3)
+
+    result = upgrade(engine)
+
+    assert result.adopted and result.after == head()
+    assert _tables(engine) == HEAD_TABLES | {VERSION_TABLE}
+    assert _head_of(engine, "auth") == 3
+
+
+def test_refuses_to_adopt_a_table_that_is_not_readmodels(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE rm_checkpoints (name TEXT PRIMARY KEY, position INT)"))
+
+    with pytest.raises(SchemaError) as raised:
+        upgrade(engine)
+
+    message = str(raised.value)
+    assert "table rm_checkpoints" in message and "is not readmodel's" in message
+    assert "missing columns ['partition', 'projection', 'source', 'updated_at']" in message
+    assert "unexpected columns ['name']" in message
+    assert _tables(engine) == {"rm_checkpoints"}
+
+
+def test_refuses_a_revision_from_a_newer_readmodel(engine: sa.Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))
+
+    with pytest.raises(SchemaError, match="revision 0099, which this readmodel .* does not know"):
+        upgrade(engine)
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+def _config(tmp_path: Path, store_url: str, **other: object) -> Path:
+    data: dict[str, object] = {
+        "store": {"url": store_url},
+        "sources": {"shop": {"url": f"sqlite:///{tmp_path / 'shop.db'}"}},
+        "broker": {"url": "redis://127.0.0.1:6379/15"},
+    }
+    data.update(other)
+    return write_config(tmp_path / "readmodel.toml", data)
+
+
+def test_migrate_check_and_sql(
+    store_url: str, engine: sa.Engine, sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    extra = sqlite_database()
+    config = _config(tmp_path, store_url, stores={"analytics": {"url": extra}})
+    hint = f"run `readmodel migrate --config {config}`"
+
+    before = run_cli(["migrate", "--check", "--config", str(config)])
+    assert before.exit_code == 1, before.output
+    assert before.stderr.startswith("error: the read store at ")
+    assert f"is at revision none, this readmodel needs {head()}: {hint}" in before.stderr
+
+    printed = run_cli(["migrate", "--sql", "--config", str(config)])
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout.count("CREATE TABLE rm_event_log (") == 2
+    assert "CREATE TABLE rm_invalidations (" in printed.stdout
+    assert f"CREATE TABLE {VERSION_TABLE} (" in printed.stdout
+    assert ("JSONB" in printed.stdout) == store_url.startswith("postgresql")
+    assert _tables(engine) == set()
+
+    migrated = run_cli(["migrate", "--config", str(config)])
+    assert migrated.exit_code == 0, migrated.output
+    lines = migrated.stdout.splitlines()
+    assert lines[0].startswith("default (") and lines[0].endswith(
+        f"): migrated from revision none to {head()}"
+    )
+    assert lines[1] == f"analytics ({extra}): migrated from revision none to {head()}"
+    assert current(engine) == head()
+
+    again = run_cli(["migrate", "--config", str(config)])
+    assert again.exit_code == 0, again.output
+    assert again.stdout.count(f"already at revision {head()}") == 2
+
+    after = run_cli(["migrate", "--check", "--config", str(config)])
+    assert after.exit_code == 0, after.output
+    assert after.stdout.count(f"at revision {head()}") == 2
+
+
+def test_migrate_sql_and_check_together_is_a_usage_error(tmp_path: Path) -> None:
+    config = _config(tmp_path, f"sqlite:///{tmp_path / 'rs.db'}")
+    result = run_cli(["migrate", "--sql", "--check", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "--check and --sql do not go together" in result.stderr
+
+
+def test_migrate_adopts_and_says_so(store_url: str, engine: sa.Engine, tmp_path: Path) -> None:
+    _previous_release_tables(engine)
+    config = _config(tmp_path, store_url)
+
+    result = run_cli(["migrate", "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().endswith(
+        f"migrated from revision none to {head()} (adopted tables created without migrations)"
+    )
+    assert "adopting" in result.stderr
+
+
+COMMANDS = [
+    ["relay", "--once"],
+    ["work"],
+    ["sweeper"],
+    ["run", "--until-caught-up"],
+    ["status"],
+    ["parked", "list"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c[0])
+def test_commands_refuse_an_unmigrated_store(
+    command: list[str], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url = with_password(pg_database(), SECRET)
+    config = _config(tmp_path, url)
+
+    result = run_cli([*command, "--config", str(config)])
+
+    assert result.exit_code == 2, result.output
+    redacted = sa.make_url(url).render_as_string(hide_password=True)
+    assert result.stderr.strip() == (
+        f"error: the read store at {redacted} is at revision none, this readmodel needs "
+        f"{head()}: run `readmodel migrate --config {config}`"
+    )
+    assert SECRET not in result.output
+    engine = create_engine(url)
+    try:
+        assert _tables(engine) == set()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("command", [["relay", "--once"], ["work"]], ids=lambda c: c[0])
+def test_commands_refuse_a_store_at_the_previous_revision(
+    command: list[str], store_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    upgrade(engine, "0001")
+    config = _config(tmp_path, store_url)
+
+    result = run_cli([*command, "--config", str(config)])
+
+    assert result.exit_code == 2, result.output
+    assert f"is at revision 0001, this readmodel needs {head()}: run `readmodel migrate" in (
+        result.stderr
+    )
+    assert current(engine) == "0001"
+
+
+def test_relay_runs_once_migrated(pg_database: Callable[[], str], tmp_path: Path) -> None:
+    config = _config(tmp_path, pg_database())
+    assert run_cli(["outbox", "init", "--source", "shop", "--config", str(config)]).exit_code == 0
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+
+    result = run_cli(["relay", "--once", "--config", str(config)])
+
+    assert result.exit_code == 0, result.output
+    assert "shop: relayed 0" in result.stdout
+
+
+def test_concurrent_migrations_both_succeed(
+    store_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    config = _config(tmp_path, store_url)
+    command = [str(READMODEL), "migrate", "--config", str(config)]
+
+    runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)]
+    runs.append(
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    )
+    outputs = [run.communicate(timeout=120) for run in runs]
+
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    said = sorted(out.split(": ", 1)[1].strip() for out, _err in outputs)
+    assert said == [f"already at revision {head()}", f"migrated from revision none to {head()}"]
+    assert _version_rows(engine) == [head()]
+    assert _tables(engine) == HEAD_TABLES | {VERSION_TABLE}

@@ -1,0 +1,93 @@
+"""``readmodel migrate``: create and upgrade readmodel's own tables in the read store(s)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from outbox.db import engine_kind, redact_dsn
+from workers.cli_support import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    ConfigOption,
+    LogJsonOption,
+    LogLevelOption,
+    fail,
+    guarded,
+    load,
+    migrate_hint,
+    out,
+)
+
+
+def migrate(
+    config: ConfigOption = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Change nothing; exit 1 unless every read store is at the latest revision.",
+        ),
+    ] = False,
+    sql: Annotated[
+        bool,
+        typer.Option(
+            "--sql",
+            help="Print the DDL from an empty database to the latest revision; "
+            "the database is not touched.",
+        ),
+    ] = False,
+    log_json: LogJsonOption = False,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Create or upgrade readmodel's own tables (event log, checkpoints, parked events,
+    invalidations) in every configured read store, to the revision this readmodel needs.
+
+    Run it after installing a new readmodel and before starting relay, work, sweeper or
+    run: they refuse a read store that is not at this revision. Several processes may run
+    it at once. A read store made by a release without migrations is adopted (its
+    columns are checked, then it is stamped). The read models' own tables are created by
+    the workers, not here.
+    """
+    from outbox.errors import SchemaOutdated
+    from outbox.migrate import (
+        current,
+        engine_for,
+        head,
+        offline_sql,
+        store_urls,
+        upgrade,
+    )
+
+    if check and sql:
+        raise fail("--check and --sql do not go together", EXIT_CONFIG)
+    settings = load(config, log_json, log_level)
+    stores = store_urls(settings)
+    target = head()
+    if sql:
+        for name, url in stores.items():
+            print(f"-- read store {name!r} ({engine_kind(url)}): to revision {target}\n")
+            print(offline_sql(engine_kind(url)))
+        return
+    for name, url in stores.items():
+        label = f"{name} ({redact_dsn(url)})"
+        with engine_for(url) as engine:
+            if check:
+                revision = guarded(current, engine)
+                if revision != target:
+                    outdated = SchemaOutdated(redact_dsn(url), revision, target)
+                    raise fail(f"{outdated}: run `{migrate_hint(config)}`", EXIT_FAILURE)
+                out.print(f"{label}: at revision {target}", highlight=False, soft_wrap=True)
+                continue
+            result = guarded(upgrade, engine)
+        if result.before == result.after:
+            out.print(f"{label}: already at revision {target}", highlight=False, soft_wrap=True)
+        else:
+            adopted = " (adopted tables created without migrations)" if result.adopted else ""
+            out.print(
+                f"{label}: migrated from revision {result.before or 'none'} to {result.after}"
+                + adopted,
+                highlight=False,
+                soft_wrap=True,
+            )
