@@ -6,8 +6,10 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -22,6 +24,7 @@ from projections.store import (
     BatchResult,
     EventLoader,
     HandlerFailed,
+    Invalidation,
     Lane,
     ParkedEvent,
     Store,
@@ -86,6 +89,16 @@ failures = sa.Table(
 )
 
 
+invalidations = sa.Table(  # created by migration 0002 (outbox/migrations/versions)
+    "rm_invalidations",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("projection", sa.Text, nullable=False),
+    sa.Column("tags", sa.Text, nullable=False),  # a JSON list
+    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.current_timestamp()),
+)
+
+
 class SqlStore(Store):
     """A store in one PostgreSQL or SQLite database."""
 
@@ -104,9 +117,7 @@ class SqlStore(Store):
         return insert(table)
 
     def create_tables(self, projections: Sequence[Projection]) -> None:
-        tables = list(metadata.sorted_tables)
-        for projection in projections:
-            tables.extend(projection.tables)
+        tables = [table for projection in projections for table in projection.tables]
         try:
             create_tables(self.engine, tables)
         except SQLAlchemyError as exc:
@@ -122,14 +133,24 @@ class SqlStore(Store):
     # -- checkpoints ---------------------------------------------------------------
 
     def _lock_lane(self, conn: sa.Connection, lane: Lane) -> int:
+        return self._open_lane(conn, lane)[0]
+
+    def _open_lane(self, conn: sa.Connection, lane: Lane) -> tuple[int, bool]:
+        """Lock the lane's checkpoint row (creating it at 0); also tells, in the same round
+        trip, whether any aggregate of the lane's projection and source is blocked."""
         where = (
             checkpoints.c.projection == lane.projection,
             checkpoints.c.source == lane.source,
             checkpoints.c.partition == lane.partition,
         )
-        query = sa.select(checkpoints.c.position).where(*where).with_for_update()
-        position = conn.execute(query).scalar()
-        if position is None:
+        any_blocked = (
+            sa.select(blocked.c.aggregate_id)
+            .where(blocked.c.projection == lane.projection, blocked.c.source == lane.source)
+            .exists()
+        )
+        query = sa.select(checkpoints.c.position, any_blocked).where(*where).with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
             conn.execute(
                 self._insert(checkpoints)
                 .values(
@@ -140,8 +161,8 @@ class SqlStore(Store):
                 )
                 .on_conflict_do_nothing()
             )
-            position = conn.execute(query).scalar_one()
-        return int(position)
+            row = conn.execute(query).one()
+        return int(row[0]), bool(row[1])
 
     def _set_checkpoint(self, conn: sa.Connection, lane: Lane, position: int) -> None:
         conn.execute(
@@ -193,31 +214,80 @@ class SqlStore(Store):
     ) -> BatchResult:
         try:
             with self._writer.begin() as conn:
-                position = self._lock_lane(conn, lane)
+                position, any_blocked = self._open_lane(conn, lane)
                 if position >= target:
                     return BatchResult(0, 0, position, noop=True)
                 events = load(position, target, limit)
                 upto = events[-1].position if len(events) >= limit else target
-                held = self._blocked(conn, lane)
+                held = self._blocked(conn, lane) if any_blocked else {}
                 tx = SqlTx(conn, self.tables_for(projection))
                 if events:
                     projection.prefetch(events, tx)
                 applied = parked = 0
+                tags = tx.invalidated if self.journal_invalidations else None
                 for event in events:
                     aggregate = (event.aggregate_type, event.aggregate_id)
                     if aggregate in held:
                         self._park(conn, lane, event, held[aggregate])
                         parked += 1
                         continue
-                    _handle(projection, event, tx)
+                    _handle(projection, event, tx, tags)
                     applied += 1
                 tx.flush()
                 self._set_checkpoint(conn, lane, int(upto or target))
-                return BatchResult(applied, parked, int(upto or target))
+                invalidation = self._journal(conn, projection.name, tags)
+                return BatchResult(applied, parked, int(upto or target), invalidation=invalidation)
         except HandlerFailed:
             raise
         except (SQLAlchemyError, psycopg.Error) as exc:  # psycopg: SqlTx's driver-level paths
             raise StoreError(f"{lane.projection}: apply failed: {describe_db_error(exc)}") from exc
+
+    # -- cache invalidations (projections/invalidations.py) ----------------------------
+
+    def _journal(
+        self, conn: sa.Connection, projection: str, tags: set[str] | None
+    ) -> Invalidation | None:
+        if not tags:
+            return None
+        ordered = tuple(sorted(tags))
+        row_id = conn.execute(
+            invalidations.insert()
+            .values(projection=projection, tags=orjson.dumps(ordered).decode())
+            .returning(invalidations.c.id)
+        ).scalar_one()
+        return Invalidation(int(row_id), projection, ordered)
+
+    def journal_invalidation(self, projection: str, tags: Sequence[str]) -> Invalidation | None:
+        if not self.journal_invalidations:
+            return None
+        try:
+            with self._writer.begin() as conn:
+                return self._journal(conn, projection, set(tags))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot write rm_invalidations: {describe_db_error(exc)}") from exc
+
+    def pending_invalidations(
+        self, older_than: float = 0.0, limit: int = 1000
+    ) -> list[Invalidation]:
+        query = sa.select(invalidations).order_by(invalidations.c.id).limit(limit)
+        if older_than > 0:
+            cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
+            query = query.where(invalidations.c.created_at <= cutoff)
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read rm_invalidations: {describe_db_error(exc)}") from exc
+        return [Invalidation(r.id, r.projection, tuple(orjson.loads(r.tags))) for r in rows]
+
+    def forget_invalidations(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        try:
+            with self._writer.begin() as conn:
+                conn.execute(invalidations.delete().where(invalidations.c.id.in_(list(ids))))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot delete rm_invalidations: {describe_db_error(exc)}") from exc
 
     def _blocked(self, conn: sa.Connection, lane: Lane) -> dict[tuple[str, str], dict[str, Any]]:
         rows = conn.execute(
@@ -343,9 +413,11 @@ class SqlStore(Store):
             ]
             tx = SqlTx(conn, self.tables_for(projection))
             events = list(load(positions)) if positions else []
+            tags = tx.invalidated if self.journal_invalidations else None
             for event in events:
-                _handle(projection, event, tx)
+                _handle(projection, event, tx, tags)
             tx.flush()
+            self._journal(conn, projection.name, tags)  # done by the engine after the retry
             conn.execute(
                 parked_events.update()
                 .where(*aggregate_where, parked_events.c.status == "parked")
@@ -410,9 +482,15 @@ def _is_deadlock(exc: BaseException | None) -> bool:
     return isinstance(orig, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
 
 
-def _handle(projection: Projection, event: Envelope, tx: SqlTx) -> None:
+def _handle(
+    projection: Projection, event: Envelope, tx: SqlTx, tags: set[str] | None = None
+) -> None:
     try:
-        projection.handle(event, tx)
+        if projection.handle(event, tx) and tags is not None:
+            for tag in projection.cache_tags(event):
+                if not isinstance(tag, str):
+                    raise TypeError(f"cache_tags() returned {tag!r}: cache tags are strings")
+                tags.add(tag)
     except (SQLAlchemyError, psycopg.Error):
         raise
     except Exception as exc:

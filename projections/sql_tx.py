@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from psycopg.types.json import Json
 from sqlalchemy.engine import Dialect
 
-_LOCK_MANY = "SELECT count(pg_advisory_xact_lock(h)) FROM unnest(%b::bigint[]) AS t(h)"
+_UNREAD: Any = object()
+# Takes the locks in the list's order; the hashes travel as one JSON list.
+_LOCK_MANY = "SELECT count(pg_advisory_xact_lock(h::bigint)) FROM json_array_elements_text(%s) t(h)"
 _DELETE = "delete"
 _UPSERT = "upsert"
 _REPLACE = "replace"
@@ -29,14 +35,34 @@ class SqlTx:
     are serialized already.
     """
 
-    def __init__(self, conn: sa.Connection, tables: Mapping[sa.Table, sa.Table]) -> None:
+    def __init__(
+        self,
+        conn: sa.Connection,
+        tables: Mapping[sa.Table, sa.Table],
+        *,
+        lock_rows: bool = True,
+        new_rows: NewRows | None = None,
+    ) -> None:
         self.conn = conn
-        self._lock_rows = conn.dialect.name == "postgresql"
+        self._new_rows = new_rows if conn.dialect.name == "postgresql" else None
+        self._postgresql = conn.dialect.name == "postgresql"
+        # A rebuild writes shadow tables no other transaction touches: no row locks needed.
+        self._lock_rows = lock_rows and self._postgresql
         self._tables = tables
         self._pk_names: dict[sa.Table, tuple[str, ...]] = {}
+        self._info: dict[sa.Table, tuple[sa.Table, str, tuple[str, ...]]] = {}
         self._pending: dict[tuple[str, tuple[Any, ...]], tuple[str, dict[str, Any] | None]] = {}
         self._read: dict[tuple[str, tuple[Any, ...]], dict[str, Any] | None] = {}
         self._order: list[sa.Table] = []
+        self.invalidated: set[str] = set()
+
+    def _describe(self, table: sa.Table) -> tuple[sa.Table, str, tuple[str, ...]]:
+        """``(physical table, its name, primary key column names)``, looked up once."""
+        info = self._info.get(table)
+        if info is None:
+            physical = self._physical(table)
+            info = self._info[table] = (physical, physical.name, self._pk(table))
+        return info
 
     def _physical(self, table: sa.Table) -> sa.Table:
         try:
@@ -65,23 +91,32 @@ class SqlTx:
             raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
 
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
-        physical = self._physical(table)
-        k = (physical.name, self._key(table, key))
+        physical, name, pk = self._info.get(table) or self._describe(table)
+        if not isinstance(key, tuple):
+            key = (key,)
+        if len(key) != len(pk):
+            self._key(table, key)  # raises the error naming the table and its key
+        k = (name, key)
         pending = self._pending.get(k)
-        if pending is not None:
-            op, row = pending
-            if op == _DELETE:
-                return None
-            if op == _REPLACE:
-                return dict(row or {})
+        if pending is None:
+            row = self._read.get(k, _UNREAD)
+            if row is _UNREAD:
+                return self._load(physical, k)
+            return None if row is None else row.copy()
+        op, row = pending
+        if op == _DELETE:
+            return None
+        if op == _REPLACE:
+            return dict(row or {})
+        base = self._read.get(k, _UNREAD)
+        if base is _UNREAD:
             base = self._load(physical, k)
-            return {**(base or {}), **(row or {})}
-        return self._load(physical, k)
+        return {**(base or {}), **(row or {})}
 
     def _load(self, physical: sa.Table, k: tuple[str, tuple[Any, ...]]) -> dict[str, Any] | None:
-        if k in self._read:
-            row = self._read[k]
-            return None if row is None else dict(row)
+        row = self._read.get(k, _UNREAD)
+        if row is not _UNREAD:
+            return None if row is None else row.copy()
         where = [c == v for c, v in zip(physical.primary_key.columns, k[1], strict=True)]
         if self._lock_rows:
             # A separate statement: READ COMMITTED takes the next statement's snapshot after
@@ -94,24 +129,35 @@ class SqlTx:
 
     def prefetch(self, table: sa.Table, keys: list[Any]) -> None:
         """Load many rows in one query, so later :meth:`get` calls need no round trip."""
-        physical = self._physical(table)
+        physical, name, pk_names = self._info.get(table) or self._describe(table)
         pk = list(physical.primary_key.columns)
-        wanted = {self._key(table, key) for key in keys}
-        wanted = {k for k in wanted if (physical.name, k) not in self._read}
+        read = self._read
+        wanted: set[tuple[Any, ...]] = set()
+        for key in keys:
+            k = key if isinstance(key, tuple) else (key,)
+            if len(k) != len(pk_names):
+                self._key(table, k)  # raises the error naming the table and its key
+            if (name, k) not in read:
+                wanted.add(k)
         if not wanted:
             return
         for k in wanted:
-            self._read[(physical.name, k)] = None
+            read[(name, k)] = None
         ordered = list(wanted)
         if self._lock_rows:
-            hashes = sorted({row_lock_key((physical.name, k)) for k in ordered})
-            _driver_cursor(self.conn).execute(_LOCK_MANY, (hashes,))
-        plan = _plan(self.conn.dialect, physical) if self._lock_rows else None
+            hashes = sorted({row_lock_key((name, k)) for k in ordered})
+            _driver_cursor(self.conn).execute(_LOCK_MANY, (Json(hashes, dumps=orjson.dumps),))
+        plan = _plan(self.conn.dialect, physical) if self._postgresql else None
         if plan is not None and plan.key_type is not None:
             # One round trip, no SQL compilation: ``pk = ANY(array)`` on the driver's cursor.
             cursor = _driver_cursor(self.conn)
             names = plan.columns
-            cursor.execute(plan.select_any, ([k[0] for k in ordered],))
+            firsts = [k[0] for k in ordered]
+            document = plan.json_keys(firsts)
+            if document is None:
+                cursor.execute(plan.select_any, (firsts,))
+            else:
+                cursor.execute(plan.select_any_json, (Json(document, dumps=_as_is),))
             index = names.index(pk[0].name)
             for values in cursor:
                 self._read[(physical.name, (values[index],))] = dict(
@@ -128,9 +174,13 @@ class SqlTx:
                 self._read[(physical.name, tuple(row[c.name] for c in pk))] = row
 
     def upsert(self, table: sa.Table, row: Mapping[str, Any]) -> None:
-        physical = self._physical(table)
-        self._remember(physical)
-        k = (physical.name, self._row_key(table, row))
+        physical, name, pk = self._info.get(table) or self._describe(table)
+        if physical not in self._order:
+            self._order.append(physical)
+        try:
+            k = (name, (row[pk[0]],) if len(pk) == 1 else tuple([row[c] for c in pk]))
+        except KeyError as exc:
+            raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
         pending = self._pending.get(k)
         if pending is None:
             self._pending[k] = (_UPSERT, dict(row))
@@ -151,6 +201,12 @@ class SqlTx:
         query = sa.select(physical).where(*[physical.c[name] == v for name, v in equals.items()])
         return [dict(row._mapping) for row in self.conn.execute(query)]
 
+    def invalidate(self, *tags: str) -> None:
+        for tag in tags:
+            if not isinstance(tag, str):
+                raise TypeError(f"cache tags are strings, got {tag!r}")
+        self.invalidated.update(tags)
+
     def _remember(self, physical: sa.Table) -> None:
         if physical not in self._order:
             self._order.append(physical)
@@ -168,23 +224,48 @@ class SqlTx:
         pk = list(physical.primary_key.columns)
         deletes: list[tuple[Any, ...]] = []
         upserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        plan = _plan(self.conn.dialect, physical) if self._postgresql else None
+        copies: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        new_rows = self._new_rows if plan is not None else None
+        # Unread keys are taken for new until a COPY of this table met an existing one.
+        unread_new = new_rows is not None and physical.name not in new_rows.existing_found
+        read = self._read
         for (name, key), (op, row) in self._pending.items():
             if name != physical.name:
                 continue
             if op in (_DELETE, _REPLACE):
                 deletes.append(key)
             if op in (_UPSERT, _REPLACE) and row is not None:
+                if new_rows is not None and op == _UPSERT:
+                    seen = read.get((name, key), _UNREAD)
+                    if seen is None or (seen is _UNREAD and unread_new):
+                        copies.setdefault(tuple(sorted(row)), []).append(row)
+                        continue
                 upserts.setdefault(tuple(sorted(row)), []).append(row)
-        plan = _plan(self.conn.dialect, physical) if self._lock_rows else None
         if deletes:
             if plan is not None and plan.key_type is not None:
-                _driver_cursor(self.conn).execute(plan.delete_any, ([k[0] for k in deletes],))
+                firsts = [k[0] for k in deletes]
+                document = plan.json_keys(firsts)
+                if document is None:
+                    _driver_cursor(self.conn).execute(plan.delete_any, (firsts,))
+                else:
+                    _driver_cursor(self.conn).execute(
+                        plan.delete_any_json, (Json(document, dumps=_as_is),)
+                    )
             else:
                 params = [{f"k{i}": v for i, v in enumerate(key)} for key in deletes]
                 where = [c == sa.bindparam(f"k{i}") for i, c in enumerate(pk)]
                 self.conn.execute(sa.delete(physical).where(*where), params)
+        for columns, rows in copies.items():
+            if not self._copy(plan, columns, rows):  # type: ignore[arg-type]
+                upserts.setdefault(columns, []).extend(rows)
         for columns, rows in upserts.items():
-            if plan is not None:
+            document = None if plan is None else plan.json_rows(columns, rows)
+            if document is not None:
+                # The rows travel as one JSON document (encoded in C), read by json_to_recordset.
+                statement = plan.upsert_json(columns)  # type: ignore[union-attr]
+                _driver_cursor(self.conn).execute(statement, (Json(document, dumps=_as_is),))
+            elif plan is not None:
                 # One statement per column set: the rows travel as one array per column.
                 statement = plan.upsert_unnest(columns)
                 arrays = [[row[name] for row in rows] for name in columns]
@@ -192,6 +273,45 @@ class SqlTx:
             else:
                 statement = _upsert_statement(self.conn.dialect.name, physical, columns)
                 self.conn.execute(statement, rows)
+
+    def _copy(self, plan: _TablePlan, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> bool:
+        """COPY rows that are probably new; ``False`` (nothing written) when a value needs the
+        upsert's conversions or the COPY fails: a key exists after all (or a partial row of
+        an existing key misses a NOT NULL column); the upsert then decides what happens."""
+        types = plan.copy_types(columns, rows)
+        if types is None:
+            return False
+        cursor = _driver_cursor(self.conn)
+        cursor.execute("SAVEPOINT rm_copy_new")
+        try:
+            with cursor.copy(plan.copy_statement(columns)) as copy:
+                copy.set_types(types)
+                if len(columns) == 1:
+                    for row in rows:
+                        copy.write_row((row[columns[0]],))
+                else:
+                    values = itemgetter(*columns)
+                    for row in rows:
+                        copy.write_row(values(row))
+        except Exception:
+            cursor.execute("ROLLBACK TO SAVEPOINT rm_copy_new")
+            self._new_rows.existing_found.add(plan.table_name)  # type: ignore[union-attr]
+            return False
+        cursor.execute("RELEASE SAVEPOINT rm_copy_new")
+        return True
+
+
+class NewRows:
+    """Tables filled from empty by one writer (a rebuild's shadow tables).
+
+    There, a row whose key the transaction has not read back from the table is most likely
+    new: :class:`SqlTx` COPYs such rows, and those it read and found missing, instead of
+    upserting them. A savepoint makes this exact: when a key exists after all, the COPY is
+    rolled back and the rows are upserted, and from then on that table COPYs only rows
+    known to be missing."""
+
+    def __init__(self) -> None:
+        self.existing_found: set[str] = set()
 
 
 def _upsert_statement(dialect: str, table: sa.Table, columns: tuple[str, ...]) -> sa.Executable:
@@ -247,6 +367,7 @@ class _TablePlan:
     def __init__(self, dialect: Dialect, table: sa.Table) -> None:
         quote = dialect.identifier_preparer.quote
         self.table_sql = dialect.identifier_preparer.format_table(table)
+        self.table_name = table.name
         self.columns = [c.name for c in table.columns]
         self.types = {c.name: c.type.compile(dialect=dialect) for c in table.columns}
         self.keys = [c.name for c in table.primary_key.columns]
@@ -257,25 +378,125 @@ class _TablePlan:
             where = f"{quote(self.keys[0])} = ANY(%b::{self.key_type}[])"
             self.select_any = f"SELECT {column_list} FROM {self.table_sql} WHERE {where}"
             self.delete_any = f"DELETE FROM {self.table_sql} WHERE {where}"
+            listed = f"ARRAY(SELECT json_array_elements_text(%s::json))::{self.key_type}[]"
+            where = f"{quote(self.keys[0])} = ANY({listed})"
+            self.select_any_json = f"SELECT {column_list} FROM {self.table_sql} WHERE {where}"
+            self.delete_any_json = f"DELETE FROM {self.table_sql} WHERE {where}"
         self._upserts: dict[tuple[str, ...], str] = {}
+        self._json_upserts: dict[tuple[str, ...], str] = {}
+        self.json_kinds = {c.name: _json_kind(c.type) for c in table.columns}
+        self.binary_types = {c.name: _binary_type(c.type) for c in table.columns}
+        self._copies: dict[tuple[str, ...], str] = {}
+
+    def _on_conflict(self, columns: tuple[str, ...]) -> str:
+        quote = self.quote
+        conflict = ", ".join(quote(k) for k in self.keys)
+        updates = ", ".join(
+            f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in self.keys
+        )
+        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        return f"ON CONFLICT ({conflict}) {action}"
 
     def upsert_unnest(self, columns: tuple[str, ...]) -> str:
         statement = self._upserts.get(columns)
         if statement is None:
-            quote = self.quote
-            names = ", ".join(quote(c) for c in columns)
+            names = ", ".join(self.quote(c) for c in columns)
             arrays = ", ".join(f"%b::{self.types[c]}[]" for c in columns)
-            conflict = ", ".join(quote(k) for k in self.keys)
-            updates = ", ".join(
-                f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in self.keys
-            )
-            action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
             statement = (
                 f"INSERT INTO {self.table_sql} ({names}) SELECT * FROM unnest({arrays}) "
-                f"ON CONFLICT ({conflict}) {action}"
+                f"{self._on_conflict(columns)}"
             )
             self._upserts[columns] = statement
         return statement
+
+    def upsert_json(self, columns: tuple[str, ...]) -> str:
+        statement = self._json_upserts.get(columns)
+        if statement is None:
+            names = ", ".join(self.quote(c) for c in columns)
+            record = ", ".join(f"{self.quote(c)} {self.types[c]}" for c in columns)
+            statement = (
+                f"INSERT INTO {self.table_sql} ({names}) SELECT {names} "
+                f"FROM json_to_recordset(%s::json) AS r({record}) {self._on_conflict(columns)}"
+            )
+            self._json_upserts[columns] = statement
+        return statement
+
+    def copy_statement(self, columns: tuple[str, ...]) -> str:
+        statement = self._copies.get(columns)
+        if statement is None:
+            names = ", ".join(self.quote(c) for c in columns)
+            statement = f"COPY {self.table_sql} ({names}) FROM STDIN (FORMAT BINARY)"
+            self._copies[columns] = statement
+        return statement
+
+    def copy_types(self, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> list[str] | None:
+        """The types of a binary COPY of ``rows``, when every value is of the exact Python type
+        its column's binary form takes (an aware datetime for a ``timestamptz``, a naive one
+        for a ``timestamp``: no conversion the upsert would make); ``None`` otherwise."""
+        types = []
+        for name in columns:
+            kind = self.json_kinds.get(name)
+            binary = self.binary_types.get(name)
+            if kind is None or binary is None:
+                return None
+            found = set(map(type, map(itemgetter(name), rows)))
+            if not found <= kind:
+                return None
+            if datetime in found:
+                aware = kind is _JSON_DATETIME
+                for value in map(itemgetter(name), rows):
+                    if value is not None and (value.tzinfo is not None) is not aware:
+                        return None
+                    if aware and value is not None and value.utcoffset() is None:
+                        return None
+            types.append(binary)
+        return types
+
+    def json_keys(self, keys: list[Any]) -> bytes | None:
+        """The values of a one-column key as a JSON list, when they read back exactly."""
+        kind = self.json_kinds.get(self.keys[0])
+        if kind is not _JSON_TEXT and kind is not _JSON_INTEGER:
+            return None
+        if not set(map(type, keys)) <= kind:  # type: ignore[operator]
+            return None
+        try:
+            return orjson.dumps(keys)
+        except orjson.JSONEncodeError:
+            return None
+
+    def json_rows(self, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> bytes | None:
+        """``rows`` as one JSON document when each value's JSON text reads back into its column
+        exactly as the array path would send it; ``None`` (use the arrays) otherwise."""
+        for name in columns:
+            kind = self.json_kinds.get(name)
+            if kind is None:
+                return None
+            found = set(map(type, map(itemgetter(name), rows)))
+            if not found <= kind:
+                return None
+            if kind is not _JSON_DATETIME and kind is not _JSON_NAIVE or datetime not in found:
+                continue
+            # A naive column ignores a text offset; orjson writes offsets in whole minutes;
+            # psycopg refuses a list mixing naive and aware values.
+            naive = aware = False
+            for value in map(itemgetter(name), rows):
+                if value is None:
+                    continue
+                if value.tzinfo is None:
+                    naive = True
+                    continue
+                aware = True
+                if kind is _JSON_NAIVE:
+                    return None
+                offset = value.utcoffset()
+                if offset is None or offset.seconds % 60 or offset.microseconds:
+                    return None
+            if naive and aware:
+                return None
+        try:  # column names read back from the database are str subclasses (quoted_name)
+            return orjson.dumps(rows, option=orjson.OPT_NON_STR_KEYS)
+        except orjson.JSONEncodeError:  # an integer beyond 64 bits, a lone surrogate
+            return None
 
 
 _plans: dict[tuple[str, sa.Table], _TablePlan | None] = {}
@@ -288,6 +509,52 @@ def _plan(dialect: Dialect, table: sa.Table) -> _TablePlan | None:
         plain = dialect.name == "postgresql" and all(_plain(c.type) for c in table.columns)
         _plans[key] = _TablePlan(dialect, table) if plain else None
     return _plans[key]
+
+
+_JSON_TEXT = frozenset({str, type(None)})
+_JSON_INTEGER = frozenset({int, type(None)})
+_JSON_BOOLEAN = frozenset({bool, type(None)})
+_JSON_DATETIME = frozenset({datetime, type(None)})
+_JSON_NAIVE = frozenset({datetime, type(None)})  # a distinct object: timestamp without time zone
+
+
+def _json_kind(column_type: sa.types.TypeEngine[Any]) -> frozenset[type] | None:
+    """The Python types whose JSON text a column of this type reads exactly as psycopg would
+    send them; ``None`` for types left to the array path (lengths, floats, numerics...)."""
+    if isinstance(column_type, sa.Enum | sa.JSON | sa.ARRAY):
+        return None
+    if isinstance(column_type, sa.String):
+        return _JSON_TEXT if column_type.length is None else None  # varchar(n) casts truncate
+    if isinstance(column_type, sa.Integer | sa.BigInteger | sa.SmallInteger):
+        return _JSON_INTEGER
+    if isinstance(column_type, sa.Boolean):
+        return _JSON_BOOLEAN
+    if isinstance(column_type, sa.DateTime):
+        return _JSON_DATETIME if column_type.timezone else _JSON_NAIVE
+    return None
+
+
+def _binary_type(column_type: sa.types.TypeEngine[Any]) -> str | None:
+    """The PostgreSQL type whose binary form a COPY sends for a column of a JSON kind."""
+    if _json_kind(column_type) is None:
+        return None
+    if isinstance(column_type, sa.String):
+        return "text"
+    if isinstance(column_type, sa.BigInteger):
+        return "int8"
+    if isinstance(column_type, sa.SmallInteger):
+        return "int2"
+    if isinstance(column_type, sa.Integer):
+        return "int4"
+    if isinstance(column_type, sa.Boolean):
+        return "bool"
+    if isinstance(column_type, sa.DateTime):
+        return "timestamptz" if column_type.timezone else "timestamp"
+    return None
+
+
+def _as_is(document: bytes) -> bytes:
+    return document
 
 
 def _driver_cursor(conn: sa.Connection) -> Any:

@@ -38,6 +38,17 @@ class BatchResult:
     parked: int
     checkpoint: int
     noop: bool = False
+    invalidation: Invalidation | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidation:
+    """Cache tags a committed batch invalidates: row ``id`` of the store's journal
+    (``rm_invalidations``), deleted once the cache has been told."""
+
+    id: int
+    projection: str
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +90,8 @@ class Store(ABC):
 
     @abstractmethod
     def create_tables(self, projections: Sequence[Projection]) -> None:
-        """Create the store's own tables and every projection's tables when missing."""
+        """Create every projection's tables when missing. The store's own tables (checkpoints,
+        parked events) come from migrations (``readmodel migrate``, outbox/migrate.py)."""
 
     @abstractmethod
     def apply_batch(
@@ -128,6 +140,24 @@ class Store(ABC):
     @abstractmethod
     def skip_parked(self, entry_id: int) -> ParkedEvent | None:
         """Mark one parked event skipped; release its aggregate when nothing else is parked."""
+
+    journal_invalidations: bool = False
+    """Set by the engine when a cache is attached: batches then record their cache tags."""
+
+    def pending_invalidations(
+        self, older_than: float = 0.0, limit: int = 1000
+    ) -> list[Invalidation]:
+        """Recorded invalidations not yet done, oldest first (at least ``older_than`` s old)."""
+        return []
+
+    def forget_invalidations(self, ids: Sequence[int]) -> None:
+        """Delete journal rows whose invalidation the cache has done."""
+        return None
+
+    def journal_invalidation(self, projection: str, tags: Sequence[str]) -> Invalidation | None:
+        """Record an invalidation on its own, before the change it covers (write-ahead);
+        ``None`` when this store keeps no journal."""
+        return None
 
     @abstractmethod
     def close(self) -> None:

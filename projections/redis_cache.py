@@ -1,0 +1,382 @@
+"""The Redis cache: entries, tag sets and tag versions kept by three Lua scripts.
+
+Keys, under ``key_prefix`` ``P`` (``p`` is the projection):
+
+``P e:p:key``   the entry: ``<expires at, epoch ms>|<JSON>``, with a TTL
+``P t:p:tag``   the tag's entries: a sorted set of keys scored by their expiry; each store
+                trims the expired ones (``ZREMRANGEBYSCORE``) and the set expires with its
+                last member, so expired keys leave it
+``P a:p``       every entry of the projection, the same way (for :meth:`invalidate_projection`)
+``P s:p``       the projection's invalidation counter (starts at Redis's clock in µs, so a
+                Redis that lost its data never hands out an old number again)
+``P v:p:tag``   the counter value of the tag's last invalidation (lives ``version_ttl``)
+``P w:p``       the counter value of the last :meth:`invalidate_projection`
+``P l:p:key``   a loader's single-flight lock (lives ``lock_lease``)
+
+A read that misses snapshots ``s`` in the same round trip; the store script writes only
+if ``s`` is unchanged, or else no tag of the entry (nor the whole projection) was
+invalidated after the snapshot. An invalidation bumps ``s``, stamps its tags' versions
+and deletes their entries, atomically, so a value loaded before an invalidation can
+never be stored after it. No KEYS or SCAN anywhere.
+
+Redis must not evict keys on its own (``maxmemory-policy noeviction`` or a memory budget
+that is never reached): an evicted tag set would leave its entries un-invalidatable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+import structlog
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from projections.cache import (
+    Cache,
+    CacheError,
+    check_projection,
+    dumps,
+    loads,
+    tag_list,
+)
+from projections.near_cache import NearCache
+
+logger = structlog.get_logger("readmodel.cache")
+
+_INIT_SEQ = """
+local function seq(key)
+  local s = redis.call('GET', key)
+  if s then return s end
+  local t = redis.call('TIME')
+  s = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('SET', key, s)
+  return s
+end
+"""
+
+# ARGV: prefix, projection, key, lock lease ms (0: no lock)
+# -> {1, entry} | {0, snapshot, locked}
+_BEGIN = (
+    _INIT_SEQ
+    + """
+local p = ARGV[1]
+local v = redis.call('GET', p .. 'e:' .. ARGV[2] .. ':' .. ARGV[3])
+if v then return {1, v} end
+local s = seq(p .. 's:' .. ARGV[2])
+local locked = 0
+if tonumber(ARGV[4]) > 0 and redis.call(
+    'SET', p .. 'l:' .. ARGV[2] .. ':' .. ARGV[3], '1', 'NX', 'PX', ARGV[4]) then
+  locked = 1
+end
+return {0, s, locked}
+"""
+)
+
+# ARGV: prefix, projection, key, snapshot, ttl ms, JSON, unlock (1|0), tags...
+# -> 1 stored | 0 refused (something it depends on was invalidated since the snapshot)
+_STORE = """
+local p, proj, key = ARGV[1], ARGV[2], ARGV[3]
+local since = tonumber(ARGV[4])
+local fresh = true
+local now_seq = redis.call('GET', p .. 's:' .. proj)
+if not now_seq or tonumber(now_seq) < since then
+  fresh = false
+elseif tonumber(now_seq) ~= since then
+  local w = redis.call('GET', p .. 'w:' .. proj)
+  if w and tonumber(w) > since then fresh = false end
+  for i = 8, #ARGV do
+    if not fresh then break end
+    local v = redis.call('GET', p .. 'v:' .. proj .. ':' .. ARGV[i])
+    if v and tonumber(v) > since then fresh = false end
+  end
+end
+if ARGV[7] == '1' then redis.call('DEL', p .. 'l:' .. proj .. ':' .. key) end
+if not fresh then return 0 end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[5])
+local expires = now + ttl
+redis.call('SET', p .. 'e:' .. proj .. ':' .. key,
+  string.format('%d', expires) .. '|' .. ARGV[6], 'PX', ttl)
+local function track(set)
+  redis.call('ZADD', set, expires, key)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', now)
+  if redis.call('PTTL', set) < ttl then redis.call('PEXPIRE', set, ttl) end
+end
+for i = 8, #ARGV do track(p .. 't:' .. proj .. ':' .. ARGV[i]) end
+track(p .. 'a:' .. proj)
+return 1
+"""
+
+_DELETE_MEMBERS = """
+local function delete_members(set, p, proj)
+  local keys = redis.call('ZRANGE', set, 0, -1)
+  local batch, deleted = {}, 0
+  for j = 1, #keys do
+    batch[#batch + 1] = p .. 'e:' .. proj .. ':' .. keys[j]
+    if #batch == 1000 then
+      deleted = deleted + redis.call('DEL', unpack(batch))
+      batch = {}
+    end
+  end
+  if #batch > 0 then deleted = deleted + redis.call('DEL', unpack(batch)) end
+  redis.call('DEL', set)
+  return deleted
+end
+"""
+
+# ARGV: prefix, projection, version ttl ms, tags... -> entries deleted
+_INVALIDATE = (
+    _INIT_SEQ
+    + _DELETE_MEMBERS
+    + """
+local p, proj = ARGV[1], ARGV[2]
+seq(p .. 's:' .. proj)
+local s = redis.call('INCR', p .. 's:' .. proj)
+local deleted = 0
+for i = 4, #ARGV do
+  redis.call('SET', p .. 'v:' .. proj .. ':' .. ARGV[i], s, 'PX', ARGV[3])
+  deleted = deleted + delete_members(p .. 't:' .. proj .. ':' .. ARGV[i], p, proj)
+end
+return deleted
+"""
+)
+
+# ARGV: prefix, projection, version ttl ms -> entries deleted
+_WIPE = (
+    _INIT_SEQ
+    + _DELETE_MEMBERS
+    + """
+local p, proj = ARGV[1], ARGV[2]
+seq(p .. 's:' .. proj)
+local s = redis.call('INCR', p .. 's:' .. proj)
+redis.call('SET', p .. 'w:' .. proj, s, 'PX', ARGV[3])
+return delete_members(p .. 'a:' .. proj, p, proj)
+"""
+)
+
+_TAGS_PER_CALL = 1000
+_WARN_EVERY = 10.0
+
+
+class RedisCache(Cache):
+    """The shared cache. Thread-safe; one per process (it holds a connection pool and,
+    with ``near_cache_size > 0``, a near cache and its listener thread)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        key_prefix: str = "readmodel:cache:",
+        lock_lease: float = 5.0,
+        near_cache_size: int = 10_000,
+        version_ttl: float = 600.0,
+        timeout: float = 0.25,
+        retry_after: float = 1.0,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.prefix = key_prefix
+        self.lock_lease_ms = int(lock_lease * 1000)
+        self.version_ttl = version_ttl
+        self.retry_after = retry_after
+        self.client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._begin = self.client.register_script(_BEGIN)
+        self._store = self.client.register_script(_STORE)
+        self._invalidate = self.client.register_script(_INVALIDATE)
+        self._wipe = self.client.register_script(_WIPE)
+        self._down_until = 0.0
+        self._last_error: BaseException | None = None
+        self._warned_at = -_WARN_EVERY
+        self._suppressed = 0
+        self.near: NearCache | None = None
+        kwargs = self.client.connection_pool.connection_kwargs
+        if near_cache_size > 0 and not url.startswith(("rediss://", "unix://")):
+            self.near = NearCache(
+                host=kwargs.get("host", "localhost"),
+                port=int(kwargs.get("port", 6379)),
+                prefix=f"{key_prefix}e:",
+                size=near_cache_size,
+                username=kwargs.get("username"),
+                password=kwargs.get("password"),
+                timeout=max(timeout, 1.0),
+            )
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get_or_load(
+        self,
+        projection: str,
+        key: str,
+        tags: Iterable[str],
+        load: Callable[[], Any],
+        *,
+        ttl: float | None = None,
+    ) -> Any:
+        if ":" in projection:
+            check_projection(projection)
+        entry = f"{self.prefix}e:{projection}:{key}"
+        near = self.near
+        if near is not None:
+            blob = near.get(entry)
+            if blob is not None:
+                self.hooks.hit(projection)
+                return loads(blob)
+        if self._down_until > time.monotonic():
+            return self._fallback(projection, load, self._last_error)
+        ticket = near.begin(entry) if near is not None else None
+        try:
+            # Without a live near cache most reads hit Redis: a plain GET first (twice as
+            # fast as a script). With one, reaching Redis mostly means a miss: go straight
+            # to the script, which reads the entry too.
+            found = None if ticket is not None else self.client.get(entry)
+            if found is None:
+                reply = self._begin(args=[self.prefix, projection, key, self.lock_lease_ms])
+                found = reply[1] if reply[0] == 1 else None
+        except RedisError as exc:
+            if near is not None:
+                near.end(entry, ticket)
+            return self._fallback(projection, load, exc)
+        if found is not None:
+            expires, _, blob = found.partition(b"|")
+            if near is not None:
+                near.fill(entry, ticket, blob, int(expires))
+            self.hooks.hit(projection)
+            return loads(blob)
+        if near is not None:
+            near.end(entry, ticket)
+        self.hooks.miss(projection)
+        since, locked = reply[1], reply[2] == 1
+        tag_names = tag_list(tags)
+        lifetime_ms = max(1, int(self._lifetime(ttl) * 1000))
+        started = time.monotonic()
+
+        def fill() -> tuple[bytes, bool]:
+            if not locked:
+                waited = self._await_leader(projection, key)
+                if waited is not None:
+                    return waited, True
+            try:
+                fresh = dumps(projection, key, load())
+            except BaseException:
+                if locked:
+                    self._unlock(projection, key)
+                raise
+            if time.monotonic() - started >= self.version_ttl / 2:
+                # the tag versions that guard this store may have expired meanwhile
+                if locked:
+                    self._unlock(projection, key)
+                return fresh, False
+            args = [self.prefix, projection, key, since, lifetime_ms, fresh, "1" if locked else "0"]
+            try:
+                return fresh, self._store(args=args + tag_names) == 1
+            except RedisError as exc:
+                self._trouble(projection, exc)
+                return fresh, False
+
+        return loads(self._flights.run(entry, self.single_flight_wait, fill, lead=locked))
+
+    def _await_leader(self, projection: str, key: str) -> bytes | None:
+        """Another loader holds the key's lock: poll for its value until it stores it, gives
+        up (lock gone, nothing stored) or ``single_flight_wait`` runs out."""
+        entry = f"{self.prefix}e:{projection}:{key}"
+        lock = f"{self.prefix}l:{projection}:{key}"
+        deadline = time.monotonic() + self.single_flight_wait
+        pause = 0.001
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.02)
+            try:
+                with self.client.pipeline(transaction=False) as pipe:
+                    found, locked = pipe.get(entry).exists(lock).execute()
+            except RedisError:
+                return None
+            if found is not None:
+                return bytes(found.partition(b"|")[2])
+            if not locked:
+                return None
+
+    def _unlock(self, projection: str, key: str) -> None:
+        try:
+            self.client.delete(f"{self.prefix}l:{projection}:{key}")
+        except RedisError:
+            pass  # the lease runs out
+
+    def _fallback(
+        self, projection: str, load: Callable[[], Any], error: BaseException | None
+    ) -> Any:
+        self._trouble(projection, error)
+        return loads(dumps(projection, "-", load()))
+
+    def _trouble(self, projection: str, error: BaseException | None) -> None:
+        """Redis failed: serve from the read model for ``retry_after``; warn now and then."""
+        now = time.monotonic()
+        if error is not None and self._down_until <= now:
+            self._last_error = error
+            self._down_until = now + self.retry_after
+        error = error or CacheError("Redis unreachable")
+        self.hooks.fallback(projection, error)
+        if now - self._warned_at >= _WARN_EVERY:
+            logger.warning(
+                "cache unreachable; reading from the read model",
+                projection=projection,
+                error=repr(error),
+                suppressed=self._suppressed,
+            )
+            self._warned_at = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+    # -- invalidation ----------------------------------------------------------------
+
+    def invalidate(self, projection: str, tags: Iterable[str]) -> None:
+        check_projection(projection)
+        tag_names = tag_list(tags)
+        if not tag_names:
+            return
+        ttl_ms = int(self.version_ttl * 1000)
+        try:
+            for start in range(0, len(tag_names), _TAGS_PER_CALL):
+                chunk = tag_names[start : start + _TAGS_PER_CALL]
+                self._invalidate(args=[self.prefix, projection, ttl_ms, *chunk])
+        except RedisError as exc:
+            raise CacheError(f"cache: invalidating {projection} failed: {exc!r}") from exc
+        self._settle()
+        self.hooks.invalidated(projection, len(tag_names))
+
+    def invalidate_projection(self, projection: str) -> None:
+        check_projection(projection)
+        try:
+            self._wipe(args=[self.prefix, projection, int(self.version_ttl * 1000)])
+        except RedisError as exc:
+            raise CacheError(f"cache: invalidating {projection} failed: {exc!r}") from exc
+        self._settle()
+
+    def _settle(self) -> None:
+        self._flights.bump()
+        if self.near is not None:
+            self.near.sync()
+
+    def sync(self) -> None:
+        """Make this process's near cache reflect every invalidation made anywhere before
+        this call (one round trip); without it, that happens when Redis's push arrives."""
+        if self.near is not None:
+            self.near.sync()
+
+    def close(self) -> None:
+        if self.near is not None:
+            self.near.close()
+        self.client.close()
