@@ -1,0 +1,227 @@
+"""Reading a projection's tables: the :class:`Reader` of ``@query`` methods, get by key, and
+keyset pages by primary key behind an opaque cursor."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from outbox.db import describe_db_error
+from outbox.errors import ReadmodelError, StoreError
+from outbox.rows import json_safe
+
+
+class QueryError(ReadmodelError):
+    """The query itself is wrong: unknown projection, table, column or query, a column
+    without an index, a bad key or cursor. Nothing was read."""
+
+
+def _known(names: Iterable[str]) -> str:
+    return ", ".join(sorted(names)) or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a list: ``rows`` and the cursor of the next page (``None`` at the end)."""
+
+    rows: list[dict[str, Any]]
+    next: str | None
+    stale: bool = False
+    consistency: Any = None
+    """When ``stale``: the consistency error that says how far the projection got."""
+
+
+class SqlReader:
+    """Read-only access to one projection's tables in a SQL store (implements ``Reader``)."""
+
+    def __init__(self, engine: sa.Engine, projection: str, tables: Sequence[sa.Table]) -> None:
+        self.engine = engine
+        self.projection = projection
+        self.tables = {t.name: t for t in tables}
+
+    def table(self, table: sa.Table | str | None) -> sa.Table:
+        if table is None:
+            if not self.tables:
+                raise QueryError(f"projection {self.projection!r} has no tables")
+            return next(iter(self.tables.values()))
+        name = table.name if isinstance(table, sa.Table) else table
+        try:
+            return self.tables[name]
+        except KeyError:
+            raise QueryError(
+                f"projection {self.projection!r} has no table {name!r} "
+                f"(known: {_known(self.tables)})"
+            ) from None
+
+    def column(self, table: sa.Table, name: str) -> sa.Column[Any]:
+        try:
+            return table.c[name]
+        except KeyError:
+            raise QueryError(
+                f"table {table.name!r} has no column {name!r} (columns: {_known(table.c.keys())})"
+            ) from None
+
+    # -- the Reader protocol -------------------------------------------------------
+
+    def get(self, table: sa.Table | str, key: Any) -> dict[str, Any] | None:
+        t = self.table(table)
+        key_values = zip(t.primary_key.columns, self.key(t, key), strict=True)
+        where = [col == value for col, value in key_values]
+        return self._one(sa.select(t).where(*where))
+
+    def first(self, table: sa.Table | str, **equals: Any) -> dict[str, Any] | None:
+        rows = self.find(table, limit=1, **equals)
+        return rows[0] if rows else None
+
+    def find(
+        self,
+        table: sa.Table | str,
+        *,
+        order_by: str | Iterable[str] | None = None,
+        limit: int | None = None,
+        **equals: Any,
+    ) -> list[dict[str, Any]]:
+        t = self.table(table)
+        statement = sa.select(t).where(*self.equals(t, equals))
+        if order_by is None:
+            statement = statement.order_by(*t.primary_key.columns)
+        else:
+            names = [order_by] if isinstance(order_by, str) else list(order_by)
+            statement = statement.order_by(*(self._order(t, n) for n in names))
+        if limit is not None:
+            statement = statement.limit(limit)
+        return self.rows(statement)
+
+    def rows(self, statement: sa.Select[Any]) -> list[dict[str, Any]]:
+        try:
+            with self.engine.connect() as conn:
+                return [json_safe(dict(row._mapping)) for row in conn.execute(statement)]
+        except SQLAlchemyError as exc:
+            raise StoreError(f"{self.projection}: query failed: {describe_db_error(exc)}") from exc
+
+    def _one(self, statement: sa.Select[Any]) -> dict[str, Any] | None:
+        rows = self.rows(statement.limit(1))
+        return rows[0] if rows else None
+
+    def _order(self, table: sa.Table, name: str) -> Any:
+        descending = name.startswith("-")
+        column = self.column(table, name.lstrip("-"))
+        return column.desc() if descending else column.asc()
+
+    # -- keys, filters, pages ------------------------------------------------------
+
+    def key(self, table: sa.Table, key: Any) -> tuple[Any, ...]:
+        """``key`` (a value, a tuple, or ``a,b`` text for a composite key) as typed values."""
+        columns = list(table.primary_key.columns)
+        if isinstance(key, str) and len(columns) > 1:
+            key = tuple(key.split(","))
+        values = key if isinstance(key, tuple | list) else (key,)
+        if len(values) != len(columns):
+            raise QueryError(
+                f"table {table.name!r}: key {key!r} does not match its primary key "
+                f"({', '.join(c.name for c in columns)})"
+            )
+        return tuple(coerce(c, v) for c, v in zip(columns, values, strict=True))
+
+    def key_dict(self, table: sa.Table, key: Any) -> dict[str, Any]:
+        return {
+            c.name: v for c, v in zip(table.primary_key.columns, self.key(table, key), strict=True)
+        }
+
+    def equals(self, table: sa.Table, equals: Mapping[str, Any]) -> list[Any]:
+        return [
+            self.column(table, name) == coerce(self.column(table, name), value)
+            for name, value in equals.items()
+        ]
+
+    def page(
+        self,
+        table: sa.Table,
+        where: Mapping[str, Any],
+        *,
+        after: str | None,
+        limit: int,
+    ) -> Page:
+        """Rows matching ``where`` in primary-key order, after the cursor ``after``.
+
+        Keyset pagination: the cursor holds the last primary key of the page, so rows
+        inserted or deleted between pages never make a later page repeat or skip a row
+        that existed throughout.
+        """
+        if limit < 1:
+            raise QueryError(f"limit must be at least 1 (got {limit})")
+        pk = list(table.primary_key.columns)
+        statement = sa.select(table).where(*self.equals(table, where)).order_by(*pk)
+        fingerprint = _fingerprint(self.projection, table, where)
+        if after:
+            last = decode_cursor(after, fingerprint, pk)
+            if len(pk) == 1:
+                statement = statement.where(pk[0] > last[0])
+            else:
+                statement = statement.where(sa.tuple_(*pk) > sa.tuple_(*last))
+        rows = self.rows(statement.limit(limit + 1))
+        if len(rows) <= limit:
+            return Page(rows, None)
+        rows = rows[:limit]
+        return Page(rows, encode_cursor([rows[-1][c.name] for c in pk], fingerprint))
+
+
+def coerce(column: sa.Column[Any], value: Any) -> Any:
+    """A value from the command line or a cursor (text) as the column's Python type."""
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    try:
+        if python_type is bool:
+            if value.lower() in ("true", "1", "yes", "t"):
+                return True
+            if value.lower() in ("false", "0", "no", "f"):
+                return False
+            raise ValueError(value)
+        if python_type in (int, float, Decimal, uuid.UUID):
+            return python_type(value)
+        if python_type is datetime:
+            return datetime.fromisoformat(value)
+        if python_type is date:
+            return date.fromisoformat(value)
+    except ValueError:
+        raise QueryError(
+            f"column {column.name!r}: {value!r} is not a valid {python_type.__name__}"
+        ) from None
+    return value
+
+
+def _fingerprint(projection: str, table: sa.Table, where: Mapping[str, Any]) -> str:
+    text = orjson.dumps([projection, table.name, sorted((k, str(v)) for k, v in where.items())])
+    return hashlib.blake2s(text, digest_size=6).hexdigest()
+
+
+def encode_cursor(key: list[Any], fingerprint: str) -> str:
+    raw = orjson.dumps({"k": key, "f": fingerprint})
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, fingerprint: str, pk: list[sa.Column[Any]]) -> tuple[Any, ...]:
+    try:
+        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        key, made_for = data["k"], data["f"]
+    except (ValueError, TypeError, KeyError):
+        raise QueryError(f"cursor {cursor!r} is not a cursor this query returned") from None
+    if made_for != fingerprint or len(key) != len(pk):
+        raise QueryError(
+            f"cursor {cursor!r} belongs to another list (other projection, table or filters)"
+        )
+    return tuple(coerce(c, v) if isinstance(v, str) else v for c, v in zip(pk, key, strict=True))

@@ -1,0 +1,414 @@
+"""The query API services and scripts call: get by key, list by an indexed column with cursor
+pagination, and the projections' declared ``@query`` methods; cache-aside through the
+configured cache, and read-your-writes through consistency tokens.
+
+Usable from plain Python (no broker)::
+
+    from projections import ConsistencyToken, open_queries
+
+    queries = open_queries(settings)          # store, projections and cache from settings
+    row = queries.get("user_directory", "u-42").value
+    page = queries.list("order_summary", {"customer_id": "c-7"}, limit=20)
+    more = queries.list("order_summary", {"customer_id": "c-7"}, after=page.next)
+    hit = queries.run("product_catalog", "by_slug", "blue-mug").value
+    fresh = queries.get("order_summary", "o-9", wait_for="event:3f1c...", timeout=2.0)
+    queries.close()
+
+A read with ``wait_for`` goes to the store, not the cache: the cache may still hold the
+value its event is about to invalidate (invalidations follow the commit).
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import structlog
+from pydantic import TypeAdapter, ValidationError
+
+from outbox.errors import ReadmodelError
+from projections.api import Projection
+from projections.consistency import (
+    ConsistencyError,
+    ConsistencyToken,
+    ConsistencyWaiter,
+    Reached,
+)
+from projections.queries import QuerySpec, declared_queries, key_tags_of, tags_for_key
+from projections.query_reader import Page, QueryError, SqlReader
+from projections.store import Store
+
+logger = structlog.get_logger("readmodel.queries")
+
+Token = ConsistencyToken | str
+_LEARNED_KEYS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A query's ``value``; ``stale`` when a consistency wait failed and ``stale_ok`` was
+    given (``consistency`` then holds the error that says how far the projection got)."""
+
+    value: Any
+    stale: bool = False
+    consistency: Reached | ConsistencyError | None = None
+
+
+class _Retag(Exception):
+    """A load's result needs tags its cache entry was not registered under: not stored."""
+
+    def __init__(self, value: Any, needed: frozenset[str]) -> None:
+        super().__init__("result tags changed")
+        self.value = value
+        self.needed = needed
+
+
+class Queries:
+    """Reads the projections' tables, through a cache when one is given."""
+
+    def __init__(
+        self,
+        projections: Iterable[Projection],
+        stores: Mapping[str, Store],
+        log_engine: sa.Engine,
+        *,
+        cache: Any = None,
+        sources: Iterable[str] = (),
+        default_timeout: float = 5.0,
+        on_close: Callable[[], None] | None = None,
+    ) -> None:
+        self.projections = {p.name: p for p in projections}
+        self.stores = dict(stores)
+        self.cache = cache
+        self.default_timeout = default_timeout
+        self.waiter = ConsistencyWaiter(log_engine, self._store, sources)
+        self._on_close = on_close
+        self._readers: dict[str, SqlReader] = {}
+        self._learned: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+
+    @classmethod
+    def from_engine(
+        cls, engine: Any, log_engine: sa.Engine, *, sources: Iterable[str] = (), **options: Any
+    ) -> Queries:
+        """Queries over a :class:`ProjectionEngine`'s projections and stores, through the
+        cache the engine invalidates (the only way to share a ``memory://`` cache)."""
+        return cls(
+            engine.projections.values(),
+            engine.stores,
+            log_engine,
+            cache=getattr(engine, "cache", None),
+            sources=sources,
+            **options,
+        )
+
+    # -- catalogue -----------------------------------------------------------------
+
+    def projection(self, name: str) -> Projection:
+        try:
+            return self.projections[name]
+        except KeyError:
+            known = ", ".join(sorted(self.projections)) or "none"
+            raise QueryError(f"unknown projection {name!r} (known: {known})") from None
+
+    def _store(self, projection: Projection) -> Store:
+        try:
+            return self.stores[projection.store]
+        except KeyError:
+            raise ReadmodelError(
+                f"projection {projection.name!r} uses store {projection.store!r}, "
+                f"which is not configured"
+            ) from None
+
+    def reader(self, projection: str | Projection) -> SqlReader:
+        """The read-only :class:`Reader` of a projection's tables."""
+        p = self.projection(projection) if isinstance(projection, str) else projection
+        reader = self._readers.get(p.name)
+        if reader is None:
+            engine = getattr(self._store(p), "engine", None)
+            if not isinstance(engine, sa.Engine):
+                raise QueryError(f"projection {p.name!r}: its store does not support queries")
+            reader = self._readers[p.name] = SqlReader(engine, p.name, p.tables)
+        return reader
+
+    def queries_of(self, projection: str) -> dict[str, QuerySpec]:
+        return declared_queries(self.projection(projection))
+
+    def indexed(self, projection: str, table: str | None = None) -> list[list[str]]:
+        """The column lists of the table's indexes (primary key, unique, ``Index``)."""
+        return _indexes(self.reader(projection).table(table))
+
+    # -- queries -------------------------------------------------------------------
+
+    def get(
+        self,
+        projection: str,
+        key: Any,
+        *,
+        table: str | None = None,
+        wait_for: Token | None = None,
+        timeout: float | None = None,
+        stale_ok: bool = False,
+    ) -> Result:
+        """The row with primary key ``key`` (``Result.value`` is ``None`` when absent)."""
+        p = self.projection(projection)
+        reader = self.reader(p)
+        t = reader.table(table)
+        key_values = reader.key_dict(t, key)
+        consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
+
+        def load() -> dict[str, Any] | None:
+            return reader.get(t, tuple(key_values.values()))
+
+        tag = key_tags_of(p).get(t.name)
+        if tag is None or self.cache is None or consistency is not None and not stale:
+            return Result(load(), stale, consistency)
+        tags = tags_for_key(tag, key_values)
+        cache_key = "get:" + t.name + ":" + _dumps(list(key_values.values()))
+        value = self.cache.get_or_load(p.name, cache_key, tags, load)
+        return Result(value, stale, consistency)
+
+    def list(
+        self,
+        projection: str,
+        where: Mapping[str, Any] | None = None,
+        *,
+        table: str | None = None,
+        after: str | None = None,
+        limit: int = 50,
+        allow_unindexed: bool = False,
+        wait_for: Token | None = None,
+        timeout: float | None = None,
+        stale_ok: bool = False,
+    ) -> Page:
+        """Rows whose columns equal ``where``, by primary key, ``limit`` at a time; pass the
+        page's ``next`` as ``after`` for the following page. Each column of ``where`` must
+        belong to an index led by one of them, unless ``allow_unindexed``."""
+        p = self.projection(projection)
+        reader = self.reader(p)
+        t = reader.table(table)
+        where = dict(where or {})
+        for name in where:
+            reader.column(t, name)
+        if not allow_unindexed:
+            _check_indexed(t, where)
+        consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
+        page = reader.page(t, where, after=after, limit=limit)
+        return Page(page.rows, page.next, stale, consistency)
+
+    def run(
+        self,
+        projection: str,
+        name: str,
+        *args: Any,
+        wait_for: Token | None = None,
+        timeout: float | None = None,
+        stale_ok: bool = False,
+        **kwargs: Any,
+    ) -> Result:
+        """Run the projection's ``@query`` named ``name`` with ``args`` and ``kwargs``."""
+        p = self.projection(projection)
+        specs = declared_queries(p)
+        spec = specs.get(name)
+        if spec is None:
+            known = ", ".join(sorted(specs)) or "none"
+            raise QueryError(f"projection {p.name!r} has no query {name!r} (known: {known})")
+        bound = _bind(p, spec, args, kwargs)
+        consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
+        reader = self.reader(p)
+
+        def load() -> Any:
+            return spec.function(p, reader, *bound.args, **bound.kwargs)
+
+        if not spec.cached or self.cache is None or consistency is not None and not stale:
+            return Result(load(), stale, consistency)
+        cache_key = "q:" + spec.name + ":" + _dumps([bound.args, sorted(bound.kwargs.items())])
+        base = frozenset(spec.tags(*bound.args, **bound.kwargs)) if spec.tags else frozenset()
+        return Result(self._cached(p, spec, cache_key, base, load), stale, consistency)
+
+    def wait(self, projection: str, token: Token, timeout: float | None = None) -> Reached:
+        """Block until ``projection`` has applied ``token`` (see :mod:`projections.consistency`)."""
+        p = self.projection(projection)
+        return self.waiter.wait(p, _token(token), self._timeout(timeout))
+
+    def close(self) -> None:
+        """Close what :func:`open_queries` opened (a cache passed in stays open)."""
+        if self._on_close is not None:
+            self._on_close()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.default_timeout if timeout is None else timeout
+
+    def _wait(
+        self, p: Projection, token: Token | None, timeout: float | None, stale_ok: bool
+    ) -> tuple[Reached | ConsistencyError | None, bool]:
+        if token is None:
+            return None, False
+        try:
+            return self.waiter.wait(p, _token(token), self._timeout(timeout)), False
+        except ConsistencyError as exc:
+            if not stale_ok:
+                raise
+            logger.warning("serving a stale read", projection=p.name, reason=str(exc))
+            return exc, True
+
+    def _cached(
+        self,
+        p: Projection,
+        spec: QuerySpec,
+        cache_key: str,
+        base: frozenset[str],
+        load: Callable[[], Any],
+    ) -> Any:
+        if spec.cache_tags is None:
+            return self.cache.get_or_load(p.name, cache_key, base, load, ttl=spec.ttl)
+        result_tags = spec.cache_tags
+        memo = (p.name, cache_key)
+        learned = self._learned.get(memo, frozenset())
+        registered = base | learned
+
+        def checked() -> Any:
+            value = load()
+            needed = frozenset(result_tags(value)) if not _empty(value) else frozenset()
+            if (not needed and not base) or not needed <= registered:
+                raise _Retag(value, needed)
+            return value
+
+        if not registered:
+            value = load()
+            self._learn(memo, frozenset(result_tags(value)) if not _empty(value) else None)
+            return value
+        try:
+            return self.cache.get_or_load(p.name, cache_key, registered, checked, ttl=spec.ttl)
+        except _Retag as retag:
+            self._learn(memo, retag.needed or None)
+            return retag.value
+
+    def _learn(self, memo: tuple[str, str], tags: frozenset[str] | None) -> None:
+        if not tags:
+            self._learned.pop(memo, None)
+            return
+        self._learned[memo] = tags
+        self._learned.move_to_end(memo)
+        while len(self._learned) > _LEARNED_KEYS:
+            self._learned.popitem(last=False)
+
+
+def _token(token: Token) -> ConsistencyToken:
+    return token if isinstance(token, ConsistencyToken) else ConsistencyToken.parse(token)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or (isinstance(value, list | tuple | dict) and not value)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value, default=str).decode()
+
+
+def _indexes(table: sa.Table) -> list[list[str]]:
+    out = [[c.name for c in table.primary_key.columns]]
+    for constraint in table.constraints:
+        if isinstance(constraint, sa.UniqueConstraint):
+            out.append([c.name for c in constraint.columns])
+    for index in table.indexes:
+        out.append([c.name for c in index.columns if isinstance(c, sa.Column)])
+    return [cols for cols in out if cols]
+
+
+def _check_indexed(table: sa.Table, where: Mapping[str, Any]) -> None:
+    indexes = _indexes(table)
+    usable = [cols for cols in indexes if cols[0] in where]
+    covered = {name for cols in usable for name in cols}
+    missing = [name for name in where if name not in covered]
+    if missing:
+        leading = sorted({cols[0] for cols in indexes})
+        raise QueryError(
+            f"table {table.name!r}: column {missing[0]!r} is not indexed "
+            f"(indexed: {', '.join(leading)}); filter on an indexed column, add an index, "
+            f"or allow a scan explicitly (allow_unindexed / --allow-unindexed)"
+        )
+
+
+def _bind(
+    p: Projection, spec: QuerySpec, args: Sequence[Any], kwargs: Mapping[str, Any]
+) -> inspect.BoundArguments:
+    """The query's arguments, converted to its annotations (``"42"`` -> ``42``)."""
+    signature = inspect.Signature(list(spec.parameters))
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        raise QueryError(f"query {p.name}.{spec.name}({spec.signature}): {exc}") from None
+    try:
+        hints = typing.get_type_hints(spec.function, globalns=vars(inspect.getmodule(p)))
+    except Exception:
+        hints = {}
+    for name, value in bound.arguments.items():
+        hint = hints.get(name)
+        if hint is None or hint is Any:
+            continue
+        try:
+            bound.arguments[name] = TypeAdapter(hint).validate_python(value)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]["msg"]
+            raise QueryError(
+                f"query {p.name}.{spec.name}: argument {name!r}={value!r}: {problem}"
+            ) from None
+    return bound
+
+
+def open_queries(
+    settings: Any, *, cache: Any = "settings", default_timeout: float = 5.0
+) -> Queries:
+    """Queries over the store, projections and (unless ``cache=None``) the Redis cache of
+    ``settings``; a ``memory://`` cache is not used here (see :meth:`Queries.from_engine`)."""
+    from outbox.log import EventLog
+    from projections.api import load_projections
+    from projections.sql_store import SqlStore
+
+    try:
+        projections = load_projections(settings.projections)
+    except (ImportError, AttributeError, ValueError, TypeError) as exc:
+        raise ReadmodelError(f"cannot load projections {settings.projections}: {exc}") from exc
+    log = EventLog(settings.store.url)
+    stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
+    for name, store_settings in settings.stores.items():
+        if name != "default":
+            stores[name] = SqlStore(store_settings.url)
+    owned = cache == "settings"
+    if owned:
+        cache = _cache_from(settings)
+
+    def close() -> None:
+        if owned and cache is not None:
+            cache.close()
+        for store in stores.values():
+            store.close()
+
+    return Queries(
+        projections,
+        stores,
+        log.engine,
+        cache=cache,
+        sources=settings.sources,
+        default_timeout=default_timeout,
+        on_close=close,
+    )
+
+
+def _cache_from(settings: Any) -> Any:
+    """The shared cache of ``settings``; never a ``memory://`` one, which only the process
+    that applies the events can keep fresh (use :meth:`Queries.from_engine` there)."""
+    from projections.cache import open_cache
+
+    url = settings.cache.url
+    if not url or url.startswith("memory://"):
+        return None
+    return open_cache(settings.cache)

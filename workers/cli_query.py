@@ -1,0 +1,177 @@
+"""``readmodel query``: read a projection from the command line, JSON out."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.markup import escape
+
+from outbox.rows import json_safe
+from projections.consistency import ConsistencyError
+from projections.query_reader import QueryError
+from workers.cli_support import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    ConfigOption,
+    err,
+    fail,
+    guarded,
+    load,
+)
+
+
+def query_command(
+    projection: Annotated[str, typer.Argument(help="Projection name.")],
+    key: Annotated[
+        str | None,
+        typer.Argument(
+            help="Primary key to get (a,b for a composite key); with --name, the query's "
+            "first argument.",
+            show_default=False,
+        ),
+    ] = None,
+    where: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--where",
+            "-w",
+            help="field=value (repeatable): list rows with these column values; with --name, "
+            "a keyword argument of the query.",
+            show_default=False,
+        ),
+    ] = None,
+    table: Annotated[
+        str | None,
+        typer.Option("--table", "-t", help="Table (default: the projection's first table)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", "-n", help="Run the projection's declared @query of this name."),
+    ] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="Cursor: the 'next' of the previous page.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Rows per page (lists).")] = 50,
+    allow_unindexed: Annotated[
+        bool,
+        typer.Option("--allow-unindexed", help="Allow filtering on columns without an index."),
+    ] = False,
+    wait_for: Annotated[
+        str | None,
+        typer.Option(
+            "--wait-for",
+            help="Consistency token: wait until the projection has applied this event. "
+            "SOURCE:POSITION (log position) or event:ID / ID (the outbox event id).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0, help="Seconds to wait for --wait-for.")
+    ] = 5.0,
+    stale_ok: Annotated[
+        bool,
+        typer.Option(
+            "--stale-ok",
+            help="If the wait times out (or the event is parked), print the current value "
+            "anyway, marked stale, with a warning on stderr (exit 0).",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Compact JSON on one line.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Read a projection: get by KEY, list with --where (cursor pages), or run a --name query.
+
+    Prints JSON: {"row": ...} for a get (null when absent), {"rows": [...], "next": CURSOR}
+    for a list (next is null on the last page), {"result": ...} for a named query; each
+    with "stale". Exit codes: 0 ok, 1 consistency wait failed, 2 unknown projection,
+    table, column or query (the message lists the known ones), 3 store unreachable.
+    """
+    from projections.query_service import open_queries
+
+    fields = _parse_where(where or [])
+    if name is None and key is not None and fields:
+        raise fail("give a KEY (get) or --where (list), not both", EXIT_CONFIG)
+    if name is None and key is not None and (after or limit != 50):
+        raise fail("--after and --limit page a list (--where), not a get", EXIT_CONFIG)
+    settings = load(config, log_level="warning")
+    queries = guarded(open_queries, settings)
+    try:
+        output = _run(
+            queries, projection, key, fields, table, name, after, limit, allow_unindexed,
+            wait_for, timeout, stale_ok,
+        )  # fmt: skip
+    finally:
+        queries.close()
+    if output.pop("_warning", None):
+        err.print(
+            f"[yellow]warning:[/] stale read: {escape(output['_reason'])}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    output.pop("_reason", None)
+    option = 0 if as_json else orjson.OPT_INDENT_2
+    typer.echo(orjson.dumps(json_safe(output), option=option).decode())
+
+
+def _run(
+    queries: Any,
+    projection: str,
+    key: str | None,
+    fields: dict[str, str],
+    table: str | None,
+    name: str | None,
+    after: str | None,
+    limit: int,
+    allow_unindexed: bool,
+    wait_for: str | None,
+    timeout: float,
+    stale_ok: bool,
+) -> dict[str, Any]:
+    wait = {"wait_for": wait_for, "timeout": timeout, "stale_ok": stale_ok}
+    output: dict[str, Any]
+    if name is not None:
+        args = [key] if key is not None else []
+        result = guarded(_call, queries.run, projection, name, *args, **wait, **fields)
+        output = {"result": result.value, "stale": result.stale}
+    elif key is not None:
+        result = guarded(_call, queries.get, projection, key, table=table, **wait)
+        output = {"row": result.value, "stale": result.stale}
+    else:
+        result = guarded(
+            _call,
+            queries.list,
+            projection,
+            fields,
+            table=table,
+            after=after,
+            limit=limit,
+            allow_unindexed=allow_unindexed,
+            **wait,
+        )
+        output = {"rows": result.rows, "next": result.next, "stale": result.stale}
+    if result.stale:
+        output["_warning"] = True
+        output["_reason"] = str(result.consistency)
+    return output
+
+
+def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """Exit 2 for a wrong query (unknown names, unindexed column), 1 for a failed wait."""
+    try:
+        return func(*args, **kwargs)
+    except QueryError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    except ConsistencyError as exc:
+        raise fail(str(exc), EXIT_FAILURE) from None
+
+
+def _parse_where(items: list[str]) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for item in items:
+        field, sep, value = item.partition("=")
+        if not sep or not field.strip():
+            raise fail(f"--where {item!r}: expected field=value", EXIT_CONFIG)
+        fields[field.strip()] = value
+    return fields
