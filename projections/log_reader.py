@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
@@ -43,6 +43,22 @@ class _Range:
     upto: int
     positions: list[int]
     events: list[tuple[int, Any]]  # (key_hash, Envelope or a raw PostgreSQL row)
+    lanes: dict[int, list[tuple[list[int], list[Any]]]] = field(default_factory=dict)
+
+    def lane(self, partitions: int, partition: int) -> tuple[list[int], list[Any]]:
+        """``(positions, events)`` of one partition, split once per partition count, so
+        that each lane walks its own events only."""
+        if partitions <= 1:
+            partitions, partition = 1, 0
+        split = self.lanes.get(partitions)
+        if split is None:  # two lanes may both split: the same result, the last one kept
+            split = [([], []) for _ in range(partitions)]
+            for position, (key_hash, event) in zip(self.positions, self.events, strict=True):
+                positions, events = split[key_hash % partitions]
+                positions.append(position)
+                events.append(event)
+            self.lanes[partitions] = split
+        return split[partition]
 
 
 class LogReader:
@@ -73,13 +89,13 @@ class LogReader:
         position = after
         while position < target:
             block = self._range(source, types, position, target, span)
-            start = bisect.bisect_right(block.positions, position)
-            stop = bisect.bisect_right(block.positions, target)
-            for key_hash, event in block.events[start:stop]:
-                if partitions <= 1 or key_hash % partitions == partition:
-                    out.append(event if isinstance(event, Envelope) else _envelope(source, event))
-                    if len(out) >= limit:
-                        return out
+            positions, events = block.lane(partitions, partition)
+            start = bisect.bisect_right(positions, position)
+            stop = min(bisect.bisect_right(positions, target), start + limit - len(out))
+            for event in events[start:stop]:
+                out.append(event if isinstance(event, Envelope) else _envelope(source, event))
+            if len(out) >= limit:
+                return out
             position = min(block.upto, target)
         return out
 

@@ -1,0 +1,842 @@
+"""Rebuild a projection from the event log: blue/green into shadow tables, or in place.
+
+Blue/green (the default): the projection's tables get shadow copies
+(:mod:`projections.shadow`), which are filled from the log, source by source in log order,
+in large batches (one transaction and one shadow-checkpoint update per batch, no row
+locks: nothing else writes a shadow), while the live lanes keep applying new events to
+the live tables. Once the shadow is within one batch of the log head, one transaction
+locks the live lanes' checkpoint rows (no live batch can interleave), applies the events
+between the shadow's progress and the furthest live checkpoint, puts the shadow tables in
+place of the live ones, sets every lane's checkpoint to what the shadow has applied, and
+commits. Readers see the old model until that commit and the complete new one after.
+
+Handlers are strict: an error stops the replay with the event; the live model is left as
+it was. With ``skip_errors`` the failing event and every later event of its aggregate are
+skipped instead (as live parking holds them), and the swap parks them: they show up in
+``readmodel parked list`` and their aggregate is blocked until retried or skipped.
+The live projection's parked events are re-attempted by the rebuild like any other
+event; at the swap they are marked ``replayed`` and their aggregates released.
+
+In place (``from_position``, only for ``replay_safe`` projections): events after the
+position are applied again to the live tables, batch by batch under the lanes' locks and
+only up to each lane's checkpoint (the lanes apply the rest themselves); checkpoints do
+not move. ``source`` and ``tenant`` narrow an in-place replay to one source's lanes or
+one tenant's events; they have no meaning for a rebuild, which must contain every event.
+
+A replay holds a per-projection lock for its whole run (a PostgreSQL advisory lock, or
+on SQLite an exclusive ``flock`` on ``<database>.replay-<projection>.lock``), so a second
+replay of the same projection is refused. An interrupted rebuild leaves the live tables
+untouched; its shadow tables are dropped by the next replay or :meth:`Replayer.cleanup`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import hashlib
+import os
+import threading
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from queue import Full, Queue
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from outbox.db import describe_db_error
+from outbox.envelope import Envelope, aggregate_hash
+from outbox.errors import ReadmodelError, StoreError
+from outbox.log import envelope_from_row
+from outbox.schema import event_log
+from projections import invalidations
+from projections.api import Projection
+from projections.invalidations import WHOLE_PROJECTION
+from projections.log_reader import _PG_COLUMNS, LogReader, _envelope
+from projections.shadow import SHADOW_SUFFIX, ShadowTables, drop_tables
+from projections.sql_store import SqlStore, blocked, checkpoints, failures, parked_events
+from projections.sql_tx import NewRows, SqlTx
+from projections.store import Invalidation, Lane, Store
+
+logger = structlog.get_logger("readmodel.replay")
+
+BLUE_GREEN = "blue-green"
+IN_PLACE = "in-place"
+_SWAP_ATTEMPTS = 5
+_SWAP_LOCK_TIMEOUT_MS = 5000
+
+
+class ReplayRefused(ReadmodelError):
+    """The replay was asked for something it does not do (a usage error)."""
+
+
+class ReplayLocked(ReadmodelError):
+    """Another replay of the same projection is running."""
+
+
+class ReplayError(ReadmodelError):
+    """A handler failed during a replay; carries the event."""
+
+    def __init__(
+        self, projection: str, event: Envelope, error: BaseException, *, in_place: bool
+    ) -> None:
+        kept = "earlier batches stay applied" if in_place else "the live model is as it was"
+        super().__init__(
+            f"{projection}: replay stopped at {event.source}:{event.position} "
+            f"({event.event_type} of {event.aggregate_type}:{event.aggregate_id}): {error!r}; "
+            f"{kept} (--skip-errors skips such events)"
+        )
+        self.event = event
+        self.error = error
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    from_position: int | None = None
+    source: str | None = None
+    tenant: str | None = None
+    skip_errors: bool = False
+
+    @property
+    def mode(self) -> str:
+        return BLUE_GREEN if self.from_position is None else IN_PLACE
+
+
+@dataclass(frozen=True)
+class SourcePlan:
+    source: str
+    after: int
+    head: int
+    events: int
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    projection: str
+    mode: str
+    sources: list[SourcePlan]
+    tables: list[tuple[str, str]]  # (live table, table written: its shadow, or itself in place)
+    leftovers: list[str]
+    tenant: str | None = None
+
+    @property
+    def events(self) -> int:
+        return sum(s.events for s in self.sources)
+
+
+@dataclass(frozen=True)
+class SkippedEvent:
+    source: str
+    position: int
+    event_id: str
+    event_type: str
+    aggregate_type: str
+    aggregate_id: str
+    error: str
+    detail: str | None
+    held_behind: int | None = None  # the position of the failed event it was held behind
+
+    @property
+    def aggregate(self) -> str:
+        return f"{self.aggregate_type}:{self.aggregate_id}"
+
+
+@dataclass
+class ReplaySummary:
+    projection: str
+    mode: str
+    applied: dict[str, int] = field(default_factory=dict)
+    skipped: list[SkippedEvent] = field(default_factory=list)
+    checkpoints: dict[str, int] = field(default_factory=dict)
+    tables: list[str] = field(default_factory=list)
+    released_parked: int = 0
+    seconds: float = 0.0
+
+    @property
+    def events(self) -> int:
+        return sum(self.applied.values())
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+class ReplayHooks:
+    """No-op extension points (progress bars, tests)."""
+
+    def started(self, plan: ReplayPlan) -> None: ...
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        """After each committed batch: ``applied`` of about ``total`` events so far."""
+
+    def before_swap(self) -> None: ...
+
+
+class _Failed(Exception):
+    def __init__(self, event: Envelope, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.event = event
+        self.error = error
+        self.detail = traceback.format_exc()
+
+
+class Replayer:
+    """Rebuilds one projection; plain Python (the CLI only parses and prints)."""
+
+    def __init__(
+        self,
+        reader: LogReader,
+        projection: Projection,
+        store: Store,
+        *,
+        cache: Any = None,
+        hooks: ReplayHooks | None = None,
+        batch_size: int = 20_000,
+    ) -> None:
+        if not isinstance(store, SqlStore):
+            raise ReplayRefused(f"{projection.name}: replay supports SQL stores only")
+        self.reader = reader
+        self.projection = projection
+        self.store = store
+        self.cache = cache
+        self.hooks = hooks or ReplayHooks()
+        self.batch_size = batch_size
+        self.shadow = ShadowTables(projection.tables)
+        self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
+        self._skip_errors = False
+        self._in_place_mode = False
+        self._held: dict[tuple[str, str, str], int] = {}
+        self._skipped: list[SkippedEvent] = []
+        self._applied = 0
+        self._total = 0
+        self._new_rows = NewRows()
+
+    # -- planning ------------------------------------------------------------------
+
+    def _check(self, options: ReplayOptions) -> list[str]:
+        name = self.projection.name
+        if options.mode == BLUE_GREEN and (options.source or options.tenant):
+            raise ReplayRefused(
+                "--source and --tenant replay part of the log in place; a blue/green rebuild "
+                "needs every event: add --from-position N (0 for the whole log) on a "
+                "replay-safe projection, or drop them"
+            )
+        if options.mode == IN_PLACE and not self.projection.replay_safe:
+            raise ReplayRefused(
+                f"projection {name!r} is not replay-safe: replaying a range in place would "
+                f"apply events twice. Rebuild it blue/green (no --from-position), or declare "
+                f"replay_safe = True if applying an event again changes nothing"
+            )
+        if options.source is not None and options.source not in self.projection.sources:
+            known = ", ".join(self.projection.sources) or "none"
+            raise ReplayRefused(
+                f"projection {name!r} does not subscribe to source {options.source!r} "
+                f"(its sources: {known})"
+            )
+        return [options.source] if options.source else list(self.projection.sources)
+
+    def plan(self, options: ReplayOptions) -> ReplayPlan:
+        """What :meth:`run` would do; reads only."""
+        sources = self._check(options)
+        heads = self.reader.heads()
+        after = options.from_position or 0
+        plans = [
+            SourcePlan(s, after, heads.get(s, 0), self._count(s, after, heads.get(s, 0), options))
+            for s in sources
+        ]
+        with self.store.engine.connect() as conn:
+            leftovers = self.shadow.leftovers(conn)
+        if options.mode == BLUE_GREEN:
+            tables = [(t.name, s.name) for t, s in self.shadow.mapping.items()]
+        else:
+            tables = [(t.name, t.name) for t in self.projection.tables]
+        return ReplayPlan(
+            self.projection.name, options.mode, plans, tables, leftovers, options.tenant
+        )
+
+    def _count(self, source: str, after: int, upto: int, options: ReplayOptions) -> int:
+        c = event_log.c
+        query = sa.select(sa.func.count()).where(
+            c.source == source,
+            c.position > after,
+            c.position <= upto,
+            c.event_type.in_(self.projection.event_types(source)),
+        )
+        if options.tenant is not None:
+            query = query.where(c.tenant == options.tenant)
+        with self.reader.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self, options: ReplayOptions) -> ReplaySummary:
+        plan = self.plan(options)
+        self._skip_errors = options.skip_errors
+        self._in_place_mode = options.mode == IN_PLACE
+        started = time.monotonic()
+        with replay_lock(self.store, self.projection.name):
+            self._total = plan.events
+            self.hooks.started(plan)
+            summary = ReplaySummary(self.projection.name, options.mode)
+            with _batch_gc():
+                if options.mode == BLUE_GREEN:
+                    self._rebuild(options, summary)
+                else:
+                    self._in_place(options, plan, summary)
+        summary.skipped = list(self._skipped)
+        summary.seconds = time.monotonic() - started
+        logger.info(
+            "replay finished",
+            projection=self.projection.name,
+            mode=options.mode,
+            events=summary.events,
+            skipped=len(summary.skipped),
+            seconds=round(summary.seconds, 3),
+        )
+        return summary
+
+    def cleanup(self) -> list[str]:
+        """Drop the shadow and old tables and shadow checkpoints an interrupted replay left."""
+        with replay_lock(self.store, self.projection.name):
+            return self._cleanup()
+
+    def _cleanup(self) -> list[str]:
+        with self._write() as conn:
+            dropped = self.shadow.drop_leftovers(conn)
+            conn.execute(
+                checkpoints.delete().where(checkpoints.c.projection == self.shadow_projection)
+            )
+        return dropped
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        try:
+            with self.store._writer.begin() as conn:
+                yield conn
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            raise StoreError(
+                f"{self.projection.name}: replay failed: {describe_db_error(exc)}"
+            ) from exc
+
+    # -- blue/green ----------------------------------------------------------------
+
+    def _rebuild(self, options: ReplayOptions, summary: ReplaySummary) -> None:
+        self._cleanup()
+        sources = list(self.projection.sources)
+        with self._write() as conn:
+            self.shadow.create(conn)
+            self._init_shadow_checkpoints(conn, sources)
+        progress = dict.fromkeys(sources, 0)
+        summary.applied = dict.fromkeys(sources, 0)
+        while True:  # catch up with the head until a pass finds less than a batch to do
+            heads = self.reader.heads()
+            behind = 0
+            for source in sources:
+                behind += heads.get(source, 0) - progress[source]
+                for events in self._stream(source, progress[source], heads.get(source, 0)):
+                    self._shadow_batch(source, events, summary)
+                    progress[source] = events[-1].position or progress[source]
+                if heads.get(source, 0) > progress[source]:
+                    progress[source] = heads.get(source, 0)
+                    self._set_shadow_checkpoint_now(source, progress[source])
+            if behind < self.batch_size:
+                break
+        self.hooks.before_swap()
+        self._swap(sources, progress, summary)
+
+    def _init_shadow_checkpoints(self, conn: sa.Connection, sources: Sequence[str]) -> None:
+        rows = [
+            {"projection": self.shadow_projection, "source": s, "partition": p, "position": 0}
+            for s in sources
+            for p in range(self.projection.partitions)
+        ]
+        if rows:
+            conn.execute(checkpoints.insert(), rows)
+
+    def _set_shadow_checkpoint(self, conn: sa.Connection, source: str, position: int) -> None:
+        conn.execute(
+            checkpoints.update()
+            .where(
+                checkpoints.c.projection == self.shadow_projection, checkpoints.c.source == source
+            )
+            .values(position=position, updated_at=sa.func.current_timestamp())
+        )
+
+    def _set_shadow_checkpoint_now(self, source: str, position: int) -> None:
+        with self._write() as conn:
+            self._set_shadow_checkpoint(conn, source, position)
+
+    def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
+        while True:
+            skipped_before = len(self._skipped)
+            try:
+                with self._write() as conn:
+                    applied = self._apply(conn, events, self.shadow.mapping, lock_rows=False)
+                    self._set_shadow_checkpoint(conn, source, events[-1].position or 0)
+            except _Failed as failed:
+                del self._skipped[skipped_before:]
+                self._fail(failed)
+                continue
+            break
+        summary.applied[source] = summary.applied.get(source, 0) + applied
+        self._report(source, events[-1].position or 0, applied)
+
+    def _report(self, source: str, position: int, applied: int) -> None:
+        _collect_batch()
+        self._applied += applied
+        self._total = max(self._total, self._applied)
+        self.hooks.progress(source, position, self._applied, self._total)
+
+    def _swap(self, sources: list[str], progress: dict[str, int], summary: ReplaySummary) -> None:
+        lanes = sorted(
+            (
+                Lane(self.projection.name, s, p)
+                for s in sources
+                for p in range(self.projection.partitions)
+            ),
+            key=lambda lane: (lane.source, lane.partition),
+        )
+        for attempt in range(_SWAP_ATTEMPTS):
+            skipped_before = len(self._skipped)
+            applied: dict[str, int] = {}
+            try:
+                with self._write() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_SWAP_LOCK_TIMEOUT_MS}")
+                    live = {lane: self.store._lock_lane(conn, lane) for lane in lanes}
+                    targets = {
+                        s: max(
+                            [progress[s], *(cp for lane, cp in live.items() if lane.source == s)]
+                        )
+                        for s in sources
+                    }
+                    for source in sources:
+                        applied[source] = 0
+                        for events in self._stream(source, progress[source], targets[source]):
+                            applied[source] += self._apply(
+                                conn, events, self.shadow.mapping, lock_rows=False
+                            )
+                    old_tables = self.shadow.swap(conn)
+                    invalidation = self._journal_whole_projection(conn)
+                    for lane in lanes:
+                        self.store._set_checkpoint(conn, lane, targets[lane.source])
+                    summary.released_parked = self._settle_parked(conn, sources)
+                    conn.execute(
+                        checkpoints.delete().where(
+                            checkpoints.c.projection == self.shadow_projection
+                        )
+                    )
+            except _Failed as failed:
+                del self._skipped[skipped_before:]
+                self._fail(failed)
+                continue
+            except StoreError as exc:
+                if not _is_transient(exc.__cause__) or attempt == _SWAP_ATTEMPTS - 1:
+                    raise
+                del self._skipped[skipped_before:]
+                logger.warning(
+                    "replay swap retried", projection=self.projection.name, error=str(exc)
+                )
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            break
+        self._invalidate(invalidation)
+        with self._write() as conn:
+            drop_tables(conn, old_tables)
+        for source, count in applied.items():
+            summary.applied[source] = summary.applied.get(source, 0) + count
+            self._report(source, targets[source], count)
+        summary.checkpoints = targets
+        summary.tables = [t.name for t in self.projection.tables]
+
+    def _settle_parked(self, conn: sa.Connection, sources: list[str]) -> int:
+        """The rebuilt model contains what was parked live: release it; park what the
+        rebuild skipped instead. Returns how many live parked events were released."""
+        name = self.projection.name
+        released = conn.execute(
+            parked_events.update()
+            .where(parked_events.c.projection == name, parked_events.c.status == "parked")
+            .values(status="replayed", resolved_at=sa.func.current_timestamp())
+        ).rowcount
+        conn.execute(blocked.delete().where(blocked.c.projection == name))
+        conn.execute(failures.delete().where(failures.c.projection == name))
+        for event in self._skipped:
+            insert = self.store._insert(parked_events).values(
+                projection=name,
+                source=event.source,
+                position=event.position,
+                event_id=event.event_id,
+                aggregate_type=event.aggregate_type,
+                aggregate_id=event.aggregate_id,
+                event_type=event.event_type,
+                reason=event.error,
+                detail=event.detail,
+                attempts=0 if event.held_behind else 1,
+                status="parked",
+            )
+            conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=["projection", "source", "position"],
+                    set_={
+                        "reason": insert.excluded.reason,
+                        "detail": insert.excluded.detail,
+                        "status": "parked",
+                        "resolved_at": None,
+                    },
+                )
+            )
+            if event.held_behind is None:
+                conn.execute(
+                    self.store._insert(blocked)
+                    .values(
+                        projection=name,
+                        source=event.source,
+                        aggregate_type=event.aggregate_type,
+                        aggregate_id=event.aggregate_id,
+                        since_position=event.position,
+                        reason=event.error,
+                        detail=event.detail,
+                        attempts=1,
+                    )
+                    .on_conflict_do_nothing()
+                )
+        return int(released or 0)
+
+    # -- in place ------------------------------------------------------------------
+
+    def _in_place(self, options: ReplayOptions, plan: ReplayPlan, summary: ReplaySummary) -> None:
+        tables = self.store.tables_for(self.projection)
+        partitions = self.projection.partitions
+        for source_plan in plan.sources:
+            source = source_plan.source
+            lanes = [Lane(self.projection.name, source, p) for p in range(partitions)]
+            done = self.store.checkpoints(self.projection.name)
+            upto = max([done.get((source, p), 0) for p in range(partitions)] + [0])
+            summary.applied[source] = 0
+            for events in self._stream(source, source_plan.after, upto, options.tenant):
+                while True:
+                    skipped_before = len(self._skipped)
+                    try:
+                        with self._write() as conn:
+                            cps = {
+                                lane.partition: self.store._lock_lane(conn, lane) for lane in lanes
+                            }
+                            held = self.store._blocked(conn, lanes[0])
+                            due = [
+                                e
+                                for e in events
+                                if (e.position or 0) <= cps[_partition(e, partitions)]
+                                and (e.aggregate_type, e.aggregate_id) not in held
+                            ]
+                            applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
+                            invalidation = self._journal_whole_projection(conn) if due else None
+                    except _Failed as failed:
+                        del self._skipped[skipped_before:]
+                        self._fail(failed)
+                        continue
+                    break
+                self._invalidate(invalidation)
+                summary.applied[source] += applied
+                self._report(source, events[-1].position or 0, applied)
+            summary.checkpoints[source] = upto
+        summary.tables = [t.name for t in self.projection.tables]
+
+    # -- cache ---------------------------------------------------------------------
+
+    def _journal_whole_projection(self, conn: sa.Connection) -> Invalidation | None:
+        """Journal "every cache entry of this projection" in the transaction that changes the
+        live model, so a crash (or Redis down) before :meth:`_invalidate` is redone."""
+        if self.cache is None or not self.store.journal_invalidations:
+            return None
+        return self.store._journal(conn, self.projection.name, {WHOLE_PROJECTION})
+
+    def _invalidate(self, invalidation: Invalidation | None) -> None:
+        if invalidation is not None and self.cache is not None:
+            invalidations.finish(self.cache, self.store, invalidation)
+
+    # -- applying ------------------------------------------------------------------
+
+    def _apply(
+        self,
+        conn: sa.Connection,
+        events: Sequence[Envelope],
+        tables: dict[sa.Table, sa.Table],
+        *,
+        lock_rows: bool,
+    ) -> int:
+        # Shadow tables start empty and only the rebuild writes them: new rows are COPYed.
+        new_rows = self._new_rows if tables is self.shadow.mapping else None
+        tx = SqlTx(conn, tables, lock_rows=lock_rows, new_rows=new_rows)
+        self.projection.prefetch(events, tx)
+        handle = self.projection.handle
+        held = self._held
+        applied = 0
+        for event in events:
+            if held:
+                behind = held.get((event.source, event.aggregate_type, event.aggregate_id))
+                if behind is not None:
+                    self._skip(event, behind)
+                    continue
+            try:
+                handle(event, tx)
+            except (SQLAlchemyError, psycopg.Error):
+                raise
+            except Exception as exc:
+                raise _Failed(event, exc) from exc
+            applied += 1
+        tx.flush()
+        return applied
+
+    def _fail(self, failed: _Failed) -> None:
+        """Strict: stop. With ``skip_errors``: hold the aggregate; the batch is redone."""
+        event = failed.event
+        if not self._skip_errors:
+            raise ReplayError(
+                self.projection.name, event, failed.error, in_place=self._in_place_mode
+            ) from failed.error
+        key = (event.source, event.aggregate_type, event.aggregate_id)
+        self._held[key] = event.position or 0
+        self._skipped.append(
+            _skipped(event, f"replay: handler failed: {failed.error!r}", failed.detail)
+        )
+        logger.warning(
+            "replay skipped event",
+            projection=self.projection.name,
+            source=event.source,
+            position=event.position,
+            aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
+            error=repr(failed.error),
+        )
+
+    def _skip(self, event: Envelope, behind: int) -> None:
+        if event.position == behind:
+            return  # the failed event itself, recorded by _fail
+        reason = (
+            f"held: an earlier event of this aggregate was skipped by the replay "
+            f"({event.source}:{behind})"
+        )
+        self._skipped.append(_skipped(event, reason, None, behind))
+
+    # -- reading the log -----------------------------------------------------------
+
+    def _stream(
+        self, source: str, after: int, upto: int, tenant: str | None = None
+    ) -> Iterator[list[Envelope]]:
+        """The projection's events of ``source`` in ``(after, upto]``, in batches, through a
+        server-side cursor on PostgreSQL."""
+        if upto <= after:
+            return
+        types = self.projection.event_types(source)
+        if self.reader.engine.dialect.name == "postgresql":
+            batches = self._stream_postgresql(source, after, upto, types, tenant)
+        else:
+            batches = self._stream_sqlite(source, after, upto, types, tenant)
+        try:
+            yield from _read_ahead(batches)
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            raise StoreError(f"reading the event log failed: {describe_db_error(exc)}") from exc
+
+    def _stream_postgresql(
+        self, source: str, after: int, upto: int, types: list[str], tenant: str | None
+    ) -> Iterator[list[Envelope]]:
+        statement = (
+            f"SELECT {_PG_COLUMNS} FROM rm_event_log WHERE source = %s AND position > %s "
+            "AND position <= %s AND event_type = ANY(%s)"
+        )
+        params: list[Any] = [source, after, upto, types]
+        if tenant is not None:
+            statement += " AND tenant = %s"
+            params.append(tenant)
+        statement += " ORDER BY position"
+        with self.reader.engine.connect() as conn:
+            driver = conn.connection.driver_connection
+            with driver.cursor(name=f"rm_replay_{os.getpid()}") as cursor:  # type: ignore[union-attr]
+                cursor.itersize = self.batch_size
+                cursor.execute(statement, params)
+                while rows := cursor.fetchmany(self.batch_size):
+                    yield [_envelope(source, row) for row in rows]
+            conn.rollback()
+
+    def _stream_sqlite(
+        self, source: str, after: int, upto: int, types: list[str], tenant: str | None
+    ) -> Iterator[list[Envelope]]:
+        c = event_log.c
+        query = (
+            sa.select(event_log)
+            .where(c.source == source, c.position > after, c.position <= upto)
+            .where(c.event_type.in_(types))
+            .order_by(c.position)
+        )
+        if tenant is not None:
+            query = query.where(c.tenant == tenant)
+        with self.reader.engine.connect() as conn:
+            result = conn.execution_options(yield_per=self.batch_size).execute(query)
+            for rows in result.partitions():
+                yield [envelope_from_row(row._mapping) for row in rows]
+
+
+_DONE = object()
+_YOUNG_COLLECTION_EVERY = 5  # batches; each pass scans about the batches in hand
+_FULL_COLLECTION_EVERY = 50
+_gc_lock = threading.Lock()
+_gc_holders = 0
+_gc_was_enabled = True
+_gc_batches = 0
+
+
+@contextmanager
+def _batch_gc() -> Iterator[None]:
+    """Cyclic garbage collection between batches instead of during them.
+
+    A batch keeps tens of thousands of young objects alive (envelopes, payloads, pending
+    rows) until it commits, so the collector's allocation-driven passes keep scanning and
+    promoting them, and its full passes rescan the whole heap: a third of a rebuild's CPU.
+    While a replay runs, automatic collection is off and :func:`_collect_batch` collects
+    the young generations every few batches (the whole heap now and then)."""
+    global _gc_holders, _gc_was_enabled
+    with _gc_lock:
+        if _gc_holders == 0:
+            _gc_was_enabled = gc.isenabled()
+        _gc_holders += 1
+        gc.disable()
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_holders -= 1
+            if _gc_holders == 0 and _gc_was_enabled:
+                gc.enable()
+
+
+def _collect_batch() -> None:
+    global _gc_batches
+    _gc_batches += 1
+    if _gc_batches % _FULL_COLLECTION_EVERY == 0:
+        gc.collect()
+    elif _gc_batches % _YOUNG_COLLECTION_EVERY == 0:
+        gc.collect(1)
+
+
+def _read_ahead(batches: Iterator[list[Envelope]], depth: int = 2) -> Iterator[list[Envelope]]:
+    """``batches``, read by a thread up to ``depth`` batches ahead: the next batch is fetched
+    and decoded while the database writes the current one (the driver releases the GIL)."""
+    queue: Queue[Any] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        queue.put(batch, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    break
+            item: Any = _DONE
+        except BaseException as exc:  # handed to the consumer
+            item = exc
+        finally:
+            with contextlib.suppress(Exception):
+                batches.close()  # type: ignore[attr-defined]
+        while not stop.is_set():
+            try:
+                queue.put(item, timeout=0.1)
+                return
+            except Full:
+                continue
+
+    thread = threading.Thread(target=produce, name="replay-log-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _partition(event: Envelope, partitions: int) -> int:
+    return aggregate_hash(event.aggregate_type, event.aggregate_id) % partitions
+
+
+def _skipped(
+    event: Envelope, error: str, detail: str | None, behind: int | None = None
+) -> SkippedEvent:
+    return SkippedEvent(
+        event.source,
+        event.position or 0,
+        event.event_id,
+        event.event_type,
+        event.aggregate_type,
+        event.aggregate_id,
+        error,
+        detail,
+        behind,
+    )
+
+
+def _is_transient(exc: BaseException | None) -> bool:
+    orig = getattr(exc, "orig", exc)
+    return isinstance(
+        orig,
+        psycopg.errors.LockNotAvailable
+        | psycopg.errors.DeadlockDetected
+        | psycopg.errors.SerializationFailure,
+    ) or (isinstance(exc, OperationalError) and "locked" in str(exc))
+
+
+# -- one replay per projection -----------------------------------------------------------
+
+
+@contextmanager
+def replay_lock(store: SqlStore, projection: str) -> Iterator[None]:
+    """Held for a replay's whole run; raises :class:`ReplayLocked` when another holds it."""
+    busy = ReplayLocked(
+        f"another replay of {projection!r} is running (or cleaning up); wait for it to finish"
+    )
+    if store.kind == "postgresql":
+        key = int.from_bytes(
+            hashlib.blake2b(f"readmodel-replay:{projection}".encode(), digest_size=8).digest(),
+            "big",
+            signed=True,
+        )
+        with store.engine.connect() as conn:
+            if not conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one():
+                raise busy
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.rollback()
+                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+                conn.commit()
+        return
+    import fcntl
+
+    database = store.engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    path = Path(f"{database}.replay-{projection}.lock")
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise busy from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

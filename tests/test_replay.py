@@ -1,0 +1,610 @@
+"""``readmodel replay`` on PostgreSQL and SQLite: blue/green rebuilds that readers never see
+half-done, interrupted rebuilds, strict and skipping handlers, in-place replays, the CLI."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from config import Settings
+from outbox.relay import Relay
+from projections import invalidations
+from projections.cache import MemoryCache
+from projections.invalidations import WHOLE_PROJECTION
+from projections.redis_cache import RedisCache
+from projections.replay import (
+    Replayer,
+    ReplayError,
+    ReplayHooks,
+    ReplayLocked,
+    ReplayOptions,
+    ReplayRefused,
+    replay_lock,
+)
+from projections.sql_store import blocked, checkpoints
+from tests.cache_helpers import dead_redis_url, fresh_prefix
+from tests.cli_helpers import run_cli, write_config
+from tests.outbox_helpers import init_outbox, insert_events
+from tests.projection_fixtures import account_totals, customer_spend, order_lines
+from tests.replay_fixtures import last_deposit
+from workers.runtime import Runtime, build_runtime
+
+PROJECTIONS = ["tests.projection_fixtures", "tests.replay_fixtures"]
+Events = list[tuple[str, str, str, dict[str, Any]]]
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_url(request: pytest.FixtureRequest, database_for: Callable[[str], str]) -> str:
+    return database_for(request.param)
+
+
+class Pipeline:
+    """Sources on SQLite files; the log and read models in the store under test."""
+
+    def __init__(self, make_settings: Callable[..., Settings], store_url: str, sqlite: Any):
+        self.store_url = store_url
+        self.sources = {name: sqlite() for name in ("bank", "orders", "auth")}
+        self.settings = make_settings(
+            store_url,
+            {name: {"url": url} for name, url in self.sources.items()},
+            projections=PROJECTIONS,
+        )
+        self.engines = {}
+        for name in self.sources:
+            init_outbox(self.settings.sources[name], name)
+            self.engines[name] = sa.create_engine(self.sources[name])
+        self.runtime: Runtime = build_runtime(self.settings)
+        self.runtime.engine.retry_backoff = 0.001
+
+    def feed(self, source: str, events: Events, apply: bool = True) -> None:
+        insert_events(self.engines[source], events)
+        Relay(self.settings, log=self.runtime.log).drain()
+        if apply:
+            self.runtime.engine.catch_up()
+
+    def rows(self, table: sa.Table) -> dict[str, dict[str, Any]]:
+        with self.runtime.log.engine.connect() as conn:
+            return {row[0]: dict(row._mapping) for row in conn.execute(sa.select(table))}
+
+    def execute(self, sql: str) -> None:
+        with self.runtime.log.engine.begin() as conn:
+            conn.exec_driver_sql(sql)
+
+    def replayer(self, name: str, hooks: ReplayHooks | None = None, batch: int = 500) -> Replayer:
+        engine = self.runtime.engine
+        projection = engine.projection(name)
+        return Replayer(
+            engine.reader, projection, engine.store_of(projection), hooks=hooks, batch_size=batch
+        )
+
+    def tables(self) -> set[str]:
+        return set(sa.inspect(self.runtime.log.engine).get_table_names())
+
+    def close(self) -> None:
+        self.runtime.close()
+        for engine in self.engines.values():
+            engine.dispose()
+
+
+@pytest.fixture
+def pipelines(
+    make_settings: Callable[..., Settings], store_url: str, sqlite_database: Any
+) -> Iterator[Callable[[], Pipeline]]:
+    made: list[Pipeline] = []
+    urls = iter([store_url])
+
+    def make() -> Pipeline:
+        url = next(urls, None) or (
+            sqlite_database() if store_url.startswith("sqlite") else _pg_again(store_url)
+        )
+        made.append(Pipeline(make_settings, url, sqlite_database))
+        return made[-1]
+
+    created: list[str] = []
+
+    def _pg_again(url: str) -> str:
+        name = f"{sa.make_url(url).database}_clean"
+        admin = sa.create_engine(
+            sa.make_url(url).set(database="postgres", drivername="postgresql+psycopg"),
+            isolation_level="AUTOCOMMIT",
+            poolclass=sa.NullPool,
+        )
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        admin.dispose()
+        created.append(name)
+        return sa.make_url(url).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    for p in made:
+        p.close()
+    for name in created:
+        admin = sa.create_engine(
+            sa.make_url(store_url).set(database="postgres", drivername="postgresql+psycopg"),
+            isolation_level="AUTOCOMMIT",
+            poolclass=sa.NullPool,
+        )
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def pipeline(pipelines: Callable[[], Pipeline]) -> Pipeline:
+    return pipelines()
+
+
+def deposits(n: int, accounts: int, seed: int, start: dict[str, int] | None = None) -> Events:
+    rng = random.Random(seed)
+    seqs = dict(start or {})
+    events = []
+    for _ in range(n):
+        account = f"acct-{rng.randrange(accounts)}"
+        seqs[account] = seqs.get(account, 0) + 1
+        amount = rng.randint(1, 1000)
+        events.append(("account", account, "Deposited", {"amount": amount, "seq": seqs[account]}))
+    return events
+
+
+def last_seqs(events: Events) -> dict[str, int]:
+    return {account: payload["seq"] for _, account, _, payload in events}
+
+
+def expected_totals(events: Events) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for _, account, _, payload in events:
+        totals[account] = totals.get(account, 0) + payload["amount"]
+    return totals
+
+
+def orders(n: int, seed: int) -> tuple[Events, Events]:
+    rng = random.Random(seed)
+    placed = [
+        (
+            "order",
+            f"o{i}",
+            "OrderPlaced",
+            {
+                "customer": f"c{rng.randrange(7)}",
+                "amount": rng.randint(1, 500),
+                "schema_version": 2,
+            },
+        )
+        for i in range(n)
+    ]
+    cancelled = [("order", f"o{i}", "OrderCancelled", {}) for i in range(0, n, 9)]
+    users = [("user", f"c{i}", "UserRegistered", {"email": f"c{i}@example.com"}) for i in range(7)]
+    return placed + cancelled, users
+
+
+def live_checkpoints(p: Pipeline, projection: str) -> dict[tuple[str, int], int]:
+    return p.runtime.engine.store_of(projection).checkpoints(projection)
+
+
+# -- blue/green ------------------------------------------------------------------------
+
+
+def test_rebuild_repairs_a_corrupted_model_and_equals_a_clean_build(
+    pipelines: Callable[[], Pipeline],
+) -> None:
+    live, clean = pipelines(), pipelines()
+    bank = deposits(1200, 23, seed=1)
+    placed, users = orders(400, seed=2)
+    for p in (live, clean):
+        p.feed("bank", bank)
+        p.feed("orders", placed)
+        p.feed("auth", users)
+    live.execute("UPDATE account_totals SET total = 0")
+    live.execute("DELETE FROM customer_spend WHERE customer = 'c1'")
+    live.execute("UPDATE last_deposit SET amount = -1")
+    assert live.rows(account_totals) != clean.rows(account_totals)
+
+    for _ in range(2):  # twice: the second rebuild's shadow names must not collide
+        for name in ("totals", "customer_spend", "last_deposit"):
+            summary = live.replayer(name).run(ReplayOptions())
+            assert summary.mode == "blue-green" and summary.skipped == []
+
+    for table in (account_totals, customer_spend, order_lines, last_deposit):
+        assert live.rows(table) == clean.rows(table), table.name
+    assert not any(t.endswith(("__rebuild", "__old")) for t in live.tables())
+    head = live.runtime.log.head("bank")
+    assert set(live_checkpoints(live, "totals").values()) == {head}
+    with live.runtime.log.engine.connect() as conn:
+        shadow_rows = conn.execute(
+            sa.select(sa.func.count()).where(checkpoints.c.projection.like("%__rebuild"))
+        ).scalar_one()
+        indexes = {ix["name"] for ix in sa.inspect(conn).get_indexes("last_deposit")}
+    assert shadow_rows == 0
+    assert {"last_deposit_amount_idx", "ix_last_deposit_seq"} <= indexes
+    # The live lanes go on from the swapped checkpoints.
+    more = deposits(50, 23, seed=3, start=last_seqs(bank))
+    for p in (live, clean):
+        p.feed("bank", more)
+    assert live.rows(account_totals) == clean.rows(account_totals)
+    assert all(r["violations"] == 0 for r in live.rows(account_totals).values())
+
+
+class LiveWritesDuringRebuild(ReplayHooks):
+    """After the first shadow batches, new events are relayed and applied by the live lanes
+    (to the old tables) while the rebuild goes on."""
+
+    def __init__(self, pipeline: Pipeline, events: Events) -> None:
+        self.pipeline = pipeline
+        self.events = events
+        self.batches = 0
+        self.live_applied = 0
+        self.swapping = False
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        self.batches += 1
+        if self.batches == 2:
+            insert_events(self.pipeline.engines["bank"], self.events)
+            Relay(self.pipeline.settings, log=self.pipeline.runtime.log).drain()
+            self.live_applied = self.pipeline.runtime.engine.catch_up(["totals"])
+
+    def before_swap(self) -> None:
+        self.swapping = True
+
+
+def test_readers_never_miss_a_row_and_live_events_reach_the_rebuilt_model(
+    pipeline: Pipeline,
+) -> None:
+    first = deposits(2500, 40, seed=4)
+    pipeline.feed("bank", first)
+    pipeline.execute("UPDATE account_totals SET total = -1")  # the rebuild must repair this
+    keys = set(pipeline.rows(account_totals))
+    later = deposits(600, 45, seed=5, start=last_seqs(first))  # also adds accounts 40..44
+    reader_engine = sa.create_engine(
+        sa.make_url(pipeline.runtime.log.engine.url), poolclass=sa.NullPool
+    )
+    stop = threading.Event()
+    reads: list[int] = []
+    problems: list[str] = []
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                with reader_engine.connect() as conn:
+                    seen = {r[0] for r in conn.execute(sa.select(account_totals.c.account))}
+                missing = keys - seen
+                if missing:
+                    problems.append(f"missing {sorted(missing)[:3]} after {len(reads)} reads")
+                if reads and len(seen) < reads[-1]:
+                    problems.append(f"row count dropped from {reads[-1]} to {len(seen)}")
+                reads.append(len(seen))
+        except Exception as exc:  # pragma: no cover - reported below
+            problems.append(repr(exc))
+
+    hooks = LiveWritesDuringRebuild(pipeline, later)
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        summary = pipeline.replayer("totals", hooks, batch=200).run(ReplayOptions())
+    finally:
+        stop.set()
+        thread.join()
+        reader_engine.dispose()
+
+    assert problems == []
+    assert len(reads) > 5
+    assert hooks.live_applied == len(later) and hooks.swapping
+    all_events = first + later
+    rows = pipeline.rows(account_totals)
+    assert {k: r["total"] for k, r in rows.items()} == expected_totals(all_events)
+    assert sum(r["events"] for r in rows.values()) == len(all_events)
+    assert all(r["violations"] == 0 for r in rows.values())
+    assert summary.events == len(all_events)
+    head = pipeline.runtime.log.head("bank")
+    assert set(live_checkpoints(pipeline, "totals").values()) == {head}
+    assert pipeline.runtime.engine.lagging(["totals"]) == []
+
+
+class Interrupt(ReplayHooks):
+    def __init__(self, after_batches: int) -> None:
+        self.after = after_batches
+        self.batches = 0
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        self.batches += 1
+        if self.batches == self.after:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_rebuild_leaves_the_live_model_and_a_later_replay_succeeds(
+    pipeline: Pipeline,
+) -> None:
+    events = deposits(2000, 30, seed=6)
+    pipeline.feed("bank", events)
+    pipeline.execute("UPDATE account_totals SET total = 7")
+    before = pipeline.rows(account_totals)
+    checkpoints_before = live_checkpoints(pipeline, "totals")
+
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.replayer("totals", Interrupt(after_batches=2), batch=300).run(ReplayOptions())
+
+    assert pipeline.rows(account_totals) == before
+    assert live_checkpoints(pipeline, "totals") == checkpoints_before
+    assert "account_totals__rebuild" in pipeline.tables()
+    plan = pipeline.replayer("totals").plan(ReplayOptions())
+    assert [name.strip('"') for name in plan.leftovers] == ["account_totals__rebuild"]
+
+    pipeline.replayer("totals").run(ReplayOptions())
+    rows = pipeline.rows(account_totals)
+    assert {k: r["total"] for k, r in rows.items()} == expected_totals(events)
+    assert "account_totals__rebuild" not in pipeline.tables()
+
+
+def test_interrupt_inside_the_swap_changes_nothing(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = deposits(500, 10, seed=7)
+    pipeline.feed("bank", events)
+    pipeline.execute("UPDATE account_totals SET total = 7")
+    before = pipeline.rows(account_totals)
+    replayer = pipeline.replayer("totals")
+    swap = replayer.shadow.swap
+
+    def swap_then_die(conn: sa.Connection) -> list[str]:
+        swap(conn)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replayer.shadow, "swap", swap_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        replayer.run(ReplayOptions())
+    assert pipeline.rows(account_totals) == before
+    dropped = pipeline.replayer("totals").cleanup()
+    assert [d.strip('"') for d in dropped] == ["account_totals__rebuild"]
+    assert pipeline.tables() >= {"account_totals"} and "account_totals__rebuild" not in (
+        pipeline.tables()
+    )
+
+
+def test_a_second_replay_of_the_same_projection_is_refused(pipeline: Pipeline) -> None:
+    pipeline.feed("bank", deposits(50, 5, seed=8))
+    store = pipeline.runtime.engine.store_of("totals")
+    with replay_lock(store, "totals"):  # type: ignore[arg-type]
+        with pytest.raises(ReplayLocked, match="another replay of 'totals' is running"):
+            pipeline.replayer("totals").run(ReplayOptions())
+        # another projection is not affected
+        pipeline.replayer("balances").run(ReplayOptions())
+    pipeline.replayer("totals").run(ReplayOptions())
+
+
+# -- handler errors and parked events ---------------------------------------------------
+
+
+def test_strict_replay_stops_at_the_failing_event_and_skip_errors_parks_it(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = deposits(600, 6, seed=9)
+    pipeline.feed("bank", events)
+    before = pipeline.rows(account_totals)
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-3")
+    first_position = 1 + next(i for i, e in enumerate(events) if e[1] == "acct-3")
+
+    with pytest.raises(ReplayError) as failure:
+        pipeline.replayer("totals").run(ReplayOptions())
+    message = str(failure.value)
+    assert f"bank:{first_position} " in message
+    assert "Deposited of account:acct-3" in message and "refusing acct-3" in message
+    assert pipeline.rows(account_totals) == before
+
+    summary = pipeline.replayer("totals").run(ReplayOptions(skip_errors=True))
+    acct3 = [i + 1 for i, e in enumerate(events) if e[1] == "acct-3"]
+    assert [s.position for s in summary.skipped] == acct3
+    assert summary.skipped[0].held_behind is None
+    assert all(s.held_behind == first_position for s in summary.skipped[1:])
+    assert summary.events == len(events) - len(acct3)
+    rows = pipeline.rows(account_totals)
+    assert "acct-3" not in rows
+    expected = expected_totals(events)
+    assert {k: r["total"] for k, r in rows.items()} == {
+        k: v for k, v in expected.items() if k != "acct-3"
+    }
+    parked = pipeline.runtime.engine.parked("totals")
+    assert [p.position for p in parked] == acct3
+    assert "refusing acct-3" in parked[0].reason
+
+    monkeypatch.delenv("READMODEL_TEST_FAIL_ON")
+    assert pipeline.runtime.engine.retry(parked[0]) == len(acct3)
+    rows = pipeline.rows(account_totals)
+    assert {k: r["total"] for k, r in rows.items()} == expected
+
+
+def test_events_parked_live_are_reattempted_by_the_rebuild(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-2")
+    pipeline.runtime.engine.max_attempts = 2
+    events = deposits(300, 4, seed=10)
+    pipeline.feed("bank", events)
+    assert "acct-2" not in pipeline.rows(account_totals)
+    assert pipeline.runtime.engine.parked("totals")
+
+    monkeypatch.delenv("READMODEL_TEST_FAIL_ON")  # the handler was fixed
+    summary = pipeline.replayer("totals").run(ReplayOptions())
+    rows = pipeline.rows(account_totals)
+    assert {k: r["total"] for k, r in rows.items()} == expected_totals(events)
+    assert pipeline.runtime.engine.parked("totals") == []
+    statuses = {p.status for p in pipeline.runtime.engine.parked("totals", status=None)}
+    assert statuses == {"replayed"} and summary.released_parked > 0
+    with pipeline.runtime.log.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(blocked)).scalar_one() == 0
+    more = [
+        ("account", "acct-2", "Deposited", {"amount": 5, "seq": last_seqs(events)["acct-2"] + 1})
+    ]
+    pipeline.feed("bank", more)
+    assert pipeline.rows(account_totals)["acct-2"]["total"] == expected_totals(events)["acct-2"] + 5
+
+
+# -- in place ----------------------------------------------------------------------------
+
+
+def test_in_place_replay_only_for_replay_safe_projections(pipeline: Pipeline) -> None:
+    events = deposits(400, 8, seed=11)
+    pipeline.feed("bank", events)
+    with pytest.raises(ReplayRefused, match="'totals' is not replay-safe"):
+        pipeline.replayer("totals").run(ReplayOptions(from_position=0))
+    with pytest.raises(ReplayRefused, match="add --from-position"):
+        pipeline.replayer("last_deposit").run(ReplayOptions(source="bank"))
+    with pytest.raises(ReplayRefused, match="does not subscribe to source 'auth'"):
+        pipeline.replayer("last_deposit").run(ReplayOptions(from_position=0, source="auth"))
+
+    good = pipeline.rows(last_deposit)
+    pipeline.execute("UPDATE last_deposit SET amount = -1")
+    last_event_of = {e[1]: i + 1 for i, e in enumerate(events)}
+    position = 200
+    summary = pipeline.replayer("last_deposit", batch=64).run(
+        ReplayOptions(from_position=position, source="bank")
+    )
+    assert summary.mode == "in-place" and summary.events == len(events) - position
+    rows = pipeline.rows(last_deposit)
+    for account, row in rows.items():
+        repaired = last_event_of[account] > position
+        assert row["amount"] == (good[account]["amount"] if repaired else -1), account
+    assert live_checkpoints(pipeline, "last_deposit") == {
+        ("bank", p): len(events) for p in range(4)
+    }
+
+
+def test_in_place_replay_of_one_tenant(pipeline: Pipeline) -> None:
+    events = deposits(300, 6, seed=12)
+    pipeline.feed("bank", events, apply=False)
+    pipeline.execute(
+        "UPDATE rm_event_log SET tenant = CASE WHEN aggregate_id IN ('acct-1', 'acct-2') "
+        "THEN 't1' ELSE 't2' END"
+    )
+    pipeline.runtime.engine.catch_up()
+    pipeline.execute("UPDATE last_deposit SET amount = -1")
+    summary = pipeline.replayer("last_deposit").run(ReplayOptions(from_position=0, tenant="t1"))
+    rows = pipeline.rows(last_deposit)
+    assert {k for k, r in rows.items() if r["amount"] != -1} == {"acct-1", "acct-2"}
+    assert all(
+        r["tenant"] == ("t1" if k in {"acct-1", "acct-2"} else "t2") for k, r in rows.items()
+    )
+    assert summary.events == sum(1 for e in events if e[1] in {"acct-1", "acct-2"})
+
+
+# -- the CLI -----------------------------------------------------------------------------
+
+
+def test_a_swap_invalidates_the_projections_cache_and_a_lost_invalidation_is_redone(
+    pipeline: Pipeline,
+) -> None:
+    pipeline.feed("bank", deposits(200, 5, seed=21))
+    engine = pipeline.runtime.engine
+    projection = engine.projection("totals")
+    store = engine.store_of(projection)
+    store.journal_invalidations = True
+    cache, loads = MemoryCache(), []
+
+    def cached() -> Any:
+        def load() -> dict[str, int]:
+            loads.append(1)
+            return {"loads": len(loads)}
+
+        return cache.get_or_load("totals", "acct-1", ["account:acct-1"], load)
+
+    cached(), cached()
+    assert len(loads) == 1
+
+    # Redis is unreachable at the swap: the whole-projection invalidation stays journaled.
+    dead = RedisCache(dead_redis_url(), key_prefix=fresh_prefix(), timeout=0.05)
+    try:
+        Replayer(engine.reader, projection, store, cache=dead).run(ReplayOptions())
+    finally:
+        dead.close()
+    pending = store.pending_invalidations()
+    assert [(i.projection, i.tags) for i in pending] == [("totals", (WHOLE_PROJECTION,))]
+    cached()
+    assert len(loads) == 1  # not invalidated yet
+
+    assert invalidations.redo(cache, [store]) == 1
+    assert store.pending_invalidations() == []
+    cached()
+    assert len(loads) == 2
+
+    Replayer(engine.reader, projection, store, cache=cache).run(ReplayOptions())
+    assert store.pending_invalidations() == []
+    cached()
+    assert len(loads) == 3
+
+
+def _config(tmp_path: Path, p: Pipeline) -> Path:
+    return write_config(
+        tmp_path / "replay.toml",
+        {
+            "projections": PROJECTIONS,
+            "store": {"url": p.store_url},
+            "sources": {name: {"url": url} for name, url in p.sources.items()},
+        },
+    )
+
+
+def test_cli_dry_run_confirmation_and_exit_codes(pipeline: Pipeline, tmp_path: Path) -> None:
+    events = deposits(300, 9, seed=13)
+    pipeline.feed("bank", events)
+    pipeline.execute("UPDATE account_totals SET total = 0")
+    config = str(_config(tmp_path, pipeline))
+    before, tables_before = pipeline.rows(account_totals), pipeline.tables()
+    cps = live_checkpoints(pipeline, "totals")
+
+    dry = run_cli(["replay", "totals", "--dry-run", "--config", config])
+    assert dry.exit_code == 0, dry.output
+    assert "blue/green" in dry.stdout and "account_totals__rebuild" in dry.stdout
+    assert "300" in dry.stdout and "dry run: nothing was changed" in dry.stdout
+    assert pipeline.rows(account_totals) == before and pipeline.tables() == tables_before
+    assert live_checkpoints(pipeline, "totals") == cps
+
+    no_yes = run_cli(["replay", "totals", "--config", config])
+    assert no_yes.exit_code == 2 and "pass --yes" in no_yes.stderr
+    assert pipeline.rows(account_totals) == before
+
+    for args, code, text in [
+        (["replay", "nope", "--yes"], 2, "unknown projection 'nope'"),
+        (["replay", "totals", "--from-position", "5", "--yes"], 2, "not replay-safe"),
+        (["replay", "totals", "--tenant", "t1", "--yes"], 2, "add --from-position"),
+    ]:
+        result = run_cli([*args, "--config", config])
+        assert result.exit_code == code and text in result.stderr, (args, result.output)
+
+    store = pipeline.runtime.engine.store_of("totals")
+    with replay_lock(store, "totals"):  # type: ignore[arg-type]
+        busy = run_cli(["replay", "totals", "--yes", "--config", config])
+    assert busy.exit_code == 1 and "another replay of 'totals' is running" in busy.stderr
+
+    done = run_cli(["replay", "totals", "--yes", "--config", config])
+    assert done.exit_code == 0, done.output
+    assert "rebuilt and swapped in: 300 events" in done.stdout
+    rows = pipeline.rows(account_totals)
+    assert {k: r["total"] for k, r in rows.items()} == expected_totals(events)
+
+    safe = run_cli(
+        ["replay", "last_deposit", "--from-position", "100", "--yes", "--config", config]
+    )
+    assert safe.exit_code == 0 and "replayed in place: 200 events" in safe.stdout
+
+
+def test_cli_reports_the_failing_event_and_skips_with_skip_errors(
+    pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = deposits(200, 5, seed=14)
+    pipeline.feed("bank", events)
+    config = str(_config(tmp_path, pipeline))
+    env = {"READMODEL_TEST_FAIL_ON": "acct-4"}
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-4")
+    position = 1 + next(i for i, e in enumerate(events) if e[1] == "acct-4")
+    failed = run_cli(["replay", "totals", "--yes", "--config", config], env=env)
+    assert failed.exit_code == 1
+    assert f"replay stopped at bank:{position}" in failed.stderr
+    skipped = run_cli(["replay", "totals", "--yes", "--skip-errors", "--config", config], env=env)
+    assert skipped.exit_code == 0, skipped.output
+    count = sum(1 for e in events if e[1] == "acct-4")
+    assert f"skipped {count} events" in skipped.stdout
+    assert f"bank:{position} Deposited account:acct-4" in skipped.stdout

@@ -1,0 +1,244 @@
+"""SqlTx's PostgreSQL flush paths write exactly the same rows.
+
+A flush sends a group of rows either as one JSON document (``json_to_recordset``) or as
+one array per column (``unnest``); the JSON path is taken only when every value reads back
+the same. These tests write awkward values through both and compare the stored rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pydantic
+import pytest
+import sqlalchemy as sa
+
+from outbox.db import create_engine
+from projections.sql_tx import NewRows, SqlTx, _plan
+
+metadata = sa.MetaData()
+table = sa.Table(
+    "flush_paths",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("text", sa.Text),
+    sa.Column("short", sa.String(4)),
+    sa.Column("small", sa.SmallInteger),
+    sa.Column("number", sa.BigInteger),
+    sa.Column("flag", sa.Boolean),
+    sa.Column("at", sa.DateTime(timezone=True)),
+    sa.Column("naive", sa.DateTime()),
+)
+
+
+class _Stamp(pydantic.BaseModel):
+    at: datetime
+
+
+_pydantic_zone = _Stamp(at="2024-03-01T12:00:00+05:30").at  # pydantic_core's TzInfo
+_texts = ["", "plain", 'quote " and \\ backslash', "tab\tnew\nline\x01", "ünïcødé ✓ 𝄞", "'"]
+_moments = [
+    datetime(2024, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+    datetime(2024, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=-3, minutes=-30))),
+    datetime(2024, 10, 27, 2, 30, tzinfo=ZoneInfo("Europe/Amsterdam"), fold=1),
+    datetime(1850, 1, 1, tzinfo=ZoneInfo("Europe/Amsterdam")),  # LMT: +00:19:32
+    datetime(2024, 3, 1, 12, 0, tzinfo=timezone(timedelta(hours=5, seconds=7))),
+    _pydantic_zone,
+]
+
+
+_WHOLE_MINUTES = [0, 1, 2, 5]  # the moments whose UTC offset JSON carries exactly
+_VARIANTS = [*range(len(_moments)), "whole minutes", "naive"]
+
+
+def _moment(i: int, variant: int | str) -> datetime:
+    if variant == "naive":  # read in the session's time zone
+        return datetime(2024, 3, 1, 12, 0, 0, i)
+    if variant == "whole minutes":
+        return _moments[_WHOLE_MINUTES[i % len(_WHOLE_MINUTES)]]
+    assert isinstance(variant, int)
+    return _moments[variant]
+
+
+def _rows(prefix: str, variant: int | str) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(14):
+        rows.append(
+            {
+                "id": f"{prefix}{i}",
+                "text": _texts[i % len(_texts)] if i % 5 else None,
+                "small": [0, -32768, 32767, None][i % 4],
+                "number": [0, 2**63 - 1, -(2**63), None, 7][i % 5],
+                "flag": [True, False, None][i % 3],
+                "at": None if i % 4 == 3 else _moment(i, variant),
+                "naive": None if i % 2 else datetime(2024, 1, 2, 3, 4, 5, i),
+            }
+        )
+    return rows
+
+
+def _flush(
+    engine: sa.Engine,
+    rows: list[dict[str, Any]],
+    *,
+    force_arrays: bool = False,
+    new_rows: NewRows | None = None,
+    read_first: bool = False,
+) -> None:
+    plan = _plan(engine.dialect, table)
+    assert plan is not None
+    original = plan.json_rows
+    if force_arrays:
+        plan.json_rows = lambda columns, rows: None  # type: ignore[method-assign]
+    try:
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {table: table}, lock_rows=False, new_rows=new_rows)
+            if read_first:
+                tx.prefetch(table, [row["id"] for row in rows])
+            for row in rows:
+                tx.upsert(table, row)
+            tx.flush()
+    finally:
+        plan.json_rows = original  # type: ignore[method-assign]
+
+
+def _stored(engine: sa.Engine, prefix: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(table).where(table.c.id.like(f"{prefix}%")).order_by(table.c.id)
+        )
+        return [tuple(row)[1:] for row in rows]
+
+
+@pytest.mark.parametrize("variant", _VARIANTS)
+def test_json_and_array_flushes_store_the_same_rows(
+    pg_database: Callable[[], str], variant: int | str
+) -> None:
+    engine = create_engine(pg_database())
+    try:
+        metadata.create_all(engine)
+        with engine.begin() as conn:  # a session time zone other than UTC, for naive values
+            name = engine.url.database
+            conn.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET timezone = 'America/New_York'")
+        engine.dispose()
+        plan = _plan(engine.dialect, table)
+        assert plan is not None
+        rows = _rows("j", variant)
+        json_path = plan.json_rows(tuple(sorted(rows[0])), rows) is not None
+        assert json_path == (variant not in (3, 4))  # offsets with seconds take the arrays
+        for force_arrays, prefix in ((True, "a"), (False, "j")):
+            _flush(engine, _rows(prefix, variant), force_arrays=force_arrays)
+            # upserting over the rows: the update branch (with other values) is the same too
+            _flush(engine, _rows(prefix, "whole minutes")[::-1], force_arrays=force_arrays)
+            _flush(engine, _rows(prefix, variant)[:7], force_arrays=force_arrays)
+        # COPY (a rebuild's new rows): new rows, then existing ones it must give up on
+        new_rows = NewRows()
+        _flush(engine, _rows("c", variant), new_rows=new_rows)
+        assert new_rows.existing_found == set()
+        _flush(engine, _rows("c", "whole minutes")[::-1], new_rows=new_rows)
+        assert new_rows.existing_found == {"flush_paths"}
+        _flush(engine, _rows("c", variant)[:7], new_rows=new_rows, read_first=True)
+        copied = plan.copy_types(tuple(sorted(rows[0])), rows) is not None
+        assert copied == (variant != "naive")  # a naive value for timestamptz: the upsert
+        assert _stored(engine, "j") == _stored(engine, "a")
+        assert _stored(engine, "c") == _stored(engine, "a")
+        assert len(_stored(engine, "j")) == 14
+    finally:
+        engine.dispose()
+
+
+def test_copy_gives_up_on_rows_that_exist(pg_database: Callable[[], str]) -> None:
+    engine = create_engine(pg_database())
+    try:
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [{"id": "old", "text": "before", "number": 1}])
+        new_rows = NewRows()
+        rows = [{"id": "new", "text": "a", "number": 2}, {"id": "old", "text": "b", "number": 3}]
+        _flush(engine, rows, new_rows=new_rows)  # "old" exists: the whole COPY is undone
+        assert new_rows.existing_found == {"flush_paths"}
+        assert _stored(engine, "new") == [("a", None, None, 2, None, None, None)]
+        assert _stored(engine, "old") == [("b", None, None, 3, None, None, None)]
+        # from now on only rows read and found missing are copied; the others are upserted
+        _flush(engine, [{"id": "new", "text": "c", "number": 4}], new_rows=new_rows)
+        _flush(engine, [{"id": "n2", "text": "d"}], new_rows=new_rows, read_first=True)
+        assert _stored(engine, "n") == [
+            ("d", None, None, None, None, None, None),  # n2
+            ("c", None, None, 4, None, None, None),  # new
+        ]
+    finally:
+        engine.dispose()
+
+
+def test_copy_failing_otherwise_ends_as_the_upsert_would(pg_database: Callable[[], str]) -> None:
+    """A COPY that fails for another reason than an existing key (here a partial row that
+    misses a NOT NULL column) is undone; the upsert then has the last word."""
+    engine = create_engine(pg_database())
+    counts = sa.Table(
+        "flush_counts",
+        sa.MetaData(),
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("total", sa.Integer, nullable=False),
+        sa.Column("note", sa.Text),
+    )
+
+    def outcome(rows: list[dict[str, Any]], new_rows: NewRows | None) -> object:
+        with engine.begin() as conn:
+            conn.execute(counts.delete())
+            conn.execute(counts.insert(), [{"id": "k", "total": 5, "note": "n"}])
+        try:
+            with engine.begin() as conn:
+                tx = SqlTx(conn, {counts: counts}, lock_rows=False, new_rows=new_rows)
+                for row in rows:
+                    tx.upsert(counts, row)
+                tx.flush()
+        except psycopg.errors.IntegrityError as exc:  # the driver-level paths raise these
+            return type(exc).__name__
+        with engine.connect() as conn:
+            return conn.execute(sa.select(counts).order_by(counts.c.id)).all()
+
+    try:
+        counts.create(engine)
+        for rows in (
+            [{"id": "k", "note": "changed"}],  # exists, unread: taken for new
+            [{"id": "new", "note": "no total"}],
+            [{"id": "new", "total": 1, "note": "x"}, {"id": "k", "total": 2, "note": "y"}],
+        ):
+            new_rows = NewRows()
+            assert outcome(rows, new_rows) == outcome(rows, None), rows
+            assert new_rows.existing_found == {"flush_counts"}
+        assert outcome([{"id": "k", "note": "x"}], None) == "NotNullViolation"
+    finally:
+        engine.dispose()
+
+
+def test_values_without_an_exact_json_form_take_the_array_path(
+    pg_database: Callable[[], str],
+) -> None:
+    engine = create_engine(pg_database())
+    try:
+        metadata.create_all(engine)
+        plan = _plan(engine.dialect, table)
+        assert plan is not None
+        columns = ("at", "id", "text")
+        fine = [{"id": "1", "text": "x", "at": _moments[0]}]
+        assert plan.json_rows(columns, fine) is not None
+        for odd in (
+            {"id": "1", "text": 5, "at": None},  # an int for a text column
+            {"id": "1", "text": "x", "at": _moments[3]},  # an offset with seconds
+            {"id": "1", "text": "x", "at": _moments[4]},
+            {"id": "1", "text": "\ud800", "at": None},  # a lone surrogate
+        ):
+            assert plan.json_rows(columns, [*fine, odd]) is None, odd
+        assert plan.json_rows(("id", "short"), [{"id": "1", "short": "ab"}]) is None
+        assert plan.json_rows(("id", "number"), [{"id": "1", "number": True}]) is None
+        assert plan.json_rows(("id", "number"), [{"id": "1", "number": 2**64}]) is None
+        assert plan.json_rows(("id", "naive"), [{"id": "1", "naive": _moments[0]}]) is None
+        mixed = [{"id": "1", "at": _moments[0]}, {"id": "2", "at": datetime(2024, 1, 1)}]
+        assert plan.json_rows(("at", "id"), mixed) is None
+    finally:
+        engine.dispose()

@@ -1,0 +1,261 @@
+"""``readmodel replay``: rebuild a projection from the event log (see ``projections/replay.py``)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from outbox.errors import ReadmodelError
+from projections.replay import (
+    BLUE_GREEN,
+    Replayer,
+    ReplayHooks,
+    ReplayLocked,
+    ReplayOptions,
+    ReplayPlan,
+    ReplayRefused,
+    ReplaySummary,
+)
+from workers.cli_support import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    ConfigOption,
+    err,
+    fail,
+    guarded,
+    load,
+    out,
+    require_migrated,
+)
+
+EXIT_INTERRUPTED = 130
+
+
+def replay_command(
+    projection: Annotated[str, typer.Argument(help="The projection to rebuild (its name).")],
+    source: Annotated[
+        str | None,
+        typer.Option("--source", "-s", help="In place only: replay just this source's lanes."),
+    ] = None,
+    from_position: Annotated[
+        int | None,
+        typer.Option(
+            "--from-position",
+            min=0,
+            help="Replay the events after this log position IN PLACE into the live tables "
+            "(replay-safe projections only; 0 for the whole log). Without it: blue/green rebuild.",
+        ),
+    ] = None,
+    tenant: Annotated[
+        str | None,
+        typer.Option("--tenant", help="In place only: replay just this tenant's events."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be replayed; change nothing.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    skip_errors: Annotated[
+        bool,
+        typer.Option(
+            "--skip-errors",
+            help="Skip (and park) events whose handler fails, with the later events of their "
+            "aggregate, instead of stopping.",
+        ),
+    ] = False,
+    cleanup: Annotated[
+        bool,
+        typer.Option("--cleanup", help="Only drop what an interrupted replay left behind."),
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Events per replay transaction.")
+    ] = 20_000,
+    config: ConfigOption = None,
+) -> None:
+    """Rebuild PROJECTION from the event log without downtime.
+
+    By default blue/green: the tables are rebuilt as shadow copies while the live model
+    keeps serving and applying new events, then swapped in one transaction. An error in a
+    handler stops the replay (live model untouched) unless --skip-errors. Ctrl-C is safe:
+    the live model stays as it was; the next replay (or --cleanup) removes the shadow.
+
+    Exit codes: 0 done, 1 failed or refused at run time (another replay running, a handler
+    error), 2 bad usage (or no --yes without a terminal), 3 database unreachable,
+    130 interrupted.
+    """
+    from workers.runtime import build_runtime
+
+    settings = load(config, log_level="warning")
+    require_migrated(settings, config)
+    runtime = guarded(build_runtime, settings, create_tables=not dry_run, migrate=False)
+    try:
+        try:
+            target = runtime.engine.projection(projection)
+        except ReadmodelError as exc:
+            raise fail(str(exc), EXIT_CONFIG) from None
+        options = ReplayOptions(from_position, source, tenant, skip_errors)
+        hooks = _ProgressHooks()
+        replayer = _call(
+            Replayer,
+            runtime.engine.reader,
+            target,
+            runtime.engine.store_of(target),
+            cache=getattr(runtime, "cache", None),
+            hooks=hooks,
+            batch_size=batch_size,
+        )
+        if cleanup:
+            dropped = _call(replayer.cleanup)
+            out.print(
+                f"{projection}: dropped {', '.join(dropped)}"
+                if dropped
+                else f"{projection}: nothing to clean up",
+                highlight=False,
+            )
+            return
+        plan = _call(replayer.plan, options)
+        _print_plan(plan)
+        if dry_run:
+            out.print("dry run: nothing was changed", highlight=False)
+            return
+        _confirm(plan, yes)
+        try:
+            with hooks:
+                summary = _call(replayer.run, options)
+        except KeyboardInterrupt:
+            err.print(
+                f"interrupted: the live model of {projection!r} is untouched; the next replay "
+                f"(or 'readmodel replay {projection} --cleanup') removes the shadow tables",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        _print_summary(summary)
+    finally:
+        runtime.close()
+
+
+def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
+    """:func:`guarded`, with a refused replay as a usage error and a running one as a failure."""
+
+    def call() -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ReplayRefused as exc:
+            raise fail(str(exc), EXIT_CONFIG) from None
+        except ReplayLocked as exc:
+            raise fail(str(exc), EXIT_FAILURE) from None
+
+    return guarded(call)
+
+
+def _confirm(plan: ReplayPlan, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise fail("refusing to replay without confirmation: pass --yes", EXIT_CONFIG)
+    what = "rebuild" if plan.mode == BLUE_GREEN else "replay in place"
+    if not typer.confirm(f"{what} {plan.projection} from {plan.events:,} events?"):
+        raise fail("replay cancelled", EXIT_FAILURE)
+
+
+def _print_plan(plan: ReplayPlan) -> None:
+    mode = (
+        "blue/green rebuild into shadow tables"
+        if plan.mode == BLUE_GREEN
+        else "in place into the live tables"
+    )
+    tenant = f", tenant {plan.tenant}" if plan.tenant else ""
+    out.print(f"{plan.projection}: {mode}{tenant}", highlight=False)
+    table = Table(title="events to replay")
+    for column in ("source", "after", "log head", "events"):
+        table.add_column(column, justify="left" if column == "source" else "right")
+    for s in plan.sources:
+        table.add_row(s.source, str(s.after), str(s.head), f"{s.events:,}")
+    out.print(table)
+    for live, written in plan.tables:
+        out.print(
+            f"  table {live}" + (f" <- {written}" if written != live else ""), highlight=False
+        )
+    for name in plan.leftovers:
+        out.print(f"  left over by an earlier replay, will be dropped: {name}", highlight=False)
+
+
+def _print_summary(summary: ReplaySummary) -> None:
+    done = "rebuilt and swapped in" if summary.mode == BLUE_GREEN else "replayed in place"
+    out.print(
+        f"{summary.projection}: {done}: {summary.events:,} events in {summary.seconds:.1f}s "
+        f"({summary.rate:,.0f} events/s)",
+        highlight=False,
+    )
+    for source, count in summary.applied.items():
+        checkpoint = summary.checkpoints.get(source)
+        at = f", checkpoint {checkpoint}" if checkpoint is not None else ""
+        out.print(f"  {source}: {count:,} events{at}", highlight=False)
+    if summary.released_parked:
+        out.print(
+            f"  {summary.released_parked} parked events were replayed and released",
+            highlight=False,
+        )
+    if summary.skipped:
+        out.print(f"  skipped {len(summary.skipped)} events (now parked):", highlight=False)
+        for event in summary.skipped:
+            out.print(
+                f"    {event.source}:{event.position} {event.event_type} {event.aggregate}: "
+                f"{escape(event.error)}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- events/s" if speed is None else f"{speed:,.0f} events/s")
+
+
+class _ProgressHooks(ReplayHooks):
+    """A rich progress bar on stderr: events applied of those to replay, events/s, ETA."""
+
+    def __init__(self) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+        )
+        self._task: Any = None
+
+    def __enter__(self) -> _ProgressHooks:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def started(self, plan: ReplayPlan) -> None:
+        self._task = self._progress.add_task(plan.projection, total=max(plan.events, 1))
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=applied, total=max(total, 1))
+
+    def before_swap(self) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, description="swapping")
