@@ -30,29 +30,33 @@ class SourceStatus:
 def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
     """One :class:`SourceStatus` per configured source; an unreachable source reports its error."""
     heads = log.heads()
-    out = []
-    for name, source_settings in settings.sources.items():
-        undelivered: int | None = None
-        age: float | None = None
-        error: str | None = None
-        source = open_source(name, source_settings)
-        try:
-            stats = source.pending()
-            undelivered, age = stats.undelivered, stats.oldest_age_seconds
-        except ReadmodelError as exc:
-            error = str(exc)
-        finally:
-            source.close()
-        out.append(
-            SourceStatus(
-                source=name,
-                engine=engine_kind(source_settings.url),
-                url=redact_dsn(source_settings.url),
-                undelivered=undelivered,
-                oldest_undelivered_age_seconds=age,
-                log_head=heads.get(name, 0),
-                parked=log.parked_outbox_count(name),
-                error=error,
-            )
-        )
-    return out
+    return [
+        source_status(name, settings, heads.get(name, 0), log.parked_outbox_count(name))
+        for name in settings.sources
+    ]
+
+
+def source_status(name: str, settings: Settings, log_head: int, parked: int) -> SourceStatus:
+    """What waits in one source's outbox (the log figures are read by the caller)."""
+    source_settings = settings.sources[name]
+    undelivered: int | None = None
+    age: float | None = None
+    error: str | None = None
+    source = open_source(name, source_settings)
+    try:
+        stats = source.pending()
+        undelivered, age = stats.undelivered, stats.oldest_age_seconds
+    except ReadmodelError as exc:
+        error = str(exc)
+    finally:
+        source.close()
+    return SourceStatus(
+        source=name,
+        engine=engine_kind(source_settings.url),
+        url=redact_dsn(source_settings.url),
+        undelivered=undelivered,
+        oldest_undelivered_age_seconds=age,
+        log_head=log_head,
+        parked=parked,
+        error=error,
+    )

@@ -1,0 +1,319 @@
+"""Operating commands: ``readmodel status``, ``readmodel health``, ``readmodel metrics``."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from config import Settings
+from outbox.errors import ReadmodelError
+from workers.cli_support import (
+    EXIT_FAILURE,
+    EXIT_UNREACHABLE,
+    ConfigOption,
+    JsonOption,
+    LogJsonOption,
+    LogLevelOption,
+    err,
+    fail,
+    guarded,
+    load,
+    out,
+    require_migrated,
+    stop_on_signals,
+)
+
+WatchOption = Annotated[
+    bool, typer.Option("--watch", "-w", help="Refresh every --every seconds until Ctrl-C.")
+]
+EveryOption = Annotated[
+    float, typer.Option("--every", min=0.2, help="Seconds between refreshes with --watch.")
+]
+
+
+PARENT_ENV = "_READMODEL_WORKER_PARENT_PID"  # not READMODEL_*: those are settings
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
+    app.command()(health)
+    app.command()(metrics)
+
+
+def metrics_hooks(settings: Settings, **wiring: Any) -> list[Any]:
+    """Metrics recording for this process (when metrics.dir is set): relay hooks to add."""
+    from workers.metrics import instrument
+
+    return instrument(settings, **wiring)
+
+
+def stop_with_parent(stop: threading.Event) -> None:
+    """A worker started by ``work -p N`` stops when its parent process is gone."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent:
+        return
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != int(parent):
+                stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _runtime(settings: Settings) -> Any:
+    from workers.runtime import build_runtime
+
+    return guarded(build_runtime, settings, create_tables=False)
+
+
+def _report(runtime: Any, timeout: float | None) -> Any:
+    from workers.status import StoreUnreachable, collect
+
+    try:
+        return collect(runtime, timeout=timeout)
+    except StoreUnreachable as exc:
+        raise fail(str(exc), EXIT_UNREACHABLE) from None
+    except ReadmodelError as exc:
+        raise fail(str(exc), EXIT_FAILURE) from None
+
+
+# -- status --------------------------------------------------------------------------
+
+
+def status(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    watch: WatchOption = False,
+    every: EveryOption = 2.0,
+) -> None:
+    """What waits where: outbox backlog, projection lag, parked events, queue depth.
+
+    Per source: undelivered outbox rows, the oldest one's age, the log head. Per
+    projection and source: checkpoint (slowest partition), lag in events (log head minus
+    checkpoint) and seconds (age of the oldest unapplied event), parked events and the
+    last error. The broker's ready, delayed and dead-lettered messages.
+
+    Exit code 3 when a source, the broker or the read store cannot be reached.
+    """
+    settings = load(config, log_level="warning")
+    require_migrated(settings, config)
+    runtime = _runtime(settings)
+    try:
+        if watch:
+            _watch(runtime, as_json, every)
+            return
+        report = _report(runtime, None)
+    finally:
+        runtime.close()
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        out.print(_tables(report))
+    for source in report.sources:
+        if source.error:
+            err.print(
+                f"[red]{source.source}:[/] {escape(source.error)}", highlight=False, soft_wrap=True
+            )
+    if report.broker.error:
+        err.print(f"[red]broker:[/] {escape(report.broker.error)}", highlight=False, soft_wrap=True)
+    if any(s.error for s in report.sources) or report.broker.error:
+        raise typer.Exit(EXIT_UNREACHABLE)
+
+
+def _watch(runtime: Any, as_json: bool, every: float) -> None:
+    stop = stop_on_signals()
+    if as_json:
+        while True:
+            print(json.dumps(_report(runtime, None).as_dict()), flush=True)
+            if stop.wait(every):
+                return
+    with Live(_tables(_report(runtime, None)), console=out, auto_refresh=False) as live:
+        while not stop.wait(every):
+            live.update(_tables(_report(runtime, None)), refresh=True)
+
+
+def _tables(report: Any) -> Group:
+    sources = Table(title="sources")
+    for column in ("source", "engine", "undelivered", "oldest age", "log head", "parked"):
+        sources.add_column(column, justify="left" if column in {"source", "engine"} else "right")
+    for row in report.sources:
+        sources.add_row(
+            row.source,
+            row.engine,
+            "?" if row.undelivered is None else str(row.undelivered),
+            _age(row.oldest_undelivered_age_seconds),
+            str(row.log_head),
+            str(row.parked),
+        )
+    parts: list[Any] = [sources]
+    if report.projections:
+        projections = Table(title="projections")
+        for column in ("projection", "source", "checkpoint", "head", "lag", "lag age"):
+            projections.add_column(
+                column, justify="left" if column[0] == "p" or column == "source" else "right"
+            )
+        projections.add_column("parked", justify="right")
+        projections.add_column("last error")
+        for p in report.projections:
+            for source, (events, seconds) in sorted(p.by_source().items()):
+                lanes = [lane for lane in p.lanes if lane.source == source]
+                projections.add_row(
+                    p.projection,
+                    source,
+                    str(min(lane.checkpoint for lane in lanes)),
+                    str(max(lane.head for lane in lanes)),
+                    str(events),
+                    _age(seconds),
+                    str(p.parked),
+                    escape((p.last_error or "")[:60]),
+                )
+        parts.append(projections)
+    broker = report.broker
+    if broker.broker != "memory":
+        queues = Table(title="broker")
+        for column in ("broker", "queue", "ready", "delayed", "dead"):
+            queues.add_column(column, justify="left" if column in {"broker", "queue"} else "right")
+        queues.add_row(
+            broker.broker,
+            broker.queue,
+            *("?" if v is None else str(v) for v in (broker.ready, broker.delayed, broker.dead)),
+        )
+        parts.append(queues)
+    return Group(*parts)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+# -- health --------------------------------------------------------------------------
+
+
+def health(
+    config: ConfigOption = None,
+    max_lag_events: Annotated[
+        int | None,
+        typer.Option(
+            "--max-lag-events",
+            min=0,
+            help="Fail when a projection trails the log head, or an outbox holds, more events "
+            "than this (default: health.max_lag_events, unbounded).",
+            show_default=False,
+        ),
+    ] = None,
+    max_lag_seconds: Annotated[
+        float | None,
+        typer.Option(
+            "--max-lag-seconds",
+            min=0,
+            help="Fail when the oldest unapplied log event, or undelivered outbox row, is older "
+            "than this (default: health.max_lag_seconds, 300).",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for any one answer.")
+    ] = 1.5,
+    as_json: JsonOption = False,
+) -> None:
+    """Probe for containers: are sources and broker reachable and lags within bounds?
+
+    Exit 0 when every source and the broker answer and every lag is within its bound; 1
+    naming the source or projection and the figure otherwise; 3 when the read store
+    cannot be reached.
+    """
+    from workers.status import problems
+
+    settings = load(config, log_level="error")
+    events_bound = settings.health.max_lag_events if max_lag_events is None else max_lag_events
+    if max_lag_seconds is None:
+        bound = settings.health.max_lag_seconds
+        seconds_bound = None if bound is None else bound.total_seconds()
+    else:
+        seconds_bound = max_lag_seconds
+    runtime = _runtime(settings)
+    try:
+        report = _report(runtime, timeout)
+    finally:
+        runtime.close()
+    found = problems(report, max_lag_events=events_bound, max_lag_seconds=seconds_bound)
+    if as_json:
+        document = {
+            "healthy": not found,
+            "problems": [{"subject": p.subject, "message": p.message} for p in found],
+            "max_lag_events": events_bound,
+            "max_lag_seconds": seconds_bound,
+            "status": report.as_dict(),
+        }
+        print(json.dumps(document, indent=2))
+    elif found:
+        for problem in found:
+            err.print(f"[red]unhealthy:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
+    else:
+        out.print(
+            f"healthy: {len(report.sources)} sources, {len(report.projections)} projections "
+            "within bounds",
+            highlight=False,
+        )
+    if found:
+        raise typer.Exit(EXIT_FAILURE)
+
+
+# -- metrics -------------------------------------------------------------------------
+
+
+def metrics(
+    config: ConfigOption = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", "-p", min=1, max=65535, help="Port (default: metrics.port, 9464)."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to bind (default: metrics.host).")
+    ] = None,
+    log_json: LogJsonOption = False,
+    log_level: LogLevelOption = None,
+) -> None:
+    """Serve Prometheus metrics on http://HOST:PORT/metrics until stopped.
+
+    Counters and histograms come from every readmodel process sharing metrics.dir;
+    lag, parked events, outbox backlog and queue depth are read at each scrape.
+    """
+    from workers.metrics import enable_recording
+
+    settings = load(config, log_json, log_level)
+    if not enable_recording(settings):
+        err.print(
+            "metrics.dir is not set: serving only figures read at scrape time (lag, parked, "
+            "queue depth), no counters from other processes",
+            highlight=False,
+        )
+    from workers.metrics import serve
+
+    runtime = _runtime(settings)
+    stop = stop_on_signals(settings.shutdown.grace.total_seconds())
+    bind_host = host or settings.metrics.host
+    bind_port = port or settings.metrics.port
+    try:
+        serve(runtime, bind_host, bind_port, stop)
+    except OSError as exc:
+        raise fail(
+            f"cannot serve metrics on {bind_host}:{bind_port}: {exc.strerror or exc}", EXIT_FAILURE
+        ) from None
+    finally:
+        runtime.close()

@@ -1,0 +1,355 @@
+"""Prometheus metrics: counters recorded by every process, figures read at scrape time.
+
+Relay and workers are separate processes, so what they count (events relayed and applied,
+batch sizes, apply latency, cache hits, Dramatiq messages) goes through prometheus_client's
+multiprocess mode: each process writes its values to files in one directory
+(``metrics.dir``, or ``PROMETHEUS_MULTIPROC_DIR``) and ``readmodel metrics`` adds them up.
+Lags, parked events and queue depths are instead read from the store, the sources and the
+broker when Prometheus scrapes, so they are right even without that directory.
+
+prometheus_client decides at import time whether it writes to that directory: call
+:func:`instrument` (or :func:`enable_recording`) before anything imports it. This module
+imports it lazily for that reason.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+import time
+from collections.abc import Iterator
+from functools import cache
+from typing import Any
+
+import dramatiq
+import structlog
+
+from config import Settings
+from outbox.log import AppendResult
+from outbox.relay import RelayHooks
+from projections.cache import CacheHooks
+from projections.engine import EngineHooks
+from projections.store import BatchResult, Lane
+from workers.runtime import Runtime
+
+logger = structlog.get_logger("readmodel.metrics")
+
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 50000)
+SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+MS_BUCKETS = (5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000, 30000, 60000)
+
+
+def multiprocess_dir(settings: Settings) -> str | None:
+    return settings.metrics.dir or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def enable_recording(settings: Settings) -> bool:
+    """Point prometheus_client at the shared directory; False when none is configured."""
+    directory = multiprocess_dir(settings)
+    if not directory:
+        return False
+    os.makedirs(directory, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.abspath(directory)
+    return True
+
+
+@cache
+def _metrics() -> dict[str, Any]:
+    """The recorded metrics, created once per process (prometheus_client imported here)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    def counter(name: str, doc: str, *labels: str) -> Any:
+        return Counter(name, doc, list(labels))
+
+    return {
+        "relayed": counter("readmodel_events_relayed", "Events appended to the log.", "source"),
+        "duplicates": counter(
+            "readmodel_events_duplicate", "Outbox rows the log already had.", "source"
+        ),
+        "rows_parked": counter(
+            "readmodel_outbox_rows_parked", "Outbox rows parked as malformed.", "source"
+        ),
+        "relay_batch": Histogram(
+            "readmodel_relay_batch_size",
+            "Outbox rows per relay batch.",
+            ["source"],
+            buckets=BATCH_BUCKETS,
+        ),
+        "applied": counter(
+            "readmodel_events_applied", "Events applied to read models.", "projection", "source"
+        ),
+        "held": counter(
+            "readmodel_events_held",
+            "Events parked behind an earlier parked event of their aggregate.",
+            "projection",
+            "source",
+        ),
+        "apply_batch": Histogram(
+            "readmodel_apply_batch_size",
+            "Events per apply transaction.",
+            ["projection"],
+            buckets=BATCH_BUCKETS,
+        ),
+        "apply_seconds": Histogram(
+            "readmodel_apply_seconds",
+            "Time of one apply transaction (read, handle, commit).",
+            ["projection"],
+            buckets=SECONDS_BUCKETS,
+        ),
+        "cache_hits": counter("readmodel_cache_hits", "Cache hits.", "projection"),
+        "cache_misses": counter("readmodel_cache_misses", "Cache misses.", "projection"),
+        "cache_invalidations": counter(
+            "readmodel_cache_invalidated_tags", "Cache tags invalidated.", "projection"
+        ),
+        "cache_fallbacks": counter(
+            "readmodel_cache_fallbacks",
+            "Reads served from the read model because the cache was unreachable.",
+            "projection",
+        ),
+        "messages": counter("dramatiq_messages", "Messages processed.", "queue_name", "actor_name"),
+        "message_errors": counter(
+            "dramatiq_message_errors", "Messages that raised.", "queue_name", "actor_name"
+        ),
+        "message_retries": counter(
+            "dramatiq_message_retries", "Messages retried.", "queue_name", "actor_name"
+        ),
+        "message_rejects": counter(
+            "dramatiq_message_rejects", "Messages dead-lettered.", "queue_name", "actor_name"
+        ),
+        "inprogress": Gauge(
+            "dramatiq_messages_inprogress",
+            "Messages being processed.",
+            ["queue_name", "actor_name"],
+            multiprocess_mode="livesum",
+        ),
+        "message_ms": Histogram(
+            "dramatiq_message_duration_milliseconds",
+            "Time spent processing messages.",
+            ["queue_name", "actor_name"],
+            buckets=MS_BUCKETS,
+        ),
+    }
+
+
+class RelayMetrics(RelayHooks):
+    def __init__(self) -> None:
+        self.m = _metrics()
+
+    def after_append(self, source: str, result: AppendResult) -> None:
+        self.m["relayed"].labels(source).inc(result.appended)
+        if result.duplicates:
+            self.m["duplicates"].labels(source).inc(result.duplicates)
+        if result.parked:
+            self.m["rows_parked"].labels(source).inc(result.parked)
+        self.m["relay_batch"].labels(source).observe(
+            result.appended + result.duplicates + result.parked
+        )
+
+
+class EngineMetrics(EngineHooks):
+    def __init__(self) -> None:
+        self.m = _metrics()
+
+    def after_batch(self, lane: Lane, result: BatchResult, seconds: float) -> None:
+        m = self.m
+        m["applied"].labels(lane.projection, lane.source).inc(result.applied)
+        if result.parked:
+            m["held"].labels(lane.projection, lane.source).inc(result.parked)
+        m["apply_batch"].labels(lane.projection).observe(result.applied + result.parked)
+        m["apply_seconds"].labels(lane.projection).observe(seconds)
+
+
+class CacheMetrics(CacheHooks):
+    def __init__(self) -> None:
+        self.m = _metrics()
+
+    def hit(self, projection: str) -> None:
+        self.m["cache_hits"].labels(projection).inc()
+
+    def miss(self, projection: str) -> None:
+        self.m["cache_misses"].labels(projection).inc()
+
+    def invalidated(self, projection: str, tags: int) -> None:
+        self.m["cache_invalidations"].labels(projection).inc(tags)
+
+    def fallback(self, projection: str, error: BaseException) -> None:
+        self.m["cache_fallbacks"].labels(projection).inc()
+
+
+class DramatiqMetrics(dramatiq.Middleware):
+    """Dramatiq's message metrics (the names of its Prometheus middleware), recorded into
+    readmodel's multiprocess directory instead of Dramatiq's own exposition server."""
+
+    def __init__(self) -> None:
+        self.m = _metrics()
+        self._started: dict[str, float] = {}
+
+    def before_process_message(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.m["inprogress"].labels(message.queue_name, message.actor_name).inc()
+        self._started[message.message_id] = time.monotonic()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: Any,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        labels = (message.queue_name, message.actor_name)
+        started = self._started.pop(message.message_id, None)
+        if started is not None:
+            self.m["message_ms"].labels(*labels).observe((time.monotonic() - started) * 1000)
+            self.m["inprogress"].labels(*labels).dec()
+        self.m["messages"].labels(*labels).inc()
+        if exception is not None:
+            self.m["message_errors"].labels(*labels).inc()
+
+    after_skip_message = after_process_message
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        self.m["message_rejects"].labels(message.queue_name, message.actor_name).inc()
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: Any, delay: Any) -> None:
+        if "retries" in message.options:
+            self.m["message_retries"].labels(message.queue_name, message.actor_name).inc()
+
+
+def instrument(
+    settings: Settings, *, runtime: Runtime | None = None, broker: dramatiq.Broker | None = None
+) -> list[RelayHooks]:
+    """Record this process's metrics when a multiprocess directory is configured: engine and
+    cache hooks on ``runtime``, message metrics on ``broker``. Returns the relay hooks to add."""
+    if not enable_recording(settings):
+        return []
+    if runtime is not None:
+        runtime.engine.hooks = EngineMetrics()
+        if runtime.cache is not None:
+            runtime.cache.hooks = CacheMetrics()
+    if broker is not None:
+        broker.add_middleware(DramatiqMetrics())
+    atexit.register(_mark_dead, os.getpid())
+    return [RelayMetrics()]
+
+
+def _mark_dead(pid: int) -> None:
+    from prometheus_client import multiprocess
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.path.isdir(directory):
+        multiprocess.mark_process_dead(pid, directory)
+
+
+# -- exposition ----------------------------------------------------------------------
+
+
+class PipelineCollector:
+    """Lag, parked events, outbox backlog and queue depth, read from the pipeline per scrape."""
+
+    def __init__(self, runtime: Runtime, timeout: float = 5.0) -> None:
+        self.runtime = runtime
+        self.timeout = timeout
+        self._lock = threading.Lock()
+
+    def describe(self) -> list[Any]:
+        return []  # figures depend on the configuration; don't collect at registration
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        from outbox.errors import ReadmodelError
+        from workers.status import collect
+
+        def gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=list(labels))
+
+        store_up = gauge("readmodel_store_up", "1 when the read store answered this scrape.")
+        with self._lock:
+            try:
+                report = collect(self.runtime, timeout=self.timeout)
+            except ReadmodelError as exc:
+                logger.warning("metrics: cannot read the pipeline", error=str(exc))
+                store_up.add_metric([], 0)
+                yield store_up
+                return
+        store_up.add_metric([], 1)
+        yield store_up
+
+        source_up = gauge("readmodel_source_up", "1 when the source answered.", "source")
+        undelivered = gauge(
+            "readmodel_outbox_undelivered", "Outbox rows not yet relayed.", "source"
+        )
+        oldest = gauge(
+            "readmodel_outbox_oldest_age_seconds", "Age of the oldest undelivered row.", "source"
+        )
+        head = gauge("readmodel_log_head", "Position of the last event in the log.", "source")
+        rows_parked = gauge("readmodel_outbox_parked", "Malformed outbox rows parked.", "source")
+        for s in report.sources:
+            source_up.add_metric([s.source], 0 if s.error else 1)
+            head.add_metric([s.source], s.log_head)
+            rows_parked.add_metric([s.source], s.parked)
+            if s.undelivered is not None:
+                undelivered.add_metric([s.source], s.undelivered)
+            oldest.add_metric([s.source], s.oldest_undelivered_age_seconds or 0.0)
+        yield from (source_up, undelivered, oldest, head, rows_parked)
+
+        lag_events = gauge(
+            "readmodel_projection_lag_events",
+            "Log head minus the projection's checkpoint (its slowest partition).",
+            "projection",
+            "source",
+        )
+        lag_seconds = gauge(
+            "readmodel_projection_lag_seconds",
+            "Age of the oldest log event the projection has not applied (0 when caught up).",
+            "projection",
+            "source",
+        )
+        parked = gauge(
+            "readmodel_projection_parked_events", "Events parked by failing handlers.", "projection"
+        )
+        for p in report.projections:
+            for source, (events, seconds) in sorted(p.by_source().items()):
+                lag_events.add_metric([p.projection, source], events)
+                lag_seconds.add_metric([p.projection, source], seconds or 0.0)
+            parked.add_metric([p.projection], p.parked)
+        yield from (lag_events, lag_seconds, parked)
+
+        broker = report.broker
+        if broker.broker != "memory":
+            up = gauge("readmodel_broker_up", "1 when the broker answered.", "queue")
+            up.add_metric([broker.queue], 0 if broker.error else 1)
+            yield up
+            depth = gauge(
+                "readmodel_broker_queue_messages",
+                "Messages waiting in the broker.",
+                "queue",
+                "state",
+            )
+            for state in ("ready", "delayed", "dead"):
+                value = getattr(broker, state)
+                if value is not None:
+                    depth.add_metric([broker.queue, state], value)
+            yield depth
+
+
+def serve(runtime: Runtime, host: str, port: int, stop: threading.Event) -> None:
+    """Serve ``/metrics`` on ``host:port`` until ``stop`` is set."""
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    directory = multiprocess_dir(runtime.settings)
+    if directory:
+        MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    registry.register(PipelineCollector(runtime))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    logger.info("serving metrics", host=host, port=port, multiprocess_dir=directory)
+    try:
+        stop.wait()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        logger.info("metrics server stopped")

@@ -1,0 +1,97 @@
+"""Broker queue depths for ``status``, ``health`` and metrics: ready, delayed, dead-lettered.
+
+Read straight from the broker without consuming anything: on Redis the lengths of the keys
+Dramatiq keeps (``dramatiq:<queue>`` and ``<queue>.DQ`` lists of message ids, the
+``<queue>.XQ`` sorted set); on RabbitMQ a passive ``queue_declare`` of the three queues. An
+in-process (``memory://``) broker has no depth to report.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from config import BrokerSettings
+from outbox.db import redact_text
+
+NAMESPACE = "dramatiq"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    broker: str
+    queue: str
+    ready: int | None
+    delayed: int | None
+    dead: int | None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def broker_kind(settings: BrokerSettings) -> str:
+    scheme = settings.url.split("://", 1)[0].lower()
+    return {"redis": "redis", "rediss": "redis", "amqp": "rabbitmq", "amqps": "rabbitmq"}.get(
+        scheme, "memory"
+    )
+
+
+def queue_depth(settings: BrokerSettings, *, timeout: float = 2.0) -> QueueDepth:
+    """The depth of the configured queue; an unreachable broker reports its error."""
+    kind = broker_kind(settings)
+    try:
+        if kind == "redis":
+            ready, delayed, dead = _redis_depth(settings, timeout)
+        elif kind == "rabbitmq":
+            ready, delayed, dead = _rabbitmq_depth(settings, timeout)
+        else:
+            return QueueDepth(kind, settings.queue, None, None, None)
+    except Exception as exc:  # any driver error means "cannot tell": report it, never raise
+        message = redact_text(f"{type(exc).__name__}: {exc}".strip())
+        return QueueDepth(kind, settings.queue, None, None, None, f"broker unreachable: {message}")
+    return QueueDepth(kind, settings.queue, ready, delayed, dead)
+
+
+def _redis_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, int]:
+    import redis
+
+    client = redis.Redis.from_url(
+        settings.url, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    try:
+        base = f"{NAMESPACE}:{settings.queue}"
+        with client.pipeline(transaction=False) as pipe:
+            pipe.llen(base)
+            pipe.llen(f"{base}.DQ")
+            pipe.zcard(f"{base}.XQ")
+            ready, delayed, dead = pipe.execute()
+    finally:
+        client.close()
+    return int(ready), int(delayed), int(dead)
+
+
+def _rabbitmq_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, int]:
+    import pika
+    from pika.exceptions import ChannelClosedByBroker
+
+    parameters = pika.URLParameters(settings.url)
+    parameters.socket_timeout = timeout
+    parameters.blocked_connection_timeout = timeout
+    parameters.connection_attempts = 1
+    connection = pika.BlockingConnection(parameters)
+    counts = []
+    try:
+        channel = connection.channel()
+        for name in (settings.queue, f"{settings.queue}.DQ", f"{settings.queue}.XQ"):
+            try:
+                declared = channel.queue_declare(queue=name, passive=True)
+                counts.append(int(declared.method.message_count))
+            except ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                counts.append(0)  # not declared yet: nothing was ever sent to it
+                channel = connection.channel()
+    finally:
+        connection.close()
+    return counts[0], counts[1], counts[2]

@@ -1,0 +1,193 @@
+"""One picture of the pipeline for ``status``, ``health`` and metrics: sources, projections,
+broker queue.
+
+Each part is read in its own thread under one deadline, so a source or broker that does
+not answer is reported as such instead of hanging a container probe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from config import Settings
+from outbox.db import describe_db_error
+from outbox.errors import ReadmodelError
+from outbox.status import SourceStatus, source_status
+from projections.status import ProjectionStatus, projection_statuses
+from workers.queues import QueueDepth, queue_depth
+from workers.runtime import Runtime
+
+SCHEMA_VERSION = 1
+
+
+class StoreUnreachable(ReadmodelError):
+    """The read store (log, checkpoints) could not be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    sources: list[SourceStatus]
+    projections: list[ProjectionStatus]
+    broker: QueueDepth
+    taken_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable ``status --json`` document (see README, "Watching it run")."""
+        return {
+            "version": SCHEMA_VERSION,
+            "taken_at": self.taken_at,
+            "sources": [s.as_dict() for s in self.sources],
+            "projections": [p.as_dict() for p in self.projections],
+            "broker": self.broker.as_dict(),
+        }
+
+
+def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
+    """Read everything at once; raises :class:`StoreUnreachable` when the store does not answer
+    (within ``timeout`` seconds, when given)."""
+    settings = runtime.settings
+    log = runtime.log
+
+    def store_part() -> tuple[dict[str, int], dict[str, int], list[ProjectionStatus]]:
+        heads = log.heads()
+        parked = {name: log.parked_outbox_count(name) for name in settings.sources}
+        return heads, parked, projection_statuses(runtime.engine)
+
+    pending_check = timeout or 5.0
+    tasks: dict[str, Callable[[], Any]] = {"store": store_part}
+    for name in settings.sources:
+        tasks[f"source:{name}"] = lambda n=name: source_status(n, settings, 0, 0)
+    tasks["broker"] = lambda: queue_depth(settings.broker, timeout=pending_check)
+    results = _run_all(tasks, timeout)
+
+    store = results["store"]
+    if isinstance(store, BaseException):
+        detail = str(store) if isinstance(store, ReadmodelError | TimeoutError) else None
+        message = f"read store: {detail or describe_db_error(store)}"
+        if _unreachable(store):
+            raise StoreUnreachable(message) from store
+        raise ReadmodelError(message) from store
+    heads, parked, projections = store
+    sources = [
+        _source(name, settings, results[f"source:{name}"], heads.get(name, 0), parked[name])
+        for name in settings.sources
+    ]
+    broker = results["broker"]
+    if isinstance(broker, BaseException):
+        from workers.queues import broker_kind
+
+        kind = broker_kind(settings.broker)
+        broker = QueueDepth(kind, settings.broker.queue, None, None, None, f"broker: {broker}")
+    return Report(sources, projections, broker)
+
+
+def _unreachable(exc: BaseException | None) -> bool:
+    """A timeout or a connection failure anywhere in the cause chain (not a missing table)."""
+    from sqlalchemy.exc import OperationalError
+
+    while exc is not None:
+        if isinstance(exc, OperationalError) and "no such table" in str(exc):
+            return False  # SQLite reports a missing table as an OperationalError
+        if isinstance(exc, TimeoutError | OperationalError | ConnectionError):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _source(name: str, settings: Settings, result: Any, log_head: int, parked: int) -> SourceStatus:
+    if isinstance(result, BaseException):
+        from outbox.db import engine_kind, redact_dsn
+
+        url = settings.sources[name].url
+        return SourceStatus(
+            name, engine_kind(url), redact_dsn(url), None, None, log_head, parked, str(result)
+        )
+    status: SourceStatus = result
+    return SourceStatus(
+        status.source,
+        status.engine,
+        status.url,
+        status.undelivered,
+        status.oldest_undelivered_age_seconds,
+        log_head,
+        parked,
+        status.error,
+    )
+
+
+def _run_all(tasks: dict[str, Callable[[], Any]], timeout: float | None) -> dict[str, Any]:
+    """Run every task in a daemon thread; a task that raised or did not finish in time yields
+    its exception (a :class:`TimeoutError` for the latter)."""
+    results: dict[str, Any] = {}
+
+    def run(key: str, task: Callable[[], Any]) -> None:
+        try:
+            results[key] = task()
+        except BaseException as exc:  # reported to the caller, never lost
+            results[key] = exc
+
+    threads = {
+        key: threading.Thread(target=run, args=(key, task), daemon=True, name=f"status-{key}")
+        for key, task in tasks.items()
+    }
+    for thread in threads.values():
+        thread.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for key, thread in threads.items():
+        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if thread.is_alive():
+            results[key] = TimeoutError(f"no answer within {timeout:g}s")
+    return dict(results)
+
+
+# -- health --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    subject: str  # "source orders", "projection totals", "broker"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.subject}: {self.message}"
+
+
+def problems(
+    report: Report, *, max_lag_events: int | None, max_lag_seconds: float | None
+) -> list[Problem]:
+    """What makes the pipeline unhealthy: unreachable sources or broker, lags past a bound."""
+    out: list[Problem] = []
+    for source in report.sources:
+        subject = f"source {source.source}"
+        if source.error:
+            out.append(Problem(subject, f"unreachable: {source.error}"))
+            continue
+        if max_lag_events is not None and (source.undelivered or 0) > max_lag_events:
+            out.append(
+                Problem(
+                    subject,
+                    f"{source.undelivered} undelivered outbox rows (bound {max_lag_events})",
+                )
+            )
+        age = source.oldest_undelivered_age_seconds
+        if max_lag_seconds is not None and age is not None and age > max_lag_seconds:
+            out.append(
+                Problem(
+                    subject,
+                    f"oldest undelivered row is {age:.1f}s old (bound {max_lag_seconds:g}s)",
+                )
+            )
+    for projection in report.projections:
+        for name, (events, seconds) in sorted(projection.by_source().items()):
+            subject = f"projection {projection.projection} (source {name})"
+            if max_lag_events is not None and events > max_lag_events:
+                out.append(Problem(subject, f"lag {events} events (bound {max_lag_events})"))
+            if max_lag_seconds is not None and seconds is not None and seconds > max_lag_seconds:
+                out.append(Problem(subject, f"lag {seconds:.1f}s (bound {max_lag_seconds:g}s)"))
+    if report.broker.error:
+        out.append(Problem("broker", report.broker.error))
+    return out
