@@ -1,11 +1,8 @@
-"""``readmodel demo``: the whole relay on embedded SQLite, no servers."""
+"""``readmodel demo``: the reference shop end to end on embedded SQLite, no servers."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-import sqlalchemy as sa
 
 from outbox.db import create_engine
 from tests.cli_helpers import run_cli
@@ -20,66 +17,63 @@ def _rows(database: Path, sql: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
-def test_demo_relays_exactly_the_events_written(tmp_path: Path) -> None:
+def _table_rows(out: str, first: set[str]) -> dict[str, list[str]]:
+    """Rows of the rich tables in ``out`` whose first cell is in ``first``."""
+    return {
+        cells[0]: cells[1:]
+        for line in out.splitlines()
+        if (cells := [c.strip() for c in line.strip("│┃ ").split("│")])[0] in first
+    }
+
+
+def test_demo_simulates_projects_queries_and_verifies(tmp_path: Path) -> None:
     directory = tmp_path / "demo"
 
-    result = run_cli(["demo", "--dir", str(directory)])
+    result = run_cli(["demo", "--dir", str(directory), "--users", "60", "--orders", "200"])
 
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "sources" in out and "undelivered" in out and "log head" in out
-    status = {
-        cells[0]: cells[1:]
-        for line in out.splitlines()
-        if (cells := [c.strip() for c in line.strip("│┃ ").split("│")])[0] in {"orders", "auth"}
-    }
-    assert status == {"orders": ["0", "4750", "0"], "auth": ["0", "250", "0"]}
-    assert "last events in the log (orders)" in out
-
+    assert "caught up in" in out
+    assert "read-model queries" in out and "product_catalog.by_slug(" in out
+    assert "order_summary.by_id(" in out and "customer_stats.by_customer(" in out
+    services = {name: directory / f"{name}.db" for name in ("auth", "products", "orders")}
     store = directory / "readstore.db"
-    orders = _rows(directory / "orders.db", "SELECT id, user_id, total_cents FROM orders")
-    users = _rows(directory / "auth.db", "SELECT id, email FROM users")
-    assert (len(orders), len(users)) == (4750, 250)
-    # Every state change wrote exactly one event, and the outboxes are drained.
-    assert _rows(directory / "orders.db", "SELECT count(*) FROM outbox") == [(0,)]
-    assert _rows(directory / "auth.db", "SELECT count(*) FROM outbox") == [(0,)]
 
+    # the status table: every outbox drained, every event in the log, nothing parked
     heads = dict(_rows(store, "SELECT source, head FROM rm_log_heads"))
-    assert heads == {"orders": 4750, "auth": 250}
-    assert _rows(store, "SELECT count(*) FROM rm_parked") == [(0,)]
-    for source, count in heads.items():
-        positions = _rows(
-            store, f"SELECT position FROM rm_event_log WHERE source = '{source}' ORDER BY position"
-        )
-        assert [p for (p,) in positions] == list(range(1, count + 1))
-    assert _rows(store, "SELECT count(DISTINCT event_id) FROM rm_event_log") == [(5000,)]
-
-    logged_orders = _rows(
-        store,
-        "SELECT aggregate_id, event_type, payload FROM rm_event_log WHERE source = 'orders'",
-    )
-    assert {event_type for _, event_type, _ in logged_orders} == {"OrderPlaced"}
-    assert {(a, json.loads(str(p))["total_cents"]) for a, _, p in logged_orders} == {
-        (order_id, total) for order_id, _, total in orders
+    status = _table_rows(out, set(services))
+    assert {name: cells[1:] for name, cells in status.items()} == {
+        name: ["0", "-", str(heads[name]), "0"] for name in services
     }
-    logged_users = _rows(
-        store, "SELECT aggregate_id, payload FROM rm_event_log WHERE source = 'auth'"
-    )
-    assert {(a, json.loads(str(p))["email"]) for a, p in logged_users} == set(users)
+    for database in services.values():
+        assert _rows(database, "SELECT count(*) FROM outbox") == [(0,)]
+
+    # verify ran and found every read model equal to the services
+    users = _rows(services["auth"], "SELECT count(*) FROM users")[0][0]
+    orders = _rows(services["orders"], "SELECT count(*) FROM orders")[0][0]
+    products = _rows(services["products"], "SELECT count(*) FROM products")[0][0]
+    customers = _rows(services["orders"], "SELECT count(DISTINCT user_id) FROM orders")[0][0]
+    verified = _table_rows(out, {"user_directory", "product_catalog", "order_summary"})
+    verified.update(_table_rows(out, {"customer_stats"}))
+    assert {name: cells[-2:] for name, cells in verified.items() if len(cells) == 2} == {
+        "user_directory": [str(users), "0"],
+        "product_catalog": [str(products), "0"],
+        "order_summary": [str(orders), "0"],
+        "customer_stats": [str(customers), "0"],
+    }
+    assert (users, orders) == (60, 200)
+    assert _rows(store, "SELECT count(*) FROM order_summary WHERE customer_email IS NULL") == [(0,)]
+    assert _rows(store, "SELECT count(*) FROM rm_parked_events") == [(0,)]
 
 
-def test_demo_can_run_again_in_the_same_directory(tmp_path: Path) -> None:
+def test_demo_runs_again_in_the_same_directory_with_the_same_result(tmp_path: Path) -> None:
     directory = tmp_path / "again"
-    assert run_cli(["demo", "--dir", str(directory), "--events", "60"]).exit_code == 0
+    args = ["demo", "--dir", str(directory), "--users", "20", "--orders", "40"]
+    assert run_cli(args).exit_code == 0
+    first = _rows(directory / "readstore.db", "SELECT * FROM order_summary ORDER BY order_id")
 
-    result = run_cli(["demo", "--dir", str(directory), "--events", "40"])
+    result = run_cli(args)
 
     assert result.exit_code == 0, result.output
-    store = directory / "readstore.db"
-    assert dict(_rows(store, "SELECT source, head FROM rm_log_heads")) == {"orders": 38, "auth": 2}
-    engine = create_engine(f"sqlite:///{directory / 'orders.db'}")
-    try:
-        with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT count(*) FROM orders")).scalar_one() == 38
-    finally:
-        engine.dispose()
+    again = _rows(directory / "readstore.db", "SELECT * FROM order_summary ORDER BY order_id")
+    assert again == first and len(again) == 40
