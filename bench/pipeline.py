@@ -336,6 +336,7 @@ class RealPipeline:
         """Start the workers, then the relay; return once all are ready."""
         cli = [sys.executable, "-m", "workers.cli"]
         config = ["--config", str(self.config)]
+        subprocess.run([*cli, "migrate", *config], check=True, capture_output=True)
         for n in range(self.args.worker_processes):
             log = f"{self.name}-worker{n}"
             threads = ["-p", "1", "-t", str(self.args.worker_threads)]

@@ -153,6 +153,7 @@ class SourceRelay:
         settings = self.source.settings
         poll_min = settings.poll_min.total_seconds()
         poll_max = settings.poll_max.total_seconds()
+        linger = self.settings.linger.total_seconds()
         interval = poll_min
         error_backoff = 0.5
         next_purge = 0.0
@@ -169,6 +170,9 @@ class SourceRelay:
                         logger.info("purged dispatched rows", source=self.name, rows=purged)
                     next_purge = time.monotonic() + self.settings.purge_every.total_seconds()
                 if handled >= settings.batch_size:
+                    continue
+                if handled and linger > 0:
+                    stop.wait(linger)
                     continue
                 interval = poll_min if handled else min(max(interval, poll_min) * 2, poll_max)
                 self.source.wait(interval, stop)

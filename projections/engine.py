@@ -7,6 +7,7 @@ changes nothing but latency: messages only say "there is work up to here".
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,9 @@ import structlog
 
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import ReadmodelError
+from projections import invalidations
 from projections.api import Projection
+from projections.cache import Cache
 from projections.log_reader import LogReader
 from projections.store import BatchResult, HandlerFailed, Lane, ParkedEvent, Store
 
@@ -39,6 +42,13 @@ class RetryLater(ReadmodelError):
         self.applied = applied
 
 
+class EngineHooks:
+    """Extension point (metrics, tracing): subclass and override; no-ops by default."""
+
+    def after_batch(self, lane: Lane, result: BatchResult, seconds: float) -> None:
+        """Called after each committed apply transaction of ``lane``, taking ``seconds``."""
+
+
 @dataclass(frozen=True, slots=True)
 class LaneProgress:
     lane: Lane
@@ -59,6 +69,7 @@ class ProjectionEngine:
         batch_size: int = 2000,
         max_attempts: int = 5,
         retry_backoff: float = 0.1,
+        cache: Cache | None = None,
     ) -> None:
         self.reader = reader
         self.projections = {p.name: p for p in projections}
@@ -67,12 +78,24 @@ class ProjectionEngine:
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self._reached: dict[Lane, int] = {}
+        self._lanes_lock = threading.Lock()
+        self._running: set[Lane] = set()
+        self._wanted: dict[Lane, int] = {}
+        self.hooks = EngineHooks()
+        self.stopping = threading.Event()
+        """Set on shutdown: :meth:`process` returns after the batch in hand (the sweeper or
+        the next message brings the lane the rest of the way)."""
         for projection in self.projections.values():
             if projection.store not in self.stores:
                 raise ReadmodelError(
                     f"projection {projection.name!r} uses store {projection.store!r}, "
                     f"which is not configured"
                 )
+        self.cache = cache
+        """Invalidated by tag after every committed batch (``projections/invalidations.py``)."""
+        if cache is not None:
+            for store in self.stores.values():
+                store.journal_invalidations = True
 
     def store_of(self, projection: Projection | str) -> Store:
         if isinstance(projection, str):
@@ -112,12 +135,35 @@ class ProjectionEngine:
     # -- applying ------------------------------------------------------------------
 
     def process_trigger(self, lane: Lane, target: int) -> LaneProgress | None:
-        """A message says the lane has work up to ``target``: a no-op without any round trip
-        when this process already brought the lane that far (checkpoints only move forward),
-        else :meth:`process` up to the log head, which makes later messages no-ops too."""
+        """A message says the lane has work up to ``target``.
+
+        A no-op without any round trip when this process already brought the lane that far
+        (checkpoints only move forward). When another thread of this process is applying
+        the lane, the target is handed to that thread, which goes on until it has reached
+        it, instead of a second thread queueing on the lane's checkpoint lock. Otherwise
+        :meth:`process` up to the log head, which makes later messages no-ops too.
+        """
         if self._reached.get(lane, -1) >= target:
             return None
-        return self.process(lane)
+        with self._lanes_lock:
+            if lane in self._running:
+                self._wanted[lane] = max(self._wanted.get(lane, 0), target)
+                return None
+            self._running.add(lane)
+        try:
+            progress = self.process(lane)
+            while True:
+                with self._lanes_lock:
+                    wanted = self._wanted.pop(lane, -1)
+                    if wanted <= self._reached.get(lane, -1) or self.stopping.is_set():
+                        self._running.discard(lane)
+                        return progress
+                progress = self.process(lane)
+        except BaseException:
+            with self._lanes_lock:
+                self._running.discard(lane)
+                self._wanted.pop(lane, None)
+            raise
 
     def process(self, lane: Lane, target: int | None = None) -> LaneProgress:
         """Apply the lane's events up to ``target`` (default: the log head now).
@@ -132,6 +178,7 @@ class ProjectionEngine:
         applied = parked = 0
         checkpoint = 0
         while True:
+            started = time.perf_counter()
             try:
                 result = self._apply(projection, store, lane, target)
             except HandlerFailed as failure:
@@ -141,12 +188,14 @@ class ProjectionEngine:
                     retry.applied += applied
                     raise
                 continue
+            if not result.noop:
+                self.hooks.after_batch(lane, result, time.perf_counter() - started)
             applied += result.applied
             parked += result.parked
             checkpoint = result.checkpoint
             if checkpoint > self._reached.get(lane, -1):
                 self._reached[lane] = checkpoint
-            if result.noop or checkpoint >= target:
+            if result.noop or checkpoint >= target or self.stopping.is_set():
                 return LaneProgress(lane, applied, parked, checkpoint)
 
     def _apply(self, projection: Projection, store: Store, lane: Lane, target: int) -> BatchResult:
@@ -163,7 +212,17 @@ class ProjectionEngine:
                 limit=limit,
             )
 
-        return store.apply_batch(projection, lane, target, load, self.batch_size)
+        result = store.apply_batch(projection, lane, target, load, self.batch_size)
+        if result.invalidation is not None and self.cache is not None:
+            invalidations.finish(self.cache, store, result.invalidation)
+        return result
+
+    def redo_invalidations(self, older_than: float = 0.0) -> int:
+        """Do the cache invalidations a crash (or an unreachable cache) left journaled, at
+        least ``older_than`` seconds old; returns how many batches' worth."""
+        if self.cache is None:
+            return 0
+        return invalidations.redo(self.cache, self.stores.values(), older_than)
 
     def _failed(
         self, projection: Projection, store: Store, lane: Lane, failure: HandlerFailed
@@ -248,12 +307,14 @@ class ProjectionEngine:
         store = self.store_of(projection)
         partition = aggregate_hash(entry.aggregate_type, entry.aggregate_id) % projection.partitions
         lane = Lane(projection.name, entry.source, partition)
-        return store.retry_parked(
+        applied = store.retry_parked(
             projection,
             lane,
             (entry.aggregate_type, entry.aggregate_id),
             lambda positions: self.reader.at_positions(entry.source, positions),
         )
+        self.redo_invalidations()
+        return applied
 
     def skip(self, entry: ParkedEvent) -> int:
         """Skip one parked event, then apply the aggregate's remaining parked events in order

@@ -283,3 +283,43 @@ def test_batching_never_changes_what_handlers_see(
         assert got == expected
     finally:
         p.close()
+
+
+def test_a_trigger_for_a_lane_in_progress_is_handed_to_the_applying_thread(
+    pipeline: Pipeline,
+) -> None:
+    """A second thread does not queue on a lane this process is applying: it hands its
+    target over, and the applying thread goes on until it has reached it."""
+    pipeline.write("bank", [("account", "acct-1", "Deposited", {"amount": 1, "seq": 1})])
+    pipeline.relay()
+    engine = pipeline.runtime.engine
+    lane = engine.lane_of(engine.projection("totals"), pipeline.runtime.log.read("bank", 0, 1)[0])
+    first_head = pipeline.runtime.log.head("bank")
+    gate, inside, calls = threading.Event(), threading.Event(), []
+    original = engine.process
+
+    def gated_process(lane: Lane, target: int | None = None) -> Any:
+        calls.append(target)
+        if len(calls) == 1:  # the first pass read its head before the later events came
+            inside.set()
+            assert gate.wait(30)
+            return original(lane, target=first_head)
+        return original(lane, target)
+
+    engine.process = gated_process  # type: ignore[method-assign]
+    applying = threading.Thread(target=engine.process_trigger, args=(lane, first_head))
+    applying.start()
+    assert inside.wait(30)
+    pipeline.write("bank", [("account", "acct-1", "Deposited", {"amount": 2, "seq": 2})])
+    pipeline.relay()
+    second_head = pipeline.runtime.log.head("bank")
+    assert engine.process_trigger(lane, second_head) is None  # handed over, not applied here
+    assert engine.store_of("totals").checkpoint(lane) == 0
+    gate.set()
+    applying.join(30)
+
+    assert not applying.is_alive()
+    assert len(calls) == 2
+    assert engine.store_of("totals").checkpoint(lane) == second_head
+    assert pipeline.rows(account_totals)["acct-1"]["total"] == 3
+    assert engine.process_trigger(lane, second_head) is None  # reached: no round trip
