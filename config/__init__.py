@@ -4,6 +4,7 @@ from config.errors import ConfigError
 from config.loader import CONFIG_ENV, load_settings
 from config.settings import (
     BrokerSettings,
+    CacheSettings,
     ColumnMap,
     EngineSettings,
     LoggingSettings,
@@ -15,6 +16,7 @@ from config.settings import (
 
 __all__ = [
     "BrokerSettings",
+    "CacheSettings",
     "CONFIG_ENV",
     "ColumnMap",
     "EngineSettings",

@@ -152,6 +152,13 @@ class RelaySettings(_Strict):
     purge_every: Duration = Field(
         timedelta(minutes=5), description="how often marked rows past retention are purged"
     )
+    linger: Duration = Field(
+        timedelta(milliseconds=5),
+        description=(
+            "after a batch smaller than batch_size, wait this long before claiming again so a "
+            "steady stream is relayed in batches (an isolated event is relayed at once)"
+        ),
+    )
 
 
 class BrokerSettings(_Strict):
@@ -200,6 +207,102 @@ class EngineSettings(_Strict):
     )
 
 
+class HealthSettings(_Strict):
+    """Bounds for ``readmodel health``; a lag past a bound makes the probe fail."""
+
+    max_lag_events: int | None = Field(
+        None, ge=0, description="projection lag (log head - checkpoint) or undelivered outbox rows"
+    )
+    max_lag_seconds: Duration | None = Field(
+        timedelta(minutes=5),
+        description="age of the oldest unapplied log event or undelivered outbox row",
+    )
+
+
+class MetricsSettings(_Strict):
+    """Prometheus: ``readmodel metrics`` serves what every readmodel process records."""
+
+    dir: str = Field(
+        "",
+        description="prometheus_client multiprocess directory shared by relay, workers and the "
+        "metrics server ('' = only figures computed at scrape time)",
+    )
+    host: str = "0.0.0.0"
+    port: int = Field(9464, ge=1, le=65535)
+
+
+class ShutdownSettings(_Strict):
+    grace: Duration = Field(
+        timedelta(seconds=10),
+        description="after SIGTERM: time to finish the batch in hand before exiting anyway",
+    )
+
+
+class CacheSettings(_Strict):
+    """The query cache: cache-aside reads, invalidated by tag from every applied batch."""
+
+    url: str = Field(
+        "",
+        description="'' (no cache), memory:// (in-process, one process only) or "
+        "redis://host:6379/1 (shared by every process)",
+    )
+    key_prefix: str = Field(
+        "readmodel:cache:", description="every Redis key of the cache starts with this"
+    )
+    ttl: Duration = Field(timedelta(minutes=5), description="how long an entry lives at most")
+    ttl_jitter: float = Field(
+        0.1, ge=0, lt=1, description="each entry lives ttl * (1 +/- ttl_jitter), at random"
+    )
+    single_flight_wait: Duration = Field(
+        timedelta(milliseconds=200),
+        description="how long a reader waits for another reader loading the same key "
+        "before it loads the key itself",
+    )
+    lock_lease: Duration = Field(
+        timedelta(seconds=5),
+        description="Redis: how long a loader's single-flight lock lasts if its process dies",
+    )
+    near_cache_size: int = Field(
+        10_000,
+        ge=0,
+        description="Redis: entries kept in process memory, kept coherent by Redis client "
+        "tracking (0 = off); memory://: the cache's size",
+    )
+    version_ttl: Duration = Field(
+        timedelta(minutes=10),
+        description="Redis: how long a tag remembers its last invalidation; a load that takes "
+        "longer than half of this is served but not cached",
+    )
+    connect_timeout: Duration = Field(
+        timedelta(milliseconds=250), description="Redis: connect and read timeout"
+    )
+    retry_after: Duration = Field(
+        timedelta(seconds=1),
+        description="Redis: after a failure, queries read the read model directly this long "
+        "before trying Redis again",
+    )
+    redo_after: Duration = Field(
+        timedelta(seconds=2),
+        description="the sweeper redoes recorded invalidations older than this "
+        "(a worker redoes all of them when it starts)",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if value and scheme not in {"memory", "redis", "rediss", "unix"}:
+            raise ValueError("expected '', memory://, redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("a non-empty prefix without spaces, such as 'readmodel:cache:'")
+        return value
+
+
 class LoggingSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     json_output: bool = Field(False, alias="json")
@@ -224,8 +327,12 @@ class Settings(BaseSettings):
     )
     broker: BrokerSettings = BrokerSettings()
     engine: EngineSettings = EngineSettings()
+    cache: CacheSettings = CacheSettings()
     relay: RelaySettings = RelaySettings()
     logging: LoggingSettings = LoggingSettings()
+    health: HealthSettings = HealthSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
 
     @field_validator("sources")

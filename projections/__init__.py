@@ -4,21 +4,42 @@ See ``projections/api.py`` for a complete example and README.md for how to run o
 """
 
 from projections.api import Event, PayloadError, Projection, Tx, load_projections, on
+from projections.consistency import (
+    ConsistencyError,
+    ConsistencyParked,
+    ConsistencyTimeout,
+    ConsistencyToken,
+)
 from projections.engine import ProjectionEngine, RetryLater
+from projections.queries import QuerySpec, Reader, query
+from projections.query_reader import Page, QueryError
+from projections.query_service import Queries, Result, open_queries
 from projections.store import BatchResult, HandlerFailed, Lane, ParkedEvent, Store
 
 __all__ = [
     "BatchResult",
+    "ConsistencyError",
+    "ConsistencyParked",
+    "ConsistencyTimeout",
+    "ConsistencyToken",
     "Event",
     "HandlerFailed",
     "Lane",
+    "Page",
     "ParkedEvent",
     "PayloadError",
     "Projection",
     "ProjectionEngine",
+    "Queries",
+    "QueryError",
+    "QuerySpec",
+    "Reader",
+    "Result",
     "RetryLater",
     "Store",
     "Tx",
     "load_projections",
     "on",
+    "open_queries",
+    "query",
 ]

@@ -45,7 +45,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, RootModel, ValidationError
 
 from outbox.envelope import Envelope
 
@@ -111,6 +111,9 @@ class Tx(typing.Protocol):
 
     def prefetch(self, table: sa.Table, keys: list[Any]) -> None: ...
 
+    def invalidate(self, *tags: str) -> None:
+        """Also invalidate these cache tags (e.g. ``"customer:7"``) when the batch commits."""
+
 
 @dataclass(frozen=True, slots=True)
 class Handler:
@@ -155,6 +158,10 @@ class Projection:
     partitions: ClassVar[int] = 4
     upcasters: ClassVar[Mapping[tuple[str, int], Upcaster]] = {}
     store: ClassVar[str] = "default"
+    replay_safe: ClassVar[bool] = False
+    """True when applying any event again leaves the same state (idempotent handlers, e.g.
+    upserts of the event's own fields): only such a projection may be replayed in place
+    (``readmodel replay --from-position``)."""
 
     _handlers: ClassVar[dict[tuple[str, str], Handler]]
 
@@ -184,13 +191,22 @@ class Projection:
         handler = self._handlers.get((envelope.source, envelope.event_type))
         if handler is None:
             return False
-        payload: Any = self.upcast(envelope.event_type, dict(envelope.payload))
-        if handler.model is not None:
+        payload: Any = envelope.payload
+        model = handler.model
+        if self.upcasters or type(self).upcast is not Projection.upcast:
+            payload = self.upcast(envelope.event_type, dict(payload))
+        elif model is None or not _validates_fast(model):
+            payload = dict(payload)  # the handler's own copy: envelopes may be shared
+        if model is not None:
             try:
-                payload = handler.model.model_validate(payload)
+                if _validates_fast(model):
+                    # model_validate's own validator; the payload is never held by the model.
+                    payload = model.__pydantic_validator__.validate_python(payload)
+                else:
+                    payload = model.model_validate(payload)
             except ValidationError as exc:
                 raise PayloadError(
-                    f"{envelope.event_type} payload does not match {handler.model.__name__}: "
+                    f"{envelope.event_type} payload does not match {model.__name__}: "
                     f"{exc.errors(include_url=False)}"
                 ) from exc
         handler.function(self, Event(payload, envelope), tx)
@@ -202,6 +218,11 @@ class Projection:
         Called once per batch before the handlers; correctness never depends on it.
         """
 
+    def cache_tags(self, event: Envelope) -> Iterable[str]:
+        """The cache tags applying ``event`` invalidates (``"<aggregate_type>:<id>"``); a
+        handler adds more with ``tx.invalidate(...)``. Tags are namespaced by projection."""
+        return (f"{event.aggregate_type}:{event.aggregate_id}",)
+
     def upcast(self, event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Bring ``payload`` to the newest schema version through ``upcasters``."""
         if not self.upcasters:
@@ -212,6 +233,19 @@ class Projection:
             version_after = int(payload.get("schema_version", version + 1))
             version = version_after if version_after > version else version + 1
         return payload
+
+
+_fast: dict[type[BaseModel], bool] = {}
+
+
+def _validates_fast(model: type[BaseModel]) -> bool:
+    """Whether ``model.model_validate`` is pydantic's own, on a model that keeps no reference
+    to the input dict (not a ``RootModel``): then the validator is called directly."""
+    fast = _fast.get(model)
+    if fast is None:
+        own = getattr(model.model_validate, "__func__", None) is BaseModel.model_validate.__func__
+        fast = _fast[model] = own and not issubclass(model, RootModel)
+    return fast
 
 
 def _payload_model(function: Callable[..., None], attr: str, owner: type) -> type[BaseModel] | None:

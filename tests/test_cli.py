@@ -61,12 +61,16 @@ def _count(url: str, table: str) -> int:
         ([], ["relay", "status", "outbox", "parked", "demo", "version"]),
         (["relay"], ["--once", "--source", "--config"]),
         (["status"], ["--json", "--config"]),
+        (["migrate"], ["--check", "--sql", "--config"]),
         (["outbox"], ["init"]),
         (["outbox", "init"], ["--source", "--print", "--config"]),
         (["parked"], ["list", "show"]),
         (["parked", "list"], ["--json", "--source", "--limit"]),
         (["parked", "show"], ["entry_id", "--config"]),
-        (["demo"], ["--dir", "--events"]),
+        (["demo"], ["--dir", "--users", "--orders", "--seed", "--config"]),
+        (["simulate"], ["--users", "--orders", "--rate", "--seed", "--config"]),
+        (["verify"], ["--json", "--limit", "--config"]),
+        (["reference", "init"], ["--print", "--config"]),
         (["version"], []),
     ],
 )
@@ -188,6 +192,7 @@ def test_relay_once_and_status(pg_database: Callable[[], str], tmp_path: Path) -
         {"store": {"url": url}, "sources": {"orders": {"url": url, "batch_size": 7}}},
     )
     assert run_cli(["outbox", "init", "--source", "orders", "--config", str(config)]).exit_code == 0
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     engine = create_engine(url)
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     try:
@@ -245,6 +250,7 @@ def test_config_from_environment_variable(
     )
     env = {"READMODEL_CONFIG": str(config)}
     assert run_cli(["outbox", "init", "--source", "local"], env=env).exit_code == 0
+    assert run_cli(["migrate"], env=env).exit_code == 0
     engine = create_engine(source)
     try:
         insert_events(engine, [("a", "1", "Happened", {"n": n}) for n in range(3)])
@@ -262,7 +268,7 @@ def test_config_from_environment_variable(
 
 
 def _unreachable_config(tmp_path: Path) -> Path:
-    return write_config(
+    config = write_config(
         tmp_path / "rm.toml",
         {
             "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
@@ -272,6 +278,8 @@ def _unreachable_config(tmp_path: Path) -> Path:
             },
         },
     )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    return config
 
 
 def _error_line(stderr: str, source: str) -> str:
@@ -325,7 +333,7 @@ def test_unreachable_store_exits_3(command: list[str], tmp_path: Path) -> None:
 
     assert result.exit_code == 3, result.output
     assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert "cannot create the log tables" in result.stderr and "refused" in result.stderr
+    assert "cannot read the schema revision" in result.stderr and "refused" in result.stderr
     _no_secret(result.stdout, result.stderr)
 
 

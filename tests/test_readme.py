@@ -22,7 +22,7 @@ def _readme_commands(marker: str) -> list[str]:
 
 def test_quickstart_projection_commands_run_as_written(tmp_path: Path) -> None:
     commands = _readme_commands("repository root after `make run`")
-    assert len(commands) == 3
+    assert len(commands) == 4
     bin_dir = Path(sys.executable).parent
     for command in commands:
         args = command.split()

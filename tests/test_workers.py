@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from config import load_settings
 from outbox.db import create_engine
 from tests.broker_helpers import BROKER_URLS, Processes, wait_until
-from tests.cli_helpers import write_config
+from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import account_totals
 
@@ -50,6 +50,7 @@ def test_two_processes_eight_threads_keep_order_per_aggregate(
     )
     settings = load_settings(config)
     init_outbox(settings.sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     source = create_engine(source_url)
     store = create_engine(store_url)
     try:

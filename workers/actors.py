@@ -87,6 +87,12 @@ class Publisher(RelayHooks):
 
 
 def sweep(actors: Actors) -> int:
-    """Send a message for every lane whose checkpoint trails the log head; returns how many."""
+    """Redo cache invalidations still journaled after ``cache.redo_after``, then send a
+    message for every lane whose checkpoint trails the log head; returns how many."""
+    redo_after = actors.runtime.settings.cache.redo_after.total_seconds()
+    try:
+        actors.runtime.engine.redo_invalidations(older_than=redo_after)
+    except ReadmodelError as exc:
+        logger.warning("redoing cache invalidations failed", error=str(exc))
     lagging = actors.runtime.engine.lagging()
     return actors.send_lanes((lane, head) for lane, _, head in lagging)

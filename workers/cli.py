@@ -6,26 +6,31 @@ Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration,
 
 from __future__ import annotations
 
-import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import Settings
 from outbox.db import describe_db_error
 from outbox.errors import SourceError
+from workers.cli_migrate import migrate
+from workers.cli_ops import PARENT_ENV, stop_with_parent
+from workers.cli_ops import metrics_hooks as _metrics_hooks
+from workers.cli_ops import register as register_ops
 from workers.cli_parked import parked_app
+from workers.cli_query import query_command
+from workers.cli_reference import register as register_reference
+from workers.cli_replay import replay_command
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_UNREACHABLE,
     ConfigOption,
-    JsonOption,
     LogJsonOption,
     LogLevelOption,
     err,
@@ -33,9 +38,9 @@ from workers.cli_support import (
     guarded,
     load,
     out,
+    require_migrated,
     stop_on_signals,
 )
-from workers.logs import configure_logging
 
 app = typer.Typer(
     help="readmodel: relay outbox events into a durable log and build read models from it.",
@@ -46,6 +51,11 @@ app = typer.Typer(
 outbox_app = typer.Typer(help="Outbox tables in the service databases.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(parked_app, name="parked")
+app.command()(migrate)
+register_ops(app)  # status, health, metrics
+register_reference(app)  # simulate, verify, demo, reference init
+app.command("query")(query_command)
+app.command("replay")(replay_command)
 
 
 @app.command()
@@ -75,7 +85,9 @@ def relay(
     if unknown:
         known = ", ".join(sorted(settings.sources))
         raise fail(f"unknown source {unknown[0]!r} (known: {known})", EXIT_CONFIG)
+    require_migrated(settings, config)
     hooks, publisher_close = _publisher_hooks(settings)
+    hooks += _metrics_hooks(settings)
     runner = guarded(Relay, settings, sources=source, hooks=hooks)
     try:
         if once:
@@ -95,7 +107,7 @@ def relay(
             if failed:
                 raise typer.Exit(EXIT_UNREACHABLE)
             return
-        runner.run(stop_on_signals())
+        runner.run(stop_on_signals(settings.shutdown.grace.total_seconds()))
     finally:
         runner.close()
         publisher_close()
@@ -150,6 +162,7 @@ def work(
             "redis://... or amqp://...",
             EXIT_CONFIG,
         )
+    require_migrated(settings, config)
     if processes > 1:
         raise typer.Exit(_spawn_workers(config, processes, threads, log_json, log_level))
     _runwith_runtime(settings, "worker", threads=threads)
@@ -169,7 +182,11 @@ def _spawn_workers(
         command.append("--log-json")
     if log_level:
         command += ["--log-level", log_level]
-    children = [subprocess.Popen(command) for _ in range(processes)]
+    env = {**os.environ, PARENT_ENV: str(os.getpid())}  # children stop if this process dies
+    # Own sessions: a signal to this process group reaches the children once, through here.
+    children = [
+        subprocess.Popen(command, env=env, start_new_session=True) for _ in range(processes)
+    ]
     stop = stop_on_signals()
     while not stop.wait(0.5):
         if all(child.poll() is not None for child in children):
@@ -182,20 +199,25 @@ def _spawn_workers(
 
 def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
     from workers.broker import make_broker
+    from workers.gc_tuning import tune_collector
     from workers.runtime import build_runtime
     from workers.worker import run_pipeline, run_sweeper, run_worker
 
-    runtime = guarded(build_runtime, settings)
+    runtime = guarded(build_runtime, settings, migrate=False)
     broker = make_broker(settings.broker)
-    stop = stop_on_signals()
+    relay_hooks = _metrics_hooks(settings, runtime=runtime, broker=broker)
+    stop = stop_on_signals(settings.shutdown.grace.total_seconds())
+    stop_with_parent(stop)
+    restore_collector = tune_collector()
     try:
         if mode == "worker":
             run_worker(runtime, broker, stop, threads=threads)
         elif mode == "sweeper":
             run_sweeper(runtime, broker, stop)
         else:
-            run_pipeline(runtime, broker, stop, threads=threads)
+            run_pipeline(runtime, broker, stop, threads=threads, relay_hooks=relay_hooks)
     finally:
+        restore_collector()
         broker.close()
         runtime.close()
 
@@ -216,13 +238,14 @@ def run(
 ) -> None:
     """Relay and apply projections in this one process (scripts, tests, the embedded default)."""
     settings = load(config, log_json, log_level)
+    require_migrated(settings, config)
     if not until_caught_up:
         _runwith_runtime(settings, "pipeline", threads=threads)
         return
     from workers.runtime import build_runtime
     from workers.worker import run_until_caught_up
 
-    runtime = guarded(build_runtime, settings)
+    runtime = guarded(build_runtime, settings, migrate=False)
     try:
         relayed, applied = guarded(run_until_caught_up, runtime)
     except TimeoutError as exc:
@@ -238,55 +261,8 @@ def sweeper(
 ) -> None:
     """Re-trigger projection lanes whose checkpoint trails the log head (runs until stopped)."""
     settings = load(config, log_json, log_level)
+    require_migrated(settings, config)
     _runwith_runtime(settings, "sweeper")
-
-
-@app.command()
-def status(config: ConfigOption = None, as_json: JsonOption = False) -> None:
-    """Per source: undelivered outbox rows, oldest undelivered age, log head, parked rows."""
-    from outbox.log import EventLog
-    from outbox.status import source_statuses
-
-    settings = load(config, log_level="warning")
-    log = EventLog(settings.store.url)
-    try:
-        guarded(log.create_tables)
-        rows = guarded(source_statuses, settings, log)
-    finally:
-        log.close()
-    if as_json:
-        print(json.dumps({"sources": [row.as_dict() for row in rows]}, indent=2))
-    else:
-        table = Table(title="sources")
-        for column in ("source", "engine", "undelivered", "oldest age", "log head", "parked"):
-            table.add_column(column, justify="left" if column in {"source", "engine"} else "right")
-        for row in rows:
-            table.add_row(
-                row.source,
-                row.engine,
-                "?" if row.undelivered is None else str(row.undelivered),
-                _age(row.oldest_undelivered_age_seconds),
-                str(row.log_head),
-                str(row.parked),
-            )
-        out.print(table)
-        for row in rows:
-            if row.error:
-                err.print(
-                    f"[red]{row.source}:[/] {escape(row.error)}", highlight=False, soft_wrap=True
-                )
-    if any(row.error for row in rows):
-        raise typer.Exit(EXIT_UNREACHABLE)
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 @outbox_app.command("init")
@@ -326,21 +302,6 @@ def outbox_init(
         out.print(f"{source}: outbox table {settings.sources[source].table!r} is ready")
     finally:
         outbox_source.close()
-
-
-@app.command()
-def demo(
-    directory: Annotated[
-        Path, typer.Option("--dir", help="Where the demo keeps its SQLite databases.")
-    ] = Path("readmodel-demo"),
-    events: Annotated[int, typer.Option(help="How many events the demo services write.")] = 5000,
-) -> None:
-    """Run the pipeline on embedded defaults: SQLite service databases and read store."""
-    from workers.demo import run_demo
-
-    configure_logging("warning")
-    code = guarded(run_demo, directory, events, out)
-    raise typer.Exit(code)
 
 
 @app.command()

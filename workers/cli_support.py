@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -79,16 +82,39 @@ def guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
         raise fail(describe_db_error(exc), EXIT_UNREACHABLE) from None
 
 
-def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT, for loops that finish their batch and exit."""
+def stop_on_signals(grace: float | None = None) -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for loops that finish their batch and exit.
+
+    With ``grace`` (seconds, ``shutdown.grace``), a process still running that long after
+    the signal exits anyway with code 1: whatever it had not committed is rolled back by
+    the database and done again later. A second signal exits at once (128 + signal).
+    """
     stop = threading.Event()
 
     def _handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if stop.is_set():
+            _exit_now(128 + signum, f"{name} again: exiting now")
         stop.set()
+        structlog.get_logger("readmodel").info(
+            "stopping: finishing the batch in hand", signal=name, grace_seconds=grace
+        )
+        if grace is not None:
+            message = f"did not stop within {grace:g}s of {name}; exiting"
+            timer = threading.Timer(grace, _exit_now, args=(EXIT_FAILURE, message))
+            timer.daemon = True
+            timer.start()
 
     signal.signal(signal.SIGTERM, _handler)
     signal.signal(signal.SIGINT, _handler)
     return stop
+
+
+def _exit_now(code: int, message: str) -> None:
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def with_runtime(config: Path | None, action: Any) -> Any:
@@ -96,8 +122,28 @@ def with_runtime(config: Path | None, action: Any) -> Any:
     from workers.runtime import build_runtime
 
     settings = load(config, log_level="warning")
-    runtime = guarded(build_runtime, settings)
+    require_migrated(settings, config)
+    runtime = guarded(build_runtime, settings, migrate=False)
     try:
         return guarded(action, runtime)
     finally:
         runtime.close()
+
+
+def migrate_hint(config: Path | None) -> str:
+    """The command that migrates the read store of ``config``."""
+    return "readmodel migrate" + (f" --config {config}" if config is not None else "")
+
+
+def require_migrated(settings: Settings, config: Path | None) -> None:
+    """Exit 2 unless every read store is at the schema revision this readmodel needs."""
+    from outbox.errors import SchemaOutdated
+    from outbox.migrate import check_stores
+
+    def check() -> None:
+        try:
+            check_stores(settings)
+        except SchemaOutdated as exc:
+            raise fail(f"{exc}: run `{migrate_hint(config)}`", EXIT_CONFIG) from None
+
+    guarded(check)

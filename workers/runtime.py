@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from config import Settings
 from outbox.errors import ReadmodelError
 from outbox.log import EventLog
+from outbox.migrate import upgrade
 from projections.api import load_projections
+from projections.cache import Cache, open_cache
 from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.sql_store import SqlStore
@@ -21,13 +23,27 @@ class Runtime:
     log: EventLog
     engine: ProjectionEngine
 
+    @property
+    def cache(self) -> Cache | None:
+        """The query cache of ``[cache]`` (``None`` without one); the engine invalidates it."""
+        return self.engine.cache
+
     def close(self) -> None:
         self.engine.close()
+        if self.engine.cache is not None:
+            self.engine.cache.close()
         self.log.close()
 
 
-def build_runtime(settings: Settings, *, create_tables: bool = True) -> Runtime:
-    """Open the log and stores and load the configured projections."""
+def build_runtime(
+    settings: Settings, *, create_tables: bool = True, migrate: bool = True
+) -> Runtime:
+    """Open the log and stores and load the configured projections.
+
+    ``create_tables`` creates the read models' tables; with ``migrate`` (in-process use,
+    tests, the demo) the stores are first migrated to head. The CLI checks the revision
+    instead (``readmodel migrate`` upgrades) and passes ``migrate=False``.
+    """
     log = EventLog(settings.store.url)
     try:
         projections = load_projections(settings.projections)
@@ -38,15 +54,30 @@ def build_runtime(settings: Settings, *, create_tables: bool = True) -> Runtime:
     for name, store_settings in settings.stores.items():
         if name != "default":
             stores[name] = SqlStore(store_settings.url)
-    engine = ProjectionEngine(
-        LogReader(log),
-        projections,
-        stores,
-        batch_size=settings.engine.batch_size,
-        max_attempts=settings.engine.max_attempts,
-        retry_backoff=settings.engine.retry_backoff.total_seconds(),
-    )
+    cache = open_cache(settings.cache)
+    try:
+        engine = ProjectionEngine(
+            LogReader(log),
+            projections,
+            stores,
+            batch_size=settings.engine.batch_size,
+            max_attempts=settings.engine.max_attempts,
+            retry_backoff=settings.engine.retry_backoff.total_seconds(),
+            cache=cache,
+        )
+    except BaseException:
+        if cache is not None:
+            cache.close()
+        raise
+    runtime = Runtime(settings, log, engine)
     if create_tables:
-        log.create_tables()
-        engine.create_tables()
-    return Runtime(settings, log, engine)
+        try:
+            if migrate:
+                for store in stores.values():
+                    if isinstance(store, SqlStore):
+                        upgrade(store.engine)
+            engine.create_tables()
+        except BaseException:
+            runtime.close()
+            raise
+    return runtime

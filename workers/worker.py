@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 
 import dramatiq
 import structlog
 
-from outbox.relay import Relay
+from outbox.relay import Relay, RelayHooks
 from outbox.status import source_statuses
 from workers.actors import Actors, Publisher, sweep
 from workers.runtime import Runtime
@@ -34,6 +35,10 @@ def run_worker(
         worker_threads=threads,
         worker_timeout=max(1, int(settings.broker.worker_timeout.total_seconds() * 1000)),
     )
+    try:
+        runtime.engine.redo_invalidations()  # what a crashed worker left undone
+    except Exception as exc:
+        logger.warning("redoing cache invalidations failed", error=repr(exc))
     worker.start()
     logger.info("worker started", threads=threads, queue=settings.broker.queue)
     interval = settings.engine.sweep_every.total_seconds() if sweep_every is None else sweep_every
@@ -42,7 +47,10 @@ def run_worker(
         while not stop.wait(interval):
             _sweep_safely(actors)
     finally:
-        worker.stop(timeout=30_000)
+        # Lanes stop after the batch in hand; messages not started go back to the broker.
+        runtime.engine.stopping.set()
+        grace = settings.shutdown.grace.total_seconds()
+        worker.stop(timeout=max(100, int(grace * 700)))  # ms; leaves time to close
         logger.info("worker stopped")
 
 
@@ -67,18 +75,24 @@ def _sweep_safely(actors: Actors) -> None:
 
 
 def run_pipeline(
-    runtime: Runtime, broker: dramatiq.Broker, stop: threading.Event, *, threads: int = 8
+    runtime: Runtime,
+    broker: dramatiq.Broker,
+    stop: threading.Event,
+    *,
+    threads: int = 8,
+    relay_hooks: Iterable[RelayHooks] = (),
 ) -> None:
     """Relay and worker in one process (``readmodel run``)."""
     actors = Actors(broker, runtime)
-    relay = Relay(runtime.settings, hooks=[Publisher(actors)], log=runtime.log)
+    hooks = [Publisher(actors), *relay_hooks]
+    relay = Relay(runtime.settings, hooks=hooks, log=runtime.log)
     relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
     relay_thread.start()
     try:
         run_worker(runtime, broker, stop, threads=threads, actors=actors)
     finally:
         stop.set()
-        relay_thread.join(timeout=30)
+        relay_thread.join(timeout=runtime.settings.shutdown.grace.total_seconds())
 
 
 def run_until_caught_up(runtime: Runtime, *, deadline: float = 3600) -> tuple[int, int]:
