@@ -70,12 +70,15 @@ class OrderSummary(Projection):
         return tags
 
     def prefetch(self, events: Sequence[Envelope], tx: Tx) -> None:
-        orders = [e.aggregate_id for e in events if e.source == ORDERS]
-        if orders:
-            tx.prefetch(order_summary, orders)
+        """Customers first, then orders: the order every lane locks rows in on PostgreSQL
+        (an e-mail change locks its customer, then that customer's orders), so lanes of the
+        two sources wait for each other instead of deadlocking."""
         people = [str(e.payload["user_id"]) for e in events if "user_id" in e.payload]
         if people:
             tx.prefetch(customers, people)
+        orders = [e.aggregate_id for e in events if e.source == ORDERS]
+        if orders:
+            tx.prefetch(order_summary, orders)
 
     # -- orders ---------------------------------------------------------------------
 
