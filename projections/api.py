@@ -158,6 +158,9 @@ class Projection:
     partitions: ClassVar[int] = 4
     upcasters: ClassVar[Mapping[tuple[str, int], Upcaster]] = {}
     store: ClassVar[str] = "default"
+    key_tags: ClassVar[Mapping[str, Any]] = {}
+    """Table name -> cache tag format over its primary key (``"product:{product_id}"``):
+    get-by-key reads of those tables are cached under that tag (``projections/queries.py``)."""
     replay_safe: ClassVar[bool] = False
     """True when applying any event again leaves the same state (idempotent handlers, e.g.
     upserts of the event's own fields): only such a projection may be replayed in place
