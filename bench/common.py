@@ -66,3 +66,30 @@ def number(value: float | None) -> str:
     if abs(value) >= 100:
         return f"{value:,.0f}"
     return f"{value:,.1f}"
+
+
+def print_figures(title: str, columns: tuple[str, str], rows: list[Figure]) -> Any:
+    """Print the figures as a table (``columns``: what the value and the baseline are);
+    returns the rich console, for the notes a bench prints under it."""
+    import sys
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("metric", *columns, "ratio", "unit", "target", ""):
+        table.add_column(column, justify="left" if column in ("metric", "target") else "right")
+    for row in rows:
+        ratio = row.ratio
+        table.add_row(
+            row.metric,
+            number(row.value) if row.unit != "ratio" else f"{row.value:.4f}",
+            number(row.baseline),
+            "-" if ratio is None else f"{ratio:.3g}x",
+            row.unit,
+            row.target,
+            "" if row.met is None else ("[green]met[/]" if row.met else "[red]missed[/]"),
+        )
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(table)
+    return console

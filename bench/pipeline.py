@@ -68,7 +68,7 @@ import psycopg
 import redis
 import sqlalchemy as sa
 
-from bench.common import Figure, Latency, latency, number
+from bench.common import Figure, Latency, latency, print_figures
 from bench.pipeline_projection import (
     NAIVE_TABLES,
     PARTITIONS_VARIABLE,
@@ -808,25 +808,11 @@ def figures(r: Results) -> list[Figure]:
 
 
 def print_table(rows: list[Figure], r: Results, args: argparse.Namespace) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="pipeline: PostgreSQL outbox -> Redis -> PostgreSQL read model (3 tables)")
-    for column in ("metric", "readmodel", "naive", "ratio", "unit", "target", ""):
-        table.add_column(column, justify="left" if column in ("metric", "target") else "right")
-    for row in rows:
-        ratio = row.ratio
-        table.add_row(
-            row.metric,
-            number(row.value),
-            number(row.baseline),
-            "-" if ratio is None else f"{ratio:.3g}x",
-            row.unit,
-            row.target,
-            "" if row.met is None else ("[green]met[/]" if row.met else "[red]missed[/]"),
-        )
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    console.print(table)
+    console = print_figures(
+        "pipeline: PostgreSQL outbox -> Redis -> PostgreSQL read model (3 tables)",
+        ("readmodel", "naive"),
+        rows,
+    )
     rss = r.rss
     notes = [
         f"throughput: readmodel {r.real_tp.events:,} events in {r.real_tp.seconds:.2f} s "

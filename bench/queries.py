@@ -53,7 +53,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from bench.common import Figure, number
+from bench.common import Figure, print_figures
 from bench.relay import Databases
 from projections.cache import CacheHooks
 from projections.redis_cache import RedisCache
@@ -308,25 +308,9 @@ def figures(uncached: Run, cached: Run, redis_only: Run) -> list[Figure]:
 def print_table(
     rows: list[Figure], uncached: Run, cached: Run, redis_only: Run, args: Any, cold: int
 ) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="queries: product by id, Zipf keys, one thread")
-    for column in ("metric", "cached", "uncached", "ratio", "unit", "target", ""):
-        table.add_column(column, justify="left" if column in ("metric", "target") else "right")
-    for row in rows:
-        ratio = row.ratio
-        table.add_row(
-            row.metric,
-            number(row.value) if row.unit != "ratio" else f"{row.value:.4f}",
-            number(row.baseline),
-            "-" if ratio is None else f"{ratio:.3g}x",
-            row.unit,
-            row.target,
-            "" if row.met is None else ("[green]met[/]" if row.met else "[red]missed[/]"),
-        )
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    console.print(table)
+    console = print_figures(
+        "queries: product by id, Zipf keys, one thread", ("cached", "uncached"), rows
+    )
     console.print(
         f"{cold:,} of the counted reads were of keys never read before; "
         f"{cached.reads:,} cached reads (p50 {cached.p50_ms:.3f} ms) over {args.keys:,} keys, "

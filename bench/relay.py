@@ -53,7 +53,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
 
-from bench.common import Figure, Latency, latency, number
+from bench.common import Figure, Latency, latency, print_figures
 from config import RelaySettings, SourceSettings
 from outbox.db import libpq_conninfo
 from outbox.log import EventLog
@@ -528,25 +528,9 @@ def print_table(
     real_lat: Latency,
     naive_lat: Latency,
 ) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="relay: PostgreSQL outbox -> PostgreSQL event log")
-    for column in ("metric", "readmodel", "naive", "ratio", "unit", "target", ""):
-        table.add_column(column, justify="left" if column in ("metric", "target") else "right")
-    for row in rows:
-        ratio = row.ratio
-        table.add_row(
-            row.metric,
-            number(row.value),
-            number(row.baseline),
-            "-" if ratio is None else f"{ratio:.3g}x",
-            row.unit,
-            row.target,
-            "" if row.met is None else ("[green]met[/]" if row.met else "[red]missed[/]"),
-        )
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    console.print(table)
+    console = print_figures(
+        "relay: PostgreSQL outbox -> PostgreSQL event log", ("readmodel", "naive"), rows
+    )
     for line in _notes(real_tp, naive_tp, real_lat, naive_lat):
         console.print(line, highlight=False)
 

@@ -40,7 +40,7 @@ import psycopg
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from bench.common import Figure, number
+from bench.common import Figure, print_figures
 from outbox.db import libpq_conninfo
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.log import EventLog
@@ -328,25 +328,11 @@ def figures(result: dict[str, float]) -> list[Figure]:
 
 
 def print_table(rows: list[Figure], result: dict[str, float]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="replay: blue/green rebuild of order_summary from the event log")
-    for column in ("metric", "replay", "live apply", "ratio", "unit", "target", ""):
-        table.add_column(column, justify="left" if column in ("metric", "target") else "right")
-    for row in rows:
-        ratio = row.ratio
-        table.add_row(
-            row.metric,
-            number(row.value),
-            number(row.baseline),
-            "-" if ratio is None else f"{ratio:.3g}x",
-            row.unit,
-            row.target,
-            "" if row.met is None else ("[green]met[/]" if row.met else "[red]missed[/]"),
-        )
-    console = Console(width=None if sys.stdout.isatty() else 120)
-    console.print(table)
+    console = print_figures(
+        "replay: blue/green rebuild of order_summary from the event log",
+        ("replay", "live apply"),
+        rows,
+    )
     console.print(
         f"replay: {result['events']:,.0f} events in {result['replay_seconds']:.2f} s (swap "
         f"included); live apply: {result['live_events']:,.0f} events in "
