@@ -4,6 +4,7 @@ instances, and serving from the read model while Redis is unreachable."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -490,3 +491,82 @@ def test_retrying_a_parked_event_invalidates_its_entries(
             assert runtime.engine.store_of("totals").pending_invalidations() == []
         finally:
             runtime.close()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Any) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own on a free port (the shared one is never stopped);
+    calling the fixture (re)starts it on the same port."""
+    url = dead_redis_url()
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        command = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(tmp_path)]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        started.append(process)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis.from_url(url) as client:
+                    client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the private redis-server did not start"
+                time.sleep(0.05)
+        return process
+
+    start.url = url  # type: ignore[attr-defined]
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+
+def test_redis_killed_and_restarted_never_serves_a_stale_value(
+    private_redis: Any, pg_database: Callable[[], str], make_settings: Callable[..., Any]
+) -> None:
+    """SIGKILL the cache's Redis between two applies: reads come from the read model (never
+    the value cached before), the invalidation waits in the journal, and once Redis is back
+    the journal is redone and reads are cached again."""
+    server = private_redis()
+    settings = make_settings(
+        pg_database(),
+        projections=["tests.projection_fixtures"],
+        cache={"url": private_redis.url, "key_prefix": fresh_prefix(), "retry_after": "50ms"},
+    )
+    runtime = build_runtime(settings)
+    try:
+        cache, engine = runtime.cache, runtime.log.engine
+        hooks = cache.hooks = RecordingHooks()
+
+        def total() -> int:
+            row = cache.get_or_load(
+                "totals", "a1", ["account:a1"], lambda: _totals_row(engine, "a1")
+            )
+            return row["total"]
+
+        append(runtime.log, "bank", [("account", "a1", "Deposited", {"amount": 5, "seq": 1})])
+        runtime.engine.catch_up(["totals"])
+        assert [total(), total()] == [5, 5]
+        assert hooks.misses >= 1 and hooks.hits >= 1
+
+        server.kill()
+        server.wait()
+        append(runtime.log, "bank", [("account", "a1", "Deposited", {"amount": 7, "seq": 2})])
+        runtime.engine.catch_up(["totals"])
+        store = runtime.engine.store_of("totals")
+        assert [i.tags for i in store.pending_invalidations()] == [("account:a1",)]
+        assert [total() for _ in range(5)] == [12] * 5
+        assert hooks.fallbacks
+
+        private_redis()  # back, empty (it keeps nothing on disk)
+        assert runtime.engine.redo_invalidations() == 1
+        assert store.pending_invalidations() == []
+        hits = hooks.hits
+        assert [total() for _ in range(3)] == [12] * 3
+        assert hooks.hits > hits
+    finally:
+        runtime.close()
