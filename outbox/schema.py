@@ -72,9 +72,10 @@ def create_tables(engine: sa.Engine, tables: list[sa.Table]) -> None:
 
     PostgreSQL's ``CREATE TABLE IF NOT EXISTS`` is not safe against a concurrent
     creator (it can fail on ``pg_type``), so creators take a transaction-scoped
-    advisory lock first.
+    advisory lock first. On SQLite the transaction takes the write lock at ``BEGIN``: a
+    deferred one that read the schema could not upgrade while another process writes.
     """
-    with engine.begin() as conn:
+    with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DDL_LOCK)))
         for table in tables:
