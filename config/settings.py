@@ -170,8 +170,11 @@ class BrokerSettings(_Strict):
     )
     queue: str = Field("readmodel", description="Dramatiq queue name")
     worker_timeout: Duration = Field(
-        timedelta(milliseconds=10),
-        description="how long an idle worker waits for a message before polling again",
+        timedelta(milliseconds=100),
+        description=(
+            "how long an idle worker waits before polling again; on Redis an enqueue wakes "
+            "it at once, so this only bounds the delay of a lost wake-up"
+        ),
     )
     middleware: list[str] = Field(
         default_factory=list,

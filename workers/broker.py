@@ -1,4 +1,5 @@
-"""The Dramatiq broker for a broker URL: Redis, RabbitMQ (publisher confirms) or in-process."""
+"""The Dramatiq broker for a broker URL: Redis (with wake-ups), RabbitMQ (publisher confirms)
+or in-process."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ import importlib
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from config import BrokerSettings, ConfigError
+from workers.redis_broker import WakingRedisBroker
 
 
 def make_broker(settings: BrokerSettings) -> dramatiq.Broker:
@@ -17,7 +18,7 @@ def make_broker(settings: BrokerSettings) -> dramatiq.Broker:
     scheme = settings.url.split("://", 1)[0].lower()
     broker: dramatiq.Broker
     if scheme in ("redis", "rediss"):
-        broker = RedisBroker(url=settings.url, heartbeat_timeout=15_000)
+        broker = WakingRedisBroker(url=settings.url, heartbeat_timeout=15_000)
     elif scheme in ("amqp", "amqps"):
         broker = RabbitmqBroker(url=settings.url, confirm_delivery=True)
     else:

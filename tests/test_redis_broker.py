@@ -1,0 +1,96 @@
+"""The Redis broker's wake-ups: an idle worker takes a message at once, not at its next poll."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import dramatiq
+import pytest
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from tests.broker_helpers import REDIS_URL
+from workers.redis_broker import WakingRedisBroker
+
+IDLE_TIMEOUT_MS = 3000  # the worker_timeout: a polling consumer sleeps this long when idle
+
+
+@pytest.fixture
+def namespace() -> Iterator[str]:
+    name = f"rm_test_{uuid.uuid4().hex[:10]}"
+    yield name
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{name}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+class Pickups:
+    """A worker on ``broker`` whose actor records how long each message waited."""
+
+    def __init__(self, broker: dramatiq.Broker, queue: str) -> None:
+        self.waits: list[float] = []
+        self.arrived = threading.Event()
+
+        def ping(sent: float) -> None:
+            self.waits.append(time.time() - sent)
+            self.arrived.set()
+
+        self.actor = dramatiq.actor(
+            ping, actor_name=f"ping_{queue}", queue_name=queue, broker=broker
+        )
+        self.worker = dramatiq.Worker(
+            broker, queues={queue}, worker_threads=1, worker_timeout=IDLE_TIMEOUT_MS
+        )
+
+    def send_after_idle(self, idle: float) -> float:
+        """Let the worker go idle for ``idle`` seconds, send one message, return its wait."""
+        time.sleep(idle)
+        self.arrived.clear()
+        self.actor.send(time.time())
+        assert self.arrived.wait(IDLE_TIMEOUT_MS / 1000 * 3), "the message was never processed"
+        return self.waits[-1]
+
+
+def test_an_idle_worker_takes_a_message_at_once(namespace: str) -> None:
+    broker = WakingRedisBroker(url=REDIS_URL, namespace=namespace)
+    queue = f"{namespace}_q"
+    pickups = Pickups(broker, queue)
+    pickups.worker.start()
+    try:
+        waits = [pickups.send_after_idle(1.0) for _ in range(4)]
+    finally:
+        pickups.worker.stop()
+        broker.close()
+    # A polling consumer idle for a second sleeps hundreds of ms between polls (its backoff
+    # grows to the 3 s timeout); a woken one takes each message within a round trip or two.
+    assert max(waits) < 0.1, waits
+
+
+def test_a_message_without_a_wake_up_still_arrives_by_the_timeout(namespace: str) -> None:
+    """Wake-ups are not stored: a message enqueued without one (an older readmodel, a lost
+    publish) waits at most the worker timeout."""
+    broker = WakingRedisBroker(url=REDIS_URL, namespace=namespace)
+    queue = f"{namespace}_q"
+    pickups = Pickups(broker, queue)
+    plain = RedisBroker(url=REDIS_URL, namespace=namespace)  # enqueues without publishing
+    silent = dramatiq.actor(
+        lambda sent: None, actor_name=f"ping_{queue}", queue_name=queue, broker=plain
+    )
+    pickups.worker.start()
+    try:
+        time.sleep(0.4)
+        pickups.arrived.clear()
+        silent.send(time.time())
+        assert pickups.arrived.wait(IDLE_TIMEOUT_MS / 1000 * 3), "the message was never processed"
+    finally:
+        pickups.worker.stop()
+        broker.close()
+        plain.close()
+    assert pickups.waits[-1] <= IDLE_TIMEOUT_MS / 1000 + 1.0, pickups.waits
