@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import select
+import time
 from typing import Any, Literal
 
 import orjson
@@ -71,7 +73,8 @@ def _json_dumps(value: Any) -> str:
 
 
 def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:
-    """An engine with readmodel's defaults: pre-ping, orjson, and sane SQLite locking.
+    """An engine with readmodel's defaults: a ping for idle connections, orjson, and sane
+    SQLite locking.
 
     SQLite connections run in WAL mode with a busy timeout; transactions started
     with ``execution_options(sqlite_begin="IMMEDIATE")`` take the write lock at
@@ -86,14 +89,68 @@ def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:
     if kind == "sqlite":
         options["connect_args"] = {"timeout": 30, "check_same_thread": False}
     else:
-        options["pool_pre_ping"] = True
         options["pool_size"] = kwargs.pop("pool_size", 10)
         options["max_overflow"] = kwargs.pop("max_overflow", 20)
     options.update(kwargs)
     engine = sa.create_engine(url, **options)
     if kind == "sqlite":
         _configure_sqlite(engine)
+    else:
+        _ping_when_idle(engine, IDLE_BEFORE_PING)
     return engine
+
+
+IDLE_BEFORE_PING = 1.0
+"""Seconds a pooled connection may rest before its next checkout pings it."""
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """Ping a connection at checkout only when it may be dead.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: a round trip added to each
+    short transaction of the relay and the workers. Here a connection is pinged when it
+    rested longer than ``idle`` seconds, or when its socket has something to read while
+    it sits idle in the pool (a server that terminates a connection or shuts down says so
+    and closes the socket). A connection used moments ago with a quiet socket is taken as
+    it is; one found dead is replaced before anyone sees it.
+    """
+    dialect = engine.dialect
+
+    @sa.event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["rm_checked_in"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        rested = record.info.get("rm_checked_in")
+        if rested is None:  # just connected
+            return
+        if time.monotonic() - rested < idle and not _socket_readable(dbapi_connection):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"stale pooled connection: {exc}") from exc
+
+
+def _socket_readable(dbapi_connection: Any) -> bool:
+    """Whether an idle connection's socket has data or EOF waiting (``True`` when unknown)."""
+    try:
+        fileno = dbapi_connection.fileno()  # psycopg
+    except AttributeError:
+        sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL
+        if sock is None:
+            return True
+        fileno = sock.fileno()
+    except Exception:
+        return True
+    if fileno < 0:
+        return True
+    try:
+        readable, _, _ = select.select([fileno], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -13,11 +13,13 @@ import sqlalchemy as sa
 
 from config import Settings
 from outbox.db import create_engine
+from outbox.log import EventLog
 from outbox.relay import Relay
 from tests.conftest import MYSQL_ADMIN, PG_ADMIN, _admin_engine
 from tests.outbox_helpers import init_outbox
 
 WRITER_APP = "rm-test-writer"
+OBSERVER_APP = "rm-test-observer"  # the test's own view of the log, never terminated
 EVENTS = 300
 PER_TRANSACTION = 5
 
@@ -72,9 +74,9 @@ class Writer(threading.Thread):
             self.ready.set()
 
 
-def _progressed(relay: Relay, head_before: int, writer: Writer) -> bool:
+def _progressed(log: EventLog, head_before: int, writer: Writer) -> bool:
     """The relay appended something since ``head_before``, or has caught up with the writer."""
-    head = relay.log.head("svc")
+    head = log.head("svc")
     return head > head_before or (not writer.is_alive() and head >= writer.written)
 
 
@@ -116,6 +118,10 @@ def test_postgres_relay_recovers_from_terminated_connections(
     admin = _admin_engine(PG_ADMIN)
     writer_db = create_engine(source_url, connect_args={"application_name": WRITER_APP})
     relay = Relay(settings)
+    observer = EventLog(
+        store_url,
+        engine=create_engine(store_url, connect_args={"application_name": OBSERVER_APP}),
+    )
 
     def relay_connections(database: str) -> int:
         with admin.connect() as conn:
@@ -123,9 +129,10 @@ def test_postgres_relay_recovers_from_terminated_connections(
                 conn.execute(
                     sa.text(
                         "SELECT count(*) FROM pg_stat_activity WHERE datname = :db "
-                        "AND pid <> pg_backend_pid() AND application_name <> :writer"
+                        "AND pid <> pg_backend_pid() "
+                        "AND application_name NOT IN (:writer, :observer)"
                     ),
-                    {"db": database, "writer": WRITER_APP},
+                    {"db": database, "writer": WRITER_APP, "observer": OBSERVER_APP},
                 ).scalar_one()
             )
 
@@ -136,9 +143,10 @@ def test_postgres_relay_recovers_from_terminated_connections(
                     sa.text(
                         "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) "
                         "FROM pg_stat_activity WHERE datname = :db "
-                        "AND pid <> pg_backend_pid() AND application_name <> :writer"
+                        "AND pid <> pg_backend_pid() "
+                        "AND application_name NOT IN (:writer, :observer)"
                     ),
-                    {"db": database, "writer": WRITER_APP},
+                    {"db": database, "writer": WRITER_APP, "observer": OBSERVER_APP},
                 ).scalar_one()
             )
 
@@ -151,14 +159,14 @@ def test_postgres_relay_recovers_from_terminated_connections(
                 wait_for(lambda t=threshold: writer.written >= t, 20, f"{threshold} writes")
                 # Kill while the relay holds its connections and makes progress.
                 wait_for(lambda: relay_connections(source_db_name) > 0, 10, "relay reconnect")
-                written, head = writer.written, relay.log.head("svc")
+                written, head = writer.written, observer.head("svc")
                 source_killed = terminate(source_db_name)
                 log_killed = terminate(store_db_name) if threshold in (100, 220) else 0
                 killed.append((written, source_killed, log_killed))
-                wait_for(lambda h=head: _progressed(relay, h, writer), 10, "progress")
+                wait_for(lambda h=head: _progressed(observer, h, writer), 10, "progress")
             writer.join(timeout=30)
             assert writer.error is None, writer.error
-            wait_for(lambda: relay.log.head("svc") >= EVENTS, 30, "the log to catch up")
+            wait_for(lambda: observer.head("svc") >= EVENTS, 30, "the log to catch up")
             time.sleep(0.1)  # a duplicate append would show up now
         totals = relay.relays[0].totals
 
@@ -170,6 +178,7 @@ def test_postgres_relay_recovers_from_terminated_connections(
         assert totals.errors, "the relay never saw a failure: the kills missed it"
     finally:
         relay.close()
+        observer.close()
         writer_db.dispose()
         admin.dispose()
 
@@ -227,7 +236,7 @@ def test_mariadb_relay_recovers_from_killed_connections(
                 wait_for(lambda: bool(relay_connection_ids()), 10, "relay reconnect")
                 written, head = writer.written, relay.log.head("svc")
                 killed.append((written, kill_relay_connections()))
-                wait_for(lambda h=head: _progressed(relay, h, writer), 10, "progress")
+                wait_for(lambda h=head: _progressed(relay.log, h, writer), 10, "progress")
             writer.join(timeout=30)
             assert writer.error is None, writer.error
             wait_for(lambda: relay.log.head("svc") >= EVENTS, 30, "the log to catch up")
