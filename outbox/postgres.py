@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -47,6 +49,15 @@ class PostgresOutboxSource(SqlOutboxSource):
 
     def _now(self) -> sa.ColumnElement[Any]:
         return sa.func.clock_timestamp()
+
+    @contextmanager
+    def _pipelined(self, conn: sa.Connection) -> Iterator[None]:
+        """psycopg's pipeline mode: the acknowledgement and its COMMIT in one round trip."""
+        try:
+            with conn.connection.driver_connection.pipeline():  # type: ignore[union-attr]
+                yield
+        except psycopg.Error as exc:  # raised by the pipeline itself, not by a statement
+            raise sa.exc.OperationalError("pipeline sync", None, exc) from exc
 
     # -- wake-ups ------------------------------------------------------------------
 

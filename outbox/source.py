@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -178,6 +179,11 @@ class SqlOutboxSource(OutboxSource):
         """Lock and fetch the next rows (one round trip: ``FOR UPDATE SKIP LOCKED``)."""
         return conn.execute(self._claim_query(lenient), {"limit": limit}).all()
 
+    def _pipelined(self, conn: sa.Connection) -> AbstractContextManager[Any]:
+        """A block whose statements (none may return rows) and commit travel together;
+        engines without a pipeline run them one by one."""
+        return nullcontext()
+
     def _claim_query(self, lenient: bool = False) -> sa.Select[Any]:
         if lenient:
             return self._build_claim_query(lenient=True)
@@ -269,18 +275,21 @@ class SqlOutboxSource(OutboxSource):
     def acknowledge(self, positions: Sequence[Any]) -> None:
         conn = self._leader()
         try:
-            if positions:
-                table = self._resolve()
-                column = table.c[self._columns["position"]]
-                for start in range(0, len(positions), 5000):
-                    chunk = list(positions[start : start + 5000])
-                    where = self._positions_filter(column, chunk)
-                    if self.settings.on_dispatch == "delete":
-                        conn.execute(sa.delete(table).where(where))
-                    else:
-                        marked = table.c[self._columns["dispatched_at"]]
-                        conn.execute(sa.update(table).where(where).values({marked: self._now()}))
-            conn.commit()
+            with self._pipelined(conn):
+                if positions:
+                    table = self._resolve()
+                    column = table.c[self._columns["position"]]
+                    for start in range(0, len(positions), 5000):
+                        chunk = list(positions[start : start + 5000])
+                        where = self._positions_filter(column, chunk)
+                        if self.settings.on_dispatch == "delete":
+                            conn.execute(sa.delete(table).where(where))
+                        else:
+                            marked = table.c[self._columns["dispatched_at"]]
+                            conn.execute(
+                                sa.update(table).where(where).values({marked: self._now()})
+                            )
+                conn.commit()
         except SQLAlchemyError as exc:
             self.lose_leadership()
             raise SourceError(
