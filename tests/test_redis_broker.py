@@ -13,7 +13,7 @@ import redis
 from dramatiq.brokers.redis import RedisBroker
 
 from tests.broker_helpers import REDIS_URL
-from workers.redis_broker import WakingRedisBroker
+from workers.redis_broker import WakingRedisBroker, wake_channel
 
 IDLE_TIMEOUT_MS = 3000  # the worker_timeout: a polling consumer sleeps this long when idle
 
@@ -94,3 +94,34 @@ def test_a_message_without_a_wake_up_still_arrives_by_the_timeout(namespace: str
         broker.close()
         plain.close()
     assert pickups.waits[-1] <= IDLE_TIMEOUT_MS / 1000 + 1.0, pickups.waits
+
+
+def test_a_batch_of_sends_publishes_one_wake_up_and_wakes_the_worker(namespace: str) -> None:
+    broker = WakingRedisBroker(url=REDIS_URL, namespace=namespace)
+    queue = f"{namespace}_q"
+    pickups = Pickups(broker, queue)
+    listener = redis.Redis.from_url(REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(wake_channel(namespace, queue))
+    pickups.worker.start()
+    try:
+        time.sleep(1.0)
+        sent = time.time()
+        with broker.one_wake_up():
+            for _ in range(3):
+                pickups.actor.send(sent)
+        deadline = time.monotonic() + 5
+        while len(pickups.waits) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        pickups.actor.send(time.time())  # outside a batch: a wake-up of its own
+        wake_ups = 0
+        quiet_until = time.monotonic() + 0.5
+        while time.monotonic() < quiet_until:
+            if listener.get_message(timeout=0.05) is not None:
+                wake_ups += 1
+    finally:
+        pickups.worker.stop()
+        listener.close()
+        broker.close()
+    assert len(pickups.waits) >= 3, pickups.waits
+    assert max(pickups.waits[:3]) < 0.1, pickups.waits
+    assert wake_ups == 2, wake_ups

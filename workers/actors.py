@@ -9,6 +9,7 @@ or stale one is a cheap no-op, and reordering cannot reorder events.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import nullcontext
 
 import dramatiq
 import structlog
@@ -56,10 +57,12 @@ class Actors:
         self.apply_lane.send(lane.projection, lane.source, lane.partition, target)
 
     def send_lanes(self, lanes: Iterable[tuple[Lane, int]]) -> int:
+        one_wake_up = getattr(self.broker, "one_wake_up", nullcontext)
         sent = 0
-        for lane, target in lanes:
-            self.send_lane(lane, target)
-            sent += 1
+        with one_wake_up():
+            for lane, target in lanes:
+                self.send_lane(lane, target)
+                sent += 1
         return sent
 
 

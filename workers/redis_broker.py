@@ -11,7 +11,10 @@ only bounds how long a lost wake-up (publishes are not stored) can delay a messa
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -32,13 +35,40 @@ def wake_channel(namespace: str, queue_name: str) -> str:
 class WakingRedisBroker(RedisBroker):
     """:class:`dramatiq.brokers.redis.RedisBroker` whose idle consumers wake on enqueue."""
 
+    def __init__(self, **parameters: Any) -> None:
+        super().__init__(**parameters)
+        self._batch = threading.local()
+
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         return _WakingConsumer(self, queue_name, prefetch, timeout)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         enqueued = super().enqueue(message, delay=delay)
-        self.client.publish(wake_channel(self.namespace, enqueued.queue_name), b"")
+        batched: set[str] | None = getattr(self._batch, "queues", None)
+        if batched is None:
+            self.client.publish(wake_channel(self.namespace, enqueued.queue_name), b"")
+        else:
+            batched.add(enqueued.queue_name)
         return enqueued
+
+    @contextmanager
+    def one_wake_up(self) -> Iterator[None]:
+        """Messages this thread enqueues inside the block publish one wake-up per queue, at
+        the block's end (the relay sends a message per lane of each batch)."""
+        if getattr(self._batch, "queues", None) is not None:
+            yield
+            return
+        queues: set[str] = set()
+        self._batch.queues = queues
+        try:
+            yield
+        finally:
+            self._batch.queues = None
+            if queues:
+                pipe = self.client.pipeline(transaction=False)
+                for queue_name in queues:
+                    pipe.publish(wake_channel(self.namespace, queue_name), b"")
+                pipe.execute()
 
 
 class _WakingConsumer(Consumer):
