@@ -138,6 +138,15 @@ class SqlStore(Store):
     def _open_lane(self, conn: sa.Connection, lane: Lane) -> tuple[int, bool]:
         """Lock the lane's checkpoint row (creating it at 0); also tells, in the same round
         trip, whether any aggregate of the lane's projection and source is blocked."""
+        if self.kind == "postgresql":
+            # BEGIN and the locking read travel together (psycopg's pipeline mode).
+            driver = _driver(conn)
+            with driver.pipeline():
+                cursor = driver.cursor()
+                cursor.execute(_OPEN_LANE, (lane.projection, lane.source, *_lane_key(lane)))
+                found = cursor.fetchone()
+            if found is not None:
+                return int(found[0]), bool(found[1])
         where = (
             checkpoints.c.projection == lane.projection,
             checkpoints.c.source == lane.source,
@@ -165,6 +174,9 @@ class SqlStore(Store):
         return int(row[0]), bool(row[1])
 
     def _set_checkpoint(self, conn: sa.Connection, lane: Lane, position: int) -> None:
+        if self.kind == "postgresql":  # driver-level: it may be queued in a pipeline
+            _driver(conn).cursor().execute(_SET_CHECKPOINT, (position, *_lane_key(lane)))
+            return
         conn.execute(
             checkpoints.update()
             .where(
@@ -220,7 +232,7 @@ class SqlStore(Store):
                 events = load(position, target, limit)
                 upto = events[-1].position if len(events) >= limit else target
                 held = self._blocked(conn, lane) if any_blocked else {}
-                tx = SqlTx(conn, self.tables_for(projection))
+                tx = SqlTx(conn, self.tables_for(projection), batch_prefetch=True)
                 if events:
                     projection.prefetch(events, tx)
                 applied = parked = 0
@@ -233,14 +245,45 @@ class SqlStore(Store):
                         continue
                     _handle(projection, event, tx, tags)
                     applied += 1
-                tx.flush()
-                self._set_checkpoint(conn, lane, int(upto or target))
-                invalidation = self._journal(conn, projection.name, tags)
-                return BatchResult(applied, parked, int(upto or target), invalidation=invalidation)
+                upto = int(upto or target)
+                invalidation = self._finish(conn, tx, lane, upto, projection.name, tags)
+                return BatchResult(applied, parked, upto, invalidation=invalidation)
         except HandlerFailed:
             raise
         except (SQLAlchemyError, psycopg.Error) as exc:  # psycopg: SqlTx's driver-level paths
             raise StoreError(f"{lane.projection}: apply failed: {describe_db_error(exc)}") from exc
+
+    def _finish(
+        self,
+        conn: sa.Connection,
+        tx: SqlTx,
+        lane: Lane,
+        upto: int,
+        projection: str,
+        tags: set[str] | None,
+    ) -> Invalidation | None:
+        """Write the batch, move the checkpoint, journal the invalidation, commit.
+
+        On PostgreSQL all of it is sent at once and answered in one round trip (psycopg's
+        pipeline mode; the first error aborts the rest and is raised at the commit)."""
+        if self.kind != "postgresql":
+            tx.flush()
+            self._set_checkpoint(conn, lane, upto)
+            return self._journal(conn, projection, tags)
+        driver = _driver(conn)
+        with driver.pipeline():
+            tx.flush()
+            self._set_checkpoint(conn, lane, upto)
+            journal = None
+            if tags:
+                ordered = tuple(sorted(tags))
+                journal = driver.cursor()
+                journal.execute(_JOURNAL, (projection, orjson.dumps(ordered).decode()))
+            driver.commit()
+        if journal is None:
+            return None
+        row = journal.fetchone()
+        return Invalidation(int(row[0]), projection, ordered)  # type: ignore[index]
 
     # -- cache invalidations (projections/invalidations.py) ----------------------------
 
@@ -475,6 +518,26 @@ class SqlStore(Store):
 
 
 _DEADLOCK_RETRIES = 20
+
+_OPEN_LANE = (
+    "SELECT c.position, EXISTS (SELECT 1 FROM rm_blocked_aggregates b "
+    "WHERE b.projection = %s AND b.source = %s) "
+    "FROM rm_checkpoints c WHERE c.projection = %s AND c.source = %s AND c.partition = %s "
+    "FOR UPDATE OF c"
+)
+_SET_CHECKPOINT = (
+    "UPDATE rm_checkpoints SET position = %s, updated_at = current_timestamp "
+    "WHERE projection = %s AND source = %s AND partition = %s"
+)
+_JOURNAL = "INSERT INTO rm_invalidations (projection, tags) VALUES (%s, %s) RETURNING id"
+
+
+def _lane_key(lane: Lane) -> tuple[str, str, int]:
+    return lane.projection, lane.source, lane.partition
+
+
+def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
+    return conn.connection.driver_connection  # type: ignore[return-value]
 
 
 def _is_deadlock(exc: BaseException | None) -> bool:

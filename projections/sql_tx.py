@@ -42,6 +42,7 @@ class SqlTx:
         *,
         lock_rows: bool = True,
         new_rows: NewRows | None = None,
+        batch_prefetch: bool = False,
     ) -> None:
         self.conn = conn
         self._new_rows = new_rows if conn.dialect.name == "postgresql" else None
@@ -55,6 +56,9 @@ class SqlTx:
         self._read: dict[tuple[str, tuple[Any, ...]], dict[str, Any] | None] = {}
         self._order: list[sa.Table] = []
         self.invalidated: set[str] = set()
+        # PostgreSQL: prefetches wait for the first read, then go out in one round trip.
+        self._batch_prefetch = batch_prefetch and self._postgresql
+        self._deferred: list[tuple[_TablePlan, list[tuple[Any, ...]]]] = []
 
     def _describe(self, table: sa.Table) -> tuple[sa.Table, str, tuple[str, ...]]:
         """``(physical table, its name, primary key column names)``, looked up once."""
@@ -91,6 +95,8 @@ class SqlTx:
             raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
 
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
+        if self._deferred:
+            self._run_deferred()
         physical, name, pk = self._info.get(table) or self._describe(table)
         if not isinstance(key, tuple):
             key = (key,)
@@ -144,10 +150,15 @@ class SqlTx:
         for k in wanted:
             read[(name, k)] = None
         ordered = list(wanted)
+        plan = _plan(self.conn.dialect, physical) if self._postgresql else None
+        if self._batch_prefetch and plan is not None and plan.key_type is not None:
+            self._deferred.append((plan, ordered))
+            return
+        if self._deferred:
+            self._run_deferred()
         if self._lock_rows:
             hashes = sorted({row_lock_key((name, k)) for k in ordered})
             _driver_cursor(self.conn).execute(_LOCK_MANY, (Json(hashes, dumps=orjson.dumps),))
-        plan = _plan(self.conn.dialect, physical) if self._postgresql else None
         if plan is not None and plan.key_type is not None:
             # One round trip, no SQL compilation: ``pk = ANY(array)`` on the driver's cursor.
             cursor = _driver_cursor(self.conn)
@@ -173,6 +184,37 @@ class SqlTx:
                 row = dict(found._mapping)
                 self._read[(physical.name, tuple(row[c.name] for c in pk))] = row
 
+    def _run_deferred(self) -> None:
+        """Run the deferred prefetches in one round trip: lock every key (in one sorted
+        order across tables, so two batches never wait on each other in a cycle), then
+        read each table; the reads start after the locks are granted (pipeline mode runs
+        the statements in order), so they see what the previous holders committed."""
+        deferred, self._deferred = self._deferred, []
+        driver = self.conn.connection.driver_connection  # type: ignore[union-attr]
+        reads = []
+        with driver.pipeline():
+            if self._lock_rows:
+                hashes = sorted(
+                    {row_lock_key((plan.table_name, k)) for plan, keys in deferred for k in keys}
+                )
+                driver.cursor().execute(_LOCK_MANY, (Json(hashes, dumps=orjson.dumps),))
+            for plan, keys in deferred:
+                cursor = driver.cursor()
+                firsts = [k[0] for k in keys]
+                document = plan.json_keys(firsts)
+                if document is None:
+                    cursor.execute(plan.select_any, (firsts,))
+                else:
+                    cursor.execute(plan.select_any_json, (Json(document, dumps=_as_is),))
+                reads.append((plan, cursor))
+        for plan, cursor in reads:
+            names = plan.columns
+            index = names.index(plan.keys[0])
+            for values in cursor:
+                self._read[(plan.table_name, (values[index],))] = dict(
+                    zip(names, values, strict=True)
+                )
+
     def upsert(self, table: sa.Table, row: Mapping[str, Any]) -> None:
         physical, name, pk = self._info.get(table) or self._describe(table)
         if physical not in self._order:
@@ -197,6 +239,8 @@ class SqlTx:
     def find(self, table: sa.Table, **equals: Any) -> list[dict[str, Any]]:
         """Rows whose columns equal ``equals`` (pending writes are flushed first)."""
         physical = self._physical(table)
+        if self._deferred:
+            self._run_deferred()
         self.flush()
         query = sa.select(physical).where(*[physical.c[name] == v for name, v in equals.items()])
         return [dict(row._mapping) for row in self.conn.execute(query)]
@@ -213,6 +257,8 @@ class SqlTx:
 
     def flush(self) -> None:
         """Write every pending change: deletes, then upserts grouped by column set."""
+        if self._deferred:
+            self._run_deferred()  # their row locks are part of the batch's isolation
         if not self._pending:
             return
         for physical in self._order:
