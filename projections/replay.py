@@ -682,8 +682,10 @@ class Replayer:
 
 
 _DONE = object()
-_YOUNG_COLLECTION_EVERY = 5  # batches; each pass scans about the batches in hand
-_FULL_COLLECTION_EVERY = 50
+# Batches. A young pass scans about the batches in hand (~150 ms for 3 batches of 20,000)
+# and finds next to nothing: rebuild garbage is acyclic and freed by reference counting.
+_YOUNG_COLLECTION_EVERY = 25
+_FULL_COLLECTION_EVERY = 100
 _gc_lock = threading.Lock()
 _gc_holders = 0
 _gc_was_enabled = True

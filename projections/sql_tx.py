@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import datetime
-from operator import itemgetter
+from datetime import datetime, timezone
+from itertools import repeat
+from operator import attrgetter, itemgetter
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import sqlalchemy as sa
@@ -261,12 +263,22 @@ class SqlTx:
             self._run_deferred()  # their row locks are part of the batch's isolation
         if not self._pending:
             return
+        by_table: dict[str, list[Any]] = {}
+        for item in self._pending.items():
+            items = by_table.get(item[0][0])
+            if items is None:
+                by_table[item[0][0]] = [item]
+            else:
+                items.append(item)
         for physical in self._order:
-            self._flush_table(physical)
+            items = by_table.get(physical.name)
+            if items:
+                self._flush_table(physical, items)
         self._read.clear()
         self._pending.clear()
 
-    def _flush_table(self, physical: sa.Table) -> None:
+    def _flush_table(self, physical: sa.Table, items: list[Any]) -> None:
+        """Write ``items`` (``((name, key), (op, row))`` of this table, in pending order)."""
         pk = list(physical.primary_key.columns)
         deletes: list[tuple[Any, ...]] = []
         upserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -276,18 +288,28 @@ class SqlTx:
         # Unread keys are taken for new until a COPY of this table met an existing one.
         unread_new = new_rows is not None and physical.name not in new_rows.existing_found
         read = self._read
-        for (name, key), (op, row) in self._pending.items():
-            if name != physical.name:
-                continue
-            if op in (_DELETE, _REPLACE):
-                deletes.append(key)
-            if op in (_UPSERT, _REPLACE) and row is not None:
-                if new_rows is not None and op == _UPSERT:
-                    seen = read.get((name, key), _UNREAD)
-                    if seen is None or (seen is _UNREAD and unread_new):
-                        copies.setdefault(tuple(sorted(row)), []).append(row)
-                        continue
-                upserts.setdefault(tuple(sorted(row)), []).append(row)
+        for k, (op, row) in items:
+            if op != _UPSERT:
+                deletes.append(k[1])
+                if op == _DELETE or row is None:
+                    continue
+            elif new_rows is not None:
+                seen = read.get(k, _UNREAD)
+                if seen is None or (seen is _UNREAD and unread_new):
+                    group = copies.get(columns := tuple(row))
+                    if group is None:
+                        copies[columns] = [row]
+                    else:
+                        group.append(row)
+                    continue
+            group = upserts.get(columns := tuple(row))
+            if group is None:
+                upserts[columns] = [row]
+            else:
+                group.append(row)
+        # Grouped by the rows' key order (cheap), then by column set (sorted names).
+        copies = _by_column_set(copies)
+        upserts = _by_column_set(upserts)
         if deletes:
             if plan is not None and plan.key_type is not None:
                 firsts = [k[0] for k in deletes]
@@ -324,7 +346,8 @@ class SqlTx:
         """COPY rows that are probably new; ``False`` (nothing written) when a value needs the
         upsert's conversions or the COPY fails: a key exists after all (or a partial row of
         an existing key misses a NOT NULL column); the upsert then decides what happens."""
-        types = plan.copy_types(columns, rows)
+        values = _value_tuples(columns, rows)
+        types = plan.copy_types_of(columns, values)
         if types is None:
             return False
         cursor = _driver_cursor(self.conn)
@@ -332,13 +355,9 @@ class SqlTx:
         try:
             with cursor.copy(plan.copy_statement(columns)) as copy:
                 copy.set_types(types)
-                if len(columns) == 1:
-                    for row in rows:
-                        copy.write_row((row[columns[0]],))
-                else:
-                    values = itemgetter(*columns)
-                    for row in rows:
-                        copy.write_row(values(row))
+                write_row = copy.write_row
+                for value in values:
+                    write_row(value)
         except Exception:
             cursor.execute("ROLLBACK TO SAVEPOINT rm_copy_new")
             self._new_rows.existing_found.add(plan.table_name)  # type: ignore[union-attr]
@@ -479,23 +498,42 @@ class _TablePlan:
         """The types of a binary COPY of ``rows``, when every value is of the exact Python type
         its column's binary form takes (an aware datetime for a ``timestamptz``, a naive one
         for a ``timestamp``: no conversion the upsert would make); ``None`` otherwise."""
+        return self.copy_types_of(columns, _value_tuples(columns, rows))
+
+    def copy_types_of(
+        self, columns: tuple[str, ...], values: list[tuple[Any, ...]]
+    ) -> list[str] | None:
+        """:meth:`copy_types` of rows given as value tuples (in ``columns``' order)."""
         types = []
+        kinds = []
         for name in columns:
             kind = self.json_kinds.get(name)
             binary = self.binary_types.get(name)
             if kind is None or binary is None:
                 return None
-            found = set(map(type, map(itemgetter(name), rows)))
-            if not found <= kind:
-                return None
-            if datetime in found:
-                aware = kind is _JSON_DATETIME
-                for value in map(itemgetter(name), rows):
-                    if value is not None and (value.tzinfo is not None) is not aware:
-                        return None
-                    if aware and value is not None and value.utcoffset() is None:
-                        return None
+            kinds.append(kind)
             types.append(binary)
+        # One pass: the distinct tuples of value types (rows of a group mostly share one).
+        shapes = set(map(tuple, map(map, repeat(type), values)))
+        for shape in shapes:
+            for found, kind in zip(shape, kinds, strict=True):
+                if found not in kind:
+                    return None
+        for i, kind in enumerate(kinds):
+            if not any(shape[i] is datetime for shape in shapes):
+                continue
+            moments = list(filter(None, map(itemgetter(i), values)))  # datetimes are truthy
+            zones = set(map(attrgetter("tzinfo"), moments))
+            if kind is not _JSON_DATETIME:
+                if zones != {None}:
+                    return None
+                continue
+            if None in zones:
+                return None
+            if not all(type(zone) in _FIXED_ZONE_TYPES for zone in zones) and any(
+                value.utcoffset() is None for value in moments
+            ):
+                return None
         return types
 
     def json_keys(self, keys: list[Any]) -> bytes | None:
@@ -597,6 +635,32 @@ def _binary_type(column_type: sa.types.TypeEngine[Any]) -> str | None:
     if isinstance(column_type, sa.DateTime):
         return "timestamptz" if column_type.timezone else "timestamp"
     return None
+
+
+# Time zone classes whose utcoffset() is never None.
+_FIXED_ZONE_TYPES = (timezone, ZoneInfo)
+
+
+def _value_tuples(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    if len(columns) == 1:
+        name = columns[0]
+        return [(row[name],) for row in rows]
+    return list(map(itemgetter(*columns), rows))
+
+
+def _by_column_set(
+    groups: dict[tuple[str, ...], list[dict[str, Any]]],
+) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    """Groups keyed by the rows' column order, merged by column set (sorted names)."""
+    merged: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for columns, rows in groups.items():
+        key = tuple(sorted(columns))
+        found = merged.get(key)
+        if found is None:
+            merged[key] = rows
+        else:
+            found.extend(rows)
+    return merged
 
 
 def _as_is(document: bytes) -> bytes:
