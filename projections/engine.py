@@ -91,6 +91,8 @@ class ProjectionEngine:
                     f"projection {projection.name!r} uses store {projection.store!r}, "
                     f"which is not configured"
                 )
+        for store in self.stores.values():
+            store.share_log(reader.engine)
         self.cache = cache
         """Invalidated by tag after every committed batch (``projections/invalidations.py``)."""
         if cache is not None:
@@ -173,7 +175,7 @@ class ProjectionEngine:
         """
         projection = self.projection(lane.projection)
         store = self.store_of(projection)
-        if target is None:
+        if target is None and not store.reads_log_head:
             target = self.reader.heads().get(lane.source, 0)
         applied = parked = 0
         checkpoint = 0
@@ -195,10 +197,16 @@ class ProjectionEngine:
             checkpoint = result.checkpoint
             if checkpoint > self._reached.get(lane, -1):
                 self._reached[lane] = checkpoint
-            if result.noop or checkpoint >= target or self.stopping.is_set():
+            if target is None:  # the store read the head: go on until a batch reached it
+                reached = result.target is None or checkpoint >= result.target
+            else:
+                reached = checkpoint >= target
+            if result.noop or reached or self.stopping.is_set():
                 return LaneProgress(lane, applied, parked, checkpoint)
 
-    def _apply(self, projection: Projection, store: Store, lane: Lane, target: int) -> BatchResult:
+    def _apply(
+        self, projection: Projection, store: Store, lane: Lane, target: int | None
+    ) -> BatchResult:
         event_types = projection.event_types(lane.source)
 
         def load(after: int, upto: int, limit: int) -> Sequence[Envelope]:

@@ -132,21 +132,32 @@ class SqlStore(Store):
 
     # -- checkpoints ---------------------------------------------------------------
 
+    def share_log(self, log_engine: Any) -> bool:
+        self.reads_log_head = self.kind == "postgresql" and log_engine.url == self.engine.url
+        return self.reads_log_head
+
     def _lock_lane(self, conn: sa.Connection, lane: Lane) -> int:
         return self._open_lane(conn, lane)[0]
 
-    def _open_lane(self, conn: sa.Connection, lane: Lane) -> tuple[int, bool]:
+    def _open_lane(
+        self, conn: sa.Connection, lane: Lane, *, with_head: bool = False
+    ) -> tuple[int, bool, int]:
         """Lock the lane's checkpoint row (creating it at 0); also tells, in the same round
-        trip, whether any aggregate of the lane's projection and source is blocked."""
+        trip, whether any aggregate of the lane's projection and source is blocked, and
+        (``with_head``, PostgreSQL, the log in this database) the source's log head."""
         if self.kind == "postgresql":
             # BEGIN and the locking read travel together (psycopg's pipeline mode).
             driver = _driver(conn)
             with driver.pipeline():
                 cursor = driver.cursor()
-                cursor.execute(_OPEN_LANE, (lane.projection, lane.source, *_lane_key(lane)))
+                if with_head:
+                    params = (lane.projection, lane.source, lane.source, *_lane_key(lane))
+                    cursor.execute(_OPEN_LANE_WITH_HEAD, params)
+                else:
+                    cursor.execute(_OPEN_LANE, (lane.projection, lane.source, *_lane_key(lane)))
                 found = cursor.fetchone()
             if found is not None:
-                return int(found[0]), bool(found[1])
+                return int(found[0]), bool(found[1]), int(found[2] or 0) if with_head else 0
         where = (
             checkpoints.c.projection == lane.projection,
             checkpoints.c.source == lane.source,
@@ -171,7 +182,9 @@ class SqlStore(Store):
                 .on_conflict_do_nothing()
             )
             row = conn.execute(query).one()
-        return int(row[0]), bool(row[1])
+            if with_head:
+                return self._open_lane(conn, lane, with_head=True)
+        return int(row[0]), bool(row[1]), 0
 
     def _set_checkpoint(self, conn: sa.Connection, lane: Lane, position: int) -> None:
         if self.kind == "postgresql":  # driver-level: it may be queued in a pipeline
@@ -210,8 +223,15 @@ class SqlStore(Store):
     # -- applying ------------------------------------------------------------------
 
     def apply_batch(
-        self, projection: Projection, lane: Lane, target: int, load: EventLoader, limit: int
+        self,
+        projection: Projection,
+        lane: Lane,
+        target: int | None,
+        load: EventLoader,
+        limit: int,
     ) -> BatchResult:
+        if target is None and not self.reads_log_head:
+            raise StoreError("apply_batch needs a target: this store does not hold the log")
         for attempt in range(_DEADLOCK_RETRIES):
             try:
                 return self._apply_batch(projection, lane, target, load, limit)
@@ -222,13 +242,20 @@ class SqlStore(Store):
         raise AssertionError("unreachable")
 
     def _apply_batch(
-        self, projection: Projection, lane: Lane, target: int, load: EventLoader, limit: int
+        self,
+        projection: Projection,
+        lane: Lane,
+        target: int | None,
+        load: EventLoader,
+        limit: int,
     ) -> BatchResult:
         try:
             with self._writer.begin() as conn:
-                position, any_blocked = self._open_lane(conn, lane)
+                position, any_blocked, head = self._open_lane(conn, lane, with_head=target is None)
+                if target is None:
+                    target = head
                 if position >= target:
-                    return BatchResult(0, 0, position, noop=True)
+                    return BatchResult(0, 0, position, noop=True, target=target)
                 events = load(position, target, limit)
                 upto = events[-1].position if len(events) >= limit else target
                 held = self._blocked(conn, lane) if any_blocked else {}
@@ -247,7 +274,7 @@ class SqlStore(Store):
                     applied += 1
                 upto = int(upto or target)
                 invalidation = self._finish(conn, tx, lane, upto, projection.name, tags)
-                return BatchResult(applied, parked, upto, invalidation=invalidation)
+                return BatchResult(applied, parked, upto, invalidation=invalidation, target=target)
         except HandlerFailed:
             raise
         except (SQLAlchemyError, psycopg.Error) as exc:  # psycopg: SqlTx's driver-level paths
@@ -522,6 +549,13 @@ _DEADLOCK_RETRIES = 20
 _OPEN_LANE = (
     "SELECT c.position, EXISTS (SELECT 1 FROM rm_blocked_aggregates b "
     "WHERE b.projection = %s AND b.source = %s) "
+    "FROM rm_checkpoints c WHERE c.projection = %s AND c.source = %s AND c.partition = %s "
+    "FOR UPDATE OF c"
+)
+_OPEN_LANE_WITH_HEAD = (
+    "SELECT c.position, EXISTS (SELECT 1 FROM rm_blocked_aggregates b "
+    "WHERE b.projection = %s AND b.source = %s), "
+    "(SELECT h.head FROM rm_log_heads h WHERE h.source = %s) "
     "FROM rm_checkpoints c WHERE c.projection = %s AND c.source = %s AND c.partition = %s "
     "FOR UPDATE OF c"
 )

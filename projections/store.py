@@ -39,6 +39,8 @@ class BatchResult:
     checkpoint: int
     noop: bool = False
     invalidation: Invalidation | None = None
+    target: int | None = None
+    """The target the batch worked towards (the log head it read, when called without one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,14 @@ class HandlerFailed(Exception):
 class Store(ABC):
     """Where read models live. ``apply_batch`` owns the transaction; backends fill hooks."""
 
+    reads_log_head = False
+    """Whether :meth:`apply_batch` accepts ``target=None``: the store then reads the source's
+    log head itself, in the round trip that opens the lane (the log is in its database)."""
+
+    def share_log(self, log_engine: Any) -> bool:
+        """Told the log's SQLAlchemy engine; returns (and keeps) :attr:`reads_log_head`."""
+        return self.reads_log_head
+
     @abstractmethod
     def create_tables(self, projections: Sequence[Projection]) -> None:
         """Create every projection's tables when missing. The store's own tables (checkpoints,
@@ -95,10 +105,16 @@ class Store(ABC):
 
     @abstractmethod
     def apply_batch(
-        self, projection: Projection, lane: Lane, target: int, load: EventLoader, limit: int
+        self,
+        projection: Projection,
+        lane: Lane,
+        target: int | None,
+        load: EventLoader,
+        limit: int,
     ) -> BatchResult:
         """Apply the lane's next events up to ``target`` (at most ``limit``) and move its
         checkpoint, in one transaction. A lane already at or past ``target`` is a no-op.
+        ``target=None`` (only when :attr:`reads_log_head`) means the log head now.
         Raises :class:`HandlerFailed` (after rolling back) when a handler raises."""
 
     @abstractmethod
