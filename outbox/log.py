@@ -44,6 +44,25 @@ _RESERVE = (
 )
 _INSERT_HEAD = "INSERT INTO rm_log_heads (source, head) VALUES (%s, 0) ON CONFLICT DO NOTHING"
 
+SMALL_APPEND = 100
+"""Batches up to this many records are appended by one statement sent with its BEGIN and
+COMMIT (one round trip); larger ones by COPY."""
+_APPEND_SMALL = (
+    "WITH h AS (UPDATE rm_log_heads SET head = head + %(n)s, updated_at = current_timestamp "
+    "WHERE source = %(source)s RETURNING head), "
+    "appended AS (INSERT INTO rm_event_log "
+    "(source, position, event_id, tenant, aggregate_type, aggregate_id, key_hash, event_type, "
+    "payload, headers, occurred_at) "
+    "SELECT %(source)s, h.head - %(n)s + r.ord, r.event_id, r.tenant, r.aggregate_type, "
+    "r.aggregate_id, r.key_hash, r.event_type, r.payload::jsonb, r.headers::jsonb, "
+    "r.occurred_at::timestamptz FROM h, unnest(%(event_id)s::text[], %(tenant)s::text[], "
+    "%(aggregate_type)s::text[], %(aggregate_id)s::text[], %(key_hash)s::int[], "
+    "%(event_type)s::text[], %(payload)s::text[], %(headers)s::text[], "
+    "%(occurred_at)s::text[]) WITH ORDINALITY AS r(event_id, tenant, aggregate_type, "
+    "aggregate_id, key_hash, event_type, payload, headers, occurred_at, ord)) "
+    "SELECT head FROM h"
+)
+
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
@@ -109,6 +128,10 @@ class EventLog:
     ) -> AppendResult:
         if self.kind == "postgresql" and records:
             try:
+                if len(records) <= SMALL_APPEND and not malformed:
+                    appended = self._append_small(source, records)
+                    if appended is not None:
+                        return appended
                 return self._append_unchecked(source, records, malformed)
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != _EVENT_ID_KEY:
@@ -132,6 +155,35 @@ class EventLog:
             self._park(conn, source, malformed)
         touched = frozenset(r.key_hash for r in records)
         return AppendResult(len(records), 0, len(malformed), head, touched)
+
+    def _append_small(self, source: str, records: Sequence[LogRecord]) -> AppendResult | None:
+        """:meth:`_append_unchecked` for a few records: reserve and insert in one statement,
+        sent with BEGIN and COMMIT at once (psycopg's pipeline mode). ``None`` (nothing
+        written) when the source has no head row yet."""
+        params = {
+            "n": len(records),
+            "source": source,
+            "event_id": [r.event_id for r in records],
+            "tenant": [r.tenant for r in records],
+            "aggregate_type": [r.aggregate_type for r in records],
+            "aggregate_id": [r.aggregate_id for r in records],
+            "key_hash": [r.key_hash for r in records],
+            "event_type": [r.event_type for r in records],
+            "payload": [r.payload for r in records],
+            "headers": [r.headers for r in records],
+            "occurred_at": [None if r.occurred_at is None else str(r.occurred_at) for r in records],
+        }
+        with self._writer.begin() as conn:
+            driver = conn.connection.driver_connection  # type: ignore[union-attr]
+            with driver.pipeline():
+                cursor = driver.cursor()
+                cursor.execute(_APPEND_SMALL, params)
+                driver.commit()
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        touched = frozenset(r.key_hash for r in records)
+        return AppendResult(len(records), 0, 0, int(row[0]), touched)
 
     def _reserve(self, conn: sa.Connection, source: str, count: int) -> int:
         """Lock the source's head row, move it ``count`` positions on; returns the new head.
