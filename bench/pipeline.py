@@ -640,23 +640,45 @@ def _writer_child(args: tuple[Any, ...], results: Any) -> None:
         results.put((write_steadily(*args), None))
     except BaseException as exc:
         results.put((None, f"{type(exc).__name__}: {exc}"))
+        results.close()
+        results.join_thread()
+        sys.exit(1)
+
+
+class WriterProcess:
+    """:func:`write_steadily` in a process of its own, started at once.
+
+    Its result (a commit time per order) is taken only with :meth:`result`: receiving and
+    unpickling it holds this process's GIL for a while, which must not happen while the
+    watcher thread is still timing events."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._results = context.Queue()
+        self._process = context.Process(
+            target=_writer_child, args=(args, self._results), daemon=True
+        )
+        self._process.start()
+
+    def failed(self) -> bool:
+        """Whether the writer stopped on an error (:meth:`result` then raises it)."""
+        return self._process.exitcode not in (None, 0)
+
+    def result(self, timeout: float) -> list[tuple[str, float]]:
+        try:
+            committed, error = self._results.get(timeout=timeout)
+        finally:
+            if self._process.is_alive():
+                self._process.terminate()
+            self._process.join()
+        if error is not None:
+            raise RuntimeError(f"the bench writer failed: {error}")
+        return committed
 
 
 def run_writer(args: tuple[Any, ...], timeout: float) -> list[tuple[str, float]]:
     """Run :func:`write_steadily` in a process of its own; returns its result."""
-    context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    process = context.Process(target=_writer_child, args=(args, results), daemon=True)
-    process.start()
-    try:
-        committed, error = results.get(timeout=timeout)
-    finally:
-        if process.is_alive():
-            process.terminate()
-        process.join()
-    if error is not None:
-        raise RuntimeError(f"the bench writer failed: {error}")
-    return committed
+    return WriterProcess(args).result(timeout)
 
 
 def reallatency(resources: Resources, args: argparse.Namespace) -> Latency:
@@ -693,11 +715,17 @@ def reallatency(resources: Resources, args: argparse.Namespace) -> Latency:
             raise RuntimeError("the bench watcher could not LISTEN")
         seconds = args.warmup_seconds + args.latency_seconds
         write_args = (pipeline.source_url, OUTBOX, args.rate, seconds, 0, mix)
-        committed = run_writer(write_args, seconds + 120)
-        expected = lookups.events + len(committed)
-        wait_for(lambda: pipeline.low_checkpoint() >= expected, 120, "the last events", 0.01)
+        writer = WriterProcess(write_args)
+        expected = lookups.events + int(args.rate * seconds)  # what write_steadily writes
+        wait_for(
+            lambda: writer.failed() or pipeline.low_checkpoint() >= expected,
+            seconds + 120,
+            "the last events",
+            0.01,
+        )
         time.sleep(0.01)
         stop.set()
+        committed = writer.result(120)
         watcher.join(timeout=10)
         positions = dict(
             pipeline.store.execute(
