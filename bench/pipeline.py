@@ -168,20 +168,31 @@ class Resources:
                 process.wait()
         self.processes.clear()
 
-    def release(self) -> None:
+    def end_phase(self) -> None:
+        """Stop the phase's processes and drop its databases and queues, so that no later
+        phase shares the server with them (autovacuum of a finished phase's 200,000-row
+        tables would otherwise run during the latency phase)."""
         try:
             self.stop_processes()
         finally:
             try:
                 self._drop_queues()
             finally:
-                with psycopg.connect(libpq_conninfo(self.admin_dsn), autocommit=True) as conn:
-                    for name in reversed(self.databases):
-                        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-                self.databases.clear()
-                for path in self.tmp.iterdir():
-                    path.unlink()
-                self.tmp.rmdir()
+                self._drop_databases()
+
+    def release(self) -> None:
+        try:
+            self.end_phase()
+        finally:
+            for path in self.tmp.iterdir():
+                path.unlink()
+            self.tmp.rmdir()
+
+    def _drop_databases(self) -> None:
+        with psycopg.connect(libpq_conninfo(self.admin_dsn), autocommit=True) as conn:
+            for name in reversed(self.databases):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.databases.clear()
 
     def _drop_queues(self) -> None:
         client = redis.Redis.from_url(self.redis_url)
@@ -470,8 +481,8 @@ def real_throughput(
             samples,
         )
     finally:
-        resources.stop_processes()
         pipeline.close()
+        resources.end_phase()
 
 
 # -- the naive pipeline ------------------------------------------------------------------
@@ -598,7 +609,7 @@ def naive_throughput(resources: Resources, args: argparse.Namespace) -> Throughp
         return Throughput(mix.events, time.perf_counter() - started)
     finally:
         pipeline.close()
-        resources.stop_processes()
+        resources.end_phase()
 
 
 # -- latency -----------------------------------------------------------------------------
@@ -736,8 +747,8 @@ def reallatency(resources: Resources, args: argparse.Namespace) -> Latency:
         )
     finally:
         stop.set()
-        resources.stop_processes()
         pipeline.close()
+        resources.end_phase()
     seen: dict[str, float] = {}
     marks = {p: ([pos for pos, _ in rows], [t for _, t in rows]) for p, rows in advances.items()}
     for order_id, position in positions.items():
@@ -794,7 +805,7 @@ def naivelatency(resources: Resources, args: argparse.Namespace) -> Latency:
         stop.set()
         watcher.join(timeout=10)
         pipeline.close()
-        resources.stop_processes()
+        resources.end_phase()
     return latency(committed, dict(seen), args.warmup_seconds)
 
 
