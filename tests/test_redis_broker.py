@@ -96,7 +96,7 @@ def test_a_message_without_a_wake_up_still_arrives_by_the_timeout(namespace: str
     assert pickups.waits[-1] <= IDLE_TIMEOUT_MS / 1000 + 1.0, pickups.waits
 
 
-def test_a_batch_of_sends_publishes_one_wake_up_and_wakes_the_worker(namespace: str) -> None:
+def test_enqueue_many_sends_messages_at_once_with_one_wake_up(namespace: str) -> None:
     broker = WakingRedisBroker(url=REDIS_URL, namespace=namespace)
     queue = f"{namespace}_q"
     pickups = Pickups(broker, queue)
@@ -106,13 +106,11 @@ def test_a_batch_of_sends_publishes_one_wake_up_and_wakes_the_worker(namespace: 
     try:
         time.sleep(1.0)
         sent = time.time()
-        with broker.one_wake_up():
-            for _ in range(3):
-                pickups.actor.send(sent)
+        enqueued = broker.enqueue_many([pickups.actor.message(sent) for _ in range(3)])
         deadline = time.monotonic() + 5
         while len(pickups.waits) < 3 and time.monotonic() < deadline:
             time.sleep(0.005)
-        pickups.actor.send(time.time())  # outside a batch: a wake-up of its own
+        pickups.actor.send(time.time())  # a single send: a wake-up of its own
         wake_ups = 0
         quiet_until = time.monotonic() + 0.5
         while time.monotonic() < quiet_until:
@@ -122,6 +120,7 @@ def test_a_batch_of_sends_publishes_one_wake_up_and_wakes_the_worker(namespace: 
         pickups.worker.stop()
         listener.close()
         broker.close()
+    assert len({m.options["redis_message_id"] for m in enqueued}) == 3
     assert len(pickups.waits) >= 3, pickups.waits
     assert max(pickups.waits[:3]) < 0.1, pickups.waits
     assert wake_ups == 2, wake_ups

@@ -9,7 +9,6 @@ or stale one is a cheap no-op, and reordering cannot reorder events.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import nullcontext
 
 import dramatiq
 import structlog
@@ -57,13 +56,19 @@ class Actors:
         self.apply_lane.send(lane.projection, lane.source, lane.partition, target)
 
     def send_lanes(self, lanes: Iterable[tuple[Lane, int]]) -> int:
-        one_wake_up = getattr(self.broker, "one_wake_up", nullcontext)
-        sent = 0
-        with one_wake_up():
+        """One message per lane; on Redis all of them in one round trip."""
+        enqueue_many = getattr(self.broker, "enqueue_many", None)
+        if enqueue_many is None:
+            sent = 0
             for lane, target in lanes:
                 self.send_lane(lane, target)
                 sent += 1
-        return sent
+            return sent
+        message = self.apply_lane.message
+        messages = [message(lane.projection, lane.source, lane.partition, t) for lane, t in lanes]
+        if messages:
+            enqueue_many(messages)
+        return len(messages)
 
 
 class Publisher(RelayHooks):

@@ -11,15 +11,15 @@ only bounds how long a lost wake-up (publishes are not stored) can delay a messa
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
+from uuid import uuid4
 
 import redis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
@@ -35,40 +35,48 @@ def wake_channel(namespace: str, queue_name: str) -> str:
 class WakingRedisBroker(RedisBroker):
     """:class:`dramatiq.brokers.redis.RedisBroker` whose idle consumers wake on enqueue."""
 
-    def __init__(self, **parameters: Any) -> None:
-        super().__init__(**parameters)
-        self._batch = threading.local()
-
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         return _WakingConsumer(self, queue_name, prefetch, timeout)
 
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         enqueued = super().enqueue(message, delay=delay)
-        batched: set[str] | None = getattr(self._batch, "queues", None)
-        if batched is None:
-            self.client.publish(wake_channel(self.namespace, enqueued.queue_name), b"")
-        else:
-            batched.add(enqueued.queue_name)
+        self.client.publish(wake_channel(self.namespace, enqueued.queue_name), b"")
         return enqueued
 
-    @contextmanager
-    def one_wake_up(self) -> Iterator[None]:
-        """Messages this thread enqueues inside the block publish one wake-up per queue, at
-        the block's end (the relay sends a message per lane of each batch)."""
-        if getattr(self._batch, "queues", None) is not None:
-            yield
-            return
-        queues: set[str] = set()
-        self._batch.queues = queues
-        try:
-            yield
-        finally:
-            self._batch.queues = None
-            if queues:
-                pipe = self.client.pipeline(transaction=False)
-                for queue_name in queues:
-                    pipe.publish(wake_channel(self.namespace, queue_name), b"")
-                pipe.execute()
+    def enqueue_many(self, messages: Sequence[Message[Any]]) -> list[Message[Any]]:
+        """Enqueue ``messages`` (none delayed) in one round trip, with one wake-up per queue.
+
+        :meth:`enqueue` costs a round trip per message, and the relay sends a message per
+        lane of every batch. This sends the same ``dispatch`` script calls, with the
+        arguments ``RedisBroker._dispatch`` gives them, through one pipeline; the enqueue
+        middleware hooks run for each message as they do in :meth:`enqueue`."""
+        pipe = self.client.pipeline(transaction=False)
+        dispatch = self.scripts["dispatch"]
+        max_unpack = self._max_unpack_size()
+        enqueued = []
+        for message in messages:
+            message = message.copy(options={"redis_message_id": str(uuid4())})
+            self.emit_before("enqueue", message, None)
+            arguments = [
+                "enqueue",
+                current_millis(),
+                message.queue_name,
+                self.broker_id,
+                self.heartbeat_timeout,
+                self.dead_message_ttl,
+                self._should_do_maintenance("enqueue"),
+                max_unpack,
+                message.options["redis_message_id"],
+                message.encode(),
+            ]
+            dispatch(keys=[self.namespace], args=arguments, client=pipe)
+            enqueued.append(message)
+        for queue_name in {message.queue_name for message in enqueued}:
+            pipe.publish(wake_channel(self.namespace, queue_name), b"")
+        pipe.execute()
+        for message in enqueued:
+            self.emit_after("enqueue", message, None)
+        return enqueued
 
 
 class _WakingConsumer(Consumer):
