@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -26,6 +26,7 @@ class PostgresOutboxSource(SqlOutboxSource):
     def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
         super().__init__(name, settings, engine=engine)
         self._listener: psycopg.Connection[Any] | None = None
+        self._claim_sql: dict[bool, str] = {}
         sa.event.listen(self.engine, "connect", _load_as_text)
 
     def _lock_key(self) -> int:
@@ -49,6 +50,25 @@ class PostgresOutboxSource(SqlOutboxSource):
 
     def _now(self) -> sa.ColumnElement[Any]:
         return sa.func.clock_timestamp()
+
+    def _fetch_claim(self, conn: sa.Connection, limit: int, lenient: bool) -> Sequence[Any]:
+        """The claim query with its BEGIN in one round trip, on the driver's connection."""
+        statement = self._claim_sql.get(lenient)
+        if statement is None:
+            compiled = self._claim_query(lenient).compile(dialect=conn.dialect)
+            statement = self._claim_sql[lenient] = str(compiled)
+        if not conn.in_transaction():
+            conn.begin()  # what conn.execute would do; the driver sends BEGIN with the query
+        driver = conn.connection.driver_connection
+        try:
+            with driver.pipeline():  # type: ignore[union-attr]
+                cursor = driver.cursor()  # type: ignore[union-attr]
+                cursor.execute(statement, {"limit": limit})
+                return cursor.fetchall()
+        except psycopg.DataError as exc:
+            raise sa.exc.DataError(statement, None, exc) from exc
+        except psycopg.Error as exc:
+            raise sa.exc.OperationalError(statement, None, exc) from exc
 
     @contextmanager
     def _pipelined(self, conn: sa.Connection) -> Iterator[None]:
