@@ -164,18 +164,8 @@ class SqlTx:
         if plan is not None and plan.key_type is not None:
             # One round trip, no SQL compilation: ``pk = ANY(array)`` on the driver's cursor.
             cursor = _driver_cursor(self.conn)
-            names = plan.columns
-            firsts = [k[0] for k in ordered]
-            document = plan.json_keys(firsts)
-            if document is None:
-                cursor.execute(plan.select_any, (firsts,))
-            else:
-                cursor.execute(plan.select_any_json, (Json(document, dumps=_as_is),))
-            index = names.index(pk[0].name)
-            for values in cursor:
-                self._read[(physical.name, (values[index],))] = dict(
-                    zip(names, values, strict=True)
-                )
+            plan.select_keys(cursor, ordered)
+            self._remember_rows(plan, cursor)
             return
         for start in range(0, len(ordered), 1000):
             chunk = ordered[start : start + 1000]
@@ -202,20 +192,17 @@ class SqlTx:
                 driver.cursor().execute(_LOCK_MANY, (Json(hashes, dumps=orjson.dumps),))
             for plan, keys in deferred:
                 cursor = driver.cursor()
-                firsts = [k[0] for k in keys]
-                document = plan.json_keys(firsts)
-                if document is None:
-                    cursor.execute(plan.select_any, (firsts,))
-                else:
-                    cursor.execute(plan.select_any_json, (Json(document, dumps=_as_is),))
+                plan.select_keys(cursor, keys)
                 reads.append((plan, cursor))
         for plan, cursor in reads:
-            names = plan.columns
-            index = names.index(plan.keys[0])
-            for values in cursor:
-                self._read[(plan.table_name, (values[index],))] = dict(
-                    zip(names, values, strict=True)
-                )
+            self._remember_rows(plan, cursor)
+
+    def _remember_rows(self, plan: _TablePlan, cursor: Any) -> None:
+        """Keep the rows a :meth:`_TablePlan.select_keys` query returned as read."""
+        names = plan.columns
+        index = names.index(plan.keys[0])
+        for values in cursor:
+            self._read[(plan.table_name, (values[index],))] = dict(zip(names, values, strict=True))
 
     def upsert(self, table: sa.Table, row: Mapping[str, Any]) -> None:
         physical, name, pk = self._info.get(table) or self._describe(table)
@@ -535,6 +522,15 @@ class _TablePlan:
             ):
                 return None
         return types
+
+    def select_keys(self, cursor: Any, keys: list[tuple[Any, ...]]) -> None:
+        """Execute the select of the rows with these (one-column) keys on ``cursor``."""
+        firsts = [k[0] for k in keys]
+        document = self.json_keys(firsts)
+        if document is None:
+            cursor.execute(self.select_any, (firsts,))
+        else:
+            cursor.execute(self.select_any_json, (Json(document, dumps=_as_is),))
 
     def json_keys(self, keys: list[Any]) -> bytes | None:
         """The values of a one-column key as a JSON list, when they read back exactly."""

@@ -21,16 +21,20 @@ AMQP_URL = os.environ.get("READMODEL_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5
 BROKER_URLS = {"redis": REDIS_URL, "rabbitmq": AMQP_URL}
 
 
+def delete_redis_keys(url: str, pattern: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
 def cleanup_queue(url: str, queue: str) -> None:
     """Remove every key or queue Dramatiq made for ``queue``."""
     if url.startswith("redis"):
-        client = redis.Redis.from_url(url)
-        try:
-            keys = list(client.scan_iter(match=f"dramatiq:*{queue}*", count=1000))
-            if keys:
-                client.delete(*keys)
-        finally:
-            client.close()
+        delete_redis_keys(url, f"dramatiq:*{queue}*")
         return
     import pika
 

@@ -12,7 +12,7 @@ import pytest
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from tests.broker_helpers import REDIS_URL
+from tests.broker_helpers import REDIS_URL, delete_redis_keys
 from workers.redis_broker import WakingRedisBroker, wake_channel
 
 IDLE_TIMEOUT_MS = 3000  # the worker_timeout: a polling consumer sleeps this long when idle
@@ -22,13 +22,7 @@ IDLE_TIMEOUT_MS = 3000  # the worker_timeout: a polling consumer sleeps this lon
 def namespace() -> Iterator[str]:
     name = f"rm_test_{uuid.uuid4().hex[:10]}"
     yield name
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=f"{name}*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    delete_redis_keys(REDIS_URL, f"{name}*")
 
 
 class Pickups:
