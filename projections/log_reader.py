@@ -29,7 +29,8 @@ from outbox.schema import event_log, log_heads
 _CACHED_RANGES = 3  # per (source, event types): lanes run close together, a few ranges suffice
 _MIN_RANGE = 1000
 
-_PG_COLUMNS = (
+# The log's columns in the order envelope_from_pg_row() unpacks them (JSON as text).
+PG_EVENT_COLUMNS = (
     "position, event_id, tenant, aggregate_type, aggregate_id, key_hash, event_type, "
     "payload::text, headers::text, occurred_at"
 )
@@ -93,7 +94,9 @@ class LogReader:
             start = bisect.bisect_right(positions, position)
             stop = min(bisect.bisect_right(positions, target), start + limit - len(out))
             for event in events[start:stop]:
-                out.append(event if isinstance(event, Envelope) else _envelope(source, event))
+                out.append(
+                    event if isinstance(event, Envelope) else envelope_from_pg_row(source, event)
+                )
             if len(out) >= limit:
                 return out
             position = min(block.upto, target)
@@ -139,7 +142,7 @@ class LogReader:
     ) -> list[tuple[int, Any]]:
         """Raw rows from the driver's cursor, made envelopes only when a lane takes them."""
         statement = (
-            f"SELECT {_PG_COLUMNS} FROM rm_event_log "
+            f"SELECT {PG_EVENT_COLUMNS} FROM rm_event_log "
             "WHERE source = %s AND position > %s AND position <= %s"
         )
         params: list[Any] = [source, after, upto]
@@ -172,9 +175,10 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def _envelope(source: str, row: tuple[Any, ...]) -> Envelope:
-    """An :class:`Envelope` from a raw log row, built as ``model_construct`` would but for a
-    fraction of its cost: the row was validated when it was appended."""
+def envelope_from_pg_row(source: str, row: tuple[Any, ...]) -> Envelope:
+    """An :class:`Envelope` from a raw row of :data:`PG_EVENT_COLUMNS`, built as
+    ``model_construct`` would but for a fraction of its cost: the row was validated when it
+    was appended."""
     (position, event_id, tenant, aggregate_type, aggregate_id, _, event_type, payload, headers,
      occurred_at) = row  # fmt: skip
     if occurred_at is not None and occurred_at.tzinfo is None:

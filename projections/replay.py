@@ -31,18 +31,12 @@ untouched; its shadow tables are dropped by the next replay or :meth:`Replayer.c
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
-import os
-import threading
 import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from queue import Full, Queue
 from typing import Any
 
 import psycopg
@@ -52,130 +46,51 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from outbox.db import describe_db_error
 from outbox.envelope import Envelope, aggregate_hash
-from outbox.errors import ReadmodelError, StoreError
-from outbox.log import envelope_from_row
+from outbox.errors import StoreError
 from outbox.schema import event_log
 from projections import invalidations
 from projections.api import Projection
 from projections.invalidations import WHOLE_PROJECTION
-from projections.log_reader import _PG_COLUMNS, LogReader, _envelope
+from projections.log_reader import LogReader
+from projections.log_stream import batch_gc, collect_batch, stream_batches
+from projections.replay_types import (
+    BLUE_GREEN,
+    IN_PLACE,
+    ReplayError,
+    ReplayHooks,
+    ReplayLocked,
+    ReplayOptions,
+    ReplayPlan,
+    ReplayRefused,
+    ReplaySummary,
+    SkippedEvent,
+    SourcePlan,
+)
 from projections.shadow import SHADOW_SUFFIX, ShadowTables, drop_tables
 from projections.sql_store import SqlStore, blocked, checkpoints, failures, parked_events
 from projections.sql_tx import NewRows, SqlTx
 from projections.store import Invalidation, Lane, Store
 
+__all__ = [  # the data types live in projections.replay_types; importable from here too
+    "BLUE_GREEN",
+    "IN_PLACE",
+    "ReplayError",
+    "ReplayHooks",
+    "ReplayLocked",
+    "ReplayOptions",
+    "ReplayPlan",
+    "ReplayRefused",
+    "Replayer",
+    "ReplaySummary",
+    "SkippedEvent",
+    "SourcePlan",
+    "replay_lock",
+]
+
 logger = structlog.get_logger("readmodel.replay")
 
-BLUE_GREEN = "blue-green"
-IN_PLACE = "in-place"
 _SWAP_ATTEMPTS = 5
 _SWAP_LOCK_TIMEOUT_MS = 5000
-
-
-class ReplayRefused(ReadmodelError):
-    """The replay was asked for something it does not do (a usage error)."""
-
-
-class ReplayLocked(ReadmodelError):
-    """Another replay of the same projection is running."""
-
-
-class ReplayError(ReadmodelError):
-    """A handler failed during a replay; carries the event."""
-
-    def __init__(
-        self, projection: str, event: Envelope, error: BaseException, *, in_place: bool
-    ) -> None:
-        kept = "earlier batches stay applied" if in_place else "the live model is as it was"
-        super().__init__(
-            f"{projection}: replay stopped at {event.source}:{event.position} "
-            f"({event.event_type} of {event.aggregate_type}:{event.aggregate_id}): {error!r}; "
-            f"{kept} (--skip-errors skips such events)"
-        )
-        self.event = event
-        self.error = error
-
-
-@dataclass(frozen=True)
-class ReplayOptions:
-    from_position: int | None = None
-    source: str | None = None
-    tenant: str | None = None
-    skip_errors: bool = False
-
-    @property
-    def mode(self) -> str:
-        return BLUE_GREEN if self.from_position is None else IN_PLACE
-
-
-@dataclass(frozen=True)
-class SourcePlan:
-    source: str
-    after: int
-    head: int
-    events: int
-
-
-@dataclass(frozen=True)
-class ReplayPlan:
-    projection: str
-    mode: str
-    sources: list[SourcePlan]
-    tables: list[tuple[str, str]]  # (live table, table written: its shadow, or itself in place)
-    leftovers: list[str]
-    tenant: str | None = None
-
-    @property
-    def events(self) -> int:
-        return sum(s.events for s in self.sources)
-
-
-@dataclass(frozen=True)
-class SkippedEvent:
-    source: str
-    position: int
-    event_id: str
-    event_type: str
-    aggregate_type: str
-    aggregate_id: str
-    error: str
-    detail: str | None
-    held_behind: int | None = None  # the position of the failed event it was held behind
-
-    @property
-    def aggregate(self) -> str:
-        return f"{self.aggregate_type}:{self.aggregate_id}"
-
-
-@dataclass
-class ReplaySummary:
-    projection: str
-    mode: str
-    applied: dict[str, int] = field(default_factory=dict)
-    skipped: list[SkippedEvent] = field(default_factory=list)
-    checkpoints: dict[str, int] = field(default_factory=dict)
-    tables: list[str] = field(default_factory=list)
-    released_parked: int = 0
-    seconds: float = 0.0
-
-    @property
-    def events(self) -> int:
-        return sum(self.applied.values())
-
-    @property
-    def rate(self) -> float:
-        return self.events / self.seconds if self.seconds > 0 else 0.0
-
-
-class ReplayHooks:
-    """No-op extension points (progress bars, tests)."""
-
-    def started(self, plan: ReplayPlan) -> None: ...
-
-    def progress(self, source: str, position: int, applied: int, total: int) -> None:
-        """After each committed batch: ``applied`` of about ``total`` events so far."""
-
-    def before_swap(self) -> None: ...
 
 
 class _Failed(Exception):
@@ -284,7 +199,7 @@ class Replayer:
             self._total = plan.events
             self.hooks.started(plan)
             summary = ReplaySummary(self.projection.name, options.mode)
-            with _batch_gc():
+            with batch_gc():
                 if options.mode == BLUE_GREEN:
                     self._rebuild(options, summary)
                 else:
@@ -317,7 +232,7 @@ class Replayer:
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
         try:
-            with self.store._writer.begin() as conn:
+            with self.store.writer.begin() as conn:
                 yield conn
         except (SQLAlchemyError, psycopg.Error) as exc:
             raise StoreError(
@@ -388,7 +303,7 @@ class Replayer:
         self._report(source, events[-1].position or 0, applied)
 
     def _report(self, source: str, position: int, applied: int) -> None:
-        _collect_batch()
+        collect_batch()
         self._applied += applied
         self._total = max(self._total, self._applied)
         self.hooks.progress(source, position, self._applied, self._total)
@@ -409,7 +324,7 @@ class Replayer:
                 with self._write() as conn:
                     if conn.dialect.name == "postgresql":
                         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_SWAP_LOCK_TIMEOUT_MS}")
-                    live = {lane: self.store._lock_lane(conn, lane) for lane in lanes}
+                    live = {lane: self.store.lock_lane(conn, lane) for lane in lanes}
                     targets = {
                         s: max(
                             [progress[s], *(cp for lane, cp in live.items() if lane.source == s)]
@@ -425,7 +340,7 @@ class Replayer:
                     old_tables = self.shadow.swap(conn)
                     invalidation = self._journal_whole_projection(conn)
                     for lane in lanes:
-                        self.store._set_checkpoint(conn, lane, targets[lane.source])
+                        self.store.set_checkpoint(conn, lane, targets[lane.source])
                     summary.released_parked = self._settle_parked(conn, sources)
                     conn.execute(
                         checkpoints.delete().where(
@@ -467,33 +382,18 @@ class Replayer:
         conn.execute(blocked.delete().where(blocked.c.projection == name))
         conn.execute(failures.delete().where(failures.c.projection == name))
         for event in self._skipped:
-            insert = self.store._insert(parked_events).values(
-                projection=name,
-                source=event.source,
-                position=event.position,
-                event_id=event.event_id,
-                aggregate_type=event.aggregate_type,
-                aggregate_id=event.aggregate_id,
-                event_type=event.event_type,
+            self.store.park(
+                conn,
+                name,
+                event,
                 reason=event.error,
                 detail=event.detail,
                 attempts=0 if event.held_behind else 1,
-                status="parked",
-            )
-            conn.execute(
-                insert.on_conflict_do_update(
-                    index_elements=["projection", "source", "position"],
-                    set_={
-                        "reason": insert.excluded.reason,
-                        "detail": insert.excluded.detail,
-                        "status": "parked",
-                        "resolved_at": None,
-                    },
-                )
+                replace=True,
             )
             if event.held_behind is None:
                 conn.execute(
-                    self.store._insert(blocked)
+                    self.store.insert(blocked)
                     .values(
                         projection=name,
                         source=event.source,
@@ -525,9 +425,9 @@ class Replayer:
                     try:
                         with self._write() as conn:
                             cps = {
-                                lane.partition: self.store._lock_lane(conn, lane) for lane in lanes
+                                lane.partition: self.store.lock_lane(conn, lane) for lane in lanes
                             }
-                            held = self.store._blocked(conn, lanes[0])
+                            held = self.store.blocked_aggregates(conn, lanes[0])
                             due = [
                                 e
                                 for e in events
@@ -554,7 +454,7 @@ class Replayer:
         live model, so a crash (or Redis down) before :meth:`_invalidate` is redone."""
         if self.cache is None or not self.store.journal_invalidations:
             return None
-        return self.store._journal(conn, self.projection.name, {WHOLE_PROJECTION})
+        return self.store.journal(conn, self.projection.name, {WHOLE_PROJECTION})
 
     def _invalidate(self, invalidation: Invalidation | None) -> None:
         if invalidation is not None and self.cache is not None:
@@ -630,144 +530,15 @@ class Replayer:
     ) -> Iterator[list[Envelope]]:
         """The projection's events of ``source`` in ``(after, upto]``, in batches, through a
         server-side cursor on PostgreSQL."""
-        if upto <= after:
-            return
-        types = self.projection.event_types(source)
-        if self.reader.engine.dialect.name == "postgresql":
-            batches = self._stream_postgresql(source, after, upto, types, tenant)
-        else:
-            batches = self._stream_sqlite(source, after, upto, types, tenant)
-        try:
-            yield from _read_ahead(batches)
-        except (SQLAlchemyError, psycopg.Error) as exc:
-            raise StoreError(f"reading the event log failed: {describe_db_error(exc)}") from exc
-
-    def _stream_postgresql(
-        self, source: str, after: int, upto: int, types: list[str], tenant: str | None
-    ) -> Iterator[list[Envelope]]:
-        statement = (
-            f"SELECT {_PG_COLUMNS} FROM rm_event_log WHERE source = %s AND position > %s "
-            "AND position <= %s AND event_type = ANY(%s)"
+        yield from stream_batches(
+            self.reader.engine,
+            source,
+            after,
+            upto,
+            self.projection.event_types(source),
+            tenant=tenant,
+            batch_size=self.batch_size,
         )
-        params: list[Any] = [source, after, upto, types]
-        if tenant is not None:
-            statement += " AND tenant = %s"
-            params.append(tenant)
-        statement += " ORDER BY position"
-        with self.reader.engine.connect() as conn:
-            driver = conn.connection.driver_connection
-            with driver.cursor(name=f"rm_replay_{os.getpid()}") as cursor:  # type: ignore[union-attr]
-                cursor.itersize = self.batch_size
-                cursor.execute(statement, params)
-                while rows := cursor.fetchmany(self.batch_size):
-                    yield [_envelope(source, row) for row in rows]
-            conn.rollback()
-
-    def _stream_sqlite(
-        self, source: str, after: int, upto: int, types: list[str], tenant: str | None
-    ) -> Iterator[list[Envelope]]:
-        c = event_log.c
-        query = (
-            sa.select(event_log)
-            .where(c.source == source, c.position > after, c.position <= upto)
-            .where(c.event_type.in_(types))
-            .order_by(c.position)
-        )
-        if tenant is not None:
-            query = query.where(c.tenant == tenant)
-        with self.reader.engine.connect() as conn:
-            result = conn.execution_options(yield_per=self.batch_size).execute(query)
-            for rows in result.partitions():
-                yield [envelope_from_row(row._mapping) for row in rows]
-
-
-_DONE = object()
-# Batches. A young pass scans about the batches in hand (~150 ms for 3 batches of 20,000)
-# and finds next to nothing: rebuild garbage is acyclic and freed by reference counting.
-_YOUNG_COLLECTION_EVERY = 25
-_FULL_COLLECTION_EVERY = 100
-_gc_lock = threading.Lock()
-_gc_holders = 0
-_gc_was_enabled = True
-_gc_batches = 0
-
-
-@contextmanager
-def _batch_gc() -> Iterator[None]:
-    """Cyclic garbage collection between batches instead of during them.
-
-    A batch keeps tens of thousands of young objects alive (envelopes, payloads, pending
-    rows) until it commits, so the collector's allocation-driven passes keep scanning and
-    promoting them, and its full passes rescan the whole heap: a third of a rebuild's CPU.
-    While a replay runs, automatic collection is off and :func:`_collect_batch` collects
-    the young generations every few batches (the whole heap now and then)."""
-    global _gc_holders, _gc_was_enabled
-    with _gc_lock:
-        if _gc_holders == 0:
-            _gc_was_enabled = gc.isenabled()
-        _gc_holders += 1
-        gc.disable()
-    try:
-        yield
-    finally:
-        with _gc_lock:
-            _gc_holders -= 1
-            if _gc_holders == 0 and _gc_was_enabled:
-                gc.enable()
-
-
-def _collect_batch() -> None:
-    global _gc_batches
-    _gc_batches += 1
-    if _gc_batches % _FULL_COLLECTION_EVERY == 0:
-        gc.collect()
-    elif _gc_batches % _YOUNG_COLLECTION_EVERY == 0:
-        gc.collect(1)
-
-
-def _read_ahead(batches: Iterator[list[Envelope]], depth: int = 2) -> Iterator[list[Envelope]]:
-    """``batches``, read by a thread up to ``depth`` batches ahead: the next batch is fetched
-    and decoded while the database writes the current one (the driver releases the GIL)."""
-    queue: Queue[Any] = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for batch in batches:
-                while not stop.is_set():
-                    try:
-                        queue.put(batch, timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
-                    break
-            item: Any = _DONE
-        except BaseException as exc:  # handed to the consumer
-            item = exc
-        finally:
-            with contextlib.suppress(Exception):
-                batches.close()  # type: ignore[attr-defined]
-        while not stop.is_set():
-            try:
-                queue.put(item, timeout=0.1)
-                return
-            except Full:
-                continue
-
-    thread = threading.Thread(target=produce, name="replay-log-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = queue.get()
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _partition(event: Envelope, partitions: int) -> int:

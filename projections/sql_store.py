@@ -7,7 +7,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import psycopg
@@ -99,6 +99,24 @@ invalidations = sa.Table(  # created by migration 0002 (outbox/migrations/versio
 )
 
 
+class ParkableEvent(Protocol):
+    """What a parked-event row records of an event: an :class:`Envelope`, or a replay's
+    :class:`~projections.replay_types.SkippedEvent`."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def position(self) -> int | None: ...
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def aggregate_type(self) -> str: ...
+    @property
+    def aggregate_id(self) -> str: ...
+
+
 class SqlStore(Store):
     """A store in one PostgreSQL or SQLite database."""
 
@@ -107,9 +125,12 @@ class SqlStore(Store):
         if self.kind not in ("postgresql", "sqlite"):
             raise StoreError("a SQL read-model store is PostgreSQL or SQLite")
         self.engine = engine or create_engine(url)
-        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        # Transactions that write: on SQLite they take the write lock at BEGIN, so two
+        # writers wait for each other instead of failing to upgrade a read lock.
+        self.writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
 
-    def _insert(self, table: sa.Table) -> Any:
+    def insert(self, table: sa.Table) -> Any:
+        """The dialect's INSERT (it has ``on_conflict_do_*``)."""
         if self.kind == "postgresql":
             from sqlalchemy.dialects.postgresql import insert
         else:
@@ -136,7 +157,9 @@ class SqlStore(Store):
         self.reads_log_head = self.kind == "postgresql" and log_engine.url == self.engine.url
         return self.reads_log_head
 
-    def _lock_lane(self, conn: sa.Connection, lane: Lane) -> int:
+    def lock_lane(self, conn: sa.Connection, lane: Lane) -> int:
+        """Lock the lane's checkpoint row (creating it at 0) until ``conn`` commits; returns
+        its position. No batch of the lane can commit meanwhile."""
         return self._open_lane(conn, lane)[0]
 
     def _open_lane(
@@ -172,7 +195,7 @@ class SqlStore(Store):
         row = conn.execute(query).first()
         if row is None:
             conn.execute(
-                self._insert(checkpoints)
+                self.insert(checkpoints)
                 .values(
                     projection=lane.projection,
                     source=lane.source,
@@ -186,7 +209,8 @@ class SqlStore(Store):
                 return self._open_lane(conn, lane, with_head=True)
         return int(row[0]), bool(row[1]), 0
 
-    def _set_checkpoint(self, conn: sa.Connection, lane: Lane, position: int) -> None:
+    def set_checkpoint(self, conn: sa.Connection, lane: Lane, position: int) -> None:
+        """Move the lane's checkpoint in ``conn``'s transaction (lock it first)."""
         if self.kind == "postgresql":  # driver-level: it may be queued in a pipeline
             _driver(conn).cursor().execute(_SET_CHECKPOINT, (position, *_lane_key(lane)))
             return
@@ -250,7 +274,7 @@ class SqlStore(Store):
         limit: int,
     ) -> BatchResult:
         try:
-            with self._writer.begin() as conn:
+            with self.writer.begin() as conn:
                 position, any_blocked, head = self._open_lane(conn, lane, with_head=target is None)
                 if target is None:
                     target = head
@@ -258,7 +282,7 @@ class SqlStore(Store):
                     return BatchResult(0, 0, position, noop=True, target=target)
                 events = load(position, target, limit)
                 upto = events[-1].position if len(events) >= limit else target
-                held = self._blocked(conn, lane) if any_blocked else {}
+                held = self.blocked_aggregates(conn, lane) if any_blocked else {}
                 tx = SqlTx(conn, self.tables_for(projection), batch_prefetch=True)
                 if events:
                     projection.prefetch(events, tx)
@@ -295,12 +319,12 @@ class SqlStore(Store):
         pipeline mode; the first error aborts the rest and is raised at the commit)."""
         if self.kind != "postgresql":
             tx.flush()
-            self._set_checkpoint(conn, lane, upto)
-            return self._journal(conn, projection, tags)
+            self.set_checkpoint(conn, lane, upto)
+            return self.journal(conn, projection, tags)
         driver = _driver(conn)
         with driver.pipeline():
             tx.flush()
-            self._set_checkpoint(conn, lane, upto)
+            self.set_checkpoint(conn, lane, upto)
             journal = None
             if tags:
                 ordered = tuple(sorted(tags))
@@ -314,9 +338,11 @@ class SqlStore(Store):
 
     # -- cache invalidations (projections/invalidations.py) ----------------------------
 
-    def _journal(
+    def journal(
         self, conn: sa.Connection, projection: str, tags: set[str] | None
     ) -> Invalidation | None:
+        """Journal an invalidation of ``tags`` in ``conn``'s transaction, so that it is redone
+        if the process dies before the cache hears of it; ``None`` when there are no tags."""
         if not tags:
             return None
         ordered = tuple(sorted(tags))
@@ -331,8 +357,8 @@ class SqlStore(Store):
         if not self.journal_invalidations:
             return None
         try:
-            with self._writer.begin() as conn:
-                return self._journal(conn, projection, set(tags))
+            with self.writer.begin() as conn:
+                return self.journal(conn, projection, set(tags))
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot write rm_invalidations: {describe_db_error(exc)}") from exc
 
@@ -354,12 +380,15 @@ class SqlStore(Store):
         if not ids:
             return
         try:
-            with self._writer.begin() as conn:
+            with self.writer.begin() as conn:
                 conn.execute(invalidations.delete().where(invalidations.c.id.in_(list(ids))))
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot delete rm_invalidations: {describe_db_error(exc)}") from exc
 
-    def _blocked(self, conn: sa.Connection, lane: Lane) -> dict[tuple[str, str], dict[str, Any]]:
+    def blocked_aggregates(
+        self, conn: sa.Connection, lane: Lane
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The lane's projection and source's blocked aggregates: (type, id) -> their row."""
         rows = conn.execute(
             sa.select(blocked).where(
                 blocked.c.projection == lane.projection, blocked.c.source == lane.source
@@ -375,27 +404,58 @@ class SqlStore(Store):
             else f"held: an earlier event of this aggregate is parked "
             f"({lane.source}:{hold['since_position']})"
         )
-        conn.execute(
-            self._insert(parked_events)
-            .values(
-                projection=lane.projection,
-                source=lane.source,
-                position=event.position,
-                event_id=event.event_id,
-                aggregate_type=event.aggregate_type,
-                aggregate_id=event.aggregate_id,
-                event_type=event.event_type,
-                reason=reason,
-                detail=hold["detail"] if first else None,
-                attempts=hold["attempts"] if first else 0,
-            )
-            .on_conflict_do_nothing()
+        self.park(
+            conn,
+            lane.projection,
+            event,
+            reason=reason,
+            detail=hold["detail"] if first else None,
+            attempts=hold["attempts"] if first else 0,
         )
+
+    def park(
+        self,
+        conn: sa.Connection,
+        projection: str,
+        event: ParkableEvent,
+        *,
+        reason: str,
+        detail: str | None,
+        attempts: int,
+        replace: bool = False,
+    ) -> None:
+        """Write ``event``'s parked-event row in ``conn``'s transaction. An existing row is
+        kept as it is, or (``replace``) parked again with the new reason and detail."""
+        statement = self.insert(parked_events).values(
+            projection=projection,
+            source=event.source,
+            position=event.position,
+            event_id=event.event_id,
+            aggregate_type=event.aggregate_type,
+            aggregate_id=event.aggregate_id,
+            event_type=event.event_type,
+            reason=reason,
+            detail=detail,
+            attempts=attempts,
+        )
+        if replace:
+            statement = statement.values(status="parked").on_conflict_do_update(
+                index_elements=["projection", "source", "position"],
+                set_={
+                    "reason": statement.excluded.reason,
+                    "detail": statement.excluded.detail,
+                    "status": "parked",
+                    "resolved_at": None,
+                },
+            )
+        else:
+            statement = statement.on_conflict_do_nothing()
+        conn.execute(statement)
 
     # -- failures and parking ------------------------------------------------------
 
     def record_failure(self, lane: Lane, event: Envelope, error: str) -> int:
-        statement = self._insert(failures).values(
+        statement = self.insert(failures).values(
             projection=lane.projection,
             source=lane.source,
             position=event.position,
@@ -411,7 +471,7 @@ class SqlStore(Store):
                 "updated_at": statement.excluded.updated_at,
             },
         )
-        with self._writer.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(statement)
             return int(
                 conn.execute(
@@ -424,9 +484,9 @@ class SqlStore(Store):
             )
 
     def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> None:
-        with self._writer.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(
-                self._insert(blocked)
+                self.insert(blocked)
                 .values(
                     projection=lane.projection,
                     source=lane.source,
@@ -471,8 +531,8 @@ class SqlStore(Store):
             parked_events.c.aggregate_type == aggregate[0],
             parked_events.c.aggregate_id == aggregate[1],
         )
-        with self._writer.begin() as conn:
-            self._lock_lane(conn, lane)
+        with self.writer.begin() as conn:
+            self.lock_lane(conn, lane)
             positions = [
                 int(p)
                 for p in conn.execute(
@@ -487,7 +547,7 @@ class SqlStore(Store):
             for event in events:
                 _handle(projection, event, tx, tags)
             tx.flush()
-            self._journal(conn, projection.name, tags)  # done by the engine after the retry
+            self.journal(conn, projection.name, tags)  # done by the engine after the retry
             conn.execute(
                 parked_events.update()
                 .where(*aggregate_where, parked_events.c.status == "parked")
@@ -497,7 +557,7 @@ class SqlStore(Store):
             return len(events)
 
     def skip_parked(self, entry_id: int) -> ParkedEvent | None:
-        with self._writer.begin() as conn:
+        with self.writer.begin() as conn:
             row = conn.execute(
                 sa.select(parked_events).where(
                     parked_events.c.id == entry_id, parked_events.c.status == "parked"
