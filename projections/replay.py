@@ -392,19 +392,8 @@ class Replayer:
                 replace=True,
             )
             if event.held_behind is None:
-                conn.execute(
-                    self.store.insert(blocked)
-                    .values(
-                        projection=name,
-                        source=event.source,
-                        aggregate_type=event.aggregate_type,
-                        aggregate_id=event.aggregate_id,
-                        since_position=event.position,
-                        reason=event.error,
-                        detail=event.detail,
-                        attempts=1,
-                    )
-                    .on_conflict_do_nothing()
+                self.store.hold(
+                    conn, name, event, reason=event.error, detail=event.detail, attempts=1
                 )
         return int(released or 0)
 

@@ -485,20 +485,34 @@ class SqlStore(Store):
 
     def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> None:
         with self.writer.begin() as conn:
-            conn.execute(
-                self.insert(blocked)
-                .values(
-                    projection=lane.projection,
-                    source=lane.source,
-                    aggregate_type=event.aggregate_type,
-                    aggregate_id=event.aggregate_id,
-                    since_position=event.position,
-                    reason=reason,
-                    detail=detail,
-                    attempts=attempts,
-                )
-                .on_conflict_do_nothing()
+            self.hold(conn, lane.projection, event, reason=reason, detail=detail, attempts=attempts)
+
+    def hold(
+        self,
+        conn: sa.Connection,
+        projection: str,
+        event: ParkableEvent,
+        *,
+        reason: str,
+        detail: str | None,
+        attempts: int,
+    ) -> None:
+        """Block ``event``'s aggregate from ``event`` on, in ``conn``'s transaction (kept as it
+        is when the aggregate is blocked already)."""
+        conn.execute(
+            self.insert(blocked)
+            .values(
+                projection=projection,
+                source=event.source,
+                aggregate_type=event.aggregate_type,
+                aggregate_id=event.aggregate_id,
+                since_position=event.position,
+                reason=reason,
+                detail=detail,
+                attempts=attempts,
             )
+            .on_conflict_do_nothing()
+        )
 
     def parked(
         self, projection: str | None = None, status: str | None = "parked"
