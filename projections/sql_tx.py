@@ -4,6 +4,7 @@ writes are folded per key and flushed as a few batched statements at commit."""
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from itertools import repeat
@@ -422,9 +423,10 @@ class _TablePlan:
         self.table_name = table.name
         self.columns = [c.name for c in table.columns]
         self.types = {c.name: c.type.compile(dialect=dialect) for c in table.columns}
+        self.cast_types = {name: _without_modifiers(sql) for name, sql in self.types.items()}
         self.keys = [c.name for c in table.primary_key.columns]
         self.quote = quote
-        self.key_type = self.types[self.keys[0]] if len(self.keys) == 1 else None
+        self.key_type = self.cast_types[self.keys[0]] if len(self.keys) == 1 else None
         column_list = ", ".join(quote(c) for c in self.columns)
         if self.key_type is not None:
             where = f"{quote(self.keys[0])} = ANY(%b::{self.key_type}[])"
@@ -453,7 +455,7 @@ class _TablePlan:
         statement = self._upserts.get(columns)
         if statement is None:
             names = ", ".join(self.quote(c) for c in columns)
-            arrays = ", ".join(f"%b::{self.types[c]}[]" for c in columns)
+            arrays = ", ".join(f"%b::{self.cast_types[c]}[]" for c in columns)
             statement = (
                 f"INSERT INTO {self.table_sql} ({names}) SELECT * FROM unnest({arrays}) "
                 f"{self._on_conflict(columns)}"
@@ -580,6 +582,19 @@ class _TablePlan:
 
 
 _plans: dict[tuple[str, sa.Table], _TablePlan | None] = {}
+_MODIFIERS = re.compile(r"\s*\([^)]*\)|\s+COLLATE\s+\S+", re.IGNORECASE)
+
+
+def _without_modifiers(sql_type: str) -> str:
+    """``sql_type`` without length, precision or collation, for casting parameters.
+
+    An explicit cast to ``VARCHAR(5)`` cuts a longer value short without a word (the SQL
+    rule for explicit casts), where storing it in the column fails "value too long": cast
+    to ``VARCHAR``, and the INSERT's own assignment to the column decides, as a plain
+    INSERT would. A key longer than its column then matches no row instead of another.
+    """
+    base = _MODIFIERS.sub("", sql_type)
+    return "BPCHAR" if base.upper() in {"CHAR", "CHARACTER", "NCHAR"} else base
 
 
 def _plan(dialect: Dialect, table: sa.Table) -> _TablePlan | None:

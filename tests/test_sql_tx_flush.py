@@ -242,3 +242,57 @@ def test_values_without_an_exact_json_form_take_the_array_path(
         assert plan.json_rows(("at", "id"), mixed) is None
     finally:
         engine.dispose()
+
+
+codes = sa.Table(
+    "flush_codes",
+    metadata,
+    sa.Column("code", sa.String(4), primary_key=True),
+    sa.Column("label", sa.String(4)),
+    sa.Column("fixed", sa.CHAR(3)),
+)
+
+
+def test_a_value_longer_than_its_column_fails_as_a_plain_insert_would(
+    pg_database: Callable[[], str],
+) -> None:
+    """Parameters cast to VARCHAR(4) would be cut to four characters without a word."""
+    engine = create_engine(pg_database())
+    try:
+        metadata.create_all(engine)
+        for row in ({"code": "a", "label": "toolong"}, {"code": "b", "fixed": "four"}):
+            with pytest.raises(psycopg.errors.StringDataRightTruncation), engine.begin() as conn:
+                tx = SqlTx(conn, {codes: codes}, lock_rows=False)
+                tx.upsert(codes, row)
+                tx.flush()
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {codes: codes}, lock_rows=False)
+            tx.upsert(codes, {"code": "ok", "label": "fits", "fixed": "abc"})
+            tx.flush()
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(sa.select(codes))] == [("ok", "fits", "abc")]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_key_longer_than_its_column_matches_no_row(
+    pg_database: Callable[[], str], batched: bool
+) -> None:
+    """Not the row whose key it starts with (``toolong`` is not ``tool``)."""
+    engine = create_engine(pg_database())
+    try:
+        metadata.create_all(engine)
+        with engine.begin() as conn:
+            conn.execute(codes.insert(), [{"code": "tool", "label": "kept"}])
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {codes: codes}, batch_prefetch=batched)
+            tx.prefetch(codes, ["toolong", "tool"])
+            assert tx.get(codes, "toolong") is None
+            assert tx.get(codes, "tool") == {"code": "tool", "label": "kept", "fixed": None}
+            tx.delete(codes, "toolong")
+            tx.flush()
+        with engine.connect() as conn:
+            assert [tuple(r) for r in conn.execute(sa.select(codes))] == [("tool", "kept", None)]
+    finally:
+        engine.dispose()
