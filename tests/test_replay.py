@@ -4,7 +4,11 @@ half-done, interrupted rebuilds, strict and skipping handlers, in-place replays,
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -589,6 +593,56 @@ def test_cli_dry_run_confirmation_and_exit_codes(pipeline: Pipeline, tmp_path: P
         ["replay", "last_deposit", "--from-position", "100", "--yes", "--config", config]
     )
     assert safe.exit_code == 0 and "replayed in place: 200 events" in safe.stdout
+
+
+def test_ctrl_c_on_the_cli_leaves_the_live_model_and_a_removable_shadow(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    """A real SIGINT to a ``readmodel replay`` process half-way through the rebuild."""
+    applied = deposits(300, 9, seed=15)
+    pipeline.feed("bank", applied)
+    pipeline.feed("bank", deposits(20_000, 50, seed=16, start=last_seqs(applied)), apply=False)
+    pipeline.execute("UPDATE account_totals SET total = 7")
+    before, cps = pipeline.rows(account_totals), live_checkpoints(pipeline, "totals")
+    config = str(_config(tmp_path, pipeline))
+    command = [sys.executable, "-m", "workers.cli", "replay", "totals", "--yes"]
+    replay = subprocess.Popen(
+        [*command, "--batch-size", "50", "--config", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        shadow = sa.select(sa.func.max(checkpoints.c.position)).where(
+            checkpoints.c.projection == "totals__rebuild"
+        )
+        deadline = time.monotonic() + 60
+        while True:  # until the shadow holds some batches
+            assert replay.poll() is None, replay.communicate()
+            assert time.monotonic() < deadline, "the rebuild never started"
+            with pipeline.runtime.log.engine.connect() as conn:
+                if (conn.execute(shadow).scalar() or 0) > 1000:
+                    break
+            time.sleep(0.02)
+        replay.send_signal(signal.SIGINT)
+        _, stderr = replay.communicate(timeout=60)
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+            replay.wait()
+
+    assert replay.returncode == 130, stderr
+    assert "interrupted: the live model of 'totals' is untouched" in stderr
+    with pipeline.runtime.log.engine.connect() as conn:
+        assert (conn.execute(shadow).scalar() or 0) < 20_300  # it stopped half-way
+    assert pipeline.rows(account_totals) == before
+    assert live_checkpoints(pipeline, "totals") == cps
+    assert "account_totals__rebuild" in pipeline.tables()
+
+    cleanup = run_cli(["replay", "totals", "--cleanup", "--config", config])
+    assert cleanup.exit_code == 0 and "account_totals__rebuild" in cleanup.stdout
+    assert "account_totals__rebuild" not in pipeline.tables()
+    assert pipeline.rows(account_totals) == before
 
 
 def test_cli_reports_the_failing_event_and_skips_with_skip_errors(
