@@ -241,7 +241,14 @@ class ProjectionEngine:
         attempts = store.record_failure(lane, event, repr(failure.error))
         if attempts >= self.max_attempts:
             reason = f"handler failed {attempts} times: {failure.error!r}"
-            store.block(lane, event, reason, failure.detail, attempts)
+            if not store.block(lane, event, reason, failure.detail, attempts):
+                logger.info(
+                    "failed event applied by a rebuild meanwhile; not parked",
+                    projection=lane.projection,
+                    source=lane.source,
+                    position=event.position,
+                )
+                return 0
             logger.error(
                 "event parked",
                 projection=lane.projection,

@@ -483,9 +483,21 @@ class SqlStore(Store):
                 ).scalar_one()
             )
 
-    def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> None:
+    def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> bool:
         with self.writer.begin() as conn:
+            # Under the lane's lock: a replay's swap (which takes it too) may have committed
+            # since the handler failed, with a model that has this event applied.
+            if self.lock_lane(conn, lane) >= (event.position or 0):
+                conn.execute(
+                    failures.delete().where(
+                        failures.c.projection == lane.projection,
+                        failures.c.source == lane.source,
+                        failures.c.position == event.position,
+                    )
+                )
+                return False
             self.hold(conn, lane.projection, event, reason=reason, detail=detail, attempts=attempts)
+            return True
 
     def hold(
         self,

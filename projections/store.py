@@ -130,8 +130,10 @@ class Store(ABC):
         """Count one more failed attempt at ``event``; returns the attempts so far."""
 
     @abstractmethod
-    def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> None:
-        """Park ``event`` and hold every later event of its aggregate until retried or skipped."""
+    def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> bool:
+        """Park ``event`` and hold every later event of its aggregate until retried or skipped;
+        ``False`` (nothing held) when the lane is past the event already: a rebuild swapped in
+        meanwhile has applied it."""
 
     @abstractmethod
     def parked(

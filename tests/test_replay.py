@@ -31,7 +31,7 @@ from projections.replay import (
     ReplayRefused,
     replay_lock,
 )
-from projections.sql_store import blocked, checkpoints
+from projections.sql_store import blocked, checkpoints, failures
 from tests.cache_helpers import dead_redis_url, fresh_prefix
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
@@ -445,6 +445,44 @@ def test_events_parked_live_are_reattempted_by_the_rebuild(
     ]
     pipeline.feed("bank", more)
     assert pipeline.rows(account_totals)["acct-2"]["total"] == expected_totals(events)["acct-2"] + 5
+
+
+def test_a_live_failure_is_not_parked_when_a_rebuild_applied_the_event_meanwhile(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap commits between a live handler's last failure and its parking: the rebuilt
+    model has the event, so its aggregate must not be blocked."""
+    engine = pipeline.runtime.engine
+    store = engine.store_of("totals")
+    engine.max_attempts = 1
+    events = deposits(300, 4, seed=21)
+    pipeline.feed("bank", events, apply=False)
+    record_failure = store.record_failure
+    swapped = []
+
+    def fail_then_swap(*args: Any) -> int:
+        attempts = record_failure(*args)
+        if not swapped:  # the handler gets fixed, and a rebuild swaps in before block()
+            monkeypatch.delenv("READMODEL_TEST_FAIL_ON")
+            swapped.append(pipeline.replayer("totals").run(ReplayOptions()))
+        return attempts
+
+    monkeypatch.setattr(store, "record_failure", fail_then_swap)
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-1")
+    engine.catch_up()
+
+    assert swapped and swapped[0].events == len(events)
+    assert engine.parked("totals", status=None) == []
+    with pipeline.runtime.log.engine.connect() as conn:
+        for table in (blocked, failures):
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
+    rows = pipeline.rows(account_totals)
+    assert {k: r["total"] for k, r in rows.items()} == expected_totals(events)
+    more = [
+        ("account", "acct-1", "Deposited", {"amount": 5, "seq": last_seqs(events)["acct-1"] + 1})
+    ]
+    pipeline.feed("bank", more)
+    assert pipeline.rows(account_totals)["acct-1"]["total"] == expected_totals(events)["acct-1"] + 5
 
 
 # -- in place ----------------------------------------------------------------------------
