@@ -3,7 +3,10 @@
 Appends for one source serialize on that source's row in ``rm_log_heads``, so
 positions stay gap-free and commit in order even if two relays ever overlap.
 Rows already in the log (a relay crashed after appending but before marking
-the outbox) are recognised by ``event_id`` and skipped.
+the outbox) are recognised by ``event_id`` and skipped. A row whose ``event_id`` is in the
+log for another event (another aggregate, type or payload: the outbox reused the id, as
+position-derived ids do after its sequence restarts) is parked with that reason, not
+skipped: it is a new event.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from outbox.db import create_engine, describe_db_error, engine_kind
 from outbox.envelope import Envelope
 from outbox.errors import LogError
 from outbox.migrate import upgrade
-from outbox.rows import LogRecord, MalformedRow
+from outbox.rows import LogRecord, MalformedRow, json_safe
 from outbox.schema import PARKED_OUTBOX_ROW, event_log, log_heads, parked
 
 _COPY_COLUMNS = (
@@ -210,7 +213,8 @@ class EventLog:
     ) -> AppendResult:
         with self._writer.begin() as conn:
             head = self._lock_head(conn, source)
-            fresh, duplicates = self._without_logged(conn, source, records)
+            fresh, duplicates, reused = self._without_logged(conn, source, records)
+            malformed = [*malformed, *reused]
             if fresh:
                 self._write(conn, source, head, fresh)
                 head += len(fresh)
@@ -259,27 +263,43 @@ class EventLog:
 
     def _without_logged(
         self, conn: sa.Connection, source: str, records: Sequence[LogRecord]
-    ) -> tuple[list[LogRecord], int]:
+    ) -> tuple[list[LogRecord], int, list[MalformedRow]]:
+        """``(records not in the log yet, how many were, records reusing a logged event's
+        id for another event)``."""
         if not records:
-            return [], 0
+            return [], 0, []
         ids = [r.event_id for r in records]
-        seen: set[str] = set()
+        c = event_log.c
+        logged: dict[str, tuple[Any, ...]] = {}
         for start in range(0, len(ids), 5000):
             chunk = ids[start : start + 5000]
-            seen.update(
-                conn.execute(
-                    sa.select(event_log.c.event_id).where(
-                        event_log.c.source == source, event_log.c.event_id.in_(chunk)
-                    )
-                ).scalars()
-            )
+            query = sa.select(
+                c.event_id, c.position, c.aggregate_type, c.aggregate_id, c.event_type, c.payload
+            ).where(c.source == source, c.event_id.in_(chunk))
+            for event_id, *rest in conn.execute(query):
+                logged[event_id] = tuple(rest)
         fresh: list[LogRecord] = []
+        reused: list[MalformedRow] = []
+        firsts: dict[str, LogRecord] = {}
+        duplicates = 0
         for record in records:
-            if record.event_id in seen:
-                continue
-            seen.add(record.event_id)
-            fresh.append(record)
-        return fresh, len(records) - len(fresh)
+            earlier = logged.get(record.event_id)
+            first = firsts.get(record.event_id)
+            if earlier is not None:
+                position, *event = earlier
+                if _same_event(record, event):
+                    duplicates += 1
+                else:
+                    reused.append(_reused(record, f"log position {position}", event))
+            elif first is not None:
+                if _same_event(record, _event_of(first)):
+                    duplicates += 1
+                else:
+                    reused.append(_reused(record, "the same batch", _event_of(first)))
+            else:
+                firsts[record.event_id] = record
+                fresh.append(record)
+        return fresh, duplicates, reused
 
     def _write(
         self, conn: sa.Connection, source: str, head: int, records: Sequence[LogRecord]
@@ -352,6 +372,52 @@ class EventLog:
         )
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
+
+
+def _event_of(record: LogRecord) -> list[Any]:
+    return [record.aggregate_type, record.aggregate_id, record.event_type, record.payload]
+
+
+def _same_event(record: LogRecord, event: Sequence[Any]) -> bool:
+    """Whether ``record`` is the logged ``event`` (aggregate type and id, event type,
+    payload) delivered again."""
+    aggregate_type, aggregate_id, event_type, payload = event
+    if (record.aggregate_type, record.aggregate_id, record.event_type) != (
+        aggregate_type,
+        aggregate_id,
+        event_type,
+    ):
+        return False
+    if isinstance(payload, str):
+        payload = orjson.loads(payload)
+    return bool(orjson.loads(record.payload) == payload)
+
+
+def _reused(record: LogRecord, where: str, event: Sequence[Any]) -> MalformedRow:
+    aggregate_type, aggregate_id, event_type, _ = event
+    return MalformedRow(
+        source_position=record.source_position,
+        event_id=record.event_id,
+        reason=(
+            f"event id {record.event_id!r} is already in the log ({where}) for another "
+            f"event ({event_type} of {aggregate_type}:{aggregate_id}): the outbox reused the "
+            f"id (position-derived ids repeat when its sequence restarts; map an event_id "
+            f"column with unique ids)"
+        ),
+        raw={
+            "position": json_safe(record.source_position),
+            "event_id": record.event_id,
+            "aggregate_type": record.aggregate_type,
+            "aggregate_id": record.aggregate_id,
+            "event_type": record.event_type,
+            "payload": orjson.loads(record.payload),
+            "occurred_at": json_safe(record.occurred_at),
+            "tenant": record.tenant,
+            "headers": None if record.headers is None else orjson.loads(record.headers),
+        },
+        aggregate_type=record.aggregate_type,
+        aggregate_id=record.aggregate_id,
+    )
 
 
 def envelope_from_row(row: Any) -> Envelope:

@@ -376,3 +376,65 @@ def test_infinite_timestamp_in_postgres_is_parked(
             assert relay.log.parked_outbox_count("svc") == 1
         finally:
             relay.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_an_event_id_reused_after_a_sequence_restart_is_parked_not_dropped(
+    kind: str,
+    sqlite_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Without an event_id column, ids derive from the outbox position (``svc:<seq>``): after
+    the sequence restarts, new events get ids the log has seen. They must not be taken for
+    redeliveries and skipped; a true redelivery (same event, same id) still is."""
+    if kind == "sqlite":
+        url, store = sqlite_database(), sqlite_database()
+        ddl = (
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, aggregatetype TEXT, "
+            "aggregateid TEXT, type TEXT, payload TEXT)"
+        )
+        restart = "DELETE FROM sqlite_sequence WHERE name = 'outbox'"
+    else:
+        url = store = pg_database()
+        ddl = (
+            "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, aggregatetype TEXT, "
+            "aggregateid TEXT, type TEXT, payload TEXT)"
+        )
+        restart = "ALTER SEQUENCE outbox_seq_seq RESTART WITH 1"
+    first = [good(1), good(2), good(3)]
+    with _setup(url, store, ddl, first, make_settings) as made:
+        relay = Relay(made.settings)
+        try:
+            assert relay.drain()["svc"].relayed == 3
+            with made.source_db.begin() as conn:
+                conn.exec_driver_sql(restart)
+            reused = [Row("order", "o9", "OrderPaid", json.dumps({"n": 10})), good(11)]
+            assert _insert(made.source_db, reused, with_extras=False) == [1, 2]
+            with made.source_db.begin() as conn:  # event 3 delivered again, as it was
+                conn.exec_driver_sql(
+                    "INSERT INTO outbox (seq, aggregatetype, aggregateid, type, payload) "
+                    f"VALUES (3, 'order', 'o0', 'OrderPlaced', '{first[2].payload}')"
+                )
+            totals = relay.drain()["svc"]
+            logged = relay.log.read("svc")
+            with relay.log.engine.connect() as conn:
+                parked = conn.execute(
+                    sa.text("SELECT event_id, reason, raw FROM rm_parked ORDER BY id")
+                ).all()
+        finally:
+            relay.close()
+        with made.source_db.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar_one() == 0
+
+    # cumulative: the first drain's 3; then 2 parked and event 3 recognised as a redelivery
+    assert (totals.relayed, totals.duplicates, totals.parked, totals.errors) == (3, 1, 2, [])
+    assert [e.payload for e in logged] == [{"n": 1}, {"n": 2}, {"n": 3}]
+    assert [p.event_id for p in parked] == ["svc:1", "svc:2"]
+    assert "'svc:1' is already in the log (log position 1)" in parked[0].reason
+    assert "OrderPlaced of order:o1" in parked[0].reason and "sequence restarts" in parked[0].reason
+    raws = [json.loads(p.raw) if isinstance(p.raw, str) else p.raw for p in parked]
+    assert [(r["event_type"], r["aggregate_id"], r["payload"]) for r in raws] == [
+        ("OrderPaid", "o9", {"n": 10}),
+        ("OrderPlaced", "o2", {"n": 11}),
+    ]
