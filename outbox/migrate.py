@@ -83,7 +83,17 @@ def known_tables() -> dict[str, sa.Table]:
 
 
 def current(engine: sa.Engine) -> str | None:
-    """The database's revision, or None when it has never been migrated."""
+    """The database's revision, or None when it has never been migrated (or, a SQLite
+    file, does not exist: it is not created by asking)."""
+    database = engine.url.database
+    if (
+        engine.dialect.name == "sqlite"
+        and database
+        and database != ":memory:"
+        and not database.startswith("file:")
+        and not Path(database).exists()
+    ):
+        return None
     try:
         with engine.connect() as conn:
             return _current(conn)

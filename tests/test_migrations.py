@@ -3,6 +3,7 @@ database from before migrations, the CLI, and the check that long-running comman
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -352,3 +353,46 @@ def test_concurrent_migrations_both_succeed(
     assert said == [f"already at revision {head()}", f"migrated from revision none to {head()}"]
     assert _version_rows(engine) == [head()]
     assert _tables(engine) == HEAD_TABLES | {VERSION_TABLE}
+
+
+def test_checks_leave_a_missing_sqlite_store_missing(tmp_path: Path) -> None:
+    """Asking for the revision of a SQLite file that is not there must not create it."""
+    path = tmp_path / "absent.db"
+    config = str(_config(tmp_path, f"sqlite:///{path}"))
+
+    checked = run_cli(["migrate", "--check", "--config", config])
+    assert checked.exit_code == 1, checked.output
+    assert f"is at revision none, this readmodel needs {head()}" in checked.stderr
+    refused = run_cli(["status", "--config", config])
+    assert refused.exit_code == 2 and "run `readmodel migrate" in refused.stderr
+    assert not path.exists()
+
+    assert run_cli(["migrate", "--config", config]).exit_code == 0
+    assert path.exists()
+    assert run_cli(["migrate", "--check", "--config", config]).exit_code == 0
+
+
+def test_health_is_unhealthy_until_the_store_is_migrated(
+    store_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    upgrade(engine, "0001")
+    config = str(_config(tmp_path, store_url, sources={}))
+    redacted = sa.make_url(store_url).render_as_string(hide_password=True)
+    problem = (
+        f"the read store at {redacted} is at revision 0001, this readmodel needs {head()}: "
+        f"run `readmodel migrate --config {config}`"
+    )
+
+    result = run_cli(["health", "--config", config])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip() == f"unhealthy: read store: {problem}"
+    as_json = run_cli(["health", "--json", "--config", config])
+    assert as_json.exit_code == 1
+    document = json.loads(as_json.stdout)
+    assert document["healthy"] is False
+    assert document["problems"] == [{"subject": "read store", "message": problem}]
+
+    assert run_cli(["migrate", "--config", config]).exit_code == 0
+    healthy = run_cli(["health", "--config", config])
+    assert healthy.exit_code == 0, healthy.output
+    assert "healthy: 0 sources, 0 projections" in healthy.stdout

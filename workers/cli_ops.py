@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,6 +27,7 @@ from workers.cli_support import (
     fail,
     guarded,
     load,
+    migrate_hint,
     out,
     require_migrated,
     stop_on_signals,
@@ -73,6 +75,21 @@ def _runtime(settings: Settings) -> Any:
     from workers.runtime import build_runtime
 
     return guarded(build_runtime, settings, create_tables=False)
+
+
+def _schema_problem(settings: Settings, config: Path | None) -> dict[str, str] | None:
+    """A read store below (or above) this readmodel's schema revision, as a health problem."""
+    from outbox.errors import SchemaOutdated
+    from outbox.migrate import check_stores
+
+    def check() -> dict[str, str] | None:
+        try:
+            check_stores(settings)
+        except SchemaOutdated as exc:
+            return {"subject": "read store", "message": f"{exc}: run `{migrate_hint(config)}`"}
+        return None
+
+    return guarded(check)  # type: ignore[no-any-return]
 
 
 def _report(runtime: Any, timeout: float | None) -> Any:
@@ -234,12 +251,24 @@ def health(
     """Probe for containers: are sources and broker reachable and lags within bounds?
 
     Exit 0 when every source and the broker answer and every lag is within its bound; 1
-    naming the source or projection and the figure otherwise; 3 when the read store
-    cannot be reached.
+    naming the source or projection and the figure otherwise, or when a read store is not
+    at the schema revision this readmodel needs (run `readmodel migrate`); 3 when the read
+    store cannot be reached.
     """
     from workers.status import problems
 
     settings = load(config, log_level="error")
+    outdated = _schema_problem(settings, config)
+    if outdated is not None:
+        if as_json:
+            print(json.dumps({"healthy": False, "problems": [outdated], "status": None}, indent=2))
+        else:
+            err.print(
+                f"[red]unhealthy:[/] {escape(outdated['subject'])}: {escape(outdated['message'])}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        raise typer.Exit(EXIT_FAILURE)
     events_bound = settings.health.max_lag_events if max_lag_events is None else max_lag_events
     if max_lag_seconds is None:
         bound = settings.health.max_lag_seconds
