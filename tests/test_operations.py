@@ -10,6 +10,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -178,6 +180,54 @@ def test_health_exits_3_when_the_read_store_is_unreachable(tmp_path: Path) -> No
     result = run_cli(["health", "--config", str(config)])
     assert result.exit_code == 3, result.output
     assert "read store" in result.stderr
+
+
+def test_status_watch_shows_why_a_source_is_unreachable(
+    sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """``--watch`` has only the screen: the error goes under the tables, refreshed."""
+    config = write_config(
+        tmp_path / "watch.toml",
+        {
+            "store": {"url": sqlite_database()},
+            "sources": {"shop": {"url": "postgresql://postgres@127.0.0.1:1/nothing"}},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    command = [sys.executable, "-m", "workers.cli", "status", "--watch", "--every", "0.2"]
+    chunks: list[str] = []
+    with subprocess.Popen(
+        [*command, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # rich draws refreshed frames only on a terminal (else just the last one, at exit)
+        env={
+            **os.environ,
+            "TTY_COMPATIBLE": "1",
+            "TERM": "xterm",
+            "NO_COLOR": "1",
+            "COLUMNS": "120",
+        },
+    ) as watch:
+        assert watch.stdout is not None
+        reader = threading.Thread(target=lambda: chunks.extend(iter(watch.stdout.readline, "")))
+        reader.start()
+        try:
+            deadline = time.monotonic() + 30
+            while "Connection refused" not in "".join(chunks) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            watch.send_signal(signal.SIGINT)
+            watch.wait(timeout=20)
+        finally:
+            if watch.poll() is None:
+                watch.kill()
+                watch.wait()
+            reader.join()
+    seen = "".join(chunks)
+    assert "│ shop" in seen and "shop: source 'shop'" in seen, seen
+    assert "Connection refused" in seen
+    assert watch.returncode == 0, seen
 
 
 def test_sigterm_during_a_batch_finishes_it_and_loses_nothing(

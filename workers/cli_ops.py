@@ -13,6 +13,7 @@ from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from config import Settings
 from outbox.errors import ReadmodelError
@@ -153,12 +154,16 @@ def _watch(runtime: Any, as_json: bool, every: float) -> None:
             print(json.dumps(_report(runtime, None).as_dict()), flush=True)
             if stop.wait(every):
                 return
-    with Live(_tables(_report(runtime, None)), console=out, auto_refresh=False) as live:
+    with Live(
+        _tables(_report(runtime, None), errors=True), console=out, auto_refresh=False
+    ) as live:
         while not stop.wait(every):
-            live.update(_tables(_report(runtime, None)), refresh=True)
+            live.update(_tables(_report(runtime, None), errors=True), refresh=True)
 
 
-def _tables(report: Any) -> Group:
+def _tables(report: Any, *, errors: bool = False) -> Group:
+    """The report as tables; ``errors``: with the unreachable sources' and broker's errors
+    under them (``status`` prints those to stderr; ``--watch`` has only the screen)."""
     sources = Table(title="sources")
     for column in ("source", "engine", "undelivered", "oldest age", "log head", "parked"):
         sources.add_column(column, justify="left" if column in {"source", "engine"} else "right")
@@ -205,6 +210,12 @@ def _tables(report: Any) -> Group:
             *("?" if v is None else str(v) for v in (broker.ready, broker.delayed, broker.dead)),
         )
         parts.append(queues)
+    if errors:
+        failures = [(s.source, s.error) for s in report.sources if s.error]
+        if broker.error:
+            failures.append(("broker", broker.error))
+        for subject, error in failures:
+            parts.append(Text.assemble((f"{subject}: ", "red"), error))
     return Group(*parts)
 
 
