@@ -169,6 +169,13 @@ class BrokerSettings(_Strict):
         description="memory:// (in-process, embedded), redis://host:6379/0 or amqp://user:pw@host/",
     )
     queue: str = Field("readmodel", description="Dramatiq queue name")
+    namespace: str = Field(
+        "dramatiq",
+        description=(
+            "Redis only: the prefix of Dramatiq's keys (queues, heartbeats), to keep readmodel "
+            "apart from other Dramatiq apps on the same Redis database"
+        ),
+    )
     worker_timeout: Duration = Field(
         timedelta(milliseconds=100),
         description=(
@@ -189,7 +196,7 @@ class BrokerSettings(_Strict):
             raise ValueError("expected memory://, redis://, rediss://, amqp:// or amqps://")
         return value
 
-    @field_validator("queue")
+    @field_validator("queue", "namespace")
     @classmethod
     def _queue(cls, value: str) -> str:
         if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value):

@@ -32,8 +32,10 @@ def delete_redis_keys(url: str, pattern: str) -> None:
 
 
 def cleanup_queue(url: str, queue: str) -> None:
-    """Remove every key or queue Dramatiq made for ``queue``."""
+    """Remove every key or queue Dramatiq made for ``queue`` (on Redis, in the namespace of
+    the same name, heartbeats included)."""
     if url.startswith("redis"):
+        delete_redis_keys(url, f"{queue}:*")
         delete_redis_keys(url, f"dramatiq:*{queue}*")
         return
     import pika
@@ -55,6 +57,8 @@ def broker_for() -> Iterator[Callable[[str], dict[str, Any]]]:
     def make(kind: str) -> dict[str, Any]:
         queue = f"rm_test_{uuid.uuid4().hex[:10]}"
         made.append((BROKER_URLS[kind], queue))
+        if kind == "redis":
+            return {"url": BROKER_URLS[kind], "queue": queue, "namespace": queue}
         return {"url": BROKER_URLS[kind], "queue": queue}
 
     yield make

@@ -312,6 +312,12 @@ def _source(**values: Any) -> dict[str, Any]:
             id="source-name",
         ),
         pytest.param(
+            {"broker": {"namespace": "dramatiq:mine"}},
+            "broker.namespace",
+            "use letters, digits",
+            id="broker-namespace",
+        ),
+        pytest.param(
             {"logging": {"level": "verbose"}},
             "logging.level",
             "'debug', 'info', 'warning' or 'error'",

@@ -366,7 +366,8 @@ def test_honcho_runs_the_procfile_as_the_readme_shows(
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",  # what activate does
         "READMODEL_CONFIG": str(ROOT / "config/examples/local.toml"),
-        "READMODEL_BROKER__QUEUE": broker_for("redis")["queue"],
+        "READMODEL_BROKER__QUEUE": (queue := broker_for("redis")["queue"]),
+        "READMODEL_BROKER__NAMESPACE": queue,
         "READMODEL_METRICS__PORT": str(port),
     }
     for command in commands[1:-1]:

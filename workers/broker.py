@@ -18,7 +18,9 @@ def make_broker(settings: BrokerSettings) -> dramatiq.Broker:
     scheme = settings.url.split("://", 1)[0].lower()
     broker: dramatiq.Broker
     if scheme in ("redis", "rediss"):
-        broker = WakingRedisBroker(url=settings.url, heartbeat_timeout=15_000)
+        broker = WakingRedisBroker(
+            url=settings.url, namespace=settings.namespace, heartbeat_timeout=15_000
+        )
     elif scheme in ("amqp", "amqps"):
         broker = RabbitmqBroker(url=settings.url, confirm_delivery=True)
     else:

@@ -1,7 +1,7 @@
 """Broker queue depths for ``status``, ``health`` and metrics: ready, delayed, dead-lettered.
 
 Read straight from the broker without consuming anything: on Redis the lengths of the keys
-Dramatiq keeps (``dramatiq:<queue>`` and ``<queue>.DQ`` lists of message ids, the
+Dramatiq keeps (``<namespace>:<queue>`` and ``<queue>.DQ`` lists of message ids, the
 ``<queue>.XQ`` sorted set); on RabbitMQ a passive ``queue_declare`` of the three queues. An
 in-process (``memory://``) broker has no depth to report.
 """
@@ -13,8 +13,6 @@ from typing import Any
 
 from config import BrokerSettings
 from outbox.db import redact_text
-
-NAMESPACE = "dramatiq"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +58,7 @@ def _redis_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, in
         settings.url, socket_timeout=timeout, socket_connect_timeout=timeout
     )
     try:
-        base = f"{NAMESPACE}:{settings.queue}"
+        base = f"{settings.namespace}:{settings.queue}"
         with client.pipeline(transaction=False) as pipe:
             pipe.llen(base)
             pipe.llen(f"{base}.DQ")
