@@ -300,6 +300,80 @@ def test_sigterm_during_a_batch_finishes_it_and_loses_nothing(
         store.dispose()
 
 
+def test_a_batch_longer_than_the_grace_is_abandoned_and_done_again(
+    pg_database: Callable[[], str],
+    broker_for: Callable[[str], dict[str, Any]],
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    """``shutdown.grace`` bounds the exit: a batch still running then is rolled back (exit 1)
+    and applied again, once, by the next worker; a second signal exits at once (128 + 15)."""
+    source_url, store_url = pg_database(), pg_database()
+    config = _pipeline_config(
+        tmp_path,
+        source_url,
+        store_url,
+        broker_for("redis"),
+        projections=["tests.ops_fixtures:Slow"],
+        engine={"batch_size": 10, "sweep_every": "1s"},
+        shutdown={"grace": "1s"},
+    )
+    events = _deposits(accounts=2, per_account=10)
+    source = create_engine(source_url)
+    try:
+        insert_events(source, events)
+    finally:
+        source.dispose()
+    assert _cli("relay", "--once", "--config", str(config)).returncode == 0
+    store = create_engine(store_url)
+
+    def checkpoint() -> int:
+        with store.connect() as conn:
+            value = conn.execute(
+                sa.text("SELECT max(position) FROM rm_checkpoints WHERE projection = 'slow'")
+            ).scalar()
+        return int(value or 0)
+
+    def start(sleep: str, trace: Path) -> tuple[str, subprocess.Popen[bytes]]:
+        env = {"READMODEL_TEST_TRACE": str(trace), "READMODEL_TEST_SLEEP": sleep}
+        key = processes.start("worker", "work", "--config", str(config), "-t", "1", env=env)
+        assert wait_until(lambda: trace.exists() and trace.read_text().strip() != "", 60), (
+            processes.log_tail()
+        )
+        return key, processes.running[key]
+
+    try:
+        key, worker = start("30", tmp_path / "trace-1.txt")  # one event takes 30 s
+        signalled = time.monotonic()
+        os.killpg(worker.pid, signal.SIGTERM)
+        assert worker.wait(timeout=15) == 1, processes.log_tail()
+        assert time.monotonic() - signalled < 1 + 5
+        processes.running.pop(key)
+        assert "exiting" in (tmp_path / f"{key}.log").read_text()
+        assert checkpoint() == 0  # the batch in hand was rolled back
+
+        key, worker = start("30", tmp_path / "trace-2.txt")
+        os.killpg(worker.pid, signal.SIGTERM)
+        time.sleep(0.2)
+        os.killpg(worker.pid, signal.SIGTERM)
+        assert worker.wait(timeout=5) == 128 + signal.SIGTERM, processes.log_tail()
+        processes.running.pop(key)
+        assert "SIGTERM again: exiting now" in (tmp_path / f"{key}.log").read_text()
+        assert checkpoint() == 0
+
+        start("0", tmp_path / "trace-3.txt")
+        assert wait_until(lambda: checkpoint() == len(events), 60), processes.log_tail()
+        with store.connect() as conn:
+            rows = conn.execute(sa.select(slow_totals)).all()
+        assert {(r.account, r.events, r.violations) for r in rows} == {
+            ("acct-0", 10, 0),
+            ("acct-1", 10, 0),
+        }
+        assert set(processes.stop_all().values()) == {0}, processes.log_tail()
+    finally:
+        store.dispose()
+
+
 def test_relay_sigterm_hands_the_source_to_the_standby(
     pg_database: Callable[[], str], processes: Processes, tmp_path: Path
 ) -> None:

@@ -201,7 +201,7 @@ def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
     from workers.broker import make_broker
     from workers.gc_tuning import tune_collector
     from workers.runtime import build_runtime
-    from workers.worker import run_pipeline, run_sweeper, run_worker
+    from workers.worker import ShutdownTimeout, run_pipeline, run_sweeper, run_worker
 
     runtime = guarded(build_runtime, settings, migrate=False)
     broker = make_broker(settings.broker)
@@ -216,6 +216,8 @@ def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
             run_sweeper(runtime, broker, stop)
         else:
             run_pipeline(runtime, broker, stop, threads=threads, relay_hooks=relay_hooks)
+    except ShutdownTimeout as exc:
+        raise fail(str(exc), EXIT_FAILURE) from None
     finally:
         restore_collector()
         broker.close()

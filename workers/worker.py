@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -9,6 +10,7 @@ from collections.abc import Iterable
 import dramatiq
 import structlog
 
+from outbox.errors import ReadmodelError
 from outbox.relay import Relay, RelayHooks
 from outbox.status import source_statuses
 from workers.actors import Actors, Publisher, sweep
@@ -51,7 +53,21 @@ def run_worker(
         runtime.engine.stopping.set()
         grace = settings.shutdown.grace.total_seconds()
         worker.stop(timeout=max(100, int(grace * 700)))  # ms; leaves time to close
+        busy = sum(thread.is_alive() for thread in worker.workers)
+        if busy and not _raising():
+            raise ShutdownTimeout(
+                f"did not stop within {grace:g}s: abandoning the batch in hand of {busy} "
+                f"worker thread(s) (rolled back, applied again by the next worker); exiting"
+            )
         logger.info("worker stopped")
+
+
+class ShutdownTimeout(ReadmodelError):
+    """Worker threads still applying a batch when ``shutdown.grace`` ran out."""
+
+
+def _raising() -> bool:
+    return sys.exc_info()[0] is not None
 
 
 def run_sweeper(runtime: Runtime, broker: dramatiq.Broker, stop: threading.Event) -> None:
