@@ -82,3 +82,51 @@ def test_two_processes_eight_threads_keep_order_per_aggregate(
     finally:
         source.dispose()
         store.dispose()
+
+
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+def test_queue_depth_counts_ready_delayed_and_dead_messages(
+    kind: str, broker_for: Callable[[str], dict[str, Any]]
+) -> None:
+    """What ``status``, ``health`` and the metrics report for the broker, from real queues."""
+    import dramatiq
+
+    from config import BrokerSettings
+    from workers.broker import make_broker
+    from workers.queues import QueueDepth, queue_depth
+
+    settings = BrokerSettings(**broker_for(kind))
+    assert queue_depth(settings) == QueueDepth(kind, settings.queue, 0, 0, 0)  # nothing declared
+
+    broker = make_broker(settings)
+    try:
+        noop = dramatiq.actor(lambda: None, actor_name="noop", queue_name=settings.queue)
+        for _ in range(3):
+            noop.send()
+        for _ in range(2):
+            noop.send_with_options(delay=600_000)
+        dead = noop.message()
+        if kind == "redis":
+            import redis
+
+            client = redis.Redis.from_url(settings.url)
+            try:  # where Dramatiq's Redis broker keeps dead-lettered message ids
+                client.zadd(f"{settings.namespace}:{settings.queue}.XQ", {dead.message_id: 1})
+            finally:
+                client.close()
+        else:
+            broker.channel.basic_publish(  # type: ignore[attr-defined]
+                exchange="", routing_key=f"{settings.queue}.XQ", body=dead.encode()
+            )
+        expected = QueueDepth(kind, settings.queue, 3, 2, 1)
+        assert wait_until(lambda: queue_depth(settings) == expected, 10), queue_depth(settings)
+    finally:
+        broker.close()
+
+    down = BrokerSettings(
+        url="redis://127.0.0.1:1/0" if kind == "redis" else "amqp://guest:guest@127.0.0.1:1/",
+        queue=settings.queue,
+    )
+    unreachable = queue_depth(down, timeout=1.0)
+    assert (unreachable.ready, unreachable.delayed, unreachable.dead) == (None, None, None)
+    assert unreachable.error is not None and unreachable.error.startswith("broker unreachable")
