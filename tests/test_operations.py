@@ -230,28 +230,42 @@ def test_status_watch_shows_why_a_source_is_unreachable(
     assert watch.returncode == 0, seen
 
 
-def test_sigterm_during_a_batch_finishes_it_and_loses_nothing(
+def _slow_pipeline(
     pg_database: Callable[[], str],
-    broker_for: Callable[[str], dict[str, Any]],
-    processes: Processes,
+    broker: dict[str, Any],
     tmp_path: Path,
-) -> None:
+    events: list[tuple[str, str, str, dict[str, Any]]],
+    **other: Any,
+) -> tuple[Path, str]:
+    """A pipeline of the ``Slow`` projection (batches of 10) with ``events`` in its log;
+    returns the config and the store's URL."""
     source_url, store_url = pg_database(), pg_database()
     config = _pipeline_config(
         tmp_path,
         source_url,
         store_url,
-        broker_for("redis"),
+        broker,
         projections=["tests.ops_fixtures:Slow"],
         engine={"batch_size": 10, "sweep_every": "1s"},
+        **other,
     )
-    events = _deposits(accounts=3, per_account=20)  # 60 events: 6 batches of 10
     source = create_engine(source_url)
     try:
         insert_events(source, events)
     finally:
         source.dispose()
     assert _cli("relay", "--once", "--config", str(config)).returncode == 0
+    return config, store_url
+
+
+def test_sigterm_during_a_batch_finishes_it_and_loses_nothing(
+    pg_database: Callable[[], str],
+    broker_for: Callable[[str], dict[str, Any]],
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    events = _deposits(accounts=3, per_account=20)  # 60 events: 6 batches of 10
+    config, store_url = _slow_pipeline(pg_database, broker_for("redis"), tmp_path, events)
     trace = tmp_path / "trace.txt"
     env = {"READMODEL_TEST_TRACE": str(trace), "READMODEL_TEST_SLEEP": "0.1"}
     key = processes.start("worker", "work", "--config", str(config), "-t", "2", env=env)
@@ -308,23 +322,10 @@ def test_a_batch_longer_than_the_grace_is_abandoned_and_done_again(
 ) -> None:
     """``shutdown.grace`` bounds the exit: a batch still running then is rolled back (exit 1)
     and applied again, once, by the next worker; a second signal exits at once (128 + 15)."""
-    source_url, store_url = pg_database(), pg_database()
-    config = _pipeline_config(
-        tmp_path,
-        source_url,
-        store_url,
-        broker_for("redis"),
-        projections=["tests.ops_fixtures:Slow"],
-        engine={"batch_size": 10, "sweep_every": "1s"},
-        shutdown={"grace": "1s"},
-    )
     events = _deposits(accounts=2, per_account=10)
-    source = create_engine(source_url)
-    try:
-        insert_events(source, events)
-    finally:
-        source.dispose()
-    assert _cli("relay", "--once", "--config", str(config)).returncode == 0
+    config, store_url = _slow_pipeline(
+        pg_database, broker_for("redis"), tmp_path, events, shutdown={"grace": "1s"}
+    )
     store = create_engine(store_url)
 
     def checkpoint() -> int:
