@@ -230,6 +230,26 @@ def test_status_watch_shows_why_a_source_is_unreachable(
     assert watch.returncode == 0, seen
 
 
+def test_health_answers_within_its_timeout_when_the_store_never_answers(
+    tmp_path: Path,
+) -> None:
+    """A store that accepts connections and says nothing (a hung server) costs the probe
+    ``--timeout``, not a TCP timeout."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # connections complete in the kernel; nothing ever answers them
+        port = silent.getsockname()[1]
+        config = write_config(
+            tmp_path / "hung.toml", {"store": {"url": f"postgresql://postgres@127.0.0.1:{port}/x"}}
+        )
+        started = time.monotonic()
+        result = _cli("health", "--timeout", "1", "--config", str(config))
+        elapsed = time.monotonic() - started
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "no answer within 1s" in result.stderr
+    assert elapsed < 1 + 10  # the interpreter's start included
+
+
 def _slow_pipeline(
     pg_database: Callable[[], str],
     broker: dict[str, Any],

@@ -28,9 +28,9 @@ from workers.cli_support import (
     fail,
     guarded,
     load,
-    migrate_hint,
     out,
     require_migrated,
+    schema_problem,
     stop_on_signals,
 )
 
@@ -78,19 +78,25 @@ def _runtime(settings: Settings) -> Any:
     return guarded(build_runtime, settings, create_tables=False)
 
 
-def _schema_problem(settings: Settings, config: Path | None) -> dict[str, str] | None:
-    """A read store below (or above) this readmodel's schema revision, as a health problem."""
-    from outbox.errors import SchemaOutdated
-    from outbox.migrate import check_stores
+def _schema_problem(
+    settings: Settings, config: Path | None, timeout: float
+) -> dict[str, str] | None:
+    """A read store not at this readmodel's schema revision, as a health problem; asked
+    within ``timeout`` like the rest of the probe."""
+    from workers.status import run_all
 
-    def check() -> dict[str, str] | None:
-        try:
-            check_stores(settings)
-        except SchemaOutdated as exc:
-            return {"subject": "read store", "message": f"{exc}: run `{migrate_hint(config)}`"}
-        return None
+    found = run_all({"schema": lambda: schema_problem(settings, config)}, timeout)["schema"]
+    if isinstance(found, TimeoutError):
+        raise fail(f"read store: {found}", EXIT_UNREACHABLE)
+    if isinstance(found, BaseException):
+        error = found
 
-    return guarded(check)  # type: ignore[no-any-return]
+        def reraise() -> None:
+            raise error
+
+        guarded(reraise)  # the message and exit code any command gives for it
+        raise found
+    return None if found is None else {"subject": "read store", "message": found}
 
 
 def _report(runtime: Any, timeout: float | None) -> Any:
@@ -269,7 +275,7 @@ def health(
     from workers.status import problems
 
     settings = load(config, log_level="error")
-    outdated = _schema_problem(settings, config)
+    outdated = _schema_problem(settings, config, timeout)
     if outdated is not None:
         if as_json:
             print(json.dumps({"healthy": False, "problems": [outdated], "status": None}, indent=2))

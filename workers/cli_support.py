@@ -135,15 +135,21 @@ def migrate_hint(config: Path | None) -> str:
     return "readmodel migrate" + (f" --config {config}" if config is not None else "")
 
 
-def require_migrated(settings: Settings, config: Path | None) -> None:
-    """Exit 2 unless every read store is at the schema revision this readmodel needs."""
+def schema_problem(settings: Settings, config: Path | None) -> str | None:
+    """Why a read store is not at the schema revision this readmodel needs, with the
+    command to run; ``None`` when every one is."""
     from outbox.errors import SchemaOutdated
     from outbox.migrate import check_stores
 
-    def check() -> None:
-        try:
-            check_stores(settings)
-        except SchemaOutdated as exc:
-            raise fail(f"{exc}: run `{migrate_hint(config)}`", EXIT_CONFIG) from None
+    try:
+        check_stores(settings)
+    except SchemaOutdated as exc:
+        return f"{exc}: run `{migrate_hint(config)}`"
+    return None
 
-    guarded(check)
+
+def require_migrated(settings: Settings, config: Path | None) -> None:
+    """Exit 2 unless every read store is at the schema revision this readmodel needs."""
+    problem = guarded(schema_problem, settings, config)
+    if problem is not None:
+        raise fail(problem, EXIT_CONFIG)

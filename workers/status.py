@@ -62,7 +62,7 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     for name in settings.sources:
         tasks[f"source:{name}"] = lambda n=name: source_status(n, settings, 0, 0)
     tasks["broker"] = lambda: queue_depth(settings.broker, timeout=pending_check)
-    results = _run_all(tasks, timeout)
+    results = run_all(tasks, timeout)
 
     store = results["store"]
     if isinstance(store, BaseException):
@@ -119,7 +119,7 @@ def _source(name: str, settings: Settings, result: Any, log_head: int, parked: i
     )
 
 
-def _run_all(tasks: dict[str, Callable[[], Any]], timeout: float | None) -> dict[str, Any]:
+def run_all(tasks: dict[str, Callable[[], Any]], timeout: float | None) -> dict[str, Any]:
     """Run every task in a daemon thread; a task that raised or did not finish in time yields
     its exception (a :class:`TimeoutError` for the latter)."""
     results: dict[str, Any] = {}
