@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -53,21 +52,17 @@ def run_worker(
         runtime.engine.stopping.set()
         grace = settings.shutdown.grace.total_seconds()
         worker.stop(timeout=max(100, int(grace * 700)))  # ms; leaves time to close
-        busy = sum(thread.is_alive() for thread in worker.workers)
-        if busy and not _raising():
-            raise ShutdownTimeout(
-                f"did not stop within {grace:g}s: abandoning the batch in hand of {busy} "
-                f"worker thread(s) (rolled back, applied again by the next worker); exiting"
-            )
-        logger.info("worker stopped")
+    busy = sum(thread.is_alive() for thread in worker.workers)
+    if busy:
+        raise ShutdownTimeout(
+            f"did not stop within {grace:g}s: abandoning the batch in hand of {busy} "
+            f"worker thread(s) (rolled back, applied again by the next worker); exiting"
+        )
+    logger.info("worker stopped")
 
 
 class ShutdownTimeout(ReadmodelError):
     """Worker threads still applying a batch when ``shutdown.grace`` ran out."""
-
-
-def _raising() -> bool:
-    return sys.exc_info()[0] is not None
 
 
 def run_sweeper(runtime: Runtime, broker: dramatiq.Broker, stop: threading.Event) -> None:
