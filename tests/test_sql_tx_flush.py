@@ -18,7 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from outbox.db import create_engine
-from projections.sql_tx import NewRows, SqlTx, _plan
+from projections.sql_plans import table_plan
+from projections.sql_tx import NewRows, SqlTx
 
 metadata = sa.MetaData()
 table = sa.Table(
@@ -89,7 +90,7 @@ def _flush(
     new_rows: NewRows | None = None,
     read_first: bool = False,
 ) -> None:
-    plan = _plan(engine.dialect, table)
+    plan = table_plan(engine.dialect, table)
     assert plan is not None
     original = plan.json_rows
     if force_arrays:
@@ -125,7 +126,7 @@ def test_json_and_array_flushes_store_the_same_rows(
             name = engine.url.database
             conn.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET timezone = 'America/New_York'")
         engine.dispose()
-        plan = _plan(engine.dialect, table)
+        plan = table_plan(engine.dialect, table)
         assert plan is not None
         rows = _rows("j", variant)
         json_path = plan.json_rows(tuple(sorted(rows[0])), rows) is not None
@@ -222,7 +223,7 @@ def test_values_without_an_exact_json_form_take_the_array_path(
     engine = create_engine(pg_database())
     try:
         metadata.create_all(engine)
-        plan = _plan(engine.dialect, table)
+        plan = table_plan(engine.dialect, table)
         assert plan is not None
         columns = ("at", "id", "text")
         fine = [{"id": "1", "text": "x", "at": _moments[0]}]

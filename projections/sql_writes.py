@@ -1,0 +1,177 @@
+"""Writing a batch's folded writes: deletes, then COPY of new rows, then upserts grouped by
+column set, each a single statement per table and column set.
+
+:class:`projections.sql_tx.SqlTx` folds the writes of a batch's handlers per key; at commit it
+hands them to a :class:`PendingWrites`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from psycopg.types.json import Json
+
+from projections.sql_plans import (
+    TablePlan,
+    as_is,
+    by_column_set,
+    driver_cursor,
+    table_plan,
+    upsert_statement,
+    value_tuples,
+)
+
+DELETE = "delete"
+UPSERT = "upsert"
+REPLACE = "replace"  # a delete, then an upsert of the whole row
+UNREAD: Any = object()
+
+# (table name, key) -> (operation, row); the row is None for a delete.
+Key = tuple[str, tuple[Any, ...]]
+Entry = tuple[str, dict[str, Any] | None]
+
+
+class NewRows:
+    """Tables filled from empty by one writer (a rebuild's shadow tables).
+
+    There, a row whose key the transaction has not read back from the table is most likely
+    new: :class:`SqlTx` COPYs such rows, and those it read and found missing, instead of
+    upserting them. A savepoint makes this exact: when a key exists after all, the COPY is
+    rolled back and the rows are upserted, and from then on that table COPYs only rows
+    known to be missing."""
+
+    def __init__(self) -> None:
+        self.existing_found: set[str] = set()
+
+
+class PendingWrites:
+    """The writes of one batch, folded per key, in the order their tables were first written.
+
+    ``read`` holds what the batch read for each key (``None``: found missing); with
+    ``new_rows`` it decides which rows are COPYed as new (see :class:`NewRows`).
+    """
+
+    def __init__(
+        self,
+        pending: dict[Key, Entry],
+        order: Sequence[sa.Table],
+        read: dict[Key, dict[str, Any] | None],
+        new_rows: NewRows | None,
+    ) -> None:
+        self.pending = pending
+        self.order = list(order)
+        self.read = read
+        self.new_rows = new_rows
+
+    def write(self, conn: sa.Connection) -> None:
+        """Send every write on ``conn`` (in its transaction)."""
+        if not self.pending:
+            return
+        by_table: dict[str, list[Any]] = {}
+        for item in self.pending.items():
+            items = by_table.get(item[0][0])
+            if items is None:
+                by_table[item[0][0]] = [item]
+            else:
+                items.append(item)
+        for physical in self.order:
+            items = by_table.get(physical.name)
+            if items:
+                self._write_table(conn, physical, items)
+
+    def _write_table(self, conn: sa.Connection, physical: sa.Table, items: list[Any]) -> None:
+        """Write ``items`` (``((name, key), (op, row))`` of this table, in pending order)."""
+        pk = list(physical.primary_key.columns)
+        deletes: list[tuple[Any, ...]] = []
+        upserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        postgresql = conn.dialect.name == "postgresql"
+        plan = table_plan(conn.dialect, physical) if postgresql else None
+        copies: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        new_rows = self.new_rows if plan is not None else None
+        # Unread keys are taken for new until a COPY of this table met an existing one.
+        unread_new = new_rows is not None and physical.name not in new_rows.existing_found
+        read = self.read
+        for k, (op, row) in items:
+            if op != UPSERT:
+                deletes.append(k[1])
+                if op == DELETE or row is None:
+                    continue
+            elif new_rows is not None:
+                seen = read.get(k, UNREAD)
+                if seen is None or (seen is UNREAD and unread_new):
+                    group = copies.get(columns := tuple(row))
+                    if group is None:
+                        copies[columns] = [row]
+                    else:
+                        group.append(row)
+                    continue
+            group = upserts.get(columns := tuple(row))
+            if group is None:
+                upserts[columns] = [row]
+            else:
+                group.append(row)
+        # Grouped by the rows' key order (cheap), then by column set (sorted names).
+        copies = by_column_set(copies)
+        upserts = by_column_set(upserts)
+        if deletes:
+            if plan is not None and plan.key_type is not None:
+                firsts = [k[0] for k in deletes]
+                document = plan.json_keys(firsts)
+                if document is None:
+                    driver_cursor(conn).execute(plan.delete_any, (firsts,))
+                else:
+                    driver_cursor(conn).execute(
+                        plan.delete_any_json, (Json(document, dumps=as_is),)
+                    )
+            else:
+                params = [{f"k{i}": v for i, v in enumerate(key)} for key in deletes]
+                where = [c == sa.bindparam(f"k{i}") for i, c in enumerate(pk)]
+                conn.execute(sa.delete(physical).where(*where), params)
+        for columns, rows in copies.items():
+            if not self._copy(conn, plan, columns, rows):  # type: ignore[arg-type]
+                upserts.setdefault(columns, []).extend(rows)
+        for columns, rows in upserts.items():
+            document = None if plan is None else plan.json_rows(columns, rows)
+            if document is not None:
+                # The rows travel as one JSON document (encoded in C), read by json_to_recordset.
+                statement = plan.upsert_json(columns)  # type: ignore[union-attr]
+                driver_cursor(conn).execute(statement, (Json(document, dumps=as_is),))
+            elif plan is not None:
+                # One statement per column set: the rows travel as one array per column.
+                statement = plan.upsert_unnest(columns)
+                arrays = [[row[name] for row in rows] for name in columns]
+                driver_cursor(conn).execute(statement, arrays)
+            else:
+                statement = upsert_statement(conn.dialect.name, physical, columns)
+                conn.execute(statement, rows)
+
+    def _copy(
+        self,
+        conn: sa.Connection,
+        plan: TablePlan,
+        columns: tuple[str, ...],
+        rows: list[dict[str, Any]],
+    ) -> bool:
+        """COPY rows that are probably new; ``False`` (nothing written) when a value needs the
+        upsert's conversions or the COPY fails: a key exists after all (or a partial row of
+        an existing key misses a NOT NULL column); the upsert then decides what happens."""
+        values = value_tuples(columns, rows)
+        types = plan.copy_types_of(columns, values)
+        if types is None:
+            return False
+        cursor = driver_cursor(conn)
+        cursor.execute("SAVEPOINT rm_copy_new")
+        try:
+            with cursor.copy(plan.copy_statement(columns)) as copy:
+                copy.set_types(types)
+                write_row = copy.write_row
+                for value in values:
+                    write_row(value)
+        except Exception:
+            cursor.execute("ROLLBACK TO SAVEPOINT rm_copy_new")
+            self.new_rows.existing_found.add(plan.table_name)  # type: ignore[union-attr]
+            return False
+        cursor.execute("RELEASE SAVEPOINT rm_copy_new")
+        return True
