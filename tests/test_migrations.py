@@ -283,6 +283,7 @@ COMMANDS = [
     ["run", "--until-caught-up"],
     ["status"],
     ["parked", "list"],
+    ["metrics", "--port", "5432"],  # refused before binding; PostgreSQL holds 5432 (exit 1)
 ]
 
 

@@ -343,6 +343,7 @@ def metrics(
     from workers.metrics import enable_recording
 
     settings = load(config, log_json, log_level)
+    require_migrated(settings, config)
     if not enable_recording(settings):
         err.print(
             "metrics.dir is not set: serving only figures read at scrape time (lag, parked, "
