@@ -198,7 +198,8 @@ class Resources:
         client = redis.Redis.from_url(self.redis_url)
         try:
             for queue in self.queues:
-                keys = list(client.scan_iter(match=f"dramatiq:*{queue}*", count=1000))
+                # Each run's brokers use its queue name as their key namespace.
+                keys = list(client.scan_iter(match=f"{queue}:*", count=1000))
                 if keys:
                     client.delete(*keys)
         finally:
@@ -346,10 +347,11 @@ class RealPipeline:
         self.store_url = resources.database(f"{name}_rm")
         create_outbox(self.source_url, OUTBOX)
         self.config = resources.tmp / f"{name}.toml"
+        queue = resources.queue()
         settings = {
             "projections": ["bench.pipeline_projection:OrderView"],
             "store": {"url": self.store_url},
-            "broker": {"url": args.redis, "queue": resources.queue()},
+            "broker": {"url": args.redis, "queue": queue, "namespace": queue},
             "logging": {"level": "info"},
             "sources": {SOURCE: {"url": self.source_url, "table": OUTBOX}},
         }
@@ -526,7 +528,7 @@ class NaivePipeline:
         import dramatiq
         from dramatiq.brokers.redis import RedisBroker
 
-        broker = RedisBroker(url=self.args.redis)
+        broker = RedisBroker(url=self.args.redis, namespace=self.queue)
         apply = dramatiq.actor(
             _naive_stub, actor_name=NAIVE_ACTOR, queue_name=self.queue, broker=broker
         )
@@ -575,7 +577,7 @@ def naive_worker(args: argparse.Namespace) -> int:
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
-    broker = RedisBroker(url=args.redis)
+    broker = RedisBroker(url=args.redis, namespace=args.queue)
     local = threading.local()
 
     def apply(event_type: str, payload: dict[str, Any], position: int) -> None:
