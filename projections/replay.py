@@ -67,7 +67,14 @@ from projections.replay_types import (
     SourcePlan,
 )
 from projections.shadow import SHADOW_SUFFIX, ShadowTables, drop_tables
-from projections.sql_store import SqlStore, blocked, checkpoints, failures, parked_events
+from projections.sql_store import (
+    ParkedEntry,
+    SqlStore,
+    blocked,
+    checkpoints,
+    failures,
+    parked_events,
+)
 from projections.sql_tx import NewRows, SqlTx
 from projections.store import Invalidation, Lane, Store
 
@@ -381,16 +388,12 @@ class Replayer:
         ).rowcount
         conn.execute(blocked.delete().where(blocked.c.projection == name))
         conn.execute(failures.delete().where(failures.c.projection == name))
+        entries = [
+            ParkedEntry(event, event.error, event.detail, 0 if event.held_behind else 1)
+            for event in self._skipped
+        ]
+        self.store.park_many(conn, name, entries, replace=True)
         for event in self._skipped:
-            self.store.park(
-                conn,
-                name,
-                event,
-                reason=event.error,
-                detail=event.detail,
-                attempts=0 if event.held_behind else 1,
-                replace=True,
-            )
             if event.held_behind is None:
                 self.store.hold(
                     conn, name, event, reason=event.error, detail=event.detail, attempts=1

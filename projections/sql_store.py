@@ -7,7 +7,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import psycopg
@@ -286,19 +286,23 @@ class SqlStore(Store):
                 tx = SqlTx(conn, self.tables_for(projection), batch_prefetch=True)
                 if events:
                     projection.prefetch(events, tx)
-                applied = parked = 0
+                applied = 0
+                parked: list[ParkedEntry] = []
                 tags = tx.invalidated if self.journal_invalidations else None
                 for event in events:
                     aggregate = (event.aggregate_type, event.aggregate_id)
                     if aggregate in held:
-                        self._park(conn, lane, event, held[aggregate])
-                        parked += 1
+                        parked.append(_held_entry(lane, event, held[aggregate]))
                         continue
                     _handle(projection, event, tx, tags)
                     applied += 1
+                if parked:
+                    self.park_many(conn, lane.projection, parked)
                 upto = int(upto or target)
                 invalidation = self._finish(conn, tx, lane, upto, projection.name, tags)
-                return BatchResult(applied, parked, upto, invalidation=invalidation, target=target)
+                return BatchResult(
+                    applied, len(parked), upto, invalidation=invalidation, target=target
+                )
         except HandlerFailed:
             raise
         except (SQLAlchemyError, psycopg.Error) as exc:  # psycopg: SqlTx's driver-level paths
@@ -396,23 +400,6 @@ class SqlStore(Store):
         )
         return {(r.aggregate_type, r.aggregate_id): dict(r._mapping) for r in rows}
 
-    def _park(self, conn: sa.Connection, lane: Lane, event: Envelope, hold: dict[str, Any]) -> None:
-        first = event.position == hold["since_position"]
-        reason = (
-            hold["reason"]
-            if first
-            else f"held: an earlier event of this aggregate is parked "
-            f"({lane.source}:{hold['since_position']})"
-        )
-        self.park(
-            conn,
-            lane.projection,
-            event,
-            reason=reason,
-            detail=hold["detail"] if first else None,
-            attempts=hold["attempts"] if first else 0,
-        )
-
     def park(
         self,
         conn: sa.Connection,
@@ -426,20 +413,35 @@ class SqlStore(Store):
     ) -> None:
         """Write ``event``'s parked-event row in ``conn``'s transaction. An existing row is
         kept as it is, or (``replace``) parked again with the new reason and detail."""
-        statement = self.insert(parked_events).values(
-            projection=projection,
-            source=event.source,
-            position=event.position,
-            event_id=event.event_id,
-            aggregate_type=event.aggregate_type,
-            aggregate_id=event.aggregate_id,
-            event_type=event.event_type,
-            reason=reason,
-            detail=detail,
-            attempts=attempts,
-        )
+        self.park_many(conn, projection, [ParkedEntry(event, reason, detail, attempts)], replace)
+
+    def park_many(
+        self,
+        conn: sa.Connection,
+        projection: str,
+        entries: Sequence[ParkedEntry],
+        replace: bool = False,
+    ) -> None:
+        """:meth:`park` for many events, in one statement."""
+        rows = [
+            {
+                "projection": projection,
+                "source": e.event.source,
+                "position": e.event.position,
+                "event_id": e.event.event_id,
+                "aggregate_type": e.event.aggregate_type,
+                "aggregate_id": e.event.aggregate_id,
+                "event_type": e.event.event_type,
+                "reason": e.reason,
+                "detail": e.detail,
+                "attempts": e.attempts,
+                "status": "parked",
+            }
+            for e in entries
+        ]
+        statement = self.insert(parked_events)
         if replace:
-            statement = statement.values(status="parked").on_conflict_do_update(
+            statement = statement.on_conflict_do_update(
                 index_elements=["projection", "source", "position"],
                 set_={
                     "reason": statement.excluded.reason,
@@ -450,7 +452,8 @@ class SqlStore(Store):
             )
         else:
             statement = statement.on_conflict_do_nothing()
-        conn.execute(statement)
+        if rows:
+            conn.execute(statement, rows)
 
     # -- failures and parking ------------------------------------------------------
 
@@ -678,3 +681,24 @@ def _handle(
         raise
     except Exception as exc:
         raise HandlerFailed(event, exc, traceback.format_exc()) from exc
+
+
+class ParkedEntry(NamedTuple):
+    """One event to park, with why."""
+
+    event: ParkableEvent
+    reason: str
+    detail: str | None
+    attempts: int
+
+
+def _held_entry(lane: Lane, event: Envelope, hold: dict[str, Any]) -> ParkedEntry:
+    """The parked entry of an event of a blocked aggregate: the blocking event keeps its
+    reason and attempts; later ones say what they wait behind."""
+    if event.position == hold["since_position"]:
+        return ParkedEntry(event, hold["reason"], hold["detail"], hold["attempts"])
+    reason = (
+        f"held: an earlier event of this aggregate is parked "
+        f"({lane.source}:{hold['since_position']})"
+    )
+    return ParkedEntry(event, reason, None, 0)
