@@ -29,7 +29,8 @@ class RelayHooks:
     """Extension point: subclass and override; every hook is a no-op by default."""
 
     def after_append(self, source: str, result: AppendResult) -> None:
-        """Called after a batch is in the log and acknowledged in the source."""
+        """Called after a batch is in the log, once the source acknowledged it or failed to
+        (its rows then come back as duplicates)."""
 
     def on_leadership(self, source: str, leading: bool) -> None:
         """Called when this relay becomes, or stops being, the source's active relay."""
@@ -85,10 +86,14 @@ class SourceRelay:
         except BaseException:
             source.release()
             raise
-        source.acknowledge([row[0] for row in rows])
-        self._count(result)
-        for hook in self.hooks:
-            hook.after_append(self.name, result)
+        try:
+            source.acknowledge([row[0] for row in rows])
+        finally:
+            # The batch is in the log whether or not the source took the acknowledgement
+            # (if not, its rows come back and are counted as duplicates).
+            self._count(result)
+            for hook in self.hooks:
+                hook.after_append(self.name, result)
         return len(rows)
 
     def _append(self, records: list[LogRecord], malformed: list[MalformedRow]) -> AppendResult:

@@ -9,14 +9,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from config import Settings
 from outbox.db import create_engine
-from outbox.log import EventLog
-from outbox.relay import Relay
+from outbox.errors import SourceError
+from outbox.log import AppendResult, EventLog
+from outbox.relay import Relay, RelayHooks, SourceRelay
+from outbox.sources import open_source
 from tests.conftest import MYSQL_ADMIN, PG_ADMIN, _admin_engine
-from tests.outbox_helpers import init_outbox
+from tests.outbox_helpers import init_outbox, insert_events
 
 WRITER_APP = "rm-test-writer"
 OBSERVER_APP = "rm-test-observer"  # the test's own view of the log, never terminated
@@ -260,3 +263,67 @@ def test_mariadb_relay_recovers_from_killed_connections(
         relay.close()
         writer_db.dispose()
         admin.dispose()
+
+
+class _SourceKilledAfterAppend(EventLog):
+    """An event log that, once, terminates every other connection to the source database
+    right after a batch is appended: the relay's acknowledgement then fails."""
+
+    def __init__(self, url: str, source_url: str) -> None:
+        super().__init__(url)
+        self.source_url = source_url
+        self.kill = True
+
+    def append(self, source: str, records: Any, malformed: Any = ()) -> AppendResult:
+        result = super().append(source, records, malformed)
+        if self.kill:
+            self.kill = False
+            killer = create_engine(self.source_url)
+            try:
+                with killer.connect() as conn:
+                    conn.exec_driver_sql(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+            finally:
+                killer.dispose()
+        return result
+
+
+def test_a_batch_whose_acknowledgement_fails_is_counted_once_as_relayed(
+    pg_database: Callable[[], str], make_settings: Callable[..., Settings]
+) -> None:
+    source_url = pg_database()
+    settings = make_settings(pg_database(), {"svc": {"url": source_url, "batch_size": 100}})
+    init_outbox(settings.sources["svc"])
+    source_db = create_engine(source_url)
+    insert_events(source_db, [("order", f"o{n}", "OrderPlaced", {"n": n}) for n in range(30)])
+    log = _SourceKilledAfterAppend(settings.store.url, source_url)
+    log.create_tables()
+    source = open_source("svc", settings.sources["svc"])
+    seen: list[tuple[int, int]] = []
+
+    class Seen(RelayHooks):
+        def after_append(self, source: str, result: AppendResult) -> None:
+            seen.append((result.appended, result.duplicates))
+
+    relay = SourceRelay(source, log, hooks=[Seen()])
+    try:
+        assert source.try_lead()
+        with pytest.raises(SourceError, match="svc"):
+            relay.step()
+        # In the log, so counted and reported, although the source never heard of it.
+        assert (relay.totals.relayed, relay.totals.duplicates) == (30, 0)
+        assert seen == [(30, 0)]
+        assert _pending(source_db) == 30
+
+        totals = relay.drain()  # the rows come back: duplicates, not relayed twice
+
+        assert (totals.relayed, totals.duplicates) == (30, 30)
+        assert seen == [(30, 0), (0, 30)]
+        assert [e.payload["n"] for e in log.read("svc")] == list(range(30))
+        assert _pending(source_db) == 0
+    finally:
+        source.close()
+        log.close()
+        source_db.dispose()
