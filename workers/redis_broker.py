@@ -12,6 +12,7 @@ only bounds how long a lost wake-up (publishes are not stored) can delay a messa
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -20,7 +21,6 @@ from uuid import uuid4
 import redis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
@@ -48,29 +48,20 @@ class WakingRedisBroker(RedisBroker):
         """Enqueue ``messages`` (none delayed) in one round trip, with one wake-up per queue.
 
         :meth:`enqueue` costs a round trip per message, and the relay sends a message per
-        lane of every batch. This sends the same ``dispatch`` script calls, with the
-        arguments ``RedisBroker._dispatch`` gives them, through one pipeline; the enqueue
-        middleware hooks run for each message as they do in :meth:`enqueue`."""
+        lane of every batch. Here each message goes through Dramatiq's own ``do_enqueue``
+        (the ``dispatch`` script call :meth:`enqueue` makes, arguments and all), on a
+        shallow copy of this broker whose script call is queued on one pipeline; the
+        enqueue middleware hooks run for each message as they do in :meth:`enqueue`."""
         pipe = self.client.pipeline(transaction=False)
-        dispatch = self.scripts["dispatch"]
-        max_unpack = self._max_unpack_size()
+        piped = copy.copy(self)
+        piped.scripts = {**self.scripts, "dispatch": _OnPipeline(self.scripts["dispatch"], pipe)}
         enqueued = []
         for message in messages:
             message = message.copy(options={"redis_message_id": str(uuid4())})
             self.emit_before("enqueue", message, None)
-            arguments = [
-                "enqueue",
-                current_millis(),
-                message.queue_name,
-                self.broker_id,
-                self.heartbeat_timeout,
-                self.dead_message_ttl,
-                self._should_do_maintenance("enqueue"),
-                max_unpack,
-                message.options["redis_message_id"],
-                message.encode(),
-            ]
-            dispatch(keys=[self.namespace], args=arguments, client=pipe)
+            piped.do_enqueue(
+                message.queue_name, message.options["redis_message_id"], message.encode()
+            )
             enqueued.append(message)
         for queue_name in {message.queue_name for message in enqueued}:
             pipe.publish(wake_channel(self.namespace, queue_name), b"")
@@ -78,6 +69,17 @@ class WakingRedisBroker(RedisBroker):
         for message in enqueued:
             self.emit_after("enqueue", message, None)
         return enqueued
+
+
+class _OnPipeline:
+    """A Redis script whose calls are queued on ``pipe`` instead of sent one by one."""
+
+    def __init__(self, script: Any, pipe: redis.client.Pipeline) -> None:
+        self.script = script
+        self.pipe = pipe
+
+    def __call__(self, keys: list[Any], args: list[Any]) -> Any:
+        return self.script(keys=keys, args=args, client=self.pipe)
 
 
 class _WakingConsumer(Consumer):
