@@ -30,8 +30,8 @@ from outbox.errors import LogError, ReadmodelError
 from outbox.schema import PARKED_OUTBOX_ROW, event_log, log_heads, parked
 from projections.api import Projection
 from projections.query_reader import QueryError
-from projections.sql_store import failures, parked_events
 from projections.store import Lane, Store
+from projections.store_tables import failures, parked_events
 
 _POSITION = re.compile(r"^(?P<source>[A-Za-z0-9_.-]{1,100}):(?P<position>\d+)$")
 _FIRST_SLEEP = 0.002

@@ -67,16 +67,11 @@ from projections.replay_types import (
     SourcePlan,
 )
 from projections.shadow import SHADOW_SUFFIX, ShadowTables, drop_tables
-from projections.sql_store import (
-    ParkedEntry,
-    SqlStore,
-    blocked,
-    checkpoints,
-    failures,
-    parked_events,
-)
+from projections.sql_parking import ParkedEntry
+from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx
 from projections.store import Invalidation, Lane, Store
+from projections.store_tables import blocked, checkpoints, failures, parked_events
 
 __all__ = [  # the data types live in projections.replay_types; importable from here too
     "BLUE_GREEN",

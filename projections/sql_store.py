@@ -7,7 +7,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, Protocol
+from typing import Any
 
 import orjson
 import psycopg
@@ -19,6 +19,7 @@ from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.schema import create_tables
 from projections.api import Projection
+from projections.sql_parking import ParkedEntry, SqlParking, held_entry
 from projections.sql_tx import SqlTx
 from projections.store import (
     BatchResult,
@@ -26,98 +27,12 @@ from projections.store import (
     HandlerFailed,
     Invalidation,
     Lane,
-    ParkedEvent,
     Store,
 )
-
-metadata = sa.MetaData()
-Timestamp = sa.DateTime(timezone=True)
-
-checkpoints = sa.Table(
-    "rm_checkpoints",
-    metadata,
-    sa.Column("projection", sa.Text, primary_key=True),
-    sa.Column("source", sa.Text, primary_key=True),
-    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("position", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("updated_at", Timestamp),
-)
-
-blocked = sa.Table(
-    "rm_blocked_aggregates",
-    metadata,
-    sa.Column("projection", sa.Text, primary_key=True),
-    sa.Column("source", sa.Text, primary_key=True),
-    sa.Column("aggregate_type", sa.Text, primary_key=True),
-    sa.Column("aggregate_id", sa.Text, primary_key=True),
-    sa.Column("since_position", sa.BigInteger, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("detail", sa.Text),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-)
-
-parked_events = sa.Table(
-    "rm_parked_events",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("projection", sa.Text, nullable=False),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("position", sa.BigInteger, nullable=False),
-    sa.Column("event_id", sa.Text, nullable=False),
-    sa.Column("aggregate_type", sa.Text, nullable=False),
-    sa.Column("aggregate_id", sa.Text, nullable=False),
-    sa.Column("event_type", sa.Text, nullable=False),
-    sa.Column("reason", sa.Text, nullable=False),
-    sa.Column("detail", sa.Text),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("status", sa.Text, nullable=False, server_default="parked"),
-    sa.Column("parked_at", Timestamp, nullable=False, server_default=sa.func.current_timestamp()),
-    sa.Column("resolved_at", Timestamp),
-    sa.UniqueConstraint("projection", "source", "position", name="rm_parked_events_key"),
-    sa.Index("rm_parked_events_aggregate_idx", "projection", "aggregate_type", "aggregate_id"),
-)
-
-failures = sa.Table(
-    "rm_failures",
-    metadata,
-    sa.Column("projection", sa.Text, primary_key=True),
-    sa.Column("source", sa.Text, primary_key=True),
-    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("attempts", sa.Integer, nullable=False),
-    sa.Column("last_error", sa.Text),
-    sa.Column("updated_at", Timestamp),
-)
+from projections.store_tables import blocked, checkpoints, invalidations, parked_events
 
 
-invalidations = sa.Table(  # created by migration 0002 (outbox/migrations/versions)
-    "rm_invalidations",
-    metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
-    sa.Column("projection", sa.Text, nullable=False),
-    sa.Column("tags", sa.Text, nullable=False),  # a JSON list
-    sa.Column("created_at", Timestamp, nullable=False, server_default=sa.func.current_timestamp()),
-)
-
-
-class ParkableEvent(Protocol):
-    """What a parked-event row records of an event: an :class:`Envelope`, or a replay's
-    :class:`~projections.replay_types.SkippedEvent`."""
-
-    @property
-    def source(self) -> str: ...
-    @property
-    def position(self) -> int | None: ...
-    @property
-    def event_id(self) -> str: ...
-    @property
-    def event_type(self) -> str: ...
-    @property
-    def aggregate_type(self) -> str: ...
-    @property
-    def aggregate_id(self) -> str: ...
-
-
-class SqlStore(Store):
+class SqlStore(SqlParking, Store):
     """A store in one PostgreSQL or SQLite database."""
 
     def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:
@@ -292,7 +207,7 @@ class SqlStore(Store):
                 for event in events:
                     aggregate = (event.aggregate_type, event.aggregate_id)
                     if aggregate in held:
-                        parked.append(_held_entry(lane, event, held[aggregate]))
+                        parked.append(held_entry(lane, event, held[aggregate]))
                         continue
                     _handle(projection, event, tx, tags)
                     applied += 1
@@ -389,164 +304,6 @@ class SqlStore(Store):
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot delete rm_invalidations: {describe_db_error(exc)}") from exc
 
-    def blocked_aggregates(
-        self, conn: sa.Connection, lane: Lane
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        """The lane's projection and source's blocked aggregates: (type, id) -> their row."""
-        rows = conn.execute(
-            sa.select(blocked).where(
-                blocked.c.projection == lane.projection, blocked.c.source == lane.source
-            )
-        )
-        return {(r.aggregate_type, r.aggregate_id): dict(r._mapping) for r in rows}
-
-    def park(
-        self,
-        conn: sa.Connection,
-        projection: str,
-        event: ParkableEvent,
-        *,
-        reason: str,
-        detail: str | None,
-        attempts: int,
-        replace: bool = False,
-    ) -> None:
-        """Write ``event``'s parked-event row in ``conn``'s transaction. An existing row is
-        kept as it is, or (``replace``) parked again with the new reason and detail."""
-        self.park_many(conn, projection, [ParkedEntry(event, reason, detail, attempts)], replace)
-
-    def park_many(
-        self,
-        conn: sa.Connection,
-        projection: str,
-        entries: Sequence[ParkedEntry],
-        replace: bool = False,
-    ) -> None:
-        """:meth:`park` for many events, in one statement."""
-        rows = [
-            {
-                "projection": projection,
-                "source": e.event.source,
-                "position": e.event.position,
-                "event_id": e.event.event_id,
-                "aggregate_type": e.event.aggregate_type,
-                "aggregate_id": e.event.aggregate_id,
-                "event_type": e.event.event_type,
-                "reason": e.reason,
-                "detail": e.detail,
-                "attempts": e.attempts,
-                "status": "parked",
-            }
-            for e in entries
-        ]
-        statement = self.insert(parked_events)
-        if replace:
-            statement = statement.on_conflict_do_update(
-                index_elements=["projection", "source", "position"],
-                set_={
-                    "reason": statement.excluded.reason,
-                    "detail": statement.excluded.detail,
-                    "status": "parked",
-                    "resolved_at": None,
-                },
-            )
-        else:
-            statement = statement.on_conflict_do_nothing()
-        if rows:
-            conn.execute(statement, rows)
-
-    # -- failures and parking ------------------------------------------------------
-
-    def record_failure(self, lane: Lane, event: Envelope, error: str) -> int:
-        statement = self.insert(failures).values(
-            projection=lane.projection,
-            source=lane.source,
-            position=event.position,
-            attempts=1,
-            last_error=error,
-            updated_at=sa.func.current_timestamp(),
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=["projection", "source", "position"],
-            set_={
-                "attempts": failures.c.attempts + 1,
-                "last_error": statement.excluded.last_error,
-                "updated_at": statement.excluded.updated_at,
-            },
-        )
-        with self.writer.begin() as conn:
-            conn.execute(statement)
-            return int(
-                conn.execute(
-                    sa.select(failures.c.attempts).where(
-                        failures.c.projection == lane.projection,
-                        failures.c.source == lane.source,
-                        failures.c.position == event.position,
-                    )
-                ).scalar_one()
-            )
-
-    def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> bool:
-        with self.writer.begin() as conn:
-            # Under the lane's lock: a replay's swap (which takes it too) may have committed
-            # since the handler failed, with a model that has this event applied.
-            if self.lock_lane(conn, lane) >= (event.position or 0):
-                conn.execute(
-                    failures.delete().where(
-                        failures.c.projection == lane.projection,
-                        failures.c.source == lane.source,
-                        failures.c.position == event.position,
-                    )
-                )
-                return False
-            self.hold(conn, lane.projection, event, reason=reason, detail=detail, attempts=attempts)
-            return True
-
-    def hold(
-        self,
-        conn: sa.Connection,
-        projection: str,
-        event: ParkableEvent,
-        *,
-        reason: str,
-        detail: str | None,
-        attempts: int,
-    ) -> None:
-        """Block ``event``'s aggregate from ``event`` on, in ``conn``'s transaction (kept as it
-        is when the aggregate is blocked already)."""
-        conn.execute(
-            self.insert(blocked)
-            .values(
-                projection=projection,
-                source=event.source,
-                aggregate_type=event.aggregate_type,
-                aggregate_id=event.aggregate_id,
-                since_position=event.position,
-                reason=reason,
-                detail=detail,
-                attempts=attempts,
-            )
-            .on_conflict_do_nothing()
-        )
-
-    def parked(
-        self, projection: str | None = None, status: str | None = "parked"
-    ) -> list[ParkedEvent]:
-        query = sa.select(parked_events).order_by(parked_events.c.id)
-        if projection is not None:
-            query = query.where(parked_events.c.projection == projection)
-        if status is not None:
-            query = query.where(parked_events.c.status == status)
-        with self.engine.connect() as conn:
-            return [ParkedEvent(**row._mapping) for row in conn.execute(query)]
-
-    def parked_entry(self, entry_id: int) -> ParkedEvent | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(parked_events).where(parked_events.c.id == entry_id)
-            ).first()
-        return None if row is None else ParkedEvent(**row._mapping)
-
     def retry_parked(
         self,
         projection: Projection,
@@ -584,53 +341,6 @@ class SqlStore(Store):
             )
             self._release(conn, lane, aggregate, positions)
             return len(events)
-
-    def skip_parked(self, entry_id: int) -> ParkedEvent | None:
-        with self.writer.begin() as conn:
-            row = conn.execute(
-                sa.select(parked_events).where(
-                    parked_events.c.id == entry_id, parked_events.c.status == "parked"
-                )
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                parked_events.update()
-                .where(parked_events.c.id == entry_id)
-                .values(status="skipped", resolved_at=sa.func.current_timestamp())
-            )
-            remaining = conn.execute(
-                sa.select(sa.func.count()).where(
-                    parked_events.c.projection == row.projection,
-                    parked_events.c.source == row.source,
-                    parked_events.c.aggregate_type == row.aggregate_type,
-                    parked_events.c.aggregate_id == row.aggregate_id,
-                    parked_events.c.status == "parked",
-                )
-            ).scalar_one()
-            if remaining == 0:
-                lane = Lane(row.projection, row.source, -1)
-                self._release(conn, lane, (row.aggregate_type, row.aggregate_id), [row.position])
-        return self.parked_entry(entry_id)
-
-    def _release(
-        self, conn: sa.Connection, lane: Lane, aggregate: tuple[str, str], positions: list[int]
-    ) -> None:
-        conn.execute(
-            blocked.delete().where(
-                blocked.c.projection == lane.projection,
-                blocked.c.source == lane.source,
-                blocked.c.aggregate_type == aggregate[0],
-                blocked.c.aggregate_id == aggregate[1],
-            )
-        )
-        conn.execute(
-            failures.delete().where(
-                failures.c.projection == lane.projection,
-                failures.c.source == lane.source,
-                failures.c.position.in_(positions),
-            )
-        )
 
 
 _DEADLOCK_RETRIES = 20
@@ -681,24 +391,3 @@ def _handle(
         raise
     except Exception as exc:
         raise HandlerFailed(event, exc, traceback.format_exc()) from exc
-
-
-class ParkedEntry(NamedTuple):
-    """One event to park, with why."""
-
-    event: ParkableEvent
-    reason: str
-    detail: str | None
-    attempts: int
-
-
-def _held_entry(lane: Lane, event: Envelope, hold: dict[str, Any]) -> ParkedEntry:
-    """The parked entry of an event of a blocked aggregate: the blocking event keeps its
-    reason and attempts; later ones say what they wait behind."""
-    if event.position == hold["since_position"]:
-        return ParkedEntry(event, hold["reason"], hold["detail"], hold["attempts"])
-    reason = (
-        f"held: an earlier event of this aggregate is parked "
-        f"({lane.source}:{hold['since_position']})"
-    )
-    return ParkedEntry(event, reason, None, 0)

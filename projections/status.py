@@ -19,7 +19,8 @@ from outbox.db import describe_db_error
 from outbox.errors import StoreError
 from outbox.schema import event_log
 from projections.engine import ProjectionEngine
-from projections.sql_store import SqlStore, failures, parked_events
+from projections.sql_store import SqlStore
+from projections.store_tables import failures, parked_events
 
 
 @dataclass(frozen=True, slots=True)

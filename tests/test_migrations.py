@@ -25,7 +25,7 @@ from outbox.migrate import (
     known_tables,
     upgrade,
 )
-from projections import sql_store
+from projections import store_tables as store_schema
 from tests.cli_helpers import run_cli, with_password, write_config
 
 READMODEL = Path(sys.executable).with_name("readmodel")
@@ -78,7 +78,7 @@ def _previous_release_tables(engine: sa.Engine, *, store_tables: bool = True) ->
     store's bookkeeping tables."""
     log_schema.create_tables(engine, log_schema.metadata.sorted_tables)
     if store_tables:
-        baseline = [t for t in sql_store.metadata.sorted_tables if t.name in BASELINE_TABLES]
+        baseline = [t for t in store_schema.metadata.sorted_tables if t.name in BASELINE_TABLES]
         log_schema.create_tables(engine, baseline)
 
 
@@ -116,7 +116,7 @@ def test_head_matches_the_table_models(engine: sa.Engine) -> None:
     """The revisions create exactly the tables the code declares (columns, types, nullability,
     keys, indexes): a model change without a revision fails here."""
     upgrade(engine)
-    models = [log_schema.metadata, sql_store.metadata]
+    models = [log_schema.metadata, store_schema.metadata]
     ours = {t.name for m in models for t in m.tables.values()} | {VERSION_TABLE}
 
     with engine.connect() as conn:

@@ -48,7 +48,7 @@ import sqlalchemy as sa
 from config import load_settings
 from outbox.db import create_engine
 from outbox.schema import event_log, log_heads, parked
-from projections.sql_store import blocked, checkpoints, failures, parked_events
+from projections.store_tables import blocked, checkpoints, failures, parked_events
 from tests.broker_helpers import REDIS_URL, Processes
 from tests.cli_helpers import write_config
 from tests.outbox_helpers import init_outbox, insert_events, migrate_store

@@ -31,7 +31,7 @@ from projections.replay import (
     ReplayRefused,
     replay_lock,
 )
-from projections.sql_store import blocked, checkpoints, failures
+from projections.store_tables import blocked, checkpoints, failures
 from tests.cache_helpers import dead_redis_url, fresh_prefix
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
