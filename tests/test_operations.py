@@ -395,6 +395,34 @@ def test_a_batch_longer_than_the_grace_is_abandoned_and_done_again(
         store.dispose()
 
 
+def test_metrics_drop_the_messages_in_progress_of_a_killed_worker(
+    pg_database: Callable[[], str],
+    broker_for: Callable[[str], dict[str, Any]],
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    """A worker SIGKILLed mid-message leaves its in-progress gauge in ``metrics.dir``
+    (prometheus_client drops it only at a normal exit); the next scrape must not count it."""
+    events = _deposits(accounts=1, per_account=10)
+    config, _ = _slow_pipeline(pg_database, broker_for("redis"), tmp_path, events)
+    trace = tmp_path / "trace.txt"
+    env = {"READMODEL_TEST_TRACE": str(trace), "READMODEL_TEST_SLEEP": "30"}
+    port = _free_port()
+    processes.start("metrics", "metrics", "--config", str(config), "--port", str(port))
+    key = processes.start("worker", "work", "--config", str(config), "-t", "1", env=env)
+
+    def in_progress() -> float:
+        samples = _scrape(port)
+        return sum(v for k, v in samples.items() if k.startswith("dramatiq_messages_inprogress"))
+
+    assert wait_until(lambda: trace.exists() and in_progress() == 1, 60), processes.log_tail()
+    processes.kill(key)  # SIGKILL, mid-handler
+
+    assert in_progress() == 0
+    assert _scrape(port)['readmodel_events_relayed_total{source="bank"}'] == 10  # kept
+    assert set(processes.stop_all().values()) == {0}, processes.log_tail()
+
+
 def test_relay_sigterm_hands_the_source_to_the_standby(
     pg_database: Callable[[], str], processes: Processes, tmp_path: Path
 ) -> None:

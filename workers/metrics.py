@@ -15,6 +15,7 @@ imports it lazily for that reason.
 from __future__ import annotations
 
 import atexit
+import glob
 import os
 import threading
 import time
@@ -334,15 +335,58 @@ class PipelineCollector:
             yield depth
 
 
+class LiveMultiprocessFigures:
+    """The counters, histograms and gauges of the multiprocess directory, without the live
+    gauges (messages in progress) of processes that died without cleaning up (SIGKILL, the
+    OOM killer): prometheus_client drops a process's live gauges only at its normal exit."""
+
+    def __init__(self, directory: str) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        self.directory = directory
+        self._figures = MultiProcessCollector(None, path=directory)
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        forget_dead_processes(self.directory)
+        return self._figures.collect()
+
+
+def forget_dead_processes(directory: str) -> list[int]:
+    """Remove the live-gauge files of processes no longer running on this machine (every
+    process sharing ``metrics.dir`` runs on one machine); returns their pids."""
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        pid = os.path.basename(path)[: -len(".db")].rpartition("_")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            dead.add(int(pid))
+    for pid in sorted(dead):
+        multiprocess.mark_process_dead(pid, directory)
+    return sorted(dead)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def serve(runtime: Runtime, host: str, port: int, stop: threading.Event) -> None:
     """Serve ``/metrics`` on ``host:port`` until ``stop`` is set."""
     from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     directory = multiprocess_dir(runtime.settings)
     if directory:
-        MultiProcessCollector(registry, path=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        registry.register(LiveMultiprocessFigures(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
     registry.register(PipelineCollector(runtime))
     server, thread = start_http_server(port, addr=host, registry=registry)
     logger.info("serving metrics", host=host, port=port, multiprocess_dir=directory)
