@@ -141,7 +141,7 @@ def status(
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
-        out.print(_tables(report))
+        out.print(status_tables(report))
     for source in report.sources:
         if source.error:
             err.print(
@@ -161,13 +161,13 @@ def _watch(runtime: Any, as_json: bool, every: float) -> None:
             if stop.wait(every):
                 return
     with Live(
-        _tables(_report(runtime, None), errors=True), console=out, auto_refresh=False
+        status_tables(_report(runtime, None), errors=True), console=out, auto_refresh=False
     ) as live:
         while not stop.wait(every):
-            live.update(_tables(_report(runtime, None), errors=True), refresh=True)
+            live.update(status_tables(_report(runtime, None), errors=True), refresh=True)
 
 
-def _tables(report: Any, *, errors: bool = False) -> Group:
+def status_tables(report: Any, *, errors: bool = False) -> Group:
     """The report as tables; ``errors``: with the unreachable sources' and broker's errors
     under them (``status`` prints those to stderr; ``--watch`` has only the screen)."""
     sources = Table(title="sources")

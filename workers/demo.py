@@ -214,10 +214,10 @@ def _pick(row: dict[str, Any] | None, *names: str) -> dict[str, Any]:
 
 
 def _status(runtime: Runtime, console: Console) -> None:
-    from workers.cli_ops import _tables
+    from workers.cli_ops import status_tables
     from workers.status import collect
 
-    console.print(_tables(collect(runtime)))
+    console.print(status_tables(collect(runtime)))
 
 
 def _progress(console: Console) -> Progress:
