@@ -467,8 +467,8 @@ class Replayer:
         for event in events:
             if held:
                 behind = held.get((event.source, event.aggregate_type, event.aggregate_id))
-                if behind is not None:
-                    self._skip(event, behind)
+                if behind is not None and (event.position or 0) >= behind:
+                    self._skip(event, behind)  # its earlier events are applied, as live
                     continue
             try:
                 handle(event, tx)

@@ -63,7 +63,9 @@ class Totals(Projection):
 
     @on("bank", "Deposited")
     def deposited(self, event: Event[Deposited], tx: Tx) -> None:
-        if os.environ.get("READMODEL_TEST_FAIL_ON") == event.aggregate_id:
+        if os.environ.get("READMODEL_TEST_FAIL_ON") == event.aggregate_id and (
+            event.payload.seq >= int(os.environ.get("READMODEL_TEST_FAIL_FROM_SEQ", "0"))
+        ):
             raise RuntimeError(f"refusing {event.aggregate_id}")
         row = tx.get(account_totals, event.aggregate_id) or {
             "account": event.aggregate_id,

@@ -421,6 +421,27 @@ def test_strict_replay_stops_at_the_failing_event_and_skip_errors_parks_it(
     assert {k: r["total"] for k, r in rows.items()} == expected
 
 
+def test_skip_errors_applies_the_events_before_the_failure_in_the_same_batch(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Live apply keeps an aggregate's events before the one that fails; so must a rebuild
+    whose batch holds them all (the batch is redone after the failure)."""
+    events = deposits(300, 5, seed=4)
+    pipeline.feed("bank", events)
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-2")
+    monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", "5")
+    acct2 = [(i + 1, e[3]) for i, e in enumerate(events) if e[1] == "acct-2"]
+
+    summary = pipeline.replayer("totals", batch=1000).run(ReplayOptions(skip_errors=True))
+
+    assert [s.position for s in summary.skipped] == [p for p, _ in acct2[4:]]
+    assert all(s.held_behind == acct2[4][0] for s in summary.skipped[1:])
+    row = pipeline.rows(account_totals)["acct-2"]
+    assert (row["events"], row["total"]) == (4, sum(p["amount"] for _, p in acct2[:4]))
+    parked = pipeline.runtime.engine.parked("totals")
+    assert [p.position for p in parked] == [p for p, _ in acct2[4:]]
+
+
 def test_events_parked_live_are_reattempted_by_the_rebuild(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
