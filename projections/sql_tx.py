@@ -120,11 +120,18 @@ class SqlTx:
         if op == DELETE:
             return None
         if op == REPLACE:
-            return dict(row or {})
-        base = self._read.get(k, UNREAD)
-        if base is UNREAD:
-            base = self._load(physical, k)
-        return {**(base or {}), **(row or {})}
+            found = dict(row or {})
+        else:
+            base = self._read.get(k, UNREAD)
+            if base is UNREAD:
+                base = self._load(physical, k)
+            found = {**(base or {}), **(row or {})}
+        if len(found) < len(physical.columns):
+            # A row this batch created from some of its columns: the table gives the others
+            # (defaults, NULLs), as it would had the batch ended before this read.
+            self.flush()
+            return self._load(physical, k)
+        return found
 
     def _load(self, physical: sa.Table, k: Key) -> dict[str, Any] | None:
         row = self._read.get(k, UNREAD)

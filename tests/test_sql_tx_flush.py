@@ -297,3 +297,41 @@ def test_a_key_longer_than_its_column_matches_no_row(
             assert [tuple(r) for r in conn.execute(sa.select(codes))] == [("tool", "kept", None)]
     finally:
         engine.dispose()
+
+
+partial = sa.Table(
+    "partial_rows",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("a", sa.Integer),
+    sa.Column("c", sa.BigInteger, nullable=False, server_default="7"),
+    sa.Column("note", sa.Text),
+)
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_row_created_from_some_columns_reads_back_whole_within_the_batch(
+    kind: str, pg_database: Callable[[], str], sqlite_database: Callable[[], str]
+) -> None:
+    """Whether a read comes before or after a batch ends must not change what it sees: the
+    columns the upsert left out come back with the table's defaults, not missing."""
+    engine = create_engine(pg_database() if kind == "postgresql" else sqlite_database())
+    try:
+        partial.create(engine)
+        with engine.begin() as conn:
+            conn.execute(partial.insert(), [{"id": "old", "a": 0, "c": 1, "note": "kept"}])
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {partial: partial})
+            tx.upsert(partial, {"id": "new", "a": 1})
+            assert tx.get(partial, "new") == {"id": "new", "a": 1, "c": 7, "note": None}
+            tx.delete(partial, "old")
+            tx.upsert(partial, {"id": "old", "a": 2})  # replaced by a partial row
+            assert tx.get(partial, "old") == {"id": "old", "a": 2, "c": 7, "note": None}
+            tx.upsert(partial, {"id": "new", "c": 8})
+            assert tx.get(partial, "new") == {"id": "new", "a": 1, "c": 8, "note": None}
+            tx.flush()
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(partial).order_by(partial.c.id)).all()
+        assert [tuple(r) for r in stored] == [("new", 1, 8, None), ("old", 2, 7, None)]
+    finally:
+        engine.dispose()
