@@ -5,9 +5,13 @@ it carries ``__rebuild`` in its name too, so a shadow never collides with its li
 and the swap can give each object the name the live one had (the name minus the suffix).
 On PostgreSQL the swap renames the live table to ``<table>__old`` (its indexes and
 sequences to ``rm_old_<oid>``) and the shadow to the live name, in the caller's
-transaction; the old tables are dropped after commit. SQLite has no ``ALTER INDEX
-RENAME``: there the live table is dropped inside the swap transaction and the shadow's
-named indexes are recreated under the live names.
+transaction; the old tables are dropped after commit. What the database holds beside the
+declared model is carried over: the live tables' and sequences' grants, and the views that
+read them (recreated on the new tables, so they never read an old one; a materialized view
+is refused before the rebuild starts). Indexes or triggers added by hand are not.
+
+SQLite has no ``ALTER INDEX RENAME``: there the live table is dropped inside the swap
+transaction and the shadow's named indexes are recreated under the live names.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class ShadowTables:
         return [shadow.name for shadow in self.mapping.values()]
 
     def create(self, conn: sa.Connection) -> None:
+        if conn.dialect.name == "postgresql":
+            _pg_views(conn, self.mapping)  # refuses materialized views before any work
         for shadow in self.mapping.values():
             shadow.create(conn)
         if conn.dialect.name == "postgresql":
@@ -71,10 +77,12 @@ class ShadowTables:
         the old tables to drop after commit (none on SQLite, where they are dropped here)."""
         quote = conn.dialect.identifier_preparer.quote
         old_tables: list[str] = []
+        views = _pg_views(conn, self.mapping) if conn.dialect.name == "postgresql" else []
         for live, shadow in self.mapping.items():
             live_sql = _table_sql(conn, live)
             shadow_sql = _table_sql(conn, shadow)
             if conn.dialect.name == "postgresql":
+                _pg_copy_grants(conn, live, shadow)
                 for name, kind in _pg_dependents(conn, live):
                     oid = conn.exec_driver_sql(
                         "SELECT %(name)s::regclass::oid", {"name": _qualified(conn, live, name)}
@@ -91,6 +99,12 @@ class ShadowTables:
                         f"ALTER {kind} {_qualified(conn, live, name)} "
                         f"RENAME TO {quote(_canonical(name))}"
                     )
+                for name in _pg_table_constraints(conn, live):
+                    if SHADOW_SUFFIX in name:
+                        conn.exec_driver_sql(
+                            f"ALTER TABLE {live_sql} RENAME CONSTRAINT {quote(name)} "
+                            f"TO {quote(_canonical(name))}"
+                        )
                 old_tables.append(_qualified(conn, live, old))
             else:
                 conn.exec_driver_sql(f"DROP TABLE IF EXISTS {live_sql}")
@@ -99,6 +113,8 @@ class ShadowTables:
                 conn.exec_driver_sql(f"ALTER TABLE {shadow_sql} RENAME TO {quote(live.name)}")
                 for index in live.indexes:
                     index.create(conn)
+        for view, definition in views:  # now reading the new tables, which have the old names
+            conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {view} AS {definition}")
         return old_tables
 
     def leftovers(self, conn: sa.Connection) -> list[str]:
@@ -146,3 +162,76 @@ def _pg_dependents(conn: sa.Connection, table: sa.Table) -> list[tuple[str, str]
     """Names (and kinds) of the indexes and owned sequences of ``table`` as it is named now."""
     rows = conn.exec_driver_sql(_PG_DEPENDENTS, {"table": _table_sql(conn, table)})
     return [(str(name), str(kind)) for name, kind in rows]
+
+
+_PG_CONSTRAINTS = """
+SELECT conname FROM pg_constraint WHERE conrelid = %(table)s::regclass AND contype IN ('c', 'f')
+"""
+
+
+def _pg_table_constraints(conn: sa.Connection, table: sa.Table) -> list[str]:
+    """Names of the table's CHECK and foreign key constraints (per table, not relations:
+    the index-backed ones are renamed with their indexes)."""
+    rows = conn.exec_driver_sql(_PG_CONSTRAINTS, {"table": _table_sql(conn, table)})
+    return [str(name) for (name,) in rows]
+
+
+_PG_GRANTS = """
+SELECT coalesce(quote_ident(r.rolname), 'PUBLIC'), a.privilege_type, a.is_grantable
+  FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+  LEFT JOIN pg_roles r ON r.oid = a.grantee
+ WHERE c.oid = %(relation)s::regclass
+"""
+
+
+def _pg_copy_grants(conn: sa.Connection, live: sa.Table, shadow: sa.Table) -> None:
+    """Grant on the shadow table (and its sequences) what is granted on the live ones."""
+    pairs = [(_table_sql(conn, live), _table_sql(conn, shadow), "TABLE")]
+    shadow_sequences = {
+        _canonical(name): name for name, kind in _pg_dependents(conn, shadow) if kind == "SEQUENCE"
+    }
+    for name, kind in _pg_dependents(conn, live):
+        if kind == "SEQUENCE" and name in shadow_sequences:
+            pairs.append(
+                (
+                    _qualified(conn, live, name),
+                    _qualified(conn, live, shadow_sequences[name]),
+                    "SEQUENCE",
+                )
+            )
+    for source, target, kind in pairs:
+        for grantee, privilege, grantable in conn.exec_driver_sql(
+            _PG_GRANTS, {"relation": source}
+        ).all():
+            option = " WITH GRANT OPTION" if grantable else ""
+            conn.exec_driver_sql(f"GRANT {privilege} ON {kind} {target} TO {grantee}{option}")
+
+
+_PG_VIEWS = """
+SELECT DISTINCT v.oid::regclass::text, v.relkind::text, pg_get_viewdef(v.oid)
+  FROM pg_depend d
+  JOIN pg_rewrite r ON r.oid = d.objid
+  JOIN pg_class v ON v.oid = r.ev_class
+ WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+   AND d.refobjid = %(table)s::regclass AND r.ev_class <> d.refobjid
+"""
+
+
+def _pg_views(conn: sa.Connection, mapping: dict[sa.Table, sa.Table]) -> list[tuple[str, str]]:
+    """``(name, definition)`` of the views reading the live tables; a materialized view,
+    which cannot be redefined in place, is refused."""
+    views: dict[str, str] = {}
+    for live in mapping:
+        if not sa.inspect(conn).has_table(live.name, schema=live.schema):
+            continue
+        for name, kind, definition in conn.exec_driver_sql(
+            _PG_VIEWS, {"table": _table_sql(conn, live)}
+        ).all():
+            if kind == "m":
+                raise StoreError(
+                    f"materialized view {name} reads {live.name}: a rebuild would leave it on "
+                    f"the old table; drop it (and create it again after the replay), or replay "
+                    f"in place with --from-position"
+                )
+            views[str(name)] = str(definition).rstrip().rstrip(";")
+    return sorted(views.items())

@@ -1,5 +1,6 @@
-"""A replay-safe projection for tests/test_replay.py: named indexes and a unique constraint,
-so that repeated rebuilds prove the shadow's names never collide."""
+"""A replay-safe projection for tests/test_replay.py: named indexes, a unique constraint and
+CHECK constraints, so that repeated rebuilds prove the shadow's names never collide and the
+swapped tables keep the live names."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ last_deposit = sa.Table(
     sa.Column("ref", sa.Text, nullable=False, unique=True),
     sa.Column("tenant", sa.Text),
     sa.Index("last_deposit_amount_idx", "amount"),
+    sa.CheckConstraint("seq > 0", name="last_deposit_seq_positive"),
+    sa.CheckConstraint("amount > -1000000000"),  # named by the database
 )
 
 

@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from config import Settings
+from outbox.errors import StoreError
 from outbox.relay import Relay
 from projections import invalidations
 from projections.cache import MemoryCache
@@ -232,6 +233,64 @@ def test_rebuild_repairs_a_corrupted_model_and_equals_a_clean_build(
         p.feed("bank", more)
     assert live.rows(account_totals) == clean.rows(account_totals)
     assert all(r["violations"] == 0 for r in live.rows(account_totals).values())
+
+
+_CONSTRAINTS = """
+SELECT conname, contype FROM pg_constraint WHERE conrelid = 'last_deposit'::regclass
+UNION ALL SELECT indexname, 'i' FROM pg_indexes WHERE tablename = 'last_deposit'
+ORDER BY 1
+"""
+
+
+def test_the_swap_keeps_constraint_names_grants_and_views(pipeline: Pipeline) -> None:
+    """What the database holds beside the model: constraint names as the live table had them,
+    a reader role's grant, and a view that reads the new table (the old one is dropped)."""
+    if not pipeline.store_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL catalog objects")
+    bank = deposits(300, 7, seed=5)
+    pipeline.feed("bank", bank)
+    role = f"rm_test_reader_{random.randrange(16**8):08x}"
+    pipeline.execute(f'CREATE ROLE "{role}"')
+    try:
+        pipeline.execute(f'GRANT SELECT ON last_deposit TO "{role}"')
+        pipeline.execute("CREATE VIEW last_amounts AS SELECT account, amount FROM last_deposit")
+        with pipeline.runtime.log.engine.connect() as conn:
+            before = conn.exec_driver_sql(_CONSTRAINTS).all()
+        assert ("last_deposit_amount_check", "c") in before  # the name PostgreSQL chose
+
+        for _ in range(2):
+            pipeline.replayer("last_deposit").run(ReplayOptions())
+        pipeline.feed("bank", deposits(40, 7, seed=6, start=last_seqs(bank)))
+
+        with pipeline.runtime.log.engine.connect() as conn:
+            assert conn.exec_driver_sql(_CONSTRAINTS).all() == before
+            granted = conn.exec_driver_sql(
+                f"SELECT has_table_privilege('{role}', 'last_deposit', 'SELECT')"
+            ).scalar_one()
+            through_view = dict(conn.exec_driver_sql("SELECT * FROM last_amounts").all())
+        assert granted is True
+        assert through_view == {k: r["amount"] for k, r in pipeline.rows(last_deposit).items()}
+        assert not any(t.endswith(("__rebuild", "__old")) for t in pipeline.tables())
+    finally:
+        pipeline.execute("DROP VIEW IF EXISTS last_amounts")
+        pipeline.execute(f'REVOKE ALL ON last_deposit FROM "{role}"')
+        pipeline.execute(f'DROP ROLE "{role}"')
+
+
+def test_a_materialized_view_on_a_live_table_is_refused_before_the_rebuild(
+    pipeline: Pipeline,
+) -> None:
+    if not pipeline.store_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL catalog objects")
+    pipeline.feed("bank", deposits(50, 3, seed=7))
+    pipeline.execute("CREATE MATERIALIZED VIEW big_deposits AS SELECT * FROM last_deposit")
+    before = pipeline.rows(last_deposit)
+
+    with pytest.raises(StoreError, match="materialized view big_deposits reads last_deposit"):
+        pipeline.replayer("last_deposit").run(ReplayOptions())
+
+    assert pipeline.rows(last_deposit) == before
+    assert not any(t.endswith(("__rebuild", "__old")) for t in pipeline.tables())
 
 
 class LiveWritesDuringRebuild(ReplayHooks):
