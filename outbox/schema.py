@@ -78,5 +78,5 @@ def create_tables(engine: sa.Engine, tables: list[sa.Table]) -> None:
     with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DDL_LOCK)))
-        for table in tables:
+        for table in sa.schema.sort_tables(tables):  # referenced tables first
             table.create(conn, checkfirst=True)

@@ -3,6 +3,7 @@
 A shadow table is named ``<table>__rebuild``; every index, constraint and sequence of
 it carries ``__rebuild`` in its name too, so a shadow never collides with its live table,
 and the swap can give each object the name the live one had (the name minus the suffix).
+Foreign keys between the projection's tables join their shadows.
 On PostgreSQL the swap renames the live table to ``<table>__old`` (its indexes and
 sequences to ``rm_old_<oid>``) and the shadow to the live name, in the caller's
 transaction; the old tables are dropped after commit. What the database holds beside the
@@ -54,6 +55,12 @@ class ShadowTables:
                 if isinstance(constraint.name, str):
                     constraint.name = _suffixed(constraint.name)
             self.mapping[table] = shadow
+        for live, shadow in self.mapping.items():
+            _retarget_foreign_keys(live, shadow, self.mapping)
+
+    def _in_dependency_order(self) -> list[sa.Table]:
+        """The shadows, each after the shadows its foreign keys point at."""
+        return list(sa.schema.sort_tables(self.mapping.values()))
 
     def names(self) -> list[str]:
         return [shadow.name for shadow in self.mapping.values()]
@@ -61,7 +68,7 @@ class ShadowTables:
     def create(self, conn: sa.Connection) -> None:
         if conn.dialect.name == "postgresql":
             _pg_views(conn, self.mapping)  # refuses materialized views before any work
-        for shadow in self.mapping.values():
+        for shadow in self._in_dependency_order():
             shadow.create(conn)
         if conn.dialect.name == "postgresql":
             for shadow in self.mapping.values():
@@ -129,14 +136,34 @@ class ShadowTables:
 
     def drop_leftovers(self, conn: sa.Connection) -> list[str]:
         found = self.leftovers(conn)
-        for name in found:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        drop_tables(conn, found)
         return found
 
 
 def drop_tables(conn: sa.Connection, names: Iterable[str]) -> None:
+    """Drop the tables; on PostgreSQL in one statement, whatever foreign keys join them."""
+    names = list(names)
+    if conn.dialect.name == "postgresql" and names:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {', '.join(names)}")
+        return
     for name in names:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+def _retarget_foreign_keys(
+    live: sa.Table, shadow: sa.Table, mapping: dict[sa.Table, sa.Table]
+) -> None:
+    """Point the shadow's foreign keys at the shadows of the projection's tables they
+    reference (at the tables themselves for tables outside the projection): a copied
+    foreign key still names the live table, which is not in the shadow's metadata."""
+    targets = {(fk.parent.name, fk.target_fullname): fk for fk in live.foreign_keys}
+    for fk in shadow.foreign_keys:
+        live_fk = targets.get((fk.parent.name, fk.target_fullname))
+        if live_fk is None:
+            continue
+        column = live_fk.column
+        target = mapping.get(column.table)
+        fk._set_target_column(target.c[column.key] if target is not None else column)
 
 
 def _table_sql(conn: sa.Connection, table: sa.Table) -> str:

@@ -76,14 +76,19 @@ class PendingWrites:
                 by_table[item[0][0]] = [item]
             else:
                 items.append(item)
-        for physical in self.order:
-            items = by_table.get(physical.name)
-            if items:
-                self._write_table(conn, physical, items)
+        tables = [physical for physical in self.order if physical.name in by_table]
+        if any(physical.foreign_keys for physical in tables):
+            tables = list(sa.schema.sort_tables(tables))  # referenced tables first
+        writes = [self._sort_out(conn, physical, by_table[physical.name]) for physical in tables]
+        for physical, plan, deletes, _, _ in reversed(writes):  # referencing rows first
+            if deletes:
+                self._delete(conn, physical, plan, deletes)
+        for physical, plan, _, copies, upserts in writes:
+            self._insert(conn, physical, plan, copies, upserts)
 
-    def _write_table(self, conn: sa.Connection, physical: sa.Table, items: list[Any]) -> None:
-        """Write ``items`` (``((name, key), (op, row))`` of this table, in pending order)."""
-        pk = list(physical.primary_key.columns)
+    def _sort_out(self, conn: sa.Connection, physical: sa.Table, items: list[Any]) -> Any:
+        """``(table, plan, deletes, copies, upserts)`` for ``items`` (``((name, key), (op,
+        row))`` of this table, in pending order); copies and upserts by column set."""
         deletes: list[tuple[Any, ...]] = []
         upserts: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         postgresql = conn.dialect.name == "postgresql"
@@ -113,22 +118,36 @@ class PendingWrites:
             else:
                 group.append(row)
         # Grouped by the rows' key order (cheap), then by column set (sorted names).
-        copies = by_column_set(copies)
-        upserts = by_column_set(upserts)
-        if deletes:
-            if plan is not None and plan.key_type is not None:
-                firsts = [k[0] for k in deletes]
-                document = plan.json_keys(firsts)
-                if document is None:
-                    driver_cursor(conn).execute(plan.delete_any, (firsts,))
-                else:
-                    driver_cursor(conn).execute(
-                        plan.delete_any_json, (Json(document, dumps=as_is),)
-                    )
+        return physical, plan, deletes, by_column_set(copies), by_column_set(upserts)
+
+    def _delete(
+        self,
+        conn: sa.Connection,
+        physical: sa.Table,
+        plan: TablePlan | None,
+        deletes: list[tuple[Any, ...]],
+    ) -> None:
+        if plan is not None and plan.key_type is not None:
+            firsts = [k[0] for k in deletes]
+            document = plan.json_keys(firsts)
+            if document is None:
+                driver_cursor(conn).execute(plan.delete_any, (firsts,))
             else:
-                params = [{f"k{i}": v for i, v in enumerate(key)} for key in deletes]
-                where = [c == sa.bindparam(f"k{i}") for i, c in enumerate(pk)]
-                conn.execute(sa.delete(physical).where(*where), params)
+                driver_cursor(conn).execute(plan.delete_any_json, (Json(document, dumps=as_is),))
+        else:
+            pk = list(physical.primary_key.columns)
+            params = [{f"k{i}": v for i, v in enumerate(key)} for key in deletes]
+            where = [c == sa.bindparam(f"k{i}") for i, c in enumerate(pk)]
+            conn.execute(sa.delete(physical).where(*where), params)
+
+    def _insert(
+        self,
+        conn: sa.Connection,
+        physical: sa.Table,
+        plan: TablePlan | None,
+        copies: dict[tuple[str, ...], list[dict[str, Any]]],
+        upserts: dict[tuple[str, ...], list[dict[str, Any]]],
+    ) -> None:
         for columns, rows in copies.items():
             if not self._copy(conn, plan, columns, rows):  # type: ignore[arg-type]
                 upserts.setdefault(columns, []).extend(rows)

@@ -17,11 +17,17 @@ import pytest
 import sqlalchemy as sa
 
 from config import Settings
+from outbox.envelope import aggregate_hash
 from outbox.errors import StoreError
+from outbox.log import EventLog
 from outbox.relay import Relay
+from outbox.schema import event_log, log_heads
 from projections import invalidations
+from projections.api import Event, Projection, Tx, on
 from projections.cache import MemoryCache
+from projections.engine import ProjectionEngine
 from projections.invalidations import WHOLE_PROJECTION
+from projections.log_reader import LogReader
 from projections.redis_cache import RedisCache
 from projections.replay import (
     Replayer,
@@ -32,6 +38,7 @@ from projections.replay import (
     ReplayRefused,
     replay_lock,
 )
+from projections.sql_store import SqlStore
 from projections.store_tables import blocked, checkpoints, failures
 from tests.cache_helpers import dead_redis_url, fresh_prefix
 from tests.cli_helpers import run_cli, write_config
@@ -780,3 +787,114 @@ def test_cli_reports_the_failing_event_and_skips_with_skip_errors(
     count = sum(1 for e in events if e[1] == "acct-4")
     assert f"skipped {count} events" in skipped.stdout
     assert f"bank:{position} Deposited account:acct-4" in skipped.stdout
+
+
+fk_metadata = sa.MetaData()
+fk_orders = sa.Table(
+    "fk_orders",
+    fk_metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("lines", sa.Integer, nullable=False),
+)
+fk_lines = sa.Table(
+    "fk_lines",
+    fk_metadata,
+    sa.Column(
+        "order_id",
+        sa.Text,
+        sa.ForeignKey("fk_orders.id", name="fk_lines_order_fk"),
+        primary_key=True,
+    ),
+    sa.Column("line", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sku", sa.Text, nullable=False),
+)
+
+
+class OrderBook(Projection):
+    """Two tables joined by a foreign key; the handlers write the referencing rows first."""
+
+    name = "order_book"
+    tables = (fk_lines, fk_orders)
+
+    @on("shop", "Placed")
+    def placed(self, event: Event[dict], tx: Tx) -> None:
+        skus = event.payload["skus"]
+        for line, sku in enumerate(skus):
+            tx.upsert(fk_lines, {"order_id": event.aggregate_id, "line": line, "sku": sku})
+        tx.upsert(fk_orders, {"id": event.aggregate_id, "lines": len(skus)})
+
+    @on("shop", "Cancelled")
+    def cancelled(self, event: Event[dict], tx: Tx) -> None:
+        order = tx.get(fk_orders, event.aggregate_id)
+        if order is not None:
+            tx.delete(fk_orders, event.aggregate_id)
+            for line in range(order["lines"]):
+                tx.delete(fk_lines, (event.aggregate_id, line))
+
+
+def _log_events(log: EventLog, events: list[tuple[str, str, dict[str, Any]]]) -> int:
+    with log.engine.begin() as conn:
+        for position, (aggregate_id, event_type, payload) in enumerate(events, start=1):
+            conn.execute(
+                event_log.insert().values(
+                    source="shop",
+                    position=position,
+                    event_id=f"shop-{position}",
+                    aggregate_type="order",
+                    aggregate_id=aggregate_id,
+                    key_hash=aggregate_hash("order", aggregate_id),
+                    event_type=event_type,
+                    payload=payload,
+                )
+            )
+        conn.execute(log_heads.insert().values(source="shop", head=len(events)))
+    return len(events)
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_tables_joined_by_a_foreign_key_apply_live_and_rebuild(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    rng = random.Random(12)
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    for n in range(60):
+        events.append((f"o{n}", "Placed", {"skus": [f"s{rng.randrange(9)}"] * rng.randint(1, 3)}))
+        if n % 4 == 3:
+            events.append((f"o{rng.randrange(n)}", "Cancelled", {}))
+    url = database_for(kind)
+    log = EventLog(url)
+    log.create_tables()
+    store = SqlStore(url, engine=log.engine)
+    projection = OrderBook()
+    store.create_tables([projection])
+    engine = ProjectionEngine(LogReader(log), [projection], {"default": store}, batch_size=7)
+    try:
+        head = _log_events(log, events)
+        for lane in engine.lanes(projection):
+            engine.process(lane, head)  # batches with lines before orders, deletes of both
+
+        def model() -> tuple[list[Any], list[Any]]:
+            with log.engine.connect() as conn:
+                return (
+                    conn.execute(sa.select(fk_orders).order_by(fk_orders.c.id)).all(),
+                    conn.execute(sa.select(fk_lines).order_by(*fk_lines.primary_key)).all(),
+                )
+
+        live = model()
+        assert len(live[0]) < 60 and sum(o.lines for o in live[0]) == len(live[1])
+        for _ in range(2):
+            summary = Replayer(engine.reader, projection, store, batch_size=10).run(ReplayOptions())
+            assert summary.events == head and model() == live
+        assert not any(
+            t.endswith(("__rebuild", "__old")) for t in sa.inspect(log.engine).get_table_names()
+        )
+        if kind == "postgresql":
+            with log.engine.connect() as conn:
+                keys = conn.exec_driver_sql(
+                    "SELECT conname, confrelid::regclass::text FROM pg_constraint "
+                    "WHERE conrelid = 'fk_lines'::regclass AND contype = 'f'"
+                ).all()
+            assert keys == [("fk_lines_order_fk", "fk_orders")]
+    finally:
+        engine.close()
+        log.close()
