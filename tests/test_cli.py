@@ -295,9 +295,11 @@ def test_unreachable_source_exits_3_with_one_line(tmp_path: Path) -> None:
     status = run_cli(["status", "--config", str(config)])
     status_json = run_cli(["status", "--config", str(config), "--json"])
     init = run_cli(["outbox", "init", "--source", "orders", "--config", str(config)])
+    caught_up = run_cli(["run", "--until-caught-up", "--config", str(config)])
 
     assert relayed.exit_code == 3
-    for result in (relayed, status):
+    assert caught_up.exit_code == 3 and "caught up" not in caught_up.stdout
+    for result in (relayed, status, caught_up):
         orders = _error_line(result.stderr, "orders")
         assert "127.0.0.1" in orders and "refused" in orders
         assert "postgresql://alice:***@127.0.0.1:1/orders" in orders
@@ -315,7 +317,7 @@ def test_unreachable_source_exits_3_with_one_line(tmp_path: Path) -> None:
         "error: source 'orders' (postgresql://alice:***@127.0.0.1:1/orders)"
     )
     _no_secret(
-        *(r.stdout + r.stderr for r in (relayed, status, status_json, init)),
+        *(r.stdout + r.stderr for r in (relayed, status, status_json, init, caught_up)),
     )
 
 

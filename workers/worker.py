@@ -9,7 +9,7 @@ from collections.abc import Iterable
 import dramatiq
 import structlog
 
-from outbox.errors import ReadmodelError
+from outbox.errors import ReadmodelError, SourceError
 from outbox.relay import Relay, RelayHooks
 from outbox.status import source_statuses
 from workers.actors import Actors, Publisher, sweep
@@ -113,11 +113,22 @@ def run_until_caught_up(runtime: Runtime, *, deadline: float = 3600) -> tuple[in
     relayed = applied = 0
     stop_at = time.monotonic() + deadline
     while True:
-        relayed += sum(t.relayed for t in relay.drain().values())
+        results = relay.drain()
+        _raise_unreadable([error for totals in results.values() for error in totals.errors])
+        relayed += sum(t.relayed for t in results.values())
         applied += runtime.engine.catch_up(deadline=max(1.0, stop_at - time.monotonic()))
-        pending = sum(s.undelivered or 0 for s in source_statuses(runtime.settings, runtime.log))
+        statuses = source_statuses(runtime.settings, runtime.log)
+        _raise_unreadable([s.error for s in statuses if s.error])
+        pending = sum(s.undelivered or 0 for s in statuses)
         if pending == 0 and not runtime.engine.lagging():
             return relayed, applied
         if time.monotonic() > stop_at:
             raise TimeoutError("projections did not catch up before the deadline")
         time.sleep(0.05)
+
+
+def _raise_unreadable(errors: list[str]) -> None:
+    """An outbox that cannot be read is not an empty one."""
+    if errors:
+        raise SourceError("; ".join(errors))
+
