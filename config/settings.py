@@ -44,6 +44,15 @@ def check_identifier(value: str) -> str:
     return value
 
 
+def _authority_checked(value: str) -> str:
+    """``value``, refused when its user or password has an unescaped ``@``: the DSN would
+    be read with part of the password as the host, and that part shown in messages."""
+    authority = value.split("://", 1)[1].split("/", 1)[0] if "://" in value else ""
+    if authority.count("@") > 1:
+        raise ValueError("the user or password contains '@': write it as %40")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -120,7 +129,7 @@ class SourceSettings(_Strict):
             raise ValueError(
                 "expected a DSN starting with postgresql://, mysql://, mariadb:// or sqlite:///"
             )
-        return value
+        return _authority_checked(value)
 
     @model_validator(mode="after")
     def _mark_needs_column(self) -> SourceSettings:
@@ -142,7 +151,7 @@ class StoreSettings(_Strict):
         scheme = value.split("://", 1)[0].split("+", 1)[0].lower() if "://" in value else ""
         if scheme not in {"postgresql", "postgres", "sqlite"}:
             raise ValueError("expected a DSN starting with postgresql:// or sqlite:///")
-        return value
+        return _authority_checked(value)
 
 
 class RelaySettings(_Strict):
@@ -194,7 +203,7 @@ class BrokerSettings(_Strict):
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if scheme not in {"memory", "redis", "rediss", "amqp", "amqps"}:
             raise ValueError("expected memory://, redis://, rediss://, amqp:// or amqps://")
-        return value
+        return _authority_checked(value)
 
     @field_validator("queue", "namespace")
     @classmethod
@@ -303,7 +312,7 @@ class CacheSettings(_Strict):
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if value and scheme not in {"memory", "redis", "rediss", "unix"}:
             raise ValueError("expected '', memory://, redis://, rediss:// or unix://")
-        return value
+        return _authority_checked(value)
 
     @field_validator("key_prefix")
     @classmethod

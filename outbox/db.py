@@ -20,8 +20,10 @@ _DRIVERS: dict[str, tuple[EngineKind, str]] = {
     "mariadb": ("mysql", "mariadb+pymysql"),
     "sqlite": ("sqlite", "sqlite"),
 }
-_DSN_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
-_KV_SECRET = re.compile(r"(password\s*=\s*)(\S+)", re.IGNORECASE)
+# The password runs to the last "@" of its word: an unescaped "@" in it must not leak the rest.
+_DSN_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>\S*)@")
+# password=... in free text, a libpq conninfo, or a DSN's query (?password=, &sslpassword=).
+_KV_SECRET = re.compile(r"\b((?:ssl)?password|passwd|pwd)(\s*=\s*)([^\s&;]+)", re.IGNORECASE)
 
 
 def engine_kind(dsn: str | URL) -> EngineKind:
@@ -48,17 +50,17 @@ def libpq_conninfo(dsn: str | URL) -> str:
 
 
 def redact_dsn(dsn: str | URL) -> str:
-    """The DSN with its password masked, for logs and messages."""
-    try:
-        return make_url(dsn).render_as_string(hide_password=True)
-    except Exception:
-        return redact_text(str(dsn))
+    """The DSN with its password masked, for logs and messages: in the user part (however
+    it is escaped) and in the query (``?password=...``)."""
+    if isinstance(dsn, URL):
+        dsn = dsn.render_as_string(hide_password=False)
+    return redact_text(dsn)
 
 
 def redact_text(text: str) -> str:
     """Mask anything that looks like a DSN password or ``password=...`` inside free text."""
     text = _DSN_SECRET.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _KV_SECRET.sub(r"\1***", text)
+    return _KV_SECRET.sub(r"\1\2***", text)
 
 
 def describe_db_error(exc: BaseException) -> str:

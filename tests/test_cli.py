@@ -387,6 +387,45 @@ def test_bad_config_exits_2_naming_key_and_file(command: list[str], tmp_path: Pa
     _no_secret(result.stdout, result.stderr)
 
 
+def test_a_password_in_the_dsn_query_is_masked(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "rm.toml",
+        {
+            "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
+            "sources": {
+                "orders": {"url": f"postgresql://alice@127.0.0.1:1/orders?password={SECRET}"}
+            },
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+
+    results = [
+        run_cli([*command, "--config", str(config)])
+        for command in (["status"], ["status", "--json"], ["relay", "--once"])
+    ]
+
+    assert [r.exit_code for r in results] == [3, 3, 3]
+    assert "postgresql://alice@127.0.0.1:1/orders?password=***" in results[0].stderr
+    _no_secret(*(r.stdout + r.stderr for r in results))
+
+
+def test_an_unescaped_at_sign_in_a_password_is_refused(tmp_path: Path) -> None:
+    """Read as part of the host, the rest of the password would show in every message."""
+    config = write_config(
+        tmp_path / "rm.toml",
+        {
+            "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
+            "sources": {"orders": {"url": f"postgresql://alice:pw@{SECRET}@127.0.0.1:1/orders"}},
+        },
+    )
+
+    result = run_cli(["status", "--config", str(config)])
+
+    assert result.exit_code == 2, result.output
+    assert f"{config}: sources.orders.url: the user or password contains '@'" in result.stderr
+    _no_secret(result.stdout, result.stderr)
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
