@@ -44,6 +44,8 @@ class ProjectionStatus:
     last_error: str | None
     last_error_at: str | None
     lanes: list[LaneStatus] = field(default_factory=list)
+    parked_by_source: dict[str, int] = field(default_factory=dict)
+    last_error_source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +89,7 @@ def projection_statuses(engine: ProjectionEngine) -> list[ProjectionStatus]:
                     lag_seconds=ages.get((lane.source, checkpoint)) if checkpoint < head else None,
                 )
             )
-        parked, error, error_at = _problems(store, name)
+        problems = _problems(store, name)
         seconds = None
         for lane_status in lane_statuses:
             seconds = _max(seconds, lane_status.lag_seconds)
@@ -97,10 +99,12 @@ def projection_statuses(engine: ProjectionEngine) -> list[ProjectionStatus]:
                 store=projection.store,
                 lag_events=max((s.lag_events for s in lane_statuses), default=0),
                 lag_seconds=seconds,
-                parked=parked,
-                last_error=error,
-                last_error_at=error_at,
+                parked=sum(problems.parked.values()),
+                last_error=problems.error,
+                last_error_at=problems.error_at,
                 lanes=lane_statuses,
+                parked_by_source=problems.parked,
+                last_error_source=problems.error_source,
             )
         )
     return out
@@ -132,27 +136,41 @@ def _ages(engine: sa.Engine, positions: set[tuple[str, int]]) -> dict[tuple[str,
     return out
 
 
-def _problems(store: Any, projection: str) -> tuple[int, str | None, str | None]:
-    """Parked events, and the newest error (a failing handler or the reason of a parking)."""
+@dataclass(frozen=True, slots=True)
+class _Problems:
+    parked: dict[str, int]  # parked events per source
+    error: str | None = None  # the newest error: a failing handler or a parking's reason
+    error_at: str | None = None
+    error_source: str | None = None
+
+
+def _problems(store: Any, projection: str) -> _Problems:
+    """Parked events per source, and the newest error (a failing handler or the reason of a
+    parking) with its source."""
     if not isinstance(store, SqlStore):
         entries = store.parked(projection)
-        last = entries[-1] if entries else None
-        return len(entries), last and last.reason, last and last.parked_at.isoformat()
+        counts: dict[str, int] = {}
+        for entry in entries:
+            counts[entry.source] = counts.get(entry.source, 0) + 1
+        if not entries:
+            return _Problems(counts)
+        last = entries[-1]
+        return _Problems(counts, last.reason, last.parked_at.isoformat(), last.source)
     try:
         with store.engine.connect() as conn:
             parked = conn.execute(
-                sa.select(sa.func.count()).where(
-                    parked_events.c.projection == projection, parked_events.c.status == "parked"
-                )
-            ).scalar_one()
+                sa.select(parked_events.c.source, sa.func.count())
+                .where(parked_events.c.projection == projection, parked_events.c.status == "parked")
+                .group_by(parked_events.c.source)
+            ).all()
             failure = conn.execute(
-                sa.select(failures.c.last_error, failures.c.updated_at)
+                sa.select(failures.c.last_error, failures.c.updated_at, failures.c.source)
                 .where(failures.c.projection == projection)
                 .order_by(failures.c.updated_at.desc())
                 .limit(1)
             ).first()
             parking = conn.execute(
-                sa.select(parked_events.c.reason, parked_events.c.parked_at)
+                sa.select(parked_events.c.reason, parked_events.c.parked_at, parked_events.c.source)
                 .where(
                     parked_events.c.projection == projection,
                     parked_events.c.detail.is_not(None),  # not those held behind it
@@ -162,12 +180,12 @@ def _problems(store: Any, projection: str) -> tuple[int, str | None, str | None]
             ).first()
     except SQLAlchemyError as exc:
         raise StoreError(f"{projection}: cannot read the store: {describe_db_error(exc)}") from exc
-    candidates = [(row[1] and _utc(row[1]), row[0]) for row in (failure, parking) if row]
-    candidates = [(at, text) for at, text in candidates if at is not None]
+    counts = {str(source): int(count) for source, count in parked}
+    candidates = [(_utc(row[1]), row[0], row[2]) for row in (failure, parking) if row and row[1]]
     if not candidates:
-        return int(parked), None, None
-    at, text = max(candidates, key=lambda c: c[0])
-    return int(parked), text, at.isoformat()
+        return _Problems(counts)
+    at, text, source = max(candidates, key=lambda c: c[0])
+    return _Problems(counts, text, at.isoformat(), source)
 
 
 def _utc(value: datetime) -> datetime:

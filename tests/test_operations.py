@@ -162,6 +162,7 @@ def test_status_health_and_metrics_report_the_lag_made_on_purpose(
     (totals,) = after["projections"]
     assert (totals["lag_events"], totals["lag_seconds"], totals["parked"]) == (0, None, 5)
     assert "refusing acct-1" in totals["last_error"]
+    assert (totals["parked_by_source"], totals["last_error_source"]) == ({"bank": 5}, "bank")
     samples = _scrape(port)
     assert samples['readmodel_projection_lag_events{projection="totals",source="bank"}'] == 0
     assert samples['readmodel_events_applied_total{projection="totals",source="bank"}'] == 25
@@ -525,3 +526,44 @@ def test_honcho_runs_the_procfile_as_the_readme_shows(
     output = (tmp_path / "honcho.log").read_text()
     for name in ("relay", "worker", "sweeper", "metrics"):
         assert f"{name}.1 stopped (rc=0)" in output, output
+
+
+def test_the_status_table_gives_parked_events_and_the_last_error_by_source() -> None:
+    """Against the source they belong to, not against each of the projection's sources."""
+    from rich.console import Console
+
+    from projections.status import LaneStatus, ProjectionStatus
+    from workers.cli_ops import status_tables
+    from workers.queues import QueueDepth
+    from workers.status import Report
+
+    lanes = [
+        LaneStatus("auth", 0, 40, 40, 0, None),
+        LaneStatus("orders", 0, 90, 100, 10, 2.0),
+    ]
+    report = Report(
+        sources=[],
+        projections=[
+            ProjectionStatus(
+                "spend",
+                "default",
+                lag_events=10,
+                lag_seconds=2.0,
+                parked=2,
+                last_error="boom in orders",
+                last_error_at=None,
+                lanes=lanes,
+                parked_by_source={"orders": 2},
+                last_error_source="orders",
+            )
+        ],
+        broker=QueueDepth("memory", "default", None, None, None),
+    )
+    console = Console(width=160, record=True)
+    console.print(status_tables(report))
+    rows = [line for line in console.export_text().splitlines() if "spend" in line]
+
+    assert len(rows) == 2, rows
+    auth, orders = rows
+    assert re.search(r"auth\s*│\s*40\s*│\s*40\s*│\s*0\s*│\s*-\s*│\s*0\s*│\s*│", auth), auth
+    assert re.search(r"orders\s*│\s*90\s*│\s*100\s*│\s*10\s*│\s*2\.0s\s*│\s*2\s*│\s*boom", orders)

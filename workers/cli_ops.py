@@ -194,6 +194,7 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
         for p in report.projections:
             for source, (events, seconds) in sorted(p.by_source().items()):
                 lanes = [lane for lane in p.lanes if lane.source == source]
+                error = p.last_error if source == p.last_error_source else None
                 projections.add_row(
                     p.projection,
                     source,
@@ -201,8 +202,8 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
                     str(max(lane.head for lane in lanes)),
                     str(events),
                     _age(seconds),
-                    str(p.parked),
-                    escape((p.last_error or "")[:60]),
+                    str(p.parked_by_source.get(source, 0)),
+                    escape((error or "")[:60]),
                 )
         parts.append(projections)
     broker = report.broker

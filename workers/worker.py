@@ -131,4 +131,3 @@ def _raise_unreadable(errors: list[str]) -> None:
     """An outbox that cannot be read is not an empty one."""
     if errors:
         raise SourceError("; ".join(errors))
-
