@@ -32,6 +32,7 @@ import sqlalchemy as sa
 import structlog
 from pydantic import TypeAdapter, ValidationError
 
+from config import ConfigError
 from outbox.errors import ReadmodelError
 from projections.api import Projection
 from projections.consistency import (
@@ -376,7 +377,7 @@ def open_queries(
     try:
         projections = load_projections(settings.projections)
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
-        raise ReadmodelError(f"cannot load projections {settings.projections}: {exc}") from exc
+        raise ConfigError(f"projections: cannot load {settings.projections}: {exc}") from exc
     log = EventLog(settings.store.url)
     stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
     for name, store_settings in settings.stores.items():

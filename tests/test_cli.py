@@ -471,3 +471,43 @@ def test_version() -> None:
 
     assert result.exit_code == 0
     assert result.stdout.strip() == "0.1.0"
+
+
+def test_bad_options_and_unloadable_projections_exit_2(tmp_path: Path) -> None:
+    store = {"url": f"sqlite:///{tmp_path / 'store.db'}"}
+    config = write_config(
+        tmp_path / "rm.toml", {"projections": ["no_such_package.projections"], "store": store}
+    )
+    plain = write_config(tmp_path / "plain.toml", {"store": store})
+    assert run_cli(["migrate", "--config", str(plain)]).exit_code == 0
+
+    unloadable = run_cli(["status", "--config", str(config)])
+    level = run_cli(["relay", "--once", "--log-level", "verbose", "--config", str(plain)])
+    limit = run_cli(["parked", "list", "--limit", "0", "--config", str(plain)])
+
+    assert unloadable.exit_code == 2, unloadable.output
+    assert "projections: cannot load ['no_such_package.projections']" in unloadable.stderr
+    assert level.exit_code == 2 and "log level 'verbose': expected debug" in level.stderr
+    assert limit.exit_code == 2 and "--limit" in limit.output
+
+
+def test_an_unreachable_rabbitmq_broker_is_one_line(tmp_path: Path) -> None:
+    """pika logs each failed connection attempt with a traceback; status reports it once."""
+    config = write_config(
+        tmp_path / "rm.toml",
+        {
+            "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
+            "broker": {"url": f"amqp://guest:{SECRET}@127.0.0.1:1/"},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+
+    result = subprocess.run(
+        [str(READMODEL), "status", "--config", str(config)], capture_output=True, text=True
+    )
+
+    assert result.returncode == 3, result.stderr
+    assert result.stderr.strip() == (
+        "broker: broker unreachable: AMQPConnectionError: cannot connect"
+    ), result.stderr
+    _no_secret(result.stdout, result.stderr)

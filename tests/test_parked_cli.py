@@ -116,3 +116,12 @@ def test_skip_releases_the_aggregate_once_nothing_of_it_is_parked(
     assert sorted(e["status"] for e in listed) == ["retried", "skipped"]
     missing = run_cli(["parked", "skip", "e999", "--config", str(config)])
     assert missing.exit_code == 1 and "no parked projection event e999" in missing.stderr
+
+
+def test_the_parked_table_shows_the_start_of_long_reasons() -> None:
+    from workers.cli_parked import _first_line
+
+    pydantic_error = "payload does not match OrderPaid: " + "[{'type': 'missing'}] " * 20
+    assert _first_line(pydantic_error, 100) == pydantic_error[:99] + "…"
+    assert _first_line("boom\nTraceback (most recent call last): ...", 100) == "boom …"
+    assert _first_line("  short reason ", 100) == "short reason"

@@ -130,3 +130,4 @@ def test_queue_depth_counts_ready_delayed_and_dead_messages(
     unreachable = queue_depth(down, timeout=1.0)
     assert (unreachable.ready, unreachable.delayed, unreachable.dead) == (None, None, None)
     assert unreachable.error is not None and unreachable.error.startswith("broker unreachable")
+    assert not unreachable.error.endswith(":"), unreachable.error  # says what went wrong

@@ -45,7 +45,7 @@ def parked_list(
     show_all: Annotated[
         bool, typer.Option("--all", help="Include retried and skipped entries.")
     ] = False,
-    limit: Annotated[int, typer.Option(help="At most this many entries.")] = 100,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many entries.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
     """List parked outbox rows (malformed) and projection events (handler kept failing)."""
@@ -79,10 +79,19 @@ def parked_list(
             e["source"],
             e.get("projection") or "-",
             escape(e.get("event_id") or "-"),
-            escape(e["reason"]),
+            escape(_first_line(e["reason"], 100)),
             e["status"],
         )
     out.print(table)
+
+
+def _first_line(text: str, width: int) -> str:
+    """The start of ``text`` for a table cell (``parked show`` has it whole)."""
+    whole = text.strip()
+    line = whole.splitlines()[0] if whole else ""
+    if len(line) > width:
+        return line[: width - 1] + "…"
+    return line if line == whole else f"{line} …"
 
 
 @parked_app.command("show")

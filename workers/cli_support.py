@@ -60,9 +60,13 @@ def load(path: Path | None, log_json: bool = False, log_level: str | None = None
         settings = load_settings(path)
     except ConfigError as exc:
         raise fail(str(exc), EXIT_CONFIG) from None
-    configure_logging(
-        log_level or settings.logging.level, json_output=log_json or settings.logging.json_output
-    )
+    try:
+        configure_logging(
+            log_level or settings.logging.level,
+            json_output=log_json or settings.logging.json_output,
+        )
+    except ValueError as exc:
+        raise fail(f"--log-level: {exc}", EXIT_CONFIG) from None
     return settings
 
 

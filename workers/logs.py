@@ -18,9 +18,14 @@ def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]
     return event
 
 
+LEVELS = ("debug", "info", "warning", "error")
+
+
 def configure_logging(level: str = "info", json_output: bool = False) -> None:
     """Configure structlog (and the standard library's logging, which Dramatiq uses)."""
-    numeric = getattr(logging, level.upper(), logging.INFO)
+    if level.lower() not in LEVELS:
+        raise ValueError(f"log level {level!r}: expected {', '.join(LEVELS)}")
+    numeric = getattr(logging, level.upper())
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -40,3 +45,7 @@ def configure_logging(level: str = "info", json_output: bool = False) -> None:
         cache_logger_on_first_use=False,
     )
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, force=True)
+    # pika logs every failed connection attempt with a traceback; readmodel reports the
+    # error itself (status, health, the worker's retries), so pika speaks only in debug.
+    pika_level = logging.DEBUG if numeric <= logging.DEBUG else logging.CRITICAL
+    logging.getLogger("pika").setLevel(pika_level)

@@ -46,7 +46,8 @@ def queue_depth(settings: BrokerSettings, *, timeout: float = 2.0) -> QueueDepth
         else:
             return QueueDepth(kind, settings.queue, None, None, None)
     except Exception as exc:  # any driver error means "cannot tell": report it, never raise
-        message = redact_text(f"{type(exc).__name__}: {exc}".strip())
+        detail = str(exc).strip() or "cannot connect"  # pika's connection errors say nothing
+        message = redact_text(f"{type(exc).__name__}: {detail}")
         return QueueDepth(kind, settings.queue, None, None, None, f"broker unreachable: {message}")
     return QueueDepth(kind, settings.queue, ready, delayed, dead)
 

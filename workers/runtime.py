@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config import Settings
-from outbox.errors import ReadmodelError
+from config import ConfigError, Settings
 from outbox.log import EventLog
 from outbox.migrate import upgrade
 from projections.api import load_projections
@@ -49,7 +48,7 @@ def build_runtime(
         projections = load_projections(settings.projections)
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         log.close()
-        raise ReadmodelError(f"cannot load projections {settings.projections}: {exc}") from exc
+        raise ConfigError(f"projections: cannot load {settings.projections}: {exc}") from exc
     stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
     for name, store_settings in settings.stores.items():
         if name != "default":
