@@ -567,3 +567,27 @@ def test_the_status_table_gives_parked_events_and_the_last_error_by_source() -> 
     auth, orders = rows
     assert re.search(r"auth\s*│\s*40\s*│\s*40\s*│\s*0\s*│\s*-\s*│\s*0\s*│\s*│", auth), auth
     assert re.search(r"orders\s*│\s*90\s*│\s*100\s*│\s*10\s*│\s*2\.0s\s*│\s*2\s*│\s*boom", orders)
+
+
+def test_status_reports_a_source_that_never_answers_within_its_timeout(
+    sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """A source that accepts connections and says nothing is reported, not waited on forever."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        config = write_config(
+            tmp_path / "hung.toml",
+            {
+                "store": {"url": sqlite_database()},
+                "sources": {"shop": {"url": f"postgresql://postgres@127.0.0.1:{port}/x"}},
+            },
+        )
+        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+        started = time.monotonic()
+        result = _cli("status", "--timeout", "1", "--config", str(config))
+        elapsed = time.monotonic() - started
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "shop: no answer within 1s" in result.stderr
+    assert elapsed < 1 + 10  # the interpreter's start included

@@ -18,6 +18,7 @@ from rich.text import Text
 from config import Settings
 from outbox.errors import ReadmodelError
 from workers.cli_support import (
+    EXIT_CONFIG,
     EXIT_FAILURE,
     EXIT_UNREACHABLE,
     ConfigOption,
@@ -118,6 +119,12 @@ def status(
     as_json: JsonOption = False,
     watch: WatchOption = False,
     every: EveryOption = 2.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", min=0.1, help="Seconds to wait for a source, the broker or the store."
+        ),
+    ] = 10.0,
 ) -> None:
     """What waits where: outbox backlog, projection lag, parked events, queue depth.
 
@@ -126,16 +133,19 @@ def status(
     checkpoint) and seconds (age of the oldest unapplied event), parked events and the
     last error. The broker's ready, delayed and dead-lettered messages.
 
-    Exit code 3 when a source, the broker or the read store cannot be reached.
+    Exit code 3 when a source, the broker or the read store cannot be reached, or does not
+    answer within --timeout.
     """
     settings = load(config, log_level="warning")
-    require_migrated(settings, config)
+    outdated = _schema_problem(settings, config, timeout)
+    if outdated is not None:
+        raise fail(outdated["message"], EXIT_CONFIG)
     runtime = _runtime(settings)
     try:
         if watch:
-            _watch(runtime, as_json, every)
+            _watch(runtime, as_json, every, timeout)
             return
-        report = _report(runtime, None)
+        report = _report(runtime, timeout)
     finally:
         runtime.close()
     if as_json:
@@ -153,18 +163,18 @@ def status(
         raise typer.Exit(EXIT_UNREACHABLE)
 
 
-def _watch(runtime: Any, as_json: bool, every: float) -> None:
+def _watch(runtime: Any, as_json: bool, every: float, timeout: float) -> None:
     stop = stop_on_signals()
     if as_json:
         while True:
-            print(json.dumps(_report(runtime, None).as_dict()), flush=True)
+            print(json.dumps(_report(runtime, timeout).as_dict()), flush=True)
             if stop.wait(every):
                 return
     with Live(
-        status_tables(_report(runtime, None), errors=True), console=out, auto_refresh=False
+        status_tables(_report(runtime, timeout), errors=True), console=out, auto_refresh=False
     ) as live:
         while not stop.wait(every):
-            live.update(status_tables(_report(runtime, None), errors=True), refresh=True)
+            live.update(status_tables(_report(runtime, timeout), errors=True), refresh=True)
 
 
 def status_tables(report: Any, *, errors: bool = False) -> Group:
