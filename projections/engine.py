@@ -336,6 +336,8 @@ class ProjectionEngine:
         (they were held behind it). Returns how many were applied; if one fails again, it and
         the rest stay parked (:class:`HandlerFailed`)."""
         store = self.store_of(entry.projection)
+        if entry.status != "parked":
+            raise ReadmodelError(f"e{entry.id} is not parked (it was {entry.status})")
         store.skip_parked(entry.id)
         remaining = [
             e

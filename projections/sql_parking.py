@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import sqlalchemy as sa
 
 from outbox.envelope import Envelope
-from projections.store import Lane, ParkedEvent
+from projections.store import HandlerFailed, Lane, ParkedEvent
 from projections.store_tables import blocked, failures, parked_events
 
 
@@ -215,6 +215,49 @@ class SqlParking:
                 sa.select(parked_events).where(parked_events.c.id == entry_id)
             ).first()
         return None if row is None else ParkedEvent(**row._mapping)
+
+    def record_failed_retry(self, lane: Lane, failed: HandlerFailed) -> None:
+        """A parked event failed again on retry (or on a skip's retry of the events held
+        behind it): its entry and the aggregate's block now say so, and the events after it
+        are held behind it instead of behind an event that is no longer parked."""
+        event = failed.event
+        position = event.position or 0
+        reason = f"handler failed again on retry: {failed.error!r}"
+        here = (
+            parked_events.c.projection == lane.projection,
+            parked_events.c.source == lane.source,
+            parked_events.c.aggregate_type == event.aggregate_type,
+            parked_events.c.aggregate_id == event.aggregate_id,
+            parked_events.c.status == "parked",
+        )
+        with self.writer.begin() as conn:
+            conn.execute(
+                parked_events.update()
+                .where(*here, parked_events.c.position == position)
+                .values(
+                    reason=reason,
+                    detail=failed.detail,
+                    attempts=parked_events.c.attempts + 1,
+                )
+            )
+            conn.execute(
+                parked_events.update()
+                .where(*here, parked_events.c.position > position)
+                .values(
+                    reason=f"held: an earlier event of this aggregate is parked "
+                    f"({lane.source}:{position})"
+                )
+            )
+            conn.execute(
+                blocked.update()
+                .where(
+                    blocked.c.projection == lane.projection,
+                    blocked.c.source == lane.source,
+                    blocked.c.aggregate_type == event.aggregate_type,
+                    blocked.c.aggregate_id == event.aggregate_id,
+                )
+                .values(since_position=position, reason=reason, detail=failed.detail)
+            )
 
     def skip_parked(self, entry_id: int) -> ParkedEvent | None:
         with self.writer.begin() as conn:

@@ -317,6 +317,20 @@ class SqlStore(SqlParking, Store):
             parked_events.c.aggregate_type == aggregate[0],
             parked_events.c.aggregate_id == aggregate[1],
         )
+        try:
+            return self._retry_parked(projection, lane, aggregate, load, aggregate_where)
+        except HandlerFailed as failed:
+            self.record_failed_retry(lane, failed)
+            raise
+
+    def _retry_parked(
+        self,
+        projection: Projection,
+        lane: Lane,
+        aggregate: tuple[str, str],
+        load: Callable[[list[int]], Sequence[Envelope]],
+        aggregate_where: tuple[Any, ...],
+    ) -> int:
         with self.writer.begin() as conn:
             self.lock_lane(conn, lane)
             positions = [

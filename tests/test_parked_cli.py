@@ -118,6 +118,37 @@ def test_skip_releases_the_aggregate_once_nothing_of_it_is_parked(
     assert missing.exit_code == 1 and "no parked projection event e999" in missing.stderr
 
 
+def test_a_held_event_failing_after_a_skip_says_so_and_a_second_skip_is_refused(
+    setup: tuple[Path, sa.Engine, sa.Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, source, _ = setup
+    insert_events(source, _events(["b"], 3))
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "b")
+    assert run_cli(["run", "--until-caught-up", "--config", str(config)]).exit_code == 0
+    first, second, third = json.loads(
+        run_cli(["parked", "list", "-c", str(config), "--json"]).stdout
+    )
+
+    skipped = run_cli(["parked", "skip", first["ref"], "--config", str(config)])
+
+    assert skipped.exit_code == 1 and "failed again and stays parked" in skipped.stderr
+
+    def shown(entry: dict[str, Any]) -> dict[str, Any]:
+        result = run_cli(["parked", "show", entry["ref"], "--config", str(config)])
+        return json.loads(result.stdout)
+
+    now_first = shown(second)
+    assert now_first["reason"] == "handler failed again on retry: RuntimeError('refusing b')"
+    assert now_first["attempts"] == 1 and "refusing b" in now_first["detail"]
+    assert shown(third)["reason"] == (
+        f"held: an earlier event of this aggregate is parked (bank:{second['position']})"
+    )
+    again = run_cli(["parked", "skip", first["ref"], "--config", str(config)])
+    assert again.exit_code == 1 and f"{first['ref']} is not parked (it was skipped)" in (
+        again.stderr
+    )
+
+
 def test_the_parked_table_shows_the_start_of_long_reasons() -> None:
     from workers.cli_parked import _first_line
 
