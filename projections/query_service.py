@@ -257,7 +257,7 @@ class Queries:
         except ConsistencyError as exc:
             if not stale_ok:
                 raise
-            logger.warning("serving a stale read", projection=p.name, reason=str(exc))
+            logger.info("serving a stale read", projection=p.name, reason=str(exc))
             return exc, True
 
     def _cached(

@@ -449,6 +449,7 @@ USAGE_ERRORS = [
     (["shop_orders", "x", "--name", "top"], "no query 'top' (known: big_orders, by_email, "),
     (["shop_orders", "o1", "-w", "customer=c1"], "give a KEY (get) or --where (list)"),
     (["shop_orders", "-w", "customer"], "expected field=value"),
+    (["shop_orders", "-w", "customer=c1", "-w", "customer=c2"], "--where customer: given twice"),
 ]
 
 

@@ -173,5 +173,7 @@ def _parse_where(items: list[str]) -> dict[str, str]:
         field, sep, value = item.partition("=")
         if not sep or not field.strip():
             raise fail(f"--where {item!r}: expected field=value", EXIT_CONFIG)
+        if field.strip() in fields:
+            raise fail(f"--where {field.strip()}: given twice (one value per field)", EXIT_CONFIG)
         fields[field.strip()] = value
     return fields
