@@ -250,12 +250,7 @@ class SqlParking:
             )
             conn.execute(
                 blocked.update()
-                .where(
-                    blocked.c.projection == lane.projection,
-                    blocked.c.source == lane.source,
-                    blocked.c.aggregate_type == event.aggregate_type,
-                    blocked.c.aggregate_id == event.aggregate_id,
-                )
+                .where(*_block_of(lane, (event.aggregate_type, event.aggregate_id)))
                 .values(since_position=position, reason=reason, detail=failed.detail)
             )
 
@@ -290,14 +285,7 @@ class SqlParking:
     def _release(
         self, conn: sa.Connection, lane: Lane, aggregate: tuple[str, str], positions: list[int]
     ) -> None:
-        conn.execute(
-            blocked.delete().where(
-                blocked.c.projection == lane.projection,
-                blocked.c.source == lane.source,
-                blocked.c.aggregate_type == aggregate[0],
-                blocked.c.aggregate_id == aggregate[1],
-            )
-        )
+        conn.execute(blocked.delete().where(*_block_of(lane, aggregate)))
         conn.execute(
             failures.delete().where(
                 failures.c.projection == lane.projection,
@@ -305,6 +293,16 @@ class SqlParking:
                 failures.c.position.in_(positions),
             )
         )
+
+
+def _block_of(lane: Lane, aggregate: tuple[str, str]) -> tuple[Any, ...]:
+    """The ``rm_blocked_aggregates`` row of an aggregate of the lane's projection and source."""
+    return (
+        blocked.c.projection == lane.projection,
+        blocked.c.source == lane.source,
+        blocked.c.aggregate_type == aggregate[0],
+        blocked.c.aggregate_id == aggregate[1],
+    )
 
 
 def held_entry(lane: Lane, event: Envelope, hold: dict[str, Any]) -> ParkedEntry:
