@@ -63,7 +63,7 @@ class MySqlOutboxSource(SqlOutboxSource):
         conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._lock})
 
     def _now(self) -> sa.ColumnElement[Any]:
-        return sa.func.now(6)
+        return sa.func.utc_timestamp(6)  # DATETIME columns hold UTC (naive is read as UTC)
 
     def purge_dispatched(self) -> int:
         if self.settings.on_dispatch != "mark":
@@ -76,7 +76,7 @@ class MySqlOutboxSource(SqlOutboxSource):
         name = preparer.format_table(table)
         statement = sa.text(
             f"DELETE FROM {name} "
-            f"WHERE {preparer.quote(marked)} < NOW(6) - INTERVAL :micros MICROSECOND "
+            f"WHERE {preparer.quote(marked)} < UTC_TIMESTAMP(6) - INTERVAL :micros MICROSECOND "
             f"ORDER BY {preparer.quote(position)} LIMIT 10000"
         )
         total = 0
@@ -100,7 +100,8 @@ _TYPES = OutboxTypes(
     event_id="CHAR(36) NOT NULL DEFAULT (UUID())",
     text="VARCHAR(255) NOT NULL",
     payload="JSON NOT NULL",
-    occurred_at="DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)",
+    # UTC whatever the writing session's time_zone (CURRENT_TIMESTAMP would be its local time).
+    occurred_at="DATETIME(6) NOT NULL DEFAULT (UTC_TIMESTAMP(6))",
     optional_text="VARCHAR(255) NULL",
     headers="JSON NULL",
     dispatched_at="DATETIME(6) NULL",

@@ -74,14 +74,14 @@ class SourceRelay:
         if not rows:
             source.release()
             return 0
-        records, malformed = decode_rows(
-            rows,
-            source=source.name,
-            column_names=source.column_names,
-            default_tenant=source.settings.tenant,
-            max_payload_bytes=source.settings.max_payload_bytes,
-        )
         try:
+            records, malformed = decode_rows(
+                rows,
+                source=source.name,
+                column_names=source.column_names,
+                default_tenant=source.settings.tenant,
+                max_payload_bytes=source.settings.max_payload_bytes,
+            )
             result = self._append(records, malformed)
         except BaseException:
             source.release()

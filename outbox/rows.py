@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import base64
+import math
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -79,17 +80,22 @@ def decode_rows(
         try:
             records.append(_decode(row, source, column_names, default_tenant, max_payload_bytes))
         except _Malformed as exc:
-            malformed.append(
-                MalformedRow(
-                    source_position=row[0],
-                    event_id=_optional_str(row[1]),
-                    reason=str(exc),
-                    raw=raw_row(row, column_names),
-                    aggregate_type=_optional_str(row[2]),
-                    aggregate_id=_optional_str(row[3]),
-                )
-            )
+            malformed.append(_parked(row, column_names, str(exc)))
+        except Exception as exc:  # a value no check foresaw: park the row, never block the rest
+            reason = f"cannot read the row: {type(exc).__name__}: {exc}"
+            malformed.append(_parked(row, column_names, reason))
     return records, malformed
+
+
+def _parked(row: Sequence[Any], column_names: dict[str, str], reason: str) -> MalformedRow:
+    return MalformedRow(
+        source_position=row[0],
+        event_id=_optional_str(row[1]),
+        reason=reason,
+        raw=raw_row(row, column_names),
+        aggregate_type=_optional_str(row[2]),
+        aggregate_id=_optional_str(row[3]),
+    )
 
 
 def _decode(
@@ -110,8 +116,11 @@ def _decode(
     payload_text = _json_text(payload, names["payload"], "payload", max_payload_bytes)
     if payload_text is None:
         raise _Malformed(f"missing payload (column {names['payload']!r} is NULL)")
-    headers_text = _json_text(headers, names.get("headers") or "headers", "headers", None)
-    tenant_value = default_tenant if tenant is None else _optional_text(tenant, names["tenant"])
+    # JSON null (Prisma's JsonNull) in the headers column means no headers, as SQL NULL does.
+    headers_text = _json_text(headers, names.get("headers") or "headers", "headers", None, True)
+    tenant_value = default_tenant
+    if tenant is not None:  # an empty tenant column is no tenant: the source's default
+        tenant_value = _optional_text(tenant, names["tenant"]) or default_tenant
     return LogRecord(
         source_position=position,
         event_id=event_id,
@@ -157,7 +166,9 @@ def _optional_text(value: Any, column: str) -> str | None:
     return text or None
 
 
-def _json_text(value: Any, column: str, what: str, limit: int | None) -> str | None:
+def _json_text(
+    value: Any, column: str, what: str, limit: int | None, null_ok: bool = False
+) -> str | None:
     if value is None:
         return None
     if isinstance(value, dict | list):
@@ -170,13 +181,26 @@ def _json_text(value: Any, column: str, what: str, limit: int | None) -> str | N
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise _Malformed(f"{what} (column {column!r}) is not valid JSON: {exc}") from None
+    if parsed is None and null_ok:
+        return None
     if not isinstance(parsed, dict):
         raise _Malformed(
-            f"{what} (column {column!r}) is a JSON {type(parsed).__name__}, expected an object"
+            f"{what} (column {column!r}) is a JSON {_JSON_NAMES.get(type(parsed), 'value')}, "
+            f"expected an object"
         )
     if "\\u0000" in text and _contains_nul(parsed):
         raise _Malformed(f"{what} (column {column!r}) contains \\u0000, which the log cannot store")
     return text
+
+
+_JSON_NAMES = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def _contains_nul(value: Any) -> bool:
@@ -196,6 +220,8 @@ def _timestamp(value: Any, column: str) -> datetime | None:
     if isinstance(value, datetime):
         return _in_utc_range(value, column)
     if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        if isinstance(value, float | Decimal) and not math.isfinite(value):
+            raise _Malformed(f"timestamp (column {column!r}) is out of range: {value}")
         seconds = float(value) / (1000 if abs(value) > 100_000_000_000 else 1)
         try:
             return datetime.fromtimestamp(seconds, tz=UTC)
@@ -257,8 +283,10 @@ def json_safe(value: Any) -> Any:
         except UnicodeDecodeError:
             pass
         return {"$base64": base64.b64encode(raw).decode()}
-    if isinstance(value, datetime | date):
+    if isinstance(value, datetime | date | time):
         return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
     if isinstance(value, Decimal | uuid.UUID):
         return str(value)
     if isinstance(value, dict):

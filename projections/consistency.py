@@ -67,7 +67,10 @@ class ConsistencyToken:
             return cls(event_id=event_id)
         match = _POSITION.match(text)
         if match:
-            return cls(source=match["source"], position=int(match["position"]))
+            position = int(match["position"])
+            if position >= 2**63:  # log positions are BIGINT
+                raise QueryError(f"consistency token {text!r}: position is out of range")
+            return cls(source=match["source"], position=position)
         if not text:
             raise QueryError("empty consistency token")
         return cls(event_id=text)

@@ -8,7 +8,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -178,6 +178,8 @@ class SqlReader:
 
 def coerce(column: sa.Column[Any], value: Any) -> Any:
     """A value from the command line or a cursor (text) as the column's Python type."""
+    if isinstance(value, Decimal):
+        return _canonical_decimal(column, value)
     if value is None or not isinstance(value, str):
         return value
     try:
@@ -191,17 +193,34 @@ def coerce(column: sa.Column[Any], value: Any) -> Any:
             if value.lower() in ("false", "0", "no", "f"):
                 return False
             raise ValueError(value)
-        if python_type in (int, float, Decimal, uuid.UUID):
+        if python_type is Decimal:
+            return _canonical_decimal(column, Decimal(value))
+        if python_type in (int, float, uuid.UUID):
             return python_type(value)
         if python_type is datetime:
             return datetime.fromisoformat(value)
         if python_type is date:
             return date.fromisoformat(value)
-    except ValueError:
+        if python_type is time:
+            return time.fromisoformat(value)
+        if python_type in (timedelta, bytes, dict, list):
+            raise QueryError(
+                f"column {column.name!r}: {python_type.__name__} values cannot be given as text"
+            )
+    except (ValueError, ArithmeticError):
         raise QueryError(
             f"column {column.name!r}: {value!r} is not a valid {python_type.__name__}"
         ) from None
     return value
+
+
+def _canonical_decimal(column: sa.Column[Any], value: Decimal) -> Decimal:
+    """``value`` at the column's scale (``1.5`` -> ``1.50`` for NUMERIC(10, 2)), as the
+    database returns it: one spelling per row, for cache keys and tags alike."""
+    scale = getattr(column.type, "scale", None)
+    if scale is None or not value.is_finite():
+        return value
+    return value.quantize(Decimal(1).scaleb(-scale))
 
 
 def _fingerprint(projection: str, table: sa.Table, where: Mapping[str, Any]) -> str:
@@ -220,6 +239,8 @@ def decode_cursor(cursor: str, fingerprint: str, pk: list[sa.Column[Any]]) -> tu
         key, made_for = data["k"], data["f"]
     except (ValueError, TypeError, KeyError):
         raise QueryError(f"cursor {cursor!r} is not a cursor this query returned") from None
+    if not isinstance(key, list) or not all(v is None or type(v) in (str, int, float) for v in key):
+        raise QueryError(f"cursor {cursor!r} is not a cursor this query returned")
     if made_for != fingerprint or len(key) != len(pk):
         raise QueryError(
             f"cursor {cursor!r} belongs to another list (other projection, table or filters)"

@@ -311,7 +311,10 @@ def _empty(value: Any) -> bool:
 
 
 def _dumps(value: Any) -> str:
-    return orjson.dumps(value, default=str).decode()
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except orjson.JSONEncodeError as exc:  # a lone surrogate: text that is not valid UTF-8
+        raise QueryError(f"{value!r} cannot be read: {exc}") from None
 
 
 def _indexes(table: sa.Table) -> list[list[str]]:

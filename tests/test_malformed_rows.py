@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from config import Settings
 from outbox.db import create_engine
+from outbox.parking import ParkedEvents
 from outbox.relay import Relay
 from tests.cli_helpers import run_cli, write_config
 
@@ -438,3 +439,47 @@ def test_an_event_id_reused_after_a_sequence_restart_is_parked_not_dropped(
         ("OrderPaid", "o9", {"n": 10}),
         ("OrderPlaced", "o2", {"n": 11}),
     ]
+
+
+def test_odd_values_no_check_foresaw_are_parked_or_read_as_meant(
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A NaN epoch timestamp is parked (it crashed the relay and blocked the outbox); JSON
+    null headers are no headers; an empty tenant takes the source's default."""
+    ddl = (
+        "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, aggregatetype TEXT, "
+        "aggregateid TEXT, type TEXT, payload JSONB, timestamp NUMERIC, tenant_id TEXT, "
+        "headers JSONB)"
+    )
+    with _setup(pg_database(), sqlite_database(), ddl, [], make_settings) as setup:
+        with setup.source_db.begin() as conn:
+            for stamp, tenant, headers in (
+                (1_700_000_000, "", "null"),
+                ("NaN", "t1", None),
+                (1_700_000_001, None, '{"correlation_id": "c1"}'),
+            ):
+                conn.exec_driver_sql(
+                    "INSERT INTO outbox (aggregatetype, aggregateid, type, payload, timestamp, "
+                    "tenant_id, headers) VALUES ('order', 'o1', 'OrderPlaced', '{}', %s, %s, %s)",
+                    (stamp, tenant, headers),
+                )
+        source = setup.settings.sources["svc"].model_copy(update={"tenant": "acme"})
+        relay = Relay(setup.settings.model_copy(update={"sources": {"svc": source}}))
+        try:
+            totals = relay.drain()["svc"]
+            assert totals.errors == []
+            logged = relay.log.read("svc")
+            assert [(e.tenant, e.headers) for e in logged] == [
+                ("acme", {}),
+                ("acme", {"correlation_id": "c1"}),
+            ]
+            parked = ParkedEvents(relay.log.engine).list(source="svc")
+            assert [p.reason for p in parked] == [
+                "timestamp (column 'timestamp') is out of range: NaN"
+            ]
+            with setup.source_db.connect() as conn:
+                assert conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar_one() == 0
+        finally:
+            relay.close()

@@ -4,9 +4,11 @@ and ``readmodel query``."""
 
 from __future__ import annotations
 
+import base64
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from projections import (
     ConsistencyParked,
     ConsistencyTimeout,
     ConsistencyToken,
+    Projection,
     Queries,
     QueryError,
     open_queries,
@@ -601,3 +604,57 @@ def test_cached_reads_are_tagged_and_invalidated_by_applied_events(
     shop.sync()
     assert q.get("shop_orders", "o3", wait_for=event, timeout=5).value["amount"] == 5
     assert reads() == before
+
+
+typed_metadata = sa.MetaData()
+typed_prices = sa.Table(
+    "typed_prices",
+    typed_metadata,
+    sa.Column("id", sa.Numeric(10, 2), primary_key=True),
+    sa.Column("opens", sa.Time, nullable=False, index=True),
+    sa.Column("price", sa.Integer, nullable=False),
+)
+typed_names = sa.Table("typed_names", typed_metadata, sa.Column("name", sa.Text, primary_key=True))
+
+
+class TypedPrices(Projection):
+    name = "typed_prices"
+    tables = (typed_prices, typed_names)
+    key_tags = {"typed_prices": "price:{id}", "typed_names": "name:{name}"}
+
+
+def test_keys_and_filters_of_numeric_and_time_columns(pg_database: Callable[[], str]) -> None:
+    """One spelling per NUMERIC key (the column's scale), so the cache holds one entry per
+    row and the row's tag invalidates it; TIME filters; clear errors for the rest."""
+    from datetime import time as clock
+
+    from projections.cache import MemoryCache
+    from projections.sql_store import SqlStore
+
+    store = SqlStore(pg_database())
+    typed_metadata.create_all(store.engine)
+    with store.engine.begin() as conn:
+        conn.execute(typed_prices.insert(), {"id": Decimal("1.5"), "opens": clock(9), "price": 10})
+    cache = MemoryCache()
+    queries = Queries([TypedPrices()], {"default": store}, store.engine, cache=cache)
+    try:
+        assert queries.get("typed_prices", "1.5").value["price"] == 10
+        assert queries.get("typed_prices", "1.50").value["price"] == 10
+        with store.engine.begin() as conn:
+            conn.execute(typed_prices.update().values(price=99))
+        cache.invalidate("typed_prices", ["price:1.50"])  # the tag of the row as stored
+        assert queries.get("typed_prices", "1.5").value["price"] == 99
+        assert queries.get("typed_prices", Decimal("1.500")).value["price"] == 99
+
+        rows = queries.list("typed_prices", {"opens": "09:00"}).rows
+        assert [(r["id"], r["opens"]) for r in rows] == [("1.50", "09:00:00")]  # JSON-safe
+        with pytest.raises(QueryError, match="consistency token 'shop:9999999999999999999"):
+            queries.get("typed_prices", "1.5", wait_for="shop:99999999999999999999")
+        forged = base64.urlsafe_b64encode(orjson.dumps({"k": [{"id": 1}], "f": "x"})).decode()
+        with pytest.raises(QueryError, match="is not a cursor this query returned"):
+            queries.list("typed_prices", {"opens": "09:00"}, after=forged)
+        with pytest.raises(QueryError, match="cannot be read"):
+            queries.get("typed_prices", "\udcff", table="typed_names")  # not UTF-8 (argv)
+    finally:
+        queries.close()
+        store.close()
