@@ -115,3 +115,39 @@ def test_second_relay_stands_by_while_first_leads(setup: tuple[Settings, sa.Engi
     finally:
         first.close()
         second.close()
+
+
+def test_mysql_outbox_times_are_utc_whatever_the_writers_time_zone(
+    mysql_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The outbox's DATETIME columns hold UTC (naive values are read as UTC): the default is
+    UTC_TIMESTAMP, not the writing session's local CURRENT_TIMESTAMP."""
+    from datetime import UTC, datetime
+
+    source_url = mysql_database()
+    settings = make_settings(pg_database(), {"svc": {"url": source_url, "on_dispatch": "mark"}})
+    init_outbox(settings.sources["svc"])
+    engine = create_engine(source_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SET time_zone = '+05:00'")
+            conn.exec_driver_sql(
+                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) "
+                "VALUES ('order', 'o1', 'OrderPlaced', '{}')"
+            )
+        relay = Relay(settings)
+        try:
+            assert relay.drain()["svc"].relayed == 1
+            (event,) = relay.log.read("svc")
+        finally:
+            relay.close()
+        assert event.occurred_at is not None
+        assert abs((datetime.now(UTC) - event.occurred_at).total_seconds()) < 60
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SET time_zone = '+05:00'")
+            dispatched = conn.exec_driver_sql("SELECT dispatched_at FROM outbox").scalar_one()
+        assert abs((datetime.now(UTC) - dispatched.replace(tzinfo=UTC)).total_seconds()) < 60
+    finally:
+        engine.dispose()
