@@ -220,7 +220,10 @@ def _canonical_decimal(column: sa.Column[Any], value: Decimal) -> Decimal:
     scale = getattr(column.type, "scale", None)
     if scale is None or not value.is_finite():
         return value
-    return value.quantize(Decimal(1).scaleb(-scale))
+    try:
+        return value.quantize(Decimal(1).scaleb(-scale))
+    except ArithmeticError:  # more digits than any row of the column can hold: no such row
+        return value
 
 
 def _fingerprint(projection: str, table: sa.Table, where: Mapping[str, Any]) -> str:
