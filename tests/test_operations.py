@@ -3,6 +3,7 @@ purpose; SIGTERM finishes the batch in hand, loses nothing and releases the rela
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -236,19 +237,30 @@ def test_health_answers_within_its_timeout_when_the_store_never_answers(
 ) -> None:
     """A store that accepts connections and says nothing (a hung server) costs the probe
     ``--timeout``, not a TCP timeout."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)  # connections complete in the kernel; nothing ever answers them
-        port = silent.getsockname()[1]
+    with _silent_server() as port:
         config = write_config(
             tmp_path / "hung.toml", {"store": {"url": f"postgresql://postgres@127.0.0.1:{port}/x"}}
         )
-        started = time.monotonic()
-        result = _cli("health", "--timeout", "1", "--config", str(config))
-        elapsed = time.monotonic() - started
+        result, elapsed = _timed_cli("health", "--timeout", "1", "--config", str(config))
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert "no answer within 1s" in result.stderr
     assert elapsed < 1 + 10  # the interpreter's start included
+
+
+@contextlib.contextmanager
+def _silent_server() -> Iterator[int]:
+    """A port whose connections complete in the kernel and are never answered (a hung
+    server)."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        yield silent.getsockname()[1]
+
+
+def _timed_cli(*args: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    started = time.monotonic()
+    result = _cli(*args)
+    return result, time.monotonic() - started
 
 
 def _slow_pipeline(
@@ -573,10 +585,7 @@ def test_status_reports_a_source_that_never_answers_within_its_timeout(
     sqlite_database: Callable[[], str], tmp_path: Path
 ) -> None:
     """A source that accepts connections and says nothing is reported, not waited on forever."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        port = silent.getsockname()[1]
+    with _silent_server() as port:
         config = write_config(
             tmp_path / "hung.toml",
             {
@@ -585,9 +594,7 @@ def test_status_reports_a_source_that_never_answers_within_its_timeout(
             },
         )
         assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
-        started = time.monotonic()
-        result = _cli("status", "--timeout", "1", "--config", str(config))
-        elapsed = time.monotonic() - started
+        result, elapsed = _timed_cli("status", "--timeout", "1", "--config", str(config))
     assert result.returncode == 3, (result.stdout, result.stderr)
     assert "shop: no answer within 1s" in result.stderr
     assert elapsed < 1 + 10  # the interpreter's start included
