@@ -52,8 +52,8 @@ TEXT_ROWS = [
     bad("(column 'payload') is not valid JSON", payload="not json at all"),
     bad("(column 'payload') is not valid JSON", payload='{"unterminated": '),
     good(2),
-    bad("(column 'payload') is a JSON list, expected an object", payload="[1, 2, 3]"),
-    bad("(column 'payload') is a JSON int, expected an object", payload="42"),
+    bad("(column 'payload') is a JSON array, expected an object", payload="[1, 2, 3]"),
+    bad("(column 'payload') is a JSON number, expected an object", payload="42"),
     bad("missing aggregate id (column 'aggregateid' is NULL)", aggregate_id=None),
     bad("missing aggregate id (column 'aggregateid' is empty)", aggregate_id=""),
     bad("missing aggregate id (column 'aggregateid' is empty)", aggregate_id="   "),
@@ -73,7 +73,7 @@ TEXT_ROWS = [
     bad("timestamp (column 'timestamp') is not ISO 8601: '[/]'", timestamp="[/]"),
     bad("timestamp (column 'timestamp') is out of range", timestamp="0001-01-01T00:00:00+14:00"),
     bad("headers (column 'headers') is not valid JSON", headers="{oops"),
-    bad("headers (column 'headers') is a JSON list, expected an object", headers="[]"),
+    bad("headers (column 'headers') is a JSON array, expected an object", headers="[]"),
     good(6, timestamp="2024-05-17T10:00:00Z", headers='{"correlation_id": "c-6"}'),
 ]
 
@@ -91,7 +91,7 @@ BYTEA_ROWS = [
     bad("(column 'payload') contains a NUL character", payload=b'{"a": "\x00"}'),
     Row("order", "o2", "OrderPlaced", '{"n": 2, "name": "Zoë"}'.encode()),
     bad("(column 'payload') is not valid JSON", payload=b"<html>not json</html>"),
-    bad("(column 'payload') is a JSON list, expected an object", payload=b"[]"),
+    bad("(column 'payload') is a JSON array, expected an object", payload=b"[]"),
     Row("order", "o3", "OrderPlaced", b'{"n": 3}'),
 ]
 
