@@ -1,5 +1,6 @@
-"""Writing a batch's folded writes: deletes, then COPY of new rows, then upserts grouped by
-column set, each a single statement per table and column set.
+"""Writing a batch's folded writes: deletes (referencing tables first), then COPY of new
+rows and upserts grouped by column set (referenced tables first), each a single statement
+per table and column set.
 
 :class:`projections.sql_tx.SqlTx` folds the writes of a batch's handlers per key; at commit it
 hands them to a :class:`PendingWrites`.
