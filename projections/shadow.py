@@ -69,7 +69,7 @@ class ShadowTables:
         if conn.dialect.name == "postgresql":
             _pg_views(conn, self.mapping)  # refuses materialized views before any work
         for shadow in self._in_dependency_order():
-            shadow.create(conn)
+            shadow.create(conn, checkfirst=True)  # a standalone Sequence exists: shared
         if conn.dialect.name == "postgresql":
             for shadow in self.mapping.values():
                 for name, _ in _pg_dependents(conn, shadow):

@@ -229,10 +229,14 @@ def _without_modifiers(sql_type: str) -> str:
 
 
 def table_plan(dialect: Dialect, table: sa.Table) -> TablePlan | None:
-    """The table's driver-level plan, or ``None`` when a column needs SQLAlchemy's processing."""
+    """The table's driver-level plan, or ``None`` when a column needs SQLAlchemy's processing:
+    a type it converts, or a client-side ``default``/``onupdate`` (a Python value, callable or
+    ``Sequence``) that only SQLAlchemy's statements fill in for a row that omits the column."""
     key = (dialect.name, table)
     if key not in _plans:
-        plain = dialect.name == "postgresql" and all(_plain(c.type) for c in table.columns)
+        plain = dialect.name == "postgresql" and all(
+            _plain(c.type) and c.default is None and c.onupdate is None for c in table.columns
+        )
         _plans[key] = TablePlan(dialect, table) if plain else None
     return _plans[key]
 
