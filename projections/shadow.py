@@ -3,6 +3,11 @@
 A shadow table is named ``<table>__rebuild``; every index, constraint and sequence of
 it carries ``__rebuild`` in its name too, so a shadow never collides with its live table,
 and the swap can give each object the name the live one had (the name minus the suffix).
+A long table name is cut short and given a hash of the whole name instead
+(``<start>_<hash>__rebuild``, 47 bytes at most, so that the names PostgreSQL derives
+from it, ``..._pkey`` or ``..._<column>_seq``, keep the suffix within its 63 bytes);
+indexes and constraints declared on the table get their shadow names from the live ones
+and take them back at the swap.
 Foreign keys between the projection's tables join their shadows.
 On PostgreSQL the swap renames the live table to ``<table>__old`` (its indexes and
 sequences to ``rm_old_<oid>``) and the shadow to the live name, in the caller's
@@ -12,28 +17,55 @@ read them (recreated on the new tables, so they never read an old one; a materia
 is refused before the rebuild starts). Indexes or triggers added by hand are not.
 
 SQLite has no ``ALTER INDEX RENAME``: there the live table is dropped inside the swap
-transaction and the shadow's named indexes are recreated under the live names.
+transaction and the shadow's named indexes are recreated under the live names; its
+constraints keep the live names from the start (SQLite names them per table).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import conv
 
 from outbox.errors import StoreError
 
 SHADOW_SUFFIX = "__rebuild"
 OLD_SUFFIX = "__old"
 _PG_NAME_LIMIT = 63
+_SHADOW_TABLE_LIMIT = 47
 
 
 def shadow_name(name: str) -> str:
-    return f"{name}{SHADOW_SUFFIX}"
+    return _fitted(name, SHADOW_SUFFIX, _SHADOW_TABLE_LIMIT)
 
 
-def _suffixed(name: str) -> str:
-    return name if SHADOW_SUFFIX in name else shadow_name(name)
+def old_name(name: str) -> str:
+    return _fitted(name, OLD_SUFFIX, _PG_NAME_LIMIT)
+
+
+def _fitted(name: str, suffix: str, limit: int) -> str:
+    """``name + suffix``, or within ``limit`` bytes: the start of ``name`` and its hash."""
+    if len(f"{name}{suffix}".encode()) <= limit:
+        return f"{name}{suffix}"
+    digest = hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
+    tail = f"_{digest}{suffix}"
+    start = name
+    while len(f"{start}{tail}".encode()) > limit:
+        start = start[:-1]
+    return f"{start}{tail}"
+
+
+def _signature(item: sa.Index | sa.Constraint) -> tuple[Any, ...]:
+    """What pairs a live table's index or constraint with its copy on the shadow."""
+    if isinstance(item, sa.Index):
+        columns = tuple(e.name if isinstance(e, sa.Column) else str(e) for e in item.expressions)
+        return ("index", item.unique, columns)
+    columns = tuple(c.name for c in getattr(item, "columns", ()))
+    text = str(item.sqltext) if isinstance(item, sa.CheckConstraint) else ""
+    return (type(item).__name__, columns, text)
 
 
 def _canonical(name: str) -> str:
@@ -45,18 +77,47 @@ class ShadowTables:
 
     def __init__(self, tables: Iterable[sa.Table]) -> None:
         self.mapping: dict[sa.Table, sa.Table] = {}
+        self._declared: dict[str, sa.Index | sa.Constraint] = {}  # by shadow name
         for table in tables:
             metadata = sa.MetaData(naming_convention=dict(table.metadata.naming_convention))
             shadow = table.to_metadata(metadata, name=shadow_name(table.name))
-            for index in shadow.indexes:
-                if index.name is not None:
-                    index.name = _suffixed(str(index.name))
-            for constraint in shadow.constraints:
-                if isinstance(constraint.name, str):
-                    constraint.name = _suffixed(constraint.name)
+            self._name_after(table, shadow)
             self.mapping[table] = shadow
         for live, shadow in self.mapping.items():
             _retarget_foreign_keys(live, shadow, self.mapping)
+
+    def _name_after(self, live: sa.Table, shadow: sa.Table) -> None:
+        """Name the shadow's indexes and constraints after the live table's (a naming
+        convention would derive them from the shadow's name) and remember the pairs."""
+        live_items: dict[tuple[Any, ...], list[sa.Index | sa.Constraint]] = {}
+        for item in [*live.indexes, *live.constraints]:
+            if isinstance(item.name, str):
+                live_items.setdefault(_signature(item), []).append(item)
+        for item in [*shadow.indexes, *shadow.constraints]:
+            if not isinstance(item.name, str):
+                continue  # the database names it, after the shadow table
+            paired = live_items.get(_signature(item))
+            if paired:
+                live_item = paired.pop(0)
+                item.name = conv(_fitted(str(live_item.name), SHADOW_SUFFIX, _PG_NAME_LIMIT))
+                self._declared[str(item.name)] = live_item
+            elif SHADOW_SUFFIX not in str(item.name):
+                item.name = conv(_fitted(str(item.name), SHADOW_SUFFIX, _PG_NAME_LIMIT))
+
+    def _live_name(self, conn: sa.Connection, name: str, live: sa.Table) -> str:
+        """The name a shadow's index, sequence or constraint takes at the swap: the live
+        one's when declared; one the database derived from the shadow's name (``_pkey``,
+        ``_<column>_seq``) is derived from the live table's name if that fits."""
+        declared = self._declared.get(name)
+        if declared is not None:
+            preparer = conn.dialect.identifier_preparer
+            return str(preparer.format_constraint(declared, _alembic_quote=False))
+        shadow = self.mapping[live].name
+        if name.startswith(shadow):
+            derived = f"{live.name}{name[len(shadow) :]}"
+            if len(derived.encode()) <= _PG_NAME_LIMIT:
+                return derived
+        return _canonical(name)
 
     def _in_dependency_order(self) -> list[sa.Table]:
         """The shadows, each after the shadows its foreign keys point at."""
@@ -68,6 +129,12 @@ class ShadowTables:
     def create(self, conn: sa.Connection) -> None:
         if conn.dialect.name == "postgresql":
             _pg_views(conn, self.mapping)  # refuses materialized views before any work
+        else:  # SQLite cannot rename constraints, whose names are the table's own: keep them
+            for shadow in self.mapping.values():
+                for constraint in shadow.constraints:
+                    live_item = self._declared.get(str(constraint.name))
+                    if live_item is not None:
+                        constraint.name = live_item.name
         for shadow in self._in_dependency_order():
             shadow.create(conn, checkfirst=True)  # a standalone Sequence exists: shared
         if conn.dialect.name == "postgresql":
@@ -98,19 +165,19 @@ class ShadowTables:
                         f"ALTER {kind} {_qualified(conn, live, name)} "
                         f"RENAME TO {quote(f'rm_old_{oid}')}"
                     )
-                old = f"{live.name}{OLD_SUFFIX}"
+                old = old_name(live.name)
                 conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
                 conn.exec_driver_sql(f"ALTER TABLE {shadow_sql} RENAME TO {quote(live.name)}")
                 for name, kind in _pg_dependents(conn, live):
                     conn.exec_driver_sql(
                         f"ALTER {kind} {_qualified(conn, live, name)} "
-                        f"RENAME TO {quote(_canonical(name))}"
+                        f"RENAME TO {quote(self._live_name(conn, name, live))}"
                     )
                 for name in _pg_table_constraints(conn, live):
                     if SHADOW_SUFFIX in name:
                         conn.exec_driver_sql(
                             f"ALTER TABLE {live_sql} RENAME CONSTRAINT {quote(name)} "
-                            f"TO {quote(_canonical(name))}"
+                            f"TO {quote(self._live_name(conn, name, live))}"
                         )
                 old_tables.append(_qualified(conn, live, old))
             else:
@@ -129,7 +196,7 @@ class ShadowTables:
         inspector = sa.inspect(conn)
         found = []
         for live, shadow in self.mapping.items():
-            for name in (shadow.name, f"{live.name}{OLD_SUFFIX}"):
+            for name in (shadow.name, old_name(live.name)):
                 if inspector.has_table(name, schema=live.schema):
                     found.append(_qualified(conn, live, name))
         return found
@@ -214,24 +281,28 @@ SELECT coalesce(quote_ident(r.rolname), 'PUBLIC'), a.privilege_type, a.is_granta
 def _pg_copy_grants(conn: sa.Connection, live: sa.Table, shadow: sa.Table) -> None:
     """Grant on the shadow table (and its sequences) what is granted on the live ones."""
     pairs = [(_table_sql(conn, live), _table_sql(conn, shadow), "TABLE")]
-    shadow_sequences = {
-        _canonical(name): name for name, kind in _pg_dependents(conn, shadow) if kind == "SEQUENCE"
-    }
-    for name, kind in _pg_dependents(conn, live):
-        if kind == "SEQUENCE" and name in shadow_sequences:
-            pairs.append(
-                (
-                    _qualified(conn, live, name),
-                    _qualified(conn, live, shadow_sequences[name]),
-                    "SEQUENCE",
-                )
-            )
+    shadow_sequences = _pg_column_sequences(conn, shadow)
+    for column, sequence in _pg_column_sequences(conn, live).items():
+        if column in shadow_sequences:
+            pairs.append((sequence, shadow_sequences[column], "SEQUENCE"))
     for source, target, kind in pairs:
         for grantee, privilege, grantable in conn.exec_driver_sql(
             _PG_GRANTS, {"relation": source}
         ).all():
             option = " WITH GRANT OPTION" if grantable else ""
             conn.exec_driver_sql(f"GRANT {privilege} ON {kind} {target} TO {grantee}{option}")
+
+
+_PG_COLUMN_SEQUENCES = """
+SELECT a.attname, pg_get_serial_sequence(%(table)s, a.attname) FROM pg_attribute a
+ WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def _pg_column_sequences(conn: sa.Connection, table: sa.Table) -> dict[str, str]:
+    """Column name -> the (qualified) sequence it owns: serial and identity columns."""
+    rows = conn.exec_driver_sql(_PG_COLUMN_SEQUENCES, {"table": _table_sql(conn, table)})
+    return {str(column): str(sequence) for column, sequence in rows if sequence is not None}
 
 
 _PG_VIEWS = """

@@ -959,3 +959,66 @@ def test_client_side_column_defaults_fill_rows_live_and_in_a_rebuild(
     finally:
         engine.close()
         log.close()
+
+
+def long_names(kind: str) -> tuple[sa.Table, type[Projection]]:
+    """A table whose suffixed shadow names would pass PostgreSQL's 63 bytes (with an
+    identity column on PostgreSQL: its sequence is named after the table)."""
+    serial = [sa.Identity()] if kind == "postgresql" else []
+    table = sa.Table(
+        "t" * 60,
+        sa.MetaData(),
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("amount", sa.Integer, nullable=False, index=True),
+        sa.Column("serial", sa.Integer, *serial),
+        sa.UniqueConstraint("amount", name=f"{'u' * 56}_key"),
+    )
+
+    class LongNames(Projection):
+        name = "long_names"
+        tables = (table,)
+
+        @on("shop", "Placed")
+        def placed(self, event: Event[dict], tx: Tx) -> None:
+            tx.upsert(table, {"id": event.aggregate_id, "amount": len(event.aggregate_id)})
+
+    return table, LongNames
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_tables_with_names_near_the_identifier_limit_rebuild_and_keep_their_names(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    long_table, projection_class = long_names(kind)
+    url = database_for(kind)
+    log = EventLog(url)
+    log.create_tables()
+    store = SqlStore(url, engine=log.engine)
+    projection = projection_class()
+    store.create_tables([projection])
+    engine = ProjectionEngine(LogReader(log), [projection], {"default": store}, batch_size=4)
+    try:
+        head = _log_events(log, [(f"o{'x' * n}", "Placed", {}) for n in range(9)])
+        for lane in engine.lanes(projection):
+            engine.process(lane, head)
+
+        def state() -> tuple[Any, ...]:
+            with log.engine.connect() as conn:
+                inspector = sa.inspect(conn)
+                return (
+                    sorted(conn.execute(sa.select(long_table.c.id, long_table.c.amount)).all()),
+                    sorted(i["name"] for i in inspector.get_indexes(long_table.name)),
+                    sorted(u["name"] for u in inspector.get_unique_constraints(long_table.name)),
+                    sorted(inspector.get_table_names()),
+                    sorted(conn.execute(sa.select(long_table.c.serial)).scalars(), key=str),
+                )
+
+        live = state()
+        assert len(live[0]) == 9 and live[1] and live[2] == [f"{'u' * 56}_key"]
+        assert live[4] == (list(range(1, 10)) if kind == "postgresql" else [None] * 9)
+        for _ in range(2):
+            summary = Replayer(engine.reader, projection, store, batch_size=5).run(ReplayOptions())
+            assert summary.events == head and state() == live
+    finally:
+        engine.close()
+        log.close()
