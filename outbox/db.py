@@ -71,7 +71,8 @@ def describe_db_error(exc: BaseException) -> str:
 
 
 def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    # Keys as the json module writes them: a row's column names are str subclasses.
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:

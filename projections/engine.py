@@ -20,7 +20,14 @@ from projections import invalidations
 from projections.api import Projection
 from projections.cache import Cache
 from projections.log_reader import LogReader
-from projections.store import BatchResult, HandlerFailed, Lane, ParkedEvent, Store
+from projections.store import (
+    BatchResult,
+    HandlerFailed,
+    Lane,
+    ParkedEvent,
+    Store,
+    WritesRefused,
+)
 
 logger = structlog.get_logger("readmodel.projections")
 
@@ -179,10 +186,22 @@ class ProjectionEngine:
             target = self.reader.heads().get(lane.source, 0)
         applied = parked = 0
         checkpoint = 0
+        one_by_one_upto = -1  # after refused writes: batches of one event up to here
         while True:
             started = time.perf_counter()
             try:
-                result = self._apply(projection, store, lane, target)
+                limit = 1 if checkpoint < one_by_one_upto else self.batch_size
+                result = self._apply(projection, store, lane, target, limit)
+            except WritesRefused as refused:
+                logger.warning(
+                    "batch writes refused; applying its events one by one",
+                    projection=lane.projection,
+                    source=lane.source,
+                    upto=refused.upto,
+                    error=repr(refused.error),
+                )
+                one_by_one_upto = refused.upto
+                continue
             except HandlerFailed as failure:
                 try:
                     applied += self._failed(projection, store, lane, failure)
@@ -205,7 +224,7 @@ class ProjectionEngine:
                 return LaneProgress(lane, applied, parked, checkpoint)
 
     def _apply(
-        self, projection: Projection, store: Store, lane: Lane, target: int | None
+        self, projection: Projection, store: Store, lane: Lane, target: int | None, limit: int
     ) -> BatchResult:
         event_types = projection.event_types(lane.source)
 
@@ -220,7 +239,7 @@ class ProjectionEngine:
                 limit=limit,
             )
 
-        result = store.apply_batch(projection, lane, target, load, self.batch_size)
+        result = store.apply_batch(projection, lane, target, load, limit)
         if result.invalidation is not None and self.cache is not None:
             invalidations.finish(self.cache, store, result.invalidation)
         return result
@@ -261,7 +280,10 @@ class ProjectionEngine:
         before = (event.position or 1) - 1
         applied = 0
         while True:
-            result = self._apply(projection, store, lane, before)
+            try:
+                result = self._apply(projection, store, lane, before, self.batch_size)
+            except WritesRefused:
+                break  # the retry applies them one by one
             applied += result.applied
             if result.noop or result.checkpoint >= before:
                 break

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from projections.store import (
     Invalidation,
     Lane,
     Store,
+    WritesRefused,
 )
 from projections.store_tables import blocked, checkpoints, invalidations, parked_events
 
@@ -204,21 +206,28 @@ class SqlStore(SqlParking, Store):
                 applied = 0
                 parked: list[ParkedEntry] = []
                 tags = tx.invalidated if self.journal_invalidations else None
-                for event in events:
-                    aggregate = (event.aggregate_type, event.aggregate_id)
-                    if aggregate in held:
-                        parked.append(held_entry(lane, event, held[aggregate]))
-                        continue
-                    _handle(projection, event, tx, tags)
-                    applied += 1
-                if parked:
-                    self.park_many(conn, lane.projection, parked)
-                upto = int(upto or target)
-                invalidation = self._finish(conn, tx, lane, upto, projection.name, tags)
+                try:
+                    for event in events:
+                        aggregate = (event.aggregate_type, event.aggregate_id)
+                        if aggregate in held:
+                            parked.append(held_entry(lane, event, held[aggregate]))
+                            continue
+                        _handle(projection, event, tx, tags)
+                        applied += 1
+                    if parked:
+                        self.park_many(conn, lane.projection, parked)
+                    upto = int(upto or target)
+                    invalidation = self._finish(conn, tx, lane, upto, projection.name, tags)
+                except Exception as exc:
+                    if not _refused_write(exc) or not events:
+                        raise
+                    if len(events) == 1:
+                        raise HandlerFailed(events[0], exc, traceback.format_exc()) from exc
+                    raise WritesRefused(events[-1].position or 0, exc) from exc
                 return BatchResult(
                     applied, len(parked), upto, invalidation=invalidation, target=target
                 )
-        except HandlerFailed:
+        except (HandlerFailed, WritesRefused):
             raise
         except (SQLAlchemyError, psycopg.Error) as exc:  # psycopg: SqlTx's driver-level paths
             raise StoreError(f"{lane.projection}: apply failed: {describe_db_error(exc)}") from exc
@@ -390,6 +399,25 @@ def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
 def _is_deadlock(exc: BaseException | None) -> bool:
     orig = getattr(exc, "orig", exc)
     return isinstance(orig, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
+
+
+_REFUSED_BY_DRIVER = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    TypeError,  # a value the driver or the JSON encoder cannot take
+    ValueError,
+    OverflowError,
+)
+
+
+def _refused_write(exc: BaseException) -> bool:
+    """Whether writing failed for the values written (the same writes fail again), not for
+    the connection or the server's state."""
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        return isinstance(exc.orig, _REFUSED_BY_DRIVER)
+    return isinstance(exc, _REFUSED_BY_DRIVER)
 
 
 def _handle(

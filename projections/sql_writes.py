@@ -158,11 +158,9 @@ class PendingWrites:
                 # The rows travel as one JSON document (encoded in C), read by json_to_recordset.
                 statement = plan.upsert_json(columns)  # type: ignore[union-attr]
                 driver_cursor(conn).execute(statement, (Json(document, dumps=as_is),))
-            elif plan is not None:
+            elif plan is not None and (arrays := _uniform_arrays(columns, rows)) is not None:
                 # One statement per column set: the rows travel as one array per column.
-                statement = plan.upsert_unnest(columns)
-                arrays = [[row[name] for row in rows] for name in columns]
-                driver_cursor(conn).execute(statement, arrays)
+                driver_cursor(conn).execute(plan.upsert_unnest(columns), arrays)
             else:
                 statement = upsert_statement(conn.dialect.name, physical, columns)
                 conn.execute(statement, rows)
@@ -195,3 +193,15 @@ class PendingWrites:
             return False
         cursor.execute("RELEASE SAVEPOINT rm_copy_new")
         return True
+
+
+def _uniform_arrays(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> list[list[Any]] | None:
+    """One list per column, or ``None`` when a column mixes value types (``0`` beside
+    ``4.5``): psycopg cannot send such a list as one array; SQLAlchemy binds each row."""
+    arrays = []
+    for name in columns:
+        values = [row[name] for row in rows]
+        if len(set(map(type, values)) - {type(None)}) > 1:
+            return None
+        arrays.append(values)
+    return arrays

@@ -87,6 +87,18 @@ class HandlerFailed(Exception):
         self.detail = detail
 
 
+class WritesRefused(Exception):
+    """The database refused a batch's writes for what they hold (a NULL in a NOT NULL
+    column, a value too long, a type it cannot take): the same writes fail again, so one of
+    the batch's events is poison. The engine applies the events up to ``upto`` one by one,
+    where such a refusal is that event's :class:`HandlerFailed`."""
+
+    def __init__(self, upto: int, error: BaseException) -> None:
+        super().__init__(f"writes refused up to position {upto}: {error!r}")
+        self.upto = upto
+        self.error = error
+
+
 class Store(ABC):
     """Where read models live. ``apply_batch`` owns the transaction; backends fill hooks."""
 

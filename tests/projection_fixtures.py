@@ -9,7 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import BaseModel
 
-from outbox.envelope import Envelope
+from outbox.envelope import Envelope, aggregate_hash
+from outbox.log import EventLog
+from outbox.schema import event_log, log_heads
 from projections.api import Event, Projection, Tx, on
 
 metadata = sa.MetaData()
@@ -178,3 +180,24 @@ class CustomerSpend(Projection):
     def registered(self, event: Event[UserRegistered], tx: Tx) -> None:
         row = self._row(tx, event.aggregate_id)
         tx.upsert(customer_spend, {**row, "email": event.payload.email})
+
+
+def log_events(log: EventLog, events: list[tuple[str, str, dict[str, Any]]]) -> int:
+    """Write ``(order id, event type, payload)`` events of source ``shop`` straight into the
+    log (positions from 1); returns the head."""
+    with log.engine.begin() as conn:
+        for position, (aggregate_id, event_type, payload) in enumerate(events, start=1):
+            conn.execute(
+                event_log.insert().values(
+                    source="shop",
+                    position=position,
+                    event_id=f"shop-{position}",
+                    aggregate_type="order",
+                    aggregate_id=aggregate_id,
+                    key_hash=aggregate_hash("order", aggregate_id),
+                    event_type=event_type,
+                    payload=payload,
+                )
+            )
+        conn.execute(log_heads.insert().values(source="shop", head=len(events)))
+    return len(events)

@@ -17,11 +17,9 @@ import pytest
 import sqlalchemy as sa
 
 from config import Settings
-from outbox.envelope import aggregate_hash
 from outbox.errors import StoreError
 from outbox.log import EventLog
 from outbox.relay import Relay
-from outbox.schema import event_log, log_heads
 from projections import invalidations
 from projections.api import Event, Projection, Tx, on
 from projections.cache import MemoryCache
@@ -43,7 +41,7 @@ from projections.store_tables import blocked, checkpoints, failures
 from tests.cache_helpers import dead_redis_url, fresh_prefix
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
-from tests.projection_fixtures import account_totals, customer_spend, order_lines
+from tests.projection_fixtures import account_totals, customer_spend, log_events, order_lines
 from tests.replay_fixtures import last_deposit
 from workers.runtime import Runtime, build_runtime
 
@@ -832,25 +830,6 @@ class OrderBook(Projection):
                 tx.delete(fk_lines, (event.aggregate_id, line))
 
 
-def _log_events(log: EventLog, events: list[tuple[str, str, dict[str, Any]]]) -> int:
-    with log.engine.begin() as conn:
-        for position, (aggregate_id, event_type, payload) in enumerate(events, start=1):
-            conn.execute(
-                event_log.insert().values(
-                    source="shop",
-                    position=position,
-                    event_id=f"shop-{position}",
-                    aggregate_type="order",
-                    aggregate_id=aggregate_id,
-                    key_hash=aggregate_hash("order", aggregate_id),
-                    event_type=event_type,
-                    payload=payload,
-                )
-            )
-        conn.execute(log_heads.insert().values(source="shop", head=len(events)))
-    return len(events)
-
-
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 def test_tables_joined_by_a_foreign_key_apply_live_and_rebuild(
     kind: str, database_for: Callable[[str], str]
@@ -869,7 +848,7 @@ def test_tables_joined_by_a_foreign_key_apply_live_and_rebuild(
     store.create_tables([projection])
     engine = ProjectionEngine(LogReader(log), [projection], {"default": store}, batch_size=7)
     try:
-        head = _log_events(log, events)
+        head = log_events(log, events)
         for lane in engine.lanes(projection):
             engine.process(lane, head)  # batches with lines before orders, deletes of both
 
@@ -940,7 +919,7 @@ def test_client_side_column_defaults_fill_rows_live_and_in_a_rebuild(
     store.create_tables([projection])
     engine = ProjectionEngine(LogReader(log), [projection], {"default": store}, batch_size=4)
     try:
-        head = _log_events(log, events)
+        head = log_events(log, events)
         for lane in engine.lanes(projection):
             engine.process(lane, head)
 
@@ -998,7 +977,7 @@ def test_tables_with_names_near_the_identifier_limit_rebuild_and_keep_their_name
     store.create_tables([projection])
     engine = ProjectionEngine(LogReader(log), [projection], {"default": store}, batch_size=4)
     try:
-        head = _log_events(log, [(f"o{'x' * n}", "Placed", {}) for n in range(9)])
+        head = log_events(log, [(f"o{'x' * n}", "Placed", {}) for n in range(9)])
         for lane in engine.lanes(projection):
             engine.process(lane, head)
 

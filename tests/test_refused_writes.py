@@ -1,0 +1,132 @@
+"""Writes the database refuses for what they hold: the event that made them is parked and
+the lane goes on (poison does not block); values whose batching used to decide whether a
+write was refused (mixed numeric types, rows read back from the table) are written alike
+in any batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from structlog.testing import capture_logs
+
+from outbox.log import EventLog
+from projections.api import Event, Projection, Tx, on
+from projections.engine import ProjectionEngine
+from projections.log_reader import LogReader
+from projections.sql_store import SqlStore
+from tests.projection_fixtures import log_events
+
+metadata = sa.MetaData()
+owners = sa.Table(
+    "refused_owners",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("owner", sa.String(10), nullable=False),
+    sa.Column("rating", sa.Float),
+)
+snapshots = sa.Table(
+    "refused_snapshots",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("snapshot", sa.JSON, nullable=False),
+)
+
+
+class Owners(Projection):
+    """``Placed`` writes the payload's owner (NULL or too long: refused by the database);
+    ``Rated`` sets a rating (an int for some, a float for others); ``Copied`` embeds the row
+    read back from the table in a JSON column of another."""
+
+    name = "refused_owners"
+    tables = (owners, snapshots)
+    partitions = 1  # one lane: a batch holds many aggregates
+
+    @on("shop", "Placed")
+    def placed(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(owners, {"id": event.aggregate_id, "owner": event.payload["owner"]})
+
+    @on("shop", "Rated")
+    def rated(self, event: Event[dict], tx: Tx) -> None:
+        row = tx.get(owners, event.aggregate_id)
+        tx.upsert(owners, {**row, "rating": event.payload["rating"]})
+
+    @on("shop", "Copied")
+    def copied(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(
+            snapshots, {"id": event.aggregate_id, "snapshot": tx.get(owners, event.aggregate_id)}
+        )
+
+
+def run(url: str, events: list[tuple[str, str, dict[str, Any]]], batch_size: int) -> Any:
+    log = EventLog(url)
+    log.create_tables()
+    store = SqlStore(url, engine=log.engine)
+    projection = Owners()
+    store.create_tables([projection])
+    engine = ProjectionEngine(
+        LogReader(log), [projection], {"default": store}, batch_size=batch_size, max_attempts=2
+    )
+    engine.retry_backoff = 0.001
+    try:
+        head = log_events(log, events)
+        engine.catch_up(deadline=60)
+        with log.engine.connect() as conn:
+            query = sa.select(owners, snapshots.c.snapshot).select_from(
+                owners.outerjoin(snapshots, snapshots.c.id == owners.c.id)
+            )
+            rows = {r.id: r for r in conn.execute(query)}
+        parked = store.parked(projection.name)
+        checkpoints = store.checkpoints(projection.name)
+        return rows, parked, checkpoints, head
+    finally:
+        engine.close()
+        log.close()
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_an_event_whose_writes_the_database_refuses_is_parked_and_the_lane_goes_on(
+    kind: str, batch_size: int, database_for: Callable[[str], str]
+) -> None:
+    events = [(f"o{n}", "Placed", {"owner": f"u{n}"}) for n in range(12)]
+    events[4] = ("bad-null", "Placed", {"owner": None})
+    events[8] = ("bad-long", "Placed", {"owner": "x" * 11 if kind == "postgresql" else None})
+    events.append(("bad-null", "Rated", {"rating": 4}))  # held behind the parked event
+    rows, parked, checkpoints, head = run(database_for(kind), events, batch_size)
+    assert sorted(rows) == sorted(f"o{n}" for n in range(12) if n not in (4, 8))
+    parked = sorted(parked, key=lambda p: p.position)
+    assert [(p.aggregate_id, p.position) for p in parked] == [
+        ("bad-null", 5),
+        ("bad-long", 9),
+        ("bad-null", 13),
+    ]
+    assert "NOT NULL" in parked[0].reason.upper() or "NotNullViolation" in parked[0].reason
+    if kind == "postgresql":
+        assert "StringDataRightTruncation" in parked[1].reason
+    assert parked[2].reason.startswith("held") and "(shop:5)" in parked[2].reason
+    assert set(checkpoints.values()) == {head}
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_ints_beside_floats_and_rows_read_back_are_written_in_any_batch(
+    kind: str, batch_size: int, database_for: Callable[[str], str]
+) -> None:
+    events: list[tuple[str, str, dict[str, Any]]] = []
+    for n in range(6):
+        events.append((f"o{n}", "Placed", {"owner": f"u{n}"}))
+    for n in range(6):
+        events.append((f"o{n}", "Rated", {"rating": n if n % 2 else n + 0.5}))
+    for n in range(6):
+        events.append((f"o{n}", "Copied", {}))
+    with capture_logs() as logs:
+        rows, parked, checkpoints, head = run(database_for(kind), events, batch_size)
+    assert parked == [] and set(checkpoints.values()) == {head}
+    assert [e for e in logs if e["log_level"] == "warning"] == []  # no batch was refused
+    for n in range(6):
+        rating = n if n % 2 else n + 0.5
+        assert rows[f"o{n}"].rating == rating
+        assert rows[f"o{n}"].snapshot == {"id": f"o{n}", "owner": f"u{n}", "rating": rating}
