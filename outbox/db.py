@@ -100,7 +100,19 @@ def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:
         _configure_sqlite(engine)
     else:
         _ping_when_idle(engine, IDLE_BEFORE_PING)
+    if kind == "mysql":
+        _utc_sessions(engine)
     return engine
+
+
+def _utc_sessions(engine: Engine) -> None:
+    """MySQL returns ``TIMESTAMP`` values in the session's time zone (the server's default
+    unless set): every session of ours reads them in UTC, as naive times are taken."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET time_zone = '+00:00'")
 
 
 IDLE_BEFORE_PING = 1.0

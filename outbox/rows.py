@@ -253,8 +253,10 @@ def _optional_str(value: Any) -> str | None:
 
 
 def _safe_str(value: Any) -> str:
+    """Text for a parked row's id columns: PostgreSQL text cannot hold NUL (a binary UUID
+    column holds zero bytes), nor can it hold bytes that are not UTF-8."""
     if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", "backslashreplace")
+        value = bytes(value).decode("utf-8", "backslashreplace")
     return str(value).replace("\x00", "\\x00")
 
 

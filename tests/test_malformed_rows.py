@@ -483,3 +483,36 @@ def test_odd_values_no_check_foresaw_are_parked_or_read_as_meant(
                 assert conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar_one() == 0
         finally:
             relay.close()
+
+
+def test_a_binary_id_with_zero_bytes_is_parked_and_the_rows_after_it_flow(
+    mysql_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A MySQL BINARY(16) id (MariaDB's UUID() bytes hold 0x00) is no text: the row is
+    parked with its id escaped (PostgreSQL text cannot hold NUL), the next row is relayed."""
+    ddl = (
+        "CREATE TABLE outbox (seq BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, "
+        "id BINARY(16) NOT NULL, aggregatetype VARCHAR(50), aggregateid VARCHAR(50), "
+        "type VARCHAR(50), payload JSON)"
+    )
+    with _setup(mysql_database(), pg_database(), ddl, [], make_settings) as setup:
+        with setup.source_db.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES "
+                "(UNHEX('4F8A89B2E97F11F1827502FC00000001'), 'user', 'u1', 'Registered', '{}'), "
+                "('plain-text-id-02', 'user', 'u2', 'Registered', '{}')"
+            )
+        relay = Relay(setup.settings)
+        try:
+            totals = relay.drain()["svc"]
+            assert totals.errors == [] and totals.parked == 1
+            assert [(e.event_id, e.aggregate_id) for e in relay.log.read("svc")] == [
+                ("plain-text-id-02", "u2")
+            ]
+            parked = ParkedEvents(relay.log.engine).list(source="svc")
+            assert len(parked) == 1 and "\\x00" in parked[0].event_id
+            assert "not valid UTF-8" in parked[0].reason
+        finally:
+            relay.close()

@@ -151,3 +151,40 @@ def test_mysql_outbox_times_are_utc_whatever_the_writers_time_zone(
         assert abs((datetime.now(UTC) - dispatched.replace(tzinfo=UTC)).total_seconds()) < 60
     finally:
         engine.dispose()
+
+
+def test_mysql_timestamp_columns_are_read_in_utc_whatever_the_servers_time_zone(
+    mysql_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A TIMESTAMP column is returned in the session's time zone: readmodel's sessions use
+    UTC, so a server whose default zone is not UTC (set here by the DSN's init_command)
+    neither shifts events' times nor their age in health checks."""
+    from datetime import UTC, datetime
+
+    url = mysql_database()
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE outbox (seq BIGINT AUTO_INCREMENT PRIMARY KEY, aggregatetype "
+                "VARCHAR(50), aggregateid VARCHAR(50), type VARCHAR(50), payload JSON, "
+                "timestamp TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) "
+                "VALUES ('order', 'o1', 'OrderPlaced', '{}')"
+            )
+    finally:
+        engine.dispose()
+    source_url = f"{url}?init_command=SET time_zone%3D'-05:00'"
+    settings = make_settings(pg_database(), {"svc": {"url": source_url}})
+    relay = Relay(settings)
+    try:
+        assert relay.drain()["svc"].relayed == 1
+        (event,) = relay.log.read("svc")
+    finally:
+        relay.close()
+    assert event.occurred_at is not None
+    assert abs((datetime.now(UTC) - event.occurred_at).total_seconds()) < 60
