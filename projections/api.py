@@ -197,9 +197,9 @@ class Projection:
         payload: Any = envelope.payload
         model = handler.model
         if self.upcasters or type(self).upcast is not Projection.upcast:
-            payload = self.upcast(envelope.event_type, dict(payload))
+            payload = self.upcast(envelope.event_type, _own_copy(payload))
         elif model is None or not _validates_fast(model):
-            payload = dict(payload)  # the handler's own copy: envelopes may be shared
+            payload = _own_copy(payload)
         if model is not None:
             try:
                 if _validates_fast(model):
@@ -239,6 +239,21 @@ class Projection:
 
 
 _fast: dict[type[BaseModel], bool] = {}
+
+
+def _own_copy(payload: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of a decoded JSON payload for an upcaster or a handler to change at will:
+    envelopes are shared (a batch applied again, other projections of the same events)."""
+    return {key: _copied(value) for key, value in payload.items()}
+
+
+def _copied(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    if kind is list:
+        return [_copied(item) for item in value]
+    return value
 
 
 def _validates_fast(model: type[BaseModel]) -> bool:

@@ -14,11 +14,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from config import Settings
+from outbox.log import EventLog
 from outbox.relay import Relay
-from projections.api import Projection
+from projections.api import Event, Projection, Tx, on
+from projections.engine import ProjectionEngine
+from projections.log_reader import LogReader
+from projections.sql_store import SqlStore
 from projections.store import Lane
 from tests.outbox_helpers import init_outbox, insert_events
-from tests.projection_fixtures import CustomerSpend, account_totals, balances, customer_spend
+from tests.projection_fixtures import (
+    CustomerSpend,
+    account_totals,
+    balances,
+    customer_spend,
+    log_events,
+)
 from workers.runtime import Runtime, build_runtime
 
 FIXTURES = "tests.projection_fixtures"
@@ -323,3 +333,74 @@ def test_a_trigger_for_a_lane_in_progress_is_handed_to_the_applying_thread(
     assert engine.store_of("totals").checkpoint(lane) == second_head
     assert pipeline.rows(account_totals)["acct-1"]["total"] == 3
     assert engine.process_trigger(lane, second_head) is None  # reached: no round trip
+
+
+upcast_metadata = sa.MetaData()
+cents_tables = [
+    sa.Table(
+        f"upcast_cents_{n}",
+        upcast_metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("cents", sa.BigInteger, nullable=False),
+    )
+    for n in (1, 2)
+]
+_failed_once: set[str] = set()
+
+
+def _prices_in_cents(payload: dict[str, Any]) -> dict[str, Any]:
+    for line in payload["lines"]:  # changes the nested items in place
+        line["price"] *= 100
+    return payload
+
+
+def _cents_projection(n: int) -> Projection:
+    table = cents_tables[n - 1]
+
+    class Cents(Projection):
+        name = f"upcast_cents_{n}"
+        tables = (table,)
+        partitions = 1
+        upcasters = {("Placed", 1): _prices_in_cents}
+
+        @on("shop", "Placed")
+        def placed(self, event: Event[dict], tx: Tx) -> None:
+            if n == 1 and event.aggregate_id == "o2" and "o2" not in _failed_once:
+                _failed_once.add("o2")
+                raise RuntimeError("fails once: the batch is applied again")
+            cents = sum(line["price"] for line in event.payload["lines"])
+            tx.upsert(table, {"id": event.aggregate_id, "cents": cents})
+
+    return Cents()
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_an_upcaster_changing_nested_items_in_place_changes_no_other_reader(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """Envelopes are shared (a batch applied again after a failure, two projections of the
+    same events): each upcaster and handler gets its own deep copy of the payload."""
+    _failed_once.clear()
+    url = database_for(kind)
+    log = EventLog(url)
+    log.create_tables()
+    store = SqlStore(url, engine=log.engine)
+    projections = [_cents_projection(1), _cents_projection(2)]
+    store.create_tables(projections)
+    engine = ProjectionEngine(LogReader(log), projections, {"default": store})
+    engine.retry_backoff = 0.001
+    try:
+        log_events(
+            log,
+            [
+                ("o1", "Placed", {"schema_version": 1, "lines": [{"price": 3}]}),
+                ("o2", "Placed", {"schema_version": 1, "lines": [{"price": 5}, {"price": 1}]}),
+            ],
+        )
+        engine.catch_up(deadline=30)
+        with log.engine.connect() as conn:
+            for table in cents_tables:
+                assert dict(conn.execute(sa.select(table)).all()) == {"o1": 300, "o2": 600}
+    finally:
+        engine.close()
+        log.close()
