@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -41,6 +42,30 @@ def check_identifier(value: str) -> str:
             f"{value!r} is not a valid SQL identifier "
             "(letters, digits and _ only, starting with a letter or _, at most 63 characters)"
         )
+    return value
+
+
+def _dsn_checked(value: str, schemes: set[str], expected: str) -> str:
+    """``value`` with its scheme in lower case, refused (without echoing it: it may hold a
+    password) unless SQLAlchemy can read it: scheme, driver, port."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.split("+", 1)[0].lower() not in schemes:
+        raise ValueError(f"expected a DSN starting with {expected}")
+    value = f"{scheme.lower()}://{rest}"
+    _authority_checked(value)
+    try:
+        url = make_url(value)
+        port = url.port
+        url.get_dialect()
+    except ValueError:
+        raise ValueError("the port is not a number") from None
+    except Exception:
+        raise ValueError(
+            f"not a DSN readmodel can read (the driver after '+' is unknown, or the host or "
+            f"escaping is wrong); expected {expected}"
+        ) from None
+    if port is not None and not 0 < port < 65536:
+        raise ValueError("the port is out of range")
     return value
 
 
@@ -124,12 +149,11 @@ class SourceSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0].split("+", 1)[0].lower() if "://" in value else ""
-        if scheme not in {"postgresql", "postgres", "mysql", "mariadb", "sqlite"}:
-            raise ValueError(
-                "expected a DSN starting with postgresql://, mysql://, mariadb:// or sqlite:///"
-            )
-        return _authority_checked(value)
+        return _dsn_checked(
+            value,
+            {"postgresql", "postgres", "mysql", "mariadb", "sqlite"},
+            "postgresql://, mysql://, mariadb:// or sqlite:///",
+        )
 
     @model_validator(mode="after")
     def _mark_needs_column(self) -> SourceSettings:
@@ -148,10 +172,9 @@ class StoreSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        scheme = value.split("://", 1)[0].split("+", 1)[0].lower() if "://" in value else ""
-        if scheme not in {"postgresql", "postgres", "sqlite"}:
-            raise ValueError("expected a DSN starting with postgresql:// or sqlite:///")
-        return _authority_checked(value)
+        return _dsn_checked(
+            value, {"postgresql", "postgres", "sqlite"}, "postgresql:// or sqlite:///"
+        )
 
 
 class RelaySettings(_Strict):

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from config import CONFIG_ENV, ConfigError, Settings, load_settings
+from outbox.db import engine_kind
 from tests.cli_helpers import write_config
 
 SECRET = "Hunter2-Pa55word"
@@ -300,6 +301,24 @@ def _source(**values: Any) -> dict[str, Any]:
             id="store-scheme",
         ),
         pytest.param(
+            {"sources": {"orders": {"url": f"mysql://root:{SECRET}@127.0.0.1:33O6/auth"}}},
+            "sources.orders.url",
+            "the port is not a number",
+            id="dsn-port-letter",
+        ),
+        pytest.param(
+            {"sources": {"orders": {"url": "mysql+py-mysql://root@127.0.0.1/auth"}}},
+            "sources.orders.url",
+            "the driver after '+' is unknown",
+            id="dsn-driver",
+        ),
+        pytest.param(
+            {"store": {"url": "postgresql://reader@db:99999/readstore"}},
+            "store.url",
+            "the port is out of range",
+            id="dsn-port-range",
+        ),
+        pytest.param(
             {"sources": {"orders": {"batch_size": 5}}},
             "sources.orders.url",
             "required key is missing",
@@ -336,6 +355,7 @@ def test_invalid_values_name_file_key_and_expectation(
     assert line is not None, message
     assert str(path) in line
     assert expected in line
+    assert SECRET not in message
 
 
 def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
@@ -451,6 +471,19 @@ def test_password_in_bad_environment_url_is_hidden(
     message = str(caught.value)
     assert "environment variable READMODEL_STORE__URL: store.url" in message
     assert SECRET not in message
+
+
+def test_a_dsn_scheme_in_capitals_is_read(tmp_path: Path) -> None:
+    path = write_config(
+        tmp_path / "rm.toml",
+        {
+            "store": {"url": "PostgreSQL://reader@db/readstore"},
+            "sources": {"orders": {"url": "MySQL://svc@db/orders"}},
+        },
+    )
+    settings = load_settings(path)
+    assert settings.store.url == "postgresql://reader@db/readstore"
+    assert engine_kind(settings.sources["orders"].url) == "mysql"
 
 
 def test_settings_are_immutable(tmp_path: Path) -> None:
