@@ -83,13 +83,13 @@ def _describe(
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
         key = ".".join(loc) or "(top level)"
-        env_name = "__".join(loc).lower()
-        if env_name in env_keys:
-            where = f"environment variable READMODEL_{env_name.upper()}"
-        elif path is not None:
-            where = f"{path}"
-        else:
-            where = "settings"
+        # A missing key is the business of whoever set the table it is missing from.
+        variables = _env_keys_for(loc[:-1] if error["type"] == "missing" else loc, env_keys)
+        places = [f"{path}"] if path is not None and _in_file(data, loc) else []
+        if variables:
+            names = ", ".join(f"READMODEL_{name.upper()}" for name in variables)
+            places.append(f"environment variable{'s' if len(variables) > 1 else ''} {names}")
+        where = " and ".join(places) or (f"{path}" if path is not None else "settings")
         message = _message(error)
         if error["type"] == "extra_forbidden":
             message = "unknown key"
@@ -97,6 +97,30 @@ def _describe(
             message = "required key is missing"
         lines.append(f"{where}: {key}: {message}{_shown_input(loc, error)}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _env_keys_for(loc: list[str], env_keys: set[str]) -> list[str]:
+    """The variables that set the key at ``loc``, a key inside it, or a table holding it."""
+    name = "__".join(loc).lower()
+    return sorted(
+        key
+        for key in env_keys
+        if key == name or key.startswith(f"{name}__") or name.startswith(f"{key}__")
+    )
+
+
+def _in_file(data: dict[str, Any], loc: list[str]) -> bool:
+    """Whether the file sets the key at ``loc`` (or, for a missing key, its table); the
+    names of sources and stores are compared as the environment does, without case."""
+    node: Any = data
+    for depth, part in enumerate(loc):
+        if not isinstance(node, dict):
+            return False
+        match = next((k for k in node if str(k).lower() == part.lower()), None)
+        if match is None:
+            return depth == len(loc) - 1 and depth > 0  # a missing key of a table it has
+        node = node[match]
+    return True
 
 
 def _message(error: Any) -> str:

@@ -395,10 +395,38 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Precedence: explicit arguments, then environment, then the TOML file."""
-        return (init_settings, env_settings, _FileSource(settings_cls))
+        return (
+            init_settings,
+            _NamesAsInFile(settings_cls, env_settings),
+            _FileSource(settings_cls),
+        )
 
 
 _file_data: ContextVar[dict[str, Any]] = ContextVar("readmodel_config_file")
+
+
+class _NamesAsInFile(PydanticBaseSettingsSource):
+    """The environment, with source and store names spelled as in the file: variable names
+    are case-insensitive, so ``READMODEL_SOURCES__POS_A__URL`` reads as ``pos_a`` and
+    would add a source beside the file's ``POS_A`` instead of overriding its URL."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._env = env
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._env.get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        data = dict(self._env())
+        file_data = _file_data.get({})
+        for section in ("sources", "stores"):
+            named = data.get(section)
+            in_file = file_data.get(section)
+            if isinstance(named, dict) and isinstance(in_file, dict):
+                spelled = {str(name).lower(): name for name in in_file}
+                data[section] = {spelled.get(name.lower(), name): v for name, v in named.items()}
+        return data
 
 
 class _FileSource(PydanticBaseSettingsSource):

@@ -181,6 +181,55 @@ def test_bad_environment_value_names_the_variable(
     assert "valid integer" in message
 
 
+def test_environment_overrides_a_source_named_in_capitals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Variable names are case-insensitive: READMODEL_SOURCES__POS_A__URL overrides the
+    file's [sources.POS_A] instead of adding a source pos_a beside it."""
+    path = write_config(tmp_path / "rm.toml", {"sources": {"POS_A": {"url": "sqlite:///dev.db"}}})
+    monkeypatch.setenv("READMODEL_SOURCES__POS_A__URL", "sqlite:///prod.db")
+
+    settings = load_settings(path)
+
+    assert {name: s.url for name, s in settings.sources.items()} == {"POS_A": "sqlite:///prod.db"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "blamed"),
+    [
+        pytest.param(
+            "READMODEL_SOURCES__NEW__BATCH_SIZE",
+            "10",
+            "environment variable READMODEL_SOURCES__NEW__BATCH_SIZE: sources.new.url: "
+            "required key is missing",
+            id="missing-key-of-an-env-source",
+        ),
+        pytest.param(
+            "READMODEL_SOURCES__X__POLL_MIN",
+            "5s",
+            "rm.toml and environment variable READMODEL_SOURCES__X__POLL_MIN: sources.x: "
+            "poll_max must not be shorter than poll_min",
+            id="check-across-file-and-env",
+        ),
+        pytest.param(
+            "READMODEL_STORE",
+            '{"url": "mysql://reader@db/readstore"}',
+            "environment variable READMODEL_STORE: store.url: expected a DSN",
+            id="table-from-env",
+        ),
+    ],
+)
+def test_errors_an_environment_variable_caused_name_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, blamed: str
+) -> None:
+    path = write_config(tmp_path / "rm.toml", {"sources": {"x": {"url": "sqlite:///x.db"}}})
+    monkeypatch.setenv(variable, value)
+
+    message = _load_error(path)
+
+    assert blamed in message.replace(f"{tmp_path}/", "")
+
+
 def _source(**values: Any) -> dict[str, Any]:
     return {"sources": {"orders": {"url": "postgresql://svc@db/orders", **values}}}
 
