@@ -132,7 +132,11 @@ class SourceSettings(_Strict):
     poll_min: Duration = Field(timedelta(milliseconds=5), description="poll interval when busy")
     poll_max: Duration = Field(timedelta(seconds=1), description="poll interval when idle")
     notify: bool = Field(True, description="PostgreSQL: wake up on NOTIFY from the outbox trigger")
-    tenant: str | None = Field(None, description="tenant of every row, for a database per tenant")
+    tenant: str | None = Field(
+        None,
+        description="tenant of rows whose tenant column is empty; of every row when "
+        "columns.tenant = '' (a database per tenant)",
+    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

@@ -516,3 +516,45 @@ def test_a_binary_id_with_zero_bytes_is_parked_and_the_rows_after_it_flow(
             assert "not valid UTF-8" in parked[0].reason
         finally:
             relay.close()
+
+
+def test_a_database_per_tenant_source_gives_every_row_its_tenant(
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """With ``columns.tenant = ""`` the source's tenant is every row's, whatever a tenant
+    column of the table claims; without it, the source's tenant only fills empty ones."""
+    ddl = (
+        "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, aggregatetype TEXT, "
+        "aggregateid TEXT, type TEXT, payload JSONB, tenant_id TEXT)"
+    )
+    with _setup(pg_database(), sqlite_database(), ddl, [], make_settings) as setup:
+        with setup.source_db.begin() as conn:
+            for tenant in (None, "t1"):
+                conn.exec_driver_sql(
+                    "INSERT INTO outbox (aggregatetype, aggregateid, type, payload, tenant_id) "
+                    "VALUES ('order', 'o1', 'OrderPlaced', '{}', %s)",
+                    (tenant,),
+                )
+        base = setup.settings.sources["svc"]
+        seen = []
+        for columns in ({"tenant": ""}, {}):
+            source = base.model_copy(
+                update={"tenant": "t2", "columns": base.columns.model_copy(update=columns)}
+            )
+            relay = Relay(setup.settings.model_copy(update={"sources": {"svc": source}}))
+            try:
+                before = len(relay.log.read("svc"))
+                with setup.source_db.begin() as conn:  # the same two rows again
+                    conn.exec_driver_sql(
+                        "INSERT INTO outbox (aggregatetype, aggregateid, type, payload, "
+                        "tenant_id) SELECT 'order', 'o1', 'OrderPlaced', '{}', t FROM "
+                        "(VALUES (NULL), ('t1')) v(t) WHERE %s",
+                        (before > 0,),
+                    )
+                relay.drain()
+                seen.append([e.tenant for e in relay.log.read("svc")][before:])
+            finally:
+                relay.close()
+    assert seen == [["t2", "t2"], ["t2", "t1"]]
