@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 import select
 import time
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 
 EngineKind = Literal["postgresql", "mysql", "sqlite"]
@@ -168,7 +170,39 @@ def _socket_readable(dbapi_connection: Any) -> bool:
     return bool(readable)
 
 
+class _SqliteAwareDateTime(sqlite.DATETIME):
+    """SQLite keeps a ``DateTime(timezone=True)`` value as text without its offset: written
+    in UTC and read back as UTC, it stays the same instant, aware as on PostgreSQL."""
+
+    def bind_processor(self, dialect: Any) -> Any:
+        process = super().bind_processor(dialect)
+        if not self.timezone:
+            return process
+
+        def to_utc(value: Any) -> Any:
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            return process(value) if process else value
+
+        return to_utc
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        process = super().result_processor(dialect, coltype)
+        if not self.timezone:
+            return process
+
+        def as_utc(value: Any) -> Any:
+            value = process(value) if process else value
+            if isinstance(value, datetime) and value.tzinfo is None:
+                value = value.replace(tzinfo=UTC)
+            return value
+
+        return as_utc
+
+
 def _configure_sqlite(engine: Engine) -> None:
+    engine.dialect.colspecs = {**engine.dialect.colspecs, sa.DateTime: _SqliteAwareDateTime}
+
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None

@@ -6,12 +6,14 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from config import Settings
 from outbox.log import EventLog
@@ -404,3 +406,109 @@ def test_an_upcaster_changing_nested_items_in_place_changes_no_other_reader(
     finally:
         engine.close()
         log.close()
+
+
+stamped = sa.Table(
+    "stamped_notes",
+    upcast_metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+class Noted(BaseModel):
+    note: str
+    at: datetime
+
+
+class LatestNote(Projection):
+    """Last write wins by the payload's time (given with an offset)."""
+
+    name = "latest_note"
+    tables = (stamped,)
+    partitions = 1
+
+    @on("shop", "Noted")
+    def noted(self, event: Event[Noted], tx: Tx) -> None:
+        row = tx.get(stamped, event.aggregate_id)
+        if row is None or row["at"] <= event.payload.at:
+            tx.upsert(stamped, {"id": event.aggregate_id, **event.payload.model_dump()})
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_aware_datetimes_are_the_same_instant_read_back_in_any_batch(
+    kind: str, batch_size: int, database_for: Callable[[str], str]
+) -> None:
+    """SQLite kept an aware datetime's wall time without its offset and read it back naive:
+    comparing it with an aware one raised, and the instant moved by the offset."""
+    url = database_for(kind)
+    log = EventLog(url)
+    log.create_tables()
+    store = SqlStore(url, engine=log.engine)
+    projection = LatestNote()
+    store.create_tables([projection])
+    engine = ProjectionEngine(
+        LogReader(log), [projection], {"default": store}, batch_size=batch_size
+    )
+    try:
+        log_events(
+            log,
+            [
+                ("n1", "Noted", {"note": "first", "at": "2024-05-01T10:00:00+02:00"}),
+                ("n1", "Noted", {"note": "stale", "at": "2024-05-01T07:30:00Z"}),
+                ("n1", "Noted", {"note": "third", "at": "2024-05-01T09:00:00+01:00"}),
+            ],
+        )
+        engine.catch_up(deadline=30)
+        assert store.parked(projection.name) == []
+        with log.engine.connect() as conn:
+            (row,) = conn.execute(sa.select(stamped)).all()
+        assert row.note == "third"
+        assert row.at == datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
+    finally:
+        engine.close()
+        log.close()
+
+
+def test_forty_threads_applying_lanes_at_once_all_finish(
+    make_settings: Callable[..., Settings], pg_database: Callable[[], str], sqlite_database: Any
+) -> None:
+    """Each applying thread holds its batch's connection while it reads the log on another:
+    with more threads than the default pool (30 connections) they waited for each other
+    until the pool's 30 s timeout, again and again (``readmodel work --threads 40``)."""
+    source = sqlite_database()
+    settings = make_settings(pg_database(), {"bank": {"url": source}}, projections=[FIXTURES])
+    init_outbox(settings.sources["bank"], "bank")
+    writer = sa.create_engine(source)
+    runtime = build_runtime(settings, threads=40)
+    try:
+        events = _deposits(2000, 37)
+        insert_events(writer, events)
+        Relay(settings, log=runtime.log).drain()
+        engine = runtime.engine
+        engine.batch_size = 50
+        lanes = engine.lanes(engine.projection("totals"))
+        failures: list[BaseException] = []
+
+        def apply(n: int) -> None:
+            try:
+                engine.process(lanes[n % len(lanes)])
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+        threads = [threading.Thread(target=apply, args=(n,)) for n in range(40)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert not any(thread.is_alive() for thread in threads)
+        assert failures == []
+        with runtime.log.engine.connect() as conn:
+            query = sa.select(account_totals.c.account, account_totals.c.total)
+            totals = {account: total for account, total in conn.execute(query)}
+        assert totals == _expected_totals(events)
+    finally:
+        runtime.close()
+        writer.dispose()

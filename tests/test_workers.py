@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dramatiq
 import pytest
 import sqlalchemy as sa
 
@@ -131,3 +136,127 @@ def test_queue_depth_counts_ready_delayed_and_dead_messages(
     assert (unreachable.ready, unreachable.delayed, unreachable.dead) == (None, None, None)
     assert unreachable.error is not None and unreachable.error.startswith("broker unreachable")
     assert not unreachable.error.endswith(":"), unreachable.error  # says what went wrong
+
+
+def test_a_worker_process_that_dies_stops_the_set_with_a_failure(
+    broker_for: Callable[[str], dict[str, Any]],
+    sqlite_database: Callable[[], str],
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    """``work -p 2``: one child SIGKILLed (the OOM killer) made the parent go on with one
+    worker, say nothing, and exit 0 at SIGTERM. Now it stops the other and exits 1, so that
+    its supervisor restarts the set."""
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": sqlite_database()},
+            "broker": broker_for("redis"),
+            "sources": {"bank": {"url": sqlite_database()}},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    key = processes.start("work", "work", "--config", str(config), "-p", "2", "-t", "1")
+    parent = processes.running[key]
+
+    def children() -> list[int]:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent.pid:
+                found.append(int(stat.parent.name))
+        return found
+
+    assert wait_until(lambda: len(children()) == 2, 30), processes.log_tail()
+    os.kill(children()[0], signal.SIGKILL)
+    assert parent.wait(timeout=30) == 1
+    assert wait_until(lambda: children() == [], 10)
+    assert "worker process exited; stopping the others" in processes.log_tail()
+
+
+@pytest.mark.parametrize("broker", sorted(BROKER_URLS))
+def test_a_message_for_a_lane_the_worker_does_not_have_is_dropped_not_retried(
+    broker: str,
+    broker_for: Callable[[str], dict[str, Any]],
+    sqlite_database: Callable[[], str],
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    """A projection renamed or removed (or loaded only by another deployment): its messages
+    were retried for a year, a traceback each time. Now they are dropped with one line."""
+    from config import BrokerSettings
+    from workers.actors import APPLY_ACTOR
+    from workers.broker import make_broker
+    from workers.queues import queue_depth
+
+    broker_settings = broker_for(broker)
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": sqlite_database()},
+            "broker": broker_settings,
+            "sources": {"bank": {"url": sqlite_database()}},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    settings = BrokerSettings(**broker_settings)
+    sender = make_broker(settings)
+    try:
+        for projection, partition in (("gone", 0), ("totals", 99)):
+            message = dramatiq.Message(
+                queue_name=settings.queue,
+                actor_name=APPLY_ACTOR,
+                args=(projection, "bank", partition, 5),
+                kwargs={},
+                options={},
+            )
+            sender.enqueue(message)
+    finally:
+        sender.close()
+    processes.start("work", "work", "--config", str(config), "-t", "1")
+
+    def dropped() -> bool:
+        depth = queue_depth(settings)
+        return (depth.ready, depth.delayed) == (0, 0) and processes.log_tail().count(
+            "does not have; dropped"
+        ) == 2
+
+    assert wait_until(dropped, 30), processes.log_tail()
+    assert "Traceback" not in processes.log_tail()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "amqp://guest:Wrong-Pa55@127.0.0.1:5672/%2F",
+        "amqp://guest:guest@127.0.0.1:5672/no-such-vhost",
+    ],
+)
+def test_work_exits_at_once_when_the_broker_refuses_it(
+    url: str, sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """It logged "worker started", then a refused login every few seconds, forever."""
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": sqlite_database()},
+            "broker": {"url": url, "queue": "rm_test_refused"},
+            "sources": {"bank": {"url": sqlite_database()}},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "workers.cli", "work", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,  # it used to run forever
+    )
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "broker unreachable" in result.stderr
+    assert "Wrong-Pa55" not in result.stdout + result.stderr

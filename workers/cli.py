@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import structlog
 import typer
 from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
@@ -41,6 +42,8 @@ from workers.cli_support import (
     require_migrated,
     stop_on_signals,
 )
+
+logger = structlog.get_logger("readmodel.cli")
 
 app = typer.Typer(
     help="readmodel: relay outbox events into a durable log and build read models from it.",
@@ -188,13 +191,35 @@ def _spawn_workers(
         subprocess.Popen(command, env=env, start_new_session=True) for _ in range(processes)
     ]
     stop = stop_on_signals()
-    while not stop.wait(0.5):
-        if all(child.poll() is not None for child in children):
-            break
+    died = None
+    while died is None and not stop.wait(0.5):
+        died = next((child for child in children if child.poll() is not None), None)
+    if died is not None:  # a supervisor (systemd, Kubernetes, honcho) restarts the whole set
+        logger.error(
+            "worker process exited; stopping the others",
+            pid=died.pid,
+            code=died.returncode,
+            running=sum(child.poll() is None for child in children),
+        )
     for child in children:
         if child.poll() is None:
             child.terminate()
-    return max(child.wait() for child in children)
+    codes = [child.wait() for child in children]
+    if died is not None and died.returncode in (EXIT_CONFIG, EXIT_UNREACHABLE):
+        return died.returncode
+    if died is not None or any(code != 0 for code in codes):
+        return EXIT_FAILURE  # a signal's death is negative: a failure all the same
+    return 0
+
+
+def _require_broker(settings: Settings) -> None:
+    """Exit at once when the broker refuses us (wrong password, unknown vhost) or cannot be
+    reached: Dramatiq's consumers would otherwise retry forever behind "worker started"."""
+    from workers.queues import queue_depth
+
+    depth = queue_depth(settings.broker, timeout=5.0)
+    if depth.error is not None:
+        raise fail(depth.error, EXIT_UNREACHABLE)
 
 
 def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
@@ -203,7 +228,8 @@ def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
     from workers.runtime import build_runtime
     from workers.worker import ShutdownTimeout, run_pipeline, run_sweeper, run_worker
 
-    runtime = guarded(build_runtime, settings, migrate=False)
+    _require_broker(settings)
+    runtime = guarded(build_runtime, settings, migrate=False, threads=threads)
     broker = make_broker(settings.broker)
     relay_hooks = _metrics_hooks(settings, runtime=runtime, broker=broker)
     stop = stop_on_signals(settings.shutdown.grace.total_seconds())

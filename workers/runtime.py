@@ -4,8 +4,10 @@ the projection engine. Plain objects; the broker is wired on top in ``workers/ac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from config import ConfigError, Settings
+from outbox.db import create_engine
 from outbox.log import EventLog
 from outbox.migrate import upgrade
 from projections.api import load_projections
@@ -35,15 +37,18 @@ class Runtime:
 
 
 def build_runtime(
-    settings: Settings, *, create_tables: bool = True, migrate: bool = True
+    settings: Settings, *, create_tables: bool = True, migrate: bool = True, threads: int = 8
 ) -> Runtime:
     """Open the log and stores and load the configured projections.
 
     ``create_tables`` creates the read models' tables; with ``migrate`` (in-process use,
     tests, the demo) the stores are first migrated to head. The CLI checks the revision
     instead (``readmodel migrate`` upgrades) and passes ``migrate=False``.
+
+    ``threads`` is how many threads apply batches at once: each holds its batch's
+    connection while it reads the log on another, so the pool holds two per thread.
     """
-    log = EventLog(settings.store.url)
+    log = EventLog(settings.store.url, engine=create_engine(settings.store.url, **_pool(threads)))
     try:
         projections = load_projections(settings.projections)
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
@@ -52,7 +57,9 @@ def build_runtime(
     stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
     for name, store_settings in settings.stores.items():
         if name != "default":
-            stores[name] = SqlStore(store_settings.url)
+            stores[name] = SqlStore(
+                store_settings.url, engine=create_engine(store_settings.url, **_pool(threads))
+            )
     cache = open_cache(settings.cache)
     try:
         engine = ProjectionEngine(
@@ -80,3 +87,10 @@ def build_runtime(
             runtime.close()
             raise
     return runtime
+
+
+def _pool(threads: int) -> dict[str, Any]:
+    """Pool sizes for ``threads`` applying threads plus the relay, sweeper and metrics."""
+    if threads <= 8:
+        return {}  # the defaults (10 + 20 overflow) suffice
+    return {"pool_size": 10, "max_overflow": 2 * threads + 10}
