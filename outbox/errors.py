@@ -40,11 +40,19 @@ class SchemaError(StoreError):
 class SchemaOutdated(SchemaError):
     """The read store is not at the schema revision this readmodel needs."""
 
-    def __init__(self, url: str, current: str | None, head: str) -> None:
+    def __init__(self, url: str, current: str | None, head: str, *, newer: bool = False) -> None:
         self.url = url
         self.current = current
         self.head = head
+        self.newer = newer
+        """The store is at a revision this readmodel does not know: a newer one migrated it."""
         super().__init__(
             f"the read store at {url} is at revision {current or 'none'}, "
             f"this readmodel needs {head}"
         )
+
+    def remedy(self, migrate_command: str) -> str:
+        """What to do about it, in one line."""
+        if self.newer:
+            return f"{self}: a newer readmodel migrated it; run that version of readmodel"
+        return f"{self}: run `{migrate_command}`"

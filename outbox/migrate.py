@@ -105,7 +105,12 @@ def check(engine: sa.Engine) -> None:
     """Raise :class:`SchemaOutdated` unless the database is at :func:`head`."""
     revision = current(engine)
     if revision != head():
-        raise SchemaOutdated(_url(engine), revision, head())
+        raise SchemaOutdated(_url(engine), revision, head(), newer=is_newer(revision))
+
+
+def is_newer(revision: str | None) -> bool:
+    """Whether ``revision`` is one this readmodel does not know (a newer one wrote it)."""
+    return revision is not None and _unknown(revision)
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> Migration:

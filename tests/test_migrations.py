@@ -208,6 +208,23 @@ def test_refuses_a_revision_from_a_newer_readmodel(engine: sa.Engine) -> None:
 # -- the CLI ---------------------------------------------------------------------------------
 
 
+def test_commands_facing_a_newer_revision_say_so_instead_of_asking_to_migrate(
+    store_url: str, engine: sa.Engine, tmp_path: Path
+) -> None:
+    """``readmodel migrate`` cannot help with a store a newer readmodel migrated: status,
+    health and ``migrate --check`` used to say "run `readmodel migrate`"."""
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))
+    config = str(_config(tmp_path, store_url))
+    for command in (["status"], ["health"], ["migrate", "--check"], ["relay", "--once"]):
+        result = run_cli([*command, "--config", config])
+        assert result.exit_code != 0, command
+        text = result.stdout + result.stderr
+        assert "a newer readmodel migrated it" in text, (command, text)
+        assert "run `readmodel migrate" not in text, (command, text)
+
+
 def _config(tmp_path: Path, store_url: str, **other: object) -> Path:
     data: dict[str, object] = {
         "store": {"url": store_url},

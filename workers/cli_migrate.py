@@ -55,6 +55,7 @@ def migrate(
         current,
         engine_for,
         head,
+        is_newer,
         offline_sql,
         store_urls,
         upgrade,
@@ -76,8 +77,10 @@ def migrate(
             if check:
                 revision = guarded(current, engine)
                 if revision != target:
-                    outdated = SchemaOutdated(redact_dsn(url), revision, target)
-                    raise fail(f"{outdated}: run `{migrate_hint(config)}`", EXIT_FAILURE)
+                    outdated = SchemaOutdated(
+                        redact_dsn(url), revision, target, newer=is_newer(revision)
+                    )
+                    raise fail(outdated.remedy(migrate_hint(config)), EXIT_FAILURE)
                 out.print(f"{label}: at revision {target}", highlight=False, soft_wrap=True)
                 continue
             result = guarded(upgrade, engine)

@@ -148,7 +148,7 @@ def schema_problem(settings: Settings, config: Path | None) -> str | None:
     try:
         check_stores(settings)
     except SchemaOutdated as exc:
-        return f"{exc}: run `{migrate_hint(config)}`"
+        return exc.remedy(migrate_hint(config))
     return None
 
 
