@@ -33,7 +33,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     _check_env_keys(env_keys)
     token = _file_data.set(data)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
+        settings._config_file = None if path is None else str(path)
+        return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, data, env_keys)) from None
     finally:

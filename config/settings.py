@@ -9,7 +9,15 @@ from contextvars import ContextVar
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -380,6 +388,12 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    _config_file: str | None = PrivateAttr(None)
+
+    @property
+    def config_file(self) -> str | None:
+        """The TOML file these settings were read from (``None``: defaults and environment)."""
+        return self._config_file
 
     @field_validator("sources")
     @classmethod

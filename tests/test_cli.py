@@ -486,7 +486,9 @@ def test_bad_options_and_unloadable_projections_exit_2(tmp_path: Path) -> None:
     limit = run_cli(["parked", "list", "--limit", "0", "--config", str(plain)])
 
     assert unloadable.exit_code == 2, unloadable.output
-    assert "projections: cannot load ['no_such_package.projections']" in unloadable.stderr
+    assert f"{config}: projections: cannot load ['no_such_package.projections']" in (
+        unloadable.stderr
+    )
     assert level.exit_code == 2 and "log level 'verbose': expected debug" in level.stderr
     assert limit.exit_code == 2 and "--limit" in limit.output
 

@@ -53,7 +53,11 @@ def build_runtime(
         projections = load_projections(settings.projections)
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         log.close()
-        raise ConfigError(f"projections: cannot load {settings.projections}: {exc}") from exc
+        where = settings.config_file or "settings"
+        raise ConfigError(
+            f"invalid configuration:\n  {where}: projections: cannot load "
+            f"{settings.projections}: {exc}"
+        ) from exc
     stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
     for name, store_settings in settings.stores.items():
         if name != "default":
