@@ -51,6 +51,7 @@ class TablePlan:
     def __init__(self, dialect: Dialect, table: sa.Table) -> None:
         quote = dialect.identifier_preparer.quote
         self.table_sql = dialect.identifier_preparer.format_table(table)
+        self.table = table
         self.table_name = table.name
         self.columns = [c.name for c in table.columns]
         self.types = {c.name: c.type.compile(dialect=dialect) for c in table.columns}

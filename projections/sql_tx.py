@@ -177,8 +177,9 @@ class SqlTx:
             # One round trip, no SQL compilation: ``pk = ANY(array)`` on the driver's cursor.
             cursor = driver_cursor(self.conn)
             plan.select_keys(cursor, ordered)
-            self._remember_rows(plan, cursor)
+            self._remember_rows(plan, cursor, ordered)
             return
+        as_requested = _requested_keys(physical, ordered) if self._postgresql else None
         for start in range(0, len(ordered), 1000):
             chunk = ordered[start : start + 1000]
             condition = (
@@ -186,7 +187,10 @@ class SqlTx:
             )
             for found in self.conn.execute(sa.select(physical).where(condition)):
                 row = dict(found._mapping)
-                self._read[(physical.name, tuple(row[c.name] for c in pk))] = row
+                k = tuple(row[c.name] for c in pk)
+                if as_requested is not None:
+                    k = as_requested.get(_unpadded(physical, k), k)
+                self._read[(physical.name, k)] = row
 
     def _run_deferred(self) -> None:
         """Run the deferred prefetches in one round trip: lock every key (in one sorted
@@ -206,15 +210,19 @@ class SqlTx:
                 cursor = driver.cursor()
                 plan.select_keys(cursor, keys)
                 reads.append((plan, cursor))
-        for plan, cursor in reads:
-            self._remember_rows(plan, cursor)
+        for (plan, keys), (_, cursor) in zip(deferred, reads, strict=True):
+            self._remember_rows(plan, cursor, keys)
 
-    def _remember_rows(self, plan: TablePlan, cursor: Any) -> None:
-        """Keep the rows a :meth:`TablePlan.select_keys` query returned as read."""
+    def _remember_rows(self, plan: TablePlan, cursor: Any, keys: list[tuple[Any, ...]]) -> None:
+        """Keep the rows a :meth:`TablePlan.select_keys` query of ``keys`` returned as read."""
         names = plan.columns
         index = names.index(plan.keys[0])
+        as_requested = _requested_keys(plan.table, keys)
         for values in cursor:
-            self._read[(plan.table_name, (values[index],))] = dict(zip(names, values, strict=True))
+            k = (values[index],)
+            if as_requested is not None:
+                k = as_requested.get(_unpadded(plan.table, k), k)
+            self._read[(plan.table_name, k)] = dict(zip(names, values, strict=True))
 
     def upsert(self, table: sa.Table, row: Mapping[str, Any]) -> None:
         physical, name, pk = self._info.get(table) or self._describe(table)
@@ -270,3 +278,25 @@ def row_lock_key(key: tuple[str, tuple[Any, ...]]) -> int:
     """A signed 64-bit advisory-lock key for one row of one table."""
     digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
+
+
+def _padded_key_columns(table: sa.Table) -> tuple[bool, ...]:
+    """Which key columns are ``CHAR(n)``: PostgreSQL returns their values blank-padded."""
+    return tuple(isinstance(c.type, sa.CHAR) for c in table.primary_key.columns)
+
+
+def _unpadded(table: sa.Table, key: tuple[Any, ...]) -> tuple[Any, ...]:
+    pads = _padded_key_columns(table)
+    return tuple(
+        v.rstrip(" ") if pad and isinstance(v, str) else v for v, pad in zip(key, pads, strict=True)
+    )
+
+
+def _requested_keys(
+    table: sa.Table, keys: list[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], tuple[Any, ...]] | None:
+    """For a table keyed by ``CHAR(n)``: each requested key by its unpadded form, so that a
+    row read back (``'ab    '``) is filed under the key asked for (``'ab'``); ``None`` else."""
+    if not any(_padded_key_columns(table)):
+        return None
+    return {_unpadded(table, k): k for k in keys}

@@ -130,3 +130,69 @@ def test_ints_beside_floats_and_rows_read_back_are_written_in_any_batch(
         rating = n if n % 2 else n + 0.5
         assert rows[f"o{n}"].rating == rating
         assert rows[f"o{n}"].snapshot == {"id": f"o{n}", "owner": f"u{n}", "rating": rating}
+
+
+padded_metadata = sa.MetaData()
+padded_plain = sa.Table(
+    "padded_hits",
+    padded_metadata,
+    sa.Column("code", sa.CHAR(6), primary_key=True),
+    sa.Column("hits", sa.Integer, nullable=False),
+)
+padded_json = sa.Table(  # a JSON column: SQLAlchemy's statements, not the driver-level plan
+    "padded_hits_json",
+    padded_metadata,
+    sa.Column("code", sa.CHAR(6), primary_key=True),
+    sa.Column("hits", sa.Integer, nullable=False),
+    sa.Column("seen", sa.JSON, nullable=False),
+)
+
+
+class PaddedHits(Projection):
+    name = "padded_hits"
+    tables = (padded_plain, padded_json)
+    partitions = 1
+
+    def prefetch(self, events: Any, tx: Tx) -> None:
+        for table in self.tables:
+            tx.prefetch(table, [e.payload["code"] for e in events])
+
+    @on("shop", "Hit")
+    def hit(self, event: Event[dict], tx: Tx) -> None:
+        code = event.payload["code"]
+        for table in self.tables:
+            row = tx.get(table, code)
+            hits = (row["hits"] if row else 0) + 1
+            extra = {"seen": [hits]} if table is padded_json else {}
+            tx.upsert(table, {"code": code, "hits": hits, **extra})
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_a_char_key_shorter_than_its_column_is_found_by_a_prefetch(
+    kind: str, batch_size: int, database_for: Callable[[str], str]
+) -> None:
+    """PostgreSQL returns CHAR(n) values blank-padded: a prefetched row was filed under
+    ``'ab    '`` and ``get('ab')`` said it was missing, so the count started over."""
+    url = database_for(kind)
+    log = EventLog(url)
+    log.create_tables()
+    store = SqlStore(url, engine=log.engine)
+    projection = PaddedHits()
+    store.create_tables([projection])
+    engine = ProjectionEngine(
+        LogReader(log), [projection], {"default": store}, batch_size=batch_size
+    )
+    try:
+        log_events(log, [("p1", "Hit", {"code": "ab"})] * 3 + [("p2", "Hit", {"code": "cd"})])
+        engine.catch_up(deadline=30)
+        with log.engine.connect() as conn:
+            for table in (padded_plain, padded_json):
+                found = {
+                    code.rstrip(): hits
+                    for code, hits in conn.execute(sa.select(table.c.code, table.c.hits))
+                }
+                assert found == {"ab": 3, "cd": 1}, table.name
+    finally:
+        engine.close()
+        log.close()
