@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,6 +14,9 @@ from outbox.envelope import Envelope, aggregate_hash
 from outbox.log import EventLog
 from outbox.schema import event_log, log_heads
 from projections.api import Event, Projection, Tx, on
+from projections.engine import ProjectionEngine
+from projections.log_reader import LogReader
+from projections.sql_store import SqlStore
 
 metadata = sa.MetaData()
 
@@ -201,3 +205,21 @@ def log_events(log: EventLog, events: list[tuple[str, str, dict[str, Any]]]) -> 
             )
         conn.execute(log_heads.insert().values(source="shop", head=len(events)))
     return len(events)
+
+
+@contextmanager
+def engine_on(
+    url: str, projections: Sequence[Projection], **options: Any
+) -> Iterator[tuple[EventLog, SqlStore, ProjectionEngine]]:
+    """``(log, store, engine)`` on one database holding the log and the read models, with
+    ``projections``' tables created; ``options`` go to :class:`ProjectionEngine`."""
+    log = EventLog(url)
+    log.create_tables()
+    store = SqlStore(url, engine=log.engine)
+    store.create_tables(projections)
+    engine = ProjectionEngine(LogReader(log), projections, {"default": store}, **options)
+    try:
+        yield log, store, engine
+    finally:
+        engine.close()
+        log.close()

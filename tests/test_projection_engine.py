@@ -16,12 +16,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from config import Settings
-from outbox.log import EventLog
 from outbox.relay import Relay
 from projections.api import Event, Projection, Tx, on
-from projections.engine import ProjectionEngine
-from projections.log_reader import LogReader
-from projections.sql_store import SqlStore
 from projections.store import Lane
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import (
@@ -29,6 +25,7 @@ from tests.projection_fixtures import (
     account_totals,
     balances,
     customer_spend,
+    engine_on,
     log_events,
 )
 from workers.runtime import Runtime, build_runtime
@@ -384,14 +381,8 @@ def test_an_upcaster_changing_nested_items_in_place_changes_no_other_reader(
     same events): each upcaster and handler gets its own deep copy of the payload."""
     _failed_once.clear()
     url = database_for(kind)
-    log = EventLog(url)
-    log.create_tables()
-    store = SqlStore(url, engine=log.engine)
     projections = [_cents_projection(1), _cents_projection(2)]
-    store.create_tables(projections)
-    engine = ProjectionEngine(LogReader(log), projections, {"default": store})
-    engine.retry_backoff = 0.001
-    try:
+    with engine_on(url, projections, retry_backoff=0.001) as (log, store, engine):
         log_events(
             log,
             [
@@ -403,9 +394,6 @@ def test_an_upcaster_changing_nested_items_in_place_changes_no_other_reader(
         with log.engine.connect() as conn:
             for table in cents_tables:
                 assert dict(conn.execute(sa.select(table)).all()) == {"o1": 300, "o2": 600}
-    finally:
-        engine.close()
-        log.close()
 
 
 stamped = sa.Table(
@@ -444,15 +432,8 @@ def test_aware_datetimes_are_the_same_instant_read_back_in_any_batch(
     """SQLite kept an aware datetime's wall time without its offset and read it back naive:
     comparing it with an aware one raised, and the instant moved by the offset."""
     url = database_for(kind)
-    log = EventLog(url)
-    log.create_tables()
-    store = SqlStore(url, engine=log.engine)
     projection = LatestNote()
-    store.create_tables([projection])
-    engine = ProjectionEngine(
-        LogReader(log), [projection], {"default": store}, batch_size=batch_size
-    )
-    try:
+    with engine_on(url, [projection], batch_size=batch_size) as (log, store, engine):
         log_events(
             log,
             [
@@ -467,9 +448,6 @@ def test_aware_datetimes_are_the_same_instant_read_back_in_any_batch(
             (row,) = conn.execute(sa.select(stamped)).all()
         assert row.note == "third"
         assert row.at == datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
-    finally:
-        engine.close()
-        log.close()
 
 
 def test_forty_threads_applying_lanes_at_once_all_finish(

@@ -12,12 +12,8 @@ import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from outbox.log import EventLog
 from projections.api import Event, Projection, Tx, on
-from projections.engine import ProjectionEngine
-from projections.log_reader import LogReader
-from projections.sql_store import SqlStore
-from tests.projection_fixtures import log_events
+from tests.projection_fixtures import engine_on, log_events
 
 metadata = sa.MetaData()
 owners = sa.Table(
@@ -61,16 +57,10 @@ class Owners(Projection):
 
 
 def run(url: str, events: list[tuple[str, str, dict[str, Any]]], batch_size: int) -> Any:
-    log = EventLog(url)
-    log.create_tables()
-    store = SqlStore(url, engine=log.engine)
     projection = Owners()
-    store.create_tables([projection])
-    engine = ProjectionEngine(
-        LogReader(log), [projection], {"default": store}, batch_size=batch_size, max_attempts=2
-    )
-    engine.retry_backoff = 0.001
-    try:
+    with engine_on(
+        url, [projection], batch_size=batch_size, max_attempts=2, retry_backoff=0.001
+    ) as (log, store, engine):
         head = log_events(log, events)
         engine.catch_up(deadline=60)
         with log.engine.connect() as conn:
@@ -81,9 +71,6 @@ def run(url: str, events: list[tuple[str, str, dict[str, Any]]], batch_size: int
         parked = store.parked(projection.name)
         checkpoints = store.checkpoints(projection.name)
         return rows, parked, checkpoints, head
-    finally:
-        engine.close()
-        log.close()
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
@@ -175,15 +162,8 @@ def test_a_char_key_shorter_than_its_column_is_found_by_a_prefetch(
     """PostgreSQL returns CHAR(n) values blank-padded: a prefetched row was filed under
     ``'ab    '`` and ``get('ab')`` said it was missing, so the count started over."""
     url = database_for(kind)
-    log = EventLog(url)
-    log.create_tables()
-    store = SqlStore(url, engine=log.engine)
     projection = PaddedHits()
-    store.create_tables([projection])
-    engine = ProjectionEngine(
-        LogReader(log), [projection], {"default": store}, batch_size=batch_size
-    )
-    try:
+    with engine_on(url, [projection], batch_size=batch_size) as (log, store, engine):
         log_events(log, [("p1", "Hit", {"code": "ab"})] * 3 + [("p2", "Hit", {"code": "cd"})])
         engine.catch_up(deadline=30)
         with log.engine.connect() as conn:
@@ -193,6 +173,3 @@ def test_a_char_key_shorter_than_its_column_is_found_by_a_prefetch(
                     for code, hits in conn.execute(sa.select(table.c.code, table.c.hits))
                 }
                 assert found == {"ab": 3, "cd": 1}, table.name
-    finally:
-        engine.close()
-        log.close()

@@ -18,14 +18,11 @@ import sqlalchemy as sa
 
 from config import Settings
 from outbox.errors import StoreError
-from outbox.log import EventLog
 from outbox.relay import Relay
 from projections import invalidations
 from projections.api import Event, Projection, Tx, on
 from projections.cache import MemoryCache
-from projections.engine import ProjectionEngine
 from projections.invalidations import WHOLE_PROJECTION
-from projections.log_reader import LogReader
 from projections.redis_cache import RedisCache
 from projections.replay import (
     Replayer,
@@ -36,12 +33,17 @@ from projections.replay import (
     ReplayRefused,
     replay_lock,
 )
-from projections.sql_store import SqlStore
 from projections.store_tables import blocked, checkpoints, failures
 from tests.cache_helpers import dead_redis_url, fresh_prefix
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
-from tests.projection_fixtures import account_totals, customer_spend, log_events, order_lines
+from tests.projection_fixtures import (
+    account_totals,
+    customer_spend,
+    engine_on,
+    log_events,
+    order_lines,
+)
 from tests.replay_fixtures import last_deposit
 from workers.runtime import Runtime, build_runtime
 
@@ -841,13 +843,8 @@ def test_tables_joined_by_a_foreign_key_apply_live_and_rebuild(
         if n % 4 == 3:
             events.append((f"o{rng.randrange(n)}", "Cancelled", {}))
     url = database_for(kind)
-    log = EventLog(url)
-    log.create_tables()
-    store = SqlStore(url, engine=log.engine)
     projection = OrderBook()
-    store.create_tables([projection])
-    engine = ProjectionEngine(LogReader(log), [projection], {"default": store}, batch_size=7)
-    try:
+    with engine_on(url, [projection], batch_size=7) as (log, store, engine):
         head = log_events(log, events)
         for lane in engine.lanes(projection):
             engine.process(lane, head)  # batches with lines before orders, deletes of both
@@ -874,9 +871,6 @@ def test_tables_joined_by_a_foreign_key_apply_live_and_rebuild(
                     "WHERE conrelid = 'fk_lines'::regclass AND contype = 'f'"
                 ).all()
             assert keys == [("fk_lines_order_fk", "fk_orders")]
-    finally:
-        engine.close()
-        log.close()
 
 
 defaults_metadata = sa.MetaData()
@@ -912,13 +906,8 @@ def test_client_side_column_defaults_fill_rows_live_and_in_a_rebuild(
 ) -> None:
     events = [(f"i{n % 5}", "Placed" if n < 5 else "Cancelled", {}) for n in range(12)]
     url = database_for(kind)
-    log = EventLog(url)
-    log.create_tables()
-    store = SqlStore(url, engine=log.engine)
     projection = CountedItems()
-    store.create_tables([projection])
-    engine = ProjectionEngine(LogReader(log), [projection], {"default": store}, batch_size=4)
-    try:
+    with engine_on(url, [projection], batch_size=4) as (log, store, engine):
         head = log_events(log, events)
         for lane in engine.lanes(projection):
             engine.process(lane, head)
@@ -935,9 +924,6 @@ def test_client_side_column_defaults_fill_rows_live_and_in_a_rebuild(
             if kind == "postgresql":
                 assert None not in serials and len(set(serials)) == 5
             Replayer(engine.reader, projection, store, batch_size=3).run(ReplayOptions())
-    finally:
-        engine.close()
-        log.close()
 
 
 def long_names(kind: str) -> tuple[sa.Table, type[Projection]]:
@@ -970,13 +956,8 @@ def test_tables_with_names_near_the_identifier_limit_rebuild_and_keep_their_name
 ) -> None:
     long_table, projection_class = long_names(kind)
     url = database_for(kind)
-    log = EventLog(url)
-    log.create_tables()
-    store = SqlStore(url, engine=log.engine)
     projection = projection_class()
-    store.create_tables([projection])
-    engine = ProjectionEngine(LogReader(log), [projection], {"default": store}, batch_size=4)
-    try:
+    with engine_on(url, [projection], batch_size=4) as (log, store, engine):
         head = log_events(log, [(f"o{'x' * n}", "Placed", {}) for n in range(9)])
         for lane in engine.lanes(projection):
             engine.process(lane, head)
@@ -998,6 +979,3 @@ def test_tables_with_names_near_the_identifier_limit_rebuild_and_keep_their_name
         for _ in range(2):
             summary = Replayer(engine.reader, projection, store, batch_size=5).run(ReplayOptions())
             assert summary.events == head and state() == live
-    finally:
-        engine.close()
-        log.close()
