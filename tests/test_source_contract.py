@@ -117,6 +117,20 @@ def test_second_relay_stands_by_while_first_leads(setup: tuple[Settings, sa.Engi
         second.close()
 
 
+def _assert_relays_one_event_of_now(settings: Settings) -> None:
+    """The source holds one event, written moments ago: the relay logs it with that time."""
+    from datetime import UTC, datetime
+
+    relay = Relay(settings)
+    try:
+        assert relay.drain()["svc"].relayed == 1
+        (event,) = relay.log.read("svc")
+    finally:
+        relay.close()
+    assert event.occurred_at is not None
+    assert abs((datetime.now(UTC) - event.occurred_at).total_seconds()) < 60
+
+
 def test_mysql_outbox_times_are_utc_whatever_the_writers_time_zone(
     mysql_database: Callable[[], str],
     pg_database: Callable[[], str],
@@ -137,14 +151,7 @@ def test_mysql_outbox_times_are_utc_whatever_the_writers_time_zone(
                 "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) "
                 "VALUES ('order', 'o1', 'OrderPlaced', '{}')"
             )
-        relay = Relay(settings)
-        try:
-            assert relay.drain()["svc"].relayed == 1
-            (event,) = relay.log.read("svc")
-        finally:
-            relay.close()
-        assert event.occurred_at is not None
-        assert abs((datetime.now(UTC) - event.occurred_at).total_seconds()) < 60
+        _assert_relays_one_event_of_now(settings)
         with engine.connect() as conn:
             conn.exec_driver_sql("SET time_zone = '+05:00'")
             dispatched = conn.exec_driver_sql("SELECT dispatched_at FROM outbox").scalar_one()
@@ -161,7 +168,6 @@ def test_mysql_timestamp_columns_are_read_in_utc_whatever_the_servers_time_zone(
     """A TIMESTAMP column is returned in the session's time zone: readmodel's sessions use
     UTC, so a server whose default zone is not UTC (set here by the DSN's init_command)
     neither shifts events' times nor their age in health checks."""
-    from datetime import UTC, datetime
 
     url = mysql_database()
     engine = create_engine(url)
@@ -180,11 +186,4 @@ def test_mysql_timestamp_columns_are_read_in_utc_whatever_the_servers_time_zone(
         engine.dispose()
     source_url = f"{url}?init_command=SET time_zone%3D'-05:00'"
     settings = make_settings(pg_database(), {"svc": {"url": source_url}})
-    relay = Relay(settings)
-    try:
-        assert relay.drain()["svc"].relayed == 1
-        (event,) = relay.log.read("svc")
-    finally:
-        relay.close()
-    assert event.occurred_at is not None
-    assert abs((datetime.now(UTC) - event.occurred_at).total_seconds()) < 60
+    _assert_relays_one_event_of_now(settings)
