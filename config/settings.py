@@ -61,8 +61,8 @@ def _dsn_checked(value: str, schemes: set[str], expected: str) -> str:
         raise ValueError(f"expected a DSN starting with {expected}")
     value = f"{scheme.lower()}://{rest}"
     _authority_checked(value)
-    try:
-        url = make_url(value)
+    try:  # postgres:// (Heroku's DATABASE_URL) is readmodel's, not a SQLAlchemy dialect name
+        url = make_url(re.sub(r"^postgres(?=[+:])", "postgresql", value))
         port = url.port
         url.get_dialect()
     except ValueError:

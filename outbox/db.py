@@ -42,6 +42,8 @@ def sqlalchemy_url(dsn: str | URL) -> URL:
     url = make_url(dsn)
     if "+" not in url.drivername:
         url = url.set(drivername=_DRIVERS[url.get_backend_name()][1])
+    elif url.get_backend_name() == "postgres":  # SQLAlchemy knows only "postgresql"
+        url = url.set(drivername=f"postgresql+{url.get_driver_name()}")
     return url
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import sqlite3
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from outbox.schema import create_tables
 from projections.api import Projection
 from projections.sql_parking import ParkedEntry, SqlParking, held_entry
 from projections.sql_tx import SqlTx
+from projections.sql_writes import RefusedWrite, refused_write
 from projections.store import (
     BatchResult,
     EventLoader,
@@ -219,11 +219,12 @@ class SqlStore(SqlParking, Store):
                     upto = int(upto or target)
                     invalidation = self._finish(conn, tx, lane, upto, projection.name, tags)
                 except Exception as exc:
-                    if not _refused_write(exc) or not events:
+                    if not refused_write(exc) or not events:
                         raise
+                    error = exc.error if isinstance(exc, RefusedWrite) else exc
                     if len(events) == 1:
-                        raise HandlerFailed(events[0], exc, traceback.format_exc()) from exc
-                    raise WritesRefused(events[-1].position or 0, exc) from exc
+                        raise HandlerFailed(events[0], error, traceback.format_exc()) from exc
+                    raise WritesRefused(events[-1].position or 0, error) from exc
                 return BatchResult(
                     applied, len(parked), upto, invalidation=invalidation, target=target
                 )
@@ -401,25 +402,6 @@ def _is_deadlock(exc: BaseException | None) -> bool:
     return isinstance(orig, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
 
 
-_REFUSED_BY_DRIVER = (
-    psycopg.DataError,
-    psycopg.IntegrityError,
-    sqlite3.DataError,
-    sqlite3.IntegrityError,
-    TypeError,  # a value the driver or the JSON encoder cannot take
-    ValueError,
-    OverflowError,
-)
-
-
-def _refused_write(exc: BaseException) -> bool:
-    """Whether writing failed for the values written (the same writes fail again), not for
-    the connection or the server's state."""
-    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
-        return isinstance(exc.orig, _REFUSED_BY_DRIVER)
-    return isinstance(exc, _REFUSED_BY_DRIVER)
-
-
 def _handle(
     projection: Projection, event: Envelope, tx: SqlTx, tags: set[str] | None = None
 ) -> None:
@@ -429,7 +411,7 @@ def _handle(
                 if not isinstance(tag, str):
                     raise TypeError(f"cache_tags() returned {tag!r}: cache tags are strings")
                 tags.add(tag)
-    except (SQLAlchemyError, psycopg.Error):
+    except (SQLAlchemyError, psycopg.Error, RefusedWrite):
         raise
     except Exception as exc:
         raise HandlerFailed(event, exc, traceback.format_exc()) from exc

@@ -21,6 +21,8 @@ from projections.sql_writes import (
     Key,
     NewRows,
     PendingWrites,
+    RefusedWrite,
+    refused_write,
 )
 
 __all__ = ["NewRows", "PendingWrites", "SqlTx", "row_lock_key"]
@@ -269,7 +271,14 @@ class SqlTx:
         if self._deferred:
             self._run_deferred()  # their row locks are part of the batch's isolation
         if self._pending:
-            PendingWrites(self._pending, self._order, self._read, self._new_rows).write(self.conn)
+            try:
+                PendingWrites(self._pending, self._order, self._read, self._new_rows).write(
+                    self.conn
+                )
+            except Exception as exc:
+                if refused_write(exc):
+                    raise RefusedWrite(exc) from exc
+                raise
         self._read.clear()
         self._pending.clear()
 

@@ -8,9 +8,11 @@ hands them to a :class:`PendingWrites`.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Json
 
@@ -23,6 +25,46 @@ from projections.sql_plans import (
     upsert_statement,
     value_tuples,
 )
+
+
+class RefusedWrite(Exception):
+    """The database (or the driver, encoding the values) refused writes for what they hold:
+    writing them again fails again. Raised by :meth:`SqlTx.flush` around the error, so that
+    a flush inside a handler (``tx.get``, ``tx.find``) is not taken for that handler's own
+    failure; stores apply the batch's events one by one to find the event to blame."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+_REFUSED = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.IntegrityError,
+    TypeError,  # a value the driver or the JSON encoder cannot take
+    ValueError,
+    OverflowError,
+)
+
+
+def refused_write(exc: BaseException) -> bool:
+    """Whether writing failed for the values written, not for the connection, the server's
+    state or the schema (a missing table refuses every batch alike: not one event's fault)."""
+    if isinstance(exc, RefusedWrite):
+        return True
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        exc = exc.orig
+    if isinstance(exc, _REFUSED):
+        return True
+    message = str(exc)
+    if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:
+        return message.startswith(("cannot adapt type", "cannot dump"))  # client-side
+    if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
+        return message.startswith("Error binding parameter")
+    return False
+
 
 DELETE = "delete"
 UPSERT = "upsert"

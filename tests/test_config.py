@@ -527,12 +527,18 @@ def test_a_dsn_scheme_in_capitals_is_read(tmp_path: Path) -> None:
         tmp_path / "rm.toml",
         {
             "store": {"url": "PostgreSQL://reader@db/readstore"},
-            "sources": {"orders": {"url": "MySQL://svc@db/orders"}},
+            "sources": {
+                "orders": {"url": "MySQL://svc@db/orders"},
+                "auth": {"url": "postgres://svc@db:5432/auth"},  # Heroku's DATABASE_URL form
+                "shop": {"url": "postgres+psycopg://svc@db/shop"},
+            },
         },
     )
     settings = load_settings(path)
     assert settings.store.url == "postgresql://reader@db/readstore"
     assert engine_kind(settings.sources["orders"].url) == "mysql"
+    assert engine_kind(settings.sources["auth"].url) == "postgresql"
+    assert settings.sources["shop"].url == "postgres+psycopg://svc@db/shop"
 
 
 def test_settings_are_immutable(tmp_path: Path) -> None:

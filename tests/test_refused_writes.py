@@ -173,3 +173,66 @@ def test_a_char_key_shorter_than_its_column_is_found_by_a_prefetch(
                     for code, hits in conn.execute(sa.select(table.c.code, table.c.hits))
                 }
                 assert found == {"ab": 3, "cd": 1}, table.name
+
+
+blame_metadata = sa.MetaData()
+documents = sa.Table(
+    "blamed_documents",
+    blame_metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("doc", sa.JSON),
+    sa.Column("label", sa.Text),
+)
+readers = sa.Table("blamed_readers", blame_metadata, sa.Column("id", sa.Text, primary_key=True))
+
+
+class Blamed(Projection):
+    """``Placed`` writes a document (a set: not JSON) or a label (a dict: not text);
+    ``Read`` only reads with ``tx.find``, which writes the batch's pending rows first."""
+
+    name = "blamed"
+    tables = (documents, readers)
+    partitions = 1
+
+    @on("shop", "Placed")
+    def placed(self, event: Event[dict], tx: Tx) -> None:
+        bad = event.payload.get("bad")
+        tx.upsert(
+            documents,
+            {
+                "id": event.aggregate_id,
+                "doc": {1, 2} if bad == "doc" else {"ok": 1},
+                "label": {"not": "text"} if bad == "label" else "fine",
+            },
+        )
+
+    @on("shop", "Read")
+    def read(self, event: Event[dict], tx: Tx) -> None:
+        tx.find(documents, id="o0")
+        tx.upsert(readers, {"id": event.aggregate_id})
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_refused_write_flushed_by_a_later_handler_parks_the_event_that_made_it(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """A later handler's ``tx.find`` flushed the poison write and was blamed for it (its
+    event parked, its aggregate held); values the driver cannot bind left the lane stuck."""
+    events = [
+        ("o0", "Placed", {}),
+        ("S", "Placed", {"bad": "doc"}),
+        ("R1", "Read", {}),
+        ("L", "Placed", {"bad": "label"}),
+        ("R2", "Read", {}),
+    ]
+    with engine_on(
+        database_for(kind), [Blamed()], batch_size=50, max_attempts=2, retry_backoff=0.001
+    ) as (log, store, engine):
+        head = log_events(log, events)
+        engine.catch_up(deadline=60)
+        with log.engine.connect() as conn:
+            assert sorted(conn.execute(sa.select(readers.c.id)).scalars()) == ["R1", "R2"]
+            assert sorted(conn.execute(sa.select(documents.c.id)).scalars()) == ["o0"]
+        parked = sorted(store.parked("blamed"), key=lambda p: p.position)
+        assert [(p.aggregate_id, p.position) for p in parked] == [("S", 2), ("L", 4)]
+        assert set(store.checkpoints("blamed").values()) == {head}

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -258,5 +260,29 @@ def test_work_exits_at_once_when_the_broker_refuses_it(
         timeout=30,  # it used to run forever
     )
     assert result.returncode == 3, result.stdout + result.stderr
-    assert "broker unreachable" in result.stderr
+    assert "broker refused the connection" in result.stderr
     assert "Wrong-Pa55" not in result.stdout + result.stderr
+
+
+def test_work_waits_for_a_broker_that_is_not_up_yet(
+    sqlite_database: Callable[[], str], processes: Processes, tmp_path: Path
+) -> None:
+    """A broker starting beside the workers (honcho, compose) is not a refusal: ``work``
+    keeps trying instead of exiting 3."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": sqlite_database()},
+            "broker": {"url": f"redis://127.0.0.1:{port}/0", "queue": "rm_test_not_up"},
+            "sources": {"bank": {"url": sqlite_database()}},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    key = processes.start("work", "work", "--config", str(config), "-t", "1")
+    time.sleep(8)  # past the broker check (5 s timeout)
+    assert processes.running[key].poll() is None, processes.log_tail()
+    assert processes.stop_all()[key] == 0

@@ -213,13 +213,14 @@ def _spawn_workers(
 
 
 def _require_broker(settings: Settings) -> None:
-    """Exit at once when the broker refuses us (wrong password, unknown vhost) or cannot be
-    reached: Dramatiq's consumers would otherwise retry forever behind "worker started"."""
-    from workers.queues import queue_depth
+    """Exit at once when the broker refuses us (a wrong password, an unknown vhost):
+    Dramatiq's consumers would retry forever behind "worker started". A broker that cannot
+    be reached yet (starting beside the workers) is waited for, as Dramatiq does."""
+    from workers.queues import broker_refusal
 
-    depth = queue_depth(settings.broker, timeout=5.0)
-    if depth.error is not None:
-        raise fail(depth.error, EXIT_UNREACHABLE)
+    refusal = broker_refusal(settings.broker)
+    if refusal is not None:
+        raise fail(refusal, EXIT_UNREACHABLE)
 
 
 def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:

@@ -52,6 +52,40 @@ def queue_depth(settings: BrokerSettings, *, timeout: float = 2.0) -> QueueDepth
     return QueueDepth(kind, settings.queue, ready, delayed, dead)
 
 
+def broker_refusal(settings: BrokerSettings, *, timeout: float = 5.0) -> str | None:
+    """Why the broker refuses this process (a wrong password, an unknown vhost), or ``None``:
+    also when it cannot be reached now, which may pass (a broker starting beside us)."""
+    kind = broker_kind(settings)
+    try:
+        if kind == "redis":
+            _redis_depth(settings, timeout)
+        elif kind == "rabbitmq":
+            _rabbitmq_depth(settings, timeout)
+    except Exception as exc:
+        if _is_refusal(exc):
+            return redact_text(f"broker refused the connection: {type(exc).__name__}: {exc}")
+    return None
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    import redis
+    from pika.exceptions import (
+        ConnectionClosedByBroker,
+        ProbableAccessDeniedError,
+        ProbableAuthenticationError,
+    )
+
+    if isinstance(exc, redis.AuthenticationError | ProbableAuthenticationError):
+        return True
+    if isinstance(exc, ProbableAccessDeniedError):  # an unknown vhost, or no rights on it
+        return True
+    if isinstance(exc, ConnectionClosedByBroker):
+        return exc.reply_code in (403, 530)  # ACCESS_REFUSED, NOT_ALLOWED
+    if isinstance(exc, redis.ResponseError):
+        return str(exc).startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+    return False
+
+
 def _redis_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, int]:
     import redis
 
