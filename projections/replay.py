@@ -70,6 +70,7 @@ from projections.shadow import SHADOW_SUFFIX, ShadowTables, drop_tables
 from projections.sql_parking import ParkedEntry
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx
+from projections.sql_writes import RefusedWrite, refused_write
 from projections.store import Invalidation, Lane, Store
 from projections.store_tables import blocked, checkpoints, failures, parked_events
 
@@ -101,6 +102,14 @@ class _Failed(Exception):
         self.event = event
         self.error = error
         self.detail = traceback.format_exc()
+
+
+class _Refused(Exception):
+    """A batch's writes were refused: apply its events one by one to find the one."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
 
 
 class Replayer:
@@ -294,12 +303,19 @@ class Replayer:
             skipped_before = len(self._skipped)
             try:
                 with self._write() as conn:
-                    applied = self._apply(conn, events, self.shadow.mapping, lock_rows=False)
+                    applied = self._apply_or_blame(
+                        conn, events, self.shadow.mapping, lock_rows=False
+                    )
                     self._set_shadow_checkpoint(conn, source, events[-1].position or 0)
             except _Failed as failed:
                 del self._skipped[skipped_before:]
                 self._fail(failed)
                 continue
+            except _Refused:
+                del self._skipped[skipped_before:]
+                for event in events:
+                    self._shadow_batch(source, [event], summary)
+                return
             break
         summary.applied[source] = summary.applied.get(source, 0) + applied
         self._report(source, events[-1].position or 0, applied)
@@ -336,7 +352,7 @@ class Replayer:
                     for source in sources:
                         applied[source] = 0
                         for events in self._stream(source, progress[source], targets[source]):
-                            applied[source] += self._apply(
+                            applied[source] += self._apply_or_blame(
                                 conn, events, self.shadow.mapping, lock_rows=False
                             )
                     old_tables = self.shadow.swap(conn)
@@ -352,6 +368,10 @@ class Replayer:
             except _Failed as failed:
                 del self._skipped[skipped_before:]
                 self._fail(failed)
+                continue
+            except _Refused:
+                del self._skipped[skipped_before:]
+                self.batch_size = 1  # the last events again, one by one, to find the one
                 continue
             except StoreError as exc:
                 if not _is_transient(exc.__cause__) or attempt == _SWAP_ATTEMPTS - 1:
@@ -406,8 +426,10 @@ class Replayer:
             done = self.store.checkpoints(self.projection.name)
             upto = max([done.get((source, p), 0) for p in range(partitions)] + [0])
             summary.applied[source] = 0
-            for events in self._stream(source, source_plan.after, upto, options.tenant):
-                while True:
+            for streamed in self._stream(source, source_plan.after, upto, options.tenant):
+                batches = [streamed]
+                while batches:
+                    events = batches.pop(0)
                     skipped_before = len(self._skipped)
                     try:
                         with self._write() as conn:
@@ -421,16 +443,24 @@ class Replayer:
                                 if (e.position or 0) <= cps[_partition(e, partitions)]
                                 and (e.aggregate_type, e.aggregate_id) not in held
                             ]
-                            applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
+                            applied = (
+                                self._apply_or_blame(conn, due, tables, lock_rows=True)
+                                if due
+                                else 0
+                            )
                             invalidation = self._journal_whole_projection(conn) if due else None
                     except _Failed as failed:
                         del self._skipped[skipped_before:]
                         self._fail(failed)
+                        batches.insert(0, events)
                         continue
-                    break
-                self._invalidate(invalidation)
-                summary.applied[source] += applied
-                self._report(source, events[-1].position or 0, applied)
+                    except _Refused:
+                        del self._skipped[skipped_before:]
+                        batches[:0] = [[event] for event in events]
+                        continue
+                    self._invalidate(invalidation)
+                    summary.applied[source] += applied
+                    self._report(source, events[-1].position or 0, applied)
             summary.checkpoints[source] = upto
         summary.tables = [t.name for t in self.projection.tables]
 
@@ -472,13 +502,34 @@ class Replayer:
                     continue
             try:
                 handle(event, tx)
-            except (SQLAlchemyError, psycopg.Error):
+            except (SQLAlchemyError, psycopg.Error, RefusedWrite):
                 raise
             except Exception as exc:
                 raise _Failed(event, exc) from exc
             applied += 1
         tx.flush()
         return applied
+
+    def _apply_or_blame(
+        self,
+        conn: sa.Connection,
+        events: Sequence[Envelope],
+        tables: dict[sa.Table, sa.Table],
+        *,
+        lock_rows: bool,
+    ) -> int:
+        """:meth:`_apply`; writes the database refuses are the failure of the one event
+        applied, or :class:`_Refused` for the caller to apply the events one by one."""
+        try:
+            return self._apply(conn, events, tables, lock_rows=lock_rows)
+        except (RefusedWrite, StoreError, SQLAlchemyError, psycopg.Error) as exc:
+            cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+            if cause is None or not refused_write(cause):
+                raise
+            error = cause.error if isinstance(cause, RefusedWrite) else cause
+            if len(events) == 1:
+                raise _Failed(events[0], error) from exc
+            raise _Refused(error) from exc
 
     def _fail(self, failed: _Failed) -> None:
         """Strict: stop. With ``skip_errors``: hold the aggregate; the batch is redone."""

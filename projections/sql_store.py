@@ -354,9 +354,12 @@ class SqlStore(SqlParking, Store):
             tx = SqlTx(conn, self.tables_for(projection))
             events = list(load(positions)) if positions else []
             tags = tx.invalidated if self.journal_invalidations else None
-            for event in events:
-                _handle(projection, event, tx, tags)
-            tx.flush()
+            try:
+                for event in events:
+                    _handle(projection, event, tx, tags)
+                tx.flush()
+            except RefusedWrite as refused:  # the first event is the one the rest wait behind
+                raise HandlerFailed(events[0], refused.error, traceback.format_exc()) from refused
             self.journal(conn, projection.name, tags)  # done by the engine after the retry
             conn.execute(
                 parked_events.update()

@@ -236,3 +236,40 @@ def test_a_refused_write_flushed_by_a_later_handler_parks_the_event_that_made_it
         parked = sorted(store.parked("blamed"), key=lambda p: p.position)
         assert [(p.aggregate_id, p.position) for p in parked] == [("S", 2), ("L", 4)]
         assert set(store.checkpoints("blamed").values()) == {head}
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_rebuild_names_the_event_whose_writes_are_refused_or_skips_it(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """A rebuild re-attempts what was parked live: a refused write stopped it with the
+    database's error and no event; ``--skip-errors`` could not get past it either."""
+    from projections.replay import Replayer, ReplayError, ReplayOptions
+
+    events = [(f"o{n}", "Placed", {"owner": f"u{n}"}) for n in range(40)]
+    events[25] = ("bad", "Placed", {"owner": None})
+    events.append(("bad", "Rated", {"rating": 1}))
+    projection = Owners()
+    with engine_on(
+        database_for(kind), [projection], batch_size=50, max_attempts=1, retry_backoff=0.001
+    ) as (log, store, engine):
+        log_events(log, events)
+        engine.catch_up(deadline=60)
+
+        def model() -> list[Any]:
+            with log.engine.connect() as conn:
+                return sorted(conn.execute(sa.select(owners)).all())
+
+        live = model()
+        assert len(live) == 39
+        replayer = Replayer(engine.reader, projection, store, batch_size=16)
+        with pytest.raises(ReplayError, match=r"replay stopped at shop:26 \(Placed of order:bad\)"):
+            replayer.run(ReplayOptions())
+        assert model() == live
+        summary = Replayer(engine.reader, projection, store, batch_size=16).run(
+            ReplayOptions(skip_errors=True)
+        )
+        assert [(s.position, s.held_behind) for s in summary.skipped] == [(26, None), (41, 26)]
+        assert model() == live
+        parked = sorted(store.parked("refused_owners"), key=lambda p: p.position)
+        assert [p.position for p in parked] == [26, 41]

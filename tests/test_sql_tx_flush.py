@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from outbox.db import create_engine
 from projections.sql_plans import table_plan
 from projections.sql_tx import NewRows, SqlTx
+from projections.sql_writes import RefusedWrite
 
 metadata = sa.MetaData()
 table = sa.Table(
@@ -197,8 +198,9 @@ def test_copy_failing_otherwise_ends_as_the_upsert_would(pg_database: Callable[[
                 for row in rows:
                     tx.upsert(counts, row)
                 tx.flush()
-        except psycopg.errors.IntegrityError as exc:  # the driver-level paths raise these
-            return type(exc).__name__
+        except RefusedWrite as refused:  # around what the driver-level paths raise
+            assert isinstance(refused.error, psycopg.errors.IntegrityError)
+            return type(refused.error).__name__
         with engine.connect() as conn:
             return conn.execute(sa.select(counts).order_by(counts.c.id)).all()
 
@@ -262,10 +264,11 @@ def test_a_value_longer_than_its_column_fails_as_a_plain_insert_would(
     try:
         metadata.create_all(engine)
         for row in ({"code": "a", "label": "toolong"}, {"code": "b", "fixed": "four"}):
-            with pytest.raises(psycopg.errors.StringDataRightTruncation), engine.begin() as conn:
+            with pytest.raises(RefusedWrite) as refused, engine.begin() as conn:
                 tx = SqlTx(conn, {codes: codes}, lock_rows=False)
                 tx.upsert(codes, row)
                 tx.flush()
+            assert isinstance(refused.value.error, psycopg.errors.StringDataRightTruncation)
         with engine.begin() as conn:
             tx = SqlTx(conn, {codes: codes}, lock_rows=False)
             tx.upsert(codes, {"code": "ok", "label": "fits", "fixed": "abc"})
