@@ -68,6 +68,10 @@ def test_demo_simulates_projects_queries_and_verifies(tmp_path: Path) -> None:
 
 def test_demo_runs_again_in_the_same_directory_with_the_same_result(tmp_path: Path) -> None:
     directory = tmp_path / "again"
+    directory.mkdir()
+    theirs = [directory / "app.db", directory / "backup.db.gz", directory / "orders.db.bak"]
+    for path in theirs:  # files of the user's that the demo must not touch
+        path.write_bytes(b"not the demo's")
     args = ["demo", "--dir", str(directory), "--users", "20", "--orders", "40"]
     assert run_cli(args).exit_code == 0
     first = _rows(directory / "readstore.db", "SELECT * FROM order_summary ORDER BY order_id")
@@ -77,3 +81,4 @@ def test_demo_runs_again_in_the_same_directory_with_the_same_result(tmp_path: Pa
     assert result.exit_code == 0, result.output
     again = _rows(directory / "readstore.db", "SELECT * FROM order_summary ORDER BY order_id")
     assert again == first and len(again) == 40
+    assert [path.read_bytes() for path in theirs] == [b"not the demo's"] * 3

@@ -33,11 +33,20 @@ from workers.worker import run_pipeline
 CATCH_UP_DEADLINE = 600.0
 
 
+_DATABASES = ("auth", "products", "orders", "readstore")
+# SQLite's companions of a database, and readmodel's lock files beside it.
+_COMPANIONS = ("", "-wal", "-shm", "-journal", ".relay.lock")
+
+
 def embedded_settings(directory: Path) -> Settings:
-    """The demo's settings: SQLite everywhere, in-process broker and cache (fresh files)."""
+    """The demo's settings: SQLite everywhere, in-process broker and cache, in fresh files
+    (the demo's own: other files in ``directory`` are left alone)."""
     directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("*.db*"):
-        old.unlink()
+    for name in _DATABASES:
+        for companion in _COMPANIONS:
+            (directory / f"{name}.db{companion}").unlink(missing_ok=True)
+        for lock in directory.glob(f"{name}.db.replay-*.lock"):
+            lock.unlink()
     return load_settings(
         None,
         projections=PROJECTION_MODULES,
