@@ -254,10 +254,12 @@ class ProjectionEngine:
     def _failed(
         self, projection: Projection, store: Store, lane: Lane, failure: HandlerFailed
     ) -> int:
-        """Count the failure; park after ``max_attempts``, else keep the progress made before
-        the failing event and raise :class:`RetryLater`. Returns events applied meanwhile."""
+        """Count the failure; keep the progress made before the failing event; then park it
+        after ``max_attempts``, else raise :class:`RetryLater`. Returns events applied."""
         event = failure.event
         attempts = store.record_failure(lane, event, repr(failure.error))
+        # The events before it first: once its aggregate is blocked they would be held too.
+        applied = self._apply_before(projection, store, lane, event)
         if attempts >= self.max_attempts:
             reason = f"handler failed {attempts} times: {failure.error!r}"
             if not store.block(lane, event, reason, failure.detail, attempts):
@@ -267,7 +269,7 @@ class ProjectionEngine:
                     source=lane.source,
                     position=event.position,
                 )
-                return 0
+                return applied
             logger.error(
                 "event parked",
                 projection=lane.projection,
@@ -276,19 +278,25 @@ class ProjectionEngine:
                 aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
                 error=repr(failure.error),
             )
-            return 0
+            return applied
+        delay = self.retry_backoff * (2 ** (attempts - 1))
+        raise RetryLater(lane, event, attempts, delay, applied)
+
+    def _apply_before(
+        self, projection: Projection, store: Store, lane: Lane, event: Envelope
+    ) -> int:
+        """Apply the lane's events before ``event``; returns how many."""
         before = (event.position or 1) - 1
         applied = 0
         while True:
             try:
                 result = self._apply(projection, store, lane, before, self.batch_size)
-            except WritesRefused:
-                break  # the retry applies them one by one
+            except (WritesRefused, HandlerFailed):
+                break  # the next attempt applies them one by one, or fails on them itself
             applied += result.applied
             if result.noop or result.checkpoint >= before:
                 break
-        delay = self.retry_backoff * (2 ** (attempts - 1))
-        raise RetryLater(lane, event, attempts, delay, applied)
+        return applied
 
     def catch_up(self, projections: Iterable[str] | None = None, deadline: float = 600) -> int:
         """Apply every lane up to the log head, retrying failures in process; returns events

@@ -186,24 +186,29 @@ class CustomerSpend(Projection):
         tx.upsert(customer_spend, {**row, "email": event.payload.email})
 
 
-def log_events(log: EventLog, events: list[tuple[str, str, dict[str, Any]]]) -> int:
-    """Write ``(order id, event type, payload)`` events of source ``shop`` straight into the
+def log_events(
+    log: EventLog,
+    events: list[tuple[str, str, dict[str, Any]]],
+    source: str = "shop",
+    aggregate_type: str = "order",
+) -> int:
+    """Write ``(aggregate id, event type, payload)`` events of ``source`` straight into the
     log (positions from 1); returns the head."""
     with log.engine.begin() as conn:
         for position, (aggregate_id, event_type, payload) in enumerate(events, start=1):
             conn.execute(
                 event_log.insert().values(
-                    source="shop",
+                    source=source,
                     position=position,
-                    event_id=f"shop-{position}",
-                    aggregate_type="order",
+                    event_id=f"{source}-{position}",
+                    aggregate_type=aggregate_type,
                     aggregate_id=aggregate_id,
-                    key_hash=aggregate_hash("order", aggregate_id),
+                    key_hash=aggregate_hash(aggregate_type, aggregate_id),
                     event_type=event_type,
                     payload=payload,
                 )
             )
-        conn.execute(log_heads.insert().values(source="shop", head=len(events)))
+        conn.execute(log_heads.insert().values(source=source, head=len(events)))
     return len(events)
 
 

@@ -22,6 +22,7 @@ from projections.store import Lane
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import (
     CustomerSpend,
+    Totals,
     account_totals,
     balances,
     customer_spend,
@@ -490,3 +491,32 @@ def test_forty_threads_applying_lanes_at_once_all_finish(
     finally:
         runtime.close()
         writer.dispose()
+
+
+def test_parked_at_the_first_failure_keeps_the_events_before_it(
+    database_for: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``max_attempts = 1`` the events of the failing batch before the failing event
+    were held behind it (parked, never applied) instead of applied, as a retry does."""
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-a")
+    monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", "2")
+    events = [
+        ("acct-a", "Deposited", {"amount": 5, "seq": 1}),
+        ("acct-a", "Deposited", {"amount": 7, "seq": 2}),
+        ("acct-a", "Deposited", {"amount": 9, "seq": 3}),
+        ("acct-b", "Deposited", {"amount": 1, "seq": 1}),
+    ]
+    with engine_on(database_for("postgresql"), [Totals()], max_attempts=1) as (log, store, engine):
+        log_events(log, events, source="bank")
+        engine.catch_up(deadline=30)
+        with log.engine.connect() as conn:
+            query = sa.select(account_totals.c.account, account_totals.c.total)
+            assert {account: total for account, total in conn.execute(query)} == {
+                "acct-a": 5,
+                "acct-b": 1,
+            }
+        parked = sorted(store.parked("totals"), key=lambda p: p.position)
+        assert [(p.position, p.reason.startswith("held")) for p in parked] == [
+            (2, False),
+            (3, True),
+        ]
