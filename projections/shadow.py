@@ -58,14 +58,22 @@ def _fitted(name: str, suffix: str, limit: int) -> str:
     return f"{start}{tail}"
 
 
-def _signature(item: sa.Index | sa.Constraint) -> tuple[Any, ...]:
-    """What pairs a live table's index or constraint with its copy on the shadow."""
+def _signature(item: sa.Index | sa.Constraint, table: str) -> tuple[Any, ...]:
+    """What pairs a live table's index or constraint with its copy on the shadow when
+    their names differ (a naming convention derives them from the table's name)."""
     if isinstance(item, sa.Index):
-        columns = tuple(e.name if isinstance(e, sa.Column) else str(e) for e in item.expressions)
-        return ("index", item.unique, columns)
+        expressions = tuple(
+            e.name if isinstance(e, sa.Column) else str(e).replace(f"{table}.", "")
+            for e in item.expressions
+        )
+        where = item.dialect_options["postgresql"].get("where")
+        return ("index", item.unique, expressions, str(where).replace(f"{table}.", ""))
     columns = tuple(c.name for c in getattr(item, "columns", ()))
     text = str(item.sqltext) if isinstance(item, sa.CheckConstraint) else ""
-    return (type(item).__name__, columns, text)
+    targets = ""
+    if isinstance(item, sa.ForeignKeyConstraint):
+        targets = ",".join(str(fk.target_fullname) for fk in item.elements)
+    return (type(item).__name__, columns, text.replace(f"{table}.", ""), targets)
 
 
 def _canonical(name: str) -> str:
@@ -89,16 +97,28 @@ class ShadowTables:
     def _name_after(self, live: sa.Table, shadow: sa.Table) -> None:
         """Name the shadow's indexes and constraints after the live table's (a naming
         convention would derive them from the shadow's name) and remember the pairs."""
-        live_items: dict[tuple[Any, ...], list[sa.Index | sa.Constraint]] = {}
-        for item in [*live.indexes, *live.constraints]:
-            if isinstance(item.name, str):
-                live_items.setdefault(_signature(item), []).append(item)
-        for item in [*shadow.indexes, *shadow.constraints]:
-            if not isinstance(item.name, str):
-                continue  # the database names it, after the shadow table
-            paired = live_items.get(_signature(item))
-            if paired:
-                live_item = paired.pop(0)
+        named = [item for item in [*live.indexes, *live.constraints] if isinstance(item.name, str)]
+        by_name = {str(item.name): item for item in named}
+        by_signature: dict[tuple[Any, ...], list[sa.Index | sa.Constraint]] = {}
+        for item in named:
+            by_signature.setdefault(_signature(item, live.name), []).append(item)
+        copies = [  # unnamed ones are named by the database, after the shadow table
+            item for item in [*shadow.indexes, *shadow.constraints] if isinstance(item.name, str)
+        ]
+        # A name given on the table is copied as it is: it pairs the two. Names a convention
+        # derived from the table's name pair by what they index or check.
+        for item in sorted(copies, key=lambda item: str(item.name) not in by_name):
+            live_item = by_name.pop(str(item.name), None)
+            if live_item is None:
+                paired = [
+                    candidate
+                    for candidate in by_signature.get(_signature(item, shadow.name), [])
+                    if str(candidate.name) in by_name
+                ]
+                live_item = paired[0] if paired else None
+                if live_item is not None:
+                    del by_name[str(live_item.name)]
+            if live_item is not None:
                 item.name = conv(_fitted(str(live_item.name), SHADOW_SUFFIX, _PG_NAME_LIMIT))
                 self._declared[str(item.name)] = live_item
             elif SHADOW_SUFFIX not in str(item.name):

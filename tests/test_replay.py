@@ -979,3 +979,54 @@ def test_tables_with_names_near_the_identifier_limit_rebuild_and_keep_their_name
         for _ in range(2):
             summary = Replayer(engine.reader, projection, store, batch_size=5).run(ReplayOptions())
             assert summary.events == head and state() == live
+
+
+def test_indexes_and_foreign_keys_alike_but_for_a_detail_keep_their_own_names(
+    database_for: Callable[[str], str],
+) -> None:
+    """Pairing a live table's indexes and constraints with the shadow's by what they cover
+    alone swapped the names of two foreign keys on one column and of partial indexes."""
+    metadata = sa.MetaData()
+    parents = [
+        sa.Table(f"pair_p{n}", metadata, sa.Column("id", sa.Text, primary_key=True)) for n in (1, 2)
+    ]
+    child = sa.Table(
+        "pair_child",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("ref", sa.Text),
+        sa.Column("a", sa.Integer),
+        sa.ForeignKeyConstraint(["ref"], ["pair_p1.id"], name="fk_child_p1"),
+        sa.ForeignKeyConstraint(["ref"], ["pair_p2.id"], name="fk_child_p2"),
+        *[sa.Index(f"ix_partial_{n}", "a", postgresql_where=sa.text(f"a > {n}")) for n in range(4)],
+    )
+
+    class Pairs(Projection):
+        name = "pairs"
+        tables = (*parents, child)
+
+        @on("shop", "Placed")
+        def placed(self, event: Event[dict], tx: Tx) -> None:
+            for parent in parents:
+                tx.upsert(parent, {"id": "p"})
+            tx.upsert(child, {"id": event.aggregate_id, "ref": "p", "a": 3})
+
+    def catalog() -> list[Any]:
+        with log.engine.connect() as conn:
+            return conn.exec_driver_sql(
+                "SELECT conname, confrelid::regclass::text FROM pg_constraint "
+                "WHERE conrelid = 'pair_child'::regclass AND contype = 'f' UNION ALL "
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'pair_child' "
+                "ORDER BY 1"
+            ).all()
+
+    projection = Pairs()
+    with engine_on(database_for("postgresql"), [projection]) as (log, store, engine):
+        head = log_events(log, [("o1", "Placed", {}), ("o2", "Placed", {})])
+        for lane in engine.lanes(projection):
+            engine.process(lane, head)
+        live = catalog()
+        assert ("fk_child_p2", "pair_p2") in live
+        for _ in range(2):
+            Replayer(engine.reader, projection, store).run(ReplayOptions())
+            assert catalog() == live
