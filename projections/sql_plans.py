@@ -231,8 +231,9 @@ def _without_modifiers(sql_type: str) -> str:
 
 def table_plan(dialect: Dialect, table: sa.Table) -> TablePlan | None:
     """The table's driver-level plan, or ``None`` when a column needs SQLAlchemy's processing:
-    a type it converts, or a client-side ``default``/``onupdate`` (a Python value, callable or
-    ``Sequence``) that only SQLAlchemy's statements fill in for a row that omits the column."""
+    a type it converts, or a client-side ``default`` (a Python value, callable or
+    ``Sequence``) that only SQLAlchemy's statements fill in for a new row that omits the
+    column. (``onupdate`` is applied by neither: an upsert updates the columns it names.)"""
     key = (dialect.name, table)
     if key not in _plans:
         plain = dialect.name == "postgresql" and all(
