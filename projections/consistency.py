@@ -260,8 +260,16 @@ class ConsistencyWaiter:
         self, projection: Projection, token: ConsistencyToken, located: _Located, store: Store
     ) -> None:
         entry = _parked_entry(store, projection.name, located)
+        if entry is not None and entry[2] == "skipped":
+            raise ConsistencyParked(
+                f"projection {projection.name!r} will never apply {located.describe()} awaited "
+                f"by {token}: it was parked ({entry[1]}), then skipped "
+                f"('readmodel parked skip')",
+                token,
+                projection.name,
+            )
         if entry is not None:
-            entry_id, reason = entry
+            entry_id, reason, _ = entry
             raise ConsistencyParked(
                 f"projection {projection.name!r} parked {located.describe()} awaited by {token}: "
                 f"{reason}; it stays unapplied until 'readmodel parked retry e{entry_id}' "
@@ -322,22 +330,24 @@ class ConsistencyWaiter:
         )
 
 
-def _parked_entry(store: Store, projection: str, located: _Located) -> tuple[int, str] | None:
+def _parked_entry(store: Store, projection: str, located: _Located) -> tuple[int, str, str] | None:
+    """``(id, reason, status)`` of the event's entry, parked or skipped (never applied)."""
     engine = getattr(store, "engine", None)
     if isinstance(engine, sa.Engine):
         with engine.connect() as conn:
             row = conn.execute(
-                sa.select(parked_events.c.id, parked_events.c.reason).where(
+                sa.select(parked_events.c.id, parked_events.c.reason, parked_events.c.status).where(
                     parked_events.c.projection == projection,
                     parked_events.c.source == located.source,
                     parked_events.c.position == located.position,
-                    parked_events.c.status == "parked",
+                    parked_events.c.status.in_(["parked", "skipped"]),
                 )
             ).first()
-        return None if row is None else (int(row.id), str(row.reason))
-    for entry in store.parked(projection):
-        if (entry.source, entry.position) == (located.source, located.position):
-            return entry.id, entry.reason
+        return None if row is None else (int(row.id), str(row.reason), str(row.status))
+    for status in ("parked", "skipped"):
+        for entry in store.parked(projection, status=status):
+            if (entry.source, entry.position) == (located.source, located.position):
+                return entry.id, entry.reason, status
     return None
 
 

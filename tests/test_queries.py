@@ -376,6 +376,11 @@ def test_a_parked_event_fails_the_wait_at_once(
     assert "readmodel parked retry e" in message
     stale = shop.queries.get("shop_orders", "o1", wait_for=bad, timeout=60, stale_ok=True)
     assert stale.stale and stale.value is None
+    engine = shop.runtime.engine
+    (entry,) = engine.store_of("shop_orders").parked("shop_orders")
+    engine.skip(entry)  # it will never be applied: the wait must not report it reached
+    with pytest.raises(ConsistencyParked, match=r"will never apply shop:1 .*then skipped"):
+        shop.queries.wait("shop_orders", bad, timeout=60)
 
 
 # -- the command line -----------------------------------------------------------------
