@@ -458,6 +458,8 @@ USAGE_ERRORS = [
     (["shop_orders", "o1", "-w", "customer=c1"], "give a KEY (get) or --where (list)"),
     (["shop_orders", "-w", "customer"], "expected field=value"),
     (["shop_orders", "-w", "customer=c1", "-w", "customer=c2"], "--where customer: given twice"),
+    (["shop_orders", "z@x.io", "--name", "by_email", "--limit", "1"], "takes its own parameters"),
+    (["shop_orders", "--name", "big_orders", "--after", "junk"], "as --where NAME=VALUE"),
 ]
 
 

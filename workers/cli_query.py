@@ -95,6 +95,12 @@ def query_command(
         raise fail("give a KEY (get) or --where (list), not both", EXIT_CONFIG)
     if name is None and key is not None and (after or limit != 50):
         raise fail("--after and --limit page a list (--where), not a get", EXIT_CONFIG)
+    if name is not None and (after or limit != 50 or table or allow_unindexed):
+        raise fail(
+            "--after, --limit, --table and --allow-unindexed are for a get or a list; a --name "
+            "query takes its own parameters as --where NAME=VALUE (e.g. --where limit=10)",
+            EXIT_CONFIG,
+        )
     settings = load(config, log_level="warning")
     queries = guarded(open_queries, settings)
     try:
