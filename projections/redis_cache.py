@@ -9,6 +9,8 @@ Keys, under ``key_prefix`` ``P`` (``p`` is the projection):
 ``P a:p``       every entry of the projection, the same way (for :meth:`invalidate_projection`)
 ``P s:p``       the projection's invalidation counter (starts at Redis's clock in µs, so a
                 Redis that lost its data never hands out an old number again)
+``P b:p``       the counter's first value in this Redis: a snapshot older than it was
+                taken before Redis lost its data, with the versions that would refuse it
 ``P v:p:tag``   the counter value of the tag's last invalidation (lives ``version_ttl``)
 ``P w:p``       the counter value of the last :meth:`invalidate_projection`
 ``P l:p:key``   a loader's single-flight lock (lives ``lock_lease``)
@@ -48,12 +50,17 @@ from projections.near_cache import NearCache
 logger = structlog.get_logger("readmodel.cache")
 
 _INIT_SEQ = """
-local function seq(key)
+local function seq(p, proj)
+  local key, birth = p .. 's:' .. proj, p .. 'b:' .. proj
   local s = redis.call('GET', key)
-  if s then return s end
+  if s then
+    if redis.call('EXISTS', birth) == 0 then redis.call('SET', birth, s) end
+    return s
+  end
   local t = redis.call('TIME')
   s = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
   redis.call('SET', key, s)
+  redis.call('SET', birth, s)
   return s
 end
 """
@@ -66,7 +73,7 @@ _BEGIN = (
 local p = ARGV[1]
 local v = redis.call('GET', p .. 'e:' .. ARGV[2] .. ':' .. ARGV[3])
 if v then return {1, v} end
-local s = seq(p .. 's:' .. ARGV[2])
+local s = seq(p, ARGV[2])
 local locked = 0
 if tonumber(ARGV[4]) > 0 and redis.call(
     'SET', p .. 'l:' .. ARGV[2] .. ':' .. ARGV[3], '1', 'NX', 'PX', ARGV[4]) then
@@ -83,8 +90,9 @@ local p, proj, key = ARGV[1], ARGV[2], ARGV[3]
 local since = tonumber(ARGV[4])
 local fresh = true
 local now_seq = redis.call('GET', p .. 's:' .. proj)
-if not now_seq or tonumber(now_seq) < since then
-  fresh = false
+local born = redis.call('GET', p .. 'b:' .. proj)
+if not now_seq or not born or tonumber(now_seq) < since or since < tonumber(born) then
+  fresh = false  -- a snapshot of a Redis that has lost its data since
 elseif tonumber(now_seq) ~= since then
   local w = redis.call('GET', p .. 'w:' .. proj)
   if w and tonumber(w) > since then fresh = false end
@@ -135,7 +143,7 @@ _INVALIDATE = (
     + _DELETE_MEMBERS
     + """
 local p, proj = ARGV[1], ARGV[2]
-seq(p .. 's:' .. proj)
+seq(p, proj)
 local s = redis.call('INCR', p .. 's:' .. proj)
 local deleted = 0
 for i = 4, #ARGV do
@@ -152,7 +160,7 @@ _WIPE = (
     + _DELETE_MEMBERS
     + """
 local p, proj = ARGV[1], ARGV[2]
-seq(p .. 's:' .. proj)
+seq(p, proj)
 local s = redis.call('INCR', p .. 's:' .. proj)
 redis.call('SET', p .. 'w:' .. proj, s, 'PX', ARGV[3])
 return delete_members(p .. 'a:' .. proj, p, proj)

@@ -274,8 +274,8 @@ def test_tag_sets_stay_bounded_after_100000_keys_expire() -> None:
                 ttl = client.pttl(f"{prefix}t:catalog:product:0")
                 assert 0 < ttl <= 120_000
             # what is left under the prefix: 400 entries, 200 tag sets, the projection's
-            # set and counter; the 100,000 expired keys left no trace
-            assert len(redis_keys(prefix)) == 400 + 200 + 2
+            # set, counter and the counter's first value; 100,000 expired keys left no trace
+            assert len(redis_keys(prefix)) == 400 + 200 + 3
         finally:
             cache.close()
 
@@ -570,3 +570,35 @@ def test_redis_killed_and_restarted_never_serves_a_stale_value(
         assert hooks.hits > hits
     finally:
         runtime.close()
+
+
+def test_a_value_loaded_before_redis_lost_its_data_is_not_stored_after(
+    private_redis: Any,
+) -> None:
+    """A load that began before Redis restarted (empty) and ended after another read had
+    started the invalidation counter again was stored: its snapshot was older than the new
+    counter and the versions that would have refused it were gone. Stale for a whole TTL."""
+    server = private_redis()
+    prefix = fresh_prefix()
+    cache = RedisCache(private_redis.url, key_prefix=prefix, near_cache_size=0)
+    other = RedisCache(private_redis.url, key_prefix=prefix, near_cache_size=0)
+    try:
+        loads: list[str] = []
+
+        def load() -> str:
+            if not loads:
+                other.invalidate("totals", ["account:a1"])  # the row changed meanwhile...
+                server.kill()
+                server.wait()
+                private_redis()  # ...and Redis came back empty
+                assert other.get_or_load("totals", "a2", ["account:a2"], lambda: "x") == "x"
+            loads.append("loaded")
+            return "old" if len(loads) == 1 else "new"
+
+        assert cache.get_or_load("totals", "a1", ["account:a1"], load) == "old"
+        assert cache.get_or_load("totals", "a1", ["account:a1"], load) == "new"
+        assert cache.get_or_load("totals", "a1", ["account:a1"], load) == "new"
+        assert len(loads) == 2
+    finally:
+        cache.close()
+        other.close()
