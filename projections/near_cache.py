@@ -305,7 +305,7 @@ def _encode(args: list[str]) -> bytes:
 class _Reader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.buffer = b""
+        self.parser = _Parser()
 
     def next_reply(self, timeout: float) -> Any:
         """The next message that is not a push (the handshake)."""
@@ -318,57 +318,92 @@ class _Reader:
     def next(self) -> Any:
         while True:
             try:
-                value, end = _parse(self.buffer, 0)
+                return self.parser.next()
             except _Incomplete:
                 chunk = self.sock.recv(65536)
                 if not chunk:
                     raise _ProtocolError("connection closed by Redis") from None
-                self.buffer += chunk
-                continue
-            self.buffer = self.buffer[end:]
-            return value
+                self.parser.buffer += chunk
 
 
-def _parse(data: bytes, pos: int) -> tuple[Any, int]:
-    eol = data.find(b"\r\n", pos)
-    if eol < 0:
-        raise _Incomplete
-    kind, head, pos = data[pos : pos + 1], data[pos + 1 : eol], eol + 2
-    if kind in (b"+", b"("):
-        return head, pos
-    if kind in (b"-", b"!"):
-        if kind == b"!":
-            size = int(head)
-            if len(data) < pos + size + 2:
-                raise _Incomplete
-            return _RedisError(data[pos : pos + size].decode(errors="replace")), pos + size + 2
-        return _RedisError(head.decode(errors="replace")), pos
-    if kind == b":":
-        return int(head), pos
-    if kind in (b",", b"#"):
-        return head, pos
-    if kind == b"_":
-        return None, pos
-    if kind in (b"$", b"="):
-        size = int(head)
-        if size < 0:
-            return None, pos
-        if len(data) < pos + size + 2:
-            raise _Incomplete
-        return data[pos : pos + size], pos + size + 2
-    if kind in (b"*", b"~", b">", b"%", b"|"):
-        count = int(head)
-        if count < 0:
-            return None, pos
-        if kind in (b"%", b"|"):
-            count *= 2
-        items = []
-        for _ in range(count):
-            item, pos = _parse(data, pos)
-            items.append(item)
+_AGGREGATES = frozenset((b"*", b"~", b">", b"%", b"|"))
+_OPENED = object()
+_ATTRIBUTES = object()
+
+
+class _Parser:
+    """A RESP3 parser that resumes where the data ran out: an invalidation push can hold
+    every key a script touched (hundreds of thousands); parsing it again from its start at
+    each chunk received took seconds, while the copies it invalidates were served."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.pos = 0
+        self.stack: list[list[Any]] = []  # open aggregates: [kind, items left, items]
+
+    def next(self) -> Any:
+        """The next complete message; raises :class:`_Incomplete` (keeping its progress)."""
+        while True:
+            value = self._element()
+            if value is _OPENED:
+                if self.stack[-1][1] > 0:
+                    continue
+                value = self._close()  # an empty aggregate
+            while value is not _ATTRIBUTES:  # attributes precede the value they describe
+                if not self.stack:
+                    del self.buffer[: self.pos]
+                    self.pos = 0
+                    return value
+                frame = self.stack[-1]
+                frame[2].append(value)
+                frame[1] -= 1
+                if frame[1] > 0:
+                    break
+                value = self._close()
+
+    def _close(self) -> Any:
+        kind, _, items = self.stack.pop()
         if kind == b">":
-            return _Push(items), pos
-        if kind == b"|":  # attributes precede the real reply
-            return _parse(data, pos)
-        return items, pos
-    raise _ProtocolError(f"unexpected RESP3 type {kind!r}")
+            return _Push(items)
+        if kind == b"|":
+            return _ATTRIBUTES
+        return items
+
+    def _element(self) -> Any:
+        """Parse one element at ``pos``: a value, or :data:`_OPENED` for an aggregate."""
+        buf = self.buffer
+        eol = buf.find(b"\r\n", self.pos)
+        if eol < 0:
+            raise _Incomplete
+        kind, head, start = (
+            bytes(buf[self.pos : self.pos + 1]),
+            bytes(buf[self.pos + 1 : eol]),
+            eol + 2,
+        )
+        if kind in _AGGREGATES:
+            count = int(head)
+            self.pos = start
+            if count < 0:
+                return None
+            self.stack.append([kind, count * 2 if kind in (b"%", b"|") else count, []])
+            return _OPENED
+        if kind in (b"$", b"=", b"!"):
+            size = int(head)
+            if size < 0:
+                self.pos = start
+                return None
+            if len(buf) < start + size + 2:
+                raise _Incomplete
+            data = bytes(buf[start : start + size])
+            self.pos = start + size + 2
+            return _RedisError(data.decode(errors="replace")) if kind == b"!" else data
+        self.pos = start
+        if kind in (b"+", b"(", b",", b"#"):
+            return head
+        if kind == b"-":
+            return _RedisError(head.decode(errors="replace"))
+        if kind == b":":
+            return int(head)
+        if kind == b"_":
+            return None
+        raise _ProtocolError(f"unexpected RESP3 type {kind!r}")
