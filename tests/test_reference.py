@@ -211,6 +211,12 @@ def test_reference_init_prints_and_applies_each_service_schema(
     assert count(services["auth"], "SELECT count(*) FROM users") == 0
     assert count(services["orders"], "SELECT count(*) FROM outbox") == 0
 
+    args = ["simulate", "--config", str(config), "--users", "2", "--orders", "2", "--seed", "5"]
+    assert run_cli(args).exit_code == 0
+    again = run_cli(args)  # the same users and orders again: refused, not "unreachable"
+    assert again.exit_code == 1, again.output
+    assert "IntegrityError" in again.stderr
+
     missing = write_config(tmp_path / "bad.toml", {"sources": {"auth": {"url": services["auth"]}}})
     result = run_cli(["simulate", "--config", str(missing), "--users", "1", "--orders", "1"])
     assert result.exit_code == 2

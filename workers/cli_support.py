@@ -13,7 +13,7 @@ import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from config import ConfigError, Settings, load_settings
 from outbox.db import describe_db_error
@@ -83,7 +83,10 @@ def guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
         unreachable = isinstance(exc.__cause__, OperationalError)
         raise fail(str(exc), EXIT_UNREACHABLE if unreachable else EXIT_FAILURE) from None
     except SQLAlchemyError as exc:
-        raise fail(describe_db_error(exc), EXIT_UNREACHABLE) from None
+        # Data the database refused (a duplicate key, a constraint) fails the command (exit
+        # 1); anything else means the database cannot serve it as it is (exit 3).
+        refused = isinstance(exc, IntegrityError)
+        raise fail(describe_db_error(exc), EXIT_FAILURE if refused else EXIT_UNREACHABLE) from None
 
 
 def stop_on_signals(grace: float | None = None) -> threading.Event:

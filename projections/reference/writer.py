@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from config import SourceSettings
 from outbox.db import create_engine, describe_db_error, engine_kind, redact_dsn
-from outbox.errors import SourceError
+from outbox.errors import ReadmodelError, SourceError
 
 Write = tuple[str, sa.TableClause, str | None, list[dict[str, Any]]]
 Event = tuple[str, str, str, dict[str, Any]]
@@ -59,7 +59,7 @@ class ServiceWriter:
             schema=settings.schema_name,
         )
         self.events = 0
-        self.error: SourceError | None = None
+        self.error: ReadmodelError | None = None
         self._compiled: dict[tuple[Any, ...], tuple[str, tuple[str, ...] | None]] = {}
         self._queue: queue.Queue[list[Write] | None] = queue.Queue(maxsize=backlog)
         self._thread = threading.Thread(target=self._run, name=f"simulate-{name}", daemon=True)
@@ -107,15 +107,15 @@ class ServiceWriter:
             while (action := self._queue.get()) is not None:
                 self._apply(driver, action)
         except Exception as exc:
-            hint = ""
+            message = f"source {self.name!r} ({redact_dsn(self.url)}): {describe_db_error(exc)}"
             if "integrity" in type(exc).__name__.lower() or "unique" in str(exc).lower():
-                hint = (
-                    " (does the database hold data of an earlier run with the same --seed? "
-                    "use another seed or fresh databases)"
+                # Reached and refused: not "unreachable" (SourceError, exit 3) but a failure.
+                self.error = ReadmodelError(
+                    f"{message} (does the database hold data of an earlier run with the same "
+                    f"--seed? use another seed or fresh databases)"
                 )
-            self.error = SourceError(
-                f"source {self.name!r} ({redact_dsn(self.url)}): {describe_db_error(exc)}{hint}"
-            )
+            else:
+                self.error = SourceError(message)
             while self._queue.get() is not None:  # unblock the planner; it raises next
                 pass
         finally:
