@@ -87,7 +87,8 @@ def _describe(
         key = ".".join(loc) or "(top level)"
         # A missing key is the business of whoever set the table it is missing from.
         variables = _env_keys_for(loc[:-1] if error["type"] == "missing" else loc, env_keys)
-        places = [f"{path}"] if path is not None and _in_file(data, loc) else []
+        missing = error["type"] == "missing"
+        places = [f"{path}"] if path is not None and _in_file(data, loc, missing) else []
         if variables:
             names = ", ".join(f"READMODEL_{name.upper()}" for name in variables)
             places.append(f"environment variable{'s' if len(variables) > 1 else ''} {names}")
@@ -111,8 +112,8 @@ def _env_keys_for(loc: list[str], env_keys: set[str]) -> list[str]:
     )
 
 
-def _in_file(data: dict[str, Any], loc: list[str]) -> bool:
-    """Whether the file sets the key at ``loc`` (or, for a missing key, its table); the
+def _in_file(data: dict[str, Any], loc: list[str], missing: bool) -> bool:
+    """Whether the file sets the key at ``loc`` (or, for a ``missing`` key, its table); the
     names of sources and stores are compared as the environment does, without case."""
     node: Any = data
     for depth, part in enumerate(loc):
@@ -120,7 +121,7 @@ def _in_file(data: dict[str, Any], loc: list[str]) -> bool:
             return False
         match = next((k for k in node if str(k).lower() == part.lower()), None)
         if match is None:
-            return depth == len(loc) - 1 and depth > 0  # a missing key of a table it has
+            return missing and depth == len(loc) - 1 and depth > 0  # a table it has
         node = node[match]
     return True
 

@@ -257,9 +257,12 @@ class ProjectionEngine:
         """Count the failure; keep the progress made before the failing event; then park it
         after ``max_attempts``, else raise :class:`RetryLater`. Returns events applied."""
         event = failure.event
-        attempts = store.record_failure(lane, event, repr(failure.error))
         # The events before it first: once its aggregate is blocked they would be held too.
-        applied = self._apply_before(projection, store, lane, event)
+        try:
+            applied = self._apply_before(projection, store, lane, event)
+        except HandlerFailed as earlier:  # an earlier event fails on its own: it comes first
+            return self._failed(projection, store, lane, earlier)
+        attempts = store.record_failure(lane, event, repr(failure.error))
         if attempts >= self.max_attempts:
             reason = f"handler failed {attempts} times: {failure.error!r}"
             if not store.block(lane, event, reason, failure.detail, attempts):
@@ -285,14 +288,18 @@ class ProjectionEngine:
     def _apply_before(
         self, projection: Projection, store: Store, lane: Lane, event: Envelope
     ) -> int:
-        """Apply the lane's events before ``event``; returns how many."""
+        """Apply the lane's events before ``event``; returns how many. Raises
+        :class:`HandlerFailed` for an earlier event that fails (or whose writes are refused)
+        on its own."""
         before = (event.position or 1) - 1
         applied = 0
+        limit = self.batch_size
         while True:
             try:
-                result = self._apply(projection, store, lane, before, self.batch_size)
-            except (WritesRefused, HandlerFailed):
-                break  # the next attempt applies them one by one, or fails on them itself
+                result = self._apply(projection, store, lane, before, limit)
+            except WritesRefused:
+                limit = 1  # one by one: a refused write is then its event's HandlerFailed
+                continue
             applied += result.applied
             if result.noop or result.checkpoint >= before:
                 break

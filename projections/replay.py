@@ -335,7 +335,8 @@ class Replayer:
             ),
             key=lambda lane: (lane.source, lane.partition),
         )
-        for attempt in range(_SWAP_ATTEMPTS):
+        attempt = 0  # transient failures (lock timeouts, deadlocks) only: skips are progress
+        while True:
             skipped_before = len(self._skipped)
             applied: dict[str, int] = {}
             try:
@@ -374,13 +375,14 @@ class Replayer:
                 self.batch_size = 1  # the last events again, one by one, to find the one
                 continue
             except StoreError as exc:
-                if not _is_transient(exc.__cause__) or attempt == _SWAP_ATTEMPTS - 1:
+                attempt += 1
+                if not _is_transient(exc.__cause__) or attempt == _SWAP_ATTEMPTS:
                     raise
                 del self._skipped[skipped_before:]
                 logger.warning(
                     "replay swap retried", projection=self.projection.name, error=str(exc)
                 )
-                time.sleep(0.2 * (attempt + 1))
+                time.sleep(0.2 * attempt)
                 continue
             break
         self._invalidate(invalidation)
@@ -396,11 +398,13 @@ class Replayer:
         """The rebuilt model contains what was parked live: release it; park what the
         rebuild skipped instead. Returns how many live parked events were released."""
         name = self.projection.name
-        released = conn.execute(
-            parked_events.update()
-            .where(parked_events.c.projection == name, parked_events.c.status == "parked")
-            .values(status="replayed", resolved_at=sa.func.current_timestamp())
-        ).rowcount
+        released = 0
+        for status in ("skipped", "parked"):  # skipped ones too: the rebuild applied them
+            released = conn.execute(
+                parked_events.update()
+                .where(parked_events.c.projection == name, parked_events.c.status == status)
+                .values(status="replayed", resolved_at=sa.func.current_timestamp())
+            ).rowcount
         conn.execute(blocked.delete().where(blocked.c.projection == name))
         conn.execute(failures.delete().where(failures.c.projection == name))
         entries = [

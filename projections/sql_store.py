@@ -354,12 +354,12 @@ class SqlStore(SqlParking, Store):
             tx = SqlTx(conn, self.tables_for(projection))
             events = list(load(positions)) if positions else []
             tags = tx.invalidated if self.journal_invalidations else None
-            try:
-                for event in events:
+            for event in events:
+                try:  # written event by event: a refused write is the event's own failure
                     _handle(projection, event, tx, tags)
-                tx.flush()
-            except RefusedWrite as refused:  # the first event is the one the rest wait behind
-                raise HandlerFailed(events[0], refused.error, traceback.format_exc()) from refused
+                    tx.flush()
+                except RefusedWrite as refused:
+                    raise HandlerFailed(event, refused.error, traceback.format_exc()) from refused
             self.journal(conn, projection.name, tags)  # done by the engine after the retry
             conn.execute(
                 parked_events.update()

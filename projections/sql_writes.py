@@ -41,6 +41,7 @@ class RefusedWrite(Exception):
 _REFUSED = (
     psycopg.DataError,
     psycopg.IntegrityError,
+    psycopg.errors.ProgramLimitExceeded,  # a value too big for an index row, say
     sqlite3.DataError,
     sqlite3.IntegrityError,
     TypeError,  # a value the driver or the JSON encoder cannot take

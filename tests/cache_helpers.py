@@ -1,14 +1,18 @@
-"""Helpers of the cache tests: a Redis key prefix per test, events appended to the log."""
+"""Helpers of the cache tests: a Redis key prefix per test, events appended to the log, a
+redis-server of a test's own."""
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import redis
 
 from outbox.envelope import aggregate_hash
@@ -99,3 +103,35 @@ class RecordingHooks(CacheHooks):
 
     def fallback(self, projection: str, error: BaseException) -> None:
         self.fallbacks.append((projection, error))
+
+
+@pytest.fixture
+def private_redis(tmp_path: Any) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own on a free port (the shared one is never stopped);
+    calling the fixture (re)starts it on the same port."""
+    url = dead_redis_url()
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> subprocess.Popen[bytes]:
+        command = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--dir", str(tmp_path)]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        started.append(process)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with redis.Redis.from_url(url) as client:
+                    client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the private redis-server did not start"
+                time.sleep(0.05)
+        return process
+
+    start.url = url  # type: ignore[attr-defined]
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.wait()

@@ -192,10 +192,22 @@ def log_events(
     source: str = "shop",
     aggregate_type: str = "order",
 ) -> int:
-    """Write ``(aggregate id, event type, payload)`` events of ``source`` straight into the
-    log (positions from 1); returns the head."""
+    """Write ``(aggregate id, event type, payload)`` events of ``source`` straight into an
+    empty log (positions from 1); returns the head."""
+    return append_events(log, events, source, aggregate_type, after=0)
+
+
+def append_events(
+    log: EventLog,
+    events: list[tuple[str, str, dict[str, Any]]],
+    source: str = "shop",
+    aggregate_type: str = "order",
+    *,
+    after: int,
+) -> int:
+    """:func:`log_events` after position ``after`` (the source's head); returns the head."""
     with log.engine.begin() as conn:
-        for position, (aggregate_id, event_type, payload) in enumerate(events, start=1):
+        for position, (aggregate_id, event_type, payload) in enumerate(events, start=after + 1):
             conn.execute(
                 event_log.insert().values(
                     source=source,
@@ -208,8 +220,12 @@ def log_events(
                     payload=payload,
                 )
             )
-        conn.execute(log_heads.insert().values(source=source, head=len(events)))
-    return len(events)
+        head = after + len(events)
+        if after:
+            conn.execute(log_heads.update().where(log_heads.c.source == source).values(head=head))
+        else:
+            conn.execute(log_heads.insert().values(source=source, head=head))
+    return head
 
 
 @contextmanager

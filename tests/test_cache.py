@@ -4,7 +4,6 @@ instances, and serving from the read model while Redis is unreachable."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -491,38 +490,6 @@ def test_retrying_a_parked_event_invalidates_its_entries(
             assert runtime.engine.store_of("totals").pending_invalidations() == []
         finally:
             runtime.close()
-
-
-@pytest.fixture
-def private_redis(tmp_path: Any) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """A redis-server of this test's own on a free port (the shared one is never stopped);
-    calling the fixture (re)starts it on the same port."""
-    url = dead_redis_url()
-    port = url.rsplit(":", 1)[1].split("/")[0]
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        command = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(tmp_path)]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-        started.append(process)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with redis.Redis.from_url(url) as client:
-                    client.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "the private redis-server did not start"
-                time.sleep(0.05)
-        return process
-
-    start.url = url  # type: ignore[attr-defined]
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
 
 
 def test_redis_killed_and_restarted_never_serves_a_stale_value(

@@ -212,6 +212,13 @@ def test_environment_overrides_a_source_named_in_capitals(
             id="check-across-file-and-env",
         ),
         pytest.param(
+            "READMODEL_SOURCES__X__BATCH_SIZE",
+            "abc",
+            "\n  environment variable READMODEL_SOURCES__X__BATCH_SIZE: sources.x.batch_size: "
+            "Input should be a valid integer",
+            id="bad-value-of-a-key-the-file-lacks",
+        ),
+        pytest.param(
             "READMODEL_STORE",
             '{"url": "mysql://reader@db/readstore"}',
             "environment variable READMODEL_STORE: store.url: expected a DSN",

@@ -5,6 +5,8 @@ in any batch."""
 
 from __future__ import annotations
 
+import base64
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from projections.api import Event, Projection, Tx, on
+from projections.store import HandlerFailed
 from tests.projection_fixtures import engine_on, log_events
 
 metadata = sa.MetaData()
@@ -273,3 +276,153 @@ def test_a_rebuild_names_the_event_whose_writes_are_refused_or_skips_it(
         assert model() == live
         parked = sorted(store.parked("refused_owners"), key=lambda p: p.position)
         assert [p.position for p in parked] == [26, 41]
+
+
+def test_refused_writes_arriving_just_before_the_swap_are_skipped_one_by_one(
+    database_for: Callable[[str], str],
+) -> None:
+    """Each event skipped inside the swap used one of its five attempts (meant for lock
+    timeouts): six such events made the swap give up with an UnboundLocalError."""
+    from projections.replay import Replayer, ReplayHooks, ReplayOptions
+    from tests.projection_fixtures import append_events
+
+    projection = Owners()
+    with engine_on(
+        database_for("postgresql"), [projection], max_attempts=1, retry_backoff=0.001
+    ) as (log, store, engine):
+        head = log_events(log, [(f"o{n}", "Placed", {"owner": "u"}) for n in range(10)])
+        engine.catch_up(deadline=30)
+
+        class LateEvents(ReplayHooks):
+            def before_swap(self) -> None:
+                late = [(f"bad{n}", "Placed", {"owner": None}) for n in range(6)]
+                append_events(log, [*late, ("good", "Placed", {"owner": "u"})], after=head)
+                engine.catch_up(deadline=30)
+
+        summary = Replayer(engine.reader, projection, store, hooks=LateEvents()).run(
+            ReplayOptions(skip_errors=True)
+        )
+        assert [s.position for s in summary.skipped] == list(range(11, 17))
+        assert summary.checkpoints == {"shop": 17}
+        with log.engine.connect() as conn:
+            ids = sorted(conn.execute(sa.select(owners.c.id)).scalars())
+        assert ids == sorted([*(f"o{n}" for n in range(10)), "good"])
+        assert sorted(p.position for p in store.parked("refused_owners")) == list(range(11, 17))
+
+
+_boom = {"on": True}
+
+
+class Flaky(Projection):
+    """Owners whose ``boom`` events fail while ``_boom["on"]`` (a bug, fixed later)."""
+
+    name = "flaky_owners"
+    tables = (owners,)
+    partitions = 1
+
+    @on("shop", "Placed")
+    def placed(self, event: Event[dict], tx: Tx) -> None:
+        if event.payload.get("boom") and _boom["on"]:
+            raise RuntimeError("a bug in the handler")
+        tx.upsert(owners, {"id": event.aggregate_id, "owner": event.payload["owner"]})
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_each_event_is_parked_for_its_own_failure_whatever_the_batch(
+    batch_size: int, database_for: Callable[[str], str]
+) -> None:
+    """Refused writes of an event before a failing one (``max_attempts = 1``): the earlier
+    event was held behind the later one, its own error never recorded, in large batches.
+    A retry of the aggregate (the bug fixed) then blamed the first event for the refused
+    write of the second, inviting an operator to skip a good event."""
+    _boom["on"] = True
+    events = [
+        ("x", "Placed", {"owner": None}),  # refused: NULL
+        ("y", "Placed", {"owner": "v"}),
+        ("x", "Placed", {"owner": "u", "boom": True}),  # its handler fails
+        ("z", "Placed", {"owner": "u", "boom": True}),
+        ("z", "Placed", {"owner": None}),
+    ]
+    with engine_on(
+        database_for("postgresql"), [Flaky()], batch_size=batch_size, max_attempts=1
+    ) as (log, store, engine):
+        log_events(log, events)
+        engine.catch_up(deadline=30)
+
+        def reasons() -> dict[int, str]:
+            return {p.position: p.reason for p in store.parked("flaky_owners")}
+
+        found = reasons()
+        assert sorted(found) == [1, 3, 4, 5]
+        assert "NotNullViolation" in found[1] and "held" in found[3] and "(shop:1)" in found[3]
+        assert "a bug in the handler" in found[4] and "(shop:4)" in found[5]
+
+        _boom["on"] = False
+        z = next(p for p in store.parked("flaky_owners") if p.position == 4)
+        with pytest.raises(HandlerFailed) as failed:
+            engine.retry(z)
+        assert failed.value.event.position == 5
+        after = reasons()
+        assert "a bug in the handler" in after[4]  # not blamed for the next one's write
+        assert "NotNullViolation" in after[5]
+
+
+indexed = sa.Table(
+    "refused_indexed",
+    sa.MetaData(),
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("title", sa.Text, nullable=False, index=True),
+)
+
+
+class Titles(Projection):
+    name = "refused_titles"
+    tables = (indexed,)
+    partitions = 1
+
+    @on("shop", "Placed")
+    def placed(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(indexed, {"id": event.aggregate_id, "title": event.payload["title"]})
+
+
+def test_a_value_too_big_for_its_index_is_parked(database_for: Callable[[str], str]) -> None:
+    """PostgreSQL refuses an index row over 8191 bytes (program limit exceeded, SQLSTATE
+    54000): the event blocked its lane for good."""
+    huge = base64.b85encode(random.Random(3).randbytes(30_000)).decode()  # incompressible
+    events = [("a", "Placed", {"title": "fine"}), ("b", "Placed", {"title": huge})]
+    events.append(("c", "Placed", {"title": "fine too"}))
+    with engine_on(database_for("postgresql"), [Titles()], batch_size=10, max_attempts=1) as (
+        log,
+        store,
+        engine,
+    ):
+        head = log_events(log, events)
+        engine.catch_up(deadline=30)
+        with log.engine.connect() as conn:
+            assert sorted(conn.execute(sa.select(indexed.c.id)).scalars()) == ["a", "c"]
+        (parked,) = store.parked("refused_titles")
+        assert parked.position == 2 and "ProgramLimitExceeded" in parked.reason
+        assert set(store.checkpoints("refused_titles").values()) == {head}
+
+
+def test_a_rebuild_settles_a_skipped_event_it_applied(database_for: Callable[[str], str]) -> None:
+    """An event skipped by an operator, then applied by a rebuild after the fix, stayed
+    "skipped": a consistency wait for it said it would never be applied."""
+    from projections.replay import Replayer, ReplayOptions
+
+    _boom["on"] = True
+    projection = Flaky()
+    with engine_on(database_for("postgresql"), [projection], max_attempts=1) as (
+        log,
+        store,
+        engine,
+    ):
+        log_events(log, [("x", "Placed", {"owner": "u", "boom": True})])
+        engine.catch_up(deadline=30)
+        (entry,) = store.parked("flaky_owners")
+        engine.skip(entry)
+        _boom["on"] = False
+        Replayer(engine.reader, projection, store).run(ReplayOptions())
+        assert [p.status for p in store.parked("flaky_owners", status=None)] == ["replayed"]
+        with log.engine.connect() as conn:
+            assert conn.execute(sa.select(owners.c.id)).scalars().all() == ["x"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 import sqlalchemy as sa
 
 from config import load_settings
@@ -286,3 +287,27 @@ def test_work_waits_for_a_broker_that_is_not_up_yet(
     time.sleep(8)  # past the broker check (5 s timeout)
     assert processes.running[key].poll() is None, processes.log_tail()
     assert processes.stop_all()[key] == 0
+
+
+def test_a_redis_user_without_rights_is_a_refusal_an_absent_redis_is_not(
+    private_redis: Any,
+) -> None:
+    """``work`` exits 3 only when the broker refuses it: a wrong password, or an ACL user
+    without the rights to its queue (redis-py's NoPermissionError); not when Redis is down."""
+    from config import BrokerSettings
+    from workers.queues import broker_refusal
+
+    server = private_redis()
+    with redis.Redis.from_url(private_redis.url) as admin:
+        admin.acl_setuser("limited", enabled=True, passwords=["+secret"], commands=["+ping"])
+    base = private_redis.url.replace("redis://", "", 1)
+
+    def refusal(user: str) -> str | None:
+        url = f"redis://{user}@{base}"
+        return broker_refusal(BrokerSettings(url=url, queue="rm_test_acl"), timeout=2)
+
+    assert "broker refused" in (refusal("limited:secret") or "")
+    assert "broker refused" in (refusal("limited:wrong") or "")
+    server.kill()
+    server.wait()
+    assert refusal("limited:secret") is None

@@ -77,6 +77,8 @@ def _is_refusal(exc: BaseException) -> bool:
 
     if isinstance(exc, redis.AuthenticationError | ProbableAuthenticationError):
         return True
+    if isinstance(exc, redis.exceptions.NoPermissionError):  # an ACL user without rights
+        return True
     if isinstance(exc, ProbableAccessDeniedError):  # an unknown vhost, or no rights on it
         return True
     if isinstance(exc, ConnectionClosedByBroker):
