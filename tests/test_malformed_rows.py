@@ -297,6 +297,19 @@ def _check_parked_cli(setup: Setup, tmp_path: Path) -> None:
     assert missing.exit_code == 1
     assert "no parked entry with id 999999" in missing.stderr
 
+    # `parked skip` on an outbox row: out of the list, kept with --all as skipped, once.
+    first = entries[0]["id"]
+    skipped = run_cli(["parked", "skip", str(first), "--config", str(config)])
+    assert skipped.exit_code == 0, skipped.output
+    assert f"{first}: skipped" in skipped.stdout
+    after = json.loads(run_cli(["parked", "list", "--config", str(config), "--json"]).stdout)
+    assert [e["id"] for e in after] == [e["id"] for e in entries[1:]]
+    everything = run_cli(["parked", "list", "--all", "--config", str(config), "--json"])
+    statuses = {e["id"]: e["status"] for e in json.loads(everything.stdout)}
+    assert statuses[first] == "skipped"
+    again = run_cli(["parked", "skip", str(first), "--config", str(config)])
+    assert again.exit_code == 1 and f"no parked entry {first}" in again.stderr
+
 
 def test_markup_like_reason_is_shown_verbatim(
     sqlite_database: Callable[[], str], make_settings: Callable[..., Settings], tmp_path: Path
