@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -18,7 +19,8 @@ from pydantic import BaseModel
 from config import Settings
 from outbox.relay import Relay
 from projections.api import Event, Projection, Tx, on
-from projections.store import Lane
+from projections.engine import EngineHooks
+from projections.store import BatchResult, Lane
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import (
     CustomerSpend,
@@ -227,6 +229,14 @@ def test_parallel_lanes_sharing_rows_stay_exact(
     engine.batch_size = 50
     lanes = engine.lanes(engine.projection("customer_spend"), "orders")
     errors: list[BaseException] = []
+    batches: list[tuple[Lane, float, float]] = []  # (lane, started, committed)
+
+    class Timed(EngineHooks):
+        def after_batch(self, lane: Lane, result: BatchResult, seconds: float) -> None:
+            if result.applied:
+                batches.append((lane, time.perf_counter() - seconds, time.perf_counter()))
+
+    engine.hooks = Timed()
 
     def work(lane: Lane) -> None:
         try:
@@ -246,6 +256,11 @@ def test_parallel_lanes_sharing_rows_stay_exact(
     rows = pipeline.rows(customer_spend)
     assert {k: r["spent"] for k, r in rows.items()} == expected
     assert sum(r["orders"] for r in rows.values()) == len(orders)
+    # In parallel indeed: every lane applied events, and batches of two lanes overlapped.
+    assert {lane for lane, _, _ in batches} == set(lanes)
+    assert any(a[0] != b[0] and a[1] < b[2] and b[1] < a[2] for a in batches for b in batches), (
+        batches
+    )
 
 
 operations = st.lists(
