@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from outbox.db import create_engine
@@ -221,3 +223,51 @@ def test_reference_init_prints_and_applies_each_service_schema(
     result = run_cli(["simulate", "--config", str(missing), "--users", "1", "--orders", "1"])
     assert result.exit_code == 2
     assert "missing: products, orders" in result.stderr
+
+
+def test_the_reference_read_models_cached_in_redis_follow_the_events(
+    sqlite_database: Callable[[], str],
+) -> None:
+    """Reads of order_summary and customer_stats through the Redis cache, then an order is
+    cancelled: the next reads return the cancellation (their cache tags were invalidated)."""
+    from projections.query_service import open_queries
+    from projections.reference.events import ORDERS
+    from tests.cache_helpers import REDIS_URL, append, fresh_prefix
+
+    services = _sqlite_services(sqlite_database)
+    prefix = fresh_prefix()
+    settings = reference_settings(
+        sqlite_database(), services, cache={"url": REDIS_URL, "key_prefix": prefix}
+    )
+    Simulator(settings, seed=5).run(20, 30)
+    runtime = build_runtime(settings)
+    queries = open_queries(settings)
+    try:
+        run_until_caught_up(runtime)
+        with runtime.log.engine.connect() as conn:
+            order_id, customer = conn.execute(
+                sa.select(order_summary.c.order_id, order_summary.c.customer_id)
+                .where(order_summary.c.status != "cancelled")
+                .order_by(order_summary.c.order_id)
+                .limit(1)
+            ).one()
+
+        def read() -> tuple[Any, Any]:
+            order = queries.run("order_summary", "by_id", order_id).value
+            stats = queries.run("customer_stats", "by_customer", customer).value
+            return order, stats
+
+        before = read()
+        assert read() == before  # served from the cache now
+        cancel = {"order_id": order_id, "user_id": customer, "reason": "test"}
+        append(runtime.log, ORDERS, [("order", order_id, "OrderCancelled", cancel)])
+        runtime.engine.catch_up()
+        order, stats = read()
+        assert order["status"] == "cancelled"
+        assert stats["cancelled_count"] == before[1]["cancelled_count"] + 1
+    finally:
+        queries.close()
+        runtime.close()
+        with redis.Redis.from_url(REDIS_URL) as client:
+            for key in client.scan_iter(f"{prefix}*"):
+                client.delete(key)
