@@ -165,6 +165,10 @@ class Projection:
     """True when applying any event again leaves the same state (idempotent handlers, e.g.
     upserts of the event's own fields): only such a projection may be replayed in place
     (``readmodel replay --from-position``)."""
+    tenant_column: ClassVar[str | None] = None
+    """The column holding each row's tenant (handlers write ``event.tenant`` into it): every
+    read of a table that has it is then filtered by the caller's tenant, which queries
+    must give (``Queries.get(..., tenant=...)``, ``readmodel query --tenant``)."""
 
     _handlers: ClassVar[dict[tuple[str, str], Handler]]
 

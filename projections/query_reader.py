@@ -44,10 +44,48 @@ class Page:
 class SqlReader:
     """Read-only access to one projection's tables in a SQL store (implements ``Reader``)."""
 
-    def __init__(self, engine: sa.Engine, projection: str, tables: Sequence[sa.Table]) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        projection: str,
+        tables: Sequence[sa.Table],
+        *,
+        tenant_column: str | None = None,
+        tenant: str | None = None,
+    ) -> None:
         self.engine = engine
         self.projection = projection
         self.tables = {t.name: t for t in tables}
+        self.tenant_column = tenant_column
+        self.tenant = tenant
+
+    def for_tenant(self, tenant: str | None) -> SqlReader:
+        """This reader, its reads of tenant tables limited to ``tenant``'s rows. A projection
+        with a ``tenant_column`` must be read for a tenant; one without has none to give."""
+        if self.tenant_column is None:
+            if tenant is not None:
+                raise QueryError(
+                    f"projection {self.projection!r} keeps no tenant column: read it without one"
+                )
+            return self
+        if tenant is None:
+            raise QueryError(
+                f"projection {self.projection!r} keeps rows per tenant: give the tenant "
+                f"(tenant=..., readmodel query --tenant T)"
+            )
+        return SqlReader(
+            self.engine,
+            self.projection,
+            list(self.tables.values()),
+            tenant_column=self.tenant_column,
+            tenant=tenant,
+        )
+
+    def _scope(self, table: sa.Table) -> list[Any]:
+        """The tenant filter of ``table`` (none for a table without the tenant column)."""
+        if self.tenant is None or self.tenant_column not in table.c:
+            return []
+        return [table.c[self.tenant_column] == self.tenant]
 
     def table(self, table: sa.Table | str | None) -> sa.Table:
         if table is None:
@@ -77,7 +115,7 @@ class SqlReader:
         t = self.table(table)
         key_values = zip(t.primary_key.columns, self.key(t, key), strict=True)
         where = [col == value for col, value in key_values]
-        return self._one(sa.select(t).where(*where))
+        return self._one(sa.select(t).where(*where, *self._scope(t)))
 
     def first(self, table: sa.Table | str, **equals: Any) -> dict[str, Any] | None:
         rows = self.find(table, limit=1, **equals)
@@ -92,7 +130,7 @@ class SqlReader:
         **equals: Any,
     ) -> list[dict[str, Any]]:
         t = self.table(table)
-        statement = sa.select(t).where(*self.equals(t, equals))
+        statement = sa.select(t).where(*self.equals(t, equals), *self._scope(t))
         if order_by is None:
             statement = statement.order_by(*t.primary_key.columns)
         else:
@@ -100,9 +138,17 @@ class SqlReader:
             statement = statement.order_by(*(self._order(t, n) for n in names))
         if limit is not None:
             statement = statement.limit(limit)
-        return self.rows(statement)
+        return self._rows(statement)
 
     def rows(self, statement: sa.Select[Any]) -> list[dict[str, Any]]:
+        if self.tenant is not None:
+            raise QueryError(
+                f"projection {self.projection!r} keeps rows per tenant: a statement of the "
+                f"query's own cannot be limited to one; read with get, first or find"
+            )
+        return self._rows(statement)
+
+    def _rows(self, statement: sa.Select[Any]) -> list[dict[str, Any]]:
         try:
             with self.engine.connect() as conn:
                 return [json_safe(dict(row._mapping)) for row in conn.execute(statement)]
@@ -110,7 +156,7 @@ class SqlReader:
             raise StoreError(f"{self.projection}: query failed: {describe_db_error(exc)}") from exc
 
     def _one(self, statement: sa.Select[Any]) -> dict[str, Any] | None:
-        rows = self.rows(statement.limit(1))
+        rows = self._rows(statement.limit(1))
         return rows[0] if rows else None
 
     def _order(self, table: sa.Table, name: str) -> Any:
@@ -161,15 +207,17 @@ class SqlReader:
         if limit < 1:
             raise QueryError(f"limit must be at least 1 (got {limit})")
         pk = list(table.primary_key.columns)
-        statement = sa.select(table).where(*self.equals(table, where)).order_by(*pk)
-        fingerprint = _fingerprint(self.projection, table, where)
+        statement = sa.select(table).where(*self.equals(table, where), *self._scope(table))
+        statement = statement.order_by(*pk)
+        scope = {} if self.tenant is None else {"\x00tenant": self.tenant}
+        fingerprint = _fingerprint(self.projection, table, {**where, **scope})
         if after:
             last = decode_cursor(after, fingerprint, pk)
             if len(pk) == 1:
                 statement = statement.where(pk[0] > last[0])
             else:
                 statement = statement.where(sa.tuple_(*pk) > sa.tuple_(*last))
-        rows = self.rows(statement.limit(limit + 1))
+        rows = self._rows(statement.limit(limit + 1))
         if len(rows) <= limit:
             return Page(rows, None)
         rows = rows[:limit]

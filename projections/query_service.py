@@ -134,7 +134,9 @@ class Queries:
             engine = getattr(self._store(p), "engine", None)
             if not isinstance(engine, sa.Engine):
                 raise QueryError(f"projection {p.name!r}: its store does not support queries")
-            reader = self._readers[p.name] = SqlReader(engine, p.name, p.tables)
+            reader = self._readers[p.name] = SqlReader(
+                engine, p.name, p.tables, tenant_column=p.tenant_column
+            )
         return reader
 
     def queries_of(self, projection: str) -> dict[str, QuerySpec]:
@@ -152,13 +154,15 @@ class Queries:
         key: Any,
         *,
         table: str | None = None,
+        tenant: str | None = None,
         wait_for: Token | None = None,
         timeout: float | None = None,
         stale_ok: bool = False,
     ) -> Result:
-        """The row with primary key ``key`` (``Result.value`` is ``None`` when absent)."""
+        """The row with primary key ``key`` (``Result.value`` is ``None`` when absent); of
+        ``tenant`` for a projection with a ``tenant_column``."""
         p = self.projection(projection)
-        reader = self.reader(p)
+        reader = self.reader(p).for_tenant(tenant)
         t = reader.table(table)
         key_values = reader.key_dict(t, key)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
@@ -170,7 +174,7 @@ class Queries:
         if tag is None or self.cache is None or consistency is not None and not stale:
             return Result(load(), stale, consistency)
         tags = tags_for_key(tag, key_values)
-        cache_key = "get:" + t.name + ":" + _dumps(list(key_values.values()))
+        cache_key = _tenant_key(tenant) + "get:" + t.name + ":" + _dumps(list(key_values.values()))
         value = self.cache.get_or_load(p.name, cache_key, tags, load)
         return Result(value, stale, consistency)
 
@@ -183,6 +187,7 @@ class Queries:
         after: str | None = None,
         limit: int = 50,
         allow_unindexed: bool = False,
+        tenant: str | None = None,
         wait_for: Token | None = None,
         timeout: float | None = None,
         stale_ok: bool = False,
@@ -191,7 +196,7 @@ class Queries:
         page's ``next`` as ``after`` for the following page. Each column of ``where`` must
         belong to an index led by one of them, unless ``allow_unindexed``."""
         p = self.projection(projection)
-        reader = self.reader(p)
+        reader = self.reader(p).for_tenant(tenant)
         t = reader.table(table)
         where = dict(where or {})
         for name in where:
@@ -207,12 +212,14 @@ class Queries:
         projection: str,
         name: str,
         *args: Any,
+        tenant: str | None = None,
         wait_for: Token | None = None,
         timeout: float | None = None,
         stale_ok: bool = False,
         **kwargs: Any,
     ) -> Result:
-        """Run the projection's ``@query`` named ``name`` with ``args`` and ``kwargs``."""
+        """Run the projection's ``@query`` named ``name`` with ``args`` and ``kwargs``; its
+        reads are limited to ``tenant``'s rows for a projection with a ``tenant_column``."""
         p = self.projection(projection)
         specs = declared_queries(p)
         spec = specs.get(name)
@@ -220,15 +227,16 @@ class Queries:
             known = ", ".join(sorted(specs)) or "none"
             raise QueryError(f"projection {p.name!r} has no query {name!r} (known: {known})")
         bound = _bind(p, spec, args, kwargs)
+        reader = self.reader(p).for_tenant(tenant)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
-        reader = self.reader(p)
 
         def load() -> Any:
             return spec.function(p, reader, *bound.args, **bound.kwargs)
 
         if not spec.cached or self.cache is None or consistency is not None and not stale:
             return Result(load(), stale, consistency)
-        cache_key = "q:" + spec.name + ":" + _dumps([bound.args, sorted(bound.kwargs.items())])
+        arguments = _dumps([bound.args, sorted(bound.kwargs.items())])
+        cache_key = _tenant_key(tenant) + "q:" + spec.name + ":" + arguments
         base = frozenset(spec.tags(*bound.args, **bound.kwargs)) if spec.tags else frozenset()
         return Result(self._cached(p, spec, cache_key, base, load), stale, consistency)
 
@@ -300,6 +308,11 @@ class Queries:
         self._learned.move_to_end(memo)
         while len(self._learned) > _LEARNED_KEYS:
             self._learned.popitem(last=False)
+
+
+def _tenant_key(tenant: str | None) -> str:
+    """The start of a cache key: one tenant's entries are never another's."""
+    return "" if tenant is None else "tenant:" + _dumps(tenant) + ":"
 
 
 def _token(token: Token) -> ConsistencyToken:

@@ -58,6 +58,14 @@ def query_command(
         bool,
         typer.Option("--allow-unindexed", help="Allow filtering on columns without an index."),
     ] = False,
+    tenant: Annotated[
+        str | None,
+        typer.Option(
+            "--tenant",
+            help="Read this tenant's rows (required by a projection with a tenant_column).",
+            show_default=False,
+        ),
+    ] = None,
     wait_for: Annotated[
         str | None,
         typer.Option(
@@ -106,7 +114,7 @@ def query_command(
     try:
         output = _run(
             queries, projection, key, fields, table, name, after, limit, allow_unindexed,
-            wait_for, timeout, stale_ok,
+            tenant, wait_for, timeout, stale_ok,
         )  # fmt: skip
     finally:
         queries.close()
@@ -131,11 +139,12 @@ def _run(
     after: str | None,
     limit: int,
     allow_unindexed: bool,
+    tenant: str | None,
     wait_for: str | None,
     timeout: float,
     stale_ok: bool,
 ) -> dict[str, Any]:
-    wait = {"wait_for": wait_for, "timeout": timeout, "stale_ok": stale_ok}
+    wait = {"wait_for": wait_for, "timeout": timeout, "stale_ok": stale_ok, "tenant": tenant}
     output: dict[str, Any]
     if name is not None:
         args = [key] if key is not None else []

@@ -1,0 +1,120 @@
+"""DESIGN invariant 6, first half: a query for tenant A never returns tenant B's rows, by
+key, by list or through a declared query, cached or not."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from outbox.envelope import aggregate_hash
+from outbox.log import EventLog
+from outbox.rows import LogRecord
+from projections.api import Event, Projection, Tx, on
+from projections.cache import MemoryCache
+from projections.queries import Reader, query
+from projections.query_reader import QueryError
+from projections.query_service import Queries
+from tests.cli_helpers import run_cli, write_config
+from tests.projection_fixtures import engine_on
+
+metadata = sa.MetaData()
+accounts = sa.Table(
+    "tenant_accounts",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("tenant", sa.Text, nullable=False, index=True),
+    sa.Column("owner", sa.Text, nullable=False, index=True),
+    sa.Column("balance", sa.BigInteger, nullable=False),
+)
+currencies = sa.Table(  # shared by every tenant: no tenant column
+    "tenant_currencies",
+    metadata,
+    sa.Column("code", sa.Text, primary_key=True),
+)
+
+
+class TenantAccounts(Projection):
+    name = "tenant_accounts"
+    tables = (accounts, currencies)
+    tenant_column = "tenant"
+    key_tags = {"tenant_accounts": "account:{account}"}
+
+    @on("bank", "Opened")
+    def opened(self, event: Event[dict], tx: Tx) -> None:
+        row = {"account": event.aggregate_id, "tenant": event.tenant, "balance": 0}
+        tx.upsert(accounts, {**row, "owner": event.payload["owner"]})
+        tx.upsert(currencies, {"code": "EUR"})
+
+    @query("by_owner", tags=lambda owner: [f"owner:{owner}"])
+    def by_owner(self, read: Reader, owner: str) -> list[dict[str, Any]]:
+        return read.find(accounts, owner=owner)
+
+    @query("raw")
+    def raw(self, read: Reader) -> list[dict[str, Any]]:
+        return read.rows(sa.select(accounts))
+
+
+def _log(log: EventLog, events: list[tuple[str, str, str]]) -> None:
+    """``(tenant, account, owner)`` accounts opened, in one source."""
+    records = [
+        LogRecord(
+            source_position=None,
+            event_id=uuid.uuid4().hex,
+            tenant=tenant,
+            aggregate_type="account",
+            aggregate_id=account,
+            key_hash=aggregate_hash("account", account),
+            event_type="Opened",
+            payload=json.dumps({"owner": owner}),
+            headers=None,
+            occurred_at=None,
+        )
+        for tenant, account, owner in events
+    ]
+    log.append("bank", records)
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_query_for_one_tenant_never_returns_anothers_rows(
+    kind: str, database_for: Callable[[str], str], tmp_path: Path
+) -> None:
+    url = database_for(kind)
+    with engine_on(url, [TenantAccounts()], cache=MemoryCache()) as (log, store, engine):
+        _log(log, [("acme", "a1", "ann"), ("globex", "g1", "ann"), ("globex", "g2", "bob")])
+        engine.catch_up(deadline=30)
+        queries = Queries.from_engine(engine, log.engine)
+        for _ in range(2):  # the second time from the cache, where a query caches
+            assert queries.get("tenant_accounts", "a1", tenant="acme").value["owner"] == "ann"
+            assert queries.get("tenant_accounts", "a1", tenant="globex").value is None
+            found = queries.run("tenant_accounts", "by_owner", "ann", tenant="globex").value
+            assert [row["account"] for row in found] == ["g1"]
+            found = queries.run("tenant_accounts", "by_owner", "ann", tenant="acme").value
+            assert [row["account"] for row in found] == ["a1"]
+        page = queries.list("tenant_accounts", {"owner": "ann"}, tenant="acme", limit=1)
+        assert [row["account"] for row in page.rows] == ["a1"] and page.next is None
+        shared = queries.get("tenant_accounts", "EUR", table="tenant_currencies", tenant="acme")
+        assert shared.value == {"code": "EUR"}  # a table without the column is everyone's
+
+        with pytest.raises(QueryError, match="keeps rows per tenant: give the tenant"):
+            queries.get("tenant_accounts", "a1")
+        with pytest.raises(QueryError, match="cannot be limited to one"):
+            queries.run("tenant_accounts", "raw", tenant="acme")
+
+        config = write_config(
+            tmp_path / "readmodel.toml",
+            {"store": {"url": url}, "projections": ["tests.test_tenants"]},
+        )
+        cli = run_cli(
+            ["query", "tenant_accounts", "-w", "owner=ann", "--tenant", "globex", "--json"]
+            + ["--config", str(config)]
+        )
+        assert cli.exit_code == 0, cli.output
+        assert [row["account"] for row in json.loads(cli.stdout)["rows"]] == ["g1"]
+        missing = run_cli(["query", "tenant_accounts", "a1", "--config", str(config)])
+        assert missing.exit_code == 2 and "--tenant" in missing.stderr
