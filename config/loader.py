@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from config.errors import ConfigError
+from config.secrets import SECRET_KEY_ENV
 from config.settings import Settings, _file_data
 
 CONFIG_ENV = "READMODEL_CONFIG"
@@ -60,7 +61,7 @@ def _env_keys() -> set[str]:
     return {
         name[len(prefix) :].lower()
         for name in os.environ
-        if name.startswith(prefix) and name != CONFIG_ENV
+        if name.startswith(prefix) and name not in (CONFIG_ENV, SECRET_KEY_ENV)
     }
 
 

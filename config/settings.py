@@ -21,6 +21,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from config.secrets import reveal
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -54,8 +56,10 @@ def check_identifier(value: str) -> str:
 
 
 def _dsn_checked(value: str, schemes: set[str], expected: str) -> str:
-    """``value`` with its scheme in lower case, refused (without echoing it: it may hold a
-    password) unless SQLAlchemy can read it: scheme, driver, port."""
+    """``value`` (decrypted when written ``fernet:...``, see :mod:`config.secrets`) with its
+    scheme in lower case, refused (without echoing it: it may hold a password) unless
+    SQLAlchemy can read it: scheme, driver, port."""
+    value = reveal(value)
     scheme, sep, rest = value.partition("://")
     if not sep or scheme.split("+", 1)[0].lower() not in schemes:
         raise ValueError(f"expected a DSN starting with {expected}")

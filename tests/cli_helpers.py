@@ -15,7 +15,9 @@ from typer.testing import CliRunner, Result
 from workers.cli import app
 
 
-def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None) -> Result:
+def run_cli(
+    args: Sequence[str], env: Mapping[str, str] | None = None, input: str | None = None
+) -> Result:
     """Run ``readmodel ARGS`` in-process and return its exit code, stdout and stderr.
 
     The CLI configures structlog and the root logger to write to the stderr it sees, which
@@ -25,7 +27,9 @@ def run_cli(args: Sequence[str], env: Mapping[str, str] | None = None) -> Result
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
     try:
-        return CliRunner().invoke(app, list(args), env=dict(env or {}), catch_exceptions=False)
+        return CliRunner().invoke(
+            app, list(args), input=input, env=dict(env or {}), catch_exceptions=False
+        )
     finally:
         structlog.reset_defaults()
         root.handlers[:] = handlers

@@ -118,3 +118,66 @@ def test_a_query_for_one_tenant_never_returns_anothers_rows(
         assert [row["account"] for row in json.loads(cli.stdout)["rows"]] == ["g1"]
         missing = run_cli(["query", "tenant_accounts", "a1", "--config", str(config)])
         assert missing.exit_code == 2 and "--tenant" in missing.stderr
+
+
+# -- invariant 6, second half: tenant credentials stored encrypted, never logged -----------
+
+
+def test_a_tenant_source_given_encrypted_is_read_and_its_password_never_shown(
+    pg_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tenant database's DSN sits in the config file as ``fernet:<token>`` (made by
+    ``readmodel secret encrypt``); with READMODEL_SECRET_KEY the relay reads that database,
+    and neither the password nor the token appear in what readmodel prints."""
+    from tests.outbox_helpers import init_outbox, insert_events
+
+    made = run_cli(["secret", "key"])
+    assert made.exit_code == 0
+    key = made.stdout.strip()
+    monkeypatch.setenv("READMODEL_SECRET_KEY", key)
+    password = "Tenant-Pa55word"
+    tenant_dsn = sa.make_url(pg_database()).set(password=password)
+    plain = tenant_dsn.render_as_string(hide_password=False)
+    encrypted = run_cli(["secret", "encrypt"], input=plain)
+    assert encrypted.exit_code == 0, encrypted.output
+    token = encrypted.stdout.strip()
+    assert token.startswith("fernet:") and password not in token
+    store = f"sqlite:///{tmp_path / 'store.db'}"
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "store": {"url": store},
+            "sources": {"acme": {"url": token, "tenant": "acme", "columns": {"tenant": ""}}},
+        },
+    )
+    assert password not in config.read_text()
+
+    from config import load_settings
+
+    settings = load_settings(config)
+    assert settings.sources["acme"].url == plain
+    init_outbox(settings.sources["acme"], "acme")
+    engine = sa.create_engine(plain.replace("postgresql://", "postgresql+psycopg://"))
+    insert_events(engine, [("account", "a1", "Opened", {"owner": "ann"})])
+    engine.dispose()
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    for command in (["relay", "--once", "--log-level", "debug"], ["status", "--json"]):
+        result = run_cli([*command, "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        shown = result.stdout + result.stderr
+        assert password not in shown and token not in shown
+    log = EventLog(store)
+    try:
+        assert [(e.tenant, e.aggregate_id) for e in log.read("acme")] == [("acme", "a1")]
+    finally:
+        log.close()
+
+    monkeypatch.setenv("READMODEL_SECRET_KEY", run_cli(["secret", "key"]).stdout.strip())
+    wrong = run_cli(["status", "--config", str(config)])
+    assert wrong.exit_code == 2
+    assert "sources.acme.url" in wrong.stderr and "cannot decrypt" in wrong.stderr
+    monkeypatch.delenv("READMODEL_SECRET_KEY")
+    missing = run_cli(["status", "--config", str(config)])
+    assert missing.exit_code == 2 and "needs its key in READMODEL_SECRET_KEY" in missing.stderr
+    for result in (wrong, missing):
+        assert password not in result.output + result.stderr

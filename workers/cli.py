@@ -27,6 +27,7 @@ from workers.cli_parked import parked_app
 from workers.cli_query import query_command
 from workers.cli_reference import register as register_reference
 from workers.cli_replay import replay_command
+from workers.cli_secret import secret_app
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -54,6 +55,7 @@ app = typer.Typer(
 outbox_app = typer.Typer(help="Outbox tables in the service databases.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
 app.add_typer(parked_app, name="parked")
+app.add_typer(secret_app, name="secret")
 app.command()(migrate)
 register_ops(app)  # status, health, metrics
 register_reference(app)  # simulate, verify, demo, reference init
