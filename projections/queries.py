@@ -102,7 +102,8 @@ class Reader(typing.Protocol):
         ...
 
     def rows(self, statement: sa.Select[Any]) -> list[dict[str, Any]]:
-        """Any SQLAlchemy Core ``select`` over the projection's tables."""
+        """Any SQLAlchemy Core ``select`` over the projection's tables (refused for a
+        projection with a ``tenant_column``: it could not be limited to the tenant)."""
         ...
 
 

@@ -126,8 +126,12 @@ class Queries:
                 f"which is not configured"
             ) from None
 
-    def reader(self, projection: str | Projection) -> SqlReader:
-        """The read-only :class:`Reader` of a projection's tables."""
+    def reader(self, projection: str | Projection, tenant: str | None = None) -> SqlReader:
+        """The read-only :class:`Reader` of a projection's tables (of ``tenant``'s rows for
+        a projection with a ``tenant_column``, which must then be given)."""
+        return self._reader(projection).for_tenant(tenant)
+
+    def _reader(self, projection: str | Projection) -> SqlReader:
         p = self.projection(projection) if isinstance(projection, str) else projection
         reader = self._readers.get(p.name)
         if reader is None:
@@ -144,7 +148,7 @@ class Queries:
 
     def indexed(self, projection: str, table: str | None = None) -> list[list[str]]:
         """The column lists of the table's indexes (primary key, unique, ``Index``)."""
-        return _indexes(self.reader(projection).table(table))
+        return _indexes(self._reader(projection).table(table))
 
     # -- queries -------------------------------------------------------------------
 
@@ -162,7 +166,7 @@ class Queries:
         """The row with primary key ``key`` (``Result.value`` is ``None`` when absent); of
         ``tenant`` for a projection with a ``tenant_column``."""
         p = self.projection(projection)
-        reader = self.reader(p).for_tenant(tenant)
+        reader = self.reader(p, tenant)
         t = reader.table(table)
         key_values = reader.key_dict(t, key)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
@@ -196,7 +200,7 @@ class Queries:
         page's ``next`` as ``after`` for the following page. Each column of ``where`` must
         belong to an index led by one of them, unless ``allow_unindexed``."""
         p = self.projection(projection)
-        reader = self.reader(p).for_tenant(tenant)
+        reader = self.reader(p, tenant)
         t = reader.table(table)
         where = dict(where or {})
         for name in where:
@@ -227,7 +231,7 @@ class Queries:
             known = ", ".join(sorted(specs)) or "none"
             raise QueryError(f"projection {p.name!r} has no query {name!r} (known: {known})")
         bound = _bind(p, spec, args, kwargs)
-        reader = self.reader(p).for_tenant(tenant)
+        reader = self.reader(p, tenant)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
 
         def load() -> Any:

@@ -103,6 +103,9 @@ def test_a_query_for_one_tenant_never_returns_anothers_rows(
 
         with pytest.raises(QueryError, match="keeps rows per tenant: give the tenant"):
             queries.get("tenant_accounts", "a1")
+        with pytest.raises(QueryError, match="keeps rows per tenant: give the tenant"):
+            queries.reader("tenant_accounts")  # no way around the filter
+        assert queries.reader("tenant_accounts", "globex").get(accounts, "a1") is None
         with pytest.raises(QueryError, match="cannot be limited to one"):
             queries.run("tenant_accounts", "raw", tenant="acme")
 
