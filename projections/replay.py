@@ -31,12 +31,10 @@ untouched; its shadow tables are dropped by the next replay or :meth:`Replayer.c
 
 from __future__ import annotations
 
-import hashlib
 import time
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -53,6 +51,7 @@ from projections.api import Projection
 from projections.invalidations import WHOLE_PROJECTION
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc, collect_batch, stream_batches
+from projections.replay_lock import replay_lock
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -303,9 +302,7 @@ class Replayer:
             skipped_before = len(self._skipped)
             try:
                 with self._write() as conn:
-                    applied = self._apply_or_blame(
-                        conn, events, self.shadow.mapping, lock_rows=False
-                    )
+                    applied = self._apply(conn, events, self.shadow.mapping, lock_rows=False)
                     self._set_shadow_checkpoint(conn, source, events[-1].position or 0)
             except _Failed as failed:
                 del self._skipped[skipped_before:]
@@ -353,7 +350,7 @@ class Replayer:
                     for source in sources:
                         applied[source] = 0
                         for events in self._stream(source, progress[source], targets[source]):
-                            applied[source] += self._apply_or_blame(
+                            applied[source] += self._apply(
                                 conn, events, self.shadow.mapping, lock_rows=False
                             )
                     old_tables = self.shadow.swap(conn)
@@ -447,11 +444,7 @@ class Replayer:
                                 if (e.position or 0) <= cps[_partition(e, partitions)]
                                 and (e.aggregate_type, e.aggregate_id) not in held
                             ]
-                            applied = (
-                                self._apply_or_blame(conn, due, tables, lock_rows=True)
-                                if due
-                                else 0
-                            )
+                            applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
                             invalidation = self._journal_whole_projection(conn) if due else None
                     except _Failed as failed:
                         del self._skipped[skipped_before:]
@@ -491,6 +484,27 @@ class Replayer:
         *,
         lock_rows: bool,
     ) -> int:
+        """Apply ``events`` in ``conn``'s transaction; returns how many. Writes the database
+        refuses are the failure of the one event applied (:class:`_Failed`), or
+        :class:`_Refused` for the caller to apply the events one by one."""
+        try:
+            return self._apply_events(conn, events, tables, lock_rows)
+        except (RefusedWrite, StoreError, SQLAlchemyError, psycopg.Error) as exc:
+            cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+            if cause is None or not refused_write(cause):
+                raise
+            error = cause.error if isinstance(cause, RefusedWrite) else cause
+            if len(events) == 1:
+                raise _Failed(events[0], error) from exc
+            raise _Refused(error) from exc
+
+    def _apply_events(
+        self,
+        conn: sa.Connection,
+        events: Sequence[Envelope],
+        tables: dict[sa.Table, sa.Table],
+        lock_rows: bool,
+    ) -> int:
         # Shadow tables start empty and only the rebuild writes them: new rows are COPYed.
         new_rows = self._new_rows if tables is self.shadow.mapping else None
         tx = SqlTx(conn, tables, lock_rows=lock_rows, new_rows=new_rows)
@@ -513,27 +527,6 @@ class Replayer:
             applied += 1
         tx.flush()
         return applied
-
-    def _apply_or_blame(
-        self,
-        conn: sa.Connection,
-        events: Sequence[Envelope],
-        tables: dict[sa.Table, sa.Table],
-        *,
-        lock_rows: bool,
-    ) -> int:
-        """:meth:`_apply`; writes the database refuses are the failure of the one event
-        applied, or :class:`_Refused` for the caller to apply the events one by one."""
-        try:
-            return self._apply(conn, events, tables, lock_rows=lock_rows)
-        except (RefusedWrite, StoreError, SQLAlchemyError, psycopg.Error) as exc:
-            cause = exc.__cause__ if isinstance(exc, StoreError) else exc
-            if cause is None or not refused_write(cause):
-                raise
-            error = cause.error if isinstance(cause, RefusedWrite) else cause
-            if len(events) == 1:
-                raise _Failed(events[0], error) from exc
-            raise _Refused(error) from exc
 
     def _fail(self, failed: _Failed) -> None:
         """Strict: stop. With ``skip_errors``: hold the aggregate; the batch is redone."""
@@ -611,47 +604,3 @@ def _is_transient(exc: BaseException | None) -> bool:
         | psycopg.errors.DeadlockDetected
         | psycopg.errors.SerializationFailure,
     ) or (isinstance(exc, OperationalError) and "locked" in str(exc))
-
-
-# -- one replay per projection -----------------------------------------------------------
-
-
-@contextmanager
-def replay_lock(store: SqlStore, projection: str) -> Iterator[None]:
-    """Held for a replay's whole run; raises :class:`ReplayLocked` when another holds it."""
-    busy = ReplayLocked(
-        f"another replay of {projection!r} is running (or cleaning up); wait for it to finish"
-    )
-    if store.kind == "postgresql":
-        key = int.from_bytes(
-            hashlib.blake2b(f"readmodel-replay:{projection}".encode(), digest_size=8).digest(),
-            "big",
-            signed=True,
-        )
-        with store.engine.connect() as conn:
-            if not conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one():
-                raise busy
-            conn.commit()
-            try:
-                yield
-            finally:
-                conn.rollback()
-                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
-                conn.commit()
-        return
-    import fcntl
-
-    database = store.engine.url.database
-    if not database or database == ":memory:":
-        yield
-        return
-    path = Path(f"{database}.replay-{projection}.lock")
-    with path.open("a") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise busy from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
