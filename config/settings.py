@@ -82,11 +82,18 @@ def _dsn_checked(value: str, schemes: set[str], expected: str) -> str:
 
 
 def _authority_checked(value: str) -> str:
-    """``value``, refused when its user or password has an unescaped ``@``: the DSN would
-    be read with part of the password as the host, and that part shown in messages."""
-    authority = value.split("://", 1)[1].split("/", 1)[0] if "://" in value else ""
+    """``value``, refused when its user or password has an unescaped ``@``, ``/`` or space:
+    the DSN would be read with part of the password as the host or the path, and masking
+    (which finds the password between ``:`` and ``@``) would show it."""
+    rest = value.split("://", 1)[1] if "://" in value else ""
+    authority = rest.split("/", 1)[0]
     if authority.count("@") > 1:
         raise ValueError("the user or password contains '@': write it as %40")
+    sqlite = value.lower().startswith("sqlite")  # a path, which may hold any character
+    if not sqlite and "@" not in authority and "@" in rest.split("?", 1)[0]:
+        raise ValueError("the user or password contains '/': write it as %2F")
+    if any(c.isspace() for c in authority.rpartition("@")[0]):
+        raise ValueError("the user or password contains a space: write it as %20")
     return value
 
 
@@ -239,6 +246,7 @@ class BrokerSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
+        value = reveal(value)
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if scheme not in {"memory", "redis", "rediss", "amqp", "amqps"}:
             raise ValueError("expected memory://, redis://, rediss://, amqp:// or amqps://")
@@ -348,6 +356,7 @@ class CacheSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
+        value = reveal(value)
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if value and scheme not in {"memory", "redis", "rediss", "unix"}:
             raise ValueError("expected '', memory://, redis://, rediss:// or unix://")

@@ -167,8 +167,12 @@ class Projection:
     (``readmodel replay --from-position``)."""
     tenant_column: ClassVar[str | None] = None
     """The column holding each row's tenant (handlers write ``event.tenant`` into it): every
-    read of a table that has it is then filtered by the caller's tenant, which queries
-    must give (``Queries.get(..., tenant=...)``, ``readmodel query --tenant``)."""
+    read is then filtered by the caller's tenant, which queries must give
+    (``Queries.get(..., tenant=...)``, ``readmodel query --tenant``). Every table must have
+    the column, but those listed in ``shared_tables``."""
+    shared_tables: ClassVar[tuple[sa.Table, ...]] = ()
+    """Tables of a projection with a ``tenant_column`` that every tenant reads (reference
+    data without the column)."""
 
     _handlers: ClassVar[dict[tuple[str, str], Handler]]
 
@@ -182,6 +186,7 @@ class Projection:
                         source, event_type, function, _payload_model(function, attr, cls)
                     )
         cls._handlers = handlers
+        _check_tenant_tables(cls)
 
     @property
     def sources(self) -> list[str]:
@@ -243,6 +248,23 @@ class Projection:
 
 
 _fast: dict[type[BaseModel], bool] = {}
+
+
+def _check_tenant_tables(cls: type[Projection]) -> None:
+    """A tenant projection's tables all hold the tenant column, but the shared ones: a
+    table without it would otherwise be read by every tenant, unnoticed."""
+    column = cls.tenant_column
+    if column is None:
+        if cls.shared_tables:
+            raise TypeError(f"{cls.__name__}: shared_tables without a tenant_column")
+        return
+    for table in cls.tables:
+        shared = any(table is other for other in cls.shared_tables)
+        if not shared and column not in table.c:
+            raise TypeError(
+                f"{cls.__name__}: table {table.name!r} has no tenant column {column!r}; add "
+                f"it, or list the table in shared_tables if every tenant may read it"
+            )
 
 
 def _own_copy(payload: dict[str, Any]) -> dict[str, Any]:

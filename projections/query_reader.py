@@ -51,12 +51,14 @@ class SqlReader:
         tables: Sequence[sa.Table],
         *,
         tenant_column: str | None = None,
+        shared_tables: Sequence[sa.Table] = (),
         tenant: str | None = None,
     ) -> None:
         self.engine = engine
         self.projection = projection
         self.tables = {t.name: t for t in tables}
         self.tenant_column = tenant_column
+        self.shared = {t.name for t in shared_tables}
         self.tenant = tenant
 
     def for_tenant(self, tenant: str | None) -> SqlReader:
@@ -78,13 +80,16 @@ class SqlReader:
             self.projection,
             list(self.tables.values()),
             tenant_column=self.tenant_column,
+            shared_tables=[self.tables[name] for name in self.shared],
             tenant=tenant,
         )
 
     def _scope(self, table: sa.Table) -> list[Any]:
-        """The tenant filter of ``table`` (none for a table without the tenant column)."""
-        if self.tenant is None or self.tenant_column not in table.c:
+        """The tenant filter of ``table`` (none for a shared table)."""
+        if self.tenant is None or table.name in self.shared:
             return []
+        if self.tenant_column not in table.c:  # fail closed (the projection checks it too)
+            raise QueryError(f"table {table.name!r} has no tenant column {self.tenant_column!r}")
         return [table.c[self.tenant_column] == self.tenant]
 
     def table(self, table: sa.Table | str | None) -> sa.Table:

@@ -139,7 +139,11 @@ class Queries:
             if not isinstance(engine, sa.Engine):
                 raise QueryError(f"projection {p.name!r}: its store does not support queries")
             reader = self._readers[p.name] = SqlReader(
-                engine, p.name, p.tables, tenant_column=p.tenant_column
+                engine,
+                p.name,
+                p.tables,
+                tenant_column=p.tenant_column,
+                shared_tables=p.shared_tables,
             )
         return reader
 
@@ -266,9 +270,18 @@ class Queries:
             return None, False
         try:
             return self.waiter.wait(p, _token(token), self._timeout(timeout)), False
-        except ConsistencyError as exc:
+        except ConsistencyError as error:
+            exc = error
+            if p.tenant_column is not None:  # the event may be another tenant's: say nothing
+                exc = type(error)(
+                    f"projection {p.name!r} has not applied the event awaited by "
+                    f"{error.token} (details are not shown to tenant reads: see readmodel "
+                    f"status and readmodel parked list)",
+                    error.token,
+                    error.projection,
+                )
             if not stale_ok:
-                raise
+                raise exc from None
             logger.info("serving a stale read", projection=p.name, reason=str(exc))
             return exc, True
 

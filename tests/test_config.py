@@ -562,3 +562,38 @@ def test_unknown_environment_variable_is_an_error(monkeypatch: pytest.MonkeyPatc
     message = str(caught.value)
     assert "READMODEL_STORE_URL" in message and "unknown key 'store_url'" in message
     assert "READMODEL_STORE__URL" in message
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        ("postgresql://svc:Tenant Pa55 word@db/orders", "contains a space: write it as %20"),
+        ("postgresql://my user:Pa55@db/orders", "contains a space: write it as %20"),
+        ("postgresql://team/svc:Pa55@db/orders", "contains '/': write it as %2F"),
+    ],
+)
+def test_a_dsn_whose_password_masking_would_miss_is_refused(
+    tmp_path: Path, dsn: str, expected: str
+) -> None:
+    """Masking finds the password between ':' and '@': with a space in it, or a '/' in the
+    user, the password was shown in clear by status and the relay's log."""
+    path = write_config(tmp_path / "rm.toml", {"sources": {"orders": {"url": dsn}}})
+    message = _load_error(path)
+    assert "sources.orders.url" in message and expected in message
+    assert "Pa55" not in message
+
+
+def test_broker_and_cache_urls_may_be_encrypted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from config.secrets import encrypt, new_key
+
+    key = new_key()
+    monkeypatch.setenv("READMODEL_SECRET_KEY", key)
+    broker, cache = "amqp://svc:Pa55@mq:5672/%2F", "redis://:Pa55@cache:6379/0"
+    path = write_config(
+        tmp_path / "rm.toml",
+        {"broker": {"url": encrypt(broker, key)}, "cache": {"url": encrypt(cache, key)}},
+    )
+    settings = load_settings(path)
+    assert (settings.broker.url, settings.cache.url) == (broker, cache)

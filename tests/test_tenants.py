@@ -43,6 +43,7 @@ class TenantAccounts(Projection):
     name = "tenant_accounts"
     tables = (accounts, currencies)
     tenant_column = "tenant"
+    shared_tables = (currencies,)
     key_tags = {"tenant_accounts": "account:{account}"}
 
     @on("bank", "Opened")
@@ -184,3 +185,36 @@ def test_a_tenant_source_given_encrypted_is_read_and_its_password_never_shown(
     assert missing.exit_code == 2 and "needs its key in READMODEL_SECRET_KEY" in missing.stderr
     for result in (wrong, missing):
         assert password not in result.output + result.stderr
+
+
+def test_a_tenant_projection_with_a_table_lacking_the_column_is_refused() -> None:
+    """A table without the tenant column was read by every tenant without a word (the
+    column named differently, say): it must be listed as shared to be."""
+    notes = sa.Table(
+        "tenant_notes",
+        sa.MetaData(),
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("tenant_id", sa.Text),
+    )
+    with pytest.raises(TypeError, match="table 'tenant_notes' has no tenant column 'tenant'"):
+
+        class Notes(Projection):
+            name = "tenant_notes"
+            tables = (notes,)
+            tenant_column = "tenant"
+
+
+def test_a_tenant_read_waiting_for_an_event_learns_nothing_of_it(
+    database_for: Callable[[str], str],
+) -> None:
+    """The wait's error described the awaited event (type, aggregate id, a handler's
+    error): a token is a position anyone can guess, and the event may be another tenant's."""
+    from projections.consistency import ConsistencyTimeout
+
+    with engine_on(database_for("postgresql"), [TenantAccounts()]) as (log, store, engine):
+        _log(log, [("globex", "globex-vip-7", "bob")])  # logged, not applied
+        queries = Queries.from_engine(engine, log.engine)
+        with pytest.raises(ConsistencyTimeout) as waited:
+            queries.get("tenant_accounts", "a1", tenant="acme", wait_for="bank:1", timeout=0.2)
+        assert "globex" not in str(waited.value) and "Opened" not in str(waited.value)
+        assert "has not applied the event awaited by" in str(waited.value)
