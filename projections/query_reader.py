@@ -4,6 +4,7 @@ keyset pages by primary key behind an opaque cursor."""
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -75,14 +76,9 @@ class SqlReader:
                 f"projection {self.projection!r} keeps rows per tenant: give the tenant "
                 f"(tenant=..., readmodel query --tenant T)"
             )
-        return SqlReader(
-            self.engine,
-            self.projection,
-            list(self.tables.values()),
-            tenant_column=self.tenant_column,
-            shared_tables=[self.tables[name] for name in self.shared],
-            tenant=tenant,
-        )
+        scoped = copy.copy(self)
+        scoped.tenant = tenant
+        return scoped
 
     def _scope(self, table: sa.Table) -> list[Any]:
         """The tenant filter of ``table`` (none for a shared table)."""

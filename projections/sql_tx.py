@@ -4,7 +4,7 @@ writes are folded per key and flushed as a few batched statements at commit."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -181,7 +181,7 @@ class SqlTx:
             plan.select_keys(cursor, ordered)
             self._remember_rows(plan, cursor, ordered)
             return
-        as_requested = _requested_keys(physical, ordered) if self._postgresql else None
+        as_requested = _as_requested(physical, ordered) if self._postgresql else None
         for start in range(0, len(ordered), 1000):
             chunk = ordered[start : start + 1000]
             condition = (
@@ -190,9 +190,7 @@ class SqlTx:
             for found in self.conn.execute(sa.select(physical).where(condition)):
                 row = dict(found._mapping)
                 k = tuple(row[c.name] for c in pk)
-                if as_requested is not None:
-                    k = as_requested.get(_unpadded(physical, k), k)
-                self._read[(physical.name, k)] = row
+                self._read[(physical.name, as_requested(k) if as_requested else k)] = row
 
     def _run_deferred(self) -> None:
         """Run the deferred prefetches in one round trip: lock every key (in one sorted
@@ -219,12 +217,12 @@ class SqlTx:
         """Keep the rows a :meth:`TablePlan.select_keys` query of ``keys`` returned as read."""
         names = plan.columns
         index = names.index(plan.keys[0])
-        as_requested = _requested_keys(plan.table, keys)
+        as_requested = _as_requested(plan.table, keys)
         for values in cursor:
             k = (values[index],)
-            if as_requested is not None:
-                k = as_requested.get(_unpadded(plan.table, k), k)
-            self._read[(plan.table_name, k)] = dict(zip(names, values, strict=True))
+            self._read[(plan.table_name, as_requested(k) if as_requested else k)] = dict(
+                zip(names, values, strict=True)
+            )
 
     def upsert(self, table: sa.Table, row: Mapping[str, Any]) -> None:
         physical, name, pk = self._info.get(table) or self._describe(table)
@@ -289,23 +287,21 @@ def row_lock_key(key: tuple[str, tuple[Any, ...]]) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-def _padded_key_columns(table: sa.Table) -> tuple[bool, ...]:
-    """Which key columns are ``CHAR(n)``: PostgreSQL returns their values blank-padded."""
-    return tuple(isinstance(c.type, sa.CHAR) for c in table.primary_key.columns)
-
-
-def _unpadded(table: sa.Table, key: tuple[Any, ...]) -> tuple[Any, ...]:
-    pads = _padded_key_columns(table)
-    return tuple(
-        v.rstrip(" ") if pad and isinstance(v, str) else v for v, pad in zip(key, pads, strict=True)
-    )
-
-
-def _requested_keys(
+def _as_requested(
     table: sa.Table, keys: list[tuple[Any, ...]]
-) -> dict[tuple[Any, ...], tuple[Any, ...]] | None:
-    """For a table keyed by ``CHAR(n)``: each requested key by its unpadded form, so that a
-    row read back (``'ab    '``) is filed under the key asked for (``'ab'``); ``None`` else."""
-    if not any(_padded_key_columns(table)):
+) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
+    """For a table keyed by ``CHAR(n)`` (PostgreSQL returns such values blank-padded): the
+    key asked for of a row read back, so ``'ab    '`` is filed under ``'ab'``; ``None``
+    for any other table."""
+    pads = tuple(isinstance(c.type, sa.CHAR) for c in table.primary_key.columns)
+    if not any(pads):
         return None
-    return {_unpadded(table, k): k for k in keys}
+
+    def unpadded(key: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
+            v.rstrip(" ") if pad and isinstance(v, str) else v
+            for v, pad in zip(key, pads, strict=True)
+        )
+
+    requested = {unpadded(k): k for k in keys}
+    return lambda key: requested.get(unpadded(key), key)
