@@ -81,6 +81,24 @@ def _dsn_checked(value: str, schemes: set[str], expected: str) -> str:
     return value
 
 
+def _mongo_url_checked(value: str) -> str:
+    """A MongoDB URL (decrypted), scheme in lower case, that names its database; hosts and
+    options are left to the driver, which reports them when it connects."""
+    value = reveal(value)
+    scheme, _, rest = value.partition("://")
+    value = f"{scheme.lower()}://{rest}"
+    _authority_checked(value)
+    authority, slash, path = rest.partition("/")
+    database = path.split("?", 1)[0]
+    if not authority.rpartition("@")[2]:
+        raise ValueError("the MongoDB URL names no host: mongodb://host:27017/<database>")
+    if not slash or not database:
+        raise ValueError("the MongoDB URL names no database: mongodb://host:27017/<database>")
+    if any(c in database for c in '/\\. "$') or len(database) > 63:
+        raise ValueError(f"{database!r} is not a valid MongoDB database name")
+    return value
+
+
 def _authority_checked(value: str) -> str:
     """``value``, refused when its user or password has an unescaped ``@``, ``/`` or space:
     the DSN would be read with part of the password as the host or the path, and masking
@@ -137,9 +155,10 @@ class SourceSettings(_Strict):
     """One service database and its outbox table."""
 
     url: str = Field(
-        description="SQLAlchemy-style DSN: postgresql://, mysql://, mariadb://, sqlite:///"
+        description="SQLAlchemy-style DSN: postgresql://, mysql://, mariadb://, sqlite:///; "
+        "or a MongoDB URL naming the database: mongodb://host:27017/chat"
     )
-    table: str = "outbox"
+    table: str = Field("outbox", description="the outbox table (MongoDB: collection)")
     schema_name: str | None = Field(
         None, alias="schema", description="database schema of the table"
     )
@@ -150,7 +169,16 @@ class SourceSettings(_Strict):
     max_payload_bytes: int = Field(1_048_576, ge=1)
     poll_min: Duration = Field(timedelta(milliseconds=5), description="poll interval when busy")
     poll_max: Duration = Field(timedelta(seconds=1), description="poll interval when idle")
-    notify: bool = Field(True, description="PostgreSQL: wake up on NOTIFY from the outbox trigger")
+    notify: bool = Field(
+        True,
+        description="wake up on PostgreSQL's NOTIFY from the outbox trigger, or on a MongoDB "
+        "change stream (replica sets)",
+    )
+    lease: Duration = Field(
+        timedelta(seconds=10),
+        description="MongoDB: a standby relay takes the source over when the leader has not "
+        "renewed its lease for this long",
+    )
     tenant: str | None = Field(
         None,
         description="tenant of rows whose tenant column is empty; of every row when "
@@ -172,14 +200,22 @@ class SourceSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
+        if reveal(value).lower().startswith(("mongodb://", "mongodb+srv://")):
+            return _mongo_url_checked(value)
         return _dsn_checked(
             value,
             {"postgresql", "postgres", "mysql", "mariadb", "sqlite"},
-            "postgresql://, mysql://, mariadb:// or sqlite:///",
+            "postgresql://, mysql://, mariadb://, sqlite:/// or mongodb://",
         )
+
+    @property
+    def is_mongodb(self) -> bool:
+        return self.url.startswith(("mongodb://", "mongodb+srv://"))
 
     @model_validator(mode="after")
     def _mark_needs_column(self) -> SourceSettings:
+        if self.is_mongodb and self.schema_name is not None:
+            raise ValueError("schema does not apply to MongoDB: the URL names the database")
         if self.on_dispatch == "mark" and not self.columns.dispatched_at:
             raise ValueError("on_dispatch = 'mark' needs columns.dispatched_at")
         if self.poll_max < self.poll_min:

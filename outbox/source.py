@@ -75,9 +75,19 @@ class OutboxSource(ABC):
     def pending(self) -> PendingStats:
         """Undelivered rows and the oldest one's age (a read-only query, leader or not)."""
 
+    @property
+    @abstractmethod
+    def column_names(self) -> dict[str, str]:
+        """Field of :data:`outbox.rows.FIELDS` -> the outbox column or document field it comes
+        from ('' for an optional one the outbox does not have)."""
+
     @abstractmethod
     def ddl(self) -> list[str]:
         """Statements that create this source's outbox table, indexes and wake-up trigger."""
+
+    @abstractmethod
+    def install(self) -> None:
+        """Create what :meth:`ddl` describes (``readmodel outbox init``)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -165,6 +175,16 @@ class SqlOutboxSource(OutboxSource):
             schema=self.settings.schema_name,
         )
         return self._table
+
+    def install(self) -> None:
+        try:
+            with self.engine.begin() as conn:
+                for statement in self.ddl():
+                    conn.exec_driver_sql(statement)
+        except SQLAlchemyError as exc:
+            raise SourceError(
+                f"source {self.name!r} ({self.display_url}): {describe_db_error(exc)}"
+            ) from exc
 
     def _qualified(self) -> str:
         schema = self.settings.schema_name

@@ -1,4 +1,4 @@
-"""Build the right outbox source for a configured DSN."""
+"""Build the right outbox source for a configured URL."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from config import SourceSettings
 from outbox.db import engine_kind
 from outbox.mysql import MySqlOutboxSource
 from outbox.postgres import PostgresOutboxSource
-from outbox.source import SqlOutboxSource
+from outbox.source import OutboxSource, SqlOutboxSource
 from outbox.sqlite import SqliteOutboxSource
 
 _BY_KIND: dict[str, type[SqlOutboxSource]] = {
@@ -16,6 +16,17 @@ _BY_KIND: dict[str, type[SqlOutboxSource]] = {
 }
 
 
-def open_source(name: str, settings: SourceSettings) -> SqlOutboxSource:
+def source_kind(url: str) -> str:
+    """``postgresql``, ``mysql``, ``sqlite`` or ``mongodb``."""
+    if url.lower().startswith(("mongodb://", "mongodb+srv://")):
+        return "mongodb"
+    return engine_kind(url)
+
+
+def open_source(name: str, settings: SourceSettings) -> OutboxSource:
     """The outbox source for ``settings.url`` (nothing is connected until it is used)."""
+    if source_kind(settings.url) == "mongodb":
+        from outbox.mongo import MongoOutboxSource
+
+        return MongoOutboxSource(name, settings)
     return _BY_KIND[engine_kind(settings.url)](name, settings)

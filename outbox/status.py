@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from config import Settings
-from outbox.db import engine_kind, redact_dsn
+from outbox.db import redact_dsn
 from outbox.errors import ReadmodelError
 from outbox.log import EventLog
-from outbox.sources import open_source
+from outbox.sources import open_source, source_kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,7 @@ def source_status(name: str, settings: Settings, log_head: int, parked: int) -> 
         source.close()
     return SourceStatus(
         source=name,
-        engine=engine_kind(source_settings.url),
+        engine=source_kind(source_settings.url),
         url=redact_dsn(source_settings.url),
         undelivered=undelivered,
         oldest_undelivered_age_seconds=age,

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from config import Settings, load_settings
 
-pytest_plugins = ["tests.broker_helpers", "tests.cache_helpers"]
+pytest_plugins = ["tests.broker_helpers", "tests.cache_helpers", "tests.mongo_helpers"]
 
 PG_ADMIN = os.environ.get("READMODEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MYSQL_ADMIN = os.environ.get("READMODEL_TEST_MYSQL", "mysql://root@127.0.0.1:3306/mysql")

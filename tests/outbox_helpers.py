@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import sqlalchemy as sa
+from pymongo import MongoClient, ReturnDocument
 
 from config import SourceSettings
 from outbox.sources import open_source
@@ -16,9 +19,7 @@ def init_outbox(settings: SourceSettings, name: str = "src") -> None:
     """Create the outbox table of ``settings`` exactly as ``readmodel outbox init`` does."""
     source = open_source(name, settings)
     try:
-        with source.engine.begin() as conn:
-            for statement in source.ddl():
-                conn.exec_driver_sql(statement)
+        source.install()
     finally:
         source.close()
 
@@ -44,3 +45,92 @@ def migrate_store(url: str) -> None:
 
     with engine_for(url) as engine:
         upgrade(engine)
+
+
+Event = tuple[str, str, str, dict[str, Any]]
+
+
+class OutboxDb(Protocol):
+    """A service database with an outbox, as a test writes and counts it."""
+
+    def insert(self, events: Iterable[Event]) -> None: ...
+
+    def count(self, *, pending_only: bool) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class SqlOutboxDb:
+    def __init__(self, url: str) -> None:
+        from outbox.db import create_engine
+
+        self.engine = create_engine(url)
+
+    def insert(self, events: Iterable[Event]) -> None:
+        insert_events(self.engine, events)
+
+    def count(self, *, pending_only: bool) -> int:
+        where = " WHERE dispatched_at IS NULL" if pending_only else ""
+        with self.engine.connect() as conn:
+            return int(conn.exec_driver_sql(f"SELECT count(*) FROM outbox{where}").scalar_one())
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class MongoOutboxDb:
+    """Writes outbox documents as a service should: ``seq`` from a counter document
+    incremented in the same transaction as the inserts, so ``seq`` order is commit order."""
+
+    def __init__(self, url: str, collection: str = "outbox") -> None:
+        from outbox.mongo import mongo_database
+
+        self.client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
+        self.db = self.client.get_database(mongo_database(url))
+        self.outbox = self.db.get_collection(collection)
+        self.collection = collection
+
+    def insert(self, events: Iterable[Event]) -> None:
+        self.insert_documents(
+            [
+                {"aggregatetype": a, "aggregateid": b, "type": c, "payload": p}
+                for a, b, c, p in events
+            ]
+        )
+
+    def insert_documents(self, documents: list[dict[str, Any]]) -> None:
+        """Insert outbox documents, filling ``seq``, ``id`` and ``timestamp`` where missing."""
+        if not documents:
+            return
+
+        def write(session: Any) -> None:
+            counter = self.db.get_collection("counters").find_one_and_update(
+                {"_id": self.collection},
+                {"$inc": {"seq": len(documents)}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+            first = counter["seq"] - len(documents) + 1
+            now = datetime.now(UTC)
+            rows = [
+                {"seq": first + i, "id": str(uuid.uuid4()), "timestamp": now, **document}
+                for i, document in enumerate(documents)
+            ]
+            self.outbox.insert_many(rows, session=session)
+
+        with self.client.start_session() as session:
+            session.with_transaction(write)  # retried whole on a write conflict
+
+    def count(self, *, pending_only: bool) -> int:
+        query = {"dispatched_at": None} if pending_only else {}
+        return self.outbox.count_documents(query)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def outbox_db(url: str) -> OutboxDb:
+    if url.startswith("mongodb"):
+        return MongoOutboxDb(url)
+    return SqlOutboxDb(url)

@@ -1,11 +1,10 @@
-"""One contract for "an outbox source", run against PostgreSQL, MariaDB and SQLite."""
+"""One contract for "an outbox source", run against PostgreSQL, MariaDB, SQLite and MongoDB."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
 import pytest
-import sqlalchemy as sa
 
 from config import Settings
 from outbox.db import create_engine
@@ -13,10 +12,10 @@ from outbox.log import EventLog
 from outbox.relay import Relay, SourceRelay
 from outbox.sources import open_source
 from tests.conftest import ENGINES
-from tests.outbox_helpers import init_outbox, insert_events
+from tests.outbox_helpers import OutboxDb, init_outbox, outbox_db
 
 
-@pytest.fixture(params=ENGINES)
+@pytest.fixture(params=(*ENGINES, "mongodb"))
 def engine_name(request: pytest.FixtureRequest) -> str:
     return request.param
 
@@ -28,32 +27,34 @@ def on_dispatch(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def setup(
+    request: pytest.FixtureRequest,
     engine_name: str,
     on_dispatch: str,
     database_for: Callable[[str], str],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
-) -> Iterator[tuple[Settings, sa.Engine]]:
-    source_url = database_for(engine_name)
+) -> Iterator[tuple[Settings, OutboxDb]]:
+    if engine_name == "mongodb":
+        source_url = request.getfixturevalue("mongo_database")()
+    else:
+        source_url = database_for(engine_name)
     settings = make_settings(
         pg_database(), {"svc": {"url": source_url, "on_dispatch": on_dispatch, "batch_size": 100}}
     )
     init_outbox(settings.sources["svc"])
-    engine = create_engine(source_url)
-    yield settings, engine
-    engine.dispose()
+    db = outbox_db(source_url)
+    yield settings, db
+    db.close()
 
 
-def _outbox_rows(engine: sa.Engine, pending_only: bool) -> int:
-    where = " WHERE dispatched_at IS NULL" if pending_only else ""
-    with engine.connect() as conn:
-        return conn.exec_driver_sql(f"SELECT count(*) FROM outbox{where}").scalar_one()
+def _outbox_rows(db: OutboxDb, pending_only: bool) -> int:
+    return db.count(pending_only=pending_only)
 
 
-def test_relays_every_row_once_in_outbox_order(setup: tuple[Settings, sa.Engine]) -> None:
+def test_relays_every_row_once_in_outbox_order(setup: tuple[Settings, OutboxDb]) -> None:
     settings, source_db = setup
     events = [("order", f"o{i % 13}", "OrderPlaced", {"n": i}) for i in range(1, 351)]
-    insert_events(source_db, events)
+    source_db.insert(events)
 
     relay = Relay(settings)
     totals = relay.drain()["svc"]
@@ -70,10 +71,10 @@ def test_relays_every_row_once_in_outbox_order(setup: tuple[Settings, sa.Engine]
 
 
 def test_crash_between_append_and_acknowledge_is_deduplicated(
-    setup: tuple[Settings, sa.Engine],
+    setup: tuple[Settings, OutboxDb],
 ) -> None:
     settings, source_db = setup
-    insert_events(source_db, [("user", f"u{i}", "UserRegistered", {"n": i}) for i in range(40)])
+    source_db.insert([("user", f"u{i}", "UserRegistered", {"n": i}) for i in range(40)])
     log = EventLog(settings.store.url)
     log.create_tables()
     source = open_source("svc", settings.sources["svc"])
@@ -103,7 +104,7 @@ def test_crash_between_append_and_acknowledge_is_deduplicated(
     log.close()
 
 
-def test_second_relay_stands_by_while_first_leads(setup: tuple[Settings, sa.Engine]) -> None:
+def test_second_relay_stands_by_while_first_leads(setup: tuple[Settings, OutboxDb]) -> None:
     settings, _ = setup
     first = open_source("svc", settings.sources["svc"])
     second = open_source("svc", settings.sources["svc"])

@@ -14,11 +14,8 @@ from typing import Annotated, Any
 import structlog
 import typer
 from rich.markup import escape
-from sqlalchemy.exc import SQLAlchemyError
 
 from config import Settings
-from outbox.db import describe_db_error
-from outbox.errors import SourceError
 from workers.cli_migrate import migrate
 from workers.cli_ops import PARENT_ENV, stop_with_parent
 from workers.cli_ops import metrics_hooks as _metrics_hooks
@@ -304,7 +301,8 @@ def outbox_init(
         bool, typer.Option("--print", help="Print the DDL instead of applying it.")
     ] = False,
 ) -> None:
-    """Create the outbox table, its indexes and (PostgreSQL) the NOTIFY trigger for a source."""
+    """Create the outbox table, its indexes and (PostgreSQL) the NOTIFY trigger for a source;
+    for a MongoDB source, the collection's indexes."""
     from outbox.sources import open_source
 
     settings = load(config, log_level="warning")
@@ -319,17 +317,7 @@ def outbox_init(
                 print(statement.rstrip() + ";\n")
             return
 
-        def apply() -> None:
-            try:
-                with outbox_source.engine.begin() as conn:
-                    for statement in statements:
-                        conn.exec_driver_sql(statement)
-            except SQLAlchemyError as exc:
-                raise SourceError(
-                    f"source {source!r} ({outbox_source.display_url}): {describe_db_error(exc)}"
-                ) from exc
-
-        guarded(apply)
+        guarded(outbox_source.install)
         out.print(f"{source}: outbox table {settings.sources[source].table!r} is ready")
     finally:
         outbox_source.close()

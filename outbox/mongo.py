@@ -1,0 +1,379 @@
+"""MongoDB outbox source: a lease document for leadership, ``position``-ordered finds, change
+stream wake-ups.
+
+MongoDB has neither row locks nor session locks, so one active relay per source is a lease:
+a document in :data:`LEASES` that the leader renews (``beat`` + 1) every third of
+``settings.lease``. A standby watches the beat on its own monotonic clock and takes over,
+by compare-and-set on the beat it saw, once the beat has not moved for a whole lease; no two
+machines' clocks are ever compared. A leader that could not renew within the lease stops
+claiming. Should a paused leader still append a batch after a takeover, the event log drops
+the copies by event id, and the batch was a prefix of the outbox in order, so nothing is
+reordered.
+
+A find sees only committed documents. Order per aggregate holds when the service gives an
+aggregate's events increasing ``position`` values in commit order: a counter document
+incremented (``$inc``) in the same transaction as the outbox insert does that.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from bson import Binary, Decimal128, ObjectId
+from bson.errors import InvalidBSON
+from pymongo import ASCENDING, MongoClient, ReturnDocument
+from pymongo.collection import Collection
+from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
+
+from config import SourceSettings
+from outbox.db import redact_text
+from outbox.errors import NotLeaderError, SourceError
+from outbox.rows import FIELDS
+from outbox.source import OutboxSource, PendingStats
+
+LEASES = "readmodel_relay_leases"
+"""The collection, in the source's database, holding one lease document per outbox."""
+
+_CHUNK = 5000
+
+
+class MongoOutboxSource(OutboxSource):
+    """An outbox collection in a MongoDB database (the URL's path names the database)."""
+
+    def __init__(
+        self, name: str, settings: SourceSettings, *, client: MongoClient[Any] | None = None
+    ) -> None:
+        super().__init__(name, settings)
+        self._client = client or mongo_client(settings.url)
+        self._database = self._client.get_database(mongo_database(settings.url))
+        self._outbox: Collection[Any] = self._database.get_collection(settings.table)
+        self._leases: Collection[Any] = self._database.get_collection(LEASES)
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease = max(settings.lease.total_seconds(), 0.3)
+        self._leading = False
+        self._renewed = 0.0  # monotonic time of the last renewal we know succeeded
+        self._seen: tuple[Any, Any] | None = None  # (owner, beat) a standby last saw
+        self._seen_since = 0.0
+        self._stream: Any = None
+        self._streams_work = settings.notify
+        columns = settings.columns.model_dump()
+        self._fields = {field: columns.get(field, "") for field in FIELDS}
+        if settings.on_dispatch == "delete":
+            self._fields_dispatched = ""
+        else:
+            self._fields_dispatched = columns["dispatched_at"]
+
+    # -- shape ---------------------------------------------------------------------
+
+    @property
+    def column_names(self) -> dict[str, str]:
+        """Field -> document field ('' for an optional field the outbox does not use)."""
+        return dict(self._fields)
+
+    def _pending_filter(self) -> dict[str, Any]:
+        if self._fields_dispatched:
+            return {self._fields_dispatched: None}
+        return {}
+
+    # -- leadership ----------------------------------------------------------------
+
+    def try_lead(self) -> bool:
+        try:
+            if self._leading:
+                return self._renew()
+            return self._acquire()
+        except PyMongoError as exc:
+            self.lose_leadership()
+            raise SourceError(
+                f"source {self.name!r} ({self.display_url}): {_describe(exc)}"
+            ) from exc
+
+    @property
+    def leading(self) -> bool:
+        return self._leading
+
+    def _acquire(self) -> bool:
+        key = self.settings.table
+        lease = self._leases.find_one({"_id": key})
+        now = time.monotonic()
+        if lease is None:
+            try:
+                self._leases.insert_one(
+                    {"_id": key, "owner": self._owner, "beat": 0, "renewed_at": _utcnow()}
+                )
+            except DuplicateKeyError:
+                return False
+            return self._won(now)
+        seen = (lease.get("owner"), lease.get("beat"))
+        if seen[0] == self._owner:  # ours still: nobody took over while we were late
+            self._seen_since = now - self._lease
+        elif seen != self._seen:
+            self._seen, self._seen_since = seen, now
+            return False
+        if now - self._seen_since < self._lease:
+            return False
+        taken = self._leases.find_one_and_update(
+            {"_id": key, "owner": seen[0], "beat": seen[1]},
+            {"$set": {"owner": self._owner, "renewed_at": _utcnow()}, "$inc": {"beat": 1}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if taken is None:
+            return False
+        return self._won(now)
+
+    def _won(self, now: float) -> bool:
+        self._leading = True
+        self._renewed = now
+        self._seen = None
+        self._open_stream()
+        return True
+
+    def _renew(self) -> bool:
+        now = time.monotonic()
+        if now - self._renewed < self._lease / 3:
+            return True
+        if now - self._renewed >= self._lease:  # a standby may have taken over meanwhile
+            self.lose_leadership()
+            return self._acquire()
+        renewed = self._leases.find_one_and_update(
+            {"_id": self.settings.table, "owner": self._owner},
+            {"$inc": {"beat": 1}, "$set": {"renewed_at": _utcnow()}},
+        )
+        if renewed is None:
+            self.lose_leadership()
+            return False
+        self._renewed = now
+        return True
+
+    def lose_leadership(self) -> None:
+        self._leading = False
+        self._close_stream()
+
+    def _leader(self) -> None:
+        if not self._leading:
+            raise NotLeaderError(f"source {self.name!r}: this relay is not the leader")
+        if time.monotonic() - self._renewed >= self._lease:
+            self.lose_leadership()
+            raise NotLeaderError(f"source {self.name!r}: this relay's lease ran out")
+
+    # -- claims --------------------------------------------------------------------
+
+    def claim(self, limit: int) -> list[tuple[Any, ...]]:
+        self._leader()
+        position = self._fields["position"]
+        try:
+            documents = list(
+                self._outbox.find(self._pending_filter(), sort=[(position, ASCENDING)], limit=limit)
+            )
+        except (PyMongoError, InvalidBSON) as exc:
+            self.lose_leadership()
+            raise SourceError(f"source {self.name!r}: claim failed: {_describe(exc)}") from exc
+        return [self._row(document) for document in documents]
+
+    def _row(self, document: dict[str, Any]) -> tuple[Any, ...]:
+        """A document shaped like :data:`FIELDS`: the position as stored (to acknowledge it),
+        BSON types turned into what JSON and the log hold."""
+        values: list[Any] = []
+        for field, name in self._fields.items():
+            value = document.get(name) if name else None
+            if field == "position":
+                values.append(value)
+            elif field in ("payload", "headers"):
+                values.append(plain(value))
+            else:
+                values.append(_plain_scalar(value))
+        return tuple(values)
+
+    def acknowledge(self, positions: Sequence[Any]) -> None:
+        self._leader()
+        position = self._fields["position"]
+        try:
+            for start in range(0, len(positions), _CHUNK):
+                chunk = {position: {"$in": list(positions[start : start + _CHUNK])}}
+                if self._fields_dispatched:
+                    self._outbox.update_many(chunk, {"$set": {self._fields_dispatched: _utcnow()}})
+                else:
+                    self._outbox.delete_many(chunk)
+        except PyMongoError as exc:
+            self.lose_leadership()
+            raise SourceError(
+                f"source {self.name!r}: acknowledging documents failed: {_describe(exc)}"
+            ) from exc
+
+    def release(self) -> None:
+        """Nothing is locked: claimed documents stay where they are until acknowledged."""
+
+    # -- wake-ups ------------------------------------------------------------------
+
+    def _open_stream(self) -> None:
+        if not self._streams_work or self._stream is not None:
+            return
+        try:
+            self._stream = self._outbox.watch(
+                [{"$match": {"operationType": "insert"}}], max_await_time_ms=200
+            )
+        except OperationFailure:  # a standalone server has no change streams: poll
+            self._streams_work = False
+        except PyMongoError:
+            self._stream = None
+
+    def _close_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.close()
+            except PyMongoError:
+                pass
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Sleep up to ``timeout``, returning when an outbox document is inserted (a change
+        stream, on replica sets) or ``stop`` is set."""
+        if self._stream is None:
+            stop.wait(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            while not stop.is_set() and time.monotonic() < deadline:
+                if self._stream.try_next() is not None:
+                    return
+        except PyMongoError:
+            self._close_stream()
+            stop.wait(max(0.0, deadline - time.monotonic()))
+
+    # -- housekeeping and status ---------------------------------------------------
+
+    def purge_dispatched(self) -> int:
+        if not self._fields_dispatched:
+            return 0
+        cutoff = _utcnow() - self.settings.retention
+        try:
+            purged = self._outbox.delete_many({self._fields_dispatched: {"$lt": cutoff}})
+            return purged.deleted_count
+        except PyMongoError:
+            return 0
+
+    def pending(self) -> PendingStats:
+        occurred = self._fields["occurred_at"]
+        try:
+            undelivered = self._outbox.count_documents(self._pending_filter())
+            age = None
+            if occurred and undelivered:
+                oldest = self._outbox.find_one(
+                    {**self._pending_filter(), occurred: {"$ne": None}},
+                    sort=[(occurred, ASCENDING)],
+                    projection={occurred: 1},
+                )
+                stamp = None if oldest is None else oldest.get(occurred)
+                if isinstance(stamp, datetime):
+                    stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+                    age = max(0.0, (self._server_now() - stamp).total_seconds())
+        except PyMongoError as exc:
+            raise SourceError(
+                f"source {self.name!r} ({self.display_url}): {_describe(exc)}"
+            ) from exc
+        return PendingStats(undelivered, age)
+
+    def _server_now(self) -> datetime:
+        local = self._client.admin.command("hello").get("localTime")
+        if not isinstance(local, datetime):
+            return _utcnow()
+        return local if local.tzinfo else local.replace(tzinfo=UTC)
+
+    def ddl(self) -> list[str]:
+        """What :meth:`install` does, as mongosh commands."""
+        collection = f"db.getCollection({self.settings.table!r})"
+        position = self._fields["position"]
+        commands = [f"{collection}.createIndex({{{position!r}: 1}}, {{unique: true}})"]
+        if self._fields_dispatched:
+            commands.append(
+                f"{collection}.createIndex({{{self._fields_dispatched!r}: 1, {position!r}: 1}})"
+            )
+        return commands
+
+    def install(self) -> None:
+        position = self._fields["position"]
+        try:
+            self._outbox.create_index([(position, ASCENDING)], unique=True)
+            if self._fields_dispatched:
+                self._outbox.create_index(
+                    [(self._fields_dispatched, ASCENDING), (position, ASCENDING)]
+                )
+        except PyMongoError as exc:
+            raise SourceError(
+                f"source {self.name!r} ({self.display_url}): {_describe(exc)}"
+            ) from exc
+
+    def close(self) -> None:
+        if self._leading:
+            try:  # hand over at once instead of after a lease
+                self._leases.delete_one({"_id": self.settings.table, "owner": self._owner})
+            except PyMongoError:
+                pass
+        self.lose_leadership()
+        self._client.close()
+
+
+# -- URLs and values ------------------------------------------------------------------------
+
+
+def mongo_client(url: str) -> MongoClient[Any]:
+    """A client that gives up on an unreachable server after a few seconds, with aware UTC
+    datetimes; nothing is connected until it is used."""
+    return MongoClient(
+        url, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, connect=False
+    )
+
+
+def mongo_database(url: str) -> str:
+    """The database a ``mongodb://host/<database>`` URL names (config checks it is there)."""
+    path = url.split("://", 1)[1].split("?", 1)[0]
+    return path.split("/", 1)[1] if "/" in path else ""
+
+
+def plain(value: Any) -> Any:
+    """A document's value in the types JSON holds: ObjectIds and Decimal128 as text, binary as
+    text when it is UTF-8 (else ``{"$base64": ...}``), datetimes left for the JSON encoder."""
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(item) for item in value]
+    return _plain_scalar(value)
+
+
+def _plain_scalar(value: Any) -> Any:
+    if value is None or isinstance(value, str | bool | int | float | datetime):
+        return value
+    if isinstance(value, ObjectId):
+        return str(value)
+    if isinstance(value, Decimal128):
+        return str(value.to_decimal())
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Binary) and value.subtype in (3, 4) and len(value) == 16:
+        return str(value.as_uuid(value.subtype))
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return {"$base64": base64.b64encode(bytes(value)).decode()}
+    return str(value)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _describe(exc: BaseException) -> str:
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return redact_text(f"{type(exc).__name__}: {message}"[:500])
