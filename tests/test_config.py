@@ -341,7 +341,7 @@ def _source(**values: Any) -> dict[str, Any]:
         pytest.param(
             {"sources": {"orders": {"url": "oracle://svc@db/orders"}}},
             "sources.orders.url",
-            "expected a DSN starting with postgresql://, mysql://, mariadb:// or sqlite:///",
+            "expected a DSN starting with postgresql://, mysql://, mariadb://, sqlite:/// or mongodb://",
             id="dsn-scheme",
         ),
         pytest.param(
@@ -597,3 +597,13 @@ def test_broker_and_cache_urls_may_be_encrypted(
     )
     settings = load_settings(path)
     assert (settings.broker.url, settings.cache.url) == (broker, cache)
+
+
+@pytest.mark.parametrize(
+    "example",
+    sorted((Path(__file__).resolve().parents[1] / "config" / "examples").glob("*.toml")),
+    ids=lambda path: path.name,
+)
+def test_every_example_config_loads(example: Path) -> None:
+    settings = load_settings(example)
+    assert settings.sources and settings.config_file == str(example)
