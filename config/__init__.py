@@ -7,6 +7,7 @@ from config.settings import (
     CacheSettings,
     ColumnMap,
     EngineSettings,
+    ExtraStoreSettings,
     LoggingSettings,
     RelaySettings,
     Settings,
@@ -25,6 +26,7 @@ __all__ = [
     "RelaySettings",
     "Settings",
     "SourceSettings",
+    "ExtraStoreSettings",
     "StoreSettings",
     "load_settings",
 ]

@@ -236,6 +236,26 @@ class StoreSettings(_Strict):
         )
 
 
+class ExtraStoreSettings(_Strict):
+    """A read-model store besides ``[store]``: PostgreSQL, SQLite or MongoDB (documents)."""
+
+    url: str = Field(
+        description="postgresql://, sqlite:/// or a MongoDB URL naming the database "
+        "(mongodb://host:27017/readmodels, a replica set: its transactions are used)"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if reveal(value).lower().startswith(("mongodb://", "mongodb+srv://")):
+            return _mongo_url_checked(value)
+        return _dsn_checked(
+            value,
+            {"postgresql", "postgres", "sqlite"},
+            "postgresql://, sqlite:/// or mongodb://",
+        )
+
+
 class RelaySettings(_Strict):
     standby_retry: Duration = Field(
         timedelta(seconds=1), description="how often a standby relay tries to take over a source"
@@ -421,9 +441,10 @@ class Settings(BaseSettings):
     )
 
     store: StoreSettings = StoreSettings()
-    stores: dict[str, StoreSettings] = Field(
+    stores: dict[str, ExtraStoreSettings] = Field(
         default_factory=dict,
-        description="extra read-model stores by name; 'default' is [store]",
+        description="extra read-model stores by name (a projection's `store`); 'default' is "
+        "[store], which also holds the event log",
     )
     projections: list[str] = Field(
         default_factory=list, description="modules (or module:Class) holding projections"

@@ -94,7 +94,7 @@ class MongoOutboxSource(OutboxSource):
         except PyMongoError as exc:
             self.lose_leadership()
             raise SourceError(
-                f"source {self.name!r} ({self.display_url}): {_describe(exc)}"
+                f"source {self.name!r} ({self.display_url}): {describe_mongo_error(exc)}"
             ) from exc
 
     @property
@@ -176,7 +176,9 @@ class MongoOutboxSource(OutboxSource):
             )
         except (PyMongoError, InvalidBSON) as exc:
             self.lose_leadership()
-            raise SourceError(f"source {self.name!r}: claim failed: {_describe(exc)}") from exc
+            raise SourceError(
+                f"source {self.name!r}: claim failed: {describe_mongo_error(exc)}"
+            ) from exc
         return [self._row(document) for document in documents]
 
     def _row(self, document: dict[str, Any]) -> tuple[Any, ...]:
@@ -206,7 +208,7 @@ class MongoOutboxSource(OutboxSource):
         except PyMongoError as exc:
             self.lose_leadership()
             raise SourceError(
-                f"source {self.name!r}: acknowledging documents failed: {_describe(exc)}"
+                f"source {self.name!r}: acknowledging documents failed: {describe_mongo_error(exc)}"
             ) from exc
 
     def release(self) -> None:
@@ -278,7 +280,7 @@ class MongoOutboxSource(OutboxSource):
                     age = max(0.0, (self._server_now() - stamp).total_seconds())
         except PyMongoError as exc:
             raise SourceError(
-                f"source {self.name!r} ({self.display_url}): {_describe(exc)}"
+                f"source {self.name!r} ({self.display_url}): {describe_mongo_error(exc)}"
             ) from exc
         return PendingStats(undelivered, age)
 
@@ -309,7 +311,7 @@ class MongoOutboxSource(OutboxSource):
                 )
         except PyMongoError as exc:
             raise SourceError(
-                f"source {self.name!r} ({self.display_url}): {_describe(exc)}"
+                f"source {self.name!r} ({self.display_url}): {describe_mongo_error(exc)}"
             ) from exc
 
     def close(self) -> None:
@@ -374,6 +376,7 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _describe(exc: BaseException) -> str:
+def describe_mongo_error(exc: BaseException) -> str:
+    """One line for a driver error, secrets masked."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return redact_text(f"{type(exc).__name__}: {message}"[:500])

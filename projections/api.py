@@ -155,6 +155,9 @@ class Projection:
 
     name: ClassVar[str]
     tables: ClassVar[tuple[sa.Table, ...]] = ()
+    collections: ClassVar[tuple[str, ...]] = ()
+    """The collections of a projection kept in a MongoDB store (instead of ``tables``):
+    handlers then get a :class:`projections.mongo_tx.DocumentTx`."""
     partitions: ClassVar[int] = 4
     upcasters: ClassVar[Mapping[tuple[str, int], Upcaster]] = {}
     store: ClassVar[str] = "default"

@@ -406,6 +406,7 @@ def open_queries(
     from outbox.log import EventLog
     from projections.api import load_projections
     from projections.sql_store import SqlStore
+    from projections.stores import open_store
 
     try:
         projections = load_projections(settings.projections)
@@ -415,7 +416,7 @@ def open_queries(
     stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
     for name, store_settings in settings.stores.items():
         if name != "default":
-            stores[name] = SqlStore(store_settings.url)
+            stores[name] = open_store(store_settings.url)
     owned = cache == "settings"
     if owned:
         cache = _cache_from(settings)

@@ -16,6 +16,7 @@ from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.sql_store import SqlStore
 from projections.store import Store
+from projections.stores import open_store
 
 
 @dataclass
@@ -61,9 +62,7 @@ def build_runtime(
     stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
     for name, store_settings in settings.stores.items():
         if name != "default":
-            stores[name] = SqlStore(
-                store_settings.url, engine=create_engine(store_settings.url, **_pool(threads))
-            )
+            stores[name] = open_store(store_settings.url, **_pool(threads))
     cache = open_cache(settings.cache)
     try:
         engine = ProjectionEngine(

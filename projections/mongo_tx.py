@@ -1,0 +1,107 @@
+"""The apply transaction of a MongoDB store, as a document projection's handlers see it.
+
+Writes are kept in memory and sent with one ordered ``bulk_write`` per collection when the
+batch commits (or before a ``find``, which the server must answer with them in place); reads
+see the batch's own writes first, so batching never changes what a handler observes.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pymongo import DeleteOne, ReplaceOne
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+
+_DELETED = object()
+
+
+class DocumentTx:
+    """``get/upsert/delete/find/prefetch/invalidate`` over a projection's collections, by the
+    names it declares (a rebuild could map them elsewhere)."""
+
+    def __init__(
+        self,
+        database: Database[Any],
+        session: ClientSession,
+        collections: Mapping[str, str],
+    ) -> None:
+        self._database = database
+        self._session = session
+        self._collections = collections
+        self._known: dict[tuple[str, Any], Any] = {}  # read or written: document or _DELETED
+        self._pending: dict[str, dict[Any, Any]] = {}  # collection -> _id -> doc or _DELETED
+        self.invalidated: set[str] = set()
+
+    def _name(self, collection: str) -> str:
+        try:
+            return self._collections[collection]
+        except KeyError:
+            known = ", ".join(sorted(self._collections)) or "none"
+            raise KeyError(
+                f"collection {collection!r} is not one of this projection's ({known})"
+            ) from None
+
+    def get(self, collection: str, key: Any) -> dict[str, Any] | None:
+        """The document with ``_id == key`` as this batch left it, or ``None``."""
+        name = self._name(collection)
+        found = self._known.get((name, key), None)
+        if found is None:
+            found = self._database[name].find_one({"_id": key}, session=self._session)
+            self._known[(name, key)] = _DELETED if found is None else found
+        return None if found is _DELETED else copy.deepcopy(found)
+
+    def upsert(self, collection: str, document: Mapping[str, Any]) -> None:
+        """Insert or replace the document with ``document["_id"]``."""
+        if "_id" not in document:
+            raise ValueError(f"a document for {collection!r} needs an _id")
+        name = self._name(collection)
+        stored = copy.deepcopy(dict(document))
+        self._known[(name, stored["_id"])] = stored
+        self._pending.setdefault(name, {})[stored["_id"]] = stored
+
+    def delete(self, collection: str, key: Any) -> None:
+        name = self._name(collection)
+        self._known[(name, key)] = _DELETED
+        self._pending.setdefault(name, {})[key] = _DELETED
+
+    def find(self, collection: str, **equals: Any) -> list[dict[str, Any]]:
+        """Documents whose fields equal ``equals``, with this batch's writes in place."""
+        name = self._name(collection)
+        self.flush()
+        found = list(self._database[name].find(equals, session=self._session))
+        for document in found:
+            self._known[(name, document["_id"])] = document
+        return [copy.deepcopy(document) for document in found]
+
+    def prefetch(self, collection: str, keys: Iterable[Any]) -> None:
+        """Read the documents of ``keys`` in one query (``get`` then needs no round trip)."""
+        name = self._name(collection)
+        wanted = {key for key in keys if (name, key) not in self._known}
+        if not wanted:
+            return
+        for document in self._database[name].find(
+            {"_id": {"$in": list(wanted)}}, session=self._session
+        ):
+            self._known[(name, document["_id"])] = document
+            wanted.discard(document["_id"])
+        for key in wanted:
+            self._known[(name, key)] = _DELETED
+
+    def invalidate(self, *tags: str) -> None:
+        self.invalidated.update(tags)
+
+    def flush(self) -> None:
+        """Send the pending writes, in the order they were first made per collection."""
+        pending, self._pending = self._pending, {}
+        for name, documents in pending.items():
+            requests: list[Any] = [
+                DeleteOne({"_id": key})
+                if document is _DELETED
+                else ReplaceOne({"_id": key}, document, upsert=True)
+                for key, document in documents.items()
+            ]
+            if requests:
+                self._database[name].bulk_write(requests, ordered=True, session=self._session)

@@ -1,0 +1,319 @@
+"""Read models as MongoDB documents (projections/mongo_store.py) on a real MongoDB-wire
+server: effects exactly once and in order per aggregate, also with two engines applying the
+same lanes at once; poison parked, held, retried and skipped; refused writes; the cache
+journal; a SIGKILLed worker process."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from config import load_settings
+from outbox.log import EventLog
+from outbox.mongo import mongo_database
+from projections.engine import ProjectionEngine, RetryLater
+from projections.log_reader import LogReader
+from projections.mongo_store import MongoStore
+from projections.store import HandlerFailed
+from tests.projection_fixtures import DocTotals, append_events, log_events
+from tests.test_relay_chaos import _toml
+
+READMODEL = Path(sys.executable).with_name("readmodel")
+
+
+def _deposits(n: int, accounts: int, seed: int = 5) -> list[tuple[str, str, dict[str, Any]]]:
+    rng = random.Random(seed)
+    seqs = [0] * accounts
+    events = []
+    for _ in range(n):
+        account = rng.randrange(accounts)
+        seqs[account] += 1
+        events.append(
+            (f"acct-{account}", "Deposited", {"amount": rng.randint(1, 100), "seq": seqs[account]})
+        )
+    return events
+
+
+def _expected(events: list[tuple[str, str, dict[str, Any]]]) -> dict[str, tuple[int, int, int]]:
+    totals: dict[str, tuple[int, int, int]] = {}
+    for account, _, payload in events:
+        count, total, _ = totals.get(account, (0, 0, 0))
+        totals[account] = (count + 1, total + payload["amount"], payload["seq"])
+    return totals
+
+
+@pytest.fixture
+def docs(
+    pg_database: Callable[[], str], mongo_database: Callable[[], str]
+) -> Iterator[tuple[EventLog, MongoStore, str]]:
+    log = EventLog(pg_database())
+    log.create_tables()
+    url = mongo_database()
+    store = MongoStore(url)
+    store.create_tables([DocTotals()])
+    yield log, store, url
+    store.close()
+    log.close()
+
+
+def _engine(log: EventLog, store: MongoStore, **options: Any) -> ProjectionEngine:
+    return ProjectionEngine(LogReader(log), [DocTotals()], {"docs": store}, **options)
+
+
+def _documents(store: MongoStore) -> dict[str, tuple[int, int, int]]:
+    found = store.database["doc_totals"].find()
+    assert all(d["violations"] == 0 for d in store.database["doc_totals"].find())
+    return {d["_id"]: (d["events"], d["total"], d["last_seq"]) for d in found}
+
+
+def test_batches_apply_once_in_order_and_a_rerun_changes_nothing(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    log, store, _ = docs
+    events = _deposits(1500, 30)
+    head = log_events(log, events, source="bank", aggregate_type="account")
+    engine = _engine(log, store, batch_size=97)
+    try:
+        assert engine.catch_up() == 1500
+        assert _documents(store) == _expected(events)
+        assert sum(store.checkpoints("doc_totals").values()) == head * 4  # every lane at head
+        assert engine.catch_up() == 0  # applied once: a redelivery finds the lanes done
+
+        more = _deposits(300, 30, seed=9)
+        seqs = {account: seq for account, (_, _, seq) in _expected(events).items()}
+        shifted = []
+        for account, kind, payload in more:
+            seqs[account] = seqs.get(account, 0) + 1
+            shifted.append((account, kind, {**payload, "seq": seqs[account]}))
+        append_events(log, shifted, source="bank", aggregate_type="account", after=head)
+        assert engine.catch_up() == 300
+        assert _documents(store) == _expected(events + shifted)
+    finally:
+        engine.close()
+
+
+def test_two_engines_applying_the_same_lanes_at_once_apply_each_event_once(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    """Each lane's checkpoint document is written first in every apply transaction: the
+    second engine's transaction conflicts, is retried, and finds the batch done."""
+    log, store, url = docs
+    events = _deposits(3000, 12)
+    log_events(log, events, source="bank", aggregate_type="account")
+    engines = [_engine(log, store, batch_size=50), _engine(log, MongoStore(url), batch_size=50)]
+    applied: list[int] = []
+    errors: list[BaseException] = []
+
+    def run(engine: ProjectionEngine) -> None:
+        try:
+            applied.append(engine.catch_up())
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(engine,)) for engine in engines]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors, errors
+        assert sum(applied) == 3000 and min(applied) > 0, applied  # both did part of it
+        assert _documents(store) == _expected(events)
+    finally:
+        for engine in engines:
+            engine.close()
+
+
+def test_a_failing_event_is_parked_its_aggregate_held_and_retried_or_skipped(
+    docs: tuple[EventLog, MongoStore, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, store, _ = docs
+    events = _deposits(400, 8)
+    log_events(log, events, source="bank", aggregate_type="account")
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-3")
+    monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", "10")
+    engine = _engine(log, store, batch_size=64, max_attempts=2, retry_backoff=0)
+    try:
+        with pytest.raises(RetryLater):
+            for lane in engine.lanes(engine.projection("doc_totals")):
+                engine.process(lane, 400)
+        engine.catch_up()
+        parked = store.parked("doc_totals")
+        held_count = sum(1 for a, _, p in events if a == "acct-3" and p["seq"] >= 10)
+        assert len(parked) == held_count
+        first = parked[0]
+        assert (first.aggregate_id, first.attempts) == ("acct-3", 2)
+        assert "handler failed 2 times: RuntimeError('refusing acct-3')" in first.reason
+        assert all("held: an earlier event" in p.reason for p in parked[1:])
+        got = _documents(store)
+        want = _expected(events)
+        assert got["acct-3"] == _expected([e for e in events if e[0] == "acct-3"][:9])["acct-3"]
+        assert {k: v for k, v in got.items() if k != "acct-3"} == {
+            k: v for k, v in want.items() if k != "acct-3"
+        }
+
+        with pytest.raises(HandlerFailed, match="refusing acct-3"):
+            engine.retry(parked[0])
+        again = store.parked("doc_totals")
+        assert again[0].attempts == 3 and "failed again on retry" in again[0].reason
+
+        monkeypatch.delenv("READMODEL_TEST_FAIL_ON")
+        assert engine.retry(store.parked("doc_totals")[0]) == held_count
+        assert store.parked("doc_totals") == []
+        assert _documents(store) == want
+        assert {p.status for p in store.parked("doc_totals", status=None)} == {"retried"}
+    finally:
+        engine.close()
+
+
+def test_skipping_the_last_parked_event_releases_its_aggregate(
+    docs: tuple[EventLog, MongoStore, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log, store, _ = docs
+    head = log_events(
+        log,
+        [("a", "Deposited", {"amount": 5, "seq": 1}), ("b", "Deposited", {"amount": 7, "seq": 1})],
+        source="bank",
+        aggregate_type="account",
+    )
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "a")
+    engine = _engine(log, store, max_attempts=1, retry_backoff=0)
+    try:
+        engine.catch_up()
+        (entry,) = store.parked("doc_totals")
+        skipped = store.skip_parked(entry.id)
+        assert skipped is not None and skipped.status == "skipped"
+        assert store.skip_parked(entry.id) is None  # not parked any more
+        append_events(
+            log, [("a", "Deposited", {"amount": 1, "seq": 2})], "bank", "account", after=head
+        )
+        monkeypatch.delenv("READMODEL_TEST_FAIL_ON")
+        engine.catch_up()
+        doc = store.database["doc_totals"].find_one({"_id": "a"})
+        assert doc is not None and (doc["events"], doc["total"]) == (1, 1)  # flows again
+    finally:
+        engine.close()
+
+
+def test_a_document_the_driver_refuses_parks_only_its_event(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    log, store, _ = docs
+    events = _deposits(200, 5)
+    poisoned = [
+        (a, k, {**p, "tags": ["x", "y"]}) if i == 77 else (a, k, p)
+        for i, (a, k, p) in enumerate(events)
+    ]
+    log_events(log, poisoned, source="bank", aggregate_type="account")
+    engine = _engine(log, store, max_attempts=2, retry_backoff=0)
+    try:
+        engine.catch_up()
+        parked = store.parked("doc_totals")
+        assert parked[0].position == 78
+        assert "InvalidDocument" in parked[0].reason and "set" in parked[0].reason
+        poisoned_account = events[77][0]
+        assert {p.aggregate_id for p in parked} == {poisoned_account}
+        got = _documents(store)
+        want = _expected(events)
+        for account, totals in want.items():
+            if account != poisoned_account:
+                assert got[account] == totals
+        assert got[poisoned_account][2] == events[77][2]["seq"] - 1
+    finally:
+        engine.close()
+
+
+def test_batches_journal_their_cache_tags_until_forgotten(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    log, store, _ = docs
+    log_events(
+        log,
+        [("a", "Deposited", {"amount": 1, "seq": 1}), ("b", "Deposited", {"amount": 2, "seq": 1})],
+        source="bank",
+        aggregate_type="account",
+    )
+    store.journal_invalidations = True
+    engine = _engine(log, store)  # no cache attached: the journal keeps the tags
+    try:
+        engine.catch_up()
+        pending = store.pending_invalidations()
+        assert sorted(tag for entry in pending for tag in entry.tags) == [
+            "account:a",
+            "account:b",
+        ]
+        assert all(entry.projection == "doc_totals" for entry in pending)
+        assert store.pending_invalidations(older_than=60) == []
+        store.forget_invalidations([entry.id for entry in pending])
+        assert store.pending_invalidations() == []
+    finally:
+        engine.close()
+
+
+@pytest.mark.chaos
+def test_a_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
+    docs: tuple[EventLog, MongoStore, str], tmp_path: Path
+) -> None:
+    log, store, url = docs
+    events = _deposits(20_000, 40)
+    log_events(log, events, source="bank", aggregate_type="account")
+    config = tmp_path / "readmodel.toml"
+    config.write_text(
+        'projections = ["tests.projection_fixtures:DocTotals"]\n'
+        + _toml(
+            {
+                "store": {"url": log.engine.url.render_as_string(hide_password=False)},
+                "stores.docs": {"url": url},
+                "engine": {"batch_size": 200},
+            }
+        ),
+        encoding="utf-8",
+    )
+    load_settings(config)  # a config error would only show as a failed subprocess
+    kills = 0
+    rng = random.Random(3)
+    # A process killed inside a transaction leaves it open until the server drops it (60 s):
+    # the next process waits for it, so each such kill can cost a minute.
+    deadline = time.monotonic() + 300
+    while True:
+        output = tmp_path / f"run-{kills}.log"
+        with output.open("wb") as out:
+            process = subprocess.Popen(
+                [str(READMODEL), "run", "--until-caught-up", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        if kills < 3:
+            time.sleep(rng.uniform(1.5, 3.0))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                kills += 1
+                continue
+        try:
+            process.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            pytest.fail(f"the worker did not catch up in time:\n{output.read_text()}")
+        assert process.returncode == 0, output.read_text(errors="replace")
+        break
+    assert kills >= 2, "the worker finished before it could be killed often enough"
+    assert _documents(store) == _expected(events)
+    client: MongoClient[dict[str, Any]] = MongoClient(url)
+    try:
+        positions = client[mongo_database(url)]["rm_checkpoints"].distinct("position")
+    finally:
+        client.close()
+    assert positions == [20_000]
