@@ -365,10 +365,19 @@ def test_concurrent_migrations_both_succeed(
         subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     )
     outputs = [run.communicate(timeout=120) for run in runs]
+    # Every line of both processes, not a repr that the summary line cuts short.
+    report = "\n".join(
+        f"--- process {n} exited {run.returncode}\nstdout:\n{out}stderr:\n{err}"
+        for n, (run, (out, err)) in enumerate(zip(runs, outputs, strict=True), 1)
+    )
 
-    assert [run.returncode for run in runs] == [0, 0], outputs
-    said = sorted(out.split(": ", 1)[1].strip() for out, _err in outputs)
-    assert said == [f"already at revision {head()}", f"migrated from revision none to {head()}"]
+    if [run.returncode for run in runs] != [0, 0]:
+        pytest.fail(f"concurrent migrations did not both succeed:\n{report}")
+    said = sorted(out.partition(": ")[2].strip() for out, _err in outputs)
+    assert said == [
+        f"already at revision {head()}",
+        f"migrated from revision none to {head()}",
+    ], report
     assert _version_rows(engine) == [head()]
     assert _tables(engine) == HEAD_TABLES | {VERSION_TABLE}
 
