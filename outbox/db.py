@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import select
+import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -94,7 +95,7 @@ def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:
         "json_deserializer": orjson.loads,
     }
     if kind == "sqlite":
-        options["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False}
     else:
         options["pool_size"] = kwargs.pop("pool_size", 10)
         options["max_overflow"] = kwargs.pop("max_overflow", 20)
@@ -202,6 +203,10 @@ class _SqliteAwareDateTime(sqlite.DATETIME):
         return as_utc
 
 
+SQLITE_BUSY_TIMEOUT = 30.0
+"""Seconds a SQLite connection waits for another one's lock before "database is locked"."""
+
+
 def _configure_sqlite(engine: Engine) -> None:
     engine.dialect.colspecs = {**engine.dialect.colspecs, sa.DateTime: _SqliteAwareDateTime}
 
@@ -209,12 +214,41 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT * 1000)}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
         connection.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting up to the busy timeout for another connection.
+
+    A file still in rollback-journal mode (a new one) is switched by writing its header:
+    the pragma takes the read lock, then the write lock. SQLite does not wait for the
+    write lock of a statement that holds the read lock (waiting could deadlock), so when
+    another connection holds the write lock - two processes opening a new file at once,
+    both switching it - the pragma fails at once with "database is locked", whatever the
+    busy timeout. The failed statement gives its read lock back, the other connection
+    finishes, and asked again the pragma finds the file in WAL mode already.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    pause = 0.001
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _sqlite_busy(exc) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
+
+def _sqlite_busy(exc: sqlite3.OperationalError) -> bool:
+    # SQLITE_BUSY and its extended codes (SQLITE_BUSY_RECOVERY, ...) share the low byte.
+    return exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY

@@ -4,8 +4,10 @@ database from before migrations, the CLI, and the check that long-running comman
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from outbox.db import create_engine
 from outbox.errors import SchemaError
 from outbox.migrate import (
     VERSION_TABLE,
+    Migration,
     current,
     head,
     known_tables,
@@ -380,6 +383,31 @@ def test_concurrent_migrations_both_succeed(
     ], report
     assert _version_rows(engine) == [head()]
     assert _tables(engine) == HEAD_TABLES | {VERSION_TABLE}
+
+
+def test_migrate_waits_while_another_connection_holds_a_new_sqlite_files_write_lock(
+    tmp_path: Path,
+) -> None:
+    """What a second ``readmodel migrate`` meets when the first is switching a new SQLite
+    file to WAL: the write lock of a file still in rollback-journal mode. The switch then
+    failed at once with "database is locked" (SQLite does not wait for the write lock of a
+    statement that holds the read lock, whatever the busy timeout); it waits now."""
+    path = tmp_path / "new.sqlite"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.0, other.commit)
+    release.start()
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        migrated = upgrade(engine)
+        assert migrated == Migration(None, head())
+        assert current(engine) == head()
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        release.join()
+        other.close()
+        engine.dispose()
 
 
 def test_checks_leave_a_missing_sqlite_store_missing(tmp_path: Path) -> None:
