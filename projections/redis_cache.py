@@ -7,6 +7,10 @@ Keys, under ``key_prefix`` ``P`` (``p`` is the projection):
                 trims the expired ones (``ZREMRANGEBYSCORE``) and the set expires with its
                 last member, so expired keys leave it
 ``P a:p``       every entry of the projection, the same way (for :meth:`invalidate_projection`)
+``P x:p:n``     ``a:p`` as the wipe that bumped the counter to ``n`` found it: its entries are
+                deleted a chunk at a time (it keeps ``a:p``'s expiry)
+``P d:p``       the names of the ``x:p:n`` sets not yet emptied (a wipe cut short leaves
+                them; the next wipe of the projection, its redo, empties them too)
 ``P s:p``       the projection's invalidation counter (starts at Redis's clock in µs, so a
                 Redis that lost its data never hands out an old number again)
 ``P b:p``       the counter's first value in this Redis: a snapshot older than it was
@@ -20,6 +24,12 @@ if ``s`` is unchanged, or else no tag of the entry (nor the whole projection) wa
 invalidated after the snapshot. An invalidation bumps ``s``, stamps its tags' versions
 and deletes their entries, atomically, so a value loaded before an invalidation can
 never be stored after it. No KEYS or SCAN anywhere.
+
+A whole-projection wipe (:meth:`RedisCache.invalidate_projection`) is the same bump, with
+``w`` stamped and ``a`` renamed to ``x`` in one short script; the entries are then deleted
+by further scripts of at most ``wipe_chunk`` keys each, so that no single script blocks
+Redis (single-threaded) for long, however large the projection. Stores refused by the bump
+stay refused; an entry the chunks have not reached yet is still served until they do.
 
 Redis must not evict keys on its own (``maxmemory-policy noeviction`` or a memory budget
 that is never reached): an evicted tag set would leave its entries un-invalidatable.
@@ -154,18 +164,52 @@ return deleted
 """
 )
 
-# ARGV: prefix, projection, version ttl ms -> entries deleted
+# ARGV: prefix, projection, version ttl ms -> the new counter value
+# Refuses every load that began before it (``w``) and sets the projection's entries aside
+# for _WIPE_CHUNK; O(1), whatever the number of entries.
 _WIPE = (
     _INIT_SEQ
-    + _DELETE_MEMBERS
     + """
 local p, proj = ARGV[1], ARGV[2]
 seq(p, proj)
 local s = redis.call('INCR', p .. 's:' .. proj)
 redis.call('SET', p .. 'w:' .. proj, s, 'PX', ARGV[3])
-return delete_members(p .. 'a:' .. proj, p, proj)
+local all = p .. 'a:' .. proj
+if redis.call('EXISTS', all) == 1 then
+  local doomed = p .. 'x:' .. proj .. ':' .. string.format('%d', s)  -- not 1.79e+15
+  redis.call('RENAME', all, doomed)
+  redis.call('SADD', p .. 'd:' .. proj, doomed)
+end
+return s
 """
 )
+
+# ARGV: prefix, projection, max entries -> {entries deleted, sets still to empty}
+_WIPE_CHUNK = """
+local p, proj = ARGV[1], ARGV[2]
+local budget = tonumber(ARGV[3])
+local pending = p .. 'd:' .. proj
+local sets = redis.call('SMEMBERS', pending)
+local deleted = 0
+for i = 1, #sets do
+  if budget <= 0 then break end
+  local set = sets[i]
+  local keys = redis.call('ZRANGE', set, 0, budget - 1)
+  local batch = {}
+  for j = 1, #keys do
+    batch[#batch + 1] = p .. 'e:' .. proj .. ':' .. keys[j]
+    if #batch == 1000 then
+      deleted = deleted + redis.call('UNLINK', unpack(batch))
+      batch = {}
+    end
+  end
+  if #batch > 0 then deleted = deleted + redis.call('UNLINK', unpack(batch)) end
+  if #keys > 0 then redis.call('ZREMRANGEBYRANK', set, 0, #keys - 1) end
+  budget = budget - #keys
+  if redis.call('EXISTS', set) == 0 then redis.call('SREM', pending, set) end
+end
+return {deleted, redis.call('SCARD', pending)}
+"""
 
 _TAGS_PER_CALL = 1000
 _WARN_EVERY = 10.0
@@ -185,10 +229,14 @@ class RedisCache(Cache):
         version_ttl: float = 600.0,
         timeout: float = 0.25,
         retry_after: float = 1.0,
+        wipe_chunk: int = 2_000,
         **options: Any,
     ) -> None:
         super().__init__(**options)
+        if wipe_chunk < 1:
+            raise ValueError(f"wipe_chunk must be at least 1, got {wipe_chunk}")
         self.prefix = key_prefix
+        self.wipe_chunk = wipe_chunk
         self.lock_lease_ms = int(lock_lease * 1000)
         self.version_ttl = version_ttl
         self.retry_after = retry_after
@@ -202,6 +250,7 @@ class RedisCache(Cache):
         self._store = self.client.register_script(_STORE)
         self._invalidate = self.client.register_script(_INVALIDATE)
         self._wipe = self.client.register_script(_WIPE)
+        self._wipe_chunk = self.client.register_script(_WIPE_CHUNK)
         self._down_until = 0.0
         self._last_error: BaseException | None = None
         self._warned_at = -_WARN_EVERY
@@ -366,9 +415,18 @@ class RedisCache(Cache):
         self.hooks.invalidated(projection, len(tag_names))
 
     def invalidate_projection(self, projection: str) -> None:
+        """Drop every entry of ``projection``: one short script refuses every load begun
+        before it, then scripts of at most ``wipe_chunk`` entries each delete the entries
+        (also those a wipe cut short left), until none is left. Returns once they are all
+        gone; raises :class:`CacheError` (the wipe is to be redone) if Redis fails meanwhile."""
         check_projection(projection)
         try:
             self._wipe(args=[self.prefix, projection, int(self.version_ttl * 1000)])
+            self._flights.bump()
+            while True:
+                _, left = self._wipe_chunk(args=[self.prefix, projection, self.wipe_chunk])
+                if left == 0:
+                    break
         except RedisError as exc:
             raise CacheError(f"cache: invalidating {projection} failed: {exc!r}") from exc
         self._settle()

@@ -22,6 +22,7 @@ from tests.cache_helpers import (
     RecordingHooks,
     append,
     dead_redis_url,
+    fill_entries,
     fresh_prefix,
     redis_keys,
     redis_prefix,
@@ -351,6 +352,105 @@ def test_a_near_copy_read_before_an_invalidation_is_not_kept() -> None:
         finally:
             reader.close()
             writer.close()
+
+
+def _timed_commands(cache: RedisCache) -> list[tuple[str, float]]:
+    """Record ``(command, seconds)`` for every command ``cache`` sends from now on. A
+    round trip's time bounds how long Redis was busy with the command."""
+    calls: list[tuple[str, float]] = []
+    send = cache.client.execute_command
+
+    def timed(*args: Any, **options: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return send(*args, **options)
+        finally:
+            calls.append((str(args[0]), time.perf_counter() - started))
+
+    cache.client.execute_command = timed  # type: ignore[method-assign]
+    return calls
+
+
+def test_a_wipe_of_200000_entries_is_done_in_short_steps() -> None:
+    """A projection's whole cache (a replay's swap) was wiped by one script: 200,000
+    entries outlasted the client's 250 ms timeout (the wipe failed, to be redone, with a
+    warning) while Redis served nobody else. Now each script deletes at most
+    ``wipe_chunk`` entries; every entry of the projection is gone when the call returns,
+    other projections keep theirs, and other processes' near copies go too."""
+    with redis_prefix() as prefix:
+        cache = RedisCache(REDIS_URL, key_prefix=prefix, near_cache_size=0)  # 250 ms timeout
+        reader = _wait_live(RedisCache(REDIS_URL, key_prefix=prefix))
+        try:
+            assert isinstance(reader, RedisCache) and reader.near is not None
+            fill_entries(prefix, "catalog", 200_000, {"v": "old"})
+            fill_entries(prefix, "summary", 1_000, {"v": "kept"})
+            reader.sync()
+            for _ in range(50):  # near copies of a few entries (a push may cancel one)
+                for i in range(5):
+                    assert reader.get_or_load("catalog", f"k{i}", [], lambda: 0) == {"v": "old"}
+                if len(reader.near) == 5:
+                    break
+            assert len(reader.near) == 5
+
+            calls = _timed_commands(cache)
+            with capture_logs() as logs:
+                cache.invalidate_projection("catalog")
+            scripts = [seconds for command, seconds in calls if command.startswith("EVAL")]
+            assert len(scripts) >= 200_000 // cache.wipe_chunk
+            assert max(scripts) < 0.1, sorted(scripts)[-5:]
+            assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
+
+            # the counters are left, and the tag sets (they expire with what they held, as
+            # before): no entry, no set of entries to delete
+            left = {k.decode() for k in redis_keys(prefix)}
+            assert {k for k in left if ":catalog" in k and f"{prefix}t:" not in k} == {
+                f"{prefix}{kind}:catalog" for kind in ("s", "b", "w")
+            }
+            with redis.Redis.from_url(REDIS_URL) as client:
+                summary = [f"{prefix}e:summary:k{i}" for i in range(1_000)]
+                assert client.exists(*summary) == 1_000
+                assert client.zcard(f"{prefix}a:summary") == 1_000
+            reader.sync()
+            assert len(reader.near) == 0
+            assert reader.get_or_load("catalog", "k0", [], lambda: "new") == "new"
+        finally:
+            cache.close()
+            reader.close()
+
+
+def test_a_wipe_cut_short_is_finished_by_the_next_one() -> None:
+    """Redis lost between two chunks of a wipe: the wipe raises (its journal row stays, to be
+    redone); the redo deletes what the first left, along with what was cached since."""
+    with redis_prefix() as prefix:
+        cache = RedisCache(REDIS_URL, key_prefix=prefix, near_cache_size=0, wipe_chunk=500)
+        try:
+            fill_entries(prefix, "catalog", 3_000, {"v": "old"})
+            chunks = 0
+            send = cache.client.execute_command
+
+            def flaky(*args: Any, **options: Any) -> Any:
+                nonlocal chunks
+                if args[0] == "EVALSHA" and args[1] == cache._wipe_chunk.sha:
+                    chunks += 1
+                    if chunks == 2:
+                        raise redis.ConnectionError("lost between two chunks")
+                return send(*args, **options)
+
+            cache.client.execute_command = flaky  # type: ignore[method-assign]
+            with pytest.raises(CacheError, match="invalidating catalog failed"):
+                cache.invalidate_projection("catalog")
+            with redis.Redis.from_url(REDIS_URL) as client:
+                entries = [f"{prefix}e:catalog:k{i}" for i in range(3_000)]
+                assert client.exists(*entries) == 2_500  # one chunk done
+                # a load begun before the wipe is refused already; a new one is cached
+                assert cache.get_or_load("catalog", "new", [], lambda: 1) == 1
+                cache.client.execute_command = send  # type: ignore[method-assign]
+                cache.invalidate_projection("catalog")
+                assert client.exists(*entries, f"{prefix}e:catalog:new") == 0
+                assert [k for k in redis_keys(prefix) if k.startswith(f"{prefix}x:".encode())] == []
+                assert client.exists(f"{prefix}d:catalog") == 0
+        finally:
+            cache.close()
 
 
 def test_open_cache_follows_the_settings(make_settings: Callable[..., Any]) -> None:
