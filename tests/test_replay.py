@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import sqlalchemy as sa
 
 from config import Settings
@@ -34,7 +35,13 @@ from projections.replay import (
     replay_lock,
 )
 from projections.store_tables import blocked, checkpoints, failures
-from tests.cache_helpers import dead_redis_url, fresh_prefix
+from tests.cache_helpers import (
+    REDIS_URL,
+    dead_redis_url,
+    fill_entries,
+    fresh_prefix,
+    redis_prefix,
+)
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import (
@@ -663,6 +670,47 @@ def test_a_swap_invalidates_the_projections_cache_and_a_lost_invalidation_is_red
     assert store.pending_invalidations() == []
     cached()
     assert len(loads) == 3
+
+
+def test_a_swap_wipe_cut_short_after_its_first_chunk_is_redone(pipeline: Pipeline) -> None:
+    """The swap wipes the projection's cache a chunk at a time. Redis lost after the first
+    chunk: the journal row stays (the wipe is not done; the old code, one script, could not
+    stop half-way), and redoing it deletes the rest, leaving other projections alone."""
+    pipeline.feed("bank", deposits(200, 5, seed=22))
+    engine = pipeline.runtime.engine
+    projection = engine.projection("totals")
+    store = engine.store_of(projection)
+    store.journal_invalidations = True
+    with redis_prefix() as prefix, redis.Redis.from_url(REDIS_URL) as client:
+        cache = RedisCache(REDIS_URL, key_prefix=prefix, near_cache_size=0, wipe_chunk=1_000)
+        try:
+            fill_entries(prefix, "totals", 20_000, {"total": -1})
+            fill_entries(prefix, "other", 100, {"kept": True})
+            done = 0
+            send = cache.client.execute_command
+
+            def flaky(*args: Any, **options: Any) -> Any:
+                nonlocal done
+                if args[0] == "EVALSHA" and done == 2:  # the wipe's start, its first chunk
+                    raise redis.ConnectionError("lost after the first chunk")
+                result = send(*args, **options)
+                done += args[0] == "EVALSHA"
+                return result
+
+            cache.client.execute_command = flaky  # type: ignore[method-assign]
+            Replayer(engine.reader, projection, store, cache=cache).run(ReplayOptions())
+            cache.client.execute_command = send  # type: ignore[method-assign]
+
+            pending = store.pending_invalidations()
+            assert [(i.projection, i.tags) for i in pending] == [("totals", (WHOLE_PROJECTION,))]
+            entries = [f"{prefix}e:totals:k{i}" for i in range(20_000)]
+            assert client.exists(*entries) == 19_000
+            assert invalidations.redo(cache, [store]) == 1
+            assert store.pending_invalidations() == []
+            assert client.exists(*entries) == 0
+            assert client.exists(*[f"{prefix}e:other:k{i}" for i in range(100)]) == 100
+        finally:
+            cache.close()
 
 
 def _config(tmp_path: Path, p: Pipeline) -> Path:
