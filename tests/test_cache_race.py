@@ -8,6 +8,9 @@ read through A or B must return a value at least as new as the last batch whose
 invalidation had returned before the read began; C's near cache learns of invalidations
 through Redis's pushes, so C is checked once its pushes are in (``sync``). After the
 writer stops, one more read through each cache must equal the read model exactly.
+
+The second test races readers against whole-projection wipes (a replay's swap), which
+Redis does a chunk at a time.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+import redis
 import sqlalchemy as sa
 
 from outbox.db import sqlalchemy_url
 from projections.cache import Cache
 from projections.redis_cache import RedisCache
-from tests.cache_helpers import REDIS_URL, RecordingHooks, append, redis_prefix
+from tests.cache_helpers import REDIS_URL, RecordingHooks, append, fill_entries, redis_prefix
 from tests.projection_fixtures import account_totals
 from workers.runtime import build_runtime
 
@@ -131,3 +136,87 @@ def _race(runtime: Any, local: Cache, other: Cache, remote: RedisCache, db: sa.E
                 assert read(cache, account) == load(account), (phase, account)
                 assert (load(account) or {"events": 0})["events"] == counts[account]
     assert runtime.engine.store_of("totals").pending_invalidations() == []
+
+
+WIPES = 4
+COLD = 20_000
+HOT = [f"h{i}" for i in range(2_000)]  # short-lived: loads are always in flight
+
+
+def test_readers_racing_a_chunked_wipe_never_keep_an_old_value() -> None:
+    """A replay swaps a projection's tables (its model goes from version n-1 to n), then
+    wipes its 20,000 cached entries 500 at a time while 16 readers keep loading (mostly
+    short-lived entries, so that loads are always in flight) and storing. A value loaded
+    from version n-1 is never stored after the wipe began, however its load straddles the
+    wipe's scripts: once the wipe returns, every entry of the projection holds version n
+    and no read through A or B returns less (C once synced). Without the counter bump (or
+    the ``w`` stamp) at the start of the wipe, old values are found after every wipe."""
+    with redis_prefix() as prefix, redis.Redis.from_url(REDIS_URL) as client:
+        wiper = RedisCache(REDIS_URL, key_prefix=prefix, wipe_chunk=500, timeout=5)  # A
+        other = RedisCache(REDIS_URL, key_prefix=prefix, near_cache_size=0, timeout=5)  # B
+        remote = RedisCache(REDIS_URL, key_prefix=prefix, timeout=5)  # C
+        model = {"version": 0}
+        floor = {"version": 0}  # swapped AND wiped
+        stale: list[tuple[str, str, int, int]] = []
+        left_old: list[tuple[int, bytes]] = []
+        failures: list[BaseException] = []
+
+        def load() -> dict[str, int]:
+            seen = model["version"]
+            time.sleep(random.uniform(0, 0.02))  # a slow query: the swap may commit meanwhile
+            return {"version": seen}
+
+        def reader(name: str, cache: Cache, checked: bool, stop: threading.Event) -> None:
+            mine = random.Random(name)
+            try:
+                while not stop.is_set():
+                    hot = mine.random() < 0.8
+                    key = mine.choice(HOT) if hot else f"k{mine.randrange(COLD)}"
+                    ttl = mine.uniform(0.3, 1.0) if hot else None
+                    at_least = floor["version"]
+                    seen = cache.get_or_load("catalog", key, [], load, ttl=ttl)["version"]
+                    if checked and seen < at_least:
+                        stale.append((name, key, seen, at_least))
+                    time.sleep(0.0002)
+            except BaseException as exc:  # reported by the main thread
+                failures.append(exc)
+
+        stop = threading.Event()
+        caches = [("A", wiper, True)] * 6 + [("B", other, True)] * 5 + [("C", remote, False)] * 5
+        threads = [
+            threading.Thread(target=reader, args=(f"{name}{i}", cache, checked, stop))
+            for i, (name, cache, checked) in enumerate(caches)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            keys = [f"k{i}" for i in range(COLD)] + HOT
+            entries = [f"{prefix}e:catalog:{key}" for key in keys]
+            for version in range(1, WIPES + 1):
+                fill_entries(prefix, "catalog", COLD, {"version": version - 1}, tags=0)
+                time.sleep(0.1)  # the readers hit and load version - 1
+                model["version"] = version  # the swap commits ...
+                wiper.invalidate_projection("catalog")  # ... then the cache is wiped
+                floor["version"] = version
+                for blob in client.mget(entries):
+                    if blob is not None and orjson.loads(blob.partition(b"|")[2]) != {
+                        "version": version
+                    }:
+                        left_old.append((version, blob))
+                time.sleep(0.05)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        try:
+            assert not failures, failures
+            assert not left_old, left_old[:5]
+            assert not stale, stale[:5]
+            remote.sync()
+            for cache in (wiper, other, remote):
+                for key in HOT[:10] + ["k1", "k2"]:
+                    assert cache.get_or_load("catalog", key, [], load) == {"version": WIPES}
+        finally:
+            wiper.close()
+            other.close()
+            remote.close()
