@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from psycopg.types.json import Json
 
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
+from projections.sql_values import Converters, normalize, stored_values
 from projections.sql_writes import (
     DELETE,
     REPLACE,
@@ -60,7 +61,7 @@ class SqlTx:
         self._lock_rows = lock_rows and self._postgresql
         self._tables = tables
         self._pk_names: dict[sa.Table, tuple[str, ...]] = {}
-        self._info: dict[sa.Table, tuple[sa.Table, str, tuple[str, ...]]] = {}
+        self._info: dict[sa.Table, tuple[sa.Table, str, tuple[str, ...], Converters]] = {}
         self._pending: dict[Key, Entry] = {}
         self._read: dict[Key, dict[str, Any] | None] = {}
         self._order: list[sa.Table] = []
@@ -69,12 +70,14 @@ class SqlTx:
         self._batch_prefetch = batch_prefetch and self._postgresql
         self._deferred: list[tuple[TablePlan, list[tuple[Any, ...]]]] = []
 
-    def _describe(self, table: sa.Table) -> tuple[sa.Table, str, tuple[str, ...]]:
-        """``(physical table, its name, primary key column names)``, looked up once."""
+    def _describe(self, table: sa.Table) -> tuple[sa.Table, str, tuple[str, ...], Converters]:
+        """``(physical table, its name, primary key column names, the converters of its
+        values to what the database stores)``, looked up once."""
         info = self._info.get(table)
         if info is None:
             physical = self._physical(table)
-            info = self._info[table] = (physical, physical.name, self._pk(table))
+            converters = stored_values(self.conn.dialect, table)
+            info = self._info[table] = (physical, physical.name, self._pk(table), converters)
         return info
 
     def _physical(self, table: sa.Table) -> sa.Table:
@@ -106,7 +109,7 @@ class SqlTx:
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
         if self._deferred:
             self._run_deferred()
-        physical, name, pk = self._info.get(table) or self._describe(table)
+        physical, name, pk, _ = self._info.get(table) or self._describe(table)
         if not isinstance(key, tuple):
             key = (key,)
         if len(key) != len(pk):
@@ -151,7 +154,7 @@ class SqlTx:
 
     def prefetch(self, table: sa.Table, keys: list[Any]) -> None:
         """Load many rows in one query, so later :meth:`get` calls need no round trip."""
-        physical, name, pk_names = self._info.get(table) or self._describe(table)
+        physical, name, pk_names, _ = self._info.get(table) or self._describe(table)
         pk = list(physical.primary_key.columns)
         read = self._read
         wanted: set[tuple[Any, ...]] = set()
@@ -225,7 +228,10 @@ class SqlTx:
             )
 
     def upsert(self, table: sa.Table, row: Mapping[str, Any]) -> None:
-        physical, name, pk = self._info.get(table) or self._describe(table)
+        """Fold ``row`` into the batch's writes. Its values are kept as the database will
+        store them (``projections/sql_values.py``): a later ``get`` in this batch sees what
+        a ``get`` in a later batch would, wherever the batch boundaries fall."""
+        physical, name, pk, converters = self._info.get(table) or self._describe(table)
         if physical not in self._order:
             self._order.append(physical)
         try:
@@ -234,11 +240,16 @@ class SqlTx:
             raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
         pending = self._pending.get(k)
         if pending is None:
-            self._pending[k] = (UPSERT, dict(row))
+            values = dict(row)
+            self._pending[k] = (UPSERT, values)
         elif pending[0] == DELETE:
-            self._pending[k] = (REPLACE, dict(row))
+            values = dict(row)
+            self._pending[k] = (REPLACE, values)
         else:
-            self._pending[k] = (pending[0], {**(pending[1] or {}), **row})
+            values = {**(pending[1] or {}), **row}
+            self._pending[k] = (pending[0], values)
+        if converters:
+            normalize(converters, values, row)
 
     def delete(self, table: sa.Table, key: Any) -> None:
         physical = self._physical(table)

@@ -1,0 +1,286 @@
+"""Values as a store keeps them: what a later batch reads back of a value a handler wrote.
+
+:class:`projections.sql_tx.SqlTx` gives a handler the writes of earlier events of the same
+batch from memory. Unless those values are stored as the database would store them, a
+handler would see ``Decimal("0.5625")`` in a ``NUMERIC(10, 2)`` column inside a batch and
+``Decimal("0.56")`` across a batch boundary: the result would depend on where batches fall
+(live and replay batches differ). :func:`stored_values` gives, per table, a converter for
+each column whose type the database converts values into; ``SqlTx.upsert`` applies them.
+
+The conversions follow what PostgreSQL (through psycopg) and SQLite (through SQLAlchemy's
+processors) were observed to return (``tests/test_batch_values.py`` checks each against the
+database):
+
+- PostgreSQL ``NUMERIC(p, s)``: rounded to ``s`` places, half away from zero (``NUMERIC(p)``
+  is scale 0); a float is first taken with 15 significant digits (``float8_numeric``).
+- PostgreSQL integers: a float rounds half to even (``rint``), a ``Decimal`` half away from
+  zero, a string of digits is parsed.
+- SQLite ``NUMERIC``: SQLAlchemy binds a float and reads ``Decimal("%.<scale>f" % value)``
+  (scale 10 when the type has none); the column's affinity keeps integral values as integers.
+- SQLite integers: an integral float or a numeric string becomes an integer; other values
+  are kept as they are (SQLite's type affinity).
+- Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
+  nearest single-precision value, printed shortest).
+- PostgreSQL ``CHAR(n)``: blank-padded to ``n``.
+
+A value a converter does not know (a type the database refuses, NaN, an overflow) is left as
+it is: the flush then stores or refuses it, as before. Other types (text, booleans, dates,
+JSON) are not converted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from collections.abc import Callable
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+Converter = Callable[[Any], Any]
+# (column name, converter, value types that need no conversion)
+Converters = tuple[tuple[str, Converter, frozenset[type]], ...]
+
+_NONE = type(None)
+_INT64 = 2**63
+_PG_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+
+_converters: dict[tuple[str, sa.Table], Converters] = {}
+
+
+def stored_values(dialect: Dialect, table: sa.Table) -> Converters:
+    """The converters of ``table``'s columns whose values the database converts (computed
+    once per dialect and table; empty for a table that needs none, or another dialect)."""
+    key = (dialect.name, table)
+    found = _converters.get(key)
+    if found is None:
+        found = _converters[key] = tuple(
+            (column.name, *converter)
+            for column in table.columns
+            if (converter := _converter(dialect, column.type)) is not None
+        )
+    return found
+
+
+def normalize(converters: Converters, row: dict[str, Any], given: Any) -> None:
+    """Convert, in place, the values of ``row`` whose columns ``given`` (a mapping) names."""
+    for name, convert, exact in converters:
+        if name in given:
+            value = row[name]
+            if type(value) not in exact:
+                row[name] = convert(value)
+
+
+def _converter(
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
+) -> tuple[Converter, frozenset[type]] | None:
+    if dialect.name == "postgresql":
+        return _postgresql(dialect, column_type)
+    if dialect.name == "sqlite":
+        return _sqlite(dialect, column_type)
+    return None
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+def _postgresql(
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
+) -> tuple[Converter, frozenset[type]] | None:
+    if isinstance(column_type, sa.Float):
+        sql = column_type.compile(dialect=dialect).upper()
+        single = sql == "REAL" or (
+            sql.startswith("FLOAT(")
+            and column_type.precision is not None
+            and column_type.precision <= 24
+        )
+        to_float = _pg_real if single else _pg_double
+        if column_type.asdecimal:
+            scale = column_type._effective_decimal_return_scale
+            return _then(to_float, float, _decimal_places(scale)), frozenset({_NONE})
+        return to_float, frozenset({_NONE} if single else {float, _NONE})
+    if isinstance(column_type, sa.Numeric):
+        scale = column_type.scale
+        if scale is None and column_type.precision is not None:
+            scale = 0  # NUMERIC(p) is NUMERIC(p, 0)
+        to_decimal = _pg_numeric(scale)
+        if not column_type.asdecimal:
+            return _then(to_decimal, Decimal, float), frozenset({_NONE})
+        return to_decimal, frozenset({_NONE})
+    if isinstance(column_type, sa.Integer):
+        # PostgreSQL casts a boolean to INTEGER (int4) on assignment, to no other integer.
+        if column_type.compile(dialect=dialect).upper() == "INTEGER":
+            return _pg_int4, frozenset({int, _NONE})
+        return _pg_integer, frozenset({int, bool, _NONE})
+    if isinstance(column_type, sa.CHAR) and column_type.length:
+        return _padded(column_type.length), frozenset({_NONE})
+    return None
+
+
+def _pg_numeric(scale: int | None) -> Converter:
+    exponent = None if scale is None else Decimal(1).scaleb(-scale)
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        try:
+            if kind is Decimal:
+                number = value
+            elif kind is int:
+                number = Decimal(value)
+            elif kind is float:
+                if not math.isfinite(value):
+                    return value
+                number = Decimal(f"{value:.15g}")  # float8_numeric: DBL_DIG digits
+            elif kind is str and _NUMBER.fullmatch(value):
+                number = Decimal(value.strip())
+            else:
+                return value
+            if not number.is_finite():
+                return value
+            if exponent is not None:
+                number = number.quantize(exponent, ROUND_HALF_UP)
+            elif number.as_tuple().exponent > 0:  # type: ignore[operator]
+                number = number.quantize(1)  # PostgreSQL writes 1E+2 as 100
+        except (InvalidOperation, ValueError):
+            return value
+        return number if number else number.copy_abs()  # no negative zero
+
+    return convert
+
+
+def _pg_integer(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        return round(value) if math.isfinite(value) else value  # rint: half to even
+    if kind is Decimal:
+        if not value.is_finite():
+            return value
+        return int(value.to_integral_value(ROUND_HALF_UP))
+    if kind is str and _PG_INTEGER.fullmatch(value):
+        return int(value)
+    return value
+
+
+def _pg_int4(value: Any) -> Any:
+    return int(value) if type(value) is bool else _pg_integer(value)
+
+
+def _pg_double(value: Any) -> Any:
+    kind = type(value)
+    if kind is int or kind is Decimal or (kind is str and _NUMBER.fullmatch(value)):
+        try:
+            return float(value)
+        except (OverflowError, ValueError):
+            return value
+    return value
+
+
+def _pg_real(value: Any) -> Any:
+    """The nearest single-precision value, as PostgreSQL prints it (shortest digits)."""
+    number = _pg_double(value)
+    if type(number) is not float or not math.isfinite(number):
+        return value
+    try:
+        single = _SINGLE.unpack(_SINGLE.pack(number))[0]
+    except (OverflowError, struct.error):
+        return value
+    for digits in range(1, 10):
+        shortest = float(f"{single:.{digits}g}")
+        if _SINGLE.unpack(_SINGLE.pack(shortest))[0] == single:
+            return shortest
+    return single
+
+
+_SINGLE = struct.Struct("f")
+
+
+def _padded(length: int) -> Converter:
+    def convert(value: Any) -> Any:
+        return value.ljust(length) if type(value) is str and len(value) < length else value
+
+    return convert
+
+
+# -- SQLite ----------------------------------------------------------------------------
+
+
+def _sqlite(
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
+) -> tuple[Converter, frozenset[type]] | None:
+    if isinstance(column_type, sa.Numeric | sa.Float):  # SQLAlchemy binds a float
+        impl = column_type.dialect_impl(dialect)
+        bind = impl.bind_processor(dialect) or float
+        result = impl.result_processor(dialect, None)
+        # REAL affinity keeps floats; NUMERIC affinity stores an integral float as an integer.
+        real = isinstance(column_type, sa.Float)
+        stored = float if real else _sqlite_integral
+        convert = _sqlite_bound(bind, stored, result)
+        exact = {_NONE} if result is not None else {float, _NONE} if real else {_NONE}
+        return convert, frozenset(exact)
+    if isinstance(column_type, sa.Integer):
+        return _sqlite_integer, frozenset({int, _NONE})
+    return None
+
+
+def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) -> Converter:
+    def convert(value: Any) -> Any:
+        try:
+            number = bind(value)
+        except (TypeError, ValueError, OverflowError):
+            return value  # the flush refuses it
+        if type(number) is not float or not math.isfinite(number):
+            return value  # SQLite stores NaN as NULL: left to the flush
+        number = stored(number)
+        if result is None:
+            return number
+        number = result(number)
+        # Written again, -0.0 is stored as the integer 0 (read back as 0.00, not -0.00).
+        return number if number else number.copy_abs()
+
+    return convert
+
+
+def _sqlite_integral(value: float) -> float | int:
+    if value.is_integer() and -_INT64 <= value < _INT64:
+        return int(value)
+    return value
+
+
+def _sqlite_integer(value: Any) -> Any:
+    """INTEGER affinity: an integral float, or a string that reads as a number, is stored
+    as a number (an integer when it is one)."""
+    kind = type(value)
+    if kind is float:
+        return _sqlite_integral(value) if math.isfinite(value) else value
+    if kind is bool:
+        return int(value)
+    if kind is str and _NUMBER.fullmatch(value):
+        text = value.strip()
+        if _PG_INTEGER.fullmatch(text):
+            number = int(text)
+            return number if -_INT64 <= number < _INT64 else float(number)
+        number = float(text)
+        return _sqlite_integral(number) if math.isfinite(number) else number
+    return value
+
+
+def _then(first: Converter, kind: type, second: Converter) -> Converter:
+    """``first``, then ``second`` when that gave a ``kind`` (else the value is left to the
+    flush)."""
+
+    def convert(value: Any) -> Any:
+        converted = first(value)
+        return second(converted) if type(converted) is kind else converted
+
+    return convert
+
+
+def _decimal_places(scale: int) -> Converter:
+    def convert(value: float) -> Decimal:
+        return Decimal(f"{value:.{scale}f}")
+
+    return convert

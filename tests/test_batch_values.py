@@ -1,0 +1,216 @@
+"""Batch boundaries never change what a handler reads (DESIGN, projection model).
+
+A row written earlier in the same batch is read back from memory; it must hold the values
+the database will store (a ``NUMERIC(10, 2)`` rounded, an integer from a float rounded, a
+numeric string parsed), as a read in a later batch would find them. Otherwise the result
+depends on where batches fall, and a rebuild (big batches) differs from live (small ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from outbox.db import create_engine
+from projections.api import Event, Projection, Tx, on
+from projections.replay import Replayer, ReplayOptions
+from projections.sql_tx import SqlTx
+from projections.sql_writes import RefusedWrite
+from tests.projection_fixtures import engine_on, log_events
+
+metadata = sa.MetaData()
+
+money = sa.Table(
+    "batch_money",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("amount", sa.Numeric(10, 2), nullable=False),
+    sa.Column("units", sa.Integer, nullable=False),
+    sa.Column("price", sa.Numeric(10, 2), nullable=False),
+)
+
+
+class Money(Projection):
+    """Read-modify-write of values the columns convert: a product rounded to cents, a float
+    into an integer column, a numeric string into a numeric column."""
+
+    name = "batch_money"
+    tables = (money,)
+
+    @on("shop", "Scaled")
+    def scaled(self, event: Event[dict], tx: Tx) -> None:
+        row = tx.get(money, event.aggregate_id)
+        if row is None:
+            tx.upsert(
+                money,
+                {
+                    "account": event.aggregate_id,
+                    "amount": Decimal("0.40"),
+                    "units": 1,
+                    "price": "1.005",
+                },
+            )
+            return
+        tx.upsert(
+            money,
+            {
+                "account": event.aggregate_id,
+                "amount": row["amount"] * Decimal("1.125"),
+                "units": row["units"] * 1.5,
+                "price": Decimal(row["price"]) + Decimal("0.005"),
+            },
+        )
+
+
+def _events() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(f"a{n % 3}", "Scaled", {}) for n in range(15)]
+
+
+def _rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.select(money).order_by(money.c.account))]
+
+
+def _live(url: str, batch_size: int) -> list[tuple[Any, ...]]:
+    projection = Money()
+    with engine_on(url, [projection], batch_size=batch_size, retry_backoff=0.001) as (
+        log,
+        store,
+        engine,
+    ):
+        head = log_events(log, _events())
+        engine.catch_up()
+        assert engine.parked() == []
+        assert store.checkpoints(projection.name) and engine.lagging() == []
+        assert head == 15
+        return _rows(log.engine)
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_one_event_per_batch_and_one_batch_of_all_give_the_same_rows(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    one_by_one = _live(database_for(kind), batch_size=1)
+    all_at_once = _live(database_for(kind), batch_size=1000)
+    assert all_at_once == one_by_one
+    # Each event of an account: amount x 1.125 rounded to cents, units x 1.5 as stored.
+    amount = Decimal("0.40")
+    for _ in range(4):
+        if kind == "postgresql":
+            amount = (amount * Decimal("1.125")).quantize(Decimal("0.01"), "ROUND_HALF_UP")
+        else:  # SQLite stores a float, SQLAlchemy reads it back with "%.2f"
+            amount = Decimal(f"{float(amount * Decimal('1.125')):.2f}")
+    # PostgreSQL rounds 1.5 and 4.5 half to even (2, 4); SQLite keeps a non-integral float.
+    units = 6 if kind == "postgresql" else 1.5**4
+    # "1.005" stored: 1.01 on PostgreSQL (half away from zero); SQLite formats the float
+    # 1.00499999... as 1.00, and 1.00 + 0.005 again, each time.
+    price = Decimal("1.05") if kind == "postgresql" else Decimal("1.00")
+    assert one_by_one == [(f"a{n}", amount, units, price) for n in range(3)]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_rebuild_in_big_batches_equals_live_in_small_ones(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    projection = Money()
+    with engine_on(database_for(kind), [projection], batch_size=2) as (log, store, engine):
+        head = log_events(log, _events())
+        engine.catch_up()
+        live = _rows(log.engine)
+        summary = Replayer(engine.reader, projection, store, batch_size=1000).run(ReplayOptions())
+        assert summary.events == head
+        assert _rows(log.engine) == live
+
+
+values_metadata = sa.MetaData()
+grid = sa.Table(  # every column converts some values; only "array" types (plain plan)
+    "value_grid",
+    values_metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("cents", sa.Numeric(10, 2)),
+    sa.Column("whole", sa.Numeric(10)),
+    sa.Column("free", sa.Numeric),
+    sa.Column("count", sa.Integer),
+    sa.Column("big", sa.BigInteger),
+    sa.Column("ratio", sa.Float),
+    sa.Column("code", sa.CHAR(5)),
+)
+grid_other = sa.Table(  # and types SQLAlchemy converts (statements through SQLAlchemy)
+    "value_grid_other",
+    values_metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("cents", sa.Numeric(10, 2)),
+    sa.Column("cents_float", sa.Numeric(10, 2, asdecimal=False)),
+    sa.Column("ratio_decimal", sa.Float(asdecimal=True)),
+    sa.Column("single", sa.REAL),
+    sa.Column("count", sa.Integer),
+)
+
+_VALUES: list[Any] = [
+    Decimal("0.125"),
+    Decimal("-0.125"),
+    Decimal("-0.001"),
+    Decimal("0.135"),
+    Decimal("2.5"),
+    Decimal("3.5"),
+    Decimal("1E+2"),
+    0.125,
+    0.135,
+    1.005,
+    2.5,
+    3.5,
+    -2.5,
+    3.0,
+    0.1 + 0.2,
+    7,
+    "2.5",
+    " 4 ",
+    "7",
+    "1e2",
+    "3.0",
+    "ab",
+    True,
+    None,
+]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_value_read_in_its_own_batch_is_the_value_a_later_batch_reads(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    engine = create_engine(database_for(kind))
+    values_metadata.create_all(engine)
+    differ = []
+    stored = 0
+    try:
+        for table in (grid, grid_other):
+            columns = [c.name for c in table.columns if c.name != "id"]
+            for column in columns:
+                for n, value in enumerate(_VALUES):
+                    if column == "code" and type(value) is not str:
+                        continue  # text columns are given text (they convert no values)
+                    key = f"{column}-{n}"
+                    row = {"id": key, **dict.fromkeys(columns), column: value}
+                    try:
+                        with engine.begin() as conn:
+                            tx = SqlTx(conn, {table: table})
+                            tx.upsert(table, row)
+                            in_batch = tx.get(table, key)
+                            tx.flush()
+                    except (RefusedWrite, sa.exc.DBAPIError, psycopg.Error):
+                        continue  # the database refuses the value: no later batch reads it
+                    with engine.begin() as conn:
+                        later = SqlTx(conn, {table: table}).get(table, key)
+                    stored += 1
+                    assert in_batch is not None and later is not None
+                    if repr(in_batch[column]) != repr(later[column]):
+                        differ.append((table.name, column, value, in_batch[column], later[column]))
+    finally:
+        engine.dispose()
+    assert stored > 200
+    assert differ == [], "\n".join(map(repr, differ))
