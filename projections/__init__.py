@@ -3,7 +3,15 @@
 See ``projections/api.py`` for a complete example and README.md for how to run one.
 """
 
-from projections.api import Event, PayloadError, Projection, Tx, load_projections, on
+from projections.api import (
+    Event,
+    PayloadError,
+    Projection,
+    TenantError,
+    Tx,
+    load_projections,
+    on,
+)
 from projections.consistency import (
     ConsistencyError,
     ConsistencyParked,
@@ -37,6 +45,7 @@ __all__ = [
     "Result",
     "RetryLater",
     "Store",
+    "TenantError",
     "Tx",
     "load_projections",
     "on",

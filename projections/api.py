@@ -143,6 +143,12 @@ class PayloadError(ValueError):
     """An event's payload does not match its handler's model."""
 
 
+class TenantError(Exception):
+    """A handler of a projection with a ``tenant_column`` wrote a row of a tenant table that
+    is not its event's tenant's, or handled an event without a tenant (whose rows cannot be
+    placed). A handler failure like any other: retried, then parked with this message."""
+
+
 class Projection:
     """Base class of projections. Subclasses set ``name``, ``tables`` and ``@on`` handlers.
 
@@ -169,10 +175,12 @@ class Projection:
     upserts of the event's own fields): only such a projection may be replayed in place
     (``readmodel replay --from-position``)."""
     tenant_column: ClassVar[str | None] = None
-    """The column holding each row's tenant (handlers write ``event.tenant`` into it): every
-    read is then filtered by the caller's tenant, which queries must give
-    (``Queries.get(..., tenant=...)``, ``readmodel query --tenant``). Every table must have
-    the column, but those listed in ``shared_tables``."""
+    """The column holding each row's tenant: every read is then filtered by the caller's
+    tenant, which queries must give (``Queries.get(..., tenant=...)``, ``readmodel query
+    --tenant``). Every table must have the column, but those listed in ``shared_tables``.
+    The store fills the event's tenant into a row written without the column; a row that
+    names another tenant, or any row written for an event without a tenant, fails the
+    handler (:class:`TenantError`)."""
     shared_tables: ClassVar[tuple[sa.Table, ...]] = ()
     """Tables of a projection with a ``tenant_column`` that every tenant reads (reference
     data without the column)."""

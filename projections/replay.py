@@ -507,7 +507,7 @@ class Replayer:
     ) -> int:
         # Shadow tables start empty and only the rebuild writes them: new rows are COPYed.
         new_rows = self._new_rows if tables is self.shadow.mapping else None
-        tx = SqlTx(conn, tables, lock_rows=lock_rows, new_rows=new_rows)
+        tx = SqlTx(conn, tables, lock_rows=lock_rows, new_rows=new_rows, projection=self.projection)
         self.projection.prefetch(events, tx)
         handle = self.projection.handle
         held = self._held
@@ -518,6 +518,7 @@ class Replayer:
                 if behind is not None and (event.position or 0) >= behind:
                     self._skip(event, behind)  # its earlier events are applied, as live
                     continue
+            tx.event = event
             try:
                 handle(event, tx)
             except (SQLAlchemyError, psycopg.Error, RefusedWrite):

@@ -200,7 +200,9 @@ class SqlStore(SqlParking, Store):
                 events = load(position, target, limit)
                 upto = events[-1].position if len(events) >= limit else target
                 held = self.blocked_aggregates(conn, lane) if any_blocked else {}
-                tx = SqlTx(conn, self.tables_for(projection), batch_prefetch=True)
+                tx = SqlTx(
+                    conn, self.tables_for(projection), batch_prefetch=True, projection=projection
+                )
                 if events:
                     projection.prefetch(events, tx)
                 applied = 0
@@ -351,7 +353,7 @@ class SqlStore(SqlParking, Store):
                     .order_by(parked_events.c.position)
                 ).scalars()
             ]
-            tx = SqlTx(conn, self.tables_for(projection))
+            tx = SqlTx(conn, self.tables_for(projection), projection=projection)
             events = list(load(positions)) if positions else []
             tags = tx.invalidated if self.journal_invalidations else None
             for event in events:
@@ -408,6 +410,7 @@ def _is_deadlock(exc: BaseException | None) -> bool:
 def _handle(
     projection: Projection, event: Envelope, tx: SqlTx, tags: set[str] | None = None
 ) -> None:
+    tx.event = event
     try:
         if projection.handle(event, tx) and tags is not None:
             for tag in projection.cache_tags(event):

@@ -11,6 +11,8 @@ import orjson
 import sqlalchemy as sa
 from psycopg.types.json import Json
 
+from outbox.envelope import Envelope
+from projections.api import Projection, TenantError
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
 from projections.sql_values import Converters, normalize, stored_values
 from projections.sql_writes import (
@@ -38,6 +40,12 @@ class SqlTx:
     ``tables`` maps each of the projection's tables to the physical table it
     writes (the same one normally; a shadow copy during a rebuild).
 
+    Given the ``projection`` and one with a ``tenant_column``, every row upserted into one
+    of its tenant tables (not ``shared_tables``) belongs to the tenant of :attr:`event`, the
+    event being handled (set by the store before each handler): the column is filled in
+    when the row lacks it; a row naming another tenant, or an event without a tenant,
+    raises :class:`TenantError` (the handler's failure).
+
     On PostgreSQL every row read first takes a transaction-scoped advisory lock on
     its key, so two lanes that read-modify-write the same
     row (a per-customer total fed by per-order lanes) serialize instead of
@@ -53,15 +61,20 @@ class SqlTx:
         lock_rows: bool = True,
         new_rows: NewRows | None = None,
         batch_prefetch: bool = False,
+        projection: Projection | None = None,
     ) -> None:
         self.conn = conn
+        self.event: Envelope | None = None
+        """The event whose handler is running: its tenant is the one rows are written for."""
+        tenanted = projection is not None and projection.tenant_column is not None
+        self._tenant_projection = projection if tenanted else None
         self._new_rows = new_rows if conn.dialect.name == "postgresql" else None
         self._postgresql = conn.dialect.name == "postgresql"
         # A rebuild writes shadow tables no other transaction touches: no row locks needed.
         self._lock_rows = lock_rows and self._postgresql
         self._tables = tables
         self._pk_names: dict[sa.Table, tuple[str, ...]] = {}
-        self._info: dict[sa.Table, tuple[sa.Table, str, tuple[str, ...], Converters]] = {}
+        self._info: dict[sa.Table, _Info] = {}
         self._pending: dict[Key, Entry] = {}
         self._read: dict[Key, dict[str, Any] | None] = {}
         self._order: list[sa.Table] = []
@@ -70,15 +83,28 @@ class SqlTx:
         self._batch_prefetch = batch_prefetch and self._postgresql
         self._deferred: list[tuple[TablePlan, list[tuple[Any, ...]]]] = []
 
-    def _describe(self, table: sa.Table) -> tuple[sa.Table, str, tuple[str, ...], Converters]:
+    def _describe(self, table: sa.Table) -> _Info:
         """``(physical table, its name, primary key column names, the converters of its
-        values to what the database stores)``, looked up once."""
+        values to what the database stores, its tenant column or None)``, looked up once."""
         info = self._info.get(table)
         if info is None:
             physical = self._physical(table)
             converters = stored_values(self.conn.dialect, table)
-            info = self._info[table] = (physical, physical.name, self._pk(table), converters)
+            info = self._info[table] = (
+                physical,
+                physical.name,
+                self._pk(table),
+                converters,
+                self._tenant_column(table),
+            )
         return info
+
+    def _tenant_column(self, table: sa.Table) -> str | None:
+        projection = self._tenant_projection
+        if projection is None or any(table is shared for shared in projection.shared_tables):
+            return None
+        column = projection.tenant_column
+        return column if column in table.c else None
 
     def _physical(self, table: sa.Table) -> sa.Table:
         try:
@@ -109,7 +135,7 @@ class SqlTx:
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
         if self._deferred:
             self._run_deferred()
-        physical, name, pk, _ = self._info.get(table) or self._describe(table)
+        physical, name, pk, _, _ = self._info.get(table) or self._describe(table)
         if not isinstance(key, tuple):
             key = (key,)
         if len(key) != len(pk):
@@ -154,7 +180,7 @@ class SqlTx:
 
     def prefetch(self, table: sa.Table, keys: list[Any]) -> None:
         """Load many rows in one query, so later :meth:`get` calls need no round trip."""
-        physical, name, pk_names, _ = self._info.get(table) or self._describe(table)
+        physical, name, pk_names, _, _ = self._info.get(table) or self._describe(table)
         pk = list(physical.primary_key.columns)
         read = self._read
         wanted: set[tuple[Any, ...]] = set()
@@ -231,7 +257,9 @@ class SqlTx:
         """Fold ``row`` into the batch's writes. Its values are kept as the database will
         store them (``projections/sql_values.py``): a later ``get`` in this batch sees what
         a ``get`` in a later batch would, wherever the batch boundaries fall."""
-        physical, name, pk, converters = self._info.get(table) or self._describe(table)
+        physical, name, pk, converters, tenant = self._info.get(table) or self._describe(table)
+        if tenant is not None:
+            row = self._placed(table, tenant, row)
         if physical not in self._order:
             self._order.append(physical)
         try:
@@ -250,6 +278,33 @@ class SqlTx:
             self._pending[k] = (pending[0], values)
         if converters:
             normalize(converters, values, row)
+
+    def _placed(self, table: sa.Table, column: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``row`` in the tenant of the event being handled (filled in when it lacks the
+        column); :class:`TenantError` when it names another tenant or there is none."""
+        event = self.event
+        tenant = None if event is None else event.tenant
+        given = row.get(column, _MISSING)
+        if tenant is not None and given == tenant:
+            return row
+        projection = self._tenant_projection.name  # type: ignore[union-attr]
+        if event is None:
+            raise TenantError(
+                f"{projection}: a row of {table.name!r} written outside any event cannot be "
+                f"placed in a tenant (tenant column {column!r})"
+            )
+        what = f"{event.event_type} at {event.source}:{event.position}"
+        if tenant is None:
+            raise TenantError(
+                f"{projection}: {what} has no tenant, so its row of {table.name!r} cannot be "
+                f"placed (tenant column {column!r})"
+            )
+        if given is _MISSING:
+            return {**row, column: tenant}
+        raise TenantError(
+            f"{projection}: a row of {table.name!r} has {column}={given!r}, but the event's "
+            f"tenant is {tenant!r} ({what}); a handler writes only its event's tenant's rows"
+        )
 
     def delete(self, table: sa.Table, key: Any) -> None:
         physical = self._physical(table)
@@ -290,6 +345,11 @@ class SqlTx:
                 raise
         self._read.clear()
         self._pending.clear()
+
+
+# (physical table, its name, primary key column names, value converters, tenant column)
+_Info = tuple[sa.Table, str, tuple[str, ...], Converters, str | None]
+_MISSING: Any = object()
 
 
 def row_lock_key(key: tuple[str, tuple[Any, ...]]) -> int:

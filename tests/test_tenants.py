@@ -20,6 +20,7 @@ from projections.cache import MemoryCache
 from projections.queries import Reader, query
 from projections.query_reader import QueryError
 from projections.query_service import Queries
+from projections.replay import Replayer, ReplayOptions
 from tests.cli_helpers import run_cli, write_config
 from tests.projection_fixtures import engine_on
 
@@ -61,8 +62,39 @@ class TenantAccounts(Projection):
         return read.rows(sa.select(accounts))
 
 
+ledger = sa.Table(  # the tenant column may hold NULL: only the engine keeps it filled
+    "tenant_ledger",
+    metadata,
+    sa.Column("entry", sa.Text, primary_key=True),
+    sa.Column("tenant", sa.Text, index=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+)
+
+
+class TenantLedger(Projection):
+    """A handler that writes the tenant its payload names, or none."""
+
+    name = "tenant_ledger"
+    tables = (ledger,)
+    tenant_column = "tenant"
+
+    @on("bank", "Booked")
+    def booked(self, event: Event[dict], tx: Tx) -> None:
+        row = {"entry": event.aggregate_id, "amount": event.payload["amount"]}
+        if "tenant" in event.payload:
+            row["tenant"] = event.payload["tenant"]
+        tx.upsert(ledger, row)
+
+
 def _log(log: EventLog, events: list[tuple[str, str, str]]) -> None:
     """``(tenant, account, owner)`` accounts opened, in one source."""
+    _append(
+        log, [(tenant, account, "Opened", {"owner": owner}) for tenant, account, owner in events]
+    )
+
+
+def _append(log: EventLog, events: list[tuple[str | None, str, str, dict[str, Any]]]) -> None:
+    """``(tenant, account, event type, payload)`` events, in one source."""
     records = [
         LogRecord(
             source_position=None,
@@ -71,12 +103,12 @@ def _log(log: EventLog, events: list[tuple[str, str, str]]) -> None:
             aggregate_type="account",
             aggregate_id=account,
             key_hash=aggregate_hash("account", account),
-            event_type="Opened",
-            payload=json.dumps({"owner": owner}),
+            event_type=event_type,
+            payload=json.dumps(payload),
             headers=None,
             occurred_at=None,
         )
-        for tenant, account, owner in events
+        for tenant, account, event_type, payload in events
     ]
     log.append("bank", records)
 
@@ -122,6 +154,58 @@ def test_a_query_for_one_tenant_never_returns_anothers_rows(
         assert [row["account"] for row in json.loads(cli.stdout)["rows"]] == ["g1"]
         missing = run_cli(["query", "tenant_accounts", "a1", "--config", str(config)])
         assert missing.exit_code == 2 and "--tenant" in missing.stderr
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_rows_are_written_in_the_events_tenant_or_the_event_is_parked(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """A row written without the tenant column gets the event's tenant (a handler that
+    forgot it wrote NULL: a row no tenant can read); a row naming another tenant, or an
+    event without a tenant, is the handler's failure: parked, the rest applied."""
+    projection = TenantLedger()
+    options = {"max_attempts": 2, "retry_backoff": 0.001}
+    with engine_on(database_for(kind), [projection], **options) as (log, store, engine):
+        _append(
+            log,
+            [
+                ("acme", "e1", "Booked", {"amount": 5}),
+                ("globex", "e2", "Booked", {"amount": 7, "tenant": "globex"}),
+                ("acme", "e3", "Booked", {"amount": 9, "tenant": "globex"}),
+                (None, "e4", "Booked", {"amount": 1}),
+                ("acme", "e5", "Booked", {"amount": 2}),
+            ],
+        )
+        engine.catch_up(deadline=30)
+
+        def rows() -> list[tuple[Any, ...]]:
+            with log.engine.connect() as conn:
+                return [tuple(r) for r in conn.execute(sa.select(ledger).order_by(ledger.c.entry))]
+
+        live = rows()
+        assert live == [("e1", "acme", 5), ("e2", "globex", 7), ("e5", "acme", 2)]
+        parked = {p.aggregate_id: p.reason for p in engine.parked("tenant_ledger")}
+        assert sorted(parked) == ["e3", "e4"]
+        assert (
+            "TenantError(\"tenant_ledger: a row of 'tenant_ledger' has tenant='globex', but "
+            "the event's tenant is 'acme' (Booked at bank:3)" in parked["e3"]
+        )
+        assert (
+            "tenant_ledger: Booked at bank:4 has no tenant, so its row of 'tenant_ledger' "
+            "cannot be placed (tenant column 'tenant')" in parked["e4"]
+        )
+
+        queries = Queries.from_engine(engine, log.engine)
+        assert queries.get("tenant_ledger", "e1", tenant="acme").value["amount"] == 5
+        assert queries.get("tenant_ledger", "e1", tenant="globex").value is None
+        assert queries.get("tenant_ledger", "e3", tenant="globex").value is None
+        found = queries.list("tenant_ledger", {}, tenant="acme").rows
+        assert [row["entry"] for row in found] == ["e1", "e5"]
+
+        # A rebuild holds the handlers to the same rule.
+        summary = Replayer(engine.reader, projection, store).run(ReplayOptions(skip_errors=True))
+        assert sorted(s.position for s in summary.skipped) == [3, 4]
+        assert rows() == live
 
 
 # -- invariant 6, second half: tenant credentials stored encrypted, never logged -----------
