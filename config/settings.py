@@ -82,20 +82,39 @@ def _dsn_checked(value: str, schemes: set[str], expected: str) -> str:
 
 
 def _mongo_url_checked(value: str) -> str:
-    """A MongoDB URL (decrypted), scheme in lower case, that names its database; hosts and
-    options are left to the driver, which reports them when it connects."""
+    """A MongoDB URL (decrypted), scheme in lower case, that names its database and that the
+    driver can read (hosts, ports, options; a ``+srv`` URL is not looked up here)."""
+    from urllib.parse import unquote
+
+    from pymongo.errors import PyMongoError
+    from pymongo.uri_parser import parse_uri
+
     value = reveal(value)
     scheme, _, rest = value.partition("://")
-    value = f"{scheme.lower()}://{rest}"
+    scheme = scheme.lower()
+    value = f"{scheme}://{rest}"
     _authority_checked(value)
     authority, slash, path = rest.partition("/")
-    database = path.split("?", 1)[0]
-    if not authority.rpartition("@")[2]:
+    database = unquote(path.split("?", 1)[0])
+    hosts = authority.rpartition("@")[2]
+    if not hosts:
         raise ValueError("the MongoDB URL names no host: mongodb://host:27017/<database>")
     if not slash or not database:
         raise ValueError("the MongoDB URL names no database: mongodb://host:27017/<database>")
     if any(c in database for c in '/\\. "$') or len(database) > 63:
         raise ValueError(f"{database!r} is not a valid MongoDB database name")
+    if scheme == "mongodb+srv":
+        if "," in hosts or ":" in hosts:
+            raise ValueError("a mongodb+srv:// URL names one host name, without a port")
+        return value
+    try:
+        parse_uri(value)
+    except (PyMongoError, ValueError) as exc:
+        reason = str(exc).split(", full error")[0]
+        secret = authority.rpartition("@")[0].partition(":")[2]
+        if secret:
+            reason = reason.replace(secret, "***")
+        raise ValueError(f"not a MongoDB URL the driver can read: {reason}") from None
     return value
 
 
@@ -214,6 +233,8 @@ class SourceSettings(_Strict):
 
     @model_validator(mode="after")
     def _mark_needs_column(self) -> SourceSettings:
+        if self.is_mongodb and self.lease < timedelta(milliseconds=300):
+            raise ValueError("lease must be at least 300ms")
         if self.is_mongodb and self.schema_name is not None:
             raise ValueError("schema does not apply to MongoDB: the URL names the database")
         if self.on_dispatch == "mark" and not self.columns.dispatched_at:

@@ -18,18 +18,23 @@ incremented (``$inc``) in the same transaction as the outbox insert does that.
 from __future__ import annotations
 
 import base64
+import math
 import os
+import re
 import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 from bson import Binary, Decimal128, ObjectId
-from bson.errors import InvalidBSON
+from bson.datetime_ms import DatetimeMS
+from bson.errors import BSONError
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
@@ -37,7 +42,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from config import SourceSettings
 from outbox.db import redact_text
 from outbox.errors import NotLeaderError, SourceError
-from outbox.rows import FIELDS
+from outbox.rows import FIELDS, Unreadable
 from outbox.source import OutboxSource, PendingStats
 
 LEASES = "readmodel_relay_leases"
@@ -53,24 +58,34 @@ class MongoOutboxSource(OutboxSource):
         self, name: str, settings: SourceSettings, *, client: MongoClient[Any] | None = None
     ) -> None:
         super().__init__(name, settings)
-        self._client = client or mongo_client(settings.url)
-        self._database = self._client.get_database(mongo_database(settings.url))
-        self._outbox: Collection[Any] = self._database.get_collection(settings.table)
-        self._leases: Collection[Any] = self._database.get_collection(LEASES)
+        try:
+            self._connect(client or mongo_client(settings.url))
+        except (PyMongoError, ValueError) as exc:
+            raise SourceError(
+                f"source {name!r} ({self.display_url}): {describe_mongo_error(exc)}"
+            ) from exc
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._lease = max(settings.lease.total_seconds(), 0.3)
+        self._lease = settings.lease.total_seconds()
         self._leading = False
         self._renewed = 0.0  # monotonic time of the last renewal we know succeeded
         self._seen: tuple[Any, Any] | None = None  # (owner, beat) a standby last saw
         self._seen_since = 0.0
         self._stream: Any = None
         self._streams_work = settings.notify
+        self._claimed: list[tuple[Any, Any]] = []  # (position, _id) of the last claim
+        self._recent: deque[set[Any]] = deque(maxlen=4)  # _ids of the latest acknowledgements
         columns = settings.columns.model_dump()
         self._fields = {field: columns.get(field, "") for field in FIELDS}
         if settings.on_dispatch == "delete":
             self._fields_dispatched = ""
         else:
             self._fields_dispatched = columns["dispatched_at"]
+
+    def _connect(self, client: MongoClient[Any]) -> None:
+        self._client = client
+        database = self._client.get_database(mongo_database(self.settings.url))
+        self._outbox: Collection[Any] = database.get_collection(self.settings.table)
+        self._leases: Collection[Any] = database.get_collection(LEASES)
 
     # -- shape ---------------------------------------------------------------------
 
@@ -168,39 +183,70 @@ class MongoOutboxSource(OutboxSource):
     # -- claims --------------------------------------------------------------------
 
     def claim(self, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` undelivered documents in ``position`` order; documents whose
+        position is missing or not a number come first, to be parked (they have no place
+        in the order)."""
         self._leader()
         position = self._fields["position"]
+        pending = self._pending_filter()
         try:
-            documents = list(
-                self._outbox.find(self._pending_filter(), sort=[(position, ASCENDING)], limit=limit)
+            unordered = list(
+                self._outbox.find(
+                    {**pending, position: {"$not": {"$type": "number"}}}, limit=min(limit, 100)
+                )
             )
-        except (PyMongoError, InvalidBSON) as exc:
+            documents = unordered + list(
+                self._outbox.find(
+                    {**pending, position: {"$type": "number"}},
+                    sort=[(position, ASCENDING)],
+                    limit=limit,
+                )
+            )
+        except (PyMongoError, BSONError) as exc:
             self.lose_leadership()
             raise SourceError(
                 f"source {self.name!r}: claim failed: {describe_mongo_error(exc)}"
             ) from exc
-        return [self._row(document) for document in documents]
+        rows = [self._row(document) for document in documents]
+        self._claimed = [(row[0], doc["_id"]) for row, doc in zip(rows, documents, strict=True)]
+        return rows
 
     def _row(self, document: dict[str, Any]) -> tuple[Any, ...]:
-        """A document shaped like :data:`FIELDS`: the position as stored (to acknowledge it),
-        BSON types turned into what JSON and the log hold."""
+        """A document shaped like :data:`FIELDS`: the position as stored, BSON types turned
+        into what JSON and the log hold; a position :class:`~outbox.rows.Unreadable` when
+        the document cannot become an event in order."""
         values: list[Any] = []
+        problem = None
         for field, name in self._fields.items():
             value = document.get(name) if name else None
-            if field == "position":
-                values.append(value)
-            elif field in ("payload", "headers"):
-                values.append(plain(value))
-            else:
-                values.append(_plain_scalar(value))
+            try:
+                if field == "position":
+                    values.append(value)
+                    if not isinstance(value, int | float | Decimal128) or isinstance(value, bool):
+                        problem = f"no position to order it by ({name!r} = {value!r})"
+                elif field in ("payload", "headers"):
+                    values.append(plain(value))
+                else:
+                    values.append(_plain_scalar(value))
+            except _Unsupported as exc:
+                values.append(_described(value))  # kept, as text, in the parked row
+                problem = problem or f"field {name!r} holds {exc}"
+        if problem is not None:
+            values[0] = Unreadable(values[0], problem)
         return tuple(values)
 
     def acknowledge(self, positions: Sequence[Any]) -> None:
+        """Delete or mark the claimed documents, by ``_id``: two documents may share a
+        position, and only the claimed one is relayed."""
         self._leader()
-        position = self._fields["position"]
         try:
-            for start in range(0, len(positions), _CHUNK):
-                chunk = {position: {"$in": list(positions[start : start + _CHUNK])}}
+            wanted: Any = set(positions)
+        except TypeError:  # an unhashable position (a document as _id): compare one by one
+            wanted = list(positions)
+        ids = [key for position, key in self._claimed if position in wanted]
+        try:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = {"_id": {"$in": ids[start : start + _CHUNK]}}
                 if self._fields_dispatched:
                     self._outbox.update_many(chunk, {"$set": {self._fields_dispatched: _utcnow()}})
                 else:
@@ -210,6 +256,7 @@ class MongoOutboxSource(OutboxSource):
             raise SourceError(
                 f"source {self.name!r}: acknowledging documents failed: {describe_mongo_error(exc)}"
             ) from exc
+        self._recent.append(set(ids))
 
     def release(self) -> None:
         """Nothing is locked: claimed documents stay where they are until acknowledged."""
@@ -237,19 +284,46 @@ class MongoOutboxSource(OutboxSource):
                 pass
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
-        """Sleep up to ``timeout``, returning when an outbox document is inserted (a change
-        stream, on replica sets) or ``stop`` is set."""
-        if self._stream is None:
-            stop.wait(timeout)
-            return
+        """Sleep up to ``timeout``, returning when a document that was not relayed yet is
+        inserted (a change stream, on replica sets) or ``stop`` is set. The lease is renewed
+        meanwhile, whatever ``poll_max`` is."""
         deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            if self._leading:
+                try:
+                    if not self._renew():
+                        return
+                except PyMongoError:
+                    return  # the next try_lead reports it
+                if self._stream is None:
+                    self._open_stream()
+            step = min(left, self._lease / 4)
+            if self._stream is None:
+                stop.wait(step)
+            elif self._inserted_within(step):
+                return
+
+    def _inserted_within(self, seconds: float) -> bool:
+        """Whether the change stream reports, within ``seconds``, an insert of a document
+        not acknowledged lately (those were relayed by the claim their insert woke)."""
+        until = time.monotonic() + seconds
         try:
-            while not stop.is_set() and time.monotonic() < deadline:
-                if self._stream.try_next() is not None:
-                    return
+            while time.monotonic() < until:
+                if not self._stream.alive:
+                    self._close_stream()
+                    return False
+                change = self._stream.try_next()
+                if change is None:
+                    continue
+                key = change.get("documentKey", {}).get("_id")
+                if not any(key in ids for ids in self._recent):
+                    return True
         except PyMongoError:
             self._close_stream()
-            stop.wait(max(0.0, deadline - time.monotonic()))
+        return False
 
     # -- housekeeping and status ---------------------------------------------------
 
@@ -278,7 +352,7 @@ class MongoOutboxSource(OutboxSource):
                 if isinstance(stamp, datetime):
                     stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
                     age = max(0.0, (self._server_now() - stamp).total_seconds())
-        except PyMongoError as exc:
+        except (PyMongoError, BSONError) as exc:
             raise SourceError(
                 f"source {self.name!r} ({self.display_url}): {describe_mongo_error(exc)}"
             ) from exc
@@ -315,30 +389,42 @@ class MongoOutboxSource(OutboxSource):
             ) from exc
 
     def close(self) -> None:
-        if self._leading:
-            try:  # hand over at once instead of after a lease
-                self._leases.delete_one({"_id": self.settings.table, "owner": self._owner})
-            except PyMongoError:
-                pass
+        """Hand the lease over at once (if this relay still holds it) and close the
+        connections; the source may be used again, with new ones."""
+        try:
+            self._leases.delete_one({"_id": self.settings.table, "owner": self._owner})
+        except PyMongoError:
+            pass
         self.lose_leadership()
         self._client.close()
+        self._connect(mongo_client(self.settings.url))
 
 
 # -- URLs and values ------------------------------------------------------------------------
 
 
 def mongo_client(url: str) -> MongoClient[Any]:
-    """A client that gives up on an unreachable server after a few seconds, with aware UTC
-    datetimes; nothing is connected until it is used."""
+    """A client with aware UTC datetimes that gives up on an unreachable server after a few
+    seconds (unless the URL sets its own timeouts); nothing is connected until it is used."""
+    given = {key.lower() for key in parse_qs(url.partition("?")[2])}
+    timeouts = {
+        "serverSelectionTimeoutMS": 5000,
+        "connectTimeoutMS": 5000,
+        "socketTimeoutMS": 30_000,
+    }
     return MongoClient(
-        url, tz_aware=True, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000, connect=False
+        url,
+        tz_aware=True,
+        datetime_conversion="DATETIME_AUTO",  # a date past year 9999 is read, then parked
+        connect=False,
+        **{key: value for key, value in timeouts.items() if key.lower() not in given},
     )
 
 
 def mongo_database(url: str) -> str:
     """The database a ``mongodb://host/<database>`` URL names (config checks it is there)."""
     path = url.split("://", 1)[1].split("?", 1)[0]
-    return path.split("/", 1)[1] if "/" in path else ""
+    return unquote(path.split("/", 1)[1]) if "/" in path else ""
 
 
 def plain(value: Any) -> Any:
@@ -351,16 +437,37 @@ def plain(value: Any) -> Any:
     return _plain_scalar(value)
 
 
+def _described(value: Any) -> Any:
+    """:func:`plain`, with what it cannot convert written as its ``repr``."""
+    if isinstance(value, dict):
+        return {str(key): _described(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_described(item) for item in value]
+    try:
+        return _plain_scalar(value)
+    except _Unsupported:
+        return repr(value)
+
+
+class _Unsupported(Exception):
+    """A BSON value with no faithful JSON form: the document is parked."""
+
+
 def _plain_scalar(value: Any) -> Any:
-    if value is None or isinstance(value, str | bool | int | float | datetime):
+    if value is None or isinstance(value, str | bool | int | datetime):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _Unsupported(f"{value!r}, which JSON cannot hold")
         return value
     if isinstance(value, ObjectId):
         return str(value)
     if isinstance(value, Decimal128):
-        return str(value.to_decimal())
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, uuid.UUID):
+        number = value.to_decimal()
+        if not number.is_finite():
+            raise _Unsupported(f"{number}, which JSON cannot hold")
+        return str(number)
+    if isinstance(value, Decimal | uuid.UUID):
         return str(value)
     if isinstance(value, Binary) and value.subtype in (3, 4) and len(value) == 16:
         return str(value.as_uuid(value.subtype))
@@ -369,7 +476,9 @@ def _plain_scalar(value: Any) -> Any:
             return bytes(value).decode("utf-8")
         except UnicodeDecodeError:
             return {"$base64": base64.b64encode(bytes(value)).decode()}
-    return str(value)
+    if isinstance(value, DatetimeMS):
+        raise _Unsupported(f"a date outside years 1-9999 ({int(value)} ms)")
+    raise _Unsupported(f"a BSON {type(value).__name__} value, which readmodel does not convert")
 
 
 def _utcnow() -> datetime:
@@ -377,6 +486,10 @@ def _utcnow() -> datetime:
 
 
 def describe_mongo_error(exc: BaseException) -> str:
-    """One line for a driver error, secrets masked."""
+    """One line for a driver error, secrets masked, without the driver's topology dump."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return redact_text(f"{type(exc).__name__}: {message}"[:500])
+    message = _TOPOLOGY.sub("", message.split(", Topology Description:")[0])
+    return redact_text(f"{type(exc).__name__}: {message}"[:300])
+
+
+_TOPOLOGY = re.compile(r" \(configured timeouts: [^)]*\)")

@@ -149,7 +149,8 @@ class SourceRelay:
             return self.totals
         batch = self.source.settings.batch_size
         while self.step() >= batch:
-            pass
+            if not self._lead():  # renews a lease (MongoDB) on a long drain
+                break
         self.source.purge_dispatched()
         return self.totals
 
@@ -193,6 +194,8 @@ class SourceRelay:
             self._was_leading = leading
             if leading:
                 logger.info("leading source", source=self.name, url=self.source.display_url)
+            else:
+                logger.warning("lost the lead of the source", source=self.name)
             for hook in self.hooks:
                 hook.on_leadership(self.name, leading)
         if not leading:

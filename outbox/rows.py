@@ -61,6 +61,19 @@ class _Malformed(Exception):
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """The position of a claimed row its source could not read as an event (a MongoDB
+    document without a numeric position, or with a value JSON cannot hold): the row is
+    parked with ``reason``. ``value`` is the position as stored, if any."""
+
+    value: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
 def decode_rows(
     rows: Iterable[Sequence[Any]],
     *,
@@ -77,6 +90,9 @@ def decode_rows(
     records: list[LogRecord] = []
     malformed: list[MalformedRow] = []
     for row in rows:
+        if isinstance(row[0], Unreadable):
+            malformed.append(_parked(row, column_names, row[0].reason))
+            continue
         try:
             records.append(_decode(row, source, column_names, default_tenant, max_payload_bytes))
         except _Malformed as exc:
@@ -88,8 +104,9 @@ def decode_rows(
 
 
 def _parked(row: Sequence[Any], column_names: dict[str, str], reason: str) -> MalformedRow:
+    position = row[0].value if isinstance(row[0], Unreadable) else row[0]
     return MalformedRow(
-        source_position=row[0],
+        source_position=position,
         event_id=_optional_str(row[1]),
         reason=reason,
         raw=raw_row(row, column_names),
@@ -272,6 +289,8 @@ def raw_row(row: Sequence[Any], names: dict[str, str]) -> dict[str, Any]:
 
 def json_safe(value: Any) -> Any:
     """``value`` made storable as JSON without losing what it was (bytes as base64)."""
+    if isinstance(value, Unreadable):
+        return json_safe(value.value)
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):

@@ -22,7 +22,8 @@ from outbox.errors import NotLeaderError
 from outbox.log import EventLog
 from outbox.mongo import LEASES, MongoOutboxSource
 from outbox.parking import ParkedEvents
-from outbox.relay import Relay
+from outbox.relay import Relay, RelayHooks, SourceRelay
+from outbox.rows import decode_rows
 from outbox.sources import open_source
 from tests.cli_helpers import run_cli
 from tests.outbox_helpers import MongoOutboxDb, init_outbox, migrate_store
@@ -210,7 +211,7 @@ def test_sigkilled_relays_deliver_every_document_once_in_room_order(
     url = mongo_database()
     store = {"url": pg_database()}
     relay = {"standby_retry": "100ms"}
-    source = {"url": url, "batch_size": 100, "poll_max": "100ms", "lease": "700ms"}
+    source = {"url": url, "batch_size": 100, "poll_max": "100ms", "lease": "1s"}
     config = tmp_path / "readmodel.toml"
     config.write_text(
         _toml(
@@ -252,6 +253,8 @@ def test_sigkilled_relays_deliver_every_document_once_in_room_order(
             f"the relays to catch up\n{fleet.logs()}",
         )
         assert fleet.takeovers() >= 1, fleet.logs()
+        # Two live relays that both lead now would be two leaders.
+        assert sum(_leads_now(r.log_text()) for r in fleet.alive) == 1, fleet.logs()
         statuses = fleet.stop()
         assert statuses and all(code == 0 for code in statuses.values()), fleet.logs()
 
@@ -272,6 +275,12 @@ def test_sigkilled_relays_deliver_every_document_once_in_room_order(
         db.close()
 
 
+def _leads_now(log: str) -> bool:
+    """Whether a relay's log says it leads: it took the lead and has not lost it since."""
+    lost = max(log.rfind("lost the lead"), log.rfind("relay step failed"))
+    return log.rfind("leading source") > lost
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
@@ -280,6 +289,10 @@ def test_sigkilled_relays_deliver_every_document_once_in_room_order(
         ("mongodb:///chat", "names no host"),
         ("mongodb://127.0.0.1/chat.db", "not a valid MongoDB database name"),
         ("mongodb://user:pa ss@127.0.0.1/chat", "contains a space"),
+        ("mongodb://user:pass@127.0.0.1:99999/chat", "Port must be an integer"),
+        ("mongodb+srv://h1,h2/chat", "names one host name"),
+        ("mongodb://127.0.0.1/chat?replicaSet=rs&foo", "key=value pairs"),
+        ("mongodb://127.0.0.1/ch%2Fat", "not a valid MongoDB database name"),
     ],
 )
 def test_a_bad_mongodb_url_is_a_config_error_naming_the_key(
@@ -291,7 +304,7 @@ def test_a_bad_mongodb_url_is_a_config_error_naming_the_key(
         load_settings(config)
     text = str(raised.value)
     assert "sources.chat.url" in text and message in text and str(config) in text
-    assert "pa ss" not in text
+    assert "pa ss" not in text and ":pass@" not in text
 
 
 def test_schema_is_refused_for_a_mongodb_source(tmp_path: Path) -> None:
@@ -331,3 +344,180 @@ def test_outbox_init_status_and_health_on_a_mongodb_source(
     assert chat_status["undelivered"] == 3
     assert 0 <= chat_status["oldest_undelivered_age_seconds"] < 60
     assert chat_status["error"] is None
+
+
+def test_documents_without_an_orderable_position_are_parked_and_shared_positions_not_lost(
+    mongo_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """No unique index (outbox init was not run): two documents share seq 2, one has no seq,
+    one a text seq. The first two are both relayed (acknowledged by _id, not by seq), the
+    others parked, and the rest flow in order."""
+    url = mongo_database()
+    settings = make_settings(pg_database(), {SOURCE: {"url": url, "batch_size": 2}})
+    db = MongoOutboxDb(url)
+
+    def doc(seq: Any, n: int, **more: Any) -> dict[str, Any]:
+        document = {"id": f"e{n}", "aggregatetype": "room", "aggregateid": "r1"}
+        document |= {"type": "MessagePosted", "payload": {"n": n}, **more}
+        if seq is not None:
+            document["seq"] = seq
+        return document
+
+    db.outbox.insert_many(
+        [doc(1, 1), doc(2, 2), doc(2, 3), doc(None, 4), doc("5", 5), doc(6, 6), doc(7, 7)]
+    )
+    relay = Relay(settings)
+    try:
+        totals = relay.drain()[SOURCE]
+        logged = [e.payload["n"] for e in relay.log.read(SOURCE)]
+        parked = ParkedEvents(relay.log.engine).list(source=SOURCE)
+    finally:
+        relay.close()
+        db.close()
+    assert (totals.relayed, totals.parked, totals.errors) == (5, 2, [])
+    assert logged[:1] == [1] and sorted(logged[1:3]) == [2, 3] and logged[3:] == [6, 7]
+    assert sorted(p.reason for p in parked) == [
+        "no position to order it by ('seq' = '5')",
+        "no position to order it by ('seq' = None)",
+    ]
+
+
+def test_bson_values_json_cannot_hold_park_their_document(
+    chat: tuple[Settings, MongoOutboxDb],
+) -> None:
+    from bson import Regex, Timestamp
+    from bson.datetime_ms import DatetimeMS
+
+    settings, db = chat
+    source = _source(settings)
+    try:
+        base = {"seq": 1, "id": "e1", "aggregatetype": "room", "aggregateid": "r1"}
+        base["type"] = "MessagePosted"
+        cases = {
+            "nan": ({"payload": {"x": float("nan")}}, "field 'payload' holds nan"),
+            "regex": ({"payload": {"x": Regex("^a")}}, "a BSON Regex value"),
+            "stamp": ({"payload": {"x": Timestamp(5, 1)}}, "a BSON Timestamp value"),
+            "far date": ({"payload": {}, "timestamp": DatetimeMS(2**62)}, "outside years"),
+        }
+        for name, (fields, reason) in cases.items():
+            row = source._row({**base, **fields})
+            records, malformed = decode_rows(
+                [row],
+                source=SOURCE,
+                column_names=source.column_names,
+                default_tenant=None,
+                max_payload_bytes=1 << 20,
+            )
+            assert records == [], name
+            assert reason in malformed[0].reason, (name, malformed[0].reason)
+            assert malformed[0].source_position == 1
+            assert malformed[0].raw["payload"] is not None  # kept for whoever looks at it
+    finally:
+        source.close()
+
+
+def test_a_drain_longer_than_the_lease_renews_it(
+    mongo_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    url = mongo_database()
+    settings = make_settings(
+        pg_database(), {SOURCE: {"url": url, "lease": "300ms", "batch_size": 5}}
+    )
+    db = MongoOutboxDb(url)
+    db.insert([("room", f"r{i % 7}", "MessagePosted", {"n": i}) for i in range(600)])
+    relay = Relay(settings)
+    try:
+        started = time.monotonic()
+        totals = relay.drain()[SOURCE]
+        took = time.monotonic() - started
+        assert (totals.relayed, totals.errors) == (600, [])
+        assert took > 0.3, "the drain was too short to need a renewal"
+        assert db.count(pending_only=False) == 0
+    finally:
+        relay.close()
+        db.close()
+
+
+def test_an_idle_leader_keeps_its_lease_when_polls_are_longer_than_it(
+    mongo_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    url = mongo_database()
+    source = {"url": url, "lease": "600ms", "poll_min": "3s", "poll_max": "3s"}
+    settings = make_settings(pg_database(), {SOURCE: source})
+    init_outbox(settings.sources[SOURCE])
+    changes: list[tuple[str, bool]] = []
+
+    class Watch(RelayHooks):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def on_leadership(self, source: str, leading: bool) -> None:
+            changes.append((self.name, leading))
+
+    log = EventLog(settings.store.url)
+    relays = [
+        SourceRelay(open_source(SOURCE, settings.sources[SOURCE]), log, hooks=[Watch(n)])
+        for n in ("A", "B")
+    ]
+    stop = threading.Event()
+    threads = [threading.Thread(target=r.run, args=(stop,)) for r in relays]
+    try:
+        threads[0].start()
+        wait_for(lambda: ("A", True) in changes, 10, "A to lead")
+        threads[1].start()
+        time.sleep(4 * 0.6 + 3)  # several leases, and a whole poll interval
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        log.close()
+    assert changes[:1] == [("A", True)]
+    assert ("B", True) not in changes, changes
+
+
+def test_a_relay_wakes_again_after_its_change_stream_died(
+    chat: tuple[Settings, MongoOutboxDb],
+) -> None:
+    settings, db = chat
+    source = _source(settings)
+    stop = threading.Event()
+    try:
+        assert source.try_lead() and source._stream is not None
+        db.outbox.drop()  # the server ends (invalidates) the stream
+        source.wait(1.0, stop)
+        db.insert([("room", "r1", "MessagePosted", {"n": 1})])
+        started = time.monotonic()
+        source.wait(8.0, stop)
+        assert time.monotonic() - started < 4, "not woken: the dead stream was not reopened"
+    finally:
+        source.close()
+
+
+def test_health_and_status_report_an_unreachable_mongodb_source_in_one_line(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    config = tmp_path / "readmodel.toml"
+    url = "mongodb://reader:s3cret@127.0.0.1:1,127.0.0.1:2/chat?serverSelectionTimeoutMS=300"
+    store = pg_database()
+    migrate_store(store)
+    config.write_text(
+        _toml({"store": {"url": store}, "sources.chat": {"url": url}}), encoding="utf-8"
+    )
+    for command in (["health"], ["status", "--json"]):
+        result = run_cli([*command, "--config", str(config)])
+        text = result.output + (result.stderr or "")
+        assert "Traceback" not in text, text
+        assert "s3cret" not in text
+        if command == ["health"]:
+            assert result.exit_code != 0 and "chat" in text
+        else:
+            assert result.exit_code == 3, text  # a database could not be reached
+            report = json.loads(result.output[result.output.index("{") :])
+            (chat_status,) = report["sources"]
+            assert chat_status["engine"] == "mongodb" and chat_status["error"]

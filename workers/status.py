@@ -100,11 +100,12 @@ def _unreachable(exc: BaseException | None) -> bool:
 
 def _source(name: str, settings: Settings, result: Any, log_head: int, parked: int) -> SourceStatus:
     if isinstance(result, BaseException):
-        from outbox.db import engine_kind, redact_dsn
+        from outbox.db import redact_dsn
+        from outbox.sources import source_kind
 
         url = settings.sources[name].url
         return SourceStatus(
-            name, engine_kind(url), redact_dsn(url), None, None, log_head, parked, str(result)
+            name, source_kind(url), redact_dsn(url), None, None, log_head, parked, str(result)
         )
     status: SourceStatus = result
     return SourceStatus(
