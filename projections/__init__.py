@@ -19,6 +19,7 @@ from projections.consistency import (
     ConsistencyToken,
 )
 from projections.engine import ProjectionEngine, RetryLater
+from projections.mongo_tx import DocumentTx
 from projections.queries import QuerySpec, Reader, query
 from projections.query_reader import Page, QueryError
 from projections.query_service import Queries, Result, open_queries
@@ -30,6 +31,7 @@ __all__ = [
     "ConsistencyParked",
     "ConsistencyTimeout",
     "ConsistencyToken",
+    "DocumentTx",
     "Event",
     "HandlerFailed",
     "Lane",

@@ -41,6 +41,7 @@ from projections.consistency import (
     ConsistencyWaiter,
     Reached,
 )
+from projections.document_reader import DocumentReader
 from projections.queries import QuerySpec, declared_queries, key_tags_of, tags_for_key
 from projections.query_reader import Page, QueryError, SqlReader
 from projections.store import Store
@@ -170,6 +171,8 @@ class Queries:
         """The row with primary key ``key`` (``Result.value`` is ``None`` when absent); of
         ``tenant`` for a projection with a ``tenant_column``."""
         p = self.projection(projection)
+        if p.collections:
+            return self._get_document(p, key, table, tenant, wait_for, timeout, stale_ok)
         reader = self.reader(p, tenant)
         t = reader.table(table)
         key_values = reader.key_dict(t, key)
@@ -204,6 +207,12 @@ class Queries:
         page's ``next`` as ``after`` for the following page. Each column of ``where`` must
         belong to an index led by one of them, unless ``allow_unindexed``."""
         p = self.projection(projection)
+        if p.collections:
+            documents = self._documents(p, tenant)
+            collection = documents.collection(table)
+            consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
+            page = documents.page(collection, dict(where or {}), after=after, limit=limit)
+            return Page(page.rows, page.next, stale, consistency)
         reader = self.reader(p, tenant)
         t = reader.table(table)
         where = dict(where or {})
@@ -247,6 +256,40 @@ class Queries:
         cache_key = _tenant_key(tenant) + "q:" + spec.name + ":" + arguments
         base = frozenset(spec.tags(*bound.args, **bound.kwargs)) if spec.tags else frozenset()
         return Result(self._cached(p, spec, cache_key, base, load), stale, consistency)
+
+    def _documents(self, p: Projection, tenant: str | None) -> DocumentReader:
+        if tenant is not None:
+            raise QueryError(f"projection {p.name!r} has no tenant_column")
+        database = getattr(self._store(p), "database", None)
+        if database is None:
+            raise QueryError(f"projection {p.name!r}: its store holds no documents")
+        return DocumentReader(database, p)
+
+    def _get_document(
+        self,
+        p: Projection,
+        key: Any,
+        collection: str | None,
+        tenant: str | None,
+        wait_for: Token | None,
+        timeout: float | None,
+        stale_ok: bool,
+    ) -> Result:
+        """:meth:`get` of a document projection: the document with ``_id == key``, cached
+        under the collection's ``key_tags`` entry (over ``_id``)."""
+        documents = self._documents(p, tenant)
+        name = documents.collection(collection)
+        consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
+
+        def load() -> dict[str, Any] | None:
+            return documents.get(name, key)
+
+        tag = key_tags_of(p).get(name)
+        if tag is None or self.cache is None or consistency is not None and not stale:
+            return Result(load(), stale, consistency)
+        cache_key = "get:" + name + ":" + _dumps([key])
+        value = self.cache.get_or_load(p.name, cache_key, tags_for_key(tag, {"_id": key}), load)
+        return Result(value, stale, consistency)
 
     def wait(self, projection: str, token: Token, timeout: float | None = None) -> Reached:
         """Block until ``projection`` has applied ``token`` (see :mod:`projections.consistency`)."""

@@ -125,7 +125,10 @@ class Replayer:
         batch_size: int = 20_000,
     ) -> None:
         if not isinstance(store, SqlStore):
-            raise ReplayRefused(f"{projection.name}: replay supports SQL stores only")
+            raise ReplayRefused(
+                f"{projection.name}: replay supports SQL stores only "
+                f"(this projection's store {projection.store!r} is not one)"
+            )
         self.reader = reader
         self.projection = projection
         self.store = store

@@ -254,6 +254,7 @@ class DocTotals(Projection):
     name = "doc_totals"
     store = "docs"
     collections = ("doc_totals",)
+    key_tags = {"doc_totals": "account:{_id}"}
 
     @on("bank", "Deposited")
     def deposited(self, event: Event[dict], tx: Any) -> None:

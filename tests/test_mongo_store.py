@@ -24,6 +24,7 @@ from outbox.mongo import mongo_database
 from projections.engine import ProjectionEngine, RetryLater
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
+from projections.query_reader import QueryError
 from projections.store import HandlerFailed
 from tests.projection_fixtures import DocTotals, append_events, log_events
 from tests.test_relay_chaos import _toml
@@ -317,3 +318,91 @@ def test_a_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
     finally:
         client.close()
     assert positions == [20_000]
+
+
+def test_documents_are_read_by_id_in_pages_and_through_the_cache(
+    docs: tuple[EventLog, MongoStore, str],
+    private_redis: Callable[[], Any],
+    tmp_path: Path,
+) -> None:
+    from projections.query_service import Queries
+    from projections.redis_cache import RedisCache
+
+    log, store, url = docs
+    events = _deposits(60, 7)
+    head = log_events(log, events, source="bank", aggregate_type="account")
+    private_redis()
+    cache = RedisCache(private_redis.url)  # type: ignore[attr-defined]
+    engine = ProjectionEngine(LogReader(log), [DocTotals()], {"docs": store}, cache=cache)
+    queries = Queries.from_engine(engine, log.engine)
+    try:
+        engine.catch_up()
+        want = _expected(events)
+        got = queries.get("doc_totals", "acct-2").value
+        assert got is not None and (got["events"], got["total"]) == want["acct-2"][:2]
+        assert queries.get("doc_totals", "nobody").value is None
+
+        pages, after = [], None
+        while True:
+            page = queries.list("doc_totals", {"violations": 0}, after=after, limit=3)
+            pages.append([d["_id"] for d in page.rows])
+            if page.next is None:
+                break
+            after = page.next
+        assert [i for p in pages for i in p] == sorted(want) and len(pages) == 3
+
+        # The cached copy is invalidated when a batch changes the document.
+        assert queries.get("doc_totals", "acct-2").value == got
+        seq = want["acct-2"][2] + 1
+        append_events(
+            log,
+            [("acct-2", "Deposited", {"amount": 1000, "seq": seq})],
+            "bank",
+            "account",
+            after=head,
+        )
+        engine.catch_up()
+        fresh = queries.get("doc_totals", "acct-2").value
+        assert fresh is not None and fresh["total"] == got["total"] + 1000
+
+        with pytest.raises(QueryError, match="no collection 'other'"):
+            queries.get("doc_totals", "acct-2", table="other")
+        with pytest.raises(QueryError, match="no tenant_column"):
+            queries.get("doc_totals", "acct-2", tenant="acme")
+    finally:
+        queries.close()
+        engine.close()
+        cache.close()
+
+
+def test_readmodel_query_reads_a_document(
+    docs: tuple[EventLog, MongoStore, str], tmp_path: Path
+) -> None:
+    import json
+
+    from tests.cli_helpers import run_cli
+
+    log, store, url = docs
+    log_events(
+        log, [("a", "Deposited", {"amount": 5, "seq": 1})], source="bank", aggregate_type="account"
+    )
+    engine = _engine(log, store)
+    try:
+        engine.catch_up()
+    finally:
+        engine.close()
+    config = tmp_path / "readmodel.toml"
+    config.write_text(
+        'projections = ["tests.projection_fixtures:DocTotals"]\n'
+        + _toml(
+            {
+                "store": {"url": log.engine.url.render_as_string(hide_password=False)},
+                "stores.docs": {"url": url},
+            }
+        ),
+        encoding="utf-8",
+    )
+    result = run_cli(["query", "doc_totals", "a", "--json", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output.splitlines()[-1])["row"]
+    assert (row["_id"], row["events"], row["total"]) == ("a", 1, 5)
