@@ -521,3 +521,53 @@ def test_health_and_status_report_an_unreachable_mongodb_source_in_one_line(
             report = json.loads(result.output[result.output.index("{") :])
             (chat_status,) = report["sources"]
             assert chat_status["engine"] == "mongodb" and chat_status["error"]
+
+
+def test_wake_ups_for_documents_already_relayed_cause_no_empty_claims(
+    mongo_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Each insert's change event wakes the relay once; a claim takes every document there
+    is, so the events of documents it already relayed must not wake it again."""
+    url = mongo_database()
+    settings = make_settings(
+        pg_database(), {SOURCE: {"url": url, "poll_min": "5s", "poll_max": "5s"}}
+    )
+    init_outbox(settings.sources[SOURCE])
+    claims: list[int] = []
+
+    class Counting(MongoOutboxSource):
+        def claim(self, limit: int) -> list[tuple[Any, ...]]:
+            rows = super().claim(limit)
+            claims.append(len(rows))
+            return rows
+
+    db = MongoOutboxDb(url)
+    log = EventLog(settings.store.url)
+    log.create_tables()
+    relay = SourceRelay(Counting(SOURCE, settings.sources[SOURCE]), log)
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,))
+    try:
+        thread.start()
+        wait_for(lambda: len(claims) >= 1, 10, "the first claim")
+        time.sleep(0.3)
+        with db.client.start_session() as session, session.start_transaction():
+            db.outbox.insert_many(  # 100 documents at once: 100 change events
+                [
+                    {"seq": n, "id": f"e{n}", "aggregatetype": "room", "aggregateid": "r"}
+                    | {"type": "MessagePosted", "payload": {"n": n}}
+                    for n in range(1, 101)
+                ],
+                session=session,
+            )
+        wait_for(lambda: log.head(SOURCE) == 100, 10, "the documents")
+        time.sleep(1.0)  # the 100 change events have arrived by now
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        log.close()
+        db.close()
+    empty_after_first = claims[1:].count(0)
+    assert empty_after_first <= 2, claims
