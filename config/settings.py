@@ -467,6 +467,16 @@ class Settings(BaseSettings):
         description="extra read-model stores by name (a projection's `store`); 'default' is "
         "[store], which also holds the event log",
     )
+
+    @field_validator("stores")
+    @classmethod
+    def _no_second_default(
+        cls, value: dict[str, ExtraStoreSettings]
+    ) -> dict[str, ExtraStoreSettings]:
+        if "default" in value:
+            raise ValueError("the store named 'default' is [store]: give this one another name")
+        return value
+
     projections: list[str] = Field(
         default_factory=list, description="modules (or module:Class) holding projections"
     )

@@ -25,12 +25,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bson.errors import InvalidDocument
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
 from pymongo.errors import (
     BulkWriteError,
-    DocumentTooLarge,
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
@@ -43,7 +41,7 @@ from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error as _describe
 from outbox.mongo import mongo_client, mongo_database
 from projections.api import Projection
-from projections.mongo_tx import DocumentTx
+from projections.mongo_tx import DocumentTx, RefusedDocument
 from projections.store import (
     BatchResult,
     EventLoader,
@@ -87,10 +85,17 @@ class MongoStore(Store):
 
     def create_tables(self, projections: Sequence[Projection]) -> None:
         """Create the projections' collections and the store's own, with their indexes."""
+        for projection in projections:
+            if projection.tables or not projection.collections:
+                raise StoreError(
+                    f"projection {projection.name!r} keeps tables, not collections: its store "
+                    f"{projection.store!r} is a MongoDB store, which holds documents"
+                )
         try:
             present = set(self.database.list_collection_names())
             wanted = [c for p in projections for c in p.collections]
-            for name in (CHECKPOINTS, BLOCKED, PARKED, FAILURES, INVALIDATIONS, *wanted):
+            own = (CHECKPOINTS, BLOCKED, PARKED, FAILURES, INVALIDATIONS, COUNTERS)
+            for name in (*own, *wanted):
                 if name not in present:
                     try:
                         self.database.create_collection(name)
@@ -357,10 +362,12 @@ class MongoStore(Store):
                 if self._lock_lane(session, lane) >= (event.position or 0):
                     self.database[FAILURES].delete_one(failure, session=session)
                     return False
-                try:
-                    self.database[BLOCKED].insert_one(
-                        {
-                            "_id": _block_id(lane, (event.aggregate_type, event.aggregate_id)),
+                # An insert's duplicate-key error would abort the transaction: blocked
+                # already (by another worker) keeps the block as it is.
+                self.database[BLOCKED].update_one(
+                    {"_id": _block_id(lane, (event.aggregate_type, event.aggregate_id))},
+                    {
+                        "$setOnInsert": {
                             "projection": lane.projection,
                             "source": event.source,
                             "aggregate_type": event.aggregate_type,
@@ -369,11 +376,11 @@ class MongoStore(Store):
                             "reason": reason,
                             "detail": detail,
                             "attempts": attempts,
-                        },
-                        session=session,
-                    )
-                except DuplicateKeyError:
-                    pass  # blocked already: kept as it is
+                        }
+                    },
+                    upsert=True,
+                    session=session,
+                )
                 return True
 
         return bool(self._retrying(f"{lane.projection}: cannot park an event", work))
@@ -577,7 +584,7 @@ class MongoStore(Store):
 # Writes the server or the driver refuses for what they hold (a duplicate on a unique
 # index, a document too large, a value BSON cannot hold, a field name it refuses): the same
 # writes fail again, so one of the batch's events is poison.
-_REFUSED = (BulkWriteError, WriteError, InvalidDocument, DocumentTooLarge, OverflowError)
+_REFUSED = (BulkWriteError, WriteError, RefusedDocument)
 
 
 def _handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:

@@ -11,11 +11,30 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import bson
+from bson.errors import InvalidDocument
 from pymongo import DeleteOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
+from pymongo.errors import DocumentTooLarge
 
 _DELETED = object()
+
+
+class RefusedDocument(Exception):
+    """The driver cannot send a document for what it holds (a value BSON cannot hold, a
+    field name starting with ``$``, text that is not UTF-8, too large): the event that
+    wrote it is poison."""
+
+
+def _slot(key: Any) -> Any:
+    """``key`` as a dict key: typed (``True`` is not ``1`` to MongoDB), and a compound
+    ``_id`` (a document) by its BSON bytes."""
+    try:
+        hash(key)
+    except TypeError:
+        return ("bson", bson.encode({"k": key}))
+    return (type(key), key)
 
 
 class DocumentTx:
@@ -32,7 +51,7 @@ class DocumentTx:
         self._session = session
         self._collections = collections
         self._known: dict[tuple[str, Any], Any] = {}  # read or written: document or _DELETED
-        self._pending: dict[str, dict[Any, Any]] = {}  # collection -> _id -> doc or _DELETED
+        self._pending: dict[str, dict[Any, tuple[Any, Any]]] = {}  # -> slot: (_id, doc)
         self.invalidated: set[str] = set()
 
     def _name(self, collection: str) -> str:
@@ -47,10 +66,10 @@ class DocumentTx:
     def get(self, collection: str, key: Any) -> dict[str, Any] | None:
         """The document with ``_id == key`` as this batch left it, or ``None``."""
         name = self._name(collection)
-        found = self._known.get((name, key), None)
+        found = self._known.get((name, _slot(key)), None)
         if found is None:
             found = self._database[name].find_one({"_id": key}, session=self._session)
-            self._known[(name, key)] = _DELETED if found is None else found
+            self._known[(name, _slot(key))] = _DELETED if found is None else found
         return None if found is _DELETED else copy.deepcopy(found)
 
     def upsert(self, collection: str, document: Mapping[str, Any]) -> None:
@@ -59,13 +78,14 @@ class DocumentTx:
             raise ValueError(f"a document for {collection!r} needs an _id")
         name = self._name(collection)
         stored = copy.deepcopy(dict(document))
-        self._known[(name, stored["_id"])] = stored
-        self._pending.setdefault(name, {})[stored["_id"]] = stored
+        slot = _slot(stored["_id"])
+        self._known[(name, slot)] = stored
+        self._pending.setdefault(name, {})[slot] = (stored["_id"], stored)
 
     def delete(self, collection: str, key: Any) -> None:
         name = self._name(collection)
-        self._known[(name, key)] = _DELETED
-        self._pending.setdefault(name, {})[key] = _DELETED
+        self._known[(name, _slot(key))] = _DELETED
+        self._pending.setdefault(name, {})[_slot(key)] = (key, _DELETED)
 
     def find(self, collection: str, **equals: Any) -> list[dict[str, Any]]:
         """Documents whose fields equal ``equals``, with this batch's writes in place."""
@@ -73,22 +93,22 @@ class DocumentTx:
         self.flush()
         found = list(self._database[name].find(equals, session=self._session))
         for document in found:
-            self._known[(name, document["_id"])] = document
+            self._known[(name, _slot(document["_id"]))] = document
         return [copy.deepcopy(document) for document in found]
 
     def prefetch(self, collection: str, keys: Iterable[Any]) -> None:
         """Read the documents of ``keys`` in one query (``get`` then needs no round trip)."""
         name = self._name(collection)
-        wanted = {key for key in keys if (name, key) not in self._known}
+        wanted = {_slot(key): key for key in keys if (name, _slot(key)) not in self._known}
         if not wanted:
             return
         for document in self._database[name].find(
-            {"_id": {"$in": list(wanted)}}, session=self._session
+            {"_id": {"$in": list(wanted.values())}}, session=self._session
         ):
-            self._known[(name, document["_id"])] = document
-            wanted.discard(document["_id"])
-        for key in wanted:
-            self._known[(name, key)] = _DELETED
+            self._known[(name, _slot(document["_id"]))] = document
+            wanted.pop(_slot(document["_id"]), None)
+        for slot in wanted:
+            self._known[(name, slot)] = _DELETED
 
     def invalidate(self, *tags: str) -> None:
         self.invalidated.update(tags)
@@ -101,7 +121,11 @@ class DocumentTx:
                 DeleteOne({"_id": key})
                 if document is _DELETED
                 else ReplaceOne({"_id": key}, document, upsert=True)
-                for key, document in documents.items()
+                for key, document in documents.values()
             ]
-            if requests:
+            if not requests:
+                continue
+            try:
                 self._database[name].bulk_write(requests, ordered=True, session=self._session)
+            except (InvalidDocument, DocumentTooLarge, ValueError, OverflowError) as exc:
+                raise RefusedDocument(f"{type(exc).__name__}: {exc}") from exc

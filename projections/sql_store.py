@@ -55,6 +55,13 @@ class SqlStore(SqlParking, Store):
         return insert(table)
 
     def create_tables(self, projections: Sequence[Projection]) -> None:
+        for projection in projections:
+            if projection.collections:
+                raise StoreError(
+                    f"projection {projection.name!r} keeps collections: its store "
+                    f"{projection.store!r} must be a MongoDB store ([stores.NAME] url = "
+                    f'"mongodb://..."), not {self.kind}'
+                )
         tables = [table for projection in projections for table in projection.tables]
         try:
             create_tables(self.engine, tables)

@@ -276,4 +276,6 @@ class DocTotals(Projection):
         doc["last_seq"] = payload["seq"]
         if "tags" in payload:
             doc["tags"] = set(payload["tags"])
+        if payload.get("dollar"):
+            doc = {"$bad": 1, **doc}  # a field name MongoDB refuses in a replacement
         tx.upsert("doc_totals", doc)

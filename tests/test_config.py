@@ -607,3 +607,10 @@ def test_broker_and_cache_urls_may_be_encrypted(
 def test_every_example_config_loads(example: Path) -> None:
     settings = load_settings(example)
     assert settings.sources and settings.config_file == str(example)
+
+
+def test_a_store_named_default_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "readmodel.toml"
+    path.write_text('[stores.default]\nurl = "mongodb://127.0.0.1/docs"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"stores: .*'default' is \[store\]"):
+        load_settings(path)

@@ -21,11 +21,12 @@ from pymongo import MongoClient
 from config import load_settings
 from outbox.log import EventLog
 from outbox.mongo import mongo_database
+from projections.api import Event, Projection, on
 from projections.engine import ProjectionEngine, RetryLater
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.query_reader import QueryError
-from projections.store import HandlerFailed
+from projections.store import HandlerFailed, Lane
 from tests.projection_fixtures import DocTotals, append_events, log_events
 from tests.test_relay_chaos import _toml
 
@@ -106,8 +107,9 @@ def test_batches_apply_once_in_order_and_a_rerun_changes_nothing(
 def test_two_engines_applying_the_same_lanes_at_once_apply_each_event_once(
     docs: tuple[EventLog, MongoStore, str],
 ) -> None:
-    """Each lane's checkpoint document is written first in every apply transaction: the
-    second engine's transaction conflicts, is retried, and finds the batch done."""
+    """Two engines apply the same lanes: where their transactions meet (the same documents,
+    the lane's checkpoint, moved only from the position each read), one is aborted, retried,
+    and finds the batch done."""
     log, store, url = docs
     events = _deposits(3000, 12)
     log_events(log, events, source="bank", aggregate_type="account")
@@ -206,14 +208,21 @@ def test_skipping_the_last_parked_event_releases_its_aggregate(
         engine.close()
 
 
+@pytest.mark.parametrize(
+    ("poison", "reason"),
+    [
+        ({"tags": ["x", "y"]}, "InvalidDocument"),  # a set: BSON cannot hold it
+        ({"dollar": True}, "$ operators"),  # a replacement whose first field starts with $
+    ],
+    ids=["set", "dollar-field"],
+)
 def test_a_document_the_driver_refuses_parks_only_its_event(
-    docs: tuple[EventLog, MongoStore, str],
+    docs: tuple[EventLog, MongoStore, str], poison: dict[str, Any], reason: str
 ) -> None:
     log, store, _ = docs
     events = _deposits(200, 5)
     poisoned = [
-        (a, k, {**p, "tags": ["x", "y"]}) if i == 77 else (a, k, p)
-        for i, (a, k, p) in enumerate(events)
+        (a, k, {**p, **poison}) if i == 77 else (a, k, p) for i, (a, k, p) in enumerate(events)
     ]
     log_events(log, poisoned, source="bank", aggregate_type="account")
     engine = _engine(log, store, max_attempts=2, retry_backoff=0)
@@ -221,7 +230,7 @@ def test_a_document_the_driver_refuses_parks_only_its_event(
         engine.catch_up()
         parked = store.parked("doc_totals")
         assert parked[0].position == 78
-        assert "InvalidDocument" in parked[0].reason and "set" in parked[0].reason
+        assert reason in parked[0].reason, parked[0].reason
         poisoned_account = events[77][0]
         assert {p.aggregate_id for p in parked} == {poisoned_account}
         got = _documents(store)
@@ -406,3 +415,134 @@ def test_readmodel_query_reads_a_document(
     assert result.exit_code == 0, result.output
     row = json.loads(result.output.splitlines()[-1])["row"]
     assert (row["_id"], row["events"], row["total"]) == ("a", 1, 5)
+
+
+class Daily(Projection):
+    """Deposits per account and day, keyed by a compound ``_id``."""
+
+    name = "daily"
+    store = "docs"
+    collections = ("daily",)
+
+    @on("bank", "Deposited")
+    def deposited(self, event: Event[dict], tx: Any) -> None:
+        key = {"account": event.aggregate_id, "day": event.payload["seq"] % 2}
+        doc = tx.get("daily", key) or {"_id": key, "n": 0}
+        doc["n"] += 1
+        tx.upsert("daily", doc)
+
+
+def test_documents_with_a_compound_id_are_read_back_within_the_batch(
+    pg_database: Callable[[], str], mongo_database: Callable[[], str]
+) -> None:
+    log = EventLog(pg_database())
+    log.create_tables()
+    store = MongoStore(mongo_database())
+    store.create_tables([Daily()])
+    events = _deposits(100, 3)
+    log_events(log, events, source="bank", aggregate_type="account")
+    engine = ProjectionEngine(LogReader(log), [Daily()], {"docs": store})
+    try:
+        assert engine.catch_up() == 100
+        got = {(d["_id"]["account"], d["_id"]["day"]): d["n"] for d in store.database.daily.find()}
+    finally:
+        engine.close()
+        log.close()
+    want: dict[tuple[str, int], int] = {}
+    for account, _, payload in events:
+        want[(account, payload["seq"] % 2)] = want.get((account, payload["seq"] % 2), 0) + 1
+    assert got == want
+
+
+def test_blocking_an_event_twice_keeps_the_first_block_at_once(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    """Two workers reaching max_attempts on one event both block it; the second must not
+    abort its transaction on a duplicate key and wait out conflict_wait."""
+    log, store, _ = docs
+    log_events(log, [("a", "Deposited", {"amount": 1, "seq": 1})], "bank", "account")
+    (event,) = LogReader(log).at_positions("bank", [1])
+    lane = Lane("doc_totals", "bank", 0)
+    store.conflict_wait = 5
+    assert store.block(lane, event, "first", "detail", 3)
+    started = time.monotonic()
+    assert store.block(lane, event, "second", "detail", 4)
+    assert time.monotonic() - started < 2
+    (blocked,) = store.database["rm_blocked_aggregates"].find()
+    assert (blocked["reason"], blocked["attempts"]) == ("first", 3)
+
+
+def test_a_store_refuses_projections_of_the_other_kind(
+    docs: tuple[EventLog, MongoStore, str], pg_database: Callable[[], str]
+) -> None:
+    from outbox.errors import StoreError
+    from projections.sql_store import SqlStore
+    from tests.projection_fixtures import Totals
+
+    _, store, _ = docs
+    with pytest.raises(StoreError, match="keeps tables, not collections"):
+        store.create_tables([Totals()])
+    sql = SqlStore(pg_database())
+    try:
+        with pytest.raises(StoreError, match="must be a MongoDB store"):
+            sql.create_tables([DocTotals()])
+    finally:
+        sql.close()
+
+
+def test_parked_events_of_two_stores_sharing_a_number_are_told_apart(
+    docs: tuple[EventLog, MongoStore, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import json
+
+    from projections.sql_store import SqlStore
+    from tests.cli_helpers import run_cli
+    from tests.projection_fixtures import Totals
+
+    log, store, url = docs
+    log_events(log, [("a", "Deposited", {"amount": 1, "seq": 1})], "bank", "account")
+    sql = SqlStore(log.engine.url.render_as_string(hide_password=False), engine=log.engine)
+    sql.create_tables([Totals()])
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "a")
+    engine = ProjectionEngine(
+        LogReader(log),
+        [Totals(), DocTotals()],
+        {"default": sql, "docs": store},
+        max_attempts=1,
+        retry_backoff=0,
+    )
+    try:
+        engine.catch_up()
+    finally:
+        engine.close()
+    config = tmp_path / "readmodel.toml"
+    config.write_text(
+        'projections = ["tests.projection_fixtures:Totals", '
+        '"tests.projection_fixtures:DocTotals"]\n'
+        + _toml(
+            {
+                "store": {"url": log.engine.url.render_as_string(hide_password=False)},
+                "stores.docs": {"url": url},
+            }
+        ),
+        encoding="utf-8",
+    )
+    listed = run_cli(["parked", "list", "--json", "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    refs = sorted(e["ref"] for e in json.loads(listed.output[listed.output.index("[") :]))
+    assert refs == ["e1@doc_totals", "e1@totals"]
+    ambiguous = run_cli(["parked", "skip", "e1", "--config", str(config)])
+    assert ambiguous.exit_code != 0 and "give one of e1@doc_totals, e1@totals" in ambiguous.output
+    monkeypatch.delenv("READMODEL_TEST_FAIL_ON")
+    skipped = run_cli(["parked", "skip", "e1@doc_totals", "--config", str(config)])
+    assert skipped.exit_code == 0, skipped.output
+    again = MongoStore(url)  # the engine closed the fixture's store
+    try:
+        assert [p.status for p in again.parked("doc_totals", None)] == ["skipped"]
+    finally:
+        again.close()
+    totals = SqlStore(log.engine.url.render_as_string(hide_password=False))
+    try:
+        assert [(p.projection, p.status) for p in totals.parked(None)] == [("totals", "parked")]
+    finally:
+        totals.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Annotated, Any
 
 import typer
@@ -30,7 +31,7 @@ EntryId = Annotated[
     str,
     typer.Argument(
         help="An id from 'readmodel parked list': a number for an outbox row, "
-        "e<number> for a projection event."
+        "e<number> for a projection event (e<number>@<projection> when stores share numbers)."
     ),
 ]
 
@@ -60,9 +61,13 @@ def parked_list(
                 source=source, status=status, limit=limit
             ):
                 rows.append({**e.as_dict(), "ref": str(e.id)})
-        for event in runtime.engine.parked(projection, status):
+        events = runtime.engine.parked(projection, status)
+        numbers = Counter(event.id for event in events)
+        for event in events:
             if source is None or event.source == source:
-                rows.append({**event.as_dict(), "kind": "projection_event", "ref": f"e{event.id}"})
+                shared = numbers[event.id] > 1  # numbered by another store too
+                ref = f"e{event.id}" + (f"@{event.projection}" if shared else "")
+                rows.append({**event.as_dict(), "kind": "projection_event", "ref": ref})
         return rows[:limit]
 
     entries = with_runtime(config, collect)
@@ -113,7 +118,7 @@ def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
                 f"{entry_id} is a malformed outbox row: it cannot be applied; "
                 "fix the row in the service and write it again, or skip it"
             )
-        event = _projection_entry(runtime, number)
+        event = _projection_entry(runtime, number, entry_id)
         return runtime.engine.retry(event)
 
     try:
@@ -133,7 +138,7 @@ def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
 
         kind, number = _parse_entry(entry_id)
         if kind == "e":
-            return runtime.engine.skip(_projection_entry(runtime, number))
+            return runtime.engine.skip(_projection_entry(runtime, number, entry_id))
         if not ParkedEvents(runtime.log.engine).skip(number):
             raise ReadmodelError(f"no parked entry {entry_id}")
         return 0
@@ -151,7 +156,7 @@ def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
 
 
 def _parse_entry(entry_id: str) -> tuple[str, int]:
-    text = entry_id.strip().lower()
+    text = entry_id.strip().lower().split("@", 1)[0]
     kind = "e" if text.startswith("e") else "o"
     try:
         return kind, int(text.lstrip("eo"))
@@ -159,11 +164,21 @@ def _parse_entry(entry_id: str) -> tuple[str, int]:
         raise fail(f"{entry_id!r} is not a parked entry id (e.g. 12 or e12)", EXIT_CONFIG) from None
 
 
-def _projection_entry(runtime: Any, number: int) -> Any:
-    for event in runtime.engine.parked(None, None):
-        if event.id == number:
-            return event
-    raise ReadmodelError(f"no parked projection event e{number}")
+def _projection_entry(runtime: Any, number: int, entry_id: str = "") -> Any:
+    """The projection event ``e<number>``; each store numbers its own, so when stores share
+    a number the id must name the projection (``e<number>@<projection>``)."""
+    projection = entry_id.split("@", 1)[1].strip() if "@" in entry_id else None
+    found = [
+        event
+        for event in runtime.engine.parked(projection, None)
+        if event.id == number and (projection is None or event.projection == projection)
+    ]
+    if not found:
+        raise ReadmodelError(f"no parked projection event {entry_id or f'e{number}'}")
+    if len({event.projection for event in found}) > 1:
+        refs = ", ".join(sorted(f"e{number}@{event.projection}" for event in found))
+        raise ReadmodelError(f"e{number} names events in several stores: give one of {refs}")
+    return found[0]
 
 
 def _find_entry(runtime: Any, entry_id: str) -> dict[str, Any]:
@@ -171,7 +186,8 @@ def _find_entry(runtime: Any, entry_id: str) -> dict[str, Any]:
 
     kind, number = _parse_entry(entry_id)
     if kind == "e":
-        return {**_projection_entry(runtime, number).as_dict(), "kind": "projection_event"}
+        entry = _projection_entry(runtime, number, entry_id)
+        return {**entry.as_dict(), "kind": "projection_event"}
     entry = ParkedEvents(runtime.log.engine).get(number)
     if entry is None:
         raise ReadmodelError(f"no parked entry with id {entry_id}")

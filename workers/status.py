@@ -87,12 +87,13 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
 
 def _unreachable(exc: BaseException | None) -> bool:
     """A timeout or a connection failure anywhere in the cause chain (not a missing table)."""
+    from pymongo.errors import ConnectionFailure
     from sqlalchemy.exc import OperationalError
 
     while exc is not None:
         if isinstance(exc, OperationalError) and "no such table" in str(exc):
             return False  # SQLite reports a missing table as an OperationalError
-        if isinstance(exc, TimeoutError | OperationalError | ConnectionError):
+        if isinstance(exc, TimeoutError | OperationalError | ConnectionError | ConnectionFailure):
             return True
         exc = exc.__cause__
     return False
