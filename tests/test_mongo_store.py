@@ -27,7 +27,8 @@ from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.query_reader import QueryError
 from projections.store import HandlerFailed, Lane
-from tests.projection_fixtures import DocTotals, append_events, log_events
+from tests.document_fixtures import DocTotals
+from tests.projection_fixtures import append_events, log_events
 from tests.test_relay_chaos import _toml
 
 READMODEL = Path(sys.executable).with_name("readmodel")
@@ -279,7 +280,7 @@ def test_a_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
     log_events(log, events, source="bank", aggregate_type="account")
     config = tmp_path / "readmodel.toml"
     config.write_text(
-        'projections = ["tests.projection_fixtures:DocTotals"]\n'
+        'projections = ["tests.document_fixtures:DocTotals"]\n'
         + _toml(
             {
                 "store": {"url": log.engine.url.render_as_string(hide_password=False)},
@@ -402,7 +403,7 @@ def test_readmodel_query_reads_a_document(
         engine.close()
     config = tmp_path / "readmodel.toml"
     config.write_text(
-        'projections = ["tests.projection_fixtures:DocTotals"]\n'
+        'projections = ["tests.document_fixtures:DocTotals"]\n'
         + _toml(
             {
                 "store": {"url": log.engine.url.render_as_string(hide_password=False)},
@@ -518,7 +519,7 @@ def test_parked_events_of_two_stores_sharing_a_number_are_told_apart(
     config = tmp_path / "readmodel.toml"
     config.write_text(
         'projections = ["tests.projection_fixtures:Totals", '
-        '"tests.projection_fixtures:DocTotals"]\n'
+        '"tests.document_fixtures:DocTotals"]\n'
         + _toml(
             {
                 "store": {"url": log.engine.url.render_as_string(hide_password=False)},
