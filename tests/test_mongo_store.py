@@ -73,6 +73,10 @@ def _engine(log: EventLog, store: MongoStore, **options: Any) -> ProjectionEngin
     return ProjectionEngine(LogReader(log), [DocTotals()], {"docs": store}, **options)
 
 
+def _applied(store: MongoStore) -> int:
+    return sum(store.checkpoints("doc_totals").values())
+
+
 def _documents(store: MongoStore) -> dict[str, tuple[int, int, int]]:
     found = store.database["doc_totals"].find()
     assert all(d["violations"] == 0 for d in store.database["doc_totals"].find())
@@ -294,7 +298,7 @@ def test_a_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
     kills = 0
     rng = random.Random(3)
     # A process killed inside a transaction leaves it open until the server drops it (60 s):
-    # the next process waits for it, so each such kill can cost a minute.
+    # the next process waits for it, so each such kill can cost a minute (hence two kills).
     deadline = time.monotonic() + 300
     while True:
         output = tmp_path / f"run-{kills}.log"
@@ -305,8 +309,12 @@ def test_a_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        if kills < 3:
-            time.sleep(rng.uniform(1.5, 3.0))
+        if kills < 2:
+            # Kill it while it applies: once its lanes have moved, after a random moment.
+            start = _applied(store)
+            while process.poll() is None and _applied(store) == start:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0, 0.4))
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 process.wait()
@@ -320,7 +328,7 @@ def test_a_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
             pytest.fail(f"the worker did not catch up in time:\n{output.read_text()}")
         assert process.returncode == 0, output.read_text(errors="replace")
         break
-    assert kills >= 2, "the worker finished before it could be killed often enough"
+    assert kills == 2, "the worker finished before it could be killed twice"
     assert _documents(store) == _expected(events)
     client: MongoClient[dict[str, Any]] = MongoClient(url)
     try:
