@@ -81,6 +81,13 @@ def _dsn_checked(value: str, schemes: set[str], expected: str) -> str:
     return value
 
 
+def _url_checked(value: str, schemes: set[str], expected: str) -> str:
+    """A MongoDB URL (:func:`_mongo_url_checked`) or a DSN of ``schemes``."""
+    if reveal(value).lower().startswith(("mongodb://", "mongodb+srv://")):
+        return _mongo_url_checked(value)
+    return _dsn_checked(value, schemes, expected)
+
+
 def _mongo_url_checked(value: str) -> str:
     """A MongoDB URL (decrypted), scheme in lower case, that names its database and that the
     driver can read (hosts, ports, options; a ``+srv`` URL is not looked up here)."""
@@ -219,9 +226,7 @@ class SourceSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if reveal(value).lower().startswith(("mongodb://", "mongodb+srv://")):
-            return _mongo_url_checked(value)
-        return _dsn_checked(
+        return _url_checked(
             value,
             {"postgresql", "postgres", "mysql", "mariadb", "sqlite"},
             "postgresql://, mysql://, mariadb://, sqlite:/// or mongodb://",
@@ -268,12 +273,8 @@ class ExtraStoreSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if reveal(value).lower().startswith(("mongodb://", "mongodb+srv://")):
-            return _mongo_url_checked(value)
-        return _dsn_checked(
-            value,
-            {"postgresql", "postgres", "sqlite"},
-            "postgresql://, sqlite:/// or mongodb://",
+        return _url_checked(
+            value, {"postgresql", "postgres", "sqlite"}, "postgresql://, sqlite:/// or mongodb://"
         )
 
 

@@ -157,15 +157,7 @@ class MongoStore(Store):
     def _lock_lane(self, session: ClientSession, lane: Lane) -> int:
         found = self.database[CHECKPOINTS].find_one_and_update(
             {"_id": _lane_id(lane)},
-            {
-                "$inc": {"writes": 1},
-                "$setOnInsert": {
-                    "projection": lane.projection,
-                    "source": lane.source,
-                    "partition": lane.partition,
-                    "position": 0,
-                },
-            },
+            {"$inc": {"writes": 1}, "$setOnInsert": _new_checkpoint(lane)},
             upsert=True,
             return_document=ReturnDocument.AFTER,
             session=session,
@@ -248,16 +240,7 @@ class MongoStore(Store):
     def _create_checkpoint(self, lane: Lane) -> None:
         try:
             self.database[CHECKPOINTS].update_one(
-                {"_id": _lane_id(lane)},
-                {
-                    "$setOnInsert": {
-                        "projection": lane.projection,
-                        "source": lane.source,
-                        "partition": lane.partition,
-                        "position": 0,
-                    }
-                },
-                upsert=True,
+                {"_id": _lane_id(lane)}, {"$setOnInsert": _new_checkpoint(lane)}, upsert=True
             )
         except DuplicateKeyError:
             pass  # another process created it
@@ -614,6 +597,15 @@ def _held(
 
 def _collections(projection: Projection) -> dict[str, str]:
     return {name: name for name in projection.collections}
+
+
+def _new_checkpoint(lane: Lane) -> dict[str, Any]:
+    return {
+        "projection": lane.projection,
+        "source": lane.source,
+        "partition": lane.partition,
+        "position": 0,
+    }
 
 
 def _lane_id(lane: Lane) -> str:
