@@ -5,6 +5,7 @@ journal; a SIGKILLed worker process."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -71,6 +72,27 @@ def docs(
 
 def _engine(log: EventLog, store: MongoStore, **options: Any) -> ProjectionEngine:
     return ProjectionEngine(LogReader(log), [DocTotals()], {"docs": store}, **options)
+
+
+DOC_TOTALS = "tests.document_fixtures:DocTotals"
+
+
+def _config(
+    directory: Path,
+    log: EventLog,
+    url: str,
+    projections: list[str] | None = None,
+    **tables: dict[str, Any],
+) -> Path:
+    """A config file: the log's database as [store], ``url`` as [stores.docs]."""
+    config = directory / "readmodel.toml"
+    store = {"url": log.engine.url.render_as_string(hide_password=False)}
+    config.write_text(
+        f"projections = {json.dumps(projections or [DOC_TOTALS])}\n"
+        + _toml({"store": store, "stores.docs": {"url": url}, **tables}),
+        encoding="utf-8",
+    )
+    return config
 
 
 def _applied(store: MongoStore) -> int:
@@ -282,18 +304,7 @@ def test_a_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
     log, store, url = docs
     events = _deposits(20_000, 40)
     log_events(log, events, source="bank", aggregate_type="account")
-    config = tmp_path / "readmodel.toml"
-    config.write_text(
-        'projections = ["tests.document_fixtures:DocTotals"]\n'
-        + _toml(
-            {
-                "store": {"url": log.engine.url.render_as_string(hide_password=False)},
-                "stores.docs": {"url": url},
-                "engine": {"batch_size": 200},
-            }
-        ),
-        encoding="utf-8",
-    )
+    config = _config(tmp_path, log, url, engine={"batch_size": 200})
     load_settings(config)  # a config error would only show as a failed subprocess
     kills = 0
     rng = random.Random(3)
@@ -396,8 +407,6 @@ def test_documents_are_read_by_id_in_pages_and_through_the_cache(
 def test_readmodel_query_reads_a_document(
     docs: tuple[EventLog, MongoStore, str], tmp_path: Path
 ) -> None:
-    import json
-
     from tests.cli_helpers import run_cli
 
     log, store, url = docs
@@ -409,17 +418,7 @@ def test_readmodel_query_reads_a_document(
         engine.catch_up()
     finally:
         engine.close()
-    config = tmp_path / "readmodel.toml"
-    config.write_text(
-        'projections = ["tests.document_fixtures:DocTotals"]\n'
-        + _toml(
-            {
-                "store": {"url": log.engine.url.render_as_string(hide_password=False)},
-                "stores.docs": {"url": url},
-            }
-        ),
-        encoding="utf-8",
-    )
+    config = _config(tmp_path, log, url)
     result = run_cli(["query", "doc_totals", "a", "--json", "--config", str(config)])
     assert result.exit_code == 0, result.output
     row = json.loads(result.output.splitlines()[-1])["row"]
@@ -502,8 +501,6 @@ def test_a_store_refuses_projections_of_the_other_kind(
 def test_parked_events_of_two_stores_sharing_a_number_are_told_apart(
     docs: tuple[EventLog, MongoStore, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import json
-
     from projections.sql_store import SqlStore
     from tests.cli_helpers import run_cli
     from tests.projection_fixtures import Totals
@@ -524,17 +521,8 @@ def test_parked_events_of_two_stores_sharing_a_number_are_told_apart(
         engine.catch_up()
     finally:
         engine.close()
-    config = tmp_path / "readmodel.toml"
-    config.write_text(
-        'projections = ["tests.projection_fixtures:Totals", '
-        '"tests.document_fixtures:DocTotals"]\n'
-        + _toml(
-            {
-                "store": {"url": log.engine.url.render_as_string(hide_password=False)},
-                "stores.docs": {"url": url},
-            }
-        ),
-        encoding="utf-8",
+    config = _config(
+        tmp_path, log, url, projections=["tests.projection_fixtures:Totals", DOC_TOTALS]
     )
     listed = run_cli(["parked", "list", "--json", "--config", str(config)])
     assert listed.exit_code == 0, listed.output
