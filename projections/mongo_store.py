@@ -143,7 +143,8 @@ class MongoStore(Store):
             try:
                 return work()
             except _Moved:
-                pass
+                if time.monotonic() > deadline:
+                    raise StoreError(f"{what}: the lane's checkpoint kept moving") from None
             except PyMongoError as exc:
                 if not _transient(exc) and not _is_connection_error(exc):
                     raise StoreError(f"{what}: {_describe(exc)}") from exc
