@@ -357,7 +357,15 @@ def _failure(
     """A failing event between the lane's checkpoint and the awaited one (it may hold it)."""
     engine = getattr(store, "engine", None)
     if not isinstance(engine, sa.Engine):
-        return None
+        failing = getattr(store, "failing", None)  # a document store
+        found = (
+            []
+            if failing is None
+            else failing(projection, located.source, after=checkpoint, upto=located.position)
+        )
+        if not found:
+            return None
+        return int(found[0]["attempts"]), int(found[0]["position"]), str(found[0]["last_error"])
     with engine.connect() as conn:
         row: Any = conn.execute(
             sa.select(failures.c.attempts, failures.c.position, failures.c.last_error)

@@ -369,6 +369,28 @@ class MongoStore(Store):
 
         return bool(self._retrying(f"{lane.projection}: cannot park an event", work))
 
+    def failing(
+        self,
+        projection: str,
+        source: str | None = None,
+        after: int | None = None,
+        upto: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events whose handler failed and that are not parked yet, by position:
+        ``source``, ``position``, ``attempts``, ``last_error``, ``updated_at``."""
+        query: dict[str, Any] = {"projection": projection}
+        if source is not None:
+            query["source"] = source
+        span = {"$gt": after} if after is not None else {}
+        if upto is not None:
+            span["$lte"] = upto
+        if span:
+            query["position"] = span
+        try:
+            return list(self.database[FAILURES].find(query, {"_id": 0}).sort("position", 1))
+        except PyMongoError as exc:
+            raise StoreError(f"cannot read {FAILURES}: {_describe(exc)}") from exc
+
     def parked(
         self, projection: str | None = None, status: str | None = "parked"
     ) -> list[ParkedEvent]:

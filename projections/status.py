@@ -152,10 +152,14 @@ def _problems(store: Any, projection: str) -> _Problems:
         counts: dict[str, int] = {}
         for entry in entries:
             counts[entry.source] = counts.get(entry.source, 0) + 1
-        if not entries:
+        newest = [(_utc(e.parked_at), e.reason, e.source) for e in entries[-1:]]
+        failing = getattr(store, "failing", None)  # a document store
+        for failure in [] if failing is None else failing(projection):
+            newest.append((_utc(failure["updated_at"]), failure["last_error"], failure["source"]))
+        if not newest:
             return _Problems(counts)
-        last = entries[-1]
-        return _Problems(counts, last.reason, last.parked_at.isoformat(), last.source)
+        at, text, source = max(newest, key=lambda c: c[0])
+        return _Problems(counts, text, at.isoformat(), source)
     try:
         with store.engine.connect() as conn:
             parked = conn.execute(

@@ -543,3 +543,28 @@ def test_parked_events_of_two_stores_sharing_a_number_are_told_apart(
         assert [(p.projection, p.status) for p in totals.parked(None)] == [("totals", "parked")]
     finally:
         totals.close()
+
+
+def test_status_and_a_consistency_wait_name_a_failing_handler_before_it_is_parked(
+    docs: tuple[EventLog, MongoStore, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projections.consistency import ConsistencyTimeout
+    from projections.query_service import Queries
+    from projections.status import projection_statuses
+
+    log, store, _ = docs
+    log_events(log, [("a", "Deposited", {"amount": 1, "seq": 1})], "bank", "account")
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "a")
+    engine = _engine(log, store, max_attempts=50, retry_backoff=0)
+    queries = Queries.from_engine(engine, log.engine)
+    try:
+        with pytest.raises(RetryLater):
+            engine.catch_up(deadline=0)
+        (status,) = projection_statuses(engine)
+        assert status.last_error is not None and "refusing a" in status.last_error
+        assert status.last_error_source == "bank"
+        with pytest.raises(ConsistencyTimeout, match="refusing a"):
+            queries.get("doc_totals", "a", wait_for="bank:1", timeout=0.2)
+    finally:
+        queries.close()
+        engine.close()
