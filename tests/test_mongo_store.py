@@ -568,3 +568,46 @@ def test_status_and_a_consistency_wait_name_a_failing_handler_before_it_is_parke
     finally:
         queries.close()
         engine.close()
+
+
+@pytest.mark.chaos
+def test_a_worker_killed_between_its_checkpoint_and_its_commit_loses_nothing(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    """The checkpoint moves inside the batch's transaction: a worker SIGKILLed right after
+    moving it (before the commit) leaves neither the checkpoint nor the documents; the next
+    worker waits until the server drops the open transaction (60 s), then applies the batch."""
+    log, store, url = docs
+    events = _deposits(400, 8)
+    log_events(log, events, source="bank", aggregate_type="account")
+    log_url = log.engine.url.render_as_string(hide_password=False)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.mongo_kill_child", log_url, url],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().decode()
+        assert line.strip() == "checkpointed", line + child.stdout.read().decode()
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    assert _applied(store) == 0  # nothing the killed worker did is visible
+    engine = _engine(log, store)
+    try:
+        assert engine.catch_up() == 400
+    finally:
+        engine.close()
+    again = MongoStore(url)
+    try:
+        assert _documents(again) == _expected(events)
+        assert set(again.checkpoints("doc_totals").values()) == {400}
+    finally:
+        again.close()
