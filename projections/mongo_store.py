@@ -51,6 +51,7 @@ from projections.store import (
     ParkedEvent,
     Store,
     WritesRefused,
+    add_cache_tags,
 )
 
 CHECKPOINTS = "rm_checkpoints"
@@ -596,10 +597,7 @@ _REFUSED = (BulkWriteError, WriteError, RefusedDocument)
 def _handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:
     try:
         if projection.handle(event, tx) and tags is not None:  # type: ignore[arg-type]
-            for tag in projection.cache_tags(event):
-                if not isinstance(tag, str):
-                    raise TypeError(f"cache_tags() returned {tag!r}: cache tags are strings")
-                tags.add(tag)
+            add_cache_tags(projection, event, tags)
     except (*_REFUSED, PyMongoError):
         raise
     except Exception as exc:

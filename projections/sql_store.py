@@ -30,6 +30,7 @@ from projections.store import (
     Lane,
     Store,
     WritesRefused,
+    add_cache_tags,
 )
 from projections.store_tables import blocked, checkpoints, invalidations, parked_events
 
@@ -420,10 +421,7 @@ def _handle(
     tx.event = event
     try:
         if projection.handle(event, tx) and tags is not None:
-            for tag in projection.cache_tags(event):
-                if not isinstance(tag, str):
-                    raise TypeError(f"cache_tags() returned {tag!r}: cache tags are strings")
-                tags.add(tag)
+            add_cache_tags(projection, event, tags)
     except (SQLAlchemyError, psycopg.Error, RefusedWrite):
         raise
     except Exception as exc:

@@ -99,6 +99,14 @@ class WritesRefused(Exception):
         self.error = error
 
 
+def add_cache_tags(projection: Projection, event: Envelope, tags: set[str]) -> None:
+    """Add the cache tags applying ``event`` invalidates to ``tags`` (stores' apply paths)."""
+    for tag in projection.cache_tags(event):
+        if not isinstance(tag, str):
+            raise TypeError(f"cache_tags() returned {tag!r}: cache tags are strings")
+        tags.add(tag)
+
+
 class Store(ABC):
     """Where read models live. ``apply_batch`` owns the transaction; backends fill hooks."""
 
