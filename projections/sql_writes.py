@@ -42,6 +42,10 @@ _REFUSED = (
     psycopg.DataError,
     psycopg.IntegrityError,
     psycopg.errors.ProgramLimitExceeded,  # a value too big for an index row, say
+    # A value of a type the column cannot take (a boolean for a NUMERIC column, a timestamp
+    # for a BIGINT): the statements are built from the tables, the types from the values.
+    psycopg.errors.DatatypeMismatch,
+    psycopg.errors.CannotCoerce,
     sqlite3.DataError,
     sqlite3.IntegrityError,
     TypeError,  # a value the driver or the JSON encoder cannot take
@@ -60,6 +64,8 @@ def refused_write(exc: BaseException) -> bool:
     if isinstance(exc, _REFUSED):
         return True
     message = str(exc)
+    if isinstance(exc, psycopg.errors.UndefinedFunction):
+        return message.startswith("operator does not exist")  # a key of another type
     if isinstance(exc, psycopg.ProgrammingError) and exc.sqlstate is None:
         return message.startswith(("cannot adapt type", "cannot dump"))  # client-side
     if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):

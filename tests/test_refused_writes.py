@@ -6,7 +6,9 @@ in any batch."""
 from __future__ import annotations
 
 import base64
+import datetime
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -426,3 +428,82 @@ def test_a_rebuild_settles_a_skipped_event_it_applied(database_for: Callable[[st
         assert [p.status for p in store.parked("flaky_owners", status=None)] == ["replayed"]
         with log.engine.connect() as conn:
             assert conn.execute(sa.select(owners.c.id)).scalars().all() == ["x"]
+
+
+typed_metadata = sa.MetaData()
+typed = sa.Table(
+    "refused_typed",
+    typed_metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("amount", sa.Numeric(10, 2)),
+    sa.Column("units", sa.BigInteger),
+    sa.Column("at", sa.DateTime(timezone=True)),
+)
+
+
+class Typed(Projection):
+    """``Set`` writes the payload's value into the payload's column; ``Stamp`` writes a
+    datetime into the column it names; ``Look`` reads the row the payload's key names."""
+
+    name = "refused_typed"
+    tables = (typed,)
+    partitions = 1
+
+    @on("shop", "Set")
+    def set(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(
+            typed, {"id": event.aggregate_id, event.payload["column"]: event.payload["value"]}
+        )
+
+    @on("shop", "Stamp")
+    def stamp(self, event: Event[dict], tx: Tx) -> None:
+        at = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+        tx.upsert(typed, {"id": event.aggregate_id, event.payload["column"]: at})
+
+    @on("shop", "Look")
+    def look(self, event: Event[dict], tx: Tx) -> None:
+        tx.get(typed, event.payload["key"])
+        tx.upsert(typed, {"id": event.aggregate_id, "units": 1})
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_a_value_of_a_type_the_column_cannot_take_parks_its_event_not_the_batch(
+    kind: str, batch_size: int, database_for: Callable[[str], str]
+) -> None:
+    """PostgreSQL refuses a boolean for a NUMERIC column (datatype_mismatch), a boolean for a
+    BIGINT or a timestamp for a NUMERIC (cannot_coerce) and compares a text key with no
+    boolean (undefined_function): these were taken for the server's trouble, and the whole
+    batch was retried until the deadline instead of its poison event being parked."""
+    events: list[tuple[str, str, dict[str, Any]]] = [
+        (f"o{n}", "Set", {"column": "amount", "value": n}) for n in range(10)
+    ]
+    coerce = r"(DatatypeMismatch|CannotCoerce)\(.*"  # as the statement sends the values
+    poison = {  # position -> the error named in the reason (SQLite takes these values)
+        3: ("Set", {"column": "amount", "value": True}, coerce + "boolean"),
+        5: ("Set", {"column": "units", "value": False}, coerce + "boolean"),
+        7: ("Stamp", {"column": "amount"}, coerce + "timestamp"),
+        9: ("Look", {"key": True}, "UndefinedFunction"),
+    }
+    if kind == "sqlite":  # values SQLite's driver refuses
+        poison = {
+            3: ("Set", {"column": "amount", "value": [1]}, "TypeError"),
+            5: ("Set", {"column": "units", "value": [2]}, "ProgrammingError"),
+            7: ("Set", {"column": "units", "value": {"a": 1}}, "ProgrammingError"),
+            9: ("Look", {"key": [1]}, "TypeError"),
+        }
+    for position, (event_type, payload, _) in poison.items():
+        events[position - 1] = (f"bad{position}", event_type, payload)
+    with engine_on(
+        database_for(kind), [Typed()], batch_size=batch_size, max_attempts=2, retry_backoff=0.001
+    ) as (log, store, engine):
+        head = log_events(log, events)
+        engine.catch_up(deadline=20)
+        with log.engine.connect() as conn:
+            rows = dict(conn.execute(sa.select(typed.c.id, typed.c.amount)).all())
+        parked = sorted(store.parked("refused_typed"), key=lambda p: p.position)
+        assert set(store.checkpoints("refused_typed").values()) == {head}
+    assert rows == {f"o{n}": n for n in range(10) if n + 1 not in poison}
+    assert [p.position for p in parked] == list(poison)
+    for entry in parked:
+        assert re.search(poison[entry.position][2], entry.reason), entry.reason
