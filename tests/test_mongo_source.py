@@ -571,3 +571,35 @@ def test_wake_ups_for_documents_already_relayed_cause_no_empty_claims(
         db.close()
     empty_after_first = claims[1:].count(0)
     assert empty_after_first <= 2, claims
+
+
+def test_marked_documents_without_a_numeric_seq_are_purged_after_retention(
+    mongo_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Mark mode: documents parked for want of a numeric ``seq`` are marked like the others,
+    and the retention cleanup deletes them like the others (none stays behind)."""
+    url = mongo_database()
+    source = {"url": url, "on_dispatch": "mark", "retention": "0s"}
+    settings = make_settings(pg_database(), {SOURCE: source})
+    init_outbox(settings.sources[SOURCE])
+    db = MongoOutboxDb(url)
+    base = {"aggregatetype": "room", "aggregateid": "r1", "type": "MessagePosted"}
+    db.outbox.insert_many(
+        [
+            {**base, "id": "e1", "seq": 1, "payload": {"n": 1}},
+            {**base, "id": "e2", "payload": {"n": 2}},
+            {**base, "id": "e3", "seq": "3", "payload": {"n": 3}},
+            {**base, "id": "e4", "seq": 4, "payload": {"n": 4}},
+        ]
+    )
+    relay = Relay(settings)
+    try:
+        totals = relay.drain()[SOURCE]
+        assert (totals.relayed, totals.parked, totals.errors) == (2, 2, [])
+        left = list(db.outbox.find({}, {"_id": 0, "id": 1}))
+    finally:
+        relay.close()
+        db.close()
+    assert left == []
