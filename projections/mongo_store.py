@@ -108,6 +108,11 @@ class MongoStore(Store):
                 unique=True,
             )
             self.database[PARKED].create_index([("number", ASCENDING)], unique=True)
+            # ``failing``: a projection's failures, of one source and a span of positions.
+            # Writes and deletes go by ``_id``.
+            self.database[FAILURES].create_index(
+                [("projection", ASCENDING), ("source", ASCENDING), ("position", ASCENDING)]
+            )
         except PyMongoError as exc:
             raise StoreError(f"cannot create collections: {_describe(exc)}") from exc
 

@@ -611,3 +611,39 @@ def test_a_worker_killed_between_its_checkpoint_and_its_commit_loses_nothing(
         assert set(again.checkpoints("doc_totals").values()) == {400}
     finally:
         again.close()
+
+
+def test_handler_failures_are_indexed_for_the_queries_that_read_them(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    """``failing`` (status, a consistency wait) reads the failures of a projection, one
+    source and a span of positions, by position: without an index each read scanned every
+    failure of every projection."""
+    from outbox.envelope import Envelope
+
+    _, store, _ = docs
+    for projection in ("doc_totals", "other"):
+        for source in ("bank", "shop"):
+            lane = Lane(projection, source, 0)
+            for position in range(1, 21):
+                event = Envelope(
+                    event_id=f"{source}-{position}",
+                    source=source,
+                    aggregate_type="account",
+                    aggregate_id="a",
+                    event_type="Deposited",
+                    payload={},
+                    position=position,
+                )
+                store.record_failure(lane, event, "boom")
+    found = store.failing("doc_totals", "bank", after=4, upto=9)
+    assert [(f["source"], f["position"], f["attempts"]) for f in found] == [
+        ("bank", p, 1) for p in range(5, 10)
+    ]
+    failures = store.database["rm_handler_failures"]
+    keys = [list(index["key"]) for index in failures.index_information().values()]
+    assert [("projection", 1), ("source", 1), ("position", 1)] in keys
+    query = {"projection": "doc_totals", "source": "bank", "position": {"$gt": 4, "$lte": 9}}
+    plan = failures.find(query).sort("position", 1).explain()
+    assert "IXSCAN" in json.dumps(plan["queryPlanner"]["winningPlan"], default=str)
+    assert plan["executionStats"]["totalDocsExamined"] == 5
