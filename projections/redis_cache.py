@@ -9,8 +9,10 @@ Keys, under ``key_prefix`` ``P`` (``p`` is the projection):
 ``P a:p``       every entry of the projection, the same way (for :meth:`invalidate_projection`)
 ``P x:p:n``     ``a:p`` as the wipe that bumped the counter to ``n`` found it: its entries are
                 deleted a chunk at a time (it keeps ``a:p``'s expiry)
-``P d:p``       the names of the ``x:p:n`` sets not yet emptied (a wipe cut short leaves
-                them; the next wipe of the projection, its redo, empties them too)
+``P x:p:n:i``   the same for the ``i``-th tag of the invalidation that bumped it to ``n``,
+                when that tag had too many entries to delete in the invalidation's script
+``P d:p``       the names of the ``x:p:…`` sets not yet emptied (an invalidation cut short
+                leaves them; the next one of the projection, its redo, empties them too)
 ``P s:p``       the projection's invalidation counter (starts at Redis's clock in µs, so a
                 Redis that lost its data never hands out an old number again)
 ``P b:p``       the counter's first value in this Redis: a snapshot older than it was
@@ -28,8 +30,11 @@ never be stored after it. No KEYS or SCAN anywhere.
 A whole-projection wipe (:meth:`RedisCache.invalidate_projection`) is the same bump, with
 ``w`` stamped and ``a`` renamed to ``x`` in one short script; the entries are then deleted
 by further scripts of at most ``wipe_chunk`` keys each, so that no single script blocks
-Redis (single-threaded) for long, however large the projection. Stores refused by the bump
-stay refused; an entry the chunks have not reached yet is still served until they do.
+Redis (single-threaded) for long, however large the projection. A tag invalidation deletes
+up to ``wipe_chunk`` entries in its own script and sets larger tags aside the same way
+(their versions are stamped at once). Stores refused by the bump stay refused; an entry the
+chunks have not reached yet is still served until they do, and the call returns once they
+have.
 
 Redis must not evict keys on its own (``maxmemory-policy noeviction`` or a memory budget
 that is never reached): an evicted tag set would leave its entries un-invalidatable.
@@ -147,7 +152,10 @@ local function delete_members(set, p, proj)
 end
 """
 
-# ARGV: prefix, projection, version ttl ms, tags... -> entries deleted
+# ARGV: prefix, projection, version ttl ms, max entries, tags...
+# -> {entries deleted, sets still to empty (by _WIPE_CHUNK)}
+# Tags whose entries fit in the budget are emptied here; a larger one is set aside for
+# _WIPE_CHUNK, so the script stays short however many entries a tag has.
 _INVALIDATE = (
     _INIT_SEQ
     + _DELETE_MEMBERS
@@ -155,12 +163,23 @@ _INVALIDATE = (
 local p, proj = ARGV[1], ARGV[2]
 seq(p, proj)
 local s = redis.call('INCR', p .. 's:' .. proj)
+local budget = tonumber(ARGV[4])
+local pending = p .. 'd:' .. proj
 local deleted = 0
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   redis.call('SET', p .. 'v:' .. proj .. ':' .. ARGV[i], s, 'PX', ARGV[3])
-  deleted = deleted + delete_members(p .. 't:' .. proj .. ':' .. ARGV[i], p, proj)
+  local set = p .. 't:' .. proj .. ':' .. ARGV[i]
+  local n = redis.call('ZCARD', set)
+  if n <= budget then
+    if n > 0 then deleted = deleted + delete_members(set, p, proj) end
+    budget = budget - n
+  else
+    local doomed = p .. 'x:' .. proj .. ':' .. string.format('%d', s) .. ':' .. (i - 4)
+    redis.call('RENAME', set, doomed)
+    redis.call('SADD', pending, doomed)
+  end
 end
-return deleted
+return {deleted, redis.call('SCARD', pending)}
 """
 )
 
@@ -400,15 +419,25 @@ class RedisCache(Cache):
     # -- invalidation ----------------------------------------------------------------
 
     def invalidate(self, projection: str, tags: Iterable[str]) -> None:
+        """Refuse every load of ``tags`` begun before now and delete their entries: in the
+        same script while they number at most ``wipe_chunk``, else ``wipe_chunk`` per script
+        (with what an invalidation cut short left). Raises :class:`CacheError` (to be
+        redone) if Redis fails meanwhile."""
         check_projection(projection)
         tag_names = tag_list(tags)
         if not tag_names:
             return
         ttl_ms = int(self.version_ttl * 1000)
         try:
+            left = 0
             for start in range(0, len(tag_names), _TAGS_PER_CALL):
                 chunk = tag_names[start : start + _TAGS_PER_CALL]
-                self._invalidate(args=[self.prefix, projection, ttl_ms, *chunk])
+                _, left = self._invalidate(
+                    args=[self.prefix, projection, ttl_ms, self.wipe_chunk, *chunk]
+                )
+            if left:
+                self._flights.bump()
+                self._empty_set_aside(projection)
         except RedisError as exc:
             raise CacheError(f"cache: invalidating {projection} failed: {exc!r}") from exc
         self._settle()
@@ -423,13 +452,18 @@ class RedisCache(Cache):
         try:
             self._wipe(args=[self.prefix, projection, int(self.version_ttl * 1000)])
             self._flights.bump()
-            while True:
-                _, left = self._wipe_chunk(args=[self.prefix, projection, self.wipe_chunk])
-                if left == 0:
-                    break
+            self._empty_set_aside(projection)
         except RedisError as exc:
             raise CacheError(f"cache: invalidating {projection} failed: {exc!r}") from exc
         self._settle()
+
+    def _empty_set_aside(self, projection: str) -> None:
+        """Delete the entries of the sets invalidations set aside (also those of one cut
+        short), ``wipe_chunk`` per script, until none is left."""
+        while True:
+            _, left = self._wipe_chunk(args=[self.prefix, projection, self.wipe_chunk])
+            if left == 0:
+                break
 
     def _settle(self) -> None:
         self._flights.bump()

@@ -453,6 +453,85 @@ def test_a_wipe_cut_short_is_finished_by_the_next_one() -> None:
             cache.close()
 
 
+def test_a_tag_of_200000_entries_is_invalidated_in_short_steps() -> None:
+    """A tag that many entries carry (``category:books``) was deleted by one script: 200,000
+    entries outlasted the client's 250 ms timeout (the invalidation failed, to be redone,
+    with a warning) while Redis served nobody else. Now each script deletes at most
+    ``wipe_chunk`` entries; when the call returns every entry of the tag is gone, entries
+    without the tag and other projections' are kept, and a load begun before the
+    invalidation is refused."""
+    with redis_prefix() as prefix:
+        cache = RedisCache(REDIS_URL, key_prefix=prefix, near_cache_size=0)  # 250 ms timeout
+        try:
+            fill_entries(prefix, "catalog", 200_000, {"v": "old"}, tags=1)  # tag item:0
+            fill_entries(prefix, "summary", 1_000, {"v": "kept"}, tags=1)
+            assert cache.get_or_load("catalog", "other", ["item:1"], lambda: "kept") == "kept"
+            calls = _timed_commands(cache)
+
+            def load() -> str:  # the read model changes while this load is in flight
+                with capture_logs() as logs:
+                    cache.invalidate("catalog", ["item:0", "item:2"])
+                assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
+                return "old"
+
+            assert cache.get_or_load("catalog", "late", ["item:0"], load) == "old"
+            scripts = [seconds for command, seconds in calls if command.startswith("EVAL")]
+            assert len(scripts) >= 200_000 // cache.wipe_chunk
+            assert max(scripts) < 0.1, sorted(scripts)[-5:]
+            with redis.Redis.from_url(REDIS_URL) as client:
+                catalog = [f"{prefix}e:catalog:k{i}" for i in range(200_000)]
+                for start in range(0, len(catalog), 10_000):
+                    assert client.exists(*catalog[start : start + 10_000]) == 0
+                assert client.exists(f"{prefix}e:catalog:late") == 0  # refused: loaded before
+                summary = [f"{prefix}e:summary:k{i}" for i in range(1_000)]
+                assert client.exists(*summary) == 1_000
+            assert [k for k in redis_keys(prefix) if k.startswith(f"{prefix}x:".encode())] == []
+            assert cache.get_or_load("catalog", "other", ["item:1"], lambda: "new") == "kept"
+            assert cache.get_or_load("catalog", "k0", ["item:0"], lambda: "new") == "new"
+        finally:
+            cache.close()
+
+
+def test_a_tag_invalidation_cut_short_is_finished_by_the_redo() -> None:
+    """Redis lost between two chunks of a large tag's invalidation: it raises (its journal
+    row stays, to be redone); values loaded before it are refused already, and the redo
+    deletes what the first left."""
+    with redis_prefix() as prefix:
+        cache = RedisCache(REDIS_URL, key_prefix=prefix, near_cache_size=0, wipe_chunk=500)
+        try:
+            fill_entries(prefix, "catalog", 3_000, {"v": "old"}, tags=1)
+            chunks = 0
+            send = cache.client.execute_command
+
+            def flaky(*args: Any, **options: Any) -> Any:
+                nonlocal chunks
+                if args[0] == "EVALSHA" and args[1] == cache._wipe_chunk.sha:
+                    chunks += 1
+                    if chunks == 2:
+                        raise redis.ConnectionError("lost between two chunks")
+                return send(*args, **options)
+
+            def load() -> str:
+                cache.client.execute_command = flaky  # type: ignore[method-assign]
+                with pytest.raises(CacheError, match="invalidating catalog failed"):
+                    cache.invalidate("catalog", ["item:0"])
+                cache.client.execute_command = send  # type: ignore[method-assign]
+                return "old"
+
+            assert cache.get_or_load("catalog", "late", ["item:0"], load) == "old"
+            with redis.Redis.from_url(REDIS_URL) as client:
+                entries = [f"{prefix}e:catalog:k{i}" for i in range(3_000)]
+                assert client.exists(*entries) == 2_500  # one chunk done
+                assert client.exists(f"{prefix}e:catalog:late") == 0  # loaded before: refused
+                assert cache.get_or_load("catalog", "new", ["item:0"], lambda: 1) == 1
+                cache.invalidate("catalog", ["item:0"])
+                assert client.exists(*entries, f"{prefix}e:catalog:new") == 0
+                assert [k for k in redis_keys(prefix) if k.startswith(f"{prefix}x:".encode())] == []
+                assert client.exists(f"{prefix}d:catalog") == 0
+        finally:
+            cache.close()
+
+
 def test_open_cache_follows_the_settings(make_settings: Callable[..., Any]) -> None:
     assert open_cache(make_settings("sqlite:///x.db").cache) is None
     memory = open_cache(make_settings("sqlite:///x.db", cache={"url": "memory://"}).cache)
