@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping
+from datetime import tzinfo
 from typing import Any
 
 import orjson
@@ -14,7 +15,7 @@ from psycopg.types.json import Json
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
-from projections.sql_values import Converters, normalize, stored_values
+from projections.sql_values import Converters, stored_values
 from projections.sql_writes import (
     DELETE,
     REPLACE,
@@ -89,7 +90,7 @@ class SqlTx:
         info = self._info.get(table)
         if info is None:
             physical = self._physical(table)
-            converters = stored_values(self.conn.dialect, table)
+            converters = stored_values(self.conn.dialect, table, self._zone())
             info = self._info[table] = (
                 physical,
                 physical.name,
@@ -98,6 +99,12 @@ class SqlTx:
                 self._tenant_column(table),
             )
         return info
+
+    def _zone(self) -> tzinfo | None:
+        """The session's time zone (PostgreSQL's ``TimeZone``), which timestamps take."""
+        if not self._postgresql:
+            return None
+        return self.conn.connection.driver_connection.info.timezone  # type: ignore[union-attr]
 
     def _tenant_column(self, table: sa.Table) -> str | None:
         projection = self._tenant_projection
@@ -277,7 +284,7 @@ class SqlTx:
             values = {**(pending[1] or {}), **row}
             self._pending[k] = (pending[0], values)
         if converters:
-            normalize(converters, values, row)
+            converters.normalize(values, row)
 
     def _placed(self, table: sa.Table, column: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
         """``row`` in the tenant of the event being handled (filled in when it lacks the

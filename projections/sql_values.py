@@ -22,10 +22,12 @@ database):
 - Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
   nearest single-precision value, printed shortest).
 - PostgreSQL ``CHAR(n)``: blank-padded to ``n``.
+- Text, booleans, datetimes and JSON: see :mod:`projections.sql_other_values`.
 
-A value a converter does not know (a type the database refuses, NaN, an overflow) is left as
-it is: the flush then stores or refuses it, as before. Other types (text, booleans, dates,
-JSON) are not converted.
+Primary key columns get only these numeric and ``CHAR`` conversions (a key is looked up as
+given). A value a converter does not know (a type the database refuses, NaN, an overflow, a
+date format only the server parses) is left as it is: the flush then stores or refuses it,
+as before.
 """
 
 from __future__ import annotations
@@ -34,54 +36,113 @@ import math
 import re
 import struct
 from collections.abc import Callable
+from datetime import UTC, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-Converter = Callable[[Any], Any]
+from projections.sql_other_values import Converter, postgresql_other, sqlite_other
+from projections.sql_plans import table_plan
+
 # (column name, converter, value types that need no conversion)
-Converters = tuple[tuple[str, Converter, frozenset[type]], ...]
+Column = tuple[str, Converter, frozenset[type]]
 
 _NONE = type(None)
 _INT64 = 2**63
 _PG_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
 
-_converters: dict[tuple[str, sa.Table], Converters] = {}
+
+class Converters:
+    """The converters of one table's columns. :meth:`normalize` is compiled once per table
+    (as ``dataclasses`` compiles ``__init__``): an upsert pays a test per converted column
+    it names, a call only for a value of a type its column converts."""
+
+    __slots__ = ("columns", "normalize")
+
+    def __init__(self, columns: tuple[Column, ...]) -> None:
+        self.columns = columns
+        self.normalize: Callable[[dict[str, Any], Any], None] = _compile(columns)
+
+    def __bool__(self) -> bool:
+        return bool(self.columns)
 
 
-def stored_values(dialect: Dialect, table: sa.Table) -> Converters:
+def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], None]:
+    """``normalize(row, given)`` for these columns, its names closure cells (fast to load)."""
+    names: dict[str, Any] = {"_MISSING": _MISSING, "_type": type}
+    body = ["    def normalize(row, given):", "        get = given.get"]
+    for i, (name, convert, exact) in enumerate(columns):
+        names[f"convert{i}"] = convert
+        tests = ["value is not _MISSING"]
+        if _NONE in exact:
+            tests.append("value is not None")
+        for j, kind in enumerate(kind for kind in exact if kind is not _NONE):
+            names[f"kind{i}_{j}"] = kind
+            tests.append(f"kind is not kind{i}_{j}")
+        body.append(f"        value = get({name!r}, _MISSING)")
+        if any(test.startswith("kind") for test in tests):
+            body.append("        kind = _type(value)")
+        body.append(f"        if {' and '.join(tests)}:")
+        body.append(f"            row[{name!r}] = convert{i}(value)")
+    source = "\n".join([f"def make({', '.join(names)}):", *body, "    return normalize"])
+    scope: dict[str, Any] = {}
+    exec(source, scope)  # noqa: S102 - code built from the table's column names (repr'd)
+    return scope["make"](**names)  # type: ignore[no-any-return]
+
+
+_MISSING = object()
+_converters: dict[tuple[str, sa.Table, tzinfo | None], Converters] = {}
+
+
+def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None) -> Converters:
     """The converters of ``table``'s columns whose values the database converts (computed
-    once per dialect and table; empty for a table that needs none, or another dialect)."""
-    key = (dialect.name, table)
+    once per dialect, table and session time zone ``zone``, PostgreSQL's ``TimeZone``; empty
+    for a table that needs none, or another dialect)."""
+    key = (dialect.name, table, zone)
     found = _converters.get(key)
     if found is None:
-        found = _converters[key] = tuple(
-            (column.name, *converter)
-            for column in table.columns
-            if (converter := _converter(dialect, column.type)) is not None
+        context = _Context(dialect, table, zone)
+        found = _converters[key] = Converters(
+            tuple(
+                (column.name, *converter)
+                for column in table.columns
+                if (converter := _converter(context, column)) is not None
+            )
         )
     return found
 
 
+class _Context:
+    """What a column's converter depends on besides its type."""
+
+    def __init__(self, dialect: Dialect, table: sa.Table, zone: tzinfo | None) -> None:
+        self.dialect = dialect
+        self.zone = zone or UTC
+        self.plain = dialect.name == "postgresql" and table_plan(dialect, table) is not None
+
+
 def normalize(converters: Converters, row: dict[str, Any], given: Any) -> None:
     """Convert, in place, the values of ``row`` whose columns ``given`` (a mapping) names."""
-    for name, convert, exact in converters:
-        if name in given:
-            value = row[name]
-            if type(value) not in exact:
-                row[name] = convert(value)
+    converters.normalize(row, given)
 
 
 def _converter(
-    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
+    context: _Context, column: sa.Column[Any]
 ) -> tuple[Converter, frozenset[type]] | None:
+    dialect, column_type = context.dialect, column.type
     if dialect.name == "postgresql":
-        return _postgresql(dialect, column_type)
+        found = _postgresql(dialect, column_type)
+        if found is None and not column.primary_key:
+            found = postgresql_other(context.dialect, column_type, context.zone, context.plain)
+        return found
     if dialect.name == "sqlite":
-        return _sqlite(dialect, column_type)
+        found = _sqlite(dialect, column_type)
+        if found is None and not column.primary_key:
+            found = sqlite_other(dialect, column_type)
+        return found
     return None
 
 

@@ -1,0 +1,339 @@
+"""Values of text, boolean, datetime and JSON columns as a store keeps them.
+
+The companion of :mod:`projections.sql_values` (numbers) for the other column types: what a
+later batch reads back of a value a handler wrote, observed on PostgreSQL (through psycopg,
+in the session's time zone) and SQLite (through SQLAlchemy's processors), and checked by
+``tests/test_batch_values.py``:
+
+- Text (PostgreSQL): a number, boolean, ``Decimal``, date or datetime is stored as the
+  server prints it (``float8out``'s shortest digits, ``true``, a timestamp in the session's
+  time zone). SQLite: as its TEXT affinity stores what the driver binds (``CAST AS TEXT``).
+- Booleans: ``0``/``1`` (and ``0.0``/``1.0``) become ``False``/``True`` as SQLAlchemy's
+  statements bind them; on PostgreSQL, for a table written through the driver-level plan,
+  the strings ``boolin`` takes (``'true'``, ``' t '``, ``'off'``...) too. Other values are
+  left to be refused, as before.
+- PostgreSQL ``timestamptz``: a naive datetime is taken in the session's time zone, an aware
+  one converted to it, a date is its midnight, an ISO 8601 string is parsed (others are left
+  to the server); ``timestamp``: an aware value in the session's time zone, its offset
+  dropped (from a string, the offset is ignored, as the server does). SQLite: SQLAlchemy's
+  processors (the stored text read back: naive, offset dropped).
+- JSON: the value as the dialect's serializer writes it and its deserializer reads it (a
+  tuple becomes a list, an int key a string); ``JSONB`` also orders keys as PostgreSQL does
+  (shorter first) and reads numbers back as ``numeric`` prints them (``1e16`` an int).
+
+A value a converter does not know (a date format only the server parses, a tuple for a text
+column, which psycopg sends as a record) is left as it is: the flush stores or refuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable
+from datetime import date, datetime, timedelta, tzinfo
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+Converter = Callable[[Any], Any]
+
+_NONE = type(None)
+_INT64 = 2**63
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+def postgresql_other(
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any], zone: tzinfo, plain: bool
+) -> tuple[Converter, frozenset[type]] | None:
+    """The converter of a PostgreSQL text, boolean, datetime or JSON column, with the value
+    types that need none; ``plain``: the table is written through the driver-level plan."""
+    if isinstance(column_type, sa.Enum | sa.ARRAY):
+        return None
+    if isinstance(column_type, sa.JSON):
+        binary = isinstance(column_type.dialect_impl(dialect), postgresql.JSONB)
+        return _json(dialect, binary), frozenset({str, bool, int, _NONE})
+    if isinstance(column_type, sa.String):  # CHAR(n) is padded above
+        return _pg_text(zone), frozenset({str, _NONE})
+    if isinstance(column_type, sa.Boolean):
+        # The driver-level plan sends strings for boolin; SQLAlchemy's statements refuse them.
+        return (_pg_boolean if plain else _sa_boolean), frozenset({bool, _NONE})
+    if isinstance(column_type, sa.DateTime):
+        if column_type.timezone:
+            return _pg_timestamptz(zone), frozenset({_NONE})
+        return _pg_timestamp(zone), frozenset({_NONE})
+    return None
+
+
+def _pg_text(zone: tzinfo) -> Converter:
+    """What a text column holds of a value psycopg sends as another type (its output)."""
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind is int:
+            return str(value)
+        if kind is bool:
+            return "true" if value else "false"
+        if kind is float:
+            return _pg_float_text(value)
+        if kind is Decimal:
+            return _pg_numeric_text(value)
+        if kind is datetime:
+            if value.tzinfo is None:
+                return _pg_timestamp_text(value)
+            try:
+                local = value.astimezone(zone)
+            except (OverflowError, ValueError):
+                return value
+            return _pg_timestamp_text(local) + _pg_offset_text(local.utcoffset())
+        if kind is date:
+            return value.isoformat()
+        if kind is uuid.UUID:
+            return str(value)
+        return value
+
+    return convert
+
+
+def _pg_float_text(value: float) -> str:
+    """``float8out``: the shortest digits that read back as ``value``, in exponent form below
+    1e-4 and from 1e15 (Python's ``repr`` switches at 1e16 and writes ``1.0``)."""
+    if not math.isfinite(value):
+        return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
+    if value == 0:
+        return "-0" if math.copysign(1.0, value) < 0 else "0"
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    point = len(text) + exponent  # type: ignore[operator]
+    magnitude = point - 1
+    if -4 <= magnitude < 15:
+        if point <= 0:
+            text = "0." + "0" * -point + text
+        elif point < len(text):
+            text = text[:point] + "." + text[point:]
+        else:
+            text = text + "0" * (point - len(text))
+    else:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        text = f"{mantissa}e{'-' if magnitude < 0 else '+'}{abs(magnitude):02d}"
+    return "-" + text if sign else text
+
+
+def _pg_numeric_text(value: Decimal) -> Any:
+    if value.is_nan():
+        return "NaN" if not value.is_snan() else value
+    if value.is_infinite():
+        return "Infinity" if value > 0 else "-Infinity"
+    exponent = value.as_tuple().exponent
+    if not -16383 <= exponent <= 131072:  # type: ignore[operator]
+        return value  # beyond numeric: the flush refuses it
+    text = format(value, "f")
+    return text[1:] if text.startswith("-") and not value else text  # no negative zero
+
+
+def _pg_timestamp_text(value: datetime) -> str:
+    text = value.replace(tzinfo=None).isoformat(" ", "seconds")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}".rstrip("0")
+    return text
+
+
+def _pg_offset_text(offset: timedelta | None) -> str:
+    seconds = int(offset.total_seconds()) if offset is not None else 0
+    sign = "-" if seconds < 0 else "+"
+    hours, rest = divmod(abs(seconds), 3600)
+    minutes, seconds = divmod(rest, 60)
+    text = f"{sign}{hours:02d}"
+    if minutes or seconds:
+        text += f":{minutes:02d}"
+    if seconds:
+        text += f":{seconds:02d}"
+    return text
+
+
+def _sa_boolean(value: Any) -> Any:
+    """SQLAlchemy's ``Boolean`` binds a value equal to 0 or 1 as ``False``/``True``."""
+    kind = type(value)
+    if (kind is int or kind is float or kind is Decimal) and (value == 0 or value == 1):
+        return value == 1
+    return value
+
+
+def _boolin() -> dict[str, bool]:
+    """The strings PostgreSQL's ``boolin`` takes (any case, trimmed), each a prefix."""
+    words = {"true": True, "false": False, "yes": True, "no": False}
+    accepted = {word[:n]: truth for word, truth in words.items() for n in range(1, len(word) + 1)}
+    return {**accepted, "on": True, "of": False, "off": False, "1": True, "0": False}
+
+
+_BOOLIN = _boolin()
+
+
+def _pg_boolean(value: Any) -> Any:
+    if type(value) is str:
+        found = _BOOLIN.get(value.strip(" \t\n\r\v\f").lower())
+        return value if found is None else found
+    return _sa_boolean(value)
+
+
+_ISO = re.compile(
+    r"\s*\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?"
+    r"(?:Z|[+-]\d{2}(?::?\d{2})?)?\s*",
+    re.ASCII,
+)
+
+
+def _iso(text: str) -> datetime | None:
+    """An ISO 8601 date or date and time, parsed as the server would; ``None`` for any other
+    text (left to the server, which parses more formats or refuses them)."""
+    if not _ISO.fullmatch(text):
+        return None
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+
+
+def _pg_timestamptz(zone: tzinfo) -> Converter:
+    def convert(value: Any) -> Any:
+        moment = _iso(value) if type(value) is str else value
+        kind = type(moment)
+        try:
+            if kind is datetime:
+                if moment.tzinfo is zone:
+                    return moment
+                if moment.tzinfo is None:
+                    return moment.replace(tzinfo=zone)
+                if moment.utcoffset() is None:
+                    return value
+                return moment.astimezone(zone)
+            if kind is date:
+                return datetime(moment.year, moment.month, moment.day, tzinfo=zone)
+        except (OverflowError, ValueError):
+            pass
+        return value
+
+    return convert
+
+
+def _pg_timestamp(zone: tzinfo) -> Converter:
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        try:
+            if kind is datetime:
+                if value.tzinfo is None or value.utcoffset() is None:
+                    return value
+                return value.astimezone(zone).replace(tzinfo=None)
+            if kind is str:
+                moment = _iso(value)
+                return value if moment is None else moment.replace(tzinfo=None)
+            if kind is date:
+                return datetime(value.year, value.month, value.day)
+        except (OverflowError, ValueError):
+            pass
+        return value
+
+    return convert
+
+
+def _json(dialect: Dialect, binary: bool) -> Converter:
+    """The value as the dialect's JSON serializer writes it and its deserializer reads it;
+    for ``JSONB``, as PostgreSQL keeps it (keys ordered, numbers as ``numeric``)."""
+    dumps = getattr(dialect, "_json_serializer", None) or json.dumps
+    loads = getattr(dialect, "_json_deserializer", None) or json.loads
+
+    def jsonb(value: Any) -> Any:
+        kind = type(value)
+        if kind is dict:
+            return {key: jsonb(value[key]) for key in sorted(value, key=_jsonb_order)}
+        if kind is list:
+            return [jsonb(item) for item in value]
+        if kind is float:
+            text = dumps(value)
+            number = Decimal(text if isinstance(text, str) else text.decode())
+            if not number.is_finite():
+                return value
+            return loads(format(number if number else abs(number), "f"))
+        return value
+
+    def convert(value: Any) -> Any:
+        try:
+            document = loads(dumps(value))
+            return jsonb(document) if binary else document
+        except Exception:
+            return value  # the flush refuses it (or a later read would)
+
+    return convert
+
+
+def _jsonb_order(key: str) -> tuple[int, bytes]:
+    encoded = key.encode()
+    return len(encoded), encoded
+
+
+# -- SQLite ----------------------------------------------------------------------------
+
+
+def sqlite_other(
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
+) -> tuple[Converter, frozenset[type]] | None:
+    """The converter of a SQLite text, boolean, datetime or JSON column (SQLAlchemy's
+    processors, the column's affinity), with the value types that need none."""
+    if isinstance(column_type, sa.Enum):
+        return None
+    if isinstance(column_type, sa.String):
+        return _sqlite_text, frozenset({str, bytes, _NONE})
+    if isinstance(column_type, sa.Boolean):
+        return _sa_boolean, frozenset({bool, _NONE})
+    if isinstance(column_type, sa.DateTime | sa.Date | sa.JSON):
+        impl = column_type.dialect_impl(dialect)
+        bind = impl.bind_processor(dialect)
+        result = impl.result_processor(dialect, None)
+        if bind is None or result is None:
+            return None
+        naive = isinstance(column_type, sa.DateTime) and not column_type.timezone
+        return _processed(bind, result, naive), frozenset({_NONE})
+    return None
+
+
+def _processed(bind: Converter, result: Converter, naive_datetimes: bool) -> Converter:
+    """What SQLAlchemy binds, read back by its result processor (SQLite keeps the text)."""
+
+    def convert(value: Any) -> Any:
+        if naive_datetimes and type(value) is datetime and value.tzinfo is None:
+            return value  # written and read back as it is
+        try:
+            return result(bind(value))
+        except Exception:
+            return value  # the flush refuses it
+
+    return convert
+
+
+_local = threading.local()
+
+
+def _sqlite_text(value: Any) -> Any:
+    """TEXT affinity: what the driver binds (a number, a date through sqlite3's adapters)
+    stored as text, as SQLite itself converts it."""
+    kind = type(value)
+    if kind is int or kind is bool:
+        return str(int(value)) if -_INT64 <= value < _INT64 else value
+    if kind is float or kind is datetime or kind is date:
+        connection = getattr(_local, "sqlite", None)
+        if connection is None:
+            connection = _local.sqlite = sqlite3.connect(":memory:")
+        try:
+            (text,) = connection.execute("SELECT CAST(? AS TEXT)", (value,)).fetchone()
+        except (sqlite3.Error, OverflowError):
+            return value
+        return text if type(text) is str else value
+    return value
