@@ -80,6 +80,14 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _json_loads(value: Any) -> Any:
+    """SQLite gives a JSON column NUMERIC affinity: a number's JSON text is stored, and read
+    back, as the number itself."""
+    if type(value) is int or type(value) is float:
+        return value
+    return orjson.loads(value)
+
+
 def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:
     """An engine with readmodel's defaults: a ping for idle connections, orjson, and sane
     SQLite locking.
@@ -92,7 +100,7 @@ def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:
     kind = engine_kind(url)
     options: dict[str, Any] = {
         "json_serializer": _json_dumps,
-        "json_deserializer": orjson.loads,
+        "json_deserializer": _json_loads,
     }
     if kind == "sqlite":
         options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT, "check_same_thread": False}

@@ -283,10 +283,11 @@ def _jsonb_order(key: str) -> tuple[int, bytes]:
 
 
 def sqlite_other(
-    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any], numeric: Converter
 ) -> tuple[Converter, frozenset[type]] | None:
     """The converter of a SQLite text, boolean, datetime or JSON column (SQLAlchemy's
-    processors, the column's affinity), with the value types that need none."""
+    processors, the column's affinity), with the value types that need none. ``numeric``:
+    what NUMERIC affinity (that of ``DATETIME`` and ``JSON`` columns) stores of a text."""
     if isinstance(column_type, sa.Enum):
         return None
     if isinstance(column_type, sa.String):
@@ -300,18 +301,21 @@ def sqlite_other(
         if bind is None or result is None:
             return None
         naive = isinstance(column_type, sa.DateTime) and not column_type.timezone
-        return _processed(bind, result, naive), frozenset({_NONE})
+        return _processed(bind, numeric, result, naive), frozenset({_NONE})
     return None
 
 
-def _processed(bind: Converter, result: Converter, naive_datetimes: bool) -> Converter:
-    """What SQLAlchemy binds, read back by its result processor (SQLite keeps the text)."""
+def _processed(
+    bind: Converter, stored: Converter, result: Converter, naive_datetimes: bool
+) -> Converter:
+    """What SQLAlchemy binds, as the column stores it (JSON ``1.0`` as the integer 1), read
+    back by its result processor."""
 
     def convert(value: Any) -> Any:
         if naive_datetimes and type(value) is datetime and value.tzinfo is None:
             return value  # written and read back as it is
         try:
-            return result(bind(value))
+            return result(stored(bind(value)))
         except Exception:
             return value  # the flush refuses it
 

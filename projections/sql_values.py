@@ -141,7 +141,7 @@ def _converter(
     if dialect.name == "sqlite":
         found = _sqlite(dialect, column_type)
         if found is None and not column.primary_key:
-            found = sqlite_other(dialect, column_type)
+            found = sqlite_other(dialect, column_type, _sqlite_integer)
         return found
     return None
 
