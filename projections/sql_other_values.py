@@ -20,6 +20,8 @@ in the session's time zone) and SQLite (through SQLAlchemy's processors), and ch
 - JSON: the value as the dialect's serializer writes it and its deserializer reads it (a
   tuple becomes a list, an int key a string); ``JSONB`` also orders keys as PostgreSQL does
   (shorter first) and reads numbers back as ``numeric`` prints them (``1e16`` an int).
+  SQLite's ``JSON`` (like ``DATETIME``) column has NUMERIC affinity: the JSON of a number
+  is stored as the number (``1.0`` as the integer 1).
 
 A value a converter does not know (a date format only the server parses, a tuple for a text
 column, which psycopg sends as a record) is left as it is: the flush stores or refuses it.
