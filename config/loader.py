@@ -105,7 +105,7 @@ def _describe(
 
 def _env_keys_for(loc: list[str], env_keys: set[str]) -> list[str]:
     """The variables that set the key at ``loc``, a key inside it, or a table holding it."""
-    name = "__".join(loc).lower()
+    name = "__".join(loc).lower().replace(":", "_")  # a group member's name, as variables spell it
     return sorted(
         key
         for key in env_keys

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from config.secrets import reveal
 
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}(:[A-Za-z0-9_.-]{1,100})?$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
@@ -501,8 +502,22 @@ class Settings(BaseSettings):
     @classmethod
     def _names(cls, value: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
         for name in value:
-            if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", name):
-                raise ValueError(f"source name {name!r}: use letters, digits, '.', '_' or '-'")
+            if not _SOURCE_NAME.match(name):
+                raise ValueError(
+                    f"source name {name!r}: use letters, digits, '.', '_' or '-' (a member "
+                    f'of a source group: group:member, e.g. "pos:acme")'
+                )
+        groups = {name.partition(":")[0] for name in value if ":" in name}
+        if "event" in groups:
+            raise ValueError(
+                "source group 'event': the name is taken by consistency tokens (event:ID)"
+            )
+        clash = sorted(groups & set(value))
+        if clash:
+            raise ValueError(
+                f"source {clash[0]!r} has the name of a source group ({clash[0]}:...): a "
+                f"projection subscribed to {clash[0]!r} would read both; rename one"
+            )
         return value
 
     @classmethod
@@ -544,7 +559,9 @@ class _NamesAsInFile(PydanticBaseSettingsSource):
             named = data.get(section)
             in_file = file_data.get(section)
             if isinstance(named, dict) and isinstance(in_file, dict):
-                spelled = {str(name).lower(): name for name in in_file}
+                # A variable name cannot hold ':': READMODEL_SOURCES__POS_ACME__URL is pos:acme.
+                spelled = {str(name).lower().replace(":", "_"): name for name in in_file}
+                spelled.update({str(name).lower(): name for name in in_file})
                 data[section] = {spelled.get(name.lower(), name): v for name, v in named.items()}
         return data
 

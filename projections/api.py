@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, RootModel, ValidationError
 
 from outbox.envelope import Envelope
+from outbox.source_groups import group_of
 
 P = TypeVar("P")
 
@@ -124,7 +125,8 @@ class Handler:
 
 
 def on(source: str, event_type: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Mark a method as the handler of ``event_type`` events from ``source``.
+    """Mark a method as the handler of ``event_type`` events from ``source``, or from every
+    member source of the group ``source`` (``"pos"`` receives ``pos:acme``, ``pos:globex``).
 
     The payload model comes from the ``event`` parameter's annotation
     (``Event[MyModel]``); without one, the payload is a plain ``dict``.
@@ -186,6 +188,7 @@ class Projection:
     data without the column)."""
 
     _handlers: ClassVar[dict[tuple[str, str], Handler]]
+    _subscribed: ClassVar[frozenset[str]] = frozenset()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -197,23 +200,52 @@ class Projection:
                         source, event_type, function, _payload_model(function, attr, cls)
                     )
         cls._handlers = handlers
+        cls._subscribed = frozenset(source for source, _ in handlers)
         _check_tenant_tables(cls)
 
     @property
     def sources(self) -> list[str]:
+        """The names it subscribes to: sources, and groups of member sources."""
         return sorted({source for source, _ in self._handlers})
 
+    def subscription(self, source: str) -> str | None:
+        """The name ``source``'s events are handled under: the source itself, else its
+        group; ``None`` when this projection reads neither."""
+        subscribed = self._subscribed
+        if source in subscribed:
+            return source
+        group = group_of(source)
+        return group if group is not None and group in subscribed else None
+
+    def reads(self, source: str) -> bool:
+        return self.subscription(source) is not None
+
     def subscribes(self, source: str, event_type: str) -> bool:
-        return (source, event_type) in self._handlers
+        return (self.subscription(source), event_type) in self._handlers
 
     def event_types(self, source: str) -> list[str]:
-        return sorted(t for s, t in self._handlers if s == source)
+        name = self.subscription(source)
+        return sorted(t for s, t in self._handlers if s == name)
+
+    def lane_sources(self, logged: Iterable[str], groups: Iterable[str] = ()) -> list[str]:
+        """The sources whose lanes this projection has: each subscribed source, and the
+        member sources (among ``logged``, the sources in the log) of each subscribed group.
+        A subscribed name in ``groups``, or with members in the log, is a group and has
+        lanes of its own only if it is in the log itself."""
+        logged = set(logged)
+        groups = set(groups)
+        members = {s for s in logged if group_of(s) in self._subscribed}
+        grouped = {group_of(s) for s in members} | groups
+        own = {s for s in self._subscribed if s not in grouped or s in logged}
+        return sorted(own | members)
 
     def handle(self, envelope: Envelope, tx: Tx) -> bool:
         """Apply one event; ``False`` when this projection does not subscribe to it."""
         handler = self._handlers.get((envelope.source, envelope.event_type))
         if handler is None:
-            return False
+            handler = self._handlers.get((self.subscription(envelope.source), envelope.event_type))
+            if handler is None:
+                return False
         payload: Any = envelope.payload
         model = handler.model
         if self.upcasters or type(self).upcast is not Projection.upcast:

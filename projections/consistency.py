@@ -33,7 +33,9 @@ from projections.query_reader import QueryError
 from projections.store import Lane, Store
 from projections.store_tables import failures, parked_events
 
-_POSITION = re.compile(r"^(?P<source>[A-Za-z0-9_.-]{1,100}):(?P<position>\d+)$")
+_POSITION = re.compile(
+    r"^(?P<source>[A-Za-z0-9_.-]{1,100}(?::[A-Za-z0-9_.-]{1,100})?):(?P<position>\d+)$"
+)  # a member source of a group is named group:member
 _FIRST_SLEEP = 0.002
 _MAX_SLEEP = 0.05
 
@@ -175,7 +177,7 @@ class ConsistencyWaiter:
                     raise self._not_in_log(projection, token, timeout)
                 sleep = _pause(sleep, deadline)
                 located = self._locate(projection, token)
-            if located.source not in projection.sources:
+            if not projection.reads(located.source):
                 return Reached(token, located.source, located.position, None, None, _since(started))
             partition = aggregate_hash(located.aggregate_type, located.aggregate_id)
             lane = Lane(projection.name, located.source, partition % projection.partitions)
@@ -232,7 +234,7 @@ class ConsistencyWaiter:
         if not rows:
             return None
         # An id present in several sources: the one the projection reads, else the first.
-        rows.sort(key=lambda r: r.source not in projection.sources)
+        rows.sort(key=lambda r: not projection.reads(r.source))
         return _Located(*rows[0])
 
     def _check_malformed(

@@ -77,8 +77,12 @@ class ProjectionEngine:
         max_attempts: int = 5,
         retry_backoff: float = 0.1,
         cache: Cache | None = None,
+        groups: Iterable[str] = (),
     ) -> None:
         self.reader = reader
+        self.groups = frozenset(groups)
+        """Configured source groups (static members, tenant registries): a projection
+        subscribed to one has lanes for its members in the log only."""
         self.projections = {p.name: p for p in projections}
         self.stores = dict(stores)
         self.batch_size = batch_size
@@ -125,21 +129,28 @@ class ProjectionEngine:
         for name, store in self.stores.items():
             store.create_tables(by_store.get(name, []))
 
-    def lanes(self, projection: Projection, source: str | None = None) -> list[Lane]:
-        sources = projection.sources if source is None else [source]
-        return [
-            Lane(projection.name, s, p)
-            for s in sources
-            if s in projection.sources
-            for p in range(projection.partitions)
-        ]
+    def lanes(
+        self,
+        projection: Projection,
+        source: str | None = None,
+        heads: Mapping[str, int] | None = None,
+    ) -> list[Lane]:
+        """The lanes of ``projection`` (of one ``source`` only, when given). A subscribed
+        group's lanes are those of its member sources in the log (``heads``: the log heads,
+        read when not given)."""
+        if source is not None:
+            sources = [source] if projection.reads(source) else []
+        else:
+            logged = self.reader.heads() if heads is None else heads
+            sources = projection.lane_sources(logged, self.groups)
+        return [Lane(projection.name, s, p) for s in sources for p in range(projection.partitions)]
 
     def lane_of(self, projection: Projection, event: Envelope) -> Lane:
         partition = aggregate_hash(event.aggregate_type, event.aggregate_id)
         return Lane(projection.name, event.source, partition % projection.partitions)
 
     def subscribers(self, source: str) -> list[Projection]:
-        return [p for p in self.projections.values() if source in p.sources]
+        return [p for p in self.projections.values() if p.reads(source)]
 
     # -- applying ------------------------------------------------------------------
 
@@ -312,7 +323,7 @@ class ProjectionEngine:
         heads = self.reader.heads()
         applied = 0
         stop_at = time.monotonic() + deadline
-        pending = [lane for name in names for lane in self.lanes(self.projection(name))]
+        pending = [lane for n in names for lane in self.lanes(self.projection(n), None, heads)]
         while pending:
             lane = pending.pop(0)
             try:
@@ -332,7 +343,7 @@ class ProjectionEngine:
         names = list(self.projections) if projections is None else list(projections)
         for projection in map(self.projection, names):
             done = self.store_of(projection).checkpoints(projection.name)
-            for lane in self.lanes(projection):
+            for lane in self.lanes(projection, None, heads):
                 head = heads.get(lane.source, 0)
                 position = done.get((lane.source, lane.partition), 0)
                 if position < head:

@@ -46,6 +46,7 @@ from outbox.db import describe_db_error
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import StoreError
 from outbox.schema import event_log
+from outbox.source_groups import group_of
 from projections import invalidations
 from projections.api import Projection
 from projections.invalidations import WHOLE_PROJECTION
@@ -161,13 +162,20 @@ class Replayer:
                 f"apply events twice. Rebuild it blue/green (no --from-position), or declare "
                 f"replay_safe = True if applying an event again changes nothing"
             )
-        if options.source is not None and options.source not in self.projection.sources:
-            known = ", ".join(self.projection.sources) or "none"
+        sources = self.projection.lane_sources(self.reader.heads())
+        if options.source is None:
+            return sources
+        # A group stands for its member sources; a member not in the log yet for itself.
+        chosen = [s for s in sources if options.source in (s, group_of(s))]
+        if not chosen and self.projection.reads(options.source):
+            chosen = [options.source]
+        if not chosen:
+            known = ", ".join(sorted({*self.projection.sources, *sources})) or "none"
             raise ReplayRefused(
                 f"projection {name!r} does not subscribe to source {options.source!r} "
                 f"(its sources: {known})"
             )
-        return [options.source] if options.source else list(self.projection.sources)
+        return chosen
 
     def plan(self, options: ReplayOptions) -> ReplayPlan:
         """What :meth:`run` would do; reads only."""
@@ -256,14 +264,14 @@ class Replayer:
 
     def _rebuild(self, options: ReplayOptions, summary: ReplaySummary) -> None:
         self._cleanup()
-        sources = list(self.projection.sources)
+        sources: list[str] = []
+        progress: dict[str, int] = {}
+        summary.applied = {}
         with self._write() as conn:
             self.shadow.create(conn)
-            self._init_shadow_checkpoints(conn, sources)
-        progress = dict.fromkeys(sources, 0)
-        summary.applied = dict.fromkeys(sources, 0)
         while True:  # catch up with the head until a pass finds less than a batch to do
             heads = self.reader.heads()
+            self._add_sources(sources, progress, self.projection.lane_sources(heads))
             behind = 0
             for source in sources:
                 behind += heads.get(source, 0) - progress[source]
@@ -277,6 +285,19 @@ class Replayer:
                 break
         self.hooks.before_swap()
         self._swap(sources, progress, summary)
+
+    def _add_sources(
+        self, sources: list[str], progress: dict[str, int], found: Sequence[str]
+    ) -> list[str]:
+        """Add the sources of ``found`` not yet rebuilt (the members of a group grow while
+        the rebuild runs: a new tenant) from position 0; returns them."""
+        new = [s for s in found if s not in progress]
+        if new:
+            with self._write() as conn:
+                self._init_shadow_checkpoints(conn, new)
+            sources.extend(new)
+            progress.update(dict.fromkeys(new, 0))
+        return new
 
     def _init_shadow_checkpoints(self, conn: sa.Connection, sources: Sequence[str]) -> None:
         rows = [
@@ -327,18 +348,19 @@ class Replayer:
         self.hooks.progress(source, position, self._applied, self._total)
 
     def _swap(self, sources: list[str], progress: dict[str, int], summary: ReplaySummary) -> None:
-        lanes = sorted(
-            (
-                Lane(self.projection.name, s, p)
-                for s in sources
-                for p in range(self.projection.partitions)
-            ),
-            key=lambda lane: (lane.source, lane.partition),
-        )
         attempt = 0  # transient failures (lock timeouts, deadlocks) only: skips are progress
         while True:
             skipped_before = len(self._skipped)
             applied: dict[str, int] = {}
+            self._add_sources(sources, progress, self.projection.lane_sources(self.reader.heads()))
+            lanes = sorted(
+                (
+                    Lane(self.projection.name, s, p)
+                    for s in sources
+                    for p in range(self.projection.partitions)
+                ),
+                key=lambda lane: (lane.source, lane.partition),
+            )
             try:
                 with self._write() as conn:
                     if conn.dialect.name == "postgresql":
@@ -360,6 +382,14 @@ class Replayer:
                     invalidation = self._journal_whole_projection(conn)
                     for lane in lanes:
                         self.store.set_checkpoint(conn, lane, targets[lane.source])
+                    # A member source first logged after the heads were read (a new tenant)
+                    # was applied live to the old tables only: it starts again from 0.
+                    conn.execute(
+                        checkpoints.delete().where(
+                            checkpoints.c.projection == self.projection.name,
+                            checkpoints.c.source.not_in(sources),
+                        )
+                    )
                     summary.released_parked = self._settle_parked(conn, sources)
                     conn.execute(
                         checkpoints.delete().where(

@@ -68,7 +68,7 @@ def projection_statuses(engine: ProjectionEngine) -> list[ProjectionStatus]:
         projection = engine.projections[name]
         store = engine.store_of(projection)
         done = store.checkpoints(name)
-        lanes = engine.lanes(projection)
+        lanes = engine.lanes(projection, None, heads)
         positions = {
             (lane.source, done.get((lane.source, lane.partition), 0))
             for lane in lanes

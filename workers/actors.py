@@ -45,7 +45,7 @@ class Actors:
     def _apply_lane(self, projection: str, source: str, partition: int, target: int) -> None:
         lane = Lane(projection, source, partition)
         known = self.runtime.engine.projections.get(projection)
-        if known is None or source not in known.sources or not 0 <= partition < known.partitions:
+        if known is None or not known.reads(source) or not 0 <= partition < known.partitions:
             # Another deployment's lane (a projection renamed, removed or not loaded here):
             # retrying cannot help; the sweeper of the processes that have it sends it again.
             logger.warning("message for a lane this process does not have; dropped", lane=str(lane))

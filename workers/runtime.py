@@ -10,6 +10,7 @@ from config import ConfigError, Settings
 from outbox.db import create_engine
 from outbox.log import EventLog
 from outbox.migrate import upgrade
+from outbox.source_groups import configured_groups
 from projections.api import load_projections
 from projections.cache import Cache, open_cache
 from projections.engine import ProjectionEngine
@@ -73,6 +74,7 @@ def build_runtime(
             max_attempts=settings.engine.max_attempts,
             retry_backoff=settings.engine.retry_backoff.total_seconds(),
             cache=cache,
+            groups=configured_groups(settings.sources),
         )
     except BaseException:
         if cache is not None:
