@@ -9,10 +9,12 @@ from config.settings import (
     EngineSettings,
     ExtraStoreSettings,
     LoggingSettings,
+    OutboxTableSettings,
     RelaySettings,
     Settings,
     SourceSettings,
     StoreSettings,
+    TenantRegistrySettings,
 )
 
 __all__ = [
@@ -23,10 +25,12 @@ __all__ = [
     "EngineSettings",
     "ConfigError",
     "LoggingSettings",
+    "OutboxTableSettings",
     "RelaySettings",
     "Settings",
     "SourceSettings",
     "ExtraStoreSettings",
     "StoreSettings",
+    "TenantRegistrySettings",
     "load_settings",
 ]

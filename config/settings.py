@@ -178,13 +178,10 @@ class ColumnMap(_Strict):
         return self
 
 
-class SourceSettings(_Strict):
-    """One service database and its outbox table."""
+class OutboxTableSettings(_Strict):
+    """A service database's outbox table: every key of a source but its ``url`` and
+    ``tenant`` (``[tenants.NAME.source]``, shared by a registry's member sources)."""
 
-    url: str = Field(
-        description="SQLAlchemy-style DSN: postgresql://, mysql://, mariadb://, sqlite:///; "
-        "or a MongoDB URL naming the database: mongodb://host:27017/chat"
-    )
     table: str = Field("outbox", description="the outbox table (MongoDB: collection)")
     schema_name: str | None = Field(
         None, alias="schema", description="database schema of the table"
@@ -206,11 +203,6 @@ class SourceSettings(_Strict):
         description="MongoDB: a standby relay takes the source over when the leader has not "
         "renewed its lease for this long",
     )
-    tenant: str | None = Field(
-        None,
-        description="tenant of rows whose tenant column is empty; of every row when "
-        "columns.tenant = '' (a database per tenant)",
-    )
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -223,6 +215,28 @@ class SourceSettings(_Strict):
     @classmethod
     def _schema(cls, value: str | None) -> str | None:
         return None if value is None else check_identifier(value)
+
+    @model_validator(mode="after")
+    def _mark_needs_column(self) -> OutboxTableSettings:
+        if self.on_dispatch == "mark" and not self.columns.dispatched_at:
+            raise ValueError("on_dispatch = 'mark' needs columns.dispatched_at")
+        if self.poll_max < self.poll_min:
+            raise ValueError("poll_max must not be shorter than poll_min")
+        return self
+
+
+class SourceSettings(OutboxTableSettings):
+    """One service database and its outbox table."""
+
+    url: str = Field(
+        description="SQLAlchemy-style DSN: postgresql://, mysql://, mariadb://, sqlite:///; "
+        "or a MongoDB URL naming the database: mongodb://host:27017/chat"
+    )
+    tenant: str | None = Field(
+        None,
+        description="tenant of rows whose tenant column is empty; of every row when "
+        "columns.tenant = '' (a database per tenant)",
+    )
 
     @field_validator("url")
     @classmethod
@@ -238,16 +252,57 @@ class SourceSettings(_Strict):
         return self.url.startswith(("mongodb://", "mongodb+srv://"))
 
     @model_validator(mode="after")
-    def _mark_needs_column(self) -> SourceSettings:
+    def _mongodb_checks(self) -> SourceSettings:
         if self.is_mongodb and self.lease < timedelta(milliseconds=300):
             raise ValueError("lease must be at least 300ms")
         if self.is_mongodb and self.schema_name is not None:
             raise ValueError("schema does not apply to MongoDB: the URL names the database")
-        if self.on_dispatch == "mark" and not self.columns.dispatched_at:
-            raise ValueError("on_dispatch = 'mark' needs columns.dispatched_at")
-        if self.poll_max < self.poll_min:
-            raise ValueError("poll_max must not be shorter than poll_min")
         return self
+
+
+class TenantRegistrySettings(_Strict):
+    """``[tenants.NAME]``: a master database listing the tenant databases of the source
+    group NAME; each row becomes the member source ``NAME:<tenant id>``."""
+
+    url: str = Field(
+        description="the registry database: postgresql://, mysql://, mariadb:// or sqlite:///"
+    )
+    query: str = Field(
+        "SELECT tenant_id, dsn FROM tenants",
+        description="a SELECT giving each tenant's id and its database's DSN (which may be "
+        "fernet:...), in that order",
+    )
+    refresh: Duration = Field(
+        timedelta(seconds=30), description="how often the relay reads the registry again"
+    )
+    source: OutboxTableSettings = Field(
+        OutboxTableSettings(),
+        description="the outbox table of every tenant database (the keys of a source but url "
+        "and tenant)",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _dsn_checked(
+            value,
+            {"postgresql", "postgres", "mysql", "mariadb", "sqlite"},
+            "postgresql://, mysql://, mariadb:// or sqlite:///",
+        )
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        if not value.lstrip().lower().startswith(("select", "with")):
+            raise ValueError("expected a SELECT of two columns: tenant id, DSN")
+        return value
+
+    @field_validator("refresh")
+    @classmethod
+    def _refresh(cls, value: timedelta) -> timedelta:
+        if value < timedelta(milliseconds=100):
+            raise ValueError("refresh must be at least 100ms")
+        return value
 
 
 class StoreSettings(_Strict):
@@ -491,6 +546,10 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    tenants: dict[str, TenantRegistrySettings] = Field(
+        default_factory=dict,
+        description="tenant registries by source group name: each row a member source",
+    )
     _config_file: str | None = PrivateAttr(None)
 
     @property
@@ -519,6 +578,31 @@ class Settings(BaseSettings):
                 f"projection subscribed to {clash[0]!r} would read both; rename one"
             )
         return value
+
+    @field_validator("tenants")
+    @classmethod
+    def _registry_names(
+        cls, value: dict[str, TenantRegistrySettings]
+    ) -> dict[str, TenantRegistrySettings]:
+        for name in value:
+            if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", name):
+                raise ValueError(f"group name {name!r}: use letters, digits, '.', '_' or '-'")
+            if name == "event":
+                raise ValueError(
+                    "group 'event': the name is taken by consistency tokens (event:ID)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _registry_groups_apart(self) -> Settings:
+        for name in self.sources:
+            group = name.partition(":")[0]
+            if group in self.tenants:
+                raise ValueError(
+                    f"source {name!r}: [tenants.{group}] lists the members of group "
+                    f"{group!r}; add the tenant to its registry instead"
+                )
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -555,7 +639,7 @@ class _NamesAsInFile(PydanticBaseSettingsSource):
     def __call__(self) -> dict[str, Any]:
         data = dict(self._env())
         file_data = _file_data.get({})
-        for section in ("sources", "stores"):
+        for section in ("sources", "stores", "tenants"):
             named = data.get(section)
             in_file = file_data.get(section)
             if isinstance(named, dict) and isinstance(in_file, dict):

@@ -234,7 +234,8 @@ def _record_as_raw(record: LogRecord) -> dict[str, object]:
 
 
 class Relay:
-    """All configured sources, each relayed by its own thread."""
+    """All configured sources, each relayed by its own thread; the member sources of each
+    tenant registry (``[tenants.NAME]``) too, as the registry lists them."""
 
     def __init__(
         self,
@@ -244,10 +245,13 @@ class Relay:
         hooks: Iterable[RelayHooks] = (),
         log: EventLog | None = None,
     ) -> None:
-        names = list(settings.sources) if sources is None else list(sources)
-        unknown = [n for n in names if n not in settings.sources]
+        from outbox.tenant_registry import TenantRegistry
+        from outbox.tenant_relays import TenantRelays
+
+        names = [*settings.sources, *settings.tenants] if sources is None else list(sources)
+        unknown = [n for n in names if n not in settings.sources and n not in settings.tenants]
         if unknown:
-            known = ", ".join(sorted(settings.sources)) or "none configured"
+            known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
             raise SourceError(f"unknown source {unknown[0]!r} (known: {known})")
         self.log = log or EventLog(settings.store.url)
         self.log.create_tables()
@@ -255,6 +259,14 @@ class Relay:
         self.relays = [
             SourceRelay(open_source(name, settings.sources[name]), self.log, settings.relay, hooks)
             for name in names
+            if name in settings.sources
+        ]
+        self.tenant_relays = [
+            TenantRelays(
+                TenantRegistry(name, settings.tenants[name]), self.log, settings.relay, hooks
+            )
+            for name in names
+            if name in settings.tenants
         ]
 
     def drain(self) -> dict[str, RelayTotals]:
@@ -268,6 +280,8 @@ class Relay:
                 results[relay.name] = relay.totals
             finally:
                 relay.source.close()
+        for tenants in self.tenant_relays:
+            results.update(tenants.drain())
         return results
 
     def run(self, stop: threading.Event) -> None:
@@ -277,6 +291,12 @@ class Relay:
                 target=relay.run, args=(stop,), name=f"relay-{relay.name}", daemon=True
             )
             for relay in self.relays
+        ]
+        threads += [
+            threading.Thread(
+                target=tenants.run, args=(stop,), name=f"registry-{tenants.group}", daemon=True
+            )
+            for tenants in self.tenant_relays
         ]
         for thread in threads:
             thread.start()
@@ -289,4 +309,6 @@ class Relay:
                 thread.join(timeout=30)
 
     def close(self) -> None:
+        for tenants in self.tenant_relays:
+            tenants.registry.close()
         self.log.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from config import Settings
+from config import Settings, SourceSettings
 from outbox.db import redact_dsn
 from outbox.errors import ReadmodelError
 from outbox.log import EventLog
@@ -28,17 +28,37 @@ class SourceStatus:
 
 
 def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
-    """One :class:`SourceStatus` per configured source; an unreachable source reports its error."""
+    """One :class:`SourceStatus` per configured source and registry member; an unreachable
+    source, a bad registry row or an unreadable registry reports its error."""
+    from outbox.tenant_registry import list_sources
+
     heads = log.heads()
-    return [
-        source_status(name, settings, heads.get(name, 0), log.parked_outbox_count(name))
-        for name in settings.sources
+    listed = list_sources(settings)
+    statuses = [
+        source_status(name, settings, heads.get(name, 0), log.parked_outbox_count(name), member)
+        for name, member in listed.sources.items()
+    ]
+    return statuses + [
+        unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), 0)
+        for u in listed.unlisted
     ]
 
 
-def source_status(name: str, settings: Settings, log_head: int, parked: int) -> SourceStatus:
-    """What waits in one source's outbox (the log figures are read by the caller)."""
-    source_settings = settings.sources[name]
+def unlisted_status(name: str, url: str, error: str, log_head: int, parked: int) -> SourceStatus:
+    """A registry member that could not be listed (``url``: the registry's)."""
+    return SourceStatus(name, source_kind(url), url, None, None, log_head, parked, error)
+
+
+def source_status(
+    name: str,
+    settings: Settings,
+    log_head: int,
+    parked: int,
+    source_settings: SourceSettings | None = None,
+) -> SourceStatus:
+    """What waits in one source's outbox (the log figures are read by the caller);
+    ``source_settings`` for a registry member, which ``settings.sources`` lacks."""
+    source_settings = source_settings or settings.sources[name]
     undelivered: int | None = None
     age: float | None = None
     error: str | None = None

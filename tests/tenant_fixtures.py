@@ -120,3 +120,39 @@ def model(engine: sa.Engine) -> dict[str, tuple[int, int]]:
 def out_of_order(engine: sa.Engine) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.sum(registers.c.out_of_order))).scalar() or 0)
+
+
+REGISTRY_QUERY = "SELECT tenant_id, dsn FROM tenants WHERE active ORDER BY tenant_id"
+
+
+def make_registry(url: str, tenants: dict[str | None, str | None]) -> None:
+    """A master database's ``tenants`` table: ``{tenant_id: dsn}``, every row active."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE tenants (tenant_id TEXT, dsn TEXT, active BOOLEAN NOT NULL)"
+            )
+        for tenant, dsn in tenants.items():
+            registry_sql(url, "INSERT INTO tenants VALUES (:t, :d, true)", t=tenant, d=dsn)
+    finally:
+        engine.dispose()
+
+
+def registry_sql(url: str, statement: str, **params: object) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement), params)
+    finally:
+        engine.dispose()
+
+
+def pending_rows(url: str) -> int:
+    """Rows still in a tenant database's outbox."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar_one())
+    finally:
+        engine.dispose()

@@ -81,11 +81,15 @@ def relay(
     from outbox.relay import Relay
 
     settings = load(config, log_json, log_level)
-    if not settings.sources:
-        raise fail("no sources configured: add a [sources.NAME] table to the config", EXIT_CONFIG)
-    unknown = [name for name in source or () if name not in settings.sources]
+    if not settings.sources and not settings.tenants:
+        raise fail(
+            "no sources configured: add a [sources.NAME] (or [tenants.NAME]) table to the config",
+            EXIT_CONFIG,
+        )
+    relayable = {*settings.sources, *settings.tenants}  # a registry's group: all its members
+    unknown = [name for name in source or () if name not in relayable]
     if unknown:
-        known = ", ".join(sorted(settings.sources))
+        known = ", ".join(sorted(relayable))
         raise fail(f"unknown source {unknown[0]!r} (known: {known})", EXIT_CONFIG)
     require_migrated(settings, config)
     hooks, publisher_close = _publisher_hooks(settings)
@@ -302,25 +306,51 @@ def outbox_init(
     ] = False,
 ) -> None:
     """Create the outbox table, its indexes and (PostgreSQL) the NOTIFY trigger for a source;
-    for a MongoDB source, the collection's indexes."""
+    for a MongoDB source, the collection's indexes. A tenant registry's group name (or one
+    member, pos:acme) does it for each tenant database the registry lists."""
     from outbox.sources import open_source
 
     settings = load(config, log_level="warning")
-    if source not in settings.sources:
-        known = ", ".join(sorted(settings.sources)) or "none configured"
-        raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
-    outbox_source = open_source(source, settings.sources[source])
-    try:
-        statements = outbox_source.ddl()
-        if print_only:
-            for statement in statements:
-                print(statement.rstrip() + ";\n")
-            return
+    for name, source_settings in _outbox_sources(settings, source).items():
+        outbox_source = open_source(name, source_settings)
+        try:
+            statements = outbox_source.ddl()
+            if print_only:
+                for statement in statements:
+                    print(statement.rstrip() + ";\n")
+                continue
+            guarded(outbox_source.install)
+            out.print(f"{name}: outbox table {source_settings.table!r} is ready")
+        finally:
+            outbox_source.close()
 
-        guarded(outbox_source.install)
-        out.print(f"{source}: outbox table {settings.sources[source].table!r} is ready")
+
+def _outbox_sources(settings: Settings, source: str) -> dict[str, Any]:
+    """``source`` from the config, or the members of a tenant registry it names."""
+    from outbox.source_groups import group_of
+    from outbox.tenant_registry import TenantRegistry
+
+    if source in settings.sources:
+        return {source: settings.sources[source]}
+    group = source if source in settings.tenants else group_of(source)
+    if group not in settings.tenants:
+        known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
+        raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
+    registry = TenantRegistry(group, settings.tenants[group])
+    try:
+        members = guarded(registry.read)
     finally:
-        outbox_source.close()
+        registry.close()
+    for problem in members.problems:
+        err.print(f"[red]{escape(str(problem))}[/]", highlight=False, soft_wrap=True)
+    if source == group:
+        return members.sources
+    if source not in members.sources:
+        listed = ", ".join(members.sources) or "none"
+        raise fail(
+            f"tenant registry {group!r} lists no {source!r} (it lists: {listed})", EXIT_FAILURE
+        )
+    return {source: members.sources[source]}
 
 
 @app.command()

@@ -74,7 +74,7 @@ def build_runtime(
             max_attempts=settings.engine.max_attempts,
             retry_backoff=settings.engine.retry_backoff.total_seconds(),
             cache=cache,
-            groups=configured_groups(settings.sources),
+            groups=configured_groups(settings.sources, settings.tenants),
         )
     except BaseException:
         if cache is not None:

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from config import Settings
+from config import SourceSettings
 from outbox.db import describe_db_error
 from outbox.errors import ReadmodelError
-from outbox.status import SourceStatus, source_status
+from outbox.status import SourceStatus, source_status, unlisted_status
+from outbox.tenant_registry import list_sources, registries
 from projections.status import ProjectionStatus, projection_statuses
 from workers.queues import QueueDepth, queue_depth
 from workers.runtime import Runtime
@@ -51,16 +52,27 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     (within ``timeout`` seconds, when given)."""
     settings = runtime.settings
     log = runtime.log
+    started = time.monotonic()
+    tenant_registries = registries(settings)
+    try:
+        readings = run_all({r.group: r.read for r in tenant_registries}, timeout)
+    finally:
+        for registry in tenant_registries:
+            registry.close()
+    listed = list_sources(settings, readings)
+    if timeout is not None and tenant_registries:  # the rest of the time for the sources
+        timeout = max(0.1, round(timeout - (time.monotonic() - started), 2))
+    names = [*listed.sources, *(u.source for u in listed.unlisted)]
 
     def store_part() -> tuple[dict[str, int], dict[str, int], list[ProjectionStatus]]:
         heads = log.heads()
-        parked = {name: log.parked_outbox_count(name) for name in settings.sources}
+        parked = {name: log.parked_outbox_count(name) for name in names}
         return heads, parked, projection_statuses(runtime.engine)
 
     pending_check = timeout or 5.0
     tasks: dict[str, Callable[[], Any]] = {"store": store_part}
-    for name in settings.sources:
-        tasks[f"source:{name}"] = lambda n=name: source_status(n, settings, 0, 0)
+    for name, member in listed.sources.items():
+        tasks[f"source:{name}"] = lambda n=name, m=member: source_status(n, settings, 0, 0, m)
     tasks["broker"] = lambda: queue_depth(settings.broker, timeout=pending_check)
     results = run_all(tasks, timeout)
 
@@ -73,8 +85,12 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         raise ReadmodelError(message) from store
     heads, parked, projections = store
     sources = [
-        _source(name, settings, results[f"source:{name}"], heads.get(name, 0), parked[name])
-        for name in settings.sources
+        _source(name, member, results[f"source:{name}"], heads.get(name, 0), parked[name])
+        for name, member in listed.sources.items()
+    ]
+    sources += [
+        unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), parked[u.source])
+        for u in listed.unlisted
     ]
     broker = results["broker"]
     if isinstance(broker, BaseException):
@@ -99,12 +115,14 @@ def _unreachable(exc: BaseException | None) -> bool:
     return False
 
 
-def _source(name: str, settings: Settings, result: Any, log_head: int, parked: int) -> SourceStatus:
+def _source(
+    name: str, settings: SourceSettings, result: Any, log_head: int, parked: int
+) -> SourceStatus:
     if isinstance(result, BaseException):
         from outbox.db import redact_dsn
         from outbox.sources import source_kind
 
-        url = settings.sources[name].url
+        url = settings.url
         return SourceStatus(
             name, source_kind(url), redact_dsn(url), None, None, log_head, parked, str(result)
         )

@@ -114,9 +114,10 @@ def run_until_caught_up(runtime: Runtime, *, deadline: float = 3600) -> tuple[in
     stop_at = time.monotonic() + deadline
     while True:
         results = relay.drain()
-        _raise_unreadable([error for totals in results.values() for error in totals.errors])
         relayed += sum(t.relayed for t in results.values())
         applied += runtime.engine.catch_up(deadline=max(1.0, stop_at - time.monotonic()))
+        # What the readable sources gave is applied first: one bad tenant stops no other.
+        _raise_unreadable([error for totals in results.values() for error in totals.errors])
         statuses = source_statuses(runtime.settings, runtime.log)
         _raise_unreadable([s.error for s in statuses if s.error])
         pending = sum(s.undelivered or 0 for s in statuses)

@@ -1,0 +1,205 @@
+"""Tenant registries: the member sources of a source group, read from a master database.
+
+``[tenants.pos]`` names a database and a query giving each tenant's id and the DSN of its
+database (clear or ``fernet:``); each row becomes the member source ``pos:<tenant id>``,
+whose rows are all that tenant's (``tenant`` set, ``columns.tenant = ""``). A bad row is
+reported naming the registry and the tenant, never the DSN, and the other rows stand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+
+from config import Settings, SourceSettings, TenantRegistrySettings
+from outbox.db import create_engine, describe_db_error, engine_kind, redact_dsn
+from outbox.errors import SourceError
+from outbox.source_groups import NAME, member_source
+
+_CONNECT_TIMEOUT = 5  # seconds: a registry that does not answer keeps the last members
+
+
+@dataclass(frozen=True, slots=True)
+class RegistryProblem:
+    """A registry row that gives no member source."""
+
+    registry: str
+    tenant: str | None  # None: the row has no usable tenant id
+    reason: str
+    row: int = 0  # 1-based, in the query's order
+
+    @property
+    def source(self) -> str:
+        """The member source the row would give (the group for a row without a tenant)."""
+        return self.registry if self.tenant is None else member_source(self.registry, self.tenant)
+
+    def __str__(self) -> str:
+        who = f"tenant {self.tenant!r}" if self.tenant is not None else f"row {self.row}"
+        return f"tenant registry {self.registry!r}, {who}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """What one reading of a registry gave."""
+
+    registry: str
+    sources: dict[str, SourceSettings]
+    problems: list[RegistryProblem] = field(default_factory=list)
+
+
+class TenantRegistry:
+    """One ``[tenants.NAME]`` registry; :meth:`read` lists its member sources."""
+
+    def __init__(self, group: str, settings: TenantRegistrySettings) -> None:
+        self.group = group
+        self.settings = settings
+        self._engine: sa.Engine | None = None
+
+    @property
+    def display_url(self) -> str:
+        return redact_dsn(self.settings.url)
+
+    def read(self) -> Members:
+        """The members the registry lists now. Raises :class:`SourceError` when it cannot be
+        read (unreachable, or the query fails): keep the members known before."""
+        sources: dict[str, SourceSettings] = {}
+        problems: list[RegistryProblem] = []
+        for number, row in enumerate(self._rows(), start=1):
+            member = self._member(number, row, sources)
+            if isinstance(member, RegistryProblem):
+                problems.append(member)
+            else:
+                sources[member_source(self.group, member.tenant or "")] = member
+        return Members(self.group, sources, problems)
+
+    def _rows(self) -> list[tuple[Any, ...]]:
+        if self._engine is None:
+            self._engine = _registry_engine(self.settings.url)
+        try:
+            with self._engine.connect() as conn:
+                result = conn.exec_driver_sql(self.settings.query)
+                if len(result.keys()) < 2:
+                    raise SourceError(
+                        f"tenant registry {self.group!r}: the query gives "
+                        f"{len(result.keys())} column(s); expected tenant id, DSN"
+                    )
+                return [tuple(row) for row in result]
+        except SQLAlchemyError as exc:
+            raise SourceError(
+                f"tenant registry {self.group!r} ({self.display_url}) cannot be read: "
+                f"{describe_db_error(exc)}"
+            ) from exc
+
+    def _member(
+        self, number: int, row: tuple[Any, ...], seen: dict[str, SourceSettings]
+    ) -> SourceSettings | RegistryProblem:
+        tenant, dsn = row[0], row[1]
+        tenant = None if tenant is None else str(tenant)
+        if not tenant:
+            return RegistryProblem(self.group, None, "no tenant id", number)
+        if not NAME.match(tenant):
+            return RegistryProblem(
+                self.group,
+                None,
+                f"tenant id {tenant[:40]!r} is not a source name (letters, digits, '.', '_', "
+                f"'-'; at most 100)",
+                number,
+            )
+        if member_source(self.group, tenant) in seen:
+            return RegistryProblem(
+                self.group, None, f"tenant {tenant!r} listed again; its first row is used", number
+            )
+        if not isinstance(dsn, str) or not dsn.strip():
+            return RegistryProblem(self.group, tenant, "no DSN", number)
+        try:
+            return member_settings(self.settings, tenant, dsn.strip())
+        except ValidationError as exc:
+            reasons = "; ".join(_reason(error) for error in exc.errors())
+            return RegistryProblem(self.group, tenant, f"DSN refused: {reasons}", number)
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
+def member_settings(registry: TenantRegistrySettings, tenant: str, dsn: str) -> SourceSettings:
+    """The settings of the member source of ``tenant``: the registry's outbox table, the
+    tenant's DSN, every row that tenant's."""
+    table = registry.source.model_dump()
+    table["columns"] = {**table["columns"], "tenant": ""}
+    return SourceSettings(**table, url=dsn, tenant=tenant)
+
+
+def registries(settings: Settings) -> list[TenantRegistry]:
+    return [TenantRegistry(group, s) for group, s in sorted(settings.tenants.items())]
+
+
+def _reason(error: Any) -> str:
+    """A validation error's message only: its input is the DSN."""
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def _registry_engine(url: str) -> sa.Engine:
+    """A small pool with bounded connects: an unreachable registry must not stall a refresh."""
+    kind = engine_kind(url)
+    if kind == "sqlite":
+        return create_engine(url)
+    connect_args: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT}
+    if kind == "mysql":
+        connect_args["read_timeout"] = 30
+    return create_engine(url, pool_size=1, max_overflow=1, connect_args=connect_args)
+
+
+@dataclass(frozen=True, slots=True)
+class Unlisted:
+    """A source that a registry should give and does not: a bad row, or every member of a
+    registry that cannot be read (reported under the group's name)."""
+
+    source: str
+    url: str  # the registry's, password masked
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceList:
+    """Every source of a configuration: ``[sources.*]`` and the registries' members."""
+
+    sources: dict[str, SourceSettings]
+    unlisted: list[Unlisted]
+
+
+def list_sources(
+    settings: Settings, reads: Mapping[str, Members | BaseException] | None = None
+) -> SourceList:
+    """The configured sources and each registry's members; ``reads`` gives registry readings
+    already taken (by group), the others are read here."""
+    sources = dict(settings.sources)
+    unlisted: list[Unlisted] = []
+    for registry in registries(settings):
+        try:
+            if reads is not None and registry.group in reads:
+                members = reads[registry.group]
+            else:
+                members = registry.read()
+            if isinstance(members, BaseException):
+                raise members
+        except (SourceError, TimeoutError) as exc:
+            unlisted.append(Unlisted(registry.group, registry.display_url, str(exc)))
+            continue
+        finally:
+            registry.close()
+        sources.update(members.sources)
+        by_source: dict[str, list[str]] = {}
+        for problem in members.problems:  # rows without a tenant: all under the group's name
+            by_source.setdefault(problem.source, []).append(str(problem))
+        unlisted += [
+            Unlisted(name, registry.display_url, "; ".join(errors))
+            for name, errors in by_source.items()
+        ]
+    return SourceList(sources, unlisted)
