@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -582,7 +583,7 @@ class Settings(BaseSettings):
     @field_validator("tenants")
     @classmethod
     def _registry_names(
-        cls, value: dict[str, TenantRegistrySettings]
+        cls, value: dict[str, TenantRegistrySettings], info: ValidationInfo
     ) -> dict[str, TenantRegistrySettings]:
         for name in value:
             if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", name):
@@ -591,18 +592,14 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "group 'event': the name is taken by consistency tokens (event:ID)"
                 )
-        return value
-
-    @model_validator(mode="after")
-    def _registry_groups_apart(self) -> Settings:
-        for name in self.sources:
-            group = name.partition(":")[0]
-            if group in self.tenants:
+        for source in info.data.get("sources", {}):
+            group = source.partition(":")[0]
+            if group in value:
                 raise ValueError(
-                    f"source {name!r}: [tenants.{group}] lists the members of group "
-                    f"{group!r}; add the tenant to its registry instead"
+                    f"[tenants.{group}] lists the members of group {group!r}, and "
+                    f'[sources."{source}"] is one too: add the tenant to the registry instead'
                 )
-        return self
+        return value
 
     @classmethod
     def settings_customise_sources(

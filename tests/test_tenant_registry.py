@@ -287,7 +287,7 @@ def test_registry_settings_are_checked_where_they_are_written(tmp_path: Path) ->
         ({"pos": {**registry, "query": "DELETE FROM tenants"}}, {}, "tenants.pos.query"),
         ({"pos": {**registry, "refresh": "1ms"}}, {}, "refresh must be at least 100ms"),
         ({"pos": {"url": "http://u:reg-pw@h/x"}}, {}, "tenants.pos.url"),
-        ({"pos": registry}, {"pos:acme": {"url": "sqlite:///a.db"}}, "add the tenant to its"),
+        ({"pos": registry}, {"pos:acme": {"url": "sqlite:///a.db"}}, "add the tenant to the"),
         ({"event": registry}, {}, "consistency tokens"),
     ]
     for tenants, sources, expected in cases:
