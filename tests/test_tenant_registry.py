@@ -295,3 +295,45 @@ def test_registry_settings_are_checked_where_they_are_written(tmp_path: Path) ->
         with pytest.raises(ConfigError, match=re.escape(expected)) as raised:
             load_settings(path)
         assert str(path) in str(raised.value) and "reg-pw" not in str(raised.value)
+
+
+def test_members_are_relayed_exactly_once_in_order_while_leaders_are_killed(
+    pg_database: Callable[[], str], processes: Processes, tmp_path: Path
+) -> None:
+    store, registry = pg_database(), pg_database()
+    tenants = {"acme": pg_database(), "globex": pg_database()}
+    for url in tenants.values():
+        init_tenant_outbox(url)
+    make_registry(registry, tenants)
+    config = str(_config(tmp_path, store, registry, relay={"standby_retry": "200ms"}))
+    assert run_cli(["migrate", "--config", config]).exit_code == 0
+    first = processes.start("relay", "relay", "--config", config)
+    second = processes.start("relay", "relay", "--config", config)  # a hot standby
+    written = dict.fromkeys(tenants, 0)
+    for batch in range(1, 10):
+        for tenant, url in tenants.items():
+            record_sales(url, [(f"r{r}", DAY, 100, batch) for r in range(5)])
+            written[tenant] += 5
+        if batch == 3:
+            processes.kill(first)  # whichever led until now, the second leads from here on
+        if batch == 5:
+            processes.start("relay", "relay", "--config", config)
+        if batch == 7:
+            processes.kill(second)  # a leader: the third takes over
+        time.sleep(0.3)
+    log = EventLog(store)
+    try:
+        heads = {f"pos:{tenant}": count for tenant, count in written.items()}
+        assert wait_until(lambda: log.heads() == heads, 30), processes.log_tail()
+        for source, head in heads.items():
+            events = log.read(source, 0, head, limit=head + 10)
+            assert [e.position for e in events] == list(range(1, head + 1))
+            assert {e.tenant for e in events} == {source.partition(":")[2]}
+            for register in range(5):
+                numbers = [e.payload["n"] for e in events if e.aggregate_id == f"r{register}"]
+                assert numbers == list(range(1, 10))  # each sale once, in commit order
+        assert all(pending_rows(url) == 0 for url in tenants.values())
+        third = (tmp_path / "relay-3.log").read_text()
+        assert third.count("leading source") == 2, third  # took both members over
+    finally:
+        log.close()
