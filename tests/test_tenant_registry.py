@@ -134,7 +134,14 @@ def test_relay_once_status_and_health_name_members_and_bad_rows(
     store, registry, acme = pg_database(), pg_database(), pg_database()
     key = new_key()
     acme_dsn = encrypt(with_password(acme, "acme-s3cret"), key)
-    make_registry(registry, {"acme": acme_dsn, "badco": "http://badco:badco-s3cret@host/db"})
+    make_registry(
+        registry,
+        {
+            "acme": acme_dsn,
+            "badco": "http://badco:badco-s3cret@host/db",
+            "deadco": "postgresql://pos:deadco-s3cret@127.0.0.1:1/pos_deadco",
+        },
+    )
     config = _config(tmp_path, store, registry)
     env = {"READMODEL_SECRET_KEY": key}
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
@@ -142,8 +149,9 @@ def test_relay_once_status_and_health_name_members_and_bad_rows(
 
     made = run_cli(["outbox", "init", "--source", "pos", "--config", str(config)], env=env)
     outputs.append(made.output)
-    assert made.exit_code == 0 and "pos:acme: outbox table 'outbox' is ready" in made.stdout
-    assert "tenant 'badco'" in made.output
+    assert "pos:acme: outbox table 'outbox' is ready" in made.stdout
+    assert "tenant 'badco'" in made.output and "source 'pos:deadco'" in made.output
+    assert made.exit_code == 3  # one tenant database unreachable, the others done
     record_sales(acme, sales_for(1, 3))
     missing = run_cli(["outbox", "init", "-s", "pos:nope", "--config", str(config)], env=env)
     assert missing.exit_code == 1 and "lists no 'pos:nope'" in missing.output
@@ -158,7 +166,8 @@ def test_relay_once_status_and_health_name_members_and_bad_rows(
     status = run_cli(["status", "--json", "--config", str(config)], env=env)
     outputs.append(status.output)
     sources = {s["source"]: s for s in json.loads(status.stdout)["sources"]}
-    assert set(sources) == {"pos:acme", "pos:badco"}
+    assert set(sources) == {"pos:acme", "pos:badco", "pos:deadco"}
+    assert "Connection refused" in sources["pos:deadco"]["error"]
     assert sources["pos:acme"]["log_head"] == 3 and sources["pos:acme"]["undelivered"] == 0
     assert sources["pos:acme"]["error"] is None and "***" in sources["pos:acme"]["url"]
     assert "DSN refused" in sources["pos:badco"]["error"]
@@ -167,6 +176,7 @@ def test_relay_once_status_and_health_name_members_and_bad_rows(
     outputs.append(health.output)
     assert health.exit_code == 1
     assert "source pos:badco" in health.output and "source pos:acme" not in health.output
+    assert "source pos:deadco: unreachable" in health.output
 
     env["READMODEL_TENANTS__POS__URL"] = "postgresql://pos:reg-s3cret@127.0.0.1:1/registry"
     status = run_cli(["status", "--json", "--config", str(config)], env=env)

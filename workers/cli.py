@@ -308,10 +308,13 @@ def outbox_init(
     """Create the outbox table, its indexes and (PostgreSQL) the NOTIFY trigger for a source;
     for a MongoDB source, the collection's indexes. A tenant registry's group name (or one
     member, pos:acme) does it for each tenant database the registry lists."""
+    from outbox.errors import SourceError
     from outbox.sources import open_source
 
     settings = load(config, log_level="warning")
-    for name, source_settings in _outbox_sources(settings, source).items():
+    targets = _outbox_sources(settings, source)
+    unreachable = 0
+    for name, source_settings in targets.items():
         outbox_source = open_source(name, source_settings)
         try:
             statements = outbox_source.ddl()
@@ -319,10 +322,20 @@ def outbox_init(
                 for statement in statements:
                     print(statement.rstrip() + ";\n")
                 continue
-            guarded(outbox_source.install)
+            if len(targets) == 1:
+                guarded(outbox_source.install)
+            else:  # one tenant database down does not stop the others'
+                try:
+                    outbox_source.install()
+                except SourceError as exc:
+                    err.print(f"[red]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
+                    unreachable += 1
+                    continue
             out.print(f"{name}: outbox table {source_settings.table!r} is ready")
         finally:
             outbox_source.close()
+    if unreachable:
+        raise typer.Exit(EXIT_UNREACHABLE)
 
 
 def _outbox_sources(settings: Settings, source: str) -> dict[str, Any]:
