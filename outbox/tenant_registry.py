@@ -102,6 +102,9 @@ class TenantRegistry:
         tenant = None if tenant is None else str(tenant)
         if not tenant:
             return RegistryProblem(self.group, None, "no tenant id", number)
+        if "://" in tenant or tenant.startswith("fernet:"):
+            reason = "the tenant id looks like a DSN: the query gives tenant id, DSN, in order"
+            return RegistryProblem(self.group, None, reason, number)
         if not NAME.match(tenant):
             return RegistryProblem(
                 self.group,

@@ -208,6 +208,7 @@ def test_each_bad_row_is_named_by_tenant_and_the_rest_are_members(tmp_path: Path
             "nodsn": None,
             "scheme": "redis://u:scheme-pw@host/0",
             "token": "fernet:gAAAA-cut",
+            "postgresql://u:swapped-pw@h/db": "acme",
         },
     )
     registry_sql(registry_url, "INSERT INTO tenants VALUES ('good', 'sqlite:///other.db', true)")
@@ -231,8 +232,11 @@ def test_each_bad_row_is_named_by_tenant_and_the_rest_are_members(tmp_path: Path
         "postgresql://, mysql://, mariadb://, sqlite:/// or mongodb://",
         "tenant registry 'pos', tenant 'token': DSN refused: an encrypted value (fernet:...) "
         "needs its key in READMODEL_SECRET_KEY (readmodel secret key makes one)",
-        "tenant registry 'pos', row 7: tenant 'good' listed again; its first row is used",
+        "tenant registry 'pos', row 7: the tenant id looks like a DSN: the query gives "
+        "tenant id, DSN, in order",
+        "tenant registry 'pos', row 8: tenant 'good' listed again; its first row is used",
     ]
+    assert not any("pw" in problem for problem in problems)
 
 
 def _advisory_locks(url: str) -> int:
