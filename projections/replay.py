@@ -32,7 +32,6 @@ untouched; its shadow tables are dropped by the next replay or :meth:`Replayer.c
 from __future__ import annotations
 
 import time
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -45,14 +44,13 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from outbox.db import describe_db_error
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import StoreError
-from outbox.schema import event_log
-from outbox.source_groups import group_of
 from projections import invalidations
 from projections.api import Projection
 from projections.invalidations import WHOLE_PROJECTION
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc, collect_batch, stream_batches
 from projections.replay_lock import replay_lock
+from projections.replay_policy import ErrorPolicy, HandlerError, check_options, count_events
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -96,14 +94,6 @@ _SWAP_ATTEMPTS = 5
 _SWAP_LOCK_TIMEOUT_MS = 5000
 
 
-class _Failed(Exception):
-    def __init__(self, event: Envelope, error: BaseException) -> None:
-        super().__init__(repr(error))
-        self.event = event
-        self.error = error
-        self.detail = traceback.format_exc()
-
-
 class _Refused(Exception):
     """A batch's writes were refused: apply its events one by one to find the one."""
 
@@ -138,52 +128,22 @@ class Replayer:
         self.batch_size = batch_size
         self.shadow = ShadowTables(projection.tables)
         self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
-        self._skip_errors = False
-        self._in_place_mode = False
-        self._held: dict[tuple[str, str, str], int] = {}
-        self._skipped: list[SkippedEvent] = []
+        self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
         self._applied = 0
         self._total = 0
         self._new_rows = NewRows()
 
     # -- planning ------------------------------------------------------------------
 
-    def _check(self, options: ReplayOptions) -> list[str]:
-        name = self.projection.name
-        if options.mode == BLUE_GREEN and (options.source or options.tenant):
-            raise ReplayRefused(
-                "--source and --tenant replay part of the log in place; a blue/green rebuild "
-                "needs every event: add --from-position N (0 for the whole log) on a "
-                "replay-safe projection, or drop them"
-            )
-        if options.mode == IN_PLACE and not self.projection.replay_safe:
-            raise ReplayRefused(
-                f"projection {name!r} is not replay-safe: replaying a range in place would "
-                f"apply events twice. Rebuild it blue/green (no --from-position), or declare "
-                f"replay_safe = True if applying an event again changes nothing"
-            )
-        sources = self.projection.lane_sources(self.reader.heads())
-        if options.source is None:
-            return sources
-        # A group stands for its member sources; a member not in the log yet for itself.
-        chosen = [s for s in sources if options.source in (s, group_of(s))]
-        if not chosen and self.projection.reads(options.source):
-            chosen = [options.source]
-        if not chosen:
-            known = ", ".join(sorted({*self.projection.sources, *sources})) or "none"
-            raise ReplayRefused(
-                f"projection {name!r} does not subscribe to source {options.source!r} "
-                f"(its sources: {known})"
-            )
-        return chosen
-
     def plan(self, options: ReplayOptions) -> ReplayPlan:
         """What :meth:`run` would do; reads only."""
-        sources = self._check(options)
+        sources = check_options(self.projection, options, self.reader.heads())
         heads = self.reader.heads()
         after = options.from_position or 0
         plans = [
-            SourcePlan(s, after, heads.get(s, 0), self._count(s, after, heads.get(s, 0), options))
+            SourcePlan(
+                s, after, heads.get(s, 0), self._count(s, after, heads.get(s, 0), options.tenant)
+            )
             for s in sources
         ]
         with self.store.engine.connect() as conn:
@@ -196,25 +156,17 @@ class Replayer:
             self.projection.name, options.mode, plans, tables, leftovers, options.tenant
         )
 
-    def _count(self, source: str, after: int, upto: int, options: ReplayOptions) -> int:
-        c = event_log.c
-        query = sa.select(sa.func.count()).where(
-            c.source == source,
-            c.position > after,
-            c.position <= upto,
-            c.event_type.in_(self.projection.event_types(source)),
-        )
-        if options.tenant is not None:
-            query = query.where(c.tenant == options.tenant)
-        with self.reader.engine.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+    def _count(self, source: str, after: int, upto: int, tenant: str | None) -> int:
+        types = self.projection.event_types(source)
+        return count_events(self.reader.engine, source, after, upto, types, tenant)
 
     # -- running -------------------------------------------------------------------
 
     def run(self, options: ReplayOptions) -> ReplaySummary:
         plan = self.plan(options)
-        self._skip_errors = options.skip_errors
-        self._in_place_mode = options.mode == IN_PLACE
+        self._policy = ErrorPolicy(
+            self.projection.name, skip_errors=options.skip_errors, in_place=options.mode == IN_PLACE
+        )
         started = time.monotonic()
         with replay_lock(self.store, self.projection.name):
             self._total = plan.events
@@ -225,7 +177,7 @@ class Replayer:
                     self._rebuild(options, summary)
                 else:
                     self._in_place(options, plan, summary)
-        summary.skipped = list(self._skipped)
+        summary.skipped = list(self._policy.skipped)
         summary.seconds = time.monotonic() - started
         logger.info(
             "replay finished",
@@ -323,17 +275,17 @@ class Replayer:
 
     def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
         while True:
-            skipped_before = len(self._skipped)
+            mark = self._policy.mark()
             try:
                 with self._write() as conn:
                     applied = self._apply(conn, events, self.shadow.mapping, lock_rows=False)
                     self._set_shadow_checkpoint(conn, source, events[-1].position or 0)
-            except _Failed as failed:
-                del self._skipped[skipped_before:]
-                self._fail(failed)
+            except HandlerError as failed:
+                self._policy.undo(mark)
+                self._policy.fail(failed)
                 continue
             except _Refused:
-                del self._skipped[skipped_before:]
+                self._policy.undo(mark)
                 for event in events:
                     self._shadow_batch(source, [event], summary)
                 return
@@ -350,7 +302,7 @@ class Replayer:
     def _swap(self, sources: list[str], progress: dict[str, int], summary: ReplaySummary) -> None:
         attempt = 0  # transient failures (lock timeouts, deadlocks) only: skips are progress
         while True:
-            skipped_before = len(self._skipped)
+            mark = self._policy.mark()
             applied: dict[str, int] = {}
             self._add_sources(sources, progress, self.projection.lane_sources(self.reader.heads()))
             lanes = sorted(
@@ -396,19 +348,19 @@ class Replayer:
                             checkpoints.c.projection == self.shadow_projection
                         )
                     )
-            except _Failed as failed:
-                del self._skipped[skipped_before:]
-                self._fail(failed)
+            except HandlerError as failed:
+                self._policy.undo(mark)
+                self._policy.fail(failed)
                 continue
             except _Refused:
-                del self._skipped[skipped_before:]
+                self._policy.undo(mark)
                 self.batch_size = 1  # the last events again, one by one, to find the one
                 continue
             except StoreError as exc:
                 attempt += 1
                 if not _is_transient(exc.__cause__) or attempt == _SWAP_ATTEMPTS:
                     raise
-                del self._skipped[skipped_before:]
+                self._policy.undo(mark)
                 logger.warning(
                     "replay swap retried", projection=self.projection.name, error=str(exc)
                 )
@@ -439,10 +391,10 @@ class Replayer:
         conn.execute(failures.delete().where(failures.c.projection == name))
         entries = [
             ParkedEntry(event, event.error, event.detail, 0 if event.held_behind else 1)
-            for event in self._skipped
+            for event in self._policy.skipped
         ]
         self.store.park_many(conn, name, entries, replace=True)
-        for event in self._skipped:
+        for event in self._policy.skipped:
             if event.held_behind is None:
                 self.store.hold(
                     conn, name, event, reason=event.error, detail=event.detail, attempts=1
@@ -464,7 +416,7 @@ class Replayer:
                 batches = [streamed]
                 while batches:
                     events = batches.pop(0)
-                    skipped_before = len(self._skipped)
+                    mark = self._policy.mark()
                     try:
                         with self._write() as conn:
                             cps = {
@@ -479,13 +431,13 @@ class Replayer:
                             ]
                             applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
                             invalidation = self._journal_whole_projection(conn) if due else None
-                    except _Failed as failed:
-                        del self._skipped[skipped_before:]
-                        self._fail(failed)
+                    except HandlerError as failed:
+                        self._policy.undo(mark)
+                        self._policy.fail(failed)
                         batches.insert(0, events)
                         continue
                     except _Refused:
-                        del self._skipped[skipped_before:]
+                        self._policy.undo(mark)
                         batches[:0] = [[event] for event in events]
                         continue
                     self._invalidate(invalidation)
@@ -518,7 +470,7 @@ class Replayer:
         lock_rows: bool,
     ) -> int:
         """Apply ``events`` in ``conn``'s transaction; returns how many. Writes the database
-        refuses are the failure of the one event applied (:class:`_Failed`), or
+        refuses are the failure of the one event applied (:class:`HandlerError`), or
         :class:`_Refused` for the caller to apply the events one by one."""
         try:
             return self._apply_events(conn, events, tables, lock_rows)
@@ -528,7 +480,7 @@ class Replayer:
                 raise
             error = cause.error if isinstance(cause, RefusedWrite) else cause
             if len(events) == 1:
-                raise _Failed(events[0], error) from exc
+                raise HandlerError(events[0], error) from exc
             raise _Refused(error) from exc
 
     def _apply_events(
@@ -543,54 +495,21 @@ class Replayer:
         tx = SqlTx(conn, tables, lock_rows=lock_rows, new_rows=new_rows, projection=self.projection)
         self.projection.prefetch(events, tx)
         handle = self.projection.handle
-        held = self._held
+        holds = self._policy.holds
         applied = 0
         for event in events:
-            if held:
-                behind = held.get((event.source, event.aggregate_type, event.aggregate_id))
-                if behind is not None and (event.position or 0) >= behind:
-                    self._skip(event, behind)  # its earlier events are applied, as live
-                    continue
+            if holds(event):
+                continue
             tx.event = event
             try:
                 handle(event, tx)
             except (SQLAlchemyError, psycopg.Error, RefusedWrite):
                 raise
             except Exception as exc:
-                raise _Failed(event, exc) from exc
+                raise HandlerError(event, exc) from exc
             applied += 1
         tx.flush()
         return applied
-
-    def _fail(self, failed: _Failed) -> None:
-        """Strict: stop. With ``skip_errors``: hold the aggregate; the batch is redone."""
-        event = failed.event
-        if not self._skip_errors:
-            raise ReplayError(
-                self.projection.name, event, failed.error, in_place=self._in_place_mode
-            ) from failed.error
-        key = (event.source, event.aggregate_type, event.aggregate_id)
-        self._held[key] = event.position or 0
-        self._skipped.append(
-            _skipped(event, f"replay: handler failed: {failed.error!r}", failed.detail)
-        )
-        logger.warning(
-            "replay skipped event",
-            projection=self.projection.name,
-            source=event.source,
-            position=event.position,
-            aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
-            error=repr(failed.error),
-        )
-
-    def _skip(self, event: Envelope, behind: int) -> None:
-        if event.position == behind:
-            return  # the failed event itself, recorded by _fail
-        reason = (
-            f"held: an earlier event of this aggregate was skipped by the replay "
-            f"({event.source}:{behind})"
-        )
-        self._skipped.append(_skipped(event, reason, None, behind))
 
     # -- reading the log -----------------------------------------------------------
 
@@ -612,22 +531,6 @@ class Replayer:
 
 def _partition(event: Envelope, partitions: int) -> int:
     return aggregate_hash(event.aggregate_type, event.aggregate_id) % partitions
-
-
-def _skipped(
-    event: Envelope, error: str, detail: str | None, behind: int | None = None
-) -> SkippedEvent:
-    return SkippedEvent(
-        event.source,
-        event.position or 0,
-        event.event_id,
-        event.event_type,
-        event.aggregate_type,
-        event.aggregate_id,
-        error,
-        detail,
-        behind,
-    )
 
 
 def _is_transient(exc: BaseException | None) -> bool:

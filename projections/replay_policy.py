@@ -1,0 +1,162 @@
+"""What the table and document replays share: checking the options, strict handlers or
+``--skip-errors`` (with the aggregates a skipped event holds), and counting the events a
+replay will read."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Mapping
+
+import sqlalchemy as sa
+import structlog
+
+from outbox.envelope import Envelope
+from outbox.schema import event_log
+from outbox.source_groups import group_of
+from projections.api import Projection
+from projections.replay_types import (
+    BLUE_GREEN,
+    IN_PLACE,
+    ReplayError,
+    ReplayOptions,
+    ReplayRefused,
+    SkippedEvent,
+)
+
+logger = structlog.get_logger("readmodel.replay")
+
+
+def check_options(
+    projection: Projection, options: ReplayOptions, heads: Mapping[str, int]
+) -> list[str]:
+    """The sources to replay (a group's member sources found in the log ``heads``); raises
+    :class:`ReplayRefused` for options that do not fit."""
+    name = projection.name
+    if options.mode == BLUE_GREEN and (options.source or options.tenant):
+        raise ReplayRefused(
+            "--source and --tenant replay part of the log in place; a blue/green rebuild "
+            "needs every event: add --from-position N (0 for the whole log) on a "
+            "replay-safe projection, or drop them"
+        )
+    if options.mode == IN_PLACE and not projection.replay_safe:
+        raise ReplayRefused(
+            f"projection {name!r} is not replay-safe: replaying a range in place would "
+            f"apply events twice. Rebuild it blue/green (no --from-position), or declare "
+            f"replay_safe = True if applying an event again changes nothing"
+        )
+    sources = projection.lane_sources(heads)
+    if options.source is None:
+        return sources
+    # A group stands for its member sources; a member not in the log yet for itself.
+    chosen = [s for s in sources if options.source in (s, group_of(s))]
+    if not chosen and projection.reads(options.source):
+        chosen = [options.source]
+    if not chosen:
+        known = ", ".join(sorted({*projection.sources, *sources})) or "none"
+        raise ReplayRefused(
+            f"projection {name!r} does not subscribe to source {options.source!r} "
+            f"(its sources: {known})"
+        )
+    return chosen
+
+
+class HandlerError(Exception):
+    """A handler raised (or wrote what the database refuses) during a replay."""
+
+    def __init__(self, event: Envelope, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.event = event
+        self.error = error
+        self.detail = traceback.format_exc()
+
+
+class ErrorPolicy:
+    """Strict: a failing event stops the replay (:class:`ReplayError`). With ``skip_errors``
+    it is skipped with every later event of its aggregate (its earlier ones stay applied,
+    as live parking does), and :attr:`skipped` lists them for the swap to park."""
+
+    def __init__(self, projection: str, *, skip_errors: bool, in_place: bool) -> None:
+        self.projection = projection
+        self.skip_errors = skip_errors
+        self.in_place = in_place
+        self.held: dict[tuple[str, str, str], int] = {}
+        self.skipped: list[SkippedEvent] = []
+
+    def mark(self) -> int:
+        """Where :attr:`skipped` stands before a transaction, for :meth:`undo` if it aborts."""
+        return len(self.skipped)
+
+    def undo(self, mark: int) -> None:
+        del self.skipped[mark:]
+
+    def fail(self, failed: HandlerError) -> None:
+        """Raise :class:`ReplayError`, or hold the event's aggregate (the caller redoes the
+        batch, in which :meth:`holds` skips it)."""
+        event = failed.event
+        if not self.skip_errors:
+            raise ReplayError(
+                self.projection, event, failed.error, in_place=self.in_place
+            ) from failed.error
+        key = (event.source, event.aggregate_type, event.aggregate_id)
+        self.held[key] = event.position or 0
+        self.skipped.append(
+            skipped_event(event, f"replay: handler failed: {failed.error!r}", failed.detail)
+        )
+        logger.warning(
+            "replay skipped event",
+            projection=self.projection,
+            source=event.source,
+            position=event.position,
+            aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
+            error=repr(failed.error),
+        )
+
+    def holds(self, event: Envelope) -> bool:
+        """Whether ``event`` is held behind a skipped event of its aggregate (then recorded)."""
+        if not self.held:
+            return False
+        behind = self.held.get((event.source, event.aggregate_type, event.aggregate_id))
+        if behind is None or (event.position or 0) < behind:
+            return False
+        if event.position != behind:  # the failed event itself is recorded by fail()
+            reason = (
+                f"held: an earlier event of this aggregate was skipped by the replay "
+                f"({event.source}:{behind})"
+            )
+            self.skipped.append(skipped_event(event, reason, None, behind))
+        return True
+
+
+def skipped_event(
+    event: Envelope, error: str, detail: str | None, behind: int | None = None
+) -> SkippedEvent:
+    return SkippedEvent(
+        event.source,
+        event.position or 0,
+        event.event_id,
+        event.event_type,
+        event.aggregate_type,
+        event.aggregate_id,
+        error,
+        detail,
+        behind,
+    )
+
+
+def count_events(
+    log_engine: sa.Engine,
+    source: str,
+    after: int,
+    upto: int,
+    types: list[str],
+    tenant: str | None = None,
+) -> int:
+    """How many events of ``types`` of ``source`` (and ``tenant``) lie in ``(after, upto]``."""
+    c = event_log.c
+    query = sa.select(sa.func.count()).where(
+        c.source == source, c.position > after, c.position <= upto, c.event_type.in_(types)
+    )
+    if tenant is not None:
+        query = query.where(c.tenant == tenant)
+    with log_engine.connect() as conn:
+        return int(conn.execute(query).scalar_one())
