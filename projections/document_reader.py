@@ -1,6 +1,7 @@
 """Reads of a document projection's collections (a MongoDB store), for
 :class:`projections.query_service.Queries`: a document by ``_id``, and pages of documents
-whose fields equal given values, in ``_id`` order."""
+whose fields equal given values, in ``_id`` order. Reads go to the collections of the
+projection's current generation (:mod:`projections.document_generations`)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pymongo.errors import PyMongoError
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error
 from projections.api import Projection
+from projections.document_generations import physical_name, read_current
 from projections.query_reader import Page, QueryError
 
 
@@ -23,6 +25,7 @@ class DocumentReader:
     def __init__(self, database: Any, projection: Projection) -> None:
         self.database = database
         self.projection = projection
+        self._generation: int | None = None
 
     def collection(self, name: str | None) -> str:
         """``name``, or the projection's first collection; refused unless it is one of its own."""
@@ -38,7 +41,9 @@ class DocumentReader:
 
     def get(self, collection: str, key: Any) -> dict[str, Any] | None:
         try:
-            return self.database[collection].find_one({"_id": key})
+            return self._current(
+                lambda name: self.database[name].find_one({"_id": key}), collection
+            )
         except PyMongoError as exc:
             raise StoreError(f"cannot read {collection}: {describe_mongo_error(exc)}") from exc
 
@@ -52,12 +57,26 @@ class DocumentReader:
         if after is not None:
             query["_id"] = {"$gt": _decode_cursor(after)}
         try:
-            found = list(self.database[collection].find(query).sort("_id", 1).limit(limit + 1))
+            found = self._current(
+                lambda name: list(self.database[name].find(query).sort("_id", 1).limit(limit + 1)),
+                collection,
+            )
         except PyMongoError as exc:
             raise StoreError(f"cannot read {collection}: {describe_mongo_error(exc)}") from exc
         rows = found[:limit]
         more = len(found) > limit
         return Page(rows, _encode_cursor(rows[-1]["_id"]) if more and rows else None)
+
+    def _current(self, read: Any, collection: str) -> Any:
+        """``read(physical name of collection)`` in the current generation (a rebuild's swap
+        moves it); the generation last seen is kept, and checked after each read."""
+        result, self._generation = read_current(
+            self.database,
+            self.projection.name,
+            lambda generation: read(physical_name(collection, generation)),
+            self._generation,
+        )
+        return result
 
 
 def _encode_cursor(key: Any) -> str:

@@ -12,7 +12,11 @@ by default); conflicts are retried for ``conflict_wait`` seconds, longer than th
 
 The store keeps its own collections beside the read models: ``rm_checkpoints``,
 ``rm_blocked_aggregates``, ``rm_parked_events``, ``rm_handler_failures``,
-``rm_invalidations`` and ``rm_counters`` (parked events' numbers).
+``rm_invalidations``, ``rm_counters`` (parked events' numbers) and ``rm_generations``
+(which collections hold each projection's model: a rebuild writes a new generation, see
+:mod:`projections.document_generations`; a batch reads it inside its transaction, so a
+rebuild's swap, which moves it and the lanes' checkpoints, conflicts with the batches
+that started before it).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error as _describe
 from outbox.mongo import mongo_client, mongo_database
 from projections.api import Projection
+from projections.document_generations import GENERATIONS, collections_at, generation_of
 from projections.mongo_tx import DocumentTx, RefusedDocument
 from projections.store import (
     BatchResult,
@@ -94,8 +99,12 @@ class MongoStore(Store):
                 )
         try:
             present = set(self.database.list_collection_names())
-            wanted = [c for p in projections for c in p.collections]
-            own = (CHECKPOINTS, BLOCKED, PARKED, FAILURES, INVALIDATIONS, COUNTERS)
+            wanted = [
+                c
+                for p in projections
+                for c in collections_at(p, generation_of(self.database, p.name)).values()
+            ]
+            own = (CHECKPOINTS, BLOCKED, PARKED, FAILURES, INVALIDATIONS, COUNTERS, GENERATIONS)
             for name in (*own, *wanted):
                 if name not in present:
                     try:
@@ -119,7 +128,8 @@ class MongoStore(Store):
     # -- transactions --------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self) -> Iterator[ClientSession]:
+    def transaction(self) -> Iterator[ClientSession]:
+        """A session in a multi-document transaction, committed on exit (aborted on error)."""
         with self.client.start_session() as session:
             session.start_transaction()
             try:
@@ -159,11 +169,17 @@ class MongoStore(Store):
             time.sleep(random.uniform(0, pause))
             pause = min(pause * 2, 0.5)
 
+    def _collections(self, session: ClientSession, projection: Projection) -> dict[str, str]:
+        """The collections of the projection's current generation, read in the transaction."""
+        return collections_at(projection, generation_of(self.database, projection.name, session))
+
     # -- checkpoints ---------------------------------------------------------------
 
-    def _lock_lane(self, session: ClientSession, lane: Lane) -> int:
+    def lock_lane(self, session: ClientSession, lane: Lane) -> int:
+        """Write the lane's checkpoint in ``session``'s transaction (any other transaction
+        writing it conflicts until this one ends); returns its position."""
         found = self.database[CHECKPOINTS].find_one_and_update(
-            {"_id": _lane_id(lane)},
+            {"_id": lane_id(lane)},
             {"$inc": {"writes": 1}, "$setOnInsert": _new_checkpoint(lane)},
             upsert=True,
             return_document=ReturnDocument.AFTER,
@@ -173,7 +189,7 @@ class MongoStore(Store):
 
     def checkpoint(self, lane: Lane) -> int:
         try:
-            found = self.database[CHECKPOINTS].find_one({"_id": _lane_id(lane)})
+            found = self.database[CHECKPOINTS].find_one({"_id": lane_id(lane)})
         except PyMongoError as exc:
             raise StoreError(f"cannot read {CHECKPOINTS}: {_describe(exc)}") from exc
         return 0 if found is None else int(found["position"])
@@ -205,8 +221,8 @@ class MongoStore(Store):
     def _apply_batch(
         self, projection: Projection, lane: Lane, target: int, load: EventLoader, limit: int
     ) -> BatchResult:
-        with self._transaction() as session:
-            found = self.database[CHECKPOINTS].find_one({"_id": _lane_id(lane)}, session=session)
+        with self.transaction() as session:
+            found = self.database[CHECKPOINTS].find_one({"_id": lane_id(lane)}, session=session)
             if found is None:
                 session.abort_transaction()
                 self._create_checkpoint(lane)
@@ -217,7 +233,7 @@ class MongoStore(Store):
             events = load(position, target, limit)
             upto = int((events[-1].position if len(events) >= limit else target) or target)
             held = self._blocked(session, lane)
-            tx = DocumentTx(self.database, session, _collections(projection))
+            tx = DocumentTx(self.database, session, self._collections(session, projection))
             tags = tx.invalidated if self.journal_invalidations else None
             parked: list[tuple[Envelope, str, str | None, int]] = []
             try:
@@ -232,22 +248,22 @@ class MongoStore(Store):
                     _handle(projection, event, tx, tags)
                     applied += 1
                 tx.flush()
-            except _REFUSED as exc:
+            except REFUSED_WRITES as exc:
                 if _transient(exc):
                     raise
                 if len(events) == 1:
                     raise HandlerFailed(events[0], exc, traceback.format_exc()) from exc
                 raise WritesRefused(events[-1].position or 0, exc) from exc
             if parked:
-                self._park(session, lane, parked)
+                self.park(session, lane, parked)
             self._set_checkpoint(session, lane, upto, expected=position)
-            invalidation = self._journal(session, projection.name, tags)
+            invalidation = self.journal(session, projection.name, tags)
         return BatchResult(applied, len(parked), upto, invalidation=invalidation, target=target)
 
     def _create_checkpoint(self, lane: Lane) -> None:
         try:
             self.database[CHECKPOINTS].update_one(
-                {"_id": _lane_id(lane)}, {"$setOnInsert": _new_checkpoint(lane)}, upsert=True
+                {"_id": lane_id(lane)}, {"$setOnInsert": _new_checkpoint(lane)}, upsert=True
             )
         except DuplicateKeyError:
             pass  # another process created it
@@ -256,7 +272,7 @@ class MongoStore(Store):
         self, session: ClientSession, lane: Lane, position: int, *, expected: int
     ) -> None:
         moved = self.database[CHECKPOINTS].update_one(
-            {"_id": _lane_id(lane), "position": expected},
+            {"_id": lane_id(lane), "position": expected},
             {"$set": {"position": position, "updated_at": datetime.now(UTC)}},
             session=session,
         )
@@ -271,12 +287,14 @@ class MongoStore(Store):
         )
         return {(d["aggregate_type"], d["aggregate_id"]): d for d in found}
 
-    def _park(
+    def park(
         self,
         session: ClientSession,
         lane: Lane,
-        entries: Sequence[tuple[Envelope, str, str | None, int]],
+        entries: Sequence[tuple[Any, str, str | None, int]],
     ) -> None:
+        """Park ``(event, reason, detail, attempts)`` entries (an event: an envelope or a
+        replay's skipped event) not parked already, numbered from ``rm_counters``."""
         existing = {
             d["position"]
             for d in self.database[PARKED].find(
@@ -347,15 +365,15 @@ class MongoStore(Store):
 
     def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> bool:
         def work() -> bool:
-            with self._transaction() as session:
+            with self.transaction() as session:
                 failure = {"_id": _failure_id(lane, event.position or 0)}
-                if self._lock_lane(session, lane) >= (event.position or 0):
+                if self.lock_lane(session, lane) >= (event.position or 0):
                     self.database[FAILURES].delete_one(failure, session=session)
                     return False
                 # An insert's duplicate-key error would abort the transaction: blocked
                 # already (by another worker) keeps the block as it is.
                 self.database[BLOCKED].update_one(
-                    {"_id": _block_id(lane, (event.aggregate_type, event.aggregate_id))},
+                    {"_id": block_id(lane, (event.aggregate_type, event.aggregate_id))},
                     {
                         "$setOnInsert": {
                             "projection": lane.projection,
@@ -437,8 +455,8 @@ class MongoStore(Store):
         load: Callable[[list[int]], Sequence[Envelope]],
     ) -> int:
         where = _aggregate_filter(lane, aggregate) | {"status": "parked"}
-        with self._transaction() as session:
-            self._lock_lane(session, lane)
+        with self.transaction() as session:
+            self.lock_lane(session, lane)
             positions = [
                 int(d["position"])
                 for d in self.database[PARKED]
@@ -446,17 +464,17 @@ class MongoStore(Store):
                 .sort("position", ASCENDING)
             ]
             events = list(load(positions)) if positions else []
-            tx = DocumentTx(self.database, session, _collections(projection))
+            tx = DocumentTx(self.database, session, self._collections(session, projection))
             tags = tx.invalidated if self.journal_invalidations else None
             for event in events:
                 try:  # written event by event: a refused write is the event's own failure
                     _handle(projection, event, tx, tags)
                     tx.flush()
-                except _REFUSED as exc:
+                except REFUSED_WRITES as exc:
                     if _transient(exc):
                         raise
                     raise HandlerFailed(event, exc, traceback.format_exc()) from exc
-            self._journal(session, projection.name, tags)
+            self.journal(session, projection.name, tags)
             self.database[PARKED].update_many(
                 where,
                 {"$set": {"status": "retried", "resolved_at": datetime.now(UTC)}},
@@ -473,7 +491,7 @@ class MongoStore(Store):
         here = _aggregate_filter(lane, aggregate) | {"status": "parked"}
 
         def work() -> None:
-            with self._transaction() as session:
+            with self.transaction() as session:
                 self.database[PARKED].update_one(
                     here | {"position": position},
                     {"$set": {"reason": reason, "detail": failed.detail}, "$inc": {"attempts": 1}},
@@ -490,7 +508,7 @@ class MongoStore(Store):
                     session=session,
                 )
                 self.database[BLOCKED].update_one(
-                    {"_id": _block_id(lane, aggregate)},
+                    {"_id": block_id(lane, aggregate)},
                     {
                         "$set": {
                             "since_position": position,
@@ -505,7 +523,7 @@ class MongoStore(Store):
 
     def skip_parked(self, entry_id: int) -> ParkedEvent | None:
         def work() -> bool:
-            with self._transaction() as session:
+            with self.transaction() as session:
                 found = self.database[PARKED].find_one_and_update(
                     {"number": entry_id, "status": "parked"},
                     {"$set": {"status": "skipped", "resolved_at": datetime.now(UTC)}},
@@ -530,14 +548,14 @@ class MongoStore(Store):
     def _release(
         self, session: ClientSession, lane: Lane, aggregate: tuple[str, str], positions: list[int]
     ) -> None:
-        self.database[BLOCKED].delete_one({"_id": _block_id(lane, aggregate)}, session=session)
+        self.database[BLOCKED].delete_one({"_id": block_id(lane, aggregate)}, session=session)
         self.database[FAILURES].delete_many(
             {"_id": {"$in": [_failure_id(lane, p) for p in positions]}}, session=session
         )
 
     # -- cache invalidations -------------------------------------------------------
 
-    def _journal(
+    def journal(
         self, session: ClientSession | None, projection: str, tags: set[str] | None
     ) -> Invalidation | None:
         """Journal an invalidation of ``tags`` (in ``session``'s transaction), so that it is
@@ -568,7 +586,7 @@ class MongoStore(Store):
         if not self.journal_invalidations:
             return None
         try:
-            return self._journal(None, projection, set(tags))
+            return self.journal(None, projection, set(tags))
         except PyMongoError as exc:
             raise StoreError(f"cannot write {INVALIDATIONS}: {_describe(exc)}") from exc
 
@@ -596,14 +614,14 @@ class MongoStore(Store):
 # Writes the server or the driver refuses for what they hold (a duplicate on a unique
 # index, a document too large, a value BSON cannot hold, a field name it refuses): the same
 # writes fail again, so one of the batch's events is poison.
-_REFUSED = (BulkWriteError, WriteError, RefusedDocument)
+REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
 
 
 def _handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:
     try:
         if projection.handle(event, tx) and tags is not None:  # type: ignore[arg-type]
             add_cache_tags(projection, event, tags)
-    except (*_REFUSED, PyMongoError):
+    except (*REFUSED_WRITES, PyMongoError):
         raise
     except Exception as exc:
         raise HandlerFailed(event, exc, traceback.format_exc()) from exc
@@ -621,10 +639,6 @@ def _held(
     return event, reason, None, 0
 
 
-def _collections(projection: Projection) -> dict[str, str]:
-    return {name: name for name in projection.collections}
-
-
 def _new_checkpoint(lane: Lane) -> dict[str, Any]:
     return {
         "projection": lane.projection,
@@ -634,7 +648,7 @@ def _new_checkpoint(lane: Lane) -> dict[str, Any]:
     }
 
 
-def _lane_id(lane: Lane) -> str:
+def lane_id(lane: Lane) -> str:
     return f"{lane.projection}\x1f{lane.source}\x1f{lane.partition}"
 
 
@@ -642,7 +656,7 @@ def _failure_id(lane: Lane, position: int) -> str:
     return f"{lane.projection}\x1f{lane.source}\x1f{position}"
 
 
-def _block_id(lane: Lane, aggregate: tuple[str, str]) -> str:
+def block_id(lane: Lane, aggregate: tuple[str, str]) -> str:
     return f"{lane.projection}\x1f{lane.source}\x1f{aggregate[0]}\x1f{aggregate[1]}"
 
 
@@ -672,6 +686,11 @@ def _parked_event(document: dict[str, Any]) -> ParkedEvent:
         parked_at=document["parked_at"],
         resolved_at=document.get("resolved_at"),
     )
+
+
+def retryable(exc: BaseException) -> bool:
+    """A write conflict or a lost connection: the transaction may be run again."""
+    return isinstance(exc, PyMongoError) and (_transient(exc) or _is_connection_error(exc))
 
 
 def _transient(exc: BaseException) -> bool:

@@ -39,17 +39,23 @@ def _slot(key: Any) -> Any:
 
 class DocumentTx:
     """``get/upsert/delete/find/prefetch/invalidate`` over a projection's collections, by the
-    names it declares (a rebuild could map them elsewhere)."""
+    names it declares (``collections`` maps them to the physical ones).
+
+    ``written`` (a rebuild's, whose new collections start empty and are written by it
+    alone) gathers the ``_id`` slots written to each physical collection: an ``_id`` not
+    among them is known to be absent, without a round trip."""
 
     def __init__(
         self,
         database: Database[Any],
         session: ClientSession,
         collections: Mapping[str, str],
+        written: dict[str, set[Any]] | None = None,
     ) -> None:
         self._database = database
         self._session = session
         self._collections = collections
+        self._written = written
         self._known: dict[tuple[str, Any], Any] = {}  # read or written: document or _DELETED
         self._pending: dict[str, dict[Any, tuple[Any, Any]]] = {}  # -> slot: (_id, doc)
         self.invalidated: set[str] = set()
@@ -67,6 +73,8 @@ class DocumentTx:
         """The document with ``_id == key`` as this batch left it, or ``None``."""
         name = self._name(collection)
         found = self._known.get((name, _slot(key)), None)
+        if found is None and self._never_written(name, key):
+            found = self._known[(name, _slot(key))] = _DELETED
         if found is None:
             found = self._database[name].find_one({"_id": key}, session=self._session)
             self._known[(name, _slot(key))] = _DELETED if found is None else found
@@ -99,7 +107,14 @@ class DocumentTx:
     def prefetch(self, collection: str, keys: Iterable[Any]) -> None:
         """Read the documents of ``keys`` in one query (``get`` then needs no round trip)."""
         name = self._name(collection)
-        wanted = {_slot(key): key for key in keys if (name, _slot(key)) not in self._known}
+        wanted = {}
+        for key in keys:
+            if (name, _slot(key)) in self._known:
+                continue
+            if self._never_written(name, key):
+                self._known[(name, _slot(key))] = _DELETED
+            else:
+                wanted[_slot(key)] = key
         if not wanted:
             return
         for document in self._database[name].find(
@@ -109,6 +124,9 @@ class DocumentTx:
             wanted.pop(_slot(document["_id"]), None)
         for slot in wanted:
             self._known[(name, slot)] = _DELETED
+
+    def _never_written(self, name: str, key: Any) -> bool:
+        return self._written is not None and _slot(key) not in self._written.get(name, ())
 
     def invalidate(self, *tags: str) -> None:
         self.invalidated.update(tags)
@@ -125,6 +143,8 @@ class DocumentTx:
             ]
             if not requests:
                 continue
+            if self._written is not None:  # before the write: a superset is still right
+                self._written.setdefault(name, set()).update(documents)
             try:
                 self._database[name].bulk_write(requests, ordered=True, session=self._session)
             except (InvalidDocument, DocumentTooLarge, ValueError, OverflowError) as exc:

@@ -92,6 +92,7 @@ class Queries:
         self.waiter = ConsistencyWaiter(log_engine, self._store, sources)
         self._on_close = on_close
         self._readers: dict[str, SqlReader] = {}
+        self._document_readers: dict[str, DocumentReader] = {}
         self._learned: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
 
     @classmethod
@@ -263,7 +264,10 @@ class Queries:
         database = getattr(self._store(p), "database", None)
         if database is None:
             raise QueryError(f"projection {p.name!r}: its store holds no documents")
-        return DocumentReader(database, p)
+        reader = self._document_readers.get(p.name)
+        if reader is None:  # kept: it remembers the generation of the collections it read
+            reader = self._document_readers[p.name] = DocumentReader(database, p)
+        return reader
 
     def _get_document(
         self,

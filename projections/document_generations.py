@@ -1,0 +1,120 @@
+"""Which physical collections hold a document projection's model: its generation.
+
+MongoDB cannot rename several collections in one transaction, so a rebuild does not
+rename: it writes a new generation of the projection's collections (``<name>__g<N>``;
+generation 0, the one a projection starts with, is ``<name>`` itself) and its swap moves
+the projection's document in ``rm_generations`` (``{_id: projection, generation: N,
+retired: {"g<old N>": when}}``) to it, in the transaction that sets the lanes' checkpoints. A
+live batch reads that document inside its own transaction; readers check it after each
+read (:func:`read_current`), so a read that met the old collections while they were
+dropped is done again on the new ones.
+
+A retired generation is dropped only some time after the swap (``retire_after``): a live
+batch that read it just before the swap may still be writing it, until its checkpoint
+write conflicts with the swap's, and a drop would wait for that transaction (on the
+SecantusDB test server, holding every other write back meanwhile).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, TypeVar
+
+from pymongo.client_session import ClientSession
+from pymongo.errors import PyMongoError
+
+from projections.api import Projection
+
+GENERATIONS = "rm_generations"
+_SUFFIX = "__g"
+_T = TypeVar("_T")
+
+
+def physical_name(collection: str, generation: int) -> str:
+    return collection if generation == 0 else f"{collection}{_SUFFIX}{generation}"
+
+
+def collections_at(projection: Projection, generation: int) -> dict[str, str]:
+    """The projection's collections (declared name -> physical name) in ``generation``."""
+    return {name: physical_name(name, generation) for name in projection.collections}
+
+
+def generation_of(database: Any, projection: str, session: ClientSession | None = None) -> int:
+    found = database[GENERATIONS].find_one({"_id": projection}, session=session)
+    return 0 if found is None else int(found["generation"])
+
+
+def other_generations(database: Any, projection: Projection, generation: int) -> list[str]:
+    """Collections of the projection's other generations present in ``database`` (shadows an
+    interrupted rebuild left, old ones a swap did not get to drop)."""
+    current = set(collections_at(projection, generation).values())
+    patterns = [
+        re.compile(rf"{re.escape(name)}(?:{_SUFFIX}\d+)?\Z") for name in projection.collections
+    ]
+    return sorted(
+        name
+        for name in database.list_collection_names()
+        if name not in current and any(p.match(name) for p in patterns)
+    )
+
+
+def retired_field(generation: int) -> str:
+    """The field of the generation document holding when ``generation`` was retired."""
+    return f"retired.g{generation}"
+
+
+class Leftovers(NamedTuple):
+    drop: list[str]  # collections of other generations that may go
+    kept: list[str]  # those of a generation retired less than ``retire_after`` ago
+    expired: list[int]  # retired generations whose collections may go
+
+
+def leftovers(database: Any, projection: Projection, retire_after: float) -> Leftovers:
+    """The collections of the projection's generations other than the current one."""
+    found = database[GENERATIONS].find_one({"_id": projection.name}) or {}
+    generation = int(found.get("generation", 0))
+    cutoff = datetime.now(UTC) - timedelta(seconds=retire_after)
+    kept: set[str] = set()
+    expired: list[int] = []
+    for old, when in (found.get("retired") or {}).items():
+        at = when.replace(tzinfo=UTC) if when.tzinfo is None else when
+        if at > cutoff:
+            kept.update(collections_at(projection, int(old[1:])).values())
+        else:
+            expired.append(int(old[1:]))
+    others = other_generations(database, projection, generation)
+    return Leftovers(
+        [n for n in others if n not in kept], [n for n in others if n in kept], expired
+    )
+
+
+def forget_retired(database: Any, projection: str, generations: list[int]) -> None:
+    """Forget retired generations whose collections were dropped."""
+    if generations:
+        database[GENERATIONS].update_one(
+            {"_id": projection}, {"$unset": {retired_field(g): "" for g in generations}}
+        )
+
+
+def read_current(
+    database: Any, projection: str, read: Callable[[int], _T], known: int | None = None
+) -> tuple[_T, int]:
+    """``read(generation)`` on the current generation, and that generation: the generation
+    is read again after the read, which is done again if a swap came between (its
+    collections may have been dropped under it). ``known`` saves the first look-up."""
+    generation = generation_of(database, projection) if known is None else known
+    while True:
+        try:
+            result = read(generation)
+        except PyMongoError:
+            now = generation_of(database, projection)
+            if now == generation:
+                raise
+            generation = now
+            continue
+        now = generation_of(database, projection)
+        if now == generation:
+            return result, generation
+        generation = now
