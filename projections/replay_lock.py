@@ -1,25 +1,51 @@
-"""One replay per projection at a time: a PostgreSQL advisory lock, or on SQLite an
-exclusive ``flock`` on ``<database>.replay-<projection>.lock``."""
+"""One replay per projection at a time: a PostgreSQL advisory lock, on SQLite an exclusive
+``flock`` on ``<database>.replay-<projection>.lock``, on a MongoDB store a lease document in
+``rm_replay_locks`` (:func:`mongo_replay_lease`)."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
+import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+import structlog
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from outbox.errors import StoreError
+from outbox.mongo import describe_mongo_error
 from projections.replay_types import ReplayLocked
 from projections.sql_store import SqlStore
 
+REPLAY_LOCKS = "rm_replay_locks"
+LEASE_SECONDS = 30.0
+
+logger = structlog.get_logger("readmodel.replay")
+
+
+def _busy(projection: str, detail: str = "") -> ReplayLocked:
+    return ReplayLocked(
+        f"another replay of {projection!r} is running (or cleaning up){detail}; "
+        f"wait for it to finish"
+    )
+
 
 @contextmanager
-def replay_lock(store: SqlStore, projection: str) -> Iterator[None]:
-    """Held for a replay's whole run; raises :class:`ReplayLocked` when another holds it."""
-    busy = ReplayLocked(
-        f"another replay of {projection!r} is running (or cleaning up); wait for it to finish"
-    )
+def replay_lock(store: Any, projection: str) -> Iterator[str | None]:
+    """Held for a replay's whole run; raises :class:`ReplayLocked` when another holds it.
+    Yields the lease's owner id on a MongoDB store (``None`` otherwise)."""
+    if not isinstance(store, SqlStore):
+        with mongo_replay_lease(store.database, projection) as owner:
+            yield owner
+        return
+    busy = _busy(projection)
     if store.kind == "postgresql":
         key = int.from_bytes(
             hashlib.blake2b(f"readmodel-replay:{projection}".encode(), digest_size=8).digest(),
@@ -53,3 +79,77 @@ def replay_lock(store: SqlStore, projection: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def mongo_replay_lease(
+    database: Any, projection: str, lease: float = LEASE_SECONDS
+) -> Iterator[str]:
+    """A lease document ``{_id: projection, owner, expires_at}``, renewed every third of
+    ``lease`` by a thread and deleted on exit; yields the owner id (a swap checks it in
+    its transaction, see :func:`held_by`). A process killed while holding it blocks the
+    next replay until ``expires_at`` (by the machines' clocks: keep them in sync)."""
+    locks = database[REPLAY_LOCKS]
+    owner = uuid.uuid4().hex
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        now = datetime.now(UTC)
+        document = {"owner": owner, "holder": holder, "expires_at": now + timedelta(seconds=lease)}
+        try:
+            locks.insert_one({"_id": projection, **document})
+        except DuplicateKeyError:
+            taken = locks.find_one_and_update(
+                {"_id": projection, "expires_at": {"$lt": now}}, {"$set": document}
+            )
+            if taken is None:
+                found = locks.find_one({"_id": projection}) or {}
+                raise _busy(
+                    projection,
+                    f": {found.get('holder', '?')} holds its lease until "
+                    f"{found.get('expires_at', now):%Y-%m-%d %H:%M:%S} UTC, if it died",
+                ) from None
+            logger.warning("took over an expired replay lease", projection=projection)
+    except PyMongoError as exc:
+        raise StoreError(
+            f"{projection}: cannot take the replay lock: {describe_mongo_error(exc)}"
+        ) from exc
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease / 3):
+            try:
+                renewed = locks.update_one(
+                    {"_id": projection, "owner": owner},
+                    {"$set": {"expires_at": datetime.now(UTC) + timedelta(seconds=lease)}},
+                )
+            except PyMongoError as exc:
+                logger.warning(
+                    "cannot renew the replay lease", projection=projection, error=str(exc)
+                )
+                continue
+            if renewed.matched_count == 0:
+                logger.error("the replay lease was taken over", projection=projection)
+                return
+
+    thread = threading.Thread(target=renew, name=f"replay-lease-{projection}", daemon=True)
+    thread.start()
+    try:
+        yield owner
+    finally:
+        stop.set()
+        thread.join()
+        try:
+            locks.delete_one({"_id": projection, "owner": owner})
+        except PyMongoError as exc:  # it expires
+            logger.warning("cannot release the replay lease", projection=projection, error=str(exc))
+
+
+def held_by(database: Any, projection: str, owner: str, session: Any) -> bool:
+    """Whether ``owner`` still holds the lease, checked (and renewed) in ``session``'s
+    transaction: a swap commits only if its replay was not taken over."""
+    renewed = database[REPLAY_LOCKS].update_one(
+        {"_id": projection, "owner": owner},
+        {"$set": {"expires_at": datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)}},
+        session=session,
+    )
+    return renewed.matched_count == 1
