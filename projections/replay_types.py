@@ -67,6 +67,7 @@ class ReplayPlan:
     tables: list[tuple[str, str]]  # (live table, table written: its shadow, or itself in place)
     leftovers: list[str]
     tenant: str | None = None
+    unit: str = "table"  # what a projection keeps: "table", or "collection" (documents)
 
     @property
     def events(self) -> int:

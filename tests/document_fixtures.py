@@ -43,3 +43,25 @@ class DocTotals(Projection):
         if payload.get("dollar"):
             doc = {"$bad": 1, **doc}  # a field name MongoDB refuses in a replacement
         tx.upsert("doc_totals", doc)
+
+
+class DocLastDeposit(Projection):
+    """Two collections, replay-safe (applying an event again changes nothing): the latest
+    deposit per account, and one document per deposit."""
+
+    name = "doc_last_deposit"
+    store = "docs"
+    collections = ("doc_last_deposit", "doc_deposits")
+    replay_safe = True
+
+    @on("bank", "Deposited")
+    def deposited(self, event: Event[dict], tx: Any) -> None:
+        payload = event.payload
+        tx.upsert(
+            "doc_last_deposit",
+            {"_id": event.aggregate_id, "amount": payload["amount"], "seq": payload["seq"]},
+        )
+        tx.upsert(
+            "doc_deposits",
+            {"_id": event.position, "account": event.aggregate_id, "amount": payload["amount"]},
+        )

@@ -1,4 +1,5 @@
-"""``readmodel replay``: rebuild a projection from the event log (see ``projections/replay.py``)."""
+"""``readmodel replay``: rebuild a projection from the event log (see ``projections/replay.py``,
+and ``projections/document_replay.py`` for a projection kept in a MongoDB store)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from projections.replay import (
     ReplayRefused,
     ReplaySummary,
 )
+from projections.stores import is_mongodb
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -87,8 +89,9 @@ def replay_command(
 ) -> None:
     """Rebuild PROJECTION from the event log without downtime.
 
-    By default blue/green: the tables are rebuilt as shadow copies while the live model
-    keeps serving and applying new events, then swapped in one transaction. An error in a
+    By default blue/green: the tables (or a MongoDB store's collections) are rebuilt as
+    shadow copies while the live model keeps serving and applying new events, then
+    swapped in one transaction. An error in a
     handler stops the replay (live model untouched) unless --skip-errors. Ctrl-C is safe:
     the live model stays as it was; the next replay (or --cleanup) removes the shadow.
 
@@ -108,11 +111,12 @@ def replay_command(
             raise fail(str(exc), EXIT_CONFIG) from None
         options = ReplayOptions(from_position, source, tenant, skip_errors)
         hooks = _ProgressHooks()
+        store = runtime.engine.store_of(target)
         replayer = _call(
-            Replayer,
+            _replayer_for(store),
             runtime.engine.reader,
             target,
-            runtime.engine.store_of(target),
+            store,
             cache=getattr(runtime, "cache", None),
             hooks=hooks,
             batch_size=batch_size,
@@ -138,7 +142,7 @@ def replay_command(
         except KeyboardInterrupt:
             err.print(
                 f"interrupted: the live model of {projection!r} is untouched; the next replay "
-                f"(or 'readmodel replay {projection} --cleanup') removes the shadow tables",
+                f"(or 'readmodel replay {projection} --cleanup') removes the shadow",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -146,6 +150,15 @@ def replay_command(
         _print_summary(summary)
     finally:
         runtime.close()
+
+
+def _replayer_for(store: Any) -> Any:
+    """The replay of a store's kind: documents in a MongoDB store, or tables."""
+    if is_mongodb(getattr(store, "url", "")):
+        from projections.document_replay import DocumentReplayer
+
+        return DocumentReplayer
+    return Replayer
 
 
 def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -174,9 +187,9 @@ def _confirm(plan: ReplayPlan, yes: bool) -> None:
 
 def _print_plan(plan: ReplayPlan) -> None:
     mode = (
-        "blue/green rebuild into shadow tables"
+        f"blue/green rebuild into shadow {plan.unit}s"
         if plan.mode == BLUE_GREEN
-        else "in place into the live tables"
+        else f"in place into the live {plan.unit}s"
     )
     tenant = f", tenant {plan.tenant}" if plan.tenant else ""
     out.print(f"{plan.projection}: {mode}{tenant}", highlight=False)
@@ -188,7 +201,8 @@ def _print_plan(plan: ReplayPlan) -> None:
     out.print(table)
     for live, written in plan.tables:
         out.print(
-            f"  table {live}" + (f" <- {written}" if written != live else ""), highlight=False
+            f"  {plan.unit} {live}" + (f" <- {written}" if written != live else ""),
+            highlight=False,
         )
     for name in plan.leftovers:
         out.print(f"  left over by an earlier replay, will be dropped: {name}", highlight=False)

@@ -1,0 +1,561 @@
+"""Rebuild a document projection (a MongoDB store) from the event log: blue/green into a new
+generation of its collections, or in place.
+
+MongoDB cannot rename several collections in one transaction (nor rename inside one), so
+a rebuild writes the next generation of the projection's collections
+(``<name>__g<N>``, :mod:`projections.document_generations`), source by source in log
+order, in large batches (one transaction per batch: the batch's ``bulk_write`` per
+collection and the shadow's progress, kept as the checkpoints of ``<name>__rebuild``),
+while the live lanes keep applying new events to the current generation. Near the head,
+one transaction writes every live lane's checkpoint (a live batch that started before it
+conflicts on its checkpoint and is retried, on the new generation), applies the events
+between the shadow's progress and the furthest live checkpoint, moves the projection's
+``rm_generations`` document to the new generation, sets the lanes' checkpoints, settles
+parked events and journals a whole-projection cache invalidation. Readers see the old
+generation until that commit and the new one after; the old collections are dropped right
+after it (a reader that met them while they went checks the generation and reads again).
+
+Handlers are strict, as in :mod:`projections.replay`: an error stops the replay with the
+event unless ``skip_errors``. In place (``from_position``, ``replay_safe`` projections
+only): the events after the position are applied again to the current generation, each
+batch in one transaction that writes the lanes' checkpoints (without moving them) and
+applies only events up to them. One replay per projection at a time: a lease document
+(:func:`projections.replay_lock.mongo_replay_lease`), checked again by the swap.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import structlog
+from pymongo.client_session import ClientSession
+from pymongo.errors import OperationFailure, PyMongoError
+
+from outbox.envelope import Envelope, aggregate_hash
+from outbox.errors import StoreError
+from outbox.mongo import describe_mongo_error
+from projections import invalidations
+from projections.api import Projection
+from projections.document_generations import (
+    GENERATIONS,
+    collections_at,
+    forget_retired,
+    generation_of,
+    leftovers,
+    retired_field,
+)
+from projections.invalidations import WHOLE_PROJECTION
+from projections.log_reader import LogReader
+from projections.log_stream import batch_gc, collect_batch, stream_batches
+from projections.mongo_store import (
+    BLOCKED,
+    CHECKPOINTS,
+    FAILURES,
+    PARKED,
+    REFUSED_WRITES,
+    MongoStore,
+    block_id,
+    lane_id,
+    retryable,
+)
+from projections.mongo_tx import DocumentTx
+from projections.replay_lock import held_by, replay_lock
+from projections.replay_policy import ErrorPolicy, HandlerError, check_options, count_events
+from projections.replay_types import (
+    BLUE_GREEN,
+    IN_PLACE,
+    ReplayHooks,
+    ReplayLocked,
+    ReplayOptions,
+    ReplayPlan,
+    ReplayRefused,
+    ReplaySummary,
+    SourcePlan,
+)
+from projections.shadow import SHADOW_SUFFIX
+from projections.store import Invalidation, Lane
+
+logger = structlog.get_logger("readmodel.replay")
+
+_T = TypeVar("_T")
+
+RETIRE_AFTER = 5.0
+"""Seconds the old generation is kept after the swap (see projections.document_generations)."""
+
+
+class _Refused(Exception):
+    """A batch's writes were refused: apply its events one by one to find the one."""
+
+
+class DocumentReplayer:
+    """Rebuilds one document projection; the same interface as
+    :class:`projections.replay.Replayer` (``plan``, ``run``, ``cleanup``)."""
+
+    def __init__(
+        self,
+        reader: LogReader,
+        projection: Projection,
+        store: MongoStore,
+        *,
+        cache: Any = None,
+        hooks: ReplayHooks | None = None,
+        batch_size: int = 20_000,
+        retire_after: float = RETIRE_AFTER,
+    ) -> None:
+        if not isinstance(store, MongoStore):
+            raise ReplayRefused(
+                f"{projection.name}: a document replay needs a MongoDB store "
+                f"(this projection's store {projection.store!r} is not one)"
+            )
+        self.reader = reader
+        self.projection = projection
+        self.store = store
+        self.database = store.database
+        self.cache = cache
+        self.hooks = hooks or ReplayHooks()
+        self.batch_size = batch_size
+        self.retire_after = retire_after
+        self.kept: list[str] = []
+        self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
+        self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
+        self._owner: str | None = None
+        self._shadow: dict[str, str] = {}
+        self._written: dict[str, set[Any]] = {}
+        self._applied = 0
+        self._total = 0
+
+    # -- planning ------------------------------------------------------------------
+
+    def plan(self, options: ReplayOptions) -> ReplayPlan:
+        """What :meth:`run` would do; reads only."""
+        sources = check_options(self.projection, options)
+        heads = self.reader.heads()
+        after = options.from_position or 0
+        plans = []
+        for source in sources:
+            head = heads.get(source, 0)
+            types = self.projection.event_types(source)
+            count = count_events(self.reader.engine, source, after, head, types, options.tenant)
+            plans.append(SourcePlan(source, after, head, count))
+        with self._mongo("cannot read the collections"):
+            generation = generation_of(self.database, self.projection.name)
+            left = leftovers(self.database, self.projection, self.retire_after)
+        live = collections_at(self.projection, generation)
+        written = (
+            collections_at(self.projection, generation + 1) if options.mode == BLUE_GREEN else live
+        )
+        collections = [(live[name], written[name]) for name in self.projection.collections]
+        return ReplayPlan(
+            self.projection.name,
+            options.mode,
+            plans,
+            collections,
+            left.drop,
+            options.tenant,
+            unit="collection",
+        )
+
+    # -- running -------------------------------------------------------------------
+
+    def run(self, options: ReplayOptions) -> ReplaySummary:
+        plan = self.plan(options)
+        self._policy = ErrorPolicy(
+            self.projection.name, skip_errors=options.skip_errors, in_place=options.mode == IN_PLACE
+        )
+        started = time.monotonic()
+        with replay_lock(self.store, self.projection.name) as owner:
+            self._owner = owner
+            self._total = plan.events
+            self.hooks.started(plan)
+            summary = ReplaySummary(self.projection.name, options.mode)
+            with batch_gc(), self._mongo("replay failed"):
+                if options.mode == BLUE_GREEN:
+                    self._rebuild(summary)
+                else:
+                    self._in_place(options, plan, summary)
+        summary.skipped = list(self._policy.skipped)
+        summary.seconds = time.monotonic() - started
+        logger.info(
+            "replay finished",
+            projection=self.projection.name,
+            mode=options.mode,
+            events=summary.events,
+            skipped=len(summary.skipped),
+            seconds=round(summary.seconds, 3),
+        )
+        return summary
+
+    def cleanup(self) -> list[str]:
+        """Drop the collections of other generations (a shadow an interrupted rebuild left,
+        old ones a swap did not get to drop) and the shadow's checkpoints; returns what was
+        dropped. A generation retired less than ``retire_after`` ago is kept (:attr:`kept`)."""
+        with replay_lock(self.store, self.projection.name), self._mongo("cleanup failed"):
+            return self._cleanup()
+
+    def _cleanup(self) -> list[str]:
+        left = leftovers(self.database, self.projection, self.retire_after)
+        for name in left.drop:
+            self.database.drop_collection(name)
+        forget_retired(self.database, self.projection.name, left.expired)
+        self.database[CHECKPOINTS].delete_many({"projection": self.shadow_projection})
+        self.kept = left.kept
+        return left.drop
+
+    @contextmanager
+    def _mongo(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except PyMongoError as exc:
+            raise StoreError(
+                f"{self.projection.name}: {what}: {describe_mongo_error(exc)}"
+            ) from exc
+
+    def _attempt(self, work: Callable[[ClientSession], _T]) -> _T:
+        """``work`` in one transaction, run again after a write conflict or a lost
+        connection (for the store's ``conflict_wait``), and after a handler failure the
+        policy lets pass (``skip_errors``: the event is then held)."""
+        deadline = time.monotonic() + self.store.conflict_wait
+        pause = 0.01
+        while True:
+            mark = self._policy.mark()
+            try:
+                with self.store.transaction() as session:
+                    return work(session)
+            except HandlerError as failed:
+                self._policy.undo(mark)
+                self._policy.fail(failed)
+                continue
+            except PyMongoError as exc:
+                self._policy.undo(mark)
+                if not retryable(exc) or time.monotonic() > deadline:
+                    raise
+            except BaseException:
+                self._policy.undo(mark)
+                raise
+            time.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, 0.5)
+
+    # -- blue/green ----------------------------------------------------------------
+
+    def _rebuild(self, summary: ReplaySummary) -> None:
+        self._cleanup()
+        old = generation_of(self.database, self.projection.name)
+        self._shadow = collections_at(self.projection, old + 1)
+        self._written = {}
+        for name in self._shadow.values():
+            try:
+                self.database.create_collection(name)
+            except OperationFailure as exc:
+                if exc.code != 48:  # NamespaceExists
+                    raise
+        sources = list(self.projection.sources)
+        self._init_shadow_checkpoints(sources)
+        progress = dict.fromkeys(sources, 0)
+        summary.applied = dict.fromkeys(sources, 0)
+        while True:  # catch up with the head until a pass finds less than a batch to do
+            heads = self.reader.heads()
+            behind = 0
+            for source in sources:
+                head = heads.get(source, 0)
+                behind += head - progress[source]
+                for events in self._stream(source, progress[source], head):
+                    self._shadow_batch(source, events, summary)
+                    progress[source] = events[-1].position or progress[source]
+                if head > progress[source]:
+                    progress[source] = head
+                    self.database[CHECKPOINTS].update_many(
+                        {"projection": self.shadow_projection, "source": source},
+                        {"$set": {"position": head}},
+                    )
+            if behind < self.batch_size:
+                break
+        self.hooks.before_swap()
+        self._swap(sources, progress, summary, old)
+
+    def _init_shadow_checkpoints(self, sources: Sequence[str]) -> None:
+        documents = [
+            {
+                "_id": lane_id(Lane(self.shadow_projection, source, partition)),
+                "projection": self.shadow_projection,
+                "source": source,
+                "partition": partition,
+                "position": 0,
+            }
+            for source in sources
+            for partition in range(self.projection.partitions)
+        ]
+        if documents:
+            self.database[CHECKPOINTS].insert_many(documents)
+
+    def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
+        position = events[-1].position or 0
+
+        def work(session: ClientSession) -> int:
+            applied = self._apply(session, events, self._shadow)
+            self.database[CHECKPOINTS].update_many(
+                {"projection": self.shadow_projection, "source": source},
+                {"$set": {"position": position, "updated_at": datetime.now(UTC)}},
+                session=session,
+            )
+            return applied
+
+        try:
+            applied = self._attempt(work)
+        except _Refused:
+            for event in events:
+                self._shadow_batch(source, [event], summary)
+            return
+        summary.applied[source] = summary.applied.get(source, 0) + applied
+        self._report(source, position, applied)
+
+    def _report(self, source: str, position: int, applied: int) -> None:
+        collect_batch()
+        self._applied += applied
+        self._total = max(self._total, self._applied)
+        self.hooks.progress(source, position, self._applied, self._total)
+
+    def _swap(
+        self, sources: list[str], progress: dict[str, int], summary: ReplaySummary, old: int
+    ) -> None:
+        name = self.projection.name
+        lanes = [Lane(name, s, p) for s in sources for p in range(self.projection.partitions)]
+
+        def work(
+            session: ClientSession,
+        ) -> tuple[dict[str, int], dict[str, int], int, Invalidation | None]:
+            if self._owner is not None and not held_by(self.database, name, self._owner, session):
+                raise ReplayLocked(
+                    f"{name}: this replay's lease was taken over by another (it stalled for "
+                    f"longer than the lease); nothing was swapped"
+                )
+            live = {lane: self.store.lock_lane(session, lane) for lane in lanes}
+            if generation_of(self.database, name, session) != old:
+                raise StoreError(
+                    f"{name}: another replay swapped in meanwhile; nothing was swapped"
+                )
+            targets = {
+                s: max([progress[s], *(cp for lane, cp in live.items() if lane.source == s)])
+                for s in sources
+            }
+            applied = dict.fromkeys(sources, 0)
+            for source in sources:
+                for events in self._stream(source, progress[source], targets[source]):
+                    applied[source] += self._apply(session, events, self._shadow)
+            now = datetime.now(UTC)
+            self.database[GENERATIONS].update_one(
+                {"_id": name},
+                {"$set": {"generation": old + 1, "swapped_at": now, retired_field(old): now}},
+                upsert=True,
+                session=session,
+            )
+            for lane in lanes:
+                self.database[CHECKPOINTS].update_one(
+                    {"_id": lane_id(lane)},
+                    {"$set": {"position": targets[lane.source], "updated_at": now}},
+                    session=session,
+                )
+            released = self._settle_parked(session)
+            invalidation = self._journal_whole_projection(session)
+            self.database[CHECKPOINTS].delete_many(
+                {"projection": self.shadow_projection}, session=session
+            )
+            return targets, applied, released, invalidation
+
+        while True:
+            try:
+                targets, applied, released, invalidation = self._attempt(work)
+                break
+            except _Refused:
+                self.batch_size = 1  # the last events again, one by one, to find the one
+        swapped = time.monotonic()
+        self._invalidate(invalidation)
+        for source, count in applied.items():
+            summary.applied[source] = summary.applied.get(source, 0) + count
+            self._report(source, targets[source], count)
+        summary.released_parked = released
+        summary.checkpoints = targets
+        summary.tables = list(self.projection.collections)
+        self._retire(old, swapped)
+
+    def _retire(self, old: int, swapped: float) -> None:
+        """Drop the old generation once ``retire_after`` has passed since the swap (an
+        interruption meanwhile leaves it to the next replay or ``--cleanup``)."""
+        time.sleep(max(0.0, swapped + self.retire_after - time.monotonic()))
+        try:
+            for collection in collections_at(self.projection, old).values():
+                self.database.drop_collection(collection)
+            forget_retired(self.database, self.projection.name, [old])
+        except PyMongoError as exc:
+            logger.warning(
+                "cannot drop the old generation; the next replay or --cleanup drops it",
+                projection=self.projection.name,
+                error=describe_mongo_error(exc),
+            )
+
+    def _settle_parked(self, session: ClientSession) -> int:
+        """The new generation contains what was parked live: release it; park what the
+        rebuild skipped instead. Returns how many live parked events were released."""
+        name = self.projection.name
+        now = datetime.now(UTC)
+        replayed = {"$set": {"status": "replayed", "resolved_at": now}}
+        parked = self.database[PARKED]
+        parked.update_many({"projection": name, "status": "skipped"}, replayed, session=session)
+        released = parked.update_many(
+            {"projection": name, "status": "parked"}, replayed, session=session
+        ).modified_count
+        self.database[BLOCKED].delete_many({"projection": name}, session=session)
+        self.database[FAILURES].delete_many({"projection": name}, session=session)
+        by_source: dict[str, list[tuple[Any, str, str | None, int]]] = {}
+        for event in self._policy.skipped:
+            attempts = 0 if event.held_behind else 1
+            fields = {"reason": event.error, "detail": event.detail, "attempts": attempts}
+            parked.update_one(  # parked before (and just marked replayed): parked again
+                {"projection": name, "source": event.source, "position": event.position},
+                {"$set": {**fields, "status": "parked", "parked_at": now, "resolved_at": None}},
+                session=session,
+            )
+            by_source.setdefault(event.source, []).append(
+                (event, event.error, event.detail, attempts)
+            )
+            if event.held_behind is None:
+                lane = Lane(name, event.source, -1)
+                aggregate = (event.aggregate_type, event.aggregate_id)
+                self.database[BLOCKED].update_one(
+                    {"_id": block_id(lane, aggregate)},
+                    {
+                        "$set": {
+                            "projection": name,
+                            "source": event.source,
+                            "aggregate_type": event.aggregate_type,
+                            "aggregate_id": event.aggregate_id,
+                            "since_position": event.position,
+                            **fields,
+                        }
+                    },
+                    upsert=True,
+                    session=session,
+                )
+        for source, entries in by_source.items():
+            self.store.park(session, Lane(name, source, -1), entries)
+        return int(released)
+
+    # -- in place ------------------------------------------------------------------
+
+    def _in_place(self, options: ReplayOptions, plan: ReplayPlan, summary: ReplaySummary) -> None:
+        name = self.projection.name
+        partitions = self.projection.partitions
+        for source_plan in plan.sources:
+            source = source_plan.source
+            lanes = [Lane(name, source, p) for p in range(partitions)]
+            done = self.store.checkpoints(name)
+            upto = max([done.get((source, p), 0) for p in range(partitions)] + [0])
+            summary.applied[source] = 0
+            for streamed in self._stream(source, source_plan.after, upto, options.tenant):
+                batches = [streamed]
+                while batches:
+                    events = batches.pop(0)
+                    try:
+                        applied, invalidation = self._attempt(
+                            partial(self._in_place_batch, lanes=lanes, events=events)
+                        )
+                    except _Refused:
+                        batches[:0] = [[event] for event in events]
+                        continue
+                    self._invalidate(invalidation)
+                    summary.applied[source] += applied
+                    self._report(source, events[-1].position or 0, applied)
+            summary.checkpoints[source] = upto
+        summary.tables = list(self.projection.collections)
+
+    def _in_place_batch(
+        self, session: ClientSession, *, lanes: list[Lane], events: list[Envelope]
+    ) -> tuple[int, Invalidation | None]:
+        """Apply the batch's events the lanes have applied already (up to their
+        checkpoints, which this transaction writes, so that no live batch interleaves) and
+        whose aggregate is not held by a parked event."""
+        done = {lane.partition: self.store.lock_lane(session, lane) for lane in lanes}
+        held = {
+            (d["aggregate_type"], d["aggregate_id"])
+            for d in self.database[BLOCKED].find(
+                {"projection": self.projection.name, "source": lanes[0].source}, session=session
+            )
+        }
+        partitions = self.projection.partitions
+        due = [
+            e
+            for e in events
+            if (e.position or 0)
+            <= done[aggregate_hash(e.aggregate_type, e.aggregate_id) % partitions]
+            and (e.aggregate_type, e.aggregate_id) not in held
+        ]
+        if not due:
+            return 0, None
+        generation = generation_of(self.database, self.projection.name, session)
+        applied = self._apply(session, due, collections_at(self.projection, generation))
+        return applied, self._journal_whole_projection(session)
+
+    # -- cache ---------------------------------------------------------------------
+
+    def _journal_whole_projection(self, session: ClientSession) -> Invalidation | None:
+        """Journal "every cache entry of this projection" in the transaction that changes
+        the live model, so that a crash (or Redis down) before :meth:`_invalidate` is redone."""
+        if self.cache is None or not self.store.journal_invalidations:
+            return None
+        return self.store.journal(session, self.projection.name, {WHOLE_PROJECTION})
+
+    def _invalidate(self, invalidation: Invalidation | None) -> None:
+        if invalidation is not None and self.cache is not None:
+            invalidations.finish(self.cache, self.store, invalidation)
+
+    # -- applying ------------------------------------------------------------------
+
+    def _apply(
+        self, session: ClientSession, events: Sequence[Envelope], collections: dict[str, str]
+    ) -> int:
+        """Apply ``events`` to ``collections`` in ``session``'s transaction; returns how
+        many. A write refused for what it holds is the failure of the one event applied
+        (:class:`HandlerError`), or :class:`_Refused` for the caller to go one by one."""
+        written = self._written if collections is self._shadow else None
+        tx = DocumentTx(self.database, session, collections, written)
+        holds = self._policy.holds
+        handle = self.projection.handle
+        applied = 0
+        try:
+            self.projection.prefetch(events, tx)  # type: ignore[arg-type]
+            for event in events:
+                if holds(event):
+                    continue
+                try:
+                    handle(event, tx)  # type: ignore[arg-type]
+                except (*REFUSED_WRITES, PyMongoError):
+                    raise
+                except Exception as exc:
+                    raise HandlerError(event, exc) from exc
+                applied += 1
+            tx.flush()
+        except REFUSED_WRITES as exc:
+            if retryable(exc):
+                raise
+            if len(events) == 1:
+                raise HandlerError(events[0], exc) from exc
+            raise _Refused(repr(exc)) from exc
+        return applied
+
+    def _stream(
+        self, source: str, after: int, upto: int, tenant: str | None = None
+    ) -> Iterator[list[Envelope]]:
+        yield from stream_batches(
+            self.reader.engine,
+            source,
+            after,
+            upto,
+            self.projection.event_types(source),
+            tenant=tenant,
+            batch_size=self.batch_size,
+        )

@@ -1,0 +1,759 @@
+"""``readmodel replay`` of document projections (a MongoDB store, projections/document_replay.py)
+on a real MongoDB-wire server: rebuilds equal to a clean build, readers that never miss a
+document while live batches race the swap, interrupted rebuilds, the replay lease, strict
+and skipping handlers, cache invalidation, in-place replays and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from outbox.log import EventLog
+from projections.cache import MemoryCache
+from projections.document_generations import GENERATIONS, collections_at, generation_of
+from projections.document_reader import DocumentReader
+from projections.document_replay import DocumentReplayer
+from projections.engine import ProjectionEngine
+from projections.invalidations import WHOLE_PROJECTION
+from projections.log_reader import LogReader
+from projections.mongo_store import CHECKPOINTS, MongoStore
+from projections.replay_lock import REPLAY_LOCKS, replay_lock
+from projections.replay_types import (
+    ReplayError,
+    ReplayHooks,
+    ReplayLocked,
+    ReplayOptions,
+    ReplayRefused,
+)
+from tests.cli_helpers import run_cli
+from tests.document_fixtures import DocLastDeposit, DocTotals
+from tests.projection_fixtures import append_events
+from tests.test_mongo_store import _config
+
+Deposits = list[tuple[str, str, dict[str, Any]]]
+PROJECTIONS = ["tests.document_fixtures:DocTotals", "tests.document_fixtures:DocLastDeposit"]
+
+
+def deposits(n: int, accounts: int, seed: int, seqs: dict[str, int] | None = None) -> Deposits:
+    """``n`` deposits; ``seqs`` (each account's last seq so far) is carried on in place."""
+    rng = random.Random(seed)
+    seqs = {} if seqs is None else seqs
+    events = []
+    for _ in range(n):
+        account = f"acct-{rng.randrange(accounts)}"
+        seqs[account] = seqs.get(account, 0) + 1
+        events.append((account, "Deposited", {"amount": rng.randint(1, 100), "seq": seqs[account]}))
+    return events
+
+
+def totals(events: Deposits) -> dict[str, tuple[int, int, int]]:
+    found: dict[str, tuple[int, int, int]] = {}
+    for account, _, payload in events:
+        count, total, _ = found.get(account, (0, 0, 0))
+        found[account] = (count + 1, total + payload["amount"], payload["seq"])
+    return found
+
+
+class Docs:
+    """The event log (PostgreSQL) and a MongoDB store holding both document projections."""
+
+    def __init__(self, log_url: str, url: str) -> None:
+        self.log = EventLog(log_url)
+        self.log.create_tables()
+        self.url = url
+        self.store = MongoStore(url)
+        self.projections = {p.name: p for p in (DocTotals(), DocLastDeposit())}
+        self.store.create_tables(list(self.projections.values()))
+        self.engine = self.engine_on(self.store)
+        self.head = 0
+
+    def engine_on(self, store: MongoStore) -> ProjectionEngine:
+        engine = ProjectionEngine(
+            LogReader(self.log), list(self.projections.values()), {"docs": store}, batch_size=300
+        )
+        engine.retry_backoff = 0.001
+        return engine
+
+    def feed(self, events: Deposits, apply: bool = True) -> None:
+        self.head = append_events(
+            self.log, events, source="bank", aggregate_type="account", after=self.head
+        )
+        if apply:
+            self.engine.catch_up()
+
+    def replayer(
+        self,
+        name: str = "doc_totals",
+        hooks: ReplayHooks | None = None,
+        batch: int = 500,
+        **kw: Any,
+    ) -> DocumentReplayer:
+        """The old generation is dropped at once, unless ``retire_after`` says otherwise."""
+        kw.setdefault("retire_after", 0.0)
+        return DocumentReplayer(
+            LogReader(self.log),
+            self.projections[name],
+            self.store,
+            hooks=hooks,
+            batch_size=batch,
+            **kw,
+        )
+
+    def documents(
+        self, name: str = "doc_totals", store: MongoStore | None = None
+    ) -> dict[str, Any]:
+        """Every document of the projection's current generation, by declared collection."""
+        database = (store or self.store).database
+        physical = collections_at(self.projections[name], generation_of(database, name))
+        return {c: list(database[p].find().sort("_id", 1)) for c, p in physical.items()}
+
+    def totals(self) -> dict[str, tuple[int, int, int]]:
+        found = self.documents()["doc_totals"]
+        assert all(d["violations"] == 0 for d in found)
+        return {d["_id"]: (d["events"], d["total"], d["last_seq"]) for d in found}
+
+    def collection_names(self) -> set[str]:
+        return set(self.store.database.list_collection_names())
+
+    def checkpoints(self, name: str = "doc_totals") -> dict[tuple[str, int], int]:
+        return self.store.checkpoints(name)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.store.close()
+        self.log.close()
+
+
+@pytest.fixture
+def docs(pg_database: Callable[[], str], mongo_database: Callable[[], str]) -> Iterator[Docs]:
+    made = Docs(pg_database(), mongo_database())
+    yield made
+    made.close()
+
+
+def clean_build(docs: Docs, mongo_database: Callable[[], str], name: str) -> dict[str, Any]:
+    """The projection built from the whole log into a fresh database."""
+    store = MongoStore(mongo_database())
+    try:
+        store.create_tables([docs.projections[name]])
+        engine = ProjectionEngine(LogReader(docs.log), [docs.projections[name]], {"docs": store})
+        try:
+            engine.catch_up()
+            return docs.documents(name, store)
+        finally:
+            engine.close()
+    finally:
+        store.close()
+
+
+# -- blue/green ------------------------------------------------------------------------
+
+
+def test_rebuild_repairs_the_model_equals_a_clean_build_and_drops_the_old_generation(
+    docs: Docs, mongo_database: Callable[[], str]
+) -> None:
+    events = deposits(1200, 25, seed=1)
+    docs.feed(events)
+    database = docs.store.database
+    database["doc_totals"].update_many({}, {"$set": {"total": -1}})
+    database["doc_totals"].delete_one({"_id": "acct-3"})
+    database["doc_totals"].insert_one({"_id": "stray", "events": 0})
+    database["doc_deposits"].delete_many({"_id": {"$lt": 100}})
+    checkpoints = docs.checkpoints()
+
+    plan = docs.replayer().plan(ReplayOptions())
+    assert (plan.unit, plan.tables, plan.leftovers) == (
+        "collection",
+        [("doc_totals", "doc_totals__g1")],
+        [],
+    )
+    summary = docs.replayer(batch=400).run(ReplayOptions())
+    assert summary.events == 1200 and summary.checkpoints == {"bank": docs.head}
+    assert generation_of(database, "doc_totals") == 1
+    assert docs.totals() == totals(events)
+    assert docs.documents() == clean_build(docs, mongo_database, "doc_totals")
+    assert docs.checkpoints() == checkpoints
+    names = docs.collection_names()
+    assert "doc_totals__g1" in names and "doc_totals" not in names  # the old one is dropped
+    assert not any(n.startswith("doc_totals__rebuild") for n in names)
+    assert database[CHECKPOINTS].count_documents({"projection": "doc_totals__rebuild"}) == 0
+
+    # Live batches go to the new generation; a second rebuild moves on to the next one.
+    more = deposits(300, 30, seed=2, seqs={a: s for a, (_, _, s) in totals(events).items()})
+    docs.feed(more)
+    assert docs.totals() == totals(events + more)
+    docs.replayer("doc_last_deposit", batch=250).run(ReplayOptions())  # two collections
+    assert docs.documents("doc_last_deposit") == clean_build(
+        docs, mongo_database, "doc_last_deposit"
+    )
+    assert {"doc_last_deposit__g1", "doc_deposits__g1"} <= docs.collection_names()
+    docs.replayer().run(ReplayOptions())
+    assert generation_of(database, "doc_totals") == 2
+    assert docs.totals() == totals(events + more)
+    assert "doc_totals__g1" not in docs.collection_names()
+
+    # The replay drops the old generation retire_after seconds after the swap.
+    started = time.monotonic()
+    docs.replayer(retire_after=1.0).run(ReplayOptions())
+    assert time.monotonic() - started >= 1.0
+    assert generation_of(database, "doc_totals") == 3
+    assert "doc_totals__g2" not in docs.collection_names()
+    assert database[GENERATIONS].find_one({"_id": "doc_totals"}).get("retired") == {}
+
+    # Interrupted while it waited: the old generation is kept until retire_after has passed.
+    database["doc_totals__g2"].insert_one({"_id": "old"})
+    database[GENERATIONS].update_one(
+        {"_id": "doc_totals"}, {"$set": {"retired.g2": datetime.now(UTC)}}
+    )
+    keeping = docs.replayer(retire_after=60)
+    assert keeping.plan(ReplayOptions()).leftovers == []
+    assert keeping.cleanup() == [] and keeping.kept == ["doc_totals__g2"]
+    assert docs.replayer().cleanup() == ["doc_totals__g2"]
+    assert database[GENERATIONS].find_one({"_id": "doc_totals"}).get("retired") == {}
+    assert docs.totals() == totals(events + more)
+
+    # A store opened afterwards (a worker starting) creates no stale generation-0 collection.
+    starting = MongoStore(docs.url)
+    starting.create_tables(list(docs.projections.values()))
+    starting.close()
+    assert "doc_totals" not in docs.collection_names()
+
+
+class LiveWorker:
+    """Appends deposits to the log in small chunks and applies them with its own engine
+    (and its own MongoDB client), in a thread, while the rebuild runs."""
+
+    def __init__(self, docs: Docs, seqs: dict[str, int], chunks: int) -> None:
+        self.docs = docs
+        self.engine = docs.engine_on(MongoStore(docs.url))
+        self.events: Deposits = []
+        self.seqs = seqs
+        self.chunks = chunks
+        self.done_chunks = 0
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run)
+
+    def _run(self) -> None:
+        try:
+            for chunk in range(self.chunks):
+                events = deposits(25, 45, seed=100 + chunk, seqs=self.seqs)
+                self.docs.feed(events, apply=False)
+                self.events += events
+                self.engine.catch_up()
+                self.done_chunks += 1
+        except BaseException as exc:  # reported by the test
+            self.errors.append(exc)
+
+    def close(self) -> None:
+        self.thread.join(timeout=120)
+        self.engine.close()
+
+
+class StartLiveWork(ReplayHooks):
+    """Starts the live worker after the first shadow batch; lets the swap start only once
+    the worker is half done, so that its batches meet both the rebuild and the swap."""
+
+    def __init__(self, worker: LiveWorker) -> None:
+        self.worker = worker
+        self.swapping = False
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        if not self.worker.thread.is_alive() and self.worker.done_chunks == 0:
+            self.worker.thread.start()
+
+    def before_swap(self) -> None:
+        deadline = time.monotonic() + 60
+        while self.worker.done_chunks < self.worker.chunks // 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.swapping = True
+
+
+def test_readers_never_miss_a_document_and_live_batches_reach_the_rebuilt_model(
+    docs: Docs,
+) -> None:
+    first = deposits(3000, 40, seed=3)
+    docs.feed(first)
+    docs.store.database["doc_totals"].update_many({}, {"$set": {"total": -1}})
+    keys = {f"acct-{i}" for i in range(40)}
+    reader_store = MongoStore(docs.url)
+    reader = DocumentReader(reader_store.database, DocTotals())
+    stop = threading.Event()
+    reads: list[int] = []
+    problems: list[str] = []
+
+    def read() -> None:
+        rng = random.Random(7)
+        try:
+            while not stop.is_set():
+                seen = {
+                    d["_id"] for d in reader.page("doc_totals", {}, after=None, limit=1000).rows
+                }
+                if keys - seen:
+                    problems.append(f"missing {sorted(keys - seen)[:3]} after {len(reads)} reads")
+                if reads and len(seen) < reads[-1]:
+                    problems.append(f"document count dropped from {reads[-1]} to {len(seen)}")
+                key = f"acct-{rng.randrange(40)}"
+                if reader.get("doc_totals", key) is None:
+                    problems.append(f"get({key!r}) found nothing after {len(reads)} reads")
+                reads.append(len(seen))
+        except Exception as exc:  # pragma: no cover - reported below
+            problems.append(repr(exc))
+
+    seqs = {a: s for a, (_, _, s) in totals(first).items()}
+    worker = LiveWorker(docs, seqs, chunks=24)
+    hooks = StartLiveWork(worker)
+    thread = threading.Thread(target=read)
+    thread.start()
+    try:
+        summary = docs.replayer(hooks=hooks, batch=300, retire_after=1.0).run(ReplayOptions())
+    finally:
+        worker.close()
+        time.sleep(0.2)  # reads of the new generation after the swap
+        stop.set()
+        thread.join()
+        reader_store.close()
+
+    assert worker.errors == [] and worker.done_chunks == 24 and hooks.swapping
+    assert problems == []
+    assert len(reads) > 5
+    all_events = first + worker.events
+    docs.engine.catch_up()
+    assert docs.totals() == totals(all_events)
+    assert summary.events >= len(first)
+    assert generation_of(docs.store.database, "doc_totals") == 1
+    assert set(docs.checkpoints().values()) == {docs.head}
+    assert docs.engine.lagging(["doc_totals"]) == []
+
+
+class SwapOnFirstRead:
+    """A database whose first read of a ``doc_totals`` collection waits for a whole rebuild
+    (swap and drop of the old generation) first: the reader resolved the old generation
+    just before the swap, and reads it just after."""
+
+    def __init__(self, database: Any, swap: Callable[[], Any]) -> None:
+        self.database = database
+        self.swap = swap
+        self.swapped = False
+
+    def __getitem__(self, name: str) -> Any:
+        if name.startswith("doc_totals") and not self.swapped:
+            self.swapped = True
+            self.swap()
+        return self.database[name]
+
+
+@pytest.mark.parametrize("read", ["get", "page"])
+def test_a_read_that_resolved_the_old_generation_just_before_the_swap_reads_again(
+    docs: Docs, read: str
+) -> None:
+    events = deposits(200, 5, seed=18)
+    docs.feed(events)
+    database = SwapOnFirstRead(docs.store.database, lambda: docs.replayer().run(ReplayOptions()))
+    reader = DocumentReader(database, DocTotals())
+    if read == "get":
+        found = reader.get("doc_totals", "acct-1")
+        assert found is not None and found["total"] == totals(events)["acct-1"][1]
+    else:
+        rows = reader.page("doc_totals", {}, after=None, limit=10).rows
+        assert [d["_id"] for d in rows] == sorted(totals(events))
+    assert database.swapped and "doc_totals" not in docs.collection_names()
+    assert generation_of(docs.store.database, "doc_totals") == 1
+
+
+def test_a_live_batch_open_across_the_swap_is_redone_on_the_new_generation(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live batch has written its documents to the old generation, beyond what the rebuild
+    read, when the swap commits: its checkpoint write conflicts with the swap's, and it is
+    applied again on the new generation (committed on the old one, it would be lost)."""
+    first = deposits(400, 6, seed=19)
+    docs.feed(first)
+    later = deposits(60, 6, seed=20, seqs={a: s for a, (_, _, s) in totals(first).items()})
+    live_store = MongoStore(docs.url)
+    live = docs.engine_on(live_store)
+    paused, resume = threading.Event(), threading.Event()
+    original = MongoStore._set_checkpoint
+
+    def pause_once(self: MongoStore, *args: Any, **kwargs: Any) -> None:
+        if self is live_store and not paused.is_set():
+            paused.set()  # the batch's documents are written, its checkpoint not yet
+            assert resume.wait(60)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MongoStore, "_set_checkpoint", pause_once)
+    errors: list[BaseException] = []
+
+    def apply_live() -> None:
+        try:
+            live.catch_up(["doc_totals"])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    worker = threading.Thread(target=apply_live)
+
+    class LiveBatchInFlight(ReplayHooks):
+        def before_swap(self) -> None:
+            docs.feed(later, apply=False)
+            worker.start()
+            assert paused.wait(30)
+
+    def resume_after_the_swap() -> None:
+        deadline = time.monotonic() + 60
+        while generation_of(docs.store.database, "doc_totals") == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        resume.set()
+
+    watcher = threading.Thread(target=resume_after_the_swap)
+    watcher.start()
+    try:
+        summary = docs.replayer(hooks=LiveBatchInFlight(), retire_after=2.0).run(ReplayOptions())
+    finally:
+        resume.set()
+        watcher.join()
+        worker.join(timeout=120)
+        live.close()
+    assert errors == []
+    assert summary.checkpoints["bank"] < docs.head  # the swap did not take the live batch
+    docs.engine.catch_up()
+    assert docs.totals() == totals(first + later)
+    assert set(docs.checkpoints().values()) == {docs.head}
+
+
+class Interrupt(ReplayHooks):
+    def __init__(self, after_batches: int) -> None:
+        self.after = after_batches
+        self.batches = 0
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        self.batches += 1
+        if self.batches == self.after:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_rebuild_leaves_the_live_model_and_cleanup_removes_the_shadow(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = deposits(1500, 20, seed=4)
+    docs.feed(events)
+    docs.store.database["doc_totals"].update_many({}, {"$set": {"total": 7}})
+    before, checkpoints = docs.documents(), docs.checkpoints()
+
+    with pytest.raises(KeyboardInterrupt):
+        docs.replayer(hooks=Interrupt(after_batches=2), batch=300).run(ReplayOptions())
+    assert docs.documents() == before and docs.checkpoints() == checkpoints
+    assert generation_of(docs.store.database, "doc_totals") == 0
+    assert "doc_totals__g1" in docs.collection_names()
+    assert docs.replayer().plan(ReplayOptions()).leftovers == ["doc_totals__g1"]
+    assert docs.replayer().cleanup() == ["doc_totals__g1"]
+    assert "doc_totals__g1" not in docs.collection_names()
+    assert (
+        docs.store.database[CHECKPOINTS].count_documents({"projection": "doc_totals__rebuild"}) == 0
+    )
+
+    # Interrupted inside the swap transaction, after the generation moved: nothing changed.
+    replayer = docs.replayer()
+    settle = replayer._settle_parked
+
+    def settle_then_die(session: Any) -> int:
+        settle(session)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replayer, "_settle_parked", settle_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        replayer.run(ReplayOptions())
+    assert docs.documents() == before and docs.checkpoints() == checkpoints
+    assert generation_of(docs.store.database, "doc_totals") == 0
+
+    # The next replay drops the leftover shadow itself and succeeds.
+    docs.replayer().run(ReplayOptions())
+    assert docs.totals() == totals(events)
+    assert generation_of(docs.store.database, "doc_totals") == 1
+
+
+def test_a_second_replay_of_the_same_projection_is_refused(docs: Docs) -> None:
+    docs.feed(deposits(60, 5, seed=5))
+    with replay_lock(docs.store, "doc_totals"):
+        with pytest.raises(ReplayLocked, match="another replay of 'doc_totals' is running"):
+            docs.replayer().run(ReplayOptions())
+        with pytest.raises(ReplayLocked):
+            docs.replayer().cleanup()
+        docs.replayer("doc_last_deposit").run(ReplayOptions())  # another projection may
+    docs.replayer().run(ReplayOptions())  # released on exit
+
+    # The lease of a replay that died is taken over once it has expired.
+    locks = docs.store.database[REPLAY_LOCKS]
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    locks.insert_one({"_id": "doc_totals", "owner": "dead", "holder": "h:1", "expires_at": past})
+    docs.replayer().run(ReplayOptions())
+    assert locks.count_documents({}) == 0
+
+
+def test_a_swap_refuses_to_commit_once_its_lease_was_taken_over(docs: Docs) -> None:
+    docs.feed(deposits(200, 5, seed=6))
+    before = docs.documents()
+
+    class TakeOver(ReplayHooks):
+        def before_swap(self) -> None:
+            docs.store.database[REPLAY_LOCKS].update_one(
+                {"_id": "doc_totals"}, {"$set": {"owner": "someone else"}}
+            )
+
+    with pytest.raises(ReplayLocked, match="lease was taken over"):
+        docs.replayer(hooks=TakeOver()).run(ReplayOptions())
+    assert docs.documents() == before
+    assert generation_of(docs.store.database, "doc_totals") == 0
+
+
+# -- handler errors, parked events, cache ----------------------------------------------
+
+
+def test_strict_replay_stops_at_the_failing_event_and_skip_errors_parks_it(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = deposits(600, 6, seed=9)
+    docs.feed(events)
+    before = docs.documents()
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-3")
+    monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", "4")
+    acct3 = [i + 1 for i, e in enumerate(events) if e[0] == "acct-3"]
+
+    with pytest.raises(ReplayError) as failure:
+        docs.replayer(batch=1000).run(ReplayOptions())
+    message = str(failure.value)
+    assert f"bank:{acct3[3]} (Deposited of account:acct-3)" in message
+    assert "refusing acct-3" in message and "the live model is as it was" in message
+    assert docs.documents() == before
+
+    summary = docs.replayer(batch=1000).run(ReplayOptions(skip_errors=True))
+    assert [s.position for s in summary.skipped] == acct3[3:]
+    assert summary.skipped[0].held_behind is None
+    assert all(s.held_behind == acct3[3] for s in summary.skipped[1:])
+    got, want = docs.totals(), totals(events)
+    assert got["acct-3"] == totals([e for e in events if e[0] == "acct-3"][:3])["acct-3"]
+    assert {k: v for k, v in got.items() if k != "acct-3"} == {
+        k: v for k, v in want.items() if k != "acct-3"
+    }
+    parked = docs.engine.parked("doc_totals")
+    assert [p.position for p in parked] == acct3[3:]
+    assert "refusing acct-3" in parked[0].reason
+
+    # Live events of the held aggregate are parked behind it; a retry once fixed applies all.
+    more = deposits(40, 6, seed=10, seqs={a: s for a, (_, _, s) in want.items()})
+    docs.feed(more)
+    monkeypatch.delenv("READMODEL_TEST_FAIL_ON")
+    parked = docs.engine.parked("doc_totals")
+    assert docs.engine.retry(parked[0]) == len(parked)
+    assert docs.totals() == totals(events + more)
+
+
+def test_events_parked_live_are_reattempted_by_the_rebuild_and_released(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = deposits(300, 5, seed=11)
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-1")
+    docs.engine.max_attempts = 1
+    docs.feed(events)
+    assert len(docs.engine.parked("doc_totals")) == sum(1 for e in events if e[0] == "acct-1")
+    assert "acct-1" not in docs.totals()
+
+    monkeypatch.delenv("READMODEL_TEST_FAIL_ON")  # the handler is fixed
+    summary = docs.replayer().run(ReplayOptions())
+    assert summary.released_parked == len([e for e in events if e[0] == "acct-1"])
+    assert docs.engine.parked("doc_totals") == []
+    assert docs.totals() == totals(events)
+    more = deposits(50, 5, seed=12, seqs={a: s for a, (_, _, s) in totals(events).items()})
+    docs.feed(more)  # the aggregate is no longer held
+    assert docs.totals() == totals(events + more)
+
+
+def test_the_swap_invalidates_the_projections_cache(docs: Docs) -> None:
+    docs.feed(deposits(100, 5, seed=13))
+    cache, loads = MemoryCache(), []
+
+    def cached() -> Any:
+        def load() -> dict[str, int]:
+            loads.append(1)
+            return {"loads": len(loads)}
+
+        return cache.get_or_load("doc_totals", "get:acct-1", ["account:acct-1"], load)
+
+    cached(), cached()
+    assert len(loads) == 1
+    docs.store.journal_invalidations = True
+    seen: list[Any] = []
+
+    class Pending(ReplayHooks):
+        def before_swap(self) -> None:
+            seen.append(docs.store.pending_invalidations())
+
+    docs.replayer(hooks=Pending(), cache=cache).run(ReplayOptions())
+    assert seen == [[]]
+    assert docs.store.pending_invalidations() == []  # journaled in the swap, then done
+    cached()
+    assert len(loads) == 2
+
+    # A cache that cannot hear it: the journaled invalidation stays for the sweeper.
+    class Deaf(MemoryCache):
+        def invalidate_projection(self, projection: str) -> None:
+            from projections.cache import CacheError
+
+            raise CacheError("down")
+
+    docs.replayer(cache=Deaf()).run(ReplayOptions())
+    pending = docs.store.pending_invalidations()
+    assert [(i.projection, i.tags) for i in pending] == [("doc_totals", (WHOLE_PROJECTION,))]
+
+
+# -- in place --------------------------------------------------------------------------
+
+
+def test_in_place_replay_only_for_replay_safe_projections(docs: Docs) -> None:
+    events = deposits(400, 8, seed=14)
+    docs.feed(events)
+    with pytest.raises(ReplayRefused, match="not replay-safe"):
+        docs.replayer().run(ReplayOptions(from_position=0))
+    database = docs.store.database
+    database["doc_deposits"].delete_many({"_id": {"$gt": 200}})
+    database["doc_last_deposit"].update_many({}, {"$set": {"amount": -1}})
+    checkpoints = docs.checkpoints("doc_last_deposit")
+
+    summary = docs.replayer("doc_last_deposit", batch=90).run(ReplayOptions(from_position=200))
+    assert summary.events == 200 and summary.checkpoints == {"bank": docs.head}
+    assert docs.checkpoints("doc_last_deposit") == checkpoints
+    assert database["doc_deposits"].count_documents({}) == 400
+    last = {d["_id"]: d["amount"] for d in database["doc_last_deposit"].find()}
+    touched = {a for a, _, _ in events[200:]}
+    expected = {a: p["amount"] for a, _, p in events}
+    assert {a: v for a, v in last.items() if a in touched} == {
+        a: v for a, v in expected.items() if a in touched
+    }
+    assert generation_of(database, "doc_last_deposit") == 0  # in place: no new generation
+
+
+# -- the CLI ---------------------------------------------------------------------------
+
+
+def _cli_config(tmp_path: Path, docs: Docs) -> str:
+    return str(_config(tmp_path, docs.log, docs.url, PROJECTIONS))
+
+
+def test_cli_replays_a_document_projection_end_to_end(docs: Docs, tmp_path: Path) -> None:
+    events = deposits(300, 9, seed=15)
+    docs.feed(events)
+    docs.store.database["doc_totals"].update_many({}, {"$set": {"total": 0}})
+    config = _cli_config(tmp_path, docs)
+
+    dry = run_cli(["replay", "doc_totals", "--dry-run", "--config", config])
+    assert dry.exit_code == 0, dry.output
+    assert "blue/green rebuild into shadow collections" in dry.stdout
+    assert "collection doc_totals <- doc_totals__g1" in dry.stdout
+    assert "dry run: nothing was changed" in dry.stdout
+    assert "doc_totals__g1" not in docs.collection_names()
+
+    with replay_lock(docs.store, "doc_totals"):
+        busy = run_cli(["replay", "doc_totals", "--yes", "--config", config])
+    assert busy.exit_code == 1 and "another replay of 'doc_totals' is running" in busy.stderr
+
+    refused = run_cli(["replay", "doc_totals", "--from-position", "5", "--yes", "--config", config])
+    assert refused.exit_code == 2 and "not replay-safe" in refused.stderr
+
+    done = run_cli(["replay", "doc_totals", "--yes", "--config", config])
+    assert done.exit_code == 0, done.output
+    assert "doc_totals: rebuilt and swapped in: 300 events" in done.stdout
+    assert docs.totals() == totals(events)
+
+    query = run_cli(["query", "doc_totals", "acct-1", "--json", "--config", config])
+    row = json.loads(query.output.splitlines()[-1])["row"]
+    assert query.exit_code == 0 and row["total"] == totals(events)["acct-1"][1]
+
+    safe = run_cli(
+        ["replay", "doc_last_deposit", "--from-position", "100", "--yes", "--config", config]
+    )
+    assert safe.exit_code == 0 and "replayed in place: 200 events" in safe.stdout, safe.output
+
+
+def _start_replay(config: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "workers.cli", "replay", "doc_totals", "--yes"]
+    return subprocess.Popen(
+        [*command, "--batch-size", "100", "--config", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_shadow_progress(docs: Docs, replay: subprocess.Popen[str], past: int) -> None:
+    shadow = docs.store.database[CHECKPOINTS]
+    deadline = time.monotonic() + 60
+    while True:
+        assert replay.poll() is None, replay.communicate()
+        assert time.monotonic() < deadline, "the rebuild never started"
+        found = shadow.find_one({"projection": "doc_totals__rebuild"}, sort=[("position", -1)])
+        if found is not None and found["position"] > past:
+            return
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_killed_cli_replay_leaves_the_live_model_and_a_removable_shadow(
+    docs: Docs, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A real SIGINT (Ctrl-C) or SIGKILL to a ``readmodel replay`` process half-way."""
+    applied = deposits(300, 9, seed=16)
+    docs.feed(applied)
+    seqs = {a: s for a, (_, _, s) in totals(applied).items()}
+    docs.feed(deposits(8000, 50, seed=17, seqs=seqs), apply=False)
+    docs.store.database["doc_totals"].update_many({}, {"$set": {"total": 7}})
+    before, checkpoints = docs.documents(), docs.checkpoints()
+    config = _cli_config(tmp_path, docs)
+    replay = _start_replay(config)
+    try:
+        _wait_for_shadow_progress(docs, replay, 1000)
+        replay.send_signal(sig)
+        _, stderr = replay.communicate(timeout=60)
+    finally:
+        if replay.poll() is None:
+            replay.kill()
+            replay.wait()
+
+    shadow = docs.store.database[CHECKPOINTS].find_one({"projection": "doc_totals__rebuild"})
+    assert shadow is not None and shadow["position"] < docs.head  # it stopped half-way
+    assert docs.documents() == before and docs.checkpoints() == checkpoints
+    assert "doc_totals__g1" in docs.collection_names()
+    if sig == signal.SIGINT:
+        assert replay.returncode == 130, stderr
+        assert "interrupted: the live model of 'doc_totals' is untouched" in stderr
+    else:
+        assert replay.returncode == -signal.SIGKILL
+        busy = run_cli(["replay", "doc_totals", "--cleanup", "--config", config])
+        assert busy.exit_code == 1 and "holds its lease until" in busy.stderr
+        docs.store.database[REPLAY_LOCKS].update_one(  # as if the lease ran out
+            {"_id": "doc_totals"},
+            {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+        )
+
+    cleanup = run_cli(["replay", "doc_totals", "--cleanup", "--config", config])
+    assert cleanup.exit_code == 0 and "dropped doc_totals__g1" in cleanup.stdout, cleanup.output
+    assert "doc_totals__g1" not in docs.collection_names()
+    assert docs.documents() == before
+
+
+def test_a_document_replayer_refuses_a_sql_store(docs: Docs, sqlite_database: Any) -> None:
+    from projections.sql_store import SqlStore
+
+    store = SqlStore(sqlite_database())
+    with pytest.raises(ReplayRefused, match="needs a MongoDB store"):
+        DocumentReplayer(LogReader(docs.log), DocTotals(), store)  # type: ignore[arg-type]
+    store.close()
