@@ -50,17 +50,15 @@ from projections.document_generations import (
     leftovers,
     retired_field,
 )
+from projections.document_parked import settle_parked
 from projections.invalidations import WHOLE_PROJECTION
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc, collect_batch, stream_batches
 from projections.mongo_store import (
     BLOCKED,
     CHECKPOINTS,
-    FAILURES,
-    PARKED,
     REFUSED_WRITES,
     MongoStore,
-    block_id,
     lane_id,
     retryable,
 )
@@ -399,51 +397,7 @@ class DocumentReplayer:
             )
 
     def _settle_parked(self, session: ClientSession) -> int:
-        """The new generation contains what was parked live: release it; park what the
-        rebuild skipped instead. Returns how many live parked events were released."""
-        name = self.projection.name
-        now = datetime.now(UTC)
-        replayed = {"$set": {"status": "replayed", "resolved_at": now}}
-        parked = self.database[PARKED]
-        parked.update_many({"projection": name, "status": "skipped"}, replayed, session=session)
-        released = parked.update_many(
-            {"projection": name, "status": "parked"}, replayed, session=session
-        ).modified_count
-        self.database[BLOCKED].delete_many({"projection": name}, session=session)
-        self.database[FAILURES].delete_many({"projection": name}, session=session)
-        by_source: dict[str, list[tuple[Any, str, str | None, int]]] = {}
-        for event in self._policy.skipped:
-            attempts = 0 if event.held_behind else 1
-            fields = {"reason": event.error, "detail": event.detail, "attempts": attempts}
-            parked.update_one(  # parked before (and just marked replayed): parked again
-                {"projection": name, "source": event.source, "position": event.position},
-                {"$set": {**fields, "status": "parked", "parked_at": now, "resolved_at": None}},
-                session=session,
-            )
-            by_source.setdefault(event.source, []).append(
-                (event, event.error, event.detail, attempts)
-            )
-            if event.held_behind is None:
-                lane = Lane(name, event.source, -1)
-                aggregate = (event.aggregate_type, event.aggregate_id)
-                self.database[BLOCKED].update_one(
-                    {"_id": block_id(lane, aggregate)},
-                    {
-                        "$set": {
-                            "projection": name,
-                            "source": event.source,
-                            "aggregate_type": event.aggregate_type,
-                            "aggregate_id": event.aggregate_id,
-                            "since_position": event.position,
-                            **fields,
-                        }
-                    },
-                    upsert=True,
-                    session=session,
-                )
-        for source, entries in by_source.items():
-            self.store.park(session, Lane(name, source, -1), entries)
-        return int(released)
+        return settle_parked(self.store, session, self.projection.name, self._policy.skipped)
 
     # -- in place ------------------------------------------------------------------
 

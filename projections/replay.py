@@ -117,8 +117,8 @@ class Replayer:
     ) -> None:
         if not isinstance(store, SqlStore):
             raise ReplayRefused(
-                f"{projection.name}: replay supports SQL stores only "
-                f"(this projection's store {projection.store!r} is not one)"
+                f"{projection.name}: this replay is for SQL stores (this projection's store "
+                f"{projection.store!r} is not one: see projections.document_replay)"
             )
         self.reader = reader
         self.projection = projection

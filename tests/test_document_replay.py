@@ -669,10 +669,11 @@ def test_cli_replays_a_document_projection_end_to_end(docs: Docs, tmp_path: Path
     refused = run_cli(["replay", "doc_totals", "--from-position", "5", "--yes", "--config", config])
     assert refused.exit_code == 2 and "not replay-safe" in refused.stderr
 
-    done = run_cli(["replay", "doc_totals", "--yes", "--config", config])
+    done = run_cli(["replay", "doc_totals", "--yes", "--retire-after", "0", "--config", config])
     assert done.exit_code == 0, done.output
     assert "doc_totals: rebuilt and swapped in: 300 events" in done.stdout
     assert docs.totals() == totals(events)
+    assert "doc_totals" not in docs.collection_names()  # generation 0, dropped at once
 
     query = run_cli(["query", "doc_totals", "acct-1", "--json", "--config", config])
     row = json.loads(query.output.splitlines()[-1])["row"]

@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from outbox.errors import ReadmodelError
+from projections.document_replay import RETIRE_AFTER, DocumentReplayer
 from projections.replay import (
     BLUE_GREEN,
     Replayer,
@@ -85,6 +86,16 @@ def replay_command(
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Events per replay transaction.")
     ] = 20_000,
+    retire_after: Annotated[
+        float,
+        typer.Option(
+            "--retire-after",
+            min=0,
+            help="Documents (MongoDB store): seconds the old collections are kept after the "
+            "swap before they are dropped (live batches that read them just before it may "
+            "still be finishing).",
+        ),
+    ] = RETIRE_AFTER,
     config: ConfigOption = None,
 ) -> None:
     """Rebuild PROJECTION from the event log without downtime.
@@ -112,14 +123,16 @@ def replay_command(
         options = ReplayOptions(from_position, source, tenant, skip_errors)
         hooks = _ProgressHooks()
         store = runtime.engine.store_of(target)
+        documents = is_mongodb(getattr(store, "url", ""))
         replayer = _call(
-            _replayer_for(store),
+            DocumentReplayer if documents else Replayer,
             runtime.engine.reader,
             target,
             store,
             cache=getattr(runtime, "cache", None),
             hooks=hooks,
             batch_size=batch_size,
+            **({"retire_after": retire_after} if documents else {}),
         )
         if cleanup:
             dropped = _call(replayer.cleanup)
@@ -129,6 +142,11 @@ def replay_command(
                 else f"{projection}: nothing to clean up",
                 highlight=False,
             )
+            for name in getattr(replayer, "kept", []):
+                out.print(
+                    f"  kept {name}: retired less than {retire_after:g}s ago (--retire-after)",
+                    highlight=False,
+                )
             return
         plan = _call(replayer.plan, options)
         _print_plan(plan)
@@ -150,15 +168,6 @@ def replay_command(
         _print_summary(summary)
     finally:
         runtime.close()
-
-
-def _replayer_for(store: Any) -> Any:
-    """The replay of a store's kind: documents in a MongoDB store, or tables."""
-    if is_mongodb(getattr(store, "url", "")):
-        from projections.document_replay import DocumentReplayer
-
-        return DocumentReplayer
-    return Replayer
 
 
 def _call(func: Any, *args: Any, **kwargs: Any) -> Any:

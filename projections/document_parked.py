@@ -1,0 +1,63 @@
+"""A document rebuild's swap settles the projection's parked events (MongoDB store), as
+:meth:`projections.replay.Replayer._settle_parked` does for tables: the new generation
+contains what the live lanes had parked (the rebuild re-attempted it), so those events are
+marked ``replayed`` and their aggregates released; the events the rebuild skipped
+(``--skip-errors``) are parked instead, and the aggregate of each failed one is held."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.client_session import ClientSession
+
+from projections.mongo_store import BLOCKED, FAILURES, PARKED, MongoStore, block_id
+from projections.replay_types import SkippedEvent
+from projections.store import Lane
+
+
+def settle_parked(
+    store: MongoStore, session: ClientSession, projection: str, skipped: Sequence[SkippedEvent]
+) -> int:
+    """Settle in ``session``'s transaction; returns how many live parked events were released."""
+    database = store.database
+    now = datetime.now(UTC)
+    replayed = {"$set": {"status": "replayed", "resolved_at": now}}
+    parked = database[PARKED]
+    parked.update_many({"projection": projection, "status": "skipped"}, replayed, session=session)
+    released = parked.update_many(
+        {"projection": projection, "status": "parked"}, replayed, session=session
+    ).modified_count
+    database[BLOCKED].delete_many({"projection": projection}, session=session)
+    database[FAILURES].delete_many({"projection": projection}, session=session)
+    by_source: dict[str, list[tuple[Any, str, str | None, int]]] = {}
+    for event in skipped:
+        attempts = 0 if event.held_behind else 1
+        fields = {"reason": event.error, "detail": event.detail, "attempts": attempts}
+        parked.update_one(  # parked before (and just marked replayed): parked again
+            {"projection": projection, "source": event.source, "position": event.position},
+            {"$set": {**fields, "status": "parked", "parked_at": now, "resolved_at": None}},
+            session=session,
+        )
+        by_source.setdefault(event.source, []).append((event, event.error, event.detail, attempts))
+        if event.held_behind is None:
+            aggregate = (event.aggregate_type, event.aggregate_id)
+            database[BLOCKED].update_one(
+                {"_id": block_id(Lane(projection, event.source, -1), aggregate)},
+                {
+                    "$set": {
+                        "projection": projection,
+                        "source": event.source,
+                        "aggregate_type": event.aggregate_type,
+                        "aggregate_id": event.aggregate_id,
+                        "since_position": event.position,
+                        **fields,
+                    }
+                },
+                upsert=True,
+                session=session,
+            )
+    for source, entries in by_source.items():
+        store.park(session, Lane(projection, source, -1), entries)
+    return int(released)
