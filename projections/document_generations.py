@@ -12,7 +12,8 @@ dropped is done again on the new ones.
 A retired generation is dropped only some time after the swap (``retire_after``): a live
 batch that read it just before the swap may still be writing it, until its checkpoint
 write conflicts with the swap's, and a drop would wait for that transaction (on the
-SecantusDB test server, holding every other write back meanwhile).
+SecantusDB test server, holding every other operation back meanwhile, until the server
+drops the transaction after 60 s).
 """
 
 from __future__ import annotations
