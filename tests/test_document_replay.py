@@ -28,6 +28,7 @@ from projections.engine import ProjectionEngine
 from projections.invalidations import WHOLE_PROJECTION
 from projections.log_reader import LogReader
 from projections.mongo_store import CHECKPOINTS, MongoStore
+from projections.query_service import Queries
 from projections.replay_lock import REPLAY_LOCKS, replay_lock
 from projections.replay_types import (
     ReplayError,
@@ -287,7 +288,7 @@ def test_readers_never_miss_a_document_and_live_batches_reach_the_rebuilt_model(
     docs.store.database["doc_totals"].update_many({}, {"$set": {"total": -1}})
     keys = {f"acct-{i}" for i in range(40)}
     reader_store = MongoStore(docs.url)
-    reader = DocumentReader(reader_store.database, DocTotals())
+    queries = Queries([DocTotals()], {"docs": reader_store}, docs.log.engine)
     stop = threading.Event()
     reads: list[int] = []
     problems: list[str] = []
@@ -296,15 +297,13 @@ def test_readers_never_miss_a_document_and_live_batches_reach_the_rebuilt_model(
         rng = random.Random(7)
         try:
             while not stop.is_set():
-                seen = {
-                    d["_id"] for d in reader.page("doc_totals", {}, after=None, limit=1000).rows
-                }
+                seen = {d["_id"] for d in queries.list("doc_totals", limit=1000).rows}
                 if keys - seen:
                     problems.append(f"missing {sorted(keys - seen)[:3]} after {len(reads)} reads")
                 if reads and len(seen) < reads[-1]:
                     problems.append(f"document count dropped from {reads[-1]} to {len(seen)}")
                 key = f"acct-{rng.randrange(40)}"
-                if reader.get("doc_totals", key) is None:
+                if queries.get("doc_totals", key).value is None:
                     problems.append(f"get({key!r}) found nothing after {len(reads)} reads")
                 reads.append(len(seen))
         except Exception as exc:  # pragma: no cover - reported below
