@@ -132,8 +132,8 @@ class DocumentReplayer:
 
     def plan(self, options: ReplayOptions) -> ReplayPlan:
         """What :meth:`run` would do; reads only."""
-        sources = check_options(self.projection, options)
         heads = self.reader.heads()
+        sources = check_options(self.projection, options, heads)
         after = options.from_position or 0
         plans = []
         for source in sources:
@@ -252,12 +252,12 @@ class DocumentReplayer:
             except OperationFailure as exc:
                 if exc.code != 48:  # NamespaceExists
                     raise
-        sources = list(self.projection.sources)
-        self._init_shadow_checkpoints(sources)
-        progress = dict.fromkeys(sources, 0)
-        summary.applied = dict.fromkeys(sources, 0)
+        sources: list[str] = []
+        progress: dict[str, int] = {}
+        summary.applied = {}
         while True:  # catch up with the head until a pass finds less than a batch to do
             heads = self.reader.heads()
+            self._add_sources(sources, progress, self.projection.lane_sources(heads))
             behind = 0
             for source in sources:
                 head = heads.get(source, 0)
@@ -275,6 +275,17 @@ class DocumentReplayer:
                 break
         self.hooks.before_swap()
         self._swap(sources, progress, summary, old)
+
+    def _add_sources(
+        self, sources: list[str], progress: dict[str, int], found: Sequence[str]
+    ) -> None:
+        """Add the sources of ``found`` not yet rebuilt (the members of a group grow while
+        the rebuild runs: a new tenant), from position 0."""
+        new = [s for s in found if s not in progress]
+        if new:
+            self._init_shadow_checkpoints(new)
+            sources.extend(new)
+            progress.update(dict.fromkeys(new, 0))
 
     def _init_shadow_checkpoints(self, sources: Sequence[str]) -> None:
         documents = [
@@ -322,6 +333,7 @@ class DocumentReplayer:
         self, sources: list[str], progress: dict[str, int], summary: ReplaySummary, old: int
     ) -> None:
         name = self.projection.name
+        self._add_sources(sources, progress, self.projection.lane_sources(self.reader.heads()))
         lanes = [Lane(name, s, p) for s in sources for p in range(self.projection.partitions)]
 
         def work(
@@ -358,6 +370,11 @@ class DocumentReplayer:
                     {"$set": {"position": targets[lane.source], "updated_at": now}},
                     session=session,
                 )
+            # A member source first logged after the heads were read (a new tenant) was
+            # applied live to the old generation only: it starts again from 0.
+            self.database[CHECKPOINTS].delete_many(
+                {"projection": name, "source": {"$nin": sources}}, session=session
+            )
             released = self._settle_parked(session)
             invalidation = self._journal_whole_projection(session)
             self.database[CHECKPOINTS].delete_many(
