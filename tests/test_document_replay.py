@@ -161,6 +161,44 @@ def clean_build(docs: Docs, mongo_database: Callable[[], str], name: str) -> dic
 # -- blue/green ------------------------------------------------------------------------
 
 
+def test_a_rebuild_of_a_group_reads_every_member_including_one_logged_meanwhile(
+    docs: Docs, mongo_database: Callable[[], str]
+) -> None:
+    """``@on("bank", ...)`` reads the member sources ``bank:<tenant>``; a member whose first
+    events are logged (and applied live, to the old generation) just before the swap is in
+    the new generation too, and its lanes go on from there."""
+    heads = {"bank:a": 0, "bank:b": 0}
+
+    def feed(source: str, events: Deposits) -> None:
+        heads[source] = append_events(
+            docs.log, events, source=source, aggregate_type="account", after=heads.get(source, 0)
+        )
+        docs.engine.catch_up()
+
+    seqs: dict[str, int] = {}
+    first = deposits(200, 10, seed=3, seqs=seqs)
+    feed("bank:a", first[:120])
+    feed("bank:b", first[120:])
+    later = deposits(30, 10, seed=4, seqs=seqs)
+
+    class NewMember(ReplayHooks):
+        def before_swap(self) -> None:
+            feed("bank:c", later)
+
+    summary = docs.replayer(hooks=NewMember(), batch=50).run(ReplayOptions())
+    assert summary.applied == {"bank:a": 120, "bank:b": 80, "bank:c": 30}
+    assert docs.totals() == totals(first + later)
+    assert docs.documents() == clean_build(docs, mongo_database, "doc_totals")
+    assert {(s, p): cp for (s, p), cp in docs.checkpoints().items()} == {
+        (source, p): head for source, head in heads.items() for p in range(4)
+    }
+    more = deposits(10, 10, seed=5, seqs=seqs)
+    feed("bank:c", more)
+    assert docs.totals() == totals(first + later + more)
+
+
+
+
 def test_rebuild_repairs_the_model_equals_a_clean_build_and_drops_the_old_generation(
     docs: Docs, mongo_database: Callable[[], str]
 ) -> None:
