@@ -197,8 +197,6 @@ def test_a_rebuild_of_a_group_reads_every_member_including_one_logged_meanwhile(
     assert docs.totals() == totals(first + later + more)
 
 
-
-
 def test_rebuild_repairs_the_model_equals_a_clean_build_and_drops_the_old_generation(
     docs: Docs, mongo_database: Callable[[], str]
 ) -> None:
