@@ -66,22 +66,37 @@ def reference_init(
         bool, typer.Option("--print", help="Print the DDL of each service instead of applying it.")
     ] = False,
 ) -> None:
-    """Create the auth, products and orders services' tables and outbox tables (idempotent).
+    """Create the auth, products and orders services' tables and outbox tables, and the chat
+    service's indexes and outbox index when there is one (idempotent).
 
-    The sources must be named auth, products and orders (config/examples/reference.toml).
+    The sources must be named auth, products, orders and (optional, MongoDB) chat
+    (config/examples/reference.toml).
     """
+    from projections.reference.chat_service import NO_CHAT, chat_source, chat_statements
     from projections.reference.provision import init_services, service_sources, service_statements
 
     settings = load(config, log_level="warning")
     sources = guarded(service_sources, settings)
+    chat = guarded(chat_source, settings)
     if print_only:
         for name, source in sources.items():
             print(f"-- service {name}")
             for statement in guarded(service_statements, name, source):
                 print(statement.rstrip() + ";\n")
+        if chat is None:
+            print(f"-- {NO_CHAT}")
+        else:
+            print("-- service chat (MongoDB, mongosh commands)")
+            for command in guarded(chat_statements, chat):
+                print(command + ";\n")
         return
     for name, count in guarded(init_services, settings).items():
-        out.print(f"{name}: {count} statements applied; tables and outbox are ready")
+        if name == "chat":
+            out.print(f"chat: {count} indexes ensured; collections and outbox are ready")
+        else:
+            out.print(f"{name}: {count} statements applied; tables and outbox are ready")
+    if chat is None:
+        out.print(escape(NO_CHAT), highlight=False)
 
 
 def simulate(
@@ -108,6 +123,8 @@ def simulate(
         f"in {result.seconds:.1f}s",
         highlight=False,
     )
+    for note in result.notes:
+        out.print(escape(note), highlight=False)
 
 
 def run_simulation(

@@ -6,9 +6,11 @@ them back, so both sides share these definitions. Money is in integer cents thro
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel
 
-AUTH, PRODUCTS, ORDERS = "auth", "products", "orders"
+AUTH, PRODUCTS, ORDERS, CHAT = "auth", "products", "orders", "chat"
 
 
 # -- auth (aggregate "user") ----------------------------------------------------------
@@ -120,3 +122,33 @@ class OrderCancelled(BaseModel):
     order_id: str
     user_id: str
     reason: str
+
+
+# -- chat / notifications (aggregates "conversation" and "user") ---------------------
+
+
+class MessagePosted(BaseModel):
+    """A message in a conversation; every message carries the conversation's participants
+    (users of the auth service), so the first one a reader sees is enough to show it."""
+
+    message_id: str
+    conversation_id: str
+    number: int  # the message's place in its conversation, from 1
+    sender_id: str
+    participant_ids: list[str]
+    subject: str
+    body: str
+    sent_at: datetime
+
+
+class NotificationSent(BaseModel):
+    """A notification to one user (aggregate ``user``: a user's notifications are ordered)."""
+
+    notification_id: str
+    user_id: str
+    number: int  # the user's notifications so far, this one included
+    kind: str  # order_shipped, new_message
+    title: str
+    body: str
+    reference_id: str  # the order or the conversation it is about
+    sent_at: datetime

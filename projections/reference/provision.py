@@ -11,7 +11,8 @@ from config import ConfigError, Settings, SourceSettings
 from outbox.db import describe_db_error, engine_kind
 from outbox.errors import SourceError
 from outbox.sources import open_source
-from projections.reference.events import AUTH, ORDERS, PRODUCTS
+from projections.reference.chat_service import chat_source, init_chat
+from projections.reference.events import AUTH, CHAT, ORDERS, PRODUCTS
 from projections.reference.services import service_ddl
 
 SERVICE_NAMES = (AUTH, PRODUCTS, ORDERS)
@@ -38,7 +39,8 @@ def service_statements(name: str, settings: SourceSettings) -> list[str]:
 
 
 def init_services(settings: Settings) -> dict[str, int]:
-    """Create whatever is missing in each service database; returns statements run per service."""
+    """Create whatever is missing in each service database (the chat service's indexes too,
+    when the config has one); returns statements run per service."""
     done: dict[str, int] = {}
     for name, source_settings in service_sources(settings).items():
         statements = service_statements(name, source_settings)
@@ -55,6 +57,9 @@ def init_services(settings: Settings) -> dict[str, int]:
         finally:
             source.close()
         done[name] = len(statements)
+    chat = chat_source(settings)
+    if chat is not None:
+        done[CHAT] = init_chat(chat)
     return done
 
 

@@ -27,8 +27,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from config import Settings
-from outbox.errors import SourceError
-from projections.reference.events import AUTH, ORDERS, PRODUCTS
+from outbox.errors import ReadmodelError
+from projections.reference.chat import ChatSimulation
+from projections.reference.chat_service import NO_CHAT, chat_source
+from projections.reference.events import AUTH, CHAT, ORDERS, PRODUCTS
 from projections.reference.provision import init_services, service_sources
 from projections.reference.services import (
     inventory_movements,
@@ -124,11 +126,12 @@ ZIPF_EXPONENT = 1.1
 
 @dataclass
 class SimulationResult:
-    """What a run did: actions by kind and outbox events by source."""
+    """What a run did: actions by kind, outbox events by source, and what it skipped."""
 
     actions: dict[str, int] = field(default_factory=dict)
     events: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def total_actions(self) -> int:
@@ -214,6 +217,7 @@ class Simulator:
         start: datetime = datetime(2025, 1, 6, 9, 0, tzinfo=UTC),
     ) -> None:
         self.settings = settings
+        self.seed = seed
         self.rng = random.Random(seed)
         self.rate = rate
         self.progress = progress or (lambda done, total: None)
@@ -226,6 +230,7 @@ class Simulator:
         self.popularity: list[float] = []  # cumulative Zipf weights by product rank
         self.placed: list[_Order] = []  # waiting for payment
         self.paid: list[_Order] = []  # waiting for shipping
+        self.chat: ChatSimulation | None = None  # with a [sources.chat] (chat.py)
 
     # -- driving --------------------------------------------------------------------
 
@@ -237,6 +242,14 @@ class Simulator:
         }
         remaining = planned_actions(users_count, orders_count)
         total = sum(remaining.values()) + orders_count + remaining["cancel"]  # + stock moves
+        chat = chat_source(self.settings)
+        if chat is None:
+            self.result.notes.append(NO_CHAT)
+        else:
+            self.chat = ChatSimulation(
+                chat, seed=self.seed, users=users_count, orders=orders_count, shop_actions=total
+            )
+            total += self.chat.planned + remaining["ship"]  # + notifications of shipments
         started = time.monotonic()
         done = 0
         try:
@@ -248,21 +261,29 @@ class Simulator:
                 kind = self.rng.choices(kinds, weights)[0]
                 remaining[kind] -= 1
                 done += self._perform(kind)
+                if self.chat is not None:
+                    done += self.chat.step(self.now, self.active_users)
                 self.now += timedelta(seconds=7)
                 self.progress(done, total)
                 if self.rate:
                     ahead = started + done / self.rate - time.monotonic()
                     if ahead > 0:
                         time.sleep(ahead)
+            if self.chat is not None:
+                done += self.chat.finish(self.now, self.active_users)
         finally:
             errors = []
-            for service in self.services.values():
+            for service in [*self.services.values(), *([self.chat] if self.chat else [])]:
                 try:
                     service.close()
-                except SourceError as exc:
+                except ReadmodelError as exc:
                     errors.append(exc)
             if errors:
                 raise errors[0]
+        if self.chat is not None:
+            for kind, n in self.chat.actions.items():
+                self.result.actions[kind] = n
+            self.result.events[CHAT] = self.chat.events
         self.progress(total, total)
         self.result.seconds = time.monotonic() - started
         return self.result
@@ -771,6 +792,8 @@ class Simulator:
             tracking_number=tracking,
             shipped_at=self.now,
         )
+        if self.chat is not None:
+            self.chat.order_shipped(self.now, order.id, order.user_id, tracking)
 
     def _cancel(self) -> int:
         pool = (
