@@ -183,6 +183,8 @@ def print_report(report: Any, limit: int = 20, console: Any = None) -> None:
         style = "green" if result.mismatch_count == 0 else "red"
         summary.add_row(name, str(result.checked), f"[{style}]{result.mismatch_count}[/]")
     console.print(summary)
+    for note in report.notes:
+        console.print(escape(note), highlight=False)
     shown = [m for r in report.projections.values() for m in r.mismatches[:limit]]
     if not shown:
         return

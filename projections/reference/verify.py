@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -67,6 +67,7 @@ class ProjectionReport:
 @dataclass
 class VerifyReport:
     projections: dict[str, ProjectionReport] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was skipped, and why
 
     @property
     def ok(self) -> bool:
@@ -75,6 +76,7 @@ class VerifyReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "notes": self.notes,
             "projections": {
                 name: {
                     "checked": r.checked,
@@ -90,9 +92,24 @@ class VerifyError(ReadmodelError):
     """A database could not be read while verifying."""
 
 
+class Check(Protocol):
+    """How one read model is recomputed: its keys in the services and in the read model
+    (sorted, after a key, at most ``limit``), and the expected and actual rows of a chunk of
+    keys (the expected row's columns are those compared)."""
+
+    name: str
+
+    def source_keys(self, after: str | None, limit: int) -> list[str]: ...
+
+    def expected(self, keys: Sequence[str]) -> dict[str, Row]: ...
+
+    def model_keys(self, after: str | None, limit: int) -> list[str]: ...
+
+    def actual(self, keys: Sequence[str]) -> dict[str, Row]: ...
+
+
 class _Check:
-    """How one projection is recomputed: its key in the services and in the read model, the
-    expected rows for a chunk of keys, and the columns compared."""
+    """A :class:`Check` of a projection in a SQL read store."""
 
     name: str
     table: sa.Table
@@ -296,13 +313,16 @@ def verify(
     chunk: int = CHUNK,
     keep: int = 100,
     progress: Callable[[str, int], None] | None = None,
+    more: Sequence[Check] = (),
 ) -> VerifyReport:
     """Compare each projection in ``stores`` (name -> the engine of its read store) with what
-    the ``services`` (``auth``, ``products``, ``orders`` engines) say it must hold.
+    the ``services`` (``auth``, ``products``, ``orders`` engines) say it must hold, then run
+    the checks in ``more`` (read models in other kinds of store).
     ``keep`` bounds how many mismatches per projection are kept as examples."""
     report = VerifyReport()
-    for name, store in stores.items():
-        check = CHECKS[name](services, store)
+    checks = [CHECKS[name](services, store) for name, store in stores.items()]
+    for check in [*checks, *more]:
+        name = check.name
         result = report.projections[name] = ProjectionReport(name)
 
         def found(mismatch: Mismatch, result: ProjectionReport = result) -> None:
