@@ -1,0 +1,156 @@
+"""The reference shop with its MongoDB chat service while the pipeline is SIGKILLed.
+
+``readmodel simulate`` (a subprocess, rate-capped so that it lasts while the kills happen)
+writes the shop into PostgreSQL and the chat service into MongoDB; ``readmodel relay`` and
+two ``readmodel work`` processes (Redis broker, a queue of this test's own) run the five
+reference projections, ``conversation_inbox`` into a MongoDB store. The relay is SIGKILLed
+and restarted three times and a worker twice while chat events flow. A worker killed inside
+a MongoDB transaction leaves it open until the server drops it (60 s): the lanes it held
+wait for that, so the workers are killed early and the catch-up deadline allows for it.
+Afterwards ``readmodel verify`` must find every read model equal to the services, and
+nothing parked in either store.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from config import load_settings
+from outbox.mongo import mongo_database as database_name
+from outbox.status import source_statuses
+from projections.reference import CHAT_PROJECTION_MODULES, PROJECTION_MODULES
+from tests.broker_helpers import Processes
+from tests.cli_helpers import run_cli, write_config
+from tests.reference_helpers import count
+from workers.runtime import build_runtime
+
+pytestmark = pytest.mark.chaos
+
+USERS, ORDERS, RATE = 200, 800, "120"  # about 3,300 shop actions: ~30 s at that rate
+KILLS = {"relay": 3, "worker": 2}
+KILL_EVERY = (3.0, 5.0)
+CATCH_UP_DEADLINE = 150.0  # a transaction left open by a killed worker holds lanes for 60 s
+
+
+def _booted(processes: Processes, key: str) -> bool:
+    log = processes.logs / f"{key}.log"
+    return log.exists() and "worker started" in log.read_text(errors="replace")
+
+
+def _caught_up(config: Path) -> bool:
+    settings = load_settings(config)
+    runtime = build_runtime(settings, create_tables=False, migrate=False)
+    try:
+        pending = sum(s.undelivered or 0 for s in source_statuses(settings, runtime.log))
+        return pending == 0 and not runtime.engine.lagging()
+    finally:
+        runtime.close()
+
+
+def test_conversation_inbox_verifies_after_a_chat_run_with_kills(
+    pg_database: Callable[[], str],
+    mongo_database: Callable[[], str],
+    broker_for: Callable[[str], dict[str, Any]],
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(4242)
+    store, docs, chat = pg_database(), mongo_database(), mongo_database()
+    config = write_config(
+        tmp_path / "chat.toml",
+        {
+            "projections": PROJECTION_MODULES + CHAT_PROJECTION_MODULES,
+            "store": {"url": store},
+            "stores": {"docs": {"url": docs}},
+            "broker": broker_for("redis"),
+            "engine": {"batch_size": 200, "sweep_every": "1s"},
+            "sources": {
+                "auth": {"url": pg_database()},
+                "products": {"url": pg_database()},
+                "orders": {"url": pg_database()},
+                "chat": {"url": chat, "lease": "2s"},
+            },
+        },
+    )
+    for command in (["migrate"], ["reference", "init"]):
+        result = run_cli([*command, "--config", str(config)])
+        assert result.exit_code == 0, result.output
+
+    work = ("work", "--config", str(config), "-p", "1", "-t", "4")
+    relay = processes.start("relay", "relay", "--config", str(config))
+    workers = [processes.start("worker", *work) for _ in range(2)]
+    simulate = processes.start(
+        "simulate",
+        *("simulate", "--config", str(config), "--users", str(USERS), "--orders", str(ORDERS)),
+        *("--seed", "99", "--rate", RATE),
+    )
+    simulator = processes.running[simulate]
+    chat_events_at_kills: list[int] = []
+    kills = {"relay": 0, "worker": 0}
+    while any(kills[k] < n for k, n in KILLS.items()):
+        time.sleep(rng.uniform(*KILL_EVERY))
+        dead = {k: p.returncode for k, p in processes.running.items() if p.poll() is not None}
+        dead.pop(simulate, None)
+        assert not dead, f"exited on their own: {dead}\n" + processes.log_tail()
+        chat_events_at_kills.append(_chat_events(docs))
+        if kills["worker"] < KILLS["worker"] and kills["worker"] <= kills["relay"]:
+            booted = [key for key in workers if _booted(processes, key)]
+            if not booted:
+                continue
+            victim = rng.choice(booted)
+            processes.kill(victim)
+            workers.remove(victim)
+            workers.append(processes.start("worker", *work))
+            kills["worker"] += 1
+        else:
+            processes.kill(relay)
+            relay = processes.start("relay", "relay", "--config", str(config))
+            kills["relay"] += 1
+    assert simulator.poll() is None, "the simulation ended before the kills: make it longer"
+    assert simulator.wait(timeout=300) == 0, processes.log_tail()
+    processes.running.pop(simulate)
+    # chat events were being applied while the pipeline was killed
+    assert chat_events_at_kills[-1] > chat_events_at_kills[0]
+
+    deadline = time.monotonic() + CATCH_UP_DEADLINE
+    while not _caught_up(config):
+        assert time.monotonic() < deadline, "not caught up\n" + processes.log_tail()
+        time.sleep(1)
+    while not all(_booted(processes, key) for key in workers):  # SIGTERM while importing
+        time.sleep(0.2)
+    codes = processes.stop_all()
+    assert set(codes.values()) == {0}, f"exit codes {codes}\n" + processes.log_tail()
+
+    result = run_cli(["verify", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["behind"] == "" and report["notes"] == []
+    checked = {name: p["checked"] for name, p in report["projections"].items()}
+    assert checked["conversation_inbox"] == USERS // 4
+    assert checked["conversation_inbox_notifications"] > USERS // 2
+    assert count(store, "SELECT count(*) FROM rm_parked_events") == 0
+    client: MongoClient[dict[str, Any]] = MongoClient(docs)
+    try:
+        assert client[database_name(docs)]["rm_parked_events"].count_documents({}) == 0
+    finally:
+        client.close()
+
+
+def _chat_events(docs: str) -> int:
+    """Messages and notifications counted by conversation_inbox so far."""
+    client: MongoClient[dict[str, Any]] = MongoClient(docs)
+    try:
+        database = client[database_name(docs)]
+        messages = sum(d["message_count"] for d in database["conversation_inbox"].find())
+        notified = sum(d["count"] for d in database["conversation_inbox_notifications"].find())
+        return messages + notified
+    finally:
+        client.close()
