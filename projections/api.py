@@ -166,6 +166,9 @@ class Projection:
     collections: ClassVar[tuple[str, ...]] = ()
     """The collections of a projection kept in a MongoDB store (instead of ``tables``):
     handlers then get a :class:`projections.mongo_tx.DocumentTx`."""
+    collection_indexes: ClassVar[Mapping[str, Sequence[str | tuple[str, ...]]]] = {}
+    """Indexes the MongoDB store creates on the collections, beside ``_id``: collection ->
+    fields (a tuple for a compound index), e.g. ``{"inbox": ["participant_ids"]}``."""
     partitions: ClassVar[int] = 4
     upcasters: ClassVar[Mapping[tuple[str, int], Upcaster]] = {}
     store: ClassVar[str] = "default"

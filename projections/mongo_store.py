@@ -24,13 +24,14 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
+from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
     DuplicateKeyError,
@@ -122,6 +123,9 @@ class MongoStore(Store):
             self.database[FAILURES].create_index(
                 [("projection", ASCENDING), ("source", ASCENDING), ("position", ASCENDING)]
             )
+            for projection in projections:
+                physical = collections_at(projection, generation_of(self.database, projection.name))
+                create_collection_indexes(self.database, projection, physical)
         except PyMongoError as exc:
             raise StoreError(f"cannot create collections: {_describe(exc)}") from exc
 
@@ -615,6 +619,22 @@ class MongoStore(Store):
 # index, a document too large, a value BSON cannot hold, a field name it refuses): the same
 # writes fail again, so one of the batch's events is poison.
 REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
+
+
+def create_collection_indexes(
+    database: Database, projection: Projection, physical: Mapping[str, str]
+) -> None:
+    """The indexes ``projection`` declares (``collection_indexes``) on its collections of
+    one generation (``physical``: declared name -> collection)."""
+    for collection, indexes in projection.collection_indexes.items():
+        if collection not in projection.collections:
+            raise StoreError(
+                f"projection {projection.name!r} declares indexes on {collection!r}, "
+                f"which is not one of its collections"
+            )
+        for fields in indexes:
+            keys = [fields] if isinstance(fields, str) else list(fields)
+            database[physical[collection]].create_index([(f, ASCENDING) for f in keys])
 
 
 def _handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:

@@ -498,6 +498,30 @@ def test_a_store_refuses_projections_of_the_other_kind(
         sql.close()
 
 
+def test_a_document_projection_declares_the_indexes_of_its_collections(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    from outbox.errors import StoreError
+
+    class Indexed(DocTotals):
+        collection_indexes = {"doc_totals": ["last_seq", ("violations", "total")]}
+
+    class Misplaced(DocTotals):
+        collection_indexes = {"elsewhere": ["last_seq"]}
+
+    _, store, _ = docs
+    for _ in range(2):  # idempotent
+        store.create_tables([Indexed()])
+    keys = [tuple(i["key"]) for i in store.database["doc_totals"].index_information().values()]
+    assert sorted(keys) == [
+        (("_id", 1),),
+        (("last_seq", 1),),
+        (("violations", 1), ("total", 1)),
+    ]
+    with pytest.raises(StoreError, match="indexes on 'elsewhere', which is not one of its"):
+        store.create_tables([Misplaced()])
+
+
 def test_parked_events_of_two_stores_sharing_a_number_are_told_apart(
     docs: tuple[EventLog, MongoStore, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

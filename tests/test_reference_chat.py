@@ -98,6 +98,9 @@ def test_conversation_inbox_follows_both_sources_and_verify_finds_no_mismatch(
         run_until_caught_up(runtime)
         inbox = documents(docs, INBOX)[INBOX]
         assert all(p["name"] and "@" in p["email"] for d in inbox for p in d["participants"])
+        store = runtime.engine.store_of("conversation_inbox")
+        indexes = store.database[INBOX].index_information().values()  # type: ignore[attr-defined]
+        assert (("participant_ids", 1),) in [tuple(i["key"]) for i in indexes]
         assert sum(d["message_count"] for d in inbox) == sum(
             result.actions[k] for k in ("start_conversation", "reply")
         )

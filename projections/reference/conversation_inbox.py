@@ -52,6 +52,7 @@ class ConversationInbox(Projection):
     name = "conversation_inbox"
     store = "docs"
     collections = (INBOX, NOTIFICATIONS, USERS)
+    collection_indexes = {INBOX: ["participant_ids"]}  # a user's inbox; their e-mail changes
     key_tags = {INBOX: "conversation:{_id}", NOTIFICATIONS: "user:{_id}"}
     replay_safe = True
 
