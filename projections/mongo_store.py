@@ -34,6 +34,7 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
+    CollectionInvalid,
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
@@ -110,8 +111,10 @@ class MongoStore(Store):
                 if name not in present:
                     try:
                         self.database.create_collection(name)
+                    except CollectionInvalid:  # another process made it since we listed
+                        pass
                     except OperationFailure as exc:
-                        if exc.code != 48:  # NamespaceExists: another process made it
+                        if exc.code != 48:  # NamespaceExists: the same, seen by the server
                             raise
             self.database[PARKED].create_index(
                 [("projection", ASCENDING), ("source", ASCENDING), ("position", ASCENDING)],

@@ -498,6 +498,38 @@ def test_a_store_refuses_projections_of_the_other_kind(
         sql.close()
 
 
+def test_workers_starting_together_create_the_collections_once_without_failing(
+    mongo_database: Callable[[], str],
+) -> None:
+    """Worker processes of one deployment start at once: each lists the collections, then
+    creates those it did not see, which another one may have created in between."""
+    for _ in range(5):
+        url = mongo_database()
+        stores = [MongoStore(url) for _ in range(6)]
+        start = threading.Barrier(len(stores))
+        errors: list[BaseException] = []
+
+        def create(
+            store: MongoStore, start: threading.Barrier = start, errors: list[Any] = errors
+        ) -> None:
+            start.wait()
+            try:
+                store.create_tables([DocTotals()])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=create, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        names = set(stores[0].database.list_collection_names())
+        for store in stores:
+            store.close()
+        assert errors == []
+        assert {"doc_totals", "rm_checkpoints", "rm_parked_events"} <= names
+
+
 def test_a_document_projection_declares_the_indexes_of_its_collections(
     docs: tuple[EventLog, MongoStore, str],
 ) -> None:
