@@ -12,6 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,13 @@ def mongo_server() -> Iterator[str]:
         _wait_for(MONGO_URL, None, None)
         yield MONGO_URL.rstrip("/")
         return
+    with secantus_server() as url:
+        yield url
+
+
+@contextmanager
+def secantus_server() -> Iterator[str]:
+    """A SecantusDB server on a free port, stopped and its files removed on exit."""
     home = Path(tempfile.mkdtemp(prefix="rm_test_mongo_"))
     port = _free_port()
     log = home / "server.log"
@@ -94,13 +102,24 @@ def mongo_database(mongo_server: str) -> Iterator[Callable[[], str]]:
         return f"{mongo_server}/{name}?directConnection=true"
 
     yield make
-    # The server and its files go with the session: a drop that times out (behind a
-    # transaction a killed process left open) is left to that.
+    drop_databases(mongo_server, created, own_server=not MONGO_URL)
+
+
+def drop_databases(server: str, names: list[str], *, own_server: bool) -> None:
+    """Drop a test's databases. On the session's own server, every session is killed first:
+    a drop behind a transaction that a killed process left open would otherwise wedge
+    SecantusDB for every later test (tests run one at a time, so no other test's session
+    is open). A drop that still times out is left to the end of the session."""
     client: MongoClient[dict[str, object]] = MongoClient(
-        mongo_server, directConnection=True, timeoutMS=10_000
+        server, directConnection=True, timeoutMS=10_000
     )
     try:
-        for name in created:
+        if own_server:
+            try:
+                client.admin.command("killAllSessions", [])
+            except PyMongoError:
+                pass
+        for name in names:
             try:
                 client.drop_database(name)
             except PyMongoError:
