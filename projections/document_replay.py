@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import structlog
 from pymongo.client_session import ClientSession
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import PyMongoError
 
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import StoreError
@@ -59,6 +59,8 @@ from projections.mongo_store import (
     CHECKPOINTS,
     REFUSED_WRITES,
     MongoStore,
+    create_collection_indexes,
+    create_collections,
     lane_id,
     retryable,
 )
@@ -246,12 +248,8 @@ class DocumentReplayer:
         old = generation_of(self.database, self.projection.name)
         self._shadow = collections_at(self.projection, old + 1)
         self._written = {}
-        for name in self._shadow.values():
-            try:
-                self.database.create_collection(name)
-            except OperationFailure as exc:
-                if exc.code != 48:  # NamespaceExists
-                    raise
+        create_collections(self.database, self._shadow.values())
+        create_collection_indexes(self.database, self.projection, self._shadow)
         sources: list[str] = []
         progress: dict[str, int] = {}
         summary.applied = {}

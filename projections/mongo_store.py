@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -100,22 +100,13 @@ class MongoStore(Store):
                     f"{projection.store!r} is a MongoDB store, which holds documents"
                 )
         try:
-            present = set(self.database.list_collection_names())
             wanted = [
                 c
                 for p in projections
                 for c in collections_at(p, generation_of(self.database, p.name)).values()
             ]
             own = (CHECKPOINTS, BLOCKED, PARKED, FAILURES, INVALIDATIONS, COUNTERS, GENERATIONS)
-            for name in (*own, *wanted):
-                if name not in present:
-                    try:
-                        self.database.create_collection(name)
-                    except CollectionInvalid:  # another process made it since we listed
-                        pass
-                    except OperationFailure as exc:
-                        if exc.code != 48:  # NamespaceExists: the same, seen by the server
-                            raise
+            create_collections(self.database, (*own, *wanted))
             self.database[PARKED].create_index(
                 [("projection", ASCENDING), ("source", ASCENDING), ("position", ASCENDING)],
                 unique=True,
@@ -622,6 +613,21 @@ class MongoStore(Store):
 # index, a document too large, a value BSON cannot hold, a field name it refuses): the same
 # writes fail again, so one of the batch's events is poison.
 REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
+
+
+def create_collections(database: Database, names: Iterable[str]) -> None:
+    """Create those of the collections ``names`` that do not exist yet (another process
+    may be creating them at the same time)."""
+    present = set(database.list_collection_names())
+    for name in names:
+        if name not in present:
+            try:
+                database.create_collection(name)
+            except CollectionInvalid:  # another process made it since we listed
+                pass
+            except OperationFailure as exc:
+                if exc.code != 48:  # NamespaceExists: the same, seen by the server
+                    raise
 
 
 def create_collection_indexes(

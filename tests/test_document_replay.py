@@ -161,6 +161,21 @@ def clean_build(docs: Docs, mongo_database: Callable[[], str], name: str) -> dic
 # -- blue/green ------------------------------------------------------------------------
 
 
+def test_the_next_generation_has_the_indexes_the_projection_declares(docs: Docs) -> None:
+    class Indexed(DocTotals):
+        collection_indexes = {"doc_totals": ["last_seq", ("violations", "total")]}
+
+    docs.projections["doc_totals"] = Indexed()
+    docs.store.create_tables([Indexed()])
+    docs.engine = docs.engine_on(docs.store)
+    docs.feed(deposits(100, 5, seed=6))
+    docs.replayer().run(ReplayOptions())
+    database = docs.store.database
+    assert generation_of(database, "doc_totals") == 1
+    keys = sorted(tuple(i["key"]) for i in database["doc_totals__g1"].index_information().values())
+    assert keys == [(("_id", 1),), (("last_seq", 1),), (("violations", 1), ("total", 1))]
+
+
 def test_a_rebuild_of_a_group_reads_every_member_including_one_logged_meanwhile(
     docs: Docs, mongo_database: Callable[[], str]
 ) -> None:
