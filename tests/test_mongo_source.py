@@ -425,17 +425,17 @@ def test_a_drain_longer_than_the_lease_renews_it(
 ) -> None:
     url = mongo_database()
     settings = make_settings(
-        pg_database(), {SOURCE: {"url": url, "lease": "300ms", "batch_size": 5}}
+        pg_database(), {SOURCE: {"url": url, "lease": "1s", "batch_size": 4}}
     )
     db = MongoOutboxDb(url)
-    db.insert([("room", f"r{i % 7}", "MessagePosted", {"n": i}) for i in range(600)])
+    db.insert([("room", f"r{i % 7}", "MessagePosted", {"n": i}) for i in range(1200)])
     relay = Relay(settings)
     try:
         started = time.monotonic()
         totals = relay.drain()[SOURCE]
         took = time.monotonic() - started
-        assert (totals.relayed, totals.errors) == (600, [])
-        assert took > 0.3, "the drain was too short to need a renewal"
+        assert (totals.relayed, totals.errors) == (1200, [])
+        assert took > 1.0, "the drain was too short to need a renewal"
         assert db.count(pending_only=False) == 0
     finally:
         relay.close()
