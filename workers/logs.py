@@ -31,13 +31,17 @@ def configure_logging(level: str = "info", json_output: bool = False) -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    # Tracebacks are made text before the secrets are masked, in both modes: the console
+    # renderer would otherwise draw them itself after masking, with each frame's local
+    # variables (rich's default), which hold DSNs and passwords.
+    processors += [structlog.processors.format_exc_info, _redact]
     renderer: Any
     if json_output:
-        processors += [structlog.processors.format_exc_info, _redact]
         renderer = structlog.processors.JSONRenderer()
     else:
-        processors.append(_redact)
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
