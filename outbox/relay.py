@@ -20,7 +20,7 @@ from outbox.errors import LogError, ReadmodelError, SourceError
 from outbox.log import AppendResult, EventLog, LogRejectedError
 from outbox.rows import LogRecord, MalformedRow, decode_rows
 from outbox.source import OutboxSource
-from outbox.sources import open_source
+from outbox.sources import open_source, source_failure
 
 logger = structlog.get_logger("readmodel.relay")
 
@@ -186,6 +186,10 @@ class SourceRelay:
                 self._failed(exc)
                 stop.wait(error_backoff)
                 error_backoff = min(error_backoff * 2, 5.0)
+            except Exception as exc:  # a DSN the driver refuses: reported, retried, never fatal
+                self._failed(source_failure(self.name, exc))
+                stop.wait(error_backoff)
+                error_backoff = min(error_backoff * 2, 5.0)
         self._step_down()
 
     def _lead(self) -> bool:
@@ -214,10 +218,29 @@ class SourceRelay:
                 hook.on_leadership(self.name, False)
 
     def _step_down(self) -> None:
-        self.source.close()
+        try:
+            self.source.close()
+        except Exception as exc:
+            logger.warning("closing the source failed", source=self.name, error=str(exc))
         if self._was_leading:
             self._was_leading = False
             logger.info("released source", source=self.name)
+
+
+def drain_source(relay: SourceRelay) -> RelayTotals:
+    """``relay.drain()``, any failure recorded as that source's error; the source closed."""
+    try:
+        return relay.drain()
+    except ReadmodelError as exc:
+        relay.totals.errors.append(str(exc))
+    except Exception as exc:
+        relay.totals.errors.append(str(source_failure(relay.name, exc)))
+    finally:
+        try:
+            relay.source.close()
+        except Exception as exc:
+            relay.totals.errors.append(str(source_failure(relay.name, exc)))
+    return relay.totals
 
 
 def _record_as_raw(record: LogRecord) -> dict[str, object]:
@@ -273,13 +296,7 @@ class Relay:
         """Relay every source until its outbox is empty (``readmodel relay --once``)."""
         results: dict[str, RelayTotals] = {}
         for relay in self.relays:
-            try:
-                results[relay.name] = relay.drain()
-            except ReadmodelError as exc:
-                relay.totals.errors.append(str(exc))
-                results[relay.name] = relay.totals
-            finally:
-                relay.source.close()
+            results[relay.name] = drain_source(relay)
         for tenants in self.tenant_relays:
             results.update(tenants.drain())
         return results

@@ -7,9 +7,8 @@ from typing import Any
 
 from config import Settings, SourceSettings
 from outbox.db import redact_dsn
-from outbox.errors import ReadmodelError
 from outbox.log import EventLog
-from outbox.sources import open_source, source_kind
+from outbox.sources import open_source, source_failure, source_kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +61,15 @@ def source_status(
     undelivered: int | None = None
     age: float | None = None
     error: str | None = None
-    source = open_source(name, source_settings)
     try:
-        stats = source.pending()
-        undelivered, age = stats.undelivered, stats.oldest_age_seconds
-    except ReadmodelError as exc:
-        error = str(exc)
-    finally:
-        source.close()
+        source = open_source(name, source_settings)
+        try:
+            stats = source.pending()
+            undelivered, age = stats.undelivered, stats.oldest_age_seconds
+        finally:
+            source.close()
+    except Exception as exc:  # that source's error, whatever it is; the others are reported
+        error = str(source_failure(name, exc))
     return SourceStatus(
         source=name,
         engine=source_kind(source_settings.url),

@@ -19,7 +19,7 @@ import structlog
 from config import RelaySettings, SourceSettings
 from outbox.errors import SourceError
 from outbox.log import EventLog
-from outbox.relay import RelayHooks, RelayTotals, SourceRelay
+from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
 from outbox.tenant_registry import Members, TenantRegistry
 
@@ -52,6 +52,7 @@ class TenantRelays:
         self.hooks = list(hooks)
         self._members: dict[str, _Member] = {}
         self._reported: set[str] = set()
+        self._start_errors: dict[str, str] = {}  # member -> why it could not start (logged once)
         self._lock = threading.Lock()
 
     @property
@@ -80,18 +81,20 @@ class TenantRelays:
             members = self.read()
         except SourceError as exc:
             return {self.group: RelayTotals(errors=[str(exc)])}
+        finally:
+            self.registry.close()  # read once; a one-shot command keeps no connection open
         results: dict[str, RelayTotals] = {}
         for problem in members.problems:  # reported; the other members are relayed
             results.setdefault(problem.source, RelayTotals()).errors.append(str(problem))
         for name, settings in members.sources.items():
-            relay = SourceRelay(open_source(name, settings), self.log, self.settings, self.hooks)
-            try:
-                results[name] = relay.drain()
+            try:  # a DSN that cannot be opened is that member's error; the others go on
+                relay = SourceRelay(
+                    open_source(name, settings), self.log, self.settings, self.hooks
+                )
             except SourceError as exc:
-                relay.totals.errors.append(str(exc))
-                results[name] = relay.totals
-            finally:
-                relay.source.close()
+                results[name] = RelayTotals(errors=[str(exc)])
+                continue
+            results[name] = drain_source(relay)
         return results
 
     def run(self, stop: threading.Event) -> None:
@@ -130,9 +133,20 @@ class TenantRelays:
                 running = None
             if running is None:
                 self._start(name, settings)
+        for name in set(self._start_errors) - set(wanted):
+            del self._start_errors[name]
 
     def _start(self, name: str, settings: SourceSettings) -> None:
-        relay = SourceRelay(open_source(name, settings), self.log, self.settings, self.hooks)
+        """Start relaying one member; one that cannot be opened is reported (once while its
+        error stays the same) and tried again at the next refresh."""
+        try:
+            relay = SourceRelay(open_source(name, settings), self.log, self.settings, self.hooks)
+        except SourceError as exc:
+            if self._start_errors.get(name) != str(exc):
+                logger.warning("tenant source cannot be relayed", source=name, error=str(exc))
+            self._start_errors[name] = str(exc)
+            return
+        self._start_errors.pop(name, None)
         stop = threading.Event()
         thread = threading.Thread(target=relay.run, args=(stop,), name=f"relay-{name}", daemon=True)
         with self._lock:

@@ -308,34 +308,49 @@ def outbox_init(
     """Create the outbox table, its indexes and (PostgreSQL) the NOTIFY trigger for a source;
     for a MongoDB source, the collection's indexes. A tenant registry's group name (or one
     member, pos:acme) does it for each tenant database the registry lists."""
-    from outbox.errors import SourceError
-    from outbox.sources import open_source
+    from outbox.sources import open_source, source_failure
 
     settings = load(config, log_level="warning")
     targets = _outbox_sources(settings, source)
     unreachable = 0
     for name, source_settings in targets.items():
-        outbox_source = open_source(name, source_settings)
+        # One tenant database down, or a DSN that cannot be opened, does not stop the others'.
         try:
-            statements = outbox_source.ddl()
-            if print_only:
-                for statement in statements:
-                    print(statement.rstrip() + ";\n")
-                continue
-            if len(targets) == 1:
-                guarded(outbox_source.install)
-            else:  # one tenant database down does not stop the others'
-                try:
+            outbox_source = open_source(name, source_settings)
+            try:
+                statements = outbox_source.ddl()
+                if not print_only:
                     outbox_source.install()
-                except SourceError as exc:
-                    err.print(f"[red]{escape(str(exc))}[/]", highlight=False, soft_wrap=True)
-                    unreachable += 1
-                    continue
-            out.print(f"{name}: outbox table {source_settings.table!r} is ready")
-        finally:
-            outbox_source.close()
+            finally:
+                outbox_source.close()
+        except Exception as exc:
+            if len(targets) == 1:
+                guarded(_reraise, source_failure(name, exc) if _unexpected(exc) else exc)
+            err.print(
+                f"[red]{escape(str(source_failure(name, exc)))}[/]", highlight=False, soft_wrap=True
+            )
+            unreachable += 1
+            continue
+        if print_only:
+            for statement in statements:
+                print(statement.rstrip() + ";\n")
+            continue
+        out.print(f"{name}: outbox table {source_settings.table!r} is ready")
     if unreachable:
         raise typer.Exit(EXIT_UNREACHABLE)
+
+
+def _unexpected(exc: BaseException) -> bool:
+    """Not an error readmodel or the database driver reports itself (``guarded`` knows those)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from outbox.errors import ReadmodelError
+
+    return not isinstance(exc, (ReadmodelError, SQLAlchemyError))
+
+
+def _reraise(exc: BaseException) -> None:
+    raise exc
 
 
 def _outbox_sources(settings: Settings, source: str) -> dict[str, Any]:
