@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from config.outbox_identity import shared_outboxes
 from config.secrets import reveal
 
 _SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}(:[A-Za-z0-9_.-]{1,100})?$")
@@ -577,6 +578,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"source {clash[0]!r} has the name of a source group ({clash[0]}:...): a "
                 f"projection subscribed to {clash[0]!r} would read both; rename one"
+            )
+        for names in shared_outboxes(value):
+            raise ValueError(
+                f"sources {' and '.join(repr(n) for n in names)} read the same database and "
+                f"outbox table: their rows would be mixed (whichever relays first takes them); "
+                f"give each its own outbox, or keep one source"
             )
         return value
 

@@ -286,7 +286,10 @@ class Relay:
         ]
         self.tenant_relays = [
             TenantRelays(
-                TenantRegistry(name, settings.tenants[name]), self.log, settings.relay, hooks
+                TenantRegistry(name, settings.tenants[name], settings.sources),
+                self.log,
+                settings.relay,
+                hooks,
             )
             for name in names
             if name in settings.tenants

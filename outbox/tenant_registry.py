@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import Settings, SourceSettings, TenantRegistrySettings
+from config.outbox_identity import shared_outboxes
 from outbox.db import create_engine, describe_db_error, engine_kind, redact_dsn
 from outbox.errors import SourceError
 from outbox.source_groups import NAME, member_source
@@ -55,9 +56,16 @@ class Members:
 class TenantRegistry:
     """One ``[tenants.NAME]`` registry; :meth:`read` lists its member sources."""
 
-    def __init__(self, group: str, settings: TenantRegistrySettings) -> None:
+    def __init__(
+        self,
+        group: str,
+        settings: TenantRegistrySettings,
+        others: Mapping[str, SourceSettings] | None = None,
+    ) -> None:
         self.group = group
         self.settings = settings
+        self.others = dict(others or {})
+        """The configuration's ``[sources.*]``: a member may not read one of their outboxes."""
         self._engine: sa.Engine | None = None
 
     @property
@@ -75,7 +83,29 @@ class TenantRegistry:
                 problems.append(member)
             else:
                 sources[member_source(self.group, member.tenant or "")] = member
+        problems += self._shared_outboxes(sources)
         return Members(self.group, sources, problems)
+
+    def _shared_outboxes(self, sources: dict[str, SourceSettings]) -> list[RegistryProblem]:
+        """Members whose DSNs name one database and outbox table (with each other, or with
+        a ``[sources.*]``): the relay's lock is per outbox, so whichever led would take the
+        others' rows as its own tenant's. Each is a bad row, removed from ``sources``."""
+        problems: list[RegistryProblem] = []
+        for names in shared_outboxes({**self.others, **sources}):
+            members = [n for n in names if n in sources]
+            for name in members:
+                tenant = sources.pop(name).tenant
+                also = ", ".join(
+                    f"tenant {n.partition(':')[2]!r}" if n in members else f"source {n!r}"
+                    for n in names
+                    if n != name
+                )
+                reason = (
+                    f"the same database and outbox table as {also}: not relayed (each "
+                    f"tenant needs a database of its own)"
+                )
+                problems.append(RegistryProblem(self.group, tenant, reason))
+        return problems
 
     def _rows(self) -> list[tuple[Any, ...]]:
         if self._engine is None:
@@ -140,7 +170,9 @@ def member_settings(registry: TenantRegistrySettings, tenant: str, dsn: str) -> 
 
 
 def registries(settings: Settings) -> list[TenantRegistry]:
-    return [TenantRegistry(group, s) for group, s in sorted(settings.tenants.items())]
+    return [
+        TenantRegistry(group, s, settings.sources) for group, s in sorted(settings.tenants.items())
+    ]
 
 
 def _reason(error: Any) -> str:

@@ -364,7 +364,7 @@ def _outbox_sources(settings: Settings, source: str) -> dict[str, Any]:
     if group not in settings.tenants:
         known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
         raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
-    registry = TenantRegistry(group, settings.tenants[group])
+    registry = TenantRegistry(group, settings.tenants[group], settings.sources)
     try:
         members = guarded(registry.read)
     finally:
