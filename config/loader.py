@@ -32,6 +32,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         data = read_toml(Path(path))
     env_keys = _env_keys()
     _check_env_keys(env_keys)
+    _check_env_sources(env_keys, data)
     token = _file_data.set(data)
     try:
         settings = Settings(**overrides)
@@ -76,6 +77,46 @@ def _check_env_keys(env_keys: set[str]) -> None:
             raise ConfigError(
                 f"invalid configuration:\n  environment variable READMODEL_{key.upper()}: "
                 f"unknown key {top!r} (nested keys are joined by '__', e.g. READMODEL_STORE__URL)"
+            )
+
+
+def _check_env_sources(env_keys: set[str], data: dict[str, Any]) -> None:
+    """A variable for a source the file does not have adds that source, unless its name
+    reads as a member of a source group (``READMODEL_SOURCES__POS_ACME__URL`` beside
+    ``[tenants.pos]`` or ``[sources."pos:..."]``): a variable cannot spell ``:``, so it
+    would add an ungrouped ``pos_acme`` reading a tenant's database with nothing to read
+    its events. Such a variable is refused; members are added in the file or registry."""
+    sources = data.get("sources") if isinstance(data.get("sources"), dict) else {}
+    tenants = data.get("tenants") if isinstance(data.get("tenants"), dict) else {}
+    spelled = {str(n).lower() for n in sources} | {
+        str(n).lower().replace(":", "_") for n in sources
+    }
+    registries = {str(n).lower() for n in tenants}
+    registries |= {k.split("__")[1] for k in env_keys if k.startswith("tenants__") and "__" in k}
+    static_groups = {str(n).partition(":")[0].lower() for n in sources if ":" in str(n)}
+    for key in sorted(env_keys):
+        parts = key.split("__")
+        if parts[0] != "sources" or len(parts) < 2 or parts[1] in spelled:
+            continue
+        name = parts[1]
+        for group in sorted(registries | static_groups, key=len, reverse=True):
+            if not name.startswith(f"{group}_"):
+                continue
+            member = f"{group}:{name[len(group) + 1 :]}"
+            if group in registries:
+                remedy = (
+                    f"{member!r} would be a member of tenant registry {group!r}, whose DSNs "
+                    f"come from the registry: change the tenant's row there"
+                )
+            else:
+                remedy = (
+                    f"the file has no source {member!r}: add it there (a variable only "
+                    f"overrides a member the file has)"
+                )
+            raise ConfigError(
+                f"invalid configuration:\n  environment variable READMODEL_{key.upper()}: "
+                f"it would add a source {name!r} outside source group {group!r}, reading a "
+                f"tenant's database that no projection of the group reads; {remedy}"
             )
 
 
