@@ -579,6 +579,16 @@ class Settings(BaseSettings):
                 f"source {clash[0]!r} has the name of a source group ({clash[0]}:...): a "
                 f"projection subscribed to {clash[0]!r} would read both; rename one"
             )
+        spelled: dict[str, str] = {}
+        for name in value:  # a variable cannot spell ':' or tell case: two names, one variable
+            variable = f"READMODEL_SOURCES__{name.upper().replace(':', '_')}__..."
+            if variable in spelled:
+                raise ValueError(
+                    f"sources {spelled[variable]!r} and {name!r} are both spelled {variable} "
+                    f"in environment variables (':' is written '_', case is not told "
+                    f"apart): rename one"
+                )
+            spelled[variable] = name
         for names in shared_outboxes(value):
             raise ValueError(
                 f"sources {' and '.join(repr(n) for n in names)} read the same database and "

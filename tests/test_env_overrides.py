@@ -54,3 +54,29 @@ def test_variables_still_override_members_and_add_other_sources(
     settings = load_settings(_registry_config(tmp_path))
     assert sorted(settings.sources) == ["orders", "pos_static:acme"]
     assert settings.sources["pos_static:acme"].url == ROTATED
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "variable"),
+    [
+        ("pos:a_b", "pos_a:b", "READMODEL_SOURCES__POS_A_B__"),
+        ("shop:x", "shop_x", "READMODEL_SOURCES__SHOP_X__"),
+        ("Orders", "orders", "READMODEL_SOURCES__ORDERS__"),
+    ],
+)
+def test_source_names_one_variable_would_spell_are_refused_naming_both(
+    tmp_path: Path, first: str, second: str, variable: str
+) -> None:
+    path = write_config(
+        tmp_path / "c.toml",
+        {
+            "sources": {
+                first: tenant_source(f"sqlite:///{tmp_path / 'one.db'}", "b"),
+                second: tenant_source(f"sqlite:///{tmp_path / 'two.db'}", "b"),
+            }
+        },
+    )
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    message = str(error.value)
+    assert f"sources {first!r} and {second!r} are both spelled {variable}" in message
