@@ -23,6 +23,7 @@ from outbox.errors import SourceError
 from outbox.source_groups import NAME, member_source
 
 _CONNECT_TIMEOUT = 5  # seconds: a registry that does not answer keeps the last members
+_QUERY_TIMEOUT = 10.0  # seconds: a query that blocks (a locked table) keeps them too
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,10 @@ class TenantRegistry:
             self._engine = _registry_engine(self.settings.url)
         try:
             with self._engine.connect() as conn:
+                if self._engine.dialect.name == "postgresql":  # the query's own transaction
+                    conn.exec_driver_sql(
+                        f"SET LOCAL statement_timeout = {int(_QUERY_TIMEOUT * 1000)}"
+                    )
                 result = conn.exec_driver_sql(self.settings.query)
                 if len(result.keys()) < 2:
                     raise SourceError(
@@ -186,8 +191,8 @@ def _registry_engine(url: str) -> sa.Engine:
     if kind == "sqlite":
         return create_engine(url)
     connect_args: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT}
-    if kind == "mysql":
-        connect_args["read_timeout"] = 30
+    if kind == "mysql":  # a query that does not answer in time fails the connection
+        connect_args["read_timeout"] = max(1, int(_QUERY_TIMEOUT))
     return create_engine(url, pool_size=1, max_overflow=1, connect_args=connect_args)
 
 
