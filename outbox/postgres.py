@@ -15,9 +15,10 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import SourceSettings
+from outbox import source as sql_source
 from outbox.db import libpq_conninfo
 from outbox.ddl import OutboxTypes, create_table
-from outbox.source import SqlOutboxSource
+from outbox.source import SqlOutboxSource, bounded_connect
 
 NOTIFY_CHANNEL = "readmodel_outbox"
 
@@ -82,12 +83,23 @@ class PostgresOutboxSource(SqlOutboxSource):
     # -- wake-ups ------------------------------------------------------------------
 
     def _on_lead(self, conn: sa.Connection) -> None:
+        # The leader's session: a claim or acknowledgement that blocks (a locked table) fails
+        # and is retried, instead of holding the relay (and a one-shot drain) for good.
+        try:  # the session ends with the leadership: the connection is invalidated then
+            conn.exec_driver_sql(f"SET statement_timeout = {int(sql_source.CLAIM_TIMEOUT * 1000)}")
+            conn.commit()
+        except SQLAlchemyError:
+            pass  # a connection gone already: the next claim fails and gives the lead up
         if self.settings.notify:
             self._listen()
 
     def _listen(self) -> None:
         try:
-            listener = psycopg.connect(libpq_conninfo(self.settings.url), autocommit=True)
+            listener = psycopg.connect(
+                libpq_conninfo(self.settings.url),
+                autocommit=True,
+                **bounded_connect(self.settings.url),
+            )
             listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
             self._listener = listener
         except psycopg.Error:

@@ -25,6 +25,8 @@ from outbox.errors import NotLeaderError, SourceError
 from outbox.rows import FIELDS
 
 _OPTIONAL = ("event_id", "occurred_at", "tenant", "headers")
+CONNECT_TIMEOUT = 10  # seconds: a database that takes the connection but never answers
+CLAIM_TIMEOUT = 60  # seconds, PostgreSQL: a leader's statement blocked (a locked table)
 _DEFAULTS = {name: field.default for name, field in ColumnMap.model_fields.items()}
 
 
@@ -98,6 +100,17 @@ class OutboxSource(ABC):
         return redact_dsn(self.settings.url)
 
 
+def bounded_connect(url: str) -> dict[str, Any]:
+    """Connect arguments giving up on a server that never answers (PostgreSQL, MySQL),
+    unless the DSN sets its own ``connect_timeout``."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() not in {"postgresql", "mysql", "mariadb"}:
+        return {}
+    if "connect_timeout" in parsed.query:
+        return {}
+    return {"connect_timeout": CONNECT_TIMEOUT}
+
+
 class SqlOutboxSource(OutboxSource):
     """An outbox table reached through SQLAlchemy Core; engines override the hooks below.
 
@@ -110,7 +123,9 @@ class SqlOutboxSource(OutboxSource):
 
     def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
         super().__init__(name, settings)
-        self.engine = engine or create_engine(settings.url, pool_size=2, max_overflow=2)
+        self.engine = engine or create_engine(
+            settings.url, pool_size=2, max_overflow=2, connect_args=bounded_connect(settings.url)
+        )
         self._conn: sa.Connection | None = None
         self._table: sa.TableClause | None = None
         self._columns: dict[str, str] = {}

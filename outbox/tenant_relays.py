@@ -11,7 +11,9 @@ workers and the sweeper find a group's members in the event log.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import structlog
@@ -26,6 +28,8 @@ from outbox.tenant_registry import Members, TenantRegistry
 logger = structlog.get_logger("readmodel.relay")
 
 _RELEASE_WAIT = 30.0  # seconds for a removed member's relay to finish its batch
+_RELEASE_GRACE = 2.0  # seconds a refresh waits for released members before going on
+_DRAIN_THREADS = 8  # members drained at once by relay --once
 
 
 @dataclass(slots=True)
@@ -86,16 +90,20 @@ class TenantRelays:
         results: dict[str, RelayTotals] = {}
         for problem in members.problems:  # reported; the other members are relayed
             results.setdefault(problem.source, RelayTotals()).errors.append(str(problem))
-        for name, settings in members.sources.items():
-            try:  # a DSN that cannot be opened is that member's error; the others go on
-                relay = SourceRelay(
-                    open_source(name, settings), self.log, self.settings, self.hooks
-                )
-            except SourceError as exc:
-                results[name] = RelayTotals(errors=[str(exc)])
-                continue
-            results[name] = drain_source(relay)
+        # Each member on its own thread: one tenant database that hangs (bounded by the
+        # connect and statement timeouts) holds up no other tenant's.
+        names = list(members.sources)
+        with ThreadPoolExecutor(max(1, min(_DRAIN_THREADS, len(names)))) as pool:
+            drained = pool.map(lambda n: self._drain_member(n, members.sources[n]), names)
+            results.update(zip(names, drained, strict=True))
         return results
+
+    def _drain_member(self, name: str, settings: SourceSettings) -> RelayTotals:
+        try:  # a DSN that cannot be opened is that member's error; the others go on
+            relay = SourceRelay(open_source(name, settings), self.log, self.settings, self.hooks)
+        except SourceError as exc:
+            return RelayTotals(errors=[str(exc)])
+        return drain_source(relay)
 
     def run(self, stop: threading.Event) -> None:
         """Relay the members until ``stop`` is set, reading the registry every ``refresh``."""
@@ -124,14 +132,17 @@ class TenantRelays:
             )
             return
         wanted = members.sources
-        for name in sorted(set(self._members) - set(wanted)):
-            self._release(name, "tenant removed from the registry")
+        releases = [
+            (n, "tenant removed from the registry") for n in set(self._members) - set(wanted)
+        ]
+        releases += [
+            (n, "tenant's settings changed in the registry")
+            for n, s in wanted.items()
+            if n in self._members and self._members[n].settings != s
+        ]
+        self._release(sorted(releases))
         for name, settings in sorted(wanted.items()):
-            running = self._members.get(name)
-            if running is not None and running.settings != settings:
-                self._release(name, "tenant's settings changed in the registry")
-                running = None
-            if running is None:
+            if name not in self._members:
                 self._start(name, settings)
         for name in set(self._start_errors) - set(wanted):
             del self._start_errors[name]
@@ -154,12 +165,28 @@ class TenantRelays:
         thread.start()
         logger.info("relaying tenant source", source=name, url=relay.source.display_url)
 
-    def _release(self, name: str, why: str) -> None:
+    def _release(self, releases: list[tuple[str, str]]) -> None:
+        """Stop the relays of ``(member, why)``: each finishes its batch in hand and lets its
+        leader lock go. A relay still busy after a short grace (a tenant database that does
+        not answer) is left to finish in the background: the refresh goes on (a new tenant
+        starts at once), and the leader lock keeps a member's new relay from overlapping."""
         with self._lock:
-            member = self._members.pop(name)
-        member.stop.set()
-        member.thread.join(_RELEASE_WAIT)
-        logger.info("stopped relaying tenant source", source=name, reason=why)
+            released = [(self._members.pop(name), name, why) for name, why in releases]
+        for member, _, _ in released:
+            member.stop.set()
+        deadline = time.monotonic() + _RELEASE_GRACE
+        for member, name, why in released:
+            member.thread.join(max(0.0, deadline - time.monotonic()))
+            if not member.thread.is_alive():
+                logger.info("stopped relaying tenant source", source=name, reason=why)
+                continue
+            logger.warning("tenant source still stopping; released in the background", source=name)
+            threading.Thread(
+                target=_finish_release,
+                args=(member, name, why),
+                name=f"release-{name}",
+                daemon=True,
+            ).start()
 
     def stop_all(self) -> None:
         with self._lock:
@@ -167,5 +194,14 @@ class TenantRelays:
             self._members.clear()
         for member in members:
             member.stop.set()
+        deadline = time.monotonic() + _RELEASE_WAIT  # in all: hung members wait together
         for member in members:
-            member.thread.join(_RELEASE_WAIT)
+            member.thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _finish_release(member: _Member, name: str, why: str) -> None:
+    member.thread.join(_RELEASE_WAIT)
+    if member.thread.is_alive():
+        logger.warning("tenant source did not stop", source=name, reason=why)
+    else:
+        logger.info("stopped relaying tenant source", source=name, reason=why)

@@ -3,6 +3,7 @@ nothing else: bounded queries, tenants relayed independently."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,13 +13,20 @@ import pytest
 import sqlalchemy as sa
 import structlog
 
+import outbox.source
 import outbox.tenant_registry
 from config import load_settings
 from outbox.log import EventLog
 from outbox.tenant_registry import TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.cli_helpers import run_cli
-from tests.tenant_fixtures import init_tenant_outbox, make_registry, record_sales, sales_for
+from tests.tenant_fixtures import (
+    init_tenant_outbox,
+    make_registry,
+    record_sales,
+    registry_sql,
+    sales_for,
+)
 from tests.test_tenant_failures import config_for
 
 
@@ -90,3 +98,88 @@ def _wait(condition: Callable[[], bool], seconds: float) -> bool:
             return True
         time.sleep(0.1)
     return condition()
+
+
+@pytest.fixture
+def hung_server() -> Iterator[int]:
+    """A port that accepts connections and never answers (a hung database server)."""
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen(50)
+    accepted: list[socket.socket] = []
+    closing = threading.Event()
+
+    def accept() -> None:
+        while not closing.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield server.getsockname()[1]
+    closing.set()
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+def _in_thread(func: Callable[[], object], seconds: float) -> list[object]:
+    """``func()`` run on a thread for at most ``seconds``; [] if it has not returned."""
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(func()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return result
+
+
+def test_a_hung_tenant_database_holds_up_no_other_tenant(
+    pg_database: Callable[[], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hung_server: int,
+) -> None:
+    monkeypatch.setattr(outbox.source, "CONNECT_TIMEOUT", 3, raising=False)  # 10 s
+    store, registry, acme, zeta, late = (pg_database() for _ in range(5))
+    for url in (acme, zeta, late):
+        init_tenant_outbox(url)
+    hung = f"postgresql://pos:hung-s3cret@127.0.0.1:{hung_server}/pos_hung"
+    make_registry(registry, {"acme": acme, "hung": hung, "zeta": zeta})
+    config = config_for(tmp_path, store, registry)
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    settings = load_settings(config)
+    for url in (acme, zeta, late):
+        record_sales(url, sales_for(1, 2))
+    log = EventLog(store)
+    log.create_tables()
+
+    # relay --once: every other tenant drained; the hung one given up on, named.
+    once = TenantRelays(TenantRegistry("pos", settings.tenants["pos"]), log, settings.relay)
+    started = time.monotonic()
+    drained = _in_thread(once.drain, 20)
+    assert drained, "relay --once hangs on the tenant database that does not answer"
+    results = drained[0]
+    assert isinstance(results, dict)
+    assert results["pos:acme"].relayed == 2 and results["pos:zeta"].relayed == 2
+    assert results["pos:hung"].errors and "hung-s3cret" not in str(results["pos:hung"].errors)
+    assert time.monotonic() - started < 10  # one connect timeout, not one per tenant
+
+    # A running relay: the hung tenant removed and a new one added meanwhile; the refresh
+    # does not wait for the hung tenant's relay to stop.
+    monkeypatch.setattr(outbox.source, "CONNECT_TIMEOUT", 30, raising=False)
+    tenants = TenantRelays(TenantRegistry("pos", settings.tenants["pos"]), log, settings.relay)
+    try:
+        tenants.refresh()
+        time.sleep(0.5)  # the hung tenant's relay is connecting
+        registry_sql(registry, "DELETE FROM tenants WHERE tenant_id = 'hung'")
+        registry_sql(registry, "INSERT INTO tenants VALUES ('late', :d, true)", d=late)
+        started = time.monotonic()
+        assert _in_thread(lambda: tenants.refresh() or True, 10), "the refresh waits on hung"
+        assert time.monotonic() - started < 5
+        assert tenants.members == ["pos:acme", "pos:late", "pos:zeta"]
+        assert _wait(lambda: log.heads().get("pos:late") == 2, 10)
+    finally:
+        tenants.stop_all()
+        tenants.registry.close()
+        log.close()
