@@ -589,6 +589,7 @@ class Settings(BaseSettings):
                     f"apart): rename one"
                 )
             spelled[variable] = name
+        value = {name: _as_member(name, source) for name, source in value.items()}
         for names in shared_outboxes(value):
             raise ValueError(
                 f"sources {' and '.join(repr(n) for n in names)} read the same database and "
@@ -636,6 +637,25 @@ class Settings(BaseSettings):
 
 
 _file_data: ContextVar[dict[str, Any]] = ContextVar("readmodel_config_file")
+
+
+def _as_member(name: str, source: SourceSettings) -> SourceSettings:
+    """A group member (``pos:acme``) is one tenant's database, as a registry's members are:
+    every row is its ``tenant`` (the member's name when not set), whatever a column says,
+    so a row claiming another tenant cannot reach that tenant's read models. A member that
+    names a tenant column is refused."""
+    group, sep, member = name.partition(":")
+    if not sep:
+        return source
+    if "tenant" in source.columns.model_fields_set and source.columns.tenant:
+        raise ValueError(
+            f"source {name!r} is a member of group {group!r}, a database per tenant: every "
+            f"row belongs to tenant {source.tenant or member!r}; remove columns.tenant "
+            f'({source.columns.tenant!r}) or set it to "" (a database holding many '
+            f"tenants' rows is a source outside any group)"
+        )
+    columns = source.columns.model_copy(update={"tenant": ""})
+    return source.model_copy(update={"columns": columns, "tenant": source.tenant or member})
 
 
 class _NamesAsInFile(PydanticBaseSettingsSource):
