@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from config.outbox_identity import shared_outboxes
 from config.secrets import reveal
 
-_SOURCE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}(:[A-Za-z0-9_.-]{1,100})?$")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}(:[A-Za-z0-9_.-]{1,100})?")  # fullmatch
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")  # fullmatch: "$" took "x\n"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -50,7 +50,7 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 def check_identifier(value: str) -> str:
     """A SQL identifier from config: letters, digits, ``_``, ``$``. Quoted later, never pasted."""
-    if not _IDENTIFIER.match(value):
+    if not _IDENTIFIER.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid SQL identifier "
             "(letters, digits and _ only, starting with a letter or _, at most 63 characters)"
@@ -391,7 +391,7 @@ class BrokerSettings(_Strict):
     @field_validator("queue", "namespace")
     @classmethod
     def _queue(cls, value: str) -> str:
-        if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", value):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value):
             raise ValueError("use letters, digits, '.', '_' or '-'")
         return value
 
@@ -563,7 +563,7 @@ class Settings(BaseSettings):
     @classmethod
     def _names(cls, value: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
         for name in value:
-            if not _SOURCE_NAME.match(name):
+            if not _SOURCE_NAME.fullmatch(name):
                 raise ValueError(
                     f"source name {name!r}: use letters, digits, '.', '_' or '-' (a member "
                     f'of a source group: group:member, e.g. "pos:acme")'
@@ -604,7 +604,7 @@ class Settings(BaseSettings):
         cls, value: dict[str, TenantRegistrySettings], info: ValidationInfo
     ) -> dict[str, TenantRegistrySettings]:
         for name in value:
-            if not re.match(r"^[A-Za-z0-9_.-]{1,100}$", name):
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", name):
                 raise ValueError(f"group name {name!r}: use letters, digits, '.', '_' or '-'")
             if name == "event":
                 raise ValueError(

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 
 SEPARATOR = ":"
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # whole names only: NAME.fullmatch
 """A source name, a group name and a member name (a tenant id) each."""
 
 

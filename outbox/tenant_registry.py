@@ -140,7 +140,7 @@ class TenantRegistry:
         if "://" in tenant or tenant.startswith("fernet:"):
             reason = "the tenant id looks like a DSN: the query gives tenant id, DSN, in order"
             return RegistryProblem(self.group, None, reason, number)
-        if not NAME.match(tenant):
+        if not NAME.fullmatch(tenant):  # match() would take "acme\n"
             return RegistryProblem(
                 self.group,
                 None,

@@ -34,8 +34,8 @@ from projections.store import Lane, Store
 from projections.store_tables import failures, parked_events
 
 _POSITION = re.compile(
-    r"^(?P<source>[A-Za-z0-9_.-]{1,100}(?::[A-Za-z0-9_.-]{1,100})?):(?P<position>\d+)$"
-)  # a member source of a group is named group:member
+    r"(?P<source>[A-Za-z0-9_.-]{1,100}(?::[A-Za-z0-9_.-]{1,100})?):(?P<position>\d+)"
+)  # whole tokens only (fullmatch)  # a member source of a group is named group:member
 _FIRST_SLEEP = 0.002
 _MAX_SLEEP = 0.05
 
@@ -67,7 +67,7 @@ class ConsistencyToken:
             if not event_id:
                 raise QueryError("consistency token 'event:' lacks the event id")
             return cls(event_id=event_id)
-        match = _POSITION.match(text)
+        match = _POSITION.fullmatch(text)
         if match:
             position = int(match["position"])
             if position >= 2**63:  # log positions are BIGINT

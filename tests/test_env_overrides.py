@@ -80,3 +80,18 @@ def test_source_names_one_variable_would_spell_are_refused_naming_both(
         load_settings(path)
     message = str(error.value)
     assert f"sources {first!r} and {second!r} are both spelled {variable}" in message
+
+
+@pytest.mark.parametrize(
+    ("section", "value"),
+    [
+        ("sources", {"orders\n": {"url": "sqlite:///o.db"}}),
+        ("sources", {"pos:acme\n": {"url": "sqlite:///o.db"}}),
+        ("sources", {"orders": {"url": "sqlite:///o.db", "table": "outbox\n"}}),
+        ("tenants", {"pos\n": {"url": "sqlite:///r.db"}}),
+        ("broker", {"queue": "readmodel\n"}),
+    ],
+)
+def test_a_name_with_a_trailing_newline_is_refused(section: str, value: object) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(None, **{section: value})

@@ -91,3 +91,17 @@ def test_static_sources_naming_one_outbox_are_a_config_error(tmp_path: Path) -> 
         message
     )
     assert "globex-s3cret" not in message and "other_table" not in message
+
+
+def test_a_registry_tenant_id_with_a_trailing_newline_is_a_bad_row(tmp_path: Path) -> None:
+    registry_url = f"sqlite:///{tmp_path / 'registry.db'}"
+    make_registry(registry_url, {"acme\n": f"sqlite:///{tmp_path / 'a.db'}"})
+    settings = load_settings(
+        None,
+        tenants={"pos": {"url": registry_url, "query": "SELECT tenant_id, dsn FROM tenants"}},
+    )
+    registry = TenantRegistry("pos", settings.tenants["pos"])
+    members = registry.read()
+    registry.close()
+    assert members.sources == {}
+    assert "is not a source name" in str(members.problems[0])
