@@ -25,8 +25,8 @@ EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
 
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)  # "pos:x:" is a member source, not an emoji
+err = Console(stderr=True, emoji=False)
 
 ConfigOption = Annotated[
     Path | None,
