@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbox.schema import parked
+from outbox.source_groups import SEPARATOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +53,15 @@ class ParkedEvents:
         limit: int = 100,
     ) -> list[ParkedEntry]:
         query = sa.select(parked).order_by(parked.c.id).limit(limit)
-        if source is not None:
-            query = query.where(parked.c.source == source)
+        if source is not None:  # a group (no ':') stands for its members too: pos, pos:*
+            query = query.where(
+                parked.c.source == source
+                if SEPARATOR in source
+                else sa.or_(
+                    parked.c.source == source,
+                    parked.c.source.startswith(f"{source}{SEPARATOR}", autoescape=True),
+                )
+            )
         if kind is not None:
             query = query.where(parked.c.kind == kind)
         if status is not None:

@@ -20,6 +20,7 @@ from outbox.errors import LogError, ReadmodelError, SourceError
 from outbox.log import AppendResult, EventLog, LogRejectedError
 from outbox.rows import LogRecord, MalformedRow, decode_rows
 from outbox.source import OutboxSource
+from outbox.source_groups import group_of
 from outbox.sources import open_source, source_failure
 
 logger = structlog.get_logger("readmodel.relay")
@@ -227,6 +228,22 @@ class SourceRelay:
             logger.info("released source", source=self.name)
 
 
+def _registry_members(settings: Settings, names: list[str]) -> dict[str, set[str] | None]:
+    """The registries ``names`` asks for: a group (every member, ``None``) or members of it
+    (``pos:acme``, relayed once the registry lists it)."""
+    wanted: dict[str, set[str] | None] = {}
+    for name in names:
+        if name in settings.sources:
+            continue
+        if name in settings.tenants:
+            wanted[name] = None
+        elif (group := group_of(name)) in settings.tenants:
+            members = wanted.setdefault(group, set())
+            if members is not None:
+                members.add(name)
+    return wanted
+
+
 def drain_source(relay: SourceRelay) -> RelayTotals:
     """``relay.drain()``, any failure recorded as that source's error; the source closed."""
     try:
@@ -272,7 +289,9 @@ class Relay:
         from outbox.tenant_relays import TenantRelays
 
         names = [*settings.sources, *settings.tenants] if sources is None else list(sources)
-        unknown = [n for n in names if n not in settings.sources and n not in settings.tenants]
+        registries = _registry_members(settings, names)  # group -> members (None: all)
+        unknown = [n for n in names if n not in settings.sources and n not in registries]
+        unknown = [n for n in unknown if group_of(n) not in registries]
         if unknown:
             known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
             raise SourceError(f"unknown source {unknown[0]!r} (known: {known})")
@@ -286,13 +305,13 @@ class Relay:
         ]
         self.tenant_relays = [
             TenantRelays(
-                TenantRegistry(name, settings.tenants[name], settings.sources),
+                TenantRegistry(group, settings.tenants[group], settings.sources),
                 self.log,
                 settings.relay,
                 hooks,
+                only=members,
             )
-            for name in names
-            if name in settings.tenants
+            for group, members in registries.items()
         ]
 
     def drain(self) -> dict[str, RelayTotals]:

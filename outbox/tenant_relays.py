@@ -49,8 +49,11 @@ class TenantRelays:
         log: EventLog,
         settings: RelaySettings,
         hooks: Iterable[RelayHooks] = (),
+        only: Iterable[str] | None = None,
     ) -> None:
         self.registry = registry
+        self.only = None if only is None else set(only)
+        """Relay these members only (``relay --source pos:acme``); ``None``: every one."""
         self.log = log
         self.settings = settings
         self.hooks = list(hooks)
@@ -73,6 +76,12 @@ class TenantRelays:
         """The registry's members now, each bad row logged once (while it stays bad).
         Raises :class:`SourceError` when the registry cannot be read."""
         members = self.registry.read()
+        if self.only is not None:
+            members = Members(
+                members.registry,
+                {n: s for n, s in members.sources.items() if n in self.only},
+                [p for p in members.problems if p.source in self.only],
+            )
         problems = {str(p) for p in members.problems}
         for problem in sorted(problems - self._reported):
             logger.warning("tenant registry row skipped", registry=self.group, problem=problem)
@@ -90,6 +99,10 @@ class TenantRelays:
         results: dict[str, RelayTotals] = {}
         for problem in members.problems:  # reported; the other members are relayed
             results.setdefault(problem.source, RelayTotals()).errors.append(str(problem))
+        for name in sorted((self.only or set()) - set(members.sources) - set(results)):
+            listed = ", ".join(members.sources) or "none"
+            error = f"tenant registry {self.group!r} lists no {name!r} (it lists: {listed})"
+            results[name] = RelayTotals(errors=[error])
         # Each member on its own thread: one tenant database that hangs (bounded by the
         # connect and statement timeouts) holds up no other tenant's.
         names = list(members.sources)

@@ -86,8 +86,14 @@ def relay(
             "no sources configured: add a [sources.NAME] (or [tenants.NAME]) table to the config",
             EXIT_CONFIG,
         )
+    from outbox.source_groups import group_of
+
     relayable = {*settings.sources, *settings.tenants}  # a registry's group: all its members
-    unknown = [name for name in source or () if name not in relayable]
+    unknown = [
+        name
+        for name in source or ()
+        if name not in relayable and group_of(name) not in settings.tenants  # pos:acme
+    ]
     if unknown:
         known = ", ".join(sorted(relayable))
         raise fail(f"unknown source {unknown[0]!r} (known: {known})", EXIT_CONFIG)

@@ -39,7 +39,9 @@ EntryId = Annotated[
 @parked_app.command("list")
 def parked_list(
     config: ConfigOption = None,
-    source: Annotated[str | None, typer.Option("--source", "-s", help="Only this source.")] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", "-s", help="Only this source (a group: its members).")
+    ] = None,
     projection: Annotated[
         str | None, typer.Option("--projection", help="Only this projection's events.")
     ] = None,
@@ -54,6 +56,7 @@ def parked_list(
 
     def collect(runtime: Any) -> list[dict[str, Any]]:
         from outbox.parking import ParkedEvents
+        from outbox.source_groups import group_of
 
         rows: list[dict[str, Any]] = []
         if projection is None:
@@ -64,7 +67,7 @@ def parked_list(
         events = runtime.engine.parked(projection, status)
         numbers = Counter(event.id for event in events)
         for event in events:
-            if source is None or event.source == source:
+            if source is None or source in (event.source, group_of(event.source)):
                 shared = numbers[event.id] > 1  # numbered by another store too
                 ref = f"e{event.id}" + (f"@{event.projection}" if shared else "")
                 rows.append({**event.as_dict(), "kind": "projection_event", "ref": ref})
