@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import SourceSettings
+from outbox import source as sql_source
 from outbox.ddl import OutboxTypes, create_table
 from outbox.source import SqlOutboxSource
 
@@ -58,6 +59,21 @@ class MySqlOutboxSource(SqlOutboxSource):
         self._lock = self._lock_name(conn)
         got = conn.execute(sa.text("SELECT GET_LOCK(:name, 0)"), {"name": self._lock}).scalar()
         return got == 1
+
+    def _on_lead(self, conn: sa.Connection) -> None:
+        # The leader's session: a statement that blocks fails and is retried instead of
+        # holding the relay for good (MariaDB: any statement; MySQL: its SELECTs).
+        seconds = sql_source.CLAIM_TIMEOUT
+        for statement in (
+            f"SET SESSION max_statement_time = {seconds}",
+            f"SET SESSION max_execution_time = {seconds * 1000}",
+        ):
+            try:
+                conn.exec_driver_sql(statement)
+                conn.commit()
+                return
+            except SQLAlchemyError:
+                conn.rollback()  # the other server's variable; GET_LOCK is kept (session)
 
     def _release_leader_lock(self, conn: sa.Connection) -> None:
         conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._lock})

@@ -15,8 +15,9 @@ import structlog
 
 import outbox.source
 import outbox.tenant_registry
-from config import load_settings
+from config import SourceSettings, load_settings
 from outbox.log import EventLog
+from outbox.sources import open_source
 from outbox.tenant_registry import TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.cli_helpers import run_cli
@@ -183,3 +184,26 @@ def test_a_hung_tenant_database_holds_up_no_other_tenant(
         tenants.stop_all()
         tenants.registry.close()
         log.close()
+
+
+@pytest.mark.parametrize(
+    ("databases", "query", "expected"),
+    [
+        ("pg_database", "SHOW statement_timeout", "1min"),
+        ("mysql_database", "SELECT @@SESSION.max_statement_time", 60),  # MariaDB
+    ],
+)
+def test_a_leaders_statements_are_bounded(
+    request: pytest.FixtureRequest, databases: str, query: str, expected: object
+) -> None:
+    url = request.getfixturevalue(databases)()
+    init_tenant_outbox(url)
+    source = open_source("pos:acme", SourceSettings(url=url, tenant="acme", columns={"tenant": ""}))
+    try:
+        assert source.try_lead()
+        leader = source._conn
+        assert leader is not None
+        value = leader.exec_driver_sql(query).scalar()
+        assert value == expected or float(value) == expected
+    finally:
+        source.close()
