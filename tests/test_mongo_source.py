@@ -424,9 +424,7 @@ def test_a_drain_longer_than_the_lease_renews_it(
     make_settings: Callable[..., Settings],
 ) -> None:
     url = mongo_database()
-    settings = make_settings(
-        pg_database(), {SOURCE: {"url": url, "lease": "1s", "batch_size": 4}}
-    )
+    settings = make_settings(pg_database(), {SOURCE: {"url": url, "lease": "1s", "batch_size": 4}})
     db = MongoOutboxDb(url)
     db.insert([("room", f"r{i % 7}", "MessagePosted", {"n": i}) for i in range(1200)])
     relay = Relay(settings)
