@@ -20,7 +20,9 @@ event unless ``skip_errors``. In place (``from_position``, ``replay_safe`` proje
 only): the events after the position are applied again to the current generation, each
 batch in one transaction that writes the lanes' checkpoints (without moving them) and
 applies only events up to them. One replay per projection at a time: a lease document
-(:func:`projections.replay_lock.mongo_replay_lease`), checked again by the swap.
+(:func:`projections.replay_lock.mongo_replay_lease`), which every batch and the swap write
+in their transaction, conditioned on this replay's owner: a replay that stalled past its
+lease and was taken over stops at its next batch, writing nothing more.
 """
 
 from __future__ import annotations
@@ -265,10 +267,7 @@ class DocumentReplayer:
                     progress[source] = events[-1].position or progress[source]
                 if head > progress[source]:
                     progress[source] = head
-                    self.database[CHECKPOINTS].update_many(
-                        {"projection": self.shadow_projection, "source": source},
-                        {"$set": {"position": head}},
-                    )
+                    self._attempt(partial(self._shadow_checkpoint, source=source, position=head))
             if behind < self.batch_size:
                 break
         self.hooks.before_swap()
@@ -285,6 +284,14 @@ class DocumentReplayer:
             sources.extend(new)
             progress.update(dict.fromkeys(new, 0))
 
+    def _shadow_checkpoint(self, session: ClientSession, *, source: str, position: int) -> None:
+        self._prove_lease(session)
+        self.database[CHECKPOINTS].update_many(
+            {"projection": self.shadow_projection, "source": source},
+            {"$set": {"position": position}},
+            session=session,
+        )
+
     def _init_shadow_checkpoints(self, sources: Sequence[str]) -> None:
         documents = [
             {
@@ -298,13 +305,19 @@ class DocumentReplayer:
             for partition in range(self.projection.partitions)
         ]
         if documents:
-            self.database[CHECKPOINTS].insert_many(documents)
+
+            def work(session: ClientSession) -> None:
+                self._prove_lease(session)
+                self.database[CHECKPOINTS].insert_many(documents, session=session)
+
+            self._attempt(work)
 
     def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
         position = events[-1].position or 0
 
         def work(session: ClientSession) -> int:
             applied = self._apply(session, events, self._shadow)
+            self._prove_lease(session)
             self.database[CHECKPOINTS].update_many(
                 {"projection": self.shadow_projection, "source": source},
                 {"$set": {"position": position, "updated_at": datetime.now(UTC)}},
@@ -320,6 +333,20 @@ class DocumentReplayer:
             return
         summary.applied[source] = summary.applied.get(source, 0) + applied
         self._report(source, position, applied)
+
+    def _prove_lease(self, session: ClientSession, what: str = "it stopped") -> None:
+        """Renew the lease in ``session``'s transaction, conditioned on this replay's owner:
+        a takeover committed since the transaction began conflicts with it, so that a batch
+        commits only while this replay holds the lease (a stalled replay never writes into
+        another's generation); raises :class:`ReplayLocked` once the lease is lost. Done last
+        in a batch, so that a killed replay's open transaction rarely holds the lease."""
+        name = self.projection.name
+        if self._owner is not None and not held_by(self.database, name, self._owner, session):
+            raise ReplayLocked(
+                f"{name}: this replay's lease was taken over by another (it stalled for "
+                f"longer than the lease); {what}. The replay that took it over owns the "
+                f"collections now"
+            )
 
     def _report(self, source: str, position: int, applied: int) -> None:
         collect_batch()
@@ -337,11 +364,7 @@ class DocumentReplayer:
         def work(
             session: ClientSession,
         ) -> tuple[dict[str, int], dict[str, int], int, Invalidation | None]:
-            if self._owner is not None and not held_by(self.database, name, self._owner, session):
-                raise ReplayLocked(
-                    f"{name}: this replay's lease was taken over by another (it stalled for "
-                    f"longer than the lease); nothing was swapped"
-                )
+            self._prove_lease(session, "nothing was swapped")
             live = {lane: self.store.lock_lane(session, lane) for lane in lanes}
             if generation_of(self.database, name, session) != old:
                 raise StoreError(
@@ -464,9 +487,11 @@ class DocumentReplayer:
             and (e.aggregate_type, e.aggregate_id) not in held
         ]
         if not due:
+            self._prove_lease(session)
             return 0, None
         generation = generation_of(self.database, self.projection.name, session)
         applied = self._apply(session, due, collections_at(self.projection, generation))
+        self._prove_lease(session)
         return applied, self._journal_whole_projection(session)
 
     # -- cache ---------------------------------------------------------------------

@@ -566,6 +566,86 @@ def test_a_swap_refuses_to_commit_once_its_lease_was_taken_over(docs: Docs) -> N
     assert generation_of(docs.store.database, "doc_totals") == 0
 
 
+class StallPastTheLease(ReplayHooks):
+    """After the replay's first batch, it "stalls" past its lease (the lease is expired by
+    hand, as a SIGSTOP longer than the lease would leave it) and ``meanwhile`` runs: another
+    replay that takes the lease over."""
+
+    def __init__(self, database: Any, meanwhile: Callable[[], Any]) -> None:
+        self.database = database
+        self.meanwhile = meanwhile
+        self.stalled = False
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        if self.stalled:
+            return
+        self.stalled = True
+        self.database[REPLAY_LOCKS].update_one(
+            {}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}}
+        )
+        self.meanwhile()
+
+
+def test_a_rebuild_whose_lease_was_taken_over_writes_nothing_more(docs: Docs) -> None:
+    """A stalls past its lease; B takes it over, rebuilds into generation 1 and swaps. A's
+    next shadow batch (which would write into doc_totals__g1, now B's live generation) finds
+    the lease lost and stops: the live model stays B's, equal to a clean build."""
+    events = deposits(3000, 20, seed=21)
+    docs.feed(events)
+    database = docs.store.database
+    stall = StallPastTheLease(database, lambda: docs.replayer(batch=500).run(ReplayOptions()))
+
+    with pytest.raises(ReplayLocked, match="lease was taken over"):
+        docs.replayer(hooks=stall, batch=500).run(ReplayOptions())
+    assert stall.stalled
+    assert generation_of(database, "doc_totals") == 1
+    assert docs.totals() == totals(events)
+    assert "doc_totals__g2" not in docs.collection_names()
+
+
+def test_a_rebuild_stops_when_a_takeover_drops_its_shadow_and_builds_its_own(
+    docs: Docs,
+) -> None:
+    """B takes the lease over and is itself interrupted while building generation 1: A must
+    not write into B's shadow either."""
+    events = deposits(3000, 20, seed=22)
+    docs.feed(events)
+    database = docs.store.database
+
+    def b_interrupted() -> None:
+        with pytest.raises(KeyboardInterrupt):
+            docs.replayer(hooks=Interrupt(after_batches=1), batch=500).run(ReplayOptions())
+        # B died holding the lease (its process was killed): the lease stays B's
+        database[REPLAY_LOCKS].insert_one(
+            {"_id": "doc_totals", "owner": "B", "holder": "h:2", "expires_at": datetime.now(UTC)}
+        )
+
+    stall = StallPastTheLease(database, b_interrupted)
+    with pytest.raises(ReplayLocked, match="lease was taken over"):
+        docs.replayer(hooks=stall, batch=500).run(ReplayOptions())
+    shadow = list(database["doc_totals__g1"].find())
+    assert sum(d["events"] for d in shadow) == 500  # B's one batch, nothing of A's
+    assert generation_of(database, "doc_totals") == 0
+    assert docs.totals() == totals(events)
+
+
+def test_an_in_place_replay_whose_lease_was_taken_over_writes_nothing_more(docs: Docs) -> None:
+    events = deposits(2000, 20, seed=23)
+    docs.feed(events)
+    database = docs.store.database
+
+    def take_over() -> None:
+        with replay_lock(docs.store, "doc_last_deposit"):
+            database["doc_last_deposit"].update_many({}, {"$set": {"amount": -7}})
+
+    stall = StallPastTheLease(database, take_over)
+    with pytest.raises(ReplayLocked, match="lease was taken over"):
+        docs.replayer("doc_last_deposit", hooks=stall, batch=300).run(
+            ReplayOptions(from_position=0)
+        )
+    assert {d["amount"] for d in database["doc_last_deposit"].find()} == {-7}
+
+
 # -- handler errors, parked events, cache ----------------------------------------------
 
 
