@@ -19,7 +19,8 @@ Handlers are strict, as in :mod:`projections.replay`: an error stops the replay 
 event unless ``skip_errors``. In place (``from_position``, ``replay_safe`` projections
 only): the events after the position are applied again to the current generation, each
 batch in one transaction that writes the lanes' checkpoints (without moving them) and
-applies only events up to them. One replay per projection at a time: a lease document
+applies only events up to them, on until the lanes' current checkpoints (as in
+:mod:`projections.replay`). One replay per projection at a time: a lease document
 (:func:`projections.replay_lock.mongo_replay_lease`), which every batch and the swap write
 in their transaction, conditioned on this replay's owner: a replay that stalled past its
 lease and was taken over stops at its next batch, writing nothing more.
@@ -68,7 +69,14 @@ from projections.mongo_store import (
 )
 from projections.mongo_tx import DocumentTx
 from projections.replay_lock import held_by, replay_lock
-from projections.replay_policy import ErrorPolicy, HandlerError, check_options, count_events
+from projections.replay_policy import (
+    ErrorPolicy,
+    HandlerError,
+    chase_checkpoints,
+    check_options,
+    count_events,
+    furthest_checkpoint,
+)
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -445,24 +453,25 @@ class DocumentReplayer:
         for source_plan in plan.sources:
             source = source_plan.source
             lanes = [Lane(name, source, p) for p in range(partitions)]
-            done = self.store.checkpoints(name)
-            upto = max([done.get((source, p), 0) for p in range(partitions)] + [0])
             summary.applied[source] = 0
-            for streamed in self._stream(source, source_plan.after, upto, options.tenant):
-                batches = [streamed]
-                while batches:
-                    events = batches.pop(0)
-                    try:
-                        applied, invalidation = self._attempt(
-                            partial(self._in_place_batch, lanes=lanes, events=events)
-                        )
-                    except _Refused:
-                        batches[:0] = [[event] for event in events]
-                        continue
-                    self._invalidate(invalidation)
-                    summary.applied[source] += applied
-                    self._report(source, events[-1].position or 0, applied)
-            summary.checkpoints[source] = upto
+            furthest = furthest_checkpoint(self.store, self.projection, source)
+            reached = furthest()
+            for after, reached in chase_checkpoints(source_plan.after, furthest):
+                for streamed in self._stream(source, after, reached, options.tenant):
+                    batches = [streamed]
+                    while batches:
+                        events = batches.pop(0)
+                        try:
+                            applied, invalidation = self._attempt(
+                                partial(self._in_place_batch, lanes=lanes, events=events)
+                            )
+                        except _Refused:
+                            batches[:0] = [[event] for event in events]
+                            continue
+                        self._invalidate(invalidation)
+                        summary.applied[source] += applied
+                        self._report(source, events[-1].position or 0, applied)
+            summary.checkpoints[source] = reached
         summary.tables = list(self.projection.collections)
 
     def _in_place_batch(

@@ -19,9 +19,12 @@ event; at the swap they are marked ``replayed`` and their aggregates released.
 
 In place (``from_position``, only for ``replay_safe`` projections): events after the
 position are applied again to the live tables, batch by batch under the lanes' locks and
-only up to each lane's checkpoint (the lanes apply the rest themselves); checkpoints do
-not move. ``source`` and ``tenant`` narrow an in-place replay to one source's lanes or
-one tenant's events; they have no meaning for a rebuild, which must contain every event.
+only up to each lane's checkpoint (the lanes apply the rest themselves), on past the
+checkpoints it started at until it reaches the lanes' current ones (events live batches
+applied meanwhile are re-applied after the older ones, see
+:func:`projections.replay_policy.chase_checkpoints`); checkpoints do not move.
+``source`` and ``tenant`` narrow an in-place replay to one source's lanes or one tenant's
+events; they have no meaning for a rebuild, which must contain every event.
 
 A replay holds a per-projection lock for its whole run (a PostgreSQL advisory lock, or
 on SQLite an exclusive ``flock`` on ``<database>.replay-<projection>.lock``), so a second
@@ -50,7 +53,14 @@ from projections.invalidations import WHOLE_PROJECTION
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc, collect_batch, stream_batches
 from projections.replay_lock import replay_lock
-from projections.replay_policy import ErrorPolicy, HandlerError, check_options, count_events
+from projections.replay_policy import (
+    ErrorPolicy,
+    HandlerError,
+    chase_checkpoints,
+    check_options,
+    count_events,
+    furthest_checkpoint,
+)
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -404,47 +414,55 @@ class Replayer:
     # -- in place ------------------------------------------------------------------
 
     def _in_place(self, options: ReplayOptions, plan: ReplayPlan, summary: ReplaySummary) -> None:
-        tables = self.store.tables_for(self.projection)
         partitions = self.projection.partitions
         for source_plan in plan.sources:
             source = source_plan.source
             lanes = [Lane(self.projection.name, source, p) for p in range(partitions)]
-            done = self.store.checkpoints(self.projection.name)
-            upto = max([done.get((source, p), 0) for p in range(partitions)] + [0])
             summary.applied[source] = 0
-            for streamed in self._stream(source, source_plan.after, upto, options.tenant):
-                batches = [streamed]
-                while batches:
-                    events = batches.pop(0)
-                    mark = self._policy.mark()
-                    try:
-                        with self._write() as conn:
-                            cps = {
-                                lane.partition: self.store.lock_lane(conn, lane) for lane in lanes
-                            }
-                            held = self.store.blocked_aggregates(conn, lanes[0])
-                            due = [
-                                e
-                                for e in events
-                                if (e.position or 0) <= cps[_partition(e, partitions)]
-                                and (e.aggregate_type, e.aggregate_id) not in held
-                            ]
-                            applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
-                            invalidation = self._journal_whole_projection(conn) if due else None
-                    except HandlerError as failed:
-                        self._policy.undo(mark)
-                        self._policy.fail(failed)
-                        batches.insert(0, events)
-                        continue
-                    except _Refused:
-                        self._policy.undo(mark)
-                        batches[:0] = [[event] for event in events]
-                        continue
-                    self._invalidate(invalidation)
-                    summary.applied[source] += applied
-                    self._report(source, events[-1].position or 0, applied)
-            summary.checkpoints[source] = upto
+            furthest = furthest_checkpoint(self.store, self.projection, source)
+            reached = furthest()
+            for after, reached in chase_checkpoints(source_plan.after, furthest):
+                for streamed in self._stream(source, after, reached, options.tenant):
+                    self._in_place_batch(source, lanes, streamed, summary)
+            summary.checkpoints[source] = reached
         summary.tables = [t.name for t in self.projection.tables]
+
+    def _in_place_batch(
+        self, source: str, lanes: list[Lane], streamed: list[Envelope], summary: ReplaySummary
+    ) -> None:
+        """Apply the batch's events the lanes have applied already (up to their checkpoints,
+        locked by this transaction, so that no live batch interleaves) and whose aggregate
+        is not held by a parked event; event by event after a refused write."""
+        tables = self.store.tables_for(self.projection)
+        partitions = self.projection.partitions
+        batches = [streamed]
+        while batches:
+            events = batches.pop(0)
+            mark = self._policy.mark()
+            try:
+                with self._write() as conn:
+                    cps = {lane.partition: self.store.lock_lane(conn, lane) for lane in lanes}
+                    held = self.store.blocked_aggregates(conn, lanes[0])
+                    due = [
+                        e
+                        for e in events
+                        if (e.position or 0) <= cps[_partition(e, partitions)]
+                        and (e.aggregate_type, e.aggregate_id) not in held
+                    ]
+                    applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
+                    invalidation = self._journal_whole_projection(conn) if due else None
+            except HandlerError as failed:
+                self._policy.undo(mark)
+                self._policy.fail(failed)
+                batches.insert(0, events)
+                continue
+            except _Refused:
+                self._policy.undo(mark)
+                batches[:0] = [[event] for event in events]
+                continue
+            self._invalidate(invalidation)
+            summary.applied[source] += applied
+            self._report(source, events[-1].position or 0, applied)
 
     # -- cache ---------------------------------------------------------------------
 

@@ -5,7 +5,8 @@ replay will read."""
 from __future__ import annotations
 
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -24,6 +25,34 @@ from projections.replay_types import (
 )
 
 logger = structlog.get_logger("readmodel.replay")
+
+
+def chase_checkpoints(after: int, furthest: Callable[[], int]) -> Iterator[tuple[int, int]]:
+    """The ranges ``(from, to]`` an in-place replay re-applies: up to the lanes' furthest
+    checkpoint (``furthest()``), then on from there as long as live batches moved it
+    meanwhile. Each batch re-applies, under the lanes' locks, the events up to their
+    checkpoints; an aggregate whose newer events were applied live before the replay
+    re-applied an older one is set back by it, and put right only when the replay goes on
+    to re-apply those newer events too. It stops once a range reached a checkpoint read
+    after its last batch, so every event up to the checkpoints was re-applied after every
+    older one."""
+    done = after
+    while True:
+        target = furthest()
+        if target <= done:
+            return
+        yield done, target
+        done = target
+
+
+def furthest_checkpoint(store: Any, projection: Projection, source: str) -> Callable[[], int]:
+    """Reads the furthest checkpoint of ``projection``'s lanes of ``source`` in ``store``."""
+
+    def furthest() -> int:
+        done = store.checkpoints(projection.name)
+        return max([done.get((source, p), 0) for p in range(projection.partitions)] + [0])
+
+    return furthest
 
 
 def check_options(

@@ -772,6 +772,31 @@ def test_in_place_replay_only_for_replay_safe_projections(docs: Docs) -> None:
     assert generation_of(database, "doc_last_deposit") == 0  # in place: no new generation
 
 
+def test_an_in_place_replay_re_applies_events_applied_live_meanwhile(
+    docs: Docs, mongo_database: Callable[[], str]
+) -> None:
+    """Live batches apply an account's newer deposits (beyond the checkpoint the replay
+    started at) before the replay re-applies its older ones: the replay goes on to the
+    lanes' checkpoints, and ends equal to a clean build."""
+    seqs: dict[str, int] = {}
+    docs.feed(deposits(400, 8, seed=15, seqs=seqs))
+    fed = {"batches": 0}
+
+    class LiveBetween(ReplayHooks):
+        def progress(self, source: str, position: int, applied: int, total: int) -> None:
+            fed["batches"] += 1
+            if fed["batches"] <= 3:
+                docs.feed(deposits(40, 8, seed=200 + fed["batches"], seqs=seqs))
+
+    summary = docs.replayer("doc_last_deposit", hooks=LiveBetween(), batch=64).run(
+        ReplayOptions(from_position=0)
+    )
+    assert docs.head == 520 and summary.checkpoints == {"bank": 520}
+    assert docs.documents("doc_last_deposit") == clean_build(
+        docs, mongo_database, "doc_last_deposit"
+    )
+
+
 # -- the CLI ---------------------------------------------------------------------------
 
 

@@ -627,6 +627,46 @@ def test_in_place_replay_of_one_tenant(pipeline: Pipeline) -> None:
     assert summary.events == sum(1 for e in events if e[1] in {"acct-1", "acct-2"})
 
 
+class LiveBatchesBetween(ReplayHooks):
+    """After each of the replay's first ``times`` batches, ``live`` runs (live batches
+    applied between the replay's batches, beyond the head the replay started at)."""
+
+    def __init__(self, live: Callable[[int], Any], times: int) -> None:
+        self.live = live
+        self.times = times
+        self.batches = 0
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        self.batches += 1
+        if self.batches <= self.times:
+            self.live(self.batches)
+
+
+def test_an_in_place_replay_re_applies_events_applied_live_meanwhile(pipeline: Pipeline) -> None:
+    """Live batches apply an aggregate's newer events (beyond the checkpoint the replay
+    started at) before the replay re-applies its older ones: the replay goes on to the
+    lanes' checkpoints, so that no aggregate is left at an older state than the log."""
+    events = deposits(400, 8, seed=13)
+    pipeline.feed("bank", events)
+    seqs = last_seqs(events)
+    later: Events = []
+
+    def live(batch: int) -> None:
+        more = deposits(40, 8, seed=100 + batch, start={**seqs, **last_seqs(later)})
+        later.extend(more)
+        pipeline.feed("bank", more)
+
+    hooks = LiveBatchesBetween(live, times=3)
+    pipeline.replayer("last_deposit", hooks=hooks, batch=64).run(ReplayOptions(from_position=0))
+    assert len(later) == 120
+    everything = events + later
+    expected = {account: payload for _, account, _, payload in everything}
+    rows = pipeline.rows(last_deposit)
+    assert {a: (r["amount"], r["seq"]) for a, r in rows.items()} == {
+        a: (p["amount"], p["seq"]) for a, p in expected.items()
+    }
+
+
 # -- the CLI -----------------------------------------------------------------------------
 
 
