@@ -14,6 +14,11 @@ batch that read it just before the swap may still be writing it, until its check
 write conflicts with the swap's, and a drop would wait for that transaction (on the
 SecantusDB test server, holding every other operation back meanwhile, until the server
 drops the transaction after 60 s).
+
+A rebuild records the generation it builds (``building``) before it creates its
+collections, so that a generation above the recorded one is known for a shadow; any other
+(the generation document was lost: a restore of an old dump, a hand edit) may be the only
+full copy of the model, and is never dropped: :func:`check_recorded` refuses.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, NamedTuple, TypeVar
 from pymongo.client_session import ClientSession
 from pymongo.errors import PyMongoError
 
+from outbox.errors import StoreError
 from projections.api import Projection
 
 GENERATIONS = "rm_generations"
@@ -58,6 +64,56 @@ def other_generations(database: Any, projection: Projection, generation: int) ->
         name
         for name in database.list_collection_names()
         if name not in current and any(p.match(name) for p in patterns)
+    )
+
+
+def _number(projection: Projection, collection: str) -> int:
+    for name in projection.collections:
+        if collection.startswith(f"{name}{_SUFFIX}"):
+            return int(collection[len(name) + len(_SUFFIX) :])
+    return 0
+
+
+def check_recorded(database: Any, projection: Projection, *, starting: bool = False) -> None:
+    """Raise :class:`StoreError` when the database holds collections of a generation above
+    the recorded one that no rebuild recorded building (its record was lost; a cleanup or
+    a rebuild would drop the only full copy of the model), or, with ``starting`` (a
+    worker's start, which would start an empty model), when the recorded generation's
+    collections are all missing while a higher generation's exist."""
+    found = database[GENERATIONS].find_one({"_id": projection.name}) or {}
+    generation = int(found.get("generation", 0))
+    building = found.get("building")
+    others = other_generations(database, projection, generation)
+    higher = [n for n in others if _number(projection, n) > generation]
+    if starting:
+        present = set(database.list_collection_names())
+        if any(c in present for c in collections_at(projection, generation).values()):
+            return
+    else:
+        higher = [n for n in higher if _number(projection, n) != building]
+    if not higher:
+        return
+    top = max(_number(projection, n) for n in higher)
+    raise StoreError(
+        f"{projection.name}: {', '.join(higher)} belong to a generation above the one "
+        f"{GENERATIONS} records for it ({generation}) that no rebuild recorded building: "
+        f"its record was probably lost (a restore of an old dump, a hand edit). Nothing was "
+        f"dropped. If generation {top} is the live model, record it again "
+        f"(db.{GENERATIONS}.updateOne({{_id: '{projection.name}'}}, {{$set: {{generation: "
+        f"{top}}}}}, {{upsert: true}})); if it is not, drop those collections by hand"
+    )
+
+
+def mark_building(database: Any, projection: str, generation: int | None) -> None:
+    """Record that a rebuild builds ``generation`` (``None``: none does), for
+    :func:`check_recorded`; the swap clears it in its transaction."""
+    if generation is None:
+        database[GENERATIONS].update_one({"_id": projection}, {"$unset": {"building": ""}})
+        return
+    database[GENERATIONS].update_one(
+        {"_id": projection},
+        {"$set": {"building": generation}, "$setOnInsert": {"generation": generation - 1}},
+        upsert=True,
     )
 
 

@@ -43,18 +43,18 @@ from pymongo.errors import PyMongoError
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error
-from projections import invalidations
 from projections.api import Projection
 from projections.document_generations import (
     GENERATIONS,
+    check_recorded,
     collections_at,
     forget_retired,
     generation_of,
     leftovers,
+    mark_building,
     retired_field,
 )
 from projections.document_parked import settle_parked
-from projections.invalidations import WHOLE_PROJECTION
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc, collect_batch, stream_batches
 from projections.mongo_store import (
@@ -68,10 +68,11 @@ from projections.mongo_store import (
     retryable,
 )
 from projections.mongo_tx import DocumentTx
-from projections.replay_lock import held_by, replay_lock
+from projections.replay_lock import prove_lease, replay_lock
 from projections.replay_policy import (
     ErrorPolicy,
     HandlerError,
+    WholeProjectionCache,
     chase_checkpoints,
     check_options,
     count_events,
@@ -81,7 +82,6 @@ from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
     ReplayHooks,
-    ReplayLocked,
     ReplayOptions,
     ReplayPlan,
     ReplayRefused,
@@ -103,7 +103,7 @@ class _Refused(Exception):
     """A batch's writes were refused: apply its events one by one to find the one."""
 
 
-class DocumentReplayer:
+class DocumentReplayer(WholeProjectionCache):
     """Rebuilds one document projection; the same interface as
     :class:`projections.replay.Replayer` (``plan``, ``run``, ``cleanup``)."""
 
@@ -209,10 +209,12 @@ class DocumentReplayer:
             return self._cleanup()
 
     def _cleanup(self) -> list[str]:
+        check_recorded(self.database, self.projection)
         left = leftovers(self.database, self.projection, self.retire_after)
         for name in left.drop:
             self.database.drop_collection(name)
         forget_retired(self.database, self.projection.name, left.expired)
+        mark_building(self.database, self.projection.name, None)
         self.database[CHECKPOINTS].delete_many({"projection": self.shadow_projection})
         self.kept = left.kept
         return left.drop
@@ -258,6 +260,7 @@ class DocumentReplayer:
         old = generation_of(self.database, self.projection.name)
         self._shadow = collections_at(self.projection, old + 1)
         self._written = {}
+        mark_building(self.database, self.projection.name, old + 1)
         create_collections(self.database, self._shadow.values())
         create_collection_indexes(self.database, self.projection, self._shadow)
         sources: list[str] = []
@@ -343,18 +346,8 @@ class DocumentReplayer:
         self._report(source, position, applied)
 
     def _prove_lease(self, session: ClientSession, what: str = "it stopped") -> None:
-        """Renew the lease in ``session``'s transaction, conditioned on this replay's owner:
-        a takeover committed since the transaction began conflicts with it, so that a batch
-        commits only while this replay holds the lease (a stalled replay never writes into
-        another's generation); raises :class:`ReplayLocked` once the lease is lost. Done last
-        in a batch, so that a killed replay's open transaction rarely holds the lease."""
-        name = self.projection.name
-        if self._owner is not None and not held_by(self.database, name, self._owner, session):
-            raise ReplayLocked(
-                f"{name}: this replay's lease was taken over by another (it stalled for "
-                f"longer than the lease); {what}. The replay that took it over owns the "
-                f"collections now"
-            )
+        if self._owner is not None:
+            prove_lease(self.database, self.projection.name, self._owner, session, what)
 
     def _report(self, source: str, position: int, applied: int) -> None:
         collect_batch()
@@ -389,7 +382,10 @@ class DocumentReplayer:
             now = datetime.now(UTC)
             self.database[GENERATIONS].update_one(
                 {"_id": name},
-                {"$set": {"generation": old + 1, "swapped_at": now, retired_field(old): now}},
+                {
+                    "$set": {"generation": old + 1, "swapped_at": now, retired_field(old): now},
+                    "$unset": {"building": ""},
+                },
                 upsert=True,
                 session=session,
             )
@@ -502,19 +498,6 @@ class DocumentReplayer:
         applied = self._apply(session, due, collections_at(self.projection, generation))
         self._prove_lease(session)
         return applied, self._journal_whole_projection(session)
-
-    # -- cache ---------------------------------------------------------------------
-
-    def _journal_whole_projection(self, session: ClientSession) -> Invalidation | None:
-        """Journal "every cache entry of this projection" in the transaction that changes
-        the live model, so that a crash (or Redis down) before :meth:`_invalidate` is redone."""
-        if self.cache is None or not self.store.journal_invalidations:
-            return None
-        return self.store.journal(session, self.projection.name, {WHOLE_PROJECTION})
-
-    def _invalidate(self, invalidation: Invalidation | None) -> None:
-        if invalidation is not None and self.cache is not None:
-            invalidations.finish(self.cache, self.store, invalidation)
 
     # -- applying ------------------------------------------------------------------
 

@@ -47,7 +47,12 @@ from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error as _describe
 from outbox.mongo import mongo_client, mongo_database
 from projections.api import Projection
-from projections.document_generations import GENERATIONS, collections_at, generation_of
+from projections.document_generations import (
+    GENERATIONS,
+    check_recorded,
+    collections_at,
+    generation_of,
+)
 from projections.mongo_tx import DocumentTx, RefusedDocument
 from projections.store import (
     BatchResult,
@@ -100,6 +105,8 @@ class MongoStore(Store):
                     f"{projection.store!r} is a MongoDB store, which holds documents"
                 )
         try:
+            for projection in projections:
+                check_recorded(self.database, projection, starting=True)
             wanted = [
                 c
                 for p in projections

@@ -47,15 +47,14 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from outbox.db import describe_db_error
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import StoreError
-from projections import invalidations
 from projections.api import Projection
-from projections.invalidations import WHOLE_PROJECTION
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc, collect_batch, stream_batches
 from projections.replay_lock import replay_lock
 from projections.replay_policy import (
     ErrorPolicy,
     HandlerError,
+    WholeProjectionCache,
     chase_checkpoints,
     check_options,
     count_events,
@@ -79,7 +78,7 @@ from projections.sql_parking import ParkedEntry
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx
 from projections.sql_writes import RefusedWrite, refused_write
-from projections.store import Invalidation, Lane, Store
+from projections.store import Lane, Store
 from projections.store_tables import blocked, checkpoints, failures, parked_events
 
 __all__ = [  # the data types live in projections.replay_types; importable from here too
@@ -112,7 +111,7 @@ class _Refused(Exception):
         self.error = error
 
 
-class Replayer:
+class Replayer(WholeProjectionCache):
     """Rebuilds one projection; plain Python (the CLI only parses and prints)."""
 
     def __init__(
@@ -463,19 +462,6 @@ class Replayer:
             self._invalidate(invalidation)
             summary.applied[source] += applied
             self._report(source, events[-1].position or 0, applied)
-
-    # -- cache ---------------------------------------------------------------------
-
-    def _journal_whole_projection(self, conn: sa.Connection) -> Invalidation | None:
-        """Journal "every cache entry of this projection" in the transaction that changes the
-        live model, so a crash (or Redis down) before :meth:`_invalidate` is redone."""
-        if self.cache is None or not self.store.journal_invalidations:
-            return None
-        return self.store.journal(conn, self.projection.name, {WHOLE_PROJECTION})
-
-    def _invalidate(self, invalidation: Invalidation | None) -> None:
-        if invalidation is not None and self.cache is not None:
-            invalidations.finish(self.cache, self.store, invalidation)
 
     # -- applying ------------------------------------------------------------------
 

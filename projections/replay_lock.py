@@ -153,3 +153,17 @@ def held_by(database: Any, projection: str, owner: str, session: Any) -> bool:
         session=session,
     )
     return renewed.matched_count == 1
+
+
+def prove_lease(database: Any, projection: str, owner: str, session: Any, what: str) -> None:
+    """Renew the lease in ``session``'s transaction, conditioned on ``owner``: a takeover
+    committed since the transaction began conflicts with this write, so a replay's batch
+    commits only while its replay holds the lease (a replay that stalled past its lease
+    never writes into another's generation). Raises :class:`ReplayLocked` once it is lost.
+    A batch does it last, so that a killed replay's open transaction rarely holds it."""
+    if not held_by(database, projection, owner, session):
+        raise ReplayLocked(
+            f"{projection}: this replay's lease was taken over by another (it stalled for "
+            f"longer than the lease); {what}. The replay that took it over owns the "
+            f"collections now"
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 import structlog
@@ -14,7 +14,9 @@ import structlog
 from outbox.envelope import Envelope
 from outbox.schema import event_log
 from outbox.source_groups import group_of
+from projections import invalidations
 from projections.api import Projection
+from projections.invalidations import WHOLE_PROJECTION
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -23,8 +25,30 @@ from projections.replay_types import (
     ReplayRefused,
     SkippedEvent,
 )
+from projections.store import Invalidation
 
 logger = structlog.get_logger("readmodel.replay")
+
+
+class WholeProjectionCache:
+    """A replayer's cache invalidation: every entry of the projection, journaled in the
+    transaction that changes the live model (a crash, or Redis down, before
+    :meth:`_invalidate` is redone)."""
+
+    cache: Any
+    store: Any
+    projection: Projection
+
+    def _journal_whole_projection(self, tx: Any) -> Invalidation | None:
+        if self.cache is None or not self.store.journal_invalidations:
+            return None
+        return cast(
+            "Invalidation | None", self.store.journal(tx, self.projection.name, {WHOLE_PROJECTION})
+        )
+
+    def _invalidate(self, invalidation: Invalidation | None) -> None:
+        if invalidation is not None and self.cache is not None:
+            invalidations.finish(self.cache, self.store, invalidation)
 
 
 def chase_checkpoints(after: int, furthest: Callable[[], int]) -> Iterator[tuple[int, int]]:

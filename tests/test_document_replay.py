@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from outbox.errors import StoreError
 from outbox.log import EventLog
 from projections.cache import MemoryCache
 from projections.document_generations import GENERATIONS, collections_at, generation_of
@@ -644,6 +645,60 @@ def test_an_in_place_replay_whose_lease_was_taken_over_writes_nothing_more(docs:
             ReplayOptions(from_position=0)
         )
     assert {d["amount"] for d in database["doc_last_deposit"].find()} == {-7}
+
+
+def test_a_lost_generation_record_drops_nothing_and_workers_refuse_to_start(
+    docs: Docs,
+) -> None:
+    """After a swap to generation 1, the rm_generations document is lost (a restore of an old
+    dump): cleanup and a rebuild refuse to drop doc_totals__g1, the only full copy, and a
+    worker's start refuses to begin an empty generation 0; recording it again fixes all."""
+    events = deposits(300, 10, seed=31)
+    docs.feed(events)
+    docs.replayer().run(ReplayOptions())
+    database = docs.store.database
+    assert "doc_totals" not in docs.collection_names()
+    database[GENERATIONS].delete_one({"_id": "doc_totals"})
+
+    lost = "doc_totals__g1 belong to a generation above the one rm_generations records"
+    with pytest.raises(StoreError, match=lost):
+        docs.replayer().cleanup()
+    with pytest.raises(StoreError, match=lost):
+        docs.replayer().run(ReplayOptions())
+    worker_store = MongoStore(docs.url)
+    try:
+        with pytest.raises(StoreError, match="record it again"):
+            worker_store.create_tables([docs.projections["doc_totals"]])
+    finally:
+        worker_store.close()
+    assert "doc_totals__g1" in docs.collection_names()
+    assert "doc_totals" not in docs.collection_names()
+
+    database[GENERATIONS].update_one(
+        {"_id": "doc_totals"}, {"$set": {"generation": 1}}, upsert=True
+    )
+    docs.store.create_tables([docs.projections["doc_totals"]])
+    assert docs.replayer().cleanup() == []
+    assert docs.totals() == totals(events)
+
+
+def test_a_shadow_is_still_cleaned_up_but_no_unrecorded_generation(docs: Docs) -> None:
+    """An interrupted rebuild's shadow (recorded as building) is dropped by cleanup; once
+    the record is lost, generations above it are not, even with a generation 0 present (an
+    old dump restored)."""
+    docs.feed(deposits(300, 10, seed=32))
+    docs.replayer().run(ReplayOptions())
+    database = docs.store.database
+    with pytest.raises(KeyboardInterrupt):
+        docs.replayer(hooks=Interrupt(after_batches=1), batch=100).run(ReplayOptions())
+    assert docs.replayer().cleanup() == ["doc_totals__g2"]  # the interrupted rebuild's shadow
+    with pytest.raises(KeyboardInterrupt):
+        docs.replayer(hooks=Interrupt(after_batches=1), batch=100).run(ReplayOptions())
+    database[GENERATIONS].delete_one({"_id": "doc_totals"})
+    database["doc_totals"].insert_one({"_id": "acct-1", "events": 1, "total": 1, "last_seq": 1})
+    with pytest.raises(StoreError, match="doc_totals__g1, doc_totals__g2 belong"):
+        docs.replayer().cleanup()
+    assert {"doc_totals", "doc_totals__g1", "doc_totals__g2"} <= docs.collection_names()
 
 
 # -- handler errors, parked events, cache ----------------------------------------------
