@@ -4,12 +4,13 @@ MongoDB cannot rename several collections in one transaction, so a rebuild does 
 rename: it writes a new generation of the projection's collections (``<name>__g<N>``;
 generation 0, the one a projection starts with, is ``<name>`` itself) and its swap moves
 the projection's document in ``rm_generations`` (``{_id: projection, generation: N,
-retired: {"g<old N>": when}}``) to it, in the transaction that sets the lanes' checkpoints. A
-live batch reads that document inside its own transaction; readers check it after each
-read (:func:`read_current`), so a read that met the old collections while they were
-dropped is done again on the new ones.
+retired: {"g<old N>": when}, retire_after: {"g<old N>": seconds}}``) to it, in the
+transaction that sets the lanes' checkpoints. A live batch reads that document inside its
+own transaction; readers check it after each read (:func:`read_current`), so a read that
+met the old collections while they were dropped is done again on the new ones.
 
-A retired generation is dropped only some time after the swap (``retire_after``): a live
+A retired generation is dropped only some time after the swap (``retire_after``, kept for a
+later cleanup: the longer of its and the cleanup's own): a live
 batch that read it just before the swap may still be writing it, until its checkpoint
 write conflicts with the swap's, and a drop would wait for that transaction (on the
 SecantusDB test server, holding every other operation back meanwhile, until the server
@@ -118,7 +119,8 @@ def mark_building(database: Any, projection: str, generation: int | None) -> Non
 
 
 def retired_field(generation: int) -> str:
-    """The field of the generation document holding when ``generation`` was retired."""
+    """The field of the generation document holding when ``generation`` was retired (and
+    ``retire_after.g<N>``: the seconds its replay was to keep it)."""
     return f"retired.g{generation}"
 
 
@@ -135,9 +137,12 @@ def leftovers(database: Any, projection: Projection, retire_after: float) -> Lef
     cutoff = datetime.now(UTC) - timedelta(seconds=retire_after)
     kept: set[str] = set()
     expired: list[int] = []
+    recorded = found.get("retire_after") or {}
     for old, when in (found.get("retired") or {}).items():
         at = when.replace(tzinfo=UTC) if when.tzinfo is None else when
-        if at > cutoff:
+        # kept for the retire_after its replay ran with, if longer (it was killed waiting)
+        wait = timedelta(seconds=max(0.0, float(recorded.get(old, 0)) - retire_after))
+        if at > cutoff - wait:
             kept.update(collections_at(projection, int(old[1:])).values())
         else:
             expired.append(int(old[1:]))
@@ -151,7 +156,12 @@ def forget_retired(database: Any, projection: str, generations: list[int]) -> No
     """Forget retired generations whose collections were dropped."""
     if generations:
         database[GENERATIONS].update_one(
-            {"_id": projection}, {"$unset": {retired_field(g): "" for g in generations}}
+            {"_id": projection},
+            {
+                "$unset": {
+                    f: "" for g in generations for f in (retired_field(g), f"retire_after.g{g}")
+                }
+            },
         )
 
 

@@ -383,7 +383,12 @@ class DocumentReplayer(WholeProjectionCache):
             self.database[GENERATIONS].update_one(
                 {"_id": name},
                 {
-                    "$set": {"generation": old + 1, "swapped_at": now, retired_field(old): now},
+                    "$set": {
+                        "generation": old + 1,
+                        "swapped_at": now,
+                        retired_field(old): now,
+                        f"retire_after.g{old}": self.retire_after,
+                    },
                     "$unset": {"building": ""},
                 },
                 upsert=True,

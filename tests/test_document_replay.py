@@ -701,6 +701,36 @@ def test_a_shadow_is_still_cleaned_up_but_no_unrecorded_generation(docs: Docs) -
     assert {"doc_totals", "doc_totals__g1", "doc_totals__g2"} <= docs.collection_names()
 
 
+def test_cleanup_keeps_a_retired_generation_for_the_retire_after_its_replay_ran_with(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replay run with retire_after=600 is killed while it waits to drop the old
+    generation; a --cleanup with the default 5 s keeps it until 600 s have passed."""
+    docs.feed(deposits(200, 5, seed=41))
+
+    def killed(self: DocumentReplayer, old: int, swapped: float) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(DocumentReplayer, "_retire", killed)
+        with pytest.raises(KeyboardInterrupt):
+            docs.replayer(retire_after=600).run(ReplayOptions())
+    database = docs.store.database
+
+    def retired_ago(seconds: float) -> None:
+        when = datetime.now(UTC) - timedelta(seconds=seconds)
+        database[GENERATIONS].update_one({"_id": "doc_totals"}, {"$set": {"retired.g0": when}})
+
+    retired_ago(10)
+    cleanup = docs.replayer(retire_after=5)
+    assert cleanup.plan(ReplayOptions()).leftovers == []
+    assert cleanup.cleanup() == [] and cleanup.kept == ["doc_totals"]
+    retired_ago(601)
+    assert cleanup.cleanup() == ["doc_totals"] and cleanup.kept == []
+    found = database[GENERATIONS].find_one({"_id": "doc_totals"})
+    assert not found.get("retired") and not found.get("retire_after")
+
+
 # -- handler errors, parked events, cache ----------------------------------------------
 
 

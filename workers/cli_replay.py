@@ -144,7 +144,8 @@ def replay_command(
             )
             for name in getattr(replayer, "kept", []):
                 out.print(
-                    f"  kept {name}: retired less than {retire_after:g}s ago (--retire-after)",
+                    f"  kept {name}: retired less than --retire-after ago (the longer of "
+                    f"{retire_after:g}s and the one its replay ran with)",
                     highlight=False,
                 )
             return
