@@ -64,6 +64,7 @@ from projections.mongo_store import (
     MongoStore,
     create_collection_indexes,
     create_collections,
+    index_warnings,
     lane_id,
     retryable,
 )
@@ -153,13 +154,13 @@ class DocumentReplayer(WholeProjectionCache):
             types = self.projection.event_types(source)
             count = count_events(self.reader.engine, source, after, head, types, options.tenant)
             plans.append(SourcePlan(source, after, head, count))
+        rebuild = options.mode == BLUE_GREEN
         with self._mongo("cannot read the collections"):
             generation = generation_of(self.database, self.projection.name)
             left = leftovers(self.database, self.projection, self.retire_after)
-        live = collections_at(self.projection, generation)
-        written = (
-            collections_at(self.projection, generation + 1) if options.mode == BLUE_GREEN else live
-        )
+            live = collections_at(self.projection, generation)
+            warnings = index_warnings(self.database, self.projection, live) if rebuild else []
+        written = collections_at(self.projection, generation + 1) if rebuild else live
         collections = [(live[name], written[name]) for name in self.projection.collections]
         return ReplayPlan(
             self.projection.name,
@@ -169,6 +170,7 @@ class DocumentReplayer(WholeProjectionCache):
             left.drop,
             options.tenant,
             unit="collection",
+            warnings=warnings,
         )
 
     # -- running -------------------------------------------------------------------

@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
@@ -651,6 +652,31 @@ def create_collection_indexes(
         for fields in indexes:
             keys = [fields] if isinstance(fields, str) else list(fields)
             database[physical[collection]].create_index([(f, ASCENDING) for f in keys])
+
+
+def index_warnings(
+    database: Database, projection: Projection, physical: Mapping[str, str]
+) -> list[str]:
+    """A warning (logged, and returned) for each index on ``projection``'s collections of
+    one generation that it does not declare (made by hand): a rebuild's next generation
+    will not have it."""
+    found = []
+    for collection, name in physical.items():
+        declared = {("_id",)} | {
+            (fields,) if isinstance(fields, str) else tuple(fields)
+            for fields in projection.collection_indexes.get(collection, ())
+        }
+        for index, info in database[name].index_information().items():
+            keys = tuple(key for key, _ in info["key"])
+            if keys not in declared:
+                found.append(
+                    f"index {index} on {name} ({', '.join(keys)}) is not declared in "
+                    f"collection_indexes: the new generation will not have it (declare it)"
+                )
+                structlog.get_logger("readmodel.replay").warning(
+                    "a rebuild drops an undeclared index", detail=found[-1]
+                )
+    return found
 
 
 def _handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:

@@ -68,6 +68,7 @@ class ReplayPlan:
     leftovers: list[str]
     tenant: str | None = None
     unit: str = "table"  # what a projection keeps: "table", or "collection" (documents)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def events(self) -> int:

@@ -991,6 +991,26 @@ def test_a_killed_cli_replay_leaves_the_live_model_and_a_removable_shadow(
     assert docs.documents() == before
 
 
+def test_a_rebuild_warns_of_indexes_made_by_hand_on_a_live_collection(
+    docs: Docs, tmp_path: Path
+) -> None:
+    class Indexed(DocTotals):
+        collection_indexes = {"doc_totals": ["last_seq"]}
+
+    docs.projections["doc_totals"] = Indexed()
+    docs.store.create_tables([Indexed()])
+    docs.feed(deposits(50, 5, seed=51))
+    assert docs.replayer().plan(ReplayOptions()).warnings == []
+    docs.store.database["doc_totals"].create_index([("total", 1), ("events", 1)], name="by_hand")
+    warning = "index by_hand on doc_totals (total, events) is not declared in collection_indexes"
+    (found,) = docs.replayer().plan(ReplayOptions()).warnings
+    assert found.startswith(warning)
+
+    docs.projections["doc_totals"] = DocTotals()
+    dry = run_cli(["replay", "doc_totals", "--dry-run", "--config", _cli_config(tmp_path, docs)])
+    assert dry.exit_code == 0 and "warning: index by_hand on doc_totals" in dry.stdout, dry.output
+
+
 def test_a_document_replayer_refuses_a_sql_store(docs: Docs, sqlite_database: Any) -> None:
     from projections.sql_store import SqlStore
 
