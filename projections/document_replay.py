@@ -56,7 +56,7 @@ from projections.document_generations import (
 )
 from projections.document_parked import settle_parked
 from projections.log_reader import LogReader
-from projections.log_stream import batch_gc, collect_batch, stream_batches
+from projections.log_stream import batch_gc
 from projections.mongo_store import (
     BLOCKED,
     CHECKPOINTS,
@@ -73,7 +73,7 @@ from projections.replay_lock import prove_lease, replay_lock
 from projections.replay_policy import (
     ErrorPolicy,
     HandlerError,
-    WholeProjectionCache,
+    ReplayerBase,
     chase_checkpoints,
     check_options,
     count_events,
@@ -104,7 +104,7 @@ class _Refused(Exception):
     """A batch's writes were refused: apply its events one by one to find the one."""
 
 
-class DocumentReplayer(WholeProjectionCache):
+class DocumentReplayer(ReplayerBase):
     """Rebuilds one document projection; the same interface as
     :class:`projections.replay.Replayer` (``plan``, ``run``, ``cleanup``)."""
 
@@ -191,17 +191,7 @@ class DocumentReplayer(WholeProjectionCache):
                     self._rebuild(summary)
                 else:
                     self._in_place(options, plan, summary)
-        summary.skipped = list(self._policy.skipped)
-        summary.seconds = time.monotonic() - started
-        logger.info(
-            "replay finished",
-            projection=self.projection.name,
-            mode=options.mode,
-            events=summary.events,
-            skipped=len(summary.skipped),
-            seconds=round(summary.seconds, 3),
-        )
-        return summary
+        return self._finished(summary, started)
 
     def cleanup(self) -> list[str]:
         """Drop the collections of other generations (a shadow an interrupted rebuild left,
@@ -350,12 +340,6 @@ class DocumentReplayer(WholeProjectionCache):
     def _prove_lease(self, session: ClientSession, what: str = "it stopped") -> None:
         if self._owner is not None:
             prove_lease(self.database, self.projection.name, self._owner, session, what)
-
-    def _report(self, source: str, position: int, applied: int) -> None:
-        collect_batch()
-        self._applied += applied
-        self._total = max(self._total, self._applied)
-        self.hooks.progress(source, position, self._applied, self._total)
 
     def _swap(
         self, sources: list[str], progress: dict[str, int], summary: ReplaySummary, old: int
@@ -539,16 +523,3 @@ class DocumentReplayer(WholeProjectionCache):
                 raise HandlerError(events[0], exc) from exc
             raise _Refused(repr(exc)) from exc
         return applied
-
-    def _stream(
-        self, source: str, after: int, upto: int, tenant: str | None = None
-    ) -> Iterator[list[Envelope]]:
-        yield from stream_batches(
-            self.reader.engine,
-            source,
-            after,
-            upto,
-            self.projection.event_types(source),
-            tenant=tenant,
-            batch_size=self.batch_size,
-        )

@@ -49,12 +49,12 @@ from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import StoreError
 from projections.api import Projection
 from projections.log_reader import LogReader
-from projections.log_stream import batch_gc, collect_batch, stream_batches
+from projections.log_stream import batch_gc
 from projections.replay_lock import replay_lock
 from projections.replay_policy import (
     ErrorPolicy,
     HandlerError,
-    WholeProjectionCache,
+    ReplayerBase,
     chase_checkpoints,
     check_options,
     count_events,
@@ -111,7 +111,7 @@ class _Refused(Exception):
         self.error = error
 
 
-class Replayer(WholeProjectionCache):
+class Replayer(ReplayerBase):
     """Rebuilds one projection; plain Python (the CLI only parses and prints)."""
 
     def __init__(
@@ -186,17 +186,7 @@ class Replayer(WholeProjectionCache):
                     self._rebuild(options, summary)
                 else:
                     self._in_place(options, plan, summary)
-        summary.skipped = list(self._policy.skipped)
-        summary.seconds = time.monotonic() - started
-        logger.info(
-            "replay finished",
-            projection=self.projection.name,
-            mode=options.mode,
-            events=summary.events,
-            skipped=len(summary.skipped),
-            seconds=round(summary.seconds, 3),
-        )
-        return summary
+        return self._finished(summary, started)
 
     def cleanup(self) -> list[str]:
         """Drop the shadow and old tables and shadow checkpoints an interrupted replay left."""
@@ -301,12 +291,6 @@ class Replayer(WholeProjectionCache):
             break
         summary.applied[source] = summary.applied.get(source, 0) + applied
         self._report(source, events[-1].position or 0, applied)
-
-    def _report(self, source: str, position: int, applied: int) -> None:
-        collect_batch()
-        self._applied += applied
-        self._total = max(self._total, self._applied)
-        self.hooks.progress(source, position, self._applied, self._total)
 
     def _swap(self, sources: list[str], progress: dict[str, int], summary: ReplaySummary) -> None:
         attempt = 0  # transient failures (lock timeouts, deadlocks) only: skips are progress
@@ -514,23 +498,6 @@ class Replayer(WholeProjectionCache):
             applied += 1
         tx.flush()
         return applied
-
-    # -- reading the log -----------------------------------------------------------
-
-    def _stream(
-        self, source: str, after: int, upto: int, tenant: str | None = None
-    ) -> Iterator[list[Envelope]]:
-        """The projection's events of ``source`` in ``(after, upto]``, in batches, through a
-        server-side cursor on PostgreSQL."""
-        yield from stream_batches(
-            self.reader.engine,
-            source,
-            after,
-            upto,
-            self.projection.event_types(source),
-            tenant=tenant,
-            batch_size=self.batch_size,
-        )
 
 
 def _partition(event: Envelope, partitions: int) -> int:

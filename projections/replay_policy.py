@@ -4,6 +4,7 @@ replay will read."""
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
@@ -17,12 +18,16 @@ from outbox.source_groups import group_of
 from projections import invalidations
 from projections.api import Projection
 from projections.invalidations import WHOLE_PROJECTION
+from projections.log_reader import LogReader
+from projections.log_stream import collect_batch, stream_batches
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
     ReplayError,
+    ReplayHooks,
     ReplayOptions,
     ReplayRefused,
+    ReplaySummary,
     SkippedEvent,
 )
 from projections.store import Invalidation
@@ -30,14 +35,56 @@ from projections.store import Invalidation
 logger = structlog.get_logger("readmodel.replay")
 
 
-class WholeProjectionCache:
-    """A replayer's cache invalidation: every entry of the projection, journaled in the
-    transaction that changes the live model (a crash, or Redis down, before
-    :meth:`_invalidate` is redone)."""
+class ReplayerBase:
+    """What the table and document replayers share: progress reports, reading the log, and
+    the cache invalidation of every entry of the projection, journaled in the transaction
+    that changes the live model (a crash, or Redis down, before :meth:`_invalidate` is
+    redone)."""
 
     cache: Any
     store: Any
     projection: Projection
+    reader: LogReader
+    hooks: ReplayHooks
+    batch_size: int
+    _applied: int
+    _total: int
+    _policy: ErrorPolicy
+
+    def _finished(self, summary: ReplaySummary, started: float) -> ReplaySummary:
+        """``summary`` completed with the skipped events and the time since ``started``."""
+        summary.skipped = list(self._policy.skipped)
+        summary.seconds = time.monotonic() - started
+        logger.info(
+            "replay finished",
+            projection=self.projection.name,
+            mode=summary.mode,
+            events=summary.events,
+            skipped=len(summary.skipped),
+            seconds=round(summary.seconds, 3),
+        )
+        return summary
+
+    def _report(self, source: str, position: int, applied: int) -> None:
+        collect_batch()
+        self._applied += applied
+        self._total = max(self._total, self._applied)
+        self.hooks.progress(source, position, self._applied, self._total)
+
+    def _stream(
+        self, source: str, after: int, upto: int, tenant: str | None = None
+    ) -> Iterator[list[Envelope]]:
+        """The projection's events of ``source`` in ``(after, upto]``, in batches, through a
+        server-side cursor on PostgreSQL."""
+        yield from stream_batches(
+            self.reader.engine,
+            source,
+            after,
+            upto,
+            self.projection.event_types(source),
+            tenant=tenant,
+            batch_size=self.batch_size,
+        )
 
     def _journal_whole_projection(self, tx: Any) -> Invalidation | None:
         if self.cache is None or not self.store.journal_invalidations:
