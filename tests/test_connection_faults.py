@@ -296,7 +296,8 @@ def test_a_batch_whose_acknowledgement_fails_is_counted_once_as_relayed(
     source_url = pg_database()
     settings = make_settings(pg_database(), {"svc": {"url": source_url, "batch_size": 100}})
     init_outbox(settings.sources["svc"])
-    source_db = create_engine(source_url)
+    # The kill below also ends this engine's pooled connection; the test must not read with it.
+    source_db = create_engine(source_url, pool_pre_ping=True)
     insert_events(source_db, [("order", f"o{n}", "OrderPlaced", {"n": n}) for n in range(30)])
     log = _SourceKilledAfterAppend(settings.store.url, source_url)
     log.create_tables()
