@@ -23,11 +23,11 @@ from config import load_settings
 from outbox.log import EventLog
 from outbox.mongo import mongo_database
 from projections.api import Event, Projection, on
-from projections.engine import ProjectionEngine, RetryLater
+from projections.engine import EngineHooks, ProjectionEngine, RetryLater
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.query_reader import QueryError
-from projections.store import HandlerFailed, Lane
+from projections.store import BatchResult, HandlerFailed, Lane
 from tests.document_fixtures import DocTotals
 from tests.projection_fixtures import append_events, log_events
 from tests.test_relay_chaos import _toml
@@ -141,6 +141,21 @@ def test_two_engines_applying_the_same_lanes_at_once_apply_each_event_once(
     events = _deposits(3000, 12)
     log_events(log, events, source="bank", aggregate_type="account")
     engines = [_engine(log, store, batch_size=50), _engine(log, MongoStore(url), batch_size=50)]
+    both_applied = threading.Barrier(2, timeout=90)
+
+    class MeetAfterFirstBatch(EngineHooks):
+        """Each engine waits, after its first batch that applied events, for the other to
+        have applied one too: however the threads are scheduled, both do part of the work."""
+
+        met = False
+
+        def after_batch(self, lane: Lane, result: BatchResult, seconds: float) -> None:
+            if result.applied and not self.met:
+                self.met = True
+                both_applied.wait()
+
+    for engine in engines:
+        engine.hooks = MeetAfterFirstBatch()
     applied: list[int] = []
     errors: list[BaseException] = []
 
