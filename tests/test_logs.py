@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterator
+
 import pytest
 import structlog
 
@@ -40,3 +44,54 @@ def test_a_logged_exception_does_not_print_the_dsn_its_frames_held(
     assert "refresh failed" in err and "ModuleNotFoundError" in err and "open failed" in err
     assert "_fail_with_a_dsn_in_a_frame" in err  # the traceback is there, its locals are not
     assert SECRET not in err
+
+
+@pytest.fixture
+def restored_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.reset_defaults()
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def test_standard_library_records_are_json_lines_and_masked_in_production(
+    capsys: pytest.CaptureFixture[str], restored_root_logger: None
+) -> None:
+    """Dramatiq, pika and the drivers log through the standard library: in JSON mode their
+    records must be JSON lines too (a log shipper reads every line), masked like ours."""
+    configure_logging("info", json_output=True)
+    logging.getLogger("dramatiq.worker.ConsumerThread(q)").critical(
+        "Consumer encountered a connection error: redis://bob:%s@cache:6379/0", SECRET
+    )
+    try:
+        raise ConnectionError(f"cannot reach amqp://guest:{SECRET}@mq:5672/")
+    except ConnectionError:
+        logging.getLogger("pymongo.pool").error("connection failed", exc_info=True)
+    logging.getLogger("sqlalchemy.engine").info("below the threshold: not shown")
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert [(r["level"], r["logger"]) for r in lines] == [
+        ("critical", "dramatiq.worker.ConsumerThread(q)"),
+        ("error", "pymongo.pool"),
+    ]
+    assert lines[0]["event"].startswith("Consumer encountered a connection error: redis://")
+    assert "ConnectionError" in lines[1]["exception"] and "timestamp" in lines[1]
+    assert SECRET not in json.dumps(lines)
+
+
+def test_standard_library_records_read_like_ours_on_the_console(
+    capsys: pytest.CaptureFixture[str], restored_root_logger: None
+) -> None:
+    configure_logging("warning", json_output=False)
+    logging.getLogger("dramatiq.worker").warning("worker is slow: postgresql://a:%s@h/db", SECRET)
+    structlog.get_logger("readmodel").warning("ours")
+    err = capsys.readouterr().err
+    theirs, ours = err.splitlines()
+    assert "[warning" in theirs and "worker is slow" in theirs and "dramatiq.worker" in theirs
+    assert "[warning" in ours and "ours" in ours
+    assert SECRET not in err and not theirs.startswith("WARNING:")
