@@ -89,6 +89,12 @@ class Processes:
         log.close()
         return key
 
+    def worker_started(self, key: str) -> bool:
+        """The ``work`` process ``key`` has logged "worker started" (past its broker check,
+        its signal handlers in place: a SIGTERM now is a clean stop, not a death)."""
+        log = self.logs / f"{key}.log"
+        return log.exists() and "worker started" in log.read_text(errors="replace")
+
     def kill(self, key: str, sig: int = signal.SIGKILL) -> None:
         process = self.running.pop(key)
         try:

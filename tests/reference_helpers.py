@@ -3,14 +3,17 @@ tables read back row by row."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from config import Settings, load_settings
 from outbox.db import create_engine
+from outbox.status import source_statuses
 from projections.reference import PROJECTION_MODULES
 from projections.reference.services import service_tables
+from workers.runtime import build_runtime
 
 SERVICES = ("auth", "products", "orders")
 
@@ -48,3 +51,14 @@ def count(url: str, sql: str) -> int:
             return int(conn.exec_driver_sql(sql).scalar_one())
     finally:
         engine.dispose()
+
+
+def pipeline_caught_up(config: Path) -> bool:
+    """Every source's outbox is relayed and no projection lags the log."""
+    settings = load_settings(config)
+    runtime = build_runtime(settings, create_tables=False, migrate=False)
+    try:
+        pending = sum(s.undelivered or 0 for s in source_statuses(settings, runtime.log))
+        return pending == 0 and not runtime.engine.lagging()
+    finally:
+        runtime.close()

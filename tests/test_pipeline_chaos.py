@@ -269,12 +269,8 @@ class Chaos:
     def start_relay(self) -> None:
         self.relays.append(self.processes.start("relay", "relay", "--config", str(self.config)))
 
-    def booted(self, key: str) -> bool:
-        log = self.processes.logs / f"{key}.log"
-        return "worker started" in log.read_text(encoding="utf-8", errors="replace")
-
     def up(self) -> list[str]:
-        return [key for key in self.workers if self.booted(key)]
+        return [key for key in self.workers if self.processes.worker_started(key)]
 
     def wait_until_up(self, count: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -20,12 +20,9 @@ from typing import Any
 
 import pytest
 
-from config import load_settings
-from outbox.status import source_statuses
 from tests.broker_helpers import Processes
 from tests.cli_helpers import run_cli, write_config
-from tests.reference_helpers import count
-from workers.runtime import build_runtime
+from tests.reference_helpers import count, pipeline_caught_up
 
 pytestmark = pytest.mark.chaos
 
@@ -33,21 +30,6 @@ USERS, ORDERS = 5_000, 20_000
 MIN_KILLS = 5  # of the relay and of the workers, each
 KILL_EVERY = (2.0, 5.0)  # seconds between kills, so the restarted processes also work
 CATCH_UP_DEADLINE = 240.0
-
-
-def _booted(processes: Processes, key: str) -> bool:
-    log = processes.logs / f"{key}.log"
-    return log.exists() and "worker started" in log.read_text(errors="replace")
-
-
-def _caught_up(config: Path) -> bool:
-    settings = load_settings(config)
-    runtime = build_runtime(settings, create_tables=False, migrate=False)
-    try:
-        pending = sum(s.undelivered or 0 for s in source_statuses(settings, runtime.log))
-        return pending == 0 and not runtime.engine.lagging()
-    finally:
-        runtime.close()
 
 
 def test_verify_finds_no_mismatch_after_a_shop_run_with_kills(
@@ -102,7 +84,7 @@ def test_verify_finds_no_mismatch_after_a_shop_run_with_kills(
             relay = processes.start("relay", "relay", "--config", str(config))
             kills["relay"] += 1
         else:
-            booted = [key for key in workers if _booted(processes, key)]
+            booted = [key for key in workers if processes.worker_started(key)]
             if not booted:
                 continue
             victim = rng.choice(booted)
@@ -114,10 +96,10 @@ def test_verify_finds_no_mismatch_after_a_shop_run_with_kills(
     processes.running.pop(simulate)
 
     deadline = time.monotonic() + CATCH_UP_DEADLINE
-    while not _caught_up(config):
+    while not pipeline_caught_up(config):
         assert time.monotonic() < deadline, "not caught up\n" + processes.log_tail()
         time.sleep(1)
-    while not all(_booted(processes, key) for key in workers):  # SIGTERM while importing
+    while not all(processes.worker_started(key) for key in workers):  # SIGTERM while importing
         time.sleep(0.2)
     codes = processes.stop_all()
     assert set(codes.values()) == {0}, f"exit codes {codes}\n" + processes.log_tail()

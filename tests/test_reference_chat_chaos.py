@@ -23,14 +23,11 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from config import load_settings
 from outbox.mongo import mongo_database as database_name
-from outbox.status import source_statuses
 from projections.reference import CHAT_PROJECTION_MODULES, PROJECTION_MODULES
 from tests.broker_helpers import Processes
 from tests.cli_helpers import run_cli, write_config
-from tests.reference_helpers import count
-from workers.runtime import build_runtime
+from tests.reference_helpers import count, pipeline_caught_up
 
 pytestmark = pytest.mark.chaos
 
@@ -38,21 +35,6 @@ USERS, ORDERS, RATE = 200, 800, "120"  # about 3,300 shop actions: ~30 s at that
 KILLS = {"relay": 3, "worker": 2}
 KILL_EVERY = (3.0, 5.0)
 CATCH_UP_DEADLINE = 150.0  # a transaction left open by a killed worker holds lanes for 60 s
-
-
-def _booted(processes: Processes, key: str) -> bool:
-    log = processes.logs / f"{key}.log"
-    return log.exists() and "worker started" in log.read_text(errors="replace")
-
-
-def _caught_up(config: Path) -> bool:
-    settings = load_settings(config)
-    runtime = build_runtime(settings, create_tables=False, migrate=False)
-    try:
-        pending = sum(s.undelivered or 0 for s in source_statuses(settings, runtime.log))
-        return pending == 0 and not runtime.engine.lagging()
-    finally:
-        runtime.close()
 
 
 def test_conversation_inbox_verifies_after_a_chat_run_with_kills(
@@ -102,7 +84,7 @@ def test_conversation_inbox_verifies_after_a_chat_run_with_kills(
         assert not dead, f"exited on their own: {dead}\n" + processes.log_tail()
         chat_events_at_kills.append(_chat_events(docs))
         if kills["worker"] < KILLS["worker"] and kills["worker"] <= kills["relay"]:
-            booted = [key for key in workers if _booted(processes, key)]
+            booted = [key for key in workers if processes.worker_started(key)]
             if not booted:
                 continue
             victim = rng.choice(booted)
@@ -121,10 +103,10 @@ def test_conversation_inbox_verifies_after_a_chat_run_with_kills(
     assert chat_events_at_kills[-1] > chat_events_at_kills[0]
 
     deadline = time.monotonic() + CATCH_UP_DEADLINE
-    while not _caught_up(config):
+    while not pipeline_caught_up(config):
         assert time.monotonic() < deadline, "not caught up\n" + processes.log_tail()
         time.sleep(1)
-    while not all(_booted(processes, key) for key in workers):  # SIGTERM while importing
+    while not all(processes.worker_started(key) for key in workers):  # SIGTERM while importing
         time.sleep(0.2)
     codes = processes.stop_all()
     assert set(codes.values()) == {0}, f"exit codes {codes}\n" + processes.log_tail()

@@ -284,12 +284,7 @@ def test_work_waits_for_a_broker_that_is_not_up_yet(
     )
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     key = processes.start("work", "work", "--config", str(config), "-t", "1")
-    log = processes.logs / f"{key}.log"
-
-    def started() -> bool:  # logged once the broker check has let it through
-        return "worker started" in log.read_text(encoding="utf-8", errors="replace")
-
-    assert wait_until(started, 60), processes.log_tail()
+    assert wait_until(lambda: processes.worker_started(key), 60), processes.log_tail()
     time.sleep(2)  # its consumers meet the absent broker
     assert processes.running[key].poll() is None, processes.log_tail()
     assert processes.stop_all()[key] == 0
