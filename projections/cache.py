@@ -101,6 +101,11 @@ class Cache(ABC):
         """Release connections and threads."""
         return None
 
+    def eviction_risk(self) -> str | None:
+        """Why this cache's server may drop its bookkeeping on its own (which would leave
+        entries that no invalidation reaches), or ``None``."""
+        return None
+
     def _lifetime(self, ttl: float | None) -> float:
         base = self.ttl if ttl is None else ttl
         if base <= 0:

@@ -287,6 +287,24 @@ class RedisCache(Cache):
                 timeout=max(timeout, 1.0),
             )
 
+    def eviction_risk(self) -> str | None:
+        """A Redis with a ``maxmemory`` and a policy other than ``noeviction`` may evict a
+        tag set, leaving its entries stale until their TTL. ``None`` when it cannot evict,
+        or cannot be asked (down, or INFO refused): the cache copes with that by itself."""
+        try:
+            memory = self.client.info("memory")
+        except RedisError:
+            return None
+        policy = str(memory.get("maxmemory_policy", "noeviction"))
+        limit = int(memory.get("maxmemory", 0) or 0)
+        if limit == 0 or policy == "noeviction":
+            return None
+        return (
+            f"the cache's Redis may evict keys (maxmemory {limit} bytes, maxmemory-policy "
+            f"{policy}): an evicted tag set leaves its entries un-invalidatable, stale until "
+            f"their ttl; set maxmemory-policy noeviction, or give the cache a Redis of its own"
+        )
+
     # -- reads -----------------------------------------------------------------------
 
     def get_or_load(

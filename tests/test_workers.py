@@ -312,3 +312,44 @@ def test_a_redis_user_without_rights_is_a_refusal_an_absent_redis_is_not(
     server.kill()
     server.wait()
     assert refusal("limited:secret") is None
+
+
+def test_a_worker_warns_when_the_caches_redis_may_evict_keys(
+    broker_for: Callable[[str], dict[str, Any]],
+    sqlite_database: Callable[[], str],
+    private_redis: Any,
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    """An evicted tag set leaves its entries un-invalidatable: a worker whose cache Redis
+    has a memory limit with an evicting policy says so before "worker started", and only
+    then."""
+    private_redis()
+    with redis.Redis.from_url(private_redis.url) as cache_redis:
+        cache_redis.config_set("maxmemory", "64mb")
+        cache_redis.config_set("maxmemory-policy", "allkeys-lru")
+
+    def started_worker(name: str) -> str:
+        config = write_config(
+            tmp_path / f"{name}.toml",
+            {
+                "projections": ["tests.projection_fixtures:Totals"],
+                "store": {"url": sqlite_database()},
+                "broker": broker_for("redis"),
+                "cache": {"url": private_redis.url, "key_prefix": f"rm_test_{name}:"},
+                "sources": {"bank": {"url": sqlite_database()}},
+            },
+        )
+        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+        key = processes.start(name, "work", "--config", str(config), "-t", "1")
+        assert wait_until(lambda: processes.worker_started(key), 60), processes.log_tail()
+        return (processes.logs / f"{key}.log").read_text(errors="replace")
+
+    evicting = started_worker("evicting")
+    assert "cached reads may go stale" in evicting, evicting
+    assert "maxmemory-policy allkeys-lru" in evicting
+
+    with redis.Redis.from_url(private_redis.url) as cache_redis:
+        cache_redis.config_set("maxmemory-policy", "noeviction")
+    assert "may go stale" not in started_worker("noeviction")
+    assert set(processes.stop_all().values()) == {0}

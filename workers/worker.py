@@ -40,6 +40,9 @@ def run_worker(
         runtime.engine.redo_invalidations()  # what a crashed worker left undone
     except Exception as exc:
         logger.warning("redoing cache invalidations failed", error=repr(exc))
+    risk = runtime.cache.eviction_risk() if runtime.cache is not None else None
+    if risk is not None:
+        logger.warning("cached reads may go stale", reason=risk)
     worker.start()
     logger.info("worker started", threads=threads, queue=settings.broker.queue)
     interval = settings.engine.sweep_every.total_seconds() if sweep_every is None else sweep_every
