@@ -82,6 +82,7 @@ class SourceRelay:
                 column_names=source.column_names,
                 default_tenant=source.settings.tenant,
                 max_payload_bytes=source.settings.max_payload_bytes,
+                id_formats=source.id_formats,
             )
             result = self._append(records, malformed)
         except BaseException:

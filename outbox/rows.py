@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -27,6 +27,13 @@ FIELDS = (
     "tenant",
     "headers",
 )
+
+ID_FIELDS = ("event_id", "aggregate_id")
+"""The fields whose binary columns a source may read as UUIDs or hex (:data:`IdFormat`)."""
+
+IdFormat = Literal["uuid", "hex"]
+"""How a binary id column becomes text: ``str(uuid.UUID(bytes=value))`` (what MySQL's
+``BIN_TO_UUID(value)`` gives) for exactly 16 bytes, or lowercase hex."""
 
 
 @dataclass(slots=True)
@@ -81,53 +88,75 @@ def decode_rows(
     column_names: dict[str, str],
     default_tenant: str | None,
     max_payload_bytes: int,
+    id_formats: Mapping[str, IdFormat] | None = None,
 ) -> tuple[list[LogRecord], list[MalformedRow]]:
     """Split claimed rows (shaped like :data:`FIELDS`) into records and malformed rows.
 
     ``column_names`` maps each field to the outbox column it came from, for the
-    reasons and the raw copy kept in the parking table.
+    reasons and the raw copy kept in the parking table. ``id_formats`` names the id
+    fields (:data:`ID_FIELDS`) whose binary columns are read as UUIDs or hex; the others
+    are read as text.
     """
+    formats = id_formats or {}
     records: list[LogRecord] = []
     malformed: list[MalformedRow] = []
     for row in rows:
         if isinstance(row[0], Unreadable):
-            malformed.append(_parked(row, column_names, row[0].reason))
+            malformed.append(_parked(row, column_names, formats, row[0].reason))
             continue
         try:
-            records.append(_decode(row, source, column_names, default_tenant, max_payload_bytes))
+            records.append(
+                _decode(row, source, column_names, formats, default_tenant, max_payload_bytes)
+            )
         except _Malformed as exc:
-            malformed.append(_parked(row, column_names, str(exc)))
+            malformed.append(_parked(row, column_names, formats, str(exc)))
         except Exception as exc:  # a value no check foresaw: park the row, never block the rest
             reason = f"cannot read the row: {type(exc).__name__}: {exc}"
-            malformed.append(_parked(row, column_names, reason))
+            malformed.append(_parked(row, column_names, formats, reason))
     return records, malformed
 
 
-def _parked(row: Sequence[Any], column_names: dict[str, str], reason: str) -> MalformedRow:
+def _parked(
+    row: Sequence[Any],
+    column_names: dict[str, str],
+    formats: Mapping[str, IdFormat],
+    reason: str,
+) -> MalformedRow:
     position = row[0].value if isinstance(row[0], Unreadable) else row[0]
     return MalformedRow(
         source_position=position,
-        event_id=_optional_str(row[1]),
+        event_id=_parked_id(row[1], formats.get("event_id")),
         reason=reason,
         raw=raw_row(row, column_names),
         aggregate_type=_optional_str(row[2]),
-        aggregate_id=_optional_str(row[3]),
+        aggregate_id=_parked_id(row[3], formats.get("aggregate_id")),
     )
+
+
+def _parked_id(value: Any, form: IdFormat | None) -> str | None:
+    """A parked row's id as its event would have had it, when the value allows."""
+    if form is not None and isinstance(value, bytes | bytearray | memoryview):
+        if form == "hex" and value:
+            return bytes(value).hex()
+        if form == "uuid" and len(value) == 16:
+            return str(uuid.UUID(bytes=bytes(value)))
+    return _optional_str(value)
 
 
 def _decode(
     row: Sequence[Any],
     source: str,
     names: dict[str, str],
+    formats: Mapping[str, IdFormat],
     default_tenant: str | None,
     max_payload_bytes: int,
 ) -> LogRecord:
     position, event_id, agg_type, agg_id, event_type, payload, occurred, tenant, headers = row
     aggregate_type = _required_text(agg_type, names["aggregate_type"], "aggregate type")
-    aggregate_id = _required_text(agg_id, names["aggregate_id"], "aggregate id")
+    aggregate_id = _id_text(agg_id, "aggregate_id", "aggregate id", position, names, formats)
     kind = _required_text(event_type, names["event_type"], "event type")
     if names.get("event_id"):
-        event_id = _required_text(event_id, names["event_id"], "event id")
+        event_id = _id_text(event_id, "event_id", "event id", position, names, formats)
     else:
         event_id = f"{source}:{position}"
     payload_text = _json_text(payload, names["payload"], "payload", max_payload_bytes)
@@ -176,6 +205,40 @@ def _required_text(value: Any, column: str, what: str) -> str:
     if not text:
         raise _Malformed(f"missing {what} (column {column!r} is empty)")
     return text
+
+
+def _id_text(
+    value: Any,
+    field: str,
+    what: str,
+    position: Any,
+    names: dict[str, str],
+    formats: Mapping[str, IdFormat],
+) -> str:
+    """An id as its column's declared type says: a binary column read as a UUID or as hex
+    (:data:`IdFormat`), any other as text."""
+    column = names[field]
+    form = formats.get(field)
+    if form is None:
+        return _required_text(value, column, what)
+    where = f"row {names['position']} = {position}"
+    if value is None:
+        raise _Malformed(f"missing {what} (column {column!r} is NULL)")
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise _Malformed(
+            f"{what} (column {column!r}, {where}) has type {type(value).__name__}, expected binary"
+        )
+    raw = bytes(value)
+    if form == "hex":
+        if not raw:
+            raise _Malformed(f"missing {what} (column {column!r} is empty)")
+        return raw.hex()
+    if len(raw) != 16:
+        raise _Malformed(
+            f"{what} (column {column!r}, {where}) is {len(raw)} bytes, not 16: the column "
+            f"is read as binary UUIDs"
+        )
+    return str(uuid.UUID(bytes=raw))
 
 
 def _optional_text(value: Any, column: str) -> str | None:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from config import ColumnMap, SourceSettings
 from outbox.db import create_engine, describe_db_error, redact_dsn
 from outbox.errors import NotLeaderError, SourceError
-from outbox.rows import FIELDS
+from outbox.rows import FIELDS, ID_FIELDS, IdFormat
 
 _OPTIONAL = ("event_id", "occurred_at", "tenant", "headers")
 CONNECT_TIMEOUT = 10  # seconds: a database that takes the connection but never answers
@@ -83,6 +83,12 @@ class OutboxSource(ABC):
         """Field of :data:`outbox.rows.FIELDS` -> the outbox column or document field it comes
         from ('' for an optional one the outbox does not have)."""
 
+    @property
+    def id_formats(self) -> dict[str, IdFormat]:
+        """Id field -> how its binary column becomes text (:data:`outbox.rows.IdFormat`);
+        fields not named are read as text."""
+        return {}
+
     @abstractmethod
     def ddl(self) -> list[str]:
         """Statements that create this source's outbox table, indexes and wake-up trigger."""
@@ -129,6 +135,7 @@ class SqlOutboxSource(OutboxSource):
         self._conn: sa.Connection | None = None
         self._table: sa.TableClause | None = None
         self._columns: dict[str, str] = {}
+        self._id_formats: dict[str, IdFormat] = {}
         self._claim: sa.Select[Any] | None = None
 
     # -- table shape ---------------------------------------------------------------
@@ -139,18 +146,21 @@ class SqlOutboxSource(OutboxSource):
         self._resolve()
         return self._columns
 
+    @property
+    def id_formats(self) -> dict[str, IdFormat]:
+        """Decided once per column, from its declared type (see ``binary_ids``)."""
+        self._resolve()
+        return self._id_formats
+
     def _resolve(self) -> sa.TableClause:
         if self._table is not None:
             return self._table
         wanted = self.settings.columns.model_dump()
         try:
             with self.engine.connect() as conn:
-                present = {
-                    c["name"].lower(): c["name"]
-                    for c in sa.inspect(conn).get_columns(
-                        self.settings.table, schema=self.settings.schema_name
-                    )
-                }
+                described = sa.inspect(conn).get_columns(
+                    self.settings.table, schema=self.settings.schema_name
+                )
         except sa.exc.NoSuchTableError:
             raise SourceError(
                 f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
@@ -160,6 +170,8 @@ class SqlOutboxSource(OutboxSource):
             raise SourceError(
                 f"source {self.name!r} ({self.display_url}): {describe_db_error(exc)}"
             ) from exc
+        present = {c["name"].lower(): c["name"] for c in described}
+        types = {c["name"]: c["type"] for c in described}
         if not present:
             raise SourceError(
                 f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
@@ -184,6 +196,12 @@ class SqlOutboxSource(OutboxSource):
                 )
             columns[field] = actual or ""
         self._columns = columns
+        self._id_formats = {
+            field: form
+            for field in ID_FIELDS
+            if columns.get(field)
+            and (form := binary_id_format(types[columns[field]], self.settings.binary_ids))
+        }
         self._table = sa.table(
             self.settings.table,
             *[sa.column(c) for c in columns.values() if c],
@@ -408,6 +426,21 @@ class SqlOutboxSource(OutboxSource):
 
     def _on_lose_lead(self) -> None:
         """Called when leadership is lost."""
+
+
+def binary_id_format(column_type: sa.types.TypeEngine[Any], setting: str) -> IdFormat | None:
+    """How an id column of ``column_type`` becomes text under ``binary_ids = setting``:
+    ``None`` (as text) unless the column is binary; ``auto`` reads BINARY(16) and
+    VARBINARY(16) as UUIDs, other binary columns (bytea, BLOB) as text."""
+    try:
+        binary = column_type.python_type is bytes
+    except NotImplementedError:  # a type the dialect does not know
+        return None
+    if not binary or setting == "text":
+        return None
+    if setting == "auto":
+        return "uuid" if getattr(column_type, "length", None) == 16 else None
+    return "uuid" if setting == "uuid" else "hex"
 
 
 def _as_utc(value: Any) -> datetime:

@@ -333,6 +333,18 @@ def _source(**values: Any) -> dict[str, Any]:
             id="mark-needs-column",
         ),
         pytest.param(
+            _source(binary_ids="base64"),
+            "sources.orders.binary_ids",
+            "'auto', 'uuid', 'hex' or 'text'",
+            id="binary-ids",
+        ),
+        pytest.param(
+            {"sources": {"chat": {"url": "mongodb://db:27017/chat", "binary_ids": "uuid"}}},
+            "sources.chat",
+            "binary_ids does not apply to MongoDB",
+            id="binary-ids-mongodb",
+        ),
+        pytest.param(
             _source(on_dispatch="archive"),
             "sources.orders.on_dispatch",
             "'delete' or 'mark'",

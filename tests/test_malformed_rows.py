@@ -503,11 +503,12 @@ def test_a_binary_id_with_zero_bytes_is_parked_and_the_rows_after_it_flow(
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
-    """A MySQL BINARY(16) id (MariaDB's UUID() bytes hold 0x00) is no text: the row is
-    parked with its id escaped (PostgreSQL text cannot hold NUL), the next row is relayed."""
+    """Bytes holding 0x00 in a binary id column read as text (any binary column but
+    BINARY(16) / VARBINARY(16), which hold UUIDs: tests/test_binary_ids.py) are no text: the
+    row is parked with its id escaped (PostgreSQL text cannot hold NUL), the next row flows."""
     ddl = (
         "CREATE TABLE outbox (seq BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, "
-        "id BINARY(16) NOT NULL, aggregatetype VARCHAR(50), aggregateid VARCHAR(50), "
+        "id VARBINARY(32) NOT NULL, aggregatetype VARCHAR(50), aggregateid VARCHAR(50), "
         "type VARCHAR(50), payload JSON)"
     )
     with _setup(mysql_database(), pg_database(), ddl, [], make_settings) as setup:

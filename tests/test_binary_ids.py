@@ -1,0 +1,289 @@
+"""Binary id columns (MySQL/MariaDB ``BINARY(16)``, PostgreSQL ``bytea``) read as UUID text,
+decided per column from its declared type, never per value."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from config import Settings
+from outbox.db import create_engine
+from outbox.relay import Relay
+
+MYSQL_OUTBOX = (
+    "CREATE TABLE outbox ("
+    " seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
+    " id {id_type} NOT NULL,"
+    " aggregatetype VARCHAR(255) NOT NULL,"
+    " aggregateid {aggregate_type} NOT NULL,"
+    " type VARCHAR(255) NOT NULL,"
+    " payload JSON NOT NULL"
+    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+)
+OUTBOX = sa.table(
+    "outbox", *[sa.column(c) for c in ("id", "aggregatetype", "aggregateid", "type", "payload")]
+)
+
+
+@pytest.fixture
+def source_db(mysql_database: Callable[[], str]) -> Iterator[tuple[str, sa.Engine]]:
+    url = mysql_database()
+    engine = create_engine(url)
+    try:
+        yield url, engine
+    finally:
+        engine.dispose()
+
+
+def _create(engine: sa.Engine, ddl: str) -> None:
+    with engine.begin() as conn:
+        conn.exec_driver_sql(ddl)
+
+
+def _insert(engine: sa.Engine, rows: list[tuple[Any, ...]]) -> None:
+    """``(event id, aggregate type, aggregate id, event type, payload)`` rows, one
+    transaction each, in order."""
+    for event_id, aggregate_type, aggregate_id, event_type, payload in rows:
+        values = {
+            "id": event_id,
+            "aggregatetype": aggregate_type,
+            "aggregateid": aggregate_id,
+            "type": event_type,
+            "payload": json.dumps(payload),
+        }
+        with engine.begin() as conn:
+            conn.execute(sa.insert(OUTBOX).values(values))
+
+
+def _drain(settings: Settings) -> tuple[Any, list[Any], list[Any]]:
+    relay = Relay(settings)
+    try:
+        totals = relay.drain()["svc"]
+        logged = relay.log.read("svc")
+        with relay.log.engine.connect() as conn:
+            parked = conn.execute(
+                sa.text("SELECT event_id, aggregate_id, reason, raw FROM rm_parked ORDER BY id")
+            ).all()
+    finally:
+        relay.close()
+    return totals, logged, parked
+
+
+def test_binary16_ids_are_relayed_as_uuid_text_in_aggregate_order(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+    users = [uuid.uuid4() for _ in range(3)]
+    events = [uuid.uuid4() for _ in range(12)]
+    rows = [
+        (event.bytes, "user", users[n % 3].bytes, "UserEmailChanged", {"n": n})
+        for n, event in enumerate(events)
+    ]
+    # Ids made by the server, as services write them; MariaDB has no UUID_TO_BIN.
+    with engine.begin() as conn:
+        server_id, server_user = conn.exec_driver_sql("SELECT UUID(), UUID()").one()
+        conn.exec_driver_sql(
+            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload) VALUES "
+            "(UNHEX(REPLACE(%s, '-', '')), 'user', UNHEX(REPLACE(%s, '-', '')), "
+            "'UserRegistered', '{\"n\": 12}')",
+            (server_id, server_user),
+        )
+    _insert(engine, rows)
+
+    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
+
+    assert (totals.errors, totals.relayed, totals.parked, parked) == ([], 13, 0, [])
+    assert (logged[0].event_id, logged[0].aggregate_id) == (server_id, server_user)
+    assert [e.event_id for e in logged[1:]] == [str(e) for e in events]
+    assert [e.aggregate_id for e in logged[1:]] == [str(users[n % 3]) for n in range(12)]
+    for user in users:
+        ours = [e for e in logged if e.aggregate_id == str(user)]
+        assert [e.payload["n"] for e in ours] == sorted(e.payload["n"] for e in ours)
+        assert len(ours) == 4
+    # The same aggregate always has the same id text, hence the same partition hash.
+    relayed_again = _relay_one_more(url, engine, users[0], pg_database, make_settings)
+    assert relayed_again == str(users[0])
+
+
+def _relay_one_more(
+    url: str,
+    engine: sa.Engine,
+    user: uuid.UUID,
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> str:
+    """The aggregate id a fresh relay (a fresh source, reading the table's types again)
+    gives one more event of ``user``."""
+    _insert(engine, [(uuid.uuid4().bytes, "user", user.bytes, "UserDeactivated", {"n": 99})])
+    _, logged, _ = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
+    assert len(logged) == 1
+    return str(logged[0].aggregate_id)
+
+
+def test_wrong_length_binary_id_is_parked_with_column_and_row(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="VARBINARY(16)"))
+    user = uuid.uuid4()
+    ids = [uuid.uuid4() for _ in range(5)]
+    _insert(
+        engine,
+        [
+            (ids[0].bytes, "user", user.bytes, "UserRegistered", {"n": 0}),
+            (ids[1].bytes, "user", user.bytes[:15], "UserRegistered", {"n": 1}),
+            (ids[2].bytes, "user", user.bytes, "UserEmailChanged", {"n": 2}),
+            # Text that happens to be valid UTF-8 is still not a UUID: the column decides.
+            (ids[3].bytes, "user", b"user-42", "UserRegistered", {"n": 3}),
+            (ids[4].bytes, "user", user.bytes, "UserDeactivated", {"n": 4}),
+        ],
+    )
+    with engine.connect() as conn:
+        seqs = conn.exec_driver_sql("SELECT seq FROM outbox ORDER BY seq").scalars().all()
+
+    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
+
+    assert (totals.errors, totals.relayed, totals.parked) == ([], 3, 2)
+    assert [e.payload["n"] for e in logged] == [0, 2, 4]
+    assert {e.aggregate_id for e in logged} == {str(user)}
+    assert [e.event_id for e in logged] == [str(ids[0]), str(ids[2]), str(ids[4])]
+    assert len(parked) == 2
+    for (event_id, _, reason, raw), seq, length, n in zip(
+        parked, (seqs[1], seqs[3]), (15, 7), (1, 3), strict=True
+    ):
+        raw = json.loads(raw) if isinstance(raw, str) else raw
+        assert event_id == str(ids[n])
+        assert f"aggregate id (column 'aggregateid', row seq = {seq}) is {length} bytes" in reason
+        assert "not 16" in reason
+        assert raw["seq"] == seq
+
+
+def test_row_parked_for_another_reason_keeps_its_binary_ids_as_uuid_text(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    url, engine = source_db
+    _create(
+        engine,
+        MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)").replace(
+            "type VARCHAR(255) NOT NULL", "type VARCHAR(255) NULL"
+        ),
+    )
+    event, user = uuid.uuid4(), uuid.uuid4()
+    _insert(engine, [(event.bytes, "user", user.bytes, None, {"n": 1})])
+
+    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
+
+    assert (totals.relayed, totals.parked, logged) == (0, 1, [])
+    event_id, aggregate_id, reason, _ = parked[0]
+    assert (event_id, aggregate_id) == (str(event), str(user))
+    assert "missing event type" in reason
+
+
+def test_text_and_wider_binary_id_columns_are_read_as_text(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="VARBINARY(64)"))
+    event = uuid.uuid4()
+    _insert(engine, [(str(event), "user", b"user-1234567890ab", "UserRegistered", {"n": 1})])
+
+    totals, logged, _ = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
+
+    assert (totals.relayed, totals.parked) == (1, 0)
+    assert (logged[0].event_id, logged[0].aggregate_id) == (str(event), "user-1234567890ab")
+
+
+@pytest.mark.parametrize(
+    ("binary_ids", "expected"),
+    [("uuid", "uuid"), ("hex", "hex")],
+)
+def test_bytea_id_columns_follow_binary_ids(
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+    binary_ids: str,
+    expected: str,
+) -> None:
+    url = pg_database()
+    engine = create_engine(url)
+    try:
+        _create(
+            engine,
+            "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, id BYTEA NOT NULL, "
+            "aggregatetype TEXT NOT NULL, aggregateid BYTEA NOT NULL, type TEXT NOT NULL, "
+            "payload JSONB NOT NULL)",
+        )
+        event, order = uuid.uuid4(), uuid.uuid4()
+        _insert(
+            engine,
+            [
+                (event.bytes, "order", order.bytes, "OrderPlaced", {"n": 1}),
+                (uuid.uuid4().bytes, "order", order.bytes[:8], "OrderPaid", {"n": 2}),
+            ],
+        )
+    finally:
+        engine.dispose()
+    settings = make_settings(url, {"svc": {"url": url, "binary_ids": binary_ids}})
+
+    totals, logged, parked = _drain(settings)
+
+    if expected == "uuid":
+        assert (totals.relayed, totals.parked) == (1, 1)
+        assert (logged[0].event_id, logged[0].aggregate_id) == (str(event), str(order))
+        assert "aggregate id (column 'aggregateid', row seq = 2) is 8 bytes" in parked[0][2]
+    else:
+        assert (totals.relayed, totals.parked) == (2, 0)
+        assert (logged[0].event_id, logged[0].aggregate_id) == (event.hex, order.hex)
+        assert logged[1].aggregate_id == order.bytes[:8].hex()
+
+
+def test_bytea_id_columns_are_text_by_default(
+    pg_database: Callable[[], str], make_settings: Callable[..., Settings]
+) -> None:
+    """``bytea`` declares no length, so ``auto`` keeps reading it as UTF-8, as before."""
+    url = pg_database()
+    engine = create_engine(url)
+    try:
+        _create(
+            engine,
+            "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, "
+            "aggregatetype TEXT NOT NULL, aggregateid BYTEA NOT NULL, type TEXT NOT NULL, "
+            "payload JSONB NOT NULL)",
+        )
+        _insert(engine, [("e-1", "order", b"order-1234567890", "OrderPlaced", {"n": 1})])
+    finally:
+        engine.dispose()
+
+    totals, logged, _ = _drain(make_settings(url, {"svc": {"url": url}}))
+
+    assert totals.relayed == 1
+    assert logged[0].aggregate_id == "order-1234567890"
+
+
+def test_binary_ids_text_reads_binary16_as_utf8(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="BINARY(16)"))
+    _insert(engine, [(str(uuid.uuid4()), "user", b"user-00000000042", "UserRegistered", {})])
+    settings = make_settings(pg_database(), {"svc": {"url": url, "binary_ids": "text"}})
+
+    totals, logged, _ = _drain(settings)
+
+    assert totals.relayed == 1
+    assert logged[0].aggregate_id == "user-00000000042"
