@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+
+from outbox.db import create_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,3 +67,51 @@ def test_database_per_tenant_commands_run_as_written(tmp_path: Path) -> None:
             "SELECT tenant, sum(sales) FROM sales_by_day GROUP BY tenant ORDER BY tenant"
         ).fetchall()
     assert totals == [("acme", 100), ("globex", 100)]
+
+
+def _readme_block(marker: str, fence: str) -> str:
+    """The first ```fence block after ``marker`` in README.md."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(marker) :]
+    block = block[block.index(f"```{fence}\n") + len(fence) + 4 :]
+    return block[: block.index("```")]
+
+
+def test_mysql_binary_ids_example_runs_as_written(
+    tmp_path: Path, mysql_database: Callable[[], str]
+) -> None:
+    marker = "Runnable against a local MariaDB"
+    url = mysql_database()  # stands for the README's database `auth`
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for statement in _readme_block(marker, "sql").split(";"):
+                if statement.strip():
+                    conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+    config = _readme_block(marker, "toml")
+    assert 'url = "mysql://root@127.0.0.1:3306/auth"' in config
+    (tmp_path / "auth.toml").write_text(
+        config.replace("mysql://root@127.0.0.1:3306/auth", url), encoding="utf-8"
+    )
+
+    done = subprocess.run(
+        [sys.executable, "-c", _readme_block(marker, "python")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+    assert done.returncode == 0, done.stderr
+    text = (ROOT / "README.md").read_text()
+    printed = re.search(r"prints `([^`]*)`", text[text.index(marker) :])
+    assert printed is not None
+    lines = done.stdout.strip().splitlines()  # structlog's lines come first
+    assert (
+        lines[-1]
+        == printed.group(1)
+        == ("user 0b9a5e2c-7f3d-4f6e-9c1a-2d4b6e8f0a1c UserRegistered")
+    )
