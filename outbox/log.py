@@ -24,6 +24,7 @@ from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from outbox.db import create_engine, describe_db_error, engine_kind
 from outbox.envelope import Envelope
 from outbox.errors import LogError
+from outbox.json_numbers import same_json
 from outbox.migrate import upgrade
 from outbox.rows import LogRecord, MalformedRow, json_safe
 from outbox.schema import PARKED_OUTBOX_ROW, event_log, log_heads, parked
@@ -274,7 +275,12 @@ class EventLog:
         for start in range(0, len(ids), 5000):
             chunk = ids[start : start + 5000]
             query = sa.select(
-                c.event_id, c.position, c.aggregate_type, c.aggregate_id, c.event_type, c.payload
+                c.event_id,
+                c.position,
+                c.aggregate_type,
+                c.aggregate_id,
+                c.event_type,
+                sa.cast(c.payload, sa.Text),  # as text: parsed, big numbers would round
             ).where(c.source == source, c.event_id.in_(chunk))
             for event_id, *rest in conn.execute(query):
                 logged[event_id] = tuple(rest)
@@ -380,7 +386,7 @@ def _event_of(record: LogRecord) -> list[Any]:
 
 def _same_event(record: LogRecord, event: Sequence[Any]) -> bool:
     """Whether ``record`` is the logged ``event`` (aggregate type and id, event type,
-    payload) delivered again."""
+    payload text) delivered again."""
     aggregate_type, aggregate_id, event_type, payload = event
     if (record.aggregate_type, record.aggregate_id, record.event_type) != (
         aggregate_type,
@@ -388,9 +394,7 @@ def _same_event(record: LogRecord, event: Sequence[Any]) -> bool:
         event_type,
     ):
         return False
-    if isinstance(payload, str):
-        payload = orjson.loads(payload)
-    return bool(orjson.loads(record.payload) == payload)
+    return same_json(record.payload, payload)
 
 
 def _reused(record: LogRecord, where: str, event: Sequence[Any]) -> MalformedRow:
@@ -410,10 +414,10 @@ def _reused(record: LogRecord, where: str, event: Sequence[Any]) -> MalformedRow
             "aggregate_type": record.aggregate_type,
             "aggregate_id": record.aggregate_id,
             "event_type": record.event_type,
-            "payload": orjson.loads(record.payload),
+            "payload": orjson.Fragment(record.payload),  # as written: big numbers kept
             "occurred_at": json_safe(record.occurred_at),
             "tenant": record.tenant,
-            "headers": None if record.headers is None else orjson.loads(record.headers),
+            "headers": None if record.headers is None else orjson.Fragment(record.headers),
         },
         aggregate_type=record.aggregate_type,
         aggregate_id=record.aggregate_id,

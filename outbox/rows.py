@@ -14,6 +14,7 @@ from typing import Any, Literal
 import orjson
 
 from outbox.envelope import aggregate_hash
+from outbox.json_numbers import number_beyond_double
 
 # The claim query selects the outbox columns in this order; absent optional columns are NULL.
 FIELDS = (
@@ -260,6 +261,13 @@ def _json_text(
     try:
         parsed = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        huge = number_beyond_double(text)
+        if huge is not None:
+            raise _Malformed(
+                f"{what} (column {column!r}) holds the number {huge[:40]}, beyond the range of "
+                f"a double: readmodel reads JSON numbers as doubles and would lose its value "
+                f"(write it as a string)"
+            ) from None
         raise _Malformed(f"{what} (column {column!r}) is not valid JSON: {exc}") from None
     if parsed is None and null_ok:
         return None
