@@ -33,21 +33,85 @@ def same_json(a: str, b: str) -> bool:
 
 
 def _exact(text: str) -> Any:
-    return json.loads(text, parse_float=Decimal)
+    try:
+        return json.loads(text, parse_float=Decimal)
+    except RecursionError:  # the json module's scanner recurses; orjson takes 1024 levels
+        return _exact_iterative(text)
+
+
+_TOKEN = re.compile(
+    r'\s*(?:([\[\]{}:,])|("(?:[^"\\]|\\.)*")|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)'
+    r"|(true|false|null))",
+    re.DOTALL,
+)
+_NO_KEY = object()
+
+
+def _exact_iterative(text: str) -> Any:
+    """``json.loads(text, parse_float=Decimal)`` without recursion, for nesting the json
+    module refuses; ``text`` is JSON (the row check read it), so separators are not checked."""
+    root: Any = _NO_KEY
+    stack: list[Any] = []  # open containers
+    keys: list[Any] = []  # per open container: the key awaiting its value (objects)
+
+    def add(value: Any) -> None:
+        nonlocal root
+        if not stack:
+            root = value
+        elif isinstance(stack[-1], list):
+            stack[-1].append(value)
+        else:
+            stack[-1][keys[-1]] = value
+            keys[-1] = _NO_KEY
+
+    position = 0
+    while match := _TOKEN.match(text, position):
+        position = match.end()
+        mark, string, number, word = match.groups()
+        if mark in ("[", "{"):
+            container: Any = [] if mark == "[" else {}
+            add(container)
+            stack.append(container)
+            keys.append(_NO_KEY)
+        elif mark in ("]", "}"):
+            stack.pop()
+            keys.pop()
+        elif mark is not None:  # ':' or ','
+            continue
+        elif string is not None:
+            value = json.loads(string)
+            if stack and isinstance(stack[-1], dict) and keys[-1] is _NO_KEY:
+                keys[-1] = value
+            else:
+                add(value)
+        elif number is not None:
+            add(Decimal(number))
+        else:
+            add({"true": True, "false": False, "null": None}[word])
+    if text[position:].strip() or stack or root is _NO_KEY:
+        raise ValueError("not JSON")
+    return root
 
 
 def _equal(a: Any, b: Any) -> bool:
-    if type(a) is bool or type(b) is bool:
-        return a is b
-    if isinstance(a, dict):
-        return (
-            isinstance(b, dict)
-            and a.keys() == b.keys()
-            and all(_equal(value, b[key]) for key, value in a.items())
-        )
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(map(_equal, a, b))
-    return bool(a == b)
+    """Exact equality of parsed JSON, without recursion (a payload may nest 1024 levels)."""
+    pending = [(a, b)]
+    while pending:
+        a, b = pending.pop()
+        if type(a) is bool or type(b) is bool:
+            if a is not b:
+                return False
+        elif isinstance(a, dict):
+            if not isinstance(b, dict) or a.keys() != b.keys():
+                return False
+            pending.extend((value, b[key]) for key, value in a.items())
+        elif isinstance(a, list):
+            if not isinstance(b, list) or len(a) != len(b):
+                return False
+            pending.extend(zip(a, b, strict=True))
+        elif isinstance(b, dict | list) or not a == b:
+            return False
+    return True
 
 
 def number_beyond_double(text: str) -> str | None:

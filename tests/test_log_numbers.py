@@ -130,3 +130,37 @@ def test_a_number_beyond_a_double_is_parked_saying_why(
     assert "payload (column 'payload') holds the number" in reason
     assert "beyond the range of a double" in reason
     assert "would lose its value" in reason
+
+
+DEEP = 1000  # orjson (the row check) reads up to 1024 levels; the json module recurses
+
+
+def _deep(inner: str, key: str = '"x"') -> str:
+    # "5e2c" looks like an exponent: the exact (json module) comparison is taken
+    return f'{{"id": "0b9a5e2c", {key}: {"[" * DEEP}{inner}{"]" * DEEP}}}'
+
+
+def test_a_redelivered_deeply_nested_payload_is_a_duplicate(log: EventLog) -> None:
+    try:
+        log.append("src", [_record("e1", _deep(f"{BIG}"))])
+
+        # Spaced differently (PostgreSQL's jsonb text is not the outbox's): compared parsed.
+        again = log.append("src", [_record("e1", _deep(f"{BIG}", key=' "x"'), position=2)])
+
+        assert (again.appended, again.duplicates, again.parked) == (0, 1, 0), _parked(log)
+    finally:
+        log.close()
+
+
+def test_a_reused_id_with_another_deeply_nested_payload_is_parked(log: EventLog) -> None:
+    try:
+        log.append("src", [_record("e1", _deep(f"{BIG}"))])
+
+        reused = log.append("src", [_record("e1", _deep(f"{TWIN}"), position=2)])
+
+        assert (reused.appended, reused.duplicates, reused.parked) == (0, 0, 1)
+        with log.engine.connect() as conn:
+            reason = conn.execute(sa.text("SELECT reason FROM rm_parked")).scalar_one()
+        assert "is already in the log" in reason
+    finally:
+        log.close()
