@@ -193,12 +193,13 @@ class OutboxTableSettings(_Strict):
     retention: Duration = Field(timedelta(days=7), description="how long marked rows are kept")
     batch_size: int = Field(2000, ge=1, le=50_000)
     max_payload_bytes: int = Field(1_048_576, ge=1)
-    binary_ids: Literal["auto", "uuid", "hex", "text"] = Field(
-        "auto",
-        description="how binary event and aggregate id columns become text: 'auto' reads a "
-        "BINARY(16) / VARBINARY(16) column as UUIDs and any other binary column as UTF-8; "
-        "'uuid' reads every binary id column (e.g. bytea) as 16-byte UUIDs, 'hex' as hex, "
-        "'text' as UTF-8. Decided per column from its declared type, never per value",
+    binary_ids: Literal["text", "uuid", "uuid-swapped", "hex"] = Field(
+        "text",
+        description="how binary event and aggregate id columns become text: 'text' (the "
+        "default) reads them as UTF-8; 'uuid' reads them as 16-byte UUIDs (BIN_TO_UUID(x)), "
+        "'uuid-swapped' as MySQL's time-swapped UUIDs (UUID_TO_BIN(u, 1), read as "
+        "BIN_TO_UUID(x, 1)), 'hex' as lowercase hex. Text id columns are read as they are. "
+        "Changing it on a source whose log holds events re-keys their aggregates",
     )
     poll_min: Duration = Field(timedelta(milliseconds=5), description="poll interval when busy")
     poll_max: Duration = Field(timedelta(seconds=1), description="poll interval when idle")
@@ -266,7 +267,7 @@ class SourceSettings(OutboxTableSettings):
             raise ValueError("lease must be at least 300ms")
         if self.is_mongodb and self.schema_name is not None:
             raise ValueError("schema does not apply to MongoDB: the URL names the database")
-        if self.is_mongodb and self.binary_ids != "auto":
+        if self.is_mongodb and self.binary_ids != "text":
             raise ValueError(
                 "binary_ids does not apply to MongoDB: BSON UUIDs (subtypes 3 and 4) are read "
                 "as UUID text, other binary as UTF-8"

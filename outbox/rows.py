@@ -32,9 +32,37 @@ FIELDS = (
 ID_FIELDS = ("event_id", "aggregate_id")
 """The fields whose binary columns a source may read as UUIDs or hex (:data:`IdFormat`)."""
 
-IdFormat = Literal["uuid", "hex"]
+IdFormat = Literal["uuid", "uuid-swapped", "hex"]
 """How a binary id column becomes text: ``str(uuid.UUID(bytes=value))`` (what MySQL's
-``BIN_TO_UUID(value)`` gives) for exactly 16 bytes, or lowercase hex."""
+``BIN_TO_UUID(value)`` gives) for exactly 16 bytes, the same with MySQL's time-swapped layout
+(``UUID_TO_BIN(u, 1)``, read back as ``BIN_TO_UUID(value, 1)``), or lowercase hex."""
+
+
+def id_type_clash(
+    rows: Sequence[Sequence[Any]], names: Mapping[str, str], formats: Mapping[str, IdFormat]
+) -> str | None:
+    """The first id value whose Python type contradicts its column's decision (bytes in a
+    column read as text, text in a column read as binary), described; ``None`` if none
+    does. A column whose type changed (``ALTER TABLE``) after the source read it."""
+    for row in rows:
+        for index, field in ((1, "event_id"), (3, "aggregate_id")):
+            value = row[index]
+            if not names.get(field) or value is None:
+                continue
+            binary = isinstance(value, bytes | bytearray | memoryview)
+            if binary != (field in formats):
+                return (
+                    f"column {names[field]!r} gave {type(value).__name__}, "
+                    f"read as {formats.get(field, 'text')}"
+                )
+    return None
+
+
+def uuid_text(raw: bytes, form: IdFormat) -> str:
+    """16 bytes as UUID text, in the layout ``form`` names."""
+    if form == "uuid-swapped":  # UUID_TO_BIN(u, 1): time_hi, time_mid, time_low, rest
+        raw = raw[4:8] + raw[2:4] + raw[0:2] + raw[8:]
+    return str(uuid.UUID(bytes=raw))
 
 
 @dataclass(slots=True)
@@ -90,15 +118,18 @@ def decode_rows(
     default_tenant: str | None,
     max_payload_bytes: int,
     id_formats: Mapping[str, IdFormat] | None = None,
+    id_hints: Mapping[str, str] | None = None,
 ) -> tuple[list[LogRecord], list[MalformedRow]]:
     """Split claimed rows (shaped like :data:`FIELDS`) into records and malformed rows.
 
     ``column_names`` maps each field to the outbox column it came from, for the
     reasons and the raw copy kept in the parking table. ``id_formats`` names the id
     fields (:data:`ID_FIELDS`) whose binary columns are read as UUIDs or hex; the others
-    are read as text.
+    are read as text. ``id_hints`` adds a suggestion to the reason of an id field whose
+    binary value is no text (a ``BINARY(16)`` column read as text: ``binary_ids``).
     """
     formats = id_formats or {}
+    hints = id_hints or {}
     records: list[LogRecord] = []
     malformed: list[MalformedRow] = []
     for row in rows:
@@ -107,7 +138,9 @@ def decode_rows(
             continue
         try:
             records.append(
-                _decode(row, source, column_names, formats, default_tenant, max_payload_bytes)
+                _decode(
+                    row, source, column_names, formats, hints, default_tenant, max_payload_bytes
+                )
             )
         except _Malformed as exc:
             malformed.append(_parked(row, column_names, formats, str(exc)))
@@ -139,8 +172,8 @@ def _parked_id(value: Any, form: IdFormat | None) -> str | None:
     if form is not None and isinstance(value, bytes | bytearray | memoryview):
         if form == "hex" and value:
             return bytes(value).hex()
-        if form == "uuid" and len(value) == 16:
-            return str(uuid.UUID(bytes=bytes(value)))
+        if form != "hex" and len(value) == 16:
+            return uuid_text(bytes(value), form)
     return _optional_str(value)
 
 
@@ -149,15 +182,16 @@ def _decode(
     source: str,
     names: dict[str, str],
     formats: Mapping[str, IdFormat],
+    hints: Mapping[str, str],
     default_tenant: str | None,
     max_payload_bytes: int,
 ) -> LogRecord:
     position, event_id, agg_type, agg_id, event_type, payload, occurred, tenant, headers = row
     aggregate_type = _required_text(agg_type, names["aggregate_type"], "aggregate type")
-    aggregate_id = _id_text(agg_id, "aggregate_id", "aggregate id", position, names, formats)
+    aggregate_id = _id_text(agg_id, "aggregate_id", "aggregate id", position, names, formats, hints)
     kind = _required_text(event_type, names["event_type"], "event type")
     if names.get("event_id"):
-        event_id = _id_text(event_id, "event_id", "event id", position, names, formats)
+        event_id = _id_text(event_id, "event_id", "event id", position, names, formats, hints)
     else:
         event_id = f"{source}:{position}"
     payload_text = _json_text(payload, names["payload"], "payload", max_payload_bytes)
@@ -215,13 +249,20 @@ def _id_text(
     position: Any,
     names: dict[str, str],
     formats: Mapping[str, IdFormat],
+    hints: Mapping[str, str],
 ) -> str:
     """An id as its column's declared type says: a binary column read as a UUID or as hex
     (:data:`IdFormat`), any other as text."""
     column = names[field]
     form = formats.get(field)
     if form is None:
-        return _required_text(value, column, what)
+        try:
+            return _required_text(value, column, what)
+        except _Malformed as exc:
+            hint = hints.get(field)
+            if hint and isinstance(value, bytes | bytearray | memoryview) and len(value) == 16:
+                raise _Malformed(f"{exc}: {hint}") from None
+            raise
     where = f"row {names['position']} = {position}"
     if value is None:
         raise _Malformed(f"missing {what} (column {column!r} is NULL)")
@@ -239,7 +280,7 @@ def _id_text(
             f"{what} (column {column!r}, {where}) is {len(raw)} bytes, not 16: the column "
             f"is read as binary UUIDs"
         )
-    return str(uuid.UUID(bytes=raw))
+    return uuid_text(raw, form)
 
 
 def _optional_text(value: Any, column: str) -> str | None:

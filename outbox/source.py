@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from config import ColumnMap, SourceSettings
 from outbox.db import create_engine, describe_db_error, redact_dsn
 from outbox.errors import NotLeaderError, SourceError
 from outbox.rows import FIELDS, ID_FIELDS, IdFormat
+from outbox.source_groups import group_of
 
 _OPTIONAL = ("event_id", "occurred_at", "tenant", "headers")
 CONNECT_TIMEOUT = 10  # seconds: a database that takes the connection but never answers
@@ -89,6 +91,15 @@ class OutboxSource(ABC):
         fields not named are read as text."""
         return {}
 
+    @property
+    def id_hints(self) -> dict[str, str]:
+        """Id field -> what to suggest when its binary value is no text (see ``binary_ids``)."""
+        return {}
+
+    def reread_columns(self) -> None:
+        """Read the outbox's column types again (one changed since they were read)."""
+        return None
+
     @abstractmethod
     def ddl(self) -> list[str]:
         """Statements that create this source's outbox table, indexes and wake-up trigger."""
@@ -136,6 +147,7 @@ class SqlOutboxSource(OutboxSource):
         self._table: sa.TableClause | None = None
         self._columns: dict[str, str] = {}
         self._id_formats: dict[str, IdFormat] = {}
+        self._id_hints: dict[str, str] = {}
         self._claim: sa.Select[Any] | None = None
 
     # -- table shape ---------------------------------------------------------------
@@ -151,6 +163,16 @@ class SqlOutboxSource(OutboxSource):
         """Decided once per column, from its declared type (see ``binary_ids``)."""
         self._resolve()
         return self._id_formats
+
+    @property
+    def id_hints(self) -> dict[str, str]:
+        self._resolve()
+        return self._id_hints
+
+    def reread_columns(self) -> None:
+        self._table = None
+        self._claim = None
+        self._resolve()
 
     def _resolve(self) -> sa.TableClause:
         if self._table is not None:
@@ -196,18 +218,51 @@ class SqlOutboxSource(OutboxSource):
                 )
             columns[field] = actual or ""
         self._columns = columns
-        self._id_formats = {
-            field: form
-            for field in ID_FIELDS
-            if columns.get(field)
-            and (form := binary_id_format(types[columns[field]], self.settings.binary_ids))
-        }
+        self._id_formats, self._id_hints = self._id_rules(
+            {f: types[columns[f]] for f in ID_FIELDS if columns.get(f)}
+        )
         self._table = sa.table(
             self.settings.table,
             *[sa.column(c) for c in columns.values() if c],
             schema=self.settings.schema_name,
         )
         return self._table
+
+    def _id_rules(
+        self, types: dict[str, sa.types.TypeEngine[Any]]
+    ) -> tuple[dict[str, IdFormat], dict[str, str]]:
+        """How each mapped id column (field -> its declared type) becomes text, and the
+        hints for binary ones read as text; refuses a ``binary_ids`` no id column uses."""
+        setting = self.settings.binary_ids
+        where = source_key(self.name)
+        binary = {f: t for f, t in types.items() if is_binary(t)}
+        if setting == "text":
+            hints = {
+                field: (
+                    f"the column is {self._type_name(t)}: if it holds binary UUIDs, set "
+                    f'binary_ids = "uuid" in {where} (see the README on binary ids)'
+                )
+                for field, t in binary.items()
+                if getattr(base_type(t), "length", None) == 16
+            }
+            return {}, hints
+        if not binary:
+            described = ", ".join(
+                f"{self.settings.columns.model_dump()[f] or f} is {self._type_name(t)}"
+                for f, t in types.items()
+            )
+            raise SourceError(
+                f"source {self.name!r}: binary_ids = {setting!r} ({where}) reads binary id "
+                f"columns, but no id column of {self._qualified()!r} is binary ({described}): "
+                f'remove binary_ids (the default "text") or map a binary id column'
+            )
+        return {field: setting for field in binary}, {}
+
+    def _type_name(self, column_type: sa.types.TypeEngine[Any]) -> str:
+        try:
+            return str(column_type.compile(dialect=self.engine.dialect))
+        except Exception:
+            return repr(column_type)
 
     def install(self) -> None:
         try:
@@ -428,19 +483,31 @@ class SqlOutboxSource(OutboxSource):
         """Called when leadership is lost."""
 
 
-def binary_id_format(column_type: sa.types.TypeEngine[Any], setting: str) -> IdFormat | None:
-    """How an id column of ``column_type`` becomes text under ``binary_ids = setting``:
-    ``None`` (as text) unless the column is binary; ``auto`` reads BINARY(16) and
-    VARBINARY(16) as UUIDs, other binary columns (bytea, BLOB) as text."""
+def base_type(column_type: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+    """The type under a PostgreSQL domain (a domain over a domain too)."""
+    for _ in range(16):
+        if not isinstance(column_type, DOMAIN):
+            break
+        column_type = column_type.data_type
+    return column_type
+
+
+def is_binary(column_type: sa.types.TypeEngine[Any]) -> bool:
+    """Whether a column of ``column_type`` holds bytes (BINARY, VARBINARY, BLOB, bytea, a
+    domain over bytea)."""
     try:
-        binary = column_type.python_type is bytes
+        return base_type(column_type).python_type is bytes
     except NotImplementedError:  # a type the dialect does not know
-        return None
-    if not binary or setting == "text":
-        return None
-    if setting == "auto":
-        return "uuid" if getattr(column_type, "length", None) == 16 else None
-    return "uuid" if setting == "uuid" else "hex"
+        return False
+
+
+def source_key(name: str) -> str:
+    """Where source ``name`` is configured: ``[sources.NAME]``; a member of a group is
+    configured alone or by its group's tenant registry."""
+    group = group_of(name)
+    if group is None:
+        return f"[sources.{name}]"
+    return f'[sources."{name}"] or [tenants.{group}.source]'
 
 
 def _as_utc(value: Any) -> datetime:

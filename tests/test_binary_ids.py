@@ -1,4 +1,5 @@
-"""Binary id columns (MySQL/MariaDB ``BINARY(16)``, PostgreSQL ``bytea``) read as UUID text,
+"""Binary id columns (MySQL/MariaDB ``BINARY(16)``, PostgreSQL ``bytea``): read as UTF-8 text
+by default (as before ``binary_ids`` existed), as UUID text or hex when a source opts in,
 decided per column from its declared type, never per value."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ MYSQL_OUTBOX = (
     " payload JSON NOT NULL"
     ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
 )
+UUIDS = {"binary_ids": "uuid"}
 OUTBOX = sa.table(
     "outbox", *[sa.column(c) for c in ("id", "aggregatetype", "aggregateid", "type", "payload")]
 )
@@ -98,7 +100,7 @@ def test_binary16_ids_are_relayed_as_uuid_text_in_aggregate_order(
         )
     _insert(engine, rows)
 
-    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
+    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": UUIDS | {"url": url}}))
 
     assert (totals.errors, totals.relayed, totals.parked, parked) == ([], 13, 0, [])
     assert (logged[0].event_id, logged[0].aggregate_id) == (server_id, server_user)
@@ -123,7 +125,7 @@ def _relay_one_more(
     """The aggregate id a fresh relay (a fresh source, reading the table's types again)
     gives one more event of ``user``."""
     _insert(engine, [(uuid.uuid4().bytes, "user", user.bytes, "UserDeactivated", {"n": 99})])
-    _, logged, _ = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
+    _, logged, _ = _drain(make_settings(pg_database(), {"svc": UUIDS | {"url": url}}))
     assert len(logged) == 1
     return str(logged[0].aggregate_id)
 
@@ -151,7 +153,7 @@ def test_wrong_length_binary_id_is_parked_with_column_and_row(
     with engine.connect() as conn:
         seqs = conn.exec_driver_sql("SELECT seq FROM outbox ORDER BY seq").scalars().all()
 
-    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
+    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": UUIDS | {"url": url}}))
 
     assert (totals.errors, totals.relayed, totals.parked) == ([], 3, 2)
     assert [e.payload["n"] for e in logged] == [0, 2, 4]
@@ -183,7 +185,7 @@ def test_row_parked_for_another_reason_keeps_its_binary_ids_as_uuid_text(
     event, user = uuid.uuid4(), uuid.uuid4()
     _insert(engine, [(event.bytes, "user", user.bytes, None, {"n": 1})])
 
-    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
+    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": UUIDS | {"url": url}}))
 
     assert (totals.relayed, totals.parked, logged) == (0, 1, [])
     event_id, aggregate_id, reason, _ = parked[0]
@@ -253,7 +255,7 @@ def test_bytea_id_columns_follow_binary_ids(
 def test_bytea_id_columns_are_text_by_default(
     pg_database: Callable[[], str], make_settings: Callable[..., Settings]
 ) -> None:
-    """``bytea`` declares no length, so ``auto`` keeps reading it as UTF-8, as before."""
+    """Without ``binary_ids``, ``bytea`` is read as UTF-8, as before."""
     url = pg_database()
     engine = create_engine(url)
     try:
@@ -273,17 +275,188 @@ def test_bytea_id_columns_are_text_by_default(
     assert logged[0].aggregate_id == "order-1234567890"
 
 
-def test_binary_ids_text_reads_binary16_as_utf8(
+@pytest.mark.parametrize("explicit", [False, True], ids=["default", "binary_ids-text"])
+def test_binary16_columns_holding_text_ids_are_read_as_utf8_by_default(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+    explicit: bool,
+) -> None:
+    """What readmodel did before ``binary_ids``: a BINARY(16) / VARBINARY(16) id column
+    holding text ids (16 characters or fewer) relays them as they are."""
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="VARBINARY(16)"))
+    _insert(
+        engine,
+        [
+            (b"evt-000000000001", "user", b"user-42", "UserRegistered", {"n": 1}),
+            (b"evt-000000000002", "order", b"ORD-000000000001", "OrderPlaced", {"n": 2}),
+        ],
+    )
+    config = {"url": url} | ({"binary_ids": "text"} if explicit else {})
+
+    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": config}))
+
+    assert (totals.errors, totals.relayed, totals.parked, parked) == ([], 2, 0, [])
+    assert [(e.event_id, e.aggregate_id) for e in logged] == [
+        ("evt-000000000001", "user-42"),
+        ("evt-000000000002", "ORD-000000000001"),
+    ]
+
+
+def test_binary16_uuids_read_as_text_are_parked_suggesting_binary_ids_uuid(
     source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
     url, engine = source_db
     _create(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="BINARY(16)"))
-    _insert(engine, [(str(uuid.uuid4()), "user", b"user-00000000042", "UserRegistered", {})])
-    settings = make_settings(pg_database(), {"svc": {"url": url, "binary_ids": "text"}})
+    user = uuid.UUID("0b9a5e2c-7f3d-4f6e-9c1a-2d4b6e8f0a1c")  # no valid UTF-8
+    _insert(
+        engine,
+        [
+            (str(uuid.uuid4()), "user", user.bytes, "UserRegistered", {"n": 1}),
+            (str(uuid.uuid4()), "user", b"user-00000000042", "UserRegistered", {"n": 2}),
+        ],
+    )
 
-    totals, logged, _ = _drain(settings)
+    totals, logged, parked = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
 
-    assert totals.relayed == 1
+    assert (totals.relayed, totals.parked) == (1, 1)
     assert logged[0].aggregate_id == "user-00000000042"
+    reason = parked[0][2]
+    assert "aggregate id (column 'aggregateid') is not valid UTF-8" in reason
+    assert 'the column is BINARY(16): if it holds binary UUIDs, set binary_ids = "uuid"' in reason
+    assert "in [sources.svc]" in reason
+
+
+def test_a_rule_unchanged_by_the_upgrade_keeps_a_redelivered_event_one_event(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """An event relayed by an older readmodel (UTF-8, ``binary_ids = "text"`` now) whose
+    acknowledgement was lost is relayed again by this one with the default: the same event
+    id, so a duplicate, not a second event of another aggregate id."""
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+    _create(engine, "ALTER TABLE outbox ADD COLUMN dispatched_at DATETIME(6) NULL")
+    _insert(engine, [(b"evt-000000000001", "order", b"ORD-000000000001", "OrderPlaced", {})])
+    store = pg_database()
+    source = {"url": url, "on_dispatch": "mark", "columns": {"dispatched_at": "dispatched_at"}}
+    before, _, _ = _drain(make_settings(store, {"svc": source | {"binary_ids": "text"}}))
+    with engine.begin() as conn:  # the acknowledgement lost (a crash between the commits)
+        conn.exec_driver_sql("UPDATE outbox SET dispatched_at = NULL")
+
+    after, logged, _ = _drain(make_settings(store, {"svc": source}))
+
+    assert (before.relayed, after.relayed, after.duplicates) == (1, 0, 1)
+    assert [(e.event_id, e.aggregate_id) for e in logged] == [
+        ("evt-000000000001", "ORD-000000000001")
+    ]
+
+
+def test_uuid_swapped_reads_mysql_time_swapped_uuids(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+    # MySQL's manual: UUID_TO_BIN('6ccd780c-baba-1026-9564-5b8c656024db', 1)
+    swapped = bytes.fromhex("1026BABA6CCD780C95645B8C656024DB")
+    event = uuid.uuid1()
+    event_swapped = event.bytes[6:8] + event.bytes[4:6] + event.bytes[0:4] + event.bytes[8:]
+    _insert(engine, [(event_swapped, "user", swapped, "UserRegistered", {"n": 1})])
+    settings = make_settings(pg_database(), {"svc": {"url": url, "binary_ids": "uuid-swapped"}})
+
+    totals, logged, parked = _drain(settings)
+
+    assert (totals.errors, totals.relayed, parked) == ([], 1, [])
+    assert logged[0].aggregate_id == "6ccd780c-baba-1026-9564-5b8c656024db"
+    assert logged[0].event_id == str(event)
+
+
+@pytest.mark.parametrize("binary_ids", ["uuid", "uuid-swapped", "hex"])
+def test_binary_ids_with_no_binary_id_column_is_refused_naming_the_columns(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+    binary_ids: str,
+) -> None:
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="VARCHAR(64)"))
+    _insert(engine, [(str(uuid.uuid4()), "user", "user-42", "UserRegistered", {"n": 1})])
+    settings = make_settings(pg_database(), {"svc": {"url": url, "binary_ids": binary_ids}})
+
+    totals, logged, parked = _drain(settings)
+
+    assert (totals.relayed, logged, parked) == (0, [], [])
+    [error] = totals.errors
+    assert f"source 'svc': binary_ids = '{binary_ids}' ([sources.svc])" in error
+    assert "no id column of 'outbox' is binary (id is CHAR(36), aggregateid is VARCHAR(64))" in (
+        error
+    )
+    with engine.connect() as conn:  # nothing consumed
+        assert conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar() == 1
+
+
+def test_a_domain_over_bytea_follows_binary_ids(
+    pg_database: Callable[[], str], make_settings: Callable[..., Settings]
+) -> None:
+    url = pg_database()
+    engine = create_engine(url)
+    try:
+        _create(engine, "CREATE DOMAIN uuid_bytes AS bytea CHECK (length(VALUE) = 16)")
+        _create(
+            engine,
+            "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, id uuid_bytes NOT NULL, "
+            "aggregatetype TEXT NOT NULL, aggregateid uuid_bytes NOT NULL, type TEXT NOT NULL, "
+            "payload JSONB NOT NULL)",
+        )
+        event, order = uuid.uuid4(), uuid.uuid4()
+        _insert(engine, [(event.bytes, "order", order.bytes, "OrderPlaced", {"n": 1})])
+    finally:
+        engine.dispose()
+
+    totals, logged, parked = _drain(make_settings(url, {"svc": UUIDS | {"url": url}}))
+
+    assert (totals.errors, totals.relayed, parked) == ([], 1, [])
+    assert (logged[0].event_id, logged[0].aggregate_id) == (str(event), str(order))
+
+
+def test_rows_parked_under_text_are_relayed_after_switching_to_uuid_and_unmarking(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The README's way back for rows parked by the default before ``binary_ids = "uuid"``
+    was set (``on_dispatch = "mark"``): clear their mark, skip the parked entries."""
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+    _create(engine, "ALTER TABLE outbox ADD COLUMN dispatched_at DATETIME(6) NULL")
+    user = uuid.UUID("0b9a5e2c-7f3d-4f6e-9c1a-2d4b6e8f0a1c")
+    events = [uuid.UUID(int=(0xFF << 120) + n) for n in range(3)]  # 0xff: no UTF-8
+    _insert(
+        engine,
+        [(e.bytes, "user", user.bytes, "UserEmailChanged", {"n": n}) for n, e in enumerate(events)],
+    )
+    store = pg_database()
+    source = {"url": url, "on_dispatch": "mark", "columns": {"dispatched_at": "dispatched_at"}}
+    before, _, parked = _drain(make_settings(store, {"svc": source}))
+    assert (before.relayed, before.parked) == (0, 3)
+    seqs = [(json.loads(raw) if isinstance(raw, str) else raw)["seq"] for *_, raw in parked]
+
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE outbox SET dispatched_at = NULL WHERE seq IN :seqs").bindparams(
+                sa.bindparam("seqs", expanding=True)
+            ),
+            {"seqs": seqs},
+        )
+    after, logged, _ = _drain(make_settings(store, {"svc": source | UUIDS}))
+
+    assert (after.errors, after.relayed, after.parked) == ([], 3, 0)
+    assert [(e.event_id, e.aggregate_id, e.payload["n"]) for e in logged] == [
+        (str(e), str(user), n) for n, e in enumerate(events)
+    ]

@@ -43,6 +43,7 @@ def test_source_defaults_follow_the_debezium_convention(tmp_path: Path) -> None:
     assert source.retention == timedelta(days=7)
     assert source.batch_size == 2000
     assert source.notify is True
+    assert source.binary_ids == "text"  # binary ids read as UTF-8, as before the key existed
     columns = source.columns
     assert (columns.position, columns.event_id, columns.aggregate_type) == (
         "seq",
@@ -335,8 +336,14 @@ def _source(**values: Any) -> dict[str, Any]:
         pytest.param(
             _source(binary_ids="base64"),
             "sources.orders.binary_ids",
-            "'auto', 'uuid', 'hex' or 'text'",
+            "'text', 'uuid', 'uuid-swapped' or 'hex'",
             id="binary-ids",
+        ),
+        pytest.param(
+            _source(binary_ids="auto"),
+            "sources.orders.binary_ids",
+            "'text', 'uuid', 'uuid-swapped' or 'hex'",
+            id="binary-ids-no-auto",
         ),
         pytest.param(
             {"sources": {"chat": {"url": "mongodb://db:27017/chat", "binary_ids": "uuid"}}},

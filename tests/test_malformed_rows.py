@@ -503,12 +503,11 @@ def test_a_binary_id_with_zero_bytes_is_parked_and_the_rows_after_it_flow(
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
-    """Bytes holding 0x00 in a binary id column read as text (any binary column but
-    BINARY(16) / VARBINARY(16), which hold UUIDs: tests/test_binary_ids.py) are no text: the
-    row is parked with its id escaped (PostgreSQL text cannot hold NUL), the next row flows."""
+    """A MySQL BINARY(16) id (MariaDB's UUID() bytes hold 0x00) is no text: the row is
+    parked with its id escaped (PostgreSQL text cannot hold NUL), the next row is relayed."""
     ddl = (
         "CREATE TABLE outbox (seq BIGINT UNSIGNED AUTO_INCREMENT PRIMARY KEY, "
-        "id VARBINARY(32) NOT NULL, aggregatetype VARCHAR(50), aggregateid VARCHAR(50), "
+        "id BINARY(16) NOT NULL, aggregatetype VARCHAR(50), aggregateid VARCHAR(50), "
         "type VARCHAR(50), payload JSON)"
     )
     with _setup(mysql_database(), pg_database(), ddl, [], make_settings) as setup:
@@ -528,6 +527,7 @@ def test_a_binary_id_with_zero_bytes_is_parked_and_the_rows_after_it_flow(
             parked = ParkedEvents(relay.log.engine).list(source="svc")
             assert len(parked) == 1 and "\\x00" in parked[0].event_id
             assert "not valid UTF-8" in parked[0].reason
+            assert 'set binary_ids = "uuid" in [sources.svc]' in parked[0].reason
         finally:
             relay.close()
 
