@@ -12,13 +12,14 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
 from config import RelaySettings, Settings
 from outbox.errors import LogError, ReadmodelError, SourceError
 from outbox.log import AppendResult, EventLog, LogRejectedError
-from outbox.rows import LogRecord, MalformedRow, decode_rows
+from outbox.rows import LogRecord, MalformedRow, decode_rows, id_type_clash
 from outbox.source import OutboxSource
 from outbox.source_groups import group_of
 from outbox.sources import open_source, source_failure
@@ -72,6 +73,8 @@ class SourceRelay:
         """Relay one batch; returns how many outbox rows it consumed (0 when none waited)."""
         source = self.source
         rows = source.claim(source.settings.batch_size)
+        if rows and source.settings.binary_ids != "text":
+            rows = self._reclaim_if_retyped(rows)
         if not rows:
             source.release()
             return 0
@@ -83,6 +86,7 @@ class SourceRelay:
                 default_tenant=source.settings.tenant,
                 max_payload_bytes=source.settings.max_payload_bytes,
                 id_formats=source.id_formats,
+                id_hints=source.id_hints,
             )
             result = self._append(records, malformed)
         except BaseException:
@@ -97,6 +101,27 @@ class SourceRelay:
             for hook in self.hooks:
                 hook.after_append(self.name, result)
         return len(rows)
+
+    def _reclaim_if_retyped(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """``rows``, or, when an id value's type contradicts its column's decision (an
+        ``ALTER TABLE`` since the types were read), the batch claimed again after reading
+        the column types again; once per claim: a value that still contradicts is parked."""
+        source = self.source
+        clash = id_type_clash(rows, source.column_names, source.id_formats)
+        if clash is None:
+            return rows
+        before = dict(source.id_formats)
+        source.release()
+        source.reread_columns()
+        logger.warning(
+            "id column types changed: binary_ids rule re-read",
+            source=self.name,
+            binary_ids=source.settings.binary_ids,
+            clash=clash,
+            before=before,
+            after=source.id_formats,
+        )
+        return source.claim(source.settings.batch_size)
 
     def _append(self, records: list[LogRecord], malformed: list[MalformedRow]) -> AppendResult:
         try:
@@ -199,7 +224,12 @@ class SourceRelay:
         if leading != self._was_leading:
             self._was_leading = leading
             if leading:
-                logger.info("leading source", source=self.name, url=self.source.display_url)
+                logger.info(
+                    "leading source",
+                    source=self.name,
+                    url=self.source.display_url,
+                    binary_ids=self.source.settings.binary_ids,
+                )
             else:
                 logger.warning("lost the lead of the source", source=self.name)
             for hook in self.hooks:

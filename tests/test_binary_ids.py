@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from config import Settings
 from outbox.db import create_engine
@@ -423,6 +424,63 @@ def test_a_domain_over_bytea_follows_binary_ids(
 
     assert (totals.errors, totals.relayed, parked) == ([], 1, [])
     assert (logged[0].event_id, logged[0].aggregate_id) == (str(event), str(order))
+
+
+def test_a_running_relay_rereads_the_rule_after_alter_table(
+    source_db: tuple[str, sa.Engine],
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A service migrates its id columns while the relay runs: the event id from CHAR(36)
+    to BINARY(16), the aggregate id from BINARY(16) to CHAR(36) (its UUID text). The relay's
+    next claim sees values of the other type, reads the types again and relays them: the
+    aggregate keeps its id, nothing is parked."""
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="BINARY(16)"))
+    user = uuid.uuid4()
+    first = uuid.uuid4()
+    _insert(engine, [(str(first), "user", user.bytes, "UserRegistered", {"n": 0})])
+    relay = Relay(make_settings(pg_database(), {"svc": UUIDS | {"url": url}}))
+    try:
+        source_relay = relay.relays[0]  # stays the leader, its column types read once
+        with capture_logs() as logs:
+            assert source_relay.drain().relayed == 1
+        assert [e["binary_ids"] for e in logs if e["event"] == "leading source"] == ["uuid"]
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE outbox ADD COLUMN id2 BINARY(16), ADD COLUMN agg2 CHAR(36)"
+            )
+            conn.exec_driver_sql(
+                "UPDATE outbox SET id2 = UNHEX(REPLACE(id, '-', '')), "
+                "agg2 = LOWER(CONCAT_WS('-', HEX(SUBSTR(aggregateid, 1, 4)), "
+                "HEX(SUBSTR(aggregateid, 5, 2)), HEX(SUBSTR(aggregateid, 7, 2)), "
+                "HEX(SUBSTR(aggregateid, 9, 2)), HEX(SUBSTR(aggregateid, 11, 6))))"
+            )
+            conn.exec_driver_sql("ALTER TABLE outbox DROP COLUMN id, DROP COLUMN aggregateid")
+            conn.exec_driver_sql(
+                "ALTER TABLE outbox CHANGE id2 id BINARY(16) NOT NULL, "
+                "CHANGE agg2 aggregateid CHAR(36) NOT NULL"
+            )
+        events = [uuid.uuid4() for _ in range(3)]
+        _insert(
+            engine,
+            [
+                (e.bytes, "user", str(user), "UserEmailChanged", {"n": n})
+                for n, e in enumerate(events)
+            ],
+        )
+
+        with capture_logs() as logs:
+            totals = source_relay.drain()
+
+        assert (totals.errors, totals.relayed, totals.parked) == ([], 4, 0)
+        assert [e for e in logs if e["event"] == "id column types changed: binary_ids rule re-read"]
+        logged = relay.log.read("svc")
+        assert [e.event_id for e in logged] == [str(first), *map(str, events)]
+        assert {e.aggregate_id for e in logged} == {str(user)}
+    finally:
+        relay.close()
+        source_relay.source.close()
 
 
 def test_rows_parked_under_text_are_relayed_after_switching_to_uuid_and_unmarking(
