@@ -12,13 +12,21 @@ Foreign keys between the projection's tables join their shadows.
 On PostgreSQL the swap renames the live table to ``<table>__old`` (its indexes and
 sequences to ``rm_old_<oid>``) and the shadow to the live name, in the caller's
 transaction; the old tables are dropped after commit. What the database holds beside the
-declared model is carried over: the live tables' and sequences' grants, and the views that
-read them (recreated on the new tables, so they never read an old one; a materialized view
-is refused before the rebuild starts). Indexes or triggers added by hand are not.
+declared model is carried over (:mod:`projections.shadow_catalog`): grants on the tables,
+their columns and sequences; indexes made by hand (built on the shadow once it is filled,
+before the swap, as ``<index>__rebuild``, and renamed back by the swap; one that cannot be
+built stops the replay, naming it, before anything live changes); row-level security (ENABLE,
+FORCE, every policy), triggers made by hand and comments (made on the new table in the swap
+transaction, after its last events are applied, once it has the live name); the views that
+read the tables (recreated on the new tables; a materialized view is refused before the
+rebuild starts). Not carried: constraints added by hand, comments on indexes, an invalid
+index (a failed ``CREATE INDEX CONCURRENTLY``: a warning names it).
 
 SQLite has no ``ALTER INDEX RENAME``: there the live table is dropped inside the swap
-transaction and the shadow's named indexes are recreated under the live names; its
-constraints keep the live names from the start (SQLite names them per table).
+transaction and the shadow's named indexes are recreated under the live names, and the
+hand-made indexes and triggers of the live table (the statements ``sqlite_master`` kept)
+are run again on the new one; its constraints keep the live names from the start (SQLite
+names them per table).
 """
 
 from __future__ import annotations
@@ -31,6 +39,17 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import conv
 
 from outbox.errors import StoreError
+from projections.shadow_catalog import (
+    PgExtras,
+    make_or_stop,
+    pg_capture,
+    pg_copy_grants,
+    pg_hand_made_indexes,
+    pg_restore,
+    pg_views,
+    sqlite_hand_made,
+    sqlite_restore,
+)
 
 SHADOW_SUFFIX = "__rebuild"
 OLD_SUFFIX = "__old"
@@ -86,6 +105,7 @@ class ShadowTables:
     def __init__(self, tables: Iterable[sa.Table]) -> None:
         self.mapping: dict[sa.Table, sa.Table] = {}
         self._declared: dict[str, sa.Index | sa.Constraint] = {}  # by shadow name
+        self._carried: dict[str, str] = {}  # hand-made index: shadow name -> live name
         for table in tables:
             metadata = sa.MetaData(naming_convention=dict(table.metadata.naming_convention))
             shadow = table.to_metadata(metadata, name=shadow_name(table.name))
@@ -128,6 +148,8 @@ class ShadowTables:
         """The name a shadow's index, sequence or constraint takes at the swap: the live
         one's when declared; one the database derived from the shadow's name (``_pkey``,
         ``_<column>_seq``) is derived from the live table's name if that fits."""
+        if name in self._carried:
+            return self._carried[name]
         declared = self._declared.get(name)
         if declared is not None:
             preparer = conn.dialect.identifier_preparer
@@ -148,7 +170,7 @@ class ShadowTables:
 
     def create(self, conn: sa.Connection) -> None:
         if conn.dialect.name == "postgresql":
-            _pg_views(conn, self.mapping)  # refuses materialized views before any work
+            self._views(conn)  # refuses materialized views before any work
         else:  # SQLite cannot rename constraints, whose names are the table's own: keep them
             for shadow in self.mapping.values():
                 for constraint in shadow.constraints:
@@ -166,50 +188,106 @@ class ShadowTables:
                             f"{_PG_NAME_LIMIT} characters; give it a shorter name"
                         )
 
+    def carry_indexes(self, conn: sa.Connection) -> None:
+        """Build on each shadow the indexes made by hand on its live table (PostgreSQL),
+        under shadow names the swap renames back; those already built are left as they are.
+        Run after the bulk fill, and again by the swap for an index made meanwhile."""
+        if conn.dialect.name != "postgresql":
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        for live, shadow in self.mapping.items():
+            known = {
+                self._live_name(conn, name, live)
+                for name, kind in _pg_dependents(conn, shadow)
+                if kind == "INDEX"
+            }
+            for index in pg_hand_made_indexes(conn, _table_sql(conn, live), known):
+                name = _fitted(index.name, SHADOW_SUFFIX, _PG_NAME_LIMIT)
+                statement = index.on(_table_sql(conn, shadow), quote(name))
+                make_or_stop(conn, live.name, statement, f"index {index.name}")
+                self._carried[name] = index.name
+
     def swap(self, conn: sa.Connection) -> list[str]:
         """Put every shadow in place of its live table (in ``conn``'s transaction); returns
         the old tables to drop after commit (none on SQLite, where they are dropped here)."""
+        if conn.dialect.name != "postgresql":
+            self._sqlite_swap(conn)
+            return []
         quote = conn.dialect.identifier_preparer.quote
         old_tables: list[str] = []
-        views = _pg_views(conn, self.mapping) if conn.dialect.name == "postgresql" else []
+        views = self._views(conn)
+        self.carry_indexes(conn)  # one made by hand during the rebuild
+        # Read before any rename, so that their text names the live tables: recreated after
+        # the renames, it names the new ones.
+        extras: dict[sa.Table, PgExtras] = {
+            live: pg_capture(conn, _table_sql(conn, live)) for live in self.mapping
+        }
         for live, shadow in self.mapping.items():
             live_sql = _table_sql(conn, live)
-            shadow_sql = _table_sql(conn, shadow)
-            if conn.dialect.name == "postgresql":
-                _pg_copy_grants(conn, live, shadow)
-                for name, kind in _pg_dependents(conn, live):
-                    oid = conn.exec_driver_sql(
-                        "SELECT %(name)s::regclass::oid", {"name": _qualified(conn, live, name)}
-                    ).scalar_one()
+            pg_copy_grants(conn, live_sql, _table_sql(conn, shadow))
+            for name, kind in _pg_dependents(conn, live):
+                oid = conn.exec_driver_sql(
+                    "SELECT %(name)s::regclass::oid", {"name": _qualified(conn, live, name)}
+                ).scalar_one()
+                conn.exec_driver_sql(
+                    f"ALTER {kind} {_qualified(conn, live, name)} "
+                    f"RENAME TO {quote(f'rm_old_{oid}')}"
+                )
+            old = old_name(live.name)
+            conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
+            conn.exec_driver_sql(
+                f"ALTER TABLE {_table_sql(conn, shadow)} RENAME TO {quote(live.name)}"
+            )
+            for name, kind in _pg_dependents(conn, live):
+                conn.exec_driver_sql(
+                    f"ALTER {kind} {_qualified(conn, live, name)} "
+                    f"RENAME TO {quote(self._live_name(conn, name, live))}"
+                )
+            for name in _pg_table_constraints(conn, live):
+                if SHADOW_SUFFIX in name:
                     conn.exec_driver_sql(
-                        f"ALTER {kind} {_qualified(conn, live, name)} "
-                        f"RENAME TO {quote(f'rm_old_{oid}')}"
+                        f"ALTER TABLE {live_sql} RENAME CONSTRAINT {quote(name)} "
+                        f"TO {quote(self._live_name(conn, name, live))}"
                     )
-                old = old_name(live.name)
-                conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
-                conn.exec_driver_sql(f"ALTER TABLE {shadow_sql} RENAME TO {quote(live.name)}")
-                for name, kind in _pg_dependents(conn, live):
-                    conn.exec_driver_sql(
-                        f"ALTER {kind} {_qualified(conn, live, name)} "
-                        f"RENAME TO {quote(self._live_name(conn, name, live))}"
-                    )
-                for name in _pg_table_constraints(conn, live):
-                    if SHADOW_SUFFIX in name:
-                        conn.exec_driver_sql(
-                            f"ALTER TABLE {live_sql} RENAME CONSTRAINT {quote(name)} "
-                            f"TO {quote(self._live_name(conn, name, live))}"
-                        )
-                old_tables.append(_qualified(conn, live, old))
-            else:
-                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {live_sql}")
-                for index in shadow.indexes:
-                    index.drop(conn)
-                conn.exec_driver_sql(f"ALTER TABLE {shadow_sql} RENAME TO {quote(live.name)}")
-                for index in live.indexes:
-                    index.create(conn)
+            old_tables.append(_qualified(conn, live, old))
+        for live, extra in extras.items():  # every table has its live name again
+            pg_restore(conn, _table_sql(conn, live), extra)
         for view, definition in views:  # now reading the new tables, which have the old names
             conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {view} AS {definition}")
         return old_tables
+
+    def _sqlite_swap(self, conn: sa.Connection) -> None:
+        """Drop each live table, give its shadow the name, make the declared indexes under
+        the live names and run again the statements that made its hand-made indexes and
+        triggers (they name the table, which is the new one now)."""
+        quote = conn.dialect.identifier_preparer.quote
+        for live, shadow in self.mapping.items():
+            live_sql = _table_sql(conn, live)
+            known = {
+                self._live_name(conn, str(index["name"]), live)
+                for index in sa.inspect(conn).get_indexes(shadow.name, schema=shadow.schema)
+            }
+            made = sqlite_hand_made(conn, live.name, known)
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {live_sql}")
+            for index in shadow.indexes:
+                index.drop(conn)
+            conn.exec_driver_sql(
+                f"ALTER TABLE {_table_sql(conn, shadow)} RENAME TO {quote(live.name)}"
+            )
+            for index in live.indexes:
+                index.create(conn)
+            sqlite_restore(conn, live.name, made)
+
+    def _views(self, conn: sa.Connection) -> list[tuple[str, str]]:
+        inspector = sa.inspect(conn)
+        return pg_views(
+            conn,
+            [
+                (live.name, _table_sql(conn, live))
+                for live in self.mapping
+                if inspector.has_table(live.name, schema=live.schema)
+            ],
+        )
 
     def leftovers(self, conn: sa.Connection) -> list[str]:
         """Shadow and old tables a previous (interrupted) replay left behind."""
@@ -288,68 +366,3 @@ def _pg_table_constraints(conn: sa.Connection, table: sa.Table) -> list[str]:
     the index-backed ones are renamed with their indexes)."""
     rows = conn.exec_driver_sql(_PG_CONSTRAINTS, {"table": _table_sql(conn, table)})
     return [str(name) for (name,) in rows]
-
-
-_PG_GRANTS = """
-SELECT coalesce(quote_ident(r.rolname), 'PUBLIC'), a.privilege_type, a.is_grantable
-  FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
-  LEFT JOIN pg_roles r ON r.oid = a.grantee
- WHERE c.oid = %(relation)s::regclass
-"""
-
-
-def _pg_copy_grants(conn: sa.Connection, live: sa.Table, shadow: sa.Table) -> None:
-    """Grant on the shadow table (and its sequences) what is granted on the live ones."""
-    pairs = [(_table_sql(conn, live), _table_sql(conn, shadow), "TABLE")]
-    shadow_sequences = _pg_column_sequences(conn, shadow)
-    for column, sequence in _pg_column_sequences(conn, live).items():
-        if column in shadow_sequences:
-            pairs.append((sequence, shadow_sequences[column], "SEQUENCE"))
-    for source, target, kind in pairs:
-        for grantee, privilege, grantable in conn.exec_driver_sql(
-            _PG_GRANTS, {"relation": source}
-        ).all():
-            option = " WITH GRANT OPTION" if grantable else ""
-            conn.exec_driver_sql(f"GRANT {privilege} ON {kind} {target} TO {grantee}{option}")
-
-
-_PG_COLUMN_SEQUENCES = """
-SELECT a.attname, pg_get_serial_sequence(%(table)s, a.attname) FROM pg_attribute a
- WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
-"""
-
-
-def _pg_column_sequences(conn: sa.Connection, table: sa.Table) -> dict[str, str]:
-    """Column name -> the (qualified) sequence it owns: serial and identity columns."""
-    rows = conn.exec_driver_sql(_PG_COLUMN_SEQUENCES, {"table": _table_sql(conn, table)})
-    return {str(column): str(sequence) for column, sequence in rows if sequence is not None}
-
-
-_PG_VIEWS = """
-SELECT DISTINCT v.oid::regclass::text, v.relkind::text, pg_get_viewdef(v.oid)
-  FROM pg_depend d
-  JOIN pg_rewrite r ON r.oid = d.objid
-  JOIN pg_class v ON v.oid = r.ev_class
- WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
-   AND d.refobjid = %(table)s::regclass AND r.ev_class <> d.refobjid
-"""
-
-
-def _pg_views(conn: sa.Connection, mapping: dict[sa.Table, sa.Table]) -> list[tuple[str, str]]:
-    """``(name, definition)`` of the views reading the live tables; a materialized view,
-    which cannot be redefined in place, is refused."""
-    views: dict[str, str] = {}
-    for live in mapping:
-        if not sa.inspect(conn).has_table(live.name, schema=live.schema):
-            continue
-        for name, kind, definition in conn.exec_driver_sql(
-            _PG_VIEWS, {"table": _table_sql(conn, live)}
-        ).all():
-            if kind == "m":
-                raise StoreError(
-                    f"materialized view {name} reads {live.name}: a rebuild would leave it on "
-                    f"the old table; drop it (and create it again after the replay), or replay "
-                    f"in place with --from-position"
-                )
-            views[str(name)] = str(definition).rstrip().rstrip(";")
-    return sorted(views.items())

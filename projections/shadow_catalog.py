@@ -1,0 +1,315 @@
+"""What the database holds on a live table beside the projection's declared model, and how a
+blue/green rebuild (:mod:`projections.shadow`) carries it to the new table.
+
+PostgreSQL:
+
+- grants on the table, its columns and its owned sequences: granted on the shadow at the
+  swap, before the renames (:func:`pg_copy_grants`);
+- indexes made by hand (not declared, not backing a constraint): built on the shadow after
+  the bulk fill under a shadow name the swap renames back (:func:`pg_hand_made_indexes`,
+  :func:`make_or_stop`); an invalid one (a failed ``CREATE INDEX CONCURRENTLY``) is skipped
+  with a warning;
+- row-level security (the ENABLE and FORCE flags and every policy), triggers made by hand
+  and comments: read before the swap renames anything (:func:`pg_capture`) and recreated
+  once the new table has the live name (:func:`pg_restore`), so a policy, or a trigger,
+  whose text names a table of the projection names the new one. They are made after the
+  swap's last events are applied: a trigger never fires for the rebuild's own writes, and
+  a policy (FORCE included) never filters them. A comment the model declares wins over
+  the live one; a trigger or policy the model creates itself (a DDL event) is kept.
+- the views reading the live table (:func:`pg_views`): redefined after the swap.
+
+SQLite: indexes and triggers made by hand are kept in ``sqlite_master`` as the text that made
+them, naming the live table: :func:`sqlite_hand_made` reads them before the swap drops the
+live table and :func:`sqlite_restore` runs them again once the shadow has its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+import structlog
+
+from outbox.db import describe_db_error
+from outbox.errors import StoreError
+
+logger = structlog.get_logger("readmodel.replay")
+
+
+def _rows(conn: sa.Connection, sql: str, table_sql: str) -> list[sa.Row]:
+    return conn.exec_driver_sql(sql, {"table": table_sql}).all()
+
+
+# -- grants ---------------------------------------------------------------------------
+
+_PG_GRANTS = """
+SELECT coalesce(quote_ident(r.rolname), 'PUBLIC'), a.privilege_type, a.is_grantable
+  FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+  LEFT JOIN pg_roles r ON r.oid = a.grantee
+ WHERE c.oid = %(table)s::regclass
+"""
+
+_PG_COLUMN_GRANTS = """
+SELECT a.attname, coalesce(quote_ident(r.rolname), 'PUBLIC'), x.privilege_type, x.is_grantable
+  FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) x
+  LEFT JOIN pg_roles r ON r.oid = x.grantee
+ WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum
+"""
+
+_PG_COLUMN_SEQUENCES = """
+SELECT a.attname, pg_get_serial_sequence(%(table)s, a.attname) FROM pg_attribute a
+ WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def pg_copy_grants(conn: sa.Connection, live_sql: str, shadow_sql: str) -> None:
+    """Grant on the shadow table (its columns and sequences) what is granted on the live."""
+    pairs = [(live_sql, shadow_sql, "TABLE")]
+    shadow_sequences = _pg_column_sequences(conn, shadow_sql)
+    for column, sequence in _pg_column_sequences(conn, live_sql).items():
+        if column in shadow_sequences:
+            pairs.append((sequence, shadow_sequences[column], "SEQUENCE"))
+    for source, target, kind in pairs:
+        for grantee, privilege, grantable in _rows(conn, _PG_GRANTS, source):
+            option = " WITH GRANT OPTION" if grantable else ""
+            conn.exec_driver_sql(f"GRANT {privilege} ON {kind} {target} TO {grantee}{option}")
+    quote = conn.dialect.identifier_preparer.quote
+    columns = set(_pg_columns(conn, shadow_sql))
+    for column, grantee, privilege, grantable in _rows(conn, _PG_COLUMN_GRANTS, live_sql):
+        if column in columns:  # a column the model no longer has takes its grants with it
+            option = " WITH GRANT OPTION" if grantable else ""
+            conn.exec_driver_sql(
+                f"GRANT {privilege} ({quote(column)}) ON TABLE {shadow_sql} TO {grantee}{option}"
+            )
+
+
+def _pg_column_sequences(conn: sa.Connection, table_sql: str) -> dict[str, str]:
+    """Column name -> the (qualified) sequence it owns: serial and identity columns."""
+    rows = _rows(conn, _PG_COLUMN_SEQUENCES, table_sql)
+    return {str(column): str(sequence) for column, sequence in rows if sequence is not None}
+
+
+def _pg_columns(conn: sa.Connection, table_sql: str) -> list[str]:
+    rows = _rows(
+        conn,
+        "SELECT attname FROM pg_attribute WHERE attrelid = %(table)s::regclass "
+        "AND attnum > 0 AND NOT attisdropped",
+        table_sql,
+    )
+    return [str(name) for (name,) in rows]
+
+
+# -- views ----------------------------------------------------------------------------
+
+_PG_VIEWS = """
+SELECT DISTINCT v.oid::regclass::text, v.relkind::text, pg_get_viewdef(v.oid)
+  FROM pg_depend d
+  JOIN pg_rewrite r ON r.oid = d.objid
+  JOIN pg_class v ON v.oid = r.ev_class
+ WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
+   AND d.refobjid = %(table)s::regclass AND r.ev_class <> d.refobjid
+"""
+
+
+def pg_views(conn: sa.Connection, live: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(name, definition)`` of the views reading the live tables (``(name, sql)`` pairs of
+    those that exist); a materialized view, which cannot be redefined in place, is refused."""
+    views: dict[str, str] = {}
+    for name, table_sql in live:
+        for view, kind, definition in _rows(conn, _PG_VIEWS, table_sql):
+            if kind == "m":
+                raise StoreError(
+                    f"materialized view {view} reads {name}: a rebuild would leave it on "
+                    f"the old table; drop it (and create it again after the replay), or replay "
+                    f"in place with --from-position"
+                )
+            views[str(view)] = str(definition).rstrip().rstrip(";")
+    return sorted(views.items())
+
+
+# -- indexes made by hand -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HandMadeIndex:
+    name: str
+    prefix: str  # ``CREATE [UNIQUE ]INDEX <name> ON <table> `` as pg_get_indexdef writes it
+    definition: str  # pg_get_indexdef(): the prefix, then ``USING <method> (...) ...``
+    tablespace: str | None
+    valid: bool
+
+    def on(self, table_sql: str, name_sql: str) -> str:
+        """The statement that builds this index on ``table_sql`` as ``name_sql``."""
+        if not self.definition.startswith(self.prefix):
+            raise StoreError(f"index {self.name}: cannot read its definition {self.definition!r}")
+        unique = "UNIQUE " if self.prefix.startswith("CREATE UNIQUE ") else ""
+        tail = f" TABLESPACE {self.tablespace}" if self.tablespace else ""
+        rest = self.definition[len(self.prefix) :]
+        return f"CREATE {unique}INDEX {name_sql} ON {table_sql} {rest}{tail}"
+
+
+_PG_INDEXES = """
+SELECT c.relname, format('CREATE %%sINDEX %%s ON %%s%%I.%%I ',
+         CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END, quote_ident(c.relname),
+         CASE WHEN t.relkind = 'p' THEN 'ONLY ' ELSE '' END, n.nspname, t.relname),
+       pg_get_indexdef(c.oid), quote_ident(s.spcname), i.indisvalid AND i.indisready
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+  LEFT JOIN pg_tablespace s ON s.oid = c.reltablespace
+ WHERE i.indrelid = %(table)s::regclass
+   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = c.oid AND k.conrelid = t.oid)
+ ORDER BY c.relname
+"""
+
+
+def pg_hand_made_indexes(
+    conn: sa.Connection, live_sql: str, known: set[str]
+) -> list[HandMadeIndex]:
+    """The live table's indexes whose names are not in ``known`` (the live names of the
+    shadow's indexes) and that back no constraint. An invalid one is left out, with a
+    warning: the rebuilt table will not have it."""
+    found = []
+    for name, prefix, definition, tablespace, valid in _rows(conn, _PG_INDEXES, live_sql):
+        if name in known:
+            continue
+        index = HandMadeIndex(str(name), str(prefix), str(definition), tablespace, bool(valid))
+        if not index.valid:
+            logger.warning(
+                "a rebuild drops an invalid index made by hand",
+                detail=f"index {name} on {live_sql} is invalid (a failed CREATE INDEX "
+                f"CONCURRENTLY?): the rebuilt table will not have it",
+            )
+            continue
+        found.append(index)
+    return found
+
+
+def make_or_stop(conn: sa.Connection, table: str, statement: str, what: str) -> None:
+    """Run ``statement``, which makes ``what`` (an index, trigger or policy of the live
+    ``table``) on the rebuilt copy; a failure stops the replay naming it."""
+    try:
+        conn.exec_driver_sql(statement)
+    except sa.exc.DBAPIError as exc:
+        raise StoreError(
+            f"{table}: {what}, made by hand on the live table, cannot be made on the rebuilt "
+            f"one ({describe_db_error(exc)}); the live model is untouched: fix or drop it "
+            f"(or declare it in the projection) and replay again"
+        ) from exc
+
+
+# -- row-level security, triggers and comments (PostgreSQL) ---------------------------
+
+
+@dataclass
+class PgExtras:
+    """What :func:`pg_capture` read on a live table, as statements to run on the new one."""
+
+    security: list[str] = field(default_factory=list)  # ENABLE / FORCE ROW LEVEL SECURITY
+    policies: dict[str, str] = field(default_factory=dict)  # name -> CREATE POLICY ... tail
+    triggers: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (def, state)
+    comments: dict[str | None, str] = field(default_factory=dict)  # column (None: table) -> lit
+
+
+_PG_SECURITY = """
+SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE oid = %(table)s::regclass
+"""
+
+_PG_POLICIES = """
+SELECT p.polname,
+       CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,
+       CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE'
+                     WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+       array(SELECT CASE WHEN r = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(r)) END
+               FROM unnest(p.polroles) r),
+       pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+  FROM pg_policy p WHERE p.polrelid = %(table)s::regclass ORDER BY p.polname
+"""
+
+_PG_TRIGGERS = """
+SELECT tgname, pg_get_triggerdef(oid), tgenabled FROM pg_trigger
+ WHERE tgrelid = %(table)s::regclass AND NOT tgisinternal ORDER BY tgname
+"""
+
+_PG_COMMENTS = """
+SELECT NULL, quote_literal(obj_description(%(table)s::regclass, 'pg_class'))
+ WHERE obj_description(%(table)s::regclass, 'pg_class') IS NOT NULL
+UNION ALL
+SELECT attname, quote_literal(col_description(attrelid, attnum)) FROM pg_attribute
+ WHERE attrelid = %(table)s::regclass AND attnum > 0 AND NOT attisdropped
+   AND col_description(attrelid, attnum) IS NOT NULL
+"""
+
+_TRIGGER_STATES = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
+
+
+def pg_capture(conn: sa.Connection, table_sql: str) -> PgExtras:
+    """Row-level security, hand-made triggers and comments of a live table, read before the
+    swap renames it (deparsed with the names the tables have then: the live ones)."""
+    extras = PgExtras()
+    enabled, forced = _rows(conn, _PG_SECURITY, table_sql)[0]
+    extras.security = [s for s, on in (("ENABLE", enabled), ("FORCE", forced)) if on]
+    for name, kind, command, roles, using, check in _rows(conn, _PG_POLICIES, table_sql):
+        tail = f"AS {kind} FOR {command} TO {', '.join(roles)}"
+        tail += f" USING ({using})" if using is not None else ""
+        tail += f" WITH CHECK ({check})" if check is not None else ""
+        extras.policies[str(name)] = tail
+    for name, definition, state in _rows(conn, _PG_TRIGGERS, table_sql):
+        extras.triggers[str(name)] = (str(definition), str(state))
+    extras.comments = {column: str(text) for column, text in _rows(conn, _PG_COMMENTS, table_sql)}
+    return extras
+
+
+def pg_restore(conn: sa.Connection, table: str, extras: PgExtras) -> None:
+    """Recreate ``extras`` on the new table, which has the live table's name ``table`` now
+    (so a trigger's definition, naming it, names the new table)."""
+    quote = conn.dialect.identifier_preparer.quote
+    for flag in extras.security:
+        conn.exec_driver_sql(f"ALTER TABLE {table} {flag} ROW LEVEL SECURITY")
+    present = {str(name) for name, *_ in _rows(conn, _PG_POLICIES, table)}
+    for name, tail in extras.policies.items():
+        if name not in present:
+            make_or_stop(
+                conn, table, f"CREATE POLICY {quote(name)} ON {table} {tail}", f"policy {name}"
+            )
+    present = {str(name) for name, *_ in _rows(conn, _PG_TRIGGERS, table)}
+    for name, (definition, state) in extras.triggers.items():
+        if name in present:
+            continue
+        make_or_stop(conn, table, definition, f"trigger {name}")
+        if state in _TRIGGER_STATES:
+            conn.exec_driver_sql(
+                f"ALTER TABLE {table} {_TRIGGER_STATES[state]} TRIGGER {quote(name)}"
+            )
+    declared = {column for column, _ in _rows(conn, _PG_COMMENTS, table)}
+    columns = set(_pg_columns(conn, table))
+    for column, literal in extras.comments.items():
+        if column in declared or (column is not None and column not in columns):
+            continue
+        target = f"TABLE {table}" if column is None else f"COLUMN {table}.{quote(column)}"
+        conn.exec_driver_sql(f"COMMENT ON {target} IS {literal}")
+
+
+# -- SQLite ---------------------------------------------------------------------------
+
+_SQLITE_HAND_MADE = """
+SELECT type, name, sql FROM sqlite_master
+ WHERE tbl_name = ? AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name
+"""
+
+
+def sqlite_hand_made(conn: sa.Connection, table: str, known: set[str]) -> list[tuple[str, str]]:
+    """``(what, sql)`` of the indexes (not named in ``known``) and triggers on ``table``,
+    as the statements that made them."""
+    rows = conn.exec_driver_sql(_SQLITE_HAND_MADE, (table,)).all()
+    return [
+        (f"{kind} {name}", str(sql))
+        for kind, name, sql in rows
+        if not (kind == "index" and name in known)
+    ]
+
+
+def sqlite_restore(conn: sa.Connection, table: str, made: list[tuple[str, str]]) -> None:
+    for what, sql in made:
+        make_or_stop(conn, table, sql, what)
