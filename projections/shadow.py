@@ -20,7 +20,7 @@ FORCE, every policy), triggers made by hand and comments (made on the new table 
 transaction, after its last events are applied, once it has the live name); the views that
 read the tables (recreated on the new tables; a materialized view is refused before the
 rebuild starts). Not carried: constraints added by hand, comments on indexes, an invalid
-index (a failed ``CREATE INDEX CONCURRENTLY``: a warning names it).
+index (a failed ``CREATE INDEX CONCURRENTLY``); a warning names an index left behind.
 
 SQLite has no ``ALTER INDEX RENAME``: there the live table is dropped inside the swap
 transaction and the shadow's named indexes are recreated under the live names, and the
@@ -188,7 +188,7 @@ class ShadowTables:
                             f"{_PG_NAME_LIMIT} characters; give it a shorter name"
                         )
 
-    def carry_indexes(self, conn: sa.Connection) -> None:
+    def carry_indexes(self, conn: sa.Connection, *, warn: bool = True) -> None:
         """Build on each shadow the indexes made by hand on its live table (PostgreSQL),
         under shadow names the swap renames back; those already built are left as they are.
         Run after the bulk fill, and again by the swap for an index made meanwhile."""
@@ -201,7 +201,7 @@ class ShadowTables:
                 for name, kind in _pg_dependents(conn, shadow)
                 if kind == "INDEX"
             }
-            for index in pg_hand_made_indexes(conn, _table_sql(conn, live), known):
+            for index in pg_hand_made_indexes(conn, _table_sql(conn, live), known, warn=warn):
                 name = _fitted(index.name, SHADOW_SUFFIX, _PG_NAME_LIMIT)
                 statement = index.on(_table_sql(conn, shadow), quote(name))
                 make_or_stop(conn, live.name, statement, f"index {index.name}")
@@ -216,7 +216,7 @@ class ShadowTables:
         quote = conn.dialect.identifier_preparer.quote
         old_tables: list[str] = []
         views = self._views(conn)
-        self.carry_indexes(conn)  # one made by hand during the rebuild
+        self.carry_indexes(conn, warn=False)  # one made by hand during the rebuild
         # Read before any rename, so that their text names the live tables: recreated after
         # the renames, it names the new ones.
         extras: dict[sa.Table, PgExtras] = {

@@ -7,8 +7,8 @@ PostgreSQL:
   swap, before the renames (:func:`pg_copy_grants`);
 - indexes made by hand (not declared, not backing a constraint): built on the shadow after
   the bulk fill under a shadow name the swap renames back (:func:`pg_hand_made_indexes`,
-  :func:`make_or_stop`); an invalid one (a failed ``CREATE INDEX CONCURRENTLY``) is skipped
-  with a warning;
+  :func:`make_or_stop`); an invalid one (a failed ``CREATE INDEX CONCURRENTLY``), or one
+  backing a constraint added by hand (not carried either), is skipped with a warning;
 - row-level security (the ENABLE and FORCE flags and every policy), triggers made by hand
   and comments: read before the swap renames anything (:func:`pg_capture`) and recreated
   once the new table has the live name (:func:`pg_restore`), so a policy, or a trigger,
@@ -138,7 +138,6 @@ class HandMadeIndex:
     prefix: str  # ``CREATE [UNIQUE ]INDEX <name> ON <table> `` as pg_get_indexdef writes it
     definition: str  # pg_get_indexdef(): the prefix, then ``USING <method> (...) ...``
     tablespace: str | None
-    valid: bool
 
     def on(self, table_sql: str, name_sql: str) -> str:
         """The statement that builds this index on ``table_sql`` as ``name_sql``."""
@@ -154,35 +153,37 @@ _PG_INDEXES = """
 SELECT c.relname, format('CREATE %%sINDEX %%s ON %%s%%I.%%I ',
          CASE WHEN i.indisunique THEN 'UNIQUE ' ELSE '' END, quote_ident(c.relname),
          CASE WHEN t.relkind = 'p' THEN 'ONLY ' ELSE '' END, n.nspname, t.relname),
-       pg_get_indexdef(c.oid), quote_ident(s.spcname), i.indisvalid AND i.indisready
+       pg_get_indexdef(c.oid), quote_ident(s.spcname), i.indisvalid AND i.indisready,
+       EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = c.oid AND k.conrelid = t.oid)
   FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
   JOIN pg_class t ON t.oid = i.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
   LEFT JOIN pg_tablespace s ON s.oid = c.reltablespace
  WHERE i.indrelid = %(table)s::regclass
-   AND NOT EXISTS (SELECT FROM pg_constraint k WHERE k.conindid = c.oid AND k.conrelid = t.oid)
  ORDER BY c.relname
 """
 
 
 def pg_hand_made_indexes(
-    conn: sa.Connection, live_sql: str, known: set[str]
+    conn: sa.Connection, live_sql: str, known: set[str], *, warn: bool = True
 ) -> list[HandMadeIndex]:
     """The live table's indexes whose names are not in ``known`` (the live names of the
-    shadow's indexes) and that back no constraint. An invalid one is left out, with a
-    warning: the rebuilt table will not have it."""
+    shadow's indexes) and that back no constraint. An invalid one, or one of a constraint
+    added by hand, is left out with a warning: the rebuilt table will not have it."""
     found = []
-    for name, prefix, definition, tablespace, valid in _rows(conn, _PG_INDEXES, live_sql):
+    rows = _rows(conn, _PG_INDEXES, live_sql)
+    for name, prefix, definition, tablespace, valid, constraint in rows:
         if name in known:
             continue
-        index = HandMadeIndex(str(name), str(prefix), str(definition), tablespace, bool(valid))
-        if not index.valid:
+        if not constraint and valid:
+            found.append(HandMadeIndex(str(name), str(prefix), str(definition), tablespace))
+        elif warn:
+            why = "is invalid (a failed CREATE INDEX CONCURRENTLY?)"
+            if constraint:
+                why = "backs a constraint added by hand (declare it)"
             logger.warning(
-                "a rebuild drops an invalid index made by hand",
-                detail=f"index {name} on {live_sql} is invalid (a failed CREATE INDEX "
-                f"CONCURRENTLY?): the rebuilt table will not have it",
+                "a rebuild drops an index made by hand",
+                detail=f"index {name} on {live_sql} {why}: the rebuilt table will not have it",
             )
-            continue
-        found.append(index)
     return found
 
 

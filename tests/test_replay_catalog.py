@@ -202,6 +202,8 @@ def test_hand_made_indexes_are_built_on_the_shadow_and_keep_their_names(
     pipeline.feed("bank", EVENTS)
     pipeline.execute("CREATE INDEX tenant_amounts ON last_deposit (tenant, amount DESC)")
     pipeline.execute(f'CREATE UNIQUE INDEX "{LONG_INDEX}" ON last_deposit (ref) WHERE seq > 1')
+    if engine_name == "postgresql":  # not carried (declare it): a warning names its index
+        pipeline.execute("ALTER TABLE last_deposit ADD CONSTRAINT ref_seq UNIQUE (ref, seq)")
     hooks = MadeBeforeTheSwap(pipeline, engine_name)
 
     pipeline.replayer("last_deposit", hooks=hooks, batch=50).run(ReplayOptions())
@@ -209,6 +211,7 @@ def test_hand_made_indexes_are_built_on_the_shadow_and_keep_their_names(
     replay_twice(pipeline)
 
     names = [name for name, _ in after_first]
+    assert "ref_seq" not in names
     assert {"tenant_amounts", LONG_INDEX, "late_index", "last_deposit_amount_idx"} <= set(names)
     assert sorted(query(pipeline, _INDEXES[engine_name])) == after_first
     if engine_name == "postgresql":
