@@ -20,17 +20,14 @@ value its event is about to invalidate (invalidations follow the commit).
 
 from __future__ import annotations
 
-import inspect
-import typing
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 import structlog
-from pydantic import TypeAdapter, ValidationError
 
 from config import ConfigError
 from outbox.errors import ReadmodelError
@@ -43,6 +40,7 @@ from projections.consistency import (
 )
 from projections.document_reader import DocumentReader
 from projections.queries import QuerySpec, declared_queries, key_tags_of, tags_for_key
+from projections.query_checks import bind_arguments, check_indexed, indexes
 from projections.query_reader import Page, QueryError, SqlReader
 from projections.store import Store
 
@@ -154,7 +152,7 @@ class Queries:
 
     def indexed(self, projection: str, table: str | None = None) -> list[list[str]]:
         """The column lists of the table's indexes (primary key, unique, ``Index``)."""
-        return _indexes(self._reader(projection).table(table))
+        return indexes(self._reader(projection).table(table))
 
     # -- queries -------------------------------------------------------------------
 
@@ -220,7 +218,7 @@ class Queries:
         for name in where:
             reader.column(t, name)
         if not allow_unindexed:
-            _check_indexed(t, where)
+            check_indexed(t, where)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
         page = reader.page(t, where, after=after, limit=limit)
         return Page(page.rows, page.next, stale, consistency)
@@ -244,7 +242,7 @@ class Queries:
         if spec is None:
             known = ", ".join(sorted(specs)) or "none"
             raise QueryError(f"projection {p.name!r} has no query {name!r} (known: {known})")
-        bound = _bind(p, spec, args, kwargs)
+        bound = bind_arguments(p, spec, args, kwargs)
         reader = self.reader(p, tenant)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
 
@@ -392,57 +390,6 @@ def _dumps(value: Any) -> str:
         return orjson.dumps(value, default=str).decode()
     except orjson.JSONEncodeError as exc:  # a lone surrogate: text that is not valid UTF-8
         raise QueryError(f"{value!r} cannot be read: {exc}") from None
-
-
-def _indexes(table: sa.Table) -> list[list[str]]:
-    out = [[c.name for c in table.primary_key.columns]]
-    for constraint in table.constraints:
-        if isinstance(constraint, sa.UniqueConstraint):
-            out.append([c.name for c in constraint.columns])
-    for index in table.indexes:
-        out.append([c.name for c in index.columns if isinstance(c, sa.Column)])
-    return [cols for cols in out if cols]
-
-
-def _check_indexed(table: sa.Table, where: Mapping[str, Any]) -> None:
-    indexes = _indexes(table)
-    usable = [cols for cols in indexes if cols[0] in where]
-    covered = {name for cols in usable for name in cols}
-    missing = [name for name in where if name not in covered]
-    if missing:
-        leading = sorted({cols[0] for cols in indexes})
-        raise QueryError(
-            f"table {table.name!r}: column {missing[0]!r} is not indexed "
-            f"(indexed: {', '.join(leading)}); filter on an indexed column, add an index, "
-            f"or allow a scan explicitly (allow_unindexed / --allow-unindexed)"
-        )
-
-
-def _bind(
-    p: Projection, spec: QuerySpec, args: Sequence[Any], kwargs: Mapping[str, Any]
-) -> inspect.BoundArguments:
-    """The query's arguments, converted to its annotations (``"42"`` -> ``42``)."""
-    signature = inspect.Signature(list(spec.parameters))
-    try:
-        bound = signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise QueryError(f"query {p.name}.{spec.name}({spec.signature}): {exc}") from None
-    try:
-        hints = typing.get_type_hints(spec.function, globalns=vars(inspect.getmodule(p)))
-    except Exception:
-        hints = {}
-    for name, value in bound.arguments.items():
-        hint = hints.get(name)
-        if hint is None or hint is Any:
-            continue
-        try:
-            bound.arguments[name] = TypeAdapter(hint).validate_python(value)
-        except ValidationError as exc:
-            problem = exc.errors(include_url=False)[0]["msg"]
-            raise QueryError(
-                f"query {p.name}.{spec.name}: argument {name!r}={value!r}: {problem}"
-            ) from None
-    return bound
 
 
 def open_queries(
