@@ -180,15 +180,18 @@ class Projection:
     upserts of the event's own fields): only such a projection may be replayed in place
     (``readmodel replay --from-position``)."""
     tenant_column: ClassVar[str | None] = None
-    """The column holding each row's tenant: every read is then filtered by the caller's
-    tenant, which queries must give (``Queries.get(..., tenant=...)``, ``readmodel query
-    --tenant``). Every table must have the column, but those listed in ``shared_tables``.
-    The store fills the event's tenant into a row written without the column; a row that
-    names another tenant, or any row written for an event without a tenant, fails the
-    handler (:class:`TenantError`)."""
+    """The column (a document's field, for ``collections``) holding each row's tenant: every
+    read is then filtered by the caller's tenant, which queries must give
+    (``Queries.get(..., tenant=...)``, ``readmodel query --tenant``). Every table must have
+    the column, but those listed in ``shared_tables`` (``shared_collections``). The store
+    fills the event's tenant into a row written without the column; a row that names
+    another tenant, or any row written for an event without a tenant, fails the handler
+    (:class:`TenantError`)."""
     shared_tables: ClassVar[tuple[sa.Table, ...]] = ()
     """Tables of a projection with a ``tenant_column`` that every tenant reads (reference
     data without the column)."""
+    shared_collections: ClassVar[tuple[str, ...]] = ()
+    """``shared_tables`` of a document projection: collections every tenant reads."""
 
     _handlers: ClassVar[dict[tuple[str, str], Handler]]
     _subscribed: ClassVar[frozenset[str]] = frozenset()
@@ -301,9 +304,16 @@ def _check_tenant_tables(cls: type[Projection]) -> None:
     table without it would otherwise be read by every tenant, unnoticed."""
     column = cls.tenant_column
     if column is None:
-        if cls.shared_tables:
-            raise TypeError(f"{cls.__name__}: shared_tables without a tenant_column")
+        if cls.shared_tables or cls.shared_collections:
+            kind = "shared_tables" if cls.shared_tables else "shared_collections"
+            raise TypeError(f"{cls.__name__}: {kind} without a tenant_column")
         return
+    unknown = [name for name in cls.shared_collections if name not in cls.collections]
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__}: shared_collections names {unknown[0]!r}, which is not one of "
+            f"its collections ({', '.join(cls.collections) or 'none'})"
+        )
     for table in cls.tables:
         shared = any(table is other for other in cls.shared_tables)
         if not shared and column not in table.c:

@@ -499,7 +499,7 @@ class DocumentReplayer(ReplayerBase):
         many. A write refused for what it holds is the failure of the one event applied
         (:class:`HandlerError`), or :class:`_Refused` for the caller to go one by one."""
         written = self._written if collections is self._shadow else None
-        tx = DocumentTx(self.database, session, collections, written)
+        tx = DocumentTx(self.database, session, collections, written, projection=self.projection)
         holds = self._policy.holds
         handle = self.projection.handle
         applied = 0
@@ -508,6 +508,7 @@ class DocumentReplayer(ReplayerBase):
             for event in events:
                 if holds(event):
                     continue
+                tx.event = event
                 try:
                     handle(event, tx)  # type: ignore[arg-type]
                 except (*REFUSED_WRITES, PyMongoError):

@@ -175,9 +175,12 @@ class MongoStore(Store):
             time.sleep(random.uniform(0, pause))
             pause = min(pause * 2, 0.5)
 
-    def _collections(self, session: ClientSession, projection: Projection) -> dict[str, str]:
-        """The collections of the projection's current generation, read in the transaction."""
-        return collections_at(projection, generation_of(self.database, projection.name, session))
+    def _tx(self, session: ClientSession, projection: Projection) -> DocumentTx:
+        """The handlers' transaction on the projection's current generation, read in it."""
+        generation = generation_of(self.database, projection.name, session)
+        return DocumentTx(
+            self.database, session, collections_at(projection, generation), projection=projection
+        )
 
     # -- checkpoints ---------------------------------------------------------------
 
@@ -239,7 +242,7 @@ class MongoStore(Store):
             events = load(position, target, limit)
             upto = int((events[-1].position if len(events) >= limit else target) or target)
             held = self._blocked(session, lane)
-            tx = DocumentTx(self.database, session, self._collections(session, projection))
+            tx = self._tx(session, projection)
             tags = tx.invalidated if self.journal_invalidations else None
             parked: list[tuple[Envelope, str, str | None, int]] = []
             try:
@@ -470,7 +473,7 @@ class MongoStore(Store):
                 .sort("position", ASCENDING)
             ]
             events = list(load(positions)) if positions else []
-            tx = DocumentTx(self.database, session, self._collections(session, projection))
+            tx = self._tx(session, projection)
             tags = tx.invalidated if self.journal_invalidations else None
             for event in events:
                 try:  # written event by event: a refused write is the event's own failure
@@ -680,6 +683,7 @@ def index_warnings(
 
 
 def _handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:
+    tx.event = event
     try:
         if projection.handle(event, tx) and tags is not None:  # type: ignore[arg-type]
             add_cache_tags(projection, event, tags)

@@ -18,7 +18,11 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import DocumentTooLarge
 
+from outbox.envelope import Envelope
+from projections.api import Projection, TenantError
+
 _DELETED = object()
+_MISSING = object()
 
 
 class RefusedDocument(Exception):
@@ -43,7 +47,13 @@ class DocumentTx:
 
     ``written`` (a rebuild's, whose new collections start empty and are written by it
     alone) gathers the ``_id`` slots written to each physical collection: an ``_id`` not
-    among them is known to be absent, without a round trip."""
+    among them is known to be absent, without a round trip.
+
+    Given a ``projection`` with a ``tenant_column``, every document upserted into one of its
+    collections (not ``shared_collections``) belongs to the tenant of :attr:`event` (set by
+    the store before each handler): the field is filled in when the document lacks it; a
+    document naming another tenant, or an event without a tenant, raises
+    :class:`TenantError` (the handler's failure)."""
 
     def __init__(
         self,
@@ -51,7 +61,14 @@ class DocumentTx:
         session: ClientSession,
         collections: Mapping[str, str],
         written: dict[str, set[Any]] | None = None,
+        *,
+        projection: Projection | None = None,
     ) -> None:
+        self.event: Envelope | None = None
+        """The event whose handler is running: its tenant is the one documents are for."""
+        self._tenant = None if projection is None else projection.tenant_column
+        self._tenant_projection = "" if projection is None else projection.name
+        self._shared = frozenset(() if projection is None else projection.shared_collections)
         self._database = database
         self._session = session
         self._collections = collections
@@ -86,9 +103,40 @@ class DocumentTx:
             raise ValueError(f"a document for {collection!r} needs an _id")
         name = self._name(collection)
         stored = copy.deepcopy(dict(document))
+        if self._tenant is not None and collection not in self._shared:
+            stored = self._placed(collection, self._tenant, stored)
         slot = _slot(stored["_id"])
         self._known[(name, slot)] = stored
         self._pending.setdefault(name, {})[slot] = (stored["_id"], stored)
+
+    def _placed(self, collection: str, field: str, document: dict[str, Any]) -> dict[str, Any]:
+        """``document`` in the tenant of the event being handled (filled in when it lacks
+        the field); :class:`TenantError` when it names another tenant or there is none."""
+        event = self.event
+        tenant = None if event is None else event.tenant
+        given = document.get(field, _MISSING)
+        if tenant is not None and given == tenant:
+            return document
+        projection = self._tenant_projection
+        if event is None:
+            raise TenantError(
+                f"{projection}: a document of {collection!r} written outside any event cannot "
+                f"be placed in a tenant (tenant field {field!r})"
+            )
+        what = f"{event.event_type} at {event.source}:{event.position}"
+        if tenant is None:
+            raise TenantError(
+                f"{projection}: {what} has no tenant, so its document of {collection!r} cannot "
+                f"be placed (tenant field {field!r})"
+            )
+        if given is _MISSING:
+            document[field] = tenant
+            return document
+        raise TenantError(
+            f"{projection}: a document of {collection!r} has {field}={given!r}, but the "
+            f"event's tenant is {tenant!r} ({what}); a handler writes only its event's "
+            f"tenant's documents"
+        )
 
     def delete(self, collection: str, key: Any) -> None:
         name = self._name(collection)
