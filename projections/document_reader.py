@@ -1,15 +1,21 @@
 """Reads of a document projection's collections (a MongoDB store), for
-:class:`projections.query_service.Queries`: a document by ``_id``, and pages of documents
-whose fields equal given values, in ``_id`` order. Reads go to the collections of the
-projection's current generation (:mod:`projections.document_generations`)."""
+:class:`projections.query_service.Queries`: a document by ``_id``, pages of documents whose
+fields equal given values, in ``_id`` order, and the :class:`projections.queries.Reader` of
+a document projection's ``@query`` methods (``get``, ``first``, ``find`` by collection
+name). Reads go to the collections of the projection's current generation
+(:mod:`projections.document_generations`); for a projection with a ``tenant_column``,
+a reader for one tenant (:meth:`DocumentReader.for_tenant`) sees only that tenant's
+documents (and those of its ``shared_collections``)."""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+import copy
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import bson
+from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import PyMongoError
 
 from outbox.errors import StoreError
@@ -25,7 +31,25 @@ class DocumentReader:
     def __init__(self, database: Any, projection: Projection) -> None:
         self.database = database
         self.projection = projection
-        self._generation: int | None = None
+        self.tenant: str | None = None
+        self._generation: list[int | None] = [None]  # shared with the tenants' copies
+
+    def for_tenant(self, tenant: str | None) -> DocumentReader:
+        """This reader, its reads limited to ``tenant``'s documents. A projection with a
+        ``tenant_column`` must be read for a tenant; one without has none to give."""
+        name = self.projection.name
+        if self.projection.tenant_column is None:
+            if tenant is not None:
+                raise QueryError(f"projection {name!r} keeps no tenant column: read it without one")
+            return self
+        if tenant is None:
+            raise QueryError(
+                f"projection {name!r} keeps documents per tenant: give the tenant "
+                f"(tenant=..., readmodel query --tenant T)"
+            )
+        scoped = copy.copy(self)
+        scoped.tenant = tenant
+        return scoped
 
     def collection(self, name: str | None) -> str:
         """``name``, or the projection's first collection; refused unless it is one of its own."""
@@ -39,13 +63,64 @@ class DocumentReader:
             )
         return name
 
+    def _scoped(self, collection: str, query: dict[str, Any]) -> dict[str, Any]:
+        """``query`` and the tenant filter of ``collection`` (none for a shared one); a
+        ``query`` naming the tenant field too matches only where both agree."""
+        field = self.projection.tenant_column
+        if self.tenant is None or field is None:
+            return query
+        if collection in self.projection.shared_collections:
+            return query
+        return (
+            {"$and": [query, {field: self.tenant}]}
+            if field in query
+            else {**query, field: self.tenant}
+        )
+
+    # -- the Reader protocol -------------------------------------------------------
+
     def get(self, collection: str, key: Any) -> dict[str, Any] | None:
-        try:
-            return self._current(
-                lambda name: self.database[name].find_one({"_id": key}), collection
-            )
-        except PyMongoError as exc:
-            raise StoreError(f"cannot read {collection}: {describe_mongo_error(exc)}") from exc
+        """The document with ``_id == key``, or ``None``."""
+        name = self.collection(collection)
+        query = self._scoped(name, {"_id": key})
+        return self._read(name, lambda physical: self.database[physical].find_one(query))
+
+    def first(self, collection: str, **equals: Any) -> dict[str, Any] | None:
+        """One document whose fields equal ``equals`` (the lowest ``_id``), or ``None``."""
+        found = self.find(collection, limit=1, **equals)
+        return found[0] if found else None
+
+    def find(
+        self,
+        collection: str,
+        *,
+        order_by: str | Iterable[str] | None = None,
+        limit: int | None = None,
+        **equals: Any,
+    ) -> list[dict[str, Any]]:
+        """Documents whose fields equal ``equals``, by ``order_by`` (field names, ``-name``
+        for descending; default ``_id``), at most ``limit``."""
+        name = self.collection(collection)
+        if order_by is None:
+            names = ["_id"]
+        else:
+            names = [order_by] if isinstance(order_by, str) else list(order_by)
+        sort = [(n.lstrip("-"), DESCENDING if n.startswith("-") else ASCENDING) for n in names]
+        query = self._scoped(name, equals)
+
+        def read(physical: str) -> list[dict[str, Any]]:
+            cursor = self.database[physical].find(query).sort(sort)
+            return list(cursor if limit is None else cursor.limit(limit))
+
+        return self._read(name, read)
+
+    def rows(self, statement: Any) -> list[dict[str, Any]]:
+        raise QueryError(
+            f"projection {self.projection.name!r} keeps documents: a query reads them with "
+            f"get, first or find"
+        )
+
+    # -- pages ---------------------------------------------------------------------
 
     def page(
         self, collection: str, where: Mapping[str, Any], *, after: str | None, limit: int
@@ -53,29 +128,33 @@ class DocumentReader:
         """Documents whose fields equal ``where``, by ``_id``; ``after`` is a page's ``next``."""
         if limit < 1:
             raise QueryError("limit must be at least 1")
+        name = self.collection(collection)
         query: dict[str, Any] = dict(where)
         if after is not None:
             query["_id"] = {"$gt": _decode_cursor(after)}
-        try:
-            found = self._current(
-                lambda name: list(self.database[name].find(query).sort("_id", 1).limit(limit + 1)),
-                collection,
-            )
-        except PyMongoError as exc:
-            raise StoreError(f"cannot read {collection}: {describe_mongo_error(exc)}") from exc
+        query = self._scoped(name, query)
+        found = self._read(
+            name,
+            lambda physical: list(
+                self.database[physical].find(query).sort("_id", 1).limit(limit + 1)
+            ),
+        )
         rows = found[:limit]
         more = len(found) > limit
         return Page(rows, _encode_cursor(rows[-1]["_id"]) if more and rows else None)
 
-    def _current(self, read: Any, collection: str) -> Any:
+    def _read(self, collection: str, read: Any) -> Any:
         """``read(physical name of collection)`` in the current generation (a rebuild's swap
         moves it); the generation last seen is kept, and checked after each read."""
-        result, self._generation = read_current(
-            self.database,
-            self.projection.name,
-            lambda generation: read(physical_name(collection, generation)),
-            self._generation,
-        )
+        try:
+            result, self._generation[0] = read_current(
+                self.database,
+                self.projection.name,
+                lambda generation: read(physical_name(collection, generation)),
+                self._generation[0],
+            )
+        except PyMongoError as exc:
+            raise StoreError(f"cannot read {collection}: {describe_mongo_error(exc)}") from exc
         return result
 
 

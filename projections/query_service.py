@@ -126,10 +126,16 @@ class Queries:
                 f"which is not configured"
             ) from None
 
-    def reader(self, projection: str | Projection, tenant: str | None = None) -> SqlReader:
-        """The read-only :class:`Reader` of a projection's tables (of ``tenant``'s rows for
-        a projection with a ``tenant_column``, which must then be given)."""
-        return self._reader(projection).for_tenant(tenant)
+    def reader(
+        self, projection: str | Projection, tenant: str | None = None
+    ) -> SqlReader | DocumentReader:
+        """The read-only :class:`Reader` of a projection's tables or collections (of
+        ``tenant``'s rows for a projection with a ``tenant_column``, which must then be
+        given)."""
+        p = self.projection(projection) if isinstance(projection, str) else projection
+        if p.collections:
+            return self._documents(p).for_tenant(tenant)
+        return self._reader(p).for_tenant(tenant)
 
     def _reader(self, projection: str | Projection) -> SqlReader:
         p = self.projection(projection) if isinstance(projection, str) else projection
@@ -207,7 +213,7 @@ class Queries:
         belong to an index led by one of them, unless ``allow_unindexed``."""
         p = self.projection(projection)
         if p.collections:
-            documents = self._documents(p, tenant)
+            documents = self._documents(p).for_tenant(tenant)
             collection = documents.collection(table)
             consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
             page = documents.page(collection, dict(where or {}), after=after, limit=limit)
@@ -256,9 +262,7 @@ class Queries:
         base = frozenset(spec.tags(*bound.args, **bound.kwargs)) if spec.tags else frozenset()
         return Result(self._cached(p, spec, cache_key, base, load), stale, consistency)
 
-    def _documents(self, p: Projection, tenant: str | None) -> DocumentReader:
-        if tenant is not None:
-            raise QueryError(f"projection {p.name!r} has no tenant_column")
+    def _documents(self, p: Projection) -> DocumentReader:
         database = getattr(self._store(p), "database", None)
         if database is None:
             raise QueryError(f"projection {p.name!r}: its store holds no documents")
@@ -279,7 +283,7 @@ class Queries:
     ) -> Result:
         """:meth:`get` of a document projection: the document with ``_id == key``, cached
         under the collection's ``key_tags`` entry (over ``_id``)."""
-        documents = self._documents(p, tenant)
+        documents = self._documents(p).for_tenant(tenant)
         name = documents.collection(collection)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
 
@@ -289,7 +293,7 @@ class Queries:
         tag = key_tags_of(p).get(name)
         if tag is None or self.cache is None or consistency is not None and not stale:
             return Result(load(), stale, consistency)
-        cache_key = "get:" + name + ":" + _dumps([key])
+        cache_key = _tenant_key(tenant) + "get:" + name + ":" + _dumps([key])
         value = self.cache.get_or_load(p.name, cache_key, tags_for_key(tag, {"_id": key}), load)
         return Result(value, stale, consistency)
 

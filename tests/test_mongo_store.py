@@ -411,7 +411,7 @@ def test_documents_are_read_by_id_in_pages_and_through_the_cache(
 
         with pytest.raises(QueryError, match="no collection 'other'"):
             queries.get("doc_totals", "acct-2", table="other")
-        with pytest.raises(QueryError, match="no tenant_column"):
+        with pytest.raises(QueryError, match="keeps no tenant column: read it without one"):
             queries.get("doc_totals", "acct-2", tenant="acme")
     finally:
         queries.close()
