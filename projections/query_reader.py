@@ -187,7 +187,7 @@ class SqlReader:
 
     def equals(self, table: sa.Table, equals: Mapping[str, Any]) -> list[Any]:
         return [
-            self.column(table, name) == coerce(self.column(table, name), value)
+            self.column(table, name) == filter_value(self.column(table, name), value)
             for name, value in equals.items()
         ]
 
@@ -261,6 +261,41 @@ def coerce(column: sa.Column[Any], value: Any) -> Any:
             f"column {column.name!r}: {value!r} is not a valid {python_type.__name__}"
         ) from None
     return value
+
+
+def filter_value(column: sa.Column[Any], value: Any) -> Any:
+    """A filter's value as the column's Python type: text as :func:`coerce` reads it, a JSON
+    number or ``true``/``false`` (``--where qty:=3``) only for a column of that kind."""
+    if isinstance(value, bool | int | float | dict | list):
+        return _json_value(column, value)
+    return coerce(column, value)
+
+
+def _json_value(column: sa.Column[Any], value: Any) -> Any:
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    number = not isinstance(value, bool) and isinstance(value, int | float)
+    if isinstance(value, dict | list):
+        if python_type in (dict, list):
+            return value
+    elif python_type is bool:
+        if isinstance(value, bool):
+            return value
+    elif python_type is int:
+        if number and (isinstance(value, int) or value.is_integer()):
+            return int(value)
+    elif python_type is float:
+        if number:
+            return float(value)
+    elif python_type is Decimal:
+        if number:
+            return _canonical_decimal(column, Decimal(str(value)))
+    raise QueryError(
+        f"column {column.name!r}: {orjson.dumps(value).decode()} is not a valid "
+        f"{python_type.__name__} (give text as {column.name}=VALUE)"
+    )
 
 
 def _canonical_decimal(column: sa.Column[Any], value: Decimal) -> Decimal:

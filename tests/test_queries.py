@@ -449,6 +449,28 @@ def test_cli_get_list_and_named_queries_print_json(cli_shop: tuple[Shop, Path]) 
     assert _json(kwargs.stdout)["result"] == [{"order_id": "o0005", "amount": 5}]
 
 
+def test_cli_where_json_values_are_checked_against_the_columns(cli_shop: tuple[Shop, Path]) -> None:
+    _, config = cli_shop
+    c = ["--allow-unindexed", "--json", "--config", str(config)]
+
+    def listed(*where: str) -> list[str]:
+        done = run_cli(["query", "shop_orders", *(a for w in where for a in ("-w", w)), *c])
+        assert done.exit_code == 0, done.output
+        return [r["order_id"] for r in _json(done.stdout)["rows"]]
+
+    assert listed("amount:=3") == listed("amount=3") == listed('amount:="3"') == ["o0003"]
+    assert listed("customer=c0", "note:=null") == ["o0000", "o0002", "o0004", "o0006"]
+    assert listed("customer=c0", "note=null") == []  # the text "null"
+    for where, message in {
+        "amount:=true": "column 'amount': true is not a valid int",
+        "amount:=1.5": "column 'amount': 1.5 is not a valid int",
+        "customer:=7": "column 'customer': 7 is not a valid str (give text as customer=VALUE)",
+        'customer:=["c0"]': "column 'customer': [\"c0\"] is not a valid str",
+    }.items():
+        done = run_cli(["query", "shop_orders", "-w", where, *c])
+        assert done.exit_code == 2 and message in done.stderr, (where, done.output)
+
+
 USAGE_ERRORS = [
     (["nope", "o1"], "unknown projection 'nope' (known: shop_orders)"),
     (["shop_orders", "o1", "--table", "zzz"], "no table 'zzz' (known: q_customers, q_orders)"),

@@ -38,7 +38,9 @@ def query_command(
             "--where",
             "-w",
             help="field=value (repeatable): list rows with these column values; with --name, "
-            "a keyword argument of the query.",
+            "a keyword argument of the query. field=value gives text (typed by the column's "
+            "type in a table); field:=JSON gives a JSON value: qty:=3, paid:=true, "
+            "note:=null, code:='\"007\"' (text), tags:='[\"a\"]' (documents only).",
             show_default=False,
         ),
     ] = None,
@@ -133,7 +135,7 @@ def _run(
     queries: Any,
     projection: str,
     key: str | None,
-    fields: dict[str, str],
+    fields: dict[str, Any],
     table: str | None,
     name: str | None,
     after: str | None,
@@ -182,13 +184,47 @@ def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
         raise fail(str(exc), EXIT_FAILURE) from None
 
 
-def _parse_where(items: list[str]) -> dict[str, str]:
-    fields: dict[str, str] = {}
+def _parse_where(items: list[str]) -> dict[str, Any]:
+    """``field=value`` as text, ``field:=JSON`` as the JSON value (equality only: an object
+    with ``$`` keys, a MongoDB operator, is refused)."""
+    fields: dict[str, Any] = {}
     for item in items:
         field, sep, value = item.partition("=")
-        if not sep or not field.strip():
-            raise fail(f"--where {item!r}: expected field=value", EXIT_CONFIG)
-        if field.strip() in fields:
-            raise fail(f"--where {field.strip()}: given twice (one value per field)", EXIT_CONFIG)
-        fields[field.strip()] = value
+        typed = field.endswith(":")
+        field = field.removesuffix(":").strip()
+        if not sep or not field:
+            raise fail(f"--where {item!r}: expected field=value or field:=JSON", EXIT_CONFIG)
+        if field.startswith("$"):
+            raise fail(
+                f"--where {field}: a $ name is an operator; --where compares fields", EXIT_CONFIG
+            )
+        if field in fields:
+            raise fail(f"--where {field}: given twice (one value per field)", EXIT_CONFIG)
+        fields[field] = _json_value(field, value) if typed else value
     return fields
+
+
+def _json_value(field: str, text: str) -> Any:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise fail(
+            f"--where {field}:={text}: not JSON ({exc}); give text as {field}={text}, "
+            f"or quoted: {field}:='\"{text}\"'",
+            EXIT_CONFIG,
+        ) from None
+    if _has_operator(value):
+        raise fail(
+            f"--where {field}:={text}: an object with $ keys (an operator) is refused; "
+            f"--where compares for equality",
+            EXIT_CONFIG,
+        )
+    return value
+
+
+def _has_operator(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(k.startswith("$") or _has_operator(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_operator(v) for v in value)
+    return False

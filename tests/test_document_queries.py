@@ -1,0 +1,269 @@
+"""Document projections read like table ones, on a real MongoDB-wire server and Redis:
+declared ``@query`` functions cached under their tags and invalidated by later events, a
+``tenant_column`` that places every document in its event's tenant (or parks the event) and
+limits every read to one tenant, and typed ``--where`` values from the command line."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from outbox.envelope import aggregate_hash
+from outbox.log import EventLog
+from outbox.rows import LogRecord
+from projections.document_replay import DocumentReplayer
+from projections.engine import ProjectionEngine
+from projections.log_reader import LogReader
+from projections.mongo_store import MongoStore
+from projections.query_reader import QueryError
+from projections.query_service import Queries
+from projections.redis_cache import RedisCache
+from projections.replay_types import ReplayOptions
+from tests.cli_helpers import run_cli, write_config
+from tests.document_query_fixtures import DocAccounts
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+Event = tuple[str | None, str, str, dict[str, Any]]  # tenant, account, type, payload
+
+
+@dataclass
+class Bank:
+    log: EventLog
+    store: MongoStore
+    url: str
+    engine: ProjectionEngine
+    queries: Queries
+
+    def append(self, events: list[Event]) -> None:
+        records = [
+            LogRecord(
+                source_position=None,
+                event_id=uuid.uuid4().hex,
+                tenant=tenant,
+                aggregate_type="account",
+                aggregate_id=account,
+                key_hash=aggregate_hash("account", account),
+                event_type=event_type,
+                payload=json.dumps(payload),
+                headers=None,
+                occurred_at=None,
+            )
+            for tenant, account, event_type, payload in events
+        ]
+        self.log.append("bank", records)
+        self.engine.catch_up(deadline=30)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    prefix = f"rmtest:docq:{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=prefix + "*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def bank(
+    pg_database: Callable[[], str], mongo_database: Callable[[], str], redis_prefix: str
+) -> Iterator[Bank]:
+    log = EventLog(pg_database())
+    log.create_tables()
+    url = mongo_database()
+    store = MongoStore(url)
+    store.create_tables([DocAccounts()])
+    cache = RedisCache(REDIS_URL, key_prefix=redis_prefix, near_cache_size=0, timeout=5.0)
+    options = {"max_attempts": 2, "retry_backoff": 0.001, "cache": cache}
+    engine = ProjectionEngine(LogReader(log), [DocAccounts()], {"docs": store}, **options)
+    queries = Queries.from_engine(engine, log.engine)
+    yield Bank(log, store, url, engine, queries)
+    queries.close()
+    engine.close()
+    cache.close()
+    log.close()
+
+
+def _entries(prefix: str) -> set[str]:
+    """The cache entries in Redis, by key (after ``<prefix>e:doc_accounts:``)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        start = f"{prefix}e:doc_accounts:"
+        return {k.decode()[len(start) :] for k in client.scan_iter(match=start + "*")}
+    finally:
+        client.close()
+
+
+def _opened(tenant: str, account: str, owner: str) -> Event:
+    return (tenant, account, "Opened", {"owner": owner})
+
+
+def test_declared_queries_are_cached_in_redis_and_invalidated_by_a_later_event(
+    bank: Bank, redis_prefix: str
+) -> None:
+    q = bank.queries
+    bank.append([_opened("acme", "a1", "ann"), _opened("acme", "a2", "ann")])
+    bank.append([("acme", "a2", "Deposited", {"amount": 5})])
+
+    # tags from the arguments: cached at once, per tenant
+    found = q.run("doc_accounts", "by_owner", "ann", tenant="acme").value
+    assert [(d["_id"], d["balance"]) for d in found] == [("a2", 5), ("a1", 0)]
+    entry = 'tenant:"acme":q:by_owner:[["ann"],[]]'
+    assert entry in _entries(redis_prefix)
+    assert q.run("doc_accounts", "by_owner", "ann", tenant="acme").value == found
+
+    # tags from the result: the first read teaches them, the second is cached
+    first = q.run("doc_accounts", "first_of", "ann", tenant="acme").value
+    assert (first["_id"], first["balance"]) == ("a1", 0)
+    learned = 'tenant:"acme":q:first_of:[["ann"],[]]'
+    assert learned not in _entries(redis_prefix)
+    assert q.run("doc_accounts", "first_of", "ann", tenant="acme").value == first
+    assert learned in _entries(redis_prefix)
+
+    # get by _id under key_tags, kept per tenant
+    assert q.get("doc_accounts", "a1", tenant="acme").value["balance"] == 0
+    assert 'tenant:"acme":get:doc_accounts:["a1"]' in _entries(redis_prefix)
+
+    bank.append([("acme", "a1", "Deposited", {"amount": 100})])
+    assert not {entry, learned} & _entries(redis_prefix)
+    fresh = q.run("doc_accounts", "by_owner", "ann", tenant="acme").value
+    assert [(d["_id"], d["balance"]) for d in fresh] == [("a1", 100), ("a2", 5)]
+    assert q.run("doc_accounts", "first_of", "ann", tenant="acme").value["balance"] == 100
+    assert q.get("doc_accounts", "a1", tenant="acme").value["balance"] == 100
+
+
+def test_a_read_for_one_tenant_never_returns_anothers_documents(bank: Bank) -> None:
+    q = bank.queries
+    bank.append(
+        [
+            _opened("acme", "a1", "ann"),
+            _opened("globex", "g1", "ann"),
+            _opened("globex", "g2", "bob"),
+        ]
+    )
+    for _ in range(2):  # the second time from the cache, where a read caches
+        assert q.get("doc_accounts", "a1", tenant="acme").value["owner"] == "ann"
+        assert q.get("doc_accounts", "a1", tenant="globex").value is None
+        found = q.run("doc_accounts", "by_owner", "ann", tenant="globex").value
+        assert [d["_id"] for d in found] == ["g1"]
+        found = q.run("doc_accounts", "by_owner", "ann", tenant="acme").value
+        assert [d["_id"] for d in found] == ["a1"]
+        assert q.run("doc_accounts", "first_of", "ann", tenant="globex").value["_id"] == "g1"
+    page = q.list("doc_accounts", {"owner": "ann"}, tenant="acme", limit=1)
+    assert [d["_id"] for d in page.rows] == ["a1"] and page.next is None
+    everything = q.list("doc_accounts", {}, tenant="globex").rows
+    assert [(d["_id"], d["tenant"]) for d in everything] == [("g1", "globex"), ("g2", "globex")]
+    # a filter naming another tenant does not lift the tenant's own
+    assert q.list("doc_accounts", {"tenant": "acme"}, tenant="globex").rows == []
+    shared = q.get("doc_accounts", "EUR", table="doc_currencies", tenant="acme").value
+    assert shared == {"_id": "EUR"}  # a shared collection is everyone's
+    assert q.run("doc_accounts", "currency", "EUR", tenant="globex").value == {"_id": "EUR"}
+
+    for read in (
+        lambda: q.get("doc_accounts", "a1"),
+        lambda: q.list("doc_accounts", {}),
+        lambda: q.run("doc_accounts", "by_owner", "ann"),
+        lambda: q.reader("doc_accounts"),
+    ):
+        with pytest.raises(QueryError, match="keeps documents per tenant: give the tenant"):
+            read()
+    assert q.reader("doc_accounts", "globex").get("doc_accounts", "a1") is None
+    with pytest.raises(QueryError, match="reads them with get, first or find"):
+        q.run("doc_accounts", "raw", tenant="acme")
+
+
+def test_documents_are_written_in_the_events_tenant_or_the_event_is_parked(
+    bank: Bank,
+) -> None:
+    """A document written without the tenant field gets the event's tenant; one naming
+    another tenant, or an event without a tenant, is the handler's failure: parked, the rest
+    applied; a rebuild holds the handlers to the same rule."""
+    bank.append(
+        [
+            _opened("acme", "e1", "ann"),
+            ("globex", "e2", "Opened", {"owner": "bob", "tenant": "globex"}),
+            ("acme", "e3", "Opened", {"owner": "cy", "tenant": "globex"}),
+            (None, "e4", "Opened", {"owner": "di"}),
+            _opened("acme", "e5", "ed"),
+        ]
+    )
+
+    def documents() -> list[tuple[str, str]]:
+        found = bank.store.database["doc_accounts"].find().sort("_id", 1)
+        return [(d["_id"], d["tenant"]) for d in found]
+
+    live = documents()
+    assert live == [("e1", "acme"), ("e2", "globex"), ("e5", "acme")]
+    parked = {p.aggregate_id: p.reason for p in bank.engine.parked("doc_accounts")}
+    assert sorted(parked) == ["e3", "e4"]
+    assert (
+        "TenantError(\"doc_accounts: a document of 'doc_accounts' has tenant='globex', but "
+        "the event's tenant is 'acme' (Opened at bank:3)" in parked["e3"]
+    )
+    assert (
+        "doc_accounts: Opened at bank:4 has no tenant, so its document of 'doc_accounts' "
+        "cannot be placed (tenant field 'tenant')" in parked["e4"]
+    )
+    assert bank.queries.get("doc_accounts", "e3", tenant="globex").value is None
+
+    replayer = DocumentReplayer(LogReader(bank.log), DocAccounts(), bank.store, retire_after=0.0)
+    summary = replayer.run(ReplayOptions(skip_errors=True))
+    assert sorted(s.position for s in summary.skipped) == [3, 4]
+    assert documents() == live
+    assert [d["_id"] for d in bank.queries.list("doc_accounts", {}, tenant="acme").rows] == [
+        "e1",
+        "e5",
+    ]
+
+
+def test_readmodel_query_types_where_values_and_runs_document_queries(
+    bank: Bank, tmp_path: Path
+) -> None:
+    bank.append([_opened("acme", "a1", "ann"), _opened("acme", "a2", "ann")])
+    bank.append([("acme", "a1", "Deposited", {"amount": 5})])
+    store = {"url": bank.log.engine.url.render_as_string(hide_password=False)}
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.document_query_fixtures:DocAccounts"],
+            "store": store,
+            "stores": {"docs": {"url": bank.url}},
+        },
+    )
+    c = ["--tenant", "acme", "--json", "--config", str(config)]
+
+    def ids(*args: str) -> list[str]:
+        done = run_cli(["query", "doc_accounts", *args, *c])
+        assert done.exit_code == 0, done.output
+        return [d["_id"] for d in json.loads(done.stdout)["rows"]]
+
+    assert ids("--where", "balance:=5") == ["a1"]
+    assert ids("--where", "balance=5") == []  # text: "5" is not 5 to MongoDB
+    assert ids("--where", 'owner:="ann"', "-w", "balance:=0") == ["a2"]
+    named = run_cli(["query", "doc_accounts", "--name", "with_balance", "-w", "balance=5", *c])
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.stdout) == {"result": ["a1"], "stale": False}
+    got = run_cli(["query", "doc_accounts", "a1", *c])
+    assert got.exit_code == 0 and json.loads(got.stdout)["row"]["balance"] == 5
+
+    refused = {
+        ("-w", "balance:=five"): "--where balance:=five: not JSON",
+        ("-w", 'balance:={"$gt": 1}'): "an object with $ keys (an operator) is refused",
+        ("-w", "$where=1"): "--where $where: a $ name is an operator",
+        ("-w", "balance:=1", "-w", "balance=1"): "--where balance: given twice",
+    }
+    for args, message in refused.items():
+        done = run_cli(["query", "doc_accounts", *args, *c])
+        assert done.exit_code == 2 and message in done.stderr, (args, done.output)
+    untenanted = run_cli(["query", "doc_accounts", "a1", "--config", str(config)])
+    assert untenanted.exit_code == 2 and "--tenant" in untenanted.stderr
