@@ -18,6 +18,7 @@ import redis
 from outbox.envelope import aggregate_hash
 from outbox.log import EventLog
 from outbox.rows import LogRecord
+from projections.document_generations import collections_at, generation_of
 from projections.document_replay import DocumentReplayer
 from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
@@ -199,7 +200,9 @@ def test_documents_are_written_in_the_events_tenant_or_the_event_is_parked(
     )
 
     def documents() -> list[tuple[str, str]]:
-        found = bank.store.database["doc_accounts"].find().sort("_id", 1)
+        database = bank.store.database
+        physical = collections_at(DocAccounts(), generation_of(database, "doc_accounts"))
+        found = database[physical["doc_accounts"]].find().sort("_id", 1)
         return [(d["_id"], d["tenant"]) for d in found]
 
     live = documents()
@@ -219,6 +222,7 @@ def test_documents_are_written_in_the_events_tenant_or_the_event_is_parked(
     replayer = DocumentReplayer(LogReader(bank.log), DocAccounts(), bank.store, retire_after=0.0)
     summary = replayer.run(ReplayOptions(skip_errors=True))
     assert sorted(s.position for s in summary.skipped) == [3, 4]
+    assert generation_of(bank.store.database, "doc_accounts") == 1
     assert documents() == live
     assert [d["_id"] for d in bank.queries.list("doc_accounts", {}, tenant="acme").rows] == [
         "e1",
