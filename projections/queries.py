@@ -30,6 +30,10 @@ A projection adds the reads its callers need with ``@query``::
         def by_customer(self, read: Reader, customer_id: str) -> list[dict]:
             return read.find(orders, customer_id=customer_id, order_by="order_id")
 
+A document projection (``collections``) declares queries the same way, its ``read``
+going by collection name (``read.find("inbox", owner=owner, order_by="-updated")``) on the
+collections of its current generation; documents come back as stored.
+
 A query method takes ``(self, read, *args, **kwargs)`` and returns something JSON can
 hold: a row (``dict``), a list of rows, ``None`` or a scalar. ``read`` is a read-only
 :class:`Reader` on the projection's store; rows come back as JSON-ready dicts
@@ -79,7 +83,9 @@ KeyTag = str | Callable[[dict[str, Any]], Iterable[str]]
 class Reader(typing.Protocol):
     """What a ``@query`` method reads through: the projection's tables, read-only.
 
-    ``table`` is the :class:`sqlalchemy.Table` object or its name.
+    ``table`` is the :class:`sqlalchemy.Table` object or its name; for a document
+    projection, the name of one of its collections (a key is an ``_id``, ``equals`` and
+    ``order_by`` name fields).
     """
 
     def get(self, table: sa.Table | str, key: Any) -> dict[str, Any] | None:
@@ -103,7 +109,8 @@ class Reader(typing.Protocol):
 
     def rows(self, statement: sa.Select[Any]) -> list[dict[str, Any]]:
         """Any SQLAlchemy Core ``select`` over the projection's tables (refused for a
-        projection with a ``tenant_column``: it could not be limited to the tenant)."""
+        projection with a ``tenant_column``: it could not be limited to the tenant; and for
+        a document projection)."""
         ...
 
 

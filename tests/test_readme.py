@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 from outbox.db import create_engine
 
@@ -115,3 +116,64 @@ def test_mysql_binary_ids_example_runs_as_written(
         == printed.group(1)
         == ("user 0b9a5e2c-7f3d-4f6e-9c1a-2d4b6e8f0a1c UserRegistered")
     )
+
+
+def test_the_tenant_document_projection_example_runs_as_written(
+    tmp_path: Path,
+    monkeypatch: Any,
+    pg_database: Callable[[], str],
+    mongo_database: Callable[[], str],
+) -> None:
+    """The ``Accounts`` example of "Document projections (MongoDB)" applied to events of two
+    tenants, then read with its three ``readmodel query`` commands (``readmodel.toml`` being
+    a config naming it and its ``docs`` store)."""
+    from outbox.log import EventLog
+    from projections.engine import ProjectionEngine
+    from projections.log_reader import LogReader
+    from projections.mongo_store import MongoStore
+    from tests.cli_helpers import run_cli, write_config
+    from tests.test_document_queries import Bank
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("Declared `@query` functions work as on tables") :]
+    code = section[section.index("```python\n") + 10 :]
+    code, commands = code.split("```\n", 1)
+    commands = commands[commands.index("```\n") + 4 :].split("```")[0]
+    (tmp_path / "readme_accounts.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from readme_accounts import Accounts  # type: ignore[import-not-found]
+
+    log = EventLog(pg_database())
+    log.create_tables()
+    url = mongo_database()
+    store = MongoStore(url)
+    store.create_tables([Accounts()])
+    engine = ProjectionEngine(LogReader(log), [Accounts()], {"docs": store})
+    try:
+        Bank(log, store, url, engine, None).append(  # type: ignore[arg-type]
+            [
+                ("acme", "a1", "Opened", {"owner": "ann"}),
+                ("globex", "g1", "Opened", {"owner": "ann"}),
+            ]
+        )
+    finally:
+        engine.close()
+        log.close()
+    write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["readme_accounts:Accounts"],
+            "store": {"url": log.engine.url.render_as_string(hide_password=False)},
+            "stores": {"docs": {"url": url}},
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    outputs = []
+    for command in commands.strip().splitlines():
+        done = run_cli(command.split()[1:])
+        assert done.exit_code == 0, (command, done.output)
+        outputs.append(json.loads(done.stdout))
+    listed, typed, named = outputs
+    assert [(d["_id"], d["tenant"]) for d in listed["rows"]] == [("a1", "acme")]
+    assert typed["rows"] == listed["rows"]
+    assert named["result"] == listed["rows"]

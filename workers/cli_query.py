@@ -46,7 +46,11 @@ def query_command(
     ] = None,
     table: Annotated[
         str | None,
-        typer.Option("--table", "-t", help="Table (default: the projection's first table)."),
+        typer.Option(
+            "--table",
+            "-t",
+            help="Table or collection (default: the projection's first).",
+        ),
     ] = None,
     name: Annotated[
         str | None,
