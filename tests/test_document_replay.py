@@ -404,7 +404,7 @@ class SwapOnFirstRead:
         return self.database[name]
 
 
-@pytest.mark.parametrize("read", ["get", "page"])
+@pytest.mark.parametrize("read", ["get", "page", "find"])
 def test_a_read_that_resolved_the_old_generation_just_before_the_swap_reads_again(
     docs: Docs, read: str
 ) -> None:
@@ -415,6 +415,9 @@ def test_a_read_that_resolved_the_old_generation_just_before_the_swap_reads_agai
     if read == "get":
         found = reader.get("doc_totals", "acct-1")
         assert found is not None and found["total"] == totals(events)["acct-1"][1]
+    elif read == "find":  # a @query's read
+        rows = reader.find("doc_totals", order_by="-_id", limit=2)
+        assert [d["_id"] for d in rows] == sorted(totals(events))[::-1][:2]
     else:
         rows = reader.page("doc_totals", {}, after=None, limit=10).rows
         assert [d["_id"] for d in rows] == sorted(totals(events))
