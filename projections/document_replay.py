@@ -68,7 +68,7 @@ from projections.mongo_store import (
     lane_id,
     retryable,
 )
-from projections.mongo_tx import DocumentTx
+from projections.mongo_tx import DocumentTx, handler_error
 from projections.replay_lock import prove_lease, replay_lock
 from projections.replay_policy import (
     ErrorPolicy,
@@ -521,6 +521,6 @@ class DocumentReplayer(ReplayerBase):
             if retryable(exc):
                 raise
             if len(events) == 1:
-                raise HandlerError(events[0], exc) from exc
+                raise HandlerError(events[0], handler_error(exc)) from exc
             raise _Refused(repr(exc)) from exc
         return applied

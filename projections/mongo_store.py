@@ -54,7 +54,7 @@ from projections.document_generations import (
     collections_at,
     generation_of,
 )
-from projections.mongo_tx import DocumentTx, RefusedDocument
+from projections.mongo_tx import DocumentTx, RefusedDocument, handler_error
 from projections.store import (
     BatchResult,
     EventLoader,
@@ -261,7 +261,9 @@ class MongoStore(Store):
                 if _transient(exc):
                     raise
                 if len(events) == 1:
-                    raise HandlerFailed(events[0], exc, traceback.format_exc()) from exc
+                    raise HandlerFailed(
+                        events[0], handler_error(exc), traceback.format_exc()
+                    ) from exc
                 raise WritesRefused(events[-1].position or 0, exc) from exc
             if parked:
                 self.park(session, lane, parked)
@@ -482,7 +484,7 @@ class MongoStore(Store):
                 except REFUSED_WRITES as exc:
                     if _transient(exc):
                         raise
-                    raise HandlerFailed(event, exc, traceback.format_exc()) from exc
+                    raise HandlerFailed(event, handler_error(exc), traceback.format_exc()) from exc
             self.journal(session, projection.name, tags)
             self.database[PARKED].update_many(
                 where,

@@ -16,19 +16,34 @@ from bson.errors import InvalidDocument
 from pymongo import DeleteOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
-from pymongo.errors import DocumentTooLarge
+from pymongo.errors import BulkWriteError, DocumentTooLarge
 
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError
 
 _DELETED = object()
 _MISSING = object()
+_ANY = object()  # the tenant of a batch prefetch's "absent for every tenant"
 
 
 class RefusedDocument(Exception):
     """The driver cannot send a document for what it holds (a value BSON cannot hold, a
     field name starting with ``$``, text that is not UTF-8, too large): the event that
     wrote it is poison."""
+
+
+class TenantConflict(RefusedDocument):
+    """A tenant's write of an ``_id`` that another tenant's document holds in the same
+    collection: :attr:`error` is the :class:`TenantError` of the event that wrote it."""
+
+    def __init__(self, error: TenantError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def handler_error(exc: BaseException) -> BaseException:
+    """The failure to record for the event whose writes raised ``exc``."""
+    return exc.error if isinstance(exc, TenantConflict) else exc
 
 
 def _slot(key: Any) -> Any:
@@ -53,7 +68,11 @@ class DocumentTx:
     collections (not ``shared_collections``) belongs to the tenant of :attr:`event` (set by
     the store before each handler): the field is filled in when the document lacks it; a
     document naming another tenant, or an event without a tenant, raises
-    :class:`TenantError` (the handler's failure)."""
+    :class:`TenantError` (the handler's failure). Its reads (``get``, ``find``,
+    ``prefetch``) and writes are of that tenant's documents only: another tenant's document
+    with the same ``_id`` is not seen, and an upsert of that ``_id`` fails the event with
+    :class:`TenantError` (:class:`TenantConflict` from :meth:`flush`), never overwriting it.
+    The batch's own writes are kept per tenant, so two tenants' ``_id`` never meet."""
 
     def __init__(
         self,
@@ -73,8 +92,11 @@ class DocumentTx:
         self._session = session
         self._collections = collections
         self._written = written
-        self._known: dict[tuple[str, Any], Any] = {}  # read or written: document or _DELETED
-        self._pending: dict[str, dict[Any, tuple[Any, Any]]] = {}  # -> slot: (_id, doc)
+        self._declared = {physical: name for name, physical in collections.items()}
+        # (name, tenant, slot) read or written: document or _DELETED; tenant None if unscoped
+        self._known: dict[tuple[str, Any, Any], Any] = {}
+        self._pending: dict[str, dict[Any, tuple[Any, Any, Any]]] = {}  # -> (tenant, slot):
+        # (_id, tenant, document or _DELETED)
         self.invalidated: set[str] = set()
 
     def _name(self, collection: str) -> str:
@@ -89,25 +111,57 @@ class DocumentTx:
     def get(self, collection: str, key: Any) -> dict[str, Any] | None:
         """The document with ``_id == key`` as this batch left it, or ``None``."""
         name = self._name(collection)
-        found = self._known.get((name, _slot(key)), None)
+        tenant = self._scope(collection, "read")
+        here = (name, tenant, _slot(key))
+        found = self._known.get(here, self._known.get((name, _ANY, _slot(key))))
         if found is None and self._never_written(name, key):
-            found = self._known[(name, _slot(key))] = _DELETED
+            found = self._known[here] = _DELETED
         if found is None:
-            found = self._database[name].find_one({"_id": key}, session=self._session)
-            self._known[(name, _slot(key))] = _DELETED if found is None else found
+            query = self._filter({"_id": key}, tenant)
+            found = self._database[name].find_one(query, session=self._session)
+            self._known[here] = _DELETED if found is None else found
         return None if found is _DELETED else copy.deepcopy(found)
 
     def upsert(self, collection: str, document: Mapping[str, Any]) -> None:
-        """Insert or replace the document with ``document["_id"]``."""
+        """Insert or replace the document with ``document["_id"]`` (of the event's tenant, in
+        a projection with a ``tenant_column``)."""
         if "_id" not in document:
             raise ValueError(f"a document for {collection!r} needs an _id")
         name = self._name(collection)
         stored = copy.deepcopy(dict(document))
+        tenant = None
         if self._tenant is not None and collection not in self._shared:
             stored = self._placed(collection, self._tenant, stored)
+            tenant = stored[self._tenant]
         slot = _slot(stored["_id"])
-        self._known[(name, slot)] = stored
-        self._pending.setdefault(name, {})[slot] = (stored["_id"], stored)
+        self._known[(name, tenant, slot)] = stored
+        self._pending.setdefault(name, {})[(tenant, slot)] = (stored["_id"], tenant, stored)
+
+    def _scope(self, collection: str, doing: str) -> Any:
+        """The tenant whose documents of ``collection`` the handler reads or deletes (``None``
+        for a collection every tenant shares, or a projection without tenants)."""
+        if self._tenant is None or collection in self._shared:
+            return None
+        event = self.event
+        tenant = None if event is None else event.tenant
+        if tenant is not None:
+            return tenant
+        what = (
+            "code outside any event"
+            if event is None
+            else (f"{event.event_type} at {event.source}:{event.position}, which has no tenant,")
+        )
+        raise TenantError(
+            f"{self._tenant_projection}: {what} cannot {doing} documents of {collection!r}: "
+            f"they belong to tenants (tenant field {self._tenant!r})"
+        )
+
+    def _filter(self, query: dict[str, Any], tenant: Any) -> dict[str, Any]:
+        """``query`` limited to ``tenant``'s documents (as is for ``None``)."""
+        if tenant is None or self._tenant is None:
+            return query
+        field = self._tenant
+        return {"$and": [query, {field: tenant}]} if field in query else {**query, field: tenant}
 
     def _placed(self, collection: str, field: str, document: dict[str, Any]) -> dict[str, Any]:
         """``document`` in the tenant of the event being handled (filled in when it lacks
@@ -139,39 +193,50 @@ class DocumentTx:
         )
 
     def delete(self, collection: str, key: Any) -> None:
+        """Delete the document with ``_id == key`` (the event's tenant's, in a projection
+        with a ``tenant_column``; another tenant's stays)."""
         name = self._name(collection)
-        self._known[(name, _slot(key))] = _DELETED
-        self._pending.setdefault(name, {})[_slot(key)] = (key, _DELETED)
+        tenant = self._scope(collection, "delete")
+        self._known[(name, tenant, _slot(key))] = _DELETED
+        self._pending.setdefault(name, {})[(tenant, _slot(key))] = (key, tenant, _DELETED)
 
     def find(self, collection: str, **equals: Any) -> list[dict[str, Any]]:
         """Documents whose fields equal ``equals``, with this batch's writes in place."""
         name = self._name(collection)
+        tenant = self._scope(collection, "read")
         self.flush()
-        found = list(self._database[name].find(equals, session=self._session))
+        query = self._filter(equals, tenant)
+        found = list(self._database[name].find(query, session=self._session))
         for document in found:
-            self._known[(name, _slot(document["_id"]))] = document
+            self._known[(name, tenant, _slot(document["_id"]))] = document
         return [copy.deepcopy(document) for document in found]
 
     def prefetch(self, collection: str, keys: Iterable[Any]) -> None:
-        """Read the documents of ``keys`` in one query (``get`` then needs no round trip)."""
+        """Read the documents of ``keys`` in one query (``get`` then needs no round trip).
+        Called before the batch's handlers (no event), a tenant projection's prefetch reads
+        every tenant's documents of ``keys``, each kept for its own tenant."""
         name = self._name(collection)
+        every = self._tenant is not None and collection not in self._shared and self.event is None
+        tenant = _ANY if every else self._scope(collection, "read")
         wanted = {}
         for key in keys:
-            if (name, _slot(key)) in self._known:
+            if (name, tenant, _slot(key)) in self._known:
                 continue
             if self._never_written(name, key):
-                self._known[(name, _slot(key))] = _DELETED
+                self._known[(name, tenant, _slot(key))] = _DELETED
             else:
                 wanted[_slot(key)] = key
         if not wanted:
             return
+        query = {"_id": {"$in": list(wanted.values())}}
         for document in self._database[name].find(
-            {"_id": {"$in": list(wanted.values())}}, session=self._session
+            query if every else self._filter(query, tenant), session=self._session
         ):
-            self._known[(name, _slot(document["_id"]))] = document
+            owner = document.get(self._tenant) if every else tenant  # type: ignore[arg-type]
+            self._known.setdefault((name, owner, _slot(document["_id"])), document)
             wanted.pop(_slot(document["_id"]), None)
         for slot in wanted:
-            self._known[(name, slot)] = _DELETED
+            self._known[(name, tenant, slot)] = _DELETED
 
     def _never_written(self, name: str, key: Any) -> bool:
         return self._written is not None and _slot(key) not in self._written.get(name, ())
@@ -183,17 +248,47 @@ class DocumentTx:
         """Send the pending writes, in the order they were first made per collection."""
         pending, self._pending = self._pending, {}
         for name, documents in pending.items():
+            writes = list(documents.values())
             requests: list[Any] = [
-                DeleteOne({"_id": key})
+                DeleteOne(self._filter({"_id": key}, tenant))
                 if document is _DELETED
-                else ReplaceOne({"_id": key}, document, upsert=True)
-                for key, document in documents.values()
+                else ReplaceOne(self._filter({"_id": key}, tenant), document, upsert=True)
+                for key, tenant, document in writes
             ]
             if not requests:
                 continue
             if self._written is not None:  # before the write: a superset is still right
-                self._written.setdefault(name, set()).update(documents)
+                self._written.setdefault(name, set()).update(slot for _, slot in documents)
             try:
                 self._database[name].bulk_write(requests, ordered=True, session=self._session)
+            except BulkWriteError as exc:
+                conflict = self._conflict(name, writes, exc)
+                if conflict is None:
+                    raise
+                raise conflict from exc
             except (InvalidDocument, DocumentTooLarge, ValueError, OverflowError) as exc:
                 raise RefusedDocument(f"{type(exc).__name__}: {exc}") from exc
+
+    def _conflict(
+        self, name: str, writes: list[tuple[Any, Any, Any]], exc: BulkWriteError
+    ) -> TenantConflict | None:
+        """The :class:`TenantConflict` of a tenant's upsert that hit the ``_id`` of another
+        tenant's document (its filter missed it, its insert found the ``_id`` taken)."""
+        errors = exc.details.get("writeErrors") or [{}]
+        error = errors[0]
+        index = error.get("index")
+        if error.get("code") != 11000 or not isinstance(index, int) or index >= len(writes):
+            return None
+        if error.get("keyPattern", {"_id": 1}) != {"_id": 1}:
+            return None  # another unique index: the data's own refusal
+        key, tenant, document = writes[index]
+        if tenant is None or document is _DELETED:
+            return None
+        collection = self._declared.get(name, name)
+        return TenantConflict(
+            TenantError(
+                f"{self._tenant_projection}: tenant {tenant!r} cannot write the document of "
+                f"{collection!r} with _id {key!r}: another tenant's document holds that _id "
+                f"(give documents _ids unique across tenants, e.g. with the tenant in them)"
+            )
+        )

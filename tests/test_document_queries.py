@@ -15,14 +15,16 @@ from typing import Any
 import pytest
 import redis
 
-from outbox.envelope import aggregate_hash
+from outbox.envelope import Envelope, aggregate_hash
 from outbox.log import EventLog
 from outbox.rows import LogRecord
+from projections.api import TenantError
 from projections.document_generations import collections_at, generation_of
 from projections.document_replay import DocumentReplayer
 from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
+from projections.mongo_tx import DocumentTx, TenantConflict, handler_error
 from projections.query_reader import QueryError
 from projections.query_service import Queries
 from projections.redis_cache import RedisCache
@@ -271,3 +273,87 @@ def test_readmodel_query_types_where_values_and_runs_document_queries(
         assert done.exit_code == 2 and message in done.stderr, (args, done.output)
     untenanted = run_cli(["query", "doc_accounts", "a1", "--config", str(config)])
     assert untenanted.exit_code == 2 and "--tenant" in untenanted.stderr
+
+
+def _envelope(tenant: str | None, position: int) -> Envelope:
+    return Envelope(
+        event_id=uuid.uuid4().hex,
+        source="bank",
+        tenant=tenant,
+        aggregate_type="account",
+        aggregate_id="x",
+        event_type="Opened",
+        payload={},
+        position=position,
+    )
+
+
+def test_a_handlers_reads_and_writes_are_of_its_events_tenant(bank: Bank) -> None:
+    """Two tenants' documents with one ``_id``: within a batch each tenant sees its own
+    write only, a delete removes only its own, and a write of an ``_id`` another tenant's
+    document holds is refused with a TenantError naming the collection and the ``_id``."""
+    bank.append([_opened("acme", "a1", "ann")])
+    store = bank.store
+    physical = collections_at(DocAccounts(), generation_of(store.database, "doc_accounts"))
+    with pytest.raises(TenantConflict) as refused, store.transaction() as session:
+        tx = DocumentTx(store.database, session, physical, projection=DocAccounts())
+        tx.event = _envelope("globex", 10)
+        assert tx.get("doc_accounts", "a1") is None  # acme's, not globex's
+        assert tx.find("doc_accounts", owner="ann") == []
+        tx.prefetch("doc_accounts", ["a1"])
+        assert tx.get("doc_accounts", "a1") is None
+        tx.upsert("doc_accounts", {"_id": "b1", "owner": "bob"})
+        tx.event = _envelope("acme", 11)
+        assert tx.get("doc_accounts", "b1") is None  # globex's pending write
+        tx.upsert("doc_accounts", {"_id": "b1", "owner": "cy"})
+        tx.event = _envelope("globex", 12)
+        assert tx.get("doc_accounts", "b1")["owner"] == "bob"
+        tx.delete("doc_accounts", "b1")  # globex's: acme's b1 stays
+        tx.event = _envelope("acme", 13)
+        assert tx.get("doc_accounts", "b1")["owner"] == "cy"
+        assert tx.get("doc_accounts", "a1")["owner"] == "ann"
+        tx.event = _envelope(None, 14)
+        with pytest.raises(TenantError, match="has no tenant, cannot read documents of"):
+            tx.get("doc_accounts", "a1")
+        assert tx.get("doc_currencies", "EUR") == {"_id": "EUR"}  # shared: everyone's
+        tx.event = _envelope("globex", 15)
+        tx.upsert("doc_accounts", {"_id": "a1", "owner": "eve"})  # acme's a1
+        tx.flush()
+    error = handler_error(refused.value)
+    assert isinstance(error, TenantError)
+    assert str(error) == (
+        "doc_accounts: tenant 'globex' cannot write the document of 'doc_accounts' with _id "
+        "'a1': another tenant's document holds that _id (give documents _ids unique across "
+        "tenants, e.g. with the tenant in them)"
+    )
+    assert bank.queries.get("doc_accounts", "a1", tenant="acme").value["owner"] == "ann"
+
+    # batch prefetch (before the handlers, no event) keeps each document for its tenant
+    with store.transaction() as session:
+        tx = DocumentTx(store.database, session, physical, projection=DocAccounts())
+        tx.prefetch("doc_accounts", ["a1", "zz"])
+        tx.event = _envelope("globex", 16)
+        assert tx.get("doc_accounts", "a1") is None and tx.get("doc_accounts", "zz") is None
+        tx.event = _envelope("acme", 17)
+        assert tx.get("doc_accounts", "a1")["owner"] == "ann"
+
+
+def test_an_event_writing_another_tenants_id_is_parked_never_overwriting_it(
+    bank: Bank,
+) -> None:
+    bank.append([_opened("acme", "a1", "ann")])
+    bank.append([_opened("globex", "g1", "bob"), _opened("globex", "a1", "bob")])
+    bank.append([_opened("acme", "s1", "ann"), _opened("globex", "s1", "bob")])  # one batch
+    assert bank.queries.get("doc_accounts", "a1", tenant="acme").value["owner"] == "ann"
+    assert bank.queries.get("doc_accounts", "a1", tenant="globex").value is None
+    assert bank.queries.get("doc_accounts", "g1", tenant="globex").value["owner"] == "bob"
+    assert bank.queries.get("doc_accounts", "s1", tenant="acme").value["owner"] == "ann"
+    parked = {(p.aggregate_id, p.position): p for p in bank.engine.parked("doc_accounts")}
+    assert sorted(parked) == [("a1", 3), ("s1", 5)]
+    for (key, _), entry in parked.items():
+        assert entry.attempts == 2  # retried, then parked
+        assert (
+            f"handler failed 2 times: TenantError(\"doc_accounts: tenant 'globex' cannot write "
+            f"the document of 'doc_accounts' with _id '{key}': another tenant's document holds "
+            "that _id" in entry.reason
+        ), entry.reason

@@ -153,9 +153,10 @@ def test_the_tenant_document_projection_example_runs_as_written(
         Bank(log, store, url, engine, None).append(  # type: ignore[arg-type]
             [
                 ("acme", "a1", "Opened", {"owner": "ann"}),
-                ("globex", "g1", "Opened", {"owner": "ann"}),
+                ("globex", "a1", "Opened", {"owner": "ann"}),  # the same id, another tenant
             ]
         )
+        assert engine.parked("accounts") == []
     finally:
         engine.close()
         log.close()
@@ -174,6 +175,6 @@ def test_the_tenant_document_projection_example_runs_as_written(
         assert done.exit_code == 0, (command, done.output)
         outputs.append(json.loads(done.stdout))
     listed, typed, named = outputs
-    assert [(d["_id"], d["tenant"]) for d in listed["rows"]] == [("a1", "acme")]
+    assert [(d["_id"], d["tenant"]) for d in listed["rows"]] == [("acme:a1", "acme")]
     assert typed["rows"] == listed["rows"]
     assert named["result"] == listed["rows"]
