@@ -5,16 +5,22 @@ a document projection's ``@query`` methods (``get``, ``first``, ``find`` by coll
 name). Reads go to the collections of the projection's current generation
 (:mod:`projections.document_generations`); for a projection with a ``tenant_column``,
 a reader for one tenant (:meth:`DocumentReader.for_tenant`) sees only that tenant's
-documents (and those of its ``shared_collections``)."""
+documents (and those of its ``shared_collections``).
+
+A filter value that is a :class:`~decimal.Decimal` (``--where
+amount:=12.5``) is compared as the double when that is the same number (what a JSON payload
+stores), else as a Decimal128 (exact)."""
 
 from __future__ import annotations
 
 import base64
 import copy
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import bson
+from bson.decimal128 import Decimal128
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import PyMongoError
 
@@ -22,7 +28,7 @@ from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error
 from projections.api import Projection
 from projections.document_generations import physical_name, read_current
-from projections.query_reader import Page, QueryError
+from projections.query_reader import Page, QueryError, json_number, plain_value
 
 
 class DocumentReader:
@@ -66,6 +72,7 @@ class DocumentReader:
     def _scoped(self, collection: str, query: dict[str, Any]) -> dict[str, Any]:
         """``query`` and the tenant filter of ``collection`` (none for a shared one); a
         ``query`` naming the tenant field too matches only where both agree."""
+        query = {name: _filter_value(value) for name, value in query.items()}
         field = self.projection.tenant_column
         if self.tenant is None or field is None:
             return query
@@ -129,10 +136,9 @@ class DocumentReader:
         if limit < 1:
             raise QueryError("limit must be at least 1")
         name = self.collection(collection)
-        query: dict[str, Any] = dict(where)
+        query = self._scoped(name, dict(where))
         if after is not None:
-            query["_id"] = {"$gt": _decode_cursor(after)}
-        query = self._scoped(name, query)
+            query = {"$and": [query, {"_id": {"$gt": _decode_cursor(after)}}]}
         found = self._read(
             name,
             lambda physical: list(
@@ -141,7 +147,8 @@ class DocumentReader:
         )
         rows = found[:limit]
         more = len(found) > limit
-        return Page(rows, _encode_cursor(rows[-1]["_id"]) if more and rows else None)
+        cursor = _encode_cursor(rows[-1]["_id"]) if more and rows else None
+        return Page(rows, cursor)
 
     def _read(self, collection: str, read: Any) -> Any:
         """``read(physical name of collection)`` in the current generation (a rebuild's swap
@@ -156,6 +163,22 @@ class DocumentReader:
         except PyMongoError as exc:
             raise StoreError(f"cannot read {collection}: {describe_mongo_error(exc)}") from exc
         return result
+
+
+def _filter_value(value: Any) -> Any:
+    """A filter's value as BSON holds it: a ``--where`` JSON value unwrapped, a
+    :class:`~decimal.Decimal` as the same double, else as a Decimal128."""
+    value = json_number(plain_value(value))
+    if isinstance(value, Decimal):
+        try:
+            return Decimal128(value)
+        except ArithmeticError:  # more digits than a Decimal128 holds: no such document
+            raise QueryError(f"{value} has more digits than a stored number holds") from None
+    if isinstance(value, list):
+        return [_filter_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _filter_value(item) for key, item in value.items()}
+    return value
 
 
 def _encode_cursor(key: Any) -> str:

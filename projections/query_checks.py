@@ -13,7 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from projections.api import Projection
 from projections.queries import QuerySpec
-from projections.query_reader import QueryError
+from projections.query_reader import QueryError, plain_value
 
 
 def indexes(table: sa.Table) -> list[list[str]]:
@@ -45,8 +45,11 @@ def check_indexed(table: sa.Table, where: Mapping[str, Any]) -> None:
 def bind_arguments(
     p: Projection, spec: QuerySpec, args: Sequence[Any], kwargs: Mapping[str, Any]
 ) -> inspect.BoundArguments:
-    """The query's arguments, converted to its annotations (``"42"`` -> ``42``)."""
+    """The query's arguments, converted to its annotations (``"42"`` -> ``42``); a
+    :class:`JsonValue` (``--where name:=JSON``) as its plain value (:func:`plain_value`)."""
     signature = inspect.Signature(list(spec.parameters))
+    args = [plain_value(value) for value in args]
+    kwargs = {name: plain_value(value) for name, value in kwargs.items()}
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError as exc:

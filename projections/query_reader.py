@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import math
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,37 @@ class QueryError(ReadmodelError):
 
 def _known(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
+
+
+@dataclass(frozen=True, slots=True)
+class JsonValue:
+    """A filter value given as JSON (``readmodel query --where field:=JSON``): ``value`` as
+    parsed (exact: an ``int``, a :class:`~decimal.Decimal` for a number with a fraction or
+    an exponent), ``text`` as given. Unlike a Python value, which is sent as it is (text
+    read as the column's type), it must suit its column: ``7`` is refused for a text one."""
+
+    value: Any
+    text: str
+
+
+def plain_value(value: Any) -> Any:
+    """``value`` without its :class:`JsonValue` wrapping, a JSON number with a fraction as a
+    ``float`` when that is the same number (``0.1``: what a JSON payload stores), else as the
+    exact :class:`~decimal.Decimal`; a Python value as it is."""
+    return json_number(value.value) if isinstance(value, JsonValue) else value
+
+
+def json_number(value: Any) -> Any:
+    """``value`` with each :class:`~decimal.Decimal` in it as a ``float`` when that is the
+    same number (``0.1``, as a JSON payload is stored), else as it is."""
+    if isinstance(value, Decimal):
+        number = float(value)
+        return number if math.isfinite(number) and Decimal(repr(number)) == value else value
+    if isinstance(value, list):
+        return [json_number(item) for item in value]
+    if isinstance(value, dict):
+        return {key: json_number(item) for key, item in value.items()}
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +163,8 @@ class SqlReader:
         **equals: Any,
     ) -> list[dict[str, Any]]:
         t = self.table(table)
+        if limit is not None and limit < 0:
+            raise QueryError(f"limit must not be negative (got {limit})")
         statement = sa.select(t).where(*self.equals(t, equals), *self._scope(t))
         if order_by is None:
             statement = statement.order_by(*t.primary_key.columns)
@@ -264,36 +298,42 @@ def coerce(column: sa.Column[Any], value: Any) -> Any:
 
 
 def filter_value(column: sa.Column[Any], value: Any) -> Any:
-    """A filter's value as the column's Python type: text as :func:`coerce` reads it, a JSON
-    number or ``true``/``false`` (``--where qty:=3``) only for a column of that kind."""
-    if isinstance(value, bool | int | float | dict | list):
+    """A filter's value as the column's Python type: a :class:`JsonValue` only when it is of
+    the column's kind (a JSON number for a number column, ``true``/``false`` for a boolean
+    one); anything else as :func:`coerce` reads it (text as the column's type)."""
+    if isinstance(value, JsonValue):
         return _json_value(column, value)
     return coerce(column, value)
 
 
-def _json_value(column: sa.Column[Any], value: Any) -> Any:
+def _json_value(column: sa.Column[Any], given: JsonValue) -> Any:
+    value = given.value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return coerce(column, value)
     try:
         python_type = column.type.python_type
     except NotImplementedError:
         return value
-    number = not isinstance(value, bool) and isinstance(value, int | float)
+    number = not isinstance(value, bool) and isinstance(value, int | Decimal)
     if isinstance(value, dict | list):
         if python_type in (dict, list):
             return value
     elif python_type is bool:
         if isinstance(value, bool):
             return value
-    elif python_type is int:
-        if number and (isinstance(value, int) or value.is_integer()):
+    elif python_type is int:  # no row holds an integer past 64 bits: refused as such
+        if number and -(2**63) <= value < 2**63 and value == value // 1:
             return int(value)
     elif python_type is float:
         if number:
             return float(value)
     elif python_type is Decimal:
         if number:
-            return _canonical_decimal(column, Decimal(str(value)))
+            return _canonical_decimal(column, Decimal(value))
     raise QueryError(
-        f"column {column.name!r}: {orjson.dumps(value).decode()} is not a valid "
+        f"column {column.name!r}: {given.text.strip()} is not a valid "
         f"{python_type.__name__} (give text as {column.name}=VALUE)"
     )
 

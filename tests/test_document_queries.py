@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from bson import Decimal128
 
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.log import EventLog
@@ -357,3 +358,47 @@ def test_an_event_writing_another_tenants_id_is_parked_never_overwriting_it(
             f"the document of 'doc_accounts' with _id '{key}': another tenant's document holds "
             "that _id" in entry.reason
         ), entry.reason
+
+
+def _physical(bank: Bank) -> str:
+    database = bank.store.database
+    return collections_at(DocAccounts(), generation_of(database, "doc_accounts"))["doc_accounts"]
+
+
+def test_cli_json_numbers_match_documents_exactly(bank: Bank, tmp_path: Path) -> None:
+    """A ``:=`` number with a fraction matches the double a JSON payload stored when that
+    double is the number given, else the exact Decimal128; an integer past 64 bits is
+    refused, naming the field."""
+    bank.append([_opened("acme", f"a{i}", "ann") for i in range(1, 5)])
+    documents = bank.store.database[_physical(bank)]
+    for key, balance in {
+        "a1": 12.5,
+        "a2": 0.1,
+        "a3": Decimal128("123456789012345678.91"),
+        "a4": Decimal128("123456789012345678.90"),
+    }.items():
+        documents.update_one({"_id": key}, {"$set": {"balance": balance}})
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.document_query_fixtures:DocAccounts"],
+            "store": {"url": bank.log.engine.url.render_as_string(hide_password=False)},
+            "stores": {"docs": {"url": bank.url}},
+        },
+    )
+    c = ["--tenant", "acme", "--json", "--config", str(config)]
+
+    def ids(where: str) -> list[str]:
+        done = run_cli(["query", "doc_accounts", "-w", where, *c])
+        assert done.exit_code == 0, done.output
+        return [d["_id"] for d in json.loads(done.stdout)["rows"]]
+
+    assert ids("balance:=12.5") == ids("balance:=1.25e1") == ["a1"]
+    assert ids("balance:=0.1") == ["a2"]
+    assert ids("balance:=123456789012345678.91") == ["a3"]
+    assert ids("balance:=[0.1]") == []
+    big = run_cli(["query", "doc_accounts", "-w", "balance:=9223372036854775808", *c])
+    assert big.exit_code == 2, big.output
+    assert "--where balance:=9223372036854775808: 9223372036854775808 is out of range" in (
+        " ".join(big.stderr.split())
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
@@ -10,7 +12,7 @@ from rich.markup import escape
 
 from outbox.rows import json_safe
 from projections.consistency import ConsistencyError
-from projections.query_reader import QueryError
+from projections.query_reader import JsonValue, QueryError
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -189,8 +191,9 @@ def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _parse_where(items: list[str]) -> dict[str, Any]:
-    """``field=value`` as text, ``field:=JSON`` as the JSON value (equality only: an object
-    with ``$`` keys, a MongoDB operator, is refused)."""
+    """``field=value`` as text, ``field:=JSON`` as the JSON value, marked as such
+    (:class:`JsonValue`: checked against a table's column; equality only: an object with
+    ``$`` keys, a MongoDB operator, is refused)."""
     fields: dict[str, Any] = {}
     for item in items:
         field, sep, value = item.partition("=")
@@ -208,10 +211,13 @@ def _parse_where(items: list[str]) -> dict[str, Any]:
     return fields
 
 
-def _json_value(field: str, text: str) -> Any:
+def _json_value(field: str, text: str) -> JsonValue:
+    """``text`` as JSON, numbers exact (an ``int``, a ``Decimal`` for a fraction or an
+    exponent); refused with exit 2 when it is not JSON, holds an operator or a number that
+    no column or document holds (an integer past signed 64 bits, ``NaN``)."""
     try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
+        value = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of too many digits
         raise fail(
             f"--where {field}:={text}: not JSON ({exc}); give text as {field}={text}, "
             f"or quoted: {field}:='\"{text}\"'",
@@ -223,7 +229,30 @@ def _json_value(field: str, text: str) -> Any:
             f"--where compares for equality",
             EXIT_CONFIG,
         )
-    return value
+    wrong = _out_of_range(value)
+    if wrong is not None:
+        raise fail(
+            f"--where {field}:={text}: {wrong} is out of range (integers are signed 64-bit; "
+            f"give a larger number as text: {field}=VALUE)",
+            EXIT_CONFIG,
+        )
+    return JsonValue(value, text)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _out_of_range(value: Any) -> Any:
+    """The first number of ``value`` that fits no stored integer or decimal, or ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if not -(2**63) <= value < 2**63 else None
+    if isinstance(value, Decimal):  # beyond a 128-bit decimal's exponents
+        return value if not -6143 <= value.adjusted() <= 6144 else None
+    items = value.values() if isinstance(value, dict) else value
+    if isinstance(value, dict | list):
+        return next((v for v in map(_out_of_range, items) if v is not None), None)
+    return None
 
 
 def _has_operator(value: Any) -> bool:
