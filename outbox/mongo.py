@@ -229,7 +229,7 @@ class MongoOutboxSource(OutboxSource):
                 else:
                     values.append(_plain_scalar(value))
             except _Unsupported as exc:
-                values.append(_described(value))  # kept, as text, in the parked row
+                values.append(described(value))  # kept, as text, in the parked row
                 problem = problem or f"field {name!r} holds {exc}"
         if problem is not None:
             values[0] = Unreadable(values[0], problem)
@@ -437,12 +437,13 @@ def plain(value: Any) -> Any:
     return _plain_scalar(value)
 
 
-def _described(value: Any) -> Any:
-    """:func:`plain`, with what it cannot convert written as its ``repr``."""
+def described(value: Any) -> Any:
+    """:func:`plain`, with what it cannot convert written as its ``repr`` (total: for a
+    parked row, and for the documents a read returns)."""
     if isinstance(value, dict):
-        return {str(key): _described(item) for key, item in value.items()}
+        return {str(key): described(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_described(item) for item in value]
+        return [described(item) for item in value]
     try:
         return _plain_scalar(value)
     except _Unsupported:

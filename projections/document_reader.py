@@ -7,7 +7,10 @@ name). Reads go to the collections of the projection's current generation
 a reader for one tenant (:meth:`DocumentReader.for_tenant`) sees only that tenant's
 documents (and those of its ``shared_collections``).
 
-A filter value that is a :class:`~decimal.Decimal` (``--where
+Documents come back JSON-ready, as a table's rows do, so a cached read returns what an
+uncached one does: ObjectIds and Decimal128 as text (as the MongoDB outbox source reads
+them, :func:`outbox.mongo.described`), datetimes as ISO 8601 text, binary as text or
+``{"$base64": ...}``. A filter value that is a :class:`~decimal.Decimal` (``--where
 amount:=12.5``) is compared as the double when that is the same number (what a JSON payload
 stores), else as a Decimal128 (exact)."""
 
@@ -21,11 +24,13 @@ from typing import Any
 
 import bson
 from bson.decimal128 import Decimal128
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import PyMongoError
 
 from outbox.errors import StoreError
-from outbox.mongo import describe_mongo_error
+from outbox.mongo import describe_mongo_error, described
+from outbox.rows import json_safe
 from projections.api import Projection
 from projections.document_generations import physical_name, read_current
 from projections.query_reader import Page, QueryError, json_number, plain_value
@@ -90,7 +95,8 @@ class DocumentReader:
         """The document with ``_id == key``, or ``None``."""
         name = self.collection(collection)
         query = self._scoped(name, {"_id": key})
-        return self._read(name, lambda physical: self.database[physical].find_one(query))
+        found = self._read(name, lambda physical: self.database[physical].find_one(query))
+        return None if found is None else _json_ready(found)
 
     def first(self, collection: str, **equals: Any) -> dict[str, Any] | None:
         """One document whose fields equal ``equals`` (the lowest ``_id``), or ``None``."""
@@ -106,8 +112,10 @@ class DocumentReader:
         **equals: Any,
     ) -> list[dict[str, Any]]:
         """Documents whose fields equal ``equals``, by ``order_by`` (field names, ``-name``
-        for descending; default ``_id``), at most ``limit``."""
+        for descending; default ``_id``), at most ``limit`` (none for ``0``)."""
         name = self.collection(collection)
+        if limit is not None and limit < 0:
+            raise QueryError(f"limit must not be negative (got {limit})")
         if order_by is None:
             names = ["_id"]
         else:
@@ -119,7 +127,9 @@ class DocumentReader:
             cursor = self.database[physical].find(query).sort(sort)
             return list(cursor if limit is None else cursor.limit(limit))
 
-        return self._read(name, read)
+        if limit == 0:  # to the driver, limit(0) is no limit
+            return []
+        return [_json_ready(document) for document in self._read(name, read)]
 
     def rows(self, statement: Any) -> list[dict[str, Any]]:
         raise QueryError(
@@ -148,7 +158,7 @@ class DocumentReader:
         rows = found[:limit]
         more = len(found) > limit
         cursor = _encode_cursor(rows[-1]["_id"]) if more and rows else None
-        return Page(rows, cursor)
+        return Page([_json_ready(document) for document in rows], cursor)
 
     def _read(self, collection: str, read: Any) -> Any:
         """``read(physical name of collection)`` in the current generation (a rebuild's swap
@@ -162,7 +172,14 @@ class DocumentReader:
             )
         except PyMongoError as exc:
             raise StoreError(f"cannot read {collection}: {describe_mongo_error(exc)}") from exc
+        except (OverflowError, InvalidDocument) as exc:  # a filter value BSON cannot hold
+            raise QueryError(f"cannot read {collection} by that filter: {exc}") from None
         return result
+
+
+def _json_ready(document: dict[str, Any]) -> dict[str, Any]:
+    """``document`` in the types JSON holds (the same before and after a cache)."""
+    return json_safe(described(document))
 
 
 def _filter_value(value: Any) -> Any:

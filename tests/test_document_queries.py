@@ -5,6 +5,7 @@ limits every read to one tenant, and typed ``--where`` values from the command l
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from bson import Decimal128
+from bson import Decimal128, ObjectId
 
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.log import EventLog
@@ -363,6 +364,47 @@ def test_an_event_writing_another_tenants_id_is_parked_never_overwriting_it(
 def _physical(bank: Bank) -> str:
     database = bank.store.database
     return collections_at(DocAccounts(), generation_of(database, "doc_accounts"))["doc_accounts"]
+
+
+def test_documents_are_read_json_ready_the_same_from_the_cache_or_not(bank: Bank) -> None:
+    bank.append([_opened("acme", "a1", "ann")])
+    ref = ObjectId()
+    bank.store.database[_physical(bank)].update_one(
+        {"_id": "a1"},
+        {"$set": {"opened": dt.datetime(2026, 1, 2, 3, 4, 5), "limit": Decimal128("10.50")}}
+        | {"$push": {"refs": ref}},
+    )
+    expected = {
+        "_id": "a1",
+        "owner": "ann",
+        "balance": 0,
+        "tenant": "acme",
+        "opened": "2026-01-02T03:04:05+00:00",
+        "limit": "10.50",
+        "refs": [str(ref)],
+    }
+    q = bank.queries
+    for _ in range(3):  # uncached, then (once the tags are learned) from the cache
+        assert q.run("doc_accounts", "first_of", "ann", tenant="acme").value == expected
+        assert q.run("doc_accounts", "by_owner", "ann", tenant="acme").value == [expected]
+        assert q.get("doc_accounts", "a1", tenant="acme").value == expected
+    assert q.list("doc_accounts", {"owner": "ann"}, tenant="acme").rows == [expected]
+    reader = q.reader("doc_accounts", "acme")
+    assert reader.get("doc_accounts", "a1") == expected
+    assert reader.find("doc_accounts", limit=1) == [expected]
+
+
+def test_find_limits_and_filter_values_no_document_holds(bank: Bank) -> None:
+    bank.append([_opened("acme", "a1", "ann"), _opened("acme", "a2", "ann")])
+    reader = bank.queries.reader("doc_accounts", "acme")
+    assert reader.find("doc_accounts", limit=0) == []  # to the driver, limit(0) is none
+    assert [d["_id"] for d in reader.find("doc_accounts", limit=1)] == ["a1"]
+    with pytest.raises(QueryError, match=r"limit must not be negative \(got -1\)"):
+        reader.find("doc_accounts", limit=-1)
+    with pytest.raises(QueryError, match="cannot read doc_accounts by that filter"):
+        reader.find("doc_accounts", balance=2**64)
+    with pytest.raises(QueryError, match="cannot read doc_accounts by that filter"):
+        bank.queries.list("doc_accounts", {"balance": object()}, tenant="acme")
 
 
 def test_cli_json_numbers_match_documents_exactly(bank: Bank, tmp_path: Path) -> None:
