@@ -32,7 +32,8 @@ A projection adds the reads its callers need with ``@query``::
 
 A document projection (``collections``) declares queries the same way, its ``read``
 going by collection name (``read.find("inbox", owner=owner, order_by="-updated")``) on the
-collections of its current generation; documents come back as stored.
+collections of its current generation; documents come back JSON-ready, as rows do (ObjectId
+and Decimal128 as text, datetimes as ISO 8601 text), cached or not.
 
 A query method takes ``(self, read, *args, **kwargs)`` and returns something JSON can
 hold: a row (``dict``), a list of rows, ``None`` or a scalar. ``read`` is a read-only
