@@ -24,9 +24,10 @@ index (a failed ``CREATE INDEX CONCURRENTLY``); a warning names an index left be
 
 SQLite has no ``ALTER INDEX RENAME``: there the live table is dropped inside the swap
 transaction and the shadow's named indexes are recreated under the live names, and the
-hand-made indexes and triggers of the live table (the statements ``sqlite_master`` kept)
-are run again on the new one; its constraints keep the live names from the start (SQLite
-names them per table).
+hand-made indexes of the live table (the statements ``sqlite_master`` kept) are run again
+on the new one; the triggers and views on the projection's tables or naming one are dropped
+first and made again last (SQLite checks them at every rename); its constraints keep the
+live names from the start (SQLite names them per table).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ from projections.shadow_catalog import (
     pg_hand_made_indexes,
     pg_restore,
     pg_views,
+    sqlite_dependents,
+    sqlite_drop,
     sqlite_hand_made,
     sqlite_restore,
 )
@@ -258,9 +261,13 @@ class ShadowTables:
 
     def _sqlite_swap(self, conn: sa.Connection) -> None:
         """Drop each live table, give its shadow the name, make the declared indexes under
-        the live names and run again the statements that made its hand-made indexes and
-        triggers (they name the table, which is the new one now)."""
+        the live names and run again the statements that made its hand-made indexes. The
+        triggers and views on the tables or naming one (here or outside the projection) are
+        dropped first and made again last from their text (naming the new tables then):
+        SQLite would check them at each rename, while a table they name is missing."""
         quote = conn.dialect.identifier_preparer.quote
+        dependents = sqlite_dependents(conn, [live.name for live in self.mapping])
+        sqlite_drop(conn, dependents)
         for live, shadow in self.mapping.items():
             live_sql = _table_sql(conn, live)
             known = {
@@ -277,6 +284,8 @@ class ShadowTables:
             for index in live.indexes:
                 index.create(conn)
             sqlite_restore(conn, live.name, made)
+        for kind, name, table, sql in dependents:
+            make_or_stop(conn, table, sql, f"{kind} {name}")
 
     def _views(self, conn: sa.Connection) -> list[tuple[str, str]]:
         inspector = sa.inspect(conn)

@@ -19,12 +19,14 @@ PostgreSQL:
 - the views reading the live table (:func:`pg_views`): redefined after the swap.
 
 SQLite: indexes and triggers made by hand are kept in ``sqlite_master`` as the text that made
-them, naming the live table: :func:`sqlite_hand_made` reads them before the swap drops the
-live table and :func:`sqlite_restore` runs them again once the shadow has its name.
+them: :func:`sqlite_hand_made` reads a live table's indexes before the swap drops it, and
+:func:`sqlite_dependents` the triggers and views on the projection's tables or naming one
+(anywhere), which the swap drops first and makes again last (:func:`sqlite_restore`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -294,21 +296,46 @@ def pg_restore(conn: sa.Connection, table: str, extras: PgExtras) -> None:
 
 # -- SQLite ---------------------------------------------------------------------------
 
-_SQLITE_HAND_MADE = """
-SELECT type, name, sql FROM sqlite_master
- WHERE tbl_name = ? AND type IN ('index', 'trigger') AND sql IS NOT NULL ORDER BY type, name
+_SQLITE_INDEXES = """
+SELECT name, sql FROM sqlite_master
+ WHERE tbl_name = ? COLLATE NOCASE AND type = 'index' AND sql IS NOT NULL ORDER BY name
+"""
+
+_SQLITE_TRIGGERS_AND_VIEWS = """
+SELECT type, name, tbl_name, sql FROM sqlite_master
+ WHERE type IN ('trigger', 'view') AND sql IS NOT NULL ORDER BY rowid
 """
 
 
 def sqlite_hand_made(conn: sa.Connection, table: str, known: set[str]) -> list[tuple[str, str]]:
-    """``(what, sql)`` of the indexes (not named in ``known``) and triggers on ``table``,
-    as the statements that made them."""
-    rows = conn.exec_driver_sql(_SQLITE_HAND_MADE, (table,)).all()
+    """``(what, sql)`` of the indexes on ``table`` not named in ``known``, as the statements
+    that made them (SQLite names are case-insensitive: ``ON Last_Deposit`` is on it too)."""
+    rows = conn.exec_driver_sql(_SQLITE_INDEXES, (table,)).all()
+    return [(f"index {name}", str(sql)) for name, sql in rows if name not in known]
+
+
+def sqlite_dependents(
+    conn: sa.Connection, tables: Iterable[str]
+) -> list[tuple[str, str, str, str]]:
+    """``(type, name, table, sql)`` of the triggers and views, in the order they were made, that are
+    on one of ``tables`` or whose text names one (perhaps a false match, in a literal: made
+    again as it was, that changes nothing). SQLite checks every trigger and view when a table
+    is renamed: one naming a table that is not there at that moment fails the rename."""
+    names = [table.lower() for table in tables]
+    pattern = re.compile(
+        r"(?<![\w$])(?:" + "|".join(re.escape(n) for n in names) + r")(?![\w$])", re.IGNORECASE
+    )
     return [
-        (f"{kind} {name}", str(sql))
-        for kind, name, sql in rows
-        if not (kind == "index" and name in known)
+        (str(kind), str(name), str(table), str(sql))
+        for kind, name, table, sql in conn.exec_driver_sql(_SQLITE_TRIGGERS_AND_VIEWS).all()
+        if str(table).lower() in names or pattern.search(str(sql))
     ]
+
+
+def sqlite_drop(conn: sa.Connection, dependents: list[tuple[str, str, str, str]]) -> None:
+    quote = conn.dialect.identifier_preparer.quote
+    for kind, name, _, _ in reversed(dependents):
+        conn.exec_driver_sql(f"DROP {kind.upper()} IF EXISTS {quote(name)}")
 
 
 def sqlite_restore(conn: sa.Connection, table: str, made: list[tuple[str, str]]) -> None:

@@ -19,7 +19,7 @@ from outbox.errors import StoreError
 from projections.replay import ReplayHooks, ReplayOptions
 from tests.conftest import PG_ADMIN
 from tests.replay_fixtures import last_deposit
-from tests.test_replay import Pipeline, deposits, last_seqs
+from tests.test_replay import Pipeline, deposits, last_seqs, orders
 
 EVENTS = deposits(300, 7, seed=11)  # accounts acct-0 .. acct-6
 
@@ -311,3 +311,83 @@ def test_comments_are_kept(pg: Pipeline) -> None:
     replay_twice(pg)
 
     assert query(pg, _COMMENTS) == before
+
+
+SQLITE_TRIGGERS = "SELECT name FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY 1"
+
+
+def test_sqlite_names_written_in_another_letter_case_are_the_table_s(
+    make_pipeline: Callable[[str], Pipeline],
+) -> None:
+    p = make_pipeline("sqlite")
+    p.feed("bank", EVENTS)
+    p.execute("CREATE TABLE deposit_audit (account text, amount bigint)")
+    p.execute(
+        "CREATE TRIGGER audit AFTER INSERT ON Last_Deposit BEGIN "
+        "INSERT INTO deposit_audit VALUES (NEW.account, NEW.amount); END"
+    )
+    p.execute("CREATE INDEX by_ref_amount ON LAST_DEPOSIT (ref, amount)")
+    before = query(p, "SELECT type, name, sql FROM sqlite_master WHERE name IN "
+                      "('audit', 'by_ref_amount') ORDER BY 1")  # fmt: skip
+    assert len(before) == 2
+
+    replay_twice(p)
+
+    after = query(p, "SELECT type, name, sql FROM sqlite_master WHERE name IN "
+                     "('audit', 'by_ref_amount') ORDER BY 1")  # fmt: skip
+    assert after == before
+    p.feed("bank", deposits(30, 12, seed=3, start=last_seqs(EVENTS)))  # new accounts: inserts
+    assert query(p, "SELECT count(*) FROM deposit_audit")[0][0] > 0
+
+
+def test_sqlite_triggers_and_views_naming_another_projection_table_are_kept(
+    make_pipeline: Callable[[str], Pipeline],
+) -> None:
+    """Inside the projection: a trigger on one of its tables, a view, naming another one
+    (SQLite checks them at each rename, when one of the tables is missing)."""
+    p = make_pipeline("sqlite")
+    placed, users = orders(60, seed=5)
+    p.feed("auth", users)
+    p.feed("orders", placed)
+    p.execute("CREATE TABLE cancel_log (order_id text, email text)")
+    p.execute(
+        "CREATE TRIGGER log_cancel AFTER DELETE ON aux_order_lines BEGIN "
+        "INSERT INTO cancel_log SELECT OLD.order_id, email FROM customer_spend "
+        "WHERE customer = OLD.customer; END"
+    )
+    p.execute(
+        "CREATE VIEW line_emails AS SELECT l.order_id, s.email FROM aux_order_lines l "
+        "JOIN customer_spend s ON s.customer = l.customer"
+    )
+    emails = query(p, "SELECT * FROM line_emails ORDER BY 1")
+    assert emails
+
+    for _ in range(2):
+        p.replayer("customer_spend").run(ReplayOptions())
+
+    assert query(p, SQLITE_TRIGGERS) == [("line_emails",), ("log_cancel",)]
+    assert query(p, "SELECT * FROM line_emails ORDER BY 1") == emails
+    p.execute(f"DELETE FROM aux_order_lines WHERE order_id = '{emails[0][0]}'")
+    assert query(p, "SELECT * FROM cancel_log") == [emails[0]]
+    assert not any(t.endswith(("__rebuild", "__old")) for t in p.tables())
+
+
+def test_sqlite_triggers_and_views_outside_the_projection_naming_it_are_kept(
+    make_pipeline: Callable[[str], Pipeline],
+) -> None:
+    p = make_pipeline("sqlite")
+    p.feed("bank", EVENTS)
+    p.execute("CREATE TABLE corrections (account text, amount bigint)")
+    p.execute(
+        "CREATE TRIGGER correct AFTER INSERT ON corrections BEGIN "
+        "UPDATE last_deposit SET amount = NEW.amount WHERE account = NEW.account; END"
+    )
+    p.execute("CREATE VIEW big AS SELECT account, amount FROM last_deposit WHERE amount > 500")
+    big = query(p, "SELECT * FROM big ORDER BY 1")
+
+    replay_twice(p)
+
+    assert query(p, SQLITE_TRIGGERS) == [("big",), ("correct",)]
+    assert query(p, "SELECT * FROM big ORDER BY 1") == big
+    p.execute("INSERT INTO corrections VALUES ('acct-1', 4242)")
+    assert p.rows(last_deposit)["acct-1"]["amount"] == 4242
