@@ -42,6 +42,7 @@ from sqlalchemy.sql.elements import conv
 from outbox.errors import StoreError
 from projections.shadow_catalog import (
     PgExtras,
+    PgView,
     make_or_stop,
     pg_capture,
     pg_copy_grants,
@@ -173,7 +174,9 @@ class ShadowTables:
 
     def create(self, conn: sa.Connection) -> None:
         if conn.dialect.name == "postgresql":
-            self._views(conn)  # refuses materialized views before any work
+            for view in self._views(conn):  # before any work
+                if view.materialized:
+                    raise StoreError(view.refusal())
         else:  # SQLite cannot rename constraints, whose names are the table's own: keep them
             for shadow in self.mapping.values():
                 for constraint in shadow.constraints:
@@ -255,8 +258,10 @@ class ShadowTables:
             old_tables.append(_qualified(conn, live, old))
         for live, extra in extras.items():  # every table has its live name again
             pg_restore(conn, _table_sql(conn, live), extra)
-        for view, definition in views:  # now reading the new tables, which have the old names
-            conn.exec_driver_sql(f"CREATE OR REPLACE VIEW {view} AS {definition}")
+        for view in views:  # now reading the new tables, which have the old names
+            if view.materialized:
+                raise StoreError(view.refusal())
+            conn.exec_driver_sql(view.redefine())
         return old_tables
 
     def _sqlite_swap(self, conn: sa.Connection) -> None:
@@ -287,7 +292,7 @@ class ShadowTables:
         for kind, name, table, sql in dependents:
             make_or_stop(conn, table, sql, f"{kind} {name}")
 
-    def _views(self, conn: sa.Connection) -> list[tuple[str, str]]:
+    def _views(self, conn: sa.Connection) -> list[PgView]:
         inspector = sa.inspect(conn)
         return pg_views(
             conn,

@@ -16,7 +16,8 @@ PostgreSQL:
   swap's last events are applied: a trigger never fires for the rebuild's own writes, and
   a policy (FORCE included) never filters them. A comment the model declares wins over
   the live one; a trigger or policy the model creates itself (a DDL event) is kept.
-- the views reading the live table (:func:`pg_views`): redefined after the swap.
+- the views reading the live table (:func:`pg_views`): redefined after the swap, with their
+  options (``security_invoker``...); a materialized one is refused.
 
 SQLite: indexes and triggers made by hand are kept in ``sqlite_master`` as the text that made
 them: :func:`sqlite_hand_made` reads a live table's indexes before the swap drops it, and
@@ -106,29 +107,50 @@ def _pg_columns(conn: sa.Connection, table_sql: str) -> list[str]:
 # -- views ----------------------------------------------------------------------------
 
 _PG_VIEWS = """
-SELECT DISTINCT v.oid::regclass::text, v.relkind::text, pg_get_viewdef(v.oid)
+SELECT DISTINCT v.oid::regclass::text, v.relkind::text, pg_get_viewdef(v.oid),
+       array_to_string(array(SELECT format('%%s=%%L', o.option_name, o.option_value)
+                               FROM pg_options_to_table(v.reloptions) o), ', ')
   FROM pg_depend d
   JOIN pg_rewrite r ON r.oid = d.objid
   JOIN pg_class v ON v.oid = r.ev_class
  WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
    AND d.refobjid = %(table)s::regclass AND r.ev_class <> d.refobjid
+   AND v.relkind IN ('v', 'm')
 """
 
 
-def pg_views(conn: sa.Connection, live: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``(name, definition)`` of the views reading the live tables (``(name, sql)`` pairs of
-    those that exist); a materialized view, which cannot be redefined in place, is refused."""
-    views: dict[str, str] = {}
+@dataclass(frozen=True)
+class PgView:
+    name: str  # as regclass writes it
+    table: str  # the live table it reads (one of them)
+    materialized: bool
+    definition: str
+    options: str  # ``security_invoker='true', check_option='local'``: its reloptions
+
+    def redefine(self) -> str:
+        """The statement that redefines it on the tables that have the names it reads
+        (``CREATE OR REPLACE VIEW`` without ``WITH`` would reset its options)."""
+        options = f" WITH ({self.options})" if self.options else ""
+        return f"CREATE OR REPLACE VIEW {self.name}{options} AS {self.definition}"
+
+    def refusal(self) -> str:
+        return (
+            f"materialized view {self.name} reads {self.table}: a rebuild would leave it on "
+            f"the old table; drop it (and create it again after the replay), or replay "
+            f"in place with --from-position"
+        )
+
+
+def pg_views(conn: sa.Connection, live: Iterable[tuple[str, str]]) -> list[PgView]:
+    """The views (materialized ones too, which a rebuild refuses: they cannot be redefined
+    in place) reading the live tables (``(name, sql)`` pairs of those that exist), with
+    their options."""
+    views: dict[str, PgView] = {}
     for name, table_sql in live:
-        for view, kind, definition in _rows(conn, _PG_VIEWS, table_sql):
-            if kind == "m":
-                raise StoreError(
-                    f"materialized view {view} reads {name}: a rebuild would leave it on "
-                    f"the old table; drop it (and create it again after the replay), or replay "
-                    f"in place with --from-position"
-                )
-            views[str(view)] = str(definition).rstrip().rstrip(";")
-    return sorted(views.items())
+        for view, kind, definition, options in _rows(conn, _PG_VIEWS, table_sql):
+            text = str(definition).rstrip().rstrip(";")
+            views[str(view)] = PgView(str(view), name, kind == "m", text, str(options))
+    return [views[name] for name in sorted(views)]
 
 
 # -- indexes made by hand -------------------------------------------------------------
