@@ -155,14 +155,23 @@ class Replayer(ReplayerBase):
             )
             for s in sources
         ]
+        refused: list[str] = []
         with self.store.engine.connect() as conn:
             leftovers = self.shadow.leftovers(conn)
+            if options.mode == BLUE_GREEN:
+                refused = [f"the rebuild will be refused: {r}" for r in self.shadow.refusals(conn)]
         if options.mode == BLUE_GREEN:
             tables = [(t.name, s.name) for t, s in self.shadow.mapping.items()]
         else:
             tables = [(t.name, t.name) for t in self.projection.tables]
         return ReplayPlan(
-            self.projection.name, options.mode, plans, tables, leftovers, options.tenant
+            self.projection.name,
+            options.mode,
+            plans,
+            tables,
+            leftovers,
+            options.tenant,
+            warnings=refused,
         )
 
     def _count(self, source: str, after: int, upto: int, tenant: str | None) -> int:

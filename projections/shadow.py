@@ -9,18 +9,24 @@ from it, ``..._pkey`` or ``..._<column>_seq``, keep the suffix within its 63 byt
 indexes and constraints declared on the table get their shadow names from the live ones
 and take them back at the swap.
 Foreign keys between the projection's tables join their shadows.
-On PostgreSQL the swap renames the live table to ``<table>__old`` (its indexes and
-sequences to ``rm_old_<oid>``) and the shadow to the live name, in the caller's
-transaction; the old tables are dropped after commit. What the database holds beside the
-declared model is carried over (:mod:`projections.shadow_catalog`): grants on the tables,
-their columns and sequences; indexes made by hand (built on the shadow once it is filled,
-before the swap, as ``<index>__rebuild``, and renamed back by the swap; one that cannot be
-built stops the replay, naming it, before anything live changes); row-level security (ENABLE,
-FORCE, every policy), triggers made by hand and comments (made on the new table in the swap
+On PostgreSQL a new shadow has row-level security on and none of the privileges default
+privileges gave it (:mod:`projections.shadow_security`): no role but the replay reads it.
+The swap locks the live tables, then reads their catalog, renames each live table to
+``<table>__old`` (its indexes and sequences to ``rm_old_<oid>``) and the shadow to the live
+name, in the caller's transaction; the old tables are dropped after commit. What the
+database holds beside the declared model is carried over (:mod:`projections.shadow_catalog`,
+:mod:`projections.shadow_security`): the owner and exactly the live privileges on the
+tables, their columns and sequences; indexes made by hand (built on the shadow once it is
+filled, before the swap, as ``<index>__rebuild``, and renamed back by the swap; one that
+cannot be built stops the replay, naming it, before anything live changes); row-level
+security (the flags as they were, every policy), triggers made by hand, comments, storage
+options, the replica identity and publications (made on the new table in the swap
 transaction, after its last events are applied, once it has the live name); the views that
-read the tables (recreated on the new tables; a materialized view is refused before the
-rebuild starts). Not carried: constraints added by hand, comments on indexes, an invalid
-index (a failed ``CREATE INDEX CONCURRENTLY``); a warning names an index left behind.
+read the tables (redefined on the new tables, with their options). Refused before the
+rebuild starts (:meth:`ShadowTables.refusals`): a materialized view, an object outside the
+projection that depends on a live table, an owner or publication the replay's role cannot
+set. Not carried: constraints added by hand, comments on indexes, an invalid index (a
+failed ``CREATE INDEX CONCURRENTLY``); a warning names an index left behind.
 
 SQLite has no ``ALTER INDEX RENAME``: there the live table is dropped inside the swap
 transaction and the shadow's named indexes are recreated under the live names, and the
@@ -45,7 +51,6 @@ from projections.shadow_catalog import (
     PgView,
     make_or_stop,
     pg_capture,
-    pg_copy_grants,
     pg_hand_made_indexes,
     pg_restore,
     pg_views,
@@ -53,6 +58,15 @@ from projections.shadow_catalog import (
     sqlite_drop,
     sqlite_hand_made,
     sqlite_restore,
+)
+from projections.shadow_security import (
+    TableState,
+    pg_copy_acl,
+    pg_lock_down,
+    pg_refusals,
+    pg_restore_state,
+    pg_set_owner,
+    pg_table_state,
 )
 
 SHADOW_SUFFIX = "__rebuild"
@@ -172,11 +186,23 @@ class ShadowTables:
     def names(self) -> list[str]:
         return [shadow.name for shadow in self.mapping.values()]
 
+    def refusals(self, conn: sa.Connection) -> list[str]:
+        """Why a rebuild must not start (PostgreSQL; none: it may): a materialized view
+        reading a live table, an object outside the projection depending on one, an owner
+        or publication the replay's role cannot set on the new table."""
+        if conn.dialect.name != "postgresql":
+            return []
+        refused = [view.refusal() for view in self._views(conn) if view.materialized]
+        return refused + pg_refusals(conn, self._live(conn))
+
+    def _refuse(self, conn: sa.Connection) -> None:
+        refused = self.refusals(conn)
+        if refused:
+            raise StoreError("a rebuild cannot start: " + "; ".join(refused))
+
     def create(self, conn: sa.Connection) -> None:
         if conn.dialect.name == "postgresql":
-            for view in self._views(conn):  # before any work
-                if view.materialized:
-                    raise StoreError(view.refusal())
+            self._refuse(conn)  # before any work
         else:  # SQLite cannot rename constraints, whose names are the table's own: keep them
             for shadow in self.mapping.values():
                 for constraint in shadow.constraints:
@@ -187,6 +213,8 @@ class ShadowTables:
             shadow.create(conn, checkfirst=True)  # a standalone Sequence exists: shared
         if conn.dialect.name == "postgresql":
             for shadow in self.mapping.values():
+                # Readable by no one but the replay while it is built, or if it is left over.
+                pg_lock_down(conn, _table_sql(conn, shadow))
                 for name, _ in _pg_dependents(conn, shadow):
                     if SHADOW_SUFFIX not in name or len(_canonical(name)) > _PG_NAME_LIMIT:
                         raise StoreError(
@@ -221,16 +249,26 @@ class ShadowTables:
             return []
         quote = conn.dialect.identifier_preparer.quote
         old_tables: list[str] = []
+        # The live catalog is read under the lock that keeps it as it is read (an index a
+        # CREATE INDEX CONCURRENTLY finishes meanwhile is complete by then, or left named).
+        tables = ", ".join(sql for _, sql in self._live(conn))
+        if tables:
+            conn.exec_driver_sql(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+        self._refuse(conn)  # what was made during the rebuild
         views = self._views(conn)
-        self.carry_indexes(conn, warn=False)  # one made by hand during the rebuild
+        self.carry_indexes(conn)  # one made by hand during the rebuild
         # Read before any rename, so that their text names the live tables: recreated after
         # the renames, it names the new ones.
         extras: dict[sa.Table, PgExtras] = {
             live: pg_capture(conn, _table_sql(conn, live)) for live in self.mapping
         }
+        states: dict[sa.Table, TableState] = {
+            live: pg_table_state(conn, _table_sql(conn, live)) for live in self.mapping
+        }
         for live, shadow in self.mapping.items():
             live_sql = _table_sql(conn, live)
-            pg_copy_grants(conn, live_sql, _table_sql(conn, shadow))
+            pg_set_owner(conn, _table_sql(conn, shadow), states[live])
+            pg_copy_acl(conn, live_sql, _table_sql(conn, shadow))
             for name, kind in _pg_dependents(conn, live):
                 oid = conn.exec_driver_sql(
                     "SELECT %(name)s::regclass::oid", {"name": _qualified(conn, live, name)}
@@ -258,9 +296,8 @@ class ShadowTables:
             old_tables.append(_qualified(conn, live, old))
         for live, extra in extras.items():  # every table has its live name again
             pg_restore(conn, _table_sql(conn, live), extra)
+            pg_restore_state(conn, _table_sql(conn, live), states[live])
         for view in views:  # now reading the new tables, which have the old names
-            if view.materialized:
-                raise StoreError(view.refusal())
             conn.exec_driver_sql(view.redefine())
         return old_tables
 
@@ -292,16 +329,17 @@ class ShadowTables:
         for kind, name, table, sql in dependents:
             make_or_stop(conn, table, sql, f"{kind} {name}")
 
-    def _views(self, conn: sa.Connection) -> list[PgView]:
+    def _live(self, conn: sa.Connection) -> list[tuple[str, str]]:
+        """``(name, sql)`` of the live tables that exist."""
         inspector = sa.inspect(conn)
-        return pg_views(
-            conn,
-            [
-                (live.name, _table_sql(conn, live))
-                for live in self.mapping
-                if inspector.has_table(live.name, schema=live.schema)
-            ],
-        )
+        return [
+            (live.name, _table_sql(conn, live))
+            for live in self.mapping
+            if inspector.has_table(live.name, schema=live.schema)
+        ]
+
+    def _views(self, conn: sa.Connection) -> list[PgView]:
+        return pg_views(conn, self._live(conn))
 
     def leftovers(self, conn: sa.Connection) -> list[str]:
         """Shadow and old tables a previous (interrupted) replay left behind."""

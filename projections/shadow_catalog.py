@@ -1,21 +1,20 @@
 """What the database holds on a live table beside the projection's declared model, and how a
-blue/green rebuild (:mod:`projections.shadow`) carries it to the new table.
+blue/green rebuild (:mod:`projections.shadow`) carries it to the new table (privileges,
+owner, storage options, replica identity and publications: :mod:`projections.shadow_security`).
 
 PostgreSQL:
 
-- grants on the table, its columns and its owned sequences: granted on the shadow at the
-  swap, before the renames (:func:`pg_copy_grants`);
 - indexes made by hand (not declared, not backing a constraint): built on the shadow after
   the bulk fill under a shadow name the swap renames back (:func:`pg_hand_made_indexes`,
   :func:`make_or_stop`); an invalid one (a failed ``CREATE INDEX CONCURRENTLY``), or one
   backing a constraint added by hand (not carried either), is skipped with a warning;
-- row-level security (the ENABLE and FORCE flags and every policy), triggers made by hand
-  and comments: read before the swap renames anything (:func:`pg_capture`) and recreated
-  once the new table has the live name (:func:`pg_restore`), so a policy, or a trigger,
-  whose text names a table of the projection names the new one. They are made after the
-  swap's last events are applied: a trigger never fires for the rebuild's own writes, and
-  a policy (FORCE included) never filters them. A comment the model declares wins over
-  the live one; a trigger or policy the model creates itself (a DDL event) is kept.
+- row-level security (the ENABLE and FORCE flags, as they were, and every policy), triggers
+  made by hand and comments: read before the swap renames anything (:func:`pg_capture`) and
+  recreated once the new table has the live name (:func:`pg_restore`), so a policy, or a
+  trigger, whose text names a table of the projection names the new one. They are made
+  after the swap's last events are applied: a trigger never fires for the rebuild's own
+  writes, and a policy (FORCE included) never filters them. A comment the model declares
+  wins over the live one; a trigger or policy the model creates itself (a DDL event) is kept.
 - the views reading the live table (:func:`pg_views`): redefined after the swap, with their
   options (``security_invoker``...); a materialized one is refused.
 
@@ -44,22 +43,7 @@ def _rows(conn: sa.Connection, sql: str, table_sql: str) -> list[sa.Row]:
     return conn.exec_driver_sql(sql, {"table": table_sql}).all()
 
 
-# -- grants ---------------------------------------------------------------------------
-
-_PG_GRANTS = """
-SELECT coalesce(quote_ident(r.rolname), 'PUBLIC'), a.privilege_type, a.is_grantable
-  FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
-  LEFT JOIN pg_roles r ON r.oid = a.grantee
- WHERE c.oid = %(table)s::regclass
-"""
-
-_PG_COLUMN_GRANTS = """
-SELECT a.attname, coalesce(quote_ident(r.rolname), 'PUBLIC'), x.privilege_type, x.is_grantable
-  FROM pg_attribute a CROSS JOIN LATERAL aclexplode(a.attacl) x
-  LEFT JOIN pg_roles r ON r.oid = x.grantee
- WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
- ORDER BY a.attnum
-"""
+# -- columns -------------------------------------------------------------------------
 
 _PG_COLUMN_SEQUENCES = """
 SELECT a.attname, pg_get_serial_sequence(%(table)s, a.attname) FROM pg_attribute a
@@ -67,28 +51,7 @@ SELECT a.attname, pg_get_serial_sequence(%(table)s, a.attname) FROM pg_attribute
 """
 
 
-def pg_copy_grants(conn: sa.Connection, live_sql: str, shadow_sql: str) -> None:
-    """Grant on the shadow table (its columns and sequences) what is granted on the live."""
-    pairs = [(live_sql, shadow_sql, "TABLE")]
-    shadow_sequences = _pg_column_sequences(conn, shadow_sql)
-    for column, sequence in _pg_column_sequences(conn, live_sql).items():
-        if column in shadow_sequences:
-            pairs.append((sequence, shadow_sequences[column], "SEQUENCE"))
-    for source, target, kind in pairs:
-        for grantee, privilege, grantable in _rows(conn, _PG_GRANTS, source):
-            option = " WITH GRANT OPTION" if grantable else ""
-            conn.exec_driver_sql(f"GRANT {privilege} ON {kind} {target} TO {grantee}{option}")
-    quote = conn.dialect.identifier_preparer.quote
-    columns = set(_pg_columns(conn, shadow_sql))
-    for column, grantee, privilege, grantable in _rows(conn, _PG_COLUMN_GRANTS, live_sql):
-        if column in columns:  # a column the model no longer has takes its grants with it
-            option = " WITH GRANT OPTION" if grantable else ""
-            conn.exec_driver_sql(
-                f"GRANT {privilege} ({quote(column)}) ON TABLE {shadow_sql} TO {grantee}{option}"
-            )
-
-
-def _pg_column_sequences(conn: sa.Connection, table_sql: str) -> dict[str, str]:
+def pg_column_sequences(conn: sa.Connection, table_sql: str) -> dict[str, str]:
     """Column name -> the (qualified) sequence it owns: serial and identity columns."""
     rows = _rows(conn, _PG_COLUMN_SEQUENCES, table_sql)
     return {str(column): str(sequence) for column, sequence in rows if sequence is not None}
@@ -231,7 +194,7 @@ def make_or_stop(conn: sa.Connection, table: str, statement: str, what: str) -> 
 class PgExtras:
     """What :func:`pg_capture` read on a live table, as statements to run on the new one."""
 
-    security: list[str] = field(default_factory=list)  # ENABLE / FORCE ROW LEVEL SECURITY
+    security: list[str] = field(default_factory=list)  # [ENABLE|DISABLE, FORCE|NO FORCE]
     policies: dict[str, str] = field(default_factory=dict)  # name -> CREATE POLICY ... tail
     triggers: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (def, state)
     comments: dict[str | None, str] = field(default_factory=dict)  # column (None: table) -> lit
@@ -274,7 +237,7 @@ def pg_capture(conn: sa.Connection, table_sql: str) -> PgExtras:
     swap renames it (deparsed with the names the tables have then: the live ones)."""
     extras = PgExtras()
     enabled, forced = _rows(conn, _PG_SECURITY, table_sql)[0]
-    extras.security = [s for s, on in (("ENABLE", enabled), ("FORCE", forced)) if on]
+    extras.security = ["ENABLE" if enabled else "DISABLE", "FORCE" if forced else "NO FORCE"]
     for name, kind, command, roles, using, check in _rows(conn, _PG_POLICIES, table_sql):
         tail = f"AS {kind} FOR {command} TO {', '.join(roles)}"
         tail += f" USING ({using})" if using is not None else ""

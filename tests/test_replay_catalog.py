@@ -6,6 +6,8 @@ index is there under its name, a trigger still fires."""
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from config import Settings
 from outbox.errors import StoreError
@@ -311,6 +314,75 @@ def test_comments_are_kept(pg: Pipeline) -> None:
     replay_twice(pg)
 
     assert query(pg, _COMMENTS) == before
+
+
+def _dsn(pg: Pipeline) -> str:
+    url = sa.make_url(pg.store_url)
+    return f"host={url.host} port={url.port or 5432} user={url.username} dbname={url.database}"
+
+
+class ConcurrentIndex(ReplayHooks):
+    """An operator runs ``CREATE INDEX CONCURRENTLY`` on the live table: it is in the
+    catalog, not valid yet (waiting for an older snapshot), when the swap starts, and
+    completes while the swap waits for the table's lock."""
+
+    def __init__(self, pg: Pipeline) -> None:
+        self.pg = pg
+        self.errors: list[BaseException] = []
+
+    def before_swap(self) -> None:
+        old = psycopg.connect(_dsn(self.pg))
+        old.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        old.execute("SELECT 1")  # a snapshot CREATE INDEX CONCURRENTLY has to wait for
+
+        def build() -> None:
+            try:
+                with psycopg.connect(_dsn(self.pg), autocommit=True) as conn:
+                    conn.execute("CREATE INDEX CONCURRENTLY by_tenant ON last_deposit (tenant)")
+            except BaseException as exc:
+                self.errors.append(exc)
+
+        def release() -> None:
+            time.sleep(2.0)
+            old.rollback()
+            old.close()
+
+        self.builder = threading.Thread(target=build, daemon=True)
+        self.builder.start()
+        time.sleep(0.7)
+        threading.Thread(target=release, daemon=True).start()
+
+
+def test_an_index_finished_concurrently_while_the_swap_waits_is_kept(pg: Pipeline) -> None:
+    """The swap reads the live catalog once it holds the live tables' lock."""
+    pg.feed("bank", EVENTS)
+    hooks = ConcurrentIndex(pg)
+
+    pg.replayer("last_deposit", hooks=hooks).run(ReplayOptions())
+
+    hooks.builder.join(10)
+    assert not hooks.builder.is_alive() and hooks.errors == []
+    names = [n for (n,) in query(pg, "SELECT indexname FROM pg_indexes WHERE tablename = "
+                                     "'last_deposit'")]  # fmt: skip
+    assert "by_tenant" in names
+
+
+class FailedConcurrently(ReplayHooks):
+    def __init__(self, pg: Pipeline) -> None:
+        self.pg = pg
+
+    def before_swap(self) -> None:
+        with psycopg.connect(_dsn(self.pg), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.UniqueViolation):
+                conn.execute("CREATE UNIQUE INDEX CONCURRENTLY one_row ON last_deposit ((1))")
+
+
+def test_an_invalid_index_found_by_the_swap_is_named_in_a_warning(pg: Pipeline) -> None:
+    pg.feed("bank", EVENTS)
+    with capture_logs() as logs:
+        pg.replayer("last_deposit", hooks=FailedConcurrently(pg)).run(ReplayOptions())
+    warned = [entry["detail"] for entry in logs if entry["log_level"] == "warning"]
+    assert len(warned) == 1 and warned[0].startswith("index one_row on last_deposit is invalid")
 
 
 SQLITE_TRIGGERS = "SELECT name FROM sqlite_master WHERE type IN ('trigger', 'view') ORDER BY 1"
