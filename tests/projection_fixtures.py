@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -12,6 +14,7 @@ from pydantic import BaseModel
 
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.log import EventLog
+from outbox.rows import LogRecord
 from outbox.schema import event_log, log_heads
 from projections.api import Event, Projection, Tx, on
 from projections.engine import ProjectionEngine
@@ -244,3 +247,26 @@ def engine_on(
     finally:
         engine.close()
         log.close()
+
+
+def append_tenant_events(
+    log: EventLog, events: list[tuple[str | None, str, str, dict[str, Any]]], source: str = "bank"
+) -> None:
+    """Append ``(tenant, account, event type, payload)`` events of ``source`` through
+    :meth:`EventLog.append`, as a relay would (aggregate type ``account``)."""
+    records = [
+        LogRecord(
+            source_position=None,
+            event_id=uuid.uuid4().hex,
+            tenant=tenant,
+            aggregate_type="account",
+            aggregate_id=account,
+            key_hash=aggregate_hash("account", account),
+            event_type=event_type,
+            payload=json.dumps(payload),
+            headers=None,
+            occurred_at=None,
+        )
+        for tenant, account, event_type, payload in events
+    ]
+    log.append(source, records)

@@ -17,9 +17,8 @@ import pytest
 import redis
 from bson import Decimal128, ObjectId
 
-from outbox.envelope import Envelope, aggregate_hash
+from outbox.envelope import Envelope
 from outbox.log import EventLog
-from outbox.rows import LogRecord
 from projections.api import TenantError
 from projections.document_generations import collections_at, generation_of
 from projections.document_replay import DocumentReplayer
@@ -33,6 +32,7 @@ from projections.redis_cache import RedisCache
 from projections.replay_types import ReplayOptions
 from tests.cli_helpers import run_cli, write_config
 from tests.document_query_fixtures import DocAccounts
+from tests.projection_fixtures import append_tenant_events
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 Event = tuple[str | None, str, str, dict[str, Any]]  # tenant, account, type, payload
@@ -47,22 +47,7 @@ class Bank:
     queries: Queries
 
     def append(self, events: list[Event]) -> None:
-        records = [
-            LogRecord(
-                source_position=None,
-                event_id=uuid.uuid4().hex,
-                tenant=tenant,
-                aggregate_type="account",
-                aggregate_id=account,
-                key_hash=aggregate_hash("account", account),
-                event_type=event_type,
-                payload=json.dumps(payload),
-                headers=None,
-                occurred_at=None,
-            )
-            for tenant, account, event_type, payload in events
-        ]
-        self.log.append("bank", records)
+        append_tenant_events(self.log, events)
         self.engine.catch_up(deadline=30)
 
 

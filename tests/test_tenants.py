@@ -4,7 +4,6 @@ key, by list or through a declared query, cached or not."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,9 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from outbox.envelope import aggregate_hash
 from outbox.log import EventLog
-from outbox.rows import LogRecord
 from projections.api import Event, Projection, Tx, on
 from projections.cache import MemoryCache
 from projections.queries import Reader, query
@@ -22,7 +19,7 @@ from projections.query_reader import QueryError
 from projections.query_service import Queries
 from projections.replay import Replayer, ReplayOptions
 from tests.cli_helpers import run_cli, write_config
-from tests.projection_fixtures import engine_on
+from tests.projection_fixtures import append_tenant_events, engine_on
 
 metadata = sa.MetaData()
 accounts = sa.Table(
@@ -88,29 +85,9 @@ class TenantLedger(Projection):
 
 def _log(log: EventLog, events: list[tuple[str, str, str]]) -> None:
     """``(tenant, account, owner)`` accounts opened, in one source."""
-    _append(
+    append_tenant_events(
         log, [(tenant, account, "Opened", {"owner": owner}) for tenant, account, owner in events]
     )
-
-
-def _append(log: EventLog, events: list[tuple[str | None, str, str, dict[str, Any]]]) -> None:
-    """``(tenant, account, event type, payload)`` events, in one source."""
-    records = [
-        LogRecord(
-            source_position=None,
-            event_id=uuid.uuid4().hex,
-            tenant=tenant,
-            aggregate_type="account",
-            aggregate_id=account,
-            key_hash=aggregate_hash("account", account),
-            event_type=event_type,
-            payload=json.dumps(payload),
-            headers=None,
-            occurred_at=None,
-        )
-        for tenant, account, event_type, payload in events
-    ]
-    log.append("bank", records)
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
@@ -166,7 +143,7 @@ def test_rows_are_written_in_the_events_tenant_or_the_event_is_parked(
     projection = TenantLedger()
     options = {"max_attempts": 2, "retry_backoff": 0.001}
     with engine_on(database_for(kind), [projection], **options) as (log, store, engine):
-        _append(
+        append_tenant_events(
             log,
             [
                 ("acme", "e1", "Booked", {"amount": 5}),
