@@ -17,7 +17,6 @@ stores), else as a Decimal128 (exact)."""
 from __future__ import annotations
 
 import base64
-import copy
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -33,7 +32,13 @@ from outbox.mongo import describe_mongo_error, described
 from outbox.rows import json_safe
 from projections.api import Projection
 from projections.document_generations import physical_name, read_current
-from projections.query_reader import Page, QueryError, json_number, plain_value
+from projections.query_reader import (
+    Page,
+    QueryError,
+    json_number,
+    plain_value,
+    scoped_to_tenant,
+)
 
 
 class DocumentReader:
@@ -46,21 +51,11 @@ class DocumentReader:
         self._generation: list[int | None] = [None]  # shared with the tenants' copies
 
     def for_tenant(self, tenant: str | None) -> DocumentReader:
-        """This reader, its reads limited to ``tenant``'s documents. A projection with a
-        ``tenant_column`` must be read for a tenant; one without has none to give."""
-        name = self.projection.name
-        if self.projection.tenant_column is None:
-            if tenant is not None:
-                raise QueryError(f"projection {name!r} keeps no tenant column: read it without one")
-            return self
-        if tenant is None:
-            raise QueryError(
-                f"projection {name!r} keeps documents per tenant: give the tenant "
-                f"(tenant=..., readmodel query --tenant T)"
-            )
-        scoped = copy.copy(self)
-        scoped.tenant = tenant
-        return scoped
+        """This reader, its reads of tenant collections limited to ``tenant``'s documents."""
+        projection = self.projection
+        return scoped_to_tenant(
+            self, projection.name, projection.tenant_column, tenant, "documents"
+        )
 
     def collection(self, name: str | None) -> str:
         """``name``, or the projection's first collection; refused unless it is one of its own."""

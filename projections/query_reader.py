@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
@@ -95,22 +95,8 @@ class SqlReader:
         self.tenant = tenant
 
     def for_tenant(self, tenant: str | None) -> SqlReader:
-        """This reader, its reads of tenant tables limited to ``tenant``'s rows. A projection
-        with a ``tenant_column`` must be read for a tenant; one without has none to give."""
-        if self.tenant_column is None:
-            if tenant is not None:
-                raise QueryError(
-                    f"projection {self.projection!r} keeps no tenant column: read it without one"
-                )
-            return self
-        if tenant is None:
-            raise QueryError(
-                f"projection {self.projection!r} keeps rows per tenant: give the tenant "
-                f"(tenant=..., readmodel query --tenant T)"
-            )
-        scoped = copy.copy(self)
-        scoped.tenant = tenant
-        return scoped
+        """This reader, its reads of tenant tables limited to ``tenant``'s rows."""
+        return scoped_to_tenant(self, self.projection, self.tenant_column, tenant, "rows")
 
     def _scope(self, table: sa.Table) -> list[Any]:
         """The tenant filter of ``table`` (none for a shared table)."""
@@ -373,3 +359,27 @@ def decode_cursor(cursor: str, fingerprint: str, pk: list[sa.Column[Any]]) -> tu
             f"cursor {cursor!r} belongs to another list (other projection, table or filters)"
         )
     return tuple(coerce(c, v) if isinstance(v, str) else v for c, v in zip(pk, key, strict=True))
+
+
+_Reader = TypeVar("_Reader")
+
+
+def scoped_to_tenant(
+    reader: _Reader, projection: str, tenant_column: str | None, tenant: str | None, kept: str
+) -> _Reader:
+    """A copy of ``reader`` with its ``tenant`` set. A projection with a ``tenant_column``
+    must be read for a tenant; one without has none to give."""
+    if tenant_column is None:
+        if tenant is not None:
+            raise QueryError(
+                f"projection {projection!r} keeps no tenant column: read it without one"
+            )
+        return reader
+    if tenant is None:
+        raise QueryError(
+            f"projection {projection!r} keeps {kept} per tenant: give the tenant "
+            f"(tenant=..., readmodel query --tenant T)"
+        )
+    scoped = copy.copy(reader)
+    scoped.tenant = tenant  # type: ignore[attr-defined]
+    return scoped
