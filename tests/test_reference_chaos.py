@@ -11,7 +11,6 @@ verify`` must find every read model equal to what the services hold, nothing par
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -21,8 +20,9 @@ from typing import Any
 import pytest
 
 from tests.broker_helpers import Processes
-from tests.cli_helpers import run_cli, write_config
-from tests.reference_helpers import count, pipeline_caught_up
+from tests.cli_helpers import write_config
+from tests.reference_fleet import ReferenceFleet
+from tests.reference_helpers import count
 
 pytestmark = pytest.mark.chaos
 
@@ -60,55 +60,17 @@ def test_verify_finds_no_mismatch_after_a_shop_run_with_kills(
             },
         },
     )
-    for command in (["migrate"], ["reference", "init"]):
-        result = run_cli([*command, "--config", str(config)])
-        assert result.exit_code == 0, result.output
-
-    work = ("work", "--config", str(config), "-p", "1", "-t", "4")
-    relay = processes.start("relay", "relay", "--config", str(config))
-    workers = [processes.start("worker", *work) for _ in range(2)]
-    simulate = processes.start(
-        "simulate",
-        *("simulate", "--config", str(config), "--users", str(USERS), "--orders", str(ORDERS)),
-        *("--seed", "77"),
-    )
-    simulator = processes.running[simulate]
-    kills = {"relay": 0, "worker": 0}
-    while min(kills.values()) < MIN_KILLS:
+    fleet = ReferenceFleet(processes, config, rng)
+    fleet.start(USERS, ORDERS, "--seed", "77")
+    while min(fleet.kills.values()) < MIN_KILLS:
         time.sleep(rng.uniform(*KILL_EVERY))
-        dead = {k: p.returncode for k, p in processes.running.items() if p.poll() is not None}
-        dead.pop(simulate, None)
-        assert not dead, f"exited on their own: {dead}\n" + processes.log_tail()
-        if kills["relay"] <= kills["worker"]:
-            processes.kill(relay)
-            relay = processes.start("relay", "relay", "--config", str(config))
-            kills["relay"] += 1
+        fleet.assert_none_died()
+        if fleet.kills["relay"] <= fleet.kills["worker"]:
+            fleet.kill_relay()
         else:
-            booted = [key for key in workers if processes.worker_started(key)]
-            if not booted:
-                continue
-            victim = rng.choice(booted)
-            processes.kill(victim)
-            workers.remove(victim)
-            workers.append(processes.start("worker", *work))
-            kills["worker"] += 1
-    assert simulator.wait(timeout=600) == 0, processes.log_tail()
-    processes.running.pop(simulate)
+            fleet.kill_a_worker()
+    report = fleet.finish(simulation_timeout=600, catch_up_deadline=CATCH_UP_DEADLINE)
 
-    deadline = time.monotonic() + CATCH_UP_DEADLINE
-    while not pipeline_caught_up(config):
-        assert time.monotonic() < deadline, "not caught up\n" + processes.log_tail()
-        time.sleep(1)
-    while not all(processes.worker_started(key) for key in workers):  # SIGTERM while importing
-        time.sleep(0.2)
-    codes = processes.stop_all()
-    assert set(codes.values()) == {0}, f"exit codes {codes}\n" + processes.log_tail()
-
-    result = run_cli(["verify", "--config", str(config), "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    assert report["ok"] is True and report["behind"] == ""
     checked = {name: p["checked"] for name, p in report["projections"].items()}
     assert checked["user_directory"] == USERS and checked["order_summary"] == ORDERS
     assert count(store, "SELECT count(*) FROM rm_parked_events") == 0
-    assert min(kills.values()) >= MIN_KILLS

@@ -13,7 +13,6 @@ nothing parked in either store.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable
@@ -26,8 +25,9 @@ from pymongo import MongoClient
 from outbox.mongo import mongo_database as database_name
 from projections.reference import CHAT_PROJECTION_MODULES, PROJECTION_MODULES
 from tests.broker_helpers import Processes
-from tests.cli_helpers import run_cli, write_config
-from tests.reference_helpers import count, pipeline_caught_up
+from tests.cli_helpers import write_config
+from tests.reference_fleet import ReferenceFleet
+from tests.reference_helpers import count
 
 pytestmark = pytest.mark.chaos
 
@@ -62,59 +62,23 @@ def test_conversation_inbox_verifies_after_a_chat_run_with_kills(
             },
         },
     )
-    for command in (["migrate"], ["reference", "init"]):
-        result = run_cli([*command, "--config", str(config)])
-        assert result.exit_code == 0, result.output
-
-    work = ("work", "--config", str(config), "-p", "1", "-t", "4")
-    relay = processes.start("relay", "relay", "--config", str(config))
-    workers = [processes.start("worker", *work) for _ in range(2)]
-    simulate = processes.start(
-        "simulate",
-        *("simulate", "--config", str(config), "--users", str(USERS), "--orders", str(ORDERS)),
-        *("--seed", "99", "--rate", RATE),
-    )
-    simulator = processes.running[simulate]
+    fleet = ReferenceFleet(processes, config, rng)
+    fleet.start(USERS, ORDERS, "--seed", "99", "--rate", RATE)
     chat_events_at_kills: list[int] = []
-    kills = {"relay": 0, "worker": 0}
-    while any(kills[k] < n for k, n in KILLS.items()):
+    while any(fleet.kills[k] < n for k, n in KILLS.items()):
         time.sleep(rng.uniform(*KILL_EVERY))
-        dead = {k: p.returncode for k, p in processes.running.items() if p.poll() is not None}
-        dead.pop(simulate, None)
-        assert not dead, f"exited on their own: {dead}\n" + processes.log_tail()
+        fleet.assert_none_died()
         chat_events_at_kills.append(_chat_events(docs))
+        kills = fleet.kills
         if kills["worker"] < KILLS["worker"] and kills["worker"] <= kills["relay"]:
-            booted = [key for key in workers if processes.worker_started(key)]
-            if not booted:
-                continue
-            victim = rng.choice(booted)
-            processes.kill(victim)
-            workers.remove(victim)
-            workers.append(processes.start("worker", *work))
-            kills["worker"] += 1
+            fleet.kill_a_worker()
         else:
-            processes.kill(relay)
-            relay = processes.start("relay", "relay", "--config", str(config))
-            kills["relay"] += 1
-    assert simulator.poll() is None, "the simulation ended before the kills: make it longer"
-    assert simulator.wait(timeout=300) == 0, processes.log_tail()
-    processes.running.pop(simulate)
+            fleet.kill_relay()
+    assert fleet.simulator_running, "the simulation ended before the kills: make it longer"
     # chat events were being applied while the pipeline was killed
     assert chat_events_at_kills[-1] > chat_events_at_kills[0]
-
-    deadline = time.monotonic() + CATCH_UP_DEADLINE
-    while not pipeline_caught_up(config):
-        assert time.monotonic() < deadline, "not caught up\n" + processes.log_tail()
-        time.sleep(1)
-    while not all(processes.worker_started(key) for key in workers):  # SIGTERM while importing
-        time.sleep(0.2)
-    codes = processes.stop_all()
-    assert set(codes.values()) == {0}, f"exit codes {codes}\n" + processes.log_tail()
-
-    result = run_cli(["verify", "--config", str(config), "--json"])
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
-    assert report["ok"] is True and report["behind"] == "" and report["notes"] == []
+    report = fleet.finish(simulation_timeout=300, catch_up_deadline=CATCH_UP_DEADLINE)
+    assert report["notes"] == []
     checked = {name: p["checked"] for name, p in report["projections"].items()}
     assert checked["conversation_inbox"] == USERS // 4
     assert checked["conversation_inbox_notifications"] > USERS // 2
