@@ -20,15 +20,26 @@ from projections.store import Lane
 def settle_parked(
     store: MongoStore, session: ClientSession, projection: str, skipped: Sequence[SkippedEvent]
 ) -> int:
-    """Settle in ``session``'s transaction; returns how many live parked events were released."""
+    """Settle in ``session``'s transaction; returns how many live parked events were released
+    (not those the rebuild skipped again: they stay parked)."""
     database = store.database
     now = datetime.now(UTC)
     replayed = {"$set": {"status": "replayed", "resolved_at": now}}
     parked = database[PARKED]
-    parked.update_many({"projection": projection, "status": "skipped"}, replayed, session=session)
-    released = parked.update_many(
-        {"projection": projection, "status": "parked"}, replayed, session=session
-    ).modified_count
+    again = {(event.source, event.position) for event in skipped}
+    released = sum(
+        (d["source"], d["position"]) not in again
+        for d in parked.find(
+            {"projection": projection, "status": "parked"},
+            {"source": 1, "position": 1},
+            session=session,
+        )
+    )
+    parked.update_many(
+        {"projection": projection, "status": {"$in": ["skipped", "parked"]}},
+        replayed,
+        session=session,
+    )
     database[BLOCKED].delete_many({"projection": projection}, session=session)
     database[FAILURES].delete_many({"projection": projection}, session=session)
     by_source: dict[str, list[tuple[Any, str, str | None, int]]] = {}

@@ -38,9 +38,11 @@ from projections.replay_types import (
     ReplayOptions,
     ReplayRefused,
 )
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, write_config
 from tests.document_fixtures import DocLastDeposit, DocTotals
+from tests.document_query_fixtures import DocAccounts
 from tests.projection_fixtures import append_events
+from tests.test_document_queries import Bank, _opened, bank, redis_prefix  # noqa: F401
 from tests.test_mongo_store import _config
 
 Deposits = list[tuple[str, str, dict[str, Any]]]
@@ -794,6 +796,124 @@ def test_events_parked_live_are_reattempted_by_the_rebuild_and_released(
     more = deposits(50, 5, seed=12, seqs={a: s for a, (_, _, s) in totals(events).items()})
     docs.feed(more)  # the aggregate is no longer held
     assert docs.totals() == totals(events + more)
+
+
+TENANT_CONFLICT = (
+    "TenantError(\"doc_accounts: tenant 'globex' cannot write the document of 'doc_accounts' "
+    "with _id 'a1': another tenant's document holds that _id"
+)
+
+
+class _LateConflict(ReplayHooks):
+    """Logs (and applies live) the conflicting events just before the swap, which then
+    applies them to the new generation in its own transaction."""
+
+    def __init__(self, accounts: Bank, events: list[Any]) -> None:
+        self.accounts = accounts
+        self.events = events
+
+    def before_swap(self) -> None:
+        self.accounts.append(self.events)
+        self.events.clear()  # once
+
+
+def _account_documents(accounts: Bank) -> list[tuple[str, str, str]]:
+    database = accounts.store.database
+    physical = collections_at(DocAccounts(), generation_of(database, "doc_accounts"))
+    found = database[physical["doc_accounts"]].find().sort("_id", 1)
+    return [(d["_id"], d["tenant"], d["owner"]) for d in found]
+
+
+@pytest.mark.parametrize("where", ["one batch", "a later batch", "the swap"])
+def test_a_tenant_conflict_stops_a_rebuild_at_its_event_unless_skipped_then_parked(
+    bank: Bank,  # noqa: F811
+    where: str,
+) -> None:
+    """An event writing an ``_id`` another tenant's document holds is parked live; a rebuild
+    meets the same conflict (in the batch that wrote the first document, in a later one, or
+    in the swap's last events) and stops at that event, the live model untouched, unless
+    ``skip_errors``: then the event stays parked (not counted as released) and the rest is
+    swapped in."""
+    conflicting = [_opened("globex", "a1", "bob"), _opened("globex", "g1", "bob")]
+    bank.append([_opened("acme", "a1", "ann")])
+    if where != "the swap":
+        bank.append(conflicting)
+    database = bank.store.database
+
+    late = _LateConflict(bank, conflicting if where == "the swap" else [])
+
+    def replayer() -> DocumentReplayer:
+        return DocumentReplayer(
+            LogReader(bank.log),
+            DocAccounts(),
+            bank.store,
+            hooks=late,
+            batch_size=1 if where == "a later batch" else 1000,
+            retire_after=0.0,
+        )
+
+    with pytest.raises(ReplayError) as failure:
+        replayer().run(ReplayOptions())
+    message = str(failure.value)
+    assert message.startswith(
+        f"doc_accounts: replay stopped at bank:2 (Opened of account:a1): {TENANT_CONFLICT}"
+    ), message
+    assert message.endswith("the live model is as it was (--skip-errors skips such events)")
+    live = [("a1", "acme", "ann"), ("g1", "globex", "bob")]
+    assert generation_of(database, "doc_accounts") == 0 and _account_documents(bank) == live
+    (parked,) = bank.engine.parked("doc_accounts")
+    assert (parked.position, parked.status) == (2, "parked")
+    assert TENANT_CONFLICT in parked.reason
+
+    summary = replayer().run(ReplayOptions(skip_errors=True))
+    assert [s.position for s in summary.skipped] == [2]
+    assert summary.skipped[0].error.startswith(f"replay: handler failed: {TENANT_CONFLICT}")
+    assert summary.released_parked == 0  # the one parked live is parked still
+    assert generation_of(database, "doc_accounts") == 1 and _account_documents(bank) == live
+    (parked,) = bank.engine.parked("doc_accounts")
+    assert (parked.position, parked.status) == (2, "parked")
+    assert parked.reason.startswith(f"replay: handler failed: {TENANT_CONFLICT}")
+    assert bank.queries.get("doc_accounts", "a1", tenant="globex").value is None
+    assert bank.queries.get("doc_accounts", "a1", tenant="acme").value["owner"] == "ann"
+
+
+def test_readmodel_replay_of_a_tenant_conflict_exits_1_naming_the_event_or_skips_it(
+    bank: Bank,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    bank.append([_opened("acme", "a1", "ann")])
+    bank.append([_opened("globex", "a1", "bob"), _opened("globex", "g1", "bob")])
+    live = _account_documents(bank)
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.document_query_fixtures:DocAccounts"],
+            "store": {"url": bank.log.engine.url.render_as_string(hide_password=False)},
+            "stores": {"docs": {"url": bank.url}},
+        },
+    )
+    c = ["--yes", "--retire-after", "0", "--config", str(config)]
+
+    strict = run_cli(["replay", "doc_accounts", *c])
+    assert strict.exit_code == 1, strict.output
+    stderr = " ".join(strict.stderr.split())
+    assert "error: doc_accounts: replay stopped at bank:2 (Opened of account:a1): " in stderr
+    assert TENANT_CONFLICT in stderr and "the live model is as it was" in stderr
+    assert generation_of(bank.store.database, "doc_accounts") == 0
+    assert _account_documents(bank) == live
+
+    skipped = run_cli(["replay", "doc_accounts", "--skip-errors", *c])
+    assert skipped.exit_code == 0, skipped.output
+    stdout = " ".join(skipped.stdout.split())
+    assert "doc_accounts: rebuilt and swapped in: 2 events" in stdout
+    assert (
+        "skipped 1 events (now parked): bank:2 Opened account:a1: replay: handler failed: "
+        + TENANT_CONFLICT
+    ) in stdout
+    assert "replayed and released" not in stdout
+    assert generation_of(bank.store.database, "doc_accounts") == 1
+    assert _account_documents(bank) == live
+    assert [(p.position, p.status) for p in bank.engine.parked("doc_accounts")] == [(2, "parked")]
 
 
 def test_the_swap_invalidates_the_projections_cache(docs: Docs) -> None:
