@@ -167,7 +167,8 @@ class Projection:
     """The collections of a projection kept in a MongoDB store (instead of ``tables``):
     handlers then get a :class:`projections.mongo_tx.DocumentTx`."""
     collection_indexes: ClassVar[Mapping[str, Sequence[str | tuple[str, ...]]]] = {}
-    """Indexes the MongoDB store creates on the collections, beside ``_id``: collection ->
+    """Indexes the MongoDB store creates on the collections, beside ``_id`` (and, with a
+    ``tenant_column``, ``(tenant_column, _id)`` on each collection not shared): collection ->
     fields (a tuple for a compound index), e.g. ``{"inbox": ["participant_ids"]}``."""
     partitions: ClassVar[int] = 4
     upcasters: ClassVar[Mapping[tuple[str, int], Upcaster]] = {}

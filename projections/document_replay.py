@@ -44,6 +44,11 @@ from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error
 from projections.api import Projection
+from projections.document_collections import (
+    create_collection_indexes,
+    create_collections,
+    index_warnings,
+)
 from projections.document_generations import (
     GENERATIONS,
     check_recorded,
@@ -62,9 +67,6 @@ from projections.mongo_store import (
     CHECKPOINTS,
     REFUSED_WRITES,
     MongoStore,
-    create_collection_indexes,
-    create_collections,
-    index_warnings,
     lane_id,
     retryable,
 )

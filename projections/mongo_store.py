@@ -24,18 +24,15 @@ from __future__ import annotations
 import random
 import time
 import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import structlog
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
-from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
-    CollectionInvalid,
     DuplicateKeyError,
     OperationFailure,
     PyMongoError,
@@ -48,6 +45,7 @@ from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error as _describe
 from outbox.mongo import mongo_client, mongo_database
 from projections.api import Projection
+from projections.document_collections import create_collection_indexes, create_collections
 from projections.document_generations import (
     GENERATIONS,
     check_recorded,
@@ -626,62 +624,6 @@ class MongoStore(Store):
 # index, a document too large, a value BSON cannot hold, a field name it refuses): the same
 # writes fail again, so one of the batch's events is poison.
 REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
-
-
-def create_collections(database: Database, names: Iterable[str]) -> None:
-    """Create those of the collections ``names`` that do not exist yet (another process
-    may be creating them at the same time)."""
-    present = set(database.list_collection_names())
-    for name in names:
-        if name not in present:
-            try:
-                database.create_collection(name)
-            except CollectionInvalid:  # another process made it since we listed
-                pass
-            except OperationFailure as exc:
-                if exc.code != 48:  # NamespaceExists: the same, seen by the server
-                    raise
-
-
-def create_collection_indexes(
-    database: Database, projection: Projection, physical: Mapping[str, str]
-) -> None:
-    """The indexes ``projection`` declares (``collection_indexes``) on its collections of
-    one generation (``physical``: declared name -> collection)."""
-    for collection, indexes in projection.collection_indexes.items():
-        if collection not in projection.collections:
-            raise StoreError(
-                f"projection {projection.name!r} declares indexes on {collection!r}, "
-                f"which is not one of its collections"
-            )
-        for fields in indexes:
-            keys = [fields] if isinstance(fields, str) else list(fields)
-            database[physical[collection]].create_index([(f, ASCENDING) for f in keys])
-
-
-def index_warnings(
-    database: Database, projection: Projection, physical: Mapping[str, str]
-) -> list[str]:
-    """A warning (logged, and returned) for each index on ``projection``'s collections of
-    one generation that it does not declare (made by hand): a rebuild's next generation
-    will not have it."""
-    found = []
-    for collection, name in physical.items():
-        declared = {("_id",)} | {
-            (fields,) if isinstance(fields, str) else tuple(fields)
-            for fields in projection.collection_indexes.get(collection, ())
-        }
-        for index, info in database[name].index_information().items():
-            keys = tuple(key for key, _ in info["key"])
-            if keys not in declared:
-                found.append(
-                    f"index {index} on {name} ({', '.join(keys)}) is not declared in "
-                    f"collection_indexes: the new generation will not have it (declare it)"
-                )
-                structlog.get_logger("readmodel.replay").warning(
-                    "a rebuild drops an undeclared index", detail=found[-1]
-                )
-    return found
 
 
 def _handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:

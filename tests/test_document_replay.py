@@ -179,6 +179,28 @@ def test_the_next_generation_has_the_indexes_the_projection_declares(docs: Docs)
     assert keys == [(("_id", 1),), (("last_seq", 1),), (("violations", 1), ("total", 1))]
 
 
+def test_a_rebuilt_tenant_collection_is_indexed_by_tenant_and_id_without_a_warning(
+    bank: Bank,  # noqa: F811
+) -> None:
+    bank.append([_opened("acme", "a1", "ann"), _opened("globex", "g1", "bob")])
+    replayer = DocumentReplayer(LogReader(bank.log), DocAccounts(), bank.store, retire_after=0.0)
+    assert replayer.plan(ReplayOptions()).warnings == []  # the tenant index is the store's own
+    replayer.run(ReplayOptions())
+    database = bank.store.database
+    assert generation_of(database, "doc_accounts") == 1
+
+    def keys(collection: str) -> list[tuple[tuple[str, int], ...]]:
+        return sorted(tuple(i["key"]) for i in database[collection].index_information().values())
+
+    assert keys("doc_accounts__g1") == [
+        (("_id", 1),),
+        (("tenant", 1), ("_id", 1)),
+        (("tenant", 1), ("owner", 1)),
+    ]
+    assert keys("doc_currencies__g1") == [(("_id", 1),)]  # shared: no tenant
+    assert [d["_id"] for d in bank.queries.list("doc_accounts", {}, tenant="globex").rows] == ["g1"]
+
+
 def test_a_rebuild_of_a_group_reads_every_member_including_one_logged_meanwhile(
     docs: Docs, mongo_database: Callable[[], str]
 ) -> None:

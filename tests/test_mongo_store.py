@@ -569,6 +569,31 @@ def test_a_document_projection_declares_the_indexes_of_its_collections(
         store.create_tables([Misplaced()])
 
 
+def _index_keys(store: MongoStore, collection: str) -> list[tuple[tuple[str, int], ...]]:
+    return sorted(tuple(i["key"]) for i in store.database[collection].index_information().values())
+
+
+def test_a_tenant_projections_collections_are_indexed_by_tenant_and_id(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    """Every read and write of a tenant collection is limited to one tenant and lists go by
+    ``_id``: the store indexes ``(tenant, _id)`` without being asked, also on a collection
+    made before (a worker's start adds it); not on a collection every tenant shares."""
+    from tests.document_query_fixtures import DocAccounts
+
+    _, store, _ = docs
+    store.database["doc_accounts"].insert_one({"_id": "a0", "tenant": "acme"})
+    assert _index_keys(store, "doc_accounts") == [(("_id", 1),)]
+    for _ in range(2):  # idempotent
+        store.create_tables([DocAccounts()])
+    assert _index_keys(store, "doc_accounts") == [
+        (("_id", 1),),
+        (("tenant", 1), ("_id", 1)),
+        (("tenant", 1), ("owner", 1)),  # declared in collection_indexes
+    ]
+    assert _index_keys(store, "doc_currencies") == [(("_id", 1),)]
+
+
 def test_parked_events_of_two_stores_sharing_a_number_are_told_apart(
     docs: tuple[EventLog, MongoStore, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
