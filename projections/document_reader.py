@@ -1,11 +1,13 @@
 """Reads of a document projection's collections (a MongoDB store), for
 :class:`projections.query_service.Queries`: a document by ``_id``, pages of documents whose
-fields equal given values, in ``_id`` order, and the :class:`projections.queries.Reader` of
-a document projection's ``@query`` methods (``get``, ``first``, ``find`` by collection
-name). Reads go to the collections of the projection's current generation
-(:mod:`projections.document_generations`); for a projection with a ``tenant_column``,
-a reader for one tenant (:meth:`DocumentReader.for_tenant`) sees only that tenant's
-documents (and those of its ``shared_collections``).
+fields equal given values, in ``_id`` order (behind a cursor that only that list, of that
+tenant, takes: :func:`projections.query_reader.list_fingerprint`), and the
+:class:`projections.queries.Reader` of a document projection's ``@query`` methods
+(``get``, ``first``, ``find`` by collection name). Reads go to the collections of the
+projection's current generation (:mod:`projections.document_generations`); for a
+projection with a ``tenant_column``, a reader for one tenant
+(:meth:`DocumentReader.for_tenant`) sees only that tenant's documents (and those of its
+``shared_collections``).
 
 Documents come back JSON-ready, as a table's rows do, so a cached read returns what an
 uncached one does: ObjectIds and Decimal128 as text (as the MongoDB outbox source reads
@@ -16,14 +18,13 @@ stores), else as a Decimal128 (exact)."""
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import Any
 
 import bson
 from bson.decimal128 import Decimal128
-from bson.errors import InvalidDocument
+from bson.errors import BSONError, InvalidDocument
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import PyMongoError
 
@@ -35,7 +36,10 @@ from projections.document_generations import physical_name, read_current
 from projections.query_reader import (
     Page,
     QueryError,
+    cursor_key,
+    encode_cursor,
     json_number,
+    list_fingerprint,
     plain_value,
     scoped_to_tenant,
 )
@@ -142,8 +146,10 @@ class DocumentReader:
             raise QueryError("limit must be at least 1")
         name = self.collection(collection)
         query = self._scoped(name, dict(where))
+        fingerprint = list_fingerprint(self.projection.name, name, _typed(where), self.tenant)
         if after is not None:
-            query = {"$and": [query, {"_id": {"$gt": _decode_cursor(after)}}]}
+            last = cursor_key(after, fingerprint, _bson_loads)
+            query = {"$and": [query, {"_id": {"$gt": last}}]}
         found = self._read(
             name,
             lambda physical: list(
@@ -152,7 +158,7 @@ class DocumentReader:
         )
         rows = found[:limit]
         more = len(found) > limit
-        cursor = _encode_cursor(rows[-1]["_id"]) if more and rows else None
+        cursor = encode_cursor(rows[-1]["_id"], fingerprint, bson.encode) if more and rows else None
         return Page([_json_ready(document) for document in rows], cursor)
 
     def _read(self, collection: str, read: Any) -> Any:
@@ -193,12 +199,14 @@ def _filter_value(value: Any) -> Any:
     return value
 
 
-def _encode_cursor(key: Any) -> str:
-    return base64.urlsafe_b64encode(bson.encode({"k": key})).decode().rstrip("=")
+def _typed(where: Mapping[str, Any]) -> dict[str, str]:
+    """``where``'s values as BSON compares them, typed (``5`` is not ``"5"`` to MongoDB),
+    for a cursor's fingerprint."""
+    return {name: repr(_filter_value(value)) for name, value in where.items()}
 
 
-def _decode_cursor(cursor: str) -> Any:
+def _bson_loads(raw: bytes) -> Any:
     try:
-        return bson.decode(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["k"]
-    except Exception:
-        raise QueryError("not a cursor of this list (pass a page's next as after)") from None
+        return bson.decode(raw)
+    except BSONError as exc:
+        raise ValueError(str(exc)) from None

@@ -8,7 +8,7 @@ import copy
 import hashlib
 import math
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -230,8 +230,7 @@ class SqlReader:
         pk = list(table.primary_key.columns)
         statement = sa.select(table).where(*self.equals(table, where), *self._scope(table))
         statement = statement.order_by(*pk)
-        scope = {} if self.tenant is None else {"\x00tenant": self.tenant}
-        fingerprint = _fingerprint(self.projection, table, {**where, **scope})
+        fingerprint = list_fingerprint(self.projection, table.name, where, self.tenant)
         if after:
             last = decode_cursor(after, fingerprint, pk)
             if len(pk) == 1:
@@ -336,29 +335,62 @@ def _canonical_decimal(column: sa.Column[Any], value: Decimal) -> Decimal:
         return value
 
 
-def _fingerprint(projection: str, table: sa.Table, where: Mapping[str, Any]) -> str:
-    text = orjson.dumps([projection, table.name, sorted((k, str(v)) for k, v in where.items())])
-    return hashlib.blake2s(text, digest_size=6).hexdigest()
+def list_fingerprint(
+    projection: str, listed: str, where: Mapping[str, Any], tenant: str | None
+) -> str:
+    """What a list's cursors are made for: the projection, the table or collection listed
+    (whose key orders it), the filters (each value by its ``str``: where ``5`` and ``"5"``
+    are different filters, the caller passes them typed, e.g. by ``repr``) and the tenant."""
+    scope = {} if tenant is None else {"\x00tenant": tenant}
+    fields = sorted((k, str(v)) for k, v in {**where, **scope}.items())
+    return hashlib.blake2s(orjson.dumps([projection, listed, fields]), digest_size=6).hexdigest()
 
 
-def encode_cursor(key: list[Any], fingerprint: str) -> str:
-    raw = orjson.dumps({"k": key, "f": fingerprint})
+def encode_cursor(key: Any, fingerprint: str, dumps: Callable[[Any], bytes] = orjson.dumps) -> str:
+    """The opaque cursor of the page after ``key``, for the list of ``fingerprint``
+    (``dumps``: how the key is written, JSON for a table's)."""
+    raw = dumps({"k": key, "f": fingerprint})
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str, fingerprint: str, pk: list[sa.Column[Any]]) -> tuple[Any, ...]:
+def cursor_key(
+    cursor: str,
+    fingerprint: str,
+    loads: Callable[[bytes], Any] = orjson.loads,
+    valid: Callable[[Any], bool] = lambda key: True,
+) -> Any:
+    """The key ``cursor`` holds; :class:`QueryError` unless it is one (``loads`` raises
+    ``ValueError`` for what it cannot read; ``valid`` says whether a key is of the list's
+    kind) that the list of ``fingerprint`` made."""
     try:
-        data = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        data = loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         key, made_for = data["k"], data["f"]
     except (ValueError, TypeError, KeyError):
-        raise QueryError(f"cursor {cursor!r} is not a cursor this query returned") from None
-    if not isinstance(key, list) or not all(v is None or type(v) in (str, int, float) for v in key):
+        key, made_for = None, None
+    if made_for is None or not valid(key):
         raise QueryError(f"cursor {cursor!r} is not a cursor this query returned")
-    if made_for != fingerprint or len(key) != len(pk):
-        raise QueryError(
-            f"cursor {cursor!r} belongs to another list (other projection, table or filters)"
-        )
+    if made_for != fingerprint:
+        raise _another_list(cursor)
+    return key
+
+
+def _another_list(cursor: str) -> QueryError:
+    return QueryError(
+        f"cursor {cursor!r} belongs to another list (other projection, table or collection, "
+        f"filters or tenant)"
+    )
+
+
+def decode_cursor(cursor: str, fingerprint: str, pk: list[sa.Column[Any]]) -> tuple[Any, ...]:
+    """The primary key a table's cursor holds, as the columns' types."""
+    key = cursor_key(cursor, fingerprint, valid=_key_list)
+    if len(key) != len(pk):
+        raise _another_list(cursor)
     return tuple(coerce(c, v) if isinstance(v, str) else v for c, v in zip(pk, key, strict=True))
+
+
+def _key_list(key: Any) -> bool:
+    return isinstance(key, list) and all(v is None or type(v) in (str, int, float) for v in key)
 
 
 _Reader = TypeVar("_Reader")

@@ -429,3 +429,76 @@ def test_cli_json_numbers_match_documents_exactly(bank: Bank, tmp_path: Path) ->
     assert "--where balance:=9223372036854775808: 9223372036854775808 is out of range" in (
         " ".join(big.stderr.split())
     )
+
+
+def test_a_document_list_cursor_is_refused_by_another_list(bank: Bank, tmp_path: Path) -> None:
+    """A page's ``next`` works for the list that returned it (projection, collection,
+    filters and their types, tenant), from Python and the command line alike; any other
+    list refuses it, as a table's does, rather than returning a page of its own."""
+    bank.append(
+        [_opened("acme", f"a{i}", "ann") for i in (1, 2, 3)]
+        + [_opened("acme", "a4", "bob"), _opened("globex", "g1", "ann")]
+    )
+    q = bank.queries
+    first = q.list("doc_accounts", {"owner": "ann"}, tenant="acme", limit=1)
+    assert [d["_id"] for d in first.rows] == ["a1"] and first.next is not None
+    after = first.next
+    same = q.list("doc_accounts", {"owner": "ann"}, tenant="acme", after=after, limit=1)
+    assert [d["_id"] for d in same.rows] == ["a2"]
+
+    other_lists: dict[str, Callable[[], Any]] = {
+        "filter value": lambda: q.list(
+            "doc_accounts", {"owner": "bob"}, tenant="acme", after=after
+        ),
+        "no filter": lambda: q.list("doc_accounts", {}, tenant="acme", after=after),
+        "tenant": lambda: q.list("doc_accounts", {"owner": "ann"}, tenant="globex", after=after),
+        "collection": lambda: q.list(
+            "doc_accounts", {"owner": "ann"}, table="doc_currencies", tenant="acme", after=after
+        ),
+    }
+    for what, read in other_lists.items():
+        with pytest.raises(QueryError, match="belongs to another list") as refused:
+            read()
+        assert str(refused.value).startswith(f"cursor {after!r} belongs to another list"), what
+    by_number = q.list("doc_accounts", {"balance": 0}, tenant="acme", limit=1).next
+    with pytest.raises(QueryError, match="belongs to another list"):  # "0" is not 0
+        q.list("doc_accounts", {"balance": "0"}, tenant="acme", after=by_number)
+    for garbage in ("xyz", "e30"):  # not base64 BSON; "{}" in base64
+        with pytest.raises(QueryError, match=f"cursor '{garbage}' is not a cursor this query"):
+            q.list("doc_accounts", {"owner": "ann"}, tenant="acme", after=garbage)
+
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.document_query_fixtures:DocAccounts"],
+            "store": {"url": bank.log.engine.url.render_as_string(hide_password=False)},
+            "stores": {"docs": {"url": bank.url}},
+        },
+    )
+
+    def query(*args: str, tenant: str = "acme") -> Any:
+        return run_cli(
+            ["query", "doc_accounts", *args, "--tenant", tenant, "--json", "--config", str(config)]
+        )
+
+    listed = query("-w", "balance:=0", "--limit", "2")
+    assert listed.exit_code == 0, listed.output
+    page = json.loads(listed.stdout)
+    assert [d["_id"] for d in page["rows"]] == ["a1", "a2"]
+    more = query("-w", "balance:=0", "--after", page["next"])
+    assert more.exit_code == 0, more.output
+    assert [d["_id"] for d in json.loads(more.stdout)["rows"]] == ["a3", "a4"]
+    # the same list from Python: a JSON 0 is the number 0
+    python = q.list("doc_accounts", {"balance": 0}, tenant="acme", after=page["next"])
+    assert [d["_id"] for d in python.rows] == ["a3", "a4"]
+    for args, tenant in [
+        (("-w", "balance=0"), "acme"),  # text
+        (("-w", "balance:=0", "-w", "owner=bob"), "acme"),
+        (("-w", "balance:=0"), "globex"),
+    ]:
+        done = query(*args, "--after", page["next"], tenant=tenant)
+        assert done.exit_code == 2, (args, done.output)
+        assert f"error: cursor '{page['next']}' belongs to another list" in " ".join(
+            done.stderr.split()
+        ), (args, done.stderr)
+        assert done.stdout == ""
