@@ -188,17 +188,21 @@ class SqlReader:
     # -- keys, filters, pages ------------------------------------------------------
 
     def key(self, table: sa.Table, key: Any) -> tuple[Any, ...]:
-        """``key`` (a value, a tuple, or ``a,b`` text for a composite key) as typed values."""
+        """``key`` (a value, a tuple, or ``a,b`` text for a composite key; a
+        :class:`JsonValue`, of a list for a composite key) as typed values."""
         columns = list(table.primary_key.columns)
-        if isinstance(key, str) and len(columns) > 1:
+        shown = key.text if isinstance(key, JsonValue) else repr(key)
+        if isinstance(key, JsonValue) and isinstance(key.value, list) and len(columns) > 1:
+            key = tuple(JsonValue(v, orjson.dumps(v, default=str).decode()) for v in key.value)
+        elif isinstance(key, str) and len(columns) > 1:
             key = tuple(key.split(","))
         values = key if isinstance(key, tuple | list) else (key,)
         if len(values) != len(columns):
             raise QueryError(
-                f"table {table.name!r}: key {key!r} does not match its primary key "
+                f"table {table.name!r}: key {shown} does not match its primary key "
                 f"({', '.join(c.name for c in columns)})"
             )
-        return tuple(coerce(c, v) for c, v in zip(columns, values, strict=True))
+        return tuple(filter_value(c, v) for c, v in zip(columns, values, strict=True))
 
     def key_dict(self, table: sa.Table, key: Any) -> dict[str, Any]:
         return {

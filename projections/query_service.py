@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -41,7 +42,7 @@ from projections.consistency import (
 from projections.document_reader import DocumentReader
 from projections.queries import QuerySpec, declared_queries, key_tags_of, tags_for_key
 from projections.query_checks import bind_arguments, check_indexed, indexes
-from projections.query_reader import Page, QueryError, SqlReader
+from projections.query_reader import Page, QueryError, SqlReader, plain_value
 from projections.store import Store
 
 logger = structlog.get_logger("readmodel.queries")
@@ -281,8 +282,11 @@ class Queries:
         timeout: float | None,
         stale_ok: bool,
     ) -> Result:
-        """:meth:`get` of a document projection: the document with ``_id == key``, cached
-        under the collection's ``key_tags`` entry (over ``_id``)."""
+        """:meth:`get` of a document projection: the document with ``_id == key`` (a
+        :class:`JsonValue` as its value), cached under the collection's ``key_tags`` entry
+        (over ``_id``); not a key holding a decimal, which a cache key would write as the
+        text of its digits."""
+        key = plain_value(key)
         documents = self._documents(p).for_tenant(tenant)
         name = documents.collection(collection)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
@@ -291,7 +295,8 @@ class Queries:
             return documents.get(name, key)
 
         tag = key_tags_of(p).get(name)
-        if tag is None or self.cache is None or consistency is not None and not stale:
+        fresh = consistency is not None and not stale
+        if tag is None or self.cache is None or fresh or _holds_decimal(key):
             return Result(load(), stale, consistency)
         cache_key = _tenant_key(tenant) + "get:" + name + ":" + _dumps([key])
         value = self.cache.get_or_load(p.name, cache_key, tags_for_key(tag, {"_id": key}), load)
@@ -383,6 +388,14 @@ def _tenant_key(tenant: str | None) -> str:
 
 def _token(token: Token) -> ConsistencyToken:
     return token if isinstance(token, ConsistencyToken) else ConsistencyToken.parse(token)
+
+
+def _holds_decimal(value: Any) -> bool:
+    if isinstance(value, Decimal):
+        return True
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list | tuple) and any(_holds_decimal(item) for item in value)
 
 
 def _empty(value: Any) -> bool:

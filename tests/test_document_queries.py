@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.mongo_tx import DocumentTx, TenantConflict, handler_error
-from projections.query_reader import QueryError
+from projections.query_reader import JsonValue, QueryError
 from projections.query_service import Queries
 from projections.redis_cache import RedisCache
 from projections.replay_types import ReplayOptions
@@ -502,3 +503,71 @@ def test_a_document_list_cursor_is_refused_by_another_list(bank: Bank, tmp_path:
             done.stderr.split()
         ), (args, done.stderr)
         assert done.stdout == ""
+
+
+def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
+    bank: Bank, redis_prefix: str, tmp_path: Path
+) -> None:
+    """A KEY is text (``42`` finds the ``_id`` ``"42"`` only); ``:=JSON`` gives it typed
+    (``:=42`` finds the ``_id`` 42 only), from the CLI and, cached apart, from Python."""
+    bank.append([_opened("acme", "a1", "ann")])
+    bank.store.database[_physical(bank)].insert_many(
+        [
+            {"_id": 42, "owner": "number", "tenant": "acme"},
+            {"_id": "42", "owner": "text", "tenant": "acme"},
+            {"_id": {"n": 7}, "owner": "object", "tenant": "acme"},
+        ]
+    )
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.document_query_fixtures:DocAccounts"],
+            "store": {"url": bank.log.engine.url.render_as_string(hide_password=False)},
+            "stores": {"docs": {"url": bank.url}},
+        },
+    )
+
+    def get(key: str, tenant: str = "acme") -> Any:
+        done = run_cli(
+            ["query", "doc_accounts", key, "--tenant", tenant, "--json", "--config", str(config)]
+        )
+        return done.exit_code, done.stdout, " ".join(done.stderr.split())
+
+    assert get(":=42") == (
+        0,
+        '{"row":{"_id":42,"owner":"number","tenant":"acme"},"stale":false}\n',
+        "",
+    )
+    assert get("42") == (
+        0,
+        '{"row":{"_id":"42","owner":"text","tenant":"acme"},"stale":false}\n',
+        "",
+    )
+    assert get(':="42"')[:2] == get("42")[:2]  # JSON text is text
+    assert get(':={"n": 7}')[1] == (
+        '{"row":{"_id":{"n":7},"owner":"object","tenant":"acme"},"stale":false}\n'
+    )
+    for absent in (":=43", ":=42.5", ":=true", ":=42", "43"):
+        tenant = "globex" if absent == ":=42" else "acme"  # another tenant's: not seen
+        assert get(absent, tenant) == (0, '{"row":null,"stale":false}\n', ""), absent
+    for key, message in {
+        ":=4x": "error: KEY :=4x: not JSON (Extra data: line 1 column 2 (char 1)); give text as "
+        "4x, or quoted: :='\"4x\"'",
+        ':={"$gt": 1}': 'error: KEY :={"$gt": 1}: an object with $ keys (an operator) is '
+        "refused; a key compares for equality",
+        ":=9223372036854775808": "error: KEY :=9223372036854775808: 9223372036854775808 is "
+        "out of range (integers are signed 64-bit; give a larger number as text: VALUE)",
+    }.items():
+        code, stdout, stderr = get(key)
+        assert (code, stdout) == (2, ""), key
+        assert message in stderr, (key, stderr)
+    help_text = " ".join(re.sub("[│╭╮╰╯─]", " ", run_cli(["query", "--help"]).stdout).split())
+    assert ":=42 is the number 42 (a document's _id 42, where 42 is the text '42')" in help_text
+
+    q = bank.queries
+    for _ in range(2):  # the second time from the cache: each key its own entry
+        assert q.get("doc_accounts", 42, tenant="acme").value["owner"] == "number"
+        assert q.get("doc_accounts", "42", tenant="acme").value["owner"] == "text"
+    assert q.get("doc_accounts", JsonValue(42, "42"), tenant="acme").value["owner"] == "number"
+    assert 'tenant:"acme":get:doc_accounts:[42]' in _entries(redis_prefix)
+    assert 'tenant:"acme":get:doc_accounts:["42"]' in _entries(redis_prefix)

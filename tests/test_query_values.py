@@ -90,6 +90,34 @@ def test_python_values_are_sent_as_they_are_and_cli_json_values_checked(
     assert reader.find(items, limit=0) == []
 
 
+def test_a_typed_key_is_held_to_its_columns_kind(reader: SqlReader) -> None:
+    """A table reads a text key as its columns' types; a ``:=JSON`` key (``readmodel query
+    T :=1``) must suit them, a composite one given as a JSON list."""
+    from workers.cli_query import _parse_key
+
+    assert reader.get(items, _parse_key(":=1"))["code"] == "7"
+    assert reader.get(items, _parse_key("1"))["code"] == "7"  # text, read as an integer
+    assert reader.get(items, _parse_key(':="2"'))["code"] == "8"
+    assert reader.get(items, _parse_key(":=3")) is None
+    with pytest.raises(QueryError, match="column 'id': true is not a valid int"):
+        reader.get(items, _parse_key(":=true"))
+    with pytest.raises(QueryError, match=r"column 'id': \[1, 2\] is not a valid int"):
+        reader.get(items, _parse_key(":=[1, 2]"))
+
+    pair = sa.Table(
+        "qv_pairs",
+        sa.MetaData(),
+        sa.Column("a", sa.Integer, primary_key=True),
+        sa.Column("b", sa.String(10), primary_key=True),
+    )
+    assert reader.key(pair, _parse_key(':=[1, "x"]')) == (1, "x")
+    assert reader.key(pair, _parse_key("1,x")) == (1, "x")
+    with pytest.raises(QueryError, match="column 'b': 2 is not a valid str"):
+        reader.key(pair, _parse_key(":=[1, 2]"))
+    with pytest.raises(QueryError, match=r"key 1 does not match its primary key \(a, b\)"):
+        reader.key(pair, _parse_key(":=1"))
+
+
 def test_cli_json_numbers_are_exact_for_numeric_columns() -> None:
     column = items.c.amount
     given = "123456789012345678.91"

@@ -29,8 +29,10 @@ def query_command(
     key: Annotated[
         str | None,
         typer.Argument(
-            help="Primary key to get (a,b for a composite key); with --name, the query's "
-            "first argument.",
+            help="Primary key to get, as text (a,b for a composite key; a table reads it as "
+            "its columns' types); :=JSON gives it typed: :=42 is the number 42 (a document's "
+            "_id 42, where 42 is the text '42'), :='[1,\"a\"]' a composite key. With --name, "
+            "the query's first argument.",
             show_default=False,
         ),
     ] = None,
@@ -107,6 +109,7 @@ def query_command(
     from projections.query_service import open_queries
 
     fields = _parse_where(where or [])
+    typed_key = None if key is None else _parse_key(key)
     if name is None and key is not None and fields:
         raise fail("give a KEY (get) or --where (list), not both", EXIT_CONFIG)
     if name is None and key is not None and (after or limit != 50):
@@ -121,7 +124,7 @@ def query_command(
     queries = guarded(open_queries, settings)
     try:
         output = _run(
-            queries, projection, key, fields, table, name, after, limit, allow_unindexed,
+            queries, projection, typed_key, fields, table, name, after, limit, allow_unindexed,
             tenant, wait_for, timeout, stale_ok,
         )  # fmt: skip
     finally:
@@ -140,7 +143,7 @@ def query_command(
 def _run(
     queries: Any,
     projection: str,
-    key: str | None,
+    key: Any,
     fields: dict[str, Any],
     table: str | None,
     name: str | None,
@@ -211,29 +214,36 @@ def _parse_where(items: list[str]) -> dict[str, Any]:
     return fields
 
 
-def _json_value(field: str, text: str) -> JsonValue:
-    """``text`` as JSON, numbers exact (an ``int``, a ``Decimal`` for a fraction or an
-    exponent); refused with exit 2 when it is not JSON, holds an operator or a number that
-    no column or document holds (an integer past signed 64 bits, ``NaN``)."""
+def _parse_key(text: str) -> Any:
+    """The KEY argument: text, or ``:=JSON`` a typed value (:class:`JsonValue`)."""
+    return _json_value(None, text[2:]) if text.startswith(":=") else text
+
+
+def _json_value(field: str | None, text: str) -> JsonValue:
+    """``text`` (of ``--where field:=``, or of the KEY for ``None``) as JSON, numbers exact
+    (an ``int``, a ``Decimal`` for a fraction or an exponent); refused with exit 2 when it
+    is not JSON, holds an operator or a number that no column or document holds (an integer
+    past signed 64 bits, ``NaN``)."""
+    given, as_text = (f"--where {field}:={text}", f"{field}=") if field else (f"KEY :={text}", "")
     try:
         value = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of too many digits
         raise fail(
-            f"--where {field}:={text}: not JSON ({exc}); give text as {field}={text}, "
-            f"or quoted: {field}:='\"{text}\"'",
+            f"{given}: not JSON ({exc}); give text as {as_text}{text}, "
+            f"or quoted: {field or ''}:='\"{text}\"'",
             EXIT_CONFIG,
         ) from None
     if _has_operator(value):
         raise fail(
-            f"--where {field}:={text}: an object with $ keys (an operator) is refused; "
-            f"--where compares for equality",
+            f"{given}: an object with $ keys (an operator) is refused; "
+            f"{'--where' if field else 'a key'} compares for equality",
             EXIT_CONFIG,
         )
     wrong = _out_of_range(value)
     if wrong is not None:
         raise fail(
-            f"--where {field}:={text}: {wrong} is out of range (integers are signed 64-bit; "
-            f"give a larger number as text: {field}=VALUE)",
+            f"{given}: {wrong} is out of range (integers are signed 64-bit; "
+            f"give a larger number as text: {as_text}VALUE)",
             EXIT_CONFIG,
         )
     return JsonValue(value, text)
