@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -571,3 +572,16 @@ def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
     assert q.get("doc_accounts", JsonValue(42, "42"), tenant="acme").value["owner"] == "number"
     assert 'tenant:"acme":get:doc_accounts:[42]' in _entries(redis_prefix)
     assert 'tenant:"acme":get:doc_accounts:["42"]' in _entries(redis_prefix)
+
+    # a decimal key is read uncached: a cache key would hold it as the text of its digits
+    digits = "123456789012345678.91"
+    bank.store.database[_physical(bank)].insert_many(
+        [
+            {"_id": Decimal128(digits), "owner": "decimal", "tenant": "acme"},
+            {"_id": digits, "owner": "digits", "tenant": "acme"},
+        ]
+    )
+    for _ in range(2):
+        assert q.get("doc_accounts", digits, tenant="acme").value["owner"] == "digits"
+        exact = q.get("doc_accounts", JsonValue(Decimal(digits), digits), tenant="acme")
+        assert exact.value["owner"] == "decimal"
