@@ -382,15 +382,24 @@ class Replayer(ReplayerBase):
 
     def _settle_parked(self, conn: sa.Connection, sources: list[str]) -> int:
         """The rebuilt model contains what was parked live: release it; park what the
-        rebuild skipped instead. Returns how many live parked events were released."""
+        rebuild skipped instead. Returns how many live parked events were released (not
+        those the rebuild skipped again: they stay parked)."""
         name = self.projection.name
-        released = 0
-        for status in ("skipped", "parked"):  # skipped ones too: the rebuild applied them
-            released = conn.execute(
-                parked_events.update()
-                .where(parked_events.c.projection == name, parked_events.c.status == status)
-                .values(status="replayed", resolved_at=sa.func.current_timestamp())
-            ).rowcount
+        again = {(event.source, event.position) for event in self._policy.skipped}
+        live = conn.execute(
+            sa.select(parked_events.c.source, parked_events.c.position).where(
+                parked_events.c.projection == name, parked_events.c.status == "parked"
+            )
+        )
+        released = sum((source, int(position)) not in again for source, position in live)
+        conn.execute(  # skipped ones too: the rebuild applied them
+            parked_events.update()
+            .where(
+                parked_events.c.projection == name,
+                parked_events.c.status.in_(("skipped", "parked")),
+            )
+            .values(status="replayed", resolved_at=sa.func.current_timestamp())
+        )
         conn.execute(blocked.delete().where(blocked.c.projection == name))
         conn.execute(failures.delete().where(failures.c.projection == name))
         entries = [
@@ -403,7 +412,7 @@ class Replayer(ReplayerBase):
                 self.store.hold(
                     conn, name, event, reason=event.error, detail=event.detail, attempts=1
                 )
-        return int(released or 0)
+        return released
 
     # -- in place ------------------------------------------------------------------
 

@@ -541,6 +541,23 @@ def test_events_parked_live_are_reattempted_by_the_rebuild(
     assert pipeline.rows(account_totals)["acct-2"]["total"] == expected_totals(events)["acct-2"] + 5
 
 
+def test_events_parked_live_that_the_rebuild_skips_again_are_not_counted_as_released(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-2")
+    pipeline.runtime.engine.max_attempts = 2
+    events = deposits(300, 4, seed=10)
+    pipeline.feed("bank", events)
+    acct2 = [i + 1 for i, e in enumerate(events) if e[1] == "acct-2"]
+    assert [p.position for p in pipeline.runtime.engine.parked("totals")] == acct2
+
+    summary = pipeline.replayer("totals").run(ReplayOptions(skip_errors=True))
+
+    assert [s.position for s in summary.skipped] == acct2
+    assert summary.released_parked == 0
+    assert [p.position for p in pipeline.runtime.engine.parked("totals")] == acct2
+
+
 def test_a_live_failure_is_not_parked_when_a_rebuild_applied_the_event_meanwhile(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
