@@ -14,6 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 
+from outbox.json_numbers import dumps_exact, loads_exact
+
 EngineKind = Literal["postgresql", "mysql", "sqlite"]
 
 _DRIVERS: dict[str, tuple[EngineKind, str]] = {
@@ -77,7 +79,7 @@ def describe_db_error(exc: BaseException) -> str:
 
 def _json_dumps(value: Any) -> str:
     # Keys as the json module writes them: a row's column names are str subclasses.
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    return dumps_exact(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _json_loads(value: Any) -> Any:
@@ -85,7 +87,7 @@ def _json_loads(value: Any) -> Any:
     back, as the number itself."""
     if type(value) is int or type(value) is float:
         return value
-    return orjson.loads(value)
+    return loads_exact(value)
 
 
 def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:

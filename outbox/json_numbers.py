@@ -1,10 +1,11 @@
 """JSON numbers without a double's rounding, where it matters.
 
-orjson, the fast path everywhere, reads an integer past 64 bits as a double and refuses a
-number past a double's range (``1e400``); PostgreSQL's jsonb holds both exactly. The log
-keeps payload text as the outbox wrote it, so only two places need more: the duplicate
-check, which must not take two events for one because their numbers round alike, and the
-row check, which must say why a number no reader can hold is parked.
+orjson, the fast path everywhere, reads an integer past 64 bits as a double and refuses to
+write one; it refuses a number past a double's range (``1e400``). PostgreSQL's jsonb holds
+both exactly, and the log keeps payload text as the outbox wrote it. So the duplicate check
+compares numbers exactly, the row check says why a number no reader can hold is parked,
+and :func:`loads_exact` / :func:`dumps_exact` (every read of the log, of JSON columns, of
+cached values) keep an integer past 64 bits an exact ``int``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -36,7 +38,7 @@ def _exact(text: str) -> Any:
     try:
         return json.loads(text, parse_float=Decimal)
     except RecursionError:  # the json module's scanner recurses; orjson takes 1024 levels
-        return _exact_iterative(text)
+        return _exact_iterative(text, Decimal)
 
 
 _TOKEN = re.compile(
@@ -47,9 +49,10 @@ _TOKEN = re.compile(
 _NO_KEY = object()
 
 
-def _exact_iterative(text: str) -> Any:
-    """``json.loads(text, parse_float=Decimal)`` without recursion, for nesting the json
-    module refuses; ``text`` is JSON (the row check read it), so separators are not checked."""
+def _exact_iterative(text: str, number: Callable[[str], Any]) -> Any:
+    """``json.loads(text)`` without recursion, for nesting the json module refuses, each
+    number read by ``number``; ``text`` is JSON (orjson read it), so separators are not
+    checked."""
     root: Any = _NO_KEY
     stack: list[Any] = []  # open containers
     keys: list[Any] = []  # per open container: the key awaiting its value (objects)
@@ -67,7 +70,7 @@ def _exact_iterative(text: str) -> Any:
     position = 0
     while match := _TOKEN.match(text, position):
         position = match.end()
-        mark, string, number, word = match.groups()
+        mark, string, token, word = match.groups()
         if mark in ("[", "{"):
             container: Any = [] if mark == "[" else {}
             add(container)
@@ -84,8 +87,8 @@ def _exact_iterative(text: str) -> Any:
                 keys[-1] = value
             else:
                 add(value)
-        elif number is not None:
-            add(Decimal(number))
+        elif token is not None:
+            add(number(token))
         else:
             add({"true": True, "false": False, "null": None}[word])
     if text[position:].strip() or stack or root is _NO_KEY:
@@ -112,6 +115,102 @@ def _equal(a: Any, b: Any) -> bool:
         elif isinstance(b, dict | list) or not a == b:
             return False
     return True
+
+
+_orjson_loads = orjson.loads
+_DIGITS = bytes.maketrans(b"0123456789", bytes(10))  # each digit as a NUL (never in JSON)
+_DIGIT_RUN = bytes(19)  # -2**63 and 2**64 - 1, orjson's bounds, have 19 and 20 digits
+_NOT_AN_INTEGER_BEFORE = b'".eE+'  # a string, a fraction or an exponent holds the run
+_NOT_AN_INTEGER_AFTER = b'".eE'
+
+
+def loads_exact(data: str | bytes | bytearray | memoryview) -> Any:
+    """``orjson.loads(data)``, but an integer orjson would read as a double (below -2**63,
+    above 2**64 - 1) is an exact ``int``: such text is read by the json module instead.
+    Floats are the same doubles either way; what orjson refuses is refused."""
+    if type(data) is str:
+        raw = data.encode("utf-8", "surrogatepass")
+    elif type(data) is memoryview:
+        raw = data = data.tobytes()
+    else:
+        raw = data  # type: ignore[assignment]
+    marked = raw.translate(_DIGITS)
+    start = marked.find(_DIGIT_RUN)
+    if start < 0 or not _holds_wide_integer(raw, marked, start):
+        return _orjson_loads(data)
+    orjson.loads(data)  # refuses what it refuses (NaN, 1e400, a lone surrogate)
+    try:
+        return json.loads(data)
+    except RecursionError:  # the json module's scanner recurses; orjson takes 1024 levels
+        return _exact_iterative(data if type(data) is str else bytes(data).decode(), _number)
+
+
+def _holds_wide_integer(raw: bytes, marked: bytes, start: int) -> bool:
+    """Whether one of the runs of 19 or more digits of JSON ``raw`` (``marked``: its digits
+    as NULs; the first run at ``start``) is an integer, not part of a string, a fraction or
+    an exponent (a string that merely holds one, a space before it, only costs the json
+    module's reading)."""
+    size = len(marked)
+    while start >= 0:
+        end = start + len(_DIGIT_RUN)
+        while end < size and marked[end] == 0:
+            end += 1
+        before = raw[start - 1] if start else 32
+        after = raw[end] if end < size else 32
+        if before not in _NOT_AN_INTEGER_BEFORE and after not in _NOT_AN_INTEGER_AFTER:
+            return True
+        start = marked.find(_DIGIT_RUN, end)
+    return False
+
+
+def _number(token: str) -> int | float:
+    return float(token) if "." in token or "e" in token or "E" in token else int(token)
+
+
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+
+
+def dumps_exact(
+    value: Any, *, default: Callable[[Any], Any] | None = None, option: int | None = None
+) -> bytes:
+    """``orjson.dumps(value, default=..., option=...)``, but an integer past 64 bits (which
+    orjson refuses) is written exactly, as its digits."""
+    try:
+        return orjson.dumps(value, default=default, option=option)
+    except orjson.JSONEncodeError as exc:
+        if str(exc) != "Integer exceeds 64-bit range":
+            raise
+        wide = None
+        if default is not None:
+            given = default
+            wide = lambda item: _wide_integers_as_digits(given(item))  # noqa: E731
+        try:
+            return orjson.dumps(_wide_integers_as_digits(value), default=wide, option=option)
+        except RecursionError:
+            raise exc from None
+
+
+def _wide_integers_as_digits(value: Any) -> Any:
+    """``value`` with each integer orjson cannot write as an ``orjson.Fragment`` of its
+    digits (dicts and lists copied; orjson writes at most 255 levels)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if _INT64_MIN <= value <= _UINT64_MAX:
+            return value
+        return orjson.Fragment(int.__repr__(value))
+    if isinstance(value, dict):
+        return {k: _wide_integers_as_digits(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_wide_integers_as_digits(v) for v in value]
+    return value
+
+
+def integer_text(value: int) -> str:
+    """``value``'s digits for a message: at most about 60 characters."""
+    digits = int.__repr__(value)
+    if len(digits) <= 60:
+        return digits
+    return f"{digits[:30]}... ({len(digits.lstrip('-'))} digits)"
 
 
 def number_beyond_double(text: str) -> str | None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from outbox.errors import ReadmodelError
+from outbox.json_numbers import dumps_exact, loads_exact
 
 if TYPE_CHECKING:
     from config.settings import CacheSettings
@@ -115,7 +116,7 @@ class Cache(ABC):
 
 def dumps(projection: str, key: str, value: Any) -> bytes:
     try:
-        return orjson.dumps(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+        return dumps_exact(value, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
     except TypeError as exc:
         raise TypeError(
             f"cache {projection}:{key}: the value is not JSON-serialisable ({exc})"
@@ -123,7 +124,7 @@ def dumps(projection: str, key: str, value: Any) -> bytes:
 
 
 def loads(blob: bytes) -> Any:
-    return orjson.loads(blob)
+    return loads_exact(blob)
 
 
 def _json_default(value: Any) -> Any:

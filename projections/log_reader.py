@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 
 from outbox.envelope import Envelope
+from outbox.json_numbers import loads_exact
 from outbox.log import EventLog, envelope_from_row
 from outbox.schema import event_log, log_heads
 
@@ -194,8 +194,8 @@ def envelope_from_pg_row(source: str, row: tuple[Any, ...]) -> Envelope:
             "aggregate_type": aggregate_type,
             "aggregate_id": aggregate_id,
             "event_type": event_type,
-            "payload": orjson.loads(payload),
-            "headers": (orjson.loads(headers) or {}) if headers else {},
+            "payload": loads_exact(payload),
+            "headers": (loads_exact(headers) or {}) if headers else {},
             "occurred_at": occurred_at,
             "position": position,
         },

@@ -32,6 +32,7 @@ import structlog
 
 from config import ConfigError
 from outbox.errors import ReadmodelError
+from outbox.json_numbers import dumps_exact
 from projections.api import Projection
 from projections.consistency import (
     ConsistencyError,
@@ -404,7 +405,7 @@ def _empty(value: Any) -> bool:
 
 def _dumps(value: Any) -> str:
     try:
-        return orjson.dumps(value, default=str).decode()
+        return dumps_exact(value, default=str).decode()
     except orjson.JSONEncodeError as exc:  # a lone surrogate: text that is not valid UTF-8
         raise QueryError(f"{value!r} cannot be read: {exc}") from None
 

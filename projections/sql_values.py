@@ -27,7 +27,10 @@ database):
 Primary key columns get only these numeric and ``CHAR`` conversions (a key is looked up as
 given). A value a converter does not know (a type the database refuses, NaN, an overflow, a
 date format only the server parses) is left as it is: the flush then stores or refuses it,
-as before.
+as before. But an integer past 64 bits (payloads carry them exactly) is refused at once,
+naming the column, where the column would not keep it: a PostgreSQL integer column (the
+server's refusal names no column), any SQLite column (its NUMERIC keeps a double without a
+word, its driver binds no larger integer; a JSON object or array holds one).
 """
 
 from __future__ import annotations
@@ -38,21 +41,27 @@ import struct
 from collections.abc import Callable
 from datetime import UTC, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from outbox.json_numbers import integer_text
 from projections.sql_other_values import Converter, postgresql_other, sqlite_other
 from projections.sql_plans import table_plan
 
-# (column name, converter, value types that need no conversion)
-Column = tuple[str, Converter, frozenset[type]]
+# (column name, converter or None, value types that need no conversion, the refusal of an
+# integer past 64 bits or None)
+Column = tuple[str, Converter | None, frozenset[type], Callable[[int], NoReturn] | None]
 
 _NONE = type(None)
 _INT64 = 2**63
 _PG_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+
+
+class WideIntegerError(ValueError):
+    """A handler wrote an integer past 64 bits into a column that would not keep it."""
 
 
 class Converters:
@@ -72,10 +81,10 @@ class Converters:
 
 def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], None]:
     """``normalize(row, given)`` for these columns, its names closure cells (fast to load)."""
-    names: dict[str, Any] = {"_MISSING": _MISSING, "_type": type}
+    names: dict[str, Any] = {"_MISSING": _MISSING, "_type": type, "_int": int}
+    names |= {"_INT64_MIN": -_INT64, "_INT64_MAX": _INT64 - 1}
     body = ["    def normalize(row, given):", "        get = given.get"]
-    for i, (name, convert, exact) in enumerate(columns):
-        names[f"convert{i}"] = convert
+    for i, (name, convert, exact, refuse) in enumerate(columns):
         tests = ["value is not _MISSING"]
         if _NONE in exact:
             tests.append("value is not None")
@@ -83,10 +92,16 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
             names[f"kind{i}_{j}"] = kind
             tests.append(f"kind is not kind{i}_{j}")
         body.append(f"        value = get({name!r}, _MISSING)")
-        if any(test.startswith("kind") for test in tests):
+        if refuse is not None or any(test.startswith("kind") for test in tests):
             body.append("        kind = _type(value)")
-        body.append(f"        if {' and '.join(tests)}:")
-        body.append(f"            row[{name!r}] = convert{i}(value)")
+        if refuse is not None:
+            names[f"refuse{i}"] = refuse
+            body.append("        if kind is _int and (value > _INT64_MAX or value < _INT64_MIN):")
+            body.append(f"            refuse{i}(value)")
+        if convert is not None:
+            names[f"convert{i}"] = convert
+            body.append(f"        if {' and '.join(tests)}:")
+            body.append(f"            row[{name!r}] = convert{i}(value)")
     source = "\n".join([f"def make({', '.join(names)}):", *body, "    return normalize"])
     scope: dict[str, Any] = {}
     exec(source, scope)  # noqa: S102 - code built from the table's column names (repr'd)
@@ -105,14 +120,37 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
     found = _converters.get(key)
     if found is None:
         context = _Context(dialect, table, zone)
-        found = _converters[key] = Converters(
-            tuple(
-                (column.name, *converter)
-                for column in table.columns
-                if (converter := _converter(context, column)) is not None
-            )
-        )
+        columns: list[Column] = []
+        for column in table.columns:
+            converter = _converter(context, column)
+            refuse = _wide_integer_refusal(dialect, table, column)
+            if converter is not None or refuse is not None:
+                convert, exact = converter or (None, frozenset())
+                columns.append((column.name, convert, exact, refuse))
+        found = _converters[key] = Converters(tuple(columns))
     return found
+
+
+def _wide_integer_refusal(
+    dialect: Dialect, table: sa.Table, column: sa.Column[Any]
+) -> Callable[[int], NoReturn] | None:
+    """What refuses an integer past 64 bits written into ``column``, when the database would
+    not keep it exactly (refuse it, or round it to a double): ``None`` when it would."""
+    if dialect.name == "postgresql" and isinstance(column.type, sa.Integer):
+        why = "an integer column holds 64-bit integers (a NUMERIC column holds it exactly)"
+    elif dialect.name == "sqlite":
+        why = (
+            "SQLite keeps 64-bit integers (a NUMERIC column would keep a double): write it "
+            "as text, or inside a JSON object or array"
+        )
+    else:
+        return None
+    where = f"{table.name}.{column.name}"
+
+    def refuse(value: int) -> NoReturn:
+        raise WideIntegerError(f"{where} cannot hold the integer {integer_text(value)}: {why}")
+
+    return refuse
 
 
 class _Context:

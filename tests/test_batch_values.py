@@ -23,6 +23,7 @@ from outbox.db import create_engine
 from projections.api import Event, Projection, Tx, on
 from projections.replay import Replayer, ReplayOptions
 from projections.sql_tx import SqlTx
+from projections.sql_values import WideIntegerError
 from projections.sql_writes import RefusedWrite
 from tests.projection_fixtures import engine_on, log_events
 
@@ -319,7 +320,7 @@ def test_text_boolean_datetime_and_json_values_read_in_their_batch_as_later(
                             tx.upsert(table, row)
                             in_batch = tx.get(table, key)
                             tx.flush()
-                    except (RefusedWrite, sa.exc.DBAPIError, psycopg.Error):
+                    except (RefusedWrite, WideIntegerError, sa.exc.DBAPIError, psycopg.Error):
                         refused.add((table.name, column, repr(value)))
                         continue  # the database refuses the value: no later batch reads it
                     with engine.begin() as conn:

@@ -10,6 +10,7 @@ import orjson
 import typer
 from rich.markup import escape
 
+from outbox.json_numbers import dumps_exact
 from outbox.rows import json_safe
 from projections.consistency import ConsistencyError
 from projections.query_reader import JsonValue, QueryError
@@ -137,7 +138,7 @@ def query_command(
         )
     output.pop("_reason", None)
     option = 0 if as_json else orjson.OPT_INDENT_2
-    typer.echo(orjson.dumps(json_safe(output), option=option).decode())
+    typer.echo(dumps_exact(json_safe(output), option=option).decode())
 
 
 def _run(

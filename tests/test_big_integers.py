@@ -1,0 +1,214 @@
+"""Payload integers past 64 bits (orjson reads them as doubles) reach handlers, JSON columns
+and cached reads exactly; a column that cannot hold one refuses the event, naming the
+column and the value, and the event is parked."""
+
+from __future__ import annotations
+
+import json
+from ast import literal_eval
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from outbox.log import EventLog
+from projections.api import Event, Projection, Tx, on
+from projections.cache import Cache, MemoryCache
+from projections.query_service import Queries
+from projections.redis_cache import RedisCache
+from tests.cache_helpers import REDIS_URL, RecordingHooks, redis_prefix
+from tests.cli_helpers import run_cli, write_config
+from tests.projection_fixtures import append_tenant_events, engine_on
+
+BIG = 2**64  # orjson: 1.8446744073709552e+19 (the same double as 2**64 + 1)
+LOW = -(2**63) - 1  # orjson: -9.223372036854776e+18, that is -2**63
+PAYLOAD = {"amount": BIG, "low": LOW, "lines": [{"n": BIG + 1}], "ratio": 0.1}
+
+metadata = sa.MetaData()
+amounts = sa.Table(
+    "big_amounts",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("doc", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
+    sa.Column("seen", sa.Text),  # the payload as the handler saw it (repr)
+    sa.Column("exact", sa.Numeric),
+    sa.Column("low", sa.Numeric),
+    sa.Column("whole", sa.BigInteger),
+)
+
+
+class Amounts(Projection):
+    name = "big_amounts"
+    tables = (amounts,)
+    partitions = 1
+    key_tags = {"big_amounts": "account:{id}"}
+
+    @on("bank", "Documented")
+    def documented(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(
+            amounts, {"id": event.aggregate_id, "doc": event.payload, "seen": repr(event.payload)}
+        )
+
+    @on("bank", "Copied")
+    def copied(self, event: Event[dict], tx: Tx) -> None:
+        """The row written before, read back (from the batch, or from the table)."""
+        row = tx.get(amounts, event.aggregate_id)
+        assert row is not None
+        tx.upsert(amounts, {**row, "id": f"{event.aggregate_id}-copy"})
+
+    @on("bank", "Counted")
+    def counted(self, event: Event[dict], tx: Tx) -> None:
+        row = {"id": event.aggregate_id, "exact": event.payload["amount"]}
+        tx.upsert(amounts, {**row, "low": event.payload["low"]})
+
+    @on("bank", "Tallied")
+    def tallied(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(amounts, {"id": event.aggregate_id, "whole": event.payload["amount"]})
+
+
+def _rows(log: EventLog) -> dict[str, dict[str, Any]]:
+    with log.engine.connect() as conn:
+        return {r.id: dict(r._mapping) for r in conn.execute(sa.select(amounts))}
+
+
+def _apply(
+    url: str, events: list[tuple[str, str, dict[str, Any]]], batch_size: int
+) -> tuple[dict[str, dict[str, Any]], list[Any]]:
+    projection = Amounts()
+    with engine_on(
+        url, [projection], batch_size=batch_size, max_attempts=2, retry_backoff=0.001
+    ) as (log, store, engine):
+        append_tenant_events(log, [(None, account, kind, p) for account, kind, p in events])
+        engine.catch_up(deadline=60)
+        return _rows(log), sorted(store.parked(projection.name), key=lambda p: p.position)
+
+
+def _exact(value: Any) -> Any:
+    """``value`` with each number tagged by its type: ``1.8e19 == 2**64`` would pass."""
+    if isinstance(value, dict):
+        return {k: _exact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_exact(v) for v in value]
+    return (type(value).__name__, value)
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_integers_past_64_bits_reach_handlers_and_json_columns_exactly(
+    kind: str, batch_size: int, database_for: Callable[[str], str]
+) -> None:
+    events = [
+        ("a1", "Documented", PAYLOAD),
+        ("a1", "Copied", {}),
+        ("a2", "Documented", {"amount": 7}),
+    ]
+    rows, parked = _apply(database_for(kind), events, batch_size)
+
+    assert parked == []
+    assert _exact(literal_eval(rows["a1"]["seen"])) == _exact(PAYLOAD)  # the handler's view
+    assert _exact(rows["a1"]["doc"]) == _exact(PAYLOAD)
+    # read back within the batch (from memory) or in a later one (from the table): alike
+    assert _exact(rows["a1-copy"]["doc"]) == _exact(PAYLOAD)
+    assert rows["a1-copy"]["seen"] == rows["a1"]["seen"]
+    assert rows["a2"]["doc"] == {"amount": 7}
+
+
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_a_numeric_column_holds_them_on_postgresql_and_bigint_refuses_naming_it(
+    batch_size: int, pg_database: Callable[[], str]
+) -> None:
+    events = [
+        ("a1", "Counted", {"amount": BIG, "low": LOW}),
+        ("a1", "Copied", {}),
+        ("a2", "Tallied", {"amount": BIG}),
+        ("a3", "Tallied", {"amount": 2**63 - 1}),
+    ]
+    rows, parked = _apply(pg_database(), events, batch_size)
+
+    assert (rows["a1"]["exact"], rows["a1"]["low"]) == (Decimal(BIG), Decimal(LOW))
+    assert (rows["a1-copy"]["exact"], rows["a1-copy"]["low"]) == (Decimal(BIG), Decimal(LOW))
+    assert rows["a3"]["whole"] == 2**63 - 1  # the lane went on
+    assert [(p.aggregate_id, p.position) for p in parked] == [("a2", 3)]
+    reason = parked[0].reason
+    assert "big_amounts.whole" in reason and str(BIG) in reason, reason
+    assert "64-bit" in reason, reason
+
+
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_sqlite_refuses_them_in_numeric_and_integer_columns_naming_the_column(
+    batch_size: int, sqlite_database: Callable[[], str]
+) -> None:
+    """SQLite's numbers are 64-bit integers or doubles: a NUMERIC column would keep a double
+    (SQLAlchemy binds a float), an INTEGER one makes the driver overflow."""
+    events = [
+        ("a1", "Counted", {"amount": BIG, "low": 1}),
+        ("a2", "Counted", {"amount": 1, "low": LOW}),
+        ("a3", "Tallied", {"amount": BIG}),
+        ("a4", "Counted", {"amount": 2**63 - 1, "low": -(2**63)}),
+    ]
+    rows, parked = _apply(sqlite_database(), events, batch_size)
+
+    assert sorted(rows) == ["a4"]  # the lane went on
+    assert [(p.aggregate_id, p.position) for p in parked] == [("a1", 1), ("a2", 2), ("a3", 3)]
+    wanted = [("big_amounts.exact", BIG), ("big_amounts.low", LOW), ("big_amounts.whole", BIG)]
+    for entry, (column, value) in zip(parked, wanted, strict=True):
+        assert column in entry.reason and str(value) in entry.reason, entry.reason
+        assert "64-bit" in entry.reason, entry.reason
+
+
+@pytest.fixture(params=["memory", "redis"])
+def cache(request: pytest.FixtureRequest) -> Iterator[Cache]:
+    if request.param == "memory":
+        yield MemoryCache(hooks=RecordingHooks())
+        return
+    with redis_prefix() as prefix:
+        made = RedisCache(REDIS_URL, key_prefix=prefix, hooks=RecordingHooks())
+        try:
+            yield made
+        finally:
+            made.close()
+
+
+def test_a_cached_read_returns_them_exactly_cold_and_warm(
+    cache: Cache, pg_database: Callable[[], str]
+) -> None:
+    projection = Amounts()
+    with engine_on(pg_database(), [projection], cache=cache) as (log, store, engine):
+        append_tenant_events(
+            log, [(None, "a1", "Documented", PAYLOAD), (None, "a1", "Counted", PAYLOAD)]
+        )
+        engine.catch_up(deadline=60)
+        queries = Queries([projection], {"default": store}, log.engine, cache=cache)
+        try:
+            cold = queries.get("big_amounts", "a1").value
+            warm = queries.get("big_amounts", "a1").value
+        finally:
+            queries.close()
+
+    hooks: Any = cache.hooks
+    assert (hooks.misses, hooks.hits) == (1, 1)
+    assert _exact(cold["doc"]) == _exact(PAYLOAD)
+    assert cold["exact"] == str(BIG)  # a NUMERIC is read as a Decimal, sent as its text
+    assert _exact(warm) == _exact(cold)
+
+
+def test_readmodel_query_prints_them_exactly(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url = pg_database()
+    with engine_on(url, [Amounts()]) as (log, _, engine):
+        append_tenant_events(log, [(None, "a1", "Documented", PAYLOAD)])
+        engine.catch_up(deadline=60)
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {"projections": ["tests.test_big_integers:Amounts"], "store": {"url": url}},
+    )
+
+    got = run_cli(["query", "big_amounts", "a1", "--json", "--config", str(config)])
+
+    assert got.exit_code == 0, got.output
+    assert _exact(json.loads(got.stdout)["row"]["doc"]) == _exact(PAYLOAD)
