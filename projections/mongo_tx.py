@@ -19,6 +19,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DocumentTooLarge
 
 from outbox.envelope import Envelope
+from outbox.json_numbers import integer_text
 from projections.api import Projection, TenantError
 
 _DELETED = object()
@@ -44,6 +45,27 @@ class TenantConflict(RefusedDocument):
 def handler_error(exc: BaseException) -> BaseException:
     """The failure to record for the event whose writes raised ``exc``."""
     return exc.error if isinstance(exc, TenantConflict) else exc
+
+
+_INT64 = 2**63
+
+
+def _wide_integer_field(value: Any, path: str) -> tuple[str, int] | None:
+    """``(dotted path, value)`` of the first integer past 64 bits in ``value``, or ``None``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (path, value) if not -_INT64 <= value < _INT64 else None
+    items: Iterable[tuple[Any, Any]]
+    if isinstance(value, Mapping):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _wide_integer_field(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 def _slot(key: Any) -> Any:
@@ -266,8 +288,30 @@ class DocumentTx:
                 if conflict is None:
                     raise
                 raise conflict from exc
-            except (InvalidDocument, DocumentTooLarge, ValueError, OverflowError) as exc:
+            except OverflowError as exc:
+                wide = self._wide_integer(name, writes)
+                raise RefusedDocument(wide or f"{type(exc).__name__}: {exc}") from exc
+            except (InvalidDocument, DocumentTooLarge, ValueError) as exc:
                 raise RefusedDocument(f"{type(exc).__name__}: {exc}") from exc
+
+    def _wide_integer(self, name: str, writes: list[tuple[Any, Any, Any]]) -> str | None:
+        """Why the first integer past 64 bits in ``writes`` cannot be stored, naming its
+        document and field; ``None`` when there is none.
+
+        Not stored as a Decimal128 instead: it holds 34 digits, and the handler would read
+        back (as every reader would) another type than the ``int`` it wrote."""
+        for key, _, document in writes:
+            if document is _DELETED:
+                continue
+            found = _wide_integer_field(document, "")
+            if found is not None:
+                field, value = found
+                return (
+                    f"{self._declared.get(name, name)!r} document with _id {key!r}: field "
+                    f"{field!r} holds the integer {integer_text(value)}, which BSON cannot "
+                    f"hold (64-bit integers): write it as text, or as a Decimal128"
+                )
+        return None
 
     def _conflict(
         self, name: str, writes: list[tuple[Any, Any, Any]], exc: BulkWriteError

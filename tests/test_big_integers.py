@@ -1,6 +1,6 @@
 """Payload integers past 64 bits (orjson reads them as doubles) reach handlers, JSON columns
-and cached reads exactly; a column that cannot hold one refuses the event, naming the
-column and the value, and the event is parked."""
+and cached reads exactly; a column or document that cannot hold one refuses the event,
+naming the column or field and the value, and the event is parked."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from sqlalchemy.dialects import postgresql
 from outbox.log import EventLog
 from projections.api import Event, Projection, Tx, on
 from projections.cache import Cache, MemoryCache
+from projections.engine import ProjectionEngine
+from projections.log_reader import LogReader
+from projections.mongo_store import MongoStore
 from projections.query_service import Queries
 from projections.redis_cache import RedisCache
 from tests.cache_helpers import REDIS_URL, RecordingHooks, redis_prefix
@@ -212,3 +215,54 @@ def test_readmodel_query_prints_them_exactly(
 
     assert got.exit_code == 0, got.output
     assert _exact(json.loads(got.stdout)["row"]["doc"]) == _exact(PAYLOAD)
+
+
+class BigDocs(Projection):
+    name = "big_docs"
+    store = "docs"
+    collections = ("big_docs",)
+
+    @on("bank", "Documented")
+    def documented(self, event: Event[dict], tx: Any) -> None:
+        document = {"_id": event.aggregate_id, "seen": repr(event.payload)}
+        if "keep" in event.payload:
+            document["kept"] = {"values": [event.payload["keep"]]}
+        tx.upsert("big_docs", document)
+
+
+def test_a_document_refuses_them_naming_the_field_and_the_handler_saw_them_exactly(
+    pg_database: Callable[[], str], mongo_database: Callable[[], str]
+) -> None:
+    """BSON integers are 64-bit, and a document holds what its handler wrote (a Decimal128
+    would read back as another type): the event is parked, naming the field."""
+    log = EventLog(pg_database())
+    log.create_tables()
+    store = MongoStore(mongo_database())
+    projection = BigDocs()
+    store.create_tables([projection])
+    engine = ProjectionEngine(
+        LogReader(log), [projection], {"docs": store}, max_attempts=2, retry_backoff=0.001
+    )
+    try:
+        append_tenant_events(
+            log,
+            [
+                (None, "a1", "Documented", PAYLOAD),
+                (None, "a2", "Documented", {"keep": LOW}),
+                (None, "a3", "Documented", {"keep": 2**63 - 1}),
+            ],
+        )
+        engine.catch_up(deadline=60)
+        found = {d["_id"]: d for d in store.database["big_docs"].find()}
+        parked = store.parked(projection.name)
+    finally:
+        engine.close()
+        store.close()
+        log.close()
+
+    assert _exact(literal_eval(found["a1"]["seen"])) == _exact(PAYLOAD)
+    assert found["a3"]["kept"] == {"values": [2**63 - 1]}
+    assert [(p.aggregate_id, p.position) for p in parked] == [("a2", 2)]
+    reason = parked[0].reason
+    assert "'kept.values.0'" in reason and str(LOW) in reason and "big_docs" in reason, reason
+    assert "64-bit" in reason, reason
