@@ -63,7 +63,9 @@ def create_collection_indexes(
     database: Database, projection: Projection, physical: Mapping[str, str]
 ) -> None:
     """The indexes of ``projection``'s collections of one generation (``physical``:
-    declared name -> collection): declared ones and the tenant index."""
+    declared name -> collection): declared ones and the tenant index, each unless an index
+    of the same keys exists (whatever its name). The tenant index never stops a start: one
+    the server refuses for an index in its way is logged and left out."""
     for collection in projection.collection_indexes:
         if collection not in projection.collections:
             raise StoreError(
@@ -71,8 +73,41 @@ def create_collection_indexes(
                 f"which is not one of its collections"
             )
     for collection, name in physical.items():
+        present = database[name].index_information()
         for keys in indexes_of(projection, collection):
-            database[name].create_index([(field, ASCENDING) for field in keys])
+            spec = [(field, ASCENDING) for field in keys]
+            if any(list(info["key"]) == spec for info in present.values()):
+                continue  # made before, maybe by hand under another name: it serves as is
+            try:
+                database[name].create_index(spec)
+            except OperationFailure as exc:
+                if keys != tenant_index(projection, collection) or exc.code not in _CONFLICTS:
+                    raise
+                _tenant_index_conflict(database, name, spec, exc)
+
+
+_CONFLICTS = (85, 86)  # IndexOptionsConflict, IndexKeySpecsConflict
+"""What the server answers when an index of the same keys, or of the same name, exists."""
+
+
+def _tenant_index_conflict(
+    database: Database, name: str, spec: list[tuple[str, int]], exc: OperationFailure
+) -> None:
+    """Log that the tenant index of collection ``name`` was not made, for an index there that
+    the server says is in its way: the worker starts anyway (the index only speeds reads)."""
+    default_name = "_".join(f"{field}_{order}" for field, order in spec)
+    existing = [
+        f"{index} ({', '.join(f'{field}: {order}' for field, order in info['key'])})"
+        for index, info in database[name].index_information().items()
+        if index == default_name or list(info["key"]) == spec
+    ]
+    structlog.get_logger("readmodel.store").warning(
+        "tenant index not created: an existing index is in its way",
+        collection=name,
+        existing=existing,
+        wanted=", ".join(field for field, _ in spec),
+        reason=exc.details.get("errmsg") if exc.details else str(exc),
+    )
 
 
 def index_warnings(

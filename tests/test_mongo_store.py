@@ -594,6 +594,39 @@ def test_a_tenant_projections_collections_are_indexed_by_tenant_and_id(
     assert _index_keys(store, "doc_currencies") == [(("_id", 1),)]
 
 
+def test_a_worker_starts_beside_a_tenant_index_made_by_hand(
+    docs: tuple[EventLog, MongoStore, str],
+) -> None:
+    """A ``(tenant, _id)`` index made by hand before the store made its own serves as it is,
+    whatever its name; one in the way of the store's (its name on other keys) is logged,
+    naming the collection and that index, and the worker starts without the tenant index."""
+    from structlog.testing import capture_logs
+
+    from tests.document_query_fixtures import DocAccounts
+
+    _, store, _ = docs
+    accounts = store.database["doc_accounts"]
+    accounts.create_index([("tenant", 1), ("_id", 1)], name="by_tenant")
+    with capture_logs() as logs:
+        store.create_tables([DocAccounts()])
+    assert sorted(accounts.index_information()) == ["_id_", "by_tenant", "tenant_1_owner_1"]
+    assert [log for log in logs if log["log_level"] == "warning"] == []
+
+    accounts.drop_index("by_tenant")
+    accounts.create_index([("tenant", 1), ("owner", -1)], name="tenant_1__id_1")
+    with capture_logs() as logs:
+        store.create_tables([DocAccounts()])
+    assert _index_keys(store, "doc_accounts") == [
+        (("_id", 1),),
+        (("tenant", 1), ("owner", -1)),
+        (("tenant", 1), ("owner", 1)),
+    ]
+    [warning] = [log for log in logs if log["log_level"] == "warning"]
+    assert warning["event"] == "tenant index not created: an existing index is in its way"
+    assert warning["collection"] == "doc_accounts"
+    assert warning["existing"] == ["tenant_1__id_1 (tenant: 1, owner: -1)"]
+
+
 def test_parked_events_of_two_stores_sharing_a_number_are_told_apart(
     docs: tuple[EventLog, MongoStore, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
