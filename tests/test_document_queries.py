@@ -1,17 +1,16 @@
 """Document projections read like table ones, on a real MongoDB-wire server and Redis:
 declared ``@query`` functions cached under their tags and invalidated by later events, a
 ``tenant_column`` that places every document in its event's tenant (or parks the event) and
-limits every read to one tenant, and typed ``--where`` values from the command line."""
+limits every read to one tenant, and typed ``--where`` values from the command line (keys
+and pages: tests/test_document_keys.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.mongo_tx import DocumentTx, TenantConflict, handler_error
-from projections.query_reader import JsonValue, QueryError
+from projections.query_reader import QueryError
 from projections.query_service import Queries
 from projections.redis_cache import RedisCache
 from projections.replay_types import ReplayOptions
@@ -431,157 +430,3 @@ def test_cli_json_numbers_match_documents_exactly(bank: Bank, tmp_path: Path) ->
     assert "--where balance:=9223372036854775808: 9223372036854775808 is out of range" in (
         " ".join(big.stderr.split())
     )
-
-
-def test_a_document_list_cursor_is_refused_by_another_list(bank: Bank, tmp_path: Path) -> None:
-    """A page's ``next`` works for the list that returned it (projection, collection,
-    filters and their types, tenant), from Python and the command line alike; any other
-    list refuses it, as a table's does, rather than returning a page of its own."""
-    bank.append(
-        [_opened("acme", f"a{i}", "ann") for i in (1, 2, 3)]
-        + [_opened("acme", "a4", "bob"), _opened("globex", "g1", "ann")]
-    )
-    q = bank.queries
-    first = q.list("doc_accounts", {"owner": "ann"}, tenant="acme", limit=1)
-    assert [d["_id"] for d in first.rows] == ["a1"] and first.next is not None
-    after = first.next
-    same = q.list("doc_accounts", {"owner": "ann"}, tenant="acme", after=after, limit=1)
-    assert [d["_id"] for d in same.rows] == ["a2"]
-
-    other_lists: dict[str, Callable[[], Any]] = {
-        "filter value": lambda: q.list(
-            "doc_accounts", {"owner": "bob"}, tenant="acme", after=after
-        ),
-        "no filter": lambda: q.list("doc_accounts", {}, tenant="acme", after=after),
-        "tenant": lambda: q.list("doc_accounts", {"owner": "ann"}, tenant="globex", after=after),
-        "collection": lambda: q.list(
-            "doc_accounts", {"owner": "ann"}, table="doc_currencies", tenant="acme", after=after
-        ),
-    }
-    for what, read in other_lists.items():
-        with pytest.raises(QueryError, match="belongs to another list") as refused:
-            read()
-        assert str(refused.value).startswith(f"cursor {after!r} belongs to another list"), what
-    by_number = q.list("doc_accounts", {"balance": 0}, tenant="acme", limit=1).next
-    with pytest.raises(QueryError, match="belongs to another list"):  # "0" is not 0
-        q.list("doc_accounts", {"balance": "0"}, tenant="acme", after=by_number)
-    for garbage in ("xyz", "e30"):  # not base64 BSON; "{}" in base64
-        with pytest.raises(QueryError, match=f"cursor '{garbage}' is not a cursor this query"):
-            q.list("doc_accounts", {"owner": "ann"}, tenant="acme", after=garbage)
-
-    config = write_config(
-        tmp_path / "readmodel.toml",
-        {
-            "projections": ["tests.document_query_fixtures:DocAccounts"],
-            "store": {"url": bank.log.engine.url.render_as_string(hide_password=False)},
-            "stores": {"docs": {"url": bank.url}},
-        },
-    )
-
-    def query(*args: str, tenant: str = "acme") -> Any:
-        return run_cli(
-            ["query", "doc_accounts", *args, "--tenant", tenant, "--json", "--config", str(config)]
-        )
-
-    listed = query("-w", "balance:=0", "--limit", "2")
-    assert listed.exit_code == 0, listed.output
-    page = json.loads(listed.stdout)
-    assert [d["_id"] for d in page["rows"]] == ["a1", "a2"]
-    more = query("-w", "balance:=0", "--after", page["next"])
-    assert more.exit_code == 0, more.output
-    assert [d["_id"] for d in json.loads(more.stdout)["rows"]] == ["a3", "a4"]
-    # the same list from Python: a JSON 0 is the number 0
-    python = q.list("doc_accounts", {"balance": 0}, tenant="acme", after=page["next"])
-    assert [d["_id"] for d in python.rows] == ["a3", "a4"]
-    for args, tenant in [
-        (("-w", "balance=0"), "acme"),  # text
-        (("-w", "balance:=0", "-w", "owner=bob"), "acme"),
-        (("-w", "balance:=0"), "globex"),
-    ]:
-        done = query(*args, "--after", page["next"], tenant=tenant)
-        assert done.exit_code == 2, (args, done.output)
-        assert f"error: cursor '{page['next']}' belongs to another list" in " ".join(
-            done.stderr.split()
-        ), (args, done.stderr)
-        assert done.stdout == ""
-
-
-def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
-    bank: Bank, redis_prefix: str, tmp_path: Path
-) -> None:
-    """A KEY is text (``42`` finds the ``_id`` ``"42"`` only); ``:=JSON`` gives it typed
-    (``:=42`` finds the ``_id`` 42 only), from the CLI and, cached apart, from Python."""
-    bank.append([_opened("acme", "a1", "ann")])
-    bank.store.database[_physical(bank)].insert_many(
-        [
-            {"_id": 42, "owner": "number", "tenant": "acme"},
-            {"_id": "42", "owner": "text", "tenant": "acme"},
-            {"_id": {"n": 7}, "owner": "object", "tenant": "acme"},
-        ]
-    )
-    config = write_config(
-        tmp_path / "readmodel.toml",
-        {
-            "projections": ["tests.document_query_fixtures:DocAccounts"],
-            "store": {"url": bank.log.engine.url.render_as_string(hide_password=False)},
-            "stores": {"docs": {"url": bank.url}},
-        },
-    )
-
-    def get(key: str, tenant: str = "acme") -> Any:
-        done = run_cli(
-            ["query", "doc_accounts", key, "--tenant", tenant, "--json", "--config", str(config)]
-        )
-        return done.exit_code, done.stdout, " ".join(done.stderr.split())
-
-    assert get(":=42") == (
-        0,
-        '{"row":{"_id":42,"owner":"number","tenant":"acme"},"stale":false}\n',
-        "",
-    )
-    assert get("42") == (
-        0,
-        '{"row":{"_id":"42","owner":"text","tenant":"acme"},"stale":false}\n',
-        "",
-    )
-    assert get(':="42"')[:2] == get("42")[:2]  # JSON text is text
-    assert get(':={"n": 7}')[1] == (
-        '{"row":{"_id":{"n":7},"owner":"object","tenant":"acme"},"stale":false}\n'
-    )
-    for absent in (":=43", ":=42.5", ":=true", ":=42", "43"):
-        tenant = "globex" if absent == ":=42" else "acme"  # another tenant's: not seen
-        assert get(absent, tenant) == (0, '{"row":null,"stale":false}\n', ""), absent
-    for key, message in {
-        ":=4x": "error: KEY :=4x: not JSON (Extra data: line 1 column 2 (char 1)); give text as "
-        "4x, or quoted: :='\"4x\"'",
-        ':={"$gt": 1}': 'error: KEY :={"$gt": 1}: an object with $ keys (an operator) is '
-        "refused; a key compares for equality",
-        ":=9223372036854775808": "error: KEY :=9223372036854775808: 9223372036854775808 is "
-        "out of range (integers are signed 64-bit; give a larger number as text: VALUE)",
-    }.items():
-        code, stdout, stderr = get(key)
-        assert (code, stdout) == (2, ""), key
-        assert message in stderr, (key, stderr)
-    help_text = " ".join(re.sub("[│╭╮╰╯─]", " ", run_cli(["query", "--help"]).stdout).split())
-    assert ":=42 is the number 42 (a document's _id 42, where 42 is the text '42')" in help_text
-
-    q = bank.queries
-    for _ in range(2):  # the second time from the cache: each key its own entry
-        assert q.get("doc_accounts", 42, tenant="acme").value["owner"] == "number"
-        assert q.get("doc_accounts", "42", tenant="acme").value["owner"] == "text"
-    assert q.get("doc_accounts", JsonValue(42, "42"), tenant="acme").value["owner"] == "number"
-    assert 'tenant:"acme":get:doc_accounts:[42]' in _entries(redis_prefix)
-    assert 'tenant:"acme":get:doc_accounts:["42"]' in _entries(redis_prefix)
-
-    # a decimal key is read uncached: a cache key would hold it as the text of its digits
-    digits = "123456789012345678.91"
-    bank.store.database[_physical(bank)].insert_many(
-        [
-            {"_id": Decimal128(digits), "owner": "decimal", "tenant": "acme"},
-            {"_id": digits, "owner": "digits", "tenant": "acme"},
-        ]
-    )
-    for _ in range(2):
-        assert q.get("doc_accounts", digits, tenant="acme").value["owner"] == "digits"
-        exact = q.get("doc_accounts", JsonValue(Decimal(digits), digits), tenant="acme")
-        assert exact.value["owner"] == "decimal"
