@@ -1,8 +1,8 @@
 """Reads of a document projection's collections (a MongoDB store), for
 :class:`projections.query_service.Queries`: a document by ``_id``, pages of documents whose
-fields equal given values, in ``_id`` order (behind a cursor that only that list, of that
-tenant, takes: :func:`projections.query_reader.list_fingerprint`), and the
-:class:`projections.queries.Reader` of a document projection's ``@query`` methods
+fields equal given values, in ``_id`` order (MongoDB's, across BSON types), behind a cursor
+that only that list, of that tenant, takes (:func:`projections.query_reader.list_fingerprint`),
+and the :class:`projections.queries.Reader` of a document projection's ``@query`` methods
 (``get``, ``first``, ``find`` by collection name). Reads go to the collections of the
 projection's current generation (:mod:`projections.document_generations`); for a
 projection with a ``tenant_column``, a reader for one tenant
@@ -148,8 +148,8 @@ class DocumentReader:
         query = self._scoped(name, dict(where))
         fingerprint = list_fingerprint(self.projection.name, name, _typed(where), self.tenant)
         if after is not None:
-            last = cursor_key(after, fingerprint, _bson_loads)
-            query = {"$and": [query, {"_id": {"$gt": last}}]}
+            last = cursor_key(after, fingerprint, _bson_loads, _sortable)
+            query = {"$and": [query, _after_id(last)]}
         found = self._read(
             name,
             lambda physical: list(
@@ -203,6 +203,50 @@ def _typed(where: Mapping[str, Any]) -> dict[str, str]:
     """``where``'s values as BSON compares them, typed (``5`` is not ``"5"`` to MongoDB),
     for a cursor's fingerprint."""
     return {name: repr(_filter_value(value)) for name, value in where.items()}
+
+
+_SORT_RANK = {
+    -1: 0,  # minKey
+    6: 1,  # undefined
+    10: 2,  # null
+    **dict.fromkeys((1, 16, 18, 19), 3),  # numbers: double, int, long, decimal
+    **dict.fromkeys((2, 14), 4),  # string, symbol
+    3: 5,  # object
+    4: 6,  # array
+    5: 7,  # binData
+    7: 8,  # objectId
+    8: 9,  # bool
+    9: 10,  # date
+    17: 11,  # timestamp
+    11: 12,  # regex
+    12: 13,  # dbPointer
+    13: 14,  # javascript
+    15: 15,  # javascriptWithScope
+    127: 16,  # maxKey
+}
+"""BSON type numbers by MongoDB's order across types (the order ``_id`` sorts by); types of
+one rank compare by value."""
+
+
+def _after_id(last: Any) -> dict[str, Any]:
+    """The filter of the ``_id``s that sort after ``last``: ``$gt`` compares within the type
+    of ``last`` only (after the last number it matches no text), so those of every type that
+    sorts later are added."""
+    rank = _SORT_RANK[_bson_type(last)]
+    later = [other for other, its in _SORT_RANK.items() if its > rank]
+    if not later:
+        return {"_id": {"$gt": last}}
+    return {"$or": [{"_id": {"$gt": last}}, {"_id": {"$type": later}}]}
+
+
+def _bson_type(value: Any) -> int:
+    """The BSON type number ``value`` is written with."""
+    code = bson.encode({"k": value})[4]
+    return code - 256 if code > 127 else code  # minKey is -1
+
+
+def _sortable(key: Any) -> bool:
+    return _bson_type(key) in _SORT_RANK
 
 
 def _bson_loads(raw: bytes) -> Any:

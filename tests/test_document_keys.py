@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import Decimal128
+from bson import Decimal128, ObjectId
 
 from projections.query_reader import JsonValue, QueryError
 from tests.cli_helpers import run_cli, write_config
@@ -100,6 +100,35 @@ def test_a_document_list_cursor_is_refused_by_another_list(
             done.stderr.split()
         ), (args, done.stderr)
         assert done.stdout == ""
+
+
+def test_pages_of_ids_of_mixed_types_return_what_the_whole_list_does(
+    bank: Bank,  # noqa: F811
+) -> None:
+    """MongoDB sorts ``_id``s across types (numbers, then text, objects, ObjectIds), while
+    ``$gt`` compares within one type: pages still return every document of the list, in its
+    order, wherever a page ends."""
+    bank.append([_opened("acme", "a1", "ann"), _opened("globex", "g1", "ann")])
+    oid = ObjectId()
+    bank.store.database[_physical(bank)].insert_many(
+        [
+            {"_id": _id, "owner": "ann", "tenant": "acme"}
+            for _id in (oid, {"n": 1}, 2, 1)  # any order: the list sorts them
+        ]
+        + [{"_id": 3, "owner": "bob", "tenant": "acme"}]
+    )
+    q = bank.queries
+    whole = q.list("doc_accounts", {"owner": "ann"}, tenant="acme")
+    assert [d["_id"] for d in whole.rows] == [1, 2, "a1", {"n": 1}, str(oid)]
+    for limit in (1, 2):
+        seen, after = [], None
+        while True:
+            page = q.list("doc_accounts", {"owner": "ann"}, tenant="acme", after=after, limit=limit)
+            assert len(page.rows) == limit or page.next is None, (limit, seen)
+            seen += page.rows
+            if (after := page.next) is None:
+                break
+        assert seen == whole.rows, limit
 
 
 def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
