@@ -285,9 +285,12 @@ class Queries:
     ) -> Result:
         """:meth:`get` of a document projection: the document with ``_id == key`` (a
         :class:`JsonValue` as its value), cached under the collection's ``key_tags`` entry
-        (over ``_id``); not a key holding a decimal, which a cache key would write as the
-        text of its digits."""
-        key = plain_value(key)
+        (over ``_id``). A whole number (``42.0``, ``4.2e1``) is read as the integer: MongoDB
+        compares numbers across types, so it finds the same document, whose entry and tag
+        (``account:42``, an event of aggregate ``42``) are then those of ``42``. A key that
+        holds a decimal, or a whole number past 64 bits, is read uncached: a cache key and tag
+        would write it as text no aggregate id is."""
+        key = _whole_numbers_as_int(plain_value(key))
         documents = self._documents(p).for_tenant(tenant)
         name = documents.collection(collection)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
@@ -297,7 +300,7 @@ class Queries:
 
         tag = key_tags_of(p).get(name)
         fresh = consistency is not None and not stale
-        if tag is None or self.cache is None or fresh or _holds_decimal(key):
+        if tag is None or self.cache is None or fresh or _holds_inexact(key):
             return Result(load(), stale, consistency)
         cache_key = _tenant_key(tenant) + "get:" + name + ":" + _dumps([key])
         value = self.cache.get_or_load(p.name, cache_key, tags_for_key(tag, {"_id": key}), load)
@@ -391,12 +394,30 @@ def _token(token: Token) -> ConsistencyToken:
     return token if isinstance(token, ConsistencyToken) else ConsistencyToken.parse(token)
 
 
-def _holds_decimal(value: Any) -> bool:
-    if isinstance(value, Decimal):
+def _whole_numbers_as_int(value: Any) -> Any:
+    """``value`` with each float or :class:`~decimal.Decimal` that is a whole number of 64
+    bits (``42.0``) as that ``int``, in lists and objects too."""
+    if isinstance(value, float | Decimal):
+        try:
+            whole = int(value)
+        except (OverflowError, ValueError):  # infinite, NaN
+            return value
+        return whole if whole == value and -(2**63) <= whole < 2**63 else value
+    if isinstance(value, list | tuple):
+        return type(value)(_whole_numbers_as_int(item) for item in value)
+    if isinstance(value, dict):
+        return {name: _whole_numbers_as_int(item) for name, item in value.items()}
+    return value
+
+
+def _holds_inexact(value: Any) -> bool:
+    """Whether ``value`` holds a :class:`~decimal.Decimal` or a whole float (one past 64 bits,
+    after :func:`_whole_numbers_as_int`): numbers whose text is not an aggregate id's."""
+    if isinstance(value, Decimal) or isinstance(value, float) and value.is_integer():
         return True
     if isinstance(value, dict):
         value = list(value.values())
-    return isinstance(value, list | tuple) and any(_holds_decimal(item) for item in value)
+    return isinstance(value, list | tuple) and any(_holds_inexact(item) for item in value)
 
 
 def _empty(value: Any) -> bool:

@@ -212,3 +212,39 @@ def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
         assert q.get("doc_accounts", digits, tenant="acme").value["owner"] == "digits"
         exact = q.get("doc_accounts", JsonValue(Decimal(digits), digits), tenant="acme")
         assert exact.value["owner"] == "decimal"
+
+
+def test_a_whole_number_key_is_cached_and_invalidated_as_the_integer(
+    bank: Bank,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    """MongoDB finds the ``_id`` 42 by ``:=42.0`` and ``:=4.2e1`` too; those keys share the
+    entry of ``:=42``, which an event of aggregate ``42`` invalidates (an entry of their own,
+    tagged ``account:42.0``, would stay stale)."""
+    from workers.cli_query import _parse_key
+
+    bank.append([_opened("acme", "a1", "ann")])
+    accounts = bank.store.database[_physical(bank)]
+    accounts.insert_one({"_id": 42, "owner": "old", "tenant": "acme"})
+    q = bank.queries
+    keys = (":=42.0", ":=4.2e1", ":=42", ":=-0.0")
+    for key in keys[:3]:
+        assert q.get("doc_accounts", _parse_key(key), tenant="acme").value["owner"] == "old"
+    assert q.get("doc_accounts", 42.0, tenant="acme").value["owner"] == "old"  # from Python
+    assert {e for e in _entries(redis_prefix) if "get:" in e} == {
+        'tenant:"acme":get:doc_accounts:[42]'
+    }
+    accounts.update_one({"_id": 42}, {"$set": {"owner": "new"}})
+    assert q.get("doc_accounts", _parse_key(":=42.0"), tenant="acme").value["owner"] == "old"
+    bank.append([_opened("acme", "42", "text")])  # an event of aggregate 42
+    for key in keys[:3]:
+        assert q.get("doc_accounts", _parse_key(key), tenant="acme").value["owner"] == "new"
+    accounts.insert_one({"_id": 0, "owner": "zero", "tenant": "acme"})
+    assert q.get("doc_accounts", _parse_key(keys[3]), tenant="acme").value["owner"] == "zero"
+    assert 'tenant:"acme":get:doc_accounts:[0]' in _entries(redis_prefix)
+    # past 64 bits no integer holds it: read uncached, as a decimal key is
+    assert q.get("doc_accounts", _parse_key(":=1e19"), tenant="acme").value is None
+    assert {e for e in _entries(redis_prefix) if "get:" in e} == {
+        'tenant:"acme":get:doc_accounts:[42]',
+        'tenant:"acme":get:doc_accounts:[0]',
+    }
