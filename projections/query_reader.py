@@ -202,7 +202,13 @@ class SqlReader:
                 f"table {table.name!r}: key {shown} does not match its primary key "
                 f"({', '.join(c.name for c in columns)})"
             )
-        return tuple(filter_value(c, v) for c, v in zip(columns, values, strict=True))
+        hint = (
+            "give the key as text: VALUE, or typed: :=JSON"
+            if len(columns) == 1
+            else f"give the key as text: {','.join(['VALUE'] * len(columns))}, "
+            f"or typed: :='[{', '.join(['JSON'] * len(columns))}]'"
+        )
+        return tuple(filter_value(c, v, hint) for c, v in zip(columns, values, strict=True))
 
     def key_dict(self, table: sa.Table, key: Any) -> dict[str, Any]:
         return {
@@ -286,16 +292,17 @@ def coerce(column: sa.Column[Any], value: Any) -> Any:
     return value
 
 
-def filter_value(column: sa.Column[Any], value: Any) -> Any:
+def filter_value(column: sa.Column[Any], value: Any, hint: str | None = None) -> Any:
     """A filter's value as the column's Python type: a :class:`JsonValue` only when it is of
     the column's kind (a JSON number for a number column, ``true``/``false`` for a boolean
-    one); anything else as :func:`coerce` reads it (text as the column's type)."""
+    one); anything else as :func:`coerce` reads it (text as the column's type). ``hint``
+    says how to give the value otherwise (a ``--where`` filter's by default)."""
     if isinstance(value, JsonValue):
-        return _json_value(column, value)
+        return _json_value(column, value, hint or f"give text as {column.name}=VALUE")
     return coerce(column, value)
 
 
-def _json_value(column: sa.Column[Any], given: JsonValue) -> Any:
+def _json_value(column: sa.Column[Any], given: JsonValue, hint: str) -> Any:
     value = given.value
     if value is None:
         return None
@@ -323,7 +330,7 @@ def _json_value(column: sa.Column[Any], given: JsonValue) -> Any:
             return _canonical_decimal(column, Decimal(value))
     raise QueryError(
         f"column {column.name!r}: {given.text.strip()} is not a valid "
-        f"{python_type.__name__} (give text as {column.name}=VALUE)"
+        f"{python_type.__name__} ({hint})"
     )
 
 

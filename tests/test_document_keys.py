@@ -179,8 +179,8 @@ def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
         tenant = "globex" if absent == ":=42" else "acme"  # another tenant's: not seen
         assert get(absent, tenant) == (0, '{"row":null,"stale":false}\n', ""), absent
     for key, message in {
-        ":=4x": "error: KEY :=4x: not JSON (Extra data: line 1 column 2 (char 1)); give text as "
-        "4x, or quoted: :='\"4x\"'",
+        ":=4x": "error: KEY :=4x: not JSON (Extra data: line 1 column 2 (char 1)); give the key "
+        "as text: 4x, or quoted: :='\"4x\"'",
         ':={"$gt": 1}': 'error: KEY :={"$gt": 1}: an object with $ keys (an operator) is '
         "refused; a key compares for equality",
         ":=9223372036854775808": "error: KEY :=9223372036854775808: 9223372036854775808 is "

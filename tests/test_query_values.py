@@ -99,9 +99,10 @@ def test_a_typed_key_is_held_to_its_columns_kind(reader: SqlReader) -> None:
     assert reader.get(items, _parse_key("1"))["code"] == "7"  # text, read as an integer
     assert reader.get(items, _parse_key(':="2"'))["code"] == "8"
     assert reader.get(items, _parse_key(":=3")) is None
-    with pytest.raises(QueryError, match="column 'id': true is not a valid int"):
+    as_key = r"\(give the key as text: VALUE, or typed: :=JSON\)$"  # not --where's id=VALUE
+    with pytest.raises(QueryError, match="column 'id': true is not a valid int " + as_key):
         reader.get(items, _parse_key(":=true"))
-    with pytest.raises(QueryError, match=r"column 'id': \[1, 2\] is not a valid int"):
+    with pytest.raises(QueryError, match=r"column 'id': \[1, 2\] is not a valid int " + as_key):
         reader.get(items, _parse_key(":=[1, 2]"))
 
     pair = sa.Table(
@@ -112,7 +113,11 @@ def test_a_typed_key_is_held_to_its_columns_kind(reader: SqlReader) -> None:
     )
     assert reader.key(pair, _parse_key(':=[1, "x"]')) == (1, "x")
     assert reader.key(pair, _parse_key("1,x")) == (1, "x")
-    with pytest.raises(QueryError, match="column 'b': 2 is not a valid str"):
+    with pytest.raises(
+        QueryError,
+        match=r"column 'b': 2 is not a valid str "
+        r"\(give the key as text: VALUE,VALUE, or typed: :='\[JSON, JSON\]'\)$",
+    ):
         reader.key(pair, _parse_key(":=[1, 2]"))
     with pytest.raises(QueryError, match=r"key 1 does not match its primary key \(a, b\)"):
         reader.key(pair, _parse_key(":=1"))
@@ -174,7 +179,19 @@ def test_cli_refuses_unsuitable_json_values_naming_the_field(
         "9223372036854775808 is out of range (integers are signed 64-bit",
         "amount:=NaN": "--where amount:=NaN: not JSON (NaN is not a JSON number)",
         "amount:=1e99999": "--where amount:=1e99999: 1E+99999 is out of range",
+        "amount:=": "--where amount:=: no JSON after :=; give text as amount=VALUE, or typed: "
+        "amount:=JSON",
     }.items():
         done = run_cli(["query", "shop_orders", "-w", where, *c])
         assert done.exit_code == 2, (where, done.output)
         assert message in " ".join(done.stderr.split()), (where, done.stderr)
+    for key, message in {
+        ":=true": "error: column 'order_id': true is not a valid str (give the key as text: "
+        "VALUE, or typed: :=JSON)",
+        ":=": "error: KEY :=: no JSON after :=; give the key as text: VALUE, or typed: :=JSON",
+        ":=o1": "error: KEY :=o1: not JSON (Expecting value: line 1 column 1 (char 0)); give "
+        "the key as text: o1, or quoted: :='\"o1\"'",
+    }.items():
+        done = run_cli(["query", "shop_orders", key, *c[1:]])
+        assert (done.exit_code, done.stdout) == (2, ""), (key, done.output)
+        assert " ".join(done.stderr.split()) == message, (key, done.stderr)

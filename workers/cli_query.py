@@ -225,13 +225,20 @@ def _json_value(field: str | None, text: str) -> JsonValue:
     (an ``int``, a ``Decimal`` for a fraction or an exponent); refused with exit 2 when it
     is not JSON, holds an operator or a number that no column or document holds (an integer
     past signed 64 bits, ``NaN``)."""
-    given, as_text = (f"--where {field}:={text}", f"{field}=") if field else (f"KEY :={text}", "")
+    if field:
+        given, as_text, typed = f"--where {field}:={text}", f"text as {field}=", f"{field}:="
+    else:
+        given, as_text, typed = f"KEY :={text}", "the key as text: ", ":="
+    if not text.strip():
+        raise fail(
+            f"{given}: no JSON after :=; give {as_text}VALUE, or typed: {typed}JSON",
+            EXIT_CONFIG,
+        )
     try:
         value = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
     except ValueError as exc:  # JSONDecodeError, NaN/Infinity, an integer of too many digits
         raise fail(
-            f"{given}: not JSON ({exc}); give text as {as_text}{text}, "
-            f"or quoted: {field or ''}:='\"{text}\"'",
+            f"{given}: not JSON ({exc}); give {as_text}{text}, or quoted: {typed}'\"{text}\"'",
             EXIT_CONFIG,
         ) from None
     if _has_operator(value):
@@ -244,7 +251,7 @@ def _json_value(field: str | None, text: str) -> JsonValue:
     if wrong is not None:
         raise fail(
             f"{given}: {wrong} is out of range (integers are signed 64-bit; "
-            f"give a larger number as text: {as_text}VALUE)",
+            f"give a larger number as text: {f'{field}=' if field else ''}VALUE)",
             EXIT_CONFIG,
         )
     return JsonValue(value, text)
