@@ -36,8 +36,9 @@ def _known(names: Iterable[str]) -> str:
 class JsonValue:
     """A filter value given as JSON (``readmodel query --where field:=JSON``): ``value`` as
     parsed (exact: an ``int``, a :class:`~decimal.Decimal` for a number with a fraction or
-    an exponent), ``text`` as given. Unlike a Python value, which is sent as it is (text
-    read as the column's type), it must suit its column: ``7`` is refused for a text one."""
+    an exponent; a KEY's ``{"$oid": HEX}`` an ObjectId), ``text`` as given. Unlike a Python
+    value, which is sent as it is (text read as the column's type), it must suit its column:
+    ``7`` is refused for a text one."""
 
     value: Any
     text: str

@@ -29,6 +29,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 import structlog
+from bson import ObjectId
 
 from config import ConfigError
 from outbox.errors import ReadmodelError
@@ -425,10 +426,16 @@ def _empty(value: Any) -> bool:
 
 
 def _dumps(value: Any) -> str:
+    """``value`` as the JSON text of a cache key: an ObjectId as ``{"$oid": HEX}``, not the
+    text of its digits (a text ``_id`` of those digits is another document)."""
     try:
-        return dumps_exact(value, default=str).decode()
+        return dumps_exact(value, default=_cache_key_part).decode()
     except orjson.JSONEncodeError as exc:  # a lone surrogate: text that is not valid UTF-8
         raise QueryError(f"{value!r} cannot be read: {exc}") from None
+
+
+def _cache_key_part(value: Any) -> Any:
+    return {"$oid": str(value)} if isinstance(value, ObjectId) else str(value)
 
 
 def open_queries(

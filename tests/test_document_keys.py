@@ -24,6 +24,19 @@ from tests.test_document_queries import (  # noqa: F401
     bank,
     redis_prefix,
 )
+from workers.cli_query import _parse_key
+
+
+def _config(of: Bank, tmp_path: Path) -> Path:
+    """A config of ``of``'s projection, log and store, for ``readmodel query``."""
+    return write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.document_query_fixtures:DocAccounts"],
+            "store": {"url": of.log.engine.url.render_as_string(hide_password=False)},
+            "stores": {"docs": {"url": of.url}},
+        },
+    )
 
 
 def test_a_document_list_cursor_is_refused_by_another_list(
@@ -65,14 +78,7 @@ def test_a_document_list_cursor_is_refused_by_another_list(
         with pytest.raises(QueryError, match=f"cursor '{garbage}' is not a cursor this query"):
             q.list("doc_accounts", {"owner": "ann"}, tenant="acme", after=garbage)
 
-    config = write_config(
-        tmp_path / "readmodel.toml",
-        {
-            "projections": ["tests.document_query_fixtures:DocAccounts"],
-            "store": {"url": bank.log.engine.url.render_as_string(hide_password=False)},
-            "stores": {"docs": {"url": bank.url}},
-        },
-    )
+    config = _config(bank, tmp_path)
 
     def query(*args: str, tenant: str = "acme") -> Any:
         return run_cli(
@@ -146,14 +152,7 @@ def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
             {"_id": {"n": 7}, "owner": "object", "tenant": "acme"},
         ]
     )
-    config = write_config(
-        tmp_path / "readmodel.toml",
-        {
-            "projections": ["tests.document_query_fixtures:DocAccounts"],
-            "store": {"url": bank.log.engine.url.render_as_string(hide_password=False)},
-            "stores": {"docs": {"url": bank.url}},
-        },
-    )
+    config = _config(bank, tmp_path)
 
     def get(key: str, tenant: str = "acme") -> Any:
         done = run_cli(
@@ -221,8 +220,6 @@ def test_a_whole_number_key_is_cached_and_invalidated_as_the_integer(
     """MongoDB finds the ``_id`` 42 by ``:=42.0`` and ``:=4.2e1`` too; those keys share the
     entry of ``:=42``, which an event of aggregate ``42`` invalidates (an entry of their own,
     tagged ``account:42.0``, would stay stale)."""
-    from workers.cli_query import _parse_key
-
     bank.append([_opened("acme", "a1", "ann")])
     accounts = bank.store.database[_physical(bank)]
     accounts.insert_one({"_id": 42, "owner": "old", "tenant": "acme"})
@@ -247,4 +244,62 @@ def test_a_whole_number_key_is_cached_and_invalidated_as_the_integer(
     assert {e for e in _entries(redis_prefix) if "get:" in e} == {
         'tenant:"acme":get:doc_accounts:[42]',
         'tenant:"acme":get:doc_accounts:[0]',
+    }
+
+
+def test_readmodel_query_gets_an_objectid_id_by_its_extended_json_key(
+    bank: Bank,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A list shows an ObjectId ``_id`` as its hex text, which as a KEY is text (another
+    ``_id``); ``:={"$oid": HEX}`` gets the ObjectId's document, from the CLI and, cached
+    apart from the text's, from Python."""
+    bank.append([_opened("acme", "a1", "ann")])
+    oid = ObjectId()
+    hex_digits = str(oid)
+    bank.store.database[_physical(bank)].insert_many(
+        [
+            {"_id": oid, "owner": "oid", "tenant": "acme"},
+            {"_id": hex_digits, "owner": "text", "tenant": "acme"},
+        ]
+    )
+    config = _config(bank, tmp_path)
+
+    def query(*args: str) -> tuple[int, str, str]:
+        done = run_cli(
+            ["query", "doc_accounts", *args, "--tenant", "acme", "--json", "--config", str(config)]
+        )
+        return done.exit_code, done.stdout, " ".join(done.stderr.split())
+
+    listed = json.loads(query("-w", "owner=oid")[1])["rows"]
+    assert [d["_id"] for d in listed] == [hex_digits]
+    as_oid = f':={{"$oid": "{hex_digits}"}}'
+    assert query(as_oid) == (
+        0,
+        f'{{"row":{{"_id":"{hex_digits}","owner":"oid","tenant":"acme"}},"stale":false}}\n',
+        "",
+    )
+    assert json.loads(query(hex_digits)[1])["row"]["owner"] == "text"
+    assert json.loads(query(f':={{"$oid": "{ObjectId()}"}}')[1]) == {"row": None, "stale": False}
+    for key in (':={"$oid": "xyz"}', ':={"$oid": 5}'):
+        assert query(key) == (
+            2,
+            "",
+            f'error: KEY {key}: {{"$oid": ...}} takes the 24 hex digits of an ObjectId (as a '
+            f'list shows it): :=\'{{"$oid": "65f0c0ffee0123456789abcd"}}\'',
+        ), key
+    refused = query(f':={{"$oid": "{hex_digits}", "n": 1}}')  # not extended JSON: an operator
+    assert refused[0] == 2 and "an object with $ keys (an operator) is refused" in refused[2]
+    help_text = " ".join(re.sub("[│╭╮╰╯─]", " ", run_cli(["query", "--help"]).stdout).split())
+    assert ':=\'{"$oid": "<24 hex digits>"}\' a document\'s ObjectId _id' in help_text
+
+    q = bank.queries
+    typed = _parse_key(as_oid)
+    for _ in range(2):  # the second time from the cache: each key its own entry
+        assert q.get("doc_accounts", typed, tenant="acme").value["owner"] == "oid"
+        assert q.get("doc_accounts", hex_digits, tenant="acme").value["owner"] == "text"
+    assert {e for e in _entries(redis_prefix) if "get:" in e} == {
+        f'tenant:"acme":get:doc_accounts:[{{"$oid":"{hex_digits}"}}]',
+        f'tenant:"acme":get:doc_accounts:["{hex_digits}"]',
     }

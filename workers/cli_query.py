@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 from typing import Annotated, Any
 
 import orjson
 import typer
+from bson import ObjectId
 from rich.markup import escape
 
 from outbox.json_numbers import dumps_exact
@@ -32,8 +34,9 @@ def query_command(
         typer.Argument(
             help="Primary key to get, as text (a,b for a composite key; a table reads it as "
             "its columns' types); :=JSON gives it typed: :=42 is the number 42 (a document's "
-            "_id 42, where 42 is the text '42'), :='[1,\"a\"]' a composite key. With --name, "
-            "the query's first argument.",
+            "_id 42, where 42 is the text '42'), :='[1,\"a\"]' a composite key, "
+            ':=\'{"$oid": "<24 hex digits>"}\' a document\'s ObjectId _id (a list shows it '
+            "as its hex text). With --name, the query's first argument.",
             show_default=False,
         ),
     ] = None,
@@ -222,9 +225,9 @@ def _parse_key(text: str) -> Any:
 
 def _json_value(field: str | None, text: str) -> JsonValue:
     """``text`` (of ``--where field:=``, or of the KEY for ``None``) as JSON, numbers exact
-    (an ``int``, a ``Decimal`` for a fraction or an exponent); refused with exit 2 when it
-    is not JSON, holds an operator or a number that no column or document holds (an integer
-    past signed 64 bits, ``NaN``)."""
+    (an ``int``, a ``Decimal`` for a fraction or an exponent), a KEY ``{"$oid": HEX}`` as
+    that ObjectId; refused with exit 2 when it is not JSON, holds an operator or a number
+    that no column or document holds (an integer past signed 64 bits, ``NaN``)."""
     if field:
         given, as_text, typed = f"--where {field}:={text}", f"text as {field}=", f"{field}:="
     else:
@@ -241,6 +244,8 @@ def _json_value(field: str | None, text: str) -> JsonValue:
             f"{given}: not JSON ({exc}); give {as_text}{text}, or quoted: {typed}'\"{text}\"'",
             EXIT_CONFIG,
         ) from None
+    if field is None and isinstance(value, dict) and list(value) == ["$oid"]:
+        return JsonValue(_object_id(given, value["$oid"]), text)
     if _has_operator(value):
         raise fail(
             f"{given}: an object with $ keys (an operator) is refused; "
@@ -255,6 +260,17 @@ def _json_value(field: str | None, text: str) -> JsonValue:
             EXIT_CONFIG,
         )
     return JsonValue(value, text)
+
+
+def _object_id(given: str, digits: Any) -> ObjectId:
+    """The ObjectId of a KEY given as ``:={"$oid": "<24 hex digits>"}`` (extended JSON)."""
+    if not isinstance(digits, str) or not re.fullmatch("[0-9a-fA-F]{24}", digits):
+        raise fail(
+            f'{given}: {{"$oid": ...}} takes the 24 hex digits of an ObjectId '
+            f'(as a list shows it): :=\'{{"$oid": "65f0c0ffee0123456789abcd"}}\'',
+            EXIT_CONFIG,
+        )
+    return ObjectId(digits)
 
 
 def _no_constant(name: str) -> Any:
