@@ -4,6 +4,7 @@
     ├── SourceError         a service database or its outbox table is unreachable or unusable
     │   └── NotLeaderError  another relay holds the source
     ├── LogError            the event log (in the read store) cannot be read or written
+    │   └── BinaryIdsConflict  a relay's binary_ids is not the rule the log records
     └── StoreError          a read-model store failed (projections)
         └── SchemaError     readmodel's tables in the read store cannot be migrated
             └── SchemaOutdated  the read store is not at the revision this readmodel needs
@@ -11,6 +12,8 @@
 Configuration errors are :class:`config.ConfigError`, which ``config/`` defines itself.
 Messages never contain a password or a full DSN.
 """
+
+from __future__ import annotations
 
 
 class ReadmodelError(Exception):
@@ -27,6 +30,45 @@ class NotLeaderError(SourceError):
 
 class LogError(ReadmodelError):
     """The event log cannot be read or written."""
+
+
+class BinaryIdsConflict(LogError):
+    """A relay's ``binary_ids`` setting is not the rule the event log records for its source:
+    appending would key the source's aggregates two ways, so nothing is appended."""
+
+    def __init__(
+        self,
+        source: str,
+        setting: str,
+        recorded: str,
+        *,
+        where: str | None = None,
+        config_file: str | None = None,
+    ) -> None:
+        self.source = source
+        self.setting = setting
+        self.recorded = recorded
+        self.where = where
+        self.config_file = config_file
+        switch = f"readmodel outbox binary-ids {source} {setting}"
+        if config_file is not None:
+            switch += f" --config {config_file}"
+        super().__init__(
+            f"source {source!r}: binary_ids = {setting!r} ({where or 'its settings'}) is not "
+            f"the rule the event log records for it, {recorded!r}: its aggregates would get "
+            f"other ids than those of the events logged under {recorded!r}, splitting each "
+            f"aggregate in two. Nothing was relayed; the rows stay in the outbox. Set "
+            f'binary_ids = "{recorded}" there, as every relay of the source must have it; or, to '
+            f"switch the rule on purpose (which re-keys the aggregates, see the README on "
+            f"binary ids), stop the source's relays, set the new rule in each one's config and "
+            f"run `{switch}`"
+        )
+
+    def located(self, where: str, config_file: str | None) -> BinaryIdsConflict:
+        """The same conflict, naming where the setting is configured."""
+        return BinaryIdsConflict(
+            self.source, self.setting, self.recorded, where=where, config_file=config_file
+        )
 
 
 class StoreError(ReadmodelError):

@@ -1,7 +1,10 @@
 """The durable event log: gap-free positions per source, ``event_id`` unique per source.
 
 Appends for one source serialize on that source's row in ``rm_log_heads``, so
-positions stay gap-free and commit in order even if two relays ever overlap.
+positions stay gap-free and commit in order even if two relays ever overlap. That row also
+records the source's ``binary_ids`` rule (how binary id columns became its aggregate ids): an
+append made under another rule is refused in the same transaction, so one source's
+aggregates are never keyed two ways (:mod:`outbox.log_rules`).
 Rows already in the log (a relay crashed after appending but before marking
 the outbox) are recognised by ``event_id`` and skipped. A row whose ``event_id`` is in the
 log for another event (another aggregate, type or payload: the outbox reused the id, as
@@ -25,6 +28,7 @@ from outbox.db import create_engine, describe_db_error, engine_kind
 from outbox.envelope import Envelope
 from outbox.errors import LogError
 from outbox.json_numbers import same_json
+from outbox.log_rules import check_rule, insert_head
 from outbox.migrate import upgrade
 from outbox.rows import LogRecord, MalformedRow, json_safe
 from outbox.schema import PARKED_OUTBOX_ROW, event_log, log_heads, parked
@@ -44,17 +48,19 @@ _COPY_COLUMNS = (
 )
 _EVENT_ID_KEY = "rm_event_log_event_id_key"
 _RESERVE = (
-    "UPDATE rm_log_heads SET head = head + %s, updated_at = current_timestamp "
-    "WHERE source = %s RETURNING head"
+    "UPDATE rm_log_heads SET head = head + %s, updated_at = current_timestamp, "
+    "binary_ids = coalesce(binary_ids, %s) WHERE source = %s RETURNING head, binary_ids"
 )
-_INSERT_HEAD = "INSERT INTO rm_log_heads (source, head) VALUES (%s, 0) ON CONFLICT DO NOTHING"
+_INSERT_HEAD = (
+    "INSERT INTO rm_log_heads (source, head, binary_ids) VALUES (%s, 0, %s) ON CONFLICT DO NOTHING"
+)
 
 SMALL_APPEND = 100
 """Batches up to this many records are appended by one statement sent with its BEGIN and
 COMMIT (one round trip); larger ones by COPY."""
 _APPEND_SMALL = (
     "WITH h AS (UPDATE rm_log_heads SET head = head + %s, updated_at = current_timestamp "
-    "WHERE source = %s RETURNING head), "
+    "WHERE source = %s AND (binary_ids = %s OR %s::text IS NULL) RETURNING head), "
     "appended AS (INSERT INTO rm_event_log "
     "(source, position, event_id, tenant, aggregate_type, aggregate_id, key_hash, event_type, "
     "payload, headers, occurred_at) "
@@ -112,37 +118,52 @@ class EventLog:
         source: str,
         records: Sequence[LogRecord],
         malformed: Sequence[MalformedRow] = (),
+        *,
+        binary_ids: str | None = None,
     ) -> AppendResult:
         """Append ``records`` (in order) and park ``malformed`` rows, in one transaction.
+
+        ``binary_ids``: the rule the records' ids were made by; recorded with the source's
+        first events if the log has none; when it records another, nothing is written and
+        :class:`~outbox.errors.BinaryIdsConflict` is raised (:mod:`outbox.log_rules`).
+        ``None`` (a source without such a rule) neither checks nor records.
 
         Raises :class:`LogRejectedError` when the data itself is refused (the
         caller can then append row by row to find the culprit) and
         :class:`LogError` when the log cannot be reached.
         """
         try:
-            return self._append(source, records, malformed)
+            return self._append(source, records, malformed, binary_ids)
         except (DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError) as exc:
             raise LogRejectedError(describe_db_error(exc)) from exc
         except (SQLAlchemyError, psycopg.Error) as exc:
             raise LogError(f"appending to the event log failed: {describe_db_error(exc)}") from exc
 
     def _append(
-        self, source: str, records: Sequence[LogRecord], malformed: Sequence[MalformedRow]
+        self,
+        source: str,
+        records: Sequence[LogRecord],
+        malformed: Sequence[MalformedRow],
+        rule: str | None,
     ) -> AppendResult:
         if self.kind == "postgresql" and records:
             try:
                 if len(records) <= SMALL_APPEND and not malformed:
-                    appended = self._append_small(source, records)
+                    appended = self._append_small(source, records, rule)
                     if appended is not None:
                         return appended
-                return self._append_unchecked(source, records, malformed)
+                return self._append_unchecked(source, records, malformed, rule)
             except psycopg.errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != _EVENT_ID_KEY:
                     raise
-        return self._append_checked(source, records, malformed)
+        return self._append_checked(source, records, malformed, rule)
 
     def _append_unchecked(
-        self, source: str, records: Sequence[LogRecord], malformed: Sequence[MalformedRow]
+        self,
+        source: str,
+        records: Sequence[LogRecord],
+        malformed: Sequence[MalformedRow],
+        rule: str | None,
     ) -> AppendResult:
         """The common case on PostgreSQL: no record is in the log yet, so don't look.
 
@@ -153,16 +174,19 @@ class EventLog:
         as a scan of all the source's rows while the log has no statistics yet).
         """
         with self._writer.begin() as conn:
-            head = self._reserve(conn, source, len(records))
+            head = self._reserve(conn, source, len(records), rule)
             self._write(conn, source, head - len(records), records)
             self._park(conn, source, malformed)
         touched = frozenset(r.key_hash for r in records)
         return AppendResult(len(records), 0, len(malformed), head, touched)
 
-    def _append_small(self, source: str, records: Sequence[LogRecord]) -> AppendResult | None:
+    def _append_small(
+        self, source: str, records: Sequence[LogRecord], rule: str | None
+    ) -> AppendResult | None:
         """:meth:`_append_unchecked` for a few records: reserve and insert in one statement,
         sent with BEGIN and COMMIT at once (psycopg's pipeline mode). ``None`` (nothing
-        written) when the source has no head row yet."""
+        written) when the source has no head row yet, or its row records no rule or another
+        than ``rule`` (the slower paths record it, or refuse)."""
         # One JSON document (encoded in C; payloads go in as they are, already checked JSON)
         # instead of nine arrays, which psycopg would adapt element by element in Python.
         document = orjson.dumps(
@@ -183,7 +207,7 @@ class EventLog:
             ]
         ).decode()
         count = len(records)
-        params = (count, source, source, count, document)
+        params = (count, source, rule, rule, source, count, document)
         with self._writer.begin() as conn:
             driver = conn.connection.driver_connection  # type: ignore[union-attr]
             with driver.pipeline():
@@ -196,34 +220,41 @@ class EventLog:
         touched = frozenset(r.key_hash for r in records)
         return AppendResult(len(records), 0, 0, int(row[0]), touched)
 
-    def _reserve(self, conn: sa.Connection, source: str, count: int) -> int:
-        """Lock the source's head row, move it ``count`` positions on; returns the new head.
+    def _reserve(self, conn: sa.Connection, source: str, count: int, rule: str | None) -> int:
+        """Lock the source's head row, move it ``count`` positions on (``count`` > 0), record
+        ``rule`` if it has none; returns the new head. Raises ``BinaryIdsConflict`` (the caller's
+        transaction then rolls back) when the row records another rule.
 
         PostgreSQL only, on the driver's connection like the COPY that follows: this
         runs once per relay step, and plain SQL saves most of the step's client CPU.
         """
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        row = cursor.execute(_RESERVE, (count, source)).fetchone()
+        row = cursor.execute(_RESERVE, (count, rule, source)).fetchone()
         if row is None:
-            cursor.execute(_INSERT_HEAD, (source,))
-            row = cursor.execute(_RESERVE, (count, source)).fetchone()
-        return int(row[0])  # type: ignore[index]
+            cursor.execute(_INSERT_HEAD, (source, rule))
+            row = cursor.execute(_RESERVE, (count, rule, source)).fetchone()
+        head, recorded = row  # type: ignore[misc]
+        check_rule(source, rule, recorded)
+        return int(head)
 
     def _append_checked(
-        self, source: str, records: Sequence[LogRecord], malformed: Sequence[MalformedRow]
+        self,
+        source: str,
+        records: Sequence[LogRecord],
+        malformed: Sequence[MalformedRow],
+        rule: str | None,
     ) -> AppendResult:
         with self._writer.begin() as conn:
-            head = self._lock_head(conn, source)
+            head, recorded = self._lock_head(conn, source, rule)
             fresh, duplicates, reused = self._without_logged(conn, source, records)
             malformed = [*malformed, *reused]
             if fresh:
                 self._write(conn, source, head, fresh)
                 head += len(fresh)
-                conn.execute(
-                    log_heads.update()
-                    .where(log_heads.c.source == source)
-                    .values(head=head, updated_at=sa.func.current_timestamp())
-                )
+                values = {"head": head, "updated_at": sa.func.current_timestamp()}
+                if recorded is None and rule is not None:
+                    values["binary_ids"] = rule  # the first events: the rule that keyed them
+                conn.execute(log_heads.update().where(log_heads.c.source == source).values(values))
             self._park(conn, source, malformed)
         touched = frozenset(r.key_hash for r in fresh)
         return AppendResult(len(fresh), duplicates, len(malformed), head, touched)
@@ -247,20 +278,23 @@ class EventLog:
             ],
         )
 
-    def _lock_head(self, conn: sa.Connection, source: str) -> int:
-        query = sa.select(log_heads.c.head).where(log_heads.c.source == source).with_for_update()
-        head = conn.execute(query).scalar()
-        if head is None:
-            conn.execute(self._insert_head_if_missing(source))
-            head = conn.execute(query).scalar_one()
-        return int(head)
-
-    def _insert_head_if_missing(self, source: str) -> sa.Executable:
-        if self.kind == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        return insert(log_heads).values(source=source, head=0).on_conflict_do_nothing()
+    def _lock_head(
+        self, conn: sa.Connection, source: str, rule: str | None
+    ) -> tuple[int, str | None]:
+        """Lock the source's head row (made if missing) and check ``rule`` against the one it
+        records; returns the head and that rule."""
+        query = (
+            sa.select(log_heads.c.head, log_heads.c.binary_ids)
+            .where(log_heads.c.source == source)
+            .with_for_update()
+        )
+        row = conn.execute(query).first()
+        if row is None:
+            conn.execute(insert_head(self.kind, source))
+            row = conn.execute(query).one()
+        head, recorded = row
+        check_rule(source, rule, recorded)
+        return int(head), recorded
 
     def _without_logged(
         self, conn: sa.Connection, source: str, records: Sequence[LogRecord]

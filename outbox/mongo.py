@@ -54,6 +54,8 @@ _CHUNK = 5000
 class MongoOutboxSource(OutboxSource):
     """An outbox collection in a MongoDB database (the URL's path names the database)."""
 
+    binary_ids_rule = None  # BSON UUIDs are read as UUID text whatever binary_ids says
+
     def __init__(
         self, name: str, settings: SourceSettings, *, client: MongoClient[Any] | None = None
     ) -> None:

@@ -17,10 +17,11 @@ from typing import Any
 import structlog
 
 from config import RelaySettings, Settings
-from outbox.errors import LogError, ReadmodelError, SourceError
+from outbox.errors import BinaryIdsConflict, LogError, ReadmodelError, SourceError
 from outbox.log import AppendResult, EventLog, LogRejectedError
+from outbox.log_rules import adopt_rule
 from outbox.rows import LogRecord, MalformedRow, decode_rows, id_type_clash
-from outbox.source import OutboxSource
+from outbox.source import OutboxSource, source_key
 from outbox.source_groups import group_of
 from outbox.sources import open_source, source_failure
 
@@ -46,6 +47,9 @@ class RelayTotals:
     batches: int = 0
     errors: list[str] = field(default_factory=list)
     skipped: bool = False
+    refused: bool = False
+    """The source was not relayed because of its configuration (its ``binary_ids`` is not
+    the rule the log records), not because a database failed."""
 
 
 class SourceRelay:
@@ -57,11 +61,15 @@ class SourceRelay:
         log: EventLog,
         settings: RelaySettings | None = None,
         hooks: Iterable[RelayHooks] = (),
+        *,
+        config_file: str | None = None,
     ) -> None:
         self.source = source
         self.log = log
         self.settings = settings or RelaySettings()
         self.hooks = list(hooks)
+        self.config_file = config_file
+        """The file the source is configured in, named when its ``binary_ids`` is refused."""
         self.totals = RelayTotals()
         self._was_leading = False
 
@@ -125,9 +133,22 @@ class SourceRelay:
 
     def _append(self, records: list[LogRecord], malformed: list[MalformedRow]) -> AppendResult:
         try:
-            return self.log.append(self.name, records, malformed)
-        except LogRejectedError:
-            return self._append_one_by_one(records, malformed)
+            try:
+                return self.log.append(self.name, records, malformed, binary_ids=self._rule)
+            except LogRejectedError:
+                return self._append_one_by_one(records, malformed)
+        except BinaryIdsConflict as exc:  # the rule was switched while this relay led
+            raise self._located(exc) from None
+
+    @property
+    def _rule(self) -> str | None:
+        return self.source.binary_ids_rule
+
+    def _located(self, conflict: BinaryIdsConflict) -> BinaryIdsConflict:
+        where = source_key(self.name)
+        if self.config_file is not None:
+            where += f" in {self.config_file}"
+        return conflict.located(where, self.config_file)
 
     def _append_one_by_one(
         self, records: list[LogRecord], malformed: list[MalformedRow]
@@ -139,7 +160,7 @@ class SourceRelay:
         head = self.log.head(self.name)
         for record in records:
             try:
-                result = self.log.append(self.name, [record])
+                result = self.log.append(self.name, [record], binary_ids=self._rule)
             except LogRejectedError as exc:
                 parked.append(
                     MalformedRow(
@@ -157,7 +178,7 @@ class SourceRelay:
             touched |= result.key_hashes
             head = result.head
         if parked:
-            head = self.log.append(self.name, [], parked).head
+            head = self.log.append(self.name, [], parked, binary_ids=self._rule).head
         return AppendResult(appended, duplicates, len(parked), head, frozenset(touched))
 
     def _count(self, result: AppendResult) -> None:
@@ -221,6 +242,8 @@ class SourceRelay:
 
     def _lead(self) -> bool:
         leading = self.source.try_lead()
+        if leading and not self._was_leading:
+            self._adopt_rule()
         if leading != self._was_leading:
             self._was_leading = leading
             if leading:
@@ -238,9 +261,37 @@ class SourceRelay:
             logger.debug("standing by: another relay leads this source", source=self.name)
         return leading
 
+    def _adopt_rule(self) -> None:
+        """Before relaying as the new leader: refuse a ``binary_ids`` other than the rule the
+        log records for the source (:class:`BinaryIdsConflict`); record it where the log
+        holds the source's events but no rule (appended before rules were recorded)."""
+        rule = self._rule
+        if rule is None:
+            return
+        try:
+            recorded = adopt_rule(self.log.engine, self.name, rule)
+        except BinaryIdsConflict as exc:
+            raise self._located(exc) from None
+        if recorded:
+            logger.warning(
+                "binary_ids rule recorded for a source logged before rules were",
+                source=self.name,
+                binary_ids=rule,
+                log_head=self.log.head(self.name),
+            )
+
     def _failed(self, exc: ReadmodelError) -> None:
         self.totals.errors.append(str(exc))
-        logger.warning("relay step failed; retrying", source=self.name, error=str(exc))
+        if isinstance(exc, BinaryIdsConflict):
+            logger.error(
+                "not relaying the source: its binary_ids is not the rule the log records",
+                source=self.name,
+                binary_ids=exc.setting,
+                recorded=exc.recorded,
+                error=str(exc),
+            )
+        else:
+            logger.warning("relay step failed; retrying", source=self.name, error=str(exc))
         lose = getattr(self.source, "lose_leadership", None)
         if lose is not None:
             lose()
@@ -279,6 +330,9 @@ def drain_source(relay: SourceRelay) -> RelayTotals:
     """``relay.drain()``, any failure recorded as that source's error; the source closed."""
     try:
         return relay.drain()
+    except BinaryIdsConflict as exc:
+        relay.totals.errors.append(str(exc))
+        relay.totals.refused = True
     except ReadmodelError as exc:
         relay.totals.errors.append(str(exc))
     except Exception as exc:
@@ -330,7 +384,13 @@ class Relay:
         self.log.create_tables()
         hooks = list(hooks)
         self.relays = [
-            SourceRelay(open_source(name, settings.sources[name]), self.log, settings.relay, hooks)
+            SourceRelay(
+                open_source(name, settings.sources[name]),
+                self.log,
+                settings.relay,
+                hooks,
+                config_file=settings.config_file,
+            )
             for name in names
             if name in settings.sources
         ]
@@ -341,6 +401,7 @@ class Relay:
                 settings.relay,
                 hooks,
                 only=members,
+                config_file=settings.config_file,
             )
             for group, members in registries.items()
         ]

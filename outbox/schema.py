@@ -38,6 +38,8 @@ log_heads = sa.Table(
     sa.Column("source", sa.Text, primary_key=True),
     sa.Column("head", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("updated_at", Timestamp),
+    # The source's binary_ids rule, which made its aggregate ids (NULL: none recorded yet).
+    sa.Column("binary_ids", sa.Text),
 )
 
 parked = sa.Table(

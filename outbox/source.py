@@ -96,6 +96,12 @@ class OutboxSource(ABC):
         """Id field -> what to suggest when its binary value is no text (see ``binary_ids``)."""
         return {}
 
+    @property
+    def binary_ids_rule(self) -> str | None:
+        """The ``binary_ids`` rule this source's ids are made by, which the event log records
+        per source; ``None`` where the setting does not apply (MongoDB)."""
+        return self.settings.binary_ids
+
     def reread_columns(self) -> None:
         """Read the outbox's column types again (one changed since they were read)."""
         return None

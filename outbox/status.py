@@ -1,13 +1,15 @@
-"""What waits where: per source, undelivered outbox rows, the log head and parked rows."""
+"""What waits where: per source, undelivered outbox rows, the log head and parked rows, and
+the ``binary_ids`` rule the log records for it."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from config import Settings, SourceSettings
 from outbox.db import redact_dsn
 from outbox.log import EventLog
+from outbox.log_rules import recorded_rules
 from outbox.sources import open_source, source_failure, source_kind
 
 
@@ -21,6 +23,8 @@ class SourceStatus:
     log_head: int
     parked: int
     error: str | None = None
+    binary_ids: str | None = None
+    """The ``binary_ids`` rule the log records for the source (``None``: none yet)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -32,15 +36,17 @@ def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
     from outbox.tenant_registry import list_sources
 
     heads = log.heads()
+    rules = recorded_rules(log.engine)
     listed = list_sources(settings)
     statuses = [
         source_status(name, settings, heads.get(name, 0), log.parked_outbox_count(name), member)
         for name, member in listed.sources.items()
     ]
-    return statuses + [
+    statuses += [
         unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), 0)
         for u in listed.unlisted
     ]
+    return [replace(s, binary_ids=rules.get(s.source)) for s in statuses]
 
 
 def unlisted_status(name: str, url: str, error: str, log_head: int, parked: int) -> SourceStatus:

@@ -50,8 +50,11 @@ class TenantRelays:
         settings: RelaySettings,
         hooks: Iterable[RelayHooks] = (),
         only: Iterable[str] | None = None,
+        *,
+        config_file: str | None = None,
     ) -> None:
         self.registry = registry
+        self.config_file = config_file
         self.only = None if only is None else set(only)
         """Relay these members only (``relay --source pos:acme``); ``None``: every one."""
         self.log = log
@@ -113,10 +116,16 @@ class TenantRelays:
 
     def _drain_member(self, name: str, settings: SourceSettings) -> RelayTotals:
         try:  # a DSN that cannot be opened is that member's error; the others go on
-            relay = SourceRelay(open_source(name, settings), self.log, self.settings, self.hooks)
+            relay = self._relay(name, settings)
         except SourceError as exc:
             return RelayTotals(errors=[str(exc)])
         return drain_source(relay)
+
+    def _relay(self, name: str, settings: SourceSettings) -> SourceRelay:
+        source = open_source(name, settings)
+        return SourceRelay(
+            source, self.log, self.settings, self.hooks, config_file=self.config_file
+        )
 
     def run(self, stop: threading.Event) -> None:
         """Relay the members until ``stop`` is set, reading the registry every ``refresh``."""
@@ -164,7 +173,7 @@ class TenantRelays:
         """Start relaying one member; one that cannot be opened is reported (once while its
         error stays the same) and tried again at the next refresh."""
         try:
-            relay = SourceRelay(open_source(name, settings), self.log, self.settings, self.hooks)
+            relay = self._relay(name, settings)
         except SourceError as exc:
             if self._start_errors.get(name) != str(exc):
                 logger.warning("tenant source cannot be relayed", source=name, error=str(exc))

@@ -274,8 +274,10 @@ class _SourceKilledAfterAppend(EventLog):
         self.source_url = source_url
         self.kill = True
 
-    def append(self, source: str, records: Any, malformed: Any = ()) -> AppendResult:
-        result = super().append(source, records, malformed)
+    def append(
+        self, source: str, records: Any, malformed: Any = (), **options: Any
+    ) -> AppendResult:
+        result = super().append(source, records, malformed, **options)
         if self.kill:
             self.kill = False
             killer = create_engine(self.source_url)

@@ -78,11 +78,13 @@ def _version_rows(engine: sa.Engine) -> list[str]:
 
 def _previous_release_tables(engine: sa.Engine, *, store_tables: bool = True) -> None:
     """What readmodel 0.1 did to a read store: ``create_all`` of the log tables, then of the
-    store's bookkeeping tables."""
-    log_schema.create_tables(engine, log_schema.metadata.sorted_tables)
+    store's bookkeeping tables (as the baseline revision froze them: later revisions added
+    columns)."""
+    log_tables = {t.name for t in log_schema.metadata.sorted_tables}
+    baseline = [t for t in known_tables().values() if t.name in BASELINE_TABLES]
+    log_schema.create_tables(engine, [t for t in baseline if t.name in log_tables])
     if store_tables:
-        baseline = [t for t in store_schema.metadata.sorted_tables if t.name in BASELINE_TABLES]
-        log_schema.create_tables(engine, baseline)
+        log_schema.create_tables(engine, [t for t in baseline if t.name not in log_tables])
 
 
 def _log_head(engine: sa.Engine, source: str, head: int) -> None:
@@ -107,10 +109,11 @@ def test_upgrade_empty_database_to_head(engine: sa.Engine) -> None:
     result = upgrade(engine)
 
     assert (result.before, result.after, result.adopted) == (None, head(), False)
-    assert head() == "0002"
+    assert head() == "0003"
     assert _tables(engine) == HEAD_TABLES | {VERSION_TABLE}
-    for name, table in known_tables().items():
-        assert _columns(engine, name) == [c.name for c in table.columns], name
+    models = [*log_schema.metadata.tables.values(), *store_schema.metadata.tables.values()]
+    for table in models:
+        assert _columns(engine, table.name) == [c.name for c in table.columns], table.name
     assert _version_rows(engine) == [head()]
     assert current(engine) == head()
 
@@ -142,7 +145,7 @@ def test_upgrade_from_the_previous_revision_keeps_rows(engine: sa.Engine) -> Non
     assert "rm_invalidations" not in _tables(engine)
     _log_head(engine, "orders", 41)
 
-    result = upgrade(engine)
+    result = upgrade(engine, "0002")
 
     assert (result.before, result.after, result.adopted) == ("0001", "0002", False)
     assert _head_of(engine, "orders") == 41
@@ -153,6 +156,57 @@ def test_upgrade_from_the_previous_revision_keeps_rows(engine: sa.Engine) -> Non
         )
         row = conn.execute(sa.text("SELECT id, tags, created_at FROM rm_invalidations")).one()
     assert row.id is not None and row.tags == '["a:1"]' and row.created_at is not None
+
+
+def test_upgrade_from_0002_keeps_the_log_and_records_no_binary_ids_rule(
+    engine: sa.Engine,
+) -> None:
+    """0003 adds ``rm_log_heads.binary_ids``: the log's rows stay, and no source gets a rule
+    (a migration cannot know which rule made its events: its first relay records its own)."""
+    from outbox.errors import BinaryIdsConflict
+    from outbox.log_rules import adopt_rule, recorded_rules
+
+    upgrade(engine, "0002")
+    _log_head(engine, "auth", 2)
+    _log_head(engine, "orders", 5)
+    with engine.begin() as conn:
+        conn.execute(
+            log_schema.event_log.insert(),
+            [
+                {
+                    "source": "auth",
+                    "position": n,
+                    "event_id": f"e{n}",
+                    "aggregate_type": "user",
+                    "aggregate_id": f"user-{n}",
+                    "key_hash": n,
+                    "event_type": "UserRegistered",
+                    "payload": {"n": n},
+                }
+                for n in (1, 2)
+            ],
+        )
+
+    result = upgrade(engine)
+
+    assert (result.before, result.after) == ("0002", "0003")
+    assert _columns(engine, "rm_log_heads") == ["source", "head", "updated_at", "binary_ids"]
+    with engine.connect() as conn:
+        heads = conn.execute(
+            sa.text("SELECT source, head, binary_ids FROM rm_log_heads ORDER BY source")
+        ).all()
+        events = conn.execute(
+            sa.text("SELECT position, event_id, aggregate_id FROM rm_event_log ORDER BY position")
+        ).all()
+    assert [tuple(row) for row in heads] == [("auth", 2, None), ("orders", 5, None)]
+    assert [tuple(row) for row in events] == [(1, "e1", "user-1"), (2, "e2", "user-2")]
+    assert recorded_rules(engine) == {}
+    # The first relay of a source records its own setting; the next one is checked against it.
+    assert adopt_rule(engine, "auth", "text") is True
+    assert adopt_rule(engine, "auth", "text") is False
+    with pytest.raises(BinaryIdsConflict):
+        adopt_rule(engine, "auth", "uuid")
+    assert recorded_rules(engine) == {"auth": "text"}
 
 
 def test_adopts_tables_created_before_migrations(engine: sa.Engine) -> None:
@@ -334,16 +388,16 @@ def test_commands_refuse_an_unmigrated_store(
 def test_commands_refuse_a_store_at_the_previous_revision(
     command: list[str], store_url: str, engine: sa.Engine, tmp_path: Path
 ) -> None:
-    upgrade(engine, "0001")
+    upgrade(engine, "0002")
     config = _config(tmp_path, store_url)
 
     result = run_cli([*command, "--config", str(config)])
 
     assert result.exit_code == 2, result.output
-    assert f"is at revision 0001, this readmodel needs {head()}: run `readmodel migrate" in (
+    assert f"is at revision 0002, this readmodel needs {head()}: run `readmodel migrate" in (
         result.stderr
     )
-    assert current(engine) == "0001"
+    assert current(engine) == "0002"
 
 
 def test_relay_runs_once_migrated(pg_database: Callable[[], str], tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 
 from config import Settings
+from workers.cli_binary_ids import binary_ids_command
 from workers.cli_migrate import migrate
 from workers.cli_ops import PARENT_ENV, stop_with_parent
 from workers.cli_ops import metrics_hooks as _metrics_hooks
@@ -51,6 +52,7 @@ app = typer.Typer(
 )
 outbox_app = typer.Typer(help="Outbox tables in the service databases.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+outbox_app.command("binary-ids")(binary_ids_command)
 app.add_typer(parked_app, name="parked")
 app.add_typer(secret_app, name="secret")
 app.command()(migrate)
@@ -104,20 +106,21 @@ def relay(
     try:
         if once:
             results = guarded(runner.drain)
-            failed = False
+            failed = refused = False
             for name, totals in results.items():
                 if totals.skipped:
                     err.print(f"{name}: another relay is active; skipped")
                 for problem in totals.errors:
-                    failed = True
+                    failed = failed or not totals.refused
+                    refused = refused or totals.refused
                     err.print(f"[red]{name}:[/] {escape(problem)}", highlight=False, soft_wrap=True)
                 out.print(
                     f"{name}: relayed {totals.relayed}, duplicates {totals.duplicates}, "
                     f"parked {totals.parked}",
                     highlight=False,
                 )
-            if failed:
-                raise typer.Exit(EXIT_UNREACHABLE)
+            if failed or refused:
+                raise typer.Exit(EXIT_UNREACHABLE if failed else EXIT_CONFIG)
             return
         runner.run(stop_on_signals(settings.shutdown.grace.total_seconds()))
     finally:

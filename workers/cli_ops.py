@@ -181,8 +181,10 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
     """The report as tables; ``errors``: with the unreachable sources' and broker's errors
     under them (``status`` prints those to stderr; ``--watch`` has only the screen)."""
     sources = Table(title="sources")
-    for column in ("source", "engine", "undelivered", "oldest age", "log head", "parked"):
-        sources.add_column(column, justify="left" if column in {"source", "engine"} else "right")
+    columns = ("source", "engine", "undelivered", "oldest age", "log head", "parked", "binary ids")
+    for column in columns:
+        left = column in {"source", "engine", "binary ids"}
+        sources.add_column(column, justify="left" if left else "right")
     for row in report.sources:
         sources.add_row(
             row.source,
@@ -191,6 +193,7 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
             _age(row.oldest_undelivered_age_seconds),
             str(row.log_head),
             str(row.parked),
+            row.binary_ids or "-",
         )
     parts: list[Any] = [sources]
     if report.projections:

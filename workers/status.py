@@ -10,12 +10,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from config import SourceSettings
 from outbox.db import describe_db_error
 from outbox.errors import ReadmodelError
+from outbox.log_rules import recorded_rules
 from outbox.status import SourceStatus, source_status, unlisted_status
 from outbox.tenant_registry import list_sources, registries
 from projections.status import ProjectionStatus, projection_statuses
@@ -64,10 +65,10 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         timeout = max(0.1, round(timeout - (time.monotonic() - started), 2))
     names = [*listed.sources, *(u.source for u in listed.unlisted)]
 
-    def store_part() -> tuple[dict[str, int], dict[str, int], list[ProjectionStatus]]:
+    def store_part() -> tuple[Any, ...]:
         heads = log.heads()
         parked = {name: log.parked_outbox_count(name) for name in names}
-        return heads, parked, projection_statuses(runtime.engine)
+        return heads, parked, recorded_rules(log.engine), projection_statuses(runtime.engine)
 
     pending_check = timeout or 5.0
     tasks: dict[str, Callable[[], Any]] = {"store": store_part}
@@ -83,7 +84,7 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         if _unreachable(store):
             raise StoreUnreachable(message) from store
         raise ReadmodelError(message) from store
-    heads, parked, projections = store
+    heads, parked, rules, projections = store
     sources = [
         _source(name, member, results[f"source:{name}"], heads.get(name, 0), parked[name])
         for name, member in listed.sources.items()
@@ -92,6 +93,7 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), parked[u.source])
         for u in listed.unlisted
     ]
+    sources = [replace(s, binary_ids=rules.get(s.source)) for s in sources]
     broker = results["broker"]
     if isinstance(broker, BaseException):
         from workers.queues import broker_kind

@@ -1,0 +1,109 @@
+"""The ``binary_ids`` rule the event log records per source, on its head row.
+
+``binary_ids`` decides how a binary id column becomes a source's text aggregate ids, so a
+source relayed under two rules has its aggregates keyed two ways: per-aggregate order and
+projections split. The log therefore records the rule in ``rm_log_heads.binary_ids``
+with a source's first events: every append checks it on the head row it locks anyway
+(:mod:`outbox.log`), a relay taking the lead checks it first (:func:`adopt_rule`), and only
+``readmodel outbox binary-ids`` changes it (:func:`switch_rule`). NULL means none recorded
+yet: the source has no event in the log (rows parked under a rule key no aggregate), or its
+events were appended before rules were recorded.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from outbox.db import describe_db_error
+from outbox.errors import BinaryIdsConflict, LogError
+from outbox.schema import log_heads
+
+
+def check_rule(source: str, rule: str | None, recorded: str | None) -> None:
+    """Raise :class:`BinaryIdsConflict` when ``source``'s head row records another rule than
+    ``rule`` (``None`` on either side: nothing to compare)."""
+    if rule is not None and recorded is not None and recorded != rule:
+        raise BinaryIdsConflict(source, rule, recorded)
+
+
+def insert_head(kind: str, source: str, rule: str | None = None) -> sa.Executable:
+    """Make ``source``'s head row (head 0, ``rule``) unless it exists; ``kind`` is the log's
+    engine, ``postgresql`` or ``sqlite``."""
+    if kind == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    values = {"source": source, "head": 0, "binary_ids": rule}
+    return insert(log_heads).values(values).on_conflict_do_nothing()
+
+
+def adopt_rule(engine: sa.Engine, source: str, rule: str) -> bool:
+    """Check ``rule`` against the one the log records for ``source``, for a relay taking the
+    lead: raises :class:`BinaryIdsConflict` when it records another. A source whose events
+    were appended before rules were recorded gets ``rule``: returns True then (the events of
+    an older readmodel were keyed by ``text``, what it always did, unless a readmodel that
+    had the setting but did not record it relayed them: the relay's setting is the best
+    guess, and it logs what it recorded). A source without events records its rule with
+    its first events."""
+    try:
+        with _writer(engine).begin() as conn:
+            row = conn.execute(_locked_rule(source)).first()
+            if row is None:
+                return False
+            check_rule(source, rule, row.binary_ids)
+            if row.binary_ids is None and row.head > 0:
+                conn.execute(
+                    log_heads.update().where(log_heads.c.source == source).values(binary_ids=rule)
+                )
+                return True
+            return False
+    except SQLAlchemyError as exc:
+        raise LogError(
+            f"reading the binary_ids rule of source {source!r} from the event log failed: "
+            f"{describe_db_error(exc)}"
+        ) from exc
+
+
+def switch_rule(engine: sa.Engine, source: str, rule: str) -> str | None:
+    """Record ``rule`` for ``source`` whatever the log recorded (the operator switches on
+    purpose); returns the rule recorded before. Appends made under any other rule are
+    refused from this commit on."""
+    try:
+        with _writer(engine).begin() as conn:
+            conn.execute(insert_head(conn.dialect.name, source))
+            before = conn.execute(_locked_rule(source)).one().binary_ids
+            conn.execute(
+                log_heads.update()
+                .where(log_heads.c.source == source)
+                .values(binary_ids=rule, updated_at=sa.func.current_timestamp())
+            )
+    except SQLAlchemyError as exc:
+        raise LogError(
+            f"recording the binary_ids rule of source {source!r} in the event log failed: "
+            f"{describe_db_error(exc)}"
+        ) from exc
+    return before
+
+
+def recorded_rules(engine: sa.Engine) -> dict[str, str]:
+    """Source -> the rule the log records for it (sources without one left out)."""
+    query = sa.select(log_heads.c.source, log_heads.c.binary_ids).where(
+        log_heads.c.binary_ids.is_not(None)
+    )
+    with engine.connect() as conn:
+        return {source: rule for source, rule in conn.execute(query)}
+
+
+def _locked_rule(source: str) -> sa.Select[tuple[str | None, int]]:
+    return (
+        sa.select(log_heads.c.binary_ids, log_heads.c.head)
+        .where(log_heads.c.source == source)
+        .with_for_update()
+    )
+
+
+def _writer(engine: sa.Engine) -> sa.Engine:
+    """SQLite takes the write lock at BEGIN: a deferred transaction that read the row could
+    not upgrade while a relay appends."""
+    return engine.execution_options(sqlite_begin="IMMEDIATE")

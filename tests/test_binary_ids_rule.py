@@ -1,0 +1,378 @@
+"""The event log records each source's ``binary_ids`` rule: a relay with another setting
+(an old config during a deploy) is refused and relays nothing, its rows waiting in the
+outbox; only ``readmodel outbox binary-ids`` switches the rule. MariaDB sources, a
+PostgreSQL log (and SQLite for the log's own checks)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from structlog.testing import capture_logs
+
+from config import load_settings
+from outbox.db import create_engine
+from outbox.envelope import aggregate_hash
+from outbox.log import SMALL_APPEND, EventLog
+from outbox.migrate import upgrade
+from outbox.relay import Relay, drain_source
+from outbox.rows import LogRecord, MalformedRow
+from outbox.schema import event_log
+from tests.cli_helpers import run_cli, write_config
+from tests.outbox_helpers import migrate_store
+from tests.test_binary_ids import MYSQL_OUTBOX, _create, _insert, source_db  # noqa: F401
+
+USERS = [uuid.uuid4() for _ in range(2)]
+
+
+def _config(tmp_path: Path, name: str, store: str, source: dict[str, Any]) -> Path:
+    return write_config(
+        tmp_path / name,
+        {"store": {"url": store}, "sources": {"svc": source}, "broker": {"url": "memory://"}},
+    )
+
+
+def _write_events(engine: sa.Engine, count: int) -> None:
+    _insert(
+        engine,
+        [
+            (uuid.uuid4().bytes, "user", USERS[n % 2].bytes, "UserEmailChanged", {"n": n})
+            for n in range(count)
+        ],
+    )
+
+
+def _outbox_rows(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar_one())
+
+
+def _recorded(store: str) -> dict[str, str | None]:
+    """``rm_log_heads.binary_ids`` per source, read with SQL."""
+    engine = create_engine(store)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT source, binary_ids FROM rm_log_heads").all()
+    finally:
+        engine.dispose()
+    return {source: rule for source, rule in rows}
+
+
+def _drain(config: Path) -> tuple[Any, list[Any]]:
+    relay = Relay(load_settings(config))
+    try:
+        return relay.drain()["svc"], relay.log.read("svc")
+    finally:
+        relay.close()
+
+
+@pytest.fixture
+def outbox(source_db: tuple[str, sa.Engine]) -> tuple[str, sa.Engine]:  # noqa: F811
+    url, engine = source_db
+    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+    return url, engine
+
+
+def test_the_first_relay_records_its_rule_and_status_shows_it(
+    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url, engine = outbox
+    store = pg_database()
+    config = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    _write_events(engine, 3)
+
+    totals, logged = _drain(config)
+
+    assert (totals.errors, totals.relayed) == ([], 3)
+    assert {e.aggregate_id for e in logged} == {str(u) for u in USERS}
+    assert _recorded(store) == {"svc": "uuid"}
+    status = run_cli(["status", "--json", "--config", str(config)])
+    assert status.exit_code == 0, status.output
+    [source] = json.loads(status.stdout)["sources"]
+    assert (source["source"], source["log_head"], source["binary_ids"]) == ("svc", 3, "uuid")
+    table = run_cli(["status", "--config", str(config)])
+    assert "binary ids" in table.stdout and "uuid" in table.stdout
+
+
+def test_a_relay_with_another_setting_is_refused_and_relays_nothing(
+    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """A rolling deploy: the new config (``uuid``) relayed first; a relay still on the old
+    config (the default ``text``) must not take the next rows under its rule."""
+    url, engine = outbox
+    store = pg_database()
+    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    old = _config(tmp_path, "old.toml", store, {"url": url})
+    _write_events(engine, 2)
+    assert _drain(new)[0].relayed == 2
+    _write_events(engine, 3)
+
+    refused = run_cli(["relay", "--once", "--config", str(old)])
+
+    assert refused.exit_code == 2, refused.output  # a configuration problem, not a failure
+    message = " ".join(refused.stderr.split())
+    assert (
+        f"source 'svc': binary_ids = 'text' ([sources.svc] in {old}) is not the rule the "
+        f"event log records for it, 'uuid'"
+    ) in message
+    assert "Nothing was relayed; the rows stay in the outbox" in message
+    assert 'Set binary_ids = "uuid" there' in message
+    assert f"run `readmodel outbox binary-ids svc text --config {old}`" in message
+    assert "svc: relayed 0, duplicates 0, parked 0" in refused.stdout
+    assert _outbox_rows(engine) == 3
+    totals, logged = _drain(new)  # the right rule relays them, in order
+    assert (totals.errors, totals.relayed) == ([], 3)
+    assert [e.payload["n"] for e in logged] == [0, 1, 0, 1, 2]
+    assert {e.aggregate_id for e in logged} == {str(u) for u in USERS}
+    assert _recorded(store) == {"svc": "uuid"}
+
+
+def test_the_switch_refuses_the_leader_under_the_old_rule_and_the_new_relay_runs(
+    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """The leader checked the rule when it took the lead; ``outbox binary-ids`` switches it
+    while it leads: its next append is refused (the check is part of every append), and a
+    relay with the new setting then relays the rows."""
+    url, engine = outbox
+    store = pg_database()
+    old = _config(tmp_path, "old.toml", store, {"url": url, "binary_ids": "uuid"})
+    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "hex"})
+    _write_events(engine, 2)
+    relay = Relay(load_settings(old))
+    try:
+        leader = relay.relays[0]
+        assert leader.drain().relayed == 2  # stays the leader
+
+        switched = run_cli(["outbox", "binary-ids", "svc", "hex", "--config", str(new), "--yes"])
+        assert switched.exit_code == 0, switched.output
+        assert switched.stdout.strip() == (
+            "svc: binary_ids switched from 'uuid' to 'hex' in the event log: events logged "
+            "from now on are keyed by 'hex'"
+        )
+        _write_events(engine, 2)
+        totals = drain_source(leader)
+
+        assert (totals.relayed, totals.refused) == (2, True)  # the 2 of the first drain
+        assert "binary_ids = 'uuid' ([sources.svc] in" in totals.errors[0]
+        assert "the event log records for it, 'hex'" in totals.errors[0]
+        assert len(relay.log.read("svc")) == 2
+    finally:
+        relay.close()
+    assert _outbox_rows(engine) == 2
+
+    totals, logged = _drain(new)
+
+    assert (totals.errors, totals.relayed) == ([], 2)
+    assert [e.aggregate_id for e in logged[2:]] == [USERS[0].hex, USERS[1].hex]
+    assert _recorded(store) == {"svc": "hex"}
+
+
+def test_a_running_relay_refused_waits_and_relays_once_the_rule_is_switched_to_its_own(
+    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """``readmodel relay`` (not --once) started with another setting: it logs the refusal,
+    relays nothing, and keeps trying; once the operator records its rule, it relays."""
+    url, engine = outbox
+    store = pg_database()
+    first = _config(tmp_path, "first.toml", store, {"url": url, "binary_ids": "uuid"})
+    second = _config(tmp_path, "second.toml", store, {"url": url, "binary_ids": "hex"})
+    _write_events(engine, 1)
+    assert _drain(first)[0].relayed == 1
+    _write_events(engine, 2)
+    relay = Relay(load_settings(second))
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,))
+    try:
+        with capture_logs() as logs:
+            thread.start()
+            assert _wait(lambda: any(e["log_level"] == "error" for e in logs))
+            assert _outbox_rows(engine) == 2 and relay.log.head("svc") == 1
+            switched = run_cli(["outbox", "binary-ids", "svc", "hex", "-c", str(second), "-y"])
+            assert switched.exit_code == 0, switched.output
+            assert _wait(lambda: relay.log.head("svc") == 3)
+            logged = relay.log.read("svc", after=1)
+    finally:
+        stop.set()
+        thread.join(30)
+        relay.close()
+    refusal = [e for e in logs if e["log_level"] == "error"][0]
+    assert refusal["event"] == (
+        "not relaying the source: its binary_ids is not the rule the log records"
+    )
+    assert (refusal["source"], refusal["binary_ids"], refusal["recorded"]) == ("svc", "hex", "uuid")
+    assert _outbox_rows(engine) == 0
+    assert [e.aggregate_id for e in logged] == [u.hex for u in USERS]
+
+
+def _wait(condition: Callable[[], bool], seconds: float = 20) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_switch_command_refuses_a_config_that_says_otherwise(
+    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url, engine = outbox
+    store = pg_database()
+    config = _config(tmp_path, "auth.toml", store, {"url": url, "binary_ids": "uuid"})
+    _write_events(engine, 1)
+    assert _drain(config)[0].relayed == 1
+
+    unchanged = run_cli(["outbox", "binary-ids", "svc", "hex", "--config", str(config)])
+    unknown = run_cli(["outbox", "binary-ids", "nope", "uuid", "--config", str(config)])
+    wrong = run_cli(["outbox", "binary-ids", "svc", "base64", "--config", str(config)])
+    again = run_cli(["outbox", "binary-ids", "svc", "uuid", "--config", str(config)])
+
+    assert unchanged.exit_code == 2
+    assert " ".join(unchanged.stderr.split()) == (
+        f"error: source 'svc' is configured with binary_ids = 'uuid' ([sources.svc] in "
+        f'{config}): set binary_ids = "hex" there first, and in the config of every relay of '
+        f"the source (a relay whose setting is not the recorded rule is refused)"
+    )
+    assert unknown.exit_code == 2 and "unknown source 'nope' (known: svc)" in unknown.stderr
+    assert wrong.exit_code == 2 and "'base64' is not a binary_ids rule" in wrong.stderr
+    assert again.exit_code == 0, again.output  # no switch, so no confirmation asked
+    assert "svc: binary_ids is already 'uuid' in the event log; nothing changed" in again.stdout
+    assert _recorded(store) == {"svc": "uuid"}
+
+
+def test_the_switch_asks_before_re_keying(
+    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    url, engine = outbox
+    store = pg_database()
+    old = _config(tmp_path, "old.toml", store, {"url": url, "binary_ids": "uuid"})
+    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "hex"})
+    _write_events(engine, 1)
+    assert _drain(old)[0].relayed == 1
+
+    unasked = run_cli(["outbox", "binary-ids", "svc", "hex", "--config", str(new)])
+
+    assert unasked.exit_code == 2
+    assert "refusing to switch without confirmation: pass --yes" in unasked.stderr
+    assert _recorded(store) == {"svc": "uuid"}
+
+
+def test_an_upgraded_log_records_the_first_relays_setting_and_keeps_its_events(
+    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """A log at revision 0002 holding events that an older readmodel relayed (ids read as
+    text, what it always did): after the upgrade no rule is recorded, the first relay
+    records its own setting (``text``, the default) and appends after the old events, and a
+    relay with another setting is refused from then on."""
+    url, engine = outbox
+    store = pg_database()
+    log_engine = create_engine(store)
+    try:
+        upgrade(log_engine, "0002")
+        with log_engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO rm_log_heads (source, head) VALUES ('svc', 1)")
+            conn.execute(
+                event_log.insert().values(
+                    source="svc",
+                    position=1,
+                    event_id="evt-000000000001",
+                    aggregate_type="user",
+                    aggregate_id="user-00000000042",
+                    key_hash=aggregate_hash("user", "user-00000000042"),
+                    event_type="UserRegistered",
+                    payload={"n": 0},
+                )
+            )
+    finally:
+        log_engine.dispose()
+    _insert(
+        engine, [(b"evt-000000000002", "user", b"user-00000000042", "UserDeactivated", {"n": 1})]
+    )
+    config = _config(tmp_path, "upgraded.toml", store, {"url": url})
+
+    with capture_logs() as logs:
+        totals, logged = _drain(config)
+
+    assert (totals.errors, totals.relayed) == ([], 1)
+    assert [(e.position, e.event_id, e.aggregate_id) for e in logged] == [
+        (1, "evt-000000000001", "user-00000000042"),
+        (2, "evt-000000000002", "user-00000000042"),
+    ]
+    assert _recorded(store) == {"svc": "text"}
+    [adopted] = [e for e in logs if e["event"].startswith("binary_ids rule recorded")]
+    assert (adopted["binary_ids"], adopted["log_head"]) == ("text", 1)
+    _write_events(engine, 1)
+    uuids = _config(tmp_path, "uuids.toml", store, {"url": url, "binary_ids": "uuid"})
+    refused, _ = _drain(uuids)
+    assert (refused.relayed, refused.refused) == (0, True)
+    assert "records for it, 'text'" in refused.errors[0]
+    assert _outbox_rows(engine) == 1
+
+
+def _records(count: int, prefix: str) -> list[LogRecord]:
+    return [
+        LogRecord(
+            source_position=n,
+            event_id=f"{prefix}-{n}",
+            tenant=None,
+            aggregate_type="user",
+            aggregate_id=f"u{n % 3}",
+            key_hash=aggregate_hash("user", f"u{n % 3}"),
+            event_type="UserRegistered",
+            payload=f'{{"n": {n}}}',
+            headers=None,
+            occurred_at=None,
+        )
+        for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("log_kind", "count"),
+    [("postgresql", 2), ("postgresql", SMALL_APPEND + 1), ("sqlite", 2)],
+    ids=["pg-one-statement", "pg-copy", "sqlite"],
+)
+def test_every_append_path_records_the_rule_and_refuses_another(
+    log_kind: str,
+    count: int,
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+) -> None:
+    from outbox.errors import BinaryIdsConflict
+    from outbox.log_rules import recorded_rules
+
+    store = pg_database() if log_kind == "postgresql" else sqlite_database()
+    migrate_store(store)
+    log = EventLog(store)
+    try:
+        log.append("svc", _records(1, "first"), binary_ids="uuid")  # records the rule
+        assert log.append("svc", _records(count, "more"), binary_ids="uuid").head == count + 1
+
+        with pytest.raises(BinaryIdsConflict) as raised:
+            log.append("svc", _records(count, "other"), binary_ids="text")
+        with pytest.raises(BinaryIdsConflict):
+            log.append(
+                "svc", [], [MalformedRow(9, "bad", "missing event type", {})], binary_ids="text"
+            )
+
+        assert (raised.value.setting, raised.value.recorded) == ("text", "uuid")
+        assert log.head("svc") == count + 1
+        assert [e.event_id for e in log.read("svc")][-1] == f"more-{count - 1}"
+        assert log.parked_outbox_count("svc") == 0
+        log.append("svc", _records(1, "untold"))  # no rule given (a MongoDB source): no check
+        assert log.head("svc") == count + 2
+        # Rows parked under a rule key no aggregate: the rule is recorded with the first event.
+        bad = MalformedRow(9, "bad", "not valid UTF-8", {})
+        assert log.append("parked", [], [bad], binary_ids="text").parked == 1
+        assert recorded_rules(log.engine) == {"svc": "uuid"}
+        assert log.append("parked", _records(count, "p"), binary_ids="uuid").head == count
+        assert recorded_rules(log.engine) == {"svc": "uuid", "parked": "uuid"}
+    finally:
+        log.close()

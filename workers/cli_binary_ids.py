@@ -1,0 +1,143 @@
+"""``readmodel outbox binary-ids``: switch the ``binary_ids`` rule the log records for a source."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, get_args
+
+import typer
+
+from config import OutboxTableSettings, Settings
+from workers.cli_support import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    ConfigOption,
+    fail,
+    guarded,
+    load,
+    out,
+    require_migrated,
+)
+
+RULES: tuple[str, ...] = get_args(OutboxTableSettings.model_fields["binary_ids"].annotation)
+
+
+def binary_ids_command(
+    source: Annotated[
+        str,
+        typer.Argument(
+            help="A source from the config; a member of a tenant registry (pos:acme); or the "
+            "registry's group name, for every member the log has."
+        ),
+    ],
+    rule: Annotated[str, typer.Argument(help="text, uuid, uuid-swapped or hex.")],
+    config: ConfigOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Record RULE as SOURCE's binary_ids rule in the event log: switch it on purpose.
+
+    The log records the binary_ids rule each source's aggregate ids are made by, and a relay
+    whose setting is another is refused (it relays nothing; the rows stay in the outbox), so
+    that two relays (an old config and a new one during a deploy) never key one source's
+    aggregates two ways. This command is the one way to change it.
+
+    Switching re-keys the source's aggregates: events logged from now on get ids made by
+    RULE, so an aggregate with events logged under the old rule becomes another aggregate
+    for the projections (its old and new events split, in other partitions), and a row
+    relayed under the old rule whose acknowledgement was lost is relayed again as a second
+    event. Switch only when the id columns never held ids the old rule made, for instance
+    when every row with a binary UUID was parked.
+
+    Stop every relay of the source and set binary_ids = RULE in each one's config first (the
+    command refuses a config that says otherwise); a relay still running with the old
+    setting is refused from now on. Then relay the rows parked under the old rule again as
+    the README says ("A MySQL / MariaDB outbox"): clear their dispatched mark, or write them
+    again from their raw row, and skip their parked entries.
+
+    Exit codes: 0 recorded (or already so), 1 cancelled, 2 bad usage or a config that says
+    otherwise (or no --yes without a terminal), 3 the read store cannot be reached.
+    """
+    from outbox.log import EventLog
+    from outbox.log_rules import recorded_rules, switch_rule
+    from outbox.source_groups import group_of
+
+    if rule not in RULES:
+        raise fail(f"RULE {rule!r} is not a binary_ids rule: use {', '.join(RULES)}", EXIT_CONFIG)
+    settings = load(config, log_level="warning")
+    _check_configured(settings, source, rule)
+    require_migrated(settings, config)
+    log = guarded(EventLog, settings.store.url)
+    try:
+        names = [source]
+        if source in settings.tenants and source not in settings.sources:
+            names = [name for name in guarded(log.heads) if group_of(name) == source]
+            if not names:
+                out.print(
+                    f"{source}: the log has no member source yet; each records {rule!r} "
+                    f"with its first events",
+                    highlight=False,
+                )
+                return
+        before = guarded(recorded_rules, log.engine)
+        switching = sorted(n for n in names if before.get(n, rule) != rule)
+        _confirm(switching, before, rule, yes)
+        for name in names:
+            previous = guarded(switch_rule, log.engine, name, rule)
+            if previous == rule:
+                said = f"binary_ids is already {rule!r} in the event log; nothing changed"
+            elif previous is None:
+                said = f"binary_ids {rule!r} recorded in the event log (none was)"
+            else:
+                said = (
+                    f"binary_ids switched from {previous!r} to {rule!r} in the event log: "
+                    f"events logged from now on are keyed by {rule!r}"
+                )
+            out.print(f"{name}: {said}", highlight=False, soft_wrap=True)
+    finally:
+        log.close()
+
+
+def _check_configured(settings: Settings, source: str, rule: str) -> None:
+    """Exit 2 unless ``source`` is configured, reads SQL ids, and says ``binary_ids = rule``
+    where its relays read it: a recorded rule no relay has would only stop them all."""
+    from outbox.source import source_key
+    from outbox.source_groups import group_of
+    from outbox.sources import source_kind
+
+    group = group_of(source)
+    if source in settings.sources:
+        configured: OutboxTableSettings = settings.sources[source]
+        where = source_key(source)
+        if source_kind(settings.sources[source].url) == "mongodb":
+            raise fail(
+                f"source {source!r} is a MongoDB source: binary_ids does not apply to it",
+                EXIT_CONFIG,
+            )
+    elif source in settings.tenants or group in settings.tenants:
+        configured = settings.tenants[source if source in settings.tenants else group].source
+        where = f"[tenants.{source if source in settings.tenants else group}.source]"
+    else:
+        known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
+        raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
+    if configured.binary_ids != rule:
+        file = f" in {settings.config_file}" if settings.config_file else ""
+        raise fail(
+            f"source {source!r} is configured with binary_ids = {configured.binary_ids!r} "
+            f'({where}{file}): set binary_ids = "{rule}" there first, and in the config of '
+            f"every relay of the source (a relay whose setting is not the recorded rule is "
+            f"refused)",
+            EXIT_CONFIG,
+        )
+
+
+def _confirm(switching: list[str], before: dict[str, str], rule: str, yes: bool) -> None:
+    """Ask before re-keying: only when the log records another rule for some source."""
+    if not switching or yes:
+        return
+    if not sys.stdin.isatty():
+        raise fail("refusing to switch without confirmation: pass --yes", EXIT_CONFIG)
+    what = ", ".join(f"{name} from {before[name]!r}" for name in switching)
+    if not typer.confirm(
+        f"switch binary_ids of {what} to {rule!r}? Their aggregates are re-keyed from now on"
+    ):
+        raise fail("nothing switched", EXIT_FAILURE)
