@@ -376,3 +376,42 @@ def test_every_append_path_records_the_rule_and_refuses_another(
         assert recorded_rules(log.engine) == {"svc": "uuid", "parked": "uuid"}
     finally:
         log.close()
+
+
+def test_a_registry_group_switches_every_member_the_log_has(
+    sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """``[tenants.pos]`` members share ``[tenants.pos.source]``'s ``binary_ids``: the group's
+    name switches each member in the log; a member's name switches that one."""
+    store = sqlite_database()
+    migrate_store(store)
+    log = EventLog(store)
+    try:
+        for source in ("pos:acme", "pos:globex", "auth"):
+            log.append(source, _records(1, source), binary_ids="uuid")
+    finally:
+        log.close()
+    config = write_config(
+        tmp_path / "pos.toml",
+        {
+            "store": {"url": store},
+            "tenants": {
+                "pos": {
+                    "url": f"sqlite:///{tmp_path / 'registry.db'}",
+                    "source": {"binary_ids": "hex"},
+                }
+            },
+        },
+    )
+
+    one = run_cli(["outbox", "binary-ids", "pos:acme", "hex", "-c", str(config), "-y"])
+    group = run_cli(["outbox", "binary-ids", "pos", "hex", "-c", str(config), "-y"])
+
+    assert one.exit_code == 0, one.output
+    assert group.exit_code == 0, group.output
+    assert group.stdout.splitlines() == [
+        "pos:acme: binary_ids is already 'hex' in the event log; nothing changed",
+        "pos:globex: binary_ids switched from 'uuid' to 'hex' in the event log: events logged "
+        "from now on are keyed by 'hex'",
+    ]
+    assert _recorded(store) == {"pos:acme": "hex", "pos:globex": "hex", "auth": "uuid"}

@@ -70,7 +70,7 @@ def binary_ids_command(
     try:
         names = [source]
         if source in settings.tenants and source not in settings.sources:
-            names = [name for name in guarded(log.heads) if group_of(name) == source]
+            names = sorted(n for n in guarded(log.heads) if group_of(n) == source)
             if not names:
                 out.print(
                     f"{source}: the log has no member source yet; each records {rule!r} "
