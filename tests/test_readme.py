@@ -117,6 +117,42 @@ def test_mysql_binary_ids_example_runs_as_written(
         == ("user 0b9a5e2c-7f3d-4f6e-9c1a-2d4b6e8f0a1c UserRegistered")
     )
 
+    # A relay on a config without the key is refused; status shows the recorded rule.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    refusal = _readme_block(marker, "sh").splitlines()
+    assert [line.split("#")[0].split()[:2] for line in refusal] == [
+        ["grep", "-v"],
+        ["readmodel", "relay"],
+        ["readmodel", "status"],
+    ]
+    runs = [_shell(line, tmp_path, env) for line in refusal]
+    assert [run.returncode for run in runs] == [0, 2, 0], [run.stderr for run in runs]
+    said = re.search(r"The refusal reads `([^`]*)`", text)
+    assert said is not None
+    refused = " ".join(runs[1].stderr.split())
+    assert " ".join(said.group(1).split()).removesuffix(" ...") in refused
+    assert "auth: relayed 0, duplicates 0, parked 0" in runs[1].stdout
+    assert re.search(r"auth .*│ uuid", runs[2].stdout), runs[2].stdout
+
+    # The switch, run as written on a log that records "text" (an old config relayed first).
+    back = _shell("readmodel outbox binary-ids auth text --config old.toml --yes", tmp_path, env)
+    assert back.returncode == 0, back.stderr
+    switch_marker = "stop every relay of the source, set the new key"
+    [switch] = _readme_block(switch_marker, "sh").splitlines()
+    switched = _shell(switch, tmp_path, env)
+    assert switched.returncode == 0, switched.stderr
+    printed = re.search(r"which prints `([^`]*)`", text[text.index(switch_marker) :])
+    assert printed is not None
+    assert " ".join(switched.stdout.split()) == " ".join(printed.group(1).split())
+    again = _shell("readmodel relay --once --config auth.toml", tmp_path, env)
+    assert again.returncode == 0, again.stderr
+
+
+def _shell(command: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, shell=True, cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
 
 def test_the_tenant_document_projection_example_runs_as_written(
     tmp_path: Path,
