@@ -256,7 +256,11 @@ class SqlReader:
 
 
 def coerce(column: sa.Column[Any], value: Any) -> Any:
-    """A value from the command line or a cursor (text) as the column's Python type."""
+    """A value from the command line or a cursor (text) as the column's Python type; a
+    whole number as ``int`` in an integer column (``42.0`` finds row 42: one spelling per
+    row, so the cache key and tag of ``42.0`` are those an event of row 42 invalidates)."""
+    if isinstance(value, float | Decimal) and _integer_column(column):
+        return _whole(value)
     if isinstance(value, Decimal):
         return _canonical_decimal(column, value)
     if value is None or not isinstance(value, str):
@@ -333,6 +337,22 @@ def _json_value(column: sa.Column[Any], given: JsonValue, hint: str) -> Any:
         f"column {column.name!r}: {given.text.strip()} is not a valid "
         f"{python_type.__name__} ({hint})"
     )
+
+
+def _integer_column(column: sa.Column[Any]) -> bool:
+    try:
+        return column.type.python_type is int
+    except NotImplementedError:
+        return False
+
+
+def _whole(value: float | Decimal) -> int | float | Decimal:
+    """``value`` as an ``int`` when it is a whole number (no row of an integer column holds
+    anything else: a fraction is kept, and finds nothing)."""
+    try:
+        return int(value) if value == int(value) else value
+    except (OverflowError, ValueError, ArithmeticError):  # inf, nan
+        return value
 
 
 def _canonical_decimal(column: sa.Column[Any], value: Decimal) -> Decimal:

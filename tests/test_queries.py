@@ -644,12 +644,22 @@ typed_prices = sa.Table(
     sa.Column("price", sa.Integer, nullable=False),
 )
 typed_names = sa.Table("typed_names", typed_metadata, sa.Column("name", sa.Text, primary_key=True))
+typed_counts = sa.Table(
+    "typed_counts",
+    typed_metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("n", sa.Integer, nullable=False),
+)
 
 
 class TypedPrices(Projection):
     name = "typed_prices"
-    tables = (typed_prices, typed_names)
-    key_tags = {"typed_prices": "price:{id}", "typed_names": "name:{name}"}
+    tables = (typed_prices, typed_names, typed_counts)
+    key_tags = {
+        "typed_prices": "price:{id}",
+        "typed_names": "name:{name}",
+        "typed_counts": "n:{id}",
+    }
 
 
 def test_keys_and_filters_of_numeric_and_time_columns(pg_database: Callable[[], str]) -> None:
@@ -674,6 +684,17 @@ def test_keys_and_filters_of_numeric_and_time_columns(pg_database: Callable[[], 
         cache.invalidate("typed_prices", ["price:1.50"])  # the tag of the row as stored
         assert queries.get("typed_prices", "1.5").value["price"] == 99
         assert queries.get("typed_prices", Decimal("1.500")).value["price"] == 99
+
+        with store.engine.begin() as conn:
+            conn.execute(typed_counts.insert(), {"id": 42, "n": 1})
+        for key in (42.0, Decimal("42.00"), 42):  # one cache entry and tag: those of row 42
+            assert queries.get("typed_prices", key, table="typed_counts").value["n"] == 1
+        with store.engine.begin() as conn:
+            conn.execute(typed_counts.update().values(n=2))
+        cache.invalidate("typed_prices", ["n:42"])
+        for key in (42.0, Decimal("42.00"), 42, "42"):
+            assert queries.get("typed_prices", key, table="typed_counts").value["n"] == 2
+        assert queries.get("typed_prices", 42.5, table="typed_counts").value is None
 
         rows = queries.list("typed_prices", {"opens": "09:00"}).rows
         assert [(r["id"], r["opens"]) for r in rows] == [("1.50", "09:00:00")]  # JSON-safe
