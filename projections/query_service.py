@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, time
 from decimal import Decimal
 from typing import Any
 
@@ -426,16 +427,23 @@ def _empty(value: Any) -> bool:
 
 
 def _dumps(value: Any) -> str:
-    """``value`` as the JSON text of a cache key: an ObjectId as ``{"$oid": HEX}``, not the
-    text of its digits (a text ``_id`` of those digits is another document)."""
+    """``value`` as the JSON text of a cache key: an ObjectId as ``{"$oid": HEX}`` and a
+    date or time as ``{"$date": ISO}``, not as text (a text ``_id`` of those characters is
+    another document)."""
     try:
-        return dumps_exact(value, default=_cache_key_part).decode()
+        return dumps_exact(
+            value, default=_cache_key_part, option=orjson.OPT_PASSTHROUGH_DATETIME
+        ).decode()
     except orjson.JSONEncodeError as exc:  # a lone surrogate: text that is not valid UTF-8
         raise QueryError(f"{value!r} cannot be read: {exc}") from None
 
 
 def _cache_key_part(value: Any) -> Any:
-    return {"$oid": str(value)} if isinstance(value, ObjectId) else str(value)
+    if isinstance(value, ObjectId):
+        return {"$oid": str(value)}
+    if isinstance(value, date | time):  # datetime too
+        return {"$date": value.isoformat()}
+    return str(value)
 
 
 def open_queries(

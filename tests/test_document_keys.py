@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -302,4 +303,26 @@ def test_readmodel_query_gets_an_objectid_id_by_its_extended_json_key(
     assert {e for e in _entries(redis_prefix) if "get:" in e} == {
         f'tenant:"acme":get:doc_accounts:[{{"$oid":"{hex_digits}"}}]',
         f'tenant:"acme":get:doc_accounts:["{hex_digits}"]',
+    }
+
+
+def test_a_date_id_and_a_text_id_of_its_iso_text_are_cached_apart(
+    bank: Bank,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    bank.append([_opened("acme", "a1", "ann")])
+    when = datetime(2026, 11, 26, 12, 30)
+    bank.store.database[_physical(bank)].insert_many(
+        [
+            {"_id": when, "owner": "date", "tenant": "acme"},
+            {"_id": when.isoformat(), "owner": "text", "tenant": "acme"},
+        ]
+    )
+    q = bank.queries
+    for _ in range(2):  # the second time from the cache: each key its own entry
+        assert q.get("doc_accounts", when, tenant="acme").value["owner"] == "date"
+        assert q.get("doc_accounts", when.isoformat(), tenant="acme").value["owner"] == "text"
+    assert {e for e in _entries(redis_prefix) if "get:" in e} == {
+        'tenant:"acme":get:doc_accounts:[{"$date":"2026-11-26T12:30:00"}]',
+        'tenant:"acme":get:doc_accounts:["2026-11-26T12:30:00"]',
     }
