@@ -1,5 +1,5 @@
-"""Helpers of the cache tests: a Redis key prefix per test, events appended to the log, a
-redis-server of a test's own."""
+"""Helpers of the cache tests: a Redis key prefix per test (``redis_prefix()``, or the
+``redis_key_prefix`` fixture), events appended to the log, a redis-server of a test's own."""
 
 from __future__ import annotations
 
@@ -53,6 +53,13 @@ def redis_prefix() -> Iterator[str]:
         yield prefix
     finally:
         delete_prefix(prefix)
+
+
+@pytest.fixture
+def redis_key_prefix() -> Iterator[str]:
+    """``redis_prefix()`` as a fixture: a fresh key prefix for this test, emptied after."""
+    with redis_prefix() as prefix:
+        yield prefix
 
 
 # ARGV: prefix, projection, first, last, ttl ms, JSON, tags -> entries written

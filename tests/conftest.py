@@ -12,7 +12,14 @@ import sqlalchemy as sa
 
 from config import Settings, load_settings
 
-pytest_plugins = ["tests.broker_helpers", "tests.cache_helpers", "tests.mongo_helpers"]
+pytest_plugins = [
+    "tests.binary_ids_helpers",
+    "tests.broker_helpers",
+    "tests.cache_helpers",
+    "tests.document_bank_helpers",
+    "tests.mongo_helpers",
+    "tests.shop_helpers",
+]
 
 PG_ADMIN = os.environ.get("READMODEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 MYSQL_ADMIN = os.environ.get("READMODEL_TEST_MYSQL", "mysql://root@127.0.0.1:3306/mysql")
@@ -86,6 +93,12 @@ def database_for(
     """``database_for("postgresql" | "mysql" | "sqlite")`` -> a fresh database DSN."""
     factories = {"postgresql": pg_database, "mysql": mysql_database, "sqlite": sqlite_database}
     return lambda engine: factories[engine]()
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store_url(request: pytest.FixtureRequest, database_for: Callable[[str], str]) -> str:
+    """A fresh read store's DSN: the test runs once on PostgreSQL, once on SQLite."""
+    return database_for(request.param)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,51 +16,9 @@ from structlog.testing import capture_logs
 from config import Settings
 from outbox.db import create_engine
 from outbox.relay import Relay
+from tests.binary_ids_helpers import MYSQL_OUTBOX, insert_outbox_rows, run_ddl
 
-MYSQL_OUTBOX = (
-    "CREATE TABLE outbox ("
-    " seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,"
-    " id {id_type} NOT NULL,"
-    " aggregatetype VARCHAR(255) NOT NULL,"
-    " aggregateid {aggregate_type} NOT NULL,"
-    " type VARCHAR(255) NOT NULL,"
-    " payload JSON NOT NULL"
-    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-)
 UUIDS = {"binary_ids": "uuid"}
-OUTBOX = sa.table(
-    "outbox", *[sa.column(c) for c in ("id", "aggregatetype", "aggregateid", "type", "payload")]
-)
-
-
-@pytest.fixture
-def source_db(mysql_database: Callable[[], str]) -> Iterator[tuple[str, sa.Engine]]:
-    url = mysql_database()
-    engine = create_engine(url)
-    try:
-        yield url, engine
-    finally:
-        engine.dispose()
-
-
-def _create(engine: sa.Engine, ddl: str) -> None:
-    with engine.begin() as conn:
-        conn.exec_driver_sql(ddl)
-
-
-def _insert(engine: sa.Engine, rows: list[tuple[Any, ...]]) -> None:
-    """``(event id, aggregate type, aggregate id, event type, payload)`` rows, one
-    transaction each, in order."""
-    for event_id, aggregate_type, aggregate_id, event_type, payload in rows:
-        values = {
-            "id": event_id,
-            "aggregatetype": aggregate_type,
-            "aggregateid": aggregate_id,
-            "type": event_type,
-            "payload": json.dumps(payload),
-        }
-        with engine.begin() as conn:
-            conn.execute(sa.insert(OUTBOX).values(values))
 
 
 def _drain(settings: Settings) -> tuple[Any, list[Any], list[Any]]:
@@ -78,12 +36,12 @@ def _drain(settings: Settings) -> tuple[Any, list[Any], list[Any]]:
 
 
 def test_binary16_ids_are_relayed_as_uuid_text_in_aggregate_order(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
     users = [uuid.uuid4() for _ in range(3)]
     events = [uuid.uuid4() for _ in range(12)]
     rows = [
@@ -99,7 +57,7 @@ def test_binary16_ids_are_relayed_as_uuid_text_in_aggregate_order(
             "'UserRegistered', '{\"n\": 12}')",
             (server_id, server_user),
         )
-    _insert(engine, rows)
+    insert_outbox_rows(engine, rows)
 
     totals, logged, parked = _drain(make_settings(pg_database(), {"svc": UUIDS | {"url": url}}))
 
@@ -125,22 +83,24 @@ def _relay_one_more(
 ) -> str:
     """The aggregate id a fresh relay (a fresh source, reading the table's types again)
     gives one more event of ``user``."""
-    _insert(engine, [(uuid.uuid4().bytes, "user", user.bytes, "UserDeactivated", {"n": 99})])
+    insert_outbox_rows(
+        engine, [(uuid.uuid4().bytes, "user", user.bytes, "UserDeactivated", {"n": 99})]
+    )
     _, logged, _ = _drain(make_settings(pg_database(), {"svc": UUIDS | {"url": url}}))
     assert len(logged) == 1
     return str(logged[0].aggregate_id)
 
 
 def test_wrong_length_binary_id_is_parked_with_column_and_row(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="VARBINARY(16)"))
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="VARBINARY(16)"))
     user = uuid.uuid4()
     ids = [uuid.uuid4() for _ in range(5)]
-    _insert(
+    insert_outbox_rows(
         engine,
         [
             (ids[0].bytes, "user", user.bytes, "UserRegistered", {"n": 0}),
@@ -172,19 +132,19 @@ def test_wrong_length_binary_id_is_parked_with_column_and_row(
 
 
 def test_row_parked_for_another_reason_keeps_its_binary_ids_as_uuid_text(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
-    url, engine = source_db
-    _create(
+    url, engine = mysql_source_db
+    run_ddl(
         engine,
         MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)").replace(
             "type VARCHAR(255) NOT NULL", "type VARCHAR(255) NULL"
         ),
     )
     event, user = uuid.uuid4(), uuid.uuid4()
-    _insert(engine, [(event.bytes, "user", user.bytes, None, {"n": 1})])
+    insert_outbox_rows(engine, [(event.bytes, "user", user.bytes, None, {"n": 1})])
 
     totals, logged, parked = _drain(make_settings(pg_database(), {"svc": UUIDS | {"url": url}}))
 
@@ -195,14 +155,16 @@ def test_row_parked_for_another_reason_keeps_its_binary_ids_as_uuid_text(
 
 
 def test_text_and_wider_binary_id_columns_are_read_as_text(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="VARBINARY(64)"))
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="VARBINARY(64)"))
     event = uuid.uuid4()
-    _insert(engine, [(str(event), "user", b"user-1234567890ab", "UserRegistered", {"n": 1})])
+    insert_outbox_rows(
+        engine, [(str(event), "user", b"user-1234567890ab", "UserRegistered", {"n": 1})]
+    )
 
     totals, logged, _ = _drain(make_settings(pg_database(), {"svc": {"url": url}}))
 
@@ -223,14 +185,14 @@ def test_bytea_id_columns_follow_binary_ids(
     url = pg_database()
     engine = create_engine(url)
     try:
-        _create(
+        run_ddl(
             engine,
             "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, id BYTEA NOT NULL, "
             "aggregatetype TEXT NOT NULL, aggregateid BYTEA NOT NULL, type TEXT NOT NULL, "
             "payload JSONB NOT NULL)",
         )
         event, order = uuid.uuid4(), uuid.uuid4()
-        _insert(
+        insert_outbox_rows(
             engine,
             [
                 (event.bytes, "order", order.bytes, "OrderPlaced", {"n": 1}),
@@ -260,13 +222,13 @@ def test_bytea_id_columns_are_text_by_default(
     url = pg_database()
     engine = create_engine(url)
     try:
-        _create(
+        run_ddl(
             engine,
             "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL, "
             "aggregatetype TEXT NOT NULL, aggregateid BYTEA NOT NULL, type TEXT NOT NULL, "
             "payload JSONB NOT NULL)",
         )
-        _insert(engine, [("e-1", "order", b"order-1234567890", "OrderPlaced", {"n": 1})])
+        insert_outbox_rows(engine, [("e-1", "order", b"order-1234567890", "OrderPlaced", {"n": 1})])
     finally:
         engine.dispose()
 
@@ -278,16 +240,16 @@ def test_bytea_id_columns_are_text_by_default(
 
 @pytest.mark.parametrize("explicit", [False, True], ids=["default", "binary_ids-text"])
 def test_binary16_columns_holding_text_ids_are_read_as_utf8_by_default(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
     explicit: bool,
 ) -> None:
     """What readmodel did before ``binary_ids``: a BINARY(16) / VARBINARY(16) id column
     holding text ids (16 characters or fewer) relays them as they are."""
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="VARBINARY(16)"))
-    _insert(
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="VARBINARY(16)"))
+    insert_outbox_rows(
         engine,
         [
             (b"evt-000000000001", "user", b"user-42", "UserRegistered", {"n": 1}),
@@ -306,14 +268,14 @@ def test_binary16_columns_holding_text_ids_are_read_as_utf8_by_default(
 
 
 def test_binary16_uuids_read_as_text_are_parked_suggesting_binary_ids_uuid(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="BINARY(16)"))
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="BINARY(16)"))
     user = uuid.UUID("0b9a5e2c-7f3d-4f6e-9c1a-2d4b6e8f0a1c")  # no valid UTF-8
-    _insert(
+    insert_outbox_rows(
         engine,
         [
             (str(uuid.uuid4()), "user", user.bytes, "UserRegistered", {"n": 1}),
@@ -332,17 +294,19 @@ def test_binary16_uuids_read_as_text_are_parked_suggesting_binary_ids_uuid(
 
 
 def test_a_rule_unchanged_by_the_upgrade_keeps_a_redelivered_event_one_event(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
     """An event relayed by an older readmodel (UTF-8, ``binary_ids = "text"`` now) whose
     acknowledgement was lost is relayed again by this one with the default: the same event
     id, so a duplicate, not a second event of another aggregate id."""
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
-    _create(engine, "ALTER TABLE outbox ADD COLUMN dispatched_at DATETIME(6) NULL")
-    _insert(engine, [(b"evt-000000000001", "order", b"ORD-000000000001", "OrderPlaced", {})])
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+    run_ddl(engine, "ALTER TABLE outbox ADD COLUMN dispatched_at DATETIME(6) NULL")
+    insert_outbox_rows(
+        engine, [(b"evt-000000000001", "order", b"ORD-000000000001", "OrderPlaced", {})]
+    )
     store = pg_database()
     source = {"url": url, "on_dispatch": "mark", "columns": {"dispatched_at": "dispatched_at"}}
     before, _, _ = _drain(make_settings(store, {"svc": source | {"binary_ids": "text"}}))
@@ -358,17 +322,17 @@ def test_a_rule_unchanged_by_the_upgrade_keeps_a_redelivered_event_one_event(
 
 
 def test_uuid_swapped_reads_mysql_time_swapped_uuids(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
     # MySQL's manual: UUID_TO_BIN('6ccd780c-baba-1026-9564-5b8c656024db', 1)
     swapped = bytes.fromhex("1026BABA6CCD780C95645B8C656024DB")
     event = uuid.uuid1()
     event_swapped = event.bytes[6:8] + event.bytes[4:6] + event.bytes[0:4] + event.bytes[8:]
-    _insert(engine, [(event_swapped, "user", swapped, "UserRegistered", {"n": 1})])
+    insert_outbox_rows(engine, [(event_swapped, "user", swapped, "UserRegistered", {"n": 1})])
     settings = make_settings(pg_database(), {"svc": {"url": url, "binary_ids": "uuid-swapped"}})
 
     totals, logged, parked = _drain(settings)
@@ -380,14 +344,14 @@ def test_uuid_swapped_reads_mysql_time_swapped_uuids(
 
 @pytest.mark.parametrize("binary_ids", ["uuid", "uuid-swapped", "hex"])
 def test_binary_ids_with_no_binary_id_column_is_refused_naming_the_columns(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
     binary_ids: str,
 ) -> None:
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="VARCHAR(64)"))
-    _insert(engine, [(str(uuid.uuid4()), "user", "user-42", "UserRegistered", {"n": 1})])
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="VARCHAR(64)"))
+    insert_outbox_rows(engine, [(str(uuid.uuid4()), "user", "user-42", "UserRegistered", {"n": 1})])
     settings = make_settings(pg_database(), {"svc": {"url": url, "binary_ids": binary_ids}})
 
     totals, logged, parked = _drain(settings)
@@ -408,15 +372,15 @@ def test_a_domain_over_bytea_follows_binary_ids(
     url = pg_database()
     engine = create_engine(url)
     try:
-        _create(engine, "CREATE DOMAIN uuid_bytes AS bytea CHECK (length(VALUE) = 16)")
-        _create(
+        run_ddl(engine, "CREATE DOMAIN uuid_bytes AS bytea CHECK (length(VALUE) = 16)")
+        run_ddl(
             engine,
             "CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, id uuid_bytes NOT NULL, "
             "aggregatetype TEXT NOT NULL, aggregateid uuid_bytes NOT NULL, type TEXT NOT NULL, "
             "payload JSONB NOT NULL)",
         )
         event, order = uuid.uuid4(), uuid.uuid4()
-        _insert(engine, [(event.bytes, "order", order.bytes, "OrderPlaced", {"n": 1})])
+        insert_outbox_rows(engine, [(event.bytes, "order", order.bytes, "OrderPlaced", {"n": 1})])
     finally:
         engine.dispose()
 
@@ -427,7 +391,7 @@ def test_a_domain_over_bytea_follows_binary_ids(
 
 
 def test_a_running_relay_rereads_the_rule_after_alter_table(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
@@ -435,11 +399,11 @@ def test_a_running_relay_rereads_the_rule_after_alter_table(
     to BINARY(16), the aggregate id from BINARY(16) to CHAR(36) (its UUID text). The relay's
     next claim sees values of the other type, reads the types again and relays them: the
     aggregate keeps its id, nothing is parked."""
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="BINARY(16)"))
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="CHAR(36)", aggregate_type="BINARY(16)"))
     user = uuid.uuid4()
     first = uuid.uuid4()
-    _insert(engine, [(str(first), "user", user.bytes, "UserRegistered", {"n": 0})])
+    insert_outbox_rows(engine, [(str(first), "user", user.bytes, "UserRegistered", {"n": 0})])
     relay = Relay(make_settings(pg_database(), {"svc": UUIDS | {"url": url}}))
     try:
         source_relay = relay.relays[0]  # stays the leader, its column types read once
@@ -462,7 +426,7 @@ def test_a_running_relay_rereads_the_rule_after_alter_table(
                 "CHANGE agg2 aggregateid CHAR(36) NOT NULL"
             )
         events = [uuid.uuid4() for _ in range(3)]
-        _insert(
+        insert_outbox_rows(
             engine,
             [
                 (e.bytes, "user", str(user), "UserEmailChanged", {"n": n})
@@ -484,18 +448,18 @@ def test_a_running_relay_rereads_the_rule_after_alter_table(
 
 
 def test_rows_parked_under_text_are_relayed_after_switching_to_uuid_and_unmarking(
-    source_db: tuple[str, sa.Engine],
+    mysql_source_db: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     make_settings: Callable[..., Settings],
 ) -> None:
     """The README's way back for rows parked by the default before ``binary_ids = "uuid"``
     was set (``on_dispatch = "mark"``): clear their mark, skip the parked entries."""
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
-    _create(engine, "ALTER TABLE outbox ADD COLUMN dispatched_at DATETIME(6) NULL")
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+    run_ddl(engine, "ALTER TABLE outbox ADD COLUMN dispatched_at DATETIME(6) NULL")
     user = uuid.UUID("0b9a5e2c-7f3d-4f6e-9c1a-2d4b6e8f0a1c")
     events = [uuid.UUID(int=(0xFF << 120) + n) for n in range(3)]  # 0xff: no UTF-8
-    _insert(
+    insert_outbox_rows(
         engine,
         [(e.bytes, "user", user.bytes, "UserEmailChanged", {"n": n}) for n, e in enumerate(events)],
     )

@@ -25,9 +25,9 @@ from outbox.migrate import upgrade
 from outbox.relay import Relay, drain_source
 from outbox.rows import LogRecord, MalformedRow
 from outbox.schema import event_log
+from tests.binary_ids_helpers import MYSQL_OUTBOX, insert_outbox_rows, run_ddl
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import migrate_store
-from tests.test_binary_ids import MYSQL_OUTBOX, _create, _insert, source_db  # noqa: F401
 
 USERS = [uuid.uuid4() for _ in range(2)]
 
@@ -40,7 +40,7 @@ def _config(tmp_path: Path, name: str, store: str, source: dict[str, Any]) -> Pa
 
 
 def _write_events(engine: sa.Engine, count: int) -> None:
-    _insert(
+    insert_outbox_rows(
         engine,
         [
             (uuid.uuid4().bytes, "user", USERS[n % 2].bytes, "UserEmailChanged", {"n": n})
@@ -74,9 +74,9 @@ def _drain(config: Path) -> tuple[Any, list[Any]]:
 
 
 @pytest.fixture
-def outbox(source_db: tuple[str, sa.Engine]) -> tuple[str, sa.Engine]:  # noqa: F811
-    url, engine = source_db
-    _create(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
+def outbox(mysql_source_db: tuple[str, sa.Engine]) -> tuple[str, sa.Engine]:
+    url, engine = mysql_source_db
+    run_ddl(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
     return url, engine
 
 
@@ -292,7 +292,7 @@ def test_an_upgraded_log_records_the_first_relays_setting_and_keeps_its_events(
             )
     finally:
         log_engine.dispose()
-    _insert(
+    insert_outbox_rows(
         engine, [(b"evt-000000000002", "user", b"user-00000000042", "UserDeactivated", {"n": 1})]
     )
     config = _config(tmp_path, "upgraded.toml", store, {"url": url})

@@ -17,14 +17,7 @@ from bson import Decimal128, ObjectId
 
 from projections.query_reader import JsonValue, QueryError
 from tests.cli_helpers import run_cli, write_config
-from tests.test_document_queries import (  # noqa: F401
-    Bank,
-    _entries,
-    _opened,
-    _physical,
-    bank,
-    redis_prefix,
-)
+from tests.document_bank_helpers import Bank, cached_entries, opened
 from workers.cli_query import _parse_key
 
 
@@ -40,16 +33,13 @@ def _config(of: Bank, tmp_path: Path) -> Path:
     )
 
 
-def test_a_document_list_cursor_is_refused_by_another_list(
-    bank: Bank,  # noqa: F811
-    tmp_path: Path,
-) -> None:
+def test_a_document_list_cursor_is_refused_by_another_list(bank: Bank, tmp_path: Path) -> None:
     """A page's ``next`` works for the list that returned it (projection, collection,
     filters and their types, tenant), from Python and the command line alike; any other
     list refuses it, as a table's does, rather than returning a page of its own."""
     bank.append(
-        [_opened("acme", f"a{i}", "ann") for i in (1, 2, 3)]
-        + [_opened("acme", "a4", "bob"), _opened("globex", "g1", "ann")]
+        [opened("acme", f"a{i}", "ann") for i in (1, 2, 3)]
+        + [opened("acme", "a4", "bob"), opened("globex", "g1", "ann")]
     )
     q = bank.queries
     first = q.list("doc_accounts", {"owner": "ann"}, tenant="acme", limit=1)
@@ -109,15 +99,13 @@ def test_a_document_list_cursor_is_refused_by_another_list(
         assert done.stdout == ""
 
 
-def test_pages_of_ids_of_mixed_types_return_what_the_whole_list_does(
-    bank: Bank,  # noqa: F811
-) -> None:
+def test_pages_of_ids_of_mixed_types_return_what_the_whole_list_does(bank: Bank) -> None:
     """MongoDB sorts ``_id``s across types (numbers, then text, objects, ObjectIds), while
     ``$gt`` compares within one type: pages still return every document of the list, in its
     order, wherever a page ends."""
-    bank.append([_opened("acme", "a1", "ann"), _opened("globex", "g1", "ann")])
+    bank.append([opened("acme", "a1", "ann"), opened("globex", "g1", "ann")])
     oid = ObjectId()
-    bank.store.database[_physical(bank)].insert_many(
+    bank.store.database[bank.physical_accounts()].insert_many(
         [
             {"_id": _id, "owner": "ann", "tenant": "acme"}
             for _id in (oid, {"n": 1}, 2, 1)  # any order: the list sorts them
@@ -139,14 +127,12 @@ def test_pages_of_ids_of_mixed_types_return_what_the_whole_list_does(
 
 
 def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
-    bank: Bank,  # noqa: F811
-    redis_prefix: str,  # noqa: F811
-    tmp_path: Path,
+    bank: Bank, redis_key_prefix: str, tmp_path: Path
 ) -> None:
     """A KEY is text (``42`` finds the ``_id`` ``"42"`` only); ``:=JSON`` gives it typed
     (``:=42`` finds the ``_id`` 42 only), from the CLI and, cached apart, from Python."""
-    bank.append([_opened("acme", "a1", "ann")])
-    bank.store.database[_physical(bank)].insert_many(
+    bank.append([opened("acme", "a1", "ann")])
+    bank.store.database[bank.physical_accounts()].insert_many(
         [
             {"_id": 42, "owner": "number", "tenant": "acme"},
             {"_id": "42", "owner": "text", "tenant": "acme"},
@@ -197,12 +183,12 @@ def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
         assert q.get("doc_accounts", 42, tenant="acme").value["owner"] == "number"
         assert q.get("doc_accounts", "42", tenant="acme").value["owner"] == "text"
     assert q.get("doc_accounts", JsonValue(42, "42"), tenant="acme").value["owner"] == "number"
-    assert 'tenant:"acme":get:doc_accounts:[42]' in _entries(redis_prefix)
-    assert 'tenant:"acme":get:doc_accounts:["42"]' in _entries(redis_prefix)
+    assert 'tenant:"acme":get:doc_accounts:[42]' in cached_entries(redis_key_prefix)
+    assert 'tenant:"acme":get:doc_accounts:["42"]' in cached_entries(redis_key_prefix)
 
     # a decimal key is read uncached: a cache key would hold it as the text of its digits
     digits = "123456789012345678.91"
-    bank.store.database[_physical(bank)].insert_many(
+    bank.store.database[bank.physical_accounts()].insert_many(
         [
             {"_id": Decimal128(digits), "owner": "decimal", "tenant": "acme"},
             {"_id": digits, "owner": "digits", "tenant": "acme"},
@@ -215,51 +201,48 @@ def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
 
 
 def test_a_whole_number_key_is_cached_and_invalidated_as_the_integer(
-    bank: Bank,  # noqa: F811
-    redis_prefix: str,  # noqa: F811
+    bank: Bank, redis_key_prefix: str
 ) -> None:
     """MongoDB finds the ``_id`` 42 by ``:=42.0`` and ``:=4.2e1`` too; those keys share the
     entry of ``:=42``, which an event of aggregate ``42`` invalidates (an entry of their own,
     tagged ``account:42.0``, would stay stale)."""
-    bank.append([_opened("acme", "a1", "ann")])
-    accounts = bank.store.database[_physical(bank)]
+    bank.append([opened("acme", "a1", "ann")])
+    accounts = bank.store.database[bank.physical_accounts()]
     accounts.insert_one({"_id": 42, "owner": "old", "tenant": "acme"})
     q = bank.queries
     keys = (":=42.0", ":=4.2e1", ":=42", ":=-0.0")
     for key in keys[:3]:
         assert q.get("doc_accounts", _parse_key(key), tenant="acme").value["owner"] == "old"
     assert q.get("doc_accounts", 42.0, tenant="acme").value["owner"] == "old"  # from Python
-    assert {e for e in _entries(redis_prefix) if "get:" in e} == {
+    assert {e for e in cached_entries(redis_key_prefix) if "get:" in e} == {
         'tenant:"acme":get:doc_accounts:[42]'
     }
     accounts.update_one({"_id": 42}, {"$set": {"owner": "new"}})
     assert q.get("doc_accounts", _parse_key(":=42.0"), tenant="acme").value["owner"] == "old"
-    bank.append([_opened("acme", "42", "text")])  # an event of aggregate 42
+    bank.append([opened("acme", "42", "text")])  # an event of aggregate 42
     for key in keys[:3]:
         assert q.get("doc_accounts", _parse_key(key), tenant="acme").value["owner"] == "new"
     accounts.insert_one({"_id": 0, "owner": "zero", "tenant": "acme"})
     assert q.get("doc_accounts", _parse_key(keys[3]), tenant="acme").value["owner"] == "zero"
-    assert 'tenant:"acme":get:doc_accounts:[0]' in _entries(redis_prefix)
+    assert 'tenant:"acme":get:doc_accounts:[0]' in cached_entries(redis_key_prefix)
     # past 64 bits no integer holds it: read uncached, as a decimal key is
     assert q.get("doc_accounts", _parse_key(":=1e19"), tenant="acme").value is None
-    assert {e for e in _entries(redis_prefix) if "get:" in e} == {
+    assert {e for e in cached_entries(redis_key_prefix) if "get:" in e} == {
         'tenant:"acme":get:doc_accounts:[42]',
         'tenant:"acme":get:doc_accounts:[0]',
     }
 
 
 def test_readmodel_query_gets_an_objectid_id_by_its_extended_json_key(
-    bank: Bank,  # noqa: F811
-    redis_prefix: str,  # noqa: F811
-    tmp_path: Path,
+    bank: Bank, redis_key_prefix: str, tmp_path: Path
 ) -> None:
     """A list shows an ObjectId ``_id`` as its hex text, which as a KEY is text (another
     ``_id``); ``:={"$oid": HEX}`` gets the ObjectId's document, from the CLI and, cached
     apart from the text's, from Python."""
-    bank.append([_opened("acme", "a1", "ann")])
+    bank.append([opened("acme", "a1", "ann")])
     oid = ObjectId()
     hex_digits = str(oid)
-    bank.store.database[_physical(bank)].insert_many(
+    bank.store.database[bank.physical_accounts()].insert_many(
         [
             {"_id": oid, "owner": "oid", "tenant": "acme"},
             {"_id": hex_digits, "owner": "text", "tenant": "acme"},
@@ -300,19 +283,18 @@ def test_readmodel_query_gets_an_objectid_id_by_its_extended_json_key(
     for _ in range(2):  # the second time from the cache: each key its own entry
         assert q.get("doc_accounts", typed, tenant="acme").value["owner"] == "oid"
         assert q.get("doc_accounts", hex_digits, tenant="acme").value["owner"] == "text"
-    assert {e for e in _entries(redis_prefix) if "get:" in e} == {
+    assert {e for e in cached_entries(redis_key_prefix) if "get:" in e} == {
         f'tenant:"acme":get:doc_accounts:[{{"$oid":"{hex_digits}"}}]',
         f'tenant:"acme":get:doc_accounts:["{hex_digits}"]',
     }
 
 
 def test_a_date_id_and_a_text_id_of_its_iso_text_are_cached_apart(
-    bank: Bank,  # noqa: F811
-    redis_prefix: str,  # noqa: F811
+    bank: Bank, redis_key_prefix: str
 ) -> None:
-    bank.append([_opened("acme", "a1", "ann")])
+    bank.append([opened("acme", "a1", "ann")])
     when = datetime(2026, 11, 26, 12, 30)
-    bank.store.database[_physical(bank)].insert_many(
+    bank.store.database[bank.physical_accounts()].insert_many(
         [
             {"_id": when, "owner": "date", "tenant": "acme"},
             {"_id": when.isoformat(), "owner": "text", "tenant": "acme"},
@@ -322,7 +304,7 @@ def test_a_date_id_and_a_text_id_of_its_iso_text_are_cached_apart(
     for _ in range(2):  # the second time from the cache: each key its own entry
         assert q.get("doc_accounts", when, tenant="acme").value["owner"] == "date"
         assert q.get("doc_accounts", when.isoformat(), tenant="acme").value["owner"] == "text"
-    assert {e for e in _entries(redis_prefix) if "get:" in e} == {
+    assert {e for e in cached_entries(redis_key_prefix) if "get:" in e} == {
         'tenant:"acme":get:doc_accounts:[{"$date":"2026-11-26T12:30:00"}]',
         'tenant:"acme":get:doc_accounts:["2026-11-26T12:30:00"]',
     }

@@ -9,124 +9,52 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-import redis
 from bson import Decimal128, ObjectId
 
 from outbox.envelope import Envelope
-from outbox.log import EventLog
 from projections.api import TenantError
 from projections.document_generations import collections_at, generation_of
 from projections.document_replay import DocumentReplayer
-from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
-from projections.mongo_store import MongoStore
 from projections.mongo_tx import DocumentTx, TenantConflict, handler_error
 from projections.query_reader import QueryError
-from projections.query_service import Queries
-from projections.redis_cache import RedisCache
 from projections.replay_types import ReplayOptions
 from tests.cli_helpers import run_cli, write_config
+from tests.document_bank_helpers import Bank, cached_entries, opened
 from tests.document_query_fixtures import DocAccounts
-from tests.projection_fixtures import append_tenant_events
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-Event = tuple[str | None, str, str, dict[str, Any]]  # tenant, account, type, payload
-
-
-@dataclass
-class Bank:
-    log: EventLog
-    store: MongoStore
-    url: str
-    engine: ProjectionEngine
-    queries: Queries
-
-    def append(self, events: list[Event]) -> None:
-        append_tenant_events(self.log, events)
-        self.engine.catch_up(deadline=30)
-
-
-@pytest.fixture
-def redis_prefix() -> Iterator[str]:
-    prefix = f"rmtest:docq:{uuid.uuid4().hex[:10]}:"
-    yield prefix
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*", count=1000))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def bank(
-    pg_database: Callable[[], str], mongo_database: Callable[[], str], redis_prefix: str
-) -> Iterator[Bank]:
-    log = EventLog(pg_database())
-    log.create_tables()
-    url = mongo_database()
-    store = MongoStore(url)
-    store.create_tables([DocAccounts()])
-    cache = RedisCache(REDIS_URL, key_prefix=redis_prefix, near_cache_size=0, timeout=5.0)
-    options = {"max_attempts": 2, "retry_backoff": 0.001, "cache": cache}
-    engine = ProjectionEngine(LogReader(log), [DocAccounts()], {"docs": store}, **options)
-    queries = Queries.from_engine(engine, log.engine)
-    yield Bank(log, store, url, engine, queries)
-    queries.close()
-    engine.close()
-    cache.close()
-    log.close()
-
-
-def _entries(prefix: str) -> set[str]:
-    """The cache entries in Redis, by key (after ``<prefix>e:doc_accounts:``)."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        start = f"{prefix}e:doc_accounts:"
-        return {k.decode()[len(start) :] for k in client.scan_iter(match=start + "*")}
-    finally:
-        client.close()
-
-
-def _opened(tenant: str, account: str, owner: str) -> Event:
-    return (tenant, account, "Opened", {"owner": owner})
 
 
 def test_declared_queries_are_cached_in_redis_and_invalidated_by_a_later_event(
-    bank: Bank, redis_prefix: str
+    bank: Bank, redis_key_prefix: str
 ) -> None:
     q = bank.queries
-    bank.append([_opened("acme", "a1", "ann"), _opened("acme", "a2", "ann")])
+    bank.append([opened("acme", "a1", "ann"), opened("acme", "a2", "ann")])
     bank.append([("acme", "a2", "Deposited", {"amount": 5})])
 
     # tags from the arguments: cached at once, per tenant
     found = q.run("doc_accounts", "by_owner", "ann", tenant="acme").value
     assert [(d["_id"], d["balance"]) for d in found] == [("a2", 5), ("a1", 0)]
     entry = 'tenant:"acme":q:by_owner:[["ann"],[]]'
-    assert entry in _entries(redis_prefix)
+    assert entry in cached_entries(redis_key_prefix)
     assert q.run("doc_accounts", "by_owner", "ann", tenant="acme").value == found
 
     # tags from the result: the first read teaches them, the second is cached
     first = q.run("doc_accounts", "first_of", "ann", tenant="acme").value
     assert (first["_id"], first["balance"]) == ("a1", 0)
     learned = 'tenant:"acme":q:first_of:[["ann"],[]]'
-    assert learned not in _entries(redis_prefix)
+    assert learned not in cached_entries(redis_key_prefix)
     assert q.run("doc_accounts", "first_of", "ann", tenant="acme").value == first
-    assert learned in _entries(redis_prefix)
+    assert learned in cached_entries(redis_key_prefix)
 
     # get by _id under key_tags, kept per tenant
     assert q.get("doc_accounts", "a1", tenant="acme").value["balance"] == 0
-    assert 'tenant:"acme":get:doc_accounts:["a1"]' in _entries(redis_prefix)
+    assert 'tenant:"acme":get:doc_accounts:["a1"]' in cached_entries(redis_key_prefix)
 
     bank.append([("acme", "a1", "Deposited", {"amount": 100})])
-    assert not {entry, learned} & _entries(redis_prefix)
+    assert not {entry, learned} & cached_entries(redis_key_prefix)
     fresh = q.run("doc_accounts", "by_owner", "ann", tenant="acme").value
     assert [(d["_id"], d["balance"]) for d in fresh] == [("a1", 100), ("a2", 5)]
     assert q.run("doc_accounts", "first_of", "ann", tenant="acme").value["balance"] == 100
@@ -137,9 +65,9 @@ def test_a_read_for_one_tenant_never_returns_anothers_documents(bank: Bank) -> N
     q = bank.queries
     bank.append(
         [
-            _opened("acme", "a1", "ann"),
-            _opened("globex", "g1", "ann"),
-            _opened("globex", "g2", "bob"),
+            opened("acme", "a1", "ann"),
+            opened("globex", "g1", "ann"),
+            opened("globex", "g2", "bob"),
         ]
     )
     for _ in range(2):  # the second time from the cache, where a read caches
@@ -181,11 +109,11 @@ def test_documents_are_written_in_the_events_tenant_or_the_event_is_parked(
     applied; a rebuild holds the handlers to the same rule."""
     bank.append(
         [
-            _opened("acme", "e1", "ann"),
+            opened("acme", "e1", "ann"),
             ("globex", "e2", "Opened", {"owner": "bob", "tenant": "globex"}),
             ("acme", "e3", "Opened", {"owner": "cy", "tenant": "globex"}),
             (None, "e4", "Opened", {"owner": "di"}),
-            _opened("acme", "e5", "ed"),
+            opened("acme", "e5", "ed"),
         ]
     )
 
@@ -223,7 +151,7 @@ def test_documents_are_written_in_the_events_tenant_or_the_event_is_parked(
 def test_readmodel_query_types_where_values_and_runs_document_queries(
     bank: Bank, tmp_path: Path
 ) -> None:
-    bank.append([_opened("acme", "a1", "ann"), _opened("acme", "a2", "ann")])
+    bank.append([opened("acme", "a1", "ann"), opened("acme", "a2", "ann")])
     bank.append([("acme", "a1", "Deposited", {"amount": 5})])
     store = {"url": bank.log.engine.url.render_as_string(hide_password=False)}
     config = write_config(
@@ -280,7 +208,7 @@ def test_a_handlers_reads_and_writes_are_of_its_events_tenant(bank: Bank) -> Non
     """Two tenants' documents with one ``_id``: within a batch each tenant sees its own
     write only, a delete removes only its own, and a write of an ``_id`` another tenant's
     document holds is refused with a TenantError naming the collection and the ``_id``."""
-    bank.append([_opened("acme", "a1", "ann")])
+    bank.append([opened("acme", "a1", "ann")])
     store = bank.store
     physical = collections_at(DocAccounts(), generation_of(store.database, "doc_accounts"))
     with pytest.raises(TenantConflict) as refused, store.transaction() as session:
@@ -329,9 +257,9 @@ def test_a_handlers_reads_and_writes_are_of_its_events_tenant(bank: Bank) -> Non
 def test_an_event_writing_another_tenants_id_is_parked_never_overwriting_it(
     bank: Bank,
 ) -> None:
-    bank.append([_opened("acme", "a1", "ann")])
-    bank.append([_opened("globex", "g1", "bob"), _opened("globex", "a1", "bob")])
-    bank.append([_opened("acme", "s1", "ann"), _opened("globex", "s1", "bob")])  # one batch
+    bank.append([opened("acme", "a1", "ann")])
+    bank.append([opened("globex", "g1", "bob"), opened("globex", "a1", "bob")])
+    bank.append([opened("acme", "s1", "ann"), opened("globex", "s1", "bob")])  # one batch
     assert bank.queries.get("doc_accounts", "a1", tenant="acme").value["owner"] == "ann"
     assert bank.queries.get("doc_accounts", "a1", tenant="globex").value is None
     assert bank.queries.get("doc_accounts", "g1", tenant="globex").value["owner"] == "bob"
@@ -347,15 +275,10 @@ def test_an_event_writing_another_tenants_id_is_parked_never_overwriting_it(
         ), entry.reason
 
 
-def _physical(bank: Bank) -> str:
-    database = bank.store.database
-    return collections_at(DocAccounts(), generation_of(database, "doc_accounts"))["doc_accounts"]
-
-
 def test_documents_are_read_json_ready_the_same_from_the_cache_or_not(bank: Bank) -> None:
-    bank.append([_opened("acme", "a1", "ann")])
+    bank.append([opened("acme", "a1", "ann")])
     ref = ObjectId()
-    bank.store.database[_physical(bank)].update_one(
+    bank.store.database[bank.physical_accounts()].update_one(
         {"_id": "a1"},
         {"$set": {"opened": dt.datetime(2026, 1, 2, 3, 4, 5), "limit": Decimal128("10.50")}}
         | {"$push": {"refs": ref}},
@@ -381,7 +304,7 @@ def test_documents_are_read_json_ready_the_same_from_the_cache_or_not(bank: Bank
 
 
 def test_find_limits_and_filter_values_no_document_holds(bank: Bank) -> None:
-    bank.append([_opened("acme", "a1", "ann"), _opened("acme", "a2", "ann")])
+    bank.append([opened("acme", "a1", "ann"), opened("acme", "a2", "ann")])
     reader = bank.queries.reader("doc_accounts", "acme")
     assert reader.find("doc_accounts", limit=0) == []  # to the driver, limit(0) is none
     assert [d["_id"] for d in reader.find("doc_accounts", limit=1)] == ["a1"]
@@ -397,8 +320,8 @@ def test_cli_json_numbers_match_documents_exactly(bank: Bank, tmp_path: Path) ->
     """A ``:=`` number with a fraction matches the double a JSON payload stored when that
     double is the number given, else the exact Decimal128; an integer past 64 bits is
     refused, naming the field."""
-    bank.append([_opened("acme", f"a{i}", "ann") for i in range(1, 5)])
-    documents = bank.store.database[_physical(bank)]
+    bank.append([opened("acme", f"a{i}", "ann") for i in range(1, 5)])
+    documents = bank.store.database[bank.physical_accounts()]
     for key, balance in {
         "a1": 12.5,
         "a2": 0.1,

@@ -39,10 +39,10 @@ from projections.replay_types import (
     ReplayRefused,
 )
 from tests.cli_helpers import run_cli, write_config
+from tests.document_bank_helpers import Bank, opened
 from tests.document_fixtures import DocLastDeposit, DocTotals
 from tests.document_query_fixtures import DocAccounts
 from tests.projection_fixtures import append_events
-from tests.test_document_queries import Bank, _opened, bank, redis_prefix  # noqa: F401
 from tests.test_mongo_store import _config
 
 Deposits = list[tuple[str, str, dict[str, Any]]]
@@ -180,9 +180,9 @@ def test_the_next_generation_has_the_indexes_the_projection_declares(docs: Docs)
 
 
 def test_a_rebuilt_tenant_collection_is_indexed_by_tenant_and_id_without_a_warning(
-    bank: Bank,  # noqa: F811
+    bank: Bank,
 ) -> None:
-    bank.append([_opened("acme", "a1", "ann"), _opened("globex", "g1", "bob")])
+    bank.append([opened("acme", "a1", "ann"), opened("globex", "g1", "bob")])
     replayer = DocumentReplayer(LogReader(bank.log), DocAccounts(), bank.store, retire_after=0.0)
     assert replayer.plan(ReplayOptions()).warnings == []  # the tenant index is the store's own
     replayer.run(ReplayOptions())
@@ -848,16 +848,15 @@ def _account_documents(accounts: Bank) -> list[tuple[str, str, str]]:
 
 @pytest.mark.parametrize("where", ["one batch", "a later batch", "the swap"])
 def test_a_tenant_conflict_stops_a_rebuild_at_its_event_unless_skipped_then_parked(
-    bank: Bank,  # noqa: F811
-    where: str,
+    bank: Bank, where: str
 ) -> None:
     """An event writing an ``_id`` another tenant's document holds is parked live; a rebuild
     meets the same conflict (in the batch that wrote the first document, in a later one, or
     in the swap's last events) and stops at that event, the live model untouched, unless
     ``skip_errors``: then the event stays parked (not counted as released) and the rest is
     swapped in."""
-    conflicting = [_opened("globex", "a1", "bob"), _opened("globex", "g1", "bob")]
-    bank.append([_opened("acme", "a1", "ann")])
+    conflicting = [opened("globex", "a1", "bob"), opened("globex", "g1", "bob")]
+    bank.append([opened("acme", "a1", "ann")])
     if where != "the swap":
         bank.append(conflicting)
     database = bank.store.database
@@ -900,11 +899,10 @@ def test_a_tenant_conflict_stops_a_rebuild_at_its_event_unless_skipped_then_park
 
 
 def test_readmodel_replay_of_a_tenant_conflict_exits_1_naming_the_event_or_skips_it(
-    bank: Bank,  # noqa: F811
-    tmp_path: Path,
+    bank: Bank, tmp_path: Path
 ) -> None:
-    bank.append([_opened("acme", "a1", "ann")])
-    bank.append([_opened("globex", "a1", "bob"), _opened("globex", "g1", "bob")])
+    bank.append([opened("acme", "a1", "ann")])
+    bank.append([opened("globex", "a1", "bob"), opened("globex", "g1", "bob")])
     live = _account_documents(bank)
     config = write_config(
         tmp_path / "readmodel.toml",

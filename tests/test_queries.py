@@ -17,8 +17,6 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from config import Settings
-from outbox.relay import Relay
 from projections import (
     ConsistencyParked,
     ConsistencyTimeout,
@@ -26,107 +24,21 @@ from projections import (
     Projection,
     Queries,
     QueryError,
-    open_queries,
 )
 from projections.cache import CacheHooks
 from tests.cli_helpers import run_cli, write_config
-from tests.outbox_helpers import init_outbox
+from tests.shop_helpers import SHOP_PROJECTIONS, Shop, order_placed, orders_placed
 from workers.broker import make_broker
-from workers.runtime import Runtime, build_runtime
 from workers.worker import run_pipeline
 
-FIXTURES = "tests.query_fixtures"
 REDIS_URL = "redis://127.0.0.1:6379/0"
-EventRow = tuple[str, str, str, dict[str, Any]]
-
-
-class Shop:
-    """A SQLite ``shop`` outbox feeding the ``shop_orders`` projection in the store under test."""
-
-    def __init__(
-        self, make_settings: Callable[..., Settings], store_url: str, source_url: str, **other: Any
-    ) -> None:
-        self.settings = make_settings(
-            store_url,
-            {"shop": {"url": source_url, "poll_max": "50ms"}},
-            projections=[FIXTURES],
-            **other,
-        )
-        init_outbox(self.settings.sources["shop"], "shop")
-        self.source = sa.create_engine(source_url)
-        self.runtime: Runtime = build_runtime(self.settings)
-        self.queries: Queries = open_queries(self.settings)
-
-    def write(self, events: list[EventRow]) -> list[str]:
-        """Commit outbox rows; returns their event ids."""
-        ids = [uuid.uuid4().hex for _ in events]
-        rows = [
-            {
-                "id": event_id,
-                "aggregatetype": kind,
-                "aggregateid": key,
-                "type": event_type,
-                "payload": orjson.dumps(payload).decode(),
-            }
-            for event_id, (kind, key, event_type, payload) in zip(ids, events, strict=True)
-        ]
-        table = sa.table("outbox", *[sa.column(c) for c in rows[0]])
-        with self.source.begin() as conn:
-            conn.execute(sa.insert(table), rows)
-        return ids
-
-    def relay(self) -> None:
-        Relay(self.settings, log=self.runtime.log).drain()
-
-    def sync(self) -> None:
-        self.relay()
-        self.runtime.engine.catch_up()
-
-    def close(self) -> None:
-        self.queries.close()
-        self.runtime.close()
-        self.source.dispose()
-
-
-@pytest.fixture(params=["postgresql", "sqlite"])
-def store_url(request: pytest.FixtureRequest, database_for: Callable[[str], str]) -> str:
-    return database_for(request.param)
-
-
-@pytest.fixture
-def shop_factory(
-    make_settings: Callable[..., Settings], sqlite_database: Callable[[], str]
-) -> Iterator[Callable[..., Shop]]:
-    made: list[Shop] = []
-
-    def make(store_url: str, **other: Any) -> Shop:
-        shop = Shop(make_settings, store_url, sqlite_database(), **other)
-        made.append(shop)
-        return shop
-
-    yield make
-    for shop in made:
-        shop.close()
-
-
-def _order(order_id: str, customer: str, amount: int, note: str | None = None) -> EventRow:
-    return (
-        "order",
-        order_id,
-        "OrderPlaced",
-        {"customer": customer, "amount": amount, "note": note},
-    )
-
-
-def _orders(n: int, customers: int) -> list[EventRow]:
-    return [_order(f"o{i:04d}", f"c{i % customers}", i) for i in range(n)]
 
 
 def test_get_and_list_pages_over_an_applied_projection(
     shop_factory: Callable[..., Shop], store_url: str
 ) -> None:
     shop = shop_factory(store_url)
-    shop.write(_orders(40, 3))
+    shop.write(orders_placed(40, 3))
     shop.write([("customer", "c1", "CustomerRegistered", {"email": "c1@x.io", "name": "Ann"})])
     shop.sync()
     q = shop.queries
@@ -170,7 +82,7 @@ def test_query_errors_name_the_wrong_thing_and_the_known_ones(
     shop_factory: Callable[..., Shop], pg_database: Callable[[], str]
 ) -> None:
     shop = shop_factory(pg_database())
-    shop.write(_orders(10, 2))
+    shop.write(orders_placed(10, 2))
     shop.sync()
     q = shop.queries
 
@@ -203,7 +115,7 @@ def test_pages_never_repeat_or_skip_rows_while_rows_are_inserted_between_pages(
     shop_factory: Callable[..., Shop], pg_database: Callable[[], str]
 ) -> None:
     shop = shop_factory(pg_database())
-    original = [_order(f"o{i:04d}", "c1", i) for i in range(0, 60, 2)]  # even ids
+    original = [order_placed(f"o{i:04d}", "c1", i) for i in range(0, 60, 2)]  # even ids
     shop.write(original)
     shop.sync()
     q = shop.queries
@@ -218,8 +130,8 @@ def test_pages_never_repeat_or_skip_rows_while_rows_are_inserted_between_pages(
         if cursor is None:
             break
         # between pages: odd ids land before and after the cursor, through the real pipeline
-        batch = [_order(f"o{i:04d}", "c1", i) for i in range(2 * inserted + 1, 60, 13)]
-        batch += [_order(f"z{inserted:04d}", "c1", 1)]
+        batch = [order_placed(f"o{i:04d}", "c1", i) for i in range(2 * inserted + 1, 60, 13)]
+        batch += [order_placed(f"z{inserted:04d}", "c1", 1)]
         inserted += 1
         shop.write(batch)
         shop.sync()
@@ -234,7 +146,7 @@ def test_declared_queries_convert_arguments_and_read_through_the_reader(
     shop_factory: Callable[..., Shop], store_url: str
 ) -> None:
     shop = shop_factory(store_url)
-    shop.write(_orders(9, 3))
+    shop.write(orders_placed(9, 3))
     shop.write([("customer", "c2", "CustomerRegistered", {"email": "b@x.io", "name": "Bo"})])
     shop.write([("order", "o0002", "OrderShipped", {})])
     shop.sync()
@@ -286,7 +198,7 @@ def running(shop_factory: Callable[..., Shop], pg_database: Callable[[], str]) -
 
 def test_a_token_returns_the_value_just_written(running: Shop) -> None:
     q = running.queries
-    [placed] = running.write([_order("o1", "c1", 10)])
+    [placed] = running.write([order_placed("o1", "c1", 10)])
     assert q.get("shop_orders", "o1", wait_for=placed, timeout=30).value["status"] == "placed"
 
     for round_ in range(5):
@@ -302,7 +214,7 @@ def test_a_token_returns_the_value_just_written(running: Shop) -> None:
 
     # by log position: the next event of the source lands at head + 1
     head = running.runtime.log.head("shop")
-    running.write([_order("o2", "c2", 5)])
+    running.write([order_placed("o2", "c2", 5)])
     status = q.run("shop_orders", "order_status", "o2", wait_for=f"shop:{head + 1}", timeout=30)
     assert status.value == "placed"
 
@@ -311,7 +223,7 @@ def test_timeout_names_the_token_and_how_far_the_projection_got(
     shop_factory: Callable[..., Shop], pg_database: Callable[[], str]
 ) -> None:
     shop = shop_factory(pg_database())
-    shop.write([_order("o1", "c1", 10)])
+    shop.write([order_placed("o1", "c1", 10)])
     shop.sync()
     q = shop.queries
     [shipped] = shop.write([("order", "o1", "OrderShipped", {})])
@@ -365,8 +277,8 @@ def test_a_parked_event_fails_the_wait_at_once(
     shop_factory: Callable[..., Shop], pg_database: Callable[[], str]
 ) -> None:
     shop = shop_factory(pg_database(), engine={"max_attempts": 1})
-    [bad] = shop.write([_order("o1", "c1", -5)])
-    shop.write([_order("o2", "c1", 5)])
+    [bad] = shop.write([order_placed("o1", "c1", -5)])
+    shop.write([order_placed("o2", "c1", 5)])
     shop.sync()
     with pytest.raises(ConsistencyParked) as parked:
         shop.queries.get("shop_orders", "o1", wait_for=bad, timeout=60)
@@ -394,12 +306,12 @@ def cli_shop(
     config = write_config(
         tmp_path / "readmodel.toml",
         {
-            "projections": [FIXTURES],
+            "projections": [SHOP_PROJECTIONS],
             "store": {"url": shop.settings.store.url},
             "sources": {"shop": {"url": shop.settings.sources["shop"].url}},
         },
     )
-    shop.write(_orders(7, 2))
+    shop.write(orders_placed(7, 2))
     shop.write([("customer", "c0", "CustomerRegistered", {"email": "z@x.io", "name": "Zed"})])
     shop.sync()
     return shop, config
@@ -576,7 +488,7 @@ def test_cached_reads_are_tagged_and_invalidated_by_applied_events(
     assert cache is not None
     hooks = cache.hooks = CountingHooks()
     q = Queries.from_engine(shop.runtime.engine, shop.runtime.log.engine)
-    shop.write([_order("o1", "c1", 10), _order("o2", "c1", 20)])
+    shop.write([order_placed("o1", "c1", 10), order_placed("o2", "c1", 20)])
     shop.write([("customer", "c1", "CustomerRegistered", {"email": "a@x.io", "name": "Al"})])
     shop.sync()
 
@@ -629,7 +541,7 @@ def test_cached_reads_are_tagged_and_invalidated_by_applied_events(
 
     # a token read goes to the store, never to (nor into) the cache
     before = reads()
-    [event] = shop.write([_order("o3", "c1", 5)])
+    [event] = shop.write([order_placed("o3", "c1", 5)])
     shop.sync()
     assert q.get("shop_orders", "o3", wait_for=event, timeout=5).value["amount"] == 5
     assert reads() == before

@@ -16,7 +16,7 @@ from outbox.errors import StoreError
 from projections import QueryError
 from projections.query_reader import SqlReader, filter_value
 from tests.cli_helpers import run_cli, write_config
-from tests.test_queries import FIXTURES, Shop, _orders, shop_factory, store_url  # noqa: F401
+from tests.shop_helpers import SHOP_PROJECTIONS, Shop, orders_placed
 from workers.cli_query import _parse_where
 
 metadata = sa.MetaData()
@@ -32,7 +32,7 @@ items = sa.Table(
 
 
 @pytest.fixture
-def reader(store_url: str) -> Iterator[SqlReader]:  # noqa: F811
+def reader(store_url: str) -> Iterator[SqlReader]:
     engine = sa.create_engine(store_url)
     metadata.create_all(engine)
     with engine.begin() as conn:
@@ -153,20 +153,20 @@ def test_a_numeric_filter_from_the_cli_finds_the_exact_row(pg_database: Callable
 
 
 def test_cli_refuses_unsuitable_json_values_naming_the_field(
-    shop_factory: Callable[..., Shop],  # noqa: F811
-    store_url: str,  # noqa: F811
+    shop_factory: Callable[..., Shop],
+    store_url: str,
     tmp_path: Path,
 ) -> None:
     shop = shop_factory(store_url)
     config = write_config(
         tmp_path / "readmodel.toml",
         {
-            "projections": [FIXTURES],
+            "projections": [SHOP_PROJECTIONS],
             "store": {"url": shop.settings.store.url},
             "sources": {"shop": {"url": shop.settings.sources["shop"].url}},
         },
     )
-    shop.write(_orders(5, 2))
+    shop.write(orders_placed(5, 2))
     shop.sync()
     c = ["--allow-unindexed", "--json", "--config", str(config)]
     done = run_cli(["query", "shop_orders", "-w", "amount:=3", *c])

@@ -168,7 +168,7 @@ def test_the_tenant_document_projection_example_runs_as_written(
     from projections.log_reader import LogReader
     from projections.mongo_store import MongoStore
     from tests.cli_helpers import run_cli, write_config
-    from tests.test_document_queries import Bank
+    from tests.document_bank_helpers import Bank
 
     text = (ROOT / "README.md").read_text()
     section = text[text.index("Declared `@query` functions work as on tables") :]
