@@ -37,6 +37,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     try:
         settings = Settings(**overrides)
         settings._config_file = None if path is None else str(path)
+        settings._env_keys = frozenset(env_keys)
         return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, data, env_keys)) from None

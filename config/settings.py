@@ -566,11 +566,19 @@ class Settings(BaseSettings):
         description="tenant registries by source group name: each row a member source",
     )
     _config_file: str | None = PrivateAttr(None)
+    _env_keys: frozenset[str] = PrivateAttr(frozenset())
 
     @property
     def config_file(self) -> str | None:
         """The TOML file these settings were read from (``None``: defaults and environment)."""
         return self._config_file
+
+    def variable_for(self, *key: str) -> str | None:
+        """The ``READMODEL_...`` variable that set the key at path ``key`` (``"sources",
+        "auth", "binary_ids"``) over the file, for a message to name instead of the file;
+        ``None`` when no variable did."""
+        name = "__".join(key).lower().replace(":", "_")  # as a variable spells a member
+        return f"READMODEL_{name.upper()}" if name in self._env_keys else None
 
     @field_validator("sources")
     @classmethod

@@ -34,7 +34,11 @@ class LogError(ReadmodelError):
 
 class BinaryIdsConflict(LogError):
     """A relay's ``binary_ids`` setting is not the rule the event log records for its source:
-    appending would key the source's aggregates two ways, so nothing is appended."""
+    appending would key the source's aggregates two ways, so nothing is appended.
+
+    ``where`` the setting is made (``[sources.auth] in auth.toml``), or the ``variable``
+    that overrides the file, and the ``config_file`` the switch command is to read, go into
+    the message only."""
 
     def __init__(
         self,
@@ -43,31 +47,27 @@ class BinaryIdsConflict(LogError):
         recorded: str,
         *,
         where: str | None = None,
+        variable: str | None = None,
         config_file: str | None = None,
     ) -> None:
         self.source = source
         self.setting = setting
         self.recorded = recorded
-        self.where = where
-        self.config_file = config_file
         switch = f"readmodel outbox binary-ids {source} {setting}"
         if config_file is not None:
             switch += f" --config {config_file}"
+        if variable is not None:
+            where, fix = f"environment variable {variable}", f"Set {variable}={recorded}"
+        else:
+            fix = f'Set binary_ids = "{recorded}" there'
         super().__init__(
             f"source {source!r}: binary_ids = {setting!r} ({where or 'its settings'}) is not "
             f"the rule the event log records for it, {recorded!r}: its aggregates would get "
             f"other ids than those of the events logged under {recorded!r}, splitting each "
-            f"aggregate in two. Nothing was relayed; the rows stay in the outbox. Set "
-            f'binary_ids = "{recorded}" there, as every relay of the source must have it; or, to '
-            f"switch the rule on purpose (which re-keys the aggregates, see the README on "
-            f"binary ids), stop the source's relays, set the new rule in each one's config and "
-            f"run `{switch}`"
-        )
-
-    def located(self, where: str, config_file: str | None) -> BinaryIdsConflict:
-        """The same conflict, naming where the setting is configured."""
-        return BinaryIdsConflict(
-            self.source, self.setting, self.recorded, where=where, config_file=config_file
+            f"aggregate in two. Nothing was relayed; the rows stay in the outbox. {fix}, as "
+            f"every relay of the source must have it; or, to switch the rule on purpose (which "
+            f"re-keys the aggregates, see the README on binary ids), stop the source's relays, "
+            f"set the new rule in each one's config and run `{switch}`"
         )
 
 

@@ -12,12 +12,56 @@ events were appended before rules were recorded.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from config import Settings
 from outbox.db import describe_db_error
 from outbox.errors import BinaryIdsConflict, LogError
 from outbox.schema import log_heads
+from outbox.source_groups import group_of
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOrigin:
+    """Where a source's ``binary_ids`` setting is made, for messages: its table in the config
+    file, or the environment variable that overrides the file."""
+
+    table: str  # [sources.auth], [tenants.pos.source]
+    config_file: str | None = None
+    variable: str | None = None
+
+    def __str__(self) -> str:
+        if self.variable is not None:
+            return f"environment variable {self.variable}"
+        return self.table + (f" in {self.config_file}" if self.config_file else "")
+
+    def conflict(self, refused: BinaryIdsConflict) -> BinaryIdsConflict:
+        """``refused``, naming this origin."""
+        return BinaryIdsConflict(
+            refused.source,
+            refused.setting,
+            refused.recorded,
+            where=str(self),
+            variable=self.variable,
+            config_file=self.config_file,
+        )
+
+
+def rule_origin(settings: Settings, source: str) -> RuleOrigin:
+    """Where ``settings`` set the ``binary_ids`` of ``source``: a configured source, a tenant
+    registry's group or one of its members."""
+    group = group_of(source)
+    if source in settings.sources:
+        table = f'[sources."{source}"]' if group else f"[sources.{source}]"
+        path: tuple[str, ...] = ("sources", source, "binary_ids")
+    else:
+        registry = source if source in settings.tenants else group or source
+        table = f"[tenants.{registry}.source]"
+        path = ("tenants", registry, "source", "binary_ids")
+    return RuleOrigin(table, settings.config_file, settings.variable_for(*path))
 
 
 def check_rule(source: str, rule: str | None, recorded: str | None) -> None:
@@ -27,15 +71,14 @@ def check_rule(source: str, rule: str | None, recorded: str | None) -> None:
         raise BinaryIdsConflict(source, rule, recorded)
 
 
-def insert_head(kind: str, source: str, rule: str | None = None) -> sa.Executable:
-    """Make ``source``'s head row (head 0, ``rule``) unless it exists; ``kind`` is the log's
+def insert_head(kind: str, source: str) -> sa.Executable:
+    """Make ``source``'s head row (head 0, no rule) unless it exists; ``kind`` is the log's
     engine, ``postgresql`` or ``sqlite``."""
     if kind == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    values = {"source": source, "head": 0, "binary_ids": rule}
-    return insert(log_heads).values(values).on_conflict_do_nothing()
+    return insert(log_heads).values(source=source, head=0).on_conflict_do_nothing()
 
 
 def adopt_rule(engine: sa.Engine, source: str, rule: str) -> bool:

@@ -19,7 +19,7 @@ import structlog
 from config import RelaySettings, Settings
 from outbox.errors import BinaryIdsConflict, LogError, ReadmodelError, SourceError
 from outbox.log import AppendResult, EventLog, LogRejectedError
-from outbox.log_rules import adopt_rule
+from outbox.log_rules import RuleOrigin, adopt_rule, rule_origin
 from outbox.rows import LogRecord, MalformedRow, decode_rows, id_type_clash
 from outbox.source import OutboxSource, source_key
 from outbox.source_groups import group_of
@@ -62,14 +62,14 @@ class SourceRelay:
         settings: RelaySettings | None = None,
         hooks: Iterable[RelayHooks] = (),
         *,
-        config_file: str | None = None,
+        origin: RuleOrigin | None = None,
     ) -> None:
         self.source = source
         self.log = log
         self.settings = settings or RelaySettings()
         self.hooks = list(hooks)
-        self.config_file = config_file
-        """The file the source is configured in, named when its ``binary_ids`` is refused."""
+        self.origin = origin or RuleOrigin(source_key(source.name))
+        """Where the source's ``binary_ids`` is set, named when it is refused."""
         self.totals = RelayTotals()
         self._was_leading = False
 
@@ -138,17 +138,11 @@ class SourceRelay:
             except LogRejectedError:
                 return self._append_one_by_one(records, malformed)
         except BinaryIdsConflict as exc:  # the rule was switched while this relay led
-            raise self._located(exc) from None
+            raise self.origin.conflict(exc) from None
 
     @property
     def _rule(self) -> str | None:
         return self.source.binary_ids_rule
-
-    def _located(self, conflict: BinaryIdsConflict) -> BinaryIdsConflict:
-        where = source_key(self.name)
-        if self.config_file is not None:
-            where += f" in {self.config_file}"
-        return conflict.located(where, self.config_file)
 
     def _append_one_by_one(
         self, records: list[LogRecord], malformed: list[MalformedRow]
@@ -271,7 +265,7 @@ class SourceRelay:
         try:
             recorded = adopt_rule(self.log.engine, self.name, rule)
         except BinaryIdsConflict as exc:
-            raise self._located(exc) from None
+            raise self.origin.conflict(exc) from None
         if recorded:
             logger.warning(
                 "binary_ids rule recorded for a source logged before rules were",
@@ -389,7 +383,7 @@ class Relay:
                 self.log,
                 settings.relay,
                 hooks,
-                config_file=settings.config_file,
+                origin=rule_origin(settings, name),
             )
             for name in names
             if name in settings.sources
@@ -401,7 +395,7 @@ class Relay:
                 settings.relay,
                 hooks,
                 only=members,
-                config_file=settings.config_file,
+                origin=rule_origin(settings, group),
             )
             for group, members in registries.items()
         ]

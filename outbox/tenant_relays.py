@@ -21,6 +21,7 @@ import structlog
 from config import RelaySettings, SourceSettings
 from outbox.errors import SourceError
 from outbox.log import EventLog
+from outbox.log_rules import RuleOrigin
 from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
 from outbox.tenant_registry import Members, TenantRegistry
@@ -51,10 +52,11 @@ class TenantRelays:
         hooks: Iterable[RelayHooks] = (),
         only: Iterable[str] | None = None,
         *,
-        config_file: str | None = None,
+        origin: RuleOrigin | None = None,
     ) -> None:
         self.registry = registry
-        self.config_file = config_file
+        self.origin = origin
+        """Where the members' ``binary_ids`` is set (``[tenants.NAME.source]``)."""
         self.only = None if only is None else set(only)
         """Relay these members only (``relay --source pos:acme``); ``None``: every one."""
         self.log = log
@@ -123,9 +125,7 @@ class TenantRelays:
 
     def _relay(self, name: str, settings: SourceSettings) -> SourceRelay:
         source = open_source(name, settings)
-        return SourceRelay(
-            source, self.log, self.settings, self.hooks, config_file=self.config_file
-        )
+        return SourceRelay(source, self.log, self.settings, self.hooks, origin=self.origin)
 
     def run(self, stop: threading.Event) -> None:
         """Relay the members until ``stop`` is set, reading the registry every ``refresh``."""

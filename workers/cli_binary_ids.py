@@ -100,14 +100,13 @@ def binary_ids_command(
 def _check_configured(settings: Settings, source: str, rule: str) -> None:
     """Exit 2 unless ``source`` is configured, reads SQL ids, and says ``binary_ids = rule``
     where its relays read it: a recorded rule no relay has would only stop them all."""
-    from outbox.source import source_key
+    from outbox.log_rules import rule_origin
     from outbox.source_groups import group_of
     from outbox.sources import source_kind
 
     group = group_of(source)
     if source in settings.sources:
         configured: OutboxTableSettings = settings.sources[source]
-        where = source_key(source)
         if source_kind(settings.sources[source].url) == "mongodb":
             raise fail(
                 f"source {source!r} is a MongoDB source: binary_ids does not apply to it",
@@ -115,17 +114,20 @@ def _check_configured(settings: Settings, source: str, rule: str) -> None:
             )
     elif source in settings.tenants or group in settings.tenants:
         configured = settings.tenants[source if source in settings.tenants else group].source
-        where = f"[tenants.{source if source in settings.tenants else group}.source]"
     else:
         known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
         raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
     if configured.binary_ids != rule:
-        file = f" in {settings.config_file}" if settings.config_file else ""
+        origin = rule_origin(settings, source)
+        fix = (
+            f"set {origin.variable}={rule}"
+            if origin.variable is not None
+            else f'set binary_ids = "{rule}" there'
+        )
         raise fail(
             f"source {source!r} is configured with binary_ids = {configured.binary_ids!r} "
-            f'({where}{file}): set binary_ids = "{rule}" there first, and in the config of '
-            f"every relay of the source (a relay whose setting is not the recorded rule is "
-            f"refused)",
+            f"({origin}): {fix} first, and in the config of every relay of the source (a "
+            f"relay whose setting is not the recorded rule is refused)",
             EXIT_CONFIG,
         )
 

@@ -4,7 +4,7 @@ A column on the head row rather than a table of its own: every append already lo
 row, so checking the rule there costs nothing and is atomic with the append (a relay
 whose setting differs cannot slip one batch in after the rule changed). Existing rows get
 NULL, "not recorded yet": a migration cannot know which rule made a source's events, so the
-first relay of the source records its setting (see :meth:`outbox.log.EventLog.adopt_binary_ids`).
+first relay of the source records its setting (see :func:`outbox.log_rules.adopt_rule`).
 
 Revision ID: 0003
 Revises: 0002
