@@ -8,19 +8,109 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
-from tests.cli_helpers import run_cli
+from outbox.db import create_engine
+from outbox.errors import BinaryIdsConflict
+from outbox.log import EventLog
+from outbox.log_rules import adopt_rule
+from tests.cli_helpers import run_cli, write_config
+from tests.outbox_helpers import migrate_store
+from tests.tenant_fixtures import REGISTRY_QUERY, make_registry
 from tests.test_binary_ids import source_db  # noqa: F401
 from tests.test_binary_ids_rule import (
     _config,
     _drain,
     _recorded,
+    _records,
     _write_events,
     outbox,  # noqa: F401
 )
 
 REFUSED = "not relaying the source: its binary_ids is not the rule the log records"
+
+
+def _heads(store: str) -> dict[str, tuple[int, str | None]]:
+    engine = create_engine(store)
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT source, head, binary_ids FROM rm_log_heads").all()
+    finally:
+        engine.dispose()
+    return {source: (head, rule) for source, head, rule in rows}
+
+
+def test_the_switch_refuses_a_member_no_registry_lists_and_records_a_listed_one(
+    sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """A typo (``pos:acmee``) or a name that is no tenant id would be a head row, so a lane
+    of every projection of the group for good: refused, nothing written. A member the
+    registry lists but the log has not seen gets the rule now, which its first relay must
+    then have."""
+    store = sqlite_database()
+    migrate_store(store)
+    log = EventLog(store)
+    try:
+        log.append("pos:acme", _records(1, "acme"), binary_ids="hex")
+    finally:
+        log.close()
+    registry = f"sqlite:///{tmp_path / 'registry.db'}"
+    make_registry(
+        registry, {"globex": f"sqlite:///{tmp_path}/globex.db", "acme": "sqlite:///acme.db"}
+    )
+    config = write_config(
+        tmp_path / "pos.toml",
+        {
+            "store": {"url": store},
+            "tenants": {
+                "pos": {"url": registry, "query": REGISTRY_QUERY, "source": {"binary_ids": "hex"}}
+            },
+        },
+    )
+    before = _heads(store)
+
+    typo = run_cli(["outbox", "binary-ids", "pos:acmee", "hex", "-c", str(config), "-y"])
+    nested = run_cli(["outbox", "binary-ids", "pos:a:b", "hex", "-c", str(config), "-y"])
+    empty = run_cli(["outbox", "binary-ids", "pos:", "hex", "-c", str(config), "-y"])
+
+    assert typo.exit_code == 2, typo.output
+    assert " ".join(typo.stderr.split()) == (
+        "error: unknown source 'pos:acmee': tenant registry 'pos' lists no tenant 'acmee', "
+        "and the event log has no such source (known: pos:acme, pos:globex)"
+    )
+    for result, tenant in ((nested, "a:b"), (empty, "")):
+        assert result.exit_code == 2, result.output
+        assert f"source 'pos:{tenant}': '{tenant}' is not a tenant id of registry 'pos'" in (
+            " ".join(result.stderr.split())
+        )
+    assert _heads(store) == before == {"pos:acme": (1, "hex")}
+
+    listed = run_cli(["outbox", "binary-ids", "pos:globex", "hex", "-c", str(config), "-y"])
+
+    assert listed.exit_code == 0, listed.output
+    assert " ".join(listed.stdout.split()) == (
+        "pos:globex: binary_ids 'hex' recorded in the event log before the source's first "
+        "event: a relay of it with another setting is refused"
+    )
+    assert _heads(store) == {"pos:acme": (1, "hex"), "pos:globex": (0, "hex")}
+    engine = create_engine(store)
+    try:
+        with pytest.raises(BinaryIdsConflict):
+            adopt_rule(engine, "pos:globex", "uuid")
+    finally:
+        engine.dispose()
+
+    variable = "READMODEL_TENANTS__POS__SOURCE__BINARY_IDS"
+    overridden = run_cli(
+        ["outbox", "binary-ids", "pos:globex", "uuid", "-c", str(config), "-y"],
+        env={variable: "hex"},
+    )
+    assert overridden.exit_code == 2
+    assert (
+        f"source 'pos:globex' is configured with binary_ids = 'hex' (environment variable "
+        f"{variable}): set {variable}=uuid first"
+    ) in " ".join(overridden.stderr.split())
 
 
 def test_a_setting_from_an_environment_variable_is_named_as_such(

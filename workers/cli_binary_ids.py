@@ -54,8 +54,15 @@ def binary_ids_command(
     the README says ("A MySQL / MariaDB outbox"): clear their dispatched mark, or write them
     again from their raw row, and skip their parked entries.
 
-    Exit codes: 0 recorded (or already so), 1 cancelled, 2 bad usage or a config that says
-    otherwise (or no --yes without a terminal), 3 the read store cannot be reached.
+    A source the log has no event of yet gets RULE recorded now, so that its first relay
+    must have it (else that relay would record its own setting): a configured source, or a
+    member its tenant registry lists. A member name the registry does not list and the log
+    has never seen (a typo) is refused: it would stay a lane of every projection of the
+    group.
+
+    Exit codes: 0 recorded (or already so), 1 cancelled, 2 bad usage, an unknown source or
+    a config that says otherwise (or no --yes without a terminal), 3 the read store or the
+    tenant registry cannot be reached.
     """
     from outbox.log import EventLog
     from outbox.log_rules import recorded_rules, switch_rule
@@ -68,9 +75,10 @@ def binary_ids_command(
     require_migrated(settings, config)
     log = guarded(EventLog, settings.store.url)
     try:
+        heads = guarded(log.heads)
         names = [source]
         if source in settings.tenants and source not in settings.sources:
-            names = sorted(n for n in guarded(log.heads) if group_of(n) == source)
+            names = sorted(n for n in heads if group_of(n) == source)
             if not names:
                 out.print(
                     f"{source}: the log has no member source yet; each records {rule!r} "
@@ -78,12 +86,19 @@ def binary_ids_command(
                     highlight=False,
                 )
                 return
+        elif source not in heads and source not in settings.sources:
+            _require_listed(settings, source, heads)
         before = guarded(recorded_rules, log.engine)
         switching = sorted(n for n in names if before.get(n, rule) != rule)
         _confirm(switching, before, rule, yes)
         for name in names:
             previous = guarded(switch_rule, log.engine, name, rule)
-            if previous == rule:
+            if name not in heads:
+                said = (
+                    f"binary_ids {rule!r} recorded in the event log before the source's first "
+                    f"event: a relay of it with another setting is refused"
+                )
+            elif previous == rule:
                 said = f"binary_ids is already {rule!r} in the event log; nothing changed"
             elif previous is None:
                 said = f"binary_ids {rule!r} recorded in the event log (none was)"
@@ -98,10 +113,11 @@ def binary_ids_command(
 
 
 def _check_configured(settings: Settings, source: str, rule: str) -> None:
-    """Exit 2 unless ``source`` is configured, reads SQL ids, and says ``binary_ids = rule``
-    where its relays read it: a recorded rule no relay has would only stop them all."""
+    """Exit 2 unless ``source`` is configured (a member of a registry: a valid tenant id),
+    reads SQL ids, and says ``binary_ids = rule`` where its relays read it: a recorded rule
+    no relay has would only stop them all."""
     from outbox.log_rules import rule_origin
-    from outbox.source_groups import group_of
+    from outbox.source_groups import NAME, group_of
     from outbox.sources import source_kind
 
     group = group_of(source)
@@ -112,8 +128,18 @@ def _check_configured(settings: Settings, source: str, rule: str) -> None:
                 f"source {source!r} is a MongoDB source: binary_ids does not apply to it",
                 EXIT_CONFIG,
             )
-    elif source in settings.tenants or group in settings.tenants:
-        configured = settings.tenants[source if source in settings.tenants else group].source
+    elif source in settings.tenants:
+        configured = settings.tenants[source].source
+    elif group in settings.tenants:
+        tenant = source.partition(":")[2]
+        if not NAME.fullmatch(tenant):
+            raise fail(
+                f"source {source!r}: {tenant!r} is not a tenant id of registry {group!r} "
+                f"(letters, digits, '.', '_', '-'; at most 100): name a member as "
+                f"{group}:TENANT, or the group as {group}",
+                EXIT_CONFIG,
+            )
+        configured = settings.tenants[group].source
     else:
         known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
         raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
@@ -130,6 +156,31 @@ def _check_configured(settings: Settings, source: str, rule: str) -> None:
             f"relay whose setting is not the recorded rule is refused)",
             EXIT_CONFIG,
         )
+
+
+def _require_listed(settings: Settings, source: str, heads: dict[str, int]) -> None:
+    """Exit 2 unless the tenant registry lists ``source``, a member the log has never seen:
+    a head row for a name no registry gives (a typo) would be a lane of every projection
+    of the group for good. Exit 3 when the registry cannot be read."""
+    from outbox.source_groups import group_of
+    from outbox.tenant_registry import TenantRegistry
+
+    group = group_of(source)
+    assert group is not None
+    registry = TenantRegistry(group, settings.tenants[group], settings.sources)
+    try:
+        members = guarded(registry.read)
+    finally:
+        registry.close()
+    listed = set(members.sources) | {p.source for p in members.problems if p.tenant}
+    if source in listed:
+        return
+    known = ", ".join(sorted(listed | {n for n in heads if group_of(n) == group})) or "none"
+    raise fail(
+        f"unknown source {source!r}: tenant registry {group!r} lists no tenant "
+        f"{source.partition(':')[2]!r}, and the event log has no such source (known: {known})",
+        EXIT_CONFIG,
+    )
 
 
 def _confirm(switching: list[str], before: dict[str, str], rule: str, yes: bool) -> None:
