@@ -72,6 +72,7 @@ class SourceRelay:
         """Where the source's ``binary_ids`` is set, named when it is refused."""
         self.totals = RelayTotals()
         self._was_leading = False
+        self._refusal_logged: tuple[str, str] | None = None  # (setting, recorded), logged once
 
     @property
     def name(self) -> str:
@@ -212,6 +213,7 @@ class SourceRelay:
                     continue
                 handled = self.step()
                 error_backoff = 0.5
+                self._refusal_logged = None  # relaying: a later refusal is news again
                 if time.monotonic() >= next_purge:
                     purged = self.source.purge_dispatched()
                     if purged:
@@ -277,13 +279,7 @@ class SourceRelay:
     def _failed(self, exc: ReadmodelError) -> None:
         self.totals.errors.append(str(exc))
         if isinstance(exc, BinaryIdsConflict):
-            logger.error(
-                "not relaying the source: its binary_ids is not the rule the log records",
-                source=self.name,
-                binary_ids=exc.setting,
-                recorded=exc.recorded,
-                error=str(exc),
-            )
+            self._refused(exc)
         else:
             logger.warning("relay step failed; retrying", source=self.name, error=str(exc))
         lose = getattr(self.source, "lose_leadership", None)
@@ -293,6 +289,20 @@ class SourceRelay:
             self._was_leading = False
             for hook in self.hooks:
                 hook.on_leadership(self.name, False)
+
+    def _refused(self, exc: BinaryIdsConflict) -> None:
+        """Log the refusal as an error once while it stays the same (the relay retries every
+        few seconds until the rule or the setting changes), its repeats at debug level."""
+        refusal = (exc.setting, exc.recorded)
+        log = logger.debug if refusal == self._refusal_logged else logger.error
+        self._refusal_logged = refusal
+        log(
+            "not relaying the source: its binary_ids is not the rule the log records",
+            source=self.name,
+            binary_ids=exc.setting,
+            recorded=exc.recorded,
+            error=str(exc),
+        )
 
     def _step_down(self) -> None:
         try:

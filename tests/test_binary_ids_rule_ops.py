@@ -5,16 +5,21 @@ and SQLite logs."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
+from config import load_settings
 from outbox.db import create_engine
 from outbox.errors import BinaryIdsConflict
 from outbox.log import EventLog
 from outbox.log_rules import adopt_rule
+from outbox.relay import Relay
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import migrate_store
 from tests.tenant_fixtures import REGISTRY_QUERY, make_registry
@@ -22,6 +27,7 @@ from tests.test_binary_ids import source_db  # noqa: F401
 from tests.test_binary_ids_rule import (
     _config,
     _drain,
+    _outbox_rows,
     _recorded,
     _records,
     _write_events,
@@ -111,6 +117,66 @@ def test_the_switch_refuses_a_member_no_registry_lists_and_records_a_listed_one(
         f"source 'pos:globex' is configured with binary_ids = 'hex' (environment variable "
         f"{variable}): set {variable}=uuid first"
     ) in " ".join(overridden.stderr.split())
+
+
+def test_run_until_caught_up_exits_2_on_a_refusal_as_relay_once_does(
+    outbox: tuple[str, sa.Engine],  # noqa: F811
+    pg_database: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    url, engine = outbox
+    store = pg_database()
+    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    old = _config(tmp_path, "old.toml", store, {"url": url})
+    _write_events(engine, 1)
+    assert _drain(new)[0].relayed == 1
+    _write_events(engine, 2)
+
+    result = run_cli(["run", "--until-caught-up", "--config", str(old)])
+
+    assert result.exit_code == 2, result.output  # the config must change: not "unreachable"
+    message = " ".join(result.stderr.split())
+    assert message.startswith(
+        f"error: source 'svc': binary_ids = 'text' ([sources.svc] in {old}) is not the rule "
+        f"the event log records for it, 'uuid'"
+    )
+    assert "Nothing was relayed; the rows stay in the outbox" in message
+    assert _outbox_rows(engine) == 2
+
+
+def test_a_running_relay_logs_its_refusal_once(
+    outbox: tuple[str, sa.Engine],  # noqa: F811
+    pg_database: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    """The relay retries a refused source every few seconds for as long as it runs: one
+    error says why, the retries log at debug level."""
+    url, engine = outbox
+    store = pg_database()
+    first = _config(tmp_path, "first.toml", store, {"url": url, "binary_ids": "uuid"})
+    second = _config(tmp_path, "second.toml", store, {"url": url, "binary_ids": "hex"})
+    _write_events(engine, 1)
+    assert _drain(first)[0].relayed == 1
+    _write_events(engine, 1)
+    relay = Relay(load_settings(second))
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,))
+    try:
+        with capture_logs() as logs:
+            thread.start()
+            deadline = time.monotonic() + 20
+            while sum(e["event"] == REFUSED for e in logs) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)  # back-off rounds of 0.5, 1 and 2 s
+    finally:
+        stop.set()
+        thread.join(30)
+        relay.close()
+    refusals = [e for e in logs if e["event"] == REFUSED]
+    assert len(refusals) >= 4
+    assert [e["log_level"] for e in refusals] == ["error"] + ["debug"] * (len(refusals) - 1)
+    assert [e for e in logs if e["log_level"] == "error"] == refusals[:1]
+    assert (refusals[0]["binary_ids"], refusals[0]["recorded"]) == ("hex", "uuid")
+    assert _outbox_rows(engine) == 1
 
 
 def test_a_setting_from_an_environment_variable_is_named_as_such(

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 import dramatiq
 import structlog
 
+from config import ConfigError
 from outbox.errors import ReadmodelError, SourceError
 from outbox.relay import Relay, RelayHooks
 from outbox.status import source_statuses
@@ -120,7 +121,8 @@ def run_until_caught_up(runtime: Runtime, *, deadline: float = 3600) -> tuple[in
         relayed += sum(t.relayed for t in results.values())
         applied += runtime.engine.catch_up(deadline=max(1.0, stop_at - time.monotonic()))
         # What the readable sources gave is applied first: one bad tenant stops no other.
-        _raise_unreadable([error for totals in results.values() for error in totals.errors])
+        _raise_unreadable([e for t in results.values() if not t.refused for e in t.errors])
+        _raise_refused([e for t in results.values() if t.refused for e in t.errors])
         statuses = source_statuses(runtime.settings, runtime.log)
         _raise_unreadable([s.error for s in statuses if s.error])
         pending = sum(s.undelivered or 0 for s in statuses)
@@ -135,3 +137,10 @@ def _raise_unreadable(errors: list[str]) -> None:
     """An outbox that cannot be read is not an empty one."""
     if errors:
         raise SourceError("; ".join(errors))
+
+
+def _raise_refused(errors: list[str]) -> None:
+    """A source whose ``binary_ids`` is not the rule the log records is not relayed: the
+    configuration must change (exit 2, as ``relay --once``), trying again would not help."""
+    if errors:
+        raise ConfigError("; ".join(errors))
