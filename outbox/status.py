@@ -25,9 +25,20 @@ class SourceStatus:
     error: str | None = None
     binary_ids: str | None = None
     """The ``binary_ids`` rule the log records for the source (``None``: none yet)."""
+    binary_ids_config: str | None = None
+    """The ``binary_ids`` this configuration gives the source's relays (``None``: a MongoDB
+    source, where it does not apply, or a registry member that could not be listed). When
+    both are set and differ, the relays of this configuration are refused."""
+
+    @property
+    def binary_ids_conflict(self) -> bool:
+        """This configuration's relays of the source are refused: its ``binary_ids`` is not
+        the rule the log records."""
+        recorded, configured = self.binary_ids, self.binary_ids_config
+        return recorded is not None and configured is not None and recorded != configured
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "binary_ids_conflict": self.binary_ids_conflict}
 
 
 def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
@@ -46,7 +57,27 @@ def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
         unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), 0)
         for u in listed.unlisted
     ]
-    return [replace(s, binary_ids=rules.get(s.source)) for s in statuses]
+    return with_rules(statuses, rules, listed.sources)
+
+
+def with_rules(
+    statuses: list[SourceStatus], rules: dict[str, str], sources: dict[str, SourceSettings]
+) -> list[SourceStatus]:
+    """``statuses`` with the rule the log records (``rules``) and the setting the configured
+    ``sources`` give, each."""
+    return [
+        replace(
+            s,
+            binary_ids=rules.get(s.source),
+            binary_ids_config=configured_rule(sources[s.source]) if s.source in sources else None,
+        )
+        for s in statuses
+    ]
+
+
+def configured_rule(settings: SourceSettings) -> str | None:
+    """The ``binary_ids`` a relay of ``settings`` has (``None``: MongoDB, it does not apply)."""
+    return None if source_kind(settings.url) == "mongodb" else settings.binary_ids
 
 
 def unlisted_status(name: str, url: str, error: str, log_head: int, parked: int) -> SourceStatus:

@@ -5,6 +5,7 @@ and SQLite logs."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -214,3 +215,45 @@ def test_a_setting_from_an_environment_variable_is_named_as_such(
         f"source (a relay whose setting is not the recorded rule is refused)"
     )
     assert _recorded(store) == {"svc": "uuid"}
+
+
+def test_health_fails_and_status_shows_a_config_whose_relays_are_refused(
+    outbox: tuple[str, sa.Engine],  # noqa: F811
+    pg_database: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    url, engine = outbox
+    store = pg_database()
+    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    old = _config(tmp_path, "old.toml", store, {"url": url})
+    _write_events(engine, 1)
+    assert _drain(new)[0].relayed == 1
+
+    healthy = run_cli(["health", "-c", str(new)])
+    unhealthy = run_cli(["health", "-c", str(old)])
+    as_json = run_cli(["status", "--json", "-c", str(old)])
+    table = run_cli(["status", "-c", str(old)], env={"COLUMNS": "200"})
+    agreeing = run_cli(["status", "--json", "-c", str(new)])
+
+    assert healthy.exit_code == 0, healthy.output
+    assert unhealthy.exit_code == 1, unhealthy.output
+    assert " ".join(unhealthy.stderr.split()) == (
+        "unhealthy: source svc: relays refused: binary_ids = 'text' in this config is not the "
+        "rule the event log records, 'uuid', so nothing is relayed (set binary_ids = \"uuid\", "
+        "or switch the rule: readmodel outbox binary-ids svc text)"
+    )
+    assert as_json.exit_code == 0, as_json.output
+    [source] = json.loads(as_json.stdout)["sources"]
+    assert (source["binary_ids"], source["binary_ids_config"], source["binary_ids_conflict"]) == (
+        "uuid",
+        "text",
+        True,
+    )
+    [source] = json.loads(agreeing.stdout)["sources"]
+    assert (source["binary_ids"], source["binary_ids_config"], source["binary_ids_conflict"]) == (
+        "uuid",
+        "uuid",
+        False,
+    )
+    assert table.exit_code == 0, table.output
+    assert "uuid (config: text, refused)" in table.stdout

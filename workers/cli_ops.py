@@ -177,6 +177,13 @@ def _watch(runtime: Any, as_json: bool, every: float, timeout: float) -> None:
             live.update(status_tables(_report(runtime, timeout), errors=True), refresh=True)
 
 
+def _rule(row: Any) -> str:
+    """The rule the log records; beside it this config's setting when its relays are refused."""
+    if row.binary_ids_conflict:
+        return f"{row.binary_ids} (config: {row.binary_ids_config}, refused)"
+    return row.binary_ids or "-"
+
+
 def status_tables(report: Any, *, errors: bool = False) -> Group:
     """The report as tables; ``errors``: with the unreachable sources' and broker's errors
     under them (``status`` prints those to stderr; ``--watch`` has only the screen)."""
@@ -193,7 +200,7 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
             _age(row.oldest_undelivered_age_seconds),
             str(row.log_head),
             str(row.parked),
-            row.binary_ids or "-",
+            _rule(row),
         )
     parts: list[Any] = [sources]
     if report.projections:
@@ -282,9 +289,10 @@ def health(
     """Probe for containers: are sources and broker reachable and lags within bounds?
 
     Exit 0 when every source and the broker answer and every lag is within its bound; 1
-    naming the source or projection and the figure otherwise, or when a read store is not
-    at the schema revision this readmodel needs (run `readmodel migrate`); 3 when the read
-    store cannot be reached.
+    naming the source or projection and the figure otherwise, when a source's binary_ids
+    in this config is not the rule the event log records (its relays are refused), or when
+    a read store is not at the schema revision this readmodel needs (run `readmodel
+    migrate`); 3 when the read store cannot be reached.
     """
     from workers.status import problems
 

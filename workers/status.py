@@ -10,14 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from config import SourceSettings
 from outbox.db import describe_db_error
 from outbox.errors import ReadmodelError
 from outbox.log_rules import recorded_rules
-from outbox.status import SourceStatus, source_status, unlisted_status
+from outbox.status import SourceStatus, source_status, unlisted_status, with_rules
 from outbox.tenant_registry import list_sources, registries
 from projections.status import ProjectionStatus, projection_statuses
 from workers.queues import QueueDepth, queue_depth
@@ -93,7 +93,7 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), parked[u.source])
         for u in listed.unlisted
     ]
-    sources = [replace(s, binary_ids=rules.get(s.source)) for s in sources]
+    sources = with_rules(sources, rules, listed.sources)
     broker = results["broker"]
     if isinstance(broker, BaseException):
         from workers.queues import broker_kind
@@ -181,10 +181,13 @@ class Problem:
 def problems(
     report: Report, *, max_lag_events: int | None, max_lag_seconds: float | None
 ) -> list[Problem]:
-    """What makes the pipeline unhealthy: unreachable sources or broker, lags past a bound."""
+    """What makes the pipeline unhealthy: unreachable sources or broker, lags past a bound,
+    sources whose relays are refused (their ``binary_ids`` is not the rule the log records)."""
     out: list[Problem] = []
     for source in report.sources:
         subject = f"source {source.source}"
+        if source.binary_ids_conflict:
+            out.append(Problem(subject, _refusal(source)))
         if source.error:
             out.append(Problem(subject, f"unreachable: {source.error}"))
             continue
@@ -213,3 +216,12 @@ def problems(
     if report.broker.error:
         out.append(Problem("broker", report.broker.error))
     return out
+
+
+def _refusal(source: SourceStatus) -> str:
+    recorded, configured = source.binary_ids, source.binary_ids_config
+    return (
+        f"relays refused: binary_ids = {configured!r} in this config is not the rule the event "
+        f'log records, {recorded!r}, so nothing is relayed (set binary_ids = "{recorded}", or '
+        f"switch the rule: readmodel outbox binary-ids {source.source} {configured})"
+    )
