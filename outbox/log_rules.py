@@ -150,3 +150,15 @@ def _writer(engine: sa.Engine) -> sa.Engine:
     """SQLite takes the write lock at BEGIN: a deferred transaction that read the row could
     not upgrade while a relay appends."""
     return engine.execution_options(sqlite_begin="IMMEDIATE")
+
+
+def unrecorded_sources(engine: sa.Engine) -> list[str]:
+    """The sources whose log holds events but records no rule (appended by a readmodel from
+    before rules were recorded): each one's first relay records its own setting."""
+    query = (
+        sa.select(log_heads.c.source)
+        .where(log_heads.c.binary_ids.is_(None), log_heads.c.head > 0)
+        .order_by(log_heads.c.source)
+    )
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())

@@ -17,10 +17,13 @@ from structlog.testing import capture_logs
 
 from config import load_settings
 from outbox.db import create_engine
+from outbox.envelope import aggregate_hash
 from outbox.errors import BinaryIdsConflict
 from outbox.log import EventLog
 from outbox.log_rules import adopt_rule
+from outbox.migrate import upgrade
 from outbox.relay import Relay
+from outbox.schema import event_log
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import migrate_store
 from tests.tenant_fixtures import REGISTRY_QUERY, make_registry
@@ -257,3 +260,57 @@ def test_health_fails_and_status_shows_a_config_whose_relays_are_refused(
     )
     assert table.exit_code == 0, table.output
     assert "uuid (config: text, refused)" in table.stdout
+
+
+def _log_at_0002(store: str, *, events: bool) -> None:
+    """A read store at revision 0002, as an older readmodel left it."""
+    engine = create_engine(store)
+    try:
+        upgrade(engine, "0002")
+        if not events:
+            return
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO rm_log_heads (source, head) VALUES ('svc', 1)")
+            conn.execute(
+                event_log.insert().values(
+                    source="svc",
+                    position=1,
+                    event_id="evt-1",
+                    aggregate_type="user",
+                    aggregate_id="user-42",
+                    key_hash=aggregate_hash("user", "user-42"),
+                    event_type="UserRegistered",
+                    payload={"n": 0},
+                )
+            )
+    finally:
+        engine.dispose()
+
+
+def test_migrate_to_recorded_rules_notes_what_the_first_relay_of_a_logged_source_does(
+    pg_database: Callable[[], str], sqlite_database: Callable[[], str], tmp_path: Path
+) -> None:
+    stores = {"events": pg_database(), "empty": pg_database(), "fresh": sqlite_database()}
+    _log_at_0002(stores["events"], events=True)
+    _log_at_0002(stores["empty"], events=False)
+    results = {}
+    for name, store in stores.items():
+        config = write_config(tmp_path / f"{name}.toml", {"store": {"url": store}})
+        results[name] = (config, run_cli(["migrate", "--config", str(config)]))
+
+    config, upgraded = results["events"]
+    assert upgraded.exit_code == 0, upgraded.output
+    assert " ".join(upgraded.stdout.split()).endswith(
+        "note: the event log holds events of svc from before readmodel recorded each "
+        "source's binary_ids rule: the first relay of each source will record its binary_ids "
+        "setting as the rule, and relays with another are refused from then on. If a "
+        "source's events were relayed with another binary_ids than its config has now, "
+        "record the rule they were relayed with before relaying, with a config that has it: "
+        f"readmodel outbox binary-ids SOURCE RULE --config {config}"
+    )
+    for name in ("empty", "fresh"):
+        assert results[name][1].exit_code == 0, results[name][1].output
+        assert "migrated from revision" in results[name][1].stdout
+        assert "note:" not in results[name][1].output
+    again = run_cli(["migrate", "--config", str(config)])
+    assert "already at revision" in again.stdout and "note:" not in again.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -51,6 +52,7 @@ def migrate(
     the workers, not here.
     """
     from outbox.errors import SchemaOutdated
+    from outbox.log_rules import unrecorded_sources
     from outbox.migrate import (
         current,
         engine_for,
@@ -84,6 +86,8 @@ def migrate(
                 out.print(f"{label}: at revision {target}", highlight=False, soft_wrap=True)
                 continue
             result = guarded(upgrade, engine)
+            migrated = result.before != result.after
+            unrecorded = guarded(unrecorded_sources, engine) if migrated else []
         if result.before == result.after:
             out.print(f"{label}: already at revision {target}", highlight=False, soft_wrap=True)
         else:
@@ -94,3 +98,18 @@ def migrate(
                 highlight=False,
                 soft_wrap=True,
             )
+        if unrecorded:
+            out.print(_unrecorded_note(unrecorded, config), highlight=False, soft_wrap=True)
+
+
+def _unrecorded_note(sources: list[str], config: Path | None) -> str:
+    """What an upgrade to recorded ``binary_ids`` rules means for a log holding events."""
+    option = f" --config {config}" if config is not None else ""
+    return (
+        f"note: the event log holds events of {', '.join(sources)} from before readmodel "
+        f"recorded each source's binary_ids rule: the first relay of each source will record "
+        f"its binary_ids setting as the rule, and relays with another are refused from then "
+        f"on. If a source's events were relayed with another binary_ids than its config has "
+        f"now, record the rule they were relayed with before relaying, with a config that has "
+        f"it: readmodel outbox binary-ids SOURCE RULE{option}"
+    )
