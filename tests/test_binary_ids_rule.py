@@ -8,10 +8,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -23,76 +21,35 @@ from outbox.envelope import aggregate_hash
 from outbox.log import SMALL_APPEND, EventLog
 from outbox.migrate import upgrade
 from outbox.relay import Relay, drain_source
-from outbox.rows import LogRecord, MalformedRow
+from outbox.rows import MalformedRow
 from outbox.schema import event_log
-from tests.binary_ids_helpers import MYSQL_OUTBOX, insert_outbox_rows, run_ddl
+from tests.binary_ids_helpers import (
+    USERS,
+    drain_svc,
+    insert_outbox_rows,
+    log_records,
+    outbox_row_count,
+    recorded_rules_by_sql,
+    rule_config,
+    write_binary_events,
+)
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import migrate_store
 
-USERS = [uuid.uuid4() for _ in range(2)]
-
-
-def _config(tmp_path: Path, name: str, store: str, source: dict[str, Any]) -> Path:
-    return write_config(
-        tmp_path / name,
-        {"store": {"url": store}, "sources": {"svc": source}, "broker": {"url": "memory://"}},
-    )
-
-
-def _write_events(engine: sa.Engine, count: int) -> None:
-    insert_outbox_rows(
-        engine,
-        [
-            (uuid.uuid4().bytes, "user", USERS[n % 2].bytes, "UserEmailChanged", {"n": n})
-            for n in range(count)
-        ],
-    )
-
-
-def _outbox_rows(engine: sa.Engine) -> int:
-    with engine.connect() as conn:
-        return int(conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar_one())
-
-
-def _recorded(store: str) -> dict[str, str | None]:
-    """``rm_log_heads.binary_ids`` per source, read with SQL."""
-    engine = create_engine(store)
-    try:
-        with engine.connect() as conn:
-            rows = conn.exec_driver_sql("SELECT source, binary_ids FROM rm_log_heads").all()
-    finally:
-        engine.dispose()
-    return {source: rule for source, rule in rows}
-
-
-def _drain(config: Path) -> tuple[Any, list[Any]]:
-    relay = Relay(load_settings(config))
-    try:
-        return relay.drain()["svc"], relay.log.read("svc")
-    finally:
-        relay.close()
-
-
-@pytest.fixture
-def outbox(mysql_source_db: tuple[str, sa.Engine]) -> tuple[str, sa.Engine]:
-    url, engine = mysql_source_db
-    run_ddl(engine, MYSQL_OUTBOX.format(id_type="BINARY(16)", aggregate_type="BINARY(16)"))
-    return url, engine
-
 
 def test_the_first_relay_records_its_rule_and_status_shows_it(
-    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+    binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    config = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
-    _write_events(engine, 3)
+    config = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    write_binary_events(engine, 3)
 
-    totals, logged = _drain(config)
+    totals, logged = drain_svc(config)
 
     assert (totals.errors, totals.relayed) == ([], 3)
     assert {e.aggregate_id for e in logged} == {str(u) for u in USERS}
-    assert _recorded(store) == {"svc": "uuid"}
+    assert recorded_rules_by_sql(store) == {"svc": "uuid"}
     status = run_cli(["status", "--json", "--config", str(config)])
     assert status.exit_code == 0, status.output
     [source] = json.loads(status.stdout)["sources"]
@@ -102,17 +59,17 @@ def test_the_first_relay_records_its_rule_and_status_shows_it(
 
 
 def test_a_relay_with_another_setting_is_refused_and_relays_nothing(
-    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+    binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
     """A rolling deploy: the new config (``uuid``) relayed first; a relay still on the old
     config (the default ``text``) must not take the next rows under its rule."""
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
-    old = _config(tmp_path, "old.toml", store, {"url": url})
-    _write_events(engine, 2)
-    assert _drain(new)[0].relayed == 2
-    _write_events(engine, 3)
+    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    old = rule_config(tmp_path, "old.toml", store, {"url": url})
+    write_binary_events(engine, 2)
+    assert drain_svc(new)[0].relayed == 2
+    write_binary_events(engine, 3)
 
     refused = run_cli(["relay", "--once", "--config", str(old)])
 
@@ -126,25 +83,25 @@ def test_a_relay_with_another_setting_is_refused_and_relays_nothing(
     assert 'Set binary_ids = "uuid" there' in message
     assert f"run `readmodel outbox binary-ids svc text --config {old}`" in message
     assert "svc: relayed 0, duplicates 0, parked 0" in refused.stdout
-    assert _outbox_rows(engine) == 3
-    totals, logged = _drain(new)  # the right rule relays them, in order
+    assert outbox_row_count(engine) == 3
+    totals, logged = drain_svc(new)  # the right rule relays them, in order
     assert (totals.errors, totals.relayed) == ([], 3)
     assert [e.payload["n"] for e in logged] == [0, 1, 0, 1, 2]
     assert {e.aggregate_id for e in logged} == {str(u) for u in USERS}
-    assert _recorded(store) == {"svc": "uuid"}
+    assert recorded_rules_by_sql(store) == {"svc": "uuid"}
 
 
 def test_the_switch_refuses_the_leader_under_the_old_rule_and_the_new_relay_runs(
-    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+    binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
     """The leader checked the rule when it took the lead; ``outbox binary-ids`` switches it
     while it leads: its next append is refused (the check is part of every append), and a
     relay with the new setting then relays the rows."""
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    old = _config(tmp_path, "old.toml", store, {"url": url, "binary_ids": "uuid"})
-    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "hex"})
-    _write_events(engine, 2)
+    old = rule_config(tmp_path, "old.toml", store, {"url": url, "binary_ids": "uuid"})
+    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "hex"})
+    write_binary_events(engine, 2)
     relay = Relay(load_settings(old))
     try:
         leader = relay.relays[0]
@@ -156,7 +113,7 @@ def test_the_switch_refuses_the_leader_under_the_old_rule_and_the_new_relay_runs
             "svc: binary_ids switched from 'uuid' to 'hex' in the event log: events logged "
             "from now on are keyed by 'hex'"
         )
-        _write_events(engine, 2)
+        write_binary_events(engine, 2)
         totals = drain_source(leader)
 
         assert (totals.relayed, totals.refused) == (2, True)  # the 2 of the first drain
@@ -165,27 +122,27 @@ def test_the_switch_refuses_the_leader_under_the_old_rule_and_the_new_relay_runs
         assert len(relay.log.read("svc")) == 2
     finally:
         relay.close()
-    assert _outbox_rows(engine) == 2
+    assert outbox_row_count(engine) == 2
 
-    totals, logged = _drain(new)
+    totals, logged = drain_svc(new)
 
     assert (totals.errors, totals.relayed) == ([], 2)
     assert [e.aggregate_id for e in logged[2:]] == [USERS[0].hex, USERS[1].hex]
-    assert _recorded(store) == {"svc": "hex"}
+    assert recorded_rules_by_sql(store) == {"svc": "hex"}
 
 
 def test_a_running_relay_refused_waits_and_relays_once_the_rule_is_switched_to_its_own(
-    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+    binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
     """``readmodel relay`` (not --once) started with another setting: it logs the refusal,
     relays nothing, and keeps trying; once the operator records its rule, it relays."""
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    first = _config(tmp_path, "first.toml", store, {"url": url, "binary_ids": "uuid"})
-    second = _config(tmp_path, "second.toml", store, {"url": url, "binary_ids": "hex"})
-    _write_events(engine, 1)
-    assert _drain(first)[0].relayed == 1
-    _write_events(engine, 2)
+    first = rule_config(tmp_path, "first.toml", store, {"url": url, "binary_ids": "uuid"})
+    second = rule_config(tmp_path, "second.toml", store, {"url": url, "binary_ids": "hex"})
+    write_binary_events(engine, 1)
+    assert drain_svc(first)[0].relayed == 1
+    write_binary_events(engine, 2)
     relay = Relay(load_settings(second))
     stop = threading.Event()
     thread = threading.Thread(target=relay.run, args=(stop,))
@@ -193,7 +150,7 @@ def test_a_running_relay_refused_waits_and_relays_once_the_rule_is_switched_to_i
         with capture_logs() as logs:
             thread.start()
             assert _wait(lambda: any(e["log_level"] == "error" for e in logs))
-            assert _outbox_rows(engine) == 2 and relay.log.head("svc") == 1
+            assert outbox_row_count(engine) == 2 and relay.log.head("svc") == 1
             switched = run_cli(["outbox", "binary-ids", "svc", "hex", "-c", str(second), "-y"])
             assert switched.exit_code == 0, switched.output
             assert _wait(lambda: relay.log.head("svc") == 3)
@@ -207,7 +164,7 @@ def test_a_running_relay_refused_waits_and_relays_once_the_rule_is_switched_to_i
         "not relaying the source: its binary_ids is not the rule the log records"
     )
     assert (refusal["source"], refusal["binary_ids"], refusal["recorded"]) == ("svc", "hex", "uuid")
-    assert _outbox_rows(engine) == 0
+    assert outbox_row_count(engine) == 0
     assert [e.aggregate_id for e in logged] == [u.hex for u in USERS]
 
 
@@ -221,13 +178,13 @@ def _wait(condition: Callable[[], bool], seconds: float = 20) -> bool:
 
 
 def test_the_switch_command_refuses_a_config_that_says_otherwise(
-    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+    binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    config = _config(tmp_path, "auth.toml", store, {"url": url, "binary_ids": "uuid"})
-    _write_events(engine, 1)
-    assert _drain(config)[0].relayed == 1
+    config = rule_config(tmp_path, "auth.toml", store, {"url": url, "binary_ids": "uuid"})
+    write_binary_events(engine, 1)
+    assert drain_svc(config)[0].relayed == 1
 
     unchanged = run_cli(["outbox", "binary-ids", "svc", "hex", "--config", str(config)])
     unknown = run_cli(["outbox", "binary-ids", "nope", "uuid", "--config", str(config)])
@@ -244,34 +201,34 @@ def test_the_switch_command_refuses_a_config_that_says_otherwise(
     assert wrong.exit_code == 2 and "'base64' is not a binary_ids rule" in wrong.stderr
     assert again.exit_code == 0, again.output  # no switch, so no confirmation asked
     assert "svc: binary_ids is already 'uuid' in the event log; nothing changed" in again.stdout
-    assert _recorded(store) == {"svc": "uuid"}
+    assert recorded_rules_by_sql(store) == {"svc": "uuid"}
 
 
 def test_the_switch_asks_before_re_keying(
-    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+    binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    old = _config(tmp_path, "old.toml", store, {"url": url, "binary_ids": "uuid"})
-    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "hex"})
-    _write_events(engine, 1)
-    assert _drain(old)[0].relayed == 1
+    old = rule_config(tmp_path, "old.toml", store, {"url": url, "binary_ids": "uuid"})
+    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "hex"})
+    write_binary_events(engine, 1)
+    assert drain_svc(old)[0].relayed == 1
 
     unasked = run_cli(["outbox", "binary-ids", "svc", "hex", "--config", str(new)])
 
     assert unasked.exit_code == 2
     assert "refusing to switch without confirmation: pass --yes" in unasked.stderr
-    assert _recorded(store) == {"svc": "uuid"}
+    assert recorded_rules_by_sql(store) == {"svc": "uuid"}
 
 
 def test_an_upgraded_log_records_the_first_relays_setting_and_keeps_its_events(
-    outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+    binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
     """A log at revision 0002 holding events that an older readmodel relayed (ids read as
     text, what it always did): after the upgrade no rule is recorded, the first relay
     records its own setting (``text``, the default) and appends after the old events, and a
     relay with another setting is refused from then on."""
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
     log_engine = create_engine(store)
     try:
@@ -295,43 +252,25 @@ def test_an_upgraded_log_records_the_first_relays_setting_and_keeps_its_events(
     insert_outbox_rows(
         engine, [(b"evt-000000000002", "user", b"user-00000000042", "UserDeactivated", {"n": 1})]
     )
-    config = _config(tmp_path, "upgraded.toml", store, {"url": url})
+    config = rule_config(tmp_path, "upgraded.toml", store, {"url": url})
 
     with capture_logs() as logs:
-        totals, logged = _drain(config)
+        totals, logged = drain_svc(config)
 
     assert (totals.errors, totals.relayed) == ([], 1)
     assert [(e.position, e.event_id, e.aggregate_id) for e in logged] == [
         (1, "evt-000000000001", "user-00000000042"),
         (2, "evt-000000000002", "user-00000000042"),
     ]
-    assert _recorded(store) == {"svc": "text"}
+    assert recorded_rules_by_sql(store) == {"svc": "text"}
     [adopted] = [e for e in logs if e["event"].startswith("binary_ids rule recorded")]
     assert (adopted["binary_ids"], adopted["log_head"]) == ("text", 1)
-    _write_events(engine, 1)
-    uuids = _config(tmp_path, "uuids.toml", store, {"url": url, "binary_ids": "uuid"})
-    refused, _ = _drain(uuids)
+    write_binary_events(engine, 1)
+    uuids = rule_config(tmp_path, "uuids.toml", store, {"url": url, "binary_ids": "uuid"})
+    refused, _ = drain_svc(uuids)
     assert (refused.relayed, refused.refused) == (0, True)
     assert "records for it, 'text'" in refused.errors[0]
-    assert _outbox_rows(engine) == 1
-
-
-def _records(count: int, prefix: str) -> list[LogRecord]:
-    return [
-        LogRecord(
-            source_position=n,
-            event_id=f"{prefix}-{n}",
-            tenant=None,
-            aggregate_type="user",
-            aggregate_id=f"u{n % 3}",
-            key_hash=aggregate_hash("user", f"u{n % 3}"),
-            event_type="UserRegistered",
-            payload=f'{{"n": {n}}}',
-            headers=None,
-            occurred_at=None,
-        )
-        for n in range(count)
-    ]
+    assert outbox_row_count(engine) == 1
 
 
 @pytest.mark.parametrize(
@@ -352,11 +291,11 @@ def test_every_append_path_records_the_rule_and_refuses_another(
     migrate_store(store)
     log = EventLog(store)
     try:
-        log.append("svc", _records(1, "first"), binary_ids="uuid")  # records the rule
-        assert log.append("svc", _records(count, "more"), binary_ids="uuid").head == count + 1
+        log.append("svc", log_records(1, "first"), binary_ids="uuid")  # records the rule
+        assert log.append("svc", log_records(count, "more"), binary_ids="uuid").head == count + 1
 
         with pytest.raises(BinaryIdsConflict) as raised:
-            log.append("svc", _records(count, "other"), binary_ids="text")
+            log.append("svc", log_records(count, "other"), binary_ids="text")
         with pytest.raises(BinaryIdsConflict):
             log.append(
                 "svc", [], [MalformedRow(9, "bad", "missing event type", {})], binary_ids="text"
@@ -366,13 +305,13 @@ def test_every_append_path_records_the_rule_and_refuses_another(
         assert log.head("svc") == count + 1
         assert [e.event_id for e in log.read("svc")][-1] == f"more-{count - 1}"
         assert log.parked_outbox_count("svc") == 0
-        log.append("svc", _records(1, "untold"))  # no rule given (a MongoDB source): no check
+        log.append("svc", log_records(1, "untold"))  # no rule given (a MongoDB source): no check
         assert log.head("svc") == count + 2
         # Rows parked under a rule key no aggregate: the rule is recorded with the first event.
         bad = MalformedRow(9, "bad", "not valid UTF-8", {})
         assert log.append("parked", [], [bad], binary_ids="text").parked == 1
         assert recorded_rules(log.engine) == {"svc": "uuid"}
-        assert log.append("parked", _records(count, "p"), binary_ids="uuid").head == count
+        assert log.append("parked", log_records(count, "p"), binary_ids="uuid").head == count
         assert recorded_rules(log.engine) == {"svc": "uuid", "parked": "uuid"}
     finally:
         log.close()
@@ -388,7 +327,7 @@ def test_a_registry_group_switches_every_member_the_log_has(
     log = EventLog(store)
     try:
         for source in ("pos:acme", "pos:globex", "auth"):
-            log.append(source, _records(1, source), binary_ids="uuid")
+            log.append(source, log_records(1, source), binary_ids="uuid")
     finally:
         log.close()
     config = write_config(
@@ -414,4 +353,4 @@ def test_a_registry_group_switches_every_member_the_log_has(
         "pos:globex: binary_ids switched from 'uuid' to 'hex' in the event log: events logged "
         "from now on are keyed by 'hex'",
     ]
-    assert _recorded(store) == {"pos:acme": "hex", "pos:globex": "hex", "auth": "uuid"}
+    assert recorded_rules_by_sql(store) == {"pos:acme": "hex", "pos:globex": "hex", "auth": "uuid"}

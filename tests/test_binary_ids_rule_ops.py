@@ -24,19 +24,17 @@ from outbox.log_rules import adopt_rule
 from outbox.migrate import upgrade
 from outbox.relay import Relay
 from outbox.schema import event_log
+from tests.binary_ids_helpers import (
+    drain_svc,
+    log_records,
+    outbox_row_count,
+    recorded_rules_by_sql,
+    rule_config,
+    write_binary_events,
+)
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import migrate_store
 from tests.tenant_fixtures import REGISTRY_QUERY, make_registry
-from tests.test_binary_ids import source_db  # noqa: F401
-from tests.test_binary_ids_rule import (
-    _config,
-    _drain,
-    _outbox_rows,
-    _recorded,
-    _records,
-    _write_events,
-    outbox,  # noqa: F401
-)
 
 REFUSED = "not relaying the source: its binary_ids is not the rule the log records"
 
@@ -62,7 +60,7 @@ def test_the_switch_refuses_a_member_no_registry_lists_and_records_a_listed_one(
     migrate_store(store)
     log = EventLog(store)
     try:
-        log.append("pos:acme", _records(1, "acme"), binary_ids="hex")
+        log.append("pos:acme", log_records(1, "acme"), binary_ids="hex")
     finally:
         log.close()
     registry = f"sqlite:///{tmp_path / 'registry.db'}"
@@ -124,17 +122,17 @@ def test_the_switch_refuses_a_member_no_registry_lists_and_records_a_listed_one(
 
 
 def test_run_until_caught_up_exits_2_on_a_refusal_as_relay_once_does(
-    outbox: tuple[str, sa.Engine],  # noqa: F811
+    binary_outbox: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     tmp_path: Path,
 ) -> None:
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
-    old = _config(tmp_path, "old.toml", store, {"url": url})
-    _write_events(engine, 1)
-    assert _drain(new)[0].relayed == 1
-    _write_events(engine, 2)
+    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    old = rule_config(tmp_path, "old.toml", store, {"url": url})
+    write_binary_events(engine, 1)
+    assert drain_svc(new)[0].relayed == 1
+    write_binary_events(engine, 2)
 
     result = run_cli(["run", "--until-caught-up", "--config", str(old)])
 
@@ -145,23 +143,23 @@ def test_run_until_caught_up_exits_2_on_a_refusal_as_relay_once_does(
         f"the event log records for it, 'uuid'"
     )
     assert "Nothing was relayed; the rows stay in the outbox" in message
-    assert _outbox_rows(engine) == 2
+    assert outbox_row_count(engine) == 2
 
 
 def test_a_running_relay_logs_its_refusal_once(
-    outbox: tuple[str, sa.Engine],  # noqa: F811
+    binary_outbox: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     tmp_path: Path,
 ) -> None:
     """The relay retries a refused source every few seconds for as long as it runs: one
     error says why, the retries log at debug level."""
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    first = _config(tmp_path, "first.toml", store, {"url": url, "binary_ids": "uuid"})
-    second = _config(tmp_path, "second.toml", store, {"url": url, "binary_ids": "hex"})
-    _write_events(engine, 1)
-    assert _drain(first)[0].relayed == 1
-    _write_events(engine, 1)
+    first = rule_config(tmp_path, "first.toml", store, {"url": url, "binary_ids": "uuid"})
+    second = rule_config(tmp_path, "second.toml", store, {"url": url, "binary_ids": "hex"})
+    write_binary_events(engine, 1)
+    assert drain_svc(first)[0].relayed == 1
+    write_binary_events(engine, 1)
     relay = Relay(load_settings(second))
     stop = threading.Event()
     thread = threading.Thread(target=relay.run, args=(stop,))
@@ -180,22 +178,22 @@ def test_a_running_relay_logs_its_refusal_once(
     assert [e["log_level"] for e in refusals] == ["error"] + ["debug"] * (len(refusals) - 1)
     assert [e for e in logs if e["log_level"] == "error"] == refusals[:1]
     assert (refusals[0]["binary_ids"], refusals[0]["recorded"]) == ("hex", "uuid")
-    assert _outbox_rows(engine) == 1
+    assert outbox_row_count(engine) == 1
 
 
 def test_a_setting_from_an_environment_variable_is_named_as_such(
-    outbox: tuple[str, sa.Engine],  # noqa: F811
+    binary_outbox: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     tmp_path: Path,
 ) -> None:
     """``old.toml`` has no binary_ids: the refused setting comes from the variable, which
     the messages name instead of crediting the file."""
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
-    old = _config(tmp_path, "old.toml", store, {"url": url})
-    _write_events(engine, 1)
-    assert _drain(new)[0].relayed == 1
+    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    old = rule_config(tmp_path, "old.toml", store, {"url": url})
+    write_binary_events(engine, 1)
+    assert drain_svc(new)[0].relayed == 1
     variable = "READMODEL_SOURCES__SVC__BINARY_IDS"
 
     relayed = run_cli(["relay", "--once", "-c", str(old)], env={variable: "hex"})
@@ -217,20 +215,20 @@ def test_a_setting_from_an_environment_variable_is_named_as_such(
         f"{variable}): set {variable}=uuid first, and in the config of every relay of the "
         f"source (a relay whose setting is not the recorded rule is refused)"
     )
-    assert _recorded(store) == {"svc": "uuid"}
+    assert recorded_rules_by_sql(store) == {"svc": "uuid"}
 
 
 def test_health_fails_and_status_shows_a_config_whose_relays_are_refused(
-    outbox: tuple[str, sa.Engine],  # noqa: F811
+    binary_outbox: tuple[str, sa.Engine],
     pg_database: Callable[[], str],
     tmp_path: Path,
 ) -> None:
-    url, engine = outbox
+    url, engine = binary_outbox
     store = pg_database()
-    new = _config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
-    old = _config(tmp_path, "old.toml", store, {"url": url})
-    _write_events(engine, 1)
-    assert _drain(new)[0].relayed == 1
+    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    old = rule_config(tmp_path, "old.toml", store, {"url": url})
+    write_binary_events(engine, 1)
+    assert drain_svc(new)[0].relayed == 1
 
     healthy = run_cli(["health", "-c", str(new)])
     unhealthy = run_cli(["health", "-c", str(old)])
