@@ -184,24 +184,31 @@ def _rule(row: Any) -> str:
     return row.binary_ids or "-"
 
 
+def _shows_rules(rows: Any) -> bool:
+    """The ``binary ids`` column is shown once a source's rule is not the default "text" (or
+    a config's relays are refused): until then it would say "text" on every row."""
+    return any(r.binary_ids not in (None, "text") or r.binary_ids_conflict for r in rows)
+
+
 def status_tables(report: Any, *, errors: bool = False) -> Group:
     """The report as tables; ``errors``: with the unreachable sources' and broker's errors
     under them (``status`` prints those to stderr; ``--watch`` has only the screen)."""
     sources = Table(title="sources")
-    columns = ("source", "engine", "undelivered", "oldest age", "log head", "parked", "binary ids")
-    for column in columns:
+    rules = _shows_rules(report.sources)
+    columns = ("source", "engine", "undelivered", "oldest age", "log head", "parked")
+    for column in (*columns, "binary ids") if rules else columns:
         left = column in {"source", "engine", "binary ids"}
         sources.add_column(column, justify="left" if left else "right")
     for row in report.sources:
-        sources.add_row(
+        cells = [
             row.source,
             row.engine,
             "?" if row.undelivered is None else str(row.undelivered),
             _age(row.oldest_undelivered_age_seconds),
             str(row.log_head),
             str(row.parked),
-            _rule(row),
-        )
+        ]
+        sources.add_row(*cells, *([_rule(row)] if rules else []))
     parts: list[Any] = [sources]
     if report.projections:
         projections = Table(title="projections")
