@@ -39,6 +39,9 @@ class RelayHooks:
         """Called when this relay becomes, or stops being, the source's active relay."""
 
 
+KEPT_ERRORS = 100
+
+
 @dataclass(slots=True)
 class RelayTotals:
     relayed: int = 0
@@ -46,10 +49,16 @@ class RelayTotals:
     parked: int = 0
     batches: int = 0
     errors: list[str] = field(default_factory=list)
+    """The latest :data:`KEPT_ERRORS` failures, oldest first (a relay that fails for days
+    must not keep them all)."""
     skipped: bool = False
     refused: bool = False
     """The source was not relayed because of its configuration (its ``binary_ids`` is not
     the rule the log records), not because a database failed."""
+
+    def add_error(self, message: str) -> None:
+        self.errors.append(message)
+        del self.errors[:-KEPT_ERRORS]
 
 
 class SourceRelay:
@@ -277,7 +286,7 @@ class SourceRelay:
             )
 
     def _failed(self, exc: ReadmodelError) -> None:
-        self.totals.errors.append(str(exc))
+        self.totals.add_error(str(exc))
         if isinstance(exc, BinaryIdsConflict):
             self._refused(exc)
         else:
@@ -335,17 +344,17 @@ def drain_source(relay: SourceRelay) -> RelayTotals:
     try:
         return relay.drain()
     except BinaryIdsConflict as exc:
-        relay.totals.errors.append(str(exc))
+        relay.totals.add_error(str(exc))
         relay.totals.refused = True
     except ReadmodelError as exc:
-        relay.totals.errors.append(str(exc))
+        relay.totals.add_error(str(exc))
     except Exception as exc:
-        relay.totals.errors.append(str(source_failure(relay.name, exc)))
+        relay.totals.add_error(str(source_failure(relay.name, exc)))
     finally:
         try:
             relay.source.close()
         except Exception as exc:
-            relay.totals.errors.append(str(source_failure(relay.name, exc)))
+            relay.totals.add_error(str(source_failure(relay.name, exc)))
     return relay.totals
 
 

@@ -103,7 +103,7 @@ class TenantRelays:
             self.registry.close()  # read once; a one-shot command keeps no connection open
         results: dict[str, RelayTotals] = {}
         for problem in members.problems:  # reported; the other members are relayed
-            results.setdefault(problem.source, RelayTotals()).errors.append(str(problem))
+            results.setdefault(problem.source, RelayTotals()).add_error(str(problem))
         for name in sorted((self.only or set()) - set(members.sources) - set(results)):
             listed = ", ".join(members.sources) or "none"
             error = f"tenant registry {self.group!r} lists no {name!r} (it lists: {listed})"

@@ -16,7 +16,7 @@ from config import Settings
 from outbox.db import create_engine
 from outbox.errors import SourceError
 from outbox.log import AppendResult, EventLog
-from outbox.relay import Relay, RelayHooks, SourceRelay
+from outbox.relay import KEPT_ERRORS, Relay, RelayHooks, RelayTotals, SourceRelay
 from outbox.sources import open_source
 from tests.conftest import MYSQL_ADMIN, PG_ADMIN, _admin_engine
 from tests.outbox_helpers import init_outbox, insert_events
@@ -330,3 +330,11 @@ def test_a_batch_whose_acknowledgement_fails_is_counted_once_as_relayed(
         source.close()
         log.close()
         source_db.dispose()
+
+
+def test_a_relay_that_keeps_failing_keeps_only_its_latest_errors() -> None:
+    """A relay retrying a dead database for days must not grow without bound."""
+    totals = RelayTotals()
+    for n in range(KEPT_ERRORS + 150):
+        totals.add_error(f"failure {n}")
+    assert totals.errors == [f"failure {n}" for n in range(150, KEPT_ERRORS + 150)]
