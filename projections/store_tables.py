@@ -18,17 +18,26 @@ checkpoints = sa.Table(
     sa.Column("updated_at", Timestamp),
 )
 
-blocked = sa.Table(
+blocked = sa.Table(  # tenant: added by migration 0004 ('' for none, see projections.store)
     "rm_blocked_aggregates",
     metadata,
-    sa.Column("projection", sa.Text, primary_key=True),
-    sa.Column("source", sa.Text, primary_key=True),
-    sa.Column("aggregate_type", sa.Text, primary_key=True),
-    sa.Column("aggregate_id", sa.Text, primary_key=True),
+    sa.Column("projection", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("aggregate_type", sa.Text, nullable=False),
+    sa.Column("aggregate_id", sa.Text, nullable=False),
     sa.Column("since_position", sa.BigInteger, nullable=False),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("detail", sa.Text),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("tenant", sa.Text, nullable=False, server_default=""),
+    sa.PrimaryKeyConstraint(
+        "projection",
+        "source",
+        "tenant",
+        "aggregate_type",
+        "aggregate_id",
+        name="rm_blocked_aggregates_pkey",
+    ),
 )
 
 parked_events = sa.Table(
@@ -48,6 +57,8 @@ parked_events = sa.Table(
     sa.Column("status", sa.Text, nullable=False, server_default="parked"),
     sa.Column("parked_at", Timestamp, nullable=False, server_default=sa.func.current_timestamp()),
     sa.Column("resolved_at", Timestamp),
+    # The tenant of the hold it is parked under, '' for none (migration 0004).
+    sa.Column("tenant", sa.Text, nullable=False, server_default=""),
     sa.UniqueConstraint("projection", "source", "position", name="rm_parked_events_key"),
     sa.Index("rm_parked_events_aggregate_idx", "projection", "aggregate_type", "aggregate_id"),
 )

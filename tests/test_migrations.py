@@ -109,7 +109,7 @@ def test_upgrade_empty_database_to_head(engine: sa.Engine) -> None:
     result = upgrade(engine)
 
     assert (result.before, result.after, result.adopted) == (None, head(), False)
-    assert head() == "0003"
+    assert head() == "0004"
     assert _tables(engine) == HEAD_TABLES | {VERSION_TABLE}
     models = [*log_schema.metadata.tables.values(), *store_schema.metadata.tables.values()]
     for table in models:
@@ -187,7 +187,7 @@ def test_upgrade_from_0002_keeps_the_log_and_records_no_binary_ids_rule(
             ],
         )
 
-    result = upgrade(engine)
+    result = upgrade(engine, "0003")
 
     assert (result.before, result.after) == ("0002", "0003")
     assert _columns(engine, "rm_log_heads") == ["source", "head", "updated_at", "binary_ids"]
@@ -207,6 +207,64 @@ def test_upgrade_from_0002_keeps_the_log_and_records_no_binary_ids_rule(
     with pytest.raises(BinaryIdsConflict):
         adopt_rule(engine, "auth", "uuid")
     assert recorded_rules(engine) == {"auth": "text"}
+
+
+def test_upgrade_from_0003_keeps_holds_and_parked_events_naming_no_tenant(
+    engine: sa.Engine,
+) -> None:
+    """0004 keys a hold by tenant too: holds and parked events already there are kept, with
+    ``''`` (no tenant: such a hold holds its aggregate in every tenant, as it did), and two
+    tenants' holds of one aggregate id can then stand side by side."""
+    upgrade(engine, "0003")
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO rm_blocked_aggregates (projection, source, aggregate_type, "
+                "aggregate_id, since_position, reason, detail, attempts) "
+                "VALUES ('orders', 'shop', 'order', '1', 3, 'boom', 'tb', 5)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO rm_parked_events (projection, source, position, event_id, "
+                "aggregate_type, aggregate_id, event_type, reason, attempts) VALUES "
+                "('orders', 'shop', 3, 'e3', 'order', '1', 'OrderPlaced', 'boom', 5), "
+                "('orders', 'shop', 4, 'e4', 'order', '1', 'OrderPaid', 'held', 0)"
+            )
+        )
+
+    result = upgrade(engine)
+
+    assert (result.before, result.after) == ("0003", "0004")
+    with engine.begin() as conn:
+        holds = conn.execute(
+            sa.text(
+                "SELECT projection, source, tenant, aggregate_type, aggregate_id, "
+                "since_position, reason, detail, attempts FROM rm_blocked_aggregates"
+            )
+        ).all()
+        parked = conn.execute(
+            sa.text("SELECT position, tenant, reason FROM rm_parked_events ORDER BY position")
+        ).all()
+        conn.execute(
+            store_schema.blocked.insert().values(
+                projection="orders",
+                source="shop",
+                tenant="acme",
+                aggregate_type="order",
+                aggregate_id="1",
+                since_position=9,
+                reason="acme's",
+            )
+        )
+        keys = conn.execute(
+            sa.select(store_schema.blocked.c.tenant).order_by(store_schema.blocked.c.tenant)
+        ).scalars()
+        assert list(keys) == ["", "acme"]
+    assert [tuple(row) for row in holds] == [
+        ("orders", "shop", "", "order", "1", 3, "boom", "tb", 5)
+    ]
+    assert [tuple(row) for row in parked] == [(3, "", "boom"), (4, "", "held")]
 
 
 def test_adopts_tables_created_before_migrations(engine: sa.Engine) -> None:
