@@ -2,19 +2,19 @@
 :meth:`projections.replay.Replayer._settle_parked` does for tables: the new generation
 contains what the live lanes had parked (the rebuild re-attempted it), so those events are
 marked ``replayed`` and their aggregates released; the events the rebuild skipped
-(``--skip-errors``) are parked instead, and the aggregate of each failed one is held."""
+(``--skip-errors``) are parked instead, and the aggregate of each failed one is held (in its
+tenant: a skipped event's ``tenant`` is that of the hold it is parked under)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from pymongo.client_session import ClientSession
 
 from projections.mongo_store import BLOCKED, FAILURES, PARKED, MongoStore, block_id
 from projections.replay_types import SkippedEvent
-from projections.store import Lane
+from projections.store import Lane, ParkedEntry, aggregate_key
 
 
 def settle_parked(
@@ -42,20 +42,26 @@ def settle_parked(
     )
     database[BLOCKED].delete_many({"projection": projection}, session=session)
     database[FAILURES].delete_many({"projection": projection}, session=session)
-    by_source: dict[str, list[tuple[Any, str, str | None, int]]] = {}
+    by_source: dict[str, list[ParkedEntry]] = {}
     for event in skipped:
         attempts = 0 if event.held_behind else 1
-        fields = {"reason": event.error, "detail": event.detail, "attempts": attempts}
+        fields = {
+            "reason": event.error,
+            "detail": event.detail,
+            "attempts": attempts,
+            "tenant": event.tenant,
+        }
         parked.update_one(  # parked before (and just marked replayed): parked again
             {"projection": projection, "source": event.source, "position": event.position},
             {"$set": {**fields, "status": "parked", "parked_at": now, "resolved_at": None}},
             session=session,
         )
-        by_source.setdefault(event.source, []).append((event, event.error, event.detail, attempts))
+        entry = ParkedEntry(event, event.error, event.detail, attempts, event.tenant)
+        by_source.setdefault(event.source, []).append(entry)
         if event.held_behind is None:
-            aggregate = (event.aggregate_type, event.aggregate_id)
+            key = aggregate_key(event)
             database[BLOCKED].update_one(
-                {"_id": block_id(Lane(projection, event.source, -1), aggregate)},
+                {"_id": block_id(Lane(projection, event.source, -1), key)},
                 {
                     "$set": {
                         "projection": projection,

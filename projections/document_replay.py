@@ -63,10 +63,10 @@ from projections.document_parked import settle_parked
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
 from projections.mongo_store import (
-    BLOCKED,
     CHECKPOINTS,
     REFUSED_WRITES,
     MongoStore,
+    blocked_aggregates,
     lane_id,
     retryable,
 )
@@ -92,7 +92,7 @@ from projections.replay_types import (
     SourcePlan,
 )
 from projections.shadow import SHADOW_SUFFIX
-from projections.store import Invalidation, Lane
+from projections.store import Invalidation, Lane, hold_of
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -470,19 +470,14 @@ class DocumentReplayer(ReplayerBase):
         checkpoints, which this transaction writes, so that no live batch interleaves) and
         whose aggregate is not held by a parked event."""
         done = {lane.partition: self.store.lock_lane(session, lane) for lane in lanes}
-        held = {
-            (d["aggregate_type"], d["aggregate_id"])
-            for d in self.database[BLOCKED].find(
-                {"projection": self.projection.name, "source": lanes[0].source}, session=session
-            )
-        }
+        held = blocked_aggregates(self.database, session, self.projection.name, lanes[0].source)
         partitions = self.projection.partitions
         due = [
             e
             for e in events
             if (e.position or 0)
             <= done[aggregate_hash(e.aggregate_type, e.aggregate_id) % partitions]
-            and (e.aggregate_type, e.aggregate_id) not in held
+            and hold_of(held, e) is None
         ]
         if not due:
             self._prove_lease(session)

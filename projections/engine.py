@@ -290,6 +290,7 @@ class ProjectionEngine:
                 source=lane.source,
                 position=event.position,
                 aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
+                tenant=event.tenant,
                 error=repr(failure.error),
             )
             return applied
@@ -365,7 +366,8 @@ class ProjectionEngine:
         return out
 
     def retry(self, entry: ParkedEvent) -> int:
-        """Re-apply the parked events of ``entry``'s aggregate, in order, and release it."""
+        """Re-apply the parked events of ``entry``'s aggregate hold (its tenant's, or the one
+        naming no tenant), in order, and release it; other tenants' holds stay."""
         projection = self.projection(entry.projection)
         store = self.store_of(projection)
         partition = aggregate_hash(entry.aggregate_type, entry.aggregate_id) % projection.partitions
@@ -373,7 +375,7 @@ class ProjectionEngine:
         applied = store.retry_parked(
             projection,
             lane,
-            (entry.aggregate_type, entry.aggregate_id),
+            entry.aggregate,
             lambda positions: self.reader.at_positions(entry.source, positions),
         )
         self.redo_invalidations()
@@ -390,8 +392,7 @@ class ProjectionEngine:
         remaining = [
             e
             for e in store.parked(entry.projection)
-            if (e.source, e.aggregate_type, e.aggregate_id)
-            == (entry.source, entry.aggregate_type, entry.aggregate_id)
+            if (e.source, e.aggregate) == (entry.source, entry.aggregate)
         ]
         return self.retry(remaining[0]) if remaining else 0
 

@@ -16,7 +16,9 @@ The store keeps its own collections beside the read models: ``rm_checkpoints``,
 (which collections hold each projection's model: a rebuild writes a new generation, see
 :mod:`projections.document_generations`; a batch reads it inside its transaction, so a
 rebuild's swap, which moves it and the lanes' checkpoints, conflicts with the batches
-that started before it).
+that started before it). A hold in ``rm_blocked_aggregates`` is an aggregate's in the failed
+event's tenant; documents written before holds had tenants lack ``tenant`` and name none
+(:func:`projections.store.hold_of`).
 """
 
 from __future__ import annotations
@@ -54,15 +56,20 @@ from projections.document_generations import (
 )
 from projections.mongo_tx import DocumentTx, RefusedDocument, handler_error
 from projections.store import (
+    AggregateKey,
     BatchResult,
     EventLoader,
     HandlerFailed,
     Invalidation,
     Lane,
+    ParkedEntry,
     ParkedEvent,
     Store,
     WritesRefused,
     add_cache_tags,
+    aggregate_key,
+    held_entry,
+    hold_of,
 )
 
 CHECKPOINTS = "rm_checkpoints"
@@ -242,15 +249,15 @@ class MongoStore(Store):
             held = self._blocked(session, lane)
             tx = self._tx(session, projection)
             tags = tx.invalidated if self.journal_invalidations else None
-            parked: list[tuple[Envelope, str, str | None, int]] = []
+            parked: list[ParkedEntry] = []
             try:
                 if events:
                     projection.prefetch(events, tx)  # type: ignore[arg-type]
                 applied = 0
                 for event in events:
-                    hold = held.get((event.aggregate_type, event.aggregate_id))
+                    hold = hold_of(held, event) if held else None
                     if hold is not None:
-                        parked.append(_held(lane, event, hold))
+                        parked.append(held_entry(lane, event, hold[1]))
                         continue
                     _handle(projection, event, tx, tags)
                     applied += 1
@@ -290,33 +297,25 @@ class MongoStore(Store):
 
     # -- parking -------------------------------------------------------------------
 
-    def _blocked(self, session: ClientSession, lane: Lane) -> dict[tuple[str, str], dict[str, Any]]:
-        found = self.database[BLOCKED].find(
-            {"projection": lane.projection, "source": lane.source}, session=session
-        )
-        return {(d["aggregate_type"], d["aggregate_id"]): d for d in found}
+    def _blocked(self, session: ClientSession, lane: Lane) -> dict[AggregateKey, dict[str, Any]]:
+        return blocked_aggregates(self.database, session, lane.projection, lane.source)
 
-    def park(
-        self,
-        session: ClientSession,
-        lane: Lane,
-        entries: Sequence[tuple[Any, str, str | None, int]],
-    ) -> None:
-        """Park ``(event, reason, detail, attempts)`` entries (an event: an envelope or a
-        replay's skipped event) not parked already, numbered from ``rm_counters``."""
+    def park(self, session: ClientSession, lane: Lane, entries: Sequence[ParkedEntry]) -> None:
+        """Park entries (an event: an envelope or a replay's skipped event) not parked
+        already, numbered from ``rm_counters``."""
         existing = {
             d["position"]
             for d in self.database[PARKED].find(
                 {
                     "projection": lane.projection,
                     "source": lane.source,
-                    "position": {"$in": [event.position for event, *_ in entries]},
+                    "position": {"$in": [entry.event.position for entry in entries]},
                 },
                 {"position": 1},
                 session=session,
             )
         }
-        new = [entry for entry in entries if entry[0].position not in existing]
+        new = [entry for entry in entries if entry.event.position not in existing]
         if not new:
             return
         counter = self.database[COUNTERS].find_one_and_update(
@@ -338,6 +337,7 @@ class MongoStore(Store):
                     "event_id": event.event_id,
                     "aggregate_type": event.aggregate_type,
                     "aggregate_id": event.aggregate_id,
+                    "tenant": tenant,
                     "event_type": event.event_type,
                     "reason": reason,
                     "detail": detail,
@@ -346,7 +346,7 @@ class MongoStore(Store):
                     "parked_at": now,
                     "resolved_at": None,
                 }
-                for i, (event, reason, detail, attempts) in enumerate(new)
+                for i, (event, reason, detail, attempts, tenant) in enumerate(new)
             ],
             session=session,
         )
@@ -381,12 +381,14 @@ class MongoStore(Store):
                     return False
                 # An insert's duplicate-key error would abort the transaction: blocked
                 # already (by another worker) keeps the block as it is.
+                key = aggregate_key(event)
                 self.database[BLOCKED].update_one(
-                    {"_id": block_id(lane, (event.aggregate_type, event.aggregate_id))},
+                    {"_id": block_id(lane, key)},
                     {
                         "$setOnInsert": {
                             "projection": lane.projection,
                             "source": event.source,
+                            "tenant": key.tenant,
                             "aggregate_type": event.aggregate_type,
                             "aggregate_id": event.aggregate_id,
                             "since_position": event.position,
@@ -442,7 +444,7 @@ class MongoStore(Store):
         self,
         projection: Projection,
         lane: Lane,
-        aggregate: tuple[str, str],
+        aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
     ) -> int:
         try:
@@ -453,14 +455,14 @@ class MongoStore(Store):
                 )
             )
         except HandlerFailed as failed:
-            self._record_failed_retry(lane, failed)
+            self._record_failed_retry(lane, aggregate, failed)
             raise
 
     def _retry_parked(
         self,
         projection: Projection,
         lane: Lane,
-        aggregate: tuple[str, str],
+        aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
     ) -> int:
         where = _aggregate_filter(lane, aggregate) | {"status": "parked"}
@@ -492,11 +494,12 @@ class MongoStore(Store):
             self._release(session, lane, aggregate, positions)
             return len(events)
 
-    def _record_failed_retry(self, lane: Lane, failed: HandlerFailed) -> None:
+    def _record_failed_retry(
+        self, lane: Lane, aggregate: AggregateKey, failed: HandlerFailed
+    ) -> None:
         event = failed.event
         position = event.position or 0
         reason = f"handler failed again on retry: {failed.error!r}"
-        aggregate = (event.aggregate_type, event.aggregate_id)
         here = _aggregate_filter(lane, aggregate) | {"status": "parked"}
 
         def work() -> None:
@@ -541,7 +544,7 @@ class MongoStore(Store):
                 if found is None:
                     return False
                 lane = Lane(found["projection"], found["source"], -1)
-                aggregate = (found["aggregate_type"], found["aggregate_id"])
+                aggregate = _parked_event(found).aggregate
                 remaining = self.database[PARKED].count_documents(
                     _aggregate_filter(lane, aggregate) | {"status": "parked"}, session=session
                 )
@@ -555,7 +558,7 @@ class MongoStore(Store):
         return None if found is None else _parked_event(found)
 
     def _release(
-        self, session: ClientSession, lane: Lane, aggregate: tuple[str, str], positions: list[int]
+        self, session: ClientSession, lane: Lane, aggregate: AggregateKey, positions: list[int]
     ) -> None:
         self.database[BLOCKED].delete_one({"_id": block_id(lane, aggregate)}, session=session)
         self.database[FAILURES].delete_many(
@@ -637,18 +640,6 @@ def _handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[s
         raise HandlerFailed(event, exc, traceback.format_exc()) from exc
 
 
-def _held(
-    lane: Lane, event: Envelope, hold: dict[str, Any]
-) -> tuple[Envelope, str, str | None, int]:
-    if event.position == hold["since_position"]:
-        return event, hold["reason"], hold["detail"], int(hold["attempts"])
-    reason = (
-        f"held: an earlier event of this aggregate is parked "
-        f"({lane.source}:{hold['since_position']})"
-    )
-    return event, reason, None, 0
-
-
 def _new_checkpoint(lane: Lane) -> dict[str, Any]:
     return {
         "projection": lane.projection,
@@ -666,16 +657,39 @@ def _failure_id(lane: Lane, position: int) -> str:
     return f"{lane.projection}\x1f{lane.source}\x1f{position}"
 
 
-def block_id(lane: Lane, aggregate: tuple[str, str]) -> str:
-    return f"{lane.projection}\x1f{lane.source}\x1f{aggregate[0]}\x1f{aggregate[1]}"
+def block_id(lane: Lane, aggregate: AggregateKey) -> str:
+    """The ``_id`` of an aggregate's hold. A hold naming no tenant keeps the ``_id`` holds
+    had before they had tenants, so that such a document is found and released as one."""
+    found = (
+        f"{lane.projection}\x1f{lane.source}\x1f{aggregate.aggregate_type}"
+        f"\x1f{aggregate.aggregate_id}"
+    )
+    return f"{found}\x1e{aggregate.tenant}" if aggregate.tenant else found
 
 
-def _aggregate_filter(lane: Lane, aggregate: tuple[str, str]) -> dict[str, Any]:
+def blocked_aggregates(
+    database: Any, session: ClientSession, projection: str, source: str
+) -> dict[AggregateKey, dict[str, Any]]:
+    """A projection's holds of one source, by key; a document without ``tenant`` (written
+    before holds had tenants) names no tenant."""
+    found = database[BLOCKED].find({"projection": projection, "source": source}, session=session)
+    holds = {}
+    for document in found:
+        document["tenant"] = document.get("tenant") or ""
+        key = AggregateKey(document["tenant"], document["aggregate_type"], document["aggregate_id"])
+        holds[key] = document
+    return holds
+
+
+def _aggregate_filter(lane: Lane, aggregate: AggregateKey) -> dict[str, Any]:
+    """The parked events under the hold of ``aggregate`` (without ``tenant``: parked before
+    holds had tenants, under a hold naming none)."""
     return {
         "projection": lane.projection,
         "source": lane.source,
-        "aggregate_type": aggregate[0],
-        "aggregate_id": aggregate[1],
+        "tenant": aggregate.tenant if aggregate.tenant else {"$in": ["", None]},
+        "aggregate_type": aggregate.aggregate_type,
+        "aggregate_id": aggregate.aggregate_id,
     }
 
 
@@ -695,6 +709,7 @@ def _parked_event(document: dict[str, Any]) -> ParkedEvent:
         status=document["status"],
         parked_at=document["parked_at"],
         resolved_at=document.get("resolved_at"),
+        tenant=document.get("tenant") or "",
     )
 
 

@@ -74,11 +74,10 @@ from projections.replay_types import (
     SourcePlan,
 )
 from projections.shadow import SHADOW_SUFFIX, ShadowTables, drop_tables
-from projections.sql_parking import ParkedEntry
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx
 from projections.sql_writes import RefusedWrite, refused_write
-from projections.store import Lane, Store
+from projections.store import Lane, ParkedEntry, Store, hold_of
 from projections.store_tables import blocked, checkpoints, failures, parked_events
 
 __all__ = [  # the data types live in projections.replay_types; importable from here too
@@ -403,7 +402,9 @@ class Replayer(ReplayerBase):
         conn.execute(blocked.delete().where(blocked.c.projection == name))
         conn.execute(failures.delete().where(failures.c.projection == name))
         entries = [
-            ParkedEntry(event, event.error, event.detail, 0 if event.held_behind else 1)
+            ParkedEntry(
+                event, event.error, event.detail, 0 if event.held_behind else 1, event.tenant
+            )
             for event in self._policy.skipped
         ]
         self.store.park_many(conn, name, entries, replace=True)
@@ -450,7 +451,7 @@ class Replayer(ReplayerBase):
                         e
                         for e in events
                         if (e.position or 0) <= cps[_partition(e, partitions)]
-                        and (e.aggregate_type, e.aggregate_id) not in held
+                        and hold_of(held, e) is None
                     ]
                     applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
                     invalidation = self._journal_whole_projection(conn) if due else None

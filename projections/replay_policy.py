@@ -30,7 +30,7 @@ from projections.replay_types import (
     ReplaySummary,
     SkippedEvent,
 )
-from projections.store import Invalidation
+from projections.store import AggregateKey, Invalidation, aggregate_key, hold_of
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -172,14 +172,15 @@ class HandlerError(Exception):
 
 class ErrorPolicy:
     """Strict: a failing event stops the replay (:class:`ReplayError`). With ``skip_errors``
-    it is skipped with every later event of its aggregate (its earlier ones stay applied,
-    as live parking does), and :attr:`skipped` lists them for the swap to park."""
+    it is skipped with every later event of its aggregate in its tenant (its earlier ones
+    stay applied, as live parking does: :func:`projections.store.hold_of`), and
+    :attr:`skipped` lists them for the swap to park."""
 
     def __init__(self, projection: str, *, skip_errors: bool, in_place: bool) -> None:
         self.projection = projection
         self.skip_errors = skip_errors
         self.in_place = in_place
-        self.held: dict[tuple[str, str, str], int] = {}
+        self.held: dict[str, dict[AggregateKey, int]] = {}  # source -> hold -> position
         self.skipped: list[SkippedEvent] = []
 
     def mark(self) -> int:
@@ -197,10 +198,12 @@ class ErrorPolicy:
             raise ReplayError(
                 self.projection, event, failed.error, in_place=self.in_place
             ) from failed.error
-        key = (event.source, event.aggregate_type, event.aggregate_id)
-        self.held[key] = event.position or 0
+        key = aggregate_key(event)
+        self.held.setdefault(event.source, {})[key] = event.position or 0
         self.skipped.append(
-            skipped_event(event, f"replay: handler failed: {failed.error!r}", failed.detail)
+            skipped_event(
+                event, f"replay: handler failed: {failed.error!r}", failed.detail, key.tenant
+            )
         )
         logger.warning(
             "replay skipped event",
@@ -208,27 +211,30 @@ class ErrorPolicy:
             source=event.source,
             position=event.position,
             aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
+            tenant=event.tenant,
             error=repr(failed.error),
         )
 
     def holds(self, event: Envelope) -> bool:
         """Whether ``event`` is held behind a skipped event of its aggregate (then recorded)."""
-        if not self.held:
+        held = self.held.get(event.source)
+        hold = hold_of(held, event) if held else None
+        if hold is None:
             return False
-        behind = self.held.get((event.source, event.aggregate_type, event.aggregate_id))
-        if behind is None or (event.position or 0) < behind:
+        key, behind = hold
+        if (event.position or 0) < behind:
             return False
         if event.position != behind:  # the failed event itself is recorded by fail()
             reason = (
                 f"held: an earlier event of this aggregate was skipped by the replay "
                 f"({event.source}:{behind})"
             )
-            self.skipped.append(skipped_event(event, reason, None, behind))
+            self.skipped.append(skipped_event(event, reason, None, key.tenant, behind))
         return True
 
 
 def skipped_event(
-    event: Envelope, error: str, detail: str | None, behind: int | None = None
+    event: Envelope, error: str, detail: str | None, tenant: str, behind: int | None = None
 ) -> SkippedEvent:
     return SkippedEvent(
         event.source,
@@ -240,6 +246,7 @@ def skipped_event(
         error,
         detail,
         behind,
+        tenant,
     )
 
 

@@ -86,6 +86,8 @@ class SkippedEvent:
     error: str
     detail: str | None
     held_behind: int | None = None  # the position of the failed event it was held behind
+    tenant: str = ""
+    """The tenant of the hold it is parked under ("" for none): the failed event's tenant."""
 
     @property
     def aggregate(self) -> str:

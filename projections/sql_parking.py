@@ -3,19 +3,30 @@
 A handler failure is counted per event (``rm_failures``); after the retries its aggregate
 is blocked from that event on (``rm_blocked_aggregates``), and the event and every later one
 of the aggregate are parked (``rm_parked_events``) until ``readmodel parked retry`` or
-``skip`` releases them. :class:`SqlParking` is mixed into :class:`projections.sql_store.SqlStore`.
+``skip`` releases them. A hold is the aggregate's in the failed event's tenant
+(:class:`~projections.store.AggregateKey`), and the events parked under it record that tenant.
+:class:`SqlParking` is mixed into :class:`projections.sql_store.SqlStore`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
 from outbox.envelope import Envelope
-from projections.store import HandlerFailed, Lane, ParkedEvent
+from projections.store import (
+    AggregateKey,
+    HandlerFailed,
+    Lane,
+    ParkedEntry,
+    ParkedEvent,
+    held_entry,
+)
 from projections.store_tables import blocked, failures, parked_events
+
+__all__ = ["ParkableEvent", "ParkedEntry", "SqlParking", "held_entry"]
 
 
 class ParkableEvent(Protocol):
@@ -34,15 +45,8 @@ class ParkableEvent(Protocol):
     def aggregate_type(self) -> str: ...
     @property
     def aggregate_id(self) -> str: ...
-
-
-class ParkedEntry(NamedTuple):
-    """One event to park, with why."""
-
-    event: ParkableEvent
-    reason: str
-    detail: str | None
-    attempts: int
+    @property
+    def tenant(self) -> str | None: ...
 
 
 class SqlParking:
@@ -60,14 +64,17 @@ class SqlParking:
 
     def blocked_aggregates(
         self, conn: sa.Connection, lane: Lane
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        """The lane's projection and source's blocked aggregates: (type, id) -> their row."""
+    ) -> dict[AggregateKey, dict[str, Any]]:
+        """The lane's projection and source's blocked aggregates: their key -> their row
+        (look an event's hold up with :func:`projections.store.hold_of`)."""
         rows = conn.execute(
             sa.select(blocked).where(
                 blocked.c.projection == lane.projection, blocked.c.source == lane.source
             )
         )
-        return {(r.aggregate_type, r.aggregate_id): dict(r._mapping) for r in rows}
+        return {
+            AggregateKey(r.tenant, r.aggregate_type, r.aggregate_id): dict(r._mapping) for r in rows
+        }
 
     def park(
         self,
@@ -80,9 +87,13 @@ class SqlParking:
         attempts: int,
         replace: bool = False,
     ) -> None:
-        """Write ``event``'s parked-event row in ``conn``'s transaction. An existing row is
-        kept as it is, or (``replace``) parked again with the new reason and detail."""
-        self.park_many(conn, projection, [ParkedEntry(event, reason, detail, attempts)], replace)
+        """Write ``event``'s parked-event row (under its own aggregate's hold) in ``conn``'s
+        transaction. An existing row is kept as it is, or (``replace``) parked again with the
+        new reason and detail."""
+        tenant = event.tenant or ""
+        self.park_many(
+            conn, projection, [ParkedEntry(event, reason, detail, attempts, tenant)], replace
+        )
 
     def park_many(
         self,
@@ -100,6 +111,7 @@ class SqlParking:
                 "event_id": e.event.event_id,
                 "aggregate_type": e.event.aggregate_type,
                 "aggregate_id": e.event.aggregate_id,
+                "tenant": e.tenant,
                 "event_type": e.event.event_type,
                 "reason": e.reason,
                 "detail": e.detail,
@@ -115,6 +127,7 @@ class SqlParking:
                 set_={
                     "reason": statement.excluded.reason,
                     "detail": statement.excluded.detail,
+                    "tenant": statement.excluded.tenant,
                     "status": "parked",
                     "resolved_at": None,
                 },
@@ -181,13 +194,14 @@ class SqlParking:
         detail: str | None,
         attempts: int,
     ) -> None:
-        """Block ``event``'s aggregate from ``event`` on, in ``conn``'s transaction (kept as it
-        is when the aggregate is blocked already)."""
+        """Block ``event``'s aggregate (in its tenant) from ``event`` on, in ``conn``'s
+        transaction (kept as it is when the aggregate is blocked already)."""
         conn.execute(
             self.insert(blocked)
             .values(
                 projection=projection,
                 source=event.source,
+                tenant=event.tenant or "",
                 aggregate_type=event.aggregate_type,
                 aggregate_id=event.aggregate_id,
                 since_position=event.position,
@@ -216,20 +230,16 @@ class SqlParking:
             ).first()
         return None if row is None else ParkedEvent(**row._mapping)
 
-    def record_failed_retry(self, lane: Lane, failed: HandlerFailed) -> None:
+    def record_failed_retry(
+        self, lane: Lane, aggregate: AggregateKey, failed: HandlerFailed
+    ) -> None:
         """A parked event failed again on retry (or on a skip's retry of the events held
         behind it): its entry and the aggregate's block now say so, and the events after it
         are held behind it instead of behind an event that is no longer parked."""
         event = failed.event
         position = event.position or 0
         reason = f"handler failed again on retry: {failed.error!r}"
-        here = (
-            parked_events.c.projection == lane.projection,
-            parked_events.c.source == lane.source,
-            parked_events.c.aggregate_type == event.aggregate_type,
-            parked_events.c.aggregate_id == event.aggregate_id,
-            parked_events.c.status == "parked",
-        )
+        here = (*parked_of(lane, aggregate), parked_events.c.status == "parked")
         with self.writer.begin() as conn:
             conn.execute(
                 parked_events.update()
@@ -250,7 +260,7 @@ class SqlParking:
             )
             conn.execute(
                 blocked.update()
-                .where(*_block_of(lane, (event.aggregate_type, event.aggregate_id)))
+                .where(*_block_of(lane, aggregate))
                 .values(since_position=position, reason=reason, detail=failed.detail)
             )
 
@@ -268,22 +278,19 @@ class SqlParking:
                 .where(parked_events.c.id == entry_id)
                 .values(status="skipped", resolved_at=sa.func.current_timestamp())
             )
+            lane = Lane(row.projection, row.source, -1)
+            aggregate = AggregateKey(row.tenant, row.aggregate_type, row.aggregate_id)
             remaining = conn.execute(
                 sa.select(sa.func.count()).where(
-                    parked_events.c.projection == row.projection,
-                    parked_events.c.source == row.source,
-                    parked_events.c.aggregate_type == row.aggregate_type,
-                    parked_events.c.aggregate_id == row.aggregate_id,
-                    parked_events.c.status == "parked",
+                    *parked_of(lane, aggregate), parked_events.c.status == "parked"
                 )
             ).scalar_one()
             if remaining == 0:
-                lane = Lane(row.projection, row.source, -1)
-                self._release(conn, lane, (row.aggregate_type, row.aggregate_id), [row.position])
+                self._release(conn, lane, aggregate, [row.position])
         return self.parked_entry(entry_id)
 
     def _release(
-        self, conn: sa.Connection, lane: Lane, aggregate: tuple[str, str], positions: list[int]
+        self, conn: sa.Connection, lane: Lane, aggregate: AggregateKey, positions: list[int]
     ) -> None:
         conn.execute(blocked.delete().where(*_block_of(lane, aggregate)))
         conn.execute(
@@ -295,23 +302,24 @@ class SqlParking:
         )
 
 
-def _block_of(lane: Lane, aggregate: tuple[str, str]) -> tuple[Any, ...]:
+def _block_of(lane: Lane, aggregate: AggregateKey) -> tuple[Any, ...]:
     """The ``rm_blocked_aggregates`` row of an aggregate of the lane's projection and source."""
     return (
         blocked.c.projection == lane.projection,
         blocked.c.source == lane.source,
-        blocked.c.aggregate_type == aggregate[0],
-        blocked.c.aggregate_id == aggregate[1],
+        blocked.c.tenant == aggregate.tenant,
+        blocked.c.aggregate_type == aggregate.aggregate_type,
+        blocked.c.aggregate_id == aggregate.aggregate_id,
     )
 
 
-def held_entry(lane: Lane, event: Envelope, hold: dict[str, Any]) -> ParkedEntry:
-    """The parked entry of an event of a blocked aggregate: the blocking event keeps its
-    reason and attempts; later ones say what they wait behind."""
-    if event.position == hold["since_position"]:
-        return ParkedEntry(event, hold["reason"], hold["detail"], hold["attempts"])
-    reason = (
-        f"held: an earlier event of this aggregate is parked "
-        f"({lane.source}:{hold['since_position']})"
+def parked_of(lane: Lane, aggregate: AggregateKey) -> tuple[Any, ...]:
+    """The ``rm_parked_events`` rows parked under the hold of ``aggregate`` of the lane's
+    projection and source (whatever their status)."""
+    return (
+        parked_events.c.projection == lane.projection,
+        parked_events.c.source == lane.source,
+        parked_events.c.tenant == aggregate.tenant,
+        parked_events.c.aggregate_type == aggregate.aggregate_type,
+        parked_events.c.aggregate_id == aggregate.aggregate_id,
     )
-    return ParkedEntry(event, reason, None, 0)

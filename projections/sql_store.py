@@ -19,10 +19,11 @@ from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.schema import create_tables
 from projections.api import Projection
-from projections.sql_parking import ParkedEntry, SqlParking, held_entry
+from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_of
 from projections.sql_tx import SqlTx
 from projections.sql_writes import RefusedWrite, refused_write
 from projections.store import (
+    AggregateKey,
     BatchResult,
     EventLoader,
     HandlerFailed,
@@ -31,6 +32,7 @@ from projections.store import (
     Store,
     WritesRefused,
     add_cache_tags,
+    hold_of,
 )
 from projections.store_tables import blocked, checkpoints, invalidations, parked_events
 
@@ -218,9 +220,9 @@ class SqlStore(SqlParking, Store):
                 tags = tx.invalidated if self.journal_invalidations else None
                 try:
                     for event in events:
-                        aggregate = (event.aggregate_type, event.aggregate_id)
-                        if aggregate in held:
-                            parked.append(held_entry(lane, event, held[aggregate]))
+                        hold = hold_of(held, event) if held else None
+                        if hold is not None:
+                            parked.append(held_entry(lane, event, hold[1]))
                             continue
                         _handle(projection, event, tx, tags)
                         applied += 1
@@ -328,26 +330,21 @@ class SqlStore(SqlParking, Store):
         self,
         projection: Projection,
         lane: Lane,
-        aggregate: tuple[str, str],
+        aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
     ) -> int:
-        aggregate_where = (
-            parked_events.c.projection == lane.projection,
-            parked_events.c.source == lane.source,
-            parked_events.c.aggregate_type == aggregate[0],
-            parked_events.c.aggregate_id == aggregate[1],
-        )
+        aggregate_where = parked_of(lane, aggregate)
         try:
             return self._retry_parked(projection, lane, aggregate, load, aggregate_where)
         except HandlerFailed as failed:
-            self.record_failed_retry(lane, failed)
+            self.record_failed_retry(lane, aggregate, failed)
             raise
 
     def _retry_parked(
         self,
         projection: Projection,
         lane: Lane,
-        aggregate: tuple[str, str],
+        aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
         aggregate_where: tuple[Any, ...],
     ) -> int:

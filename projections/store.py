@@ -9,13 +9,15 @@ its checkpoint and any parking commit or roll back together.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from outbox.envelope import Envelope
 from projections.api import Projection
+
+_Hold = TypeVar("_Hold")
 
 # (after, target, limit) -> events of one partition with after < position <= target, in order
 EventLoader = Callable[[int, int, int], Sequence[Envelope]]
@@ -28,6 +30,67 @@ class Lane:
     projection: str
     source: str
     partition: int
+
+
+class AggregateKey(NamedTuple):
+    """An aggregate as a hold names it (beside its projection and source): the tenant of the
+    event that failed, ``""`` for none, then its type and id. Tenants of one shared source
+    number their aggregates alike (each has an ``order 1``): a hold of one tenant's aggregate
+    holds none of another's. A hold without a tenant holds the aggregate in every tenant (see
+    :func:`hold_of`)."""
+
+    tenant: str
+    aggregate_type: str
+    aggregate_id: str
+
+
+def aggregate_key(event: Any) -> AggregateKey:
+    """The key of ``event``'s own aggregate (an envelope, or anything with ``tenant``,
+    ``aggregate_type`` and ``aggregate_id``)."""
+    return AggregateKey(event.tenant or "", event.aggregate_type, event.aggregate_id)
+
+
+def hold_of(held: Mapping[AggregateKey, _Hold], event: Any) -> tuple[AggregateKey, _Hold] | None:
+    """The hold ``event`` waits behind, with its key, or ``None``: its tenant's hold of its
+    aggregate, else a hold of the aggregate naming no tenant. A hold without a tenant holds
+    the aggregate of every tenant: its failed event named none (which tenant's aggregate it
+    is, is not known, so order goes first), or it was written before holds had tenants
+    (migration 0004, a MongoDB document without ``tenant``) and keeps holding what it held."""
+    key = aggregate_key(event)
+    found = held.get(key)
+    if found is not None:
+        return key, found
+    if key.tenant:
+        untenanted = key._replace(tenant="")
+        found = held.get(untenanted)
+        if found is not None:
+            return untenanted, found
+    return None
+
+
+class ParkedEntry(NamedTuple):
+    """One event to park, with why, under the hold of ``tenant`` (the tenant of its
+    aggregate's hold, ``""`` for none)."""
+
+    event: Any  # an Envelope, or a replay's SkippedEvent
+    reason: str
+    detail: str | None
+    attempts: int
+    tenant: str
+
+
+def held_entry(lane: Lane, event: Any, hold: Mapping[str, Any]) -> ParkedEntry:
+    """The parked entry of an event of a blocked aggregate, under that hold (a row or
+    document with ``since_position``, ``reason``, ``detail``, ``attempts`` and ``tenant``):
+    the blocking event keeps its reason and attempts; later ones say what they wait behind."""
+    tenant = hold.get("tenant") or ""
+    if event.position == hold["since_position"]:
+        return ParkedEntry(event, hold["reason"], hold["detail"], int(hold["attempts"]), tenant)
+    reason = (
+        f"held: an earlier event of this aggregate is parked "
+        f"({lane.source}:{hold['since_position']})"
+    )
+    return ParkedEntry(event, reason, None, 0, tenant)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +132,17 @@ class ParkedEvent:
     status: str
     parked_at: datetime
     resolved_at: datetime | None
+    tenant: str = ""
+    """The tenant of the aggregate hold it is parked under, ``""`` for none (the hold then
+    holds the aggregate of every tenant); a retry or skip acts on that hold's events only."""
+
+    @property
+    def aggregate(self) -> AggregateKey:
+        return AggregateKey(self.tenant, self.aggregate_type, self.aggregate_id)
 
     def as_dict(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__slots__}
+        data["tenant"] = self.tenant or None
         data["parked_at"] = self.parked_at.isoformat()
         data["resolved_at"] = self.resolved_at.isoformat() if self.resolved_at else None
         return data
@@ -166,10 +237,11 @@ class Store(ABC):
         self,
         projection: Projection,
         lane: Lane,
-        aggregate: tuple[str, str],
+        aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
     ) -> int:
-        """Apply an aggregate's parked events in order and release it; returns how many.
+        """Apply the events parked under the hold of ``aggregate`` (a tenant's, or the one
+        naming no tenant) in order and release it; returns how many.
 
         ``load`` fetches events of the lane's source by position. Raises
         :class:`HandlerFailed` (and leaves everything parked) if a handler fails again.

@@ -250,18 +250,21 @@ def engine_on(
 
 
 def append_tenant_events(
-    log: EventLog, events: list[tuple[str | None, str, str, dict[str, Any]]], source: str = "bank"
+    log: EventLog,
+    events: list[tuple[str | None, str, str, dict[str, Any]]],
+    source: str = "bank",
+    aggregate_type: str = "account",
 ) -> None:
-    """Append ``(tenant, account, event type, payload)`` events of ``source`` through
-    :meth:`EventLog.append`, as a relay would (aggregate type ``account``)."""
+    """Append ``(tenant, aggregate id, event type, payload)`` events of ``source`` through
+    :meth:`EventLog.append`, as a relay would (aggregate type ``account`` unless told)."""
     records = [
         LogRecord(
             source_position=None,
             event_id=uuid.uuid4().hex,
             tenant=tenant,
-            aggregate_type="account",
+            aggregate_type=aggregate_type,
             aggregate_id=account,
-            key_hash=aggregate_hash("account", account),
+            key_hash=aggregate_hash(aggregate_type, account),
             event_type=event_type,
             payload=json.dumps(payload),
             headers=None,

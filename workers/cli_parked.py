@@ -78,13 +78,16 @@ def parked_list(
         print(json.dumps(entries, indent=2, default=str))
         return
     table = Table(title="parked")
-    for column in ("id", "kind", "source", "projection", "event id", "reason", "status"):
+    tenants = any(e.get("tenant") for e in entries)  # the tenant of an aggregate's hold
+    columns = ("id", "kind", "source", *(("tenant",) if tenants else ()), "projection")
+    for column in (*columns, "event id", "reason", "status"):
         table.add_column(column)
     for e in entries:
         table.add_row(
             e["ref"],
             e["kind"],
             e["source"],
+            *((escape(e.get("tenant") or "-"),) if tenants else ()),
             e.get("projection") or "-",
             escape(e.get("event_id") or "-"),
             escape(_first_line(e["reason"], 100)),
