@@ -15,8 +15,10 @@ import sqlalchemy as sa
 from config import load_settings
 from outbox.db import create_engine
 from outbox.envelope import aggregate_hash
+from outbox.migrate import upgrade
 from outbox.relay import Relay
 from outbox.rows import LogRecord
+from outbox.schema import event_log
 from tests.cli_helpers import write_config
 
 MYSQL_OUTBOX = (
@@ -132,3 +134,30 @@ def log_records(count: int, prefix: str) -> list[LogRecord]:
         )
         for n in range(count)
     ]
+
+
+def log_at_0002(store: str, *, events: bool) -> None:
+    """A read store at revision 0002, as an older readmodel left it; with ``events``, one
+    event of source ``svc`` relayed under ``text`` (its ids 16 bytes of text, as a
+    BINARY(16) column read as UTF-8 gave them)."""
+    engine = create_engine(store)
+    try:
+        upgrade(engine, "0002")
+        if not events:
+            return
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO rm_log_heads (source, head) VALUES ('svc', 1)")
+            conn.execute(
+                event_log.insert().values(
+                    source="svc",
+                    position=1,
+                    event_id="evt-000000000001",
+                    aggregate_type="user",
+                    aggregate_id="user-00000000042",
+                    key_hash=aggregate_hash("user", "user-00000000042"),
+                    event_type="UserRegistered",
+                    payload={"n": 0},
+                )
+            )
+    finally:
+        engine.dispose()

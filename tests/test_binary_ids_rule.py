@@ -16,17 +16,14 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from config import load_settings
-from outbox.db import create_engine
-from outbox.envelope import aggregate_hash
 from outbox.log import SMALL_APPEND, EventLog
-from outbox.migrate import upgrade
 from outbox.relay import Relay, drain_source
 from outbox.rows import MalformedRow
-from outbox.schema import event_log
 from tests.binary_ids_helpers import (
     USERS,
     drain_svc,
     insert_outbox_rows,
+    log_at_0002,
     log_records,
     outbox_row_count,
     recorded_rules_by_sql,
@@ -230,25 +227,7 @@ def test_an_upgraded_log_records_the_first_relays_setting_and_keeps_its_events(
     relay with another setting is refused from then on."""
     url, engine = binary_outbox
     store = pg_database()
-    log_engine = create_engine(store)
-    try:
-        upgrade(log_engine, "0002")
-        with log_engine.begin() as conn:
-            conn.exec_driver_sql("INSERT INTO rm_log_heads (source, head) VALUES ('svc', 1)")
-            conn.execute(
-                event_log.insert().values(
-                    source="svc",
-                    position=1,
-                    event_id="evt-000000000001",
-                    aggregate_type="user",
-                    aggregate_id="user-00000000042",
-                    key_hash=aggregate_hash("user", "user-00000000042"),
-                    event_type="UserRegistered",
-                    payload={"n": 0},
-                )
-            )
-    finally:
-        log_engine.dispose()
+    log_at_0002(store, events=True)
     insert_outbox_rows(
         engine, [(b"evt-000000000002", "user", b"user-00000000042", "UserDeactivated", {"n": 1})]
     )

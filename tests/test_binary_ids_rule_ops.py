@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import sqlalchemy as sa
@@ -17,15 +18,13 @@ from structlog.testing import capture_logs
 
 from config import load_settings
 from outbox.db import create_engine
-from outbox.envelope import aggregate_hash
 from outbox.errors import BinaryIdsConflict
 from outbox.log import EventLog
 from outbox.log_rules import adopt_rule
-from outbox.migrate import upgrade
 from outbox.relay import Relay
-from outbox.schema import event_log
 from tests.binary_ids_helpers import (
     drain_svc,
+    log_at_0002,
     log_records,
     outbox_row_count,
     recorded_rules_by_sql,
@@ -37,6 +36,29 @@ from tests.outbox_helpers import migrate_store
 from tests.tenant_fixtures import REGISTRY_QUERY, make_registry
 
 REFUSED = "not relaying the source: its binary_ids is not the rule the log records"
+
+
+class UuidLogged(NamedTuple):
+    """A BINARY(16) outbox whose log records ``uuid`` (one event relayed under it); ``new``
+    configures the source with ``uuid``, ``old`` without binary_ids (``text``)."""
+
+    engine: sa.Engine
+    store: str
+    new: Path
+    old: Path
+
+
+@pytest.fixture
+def uuid_logged(
+    binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
+) -> UuidLogged:
+    url, engine = binary_outbox
+    store = pg_database()
+    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
+    old = rule_config(tmp_path, "old.toml", store, {"url": url})
+    write_binary_events(engine, 1)
+    assert drain_svc(new)[0].relayed == 1
+    return UuidLogged(engine, store, new, old)
 
 
 def _heads(store: str) -> dict[str, tuple[int, str | None]]:
@@ -122,16 +144,9 @@ def test_the_switch_refuses_a_member_no_registry_lists_and_records_a_listed_one(
 
 
 def test_run_until_caught_up_exits_2_on_a_refusal_as_relay_once_does(
-    binary_outbox: tuple[str, sa.Engine],
-    pg_database: Callable[[], str],
-    tmp_path: Path,
+    uuid_logged: UuidLogged,
 ) -> None:
-    url, engine = binary_outbox
-    store = pg_database()
-    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
-    old = rule_config(tmp_path, "old.toml", store, {"url": url})
-    write_binary_events(engine, 1)
-    assert drain_svc(new)[0].relayed == 1
+    engine, store, new, old = uuid_logged
     write_binary_events(engine, 2)
 
     result = run_cli(["run", "--until-caught-up", "--config", str(old)])
@@ -182,18 +197,11 @@ def test_a_running_relay_logs_its_refusal_once(
 
 
 def test_a_setting_from_an_environment_variable_is_named_as_such(
-    binary_outbox: tuple[str, sa.Engine],
-    pg_database: Callable[[], str],
-    tmp_path: Path,
+    uuid_logged: UuidLogged,
 ) -> None:
     """``old.toml`` has no binary_ids: the refused setting comes from the variable, which
     the messages name instead of crediting the file."""
-    url, engine = binary_outbox
-    store = pg_database()
-    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
-    old = rule_config(tmp_path, "old.toml", store, {"url": url})
-    write_binary_events(engine, 1)
-    assert drain_svc(new)[0].relayed == 1
+    engine, store, new, old = uuid_logged
     variable = "READMODEL_SOURCES__SVC__BINARY_IDS"
 
     relayed = run_cli(["relay", "--once", "-c", str(old)], env={variable: "hex"})
@@ -219,16 +227,9 @@ def test_a_setting_from_an_environment_variable_is_named_as_such(
 
 
 def test_health_fails_and_status_shows_a_config_whose_relays_are_refused(
-    binary_outbox: tuple[str, sa.Engine],
-    pg_database: Callable[[], str],
-    tmp_path: Path,
+    uuid_logged: UuidLogged,
 ) -> None:
-    url, engine = binary_outbox
-    store = pg_database()
-    new = rule_config(tmp_path, "new.toml", store, {"url": url, "binary_ids": "uuid"})
-    old = rule_config(tmp_path, "old.toml", store, {"url": url})
-    write_binary_events(engine, 1)
-    assert drain_svc(new)[0].relayed == 1
+    engine, store, new, old = uuid_logged
 
     healthy = run_cli(["health", "-c", str(new)])
     unhealthy = run_cli(["health", "-c", str(old)])
@@ -260,37 +261,12 @@ def test_health_fails_and_status_shows_a_config_whose_relays_are_refused(
     assert "uuid (config: text, refused)" in table.stdout
 
 
-def _log_at_0002(store: str, *, events: bool) -> None:
-    """A read store at revision 0002, as an older readmodel left it."""
-    engine = create_engine(store)
-    try:
-        upgrade(engine, "0002")
-        if not events:
-            return
-        with engine.begin() as conn:
-            conn.exec_driver_sql("INSERT INTO rm_log_heads (source, head) VALUES ('svc', 1)")
-            conn.execute(
-                event_log.insert().values(
-                    source="svc",
-                    position=1,
-                    event_id="evt-1",
-                    aggregate_type="user",
-                    aggregate_id="user-42",
-                    key_hash=aggregate_hash("user", "user-42"),
-                    event_type="UserRegistered",
-                    payload={"n": 0},
-                )
-            )
-    finally:
-        engine.dispose()
-
-
 def test_migrate_to_recorded_rules_notes_what_the_first_relay_of_a_logged_source_does(
     pg_database: Callable[[], str], sqlite_database: Callable[[], str], tmp_path: Path
 ) -> None:
     stores = {"events": pg_database(), "empty": pg_database(), "fresh": sqlite_database()}
-    _log_at_0002(stores["events"], events=True)
-    _log_at_0002(stores["empty"], events=False)
+    log_at_0002(stores["events"], events=True)
+    log_at_0002(stores["empty"], events=False)
     results = {}
     for name, store in stores.items():
         config = write_config(tmp_path / f"{name}.toml", {"store": {"url": store}})
