@@ -33,6 +33,8 @@ from tests.binary_ids_helpers import (
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import migrate_store
 
+REFUSED = "not relaying the source: its binary_ids is not the rule the log records"
+
 
 def test_the_first_relay_records_its_rule_and_status_shows_it(
     binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
@@ -131,8 +133,9 @@ def test_the_switch_refuses_the_leader_under_the_old_rule_and_the_new_relay_runs
 def test_a_running_relay_refused_waits_and_relays_once_the_rule_is_switched_to_its_own(
     binary_outbox: tuple[str, sa.Engine], pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    """``readmodel relay`` (not --once) started with another setting: it logs the refusal,
-    relays nothing, and keeps trying; once the operator records its rule, it relays."""
+    """``readmodel relay`` (not --once) started with another setting: it logs the refusal
+    as an error once (its retries at debug level), relays nothing, and keeps trying; once
+    the operator records its rule, it relays."""
     url, engine = binary_outbox
     store = pg_database()
     first = rule_config(tmp_path, "first.toml", store, {"url": url, "binary_ids": "uuid"})
@@ -146,8 +149,9 @@ def test_a_running_relay_refused_waits_and_relays_once_the_rule_is_switched_to_i
     try:
         with capture_logs() as logs:
             thread.start()
-            assert _wait(lambda: any(e["log_level"] == "error" for e in logs))
+            assert _wait(lambda: sum(e["event"] == REFUSED for e in logs) >= 4)  # 0.5, 1, 2 s
             assert outbox_row_count(engine) == 2 and relay.log.head("svc") == 1
+            refusals = [e for e in logs if e["event"] == REFUSED]
             switched = run_cli(["outbox", "binary-ids", "svc", "hex", "-c", str(second), "-y"])
             assert switched.exit_code == 0, switched.output
             assert _wait(lambda: relay.log.head("svc") == 3)
@@ -156,10 +160,10 @@ def test_a_running_relay_refused_waits_and_relays_once_the_rule_is_switched_to_i
         stop.set()
         thread.join(30)
         relay.close()
-    refusal = [e for e in logs if e["log_level"] == "error"][0]
-    assert refusal["event"] == (
-        "not relaying the source: its binary_ids is not the rule the log records"
-    )
+    # logged as an error once, its retries at debug level
+    assert [e["log_level"] for e in refusals] == ["error"] + ["debug"] * (len(refusals) - 1)
+    assert [e for e in logs if e["log_level"] == "error"] == refusals[:1]
+    refusal = refusals[0]
     assert (refusal["source"], refusal["binary_ids"], refusal["recorded"]) == ("svc", "hex", "uuid")
     assert outbox_row_count(engine) == 0
     assert [e.aggregate_id for e in logged] == [u.hex for u in USERS]

@@ -6,22 +6,17 @@ and SQLite logs."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
 import sqlalchemy as sa
-from structlog.testing import capture_logs
 
-from config import load_settings
 from outbox.db import create_engine
 from outbox.errors import BinaryIdsConflict
 from outbox.log import EventLog
 from outbox.log_rules import adopt_rule
-from outbox.relay import Relay
 from tests.binary_ids_helpers import (
     drain_svc,
     log_at_0002,
@@ -34,8 +29,6 @@ from tests.binary_ids_helpers import (
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import migrate_store
 from tests.tenant_fixtures import REGISTRY_QUERY, make_registry
-
-REFUSED = "not relaying the source: its binary_ids is not the rule the log records"
 
 
 class UuidLogged(NamedTuple):
@@ -159,41 +152,6 @@ def test_run_until_caught_up_exits_2_on_a_refusal_as_relay_once_does(
     )
     assert "Nothing was relayed; the rows stay in the outbox" in message
     assert outbox_row_count(engine) == 2
-
-
-def test_a_running_relay_logs_its_refusal_once(
-    binary_outbox: tuple[str, sa.Engine],
-    pg_database: Callable[[], str],
-    tmp_path: Path,
-) -> None:
-    """The relay retries a refused source every few seconds for as long as it runs: one
-    error says why, the retries log at debug level."""
-    url, engine = binary_outbox
-    store = pg_database()
-    first = rule_config(tmp_path, "first.toml", store, {"url": url, "binary_ids": "uuid"})
-    second = rule_config(tmp_path, "second.toml", store, {"url": url, "binary_ids": "hex"})
-    write_binary_events(engine, 1)
-    assert drain_svc(first)[0].relayed == 1
-    write_binary_events(engine, 1)
-    relay = Relay(load_settings(second))
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,))
-    try:
-        with capture_logs() as logs:
-            thread.start()
-            deadline = time.monotonic() + 20
-            while sum(e["event"] == REFUSED for e in logs) < 4 and time.monotonic() < deadline:
-                time.sleep(0.05)  # back-off rounds of 0.5, 1 and 2 s
-    finally:
-        stop.set()
-        thread.join(30)
-        relay.close()
-    refusals = [e for e in logs if e["event"] == REFUSED]
-    assert len(refusals) >= 4
-    assert [e["log_level"] for e in refusals] == ["error"] + ["debug"] * (len(refusals) - 1)
-    assert [e for e in logs if e["log_level"] == "error"] == refusals[:1]
-    assert (refusals[0]["binary_ids"], refusals[0]["recorded"]) == ("hex", "uuid")
-    assert outbox_row_count(engine) == 1
 
 
 def test_a_setting_from_an_environment_variable_is_named_as_such(
