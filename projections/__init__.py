@@ -9,6 +9,7 @@ from projections.api import (
     Projection,
     TenantError,
     Tx,
+    WideIntegerError,
     load_projections,
     on,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "Store",
     "TenantError",
     "Tx",
+    "WideIntegerError",
     "load_projections",
     "on",
     "open_queries",

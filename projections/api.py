@@ -151,6 +151,12 @@ class TenantError(Exception):
     placed). A handler failure like any other: retried, then parked with this message."""
 
 
+class WideIntegerError(ValueError):
+    """A handler wrote an integer into a column that would not keep it (naming
+    ``table.column``). Raised by the upsert itself, before the batch holds the row: a handler
+    may catch it and write the value another way (as text)."""
+
+
 class Projection:
     """Base class of projections. Subclasses set ``name``, ``tables`` and ``@on`` handlers.
 

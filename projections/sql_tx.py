@@ -267,24 +267,24 @@ class SqlTx:
         physical, name, pk, converters, tenant = self._info.get(table) or self._describe(table)
         if tenant is not None:
             row = self._placed(table, tenant, row)
-        if physical not in self._order:
-            self._order.append(physical)
         try:
             k = (name, (row[pk[0]],) if len(pk) == 1 else tuple([row[c] for c in pk]))
         except KeyError as exc:
             raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
         pending = self._pending.get(k)
         if pending is None:
-            values = dict(row)
-            self._pending[k] = (UPSERT, values)
+            op, values = UPSERT, dict(row)
         elif pending[0] == DELETE:
-            values = dict(row)
-            self._pending[k] = (REPLACE, values)
+            op, values = REPLACE, dict(row)
         else:
-            values = {**(pending[1] or {}), **row}
-            self._pending[k] = (pending[0], values)
+            op, values = pending[0], {**(pending[1] or {}), **row}
         if converters:
+            # On a copy: a value it refuses (WideIntegerError) leaves the batch's writes as
+            # they were, so a handler that catches it may write another row.
             converters.normalize(values, row)
+        self._pending[k] = (op, values)
+        if physical not in self._order:
+            self._order.append(physical)
 
     def _placed(self, table: sa.Table, column: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
         """``row`` in the tenant of the event being handled (filled in when it lacks the

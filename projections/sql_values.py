@@ -47,8 +47,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from outbox.json_numbers import integer_text
+from projections.api import WideIntegerError
 from projections.sql_other_values import Converter, postgresql_other, sqlite_other
 from projections.sql_plans import table_plan
+
+__all__ = ["Converters", "WideIntegerError", "normalize", "stored_values"]
 
 # (column name, converter or None, value types that need no conversion, the refusal of an
 # integer past 64 bits or None)
@@ -58,10 +61,6 @@ _NONE = type(None)
 _INT64 = 2**63
 _PG_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
-
-
-class WideIntegerError(ValueError):
-    """A handler wrote an integer past 64 bits into a column that would not keep it."""
 
 
 class Converters:
