@@ -120,20 +120,31 @@ def _equal(a: Any, b: Any) -> bool:
 _orjson_loads = orjson.loads
 _DIGITS = bytes.maketrans(b"0123456789", bytes(10))  # each digit as a NUL (never in JSON)
 _DIGIT_RUN = bytes(19)  # -2**63 and 2**64 - 1, orjson's bounds, have 19 and 20 digits
+_INT64_MIN_DIGITS = b"9223372036854775808"  # a 19-digit run after '-' above it is wide
+_UINT64_MAX_DIGITS = b"18446744073709551615"  # a 20-digit run above it is wide
 _NOT_AN_INTEGER_BEFORE = b'".eE+'  # a string, a fraction or an exponent holds the run
 _NOT_AN_INTEGER_AFTER = b'".eE'
+_MINUS = ord("-")
+_EXPONENT = b"eE"
 
 
 def loads_exact(data: str | bytes | bytearray | memoryview) -> Any:
     """``orjson.loads(data)``, but an integer orjson would read as a double (below -2**63,
     above 2**64 - 1) is an exact ``int``: such text is read by the json module instead.
-    Floats are the same doubles either way; what orjson refuses is refused."""
-    if type(data) is str:
-        raw = data.encode("utf-8", "surrogatepass")
-    elif type(data) is memoryview:
-        raw = data = data.tobytes()
-    else:
+    Floats are the same doubles either way; what orjson refuses is refused, with its
+    ``JSONDecodeError`` (a ``str`` subclass, ``None``, a number too)."""
+    kind = type(data)
+    if kind is str:
+        try:
+            raw = data.encode()  # type: ignore[union-attr]
+        except UnicodeEncodeError:  # a lone surrogate: orjson refuses the text
+            return _orjson_loads(data)
+    elif kind is bytes or kind is bytearray:
         raw = data  # type: ignore[assignment]
+    elif kind is memoryview:
+        raw = data = data.tobytes()  # type: ignore[union-attr]
+    else:
+        return _orjson_loads(data)  # its refusal of anything else, a str subclass too
     marked = raw.translate(_DIGITS)
     start = marked.find(_DIGIT_RUN)
     if start < 0 or not _holds_wide_integer(raw, marked, start):
@@ -147,9 +158,9 @@ def loads_exact(data: str | bytes | bytearray | memoryview) -> Any:
 
 def _holds_wide_integer(raw: bytes, marked: bytes, start: int) -> bool:
     """Whether one of the runs of 19 or more digits of JSON ``raw`` (``marked``: its digits
-    as NULs; the first run at ``start``) is an integer, not part of a string, a fraction or
-    an exponent (a string that merely holds one, a space before it, only costs the json
-    module's reading)."""
+    as NULs; the first run at ``start``) is an integer orjson reads as a double or refuses:
+    not part of a string, a fraction or an exponent, and past orjson's 64-bit bounds (a
+    string that merely holds one, a space before it, only costs the json module's reading)."""
     size = len(marked)
     while start >= 0:
         end = start + len(_DIGIT_RUN)
@@ -158,7 +169,13 @@ def _holds_wide_integer(raw: bytes, marked: bytes, start: int) -> bool:
         before = raw[start - 1] if start else 32
         after = raw[end] if end < size else 32
         if before not in _NOT_AN_INTEGER_BEFORE and after not in _NOT_AN_INTEGER_AFTER:
-            return True
+            length = end - start
+            if before == _MINUS:
+                if start < 2 or raw[start - 2] not in _EXPONENT:
+                    if length > 19 or raw[start:end] > _INT64_MIN_DIGITS:
+                        return True
+            elif length > 20 or (length == 20 and raw[start:end] > _UINT64_MAX_DIGITS):
+                return True
         start = marked.find(_DIGIT_RUN, end)
     return False
 
