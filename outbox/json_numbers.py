@@ -1,11 +1,13 @@
 """JSON numbers without a double's rounding, where it matters.
 
 orjson, the fast path everywhere, reads an integer past 64 bits as a double and refuses to
-write one; it refuses a number past a double's range (``1e400``). PostgreSQL's jsonb holds
-both exactly, and the log keeps payload text as the outbox wrote it. So the duplicate check
-compares numbers exactly, the row check says why a number no reader can hold is parked,
-and :func:`loads_exact` / :func:`dumps_exact` (every read of the log, of JSON columns, of
-cached values) keep an integer past 64 bits an exact ``int``.
+write one; it refuses a number past a double's range (``1e400``, or 400 digits). PostgreSQL's
+jsonb holds both exactly, and the log keeps payload text as the outbox wrote it. So the
+duplicate check compares numbers exactly, the row check says why a number no reader can hold
+is parked, and :func:`loads_exact` / :func:`dumps_exact` (every read of the log, of JSON
+columns, of cached values) keep an integer an exact ``int`` up to the 4300 digits Python
+converts from and to text (``sys.get_int_max_str_digits()``): what one writes, the other
+reads. A number with a fraction or an exponent stays a double.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -126,13 +129,49 @@ _NOT_AN_INTEGER_BEFORE = b'".eE+'  # a string, a fraction or an exponent holds t
 _NOT_AN_INTEGER_AFTER = b'".eE'
 _MINUS = ord("-")
 _EXPONENT = b"eE"
+# What the json module takes and orjson refuses, that the slow path's hooks do not see: a
+# surrogate escape (a lone one is refused), nesting past orjson's 1024 levels.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_DEPTH = 1024
+# An integer token of more digits than a double's range (orjson refuses it as infinity):
+# masked (as 0) where orjson checks the rest of a text.
+_INTEGER_PAST_DOUBLE = re.compile(rb"(?:^|(?<=[\[,:\s]))-?[0-9]{309,}(?![.eE0-9])")
+
+
+class IntegerTooLongError(orjson.JSONDecodeError):
+    """JSON text holds an integer of more digits than Python reads from text
+    (``sys.get_int_max_str_digits()``, 4300 by default)."""
+
+    def __init__(self, digits: int, doc: str, pos: int) -> None:
+        super().__init__(
+            f"an integer of {digits} digits, past the {sys.get_int_max_str_digits()} digits "
+            f"Python reads from text",
+            doc,
+            pos,
+        )
+        self.digits = digits
+
+
+class UnwritableIntegerError(TypeError):
+    """An integer of more digits than Python writes as text (and reads back): JSON text
+    cannot hold it. A ``TypeError``, as orjson's refusals to write are."""
+
+    def __init__(self, value: int) -> None:
+        super().__init__(
+            f"the integer {integer_text(value)} has more than the "
+            f"{sys.get_int_max_str_digits()} digits Python writes as text: JSON of it could "
+            f"not be read back"
+        )
+        self.value = value
 
 
 def loads_exact(data: str | bytes | bytearray | memoryview) -> Any:
-    """``orjson.loads(data)``, but an integer orjson would read as a double (below -2**63,
-    above 2**64 - 1) is an exact ``int``: such text is read by the json module instead.
-    Floats are the same doubles either way; what orjson refuses is refused, with its
-    ``JSONDecodeError`` (a ``str`` subclass, ``None``, a number too)."""
+    """``orjson.loads(data)``, but each integer orjson would read as a double (below -2**63,
+    above 2**64 - 1) is an exact ``int``, and one past a double's range (which orjson
+    refuses) too: such text is read by the json module instead. Floats are the same doubles
+    either way; anything else orjson refuses is refused, with its ``JSONDecodeError``, and
+    so is an integer of more than ``sys.get_int_max_str_digits()`` digits
+    (:class:`IntegerTooLongError`)."""
     kind = type(data)
     if kind is str:
         try:
@@ -149,11 +188,7 @@ def loads_exact(data: str | bytes | bytearray | memoryview) -> Any:
     start = marked.find(_DIGIT_RUN)
     if start < 0 or not _holds_wide_integer(raw, marked, start):
         return _orjson_loads(data)
-    orjson.loads(data)  # refuses what it refuses (NaN, 1e400, a lone surrogate)
-    try:
-        return json.loads(data)
-    except RecursionError:  # the json module's scanner recurses; orjson takes 1024 levels
-        return _exact_iterative(data if type(data) is str else bytes(data).decode(), _number)
+    return _loads_wide(data, raw)
 
 
 def _holds_wide_integer(raw: bytes, marked: bytes, start: int) -> bool:
@@ -180,8 +215,64 @@ def _holds_wide_integer(raw: bytes, marked: bytes, start: int) -> bool:
     return False
 
 
+def _loads_wide(data: str | bytes | bytearray, raw: bytes | bytearray) -> Any:
+    """``data`` (``raw``: its UTF-8) read by the json module, refused where orjson refuses
+    it, save for an integer past a double's range."""
+    try:
+        text = data if type(data) is str else raw.decode()
+    except UnicodeDecodeError:  # orjson checks the whole text's UTF-8 first
+        return _orjson_loads(data)
+    deep = raw.count(b"[") + raw.count(b"{") > _DEPTH
+    if deep or _SURROGATE_ESCAPE.search(raw):
+        _orjson_loads(_INTEGER_PAST_DOUBLE.sub(b"0", raw))  # its refusals, but of these
+    try:
+        try:
+            return _DECODER.decode(text)
+        except RecursionError:  # the json module's scanner recurses; orjson takes 1024 levels
+            if not deep:
+                _orjson_loads(_INTEGER_PAST_DOUBLE.sub(b"0", raw))
+            return _exact_iterative(text, _number)
+    except _NotJson as exc:
+        raise orjson.JSONDecodeError(exc.reason, text, max(text.find(exc.token), 0)) from None
+    except json.JSONDecodeError as exc:
+        raise orjson.JSONDecodeError(exc.msg, exc.doc, exc.pos) from None
+    except ValueError:  # int(): more digits than Python reads
+        raise _too_long(text) from None
+
+
+class _NotJson(ValueError):
+    def __init__(self, reason: str, token: str) -> None:
+        super().__init__(reason)
+        self.reason, self.token = reason, token
+
+
+def _finite_float(token: str) -> float:
+    number = float(token)
+    if number - number != 0:  # orjson refuses what a double cannot hold
+        raise _NotJson("number is infinity when parsed as double", token)
+    return number
+
+
+def _no_constant(token: str) -> Any:
+    raise _NotJson("unexpected character, expected a JSON value", token)
+
+
+# Made once: json.loads(text, parse_float=...) makes a decoder per call.
+_DECODER = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constant)
+
+
 def _number(token: str) -> int | float:
-    return float(token) if "." in token or "e" in token or "E" in token else int(token)
+    if "." in token or "e" in token or "E" in token:
+        return _finite_float(token)
+    return int(token)
+
+
+def _too_long(text: str) -> IntegerTooLongError:
+    limit = sys.get_int_max_str_digits()
+    found = re.search(f"[0-9]{{{limit + 1},}}", text) if limit else None
+    if found is None:  # not expected: int() refused no other text
+        return IntegerTooLongError(limit + 1, text, 0)
+    return IntegerTooLongError(len(found[0]), text, found.start())
 
 
 _INT64_MIN = -(2**63)
@@ -192,7 +283,9 @@ def dumps_exact(
     value: Any, *, default: Callable[[Any], Any] | None = None, option: int | None = None
 ) -> bytes:
     """``orjson.dumps(value, default=..., option=...)``, but an integer past 64 bits (which
-    orjson refuses) is written exactly, as its digits."""
+    orjson refuses) is written exactly, as its digits: :func:`loads_exact` reads it back.
+    One of more digits than Python converts to text is refused
+    (:class:`UnwritableIntegerError`, a ``TypeError`` as orjson's refusals are)."""
     try:
         return orjson.dumps(value, default=default, option=option)
     except orjson.JSONEncodeError as exc:
@@ -206,6 +299,10 @@ def dumps_exact(
             return orjson.dumps(_wide_integers_as_digits(value), default=wide, option=option)
         except RecursionError:
             raise exc from None
+        except orjson.JSONEncodeError as refused:
+            if isinstance(refused.__cause__, UnwritableIntegerError):  # raised in ``wide``
+                raise refused.__cause__ from None
+            raise
 
 
 def _wide_integers_as_digits(value: Any) -> Any:
@@ -214,7 +311,10 @@ def _wide_integers_as_digits(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         if _INT64_MIN <= value <= _UINT64_MAX:
             return value
-        return orjson.Fragment(int.__repr__(value))
+        try:
+            return orjson.Fragment(int.__repr__(value))
+        except ValueError:  # more digits than Python writes: nor would it read them
+            raise UnwritableIntegerError(value) from None
     if isinstance(value, dict):
         return {k: _wide_integers_as_digits(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -223,16 +323,25 @@ def _wide_integers_as_digits(value: Any) -> Any:
 
 
 def integer_text(value: int) -> str:
-    """``value``'s digits for a message: at most about 60 characters."""
-    digits = int.__repr__(value)
-    if len(digits) <= 60:
-        return digits
-    return f"{digits[:30]}... ({len(digits.lstrip('-'))} digits)"
+    """``value``'s digits for a message: at most about 60 characters (the first 30 digits
+    and the count of a longer one, however long: Python writes at most 4300)."""
+    size = _digit_count(value)
+    if size <= 60:
+        return int.__repr__(value)
+    head = abs(value) // 10 ** (size - 30)
+    return f"{'-' if value < 0 else ''}{head}... ({size} digits)"
+
+
+def _digit_count(value: int) -> int:
+    magnitude = abs(value)
+    size = max(1, int(magnitude.bit_length() * 0.30102999566398120))  # log10(2), or 1 less
+    return size + 1 if magnitude >= 10**size else size
 
 
 def number_beyond_double(text: str) -> str | None:
-    """The first number of JSON ``text`` past a double's range (``1e400``, 400 digits), as
-    written; ``None`` when there is none or ``text`` is not JSON."""
+    """The first number of JSON ``text`` with a fraction or an exponent past a double's
+    range (``1e400``), as written; ``None`` when there is none or ``text`` is not JSON (an
+    integer is read exactly: see :func:`loads_exact`)."""
     found: list[str] = []
 
     def number(token: str) -> float:
@@ -244,7 +353,7 @@ def number_beyond_double(text: str) -> str | None:
         raise ValueError(token)
 
     try:
-        json.loads(text, parse_float=number, parse_int=number, parse_constant=refuse)
+        json.loads(text, parse_float=number, parse_int=len, parse_constant=refuse)
     except (ValueError, RecursionError):
         return None
     return found[0] if found else None

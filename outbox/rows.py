@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import math
+import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any, Literal
 import orjson
 
 from outbox.envelope import aggregate_hash
-from outbox.json_numbers import number_beyond_double
+from outbox.json_numbers import IntegerTooLongError, loads_exact, number_beyond_double
 
 # The claim query selects the outbox columns in this order; absent optional columns are NULL.
 FIELDS = (
@@ -301,15 +302,8 @@ def _json_text(
         raise _Malformed(f"{what} is {len(text.encode())} bytes, above max_payload_bytes = {limit}")
     try:
         parsed = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        huge = number_beyond_double(text)
-        if huge is not None:
-            raise _Malformed(
-                f"{what} (column {column!r}) holds the number {huge[:40]}, beyond the range of "
-                f"a double: readmodel reads JSON numbers as doubles and would lose its value "
-                f"(write it as a string)"
-            ) from None
-        raise _Malformed(f"{what} (column {column!r}) is not valid JSON: {exc}") from None
+    except orjson.JSONDecodeError:
+        parsed = _exact_json(text, column, what)  # an integer past a double's range is read
     if parsed is None and null_ok:
         return None
     if not isinstance(parsed, dict):
@@ -320,6 +314,28 @@ def _json_text(
     if "\\u0000" in text and _contains_nul(parsed):
         raise _Malformed(f"{what} (column {column!r}) contains \\u0000, which the log cannot store")
     return text
+
+
+def _exact_json(text: str, column: str, what: str) -> Any:
+    """JSON ``text`` as projections read it (``loads_exact``: integers exact, however large
+    up to Python's 4300 digits); :class:`_Malformed` saying why when they cannot."""
+    try:
+        return loads_exact(text)
+    except IntegerTooLongError as exc:
+        raise _Malformed(
+            f"{what} (column {column!r}) holds an integer of {exc.digits} digits: readmodel "
+            f"reads integers of at most {sys.get_int_max_str_digits()} digits (Python's limit; "
+            f"write it as a string)"
+        ) from None
+    except orjson.JSONDecodeError as exc:
+        huge = number_beyond_double(text)
+        if huge is not None:
+            raise _Malformed(
+                f"{what} (column {column!r}) holds the number {huge[:40]}, beyond the range of "
+                f"a double: readmodel reads a JSON number with a fraction or an exponent as "
+                f"a double and would lose its value (write it as a string)"
+            ) from None
+        raise _Malformed(f"{what} (column {column!r}) is not valid JSON: {exc}") from None
 
 
 _JSON_NAMES = {

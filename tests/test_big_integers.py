@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql
 from outbox.log import EventLog
 from projections.api import Event, Projection, Tx, on
 from projections.cache import Cache, MemoryCache
+from projections.cache import dumps as cache_dumps
 from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
@@ -29,7 +30,8 @@ from tests.projection_fixtures import append_tenant_events, engine_on
 
 BIG = 2**64  # orjson: 1.8446744073709552e+19 (the same double as 2**64 + 1)
 LOW = -(2**63) - 1  # orjson: -9.223372036854776e+18, that is -2**63
-PAYLOAD = {"amount": BIG, "low": LOW, "lines": [{"n": BIG + 1}], "ratio": 0.1}
+HUGE = -(10**309)  # orjson: refused, "number is infinity when parsed as double"
+PAYLOAD = {"amount": BIG, "low": LOW, "lines": [{"n": BIG + 1}], "huge": HUGE, "ratio": 0.1}
 
 metadata = sa.MetaData()
 amounts = sa.Table(
@@ -197,6 +199,16 @@ def test_a_cached_read_returns_them_exactly_cold_and_warm(
     assert _exact(cold["doc"]) == _exact(PAYLOAD)
     assert cold["exact"] == str(BIG)  # a NUMERIC is read as a Decimal, sent as its text
     assert _exact(warm) == _exact(cold)
+
+
+def test_a_cache_entry_is_never_written_that_could_not_be_read_back() -> None:
+    """Past Python's 4300 digits an integer's JSON could not be read back: refused, naming
+    the entry (it was a ValueError the cache did not expect)."""
+    with pytest.raises(TypeError) as refused:
+        cache_dumps("big_amounts", "a1", {"doc": {"n": 10**5000}})
+
+    assert "cache big_amounts:a1: the value is not JSON-serialisable" in str(refused.value)
+    assert "(5001 digits)" in str(refused.value)
 
 
 def test_readmodel_query_prints_them_exactly(

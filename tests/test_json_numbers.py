@@ -1,10 +1,12 @@
-"""``loads_exact``: the json module's exact values at orjson's speed where orjson reads
-exactly, and orjson's refusals (of the same exception type) for what it refuses."""
+"""``loads_exact`` / ``dumps_exact``: the json module's exact values at orjson's speed where
+orjson reads exactly, orjson's refusals (of the same exception type) for what it refuses,
+and a writer and a reader that agree on every integer, however large, up to Python's limit."""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import Any
 
 import orjson
@@ -13,11 +15,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from outbox import json_numbers
-from outbox.json_numbers import loads_exact
+from outbox.json_numbers import (
+    IntegerTooLongError,
+    UnwritableIntegerError,
+    dumps_exact,
+    loads_exact,
+)
 
 # orjson reads -2**63 .. 2**64 - 1 exactly: these are 19 and 20 digits long
 BOUNDARIES = [2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**18, 10**19]
 BOUNDARIES += [10**19 - 1, 10**20 - 1, 10**20, -(10**18), -(10**19), -(10**19) + 1]
+BOUNDARIES += [10**308, 10**309, -(10**400)]  # past a double's range: orjson refuses them
 
 
 def _tagged(value: Any) -> Any:
@@ -35,6 +43,7 @@ def _tagged(value: Any) -> Any:
 integers = st.one_of(
     st.integers(),
     st.integers(min_value=-(10**25), max_value=10**25),
+    st.integers(min_value=-(10**400), max_value=10**400),
     st.sampled_from(BOUNDARIES),
     st.sampled_from(BOUNDARIES).map(lambda n: n + 1),
     st.sampled_from(BOUNDARIES).map(lambda n: n - 1),
@@ -68,13 +77,25 @@ def test_loads_exact_reads_what_the_json_module_reads_and_refuses_what_orjson_re
     text = json.dumps(document, indent=indent, ensure_ascii=ascii_only)
     raw = text.encode("utf-8", "surrogatepass")
     data = {"str": text, "bytes": raw, "bytearray": bytearray(raw), "memoryview": memoryview(raw)}
+    # what orjson refuses but an integer past a double's range (which loads_exact reads)
+    shadow = json.dumps(_huge_integers_as_zero(document), indent=indent, ensure_ascii=ascii_only)
     try:
-        orjson.loads(raw)
+        orjson.loads(shadow.encode("utf-8", "surrogatepass"))
     except orjson.JSONDecodeError:  # a lone surrogate, say
         with pytest.raises(orjson.JSONDecodeError):
             loads_exact(data[kind])
         return
     assert _tagged(loads_exact(data[kind])) == _tagged(json.loads(text))
+
+
+def _huge_integers_as_zero(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _huge_integers_as_zero(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_huge_integers_as_zero(item) for item in value]
+    if type(value) is int and abs(value) >= 10**308:
+        return 0
+    return value
 
 
 @pytest.mark.parametrize(
@@ -100,6 +121,16 @@ def test_what_orjson_refuses_is_refused_with_its_error_though_it_holds_a_wide_in
         orjson.loads(text)
     with pytest.raises(orjson.JSONDecodeError):
         loads_exact(text)
+
+
+def test_deep_nesting_orjson_takes_is_read_exactly() -> None:
+    text = "[" * 1024 + f"18446744073709551616, {10**400}, 0.5" + "]" * 1024
+
+    value = loads_exact(text)
+
+    for _ in range(1023):
+        [value] = value
+    assert _tagged(value) == _tagged([2**64, 10**400, 0.5])
 
 
 @pytest.mark.parametrize("data", [None, 1, 1.5, ["[1]"], type("Text", (str,), {})("[1]")])
@@ -130,3 +161,40 @@ def test_integers_orjson_reads_exactly_are_read_by_orjson_alone(
 
     assert loads_exact(text) == {"id": int(number), "at": "2026-03-14", "ns": [int(number), 0.0]}
     assert loads_exact(text.encode()) == loads_exact(text)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [10**308, 10**309, -(10**400), 10**4299 + 7],
+    ids=["10**308", "10**309", "-10**400", "10**4299+7"],
+)
+def test_an_integer_past_a_doubles_range_is_written_and_read_back_exactly(value: int) -> None:
+    """orjson refuses it ("number is infinity"): a JSON column or cache entry holding one
+    would be written but could never be read back."""
+    blob = dumps_exact({"n": value, "ratio": 0.5})
+
+    assert _tagged(loads_exact(blob)) == _tagged({"n": value, "ratio": 0.5})
+    assert _tagged(loads_exact(blob.decode())) == _tagged({"n": value, "ratio": 0.5})
+
+
+def test_a_float_past_a_doubles_range_is_still_refused() -> None:
+    with pytest.raises(orjson.JSONDecodeError, match="infinity"):
+        loads_exact(f'{{"n": {10**400}, "huge": 1e400}}')
+
+
+def test_past_pythons_digit_limit_the_reader_and_the_writer_refuse_naming_the_size() -> None:
+    limit = sys.get_int_max_str_digits()
+    text = '{"ok": 1, "n": ' + "7" * (limit + 1) + "}"
+
+    with pytest.raises(IntegerTooLongError) as refused:
+        loads_exact(text)
+    with pytest.raises(UnwritableIntegerError) as unwritable:
+        dumps_exact({"n": [1, -(10**limit)]})
+    with pytest.raises(UnwritableIntegerError):
+        dumps_exact({"n": object()}, default=lambda _: 10**limit)
+
+    assert isinstance(refused.value, orjson.JSONDecodeError)
+    assert f"an integer of {limit + 1} digits" in str(refused.value)
+    assert refused.value.pos == text.index("7")
+    assert isinstance(unwritable.value, TypeError)  # as orjson's refusals to write are
+    assert f"-100000000000000000000000000000... ({limit + 1} digits)" in str(unwritable.value)

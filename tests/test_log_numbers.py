@@ -1,10 +1,14 @@
 """Numbers a double cannot hold: integers past 64 bits are compared exactly by the log's
-duplicate check, and a number past a double's range is parked, saying why."""
+duplicate check, an integer past a double's range is relayed exactly, and a number with a
+fraction or an exponent past that range (or an integer past Python's digit limit) is
+parked, saying why."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -91,15 +95,11 @@ def test_a_redelivered_payload_with_big_numbers_is_a_duplicate(log: EventLog) ->
         log.close()
 
 
-@pytest.mark.parametrize("number", ["1e400", "-1E+400", "9" * 400])
-def test_a_number_beyond_a_double_is_parked_saying_why(
-    number: str,
-    pg_database: Callable[[], str],
-    make_settings: Callable[..., Settings],
-) -> None:
-    """PostgreSQL's jsonb holds 1e400 (numeric), readmodel's readers (doubles) would not:
-    the row is parked, and the reason says the value would be lost, not that it is not JSON."""
-    url = pg_database()
+def _relay(
+    url: str, make_settings: Callable[..., Settings], number: str
+) -> tuple[list[Any], list[dict[str, Any]], list[str]]:
+    """Relay three rows of a jsonb outbox, the second holding ``number``: the totals'
+    ``(errors, relayed, parked)``, the logged payloads (read back), the parked reasons."""
     source = create_engine(url)
     try:
         with source.begin() as conn:
@@ -118,18 +118,58 @@ def test_a_number_beyond_a_double_is_parked_saying_why(
     relay = Relay(make_settings(url, {"svc": {"url": url}}))
     try:
         totals = relay.drain()["svc"]
-        logged = relay.log.read("svc")
+        logged = [e.payload for e in relay.log.read("svc")]
         with relay.log.engine.connect() as conn:
-            [reason] = conn.execute(sa.text("SELECT reason FROM rm_parked")).scalars().all()
+            reasons = conn.execute(sa.text("SELECT reason FROM rm_parked")).scalars().all()
     finally:
         relay.close()
+    return [totals.errors, totals.relayed, totals.parked], logged, list(reasons)
 
-    assert (totals.errors, totals.relayed, totals.parked) == ([], 2, 1)
-    assert [e.payload["n"] for e in logged] == [1, 3]
+
+@pytest.mark.parametrize("number", ["2" + "0" * 350 + ".125", "-" + "9" * 400 + ".5"])
+def test_a_number_beyond_a_double_is_parked_saying_why(
+    number: str,
+    pg_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """PostgreSQL's jsonb holds 2e350 + 0.125 (numeric), readmodel's readers (doubles, for a
+    number with a fraction or an exponent) would not: the row is parked, and the reason says
+    the value would be lost, not that it is not JSON."""
+    totals, logged, [reason] = _relay(pg_database(), make_settings, number)
+
+    assert totals == [[], 2, 1]
+    assert [payload["n"] for payload in logged] == [1, 3]
     assert "not valid JSON" not in reason
     assert "payload (column 'payload') holds the number" in reason
     assert "beyond the range of a double" in reason
+    assert "with a fraction or an exponent" in reason
     assert "would lose its value" in reason
+
+
+def test_an_integer_beyond_a_double_is_relayed_and_read_back_exactly(
+    pg_database: Callable[[], str], make_settings: Callable[..., Settings]
+) -> None:
+    """Integers are read exactly, whatever their size (it was parked: "readmodel reads JSON
+    numbers as doubles"); jsonb keeps 1e400 as the integer it is, and prints its digits."""
+    totals, logged, reasons = _relay(pg_database(), make_settings, "-" + "9" * 400)
+    as_exponent = _relay(pg_database(), make_settings, "1E+400")
+
+    assert (totals, reasons) == ([[], 3, 0], [])
+    assert logged[1] == {"n": 2, "huge": -int("9" * 400)}
+    assert as_exponent[0] == [[], 3, 0]
+    assert as_exponent[1][1] == {"n": 2, "huge": 10**400}
+
+
+def test_an_integer_past_pythons_digit_limit_is_parked_naming_its_size(
+    pg_database: Callable[[], str], make_settings: Callable[..., Settings]
+) -> None:
+    limit = sys.get_int_max_str_digits()
+    totals, logged, [reason] = _relay(pg_database(), make_settings, "9" * (limit + 1))
+
+    assert totals == [[], 2, 1]
+    assert [payload["n"] for payload in logged] == [1, 3]
+    assert f"payload (column 'payload') holds an integer of {limit + 1} digits" in reason
+    assert f"at most {limit} digits" in reason
 
 
 DEEP = 1000  # orjson (the row check) reads up to 1024 levels; the json module recurses
