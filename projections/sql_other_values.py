@@ -44,6 +44,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
+from outbox.json_numbers import UnwritableIntegerError
+
 Converter = Callable[[Any], Any]
 
 _NONE = type(None)
@@ -270,6 +272,8 @@ def _json(dialect: Dialect, binary: bool) -> Converter:
         try:
             document = loads(dumps(value))
             return jsonb(document) if binary else document
+        except UnwritableIntegerError:
+            raise  # refused naming the column
         except Exception:
             return value  # the flush refuses it (or a later read would)
 
@@ -318,6 +322,8 @@ def _processed(
             return value  # written and read back as it is
         try:
             return result(stored(bind(value)))
+        except UnwritableIntegerError:
+            raise  # refused naming the column
         except Exception:
             return value  # the flush refuses it
 

@@ -27,10 +27,9 @@ database):
 Primary key columns get only these numeric and ``CHAR`` conversions (a key is looked up as
 given). A value a converter does not know (a type the database refuses, NaN, an overflow, a
 date format only the server parses) is left as it is: the flush then stores or refuses it,
-as before. But an integer past 64 bits (payloads carry them exactly) is refused at once,
-naming the column, where the column would not keep it: a PostgreSQL integer column (the
-server's refusal names no column), any SQLite column (its NUMERIC keeps a double without a
-word, its driver binds no larger integer; a JSON object or array holds one).
+as before. But an integer the column would not keep (payloads carry integers exactly,
+whatever their size) is refused at once, naming the column: see
+:mod:`projections.sql_limits`.
 """
 
 from __future__ import annotations
@@ -41,21 +40,28 @@ import struct
 from collections.abc import Callable
 from datetime import UTC, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from outbox.json_numbers import integer_text
 from projections.api import WideIntegerError
+from projections.sql_limits import Bounds, integer_bounds, json_refusal
 from projections.sql_other_values import Converter, postgresql_other, sqlite_other
 from projections.sql_plans import table_plan
 
-__all__ = ["Converters", "WideIntegerError", "normalize", "stored_values"]
+__all__ = ["Column", "Converters", "WideIntegerError", "normalize", "stored_values"]
 
-# (column name, converter or None, value types that need no conversion, the refusal of an
-# integer past 64 bits or None)
-Column = tuple[str, Converter | None, frozenset[type], Callable[[int], NoReturn] | None]
+
+class Column(NamedTuple):
+    """A converted or checked column of a table."""
+
+    name: str
+    convert: Converter | None
+    exact: frozenset[type]  # value types that need no conversion
+    bounds: Bounds | None  # the integers the column keeps, when not every one
+    unwritable: Callable[[Exception], NoReturn] | None  # a JSON column's refusal of one
+
 
 _NONE = type(None)
 _INT64 = 2**63
@@ -79,11 +85,13 @@ class Converters:
 
 
 def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], None]:
-    """``normalize(row, given)`` for these columns, its names closure cells (fast to load)."""
-    names: dict[str, Any] = {"_MISSING": _MISSING, "_type": type, "_int": int}
-    names |= {"_INT64_MIN": -_INT64, "_INT64_MAX": _INT64 - 1}
+    """``normalize(row, given)`` for these columns, its names closure cells (fast to load).
+    It refuses an integer out of a column's bounds before converting (and, where the
+    column converts a ``Decimal`` or text into one, after): ``row`` may be converted in
+    part then, so a caller passes a copy it can drop."""
+    names: dict[str, Any] = {"_MISSING": _MISSING, "_type": type, "_int": int, "_list": list}
     body = ["    def normalize(row, given):", "        get = given.get"]
-    for i, (name, convert, exact, refuse) in enumerate(columns):
+    for i, (name, convert, exact, bounds, unwritable) in enumerate(columns):
         tests = ["value is not _MISSING"]
         if _NONE in exact:
             tests.append("value is not None")
@@ -91,16 +99,32 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
             names[f"kind{i}_{j}"] = kind
             tests.append(f"kind is not kind{i}_{j}")
         body.append(f"        value = get({name!r}, _MISSING)")
-        if refuse is not None or any(test.startswith("kind") for test in tests):
+        if bounds is not None or any(test.startswith("kind") for test in tests):
             body.append("        kind = _type(value)")
-        if refuse is not None:
-            names[f"refuse{i}"] = refuse
-            body.append("        if kind is _int and (value > _INT64_MAX or value < _INT64_MIN):")
+        out_of_bounds = f"(value > high{i} or value < low{i})"
+        if bounds is not None:
+            names |= {f"low{i}": bounds.low, f"high{i}": bounds.high, f"refuse{i}": bounds.refuse}
+            body.append(f"        if kind is _int and {out_of_bounds}:")
             body.append(f"            refuse{i}(value)")
+            if bounds.items:
+                names[f"items{i}"] = bounds.check_items
+                body.append("        elif kind is _list:")
+                body.append(f"            items{i}(value)")
         if convert is not None:
             names[f"convert{i}"] = convert
             body.append(f"        if {' and '.join(tests)}:")
-            body.append(f"            row[{name!r}] = convert{i}(value)")
+            if unwritable is not None:
+                names[f"unwritable{i}"] = unwritable
+                body.append("            try:")
+                body.append(f"                value = convert{i}(value)")
+                body.append("            except TypeError as exc:")
+                body.append(f"                unwritable{i}(exc)")
+            else:
+                body.append(f"            value = convert{i}(value)")
+            body.append(f"            row[{name!r}] = value")
+            if bounds is not None and bounds.converted:
+                body.append(f"            if _type(value) is _int and {out_of_bounds}:")
+                body.append(f"                refuse{i}(value)")
     source = "\n".join([f"def make({', '.join(names)}):", *body, "    return normalize"])
     scope: dict[str, Any] = {}
     exec(source, scope)  # noqa: S102 - code built from the table's column names (repr'd)
@@ -122,34 +146,14 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
         columns: list[Column] = []
         for column in table.columns:
             converter = _converter(context, column)
-            refuse = _wide_integer_refusal(dialect, table, column)
-            if converter is not None or refuse is not None:
+            bounds = integer_bounds(dialect, table, column)
+            if converter is not None or bounds is not None:
                 convert, exact = converter or (None, frozenset())
-                columns.append((column.name, convert, exact, refuse))
+                json = isinstance(column.type, sa.JSON) and convert is not None
+                unwritable = json_refusal(table, column) if json else None
+                columns.append(Column(column.name, convert, exact, bounds, unwritable))
         found = _converters[key] = Converters(tuple(columns))
     return found
-
-
-def _wide_integer_refusal(
-    dialect: Dialect, table: sa.Table, column: sa.Column[Any]
-) -> Callable[[int], NoReturn] | None:
-    """What refuses an integer past 64 bits written into ``column``, when the database would
-    not keep it exactly (refuse it, or round it to a double): ``None`` when it would."""
-    if dialect.name == "postgresql" and isinstance(column.type, sa.Integer):
-        why = "an integer column holds 64-bit integers (a NUMERIC column holds it exactly)"
-    elif dialect.name == "sqlite":
-        why = (
-            "SQLite keeps 64-bit integers (a NUMERIC column would keep a double): write it "
-            "as text, or inside a JSON object or array"
-        )
-    else:
-        return None
-    where = f"{table.name}.{column.name}"
-
-    def refuse(value: int) -> NoReturn:
-        raise WideIntegerError(f"{where} cannot hold the integer {integer_text(value)}: {why}")
-
-    return refuse
 
 
 class _Context:

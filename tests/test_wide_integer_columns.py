@@ -1,9 +1,11 @@
 """An integer a SQL column cannot keep is refused when the handler writes it, naming the
-column, before the row joins the batch: a handler that catches ``WideIntegerError`` writes
-its fallback and loses nothing."""
+column and its width, before the row joins the batch: a handler that catches
+``WideIntegerError`` writes its fallback and loses nothing; an event that does not is
+parked with that reason (not the server's "bigint out of range", which names no column)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -131,3 +133,87 @@ def test_a_handler_that_catches_the_refusal_writes_its_fallback_and_the_batch_co
         "merged": {"id": "merged", "label": "first", "note": str(-BIG)},
         "fits": {"id": "fits", "whole": 2**63 - 1},
     }
+
+
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_postgresql_integer_columns_refuse_by_their_width_naming_the_column(
+    batch_size: int, pg_database: Callable[[], str]
+) -> None:
+    """A Decimal or a string of digits that PostgreSQL would read as an integer past the
+    column's width, an array element, an INTEGER past 32 bits: each refused naming it."""
+    events = [
+        ("decimal", "Put", {"col": "whole", "v": BIG, "as": "decimal"}),
+        ("text", "Put", {"col": "whole", "v": BIG, "as": "text"}),
+        ("array", "Put", {"col": "wholes", "v": -BIG, "as": "array"}),
+        ("int4", "Put", {"col": "i4", "v": 2**40}),
+        ("int2", "Put", {"col": "i2", "v": -(2**20)}),
+        ("fits", "Put", {"col": "i4", "v": -(2**31)}),
+        ("fits", "Put", {"col": "i2", "v": 2**15 - 1}),
+        ("fits", "Put", {"col": "wholes", "v": 2**63 - 1, "as": "array"}),
+    ]
+    rows, parked = _apply("postgresql", pg_database(), events, batch_size)
+
+    fits = {"id": "fits", "i4": -(2**31), "i2": 2**15 - 1, "wholes": [[1, 2], [3, 2**63 - 1]]}
+    assert rows == {"fits": fits}  # the lane went on
+    wanted = {
+        "decimal": f"wide.whole cannot hold the integer {BIG}: a BIGINT column holds 64-bit",
+        "text": f"wide.whole cannot hold the integer {BIG}: a BIGINT column holds 64-bit",
+        "array": f"wide.wholes[1][1] cannot hold the integer {-BIG}: an array of BIGINT holds "
+        "64-bit integers",
+        "int4": f"wide.i4 cannot hold the integer {2**40}: an INTEGER column holds 32-bit",
+        "int2": f"wide.i2 cannot hold the integer {-(2**20)}: a SMALLINT column holds 16-bit",
+    }
+    assert sorted(parked) == sorted(wanted)
+    for account, reason in wanted.items():
+        assert reason in parked[account], parked[account]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_float_column_keeps_the_nearest_double_on_both_and_refuses_one_past_its_range(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """As for any integer past 2**53: a float column holds doubles (PostgreSQL and SQLite
+    alike), an integer past a double's range is refused naming the column."""
+    events = [
+        ("near", "Put", {"col": "ratio", "v": BIG + 1}),
+        ("past", "Put", {"col": "ratio", "exp": 400, "as": "power"}),
+    ]
+    if kind == "postgresql":
+        events.append(("single", "Put", {"col": "single", "v": 2**128}))
+    rows, parked = _apply(kind, database_for(kind), events, 50)
+
+    assert rows == {"near": {"id": "near", "ratio": float(BIG)}}
+    assert (
+        "wide.ratio cannot hold the integer 100000000000000000000000000000... (401 "
+        in (parked["past"])
+    )
+    assert "a float column holds doubles, and it is past their range" in parked["past"]
+    if kind == "postgresql":
+        assert (
+            "wide.single cannot hold the integer 3402823669209384634633746074317"
+            in (parked["single"])
+        )
+        assert "single-precision" in parked["single"]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_a_json_column_keeps_an_integer_past_a_doubles_range_and_refuses_one_too_long(
+    kind: str, batch_size: int, database_for: Callable[[str], str]
+) -> None:
+    """10**309 used to be written but never read back (the next event reading the row was
+    parked); past Python's digit limit, the value is refused naming the column."""
+    limit = sys.get_int_max_str_digits()
+    events = [
+        ("a1", "Put", {"col": "doc", "exp": 309, "as": "document"}),
+        ("a1", "Copied", {}),
+        ("a2", "Put", {"col": "doc", "exp": limit, "as": "document"}),
+        ("a3", "Put", {"col": "doc", "exp": 2, "as": "document"}),
+    ]
+    rows, parked = _apply(kind, database_for(kind), events, batch_size)
+
+    assert rows["a1"]["doc"] == rows["a1-copy"]["doc"] == {"n": [10**309, 0.5]}
+    assert type(rows["a1-copy"]["doc"]["n"][0]) is int
+    assert rows["a3"]["doc"] == {"n": [100, 0.5]}
+    assert sorted(parked) == ["a2"]
+    assert f"wide.doc cannot hold the integer 1{'0' * 29}... ({limit + 1} digits)" in (parked["a2"])
