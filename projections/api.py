@@ -152,9 +152,10 @@ class TenantError(Exception):
 
 
 class WideIntegerError(ValueError):
-    """A handler wrote an integer into a column that would not keep it (naming
-    ``table.column``). Raised by the upsert itself, before the batch holds the row: a handler
-    may catch it and write the value another way (as text)."""
+    """A handler wrote an integer its store would not keep: into a column too narrow for it
+    (naming ``table.column``), or a MongoDB document or key (naming the collection and the
+    field; BSON holds 64-bit integers). Raised by the write (or read) itself, before the
+    batch holds it: a handler may catch it and write the value another way (as text)."""
 
 
 class Projection:

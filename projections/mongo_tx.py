@@ -20,7 +20,7 @@ from pymongo.errors import BulkWriteError, DocumentTooLarge
 
 from outbox.envelope import Envelope
 from outbox.json_numbers import integer_text
-from projections.api import Projection, TenantError
+from projections.api import Projection, TenantError, WideIntegerError
 
 _DELETED = object()
 _MISSING = object()
@@ -66,6 +66,21 @@ def _wide_integer_field(value: Any, path: str) -> tuple[str, int] | None:
         if found is not None:
             return found
     return None
+
+
+def _refuse_wide_integer(collection: str, what: str, value: Any, path: str = "_id") -> None:
+    """:class:`WideIntegerError` naming ``collection``, the field and the integer, when ``value``
+    (a key, a filter's value) holds an integer past 64 bits: no document holds one, and the
+    driver's refusal (``OverflowError``) names neither."""
+    if type(value) is str:
+        return
+    found = _wide_integer_field(value, path)
+    if found is not None:
+        field, number = found
+        raise WideIntegerError(
+            f"{collection!r}: {what} holds the integer {integer_text(number)} in {field!r}, "
+            f"which BSON cannot hold (64-bit integers): write it as text, or as a Decimal128"
+        )
 
 
 def _slot(key: Any) -> Any:
@@ -133,6 +148,7 @@ class DocumentTx:
     def get(self, collection: str, key: Any) -> dict[str, Any] | None:
         """The document with ``_id == key`` as this batch left it, or ``None``."""
         name = self._name(collection)
+        _refuse_wide_integer(collection, "a read's _id", key)
         tenant = self._scope(collection, "read")
         here = (name, tenant, _slot(key))
         found = self._known.get(here, self._known.get((name, _ANY, _slot(key))))
@@ -150,6 +166,7 @@ class DocumentTx:
         if "_id" not in document:
             raise ValueError(f"a document for {collection!r} needs an _id")
         name = self._name(collection)
+        _refuse_wide_integer(collection, "a document's _id", document["_id"])
         stored = copy.deepcopy(dict(document))
         tenant = None
         if self._tenant is not None and collection not in self._shared:
@@ -218,6 +235,7 @@ class DocumentTx:
         """Delete the document with ``_id == key`` (the event's tenant's, in a projection
         with a ``tenant_column``; another tenant's stays)."""
         name = self._name(collection)
+        _refuse_wide_integer(collection, "a delete's _id", key)
         tenant = self._scope(collection, "delete")
         self._known[(name, tenant, _slot(key))] = _DELETED
         self._pending.setdefault(name, {})[(tenant, _slot(key))] = (key, tenant, _DELETED)
@@ -226,6 +244,8 @@ class DocumentTx:
         """Documents whose fields equal ``equals``, with this batch's writes in place."""
         name = self._name(collection)
         tenant = self._scope(collection, "read")
+        for field, value in equals.items():
+            _refuse_wide_integer(collection, "a find's filter", value, field)
         self.flush()
         query = self._filter(equals, tenant)
         found = list(self._database[name].find(query, session=self._session))
@@ -242,6 +262,7 @@ class DocumentTx:
         tenant = _ANY if every else self._scope(collection, "read")
         wanted = {}
         for key in keys:
+            _refuse_wide_integer(collection, "a read's _id", key)
             if (name, tenant, _slot(key)) in self._known:
                 continue
             if self._never_written(name, key):

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from outbox.log import EventLog
-from projections.api import Event, Projection, Tx, on
+from projections.api import Event, Projection, Tx, WideIntegerError, on
 from projections.cache import Cache, MemoryCache
 from projections.cache import dumps as cache_dumps
 from projections.engine import ProjectionEngine
@@ -278,3 +278,72 @@ def test_a_document_refuses_them_naming_the_field_and_the_handler_saw_them_exact
     reason = parked[0].reason
     assert "'kept.values.0'" in reason and str(LOW) in reason and "big_docs" in reason, reason
     assert "64-bit" in reason, reason
+
+
+class BigKeys(Projection):
+    """Reads, deletes and finds by a key holding the payload's integer."""
+
+    name = "big_keys"
+    store = "docs"
+    collections = ("big_keys",)
+
+    @on("bank", "Used")
+    def used(self, event: Event[dict], tx: Any) -> None:
+        value, use = event.payload["v"], event.payload["use"]
+        if use == "get":
+            tx.get("big_keys", value)
+        elif use == "delete":
+            tx.delete("big_keys", value)
+        elif use == "find":
+            tx.find("big_keys", owner={"$in": [1, value]})
+        elif use == "compound":
+            tx.upsert("big_keys", {"_id": {"bank": "b1", "number": value}, "n": 1})
+        try:
+            tx.get("big_keys", value)
+        except WideIntegerError:  # a handler may catch it
+            tx.upsert("big_keys", {"_id": event.aggregate_id, "number": str(value)})
+
+
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_a_key_or_filter_past_64_bits_is_refused_naming_the_collection_and_field(
+    batch_size: int, pg_database: Callable[[], str], mongo_database: Callable[[], str]
+) -> None:
+    """No document can hold it, and the driver's OverflowError ("MongoDB can only handle up
+    to 8-byte ints") named neither the collection nor the field."""
+    log = EventLog(pg_database())
+    log.create_tables()
+    store = MongoStore(mongo_database())
+    projection = BigKeys()
+    store.create_tables([projection])
+    engine = ProjectionEngine(
+        LogReader(log),
+        [projection],
+        {"docs": store},
+        max_attempts=2,
+        retry_backoff=0.001,
+        batch_size=batch_size,
+    )
+    uses = ["get", "delete", "find", "compound", "caught"]
+    try:
+        append_tenant_events(log, [(None, use, "Used", {"v": BIG, "use": use}) for use in uses])
+        engine.catch_up(deadline=60)
+        found = {d["_id"]: d for d in store.database["big_keys"].find()}
+        parked = {p.aggregate_id: p.reason for p in store.parked(projection.name)}
+    finally:
+        engine.close()
+        store.close()
+        log.close()
+
+    assert found == {"caught": {"_id": "caught", "number": str(BIG)}}
+    wanted = {
+        "get": "'big_keys': a read's _id holds the integer 18446744073709551616 in '_id'",
+        "delete": "'big_keys': a delete's _id holds the integer 18446744073709551616 in '_id'",
+        "find": "'big_keys': a find's filter holds the integer 18446744073709551616 in "
+        "'owner.$in.1'",
+        "compound": "'big_keys': a document's _id holds the integer 18446744073709551616 in "
+        "'_id.number'",
+    }
+    assert sorted(parked) == sorted(wanted)
+    for use, reason in wanted.items():
+        assert reason in parked[use] and "64-bit" in parked[use], parked[use]
+        assert "OverflowError" not in parked[use]
