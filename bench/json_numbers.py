@@ -1,13 +1,25 @@
 """Micro-benchmark: ``outbox.json_numbers.loads_exact`` / ``dumps_exact`` beside plain orjson.
 
-Usage: ``.venv/bin/python bench/json_numbers.py [--number N]``.
+Usage: ``.venv/bin/python bench/json_numbers.py [--json] [--number N]``.
 
 Every event a projection applies is decoded once (its payload), and every cached value is
-encoded and decoded: the exact helpers must cost next to nothing when no integer past 64
-bits is there. Measured on a ~300-byte payload as the log returns it (text from
-PostgreSQL, bytes from a cache), on the same payload with a 19-digit string (the slow path
-taken for nothing) and with an integer past 64 bits (the slow path's reason to be). Figures
-are the best of 7 repeats, in nanoseconds per call.
+encoded and decoded: the exact helpers must cost next to nothing unless an integer orjson
+would round is there. Three ~300-byte payloads, as the log returns them (text from
+PostgreSQL, bytes from a cache):
+
+``typical``
+    an order: ids as text, small integers, a float, a timestamp as text.
+``snowflake``
+    the same with a 19-digit int64 id (a snowflake id, a nanosecond timestamp): orjson
+    reads it exactly, so it must stay on the fast path.
+``wide``
+    the same with the integer 2**64, which orjson reads as a double (and refuses to write):
+    the slow path's reason to be.
+
+Figures (``<call>_<payload>``, nanoseconds per call, the best of 7 repeats of ``--number``
+calls) are printed beside plain orjson measured in the same run, with ``ratio = value /
+baseline``; orjson cannot write ``wide``, so ``dumps_wide`` has no baseline. With
+``--json``, one JSON object per line per figure.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 import argparse
 import sys
 import timeit
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +35,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.common import Figure, print_figures  # noqa: E402
 from outbox.json_numbers import dumps_exact, loads_exact  # noqa: E402
 
 TYPICAL: dict[str, Any] = {
@@ -36,38 +50,60 @@ TYPICAL: dict[str, Any] = {
     "placed_at": "2026-03-14T09:26:53.589793+00:00",
     "ratio": 0.125,
 }
+PAYLOADS: dict[str, dict[str, Any]] = {
+    "typical": TYPICAL,
+    "snowflake": {**TYPICAL, "message_id": 1790512345678901234},
+    "wide": {**TYPICAL, "total_cents": 2**64},
+}
 
 
-def _best(call: Any, number: int) -> float:
+def _best(call: Callable[[], Any], number: int) -> float:
     return min(timeit.repeat(call, number=number, repeat=7)) / number * 1e9
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--number", type=int, default=100_000, help="calls per repeat")
-    number = parser.parse_args().number
-    cases = {
-        "typical": TYPICAL,
-        "19-digit string": {**TYPICAL, "reference": "1234567890123456789"},
-        "integer 2**64": {**TYPICAL, "total_cents": 2**64},
-    }
-    print(f"{'payload':18} {'bytes':>5} {'call':10} {'orjson ns':>10} {'exact ns':>9} {'ratio':>6}")
-    for name, payload in cases.items():
+def figures(number: int) -> list[Figure]:
+    rows = []
+    for name, payload in PAYLOADS.items():
         blob = dumps_exact(payload)
         text = blob.decode()
-        rows = [("loads str", lambda t=text: orjson.loads(t), lambda t=text: loads_exact(t))]
-        rows.append(("loads bytes", lambda b=blob: orjson.loads(b), lambda b=blob: loads_exact(b)))
-        if name != "integer 2**64":  # orjson refuses to write it
-            rows.append(
-                ("dumps", lambda p=payload: orjson.dumps(p), lambda p=payload: dumps_exact(p))
-            )
-        for call, plain, exact in rows:
-            base, mine = _best(plain, number), _best(exact, number)
-            print(f"{name:18} {len(blob):5} {call:10} {base:10.0f} {mine:9.0f} {mine / base:6.2f}")
-        if name == "integer 2**64":
-            mine = _best(lambda p=payload: dumps_exact(p), number)
-            print(f"{name:18} {len(blob):5} {'dumps':10} {'refused':>10} {mine:9.0f}")
+        calls: list[tuple[str, Callable[[], Any], Callable[[], Any] | None]] = [
+            ("loads_str", lambda t=text: loads_exact(t), lambda t=text: orjson.loads(t)),
+            ("loads_bytes", lambda b=blob: loads_exact(b), lambda b=blob: orjson.loads(b)),
+            (
+                "dumps",
+                lambda p=payload: dumps_exact(p),
+                None if name == "wide" else lambda p=payload: orjson.dumps(p),
+            ),
+        ]
+        for call, exact, plain in calls:
+            baseline = None if plain is None else _best(plain, number)
+            value = _best(exact, number)
+            rows.append(Figure("json_numbers", f"{call}_{name}", value, "ns", baseline, "", None))
+    return rows
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    add = parser.add_argument
+    add("--json", action="store_true", help="one JSON object per line per figure")
+    add("--number", type=int, default=100_000, help="calls per repeat")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    rows = figures(args.number)
+    if args.json:
+        for row in rows:
+            print(orjson.dumps(row.as_json()).decode())
+        return 0
+    console = print_figures(
+        "json_numbers: exact JSON numbers vs plain orjson, per call", ("exact", "orjson"), rows
+    )
+    sizes = ", ".join(f"{name} {len(dumps_exact(p))} B" for name, p in PAYLOADS.items())
+    console.print(f"payloads: {sizes}; best of 7 x {args.number:,} calls", highlight=False)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
