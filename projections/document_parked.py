@@ -62,8 +62,8 @@ def settle_parked(
             key = aggregate_key(event)
             database[BLOCKED].update_one(
                 {"_id": block_id(Lane(projection, event.source, -1), key)},
-                {
-                    "$set": {
+                {  # merged holds (projections.replay_policy): the earliest event's stays
+                    "$setOnInsert": {
                         "projection": projection,
                         "source": event.source,
                         "aggregate_type": event.aggregate_type,

@@ -92,7 +92,7 @@ from projections.replay_types import (
     SourcePlan,
 )
 from projections.shadow import SHADOW_SUFFIX
-from projections.store import Invalidation, Lane, hold_of
+from projections.store import Invalidation, Lane, is_held
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -477,7 +477,7 @@ class DocumentReplayer(ReplayerBase):
             for e in events
             if (e.position or 0)
             <= done[aggregate_hash(e.aggregate_type, e.aggregate_id) % partitions]
-            and hold_of(held, e) is None
+            and not is_held(held, e)
         ]
         if not due:
             self._prove_lease(session)

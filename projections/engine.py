@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import structlog
 
 from outbox.envelope import Envelope, aggregate_hash
-from outbox.errors import ReadmodelError
+from outbox.errors import ReadmodelError, StoreError
 from projections import invalidations
 from projections.api import Projection
 from projections.cache import Cache
@@ -185,11 +185,16 @@ class ProjectionEngine:
                 self._wanted.pop(lane, None)
             raise
 
-    def process(self, lane: Lane, target: int | None = None) -> LaneProgress:
-        """Apply the lane's events up to ``target`` (default: the log head now).
+    def process(
+        self, lane: Lane, target: int | None = None, stop_at: float | None = None
+    ) -> LaneProgress:
+        """Apply the lane's events up to ``target`` (default: the log head now), stopping
+        early once :attr:`stopping` is set or past ``stop_at`` (``time.monotonic()``).
 
         Raises :class:`RetryLater` when a handler failed fewer than
-        ``max_attempts`` times; progress before the failing event is kept.
+        ``max_attempts`` times; progress before the failing event is kept. Raises
+        :class:`StoreError` when an event it parked fails again: its hold does not hold it,
+        and going on would fail and park it forever.
         """
         projection = self.projection(lane.projection)
         store = self.store_of(projection)
@@ -198,6 +203,7 @@ class ProjectionEngine:
         applied = parked = 0
         checkpoint = 0
         one_by_one_upto = -1  # after refused writes: batches of one event up to here
+        settled: set[int] = set()  # failed events parked (or applied by a rebuild) meanwhile
         while True:
             started = time.perf_counter()
             try:
@@ -214,11 +220,20 @@ class ProjectionEngine:
                 one_by_one_upto = refused.upto
                 continue
             except HandlerFailed as failure:
+                position = failure.event.position or 0
+                if position in settled:
+                    raise StoreError(
+                        f"{lane.projection}: {lane.source}:{position} failed again after it "
+                        f"was parked: the hold of its aggregate does not hold it"
+                    ) from failure
                 try:
                     applied += self._failed(projection, store, lane, failure)
                 except RetryLater as retry:
                     retry.applied += applied
                     raise
+                settled.add(position)
+                if self.stopping.is_set() or (stop_at is not None and time.monotonic() > stop_at):
+                    return LaneProgress(lane, applied, parked, checkpoint)
                 continue
             if not result.noop:
                 self.hooks.after_batch(lane, result, time.perf_counter() - started)
@@ -328,7 +343,7 @@ class ProjectionEngine:
         while pending:
             lane = pending.pop(0)
             try:
-                applied += self.process(lane, heads.get(lane.source, 0)).applied
+                applied += self.process(lane, heads.get(lane.source, 0), stop_at).applied
             except RetryLater as retry:
                 applied += retry.applied
                 if time.monotonic() + retry.delay > stop_at:

@@ -70,6 +70,9 @@ from projections.store import (
     aggregate_key,
     held_entry,
     hold_of,
+    merge_holds,
+    tenant_holds_of,
+    untenant_entries,
 )
 
 CHECKPOINTS = "rm_checkpoints"
@@ -247,6 +250,7 @@ class MongoStore(Store):
             events = load(position, target, limit)
             upto = int((events[-1].position if len(events) >= limit else target) or target)
             held = self._blocked(session, lane)
+            tenanted = any(key.tenant for key in held)
             tx = self._tx(session, projection)
             tags = tx.invalidated if self.journal_invalidations else None
             parked: list[ParkedEntry] = []
@@ -256,6 +260,9 @@ class MongoStore(Store):
                 applied = 0
                 for event in events:
                     hold = hold_of(held, event) if held else None
+                    if hold is None and tenanted and (tenants := tenant_holds_of(held, event)):
+                        hold = merge_blocked(self.database, session, lane, held, tenants)
+                        parked = untenant_entries(parked, hold[0])
                     if hold is not None:
                         parked.append(held_entry(lane, event, hold[1]))
                         continue
@@ -379,30 +386,58 @@ class MongoStore(Store):
                 if self.lock_lane(session, lane) >= (event.position or 0):
                     self.database[FAILURES].delete_one(failure, session=session)
                     return False
-                # An insert's duplicate-key error would abort the transaction: blocked
-                # already (by another worker) keeps the block as it is.
-                key = aggregate_key(event)
-                self.database[BLOCKED].update_one(
-                    {"_id": block_id(lane, key)},
-                    {
-                        "$setOnInsert": {
-                            "projection": lane.projection,
-                            "source": event.source,
-                            "tenant": key.tenant,
-                            "aggregate_type": event.aggregate_type,
-                            "aggregate_id": event.aggregate_id,
-                            "since_position": event.position,
-                            "reason": reason,
-                            "detail": detail,
-                            "attempts": attempts,
-                        }
-                    },
-                    upsert=True,
-                    session=session,
-                )
+                self._hold(session, lane, event, reason, detail, attempts)
                 return True
 
         return bool(self._retrying(f"{lane.projection}: cannot park an event", work))
+
+    def _hold(
+        self,
+        session: ClientSession,
+        lane: Lane,
+        event: Envelope,
+        reason: str,
+        detail: str,
+        attempts: int,
+    ) -> None:
+        """Hold ``event``'s aggregate in its tenant from ``event`` on (kept as it is when held
+        already, or held by a hold naming no tenant); an event naming no tenant merges the
+        tenants' holds of its aggregate into one naming none."""
+        key = aggregate_key(event)
+        existing = {
+            _hold_key(d): d
+            for d in self.database[BLOCKED].find(_holds_of_id(lane, key), session=session)
+        }
+        if key in existing or (key.tenant and key._replace(tenant="") in existing):
+            return
+        hold = {
+            "projection": lane.projection,
+            "source": event.source,
+            "tenant": key.tenant,
+            "aggregate_type": event.aggregate_type,
+            "aggregate_id": event.aggregate_id,
+            "since_position": event.position,
+            "reason": reason,
+            "detail": detail,
+            "attempts": attempts,
+        }
+        tenants = [k for k in existing if k.tenant]
+        if not key.tenant and tenants:
+            existing[key] = hold
+            merge_blocked(self.database, session, lane, existing, [*tenants, key])
+            return
+        # An insert's duplicate-key error would abort the transaction: blocked already (by
+        # another worker) keeps the block as it is.
+        written = self.database[BLOCKED].update_one(
+            {"_id": block_id(lane, key)}, {"$setOnInsert": hold}, upsert=True, session=session
+        )
+        if written.upserted_id is None:
+            found = self.database[BLOCKED].find_one({"_id": block_id(lane, key)}, session=session)
+            if found is None or _hold_key(found) != key or found["source"] != event.source:
+                raise StoreError(
+                    f"{lane.projection}: the hold of {key.aggregate_type} "
+                    f"{key.aggregate_id!r} (tenant {key.tenant!r}) is another aggregate's"
+                )
 
     def failing(
         self,
@@ -520,7 +555,7 @@ class MongoStore(Store):
                     session=session,
                 )
                 self.database[BLOCKED].update_one(
-                    {"_id": block_id(lane, aggregate)},
+                    _hold_filter(lane, aggregate),
                     {
                         "$set": {
                             "since_position": position,
@@ -560,7 +595,7 @@ class MongoStore(Store):
     def _release(
         self, session: ClientSession, lane: Lane, aggregate: AggregateKey, positions: list[int]
     ) -> None:
-        self.database[BLOCKED].delete_one({"_id": block_id(lane, aggregate)}, session=session)
+        self.database[BLOCKED].delete_many(_hold_filter(lane, aggregate), session=session)
         self.database[FAILURES].delete_many(
             {"_id": {"$in": [_failure_id(lane, p) for p in positions]}}, session=session
         )
@@ -657,14 +692,60 @@ def _failure_id(lane: Lane, position: int) -> str:
     return f"{lane.projection}\x1f{lane.source}\x1f{position}"
 
 
-def block_id(lane: Lane, aggregate: AggregateKey) -> str:
-    """The ``_id`` of an aggregate's hold. A hold naming no tenant keeps the ``_id`` holds
-    had before they had tenants, so that such a document is found and released as one."""
-    found = (
-        f"{lane.projection}\x1f{lane.source}\x1f{aggregate.aggregate_type}"
-        f"\x1f{aggregate.aggregate_id}"
+def block_id(lane: Lane, aggregate: AggregateKey) -> dict[str, str]:
+    """The ``_id`` of an aggregate's hold: a sub-document, so that no two aggregates share
+    one whatever their ids hold (string ``_id``s of holds written before, joined with
+    control characters, are found by their fields: :func:`_hold_filter`)."""
+    return {
+        "projection": lane.projection,
+        "source": lane.source,
+        "tenant": aggregate.tenant,
+        "aggregate_type": aggregate.aggregate_type,
+        "aggregate_id": aggregate.aggregate_id,
+    }
+
+
+def _hold_key(document: dict[str, Any]) -> AggregateKey:
+    return AggregateKey(
+        document.get("tenant") or "", document["aggregate_type"], document["aggregate_id"]
     )
-    return f"{found}\x1e{aggregate.tenant}" if aggregate.tenant else found
+
+
+def _holds_of_id(lane: Lane, aggregate: AggregateKey) -> dict[str, Any]:
+    """The holds of an aggregate in every tenant."""
+    return {
+        "projection": lane.projection,
+        "source": lane.source,
+        "aggregate_type": aggregate.aggregate_type,
+        "aggregate_id": aggregate.aggregate_id,
+    }
+
+
+def _hold_filter(lane: Lane, aggregate: AggregateKey) -> dict[str, Any]:
+    """The hold of ``aggregate`` (one naming no tenant may lack ``tenant``: written before
+    holds had tenants)."""
+    tenant = aggregate.tenant if aggregate.tenant else {"$in": ["", None]}
+    return _holds_of_id(lane, aggregate) | {"tenant": tenant}
+
+
+def merge_blocked(
+    database: Any,
+    session: ClientSession,
+    lane: Lane,
+    held: dict[AggregateKey, dict[str, Any]],
+    keys: list[AggregateKey],
+) -> tuple[AggregateKey, dict[str, Any]]:
+    """Replace the tenants' holds ``keys`` of one aggregate (met by an event naming no
+    tenant) by one naming no tenant, in ``held`` and in the session's transaction; the events
+    parked under them are parked under it (:func:`projections.store.merge_holds`)."""
+    key, merged = merge_holds(held, keys)
+    merged["_id"] = block_id(lane, key)
+    database[BLOCKED].delete_many(_holds_of_id(lane, key), session=session)
+    database[BLOCKED].insert_one(merged, session=session)
+    database[PARKED].update_many(
+        _holds_of_id(lane, key) | {"status": "parked"}, {"$set": {"tenant": ""}}, session=session
+    )
+    return key, merged
 
 
 def blocked_aggregates(

@@ -77,7 +77,7 @@ from projections.shadow import SHADOW_SUFFIX, ShadowTables, drop_tables
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx
 from projections.sql_writes import RefusedWrite, refused_write
-from projections.store import Lane, ParkedEntry, Store, hold_of
+from projections.store import Lane, ParkedEntry, Store, is_held
 from projections.store_tables import blocked, checkpoints, failures, parked_events
 
 __all__ = [  # the data types live in projections.replay_types; importable from here too
@@ -451,7 +451,7 @@ class Replayer(ReplayerBase):
                         e
                         for e in events
                         if (e.position or 0) <= cps[_partition(e, partitions)]
-                        and hold_of(held, e) is None
+                        and not is_held(held, e)
                     ]
                     applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
                     invalidation = self._journal_whole_projection(conn) if due else None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 import sqlalchemy as sa
@@ -30,7 +31,13 @@ from projections.replay_types import (
     ReplaySummary,
     SkippedEvent,
 )
-from projections.store import AggregateKey, Invalidation, aggregate_key, hold_of
+from projections.store import (
+    AggregateKey,
+    Invalidation,
+    aggregate_key,
+    hold_of,
+    tenant_holds_of,
+)
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -199,7 +206,14 @@ class ErrorPolicy:
                 self.projection, event, failed.error, in_place=self.in_place
             ) from failed.error
         key = aggregate_key(event)
-        self.held.setdefault(event.source, {})[key] = event.position or 0
+        held = self.held.setdefault(event.source, {})
+        if key.tenant and key._replace(tenant="") in held:
+            key = key._replace(tenant="")  # held by it: the hold stays as it is
+        elif tenants := tenant_holds_of(held, event):
+            held[key] = event.position or 0
+            key = self._merge(event.source, held, [*tenants, key])[0]
+        else:
+            held[key] = event.position or 0
         self.skipped.append(
             skipped_event(
                 event, f"replay: handler failed: {failed.error!r}", failed.detail, key.tenant
@@ -216,9 +230,15 @@ class ErrorPolicy:
         )
 
     def holds(self, event: Envelope) -> bool:
-        """Whether ``event`` is held behind a skipped event of its aggregate (then recorded)."""
+        """Whether ``event`` is held behind a skipped event of its aggregate (then recorded).
+        An event naming no tenant that meets tenants' holds merges them into one naming
+        none, as live parking does (:func:`projections.store.tenant_holds_of`)."""
         held = self.held.get(event.source)
         hold = hold_of(held, event) if held else None
+        if hold is None and held and (tenants := tenant_holds_of(held, event)):
+            if (event.position or 0) < min(held[key] for key in tenants):
+                return False
+            hold = self._merge(event.source, held, tenants)
         if hold is None:
             return False
         key, behind = hold
@@ -231,6 +251,23 @@ class ErrorPolicy:
             )
             self.skipped.append(skipped_event(event, reason, None, key.tenant, behind))
         return True
+
+    def _merge(
+        self, source: str, held: dict[AggregateKey, int], keys: list[AggregateKey]
+    ) -> tuple[AggregateKey, int]:
+        """One hold naming no tenant, from the earliest of ``keys``, in their place; the events
+        skipped under them are skipped under it."""
+        behind = min(held.pop(key) for key in keys)
+        key = keys[0]._replace(tenant="")
+        held[key] = behind
+        self.skipped = [
+            replace(skipped, tenant="")
+            if (skipped.source, skipped.aggregate_type, skipped.aggregate_id)
+            == (source, key.aggregate_type, key.aggregate_id)
+            else skipped
+            for skipped in self.skipped
+        ]
+        return key, behind
 
 
 def skipped_event(

@@ -23,6 +23,7 @@ from projections.store import (
     ParkedEntry,
     ParkedEvent,
     held_entry,
+    merge_holds,
 )
 from projections.store_tables import blocked, failures, parked_events
 
@@ -75,6 +76,45 @@ class SqlParking:
         return {
             AggregateKey(r.tenant, r.aggregate_type, r.aggregate_id): dict(r._mapping) for r in rows
         }
+
+    def merge_holds(
+        self,
+        conn: sa.Connection,
+        lane: Lane,
+        held: dict[AggregateKey, dict[str, Any]],
+        keys: list[AggregateKey],
+    ) -> tuple[AggregateKey, dict[str, Any]]:
+        """Replace the tenants' holds ``keys`` of one aggregate (met by an event naming no
+        tenant) by one naming no tenant, in ``held`` and in ``conn``'s transaction; the events
+        parked under them are parked under it (:func:`projections.store.merge_holds`)."""
+        key, merged = merge_holds(held, keys)
+        conn.execute(blocked.delete().where(*_holds_of_id(lane.projection, lane.source, key)))
+        conn.execute(
+            blocked.insert().values(
+                projection=lane.projection,
+                source=lane.source,
+                tenant="",
+                aggregate_type=key.aggregate_type,
+                aggregate_id=key.aggregate_id,
+                since_position=merged["since_position"],
+                reason=merged["reason"],
+                detail=merged["detail"],
+                attempts=merged["attempts"],
+            )
+        )
+        conn.execute(
+            parked_events.update()
+            .where(
+                parked_events.c.projection == lane.projection,
+                parked_events.c.source == lane.source,
+                parked_events.c.aggregate_type == key.aggregate_type,
+                parked_events.c.aggregate_id == key.aggregate_id,
+                parked_events.c.status == "parked",
+                parked_events.c.tenant != "",
+            )
+            .values(tenant="")
+        )
+        return key, merged
 
     def park(
         self,
@@ -195,7 +235,25 @@ class SqlParking:
         attempts: int,
     ) -> None:
         """Block ``event``'s aggregate (in its tenant) from ``event`` on, in ``conn``'s
-        transaction (kept as it is when the aggregate is blocked already)."""
+        transaction (kept as it is when the aggregate is blocked already, or held by a hold
+        naming no tenant). An event naming no tenant merges the tenants' holds of its
+        aggregate into one naming none, from the earliest of them and itself."""
+        lane = Lane(projection, event.source, -1)
+        key = AggregateKey(event.tenant or "", event.aggregate_type, event.aggregate_id)
+        existing = {
+            AggregateKey(r.tenant, r.aggregate_type, r.aggregate_id): dict(r._mapping)
+            for r in conn.execute(
+                sa.select(blocked).where(*_holds_of_id(projection, event.source, key))
+            )
+        }
+        if key.tenant and key._replace(tenant="") in existing:
+            return
+        tenants = [k for k in existing if k.tenant]
+        if not key.tenant and tenants:
+            own = {"since_position": event.position, "reason": reason}
+            existing[key] = existing.get(key) or own | {"detail": detail, "attempts": attempts}
+            self.merge_holds(conn, lane, existing, [*tenants, key])
+            return
         conn.execute(
             self.insert(blocked)
             .values(
@@ -308,6 +366,16 @@ def _block_of(lane: Lane, aggregate: AggregateKey) -> tuple[Any, ...]:
         blocked.c.projection == lane.projection,
         blocked.c.source == lane.source,
         blocked.c.tenant == aggregate.tenant,
+        blocked.c.aggregate_type == aggregate.aggregate_type,
+        blocked.c.aggregate_id == aggregate.aggregate_id,
+    )
+
+
+def _holds_of_id(projection: str, source: str, aggregate: AggregateKey) -> tuple[Any, ...]:
+    """The ``rm_blocked_aggregates`` rows of an aggregate in every tenant."""
+    return (
+        blocked.c.projection == projection,
+        blocked.c.source == source,
         blocked.c.aggregate_type == aggregate.aggregate_type,
         blocked.c.aggregate_id == aggregate.aggregate_id,
     )

@@ -33,6 +33,8 @@ from projections.store import (
     WritesRefused,
     add_cache_tags,
     hold_of,
+    tenant_holds_of,
+    untenant_entries,
 )
 from projections.store_tables import blocked, checkpoints, invalidations, parked_events
 
@@ -210,6 +212,7 @@ class SqlStore(SqlParking, Store):
                 events = load(position, target, limit)
                 upto = events[-1].position if len(events) >= limit else target
                 held = self.blocked_aggregates(conn, lane) if any_blocked else {}
+                tenanted = any(key.tenant for key in held)
                 tx = SqlTx(
                     conn, self.tables_for(projection), batch_prefetch=True, projection=projection
                 )
@@ -221,6 +224,9 @@ class SqlStore(SqlParking, Store):
                 try:
                     for event in events:
                         hold = hold_of(held, event) if held else None
+                        if hold is None and tenanted and (tenants := tenant_holds_of(held, event)):
+                            hold = self.merge_holds(conn, lane, held, tenants)
+                            parked = untenant_entries(parked, hold[0])
                         if hold is not None:
                             parked.append(held_entry(lane, event, hold[1]))
                             continue

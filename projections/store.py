@@ -68,6 +68,53 @@ def hold_of(held: Mapping[AggregateKey, _Hold], event: Any) -> tuple[AggregateKe
     return None
 
 
+def tenant_holds_of(held: Mapping[AggregateKey, Any], event: Any) -> list[AggregateKey]:
+    """The tenants' holds an event naming no tenant meets on its aggregate (which tenant's
+    aggregate it is, is not known): it must wait behind all of them, merged into one hold
+    naming no tenant (:func:`merge_holds`). Empty for an event with a tenant, or when
+    :func:`hold_of` finds its hold. Per aggregate there are either tenants' holds only, or
+    one hold naming no tenant, which holds every tenant's events."""
+    if event.tenant or not held:
+        return []
+    return [
+        key
+        for key in held
+        if key.tenant
+        and key.aggregate_id == event.aggregate_id
+        and key.aggregate_type == event.aggregate_type
+    ]
+
+
+def is_held(held: Mapping[AggregateKey, Any], event: Any) -> bool:
+    """Whether a hold in ``held`` holds ``event`` (its own, or any of its aggregate's when
+    it names no tenant)."""
+    return hold_of(held, event) is not None or bool(tenant_holds_of(held, event))
+
+
+def merge_holds(
+    held: dict[AggregateKey, dict[str, Any]], keys: Sequence[AggregateKey]
+) -> tuple[AggregateKey, dict[str, Any]]:
+    """Replace the holds ``keys`` (rows or documents with ``since_position``) in ``held`` by
+    one naming no tenant that keeps the earliest one's position, reason and attempts;
+    returns it with its key. The stores write the same (and park the held events under it)."""
+    earliest = min((held.pop(key) for key in keys), key=lambda hold: hold["since_position"])
+    key = keys[0]._replace(tenant="")
+    merged = {**earliest, "tenant": ""}
+    held[key] = merged
+    return key, merged
+
+
+def untenant_entries(entries: list[ParkedEntry], key: AggregateKey) -> list[ParkedEntry]:
+    """``entries`` with those of ``key``'s aggregate parked under its hold naming no tenant."""
+    return [
+        entry._replace(tenant="")
+        if (entry.event.aggregate_type, entry.event.aggregate_id)
+        == (key.aggregate_type, key.aggregate_id)
+        else entry
+        for entry in entries
+    ]
+
+
 class ParkedEntry(NamedTuple):
     """One event to park, with why, under the hold of ``tenant`` (the tenant of its
     aggregate's hold, ``""`` for none)."""

@@ -76,3 +76,59 @@ def step(tenant: str | None, order: str, n: int, poison: bool = False) -> tuple[
     """A ``Stepped`` event for :func:`tests.projection_fixtures.append_tenant_events`."""
     payload: dict[str, Any] = {"step": n, "poison": True} if poison else {"step": n}
     return (tenant, order, "Stepped", payload)
+
+
+FAIL_STEPS = "READMODEL_TEST_FAIL_STEPS"
+"""Comma-separated ``tenant:step`` tags (``-`` for no tenant) that :class:`ArrivalOrders`
+and :class:`DocArrivalOrders` refuse."""
+
+arrival_orders = sa.Table(
+    "arrival_orders",
+    metadata,
+    sa.Column("order_id", sa.Text, primary_key=True),
+    sa.Column("steps", sa.Text, nullable=False),
+)
+
+
+def arrival_tag(event: Event[dict]) -> str:
+    """``tenant:step`` (``-:step`` without a tenant): what the arrival models record."""
+    return f"{event.tenant or '-'}:{event.payload['step']}"
+
+
+def _arrived(steps: list[str], event: Event[dict]) -> list[str]:
+    if arrival_tag(event) in os.environ.get(FAIL_STEPS, "").split(","):
+        raise RuntimeError(f"refusing {arrival_tag(event)}")
+    return steps if arrival_tag(event) in steps else [*steps, arrival_tag(event)]
+
+
+class ArrivalOrders(Projection):
+    """Every tenant's events of an order id in one row, in the order they were applied: it
+    shows an event running past another tenant's (or no tenant's) parked one."""
+
+    name = "arrival_orders"
+    tables = (arrival_orders,)
+    replay_safe = True
+
+    @on(SOURCE, "Stepped")
+    def stepped(self, event: Event[dict], tx: Tx) -> None:
+        row = tx.get(arrival_orders, event.aggregate_id)
+        steps = _arrived(row["steps"].split(",") if row else [], event)
+        tx.upsert(arrival_orders, {"order_id": event.aggregate_id, "steps": ",".join(steps)})
+
+
+class DocArrivalOrders(Projection):
+    """:class:`ArrivalOrders` as MongoDB documents (store ``docs``), ``_id`` the order id."""
+
+    name = "doc_arrival_orders"
+    store = "docs"
+    collections = ("doc_arrival_orders",)
+    replay_safe = True
+
+    @on(SOURCE, "Stepped")
+    def stepped(self, event: Event[dict], tx: Any) -> None:
+        document = tx.get("doc_arrival_orders", event.aggregate_id) or {
+            "_id": event.aggregate_id,
+            "steps": [],
+        }
+        document["steps"] = _arrived(document["steps"], event)
+        tx.upsert("doc_arrival_orders", document)
