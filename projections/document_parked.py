@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 
 from pymongo.client_session import ClientSession
 
-from projections.mongo_store import BLOCKED, FAILURES, PARKED, MongoStore, block_id
+from projections.document_holds import BLOCKED, PARKED, block_id
+from projections.mongo_store import FAILURES, MongoStore
 from projections.replay_types import SkippedEvent
 from projections.store import Lane, ParkedEntry, aggregate_key
 

@@ -59,6 +59,7 @@ from projections.document_generations import (
     mark_building,
     retired_field,
 )
+from projections.document_holds import blocked_aggregates
 from projections.document_parked import settle_parked
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
@@ -66,7 +67,6 @@ from projections.mongo_store import (
     CHECKPOINTS,
     REFUSED_WRITES,
     MongoStore,
-    blocked_aggregates,
     lane_id,
     retryable,
 )

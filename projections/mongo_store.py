@@ -16,9 +16,8 @@ The store keeps its own collections beside the read models: ``rm_checkpoints``,
 (which collections hold each projection's model: a rebuild writes a new generation, see
 :mod:`projections.document_generations`; a batch reads it inside its transaction, so a
 rebuild's swap, which moves it and the lanes' checkpoints, conflicts with the batches
-that started before it). A hold in ``rm_blocked_aggregates`` is an aggregate's in the failed
-event's tenant; documents written before holds had tenants lack ``tenant`` and name none
-(:func:`projections.store.hold_of`).
+that started before it). Aggregates' holds (``rm_blocked_aggregates``) are written and read
+by :mod:`projections.document_holds`.
 """
 
 from __future__ import annotations
@@ -54,6 +53,14 @@ from projections.document_generations import (
     collections_at,
     generation_of,
 )
+from projections.document_holds import (
+    BLOCKED,
+    PARKED,
+    blocked_aggregates,
+    hold_aggregate,
+    hold_filter,
+    merge_blocked,
+)
 from projections.mongo_tx import DocumentTx, RefusedDocument, handler_error
 from projections.store import (
     AggregateKey,
@@ -67,17 +74,13 @@ from projections.store import (
     Store,
     WritesRefused,
     add_cache_tags,
-    aggregate_key,
     held_entry,
     hold_of,
-    merge_holds,
     tenant_holds_of,
     untenant_entries,
 )
 
 CHECKPOINTS = "rm_checkpoints"
-BLOCKED = "rm_blocked_aggregates"
-PARKED = "rm_parked_events"
 FAILURES = "rm_handler_failures"
 INVALIDATIONS = "rm_invalidations"
 COUNTERS = "rm_counters"
@@ -386,58 +389,10 @@ class MongoStore(Store):
                 if self.lock_lane(session, lane) >= (event.position or 0):
                     self.database[FAILURES].delete_one(failure, session=session)
                     return False
-                self._hold(session, lane, event, reason, detail, attempts)
+                hold_aggregate(self.database, session, lane, event, reason, detail, attempts)
                 return True
 
         return bool(self._retrying(f"{lane.projection}: cannot park an event", work))
-
-    def _hold(
-        self,
-        session: ClientSession,
-        lane: Lane,
-        event: Envelope,
-        reason: str,
-        detail: str,
-        attempts: int,
-    ) -> None:
-        """Hold ``event``'s aggregate in its tenant from ``event`` on (kept as it is when held
-        already, or held by a hold naming no tenant); an event naming no tenant merges the
-        tenants' holds of its aggregate into one naming none."""
-        key = aggregate_key(event)
-        existing = {
-            _hold_key(d): d
-            for d in self.database[BLOCKED].find(_holds_of_id(lane, key), session=session)
-        }
-        if key in existing or (key.tenant and key._replace(tenant="") in existing):
-            return
-        hold = {
-            "projection": lane.projection,
-            "source": event.source,
-            "tenant": key.tenant,
-            "aggregate_type": event.aggregate_type,
-            "aggregate_id": event.aggregate_id,
-            "since_position": event.position,
-            "reason": reason,
-            "detail": detail,
-            "attempts": attempts,
-        }
-        tenants = [k for k in existing if k.tenant]
-        if not key.tenant and tenants:
-            existing[key] = hold
-            merge_blocked(self.database, session, lane, existing, [*tenants, key])
-            return
-        # An insert's duplicate-key error would abort the transaction: blocked already (by
-        # another worker) keeps the block as it is.
-        written = self.database[BLOCKED].update_one(
-            {"_id": block_id(lane, key)}, {"$setOnInsert": hold}, upsert=True, session=session
-        )
-        if written.upserted_id is None:
-            found = self.database[BLOCKED].find_one({"_id": block_id(lane, key)}, session=session)
-            if found is None or _hold_key(found) != key or found["source"] != event.source:
-                raise StoreError(
-                    f"{lane.projection}: the hold of {key.aggregate_type} "
-                    f"{key.aggregate_id!r} (tenant {key.tenant!r}) is another aggregate's"
-                )
 
     def failing(
         self,
@@ -555,7 +510,7 @@ class MongoStore(Store):
                     session=session,
                 )
                 self.database[BLOCKED].update_one(
-                    _hold_filter(lane, aggregate),
+                    hold_filter(lane, aggregate),
                     {
                         "$set": {
                             "since_position": position,
@@ -595,7 +550,7 @@ class MongoStore(Store):
     def _release(
         self, session: ClientSession, lane: Lane, aggregate: AggregateKey, positions: list[int]
     ) -> None:
-        self.database[BLOCKED].delete_many(_hold_filter(lane, aggregate), session=session)
+        self.database[BLOCKED].delete_many(hold_filter(lane, aggregate), session=session)
         self.database[FAILURES].delete_many(
             {"_id": {"$in": [_failure_id(lane, p) for p in positions]}}, session=session
         )
@@ -690,76 +645,6 @@ def lane_id(lane: Lane) -> str:
 
 def _failure_id(lane: Lane, position: int) -> str:
     return f"{lane.projection}\x1f{lane.source}\x1f{position}"
-
-
-def block_id(lane: Lane, aggregate: AggregateKey) -> dict[str, str]:
-    """The ``_id`` of an aggregate's hold: a sub-document, so that no two aggregates share
-    one whatever their ids hold (string ``_id``s of holds written before, joined with
-    control characters, are found by their fields: :func:`_hold_filter`)."""
-    return {
-        "projection": lane.projection,
-        "source": lane.source,
-        "tenant": aggregate.tenant,
-        "aggregate_type": aggregate.aggregate_type,
-        "aggregate_id": aggregate.aggregate_id,
-    }
-
-
-def _hold_key(document: dict[str, Any]) -> AggregateKey:
-    return AggregateKey(
-        document.get("tenant") or "", document["aggregate_type"], document["aggregate_id"]
-    )
-
-
-def _holds_of_id(lane: Lane, aggregate: AggregateKey) -> dict[str, Any]:
-    """The holds of an aggregate in every tenant."""
-    return {
-        "projection": lane.projection,
-        "source": lane.source,
-        "aggregate_type": aggregate.aggregate_type,
-        "aggregate_id": aggregate.aggregate_id,
-    }
-
-
-def _hold_filter(lane: Lane, aggregate: AggregateKey) -> dict[str, Any]:
-    """The hold of ``aggregate`` (one naming no tenant may lack ``tenant``: written before
-    holds had tenants)."""
-    tenant = aggregate.tenant if aggregate.tenant else {"$in": ["", None]}
-    return _holds_of_id(lane, aggregate) | {"tenant": tenant}
-
-
-def merge_blocked(
-    database: Any,
-    session: ClientSession,
-    lane: Lane,
-    held: dict[AggregateKey, dict[str, Any]],
-    keys: list[AggregateKey],
-) -> tuple[AggregateKey, dict[str, Any]]:
-    """Replace the tenants' holds ``keys`` of one aggregate (met by an event naming no
-    tenant) by one naming no tenant, in ``held`` and in the session's transaction; the events
-    parked under them are parked under it (:func:`projections.store.merge_holds`)."""
-    key, merged = merge_holds(held, keys)
-    merged["_id"] = block_id(lane, key)
-    database[BLOCKED].delete_many(_holds_of_id(lane, key), session=session)
-    database[BLOCKED].insert_one(merged, session=session)
-    database[PARKED].update_many(
-        _holds_of_id(lane, key) | {"status": "parked"}, {"$set": {"tenant": ""}}, session=session
-    )
-    return key, merged
-
-
-def blocked_aggregates(
-    database: Any, session: ClientSession, projection: str, source: str
-) -> dict[AggregateKey, dict[str, Any]]:
-    """A projection's holds of one source, by key; a document without ``tenant`` (written
-    before holds had tenants) names no tenant."""
-    found = database[BLOCKED].find({"projection": projection, "source": source}, session=session)
-    holds = {}
-    for document in found:
-        document["tenant"] = document.get("tenant") or ""
-        key = AggregateKey(document["tenant"], document["aggregate_type"], document["aggregate_id"])
-        holds[key] = document
-    return holds
 
 
 def _aggregate_filter(lane: Lane, aggregate: AggregateKey) -> dict[str, Any]:

@@ -18,10 +18,11 @@ from alembic import command
 from outbox.log import EventLog
 from outbox.migrate import alembic_config, upgrade
 from projections.document_generations import collections_at, generation_of
+from projections.document_holds import BLOCKED, PARKED
 from projections.document_replay import DocumentReplayer
 from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
-from projections.mongo_store import BLOCKED, PARKED, MongoStore
+from projections.mongo_store import MongoStore
 from projections.replay import Replayer
 from projections.replay_types import ReplayOptions
 from projections.store import ParkedEvent

@@ -17,10 +17,11 @@ import sqlalchemy as sa
 from outbox.errors import StoreError
 from outbox.log import EventLog
 from projections.document_generations import collections_at, generation_of
+from projections.document_holds import BLOCKED
 from projections.document_replay import DocumentReplayer
 from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
-from projections.mongo_store import BLOCKED, MongoStore
+from projections.mongo_store import MongoStore
 from projections.replay import Replayer
 from projections.replay_types import ReplayOptions
 from projections.store import HandlerFailed
