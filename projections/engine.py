@@ -227,11 +227,10 @@ class ProjectionEngine:
                         f"was parked: the hold of its aggregate does not hold it"
                     ) from failure
                 try:
-                    applied += self._failed(projection, store, lane, failure)
+                    applied += self._failed(projection, store, lane, failure, settled)
                 except RetryLater as retry:
                     retry.applied += applied
                     raise
-                settled.add(position)
                 if self.stopping.is_set() or (stop_at is not None and time.monotonic() > stop_at):
                     return LaneProgress(lane, applied, parked, checkpoint)
                 continue
@@ -278,18 +277,26 @@ class ProjectionEngine:
         return invalidations.redo(self.cache, self.stores.values(), older_than)
 
     def _failed(
-        self, projection: Projection, store: Store, lane: Lane, failure: HandlerFailed
+        self,
+        projection: Projection,
+        store: Store,
+        lane: Lane,
+        failure: HandlerFailed,
+        settled: set[int],
     ) -> int:
         """Count the failure; keep the progress made before the failing event; then park it
-        after ``max_attempts``, else raise :class:`RetryLater`. Returns events applied."""
+        after ``max_attempts``, else raise :class:`RetryLater`. Returns events applied; adds
+        the position of the event it parked (an earlier one, when that one fails on its own)
+        or found applied by a rebuild to ``settled``."""
         event = failure.event
         # The events before it first: once its aggregate is blocked they would be held too.
         try:
             applied = self._apply_before(projection, store, lane, event)
         except HandlerFailed as earlier:  # an earlier event fails on its own: it comes first
-            return self._failed(projection, store, lane, earlier)
+            return self._failed(projection, store, lane, earlier, settled)
         attempts = store.record_failure(lane, event, repr(failure.error))
         if attempts >= self.max_attempts:
+            settled.add(event.position or 0)
             reason = f"handler failed {attempts} times: {failure.error!r}"
             if not store.block(lane, event, reason, failure.detail, attempts):
                 logger.info(
