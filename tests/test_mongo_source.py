@@ -253,7 +253,13 @@ def test_sigkilled_relays_deliver_every_document_once_in_room_order(
             f"the relays to catch up\n{fleet.logs()}",
         )
         assert fleet.takeovers() >= 1, fleet.logs()
-        # Two live relays that both lead now would be two leaders.
+        # A relay started after the last kill may not lead yet: wait for one, then two live
+        # relays that both lead would be two leaders.
+        wait_for(
+            lambda: any(_leads_now(r.log_text()) for r in fleet.alive),
+            30,
+            f"a live relay to lead\n{fleet.logs()}",
+        )
         assert sum(_leads_now(r.log_text()) for r in fleet.alive) == 1, fleet.logs()
         statuses = fleet.stop()
         assert statuses and all(code == 0 for code in statuses.values()), fleet.logs()
