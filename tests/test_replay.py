@@ -515,13 +515,20 @@ def test_skip_errors_applies_the_events_before_the_failure_in_the_same_batch(
     assert [p.position for p in parked] == [p for p, _ in acct2[4:]]
 
 
-def test_events_parked_live_are_reattempted_by_the_rebuild(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _park_acct2_live(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Deposits of 4 accounts fed live while acct-2's handler fails: its events are parked.
+    The handler keeps failing until the test unsets READMODEL_TEST_FAIL_ON."""
     monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-2")
     pipeline.runtime.engine.max_attempts = 2
     events = deposits(300, 4, seed=10)
     pipeline.feed("bank", events)
+    return events
+
+
+def test_events_parked_live_are_reattempted_by_the_rebuild(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = _park_acct2_live(pipeline, monkeypatch)
     assert "acct-2" not in pipeline.rows(account_totals)
     assert pipeline.runtime.engine.parked("totals")
 
@@ -544,10 +551,7 @@ def test_events_parked_live_are_reattempted_by_the_rebuild(
 def test_events_parked_live_that_the_rebuild_skips_again_are_not_counted_as_released(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-2")
-    pipeline.runtime.engine.max_attempts = 2
-    events = deposits(300, 4, seed=10)
-    pipeline.feed("bank", events)
+    events = _park_acct2_live(pipeline, monkeypatch)
     acct2 = [i + 1 for i, e in enumerate(events) if e[1] == "acct-2"]
     assert [p.position for p in pipeline.runtime.engine.parked("totals")] == acct2
 
