@@ -383,6 +383,7 @@ class Relay:
         hooks: Iterable[RelayHooks] = (),
         log: EventLog | None = None,
     ) -> None:
+        from outbox.registry_overlaps import Peers
         from outbox.tenant_registry import TenantRegistry
         from outbox.tenant_relays import TenantRelays
 
@@ -396,6 +397,7 @@ class Relay:
         self.log = log or EventLog(settings.store.url)
         self.log.create_tables()
         hooks = list(hooks)
+        peers = Peers(settings, self.log.engine) if len(settings.tenants) > 1 else None
         self.relays = [
             SourceRelay(
                 open_source(name, settings.sources[name]),
@@ -415,6 +417,7 @@ class Relay:
                 hooks,
                 only=members,
                 origin=rule_origin(settings, group),
+                peers=peers,
             )
             for group, members in registries.items()
         ]

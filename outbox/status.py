@@ -44,11 +44,12 @@ class SourceStatus:
 def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
     """One :class:`SourceStatus` per configured source and registry member; an unreachable
     source, a bad registry row or an unreadable registry reports its error."""
+    from outbox.registry_overlaps import last_appends
     from outbox.tenant_registry import list_sources
 
     heads = log.heads()
     rules = recorded_rules(log.engine)
-    listed = list_sources(settings)
+    listed = list_sources(settings, appends=last_appends(log.engine))
     statuses = [
         source_status(name, settings, heads.get(name, 0), log.parked_outbox_count(name), member)
         for name, member in listed.sources.items()

@@ -215,12 +215,20 @@ class SourceList:
 
 
 def list_sources(
-    settings: Settings, reads: Mapping[str, Members | BaseException] | None = None
+    settings: Settings,
+    reads: Mapping[str, Members | BaseException] | None = None,
+    appends: Mapping[str, Any] | None = None,
 ) -> SourceList:
     """The configured sources and each registry's members; ``reads`` gives registry readings
-    already taken (by group), the others are read here."""
+    already taken (by group), the others are read here. A member reading the outbox of
+    another registry's member is listed as refused unless it keeps it, by ``appends``
+    (:func:`outbox.registry_overlaps.last_appends`; ``None``: as on a fresh start)."""
+    from outbox.registry_overlaps import settle
+
     sources = dict(settings.sources)
     unlisted: list[Unlisted] = []
+    readings: dict[str, Members] = {}
+    urls: dict[str, str] = {}
     for registry in registries(settings):
         try:
             if reads is not None and registry.group in reads:
@@ -234,12 +242,14 @@ def list_sources(
             continue
         finally:
             registry.close()
+        readings[registry.group] = members
+        urls[registry.group] = registry.display_url
+    for group, members in settle(readings, appends or {}).items():
         sources.update(members.sources)
         by_source: dict[str, list[str]] = {}
         for problem in members.problems:  # rows without a tenant: all under the group's name
             by_source.setdefault(problem.source, []).append(str(problem))
         unlisted += [
-            Unlisted(name, registry.display_url, "; ".join(errors))
-            for name, errors in by_source.items()
+            Unlisted(name, urls[group], "; ".join(errors)) for name, errors in by_source.items()
         ]
     return SourceList(sources, unlisted)

@@ -22,6 +22,7 @@ from config import RelaySettings, SourceSettings
 from outbox.errors import SourceError
 from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin
+from outbox.registry_overlaps import Peers
 from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
 from outbox.tenant_registry import Members, TenantRegistry
@@ -53,8 +54,12 @@ class TenantRelays:
         only: Iterable[str] | None = None,
         *,
         origin: RuleOrigin | None = None,
+        peers: Peers | None = None,
     ) -> None:
         self.registry = registry
+        self.peers = peers
+        """The configuration's other registries: a member reading the outbox of one of their
+        members is refused, unless it is the one that keeps it."""
         self.origin = origin
         """Where the members' ``binary_ids`` is set (``[tenants.NAME.source]``)."""
         self.only = None if only is None else set(only)
@@ -81,6 +86,8 @@ class TenantRelays:
         """The registry's members now, each bad row logged once (while it stays bad).
         Raises :class:`SourceError` when the registry cannot be read."""
         members = self.registry.read()
+        if self.peers is not None:
+            members = self.peers.settle(members)
         if self.only is not None:
             members = Members(
                 members.registry,
@@ -154,8 +161,10 @@ class TenantRelays:
             )
             return
         wanted = members.sources
+        refused = {p.source for p in members.problems}
         releases = [
-            (n, "tenant removed from the registry") for n in set(self._members) - set(wanted)
+            (n, "tenant's row refused" if n in refused else "tenant removed from the registry")
+            for n in set(self._members) - set(wanted)
         ]
         releases += [
             (n, "tenant's settings changed in the registry")

@@ -17,6 +17,7 @@ from config import SourceSettings
 from outbox.db import describe_db_error
 from outbox.errors import ReadmodelError
 from outbox.log_rules import recorded_rules
+from outbox.registry_overlaps import last_appends
 from outbox.status import SourceStatus, source_status, unlisted_status, with_rules
 from outbox.tenant_registry import list_sources, registries
 from projections.status import ProjectionStatus, projection_statuses
@@ -24,6 +25,7 @@ from workers.queues import QueueDepth, queue_depth
 from workers.runtime import Runtime
 
 SCHEMA_VERSION = 1
+_APPENDS = " appends"  # not a group name (no spaces in those)
 
 
 class StoreUnreachable(ReadmodelError):
@@ -55,12 +57,18 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     log = runtime.log
     started = time.monotonic()
     tenant_registries = registries(settings)
+    reads: dict[str, Callable[[], Any]] = {r.group: r.read for r in tenant_registries}
+    if len(tenant_registries) > 1:  # which of two registries' members keeps a shared outbox
+        reads[_APPENDS] = lambda: last_appends(log.engine)
     try:
-        readings = run_all({r.group: r.read for r in tenant_registries}, timeout)
+        readings = run_all(reads, timeout)
     finally:
         for registry in tenant_registries:
             registry.close()
-    listed = list_sources(settings, readings)
+    appends = readings.pop(_APPENDS, None)
+    if isinstance(appends, BaseException):  # the store part reports the store's failure
+        appends = None
+    listed = list_sources(settings, readings, appends)
     if timeout is not None and tenant_registries:  # the rest of the time for the sources
         timeout = max(0.1, round(timeout - (time.monotonic() - started), 2))
     names = [*listed.sources, *(u.source for u in listed.unlisted)]

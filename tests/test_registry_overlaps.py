@@ -1,0 +1,149 @@
+"""Two tenant registries listing one database (one outbox): one member keeps relaying it,
+the other is refused naming both registries and the tenants, never a DSN; the other
+members go on. The member the event log has relayed most recently keeps it; on a fresh
+start, the first by name. Relay processes reading different registries agree."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from outbox.log import EventLog
+from tests.broker_helpers import Processes, wait_until
+from tests.cli_helpers import run_cli, with_password, write_config
+from tests.tenant_fixtures import (
+    REGISTRY_QUERY,
+    init_tenant_outbox,
+    make_registry,
+    pending_rows,
+    record_sales,
+    registry_sql,
+    sales_for,
+)
+
+SAME = "the same database and outbox table as"
+
+
+def _config(tmp_path: Path, store: str, registries: dict[str, str]) -> Path:
+    return write_config(
+        tmp_path / "pos.toml",
+        {
+            "store": {"url": store},
+            "projections": ["tests.tenant_fixtures"],
+            "tenants": {
+                group: {
+                    "url": url,
+                    "query": REGISTRY_QUERY,
+                    "refresh": "200ms",
+                    "source": {"poll_max": "100ms", "batch_size": 50},
+                }
+                for group, url in registries.items()
+            },
+        },
+    )
+
+
+def _heads(store: str) -> dict[str, int]:
+    log = EventLog(store)
+    try:
+        return {s: h for s, h in log.heads().items() if h}
+    finally:
+        log.close()
+
+
+def test_on_a_fresh_start_the_first_by_name_keeps_a_database_two_registries_list(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, pos, shop, shared, zeta, kilo = (pg_database() for _ in range(6))
+    for url in (shared, zeta, kilo):
+        init_tenant_outbox(url)
+    make_registry(pos, {"acme": shared, "zeta": zeta})
+    make_registry(shop, {"acme2": with_password(shared, "shop-s3cret"), "kilo": kilo})
+    config = _config(tmp_path, store, {"shop": shop, "pos": pos})
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    record_sales(shared, sales_for(1, 3))
+    record_sales(zeta, sales_for(1, 2))
+    record_sales(kilo, sales_for(1, 1))
+
+    relayed = run_cli(["relay", "--once", "--config", str(config)])
+    assert relayed.exit_code == 3, relayed.output
+    refusal = (
+        f"tenant registry 'shop', tenant 'acme2': {SAME} tenant 'acme' of tenant registry 'pos'"
+    )
+    assert refusal in relayed.output
+    assert "pos:acme: relayed 3" in relayed.stdout
+    assert "pos:zeta: relayed 2" in relayed.stdout and "shop:kilo: relayed 1" in relayed.stdout
+    assert _heads(store) == {"pos:acme": 3, "pos:zeta": 2, "shop:kilo": 1}
+    assert pending_rows(shared) == 0
+    assert "shop-s3cret" not in relayed.output
+
+    # A relay of the registry shop alone refuses shop:acme2 all the same.
+    record_sales(shared, [("r0", "2026-11-27", 100, 4)])
+    alone = run_cli(["relay", "--once", "--source", "shop", "--config", str(config)])
+    assert refusal in alone.output and alone.exit_code == 3
+    assert pending_rows(shared) == 1 and _heads(store)["pos:acme"] == 3
+
+    status = run_cli(["status", "--json", "--config", str(config)])
+    sources = {s["source"]: s for s in json.loads(status.stdout)["sources"]}
+    assert {"pos:acme", "pos:zeta", "shop:kilo", "shop:acme2"} <= set(sources)
+    assert sources["pos:acme"]["error"] is None
+    assert refusal in sources["shop:acme2"]["error"]
+    assert "shop-s3cret" not in status.output
+
+
+def test_the_member_already_relaying_keeps_the_database_another_registry_adds(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, pos, shop, shared, zeta = (pg_database() for _ in range(5))
+    for url in (shared, zeta):
+        init_tenant_outbox(url)
+    make_registry(pos, {"zeta": zeta})
+    make_registry(shop, {"acme": shared})
+    config = _config(tmp_path, store, {"pos": pos, "shop": shop})
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    record_sales(shared, sales_for(1, 2))
+    assert run_cli(["relay", "--once", "--config", str(config)]).exit_code == 0
+    assert _heads(store) == {"shop:acme": 2}
+
+    # pos, first by name, now lists the same database: shop:acme relayed it, and keeps it.
+    registry_sql(pos, "INSERT INTO tenants VALUES ('acme', :d, true)", d=shared)
+    record_sales(shared, [("r0", "2026-11-27", 100, 3)])
+    record_sales(zeta, sales_for(1, 1))
+    relayed = run_cli(["relay", "--once", "--source", "pos", "--config", str(config)])
+    refusal = (
+        f"tenant registry 'pos', tenant 'acme': {SAME} tenant 'acme' of tenant registry 'shop'"
+    )
+    assert refusal in relayed.output and relayed.exit_code == 3
+    assert "pos:zeta: relayed 1" in relayed.stdout
+    assert pending_rows(shared) == 1
+    relayed = run_cli(["relay", "--once", "--config", str(config)])
+    assert "shop:acme: relayed 1" in relayed.stdout and refusal in relayed.output
+    assert _heads(store) == {"shop:acme": 3, "pos:zeta": 1}
+
+
+def test_two_relay_processes_of_two_registries_relay_a_shared_database_under_one_name(
+    pg_database: Callable[[], str], processes: Processes, tmp_path: Path
+) -> None:
+    store, pos, shop, shared, zeta = (pg_database() for _ in range(5))
+    for url in (shared, zeta):
+        init_tenant_outbox(url)
+    make_registry(pos, {"zeta": zeta})
+    make_registry(shop, {"acme": shared})
+    config = _config(tmp_path, store, {"pos": pos, "shop": shop})
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    processes.start("pos", "relay", "--source", "pos", "--config", str(config))
+    processes.start("shop", "relay", "--source", "shop", "--config", str(config))
+    record_sales(shared, sales_for(1, 2))
+    assert wait_until(lambda: _heads(store).get("shop:acme") == 2, 20), processes.log_tail()
+
+    registry_sql(pos, "INSERT INTO tenants VALUES ('acme', :d, true)", d=shared)
+    assert wait_until(lambda: "tenant registry 'pos', tenant 'acme'" in processes.log_tail(), 10)
+    record_sales(shared, sales_for(2, 5))
+    record_sales(zeta, sales_for(1, 3))
+    assert wait_until(lambda: _heads(store) == {"shop:acme": 12, "pos:zeta": 3}, 20), (
+        processes.log_tail()
+    )
+    codes = processes.stop_all()
+    assert list(codes.values()) == [0, 0], processes.log_tail()
+    assert f"{SAME} tenant 'acme' of tenant registry 'shop'" in processes.log_tail(200)
