@@ -29,6 +29,8 @@ class SourceStatus:
     """The ``binary_ids`` this configuration gives the source's relays (``None``: a MongoDB
     source, where it does not apply, or a registry member that could not be listed). When
     both are set and differ, the relays of this configuration are refused."""
+    removed: bool = False
+    """A member its tenant registry no longer lists, shown while it has parked rows."""
 
     @property
     def binary_ids_conflict(self) -> bool:

@@ -31,6 +31,8 @@ class LaneStatus:
     head: int
     lag_events: int
     lag_seconds: float | None
+    removed: bool = False
+    """A member its tenant registry no longer lists (``status`` keeps it while it lags)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,7 +201,7 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
         sources.add_column(column, justify="left" if left else "right")
     for row in report.sources:
         cells = [
-            row.source,
+            f"{row.source} (removed)" if row.removed else row.source,
             row.engine,
             "?" if row.undelivered is None else str(row.undelivered),
             _age(row.oldest_undelivered_age_seconds),
@@ -212,9 +212,12 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
     parts: list[Any] = [sources]
     if report.projections:
         projections = Table(title="projections")
+        widest = max((len(s) for p in report.projections for s in p.by_source()), default=6)
         for column in ("projection", "source", "checkpoint", "head", "lag", "lag age"):
             projections.add_column(
-                column, justify="left" if column[0] == "p" or column == "source" else "right"
+                column,
+                justify="left" if column[0] == "p" or column == "source" else "right",
+                min_width=min(widest, 30) if column == "source" else None,  # a tenant, whole
             )
         projections.add_column("parked", justify="right")
         projections.add_column("last error")
@@ -224,7 +227,7 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
                 error = p.last_error if source == p.last_error_source else None
                 projections.add_row(
                     p.projection,
-                    source,
+                    f"{source} (removed)" if lanes[0].removed else source,
                     str(min(lane.checkpoint for lane in lanes)),
                     str(max(lane.head for lane in lanes)),
                     str(events),

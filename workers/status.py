@@ -22,6 +22,7 @@ from outbox.status import SourceStatus, source_status, unlisted_status, with_rul
 from outbox.tenant_registry import list_sources, registries
 from projections.status import ProjectionStatus, projection_statuses
 from workers.queues import QueueDepth, queue_depth
+from workers.removed_members import removed_members, removed_statuses, without_idle
 from workers.runtime import Runtime
 
 SCHEMA_VERSION = 1
@@ -72,11 +73,14 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     if timeout is not None and tenant_registries:  # the rest of the time for the sources
         timeout = max(0.1, round(timeout - (time.monotonic() - started), 2))
     names = [*listed.sources, *(u.source for u in listed.unlisted)]
+    readable = [g for g, r in readings.items() if not isinstance(r, BaseException)]
 
     def store_part() -> tuple[Any, ...]:
         heads = log.heads()
-        parked = {name: log.parked_outbox_count(name) for name in names}
-        return heads, parked, recorded_rules(log.engine), projection_statuses(runtime.engine)
+        removed = removed_members(heads, readable, names)
+        parked = {name: log.parked_outbox_count(name) for name in [*names, *removed]}
+        projections = projection_statuses(runtime.engine)
+        return heads, parked, recorded_rules(log.engine), projections, removed
 
     pending_check = timeout or 5.0
     tasks: dict[str, Callable[[], Any]] = {"store": store_part}
@@ -92,7 +96,7 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         if _unreachable(store):
             raise StoreUnreachable(message) from store
         raise ReadmodelError(message) from store
-    heads, parked, rules, projections = store
+    heads, parked, rules, projections, removed = store
     sources = [
         _source(name, member, results[f"source:{name}"], heads.get(name, 0), parked[name])
         for name, member in listed.sources.items()
@@ -101,7 +105,10 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), parked[u.source])
         for u in listed.unlisted
     ]
+    urls = {r.group: r.display_url for r in tenant_registries}
+    sources += removed_statuses(removed, heads, parked, urls)
     sources = with_rules(sources, rules, listed.sources)
+    projections = without_idle(projections, removed)
     broker = results["broker"]
     if isinstance(broker, BaseException):
         from workers.queues import broker_kind

@@ -1,0 +1,73 @@
+"""A tenant removed from its registry: ``status`` leaves it out once nothing of it waits,
+and marks it "removed from registry" while it still has parked rows or events the
+projections have not applied (never hidden)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.cli_helpers import run_cli
+from tests.tenant_fixtures import (
+    init_tenant_outbox,
+    make_registry,
+    record_sales,
+    registry_sql,
+    sales_for,
+)
+from tests.test_tenant_failures import config_for
+
+
+def test_status_marks_removed_tenants_while_something_of_theirs_waits(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, registry, acme, oldco, globex, initech = (pg_database() for _ in range(6))
+    for url in (acme, oldco, globex, initech):
+        init_tenant_outbox(url)
+    make_registry(registry, {"acme": acme, "oldco": oldco, "globex": globex})
+    config = config_for(tmp_path, store, registry)
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    for url in (acme, oldco, globex):
+        record_sales(url, sales_for(1, 2))
+    registry_sql(  # a malformed row: parked by the relay, kept in the log
+        globex,
+        "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) "
+        "VALUES ('register', 'r9', 'SaleRecorded', '[1, 2, 3]')",
+    )
+    run_cli(["run", "--until-caught-up", "--config", str(config)])
+    registry_sql(registry, "INSERT INTO tenants VALUES ('initech', :d, true)", d=initech)
+    record_sales(initech, sales_for(1, 3))
+    assert run_cli(["relay", "--once", "--config", str(config)]).exit_code == 0  # not applied
+    registry_sql(registry, "UPDATE tenants SET active = false WHERE tenant_id <> 'acme'")
+
+    status = run_cli(["status", "--json", "--config", str(config)])
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.stdout)
+    sources = {s["source"]: s for s in report["sources"]}
+    assert set(sources) == {"pos:acme", "pos:globex"}  # oldco: nothing of it waits
+    assert sources["pos:acme"]["removed"] is False
+    globex_status = sources["pos:globex"]
+    assert (globex_status["parked"], globex_status["log_head"]) == (1, 2)
+    assert globex_status["removed"] is True and globex_status["error"] is None
+    (projection,) = report["projections"]
+    lanes = {(lane["source"], lane["removed"]) for lane in projection["lanes"]}
+    assert lanes == {("pos:acme", False), ("pos:initech", True)}
+    assert max(lane["lag_events"] for lane in projection["lanes"]) == 3  # initech's
+
+    text = run_cli(["status", "--config", str(config)])
+    assert text.exit_code == 0, text.output
+    sources_table, projections_table = text.stdout.split("projections")
+    removed = r"[^\n]*(\n[^\n]*)?\(removed\)"  # the table wraps at 80 columns
+    assert re.search("pos:globex" + removed, sources_table), sources_table
+    assert re.search("pos:initech" + removed, projections_table), projections_table
+    assert "oldco" not in text.stdout
+
+    health = run_cli(["health", "--config", str(config), "--max-lag-events", "0"])
+    assert health.exit_code == 1 and "source pos:initech" in health.output
+
+    assert run_cli(["run", "--until-caught-up", "--config", str(config)]).exit_code == 0
+    report = json.loads(run_cli(["status", "--json", "--config", str(config)]).stdout)
+    assert {lane["source"] for lane in report["projections"][0]["lanes"]} == {"pos:acme"}
+    assert {s["source"] for s in report["sources"]} == {"pos:acme", "pos:globex"}
