@@ -19,9 +19,11 @@ from datetime import datetime
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.exc import SQLAlchemyError
 
 from config import Settings
 from config.outbox_identity import outbox_identity
+from outbox.db import describe_db_error
 from outbox.errors import SourceError
 from outbox.schema import log_heads
 from outbox.source_groups import group_of
@@ -36,8 +38,14 @@ Appends = Mapping[str, datetime | None]
 def last_appends(engine: sa.Engine) -> dict[str, datetime | None]:
     """The sources the event log has events of, each with the time of its last append."""
     query = sa.select(log_heads.c.source, log_heads.c.updated_at).where(log_heads.c.head > 0)
-    with engine.connect() as conn:
-        return {str(source): at for source, at in conn.execute(query)}
+    try:
+        with engine.connect() as conn:
+            return {str(source): at for source, at in conn.execute(query)}
+    except SQLAlchemyError as exc:  # the registry's members wait, as for an unreadable one
+        raise SourceError(
+            f"the event log cannot be read to check tenant registries' shared databases: "
+            f"{describe_db_error(exc)}"
+        ) from exc
 
 
 def settle(readings: Mapping[str, Members], appends: Appends) -> dict[str, Members]:
