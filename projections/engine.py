@@ -285,9 +285,10 @@ class ProjectionEngine:
         settled: set[int],
     ) -> int:
         """Count the failure; keep the progress made before the failing event; then park it
-        after ``max_attempts``, else raise :class:`RetryLater`. Returns events applied; adds
-        the position of the event it parked (an earlier one, when that one fails on its own)
-        or found applied by a rebuild to ``settled``."""
+        after ``max_attempts`` (at once when its store refused a value it wrote for good:
+        :meth:`Store.refused_for_good`), else raise :class:`RetryLater`. Returns events
+        applied; adds the position of the event it parked (an earlier one, when that one
+        fails on its own) or found applied by a rebuild to ``settled``."""
         event = failure.event
         # The events before it first: once its aggregate is blocked they would be held too.
         try:
@@ -295,9 +296,13 @@ class ProjectionEngine:
         except HandlerFailed as earlier:  # an earlier event fails on its own: it comes first
             return self._failed(projection, store, lane, earlier, settled)
         attempts = store.record_failure(lane, event, repr(failure.error))
-        if attempts >= self.max_attempts:
+        for_good = store.refused_for_good(failure.error)
+        if attempts >= self.max_attempts or for_good:
             settled.add(event.position or 0)
-            reason = f"handler failed {attempts} times: {failure.error!r}"
+            if for_good:
+                reason = f"refused for good, not retried: {failure.error!r}"
+            else:
+                reason = f"handler failed {attempts} times: {failure.error!r}"
             if not store.block(lane, event, reason, failure.detail, attempts):
                 logger.info(
                     "failed event applied by a rebuild meanwhile; not parked",

@@ -61,7 +61,7 @@ from projections.document_holds import (
     hold_filter,
     merge_blocked,
 )
-from projections.mongo_tx import DocumentTx, RefusedDocument, handler_error
+from projections.mongo_tx import DocumentTx, RefusedDocument, handler_error, refused_for_good
 from projections.store import (
     AggregateKey,
     BatchResult,
@@ -107,6 +107,9 @@ class MongoStore(Store):
 
     def close(self) -> None:
         self.client.close()
+
+    def refused_for_good(self, error: BaseException) -> bool:
+        return refused_for_good(error)
 
     def create_tables(self, projections: Sequence[Projection]) -> None:
         """Create the projections' collections and the store's own, with their indexes."""

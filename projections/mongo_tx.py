@@ -42,6 +42,15 @@ class TenantConflict(RefusedDocument):
         self.error = error
 
 
+def refused_for_good(error: BaseException) -> bool:
+    """Whether ``error`` refuses a value written, alike on every attempt: an integer past 64
+    bits, a document the driver cannot send. Not a duplicate key (another lane may free it)
+    nor another tenant's ``_id`` (:class:`TenantConflict`)."""
+    if isinstance(error, TenantConflict):
+        return False
+    return isinstance(error, WideIntegerError | RefusedDocument)
+
+
 def handler_error(exc: BaseException) -> BaseException:
     """The failure to record for the event whose writes raised ``exc``."""
     return exc.error if isinstance(exc, TenantConflict) else exc

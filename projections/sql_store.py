@@ -21,7 +21,7 @@ from outbox.schema import create_tables
 from projections.api import Projection
 from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_of
 from projections.sql_tx import SqlTx
-from projections.sql_writes import RefusedWrite, refused_write
+from projections.sql_writes import RefusedWrite, refused_for_good, refused_write
 from projections.store import (
     AggregateKey,
     BatchResult,
@@ -75,6 +75,9 @@ class SqlStore(SqlParking, Store):
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def refused_for_good(self, error: BaseException) -> bool:
+        return refused_for_good(error)
 
     def tables_for(self, projection: Projection) -> dict[sa.Table, sa.Table]:
         """Logical table -> physical table (a rebuild maps them to shadow copies)."""

@@ -16,6 +16,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Json
 
+from projections.api import WideIntegerError
 from projections.sql_plans import (
     TablePlan,
     as_is,
@@ -71,6 +72,35 @@ def refused_write(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
         return message.startswith("Error binding parameter")
     return False
+
+
+# Refusals of a value whatever the database holds, so whatever the attempt: PostgreSQL's
+# data exceptions (class 22: out of range, too long, not a number...), a type the column
+# cannot take, a value too big for an index row, a value the driver cannot send. Not an
+# integrity error (a missing row or a duplicate key can be another lane's doing) nor a
+# TypeError or ValueError, which a handler's own code raises too.
+_FOR_GOOD = (
+    psycopg.DataError,
+    psycopg.errors.DatatypeMismatch,
+    psycopg.errors.CannotCoerce,
+    psycopg.errors.ProgramLimitExceeded,
+    sqlite3.DataError,
+    WideIntegerError,
+)
+
+
+def refused_for_good(error: BaseException) -> bool:
+    """Whether ``error`` refuses a value written, alike on every attempt (see ``_FOR_GOOD``)."""
+    if isinstance(error, sa.exc.StatementError) and error.orig is not None:
+        error = error.orig
+    if isinstance(error, psycopg.IntegrityError | sqlite3.IntegrityError):
+        return False
+    if isinstance(error, _FOR_GOOD):
+        return True
+    # A key of another type than the table's, a value the driver cannot bind.
+    return refused_write(error) and isinstance(
+        error, psycopg.ProgrammingError | sqlite3.ProgrammingError | sqlite3.InterfaceError
+    )
 
 
 DELETE = "delete"

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from outbox.envelope import Envelope
-from projections.api import Projection
+from projections.api import Projection, WideIntegerError
 
 _Hold = TypeVar("_Hold")
 
@@ -266,6 +266,13 @@ class Store(ABC):
     @abstractmethod
     def record_failure(self, lane: Lane, event: Envelope, error: str) -> int:
         """Count one more failed attempt at ``event``; returns the attempts so far."""
+
+    def refused_for_good(self, error: BaseException) -> bool:
+        """Whether ``error`` (a :class:`HandlerFailed`'s) refuses a value the handler wrote,
+        alike on every attempt: its event is parked at once instead of retried. A lock, a
+        connection or a conflict with another writer is not; nor is anything this store does
+        not know (a handler's own exception)."""
+        return isinstance(error, WideIntegerError)
 
     @abstractmethod
     def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> bool:

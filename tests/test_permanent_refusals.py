@@ -1,0 +1,200 @@
+"""A write refused for the value itself (an integer past a column's or BSON's width, a text
+too long for its column) fails alike on every attempt: its event is parked at the first
+failure, with the refusal as its reason, instead of after ``max_attempts`` retries with
+backoff. Any other handler failure is still retried."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from outbox.log import EventLog
+from projections.api import Event, Projection, Tx, WideIntegerError, on
+from projections.engine import ProjectionEngine, RetryLater
+from projections.log_reader import LogReader
+from projections.mongo_store import MongoStore
+from projections.store import Lane
+from tests.projection_fixtures import append_tenant_events, engine_on
+
+WIDE = 2**70
+ATTEMPTS = 5
+
+limits = sa.Table(
+    "limits",
+    sa.MetaData(),
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("whole", sa.BigInteger),
+    sa.Column("code", sa.String(3)),
+    sa.Column("note", sa.Text),
+)
+
+
+class Limits(Projection):
+    name = "limits"
+    tables = (limits,)
+    partitions = 1
+
+    @on("bank", "Put")
+    def put(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(limits, {"id": event.aggregate_id, **event.payload})
+
+    @on("bank", "Kept")
+    def kept(self, event: Event[dict], tx: Tx) -> None:
+        try:
+            tx.upsert(limits, {"id": event.aggregate_id, "whole": event.payload["whole"]})
+        except WideIntegerError:
+            tx.upsert(limits, {"id": event.aggregate_id, "note": str(event.payload["whole"])})
+
+    @on("bank", "Broken")
+    def broken(self, event: Event[dict], tx: Tx) -> None:
+        raise RuntimeError(f"not yet: {event.aggregate_id}")
+
+
+def _process_once(
+    url: str, events: list[tuple[str, str, dict[str, Any]]]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any], int]:
+    """One pass over the lane (no retry loop): rows, parked events by aggregate, checkpoint."""
+    projection = Limits()
+    with engine_on(url, [projection], max_attempts=ATTEMPTS, retry_backoff=30) as (
+        log,
+        store,
+        engine,
+    ):
+        append_tenant_events(log, [(None, a, kind, payload) for a, kind, payload in events])
+        progress = engine.process(Lane(projection.name, "bank", 0))
+        with log.engine.connect() as conn:
+            rows = {
+                r.id: {k: v for k, v in r._mapping.items() if v is not None}
+                for r in conn.execute(sa.select(limits))
+            }
+        parked = {p.aggregate_id: p for p in store.parked(projection.name)}
+    return rows, parked, progress.checkpoint
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_an_integer_past_the_columns_width_parks_its_event_at_the_first_failure(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """``retry_backoff=30``: a retry would raise RetryLater (and catch_up would sleep)."""
+    events = [
+        ("wide", "Put", {"whole": WIDE}),
+        ("caught", "Kept", {"whole": WIDE}),
+        ("fits", "Put", {"whole": 7}),
+    ]
+    rows, parked, checkpoint = _process_once(database_for(kind), events)
+
+    assert checkpoint == 3
+    assert rows == {
+        "caught": {"id": "caught", "note": str(WIDE)},
+        "fits": {"id": "fits", "whole": 7},
+    }
+    assert sorted(parked) == ["wide"]
+    assert parked["wide"].attempts == 1
+    reason = parked["wide"].reason
+    assert f"limits.whole cannot hold the integer {WIDE}" in reason, reason
+    assert "refused for good, not retried" in reason, reason
+
+
+def test_a_text_too_long_for_its_column_parks_its_event_at_the_first_failure(
+    pg_database: Callable[[], str],
+) -> None:
+    """PostgreSQL's data exceptions (class 22) refuse the value whatever the attempt."""
+    events = [("long", "Put", {"code": "abcd"}), ("short", "Put", {"code": "abc"})]
+    rows, parked, checkpoint = _process_once(pg_database(), events)
+
+    assert checkpoint == 2
+    assert rows == {"short": {"id": "short", "code": "abc"}}
+    assert parked["long"].attempts == 1
+    assert "StringDataRightTruncation" in parked["long"].reason
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_handler_failure_is_still_retried_before_it_is_parked(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    projection = Limits()
+    with engine_on(database_for(kind), [projection], max_attempts=3, retry_backoff=0.001) as (
+        log,
+        store,
+        engine,
+    ):
+        append_tenant_events(log, [(None, "b1", "Broken", {}), (None, "ok", "Put", {"whole": 1})])
+        lane = Lane(projection.name, "bank", 0)
+        for attempt in (1, 2):
+            with pytest.raises(RetryLater) as retry:
+                engine.process(lane)
+            assert retry.value.attempts == attempt
+        assert engine.process(lane).checkpoint == 2
+        parked = store.parked(projection.name)
+    assert [(p.aggregate_id, p.attempts) for p in parked] == [("b1", 3)]
+    assert parked[0].reason.startswith("handler failed 3 times")
+
+
+class WideDocs(Projection):
+    name = "wide_docs"
+    store = "docs"
+    collections = ("wide_docs",)
+    partitions = 1
+
+    @on("bank", "Put")
+    def put(self, event: Event[dict], tx: Any) -> None:
+        use = event.payload["use"]
+        if use == "field":  # refused when the batch is written (BSON: 64-bit integers)
+            tx.upsert("wide_docs", {"_id": event.aggregate_id, "n": event.payload["v"]})
+        elif use == "key":  # refused by the read itself
+            tx.get("wide_docs", event.payload["v"])
+        elif use == "caught":
+            try:
+                tx.get("wide_docs", event.payload["v"])
+            except WideIntegerError:
+                tx.upsert("wide_docs", {"_id": event.aggregate_id, "n": str(event.payload["v"])})
+        else:
+            tx.upsert("wide_docs", {"_id": event.aggregate_id, "n": event.payload["v"]})
+
+
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_mongodb_refusals_of_integers_past_64_bits_park_at_the_first_failure(
+    batch_size: int, pg_database: Callable[[], str], mongo_database: Callable[[], str]
+) -> None:
+    log = EventLog(pg_database())
+    log.create_tables()
+    store = MongoStore(mongo_database())
+    projection = WideDocs()
+    store.create_tables([projection])
+    engine = ProjectionEngine(
+        LogReader(log),
+        [projection],
+        {"docs": store},
+        max_attempts=ATTEMPTS,
+        retry_backoff=30,
+        batch_size=batch_size,
+    )
+    uses = ["field", "key", "caught", "fits"]
+    try:
+        append_tenant_events(
+            log,
+            [(None, use, "Put", {"v": 7 if use == "fits" else WIDE, "use": use}) for use in uses],
+        )
+        lane = Lane(projection.name, "bank", 0)
+        checkpoint = 0
+        for _ in uses:  # each pass parks at most one event, none raises RetryLater
+            checkpoint = engine.process(lane).checkpoint
+            if checkpoint == len(uses):
+                break
+        found = {d["_id"]: d["n"] for d in store.database["wide_docs"].find()}
+        parked = {p.aggregate_id: p for p in store.parked(projection.name)}
+    finally:
+        engine.close()
+        store.close()
+        log.close()
+
+    assert checkpoint == len(uses)
+    assert found == {"caught": str(WIDE), "fits": 7}
+    assert sorted(parked) == ["field", "key"]
+    for use, entry in parked.items():
+        assert entry.attempts == 1, (use, entry.reason)
+        assert "64-bit" in entry.reason and str(WIDE) in entry.reason, entry.reason
+        assert "refused for good, not retried" in entry.reason, entry.reason
