@@ -90,8 +90,16 @@ def integer_bounds(dialect: Dialect, table: sa.Table, column: sa.Column[Any]) ->
             "SQLite keeps 64-bit integers (a NUMERIC column would keep a double): write it "
             "as text, or inside a JSON object or array"
         )
-        return Bounds(-(2**63), 2**63 - 1, _refusal(where, why))
+        # An INTEGER column converts a Decimal into an integer, checked again.
+        converted = isinstance(column_type, sa.Integer)
+        return Bounds(-(2**63), 2**63 - 1, _refusal(where, why), converted=converted)
     return None
+
+
+class ColumnValueError(ValueError):
+    """A value a column cannot hold that is not an integer past its width (those are
+    :class:`WideIntegerError`): refused naming ``table.column`` when the handler writes it,
+    where the driver's refusal would name neither."""
 
 
 def _floats(where: str, why: str, past: int) -> Bounds:

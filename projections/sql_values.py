@@ -18,7 +18,9 @@ database):
 - SQLite ``NUMERIC``: SQLAlchemy binds a float and reads ``Decimal("%.<scale>f" % value)``
   (scale 10 when the type has none); the column's affinity keeps integral values as integers.
 - SQLite integers: an integral float or a numeric string becomes an integer; other values
-  are kept as they are (SQLite's type affinity).
+  are kept as they are (SQLite's type affinity). A ``Decimal``, which the driver cannot
+  bind, becomes an integer as on PostgreSQL (half away from zero); NaN or infinity is
+  refused naming the column (:class:`~projections.sql_limits.ColumnValueError`).
 - Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
   nearest single-precision value, printed shortest).
 - PostgreSQL ``CHAR(n)``: blank-padded to ``n``.
@@ -46,7 +48,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from projections.api import WideIntegerError
-from projections.sql_limits import Bounds, integer_bounds, json_refusal
+from projections.sql_limits import Bounds, ColumnValueError, integer_bounds, json_refusal
 from projections.sql_other_values import Converter, postgresql_other, sqlite_other
 from projections.sql_plans import table_plan
 
@@ -161,6 +163,7 @@ class _Context:
 
     def __init__(self, dialect: Dialect, table: sa.Table, zone: tzinfo | None) -> None:
         self.dialect = dialect
+        self.table = table
         self.zone = zone or UTC
         self.plain = dialect.name == "postgresql" and table_plan(dialect, table) is not None
 
@@ -180,7 +183,7 @@ def _converter(
             found = postgresql_other(context.dialect, column_type, context.zone, context.plain)
         return found
     if dialect.name == "sqlite":
-        found = _sqlite(dialect, column_type)
+        found = _sqlite(dialect, column_type, f"{context.table.name}.{column.name}")
         if found is None and not column.primary_key:
             found = sqlite_other(dialect, column_type, _sqlite_integer)
         return found
@@ -311,7 +314,7 @@ def _padded(length: int) -> Converter:
 
 
 def _sqlite(
-    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any], where: str
 ) -> tuple[Converter, frozenset[type]] | None:
     if isinstance(column_type, sa.Numeric | sa.Float):  # SQLAlchemy binds a float
         impl = column_type.dialect_impl(dialect)
@@ -324,8 +327,24 @@ def _sqlite(
         exact = {_NONE} if result is not None else {float, _NONE} if real else {_NONE}
         return convert, frozenset(exact)
     if isinstance(column_type, sa.Integer):
-        return _sqlite_integer, frozenset({int, _NONE})
+        return _sqlite_integer_column(where), frozenset({int, _NONE})
     return None
+
+
+def _sqlite_integer_column(where: str) -> Converter:
+    """INTEGER affinity, and a ``Decimal`` (which the driver cannot bind) as PostgreSQL
+    stores it: rounded half away from zero; one that is not a number is refused."""
+
+    def convert(value: Any) -> Any:
+        if type(value) is not Decimal:
+            return _sqlite_integer(value)
+        if not value.is_finite():
+            raise ColumnValueError(
+                f"{where} cannot hold {value!r}: an INTEGER column holds integers"
+            )
+        return int(value.to_integral_value(ROUND_HALF_UP))
+
+    return convert
 
 
 def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) -> Converter:

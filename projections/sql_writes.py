@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from psycopg.types.json import Json
 
 from projections.api import WideIntegerError
+from projections.sql_limits import ColumnValueError
 from projections.sql_plans import (
     TablePlan,
     as_is,
@@ -86,6 +87,7 @@ _FOR_GOOD = (
     psycopg.errors.ProgramLimitExceeded,
     sqlite3.DataError,
     WideIntegerError,
+    ColumnValueError,
 )
 
 

@@ -217,3 +217,35 @@ def test_a_json_column_keeps_an_integer_past_a_doubles_range_and_refuses_one_too
     assert rows["a3"]["doc"] == {"n": [100, 0.5]}
     assert sorted(parked) == ["a2"]
     assert f"wide.doc cannot hold the integer 1{'0' * 29}... ({limit + 1} digits)" in (parked["a2"])
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_decimal_in_an_integer_column_is_stored_as_postgresql_stores_it(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """Rounded half away from zero on both; SQLite's driver refused any Decimal ("type
+    'decimal.Decimal' is not supported", naming no column). Past 64 bits, or not a number:
+    refused naming the column."""
+    events = [
+        ("half", "Put", {"col": "whole", "v": "2.5", "as": "decimal"}),
+        ("minus", "Put", {"col": "whole", "v": "-2.5", "as": "decimal"}),
+        ("power", "Put", {"col": "whole", "v": "1E+3", "as": "decimal"}),
+        ("wide", "Put", {"col": "whole", "v": "1E+20", "as": "decimal"}),
+    ]
+    if kind == "sqlite":  # PostgreSQL's own refusals of these name no column either
+        events += [
+            ("nan", "Put", {"col": "whole", "v": "NaN", "as": "decimal"}),
+            ("infinite", "Put", {"col": "whole", "v": "-Infinity", "as": "decimal"}),
+        ]
+    rows, parked = _apply(kind, database_for(kind), events, batch_size=50)
+
+    assert rows == {
+        "half": {"id": "half", "whole": 3},
+        "minus": {"id": "minus", "whole": -3},
+        "power": {"id": "power", "whole": 1000},
+    }
+    assert sorted(parked) == sorted(["wide", "nan", "infinite"][: len(events) - 3])
+    assert f"wide.whole cannot hold the integer {10**20}" in parked["wide"], parked["wide"]
+    for account, text in (("nan", "Decimal('NaN')"), ("infinite", "Decimal('-Infinity')")):
+        if account in parked:
+            assert f"wide.whole cannot hold {text}" in parked[account], parked[account]
