@@ -7,7 +7,8 @@ history in the same database is left alone.
 
 Upgrades serialize across processes: on PostgreSQL under the advisory lock that every
 readmodel DDL takes (:data:`outbox.schema.DDL_LOCK`), on SQLite under the write lock
-(``BEGIN IMMEDIATE``). A database whose tables an earlier release created without
+(``BEGIN IMMEDIATE``). On PostgreSQL their table locks are waited for a bounded time, then
+retried (:mod:`outbox.migrate_locks`). A database whose tables an earlier release created without
 migrations is adopted: its columns are checked, the missing tables are created, and it
 is stamped at the baseline revision before the later revisions run.
 """
@@ -15,6 +16,7 @@ is stamped at the baseline revision before the later revisions run.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,15 +33,24 @@ from alembic.util.exc import CommandError
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import Settings
+from outbox import migrate_locks
 from outbox.db import create_engine, describe_db_error, engine_kind, redact_dsn
 from outbox.errors import SchemaError, SchemaOutdated, StoreError
 from outbox.schema import DDL_LOCK
 
 VERSION_TABLE = "rm_alembic_version"
 BASELINE = "0001"
+LOCK_TIMEOUT = 5.0
+"""Seconds a migration waits for a table lock on PostgreSQL before it rolls back and retries."""
+LOCK_RETRIES = 5
 _SCRIPTS = Path(__file__).with_name("migrations")
 
 log = structlog.get_logger("readmodel.migrate")
+
+
+class MigrationBlocked(StoreError):
+    """A migration gave up waiting for a table lock (PostgreSQL), naming the table and the
+    sessions holding it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,10 +124,49 @@ def is_newer(revision: str | None) -> bool:
     return revision is not None and _unknown(revision)
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> Migration:
-    """Bring the database to ``revision`` (default: head); safe when processes race."""
+def upgrade(
+    engine: sa.Engine,
+    revision: str = "head",
+    *,
+    lock_timeout: float = LOCK_TIMEOUT,
+    lock_retries: int = LOCK_RETRIES,
+    retry_backoff: float = 1.0,
+) -> Migration:
+    """Bring the database to ``revision`` (default: head); safe when processes race.
+
+    On PostgreSQL every lock the migration waits for is bounded by ``lock_timeout`` seconds
+    (``0``: unbounded), so that queries queued behind its DDL do not wait for long: on a
+    timeout it rolls back, logs who holds the table, waits ``retry_backoff`` seconds
+    (doubling) and tries again, ``lock_retries`` times; then raises
+    :class:`MigrationBlocked` naming the table and the sessions holding it."""
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return _upgrade(engine, revision, lock_timeout)
+        except SQLAlchemyError as exc:
+            if not migrate_locks.timed_out(exc):
+                raise _store_error(engine, "migration failed", exc) from exc
+            table = migrate_locks.table_of(exc)
+        held_by = migrate_locks.holders(engine, table)
+        if attempt > lock_retries:
+            raise MigrationBlocked(_blocked(engine, table, held_by, attempt, lock_timeout))
+        delay = retry_backoff * 2 ** (attempt - 1)
+        log.warning(
+            "migration waited for a lock; retrying",
+            url=_url(engine),
+            table=table,
+            held_by=[holder.describe() for holder in held_by],
+            attempt=attempt,
+            lock_timeout=lock_timeout,
+            retry_in=delay,
+        )
+        time.sleep(delay)
+
+
+def _upgrade(engine: sa.Engine, revision: str, lock_timeout: float) -> Migration:
     try:
-        with _migration_transaction(engine) as conn:
+        with _migration_transaction(engine, lock_timeout) as conn:
             before = _current(conn)
             if before is not None and _unknown(before):
                 raise SchemaError(
@@ -126,7 +176,7 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> Migration:
             adopted = before is None and _adopt(conn, engine)
             command.upgrade(alembic_config(connection=conn), revision)
             after = _current(conn)
-    except (SQLAlchemyError, CommandError) as exc:
+    except CommandError as exc:
         raise _store_error(engine, "migration failed", exc) from exc
     assert after is not None
     if before != after:
@@ -170,13 +220,34 @@ def engine_for(url: str) -> Iterator[sa.Engine]:
 
 
 @contextmanager
-def _migration_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+def _migration_transaction(engine: sa.Engine, lock_timeout: float) -> Iterator[sa.Connection]:
     with engine.connect() as conn:
         conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             if conn.dialect.name == "postgresql":
+                # Another migrate may hold it for as long as its own waits: unbounded.
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DDL_LOCK)))
+                migrate_locks.set_lock_timeout(conn, lock_timeout)
             yield conn
+
+
+def _blocked(
+    engine: sa.Engine,
+    table: str | None,
+    held_by: list[migrate_locks.Holder],
+    attempts: int,
+    lock_timeout: float,
+) -> str:
+    what = f"table {table}" if table else "a table"
+    message = (
+        f"migration of the read store at {_url(engine)} gave up: it waited {attempts} times "
+        f"for a lock on {what} (lock_timeout {lock_timeout:g}s each, so that the pipeline's "
+        f"queries do not queue behind it)"
+    )
+    if held_by:
+        sessions = ", ".join(holder.describe() for holder in held_by)
+        message += f"; held by {sessions}: end that transaction"
+    return message + ", then run migrate again (--lock-timeout waits longer)"
 
 
 def _current(conn: sa.Connection) -> str | None:

@@ -39,6 +39,25 @@ def migrate(
             "the database is not touched.",
         ),
     ] = False,
+    lock_timeout: Annotated[
+        float,
+        typer.Option(
+            "--lock-timeout",
+            min=0,
+            help="PostgreSQL: seconds to wait for a table lock before rolling back and "
+            "retrying (queries of the pipeline queue behind a waiting ALTER); 0 waits "
+            "as long as it takes.",
+        ),
+    ] = 5.0,
+    lock_retries: Annotated[
+        int,
+        typer.Option(
+            "--lock-retries",
+            min=0,
+            help="PostgreSQL: how many times to retry after a lock wait timed out, "
+            "waiting 1, 2, 4... seconds between; then fail naming who holds the table.",
+        ),
+    ] = 5,
     log_json: LogJsonOption = False,
     log_level: LogLevelOption = None,
 ) -> None:
@@ -47,7 +66,10 @@ def migrate(
 
     Run it after installing a new readmodel and before starting relay, work, sweeper or
     run: they refuse a read store that is not at this revision. Several processes may run
-    it at once. A read store made by a release without migrations is adopted (its
+    it at once. On PostgreSQL a table lock held by another transaction is waited for
+    --lock-timeout seconds at a time, --lock-retries times, then migrate fails (exit 1)
+    naming the table and the sessions holding it. A read store made by a release without
+    migrations is adopted (its
     columns are checked, then it is stamped). The read models' own tables are created by
     the workers, not here.
     """
@@ -85,7 +107,7 @@ def migrate(
                     raise fail(outdated.remedy(migrate_hint(config)), EXIT_FAILURE)
                 out.print(f"{label}: at revision {target}", highlight=False, soft_wrap=True)
                 continue
-            result = guarded(upgrade, engine)
+            result = guarded(upgrade, engine, lock_timeout=lock_timeout, lock_retries=lock_retries)
             migrated = result.before != result.after
             unrecorded = guarded(unrecorded_sources, engine) if migrated else []
         if result.before == result.after:

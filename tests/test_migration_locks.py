@@ -1,0 +1,146 @@
+"""``readmodel migrate`` on PostgreSQL behind a transaction left open on a readmodel table:
+its ALTER waits a bounded time (``lock_timeout``), so that the pipeline's queries queued
+behind it move on; it retries, then fails naming the table and the session holding it."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from structlog.testing import capture_logs
+
+from outbox.db import create_engine
+from outbox.migrate import Migration, MigrationBlocked, current, head, upgrade
+from tests.cli_helpers import run_cli, write_config
+
+TABLE = "rm_blocked_aggregates"  # revision 0004 alters it
+
+
+@pytest.fixture
+def at_0003(pg_database: Callable[[], str]) -> Iterator[tuple[str, sa.Engine]]:
+    url = pg_database()
+    engine = create_engine(url)
+    upgrade(engine, "0003")
+    yield url, engine
+    engine.dispose()
+
+
+def _connect(url: str, **options: Any) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False),
+        **options,
+    )
+
+
+def _hold(url: str) -> tuple[psycopg.Connection[Any], int]:
+    """A second session with a transaction left open after reading the table (its ACCESS
+    SHARE lock is what an ALTER TABLE waits for), and its pid."""
+    holder = _connect(url)
+    pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    holder.execute(f"SELECT count(*) FROM {TABLE}")
+    return holder, pid
+
+
+def _waits(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == "migration waited for a lock; retrying"]
+
+
+def test_migrate_gives_up_naming_the_table_and_the_session_that_holds_it(
+    at_0003: tuple[str, sa.Engine],
+) -> None:
+    url, engine = at_0003
+    holder, pid = _hold(url)
+    try:
+        with capture_logs() as logs, pytest.raises(MigrationBlocked) as blocked:
+            upgrade(engine, lock_timeout=0.2, lock_retries=2, retry_backoff=0.01)
+        assert current(engine) == "0003"  # rolled back
+    finally:
+        holder.rollback()
+        holder.close()
+
+    message = str(blocked.value)
+    assert f"waited 3 times for a lock on table {TABLE}" in message, message
+    assert f"held by pid {pid} (AccessShareLock, idle in transaction" in message, message
+    waits = _waits(logs)
+    assert [(w["table"], w["attempt"]) for w in waits] == [(TABLE, 1), (TABLE, 2)]
+    assert all(f"pid {pid} " in w["held_by"][0] for w in waits), waits
+    assert upgrade(engine) == Migration("0003", head())  # once the transaction ended
+
+
+def test_queries_queued_behind_a_waiting_alter_move_on_and_the_retry_succeeds(
+    at_0003: tuple[str, sa.Engine],
+) -> None:
+    url, engine = at_0003
+    holder, _ = _hold(url)
+    outcome: list[Any] = []
+
+    def migrate() -> None:
+        try:
+            outcome.append(upgrade(engine, lock_timeout=1.0, lock_retries=20, retry_backoff=0.1))
+        except Exception as exc:  # reported below
+            outcome.append(exc)
+
+    watcher = _connect(url, autocommit=True)
+    reader = _connect(url, autocommit=True)
+    reader.execute("SET statement_timeout = '60s'")  # generous: a stalled read fails
+    with capture_logs() as logs:
+        thread = threading.Thread(target=migrate)
+        thread.start()
+        try:
+            # The migration's ALTER waits for the holder's lock ...
+            deadline = time.monotonic() + 60
+            while not watcher.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                (f"ALTER TABLE {TABLE}%",),
+            ).fetchone():
+                assert time.monotonic() < deadline, "the migration's ALTER never waited"
+                time.sleep(0.02)
+            # ... a query of the pipeline on the table queues behind it, and moves on once
+            # the ALTER gives up its wait (without lock_timeout: when the holder ends).
+            assert reader.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (0,)
+            assert thread.is_alive() and outcome == []
+        finally:
+            holder.rollback()  # the holder ends: the next attempt succeeds
+            holder.close()
+            thread.join(timeout=120)
+            watcher.close()
+            reader.close()
+
+    assert outcome == [Migration("0003", head())]
+    waits = _waits(logs)
+    assert waits and waits[0]["table"] == TABLE  # its holders: the test above
+
+
+def test_the_cli_exits_1_naming_what_blocks_it(
+    at_0003: tuple[str, sa.Engine], tmp_path: Path
+) -> None:
+    url, engine = at_0003
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "store": {"url": url},
+            "sources": {"shop": {"url": f"sqlite:///{tmp_path / 'shop.db'}"}},
+            "broker": {"url": "redis://127.0.0.1:6379/15"},
+        },
+    )
+    holder, pid = _hold(url)
+    try:
+        args = ["migrate", "--config", str(config), "--lock-timeout", "0.2"]
+        result = run_cli([*args, "--lock-retries", "0"])
+    finally:
+        holder.rollback()
+        holder.close()
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: migration of the read store at "), result.stderr
+    assert f"lock on table {TABLE}" in result.stderr and f"pid {pid} " in result.stderr
+    assert current(engine) == "0003"
+    done = run_cli(["migrate", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    assert current(engine) == head()
