@@ -404,6 +404,15 @@ class EventLog:
         with self.engine.connect() as conn:
             return [envelope_from_row(row._mapping) for row in conn.execute(query)]
 
+    def tenants_at(self, source: str, positions: Sequence[int]) -> dict[int, str | None]:
+        """The tenant of each event of ``source`` at ``positions`` (``None`` for none); a
+        position not in the log is left out."""
+        query = sa.select(event_log.c.position, event_log.c.tenant).where(
+            event_log.c.source == source, event_log.c.position.in_(sorted(set(positions)))
+        )
+        with self.engine.connect() as conn:
+            return {int(position): tenant for position, tenant in conn.execute(query)}
+
     def parked_outbox_count(self, source: str) -> int:
         query = sa.select(sa.func.count()).where(
             parked.c.kind == PARKED_OUTBOX_ROW,

@@ -77,3 +77,27 @@ def write_config(path: Path, data: Mapping[str, Any]) -> Path:
     """Write ``data`` as a TOML settings file at ``path`` and return the path."""
     path.write_text(toml_text(data), encoding="utf-8")
     return path
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """The rows of a rich table printed in ``text``, each cell's lines joined without the
+    spaces (a cell may be wrapped at a space, or folded within a word)."""
+    lines = text.splitlines()
+    header = [line.strip("┃").split("┃") for line in lines if line.startswith("┃")]
+    names = [
+        " ".join(part.strip() for part in parts).strip() for parts in zip(*header, strict=True)
+    ]
+    rows: list[list[list[str]]] = []
+    for line in lines:
+        if not line.startswith("│"):
+            continue
+        cells = [cell.strip() for cell in line.strip("│").split("│")]
+        if cells[0]:
+            rows.append([[] for _ in names])
+        for parts, cell in zip(rows[-1], cells, strict=True):
+            if cell:
+                parts.append(cell)
+    return [
+        {name: "".join(parts).replace(" ", "") for name, parts in zip(names, row, strict=True)}
+        for row in rows
+    ]

@@ -7,8 +7,10 @@ held stops instead of failing and parking it forever."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +28,7 @@ from projections.replay import Replayer
 from projections.replay_types import ReplayOptions
 from projections.store import HandlerFailed
 from projections.store_tables import blocked
+from tests.cli_helpers import run_cli, table_rows, write_config
 from tests.projection_fixtures import append_tenant_events, engine_on
 from tests.tenant_hold_fixtures import (
     FAIL_STEPS,
@@ -227,3 +230,46 @@ def test_a_lane_whose_parked_event_is_not_held_stops(
     with pytest.raises(StoreError, match="shop:1 failed again after it was parked"):
         shop.engine.catch_up(deadline=5)
     assert time.monotonic() - started < 5
+
+
+def test_readmodel_parked_lists_each_events_own_tenant_under_a_merged_hold(
+    sqlite_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merged hold names no tenant; each parked event's own tenant (from the log) is
+    listed beside it, and the table stays readable at 80 columns."""
+    url = sqlite_database()
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {"store": {"url": url}, "projections": ["tests.tenant_hold_fixtures:ArrivalOrders"]},
+    )
+    c = ["--config", str(config)]
+    monkeypatch.setenv(FAIL_STEPS, "acme:2,globex:3")
+    with engine_on(url, [ArrivalOrders()], **OPTIONS) as (log, _, engine):
+        shop = Shop(log, engine, dict, set, lambda: None)
+        shop.append([stepped("acme", "o1", 1), stepped("acme", "o1", 2)])
+        shop.append([stepped("globex", "o1", 3), stepped(None, "o1", 4)])
+
+    listed = run_cli(["parked", "list", "--json", *c])
+    assert listed.exit_code == 0, listed.output
+    entries = json.loads(listed.stdout)
+    assert [(e["position"], e["tenant"], e["event_tenant"]) for e in entries] == [
+        (2, None, "acme"),
+        (3, None, "globex"),
+        (4, None, None),
+    ]
+    shown = run_cli(["parked", "show", entries[1]["ref"], *c])
+    assert json.loads(shown.stdout)["event_tenant"] == "globex"
+
+    table = run_cli(["parked", "list", *c], env={"COLUMNS": "80"})
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in table.stdout
+    rows = table_rows(table.stdout)
+    assert [(row["id"], row["event id"], row["projection"]) for row in rows] == [
+        (e["ref"], e["event_id"], "arrival_orders") for e in entries
+    ]
+    assert [row["tenant"] for row in rows] == [
+        "acme(hold:everytenant)",
+        "globex(hold:everytenant)",
+        "-",
+    ]

@@ -64,36 +64,73 @@ def parked_list(
                 source=source, status=status, limit=limit
             ):
                 rows.append({**e.as_dict(), "ref": str(e.id)})
-        events = runtime.engine.parked(projection, status)
+        events = [
+            event
+            for event in runtime.engine.parked(projection, status)
+            if source is None or source in (event.source, group_of(event.source))
+        ]
         numbers = Counter(event.id for event in events)
-        for event in events:
-            if source is None or source in (event.source, group_of(event.source)):
-                shared = numbers[event.id] > 1  # numbered by another store too
-                ref = f"e{event.id}" + (f"@{event.projection}" if shared else "")
-                rows.append({**event.as_dict(), "kind": "projection_event", "ref": ref})
+        for event, data in zip(events, _with_event_tenants(runtime, events), strict=True):
+            shared = numbers[event.id] > 1  # numbered by another store too
+            ref = f"e{event.id}" + (f"@{event.projection}" if shared else "")
+            rows.append({**data, "kind": "projection_event", "ref": ref})
         return rows[:limit]
 
     entries = with_runtime(config, collect)
     if as_json:
         print(json.dumps(entries, indent=2, default=str))
         return
+    out.print(_table(entries))
+
+
+def _table(entries: list[dict[str, Any]]) -> Table:
+    """The entries as a table that stays readable when narrow: long cells wrap, and a word
+    too long for its column (an event id) folds onto the next line instead of being cut."""
     table = Table(title="parked")
-    tenants = any(e.get("tenant") for e in entries)  # the tenant of an aggregate's hold
+    tenants = any(e.get("tenant") or e.get("event_tenant") for e in entries)
     columns = ("id", "kind", "source", *(("tenant",) if tenants else ()), "projection")
     for column in (*columns, "event id", "reason", "status"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold", min_width=len(column))
     for e in entries:
         table.add_row(
             e["ref"],
             e["kind"],
             e["source"],
-            *((escape(e.get("tenant") or "-"),) if tenants else ()),
+            *((escape(_tenant_cell(e)),) if tenants else ()),
             e.get("projection") or "-",
             escape(e.get("event_id") or "-"),
             escape(_first_line(e["reason"], 100)),
             e["status"],
         )
-    out.print(table)
+    return table
+
+
+def _tenant_cell(entry: dict[str, Any]) -> str:
+    """The event's own tenant; beside it the tenant of the hold it is parked under when that
+    differs (a hold naming no tenant holds the aggregate id in every tenant)."""
+    own = entry.get("event_tenant", entry.get("tenant")) or "-"
+    hold = entry.get("tenant")
+    if entry.get("kind") != "projection_event" or (hold or None) == entry.get("event_tenant"):
+        return own
+    return f"{own} (hold: {hold or 'every tenant'})"
+
+
+def _with_event_tenants(runtime: Any, events: list[Any]) -> list[dict[str, Any]]:
+    """``events`` as dicts with ``event_tenant``: the event's own tenant, read from the log.
+    ``tenant`` is the tenant of the hold it is parked under, which names none once tenants'
+    holds of its aggregate id were merged (:func:`projections.store.merge_holds`)."""
+    positions: dict[str, list[int]] = {}
+    for event in events:
+        positions.setdefault(event.source, []).append(event.position)
+    tenants = {
+        (source, position): tenant
+        for source, wanted in positions.items()
+        for position, tenant in runtime.log.tenants_at(source, wanted).items()
+    }
+    return [
+        {**event.as_dict(), "event_tenant": tenants.get((event.source, event.position))}
+        for event in events
+    ]
 
 
 def _first_line(text: str, width: int) -> str:
@@ -193,7 +230,7 @@ def _find_entry(runtime: Any, entry_id: str) -> dict[str, Any]:
     kind, number = _parse_entry(entry_id)
     if kind == "e":
         entry = _projection_entry(runtime, number, entry_id)
-        return {**entry.as_dict(), "kind": "projection_event"}
+        return {**_with_event_tenants(runtime, [entry])[0], "kind": "projection_event"}
     entry = ParkedEvents(runtime.log.engine).get(number)
     if entry is None:
         raise ReadmodelError(f"no parked entry with id {entry_id}")
