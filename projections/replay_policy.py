@@ -284,6 +284,7 @@ def skipped_event(
         detail,
         behind,
         tenant,
+        event.tenant or None,
     )
 
 

@@ -88,6 +88,9 @@ class SkippedEvent:
     held_behind: int | None = None  # the position of the failed event it was held behind
     tenant: str = ""
     """The tenant of the hold it is parked under ("" for none): the failed event's tenant."""
+    event_tenant: str | None = None
+    """The event's own tenant (``None`` for none): a hold merged to name no tenant holds
+    events of several tenants."""
 
     @property
     def aggregate(self) -> str:

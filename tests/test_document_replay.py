@@ -927,8 +927,8 @@ def test_readmodel_replay_of_a_tenant_conflict_exits_1_naming_the_event_or_skips
     stdout = " ".join(skipped.stdout.split())
     assert "doc_accounts: rebuilt and swapped in: 2 events" in stdout
     assert (
-        "skipped 1 events (now parked): bank:2 Opened account:a1: replay: handler failed: "
-        + TENANT_CONFLICT
+        "skipped 1 events (now parked): bank:2 Opened account:a1 (tenant globex): "
+        "replay: handler failed: " + TENANT_CONFLICT
     ) in stdout
     assert "replayed and released" not in stdout
     assert generation_of(bank.store.database, "doc_accounts") == 1

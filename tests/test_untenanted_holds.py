@@ -273,3 +273,30 @@ def test_readmodel_parked_lists_each_events_own_tenant_under_a_merged_hold(
         "globex(hold:everytenant)",
         "-",
     ]
+
+
+def test_readmodel_replay_names_the_tenant_of_each_event_it_skipped(
+    sqlite_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each skipped event's own tenant, also under a hold merged to name none."""
+    url = sqlite_database()
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {"store": {"url": url}, "projections": ["tests.tenant_hold_fixtures:ArrivalOrders"]},
+    )
+    monkeypatch.setenv(FAIL_STEPS, "acme:2")
+    events = [stepped("acme", "o1", 1), stepped("acme", "o1", 2), stepped(None, "o1", 3)]
+    with engine_on(url, [ArrivalOrders()], **OPTIONS) as (log, _, engine):
+        Shop(log, engine, dict, set, lambda: None).append([*events, stepped("acme", "o1", 4)])
+
+    replay = ["replay", "arrival_orders", "--yes", "--skip-errors", "--config", str(config)]
+    result = run_cli(replay, env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    lines = [line.strip() for line in result.stdout.splitlines()]
+    start = lines.index("skipped 3 events (now parked):")
+    assert [line.split(": ", 1)[0] for line in lines[start + 1 : start + 4]] == [
+        "shop:2 Stepped order:o1 (tenant acme)",
+        "shop:3 Stepped order:o1",
+        "shop:4 Stepped order:o1 (tenant acme)",
+    ]

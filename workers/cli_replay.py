@@ -239,9 +239,10 @@ def _print_summary(summary: ReplaySummary) -> None:
     if summary.skipped:
         out.print(f"  skipped {len(summary.skipped)} events (now parked):", highlight=False)
         for event in summary.skipped:
+            tenant = f" (tenant {escape(event.event_tenant)})" if event.event_tenant else ""
             out.print(
-                f"    {event.source}:{event.position} {event.event_type} {event.aggregate}: "
-                f"{escape(event.error)}",
+                f"    {event.source}:{event.position} {event.event_type} {event.aggregate}"
+                f"{tenant}: {escape(event.error)}",
                 highlight=False,
                 soft_wrap=True,
             )
