@@ -198,9 +198,10 @@ def test_health_fails_and_status_shows_a_config_whose_relays_are_refused(
     assert healthy.exit_code == 0, healthy.output
     assert unhealthy.exit_code == 1, unhealthy.output
     assert " ".join(unhealthy.stderr.split()) == (
-        "unhealthy: source svc: relays refused: binary_ids = 'text' in this config is not the "
-        "rule the event log records, 'uuid', so nothing is relayed (set binary_ids = \"uuid\", "
-        "or switch the rule: readmodel outbox binary-ids svc text)"
+        f"unhealthy: source svc: relays refused: binary_ids = 'text' ([sources.svc] in {old}) "
+        "is not the rule the event log records, 'uuid', so nothing is relayed (set binary_ids "
+        f'= "uuid" in [sources.svc] in {old}, or switch the rule: readmodel outbox binary-ids '
+        "svc text)"
     )
     assert as_json.exit_code == 0, as_json.output
     [source] = json.loads(as_json.stdout)["sources"]
@@ -217,6 +218,21 @@ def test_health_fails_and_status_shows_a_config_whose_relays_are_refused(
     )
     assert table.exit_code == 0, table.output
     assert "uuid (config: text, refused)" in table.stdout
+
+
+def test_health_names_the_environment_variable_that_set_a_refused_binary_ids(
+    uuid_logged: UuidLogged,
+) -> None:
+    variable = "READMODEL_SOURCES__SVC__BINARY_IDS"
+
+    unhealthy = run_cli(["health", "-c", str(uuid_logged.new)], env={variable: "hex"})
+
+    assert unhealthy.exit_code == 1, unhealthy.output
+    assert " ".join(unhealthy.stderr.split()) == (
+        f"unhealthy: source svc: relays refused: binary_ids = 'hex' (environment variable "
+        f"{variable}) is not the rule the event log records, 'uuid', so nothing is relayed "
+        f"(set {variable}=uuid, or switch the rule: readmodel outbox binary-ids svc hex)"
+    )
 
 
 def test_migrate_to_recorded_rules_notes_what_the_first_relay_of_a_logged_source_does(

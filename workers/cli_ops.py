@@ -304,6 +304,7 @@ def health(
     a read store is not at the schema revision this readmodel needs (run `readmodel
     migrate`); 3 when the read store cannot be reached.
     """
+    from outbox.log_rules import rule_origin
     from workers.status import problems
 
     settings = load(config, log_level="error")
@@ -329,7 +330,12 @@ def health(
         report = _report(runtime, timeout)
     finally:
         runtime.close()
-    found = problems(report, max_lag_events=events_bound, max_lag_seconds=seconds_bound)
+    found = problems(
+        report,
+        max_lag_events=events_bound,
+        max_lag_seconds=seconds_bound,
+        origin=lambda source: rule_origin(settings, source),
+    )
     if as_json:
         document = {
             "healthy": not found,

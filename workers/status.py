@@ -16,7 +16,7 @@ from typing import Any
 from config import SourceSettings
 from outbox.db import describe_db_error
 from outbox.errors import ReadmodelError
-from outbox.log_rules import recorded_rules
+from outbox.log_rules import RuleOrigin, recorded_rules
 from outbox.registry_overlaps import last_appends
 from outbox.status import SourceStatus, source_status, unlisted_status, with_rules
 from outbox.tenant_registry import list_sources, registries
@@ -194,15 +194,20 @@ class Problem:
 
 
 def problems(
-    report: Report, *, max_lag_events: int | None, max_lag_seconds: float | None
+    report: Report,
+    *,
+    max_lag_events: int | None,
+    max_lag_seconds: float | None,
+    origin: Callable[[str], RuleOrigin] | None = None,
 ) -> list[Problem]:
     """What makes the pipeline unhealthy: unreachable sources or broker, lags past a bound,
-    sources whose relays are refused (their ``binary_ids`` is not the rule the log records)."""
+    sources whose relays are refused (their ``binary_ids`` is not the rule the log records;
+    ``origin`` says where a source's setting was made, for the advice)."""
     out: list[Problem] = []
     for source in report.sources:
         subject = f"source {source.source}"
         if source.binary_ids_conflict:
-            out.append(Problem(subject, _refusal(source)))
+            out.append(Problem(subject, _refusal(source, origin and origin(source.source))))
         if source.error:
             out.append(Problem(subject, f"unreachable: {source.error}"))
             continue
@@ -233,10 +238,18 @@ def problems(
     return out
 
 
-def _refusal(source: SourceStatus) -> str:
+def _refusal(source: SourceStatus, origin: RuleOrigin | None) -> str:
+    """Why the source's relays are refused, and what to set where: the environment variable
+    that set ``binary_ids``, else its table in the config file."""
     recorded, configured = source.binary_ids, source.binary_ids_config
+    if origin is None:
+        where, fix = "in this config", f'set binary_ids = "{recorded}"'
+    elif origin.variable is not None:
+        where, fix = f"({origin})", f"set {origin.variable}={recorded}"
+    else:
+        where, fix = f"({origin})", f'set binary_ids = "{recorded}" in {origin}'
     return (
-        f"relays refused: binary_ids = {configured!r} in this config is not the rule the event "
-        f'log records, {recorded!r}, so nothing is relayed (set binary_ids = "{recorded}", or '
-        f"switch the rule: readmodel outbox binary-ids {source.source} {configured})"
+        f"relays refused: binary_ids = {configured!r} {where} is not the rule the event log "
+        f"records, {recorded!r}, so nothing is relayed ({fix}, or switch the rule: "
+        f"readmodel outbox binary-ids {source.source} {configured})"
     )
