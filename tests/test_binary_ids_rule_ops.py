@@ -68,9 +68,10 @@ def test_the_switch_refuses_a_member_no_registry_lists_and_records_a_listed_one(
     sqlite_database: Callable[[], str], tmp_path: Path
 ) -> None:
     """A typo (``pos:acmee``) or a name that is no tenant id would be a head row, so a lane
-    of every projection of the group for good: refused, nothing written. A member the
-    registry lists but the log has not seen gets the rule now, which its first relay must
-    then have."""
+    of every projection of the group for good: refused, nothing written. So is a tenant of
+    a row that cannot be used (no relay of it runs; fixing the row may rename or drop it).
+    A member the registry lists but the log has not seen gets the rule now, which its first
+    relay must then have."""
     store = sqlite_database()
     migrate_store(store)
     log = EventLog(store)
@@ -80,7 +81,12 @@ def test_the_switch_refuses_a_member_no_registry_lists_and_records_a_listed_one(
         log.close()
     registry = f"sqlite:///{tmp_path / 'registry.db'}"
     make_registry(
-        registry, {"globex": f"sqlite:///{tmp_path}/globex.db", "acme": "sqlite:///acme.db"}
+        registry,
+        {
+            "globex": f"sqlite:///{tmp_path}/globex.db",
+            "acme": "sqlite:///acme.db",
+            "initech": None,  # a bad row: no DSN
+        },
     )
     config = write_config(
         tmp_path / "pos.toml",
@@ -96,6 +102,7 @@ def test_the_switch_refuses_a_member_no_registry_lists_and_records_a_listed_one(
     typo = run_cli(["outbox", "binary-ids", "pos:acmee", "hex", "-c", str(config), "-y"])
     nested = run_cli(["outbox", "binary-ids", "pos:a:b", "hex", "-c", str(config), "-y"])
     empty = run_cli(["outbox", "binary-ids", "pos:", "hex", "-c", str(config), "-y"])
+    unusable = run_cli(["outbox", "binary-ids", "pos:initech", "hex", "-c", str(config), "-y"])
 
     assert typo.exit_code == 2, typo.output
     assert " ".join(typo.stderr.split()) == (
@@ -107,6 +114,12 @@ def test_the_switch_refuses_a_member_no_registry_lists_and_records_a_listed_one(
         assert f"source 'pos:{tenant}': '{tenant}' is not a tenant id of registry 'pos'" in (
             " ".join(result.stderr.split())
         )
+    assert unusable.exit_code == 2, unusable.output
+    assert " ".join(unusable.stderr.split()) == (
+        "error: source 'pos:initech': tenant registry 'pos' lists tenant 'initech' in a row "
+        "readmodel cannot use (row 3: no DSN), so no relay of it runs: fix the row first, then "
+        "record the rule"
+    )
     assert _heads(store) == before == {"pos:acme": (1, "hex")}
 
     listed = run_cli(["outbox", "binary-ids", "pos:globex", "hex", "-c", str(config), "-y"])

@@ -161,7 +161,8 @@ def _check_configured(settings: Settings, source: str, rule: str) -> None:
 def _require_listed(settings: Settings, source: str, heads: dict[str, int]) -> None:
     """Exit 2 unless the tenant registry lists ``source``, a member the log has never seen:
     a head row for a name no registry gives (a typo) would be a lane of every projection
-    of the group for good. Exit 3 when the registry cannot be read."""
+    of the group for good. A tenant whose row cannot be used is refused too: no relay of it
+    runs, and fixing the row may rename or drop it. Exit 3 when the registry cannot be read."""
     from outbox.source_groups import group_of
     from outbox.tenant_registry import TenantRegistry
 
@@ -172,9 +173,18 @@ def _require_listed(settings: Settings, source: str, heads: dict[str, int]) -> N
         members = guarded(registry.read)
     finally:
         registry.close()
-    listed = set(members.sources) | {p.source for p in members.problems if p.tenant}
-    if source in listed:
+    if source in members.sources:
         return
+    for problem in members.problems:
+        if problem.tenant is not None and problem.source == source:
+            row = f"row {problem.row}: " if problem.row else ""
+            raise fail(
+                f"source {source!r}: tenant registry {group!r} lists tenant {problem.tenant!r} "
+                f"in a row readmodel cannot use ({row}{problem.reason}), so no "
+                "relay of it runs: fix the row first, then record the rule",
+                EXIT_CONFIG,
+            )
+    listed = set(members.sources)
     known = ", ".join(sorted(listed | {n for n in heads if group_of(n) == group})) or "none"
     raise fail(
         f"unknown source {source!r}: tenant registry {group!r} lists no tenant "
