@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from bson import Binary, Decimal128, ObjectId
 
 from config import ConfigError, Settings, load_settings
@@ -24,6 +26,7 @@ from outbox.mongo import LEASES, MongoOutboxSource
 from outbox.parking import ParkedEvents
 from outbox.relay import Relay, RelayHooks, SourceRelay
 from outbox.rows import decode_rows
+from outbox.schema import log_heads
 from outbox.sources import open_source
 from tests.cli_helpers import run_cli
 from tests.outbox_helpers import MongoOutboxDb, init_outbox, migrate_store
@@ -160,6 +163,36 @@ def test_bson_values_reach_the_log_as_json_and_malformed_documents_are_parked(
     raw = next(entry.raw for entry in parked if entry.aggregate_id is None)
     assert raw["aggregatetype"] == "room" and raw["payload"] == {"n": 2}
     assert db.count(pending_only=False) == 0  # parked documents are acknowledged too
+
+
+def test_a_mongodb_source_records_no_binary_ids_rule_in_the_log(
+    chat: tuple[Settings, MongoOutboxDb],
+) -> None:
+    """BSON UUIDs and ObjectIds become ids whatever ``binary_ids`` says (which MongoDB
+    sources must leave at ``text``): its head row names no rule, after relayed and parked
+    documents, and after a new leader's check, so no rule refuses a relay of it."""
+    settings, db = chat
+    room = {"aggregatetype": "room", "type": "MessagePosted", "payload": {"n": 1}}
+    db.insert_documents(
+        [
+            {**room, "aggregateid": Binary(uuid.uuid4().bytes, 4)},
+            {**room, "aggregateid": ObjectId()},
+            {"aggregatetype": "room", "type": "MessagePosted", "payload": {"n": 2}},  # parked
+        ]
+    )
+    for _ in range(2):  # each drain leads anew: adopt_rule would record a rule then
+        relay = Relay(settings)
+        try:
+            totals = relay.drain()[SOURCE]
+            with relay.log.engine.connect() as conn:
+                heads = conn.execute(
+                    sa.select(log_heads.c.source, log_heads.c.head, log_heads.c.binary_ids)
+                ).all()
+        finally:
+            relay.close()
+        db.insert_documents([{**room, "aggregateid": "r1"}])
+    assert (totals.relayed, totals.parked) == (1, 0)
+    assert [tuple(head) for head in heads] == [(SOURCE, 3, None)]
 
 
 def test_an_inserted_document_wakes_the_relay_long_before_the_next_poll(
