@@ -278,6 +278,19 @@ def test_readmodel_query_gets_an_objectid_id_by_its_extended_json_key(
     help_text = " ".join(re.sub("[│╭╮╰╯─]", " ", run_cli(["query", "--help"]).stdout).split())
     assert ':=\'{"$oid": "<24 hex digits>"}\' a document\'s ObjectId _id' in help_text
 
+    by_oid = query("-w", f'_id:={{"$oid": "{hex_digits}"}}')
+    assert by_oid[0] == 0, by_oid
+    assert [(d["_id"], d["owner"]) for d in json.loads(by_oid[1])["rows"]] == [(hex_digits, "oid")]
+    by_text = json.loads(query("-w", f"_id={hex_digits}")[1])["rows"]
+    assert [(d["_id"], d["owner"]) for d in by_text] == [(hex_digits, "text")]
+    bad = query("-w", '_id:={"$oid": "xyz"}')
+    assert bad == (
+        2,
+        "",
+        'error: --where _id:={"$oid": "xyz"}: {"$oid": ...} takes the 24 hex digits of an '
+        'ObjectId (as a list shows it): _id:=\'{"$oid": "65f0c0ffee0123456789abcd"}\'',
+    )
+
     q = bank.queries
     typed = _parse_key(as_oid)
     for _ in range(2):  # the second time from the cache: each key its own entry

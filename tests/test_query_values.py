@@ -173,6 +173,8 @@ def test_cli_refuses_unsuitable_json_values_naming_the_field(
     assert done.exit_code == 0 and '"order_id":"o0003"' in done.stdout, done.output
     for where, message in {
         "customer:=7": "column 'customer': 7 is not a valid str (give text as customer=VALUE)",
+        'customer:={"$oid": "65f0c0ffee0123456789abcd"}': "column 'customer': "
+        '{"$oid": "65f0c0ffee0123456789abcd"} is not a valid str (give text as customer=VALUE)',
         "amount:=1.5": "column 'amount': 1.5 is not a valid int",
         "amount:=true": "column 'amount': true is not a valid int",
         "amount:=9223372036854775808": "--where amount:=9223372036854775808: "

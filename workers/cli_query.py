@@ -48,7 +48,8 @@ def query_command(
             help="field=value (repeatable): list rows with these column values; with --name, "
             "a keyword argument of the query. field=value gives text (typed by the column's "
             "type in a table); field:=JSON gives a JSON value: qty:=3, paid:=true, "
-            "note:=null, code:='\"007\"' (text), tags:='[\"a\"]' (documents only).",
+            "note:=null, code:='\"007\"' (text), tags:='[\"a\"]' (documents only), "
+            '_id:=\'{"$oid": "<24 hex digits>"}\' (a document\'s ObjectId).',
             show_default=False,
         ),
     ] = None,
@@ -225,9 +226,10 @@ def _parse_key(text: str) -> Any:
 
 def _json_value(field: str | None, text: str) -> JsonValue:
     """``text`` (of ``--where field:=``, or of the KEY for ``None``) as JSON, numbers exact
-    (an ``int``, a ``Decimal`` for a fraction or an exponent), a KEY ``{"$oid": HEX}`` as
-    that ObjectId; refused with exit 2 when it is not JSON, holds an operator or a number
-    that no column or document holds (an integer past signed 64 bits, ``NaN``)."""
+    (an ``int``, a ``Decimal`` for a fraction or an exponent), ``{"$oid": HEX}`` as that
+    ObjectId (a SQL column refuses it); refused with exit 2 when it is not JSON, holds an
+    operator or a number that no column or document holds (an integer past signed 64 bits,
+    ``NaN``)."""
     if field:
         given, as_text, typed = f"--where {field}:={text}", f"text as {field}=", f"{field}:="
     else:
@@ -244,8 +246,8 @@ def _json_value(field: str | None, text: str) -> JsonValue:
             f"{given}: not JSON ({exc}); give {as_text}{text}, or quoted: {typed}'\"{text}\"'",
             EXIT_CONFIG,
         ) from None
-    if field is None and isinstance(value, dict) and list(value) == ["$oid"]:
-        return JsonValue(_object_id(given, value["$oid"]), text)
+    if isinstance(value, dict) and list(value) == ["$oid"]:
+        return JsonValue(_object_id(given, typed, value["$oid"]), text)
     if _has_operator(value):
         raise fail(
             f"{given}: an object with $ keys (an operator) is refused; "
@@ -262,12 +264,13 @@ def _json_value(field: str | None, text: str) -> JsonValue:
     return JsonValue(value, text)
 
 
-def _object_id(given: str, digits: Any) -> ObjectId:
-    """The ObjectId of a KEY given as ``:={"$oid": "<24 hex digits>"}`` (extended JSON)."""
+def _object_id(given: str, typed: str, digits: Any) -> ObjectId:
+    """The ObjectId of a KEY or ``--where`` value given as ``:={"$oid": "<24 hex digits>"}``
+    (extended JSON); ``typed`` is how it is given (``:=``, ``_id:=``)."""
     if not isinstance(digits, str) or not re.fullmatch("[0-9a-fA-F]{24}", digits):
         raise fail(
             f'{given}: {{"$oid": ...}} takes the 24 hex digits of an ObjectId '
-            f'(as a list shows it): :=\'{{"$oid": "65f0c0ffee0123456789abcd"}}\'',
+            f'(as a list shows it): {typed}\'{{"$oid": "65f0c0ffee0123456789abcd"}}\'',
             EXIT_CONFIG,
         )
     return ObjectId(digits)
