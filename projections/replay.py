@@ -242,8 +242,8 @@ class Replayer(ReplayerBase):
                     self._set_shadow_checkpoint_now(source, progress[source])
             if behind < self.batch_size:
                 break
-        with self._write() as conn:  # indexes made by hand on the live tables, once filled
-            self.shadow.carry_indexes(conn)
+        with self._write() as conn:  # indexes and constraints made by hand, once filled
+            self.shadow.carry(conn)
         self.hooks.before_swap()
         self._swap(sources, progress, summary)
 

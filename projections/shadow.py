@@ -59,6 +59,16 @@ from projections.shadow_catalog import (
     sqlite_hand_made,
     sqlite_restore,
 )
+from projections.shadow_columns import pg_copy_column_settings
+from projections.shadow_constraints import (
+    HandMadeConstraint,
+    pg_constraint_names,
+    pg_drop_referencing,
+    pg_hand_made_constraints,
+    pg_make_constraint,
+    pg_referencing_keys,
+    pg_restore_referencing,
+)
 from projections.shadow_security import (
     TableState,
     pg_copy_acl,
@@ -209,12 +219,14 @@ class ShadowTables:
                     live_item = self._declared.get(str(constraint.name))
                     if live_item is not None:
                         constraint.name = live_item.name
-        for shadow in self._in_dependency_order():
-            shadow.create(conn, checkfirst=True)  # a standalone Sequence exists: shared
+        self._create_tables(conn)
         if conn.dialect.name == "postgresql":
-            for shadow in self.mapping.values():
+            live = dict(self._live(conn))
+            for table, shadow in self.mapping.items():
                 # Readable by no one but the replay while it is built, or if it is left over.
                 pg_lock_down(conn, _table_sql(conn, shadow))
+                if table.name in live:  # storage and compression apply to the rows to come
+                    pg_copy_column_settings(conn, live[table.name], _table_sql(conn, shadow))
                 for name, _ in _pg_dependents(conn, shadow):
                     if SHADOW_SUFFIX not in name or len(_canonical(name)) > _PG_NAME_LIMIT:
                         raise StoreError(
@@ -222,24 +234,70 @@ class ShadowTables:
                             f"{_PG_NAME_LIMIT} characters; give it a shorter name"
                         )
 
-    def carry_indexes(self, conn: sa.Connection, *, warn: bool = True) -> None:
-        """Build on each shadow the indexes made by hand on its live table (PostgreSQL),
-        under shadow names the swap renames back; those already built are left as they are.
-        Run after the bulk fill, and again by the swap for an index made meanwhile."""
+    def _create_tables(self, conn: sa.Connection) -> None:
+        for shadow in self._in_dependency_order():
+            shadow.create(conn, checkfirst=True)  # a standalone Sequence exists: shared
+
+    def carry(self, conn: sa.Connection, *, warn: bool = True) -> None:
+        """Build on each shadow the indexes and constraints made by hand on its live table
+        (PostgreSQL), under shadow names the swap renames back; those already built are left
+        as they are. Run after the bulk fill, and again by the swap for one made meanwhile:
+        a constraint the rebuilt rows break stops the replay, naming it."""
         if conn.dialect.name != "postgresql":
             return
         quote = conn.dialect.identifier_preparer.quote
+        live_tables = dict(self._live(conn))
+        constraints: list[tuple[sa.Table, HandMadeConstraint]] = []
         for live, shadow in self.mapping.items():
-            known = {
-                self._live_name(conn, name, live)
-                for name, kind in _pg_dependents(conn, shadow)
-                if kind == "INDEX"
-            }
-            for index in pg_hand_made_indexes(conn, _table_sql(conn, live), known, warn=warn):
-                name = _fitted(index.name, SHADOW_SUFFIX, _PG_NAME_LIMIT)
-                statement = index.on(_table_sql(conn, shadow), quote(name))
+            if live.name not in live_tables:
+                continue
+            shadow_sql = _table_sql(conn, shadow)
+            for index in pg_hand_made_indexes(
+                conn, live_tables[live.name], self._known_indexes(conn, live), warn=warn
+            ):
+                name = self._carry_name(index.name)
+                statement = index.on(shadow_sql, quote(name))
                 make_or_stop(conn, live.name, statement, f"index {index.name}")
-                self._carried[name] = index.name
+            found = pg_hand_made_constraints(
+                conn, live_tables[live.name], self._known_constraints(conn, live)
+            )
+            constraints += [(live, constraint) for constraint in found]
+        shadows = self._regclasses(conn)
+        for live, constraint in sorted(constraints, key=lambda pair: pair[1].kind == "f"):
+            name = quote(self._carry_name(constraint.name))
+            shadow_sql = _table_sql(conn, self.mapping[live])
+            pg_make_constraint(conn, live.name, constraint, shadow_sql, name, shadows)
+
+    def _carry_name(self, name: str) -> str:
+        """The shadow name of an index or constraint made by hand, remembered for the swap."""
+        shadow = _fitted(name, SHADOW_SUFFIX, _PG_NAME_LIMIT)
+        self._carried[shadow] = name
+        return shadow
+
+    def _known_indexes(self, conn: sa.Connection, live: sa.Table) -> set[str]:
+        """The live names of the shadow's indexes."""
+        shadow = self.mapping[live]
+        return {
+            self._live_name(conn, name, live)
+            for name, kind in _pg_dependents(conn, shadow)
+            if kind == "INDEX"
+        }
+
+    def _known_constraints(self, conn: sa.Connection, live: sa.Table) -> set[str]:
+        shadow_sql = _table_sql(conn, self.mapping[live])
+        return {self._live_name(conn, name, live) for name in pg_constraint_names(conn, shadow_sql)}
+
+    def _regclasses(self, conn: sa.Connection) -> dict[str, str]:
+        """Each live table's name as regclass writes it -> its shadow's."""
+        names = {}
+        for live, shadow in self.mapping.items():
+            pair = conn.exec_driver_sql(
+                "SELECT to_regclass(%(live)s)::text, to_regclass(%(shadow)s)::text",
+                {"live": _table_sql(conn, live), "shadow": _table_sql(conn, shadow)},
+            ).one()
+            if pair[0] is not None and pair[1] is not None:
+                names[str(pair[0])] = str(pair[1])
+        return names
 
     def swap(self, conn: sa.Connection) -> list[str]:
         """Put every shadow in place of its live table (in ``conn``'s transaction); returns
@@ -256,12 +314,14 @@ class ShadowTables:
             conn.exec_driver_sql(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
         self._refuse(conn)  # what was made during the rebuild
         views = self._views(conn)
-        self.carry_indexes(conn)  # one made by hand during the rebuild
+        self.carry(conn)  # one made by hand during the rebuild
         # Read before any rename, so that their text names the live tables: recreated after
         # the renames, it names the new ones.
         extras: dict[sa.Table, PgExtras] = {
             live: pg_capture(conn, _table_sql(conn, live)) for live in self.mapping
         }
+        referencing = pg_referencing_keys(conn, self._live(conn))
+        pg_drop_referencing(conn, referencing)  # made again on the new tables
         states: dict[sa.Table, TableState] = {
             live: pg_table_state(conn, _table_sql(conn, live)) for live in self.mapping
         }
@@ -269,6 +329,7 @@ class ShadowTables:
             live_sql = _table_sql(conn, live)
             pg_set_owner(conn, _table_sql(conn, shadow), states[live])
             pg_copy_acl(conn, live_sql, _table_sql(conn, shadow))
+            pg_copy_column_settings(conn, live_sql, _table_sql(conn, shadow))
             for name, kind in _pg_dependents(conn, live):
                 oid = conn.exec_driver_sql(
                     "SELECT %(name)s::regclass::oid", {"name": _qualified(conn, live, name)}
@@ -299,6 +360,7 @@ class ShadowTables:
             pg_restore_state(conn, _table_sql(conn, live), states[live])
         for view in views:  # now reading the new tables, which have the old names
             conn.exec_driver_sql(view.redefine())
+        pg_restore_referencing(conn, referencing)
         return old_tables
 
     def _sqlite_swap(self, conn: sa.Connection) -> None:

@@ -154,22 +154,21 @@ def pg_hand_made_indexes(
     conn: sa.Connection, live_sql: str, known: set[str], *, warn: bool = True
 ) -> list[HandMadeIndex]:
     """The live table's indexes whose names are not in ``known`` (the live names of the
-    shadow's indexes) and that back no constraint. An invalid one, or one of a constraint
-    added by hand, is left out with a warning: the rebuilt table will not have it."""
+    shadow's indexes) and that back no constraint (one added by hand is carried with its
+    constraint, :mod:`projections.shadow_constraints`). An invalid one is left out with a
+    warning: the rebuilt table will not have it."""
     found = []
     rows = _rows(conn, _PG_INDEXES, live_sql)
     for name, prefix, definition, tablespace, valid, constraint in rows:
-        if name in known:
+        if name in known or constraint:
             continue
-        if not constraint and valid:
+        if valid:
             found.append(HandMadeIndex(str(name), str(prefix), str(definition), tablespace))
         elif warn:
-            why = "is invalid (a failed CREATE INDEX CONCURRENTLY?)"
-            if constraint:
-                why = "backs a constraint added by hand (declare it)"
             logger.warning(
                 "a rebuild drops an index made by hand",
-                detail=f"index {name} on {live_sql} {why}: the rebuilt table will not have it",
+                detail=f"index {name} on {live_sql} is invalid (a failed CREATE INDEX "
+                f"CONCURRENTLY?): the rebuilt table will not have it",
             )
     return found
 
@@ -198,6 +197,8 @@ class PgExtras:
     policies: dict[str, str] = field(default_factory=dict)  # name -> CREATE POLICY ... tail
     triggers: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (def, state)
     comments: dict[str | None, str] = field(default_factory=dict)  # column (None: table) -> lit
+    # (kind, name) -> literal: comments on its indexes, triggers, policies and constraints
+    details: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 _PG_SECURITY = """
@@ -229,6 +230,24 @@ SELECT attname, quote_literal(col_description(attrelid, attnum)) FROM pg_attribu
    AND col_description(attrelid, attnum) IS NOT NULL
 """
 
+# The table's indexes, triggers, policies and constraints: (kind, name, comment literal,
+# the name COMMENT ON takes: qualified for an index).
+_PG_DETAILS = """
+SELECT 'INDEX', c.relname, quote_literal(obj_description(c.oid, 'pg_class')),
+       format('%%I.%%I', n.nspname, c.relname)
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE i.indrelid = %(table)s::regclass
+UNION ALL
+SELECT 'TRIGGER', tgname, quote_literal(obj_description(oid, 'pg_trigger')),
+       quote_ident(tgname) FROM pg_trigger WHERE tgrelid = %(table)s::regclass AND NOT tgisinternal
+UNION ALL
+SELECT 'POLICY', polname, quote_literal(obj_description(oid, 'pg_policy')), quote_ident(polname)
+  FROM pg_policy WHERE polrelid = %(table)s::regclass
+UNION ALL
+SELECT 'CONSTRAINT', conname, quote_literal(obj_description(oid, 'pg_constraint')),
+       quote_ident(conname) FROM pg_constraint WHERE conrelid = %(table)s::regclass
+"""
+
 _TRIGGER_STATES = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}
 
 
@@ -246,6 +265,11 @@ def pg_capture(conn: sa.Connection, table_sql: str) -> PgExtras:
     for name, definition, state in _rows(conn, _PG_TRIGGERS, table_sql):
         extras.triggers[str(name)] = (str(definition), str(state))
     extras.comments = {column: str(text) for column, text in _rows(conn, _PG_COMMENTS, table_sql)}
+    extras.details = {
+        (str(kind), str(name)): str(text)
+        for kind, name, text, _ in _rows(conn, _PG_DETAILS, table_sql)
+        if text is not None
+    }
     return extras
 
 
@@ -277,6 +301,18 @@ def pg_restore(conn: sa.Connection, table: str, extras: PgExtras) -> None:
             continue
         target = f"TABLE {table}" if column is None else f"COLUMN {table}.{quote(column)}"
         conn.exec_driver_sql(f"COMMENT ON {target} IS {literal}")
+    _restore_details(conn, table, extras.details)
+
+
+def _restore_details(conn: sa.Connection, table: str, details: dict[tuple[str, str], str]) -> None:
+    """Comment the new table's indexes, triggers, policies and constraints that have a
+    commented namesake on the live one and no comment of their own."""
+    for kind, name, text, target in _rows(conn, _PG_DETAILS, table):
+        literal = details.get((str(kind), str(name)))
+        if literal is None or text is not None:
+            continue
+        on = "" if kind == "INDEX" else f" ON {table}"
+        conn.exec_driver_sql(f"COMMENT ON {kind} {target}{on} IS {literal}")
 
 
 # -- SQLite ---------------------------------------------------------------------------

@@ -14,8 +14,9 @@ live one's access rules, owner and table-level settings.
   swap's lock and set on the new table;
 - :func:`pg_refusals`: what a rebuild cannot carry, found before it starts: an object
   outside the projection that depends on a live table (a policy of another table, a SQL
-  function with a ``BEGIN ATOMIC`` body, a foreign key from another table, a column of the
-  table's row type...) would follow the renamed old table and keep it from being dropped;
+  function with a ``BEGIN ATOMIC`` body, a column of the table's row type...) would follow
+  the renamed old table and keep it from being dropped (a foreign key from another table
+  is carried: :mod:`projections.shadow_constraints`);
   an owner or a publication the replay's role cannot set.
 """
 
@@ -278,6 +279,9 @@ SELECT DISTINCT d.tbl::regclass::text, pg_describe_object(d.classid, d.objid, d.
   FROM dependents d LEFT JOIN pg_class c ON c.oid = d.rel
  WHERE coalesce(d.rel, 0) NOT IN (SELECT oid FROM projection)
    AND NOT (d.classid = 'pg_rewrite'::regclass AND c.relkind IN ('v', 'm') AND d.ref = d.tbl)
+   AND NOT (d.classid = 'pg_constraint'::regclass AND d.ref = d.tbl AND EXISTS (
+     SELECT FROM pg_constraint k WHERE k.oid = d.objid AND k.contype = 'f'
+        AND k.confrelid = d.tbl))  -- carried: projections.shadow_constraints
  ORDER BY 1, 2
 """
 

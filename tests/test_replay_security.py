@@ -221,12 +221,10 @@ _OUTSIDE = {
         "CREATE FUNCTION big_deposits() RETURNS bigint LANGUAGE sql "
         "BEGIN ATOMIC SELECT count(*) FROM last_deposit WHERE amount > 500; END",
     ),
-    "foreign key": ("CREATE TABLE statements (account text REFERENCES last_deposit (account))",),
 }
 _NAMED = {
     "policy": "policy by_deposit on table documents",
     "function": "function big_deposits()",
-    "foreign key": "constraint statements_account_fkey on table statements",
 }
 
 
