@@ -143,8 +143,9 @@ class Replayer(ReplayerBase):
 
     # -- planning ------------------------------------------------------------------
 
-    def plan(self, options: ReplayOptions) -> ReplayPlan:
-        """What :meth:`run` would do; reads only."""
+    def plan(self, options: ReplayOptions, *, carried: bool = True) -> ReplayPlan:
+        """What :meth:`run` would do, with (``carried``) what a rebuild's swap would carry
+        beside the declared model; changes nothing."""
         sources = check_options(self.projection, options, self.reader.heads())
         heads = self.reader.heads()
         after = options.from_position or 0
@@ -155,10 +156,12 @@ class Replayer(ReplayerBase):
             for s in sources
         ]
         refused: list[str] = []
+        kept: list[str] = []
         with self.store.engine.connect() as conn:
             leftovers = self.shadow.leftovers(conn)
             if options.mode == BLUE_GREEN:
                 refused = [f"the rebuild will be refused: {r}" for r in self.shadow.refusals(conn)]
+                kept = self.shadow.carried(conn) if carried else []
         if options.mode == BLUE_GREEN:
             tables = [(t.name, s.name) for t, s in self.shadow.mapping.items()]
         else:
@@ -171,6 +174,7 @@ class Replayer(ReplayerBase):
             leftovers,
             options.tenant,
             warnings=refused,
+            carried=kept,
         )
 
     def _count(self, source: str, after: int, upto: int, tenant: str | None) -> int:
@@ -180,7 +184,7 @@ class Replayer(ReplayerBase):
     # -- running -------------------------------------------------------------------
 
     def run(self, options: ReplayOptions) -> ReplaySummary:
-        plan = self.plan(options)
+        plan = self.plan(options, carried=False)
         self._policy = ErrorPolicy(
             self.projection.name, skip_errors=options.skip_errors, in_place=options.mode == IN_PLACE
         )

@@ -69,6 +69,7 @@ class ReplayPlan:
     tenant: str | None = None
     unit: str = "table"  # what a projection keeps: "table", or "collection" (documents)
     warnings: list[str] = field(default_factory=list)
+    carried: list[str] = field(default_factory=list)  # what the swap carries, one per object
 
     @property
     def events(self) -> int:

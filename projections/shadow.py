@@ -18,15 +18,19 @@ database holds beside the declared model is carried over (:mod:`projections.shad
 :mod:`projections.shadow_security`): the owner and exactly the live privileges on the
 tables, their columns and sequences; indexes made by hand (built on the shadow once it is
 filled, before the swap, as ``<index>__rebuild``, and renamed back by the swap; one that
-cannot be built stops the replay, naming it, before anything live changes); row-level
-security (the flags as they were, every policy), triggers made by hand, comments, storage
-options, the replica identity and publications (made on the new table in the swap
-transaction, after its last events are applied, once it has the live name); the views that
-read the tables (redefined on the new tables, with their options). Refused before the
-rebuild starts (:meth:`ShadowTables.refusals`): a materialized view, an object outside the
-projection that depends on a live table, an owner or publication the replay's role cannot
-set. Not carried: constraints added by hand, comments on indexes, an invalid index (a
-failed ``CREATE INDEX CONCURRENTLY``); a warning names an index left behind.
+cannot be built stops the replay, naming it, before anything live changes); constraints
+made by hand, built the same way, and the foreign keys of other tables referencing a live
+table, made again on the new one in the swap (:mod:`projections.shadow_constraints`);
+per-column settings, set on the shadow before it is filled and again at the swap
+(:mod:`projections.shadow_columns`); row-level security (the flags as they were, every
+policy), triggers made by hand, comments, storage options, the replica identity and
+publications (made on the new table in the swap transaction, after its last events are
+applied, once it has the live name); the views that read the tables (redefined on the new
+tables, with their options). Refused before the rebuild starts
+(:meth:`ShadowTables.refusals`): a materialized view, an object outside the projection that
+depends on a live table, an owner or publication the replay's role cannot set. Not carried:
+an invalid index (a failed ``CREATE INDEX CONCURRENTLY``); a warning names it.
+:meth:`ShadowTables.carried` lists what the swap carries (:mod:`projections.shadow_plan`).
 
 SQLite has no ``ALTER INDEX RENAME``: there the live table is dropped inside the swap
 transaction and the shadow's named indexes are recreated under the live names, and the
@@ -62,13 +66,14 @@ from projections.shadow_catalog import (
 from projections.shadow_columns import pg_copy_column_settings
 from projections.shadow_constraints import (
     HandMadeConstraint,
-    pg_constraint_names,
+    pg_constraint_definitions,
     pg_drop_referencing,
     pg_hand_made_constraints,
     pg_make_constraint,
     pg_referencing_keys,
     pg_restore_referencing,
 )
+from projections.shadow_plan import describe_carried
 from projections.shadow_security import (
     TableState,
     pg_copy_acl,
@@ -205,6 +210,11 @@ class ShadowTables:
         refused = [view.refusal() for view in self._views(conn) if view.materialized]
         return refused + pg_refusals(conn, self._live(conn))
 
+    def carried(self, conn: sa.Connection) -> list[str]:
+        """What the swap would carry beside the declared model, one line per object (for
+        ``--dry-run``); leaves nothing behind (:mod:`projections.shadow_plan`)."""
+        return describe_carried(self, conn)
+
     def _refuse(self, conn: sa.Connection) -> None:
         refused = self.refusals(conn)
         if refused:
@@ -284,8 +294,30 @@ class ShadowTables:
         }
 
     def _known_constraints(self, conn: sa.Connection, live: sa.Table) -> set[str]:
-        shadow_sql = _table_sql(conn, self.mapping[live])
-        return {self._live_name(conn, name, live) for name in pg_constraint_names(conn, shadow_sql)}
+        """The names of the live table's constraints the shadow has: by the live names of
+        the shadow's, else by definition (a name the database derived from a long table
+        name may not be the one :meth:`_live_name` derives)."""
+        live_rows = pg_constraint_definitions(conn, _table_sql(conn, live))
+        known = set()
+        unpaired = []
+        live_names = {name for name, _ in live_rows}
+        for name, definition in pg_constraint_definitions(
+            conn, _table_sql(conn, self.mapping[live])
+        ):
+            live_name = self._live_name(conn, name, live)
+            if live_name in live_names:
+                known.add(live_name)
+                continue
+            for live_reg, shadow_reg in self._regclasses(conn).items():
+                definition = definition.replace(
+                    f" REFERENCES {shadow_reg}(", f" REFERENCES {live_reg}("
+                )
+            unpaired.append(definition)
+        for name, definition in live_rows:
+            if name not in known and definition in unpaired:
+                unpaired.remove(definition)
+                known.add(name)
+        return known
 
     def _regclasses(self, conn: sa.Connection) -> dict[str, str]:
         """Each live table's name as regclass writes it -> its shadow's."""

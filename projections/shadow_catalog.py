@@ -6,10 +6,11 @@ PostgreSQL:
 
 - indexes made by hand (not declared, not backing a constraint): built on the shadow after
   the bulk fill under a shadow name the swap renames back (:func:`pg_hand_made_indexes`,
-  :func:`make_or_stop`); an invalid one (a failed ``CREATE INDEX CONCURRENTLY``), or one
-  backing a constraint added by hand (not carried either), is skipped with a warning;
+  :func:`make_or_stop`); an invalid one (a failed ``CREATE INDEX CONCURRENTLY``) is skipped
+  with a warning; one backing a constraint goes with it (:mod:`projections.shadow_constraints`);
 - row-level security (the ENABLE and FORCE flags, as they were, and every policy), triggers
-  made by hand and comments: read before the swap renames anything (:func:`pg_capture`) and
+  made by hand and comments (on the table, its columns, indexes, triggers, policies and
+  constraints): read before the swap renames anything (:func:`pg_capture`) and
   recreated once the new table has the live name (:func:`pg_restore`), so a policy, or a
   trigger, whose text names a table of the projection names the new one. They are made
   after the swap's last events are applied: a trigger never fires for the rebuild's own

@@ -69,20 +69,22 @@ SELECT k.conname, k.contype::text, pg_get_constraintdef(k.oid),
 """
 
 
-def pg_constraint_names(conn: sa.Connection, table_sql: str) -> list[str]:
+def pg_constraint_definitions(conn: sa.Connection, table_sql: str) -> list[tuple[str, str]]:
+    """``(name, kind and definition)`` of each of the table's constraints."""
     rows = _rows(
         conn,
-        "SELECT conname FROM pg_constraint WHERE conrelid = %(table)s::regclass",
+        "SELECT conname, contype::text || ' ' || pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %(table)s::regclass",
         {"table": table_sql},
     )
-    return [str(name) for (name,) in rows]
+    return [(str(name), str(definition)) for name, definition in rows]
 
 
 def pg_hand_made_constraints(
     conn: sa.Connection, live_sql: str, known: set[str]
 ) -> list[HandMadeConstraint]:
-    """The live table's constraints whose names are not in ``known`` (the live names of
-    the shadow's constraints)."""
+    """The live table's constraints whose names are not in ``known`` (those the shadow has
+    too)."""
     found = []
     for name, kind, definition, prefix, indexdef, space, deferral, target in _rows(
         conn, _PG_CONSTRAINTS, {"table": live_sql}
@@ -166,6 +168,28 @@ def pg_referencing_keys(conn: sa.Connection, live: list[tuple[str, str]]) -> lis
         for key, table, definition, comment in _rows(
             conn, _PG_REFERENCING, {"table": sql, "projection": oids}
         )
+    ]
+
+
+_PG_REFERENCING_OWNERS = """
+SELECT DISTINCT k.conrelid::regclass::text, quote_ident(pg_get_userbyid(c.relowner)),
+       quote_ident(current_user)
+  FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
+ WHERE k.contype = 'f' AND k.confrelid = ANY(%(projection)s::oid[])
+   AND k.conrelid <> ALL(%(projection)s::oid[])
+   AND NOT pg_has_role(current_user, c.relowner, 'USAGE')
+ ORDER BY 1
+"""
+
+
+def pg_referencing_refusals(conn: sa.Connection, oids: list[int]) -> list[str]:
+    """A table outside the projection with a foreign key to a live table, which the
+    replay's role may not alter (drop the foreign key and make it again): one message each."""
+    return [
+        f"{table} has a foreign key to a table of the projection, which the swap makes "
+        f"again on the new table; the replay's role {me} may not alter {table} (it is "
+        f"{owner}'s): replay as {owner} or a member of it"
+        for table, owner, me in _rows(conn, _PG_REFERENCING_OWNERS, {"projection": oids})
     ]
 
 

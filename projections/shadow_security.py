@@ -28,6 +28,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from projections.shadow_catalog import make_or_stop, pg_column_sequences
+from projections.shadow_constraints import pg_referencing_refusals
 
 
 def _rows(conn: sa.Connection, sql: str, params: dict[str, object]) -> list[sa.Row]:
@@ -102,6 +103,22 @@ def pg_copy_acl(conn: sa.Connection, live_sql: str, shadow_sql: str) -> None:
             statement = f"GRANT {privilege} ({column}) ON TABLE {shadow_sql} TO {grantee}{option}"
             grants.append(_Grant(statement, grantee, grantable, by_owner, grantor))
     _grant_as_grantors(conn, grants)
+
+
+def pg_describe_grants(conn: sa.Connection, table: str, live_sql: str) -> list[str]:
+    """One line per privilege on the live table (or a column of it) held by a role other
+    than its owner."""
+    lines = []
+    for grantee, privilege, grantable, _, _, to_owner in _rows(conn, _PG_ACL, {"table": live_sql}):
+        if not to_owner:
+            option = " with grant option" if grantable else ""
+            lines.append(f"grant {privilege} on {table} to {grantee}{option}")
+    for column, grantee, privilege, grantable, _, _ in _rows(
+        conn, _PG_COLUMN_ACL, {"table": live_sql}
+    ):
+        option = " with grant option" if grantable else ""
+        lines.append(f"grant {privilege} ({column}) on {table} to {grantee}{option}")
+    return lines
 
 
 def _pg_column_names(conn: sa.Connection, table_sql: str) -> list[str]:
@@ -217,6 +234,18 @@ def pg_table_state(conn: sa.Connection, live_sql: str) -> TableState:
     return state
 
 
+def pg_describe_state(conn: sa.Connection, table: str, live_sql: str) -> list[str]:
+    """One line per storage option, replica identity other than the default, publication."""
+    state = pg_table_state(conn, live_sql)
+    lines = [f"storage option {option} of {table}" for option in state.options]
+    if state.identity in _IDENTITIES:
+        lines.append(f"replica identity {_IDENTITIES[state.identity]} of {table}")
+    elif state.identity == "i":
+        lines.append(f"replica identity using index {state.identity_index} of {table}")
+    lines += [f"publication {name} lists {table}{tail}" for name, tail in state.publications]
+    return lines
+
+
 def pg_set_owner(conn: sa.Connection, shadow_sql: str, state: TableState) -> None:
     """Give the shadow the live table's owner (before its privileges are copied: a change
     of owner rewrites them); :func:`pg_refusals` made sure the replay's role may."""
@@ -315,6 +344,7 @@ def pg_refusals(conn: sa.Connection, live: list[tuple[str, str]]) -> list[str]:
         f"again after the replay), or replay in place with --from-position"
         for table, what in _rows(conn, _PG_OUTSIDE_DEPENDENTS, {"oids": oids})
     ]
+    found += pg_referencing_refusals(conn, oids)
     how = "SET" if _server_version(conn) >= 160000 else "MEMBER"
     for name, sql in live:
         owner, me, member, may_create = _rows(conn, _PG_OWNER_CHECK, {"table": sql, "how": how})[0]

@@ -21,12 +21,7 @@ from tests.replay_fixtures import last_deposit
 from tests.test_replay import Pipeline, _config, deposits, last_seqs, orders
 from tests.test_replay_catalog import EVENTS, query, replay_twice
 
-make_pipeline, pg, engine_name, pipeline = (  # fixtures
-    catalog.make_pipeline,
-    catalog.pg,
-    catalog.engine_name,
-    catalog.pipeline,
-)
+make_pipeline, pg, make_role = catalog.make_pipeline, catalog.pg, catalog.make_role  # fixtures
 
 _CONSTRAINTS = """
 SELECT conname, contype::text, pg_get_constraintdef(oid), obj_description(oid, 'pg_constraint')
@@ -199,6 +194,24 @@ def test_a_foreign_key_the_rebuilt_table_cannot_meet_stops_the_swap(pg: Pipeline
     assert "the live model is untouched" in message
     assert (pg.rows(last_deposit), query(pg, _REFERENCING)) == before
     assert "last_deposit__old" not in pg.tables()
+
+
+def test_a_referencing_table_the_replay_may_not_alter_is_refused_up_front(
+    pg: Pipeline, make_role: Callable[[str], str]
+) -> None:
+    pg.feed("bank", EVENTS)
+    owner, replay = make_role("owner"), make_role("replay")
+    pg.execute("CREATE TABLE statements (account text REFERENCES last_deposit (account))")
+    pg.execute(f'ALTER TABLE statements OWNER TO "{owner}"')
+    shadow = pg.replayer("last_deposit").shadow
+    with pg.runtime.log.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql(f'SET LOCAL ROLE "{replay}"')
+        refused = shadow.refusals(conn)
+        conn.exec_driver_sql("RESET ROLE")
+        superuser = shadow.refusals(conn)
+    assert superuser == []
+    mine = [r for r in refused if r.startswith("statements has a foreign key")]
+    assert len(mine) == 1 and f"may not alter statements (it is {owner}'s)" in mine[0]
 
 
 _DETAIL_COMMENTS = """

@@ -216,6 +216,8 @@ def _print_plan(plan: ReplayPlan) -> None:
         )
     for name in plan.leftovers:
         out.print(f"  left over by an earlier replay, will be dropped: {name}", highlight=False)
+    for line in plan.carried:
+        out.print(f"  the swap carries: {line}", highlight=False, soft_wrap=True)
     for warning in plan.warnings:
         out.print(f"  warning: {warning}", highlight=False)
 
