@@ -17,7 +17,8 @@ The store keeps its own collections beside the read models: ``rm_checkpoints``,
 :mod:`projections.document_generations`; a batch reads it inside its transaction, so a
 rebuild's swap, which moves it and the lanes' checkpoints, conflicts with the batches
 that started before it). Aggregates' holds (``rm_blocked_aggregates``) are written and read
-by :mod:`projections.document_holds`.
+by :mod:`projections.document_holds`; parked events are written, listed, retried and skipped
+by :mod:`projections.document_parked`.
 """
 
 from __future__ import annotations
@@ -32,16 +33,9 @@ from typing import Any
 
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
-from pymongo.errors import (
-    BulkWriteError,
-    DuplicateKeyError,
-    OperationFailure,
-    PyMongoError,
-    WriteError,
-)
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from outbox.db import redact_dsn
-from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error as _describe
 from outbox.mongo import mongo_client, mongo_database
@@ -53,27 +47,27 @@ from projections.document_generations import (
     collections_at,
     generation_of,
 )
-from projections.document_holds import (
-    BLOCKED,
-    PARKED,
-    blocked_aggregates,
-    hold_aggregate,
-    hold_filter,
-    merge_blocked,
+from projections.document_holds import BLOCKED, PARKED, merge_blocked
+from projections.document_parked import COUNTERS, FAILURES, DocumentParking
+from projections.mongo_tx import (
+    REFUSED_WRITES,
+    DocumentTx,
+    handle,
+    handler_error,
+    is_connection_error,
+    refused_for_good,
+    transient,
 )
-from projections.mongo_tx import DocumentTx, RefusedDocument, handler_error, refused_for_good
+from projections.mongo_tx import retryable as retryable  # imported from here by document_replay
 from projections.store import (
-    AggregateKey,
     BatchResult,
     EventLoader,
     HandlerFailed,
     Invalidation,
     Lane,
     ParkedEntry,
-    ParkedEvent,
     Store,
     WritesRefused,
-    add_cache_tags,
     held_entry,
     hold_of,
     tenant_holds_of,
@@ -81,16 +75,14 @@ from projections.store import (
 )
 
 CHECKPOINTS = "rm_checkpoints"
-FAILURES = "rm_handler_failures"
 INVALIDATIONS = "rm_invalidations"
-COUNTERS = "rm_counters"
 
 
 class _Moved(Exception):
     """The lane's checkpoint moved (or was created) since the transaction read it."""
 
 
-class MongoStore(Store):
+class MongoStore(DocumentParking, Store):
     """A store in one MongoDB database (the URL's path names it)."""
 
     def __init__(
@@ -182,7 +174,7 @@ class MongoStore(Store):
                 if time.monotonic() > deadline:
                     raise StoreError(f"{what}: the lane's checkpoint kept moving") from None
             except PyMongoError as exc:
-                if not _transient(exc) and not _is_connection_error(exc):
+                if not transient(exc) and not is_connection_error(exc):
                     raise StoreError(f"{what}: {_describe(exc)}") from exc
                 if time.monotonic() > deadline:
                     raise StoreError(f"{what}: {_describe(exc)}") from exc
@@ -272,11 +264,11 @@ class MongoStore(Store):
                     if hold is not None:
                         parked.append(held_entry(lane, event, hold[1]))
                         continue
-                    _handle(projection, event, tx, tags)
+                    handle(projection, event, tx, tags)
                     applied += 1
                 tx.flush()
             except REFUSED_WRITES as exc:
-                if _transient(exc):
+                if transient(exc):
                     raise
                 if len(events) == 1:
                     raise HandlerFailed(
@@ -307,256 +299,6 @@ class MongoStore(Store):
         )
         if moved.matched_count != 1:
             raise _Moved
-
-    # -- parking -------------------------------------------------------------------
-
-    def _blocked(self, session: ClientSession, lane: Lane) -> dict[AggregateKey, dict[str, Any]]:
-        return blocked_aggregates(self.database, session, lane.projection, lane.source)
-
-    def park(self, session: ClientSession, lane: Lane, entries: Sequence[ParkedEntry]) -> None:
-        """Park entries (an event: an envelope or a replay's skipped event) not parked
-        already, numbered from ``rm_counters``."""
-        existing = {
-            d["position"]
-            for d in self.database[PARKED].find(
-                {
-                    "projection": lane.projection,
-                    "source": lane.source,
-                    "position": {"$in": [entry.event.position for entry in entries]},
-                },
-                {"position": 1},
-                session=session,
-            )
-        }
-        new = [entry for entry in entries if entry.event.position not in existing]
-        if not new:
-            return
-        counter = self.database[COUNTERS].find_one_and_update(
-            {"_id": "parked"},
-            {"$inc": {"n": len(new)}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-            session=session,
-        )
-        first = int(counter["n"]) - len(new) + 1
-        now = datetime.now(UTC)
-        self.database[PARKED].insert_many(
-            [
-                {
-                    "number": first + i,
-                    "projection": lane.projection,
-                    "source": event.source,
-                    "position": event.position,
-                    "event_id": event.event_id,
-                    "aggregate_type": event.aggregate_type,
-                    "aggregate_id": event.aggregate_id,
-                    "tenant": tenant,
-                    "event_type": event.event_type,
-                    "reason": reason,
-                    "detail": detail,
-                    "attempts": attempts,
-                    "status": "parked",
-                    "parked_at": now,
-                    "resolved_at": None,
-                }
-                for i, (event, reason, detail, attempts, tenant) in enumerate(new)
-            ],
-            session=session,
-        )
-
-    def record_failure(self, lane: Lane, event: Envelope, error: str) -> int:
-        def work() -> int:
-            found = self.database[FAILURES].find_one_and_update(
-                {"_id": _failure_id(lane, event.position or 0)},
-                {
-                    "$inc": {"attempts": 1},
-                    "$set": {
-                        "projection": lane.projection,
-                        "source": lane.source,
-                        "position": event.position,
-                        "last_error": error,
-                        "updated_at": datetime.now(UTC),
-                    },
-                },
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-            return int(found["attempts"])
-
-        return int(self._retrying(f"{lane.projection}: cannot record a failure", work))
-
-    def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> bool:
-        def work() -> bool:
-            with self.transaction() as session:
-                failure = {"_id": _failure_id(lane, event.position or 0)}
-                if self.lock_lane(session, lane) >= (event.position or 0):
-                    self.database[FAILURES].delete_one(failure, session=session)
-                    return False
-                hold_aggregate(self.database, session, lane, event, reason, detail, attempts)
-                return True
-
-        return bool(self._retrying(f"{lane.projection}: cannot park an event", work))
-
-    def failing(
-        self,
-        projection: str,
-        source: str | None = None,
-        after: int | None = None,
-        upto: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Events whose handler failed and that are not parked yet, by position:
-        ``source``, ``position``, ``attempts``, ``last_error``, ``updated_at``."""
-        query: dict[str, Any] = {"projection": projection}
-        if source is not None:
-            query["source"] = source
-        span = {"$gt": after} if after is not None else {}
-        if upto is not None:
-            span["$lte"] = upto
-        if span:
-            query["position"] = span
-        try:
-            return list(self.database[FAILURES].find(query, {"_id": 0}).sort("position", 1))
-        except PyMongoError as exc:
-            raise StoreError(f"cannot read {FAILURES}: {_describe(exc)}") from exc
-
-    def parked(
-        self, projection: str | None = None, status: str | None = "parked"
-    ) -> list[ParkedEvent]:
-        query: dict[str, Any] = {}
-        if projection is not None:
-            query["projection"] = projection
-        if status is not None:
-            query["status"] = status
-        try:
-            found = list(self.database[PARKED].find(query).sort("number", ASCENDING))
-        except PyMongoError as exc:
-            raise StoreError(f"cannot read {PARKED}: {_describe(exc)}") from exc
-        return [_parked_event(d) for d in found]
-
-    def retry_parked(
-        self,
-        projection: Projection,
-        lane: Lane,
-        aggregate: AggregateKey,
-        load: Callable[[list[int]], Sequence[Envelope]],
-    ) -> int:
-        try:
-            return int(
-                self._retrying(
-                    f"{lane.projection}: retry failed",
-                    lambda: self._retry_parked(projection, lane, aggregate, load),
-                )
-            )
-        except HandlerFailed as failed:
-            self._record_failed_retry(lane, aggregate, failed)
-            raise
-
-    def _retry_parked(
-        self,
-        projection: Projection,
-        lane: Lane,
-        aggregate: AggregateKey,
-        load: Callable[[list[int]], Sequence[Envelope]],
-    ) -> int:
-        where = _aggregate_filter(lane, aggregate) | {"status": "parked"}
-        with self.transaction() as session:
-            self.lock_lane(session, lane)
-            positions = [
-                int(d["position"])
-                for d in self.database[PARKED]
-                .find(where, {"position": 1}, session=session)
-                .sort("position", ASCENDING)
-            ]
-            events = list(load(positions)) if positions else []
-            tx = self._tx(session, projection)
-            tags = tx.invalidated if self.journal_invalidations else None
-            for event in events:
-                try:  # written event by event: a refused write is the event's own failure
-                    _handle(projection, event, tx, tags)
-                    tx.flush()
-                except REFUSED_WRITES as exc:
-                    if _transient(exc):
-                        raise
-                    raise HandlerFailed(event, handler_error(exc), traceback.format_exc()) from exc
-            self.journal(session, projection.name, tags)
-            self.database[PARKED].update_many(
-                where,
-                {"$set": {"status": "retried", "resolved_at": datetime.now(UTC)}},
-                session=session,
-            )
-            self._release(session, lane, aggregate, positions)
-            return len(events)
-
-    def _record_failed_retry(
-        self, lane: Lane, aggregate: AggregateKey, failed: HandlerFailed
-    ) -> None:
-        event = failed.event
-        position = event.position or 0
-        reason = f"handler failed again on retry: {failed.error!r}"
-        here = _aggregate_filter(lane, aggregate) | {"status": "parked"}
-
-        def work() -> None:
-            with self.transaction() as session:
-                self.database[PARKED].update_one(
-                    here | {"position": position},
-                    {"$set": {"reason": reason, "detail": failed.detail}, "$inc": {"attempts": 1}},
-                    session=session,
-                )
-                self.database[PARKED].update_many(
-                    here | {"position": {"$gt": position}},
-                    {
-                        "$set": {
-                            "reason": "held: an earlier event of this aggregate is parked "
-                            f"({lane.source}:{position})"
-                        }
-                    },
-                    session=session,
-                )
-                self.database[BLOCKED].update_one(
-                    hold_filter(lane, aggregate),
-                    {
-                        "$set": {
-                            "since_position": position,
-                            "reason": reason,
-                            "detail": failed.detail,
-                        }
-                    },
-                    session=session,
-                )
-
-        self._retrying(f"{lane.projection}: cannot record a failed retry", work)
-
-    def skip_parked(self, entry_id: int) -> ParkedEvent | None:
-        def work() -> bool:
-            with self.transaction() as session:
-                found = self.database[PARKED].find_one_and_update(
-                    {"number": entry_id, "status": "parked"},
-                    {"$set": {"status": "skipped", "resolved_at": datetime.now(UTC)}},
-                    session=session,
-                )
-                if found is None:
-                    return False
-                lane = Lane(found["projection"], found["source"], -1)
-                aggregate = _parked_event(found).aggregate
-                remaining = self.database[PARKED].count_documents(
-                    _aggregate_filter(lane, aggregate) | {"status": "parked"}, session=session
-                )
-                if remaining == 0:
-                    self._release(session, lane, aggregate, [int(found["position"])])
-                return True
-
-        if not self._retrying("cannot skip a parked event", work):
-            return None
-        found = self.database[PARKED].find_one({"number": entry_id})
-        return None if found is None else _parked_event(found)
-
-    def _release(
-        self, session: ClientSession, lane: Lane, aggregate: AggregateKey, positions: list[int]
-    ) -> None:
-        self.database[BLOCKED].delete_many(hold_filter(lane, aggregate), session=session)
-        self.database[FAILURES].delete_many(
-            {"_id": {"$in": [_failure_id(lane, p) for p in positions]}}, session=session
-        )
 
     # -- cache invalidations -------------------------------------------------------
 
@@ -616,23 +358,6 @@ class MongoStore(Store):
             raise StoreError(f"cannot delete {INVALIDATIONS}: {_describe(exc)}") from exc
 
 
-# Writes the server or the driver refuses for what they hold (a duplicate on a unique
-# index, a document too large, a value BSON cannot hold, a field name it refuses): the same
-# writes fail again, so one of the batch's events is poison.
-REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
-
-
-def _handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:
-    tx.event = event
-    try:
-        if projection.handle(event, tx) and tags is not None:  # type: ignore[arg-type]
-            add_cache_tags(projection, event, tags)
-    except (*REFUSED_WRITES, PyMongoError):
-        raise
-    except Exception as exc:
-        raise HandlerFailed(event, exc, traceback.format_exc()) from exc
-
-
 def _new_checkpoint(lane: Lane) -> dict[str, Any]:
     return {
         "projection": lane.projection,
@@ -644,61 +369,3 @@ def _new_checkpoint(lane: Lane) -> dict[str, Any]:
 
 def lane_id(lane: Lane) -> str:
     return f"{lane.projection}\x1f{lane.source}\x1f{lane.partition}"
-
-
-def _failure_id(lane: Lane, position: int) -> str:
-    return f"{lane.projection}\x1f{lane.source}\x1f{position}"
-
-
-def _aggregate_filter(lane: Lane, aggregate: AggregateKey) -> dict[str, Any]:
-    """The parked events under the hold of ``aggregate`` (without ``tenant``: parked before
-    holds had tenants, under a hold naming none)."""
-    return {
-        "projection": lane.projection,
-        "source": lane.source,
-        "tenant": aggregate.tenant if aggregate.tenant else {"$in": ["", None]},
-        "aggregate_type": aggregate.aggregate_type,
-        "aggregate_id": aggregate.aggregate_id,
-    }
-
-
-def _parked_event(document: dict[str, Any]) -> ParkedEvent:
-    return ParkedEvent(
-        id=int(document["number"]),
-        projection=document["projection"],
-        source=document["source"],
-        position=int(document["position"]),
-        event_id=document["event_id"],
-        aggregate_type=document["aggregate_type"],
-        aggregate_id=document["aggregate_id"],
-        event_type=document["event_type"],
-        reason=document["reason"],
-        detail=document.get("detail"),
-        attempts=int(document.get("attempts", 0)),
-        status=document["status"],
-        parked_at=document["parked_at"],
-        resolved_at=document.get("resolved_at"),
-        tenant=document.get("tenant") or "",
-    )
-
-
-def retryable(exc: BaseException) -> bool:
-    """A write conflict or a lost connection: the transaction may be run again."""
-    return isinstance(exc, PyMongoError) and (_transient(exc) or _is_connection_error(exc))
-
-
-def _transient(exc: BaseException) -> bool:
-    """A write conflict with another transaction (retried), not a refusal of the data."""
-    if not isinstance(exc, PyMongoError):
-        return False
-    if exc.has_error_label("TransientTransactionError"):
-        return True
-    if isinstance(exc, BulkWriteError):
-        return any(error.get("code") == 112 for error in exc.details.get("writeErrors", []))
-    return isinstance(exc, OperationFailure) and exc.code == 112
-
-
-def _is_connection_error(exc: PyMongoError) -> bool:
-    from pymongo.errors import AutoReconnect, ConnectionFailure
-
-    return isinstance(exc, AutoReconnect | ConnectionFailure)

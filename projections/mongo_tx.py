@@ -8,6 +8,7 @@ see the batch's own writes first, so batching never changes what a handler obser
 from __future__ import annotations
 
 import copy
+import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -16,11 +17,20 @@ from bson.errors import InvalidDocument
 from pymongo import DeleteOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DocumentTooLarge
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConnectionFailure,
+    DocumentTooLarge,
+    OperationFailure,
+    PyMongoError,
+    WriteError,
+)
 
 from outbox.envelope import Envelope
 from outbox.json_numbers import integer_text
 from projections.api import Projection, TenantError, WideIntegerError
+from projections.store import HandlerFailed, add_cache_tags
 
 _DELETED = object()
 _MISSING = object()
@@ -366,3 +376,42 @@ class DocumentTx:
                 f"(give documents _ids unique across tenants, e.g. with the tenant in them)"
             )
         )
+
+
+# Writes the server or the driver refuses for what they hold (a duplicate on a unique
+# index, a document too large, a value BSON cannot hold, a field name it refuses): the same
+# writes fail again, so one of the batch's events is poison.
+REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
+
+
+def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:
+    """Run ``projection``'s handler of ``event`` in ``tx``, adding its cache tags to ``tags``;
+    a handler's own error becomes :class:`HandlerFailed`."""
+    tx.event = event
+    try:
+        if projection.handle(event, tx) and tags is not None:  # type: ignore[arg-type]
+            add_cache_tags(projection, event, tags)
+    except (*REFUSED_WRITES, PyMongoError):
+        raise
+    except Exception as exc:
+        raise HandlerFailed(event, exc, traceback.format_exc()) from exc
+
+
+def retryable(exc: BaseException) -> bool:
+    """A write conflict or a lost connection: the transaction may be run again."""
+    return isinstance(exc, PyMongoError) and (transient(exc) or is_connection_error(exc))
+
+
+def transient(exc: BaseException) -> bool:
+    """A write conflict with another transaction (retried), not a refusal of the data."""
+    if not isinstance(exc, PyMongoError):
+        return False
+    if exc.has_error_label("TransientTransactionError"):
+        return True
+    if isinstance(exc, BulkWriteError):
+        return any(error.get("code") == 112 for error in exc.details.get("writeErrors", []))
+    return isinstance(exc, OperationFailure) and exc.code == 112
+
+
+def is_connection_error(exc: PyMongoError) -> bool:
+    return isinstance(exc, AutoReconnect | ConnectionFailure)
