@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import structlog
 from typer.testing import CliRunner, Result
 
+from outbox.log import EventLog
 from workers.cli import app
 
 
@@ -101,3 +102,34 @@ def table_rows(text: str) -> list[dict[str, str]]:
         {name: "".join(parts).replace(" ", "") for name, parts in zip(names, row, strict=True)}
         for row in rows
     ]
+
+
+def flat_toml(tables: dict[str, dict[str, Any]]) -> str:
+    """A TOML document of flat tables with string, integer and boolean values."""
+    out = []
+    for name, values in tables.items():
+        out.append(f"[{name}]")
+        out += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+        out.append("")
+    return "\n".join(out)
+
+
+DOC_TOTALS = "tests.document_fixtures:DocTotals"
+
+
+def docs_config(
+    directory: Path,
+    log: EventLog,
+    url: str,
+    projections: list[str] | None = None,
+    **tables: dict[str, Any],
+) -> Path:
+    """A config file: the log's database as [store], ``url`` as [stores.docs]."""
+    config = directory / "readmodel.toml"
+    store = {"url": log.engine.url.render_as_string(hide_password=False)}
+    config.write_text(
+        f"projections = {json.dumps(projections or [DOC_TOTALS])}\n"
+        + flat_toml({"store": store, "stores.docs": {"url": url}, **tables}),
+        encoding="utf-8",
+    )
+    return config

@@ -14,7 +14,7 @@ from tests.tenant_fixtures import (
     record_sales,
     sales_for,
 )
-from tests.test_tenant_failures import config_for
+from tests.tenant_helpers import config_for
 
 
 def test_cli_output_shows_member_names_literally(tmp_path: Path) -> None:

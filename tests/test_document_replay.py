@@ -38,12 +38,11 @@ from projections.replay_types import (
     ReplayOptions,
     ReplayRefused,
 )
-from tests.cli_helpers import run_cli, write_config
+from tests.cli_helpers import docs_config, run_cli, write_config
 from tests.document_bank_helpers import Bank, opened
 from tests.document_fixtures import DocLastDeposit, DocTotals
 from tests.document_query_fixtures import DocAccounts
 from tests.projection_fixtures import append_events
-from tests.test_mongo_store import _config
 
 Deposits = list[tuple[str, str, dict[str, Any]]]
 PROJECTIONS = ["tests.document_fixtures:DocTotals", "tests.document_fixtures:DocLastDeposit"]
@@ -1029,7 +1028,7 @@ def test_an_in_place_replay_re_applies_events_applied_live_meanwhile(
 
 
 def _cli_config(tmp_path: Path, docs: Docs) -> str:
-    return str(_config(tmp_path, docs.log, docs.url, PROJECTIONS))
+    return str(docs_config(tmp_path, docs.log, docs.url, PROJECTIONS))
 
 
 def test_cli_replays_a_document_projection_end_to_end(docs: Docs, tmp_path: Path) -> None:

@@ -28,10 +28,9 @@ from outbox.relay import Relay, RelayHooks, SourceRelay
 from outbox.rows import decode_rows
 from outbox.schema import log_heads
 from outbox.sources import open_source
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import flat_toml, run_cli
 from tests.outbox_helpers import MongoOutboxDb, init_outbox, migrate_store
-from tests.test_notify import running, wait_for
-from tests.test_relay_chaos import RelayFleet, _toml
+from tests.relay_helpers import RelayFleet, running, wait_for
 
 SOURCE = "chat"
 
@@ -247,7 +246,7 @@ def test_sigkilled_relays_deliver_every_document_once_in_room_order(
     source = {"url": url, "batch_size": 100, "poll_max": "100ms", "lease": "1s"}
     config = tmp_path / "readmodel.toml"
     config.write_text(
-        _toml(
+        flat_toml(
             {
                 "store": store,
                 "relay": relay,
@@ -338,7 +337,7 @@ def test_a_bad_mongodb_url_is_a_config_error_naming_the_key(
     tmp_path: Path, url: str, message: str
 ) -> None:
     config = tmp_path / "readmodel.toml"
-    config.write_text(_toml({"sources.chat": {"url": url}}), encoding="utf-8")
+    config.write_text(flat_toml({"sources.chat": {"url": url}}), encoding="utf-8")
     with pytest.raises(ConfigError) as raised:
         load_settings(config)
     text = str(raised.value)
@@ -349,7 +348,8 @@ def test_a_bad_mongodb_url_is_a_config_error_naming_the_key(
 def test_schema_is_refused_for_a_mongodb_source(tmp_path: Path) -> None:
     config = tmp_path / "readmodel.toml"
     config.write_text(
-        _toml({"sources.chat": {"url": "mongodb://h/chat", "schema": "public"}}), encoding="utf-8"
+        flat_toml({"sources.chat": {"url": "mongodb://h/chat", "schema": "public"}}),
+        encoding="utf-8",
     )
     with pytest.raises(ConfigError, match="schema does not apply to MongoDB"):
         load_settings(config)
@@ -362,7 +362,7 @@ def test_outbox_init_status_and_health_on_a_mongodb_source(
     config = tmp_path / "readmodel.toml"
     source: dict[str, Any] = {"url": settings.sources[SOURCE].url, "on_dispatch": "mark"}
     config.write_text(
-        _toml({"store": {"url": settings.store.url}, "sources.chat": source}), encoding="utf-8"
+        flat_toml({"store": {"url": settings.store.url}, "sources.chat": source}), encoding="utf-8"
     )
     printed = run_cli(["outbox", "init", "--source", SOURCE, "--print", "--config", str(config)])
     assert printed.exit_code == 0, printed.output
@@ -545,7 +545,7 @@ def test_health_and_status_report_an_unreachable_mongodb_source_in_one_line(
     store = pg_database()
     migrate_store(store)
     config.write_text(
-        _toml({"store": {"url": store}, "sources.chat": {"url": url}}), encoding="utf-8"
+        flat_toml({"store": {"url": store}, "sources.chat": {"url": url}}), encoding="utf-8"
     )
     for command in (["health"], ["status", "--json"]):
         result = run_cli([*command, "--config", str(config)])

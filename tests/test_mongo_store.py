@@ -28,9 +28,9 @@ from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.query_reader import QueryError
 from projections.store import BatchResult, HandlerFailed, Lane
+from tests.cli_helpers import DOC_TOTALS, docs_config
 from tests.document_fixtures import DocTotals
 from tests.projection_fixtures import append_events, log_events
-from tests.test_relay_chaos import _toml
 
 READMODEL = Path(sys.executable).with_name("readmodel")
 
@@ -72,27 +72,6 @@ def docs(
 
 def _engine(log: EventLog, store: MongoStore, **options: Any) -> ProjectionEngine:
     return ProjectionEngine(LogReader(log), [DocTotals()], {"docs": store}, **options)
-
-
-DOC_TOTALS = "tests.document_fixtures:DocTotals"
-
-
-def _config(
-    directory: Path,
-    log: EventLog,
-    url: str,
-    projections: list[str] | None = None,
-    **tables: dict[str, Any],
-) -> Path:
-    """A config file: the log's database as [store], ``url`` as [stores.docs]."""
-    config = directory / "readmodel.toml"
-    store = {"url": log.engine.url.render_as_string(hide_password=False)}
-    config.write_text(
-        f"projections = {json.dumps(projections or [DOC_TOTALS])}\n"
-        + _toml({"store": store, "stores.docs": {"url": url}, **tables}),
-        encoding="utf-8",
-    )
-    return config
 
 
 def _applied(store: MongoStore) -> int:
@@ -319,7 +298,7 @@ def test_a_sigkilled_worker_loses_nothing_and_applies_nothing_twice(
     log, store, url = docs
     events = _deposits(20_000, 40)
     log_events(log, events, source="bank", aggregate_type="account")
-    config = _config(tmp_path, log, url, engine={"batch_size": 200})
+    config = docs_config(tmp_path, log, url, engine={"batch_size": 200})
     load_settings(config)  # a config error would only show as a failed subprocess
     kills = 0
     rng = random.Random(3)
@@ -433,7 +412,7 @@ def test_readmodel_query_reads_a_document(
         engine.catch_up()
     finally:
         engine.close()
-    config = _config(tmp_path, log, url)
+    config = docs_config(tmp_path, log, url)
     result = run_cli(["query", "doc_totals", "a", "--json", "--config", str(config)])
     assert result.exit_code == 0, result.output
     row = json.loads(result.output.splitlines()[-1])["row"]
@@ -650,7 +629,7 @@ def test_parked_events_of_two_stores_sharing_a_number_are_told_apart(
         engine.catch_up()
     finally:
         engine.close()
-    config = _config(
+    config = docs_config(
         tmp_path, log, url, projections=["tests.projection_fixtures:Totals", DOC_TOTALS]
     )
     listed = run_cli(["parked", "list", "--json", "--config", str(config)])

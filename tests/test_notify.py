@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -17,29 +15,7 @@ from outbox.relay import Relay, SourceRelay
 from outbox.sources import open_source
 from tests.conftest import ENGINES, PG_ADMIN, _admin_engine
 from tests.outbox_helpers import init_outbox, insert_events
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll ``condition`` until it holds and return how long that took; fail after ``timeout``."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
-    return time.monotonic() - start
-
-
-@contextmanager
-def running(relay: Relay) -> Iterator[None]:
-    stop = threading.Event()
-    thread = threading.Thread(target=relay.run, args=(stop,), name="relay-under-test")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the relay did not stop"
+from tests.relay_helpers import running, wait_for
 
 
 def _listeners(database: str) -> int:

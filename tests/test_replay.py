@@ -43,7 +43,7 @@ from tests.cache_helpers import (
     redis_prefix,
 )
 from tests.cli_helpers import run_cli, write_config
-from tests.outbox_helpers import init_outbox, insert_events
+from tests.outbox_helpers import insert_events
 from tests.projection_fixtures import (
     account_totals,
     customer_spend,
@@ -52,63 +52,12 @@ from tests.projection_fixtures import (
     order_lines,
 )
 from tests.replay_fixtures import last_deposit
-from workers.runtime import Runtime, build_runtime
-
-PROJECTIONS = ["tests.projection_fixtures", "tests.replay_fixtures"]
-Events = list[tuple[str, str, str, dict[str, Any]]]
+from tests.replay_helpers import PROJECTIONS, Events, Pipeline, deposits, last_seqs, orders
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 def store_url(request: pytest.FixtureRequest, database_for: Callable[[str], str]) -> str:
     return database_for(request.param)
-
-
-class Pipeline:
-    """Sources on SQLite files; the log and read models in the store under test."""
-
-    def __init__(self, make_settings: Callable[..., Settings], store_url: str, sqlite: Any):
-        self.store_url = store_url
-        self.sources = {name: sqlite() for name in ("bank", "orders", "auth")}
-        self.settings = make_settings(
-            store_url,
-            {name: {"url": url} for name, url in self.sources.items()},
-            projections=PROJECTIONS,
-        )
-        self.engines = {}
-        for name in self.sources:
-            init_outbox(self.settings.sources[name], name)
-            self.engines[name] = sa.create_engine(self.sources[name])
-        self.runtime: Runtime = build_runtime(self.settings)
-        self.runtime.engine.retry_backoff = 0.001
-
-    def feed(self, source: str, events: Events, apply: bool = True) -> None:
-        insert_events(self.engines[source], events)
-        Relay(self.settings, log=self.runtime.log).drain()
-        if apply:
-            self.runtime.engine.catch_up()
-
-    def rows(self, table: sa.Table) -> dict[str, dict[str, Any]]:
-        with self.runtime.log.engine.connect() as conn:
-            return {row[0]: dict(row._mapping) for row in conn.execute(sa.select(table))}
-
-    def execute(self, sql: str) -> None:
-        with self.runtime.log.engine.begin() as conn:
-            conn.exec_driver_sql(sql)
-
-    def replayer(self, name: str, hooks: ReplayHooks | None = None, batch: int = 500) -> Replayer:
-        engine = self.runtime.engine
-        projection = engine.projection(name)
-        return Replayer(
-            engine.reader, projection, engine.store_of(projection), hooks=hooks, batch_size=batch
-        )
-
-    def tables(self) -> set[str]:
-        return set(sa.inspect(self.runtime.log.engine).get_table_names())
-
-    def close(self) -> None:
-        self.runtime.close()
-        for engine in self.engines.values():
-            engine.dispose()
 
 
 @pytest.fixture
@@ -159,47 +108,11 @@ def pipeline(pipelines: Callable[[], Pipeline]) -> Pipeline:
     return pipelines()
 
 
-def deposits(n: int, accounts: int, seed: int, start: dict[str, int] | None = None) -> Events:
-    rng = random.Random(seed)
-    seqs = dict(start or {})
-    events = []
-    for _ in range(n):
-        account = f"acct-{rng.randrange(accounts)}"
-        seqs[account] = seqs.get(account, 0) + 1
-        amount = rng.randint(1, 1000)
-        events.append(("account", account, "Deposited", {"amount": amount, "seq": seqs[account]}))
-    return events
-
-
-def last_seqs(events: Events) -> dict[str, int]:
-    return {account: payload["seq"] for _, account, _, payload in events}
-
-
 def expected_totals(events: Events) -> dict[str, int]:
     totals: dict[str, int] = {}
     for _, account, _, payload in events:
         totals[account] = totals.get(account, 0) + payload["amount"]
     return totals
-
-
-def orders(n: int, seed: int) -> tuple[Events, Events]:
-    rng = random.Random(seed)
-    placed = [
-        (
-            "order",
-            f"o{i}",
-            "OrderPlaced",
-            {
-                "customer": f"c{rng.randrange(7)}",
-                "amount": rng.randint(1, 500),
-                "schema_version": 2,
-            },
-        )
-        for i in range(n)
-    ]
-    cancelled = [("order", f"o{i}", "OrderCancelled", {}) for i in range(0, n, 9)]
-    users = [("user", f"c{i}", "UserRegistered", {"email": f"c{i}@example.com"}) for i in range(7)]
-    return placed + cancelled, users
 
 
 def live_checkpoints(p: Pipeline, projection: str) -> dict[tuple[str, int], int]:

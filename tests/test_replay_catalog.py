@@ -8,41 +8,26 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
-from config import Settings
 from outbox.errors import StoreError
 from projections.replay import ReplayHooks, ReplayOptions
-from tests.conftest import PG_ADMIN
 from tests.replay_fixtures import last_deposit
-from tests.test_replay import Pipeline, deposits, last_seqs, orders
-
-EVENTS = deposits(300, 7, seed=11)  # accounts acct-0 .. acct-6
-
-
-@pytest.fixture
-def make_pipeline(
-    make_settings: Callable[..., Settings],
-    pg_database: Callable[[], str],
-    sqlite_database: Callable[[], str],
-) -> Iterator[Callable[[str], Pipeline]]:
-    made: list[Pipeline] = []
-
-    def make(engine_name: str) -> Pipeline:
-        url = pg_database() if engine_name == "postgresql" else sqlite_database()
-        made.append(Pipeline(make_settings, url, sqlite_database))
-        return made[-1]
-
-    yield make
-    for pipeline in made:
-        pipeline.close()
+from tests.replay_helpers import (
+    EVENTS,
+    Pipeline,
+    as_role,
+    deposits,
+    last_seqs,
+    orders,
+    query,
+    replay_twice,
+)
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -53,53 +38,6 @@ def engine_name(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def pipeline(make_pipeline: Callable[[str], Pipeline], engine_name: str) -> Pipeline:
     return make_pipeline(engine_name)
-
-
-@pytest.fixture
-def pg(make_pipeline: Callable[[str], Pipeline]) -> Pipeline:
-    """Row-level security, grants and comments are PostgreSQL's."""
-    return make_pipeline("postgresql")
-
-
-@pytest.fixture
-def make_role(pg: Pipeline) -> Iterator[Callable[[str], str]]:
-    """``make_role("reader")`` -> a new role ``rm_test_reader_<hex>``; every role made is
-    dropped after the test (with what it owns and was granted in the test database)."""
-    made: list[str] = []
-
-    def make(purpose: str) -> str:
-        role = f"rm_test_{purpose}_{uuid.uuid4().hex[:8]}"
-        pg.execute(f'CREATE ROLE "{role}"')
-        made.append(role)
-        return role
-
-    yield make
-    for role in made:
-        pg.execute(f'DROP OWNED BY "{role}"')
-        pg.execute(f'DROP ROLE "{role}"')
-    with psycopg.connect(PG_ADMIN) as admin:
-        left = admin.execute(
-            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (made,)
-        ).fetchall()
-    assert left == []
-
-
-def as_role(pipeline: Pipeline, role: str, sql: str) -> list[Any]:
-    with pipeline.runtime.log.engine.connect() as conn, conn.begin():
-        conn.exec_driver_sql(f'SET LOCAL ROLE "{role}"')
-        return list(conn.exec_driver_sql(sql).all())
-
-
-def query(pipeline: Pipeline, sql: str) -> list[Any]:
-    with pipeline.runtime.log.engine.connect() as conn:
-        return list(conn.exec_driver_sql(sql).all())
-
-
-def replay_twice(pipeline: Pipeline, hooks: ReplayHooks | None = None) -> None:
-    """Two rebuilds: the second proves the first left the names the next one expects."""
-    for _ in range(2):
-        pipeline.replayer("last_deposit", hooks=hooks).run(ReplayOptions())
-    assert not any(t.endswith(("__rebuild", "__old")) for t in pipeline.tables())
 
 
 _SECURITY = """

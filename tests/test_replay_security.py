@@ -16,12 +16,8 @@ import sqlalchemy as sa
 from outbox.errors import StoreError
 from projections.api import Event, Projection, Tx, on
 from projections.replay import Replayer, ReplayHooks, ReplayOptions
-from tests import test_replay_catalog as catalog
 from tests.projection_fixtures import engine_on, log_events
-from tests.test_replay import Pipeline
-from tests.test_replay_catalog import EVENTS, as_role, query, replay_twice
-
-make_pipeline, pg, make_role = catalog.make_pipeline, catalog.pg, catalog.make_role  # fixtures
+from tests.replay_helpers import EVENTS, Pipeline, as_role, query, replay_twice
 
 SEEN = "SELECT account FROM last_deposit ORDER BY 1"
 OWN = [("acct-1",), ("acct-4",)]

@@ -19,7 +19,7 @@ from tests.tenant_fixtures import (
     sales_for,
     tenant_source,
 )
-from tests.test_tenant_failures import config_for
+from tests.tenant_helpers import config_for
 
 
 def _spelled_otherwise(url: str) -> str:

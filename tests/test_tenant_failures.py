@@ -14,40 +14,20 @@ from outbox.log import EventLog
 from outbox.tenant_registry import TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.broker_helpers import wait_until
-from tests.cli_helpers import run_cli, write_config
+from tests.cli_helpers import run_cli
 from tests.tenant_fixtures import (
-    REGISTRY_QUERY,
     init_tenant_outbox,
     make_registry,
     pending_rows,
     record_sales,
     sales_for,
 )
+from tests.tenant_helpers import config_for
 
 SECRET = "Hunter2Secret"
 NO_DRIVER = f"postgresql+psycopg2://bob:{SECRET}@127.0.0.1:5432/rm_f2_bob"  # not installed
 BAD_OPTION = f"mysql://root:{SECRET}@127.0.0.1:3306/rm_f2_carl?connect_timeout=abc"
 BAD_ON_CONNECT = f"mysql://root:{SECRET}@127.0.0.1:3306/rm_f2_dora?foo=bar"  # TypeError
-
-
-def config_for(tmp_path: Path, store: str, registry: str, **other: object) -> Path:
-    return write_config(
-        tmp_path / "pos.toml",
-        {
-            "store": {"url": store},
-            "projections": ["tests.tenant_fixtures"],
-            "engine": {"sweep_every": "200ms"},
-            "tenants": {
-                "pos": {
-                    "url": registry,
-                    "query": REGISTRY_QUERY,
-                    "refresh": "200ms",
-                    "source": {"poll_max": "100ms", "batch_size": 50},
-                }
-            },
-            **other,
-        },
-    )
 
 
 def test_a_dsn_that_cannot_be_opened_is_its_tenants_error_and_the_others_go_on(

@@ -28,7 +28,7 @@ from tests.tenant_fixtures import (
     registry_sql,
     sales_for,
 )
-from tests.test_tenant_failures import config_for
+from tests.tenant_helpers import config_for
 
 
 @pytest.fixture
