@@ -45,15 +45,6 @@ BASELINE_TABLES = {
 HEAD_TABLES = BASELINE_TABLES | {"rm_invalidations"}
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def store_url(
-    request: pytest.FixtureRequest,
-    pg_database: Callable[[], str],
-    sqlite_database: Callable[[], str],
-) -> str:
-    return pg_database() if request.param == "postgresql" else sqlite_database()
-
-
 @pytest.fixture
 def engine(store_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(store_url)

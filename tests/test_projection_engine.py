@@ -36,11 +36,6 @@ from workers.runtime import Runtime, build_runtime
 FIXTURES = "tests.projection_fixtures"
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def store_url(request: pytest.FixtureRequest, database_for: Callable[[str], str]) -> str:
-    return database_for(request.param)
-
-
 class Pipeline:
     """Sources on SQLite files, the log and read models in the store under test."""
 

@@ -55,11 +55,6 @@ from tests.replay_fixtures import last_deposit
 from tests.replay_helpers import PROJECTIONS, Events, Pipeline, deposits, last_seqs, orders
 
 
-@pytest.fixture(params=["postgresql", "sqlite"])
-def store_url(request: pytest.FixtureRequest, database_for: Callable[[str], str]) -> str:
-    return database_for(request.param)
-
-
 @pytest.fixture
 def pipelines(
     make_settings: Callable[..., Settings], store_url: str, sqlite_database: Any
