@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from config import Settings
 from outbox.relay import Relay
 from projections.replay import Replayer, ReplayHooks, ReplayOptions
+from tests.cli_helpers import write_config
 from tests.conftest import PG_ADMIN
 from tests.outbox_helpers import init_outbox, insert_events
 from workers.runtime import Runtime, build_runtime
@@ -174,3 +176,15 @@ def replay_twice(pipeline: Pipeline, hooks: ReplayHooks | None = None) -> None:
     for _ in range(2):
         pipeline.replayer("last_deposit", hooks=hooks).run(ReplayOptions())
     assert not any(t.endswith(("__rebuild", "__old")) for t in pipeline.tables())
+
+
+def pipeline_config(tmp_path: Path, p: Pipeline) -> Path:
+    """A config file for the CLI: ``p``'s projections, store and sources."""
+    return write_config(
+        tmp_path / "replay.toml",
+        {
+            "projections": PROJECTIONS,
+            "store": {"url": p.store_url},
+            "sources": {name: {"url": url} for name, url in p.sources.items()},
+        },
+    )

@@ -17,7 +17,7 @@ from tests.tenant_fixtures import (
     registry_sql,
     sales_for,
 )
-from tests.test_tenant_failures import config_for
+from tests.tenant_helpers import config_for
 
 
 def test_status_marks_removed_tenants_while_something_of_theirs_waits(

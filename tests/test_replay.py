@@ -42,7 +42,7 @@ from tests.cache_helpers import (
     fresh_prefix,
     redis_prefix,
 )
-from tests.cli_helpers import run_cli, write_config
+from tests.cli_helpers import run_cli
 from tests.outbox_helpers import insert_events
 from tests.projection_fixtures import (
     account_totals,
@@ -52,7 +52,7 @@ from tests.projection_fixtures import (
     order_lines,
 )
 from tests.replay_fixtures import last_deposit
-from tests.replay_helpers import PROJECTIONS, Events, Pipeline, deposits, last_seqs, orders
+from tests.replay_helpers import Events, Pipeline, deposits, last_seqs, orders, pipeline_config
 
 
 @pytest.fixture
@@ -682,22 +682,11 @@ def test_a_swap_wipe_cut_short_after_its_first_chunk_is_redone(pipeline: Pipelin
             cache.close()
 
 
-def _config(tmp_path: Path, p: Pipeline) -> Path:
-    return write_config(
-        tmp_path / "replay.toml",
-        {
-            "projections": PROJECTIONS,
-            "store": {"url": p.store_url},
-            "sources": {name: {"url": url} for name, url in p.sources.items()},
-        },
-    )
-
-
 def test_cli_dry_run_confirmation_and_exit_codes(pipeline: Pipeline, tmp_path: Path) -> None:
     events = deposits(300, 9, seed=13)
     pipeline.feed("bank", events)
     pipeline.execute("UPDATE account_totals SET total = 0")
-    config = str(_config(tmp_path, pipeline))
+    config = str(pipeline_config(tmp_path, pipeline))
     before, tables_before = pipeline.rows(account_totals), pipeline.tables()
     cps = live_checkpoints(pipeline, "totals")
 
@@ -746,7 +735,7 @@ def test_ctrl_c_on_the_cli_leaves_the_live_model_and_a_removable_shadow(
     pipeline.feed("bank", deposits(20_000, 50, seed=16, start=last_seqs(applied)), apply=False)
     pipeline.execute("UPDATE account_totals SET total = 7")
     before, cps = pipeline.rows(account_totals), live_checkpoints(pipeline, "totals")
-    config = str(_config(tmp_path, pipeline))
+    config = str(pipeline_config(tmp_path, pipeline))
     command = [sys.executable, "-m", "workers.cli", "replay", "totals", "--yes"]
     replay = subprocess.Popen(
         [*command, "--batch-size", "50", "--config", config],
@@ -792,7 +781,7 @@ def test_cli_reports_the_failing_event_and_skips_with_skip_errors(
 ) -> None:
     events = deposits(200, 5, seed=14)
     pipeline.feed("bank", events)
-    config = str(_config(tmp_path, pipeline))
+    config = str(pipeline_config(tmp_path, pipeline))
     env = {"READMODEL_TEST_FAIL_ON": "acct-4"}
     monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-4")
     position = 1 + next(i for i, e in enumerate(events) if e[1] == "acct-4")

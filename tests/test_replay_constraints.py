@@ -15,13 +15,18 @@ import sqlalchemy as sa
 
 from outbox.errors import StoreError
 from projections.replay import ReplayHooks, ReplayOptions
-from tests import test_replay_catalog as catalog
 from tests.cli_helpers import run_cli
 from tests.replay_fixtures import last_deposit
-from tests.test_replay import Pipeline, _config, deposits, last_seqs, orders
-from tests.test_replay_catalog import EVENTS, query, replay_twice
-
-make_pipeline, pg, make_role = catalog.make_pipeline, catalog.pg, catalog.make_role  # fixtures
+from tests.replay_helpers import (
+    EVENTS,
+    Pipeline,
+    deposits,
+    last_seqs,
+    orders,
+    pipeline_config,
+    query,
+    replay_twice,
+)
 
 _CONSTRAINTS = """
 SELECT conname, contype::text, pg_get_constraintdef(oid), obj_description(oid, 'pg_constraint')
@@ -328,7 +333,9 @@ def test_cli_dry_run_prints_what_the_swap_will_carry(pg: Pipeline, tmp_path: Pat
     pg.execute("CREATE INDEX tenant_amounts ON last_deposit (tenant, amount)")
     pg.execute("CREATE TABLE statements (account text REFERENCES last_deposit (account))")
 
-    dry = run_cli(["replay", "last_deposit", "--dry-run", "--config", str(_config(tmp_path, pg))])
+    dry = run_cli(
+        ["replay", "last_deposit", "--dry-run", "--config", str(pipeline_config(tmp_path, pg))]
+    )
 
     assert dry.exit_code == 0, dry.output
     lines = [line.strip() for line in dry.stdout.splitlines()]
