@@ -74,6 +74,12 @@ from projections.replay_types import (
     SourcePlan,
 )
 from projections.shadow import SHADOW_SUFFIX, ShadowTables, drop_tables
+from projections.shadow_keys import (
+    OutsideKey,
+    pg_add_outside_keys,
+    pg_drop_outside_keys,
+    pg_drop_outside_keys_or_warn,
+)
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx
 from projections.sql_writes import RefusedWrite, refused_write
@@ -162,6 +168,12 @@ class Replayer(ReplayerBase):
             if options.mode == BLUE_GREEN:
                 refused = [f"the rebuild will be refused: {r}" for r in self.shadow.refusals(conn)]
                 kept = self.shadow.carried(conn) if carried else []
+            refused += [
+                f"shadow {shadow} (left by an earlier replay, or being built) keeps foreign "
+                f"key {key} to {target}: deletes on {target} may be refused (or cascade into "
+                f"it) until a replay or --cleanup drops it"
+                for shadow, key, target in self.shadow.outside_keys(conn)
+            ]
         if options.mode == BLUE_GREEN:
             tables = [(t.name, s.name) for t, s in self.shadow.mapping.items()]
         else:
@@ -206,6 +218,8 @@ class Replayer(ReplayerBase):
             return self._cleanup()
 
     def _cleanup(self) -> list[str]:
+        # Dropped under a bounded lock wait first (DROP TABLE would wait without one).
+        pg_drop_outside_keys(self._write, self.shadow.outside_keys, **_lock_wait())
         with self._write() as conn:
             dropped = self.shadow.drop_leftovers(conn)
             conn.execute(
@@ -246,10 +260,18 @@ class Replayer(ReplayerBase):
                     self._set_shadow_checkpoint_now(source, progress[source])
             if behind < self.batch_size:
                 break
+        outside: list[OutsideKey] = []
         with self._write() as conn:  # indexes and constraints made by hand, once filled
-            self.shadow.carry(conn)
-        self.hooks.before_swap()
-        self._swap(sources, progress, summary)
+            self.shadow.carry(conn, outside=outside)
+        try:
+            pg_add_outside_keys(self._write, outside, **_lock_wait())
+            self.hooks.before_swap()
+            self._swap(sources, progress, summary)
+        except BaseException:  # a shadow left keeping them would hold up the tables outside
+            pg_drop_outside_keys_or_warn(
+                self._write, self.shadow.outside_keys, self.projection.name, **_lock_wait()
+            )
+            raise
 
     def _add_sources(
         self, sources: list[str], progress: dict[str, int], found: Sequence[str]
@@ -523,6 +545,12 @@ class Replayer(ReplayerBase):
             applied += 1
         tx.flush()
         return applied
+
+
+def _lock_wait() -> dict[str, int]:
+    """How long, and how many times, a carry or cleanup statement waits for a lock that an
+    application's transaction holds (on a table outside the projection)."""
+    return {"lock_timeout_ms": _SWAP_LOCK_TIMEOUT_MS, "attempts": _SWAP_ATTEMPTS}
 
 
 def _partition(event: Envelope, partitions: int) -> int:

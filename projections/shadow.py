@@ -73,6 +73,7 @@ from projections.shadow_constraints import (
     pg_referencing_keys,
     pg_restore_referencing,
 )
+from projections.shadow_keys import OutsideKey, pg_outside_keys
 from projections.shadow_plan import describe_carried
 from projections.shadow_security import (
     TableState,
@@ -248,11 +249,15 @@ class ShadowTables:
         for shadow in self._in_dependency_order():
             shadow.create(conn, checkfirst=True)  # a standalone Sequence exists: shared
 
-    def carry(self, conn: sa.Connection, *, warn: bool = True) -> None:
+    def carry(
+        self, conn: sa.Connection, *, warn: bool = True, outside: list[OutsideKey] | None = None
+    ) -> None:
         """Build on each shadow the indexes and constraints made by hand on its live table
         (PostgreSQL), under shadow names the swap renames back; those already built are left
         as they are. Run after the bulk fill, and again by the swap for one made meanwhile:
-        a constraint the rebuilt rows break stops the replay, naming it."""
+        a constraint the rebuilt rows break stops the replay, naming it. With ``outside``,
+        the foreign keys to tables outside the projection are added to it instead, for
+        :func:`projections.shadow_keys.pg_add_outside_keys`."""
         if conn.dialect.name != "postgresql":
             return
         quote = conn.dialect.identifier_preparer.quote
@@ -276,6 +281,10 @@ class ShadowTables:
         for live, constraint in sorted(constraints, key=lambda pair: pair[1].kind == "f"):
             name = quote(self._carry_name(constraint.name))
             shadow_sql = _table_sql(conn, self.mapping[live])
+            if outside is not None and constraint.kind == "f":
+                if constraint.references not in shadows:
+                    outside.append(OutsideKey(live.name, constraint, shadow_sql, name))
+                    continue
             pg_make_constraint(conn, live.name, constraint, shadow_sql, name, shadows)
 
     def _carry_name(self, name: str) -> str:
@@ -434,6 +443,13 @@ class ShadowTables:
 
     def _views(self, conn: sa.Connection) -> list[PgView]:
         return pg_views(conn, self._live(conn))
+
+    def outside_keys(self, conn: sa.Connection) -> list[tuple[str, str, str]]:
+        """The foreign keys from the shadows to tables outside the projection (PostgreSQL):
+        ``(shadow, constraint, referenced table)``."""
+        if conn.dialect.name != "postgresql":
+            return []
+        return pg_outside_keys(conn, [_table_sql(conn, s) for s in self.mapping.values()])
 
     def leftovers(self, conn: sa.Connection) -> list[str]:
         """Shadow and old tables a previous (interrupted) replay left behind."""

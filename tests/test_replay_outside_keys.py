@@ -1,0 +1,125 @@
+"""A hand-made foreign key from a live table to a table outside the projection (PostgreSQL):
+the rebuild adds it to the shadow under a bounded lock wait, ``NOT VALID`` then validated,
+and a failed rebuild drops it from the shadow it leaves, so that the table outside is not
+held up by a table nobody reads."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from outbox.errors import StoreError
+from projections import replay
+from projections.replay import ReplayHooks, ReplayOptions
+from tests.replay_helpers import EVENTS, Pipeline, query, replay_twice
+
+_KEYS = """
+SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint
+ WHERE conrelid = 'last_deposit'::regclass AND contype = 'f' ORDER BY 1
+"""
+_SHADOW_KEYS = """
+SELECT conname FROM pg_constraint
+ WHERE conrelid = to_regclass('last_deposit__rebuild') AND contype = 'f'
+"""
+
+
+def _dsn(p: Pipeline) -> str:
+    url = sa.make_url(p.store_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def _accounts(p: Pipeline) -> None:
+    p.feed("bank", EVENTS)
+    p.execute("CREATE TABLE accounts (account text PRIMARY KEY)")
+    p.execute("INSERT INTO accounts SELECT 'acct-' || n FROM generate_series(0, 9) n")
+    p.execute(
+        "ALTER TABLE last_deposit ADD CONSTRAINT known FOREIGN KEY (account) REFERENCES accounts"
+    )
+
+
+class FailBeforeSwap(ReplayHooks):
+    def before_swap(self) -> None:
+        raise RuntimeError("stopped before the swap")
+
+
+def test_a_key_to_a_table_outside_waits_a_bounded_time_for_its_lock(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _accounts(pg)
+    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 200)
+    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pg.replayer("last_deposit").run(ReplayOptions())
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    holder = psycopg.connect(_dsn(pg))
+    try:
+        holder.execute("INSERT INTO accounts VALUES ('held')")  # an application's open write
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join(20)
+        finished = not worker.is_alive()
+    finally:
+        holder.rollback()
+        holder.close()
+    worker.join()
+
+    assert finished, "the replay waited without limit for a lock on accounts"
+    assert len(errors) == 1 and isinstance(errors[0], StoreError), errors
+    assert "constraint known" in str(errors[0]) and "lock timeout" in str(errors[0])
+    assert query(pg, _SHADOW_KEYS) == []
+
+
+def test_keys_to_a_table_outside_keep_not_valid_as_they_were(pg: Pipeline) -> None:
+    _accounts(pg)
+    pg.execute(
+        "ALTER TABLE last_deposit ADD CONSTRAINT loose FOREIGN KEY (tenant) "
+        "REFERENCES accounts NOT VALID"
+    )
+    before = query(pg, _KEYS)
+    assert [valid for *_, valid in before] == [True, False]
+
+    replay_twice(pg)
+
+    assert query(pg, _KEYS) == before
+
+
+def test_a_failed_rebuild_drops_its_shadow_s_keys_to_tables_outside(pg: Pipeline) -> None:
+    _accounts(pg)
+
+    with pytest.raises(RuntimeError, match="stopped before the swap"):
+        pg.replayer("last_deposit", hooks=FailBeforeSwap()).run(ReplayOptions())
+
+    assert "last_deposit__rebuild" in pg.tables()  # left for the next replay to drop
+    assert query(pg, _SHADOW_KEYS) == []
+    pg.execute("DELETE FROM last_deposit WHERE account = 'acct-3'")
+    pg.execute("DELETE FROM accounts WHERE account = 'acct-3'")  # nothing else refers to it
+    assert pg.replayer("last_deposit").plan(ReplayOptions()).warnings == []
+
+
+def test_a_shadow_left_with_a_key_to_a_table_outside_is_named_by_the_plan(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _accounts(pg)
+    # As a killed replay would leave it: nothing ran on the way out.
+    monkeypatch.setattr(replay, "pg_drop_outside_keys_or_warn", lambda *a, **k: None)
+    with pytest.raises(RuntimeError):
+        pg.replayer("last_deposit", hooks=FailBeforeSwap()).run(ReplayOptions())
+    assert query(pg, _SHADOW_KEYS) == [("known__rebuild",)]
+
+    warnings = pg.replayer("last_deposit").plan(ReplayOptions()).warnings
+
+    assert any(
+        "last_deposit__rebuild" in w and "known__rebuild to accounts" in w and "--cleanup" in w
+        for w in warnings
+    ), warnings
+    assert pg.replayer("last_deposit").cleanup() == ["last_deposit__rebuild"]
+    pg.execute("DELETE FROM last_deposit WHERE account = 'acct-3'")
+    pg.execute("DELETE FROM accounts WHERE account = 'acct-3'")
