@@ -350,7 +350,12 @@ class ShadowTables:
         old_tables: list[str] = []
         # The live catalog is read under the lock that keeps it as it is read (an index a
         # CREATE INDEX CONCURRENTLY finishes meanwhile is complete by then, or left named).
-        tables = ", ".join(sql for _, sql in self._live(conn))
+        # The tables whose foreign keys the swap makes again are locked first, in one order:
+        # locked after the live ones, a transaction that wrote one and then reads a live
+        # table would deadlock with the swap.
+        live = [sql for _, sql in self._live(conn)]
+        outside = sorted({key.table for key in pg_referencing_keys(conn, self._live(conn))})
+        tables = ", ".join([*outside, *live])
         if tables:
             conn.exec_driver_sql(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
         self._refuse(conn)  # what was made during the rebuild

@@ -123,3 +123,46 @@ def test_a_shadow_left_with_a_key_to_a_table_outside_is_named_by_the_plan(
     assert pg.replayer("last_deposit").cleanup() == ["last_deposit__rebuild"]
     pg.execute("DELETE FROM last_deposit WHERE account = 'acct-3'")
     pg.execute("DELETE FROM accounts WHERE account = 'acct-3'")
+
+
+def test_the_swap_locks_a_referencing_table_before_the_live_one(pg: Pipeline) -> None:
+    pg.feed("bank", EVENTS)
+    pg.execute("CREATE TABLE statements (account text REFERENCES last_deposit (account), n int)")
+    pg.execute("INSERT INTO statements SELECT account, 0 FROM last_deposit")
+    app = psycopg.connect(_dsn(pg))
+    wrote = threading.Event()
+
+    class AppWritesStatements(ReplayHooks):
+        def before_swap(self) -> None:
+            app.execute("UPDATE statements SET n = 1")  # open: ROW EXCLUSIVE on statements
+            wrote.set()
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pg.replayer("last_deposit", hooks=AppWritesStatements()).run(ReplayOptions())
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    try:
+        assert wrote.wait(30)
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE NOT granted "
+            "AND relation = to_regclass('statements')"
+        )
+        with psycopg.connect(_dsn(pg), autocommit=True) as monitor:
+            while monitor.execute(waiting).fetchone() == (0,):  # the swap waits for it
+                assert worker.is_alive(), errors
+        app.execute("SET LOCAL lock_timeout = '500ms'")  # below deadlock_timeout
+        # The application reads the live model: the swap must not hold it meanwhile.
+        assert app.execute("SELECT count(*) FROM last_deposit").fetchone() == (7,)
+        app.commit()
+    finally:
+        app.rollback()
+        app.close()
+        worker.join()
+    assert errors == []
+    assert query(pg, "SELECT DISTINCT n FROM statements") == [(1,)]
