@@ -63,7 +63,7 @@ from projections.shadow_catalog import (
     sqlite_hand_made,
     sqlite_restore,
 )
-from projections.shadow_columns import pg_copy_column_settings
+from projections.shadow_columns import pg_carry_column_rules, pg_copy_column_settings
 from projections.shadow_constraints import (
     HandMadeConstraint,
     pg_constraint_definitions,
@@ -236,8 +236,12 @@ class ShadowTables:
             for table, shadow in self.mapping.items():
                 # Readable by no one but the replay while it is built, or if it is left over.
                 pg_lock_down(conn, _table_sql(conn, shadow))
-                if table.name in live:  # storage and compression apply to the rows to come
+                if table.name in live:  # storage, compression, defaults: for the rows to come
                     pg_copy_column_settings(conn, live[table.name], _table_sql(conn, shadow))
+                    shadow_sql = _table_sql(conn, shadow)
+                    pg_carry_column_rules(
+                        conn, table.name, live[table.name], shadow_sql, not_null=False
+                    )
                 for name, _ in _pg_dependents(conn, shadow):
                     if SHADOW_SUFFIX not in name or len(_canonical(name)) > _PG_NAME_LIMIT:
                         raise StoreError(
@@ -267,6 +271,7 @@ class ShadowTables:
             if live.name not in live_tables:
                 continue
             shadow_sql = _table_sql(conn, shadow)
+            pg_carry_column_rules(conn, live.name, live_tables[live.name], shadow_sql)
             for index in pg_hand_made_indexes(
                 conn, live_tables[live.name], self._known_indexes(conn, live), warn=warn
             ):

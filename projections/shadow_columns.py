@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from projections.shadow_catalog import make_or_stop
+
 _STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
 _COMPRESSION = {"": "DEFAULT", "p": "pglz", "l": "lz4"}
 
@@ -96,3 +98,53 @@ def pg_describe_column_settings(table: str, live_sql: str, conn: sa.Connection) 
             lines.append(f"compression {_COMPRESSION[live.compression]} of {where}")
         lines.extend(f"option {option} of {where}" for option in live.options)
     return lines
+
+
+# -- NOT NULL and defaults set by hand -------------------------------------------------
+
+_PG_NULLS_AND_DEFAULTS = """
+SELECT quote_ident(a.attname), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
+       a.attidentity <> '' OR a.attgenerated <> ''
+  FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def pg_hand_made_column_rules(
+    conn: sa.Connection, live_sql: str, shadow_sql: str
+) -> list[tuple[str, str]]:
+    """``(quoted column, action)``: ``SET DEFAULT ...`` where a live column has a default
+    and its shadow (as declared) none, ``SET NOT NULL`` where a live column is NOT NULL
+    and its shadow nullable; an identity or generated column is the model's."""
+
+    def read(sql: str) -> dict[str, tuple[bool, str | None, bool]]:
+        rows = conn.exec_driver_sql(_PG_NULLS_AND_DEFAULTS, {"table": sql}).all()
+        return {str(c): (bool(n), d, bool(g)) for c, n, d, g in rows}
+
+    shadow = read(shadow_sql)
+    rules = []
+    for column, (not_null, default, generated) in read(live_sql).items():
+        if column not in shadow or generated or shadow[column][2]:
+            continue
+        if default is not None and shadow[column][1] is None:
+            rules.append((column, f"SET DEFAULT {default}"))
+        if not_null and not shadow[column][0]:
+            rules.append((column, "SET NOT NULL"))
+    return rules
+
+
+def pg_describe_column_rule(table: str, column: str, action: str) -> str:
+    what = "NOT NULL" if action == "SET NOT NULL" else action.removeprefix("SET ").lower()
+    return f"{what} on column {table}.{column}"
+
+
+def pg_carry_column_rules(
+    conn: sa.Connection, table: str, live_sql: str, shadow_sql: str, *, not_null: bool = True
+) -> None:
+    """Set on the shadow the defaults (and NOT NULL, unless ``not_null`` is false: before
+    the fill) set by hand on the live table's columns; one the rows break stops the replay."""
+    for column, action in pg_hand_made_column_rules(conn, live_sql, shadow_sql):
+        if action == "SET NOT NULL" and not not_null:
+            continue
+        statement = f"ALTER TABLE {shadow_sql} ALTER COLUMN {column} {action}"
+        make_or_stop(conn, table, statement, pg_describe_column_rule(table, column, action))

@@ -19,7 +19,11 @@ from projections.shadow_catalog import (
     sqlite_dependents,
     sqlite_hand_made,
 )
-from projections.shadow_columns import pg_describe_column_settings
+from projections.shadow_columns import (
+    pg_describe_column_rule,
+    pg_describe_column_settings,
+    pg_hand_made_column_rules,
+)
 from projections.shadow_constraints import pg_hand_made_constraints, pg_referencing_keys
 from projections.shadow_security import pg_describe_grants, pg_describe_state
 
@@ -63,6 +67,9 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
         for table in shadows.mapping:
             if table.name not in live:
                 continue
+            shadow_sql = _table_sql(conn, shadows.mapping[table])
+            for column, action in pg_hand_made_column_rules(conn, live[table.name], shadow_sql):
+                lines.append(pg_describe_column_rule(table.name, column, action))
             known = shadows._known_indexes(conn, table)
             for index in pg_hand_made_indexes(conn, live[table.name], known, warn=False):
                 lines.append(f"index {index.name} on {table.name}")
@@ -72,6 +79,10 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
     finally:
         savepoint.rollback()
     return lines
+
+
+def _table_sql(conn: sa.Connection, table: sa.Table) -> str:
+    return conn.dialect.identifier_preparer.format_table(table)
 
 
 def _sqlite_lines(shadows: ShadowTables, conn: sa.Connection) -> list[str]:

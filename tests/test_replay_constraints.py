@@ -345,3 +345,40 @@ def test_cli_dry_run_prints_what_the_swap_will_carry(pg: Pipeline, tmp_path: Pat
         in lines
     )
     assert not any("refused" in line for line in lines)
+
+
+_NULLS_AND_DEFAULTS = """
+SELECT a.attname, a.attnotnull, pg_get_expr(d.adbin, d.adrelid) FROM pg_attribute a
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = 'last_deposit'::regclass AND a.attnum > 0 ORDER BY a.attnum
+"""
+
+
+def test_a_default_set_by_hand_is_carried(pg: Pipeline) -> None:
+    pg.feed("bank", EVENTS)
+    pg.execute("ALTER TABLE last_deposit ALTER COLUMN tenant SET DEFAULT 'none'")
+    before = query(pg, _NULLS_AND_DEFAULTS)
+
+    carried = pg.replayer("last_deposit").plan(ReplayOptions()).carried
+    replay_twice(pg)
+
+    assert query(pg, _NULLS_AND_DEFAULTS) == before
+    assert "default 'none'::text on column last_deposit.tenant" in carried, carried
+    assert not any("on column last_deposit.ref" in line for line in carried)  # declared
+
+
+def test_a_not_null_set_by_hand_the_rebuilt_rows_break_stops_the_replay(pg: Pipeline) -> None:
+    pg.feed("bank", EVENTS)
+    pg.execute("UPDATE last_deposit SET tenant = 'by-hand'")
+    pg.execute("ALTER TABLE last_deposit ALTER COLUMN tenant SET NOT NULL")
+    before = query(pg, _NULLS_AND_DEFAULTS)
+    carried = pg.replayer("last_deposit").plan(ReplayOptions()).carried
+    assert "NOT NULL on column last_deposit.tenant" in carried, carried
+
+    with pytest.raises(StoreError) as failure:
+        pg.replayer("last_deposit").run(ReplayOptions())
+
+    message = str(failure.value)
+    assert message.startswith("last_deposit: NOT NULL on column last_deposit.tenant, made by hand")
+    assert "the live model is untouched" in message
+    assert query(pg, _NULLS_AND_DEFAULTS) == before
