@@ -382,3 +382,31 @@ def test_a_not_null_set_by_hand_the_rebuilt_rows_break_stops_the_replay(pg: Pipe
     assert message.startswith("last_deposit: NOT NULL on column last_deposit.tenant, made by hand")
     assert "the live model is untouched" in message
     assert query(pg, _NULLS_AND_DEFAULTS) == before
+
+
+def test_what_is_made_by_hand_while_the_rebuild_runs_is_carried_by_the_swap(
+    pg: Pipeline,
+) -> None:
+    pg.feed("bank", EVENTS)
+    pg.execute("CREATE TABLE statements (account text)")
+
+    class MadeMeanwhile(ReplayHooks):
+        def before_swap(self) -> None:  # after the shadow was filled and carried
+            for statement in (
+                "ALTER TABLE last_deposit ADD CONSTRAINT late_check CHECK (seq > -9)",
+                "ALTER TABLE last_deposit ADD CONSTRAINT late_unique UNIQUE (account, seq)",
+                "ALTER TABLE statements ADD CONSTRAINT late_key FOREIGN KEY (account) "
+                "REFERENCES last_deposit (account)",
+                "ALTER TABLE last_deposit ALTER COLUMN amount SET STATISTICS 321",
+                "ALTER TABLE last_deposit ALTER COLUMN account SET (n_distinct = 7)",
+            ):
+                pg.execute(statement)
+            self.before = (constraints(pg), constraints(pg, "statements"))
+            self.settings = query(pg, _COLUMN_SETTINGS)
+
+    hooks = MadeMeanwhile()
+    pg.replayer("last_deposit", hooks=hooks).run(ReplayOptions())
+
+    assert (constraints(pg), constraints(pg, "statements")) == hooks.before
+    assert query(pg, _COLUMN_SETTINGS) == hooks.settings
+    no_leftovers(pg)
