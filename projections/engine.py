@@ -296,7 +296,7 @@ class ProjectionEngine:
         except HandlerFailed as earlier:  # an earlier event fails on its own: it comes first
             return self._failed(projection, store, lane, earlier, settled)
         attempts = store.record_failure(lane, event, repr(failure.error))
-        for_good = store.refused_for_good(failure.error)
+        for_good = failure.refused and store.refused_for_good(failure.error)
         if attempts >= self.max_attempts or for_good:
             settled.add(event.position or 0)
             if for_good:

@@ -271,8 +271,9 @@ class MongoStore(DocumentParking, Store):
                 if transient(exc):
                     raise
                 if len(events) == 1:
+                    # Only the Tx raises RefusedDocument, the one refusal for good here.
                     raise HandlerFailed(
-                        events[0], handler_error(exc), traceback.format_exc()
+                        events[0], handler_error(exc), traceback.format_exc(), refused=True
                     ) from exc
                 raise WritesRefused(events[-1].position or 0, exc) from exc
             if parked:

@@ -386,7 +386,8 @@ REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
 
 def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:
     """Run ``projection``'s handler of ``event`` in ``tx``, adding its cache tags to ``tags``;
-    a handler's own error becomes :class:`HandlerFailed`."""
+    a handler's own error becomes :class:`HandlerFailed` (``refused`` for a
+    :class:`WideIntegerError`, which only the Tx raises)."""
     tx.event = event
     try:
         if projection.handle(event, tx) and tags is not None:  # type: ignore[arg-type]
@@ -394,7 +395,8 @@ def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[st
     except (*REFUSED_WRITES, PyMongoError):
         raise
     except Exception as exc:
-        raise HandlerFailed(event, exc, traceback.format_exc()) from exc
+        refused = isinstance(exc, WideIntegerError)
+        raise HandlerFailed(event, exc, traceback.format_exc(), refused=refused) from exc
 
 
 def retryable(exc: BaseException) -> bool:

@@ -18,10 +18,11 @@ from outbox.db import create_engine, describe_db_error, engine_kind
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.schema import create_tables
-from projections.api import Projection
+from projections.api import Projection, WideIntegerError
+from projections.sql_limits import ColumnValueError
 from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_of
 from projections.sql_tx import SqlTx
-from projections.sql_writes import RefusedWrite, refused_for_good, refused_write
+from projections.sql_writes import RefusedWrite, refusals, refused_for_good, refused_write
 from projections.store import (
     AggregateKey,
     BatchResult,
@@ -242,9 +243,12 @@ class SqlStore(SqlParking, Store):
                 except Exception as exc:
                     if not refused_write(exc) or not events:
                         raise
-                    error = exc.error if isinstance(exc, RefusedWrite) else exc
+                    # RefusedWrite: the Tx's own statements, not a prefetch's own query.
+                    refused = isinstance(exc, RefusedWrite)
+                    error = exc.error if refused else exc
                     if len(events) == 1:
-                        raise HandlerFailed(events[0], error, traceback.format_exc()) from exc
+                        detail = traceback.format_exc()
+                        raise HandlerFailed(events[0], error, detail, refused=refused) from exc
                     raise WritesRefused(events[-1].position or 0, error) from exc
                 return BatchResult(
                     applied, len(parked), upto, invalidation=invalidation, target=target
@@ -272,7 +276,7 @@ class SqlStore(SqlParking, Store):
             self.set_checkpoint(conn, lane, upto)
             return self.journal(conn, projection, tags)
         driver = _driver(conn)
-        with driver.pipeline():
+        with refusals(), driver.pipeline():  # the flush's refusals surface at the commit
             tx.flush()
             self.set_checkpoint(conn, lane, upto)
             journal = None
@@ -375,7 +379,8 @@ class SqlStore(SqlParking, Store):
                     _handle(projection, event, tx, tags)
                     tx.flush()
                 except RefusedWrite as refused:
-                    raise HandlerFailed(event, refused.error, traceback.format_exc()) from refused
+                    detail = traceback.format_exc()
+                    raise HandlerFailed(event, refused.error, detail, refused=True) from refused
             self.journal(conn, projection.name, tags)  # done by the engine after the retry
             conn.execute(
                 parked_events.update()
@@ -424,11 +429,23 @@ def _is_deadlock(exc: BaseException | None) -> bool:
 def _handle(
     projection: Projection, event: Envelope, tx: SqlTx, tags: set[str] | None = None
 ) -> None:
+    """Run ``projection``'s handler of ``event`` in ``tx``. What the Tx's statements refused
+    (:class:`RefusedWrite`) goes on, for the store to find the event to blame; so does a
+    database error that is no refusal (a lost connection, a lock timeout: retried as the
+    store's). Anything else is the handler's own failure, :class:`HandlerFailed`: a data
+    exception of its own query too, retried up to ``max_attempts``; ``refused`` only for a
+    value the Tx refused naming its column (:class:`WideIntegerError`,
+    :class:`ColumnValueError`)."""
     tx.event = event
     try:
         if projection.handle(event, tx) and tags is not None:
             add_cache_tags(projection, event, tags)
-    except (SQLAlchemyError, psycopg.Error, RefusedWrite):
+    except RefusedWrite:
+        raise
+    except (SQLAlchemyError, psycopg.Error) as exc:
+        if refused_write(exc):  # the handler's own query: the Tx raises RefusedWrite
+            raise HandlerFailed(event, exc, traceback.format_exc()) from exc
         raise
     except Exception as exc:
-        raise HandlerFailed(event, exc, traceback.format_exc()) from exc
+        refused = isinstance(exc, WideIntegerError | ColumnValueError)
+        raise HandlerFailed(event, exc, traceback.format_exc(), refused=refused) from exc

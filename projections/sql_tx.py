@@ -25,8 +25,7 @@ from projections.sql_writes import (
     Key,
     NewRows,
     PendingWrites,
-    RefusedWrite,
-    refused_write,
+    refusals,
 )
 
 __all__ = ["NewRows", "PendingWrites", "SqlTx", "row_lock_key"]
@@ -176,17 +175,22 @@ class SqlTx:
         if row is not UNREAD:
             return None if row is None else row.copy()
         where = [c == v for c, v in zip(physical.primary_key.columns, k[1], strict=True)]
-        if self._lock_rows:
-            # A separate statement: READ COMMITTED takes the next statement's snapshot after
-            # the lock is granted, so the read below sees what the previous holder committed.
-            self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(row_lock_key(k))))
-        found = self.conn.execute(sa.select(physical).where(*where)).first()
+        with refusals():  # a key the column cannot take: refused for what was looked up
+            if self._lock_rows:
+                # A separate statement: READ COMMITTED takes the next statement's snapshot
+                # after the lock is granted, so the read below sees what the holder committed.
+                self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(row_lock_key(k))))
+            found = self.conn.execute(sa.select(physical).where(*where)).first()
         row = None if found is None else dict(found._mapping)
         self._read[k] = row
         return None if row is None else dict(row)
 
     def prefetch(self, table: sa.Table, keys: list[Any]) -> None:
         """Load many rows in one query, so later :meth:`get` calls need no round trip."""
+        with refusals():
+            self._prefetch(table, keys)
+
+    def _prefetch(self, table: sa.Table, keys: list[Any]) -> None:
         physical, name, pk_names, _, _ = self._info.get(table) or self._describe(table)
         pk = list(physical.primary_key.columns)
         read = self._read
@@ -236,7 +240,7 @@ class SqlTx:
         deferred, self._deferred = self._deferred, []
         driver = self.conn.connection.driver_connection  # type: ignore[union-attr]
         reads = []
-        with driver.pipeline():
+        with refusals(), driver.pipeline():
             if self._lock_rows:
                 hashes = sorted(
                     {row_lock_key((plan.table_name, k)) for plan, keys in deferred for k in keys}
@@ -325,7 +329,8 @@ class SqlTx:
             self._run_deferred()
         self.flush()
         query = sa.select(physical).where(*[physical.c[name] == v for name, v in equals.items()])
-        return [dict(row._mapping) for row in self.conn.execute(query)]
+        with refusals():  # a value the column cannot take: refused for what was looked up
+            return [dict(row._mapping) for row in self.conn.execute(query)]
 
     def invalidate(self, *tags: str) -> None:
         for tag in tags:
@@ -342,14 +347,10 @@ class SqlTx:
         if self._deferred:
             self._run_deferred()  # their row locks are part of the batch's isolation
         if self._pending:
-            try:
+            with refusals():
                 PendingWrites(self._pending, self._order, self._read, self._new_rows).write(
                     self.conn
                 )
-            except Exception as exc:
-                if refused_write(exc):
-                    raise RefusedWrite(exc) from exc
-                raise
         self._read.clear()
         self._pending.clear()
 

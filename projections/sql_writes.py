@@ -9,7 +9,8 @@ hands them to a :class:`PendingWrites`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -30,10 +31,12 @@ from projections.sql_plans import (
 
 
 class RefusedWrite(Exception):
-    """The database (or the driver, encoding the values) refused writes for what they hold:
-    writing them again fails again. Raised by :meth:`SqlTx.flush` around the error, so that
-    a flush inside a handler (``tx.get``, ``tx.find``) is not taken for that handler's own
-    failure; stores apply the batch's events one by one to find the event to blame."""
+    """The database (or the driver, encoding the values) refused writes for what they hold,
+    or a lookup for the value looked up: doing it again fails again. Raised by
+    :class:`SqlTx` around the error of its own statements (:func:`refusals`), so that a
+    flush inside a handler (``tx.get``, ``tx.find``) is not taken for that handler's own
+    failure, nor a handler's own query for the store's refusal; stores apply the batch's
+    events one by one to find the event to blame."""
 
     def __init__(self, error: BaseException) -> None:
         super().__init__(repr(error))
@@ -73,6 +76,20 @@ def refused_write(exc: BaseException) -> bool:
     if isinstance(exc, sqlite3.ProgrammingError | sqlite3.InterfaceError):
         return message.startswith("Error binding parameter")
     return False
+
+
+@contextmanager
+def refusals() -> Iterator[None]:
+    """Raise what the database or the driver refuses in the block for the values it was
+    sent (:func:`refused_write`) as :class:`RefusedWrite`; anything else as it is."""
+    try:
+        yield
+    except RefusedWrite:
+        raise
+    except Exception as exc:
+        if refused_write(exc):
+            raise RefusedWrite(exc) from exc
+        raise
 
 
 # Refusals of a value whatever the database holds, so whatever the attempt: PostgreSQL's

@@ -196,13 +196,20 @@ class ParkedEvent:
 
 
 class HandlerFailed(Exception):
-    """A handler raised; the batch was rolled back. Carries the event that failed."""
+    """A handler raised; the batch was rolled back. Carries the event that failed.
 
-    def __init__(self, event: Envelope, error: BaseException, detail: str) -> None:
+    ``refused``: the store refused what the handler gave it (a write, or a lookup made
+    through the Tx), not the handler's own failure (its own code or connections); only
+    such a refusal may be refused for good (:meth:`Store.refused_for_good`)."""
+
+    def __init__(
+        self, event: Envelope, error: BaseException, detail: str, *, refused: bool = False
+    ) -> None:
         super().__init__(f"{event.event_type} at {event.source}:{event.position}: {error!r}")
         self.event = event
         self.error = error
         self.detail = detail
+        self.refused = refused
 
 
 class WritesRefused(Exception):
@@ -268,10 +275,10 @@ class Store(ABC):
         """Count one more failed attempt at ``event``; returns the attempts so far."""
 
     def refused_for_good(self, error: BaseException) -> bool:
-        """Whether ``error`` (a :class:`HandlerFailed`'s) refuses a value the handler wrote,
-        alike on every attempt: its event is parked at once instead of retried. A lock, a
-        connection or a conflict with another writer is not; nor is anything this store does
-        not know (a handler's own exception)."""
+        """Whether ``error`` (of a :class:`HandlerFailed` with ``refused`` set: the store's
+        refusal, never a handler's own exception) refuses a value the handler wrote or looked
+        up, alike on every attempt: its event is parked at once instead of retried. A lock, a
+        connection or a conflict with another writer is not."""
         return isinstance(error, WideIntegerError)
 
     @abstractmethod

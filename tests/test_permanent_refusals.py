@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -51,6 +52,26 @@ class Limits(Projection):
     @on("bank", "Broken")
     def broken(self, event: Event[dict], tx: Tx) -> None:
         raise RuntimeError(f"not yet: {event.aggregate_id}")
+
+    @on("bank", "OwnQuery")
+    def own_query(self, event: Event[dict], tx: Tx) -> None:
+        """A query on the handler's own connection, not the store's: a data exception there
+        is the handler's failure, which a later attempt may not meet."""
+        dsn = event.payload["dsn"]
+        if event.payload["via"] == "psycopg":
+            with psycopg.connect(dsn) as conn:
+                conn.execute("SELECT 1/0")
+        else:
+            own = sa.create_engine(dsn.replace("postgresql://", "postgresql+psycopg://", 1))
+            try:
+                with own.connect() as conn:
+                    conn.execute(sa.text("SELECT CAST('abc' AS integer)"))
+            finally:
+                own.dispose()
+
+    @on("bank", "Lookup")
+    def lookup(self, event: Event[dict], tx: Tx) -> None:
+        tx.find(limits, whole=event.payload["whole"])
 
 
 def _process_once(
@@ -198,3 +219,43 @@ def test_mongodb_refusals_of_integers_past_64_bits_park_at_the_first_failure(
         assert entry.attempts == 1, (use, entry.reason)
         assert "64-bit" in entry.reason and str(WIDE) in entry.reason, entry.reason
         assert "refused for good, not retried" in entry.reason, entry.reason
+
+
+@pytest.mark.parametrize("via", ["psycopg", "sqlalchemy"])
+def test_a_data_exception_of_the_handlers_own_query_is_retried_before_it_is_parked(
+    via: str, pg_database: Callable[[], str]
+) -> None:
+    """Only the store's refusals of what the handler gave it through the Tx are for good."""
+    url = pg_database()
+    projection = Limits()
+    with engine_on(url, [projection], max_attempts=2, retry_backoff=0.001) as (
+        log,
+        store,
+        engine,
+    ):
+        payload = {"dsn": url, "via": via}
+        append_tenant_events(log, [(None, "own", "OwnQuery", payload), (None, "ok", "Put", {})])
+        lane = Lane(projection.name, "bank", 0)
+        with pytest.raises(RetryLater) as retry:
+            engine.process(lane)
+        assert retry.value.attempts == 1
+        assert store.parked(projection.name) == []
+        assert engine.process(lane).checkpoint == 2
+        parked = store.parked(projection.name)
+    assert [(p.aggregate_id, p.attempts) for p in parked] == [("own", 2)]
+    expected = "DivisionByZero" if via == "psycopg" else "InvalidTextRepresentation"
+    assert parked[0].reason.startswith("handler failed 2 times"), parked[0].reason
+    assert expected in parked[0].reason, parked[0].reason
+
+
+def test_a_lookup_through_the_tx_of_a_value_its_column_refuses_parks_at_the_first_failure(
+    pg_database: Callable[[], str],
+) -> None:
+    events = [("bad", "Lookup", {"whole": "abc"}), ("ok", "Lookup", {"whole": 7})]
+    rows, parked, checkpoint = _process_once(pg_database(), events)
+
+    assert checkpoint == 2
+    assert sorted(parked) == ["bad"]
+    assert parked["bad"].attempts == 1
+    assert "refused for good, not retried" in parked["bad"].reason, parked["bad"].reason
+    assert "operator does not exist" in parked["bad"].reason, parked["bad"].reason
