@@ -138,16 +138,19 @@ def upgrade(
     (``0``: unbounded), so that queries queued behind its DDL do not wait for long: on a
     timeout it rolls back, logs who holds the table, waits ``retry_backoff`` seconds
     (doubling) and tries again, ``lock_retries`` times; then raises
-    :class:`MigrationBlocked` naming the table and the sessions holding it."""
+    :class:`MigrationBlocked` naming the table and the sessions holding it. A deadlock
+    (PostgreSQL cancelled the migration's wait) is retried alike. ``lock_timeout`` past
+    PostgreSQL's largest (:data:`~outbox.migrate_locks.MAX_LOCK_TIMEOUT`) is a ``ValueError``."""
+    migrate_locks.check_lock_timeout(lock_timeout)
     attempt = 0
     while True:
         attempt += 1
         try:
             return _upgrade(engine, revision, lock_timeout)
+        except _GaveUp as gave_up:
+            table, reason = gave_up.table, gave_up.reason
         except SQLAlchemyError as exc:
-            if not migrate_locks.timed_out(exc):
-                raise _store_error(engine, "migration failed", exc) from exc
-            table = migrate_locks.table_of(exc)
+            raise _store_error(engine, "migration failed", exc) from exc
         held_by = migrate_locks.holders(engine, table)
         if attempt > lock_retries:
             raise MigrationBlocked(_blocked(engine, table, held_by, attempt, lock_timeout))
@@ -157,6 +160,7 @@ def upgrade(
             url=_url(engine),
             table=table,
             held_by=[holder.describe() for holder in held_by],
+            reason=reason,
             attempt=attempt,
             lock_timeout=lock_timeout,
             retry_in=delay,
@@ -219,16 +223,36 @@ def engine_for(url: str) -> Iterator[sa.Engine]:
         engine.dispose()
 
 
+class _GaveUp(Exception):
+    """PostgreSQL gave up the migration's wait for a lock on ``table`` (``reason``: see
+    :func:`~outbox.migrate_locks.lock_blocked`); the transaction is rolled back."""
+
+    def __init__(self, reason: str, table: str | None) -> None:
+        super().__init__(f"{reason} waiting for {table or 'a table'}")
+        self.reason = reason
+        self.table = table
+
+
 @contextmanager
 def _migration_transaction(engine: sa.Engine, lock_timeout: float) -> Iterator[sa.Connection]:
     with engine.connect() as conn:
         conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
-            if conn.dialect.name == "postgresql":
-                # Another migrate may hold it for as long as its own waits: unbounded.
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DDL_LOCK)))
-                migrate_locks.set_lock_timeout(conn, lock_timeout)
-            yield conn
+        interval = min(0.1, lock_timeout / 3) if lock_timeout > 0 else 0.1
+        watch = migrate_locks.LockWatch(engine, conn, interval)
+        try:
+            with watch, conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # Another migrate may hold it for as long as its own waits: unbounded,
+                    # whatever lock_timeout the database or the role sets.
+                    migrate_locks.set_lock_timeout(conn, 0)
+                    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DDL_LOCK)))
+                    migrate_locks.set_lock_timeout(conn, lock_timeout)
+                yield conn
+        except SQLAlchemyError as exc:
+            reason = migrate_locks.lock_blocked(exc)
+            if reason is None:
+                raise
+            raise _GaveUp(reason, watch.table or migrate_locks.table_of(exc)) from exc
 
 
 def _blocked(

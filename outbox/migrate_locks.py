@@ -10,14 +10,25 @@ connection) and tries again later, a bounded number of times.
 
 from __future__ import annotations
 
+import math
 import re
+import threading
 from dataclasses import dataclass
+from types import TracebackType
 
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 _TABLE = re.compile(r"\b(rm_\w+)", re.ASCII)
+
+MAX_LOCK_TIMEOUT = 2147483.647
+"""PostgreSQL's largest ``lock_timeout``, in seconds (it counts milliseconds in an int)."""
+
+_WAITED_FOR = (
+    "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+    "WHERE l.pid = %s AND NOT l.granted LIMIT 1"
+)
 
 _HOLDERS = sa.text(
     "SELECT l.pid, string_agg(DISTINCT l.mode, ', ' ORDER BY l.mode) AS modes, "
@@ -48,20 +59,84 @@ class Holder:
         return what + ")"
 
 
+def check_lock_timeout(seconds: float) -> None:
+    """Raise ``ValueError`` unless ``seconds`` is a ``lock_timeout`` PostgreSQL can take."""
+    if not (math.isfinite(seconds) and 0 <= seconds <= MAX_LOCK_TIMEOUT):
+        raise ValueError(
+            f"a lock timeout is 0 (no bound) to {MAX_LOCK_TIMEOUT} seconds, not {seconds!r}"
+        )
+
+
 def set_lock_timeout(conn: sa.Connection, seconds: float) -> None:
-    """Bound every lock wait of ``conn``'s transaction (PostgreSQL; ``0``: no bound)."""
-    if conn.dialect.name == "postgresql" and seconds > 0:
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{max(1, round(seconds * 1000))}ms'")
+    """Bound every lock wait of ``conn``'s transaction (PostgreSQL). ``0``: no bound, set
+    so explicitly, whatever ``lock_timeout`` the database or the role sets."""
+    if conn.dialect.name == "postgresql":
+        check_lock_timeout(seconds)
+        milliseconds = 0 if seconds == 0 else max(1, round(seconds * 1000))
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {milliseconds}")
 
 
-def timed_out(exc: BaseException) -> bool:
-    """Whether ``exc`` is PostgreSQL giving up a lock wait (``lock_timeout``, 55P03)."""
+def lock_blocked(exc: BaseException) -> str | None:
+    """``"lock_timeout"`` (55P03) or ``"deadlock"`` (40P01) when ``exc`` is PostgreSQL
+    giving up a lock wait, which a later attempt may not meet; else ``None``."""
     orig = getattr(exc, "orig", None) or exc.__cause__ or exc
-    return isinstance(orig, psycopg.errors.LockNotAvailable)
+    if isinstance(orig, psycopg.errors.LockNotAvailable):
+        return "lock_timeout"
+    if isinstance(orig, psycopg.errors.DeadlockDetected):
+        return "deadlock"
+    return None
+
+
+class LockWatch:
+    """While open, notes the table that ``conn``'s session waits to lock (``pg_locks`` of
+    its backend, read every ``interval`` seconds on a connection of its own): once the wait
+    is given up the lock is gone, and the statement may name other tables first. Finds
+    nothing (``table`` stays ``None``) on other databases or when it cannot connect."""
+
+    def __init__(self, engine: sa.Engine, conn: sa.Connection, interval: float = 0.1) -> None:
+        self.table: str | None = None
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if engine.dialect.name == "postgresql":
+            self._pid = conn.connection.driver_connection.info.backend_pid  # type: ignore[union-attr]
+            self._dsn = engine.url.set(drivername="postgresql").render_as_string(
+                hide_password=False
+            )
+
+    def __enter__(self) -> LockWatch:
+        if hasattr(self, "_pid"):
+            self._thread = threading.Thread(target=self._watch, name="migrate-lock-watch")
+            self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _watch(self) -> None:
+        if self._stop.wait(self._interval):
+            return  # done before anything waited long: no connection made
+        try:
+            with psycopg.connect(self._dsn, autocommit=True, connect_timeout=5) as conn:
+                while True:
+                    found = conn.execute(_WAITED_FOR, (self._pid,)).fetchone()
+                    if found is not None:
+                        self.table = str(found[0])
+                    if self._stop.wait(self._interval):
+                        return
+        except psycopg.Error:
+            pass  # the table is then told from the statement (table_of)
 
 
 def table_of(exc: BaseException) -> str | None:
-    """The readmodel table the statement that timed out was waiting for, when it names one."""
+    """The readmodel table the statement that gave up was waiting for, when it names one."""
     for text in (getattr(exc, "statement", None), str(getattr(exc, "orig", "") or exc)):
         found = _TABLE.search(text or "")
         if found:

@@ -17,6 +17,8 @@ from structlog.testing import capture_logs
 
 from outbox.db import create_engine
 from outbox.migrate import Migration, MigrationBlocked, current, head, upgrade
+from outbox.migrate_locks import LockWatch, lock_blocked, set_lock_timeout, table_of
+from outbox.schema import DDL_LOCK
 from tests.cli_helpers import run_cli, write_config
 
 TABLE = "rm_blocked_aggregates"  # revision 0004 alters it
@@ -144,3 +146,113 @@ def test_the_cli_exits_1_naming_what_blocks_it(
     done = run_cli(["migrate", "--config", str(config)])
     assert done.exit_code == 0, done.output
     assert current(engine) == head()
+
+
+def _wait_for_alter(watcher: psycopg.Connection[Any]) -> None:
+    deadline = time.monotonic() + 60
+    while not watcher.execute(
+        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        (f"ALTER TABLE {TABLE}%",),
+    ).fetchone():
+        assert time.monotonic() < deadline, "the migration's ALTER never waited"
+        time.sleep(0.02)
+
+
+def test_lock_timeout_0_waits_whatever_the_databases_own_lock_timeout(
+    at_0003: tuple[str, sa.Engine],
+) -> None:
+    url, engine = at_0003
+    name = sa.make_url(url).database
+    with _connect(url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE \"{name}\" SET lock_timeout = '100ms'")
+    engine.dispose()  # new sessions take the database's setting
+    holder, _ = _hold(url)
+    outcome: list[Any] = []
+
+    def migrate() -> None:
+        try:
+            outcome.append(upgrade(engine, lock_timeout=0, lock_retries=0))
+        except Exception as exc:  # reported below
+            outcome.append(exc)
+
+    watcher = _connect(url, autocommit=True)
+    thread = threading.Thread(target=migrate)
+    thread.start()
+    try:
+        _wait_for_alter(watcher)
+        time.sleep(0.5)  # five times the database's lock_timeout: still waiting
+        assert thread.is_alive() and outcome == [], outcome
+    finally:
+        holder.rollback()
+        holder.close()
+        thread.join(timeout=60)
+        watcher.close()
+    assert outcome == [Migration("0003", head())]
+
+
+def test_a_deadlock_is_retried_like_a_lock_timeout(at_0003: tuple[str, sa.Engine]) -> None:
+    """The holder, reading the table the ALTER waits for, then asks for the migration's DDL
+    lock: PostgreSQL cancels the migration (40P01, it waited longest); it tries again."""
+    url, engine = at_0003
+    holder, pid = _hold(url)
+    holder.execute("SET deadlock_timeout = '60s'")  # the migration's check finds the cycle
+    outcome: list[Any] = []
+
+    def migrate() -> None:
+        try:
+            outcome.append(upgrade(engine, lock_timeout=30, lock_retries=1, retry_backoff=0.01))
+        except Exception as exc:  # reported below
+            outcome.append(exc)
+
+    watcher = _connect(url, autocommit=True)
+    with capture_logs() as logs:
+        thread = threading.Thread(target=migrate)
+        thread.start()
+        try:
+            _wait_for_alter(watcher)
+            holder.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))  # after the cancel
+        finally:
+            holder.rollback()
+            holder.close()
+            thread.join(timeout=60)
+            watcher.close()
+
+    assert outcome == [Migration("0003", head())], outcome
+    waits = _waits(logs)
+    assert [(w["table"], w["reason"]) for w in waits] == [(TABLE, "deadlock")], waits
+
+
+def test_the_table_named_is_the_one_waited_for_not_the_first_in_the_statement(
+    at_0003: tuple[str, sa.Engine],
+) -> None:
+    url, engine = at_0003
+    holder, _ = _hold(url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            set_lock_timeout(conn, 0.5)
+            with LockWatch(engine, conn) as watch, pytest.raises(sa.exc.OperationalError) as exc:
+                conn.exec_driver_sql(f"LOCK TABLE rm_checkpoints, {TABLE} IN ACCESS EXCLUSIVE MODE")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert lock_blocked(exc.value)
+    assert table_of(exc.value) == "rm_checkpoints"  # the statement's first table
+    assert watch.table == TABLE
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "2147484"])
+def test_the_cli_refuses_a_lock_timeout_postgresql_cannot_take(value: str, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "store": {"url": f"sqlite:///{tmp_path / 'store.db'}"},
+            "sources": {"shop": {"url": f"sqlite:///{tmp_path / 'shop.db'}"}},
+            "broker": {"url": "redis://127.0.0.1:6379/15"},
+        },
+    )
+    result = run_cli(["migrate", "--config", str(config), "--lock-timeout", value])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.stderr.replace("│", " ").split())  # unwrapped from its box
+    assert "Invalid value for '--lock-timeout'" in said, said
+    assert "is 0 (no bound) to 2147483.647 seconds" in said, said
+    assert not (tmp_path / "store.db").exists()

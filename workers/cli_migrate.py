@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from outbox.db import engine_kind, redact_dsn
+from outbox.migrate_locks import MAX_LOCK_TIMEOUT, check_lock_timeout
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -20,6 +21,14 @@ from workers.cli_support import (
     migrate_hint,
     out,
 )
+
+
+def _lock_timeout(value: float) -> float:
+    try:
+        check_lock_timeout(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
 
 
 def migrate(
@@ -43,10 +52,10 @@ def migrate(
         float,
         typer.Option(
             "--lock-timeout",
-            min=0,
+            callback=_lock_timeout,
             help="PostgreSQL: seconds to wait for a table lock before rolling back and "
             "retrying (queries of the pipeline queue behind a waiting ALTER); 0 waits "
-            "as long as it takes.",
+            f"as long as it takes, whatever the database sets; at most {MAX_LOCK_TIMEOUT}.",
         ),
     ] = 5.0,
     lock_retries: Annotated[
