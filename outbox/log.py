@@ -29,7 +29,7 @@ from outbox.envelope import Envelope
 from outbox.errors import LogError
 from outbox.json_numbers import same_json
 from outbox.log_rules import check_rule, insert_head
-from outbox.migrate import upgrade
+from outbox.migrate import LOCK_RETRIES, LOCK_TIMEOUT, START_AGAIN, upgrade
 from outbox.rows import LogRecord, MalformedRow, json_safe
 from outbox.schema import PARKED_OUTBOX_ROW, event_log, log_heads, parked
 
@@ -103,10 +103,20 @@ class EventLog:
         self.engine = engine or create_engine(url)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
 
-    def create_tables(self) -> None:
+    def create_tables(
+        self, *, lock_timeout: float = LOCK_TIMEOUT, lock_retries: int = LOCK_RETRIES
+    ) -> None:
         """Migrate the read store to the latest revision (the log's and the stores' own tables,
-        :mod:`outbox.migrate`); raises :class:`StoreError`. The CLI checks the revision instead."""
-        upgrade(self.engine)
+        :mod:`outbox.migrate`); raises :class:`StoreError`. The CLI checks the revision instead.
+
+        On PostgreSQL its table-lock waits are bounded as ``readmodel migrate``'s: behind a
+        transaction left open it gives up after about a minute (5 s, 6 times, backoff
+        between) with :class:`~outbox.migrate.MigrationBlocked` naming the table and the
+        sessions holding it, rather than hang a starting process without a word (a
+        supervisor restarts it)."""
+        upgrade(
+            self.engine, lock_timeout=lock_timeout, lock_retries=lock_retries, remedy=START_AGAIN
+        )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -43,6 +43,10 @@ BASELINE = "0001"
 LOCK_TIMEOUT = 5.0
 """Seconds a migration waits for a table lock on PostgreSQL before it rolls back and retries."""
 LOCK_RETRIES = 5
+AGAIN = "run migrate again (--lock-timeout waits longer)"
+"""What :class:`MigrationBlocked` advises once the lock is free (``readmodel migrate``)."""
+START_AGAIN = "start again, or run `readmodel migrate` first (its --lock-timeout waits longer)"
+"""Its advice to a process that migrates as it starts (:meth:`EventLog.create_tables`)."""
 _SCRIPTS = Path(__file__).with_name("migrations")
 
 log = structlog.get_logger("readmodel.migrate")
@@ -131,6 +135,7 @@ def upgrade(
     lock_timeout: float = LOCK_TIMEOUT,
     lock_retries: int = LOCK_RETRIES,
     retry_backoff: float = 1.0,
+    remedy: str = AGAIN,
 ) -> Migration:
     """Bring the database to ``revision`` (default: head); safe when processes race.
 
@@ -138,7 +143,8 @@ def upgrade(
     (``0``: unbounded), so that queries queued behind its DDL do not wait for long: on a
     timeout it rolls back, logs who holds the table, waits ``retry_backoff`` seconds
     (doubling) and tries again, ``lock_retries`` times; then raises
-    :class:`MigrationBlocked` naming the table and the sessions holding it. A deadlock
+    :class:`MigrationBlocked` naming the table and the sessions holding it, then
+    ``remedy``. A deadlock
     (PostgreSQL cancelled the migration's wait) is retried alike. ``lock_timeout`` past
     PostgreSQL's largest (:data:`~outbox.migrate_locks.MAX_LOCK_TIMEOUT`) is a ``ValueError``."""
     migrate_locks.check_lock_timeout(lock_timeout)
@@ -153,7 +159,9 @@ def upgrade(
             raise _store_error(engine, "migration failed", exc) from exc
         held_by = migrate_locks.holders(engine, table)
         if attempt > lock_retries:
-            raise MigrationBlocked(_blocked(engine, table, held_by, attempt, lock_timeout))
+            raise MigrationBlocked(
+                _blocked(engine, table, held_by, attempt, lock_timeout) + f", then {remedy}"
+            )
         delay = retry_backoff * 2 ** (attempt - 1)
         log.warning(
             "migration waited for a lock; retrying",
@@ -271,7 +279,7 @@ def _blocked(
     if held_by:
         sessions = ", ".join(holder.describe() for holder in held_by)
         message += f"; held by {sessions}: end that transaction"
-    return message + ", then run migrate again (--lock-timeout waits longer)"
+    return message
 
 
 def _current(conn: sa.Connection) -> str | None:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from outbox.db import create_engine
+from outbox.log import EventLog
 from outbox.migrate import Migration, MigrationBlocked, current, head, upgrade
 from outbox.migrate_locks import LockWatch, lock_blocked, set_lock_timeout, table_of
 from outbox.schema import DDL_LOCK
@@ -256,3 +257,24 @@ def test_the_cli_refuses_a_lock_timeout_postgresql_cannot_take(value: str, tmp_p
     assert "Invalid value for '--lock-timeout'" in said, said
     assert "is 0 (no bound) to 2147483.647 seconds" in said, said
     assert not (tmp_path / "store.db").exists()
+
+
+def test_a_starting_process_gives_up_telling_what_to_do(at_0003: tuple[str, sa.Engine]) -> None:
+    """EventLog.create_tables (build_runtime, the demo) migrates with the same bounded lock
+    waits: it fails with a clear error instead of hanging; the advice suits a start."""
+    url, engine = at_0003
+    log = EventLog(url)
+    holder, pid = _hold(url)
+    try:
+        with pytest.raises(MigrationBlocked) as blocked:
+            log.create_tables(lock_timeout=0.2, lock_retries=0)
+    finally:
+        holder.rollback()
+        holder.close()
+        log.close()
+    message = str(blocked.value)
+    assert f"lock on table {TABLE}" in message and f"pid {pid} " in message, message
+    assert message.endswith(
+        "end that transaction, then start again, or run `readmodel migrate` first "
+        "(its --lock-timeout waits longer)"
+    ), message

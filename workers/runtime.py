@@ -9,7 +9,7 @@ from typing import Any
 from config import ConfigError, Settings
 from outbox.db import create_engine
 from outbox.log import EventLog
-from outbox.migrate import upgrade
+from outbox.migrate import START_AGAIN, upgrade
 from outbox.source_groups import configured_groups
 from projections.api import load_projections
 from projections.cache import Cache, open_cache
@@ -86,7 +86,7 @@ def build_runtime(
             if migrate:
                 for store in stores.values():
                     if isinstance(store, SqlStore):
-                        upgrade(store.engine)
+                        upgrade(store.engine, remedy=START_AGAIN)
             engine.create_tables()
         except BaseException:
             runtime.close()
