@@ -72,13 +72,12 @@ from projections.mongo_store import (
 )
 from projections.mongo_tx import DocumentTx, handler_error
 from projections.replay_lock import prove_lease, replay_lock
+from projections.replay_plan import source_plans
 from projections.replay_policy import (
     ErrorPolicy,
     HandlerError,
     ReplayerBase,
     chase_checkpoints,
-    check_options,
-    count_events,
     furthest_checkpoint,
 )
 from projections.replay_types import (
@@ -89,7 +88,6 @@ from projections.replay_types import (
     ReplayPlan,
     ReplayRefused,
     ReplaySummary,
-    SourcePlan,
 )
 from projections.shadow import SHADOW_SUFFIX
 from projections.store import Invalidation, Lane, is_held
@@ -147,15 +145,7 @@ class DocumentReplayer(ReplayerBase):
 
     def plan(self, options: ReplayOptions) -> ReplayPlan:
         """What :meth:`run` would do; reads only."""
-        heads = self.reader.heads()
-        sources = check_options(self.projection, options, heads)
-        after = options.from_position or 0
-        plans = []
-        for source in sources:
-            head = heads.get(source, 0)
-            types = self.projection.event_types(source)
-            count = count_events(self.reader.engine, source, after, head, types, options.tenant)
-            plans.append(SourcePlan(source, after, head, count))
+        plans = source_plans(self.reader, self.projection, options)
         rebuild = options.mode == BLUE_GREEN
         with self._mongo("cannot read the collections"):
             generation = generation_of(self.database, self.projection.name)

@@ -51,13 +51,12 @@ from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
 from projections.replay_lock import replay_lock
+from projections.replay_plan import table_plan
 from projections.replay_policy import (
     ErrorPolicy,
     HandlerError,
     ReplayerBase,
     chase_checkpoints,
-    check_options,
-    count_events,
     furthest_checkpoint,
 )
 from projections.replay_types import (
@@ -151,47 +150,10 @@ class Replayer(ReplayerBase):
 
     def plan(self, options: ReplayOptions, *, carried: bool = True) -> ReplayPlan:
         """What :meth:`run` would do, with (``carried``) what a rebuild's swap would carry
-        beside the declared model; changes nothing."""
-        sources = check_options(self.projection, options, self.reader.heads())
-        heads = self.reader.heads()
-        after = options.from_position or 0
-        plans = [
-            SourcePlan(
-                s, after, heads.get(s, 0), self._count(s, after, heads.get(s, 0), options.tenant)
-            )
-            for s in sources
-        ]
-        refused: list[str] = []
-        kept: list[str] = []
-        with self.store.engine.connect() as conn:
-            leftovers = self.shadow.leftovers(conn)
-            if options.mode == BLUE_GREEN:
-                refused = [f"the rebuild will be refused: {r}" for r in self.shadow.refusals(conn)]
-                kept = self.shadow.carried(conn) if carried else []
-            refused += [
-                f"shadow {shadow} (left by an earlier replay, or being built) keeps foreign "
-                f"key {key} to {target}: deletes on {target} may be refused (or cascade into "
-                f"it) until a replay or --cleanup drops it"
-                for shadow, key, target in self.shadow.outside_keys(conn)
-            ]
-        if options.mode == BLUE_GREEN:
-            tables = [(t.name, s.name) for t, s in self.shadow.mapping.items()]
-        else:
-            tables = [(t.name, t.name) for t in self.projection.tables]
-        return ReplayPlan(
-            self.projection.name,
-            options.mode,
-            plans,
-            tables,
-            leftovers,
-            options.tenant,
-            warnings=refused,
-            carried=kept,
+        beside the declared model; changes nothing (:mod:`projections.replay_plan`)."""
+        return table_plan(
+            self.reader, self.projection, self.shadow, self.store.engine, options, carried=carried
         )
-
-    def _count(self, source: str, after: int, upto: int, tenant: str | None) -> int:
-        types = self.projection.event_types(source)
-        return count_events(self.reader.engine, source, after, upto, types, tenant)
 
     # -- running -------------------------------------------------------------------
 

@@ -1,0 +1,81 @@
+"""What a replay would do, read before it runs and printed by ``readmodel replay --dry-run``:
+the events each source has to apply (the table and document replayers alike) and, for a
+table projection, its tables, the leftovers of an earlier replay, why a rebuild would be
+refused and what its swap would carry beside the declared model
+(:mod:`projections.shadow_plan`). Reads only.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from projections.api import Projection
+from projections.log_reader import LogReader
+from projections.replay_policy import check_options, count_events
+from projections.replay_types import BLUE_GREEN, ReplayOptions, ReplayPlan, SourcePlan
+from projections.shadow import ShadowTables
+
+
+def source_plans(
+    reader: LogReader, projection: Projection, options: ReplayOptions
+) -> list[SourcePlan]:
+    """Each source to replay, from where, up to its head, and how many of its events the
+    projection reads in that range; raises :class:`ReplayRefused` for options that do not
+    fit."""
+    heads = reader.heads()
+    after = options.from_position or 0
+    plans = []
+    for source in check_options(projection, options, heads):
+        head = heads.get(source, 0)
+        types = projection.event_types(source)
+        count = count_events(reader.engine, source, after, head, types, options.tenant)
+        plans.append(SourcePlan(source, after, head, count))
+    return plans
+
+
+def table_plan(
+    reader: LogReader,
+    projection: Projection,
+    shadow: ShadowTables,
+    engine: sa.Engine,
+    options: ReplayOptions,
+    *,
+    carried: bool = True,
+) -> ReplayPlan:
+    """The plan of a table projection's replay, with (``carried``) what a rebuild's swap
+    would carry beside the declared model."""
+    sources = source_plans(reader, projection, options)
+    rebuild = options.mode == BLUE_GREEN
+    warnings: list[str] = []
+    kept: list[str] = []
+    with engine.connect() as conn:
+        leftovers = shadow.leftovers(conn)
+        if rebuild:
+            warnings = [f"the rebuild will be refused: {r}" for r in shadow.refusals(conn)]
+            kept = shadow.carried(conn) if carried else []
+        warnings += _outside_key_warnings(shadow, conn)
+    if rebuild:
+        tables = [(t.name, s.name) for t, s in shadow.mapping.items()]
+    else:
+        tables = [(t.name, t.name) for t in projection.tables]
+    return ReplayPlan(
+        projection.name,
+        options.mode,
+        sources,
+        tables,
+        leftovers,
+        options.tenant,
+        warnings=warnings,
+        carried=kept,
+    )
+
+
+def _outside_key_warnings(shadow: ShadowTables, conn: sa.Connection) -> list[str]:
+    """A shadow keeping a foreign key to a table outside the projection holds that table
+    up: say so, for the shadow of a killed replay as for one being built."""
+    return [
+        f"shadow {table} (left by an earlier replay, or being built) keeps foreign "
+        f"key {key} to {target}: deletes on {target} may be refused (or cascade into "
+        f"it) until a replay or --cleanup drops it"
+        for table, key, target in shadow.outside_keys(conn)
+    ]
