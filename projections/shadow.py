@@ -91,8 +91,8 @@ _PG_NAME_LIMIT = 63
 _SHADOW_TABLE_LIMIT = 47
 
 
-def shadow_name(name: str) -> str:
-    return _fitted(name, SHADOW_SUFFIX, _SHADOW_TABLE_LIMIT)
+def shadow_name(name: str, suffix: str = SHADOW_SUFFIX) -> str:
+    return _fitted(name, suffix, _SHADOW_TABLE_LIMIT)
 
 
 def old_name(name: str) -> str:
@@ -129,20 +129,22 @@ def _signature(item: sa.Index | sa.Constraint, table: str) -> tuple[Any, ...]:
     return (type(item).__name__, columns, text.replace(f"{table}.", ""), targets)
 
 
-def _canonical(name: str) -> str:
-    return name.replace(SHADOW_SUFFIX, "", 1)
+def _canonical(name: str, suffix: str = SHADOW_SUFFIX) -> str:
+    return name.replace(suffix, "", 1)
 
 
 class ShadowTables:
-    """The shadow copy of each of a projection's tables (logical table -> shadow table)."""
+    """The shadow copy of each of a projection's tables (logical table -> shadow table),
+    named with ``suffix``."""
 
-    def __init__(self, tables: Iterable[sa.Table]) -> None:
+    def __init__(self, tables: Iterable[sa.Table], *, suffix: str = SHADOW_SUFFIX) -> None:
+        self.suffix = suffix
         self.mapping: dict[sa.Table, sa.Table] = {}
         self._declared: dict[str, sa.Index | sa.Constraint] = {}  # by shadow name
         self._carried: dict[str, str] = {}  # hand-made index: shadow name -> live name
         for table in tables:
             metadata = sa.MetaData(naming_convention=dict(table.metadata.naming_convention))
-            shadow = table.to_metadata(metadata, name=shadow_name(table.name))
+            shadow = table.to_metadata(metadata, name=shadow_name(table.name, suffix))
             self._name_after(table, shadow)
             self.mapping[table] = shadow
         for live, shadow in self.mapping.items():
@@ -173,10 +175,10 @@ class ShadowTables:
                 if live_item is not None:
                     del by_name[str(live_item.name)]
             if live_item is not None:
-                item.name = conv(_fitted(str(live_item.name), SHADOW_SUFFIX, _PG_NAME_LIMIT))
+                item.name = conv(_fitted(str(live_item.name), self.suffix, _PG_NAME_LIMIT))
                 self._declared[str(item.name)] = live_item
-            elif SHADOW_SUFFIX not in str(item.name):
-                item.name = conv(_fitted(str(item.name), SHADOW_SUFFIX, _PG_NAME_LIMIT))
+            elif self.suffix not in str(item.name):
+                item.name = conv(_fitted(str(item.name), self.suffix, _PG_NAME_LIMIT))
 
     def _live_name(self, conn: sa.Connection, name: str, live: sa.Table) -> str:
         """The name a shadow's index, sequence or constraint takes at the swap: the live
@@ -193,11 +195,15 @@ class ShadowTables:
             derived = f"{live.name}{name[len(shadow) :]}"
             if len(derived.encode()) <= _PG_NAME_LIMIT:
                 return derived
-        return _canonical(name)
+        return _canonical(name, self.suffix)
 
     def _in_dependency_order(self) -> list[sa.Table]:
         """The shadows, each after the shadows its foreign keys point at."""
         return list(sa.schema.sort_tables(self.mapping.values()))
+
+    def renamed(self, suffix: str) -> ShadowTables:
+        """Shadows of the same tables, named with ``suffix`` instead (none made yet)."""
+        return ShadowTables(self.mapping, suffix=suffix)
 
     def names(self) -> list[str]:
         return [shadow.name for shadow in self.mapping.values()]
@@ -243,7 +249,10 @@ class ShadowTables:
                         conn, table.name, live[table.name], shadow_sql, not_null=False
                     )
                 for name, _ in _pg_dependents(conn, shadow):
-                    if SHADOW_SUFFIX not in name or len(_canonical(name)) > _PG_NAME_LIMIT:
+                    if (
+                        self.suffix not in name
+                        or len(_canonical(name, self.suffix)) > _PG_NAME_LIMIT
+                    ):
                         raise StoreError(
                             f"{shadow.name}: index or sequence {name!r} was truncated to "
                             f"{_PG_NAME_LIMIT} characters; give it a shorter name"
@@ -294,7 +303,7 @@ class ShadowTables:
 
     def _carry_name(self, name: str) -> str:
         """The shadow name of an index or constraint made by hand, remembered for the swap."""
-        shadow = _fitted(name, SHADOW_SUFFIX, _PG_NAME_LIMIT)
+        shadow = _fitted(name, self.suffix, _PG_NAME_LIMIT)
         self._carried[shadow] = name
         return shadow
 
@@ -400,7 +409,7 @@ class ShadowTables:
                     f"RENAME TO {quote(self._live_name(conn, name, live))}"
                 )
             for name in _pg_table_constraints(conn, live):
-                if SHADOW_SUFFIX in name:
+                if self.suffix in name:
                     conn.exec_driver_sql(
                         f"ALTER TABLE {live_sql} RENAME CONSTRAINT {quote(name)} "
                         f"TO {quote(self._live_name(conn, name, live))}"

@@ -1,10 +1,14 @@
 """What a blue/green rebuild's swap will carry from the live tables to the new ones, one
 line per object, for ``readmodel replay --dry-run`` (:meth:`ShadowTables.carried`).
 
-On PostgreSQL what was made by hand (an index, a constraint) is told from what the model
-declares by the names the shadow tables get: they are made in a savepoint that is rolled
-back, so nothing is left (a shadow that exists already, left over or being built, is read
-as it is).
+On PostgreSQL what was made by hand (an index, a constraint, a column's default or NOT
+NULL) is told from what the model declares by the tables the model makes: they are made
+in a savepoint that is rolled back, so nothing is left, and under names of their own
+(``<table>__dry_run``, as long as the shadow's ``__rebuild``, so names are cut short alike).
+A shadow that exists already, left by a killed replay or being built, carries what the
+swap would carry: read as declared, it would hide that. It is not touched either: dropping
+it in the savepoint would wait for a rebuild's batch, stop the next ones until the listing
+ends, and lock the tables outside the projection its foreign keys reference.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     from projections.shadow import ShadowTables
 
 _LOCK_TIMEOUT_MS = 5000
+DRY_RUN_SUFFIX = "__dry_run"
 
 
 def describe_carried(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
@@ -58,22 +63,23 @@ def describe_carried(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
 
 
 def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, str]) -> list[str]:
-    """The indexes and constraints made by hand on the live tables."""
+    """The indexes, constraints and column rules made by hand on the live tables."""
     lines: list[str] = []
+    declared = shadows.renamed(DRY_RUN_SUFFIX)
     savepoint = conn.begin_nested()
     try:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_LOCK_TIMEOUT_MS}")
-        shadows._create_tables(conn)
-        for table in shadows.mapping:
+        declared._create_tables(conn)
+        for table in declared.mapping:
             if table.name not in live:
                 continue
-            shadow_sql = _table_sql(conn, shadows.mapping[table])
+            shadow_sql = _table_sql(conn, declared.mapping[table])
             for column, action in pg_hand_made_column_rules(conn, live[table.name], shadow_sql):
                 lines.append(pg_describe_column_rule(table.name, column, action))
-            known = shadows._known_indexes(conn, table)
+            known = declared._known_indexes(conn, table)
             for index in pg_hand_made_indexes(conn, live[table.name], known, warn=False):
                 lines.append(f"index {index.name} on {table.name}")
-            known = shadows._known_constraints(conn, table)
+            known = declared._known_constraints(conn, table)
             for constraint in pg_hand_made_constraints(conn, live[table.name], known):
                 lines.append(constraint.describe(table.name))
     finally:

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbox.errors import StoreError
+from projections import replay
 from projections.replay import ReplayHooks, ReplayOptions
 from tests.cli_helpers import run_cli
 from tests.replay_fixtures import last_deposit
@@ -345,6 +346,78 @@ def test_cli_dry_run_prints_what_the_swap_will_carry(pg: Pipeline, tmp_path: Pat
         in lines
     )
     assert not any("refused" in line for line in lines)
+
+
+def _made_by_hand_everywhere(p: Pipeline) -> None:
+    p.feed("bank", EVENTS)
+    p.execute("CREATE TABLE accounts (account text PRIMARY KEY)")
+    p.execute("INSERT INTO accounts SELECT 'acct-' || n FROM generate_series(0, 9) n")
+    for statement in (
+        "ALTER TABLE last_deposit ADD CONSTRAINT known FOREIGN KEY (account) REFERENCES accounts",
+        "ALTER TABLE last_deposit ADD CONSTRAINT sane_amount CHECK (amount > -3)",
+        "ALTER TABLE last_deposit ADD CONSTRAINT acct_seq UNIQUE (account, seq)",
+        "ALTER TABLE last_deposit ALTER COLUMN tenant SET DEFAULT 'none'",
+        "CREATE INDEX tenant_amounts ON last_deposit (tenant, amount)",
+        "CREATE TABLE st (account text, seq int, "
+        "FOREIGN KEY (account, seq) REFERENCES last_deposit (account, seq))",
+    ):
+        p.execute(statement)
+
+
+def _shadow_catalog(p: Pipeline) -> list[Any]:
+    return query(
+        p,
+        "SELECT c.relname, n.conname FROM pg_class c LEFT JOIN pg_constraint n "
+        "ON n.conrelid = c.oid WHERE starts_with(c.relname, 'last_deposit') ORDER BY 1, 2",
+    )
+
+
+class _StopBeforeSwap(ReplayHooks):
+    def before_swap(self) -> None:
+        raise RuntimeError("stopped before the swap")
+
+
+def test_the_plan_lists_what_a_shadow_left_by_a_killed_replay_also_holds(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _made_by_hand_everywhere(pg)
+    expected = sorted(pg.replayer("last_deposit").plan(ReplayOptions()).carried)
+    assert "constraint acct_seq on last_deposit: UNIQUE (account, seq)" in expected, expected
+    # As a killed replay would leave it, its outside key too: nothing ran on the way out.
+    monkeypatch.setattr(replay, "pg_drop_outside_keys_or_warn", lambda *a, **k: None)
+    with pytest.raises(RuntimeError, match="stopped before the swap"):
+        pg.replayer("last_deposit", hooks=_StopBeforeSwap()).run(ReplayOptions())
+    left = (pg.tables(), _shadow_catalog(pg))
+    assert ("last_deposit__rebuild", "acct_seq__rebuild") in left[1]
+
+    carried = pg.replayer("last_deposit").plan(ReplayOptions()).carried
+
+    assert sorted(carried) == expected
+    assert (pg.tables(), _shadow_catalog(pg)) == left  # the leftover is as it was
+    assert pg.replayer("last_deposit").cleanup() == ["last_deposit__rebuild"]
+
+
+def test_the_plan_lists_what_a_rebuild_in_progress_carries_and_leaves_it_be(
+    pg: Pipeline,
+) -> None:
+    _made_by_hand_everywhere(pg)
+    expected = sorted(pg.replayer("last_deposit").plan(ReplayOptions()).carried)
+    before = (constraints(pg), constraints(pg, "st"), query(pg, _NULLS_AND_DEFAULTS))
+
+    class DryRunMeanwhile(ReplayHooks):
+        def before_swap(self) -> None:  # the shadow is filled and carries it all
+            self.shadow = _shadow_catalog(pg)
+            self.carried = pg.replayer("last_deposit").plan(ReplayOptions()).carried
+            self.after = _shadow_catalog(pg)
+
+    hooks = DryRunMeanwhile()
+    pg.replayer("last_deposit", hooks=hooks).run(ReplayOptions())
+
+    assert sorted(hooks.carried) == expected
+    assert hooks.after == hooks.shadow
+    assert (constraints(pg), constraints(pg, "st"), query(pg, _NULLS_AND_DEFAULTS)) == before
+    no_leftovers(pg)
+    assert not any("dry" in t for t in pg.tables())
 
 
 _NULLS_AND_DEFAULTS = """
