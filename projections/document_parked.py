@@ -6,7 +6,7 @@ one of the aggregate are parked until ``readmodel parked retry`` or ``skip`` rel
 :class:`DocumentParking` is mixed into :class:`projections.mongo_store.MongoStore`.
 
 A document rebuild's swap settles the projection's parked events (:func:`settle_parked`), as
-:meth:`projections.replay.Replayer._settle_parked` does for tables: the new generation
+:func:`projections.sql_parking.settle_parked` does for tables: the new generation
 contains what the live lanes had parked (the rebuild re-attempted it), so those events are
 marked ``replayed`` and their aggregates released; the events the rebuild skipped
 (``--skip-errors``) are parked instead, and the aggregate of each failed one is held (in its

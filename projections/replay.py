@@ -79,11 +79,12 @@ from projections.shadow_keys import (
     pg_drop_outside_keys,
     pg_drop_outside_keys_or_warn,
 )
+from projections.sql_parking import settle_parked
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx
 from projections.sql_writes import RefusedWrite, refused_write
-from projections.store import Lane, ParkedEntry, Store, is_held
-from projections.store_tables import blocked, checkpoints, failures, parked_events
+from projections.store import Lane, Store, is_held
+from projections.store_tables import checkpoints
 
 __all__ = [  # the data types live in projections.replay_types; importable from here too
     "BLUE_GREEN",
@@ -333,7 +334,9 @@ class Replayer(ReplayerBase):
                             checkpoints.c.source.not_in(sources),
                         )
                     )
-                    summary.released_parked = self._settle_parked(conn, sources)
+                    summary.released_parked = settle_parked(
+                        self.store, conn, self.projection.name, self._policy.skipped
+                    )
                     conn.execute(
                         checkpoints.delete().where(
                             checkpoints.c.projection == self.shadow_projection
@@ -366,42 +369,6 @@ class Replayer(ReplayerBase):
             self._report(source, targets[source], count)
         summary.checkpoints = targets
         summary.tables = [t.name for t in self.projection.tables]
-
-    def _settle_parked(self, conn: sa.Connection, sources: list[str]) -> int:
-        """The rebuilt model contains what was parked live: release it; park what the
-        rebuild skipped instead. Returns how many live parked events were released (not
-        those the rebuild skipped again: they stay parked)."""
-        name = self.projection.name
-        again = {(event.source, event.position) for event in self._policy.skipped}
-        live = conn.execute(
-            sa.select(parked_events.c.source, parked_events.c.position).where(
-                parked_events.c.projection == name, parked_events.c.status == "parked"
-            )
-        )
-        released = sum((source, int(position)) not in again for source, position in live)
-        conn.execute(  # skipped ones too: the rebuild applied them
-            parked_events.update()
-            .where(
-                parked_events.c.projection == name,
-                parked_events.c.status.in_(("skipped", "parked")),
-            )
-            .values(status="replayed", resolved_at=sa.func.current_timestamp())
-        )
-        conn.execute(blocked.delete().where(blocked.c.projection == name))
-        conn.execute(failures.delete().where(failures.c.projection == name))
-        entries = [
-            ParkedEntry(
-                event, event.error, event.detail, 0 if event.held_behind else 1, event.tenant
-            )
-            for event in self._policy.skipped
-        ]
-        self.store.park_many(conn, name, entries, replace=True)
-        for event in self._policy.skipped:
-            if event.held_behind is None:
-                self.store.hold(
-                    conn, name, event, reason=event.error, detail=event.detail, attempts=1
-                )
-        return released
 
     # -- in place ------------------------------------------------------------------
 

@@ -6,6 +6,9 @@ of the aggregate are parked (``rm_parked_events``) until ``readmodel parked retr
 ``skip`` releases them. A hold is the aggregate's in the failed event's tenant
 (:class:`~projections.store.AggregateKey`), and the events parked under it record that tenant.
 :class:`SqlParking` is mixed into :class:`projections.sql_store.SqlStore`.
+
+A rebuild's swap settles the projection's parked events (:func:`settle_parked`, as
+:func:`projections.document_parked.settle_parked` does for documents).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from projections.store import (
     merge_holds,
 )
 from projections.store_tables import blocked, failures, parked_events
+
+if TYPE_CHECKING:
+    from projections.replay_types import SkippedEvent
 
 __all__ = ["ParkableEvent", "ParkedEntry", "SqlParking", "held_entry"]
 
@@ -358,6 +364,40 @@ class SqlParking:
                 failures.c.position.in_(positions),
             )
         )
+
+
+def settle_parked(
+    store: SqlParking, conn: sa.Connection, name: str, skipped: Sequence[SkippedEvent]
+) -> int:
+    """The rebuilt model of projection ``name`` contains what was parked live: release it;
+    park what the rebuild skipped instead. Returns how many live parked events were
+    released (not those the rebuild skipped again: they stay parked)."""
+    again = {(event.source, event.position) for event in skipped}
+    live = conn.execute(
+        sa.select(parked_events.c.source, parked_events.c.position).where(
+            parked_events.c.projection == name, parked_events.c.status == "parked"
+        )
+    )
+    released = sum((source, int(position)) not in again for source, position in live)
+    conn.execute(  # skipped ones too: the rebuild applied them
+        parked_events.update()
+        .where(
+            parked_events.c.projection == name,
+            parked_events.c.status.in_(("skipped", "parked")),
+        )
+        .values(status="replayed", resolved_at=sa.func.current_timestamp())
+    )
+    conn.execute(blocked.delete().where(blocked.c.projection == name))
+    conn.execute(failures.delete().where(failures.c.projection == name))
+    entries = [
+        ParkedEntry(event, event.error, event.detail, 0 if event.held_behind else 1, event.tenant)
+        for event in skipped
+    ]
+    store.park_many(conn, name, entries, replace=True)
+    for event in skipped:
+        if event.held_behind is None:
+            store.hold(conn, name, event, reason=event.error, detail=event.detail, attempts=1)
+    return released
 
 
 def _block_of(lane: Lane, aggregate: AggregateKey) -> tuple[Any, ...]:
