@@ -111,16 +111,17 @@ def adopt_rule(engine: sa.Engine, source: str, rule: str) -> bool:
 def switch_rule(engine: sa.Engine, source: str, rule: str) -> str | None:
     """Record ``rule`` for ``source`` whatever the log recorded (the operator switches on
     purpose); returns the rule recorded before. Appends made under any other rule are
-    refused from this commit on."""
+    refused from this commit on. The head row's ``updated_at`` is left as it is: it is the
+    time of the source's last append, which decides which of two registries' members keeps
+    a database they both list (:mod:`outbox.registry_overlaps`)."""
     try:
         with _writer(engine).begin() as conn:
             conn.execute(insert_head(conn.dialect.name, source))
             before = conn.execute(_locked_rule(source)).one().binary_ids
-            conn.execute(
-                log_heads.update()
-                .where(log_heads.c.source == source)
-                .values(binary_ids=rule, updated_at=sa.func.current_timestamp())
-            )
+            if before != rule:  # updated_at stays: it is the last append's time
+                conn.execute(
+                    log_heads.update().where(log_heads.c.source == source).values(binary_ids=rule)
+                )
     except SQLAlchemyError as exc:
         raise LogError(
             f"recording the binary_ids rule of source {source!r} in the event log failed: "

@@ -9,7 +9,10 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from outbox.log import EventLog
+from outbox.log_rules import switch_rule
 from tests.broker_helpers import Processes, wait_until
 from tests.cli_helpers import run_cli, with_password, write_config
 from tests.tenant_fixtures import (
@@ -147,3 +150,57 @@ def test_two_relay_processes_of_two_registries_relay_a_shared_database_under_one
     codes = processes.stop_all()
     assert list(codes.values()) == [0, 0], processes.log_tail()
     assert f"{SAME} tenant 'acme' of tenant registry 'shop'" in processes.log_tail(200)
+
+
+def _split(tmp_path: Path, store: str, pos: str, shop: str, shared: str) -> dict[str, Path]:
+    """Both registries list ``shared`` and each member has relayed it (as relays configured
+    with one registry each would have): shop:acme first, pos:acme last."""
+    init_tenant_outbox(shared)
+    make_registry(pos, {"acme": shared})
+    make_registry(shop, {"acme": shared})
+    configs = {}
+    for name, registries in (("shop", {"shop": shop}), ("pos", {"pos": pos})):
+        (tmp_path / name).mkdir()
+        configs[name] = _config(tmp_path / name, store, registries)
+    (tmp_path / "both").mkdir()
+    configs["both"] = _config(tmp_path / "both", store, {"pos": pos, "shop": shop})
+    assert run_cli(["migrate", "--config", str(configs["both"])]).exit_code == 0
+    record_sales(shared, sales_for(1, 2))
+    assert run_cli(["relay", "--once", "--config", str(configs["shop"])]).exit_code == 0
+    record_sales(shared, [("r0", "2026-11-27", 100, 3)])
+    assert run_cli(["relay", "--once", "--config", str(configs["pos"])]).exit_code == 0
+    assert _heads(store) == {"shop:acme": 2, "pos:acme": 1}
+    return configs
+
+
+def _appended_at(store: str) -> dict[str, object]:
+    engine = sa.create_engine(sa.make_url(store).set(drivername="postgresql+psycopg"))
+    try:
+        with engine.connect() as conn:
+            return dict(conn.exec_driver_sql("SELECT source, updated_at FROM rm_log_heads").all())
+    finally:
+        engine.dispose()
+
+
+def test_switching_a_refused_members_binary_ids_does_not_make_it_the_keeper(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, pos, shop, shared = (pg_database() for _ in range(4))
+    configs = _split(tmp_path, store, pos, shop, shared)
+    before = _appended_at(store)
+    switched = run_cli(
+        ["outbox", "binary-ids", "shop:acme", "text", "--config", str(configs["shop"])]
+    )
+    assert switched.exit_code == 0 and "nothing changed" in switched.output, switched.output
+    log = EventLog(store)
+    try:  # a switch that changes the rule (and back) appends nothing either
+        assert switch_rule(log.engine, "shop:acme", "uuid") == "text"
+        assert switch_rule(log.engine, "shop:acme", "text") == "uuid"
+    finally:
+        log.close()
+    assert _appended_at(store) == before
+
+    record_sales(shared, [("r0", "2026-11-28", 100, 4)])
+    relayed = run_cli(["relay", "--once", "--config", str(configs["both"])])
+    assert "pos:acme: relayed 1" in relayed.stdout, relayed.output
+    assert _heads(store) == {"shop:acme": 2, "pos:acme": 2}
