@@ -5,9 +5,16 @@ Each registry checks its own rows (and the ``[sources.*]``); this checks the mem
 every registry against each other. Two registries' members reading one outbox would take
 each other's rows under two names, and one aggregate's events would be split between two
 sources with no order between them (DESIGN.md invariant 3). Which one keeps it is decided
-the same way in every relay process, from what they all share: the member the event log
-has appended for most recently keeps it (it is the one relaying); when the log has
-nothing from any of them (a fresh start), the first by name.
+the same way in every relay process, from what they all share, and once chosen it stays:
+
+- a member the event log has events of keeps it over one it has none of;
+- among members it has events of all (a split history, left by relays that did not see
+  each other's registry: logged as an error, for an operator), the one appended for most
+  recently, the one relaying (``rm_log_heads.updated_at``, which appends alone set);
+- among members it has no events of (a fresh start), the first by name.
+
+A member the log has no events of does not start while another registry has never been
+read (by this process): that registry may list the same database, with events.
 """
 
 from __future__ import annotations
@@ -48,33 +55,50 @@ def last_appends(engine: sa.Engine) -> dict[str, datetime | None]:
         ) from exc
 
 
-def settle(readings: Mapping[str, Members], appends: Appends) -> dict[str, Members]:
+def settle(
+    readings: Mapping[str, Members], appends: Appends, unread: Mapping[str, str] | None = None
+) -> dict[str, Members]:
     """``readings`` (by group) with every member that reads the outbox of another registry's
-    member moved to its registry's problems, but the one that keeps it (see the module)."""
-    claims: dict[tuple[str, ...], list[str]] = {}
-    settings = {}
-    for members in readings.values():
-        for name, source in members.sources.items():
-            claims.setdefault(outbox_identity(source), []).append(name)
-            settings[name] = source
-    refused: dict[str, str] = {}  # member -> the member that keeps its outbox
-    for names in claims.values():
-        if len({group_of(n) for n in names}) > 1:
-            keeper = min(names, key=lambda n: _precedence(n, appends))
-            refused.update({n: keeper for n in names if n != keeper})
+    member moved to its registry's problems, but the one that keeps it (see the module);
+    ``unread``: the registries never read (group -> why), whose members are not known: a
+    member the log has no events of waits for them."""
+    claims = _claims(readings)
+    settings = {n: s for members in readings.values() for n, s in members.sources.items()}
+    refused: dict[str, RegistryProblem] = {}
+    for names in claims:
+        keeper = min(names, key=lambda n: _precedence(n, appends))
+        split = sorted(n for n in names if n in appends)
+        for name in names:
+            if name != keeper:
+                refused[name] = _refusal(name, settings[name].tenant, keeper, split)
+    for name in settings.keys() - refused.keys() - appends.keys() if unread else ():
+        group = group_of(name) or ""
+        refused[name] = _waiting(group, settings[name].tenant, unread or {})
     out = {}
     for group, members in readings.items():
-        problems = [
-            _refusal(group, settings[name].tenant, keeper)
-            for name, keeper in refused.items()
-            if group_of(name) == group
-        ]
+        problems = [p for name, p in sorted(refused.items()) if group_of(name) == group]
         if not problems:
             out[group] = members
             continue
         sources = {n: s for n, s in members.sources.items() if n not in refused}
         out[group] = Members(group, sources, [*members.problems, *problems])
     return out
+
+
+def split_histories(readings: Mapping[str, Members], appends: Appends) -> list[list[str]]:
+    """The members of different registries reading one outbox that the log has events of
+    all (two or more in each list, by name): one aggregate's events may be split."""
+    splits = [sorted(n for n in names if n in appends) for names in _claims(readings)]
+    return [names for names in splits if len(names) > 1]
+
+
+def _claims(readings: Mapping[str, Members]) -> list[list[str]]:
+    """The members of more than one registry reading one outbox, per outbox."""
+    claims: dict[tuple[str, ...], list[str]] = {}
+    for members in readings.values():
+        for name, source in members.sources.items():
+            claims.setdefault(outbox_identity(source), []).append(name)
+    return [names for names in claims.values() if len({group_of(n) for n in names}) > 1]
 
 
 def _precedence(name: str, appends: Appends) -> tuple[bool, float, str]:
@@ -84,14 +108,28 @@ def _precedence(name: str, appends: Appends) -> tuple[bool, float, str]:
     return (False, float("inf") if at is None else -at.timestamp(), name)
 
 
-def _refusal(group: str, tenant: str | None, keeper: str) -> RegistryProblem:
+def _refusal(name: str, tenant: str | None, keeper: str, split: list[str]) -> RegistryProblem:
     keeper_group, _, keeper_tenant = keeper.partition(":")
     reason = (
         f"the same database and outbox table as tenant {keeper_tenant!r} of tenant registry "
         f"{keeper_group!r}, which relays it: not relayed (each tenant needs a database of its "
         f"own)"
     )
-    return RegistryProblem(group, tenant, reason)
+    if len(split) > 1:
+        reason += (
+            f"; the event log has events of both {' and '.join(split)}: one aggregate's "
+            f"events may be split between them (see README, A tenant registry)"
+        )
+    return RegistryProblem(group_of(name) or "", tenant, reason)
+
+
+def _waiting(group: str, tenant: str | None, unread: Mapping[str, str]) -> RegistryProblem:
+    others = " and ".join(f"tenant registry {g!r}" for g in sorted(unread))
+    reason = (
+        f"waits until {others} is read: the event log has no events of this tenant, and "
+        f"{'they' if len(unread) > 1 else 'it'} may list the same database (relayed already)"
+    )
+    return RegistryProblem(group, tenant, reason, waiting=True)
 
 
 class Peers:
@@ -99,8 +137,8 @@ class Peers:
     against the others' (the others may be relayed by other processes, or by none).
 
     A peer's reading is reused for its ``refresh``; a peer that cannot be read is checked
-    against with the members it listed last (none, if it was never read: then nothing of it
-    is known to check against, which is logged).
+    against with the members it listed last. While one has never been read, the members
+    the log has no events of wait (:func:`settle`).
     """
 
     def __init__(self, settings: Settings, log_engine: sa.Engine) -> None:
@@ -108,21 +146,42 @@ class Peers:
         self._readings: dict[str, tuple[float, Members]] = {}
         self._locks = {group: threading.Lock() for group in self._registries}
         self._unread: set[str] = set()
+        self._splits: set[tuple[str, ...]] = set()  # logged
         self._log_engine = log_engine
 
     def settle(self, members: Members) -> Members:
-        """``members`` (one registry's reading now) less those another registry's keep."""
+        """``members`` (one registry's reading now) less those another registry's keep, and
+        those that wait for a registry never read."""
         group = members.registry
         self._readings[group] = (time.monotonic(), members)
         readings = {group: members}
+        unread: dict[str, str] = {}
         for other in self._registries:
-            if other != group and (reading := self._reading(other)) is not None:
+            if other == group:
+                continue
+            reading = self._reading(other)
+            if isinstance(reading, Members):
                 readings[other] = reading
-        if len(readings) == 1:
+            else:
+                unread[other] = reading
+        if len(readings) == 1 and not unread:
             return members
-        return settle(readings, last_appends(self._log_engine))[group]
+        appends = last_appends(self._log_engine)
+        self._log_splits(split_histories(readings, appends))
+        return settle(readings, appends, unread)[group]
 
-    def _reading(self, group: str) -> Members | None:
+    def _log_splits(self, splits: list[list[str]]) -> None:
+        for names in splits:
+            if tuple(names) not in self._splits:
+                self._splits.add(tuple(names))
+                logger.error(
+                    "one database relayed under two names (see README, A tenant registry); "
+                    "the one appended for most recently keeps it",
+                    split=f"the event log has events of both {' and '.join(names)}",
+                )
+
+    def _reading(self, group: str) -> Members | str:
+        """The registry's members, or why it has never been read."""
         registry = self._registries[group]
         with self._locks[group]:
             known = self._readings.get(group)
@@ -134,13 +193,17 @@ class Peers:
             except (SourceError, TimeoutError) as exc:
                 if group not in self._unread:
                     logger.warning(
-                        "tenant registry unreadable; its members known before are checked "
-                        "against (none, if never read)",
+                        "tenant registry unreadable; checked against with the members it "
+                        "listed last"
+                        if known is not None
+                        else "tenant registry unreadable and never read: the other "
+                        "registries' tenants the event log has no events of wait until it is "
+                        "read",
                         registry=group,
                         error=str(exc),
                     )
                 self._unread.add(group)
-                return None if known is None else known[1]
+                return str(exc) if known is None else known[1]
             finally:
                 registry.close()  # read again after its refresh: no connection kept meanwhile
             self._unread.discard(group)

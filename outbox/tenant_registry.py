@@ -34,6 +34,9 @@ class RegistryProblem:
     tenant: str | None  # None: the row has no usable tenant id
     reason: str
     row: int = 0  # 1-based, in the query's order
+    waiting: bool = False
+    """Not a bad row: the member waits for another registry to be read (its database may
+    be that registry's member's)."""
 
     @property
     def source(self) -> str:
@@ -222,12 +225,14 @@ def list_sources(
     """The configured sources and each registry's members; ``reads`` gives registry readings
     already taken (by group), the others are read here. A member reading the outbox of
     another registry's member is listed as refused unless it keeps it, by ``appends``
-    (:func:`outbox.registry_overlaps.last_appends`; ``None``: as on a fresh start)."""
+    (:func:`outbox.registry_overlaps.last_appends`; ``None``: as on a fresh start); while
+    a registry cannot be read, the others' members ``appends`` lacks are listed as waiting."""
     from outbox.registry_overlaps import settle
 
     sources = dict(settings.sources)
     unlisted: list[Unlisted] = []
     readings: dict[str, Members] = {}
+    unread: dict[str, str] = {}
     urls: dict[str, str] = {}
     for registry in registries(settings):
         try:
@@ -239,12 +244,13 @@ def list_sources(
                 raise members
         except (SourceError, TimeoutError) as exc:
             unlisted.append(Unlisted(registry.group, registry.display_url, str(exc)))
+            unread[registry.group] = str(exc)
             continue
         finally:
             registry.close()
         readings[registry.group] = members
         urls[registry.group] = registry.display_url
-    for group, members in settle(readings, appends or {}).items():
+    for group, members in settle(readings, appends or {}, unread).items():
         sources.update(members.sources)
         by_source: dict[str, list[str]] = {}
         for problem in members.problems:  # rows without a tenant: all under the group's name

@@ -94,10 +94,13 @@ class TenantRelays:
                 {n: s for n, s in members.sources.items() if n in self.only},
                 [p for p in members.problems if p.source in self.only],
             )
-        problems = {str(p) for p in members.problems}
-        for problem in sorted(problems - self._reported):
-            logger.warning("tenant registry row skipped", registry=self.group, problem=problem)
-        self._reported = problems
+        problems = {str(p): p for p in members.problems}
+        for text in sorted(problems.keys() - self._reported):
+            event = (
+                "tenant source waits" if problems[text].waiting else "tenant registry row skipped"
+            )
+            logger.warning(event, registry=self.group, problem=text)
+        self._reported = set(problems)
         return members
 
     def drain(self) -> dict[str, RelayTotals]:

@@ -204,3 +204,61 @@ def test_switching_a_refused_members_binary_ids_does_not_make_it_the_keeper(
     relayed = run_cli(["relay", "--once", "--config", str(configs["both"])])
     assert "pos:acme: relayed 1" in relayed.stdout, relayed.output
     assert _heads(store) == {"shop:acme": 2, "pos:acme": 2}
+
+
+def test_a_new_member_waits_while_another_registry_has_not_been_read(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, pos, shop, shared, zeta = (pg_database() for _ in range(5))
+    for url in (shared, zeta):
+        init_tenant_outbox(url)
+    make_registry(pos, {"zeta": zeta})
+    make_registry(shop, {"acme": shared})
+    config = _config(tmp_path, store, {"pos": pos, "shop": shop})
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    record_sales(shared, sales_for(1, 2))
+    record_sales(zeta, sales_for(1, 1))
+    assert run_cli(["relay", "--once", "--config", str(config)]).exit_code == 0
+    assert _heads(store) == {"shop:acme": 2, "pos:zeta": 1}
+
+    # pos adds the database shop:acme relays, while shop's registry cannot be read: pos:acme
+    # has no events in the log, so it waits (it might be shop's); pos:zeta goes on.
+    registry_sql(pos, "INSERT INTO tenants VALUES ('acme', :d, true)", d=shared)
+    registry_sql(shop, "ALTER TABLE tenants RENAME TO tenants_away")
+    record_sales(shared, [("r0", "2026-11-27", 100, 3)])
+    record_sales(zeta, [("r0", "2026-11-27", 100, 2)])
+    relayed = run_cli(["relay", "--once", "--source", "pos", "--config", str(config)])
+    waits = "tenant registry 'pos', tenant 'acme': waits until tenant registry 'shop' is read"
+    assert waits in relayed.output and relayed.exit_code == 3, relayed.output
+    assert "pos:acme: relayed 1" not in relayed.stdout
+    assert "pos:zeta: relayed 1" in relayed.stdout
+    assert _heads(store) == {"shop:acme": 2, "pos:zeta": 2}
+    assert pending_rows(shared) == 1
+
+    status = run_cli(["status", "--json", "--config", str(config)])
+    sources = {s["source"]: s for s in json.loads(status.stdout)["sources"]}
+    assert waits in sources["pos:acme"]["error"]
+    assert sources["pos:zeta"]["error"] is None
+    assert "cannot be read" in sources["shop"]["error"]
+
+    # shop can be read again: shop:acme, which relayed the database, keeps it.
+    registry_sql(shop, "ALTER TABLE tenants_away RENAME TO tenants")
+    relayed = run_cli(["relay", "--once", "--config", str(config)])
+    assert "shop:acme: relayed 1" in relayed.stdout, relayed.output
+    assert _heads(store) == {"shop:acme": 3, "pos:zeta": 2}
+
+
+def test_a_split_history_keeps_the_most_recent_member_and_is_logged_as_an_error(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, pos, shop, shared = (pg_database() for _ in range(4))
+    configs = _split(tmp_path, store, pos, shop, shared)
+    record_sales(shared, [("r0", "2026-11-28", 100, 4)])
+    relayed = run_cli(["relay", "--once", "--config", str(configs["both"])])
+    assert "pos:acme: relayed 1" in relayed.stdout, relayed.output
+    split = "the event log has events of both pos:acme and shop:acme"
+    assert split in relayed.output
+    assert "[error" in next(line for line in relayed.output.splitlines() if split in line)
+    status = run_cli(["status", "--json", "--config", str(configs["both"])])
+    sources = {s["source"]: s for s in json.loads(status.stdout)["sources"]}
+    assert split in sources["shop:acme"]["error"]
