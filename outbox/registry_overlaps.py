@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -34,7 +35,7 @@ from outbox.db import describe_db_error
 from outbox.errors import SourceError
 from outbox.schema import log_heads
 from outbox.source_groups import group_of
-from outbox.tenant_registry import Members, RegistryProblem, registries
+from outbox.tenant_registry import Members, RegistryProblem, TenantRegistry, registries
 
 logger = structlog.get_logger("readmodel.relay")
 
@@ -132,43 +133,128 @@ def _waiting(group: str, tenant: str | None, unread: Mapping[str, str]) -> Regis
     return RegistryProblem(group, tenant, reason, waiting=True)
 
 
+PEER_WAIT = 2.0
+"""Seconds a running relay's refresh waits for the other registries' readings: one that
+does not answer by then is read on in the background, and the refresh goes on with what
+is known of it."""
+_BACKOFF_MAX = 300.0  # seconds between tries of a registry that keeps failing
+
+
+@dataclass(slots=True)
+class _Peer:
+    registry: TenantRegistry
+    reading: Members | None = None
+    taken_at: float = 0.0
+    error: str | None = None  # the last read's failure, while it fails
+    failures: int = 0
+    retry_at: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)  # no read in flight
+    reported: bool = False
+
+    def __post_init__(self) -> None:
+        self.done.set()
+
+
 class Peers:
     """Every registry of a configuration, for a relay to check its registry's members
     against the others' (the others may be relayed by other processes, or by none).
 
-    A peer's reading is reused for its ``refresh``; a peer that cannot be read is checked
-    against with the members it listed last. While one has never been read, the members
-    the log has no events of wait (:func:`settle`).
+    A peer's reading is reused for its ``refresh``; the peers are read side by side, each in
+    a thread of its own, and a refresh waits for the reads it started :data:`PEER_WAIT`
+    seconds at most (``relay --once``: until they end, bounded by the registry's timeouts;
+    a read still going at the next refresh is not waited for again). A peer
+    that cannot be read is tried again after a back-off (twice its ``refresh``, doubling,
+    at most 5 minutes), and checked against meanwhile with the members it listed last.
+    While one has never been read, the members the log has no events of wait
+    (:func:`settle`).
     """
 
     def __init__(self, settings: Settings, log_engine: sa.Engine) -> None:
-        self._registries = {r.group: r for r in registries(settings)}
-        self._readings: dict[str, tuple[float, Members]] = {}
-        self._locks = {group: threading.Lock() for group in self._registries}
-        self._unread: set[str] = set()
+        self._peers = {r.group: _Peer(r) for r in registries(settings)}
+        self._lock = threading.Lock()
         self._splits: set[tuple[str, ...]] = set()  # logged
         self._log_engine = log_engine
 
-    def settle(self, members: Members) -> Members:
+    def settle(self, members: Members, wait: float | None = PEER_WAIT) -> Members:
         """``members`` (one registry's reading now) less those another registry's keep, and
-        those that wait for a registry never read."""
+        those that wait for a registry never read; ``wait``: seconds at most for the other
+        registries' readings (``None``: until their reads end)."""
         group = members.registry
-        self._readings[group] = (time.monotonic(), members)
+        with self._lock:
+            own = self._peers[group]
+            own.reading, own.taken_at = members, time.monotonic()
+        others = [g for g in self._peers if g != group]
+        pending = [done for g in others if (done := self._read_if_due(g)) is not None]
+        deadline = None if wait is None else time.monotonic() + wait
+        for done in pending:
+            done.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
         readings = {group: members}
         unread: dict[str, str] = {}
-        for other in self._registries:
-            if other == group:
-                continue
-            reading = self._reading(other)
-            if isinstance(reading, Members):
-                readings[other] = reading
-            else:
-                unread[other] = reading
+        with self._lock:
+            for other in others:
+                peer = self._peers[other]
+                if peer.reading is not None:
+                    readings[other] = peer.reading
+                else:
+                    unread[other] = peer.error or "not read yet (its read has not ended)"
         if len(readings) == 1 and not unread:
             return members
         appends = last_appends(self._log_engine)
         self._log_splits(split_histories(readings, appends))
         return settle(readings, appends, unread)[group]
+
+    def _read_if_due(self, group: str) -> threading.Event | None:
+        """Start reading ``group`` in the background unless its reading is fresh, a read is
+        in flight (a refresh waited for it already), or it failed and its back-off has not
+        passed; the read's end, or None."""
+        peer = self._peers[group]
+        now = time.monotonic()
+        with self._lock:
+            if not peer.done.is_set():
+                return None
+            fresh = peer.registry.settings.refresh.total_seconds()
+            if peer.reading is not None and now - peer.taken_at < fresh:
+                return None
+            if peer.failures and now < peer.retry_at:
+                return None
+            peer.done.clear()
+        threading.Thread(target=self._read, args=(peer,), name=f"peer-{group}", daemon=True).start()
+        return peer.done
+
+    def _read(self, peer: _Peer) -> None:
+        registry = peer.registry
+        try:
+            members = registry.read()
+        except Exception as exc:  # SourceError, TimeoutError, or anything: the read failed
+            self._failed(peer, exc)
+        else:
+            with self._lock:
+                peer.reading, peer.taken_at = members, time.monotonic()
+                peer.error, peer.failures, peer.reported = None, 0, False
+        finally:
+            registry.close()  # read again after its refresh: no connection kept meanwhile
+            peer.done.set()
+
+    def _failed(self, peer: _Peer, exc: Exception) -> None:
+        refresh = max(peer.registry.settings.refresh.total_seconds(), 1.0)
+        with self._lock:
+            peer.failures += 1
+            backoff = min(_BACKOFF_MAX, refresh * 2**peer.failures)
+            peer.retry_at = time.monotonic() + backoff
+            peer.error = str(exc)
+            if peer.reported:
+                return
+            peer.reported = True
+            known = peer.reading is not None
+        logger.warning(
+            "tenant registry unreadable; checked against with the members it listed last"
+            if known
+            else "tenant registry unreadable and never read: the other registries' tenants "
+            "the event log has no events of wait until it is read",
+            registry=peer.registry.group,
+            error=str(exc),
+            retry_in=f"{backoff:g}s",
+        )
 
     def _log_splits(self, splits: list[list[str]]) -> None:
         for names in splits:
@@ -179,33 +265,3 @@ class Peers:
                     "the one appended for most recently keeps it",
                     split=f"the event log has events of both {' and '.join(names)}",
                 )
-
-    def _reading(self, group: str) -> Members | str:
-        """The registry's members, or why it has never been read."""
-        registry = self._registries[group]
-        with self._locks[group]:
-            known = self._readings.get(group)
-            fresh = registry.settings.refresh.total_seconds()
-            if known is not None and time.monotonic() - known[0] < fresh:
-                return known[1]
-            try:
-                members = registry.read()
-            except (SourceError, TimeoutError) as exc:
-                if group not in self._unread:
-                    logger.warning(
-                        "tenant registry unreadable; checked against with the members it "
-                        "listed last"
-                        if known is not None
-                        else "tenant registry unreadable and never read: the other "
-                        "registries' tenants the event log has no events of wait until it is "
-                        "read",
-                        registry=group,
-                        error=str(exc),
-                    )
-                self._unread.add(group)
-                return str(exc) if known is None else known[1]
-            finally:
-                registry.close()  # read again after its refresh: no connection kept meanwhile
-            self._unread.discard(group)
-            self._readings[group] = (time.monotonic(), members)
-            return members

@@ -22,7 +22,7 @@ from config import RelaySettings, SourceSettings
 from outbox.errors import SourceError
 from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin
-from outbox.registry_overlaps import Peers
+from outbox.registry_overlaps import PEER_WAIT, Peers
 from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
 from outbox.tenant_registry import Members, TenantRegistry
@@ -82,12 +82,13 @@ class TenantRelays:
         with self._lock:
             return sorted(self._members)
 
-    def read(self) -> Members:
-        """The registry's members now, each bad row logged once (while it stays bad).
-        Raises :class:`SourceError` when the registry cannot be read."""
+    def read(self, peer_wait: float | None = PEER_WAIT) -> Members:
+        """The registry's members now, each bad row logged once (while it stays bad);
+        ``peer_wait``: seconds at most for the other registries' readings (``None``: until
+        their reads end). Raises :class:`SourceError` when the registry cannot be read."""
         members = self.registry.read()
         if self.peers is not None:
-            members = self.peers.settle(members)
+            members = self.peers.settle(members, peer_wait)
         if self.only is not None:
             members = Members(
                 members.registry,
@@ -106,7 +107,7 @@ class TenantRelays:
     def drain(self) -> dict[str, RelayTotals]:
         """Relay every member until its outbox is empty (``readmodel relay --once``)."""
         try:
-            members = self.read()
+            members = self.read(peer_wait=None)  # once: what every registry lists now
         except SourceError as exc:
             return {self.group: RelayTotals(errors=[str(exc)])}
         finally:

@@ -1,0 +1,171 @@
+"""A relay checks its registry's members against the other registries' (``Peers``): a peer
+that cannot be read is checked against with what it listed last, tried again after a
+back-off, and one that hangs is read in the background while the refreshes go on."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from config import load_settings
+from outbox.log import EventLog
+from outbox.registry_overlaps import Peers
+from outbox.tenant_registry import Members, TenantRegistry
+from outbox.tenant_relays import TenantRelays
+from tests.broker_helpers import wait_until
+from tests.cli_helpers import run_cli, write_config
+from tests.tenant_fixtures import (
+    REGISTRY_QUERY,
+    init_tenant_outbox,
+    make_registry,
+    record_sales,
+    registry_sql,
+    sales_for,
+)
+
+
+def _config(tmp_path: Path, store: str, registries: dict[str, str], refresh: str) -> Path:
+    return write_config(
+        tmp_path / "pos.toml",
+        {
+            "store": {"url": store},
+            "projections": ["tests.tenant_fixtures"],
+            "tenants": {
+                group: {
+                    "url": url,
+                    "query": REGISTRY_QUERY,
+                    "refresh": refresh,
+                    "source": {"poll_max": "100ms", "batch_size": 50},
+                }
+                for group, url in registries.items()
+            },
+        },
+    )
+
+
+@pytest.fixture
+def pos_relays(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> Iterator[Callable[[dict[str, str], str], TenantRelays]]:
+    """The relays of registry ``pos`` in a configuration of the given registries, with the
+    peers of a running relay; stopped after the test."""
+    made: list[tuple[TenantRelays, EventLog]] = []
+    store = pg_database()
+
+    def make(registries: dict[str, str], refresh: str = "200ms") -> TenantRelays:
+        config = _config(tmp_path, store, registries, refresh)
+        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+        settings = load_settings(config)
+        log = EventLog(store)
+        registry = TenantRegistry("pos", settings.tenants["pos"], settings.sources)
+        peers = Peers(settings, log.engine)
+        relays = TenantRelays(registry, log, settings.relay, peers=peers)
+        made.append((relays, log))
+        return relays
+
+    yield make
+    for relays, log in made:
+        relays.stop_all()
+        relays.registry.close()
+        log.close()
+
+
+def _problems(members: Members) -> list[str]:
+    return [str(p) for p in members.problems]
+
+
+def test_an_unreadable_peer_is_checked_against_with_the_members_it_listed_last(
+    pg_database: Callable[[], str], pos_relays: Callable[..., TenantRelays], tmp_path: Path
+) -> None:
+    pos, shop, shared = (pg_database() for _ in range(3))
+    init_tenant_outbox(shared)
+    make_registry(pos, {})
+    make_registry(shop, {"acme": shared})
+    relays = pos_relays({"pos": pos, "shop": shop})
+    record_sales(shared, sales_for(1, 1))  # shop:acme relays it first: it keeps it
+    config = str(tmp_path / "pos.toml")
+    assert run_cli(["relay", "--once", "--source", "shop", "--config", config]).exit_code == 0
+    registry_sql(pos, "INSERT INTO tenants VALUES ('acme', :d, true)", d=shared)
+    refusal = (
+        "tenant registry 'pos', tenant 'acme': the same database and outbox table as tenant "
+        "'acme' of tenant registry 'shop'"
+    )
+    assert any(p.startswith(refusal) for p in _problems(relays.read()))
+
+    registry_sql(shop, "ALTER TABLE tenants RENAME TO tenants_away")
+    time.sleep(0.3)  # shop's reading is older than its refresh: read again, and failing
+    members = relays.read()
+    assert any(p.startswith(refusal) for p in _problems(members)), _problems(members)
+    assert "pos:acme" not in members.sources
+
+
+def test_a_failing_peer_is_tried_again_after_a_back_off_not_at_every_refresh(
+    pg_database: Callable[[], str],
+    pos_relays: Callable[..., TenantRelays],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pos, shop, a = (pg_database() for _ in range(3))
+    init_tenant_outbox(a)
+    make_registry(pos, {"a": a})
+    make_registry(shop, {})
+    registry_sql(shop, "ALTER TABLE tenants RENAME TO tenants_away")
+    relays = pos_relays({"pos": pos, "shop": shop}, refresh="5s")
+    reads: list[str] = []
+    read = TenantRegistry.read
+
+    def counted(registry: TenantRegistry) -> Members:
+        reads.append(registry.group)
+        return read(registry)
+
+    monkeypatch.setattr(TenantRegistry, "read", counted)
+    for _ in range(4):
+        members = relays.read()
+    assert reads.count("shop") == 1, reads
+    assert reads.count("pos") == 4
+    waits = "tenant registry 'pos', tenant 'a': waits until tenant registry 'shop' is read"
+    assert any(p.startswith(waits) for p in _problems(members)), _problems(members)
+
+
+def test_a_hung_peer_is_read_once_in_the_background_while_the_refreshes_go_on(
+    pg_database: Callable[[], str], pos_relays: Callable[..., TenantRelays]
+) -> None:
+    pos, shop, a = (pg_database() for _ in range(3))
+    init_tenant_outbox(a)
+    make_registry(pos, {"a": a})
+    make_registry(shop, {})
+    relays = pos_relays({"pos": pos, "shop": shop})
+    relays.refresh()  # both read: pos:a relays
+    assert relays.members == ["pos:a"]
+
+    locker = sa.create_engine(sa.make_url(shop).set(drivername="postgresql+psycopg"))
+    held = locker.connect()
+    try:
+        held.exec_driver_sql("BEGIN; LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+        time.sleep(0.3)  # shop's reading is older than its refresh: read again, and hangs
+        for _ in range(3):
+            relays.refresh()
+        # Three refreshes went on while one read of shop waits for the lock (not one per
+        # refresh, and none given up on: the refreshes did not wait for its timeout).
+        assert _waiting_reads(locker, shop) == 1
+        assert relays.members == ["pos:a"]
+    finally:
+        held.exec_driver_sql("ROLLBACK")
+        held.close()
+        assert wait_until(lambda: _waiting_reads(locker, shop) == 0, 10)
+        locker.dispose()
+
+
+def _waiting_reads(engine: sa.Engine, url: str) -> int:
+    name = sa.make_url(url).database
+    with engine.connect() as conn:
+        return int(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                "AND wait_event_type = 'Lock'",
+                (name,),
+            ).scalar_one()
+        )
