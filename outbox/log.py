@@ -432,6 +432,16 @@ class EventLog:
         with self.engine.connect() as conn:
             return int(conn.execute(query).scalar_one())
 
+    def parked_outbox_counts(self) -> dict[str, int]:
+        """Source -> its outbox rows parked, in one query (sources without any left out)."""
+        query = (
+            sa.select(parked.c.source, sa.func.count())
+            .where(parked.c.kind == PARKED_OUTBOX_ROW, parked.c.status == "parked")
+            .group_by(parked.c.source)
+        )
+        with self.engine.connect() as conn:
+            return {str(source): int(count) for source, count in conn.execute(query)}
+
 
 def _event_of(record: LogRecord) -> list[Any]:
     return [record.aggregate_type, record.aggregate_id, record.event_type, record.payload]

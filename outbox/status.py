@@ -52,8 +52,9 @@ def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
     heads = log.heads()
     rules = recorded_rules(log.engine)
     listed = list_sources(settings, appends=last_appends(log.engine))
+    parked = log.parked_outbox_counts()
     statuses = [
-        source_status(name, settings, heads.get(name, 0), log.parked_outbox_count(name), member)
+        source_status(name, settings, heads.get(name, 0), parked.get(name, 0), member)
         for name, member in listed.sources.items()
     ]
     statuses += [

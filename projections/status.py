@@ -112,25 +112,27 @@ def projection_statuses(engine: ProjectionEngine) -> list[ProjectionStatus]:
     return out
 
 
+_AGES_AT_ONCE = 500  # (source, position) pairs per query
+
+
 def _ages(engine: sa.Engine, positions: set[tuple[str, int]]) -> dict[tuple[str, int], float]:
     """``{(source, checkpoint): seconds}``: age of the event right after each checkpoint."""
     if not positions:
         return {}
-    by_source: dict[str, list[int]] = {}
-    for source, checkpoint in positions:
-        by_source.setdefault(source, []).append(checkpoint + 1)
+    wanted = sorted((source, checkpoint + 1) for source, checkpoint in positions)
     now = datetime.now(UTC)
     out: dict[tuple[str, int], float] = {}
+    key = sa.tuple_(event_log.c.source, event_log.c.position)
     try:
         with engine.connect() as conn:
-            for source, wanted in by_source.items():
+            for start in range(0, len(wanted), _AGES_AT_ONCE):  # not one query per source
                 rows = conn.execute(
-                    sa.select(event_log.c.position, event_log.c.recorded_at).where(
-                        event_log.c.source == source, event_log.c.position.in_(wanted)
-                    )
+                    sa.select(
+                        event_log.c.source, event_log.c.position, event_log.c.recorded_at
+                    ).where(key.in_(wanted[start : start + _AGES_AT_ONCE]))
                 )
-                for position, recorded in rows:
-                    out[(source, int(position) - 1)] = max(
+                for source, position, recorded in rows:
+                    out[(str(source), int(position) - 1)] = max(
                         0.0, (now - _utc(recorded)).total_seconds()
                     )
     except SQLAlchemyError as exc:

@@ -9,6 +9,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from config import load_settings
+from outbox.schema import PARKED_OUTBOX_ROW, log_heads, parked
 from tests.cli_helpers import run_cli
 from tests.tenant_fixtures import (
     init_tenant_outbox,
@@ -18,6 +22,8 @@ from tests.tenant_fixtures import (
     sales_for,
 )
 from tests.tenant_helpers import config_for
+from workers.runtime import build_runtime
+from workers.status import collect
 
 
 def test_status_marks_removed_tenants_while_something_of_theirs_waits(
@@ -71,3 +77,49 @@ def test_status_marks_removed_tenants_while_something_of_theirs_waits(
     report = json.loads(run_cli(["status", "--json", "--config", str(config)]).stdout)
     assert {lane["source"] for lane in report["projections"][0]["lanes"]} == {"pos:acme"}
     assert {s["source"] for s in report["sources"]} == {"pos:acme", "pos:globex"}
+
+
+def test_status_counts_the_parked_rows_of_all_removed_tenants_in_one_query(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, registry, acme = (pg_database() for _ in range(3))
+    init_tenant_outbox(acme)
+    make_registry(registry, {"acme": acme})
+    config = config_for(tmp_path, store, registry)
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    runtime = build_runtime(load_settings(config), migrate=False)
+    statements: list[str] = []
+
+    def record(_c: object, _cur: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(sa.Engine, "before_cursor_execute", record)  # the log's and the store's
+
+    def gone(numbers: range) -> None:  # removed tenants, each with a parked outbox row and
+        # a log head the projection has not reached (a lane with lag)
+        with runtime.log.engine.begin() as conn:
+            for n in numbers:
+                conn.execute(log_heads.insert().values(source=f"pos:gone{n}", head=1))
+                conn.execute(
+                    parked.insert().values(
+                        kind=PARKED_OUTBOX_ROW, source=f"pos:gone{n}", reason="bad row"
+                    )
+                )
+
+    def parked_queries() -> tuple[int, dict[str, int]]:
+        statements.clear()
+        report = collect(runtime)
+        count = sum("rm_parked" in s or "rm_event_log" in s for s in statements)
+        return count, {s.source: s.parked for s in report.sources if s.removed}
+
+    try:
+        gone(range(1))
+        few, removed = parked_queries()
+        assert removed == {"pos:gone0": 1}
+        gone(range(1, 40))
+        many, removed = parked_queries()
+        assert removed == {f"pos:gone{n}": 1 for n in range(40)}
+        assert many == few  # not one more query per removed tenant
+    finally:
+        sa.event.remove(sa.Engine, "before_cursor_execute", record)
+        runtime.close()

@@ -78,7 +78,8 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     def store_part() -> tuple[Any, ...]:
         heads = log.heads()
         removed = removed_members(heads, readable, names)
-        parked = {name: log.parked_outbox_count(name) for name in [*names, *removed]}
+        counts = log.parked_outbox_counts()
+        parked = {name: counts.get(name, 0) for name in [*names, *removed]}
         projections = projection_statuses(runtime.engine)
         return heads, parked, recorded_rules(log.engine), projections, removed
 
