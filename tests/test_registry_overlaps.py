@@ -123,6 +123,10 @@ def test_the_member_already_relaying_keeps_the_database_another_registry_adds(
     relayed = run_cli(["relay", "--once", "--config", str(config)])
     assert "shop:acme: relayed 1" in relayed.stdout and refusal in relayed.output
     assert _heads(store) == {"shop:acme": 3, "pos:zeta": 1}
+    for command in (["status", "--json"], ["health", "--json"]):  # they decide alike
+        report = run_cli([*command, "--config", str(config)])
+        assert refusal in report.stdout, report.output
+        assert "tenant registry 'shop', tenant 'acme'" not in report.stdout
 
 
 def test_two_relay_processes_of_two_registries_relay_a_shared_database_under_one_name(

@@ -123,3 +123,41 @@ def test_status_counts_the_parked_rows_of_all_removed_tenants_in_one_query(
     finally:
         sa.event.remove(sa.Engine, "before_cursor_execute", record)
         runtime.close()
+
+
+def test_a_removed_tenants_parked_events_keep_it_shown_and_none_is_removed_unread(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, registry, acme, oldco = (pg_database() for _ in range(4))
+    for url in (acme, oldco):
+        init_tenant_outbox(url)
+    make_registry(registry, {"acme": acme, "oldco": oldco})
+    config = config_for(tmp_path, store, registry)
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    record_sales(acme, sales_for(1, 2))
+    record_sales(oldco, sales_for(1, 1))
+    registry_sql(  # an event the projection refuses: parked, and nothing of oldco lags
+        oldco,
+        "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) VALUES "
+        """('register', 'r9', 'SaleRecorded', '{"day": "d", "cents": "x", "n": 1}')""",
+    )
+    run_cli(["run", "--until-caught-up", "--config", str(config)])
+    registry_sql(registry, "UPDATE tenants SET active = false WHERE tenant_id = 'oldco'")
+
+    def lanes() -> dict[str, tuple[bool, int]]:
+        status = run_cli(["status", "--json", "--config", str(config)])
+        (projection,) = json.loads(status.stdout)["projections"]
+        assert projection["parked_by_source"] == {"pos:oldco": 1}, projection
+        return {
+            lane["source"]: (lane["removed"], lane["lag_events"]) for lane in projection["lanes"]
+        }
+
+    assert lanes() == {"pos:acme": (False, 0), "pos:oldco": (True, 0)}
+
+    # The registry cannot be read: no tenant is called removed (none is known to be).
+    registry_sql(registry, "ALTER TABLE tenants RENAME TO tenants_away")
+    status = run_cli(["status", "--json", "--config", str(config)])
+    sources = json.loads(status.stdout)["sources"]
+    assert [s["source"] for s in sources if s["removed"]] == []
+    assert "cannot be read" in next(s["error"] for s in sources if s["source"] == "pos")
+    assert lanes() == {"pos:acme": (False, 0), "pos:oldco": (False, 0)}
