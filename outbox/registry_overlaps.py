@@ -43,14 +43,19 @@ Appends = Mapping[str, datetime | None]
 """``{source: when the log last appended for it}``, for sources the log has events of."""
 
 
+class EventLogUnreadable(SourceError):
+    """The event log could not be read to check the registries' shared databases: the
+    registry's members wait, as for an unreadable registry."""
+
+
 def last_appends(engine: sa.Engine) -> dict[str, datetime | None]:
     """The sources the event log has events of, each with the time of its last append."""
     query = sa.select(log_heads.c.source, log_heads.c.updated_at).where(log_heads.c.head > 0)
     try:
         with engine.connect() as conn:
             return {str(source): at for source, at in conn.execute(query)}
-    except SQLAlchemyError as exc:  # the registry's members wait, as for an unreadable one
-        raise SourceError(
+    except SQLAlchemyError as exc:
+        raise EventLogUnreadable(
             f"the event log cannot be read to check tenant registries' shared databases: "
             f"{describe_db_error(exc)}"
         ) from exc

@@ -22,7 +22,7 @@ from config import RelaySettings, SourceSettings
 from outbox.errors import SourceError
 from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin
-from outbox.registry_overlaps import PEER_WAIT, Peers
+from outbox.registry_overlaps import PEER_WAIT, EventLogUnreadable, Peers
 from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
 from outbox.tenant_registry import Members, TenantRegistry
@@ -158,7 +158,10 @@ class TenantRelays:
             members = self.read()
         except SourceError as exc:
             logger.warning(
-                "tenant registry unreadable; relaying the members known before",
+                "event log unreadable while checking the tenant registries' shared databases; "
+                "relaying the members known before"
+                if isinstance(exc, EventLogUnreadable)
+                else "tenant registry unreadable; relaying the members known before",
                 registry=self.group,
                 members=len(self._members),
                 error=str(exc),

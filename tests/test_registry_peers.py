@@ -5,11 +5,13 @@ back-off, and one that hangs is read in the background while the refreshes go on
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from config import load_settings
 from outbox.log import EventLog
@@ -169,3 +171,33 @@ def _waiting_reads(engine: sa.Engine, url: str) -> int:
                 (name,),
             ).scalar_one()
         )
+
+
+def test_an_unreadable_event_log_is_the_registrys_error_and_its_members_keep_running(
+    pg_database: Callable[[], str], pos_relays: Callable[..., TenantRelays]
+) -> None:
+    pos, shop, a = (pg_database() for _ in range(3))
+    init_tenant_outbox(a)
+    make_registry(pos, {"a": a})
+    make_registry(shop, {})
+    relays = pos_relays({"pos": pos, "shop": shop})
+    relays.refresh()
+    assert relays.members == ["pos:a"]
+    assert relays.peers is not None
+    absent = sa.make_url(pos).set(
+        drivername="postgresql+psycopg", database=f"rm_absent_{uuid.uuid4().hex[:12]}"
+    )
+    gone = sa.create_engine(absent)  # a database that does not exist: never connects
+    relays.peers._log_engine = gone  # noqa: SLF001 - the event log as an outage leaves it
+    try:
+        with capture_logs() as logs:
+            relays.refresh()
+        assert relays.members == ["pos:a"]
+        (warning,) = [e for e in logs if e["log_level"] == "warning"]
+        assert warning["event"].startswith("event log unreadable while checking"), warning
+        assert "the event log cannot be read" in warning["error"]
+
+        (totals,) = relays.drain().values()  # relay --once: the registry's error, no trace
+        assert totals.errors[0].startswith("the event log cannot be read"), totals.errors
+    finally:
+        gone.dispose()
