@@ -55,6 +55,9 @@ class RelayTotals:
     refused: bool = False
     """The source was not relayed because of its configuration (its ``binary_ids`` is not
     the rule the log records), not because a database failed."""
+    unlisted: bool = False
+    """Not relayed at all: a registry that cannot be read, a row of it refused or waiting,
+    a member it does not list (no totals to show, only the errors)."""
 
     def add_error(self, message: str) -> None:
         self.errors.append(message)

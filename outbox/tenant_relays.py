@@ -109,16 +109,16 @@ class TenantRelays:
         try:
             members = self.read(peer_wait=None)  # once: what every registry lists now
         except SourceError as exc:
-            return {self.group: RelayTotals(errors=[str(exc)])}
+            return {self.group: RelayTotals(errors=[str(exc)], unlisted=True)}
         finally:
             self.registry.close()  # read once; a one-shot command keeps no connection open
         results: dict[str, RelayTotals] = {}
         for problem in members.problems:  # reported; the other members are relayed
-            results.setdefault(problem.source, RelayTotals()).add_error(str(problem))
+            results.setdefault(problem.source, RelayTotals(unlisted=True)).add_error(str(problem))
         for name in sorted((self.only or set()) - set(members.sources) - set(results)):
             listed = ", ".join(members.sources) or "none"
             error = f"tenant registry {self.group!r} lists no {name!r} (it lists: {listed})"
-            results[name] = RelayTotals(errors=[error])
+            results[name] = RelayTotals(errors=[error], unlisted=True)
         # Each member on its own thread: one tenant database that hangs (bounded by the
         # connect and statement timeouts) holds up no other tenant's.
         names = list(members.sources)

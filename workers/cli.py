@@ -114,6 +114,8 @@ def relay(
                     failed = failed or not totals.refused
                     refused = refused or totals.refused
                     err.print(f"[red]{name}:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+                if totals.unlisted:  # nothing relayed or tried: its error says it all
+                    continue
                 out.print(
                     f"{name}: relayed {totals.relayed}, duplicates {totals.duplicates}, "
                     f"parked {totals.parked}",
