@@ -97,13 +97,7 @@ def test_queries_queued_behind_a_waiting_alter_move_on_and_the_retry_succeeds(
         thread.start()
         try:
             # The migration's ALTER waits for the holder's lock ...
-            deadline = time.monotonic() + 60
-            while not watcher.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-                (f"ALTER TABLE {TABLE}%",),
-            ).fetchone():
-                assert time.monotonic() < deadline, "the migration's ALTER never waited"
-                time.sleep(0.02)
+            _wait_for_alter(watcher)
             # ... a query of the pipeline on the table queues behind it, and moves on once
             # the ALTER gives up its wait (without lock_timeout: when the holder ends).
             assert reader.execute(f"SELECT count(*) FROM {TABLE}").fetchone() == (0,)
@@ -150,9 +144,12 @@ def test_the_cli_exits_1_naming_what_blocks_it(
 
 
 def _wait_for_alter(watcher: psycopg.Connection[Any]) -> None:
+    """Until this test's database shows the migration's ALTER waiting for a lock (other
+    databases of the server may run the same migration at the same time)."""
     deadline = time.monotonic() + 60
     while not watcher.execute(
-        "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        "SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND query LIKE %s",
         (f"ALTER TABLE {TABLE}%",),
     ).fetchone():
         assert time.monotonic() < deadline, "the migration's ALTER never waited"
