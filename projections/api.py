@@ -151,7 +151,15 @@ class TenantError(Exception):
     placed). A handler failure like any other: retried, then parked with this message."""
 
 
-class WideIntegerError(ValueError):
+class UnstorableValueError(ValueError):
+    """A handler wrote a value a column cannot keep as written, naming ``table.column`` and
+    the value: NaN into an integer column (or any SQLite column, which stores it as NULL), a
+    text that names no fixed time (``'now'``), a time PostgreSQL stores but psycopg cannot
+    read back (``'infinity'``), a tuple into a PostgreSQL text column... Raised by the write
+    itself, before the batch holds it, like :class:`WideIntegerError`."""
+
+
+class WideIntegerError(UnstorableValueError):
     """A handler wrote an integer its store would not keep: into a column too narrow for it
     (naming ``table.column``), or a MongoDB document or key (naming the collection and the
     field; BSON holds 64-bit integers). Raised by the write (or read) itself, before the

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from outbox.json_numbers import UnwritableIntegerError, integer_text
-from projections.api import WideIntegerError
+from projections.api import UnstorableValueError, WideIntegerError
 
 _DOUBLE = 2**1024 - 2**970  # the least integer float() refuses (rounds past the largest)
 _SINGLE = 2**128 - 2**103
@@ -96,12 +96,6 @@ def integer_bounds(dialect: Dialect, table: sa.Table, column: sa.Column[Any]) ->
     return None
 
 
-class ColumnValueError(ValueError):
-    """A value a column cannot hold that is not an integer past its width (those are
-    :class:`WideIntegerError`): refused naming ``table.column`` when the handler writes it,
-    where the driver's refusal would name neither."""
-
-
 def _floats(where: str, why: str, past: int) -> Bounds:
     return Bounds(-past + 1, past - 1, _refusal(where, f"{why}, and it is past their range"))
 
@@ -128,5 +122,28 @@ def json_refusal(table: sa.Table, column: sa.Column[Any]) -> Callable[[Exception
             f"is not read back (Python reads integers of at most "
             f"{sys.get_int_max_str_digits()} digits): write it as text"
         ) from None
+
+    return refuse
+
+
+class Unstorable(Exception):  # noqa: N818 - a signal from a converter, not an error shown
+    """Raised by a column's converter for a value the column cannot keep as written; the
+    upsert turns it into :class:`UnstorableValueError` naming the column. ``why``: the
+    reason, and what to write instead."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def value_refusal(table: sa.Table, column: sa.Column[Any]) -> Callable[[Any, Unstorable], NoReturn]:
+    """What refuses, naming the column, a value its converter found unstorable."""
+    where = f"{table.name}.{column.name}"
+
+    def refuse(value: Any, error: Unstorable) -> NoReturn:
+        text = repr(value)
+        if len(text) > 80:
+            text = text[:77] + "..."
+        raise UnstorableValueError(f"{where} cannot hold {text}: {error.why}") from None
 
     return refuse

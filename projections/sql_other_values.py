@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sqlite3
 import threading
 import uuid
@@ -45,11 +44,14 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from outbox.json_numbers import UnwritableIntegerError
+from projections.sql_limits import Unstorable
+from projections.sql_time_values import pg_date, pg_timestamp, pg_timestamptz
 
 Converter = Callable[[Any], Any]
 
 _NONE = type(None)
 _INT64 = 2**63
+SQLITE_NAN = "SQLite stores NaN as NULL; write None, or text"
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
@@ -72,8 +74,10 @@ def postgresql_other(
         return (_pg_boolean if plain else _sa_boolean), frozenset({bool, _NONE})
     if isinstance(column_type, sa.DateTime):
         if column_type.timezone:
-            return _pg_timestamptz(zone), frozenset({_NONE})
-        return _pg_timestamp(zone), frozenset({_NONE})
+            return pg_timestamptz(zone), frozenset({_NONE})
+        return pg_timestamp(zone), frozenset({_NONE})
+    if isinstance(column_type, sa.Date):
+        return pg_date(zone), frozenset({_NONE})
     return None
 
 
@@ -102,9 +106,24 @@ def _pg_text(zone: tzinfo) -> Converter:
             return value.isoformat()
         if kind is uuid.UUID:
             return str(value)
+        if kind in _NOT_TEXT:
+            raise Unstorable(
+                f"psycopg sends a {kind.__name__} as {_NOT_TEXT[kind]}, not as text (the "
+                "statement stores its text form or fails): write str() or json.dumps() of it"
+            )
         return value
 
     return convert
+
+
+_NOT_TEXT = {
+    tuple: "a record",
+    list: "an array",
+    dict: "no type",
+    bytes: "bytea",
+    bytearray: "bytea",
+    memoryview: "bytea",
+}
 
 
 def _pg_float_text(value: float) -> str:
@@ -188,66 +207,6 @@ def _pg_boolean(value: Any) -> Any:
     return _sa_boolean(value)
 
 
-_ISO = re.compile(
-    r"\s*\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?"
-    r"(?:Z|[+-]\d{2}(?::?\d{2})?)?\s*",
-    re.ASCII,
-)
-
-
-def _iso(text: str) -> datetime | None:
-    """An ISO 8601 date or date and time, parsed as the server would; ``None`` for any other
-    text (left to the server, which parses more formats or refuses them)."""
-    if not _ISO.fullmatch(text):
-        return None
-    try:
-        return datetime.fromisoformat(text.strip())
-    except ValueError:
-        return None
-
-
-def _pg_timestamptz(zone: tzinfo) -> Converter:
-    def convert(value: Any) -> Any:
-        moment = _iso(value) if type(value) is str else value
-        kind = type(moment)
-        try:
-            if kind is datetime:
-                if moment.tzinfo is zone:
-                    return moment
-                if moment.tzinfo is None:
-                    return moment.replace(tzinfo=zone)
-                if moment.utcoffset() is None:
-                    return value
-                return moment.astimezone(zone)
-            if kind is date:
-                return datetime(moment.year, moment.month, moment.day, tzinfo=zone)
-        except (OverflowError, ValueError):
-            pass
-        return value
-
-    return convert
-
-
-def _pg_timestamp(zone: tzinfo) -> Converter:
-    def convert(value: Any) -> Any:
-        kind = type(value)
-        try:
-            if kind is datetime:
-                if value.tzinfo is None or value.utcoffset() is None:
-                    return value
-                return value.astimezone(zone).replace(tzinfo=None)
-            if kind is str:
-                moment = _iso(value)
-                return value if moment is None else moment.replace(tzinfo=None)
-            if kind is date:
-                return datetime(value.year, value.month, value.day)
-        except (OverflowError, ValueError):
-            pass
-        return value
-
-    return convert
-
-
 def _json(dialect: Dialect, binary: bool) -> Converter:
     """The value as the dialect's JSON serializer writes it and its deserializer reads it;
     for ``JSONB``, as PostgreSQL keeps it (keys ordered, numbers as ``numeric``)."""
@@ -319,7 +278,7 @@ def _processed(
 
     def convert(value: Any) -> Any:
         if naive_datetimes and type(value) is datetime and value.tzinfo is None:
-            return value  # written and read back as it is
+            return value.replace(fold=0) if value.fold else value  # fold is not stored
         try:
             return result(stored(bind(value)))
         except UnwritableIntegerError:
@@ -339,6 +298,10 @@ def _sqlite_text(value: Any) -> Any:
     kind = type(value)
     if kind is int or kind is bool:
         return str(int(value)) if -_INT64 <= value < _INT64 else value
+    if kind is float and value != value:
+        raise Unstorable(SQLITE_NAN)
+    if kind is Decimal:
+        raise Unstorable("sqlite3 binds no Decimal: write str() of it")
     if kind is float or kind is datetime or kind is date:
         connection = getattr(_local, "sqlite", None)
         if connection is None:

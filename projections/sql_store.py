@@ -18,8 +18,7 @@ from outbox.db import create_engine, describe_db_error, engine_kind
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.schema import create_tables
-from projections.api import Projection, WideIntegerError
-from projections.sql_limits import ColumnValueError
+from projections.api import Projection, UnstorableValueError
 from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_of
 from projections.sql_tx import SqlTx
 from projections.sql_writes import RefusedWrite, refusals, refused_for_good, refused_write
@@ -434,8 +433,8 @@ def _handle(
     database error that is no refusal (a lost connection, a lock timeout: retried as the
     store's). Anything else is the handler's own failure, :class:`HandlerFailed`: a data
     exception of its own query too, retried up to ``max_attempts``; ``refused`` only for a
-    value the Tx refused naming its column (:class:`WideIntegerError`,
-    :class:`ColumnValueError`)."""
+    value the Tx refused naming its column (:class:`UnstorableValueError`,
+    :class:`WideIntegerError` among them)."""
     tx.event = event
     try:
         if projection.handle(event, tx) and tags is not None:
@@ -447,5 +446,5 @@ def _handle(
             raise HandlerFailed(event, exc, traceback.format_exc()) from exc
         raise
     except Exception as exc:
-        refused = isinstance(exc, WideIntegerError | ColumnValueError)
+        refused = isinstance(exc, UnstorableValueError)
         raise HandlerFailed(event, exc, traceback.format_exc(), refused=refused) from exc

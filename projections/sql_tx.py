@@ -6,14 +6,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Mapping
 from datetime import tzinfo
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import sqlalchemy as sa
 from psycopg.types.json import Json
 
 from outbox.envelope import Envelope
-from projections.api import Projection, TenantError
+from projections.api import Projection, TenantError, UnstorableValueError
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
 from projections.sql_values import Converters, stored_values
 from projections.sql_writes import (
@@ -141,11 +141,13 @@ class SqlTx:
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
         if self._deferred:
             self._run_deferred()
-        physical, name, pk, _, _ = self._info.get(table) or self._describe(table)
+        physical, name, pk, converters, _ = self._info.get(table) or self._describe(table)
         if not isinstance(key, tuple):
             key = (key,)
         if len(key) != len(pk):
             self._key(table, key)  # raises the error naming the table and its key
+        if converters.keys is not None:
+            key = converters.key(key)
         k = (name, key)
         pending = self._pending.get(k)
         if pending is None:
@@ -191,7 +193,7 @@ class SqlTx:
             self._prefetch(table, keys)
 
     def _prefetch(self, table: sa.Table, keys: list[Any]) -> None:
-        physical, name, pk_names, _, _ = self._info.get(table) or self._describe(table)
+        physical, name, pk_names, converters, _ = self._info.get(table) or self._describe(table)
         pk = list(physical.primary_key.columns)
         read = self._read
         wanted: set[tuple[Any, ...]] = set()
@@ -199,6 +201,8 @@ class SqlTx:
             k = key if isinstance(key, tuple) else (key,)
             if len(k) != len(pk_names):
                 self._key(table, k)  # raises the error naming the table and its key
+            if converters.keys is not None:
+                k = converters.key(k)
             if (name, k) not in read:
                 wanted.add(k)
         if not wanted:
@@ -272,9 +276,12 @@ class SqlTx:
         if tenant is not None:
             row = self._placed(table, tenant, row)
         try:
-            k = (name, (row[pk[0]],) if len(pk) == 1 else tuple([row[c] for c in pk]))
+            key = (row[pk[0]],) if len(pk) == 1 else tuple([row[c] for c in pk])
         except KeyError as exc:
             raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
+        if None in key:
+            _null_key(table, pk, key)
+        k = (name, key if converters.keys is None else converters.key(key))
         pending = self._pending.get(k)
         if pending is None:
             op, values = UPSERT, dict(row)
@@ -318,9 +325,13 @@ class SqlTx:
         )
 
     def delete(self, table: sa.Table, key: Any) -> None:
-        physical = self._physical(table)
+        physical, name, _, converters, _ = self._info.get(table) or self._describe(table)
+        key = self._key(table, key)
         self._remember(physical)
-        self._pending[(physical.name, self._key(table, key))] = (DELETE, None)
+        self._pending[(name, key if converters.keys is None else converters.key(key))] = (
+            DELETE,
+            None,
+        )
 
     def find(self, table: sa.Table, **equals: Any) -> list[dict[str, Any]]:
         """Rows whose columns equal ``equals`` (pending writes are flushed first)."""
@@ -358,6 +369,14 @@ class SqlTx:
 # (physical table, its name, primary key column names, value converters, tenant column)
 _Info = tuple[sa.Table, str, tuple[str, ...], Converters, str | None]
 _MISSING: Any = object()
+
+
+def _null_key(table: sa.Table, pk: tuple[str, ...], key: tuple[Any, ...]) -> NoReturn:
+    column = pk[key.index(None)]
+    raise UnstorableValueError(
+        f"{table.name}.{column} cannot hold None: a primary key column holds no NULL (SQLite "
+        "would number the row itself, PostgreSQL refuse it)"
+    )
 
 
 def row_lock_key(key: tuple[str, tuple[Any, ...]]) -> int:

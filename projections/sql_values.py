@@ -20,7 +20,7 @@ database):
 - SQLite integers: an integral float or a numeric string becomes an integer; other values
   are kept as they are (SQLite's type affinity). A ``Decimal``, which the driver cannot
   bind, becomes an integer as on PostgreSQL (half away from zero); NaN or infinity is
-  refused naming the column (:class:`~projections.sql_limits.ColumnValueError`).
+  refused naming the column (:class:`~projections.api.UnstorableValueError`).
 - Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
   nearest single-precision value, printed shortest).
 - PostgreSQL ``CHAR(n)``: blank-padded to ``n``.
@@ -48,8 +48,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from projections.api import WideIntegerError
-from projections.sql_limits import Bounds, ColumnValueError, integer_bounds, json_refusal
-from projections.sql_other_values import Converter, postgresql_other, sqlite_other
+from projections.sql_limits import (
+    Bounds,
+    Unstorable,
+    integer_bounds,
+    json_refusal,
+    value_refusal,
+)
+from projections.sql_other_values import SQLITE_NAN, Converter, postgresql_other, sqlite_other
 from projections.sql_plans import table_plan
 
 __all__ = ["Column", "Converters", "WideIntegerError", "normalize", "stored_values"]
@@ -63,12 +69,17 @@ class Column(NamedTuple):
     exact: frozenset[type]  # value types that need no conversion
     bounds: Bounds | None  # the integers the column keeps, when not every one
     unwritable: Callable[[Exception], NoReturn] | None  # a JSON column's refusal of one
+    unstorable: Callable[[Any, Unstorable], NoReturn]  # refuses what ``convert`` cannot keep
 
 
 _NONE = type(None)
 _INT64 = 2**63
 _PG_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+# What numeric_in and float8in also read (any case): NaN, infinities.
+_SPECIAL = re.compile(r"\s*(nan|[+-]?inf(inity)?)\s*", re.ASCII | re.IGNORECASE)
+_NAN = Decimal("NaN")
+_NO_INTEGER = "an integer column holds no NaN or infinity"
 
 
 class Converters:
@@ -76,14 +87,32 @@ class Converters:
     (as ``dataclasses`` compiles ``__init__``): an upsert pays a test per converted column
     it names, a call only for a value of a type its column converts."""
 
-    __slots__ = ("columns", "normalize")
+    __slots__ = ("columns", "keys", "normalize")
 
-    def __init__(self, columns: tuple[Column, ...]) -> None:
+    def __init__(self, columns: tuple[Column, ...], keys: tuple[Column | None, ...]) -> None:
         self.columns = columns
         self.normalize: Callable[[dict[str, Any], Any], None] = _compile(columns)
+        self.keys = keys if any(keys) else None
+        """Per primary key column, its converter (``None`` when no key column has one)."""
 
     def __bool__(self) -> bool:
         return bool(self.columns)
+
+    def key(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``key`` as its columns store it: a row upserted as ``{"id": "42"}`` into an
+        integer key is found by ``get(table, 42)``, in its batch as in a later one."""
+        if self.keys is None:
+            return key
+        out = []
+        for value, column in zip(key, self.keys, strict=True):
+            if column is not None and column.convert is not None:
+                if value is not None and type(value) not in column.exact:
+                    try:
+                        value = column.convert(value)
+                    except Unstorable as exc:
+                        column.unstorable(value, exc)
+            out.append(value)
+        return tuple(out)
 
 
 def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], None]:
@@ -91,9 +120,15 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
     It refuses an integer out of a column's bounds before converting (and, where the
     column converts a ``Decimal`` or text into one, after): ``row`` may be converted in
     part then, so a caller passes a copy it can drop."""
-    names: dict[str, Any] = {"_MISSING": _MISSING, "_type": type, "_int": int, "_list": list}
+    names: dict[str, Any] = {
+        "_MISSING": _MISSING,
+        "_type": type,
+        "_int": int,
+        "_list": list,
+        "_Unstorable": Unstorable,
+    }
     body = ["    def normalize(row, given):", "        get = given.get"]
-    for i, (name, convert, exact, bounds, unwritable) in enumerate(columns):
+    for i, (name, convert, exact, bounds, unwritable, unstorable) in enumerate(columns):
         tests = ["value is not _MISSING"]
         if _NONE in exact:
             tests.append("value is not None")
@@ -114,15 +149,16 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
                 body.append(f"            items{i}(value)")
         if convert is not None:
             names[f"convert{i}"] = convert
+            names[f"unstorable{i}"] = unstorable
             body.append(f"        if {' and '.join(tests)}:")
+            body.append("            try:")
+            body.append(f"                value = convert{i}(value)")
+            body.append("            except _Unstorable as exc:")
+            body.append(f"                unstorable{i}(value, exc)")
             if unwritable is not None:
                 names[f"unwritable{i}"] = unwritable
-                body.append("            try:")
-                body.append(f"                value = convert{i}(value)")
                 body.append("            except TypeError as exc:")
                 body.append(f"                unwritable{i}(exc)")
-            else:
-                body.append(f"            value = convert{i}(value)")
             body.append(f"            row[{name!r}] = value")
             if bounds is not None and bounds.converted:
                 body.append(f"            if _type(value) is _int and {out_of_bounds}:")
@@ -145,7 +181,7 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
     found = _converters.get(key)
     if found is None:
         context = _Context(dialect, table, zone)
-        columns: list[Column] = []
+        columns: dict[str, Column] = {}
         for column in table.columns:
             converter = _converter(context, column)
             bounds = integer_bounds(dialect, table, column)
@@ -153,8 +189,12 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
                 convert, exact = converter or (None, frozenset())
                 json = isinstance(column.type, sa.JSON) and convert is not None
                 unwritable = json_refusal(table, column) if json else None
-                columns.append(Column(column.name, convert, exact, bounds, unwritable))
-        found = _converters[key] = Converters(tuple(columns))
+                unstorable = value_refusal(table, column)
+                columns[column.name] = Column(
+                    column.name, convert, exact, bounds, unwritable, unstorable
+                )
+        keys = tuple(columns.get(column.name) for column in table.primary_key.columns)
+        found = _converters[key] = Converters(tuple(columns.values()), keys)
     return found
 
 
@@ -163,7 +203,6 @@ class _Context:
 
     def __init__(self, dialect: Dialect, table: sa.Table, zone: tzinfo | None) -> None:
         self.dialect = dialect
-        self.table = table
         self.zone = zone or UTC
         self.plain = dialect.name == "postgresql" and table_plan(dialect, table) is not None
 
@@ -179,12 +218,12 @@ def _converter(
     dialect, column_type = context.dialect, column.type
     if dialect.name == "postgresql":
         found = _postgresql(dialect, column_type)
-        if found is None and not column.primary_key:
+        if found is None:
             found = postgresql_other(context.dialect, column_type, context.zone, context.plain)
         return found
     if dialect.name == "sqlite":
-        found = _sqlite(dialect, column_type, f"{context.table.name}.{column.name}")
-        if found is None and not column.primary_key:
+        found = _sqlite(dialect, column_type)
+        if found is None:
             found = sqlite_other(dialect, column_type, _sqlite_integer)
         return found
     return None
@@ -212,7 +251,7 @@ def _postgresql(
         scale = column_type.scale
         if scale is None and column_type.precision is not None:
             scale = 0  # NUMERIC(p) is NUMERIC(p, 0)
-        to_decimal = _pg_numeric(scale)
+        to_decimal = _pg_numeric(scale, column_type.precision is not None)
         if not column_type.asdecimal:
             return _then(to_decimal, Decimal, float), frozenset({_NONE})
         return to_decimal, frozenset({_NONE})
@@ -226,7 +265,8 @@ def _postgresql(
     return None
 
 
-def _pg_numeric(scale: int | None) -> Converter:
+def _pg_numeric(scale: int | None, bounded: bool) -> Converter:
+    """``bounded``: ``NUMERIC(p, s)``, which holds NaN but no infinity."""
     exponent = None if scale is None else Decimal(1).scaleb(-scale)
 
     def convert(value: Any) -> Any:
@@ -238,14 +278,19 @@ def _pg_numeric(scale: int | None) -> Converter:
                 number = Decimal(value)
             elif kind is float:
                 if not math.isfinite(value):
-                    return value
-                number = Decimal(f"{value:.15g}")  # float8_numeric: DBL_DIG digits
-            elif kind is str and _NUMBER.fullmatch(value):
+                    number = Decimal(value)
+                else:
+                    number = Decimal(f"{value:.15g}")  # float8_numeric: DBL_DIG digits
+            elif kind is str and (_NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value)):
                 number = Decimal(value.strip())
             else:
                 return value
-            if not number.is_finite():
-                return value
+            if number.is_nan():
+                return value if number.is_snan() else _NAN
+            if number.is_infinite():
+                if bounded:
+                    raise Unstorable("a NUMERIC(p, s) column holds no infinity")
+                return number
             if exponent is not None:
                 number = number.quantize(exponent, ROUND_HALF_UP)
             elif number.as_tuple().exponent > 0:  # type: ignore[operator]
@@ -260,10 +305,12 @@ def _pg_numeric(scale: int | None) -> Converter:
 def _pg_integer(value: Any) -> Any:
     kind = type(value)
     if kind is float:
-        return round(value) if math.isfinite(value) else value  # rint: half to even
+        if not math.isfinite(value):
+            raise Unstorable(_NO_INTEGER)
+        return round(value)  # rint: half to even
     if kind is Decimal:
         if not value.is_finite():
-            return value
+            raise Unstorable(_NO_INTEGER)
         return int(value.to_integral_value(ROUND_HALF_UP))
     if kind is str and _PG_INTEGER.fullmatch(value):
         return int(value)
@@ -276,7 +323,11 @@ def _pg_int4(value: Any) -> Any:
 
 def _pg_double(value: Any) -> Any:
     kind = type(value)
-    if kind is int or kind is Decimal or (kind is str and _NUMBER.fullmatch(value)):
+    if (
+        kind is int
+        or kind is Decimal
+        or (kind is str and (_NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value)))
+    ):
         try:
             return float(value)
         except (OverflowError, ValueError):
@@ -287,8 +338,10 @@ def _pg_double(value: Any) -> Any:
 def _pg_real(value: Any) -> Any:
     """The nearest single-precision value, as PostgreSQL prints it (shortest digits)."""
     number = _pg_double(value)
-    if type(number) is not float or not math.isfinite(number):
+    if type(number) is not float:
         return value
+    if not math.isfinite(number):
+        return number
     try:
         single = _SINGLE.unpack(_SINGLE.pack(number))[0]
     except (OverflowError, struct.error):
@@ -314,7 +367,7 @@ def _padded(length: int) -> Converter:
 
 
 def _sqlite(
-    dialect: Dialect, column_type: sa.types.TypeEngine[Any], where: str
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
 ) -> tuple[Converter, frozenset[type]] | None:
     if isinstance(column_type, sa.Numeric | sa.Float):  # SQLAlchemy binds a float
         impl = column_type.dialect_impl(dialect)
@@ -322,29 +375,21 @@ def _sqlite(
         result = impl.result_processor(dialect, None)
         # REAL affinity keeps floats; NUMERIC affinity stores an integral float as an integer.
         real = isinstance(column_type, sa.Float)
-        stored = float if real else _sqlite_integral
-        convert = _sqlite_bound(bind, stored, result)
-        exact = {_NONE} if result is not None else {float, _NONE} if real else {_NONE}
-        return convert, frozenset(exact)
+        stored = _sqlite_real if real else _sqlite_integral
+        return _sqlite_bound(bind, stored, result), frozenset({_NONE})
     if isinstance(column_type, sa.Integer):
-        return _sqlite_integer_column(where), frozenset({int, _NONE})
+        return _sqlite_integer_column, frozenset({int, _NONE})
     return None
 
 
-def _sqlite_integer_column(where: str) -> Converter:
+def _sqlite_integer_column(value: Any) -> Any:
     """INTEGER affinity, and a ``Decimal`` (which the driver cannot bind) as PostgreSQL
-    stores it: rounded half away from zero; one that is not a number is refused."""
-
-    def convert(value: Any) -> Any:
-        if type(value) is not Decimal:
-            return _sqlite_integer(value)
-        if not value.is_finite():
-            raise ColumnValueError(
-                f"{where} cannot hold {value!r}: an INTEGER column holds integers"
-            )
-        return int(value.to_integral_value(ROUND_HALF_UP))
-
-    return convert
+    stores it: rounded half away from zero; NaN or infinity is refused."""
+    if type(value) is not Decimal:
+        return _sqlite_integer(value)
+    if not value.is_finite():
+        raise Unstorable(_NO_INTEGER)
+    return int(value.to_integral_value(ROUND_HALF_UP))
 
 
 def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) -> Converter:
@@ -353,8 +398,10 @@ def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) 
             number = bind(value)
         except (TypeError, ValueError, OverflowError):
             return value  # the flush refuses it
-        if type(number) is not float or not math.isfinite(number):
-            return value  # SQLite stores NaN as NULL: left to the flush
+        if type(number) is not float:
+            return value
+        if number != number:
+            raise Unstorable(SQLITE_NAN)
         number = stored(number)
         if result is None:
             return number
@@ -363,6 +410,11 @@ def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) 
         return number if number else number.copy_abs()
 
     return convert
+
+
+def _sqlite_real(value: float) -> float:
+    """REAL affinity stores an integral float as an integer: -0.0 is read back as 0.0."""
+    return value if value else 0.0
 
 
 def _sqlite_integral(value: float) -> float | int:
@@ -376,6 +428,8 @@ def _sqlite_integer(value: Any) -> Any:
     as a number (an integer when it is one)."""
     kind = type(value)
     if kind is float:
+        if value != value:
+            raise Unstorable(SQLITE_NAN)
         return _sqlite_integral(value) if math.isfinite(value) else value
     if kind is bool:
         return int(value)
@@ -386,6 +440,8 @@ def _sqlite_integer(value: Any) -> Any:
             return number if -_INT64 <= number < _INT64 else float(number)
         number = float(text)
         return _sqlite_integral(number) if math.isfinite(number) else number
+    if kind is Decimal and value.is_nan():
+        raise Unstorable(SQLITE_NAN)
     return value
 
 

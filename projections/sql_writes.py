@@ -17,8 +17,7 @@ import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Json
 
-from projections.api import WideIntegerError
-from projections.sql_limits import ColumnValueError
+from projections.api import UnstorableValueError
 from projections.sql_plans import (
     TablePlan,
     as_is,
@@ -103,8 +102,7 @@ _FOR_GOOD = (
     psycopg.errors.CannotCoerce,
     psycopg.errors.ProgramLimitExceeded,
     sqlite3.DataError,
-    WideIntegerError,
-    ColumnValueError,
+    UnstorableValueError,  # WideIntegerError too: refused by the write, naming the column
 )
 
 

@@ -1,0 +1,137 @@
+"""Values of PostgreSQL ``timestamptz``, ``timestamp`` and ``date`` columns as they are stored.
+
+The companion of :mod:`projections.sql_other_values`, observed on PostgreSQL through psycopg
+(``tests/test_batch_values_property.py`` checks each against the server):
+
+- ``timestamptz``: read back in the session's time zone ``zone``. A naive datetime is taken
+  in it; PostgreSQL ignores ``fold``: a wall time that happens twice (DST ends) is the first
+  one, one that never happens (DST starts) is taken with the offset before the change and
+  read back past it (02:30 in Paris on 2024-03-31 is 03:30+02:00).
+- ``timestamp``: an aware value in the session's time zone, its offset dropped; ``fold``
+  dropped. ``date``: a datetime's date (an aware one's in the session's time zone).
+- Text: ISO 8601, optionally followed by an IANA zone name, and ``'epoch'``. A time zone
+  offset or name is ignored by ``timestamp`` and ``date`` columns, as the server ignores it.
+  Other text is refused (:class:`~projections.sql_limits.Unstorable`): ``'now'``,
+  ``'today'``... name the time the transaction runs, which a replay does not repeat;
+  ``'infinity'`` is stored but psycopg cannot read it back; other formats depend on the
+  server's ``DateStyle`` (``'01/02/2024'``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, date, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from projections.sql_limits import Unstorable
+
+Converter = Callable[[Any], Any]
+
+_ISO = re.compile(
+    r"\s*(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?"
+    r"(?:Z|[+-]\d{2}(?::?\d{2})?)?)(?:\s+([A-Za-z][A-Za-z0-9_+/-]*))?\s*",
+    re.ASCII,
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CLOCK = frozenset({"now", "today", "tomorrow", "yesterday"})
+_INFINITE = frozenset({"infinity", "+infinity", "-infinity"})
+_ADVICE = "write a datetime, a date or ISO 8601 text"
+
+
+def parsed(text: str) -> datetime | date:
+    """What PostgreSQL reads of ``text`` (aware when it names an offset or a zone); raises
+    :class:`Unstorable` for text it reads otherwise, or reads in more than one way."""
+    word = text.strip().lower()
+    if word == "epoch":
+        return _EPOCH
+    if word in _CLOCK:
+        raise Unstorable(
+            f"it names the time the transaction runs, which a replay would not repeat; "
+            f"{_ADVICE} (the event's time)"
+        )
+    if word in _INFINITE:
+        raise Unstorable(f"PostgreSQL stores it but psycopg cannot read it back; {_ADVICE}")
+    found = _ISO.fullmatch(text)
+    if found is None:
+        raise Unstorable(f"PostgreSQL reads such text by its DateStyle setting; {_ADVICE}")
+    stamp, zone_name = found.groups()
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        raise Unstorable(f"it is no valid date or time; {_ADVICE}") from None
+    if zone_name is not None:
+        if moment.tzinfo is not None:
+            raise Unstorable(f"it names both an offset and a time zone; {_ADVICE}")
+        try:
+            moment = moment.replace(tzinfo=ZoneInfo(zone_name))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise Unstorable(f"no time zone is named {zone_name!r}; {_ADVICE}") from None
+    return moment
+
+
+def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
+    """``moment`` in ``zone`` as PostgreSQL prints it: a naive one taken there (``fold``
+    ignored; a wall time that does not exist is read with the offset before the change)."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        moment = moment.replace(tzinfo=zone, fold=0)
+    return moment.astimezone(UTC).astimezone(zone)
+
+
+def pg_timestamptz(zone: tzinfo) -> Converter:
+    def convert(value: Any) -> Any:
+        moment = parsed(value) if type(value) is str else value
+        kind = type(moment)
+        try:
+            if kind is datetime:
+                return _in_zone(moment, zone)
+            if kind is date:
+                return _in_zone(datetime(moment.year, moment.month, moment.day), zone)
+        except (OverflowError, ValueError):
+            pass
+        return value
+
+    return convert
+
+
+def pg_timestamp(zone: tzinfo) -> Converter:
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        try:
+            if kind is datetime:
+                if value.tzinfo is None or value.utcoffset() is None:
+                    return value.replace(fold=0, tzinfo=None) if value.fold else value
+                return _in_zone(value, zone).replace(tzinfo=None, fold=0)
+            if kind is str:
+                moment = parsed(value)
+                if type(moment) is date:
+                    return datetime(moment.year, moment.month, moment.day)
+                return moment.replace(tzinfo=None, fold=0)  # the server ignores the offset
+            if kind is date:
+                return datetime(value.year, value.month, value.day)
+        except (OverflowError, ValueError):
+            pass
+        return value
+
+    return convert
+
+
+def pg_date(zone: tzinfo) -> Converter:
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        try:
+            if kind is datetime:
+                if value.tzinfo is None or value.utcoffset() is None:
+                    return value.date()
+                return _in_zone(value, zone).date()
+            if kind is str:
+                moment = parsed(value)
+                if moment is _EPOCH:
+                    return _EPOCH.date()
+                return moment.date() if type(moment) is datetime else moment  # zone ignored
+        except (OverflowError, ValueError):
+            pass
+        return value
+
+    return convert
