@@ -12,19 +12,19 @@ in the session's time zone) and SQLite (through SQLAlchemy's processors), and ch
   statements bind them; on PostgreSQL, for a table written through the driver-level plan,
   the strings ``boolin`` takes (``'true'``, ``' t '``, ``'off'``...) too. Other values are
   left to be refused, as before.
-- PostgreSQL ``timestamptz``: a naive datetime is taken in the session's time zone, an aware
-  one converted to it, a date is its midnight, an ISO 8601 string is parsed (others are left
-  to the server); ``timestamp``: an aware value in the session's time zone, its offset
-  dropped (from a string, the offset is ignored, as the server does). SQLite: SQLAlchemy's
-  processors (the stored text read back: naive, offset dropped).
+- PostgreSQL ``timestamptz``, ``timestamp``, ``date``: :mod:`projections.sql_time_values`.
+  SQLite: SQLAlchemy's processors (the stored text read back: naive, offset and ``fold``
+  dropped).
 - JSON: the value as the dialect's serializer writes it and its deserializer reads it (a
   tuple becomes a list, an int key a string); ``JSONB`` also orders keys as PostgreSQL does
   (shorter first) and reads numbers back as ``numeric`` prints them (``1e16`` an int).
   SQLite's ``JSON`` (like ``DATETIME``) column has NUMERIC affinity: the JSON of a number
   is stored as the number (``1.0`` as the integer 1).
 
-A value a converter does not know (a date format only the server parses, a tuple for a text
-column, which psycopg sends as a record) is left as it is: the flush stores or refuses it.
+PostgreSQL dates and times: :mod:`projections.sql_time_values`. A tuple, list, dict or bytes
+for a PostgreSQL text column is refused (psycopg sends it as a record, an array, bytea: one
+statement stored its text form, another failed), NaN for a SQLite one (stored as NULL). A
+value a converter does not know is left as it is: the flush stores or refuses it.
 """
 
 from __future__ import annotations

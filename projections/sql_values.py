@@ -26,10 +26,12 @@ database):
 - PostgreSQL ``CHAR(n)``: blank-padded to ``n``.
 - Text, booleans, datetimes and JSON: see :mod:`projections.sql_other_values`.
 
-Primary key columns get only these numeric and ``CHAR`` conversions (a key is looked up as
-given). A value a converter does not know (a type the database refuses, NaN, an overflow, a
-date format only the server parses) is left as it is: the flush then stores or refuses it,
-as before. But an integer the column would not keep (payloads carry integers exactly,
+Primary key columns are converted alike, and so are the keys a handler looks up
+(:meth:`Converters.key`). A value no column keeps as written (NaN into an integer column or
+any SQLite column, which stores it as NULL) is refused naming the column
+(:class:`~projections.api.UnstorableValueError`); one a converter does not know (a type the
+database refuses, an overflow) is left as it is: the flush then stores or refuses it.
+But an integer the column would not keep (payloads carry integers exactly,
 whatever their size) is refused at once, naming the column: see
 :mod:`projections.sql_limits`.
 """

@@ -349,3 +349,84 @@ def test_values_cover_every_column_kind() -> None:
     """The strategies reach every kind (a kind without values would test nothing)."""
     assert all(values for _, values in (_KINDS | _JSON_KINDS).values())
     assert any(isinstance(v, float) and math.isnan(v) for v in _NUMBERS)
+
+
+_REFUSED = {  # (column kind, value) -> what the message says, per store
+    "postgresql": [
+        ("count", _NAN, "holds no NaN"),
+        ("big", Decimal("Infinity"), "holds no NaN or infinity"),
+        ("cents", _INF, "holds no infinity"),
+        ("at", "now", "a replay would not repeat"),
+        ("naive", "infinity", "psycopg cannot read it back"),
+        ("day", "01/02/2024", "DateStyle"),
+        ("text", (1, "a"), "as a record"),
+        ("name", b"raw", "as bytea"),
+    ],
+    "sqlite": [
+        ("count", _NAN, "stores NaN as NULL"),
+        ("ratio", "NaN", "stores NaN as NULL"),
+        ("text", _NAN, "stores NaN as NULL"),
+    ],
+}
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_value_no_column_keeps_as_written_is_refused_naming_it(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """Refused by the upsert itself (before the batch holds it), naming table, column and
+    value, where the database stored another value (NULL for NaN on SQLite, the clock's
+    time for 'now'), one psycopg cannot read back, or failed without naming the column."""
+    from outbox.db import create_engine
+    from projections.api import UnstorableValueError
+    from projections.sql_tx import SqlTx
+
+    tables = _tables("refused")
+    engine = create_engine(database_for(kind))
+    next(iter(tables.values())).metadata.create_all(engine)
+    table = tables["plain"]
+    try:
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {t: t for t in tables.values()})
+            for column, value, why in _REFUSED[kind]:
+                with pytest.raises(UnstorableValueError) as refused:
+                    tx.upsert(table, {"id": "a", f"w_{column}": value})
+                message = str(refused.value)
+                assert message.startswith(f"{table.name}.w_{column} cannot hold {value!r}: ")
+                assert why in message
+            with pytest.raises(UnstorableValueError, match=r"\.id cannot hold None"):
+                tx.upsert(tables["int_key"], {"id": None, "label": "x"})
+            tx.flush()
+            assert tx.get(table, "a") is None  # nothing refused joined the batch
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_key_is_found_under_any_form_its_column_stores_alike(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """A row upserted as ``{"id": "42"}`` into an integer key was filed under ``"42"`` in
+    its batch: ``get(table, 42)`` missed it there and found it in a later batch."""
+    from outbox.db import create_engine
+    from projections.sql_tx import SqlTx
+
+    tables = _tables("keys")
+    engine = create_engine(database_for(kind))
+    next(iter(tables.values())).metadata.create_all(engine)
+    int_key, text_key = tables["int_key"], tables["text_key"]
+    try:
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {t: t for t in tables.values()})
+            tx.upsert(int_key, {"id": " 42 ", "label": "text"})
+            tx.upsert(int_key, {"id": 42.0, "label": "float"})  # the same row
+            tx.upsert(text_key, {"id": 7, "label": "int"})
+            in_batch = [tx.get(int_key, 42), tx.get(int_key, "42"), tx.get(text_key, "7")]
+            tx.flush()
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {t: t for t in tables.values()})
+            later = [tx.get(int_key, 42), tx.get(int_key, "42"), tx.get(text_key, "7")]
+    finally:
+        engine.dispose()
+    expected = [{"id": 42, "label": "float"}] * 2 + [{"id": "7", "label": "int"}]
+    assert in_batch == later == expected
