@@ -29,7 +29,7 @@ from pymongo.errors import (
 
 from outbox.envelope import Envelope
 from outbox.json_numbers import integer_text
-from projections.api import Projection, TenantError, WideIntegerError
+from projections.api import Projection, TenantError, UnstorableValueError, WideIntegerError
 from projections.store import HandlerFailed, add_cache_tags
 
 _DELETED = object()
@@ -54,11 +54,12 @@ class TenantConflict(RefusedDocument):
 
 def refused_for_good(error: BaseException) -> bool:
     """Whether ``error`` refuses a value written, alike on every attempt: an integer past 64
-    bits, a document the driver cannot send. Not a duplicate key (another lane may free it)
-    nor another tenant's ``_id`` (:class:`TenantConflict`)."""
+    bits (any :class:`UnstorableValueError`), a document the driver cannot send. Not a
+    duplicate key (another lane may free it) nor another tenant's ``_id``
+    (:class:`TenantConflict`)."""
     if isinstance(error, TenantConflict):
         return False
-    return isinstance(error, WideIntegerError | RefusedDocument)
+    return isinstance(error, UnstorableValueError | RefusedDocument)
 
 
 def handler_error(exc: BaseException) -> BaseException:
@@ -386,8 +387,9 @@ REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
 
 def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:
     """Run ``projection``'s handler of ``event`` in ``tx``, adding its cache tags to ``tags``;
-    a handler's own error becomes :class:`HandlerFailed` (``refused`` for a
-    :class:`WideIntegerError`, which only the Tx raises)."""
+    a handler's own error becomes :class:`HandlerFailed` (``refused`` for an
+    :class:`UnstorableValueError`, :class:`WideIntegerError` among them, which only the Tx
+    raises)."""
     tx.event = event
     try:
         if projection.handle(event, tx) and tags is not None:  # type: ignore[arg-type]
@@ -395,7 +397,7 @@ def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[st
     except (*REFUSED_WRITES, PyMongoError):
         raise
     except Exception as exc:
-        refused = isinstance(exc, WideIntegerError)
+        refused = isinstance(exc, UnstorableValueError)
         raise HandlerFailed(event, exc, traceback.format_exc(), refused=refused) from exc
 
 

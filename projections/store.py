@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from outbox.envelope import Envelope
-from projections.api import Projection, WideIntegerError
+from projections.api import Projection, UnstorableValueError
 
 _Hold = TypeVar("_Hold")
 
@@ -277,9 +277,10 @@ class Store(ABC):
     def refused_for_good(self, error: BaseException) -> bool:
         """Whether ``error`` (of a :class:`HandlerFailed` with ``refused`` set: the store's
         refusal, never a handler's own exception) refuses a value the handler wrote or looked
-        up, alike on every attempt: its event is parked at once instead of retried. A lock, a
-        connection or a conflict with another writer is not."""
-        return isinstance(error, WideIntegerError)
+        up, alike on every attempt: its event is parked at once instead of retried. Every
+        :class:`UnstorableValueError` is (:class:`WideIntegerError` too). A lock, a connection
+        or a conflict with another writer is not."""
+        return isinstance(error, UnstorableValueError)
 
     @abstractmethod
     def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> bool:

@@ -1,11 +1,14 @@
 """A write refused for the value itself (an integer past a column's or BSON's width, a text
-too long for its column) fails alike on every attempt: its event is parked at the first
+too long for its column, any other value a column cannot keep as written: NaN, a tuple into
+a PostgreSQL text column) fails alike on every attempt: its event is parked at the first
 failure, with the refusal as its reason, instead of after ``max_attempts`` retries with
 backoff. Any other handler failure is still retried."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -13,11 +16,13 @@ import pytest
 import sqlalchemy as sa
 
 from outbox.log import EventLog
-from projections.api import Event, Projection, Tx, WideIntegerError, on
+from projections.api import Event, Projection, Tx, UnstorableValueError, WideIntegerError, on
 from projections.engine import ProjectionEngine, RetryLater
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
-from projections.store import Lane
+from projections.mongo_tx import refused_for_good as document_refused_for_good
+from projections.sql_writes import refused_for_good as sql_refused_for_good
+from projections.store import Lane, Store
 from tests.projection_fixtures import append_tenant_events, engine_on
 
 WIDE = 2**70
@@ -49,6 +54,12 @@ class Limits(Projection):
         except WideIntegerError:
             tx.upsert(limits, {"id": event.aggregate_id, "note": str(event.payload["whole"])})
 
+    @on("bank", "Odd")
+    def odd(self, event: Event[dict], tx: Tx) -> None:
+        """A value no JSON payload carries, built from its name."""
+        value = _ODD[event.payload["v"]]
+        tx.upsert(limits, {"id": event.aggregate_id, event.payload["col"]: value})
+
     @on("bank", "Broken")
     def broken(self, event: Event[dict], tx: Tx) -> None:
         raise RuntimeError(f"not yet: {event.aggregate_id}")
@@ -72,6 +83,16 @@ class Limits(Projection):
     @on("bank", "Lookup")
     def lookup(self, event: Event[dict], tx: Tx) -> None:
         tx.find(limits, whole=event.payload["whole"])
+
+
+_ODD: dict[str, Any] = {
+    "tuple": (1, "a"),
+    "bytes": b"ab",
+    "nan": math.nan,
+    "decimal nan": Decimal("NaN"),
+    "decimal infinity": Decimal("-Infinity"),
+    "decimal": Decimal("2.5"),
+}
 
 
 def _process_once(
@@ -130,6 +151,49 @@ def test_a_text_too_long_for_its_column_parks_its_event_at_the_first_failure(
     assert rows == {"short": {"id": "short", "code": "abc"}}
     assert parked["long"].attempts == 1
     assert "StringDataRightTruncation" in parked["long"].reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "odd"),
+    [
+        ("postgresql", [("note", "tuple"), ("note", "bytes"), ("whole", "decimal nan")]),
+        ("sqlite", [("note", "nan"), ("whole", "decimal nan"), ("whole", "decimal infinity")]),
+    ],
+)
+def test_a_value_no_column_keeps_parks_its_event_at_the_first_failure(
+    kind: str, odd: list[tuple[str, str]], database_for: Callable[[str], str]
+) -> None:
+    """:class:`UnstorableValueError` (raised by the write, naming the column) is refused for
+    good like the integers past a column's width, whichever backend or column refused it."""
+    events = [(f"{col}-{v}", "Odd", {"col": col, "v": v}) for col, v in odd]
+    events.append(("fits", "Odd", {"col": "whole", "v": "decimal"}))
+    rows, parked, checkpoint = _process_once(database_for(kind), events)
+
+    assert checkpoint == len(events)
+    assert rows == {"fits": {"id": "fits", "whole": 3}}  # half away from zero, on both
+    assert sorted(parked) == sorted(key for key, _, _ in events[:-1])
+    for col, v in odd:
+        key = f"{col}-{v}"
+        entry = parked[key]
+        assert entry.attempts == 1, (key, entry.reason)
+        assert entry.reason.startswith("refused for good, not retried: UnstorableValueError"), (
+            entry.reason
+        )
+        assert f"limits.{col} cannot hold {_ODD[v]!r}" in entry.reason, entry.reason
+
+
+@pytest.mark.parametrize(
+    "refused_for_good", [sql_refused_for_good, document_refused_for_good, Store.refused_for_good]
+)
+def test_every_store_takes_an_unstorable_value_for_refused_for_good(
+    refused_for_good: Callable[..., bool],
+) -> None:
+    """The SQL stores', the document store's and the default classification agree: the one
+    public error of a value a column cannot keep, and its kind for wide integers."""
+    args = (None,) if refused_for_good is Store.refused_for_good else ()
+    assert refused_for_good(*args, UnstorableValueError("t.c cannot hold nan: ..."))
+    assert refused_for_good(*args, WideIntegerError("t.c cannot hold the integer ..."))
+    assert not refused_for_good(*args, ValueError("a handler's own"))
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
