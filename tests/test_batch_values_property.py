@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.dialects import postgresql
 
@@ -329,12 +329,70 @@ def store_url(request: pytest.FixtureRequest, database_for: Callable[[str], str]
     return url
 
 
+_D = datetime.datetime
+# What the property found (and fixes made pass), each kept as an explicit example so that a
+# few generated ones per store suffice. A write the database refuses at the flush makes the
+# engine apply the whole batch one event per batch, as ``batch_size=1`` does, hiding every
+# other difference: the values it refused before they were converted or refused by the
+# write are kept apart ("refusals"), each on an aggregate of its own (a parked event holds
+# the later events of its aggregate).
+_FOUND: dict[str, list[tuple[str, tuple[str, str, Any]]]] = {
+    "keys filed under the form written": [
+        ("a", ("int_key", "key", ("42", 42))),
+        ("b", ("int_key", "key", (42.0, " 42 "))),
+        ("c", ("int_key", "key", (Decimal("42"), True))),
+        ("d", ("text_key", "key", (42, "42"))),
+        ("e", ("text_key", "key", (True, 1))),
+    ],
+    "dates, DST and text times": [
+        ("a", ("plain", "day", _D(2024, 10, 27, 2, 30))),
+        ("b", ("plain", "naive", _D(2024, 10, 27, 2, 30, fold=1))),
+        ("c", ("plain", "at", _D(2024, 3, 31, 2, 30))),
+        ("d", ("mixed", "at", _D(2024, 10, 27, 2, 30, fold=1, tzinfo=_PARIS))),
+        ("e", ("plain", "at", "2024-05-01 10:00 Europe/Paris")),
+        ("f", ("plain", "naive", "epoch")),
+        ("g", ("plain", "day", "now")),
+        ("h", ("plain", "at", "infinity")),
+        ("i", ("mixed", "naive", "01/02/2024")),
+    ],
+    "NaN, infinities and -0.0": [
+        ("a", ("plain", "cents", _NAN)),
+        ("b", ("plain", "ratio", "NaN")),
+        ("c", ("plain", "real", -0.0)),
+        ("d", ("plain", "text", _NAN)),
+        ("e", ("plain", "ratio", -_INF)),
+        ("f", ("mixed", "cents", "Infinity")),
+    ],
+    "tuples and JSON through SQLAlchemy": [
+        ("a", ("mixed", "text", (1, "a"))),
+        ("b", ("mixed", "name", (1, (2, None)))),
+        ("c", ("mixed", "doc", {1: "x", "y": (2, 3)})),
+        ("d", ("mixed", "bdoc", {"b": 1, "a": 2, "ccc": 3})),
+    ],
+    "refusals": [
+        ("a", ("int_key", "key", (None, 42))),
+        ("b", ("plain", "count", _NAN)),
+        ("c", ("plain", "big", Decimal("Infinity"))),
+        ("d", ("plain", "cents", _INF)),
+        ("e", ("plain", "text", (1, "a"))),
+        ("f", ("plain", "name", b"raw")),
+        ("g", ("plain", "count", Decimal("2.5"))),
+        ("h", ("mixed", "big", Decimal("-0.001"))),
+    ],
+}
+
+
 @settings(
-    max_examples=25,
+    max_examples=8,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(events=_events)
+@example(events=_FOUND["keys filed under the form written"])
+@example(events=_FOUND["dates, DST and text times"])
+@example(events=_FOUND["NaN, infinities and -0.0"])
+@example(events=_FOUND["tuples and JSON through SQLAlchemy"])
+@example(events=_FOUND["refusals"])
 def test_batch_boundaries_never_change_the_read_model(
     store_url: str, events: list[tuple[str, tuple[str, str, Any]]]
 ) -> None:
@@ -346,8 +404,15 @@ def test_batch_boundaries_never_change_the_read_model(
 
 
 def test_values_cover_every_column_kind() -> None:
-    """The strategies reach every kind (a kind without values would test nothing)."""
+    """The strategies reach every kind (a kind without values would test nothing), and the
+    examples found write values the strategies draw."""
     assert all(values for _, values in (_KINDS | _JSON_KINDS).values())
+    kinds = _KINDS | _JSON_KINDS
+    for events in _FOUND.values():
+        for _, (table, kind, value) in events:
+            drawn = _KEYS if kind == "key" else kinds[kind][1]
+            for one in value if kind == "key" else (value,):
+                assert any(one is v or repr(one) == repr(v) for v in drawn), (table, kind, one)
     assert any(isinstance(v, float) and math.isnan(v) for v in _NUMBERS)
 
 
@@ -430,3 +495,25 @@ def test_a_key_is_found_under_any_form_its_column_stores_alike(
         engine.dispose()
     expected = [{"id": 42, "label": "float"}] * 2 + [{"id": "7", "label": "int"}]
     assert in_batch == later == expected
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect: a value the database refuses only at the flush parks its event "
+    "in batches of 1, but is never flushed when a later event of the batch rewrites its row",
+)
+@pytest.mark.parametrize(
+    "events",
+    [
+        [("a", ("mixed", "flag", "true")), ("a", ("mixed", "flag", True))],  # found by the property
+        [("a", ("plain", "flag", "abc")), ("a", ("plain", "flag", True))],
+        [("a", ("plain", "cents", 1e300)), ("a", ("plain", "cents", 42))],
+    ],
+)
+def test_a_value_refused_at_the_flush_then_rewritten_in_its_batch(
+    events: list[tuple[str, tuple[str, str, Any]]], pg_database: Callable[[], str]
+) -> None:
+    url = pg_database()
+    one_by_one = dict(_apply(url, events, batch_size=1, replay=False))
+    all_at_once = dict(_apply(url, events, batch_size=1000, replay=False))
+    assert all_at_once["live"] == one_by_one["live"]
