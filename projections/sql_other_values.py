@@ -8,10 +8,11 @@ in the session's time zone) and SQLite (through SQLAlchemy's processors), and ch
 - Text (PostgreSQL): a number, boolean, ``Decimal``, date or datetime is stored as the
   server prints it (``float8out``'s shortest digits, ``true``, a timestamp in the session's
   time zone). SQLite: as its TEXT affinity stores what the driver binds (``CAST AS TEXT``).
-- Booleans: ``0``/``1`` (and ``0.0``/``1.0``) become ``False``/``True`` as SQLAlchemy's
-  statements bind them; on PostgreSQL, for a table written through the driver-level plan,
-  the strings ``boolin`` takes (``'true'``, ``' t '``, ``'off'``...) too. Other values are
-  left to be refused, as before.
+- Booleans, on both stores and both write paths: ``0``/``1`` (and ``0.0``/``1.0``) become
+  ``False``/``True`` as SQLAlchemy's statements bind them, and so do the strings
+  PostgreSQL's ``boolin`` takes (``'true'``, ``' t '``, ``'off'``, ``'y'``...); any other
+  value is refused naming the column (it was refused only at the flush, so a later write
+  of the row in the same batch hid it).
 - PostgreSQL ``timestamptz``, ``timestamp``, ``date``: :mod:`projections.sql_time_values`.
   SQLite: SQLAlchemy's processors (the stored text read back: naive, offset and ``fold``
   dropped).
@@ -58,10 +59,10 @@ SQLITE_NAN = "SQLite stores NaN as NULL; write None, or text"
 
 
 def postgresql_other(
-    dialect: Dialect, column_type: sa.types.TypeEngine[Any], zone: tzinfo, plain: bool
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any], zone: tzinfo
 ) -> tuple[Converter, frozenset[type]] | None:
     """The converter of a PostgreSQL text, boolean, datetime or JSON column, with the value
-    types that need none; ``plain``: the table is written through the driver-level plan."""
+    types that need none."""
     if isinstance(column_type, sa.Enum | sa.ARRAY):
         return None
     if isinstance(column_type, sa.JSON):
@@ -70,8 +71,7 @@ def postgresql_other(
     if isinstance(column_type, sa.String):  # CHAR(n) is padded above
         return _pg_text(zone), frozenset({str, _NONE})
     if isinstance(column_type, sa.Boolean):
-        # The driver-level plan sends strings for boolin; SQLAlchemy's statements refuse them.
-        return (_pg_boolean if plain else _sa_boolean), frozenset({bool, _NONE})
+        return boolean, frozenset({bool, _NONE})
     if isinstance(column_type, sa.DateTime):
         if column_type.timezone:
             return pg_timestamptz(zone), frozenset({_NONE})
@@ -182,14 +182,6 @@ def _pg_offset_text(offset: timedelta | None) -> str:
     return text
 
 
-def _sa_boolean(value: Any) -> Any:
-    """SQLAlchemy's ``Boolean`` binds a value equal to 0 or 1 as ``False``/``True``."""
-    kind = type(value)
-    if (kind is int or kind is float or kind is Decimal) and (value == 0 or value == 1):
-        return value == 1
-    return value
-
-
 def _boolin() -> dict[str, bool]:
     """The strings PostgreSQL's ``boolin`` takes (any case, trimmed), each a prefix."""
     words = {"true": True, "false": False, "yes": True, "no": False}
@@ -198,13 +190,30 @@ def _boolin() -> dict[str, bool]:
 
 
 _BOOLIN = _boolin()
+_NO_BOOLEAN = (
+    "a boolean column takes True or False, 0 or 1, or a text PostgreSQL reads as a boolean "
+    "('t', 'yes', 'off', '0'...)"
+)
 
 
-def _pg_boolean(value: Any) -> Any:
-    if type(value) is str:
+def boolean(value: Any) -> bool:
+    """A boolean column's value, alike on both stores and both write paths: a text
+    ``boolin`` reads (``'true'``, ``' t '``, ``'off'``...) and a number equal to 0 or 1 (as
+    SQLAlchemy's ``Boolean`` binds it; psycopg would send an integer as ``smallint``, which
+    PostgreSQL refuses for a boolean column) become ``False``/``True``; anything else is
+    refused, where SQLAlchemy's statements, psycopg or the server refused it at the flush."""
+    kind = type(value)
+    if kind is str:
         found = _BOOLIN.get(value.strip(" \t\n\r\v\f").lower())
-        return value if found is None else found
-    return _sa_boolean(value)
+        if found is not None:
+            return found
+    elif kind is int or kind is float or kind is Decimal:
+        try:
+            if value == 0 or value == 1:
+                return value == 1
+        except ArithmeticError:  # a signalling NaN
+            pass
+    raise Unstorable(_NO_BOOLEAN)
 
 
 def _json(dialect: Dialect, binary: bool) -> Converter:
@@ -229,12 +238,16 @@ def _json(dialect: Dialect, binary: bool) -> Converter:
 
     def convert(value: Any) -> Any:
         try:
-            document = loads(dumps(value))
-            return jsonb(document) if binary else document
+            text = dumps(value)
         except UnwritableIntegerError:
             raise  # refused naming the column
+        except (TypeError, ValueError) as exc:  # the flush would fail alike
+            raise Unstorable(f"the JSON serializer cannot write it ({exc})") from None
+        try:
+            document = loads(text)
+            return jsonb(document) if binary else document
         except Exception:
-            return value  # the flush refuses it (or a later read would)
+            return value  # a later read would refuse it
 
     return convert
 
@@ -258,7 +271,7 @@ def sqlite_other(
     if isinstance(column_type, sa.String):
         return _sqlite_text, frozenset({str, bytes, _NONE})
     if isinstance(column_type, sa.Boolean):
-        return _sa_boolean, frozenset({bool, _NONE})
+        return boolean, frozenset({bool, _NONE})
     if isinstance(column_type, sa.DateTime | sa.Date | sa.JSON):
         impl = column_type.dialect_impl(dialect)
         bind = impl.bind_processor(dialect)
@@ -280,9 +293,13 @@ def _processed(
         if naive_datetimes and type(value) is datetime and value.tzinfo is None:
             return value.replace(fold=0) if value.fold else value  # fold is not stored
         try:
-            return result(stored(bind(value)))
+            bound = bind(value)
         except UnwritableIntegerError:
             raise  # refused naming the column
+        except (TypeError, ValueError) as exc:  # the flush would fail alike
+            raise Unstorable(f"SQLAlchemy binds no such value here ({exc})") from None
+        try:
+            return result(stored(bound))
         except Exception:
             return value  # the flush refuses it
 
@@ -290,6 +307,7 @@ def _processed(
 
 
 _local = threading.local()
+_SQLITE_UNBOUND = frozenset({tuple, list, dict, uuid.UUID})
 
 
 def _sqlite_text(value: Any) -> Any:
@@ -300,8 +318,8 @@ def _sqlite_text(value: Any) -> Any:
         return str(int(value)) if -_INT64 <= value < _INT64 else value
     if kind is float and value != value:
         raise Unstorable(SQLITE_NAN)
-    if kind is Decimal:
-        raise Unstorable("sqlite3 binds no Decimal: write str() of it")
+    if kind is Decimal or kind in _SQLITE_UNBOUND:
+        raise Unstorable(f"sqlite3 binds no {kind.__name__}: write str() of it")
     if kind is float or kind is datetime or kind is date:
         connection = getattr(_local, "sqlite", None)
         if connection is None:

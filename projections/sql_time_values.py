@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, tzinfo
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -79,6 +80,22 @@ def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
     return moment.astimezone(UTC).astimezone(zone)
 
 
+def _refusing_numbers(convert: Converter) -> Converter:
+    """``convert``, refusing a number (or boolean), which PostgreSQL casts to no date or time
+    (psycopg sends it as a number: refused at the flush, hidden by a later write)."""
+
+    def checked(value: Any) -> Any:
+        if type(value) in _NUMBERS:
+            raise Unstorable(_NO_NUMBER)
+        return convert(value)
+
+    return checked
+
+
+_NUMBERS = frozenset({int, float, Decimal, bool})
+_NO_NUMBER = "PostgreSQL casts no number to a date or time: write a datetime, or ISO text"
+
+
 def pg_timestamptz(zone: tzinfo) -> Converter:
     def convert(value: Any) -> Any:
         moment = parsed(value) if type(value) is str else value
@@ -92,7 +109,7 @@ def pg_timestamptz(zone: tzinfo) -> Converter:
             pass
         return value
 
-    return convert
+    return _refusing_numbers(convert)
 
 
 def pg_timestamp(zone: tzinfo) -> Converter:
@@ -114,7 +131,7 @@ def pg_timestamp(zone: tzinfo) -> Converter:
             pass
         return value
 
-    return convert
+    return _refusing_numbers(convert)
 
 
 def pg_date(zone: tzinfo) -> Converter:
@@ -134,4 +151,4 @@ def pg_date(zone: tzinfo) -> Converter:
             pass
         return value
 
-    return convert
+    return _refusing_numbers(convert)

@@ -43,7 +43,7 @@ import re
 import struct
 from collections.abc import Callable
 from datetime import UTC, tzinfo
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any, NamedTuple, NoReturn
 
 import sqlalchemy as sa
@@ -58,7 +58,6 @@ from projections.sql_limits import (
     value_refusal,
 )
 from projections.sql_other_values import SQLITE_NAN, Converter, postgresql_other, sqlite_other
-from projections.sql_plans import table_plan
 
 __all__ = ["Column", "Converters", "WideIntegerError", "normalize", "stored_values"]
 
@@ -206,7 +205,6 @@ class _Context:
     def __init__(self, dialect: Dialect, table: sa.Table, zone: tzinfo | None) -> None:
         self.dialect = dialect
         self.zone = zone or UTC
-        self.plain = dialect.name == "postgresql" and table_plan(dialect, table) is not None
 
 
 def normalize(converters: Converters, row: dict[str, Any], given: Any) -> None:
@@ -221,7 +219,7 @@ def _converter(
     if dialect.name == "postgresql":
         found = _postgresql(dialect, column_type)
         if found is None:
-            found = postgresql_other(context.dialect, column_type, context.zone, context.plain)
+            found = postgresql_other(context.dialect, column_type, context.zone)
         return found
     if dialect.name == "sqlite":
         found = _sqlite(dialect, column_type)
@@ -253,7 +251,7 @@ def _postgresql(
         scale = column_type.scale
         if scale is None and column_type.precision is not None:
             scale = 0  # NUMERIC(p) is NUMERIC(p, 0)
-        to_decimal = _pg_numeric(scale, column_type.precision is not None)
+        to_decimal = _pg_numeric(scale, column_type.precision)
         if not column_type.asdecimal:
             return _then(to_decimal, Decimal, float), frozenset({_NONE})
         return to_decimal, frozenset({_NONE})
@@ -261,15 +259,18 @@ def _postgresql(
         # PostgreSQL casts a boolean to INTEGER (int4) on assignment, to no other integer.
         if column_type.compile(dialect=dialect).upper() == "INTEGER":
             return _pg_int4, frozenset({int, _NONE})
-        return _pg_integer, frozenset({int, bool, _NONE})
+        return _pg_bigint, frozenset({int, _NONE})
     if isinstance(column_type, sa.CHAR) and column_type.length:
         return _padded(column_type.length), frozenset({_NONE})
     return None
 
 
-def _pg_numeric(scale: int | None, bounded: bool) -> Converter:
-    """``bounded``: ``NUMERIC(p, s)``, which holds NaN but no infinity."""
+def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
+    """``NUMERIC(precision, scale)`` (``precision`` given: no infinity, and at most
+    ``precision - scale`` digits before the point once rounded, else "numeric field
+    overflow")."""
     exponent = None if scale is None else Decimal(1).scaleb(-scale)
+    limit = None if precision is None else Decimal(1).scaleb(precision - (scale or 0))
 
     def convert(value: Any) -> Any:
         kind = type(value)
@@ -285,23 +286,43 @@ def _pg_numeric(scale: int | None, bounded: bool) -> Converter:
                     number = Decimal(f"{value:.15g}")  # float8_numeric: DBL_DIG digits
             elif kind is str and (_NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value)):
                 number = Decimal(value.strip())
+            elif kind is bool:
+                raise Unstorable(_NO_BOOLEAN_NUMBER)
             else:
                 return value
             if number.is_nan():
                 return value if number.is_snan() else _NAN
             if number.is_infinite():
-                if bounded:
+                if limit is not None:
                     raise Unstorable("a NUMERIC(p, s) column holds no infinity")
                 return number
+            if limit is not None and abs(number) >= limit:  # before rounding: it may not fit
+                _overflow(precision, scale)
             if exponent is not None:
-                number = number.quantize(exponent, ROUND_HALF_UP)
+                number = number.quantize(exponent, ROUND_HALF_UP, _WIDE)
             elif number.as_tuple().exponent > 0:  # type: ignore[operator]
-                number = number.quantize(1)  # PostgreSQL writes 1E+2 as 100
+                number = number.quantize(1, context=_WIDE)  # PostgreSQL writes 1E+2 as 100
+            if limit is not None and abs(number) >= limit:  # 99.995 is 100.00
+                _overflow(precision, scale)
         except (InvalidOperation, ValueError):
             return value
         return number if number else number.copy_abs()  # no negative zero
 
     return convert
+
+
+def _overflow(precision: int | None, scale: int | None) -> NoReturn:
+    digits = (precision or 0) - (scale or 0)
+    raise Unstorable(
+        f"numeric field overflow: a NUMERIC({precision}, {scale or 0}) column holds less than "
+        f"10^{digits} in magnitude once rounded to {scale or 0} places"
+    )
+
+
+# Wide enough for any NUMERIC(p, s) (p at most 1000) and PostgreSQL's unbounded numeric.
+_WIDE = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_NO_BOOLEAN_NUMBER = "PostgreSQL casts no boolean to a number column: write 1 or 0"
+_NO_INTEGER_TEXT = "PostgreSQL reads no integer from this text (write the number, rounded)"
 
 
 def _pg_integer(value: Any) -> Any:
@@ -314,9 +335,19 @@ def _pg_integer(value: Any) -> Any:
         if not value.is_finite():
             raise Unstorable(_NO_INTEGER)
         return int(value.to_integral_value(ROUND_HALF_UP))
-    if kind is str and _PG_INTEGER.fullmatch(value):
-        return int(value)
+    if kind is str:
+        if _PG_INTEGER.fullmatch(value):
+            return int(value)
+        if _NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value):
+            raise Unstorable(_NO_INTEGER_TEXT)
     return value
+
+
+def _pg_bigint(value: Any) -> Any:
+    """BIGINT and SMALLINT: PostgreSQL casts a boolean to ``INTEGER`` only."""
+    if type(value) is bool:
+        raise Unstorable(_NO_BOOLEAN_NUMBER)
+    return _pg_integer(value)
 
 
 def _pg_int4(value: Any) -> Any:
@@ -325,6 +356,8 @@ def _pg_int4(value: Any) -> Any:
 
 def _pg_double(value: Any) -> Any:
     kind = type(value)
+    if kind is bool:
+        raise Unstorable(_NO_BOOLEAN_NUMBER)
     if (
         kind is int
         or kind is Decimal

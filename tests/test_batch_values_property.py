@@ -382,8 +382,12 @@ _FOUND: dict[str, list[tuple[str, tuple[str, str, Any]]]] = {
 }
 
 
+# Deterministic and bounded for CI: no saved-example replays, no random finds; what earlier
+# runs found is kept in the explicit examples.
 @settings(
-    max_examples=8,
+    derandomize=True,
+    database=None,
+    max_examples=5,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -497,11 +501,6 @@ def test_a_key_is_found_under_any_form_its_column_stores_alike(
     assert in_batch == later == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: a value the database refuses only at the flush parks its event "
-    "in batches of 1, but is never flushed when a later event of the batch rewrites its row",
-)
 @pytest.mark.parametrize(
     "events",
     [
@@ -513,7 +512,48 @@ def test_a_key_is_found_under_any_form_its_column_stores_alike(
 def test_a_value_refused_at_the_flush_then_rewritten_in_its_batch(
     events: list[tuple[str, tuple[str, str, Any]]], pg_database: Callable[[], str]
 ) -> None:
+    """A value the database refused only at the flush was never flushed when a later event
+    of its batch rewrote the row: batches of one event parked it, bigger ones applied it.
+    The upsert now converts ('true') or refuses ('abc', 1e300 into NUMERIC(10, 2)) it."""
     url = pg_database()
     one_by_one = dict(_apply(url, events, batch_size=1, replay=False))
     all_at_once = dict(_apply(url, events, batch_size=1000, replay=False))
     assert all_at_once["live"] == one_by_one["live"]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_no_value_drawn_is_refused_only_at_the_flush(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """Each value the strategies draw, into each column kind, on both write paths (``plain``:
+    the driver-level plan on PostgreSQL; ``mixed``: SQLAlchemy's statements) is refused by
+    the upsert or stored by the flush. One refused only at the flush is never flushed when a
+    later event of its batch rewrites the row, where batches of one event park it."""
+    from outbox.db import create_engine
+    from projections.api import UnstorableValueError
+    from projections.sql_tx import SqlTx
+
+    tables = _tables("flush")
+    engine = create_engine(database_for(kind))
+    next(iter(tables.values())).metadata.create_all(engine)
+    at_the_flush = []
+    try:
+        for name in _TABLES:
+            table = tables[name]
+            kinds = _KINDS if name == "plain" else _KINDS | _JSON_KINDS
+            for column, (_, values) in kinds.items():
+                for value in values:
+                    try:
+                        with engine.begin() as conn:
+                            tx = SqlTx(conn, {t: t for t in tables.values()})
+                            try:
+                                tx.upsert(table, {"id": "a", f"w_{column}": value})
+                            except UnstorableValueError:
+                                continue
+                            tx.flush()
+                            conn.rollback()
+                    except Exception as exc:  # noqa: BLE001 - listed below
+                        at_the_flush.append((name, column, value, type(exc).__name__))
+    finally:
+        engine.dispose()
+    assert at_the_flush == [], "\n".join(map(repr, at_the_flush))
