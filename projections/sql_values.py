@@ -12,7 +12,9 @@ processors) were observed to return (``tests/test_batch_values.py`` checks each 
 database):
 
 - PostgreSQL ``NUMERIC(p, s)``: rounded to ``s`` places, half away from zero (``NUMERIC(p)``
-  is scale 0); a float is first taken with 15 significant digits (``float8_numeric``).
+  is scale 0); a float is first taken with 15 significant digits (``float8_numeric``). A
+  value needing more than ``p - s`` digits before the point once rounded is refused
+  ("numeric field overflow"), as is a boolean (into any number column but ``INTEGER``).
 - PostgreSQL integers: a float rounds half to even (``rint``), a ``Decimal`` half away from
   zero, a string of digits is parsed.
 - SQLite ``NUMERIC``: SQLAlchemy binds a float and reads ``Decimal("%.<scale>f" % value)``
