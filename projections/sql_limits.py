@@ -136,6 +136,11 @@ class Unstorable(Exception):  # noqa: N818 - a signal from a converter, not an e
         self.why = why
 
 
+class UnstorableWide(Unstorable):
+    """An integer no column of the kind holds, found before it was written out (refused as
+    :class:`WideIntegerError`)."""
+
+
 def value_refusal(table: sa.Table, column: sa.Column[Any]) -> Callable[[Any, Unstorable], NoReturn]:
     """What refuses, naming the column, a value its converter found unstorable."""
     where = f"{table.name}.{column.name}"
@@ -144,6 +149,7 @@ def value_refusal(table: sa.Table, column: sa.Column[Any]) -> Callable[[Any, Uns
         text = repr(value)
         if len(text) > 80:
             text = text[:77] + "..."
-        raise UnstorableValueError(f"{where} cannot hold {text}: {error.why}") from None
+        kind = WideIntegerError if isinstance(error, UnstorableWide) else UnstorableValueError
+        raise kind(f"{where} cannot hold {text}: {error.why}") from None
 
     return refuse

@@ -55,6 +55,7 @@ from projections.api import WideIntegerError
 from projections.sql_limits import (
     Bounds,
     Unstorable,
+    UnstorableWide,
     integer_bounds,
     json_refusal,
     value_refusal,
@@ -327,6 +328,19 @@ _NO_BOOLEAN_NUMBER = "PostgreSQL casts no boolean to a number column: write 1 or
 _NO_INTEGER_TEXT = "PostgreSQL reads no integer from this text (write the number, rounded)"
 
 
+_FAR_PAST_64_BITS = 100  # an exponent from which no integer column could hold the value
+
+
+def _decimal_integer(value: Decimal) -> int:
+    """``value`` rounded half away from zero, as PostgreSQL rounds it into an integer column;
+    refused before it is written out as an ``int`` when far past what any integer column holds
+    (a Decimal of exponent 3,000,000 takes minutes to write out); nearer ones are refused by
+    the column's bounds, naming the integer."""
+    if value.adjusted() >= _FAR_PAST_64_BITS:
+        raise UnstorableWide("it is past 64 bits: no integer column holds it")
+    return int(value.to_integral_value(ROUND_HALF_UP))
+
+
 def _pg_integer(value: Any) -> Any:
     kind = type(value)
     if kind is float:
@@ -336,7 +350,7 @@ def _pg_integer(value: Any) -> Any:
     if kind is Decimal:
         if not value.is_finite():
             raise Unstorable(_NO_INTEGER)
-        return int(value.to_integral_value(ROUND_HALF_UP))
+        return _decimal_integer(value)
     if kind is str:
         if _PG_INTEGER.fullmatch(value):
             return int(value)
@@ -426,7 +440,7 @@ def _sqlite_integer_column(value: Any) -> Any:
         return _sqlite_integer(value)
     if not value.is_finite():
         raise Unstorable(_NO_INTEGER)
-    return int(value.to_integral_value(ROUND_HALF_UP))
+    return _decimal_integer(value)
 
 
 def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) -> Converter:

@@ -231,6 +231,7 @@ def test_a_decimal_in_an_integer_column_is_stored_as_postgresql_stores_it(
         ("minus", "Put", {"col": "whole", "v": "-2.5", "as": "decimal"}),
         ("power", "Put", {"col": "whole", "v": "1E+3", "as": "decimal"}),
         ("wide", "Put", {"col": "whole", "v": "1E+20", "as": "decimal"}),
+        ("huge", "Put", {"col": "whole", "v": "1E+3000000", "as": "decimal"}),
         ("nan", "Put", {"col": "whole", "v": "NaN", "as": "decimal"}),
         ("infinite", "Put", {"col": "whole", "v": "-Infinity", "as": "decimal"}),
     ]
@@ -241,8 +242,12 @@ def test_a_decimal_in_an_integer_column_is_stored_as_postgresql_stores_it(
         "minus": {"id": "minus", "whole": -3},
         "power": {"id": "power", "whole": 1000},
     }
-    assert sorted(parked) == ["infinite", "nan", "wide"]
+    assert sorted(parked) == ["huge", "infinite", "nan", "wide"]
     assert f"wide.whole cannot hold the integer {10**20}" in parked["wide"], parked["wide"]
+    # Refused before it is written out as an int (which took minutes): as too wide.
+    huge = parked["huge"]
+    assert huge.startswith("refused for good, not retried: WideIntegerError"), huge
+    assert "wide.whole cannot hold Decimal('1E+3000000'): it is past 64 bits" in huge, huge
     for account, text in (("nan", "Decimal('NaN')"), ("infinite", "Decimal('-Infinity')")):
         reason = parked[account]
         assert reason.startswith("refused for good, not retried: UnstorableValueError"), reason
