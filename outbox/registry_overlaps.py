@@ -13,8 +13,11 @@ the same way in every relay process, from what they all share, and once chosen i
   recently, the one relaying (``rm_log_heads.updated_at``, which appends alone set);
 - among members it has no events of (a fresh start), the first by name.
 
-A member the log has no events of does not start while another registry has never been
-read (by this process): that registry may list the same database, with events.
+A member the log has no events of does not start (and stops) while another registry's
+reading is not current in this process: never read, its last read failed (it is in
+back-off), or a read of it is still going after the wait. That registry may list the same
+database by now, with events, and what it listed before does not show it. Members the log
+has events of are checked against what it listed last, and go on.
 """
 
 from __future__ import annotations
@@ -66,8 +69,9 @@ def settle(
 ) -> dict[str, Members]:
     """``readings`` (by group) with every member that reads the outbox of another registry's
     member moved to its registry's problems, but the one that keeps it (see the module);
-    ``unread``: the registries never read (group -> why), whose members are not known: a
-    member the log has no events of waits for them."""
+    ``unread``: the registries whose members are not known now (group -> why; never read,
+    or read before and failing since): a member of another registry the log has no events
+    of waits for them."""
     claims = _claims(readings)
     settings = {n: s for members in readings.values() for n, s in members.sources.items()}
     refused: dict[str, RegistryProblem] = {}
@@ -79,7 +83,9 @@ def settle(
                 refused[name] = _refusal(name, settings[name].tenant, keeper, split)
     for name in settings.keys() - refused.keys() - appends.keys() if unread else ():
         group = group_of(name) or ""
-        refused[name] = _waiting(group, settings[name].tenant, unread or {})
+        others = {g: why for g, why in (unread or {}).items() if g != group}
+        if others:
+            refused[name] = _waiting(group, settings[name].tenant, others)
     out = {}
     for group, members in readings.items():
         problems = [p for name, p in sorted(refused.items()) if group_of(name) == group]
@@ -170,8 +176,8 @@ class Peers:
     a read still going at the next refresh is not waited for again). A peer
     that cannot be read is tried again after a back-off (twice its ``refresh``, doubling,
     at most 5 minutes), and checked against meanwhile with the members it listed last.
-    While one has never been read, the members the log has no events of wait
-    (:func:`settle`).
+    While one's reading is not current (never read, its last read failed, or a read is
+    still going after the wait), the members the log has no events of wait (:func:`settle`).
     """
 
     def __init__(self, settings: Settings, log_engine: sa.Engine) -> None:
@@ -182,12 +188,13 @@ class Peers:
 
     def settle(self, members: Members, wait: float | None = PEER_WAIT) -> Members:
         """``members`` (one registry's reading now) less those another registry's keep, and
-        those that wait for a registry never read; ``wait``: seconds at most for the other
-        registries' readings (``None``: until their reads end)."""
+        those that wait for a registry whose reading is not current; ``wait``: seconds at
+        most for the other registries' readings (``None``: until their reads end)."""
         group = members.registry
         with self._lock:
             own = self._peers[group]
             own.reading, own.taken_at = members, time.monotonic()
+            own.error, own.failures, own.reported = None, 0, False
         others = [g for g in self._peers if g != group]
         pending = [done for g in others if (done := self._read_if_due(g)) is not None]
         deadline = None if wait is None else time.monotonic() + wait
@@ -198,10 +205,10 @@ class Peers:
         with self._lock:
             for other in others:
                 peer = self._peers[other]
-                if peer.reading is not None:
+                if peer.reading is not None:  # what it listed last: keepers are kept
                     readings[other] = peer.reading
-                else:
-                    unread[other] = peer.error or "not read yet (its read has not ended)"
+                if peer.reading is None or peer.error is not None or not peer.done.is_set():
+                    unread[other] = peer.error or "its read has not ended"
         if len(readings) == 1 and not unread:
             return members
         appends = last_appends(self._log_engine)
@@ -223,7 +230,14 @@ class Peers:
             if peer.failures and now < peer.retry_at:
                 return None
             peer.done.clear()
-        threading.Thread(target=self._read, args=(peer,), name=f"peer-{group}", daemon=True).start()
+        thread = threading.Thread(target=self._read, args=(peer,), name=f"peer-{group}")
+        thread.daemon = True
+        try:
+            thread.start()
+        except RuntimeError as exc:  # no thread to be had: a failed read, tried after back-off
+            self._failed(peer, exc)
+            peer.done.set()
+            return None
         return peer.done
 
     def _read(self, peer: _Peer) -> None:
@@ -252,7 +266,9 @@ class Peers:
             peer.reported = True
             known = peer.reading is not None
         logger.warning(
-            "tenant registry unreadable; checked against with the members it listed last"
+            "tenant registry unreadable; the other registries' tenants the event log has "
+            "events of are checked against the members it listed last, those it has none of "
+            "wait until it is read"
             if known
             else "tenant registry unreadable and never read: the other registries' tenants "
             "the event log has no events of wait until it is read",
@@ -263,10 +279,12 @@ class Peers:
 
     def _log_splits(self, splits: list[list[str]]) -> None:
         for names in splits:
-            if tuple(names) not in self._splits:
+            with self._lock:
+                if tuple(names) in self._splits:
+                    continue
                 self._splits.add(tuple(names))
-                logger.error(
-                    "one database relayed under two names (see README, A tenant registry); "
-                    "the one appended for most recently keeps it",
-                    split=f"the event log has events of both {' and '.join(names)}",
-                )
+            logger.error(
+                "one database relayed under two names (see README, A tenant registry); "
+                "the one appended for most recently keeps it",
+                split=f"the event log has events of both {' and '.join(names)}",
+            )

@@ -20,6 +20,7 @@ from outbox.tenant_registry import Members, TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli, write_config
+from tests.conftest import PG_ADMIN
 from tests.tenant_fixtures import (
     REGISTRY_QUERY,
     init_tenant_outbox,
@@ -135,13 +136,16 @@ def test_a_failing_peer_is_tried_again_after_a_back_off_not_at_every_refresh(
 def test_a_hung_peer_is_read_once_in_the_background_while_the_refreshes_go_on(
     pg_database: Callable[[], str], pos_relays: Callable[..., TenantRelays]
 ) -> None:
-    pos, shop, a = (pg_database() for _ in range(3))
+    pos, shop, a, b = (pg_database() for _ in range(4))
     init_tenant_outbox(a)
-    make_registry(pos, {"a": a})
+    init_tenant_outbox(b)
+    record_sales(a, sales_for(1, 1))
+    make_registry(pos, {"a": a, "b": b})
     make_registry(shop, {})
     relays = pos_relays({"pos": pos, "shop": shop})
-    relays.refresh()  # both read: pos:a relays
-    assert relays.members == ["pos:a"]
+    relays.refresh()  # both read: pos:a and pos:b relay
+    assert relays.members == ["pos:a", "pos:b"]
+    assert wait_until(lambda: relays.log.heads().get("pos:a", 0) > 0, 10)
 
     locker = sa.create_engine(sa.make_url(shop).set(drivername="postgresql+psycopg"))
     held = locker.connect()
@@ -151,7 +155,9 @@ def test_a_hung_peer_is_read_once_in_the_background_while_the_refreshes_go_on(
         for _ in range(3):
             relays.refresh()
         # Three refreshes went on while one read of shop waits for the lock (not one per
-        # refresh, and none given up on: the refreshes did not wait for its timeout).
+        # refresh, and none given up on: the refreshes did not wait for its timeout). pos:a,
+        # which the log has events of, relays on; pos:b, which it has none of, waits: shop
+        # may list b's database by now, with events.
         assert _waiting_reads(locker, shop) == 1
         assert relays.members == ["pos:a"]
     finally:
@@ -201,3 +207,68 @@ def test_an_unreadable_event_log_is_the_registrys_error_and_its_members_keep_run
         assert totals.errors[0].startswith("the event log cannot be read"), totals.errors
     finally:
         gone.dispose()
+
+
+def _allow_connections(url: str, allow: bool) -> None:
+    """Let a test's own database be connected to, or not (its sessions ended)."""
+    name = sa.make_url(url).database
+    admin = sa.create_engine(
+        sa.make_url(PG_ADMIN).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.NullPool,
+    )
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
+            if not allow:
+                conn.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+    finally:
+        admin.dispose()
+
+
+def test_a_peer_read_once_then_unreadable_holds_back_a_member_the_log_has_no_events_of(
+    pg_database: Callable[[], str], pos_relays: Callable[..., TenantRelays], tmp_path: Path
+) -> None:
+    """shop was read (listing x only), then starts relaying acme's database, then cannot be
+    read: pos's new acme (no events) must not relay that database under a second name."""
+    pos, shop, shared, x = (pg_database() for _ in range(4))
+    init_tenant_outbox(shared)
+    init_tenant_outbox(x)
+    make_registry(pos, {})
+    make_registry(shop, {"x": x})
+    relays = pos_relays({"pos": pos, "shop": shop})
+    relays.refresh()  # shop read: it lists x only
+
+    registry_sql(shop, "INSERT INTO tenants VALUES ('acme', :d, true)", d=shared)
+    record_sales(shared, sales_for(1, 2))
+    config = str(tmp_path / "pos.toml")
+    assert run_cli(["relay", "--once", "--source", "shop", "--config", config]).exit_code == 0
+    assert relays.log.heads().get("shop:acme") == 2
+
+    registry_sql(pos, "INSERT INTO tenants VALUES ('acme', :d, true)", d=shared)
+    _allow_connections(shop, False)
+    try:
+        time.sleep(0.3)  # shop's reading is older than its refresh: read again, and failing
+        with capture_logs() as logs:
+            relays.refresh()
+            relays.refresh()  # in back-off now: still waits, logged once
+        assert relays.members == []
+        waits = "tenant registry 'pos', tenant 'acme': waits until tenant registry 'shop' is read"
+        (event,) = [e for e in logs if e["event"] == "tenant source waits"]
+        assert event["problem"].startswith(waits), event
+        assert "postgresql://" not in event["problem"]
+        record_sales(shared, [("r0", "2026-11-27", 100, 3)])
+        assert "pos:acme" not in relays.log.heads()
+    finally:
+        _allow_connections(shop, True)
+
+    refused = (
+        "tenant registry 'pos', tenant 'acme': the same database and outbox table as tenant "
+        "'acme' of tenant registry 'shop'"
+    )
+    # shop is read again after its back-off: acme is refused, shop:acme keeps its database.
+    assert wait_until(lambda: any(p.startswith(refused) for p in _problems(relays.read())), 10)
+    assert "pos:acme" not in relays.log.heads()
