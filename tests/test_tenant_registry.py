@@ -21,7 +21,6 @@ from outbox.tenant_relays import TenantRelays
 from tests.broker_helpers import Processes, wait_until
 from tests.cli_helpers import run_cli, with_password, write_config
 from tests.tenant_fixtures import (
-    REGISTRY_QUERY,
     init_tenant_outbox,
     make_registry,
     model,
@@ -31,28 +30,9 @@ from tests.tenant_fixtures import (
     registry_sql,
     sales_for,
 )
+from tests.tenant_helpers import config_for
 
 DAY = "2026-11-26"
-
-
-def _config(tmp_path: Path, store: str, registry: str, **other: object) -> Path:
-    return write_config(
-        tmp_path / "pos.toml",
-        {
-            "store": {"url": store},
-            "projections": ["tests.tenant_fixtures"],
-            "engine": {"sweep_every": "200ms"},
-            "tenants": {
-                "pos": {
-                    "url": registry,
-                    "query": REGISTRY_QUERY,
-                    "refresh": "200ms",
-                    "source": {"poll_max": "100ms", "batch_size": 50},
-                }
-            },
-            **other,
-        },
-    )
 
 
 def _model(store: str) -> dict[str, tuple[int, int]]:
@@ -84,7 +64,7 @@ def test_tenants_added_and_removed_while_readmodel_runs(
             "deadco": "postgresql://pos:deadco-s3cret@127.0.0.1:1/pos_deadco",  # unreachable
         },
     )
-    config = _config(tmp_path, store, registry)
+    config = config_for(tmp_path, store, registry)
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     record_sales(acme, sales_for(2, 3))  # 6 sales, 900 cents
     record_sales(globex, sales_for(1, 4))  # 4 sales, 400 cents
@@ -142,7 +122,7 @@ def test_relay_once_status_and_health_name_members_and_bad_rows(
             "deadco": "postgresql://pos:deadco-s3cret@127.0.0.1:1/pos_deadco",
         },
     )
-    config = _config(tmp_path, store, registry)
+    config = config_for(tmp_path, store, registry)
     env = {"READMODEL_SECRET_KEY": key}
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     outputs = []
@@ -260,7 +240,7 @@ def test_an_unreadable_registry_keeps_the_members_and_a_removed_one_is_released(
     for url in (acme, globex):
         init_tenant_outbox(url)
     make_registry(registry_url, {"acme": acme, "globex": globex})
-    settings = load_settings(_config(tmp_path, store, registry_url))
+    settings = load_settings(config_for(tmp_path, store, registry_url))
     log = EventLog(store)
     log.create_tables()
     tenants = TenantRelays(TenantRegistry("pos", settings.tenants["pos"]), log, settings.relay)
@@ -319,7 +299,7 @@ def test_members_are_relayed_exactly_once_in_order_while_leaders_are_killed(
     for url in tenants.values():
         init_tenant_outbox(url)
     make_registry(registry, tenants)
-    config = str(_config(tmp_path, store, registry, relay={"standby_retry": "200ms"}))
+    config = str(config_for(tmp_path, store, registry, relay={"standby_retry": "200ms"}))
     assert run_cli(["migrate", "--config", config]).exit_code == 0
     first = processes.start("relay", "relay", "--config", config)
     second = processes.start("relay", "relay", "--config", config)  # a hot standby
