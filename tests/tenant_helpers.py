@@ -1,5 +1,5 @@
 """Helpers of the tenant registry tests: the settings file of the point-of-sale service
-(``tests/tenant_fixtures.py``) with a tenant registry."""
+(``tests/tenant_fixtures.py``) with one tenant registry, or with several."""
 
 from __future__ import annotations
 
@@ -25,5 +25,27 @@ def config_for(tmp_path: Path, store: str, registry: str, **other: object) -> Pa
                 }
             },
             **other,
+        },
+    )
+
+
+def registries_config(
+    tmp_path: Path, store: str, registries: dict[str, str], refresh: str = "200ms"
+) -> Path:
+    """The settings file with one ``[tenants.GROUP]`` registry per ``registries`` entry."""
+    return write_config(
+        tmp_path / "pos.toml",
+        {
+            "store": {"url": store},
+            "projections": ["tests.tenant_fixtures"],
+            "tenants": {
+                group: {
+                    "url": url,
+                    "query": REGISTRY_QUERY,
+                    "refresh": refresh,
+                    "source": {"poll_max": "100ms", "batch_size": 50},
+                }
+                for group, url in registries.items()
+            },
         },
     )

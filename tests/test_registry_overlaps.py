@@ -14,9 +14,8 @@ import sqlalchemy as sa
 from outbox.log import EventLog
 from outbox.log_rules import switch_rule
 from tests.broker_helpers import Processes, wait_until
-from tests.cli_helpers import run_cli, with_password, write_config
+from tests.cli_helpers import run_cli, with_password
 from tests.tenant_fixtures import (
-    REGISTRY_QUERY,
     init_tenant_outbox,
     make_registry,
     pending_rows,
@@ -24,27 +23,9 @@ from tests.tenant_fixtures import (
     registry_sql,
     sales_for,
 )
+from tests.tenant_helpers import registries_config
 
 SAME = "the same database and outbox table as"
-
-
-def _config(tmp_path: Path, store: str, registries: dict[str, str]) -> Path:
-    return write_config(
-        tmp_path / "pos.toml",
-        {
-            "store": {"url": store},
-            "projections": ["tests.tenant_fixtures"],
-            "tenants": {
-                group: {
-                    "url": url,
-                    "query": REGISTRY_QUERY,
-                    "refresh": "200ms",
-                    "source": {"poll_max": "100ms", "batch_size": 50},
-                }
-                for group, url in registries.items()
-            },
-        },
-    )
 
 
 def _heads(store: str) -> dict[str, int]:
@@ -63,7 +44,7 @@ def test_on_a_fresh_start_the_first_by_name_keeps_a_database_two_registries_list
         init_tenant_outbox(url)
     make_registry(pos, {"acme": shared, "zeta": zeta})
     make_registry(shop, {"acme2": with_password(shared, "shop-s3cret"), "kilo": kilo})
-    config = _config(tmp_path, store, {"shop": shop, "pos": pos})
+    config = registries_config(tmp_path, store, {"shop": shop, "pos": pos})
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     record_sales(shared, sales_for(1, 3))
     record_sales(zeta, sales_for(1, 2))
@@ -104,7 +85,7 @@ def test_the_member_already_relaying_keeps_the_database_another_registry_adds(
         init_tenant_outbox(url)
     make_registry(pos, {"zeta": zeta})
     make_registry(shop, {"acme": shared})
-    config = _config(tmp_path, store, {"pos": pos, "shop": shop})
+    config = registries_config(tmp_path, store, {"pos": pos, "shop": shop})
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     record_sales(shared, sales_for(1, 2))
     assert run_cli(["relay", "--once", "--config", str(config)]).exit_code == 0
@@ -138,7 +119,7 @@ def test_two_relay_processes_of_two_registries_relay_a_shared_database_under_one
         init_tenant_outbox(url)
     make_registry(pos, {"zeta": zeta})
     make_registry(shop, {"acme": shared})
-    config = _config(tmp_path, store, {"pos": pos, "shop": shop})
+    config = registries_config(tmp_path, store, {"pos": pos, "shop": shop})
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     processes.start("pos", "relay", "--source", "pos", "--config", str(config))
     processes.start("shop", "relay", "--source", "shop", "--config", str(config))
@@ -166,9 +147,9 @@ def _split(tmp_path: Path, store: str, pos: str, shop: str, shared: str) -> dict
     configs = {}
     for name, registries in (("shop", {"shop": shop}), ("pos", {"pos": pos})):
         (tmp_path / name).mkdir()
-        configs[name] = _config(tmp_path / name, store, registries)
+        configs[name] = registries_config(tmp_path / name, store, registries)
     (tmp_path / "both").mkdir()
-    configs["both"] = _config(tmp_path / "both", store, {"pos": pos, "shop": shop})
+    configs["both"] = registries_config(tmp_path / "both", store, {"pos": pos, "shop": shop})
     assert run_cli(["migrate", "--config", str(configs["both"])]).exit_code == 0
     record_sales(shared, sales_for(1, 2))
     assert run_cli(["relay", "--once", "--config", str(configs["shop"])]).exit_code == 0
@@ -219,7 +200,7 @@ def test_a_new_member_waits_while_another_registry_has_not_been_read(
         init_tenant_outbox(url)
     make_registry(pos, {"zeta": zeta})
     make_registry(shop, {"acme": shared})
-    config = _config(tmp_path, store, {"pos": pos, "shop": shop})
+    config = registries_config(tmp_path, store, {"pos": pos, "shop": shop})
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     record_sales(shared, sales_for(1, 2))
     record_sales(zeta, sales_for(1, 1))

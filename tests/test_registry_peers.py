@@ -19,35 +19,16 @@ from outbox.registry_overlaps import Peers
 from outbox.tenant_registry import Members, TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.broker_helpers import wait_until
-from tests.cli_helpers import run_cli, write_config
+from tests.cli_helpers import run_cli
 from tests.conftest import PG_ADMIN
 from tests.tenant_fixtures import (
-    REGISTRY_QUERY,
     init_tenant_outbox,
     make_registry,
     record_sales,
     registry_sql,
     sales_for,
 )
-
-
-def _config(tmp_path: Path, store: str, registries: dict[str, str], refresh: str) -> Path:
-    return write_config(
-        tmp_path / "pos.toml",
-        {
-            "store": {"url": store},
-            "projections": ["tests.tenant_fixtures"],
-            "tenants": {
-                group: {
-                    "url": url,
-                    "query": REGISTRY_QUERY,
-                    "refresh": refresh,
-                    "source": {"poll_max": "100ms", "batch_size": 50},
-                }
-                for group, url in registries.items()
-            },
-        },
-    )
+from tests.tenant_helpers import registries_config
 
 
 @pytest.fixture
@@ -60,7 +41,7 @@ def pos_relays(
     store = pg_database()
 
     def make(registries: dict[str, str], refresh: str = "200ms") -> TenantRelays:
-        config = _config(tmp_path, store, registries, refresh)
+        config = registries_config(tmp_path, store, registries, refresh)
         assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
         settings = load_settings(config)
         log = EventLog(store)
