@@ -15,13 +15,16 @@ The companion of :mod:`projections.sql_other_values`, observed on PostgreSQL thr
   ``'today'``... name the time the transaction runs, which a replay does not repeat;
   ``'infinity'`` is stored but psycopg cannot read it back; other formats depend on the
   server's ``DateStyle`` (``'01/02/2024'``).
+- A time before year 1 or after year 9999 in the session's time zone is refused (stored, but
+  psycopg cannot read it back). One in those years there but not in UTC is read back with a
+  fixed offset, as psycopg reads it (``0001-01-01 00:00`` in Paris: ``+00:09:21``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -74,10 +77,30 @@ def parsed(text: str) -> datetime | date:
 
 def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
     """``moment`` in ``zone`` as PostgreSQL prints it: a naive one taken there (``fold``
-    ignored; a wall time that does not exist is read with the offset before the change)."""
+    ignored; a wall time that does not exist is read with the offset before the change).
+    Near year 1 or 9999, where the moment in UTC is out of Python's range, with a fixed
+    offset, as psycopg reads it; refused when it is out of that range in ``zone``
+    (PostgreSQL stores it, psycopg cannot read it back)."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         moment = moment.replace(tzinfo=zone, fold=0)
-    return moment.astimezone(UTC).astimezone(zone)
+    try:
+        return moment.astimezone(UTC).astimezone(zone)
+    except OverflowError:
+        pass
+    shift = _EDGE_SHIFT if moment.year < 5000 else -_EDGE_SHIFT  # no zone changes offset there
+    try:
+        local = (moment + shift).astimezone(UTC).astimezone(zone)
+        offset = local.utcoffset()
+        return (local.replace(tzinfo=None) - shift).replace(tzinfo=timezone(offset))
+    except OverflowError:
+        raise Unstorable(_OUT_OF_RANGE) from None
+
+
+_EDGE_SHIFT = timedelta(days=2)
+_OUT_OF_RANGE = (
+    "in the session's time zone it is before year 1 or after year 9999: PostgreSQL stores "
+    f"it but psycopg cannot read it back; {_ADVICE} within those years"
+)
 
 
 def _refusing_numbers(convert: Converter) -> Converter:

@@ -413,3 +413,89 @@ def test_text_boolean_datetime_and_json_writes_read_the_same_in_any_batch(
     label = "'5' True 02:04+0000 [1, {'2': 'two'}]"
     doc = [1, {"2": "two"}, 2]
     assert one_by_one == [("a", label, True, doc), ("b", label, True, doc)]
+
+
+edge_metadata = sa.MetaData()
+times = sa.Table(
+    "value_times",
+    edge_metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("at", sa.DateTime(timezone=True)),
+    sa.Column("naive", sa.DateTime),
+    sa.Column("day", sa.Date),
+)
+_EST = datetime.timezone(datetime.timedelta(hours=-5))
+_TIMES: list[Any] = [
+    datetime.datetime(9999, 12, 31, 23, 59, tzinfo=_EST),
+    datetime.datetime(1, 1, 1, tzinfo=datetime.UTC),
+    datetime.datetime(1, 1, 1),
+    datetime.date(1, 1, 1),
+    "0001-01-01 00:00:00",
+    "9999-12-31 23:59:59.999999",
+    datetime.datetime(1850, 1, 1, tzinfo=_PARIS),
+]
+# Per session time zone, the (column, value) the upsert refuses: stored past year 9999 or
+# before year 1 in UTC or the session's zone, which psycopg cannot read back.
+_UNREADABLE = {
+    "UTC": {(column, 0) for column in ("at", "naive", "day")},
+    "America/New_York": {(column, 1) for column in ("at", "naive", "day")},
+    "Europe/Paris": {(column, 0) for column in ("at", "naive", "day")},
+}
+
+
+def _in_zone(pg_database: Callable[[], str], zone: str) -> sa.Engine:
+    engine = create_engine(pg_database())
+    with engine.connect() as conn:
+        database = engine.url.database
+        conn.exec_driver_sql(f"ALTER DATABASE \"{database}\" SET timezone = '{zone}'")
+        conn.commit()
+    engine.dispose()
+    return engine
+
+
+def _differences(
+    engine: sa.Engine, table: sa.Table, values: list[Any]
+) -> tuple[list[Any], set[tuple[str, int]]]:
+    """What a batch reads of each value in each column and a later batch reads otherwise
+    (or cannot read), and the (column, index) the upsert refused naming the column."""
+    differ, refused = [], set()
+    for column in [c.name for c in table.columns if c.name != "id"]:
+        for n, value in enumerate(values):
+            key = f"{column}-{n}"
+            try:
+                with engine.begin() as conn:
+                    tx = SqlTx(conn, {table: table})
+                    tx.upsert(table, {"id": key, column: value})
+                    in_batch = tx.get(table, key)
+                    tx.flush()
+            except UnstorableValueError as exc:
+                assert str(exc).startswith(f"{table.name}.{column} cannot hold ")
+                refused.add((column, n))
+                continue
+            try:
+                with engine.begin() as conn:
+                    later = SqlTx(conn, {table: table}).get(table, key)
+            except RefusedWrite as exc:
+                differ.append((column, value, "unreadable", str(exc)[:120]))
+                continue
+            assert in_batch is not None and later is not None
+            if repr(in_batch[column]) != repr(later[column]):
+                differ.append((column, value, in_batch[column], later[column]))
+    return differ, refused
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Europe/Paris"])
+def test_times_near_year_1_and_9999_read_in_their_batch_as_later_or_are_refused(
+    zone: str, pg_database: Callable[[], str]
+) -> None:
+    """A time stored past year 9999 or before year 1 in UTC or the session's zone was
+    passed through: every later read of the row failed in psycopg ("timestamp too large").
+    Naive times of year 1 in Paris (LMT, +00:09:21) were kept naive in their batch."""
+    engine = _in_zone(pg_database, zone)
+    edge_metadata.create_all(engine)
+    try:
+        differ, refused = _differences(engine, times, _TIMES)
+    finally:
+        engine.dispose()
+    assert differ == [], "\n".join(map(repr, differ))
+    assert refused == _UNREADABLE[zone]
