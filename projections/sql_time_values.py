@@ -9,7 +9,9 @@ The companion of :mod:`projections.sql_other_values`, observed on PostgreSQL thr
   read back past it (02:30 in Paris on 2024-03-31 is 03:30+02:00).
 - ``timestamp``: an aware value in the session's time zone, its offset dropped; ``fold``
   dropped. ``date``: a datetime's date (an aware one's in the session's time zone).
-- Text: ISO 8601, optionally followed by an IANA zone name, and ``'epoch'``. A time zone
+- Text: ISO 8601 (seconds rounded to microseconds, half to even), optionally followed by
+  an IANA zone name or an abbreviation of a fixed offset (any case; see
+  :mod:`projections.pg_abbreviations`), and ``'epoch'``. A time zone
   offset or name is ignored by ``timestamp`` and ``date`` columns, as the server ignores it.
   Other text is refused (:class:`~projections.sql_limits.Unstorable`): ``'now'``,
   ``'today'``... name the time the transaction runs, which a replay does not repeat;
@@ -26,16 +28,18 @@ import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
+from functools import cache
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
+from projections.pg_abbreviations import DYNAMIC, FIXED
 from projections.sql_limits import Unstorable
 
 Converter = Callable[[Any], Any]
 
 _ISO = re.compile(
-    r"\s*(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?"
-    r"(?:Z|[+-]\d{2}(?::?\d{2})?)?)(?:\s+([A-Za-z][A-Za-z0-9_+/-]*))?\s*",
+    r"\s*(\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.(\d+))?)?)?)"
+    r"(Z|[+-]\d{2}(?::?\d{2})?)?(?:\s+([A-Za-z][A-Za-z0-9_+/-]*))?\s*",
     re.ASCII,
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -44,9 +48,11 @@ _INFINITE = frozenset({"infinity", "+infinity", "-infinity"})
 _ADVICE = "write a datetime, a date or ISO 8601 text"
 
 
-def parsed(text: str) -> datetime | date:
+def parsed(text: str, day: bool = False) -> datetime | date:
     """What PostgreSQL reads of ``text`` (aware when it names an offset or a zone); raises
-    :class:`Unstorable` for text it reads otherwise, or reads in more than one way."""
+    :class:`Unstorable` for text it reads otherwise, or reads in more than one way. Seconds
+    are rounded to microseconds as ``rint`` rounds (half to even), but for a ``day``: a
+    ``date`` column keeps the date written."""
     word = text.strip().lower()
     if word == "epoch":
         return _EPOCH
@@ -60,19 +66,50 @@ def parsed(text: str) -> datetime | date:
     found = _ISO.fullmatch(text)
     if found is None:
         raise Unstorable(f"PostgreSQL reads such text by its DateStyle setting; {_ADVICE}")
-    stamp, zone_name = found.groups()
+    stamp, fraction, offset, zone_name = found.groups()
+    if fraction is not None:
+        stamp = stamp[: -len(fraction) - 1]
     try:
-        moment = datetime.fromisoformat(stamp)
+        moment = datetime.fromisoformat(stamp + (offset or ""))
     except ValueError:
         raise Unstorable(f"it is no valid date or time; {_ADVICE}") from None
+    if fraction is not None and not day:
+        micro = round(float("0." + fraction) * 1_000_000)  # rint(frac * 1000000)
+        try:
+            moment = moment + timedelta(microseconds=micro)
+        except OverflowError:
+            raise Unstorable(_OUT_OF_RANGE) from None
     if zone_name is not None:
         if moment.tzinfo is not None:
             raise Unstorable(f"it names both an offset and a time zone; {_ADVICE}")
-        try:
-            moment = moment.replace(tzinfo=ZoneInfo(zone_name))
-        except (ZoneInfoNotFoundError, ValueError):
-            raise Unstorable(f"no time zone is named {zone_name!r}; {_ADVICE}") from None
+        moment = moment.replace(tzinfo=_zone_named(zone_name))
     return moment
+
+
+def _zone_named(name: str) -> tzinfo:
+    """The zone PostgreSQL reads of ``name`` (any case): an abbreviation of its ``Default``
+    list first (``PST``: -08:00), then an IANA zone."""
+    key = name.lower()
+    seconds = FIXED.get(key)
+    if seconds is not None:
+        return timezone(timedelta(seconds=seconds))
+    if key in DYNAMIC:
+        raise Unstorable(
+            f"PostgreSQL takes the offset of {name!r} from a zone's history at the date; "
+            f"{_ADVICE}, with an offset or an IANA zone name"
+        )
+    canonical = _zone_names().get(key)
+    if canonical is None:
+        raise Unstorable(f"no time zone is named {name!r}; {_ADVICE}")
+    try:
+        return ZoneInfo(canonical)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise Unstorable(f"no time zone is named {name!r}; {_ADVICE}") from None
+
+
+@cache
+def _zone_names() -> dict[str, str]:
+    return {name.lower(): name for name in available_timezones()}
 
 
 def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
@@ -166,7 +203,7 @@ def pg_date(zone: tzinfo) -> Converter:
                     return value.date()
                 return _in_zone(value, zone).date()
             if kind is str:
-                moment = parsed(value)
+                moment = parsed(value, day=True)
                 if moment is _EPOCH:
                     return _EPOCH.date()
                 return moment.date() if type(moment) is datetime else moment  # zone ignored

@@ -499,3 +499,33 @@ def test_times_near_year_1_and_9999_read_in_their_batch_as_later_or_are_refused(
         engine.dispose()
     assert differ == [], "\n".join(map(repr, differ))
     assert refused == _UNREADABLE[zone]
+
+
+_TEXT_TIMES: list[Any] = [
+    "2024-07-01 12:00 utc",  # zone names and abbreviations are read in any case
+    "2024-07-01 12:00 europe/paris",
+    "2024-07-01 12:00 PST",  # an abbreviation of a fixed offset: -08:00
+    "2024-07-01 12:00 cet",  # +01:00, in summer too
+    "2024-07-01 12:00:00.1234567",  # rounded to microseconds, half to even (rint)
+    "2024-07-01 12:00:00.1234565",
+    "2024-07-01 23:59:59.9999995",  # the next day; a date column keeps the day written
+    "9999-12-31 23:59:59.9999995",  # year 10000 but in a date column
+    "2024-07-01 12:00 MSK",  # an offset PostgreSQL takes from Moscow's history
+]
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+def test_time_text_postgresql_reads_is_converted_as_it_stores_it(
+    zone: str, pg_database: Callable[[], str]
+) -> None:
+    """Zone names in another case, abbreviations (``PST``) and more than six fractional
+    digits were refused, where PostgreSQL stores them."""
+    engine = _in_zone(pg_database, zone)
+    edge_metadata.create_all(engine)
+    try:
+        differ, refused = _differences(engine, times, _TEXT_TIMES)
+    finally:
+        engine.dispose()
+    assert differ == [], "\n".join(map(repr, differ))
+    year_10000 = {("at", 7), ("naive", 7)}
+    assert refused == year_10000 | {(column, 8) for column in ("at", "naive", "day")}
