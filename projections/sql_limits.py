@@ -146,7 +146,7 @@ def value_refusal(table: sa.Table, column: sa.Column[Any]) -> Callable[[Any, Uns
     where = f"{table.name}.{column.name}"
 
     def refuse(value: Any, error: Unstorable) -> NoReturn:
-        text = repr(value)
+        text = integer_text(value) if type(value) is int else repr(value)
         if len(text) > 80:
             text = text[:77] + "..."
         kind = WideIntegerError if isinstance(error, UnstorableWide) else UnstorableValueError

@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from outbox.json_numbers import UnwritableIntegerError
-from projections.sql_limits import Unstorable
+from projections.sql_limits import Unstorable, UnstorableWide
 from projections.sql_time_values import pg_date, pg_timestamp, pg_timestamptz
 
 Converter = Callable[[Any], Any]
@@ -87,7 +88,10 @@ def _pg_text(zone: tzinfo) -> Converter:
     def convert(value: Any) -> Any:
         kind = type(value)
         if kind is int:
-            return str(value)
+            try:
+                return str(value)
+            except ValueError:
+                raise UnstorableWide(_TOO_MANY_DIGITS) from None
         if kind is bool:
             return "true" if value else "false"
         if kind is float:
@@ -116,6 +120,10 @@ def _pg_text(zone: tzinfo) -> Converter:
     return convert
 
 
+_TOO_MANY_DIGITS = (
+    f"Python writes integers of at most {sys.get_int_max_str_digits()} digits as text (psycopg "
+    "sends it as text): write it in parts, or raise sys.set_int_max_str_digits()"
+)
 _NOT_TEXT = {
     tuple: "a record",
     list: "an array",

@@ -353,10 +353,24 @@ def _pg_integer(value: Any) -> Any:
         return _decimal_integer(value)
     if kind is str:
         if _PG_INTEGER.fullmatch(value):
-            return int(value)
+            return _integer_text(value)
         if _NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value):
             raise Unstorable(_NO_INTEGER_TEXT)
     return value
+
+
+def _integer_text(text: str) -> int:
+    """The integer of ``text`` (digits, a sign, blanks: as ``int8in`` reads it); refused when
+    its digits are past 64 bits, before Python reads them (at most 4,300: a ValueError)."""
+    text = text.strip()
+    sign = "-" if text[0] == "-" else ""
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) > _INT64_DIGITS:
+        raise UnstorableWide("it is past 64 bits: no integer column holds it")
+    return int(sign + (digits or "0"))
+
+
+_INT64_DIGITS = len(str(_INT64))
 
 
 def _pg_bigint(value: Any) -> Any:
@@ -487,7 +501,13 @@ def _sqlite_integer(value: Any) -> Any:
     if kind is str and _NUMBER.fullmatch(value):
         text = value.strip()
         if _PG_INTEGER.fullmatch(text):
-            number = int(text)
+            try:
+                number = _integer_text(text)
+            except UnstorableWide:
+                number = float(text)  # stored as REAL, as a number past 64 bits
+                if not math.isfinite(number):
+                    raise
+                return number
             return number if -_INT64 <= number < _INT64 else float(number)
         number = float(text)
         return _sqlite_integral(number) if math.isfinite(number) else number

@@ -252,3 +252,41 @@ def test_a_decimal_in_an_integer_column_is_stored_as_postgresql_stores_it(
         reason = parked[account]
         assert reason.startswith("refused for good, not retried: UnstorableValueError"), reason
         assert f"wide.whole cannot hold {text}: an integer column holds no NaN" in reason, reason
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_integers_past_pythons_text_limit_are_refused_naming_the_column(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """A 5000-digit string into an integer column or key, a 5001-digit int into a text
+    column: a plain ValueError (Python's 4,300-digit limit) escaped the upsert, taken for a
+    transient failure and retried."""
+    from outbox.db import create_engine
+    from projections.api import UnstorableValueError
+    from projections.sql_tx import SqlTx
+
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "wide_text_limit",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("count", sa.Integer),
+        sa.Column("note", sa.Text),
+    )
+    engine = create_engine(database_for(kind))
+    metadata.create_all(engine)
+    long_text, long_int = "9" * 5000, 10**5000
+    try:
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {table: table})
+            for column, value in [("count", long_text), ("id", long_text), ("note", long_int)]:
+                with pytest.raises(UnstorableValueError) as refused:
+                    tx.upsert(table, {"id": 1, column: value})
+                assert str(refused.value).startswith(f"wide_text_limit.{column} cannot hold ")
+                assert len(str(refused.value)) < 400
+            with pytest.raises(UnstorableValueError, match=r"^wide_text_limit\.id cannot hold"):
+                tx.get(table, long_text)
+            tx.upsert(table, {"id": " 0042 ", "count": "0" * 5000 + "7"})
+            assert tx.get(table, 42) == {"id": 42, "count": 7, "note": None}
+    finally:
+        engine.dispose()
