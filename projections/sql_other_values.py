@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 import sys
 import threading
@@ -66,6 +67,8 @@ def postgresql_other(
     types that need none."""
     if isinstance(column_type, sa.Enum | sa.ARRAY):
         return None
+    if isinstance(column_type, sa.Uuid):
+        return uuid_value(column_type)
     if isinstance(column_type, sa.JSON):
         binary = isinstance(column_type.dialect_impl(dialect), postgresql.JSONB)
         return _json(dialect, binary), frozenset({str, bool, int, _NONE})
@@ -190,6 +193,30 @@ def _pg_offset_text(offset: timedelta | None) -> str:
     return text
 
 
+# uuid_in: 32 hex digits in any case, a hyphen allowed after each group of four, in braces
+# or not.
+_UUID_TEXT = re.compile(r"(\{)?[0-9a-f]{4}(?:-?[0-9a-f]{4}){7}(?(1)\})", re.ASCII | re.I)
+_NO_UUID = "a Uuid column takes a uuid.UUID or text PostgreSQL reads as one"
+
+
+def uuid_value(column_type: sa.Uuid[Any]) -> tuple[Converter, frozenset[type]] | None:
+    """A ``Uuid`` column (``as_uuid``, the default): text PostgreSQL's ``uuid_in`` reads
+    becomes the ``uuid.UUID`` read back (a row upserted with ``id=str(u)`` is found by
+    ``get(table, u)``); anything else is refused (refused at the flush, on SQLite by an
+    ``AttributeError``)."""
+    if not column_type.as_uuid:
+        return None
+
+    def convert(value: Any) -> Any:
+        if type(value) is str and _UUID_TEXT.fullmatch(value):
+            return uuid.UUID(value.strip("{}").replace("-", ""))
+        if isinstance(value, uuid.UUID):
+            return value
+        raise Unstorable(_NO_UUID)
+
+    return convert, frozenset({uuid.UUID, _NONE})
+
+
 def _boolin() -> dict[str, bool]:
     """The strings PostgreSQL's ``boolin`` takes (any case, trimmed), each a prefix."""
     words = {"true": True, "false": False, "yes": True, "no": False}
@@ -276,6 +303,8 @@ def sqlite_other(
     what NUMERIC affinity (that of ``DATETIME`` and ``JSON`` columns) stores of a text."""
     if isinstance(column_type, sa.Enum):
         return None
+    if isinstance(column_type, sa.Uuid):
+        return uuid_value(column_type)
     if isinstance(column_type, sa.String):
         return _sqlite_text, frozenset({str, bytes, _NONE})
     if isinstance(column_type, sa.Boolean):

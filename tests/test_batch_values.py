@@ -529,3 +529,47 @@ def test_time_text_postgresql_reads_is_converted_as_it_stores_it(
     assert differ == [], "\n".join(map(repr, differ))
     year_10000 = {("at", 7), ("naive", 7)}
     assert refused == year_10000 | {(column, 8) for column in ("at", "naive", "day")}
+
+
+_UUID = "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
+_UUID_FORMS = [
+    _UUID.upper(),
+    _UUID.replace("-", ""),
+    "{" + _UUID + "}",
+    "a0ee-bc99-9c0b-4ef8-bb6d-6bb9-bd38-0a11",
+]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_uuid_written_as_text_is_found_in_its_batch_as_later(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """A row upserted with ``id=str(u)`` was not found by ``get(table, u)`` in its batch
+    (found later); on SQLite a text UUID failed only at the flush (AttributeError)."""
+    import uuid
+
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "batch_uuids",
+        metadata,
+        sa.Column("id", sa.Uuid, primary_key=True),
+        sa.Column("ref", sa.Uuid),
+    )
+    engine = create_engine(database_for(kind))
+    metadata.create_all(engine)
+    key = uuid.UUID(_UUID)
+    try:
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {table: table})
+            for n, form in enumerate(_UUID_FORMS):
+                tx.upsert(table, {"id": form, "ref": _UUID_FORMS[-1 - n]})
+            for column, value in [("ref", "a0e-ebc999c0b4ef8bb6d6bb9bd380a11"), ("id", 5)]:
+                with pytest.raises(UnstorableValueError, match=rf"^batch_uuids\.{column} "):
+                    tx.upsert(table, {"id": _UUID, column: value})
+            in_batch = [tx.get(table, key), tx.get(table, _UUID.upper())]
+            tx.flush()
+        with engine.begin() as conn:
+            later = [SqlTx(conn, {table: table}).get(table, form) for form in (key, _UUID)]
+    finally:
+        engine.dispose()
+    assert in_batch == later == [{"id": key, "ref": key}] * 2
