@@ -361,16 +361,14 @@ def _pg_integer(value: Any) -> Any:
 
 def _integer_text(text: str) -> int:
     """The integer of ``text`` (digits, a sign, blanks: as ``int8in`` reads it); refused when
-    its digits are past 64 bits, before Python reads them (at most 4,300: a ValueError)."""
+    far past 64 bits, before Python reads it (at most 4,300 digits: a ValueError); nearer ones
+    are refused by the column's bounds, naming the integer."""
     text = text.strip()
     sign = "-" if text[0] == "-" else ""
     digits = text.lstrip("+-").lstrip("0")
-    if len(digits) > _INT64_DIGITS:
+    if len(digits) > _FAR_PAST_64_BITS:
         raise UnstorableWide("it is past 64 bits: no integer column holds it")
     return int(sign + (digits or "0"))
-
-
-_INT64_DIGITS = len(str(_INT64))
 
 
 def _pg_bigint(value: Any) -> Any:
