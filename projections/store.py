@@ -85,10 +85,17 @@ def tenant_holds_of(held: Mapping[AggregateKey, Any], event: Any) -> list[Aggreg
     ]
 
 
-def is_held(held: Mapping[AggregateKey, Any], event: Any) -> bool:
-    """Whether a hold in ``held`` holds ``event`` (its own, or any of its aggregate's when
-    it names no tenant)."""
-    return hold_of(held, event) is not None or bool(tenant_holds_of(held, event))
+def is_held(held: Mapping[AggregateKey, Mapping[str, Any]], event: Any) -> bool:
+    """Whether a hold in ``held`` (rows or documents with ``since_position``) holds
+    ``event``: its own, or any of its aggregate's when it names no tenant, from the hold's
+    position on. An earlier event of a held aggregate was applied before the hold began,
+    so an in-place replay applies it again like any other."""
+    position = event.position or 0
+    found = hold_of(held, event)
+    if found is not None:
+        return position >= found[1]["since_position"]
+    tenants = tenant_holds_of(held, event)
+    return bool(tenants) and position >= min(held[key]["since_position"] for key in tenants)
 
 
 def merge_holds(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.replay import Replayer
 from projections.replay_types import ReplayOptions
-from projections.store import ParkedEvent
+from projections.store import AggregateKey, ParkedEvent, is_held
 from projections.store_tables import blocked
 from tests.cli_helpers import run_cli, write_config
 from tests.projection_fixtures import append_tenant_events, engine_on
@@ -298,8 +299,9 @@ def _in_place_passes_over_one_tenants_hold(
 
     replayer(shop).run(ReplayOptions(from_position=0))
 
-    # An in-place replay passes over every event of a held aggregate: acme's order only.
-    assert shop.steps() == {("globex", "o1"): ["1", "2"]}
+    # An in-place replay passes over a held aggregate's events from its hold on only: acme's
+    # step 1 came before the hold (applied live), so it is applied again; steps 2 and 3 not.
+    assert shop.steps() == {("acme", "o1"): ["1"], ("globex", "o1"): ["1", "2"]}
     assert shop.parked_by_tenant() == [(3, "acme"), (5, "acme")]
 
 
@@ -395,3 +397,21 @@ def test_documents_holds_written_without_a_tenant_keep_holding_every_tenant_unti
         monkeypatch.delenv(FAIL_TENANTS)
 
     _old_hold_keeps_holding_every_tenant(doc_shop, make_old)
+
+
+def test_an_in_place_replay_holds_an_event_naming_no_tenant_from_the_earliest_hold_on() -> None:
+    """An event naming no tenant may be any tenant's: an in-place replay holds it from the
+    earliest of its id's tenants' holds on, and applies it again before that."""
+    held = {
+        AggregateKey("acme", "order", "o1"): {"since_position": 7},
+        AggregateKey("globex", "order", "o1"): {"since_position": 4},
+    }
+
+    def event(tenant: str, position: int) -> SimpleNamespace:
+        return SimpleNamespace(
+            tenant=tenant, aggregate_type="order", aggregate_id="o1", position=position
+        )
+
+    assert [p for p in range(2, 9) if is_held(held, event("", p))] == [4, 5, 6, 7, 8]
+    assert [p for p in range(2, 9) if is_held(held, event("acme", p))] == [7, 8]
+    assert not is_held(held, event("initech", 8))
