@@ -36,13 +36,11 @@ from config import Settings
 from outbox import migrate_locks
 from outbox.db import create_engine, describe_db_error, engine_kind, redact_dsn
 from outbox.errors import SchemaError, SchemaOutdated, StoreError
+from outbox.migrate_locks import LOCK_BACKOFF, LOCK_RETRIES, LOCK_TIMEOUT
 from outbox.schema import DDL_LOCK
 
 VERSION_TABLE = "rm_alembic_version"
 BASELINE = "0001"
-LOCK_TIMEOUT = 5.0
-"""Seconds a migration waits for a table lock on PostgreSQL before it rolls back and retries."""
-LOCK_RETRIES = 5
 AGAIN = "run migrate again (--lock-timeout waits longer)"
 """What :class:`MigrationBlocked` advises once the lock is free (``readmodel migrate``)."""
 START_AGAIN = "start again, or run `readmodel migrate` first (its --lock-timeout waits longer)"
@@ -134,7 +132,7 @@ def upgrade(
     *,
     lock_timeout: float = LOCK_TIMEOUT,
     lock_retries: int = LOCK_RETRIES,
-    retry_backoff: float = 1.0,
+    retry_backoff: float = LOCK_BACKOFF,
     remedy: str = AGAIN,
 ) -> Migration:
     """Bring the database to ``revision`` (default: head); safe when processes race.
@@ -149,6 +147,7 @@ def upgrade(
     PostgreSQL's largest (:data:`~outbox.migrate_locks.MAX_LOCK_TIMEOUT`) is a ``ValueError``."""
     migrate_locks.check_lock_timeout(lock_timeout)
     attempt = 0
+    reasons: list[str] = []
     while True:
         attempt += 1
         try:
@@ -157,10 +156,11 @@ def upgrade(
             table, reason = gave_up.table, gave_up.reason
         except SQLAlchemyError as exc:
             raise _store_error(engine, "migration failed", exc) from exc
+        reasons.append(reason)
         held_by = migrate_locks.holders(engine, table)
         if attempt > lock_retries:
             raise MigrationBlocked(
-                _blocked(engine, table, held_by, attempt, lock_timeout) + f", then {remedy}"
+                _blocked(engine, table, held_by, reasons, lock_timeout) + f", then {remedy}"
             )
         delay = retry_backoff * 2 ** (attempt - 1)
         log.warning(
@@ -267,19 +267,30 @@ def _blocked(
     engine: sa.Engine,
     table: str | None,
     held_by: list[migrate_locks.Holder],
-    attempts: int,
+    reasons: list[str],
     lock_timeout: float,
 ) -> str:
     what = f"table {table}" if table else "a table"
+    ends = []
+    if timeouts := reasons.count("lock_timeout"):
+        ends.append(
+            f"{_times(timeouts)} after lock_timeout {lock_timeout:g}s, so that the pipeline's "
+            f"queries do not queue behind it"
+        )
+    if deadlocks := reasons.count("deadlock"):
+        ends.append(f"{_times(deadlocks)} in a deadlock PostgreSQL broke")
     message = (
-        f"migration of the read store at {_url(engine)} gave up: it waited {attempts} times "
-        f"for a lock on {what} (lock_timeout {lock_timeout:g}s each, so that the pipeline's "
-        f"queries do not queue behind it)"
+        f"migration of the read store at {_url(engine)} gave up: it waited {_times(len(reasons))} "
+        f"for a lock on {what}, each wait ended by PostgreSQL ({'; '.join(ends)})"
     )
     if held_by:
         sessions = ", ".join(holder.describe() for holder in held_by)
         message += f"; held by {sessions}: end that transaction"
     return message
+
+
+def _times(count: int) -> str:
+    return "once" if count == 1 else "twice" if count == 2 else f"{count} times"
 
 
 def _current(conn: sa.Connection) -> str | None:

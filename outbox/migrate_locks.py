@@ -22,6 +22,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 _TABLE = re.compile(r"\b(rm_\w+)", re.ASCII)
 
+LOCK_TIMEOUT = 5.0
+"""Seconds a migration waits for a table lock on PostgreSQL before it rolls back and retries."""
+LOCK_RETRIES = 5
+LOCK_BACKOFF = 1.0
+"""Seconds before a migration's first retry; each later one waits twice as long."""
 MAX_LOCK_TIMEOUT = 2147483.647
 """PostgreSQL's largest ``lock_timeout``, in seconds (it counts milliseconds in an int)."""
 

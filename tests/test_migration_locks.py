@@ -68,7 +68,9 @@ def test_migrate_gives_up_naming_the_table_and_the_session_that_holds_it(
         holder.close()
 
     message = str(blocked.value)
-    assert f"waited 3 times for a lock on table {TABLE}" in message, message
+    assert f"waited 3 times for a lock on table {TABLE}, each wait ended by PostgreSQL " in message
+    assert "(3 times after lock_timeout 0.2s, so that" in message, message
+    assert "deadlock" not in message, message
     assert f"held by pid {pid} (AccessShareLock, idle in transaction" in message, message
     waits = _waits(logs)
     assert [(w["table"], w["attempt"]) for w in waits] == [(TABLE, 1), (TABLE, 2)]
@@ -129,14 +131,17 @@ def test_the_cli_exits_1_naming_what_blocks_it(
     holder, pid = _hold(url)
     try:
         args = ["migrate", "--config", str(config), "--lock-timeout", "0.2"]
-        result = run_cli([*args, "--lock-retries", "0"])
+        result = run_cli([*args, "--lock-retries", "1", "--lock-backoff", "0.05"])
     finally:
         holder.rollback()
         holder.close()
 
     assert result.exit_code == 1, result.output
-    assert result.stderr.startswith("error: migration of the read store at "), result.stderr
+    error = result.stderr.splitlines()[-1]
+    assert error.startswith("error: migration of the read store at "), result.stderr
     assert f"lock on table {TABLE}" in result.stderr and f"pid {pid} " in result.stderr
+    assert "waited twice for a lock" in result.stderr, result.stderr
+    assert "retry_in=0.05" in result.stderr, result.stderr
     assert current(engine) == "0003"
     done = run_cli(["migrate", "--config", str(config)])
     assert done.exit_code == 0, done.output
@@ -218,6 +223,41 @@ def test_a_deadlock_is_retried_like_a_lock_timeout(at_0003: tuple[str, sa.Engine
     assert outcome == [Migration("0003", head())], outcome
     waits = _waits(logs)
     assert [(w["table"], w["reason"]) for w in waits] == [(TABLE, "deadlock")], waits
+
+
+def test_a_migration_given_up_after_a_deadlock_says_so_not_lock_timeout(
+    at_0003: tuple[str, sa.Engine],
+) -> None:
+    url, engine = at_0003
+    holder, pid = _hold(url)
+    holder.execute("SET deadlock_timeout = '60s'")  # the migration's check finds the cycle
+    outcome: list[Any] = []
+
+    def migrate() -> None:
+        try:
+            outcome.append(upgrade(engine, lock_timeout=30, lock_retries=0))
+        except Exception as exc:  # reported below
+            outcome.append(exc)
+
+    watcher = _connect(url, autocommit=True)
+    thread = threading.Thread(target=migrate)
+    thread.start()
+    try:
+        _wait_for_alter(watcher)
+        holder.execute("SELECT pg_advisory_xact_lock(%s)", (DDL_LOCK,))  # after the cancel
+    finally:
+        holder.rollback()
+        holder.close()
+        thread.join(timeout=60)
+        watcher.close()
+
+    [blocked] = outcome
+    assert isinstance(blocked, MigrationBlocked), outcome
+    message = str(blocked)
+    assert f"waited once for a lock on table {TABLE}, each wait ended by PostgreSQL " in message
+    assert "(once in a deadlock PostgreSQL broke), then run migrate again" in message, message
+    assert "lock_timeout" not in message, message
+    assert current(engine) == "0003"
 
 
 def test_the_table_named_is_the_one_waited_for_not_the_first_in_the_statement(

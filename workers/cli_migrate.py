@@ -8,7 +8,13 @@ from typing import Annotated
 import typer
 
 from outbox.db import engine_kind, redact_dsn
-from outbox.migrate_locks import MAX_LOCK_TIMEOUT, check_lock_timeout
+from outbox.migrate_locks import (
+    LOCK_BACKOFF,
+    LOCK_RETRIES,
+    LOCK_TIMEOUT,
+    MAX_LOCK_TIMEOUT,
+    check_lock_timeout,
+)
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -57,16 +63,25 @@ def migrate(
             "retrying (queries of the pipeline queue behind a waiting ALTER); 0 waits "
             f"as long as it takes, whatever the database sets; at most {MAX_LOCK_TIMEOUT}.",
         ),
-    ] = 5.0,
+    ] = LOCK_TIMEOUT,
     lock_retries: Annotated[
         int,
         typer.Option(
             "--lock-retries",
             min=0,
-            help="PostgreSQL: how many times to retry after a lock wait timed out, "
-            "waiting 1, 2, 4... seconds between; then fail naming who holds the table.",
+            help="PostgreSQL: how many times to retry after a lock wait timed out (or a "
+            "deadlock), waiting --lock-backoff seconds, then twice as long each time; then "
+            "fail naming who holds the table.",
         ),
-    ] = 5,
+    ] = LOCK_RETRIES,
+    lock_backoff: Annotated[
+        float,
+        typer.Option(
+            "--lock-backoff",
+            min=0.0,
+            help="PostgreSQL: seconds before the first retry after a lock wait gave up.",
+        ),
+    ] = LOCK_BACKOFF,
     log_json: LogJsonOption = False,
     log_level: LogLevelOption = None,
 ) -> None:
@@ -76,7 +91,8 @@ def migrate(
     Run it after installing a new readmodel and before starting relay, work, sweeper or
     run: they refuse a read store that is not at this revision. Several processes may run
     it at once. On PostgreSQL a table lock held by another transaction is waited for
-    --lock-timeout seconds at a time, --lock-retries times, then migrate fails (exit 1)
+    --lock-timeout seconds at a time, --lock-retries times (--lock-backoff seconds apart,
+    doubling), then migrate fails (exit 1)
     naming the table and the sessions holding it. A read store made by a release without
     migrations is adopted (its
     columns are checked, then it is stamped). The read models' own tables are created by
@@ -116,7 +132,13 @@ def migrate(
                     raise fail(outdated.remedy(migrate_hint(config)), EXIT_FAILURE)
                 out.print(f"{label}: at revision {target}", highlight=False, soft_wrap=True)
                 continue
-            result = guarded(upgrade, engine, lock_timeout=lock_timeout, lock_retries=lock_retries)
+            result = guarded(
+                upgrade,
+                engine,
+                lock_timeout=lock_timeout,
+                lock_retries=lock_retries,
+                retry_backoff=lock_backoff,
+            )
             migrated = result.before != result.after
             unrecorded = guarded(unrecorded_sources, engine) if migrated else []
         if result.before == result.after:
