@@ -386,7 +386,7 @@ class Relay:
         hooks: Iterable[RelayHooks] = (),
         log: EventLog | None = None,
     ) -> None:
-        from outbox.registry_overlaps import Peers
+        from outbox.registry_peers import Peers
         from outbox.tenant_registry import TenantRegistry
         from outbox.tenant_relays import TenantRelays
 

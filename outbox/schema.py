@@ -37,7 +37,7 @@ log_heads = sa.Table(
     metadata,
     sa.Column("source", sa.Text, primary_key=True),
     sa.Column("head", sa.BigInteger, nullable=False, server_default="0"),
-    # The last append's time (set by appends only: see outbox.registry_overlaps).
+    # The last append's time (set by appends only: see outbox.keepers).
     sa.Column("updated_at", Timestamp),
     # The source's binary_ids rule, which made its aggregate ids (NULL: none recorded yet).
     sa.Column("binary_ids", sa.Text),

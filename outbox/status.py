@@ -46,7 +46,7 @@ class SourceStatus:
 def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
     """One :class:`SourceStatus` per configured source and registry member; an unreachable
     source, a bad registry row or an unreadable registry reports its error."""
-    from outbox.registry_overlaps import last_appends
+    from outbox.keepers import last_appends
     from outbox.tenant_registry import list_sources
 
     heads = log.heads()

@@ -225,7 +225,7 @@ def list_sources(
     """The configured sources and each registry's members; ``reads`` gives registry readings
     already taken (by group), the others are read here. A member reading the outbox of
     another registry's member is listed as refused unless it keeps it, by ``appends``
-    (:func:`outbox.registry_overlaps.last_appends`; ``None``: as on a fresh start); while
+    (:func:`outbox.keepers.last_appends`; ``None``: as on a fresh start); while
     a registry cannot be read, the others' members ``appends`` lacks are listed as waiting."""
     from outbox.registry_overlaps import settle
 

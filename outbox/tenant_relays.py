@@ -20,9 +20,10 @@ import structlog
 
 from config import RelaySettings, SourceSettings
 from outbox.errors import SourceError
+from outbox.keepers import EventLogUnreadable
 from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin
-from outbox.registry_overlaps import PEER_WAIT, EventLogUnreadable, Peers
+from outbox.registry_peers import PEER_WAIT, Peers
 from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
 from outbox.tenant_registry import Members, TenantRegistry

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from config import load_settings
 from outbox.log import EventLog
-from outbox.registry_overlaps import Peers
+from outbox.registry_peers import Peers
 from outbox.tenant_registry import Members, TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.broker_helpers import wait_until

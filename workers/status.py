@@ -16,8 +16,8 @@ from typing import Any
 from config import SourceSettings
 from outbox.db import describe_db_error
 from outbox.errors import ReadmodelError
+from outbox.keepers import last_appends
 from outbox.log_rules import RuleOrigin, recorded_rules
-from outbox.registry_overlaps import last_appends
 from outbox.status import SourceStatus, source_status, unlisted_status, with_rules
 from outbox.tenant_registry import list_sources, registries
 from projections.status import ProjectionStatus, projection_statuses
