@@ -89,7 +89,7 @@ def _refusal(name: str, tenant: str | None, keeper: str, split: list[str]) -> Re
     )
     if len(split) > 1:
         reason += split_note(split)
-    return RegistryProblem(group_of(name) or "", tenant, reason)
+    return RegistryProblem(group_of(name) or "", tenant, reason, conflict=True)
 
 
 def _waiting(group: str, tenant: str | None, unread: Mapping[str, str]) -> RegistryProblem:

@@ -115,7 +115,7 @@ class Peers:
     def _read(self, peer: _Peer) -> None:
         registry = peer.registry
         try:
-            members = registry.read()
+            members = registry.read(lambda: last_appends(self._log_engine))
         except Exception as exc:  # SourceError, TimeoutError, or anything: the read failed
             self._failed(peer, exc)
         else:

@@ -8,7 +8,8 @@ reported naming the registry and the tenant, never the DSN, and the other rows s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from config import Settings, SourceSettings, TenantRegistrySettings
 from config.outbox_identity import shared_outboxes
 from outbox.db import create_engine, describe_db_error, engine_kind, redact_dsn
 from outbox.errors import SourceError
+from outbox.keepers import Appends, precedence, split_note
 from outbox.source_groups import NAME, member_source
 
 _CONNECT_TIMEOUT = 5  # seconds: a registry that does not answer keeps the last members
@@ -37,6 +39,9 @@ class RegistryProblem:
     waiting: bool = False
     """Not a bad row: the member waits for another registry to be read (its database may
     be that registry's member's)."""
+    conflict: bool = False
+    """The row names the database and outbox table of another source or tenant, which
+    keeps it: a configuration conflict, not an unreachable database."""
 
     @property
     def source(self) -> str:
@@ -55,6 +60,9 @@ class Members:
     registry: str
     sources: dict[str, SourceSettings]
     problems: list[RegistryProblem] = field(default_factory=list)
+    started: float = 0.0
+    """When the read began (``time.monotonic()``): of two readings, the later-started one
+    is the newer, whichever ended first."""
 
 
 class TenantRegistry:
@@ -76,39 +84,74 @@ class TenantRegistry:
     def display_url(self) -> str:
         return redact_dsn(self.settings.url)
 
-    def read(self) -> Members:
+    def read(self, appends: Callable[[], Appends] | None = None) -> Members:
         """The members the registry lists now. Raises :class:`SourceError` when it cannot be
-        read (unreachable, or the query fails): keep the members known before."""
+        read (unreachable, or the query fails): keep the members known before.
+
+        ``appends`` gives what the event log has of each source
+        (:func:`outbox.keepers.last_appends`), asked only when two rows name one database:
+        the member it has events of keeps it. Without it, both rows are refused."""
+        started = time.monotonic()
         sources: dict[str, SourceSettings] = {}
         problems: list[RegistryProblem] = []
+        rows: dict[str, int] = {}
         for number, row in enumerate(self._rows(), start=1):
             member = self._member(number, row, sources)
             if isinstance(member, RegistryProblem):
                 problems.append(member)
             else:
-                sources[member_source(self.group, member.tenant or "")] = member
-        problems += self._shared_outboxes(sources)
-        return Members(self.group, sources, problems)
+                name = member_source(self.group, member.tenant or "")
+                sources[name], rows[name] = member, number
+        problems += self._shared_outboxes(sources, rows, appends)
+        return Members(self.group, sources, problems, started)
 
-    def _shared_outboxes(self, sources: dict[str, SourceSettings]) -> list[RegistryProblem]:
+    def _shared_outboxes(
+        self,
+        sources: dict[str, SourceSettings],
+        rows: Mapping[str, int],
+        appends: Callable[[], Appends] | None,
+    ) -> list[RegistryProblem]:
         """Members whose DSNs name one database and outbox table (with each other, or with
         a ``[sources.*]``): the relay's lock is per outbox, so whichever led would take the
-        others' rows as its own tenant's. Each is a bad row, removed from ``sources``."""
+        others' rows as its own tenant's. Of rows of this registry alone, the member the
+        event log has events of keeps it (:mod:`outbox.keepers`; a mistyped new row does
+        not stop a tenant relaying); otherwise each is a bad row. The refused are removed
+        from ``sources``."""
         problems: list[RegistryProblem] = []
+        logged: Appends | None = None
         for names in shared_outboxes({**self.others, **sources}):
             members = [n for n in names if n in sources]
+            keeper, split = None, []
+            if appends is not None and len(members) == len(names):  # no [sources.*] in it
+                logged = appends() if logged is None else logged
+                split = sorted(n for n in members if n in logged)
+                if split:
+                    keeper = min(split, key=lambda n: precedence(n, logged or {}))
             for name in members:
+                if name == keeper:
+                    continue
                 tenant = sources.pop(name).tenant
-                also = ", ".join(
-                    f"tenant {n.partition(':')[2]!r}" if n in members else f"source {n!r}"
-                    for n in names
-                    if n != name
+                if keeper is not None:
+                    reason = (
+                        f"row {rows[name]} names the same database and outbox table as tenant "
+                        f"{sources[keeper].tenant!r} (row {rows[keeper]}), which relays it: not "
+                        f"relayed (each tenant needs a database of its own)"
+                    )
+                    if len(split) > 1:
+                        reason += split_note(split)
+                else:
+                    also = ", ".join(
+                        f"tenant {n.partition(':')[2]!r}" if n in members else f"source {n!r}"
+                        for n in names
+                        if n != name
+                    )
+                    reason = (
+                        f"the same database and outbox table as {also}: not relayed (each "
+                        f"tenant needs a database of its own)"
+                    )
+                problems.append(
+                    RegistryProblem(self.group, tenant, reason, rows[name], conflict=True)
                 )
-                reason = (
-                    f"the same database and outbox table as {also}: not relayed (each "
-                    f"tenant needs a database of its own)"
-                )
-                problems.append(RegistryProblem(self.group, tenant, reason))
         return problems
 
     def _rows(self) -> list[tuple[Any, ...]]:
@@ -239,7 +282,7 @@ def list_sources(
             if reads is not None and registry.group in reads:
                 members = reads[registry.group]
             else:
-                members = registry.read()
+                members = registry.read(None if appends is None else lambda: appends or {})
             if isinstance(members, BaseException):
                 raise members
         except (SourceError, TimeoutError) as exc:

@@ -20,7 +20,7 @@ import structlog
 
 from config import RelaySettings, SourceSettings
 from outbox.errors import SourceError
-from outbox.keepers import EventLogUnreadable
+from outbox.keepers import EventLogUnreadable, last_appends
 from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin
 from outbox.registry_peers import PEER_WAIT, Peers
@@ -87,7 +87,7 @@ class TenantRelays:
         """The registry's members now, each bad row logged once (while it stays bad);
         ``peer_wait``: seconds at most for the other registries' readings (``None``: until
         their reads end). Raises :class:`SourceError` when the registry cannot be read."""
-        members = self.registry.read()
+        members = self.registry.read(lambda: last_appends(self.log.engine))
         if self.peers is not None:
             members = self.peers.settle(members, peer_wait)
         if self.only is not None:

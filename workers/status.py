@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from config import SourceSettings
@@ -58,7 +59,9 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     log = runtime.log
     started = time.monotonic()
     tenant_registries = registries(settings)
-    reads: dict[str, Callable[[], Any]] = {r.group: r.read for r in tenant_registries}
+    reads: dict[str, Callable[[], Any]] = {
+        r.group: partial(r.read, lambda: last_appends(log.engine)) for r in tenant_registries
+    }
     if len(tenant_registries) > 1:  # which of two registries' members keeps a shared outbox
         reads[_APPENDS] = lambda: last_appends(log.engine)
     try:
