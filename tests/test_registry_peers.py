@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -101,9 +102,9 @@ def test_a_failing_peer_is_tried_again_after_a_back_off_not_at_every_refresh(
     reads: list[str] = []
     read = TenantRegistry.read
 
-    def counted(registry: TenantRegistry) -> Members:
+    def counted(registry: TenantRegistry, *args: Any) -> Members:
         reads.append(registry.group)
-        return read(registry)
+        return read(registry, *args)
 
     monkeypatch.setattr(TenantRegistry, "read", counted)
     for _ in range(4):
