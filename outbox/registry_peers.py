@@ -20,6 +20,11 @@ PEER_WAIT = 2.0
 """Seconds a running relay's refresh waits for the other registries' readings: one that
 does not answer by then is read on in the background, and the refresh goes on with what
 is known of it."""
+READ_BOUND = 30.0
+"""Seconds a peer registry's read may take: its connect (5 s) and query (10 s) timeouts end
+it well before; one still going is stuck where they do not reach (a TCP stall mid-query,
+which the server's statement timeout cannot answer). It is given up with a warning and the
+registry is read again, on a new connection."""
 _BACKOFF_MAX = 300.0  # seconds between tries of a registry that keeps failing
 
 
@@ -27,11 +32,14 @@ _BACKOFF_MAX = 300.0  # seconds between tries of a registry that keeps failing
 class _Peer:
     registry: TenantRegistry
     reading: Members | None = None
-    taken_at: float = 0.0
+    """The newest reading (by :attr:`Members.started`): an older one, however late it
+    ends, never replaces it."""
+    outcome_at: float = 0.0  # when the newest outcome (reading or failure) recorded began
     error: str | None = None  # the last read's failure, while it fails
     failures: int = 0
     retry_at: float = 0.0
-    done: threading.Event = field(default_factory=threading.Event)  # no read in flight
+    done: threading.Event = field(default_factory=threading.Event)  # the current read's end
+    read_started: float = 0.0  # the current read's start
     reported: bool = False
 
     def __post_init__(self) -> None:
@@ -44,34 +52,40 @@ class Peers:
 
     A peer's reading is reused for its ``refresh``; the peers are read side by side, each in
     a thread of its own, and a refresh waits for the reads it started :data:`PEER_WAIT`
-    seconds at most (``relay --once``: until they end, bounded by the registry's timeouts;
-    a read still going at the next refresh is not waited for again). A peer
-    that cannot be read is tried again after a back-off (twice its ``refresh``, doubling,
-    at most 5 minutes), and checked against meanwhile with the members it listed last.
-    While one's reading is not current (never read, its last read failed, or a read is
-    still going after the wait), the members the log has no events of wait (:func:`settle`).
+    seconds at most (``relay --once``: until they end, at most ``read_bound``; a read still
+    going at the next refresh is not waited for again). A read going past ``read_bound``
+    (:data:`READ_BOUND`) is given up with a warning and the registry read again at once on
+    a new connection (after a back-off if the read before failed too). A peer that cannot be
+    read is tried again after a back-off (twice its ``refresh``, doubling, at most 5
+    minutes), and checked against meanwhile with the members it listed last. Readings carry
+    their start: an older one ending after a newer one (a registry's own relay reads it too)
+    is not kept. While one's reading is not current (never read, its last read failed, or a
+    read is still going after the wait), the members the log has no events of wait
+    (:func:`settle`).
     """
 
-    def __init__(self, settings: Settings, log_engine: sa.Engine) -> None:
+    def __init__(
+        self, settings: Settings, log_engine: sa.Engine, *, read_bound: float = READ_BOUND
+    ) -> None:
         self._peers = {r.group: _Peer(r) for r in registries(settings)}
         self._lock = threading.Lock()
         self._splits: set[tuple[str, ...]] = set()  # logged
         self._log_engine = log_engine
+        self._read_bound = read_bound
 
     def settle(self, members: Members, wait: float | None = PEER_WAIT) -> Members:
         """``members`` (one registry's reading now) less those another registry's keep, and
         those that wait for a registry whose reading is not current; ``wait``: seconds at
-        most for the other registries' readings (``None``: until their reads end)."""
+        most for the other registries' readings (``None``: until their reads end, at most
+        the read bound)."""
         group = members.registry
         with self._lock:
-            own = self._peers[group]
-            own.reading, own.taken_at = members, time.monotonic()
-            own.error, own.failures, own.reported = None, 0, False
+            self._succeeded(self._peers[group], members)
         others = [g for g in self._peers if g != group]
         pending = [done for g in others if (done := self._read_if_due(g)) is not None]
-        deadline = None if wait is None else time.monotonic() + wait
+        deadline = time.monotonic() + (self._read_bound if wait is None else wait)
         for done in pending:
-            done.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            done.wait(max(0.0, deadline - time.monotonic()))
         readings = {group: members}
         unread: dict[str, str] = {}
         with self._lock:
@@ -89,64 +103,116 @@ class Peers:
 
     def _read_if_due(self, group: str) -> threading.Event | None:
         """Start reading ``group`` in the background unless its reading is fresh, a read is
-        in flight (a refresh waited for it already), or it failed and its back-off has not
-        passed; the read's end, or None."""
+        in flight (a refresh waited for it already; one past the read bound is given up),
+        or it failed and its back-off has not passed; the read's end, or None."""
         peer = self._peers[group]
         now = time.monotonic()
+        warning = None
         with self._lock:
             if not peer.done.is_set():
-                return None
+                if now - peer.read_started < self._read_bound:
+                    return None
+                warning = self._give_up(peer, now)
             fresh = peer.registry.settings.refresh.total_seconds()
-            if peer.reading is not None and now - peer.taken_at < fresh:
-                return None
-            if peer.failures and now < peer.retry_at:
-                return None
-            peer.done.clear()
-        thread = threading.Thread(target=self._read, args=(peer,), name=f"peer-{group}")
+            due = peer.reading is None or now - peer.reading.started >= fresh
+            due = due and not (peer.failures and now < peer.retry_at)
+            if due:
+                peer.done, peer.read_started = threading.Event(), now
+            done, registry = peer.done, peer.registry
+        if warning is not None:
+            logger.warning(warning[0], **warning[1])
+        if not due:
+            return None
+        thread = threading.Thread(
+            target=self._read, args=(peer, registry, now, done), name=f"peer-{group}"
+        )
         thread.daemon = True
         try:
             thread.start()
         except RuntimeError as exc:  # no thread to be had: a failed read, tried after back-off
-            self._failed(peer, exc)
-            peer.done.set()
+            self._failed(peer, exc, now)
+            done.set()
             return None
-        return peer.done
+        return done
 
-    def _read(self, peer: _Peer) -> None:
-        registry = peer.registry
+    def _give_up(self, peer: _Peer, now: float) -> tuple[str, dict[str, str]] | None:
+        """Give up the read in flight (lock held): a failure, the registry's next read on a
+        new connection, at once unless the read before failed too; the warning to log."""
+        stuck = peer.registry  # its thread closes it, if it ever ends
+        peer.registry = TenantRegistry(stuck.group, stuck.settings, stuck.others)
+        peer.done = threading.Event()
+        peer.done.set()  # no read in flight, as far as the refreshes are concerned
+        after = f"{self._read_bound:g}s"
+        retry_now = peer.failures == 0
+        error = f"tenant registry {stuck.group!r}: its read gave no answer within {after}"
+        report = self._note_failure(peer, error, now)
+        if retry_now:
+            peer.retry_at = now
+        if report is None:
+            return None
+        return (
+            "tenant registry read gives no answer; given up, and the registry read again "
+            "on a new connection",
+            {
+                "registry": stuck.group,
+                "after": after,
+                "retry_in": "0s" if retry_now else report["retry_in"],
+            },
+        )
+
+    def _read(
+        self, peer: _Peer, registry: TenantRegistry, started: float, done: threading.Event
+    ) -> None:
         try:
             members = registry.read(lambda: last_appends(self._log_engine))
         except Exception as exc:  # SourceError, TimeoutError, or anything: the read failed
-            self._failed(peer, exc)
+            self._failed(peer, exc, started)
         else:
             with self._lock:
-                peer.reading, peer.taken_at = members, time.monotonic()
-                peer.error, peer.failures, peer.reported = None, 0, False
+                self._succeeded(peer, members)
         finally:
             registry.close()  # read again after its refresh: no connection kept meanwhile
-            peer.done.set()
+            done.set()
 
-    def _failed(self, peer: _Peer, exc: Exception) -> None:
+    def _succeeded(self, peer: _Peer, members: Members) -> None:
+        """Record a reading (lock held), unless a newer one is known."""
+        if peer.reading is None or members.started > peer.reading.started:
+            peer.reading = members
+        if members.started > peer.outcome_at:
+            peer.outcome_at = members.started
+            peer.error, peer.failures, peer.reported = None, 0, False
+
+    def _note_failure(self, peer: _Peer, error: str, started: float) -> dict[str, str] | None:
+        """Record a failed read begun at ``started`` (lock held), unless a newer outcome is
+        known; what to log, the first time while it fails."""
+        if started <= peer.outcome_at:
+            return None
+        peer.outcome_at = started
         refresh = max(peer.registry.settings.refresh.total_seconds(), 1.0)
+        peer.failures += 1
+        backoff = min(_BACKOFF_MAX, refresh * 2**peer.failures)
+        peer.retry_at = time.monotonic() + backoff
+        peer.error = error
+        if peer.reported:
+            return None
+        peer.reported = True
+        return {"retry_in": f"{backoff:g}s", "known": "yes" if peer.reading else ""}
+
+    def _failed(self, peer: _Peer, exc: Exception, started: float) -> None:
         with self._lock:
-            peer.failures += 1
-            backoff = min(_BACKOFF_MAX, refresh * 2**peer.failures)
-            peer.retry_at = time.monotonic() + backoff
-            peer.error = str(exc)
-            if peer.reported:
-                return
-            peer.reported = True
-            known = peer.reading is not None
+            report = self._note_failure(peer, str(exc), started)
+        if report is None:
+            return
         logger.warning(
             "tenant registry unreadable; the other registries' tenants the event log has "
             "events of are checked against the members it listed last, those it has none of "
             "wait until it is read"
-            if known
+            if report["known"]
             else "tenant registry unreadable and never read: the other registries' tenants "
             "the event log has no events of wait until it is read",
             registry=peer.registry.group,
             error=str(exc),
-            retry_in=f"{backoff:g}s",
+            retry_in=report["retry_in"],
         )
 
     def _log_splits(self, splits: list[list[str]]) -> None:

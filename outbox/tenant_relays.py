@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
@@ -86,15 +86,16 @@ class TenantRelays:
     def read(self, peer_wait: float | None = PEER_WAIT) -> Members:
         """The registry's members now, each bad row logged once (while it stays bad);
         ``peer_wait``: seconds at most for the other registries' readings (``None``: until
-        their reads end). Raises :class:`SourceError` when the registry cannot be read."""
+        their reads end, at most the peers' read bound). Raises :class:`SourceError` when
+        the registry cannot be read."""
         members = self.registry.read(lambda: last_appends(self.log.engine))
         if self.peers is not None:
             members = self.peers.settle(members, peer_wait)
         if self.only is not None:
-            members = Members(
-                members.registry,
-                {n: s for n, s in members.sources.items() if n in self.only},
-                [p for p in members.problems if p.source in self.only],
+            members = replace(
+                members,
+                sources={n: s for n, s in members.sources.items() if n in self.only},
+                problems=[p for p in members.problems if p.source in self.only],
             )
         problems = {str(p): p for p in members.problems}
         for text in sorted(problems.keys() - self._reported):

@@ -20,7 +20,7 @@ from outbox.registry_peers import Peers
 from outbox.tenant_registry import Members, TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.broker_helpers import wait_until
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, with_password
 from tests.conftest import PG_ADMIN
 from tests.tenant_fixtures import (
     init_tenant_outbox,
@@ -37,17 +37,20 @@ def pos_relays(
     pg_database: Callable[[], str], tmp_path: Path
 ) -> Iterator[Callable[[dict[str, str], str], TenantRelays]]:
     """The relays of registry ``pos`` in a configuration of the given registries, with the
-    peers of a running relay; stopped after the test."""
+    peers of a running relay (``read_bound``: seconds before a peer's read is given up);
+    stopped after the test."""
     made: list[tuple[TenantRelays, EventLog]] = []
     store = pg_database()
 
-    def make(registries: dict[str, str], refresh: str = "200ms") -> TenantRelays:
+    def make(
+        registries: dict[str, str], refresh: str = "200ms", read_bound: float = 30.0
+    ) -> TenantRelays:
         config = registries_config(tmp_path, store, registries, refresh)
         assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
         settings = load_settings(config)
         log = EventLog(store)
         registry = TenantRegistry("pos", settings.tenants["pos"], settings.sources)
-        peers = Peers(settings, log.engine)
+        peers = Peers(settings, log.engine, read_bound=read_bound)
         relays = TenantRelays(registry, log, settings.relay, peers=peers)
         made.append((relays, log))
         return relays
@@ -254,3 +257,115 @@ def test_a_peer_read_once_then_unreadable_holds_back_a_member_the_log_has_no_eve
     # shop is read again after its back-off: acme is refused, shop:acme keeps its database.
     assert wait_until(lambda: any(p.startswith(refused) for p in _problems(relays.read())), 10)
     assert "pos:acme" not in relays.log.heads()
+
+
+def test_a_peer_read_that_never_answers_is_given_up_with_a_warning_and_read_again(
+    pg_database: Callable[[], str], pos_relays: Callable[..., TenantRelays]
+) -> None:
+    """A read stuck past the bound (here a lock the test holds; a TCP stall mid-query, which
+    no statement timeout ends, in production) is given up: warned about, naming the
+    registry and no DSN, and the registry read again on a new connection."""
+    pos, shop, a = (pg_database() for _ in range(3))
+    init_tenant_outbox(a)
+    make_registry(pos, {"a": a})
+    make_registry(shop, {})
+    relays = pos_relays(
+        {"pos": pos, "shop": with_password(shop, "shop-s3cret") + "?application_name=rm"},
+        read_bound=0.5,
+    )
+    locker = sa.create_engine(sa.make_url(shop).set(drivername="postgresql+psycopg"))
+    held = locker.connect()
+    try:
+        held.exec_driver_sql("BEGIN; LOCK TABLE tenants IN ACCESS EXCLUSIVE MODE")
+        waits = "tenant registry 'pos', tenant 'a': waits until tenant registry 'shop' is read"
+        with capture_logs() as logs:
+            # relay --once waits for a stuck peer no longer than the bound
+            members = relays.read(peer_wait=None)
+            assert any(p.startswith(waits) for p in _problems(members)), _problems(members)
+            assert _waiting_reads(locker, shop) == 1
+            members = relays.read(peer_wait=0.6)  # past the bound: given up, read again
+            assert any(p.startswith(waits) for p in _problems(members)), _problems(members)
+        assert wait_until(lambda: _waiting_reads(locker, shop) == 2, 5)
+        (warning,) = [e for e in logs if e.get("registry") == "shop"]
+        assert warning["log_level"] == "warning"
+        assert "no answer" in warning["event"] or "no answer" in warning["error"], warning
+        text = repr(logs)
+        assert "shop-s3cret" not in text and "postgresql://" not in text
+        assert "application_name" not in text
+    finally:
+        held.exec_driver_sql("ROLLBACK")
+        held.close()
+        assert wait_until(lambda: _waiting_reads(locker, shop) == 0, 10)
+        locker.dispose()
+    # shop answers again: its reading is current, and pos:a relays.
+    assert wait_until(lambda: not _problems(relays.read()), 10)
+
+
+_GATE = """
+CREATE TABLE tenant_rows (tenant_id TEXT, dsn TEXT, active BOOLEAN NOT NULL);
+CREATE TABLE gate (closed BOOLEAN NOT NULL);
+INSERT INTO gate VALUES (false);
+CREATE FUNCTION gate() RETURNS boolean LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+  IF (SELECT closed FROM gate) THEN
+    PERFORM pg_advisory_lock_shared(4242);
+    PERFORM pg_advisory_unlock_shared(4242);
+  END IF;
+  RETURN true;
+END $$;
+CREATE VIEW tenants AS SELECT * FROM tenant_rows WHERE gate();
+"""
+
+
+def test_an_older_peer_reading_never_replaces_a_newer_one(
+    pg_database: Callable[[], str], pos_relays: Callable[..., TenantRelays], tmp_path: Path
+) -> None:
+    """A background read of shop that began before shop's own read ends after it, with what
+    shop listed when it began: it must not replace the newer reading (for one refresh,
+    pos's new acme would relay a database shop:acme relays)."""
+    pos, shop, shared = (pg_database() for _ in range(3))
+    init_tenant_outbox(shared)
+    make_registry(pos, {})
+    gatekeeper = sa.create_engine(sa.make_url(shop).set(drivername="postgresql+psycopg"))
+    with gatekeeper.begin() as conn:  # shop's registry: a view that waits while gated
+        conn.exec_driver_sql(_GATE)
+    registry_sql(shop, "INSERT INTO tenant_rows VALUES ('acme', :d, true)", d=shared)
+    relays = pos_relays({"pos": pos, "shop": shop}, refresh="5s")
+    record_sales(shared, sales_for(1, 2))
+    config = str(tmp_path / "pos.toml")
+    assert run_cli(["relay", "--once", "--source", "shop", "--config", config]).exit_code == 0
+    assert relays.log.heads().get("shop:acme") == 2
+    registry_sql(pos, "INSERT INTO tenants VALUES ('acme', :d, true)", d=shared)
+
+    # shop lists another tenant instead of acme for a moment; a read of shop begins (pos's,
+    # in the background), takes its snapshot and is held at the gate.
+    other = sa.make_url(shared).set(database="rm_test_other").render_as_string(False)
+    registry_sql(shop, "UPDATE tenant_rows SET tenant_id = 'zz', dsn = :d", d=other)
+    registry_sql(shop, "UPDATE gate SET closed = true")
+    held = gatekeeper.connect()
+    try:
+        held.exec_driver_sql("SELECT pg_advisory_lock(4242)")
+        relays.read(peer_wait=0.2)
+        assert wait_until(lambda: _waiting_reads(gatekeeper, shop) == 1, 5)
+        # shop lists acme again, and its own relay reads it: the newer reading.
+        registry_sql(shop, "UPDATE tenant_rows SET tenant_id = 'acme', dsn = :d", d=shared)
+        registry_sql(shop, "UPDATE gate SET closed = false")
+        assert relays.peers is not None
+        settings = load_settings(config)
+        own = TenantRegistry("shop", settings.tenants["shop"], settings.sources)
+        try:
+            relays.peers.settle(own.read(), wait=0)
+        finally:
+            own.close()
+        held.exec_driver_sql("SELECT pg_advisory_unlock(4242)")  # the older read ends now
+        assert relays.peers._peers["shop"].done.wait(5)  # noqa: SLF001 - its outcome is in
+    finally:
+        held.close()
+        gatekeeper.dispose()
+    members = relays.read(peer_wait=0)  # shop's reading is fresh (5 s): not read again
+    refused = (
+        "tenant registry 'pos', tenant 'acme': the same database and outbox table as tenant "
+        "'acme' of tenant registry 'shop'"
+    )
+    assert any(p.startswith(refused) for p in _problems(members)), _problems(members)
+    assert "pos:acme" not in members.sources
