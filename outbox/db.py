@@ -27,6 +27,8 @@ _DRIVERS: dict[str, tuple[EngineKind, str]] = {
 }
 # The password runs to the last "@" of its word: an unescaped "@" in it must not leak the rest.
 _DSN_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>\S*)@")
+# A masked DSN's scheme and what follows its user part ("user@", "user:***@"), to the query.
+_DSN_LOCATION = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?:[^/@\s]*@)?(?P<where>[^?#\s]*)")
 # password=... in free text, a libpq conninfo, or a DSN's query (?password=, &sslpassword=).
 _KV_SECRET = re.compile(r"\b((?:ssl)?password|passwd|pwd)(\s*=\s*)([^\s&;]+)", re.IGNORECASE)
 
@@ -56,12 +58,17 @@ def libpq_conninfo(dsn: str | URL) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def redact_dsn(dsn: str | URL) -> str:
+def redact_dsn(dsn: str | URL, *, location: bool = False) -> str:
     """The DSN with its password masked, for logs and messages: in the user part (however
-    it is escaped) and in the query (``?password=...``)."""
+    it is escaped) and in the query (``?password=...``). ``location``: only where it
+    points, ``postgresql://host:port/dbname``, without user, password or query (for the
+    logs of tenant registries and their members)."""
     if isinstance(dsn, URL):
         dsn = dsn.render_as_string(hide_password=False)
-    return redact_text(dsn)
+    text = redact_text(dsn)
+    if location and (found := _DSN_LOCATION.match(text)):
+        return found["scheme"] + found["where"]
+    return text
 
 
 def redact_text(text: str) -> str:

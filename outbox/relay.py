@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from config import RelaySettings, Settings
+from outbox.db import redact_dsn
 from outbox.errors import BinaryIdsConflict, LogError, ReadmodelError, SourceError
 from outbox.log import AppendResult, EventLog, LogRejectedError
 from outbox.log_rules import RuleOrigin, adopt_rule, rule_origin
@@ -258,7 +259,7 @@ class SourceRelay:
                 logger.info(
                     "leading source",
                     source=self.name,
-                    url=self.source.display_url,
+                    url=redact_dsn(self.source.settings.url, location=True),
                     binary_ids=self.source.settings.binary_ids,
                 )
             else:

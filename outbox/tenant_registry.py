@@ -171,9 +171,9 @@ class TenantRegistry:
                     )
                 return [tuple(row) for row in result]
         except SQLAlchemyError as exc:
+            where = redact_dsn(self.settings.url, location=True)  # logged: no user, no query
             raise SourceError(
-                f"tenant registry {self.group!r} ({self.display_url}) cannot be read: "
-                f"{describe_db_error(exc)}"
+                f"tenant registry {self.group!r} ({where}) cannot be read: {describe_db_error(exc)}"
             ) from exc
 
     def _member(

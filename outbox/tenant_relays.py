@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 import structlog
 
 from config import RelaySettings, SourceSettings
+from outbox.db import redact_dsn
 from outbox.errors import SourceError
 from outbox.keepers import EventLogUnreadable, last_appends
 from outbox.log import EventLog
@@ -203,7 +204,8 @@ class TenantRelays:
         with self._lock:
             self._members[name] = _Member(settings, relay, stop, thread)
         thread.start()
-        logger.info("relaying tenant source", source=name, url=relay.source.display_url)
+        url = redact_dsn(settings.url, location=True)
+        logger.info("relaying tenant source", source=name, url=url)
 
     def _release(self, releases: list[tuple[str, str]]) -> None:
         """Stop the relays of ``(member, why)``: each finishes its batch in hand and lets its

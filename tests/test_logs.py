@@ -95,3 +95,20 @@ def test_standard_library_records_read_like_ours_on_the_console(
     assert "[warning" in theirs and "worker is slow" in theirs and "dramatiq.worker" in theirs
     assert "[warning" in ours and "ours" in ours
     assert SECRET not in err and not theirs.startswith("WARNING:")
+
+
+def test_a_dsns_location_has_no_user_password_or_query() -> None:
+    from outbox.db import redact_dsn
+
+    cases = {
+        "postgresql://pos:p@ss/w@rd@db-1:5433/pos?sslmode=require&password=x": (
+            "postgresql://db-1:5433/pos"
+        ),
+        "mysql+pymysql://root@127.0.0.1:3306/auth?charset=utf8mb4": (
+            "mysql+pymysql://127.0.0.1:3306/auth"
+        ),
+        "mongodb://u:pw@h1:27017,h2:27017/chat?replicaSet=rs0": "mongodb://h1:27017,h2:27017/chat",
+        "sqlite:////var/lib/readmodel/registry.db": "sqlite:////var/lib/readmodel/registry.db",
+        "postgresql://db-1/pos": "postgresql://db-1/pos",
+    }
+    assert {dsn: redact_dsn(dsn, location=True) for dsn in cases} == cases

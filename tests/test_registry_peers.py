@@ -369,3 +369,36 @@ def test_an_older_peer_reading_never_replaces_a_newer_one(
     )
     assert any(p.startswith(refused) for p in _problems(members)), _problems(members)
     assert "pos:acme" not in members.sources
+
+
+def test_registry_and_tenant_urls_are_logged_without_user_password_or_query(
+    pg_database: Callable[[], str], pos_relays: Callable[..., TenantRelays]
+) -> None:
+    pos, shop, a = (pg_database() for _ in range(3))
+    init_tenant_outbox(a)
+    make_registry(pos, {"a": with_password(a, "tenant-s3cret") + "?application_name=rm_a"})
+    make_registry(shop, {})
+    secret = "?application_name=rm_reg"
+    relays = pos_relays({"pos": with_password(pos, "pos-s3cret") + secret, "shop": shop + secret})
+
+    def where(url: str) -> str:
+        parsed = sa.make_url(url)
+        return f"postgresql://{parsed.host}:{parsed.port}/{parsed.database}"
+
+    with capture_logs() as logs:
+        relays.refresh()  # pos:a relays
+        registry_sql(shop, "ALTER TABLE tenants RENAME TO tenants_away")
+        time.sleep(0.3)  # shop's reading is older than its refresh: read again, and failing
+        relays.refresh()
+        registry_sql(pos, "ALTER TABLE tenants RENAME TO tenants_away")
+        relays.refresh()  # nor can pos: its members known before run on
+    (relaying,) = [e for e in logs if e["event"] == "relaying tenant source"]
+    assert relaying["url"] == where(a)
+    unreadable = [e for e in logs if e["event"].startswith("tenant registry unreadable")]
+    assert {e["registry"] for e in unreadable} == {"pos", "shop"}, logs
+    for event in unreadable:
+        url = pos if event["registry"] == "pos" else shop
+        assert f"({where(url)})" in event["error"], event
+    text = repr(logs)
+    for leak in ("s3cret", "application_name", "postgres@", "postgres:"):
+        assert leak not in text, (leak, text)
