@@ -30,7 +30,8 @@ class SourceStatus:
     source, where it does not apply, or a registry member that could not be listed). When
     both are set and differ, the relays of this configuration are refused."""
     removed: bool = False
-    """A member its tenant registry no longer lists, shown while it has parked rows."""
+    """A member its tenant registry no longer lists (or a static member no longer in the
+    configuration), shown while it has parked rows."""
 
     @property
     def binary_ids_conflict(self) -> bool:

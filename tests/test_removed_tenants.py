@@ -1,6 +1,6 @@
-"""A tenant removed from its registry: ``status`` leaves it out once nothing of it waits,
-and marks it "removed from registry" while it still has parked rows or events the
-projections have not applied (never hidden)."""
+"""A tenant removed from its registry (or a static member deleted from the config):
+``status`` leaves it out once nothing of it waits, and marks it "removed" while it still
+has parked rows or events the projections have not applied (never hidden)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,14 @@ import sqlalchemy as sa
 
 from config import load_settings
 from outbox.schema import PARKED_OUTBOX_ROW, log_heads, parked
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, write_config
 from tests.tenant_fixtures import (
     init_tenant_outbox,
     make_registry,
     record_sales,
     registry_sql,
     sales_for,
+    tenant_source,
 )
 from tests.tenant_helpers import config_for
 from workers.runtime import build_runtime
@@ -161,3 +162,57 @@ def test_a_removed_tenants_parked_events_keep_it_shown_and_none_is_removed_unrea
     assert [s["source"] for s in sources if s["removed"]] == []
     assert "cannot be read" in next(s["error"] for s in sources if s["source"] == "pos")
     assert lanes() == {"pos:acme": (False, 0), "pos:oldco": (False, 0)}
+
+
+def test_static_members_deleted_from_the_config_are_marked_removed_like_registry_ones(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, acme, oldco, globex, initech = (pg_database() for _ in range(5))
+    for url in (acme, oldco, globex, initech):
+        init_tenant_outbox(url)
+
+    def config(*tenants: tuple[str, str]) -> str:
+        return str(
+            write_config(
+                tmp_path / "pos.toml",
+                {
+                    "store": {"url": store},
+                    "projections": ["tests.tenant_fixtures"],
+                    "sources": {f"pos:{t}": tenant_source(url, t) for t, url in tenants},
+                },
+            )
+        )
+
+    members = [("acme", acme), ("oldco", oldco), ("globex", globex)]
+    assert run_cli(["migrate", "--config", config(*members)]).exit_code == 0
+    for url in (acme, oldco, globex):
+        record_sales(url, sales_for(1, 2))
+    registry_sql(  # a malformed row: parked by the relay, kept in the log
+        globex,
+        "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) "
+        "VALUES ('register', 'r9', 'SaleRecorded', '[1, 2, 3]')",
+    )
+    run_cli(["run", "--until-caught-up", "--config", config(*members)])
+    record_sales(initech, sales_for(1, 3))
+    relayed = run_cli(["relay", "--once", "--config", config(*members, ("initech", initech))])
+    assert relayed.exit_code == 0, relayed.output  # relayed, not applied
+
+    status = run_cli(["status", "--json", "--config", config(("acme", acme))])
+    assert status.exit_code == 0, status.output
+    report = json.loads(status.stdout)
+    sources = {s["source"]: s for s in report["sources"]}
+    assert set(sources) == {"pos:acme", "pos:globex"}  # oldco: nothing of it waits
+    assert sources["pos:acme"]["removed"] is False
+    assert (sources["pos:globex"]["removed"], sources["pos:globex"]["parked"]) == (True, 1)
+    assert sources["pos:globex"]["error"] is None
+    (projection,) = report["projections"]
+    lanes = {(lane["source"], lane["removed"]) for lane in projection["lanes"]}
+    assert lanes == {("pos:acme", False), ("pos:initech", True)}
+
+    text = run_cli(["status", "--config", config(("acme", acme))])
+    assert text.exit_code == 0, text.output
+    sources_table, projections_table = text.stdout.split("projections")
+    removed = r"[^\n]*(\n[^\n]*)?\(removed\)"  # the table wraps at 80 columns
+    assert re.search("pos:globex" + removed, sources_table), sources_table
+    assert re.search("pos:initech" + removed, projections_table), projections_table
+    assert "oldco" not in text.stdout

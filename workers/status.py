@@ -23,7 +23,12 @@ from outbox.status import SourceStatus, source_status, unlisted_status, with_rul
 from outbox.tenant_registry import list_sources, registries
 from projections.status import ProjectionStatus, projection_statuses
 from workers.queues import QueueDepth, queue_depth
-from workers.removed_members import removed_members, removed_statuses, without_idle
+from workers.removed_members import (
+    member_groups,
+    removed_members,
+    removed_statuses,
+    without_idle,
+)
 from workers.runtime import Runtime
 
 SCHEMA_VERSION = 1
@@ -77,10 +82,11 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         timeout = max(0.1, round(timeout - (time.monotonic() - started), 2))
     names = [*listed.sources, *(u.source for u in listed.unlisted)]
     readable = [g for g, r in readings.items() if not isinstance(r, BaseException)]
+    groups = member_groups(settings.sources, readable)
 
     def store_part() -> tuple[Any, ...]:
         heads = log.heads()
-        removed = removed_members(heads, readable, names)
+        removed = removed_members(heads, groups, names)
         counts = log.parked_outbox_counts()
         parked = {name: counts.get(name, 0) for name in [*names, *removed]}
         projections = projection_statuses(runtime.engine)
