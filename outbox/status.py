@@ -29,6 +29,10 @@ class SourceStatus:
     """The ``binary_ids`` this configuration gives the source's relays (``None``: a MongoDB
     source, where it does not apply, or a registry member that could not be listed). When
     both are set and differ, the relays of this configuration are refused."""
+    database_conflict: bool = False
+    """A registry member refused because another source or tenant reads its database and
+    outbox table (``error`` says which): a configuration conflict, not an unreachable
+    source."""
     removed: bool = False
     """A member its tenant registry no longer lists (or a static member no longer in the
     configuration), shown while it has parked rows."""
@@ -59,7 +63,7 @@ def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
         for name, member in listed.sources.items()
     ]
     statuses += [
-        unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), 0)
+        unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), 0, conflict=u.conflict)
         for u in listed.unlisted
     ]
     return with_rules(statuses, rules, listed.sources)
@@ -85,9 +89,22 @@ def configured_rule(settings: SourceSettings) -> str | None:
     return None if source_kind(settings.url) == "mongodb" else settings.binary_ids
 
 
-def unlisted_status(name: str, url: str, error: str, log_head: int, parked: int) -> SourceStatus:
-    """A registry member that could not be listed (``url``: the registry's)."""
-    return SourceStatus(name, source_kind(url), url, None, None, log_head, parked, error)
+def unlisted_status(
+    name: str, url: str, error: str, log_head: int, parked: int, *, conflict: bool = False
+) -> SourceStatus:
+    """A registry member that could not be listed (``url``: the registry's; ``conflict``:
+    refused for a database another source or tenant reads)."""
+    return SourceStatus(
+        name,
+        source_kind(url),
+        url,
+        None,
+        None,
+        log_head,
+        parked,
+        error,
+        database_conflict=conflict,
+    )
 
 
 def source_status(

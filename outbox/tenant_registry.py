@@ -250,6 +250,9 @@ class Unlisted:
     source: str
     url: str  # the registry's, password masked
     error: str
+    conflict: bool = False
+    """Refused because another source or tenant reads its database and outbox table (a
+    configuration conflict), not because something cannot be reached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,10 +298,16 @@ def list_sources(
         urls[registry.group] = registry.display_url
     for group, members in settle(readings, appends or {}, unread).items():
         sources.update(members.sources)
-        by_source: dict[str, list[str]] = {}
+        by_source: dict[str, list[RegistryProblem]] = {}
         for problem in members.problems:  # rows without a tenant: all under the group's name
-            by_source.setdefault(problem.source, []).append(str(problem))
+            by_source.setdefault(problem.source, []).append(problem)
         unlisted += [
-            Unlisted(name, urls[group], "; ".join(errors)) for name, errors in by_source.items()
+            Unlisted(
+                name,
+                urls[group],
+                "; ".join(str(p) for p in problems),
+                conflict=all(p.conflict for p in problems),
+            )
+            for name, problems in by_source.items()
         ]
     return SourceList(sources, unlisted)

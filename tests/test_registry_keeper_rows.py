@@ -1,10 +1,13 @@
 """Two rows of one tenant registry naming one database: the member the event log has
 events of keeps relaying it (a mistyped new row does not stop it), the new row is refused
 naming both tenants, the registry and the row; when the log has events of neither, both
-are refused (``tests/test_shared_outboxes.py``)."""
+are refused (``tests/test_shared_outboxes.py``). ``status`` and ``health`` show such a
+refusal as a configuration conflict, not as an unreachable database."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,3 +80,45 @@ def test_a_new_row_naming_a_relayed_database_is_refused_and_the_relaying_tenant_
         assert "tenant registry 'pos', tenant 'acme':" not in status.stdout
     finally:
         log.close()
+
+
+def test_status_and_health_show_a_member_refused_for_a_shared_database_as_a_conflict(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, registry, shared, zeta = (pg_database() for _ in range(4))
+    for url in (shared, zeta):
+        init_tenant_outbox(url)
+    make_registry(registry, {"acme": shared, "globex": shared, "zeta": zeta})
+    config = str(config_for(tmp_path, store, registry))
+    assert run_cli(["migrate", "--config", config]).exit_code == 0
+    conflict = "pos:acme: conflict: tenant registry 'pos', tenant 'acme': the same database"
+
+    status = run_cli(["status", "--config", config])
+    assert status.exit_code == 2, status.output  # a configuration problem, not unreachable
+    assert conflict in " ".join(status.stderr.split()), status.stderr
+    sources_table = status.stdout.split("projections")[0]
+    marked = r"[^\n]*(\n[^\n]*)?\(conflict\)"  # the table wraps at 80 columns
+    assert re.search("pos:acme" + marked, sources_table), sources_table
+    assert re.search("pos:globex" + marked, sources_table), sources_table
+    assert sources_table.count("(conflict)") == 2
+    report = run_cli(["status", "--json", "--config", config])
+    assert report.exit_code == 2
+    sources = {s["source"]: s for s in json.loads(report.stdout)["sources"]}
+    assert sources["pos:acme"]["database_conflict"] is True
+    assert sources["pos:zeta"]["database_conflict"] is False
+    assert sources["pos:zeta"]["error"] is None
+
+    health = run_cli(["health", "--config", config])
+    assert health.exit_code == 1
+    assert "source pos:acme: conflict: tenant registry 'pos'" in health.output
+    assert "unreachable" not in health.output
+
+    # A tenant database that cannot be reached as well: exit 3, as for any unreachable one.
+    registry_sql(
+        registry,
+        "INSERT INTO tenants VALUES ('deadco', 'postgresql://pos@127.0.0.1:1/pos', true)",
+    )
+    status = run_cli(["status", "--config", config])
+    assert status.exit_code == 3, status.output
+    assert conflict in " ".join(status.stderr.split())
+    assert "pos:deadco: conflict" not in status.stderr

@@ -134,7 +134,8 @@ def status(
     last error. The broker's ready, delayed and dead-lettered messages.
 
     Exit code 3 when a source, the broker or the read store cannot be reached, or does not
-    answer within --timeout.
+    answer within --timeout; otherwise 2 when a registry member is refused because another
+    source or tenant reads its database (a conflict in the configuration).
     """
     settings = load(config, log_level="warning")
     outdated = _schema_problem(settings, config, timeout)
@@ -152,15 +153,26 @@ def status(
         print(json.dumps(report.as_dict(), indent=2))
     else:
         out.print(status_tables(report))
-    for source in report.sources:
-        if source.error:
-            err.print(
-                f"[red]{source.source}:[/] {escape(source.error)}", highlight=False, soft_wrap=True
-            )
-    if report.broker.error:
-        err.print(f"[red]broker:[/] {escape(report.broker.error)}", highlight=False, soft_wrap=True)
-    if any(s.error for s in report.sources) or report.broker.error:
+    for subject, error in _failures(report):
+        err.print(f"[red]{subject}:[/] {escape(error)}", highlight=False, soft_wrap=True)
+    failed = [s for s in report.sources if s.error]
+    if report.broker.error or any(not s.database_conflict for s in failed):
         raise typer.Exit(EXIT_UNREACHABLE)
+    if failed:  # members refused for a database another source reads: the config's to fix
+        raise typer.Exit(EXIT_CONFIG)
+
+
+def _failures(report: Any) -> list[tuple[str, str]]:
+    """``(subject, error)`` of each source and the broker with an error; a member refused
+    for a database another source or tenant reads says ``conflict:``."""
+    failures = [
+        (s.source, f"conflict: {s.error}" if s.database_conflict else s.error)
+        for s in report.sources
+        if s.error
+    ]
+    if report.broker.error:
+        failures.append(("broker", report.broker.error))
+    return failures
 
 
 def _watch(runtime: Any, as_json: bool, every: float, timeout: float) -> None:
@@ -201,7 +213,7 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
         sources.add_column(column, justify="left" if left else "right")
     for row in report.sources:
         cells = [
-            f"{row.source} (removed)" if row.removed else row.source,
+            _source_cell(row),
             row.engine,
             "?" if row.undelivered is None else str(row.undelivered),
             _age(row.oldest_undelivered_age_seconds),
@@ -248,12 +260,15 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
         )
         parts.append(queues)
     if errors:
-        failures = [(s.source, s.error) for s in report.sources if s.error]
-        if broker.error:
-            failures.append(("broker", broker.error))
-        for subject, error in failures:
+        for subject, error in _failures(report):
             parts.append(Text.assemble((f"{subject}: ", "red"), error))
     return Group(*parts)
+
+
+def _source_cell(row: Any) -> str:
+    if row.removed:
+        return f"{row.source} (removed)"
+    return f"{row.source} (conflict)" if row.database_conflict else row.source
 
 
 def _age(seconds: float | None) -> str:

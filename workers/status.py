@@ -112,7 +112,14 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         for name, member in listed.sources.items()
     ]
     sources += [
-        unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), parked[u.source])
+        unlisted_status(
+            u.source,
+            u.url,
+            u.error,
+            heads.get(u.source, 0),
+            parked[u.source],
+            conflict=u.conflict,
+        )
         for u in listed.unlisted
     ]
     urls = {r.group: r.display_url for r in tenant_registries}
@@ -212,14 +219,16 @@ def problems(
 ) -> list[Problem]:
     """What makes the pipeline unhealthy: unreachable sources or broker, lags past a bound,
     sources whose relays are refused (their ``binary_ids`` is not the rule the log records;
-    ``origin`` says where a source's setting was made, for the advice)."""
+    ``origin`` says where a source's setting was made, for the advice), members refused for
+    a database another source or tenant reads (a conflict)."""
     out: list[Problem] = []
     for source in report.sources:
         subject = f"source {source.source}"
         if source.binary_ids_conflict:
             out.append(Problem(subject, _refusal(source, origin and origin(source.source))))
         if source.error:
-            out.append(Problem(subject, f"unreachable: {source.error}"))
+            kind = "conflict" if source.database_conflict else "unreachable"
+            out.append(Problem(subject, f"{kind}: {source.error}"))
             continue
         if max_lag_events is not None and (source.undelivered or 0) > max_lag_events:
             out.append(
