@@ -135,9 +135,10 @@ class Peers:
             return None
         return done
 
-    def _give_up(self, peer: _Peer, now: float) -> tuple[str, dict[str, str]] | None:
-        """Give up the read in flight (lock held): a failure, the registry's next read on a
-        new connection, at once unless the read before failed too; the warning to log."""
+    def _give_up(self, peer: _Peer, now: float) -> tuple[str, dict[str, str]]:
+        """Give up the read in flight (lock held): a failed read (unless the registry was
+        read since it began), the next read on a new connection, at once unless the read
+        before failed too; the warning to log."""
         stuck = peer.registry  # its thread closes it, if it ever ends
         peer.registry = TenantRegistry(stuck.group, stuck.settings, stuck.others)
         peer.done = threading.Event()
@@ -145,18 +146,16 @@ class Peers:
         after = f"{self._read_bound:g}s"
         retry_now = peer.failures == 0
         error = f"tenant registry {stuck.group!r}: its read gave no answer within {after}"
-        report = self._note_failure(peer, error, now)
+        self._note_failure(peer, error, peer.read_started)
         if retry_now:
             peer.retry_at = now
-        if report is None:
-            return None
         return (
             "tenant registry read gives no answer; given up, and the registry read again "
             "on a new connection",
             {
                 "registry": stuck.group,
                 "after": after,
-                "retry_in": "0s" if retry_now else report["retry_in"],
+                "retry_in": f"{max(0.0, peer.retry_at - now):g}s",
             },
         )
 
