@@ -118,7 +118,8 @@ def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
     Near year 1 or 9999, where the moment in UTC is out of Python's range, with a fixed
     offset, as psycopg reads it; refused when it is out of that range in ``zone``
     (PostgreSQL stores it, psycopg cannot read it back)."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
+    given = moment.tzinfo
+    if given is None or (given is not zone and moment.utcoffset() is None):
         moment = moment.replace(tzinfo=zone, fold=0)
     try:
         return moment.astimezone(UTC).astimezone(zone)
@@ -169,7 +170,41 @@ def pg_timestamptz(zone: tzinfo) -> Converter:
             pass
         return value
 
-    return _refusing_numbers(convert)
+    checked = _refusing_numbers(convert)
+    if not _fixed_offset(zone):
+        return checked
+
+    def stored(value: Any) -> Any:
+        """A datetime on the session's own zone object (of one offset at every date) is
+        stored as it is, ``fold`` dropped, but near years 1 and 9999 (see :func:`_in_zone`):
+        a row a handler read back and writes again pays no zone conversion."""
+        if type(value) is datetime and value.tzinfo is zone and 1 < value.year < 9999:
+            return value.replace(fold=0) if value.fold else value
+        return checked(value)
+
+    return stored
+
+
+def _fixed_offset(zone: tzinfo) -> bool:
+    """Whether ``zone`` has one UTC offset at every date (no DST, no history): a
+    ``datetime.timezone``, or an IANA zone of the ``Etc`` area or one of its links (``UTC``,
+    ``GMT``...), psycopg's ``ZoneInfo`` of a session in UTC. Checked at a few dates too."""
+    if isinstance(zone, timezone):
+        return True
+    key = getattr(zone, "key", None)
+    if not isinstance(zone, ZoneInfo) or not isinstance(key, str):
+        return False
+    if not key.startswith("Etc/") and key not in _ETC_LINKS:
+        return False
+    offsets = {zone.utcoffset(datetime(year, month, 1)) for year in _YEARS for month in (1, 7)}
+    return len(offsets) == 1
+
+
+# The tzdata links to zones of the Etc area (its "backward" file); all of one offset.
+_ETC_LINKS = frozenset(
+    {"UTC", "UCT", "GMT", "GMT0", "GMT+0", "GMT-0", "Greenwich", "Universal", "Zulu"}
+)
+_YEARS = (1, 1850, 1950, 1970, 2000, 2024, 2040, 9999)
 
 
 def pg_timestamp(zone: tzinfo) -> Converter:
