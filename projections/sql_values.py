@@ -52,6 +52,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from projections.api import WideIntegerError
+from projections.sql_keys import compile_key
 from projections.sql_limits import (
     Bounds,
     Unstorable,
@@ -89,22 +90,26 @@ _NO_INTEGER = "an integer column holds no NaN or infinity"
 class Converters:
     """The converters of one table's columns. :meth:`normalize` is compiled once per table
     (as ``dataclasses`` compiles ``__init__``): an upsert pays a test per converted column
-    it names, a call only for a value of a type its column converts."""
+    it names, a call only for a value of a type its column converts. So is :meth:`key`:
+    a key of its columns' types is returned as it is, after a type test per column."""
 
-    __slots__ = ("columns", "keys", "normalize")
+    __slots__ = ("columns", "key", "keys", "normalize")
 
     def __init__(self, columns: tuple[Column, ...], keys: tuple[Column | None, ...]) -> None:
         self.columns = columns
         self.normalize: Callable[[dict[str, Any], Any], None] = _compile(columns)
         self.keys = keys if any(keys) else None
         """Per primary key column, its converter (``None`` when no key column has one)."""
+        self.key: Callable[[tuple[Any, ...]], tuple[Any, ...]] = compile_key(
+            self.keys, self._converted_key
+        )
+        """``key`` as its columns store it: a row upserted as ``{"id": "42"}`` into an
+        integer key is found by ``get(table, 42)``, in its batch as in a later one."""
 
     def __bool__(self) -> bool:
         return bool(self.columns)
 
-    def key(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
-        """``key`` as its columns store it: a row upserted as ``{"id": "42"}`` into an
-        integer key is found by ``get(table, 42)``, in its batch as in a later one."""
+    def _converted_key(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
         if self.keys is None:
             return key
         out = []
