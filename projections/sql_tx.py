@@ -289,7 +289,7 @@ class SqlTx:
             op, values = REPLACE, dict(row)
         else:
             op, values = pending[0], {**(pending[1] or {}), **row}
-        if converters:
+        if converters.columns:
             # On a copy: a value it refuses (WideIntegerError) leaves the batch's writes as
             # they were, so a handler that catches it may write another row.
             converters.normalize(values, row)

@@ -138,12 +138,13 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
     }
     body = ["    def normalize(row, given):", "        get = given.get"]
     for i, (name, convert, exact, bounds, unwritable, unstorable) in enumerate(columns):
-        tests = ["value is not _MISSING"]
-        if _NONE in exact:
-            tests.append("value is not None")
+        tests = []  # the value's type first: one of the column's own ends the tests
         for j, kind in enumerate(kind for kind in exact if kind is not _NONE):
             names[f"kind{i}_{j}"] = kind
             tests.append(f"kind is not kind{i}_{j}")
+        tests.append("value is not _MISSING")
+        if _NONE in exact:
+            tests.append("value is not None")
         body.append(f"        value = get({name!r}, _MISSING)")
         if bounds is not None or any(test.startswith("kind") for test in tests):
             body.append("        kind = _type(value)")
@@ -279,9 +280,19 @@ def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
     overflow")."""
     exponent = None if scale is None else Decimal(1).scaleb(-scale)
     limit = None if precision is None else Decimal(1).scaleb(precision - (scale or 0))
+    # A Decimal already at the scale fits when it has fewer digits before the point.
+    digits = MAX_EMAX if precision is None else precision - (scale or 0)
 
     def convert(value: Any) -> Any:
         kind = type(value)
+        if (
+            kind is Decimal
+            and exponent is not None
+            and value.same_quantum(exponent)  # finite, at the scale
+            and value.adjusted() < digits
+            and (value or not value.is_signed())  # no negative zero
+        ):
+            return value
         try:
             if kind is Decimal:
                 number = value
