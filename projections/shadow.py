@@ -7,13 +7,14 @@ A long table name is cut short and given a hash of the whole name instead
 (``<start>_<hash>__rebuild``, 47 bytes at most, so that the names PostgreSQL derives
 from it, ``..._pkey`` or ``..._<column>_seq``, keep the suffix within its 63 bytes);
 indexes and constraints declared on the table get their shadow names from the live ones
-and take them back at the swap.
+and take them back at the swap (the names: :mod:`projections.shadow_names`).
 Foreign keys between the projection's tables join their shadows.
 On PostgreSQL a new shadow has row-level security on and none of the privileges default
 privileges gave it (:mod:`projections.shadow_security`): no role but the replay reads it.
 The swap locks the live tables, then reads their catalog, renames each live table to
 ``<table>__old`` (its indexes and sequences to ``rm_old_<oid>``) and the shadow to the live
-name, in the caller's transaction; the old tables are dropped after commit. What the
+name, in the caller's transaction (:mod:`projections.shadow_swap`); the old tables are
+dropped after commit. What the
 database holds beside the declared model is carried over (:mod:`projections.shadow_catalog`,
 :mod:`projections.shadow_security`): the owner and exactly the live privileges on the
 tables, their columns and sequences; indexes made by hand (built on the shadow once it is
@@ -42,7 +43,6 @@ live names from the start (SQLite names them per table).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,86 +51,36 @@ from sqlalchemy.sql.elements import conv
 
 from outbox.errors import StoreError
 from projections.shadow_catalog import (
-    PgExtras,
     PgView,
     make_or_stop,
-    pg_capture,
     pg_hand_made_indexes,
-    pg_restore,
     pg_views,
-    sqlite_dependents,
-    sqlite_drop,
-    sqlite_hand_made,
-    sqlite_restore,
 )
 from projections.shadow_columns import pg_carry_column_rules, pg_copy_column_settings
 from projections.shadow_constraints import (
     HandMadeConstraint,
     pg_constraint_definitions,
-    pg_drop_referencing,
     pg_hand_made_constraints,
     pg_make_constraint,
-    pg_referencing_keys,
-    pg_restore_referencing,
 )
 from projections.shadow_keys import OutsideKey, pg_outside_keys
-from projections.shadow_plan import describe_carried
-from projections.shadow_security import (
-    TableState,
-    pg_copy_acl,
-    pg_lock_down,
-    pg_refusals,
-    pg_restore_state,
-    pg_set_owner,
-    pg_table_state,
+from projections.shadow_names import (
+    OLD_SUFFIX,
+    PG_NAME_LIMIT,
+    SHADOW_SUFFIX,
+    canonical,
+    fitted,
+    old_name,
+    qualified,
+    shadow_name,
+    signature,
+    table_sql,
 )
+from projections.shadow_plan import describe_carried
+from projections.shadow_security import pg_lock_down, pg_refusals
+from projections.shadow_swap import pg_dependents, pg_swap, sqlite_swap
 
-SHADOW_SUFFIX = "__rebuild"
-OLD_SUFFIX = "__old"
-_PG_NAME_LIMIT = 63
-_SHADOW_TABLE_LIMIT = 47
-
-
-def shadow_name(name: str, suffix: str = SHADOW_SUFFIX) -> str:
-    return _fitted(name, suffix, _SHADOW_TABLE_LIMIT)
-
-
-def old_name(name: str) -> str:
-    return _fitted(name, OLD_SUFFIX, _PG_NAME_LIMIT)
-
-
-def _fitted(name: str, suffix: str, limit: int) -> str:
-    """``name + suffix``, or within ``limit`` bytes: the start of ``name`` and its hash."""
-    if len(f"{name}{suffix}".encode()) <= limit:
-        return f"{name}{suffix}"
-    digest = hashlib.blake2b(name.encode(), digest_size=4).hexdigest()
-    tail = f"_{digest}{suffix}"
-    start = name
-    while len(f"{start}{tail}".encode()) > limit:
-        start = start[:-1]
-    return f"{start}{tail}"
-
-
-def _signature(item: sa.Index | sa.Constraint, table: str) -> tuple[Any, ...]:
-    """What pairs a live table's index or constraint with its copy on the shadow when
-    their names differ (a naming convention derives them from the table's name)."""
-    if isinstance(item, sa.Index):
-        expressions = tuple(
-            e.name if isinstance(e, sa.Column) else str(e).replace(f"{table}.", "")
-            for e in item.expressions
-        )
-        where = item.dialect_options["postgresql"].get("where")
-        return ("index", item.unique, expressions, str(where).replace(f"{table}.", ""))
-    columns = tuple(c.name for c in getattr(item, "columns", ()))
-    text = str(item.sqltext) if isinstance(item, sa.CheckConstraint) else ""
-    targets = ""
-    if isinstance(item, sa.ForeignKeyConstraint):
-        targets = ",".join(str(fk.target_fullname) for fk in item.elements)
-    return (type(item).__name__, columns, text.replace(f"{table}.", ""), targets)
-
-
-def _canonical(name: str, suffix: str = SHADOW_SUFFIX) -> str:
-    return name.replace(suffix, "", 1)
+__all__ = ["OLD_SUFFIX", "SHADOW_SUFFIX", "ShadowTables", "drop_tables", "old_name", "shadow_name"]
 
 
 class ShadowTables:
@@ -157,7 +107,7 @@ class ShadowTables:
         by_name = {str(item.name): item for item in named}
         by_signature: dict[tuple[Any, ...], list[sa.Index | sa.Constraint]] = {}
         for item in named:
-            by_signature.setdefault(_signature(item, live.name), []).append(item)
+            by_signature.setdefault(signature(item, live.name), []).append(item)
         copies = [  # unnamed ones are named by the database, after the shadow table
             item for item in [*shadow.indexes, *shadow.constraints] if isinstance(item.name, str)
         ]
@@ -168,17 +118,17 @@ class ShadowTables:
             if live_item is None:
                 paired = [
                     candidate
-                    for candidate in by_signature.get(_signature(item, shadow.name), [])
+                    for candidate in by_signature.get(signature(item, shadow.name), [])
                     if str(candidate.name) in by_name
                 ]
                 live_item = paired[0] if paired else None
                 if live_item is not None:
                     del by_name[str(live_item.name)]
             if live_item is not None:
-                item.name = conv(_fitted(str(live_item.name), self.suffix, _PG_NAME_LIMIT))
+                item.name = conv(fitted(str(live_item.name), self.suffix, PG_NAME_LIMIT))
                 self._declared[str(item.name)] = live_item
             elif self.suffix not in str(item.name):
-                item.name = conv(_fitted(str(item.name), self.suffix, _PG_NAME_LIMIT))
+                item.name = conv(fitted(str(item.name), self.suffix, PG_NAME_LIMIT))
 
     def _live_name(self, conn: sa.Connection, name: str, live: sa.Table) -> str:
         """The name a shadow's index, sequence or constraint takes at the swap: the live
@@ -193,9 +143,9 @@ class ShadowTables:
         shadow = self.mapping[live].name
         if name.startswith(shadow):
             derived = f"{live.name}{name[len(shadow) :]}"
-            if len(derived.encode()) <= _PG_NAME_LIMIT:
+            if len(derived.encode()) <= PG_NAME_LIMIT:
                 return derived
-        return _canonical(name, self.suffix)
+        return canonical(name, self.suffix)
 
     def _in_dependency_order(self) -> list[sa.Table]:
         """The shadows, each after the shadows its foreign keys point at."""
@@ -241,21 +191,18 @@ class ShadowTables:
             live = dict(self._live(conn))
             for table, shadow in self.mapping.items():
                 # Readable by no one but the replay while it is built, or if it is left over.
-                pg_lock_down(conn, _table_sql(conn, shadow))
+                pg_lock_down(conn, table_sql(conn, shadow))
                 if table.name in live:  # storage, compression, defaults: for the rows to come
-                    pg_copy_column_settings(conn, live[table.name], _table_sql(conn, shadow))
-                    shadow_sql = _table_sql(conn, shadow)
+                    pg_copy_column_settings(conn, live[table.name], table_sql(conn, shadow))
+                    shadow_sql = table_sql(conn, shadow)
                     pg_carry_column_rules(
                         conn, table.name, live[table.name], shadow_sql, not_null=False
                     )
-                for name, _ in _pg_dependents(conn, shadow):
-                    if (
-                        self.suffix not in name
-                        or len(_canonical(name, self.suffix)) > _PG_NAME_LIMIT
-                    ):
+                for name, _ in pg_dependents(conn, shadow):
+                    if self.suffix not in name or len(canonical(name, self.suffix)) > PG_NAME_LIMIT:
                         raise StoreError(
                             f"{shadow.name}: index or sequence {name!r} was truncated to "
-                            f"{_PG_NAME_LIMIT} characters; give it a shorter name"
+                            f"{PG_NAME_LIMIT} characters; give it a shorter name"
                         )
 
     def _create_tables(self, conn: sa.Connection) -> None:
@@ -279,7 +226,7 @@ class ShadowTables:
         for live, shadow in self.mapping.items():
             if live.name not in live_tables:
                 continue
-            shadow_sql = _table_sql(conn, shadow)
+            shadow_sql = table_sql(conn, shadow)
             pg_carry_column_rules(conn, live.name, live_tables[live.name], shadow_sql)
             for index in pg_hand_made_indexes(
                 conn, live_tables[live.name], self._known_indexes(conn, live), warn=warn
@@ -294,7 +241,7 @@ class ShadowTables:
         shadows = self._regclasses(conn)
         for live, constraint in sorted(constraints, key=lambda pair: pair[1].kind == "f"):
             name = quote(self._carry_name(constraint.name))
-            shadow_sql = _table_sql(conn, self.mapping[live])
+            shadow_sql = table_sql(conn, self.mapping[live])
             if outside is not None and constraint.kind == "f":
                 if constraint.references not in shadows:
                     outside.append(OutsideKey(live.name, constraint, shadow_sql, name))
@@ -303,7 +250,7 @@ class ShadowTables:
 
     def _carry_name(self, name: str) -> str:
         """The shadow name of an index or constraint made by hand, remembered for the swap."""
-        shadow = _fitted(name, self.suffix, _PG_NAME_LIMIT)
+        shadow = fitted(name, self.suffix, PG_NAME_LIMIT)
         self._carried[shadow] = name
         return shadow
 
@@ -312,7 +259,7 @@ class ShadowTables:
         shadow = self.mapping[live]
         return {
             self._live_name(conn, name, live)
-            for name, kind in _pg_dependents(conn, shadow)
+            for name, kind in pg_dependents(conn, shadow)
             if kind == "INDEX"
         }
 
@@ -320,12 +267,12 @@ class ShadowTables:
         """The names of the live table's constraints the shadow has: by the live names of
         the shadow's, else by definition (a name the database derived from a long table
         name may not be the one :meth:`_live_name` derives)."""
-        live_rows = pg_constraint_definitions(conn, _table_sql(conn, live))
+        live_rows = pg_constraint_definitions(conn, table_sql(conn, live))
         known = set()
         unpaired = []
         live_names = {name for name, _ in live_rows}
         for name, definition in pg_constraint_definitions(
-            conn, _table_sql(conn, self.mapping[live])
+            conn, table_sql(conn, self.mapping[live])
         ):
             live_name = self._live_name(conn, name, live)
             if live_name in live_names:
@@ -348,7 +295,7 @@ class ShadowTables:
         for live, shadow in self.mapping.items():
             pair = conn.exec_driver_sql(
                 "SELECT to_regclass(%(live)s)::text, to_regclass(%(shadow)s)::text",
-                {"live": _table_sql(conn, live), "shadow": _table_sql(conn, shadow)},
+                {"live": table_sql(conn, live), "shadow": table_sql(conn, shadow)},
             ).one()
             if pair[0] is not None and pair[1] is not None:
                 names[str(pair[0])] = str(pair[1])
@@ -356,106 +303,18 @@ class ShadowTables:
 
     def swap(self, conn: sa.Connection) -> list[str]:
         """Put every shadow in place of its live table (in ``conn``'s transaction); returns
-        the old tables to drop after commit (none on SQLite, where they are dropped here)."""
+        the old tables to drop after commit (none on SQLite, where they are dropped here):
+        :mod:`projections.shadow_swap`."""
         if conn.dialect.name != "postgresql":
-            self._sqlite_swap(conn)
+            sqlite_swap(self, conn)
             return []
-        quote = conn.dialect.identifier_preparer.quote
-        old_tables: list[str] = []
-        # The live catalog is read under the lock that keeps it as it is read (an index a
-        # CREATE INDEX CONCURRENTLY finishes meanwhile is complete by then, or left named).
-        # The tables whose foreign keys the swap makes again are locked first, in one order:
-        # locked after the live ones, a transaction that wrote one and then reads a live
-        # table would deadlock with the swap.
-        live = [sql for _, sql in self._live(conn)]
-        outside = sorted({key.table for key in pg_referencing_keys(conn, self._live(conn))})
-        tables = ", ".join([*outside, *live])
-        if tables:
-            conn.exec_driver_sql(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
-        self._refuse(conn)  # what was made during the rebuild
-        views = self._views(conn)
-        self.carry(conn)  # one made by hand during the rebuild
-        # Read before any rename, so that their text names the live tables: recreated after
-        # the renames, it names the new ones.
-        extras: dict[sa.Table, PgExtras] = {
-            live: pg_capture(conn, _table_sql(conn, live)) for live in self.mapping
-        }
-        referencing = pg_referencing_keys(conn, self._live(conn))
-        pg_drop_referencing(conn, referencing)  # made again on the new tables
-        states: dict[sa.Table, TableState] = {
-            live: pg_table_state(conn, _table_sql(conn, live)) for live in self.mapping
-        }
-        for live, shadow in self.mapping.items():
-            live_sql = _table_sql(conn, live)
-            pg_set_owner(conn, _table_sql(conn, shadow), states[live])
-            pg_copy_acl(conn, live_sql, _table_sql(conn, shadow))
-            pg_copy_column_settings(conn, live_sql, _table_sql(conn, shadow))
-            for name, kind in _pg_dependents(conn, live):
-                oid = conn.exec_driver_sql(
-                    "SELECT %(name)s::regclass::oid", {"name": _qualified(conn, live, name)}
-                ).scalar_one()
-                conn.exec_driver_sql(
-                    f"ALTER {kind} {_qualified(conn, live, name)} "
-                    f"RENAME TO {quote(f'rm_old_{oid}')}"
-                )
-            old = old_name(live.name)
-            conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
-            conn.exec_driver_sql(
-                f"ALTER TABLE {_table_sql(conn, shadow)} RENAME TO {quote(live.name)}"
-            )
-            for name, kind in _pg_dependents(conn, live):
-                conn.exec_driver_sql(
-                    f"ALTER {kind} {_qualified(conn, live, name)} "
-                    f"RENAME TO {quote(self._live_name(conn, name, live))}"
-                )
-            for name in _pg_table_constraints(conn, live):
-                if self.suffix in name:
-                    conn.exec_driver_sql(
-                        f"ALTER TABLE {live_sql} RENAME CONSTRAINT {quote(name)} "
-                        f"TO {quote(self._live_name(conn, name, live))}"
-                    )
-            old_tables.append(_qualified(conn, live, old))
-        for live, extra in extras.items():  # every table has its live name again
-            pg_restore(conn, _table_sql(conn, live), extra)
-            pg_restore_state(conn, _table_sql(conn, live), states[live])
-        for view in views:  # now reading the new tables, which have the old names
-            conn.exec_driver_sql(view.redefine())
-        pg_restore_referencing(conn, referencing)
-        return old_tables
-
-    def _sqlite_swap(self, conn: sa.Connection) -> None:
-        """Drop each live table, give its shadow the name, make the declared indexes under
-        the live names and run again the statements that made its hand-made indexes. The
-        triggers and views on the tables or naming one (here or outside the projection) are
-        dropped first and made again last from their text (naming the new tables then):
-        SQLite would check them at each rename, while a table they name is missing."""
-        quote = conn.dialect.identifier_preparer.quote
-        dependents = sqlite_dependents(conn, [live.name for live in self.mapping])
-        sqlite_drop(conn, dependents)
-        for live, shadow in self.mapping.items():
-            live_sql = _table_sql(conn, live)
-            known = {
-                self._live_name(conn, str(index["name"]), live)
-                for index in sa.inspect(conn).get_indexes(shadow.name, schema=shadow.schema)
-            }
-            made = sqlite_hand_made(conn, live.name, known)
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {live_sql}")
-            for index in shadow.indexes:
-                index.drop(conn)
-            conn.exec_driver_sql(
-                f"ALTER TABLE {_table_sql(conn, shadow)} RENAME TO {quote(live.name)}"
-            )
-            for index in live.indexes:
-                index.create(conn)
-            sqlite_restore(conn, live.name, made)
-        for kind, name, table, sql in dependents:
-            make_or_stop(conn, table, sql, f"{kind} {name}")
+        return pg_swap(self, conn)
 
     def _live(self, conn: sa.Connection) -> list[tuple[str, str]]:
         """``(name, sql)`` of the live tables that exist."""
         inspector = sa.inspect(conn)
         return [
-            (live.name, _table_sql(conn, live))
+            (live.name, table_sql(conn, live))
             for live in self.mapping
             if inspector.has_table(live.name, schema=live.schema)
         ]
@@ -468,7 +327,7 @@ class ShadowTables:
         ``(shadow, constraint, referenced table)``."""
         if conn.dialect.name != "postgresql":
             return []
-        return pg_outside_keys(conn, [_table_sql(conn, s) for s in self.mapping.values()])
+        return pg_outside_keys(conn, [table_sql(conn, s) for s in self.mapping.values()])
 
     def leftovers(self, conn: sa.Connection) -> list[str]:
         """Shadow and old tables a previous (interrupted) replay left behind."""
@@ -477,7 +336,7 @@ class ShadowTables:
         for live, shadow in self.mapping.items():
             for name in (shadow.name, old_name(live.name)):
                 if inspector.has_table(name, schema=live.schema):
-                    found.append(_qualified(conn, live, name))
+                    found.append(qualified(conn, live, name))
         return found
 
     def drop_leftovers(self, conn: sa.Connection) -> list[str]:
@@ -510,40 +369,3 @@ def _retarget_foreign_keys(
         column = live_fk.column
         target = mapping.get(column.table)
         fk._set_target_column(target.c[column.key] if target is not None else column)
-
-
-def _table_sql(conn: sa.Connection, table: sa.Table) -> str:
-    return conn.dialect.identifier_preparer.format_table(table)
-
-
-def _qualified(conn: sa.Connection, table: sa.Table, name: str) -> str:
-    quote = conn.dialect.identifier_preparer.quote
-    return f"{quote(table.schema)}.{quote(name)}" if table.schema else quote(name)
-
-
-_PG_DEPENDENTS = """
-SELECT c.relname, 'INDEX' FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
- WHERE i.indrelid = %(table)s::regclass
-UNION ALL
-SELECT c.relname, 'SEQUENCE' FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
- WHERE d.refobjid = %(table)s::regclass AND d.classid = 'pg_class'::regclass
-   AND c.relkind = 'S' AND d.deptype IN ('a', 'i')
-"""
-
-
-def _pg_dependents(conn: sa.Connection, table: sa.Table) -> list[tuple[str, str]]:
-    """Names (and kinds) of the indexes and owned sequences of ``table`` as it is named now."""
-    rows = conn.exec_driver_sql(_PG_DEPENDENTS, {"table": _table_sql(conn, table)})
-    return [(str(name), str(kind)) for name, kind in rows]
-
-
-_PG_CONSTRAINTS = """
-SELECT conname FROM pg_constraint WHERE conrelid = %(table)s::regclass AND contype IN ('c', 'f')
-"""
-
-
-def _pg_table_constraints(conn: sa.Connection, table: sa.Table) -> list[str]:
-    """Names of the table's CHECK and foreign key constraints (per table, not relations:
-    the index-backed ones are renamed with their indexes)."""
-    rows = conn.exec_driver_sql(_PG_CONSTRAINTS, {"table": _table_sql(conn, table)})
-    return [str(name) for (name,) in rows]

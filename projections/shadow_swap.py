@@ -1,0 +1,163 @@
+"""The swap of a blue/green rebuild (:meth:`projections.shadow.ShadowTables.swap`): every
+shadow put in place of its live table in the caller's transaction, with what the live
+tables hold beside the declared model carried to the new ones.
+
+PostgreSQL: the live tables (and the tables whose foreign keys reference them) are locked,
+then their catalog is read; each live table is renamed ``<table>__old`` (its indexes and
+sequences ``rm_old_<oid>``) and its shadow takes the live name, the shadow's indexes,
+sequences and constraints their live names; the old tables are dropped after commit.
+SQLite: the live tables are dropped in the swap itself (see :func:`sqlite_swap`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from projections.shadow_catalog import (
+    PgExtras,
+    make_or_stop,
+    pg_capture,
+    pg_restore,
+    sqlite_dependents,
+    sqlite_drop,
+    sqlite_hand_made,
+    sqlite_restore,
+)
+from projections.shadow_columns import pg_copy_column_settings
+from projections.shadow_constraints import (
+    pg_drop_referencing,
+    pg_referencing_keys,
+    pg_restore_referencing,
+)
+from projections.shadow_names import old_name, qualified, table_sql
+from projections.shadow_security import (
+    TableState,
+    pg_copy_acl,
+    pg_restore_state,
+    pg_set_owner,
+    pg_table_state,
+)
+
+if TYPE_CHECKING:
+    from projections.shadow import ShadowTables
+
+
+def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
+    """Put every shadow in place of its live table; returns the old tables to drop after
+    commit."""
+    quote = conn.dialect.identifier_preparer.quote
+    old_tables: list[str] = []
+    # The live catalog is read under the lock that keeps it as it is read (an index a
+    # CREATE INDEX CONCURRENTLY finishes meanwhile is complete by then, or left named).
+    # The tables whose foreign keys the swap makes again are locked first, in one order:
+    # locked after the live ones, a transaction that wrote one and then reads a live
+    # table would deadlock with the swap.
+    live = [sql for _, sql in shadows._live(conn)]
+    outside = sorted({key.table for key in pg_referencing_keys(conn, shadows._live(conn))})
+    tables = ", ".join([*outside, *live])
+    if tables:
+        conn.exec_driver_sql(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+    shadows._refuse(conn)  # what was made during the rebuild
+    views = shadows._views(conn)
+    shadows.carry(conn)  # one made by hand during the rebuild
+    # Read before any rename, so that their text names the live tables: recreated after
+    # the renames, it names the new ones.
+    extras: dict[sa.Table, PgExtras] = {
+        live: pg_capture(conn, table_sql(conn, live)) for live in shadows.mapping
+    }
+    referencing = pg_referencing_keys(conn, shadows._live(conn))
+    pg_drop_referencing(conn, referencing)  # made again on the new tables
+    states: dict[sa.Table, TableState] = {
+        live: pg_table_state(conn, table_sql(conn, live)) for live in shadows.mapping
+    }
+    for live, shadow in shadows.mapping.items():
+        live_sql = table_sql(conn, live)
+        pg_set_owner(conn, table_sql(conn, shadow), states[live])
+        pg_copy_acl(conn, live_sql, table_sql(conn, shadow))
+        pg_copy_column_settings(conn, live_sql, table_sql(conn, shadow))
+        for name, kind in pg_dependents(conn, live):
+            oid = conn.exec_driver_sql(
+                "SELECT %(name)s::regclass::oid", {"name": qualified(conn, live, name)}
+            ).scalar_one()
+            conn.exec_driver_sql(
+                f"ALTER {kind} {qualified(conn, live, name)} RENAME TO {quote(f'rm_old_{oid}')}"
+            )
+        old = old_name(live.name)
+        conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
+        conn.exec_driver_sql(f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
+        for name, kind in pg_dependents(conn, live):
+            conn.exec_driver_sql(
+                f"ALTER {kind} {qualified(conn, live, name)} "
+                f"RENAME TO {quote(shadows._live_name(conn, name, live))}"
+            )
+        for name in pg_table_constraints(conn, live):
+            if shadows.suffix in name:
+                conn.exec_driver_sql(
+                    f"ALTER TABLE {live_sql} RENAME CONSTRAINT {quote(name)} "
+                    f"TO {quote(shadows._live_name(conn, name, live))}"
+                )
+        old_tables.append(qualified(conn, live, old))
+    for live, extra in extras.items():  # every table has its live name again
+        pg_restore(conn, table_sql(conn, live), extra)
+        pg_restore_state(conn, table_sql(conn, live), states[live])
+    for view in views:  # now reading the new tables, which have the old names
+        conn.exec_driver_sql(view.redefine())
+    pg_restore_referencing(conn, referencing)
+    return old_tables
+
+
+def sqlite_swap(shadows: ShadowTables, conn: sa.Connection) -> None:
+    """Drop each live table, give its shadow the name, make the declared indexes under
+    the live names and run again the statements that made its hand-made indexes. The
+    triggers and views on the tables or naming one (here or outside the projection) are
+    dropped first and made again last from their text (naming the new tables then):
+    SQLite would check them at each rename, while a table they name is missing."""
+    quote = conn.dialect.identifier_preparer.quote
+    dependents = sqlite_dependents(conn, [live.name for live in shadows.mapping])
+    sqlite_drop(conn, dependents)
+    for live, shadow in shadows.mapping.items():
+        live_sql = table_sql(conn, live)
+        known = {
+            shadows._live_name(conn, str(index["name"]), live)
+            for index in sa.inspect(conn).get_indexes(shadow.name, schema=shadow.schema)
+        }
+        made = sqlite_hand_made(conn, live.name, known)
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {live_sql}")
+        for index in shadow.indexes:
+            index.drop(conn)
+        conn.exec_driver_sql(f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
+        for index in live.indexes:
+            index.create(conn)
+        sqlite_restore(conn, live.name, made)
+    for kind, name, table, sql in dependents:
+        make_or_stop(conn, table, sql, f"{kind} {name}")
+
+
+_PG_DEPENDENTS = """
+SELECT c.relname, 'INDEX' FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+ WHERE i.indrelid = %(table)s::regclass
+UNION ALL
+SELECT c.relname, 'SEQUENCE' FROM pg_depend d JOIN pg_class c ON c.oid = d.objid
+ WHERE d.refobjid = %(table)s::regclass AND d.classid = 'pg_class'::regclass
+   AND c.relkind = 'S' AND d.deptype IN ('a', 'i')
+"""
+
+
+def pg_dependents(conn: sa.Connection, table: sa.Table) -> list[tuple[str, str]]:
+    """Names (and kinds) of the indexes and owned sequences of ``table`` as it is named now."""
+    rows = conn.exec_driver_sql(_PG_DEPENDENTS, {"table": table_sql(conn, table)})
+    return [(str(name), str(kind)) for name, kind in rows]
+
+
+_PG_CONSTRAINTS = """
+SELECT conname FROM pg_constraint WHERE conrelid = %(table)s::regclass AND contype IN ('c', 'f')
+"""
+
+
+def pg_table_constraints(conn: sa.Connection, table: sa.Table) -> list[str]:
+    """Names of the table's CHECK and foreign key constraints (per table, not relations:
+    the index-backed ones are renamed with their indexes)."""
+    rows = conn.exec_driver_sql(_PG_CONSTRAINTS, {"table": table_sql(conn, table)})
+    return [str(name) for (name,) in rows]
