@@ -42,6 +42,7 @@ _HOLDERS = sa.text(
     "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
     "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE c.relname = :table AND pg_table_is_visible(c.oid) AND l.granted "
+    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND l.pid <> pg_backend_pid() GROUP BY l.pid ORDER BY l.pid"
 )
 
