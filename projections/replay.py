@@ -30,6 +30,8 @@ A replay holds a per-projection lock for its whole run (a PostgreSQL advisory lo
 on SQLite an exclusive ``flock`` on ``<database>.replay-<projection>.lock``), so a second
 replay of the same projection is refused. An interrupted rebuild leaves the live tables
 untouched; its shadow tables are dropped by the next replay or :meth:`Replayer.cleanup`.
+So are old tables a swap could not drop under a bounded lock wait (left emptied, named in
+the summary: :mod:`projections.shadow_drop`).
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ from projections.replay_types import (
     SkippedEvent,
     SourcePlan,
 )
-from projections.shadow import SHADOW_SUFFIX, ShadowTables, drop_tables
+from projections.shadow import SHADOW_SUFFIX, ShadowTables
+from projections.shadow_drop import drop_leftovers, drop_old_tables
 from projections.shadow_keys import (
     OutsideKey,
     pg_add_outside_keys,
@@ -106,6 +109,8 @@ logger = structlog.get_logger("readmodel.replay")
 
 _SWAP_ATTEMPTS = 5
 _SWAP_LOCK_TIMEOUT_MS = 5000
+_DROP_ATTEMPTS = 3  # the old tables after the swap: left for later rather than wait long
+_DROP_LOCK_TIMEOUT_MS = 1000
 
 
 class _Refused(Exception):
@@ -181,14 +186,16 @@ class Replayer(ReplayerBase):
             return self._cleanup()
 
     def _cleanup(self) -> list[str]:
-        # Dropped under a bounded lock wait first (DROP TABLE would wait without one).
+        # Under a bounded lock wait: the tables their foreign keys reference are locked too.
         pg_drop_outside_keys(self._write, self.shadow.outside_keys, **_lock_wait())
         with self._write() as conn:
-            dropped = self.shadow.drop_leftovers(conn)
+            found = self.shadow.leftovers(conn)
+        drop_leftovers(self.store.writer, found, self.projection.name, **_lock_wait())
+        with self._write() as conn:
             conn.execute(
                 checkpoints.delete().where(checkpoints.c.projection == self.shadow_projection)
             )
-        return dropped
+        return found
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
@@ -362,8 +369,8 @@ class Replayer(ReplayerBase):
                 continue
             break
         self._invalidate(invalidation)
-        with self._write() as conn:
-            drop_tables(conn, old_tables)
+        why = drop_old_tables(self.store.writer, old_tables, self.projection.name, **_drop_wait())
+        summary.left_behind, summary.left_because = (old_tables, why) if why else ([], None)
         for source, count in applied.items():
             summary.applied[source] = summary.applied.get(source, 0) + count
             self._report(source, targets[source], count)
@@ -480,6 +487,12 @@ def _lock_wait() -> dict[str, int]:
     """How long, and how many times, a carry or cleanup statement waits for a lock that an
     application's transaction holds (on a table outside the projection)."""
     return {"lock_timeout_ms": _SWAP_LOCK_TIMEOUT_MS, "attempts": _SWAP_ATTEMPTS}
+
+
+def _drop_wait() -> dict[str, int]:
+    """How long, and how many times, dropping the old tables after the swap waits for a lock
+    (held on them or on a table their foreign keys reference) before leaving them."""
+    return {"lock_timeout_ms": _DROP_LOCK_TIMEOUT_MS, "attempts": _DROP_ATTEMPTS}
 
 
 def _partition(event: Envelope, partitions: int) -> int:

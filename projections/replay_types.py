@@ -108,6 +108,10 @@ class ReplaySummary:
     tables: list[str] = field(default_factory=list)
     released_parked: int = 0
     seconds: float = 0.0
+    left_behind: list[str] = field(default_factory=list)
+    """Old tables the swap replaced that could not be dropped after it (emptied, for the
+    next replay or ``--cleanup`` to drop), and why (:mod:`projections.shadow_drop`)."""
+    left_because: str | None = None
 
     @property
     def events(self) -> int:

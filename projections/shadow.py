@@ -14,7 +14,7 @@ privileges gave it (:mod:`projections.shadow_security`): no role but the replay 
 The swap locks the live tables, then reads their catalog, renames each live table to
 ``<table>__old`` (its indexes and sequences to ``rm_old_<oid>``) and the shadow to the live
 name, in the caller's transaction (:mod:`projections.shadow_swap`); the old tables are
-dropped after commit. What the
+dropped after commit, under a bounded lock wait (:mod:`projections.shadow_drop`). What the
 database holds beside the declared model is carried over (:mod:`projections.shadow_catalog`,
 :mod:`projections.shadow_security`): the owner and exactly the live privileges on the
 tables, their columns and sequences; indexes made by hand (built on the shadow once it is
@@ -337,11 +337,6 @@ class ShadowTables:
             for name in (shadow.name, old_name(live.name)):
                 if inspector.has_table(name, schema=live.schema):
                     found.append(qualified(conn, live, name))
-        return found
-
-    def drop_leftovers(self, conn: sa.Connection) -> list[str]:
-        found = self.leftovers(conn)
-        drop_tables(conn, found)
         return found
 
 

@@ -6,6 +6,7 @@ held up by a table nobody reads."""
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,7 +15,9 @@ import sqlalchemy as sa
 from outbox.errors import StoreError
 from projections import replay
 from projections.replay import ReplayHooks, ReplayOptions
-from tests.replay_helpers import EVENTS, Pipeline, query, replay_twice
+from tests.cli_helpers import run_cli
+from tests.replay_fixtures import last_deposit
+from tests.replay_helpers import EVENTS, Pipeline, pipeline_config, query, replay_twice
 
 _KEYS = """
 SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint
@@ -166,3 +169,62 @@ def test_the_swap_locks_a_referencing_table_before_the_live_one(pg: Pipeline) ->
         worker.join()
     assert errors == []
     assert query(pg, "SELECT DISTINCT n FROM statements") == [(1,)]
+
+
+def _short_lock_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in [
+        ("_SWAP_LOCK_TIMEOUT_MS", 200),
+        ("_SWAP_ATTEMPTS", 2),
+        ("_DROP_LOCK_TIMEOUT_MS", 200),
+        ("_DROP_ATTEMPTS", 2),
+    ]:
+        monkeypatch.setattr(replay, name, value, raising=False)
+
+
+def test_an_old_table_whose_drop_waits_for_a_table_outside_is_left_then_dropped_later(
+    pg: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application's open transaction that read ``accounts`` (ACCESS SHARE) lets the
+    rebuild add and validate its key and swap, but not drop the old table: DROP TABLE needs
+    ACCESS EXCLUSIVE on the table its foreign key references."""
+    _accounts(pg)
+    pg.execute("UPDATE last_deposit SET amount = 0")  # the live model before the rebuild
+    rebuilt = {account: payload["amount"] for _, account, _, payload in EVENTS}
+    _short_lock_waits(monkeypatch)
+    config = str(pipeline_config(tmp_path, pg))
+    replay_cli = ["replay", "last_deposit", "--config", config]
+    results = []
+    app = psycopg.connect(_dsn(pg))
+    pid = f"pid {app.info.backend_pid}"
+    try:
+        app.execute("SELECT count(*) FROM accounts")  # its transaction stays open
+        worker = threading.Thread(target=lambda: results.append(run_cli([*replay_cli, "--yes"])))
+        worker.start()
+        worker.join(30)
+        finished = not worker.is_alive()
+        held = run_cli([*replay_cli, "--cleanup"]) if finished else None  # still held
+    finally:
+        app.rollback()
+        app.close()
+    worker.join()
+
+    assert finished, "dropping the old table waited without limit for a lock on accounts"
+    [done] = results
+    assert done.exit_code == 0, done.output
+    assert "rebuilt and swapped in" in done.stdout
+    assert "last_deposit__old" in done.stdout and "--cleanup" in done.stdout, done.stdout
+    assert "accounts" in done.stdout, done.stdout
+    assert "last_deposit__old" in done.stderr and pid in done.stderr, done.stderr
+    assert {k: r["amount"] for k, r in pg.rows(last_deposit).items()} == rebuilt
+    # Left empty: its key refuses no delete on accounts.
+    assert query(pg, "SELECT count(*) FROM last_deposit__old") == [(0,)]
+    pg.execute("DELETE FROM last_deposit WHERE account = 'acct-3'")
+    pg.execute("DELETE FROM accounts WHERE account = 'acct-3'")
+    pg.execute("INSERT INTO accounts VALUES ('acct-3')")  # its events rebuild it again
+    assert held is not None and held.exit_code == 1, held.output
+    assert "last_deposit__old" in held.stderr and pid in held.stderr, held.stderr
+
+    dry = run_cli([*replay_cli, "--dry-run"])
+    assert "left over by an earlier replay, will be dropped: last_deposit__old" in dry.stdout
+    summary = pg.replayer("last_deposit").run(ReplayOptions())
+    assert summary.left_behind == [] and "last_deposit__old" not in pg.tables()

@@ -81,7 +81,11 @@ def replay_command(
     ] = False,
     cleanup: Annotated[
         bool,
-        typer.Option("--cleanup", help="Only drop what an interrupted replay left behind."),
+        typer.Option(
+            "--cleanup",
+            help="Only drop what an interrupted replay left behind (its shadow), or old "
+            "tables a swap could not drop.",
+        ),
     ] = False,
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="Events per replay transaction.")
@@ -233,6 +237,13 @@ def _print_summary(summary: ReplaySummary) -> None:
         checkpoint = summary.checkpoints.get(source)
         at = f", checkpoint {checkpoint}" if checkpoint is not None else ""
         out.print(f"  {source}: {count:,} events{at}", highlight=False)
+    if summary.left_behind:
+        out.print(
+            f"  old tables left: {', '.join(summary.left_behind)}: {summary.left_because}; "
+            f"the next replay or 'readmodel replay {summary.projection} --cleanup' drops them",
+            highlight=False,
+            soft_wrap=True,
+        )
     if summary.released_parked:
         out.print(
             f"  {summary.released_parked} parked events were replayed and released",

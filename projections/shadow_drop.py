@@ -1,0 +1,191 @@
+"""Dropping the tables a blue/green rebuild is done with, under a bounded lock wait: the old
+tables after the swap, and what an interrupted replay left (its shadows, old tables).
+
+``DROP TABLE`` takes ACCESS EXCLUSIVE on the table and on every table its foreign keys
+reference. Behind an application's open transaction on one of those (a read is enough) it
+would wait without limit, and every later query of that table would queue behind it. So a
+drop waits at most ``lock_timeout``, a few times with a back-off, and then says which table
+it waited for and who held it (:mod:`outbox.migrate_locks`: :class:`LockWatch`,
+:func:`holders`).
+
+After the swap (:func:`drop_old_tables`) the live model is already the new one: an old
+table that cannot be dropped is left, named ``<table>__old`` as the swap renamed it, and
+emptied (``TRUNCATE`` locks it alone), so that its foreign keys hold up no delete on the
+tables they reference; a warning names it and the lock it waited for, and the next replay
+or ``readmodel replay PROJECTION --cleanup`` drops it (:func:`drop_leftovers`, which
+refuses, naming the holders, when it cannot either).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import psycopg
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.exc import SQLAlchemyError
+
+from outbox.db import describe_db_error
+from outbox.errors import StoreError
+from outbox.migrate_locks import LockWatch, holders, lock_blocked
+from projections.shadow import drop_tables
+
+logger = structlog.get_logger("readmodel.replay")
+
+_REFERENCED = """
+SELECT DISTINCT r.relname FROM pg_constraint k JOIN pg_class r ON r.oid = k.confrelid
+ WHERE k.contype = 'f' AND k.conrelid = ANY(%(tables)s::regclass[])
+   AND k.confrelid <> ALL(%(tables)s::regclass[])
+ ORDER BY 1
+"""
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why a drop gave up: the lock wait it gave up, and on what and whom when known."""
+
+    error: str
+    waited_for: list[str]  # the tables whose lock it waited for (or may have)
+    held_by: list[str]  # the sessions holding a lock on them, described
+
+    def describe(self) -> str:
+        what = " or ".join(self.waited_for) or "a table"
+        held = f", held by {'; '.join(self.held_by)}" if self.held_by else ""
+        return f"{self.error} waiting for a lock on {what}{held}"
+
+
+def drop_bounded(
+    engine: sa.Engine, names: list[str], *, lock_timeout_ms: int, attempts: int
+) -> Blocked | None:
+    """Drop the tables ``names`` (SQL names, one statement), waiting at most
+    ``lock_timeout_ms`` for their locks, ``attempts`` times at most: ``None`` once dropped,
+    else what blocked the last attempt. Errors other than a lock wait given up are raised."""
+    blocked: Blocked | None = None
+    for attempt in range(1, attempts + 1):
+        watch: LockWatch | None = None
+        try:
+            with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                with LockWatch(engine, conn) as watch:
+                    drop_tables(conn, names)
+            return None
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            kind = lock_blocked(exc)
+            if kind is None:
+                raise
+            blocked = _blocked(engine, names, kind, watch.table if watch else None)
+            if attempt < attempts:
+                logger.warning("replay drop retried", tables=names, blocked=blocked.describe())
+                time.sleep(0.2 * attempt)
+    return blocked
+
+
+def drop_old_tables(
+    engine: sa.Engine, names: list[str], projection: str, *, lock_timeout_ms: int, attempts: int
+) -> str | None:
+    """Drop the old tables after the swap's commit: ``None`` once done, else why they are
+    left (emptied, for the next replay or ``--cleanup`` to drop). Never raises: the swap is
+    done, the live model is the new one."""
+    if not names:
+        return None
+    try:
+        blocked = drop_bounded(engine, names, lock_timeout_ms=lock_timeout_ms, attempts=attempts)
+    except (SQLAlchemyError, psycopg.Error) as exc:
+        why = f"the drop failed: {describe_db_error(exc)}"
+    else:
+        if blocked is None:
+            return None
+        why = f"the drop gave up ({blocked.describe()})"
+    emptied = _empty(engine, names, lock_timeout_ms)
+    logger.warning(
+        "replay left its old tables",
+        projection=projection,
+        tables=names,
+        why=why,
+        emptied=emptied,
+        detail=f"the swap is done; the next replay or `readmodel replay {projection} "
+        f"--cleanup` drops them",
+    )
+    return why + ("; emptied" if emptied else "; not emptied: they still hold their rows")
+
+
+def drop_leftovers(
+    engine: sa.Engine, names: list[str], projection: str, *, lock_timeout_ms: int, attempts: int
+) -> None:
+    """Drop what an earlier replay left; a :class:`StoreError` naming the lock and its
+    holders when it cannot within the bound."""
+    if not names:
+        return
+    try:
+        blocked = drop_bounded(engine, names, lock_timeout_ms=lock_timeout_ms, attempts=attempts)
+    except (SQLAlchemyError, psycopg.Error) as exc:
+        raise StoreError(
+            f"{projection}: cannot drop {', '.join(names)}: {describe_db_error(exc)}"
+        ) from exc
+    if blocked is not None:  # not chained: a lock wait given up is no unreachable database
+        raise StoreError(
+            f"{projection}: cannot drop {', '.join(names)}, left by an earlier replay: "
+            f"{blocked.describe()}; try again once it is released"
+        )
+
+
+def _blocked(engine: sa.Engine, names: list[str], kind: str, seen: str | None) -> Blocked:
+    """What a drop of ``names`` gave up on: the table :class:`LockWatch` saw it wait for,
+    or (when it saw none) the tables the drop locks, ``names`` and those they reference,
+    that another session holds a lock on."""
+    candidates = [seen] if seen is not None else _locked_by_drop(engine, names)
+    waited = []
+    held_by: list[str] = []
+    for table in candidates:
+        found = holders(engine, table)
+        if found or seen is not None:
+            waited.append(table)
+            held_by += [holder.describe() for holder in found]
+    return Blocked(kind.replace("_", " "), waited, held_by)
+
+
+def _locked_by_drop(engine: sa.Engine, names: list[str]) -> list[str]:
+    """The tables outside ``names`` that their foreign keys reference, then ``names`` (as
+    ``pg_class`` names them)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    try:
+        with engine.connect() as conn:
+            present = [
+                str(found)
+                for found in (
+                    conn.exec_driver_sql("SELECT to_regclass(%(t)s)::text", {"t": name}).scalar()
+                    for name in names
+                )
+                if found is not None
+            ]
+            if not present:
+                return []
+            referenced = conn.exec_driver_sql(_REFERENCED, {"tables": present}).scalars().all()
+            own = (
+                conn.exec_driver_sql(
+                    "SELECT relname FROM pg_class WHERE oid = ANY(%(tables)s::regclass[])",
+                    {"tables": present},
+                )
+                .scalars()
+                .all()
+            )
+            return [str(name) for name in [*referenced, *own]]
+    except SQLAlchemyError:
+        return []
+
+
+def _empty(engine: sa.Engine, names: list[str], lock_timeout_ms: int) -> bool:
+    """``TRUNCATE`` the tables (it locks them only, not the tables they reference)."""
+    if engine.dialect.name != "postgresql":
+        return False
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+            conn.exec_driver_sql(f"TRUNCATE {', '.join(names)}")
+    except SQLAlchemyError as exc:
+        logger.warning("replay could not empty its old tables", error=describe_db_error(exc))
+        return False
+    return True
