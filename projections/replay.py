@@ -77,6 +77,7 @@ from projections.replay_types import (
 from projections.shadow import SHADOW_SUFFIX, ShadowTables
 from projections.shadow_drop import drop_leftovers, drop_old_tables
 from projections.shadow_keys import (
+    LateOutsideKeys,
     OutsideKey,
     pg_add_outside_keys,
     pg_drop_outside_keys,
@@ -236,12 +237,22 @@ class Replayer(ReplayerBase):
         try:
             pg_add_outside_keys(self._write, outside, **_lock_wait())
             self.hooks.before_swap()
+            self._carry_late_keys()
             self._swap(sources, progress, summary)
         except BaseException:  # a shadow left keeping them would hold up the tables outside
             pg_drop_outside_keys_or_warn(
                 self._write, self.shadow.outside_keys, self.projection.name, **_lock_wait()
             )
             raise
+
+    def _carry_late_keys(self) -> None:
+        """Carry what was made by hand on the live tables during the rebuild now, not under
+        the swap's lock: the foreign keys to tables outside as the first ones (validated
+        apart, a scan of the shadow), the other objects in the shadow's transaction."""
+        late: list[OutsideKey] = []
+        with self._write() as conn:
+            self.shadow.carry(conn, warn=False, outside=late)
+        pg_add_outside_keys(self._write, late, **_lock_wait())
 
     def _add_sources(
         self, sources: list[str], progress: dict[str, int], found: Sequence[str]
@@ -356,6 +367,10 @@ class Replayer(ReplayerBase):
             except _Refused:
                 self._policy.undo(mark)
                 self.batch_size = 1  # the last events again, one by one, to find the one
+                continue
+            except LateOutsideKeys as late:  # made since _carry_late_keys: add them outside
+                self._policy.undo(mark)
+                pg_add_outside_keys(self._write, late.keys, **_lock_wait())
                 continue
             except StoreError as exc:
                 attempt += 1

@@ -214,10 +214,10 @@ class ShadowTables:
     ) -> None:
         """Build on each shadow the indexes and constraints made by hand on its live table
         (PostgreSQL), under shadow names the swap renames back; those already built are left
-        as they are. Run after the bulk fill, and again by the swap for one made meanwhile:
-        a constraint the rebuilt rows break stops the replay, naming it. With ``outside``,
-        the foreign keys to tables outside the projection are added to it instead, for
-        :func:`projections.shadow_keys.pg_add_outside_keys`."""
+        as they are. Run after the bulk fill, again just before the swap and by the swap for
+        one made meanwhile: a constraint the rebuilt rows break stops the replay, naming it.
+        With ``outside``, the foreign keys to tables outside the projection are added to it
+        instead, for :func:`projections.shadow_keys.pg_add_outside_keys`."""
         if conn.dialect.name != "postgresql":
             return
         quote = conn.dialect.identifier_preparer.quote

@@ -14,6 +14,10 @@ orphan its rows (or cascades them into it). When a replay fails, or is interrupt
 drops them (:func:`pg_drop_outside_keys`: DROP CONSTRAINT takes ACCESS EXCLUSIVE on the
 referenced table, under a bounded wait too); a killed one cannot, and ``--dry-run`` names
 what its leftover shadow holds (:func:`pg_outside_keys`).
+
+One made by hand during the rebuild is carried the same way just before the swap; one the
+swap still finds (made in between) makes it roll back and start again once the key is added
+(:class:`LateOutsideKeys`): a validation never scans under the swap's locks.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ class OutsideKey:
     @property
     def validated(self) -> bool:
         return not self.constraint.definition.endswith(_NOT_VALID)
+
+
+class LateOutsideKeys(Exception):
+    """The swap found foreign keys to tables outside made since they were last carried: it
+    rolls back, for them to be added and validated outside its lock, then swaps again."""
+
+    def __init__(self, keys: list[OutsideKey]) -> None:
+        super().__init__(", ".join(key.constraint.name for key in keys))
+        self.keys = keys
 
 
 def _transient(exc: BaseException) -> bool:

@@ -31,6 +31,7 @@ from projections.shadow_constraints import (
     pg_referencing_keys,
     pg_restore_referencing,
 )
+from projections.shadow_keys import LateOutsideKeys, OutsideKey
 from projections.shadow_names import old_name, qualified, table_sql
 from projections.shadow_security import (
     TableState,
@@ -61,7 +62,10 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
         conn.exec_driver_sql(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
     shadows._refuse(conn)  # what was made during the rebuild
     views = shadows._views(conn)
-    shadows.carry(conn)  # one made by hand during the rebuild
+    late: list[OutsideKey] = []
+    shadows.carry(conn, outside=late)  # one made by hand during the rebuild
+    if late:  # a foreign key to a table outside: not validated under this lock
+        raise LateOutsideKeys(late)
     # Read before any rename, so that their text names the live tables: recreated after
     # the renames, it names the new ones.
     extras: dict[sa.Table, PgExtras] = {

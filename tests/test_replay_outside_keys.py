@@ -228,3 +228,79 @@ def test_an_old_table_whose_drop_waits_for_a_table_outside_is_left_then_dropped_
     assert "left over by an earlier replay, will be dropped: last_deposit__old" in dry.stdout
     summary = pg.replayer("last_deposit").run(ReplayOptions())
     assert summary.left_behind == [] and "last_deposit__old" not in pg.tables()
+
+
+_NOTE_DDL = """
+CREATE TABLE ddl_seen (statement text, swap_locked boolean);
+CREATE FUNCTION note_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+  INSERT INTO ddl_seen SELECT current_query(), EXISTS (
+    SELECT 1 FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'relation'
+       AND mode = 'AccessExclusiveLock' AND relation = to_regclass('last_deposit'));
+END $$;
+CREATE EVENT TRIGGER note_ddl ON ddl_command_end EXECUTE FUNCTION note_ddl();
+"""
+
+
+def _late_key_statements(pg: Pipeline) -> list[tuple[str, bool]]:
+    """The statements that added or validated the key ``late`` on the shadow, and whether
+    the session held the swap's lock on the live table then (noted by an event trigger)."""
+    return query(
+        pg,
+        "SELECT statement, swap_locked FROM ddl_seen WHERE position('late__rebuild' IN "
+        "statement) > 0 AND statement ~ '(ADD|VALIDATE) CONSTRAINT'",
+    )
+
+
+def _accounts_and_ddl_notes(pg: Pipeline) -> None:
+    pg.feed("bank", EVENTS)
+    pg.execute("CREATE TABLE accounts (account text PRIMARY KEY)")
+    pg.execute("INSERT INTO accounts SELECT 'acct-' || n FROM generate_series(0, 9) n")
+    pg.execute(_NOTE_DDL)
+
+
+_ADD_LATE = "ALTER TABLE last_deposit ADD CONSTRAINT late FOREIGN KEY (account) REFERENCES accounts"
+_LATE_VALID = (
+    "SELECT convalidated FROM pg_constraint "
+    "WHERE conrelid = 'last_deposit'::regclass AND conname = 'late'"
+)
+
+
+def test_a_key_to_a_table_outside_made_during_the_rebuild_is_validated_before_the_swap(
+    pg: Pipeline,
+) -> None:
+    _accounts_and_ddl_notes(pg)
+
+    class AppAddsKey(ReplayHooks):
+        def before_swap(self) -> None:  # once the shadow is filled and its keys carried
+            pg.execute(_ADD_LATE)
+
+    pg.replayer("last_deposit", hooks=AppAddsKey()).run(ReplayOptions())
+
+    assert query(pg, _LATE_VALID) == [(True,)]
+    seen = _late_key_statements(pg)
+    assert any("VALIDATE CONSTRAINT" in statement for statement, _ in seen), seen
+    assert [s for s, swap_locked in seen if swap_locked] == []
+    assert not any(t.endswith(("__rebuild", "__old")) for t in pg.tables())
+
+
+def test_a_key_to_a_table_outside_made_as_the_swap_starts_is_validated_outside_it(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made after the last look before the swap: the swap finds it under its lock, rolls
+    back, adds it as the others and swaps again."""
+    _accounts_and_ddl_notes(pg)
+    replayer = pg.replayer("last_deposit")
+    carry_late_keys = replayer._carry_late_keys
+
+    def then_app_adds_key() -> None:
+        carry_late_keys()
+        pg.execute(_ADD_LATE)
+
+    monkeypatch.setattr(replayer, "_carry_late_keys", then_app_adds_key)
+    replayer.run(ReplayOptions())
+
+    assert query(pg, _LATE_VALID) == [(True,)]
+    seen = _late_key_statements(pg)
+    assert any("VALIDATE CONSTRAINT" in statement for statement, _ in seen), seen
+    assert [s for s, swap_locked in seen if swap_locked] == []
