@@ -37,27 +37,25 @@ the summary: :mod:`projections.shadow_drop`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 
-from outbox.db import describe_db_error
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import StoreError
 from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
+from projections.replay_apply import Refused, TableReplayerBase
 from projections.replay_lock import replay_lock
 from projections.replay_plan import table_plan
 from projections.replay_policy import (
     ErrorPolicy,
     HandlerError,
-    ReplayerBase,
     chase_checkpoints,
     furthest_checkpoint,
 )
@@ -85,8 +83,7 @@ from projections.shadow_keys import (
 )
 from projections.sql_parking import settle_parked
 from projections.sql_store import SqlStore
-from projections.sql_tx import NewRows, SqlTx
-from projections.sql_writes import RefusedWrite, refused_write
+from projections.sql_tx import NewRows
 from projections.store import Lane, Store, is_held
 from projections.store_tables import checkpoints
 
@@ -114,15 +111,7 @@ _DROP_ATTEMPTS = 3  # the old tables after the swap: left for later rather than 
 _DROP_LOCK_TIMEOUT_MS = 1000
 
 
-class _Refused(Exception):
-    """A batch's writes were refused: apply its events one by one to find the one."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(repr(error))
-        self.error = error
-
-
-class Replayer(ReplayerBase):
+class Replayer(TableReplayerBase):
     """Rebuilds one projection; plain Python (the CLI only parses and prints)."""
 
     def __init__(
@@ -197,16 +186,6 @@ class Replayer(ReplayerBase):
                 checkpoints.delete().where(checkpoints.c.projection == self.shadow_projection)
             )
         return found
-
-    @contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
-        try:
-            with self.store.writer.begin() as conn:
-                yield conn
-        except (SQLAlchemyError, psycopg.Error) as exc:
-            raise StoreError(
-                f"{self.projection.name}: replay failed: {describe_db_error(exc)}"
-            ) from exc
 
     # -- blue/green ----------------------------------------------------------------
 
@@ -300,7 +279,7 @@ class Replayer(ReplayerBase):
                 self._policy.undo(mark)
                 self._policy.fail(failed)
                 continue
-            except _Refused:
+            except Refused:
                 self._policy.undo(mark)
                 for event in events:
                     self._shadow_batch(source, [event], summary)
@@ -364,7 +343,7 @@ class Replayer(ReplayerBase):
                 self._policy.undo(mark)
                 self._policy.fail(failed)
                 continue
-            except _Refused:
+            except Refused:
                 self._policy.undo(mark)
                 self.batch_size = 1  # the last events again, one by one, to find the one
                 continue
@@ -437,65 +416,13 @@ class Replayer(ReplayerBase):
                 self._policy.fail(failed)
                 batches.insert(0, events)
                 continue
-            except _Refused:
+            except Refused:
                 self._policy.undo(mark)
                 batches[:0] = [[event] for event in events]
                 continue
             self._invalidate(invalidation)
             summary.applied[source] += applied
             self._report(source, events[-1].position or 0, applied)
-
-    # -- applying ------------------------------------------------------------------
-
-    def _apply(
-        self,
-        conn: sa.Connection,
-        events: Sequence[Envelope],
-        tables: dict[sa.Table, sa.Table],
-        *,
-        lock_rows: bool,
-    ) -> int:
-        """Apply ``events`` in ``conn``'s transaction; returns how many. Writes the database
-        refuses are the failure of the one event applied (:class:`HandlerError`), or
-        :class:`_Refused` for the caller to apply the events one by one."""
-        try:
-            return self._apply_events(conn, events, tables, lock_rows)
-        except (RefusedWrite, StoreError, SQLAlchemyError, psycopg.Error) as exc:
-            cause = exc.__cause__ if isinstance(exc, StoreError) else exc
-            if cause is None or not refused_write(cause):
-                raise
-            error = cause.error if isinstance(cause, RefusedWrite) else cause
-            if len(events) == 1:
-                raise HandlerError(events[0], error) from exc
-            raise _Refused(error) from exc
-
-    def _apply_events(
-        self,
-        conn: sa.Connection,
-        events: Sequence[Envelope],
-        tables: dict[sa.Table, sa.Table],
-        lock_rows: bool,
-    ) -> int:
-        # Shadow tables start empty and only the rebuild writes them: new rows are COPYed.
-        new_rows = self._new_rows if tables is self.shadow.mapping else None
-        tx = SqlTx(conn, tables, lock_rows=lock_rows, new_rows=new_rows, projection=self.projection)
-        self.projection.prefetch(events, tx)
-        handle = self.projection.handle
-        holds = self._policy.holds
-        applied = 0
-        for event in events:
-            if holds(event):
-                continue
-            tx.event = event
-            try:
-                handle(event, tx)
-            except (SQLAlchemyError, psycopg.Error, RefusedWrite):
-                raise
-            except Exception as exc:
-                raise HandlerError(event, exc) from exc
-            applied += 1
-        tx.flush()
-        return applied
 
 
 def _lock_wait() -> dict[str, int]:

@@ -1,0 +1,101 @@
+"""Applying events to a table projection's tables in a replay's transaction (the shadows of a
+blue/green rebuild, or the live tables in place): the handlers run on a
+:class:`projections.sql_tx.SqlTx`, and a write the database refuses is the failure of the
+one event applied (:class:`HandlerError`), or :class:`Refused` for the caller to apply the
+batch's events one by one to find it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from outbox.db import describe_db_error
+from outbox.envelope import Envelope
+from outbox.errors import StoreError
+from projections.replay_policy import HandlerError, ReplayerBase
+from projections.shadow import ShadowTables
+from projections.sql_store import SqlStore
+from projections.sql_tx import NewRows, SqlTx
+from projections.sql_writes import RefusedWrite, refused_write
+
+
+class Refused(Exception):
+    """A batch's writes were refused: apply its events one by one to find the one."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+class TableReplayerBase(ReplayerBase):
+    """The transactions of a table replay and the applying of events in them (for
+    :class:`projections.replay.Replayer`)."""
+
+    store: SqlStore
+    shadow: ShadowTables
+    _new_rows: NewRows
+
+    @contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        try:
+            with self.store.writer.begin() as conn:
+                yield conn
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            raise StoreError(
+                f"{self.projection.name}: replay failed: {describe_db_error(exc)}"
+            ) from exc
+
+    def _apply(
+        self,
+        conn: sa.Connection,
+        events: Sequence[Envelope],
+        tables: dict[sa.Table, sa.Table],
+        *,
+        lock_rows: bool,
+    ) -> int:
+        """Apply ``events`` in ``conn``'s transaction; returns how many. Writes the database
+        refuses are the failure of the one event applied (:class:`HandlerError`), or
+        :class:`Refused` for the caller to apply the events one by one."""
+        try:
+            return self._apply_events(conn, events, tables, lock_rows)
+        except (RefusedWrite, StoreError, SQLAlchemyError, psycopg.Error) as exc:
+            cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+            if cause is None or not refused_write(cause):
+                raise
+            error = cause.error if isinstance(cause, RefusedWrite) else cause
+            if len(events) == 1:
+                raise HandlerError(events[0], error) from exc
+            raise Refused(error) from exc
+
+    def _apply_events(
+        self,
+        conn: sa.Connection,
+        events: Sequence[Envelope],
+        tables: dict[sa.Table, sa.Table],
+        lock_rows: bool,
+    ) -> int:
+        # Shadow tables start empty and only the rebuild writes them: new rows are COPYed.
+        new_rows = self._new_rows if tables is self.shadow.mapping else None
+        tx = SqlTx(conn, tables, lock_rows=lock_rows, new_rows=new_rows, projection=self.projection)
+        self.projection.prefetch(events, tx)
+        handle = self.projection.handle
+        holds = self._policy.holds
+        applied = 0
+        for event in events:
+            if holds(event):
+                continue
+            tx.event = event
+            try:
+                handle(event, tx)
+            except (SQLAlchemyError, psycopg.Error, RefusedWrite):
+                raise
+            except Exception as exc:
+                raise HandlerError(event, exc) from exc
+            applied += 1
+        tx.flush()
+        return applied
