@@ -8,7 +8,9 @@
   rebuilt data that breaks one stops the replay naming it, the live model untouched; the
   events the swap applies last are checked as they are written. A UNIQUE or PRIMARY KEY
   constraint is made from its index (``USING INDEX``), which keeps its storage options and
-  tablespace; a foreign key to a table of the projection references that table's shadow.
+  tablespace; an EXCLUDE one is given its index's tablespace (``USING INDEX TABLESPACE``,
+  which its definition text leaves out); a foreign key to a table of the projection
+  references that table's shadow.
 - the foreign keys of tables outside the projection referencing a live table
   (:func:`pg_referencing_keys`): a foreign key cannot be pointed at another table, so the
   swap drops each one and makes it again once the new table has the live name. Made in the
@@ -23,11 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.exc import DBAPIError
 
 from outbox.db import describe_db_error
 from outbox.errors import StoreError
 from projections.shadow_catalog import HandMadeIndex, make_or_stop
+
+logger = structlog.get_logger("readmodel.replay")
 
 
 def _rows(conn: sa.Connection, sql: str, params: dict[str, object]) -> list[sa.Row]:
@@ -57,7 +62,8 @@ SELECT k.conname, k.contype::text, pg_get_constraintdef(k.oid),
        quote_ident(s.spcname),
        CASE WHEN k.condeferrable THEN ' DEFERRABLE' ELSE '' END
          || CASE WHEN k.condeferred THEN ' INITIALLY DEFERRED' ELSE '' END,
-       CASE WHEN k.contype = 'f' THEN k.confrelid::regclass::text END
+       CASE WHEN k.contype = 'f' THEN k.confrelid::regclass::text END,
+       CASE WHEN k.contype = 'x' THEN pg_get_expr(i.indpred, i.indrelid) END
   FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid
   JOIN pg_namespace n ON n.oid = t.relnamespace
   LEFT JOIN pg_class c ON c.oid = k.conindid
@@ -86,16 +92,30 @@ def pg_hand_made_constraints(
     """The live table's constraints whose names are not in ``known`` (those the shadow has
     too)."""
     found = []
-    for name, kind, definition, prefix, indexdef, space, deferral, target in _rows(
+    for name, kind, definition, prefix, indexdef, space, deferral, target, where in _rows(
         conn, _PG_CONSTRAINTS, {"table": live_sql}
     ):
         if name in known:
             continue
         index = HandMadeIndex(str(name), str(prefix), str(indexdef), space) if prefix else None
+        if kind == "x" and space is not None:
+            definition = _in_tablespace(str(definition), space, where, deferral)
         found.append(
             HandMadeConstraint(str(name), str(kind), str(definition), index, deferral, target)
         )
     return found
+
+
+def _in_tablespace(definition: str, space: str, where: str | None, deferral: str) -> str:
+    """An EXCLUDE constraint's definition with ``USING INDEX TABLESPACE``, which
+    ``pg_get_constraintdef`` leaves out; it goes before the ``WHERE`` clause and the
+    deferral, which that text ends with."""
+    tail = (f" WHERE ({where})" if where else "") + deferral
+    if not definition.endswith(tail):  # not seen: built in the default tablespace then
+        logger.warning("tablespace of a constraint not carried", definition=definition)
+        return definition
+    head = definition[: len(definition) - len(tail)]
+    return f"{head} USING INDEX TABLESPACE {space}{tail}"
 
 
 def pg_make_constraint(
