@@ -178,7 +178,7 @@ def _short_lock_waits(monkeypatch: pytest.MonkeyPatch) -> None:
         ("_DROP_LOCK_TIMEOUT_MS", 200),
         ("_DROP_ATTEMPTS", 2),
     ]:
-        monkeypatch.setattr(replay, name, value, raising=False)
+        monkeypatch.setattr(replay, name, value)
 
 
 def test_an_old_table_whose_drop_waits_for_a_table_outside_is_left_then_dropped_later(
