@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from projections.api import Event, Projection, on
+from tests.projection_fixtures import slow_down
 
 
 class DocTotals(Projection):
@@ -23,6 +24,7 @@ class DocTotals(Projection):
     @on("bank", "Deposited")
     def deposited(self, event: Event[dict], tx: Any) -> None:
         payload = event.payload
+        slow_down()
         if os.environ.get("READMODEL_TEST_FAIL_ON") == event.aggregate_id and (
             payload["seq"] >= int(os.environ.get("READMODEL_TEST_FAIL_FROM_SEQ", "0"))
         ):

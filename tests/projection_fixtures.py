@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -59,6 +60,19 @@ customer_spend = sa.Table(
 )
 
 
+SLOW = "READMODEL_TEST_SECONDS_PER_EVENT"
+"""Set in a process's environment, the test projections' handlers sleep that long per
+event: a rebuild a test interrupts half-way is then still running when its signal comes,
+however loaded the machine."""
+
+
+def slow_down() -> None:
+    """Sleep :data:`SLOW` seconds when it is set."""
+    seconds = os.environ.get(SLOW)
+    if seconds:
+        time.sleep(float(seconds))
+
+
 class Deposited(BaseModel):
     amount: int
     seq: int
@@ -72,6 +86,7 @@ class Totals(Projection):
 
     @on("bank", "Deposited")
     def deposited(self, event: Event[Deposited], tx: Tx) -> None:
+        slow_down()
         if os.environ.get("READMODEL_TEST_FAIL_ON") == event.aggregate_id and (
             event.payload.seq >= int(os.environ.get("READMODEL_TEST_FAIL_FROM_SEQ", "0"))
         ):

@@ -6,6 +6,7 @@ and skipping handlers, cache invalidation, in-place replays and the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -42,7 +43,7 @@ from tests.cli_helpers import docs_config, run_cli, write_config
 from tests.document_bank_helpers import Bank, opened
 from tests.document_fixtures import DocLastDeposit, DocTotals
 from tests.document_query_fixtures import DocAccounts
-from tests.projection_fixtures import append_events
+from tests.projection_fixtures import SLOW, append_events
 
 Deposits = list[tuple[str, str, dict[str, Any]]]
 PROJECTIONS = ["tests.document_fixtures:DocTotals", "tests.document_fixtures:DocLastDeposit"]
@@ -1074,6 +1075,7 @@ def _start_replay(config: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, SLOW: "0.002"},  # 16 s at least: the signal comes half-way
     )
 
 

@@ -1,6 +1,6 @@
 """The reference shop on real servers while its pipeline is SIGKILLed.
 
-``readmodel simulate`` writes 5,000 users and 20,000 orders (about 85,000 business
+``readmodel simulate`` writes 2,500 users and 10,000 orders (about 42,000 business
 actions: auth on MariaDB, products and orders on PostgreSQL) as a subprocess, while
 ``readmodel relay`` and two ``readmodel work`` processes (Redis broker, a queue of this
 test's own) run the four reference projections. Every few seconds the relay or a worker
@@ -26,7 +26,7 @@ from tests.reference_helpers import count
 
 pytestmark = pytest.mark.chaos
 
-USERS, ORDERS = 5_000, 20_000
+USERS, ORDERS = 2_500, 10_000
 MIN_KILLS = 5  # of the relay and of the workers, each
 KILL_EVERY = (2.0, 5.0)  # seconds between kills, so the restarted processes also work
 CATCH_UP_DEADLINE = 240.0

@@ -3,6 +3,7 @@ half-done, interrupted rebuilds, strict and skipping handlers, in-place replays,
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -45,6 +46,7 @@ from tests.cache_helpers import (
 from tests.cli_helpers import run_cli
 from tests.outbox_helpers import insert_events
 from tests.projection_fixtures import (
+    SLOW,
     account_totals,
     customer_spend,
     engine_on,
@@ -742,6 +744,7 @@ def test_ctrl_c_on_the_cli_leaves_the_live_model_and_a_removable_shadow(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, SLOW: "0.001"},  # 20 s at least: the signal comes half-way
     )
     try:
         shadow = sa.select(sa.func.max(checkpoints.c.position)).where(
