@@ -17,10 +17,10 @@ _NONE = type(None)
 
 def compile_key(
     keys: tuple[Column | None, ...] | None,
-    converted: Callable[[tuple[Any, ...]], tuple[Any, ...]],
-) -> Callable[[tuple[Any, ...]], tuple[Any, ...]]:
-    """``key(key)``: ``key`` itself when no value of it needs converting (a type test per
-    converted column, as ``normalize``'s), else ``converted(key)``."""
+    converted: Callable[[tuple[Any, ...], bool], tuple[Any, ...]],
+) -> Callable[..., tuple[Any, ...]]:
+    """``key(key, lookup=False)``: ``key`` itself when no value of it needs converting (a type
+    test per converted column, as ``normalize``'s), else ``converted(key, lookup)``."""
     if keys is None:
         return converted
     names: dict[str, Any] = {"_type": type, "_converted": converted}
@@ -34,9 +34,9 @@ def compile_key(
             names[f"kind{i}_{j}"] = kind
             kinds.append(f"_type(v{i}) is not kind{i}_{j}")
         tests.append(f"({' and '.join([*kinds, f'v{i} is not None'])})")
-    body = ["    def key(key):", f"        {', '.join(values)}, = key"]
+    body = ["    def key(key, lookup=False):", f"        {', '.join(values)}, = key"]
     if tests:
-        body += [f"        if {' or '.join(tests)}:", "            return _converted(key)"]
+        body += [f"        if {' or '.join(tests)}:", "            return _converted(key, lookup)"]
     body.append("        return key")
     source = "\n".join([f"def make({', '.join(names)}):", *body, "    return key"])
     scope: dict[str, Any] = {}

@@ -141,6 +141,11 @@ class UnstorableWide(Unstorable):
     :class:`WideIntegerError`)."""
 
 
+class UnstorableLength(Unstorable):
+    """Text longer than its column: refused when written; a key looked up that is longer
+    than its column matches no row (it is looked up as given)."""
+
+
 def value_refusal(table: sa.Table, column: sa.Column[Any]) -> Callable[[Any, Unstorable], NoReturn]:
     """What refuses, naming the column, a value its converter found unstorable."""
     where = f"{table.name}.{column.name}"

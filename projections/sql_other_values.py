@@ -22,6 +22,9 @@ in the session's time zone) and SQLite (through SQLAlchemy's processors), and ch
   SQLite's ``JSON`` (like ``DATETIME``) column has NUMERIC affinity: the JSON of a number
   is stored as the number (``1.0`` as the integer 1).
 
+Sized text (``VARCHAR(n)``, ``CHAR(n)``), enums and text UUIDs:
+:mod:`projections.sql_text_values`.
+
 PostgreSQL dates and times: :mod:`projections.sql_time_values`. A tuple, list, dict or bytes
 for a PostgreSQL text column is refused (psycopg sends it as a record, an array, bytea: one
 statement stored its text form, another failed), NaN for a SQLite one (stored as NULL). A
@@ -48,6 +51,7 @@ from sqlalchemy.engine import Dialect
 
 from outbox.json_numbers import UnwritableIntegerError
 from projections.sql_limits import Unstorable, UnstorableWide
+from projections.sql_text_values import enum_value, sized_text, uuid_text
 from projections.sql_time_values import pg_date, pg_timestamp, pg_timestamptz
 
 Converter = Callable[[Any], Any]
@@ -65,15 +69,18 @@ def postgresql_other(
 ) -> tuple[Converter, frozenset[type]] | None:
     """The converter of a PostgreSQL text, boolean, datetime or JSON column, with the value
     types that need none."""
-    if isinstance(column_type, sa.Enum | sa.ARRAY):
+    if isinstance(column_type, sa.ARRAY):
         return None
+    if isinstance(column_type, sa.Enum):
+        return enum_value(dialect, column_type)
     if isinstance(column_type, sa.Uuid):
-        return uuid_value(column_type)
+        return uuid_value(column_type) or uuid_text(_to_uuid)
     if isinstance(column_type, sa.JSON):
         binary = isinstance(column_type.dialect_impl(dialect), postgresql.JSONB)
         return _json(dialect, binary), frozenset({str, bool, int, _NONE})
-    if isinstance(column_type, sa.String):  # CHAR(n) is padded above
-        return _pg_text(zone), frozenset({str, _NONE})
+    if isinstance(column_type, sa.String):
+        text = _pg_text(zone)
+        return sized_text(dialect, column_type, text) or (text, frozenset({str, _NONE}))
     if isinstance(column_type, sa.Boolean):
         return boolean, frozenset({bool, _NONE})
     if isinstance(column_type, sa.DateTime):
@@ -217,6 +224,14 @@ def uuid_value(column_type: sa.Uuid[Any]) -> tuple[Converter, frozenset[type]] |
     return convert, frozenset({uuid.UUID, _NONE})
 
 
+def _to_uuid(value: Any) -> uuid.UUID:
+    """What a ``Uuid`` column (``as_uuid``) stores of ``value``; a text one stores its text."""
+    return uuid_value(_UUID)[0](value)  # type: ignore[index,no-any-return]
+
+
+_UUID = sa.Uuid()
+
+
 def _boolin() -> dict[str, bool]:
     """The strings PostgreSQL's ``boolin`` takes (any case, trimmed), each a prefix."""
     words = {"true": True, "false": False, "yes": True, "no": False}
@@ -302,9 +317,9 @@ def sqlite_other(
     processors, the column's affinity), with the value types that need none. ``numeric``:
     what NUMERIC affinity (that of ``DATETIME`` and ``JSON`` columns) stores of a text."""
     if isinstance(column_type, sa.Enum):
-        return None
+        return enum_value(dialect, column_type)
     if isinstance(column_type, sa.Uuid):
-        return uuid_value(column_type)
+        return uuid_value(column_type) or uuid_text(_to_uuid)
     if isinstance(column_type, sa.String):
         return _sqlite_text, frozenset({str, bytes, _NONE})
     if isinstance(column_type, sa.Boolean):

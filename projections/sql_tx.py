@@ -147,7 +147,7 @@ class SqlTx:
         if len(key) != len(pk):
             self._key(table, key)  # raises the error naming the table and its key
         if converters.keys is not None:
-            key = converters.key(key)
+            key = converters.key(key, lookup=True)
         k = (name, key)
         pending = self._pending.get(k)
         if pending is None:
@@ -202,7 +202,7 @@ class SqlTx:
             if len(k) != len(pk_names):
                 self._key(table, k)  # raises the error naming the table and its key
             if converters.keys is not None:
-                k = converters.key(k)
+                k = converters.key(k, lookup=True)
             if (name, k) not in read:
                 wanted.add(k)
         if not wanted:
@@ -328,10 +328,9 @@ class SqlTx:
         physical, name, _, converters, _ = self._info.get(table) or self._describe(table)
         key = self._key(table, key)
         self._remember(physical)
-        self._pending[(name, key if converters.keys is None else converters.key(key))] = (
-            DELETE,
-            None,
-        )
+        if converters.keys is not None:
+            key = converters.key(key, lookup=True)
+        self._pending[(name, key)] = (DELETE, None)
 
     def find(self, table: sa.Table, **equals: Any) -> list[dict[str, Any]]:
         """Rows whose columns equal ``equals`` (pending writes are flushed first)."""

@@ -25,8 +25,9 @@ database):
   refused naming the column (:class:`~projections.api.UnstorableValueError`).
 - Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
   nearest single-precision value, printed shortest).
-- PostgreSQL ``CHAR(n)``: blank-padded to ``n``.
-- Text, booleans, datetimes and JSON: see :mod:`projections.sql_other_values`.
+- Text (``CHAR(n)`` blank-padded, ``VARCHAR(n)`` lengths), enums: see
+  :mod:`projections.sql_text_values`; booleans, datetimes and JSON:
+  :mod:`projections.sql_other_values`.
 
 Primary key columns are converted alike, and so are the keys a handler looks up
 (:meth:`Converters.key`). A value no column keeps as written (NaN into an integer column or
@@ -56,6 +57,7 @@ from projections.sql_keys import compile_key
 from projections.sql_limits import (
     Bounds,
     Unstorable,
+    UnstorableLength,
     UnstorableWide,
     integer_bounds,
     json_refusal,
@@ -100,16 +102,16 @@ class Converters:
         self.normalize: Callable[[dict[str, Any], Any], None] = _compile(columns)
         self.keys = keys if any(keys) else None
         """Per primary key column, its converter (``None`` when no key column has one)."""
-        self.key: Callable[[tuple[Any, ...]], tuple[Any, ...]] = compile_key(
-            self.keys, self._converted_key
-        )
-        """``key`` as its columns store it: a row upserted as ``{"id": "42"}`` into an
-        integer key is found by ``get(table, 42)``, in its batch as in a later one."""
+        self.key: Callable[..., tuple[Any, ...]] = compile_key(self.keys, self._converted_key)
+        """``key(key, lookup=False)``: ``key`` as its columns store it: a row upserted as
+        ``{"id": "42"}`` into an integer key is found by ``get(table, 42)``, in its batch as in
+        a later one. A key ``lookup`` longer than its column is kept as given: it matches no
+        row."""
 
     def __bool__(self) -> bool:
         return bool(self.columns)
 
-    def _converted_key(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _converted_key(self, key: tuple[Any, ...], lookup: bool = False) -> tuple[Any, ...]:
         if self.keys is None:
             return key
         out = []
@@ -118,6 +120,9 @@ class Converters:
                 if value is not None and type(value) not in column.exact:
                     try:
                         value = column.convert(value)
+                    except UnstorableLength as exc:
+                        if not lookup:
+                            column.unstorable(value, exc)
                     except Unstorable as exc:
                         column.unstorable(value, exc)
             out.append(value)
@@ -269,8 +274,6 @@ def _postgresql(
         if column_type.compile(dialect=dialect).upper() == "INTEGER":
             return _pg_int4, frozenset({int, _NONE})
         return _pg_bigint, frozenset({int, _NONE})
-    if isinstance(column_type, sa.CHAR) and column_type.length:
-        return _padded(column_type.length), frozenset({_NONE})
     return None
 
 
@@ -433,13 +436,6 @@ def _pg_real(value: Any) -> Any:
 
 
 _SINGLE = struct.Struct("f")
-
-
-def _padded(length: int) -> Converter:
-    def convert(value: Any) -> Any:
-        return value.ljust(length) if type(value) is str and len(value) < length else value
-
-    return convert
 
 
 # -- SQLite ----------------------------------------------------------------------------

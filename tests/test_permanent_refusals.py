@@ -143,14 +143,24 @@ def test_an_integer_past_the_columns_width_parks_its_event_at_the_first_failure(
 def test_a_text_too_long_for_its_column_parks_its_event_at_the_first_failure(
     pg_database: Callable[[], str],
 ) -> None:
-    """PostgreSQL's data exceptions (class 22) refuse the value whatever the attempt."""
+    """Refused by the upsert, naming the column, where PostgreSQL refused it at the flush (a
+    data exception, class 22): whatever the attempt. Excess blanks are cut, as PostgreSQL
+    cuts them."""
     events = [("long", "Put", {"code": "abcd"}), ("short", "Put", {"code": "abc"})]
+    events.append(("blanks", "Put", {"code": "abc   "}))
     rows, parked, checkpoint = _process_once(pg_database(), events)
 
-    assert checkpoint == 2
-    assert rows == {"short": {"id": "short", "code": "abc"}}
+    assert checkpoint == 3
+    assert rows == {
+        "short": {"id": "short", "code": "abc"},
+        "blanks": {"id": "blanks", "code": "abc"},
+    }
     assert parked["long"].attempts == 1
-    assert "StringDataRightTruncation" in parked["long"].reason
+    reason = parked["long"].reason
+    assert reason.startswith("refused for good, not retried: UnstorableValueError"), reason
+    assert "limits.code cannot hold 'abcd': value too long for type character varying(3)" in (
+        reason
+    )
 
 
 @pytest.mark.parametrize(

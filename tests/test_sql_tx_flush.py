@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbox.db import create_engine
+from projections.api import UnstorableValueError
 from projections.sql_plans import table_plan
 from projections.sql_tx import NewRows, SqlTx
 from projections.sql_writes import RefusedWrite
@@ -256,19 +257,23 @@ codes = sa.Table(
 )
 
 
-def test_a_value_longer_than_its_column_fails_as_a_plain_insert_would(
+def test_a_value_longer_than_its_column_is_refused_as_a_plain_insert_would_refuse_it(
     pg_database: Callable[[], str],
 ) -> None:
-    """Parameters cast to VARCHAR(4) would be cut to four characters without a word."""
+    """Parameters cast to VARCHAR(4) would be cut to four characters without a word; the
+    upsert refuses the value, naming the column, where a plain insert fails."""
     engine = create_engine(pg_database())
     try:
         metadata.create_all(engine)
-        for row in ({"code": "a", "label": "toolong"}, {"code": "b", "fixed": "four"}):
-            with pytest.raises(RefusedWrite) as refused, engine.begin() as conn:
-                tx = SqlTx(conn, {codes: codes}, lock_rows=False)
-                tx.upsert(codes, row)
-                tx.flush()
-            assert isinstance(refused.value.error, psycopg.errors.StringDataRightTruncation)
+        for row, column in (
+            ({"code": "a", "label": "toolong"}, "label"),
+            ({"code": "b", "fixed": "four"}, "fixed"),
+        ):
+            with pytest.raises(UnstorableValueError, match=rf"^flush_codes\.{column} .* too long"):
+                with engine.begin() as conn:
+                    tx = SqlTx(conn, {codes: codes}, lock_rows=False)
+                    tx.upsert(codes, row)
+                    tx.flush()
         with engine.begin() as conn:
             tx = SqlTx(conn, {codes: codes}, lock_rows=False)
             tx.upsert(codes, {"code": "ok", "label": "fits", "fixed": "abc"})
