@@ -23,7 +23,8 @@ in the session's time zone) and SQLite (through SQLAlchemy's processors), and ch
   is stored as the number (``1.0`` as the integer 1).
 
 Sized text (``VARCHAR(n)``, ``CHAR(n)``), enums and text UUIDs:
-:mod:`projections.sql_text_values`.
+:mod:`projections.sql_text_values`; times of day: :mod:`projections.sql_clock_values`;
+intervals: :mod:`projections.sql_interval_values`.
 
 PostgreSQL dates and times: :mod:`projections.sql_time_values`. A tuple, list, dict or bytes
 for a PostgreSQL text column is refused (psycopg sends it as a record, an array, bytea: one
@@ -50,6 +51,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from outbox.json_numbers import UnwritableIntegerError
+from projections.sql_clock_values import pg_time, sqlite_processed
+from projections.sql_interval_values import pg_interval
 from projections.sql_limits import Unstorable, UnstorableWide
 from projections.sql_text_values import enum_value, sized_text, uuid_text
 from projections.sql_time_values import pg_date, pg_timestamp, pg_timestamptz
@@ -81,6 +84,10 @@ def postgresql_other(
     if isinstance(column_type, sa.String):
         text = _pg_text(zone)
         return sized_text(dialect, column_type, text) or (text, frozenset({str, _NONE}))
+    if isinstance(column_type, sa.Time):
+        return pg_time(dialect, column_type, zone)
+    if isinstance(column_type, sa.Interval | postgresql.INTERVAL):
+        return pg_interval(dialect, column_type)
     if isinstance(column_type, sa.Boolean):
         return boolean, frozenset({bool, _NONE})
     if isinstance(column_type, sa.DateTime):
@@ -322,6 +329,8 @@ def sqlite_other(
         return uuid_value(column_type) or uuid_text(_to_uuid)
     if isinstance(column_type, sa.String):
         return _sqlite_text, frozenset({str, bytes, _NONE})
+    if isinstance(column_type, sa.Time | sa.Interval):
+        return sqlite_processed(dialect, column_type)
     if isinstance(column_type, sa.Boolean):
         return boolean, frozenset({bool, _NONE})
     if isinstance(column_type, sa.DateTime | sa.Date | sa.JSON):
