@@ -22,7 +22,7 @@ in the session's time zone) and SQLite (through SQLAlchemy's processors), and ch
   SQLite's ``JSON`` (like ``DATETIME``) column has NUMERIC affinity: the JSON of a number
   is stored as the number (``1.0`` as the integer 1).
 
-Sized text (``VARCHAR(n)``, ``CHAR(n)``), enums and text UUIDs:
+Sized text (``VARCHAR(n)``, ``CHAR(n)``), enums, text UUIDs and arrays:
 :mod:`projections.sql_text_values`; times of day: :mod:`projections.sql_clock_values`;
 intervals: :mod:`projections.sql_interval_values`.
 
@@ -73,7 +73,7 @@ def postgresql_other(
     """The converter of a PostgreSQL text, boolean, datetime or JSON column, with the value
     types that need none."""
     if isinstance(column_type, sa.ARRAY):
-        return None
+        return None  # sql_values: each element as its item type's column converts it
     if isinstance(column_type, sa.Enum):
         return enum_value(dialect, column_type)
     if isinstance(column_type, sa.Uuid):

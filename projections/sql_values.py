@@ -25,7 +25,7 @@ database):
   refused naming the column (:class:`~projections.api.UnstorableValueError`).
 - Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
   nearest single-precision value, printed shortest).
-- Text (``CHAR(n)`` blank-padded, ``VARCHAR(n)`` lengths), enums: see
+- Text (``CHAR(n)`` blank-padded, ``VARCHAR(n)`` lengths), enums, arrays: see
   :mod:`projections.sql_text_values`; booleans, datetimes and JSON:
   :mod:`projections.sql_other_values`.
 
@@ -64,6 +64,7 @@ from projections.sql_limits import (
     value_refusal,
 )
 from projections.sql_other_values import SQLITE_NAN, Converter, postgresql_other, sqlite_other
+from projections.sql_text_values import Found, pg_array
 
 __all__ = ["Column", "Converters", "WideIntegerError", "normalize", "stored_values"]
 
@@ -231,6 +232,8 @@ def _converter(
 ) -> tuple[Converter, frozenset[type]] | None:
     dialect, column_type = context.dialect, column.type
     if dialect.name == "postgresql":
+        if isinstance(column_type, sa.ARRAY):  # its elements as its item type converts one
+            return pg_array(dialect, column_type, lambda item: _pg_any(context, item))
         found = _postgresql(dialect, column_type)
         if found is None:
             found = postgresql_other(context.dialect, column_type, context.zone)
@@ -241,6 +244,11 @@ def _converter(
             found = sqlite_other(dialect, column_type, _sqlite_integer)
         return found
     return None
+
+
+def _pg_any(context: _Context, column_type: sa.types.TypeEngine[Any]) -> Found:
+    found = _postgresql(context.dialect, column_type)
+    return found or postgresql_other(context.dialect, column_type, context.zone)
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
