@@ -231,6 +231,9 @@ def _converter(
     context: _Context, column: sa.Column[Any]
 ) -> tuple[Converter, frozenset[type]] | None:
     dialect, column_type = context.dialect, column.type
+    variants = getattr(column_type, "_variant_mapping", None)  # with_variant(type, dialect)
+    if variants and dialect.name in variants:
+        column_type = variants[dialect.name]
     if dialect.name == "postgresql":
         if isinstance(column_type, sa.ARRAY):  # its elements as its item type converts one
             return pg_array(dialect, column_type, lambda item: _pg_any(context, item))

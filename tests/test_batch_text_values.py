@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from projections.api import UnstorableValueError
 from projections.sql_tx import SqlTx
@@ -247,3 +248,29 @@ def test_a_text_uuid_column_reads_the_canonical_text_in_its_batch_as_later(
             rows = [tuple(row) for row in conn.execute(sa.select(table))]
     assert in_batch == later == [{"id": _UUID, "ref": _UUID}] * len(_UUID_TEXTS)
     assert rows == [(_UUID, _UUID)]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_column_with_a_variant_for_the_database_converts_as_that_variant(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """``Text().with_variant(JSONB(), "postgresql")`` was converted as text on PostgreSQL
+    too: a dict was refused (psycopg sends no dict as text), where the column stores it.
+    (A JSON column beside it: SQLAlchemy's statements write the row.)"""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "batch_variants",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("doc", sa.Text().with_variant(postgresql.JSONB(), "postgresql")),
+        sa.Column("other", sa.JSON),
+    )
+    values: list[Any] = [{"b": 1, "a": [1, 2]}, "text", 5]
+    with store(database_for(kind), metadata) as engine:
+        found = outcomes(engine, table, "doc", values)
+    assert problems(found) == []
+    if kind == "postgresql":  # JSONB: keys ordered as PostgreSQL orders them
+        expected = {repr(values[0]): {"a": [1, 2], "b": 1}, "'text'": "text", "5": 5}
+        assert read_back(found) == expected
+    else:  # TEXT: a dict is refused (sqlite3 binds none), a number kept as its text
+        assert read_back(found) == {"'text'": "text", "5": "5"}
