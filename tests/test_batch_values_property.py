@@ -27,6 +27,15 @@ from sqlalchemy.dialects import postgresql
 
 from projections.api import Event, Projection, Tx, on
 from projections.replay import Replayer, ReplayOptions
+from tests.batch_value_kinds import (
+    ARRAYS,
+    CLOCKS,
+    LETTERS,
+    SHORT,
+    SPANS,
+    UUID_TEXT,
+    UUID_TEXTS,
+)
 from tests.projection_fixtures import engine_on, log_events
 
 _PARIS = ZoneInfo("Europe/Paris")
@@ -157,10 +166,22 @@ _KINDS: dict[str, tuple[Callable[[], sa.types.TypeEngine[Any]], list[Any]]] = {
     "big": (sa.BigInteger, _NUMBERS),
     "ratio": (sa.Float, _NUMBERS),
     "real": (sa.REAL, _NUMBERS),
+    "short": (lambda: sa.String(3), SHORT),
+    "fixed": (lambda: sa.CHAR(3), SHORT),
+    "clock": (sa.Time, CLOCKS),
+    "clocktz": (lambda: sa.Time(timezone=True), CLOCKS),
+    "span": (sa.Interval, SPANS),
 }
 _JSON_KINDS: dict[str, tuple[Callable[[], sa.types.TypeEngine[Any]], list[Any]]] = {
     "doc": (sa.JSON, _DOCS),
     "bdoc": (lambda: sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), _DOCS),
+    # Types SQLAlchemy processes, also written by its statements.
+    "letter": (lambda: sa.Enum("a", "b", native_enum=False), LETTERS),
+    "uid": (lambda: sa.Uuid(as_uuid=False), UUID_TEXTS),
+    "cents_list": (
+        lambda: sa.ARRAY(sa.Numeric(10, 2)).with_variant(sa.JSON(), "sqlite"),
+        ARRAYS,
+    ),
 }
 _KEYS: list[Any] = [42, 42.0, "42", " 42 ", 42.5, Decimal("42"), True, 1, "x", None]
 _TABLES = ("plain", "mixed")  # plain types only (the driver-level plan), and with JSON
@@ -369,6 +390,16 @@ _FOUND: dict[str, list[tuple[str, tuple[str, str, Any]]]] = {
         ("c", ("mixed", "doc", {1: "x", "y": (2, 3)})),
         ("d", ("mixed", "bdoc", {"b": 1, "a": 2, "ccc": 3})),
     ],
+    "sized text, times, intervals, enums, text UUIDs and arrays": [
+        ("a", ("plain", "short", "abc  ")),
+        ("b", ("plain", "fixed", 5)),
+        ("c", ("plain", "clock", "12:00")),
+        ("d", ("plain", "clocktz", datetime.time(12, 0, 0, 5))),
+        ("e", ("plain", "span", "1 month")),
+        ("f", ("mixed", "letter", "a")),
+        ("g", ("mixed", "uid", UUID_TEXT.upper())),
+        ("h", ("mixed", "cents_list", [Decimal("0.5625")])),
+    ],
     "refusals": [
         ("a", ("int_key", "key", (None, 42))),
         ("b", ("plain", "count", _NAN)),
@@ -396,6 +427,7 @@ _FOUND: dict[str, list[tuple[str, tuple[str, str, Any]]]] = {
 @example(events=_FOUND["dates, DST and text times"])
 @example(events=_FOUND["NaN, infinities and -0.0"])
 @example(events=_FOUND["tuples and JSON through SQLAlchemy"])
+@example(events=_FOUND["sized text, times, intervals, enums, text UUIDs and arrays"])
 @example(events=_FOUND["refusals"])
 def test_batch_boundaries_never_change_the_read_model(
     store_url: str, events: list[tuple[str, tuple[str, str, Any]]]
@@ -430,11 +462,19 @@ _REFUSED = {  # (column kind, value) -> what the message says, per store
         ("day", "01/02/2024", "DateStyle"),
         ("text", (1, "a"), "as a record"),
         ("name", b"raw", "as bytea"),
+        ("short", "abcd", "value too long for type character varying(3)"),
+        ("fixed", 12345, "value too long for type character(3)"),
+        ("clock", "24:00", "psycopg cannot read it back"),
+        ("clocktz", datetime.datetime(2024, 1, 2), "casts no naive datetime"),
+        ("span", "11767033 years", "psycopg cannot read it back"),
+        ("span", 5, "casts no int to an interval"),
     ],
     "sqlite": [
         ("count", _NAN, "stores NaN as NULL"),
         ("ratio", "NaN", "stores NaN as NULL"),
         ("text", _NAN, "stores NaN as NULL"),
+        ("clock", "12:00", "SQLAlchemy stores a time"),
+        ("span", datetime.timedelta.max, "past year 9999"),
     ],
 }
 
@@ -507,6 +547,8 @@ def test_a_key_is_found_under_any_form_its_column_stores_alike(
         [("a", ("mixed", "flag", "true")), ("a", ("mixed", "flag", True))],  # found by the property
         [("a", ("plain", "flag", "abc")), ("a", ("plain", "flag", True))],
         [("a", ("plain", "cents", 1e300)), ("a", ("plain", "cents", 42))],
+        [("a", ("plain", "short", "abcd")), ("a", ("plain", "short", "ok"))],
+        [("a", ("plain", "clock", "24:00")), ("a", ("plain", "clock", "12:00"))],
     ],
 )
 def test_a_value_refused_at_the_flush_then_rewritten_in_its_batch(
@@ -514,7 +556,8 @@ def test_a_value_refused_at_the_flush_then_rewritten_in_its_batch(
 ) -> None:
     """A value the database refused only at the flush was never flushed when a later event
     of its batch rewrote the row: batches of one event parked it, bigger ones applied it.
-    The upsert now converts ('true') or refuses ('abc', 1e300 into NUMERIC(10, 2)) it."""
+    The upsert now converts ('true') or refuses ('abc', 1e300 into NUMERIC(10, 2), 'abcd'
+    into VARCHAR(3)) it. 24:00 was stored and no later read succeeded."""
     url = pg_database()
     one_by_one = dict(_apply(url, events, batch_size=1, replay=False))
     all_at_once = dict(_apply(url, events, batch_size=1000, replay=False))
