@@ -142,13 +142,29 @@ def on(source: str, event_type: str) -> Callable[[Callable[..., None]], Callable
 
 
 class PayloadError(ValueError):
-    """An event's payload does not match its handler's model."""
+    """An event's payload does not match its handler's model (after the projection's
+    upcasters): no attempt can change that, so the engine parks its event at the first
+    failure (``payload rejected, not retried``), for ``readmodel parked retry`` once a
+    deploy accepts it. A handler or an upcaster may raise it too, to the same end.
+    ``fields``: the payload's fields the model rejected, dotted (``lines.0.sku``)."""
+
+    def __init__(self, message: str, fields: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.fields = tuple(fields)
 
 
 class TenantError(Exception):
     """A handler of a projection with a ``tenant_column`` wrote a row of a tenant table that
     is not its event's tenant's, or handled an event without a tenant (whose rows cannot be
-    placed). A handler failure like any other: retried, then parked with this message."""
+    placed). The same on every attempt (``for_good``): the engine parks its event at the
+    first failure (``tenant refused, not retried``), for ``readmodel parked retry`` once the
+    handler is fixed. Not ``for_good``: another tenant's document holds the ``_id`` a
+    tenant wrote (:class:`projections.mongo_tx.TenantConflict`), which a later event may
+    free: retried, then parked."""
+
+    def __init__(self, message: str, *, for_good: bool = True) -> None:
+        super().__init__(message)
+        self.for_good = for_good
 
 
 class UnstorableValueError(ValueError):
@@ -173,7 +189,9 @@ class Projection:
     and any auxiliary tables it only needs for itself. ``partitions`` is how many
     ordered lanes each source's events are split into (by aggregate).
     ``upcasters`` maps ``(event_type, schema_version)`` to a function that turns
-    a payload of that version into the next version.
+    a payload of that version into the next version. An upcaster's own exception is its
+    handler's failure (retried, then parked); a payload its upcasters bring to a shape the
+    handler's model rejects is a :class:`PayloadError` (parked at once).
     """
 
     name: ClassVar[str]
@@ -271,6 +289,7 @@ class Projection:
         payload: Any = envelope.payload
         model = handler.model
         if self.upcasters or type(self).upcast is not Projection.upcast:
+            # An upcaster's own exception is the handler's failure (retried, then parked).
             payload = self.upcast(envelope.event_type, _own_copy(payload))
         elif model is None or not _validates_fast(model):
             payload = _own_copy(payload)
@@ -282,10 +301,8 @@ class Projection:
                 else:
                     payload = model.model_validate(payload)
             except ValidationError as exc:
-                raise PayloadError(
-                    f"{envelope.event_type} payload does not match {model.__name__}: "
-                    f"{exc.errors(include_url=False)}"
-                ) from exc
+                upcast = payload != envelope.payload
+                raise payload_error(envelope.event_type, model, exc, upcast=upcast) from exc
         handler.function(self, Event(payload, envelope), tx)
         return True
 
@@ -313,6 +330,28 @@ class Projection:
 
 
 _fast: dict[type[BaseModel], bool] = {}
+
+
+def payload_error(
+    event_type: str, model: type[BaseModel], exc: ValidationError, *, upcast: bool = False
+) -> PayloadError:
+    """The :class:`PayloadError` of a payload ``model`` rejected: each field it rejected
+    with pydantic's message, and the value given (shortened) unless it was missing."""
+    problems: list[str] = []
+    fields: list[str] = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "(payload)"
+        fields.append(field)
+        problem = f"{field}: {error['msg']}"
+        if error["type"] != "missing":
+            given = repr(error.get("input"))
+            problem += f" (got {given if len(given) <= 40 else given[:39] + '…'})"
+        problems.append(problem)
+    shown = "; ".join(problems[:5])
+    if len(problems) > 5:
+        shown += f"; and {len(problems) - 5} more"
+    what = f"{event_type} payload" + (" after upcasting" if upcast else "")
+    return PayloadError(f"{what} does not match {model.__name__}: {shown}", fields)
 
 
 def _check_tenant_tables(cls: type[Projection]) -> None:

@@ -19,6 +19,7 @@ from outbox.errors import ReadmodelError, StoreError
 from projections import invalidations
 from projections.api import Projection
 from projections.cache import Cache
+from projections.failures import parked_at_once
 from projections.log_reader import LogReader
 from projections.store import (
     BatchResult,
@@ -285,8 +286,9 @@ class ProjectionEngine:
         settled: set[int],
     ) -> int:
         """Count the failure; keep the progress made before the failing event; then park it
-        after ``max_attempts`` (at once when its store refused a value it wrote for good:
-        :meth:`Store.refused_for_good`), else raise :class:`RetryLater`. Returns events
+        after ``max_attempts`` (at once when no retry can change it: a value its store
+        refused for good, a payload its model rejects, a row it cannot place in a tenant;
+        :func:`projections.failures.parked_at_once`), else raise :class:`RetryLater`. Returns events
         applied; adds the position of the event it parked (an earlier one, when that one
         fails on its own) or found applied by a rebuild to ``settled``."""
         event = failure.event
@@ -296,13 +298,10 @@ class ProjectionEngine:
         except HandlerFailed as earlier:  # an earlier event fails on its own: it comes first
             return self._failed(projection, store, lane, earlier, settled)
         attempts = store.record_failure(lane, event, repr(failure.error))
-        for_good = failure.refused and store.refused_for_good(failure.error)
-        if attempts >= self.max_attempts or for_good:
+        at_once = parked_at_once(store, failure)
+        if attempts >= self.max_attempts or at_once is not None:
             settled.add(event.position or 0)
-            if for_good:
-                reason = f"refused for good, not retried: {failure.error!r}"
-            else:
-                reason = f"handler failed {attempts} times: {failure.error!r}"
+            reason = at_once or f"handler failed {attempts} times: {failure.error!r}"
             if not store.block(lane, event, reason, failure.detail, attempts):
                 logger.info(
                     "failed event applied by a rebuild meanwhile; not parked",

@@ -374,7 +374,8 @@ class DocumentTx:
             TenantError(
                 f"{self._tenant_projection}: tenant {tenant!r} cannot write the document of "
                 f"{collection!r} with _id {key!r}: another tenant's document holds that _id "
-                f"(give documents _ids unique across tenants, e.g. with the tenant in them)"
+                f"(give documents _ids unique across tenants, e.g. with the tenant in them)",
+                for_good=False,  # that tenant's document may go: retried, then parked
             )
         )
 

@@ -1,0 +1,314 @@
+"""Handler failures no retry can change park their event at the first failure: a payload its
+handler's model rejects (:class:`PayloadError`, after the projection's upcasters too), and a
+row or document a tenant projection cannot place (:class:`TenantError`: an event without a
+tenant, or a row naming another tenant). The reason says so, and how to apply the event
+once a fix is deployed (``readmodel parked retry``). An upcaster's own exception is the
+handler's failure: retried. Live and on every store alike (one engine path)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from outbox.envelope import Envelope
+from outbox.log import EventLog
+from projections.api import Event, PayloadError, Projection, Tx, on
+from projections.engine import ProjectionEngine, RetryLater
+from projections.log_reader import LogReader
+from projections.mongo_store import MongoStore
+from projections.store import Lane, ParkedEvent
+from tests.projection_fixtures import append_tenant_events, engine_on
+
+ATTEMPTS = 5
+
+metadata = sa.MetaData()
+entries = sa.Table(
+    "strict_entries",
+    metadata,
+    sa.Column("entry", sa.Text, primary_key=True),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("memo", sa.Text),
+)
+tenant_entries = sa.Table(
+    "strict_tenant_entries",
+    metadata,
+    sa.Column("entry", sa.Text, primary_key=True),
+    sa.Column("tenant", sa.Text),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+)
+
+
+class Line(BaseModel):
+    sku: str
+    qty: int
+
+
+class Booked(BaseModel):
+    amount: int
+    memo: str
+    lines: list[Line] = []
+
+
+class Strict(Projection):
+    name = "strict"
+    tables = (entries,)
+    partitions = 1
+    upcasters = {
+        # version 1 said "cents"; the upcaster of a "broken" payload raises on its own
+        ("Booked", 1): lambda p: {"amount": p.pop("cents"), **p, "schema_version": 2},
+    }
+
+    @on("bank", "Booked")
+    def booked(self, event: Event[Booked], tx: Tx) -> None:
+        row = tx.get(entries, event.aggregate_id)
+        total = (row["amount"] if row else 0) + event.payload.amount
+        tx.upsert(
+            entries, {"entry": event.aggregate_id, "amount": total, "memo": event.payload.memo}
+        )
+
+
+def _accept_words(payload: dict[str, Any]) -> dict[str, Any]:
+    words = {"lots": 100}
+    return {**payload, "amount": words.get(payload["amount"], payload["amount"])}
+
+
+class Fixed(Strict):
+    """The deploy that fixes it: an upcaster reads the amounts the first one rejected."""
+
+    upcasters = {("Booked", 2): _accept_words}
+
+
+class TenantEntries(Projection):
+    name = "strict_tenants"
+    tables = (tenant_entries,)
+    partitions = 1
+    tenant_column = "tenant"
+
+    @on("bank", "Booked")
+    def booked(self, event: Event[dict], tx: Tx) -> None:
+        row = {"entry": event.aggregate_id, "amount": event.payload["amount"]}
+        if "tenant" in event.payload:
+            row["tenant"] = event.payload["tenant"]
+        tx.upsert(tenant_entries, row)
+
+
+def _rows(log: EventLog, table: sa.Table) -> dict[str, int]:
+    with log.engine.connect() as conn:
+        return {r.entry: r.amount for r in conn.execute(sa.select(table))}
+
+
+def _by_position(parked: list[ParkedEvent]) -> dict[int, ParkedEvent]:
+    return {p.position: p for p in parked}
+
+
+GOOD = {"amount": 5, "memo": "fine", "schema_version": 2}
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_payload_its_model_rejects_parks_at_the_first_failure_and_retries_once_fixed(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """``retry_backoff=30``: a retry would raise RetryLater instead of going on."""
+    url = database_for(kind)
+    with engine_on(url, [Strict()], max_attempts=ATTEMPTS, retry_backoff=30) as (
+        log,
+        store,
+        engine,
+    ):
+        append_tenant_events(
+            log,
+            [
+                (None, "bad", "Booked", {"amount": "lots", "memo": "m", "schema_version": 2}),
+                (None, "ok", "Booked", GOOD),
+                (None, "bad", "Booked", GOOD),  # held behind the parked one
+                (None, "nested", "Booked", {**GOOD, "lines": [{"sku": "a", "qty": "many"}]}),
+                (None, "ok", "Booked", GOOD),
+            ],
+        )
+        progress = engine.process(Lane("strict", "bank", 0))
+
+        assert progress.checkpoint == 5
+        assert _rows(log, entries) == {"ok": 10}
+        parked = _by_position(store.parked("strict"))
+        assert sorted(parked) == [1, 3, 4]
+        first = parked[1]
+        assert first.attempts == 1, first.reason
+        assert first.reason.startswith("payload rejected, not retried: PayloadError("), first.reason
+        assert (
+            "Booked payload does not match Booked: amount: Input should be a valid integer, "
+            "unable to parse string as an integer (got 'lots')" in first.reason
+        ), first.reason
+        assert "readmodel parked retry" in first.reason, first.reason
+        assert parked[3].reason == "held: an earlier event of this aggregate is parked (bank:1)"
+        assert parked[4].attempts == 1
+        assert "lines.0.qty: Input should be a valid integer" in parked[4].reason
+
+        # A deploy whose upcaster reads the word: the parked events apply, in order.
+        fixed = ProjectionEngine(engine.reader, [Fixed()], {"default": store})
+        assert fixed.retry(first) == 2
+        assert _rows(log, entries) == {"ok": 10, "bad": 105}
+        assert [p.position for p in store.parked("strict")] == [4]
+
+
+def test_the_payload_error_names_each_field_its_model_rejected() -> None:
+    projection = Strict()
+    event = _envelope({"amount": [1], "schema_version": 2})
+    with pytest.raises(PayloadError) as error:
+        projection.handle(event, None)  # type: ignore[arg-type]
+    assert error.value.fields == ("amount", "memo")
+    assert str(error.value) == (
+        "Booked payload does not match Booked: amount: Input should be a valid integer "
+        "(got [1]); memo: Field required"
+    )
+    upcast = _envelope({"cents": "x"})  # version 1: the upcaster turns cents into amount
+    with pytest.raises(PayloadError) as error:
+        projection.handle(upcast, None)  # type: ignore[arg-type]
+    assert error.value.fields == ("amount", "memo")
+    assert str(error.value).startswith("Booked payload after upcasting does not match Booked: ")
+    huge = _envelope({"amount": "x" * 500, "memo": "m", "schema_version": 2})
+    with pytest.raises(PayloadError) as error:
+        projection.handle(huge, None)  # type: ignore[arg-type]
+    assert len(str(error.value)) < 200, str(error.value)
+
+
+def test_a_payload_rejected_after_upcasting_parks_at_once_an_upcasters_own_error_is_retried(
+    pg_database: Callable[[], str],
+) -> None:
+    with engine_on(pg_database(), [Strict()], max_attempts=2, retry_backoff=0.001) as (
+        log,
+        store,
+        engine,
+    ):
+        append_tenant_events(
+            log,
+            [
+                (None, "upcast", "Booked", {"cents": "x", "memo": "m"}),  # v1, fails as v2
+                (None, "broken", "Booked", {"memo": "m"}),  # v1 without cents: KeyError
+                (None, "ok", "Booked", GOOD),
+            ],
+        )
+        lane = Lane("strict", "bank", 0)
+        with pytest.raises(RetryLater) as retry:
+            engine.process(lane)
+        assert retry.value.attempts == 1 and retry.value.event.position == 2
+        assert [(p.position, p.attempts) for p in store.parked("strict")] == [(1, 1)]
+        assert engine.process(lane).checkpoint == 3
+        parked = _by_position(store.parked("strict"))
+        rows = _rows(log, entries)
+    assert parked[1].reason.startswith(
+        'payload rejected, not retried: PayloadError("Booked payload after upcasting does not '
+        "match Booked: amount: Input should be a valid integer, unable to parse string as an "
+        "integer (got 'x')\")"
+    ), parked[1].reason
+    assert parked[2].attempts == 2
+    assert parked[2].reason == "handler failed 2 times: KeyError('cents')"
+    assert rows == {"ok": 5}
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_row_a_tenant_projection_cannot_place_parks_at_the_first_failure(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """An event without a tenant, or a row naming another tenant (the handler's bug, which a
+    deploy fixes: the reason says how to apply it then)."""
+    projection = TenantEntries()
+    with engine_on(database_for(kind), [projection], max_attempts=ATTEMPTS, retry_backoff=30) as (
+        log,
+        store,
+        engine,
+    ):
+        append_tenant_events(
+            log,
+            [
+                (None, "none", "Booked", {"amount": 1}),
+                ("acme", "other", "Booked", {"amount": 2, "tenant": "globex"}),
+                ("acme", "ok", "Booked", {"amount": 3}),
+            ],
+        )
+        assert engine.process(Lane(projection.name, "bank", 0)).checkpoint == 3
+        parked = _by_position(store.parked(projection.name))
+        assert _rows(log, tenant_entries) == {"ok": 3}
+    assert sorted(parked) == [1, 2]
+    for entry in parked.values():
+        assert entry.attempts == 1, entry.reason
+        assert entry.reason.startswith("tenant refused, not retried: TenantError("), entry.reason
+        assert "readmodel parked retry" in entry.reason, entry.reason
+    assert "Booked at bank:1 has no tenant" in parked[1].reason
+    assert "has tenant='globex', but the event's tenant is 'acme'" in parked[2].reason
+
+
+class StrictDocs(Projection):
+    name = "strict_docs"
+    store = "docs"
+    collections = ("strict_docs",)
+    partitions = 1
+    tenant_column = "tenant"
+
+    @on("bank", "Booked")
+    def booked(self, event: Event[Booked], tx: Any) -> None:
+        tx.upsert("strict_docs", {"_id": event.aggregate_id, "amount": event.payload.amount})
+
+
+@contextmanager
+def _document_engine(pg_url: str, mongo_url: str) -> Iterator[tuple[EventLog, MongoStore, Any]]:
+    log = EventLog(pg_url)
+    log.create_tables()
+    store = MongoStore(mongo_url)
+    projection = StrictDocs()
+    store.create_tables([projection])
+    engine = ProjectionEngine(
+        LogReader(log), [projection], {"docs": store}, max_attempts=ATTEMPTS, retry_backoff=30
+    )
+    try:
+        yield log, store, engine
+    finally:
+        engine.close()
+        log.close()
+
+
+def test_a_document_projection_parks_rejected_payloads_and_untenanted_events_at_once(
+    pg_database: Callable[[], str], mongo_database: Callable[[], str]
+) -> None:
+    with _document_engine(pg_database(), mongo_database()) as (log, store, engine):
+        append_tenant_events(
+            log,
+            [
+                ("acme", "bad", "Booked", {"amount": "lots", "memo": "m"}),
+                (None, "none", "Booked", GOOD),
+                ("acme", "ok", "Booked", GOOD),
+                ("acme", "bad", "Booked", GOOD),
+            ],
+        )
+        lane = Lane("strict_docs", "bank", 0)
+        checkpoint = 0
+        for _ in range(3):  # each pass parks at most one event; none raises RetryLater
+            checkpoint = engine.process(lane).checkpoint
+            if checkpoint == 4:
+                break
+        found = {d["_id"]: d["amount"] for d in store.database["strict_docs"].find()}
+        parked = _by_position(store.parked("strict_docs"))
+
+    assert checkpoint == 4
+    assert found == {"ok": 5}
+    assert sorted(parked) == [1, 2, 4]
+    assert parked[1].attempts == 1 and parked[2].attempts == 1
+    assert parked[1].reason.startswith("payload rejected, not retried: PayloadError("), parked[1]
+    assert "amount: Input should be a valid integer" in parked[1].reason
+    assert parked[2].reason.startswith("tenant refused, not retried: TenantError("), parked[2]
+    assert "held: an earlier event of this aggregate is parked (bank:1)" == parked[4].reason
+
+
+def _envelope(payload: dict[str, Any]) -> Envelope:
+    return Envelope(
+        event_id="e1",
+        source="bank",
+        aggregate_type="account",
+        aggregate_id="a1",
+        event_type="Booked",
+        payload=payload,
+    )
