@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +17,7 @@ from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.schema import create_tables
 from projections.api import Projection, UnstorableValueError
+from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_of
 from projections.sql_tx import SqlTx
 from projections.sql_writes import RefusedWrite, refusals, refused_for_good, refused_write
@@ -188,14 +187,9 @@ class SqlStore(SqlParking, Store):
     ) -> BatchResult:
         if target is None and not self.reads_log_head:
             raise StoreError("apply_batch needs a target: this store does not hold the log")
-        for attempt in range(_DEADLOCK_RETRIES):
-            try:
-                return self._apply_batch(projection, lane, target, load, limit)
-            except StoreError as exc:
-                if not _is_deadlock(exc.__cause__) or attempt == _DEADLOCK_RETRIES - 1:
-                    raise
-                time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
-        raise AssertionError("unreachable")
+        return apply_in_order(
+            lane, lambda locks: self._apply_batch(projection, lane, target, load, limit, locks)
+        )
 
     def _apply_batch(
         self,
@@ -204,6 +198,7 @@ class SqlStore(SqlParking, Store):
         target: int | None,
         load: EventLoader,
         limit: int,
+        locks: RowLocks,
     ) -> BatchResult:
         try:
             with self.writer.begin() as conn:
@@ -217,7 +212,11 @@ class SqlStore(SqlParking, Store):
                 held = self.blocked_aggregates(conn, lane) if any_blocked else {}
                 tenanted = any(key.tenant for key in held)
                 tx = SqlTx(
-                    conn, self.tables_for(projection), batch_prefetch=True, projection=projection
+                    conn,
+                    self.tables_for(projection),
+                    batch_prefetch=True,
+                    projection=projection,
+                    locks=locks,
                 )
                 if events:
                     projection.prefetch(events, tx)
@@ -390,8 +389,6 @@ class SqlStore(SqlParking, Store):
             return len(events)
 
 
-_DEADLOCK_RETRIES = 20
-
 _OPEN_LANE = (
     "SELECT c.position, EXISTS (SELECT 1 FROM rm_blocked_aggregates b "
     "WHERE b.projection = %s AND b.source = %s) "
@@ -420,11 +417,6 @@ def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
     return conn.connection.driver_connection  # type: ignore[return-value]
 
 
-def _is_deadlock(exc: BaseException | None) -> bool:
-    orig = getattr(exc, "orig", exc)
-    return isinstance(orig, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
-
-
 def _handle(
     projection: Projection, event: Envelope, tx: SqlTx, tags: set[str] | None = None
 ) -> None:
@@ -439,7 +431,7 @@ def _handle(
     try:
         if projection.handle(event, tx) and tags is not None:
             add_cache_tags(projection, event, tags)
-    except RefusedWrite:
+    except (RefusedWrite, OutOfOrder):  # the store's: to find the event, or to start again
         raise
     except (SQLAlchemyError, psycopg.Error) as exc:
         if refused_write(exc):  # the handler's own query: the Tx raises RefusedWrite

@@ -8,12 +8,11 @@ from collections.abc import Callable, Mapping
 from datetime import tzinfo
 from typing import Any, NoReturn
 
-import orjson
 import sqlalchemy as sa
-from psycopg.types.json import Json
 
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError, UnstorableValueError
+from projections.row_locks import RowLocks
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
 from projections.sql_values import Converters, stored_values
 from projections.sql_writes import (
@@ -29,9 +28,6 @@ from projections.sql_writes import (
 )
 
 __all__ = ["NewRows", "PendingWrites", "SqlTx", "row_lock_key"]
-
-# Takes the locks in the list's order; the hashes travel as one JSON list.
-_LOCK_MANY = "SELECT count(pg_advisory_xact_lock(h::bigint)) FROM json_array_elements_text(%s) t(h)"
 
 
 class SqlTx:
@@ -50,7 +46,8 @@ class SqlTx:
     its key, so two lanes that read-modify-write the same
     row (a per-customer total fed by per-order lanes) serialize instead of
     losing an update, even when the row does not exist yet. SQLite transactions
-    are serialized already.
+    are serialized already. ``locks`` (:class:`projections.row_locks.RowLocks`) takes them:
+    an ordered one, for a live batch, in one order whatever order the handlers read in.
     """
 
     def __init__(
@@ -62,6 +59,7 @@ class SqlTx:
         new_rows: NewRows | None = None,
         batch_prefetch: bool = False,
         projection: Projection | None = None,
+        locks: RowLocks | None = None,
     ) -> None:
         self.conn = conn
         self.event: Envelope | None = None
@@ -72,6 +70,7 @@ class SqlTx:
         self._postgresql = conn.dialect.name == "postgresql"
         # A rebuild writes shadow tables no other transaction touches: no row locks needed.
         self._lock_rows = lock_rows and self._postgresql
+        self._locks = RowLocks() if locks is None else locks
         self._tables = tables
         self._pk_names: dict[sa.Table, tuple[str, ...]] = {}
         self._info: dict[sa.Table, _Info] = {}
@@ -181,7 +180,7 @@ class SqlTx:
             if self._lock_rows:
                 # A separate statement: READ COMMITTED takes the next statement's snapshot
                 # after the lock is granted, so the read below sees what the holder committed.
-                self.conn.execute(sa.select(sa.func.pg_advisory_xact_lock(row_lock_key(k))))
+                self._locks.take(self._cursor, (row_lock_key(k),))
             found = self.conn.execute(sa.select(physical).where(*where)).first()
         row = None if found is None else dict(found._mapping)
         self._read[k] = row
@@ -217,8 +216,7 @@ class SqlTx:
         if self._deferred:
             self._run_deferred()
         if self._lock_rows:
-            hashes = sorted({row_lock_key((name, k)) for k in ordered})
-            driver_cursor(self.conn).execute(_LOCK_MANY, (Json(hashes, dumps=orjson.dumps),))
+            self._locks.take(self._cursor, {row_lock_key((name, k)) for k in ordered})
         if plan is not None and plan.key_type is not None:
             # One round trip, no SQL compilation: ``pk = ANY(array)`` on the driver's cursor.
             cursor = driver_cursor(self.conn)
@@ -246,16 +244,17 @@ class SqlTx:
         reads = []
         with refusals(), driver.pipeline():
             if self._lock_rows:
-                hashes = sorted(
-                    {row_lock_key((plan.table_name, k)) for plan, keys in deferred for k in keys}
-                )
-                driver.cursor().execute(_LOCK_MANY, (Json(hashes, dumps=orjson.dumps),))
+                hashes = {row_lock_key((p.table_name, k)) for p, keys in deferred for k in keys}
+                self._locks.take(driver.cursor, hashes)
             for plan, keys in deferred:
                 cursor = driver.cursor()
                 plan.select_keys(cursor, keys)
                 reads.append((plan, cursor))
         for (plan, keys), (_, cursor) in zip(deferred, reads, strict=True):
             self._remember_rows(plan, cursor, keys)
+
+    def _cursor(self) -> Any:
+        return driver_cursor(self.conn)
 
     def _remember_rows(self, plan: TablePlan, cursor: Any, keys: list[tuple[Any, ...]]) -> None:
         """Keep the rows a :meth:`TablePlan.select_keys` query of ``keys`` returned as read."""
@@ -354,6 +353,8 @@ class SqlTx:
 
     def flush(self) -> None:
         """Write every pending change: deletes, then upserts grouped by column set."""
+        if self._locks.restart is not None:  # a handler caught it: the batch must not commit
+            raise self._locks.restart
         if self._deferred:
             self._run_deferred()  # their row locks are part of the batch's isolation
         if self._pending:
