@@ -342,7 +342,8 @@ def payload_error(
     for error in exc.errors(include_url=False):
         field = ".".join(str(part) for part in error["loc"]) or "(payload)"
         fields.append(field)
-        problem = f"{field}: {error['msg']}"
+        shown_field = field if len(field) <= 80 else field[:79] + "…"  # a long dict key, say
+        problem = f"{shown_field}: {error['msg']}"
         if error["type"] != "missing":
             given = repr(error.get("input"))
             problem += f" (got {given if len(given) <= 40 else given[:39] + '…'})"

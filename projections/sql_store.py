@@ -434,9 +434,13 @@ def _handle(
     except (RefusedWrite, OutOfOrder):  # the store's: to find the event, or to start again
         raise
     except (SQLAlchemyError, psycopg.Error) as exc:
+        if tx.restart is not None:  # an OutOfOrder the handler wrapped: start again
+            raise tx.restart from exc
         if refused_write(exc):  # the handler's own query: the Tx raises RefusedWrite
             raise HandlerFailed(event, exc, traceback.format_exc()) from exc
         raise
     except Exception as exc:
+        if tx.restart is not None:
+            raise tx.restart from exc
         refused = isinstance(exc, UnstorableValueError)
         raise HandlerFailed(event, exc, traceback.format_exc(), refused=refused) from exc

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError, UnstorableValueError
-from projections.row_locks import RowLocks
+from projections.row_locks import OutOfOrder, RowLocks
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
 from projections.sql_values import Converters, stored_values
 from projections.sql_writes import (
@@ -350,6 +350,12 @@ class SqlTx:
     def _remember(self, physical: sa.Table) -> None:
         if physical not in self._order:
             self._order.append(physical)
+
+    @property
+    def restart(self) -> OutOfOrder | None:
+        """The :class:`~projections.row_locks.OutOfOrder` a row lock raised in this Tx, if
+        any: its batch starts again, whatever the handler made of the exception."""
+        return self._locks.restart
 
     def flush(self) -> None:
         """Write every pending change: deletes, then upserts grouped by column set."""

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from outbox.envelope import Envelope
 from outbox.log import EventLog
-from projections.api import Event, PayloadError, Projection, Tx, on
+from projections.api import Event, PayloadError, Projection, Tx, on, payload_error
 from projections.engine import ProjectionEngine, RetryLater
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
@@ -174,6 +174,19 @@ def test_the_payload_error_names_each_field_its_model_rejected() -> None:
     with pytest.raises(PayloadError) as error:
         projection.handle(huge, None)  # type: ignore[arg-type]
     assert len(str(error.value)) < 200, str(error.value)
+
+
+def test_a_payload_errors_long_field_path_is_shortened_in_its_message() -> None:
+    class Counts(BaseModel):
+        counts: dict[str, int]
+
+    key = "k" * 5000
+    with pytest.raises(ValidationError) as rejected:
+        Counts.model_validate({"counts": {key: "many"}})
+    error = payload_error("Counted", Counts, rejected.value)
+    assert error.fields == (f"counts.{key}",)  # whole, for code
+    assert len(str(error)) < 250, str(error)
+    assert "counts.kkkk" in str(error) and "…: Input should be a valid integer" in str(error)
 
 
 def test_a_payload_rejected_after_upcasting_parks_at_once_an_upcasters_own_error_is_retried(
