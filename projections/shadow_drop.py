@@ -10,7 +10,8 @@ it waited for and who held it (:mod:`outbox.migrate_locks`: :class:`LockWatch`,
 
 After the swap (:func:`drop_old_tables`) the live model is already the new one: an old
 table that cannot be dropped is left, named ``<table>__old`` as the swap renamed it, and
-emptied (``TRUNCATE`` locks it alone), so that its foreign keys hold up no delete on the
+emptied (``TRUNCATE`` locks it alone; its hand-made triggers, the live table's, are
+disabled first), so that its foreign keys hold up no delete on the
 tables they reference; a warning names it and the lock it waited for, and the next replay
 or ``readmodel replay PROJECTION --cleanup`` drops it (:func:`drop_leftovers`, which
 refuses, naming the holders, when it cannot either).
@@ -178,12 +179,16 @@ def _locked_by_drop(engine: sa.Engine, names: list[str]) -> list[str]:
 
 
 def _empty(engine: sa.Engine, names: list[str], lock_timeout_ms: int) -> bool:
-    """``TRUNCATE`` the tables (it locks them only, not the tables they reference)."""
+    """``TRUNCATE`` the tables (it locks them only, not the tables they reference), their
+    hand-made triggers disabled first: they are the live table's, kept by the rename, and an
+    ``ON TRUNCATE`` one would act on what the live table keeps in step (a drop fires none)."""
     if engine.dialect.name != "postgresql":
         return False
     try:
         with engine.begin() as conn:
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+            for name in names:
+                conn.exec_driver_sql(f"ALTER TABLE {name} DISABLE TRIGGER USER")
             conn.exec_driver_sql(f"TRUNCATE {', '.join(names)}")
     except SQLAlchemyError as exc:
         logger.warning("replay could not empty its old tables", error=describe_db_error(exc))

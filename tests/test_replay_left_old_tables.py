@@ -1,0 +1,66 @@
+"""An old table whose drop after the swap is blocked (an application's open transaction
+read a table its foreign key references) is left as ``<table>__old``: what the replay does
+to it then must touch nothing outside the projection (its hand-made triggers do not fire,
+it leaves the publications of the live table)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from projections import replay
+from projections.replay import ReplayOptions, ReplaySummary
+from tests.replay_helpers import EVENTS, Pipeline, query
+
+_MIRROR = """
+CREATE TABLE deposit_mirror (account text PRIMARY KEY, amount bigint);
+INSERT INTO deposit_mirror SELECT account, amount FROM last_deposit;
+CREATE FUNCTION mirror_truncate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN TRUNCATE deposit_mirror; RETURN NULL; END $$;
+CREATE TRIGGER mirror_truncate AFTER TRUNCATE ON last_deposit
+  FOR EACH STATEMENT EXECUTE FUNCTION mirror_truncate();
+"""
+
+
+def _accounts(p: Pipeline) -> None:
+    p.feed("bank", EVENTS)
+    p.execute("CREATE TABLE accounts (account text PRIMARY KEY)")
+    p.execute("INSERT INTO accounts SELECT 'acct-' || n FROM generate_series(0, 9) n")
+    p.execute(
+        "ALTER TABLE last_deposit ADD CONSTRAINT known FOREIGN KEY (account) REFERENCES accounts"
+    )
+
+
+def _replay_while_accounts_read(pg: Pipeline, monkeypatch: pytest.MonkeyPatch) -> ReplaySummary:
+    """A replay while an application's transaction that read ``accounts`` stays open: the
+    swap is done, the old table's drop gives up (short waits, for a fast test)."""
+    monkeypatch.setattr(replay, "_DROP_LOCK_TIMEOUT_MS", 200)
+    monkeypatch.setattr(replay, "_DROP_ATTEMPTS", 2)
+    dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
+    app = psycopg.connect(dsn.render_as_string(hide_password=False))
+    try:
+        app.execute("SELECT count(*) FROM accounts")
+        summary = pg.replayer("last_deposit").run(ReplayOptions())
+    finally:
+        app.rollback()
+        app.close()
+    assert summary.left_behind == ["last_deposit__old"], summary
+    return summary
+
+
+def test_emptying_a_left_old_table_fires_none_of_its_truncate_triggers(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The old table keeps the live table's triggers: an AFTER TRUNCATE one that empties a
+    table outside (kept in step with the live one) must not fire as the old one is emptied."""
+    _accounts(pg)
+    pg.execute(_MIRROR)
+
+    summary = _replay_while_accounts_read(pg, monkeypatch)
+
+    assert summary.left_because is not None and "emptied" in summary.left_because
+    assert query(pg, "SELECT count(*) FROM last_deposit__old") == [(0,)]
+    assert query(pg, "SELECT count(*) FROM deposit_mirror") == [(7,)]
+    pg.execute("TRUNCATE last_deposit")  # the live table's trigger still works
+    assert query(pg, "SELECT count(*) FROM deposit_mirror") == [(0,)]
