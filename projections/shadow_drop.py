@@ -11,7 +11,8 @@ it waited for and who held it (:mod:`outbox.migrate_locks`: :class:`LockWatch`,
 After the swap (:func:`drop_old_tables`) the live model is already the new one: an old
 table that cannot be dropped is left, named ``<table>__old`` as the swap renamed it, and
 emptied (``TRUNCATE`` locks it alone; its hand-made triggers, the live table's, are
-disabled first), so that its foreign keys hold up no delete on the
+disabled first; not when a publication of all tables or of its schema still covers it), so
+that its foreign keys hold up no delete on the
 tables they reference; a warning names it and the lock it waited for, and the next replay
 or ``readmodel replay PROJECTION --cleanup`` drops it (:func:`drop_leftovers`, which
 refuses, naming the holders, when it cannot either).
@@ -99,7 +100,16 @@ def drop_old_tables(
         if blocked is None:
             return None
         why = f"the drop gave up ({blocked.describe()})"
-    emptied = _empty(engine, names, lock_timeout_ms)
+    published = _published(engine, names)
+    emptied = not published and _empty(engine, names, lock_timeout_ms)
+    state = "emptied"
+    if not emptied:
+        state = "not emptied: they still hold their rows"
+        if published:  # its rows' removal would be replicated, to subscribers without it
+            state += f" (publication {', '.join(published)} still covers them)"
+        referenced = _referenced(engine, names)
+        if referenced:
+            state += f"; deletes on {', '.join(referenced)} that they reference are refused"
     logger.warning(
         "replay left its old tables",
         projection=projection,
@@ -109,7 +119,7 @@ def drop_old_tables(
         detail=f"the swap is done; the next replay or `readmodel replay {projection} "
         f"--cleanup` drops them",
     )
-    return why + ("; emptied" if emptied else "; not emptied: they still hold their rows")
+    return f"{why}; {state}"
 
 
 def drop_leftovers(
@@ -194,3 +204,38 @@ def _empty(engine: sa.Engine, names: list[str], lock_timeout_ms: int) -> bool:
         logger.warning("replay could not empty its old tables", error=describe_db_error(exc))
         return False
     return True
+
+
+_PUBLISHED = """
+SELECT DISTINCT t.pubname FROM pg_publication_tables t
+  JOIN pg_namespace n ON n.nspname = t.schemaname
+  JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
+ WHERE c.oid = ANY(%(tables)s::regclass[])
+ ORDER BY 1
+"""
+
+
+def _published(engine: sa.Engine, names: list[str]) -> list[str]:
+    """The publications that still cover one of the tables after the swap took them out of
+    those listing them (``FOR ALL TABLES``, ``TABLES IN SCHEMA``): their ``TRUNCATE`` would
+    be published."""
+    if engine.dialect.name != "postgresql":
+        return []
+    try:
+        with engine.connect() as conn:
+            found = conn.exec_driver_sql(_PUBLISHED, {"tables": names}).scalars()
+            return [str(name) for name in found]
+    except SQLAlchemyError as exc:  # unknown: not emptied, rather than published
+        return [f"(unread: {describe_db_error(exc)})"]
+
+
+def _referenced(engine: sa.Engine, names: list[str]) -> list[str]:
+    """The tables outside ``names`` that their foreign keys reference."""
+    if engine.dialect.name != "postgresql":
+        return []
+    try:
+        with engine.connect() as conn:
+            found = conn.exec_driver_sql(_REFERENCED, {"tables": names}).scalars()
+            return [str(name) for name in found]
+    except SQLAlchemyError:
+        return []

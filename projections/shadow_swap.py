@@ -89,6 +89,7 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
                 f"ALTER {kind} {qualified(conn, live, name)} RENAME TO {quote(f'rm_old_{oid}')}"
             )
         old = old_name(live.name)
+        pg_leave_publications(conn, live_sql)  # its shadow joins them with its state
         conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
         conn.exec_driver_sql(f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
         for name, kind in pg_dependents(conn, live):
@@ -165,3 +166,18 @@ def pg_table_constraints(conn: sa.Connection, table: sa.Table) -> list[str]:
     the index-backed ones are renamed with their indexes)."""
     rows = conn.exec_driver_sql(_PG_CONSTRAINTS, {"table": table_sql(conn, table)})
     return [str(name) for (name,) in rows]
+
+
+_PG_PUBLICATIONS = """
+SELECT p.pubname FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid
+ WHERE r.prrelid = %(table)s::regclass ORDER BY 1
+"""
+
+
+def pg_leave_publications(conn: sa.Connection, table_sql: str) -> None:
+    """Take the live table (to be the old one) out of the publications that list it: left
+    behind there, its emptying or drop would be published, to subscribers that have no
+    such table."""
+    quote = conn.dialect.identifier_preparer.quote
+    for (name,) in conn.exec_driver_sql(_PG_PUBLICATIONS, {"table": table_sql}).all():
+        conn.exec_driver_sql(f"ALTER PUBLICATION {quote(str(name))} DROP TABLE {table_sql}")

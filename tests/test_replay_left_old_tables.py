@@ -64,3 +64,37 @@ def test_emptying_a_left_old_table_fires_none_of_its_truncate_triggers(
     assert query(pg, "SELECT count(*) FROM deposit_mirror") == [(7,)]
     pg.execute("TRUNCATE last_deposit")  # the live table's trigger still works
     assert query(pg, "SELECT count(*) FROM deposit_mirror") == [(0,)]
+
+
+_MEMBERS = "SELECT pubname, tablename FROM pg_publication_tables ORDER BY 1, 2"
+
+
+def test_a_left_old_table_leaves_the_publications_that_list_the_live_table(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Still a member, its TRUNCATE would be published: a subscriber, which has no
+    ``last_deposit__old``, would stop applying changes."""
+    _accounts(pg)
+    pg.execute("CREATE PUBLICATION deposits FOR TABLE last_deposit")
+
+    summary = _replay_while_accounts_read(pg, monkeypatch)
+
+    assert query(pg, _MEMBERS) == [("deposits", "last_deposit")]
+    assert summary.left_because is not None and "emptied" in summary.left_because
+    assert query(pg, "SELECT count(*) FROM last_deposit__old") == [(0,)]
+
+
+def test_a_left_old_table_a_schema_publication_covers_is_not_emptied(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publication of every table in the schema still covers it: emptied, its rows'
+    removal would be published, so it keeps them, and the summary says why."""
+    _accounts(pg)
+    pg.execute("CREATE PUBLICATION everything FOR TABLES IN SCHEMA public")
+
+    summary = _replay_while_accounts_read(pg, monkeypatch)
+
+    assert query(pg, "SELECT count(*) FROM last_deposit__old") == [(7,)]
+    why = summary.left_because or ""
+    assert "not emptied" in why and "everything" in why, why
+    assert "refuse" in why and "accounts" in why, why
