@@ -108,7 +108,7 @@ logger = structlog.get_logger("readmodel.replay")
 _SWAP_ATTEMPTS = 5
 _SWAP_LOCK_TIMEOUT_MS = 5000
 _DROP_ATTEMPTS = 3  # the old tables after the swap: left for later rather than wait long
-_DROP_LOCK_TIMEOUT_MS = 1000
+_DROP_LOCK_TIMEOUT_MS = 1000  # past the server's deadlock_timeout (autovacuum gives way then)
 
 
 class Replayer(TableReplayerBase):

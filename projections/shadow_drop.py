@@ -50,26 +50,34 @@ class Blocked:
     error: str
     waited_for: list[str]  # the tables whose lock it waited for (or may have)
     held_by: list[str]  # the sessions holding a lock on them, described
+    waited_ms: int | None = None  # its lock_timeout, when it set one
 
     def describe(self) -> str:
         what = " or ".join(self.waited_for) or "a table"
         held = f", held by {'; '.join(self.held_by)}" if self.held_by else ""
-        return f"{self.error} waiting for a lock on {what}{held}"
+        after = f" after {self.waited_ms} ms" if self.waited_ms is not None else ""
+        return f"{self.error}{after} waiting for a lock on {what}{held}"
 
 
 def drop_bounded(
     engine: sa.Engine, names: list[str], *, lock_timeout_ms: int, attempts: int
 ) -> Blocked | None:
-    """Drop the tables ``names`` (SQL names, one statement), waiting at most
-    ``lock_timeout_ms`` for their locks, ``attempts`` times at most: ``None`` once dropped,
-    else what blocked the last attempt. Errors other than a lock wait given up are raised."""
+    """Drop the tables ``names`` (SQL names, one statement), waiting at most the server's
+    ``deadlock_timeout`` and ``lock_timeout_ms`` more for their locks, ``attempts`` times at
+    most: ``None`` once dropped, else what blocked the last attempt. Errors other than a
+    lock wait given up are raised.
+
+    An autovacuum that holds a lock the drop waits for is cancelled by PostgreSQL only once
+    the drop waited ``deadlock_timeout``: a shorter wait would give up on each one."""
     blocked: Blocked | None = None
     for attempt in range(1, attempts + 1):
         watch: LockWatch | None = None
+        wait: int | None = None
         try:
             with engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
-                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+                    wait = int(lock_timeout_ms) + _deadlock_timeout_ms(conn)
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {wait}")
                 with LockWatch(engine, conn) as watch:
                     drop_tables(conn, names)
             return None
@@ -77,7 +85,7 @@ def drop_bounded(
             kind = lock_blocked(exc)
             if kind is None:
                 raise
-            blocked = _blocked(engine, names, kind, watch.table if watch else None)
+            blocked = _blocked(engine, names, kind, watch.table if watch else None, wait)
             if attempt < attempts:
                 logger.warning("replay drop retried", tables=names, blocked=blocked.describe())
                 time.sleep(0.2 * attempt)
@@ -142,7 +150,9 @@ def drop_leftovers(
         )
 
 
-def _blocked(engine: sa.Engine, names: list[str], kind: str, seen: str | None) -> Blocked:
+def _blocked(
+    engine: sa.Engine, names: list[str], kind: str, seen: str | None, wait: int | None
+) -> Blocked:
     """What a drop of ``names`` gave up on: the table :class:`LockWatch` saw it wait for,
     or (when it saw none) the tables the drop locks, ``names`` and those they reference,
     that another session holds a lock on."""
@@ -154,7 +164,15 @@ def _blocked(engine: sa.Engine, names: list[str], kind: str, seen: str | None) -
         if found or seen is not None:
             waited.append(table)
             held_by += [holder.describe() for holder in found]
-    return Blocked(kind.replace("_", " "), waited, held_by)
+    return Blocked(kind.replace("_", " "), waited, held_by, wait)
+
+
+def _deadlock_timeout_ms(conn: sa.Connection) -> int:
+    """This session's ``deadlock_timeout``, in milliseconds."""
+    found = conn.exec_driver_sql(
+        "SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout'"
+    ).scalar()
+    return int(found or 0)
 
 
 def _locked_by_drop(engine: sa.Engine, names: list[str]) -> list[str]:
@@ -196,7 +214,8 @@ def _empty(engine: sa.Engine, names: list[str], lock_timeout_ms: int) -> bool:
         return False
     try:
         with engine.begin() as conn:
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+            wait = int(lock_timeout_ms) + _deadlock_timeout_ms(conn)  # as a drop's
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {wait}")
             for name in names:
                 conn.exec_driver_sql(f"ALTER TABLE {name} DISABLE TRIGGER USER")
             conn.exec_driver_sql(f"TRUNCATE {', '.join(names)}")

@@ -98,3 +98,22 @@ def test_a_left_old_table_a_schema_publication_covers_is_not_emptied(
     why = summary.left_because or ""
     assert "not emptied" in why and "everything" in why, why
     assert "refuse" in why and "accounts" in why, why
+
+
+def test_a_drop_waits_longer_than_the_server_s_deadlock_timeout(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL cancels an autovacuum that blocks a lock request only once the request
+    waited ``deadlock_timeout``: a drop that waited no longer would give up on every
+    autovacuum of the tables it locks. Its bound is the drop's own past the server's."""
+    _accounts(pg)
+    pg.execute("ALTER TABLE accounts SET (autovacuum_enabled = off)")  # the test's holder only
+    database = sa.make_url(pg.store_url).database
+    pg.execute(f'ALTER DATABASE "{database}" SET deadlock_timeout = 1300')
+    pg.replayer("last_deposit").store.writer.dispose()  # new sessions read it
+
+    summary = _replay_while_accounts_read(pg, monkeypatch)
+
+    assert "lock timeout after 1500 ms waiting for a lock on accounts" in (
+        summary.left_because or ""
+    ), summary.left_because
