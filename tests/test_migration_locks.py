@@ -18,9 +18,10 @@ from structlog.testing import capture_logs
 from outbox.db import create_engine
 from outbox.log import EventLog
 from outbox.migrate import Migration, MigrationBlocked, current, head, upgrade
-from outbox.migrate_locks import LockWatch, lock_blocked, set_lock_timeout, table_of
+from outbox.migrate_locks import LockWatch, holders, lock_blocked, set_lock_timeout, table_of
 from outbox.schema import DDL_LOCK
 from tests.cli_helpers import run_cli, write_config
+from tests.conftest import PG_ADMIN
 
 TABLE = "rm_blocked_aggregates"  # revision 0004 alters it
 
@@ -315,3 +316,35 @@ def test_a_starting_process_gives_up_telling_what_to_do(at_0003: tuple[str, sa.E
         "end that transaction, then start again, or run `readmodel migrate` first "
         "(its --lock-timeout waits longer)"
     ), message
+
+
+def test_a_lock_in_another_database_on_a_table_with_the_same_oid_holds_nothing(
+    pg_database: Callable[[], str],
+) -> None:
+    """Two databases cloned from one template have their tables under the same oids: a
+    session reading ``t`` in one is no holder of ``t`` in the other (``pg_locks`` is the
+    server's)."""
+    template = pg_database()
+    with _connect(template, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+    clone = f"{sa.make_url(template).database}_clone"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{clone}" TEMPLATE "{sa.make_url(template).database}"')
+    engine = create_engine(sa.make_url(template).set(database=clone).render_as_string(False))
+    own = create_engine(template)
+    holder = _connect(template)
+    try:
+        pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        holder.execute("SELECT count(*) FROM t")
+        oid = "SELECT 't'::regclass::oid"
+        with engine.connect() as conn, own.connect() as there:
+            assert conn.exec_driver_sql(oid).scalar() == there.exec_driver_sql(oid).scalar()
+        assert holders(engine, "t") == []
+        assert [h.pid for h in holders(own, "t")] == [pid]
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+        own.dispose()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)')
