@@ -290,6 +290,7 @@ class Replayer(TableReplayerBase):
 
     def _swap(self, sources: list[str], progress: dict[str, int], summary: ReplaySummary) -> None:
         attempt = 0  # transient failures (lock timeouts, deadlocks) only: skips are progress
+        late_rounds = 0  # swaps rolled back for keys to tables outside made meanwhile
         while True:
             mark = self._policy.mark()
             applied: dict[str, int] = {}
@@ -349,6 +350,9 @@ class Replayer(TableReplayerBase):
                 continue
             except LateOutsideKeys as late:  # made since _carry_late_keys: add them outside
                 self._policy.undo(mark)
+                late_rounds += 1
+                if late_rounds == _SWAP_ATTEMPTS:  # someone keeps making them: not forever
+                    raise late.gave_up(self.projection.name, late_rounds) from None
                 pg_add_outside_keys(self._write, late.keys, **_lock_wait())
                 continue
             except StoreError as exc:

@@ -63,6 +63,14 @@ class LateOutsideKeys(Exception):
         super().__init__(", ".join(key.constraint.name for key in keys))
         self.keys = keys
 
+    def gave_up(self, projection: str, rounds: int) -> StoreError:
+        """The error of a swap that found such keys ``rounds`` times, these last."""
+        return StoreError(
+            f"{projection}: the swap found foreign keys to tables outside made during it "
+            f"{rounds} times, lately {self}: it adds each outside its lock and swaps again, "
+            f"but gave up; replay again once no more are being made"
+        )
+
 
 def _transient(exc: BaseException) -> bool:
     orig = getattr(exc.__cause__, "orig", exc.__cause__)

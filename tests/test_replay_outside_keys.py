@@ -304,3 +304,39 @@ def test_a_key_to_a_table_outside_made_as_the_swap_starts_is_validated_outside_i
     seen = _late_key_statements(pg)
     assert any("VALIDATE CONSTRAINT" in statement for statement, _ in seen), seen
     assert [s for s, swap_locked in seen if swap_locked] == []
+
+
+def test_a_swap_that_keeps_finding_new_keys_to_tables_outside_gives_up_naming_them(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each key found under the swap's lock rolls it back to add the key outside it: an
+    application that adds one more every time would keep the replay going round."""
+    _accounts_and_ddl_notes(pg)
+    replayer = pg.replayer("last_deposit")
+    carry_late_keys = replayer._carry_late_keys
+    add_outside_keys = replay.pg_add_outside_keys
+    made: list[str] = []
+
+    def app_adds_key() -> None:
+        made.append(f"late_{len(made)}")
+        pg.execute(
+            f"ALTER TABLE last_deposit ADD CONSTRAINT {made[-1]} FOREIGN KEY (account) "
+            "REFERENCES accounts"
+        )
+
+    def carry_then_app_adds_key() -> None:
+        carry_late_keys()
+        app_adds_key()
+
+    def add_then_app_adds_another(*args: object, **kwargs: object) -> None:
+        add_outside_keys(*args, **kwargs)  # type: ignore[arg-type]
+        if len(made) < 50:
+            app_adds_key()
+
+    monkeypatch.setattr(replayer, "_carry_late_keys", carry_then_app_adds_key)
+    monkeypatch.setattr(replay, "pg_add_outside_keys", add_then_app_adds_another)
+    with pytest.raises(StoreError) as failed:
+        replayer.run(ReplayOptions())
+
+    assert len(made) < 50, made  # it gave up while the application still made them
+    assert made[-1] in str(failed.value), str(failed.value)
