@@ -180,7 +180,8 @@ class Replayer(TableReplayerBase):
         pg_drop_outside_keys(self._write, self.shadow.outside_keys, **_lock_wait())
         with self._write() as conn:
             found = self.shadow.leftovers(conn)
-        drop_leftovers(self.store.writer, found, self.projection.name, **_lock_wait())
+        # Each attempt queues ACCESS EXCLUSIVE on what an old table references: short waits.
+        drop_leftovers(self.store.writer, found, self.projection.name, **_drop_wait())
         with self._write() as conn:
             conn.execute(
                 checkpoints.delete().where(checkpoints.c.projection == self.shadow_projection)
@@ -430,14 +431,15 @@ class Replayer(TableReplayerBase):
 
 
 def _lock_wait() -> dict[str, int]:
-    """How long, and how many times, a carry or cleanup statement waits for a lock that an
-    application's transaction holds (on a table outside the projection)."""
+    """How long, and how many times, a carry statement (or the drop of a shadow's keys)
+    waits for a lock that an application's transaction holds (on a table outside)."""
     return {"lock_timeout_ms": _SWAP_LOCK_TIMEOUT_MS, "attempts": _SWAP_ATTEMPTS}
 
 
 def _drop_wait() -> dict[str, int]:
-    """How long, and how many times, dropping the old tables after the swap waits for a lock
-    (held on them or on a table their foreign keys reference) before leaving them."""
+    """How long past ``deadlock_timeout``, and how many times, dropping old tables (after the
+    swap, or left by an earlier replay) waits for a lock (on them or on a table their foreign
+    keys reference) before leaving them or refusing."""
     return {"lock_timeout_ms": _DROP_LOCK_TIMEOUT_MS, "attempts": _DROP_ATTEMPTS}
 
 

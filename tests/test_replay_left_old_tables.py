@@ -9,6 +9,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from outbox.errors import StoreError
 from projections import replay
 from projections.replay import ReplayOptions, ReplaySummary
 from tests.replay_helpers import EVENTS, Pipeline, query
@@ -117,3 +118,25 @@ def test_a_drop_waits_longer_than_the_server_s_deadlock_timeout(
     assert "lock timeout after 1500 ms waiting for a lock on accounts" in (
         summary.left_because or ""
     ), summary.left_because
+
+
+def test_dropping_a_left_old_table_later_waits_no_longer_than_after_the_swap(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each attempt queues ACCESS EXCLUSIVE on ``accounts`` too, stalling its readers: the
+    cleanup (and the next replay's) waits the short bound of the drop after the swap, not the
+    longer one of a swap's locks."""
+    _accounts(pg)
+    _replay_while_accounts_read(pg, monkeypatch)
+    deadlock = query(pg, "SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout'")
+    dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
+    app = psycopg.connect(dsn.render_as_string(hide_password=False))
+    try:
+        app.execute("SELECT count(*) FROM accounts")
+        with pytest.raises(StoreError) as refused:
+            pg.replayer("last_deposit").cleanup()
+    finally:
+        app.rollback()
+        app.close()
+
+    assert f"lock timeout after {deadlock[0][0] + 200} ms" in str(refused.value), refused.value
