@@ -175,13 +175,14 @@ class Replayer(TableReplayerBase):
         with replay_lock(self.store, self.projection.name):
             return self._cleanup()
 
-    def _cleanup(self) -> list[str]:
+    def _cleanup(self, *, refuse: bool = True) -> list[str]:
         # Under a bounded lock wait: the tables their foreign keys reference are locked too.
         pg_drop_outside_keys(self._write, self.shadow.outside_keys, **_lock_wait())
         with self._write() as conn:
             found = self.shadow.leftovers(conn)
-        # Each attempt queues ACCESS EXCLUSIVE on what an old table references: short waits.
-        drop_leftovers(self.store.writer, found, self.projection.name, **_drop_wait())
+        # Short waits (each queues on what an old table references); before a rebuild, an
+        # old table still held is left for its swap to rename and drop after (not refuse).
+        drop_leftovers(self.store.writer, found, self.projection.name, refuse, **_drop_wait())
         with self._write() as conn:
             conn.execute(
                 checkpoints.delete().where(checkpoints.c.projection == self.shadow_projection)
@@ -191,7 +192,7 @@ class Replayer(TableReplayerBase):
     # -- blue/green ----------------------------------------------------------------
 
     def _rebuild(self, options: ReplayOptions, summary: ReplaySummary) -> None:
-        self._cleanup()
+        self._cleanup(refuse=False)
         sources: list[str] = []
         progress: dict[str, int] = {}
         summary.applied = {}
@@ -291,7 +292,7 @@ class Replayer(TableReplayerBase):
 
     def _swap(self, sources: list[str], progress: dict[str, int], summary: ReplaySummary) -> None:
         attempt = 0  # transient failures (lock timeouts, deadlocks) only: skips are progress
-        late_rounds = 0  # swaps rolled back for keys to tables outside made meanwhile
+        late_rounds = 0  # rolled back for keys to tables outside made meanwhile
         while True:
             mark = self._policy.mark()
             applied: dict[str, int] = {}

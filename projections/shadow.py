@@ -78,7 +78,7 @@ from projections.shadow_names import (
 )
 from projections.shadow_plan import describe_carried
 from projections.shadow_security import pg_lock_down, pg_refusals
-from projections.shadow_swap import pg_dependents, pg_swap, sqlite_swap
+from projections.shadow_swap import pg_dependents, pg_leftover_names, pg_swap, sqlite_swap
 
 __all__ = ["OLD_SUFFIX", "SHADOW_SUFFIX", "ShadowTables", "drop_tables", "old_name", "shadow_name"]
 
@@ -334,7 +334,7 @@ class ShadowTables:
         inspector = sa.inspect(conn)
         found = []
         for live, shadow in self.mapping.items():
-            for name in (shadow.name, old_name(live.name)):
+            for name in (shadow.name, old_name(live.name), *pg_leftover_names(conn, live)):
                 if inspector.has_table(name, schema=live.schema):
                     found.append(qualified(conn, live, name))
         return found

@@ -14,12 +14,15 @@ emptied (``TRUNCATE`` locks it alone; its hand-made triggers, the live table's, 
 disabled first; not when a publication of all tables or of its schema still covers it), so
 that its foreign keys hold up no delete on the
 tables they reference; a warning names it and the lock it waited for, and the next replay
-or ``readmodel replay PROJECTION --cleanup`` drops it (:func:`drop_leftovers`, which
-refuses, naming the holders, when it cannot either).
+or ``readmodel replay PROJECTION --cleanup`` drops it (:func:`drop_leftovers`). When it
+cannot either, ``--cleanup`` refuses, naming the holders; a replay goes on: its swap renames
+the old table ``<table>__old_<oid>`` (the name it needs is free again) and drops it after,
+with its own.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -32,6 +35,7 @@ from outbox.db import describe_db_error
 from outbox.errors import StoreError
 from outbox.migrate_locks import LockWatch, holders, lock_blocked
 from projections.shadow import drop_tables
+from projections.shadow_names import OLD_SUFFIX
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -131,11 +135,43 @@ def drop_old_tables(
 
 
 def drop_leftovers(
-    engine: sa.Engine, names: list[str], projection: str, *, lock_timeout_ms: int, attempts: int
+    engine: sa.Engine,
+    names: list[str],
+    projection: str,
+    refuse: bool = True,
+    *,
+    lock_timeout_ms: int,
+    attempts: int,
 ) -> None:
     """Drop what an earlier replay left; a :class:`StoreError` naming the lock and its
-    holders when it cannot within the bound."""
+    holders when it cannot within the bound. Unless ``refuse``, the shadows are dropped
+    apart and old tables still held are left (with a warning) instead."""
     if not names:
+        return
+    olds = [name for name in names if _is_old(name)]
+    if not refuse and olds:
+        drop_leftovers(
+            engine,
+            [n for n in names if n not in olds],
+            projection,
+            lock_timeout_ms=lock_timeout_ms,
+            attempts=attempts,
+        )
+        try:
+            blocked = drop_bounded(engine, olds, lock_timeout_ms=lock_timeout_ms, attempts=attempts)
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            why = describe_db_error(exc)
+        else:
+            if blocked is None:
+                return
+            why = blocked.describe()
+        logger.warning(
+            "replay left old tables of an earlier replay",
+            projection=projection,
+            tables=olds,
+            why=why,
+            detail="the swap renames them and drops them after it",
+        )
         return
     try:
         blocked = drop_bounded(engine, names, lock_timeout_ms=lock_timeout_ms, attempts=attempts)
@@ -148,6 +184,12 @@ def drop_leftovers(
             f"{projection}: cannot drop {', '.join(names)}, left by an earlier replay: "
             f"{blocked.describe()}; try again once it is released"
         )
+
+
+def _is_old(name: str) -> bool:
+    """Whether ``name`` (SQL) is an old table's, not a shadow's."""
+    last = name.rsplit(".", 1)[-1].strip('"')
+    return last.endswith(OLD_SUFFIX) or re.search(f"{OLD_SUFFIX}_[0-9]+$", last) is not None
 
 
 def _blocked(

@@ -25,6 +25,12 @@ def old_name(name: str) -> str:
     return fitted(name, OLD_SUFFIX, PG_NAME_LIMIT)
 
 
+def leftover_name(name: str, oid: int) -> str:
+    """The name an old table an earlier replay left (``old_name``) takes at the next swap,
+    which needs ``old_name`` again: unique by its oid."""
+    return fitted(name, f"{OLD_SUFFIX}_{oid}", PG_NAME_LIMIT)
+
+
 def fitted(name: str, suffix: str, limit: int) -> str:
     """``name + suffix``, or within ``limit`` bytes: the start of ``name`` and its hash."""
     if len(f"{name}{suffix}".encode()) <= limit:

@@ -32,7 +32,7 @@ from projections.shadow_constraints import (
     pg_restore_referencing,
 )
 from projections.shadow_keys import LateOutsideKeys, OutsideKey
-from projections.shadow_names import old_name, qualified, table_sql
+from projections.shadow_names import leftover_name, old_name, qualified, table_sql
 from projections.shadow_security import (
     TableState,
     pg_copy_acl,
@@ -89,6 +89,8 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
                 f"ALTER {kind} {qualified(conn, live, name)} RENAME TO {quote(f'rm_old_{oid}')}"
             )
         old = old_name(live.name)
+        left = pg_rename_leftover(conn, live, old)  # an earlier replay could not drop it
+        old_tables += [left] if left else []
         pg_leave_publications(conn, live_sql)  # its shadow joins them with its state
         conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
         conn.exec_driver_sql(f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
@@ -181,3 +183,36 @@ def pg_leave_publications(conn: sa.Connection, table_sql: str) -> None:
     quote = conn.dialect.identifier_preparer.quote
     for (name,) in conn.exec_driver_sql(_PG_PUBLICATIONS, {"table": table_sql}).all():
         conn.exec_driver_sql(f"ALTER PUBLICATION {quote(str(name))} DROP TABLE {table_sql}")
+
+
+def pg_rename_leftover(conn: sa.Connection, live: sa.Table, old: str) -> str | None:
+    """Rename the old table an earlier replay left under ``old`` (which the swap needs for
+    the live one) to its :func:`leftover_name` (the rename locks it alone); its SQL name."""
+    oid = conn.exec_driver_sql(
+        "SELECT to_regclass(%(t)s)::oid", {"t": qualified(conn, live, old)}
+    ).scalar()
+    if oid is None:
+        return None
+    name = leftover_name(live.name, int(oid))
+    quote = conn.dialect.identifier_preparer.quote
+    conn.exec_driver_sql(f"ALTER TABLE {qualified(conn, live, old)} RENAME TO {quote(name)}")
+    return qualified(conn, live, name)
+
+
+_PG_LEFTOVERS = """
+SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = coalesce(%(schema)s, current_schema()) AND c.relkind IN ('r', 'p')
+   AND c.relname ~ '__old_[0-9]+$'
+"""
+
+
+def pg_leftover_names(conn: sa.Connection, live: sa.Table) -> list[str]:
+    """The old tables of ``live`` that earlier replays left and a swap renamed."""
+    if conn.dialect.name != "postgresql":
+        return []
+    rows = conn.exec_driver_sql(_PG_LEFTOVERS, {"schema": live.schema}).scalars()
+    return [
+        str(name)
+        for name in rows
+        if str(name) == leftover_name(live.name, int(str(name).rsplit("_", 1)[1]))
+    ]

@@ -140,3 +140,33 @@ def test_dropping_a_left_old_table_later_waits_no_longer_than_after_the_swap(
         app.close()
 
     assert f"lock timeout after {deadlock[0][0] + 200} ms" in str(refused.value), refused.value
+
+
+def test_a_replay_goes_on_while_an_old_table_left_earlier_cannot_be_dropped_yet(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The swap needs the ``__old`` name again: it renames the earlier one (unique by its
+    oid) and drops it after, with its own old table; what it still cannot drop, a later
+    replay does."""
+    _accounts(pg)
+    _replay_while_accounts_read(pg, monkeypatch)
+    oid = query(pg, "SELECT 'last_deposit__old'::regclass::oid")[0][0]
+    pg.execute("UPDATE last_deposit SET amount = 0")
+
+    again = _replay_while_accounts_read_again(pg)
+
+    assert sorted(again.left_behind) == ["last_deposit__old", f"last_deposit__old_{oid}"]
+    assert query(pg, "SELECT count(*) FROM last_deposit WHERE amount = 0") == [(0,)]
+    assert pg.replayer("last_deposit").run(ReplayOptions()).left_behind == []
+    assert {t for t in pg.tables() if "__old" in t} == set()
+
+
+def _replay_while_accounts_read_again(pg: Pipeline) -> ReplaySummary:
+    dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
+    app = psycopg.connect(dsn.render_as_string(hide_password=False))
+    try:
+        app.execute("SELECT count(*) FROM accounts")
+        return pg.replayer("last_deposit").run(ReplayOptions())
+    finally:
+        app.rollback()
+        app.close()
