@@ -122,9 +122,13 @@ def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
     if given is None or (given is not zone and moment.utcoffset() is None):
         moment = moment.replace(tzinfo=zone, fold=0)
     try:
-        return moment.astimezone(UTC).astimezone(zone)
+        local = moment.astimezone(UTC).astimezone(zone)
     except OverflowError:
         pass
+    else:
+        # Already in a UTC ``zone``, both conversions return ``moment`` itself, ``fold``
+        # kept: psycopg reads fold=0 (a fixed offset has no time that happens twice).
+        return local.replace(fold=0) if local is moment and local.fold else local
     shift = _EDGE_SHIFT if moment.year < 5000 else -_EDGE_SHIFT  # no zone changes offset there
     try:
         local = (moment + shift).astimezone(UTC).astimezone(zone)

@@ -108,9 +108,13 @@ def _times(zone: datetime.tzinfo) -> list[datetime.datetime]:
         at(2, 1, 1, 12, tzinfo=zone),
         at(1, 1, 1, 0, 0, 1, tzinfo=zone),
         at(1, 1, 1, 23, tzinfo=zone),
+        at(1, 1, 1, 12, tzinfo=zone, fold=1),
+        at(1, 12, 31, 23, 59, tzinfo=zone, fold=1),
         at(9998, 12, 31, 12, tzinfo=zone),
         at(9999, 12, 31, 1, tzinfo=zone),
         at(9999, 12, 31, 23, 59, tzinfo=zone),
+        at(9999, 1, 1, tzinfo=zone, fold=1),
+        at(9999, 12, 31, 23, 59, 59, 999999, tzinfo=zone, fold=1),
     ]
 
 
