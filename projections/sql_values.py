@@ -329,13 +329,14 @@ def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
                 if limit is not None:
                     raise Unstorable("a NUMERIC(p, s) column holds no infinity")
                 return number
-            if limit is not None and abs(number) >= limit:  # before rounding: it may not fit
+            # copy_abs: exact, where abs() rounds to the thread's context (28 digits).
+            if limit is not None and number.copy_abs() >= limit:  # before rounding
                 _overflow(precision, scale)
             if exponent is not None:
                 number = number.quantize(exponent, ROUND_HALF_UP, _WIDE)
             elif number.as_tuple().exponent > 0:  # type: ignore[operator]
                 number = number.quantize(1, context=_WIDE)  # PostgreSQL writes 1E+2 as 100
-            if limit is not None and abs(number) >= limit:  # 99.995 is 100.00
+            if limit is not None and number.copy_abs() >= limit:  # 99.995 is 100.00
                 _overflow(precision, scale)
         except (InvalidOperation, ValueError):
             return value
