@@ -132,6 +132,8 @@ def _pg_text(zone: tzinfo) -> Converter:
                 f"psycopg sends a {kind.__name__} as {_NOT_TEXT[kind]}, not as text (the "
                 "statement stores its text form or fails): write str() or json.dumps() of it"
             )
+        if isinstance(value, str):
+            return str.__str__(value)  # a str subclass (a StrEnum member): its plain text
         return value
 
     return convert
@@ -390,4 +392,6 @@ def _sqlite_text(value: Any) -> Any:
         except (sqlite3.Error, OverflowError):
             return value
         return text if type(text) is str else value
+    if isinstance(value, str):
+        return str.__str__(value)  # a str subclass (a StrEnum member): its plain text
     return value

@@ -4,6 +4,7 @@ Each expectation was checked against the database (write, commit, read back)."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from decimal import Decimal, localcontext
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from projections.sql_tx import SqlTx
 from tests.batch_value_helpers import outcomes, problems, read_back, refused, store
 
 _NINES_30 = 10**30 - 1
@@ -64,3 +66,47 @@ def test_numeric_wider_than_the_decimal_context_is_bounded_exactly(
     assert read_back(n40)[repr(_NINES_30)] == Decimal(f"{_NINES_30}.0000000000")
     assert read_back(n40)[repr(str(_NINES_30))] == Decimal(f"{_NINES_30}.0000000000")
     assert read_back(n40)[repr(_WIDE[-1])] == Decimal(f"{_NINES_30}.5000000000")
+
+
+class Code(enum.StrEnum):
+    A = "a"
+
+
+class Label(str):
+    """A str subclass, as a handler's own text type might be."""
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_text_of_a_str_subclass_is_stored_as_plain_text_padded_in_a_char_column(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """A ``str`` subclass or ``StrEnum`` member in a ``CHAR(n)`` column was not padded (only
+    ``type(value) is str`` was): a handler upserting a row under ``Code.A`` found no row
+    under ``'a'`` in its batch, though a later batch does."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "coded",
+        metadata,
+        sa.Column("id", sa.CHAR(3), primary_key=True),
+        sa.Column("c", sa.CHAR(3)),
+    )
+    stored = "a  " if kind == "postgresql" else "a"
+    with store(database_for(kind), metadata) as engine:
+        found = outcomes(engine, table, "c", [Code.A, Label("a"), Label("abc  ")])
+        assert problems(found) == []
+        assert read_back(found) == {
+            repr(Code.A): stored,
+            repr(Label("a")): stored,
+            repr(Label("abc  ")): "abc" if kind == "postgresql" else "abc  ",
+        }
+        for key in (Code.A, Label("b")):
+            with engine.begin() as conn:
+                tx = SqlTx(conn, {table: table})
+                tx.upsert(table, {"id": key, "c": key})
+                in_batch = tx.get(table, str.__str__(key))
+                assert in_batch is not None and in_batch == tx.get(table, key)
+                tx.flush()
+            with engine.begin() as conn:
+                later = SqlTx(conn, {table: table}).get(table, str.__str__(key))
+            assert later is not None
+            assert repr(in_batch) == repr(later)
