@@ -1,6 +1,11 @@
 """The compiled key conversion of :class:`projections.sql_values.Converters`: a key already of
 its columns' types (a text key given as text, an integer one as an int) is returned as it is,
-after one type test per converted column, for every ``tx.get`` and ``tx.upsert`` pays it."""
+after one type test per converted column, for every ``tx.get`` and ``tx.upsert`` pays it.
+
+A key looked up (``lookup=True``: ``get``, ``prefetch``, ``delete``) that no row can have, an
+integer outside its column's bounds, is ``None``: it finds no row, and is not sent to the
+database (which refuses it without naming the column, and PostgreSQL aborts the
+transaction)."""
 
 from __future__ import annotations
 
@@ -17,26 +22,38 @@ _NONE = type(None)
 
 def compile_key(
     keys: tuple[Column | None, ...] | None,
-    converted: Callable[[tuple[Any, ...], bool], tuple[Any, ...]],
-) -> Callable[..., tuple[Any, ...]]:
+    converted: Callable[[tuple[Any, ...], bool], tuple[Any, ...] | None],
+) -> Callable[..., tuple[Any, ...] | None]:
     """``key(key, lookup=False)``: ``key`` itself when no value of it needs converting (a type
-    test per converted column, as ``normalize``'s), else ``converted(key, lookup)``."""
+    test per converted column, as ``normalize``'s), else ``converted(key, lookup)``; looked
+    up, ``None`` for a key no row can have (``converted`` returns ``None`` for one too)."""
     if keys is None:
-        return converted
-    names: dict[str, Any] = {"_type": type, "_converted": converted}
+        return converted  # type: ignore[return-value]
+    names: dict[str, Any] = {"_type": type, "_int": int, "_converted": converted}
     values = [f"v{i}" for i in range(len(keys))]
-    tests = []
+    tests, outside = [], []
     for i, column in enumerate(keys):
-        if column is None or column.convert is None:
+        if column is None:
+            continue
+        if column.bounds is not None:
+            names |= {f"low{i}": column.bounds.low, f"high{i}": column.bounds.high}
+            outside.append(f"(_type(v{i}) is _int and (v{i} > high{i} or v{i} < low{i}))")
+        if column.convert is None:
             continue
         kinds = []
         for j, kind in enumerate(kind for kind in column.exact if kind is not _NONE):
             names[f"kind{i}_{j}"] = kind
             kinds.append(f"_type(v{i}) is not kind{i}_{j}")
         tests.append(f"({' and '.join([*kinds, f'v{i} is not None'])})")
-    body = ["    def key(key, lookup=False):", f"        {', '.join(values)}, = key"]
+    unpack = f"{', '.join(values)}, = key"
+    body = ["    def key(key, lookup=False):", f"        {unpack}"]
     if tests:
-        body += [f"        if {' or '.join(tests)}:", "            return _converted(key, lookup)"]
+        body += [f"        if {' or '.join(tests)}:", "            key = _converted(key, lookup)"]
+        if outside:
+            body += ["            if key is None:", "                return None"]
+            body += ["            if lookup:", f"                {unpack}"]
+    if outside:
+        body += [f"        if lookup and ({' or '.join(outside)}):", "            return None"]
     body.append("        return key")
     source = "\n".join([f"def make({', '.join(names)}):", *body, "    return key"])
     scope: dict[str, Any] = {}

@@ -147,6 +147,8 @@ class SqlTx:
             self._key(table, key)  # raises the error naming the table and its key
         if converters.keys is not None:
             key = converters.key(key, lookup=True)
+            if key is None:
+                return None  # an integer its column cannot hold: no row has it
         k = (name, key)
         pending = self._pending.get(k)
         if pending is None:
@@ -202,6 +204,8 @@ class SqlTx:
                 self._key(table, k)  # raises the error naming the table and its key
             if converters.keys is not None:
                 k = converters.key(k, lookup=True)
+                if k is None:
+                    continue  # an integer its column cannot hold: no row has it
             if (name, k) not in read:
                 wanted.add(k)
         if not wanted:
@@ -329,6 +333,8 @@ class SqlTx:
         self._remember(physical)
         if converters.keys is not None:
             key = converters.key(key, lookup=True)
+            if key is None:
+                return  # an integer its column cannot hold: no row to delete
         self._pending[(name, key)] = (DELETE, None)
 
     def find(self, table: sa.Table, **equals: Any) -> list[dict[str, Any]]:

@@ -103,16 +103,18 @@ class Converters:
         self.normalize: Callable[[dict[str, Any], Any], None] = _compile(columns)
         self.keys = keys if any(keys) else None
         """Per primary key column, its converter (``None`` when no key column has one)."""
-        self.key: Callable[..., tuple[Any, ...]] = compile_key(self.keys, self._converted_key)
+        self.key: Callable[..., tuple[Any, ...] | None] = compile_key(
+            self.keys, self._converted_key
+        )
         """``key(key, lookup=False)``: ``key`` as its columns store it: a row upserted as
         ``{"id": "42"}`` into an integer key is found by ``get(table, 42)``, in its batch as in
         a later one. A key ``lookup`` longer than its column is kept as given: it matches no
-        row."""
+        row; one with an integer outside its column's bounds is ``None``: no row has it."""
 
     def __bool__(self) -> bool:
         return bool(self.columns)
 
-    def _converted_key(self, key: tuple[Any, ...], lookup: bool = False) -> tuple[Any, ...]:
+    def _converted_key(self, key: tuple[Any, ...], lookup: bool = False) -> tuple[Any, ...] | None:
         if self.keys is None:
             return key
         out = []
@@ -124,6 +126,10 @@ class Converters:
                     except UnstorableLength as exc:
                         if not lookup:
                             column.unstorable(value, exc)
+                    except UnstorableWide as exc:
+                        if lookup and column.bounds is not None:
+                            return None  # past any integer the column keeps: no row
+                        column.unstorable(value, exc)
                     except Unstorable as exc:
                         column.unstorable(value, exc)
             out.append(value)

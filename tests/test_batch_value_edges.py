@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from projections.api import WideIntegerError
 from projections.sql_tx import SqlTx
 from tests.batch_value_helpers import outcomes, problems, read_back, refused, store
 
@@ -110,3 +111,89 @@ def test_text_of_a_str_subclass_is_stored_as_plain_text_padded_in_a_char_column(
                 later = SqlTx(conn, {table: table}).get(table, str.__str__(key))
             assert later is not None
             assert repr(in_batch) == repr(later)
+
+
+def _keyed(metadata: sa.MetaData) -> list[sa.Table]:
+    return [
+        sa.Table(
+            f"keyed_{name}",
+            metadata,
+            sa.Column("id", kind, primary_key=True, autoincrement=False),
+            sa.Column("v", sa.Text),
+        )
+        for name, kind in (("small", sa.SmallInteger), ("int", sa.Integer), ("big", sa.BigInteger))
+    ]
+
+
+_BIG_OUT = [2**63, -(2**63) - 1, 2**70, Decimal("1E+30")]
+_OUT_OF_RANGE = {
+    "postgresql": {
+        "keyed_small": [2**15, -(2**15) - 1, "40000", "9223372036854775808", *_BIG_OUT],
+        "keyed_int": [2**31, -(2**31) - 1, "99999999999", Decimal("2147483648"), *_BIG_OUT],
+        "keyed_big": ["9223372036854775808", *_BIG_OUT],
+    },
+    # SQLite keeps the text of an integer past 64 bits as a REAL: a key some row can have.
+    "sqlite": {name: _BIG_OUT for name in ("keyed_small", "keyed_int", "keyed_big")},
+}
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_key_outside_its_integer_column_finds_no_row_and_the_batch_goes_on(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """A key no row of its integer column can have failed ``get``, ``prefetch`` and
+    ``delete`` (PostgreSQL: an unnamed DataError that aborted the transaction, so every
+    later statement failed; SQLite: an OverflowError): it finds no row, deletes nothing; an
+    upsert of it is still refused naming the column."""
+    metadata = sa.MetaData()
+    tables = _keyed(metadata)
+    with store(database_for(kind), metadata) as engine:
+        for table in tables:
+            with engine.begin() as conn:
+                conn.execute(table.insert(), [{"id": 1, "v": "one"}, {"id": 2, "v": "two"}])
+            for key in _OUT_OF_RANGE[kind][table.name]:
+                with engine.begin() as conn:
+                    tx = SqlTx(conn, {table: table})
+                    assert tx.get(table, key) is None, (table.name, key)
+                    tx.prefetch(table, [key, 1])
+                    assert tx.get(table, key) is None, (table.name, key)
+                    tx.delete(table, key)
+                    with pytest.raises(WideIntegerError, match=rf"^{table.name}\.id cannot hold"):
+                        tx.upsert(table, {"id": key, "v": "x"})
+                    tx.upsert(table, {"id": 3, "v": "three"})
+                    tx.flush()
+                    assert tx.get(table, 2) == {"id": 2, "v": "two"}  # not prefetched
+                    assert tx.get(table, 1) == {"id": 1, "v": "one"}
+                with engine.begin() as conn:
+                    rows = conn.execute(sa.select(table).order_by(table.c.id)).all()
+                    assert [tuple(r) for r in rows] == [(1, "one"), (2, "two"), (3, "three")]
+                    conn.execute(table.delete().where(table.c.id == 3))
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_composite_key_with_an_integer_outside_its_column_finds_no_row(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    metadata = sa.MetaData()
+    pairs = sa.Table(
+        "keyed_pairs",
+        metadata,
+        sa.Column("a", sa.Text, primary_key=True),
+        sa.Column("b", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("v", sa.Text),
+    )
+    key = ("x", 2**31 if kind == "postgresql" else 2**63)
+    with store(database_for(kind), metadata) as engine:
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {pairs: pairs})
+            tx.upsert(pairs, {"a": "x", "b": 1, "v": "one"})
+            tx.flush()
+            assert tx.get(pairs, key) is None
+            tx.prefetch(pairs, [key, ("x", 2)])
+            tx.delete(pairs, key)
+            with pytest.raises(WideIntegerError, match=r"^keyed_pairs\.b cannot hold"):
+                tx.upsert(pairs, {"a": "x", "b": key[1], "v": "x"})
+            tx.flush()
+            assert tx.get(pairs, ("x", 1)) == {"a": "x", "b": 1, "v": "one"}
+        with engine.begin() as conn:
+            assert [tuple(r) for r in conn.execute(sa.select(pairs))] == [("x", 1, "one")]

@@ -284,8 +284,8 @@ def test_integers_past_pythons_text_limit_are_refused_naming_the_column(
                     tx.upsert(table, {"id": 1, column: value})
                 assert str(refused.value).startswith(f"wide_text_limit.{column} cannot hold ")
                 assert len(str(refused.value)) < 400
-            with pytest.raises(UnstorableValueError, match=r"^wide_text_limit\.id cannot hold"):
-                tx.get(table, long_text)
+            # A key no row of the column can have finds none (the upsert refuses it).
+            assert tx.get(table, long_text) is None
             tx.upsert(table, {"id": " 0042 ", "count": "0" * 5000 + "7"})
             assert tx.get(table, 42) == {"id": 42, "count": 7, "note": None}
     finally:
