@@ -24,6 +24,7 @@ from projections.api import Event, Projection, Tx, UnstorableValueError, on
 from projections.replay import Replayer, ReplayOptions
 from projections.sql_tx import SqlTx
 from projections.sql_writes import RefusedWrite
+from tests.batch_value_helpers import outcomes
 from tests.projection_fixtures import engine_on, log_events
 
 metadata = sa.MetaData()
@@ -457,30 +458,17 @@ def _differences(
     engine: sa.Engine, table: sa.Table, values: list[Any]
 ) -> tuple[list[Any], set[tuple[str, int]]]:
     """What a batch reads of each value in each column and a later batch reads otherwise
-    (or cannot read), and the (column, index) the upsert refused naming the column."""
+    (or cannot read), and the (column, index) the upsert refused naming the column. Each row
+    is written whole (its other columns NULL): the batch reads it from memory, not from the
+    database after a flush."""
     differ, refused = [], set()
     for column in [c.name for c in table.columns if c.name != "id"]:
-        for n, value in enumerate(values):
-            key = f"{column}-{n}"
-            try:
-                with engine.begin() as conn:
-                    tx = SqlTx(conn, {table: table})
-                    tx.upsert(table, {"id": key, column: value})
-                    in_batch = tx.get(table, key)
-                    tx.flush()
-            except UnstorableValueError as exc:
-                assert str(exc).startswith(f"{table.name}.{column} cannot hold ")
+        for n, found in enumerate(outcomes(engine, table, column, values)):
+            if found.refused is not None:
+                assert found.refused.startswith(f"{table.name}.{column} cannot hold ")
                 refused.add((column, n))
-                continue
-            try:
-                with engine.begin() as conn:
-                    later = SqlTx(conn, {table: table}).get(table, key)
-            except RefusedWrite as exc:
-                differ.append((column, value, "unreadable", str(exc)[:120]))
-                continue
-            assert in_batch is not None and later is not None
-            if repr(in_batch[column]) != repr(later[column]):
-                differ.append((column, value, in_batch[column], later[column]))
+            elif not found.same:
+                differ.append((column, found.value, found.failed or (found.in_batch, found.later)))
     return differ, refused
 
 
