@@ -1,6 +1,6 @@
 """Values of text, boolean, datetime and JSON columns as a store keeps them.
 
-The companion of :mod:`projections.sql_values` (numbers) for the other column types: what a
+The companion of :mod:`projections.sql_number_values` for the other column types: what a
 later batch reads back of a value a handler wrote, observed on PostgreSQL (through psycopg,
 in the session's time zone) and SQLite (through SQLAlchemy's processors), and checked by
 ``tests/test_batch_values.py``:

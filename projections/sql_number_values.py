@@ -1,0 +1,354 @@
+"""Numbers as a store keeps them: the converters :mod:`projections.sql_values` gives number
+columns (and PostgreSQL arrays of them), so a handler reads in its batch what a later batch
+reads back.
+
+The conversions follow what PostgreSQL (through psycopg) and SQLite (through SQLAlchemy's
+processors) were observed to return (``tests/test_batch_values.py`` checks each against the
+database):
+
+- PostgreSQL ``NUMERIC(p, s)``: rounded to ``s`` places, half away from zero (``NUMERIC(p)``
+  is scale 0); a float is first taken with 15 significant digits (``float8_numeric``). A
+  value needing more than ``p - s`` digits before the point once rounded is refused
+  ("numeric field overflow"), as is a boolean (into any number column but ``INTEGER``).
+- PostgreSQL integers: a float rounds half to even (``rint``), a ``Decimal`` half away from
+  zero, a string of digits is parsed.
+- SQLite ``NUMERIC``: SQLAlchemy binds a float and reads ``Decimal("%.<scale>f" % value)``
+  (scale 10 when the type has none); the column's affinity keeps integral values as integers.
+- SQLite integers: an integral float or a numeric string becomes an integer; other values
+  are kept as they are (SQLite's type affinity). A ``Decimal``, which the driver cannot
+  bind, becomes an integer as on PostgreSQL (half away from zero); NaN or infinity is
+  refused naming the column (:class:`~projections.api.UnstorableValueError`).
+- Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
+  nearest single-precision value, printed shortest).
+
+A value a converter does not know is left as it is (the flush stores or refuses it); one no
+column keeps as written is refused (:class:`~projections.sql_limits.Unstorable`), naming the
+column where :mod:`projections.sql_values` turns it into an error.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from projections.sql_limits import Unstorable, UnstorableWide
+from projections.sql_other_values import SQLITE_NAN, Converter
+
+__all__ = ["postgresql_number", "sqlite_integer", "sqlite_number"]
+
+_NONE = type(None)
+_INT64 = 2**63
+_PG_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
+_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+# What numeric_in and float8in also read (any case): NaN, infinities.
+_SPECIAL = re.compile(r"\s*(nan|[+-]?inf(inity)?)\s*", re.ASCII | re.IGNORECASE)
+_NAN = Decimal("NaN")
+_NO_INTEGER = "an integer column holds no NaN or infinity"
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+def postgresql_number(
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
+) -> tuple[Converter, frozenset[type]] | None:
+    if isinstance(column_type, sa.Float):
+        sql = column_type.compile(dialect=dialect).upper()
+        single = sql == "REAL" or (
+            sql.startswith("FLOAT(")
+            and column_type.precision is not None
+            and column_type.precision <= 24
+        )
+        to_float = _pg_real if single else _pg_double
+        if column_type.asdecimal:
+            scale = column_type._effective_decimal_return_scale
+            return _then(to_float, float, _decimal_places(scale)), frozenset({_NONE})
+        return to_float, frozenset({_NONE} if single else {float, _NONE})
+    if isinstance(column_type, sa.Numeric):
+        scale = column_type.scale
+        if scale is None and column_type.precision is not None:
+            scale = 0  # NUMERIC(p) is NUMERIC(p, 0)
+        to_decimal = _pg_numeric(scale, column_type.precision)
+        if not column_type.asdecimal:
+            return _then(to_decimal, Decimal, float), frozenset({_NONE})
+        return to_decimal, frozenset({_NONE})
+    if isinstance(column_type, sa.Integer):
+        # PostgreSQL casts a boolean to INTEGER (int4) on assignment, to no other integer.
+        if column_type.compile(dialect=dialect).upper() == "INTEGER":
+            return _pg_int4, frozenset({int, _NONE})
+        return _pg_bigint, frozenset({int, _NONE})
+    return None
+
+
+def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
+    """``NUMERIC(precision, scale)`` (``precision`` given: no infinity, and at most
+    ``precision - scale`` digits before the point once rounded, else "numeric field
+    overflow")."""
+    exponent = None if scale is None else Decimal(1).scaleb(-scale)
+    limit = None if precision is None else Decimal(1).scaleb(precision - (scale or 0))
+    # A Decimal already at the scale fits when it has fewer digits before the point.
+    digits = MAX_EMAX if precision is None else precision - (scale or 0)
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if (
+            kind is Decimal
+            and exponent is not None
+            and value.same_quantum(exponent)  # finite, at the scale
+            and value.adjusted() < digits
+            and (value or not value.is_signed())  # no negative zero
+        ):
+            return value
+        try:
+            if kind is Decimal:
+                number = value
+            elif kind is int:
+                number = Decimal(value)
+            elif kind is float:
+                if not math.isfinite(value):
+                    number = Decimal(value)
+                else:
+                    number = Decimal(f"{value:.15g}")  # float8_numeric: DBL_DIG digits
+            elif kind is str and (_NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value)):
+                number = Decimal(value.strip())
+            elif kind is bool:
+                raise Unstorable(_NO_BOOLEAN_NUMBER)
+            else:
+                return value
+            if number.is_nan():
+                return value if number.is_snan() else _NAN
+            if number.is_infinite():
+                if limit is not None:
+                    raise Unstorable("a NUMERIC(p, s) column holds no infinity")
+                return number
+            # copy_abs: exact, where abs() rounds to the thread's context (28 digits).
+            if limit is not None and number.copy_abs() >= limit:  # before rounding
+                _overflow(precision, scale)
+            if exponent is not None:
+                number = number.quantize(exponent, ROUND_HALF_UP, _WIDE)
+            elif number.as_tuple().exponent > 0:  # type: ignore[operator]
+                number = number.quantize(1, context=_WIDE)  # PostgreSQL writes 1E+2 as 100
+            if limit is not None and number.copy_abs() >= limit:  # 99.995 is 100.00
+                _overflow(precision, scale)
+        except (InvalidOperation, ValueError):
+            return value
+        return number if number else number.copy_abs()  # no negative zero
+
+    return convert
+
+
+def _overflow(precision: int | None, scale: int | None) -> NoReturn:
+    digits = (precision or 0) - (scale or 0)
+    raise Unstorable(
+        f"numeric field overflow: a NUMERIC({precision}, {scale or 0}) column holds less than "
+        f"10^{digits} in magnitude once rounded to {scale or 0} places"
+    )
+
+
+# Wide enough for any NUMERIC(p, s) (p at most 1000) and PostgreSQL's unbounded numeric.
+_WIDE = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+_NO_BOOLEAN_NUMBER = "PostgreSQL casts no boolean to a number column: write 1 or 0"
+_NO_INTEGER_TEXT = "PostgreSQL reads no integer from this text (write the number, rounded)"
+
+
+_FAR_PAST_64_BITS = 100  # an exponent from which no integer column could hold the value
+
+
+def _decimal_integer(value: Decimal) -> int:
+    """``value`` rounded half away from zero, as PostgreSQL rounds it into an integer column;
+    refused before it is written out as an ``int`` when far past what any integer column holds
+    (a Decimal of exponent 3,000,000 takes minutes to write out); nearer ones are refused by
+    the column's bounds, naming the integer."""
+    if value.adjusted() >= _FAR_PAST_64_BITS:
+        raise UnstorableWide("it is past 64 bits: no integer column holds it")
+    return int(value.to_integral_value(ROUND_HALF_UP))
+
+
+def _pg_integer(value: Any) -> Any:
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):
+            raise Unstorable(_NO_INTEGER)
+        return round(value)  # rint: half to even
+    if kind is Decimal:
+        if not value.is_finite():
+            raise Unstorable(_NO_INTEGER)
+        return _decimal_integer(value)
+    if kind is str:
+        if _PG_INTEGER.fullmatch(value):
+            return _integer_text(value)
+        if _NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value):
+            raise Unstorable(_NO_INTEGER_TEXT)
+    return value
+
+
+def _integer_text(text: str) -> int:
+    """The integer of ``text`` (digits, a sign, blanks: as ``int8in`` reads it); refused when
+    far past 64 bits, before Python reads it (at most 4,300 digits: a ValueError); nearer ones
+    are refused by the column's bounds, naming the integer."""
+    text = text.strip()
+    sign = "-" if text[0] == "-" else ""
+    digits = text.lstrip("+-").lstrip("0")
+    if len(digits) > _FAR_PAST_64_BITS:
+        raise UnstorableWide("it is past 64 bits: no integer column holds it")
+    return int(sign + (digits or "0"))
+
+
+def _pg_bigint(value: Any) -> Any:
+    """BIGINT and SMALLINT: PostgreSQL casts a boolean to ``INTEGER`` only."""
+    if type(value) is bool:
+        raise Unstorable(_NO_BOOLEAN_NUMBER)
+    return _pg_integer(value)
+
+
+def _pg_int4(value: Any) -> Any:
+    return int(value) if type(value) is bool else _pg_integer(value)
+
+
+def _pg_double(value: Any) -> Any:
+    kind = type(value)
+    if kind is bool:
+        raise Unstorable(_NO_BOOLEAN_NUMBER)
+    if (
+        kind is int
+        or kind is Decimal
+        or (kind is str and (_NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value)))
+    ):
+        try:
+            return float(value)
+        except (OverflowError, ValueError):
+            return value
+    return value
+
+
+def _pg_real(value: Any) -> Any:
+    """The nearest single-precision value, as PostgreSQL prints it (shortest digits)."""
+    number = _pg_double(value)
+    if type(number) is not float:
+        return value
+    if not math.isfinite(number):
+        return number
+    try:
+        single = _SINGLE.unpack(_SINGLE.pack(number))[0]
+    except (OverflowError, struct.error):
+        return value
+    for digits in range(1, 10):
+        shortest = float(f"{single:.{digits}g}")
+        if _SINGLE.unpack(_SINGLE.pack(shortest))[0] == single:
+            return shortest
+    return single
+
+
+_SINGLE = struct.Struct("f")
+
+
+# -- SQLite ----------------------------------------------------------------------------
+
+
+def sqlite_number(
+    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
+) -> tuple[Converter, frozenset[type]] | None:
+    if isinstance(column_type, sa.Numeric | sa.Float):  # SQLAlchemy binds a float
+        impl = column_type.dialect_impl(dialect)
+        bind = impl.bind_processor(dialect) or float
+        result = impl.result_processor(dialect, None)
+        # REAL affinity keeps floats; NUMERIC affinity stores an integral float as an integer.
+        real = isinstance(column_type, sa.Float)
+        stored = _sqlite_real if real else _sqlite_integral
+        return _sqlite_bound(bind, stored, result), frozenset({_NONE})
+    if isinstance(column_type, sa.Integer):
+        return _sqlite_integer_column, frozenset({int, _NONE})
+    return None
+
+
+def _sqlite_integer_column(value: Any) -> Any:
+    """INTEGER affinity, and a ``Decimal`` (which the driver cannot bind) as PostgreSQL
+    stores it: rounded half away from zero; NaN or infinity is refused."""
+    if type(value) is not Decimal:
+        return sqlite_integer(value)
+    if not value.is_finite():
+        raise Unstorable(_NO_INTEGER)
+    return _decimal_integer(value)
+
+
+def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) -> Converter:
+    def convert(value: Any) -> Any:
+        try:
+            number = bind(value)
+        except (TypeError, ValueError, OverflowError):
+            return value  # the flush refuses it
+        if type(number) is not float:
+            return value
+        if number != number:
+            raise Unstorable(SQLITE_NAN)
+        number = stored(number)
+        if result is None:
+            return number
+        number = result(number)
+        # Written again, -0.0 is stored as the integer 0 (read back as 0.00, not -0.00).
+        return number if number else number.copy_abs()
+
+    return convert
+
+
+def _sqlite_real(value: float) -> float:
+    """REAL affinity stores an integral float as an integer: -0.0 is read back as 0.0."""
+    return value if value else 0.0
+
+
+def _sqlite_integral(value: float) -> float | int:
+    if value.is_integer() and -_INT64 <= value < _INT64:
+        return int(value)
+    return value
+
+
+def sqlite_integer(value: Any) -> Any:
+    """INTEGER affinity: an integral float, or a string that reads as a number, is stored
+    as a number (an integer when it is one)."""
+    kind = type(value)
+    if kind is float:
+        if value != value:
+            raise Unstorable(SQLITE_NAN)
+        return _sqlite_integral(value) if math.isfinite(value) else value
+    if kind is bool:
+        return int(value)
+    if kind is str and _NUMBER.fullmatch(value):
+        text = value.strip()
+        if _PG_INTEGER.fullmatch(text):
+            try:
+                number = _integer_text(text)
+            except UnstorableWide:
+                number = float(text)  # stored as REAL, as a number past 64 bits
+                if not math.isfinite(number):
+                    raise
+                return number
+            return number if -_INT64 <= number < _INT64 else float(number)
+        number = float(text)
+        return _sqlite_integral(number) if math.isfinite(number) else number
+    if kind is Decimal and value.is_nan():
+        raise Unstorable(SQLITE_NAN)
+    return value
+
+
+def _then(first: Converter, kind: type, second: Converter) -> Converter:
+    """``first``, then ``second`` when that gave a ``kind`` (else the value is left to the
+    flush)."""
+
+    def convert(value: Any) -> Any:
+        converted = first(value)
+        return second(converted) if type(converted) is kind else converted
+
+    return convert
+
+
+def _decimal_places(scale: int) -> Converter:
+    def convert(value: float) -> Decimal:
+        return Decimal(f"{value:.{scale}f}")
+
+    return convert
