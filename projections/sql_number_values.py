@@ -48,6 +48,13 @@ _PG_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
 _NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
 # What numeric_in and float8in also read (any case): NaN, infinities.
 _SPECIAL = re.compile(r"\s*(nan|[+-]?inf(inity)?)\s*", re.ASCII | re.IGNORECASE)
+# Wider than what any PostgreSQL reads as a number (16 also reads 1_000, 0x1F, 0o17, 0b1):
+# text it does not match is read by none, refused at the upsert.
+_ANY_NUMBER = re.compile(
+    r"\s*[+-]?(0[xob][0-9a-f_]+|[0-9_]*\.?[0-9_]*(e[+-]?[0-9_]+)?)\s*", re.ASCII | re.IGNORECASE
+)
+_NOT_A_NUMBER = "PostgreSQL reads no number from this text (invalid input syntax)"
+_NOT_A_FLOAT = "SQLAlchemy binds a float to this column, and Python reads none from this text"
 _NAN = Decimal("NaN")
 _NO_INTEGER = "an integer column holds no NaN or infinity"
 
@@ -117,6 +124,8 @@ def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
                     number = Decimal(f"{value:.15g}")  # float8_numeric: DBL_DIG digits
             elif kind is str and (_NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value)):
                 number = Decimal(value.strip())
+            elif kind is str and not _ANY_NUMBER.fullmatch(value):
+                raise Unstorable(_NOT_A_NUMBER)
             elif kind is bool:
                 raise Unstorable(_NO_BOOLEAN_NUMBER)
             else:
@@ -185,6 +194,8 @@ def _pg_integer(value: Any) -> Any:
             return _integer_text(value)
         if _NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value):
             raise Unstorable(_NO_INTEGER_TEXT)
+        if not _ANY_NUMBER.fullmatch(value):
+            raise Unstorable(_NOT_A_NUMBER)
     return value
 
 
@@ -281,7 +292,11 @@ def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) 
     def convert(value: Any) -> Any:
         try:
             number = bind(value)
-        except (TypeError, ValueError, OverflowError):
+        except ValueError:
+            if type(value) is str:  # SQLAlchemy's float() of it fails the flush
+                raise Unstorable(_NOT_A_FLOAT) from None
+            return value
+        except (TypeError, OverflowError):
             return value  # the flush refuses it
         if type(number) is not float:
             return value
