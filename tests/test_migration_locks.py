@@ -51,6 +51,20 @@ def _hold(url: str) -> tuple[psycopg.Connection[Any], int]:
     return holder, pid
 
 
+def _upgrading(engine: sa.Engine, **options: Any) -> tuple[Callable[[], None], list[Any]]:
+    """``upgrade(engine, **options)`` to run in a thread, and the list its outcome (the
+    migration or the exception) goes to."""
+    outcome: list[Any] = []
+
+    def migrate() -> None:
+        try:
+            outcome.append(upgrade(engine, **options))
+        except Exception as exc:  # reported by the test
+            outcome.append(exc)
+
+    return migrate, outcome
+
+
 def _waits(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"] == "migration waited for a lock; retrying"]
 
@@ -84,13 +98,7 @@ def test_queries_queued_behind_a_waiting_alter_move_on_and_the_retry_succeeds(
 ) -> None:
     url, engine = at_0003
     holder, _ = _hold(url)
-    outcome: list[Any] = []
-
-    def migrate() -> None:
-        try:
-            outcome.append(upgrade(engine, lock_timeout=1.0, lock_retries=20, retry_backoff=0.1))
-        except Exception as exc:  # reported below
-            outcome.append(exc)
+    migrate, outcome = _upgrading(engine, lock_timeout=1.0, lock_retries=20, retry_backoff=0.1)
 
     watcher = _connect(url, autocommit=True)
     reader = _connect(url, autocommit=True)
@@ -171,13 +179,7 @@ def test_lock_timeout_0_waits_whatever_the_databases_own_lock_timeout(
         admin.execute(f"ALTER DATABASE \"{name}\" SET lock_timeout = '100ms'")
     engine.dispose()  # new sessions take the database's setting
     holder, _ = _hold(url)
-    outcome: list[Any] = []
-
-    def migrate() -> None:
-        try:
-            outcome.append(upgrade(engine, lock_timeout=0, lock_retries=0))
-        except Exception as exc:  # reported below
-            outcome.append(exc)
+    migrate, outcome = _upgrading(engine, lock_timeout=0, lock_retries=0)
 
     watcher = _connect(url, autocommit=True)
     thread = threading.Thread(target=migrate)
@@ -200,13 +202,7 @@ def test_a_deadlock_is_retried_like_a_lock_timeout(at_0003: tuple[str, sa.Engine
     url, engine = at_0003
     holder, pid = _hold(url)
     holder.execute("SET deadlock_timeout = '60s'")  # the migration's check finds the cycle
-    outcome: list[Any] = []
-
-    def migrate() -> None:
-        try:
-            outcome.append(upgrade(engine, lock_timeout=30, lock_retries=1, retry_backoff=0.01))
-        except Exception as exc:  # reported below
-            outcome.append(exc)
+    migrate, outcome = _upgrading(engine, lock_timeout=30, lock_retries=1, retry_backoff=0.01)
 
     watcher = _connect(url, autocommit=True)
     with capture_logs() as logs:
@@ -232,13 +228,7 @@ def test_a_migration_given_up_after_a_deadlock_says_so_not_lock_timeout(
     url, engine = at_0003
     holder, pid = _hold(url)
     holder.execute("SET deadlock_timeout = '60s'")  # the migration's check finds the cycle
-    outcome: list[Any] = []
-
-    def migrate() -> None:
-        try:
-            outcome.append(upgrade(engine, lock_timeout=30, lock_retries=0))
-        except Exception as exc:  # reported below
-            outcome.append(exc)
+    migrate, outcome = _upgrading(engine, lock_timeout=30, lock_retries=0)
 
     watcher = _connect(url, autocommit=True)
     thread = threading.Thread(target=migrate)
