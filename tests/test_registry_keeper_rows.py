@@ -93,7 +93,7 @@ def test_status_and_health_show_a_member_refused_for_a_shared_database_as_a_conf
     assert run_cli(["migrate", "--config", config]).exit_code == 0
     conflict = "pos:acme: conflict: tenant registry 'pos', tenant 'acme': the same database"
 
-    status = run_cli(["status", "--config", config])
+    status = run_cli(["status", "--timeout", "30", "--config", config])
     assert status.exit_code == 2, status.output  # a configuration problem, not unreachable
     assert conflict in " ".join(status.stderr.split()), status.stderr
     sources_table = status.stdout.split("projections")[0]
@@ -101,15 +101,16 @@ def test_status_and_health_show_a_member_refused_for_a_shared_database_as_a_conf
     assert re.search("pos:acme" + marked, sources_table), sources_table
     assert re.search("pos:globex" + marked, sources_table), sources_table
     assert sources_table.count("(conflict)") == 2
-    report = run_cli(["status", "--json", "--config", config])
+    report = run_cli(["status", "--json", "--timeout", "30", "--config", config])
     assert report.exit_code == 2
     sources = {s["source"]: s for s in json.loads(report.stdout)["sources"]}
     assert sources["pos:acme"]["database_conflict"] is True
     assert sources["pos:zeta"]["database_conflict"] is False
     assert sources["pos:zeta"]["error"] is None
 
-    health = run_cli(["health", "--config", config])
-    assert health.exit_code == 1
+    # --timeout 30: the default 1.5 s is taken for unreachable on a loaded machine.
+    health = run_cli(["health", "--timeout", "30", "--config", config])
+    assert health.exit_code == 1, health.output
     assert "source pos:acme: conflict: tenant registry 'pos'" in health.output
     assert "unreachable" not in health.output
 
@@ -118,7 +119,7 @@ def test_status_and_health_show_a_member_refused_for_a_shared_database_as_a_conf
         registry,
         "INSERT INTO tenants VALUES ('deadco', 'postgresql://pos@127.0.0.1:1/pos', true)",
     )
-    status = run_cli(["status", "--config", config])
+    status = run_cli(["status", "--timeout", "30", "--config", config])
     assert status.exit_code == 3, status.output
     assert conflict in " ".join(status.stderr.split())
     assert "pos:deadco: conflict" not in status.stderr
