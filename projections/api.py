@@ -49,6 +49,7 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from outbox.envelope import Envelope
 from outbox.source_groups import group_of
+from projections.hidden_fields import hidden, holds_hidden
 
 P = TypeVar("P")
 
@@ -302,7 +303,10 @@ class Projection:
                     payload = model.model_validate(payload)
             except ValidationError as exc:
                 upcast = payload != envelope.payload
-                raise payload_error(envelope.event_type, model, exc, upcast=upcast) from exc
+                error = payload_error(envelope.event_type, model, exc, upcast=upcast)
+                if holds_hidden(model):  # pydantic's own text shows the values given
+                    raise error from None
+                raise error from exc
         handler.function(self, Event(payload, envelope), tx)
         return True
 
@@ -336,7 +340,8 @@ def payload_error(
     event_type: str, model: type[BaseModel], exc: ValidationError, *, upcast: bool = False
 ) -> PayloadError:
     """The :class:`PayloadError` of a payload ``model`` rejected: each field it rejected
-    with pydantic's message, and the value given (shortened) unless it was missing."""
+    with pydantic's message, and the value given (shortened) unless it was missing or is
+    hidden (:mod:`projections.hidden_fields`: ``SecretStr``, ``Field(repr=False)``)."""
     problems: list[str] = []
     fields: list[str] = []
     for error in exc.errors(include_url=False):
@@ -344,7 +349,9 @@ def payload_error(
         fields.append(field)
         shown_field = field if len(field) <= 80 else field[:79] + "…"  # a long dict key, say
         problem = f"{shown_field}: {error['msg']}"
-        if error["type"] != "missing":
+        if error["type"] != "missing" and hidden(model, error["loc"]):
+            problem += " (value hidden)"
+        elif error["type"] != "missing":
             given = repr(error.get("input"))
             problem += f" (got {given if len(given) <= 40 else given[:39] + '…'})"
         problems.append(problem)

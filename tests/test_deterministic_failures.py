@@ -7,21 +7,23 @@ handler's failure: retried. Live and on every store alike (one engine path)."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
 from outbox.envelope import Envelope
 from outbox.log import EventLog
-from projections.api import Event, PayloadError, Projection, Tx, on, payload_error
+from projections.api import Event, PayloadError, Projection, TenantError, Tx, on, payload_error
 from projections.engine import ProjectionEngine, RetryLater
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.store import Lane, ParkedEvent
+from projections.store_tables import failures, parked_events
 from tests.projection_fixtures import append_tenant_events, engine_on
 
 ATTEMPTS = 5
@@ -314,6 +316,91 @@ def test_a_document_projection_parks_rejected_payloads_and_untenanted_events_at_
     assert "amount: Input should be a valid integer" in parked[1].reason
     assert parked[2].reason.startswith("tenant refused, not retried: TenantError("), parked[2]
     assert "held: an earlier event of this aggregate is parked (bank:1)" == parked[4].reason
+
+
+def test_payload_and_tenant_errors_keep_their_attributes_through_pickle() -> None:
+    """Dramatiq and multiprocessing pickle exceptions: ``fields`` and ``for_good`` (and
+    the message) must come back as they were, not as the constructor's defaults."""
+    with pytest.raises(PayloadError) as rejected:
+        Strict().handle(_envelope({"amount": [1], "schema_version": 2}), None)  # type: ignore[arg-type]
+    tenant = TenantError("another tenant's _id", for_good=False)
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        payload = pickle.loads(pickle.dumps(rejected.value, protocol=protocol))
+        assert type(payload) is PayloadError
+        assert payload.fields == rejected.value.fields == ("amount", "memo")
+        assert str(payload) == str(rejected.value)
+        again = pickle.loads(pickle.dumps(tenant, protocol=protocol))
+        assert (type(again), again.for_good, str(again)) == (TenantError, False, str(tenant))
+        assert pickle.loads(pickle.dumps(TenantError("no tenant"), protocol=protocol)).for_good
+
+
+CARD = "4111111111111111"
+PIN = "pin-9876"
+
+
+class Billing(BaseModel):
+    holder: str
+    pin: str = Field(repr=False)
+
+
+class Charged(BaseModel):
+    amount: int
+    card: SecretStr
+    billing: Billing | None = None
+    tokens: list[SecretStr] = []
+
+
+class Charges(Projection):
+    name = "charges"
+    tables = (entries,)
+    partitions = 1
+
+    @on("bank", "Charged")
+    def charged(self, event: Event[Charged], tx: Tx) -> None:
+        tx.upsert(entries, {"entry": event.aggregate_id, "amount": event.payload.amount})
+
+
+def test_a_rejected_secret_value_is_never_shown_in_a_parked_events_reason(
+    pg_database: Callable[[], str],
+) -> None:
+    """A ``SecretStr`` field, a ``Field(repr=False)`` one (in a nested model), a nested
+    model holding one: the reason names the field, never the value; a plain field's value
+    is still shown. The stored detail (the traceback) does not show it either."""
+    charges = [
+        {"amount": 1, "card": int(CARD)},  # not a string: rejected
+        {"amount": 1, "card": "c", "billing": {"holder": "h", "pin": [PIN]}},
+        {"amount": 1, "card": "c", "billing": f"{PIN}|{CARD}"},  # the model, given text
+        {"amount": 1, "card": "c", "tokens": [CARD, int(CARD)]},
+        {"amount": "lots", "card": CARD},  # another field rejected: the card stays hidden
+    ]
+    with engine_on(pg_database(), [Charges()], max_attempts=ATTEMPTS, retry_backoff=30) as (
+        log,
+        store,
+        engine,
+    ):
+        append_tenant_events(log, [(None, f"a{n}", "Charged", p) for n, p in enumerate(charges)])
+        engine.process(Lane("charges", "bank", 0))
+        parked = _by_position(store.parked("charges"))
+        with log.engine.connect() as conn:
+            stored = [
+                str(value)
+                for table in (parked_events, failures)
+                for row in conn.execute(sa.select(table))
+                for value in row
+            ]
+
+    assert sorted(parked) == [1, 2, 3, 4, 5]
+    reasons = [parked[n].reason for n in range(1, 6)]
+    for reason in reasons:
+        assert reason.startswith("payload rejected, not retried: PayloadError("), reason
+    assert "card: Input should be a valid string (value hidden)" in reasons[0], reasons[0]
+    assert "billing.pin: Input should be a valid string (value hidden)" in reasons[1]
+    assert "billing: Input should be a valid dictionary" in reasons[2], reasons[2]
+    assert "tokens.1: Input should be a valid string (value hidden)" in reasons[3]
+    assert "amount: Input should be a valid integer" in reasons[4] and "'lots'" in reasons[4]
+    assert stored, "nothing stored"
+    for text in stored:
+        assert CARD not in text and PIN not in text and "4111" not in text, text
 
 
 def _envelope(payload: dict[str, Any]) -> Envelope:
