@@ -54,6 +54,10 @@ def table_plan(
             warnings = [f"the rebuild will be refused: {r}" for r in shadow.refusals(conn)]
             kept = shadow.carried(conn) if carried else []
         warnings += _outside_key_warnings(shadow, conn)
+        warnings += [
+            f"{name} is named like a replay leftover but readmodel did not make it: left alone"
+            for name in shadow.lookalikes(conn)
+        ]
     if rebuild:
         tables = [(t.name, s.name) for t, s in shadow.mapping.items()]
     else:

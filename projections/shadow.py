@@ -64,6 +64,7 @@ from projections.shadow_constraints import (
     pg_make_constraint,
 )
 from projections.shadow_keys import OutsideKey, pg_outside_keys
+from projections.shadow_leftovers import pg_marked, warn_lookalikes
 from projections.shadow_names import (
     OLD_SUFFIX,
     PG_NAME_LIMIT,
@@ -330,14 +331,35 @@ class ShadowTables:
         return pg_outside_keys(conn, [table_sql(conn, s) for s in self.mapping.values()])
 
     def leftovers(self, conn: sa.Connection) -> list[str]:
-        """Shadow and old tables a previous (interrupted) replay left behind."""
+        """Shadow and old tables a previous (interrupted) replay left behind: an old table
+        only when it carries readmodel's mark (:mod:`projections.shadow_leftovers`); a
+        table named so without it is left alone, with a warning."""
         inspector = sa.inspect(conn)
         found = []
         for live, shadow in self.mapping.items():
-            for name in (shadow.name, old_name(live.name), *pg_leftover_names(conn, live)):
-                if inspector.has_table(name, schema=live.schema):
-                    found.append(qualified(conn, live, name))
+            if inspector.has_table(shadow.name, schema=live.schema):
+                found.append(qualified(conn, live, shadow.name))
+            olds, lookalikes = self._olds(conn, live)
+            found += olds
+            warn_lookalikes(live, lookalikes)
         return found
+
+    def lookalikes(self, conn: sa.Connection) -> list[str]:
+        """The tables named like old tables that readmodel did not make: left alone."""
+        return [name for live in self.mapping for name in self._olds(conn, live)[1]]
+
+    def _olds(self, conn: sa.Connection, live: sa.Table) -> tuple[list[str], list[str]]:
+        """SQL names of the old tables of ``live`` that replays left, and of the tables named
+        so that readmodel did not make (none on SQLite, where the swap drops them)."""
+        marked: list[str] = []
+        unmarked: list[str] = []
+        if conn.dialect.name != "postgresql":
+            return marked, unmarked
+        for name in (old_name(live.name), *pg_leftover_names(conn, live)):
+            mark = pg_marked(conn, live, name)
+            if mark is not None:
+                (marked if mark else unmarked).append(qualified(conn, live, name))
+        return marked, unmarked
 
 
 def drop_tables(conn: sa.Connection, names: Iterable[str]) -> None:

@@ -14,7 +14,8 @@ emptied (``TRUNCATE`` locks it alone; its hand-made triggers, the live table's, 
 disabled first; not when a publication of all tables or of its schema still covers it), so
 that its foreign keys hold up no delete on the
 tables they reference; a warning names it and the lock it waited for, and the next replay
-or ``readmodel replay PROJECTION --cleanup`` drops it (:func:`drop_leftovers`). When it
+or ``readmodel replay PROJECTION --cleanup`` drops it (:func:`drop_leftovers`), found by the
+mark the swap gave it (:mod:`projections.shadow_leftovers`): never a table merely named so. When it
 cannot either, ``--cleanup`` refuses, naming the holders; a replay goes on: its swap renames
 the old table ``<table>__old_<oid>`` (the name it needs is free again) and drops it after,
 with its own.

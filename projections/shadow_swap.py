@@ -4,8 +4,9 @@ tables hold beside the declared model carried to the new ones.
 
 PostgreSQL: the live tables (and the tables whose foreign keys reference them) are locked,
 then their catalog is read; each live table is renamed ``<table>__old`` (its indexes and
-sequences ``rm_old_<oid>``) and its shadow takes the live name, the shadow's indexes,
-sequences and constraints their live names; the old tables are dropped after commit.
+sequences ``rm_old_<oid>``), marked as readmodel's (:mod:`projections.shadow_leftovers`),
+and its shadow takes the live name, the shadow's indexes, sequences and constraints their
+live names; the old tables are dropped after commit.
 SQLite: the live tables are dropped in the swap itself (see :func:`sqlite_swap`).
 """
 
@@ -32,6 +33,12 @@ from projections.shadow_constraints import (
     pg_restore_referencing,
 )
 from projections.shadow_keys import LateOutsideKeys, OutsideKey
+from projections.shadow_leftovers import (
+    pg_free_leftover_name,
+    pg_mark_leftover,
+    pg_marked,
+    warn_lookalikes,
+)
 from projections.shadow_names import leftover_name, old_name, qualified, table_sql
 from projections.shadow_security import (
     TableState,
@@ -88,11 +95,11 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
             conn.exec_driver_sql(
                 f"ALTER {kind} {qualified(conn, live, name)} RENAME TO {quote(f'rm_old_{oid}')}"
             )
-        old = old_name(live.name)
-        left = pg_rename_leftover(conn, live, old)  # an earlier replay could not drop it
+        old, left = pg_old_name(conn, live)  # an earlier replay could not drop ``left``
         old_tables += [left] if left else []
         pg_leave_publications(conn, live_sql)  # its shadow joins them with its state
         conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
+        pg_mark_leftover(conn, live, old)  # what a later replay or --cleanup may drop
         conn.exec_driver_sql(f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
         for name, kind in pg_dependents(conn, live):
             conn.exec_driver_sql(
@@ -185,18 +192,26 @@ def pg_leave_publications(conn: sa.Connection, table_sql: str) -> None:
         conn.exec_driver_sql(f"ALTER PUBLICATION {quote(str(name))} DROP TABLE {table_sql}")
 
 
-def pg_rename_leftover(conn: sa.Connection, live: sa.Table, old: str) -> str | None:
-    """Rename the old table an earlier replay left under ``old`` (which the swap needs for
-    the live one) to its :func:`leftover_name` (the rename locks it alone); its SQL name."""
+def pg_old_name(conn: sa.Connection, live: sa.Table) -> tuple[str, str | None]:
+    """The name the live table takes as the old one, and the SQL name of the old table an
+    earlier replay left under :func:`old_name`, which needs that name: renamed here to its
+    :func:`leftover_name` (unique by its oid; the rename locks it alone). A table of that
+    name readmodel did not mark (:mod:`projections.shadow_leftovers`) is left alone, with a
+    warning: the live table takes a free leftover name instead."""
+    old = old_name(live.name)
+    marked = pg_marked(conn, live, old)
+    if marked is None:
+        return old, None
     oid = conn.exec_driver_sql(
-        "SELECT to_regclass(%(t)s)::oid", {"t": qualified(conn, live, old)}
-    ).scalar()
-    if oid is None:
-        return None
-    name = leftover_name(live.name, int(oid))
+        "SELECT to_regclass(%(t)s)::oid", {"t": qualified(conn, live, old if marked else live.name)}
+    ).scalar_one()
+    name = pg_free_leftover_name(conn, live, int(oid))
+    if not marked:
+        warn_lookalikes(live, [qualified(conn, live, old)])
+        return name, None
     quote = conn.dialect.identifier_preparer.quote
     conn.exec_driver_sql(f"ALTER TABLE {qualified(conn, live, old)} RENAME TO {quote(name)}")
-    return qualified(conn, live, name)
+    return old, qualified(conn, live, name)
 
 
 _PG_LEFTOVERS = """
@@ -207,7 +222,8 @@ SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 
 
 def pg_leftover_names(conn: sa.Connection, live: sa.Table) -> list[str]:
-    """The old tables of ``live`` that earlier replays left and a swap renamed."""
+    """The tables named like the old tables of ``live`` that earlier replays left and a swap
+    renamed (whether readmodel made them is the mark's to say)."""
     if conn.dialect.name != "postgresql":
         return []
     rows = conn.exec_driver_sql(_PG_LEFTOVERS, {"schema": live.schema}).scalars()

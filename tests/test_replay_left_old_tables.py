@@ -1,13 +1,15 @@
 """An old table whose drop after the swap is blocked (an application's open transaction
 read a table its foreign key references) is left as ``<table>__old``: what the replay does
 to it then must touch nothing outside the projection (its hand-made triggers do not fire,
-it leaves the publications of the live table)."""
+it leaves the publications of the live table). Only tables readmodel marked as its leftovers
+are dropped: a table of the user's that is merely named like one is left alone."""
 
 from __future__ import annotations
 
 import psycopg
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from outbox.errors import StoreError
 from projections import replay
@@ -170,3 +172,61 @@ def _replay_while_accounts_read_again(pg: Pipeline) -> ReplaySummary:
     finally:
         app.rollback()
         app.close()
+
+
+_LOOKALIKES = """
+CREATE TABLE last_deposit__old (note text);
+INSERT INTO last_deposit__old VALUES ('mine');
+CREATE TABLE last_deposit__old_7 (note text);
+INSERT INTO last_deposit__old_7 VALUES ('mine too');
+"""
+
+
+def _lookalikes(pg: Pipeline) -> list[tuple[str, list[tuple[str]]]]:
+    return [
+        (name, query(pg, f"SELECT note FROM {name}"))
+        for name in ("last_deposit__old", "last_deposit__old_7")
+    ]
+
+
+def _warned(logs: list[dict[str, object]], name: str) -> bool:
+    return any(entry["log_level"] == "warning" and name in str(entry) for entry in logs)
+
+
+def test_a_users_tables_named_like_leftovers_survive_a_replay_and_the_cleanup(
+    pg: Pipeline,
+) -> None:
+    """``<table>__old`` and ``<table>__old_<n>`` of the user's (readmodel did not make them):
+    ``--cleanup`` and a replay leave them as they are, each saying so, and the swap still
+    happens, its old table under a free name (dropped after)."""
+    pg.feed("bank", EVENTS)
+    live = query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1")
+    pg.execute(_LOOKALIKES)
+    mine = [("last_deposit__old", [("mine",)]), ("last_deposit__old_7", [("mine too",)])]
+
+    with capture_logs() as cleaning:
+        assert pg.replayer("last_deposit").cleanup() == []
+    with capture_logs() as replaying:
+        summary = pg.replayer("last_deposit").run(ReplayOptions())
+
+    assert _lookalikes(pg) == mine
+    assert summary.left_behind == [], summary
+    assert query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
+    assert {t for t in pg.tables() if "__old" in t} == {name for name, _ in mine}
+    for logs in (cleaning, replaying):
+        for name, _ in mine:
+            assert _warned(logs, name), (name, logs)
+
+
+def test_a_leftover_readmodel_made_is_dropped_beside_a_users_lookalike(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _accounts(pg)
+    _replay_while_accounts_read(pg, monkeypatch)  # leaves its own last_deposit__old
+    pg.execute("CREATE TABLE last_deposit__old_7 (note text)")
+    pg.execute("INSERT INTO last_deposit__old_7 VALUES ('mine too')")
+
+    assert pg.replayer("last_deposit").cleanup() == ["last_deposit__old"]
+
+    assert {t for t in pg.tables() if "__old" in t} == {"last_deposit__old_7"}
+    assert query(pg, "SELECT note FROM last_deposit__old_7") == [("mine too",)]
