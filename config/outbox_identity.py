@@ -4,6 +4,20 @@ The relay's leader lock is per database and table, so two sources (two tenants) 
 same outbox would each take whatever rows they claim first, under their own name and
 tenant. The identity compares where the rows are (engine, host, port, database, schema,
 table) after normalising what the DSN may spell differently; never the user or password.
+
+Where is read from what the driver will be given (SQLAlchemy's connect arguments), so the
+libpq forms count: ``?dbname=`` (over the path), ``?host=``/``?port=``, and a
+``search_path`` set in ``?options=-csearch_path=...``: an unqualified outbox table is the
+one in that schema, so two tenants of one database in two schemas are two outboxes.
+
+A URL cannot prove that a Unix socket and a TCP address reach one server (only the server
+could say, e.g. by ``pg_control_system()``): a socket (PostgreSQL: any directory, or none
+given; MySQL / MariaDB: ``?unix_socket=``) is taken as the loopback address with the
+URL's port, so it conflicts with ``127.0.0.1``/``localhost`` on that port. Two local
+servers on one port (one socket-only) would be refused as one, aloud; the reverse mistake
+would mix two tenants' rows. Not seen either: two host names of one machine, ``"$user"``
+in a search path (skipped, as the default path is read as ``public``), and ``PGHOST`` /
+``PGPORT`` / ``PGOPTIONS`` set outside the DSN.
 """
 
 from __future__ import annotations
@@ -14,7 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import unquote
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mongodb": 27017}
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
@@ -33,21 +47,65 @@ def outbox_identity(settings: Any) -> tuple[str, ...]:
         if path != ":memory:":
             path = os.path.realpath(path)
         return (kind, path, settings.schema_name or "main", settings.table)
-    query_host = parsed.query.get("host")
-    host = parsed.host or (query_host if isinstance(query_host, str) else "") or "localhost"
-    database = parsed.database or parsed.username or ""
-    if kind == "mysql":
-        schema = settings.schema_name or database
-    else:
-        schema = settings.schema_name or "public"
-    return (
+    args = _connect_args(parsed)
+    if kind == "mysql":  # ?unix_socket=: the local server (its path tells no port)
+        database = str(args.get("database") or args.get("db") or parsed.database or "")
+        host = (
+            "127.0.0.1" if args.get("unix_socket") else _host(str(args.get("host") or "localhost"))
+        )
+        port = str(args.get("port") or _DEFAULT_PORTS["mysql"])
+        return (kind, host, port, database, settings.schema_name or database, settings.table)
+    user = str(args.get("user") or parsed.username or "")
+    return (  # PostgreSQL (the URL was checked: no other engine)
         kind,
-        _host(host),
-        str(parsed.port or _DEFAULT_PORTS.get(kind, 0)),
-        database,
-        schema,
+        ",".join(_pg_host(h) for h in str(args.get("host") or "").split(",")),
+        str(args.get("port") or _DEFAULT_PORTS["postgresql"]),
+        str(args.get("dbname") or user),
+        settings.schema_name or _search_path_schema(str(args.get("options") or "")) or "public",
         settings.table,
     )
+
+
+def _connect_args(parsed: URL) -> dict[str, Any]:
+    """The keyword arguments the driver will be given (query parameters included), or the
+    URL's own parts when its dialect cannot say."""
+    if "+" not in parsed.drivername:
+        driver = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql"}
+        backend = parsed.get_backend_name()
+        if backend in driver:
+            parsed = parsed.set(drivername=f"{backend}+{driver[backend]}")
+    try:
+        dialect = parsed.get_dialect()()
+        return dict(dialect.create_connect_args(parsed)[1])
+    except Exception:  # a driver this machine lacks: the URL as written
+        query = {k: v for k, v in parsed.query.items() if isinstance(v, str)}
+        return {"host": parsed.host, "port": parsed.port, "user": parsed.username, **query}
+
+
+def _pg_host(host: str) -> str:
+    """A libpq host; a Unix socket (a directory, or none given: the default one) as the
+    loopback address: its file is named by the port, so with the port it is taken to be
+    the local server listening there (a false conflict is refused aloud, a missed one would
+    mix two tenants' rows)."""
+    host = host.strip()
+    return "127.0.0.1" if not host or host.startswith("/") else _host(host)
+
+
+def _search_path_schema(options: str) -> str:
+    """The first schema of a ``search_path`` set in libpq ``options`` (``-c search_path=a``,
+    ``-csearch_path=a``, ``--search_path=a``), ``""`` when none is set."""
+    found = ""
+    for arg in re.findall(r"(?:\\.|[^\s])+", options.replace("-c ", "-c")):
+        arg = re.sub(r"\\(.)", r"\1", arg)
+        setting = arg.removeprefix("--") if arg.startswith("--") else arg.removeprefix("-c")
+        name, equals, value = setting.partition("=")
+        if equals and name.strip().lower().replace("-", "_") == "search_path":
+            found = value
+    for schema in found.split(","):
+        schema = schema.strip()
+        if schema and schema != '"$user"' and schema != "$user":
+            return schema[1:-1].replace('""', '"') if schema.startswith('"') else schema.lower()
+    return ""
 
 
 def _mongo_identity(url: str, collection: str) -> tuple[str, ...]:

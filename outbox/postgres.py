@@ -21,30 +21,42 @@ from outbox.ddl import OutboxTypes, create_table
 from outbox.source import SqlOutboxSource, bounded_connect
 
 NOTIFY_CHANNEL = "readmodel_outbox"
+_FOUND_IN = sa.text(  # the schema of the table an unqualified name finds (search_path)
+    "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.oid = to_regclass(quote_ident(:t))"
+)
 
 
 class PostgresOutboxSource(SqlOutboxSource):
     def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
         super().__init__(name, settings, engine=engine)
         self._listener: psycopg.Connection[Any] | None = None
+        self._leader_key = 0  # the advisory lock taken when leading (see _lock_key)
         self._claim_sql: dict[bool, str] = {}
         sa.event.listen(self.engine, "connect", _load_as_text)
 
-    def _lock_key(self) -> int:
-        identity = f"readmodel-relay:{self.settings.schema_name or 'public'}.{self.settings.table}"
+    def _lock_key(self, conn: sa.Connection) -> int:
+        """Per database (the server scopes advisory locks) and outbox table: an unqualified
+        table by the schema the search path finds it in (a DSN's ``options`` may set it, as
+        :mod:`config.outbox_identity` reads it), so tenants in two schemas both lead."""
+        schema = self.settings.schema_name
+        if not schema:
+            schema = conn.execute(_FOUND_IN, {"t": self.settings.table}).scalar() or "public"
+        identity = f"readmodel-relay:{schema}.{self.settings.table}"
         return int.from_bytes(
             hashlib.blake2b(identity.encode(), digest_size=8).digest(), "big", signed=True
         )
 
     def _acquire_leader_lock(self, conn: sa.Connection) -> bool:
+        self._leader_key = self._lock_key(conn)
         return bool(
             conn.execute(
-                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._lock_key()}
+                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._leader_key}
             ).scalar()
         )
 
     def _release_leader_lock(self, conn: sa.Connection) -> None:
-        conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._lock_key()})
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._leader_key})
 
     def _positions_filter(self, column: Any, positions: list[Any]) -> sa.ColumnElement[bool]:
         return column == sa.any_(sa.bindparam("positions", positions, type_=ARRAY(BIGINT)))
