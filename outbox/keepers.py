@@ -8,13 +8,14 @@ events of all (a split history), the one appended for most recently, the one rel
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from outbox.db import describe_db_error
+from outbox.db import create_engine, describe_db_error
 from outbox.errors import SourceError
 from outbox.schema import log_heads
 
@@ -56,3 +57,34 @@ def split_note(names: list[str]) -> str:
         f"; the event log has events of both {' and '.join(names)}: one aggregate's "
         f"events may be split between them (see README, A tenant registry)"
     )
+
+
+class StoreAppends:
+    """:func:`last_appends` of the event log in the store at ``url``, read once when first
+    asked (``outbox init``: a registry's rows naming one database), or ``{}`` when it cannot
+    be read, saying why in :attr:`unreadable`: then no member keeps a shared database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.unreadable: str | None = None
+        self._appends: dict[str, datetime | None] | None = None
+
+    def __call__(self) -> Appends:
+        if self._appends is None:
+            self._appends = self._read()
+        return self._appends
+
+    def _read(self) -> dict[str, datetime | None]:
+        url = sa.make_url(self.url)
+        if url.get_backend_name() == "sqlite" and not os.path.exists(url.database or ""):
+            self.unreadable = "the event log cannot be read: its store has no database file"
+            return {}
+        bounded = {} if url.get_backend_name() == "sqlite" else {"connect_timeout": 5}
+        engine = create_engine(self.url, **({"connect_args": bounded} if bounded else {}))
+        try:
+            return last_appends(engine)
+        except EventLogUnreadable as exc:
+            self.unreadable = str(exc)
+            return {}
+        finally:
+            engine.dispose()

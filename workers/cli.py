@@ -322,7 +322,7 @@ def outbox_init(
     from outbox.sources import open_source, source_failure
 
     settings = load(config, log_level="warning")
-    targets = _outbox_sources(settings, source)
+    targets, refused = _outbox_sources(settings, source)
     unreachable = 0
     for name, source_settings in targets.items():
         # One tenant database down, or a DSN that cannot be opened, does not stop the others'.
@@ -349,6 +349,8 @@ def outbox_init(
         out.print(f"{name}: outbox table {source_settings.table!r} is ready")
     if unreachable:
         raise typer.Exit(EXIT_UNREACHABLE)
+    if refused:  # rows naming a database another row keeps (or one the log cannot settle)
+        raise typer.Exit(EXIT_CONFIG)
 
 
 def _unexpected(exc: BaseException) -> bool:
@@ -364,32 +366,47 @@ def _reraise(exc: BaseException) -> None:
     raise exc
 
 
-def _outbox_sources(settings: Settings, source: str) -> dict[str, Any]:
-    """``source`` from the config, or the members of a tenant registry it names."""
+def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], bool]:
+    """``source`` from the config, or the members of a tenant registry it names; and whether
+    a row was refused for naming another row's database. Of such rows the one the event log
+    has events of is kept, as the relay keeps it (both refused when it has none, or cannot
+    be read)."""
+    from outbox.keepers import StoreAppends
     from outbox.source_groups import group_of
     from outbox.tenant_registry import TenantRegistry
 
     if source in settings.sources:
-        return {source: settings.sources[source]}
+        return {source: settings.sources[source]}, False
     group = source if source in settings.tenants else group_of(source)
     if group not in settings.tenants:
         known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
         raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
     registry = TenantRegistry(group, settings.tenants[group], settings.sources)
+    appends = StoreAppends(settings.store.url)
     try:
-        members = guarded(registry.read)
+        members = guarded(registry.read, appends)
     finally:
         registry.close()
     for problem in members.problems:
         err.print(f"[red]{escape(str(problem))}[/]", highlight=False, soft_wrap=True)
+    refused = any(p.conflict for p in members.problems)
+    if refused and appends.unreadable:
+        err.print(
+            f"[red]{escape(appends.unreadable)}: which row keeps a database two rows name "
+            f"(the one the event log has events of, as the relay decides) is not known, so "
+            f"both are refused; make the store reachable and run readmodel migrate, or give "
+            f"each tenant a database of its own[/]",
+            highlight=False,
+            soft_wrap=True,
+        )
     if source == group:
-        return members.sources
+        return members.sources, refused
     if source not in members.sources:
         listed = ", ".join(members.sources) or "none"
         raise fail(
             f"tenant registry {group!r} lists no {source!r} (it lists: {listed})", EXIT_FAILURE
         )
-    return {source: members.sources[source]}
+    return {source: members.sources[source]}, False
 
 
 @app.command()
