@@ -153,3 +153,25 @@ def test_tenants_in_two_schemas_of_one_database_are_two_outboxes(
     finally:
         for source in sources:
             source.close()
+
+
+def test_mysql_database_in_the_query_and_a_unix_socket(
+    pg_database: Callable[[], str], mysql_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, registry = pg_database(), pg_database()
+    shared, zeta = mysql_database(), mysql_database()
+    tcp = sa.make_url(shared)
+    server = f"mysql://{tcp.username}@{tcp.host}:{tcp.port}"
+    make_registry(
+        registry,
+        {
+            "acme": shared,
+            "globex": f"{server}/?database={_name(shared)}",  # the same database as acme's
+            # The local server through its socket: zeta's database, no other.
+            "zeta": f"mysql://{tcp.username}@localhost/?database={_name(zeta)}"
+            "&unix_socket=/run/mysqld/mysqld.sock",
+        },
+    )
+    members, problems = _read(registry, tmp_path, store)
+    assert members == ["pos:zeta"]
+    assert f"tenant 'acme': {SAME} tenant 'globex'" in " ".join(problems)
