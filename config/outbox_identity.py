@@ -32,6 +32,7 @@ from sqlalchemy.engine import URL, make_url
 
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mongodb": 27017}
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+_DIALECTS: dict[str, Any] = {}
 
 
 def outbox_identity(settings: Any) -> tuple[str, ...]:
@@ -75,11 +76,17 @@ def _connect_args(parsed: URL) -> dict[str, Any]:
         if backend in driver:
             parsed = parsed.set(drivername=f"{backend}+{driver[backend]}")
     try:
-        dialect = parsed.get_dialect()()
-        return dict(dialect.create_connect_args(parsed)[1])
+        return dict(_dialect(parsed.drivername, parsed).create_connect_args(parsed)[1])
     except Exception:  # a driver this machine lacks: the URL as written
         query = {k: v for k, v in parsed.query.items() if isinstance(v, str)}
         return {"host": parsed.host, "port": parsed.port, "user": parsed.username, **query}
+
+
+def _dialect(drivername: str, parsed: URL) -> Any:
+    """A dialect of ``drivername``, made once (a registry of many rows asks for each)."""
+    if drivername not in _DIALECTS:
+        _DIALECTS[drivername] = parsed.get_dialect()()
+    return _DIALECTS[drivername]
 
 
 def _pg_host(host: str) -> str:
