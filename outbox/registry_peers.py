@@ -10,8 +10,10 @@ import sqlalchemy as sa
 import structlog
 
 from config import Settings
+from outbox import registry_reads
 from outbox.keepers import last_appends
 from outbox.registry_overlaps import settle, split_histories
+from outbox.registry_reads import GIVEN_UP, given_up_error
 from outbox.tenant_registry import Members, TenantRegistry, registries
 
 logger = structlog.get_logger("readmodel.relay")
@@ -20,11 +22,6 @@ PEER_WAIT = 2.0
 """Seconds a running relay's refresh waits for the other registries' readings: one that
 does not answer by then is read on in the background, and the refresh goes on with what
 is known of it."""
-READ_BOUND = 30.0
-"""Seconds a peer registry's read may take: its connect (5 s) and query (10 s) timeouts end
-it well before; one still going is stuck where they do not reach (a TCP stall mid-query,
-which the server's statement timeout cannot answer). It is given up with a warning and the
-registry is read again, on a new connection."""
 _BACKOFF_MAX = 300.0  # seconds between tries of a registry that keeps failing
 
 
@@ -53,25 +50,26 @@ class Peers:
     A peer's reading is reused for its ``refresh``; the peers are read side by side, each in
     a thread of its own, and a refresh waits for the reads it started :data:`PEER_WAIT`
     seconds at most (``relay --once``: until they end, at most ``read_bound``; a read still
-    going at the next refresh is not waited for again). A read going past ``read_bound``
-    (:data:`READ_BOUND`) is given up with a warning and the registry read again at once on
-    a new connection (after a back-off if the read before failed too). A peer that cannot be
-    read is tried again after a back-off (twice its ``refresh``, doubling, at most 5
-    minutes), and checked against meanwhile with the members it listed last. Readings carry
-    their start: an older one ending after a newer one (a registry's own relay reads it too)
-    is not kept. While one's reading is not current (never read, its last read failed, or a
-    read is still going after the wait), the members the log has no events of wait
-    (:func:`settle`).
+    going at the next refresh is not waited for again; ``relay --once`` gives up one still
+    going then). A read going past ``read_bound`` (:data:`~outbox.registry_reads.READ_BOUND`)
+    is given up with a warning and ended (its connection shut down), and the registry read
+    again at once on a new connection (after a back-off if the read before failed too). A
+    peer that cannot be read is tried again after a back-off (twice its ``refresh``,
+    doubling, at most 5 minutes), and checked against meanwhile with the members it listed
+    last. Readings carry their start: an older one ending after a newer one (a registry's
+    own relay reads it too) is not kept. While one's reading is not current (never read, its
+    last read failed, or a read is still going after the wait), the members the log has no
+    events of wait (:func:`settle`).
     """
 
     def __init__(
-        self, settings: Settings, log_engine: sa.Engine, *, read_bound: float = READ_BOUND
+        self, settings: Settings, log_engine: sa.Engine, *, read_bound: float | None = None
     ) -> None:
         self._peers = {r.group: _Peer(r) for r in registries(settings)}
         self._lock = threading.Lock()
         self._splits: set[tuple[str, ...]] = set()  # logged
         self._log_engine = log_engine
-        self._read_bound = read_bound
+        self._read_bound = registry_reads.READ_BOUND if read_bound is None else read_bound
 
     def settle(self, members: Members, wait: float | None = PEER_WAIT) -> Members:
         """``members`` (one registry's reading now) less those another registry's keep, and
@@ -86,6 +84,9 @@ class Peers:
         deadline = time.monotonic() + (self._read_bound if wait is None else wait)
         for done in pending:
             done.wait(max(0.0, deadline - time.monotonic()))
+        if wait is None:  # relay --once: a read still going is given up (no refresh follows)
+            for other in others:
+                self._give_up_if_going(other)
         readings = {group: members}
         unread: dict[str, str] = {}
         with self._lock:
@@ -135,23 +136,32 @@ class Peers:
             return None
         return done
 
+    def _give_up_if_going(self, group: str) -> None:
+        peer = self._peers[group]
+        with self._lock:
+            if peer.done.is_set():
+                return
+            warning = self._give_up(peer, time.monotonic())
+        logger.warning(warning[0], **warning[1])
+
     def _give_up(self, peer: _Peer, now: float) -> tuple[str, dict[str, str]]:
-        """Give up the read in flight (lock held): a failed read (unless the registry was
-        read since it began), the next read on a new connection, at once unless the read
-        before failed too; the warning to log."""
-        stuck = peer.registry  # its thread closes it, if it ever ends
+        """Give up the read in flight (lock held): ended (its socket shut down: its thread
+        fails and closes it), a failed read (unless the registry was read since it began),
+        the next read on a new connection, at once unless the read before failed too; the
+        warning to log."""
+        stuck = peer.registry
+        stuck.abort()
         peer.registry = TenantRegistry(stuck.group, stuck.settings, stuck.others)
         peer.done = threading.Event()
         peer.done.set()  # no read in flight, as far as the refreshes are concerned
         after = f"{self._read_bound:g}s"
         retry_now = peer.failures == 0
-        error = f"tenant registry {stuck.group!r}: its read gave no answer within {after}"
+        error = given_up_error(stuck.group, self._read_bound)
         self._note_failure(peer, error, peer.read_started)
         if retry_now:
             peer.retry_at = now
         return (
-            "tenant registry read gives no answer; given up, and the registry read again "
-            "on a new connection",
+            GIVEN_UP,
             {
                 "registry": stuck.group,
                 "after": after,

@@ -8,6 +8,9 @@ reported naming the registry and the tenant, never the DSN, and the other rows s
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from outbox.source_groups import NAME, member_source
 
 _CONNECT_TIMEOUT = 5  # seconds: a registry that does not answer keeps the last members
 _QUERY_TIMEOUT = 10.0  # seconds: a query that blocks (a locked table) keeps them too
+_USER_TIMEOUT_MS = 60_000  # data sent and not acknowledged this long: the connection is dead
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +83,11 @@ class TenantRegistry:
         self.others = dict(others or {})
         """The configuration's ``[sources.*]``: a member may not read one of their outboxes."""
         self._engine: sa.Engine | None = None
+        self._sockets: dict[int, socket.socket] = {}
+        """Reads in flight: reading thread -> a duplicate of its connection's socket, for
+        :meth:`abort` to shut down (the duplicate stays this connection's, whatever the
+        driver closes meanwhile)."""
+        self._sockets_lock = threading.Lock()
 
     @property
     def display_url(self) -> str:
@@ -155,11 +164,14 @@ class TenantRegistry:
         return problems
 
     def _rows(self) -> list[tuple[Any, ...]]:
-        if self._engine is None:
-            self._engine = _registry_engine(self.settings.url)
+        with self._sockets_lock:
+            if self._engine is None:
+                self._engine = _registry_engine(self.settings.url)
+                sa.event.listen(self._engine, "checkout", self._tracker(self._engine), insert=True)
+            engine = self._engine
         try:
-            with self._engine.connect() as conn:
-                if self._engine.dialect.name == "postgresql":  # the query's own transaction
+            with engine.connect() as conn:
+                if engine.dialect.name == "postgresql":  # the query's own transaction
                     conn.exec_driver_sql(
                         f"SET LOCAL statement_timeout = {int(_QUERY_TIMEOUT * 1000)}"
                     )
@@ -175,6 +187,42 @@ class TenantRegistry:
             raise SourceError(
                 f"tenant registry {self.group!r} ({where}) cannot be read: {describe_db_error(exc)}"
             ) from exc
+        finally:
+            with self._sockets_lock:
+                tracked = self._sockets.pop(threading.get_ident(), None)
+            if tracked is not None:
+                tracked.close()
+
+    def _tracker(self, engine: sa.Engine) -> Callable[..., None]:
+        """A checkout listener keeping the socket of each connection a read takes (before
+        its ping), and ending at once one taken from an engine :meth:`abort` dropped."""
+
+        def track(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            fileno = _fileno(dbapi_connection)
+            if fileno is None or fileno < 0:
+                return
+            sock = socket.socket(fileno=os.dup(fileno))
+            with self._sockets_lock:
+                old = self._sockets.pop(threading.get_ident(), None)
+                self._sockets[threading.get_ident()] = sock
+                if self._engine is not engine:  # given up meanwhile: this read ends too
+                    _shut(sock)
+            if old is not None:
+                old.close()
+
+        return track
+
+    def abort(self) -> None:
+        """End the reads in flight (a read given up, from another thread): their
+        connections' sockets are shut down, so a read blocked on one (a TCP stall
+        mid-query) fails at once, its thread ends and the connection is discarded; the next
+        read connects anew."""
+        with self._sockets_lock:
+            for sock in self._sockets.values():
+                _shut(sock)
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
 
     def _member(
         self, number: int, row: tuple[Any, ...], seen: dict[str, SourceSettings]
@@ -207,9 +255,10 @@ class TenantRegistry:
             return RegistryProblem(self.group, tenant, f"DSN refused: {reasons}", number)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        with self._sockets_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
 
 
 def member_settings(registry: TenantRegistrySettings, tenant: str, dsn: str) -> SourceSettings:
@@ -231,12 +280,33 @@ def _reason(error: Any) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
 
 
+def _fileno(dbapi_connection: Any) -> int | None:
+    """The socket of a psycopg or PyMySQL connection (None: SQLite, or none open)."""
+    try:
+        if hasattr(dbapi_connection, "pgconn"):  # psycopg
+            return int(dbapi_connection.fileno())
+        sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL
+        return None if sock is None else int(sock.fileno())
+    except Exception:
+        return None
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
 def _registry_engine(url: str) -> sa.Engine:
     """A small pool with bounded connects: an unreachable registry must not stall a refresh."""
     kind = engine_kind(url)
     if kind == "sqlite":
         return create_engine(url)
     connect_args: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT}
+    if kind == "postgresql":  # a peer gone from the network (not a stalled proxy: see abort)
+        connect_args.update(keepalives=1, keepalives_idle=30, keepalives_interval=10)
+        connect_args.update(keepalives_count=3, tcp_user_timeout=_USER_TIMEOUT_MS)
     if kind == "mysql":  # a query that does not answer in time fails the connection
         connect_args["read_timeout"] = max(1, int(_QUERY_TIMEOUT))
     return create_engine(url, pool_size=1, max_overflow=1, connect_args=connect_args)

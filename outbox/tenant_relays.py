@@ -19,12 +19,14 @@ from dataclasses import dataclass, replace
 import structlog
 
 from config import RelaySettings, SourceSettings
+from outbox import registry_reads
 from outbox.db import redact_dsn
 from outbox.errors import SourceError
 from outbox.keepers import EventLogUnreadable, last_appends
 from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin
 from outbox.registry_peers import PEER_WAIT, Peers
+from outbox.registry_reads import read_within
 from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
 from outbox.tenant_registry import Members, TenantRegistry
@@ -57,8 +59,12 @@ class TenantRelays:
         *,
         origin: RuleOrigin | None = None,
         peers: Peers | None = None,
+        read_bound: float | None = None,
     ) -> None:
         self.registry = registry
+        self.read_bound = registry_reads.READ_BOUND if read_bound is None else read_bound
+        """Seconds the registry's read may take: one stuck past it (a TCP stall mid-query)
+        is given up with a warning and ended; the registry is unreadable until the next."""
         self.peers = peers
         """The configuration's other registries: a member reading the outbox of one of their
         members is refused, unless it is the one that keeps it."""
@@ -88,8 +94,8 @@ class TenantRelays:
         """The registry's members now, each bad row logged once (while it stays bad);
         ``peer_wait``: seconds at most for the other registries' readings (``None``: until
         their reads end, at most the peers' read bound). Raises :class:`SourceError` when
-        the registry cannot be read."""
-        members = self.registry.read(lambda: last_appends(self.log.engine))
+        the registry cannot be read, or its read is given up (past :attr:`read_bound`)."""
+        members = read_within(self.registry, lambda: last_appends(self.log.engine), self.read_bound)
         if self.peers is not None:
             members = self.peers.settle(members, peer_wait)
         if self.only is not None:

@@ -1,0 +1,101 @@
+"""A TCP proxy in front of a database that stalls mid-query: it forwards every connection
+until the client sends ``marker`` (a query's text), then forwards nothing more either way,
+while the kernel still ACKs (what keepalives and the server's statement timeout cannot see).
+A client that closes or shuts down its socket ends its connection through the proxy."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+
+class StallProxy:
+    def __init__(self, upstream: tuple[str, int], marker: bytes) -> None:
+        self.upstream = upstream
+        self.marker = marker
+        self.stalling = True
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._lock = threading.Lock()
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._stalled: set[int] = set()  # ids of stalled pairs
+        threading.Thread(target=self._accept, daemon=True, name="stall-proxy").start()
+
+    def url(self, dsn: str) -> str:
+        """``dsn`` pointed at the proxy."""
+        url = sa.make_url(dsn).set(host="127.0.0.1", port=self.port)
+        return url.render_as_string(hide_password=False)
+
+    def live(self) -> int:
+        """Connections through the proxy that neither end has closed."""
+        with self._lock:
+            return len(self._pairs)
+
+    def stalled(self) -> int:
+        with self._lock:
+            return len(self._stalled)
+
+    def close(self) -> None:
+        self._server.close()
+        with self._lock:
+            pairs, self._pairs = self._pairs, []
+        for client, server in pairs:
+            client.close()
+            server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            pair = (client, server)
+            with self._lock:
+                self._pairs.append(pair)
+            for src, dst in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(pair, src, dst), daemon=True).start()
+
+    def _pump(
+        self, pair: tuple[socket.socket, socket.socket], src: socket.socket, dst: socket.socket
+    ) -> None:
+        try:
+            while data := src.recv(65536):
+                with self._lock:
+                    if src is pair[0] and self.stalling and self.marker in data:
+                        self._stalled.add(id(pair))
+                    stalled = id(pair) in self._stalled
+                if not stalled:  # stalled: read on (to see the client go), forward nothing
+                    dst.sendall(data)
+        except OSError:
+            pass
+        with self._lock:
+            if pair in self._pairs:
+                self._pairs.remove(pair)
+            self._stalled.discard(id(pair))
+        for sock in pair:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+@contextmanager
+def stall_proxy(dsn: str, marker: bytes) -> Iterator[StallProxy]:
+    """A :class:`StallProxy` to the server of ``dsn``, closed after."""
+    url = sa.make_url(dsn)
+    proxy = StallProxy((url.host or "127.0.0.1", url.port or 5432), marker)
+    try:
+        yield proxy
+    finally:
+        proxy.close()

@@ -1,0 +1,174 @@
+"""A tenant registry whose connection stalls mid-query (a TCP proxy that stops forwarding,
+while the kernel ACKs: neither the statement timeout nor keepalives see it): its reads, its
+own relay's and its peers', are given up past the read bound, warned about, and ended."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from structlog.testing import capture_logs
+
+import outbox.registry_reads
+from config import load_settings
+from outbox.log import EventLog
+from outbox.registry_peers import Peers
+from outbox.tenant_registry import TenantRegistry
+from outbox.tenant_relays import TenantRelays
+from tests.broker_helpers import wait_until
+from tests.cli_helpers import run_cli
+from tests.stall_proxy_helpers import stall_proxy
+from tests.tenant_fixtures import (
+    REGISTRY_QUERY,
+    init_tenant_outbox,
+    make_registry,
+    record_sales,
+    sales_for,
+    tenant_source,
+)
+from tests.tenant_helpers import config_for, registries_config
+
+MARKER = REGISTRY_QUERY.split(" WHERE")[0].encode()  # the registry's query, not the setup
+
+
+def _threads(prefix: str) -> int:
+    return sum(t.name.startswith(prefix) and t.is_alive() for t in threading.enumerate())
+
+
+def _given_up(logs: list[dict], registry: str) -> list[dict]:
+    return [
+        e
+        for e in logs
+        if e["event"].startswith("tenant registry read gives no answer")
+        and e.get("registry") == registry
+    ]
+
+
+def test_given_up_peer_reads_end_their_threads_and_connections(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, pos, shop, a = (pg_database() for _ in range(4))
+    init_tenant_outbox(a)
+    make_registry(pos, {"a": a})
+    make_registry(shop, {})
+    with stall_proxy(shop, MARKER) as proxy:
+        config = registries_config(tmp_path, store, {"pos": pos, "shop": proxy.url(shop)})
+        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+        settings = load_settings(config)
+        log = EventLog(store)
+        peers = Peers(settings, log.engine, read_bound=0.5)
+        registry = TenantRegistry("pos", settings.tenants["pos"], settings.sources)
+        relays = TenantRelays(registry, log, settings.relay, peers=peers)
+        try:
+            with capture_logs() as logs:
+                deadline = time.monotonic() + 7
+                while time.monotonic() < deadline:
+                    relays.read(peer_wait=0.6)
+            assert len(_given_up(logs, "shop")) >= 3, logs
+            # Each given-up read was ended: its thread and its connection through the
+            # proxy are gone; only the read in flight, if any, is left.
+            assert wait_until(lambda: proxy.live() <= 1 and _threads("peer-shop") <= 1, 5), (
+                proxy.live(),
+                _threads("peer-shop"),
+            )
+        finally:
+            registry.close()
+            log.close()
+
+
+def test_a_running_relays_own_registry_read_is_bounded_warned_and_retried(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, pos, a = (pg_database() for _ in range(3))
+    init_tenant_outbox(a)
+    make_registry(pos, {"a": a})
+    with stall_proxy(pos, MARKER) as proxy:
+        proxy.stalling = False
+        config = config_for(tmp_path, store, proxy.url(pos))
+        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+        settings = load_settings(config)
+        log = EventLog(store)
+        registry = TenantRegistry("pos", settings.tenants["pos"])
+        relays = TenantRelays(registry, log, settings.relay, read_bound=0.5)
+        try:
+            relays.refresh()
+            assert relays.members == ["pos:a"]
+            proxy.stalling = True
+            with capture_logs() as logs:
+                for _ in range(3):  # each refresh ends, warns, and the next reads again
+                    refresh = threading.Thread(target=relays.refresh, daemon=True)
+                    refresh.start()
+                    refresh.join(5)
+                    assert not refresh.is_alive(), "the refresh hangs on the stalled registry"
+            assert len(_given_up(logs, "pos")) == 3, logs
+            unreadable = [e for e in logs if e["event"].startswith("tenant registry unreadable")]
+            assert len(unreadable) == 3 and "no answer" in unreadable[0]["error"], logs
+            assert relays.members == ["pos:a"]  # the members known before run on
+            assert wait_until(lambda: proxy.live() == 0, 5), proxy.live()
+            assert wait_until(lambda: _threads("registry-read-pos") == 0, 5)
+            proxy.stalling = False
+            with capture_logs() as logs:
+                relays.refresh()
+            assert not [e for e in logs if e["log_level"] == "warning"], logs
+        finally:
+            relays.stop_all()
+            registry.close()
+            log.close()
+
+
+def test_relay_once_gives_up_a_stalled_registry_and_relays_the_other_sources(
+    pg_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox.registry_reads, "READ_BOUND", 1.0)  # 30 s
+    store, pos, a, solo = (pg_database() for _ in range(4))
+    init_tenant_outbox(a)
+    init_tenant_outbox(solo)
+    record_sales(solo, sales_for(1, 2))
+    make_registry(pos, {"a": a})
+    with stall_proxy(pos, MARKER) as proxy:
+        other = {"sources": {"solo": tenant_source(solo, "solo")}}
+        config = config_for(tmp_path, store, proxy.url(pos), **other)
+        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+        result: list = []
+        started = time.monotonic()
+        once = threading.Thread(
+            target=lambda: result.append(run_cli(["relay", "--once", "--config", str(config)])),
+            daemon=True,
+        )
+        once.start()
+        once.join(20)
+        assert result, "relay --once never returns while the registry stalls"
+        assert time.monotonic() - started < 15
+        (relayed,) = result
+        assert relayed.exit_code == 3, relayed.output
+        assert "solo: relayed 2" in relayed.output
+        assert "pos: tenant registry 'pos': its read gave no answer within 1s" in relayed.output
+        assert "tenant registry read gives no answer" in relayed.output  # the warning
+        assert wait_until(lambda: proxy.live() == 0, 5), proxy.live()
+
+
+def test_relay_once_gives_up_a_stalled_peer_registry_with_the_warning(
+    pg_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox.registry_reads, "READ_BOUND", 1.0)  # 30 s
+    store, pos, shop, a = (pg_database() for _ in range(4))
+    init_tenant_outbox(a)
+    make_registry(pos, {"a": a})
+    make_registry(shop, {})
+    with stall_proxy(shop, MARKER) as proxy:
+        config = registries_config(tmp_path, store, {"pos": pos, "shop": proxy.url(shop)})
+        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+        relayed = run_cli(["relay", "--once", "--source", "pos", "--config", str(config)])
+        assert relayed.exit_code == 3, relayed.output
+        (warning,) = [
+            line
+            for line in relayed.output.splitlines()
+            if "tenant registry read gives no answer" in line
+        ]
+        assert "shop" in warning and "postgresql://" not in warning
+        waits = "pos:a: tenant registry 'pos', tenant 'a': waits until tenant registry 'shop'"
+        assert waits in relayed.output
+        assert wait_until(lambda: proxy.live() == 0, 5), proxy.live()
