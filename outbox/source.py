@@ -120,7 +120,10 @@ class OutboxSource(ABC):
 
     @property
     def display_url(self) -> str:
-        return redact_dsn(self.settings.url)
+        """The DSN for messages and logs, password masked; a tenant's (a member of a source
+        group) by where it is only, without user or query (tenant credentials are not
+        logged)."""
+        return redact_dsn(self.settings.url, location=group_of(self.name) is not None)
 
 
 def bounded_connect(url: str) -> dict[str, Any]:
