@@ -123,7 +123,9 @@ class TenantRelays:
             self.registry.close()  # read once; a one-shot command keeps no connection open
         results: dict[str, RelayTotals] = {}
         for problem in members.problems:  # reported; the other members are relayed
-            results.setdefault(problem.source, RelayTotals(unlisted=True)).add_error(str(problem))
+            totals = results.setdefault(problem.source, RelayTotals(unlisted=True, refused=True))
+            totals.add_error(str(problem))
+            totals.refused = totals.refused and problem.conflict  # the configuration's to fix
         for name in sorted((self.only or set()) - set(members.sources) - set(results)):
             listed = ", ".join(members.sources) or "none"
             error = f"tenant registry {self.group!r} lists no {name!r} (it lists: {listed})"

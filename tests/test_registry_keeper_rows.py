@@ -2,7 +2,8 @@
 events of keeps relaying it (a mistyped new row does not stop it), the new row is refused
 naming both tenants, the registry and the row; when the log has events of neither, both
 are refused (``tests/test_shared_outboxes.py``). ``status`` and ``health`` show such a
-refusal as a configuration conflict, not as an unreachable database."""
+refusal as a configuration conflict, not as an unreachable database, and ``relay --once``
+and ``run --until-caught-up`` exit 2 for it as ``status`` does."""
 
 from __future__ import annotations
 
@@ -113,6 +114,14 @@ def test_status_and_health_show_a_member_refused_for_a_shared_database_as_a_conf
     assert health.exit_code == 1, health.output
     assert "source pos:acme: conflict: tenant registry 'pos'" in health.output
     assert "unreachable" not in health.output
+    # relay --once and run --until-caught-up exit as status does, after relaying the others.
+    record_sales(zeta, sales_for(1, 2))
+    relayed = run_cli(["relay", "--once", "--config", config])
+    assert relayed.exit_code == 2, relayed.output
+    assert "pos:zeta: relayed 2" in relayed.stdout
+    caught_up = run_cli(["run", "--until-caught-up", "--config", config])
+    assert caught_up.exit_code == 2, caught_up.output
+    assert "tenant 'acme': the same database" in caught_up.output
 
     # A tenant database that cannot be reached as well: exit 3, as for any unreachable one.
     registry_sql(
@@ -123,3 +132,6 @@ def test_status_and_health_show_a_member_refused_for_a_shared_database_as_a_conf
     assert status.exit_code == 3, status.output
     assert conflict in " ".join(status.stderr.split())
     assert "pos:deadco: conflict" not in status.stderr
+    for command in (["relay", "--once"], ["run", "--until-caught-up"]):
+        result = run_cli([*command, "--config", config])
+        assert result.exit_code == 3, (command, result.output)

@@ -51,7 +51,7 @@ def test_on_a_fresh_start_the_first_by_name_keeps_a_database_two_registries_list
     record_sales(kilo, sales_for(1, 1))
 
     relayed = run_cli(["relay", "--once", "--config", str(config)])
-    assert relayed.exit_code == 3, relayed.output
+    assert relayed.exit_code == 2, relayed.output  # a conflict in the configuration
     refusal = (
         f"tenant registry 'shop', tenant 'acme2': {SAME} tenant 'acme' of tenant registry 'pos'"
     )
@@ -65,7 +65,7 @@ def test_on_a_fresh_start_the_first_by_name_keeps_a_database_two_registries_list
     # A relay of the registry shop alone refuses shop:acme2 all the same.
     record_sales(shared, [("r0", "2026-11-27", 100, 4)])
     alone = run_cli(["relay", "--once", "--source", "shop", "--config", str(config)])
-    assert refusal in alone.output and alone.exit_code == 3
+    assert refusal in alone.output and alone.exit_code == 2
     assert "shop:acme: relayed" not in alone.stdout
     assert pending_rows(shared) == 1 and _heads(store)["pos:acme"] == 3
 
@@ -99,7 +99,7 @@ def test_the_member_already_relaying_keeps_the_database_another_registry_adds(
     refusal = (
         f"tenant registry 'pos', tenant 'acme': {SAME} tenant 'acme' of tenant registry 'shop'"
     )
-    assert refusal in relayed.output and relayed.exit_code == 3
+    assert refusal in relayed.output and relayed.exit_code == 2
     assert "pos:zeta: relayed 1" in relayed.stdout
     assert pending_rows(shared) == 1
     relayed = run_cli(["relay", "--once", "--config", str(config)])

@@ -1,7 +1,8 @@
 """The ``readmodel`` command: parses arguments, builds objects from settings, prints results.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration,
-3 a database could not be reached.
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (a configuration
+conflict too: a tenant registry member reading another source's database), 3 a database
+could not be reached (3 wins when both happen).
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ def relay(
 
     Start it twice for a hot standby: the second process waits and takes over a
     source within seconds when the first dies.
+
+    With --once, exit code 3 when a source or tenant registry cannot be read (or a registry
+    member waits for another registry); otherwise 2 when a source is refused by the
+    configuration (its binary_ids, or a registry member reading the database of another
+    source or tenant: a conflict, as status reports it).
     """
     from outbox.relay import Relay
 
@@ -279,7 +285,11 @@ def run(
     log_json: LogJsonOption = False,
     log_level: LogLevelOption = None,
 ) -> None:
-    """Relay and apply projections in this one process (scripts, tests, the embedded default)."""
+    """Relay and apply projections in this one process (scripts, tests, the embedded default).
+
+    With --until-caught-up, exit code 3 when a source or tenant registry cannot be read;
+    otherwise 2 when a source is refused by the configuration (a conflict, as relay --once).
+    """
     settings = load(config, log_json, log_level)
     require_migrated(settings, config)
     if not until_caught_up:
