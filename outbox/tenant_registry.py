@@ -305,8 +305,10 @@ def _registry_engine(url: str) -> sa.Engine:
         return create_engine(url)
     connect_args: dict[str, Any] = {"connect_timeout": _CONNECT_TIMEOUT}
     if kind == "postgresql":  # a peer gone from the network (not a stalled proxy: see abort)
-        connect_args.update(keepalives=1, keepalives_idle=30, keepalives_interval=10)
-        connect_args.update(keepalives_count=3, tcp_user_timeout=_USER_TIMEOUT_MS)
+        alive = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10}
+        alive.update(keepalives_count=3, tcp_user_timeout=_USER_TIMEOUT_MS)
+        query = sa.make_url(url).query  # what the DSN sets itself stands
+        connect_args.update({k: v for k, v in alive.items() if k not in query})
     if kind == "mysql":  # a query that does not answer in time fails the connection
         connect_args["read_timeout"] = max(1, int(_QUERY_TIMEOUT))
     return create_engine(url, pool_size=1, max_overflow=1, connect_args=connect_args)
