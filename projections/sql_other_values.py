@@ -54,7 +54,7 @@ from outbox.json_numbers import UnwritableIntegerError
 from projections.sql_clock_values import pg_time, sqlite_processed
 from projections.sql_interval_values import pg_interval
 from projections.sql_limits import Unstorable, UnstorableWide
-from projections.sql_text_values import enum_value, sized_text, uuid_text
+from projections.sql_text_values import NUL_TEXT, enum_value, sized_text, uuid_text
 from projections.sql_time_values import pg_date, pg_timestamp, pg_timestamptz
 
 Converter = Callable[[Any], Any]
@@ -133,10 +133,29 @@ def _pg_text(zone: tzinfo) -> Converter:
                 "statement stores its text form or fails): write str() or json.dumps() of it"
             )
         if isinstance(value, str):
+            if "\x00" in value:
+                raise Unstorable(NUL_TEXT)
             return str.__str__(value)  # a str subclass (a StrEnum member): its plain text
         return value
 
     return convert
+
+
+def pg_nul_refusal(column_type: sa.types.TypeEngine[Any]) -> Unstorable | None:
+    """Why a PostgreSQL column of ``column_type`` refuses a plain ``str`` holding a NUL
+    (``None``: it does not, or its converter sees every ``str``): text (psycopg refuses it),
+    ``JSONB`` (\\u0000 in a string or key); ``JSON`` keeps the escape as it is written."""
+    if isinstance(column_type, sa.JSON):
+        return Unstorable(_NUL_JSONB) if isinstance(column_type, postgresql.JSONB) else None
+    if isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum):
+        return Unstorable(NUL_TEXT)
+    return None
+
+
+_NUL_JSONB = (
+    "PostgreSQL jsonb holds no NUL character ('\\u0000') in a string or a key: remove it, or "
+    "use a JSON column"
+)
 
 
 _TOO_MANY_DIGITS = (
@@ -283,7 +302,13 @@ def _json(dialect: Dialect, binary: bool) -> Converter:
 
     def jsonb(value: Any) -> Any:
         kind = type(value)
+        if kind is str:
+            if "\x00" in value:
+                raise Unstorable(_NUL_JSONB)
+            return value
         if kind is dict:
+            if any("\x00" in key for key in value):
+                raise Unstorable(_NUL_JSONB)
             return {key: jsonb(value[key]) for key in sorted(value, key=_jsonb_order)}
         if kind is list:
             return [jsonb(item) for item in value]
@@ -305,6 +330,8 @@ def _json(dialect: Dialect, binary: bool) -> Converter:
         try:
             document = loads(text)
             return jsonb(document) if binary else document
+        except Unstorable:
+            raise
         except Exception:
             return value  # a later read would refuse it
 

@@ -40,6 +40,9 @@ Converter = Callable[[Any], Any]
 Found = tuple[Converter, frozenset[type]] | None
 
 _NONE = type(None)
+NUL_TEXT = (
+    "PostgreSQL text holds no NUL character ('\\x00'): remove it, or write bytes to a bytea column"
+)
 
 
 # -- Sized text (PostgreSQL) -------------------------------------------------------------
@@ -66,6 +69,8 @@ def sized_text(
         stored = value if type(value) is str else text(value)
         if type(stored) is not str:
             return stored  # the flush stores or refuses it
+        if "\x00" in stored:
+            raise Unstorable(NUL_TEXT)
         size = len(stored)
         if size > length:
             if not cut and stored[length:].strip(" "):

@@ -42,7 +42,12 @@ from projections.sql_limits import (
     value_refusal,
 )
 from projections.sql_number_values import postgresql_number, sqlite_integer, sqlite_number
-from projections.sql_other_values import Converter, postgresql_other, sqlite_other
+from projections.sql_other_values import (
+    Converter,
+    pg_nul_refusal,
+    postgresql_other,
+    sqlite_other,
+)
 from projections.sql_text_values import Found, pg_array
 
 __all__ = ["Column", "Converters", "WideIntegerError", "normalize", "stored_values"]
@@ -57,6 +62,7 @@ class Column(NamedTuple):
     bounds: Bounds | None  # the integers the column keeps, when not every one
     unwritable: Callable[[Exception], NoReturn] | None  # a JSON column's refusal of one
     unstorable: Callable[[Any, Unstorable], NoReturn]  # refuses what ``convert`` cannot keep
+    nul: Unstorable | None = None  # why a plain str holding a NUL is refused (PostgreSQL)
 
 
 _NONE = type(None)
@@ -118,10 +124,11 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
         "_type": type,
         "_int": int,
         "_list": list,
+        "_str": str,
         "_Unstorable": Unstorable,
     }
     body = ["    def normalize(row, given):", "        get = given.get"]
-    for i, (name, convert, exact, bounds, unwritable, unstorable) in enumerate(columns):
+    for i, (name, convert, exact, bounds, unwritable, unstorable, nul) in enumerate(columns):
         tests = []  # the value's type first: one of the column's own ends the tests
         for j, kind in enumerate(kind for kind in exact if kind is not _NONE):
             names[f"kind{i}_{j}"] = kind
@@ -144,7 +151,14 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
         if convert is not None:
             names[f"convert{i}"] = convert
             names[f"unstorable{i}"] = unstorable
-            body.append(f"        if {' and '.join(tests)}:")
+            otherwise = ""
+            if nul is not None:  # a plain str pays one more test, in C
+                names[f"nul{i}"] = nul
+                body.append("        if kind is _str:")
+                body.append("            if '\\x00' in value:")
+                body.append(f"                unstorable{i}(value, nul{i})")
+                otherwise = "el"
+            body.append(f"        {otherwise}if {' and '.join(tests)}:")
             body.append("            try:")
             body.append(f"                value = convert{i}(value)")
             body.append("            except _Unstorable as exc:")
@@ -184,8 +198,11 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
                 json = isinstance(column.type, sa.JSON) and convert is not None
                 unwritable = json_refusal(table, column) if json else None
                 unstorable = value_refusal(table, column)
+                nul = None
+                if str in exact and dialect.name == "postgresql":
+                    nul = pg_nul_refusal(_dialect_type(dialect, column))
                 columns[column.name] = Column(
-                    column.name, convert, exact, bounds, unwritable, unstorable
+                    column.name, convert, exact, bounds, unwritable, unstorable, nul
                 )
         keys = tuple(columns.get(column.name) for column in table.primary_key.columns)
         found = _converters[key] = Converters(tuple(columns.values()), keys)
@@ -208,10 +225,8 @@ def normalize(converters: Converters, row: dict[str, Any], given: Any) -> None:
 def _converter(
     context: _Context, column: sa.Column[Any]
 ) -> tuple[Converter, frozenset[type]] | None:
-    dialect, column_type = context.dialect, column.type
-    variants = getattr(column_type, "_variant_mapping", None)  # with_variant(type, dialect)
-    if variants and dialect.name in variants:
-        column_type = variants[dialect.name]
+    dialect = context.dialect
+    column_type = _dialect_type(dialect, column)
     if dialect.name == "postgresql":
         if isinstance(column_type, sa.ARRAY):  # its elements as its item type converts one
             return pg_array(dialect, column_type, lambda item: _pg_any(context, item))
@@ -225,6 +240,14 @@ def _converter(
             found = sqlite_other(dialect, column_type, sqlite_integer)
         return found
     return None
+
+
+def _dialect_type(dialect: Dialect, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
+    """``column``'s type on ``dialect`` (that of ``with_variant(type, dialect)``)."""
+    variants = getattr(column.type, "_variant_mapping", None)
+    if variants and dialect.name in variants:
+        return variants[dialect.name]  # type: ignore[no-any-return]
+    return column.type
 
 
 def _pg_any(context: _Context, column_type: sa.types.TypeEngine[Any]) -> Found:

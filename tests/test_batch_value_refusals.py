@@ -1,0 +1,66 @@
+"""Values PostgreSQL refuses, refused by the upsert naming the column (not at the flush, which
+failed the whole batch), and lookups of integers no row of a column can have: a NUL in text
+or ``JSONB``, text that is no float, ``tx.find`` by an integer outside a column's range. Each
+expectation was checked against the database (write, commit, read back)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from tests.batch_value_helpers import outcomes, problems, read_back, refused, store
+
+
+class Label(str):
+    """A str subclass, as a handler's own text type might be."""
+
+
+_NUL_TEXTS: list[Any] = ["a\x00b", "\x00", Label("a\x00"), "ab", None]
+_NUL_DOCUMENTS: list[Any] = [
+    "a\x00",
+    {"k": "a\x00"},
+    {"a\x00": 1},
+    ["x", ["\x00"]],
+    {"k": ["fine"]},
+    "fine",
+]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_nul_in_text_or_jsonb_is_refused_by_the_upsert_naming_the_column(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """PostgreSQL text holds no NUL (psycopg refused it at the flush, failing the whole
+    batch), nor does ``JSONB`` hold ``\\u0000`` in a string or a key ("unsupported Unicode
+    escape sequence"); ``JSON`` (text) and SQLite keep it, read alike in and after the batch."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "nul_values",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("t", sa.Text),
+        sa.Column("v", sa.String(5)),
+        sa.Column("c", sa.CHAR(3)),
+        sa.Column("doc", sa.JSON),
+        sa.Column("bin", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
+    )
+    with store(database_for(kind), metadata) as engine:
+        texts = {column: outcomes(engine, table, column, _NUL_TEXTS) for column in "tvc"}
+        documents = {col: outcomes(engine, table, col, _NUL_DOCUMENTS) for col in ("doc", "bin")}
+    found = {**texts, **documents}
+    assert {column: problems(each) for column, each in found.items() if problems(each)} == {}
+    if kind == "sqlite":
+        assert {column: refused(each) for column, each in found.items() if refused(each)} == {}
+        return
+    nul_texts = {repr(value) for value in _NUL_TEXTS if value and "\x00" in value}
+    for column in "tvc":
+        assert set(refused(texts[column])) == nul_texts, column
+    assert refused(documents["doc"]) == {}
+    assert read_back(documents["doc"])[repr({"a\x00": 1})] == {"a\x00": 1}
+    assert set(refused(documents["bin"])) == {repr(value) for value in _NUL_DOCUMENTS[:4]}
+    for message in [*refused(texts["t"]).values(), *refused(documents["bin"]).values()]:
+        assert "NUL" in message, message
