@@ -37,6 +37,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from projections.sql_float_text import pg_float_text
 from projections.sql_limits import Unstorable, UnstorableWide
 from projections.sql_other_values import SQLITE_NAN, Converter
 
@@ -226,11 +227,9 @@ def _pg_double(value: Any) -> Any:
     kind = type(value)
     if kind is bool:
         raise Unstorable(_NO_BOOLEAN_NUMBER)
-    if (
-        kind is int
-        or kind is Decimal
-        or (kind is str and (_NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value)))
-    ):
+    if kind is str:
+        return pg_float_text(value)
+    if kind is int or kind is Decimal:
         try:
             return float(value)
         except (OverflowError, ValueError):
@@ -240,7 +239,7 @@ def _pg_double(value: Any) -> Any:
 
 def _pg_real(value: Any) -> Any:
     """The nearest single-precision value, as PostgreSQL prints it (shortest digits)."""
-    number = _pg_double(value)
+    number = pg_float_text(value, single=True) if type(value) is str else _pg_double(value)
     if type(number) is not float:
         return value
     if not math.isfinite(number):
@@ -272,6 +271,8 @@ def sqlite_number(
         # REAL affinity keeps floats; NUMERIC affinity stores an integral float as an integer.
         real = isinstance(column_type, sa.Float)
         stored = _sqlite_real if real else _sqlite_integral
+        if real:  # text as PostgreSQL's double precision reads it
+            bind = _text_as_pg_float(bind)
         return _sqlite_bound(bind, stored, result), frozenset({_NONE})
     if isinstance(column_type, sa.Integer):
         return _sqlite_integer_column, frozenset({int, _NONE})
@@ -310,6 +311,13 @@ def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) 
         return number if number else number.copy_abs()
 
     return convert
+
+
+def _text_as_pg_float(bind: Converter) -> Converter:
+    def bound(value: Any) -> Any:
+        return pg_float_text(value) if type(value) is str else bind(value)
+
+    return bound
 
 
 def _sqlite_real(value: float) -> float:

@@ -5,6 +5,7 @@ expectation was checked against the database (write, commit, read back)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -64,3 +65,43 @@ def test_a_nul_in_text_or_jsonb_is_refused_by_the_upsert_naming_the_column(
     assert set(refused(documents["bin"])) == {repr(value) for value in _NUL_DOCUMENTS[:4]}
     for message in [*refused(texts["t"]).values(), *refused(documents["bin"]).values()]:
         assert "NUL" in message, message
+
+
+_NO_FLOATS = ["abc", "1_000", "１２", "1e", "", " ", "0x", "1.5.1"]
+_OUT_OF_RANGE = ["1e400", "-1e400", "2e-324", "0x1p2000"]
+_FLOATS = ["NaN", " Infinity ", "-inf", "1.", "0x1.8p3", "1e-310", " 1.5 ", "0e-400", "-0"]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_text_no_database_reads_as_a_float_is_refused_by_the_upsert_naming_the_column(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """Text PostgreSQL reads as no float ('abc': "invalid input syntax"; '1e400': "out of
+    range") was refused only at the flush, failing the whole batch. SQLite float columns take
+    what PostgreSQL's double precision takes, as the float PostgreSQL reads (hexadecimal too),
+    and refuse the rest (Python's ``float()`` read '1_000' and '１２', not '0x1.8p3')."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "float_texts",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("d", sa.Float),
+        sa.Column("r", sa.REAL),
+        sa.Column("dp", sa.Double),
+    )
+    values = [*_NO_FLOATS, *_OUT_OF_RANGE, *_FLOATS]
+    with store(database_for(kind), metadata) as engine:
+        found = {column: outcomes(engine, table, column, values) for column in ("d", "r", "dp")}
+    assert {column: problems(each) for column, each in found.items() if problems(each)} == {}
+    expected = set(map(repr, _NO_FLOATS + _OUT_OF_RANGE))
+    if kind == "sqlite":
+        expected.add(repr("NaN"))  # stored as NULL
+    for column in ("d", "dp") if kind == "postgresql" else ("d", "r", "dp"):
+        assert set(refused(found[column])) == expected, column
+        stored = read_back(found[column])
+        assert stored[repr("0x1.8p3")] == 12.0 and stored[repr(" 1.5 ")] == 1.5
+        assert stored[repr("-inf")] == -math.inf and stored[repr("1e-310")] == 1e-310
+    if kind == "postgresql":  # REAL: single precision's range
+        assert set(refused(found["r"])) == expected | {repr("1e-310")}
+    for message in refused(found["d"]).values():
+        assert "float" in message or "range" in message, message
