@@ -343,6 +343,9 @@ class SqlTx:
         if self._deferred:
             self._run_deferred()
         self.flush()
+        converters = (self._info.get(table) or self._describe(table))[3]
+        if converters and converters.outside(equals):
+            return []  # an integer its column cannot hold: no row has it
         query = sa.select(physical).where(*[physical.c[name] == v for name, v in equals.items()])
         with refusals():  # a value the column cannot take: refused for what was looked up
             return [dict(row._mapping) for row in self.conn.execute(query)]

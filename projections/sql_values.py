@@ -23,7 +23,7 @@ whatever their size) is refused at once, naming the column: see
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, tzinfo
 from typing import Any, NamedTuple, NoReturn
 
@@ -91,6 +91,18 @@ class Converters:
 
     def __bool__(self) -> bool:
         return bool(self.columns)
+
+    def outside(self, values: Mapping[str, Any]) -> bool:
+        """Whether an integer of ``values`` (looked up by column name) is outside its
+        column's bounds: no row has it (the database would refuse it without naming the
+        column; PostgreSQL aborts the transaction)."""
+        for column in self.columns:
+            value = values.get(column.name)
+            bounds = column.bounds
+            if bounds is not None and isinstance(value, int) and type(value) is not bool:
+                if not bounds.low <= value <= bounds.high:
+                    return True
+        return False
 
     def _converted_key(self, key: tuple[Any, ...], lookup: bool = False) -> tuple[Any, ...] | None:
         if self.keys is None:

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from projections.sql_tx import SqlTx
 from tests.batch_value_helpers import outcomes, problems, read_back, refused, store
 
 
@@ -105,3 +106,52 @@ def test_text_no_database_reads_as_a_float_is_refused_by_the_upsert_naming_the_c
         assert set(refused(found["r"])) == expected | {repr("1e-310")}
     for message in refused(found["d"]).values():
         assert "float" in message or "range" in message, message
+
+
+def _counted(metadata: sa.MetaData) -> list[sa.Table]:
+    return [
+        sa.Table(
+            f"counted_{name}",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("n", kind),
+        )
+        for name, kind in (("small", sa.SmallInteger), ("int", sa.Integer), ("big", sa.BigInteger))
+    ]
+
+
+_BIG_OUT = [2**63, -(2**63) - 1, 2**70]
+_FIND_OUT = {
+    "postgresql": {
+        "counted_small": [2**15, -(2**15) - 1, *_BIG_OUT],
+        "counted_int": [2**31, -(2**31) - 1, *_BIG_OUT],
+        "counted_big": _BIG_OUT,
+    },
+    "sqlite": {name: _BIG_OUT for name in ("counted_small", "counted_int", "counted_big")},
+}
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_find_by_an_integer_outside_its_column_finds_nothing_and_the_batch_goes_on(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """``tx.find`` by an integer no row of its column can have failed (PostgreSQL: an
+    unnamed error that aborted the transaction; SQLite: an OverflowError), where ``get``,
+    ``prefetch`` and ``delete`` find no row: it finds none, and the batch goes on."""
+    metadata = sa.MetaData()
+    tables = _counted(metadata)
+    with store(database_for(kind), metadata) as engine:
+        for table in tables:
+            for value in _FIND_OUT[kind][table.name]:
+                with engine.begin() as conn:
+                    tx = SqlTx(conn, {table: table})
+                    tx.upsert(table, {"id": 1, "n": 1})
+                    assert tx.find(table, n=value) == [], (table.name, value)
+                    assert tx.find(table, id=1, n=value) == [], (table.name, value)
+                    assert tx.find(table, n=1) == [{"id": 1, "n": 1}]
+                    tx.upsert(table, {"id": 2, "n": 2})
+                    tx.flush()
+                with engine.begin() as conn:
+                    rows = conn.execute(sa.select(table).order_by(table.c.id)).all()
+                    assert [tuple(r) for r in rows] == [(1, 1), (2, 2)]
+                    conn.execute(table.delete())
