@@ -40,6 +40,7 @@ from sqlalchemy.engine import Dialect
 from projections.sql_float_text import pg_float_text
 from projections.sql_limits import Unstorable, UnstorableWide
 from projections.sql_other_values import SQLITE_NAN, Converter
+from projections.sql_plain_values import SIGNALLING_NAN, plain
 
 __all__ = ["postgresql_number", "sqlite_integer", "sqlite_number"]
 
@@ -130,9 +131,12 @@ def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
             elif kind is bool:
                 raise Unstorable(_NO_BOOLEAN_NUMBER)
             else:
-                return value
+                other = plain(value)
+                return value if other is value else convert(other)
             if number.is_nan():
-                return value if number.is_snan() else _NAN
+                if number.is_snan():
+                    raise Unstorable(SIGNALLING_NAN)
+                return _NAN
             if number.is_infinite():
                 if limit is not None:
                     raise Unstorable("a NUMERIC(p, s) column holds no infinity")
@@ -197,7 +201,9 @@ def _pg_integer(value: Any) -> Any:
             raise Unstorable(_NO_INTEGER_TEXT)
         if not _ANY_NUMBER.fullmatch(value):
             raise Unstorable(_NOT_A_NUMBER)
-    return value
+        return value
+    other = plain(value)
+    return value if other is value else _pg_integer(other)
 
 
 def _integer_text(text: str) -> int:
@@ -233,8 +239,13 @@ def _pg_double(value: Any) -> Any:
         try:
             return float(value)
         except (OverflowError, ValueError):
+            if kind is Decimal and value.is_snan():
+                raise Unstorable(SIGNALLING_NAN) from None
             return value
-    return value
+    if kind is float:
+        return value
+    other = plain(value)
+    return value if other is value else _pg_double(other)
 
 
 def _pg_real(value: Any) -> Any:
@@ -283,7 +294,9 @@ def _sqlite_integer_column(value: Any) -> Any:
     """INTEGER affinity, and a ``Decimal`` (which the driver cannot bind) as PostgreSQL
     stores it: rounded half away from zero; NaN or infinity is refused."""
     if type(value) is not Decimal:
-        return sqlite_integer(value)
+        if not isinstance(value, Decimal):
+            return sqlite_integer(value)
+        value = Decimal(value)
     if not value.is_finite():
         raise Unstorable(_NO_INTEGER)
     return _decimal_integer(value)
@@ -296,6 +309,8 @@ def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) 
         except ValueError:
             if type(value) is str:  # SQLAlchemy's float() of it fails the flush
                 raise Unstorable(_NOT_A_FLOAT) from None
+            if isinstance(value, Decimal) and value.is_snan():
+                raise Unstorable(SIGNALLING_NAN) from None
             return value
         except (TypeError, OverflowError):
             return value  # the flush refuses it
@@ -354,9 +369,12 @@ def sqlite_integer(value: Any) -> Any:
             return number if -_INT64 <= number < _INT64 else float(number)
         number = float(text)
         return _sqlite_integral(number) if math.isfinite(number) else number
-    if kind is Decimal and value.is_nan():
-        raise Unstorable(SQLITE_NAN)
-    return value
+    if kind is Decimal:
+        if value.is_nan():
+            raise Unstorable(SQLITE_NAN)
+        return value
+    other = plain(value)
+    return value if other is value else sqlite_integer(other)
 
 
 def _then(first: Converter, kind: type, second: Converter) -> Converter:

@@ -54,6 +54,7 @@ from outbox.json_numbers import UnwritableIntegerError
 from projections.sql_clock_values import pg_time, sqlite_processed
 from projections.sql_interval_values import pg_interval
 from projections.sql_limits import Unstorable, UnstorableWide
+from projections.sql_plain_values import SIGNALLING_NAN, plain
 from projections.sql_text_values import NUL_TEXT, enum_value, sized_text, uuid_text
 from projections.sql_time_values import pg_date, pg_timestamp, pg_timestamptz
 
@@ -136,7 +137,8 @@ def _pg_text(zone: tzinfo) -> Converter:
             if "\x00" in value:
                 raise Unstorable(NUL_TEXT)
             return str.__str__(value)  # a str subclass (a StrEnum member): its plain text
-        return value
+        other = plain(value)
+        return value if other is value else convert(other)
 
     return convert
 
@@ -198,7 +200,9 @@ def _pg_float_text(value: float) -> str:
 
 def _pg_numeric_text(value: Decimal) -> Any:
     if value.is_nan():
-        return "NaN" if not value.is_snan() else value
+        if value.is_snan():
+            raise Unstorable(SIGNALLING_NAN)
+        return "NaN"
     if value.is_infinite():
         return "Infinity" if value > 0 else "-Infinity"
     exponent = value.as_tuple().exponent
@@ -421,4 +425,5 @@ def _sqlite_text(value: Any) -> Any:
         return text if type(text) is str else value
     if isinstance(value, str):
         return str.__str__(value)  # a str subclass (a StrEnum member): its plain text
-    return value
+    other = plain(value)
+    return value if other is value else _sqlite_text(other)

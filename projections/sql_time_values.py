@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from projections.pg_abbreviations import DYNAMIC, FIXED
 from projections.sql_limits import Unstorable
+from projections.sql_plain_values import plain
 
 Converter = Callable[[Any], Any]
 
@@ -150,14 +151,19 @@ def _refusing_numbers(convert: Converter) -> Converter:
     (psycopg sends it as a number: refused at the flush, hidden by a later write)."""
 
     def checked(value: Any) -> Any:
-        if type(value) in _NUMBERS:
-            raise Unstorable(_NO_NUMBER)
+        kind = type(value)
+        if kind not in _TIMES:
+            if kind not in _NUMBERS:
+                value = plain(value)  # a datetime subclass, an IntEnum member...
+            if type(value) in _NUMBERS:
+                raise Unstorable(_NO_NUMBER)
         return convert(value)
 
     return checked
 
 
 _NUMBERS = frozenset({int, float, Decimal, bool})
+_TIMES = frozenset({datetime, date, str, type(None)})
 _NO_NUMBER = "PostgreSQL casts no number to a date or time: write a datetime, or ISO text"
 
 

@@ -1,0 +1,53 @@
+"""Values of subclasses and foreign number types as the plain values a database returns.
+
+A driver sends an ``IntEnum`` member as its integer, a ``Decimal``, ``float``, ``datetime`` or
+``date`` subclass as its base type, a numpy scalar as its number (psycopg's numpy dumpers;
+sqlite3 binds an ``int``/``float`` subclass as the number, and a numpy integer as the bytes of
+a BLOB unless converted): a later batch reads the plain value back. The converters of
+:mod:`projections.sql_number_values`, :mod:`projections.sql_other_values` and
+:mod:`projections.sql_time_values` give a value of a type they do not know to :func:`plain`
+and convert what it returns, so a handler reads the same in its batch.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["SIGNALLING_NAN", "plain"]
+
+SIGNALLING_NAN = "a signalling NaN (Decimal('sNaN')) is no value a database stores: write NaN"
+
+
+def plain(value: Any) -> Any:
+    """``value`` as the plain ``int``, ``float``, ``Decimal``, ``datetime`` or ``date`` it
+    stands for (a subclass's, a numpy scalar's); any other value itself (a ``bool`` too)."""
+    if isinstance(value, int):
+        return value if type(value) is bool else int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, Decimal):
+        return Decimal(value)
+    if isinstance(value, datetime):
+        return datetime(
+            *(value.year, value.month, value.day, value.hour, value.minute, value.second),
+            value.microsecond,
+            value.tzinfo,
+            fold=value.fold,
+        )
+    if isinstance(value, date):
+        return date(value.year, value.month, value.day)
+    if isinstance(value, numbers.Integral):  # numpy integers (not numpy.bool_)
+        try:
+            return operator.index(value)
+        except TypeError:
+            return value
+    if isinstance(value, numbers.Real):  # numpy floats not of ``float``
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            return value
+    return value
