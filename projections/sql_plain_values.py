@@ -22,11 +22,17 @@ __all__ = ["SIGNALLING_NAN", "plain"]
 SIGNALLING_NAN = "a signalling NaN (Decimal('sNaN')) is no value a database stores: write NaN"
 
 
+_PLAIN = frozenset({int, float, Decimal, datetime, date, bool, str, type(None)})
+
+
 def plain(value: Any) -> Any:
     """``value`` as the plain ``int``, ``float``, ``Decimal``, ``datetime`` or ``date`` it
-    stands for (a subclass's, a numpy scalar's); any other value itself (a ``bool`` too)."""
+    stands for (a subclass's, a numpy scalar's); any other value itself (one of those types,
+    a ``bool`` too): a converter calls it again on a new value only."""
+    if type(value) in _PLAIN:
+        return value
     if isinstance(value, int):
-        return value if type(value) is bool else int(value)
+        return int(value)
     if isinstance(value, float):
         return float(value)
     if isinstance(value, Decimal):
