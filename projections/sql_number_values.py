@@ -19,7 +19,11 @@ database):
   bind, becomes an integer as on PostgreSQL (half away from zero); NaN or infinity is
   refused naming the column (:class:`~projections.api.UnstorableValueError`).
 - Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
-  nearest single-precision value, printed shortest).
+  nearest single-precision value, printed shortest); text as PostgreSQL reads it, or refused
+  (:mod:`projections.sql_float_text`).
+- A subclass or foreign number (an ``IntEnum`` member, a numpy scalar) is converted as the
+  plain number it stands for (:mod:`projections.sql_plain_values`); ``Decimal('sNaN')`` is
+  refused.
 
 A value a converter does not know is left as it is (the flush stores or refuses it); one no
 column keeps as written is refused (:class:`~projections.sql_limits.Unstorable`), naming the

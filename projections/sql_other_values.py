@@ -26,6 +26,10 @@ Sized text (``VARCHAR(n)``, ``CHAR(n)``), enums, text UUIDs and arrays:
 :mod:`projections.sql_text_values`; times of day: :mod:`projections.sql_clock_values`;
 intervals: :mod:`projections.sql_interval_values`.
 
+A NUL character is refused for PostgreSQL text (psycopg refuses it) and in a string or key
+of a ``JSONB`` value (``\\u0000``); a plain ``str`` is checked inline by the compiled
+``normalize`` (:func:`pg_nul_refusal`), other text by the converters.
+
 PostgreSQL dates and times: :mod:`projections.sql_time_values`. A tuple, list, dict or bytes
 for a PostgreSQL text column is refused (psycopg sends it as a record, an array, bytea: one
 statement stored its text form, another failed), NaN for a SQLite one (stored as NULL). A

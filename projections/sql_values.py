@@ -170,6 +170,7 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
                 body.append("            if '\\x00' in value:")
                 body.append(f"                unstorable{i}(value, nul{i})")
                 otherwise = "el"
+                tests = [test for test in tests if names.get(test[12:]) is not str]
             body.append(f"        {otherwise}if {' and '.join(tests)}:")
             body.append("            try:")
             body.append(f"                value = convert{i}(value)")
