@@ -155,6 +155,8 @@ def pg_array(
         found = sized_text(dialect, item, text, cut=True) if text is not None else None
         if found is None:
             found = converter_of(item)
+            if found is not None:  # each str too: PostgreSQL text holds no NUL
+                found = (found[0], found[1] - {str})
     elif isinstance(item, sa.Boolean):
         found = converter_of(item)
         if found is not None:

@@ -30,15 +30,17 @@ _NUL_DOCUMENTS: list[Any] = [
     {"k": ["fine"]},
     "fine",
 ]
+_NUL_ARRAYS: list[Any] = [["a\x00"], [["x"], ["\x00"]], ["ok", None]]
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 def test_a_nul_in_text_or_jsonb_is_refused_by_the_upsert_naming_the_column(
     kind: str, database_for: Callable[[str], str]
 ) -> None:
-    """PostgreSQL text holds no NUL (psycopg refused it at the flush, failing the whole
-    batch), nor does ``JSONB`` hold ``\\u0000`` in a string or a key ("unsupported Unicode
-    escape sequence"); ``JSON`` (text) and SQLite keep it, read alike in and after the batch."""
+    """PostgreSQL text, or an array of it, holds no NUL (psycopg refused it at the flush,
+    failing the whole batch), nor does ``JSONB`` hold ``\\u0000`` in a string or a key
+    ("unsupported Unicode escape sequence"); ``JSON`` (text) and SQLite keep it, read alike in
+    and after the batch."""
     metadata = sa.MetaData()
     table = sa.Table(
         "nul_values",
@@ -49,11 +51,13 @@ def test_a_nul_in_text_or_jsonb_is_refused_by_the_upsert_naming_the_column(
         sa.Column("c", sa.CHAR(3)),
         sa.Column("doc", sa.JSON),
         sa.Column("bin", sa.JSON().with_variant(postgresql.JSONB(), "postgresql")),
+        sa.Column("tags", postgresql.ARRAY(sa.Text).with_variant(sa.JSON(), "sqlite")),
     )
     with store(database_for(kind), metadata) as engine:
         texts = {column: outcomes(engine, table, column, _NUL_TEXTS) for column in "tvc"}
         documents = {col: outcomes(engine, table, col, _NUL_DOCUMENTS) for col in ("doc", "bin")}
-    found = {**texts, **documents}
+        tags = outcomes(engine, table, "tags", _NUL_ARRAYS)
+    found = {**texts, **documents, "tags": tags}
     assert {column: problems(each) for column, each in found.items() if problems(each)} == {}
     if kind == "sqlite":
         assert {column: refused(each) for column, each in found.items() if refused(each)} == {}
@@ -64,6 +68,7 @@ def test_a_nul_in_text_or_jsonb_is_refused_by_the_upsert_naming_the_column(
     assert refused(documents["doc"]) == {}
     assert read_back(documents["doc"])[repr({"a\x00": 1})] == {"a\x00": 1}
     assert set(refused(documents["bin"])) == {repr(value) for value in _NUL_DOCUMENTS[:4]}
+    assert set(refused(tags)) == {repr(value) for value in _NUL_ARRAYS[:2]}
     for message in [*refused(texts["t"]).values(), *refused(documents["bin"]).values()]:
         assert "NUL" in message, message
 
