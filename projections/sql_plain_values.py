@@ -46,6 +46,8 @@ def plain(value: Any) -> Any:
         )
     if isinstance(value, date):
         return date(value.year, value.month, value.day)
+    if type(value).__module__ != "numpy":
+        return value  # a Fraction, an mpz...: no driver sends it as a number
     if isinstance(value, numbers.Integral):  # numpy integers (not numpy.bool_)
         try:
             return operator.index(value)
