@@ -218,6 +218,17 @@ class HandlerFailed(Exception):
         self.detail = detail
         self.refused = refused
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled (Dramatiq, multiprocessing) with what the constructor needs: the default
+        # would call it with the message alone.
+        return (_handler_failed, (self.event, self.error, self.detail, self.refused))
+
+
+def _handler_failed(
+    event: Envelope, error: BaseException, detail: str, refused: bool
+) -> HandlerFailed:
+    return HandlerFailed(event, error, detail, refused=refused)
+
 
 class WritesRefused(Exception):
     """The database refused a batch's writes for what they hold (a NULL in a NOT NULL

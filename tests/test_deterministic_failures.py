@@ -22,7 +22,7 @@ from projections.api import Event, PayloadError, Projection, TenantError, Tx, on
 from projections.engine import ProjectionEngine, RetryLater
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
-from projections.store import Lane, ParkedEvent
+from projections.store import HandlerFailed, Lane, ParkedEvent
 from projections.store_tables import failures, parked_events
 from tests.projection_fixtures import append_tenant_events, engine_on
 
@@ -332,6 +332,21 @@ def test_payload_and_tenant_errors_keep_their_attributes_through_pickle() -> Non
         again = pickle.loads(pickle.dumps(tenant, protocol=protocol))
         assert (type(again), again.for_good, str(again)) == (TenantError, False, str(tenant))
         assert pickle.loads(pickle.dumps(TenantError("no tenant"), protocol=protocol)).for_good
+
+
+def test_a_handler_failure_survives_pickle_with_its_event_error_and_detail() -> None:
+    """Dramatiq and multiprocessing pickle exceptions: a ``HandlerFailed`` comes back with
+    its event, its error (still a ``PayloadError`` with its fields), detail and ``refused``."""
+    with pytest.raises(PayloadError) as rejected:
+        Strict().handle(_envelope({"amount": [1], "schema_version": 2}), None)  # type: ignore[arg-type]
+    failed = HandlerFailed(
+        _envelope({"amount": [1]}), rejected.value, "Traceback ...", refused=True
+    )
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        again = pickle.loads(pickle.dumps(failed, protocol=protocol))
+        assert type(again) is HandlerFailed and str(again) == str(failed)
+        assert (again.event, again.detail, again.refused) == (failed.event, "Traceback ...", True)
+        assert type(again.error) is PayloadError and again.error.fields == ("amount", "memo")
 
 
 CARD = "4111111111111111"
