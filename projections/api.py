@@ -49,7 +49,7 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from outbox.envelope import Envelope
 from outbox.source_groups import group_of
-from projections.hidden_fields import hidden, holds_hidden
+from projections.hidden_fields import hidden, hidden_message, hides_all, holds_hidden
 
 P = TypeVar("P")
 
@@ -304,7 +304,7 @@ class Projection:
             except ValidationError as exc:
                 upcast = payload != envelope.payload
                 error = payload_error(envelope.event_type, model, exc, upcast=upcast)
-                if holds_hidden(model):  # pydantic's own text shows the values given
+                if holds_hidden(model) or hides_all(model, exc):  # its text shows them
                     raise error from None
                 raise error from exc
         handler.function(self, Event(payload, envelope), tx)
@@ -341,19 +341,23 @@ def payload_error(
 ) -> PayloadError:
     """The :class:`PayloadError` of a payload ``model`` rejected: each field it rejected
     with pydantic's message, and the value given (shortened) unless it was missing or is
-    hidden (:mod:`projections.hidden_fields`: ``SecretStr``, ``Field(repr=False)``)."""
+    hidden (:mod:`projections.hidden_fields`: ``SecretStr``, ``Field(repr=False)``, and
+    every value of a model with ``hide_input_in_errors`` or another model's error)."""
     problems: list[str] = []
     fields: list[str] = []
+    hide_all = hides_all(model, exc)
     for error in exc.errors(include_url=False):
         field = ".".join(str(part) for part in error["loc"]) or "(payload)"
         fields.append(field)
         shown_field = field if len(field) <= 80 else field[:79] + "…"  # a long dict key, say
-        problem = f"{shown_field}: {error['msg']}"
-        if error["type"] != "missing" and hidden(model, error["loc"]):
-            problem += " (value hidden)"
-        elif error["type"] != "missing":
+        if error["type"] == "missing":
+            problem = f"{shown_field}: {error['msg']}"
+        elif hide_all or hidden(model, error["loc"]):
+            problem = f"{shown_field}: {hidden_message(error)} (value hidden)"
+        else:
             given = repr(error.get("input"))
-            problem += f" (got {given if len(given) <= 40 else given[:39] + '…'})"
+            given = given if len(given) <= 40 else given[:39] + "…"
+            problem = f"{shown_field}: {error['msg']} (got {given})"
         problems.append(problem)
     shown = "; ".join(problems[:5])
     if len(problems) > 5:

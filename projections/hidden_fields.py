@@ -1,22 +1,44 @@
 """Which values of a payload model a :class:`projections.api.PayloadError` must not show.
 
-A field declared ``SecretStr`` or ``SecretBytes`` (alone or inside ``Optional``, a list, a
-dict...), or with ``Field(repr=False)``, holds a value that is never shown: not in the
-error's message, which is stored as a parked event's reason and printed by ``readmodel
-parked``. A rejected value is hidden when the error's ``loc`` leads to such a field, in the
-model or in a nested one, or when what it leads to (a nested model, a list of them, the
-whole payload) holds one: the value given there may hold the secret.
+A field declared ``SecretStr``, ``SecretBytes`` or ``Secret[...]`` (alone or inside
+``Optional``, a list, a dict...), or with ``Field(repr=False)`` (``field(repr=False)`` in a
+dataclass), holds a value that is never shown: not in the error's message, which is stored
+as a parked event's reason and printed by ``readmodel parked``. Fields are those of a
+model, a dataclass (pydantic's or the standard one) or a ``TypedDict``, found by name or
+by alias (pydantic's ``loc`` names the alias). A rejected value is hidden when the error's
+``loc`` leads to such a field, or when what it leads to (a nested model, a list of them,
+the whole payload) holds one, or when a step of it is not understood where a type that
+holds one could have taken it: the value given there may hold the secret.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, SecretBytes, SecretStr
+from pydantic import (
+    AliasChoices,
+    AliasPath,
+    BaseModel,
+    Secret,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+from pydantic_core.core_schema import ErrorType
+from typing_extensions import is_typeddict
 
-_SECRET_TYPES = (SecretStr, SecretBytes)
+_SECRET_TYPES = (SecretStr, SecretBytes, Secret)
+
+
+class _Field(typing.NamedTuple):
+    keys: frozenset[str]  # the name, its aliases: what a ``loc`` may name it by
+    annotation: Any
+    hidden: bool  # repr=False
 
 
 def hidden(model: type[BaseModel], loc: Sequence[str | int]) -> bool:
@@ -25,16 +47,21 @@ def hidden(model: type[BaseModel], loc: Sequence[str | int]) -> bool:
     for part in loc:
         following: list[Any] = []
         for candidate in candidates:
-            if _is_model(candidate):
-                field = candidate.model_fields.get(part) if isinstance(part, str) else None
-                if field is not None:
-                    if field.repr is False or _holds_secret_type(field.annotation):
+            fields = _fields(candidate)
+            if fields is not None:
+                matched = [f for f in fields if isinstance(part, str) and part in f.keys]
+                for field in matched:
+                    if field.hidden or _holds_secret_type(field.annotation):
                         return True
                     following.append(field.annotation)
+                if matched:
                     continue
-                if part == candidate.__name__:  # a union member's tag
+                if part == getattr(candidate, "__name__", None):  # a union member's tag
                     following.append(candidate)
                     continue
+                if holds_hidden(candidate):  # a step not understood: it may hold one
+                    return True
+                continue
             following += _members(candidate)  # a list item, a dict value, a union tag...
         if not following:  # a step not understood: hide what the remaining types may hold
             return any(holds_hidden(candidate) for candidate in candidates)
@@ -50,18 +77,65 @@ def holds_hidden(annotation: Any, _seen: set[int] | None = None) -> bool:
     seen.add(id(annotation))
     if _holds_secret_type(annotation):
         return True
-    if _is_model(annotation):
-        return any(
-            field.repr is False or holds_hidden(field.annotation, seen)
-            for field in annotation.model_fields.values()
-        )
+    fields = _fields(annotation)
+    if fields is not None:
+        return any(field.hidden or holds_hidden(field.annotation, seen) for field in fields)
     return any(holds_hidden(member, seen) for member in _members(annotation))
 
 
 def _holds_secret_type(annotation: Any) -> bool:
-    if isinstance(annotation, type) and issubclass(annotation, _SECRET_TYPES):
+    kind = typing.get_origin(annotation) or annotation
+    if isinstance(kind, type) and issubclass(kind, _SECRET_TYPES):
+        return True
+    if _repr_hidden(annotation):  # Annotated[X, Field(repr=False)] in a list, say
         return True
     return any(_holds_secret_type(member) for member in _members(annotation))
+
+
+def _fields(annotation: Any) -> list[_Field] | None:
+    """The fields of a model, a dataclass or a TypedDict; ``None`` for any other type."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [_field(name, info) for name, info in annotation.model_fields.items()]
+    infos = getattr(annotation, "__pydantic_fields__", None)  # a pydantic dataclass
+    if isinstance(infos, dict):
+        return [_field(name, info) for name, info in infos.items()]
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        hints = _hints(annotation)
+        return [
+            _Field(frozenset({f.name}), hints.get(f.name, Any), not f.repr)
+            for f in dataclasses.fields(annotation)
+        ]
+    if is_typeddict(annotation):
+        return [_Field(frozenset({name}), hint, False) for name, hint in _hints(annotation).items()]
+    return None
+
+
+def _field(name: str, info: FieldInfo) -> _Field:
+    keys = {name}
+    for alias in (info.alias, info.validation_alias):
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+        for choice in choices:
+            if isinstance(choice, str):
+                keys.add(choice)
+            elif isinstance(choice, AliasPath) and isinstance(choice.path[0], str):
+                keys.add(choice.path[0])
+    return _Field(frozenset(keys), info.annotation, info.repr is False)
+
+
+def _hints(annotation: Any) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(annotation, include_extras=True)
+    except Exception:  # a name it cannot resolve: what the class says, unresolved
+        return dict(getattr(annotation, "__annotations__", {}))
+
+
+def _repr_hidden(annotation: Any) -> bool:
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return False
+    return any(
+        isinstance(meta, FieldInfo) and meta.repr is False
+        for meta in typing.get_args(annotation)[1:]
+    )
 
 
 def _members(annotation: Any) -> Iterable[Any]:
@@ -72,5 +146,21 @@ def _members(annotation: Any) -> Iterable[Any]:
     return [arg for arg in typing.get_args(annotation) if arg is not Ellipsis]
 
 
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+def hides_all(model: type[BaseModel], exc: ValidationError) -> bool:
+    """Whether no value given may be shown: the model asks pydantic to hide them
+    (``hide_input_in_errors``), or the error is another model's (a ``model_validate`` of
+    its own that validates with one), whose ``loc`` this model's fields cannot place."""
+    return bool(model.model_config.get("hide_input_in_errors")) or exc.title != model.__name__
+
+
+# pydantic's own error types, whose message never holds the value given; a validator's
+# (``value_error``, ``assertion_error``, a ``PydanticCustomError``'s type) may hold it.
+_OWN_MESSAGES = frozenset(typing.get_args(ErrorType)) - {"value_error", "assertion_error"}
+
+
+def hidden_message(error: ErrorDetails) -> str:
+    """pydantic's message of ``error`` at a hidden value: a validator's own message may
+    show the value, so it is left out then."""
+    if error["type"] in _OWN_MESSAGES:
+        return error["msg"]
+    return f"rejected by a validator ({error['type']}; its message hidden)"

@@ -1,0 +1,192 @@
+"""A rejected payload's secret values stay hidden wherever its parked event's information
+goes (the reason, the stored detail, the failures table, the log lines), whatever shape
+the model declares them in: an alias (pydantic's ``loc`` names it), a dataclass or a
+``TypedDict`` field, ``Secret[...]``, a validator whose message holds the value, a model
+with ``hide_input_in_errors``, a ``model_validate`` of its own that validates another
+model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import pydantic
+import pytest
+import sqlalchemy as sa
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, Secret, SecretStr, ValidationError
+from typing_extensions import TypedDict
+
+from projections.api import Event, PayloadError, Projection, Tx, on, payload_error
+from projections.store import Lane
+from projections.store_tables import failures, parked_events
+from tests.projection_fixtures import append_tenant_events, engine_on
+
+SECRET = "hunter2-s3cr3t"
+
+metadata = sa.MetaData()
+seen = sa.Table("hidden_seen", metadata, sa.Column("entry", sa.Text, primary_key=True))
+
+
+class Login(BaseModel):
+    password: SecretStr = Field(alias="pw")
+
+
+class Swapped(BaseModel):
+    secret: SecretStr = Field(alias="token")
+    token: str = Field(alias="other")
+
+
+@dataclasses.dataclass
+class PlainCreds:
+    key: SecretStr
+
+
+@pydantic.dataclasses.dataclass
+class PydanticCreds:
+    key: str = dataclasses.field(repr=False)
+
+
+class DictCreds(TypedDict):
+    key: SecretStr
+
+
+class Inner(BaseModel):
+    key: SecretStr
+
+
+class Validated(BaseModel):
+    key: SecretStr
+
+    @pydantic.field_validator("key", mode="before")
+    @classmethod
+    def known(cls, value: Any) -> Any:
+        if value != "ok":
+            raise ValueError(f"unknown key {value}")
+        return value
+
+
+class Quiet(BaseModel):
+    model_config = ConfigDict(hide_input_in_errors=True)
+    key: str
+
+
+class OwnValidate(BaseModel):
+    data: dict[str, Any]
+
+    @classmethod
+    def model_validate(cls, obj: Any, **options: Any) -> OwnValidate:  # type: ignore[override]
+        Inner.model_validate(obj["data"])
+        return super().model_validate(obj, **options)
+
+
+class Shapes(BaseModel):
+    login: Login | dict[str, int] | None = None
+    plain: PlainCreds | None = None
+    pydantic_creds: PydanticCreds | None = None
+    typed: DictCreds | None = None
+    pin: Secret[int] | None = None
+
+
+CASES: list[tuple[type[BaseModel], Any]] = [
+    (Login, {"pw": [SECRET]}),
+    (Swapped, {"token": [SECRET], "other": "o"}),
+    (Shapes, {"login": {"pw": [SECRET]}}),
+    (Shapes, {"plain": {"key": [SECRET]}}),
+    (Shapes, {"pydantic_creds": {"key": [SECRET]}}),
+    (Shapes, {"typed": {"key": [SECRET]}}),
+    (Shapes, {"typed": SECRET}),
+    (Shapes, {"pin": SECRET}),
+    (Validated, {"key": SECRET}),
+    (Quiet, {"key": [SECRET]}),
+    (OwnValidate, {"data": {"key": [SECRET]}}),
+]
+
+
+@pytest.mark.parametrize(("model", "payload"), CASES, ids=lambda c: getattr(c, "__name__", ""))
+def test_a_rejected_secret_value_is_hidden_whatever_shape_declares_it(
+    model: type[BaseModel], payload: Any
+) -> None:
+    with pytest.raises(ValidationError) as rejected:
+        model.model_validate(payload)
+    message = str(payload_error("Logged", model, rejected.value))
+    assert "(value hidden)" in message, message
+    assert SECRET not in message and "hunter2" not in message, message
+
+
+def test_a_plain_fields_value_is_still_shown_beside_an_aliased_secret() -> None:
+    class Both(BaseModel):
+        password: SecretStr = Field(alias="pw")
+        count: int
+
+    with pytest.raises(ValidationError) as rejected:
+        Both.model_validate({"pw": "fine", "count": "many"})
+    assert "count: Input should be a valid integer" in str(
+        payload_error("Logged", Both, rejected.value)
+    )
+    assert "(got 'many')" in str(payload_error("Logged", Both, rejected.value))
+
+
+class Keys(Projection):
+    name = "hidden_keys"
+    tables = (seen,)
+    partitions = 1
+
+    @on("bank", "Shaped")
+    def shaped(self, event: Event[Shapes], tx: Tx) -> None:
+        tx.upsert(seen, {"entry": event.aggregate_id})
+
+    @on("bank", "Checked")
+    def checked(self, event: Event[Validated], tx: Tx) -> None:
+        tx.upsert(seen, {"entry": event.aggregate_id})
+
+    @on("bank", "Own")
+    def own(self, event: Event[OwnValidate], tx: Tx) -> None:
+        tx.upsert(seen, {"entry": event.aggregate_id})
+
+
+def test_a_parked_events_stored_rows_and_log_lines_never_show_the_secret(
+    pg_database: Callable[[], str],
+) -> None:
+    events = [
+        (None, "a1", "Shaped", {"login": {"pw": [SECRET]}}),
+        (None, "a2", "Shaped", {"typed": {"key": [SECRET]}}),
+        (None, "a3", "Checked", {"key": SECRET}),
+        (None, "a4", "Own", {"data": {"key": [SECRET]}}),
+    ]
+    with (
+        engine_on(pg_database(), [Keys()], max_attempts=5, retry_backoff=30) as (log, store, eng),
+        structlog.testing.capture_logs() as logged,
+    ):
+        append_tenant_events(log, events)
+        eng.process(Lane("hidden_keys", "bank", 0))
+        parked = store.parked("hidden_keys")
+        with log.engine.connect() as conn:
+            stored = [
+                str(value)
+                for table in (parked_events, failures)
+                for row in conn.execute(sa.select(table))
+                for value in row
+            ]
+
+    assert len(parked) == 4
+    assert all("payload rejected, not retried: PayloadError(" in p.reason for p in parked)
+    assert [line for line in logged if line["event"] == "event parked"], logged
+    for text in [*stored, *(repr(line) for line in logged)]:
+        assert SECRET not in text and "hunter2" not in text, text
+    with pytest.raises(PayloadError):  # the detail was made from the error, not pydantic's
+        Keys().handle(_shaped({"login": {"pw": [SECRET]}}), None)  # type: ignore[arg-type]
+
+
+def _shaped(payload: dict[str, Any]) -> Any:
+    from outbox.envelope import Envelope
+
+    return Envelope(
+        event_id="e1",
+        source="bank",
+        aggregate_type="account",
+        aggregate_id="a1",
+        event_type="Shaped",
+        payload=payload,
+    )
