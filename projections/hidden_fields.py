@@ -154,13 +154,18 @@ def hides_all(model: type[BaseModel], exc: ValidationError) -> bool:
 
 
 # pydantic's own error types, whose message never holds the value given; a validator's
-# (``value_error``, ``assertion_error``, a ``PydanticCustomError``'s type) may hold it.
-_OWN_MESSAGES = frozenset(typing.get_args(ErrorType)) - {"value_error", "assertion_error"}
+# (``value_error``, ``assertion_error``, a ``PydanticCustomError``'s type) may hold it, and
+# ``uuid_parsing`` names a character of it.
+_OWN_MESSAGES = frozenset(typing.get_args(ErrorType)) - {
+    "value_error",
+    "assertion_error",
+    "uuid_parsing",
+}
 
 
 def hidden_message(error: ErrorDetails) -> str:
-    """pydantic's message of ``error`` at a hidden value: a validator's own message may
-    show the value, so it is left out then."""
+    """pydantic's message of ``error`` at a hidden value, unless it may show the value (a
+    validator's own message): then its type alone."""
     if error["type"] in _OWN_MESSAGES:
         return error["msg"]
-    return f"rejected by a validator ({error['type']}; its message hidden)"
+    return f"rejected: {error['type']} (message hidden)"

@@ -8,6 +8,7 @@ model."""
 from __future__ import annotations
 
 import dataclasses
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -190,3 +191,14 @@ def _shaped(payload: dict[str, Any]) -> Any:
         event_type="Shaped",
         payload=payload,
     )
+
+
+def test_pydantics_message_naming_a_character_of_a_hidden_value_is_left_out() -> None:
+    class Keyed(BaseModel):
+        key: uuid.UUID = Field(repr=False)
+
+    with pytest.raises(ValidationError) as rejected:
+        Keyed.model_validate({"key": "1234-" + SECRET})
+    message = str(payload_error("Logged", Keyed, rejected.value))
+    assert "key: rejected: uuid_parsing (message hidden) (value hidden)" in message, message
+    assert "found" not in message, message
