@@ -64,7 +64,13 @@ from projections.shadow_constraints import (
     pg_make_constraint,
 )
 from projections.shadow_keys import OutsideKey, pg_outside_keys
-from projections.shadow_leftovers import pg_marked, warn_lookalikes
+from projections.shadow_leftovers import (
+    LEFTOVER_MARK,
+    SHADOW_MARK,
+    pg_mark_leftover,
+    pg_marked,
+    warn_lookalikes,
+)
 from projections.shadow_names import (
     OLD_SUFFIX,
     PG_NAME_LIMIT,
@@ -166,6 +172,11 @@ class ShadowTables:
         if conn.dialect.name != "postgresql":
             return []
         refused = [view.refusal() for view in self._views(conn) if view.materialized]
+        refused += [
+            f"{name} is named like its shadow table but readmodel did not make it (it lacks "
+            "readmodel's mark): rename it, or drop it if it is not yours"
+            for name in self._unmarked_shadows(conn)
+        ]
         return refused + pg_refusals(conn, self._live(conn))
 
     def carried(self, conn: sa.Connection) -> list[str]:
@@ -191,6 +202,9 @@ class ShadowTables:
         if conn.dialect.name == "postgresql":
             live = dict(self._live(conn))
             for table, shadow in self.mapping.items():
+                # What a later replay or --cleanup may drop (the swap gives the new table
+                # its declared comment instead).
+                pg_mark_leftover(conn, table, shadow.name, SHADOW_MARK)
                 # Readable by no one but the replay while it is built, or if it is left over.
                 pg_lock_down(conn, table_sql(conn, shadow))
                 if table.name in live:  # storage, compression, defaults: for the rows to come
@@ -331,32 +345,42 @@ class ShadowTables:
         return pg_outside_keys(conn, [table_sql(conn, s) for s in self.mapping.values()])
 
     def leftovers(self, conn: sa.Connection) -> list[str]:
-        """Shadow and old tables a previous (interrupted) replay left behind: an old table
-        only when it carries readmodel's mark (:mod:`projections.shadow_leftovers`); a
+        """Shadow and old tables a previous (interrupted) replay left behind: on PostgreSQL
+        only when they carry readmodel's mark (:mod:`projections.shadow_leftovers`); a
         table named so without it is left alone, with a warning."""
-        inspector = sa.inspect(conn)
         found = []
-        for live, shadow in self.mapping.items():
-            if inspector.has_table(shadow.name, schema=live.schema):
-                found.append(qualified(conn, live, shadow.name))
-            olds, lookalikes = self._olds(conn, live)
-            found += olds
+        for live in self.mapping:
+            marked, lookalikes = self._found(conn, live)
+            found += marked
             warn_lookalikes(live, lookalikes)
         return found
 
     def lookalikes(self, conn: sa.Connection) -> list[str]:
-        """The tables named like old tables that readmodel did not make: left alone."""
-        return [name for live in self.mapping for name in self._olds(conn, live)[1]]
+        """The tables named like shadow or old tables that readmodel did not make: left
+        alone."""
+        return [name for live in self.mapping for name in self._found(conn, live)[1]]
 
-    def _olds(self, conn: sa.Connection, live: sa.Table) -> tuple[list[str], list[str]]:
-        """SQL names of the old tables of ``live`` that replays left, and of the tables named
-        so that readmodel did not make (none on SQLite, where the swap drops them)."""
+    def _unmarked_shadows(self, conn: sa.Connection) -> list[str]:
+        return [
+            qualified(conn, live, shadow.name)
+            for live, shadow in self.mapping.items()
+            if pg_marked(conn, live, shadow.name, SHADOW_MARK) is False
+        ]
+
+    def _found(self, conn: sa.Connection, live: sa.Table) -> tuple[list[str], list[str]]:
+        """SQL names of the shadow and old tables of ``live`` that replays left, and of the
+        tables named so that readmodel did not make (SQLite: its shadow, by name; no old
+        tables, which its swap drops)."""
+        shadow = self.mapping[live].name
+        if conn.dialect.name != "postgresql":
+            there = sa.inspect(conn).has_table(shadow, schema=live.schema)
+            return [qualified(conn, live, shadow)] if there else [], []
         marked: list[str] = []
         unmarked: list[str] = []
-        if conn.dialect.name != "postgresql":
-            return marked, unmarked
-        for name in (old_name(live.name), *pg_leftover_names(conn, live)):
-            mark = pg_marked(conn, live, name)
+        names = [(shadow, SHADOW_MARK), (old_name(live.name), LEFTOVER_MARK)]
+        names += [(name, LEFTOVER_MARK) for name in pg_leftover_names(conn, live)]
+        for name, kind in names:
+            mark = pg_marked(conn, live, name, kind)
             if mark is not None:
                 (marked if mark else unmarked).append(qualified(conn, live, name))
         return marked, unmarked

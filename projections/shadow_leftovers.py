@@ -6,6 +6,13 @@ with a comment (:data:`LEFTOVER_MARK`); an old table a later swap renames
 next replay or ``--cleanup``, which drop only the tables that carry the mark: a table of
 the user's that is merely named so is left alone, with a warning naming it, and the swap
 gives the old table a free name instead.
+
+A shadow ``<table>__rebuild`` carries a mark of its own (:data:`SHADOW_MARK`) from its
+creation to the swap, which gives the new table its declared comment (or none, for the live
+table's to come back): an interrupted replay's shadow is dropped by the next replay or
+``--cleanup``; a table of the user's named so is left alone, with a warning, and a rebuild
+is refused while it is there (it would build into it). SQLite keeps no comments: its shadows
+are found by name, as before.
 """
 
 from __future__ import annotations
@@ -18,16 +25,30 @@ from projections.shadow_names import leftover_name, qualified
 logger = structlog.get_logger("readmodel.replay")
 
 LEFTOVER_MARK = "readmodel leftover of table "
+SHADOW_MARK = "readmodel shadow of table "
 
 
-def pg_mark_leftover(conn: sa.Connection, live: sa.Table, name: str) -> None:
-    """Mark the old table ``name`` (the live table's, just renamed) as readmodel's."""
-    text = f"{LEFTOVER_MARK}{live.name}".replace("'", "''")
-    conn.exec_driver_sql(f"COMMENT ON TABLE {qualified(conn, live, name)} IS '{text}'")
+def pg_mark_leftover(
+    conn: sa.Connection, live: sa.Table, name: str, mark: str = LEFTOVER_MARK
+) -> None:
+    """Mark the old table ``name`` (the live table's, just renamed) as readmodel's; with
+    :data:`SHADOW_MARK`, the shadow ``name`` of ``live``."""
+    text = f"{mark}{live.name}"
+    conn.exec_driver_sql(f"COMMENT ON TABLE {qualified(conn, live, name)} IS {literal(text)}")
 
 
-def pg_marked(conn: sa.Connection, live: sa.Table, name: str) -> bool | None:
-    """Whether the table ``name`` (beside ``live``) carries the mark; ``None``: no such table."""
+def literal(text: str | None) -> str:
+    """``text`` as an SQL string literal (``NULL`` for ``None``), for a statement sent with
+    no parameters: a ``%`` doubled, as psycopg reads it as a placeholder."""
+    if text is None:
+        return "NULL"
+    return "'" + text.replace("'", "''").replace("%", "%%") + "'"
+
+
+def pg_marked(
+    conn: sa.Connection, live: sa.Table, name: str, mark: str = LEFTOVER_MARK
+) -> bool | None:
+    """Whether the table ``name`` (beside ``live``) carries ``mark``; ``None``: no such table."""
     row = conn.exec_driver_sql(
         "SELECT c.oid, obj_description(c.oid, 'pg_class') FROM pg_class c"
         " WHERE c.oid = to_regclass(%(t)s)",
@@ -35,7 +56,7 @@ def pg_marked(conn: sa.Connection, live: sa.Table, name: str) -> bool | None:
     ).first()
     if row is None:
         return None
-    return str(row[1] or "").startswith(LEFTOVER_MARK)
+    return str(row[1] or "").startswith(mark)
 
 
 def pg_free_leftover_name(conn: sa.Connection, live: sa.Table, number: int) -> str:
@@ -53,6 +74,7 @@ def warn_lookalikes(live: sa.Table, names: list[str]) -> None:
             "tables named like replay leftovers left alone",
             table=live.name,
             tables=names,
-            detail="readmodel did not make them (they lack its mark): neither a replay nor "
-            "--cleanup drops them; rename them if they are yours",
+            detail="they lack readmodel's mark (a table of yours, or one a readmodel older "
+            "than the mark left): neither a replay nor --cleanup drops them; rename them if "
+            "they are yours, drop them by hand if not",
         )

@@ -34,6 +34,7 @@ from projections.shadow_constraints import (
 )
 from projections.shadow_keys import LateOutsideKeys, OutsideKey
 from projections.shadow_leftovers import (
+    literal,
     pg_free_leftover_name,
     pg_mark_leftover,
     pg_marked,
@@ -101,6 +102,8 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
         conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
         pg_mark_leftover(conn, live, old)  # what a later replay or --cleanup may drop
         conn.exec_driver_sql(f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
+        # The shadow's mark goes: the declared comment, or the live table's (restored below).
+        conn.exec_driver_sql(f"COMMENT ON TABLE {live_sql} IS {literal(shadow.comment)}")
         for name, kind in pg_dependents(conn, live):
             conn.exec_driver_sql(
                 f"ALTER {kind} {qualified(conn, live, name)} "

@@ -236,3 +236,48 @@ def test_a_leftover_readmodel_made_is_dropped_beside_a_users_lookalike(
 
     assert {t for t in pg.tables() if "__old" in t} == {"last_deposit__old_7"}
     assert query(pg, "SELECT note FROM last_deposit__old_7") == [("mine too",)]
+
+
+def test_a_users_table_named_like_a_shadow_survives_the_cleanup_and_stops_a_rebuild(
+    pg: Pipeline,
+) -> None:
+    """``<table>__rebuild`` of the user's (readmodel's shadows carry its mark): ``--cleanup``
+    leaves it with a warning, ``--dry-run`` says the rebuild will be refused, and the replay
+    is refused naming it, rather than dropping it (or building into it)."""
+    pg.feed("bank", EVENTS)
+    live = query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1")
+    pg.execute("CREATE TABLE last_deposit__rebuild (note text)")
+    pg.execute("INSERT INTO last_deposit__rebuild VALUES ('mine')")
+
+    with capture_logs() as cleaning:
+        assert pg.replayer("last_deposit").cleanup() == []
+    plan = pg.replayer("last_deposit").plan(ReplayOptions())
+    with pytest.raises(StoreError, match="last_deposit__rebuild"):
+        pg.replayer("last_deposit").run(ReplayOptions())
+
+    assert query(pg, "SELECT note FROM last_deposit__rebuild") == [("mine",)]
+    assert query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
+    assert _warned(cleaning, "last_deposit__rebuild"), cleaning
+    assert plan.leftovers == [], plan
+    assert any("refused" in w and "last_deposit__rebuild" in w for w in plan.warnings), plan
+
+
+def test_a_shadow_a_replay_left_is_still_dropped_and_the_new_table_keeps_no_mark(
+    pg: Pipeline,
+) -> None:
+    """The shadow carries readmodel's mark while it is built: one an interrupted replay left
+    is dropped by ``--cleanup``; swapped in, the table has the live table's comment again."""
+    pg.feed("bank", EVENTS)
+    pg.execute("COMMENT ON TABLE last_deposit IS 'the users'' own note'")
+    replayer = pg.replayer("last_deposit")
+    with replayer.store.engine.begin() as conn:
+        replayer.shadow.create(conn)  # as a replay interrupted after it made its shadow
+
+    assert [n.strip('"') for n in pg.replayer("last_deposit").cleanup()] == [
+        "last_deposit__rebuild"
+    ]
+    pg.replayer("last_deposit").run(ReplayOptions())
+
+    comment = "SELECT obj_description('last_deposit'::regclass, 'pg_class')"
+    assert query(pg, comment) == [("the users' own note",)]
+    assert {t for t in pg.tables() if t.endswith(("__rebuild", "__old"))} == set()
