@@ -49,7 +49,9 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from outbox.envelope import Envelope
 from outbox.source_groups import group_of
-from projections.hidden_fields import hidden, hidden_message, hides_all, holds_hidden
+from projections.hidden_fields import hides_all, holds_hidden, without_values
+from projections.payload_errors import PayloadError as PayloadError  # re-exported
+from projections.payload_errors import payload_error
 
 P = TypeVar("P")
 
@@ -140,18 +142,6 @@ def on(source: str, event_type: str) -> Callable[[Callable[..., None]], Callable
         return function
 
     return mark
-
-
-class PayloadError(ValueError):
-    """An event's payload does not match its handler's model (after the projection's
-    upcasters): no attempt can change that, so the engine parks its event at the first
-    failure (``payload rejected, not retried``), for ``readmodel parked retry`` once a
-    deploy accepts it. A handler or an upcaster may raise it too, to the same end.
-    ``fields``: the payload's fields the model rejected, dotted (``lines.0.sku``)."""
-
-    def __init__(self, message: str, fields: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.fields = tuple(fields)
 
 
 class TenantError(Exception):
@@ -281,7 +271,15 @@ class Projection:
         return sorted(own | members)
 
     def handle(self, envelope: Envelope, tx: Tx) -> bool:
-        """Apply one event; ``False`` when this projection does not subscribe to it."""
+        """Apply one event; ``False`` when this projection does not subscribe to it. A
+        ``ValidationError`` of a handler's or an upcaster's own model goes on without the
+        values given (:class:`projections.hidden_fields.HiddenValidationError`)."""
+        try:
+            return self._handle(envelope, tx)
+        except ValidationError as exc:  # the traceback kept: it shows no value
+            raise without_values(exc).with_traceback(exc.__traceback__) from None
+
+    def _handle(self, envelope: Envelope, tx: Tx) -> bool:
         handler = self._handlers.get((envelope.source, envelope.event_type))
         if handler is None:
             handler = self._handlers.get((self.subscription(envelope.source), envelope.event_type))
@@ -334,36 +332,6 @@ class Projection:
 
 
 _fast: dict[type[BaseModel], bool] = {}
-
-
-def payload_error(
-    event_type: str, model: type[BaseModel], exc: ValidationError, *, upcast: bool = False
-) -> PayloadError:
-    """The :class:`PayloadError` of a payload ``model`` rejected: each field it rejected
-    with pydantic's message, and the value given (shortened) unless it was missing or is
-    hidden (:mod:`projections.hidden_fields`: ``SecretStr``, ``Field(repr=False)``, and
-    every value of a model with ``hide_input_in_errors`` or another model's error)."""
-    problems: list[str] = []
-    fields: list[str] = []
-    hide_all = hides_all(model, exc)
-    for error in exc.errors(include_url=False):
-        field = ".".join(str(part) for part in error["loc"]) or "(payload)"
-        fields.append(field)
-        shown_field = field if len(field) <= 80 else field[:79] + "…"  # a long dict key, say
-        if error["type"] == "missing":
-            problem = f"{shown_field}: {error['msg']}"
-        elif hide_all or hidden(model, error["loc"]):
-            problem = f"{shown_field}: {hidden_message(error)} (value hidden)"
-        else:
-            given = repr(error.get("input"))
-            given = given if len(given) <= 40 else given[:39] + "…"
-            problem = f"{shown_field}: {error['msg']} (got {given})"
-        problems.append(problem)
-    shown = "; ".join(problems[:5])
-    if len(problems) > 5:
-        shown += f"; and {len(problems) - 5} more"
-    what = f"{event_type} payload" + (" after upcasting" if upcast else "")
-    return PayloadError(f"{what} does not match {model.__name__}: {shown}", fields)
 
 
 def _check_tenant_tables(cls: type[Projection]) -> None:

@@ -169,3 +169,25 @@ def hidden_message(error: ErrorDetails) -> str:
     if error["type"] in _OWN_MESSAGES:
         return error["msg"]
     return f"rejected: {error['type']} (message hidden)"
+
+
+class HiddenValidationError(ValueError):
+    """A pydantic ``ValidationError`` a handler or an upcaster raised, validating a model of
+    its own (not the payload's: :class:`projections.api.PayloadError`): its fields and
+    messages without the values given, which may be secrets (which model raised it, and so
+    which of its fields are secret, is not known here). The handler's failure, retried."""
+
+
+def without_values(exc: ValidationError) -> HiddenValidationError:
+    """``exc`` as a :class:`HiddenValidationError`: each field and pydantic's message."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in error["loc"]) or "(value)"
+        if error["type"] == "missing":
+            problems.append(f"{field}: {error['msg']}")
+        else:
+            problems.append(f"{field}: {hidden_message(error)} (value hidden)")
+    shown = "; ".join(problems[:5])
+    if len(problems) > 5:
+        shown += f"; and {len(problems) - 5} more"
+    return HiddenValidationError(f"{exc.title} rejected a value: {shown}")

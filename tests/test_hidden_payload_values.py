@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, Secret, SecretStr, Validation
 from typing_extensions import TypedDict
 
 from projections.api import Event, PayloadError, Projection, Tx, on, payload_error
+from projections.engine import RetryLater
 from projections.store import Lane
 from projections.store_tables import failures, parked_events
 from tests.projection_fixtures import append_tenant_events, engine_on
@@ -202,3 +203,64 @@ def test_pydantics_message_naming_a_character_of_a_hidden_value_is_left_out() ->
     message = str(payload_error("Logged", Keyed, rejected.value))
     assert "key: rejected: uuid_parsing (message hidden) (value hidden)" in message, message
     assert "found" not in message, message
+
+
+def _upcast_checked(payload: dict[str, Any]) -> dict[str, Any]:
+    Inner.model_validate(payload)  # the upcaster checks the old shape with a model of its own
+    return {**payload, "schema_version": 2}
+
+
+class OwnModels(Projection):
+    name = "hidden_own"
+    tables = (seen,)
+    partitions = 1
+    upcasters = {("Upcast", 1): _upcast_checked}
+
+    @on("bank", "Upcast")
+    def upcast_one(self, event: Event[dict[str, Any]], tx: Tx) -> None:
+        tx.upsert(seen, {"entry": event.aggregate_id})
+
+    @on("bank", "Checks")
+    def checks(self, event: Event[dict[str, Any]], tx: Tx) -> None:
+        Inner.model_validate(event.payload)  # the handler validates a model of its own
+
+
+def test_a_handlers_or_upcasters_own_validation_error_is_retried_without_its_values(
+    pg_database: Callable[[], str],
+) -> None:
+    """Not the payload's model: the handler's failure, retried then parked as before, but
+    pydantic's text (which shows the values given) is not stored, logged or raised."""
+    events = [
+        (None, "a1", "Upcast", {"key": [SECRET]}),
+        (None, "a2", "Checks", {"key": [SECRET]}),
+    ]
+    with (
+        engine_on(pg_database(), [OwnModels()], max_attempts=2, retry_backoff=0) as (
+            log,
+            store,
+            eng,
+        ),
+        structlog.testing.capture_logs() as logged,
+    ):
+        append_tenant_events(log, events)
+        for _ in range(4):
+            try:
+                eng.process(Lane("hidden_own", "bank", 0))
+            except RetryLater:
+                continue
+        parked = store.parked("hidden_own")
+        with log.engine.connect() as conn:
+            stored = [
+                str(value)
+                for table in (parked_events, failures)
+                for row in conn.execute(sa.select(table))
+                for value in row
+            ]
+
+    assert [(p.position, p.attempts) for p in parked] == [(1, 2), (2, 2)]
+    for entry in parked:
+        assert entry.reason.startswith("handler failed 2 times: "), entry.reason
+        assert "key: Input should be a valid string (value hidden)" in entry.reason
+        assert "Inner" in entry.reason and "Traceback" in entry.detail
+    for text in [*stored, *(repr(line) for line in logged)]:
+        assert SECRET not in text and "hunter2" not in text, text
