@@ -135,8 +135,8 @@ class Replayer(TableReplayerBase):
         self.cache = cache
         self.hooks = hooks or ReplayHooks()
         self.batch_size = batch_size
-        self.shadow = ShadowTables(projection.tables)
         self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
+        self.shadow = ShadowTables(projection.tables, rebuild=self.shadow_projection)
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
         self._applied = 0
         self._total = 0

@@ -69,6 +69,7 @@ from projections.shadow_leftovers import (
     SHADOW_MARK,
     pg_mark_leftover,
     pg_marked,
+    pg_rebuild_began,
     warn_lookalikes,
 )
 from projections.shadow_names import (
@@ -94,8 +95,18 @@ class ShadowTables:
     """The shadow copy of each of a projection's tables (logical table -> shadow table),
     named with ``suffix``."""
 
-    def __init__(self, tables: Iterable[sa.Table], *, suffix: str = SHADOW_SUFFIX) -> None:
+    def __init__(
+        self,
+        tables: Iterable[sa.Table],
+        *,
+        suffix: str = SHADOW_SUFFIX,
+        rebuild: str | None = None,
+    ) -> None:
         self.suffix = suffix
+        self.rebuild = rebuild
+        """The projection name of the rebuild's checkpoints: an unmarked shadow while they
+        exist is an older readmodel's (from before the marks), left by its interrupted
+        rebuild."""
         self.mapping: dict[sa.Table, sa.Table] = {}
         self._declared: dict[str, sa.Index | sa.Constraint] = {}  # by shadow name
         self._carried: dict[str, str] = {}  # hand-made index: shadow name -> live name
@@ -361,26 +372,28 @@ class ShadowTables:
         return [name for live in self.mapping for name in self._found(conn, live)[1]]
 
     def _unmarked_shadows(self, conn: sa.Connection) -> list[str]:
-        return [
-            qualified(conn, live, shadow.name)
-            for live, shadow in self.mapping.items()
-            if pg_marked(conn, live, shadow.name, SHADOW_MARK) is False
-        ]
+        return [name for live in self.mapping for name in self._found(conn, live, shadows=True)[1]]
 
-    def _found(self, conn: sa.Connection, live: sa.Table) -> tuple[list[str], list[str]]:
-        """SQL names of the shadow and old tables of ``live`` that replays left, and of the
-        tables named so that readmodel did not make (SQLite: its shadow, by name; no old
-        tables, which its swap drops)."""
+    def _found(
+        self, conn: sa.Connection, live: sa.Table, *, shadows: bool = False
+    ) -> tuple[list[str], list[str]]:
+        """SQL names of the shadow and (unless ``shadows``) old tables of ``live`` that
+        replays left, and of the tables named so that readmodel did not make (SQLite: its
+        shadow, by name; no old tables, which its swap drops)."""
         shadow = self.mapping[live].name
         if conn.dialect.name != "postgresql":
             there = sa.inspect(conn).has_table(shadow, schema=live.schema)
             return [qualified(conn, live, shadow)] if there else [], []
         marked: list[str] = []
         unmarked: list[str] = []
-        names = [(shadow, SHADOW_MARK), (old_name(live.name), LEFTOVER_MARK)]
-        names += [(name, LEFTOVER_MARK) for name in pg_leftover_names(conn, live)]
+        names = [(shadow, SHADOW_MARK)]
+        if not shadows:
+            names.append((old_name(live.name), LEFTOVER_MARK))
+            names += [(name, LEFTOVER_MARK) for name in pg_leftover_names(conn, live)]
         for name, kind in names:
             mark = pg_marked(conn, live, name, kind)
+            if mark is False and kind is SHADOW_MARK and self.rebuild is not None:
+                mark = pg_rebuild_began(conn, self.rebuild)
             if mark is not None:
                 (marked if mark else unmarked).append(qualified(conn, live, name))
         return marked, unmarked

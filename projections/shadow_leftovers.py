@@ -11,7 +11,9 @@ A shadow ``<table>__rebuild`` carries a mark of its own (:data:`SHADOW_MARK`) fr
 creation to the swap, which gives the new table its declared comment (or none, for the live
 table's to come back): an interrupted replay's shadow is dropped by the next replay or
 ``--cleanup``; a table of the user's named so is left alone, with a warning, and a rebuild
-is refused while it is there (it would build into it). SQLite keeps no comments: its shadows
+is refused while it is there (it would build into it). An unmarked shadow while its
+rebuild's checkpoints exist is taken for readmodel's: an older readmodel's (from before the
+marks) interrupted rebuild left it. SQLite keeps no comments: its shadows
 are found by name, as before.
 """
 
@@ -21,6 +23,7 @@ import sqlalchemy as sa
 import structlog
 
 from projections.shadow_names import leftover_name, qualified
+from projections.store_tables import checkpoints
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -57,6 +60,15 @@ def pg_marked(
     if row is None:
         return None
     return str(row[1] or "").startswith(mark)
+
+
+def pg_rebuild_began(conn: sa.Connection, rebuild: str) -> bool:
+    """Whether checkpoints of the rebuild ``rebuild`` (a projection's shadow name) exist: a
+    rebuild began and did not end (its swap or cleanup deletes them)."""
+    found = conn.execute(
+        sa.select(checkpoints.c.projection).where(checkpoints.c.projection == rebuild).limit(1)
+    ).first()
+    return found is not None
 
 
 def pg_free_leftover_name(conn: sa.Connection, live: sa.Table, number: int) -> str:

@@ -281,3 +281,26 @@ def test_a_shadow_a_replay_left_is_still_dropped_and_the_new_table_keeps_no_mark
     comment = "SELECT obj_description('last_deposit'::regclass, 'pg_class')"
     assert query(pg, comment) == [("the users' own note",)]
     assert {t for t in pg.tables() if t.endswith(("__rebuild", "__old"))} == set()
+
+
+def test_a_shadow_an_older_readmodel_left_unmarked_is_dropped_when_its_rebuild_had_begun(
+    pg: Pipeline,
+) -> None:
+    """A replay of a readmodel from before the marks, interrupted, left an unmarked shadow
+    and its rebuild checkpoints: the shadow is readmodel's (a user's table of that name has
+    no such checkpoints), so the next replay drops it and rebuilds, as it did before."""
+    pg.feed("bank", EVENTS)
+    replayer = pg.replayer("last_deposit")
+    with replayer.store.engine.begin() as conn:
+        replayer.shadow.create(conn)
+        replayer._init_shadow_checkpoints(conn, ["bank"])  # as a rebuild under way
+        conn.exec_driver_sql("COMMENT ON TABLE last_deposit__rebuild IS NULL")  # no mark yet
+    live = query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1")
+
+    plan = pg.replayer("last_deposit").plan(ReplayOptions())
+    pg.replayer("last_deposit").run(ReplayOptions())
+
+    assert [n.strip('"') for n in plan.leftovers] == ["last_deposit__rebuild"], plan
+    assert not any("refused" in w for w in plan.warnings), plan
+    assert query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
+    assert {t for t in pg.tables() if t.endswith(("__rebuild", "__old"))} == set()
