@@ -29,6 +29,9 @@ _DRIVERS: dict[str, tuple[EngineKind, str]] = {
 _DSN_SECRET = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>\S*)@")
 # A masked DSN's scheme and what follows its user part ("user@", "user:***@"), to the query.
 _DSN_LOCATION = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?:[^/@\s]*@)?(?P<where>[^?#\s]*)")
+# The query parameters that say where a DSN points (libpq's, PyMySQL's), kept in a location.
+_LOCATION_PARAMETERS = frozenset({"host", "hostaddr", "port", "dbname", "database", "unix_socket"})
+_EMBEDDED_SETTING = re.compile(r"=|%3d|://|%3a%2f%2f", re.IGNORECASE)
 # password=... in free text, a libpq conninfo, or a DSN's query (?password=, &sslpassword=).
 _KV_SECRET = re.compile(r"\b((?:ssl)?password|passwd|pwd)(\s*=\s*)([^\s&;]+)", re.IGNORECASE)
 
@@ -61,13 +64,21 @@ def libpq_conninfo(dsn: str | URL) -> str:
 def redact_dsn(dsn: str | URL, *, location: bool = False) -> str:
     """The DSN with its password masked, for logs and messages: in the user part (however
     it is escaped) and in the query (``?password=...``). ``location``: only where it
-    points, ``postgresql://host:port/dbname``, without user, password or query (for the
-    logs of tenant registries and their members)."""
+    points, ``postgresql://host:port/dbname``, without user, password or the query's other
+    parameters (``host``, ``port``, ``dbname``... stay), for the logs of tenant registries
+    and their members."""
     if isinstance(dsn, URL):
         dsn = dsn.render_as_string(hide_password=False)
     text = redact_text(dsn)
     if location and (found := _DSN_LOCATION.match(text)):
-        return found["scheme"] + found["where"]
+        query = text[found.end() :].partition("#")[0].removeprefix("?")
+        kept = [
+            part
+            for part in query.split("&")
+            if part.partition("=")[0].lower() in _LOCATION_PARAMETERS
+            and not _EMBEDDED_SETTING.search(part.partition("=")[2])  # libpq expands it
+        ]
+        return found["scheme"] + found["where"] + ("?" + "&".join(kept) if kept else "")
     return text
 
 

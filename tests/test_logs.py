@@ -110,5 +110,15 @@ def test_a_dsns_location_has_no_user_password_or_query() -> None:
         "mongodb://u:pw@h1:27017,h2:27017/chat?replicaSet=rs0": "mongodb://h1:27017,h2:27017/chat",
         "sqlite:////var/lib/readmodel/registry.db": "sqlite:////var/lib/readmodel/registry.db",
         "postgresql://db-1/pos": "postgresql://db-1/pos",
+        "postgresql://u:pw@127.0.0.1:5432/?dbname=shop&user=u&options=-csearch_path%3Da": (
+            "postgresql://127.0.0.1:5432/?dbname=shop"
+        ),
+        "postgresql://u@/pos?host=/var/run/postgresql&port=5433&sslpassword=k": (
+            "postgresql:///pos?host=/var/run/postgresql&port=5433"
+        ),
+        "mysql+pymysql://u:pw@/?database=auth&unix_socket=/run/mysqld.sock&passwd=x": (
+            "mysql+pymysql:///?database=auth&unix_socket=/run/mysqld.sock"
+        ),
+        "postgresql:///?dbname=host%3Dh%20user%3Du%20password%3Dp": "postgresql:///",
     }
     assert {dsn: redact_dsn(dsn, location=True) for dsn in cases} == cases
