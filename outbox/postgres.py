@@ -18,6 +18,7 @@ from config import SourceSettings
 from outbox import source as sql_source
 from outbox.db import libpq_conninfo
 from outbox.ddl import OutboxTypes, create_table
+from outbox.errors import SourceError
 from outbox.source import SqlOutboxSource, bounded_connect
 
 NOTIFY_CHANNEL = "readmodel_outbox"
@@ -41,7 +42,16 @@ class PostgresOutboxSource(SqlOutboxSource):
         :mod:`config.outbox_identity` reads it), so tenants in two schemas both lead."""
         schema = self.settings.schema_name
         if not schema:
-            schema = conn.execute(_FOUND_IN, {"t": self.settings.table}).scalar() or "public"
+            # No table found: no key. A fallback ("public") would differ from the key of a
+            # relay asking once the table is made again in its schema: both would lead it.
+            schema = conn.execute(_FOUND_IN, {"t": self.settings.table}).scalar()
+            if not schema:
+                self._table, self._claim = None, None  # made again: its columns read anew
+                self._claim_sql.clear()
+                raise SourceError(
+                    f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
+                    f"(create it with: readmodel outbox init --source {self.name})"
+                )
         identity = f"readmodel-relay:{schema}.{self.settings.table}"
         return int.from_bytes(
             hashlib.blake2b(identity.encode(), digest_size=8).digest(), "big", signed=True
