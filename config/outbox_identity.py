@@ -6,9 +6,11 @@ tenant. The identity compares where the rows are (engine, host, port, database, 
 table) after normalising what the DSN may spell differently; never the user or password.
 
 Where is read from what the driver will be given (SQLAlchemy's connect arguments), so the
-libpq forms count: ``?dbname=`` (over the path), ``?host=``/``?port=``, and a
-``search_path`` set in ``?options=-csearch_path=...``: an unqualified outbox table is the
-one in that schema, so two tenants of one database in two schemas are two outboxes.
+libpq forms count: ``?dbname=`` (over the path), ``?host=``/``?port=``, ``?hostaddr=`` (where
+libpq connects, over the host name), a list of hosts (the set of servers it may reach), a
+``?service=`` read from the service file libpq reads, and a ``search_path`` set in
+``?options=-csearch_path=...``: an unqualified outbox table is the one in that schema, so
+two tenants of one database in two schemas are two outboxes.
 
 A URL cannot prove that a Unix socket and a TCP address reach one server (only the server
 could say, e.g. by ``pg_control_system()``): a socket (PostgreSQL: any directory, or none
@@ -17,7 +19,7 @@ URL's port, so it conflicts with ``127.0.0.1``/``localhost`` on that port. Two l
 servers on one port (one socket-only) would be refused as one, aloud; the reverse mistake
 would mix two tenants' rows. Not seen either: two host names of one machine, ``"$user"``
 in a search path (skipped, as the default path is read as ``public``), and ``PGHOST`` /
-``PGPORT`` / ``PGOPTIONS`` set outside the DSN.
+``PGPORT`` / ``PGOPTIONS`` / ``PGSERVICE`` set outside the DSN.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from sqlalchemy.engine import URL, make_url
 _DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mongodb": 27017}
 _LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 _DIALECTS: dict[str, Any] = {}
+_SERVICE_FILES: dict[str, tuple[int, dict[str, dict[str, str]]]] = {}  # path: (mtime, services)
 
 
 def outbox_identity(settings: Any) -> tuple[str, ...]:
@@ -56,11 +59,12 @@ def outbox_identity(settings: Any) -> tuple[str, ...]:
         )
         port = str(args.get("port") or _DEFAULT_PORTS["mysql"])
         return (kind, host, port, database, settings.schema_name or database, settings.table)
+    if args.get("service"):  # what the DSN sets itself over what the service file does
+        args = {**_pg_service(str(args["service"])), **{k: v for k, v in args.items() if v}}
     user = str(args.get("user") or parsed.username or "")
     return (  # PostgreSQL (the URL was checked: no other engine)
         kind,
-        ",".join(_pg_host(h) for h in str(args.get("host") or "").split(",")),
-        str(args.get("port") or _DEFAULT_PORTS["postgresql"]),
+        _pg_servers(args),
         str(args.get("dbname") or user),
         settings.schema_name or _search_path_schema(str(args.get("options") or "")) or "public",
         settings.table,
@@ -87,6 +91,65 @@ def _dialect(drivername: str, parsed: URL) -> Any:
     if drivername not in _DIALECTS:
         _DIALECTS[drivername] = parsed.get_dialect()()
     return _DIALECTS[drivername]
+
+
+def _pg_servers(args: Mapping[str, Any]) -> str:
+    """The servers libpq may connect to, ``host:port`` each, sorted, once each: a host's
+    ``hostaddr`` (where libpq connects; the host name is then only for authentication)
+    over its name, and one port for all hosts or one per host (an empty one: the default)."""
+    hosts = str(args.get("host") or "").split(",")
+    addresses = str(args.get("hostaddr") or "").split(",")
+    ports = str(args.get("port") or "").split(",")
+    count = max(len(hosts), len(addresses))
+
+    def nth(items: list[str], i: int) -> str:
+        return items[i] if len(items) == count else items[0] if len(items) == 1 else ""
+
+    servers = {
+        f"{_pg_host(nth(addresses, i) or nth(hosts, i))}:"
+        f"{nth(ports, i).strip() or _DEFAULT_PORTS['postgresql']}"
+        for i in range(count)
+    }
+    return ",".join(sorted(servers))
+
+
+def _pg_service(name: str) -> dict[str, str]:
+    """The connection parameters of the libpq service ``name``: the user's service file
+    (``PGSERVICEFILE``, or ``~/.pg_service.conf``) first, then ``PGSYSCONFDIR``'s. A
+    service found in neither (libpq will not connect) stands for itself."""
+    files = [os.environ.get("PGSERVICEFILE") or os.path.expanduser("~/.pg_service.conf")]
+    if os.environ.get("PGSYSCONFDIR"):
+        files.append(os.path.join(os.environ["PGSYSCONFDIR"], "pg_service.conf"))
+    for path in files:
+        try:
+            stamp = os.stat(path).st_mtime_ns
+        except OSError:
+            continue
+        if _SERVICE_FILES.get(path, (None, {}))[0] != stamp:
+            _SERVICE_FILES[path] = (stamp, _service_file(path))
+        if name in _SERVICE_FILES[path][1]:
+            return _SERVICE_FILES[path][1][name]
+    return {"host": f"service={name}"}
+
+
+def _service_file(path: str) -> dict[str, dict[str, str]]:
+    """``{service: {parameter: value}}`` of a libpq service file."""
+    services: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    try:
+        with open(path, encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                if line.startswith("[") and line.endswith("]"):
+                    current = services.setdefault(line[1:-1], {})
+                elif current is not None and "=" in line:
+                    key, _, value = line.partition("=")
+                    current.setdefault(key.strip(), value.strip())
+    except OSError:
+        return {}
+    return services
 
 
 def _pg_host(host: str) -> str:
