@@ -32,14 +32,20 @@ class PostgresOutboxSource(SqlOutboxSource):
     def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
         super().__init__(name, settings, engine=engine)
         self._listener: psycopg.Connection[Any] | None = None
-        self._leader_key = 0  # the advisory lock taken when leading (see _lock_key)
+        self._leader_keys = (0, 0)  # the advisory locks taken when leading (_lock_keys)
         self._claim_sql: dict[bool, str] = {}
         sa.event.listen(self.engine, "connect", _load_as_text)
 
-    def _lock_key(self, conn: sa.Connection) -> int:
-        """Per database (the server scopes advisory locks) and outbox table: an unqualified
+    def _lock_keys(self, conn: sa.Connection) -> tuple[int, int]:
+        """The leader's exclusive key and the shared key of earlier releases.
+
+        Per database (the server scopes advisory locks) and outbox table: an unqualified
         table by the schema the search path finds it in (a DSN's ``options`` may set it, as
-        :mod:`config.outbox_identity` reads it), so tenants in two schemas both lead."""
+        :mod:`config.outbox_identity` reads it), so tenants in two schemas both lead. Earlier
+        releases took one exclusive key of ``schema`` or ``public`` wherever the table was
+        found; held shared here, it keeps a relay of an earlier release and one of this
+        release from leading one table together during a rolling upgrade (tenants in two
+        schemas share it, and wait for every earlier-release relay of the database)."""
         schema = self.settings.schema_name
         if not schema:
             # No table found: no key. A fallback ("public") would differ from the key of a
@@ -52,21 +58,24 @@ class PostgresOutboxSource(SqlOutboxSource):
                     f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
                     f"(create it with: readmodel outbox init --source {self.name})"
                 )
-        identity = f"readmodel-relay:{schema}.{self.settings.table}"
-        return int.from_bytes(
-            hashlib.blake2b(identity.encode(), digest_size=8).digest(), "big", signed=True
-        )
+        earlier = f"readmodel-relay:{self.settings.schema_name or 'public'}.{self.settings.table}"
+        return _key(f"readmodel-relay-lead:{schema}.{self.settings.table}"), _key(earlier)
 
     def _acquire_leader_lock(self, conn: sa.Connection) -> bool:
-        self._leader_key = self._lock_key(conn)
+        """Both keys, or none (a refused connection is discarded, with what it took)."""
+        self._leader_keys = self._lock_keys(conn)
+        lead, earlier = self._leader_keys
+        shared = sa.text("SELECT pg_try_advisory_lock_shared(:key)")
+        if not conn.execute(shared, {"key": earlier}).scalar():
+            return False
         return bool(
-            conn.execute(
-                sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": self._leader_key}
-            ).scalar()
+            conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": lead}).scalar()
         )
 
     def _release_leader_lock(self, conn: sa.Connection) -> None:
-        conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": self._leader_key})
+        lead, earlier = self._leader_keys
+        conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": lead})
+        conn.execute(sa.text("SELECT pg_advisory_unlock_shared(:key)"), {"key": earlier})
 
     def _positions_filter(self, column: Any, positions: list[Any]) -> sa.ColumnElement[bool]:
         return column == sa.any_(sa.bindparam("positions", positions, type_=ARRAY(BIGINT)))
@@ -244,3 +253,10 @@ def postgres_ddl(settings: SourceSettings) -> list[str]:
         "    FOR EACH STATEMENT EXECUTE FUNCTION readmodel_outbox_notify()",
     ]
     return statements
+
+
+def _key(identity: str) -> int:
+    """A signed 64-bit advisory-lock key."""
+    return int.from_bytes(
+        hashlib.blake2b(identity.encode(), digest_size=8).digest(), "big", signed=True
+    )

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from urllib.parse import quote
 
+import pytest
 import sqlalchemy as sa
 
 from config import SourceSettings
+from outbox.db import create_engine
 from outbox.errors import SourceError
 from outbox.sources import open_source
 from tests.tenant_fixtures import init_tenant_outbox, registry_sql, tenant_source
@@ -51,26 +54,39 @@ def test_a_table_dropped_while_leading_gives_no_second_key(
         second.close()
 
 
-def test_the_table_in_public_keeps_the_key_of_earlier_releases(
-    pg_database: Callable[[], str],
-) -> None:
-    """A relay of an earlier release (key ``readmodel-relay:public.<table>``) and this one
-    exclude each other during a rolling upgrade."""
-    import hashlib
+def _earlier_key(schema: str) -> int:
+    """The leader key of releases before the search path was read: the configured schema,
+    or ``public``."""
+    digest = hashlib.blake2b(f"readmodel-relay:{schema}.outbox".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
 
+
+@pytest.mark.parametrize("schema", [None, "tenant_a"])
+def test_an_earlier_release_and_this_one_exclude_each_other(
+    pg_database: Callable[[], str], schema: str | None
+) -> None:
+    """During a rolling upgrade an earlier release's relay (one exclusive lock on
+    :func:`_earlier_key` of ``public``, wherever the search path finds the table) and this
+    release's relay of the same table never lead both: in ``public``, and in a schema the
+    DSN's search path names."""
     database = pg_database()
-    init_tenant_outbox(database)
-    source = open_source("pos:acme", SourceSettings(**tenant_source(database, "acme")))  # type: ignore[arg-type]
-    old = hashlib.blake2b(b"readmodel-relay:public.outbox", digest_size=8).digest()
-    engine = sa.create_engine(sa.make_url(database).set(drivername="postgresql+psycopg"))
+    url = database
+    if schema is not None:
+        registry_sql(database, f"CREATE SCHEMA {schema}")
+        url = _in_schema(database, schema)
+    init_tenant_outbox(url)
+    source = open_source("pos:acme", SourceSettings(**tenant_source(url, "acme")))  # type: ignore[arg-type]
+    engine = create_engine(database)
     try:
-        with engine.connect() as conn:
-            key = int.from_bytes(old, "big", signed=True)
-            assert conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        with engine.connect() as earlier:
+            key = {"k": _earlier_key("public")}
+            assert earlier.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), key).scalar()
             assert not source.try_lead()
-            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            earlier.execute(sa.text("SELECT pg_advisory_unlock(:k)"), key)
             assert source.try_lead()
-            assert not conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            assert not earlier.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), key).scalar()
+            source.close()
+            assert earlier.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), key).scalar()
     finally:
         source.close()
         engine.dispose()

@@ -220,12 +220,15 @@ def test_each_bad_row_is_named_by_tenant_and_the_rest_are_members(tmp_path: Path
 
 
 def _advisory_locks(url: str) -> int:
+    """The relays leading in ``url``'s database (each holds one exclusive advisory lock; the
+    shared one that keeps earlier releases out is not counted)."""
     engine = create_engine(url)
     try:
         with engine.connect() as conn:
             return int(
                 conn.exec_driver_sql(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND mode = 'ExclusiveLock' AND database = "
                     "(SELECT oid FROM pg_database WHERE datname = current_database())"
                 ).scalar_one()
             )
