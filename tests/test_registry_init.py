@@ -77,3 +77,17 @@ def test_init_refuses_both_rows_when_the_event_log_cannot_be_read(
     assert "pos:zeta: outbox table 'outbox' is ready" in stdout
     assert "pos:acme:" not in stdout and "pos:acme2:" not in stdout
     assert code == 2, output
+
+
+def test_init_of_one_refused_row_is_a_conflict_not_a_missing_row(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, registry, shared = (pg_database() for _ in range(3))
+    make_registry(registry, {"acme": shared, "acme2": shared.replace("127.0.0.1", "localhost")})
+    config = config_for(tmp_path, store, registry)
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    made = run_cli(["outbox", "init", "--source", "pos:acme2", "--config", str(config)])
+    same = "the same database and outbox table as"
+    assert f"tenant 'acme2': {same} tenant 'acme': not relayed" in made.output
+    assert "lists no" not in made.output
+    assert made.exit_code == 2, made.output

@@ -411,6 +411,10 @@ def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], bo
         )
     if source == group:
         return members.sources, refused
+    if source not in members.sources and any(
+        p.conflict and p.source == source for p in members.problems
+    ):  # listed, and refused (said above): a configuration conflict, as for the group
+        raise typer.Exit(EXIT_CONFIG)
     if source not in members.sources:
         listed = ", ".join(members.sources) or "none"
         raise fail(
