@@ -58,7 +58,8 @@ def outbox_identity(settings: Any) -> tuple[str, ...]:
             "127.0.0.1" if args.get("unix_socket") else _host(str(args.get("host") or "localhost"))
         )
         port = str(args.get("port") or _DEFAULT_PORTS["mysql"])
-        return (kind, host, port, database, settings.schema_name or database, settings.table)
+        # A MySQL schema is a database: the one named reads its table, whatever the DSN's.
+        return (kind, host, port, settings.schema_name or database, settings.table)
     if args.get("service"):  # what the DSN sets itself over what the service file does
         args = {**_pg_service(str(args["service"])), **{k: v for k, v in args.items() if v}}
     user = str(args.get("user") or parsed.username or "")
