@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, BIGINT
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import SourceSettings
+from config.outbox_identity import outbox_identity
 from outbox import source as sql_source
 from outbox.db import libpq_conninfo
 from outbox.ddl import OutboxTypes, create_table
@@ -57,6 +58,14 @@ class PostgresOutboxSource(SqlOutboxSource):
                 raise SourceError(
                     f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
                     f"(create it with: readmodel outbox init --source {self.name})"
+                )
+            named = outbox_identity(self.settings)[-2]  # public: no search path in the DSN
+            if named not in ("public", schema):  # another outbox by the registry's reckoning
+                raise SourceError(
+                    f"source {self.name!r}: outbox table {self.settings.table!r} is found in "
+                    f"schema {schema!r}, not in {named!r} that the DSN's search_path names "
+                    f"first: another tenant may read it; create schema {named!r} and run "
+                    f"readmodel outbox init --source {self.name}"
                 )
         earlier = f"readmodel-relay:{self.settings.schema_name or 'public'}.{self.settings.table}"
         return _key(f"readmodel-relay-lead:{schema}.{self.settings.table}"), _key(earlier)

@@ -90,3 +90,24 @@ def test_an_earlier_release_and_this_one_exclude_each_other(
     finally:
         source.close()
         engine.dispose()
+
+
+def test_a_table_found_outside_the_schema_the_dsn_names_is_not_led(
+    pg_database: Callable[[], str],
+) -> None:
+    """``search_path=tenant_a,public`` before tenant_a is made: ``outbox init`` made the table
+    in public, where another tenant's DSN (no search path) reads it too. The registry takes
+    the two for two outboxes (tenant_a and public), so the relay does not lead it."""
+    database = pg_database()
+    in_a = _in_schema(database, "tenant_a,public")
+    init_tenant_outbox(in_a)  # no schema tenant_a: made in public
+    source = open_source("pos:acme", SourceSettings(**tenant_source(in_a, "acme")))  # type: ignore[arg-type]
+    try:
+        with pytest.raises(SourceError, match="tenant_a"):
+            source.try_lead()
+        assert not source.leading  # type: ignore[attr-defined]
+        registry_sql(database, "CREATE SCHEMA tenant_a")
+        init_tenant_outbox(in_a)  # made in tenant_a now: led
+        assert source.try_lead()
+    finally:
+        source.close()
