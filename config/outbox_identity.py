@@ -201,10 +201,31 @@ def _host(host: str) -> str:
     return "127.0.0.1" if host in _LOOPBACK else host
 
 
+def outbox_groups(sources: Mapping[str, Any]) -> list[list[str]]:
+    """The names of ``sources`` by the outbox they read, each list sorted (one list per
+    outbox, one name or more). A PostgreSQL list of hosts reads the outbox of whichever of
+    its servers answers first, so it is one with every source reading one of them."""
+    parent = {name: name for name in sources}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = name = parent[parent[name]]
+        return name
+
+    first: dict[tuple[str, ...], str] = {}
+    for name, settings in sources.items():
+        identity = outbox_identity(settings)
+        servers = identity[1].split(",") if identity[0] == "postgresql" else [identity[1]]
+        for server in servers:
+            other = first.setdefault((identity[0], server, *identity[2:]), name)
+            parent[root(name)] = root(other)
+    groups: dict[str, list[str]] = {}
+    for name in sources:
+        groups.setdefault(root(name), []).append(name)
+    return [sorted(names) for names in groups.values()]
+
+
 def shared_outboxes(sources: Mapping[str, Any]) -> list[list[str]]:
     """The names of sources reading one outbox, each list sorted, for every outbox that more
     than one of ``sources`` reads."""
-    by_outbox: dict[tuple[str, ...], list[str]] = {}
-    for name, settings in sources.items():
-        by_outbox.setdefault(outbox_identity(settings), []).append(name)
-    return sorted(sorted(names) for names in by_outbox.values() if len(names) > 1)
+    return sorted(names for names in outbox_groups(sources) if len(names) > 1)

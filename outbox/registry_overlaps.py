@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from config.outbox_identity import outbox_identity
+from config.outbox_identity import outbox_groups
 from outbox.keepers import Appends, precedence, split_note
 from outbox.source_groups import group_of
 from outbox.tenant_registry import Members, RegistryProblem
@@ -73,11 +73,9 @@ def split_histories(readings: Mapping[str, Members], appends: Appends) -> list[l
 
 def _claims(readings: Mapping[str, Members]) -> list[list[str]]:
     """The members of more than one registry reading one outbox, per outbox."""
-    claims: dict[tuple[str, ...], list[str]] = {}
-    for members in readings.values():
-        for name, source in members.sources.items():
-            claims.setdefault(outbox_identity(source), []).append(name)
-    return [names for names in claims.values() if len({group_of(n) for n in names}) > 1]
+    sources = {n: s for members in readings.values() for n, s in members.sources.items()}
+    claims = outbox_groups(sources)
+    return [names for names in claims if len({group_of(n) for n in names}) > 1]
 
 
 def _refusal(name: str, tenant: str | None, keeper: str, split: list[str]) -> RegistryProblem:

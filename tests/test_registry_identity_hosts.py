@@ -79,3 +79,21 @@ def test_service_rows_name_the_databases_of_their_services(
     members, problems = _read(registry, tmp_path, store)
     assert members == [], problems
     assert f"tenant 'acme': {SAME} tenant 'globex'" in problems
+
+
+def test_a_list_of_hosts_shares_the_outbox_of_each_of_its_servers(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    """libpq connects to the first host that answers: a row listing a standby after the
+    server (``db.invalid`` here, never reached) reads the server's outbox."""
+    store, registry, shared = (pg_database() for _ in range(3))
+    url = sa.make_url(shared)
+    name, port = str(url.database), url.port
+    with_standby = (
+        f"postgresql://{url.username}@/{name}?host=127.0.0.1:{port}&host=db.invalid:{port}"
+    )
+    assert _reaches(with_standby) == name
+    make_registry(registry, {"acme": shared, "globex": with_standby})
+    members, problems = _read(registry, tmp_path, store)
+    assert members == [], problems
+    assert f"tenant 'acme': {SAME} tenant 'globex'" in problems
