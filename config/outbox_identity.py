@@ -7,10 +7,11 @@ table) after normalising what the DSN may spell differently; never the user or p
 
 Where is read from what the driver will be given (SQLAlchemy's connect arguments), so the
 libpq forms count: ``?dbname=`` (over the path), ``?host=``/``?port=``, ``?hostaddr=`` (where
-libpq connects, over the host name), a list of hosts (the set of servers it may reach), a
-``?service=`` read from the service file libpq reads, and a ``search_path`` set in
-``?options=-csearch_path=...``: an unqualified outbox table is the one in that schema, so
-two tenants of one database in two schemas are two outboxes.
+libpq connects, over the host name), a list of hosts (one outbox with each source reading
+one of its servers: :func:`outbox_groups`), a ``?service=`` read from the service file
+libpq reads, and a ``search_path`` set in ``?options=-csearch_path=...``: an unqualified
+outbox table is the one in that schema, so two tenants of one database in two schemas are
+two outboxes. A MySQL / MariaDB ``schema`` is a database: the one it names, not the DSN's.
 
 A URL cannot prove that a Unix socket and a TCP address reach one server (only the server
 could say, e.g. by ``pg_control_system()``): a socket (PostgreSQL: any directory, or none
