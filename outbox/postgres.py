@@ -33,20 +33,21 @@ class PostgresOutboxSource(SqlOutboxSource):
     def __init__(self, name: str, settings: SourceSettings, *, engine: sa.Engine | None = None):
         super().__init__(name, settings, engine=engine)
         self._listener: psycopg.Connection[Any] | None = None
-        self._leader_keys = (0, 0)  # the advisory locks taken when leading (_lock_keys)
+        self._leader_keys: tuple[int, list[int]] = (0, [])  # taken when leading (_lock_keys)
         self._claim_sql: dict[bool, str] = {}
         sa.event.listen(self.engine, "connect", _load_as_text)
 
-    def _lock_keys(self, conn: sa.Connection) -> tuple[int, int]:
-        """The leader's exclusive key and the shared key of earlier releases.
+    def _lock_keys(self, conn: sa.Connection) -> tuple[int, list[int]]:
+        """The leader's exclusive key and the keys of earlier releases, taken shared.
 
         Per database (the server scopes advisory locks) and outbox table: an unqualified
         table by the schema the search path finds it in (a DSN's ``options`` may set it, as
         :mod:`config.outbox_identity` reads it), so tenants in two schemas both lead. Earlier
         releases took one exclusive key of ``schema`` or ``public`` wherever the table was
-        found; held shared here, it keeps a relay of an earlier release and one of this
-        release from leading one table together during a rolling upgrade (tenants in two
-        schemas share it, and wait for every earlier-release relay of the database)."""
+        found (the release of 190d7d0: of the schema found); held shared here, they keep a
+        relay of an earlier release and one of this release from leading one table together
+        during a rolling upgrade (tenants in two schemas share them, and wait for every
+        earlier-release relay of the database)."""
         schema = self.settings.schema_name
         if not schema:
             # No table found: no key. A fallback ("public") would differ from the key of a
@@ -67,15 +68,18 @@ class PostgresOutboxSource(SqlOutboxSource):
                     f"first: another tenant may read it; create schema {named!r} and run "
                     f"readmodel outbox init --source {self.name}"
                 )
-        earlier = f"readmodel-relay:{self.settings.schema_name or 'public'}.{self.settings.table}"
-        return _key(f"readmodel-relay-lead:{schema}.{self.settings.table}"), _key(earlier)
+        table = self.settings.table
+        earlier = {
+            f"readmodel-relay:{s}.{table}" for s in (schema, self.settings.schema_name or "public")
+        }
+        return _key(f"readmodel-relay-lead:{schema}.{table}"), sorted(map(_key, earlier))
 
     def _acquire_leader_lock(self, conn: sa.Connection) -> bool:
-        """Both keys, or none (a refused connection is discarded, with what it took)."""
+        """All keys, or none (a refused connection is discarded, with what it took)."""
         self._leader_keys = self._lock_keys(conn)
         lead, earlier = self._leader_keys
         shared = sa.text("SELECT pg_try_advisory_lock_shared(:key)")
-        if not conn.execute(shared, {"key": earlier}).scalar():
+        if not all(conn.execute(shared, {"key": key}).scalar() for key in earlier):
             return False
         return bool(
             conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": lead}).scalar()
@@ -84,7 +88,8 @@ class PostgresOutboxSource(SqlOutboxSource):
     def _release_leader_lock(self, conn: sa.Connection) -> None:
         lead, earlier = self._leader_keys
         conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": lead})
-        conn.execute(sa.text("SELECT pg_advisory_unlock_shared(:key)"), {"key": earlier})
+        for key in earlier:
+            conn.execute(sa.text("SELECT pg_advisory_unlock_shared(:key)"), {"key": key})
 
     def _positions_filter(self, column: Any, positions: list[Any]) -> sa.ColumnElement[bool]:
         return column == sa.any_(sa.bindparam("positions", positions, type_=ARRAY(BIGINT)))
