@@ -44,10 +44,9 @@ class PostgresOutboxSource(SqlOutboxSource):
         table by the schema the search path finds it in (a DSN's ``options`` may set it, as
         :mod:`config.outbox_identity` reads it), so tenants in two schemas both lead. Earlier
         releases took one exclusive key of ``schema`` or ``public`` wherever the table was
-        found (the release of 190d7d0: of the schema found); held shared here, they keep a
-        relay of an earlier release and one of this release from leading one table together
-        during a rolling upgrade (tenants in two schemas share them, and wait for every
-        earlier-release relay of the database)."""
+        found; held shared here, it keeps a relay of an earlier release and one of this
+        release from leading one table together during a rolling upgrade (tenants in two
+        schemas share it, and wait for every earlier-release relay of the database)."""
         schema = self.settings.schema_name
         if not schema:
             # No table found: no key. A fallback ("public") would differ from the key of a
@@ -69,10 +68,8 @@ class PostgresOutboxSource(SqlOutboxSource):
                     f"readmodel outbox init --source {self.name}"
                 )
         table = self.settings.table
-        earlier = {
-            f"readmodel-relay:{s}.{table}" for s in (schema, self.settings.schema_name or "public")
-        }
-        return _key(f"readmodel-relay-lead:{schema}.{table}"), sorted(map(_key, earlier))
+        earlier = _key(f"readmodel-relay:{self.settings.schema_name or 'public'}.{table}")
+        return _key(f"readmodel-relay-lead:{schema}.{table}"), [earlier]
 
     def _acquire_leader_lock(self, conn: sa.Connection) -> bool:
         """All keys, or none (a refused connection is discarded, with what it took)."""
