@@ -188,7 +188,9 @@ def _decimal_integer(value: Decimal) -> int:
     return int(value.to_integral_value(ROUND_HALF_UP))
 
 
-def _pg_integer(value: Any) -> Any:
+def _pg_integer(value: Any, again: Converter) -> Any:
+    """``value`` into an integer column; ``again``: the column's converter, given the plain
+    value of a foreign one (``numpy.bool_`` is a ``bool``, which only INTEGER takes)."""
     kind = type(value)
     if kind is float:
         if not math.isfinite(value):
@@ -207,7 +209,7 @@ def _pg_integer(value: Any) -> Any:
             raise Unstorable(_NOT_A_NUMBER)
         return value
     other = plain(value)
-    return value if other is value else _pg_integer(other)
+    return value if other is value else again(other)
 
 
 def _integer_text(text: str) -> int:
@@ -226,11 +228,11 @@ def _pg_bigint(value: Any) -> Any:
     """BIGINT and SMALLINT: PostgreSQL casts a boolean to ``INTEGER`` only."""
     if type(value) is bool:
         raise Unstorable(_NO_BOOLEAN_NUMBER)
-    return _pg_integer(value)
+    return _pg_integer(value, _pg_bigint)
 
 
 def _pg_int4(value: Any) -> Any:
-    return int(value) if type(value) is bool else _pg_integer(value)
+    return int(value) if type(value) is bool else _pg_integer(value, _pg_int4)
 
 
 def _pg_double(value: Any) -> Any:
@@ -254,7 +256,7 @@ def _pg_double(value: Any) -> Any:
 
 def _pg_real(value: Any) -> Any:
     """The nearest single-precision value, as PostgreSQL prints it (shortest digits)."""
-    number = pg_float_text(value, single=True) if type(value) is str else _pg_double(value)
+    number = pg_float_text(value, True) if isinstance(value, str) else _pg_double(value)
     if type(number) is not float:
         return value
     if not math.isfinite(number):
@@ -311,7 +313,7 @@ def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) 
         try:
             number = bind(value)
         except ValueError:
-            if type(value) is str:  # SQLAlchemy's float() of it fails the flush
+            if isinstance(value, str):  # SQLAlchemy's float() of it fails the flush
                 raise Unstorable(_NOT_A_FLOAT) from None
             if isinstance(value, Decimal) and value.is_snan():
                 raise Unstorable(SIGNALLING_NAN) from None
@@ -334,7 +336,7 @@ def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) 
 
 def _text_as_pg_float(bind: Converter) -> Converter:
     def bound(value: Any) -> Any:
-        return pg_float_text(value) if type(value) is str else bind(value)
+        return pg_float_text(value) if isinstance(value, str) else bind(value)
 
     return bound
 

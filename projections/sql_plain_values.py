@@ -1,9 +1,10 @@
 """Values of subclasses and foreign number types as the plain values a database returns.
 
-A driver sends an ``IntEnum`` member as its integer, a ``Decimal``, ``float``, ``datetime`` or
-``date`` subclass as its base type, a numpy scalar as its number (psycopg's numpy dumpers;
-sqlite3 binds an ``int``/``float`` subclass as the number, and a numpy integer as the bytes of
-a BLOB unless converted): a later batch reads the plain value back. The converters of
+A driver sends an ``IntEnum`` member as its integer, a ``Decimal``, ``float``, ``datetime``,
+``date`` or ``str`` subclass (a ``(str, Enum)`` member, ``numpy.str_``) as its base type, a
+numpy scalar as its number or ``bool`` (psycopg's numpy dumpers; sqlite3 binds an
+``int``/``float`` subclass as the number, and a numpy integer or ``numpy.bool_`` as the bytes
+of a BLOB unless converted): a later batch reads the plain value back. The converters of
 :mod:`projections.sql_number_values`, :mod:`projections.sql_other_values` and
 :mod:`projections.sql_time_values` give a value of a type they do not know to :func:`plain`
 and convert what it returns, so a handler reads the same in its batch.
@@ -26,11 +27,13 @@ _PLAIN = frozenset({int, float, Decimal, datetime, date, bool, str, type(None)})
 
 
 def plain(value: Any) -> Any:
-    """``value`` as the plain ``int``, ``float``, ``Decimal``, ``datetime`` or ``date`` it
-    stands for (a subclass's, a numpy scalar's); any other value itself (one of those types,
-    a ``bool`` too): a converter calls it again on a new value only."""
+    """``value`` as the plain ``int``, ``float``, ``Decimal``, ``datetime``, ``date``, ``str``
+    or ``bool`` it stands for (a subclass's, a numpy scalar's); any other value itself (one of
+    those types too): a converter calls it again on a new value only."""
     if type(value) in _PLAIN:
         return value
+    if isinstance(value, str):
+        return str.__str__(value)  # its text, as the drivers send it (not an Enum's str())
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
@@ -48,7 +51,9 @@ def plain(value: Any) -> Any:
         return date(value.year, value.month, value.day)
     if type(value).__module__ != "numpy":
         return value  # a Fraction, an mpz...: no driver sends it as a number
-    if isinstance(value, numbers.Integral):  # numpy integers (not numpy.bool_)
+    if type(value).__name__ in ("bool", "bool_"):  # numpy.bool_: psycopg sends a boolean
+        return bool(value)
+    if isinstance(value, numbers.Integral):  # numpy integers
         try:
             return operator.index(value)
         except TypeError:
