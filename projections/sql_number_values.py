@@ -36,12 +36,13 @@ import math
 import re
 import struct
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
+from fractions import Fraction
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from projections.sql_float_text import pg_float_text
+from projections.sql_float_text import midway, nearest_single, pg_float_text
 from projections.sql_limits import Unstorable, UnstorableWide
 from projections.sql_other_values import SQLITE_NAN, Converter
 from projections.sql_plain_values import SIGNALLING_NAN, plain
@@ -256,18 +257,29 @@ def _pg_double(value: Any) -> Any:
 
 def _pg_real(value: Any) -> Any:
     """The nearest single-precision value, as PostgreSQL prints it (shortest digits)."""
-    number = pg_float_text(value, True) if isinstance(value, str) else _pg_double(value)
-    if type(number) is not float:
-        return value
-    if not math.isfinite(number):
-        return number
-    try:
-        single = _SINGLE.unpack(_SINGLE.pack(number))[0]
-    except (OverflowError, struct.error):
-        return value
+    if isinstance(value, str):
+        single = pg_float_text(value, True)
+        if not math.isfinite(single):
+            return single
+    else:
+        number = _pg_double(value)
+        if type(number) is not float:
+            return value
+        if not math.isfinite(number):
+            return number
+        # An integer or Decimal is cast from its exact value (int8 -> real, numeric_float4).
+        exact = plain(value)
+        if type(exact) is int or type(exact) is Decimal:
+            single = nearest_single(number, lambda: Fraction(exact))
+        else:
+            single = nearest_single(number, lambda: Fraction(number))
+        if not math.isfinite(single):
+            return single  # past the largest single: the cast to real stores infinity
     for digits in range(1, 10):
         shortest = float(f"{single:.{digits}g}")
-        if _SINGLE.unpack(_SINGLE.pack(shortest))[0] == single:
+        # Not a midpoint, though read as ``single`` (ties to even): float4out prints digits
+        # strictly nearer ``single`` than its neighbours (254848992 as 2.5484899e+08).
+        if _SINGLE.unpack(_SINGLE.pack(shortest))[0] == single and not midway(shortest):
             return shortest
     return single
 
