@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError, UnstorableValueError
 from projections.row_locks import OutOfOrder, RowLocks
+from projections.sql_plain_values import plain
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
 from projections.sql_values import Converters, stored_values
 from projections.sql_writes import (
@@ -343,6 +344,9 @@ class SqlTx:
         if self._deferred:
             self._run_deferred()
         self.flush()
+        # A numpy scalar as the plain value psycopg sends (sqlite3 binds a numpy integer as
+        # the bytes of a BLOB: it matched no row).
+        equals = {name: plain(value) for name, value in equals.items()}
         converters = (self._info.get(table) or self._describe(table))[3]
         if converters and converters.outside(equals):
             return []  # an integer its column cannot hold: no row has it

@@ -48,6 +48,7 @@ from projections.sql_other_values import (
     postgresql_other,
     sqlite_other,
 )
+from projections.sql_plain_values import plain
 from projections.sql_text_values import Found, pg_array
 
 __all__ = ["Column", "Converters", "WideIntegerError", "normalize", "stored_values"]
@@ -99,7 +100,9 @@ class Converters:
         for column in self.columns:
             value = values.get(column.name)
             bounds = column.bounds
-            if bounds is not None and isinstance(value, int) and type(value) is not bool:
+            if bounds is not None and type(value) is not int:
+                value = plain(value)  # a numpy integer, an IntEnum member: its int
+            if bounds is not None and type(value) is int:
                 if not bounds.low <= value <= bounds.high:
                     return True
         return False

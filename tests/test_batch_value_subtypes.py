@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from projections.sql_tx import SqlTx
 from tests.batch_value_helpers import outcomes, problems, read_back, refused, store
 
 
@@ -95,3 +96,35 @@ def test_a_numpy_bool_is_kept_or_refused_as_a_bool(
             assert set(refused(found[column])) == set(map(repr, flags)), column
     else:
         assert all(type(value) is not bytes for value in read_back(found["t"]).values())
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_find_by_a_numpy_integer_outside_its_column_finds_nothing(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """``tx.find`` by a numpy integer no row of its column can have failed the event
+    (PostgreSQL: "smallint out of range", which aborted the transaction), where an ``int``
+    finds nothing: it finds none, and the batch goes on."""
+    np = pytest.importorskip("numpy", reason="numpy is not installed in this venv")
+    metadata = sa.MetaData()
+    columns = {"small": sa.SmallInteger, "int": sa.Integer, "big": sa.BigInteger}
+    table = sa.Table(
+        "numpy_finds",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        *(sa.Column(name, kind) for name, kind in columns.items()),
+    )
+    outside = {"small": np.int32(2**15), "int": np.int64(-(2**31) - 1), "big": np.uint64(2**63)}
+    with store(database_for(kind), metadata) as engine:
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {table: table})
+            tx.upsert(table, {"id": 1, "small": 1, "int": 1, "big": 1})
+            for name, value in outside.items():
+                if kind == "postgresql" or name == "big":
+                    assert tx.find(table, **{name: value}) == [], name
+            assert tx.get(table, np.int64(2**31)) is None
+            assert tx.find(table, small=np.int16(1)) == [dict.fromkeys(["id", *columns], 1)]
+            tx.upsert(table, {"id": 2, "small": 2, "int": 2, "big": 2})
+            tx.flush()
+        with engine.begin() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 2
