@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from datetime import date, datetime
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, NoReturn
@@ -44,7 +45,7 @@ from sqlalchemy.engine import Dialect
 
 from projections.sql_float_text import midway, nearest_single, pg_float_text
 from projections.sql_limits import Unstorable, UnstorableWide
-from projections.sql_other_values import SQLITE_NAN, Converter
+from projections.sql_other_values import SQLITE_NAN, Converter, sqlite_text
 from projections.sql_plain_values import SIGNALLING_NAN, plain
 
 __all__ = ["postgresql_number", "sqlite_integer", "sqlite_number"]
@@ -391,6 +392,8 @@ def sqlite_integer(value: Any) -> Any:
         if value.is_nan():
             raise Unstorable(SQLITE_NAN)
         return value
+    if kind is datetime or kind is date:
+        return sqlite_text(value)  # sqlite3 binds its ISO text, which no affinity reads
     other = plain(value)
     return value if other is value else sqlite_integer(other)
 

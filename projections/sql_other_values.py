@@ -365,7 +365,7 @@ def sqlite_other(
     if isinstance(column_type, sa.Uuid):
         return uuid_value(column_type) or uuid_text(_to_uuid)
     if isinstance(column_type, sa.String):
-        return _sqlite_text, frozenset({str, bytes, _NONE})
+        return sqlite_text, frozenset({str, bytes, _NONE})
     if isinstance(column_type, sa.Time | sa.Interval):
         return sqlite_processed(dialect, column_type)
     if isinstance(column_type, sa.Boolean):
@@ -408,7 +408,7 @@ _local = threading.local()
 _SQLITE_UNBOUND = frozenset({tuple, list, dict, uuid.UUID})
 
 
-def _sqlite_text(value: Any) -> Any:
+def sqlite_text(value: Any) -> Any:
     """TEXT affinity: what the driver binds (a number, a date through sqlite3's adapters)
     stored as text, as SQLite itself converts it."""
     kind = type(value)
@@ -430,4 +430,4 @@ def _sqlite_text(value: Any) -> Any:
     if isinstance(value, str):
         return str.__str__(value)  # a str subclass (a StrEnum member): its plain text
     other = plain(value)
-    return value if other is value else _sqlite_text(other)
+    return value if other is value else sqlite_text(other)

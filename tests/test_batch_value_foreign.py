@@ -145,3 +145,13 @@ def test_a_numpy_integer_key_is_stored_and_found_as_an_integer(
             assert tx.get(table, np.int64(5)) == {"id": 5, "v": "five"}
             stored = conn.execute(sa.select(table.c.id)).scalar_one()
             assert type(stored) is int and stored == 5
+
+
+def test_a_date_into_a_sqlite_integer_column_is_kept_as_the_text_sqlite_stores(
+    sqlite_database: Callable[[], str],
+) -> None:
+    """sqlite3 binds a ``datetime`` or ``date`` as its ISO text, which INTEGER affinity keeps:
+    a handler read ``date(2024, 1, 2)`` in its batch and '2024-01-02' in a later one."""
+    times = [*_TIMES, datetime(2024, 1, 2, 3, 4, 5, 6), date(2024, 1, 2)]
+    found = _check("sqlite", sqlite_database(), {"i": times, "b": times})
+    assert read_back(found["i"])[repr(date(2024, 1, 2))] == "2024-01-02"
