@@ -167,7 +167,11 @@ class TenantRegistry:
         with self._sockets_lock:
             if self._engine is None:
                 self._engine = _registry_engine(self.settings.url)
-                sa.event.listen(self._engine, "checkout", self._tracker(self._engine), insert=True)
+                track = self._tracker(self._engine)
+                # On connect too: a new connection is set up (the dialect's first queries)
+                # before the pool hands it out, and a stall there is ended the same way.
+                sa.event.listen(self._engine, "connect", track, insert=True)
+                sa.event.listen(self._engine, "checkout", track, insert=True)
             engine = self._engine
         try:
             with engine.connect() as conn:
@@ -194,10 +198,11 @@ class TenantRegistry:
                 tracked.close()
 
     def _tracker(self, engine: sa.Engine) -> Callable[..., None]:
-        """A checkout listener keeping the socket of each connection a read takes (before
-        its ping), and ending at once one taken from an engine :meth:`abort` dropped."""
+        """A connect and checkout listener keeping the socket of each connection a read
+        opens or takes (before its setup queries and ping), and ending at once one of an
+        engine :meth:`abort` dropped."""
 
-        def track(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        def track(dbapi_connection: Any, *_record: Any) -> None:
             fileno = _fileno(dbapi_connection)
             if fileno is None or fileno < 0:
                 return

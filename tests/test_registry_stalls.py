@@ -14,8 +14,10 @@ from structlog.testing import capture_logs
 
 import outbox.registry_reads
 from config import load_settings
+from outbox.errors import SourceError
 from outbox.log import EventLog
 from outbox.registry_peers import Peers
+from outbox.registry_reads import read_within
 from outbox.tenant_registry import TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.broker_helpers import wait_until
@@ -172,3 +174,24 @@ def test_relay_once_gives_up_a_stalled_peer_registry_with_the_warning(
         waits = "pos:a: tenant registry 'pos', tenant 'a': waits until tenant registry 'shop'"
         assert waits in relayed.output
         assert wait_until(lambda: proxy.live() == 0, 5), proxy.live()
+
+
+def test_a_read_stalled_in_its_first_connect_is_ended_too(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    # A new engine's first connection is set up (the dialect asks the server its version)
+    # before the pool hands it out: a stall there is ended as one mid-query. Each give-up
+    # makes a new engine, so each read again runs that setup.
+    store, pos = pg_database(), pg_database()
+    make_registry(pos, {})
+    with stall_proxy(pos, b"version()") as proxy:
+        settings = load_settings(config_for(tmp_path, store, proxy.url(pos)))
+        registry = TenantRegistry("pos", settings.tenants["pos"])
+        try:
+            for _ in range(3):
+                with pytest.raises(SourceError, match="gave no answer"):
+                    read_within(registry, None, 0.5)
+            assert wait_until(lambda: proxy.live() == 0, 5), proxy.live()
+            assert wait_until(lambda: _threads("registry-read-pos") == 0, 5)
+        finally:
+            registry.close()
