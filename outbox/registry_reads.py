@@ -6,6 +6,7 @@ ended (:meth:`TenantRegistry.abort`)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +23,8 @@ READ_BOUND = 30.0
 well before; one still going is stuck where they do not reach. It is given up with a
 warning and ended, and the registry read again on a new connection."""
 
+_STOP_POLL = 0.1  # seconds: how soon a read waited for sees its process stopping
+
 GIVEN_UP = (
     "tenant registry read gives no answer; given up, and the registry read again on a new "
     "connection"
@@ -32,11 +35,19 @@ def given_up_error(group: str, bound: float) -> str:
     return f"tenant registry {group!r}: its read gave no answer within {bound:g}s"
 
 
+class ReadStopped(SourceError):
+    """The read was ended because its process is stopping (``stop`` set): no failure."""
+
+
 def read_within(
-    registry: TenantRegistry, appends: Callable[[], Appends] | None, bound: float
+    registry: TenantRegistry,
+    appends: Callable[[], Appends] | None,
+    bound: float,
+    stop: threading.Event | None = None,
 ) -> Members:
     """``registry.read(appends)``, given up after ``bound`` seconds (a warning logged, the
-    read ended): raises :class:`SourceError` then, as for an unreadable registry."""
+    read ended): raises :class:`SourceError` then, as for an unreadable registry. Once
+    ``stop`` is set, the read is ended at once (no warning): :class:`ReadStopped`."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -50,7 +61,13 @@ def read_within(
 
     thread = threading.Thread(target=read, name=f"registry-read-{registry.group}", daemon=True)
     thread.start()
-    if not done.wait(bound):
+    deadline = time.monotonic() + bound
+    while not done.wait(max(0.0, min(_STOP_POLL, deadline - time.monotonic()))):
+        if stop is not None and stop.is_set():  # SIGTERM: not worth waiting for, nor a failure
+            registry.abort()
+            raise ReadStopped(f"tenant registry {registry.group!r}: its read ended: stopping")
+        if time.monotonic() < deadline:
+            continue
         registry.abort()
         logger.warning(
             GIVEN_UP, registry=registry.group, after=f"{bound:g}s", retry_in="the next refresh"

@@ -26,7 +26,7 @@ from outbox.keepers import EventLogUnreadable, last_appends
 from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin
 from outbox.registry_peers import PEER_WAIT, Peers
-from outbox.registry_reads import read_within
+from outbox.registry_reads import ReadStopped, read_within
 from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
 from outbox.tenant_registry import Members, TenantRegistry
@@ -79,6 +79,7 @@ class TenantRelays:
         self._reported: set[str] = set()
         self._start_errors: dict[str, str] = {}  # member -> why it could not start (logged once)
         self._lock = threading.Lock()
+        self._stop: threading.Event | None = None  # run()'s: a read in flight ends when set
 
     @property
     def group(self) -> str:
@@ -95,7 +96,9 @@ class TenantRelays:
         ``peer_wait``: seconds at most for the other registries' readings (``None``: until
         their reads end, at most the peers' read bound). Raises :class:`SourceError` when
         the registry cannot be read, or its read is given up (past :attr:`read_bound`)."""
-        members = read_within(self.registry, lambda: last_appends(self.log.engine), self.read_bound)
+        members = read_within(
+            self.registry, lambda: last_appends(self.log.engine), self.read_bound, self._stop
+        )
         if self.peers is not None:
             members = self.peers.settle(members, peer_wait)
         if self.only is not None:
@@ -152,6 +155,7 @@ class TenantRelays:
     def run(self, stop: threading.Event) -> None:
         """Relay the members until ``stop`` is set, reading the registry every ``refresh``."""
         refresh = self.registry.settings.refresh.total_seconds()
+        self._stop = stop
         try:
             while not stop.is_set():
                 try:
@@ -167,6 +171,8 @@ class TenantRelays:
         """Read the registry and start, release or restart member relays to match it."""
         try:
             members = self.read()
+        except ReadStopped:  # the process is stopping: the members stop next
+            return
         except SourceError as exc:
             logger.warning(
                 "event log unreadable while checking the tenant registries' shared databases; "
