@@ -164,6 +164,7 @@ class TenantRelays:
                     logger.exception("tenant registry refresh failed", registry=self.group)
                 stop.wait(refresh)
         finally:
+            self._stop = None
             self.stop_all()
             self.registry.close()
 
