@@ -69,10 +69,13 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     }
     if len(tenant_registries) > 1:  # which of two registries' members keeps a shared outbox
         reads[_APPENDS] = lambda: last_appends(log.engine)
+    readings: dict[str, Any] = {}
     try:
         readings = run_all(reads, timeout)
     finally:
         for registry in tenant_registries:
+            if isinstance(readings.get(registry.group), TimeoutError):
+                registry.abort()  # still going (a stall): ended, not left to a thread
             registry.close()
     appends = readings.pop(_APPENDS, None)
     if isinstance(appends, BaseException):  # the store part reports the store's failure
