@@ -350,6 +350,7 @@ def list_sources(
     another registry's member is listed as refused unless it keeps it, by ``appends``
     (:func:`outbox.keepers.last_appends`; ``None``: as on a fresh start); while
     a registry cannot be read, the others' members ``appends`` lacks are listed as waiting."""
+    from outbox import registry_reads
     from outbox.registry_overlaps import settle
 
     sources = dict(settings.sources)
@@ -362,7 +363,8 @@ def list_sources(
             if reads is not None and registry.group in reads:
                 members = reads[registry.group]
             else:
-                members = registry.read(None if appends is None else lambda: appends or {})
+                logged = None if appends is None else lambda: appends or {}
+                members = registry_reads.read_within(registry, logged, registry_reads.READ_BOUND)
             if isinstance(members, BaseException):
                 raise members
         except (SourceError, TimeoutError) as exc:

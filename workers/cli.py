@@ -381,6 +381,7 @@ def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], bo
     a row was refused for naming another row's database. Of such rows the one the event log
     has events of is kept, as the relay keeps it (both refused when it has none, or cannot
     be read)."""
+    from outbox import registry_reads
     from outbox.keepers import StoreAppends
     from outbox.source_groups import group_of
     from outbox.tenant_registry import TenantRegistry
@@ -394,7 +395,7 @@ def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], bo
     registry = TenantRegistry(group, settings.tenants[group], settings.sources)
     appends = StoreAppends(settings.store.url)
     try:
-        members = guarded(registry.read, appends)
+        members = guarded(registry_reads.read_within, registry, appends, registry_reads.READ_BOUND)
     finally:
         registry.close()
     for problem in members.problems:

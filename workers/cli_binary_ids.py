@@ -163,6 +163,7 @@ def _require_listed(settings: Settings, source: str, heads: dict[str, int]) -> N
     a head row for a name no registry gives (a typo) would be a lane of every projection
     of the group for good. A tenant whose row cannot be used is refused too: no relay of it
     runs, and fixing the row may rename or drop it. Exit 3 when the registry cannot be read."""
+    from outbox import registry_reads
     from outbox.source_groups import group_of
     from outbox.tenant_registry import TenantRegistry
 
@@ -170,7 +171,7 @@ def _require_listed(settings: Settings, source: str, heads: dict[str, int]) -> N
     assert group is not None
     registry = TenantRegistry(group, settings.tenants[group], settings.sources)
     try:
-        members = guarded(registry.read)
+        members = guarded(registry_reads.read_within, registry, None, registry_reads.READ_BOUND)
     finally:
         registry.close()
     if source in members.sources:
