@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -13,11 +14,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import typer
 
 from outbox.db import create_engine
 from tests.cli_helpers import run_cli, with_password, write_config
 from tests.conftest import ENGINES
 from tests.outbox_helpers import insert_events
+from workers.cli import app
 
 SECRET = "S3cret-Pw-4711"
 READMODEL = Path(sys.executable).with_name("readmodel")
@@ -513,3 +516,28 @@ def test_an_unreachable_rabbitmq_broker_is_one_line(tmp_path: Path) -> None:
         "broker: broker unreachable: AMQPConnectionError: cannot connect"
     ), result.stderr
     _no_secret(result.stdout, result.stderr)
+
+
+def _commands(group: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """``(path, help text)`` of every command under ``group`` (a click group)."""
+    found = []
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):  # a group
+            found += _commands(command, (*path, name))
+        else:
+            found.append(((*path, name), inspect.cleandoc(command.help or "")))
+    return found
+
+
+def test_help_paragraphs_are_wrapped_by_the_terminal_not_by_the_docstring() -> None:
+    """Each paragraph of a command's description is one run of text the terminal wraps: at
+    2,000 columns it is one line (its source line breaks left a word alone on a line at 80)."""
+    commands = _commands(typer.main.get_command(app))
+    assert {("relay",), ("outbox", "binary-ids")} <= {path for path, _ in commands}
+    for path, doc in commands:
+        shown = run_cli([*path, "--help"], env={"COLUMNS": "2000"})
+        assert shown.exit_code == 0, (path, shown.output)
+        lines = shown.stdout.splitlines()
+        for paragraph in doc.partition("\f")[0].split("\n\n"):
+            words = paragraph.split()
+            assert any(words[0] in line and words[-1] in line for line in lines), (path, words)

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from config import Settings
 from workers.cli_binary_ids import binary_ids_command
+from workers.cli_help import reflow_help
 from workers.cli_migrate import migrate
 from workers.cli_ops import PARENT_ENV, stop_with_parent
 from workers.cli_ops import metrics_hooks as _metrics_hooks
@@ -430,6 +431,9 @@ def version() -> None:
     from importlib.metadata import version as package_version
 
     print(package_version("readmodel"))
+
+
+reflow_help(app)
 
 
 def main() -> None:
