@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError, UnstorableValueError
 from projections.row_locks import OutOfOrder, RowLocks
-from projections.sql_plain_values import plain
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
 from projections.sql_values import Converters, stored_values
 from projections.sql_writes import (
@@ -344,12 +343,13 @@ class SqlTx:
         if self._deferred:
             self._run_deferred()
         self.flush()
-        # A numpy scalar as the plain value psycopg sends (sqlite3 binds a numpy integer as
-        # the bytes of a BLOB: it matched no row).
-        equals = {name: plain(value) for name, value in equals.items()}
-        converters = (self._info.get(table) or self._describe(table))[3]
-        if converters and converters.outside(equals):
-            return []  # an integer its column cannot hold: no row has it
+        # Each value as its column stores it, as ``get`` looks up a key: PostgreSQL refuses
+        # to compare an integer column with text (aborting the transaction); a numpy scalar
+        # as the plain value psycopg sends (sqlite3 binds a numpy integer as a BLOB).
+        converted = (self._info.get(table) or self._describe(table))[3].lookup(equals)
+        if converted is None:
+            return []  # a value its column cannot hold (an integer past its range): no row
+        equals = converted
         query = sa.select(physical).where(*[physical.c[name] == v for name, v in equals.items()])
         with refusals():  # a value the column cannot take: refused for what was looked up
             return [dict(row._mapping) for row in self.conn.execute(query)]

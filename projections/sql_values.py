@@ -23,7 +23,7 @@ whatever their size) is refused at once, naming the column: see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, tzinfo
 from typing import Any, NamedTuple, NoReturn
 
@@ -75,10 +75,11 @@ class Converters:
     it names, a call only for a value of a type its column converts. So is :meth:`key`:
     a key of its columns' types is returned as it is, after a type test per column."""
 
-    __slots__ = ("columns", "key", "keys", "normalize")
+    __slots__ = ("_by_name", "columns", "key", "keys", "normalize")
 
     def __init__(self, columns: tuple[Column, ...], keys: tuple[Column | None, ...]) -> None:
         self.columns = columns
+        self._by_name = {column.name: column for column in columns}
         self.normalize: Callable[[dict[str, Any], Any], None] = _compile(columns)
         self.keys = keys if any(keys) else None
         """Per primary key column, its converter (``None`` when no key column has one)."""
@@ -93,19 +94,51 @@ class Converters:
     def __bool__(self) -> bool:
         return bool(self.columns)
 
-    def outside(self, values: Mapping[str, Any]) -> bool:
-        """Whether an integer of ``values`` (looked up by column name) is outside its
-        column's bounds: no row has it (the database would refuse it without naming the
-        column; PostgreSQL aborts the transaction)."""
-        for column in self.columns:
-            value = values.get(column.name)
-            bounds = column.bounds
-            if bounds is not None and type(value) is not int:
-                value = plain(value)  # a numpy integer, an IntEnum member: its int
-            if bounds is not None and type(value) is int:
-                if not bounds.low <= value <= bounds.high:
-                    return True
-        return False
+    def lookup(self, values: dict[str, Any]) -> dict[str, Any] | None:
+        """``values`` (by column name, ``tx.find``'s) as :meth:`key` looks up a key's: each
+        as its column stores it; ``None`` when no row can have one (an integer outside its
+        column's bounds, text that no integer is past them); one its column refuses raises
+        :class:`~projections.api.UnstorableValueError` naming the column. A value of its
+        column's type costs a dict lookup and a type test."""
+        by_name = self._by_name
+        out = values
+        for name, value in values.items():
+            column = by_name.get(name)
+            if column is None:
+                found = plain(value)  # a numpy scalar as psycopg sends it (sqlite3: a BLOB)
+            else:
+                found = self._looked_up(column, value)
+                if found is _NOWHERE:
+                    return None
+            if found is not value:
+                if out is values:
+                    out = dict(values)
+                out[name] = found
+        return out
+
+    @staticmethod
+    def _looked_up(column: Column, value: Any) -> Any:
+        """``value`` as ``column`` stores it, looked up (:meth:`_converted_key`'s rules);
+        ``_NOWHERE`` when no row can have it."""
+        if column.convert is not None:
+            if value is not None and type(value) not in column.exact:
+                try:
+                    value = column.convert(value)
+                except UnstorableLength:
+                    pass  # longer than its column: looked up as given, it matches no row
+                except UnstorableWide as exc:
+                    if column.bounds is not None:
+                        return _NOWHERE  # past any integer the column keeps: no row
+                    column.unstorable(value, exc)
+                except Unstorable as exc:
+                    column.unstorable(value, exc)
+        elif type(value) is not int:
+            value = plain(value)  # a numpy integer, an IntEnum member: its int
+        bounds = column.bounds
+        if bounds is not None and type(value) is int:
+            if not bounds.low <= value <= bounds.high:
+                return _NOWHERE
+        return value
 
     def _converted_key(self, key: tuple[Any, ...], lookup: bool = False) -> tuple[Any, ...] | None:
         if self.keys is None:
@@ -194,6 +227,7 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
 
 
 _MISSING = object()
+_NOWHERE: Any = object()  # a value looked up that no row has
 _converters: dict[tuple[str, sa.Table, tzinfo | None], Converters] = {}
 
 
