@@ -395,6 +395,9 @@ def _processed(
         except UnwritableIntegerError:
             raise  # refused naming the column
         except (TypeError, ValueError) as exc:  # the flush would fail alike
+            other = plain(value)  # a numpy.datetime64: the datetime it stands for
+            if other is not value:
+                return convert(other)
             raise Unstorable(f"SQLAlchemy binds no such value here ({exc})") from None
         try:
             return result(stored(bound))

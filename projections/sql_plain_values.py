@@ -7,7 +7,9 @@ numpy scalar as its number or ``bool`` (psycopg's numpy dumpers; sqlite3 binds a
 of a BLOB unless converted): a later batch reads the plain value back. The converters of
 :mod:`projections.sql_number_values`, :mod:`projections.sql_other_values` and
 :mod:`projections.sql_time_values` give a value of a type they do not know to :func:`plain`
-and convert what it returns, so a handler reads the same in its batch.
+and convert what it returns, so a handler reads the same in its batch. A ``numpy.datetime64``
+(which psycopg cannot adapt, and sqlite3 binds as a BLOB) is the naive ``datetime`` it stands
+for, or refused when none holds it exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import operator
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
+
+from projections.sql_limits import Unstorable
 
 __all__ = ["SIGNALLING_NAN", "plain"]
 
@@ -28,8 +32,10 @@ _PLAIN = frozenset({int, float, Decimal, datetime, date, bool, str, type(None)})
 
 def plain(value: Any) -> Any:
     """``value`` as the plain ``int``, ``float``, ``Decimal``, ``datetime``, ``date``, ``str``
-    or ``bool`` it stands for (a subclass's, a numpy scalar's); any other value itself (one of
-    those types too): a converter calls it again on a new value only."""
+    or ``bool`` it stands for (a subclass's, a numpy scalar's, a ``numpy.datetime64``'s naive
+    ``datetime``); any other value itself (one of those types too): a converter calls it again
+    on a new value only. :class:`Unstorable` for a ``numpy.datetime64`` no ``datetime`` holds
+    exactly (``NaT``, nanoseconds, a year outside 1-9999)."""
     if type(value) in _PLAIN:
         return value
     if isinstance(value, str):
@@ -51,6 +57,8 @@ def plain(value: Any) -> Any:
         return date(value.year, value.month, value.day)
     if type(value).__module__ != "numpy":
         return value  # a Fraction, an mpz...: no driver sends it as a number
+    if type(value).__name__ == "datetime64":
+        return _moment(value)
     if type(value).__name__ in ("bool", "bool_"):  # numpy.bool_: psycopg sends a boolean
         return bool(value)
     if isinstance(value, numbers.Integral):  # numpy integers
@@ -64,3 +72,17 @@ def plain(value: Any) -> Any:
         except (TypeError, ValueError):
             return value
     return value
+
+
+def _moment(value: Any) -> datetime:
+    """A ``numpy.datetime64`` as the naive ``datetime`` it stands for (psycopg cannot adapt
+    one; sqlite3 binds its bytes as a BLOB), if one holds it exactly."""
+    year = value.astype("datetime64[Y]").astype("int64") + 1970  # NaT: the lowest int64
+    if 1 <= year <= 9999:  # microseconds of such a year fit in an int64, whatever the unit
+        moment = value.astype("datetime64[us]")
+        if moment == value:
+            return moment.item()  # type: ignore[no-any-return]
+    raise Unstorable(
+        "no datetime holds it exactly (a NaT, or finer than microseconds, or a year outside "
+        "1-9999): write a datetime"
+    )

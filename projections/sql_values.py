@@ -105,7 +105,10 @@ class Converters:
         for name, value in values.items():
             column = by_name.get(name)
             if column is None:
-                found = plain(value)  # a numpy scalar as psycopg sends it (sqlite3: a BLOB)
+                try:
+                    found = plain(value)  # a numpy scalar as psycopg sends it (sqlite3: a BLOB)
+                except Unstorable:
+                    found = value  # a NaT...: the database refuses it
             else:
                 found = self._looked_up(column, value)
                 if found is _NOWHERE:
@@ -133,7 +136,10 @@ class Converters:
                 except Unstorable as exc:
                     column.unstorable(value, exc)
         elif type(value) is not int:
-            value = plain(value)  # a numpy integer, an IntEnum member: its int
+            try:
+                value = plain(value)  # a numpy integer, an IntEnum member: its int
+            except Unstorable as exc:
+                column.unstorable(value, exc)
         bounds = column.bounds
         if bounds is not None and type(value) is int:
             if not bounds.low <= value <= bounds.high:
