@@ -21,6 +21,7 @@ from projections.api import Event, Projection, Tx, on
 from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.sql_store import SqlStore
+from projections.store_tables import failures, parked_events
 
 metadata = sa.MetaData()
 
@@ -288,3 +289,15 @@ def append_tenant_events(
         for tenant, account, event_type, payload in events
     ]
     log.append(source, records)
+
+
+def stored_failure_texts(engine: sa.Engine) -> list[str]:
+    """Every value of every row of the parked-events and failures tables, as text: what a
+    secret must not be found in."""
+    with engine.connect() as conn:
+        return [
+            str(value)
+            for table in (parked_events, failures)
+            for row in conn.execute(sa.select(table))
+            for value in row
+        ]
