@@ -47,6 +47,7 @@ from projections.sql_float_text import midway, nearest_single, pg_float_text
 from projections.sql_limits import Unstorable, UnstorableWide
 from projections.sql_other_values import SQLITE_NAN, Converter, sqlite_text
 from projections.sql_plain_values import SIGNALLING_NAN, plain
+from projections.sql_value_kinds import no_number, sqlite_no_float, sqlite_unbound
 
 __all__ = ["postgresql_number", "sqlite_integer", "sqlite_number"]
 
@@ -138,7 +139,7 @@ def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
                 raise Unstorable(_NO_BOOLEAN_NUMBER)
             else:
                 other = plain(value)
-                return value if other is value else convert(other)
+                return no_number(value) if other is value else convert(other)
             if number.is_nan():
                 if number.is_snan():
                     raise Unstorable(SIGNALLING_NAN)
@@ -211,7 +212,7 @@ def _pg_integer(value: Any, again: Converter) -> Any:
             raise Unstorable(_NOT_A_NUMBER)
         return value
     other = plain(value)
-    return value if other is value else again(other)
+    return no_number(value) if other is value else again(other)
 
 
 def _integer_text(text: str) -> int:
@@ -253,7 +254,7 @@ def _pg_double(value: Any) -> Any:
     if kind is float:
         return value
     other = plain(value)
-    return value if other is value else _pg_double(other)
+    return no_number(value) if other is value else _pg_double(other)
 
 
 def _pg_real(value: Any) -> Any:
@@ -331,7 +332,9 @@ def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) 
             if isinstance(value, Decimal) and value.is_snan():
                 raise Unstorable(SIGNALLING_NAN) from None
             return value
-        except (TypeError, OverflowError):
+        except TypeError:
+            sqlite_no_float(value)
+        except OverflowError:
             return value  # the flush refuses it
         if type(number) is not float:
             return value
@@ -395,7 +398,7 @@ def sqlite_integer(value: Any) -> Any:
     if kind is datetime or kind is date:
         return sqlite_text(value)  # sqlite3 binds its ISO text, which no affinity reads
     other = plain(value)
-    return value if other is value else sqlite_integer(other)
+    return sqlite_unbound(value) if other is value else sqlite_integer(other)
 
 
 def _then(first: Converter, kind: type, second: Converter) -> Converter:

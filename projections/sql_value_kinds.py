@@ -1,0 +1,54 @@
+"""Values of a type PostgreSQL casts to no number column: a date, a datetime, a time, an
+interval (``timedelta``), bytes. psycopg sends each as its own type (``date``, ``timestamp``,
+``bytea``...), which PostgreSQL refuses at the flush (``cannot cast type timestamp[] to
+integer[]``), failing the whole batch, or in a lookup, aborting the transaction. The number
+converters of :mod:`projections.sql_number_values` refuse them at the upsert instead, naming
+the column (:class:`~projections.api.UnstorableValueError`).
+
+SQLite stores a date, a datetime or bytes in an integer column (text or a BLOB, read alike in
+and after the batch), but sqlite3 binds no ``time`` or ``timedelta``, and SQLAlchemy binds a
+``NUMERIC``/``FLOAT`` column's value through ``float()``: what either fails is refused too."""
+
+from __future__ import annotations
+
+from datetime import date, time, timedelta
+from typing import Any, NoReturn
+
+from projections.sql_limits import Unstorable
+
+__all__ = ["no_number", "sqlite_no_float", "sqlite_unbound"]
+
+_NOT_NUMBERS = (date, time, timedelta, bytes, bytearray, memoryview)
+
+
+def no_number(value: Any) -> Any:
+    """``value`` (one a number converter does not know, left to the flush) unless PostgreSQL
+    casts no value of its type to a number: then refused."""
+    if isinstance(value, _NOT_NUMBERS):
+        kind = type(value).__name__
+        raise Unstorable(f"PostgreSQL casts no {kind} to a number column (write a number)")
+    return value
+
+
+_UNBOUND = (time, timedelta)
+
+
+def sqlite_unbound(value: Any) -> Any:
+    """``value`` as sqlite3 binds it where no affinity converts it: a ``bytearray`` or
+    ``memoryview`` as the BLOB read back (``bytes``); a ``time`` or ``timedelta``, which
+    sqlite3 binds not (it fails the flush), refused."""
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, _UNBOUND):
+        kind = type(value).__name__
+        raise Unstorable(f"sqlite3 binds no {kind}: write a number (or its text to a text column)")
+    return value
+
+
+def sqlite_no_float(value: Any) -> NoReturn:
+    """Refuse ``value``, which ``float()`` reads no number from: SQLAlchemy binds a float to
+    a SQLite ``NUMERIC``/``FLOAT`` column, and its ``float()`` of it fails the flush."""
+    kind = type(value).__name__
+    raise Unstorable(
+        f"SQLAlchemy binds a float to this column, and Python reads none from a {kind}"
+    )

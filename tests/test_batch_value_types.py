@@ -1,0 +1,76 @@
+"""Values of a type a number column cannot take (a date, a datetime, a time, an interval,
+bytes) are refused by the upsert, ``get`` and ``find`` naming the column on PostgreSQL:
+before, the flush failed the whole batch (``cannot cast type timestamp[] to integer[]``) and
+a lookup aborted the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from projections.api import UnstorableValueError
+from projections.sql_tx import SqlTx
+from tests.batch_value_helpers import outcomes, problems, refused, store
+
+_NUMBERS: dict[str, Any] = {
+    "i": sa.Integer,
+    "b": sa.BigInteger,
+    "s": sa.SmallInteger,
+    "n": sa.Numeric(10, 2),
+    "f": sa.Float,
+    "r": sa.REAL,
+}
+_NOT_NUMBERS: list[Any] = [
+    date(2020, 1, 2),
+    datetime(2020, 1, 2, 3, 4),
+    datetime(2020, 1, 2, tzinfo=UTC),
+    time(1, 2),
+    timedelta(days=1),
+    b"12",
+    bytearray(b"1"),
+    memoryview(b"1"),
+]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_date_or_bytes_into_a_number_column_is_refused_by_the_upsert(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """PostgreSQL casts no date, time, interval or bytea to a number: each is refused naming
+    the column, the batch goes on; SQLite stores each (as text or a BLOB), read alike in and
+    after the batch."""
+    metadata = sa.MetaData()
+    columns = [sa.Column(name, kind) for name, kind in _NUMBERS.items()]
+    table = sa.Table("typed", metadata, sa.Column("id", sa.Text, primary_key=True), *columns)
+    with store(database_for(kind), metadata) as engine:
+        found = {name: outcomes(engine, table, name, _NOT_NUMBERS) for name in _NUMBERS}
+    assert {name: problems(each) for name, each in found.items() if problems(each)} == {}
+    if kind == "postgresql":
+        for name, each in found.items():
+            assert set(refused(each)) == {repr(value) for value in _NOT_NUMBERS}, name
+
+
+@pytest.mark.parametrize("value", [datetime(2020, 1, 2), date(2020, 1, 2), b"1"])
+def test_get_and_find_by_a_date_on_a_number_column_refuse_naming_it(
+    value: Any, database_for: Callable[[str], str]
+) -> None:
+    """PostgreSQL: refused naming the column, the transaction goes on."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "typed_keys",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("n", sa.Numeric(10, 2)),
+    )
+    with store(database_for("postgresql"), metadata) as engine, engine.begin() as conn:
+        tx = SqlTx(conn, {table: table})
+        tx.upsert(table, {"id": 1, "n": 1})
+        with pytest.raises(UnstorableValueError, match=r"^typed_keys\.id "):
+            tx.get(table, value)
+        with pytest.raises(UnstorableValueError, match=r"^typed_keys\.n "):
+            tx.find(table, n=value)
+        assert tx.get(table, 1) is not None  # the transaction goes on
