@@ -129,7 +129,19 @@ class SqlTx:
             raise ValueError(
                 f"{table.name}: key {key!r} does not match primary key {list(self._pk(table))}"
             )
+        try:
+            hash(key)
+        except TypeError:
+            self._unhashable(table, key)
         return key
+
+    def _unhashable(self, table: sa.Table, key: Any) -> NoReturn:
+        """Refuse ``key``, which holds a list or a dict: a key is a value per key column (a
+        tuple of them for several)."""
+        raise ValueError(
+            f"{table.name}: key {key!r} does not match primary key {list(self._pk(table))}: "
+            "give a value per key column (a tuple of them for several), not a list or dict"
+        )
 
     def _row_key(self, table: sa.Table, row: Mapping[str, Any]) -> tuple[Any, ...]:
         try:
@@ -150,7 +162,10 @@ class SqlTx:
             if key is None:
                 return None  # an integer its column cannot hold: no row has it
         k = (name, key)
-        pending = self._pending.get(k)
+        try:
+            pending = self._pending.get(k)
+        except TypeError:
+            self._unhashable(table, key)
         if pending is None:
             row = self._read.get(k, UNREAD)
             if row is UNREAD:

@@ -1,7 +1,8 @@
 """Values of a type a number column cannot take (a date, a datetime, a time, an interval,
 bytes) are refused by the upsert, ``get`` and ``find`` naming the column on PostgreSQL:
 before, the flush failed the whole batch (``cannot cast type timestamp[] to integer[]``) and
-a lookup aborted the transaction."""
+a lookup aborted the transaction. A key given as a list is refused naming the table and its
+key columns (it raised ``TypeError: unhashable type: 'list'``)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,26 @@ def test_get_and_find_by_a_date_on_a_number_column_refuse_naming_it(
         with pytest.raises(UnstorableValueError, match=r"^typed_keys\.n "):
             tx.find(table, n=value)
         assert tx.get(table, 1) is not None  # the transaction goes on
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("key", [[1], (1, [2]), {"id": 1}])
+def test_a_key_given_as_a_list_is_refused_naming_the_table_and_its_key(
+    kind: str, key: Any, database_for: Callable[[str], str]
+) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "listed",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("k", sa.Integer, primary_key=True)
+        if isinstance(key, tuple)
+        else sa.Column("k", sa.Text),
+    )
+    with store(database_for(kind), metadata) as engine, engine.begin() as conn:
+        tx = SqlTx(conn, {table: table})
+        tx.upsert(table, {"id": 1, "k": 2})
+        for look in (tx.get, tx.delete):
+            with pytest.raises(ValueError, match=r"^listed: key .* primary key \['id'"):
+                look(table, key)
+        assert tx.get(table, (1, 2) if isinstance(key, tuple) else 1) is not None
