@@ -30,6 +30,10 @@ from outbox.source_groups import NAME, member_source
 _CONNECT_TIMEOUT = 5  # seconds: a registry that does not answer keeps the last members
 _QUERY_TIMEOUT = 10.0  # seconds: a query that blocks (a locked table) keeps them too
 _USER_TIMEOUT_MS = 60_000  # data sent and not acknowledged this long: the connection is dead
+_NO_KEEPER = (
+    "; the event log has no events of {} row yet, so no row can be kept: delete or fix one "
+    "row (see README, A tenant registry)"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +134,14 @@ class TenantRegistry:
         logged: Appends | None = None
         for names in shared_outboxes({**self.others, **sources}):
             members = [n for n in names if n in sources]
-            keeper, split = None, []
+            keeper, split, fresh = None, [], False
             if appends is not None and len(members) == len(names):  # no [sources.*] in it
                 logged = appends() if logged is None else logged
                 split = sorted(n for n in members if n in logged)
                 if split:
                     keeper = min(split, key=lambda n: precedence(n, logged or {}))
+                # read, and no events of any (StoreAppends: {} when it could not be read)
+                fresh = not split and not getattr(appends, "unreadable", None)
             for name in members:
                 if name == keeper:
                     continue
@@ -158,6 +164,8 @@ class TenantRegistry:
                         f"the same database and outbox table as {also}: not relayed (each "
                         f"tenant needs a database of its own)"
                     )
+                    if fresh:
+                        reason += _NO_KEEPER.format("either" if len(members) == 2 else "any")
                 problems.append(
                     RegistryProblem(self.group, tenant, reason, rows[name], conflict=True)
                 )
