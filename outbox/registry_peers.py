@@ -13,7 +13,7 @@ from config import Settings
 from outbox import registry_reads
 from outbox.keepers import last_appends
 from outbox.registry_overlaps import settle, split_histories
-from outbox.registry_reads import GIVEN_UP, given_up_error
+from outbox.registry_reads import GIVEN_UP, GIVEN_UP_ONCE, given_up_error
 from outbox.tenant_registry import Members, TenantRegistry, registries
 
 logger = structlog.get_logger("readmodel.relay")
@@ -141,14 +141,16 @@ class Peers:
         with self._lock:
             if peer.done.is_set():
                 return
-            warning = self._give_up(peer, time.monotonic())
+            warning = self._give_up(peer, time.monotonic(), once=True)
         logger.warning(warning[0], **warning[1])
 
-    def _give_up(self, peer: _Peer, now: float) -> tuple[str, dict[str, str]]:
+    def _give_up(
+        self, peer: _Peer, now: float, *, once: bool = False
+    ) -> tuple[str, dict[str, str]]:
         """Give up the read in flight (lock held): ended (its socket shut down: its thread
         fails and closes it), a failed read (unless the registry was read since it began),
         the next read on a new connection, at once unless the read before failed too; the
-        warning to log."""
+        warning to log (``once``: ``relay --once``, no read follows and it says none)."""
         stuck = peer.registry
         stuck.abort()
         peer.registry = TenantRegistry(stuck.group, stuck.settings, stuck.others)
@@ -160,6 +162,8 @@ class Peers:
         self._note_failure(peer, error, peer.read_started)
         if retry_now:
             peer.retry_at = now
+        if once:
+            return GIVEN_UP_ONCE, {"registry": stuck.group, "after": after}
         return (
             GIVEN_UP,
             {

@@ -29,6 +29,9 @@ GIVEN_UP = (
     "tenant registry read gives no answer; given up, and the registry read again on a new "
     "connection"
 )
+GIVEN_UP_ONCE = "tenant registry read gives no answer; given up"
+"""The warning of a one-shot command (``relay --once``, ``outbox init``, ``status``): no
+read follows."""
 
 
 def given_up_error(group: str, bound: float) -> str:
@@ -44,10 +47,13 @@ def read_within(
     appends: Callable[[], Appends] | None,
     bound: float,
     stop: threading.Event | None = None,
+    retry_in: str | None = None,
 ) -> Members:
     """``registry.read(appends)``, given up after ``bound`` seconds (a warning logged, the
     read ended): raises :class:`SourceError` then, as for an unreadable registry. Once
-    ``stop`` is set, the read is ended at once (no warning): :class:`ReadStopped`."""
+    ``stop`` is set, the read is ended at once (no warning): :class:`ReadStopped`.
+    ``retry_in``: when a running relay reads it again (the warning says so); ``None``: a
+    one-shot command, no read follows."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
@@ -69,9 +75,12 @@ def read_within(
         if time.monotonic() < deadline:
             continue
         registry.abort()
-        logger.warning(
-            GIVEN_UP, registry=registry.group, after=f"{bound:g}s", retry_in="the next refresh"
-        )
+        if retry_in is None:
+            logger.warning(GIVEN_UP_ONCE, registry=registry.group, after=f"{bound:g}s")
+        else:
+            logger.warning(
+                GIVEN_UP, registry=registry.group, after=f"{bound:g}s", retry_in=retry_in
+            )
         raise SourceError(given_up_error(registry.group, bound))
     if "error" in outcome:
         raise outcome["error"]

@@ -96,8 +96,13 @@ class TenantRelays:
         ``peer_wait``: seconds at most for the other registries' readings (``None``: until
         their reads end, at most the peers' read bound). Raises :class:`SourceError` when
         the registry cannot be read, or its read is given up (past :attr:`read_bound`)."""
+        once = peer_wait is None  # relay --once: no refresh reads it again
         members = read_within(
-            self.registry, lambda: last_appends(self.log.engine), self.read_bound, self._stop
+            self.registry,
+            lambda: last_appends(self.log.engine),
+            self.read_bound,
+            self._stop,
+            retry_in=None if once else "the next refresh",
         )
         if self.peers is not None:
             members = self.peers.settle(members, peer_wait)

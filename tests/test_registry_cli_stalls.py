@@ -58,6 +58,11 @@ def test_a_command_reading_a_stalled_registry_gives_it_up(
         (ran,) = result
         assert ran.exit_code == 3, ran.output
         assert "tenant registry 'pos': its read gave no answer within 1s" in ran.output
+        (warning,) = [
+            line for line in ran.output.splitlines() if "registry read gives no answer" in line
+        ]
+        assert "given up" in warning  # one-shot: no retry follows, none is promised
+        assert "read again" not in warning and "retry_in" not in warning, warning
         assert wait_until(lambda: proxy.live() == 0, 5), proxy.live()
 
 

@@ -106,6 +106,8 @@ def test_a_running_relays_own_registry_read_is_bounded_warned_and_retried(
                     refresh.join(5)
                     assert not refresh.is_alive(), "the refresh hangs on the stalled registry"
             assert len(_given_up(logs, "pos")) == 3, logs
+            for warning in _given_up(logs, "pos"):  # a refresh follows: it says so
+                assert "read again" in warning["event"] and warning["retry_in"], warning
             unreadable = [e for e in logs if e["event"].startswith("tenant registry unreadable")]
             assert len(unreadable) == 3 and "no answer" in unreadable[0]["error"], logs
             assert relays.members == ["pos:a"]  # the members known before run on
@@ -148,7 +150,13 @@ def test_relay_once_gives_up_a_stalled_registry_and_relays_the_other_sources(
         assert relayed.exit_code == 3, relayed.output
         assert "solo: relayed 2" in relayed.output
         assert "pos: tenant registry 'pos': its read gave no answer within 1s" in relayed.output
-        assert "tenant registry read gives no answer" in relayed.output  # the warning
+        (warning,) = [
+            line
+            for line in relayed.output.splitlines()
+            if "tenant registry read gives no answer" in line
+        ]
+        assert "given up" in warning  # one-shot: no retry follows, none is promised
+        assert "read again" not in warning and "retry_in" not in warning, warning
         assert wait_until(lambda: proxy.live() == 0, 5), proxy.live()
 
 
@@ -171,6 +179,7 @@ def test_relay_once_gives_up_a_stalled_peer_registry_with_the_warning(
             if "tenant registry read gives no answer" in line
         ]
         assert "shop" in warning and "postgresql://" not in warning
+        assert "read again" not in warning and "retry_in" not in warning, warning
         waits = "pos:a: tenant registry 'pos', tenant 'a': waits until tenant registry 'shop'"
         assert waits in relayed.output
         assert wait_until(lambda: proxy.live() == 0, 5), proxy.live()
