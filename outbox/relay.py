@@ -55,8 +55,8 @@ class RelayTotals:
     skipped: bool = False
     refused: bool = False
     """The source was not relayed because of its configuration (its ``binary_ids`` is not
-    the rule the log records; a registry member reading the database and outbox table of
-    another source or tenant), not because a database failed."""
+    the rule the log records; a bad registry row; a registry member reading the database and
+    outbox table of another source or tenant), not because a database failed."""
     unlisted: bool = False
     """Not relayed at all: a registry that cannot be read, a row of it refused or waiting,
     a member it does not list (no totals to show, only the errors)."""

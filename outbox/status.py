@@ -33,6 +33,9 @@ class SourceStatus:
     """A registry member refused because another source or tenant reads its database and
     outbox table (``error`` says which): a configuration conflict, not an unreachable
     source."""
+    refused: bool = False
+    """A registry member refused by the configuration (a bad row, or a database conflict):
+    not an unreachable source (``status`` exits 2 for it)."""
     removed: bool = False
     """A member its tenant registry no longer lists (or a static member no longer in the
     configuration), shown while it has parked rows."""
@@ -63,7 +66,15 @@ def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
         for name, member in listed.sources.items()
     ]
     statuses += [
-        unlisted_status(u.source, u.url, u.error, heads.get(u.source, 0), 0, conflict=u.conflict)
+        unlisted_status(
+            u.source,
+            u.url,
+            u.error,
+            heads.get(u.source, 0),
+            0,
+            conflict=u.conflict,
+            refused=u.refused,
+        )
         for u in listed.unlisted
     ]
     return with_rules(statuses, rules, listed.sources)
@@ -90,10 +101,18 @@ def configured_rule(settings: SourceSettings) -> str | None:
 
 
 def unlisted_status(
-    name: str, url: str, error: str, log_head: int, parked: int, *, conflict: bool = False
+    name: str,
+    url: str,
+    error: str,
+    log_head: int,
+    parked: int,
+    *,
+    conflict: bool = False,
+    refused: bool = False,
 ) -> SourceStatus:
     """A registry member that could not be listed (``url``: the registry's; ``conflict``:
-    refused for a database another source or tenant reads)."""
+    refused for a database another source or tenant reads; ``refused``: by the
+    configuration, a bad row or a conflict)."""
     return SourceStatus(
         name,
         source_kind(url),
@@ -104,6 +123,7 @@ def unlisted_status(
         parked,
         error,
         database_conflict=conflict,
+        refused=refused or conflict,
     )
 
 

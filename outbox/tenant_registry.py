@@ -338,6 +338,9 @@ class Unlisted:
     conflict: bool = False
     """Refused because another source or tenant reads its database and outbox table (a
     configuration conflict), not because something cannot be reached."""
+    refused: bool = False
+    """Refused by the configuration (a bad row, or a conflict): not unreachable, nor
+    waiting for another registry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,6 +397,7 @@ def list_sources(
                 urls[group],
                 "; ".join(str(p) for p in problems),
                 conflict=all(p.conflict for p in problems),
+                refused=not any(p.waiting for p in problems),
             )
             for name, problems in by_source.items()
         ]

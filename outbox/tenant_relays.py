@@ -133,7 +133,8 @@ class TenantRelays:
         for problem in members.problems:  # reported; the other members are relayed
             totals = results.setdefault(problem.source, RelayTotals(unlisted=True, refused=True))
             totals.add_error(str(problem))
-            totals.refused = totals.refused and problem.conflict  # the configuration's to fix
+            # a bad row or a conflict: the configuration's to fix; one that waits is not
+            totals.refused = totals.refused and not problem.waiting
         for name in sorted((self.only or set()) - set(members.sources) - set(results)):
             listed = ", ".join(members.sources) or "none"
             error = f"tenant registry {self.group!r} lists no {name!r} (it lists: {listed})"

@@ -1,7 +1,7 @@
 """The ``readmodel`` command: parses arguments, builds objects from settings, prints results.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (a configuration
-conflict too: a tenant registry member reading another source's database), 3 a database
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (a bad tenant
+registry row too, or a member reading another source's database: a conflict), 3 a database
 could not be reached (3 wins when both happen).
 """
 
@@ -82,10 +82,10 @@ def relay(
     Start it twice for a hot standby: the second process waits and takes over a
     source within seconds when the first dies.
 
-    With --once, exit code 3 when a source or tenant registry cannot be read (or a registry
-    member waits for another registry); otherwise 2 when a source is refused by the
-    configuration (its binary_ids, or a registry member reading the database of another
-    source or tenant: a conflict, as status reports it).
+    With --once, exit code 3 when a source or tenant registry cannot be reached or read (or a
+    registry member waits for another registry); otherwise 2 when a source is refused by the
+    configuration (its binary_ids, a bad tenant registry row: no tenant id, a DSN refused, or
+    a member reading the database of another source or tenant: a conflict, as status).
     """
     from outbox.relay import Relay
 
@@ -288,8 +288,9 @@ def run(
 ) -> None:
     """Relay and apply projections in this one process (scripts, tests, the embedded default).
 
-    With --until-caught-up, exit code 3 when a source or tenant registry cannot be read;
-    otherwise 2 when a source is refused by the configuration (a conflict, as relay --once).
+    With --until-caught-up, exit code 3 when a source or tenant registry cannot be reached
+    or read; otherwise 2 when a source is refused by the configuration (a bad tenant registry
+    row or a conflict, as relay --once).
     """
     settings = load(config, log_json, log_level)
     require_migrated(settings, config)

@@ -134,8 +134,9 @@ def status(
     last error. The broker's ready, delayed and dead-lettered messages.
 
     Exit code 3 when a source, the broker or the read store cannot be reached, or does not
-    answer within --timeout; otherwise 2 when a registry member is refused because another
-    source or tenant reads its database (a conflict in the configuration).
+    answer within --timeout; otherwise 2 when a tenant registry row is refused by the
+    configuration (a bad row: no tenant id, a DSN refused; or a member whose database
+    another source or tenant reads: a conflict).
     """
     settings = load(config, log_level="warning")
     outdated = _schema_problem(settings, config, timeout)
@@ -156,9 +157,9 @@ def status(
     for subject, error in _failures(report):
         err.print(f"[red]{subject}:[/] {escape(error)}", highlight=False, soft_wrap=True)
     failed = [s for s in report.sources if s.error]
-    if report.broker.error or any(not s.database_conflict for s in failed):
+    if report.broker.error or any(not s.refused for s in failed):
         raise typer.Exit(EXIT_UNREACHABLE)
-    if failed:  # members refused for a database another source reads: the config's to fix
+    if failed:  # members refused by the configuration (bad rows, conflicts): its to fix
         raise typer.Exit(EXIT_CONFIG)
 
 

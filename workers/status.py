@@ -122,6 +122,7 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
             heads.get(u.source, 0),
             parked[u.source],
             conflict=u.conflict,
+            refused=u.refused,
         )
         for u in listed.unlisted
     ]

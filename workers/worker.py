@@ -124,8 +124,8 @@ def run_until_caught_up(runtime: Runtime, *, deadline: float = 3600) -> tuple[in
         _raise_unreadable([e for t in results.values() if not t.refused for e in t.errors])
         _raise_refused([e for t in results.values() if t.refused for e in t.errors])
         statuses = source_statuses(runtime.settings, runtime.log)
-        _raise_unreadable([s.error for s in statuses if s.error and not s.database_conflict])
-        _raise_refused([s.error for s in statuses if s.error and s.database_conflict])
+        _raise_unreadable([s.error for s in statuses if s.error and not s.refused])
+        _raise_refused([s.error for s in statuses if s.error and s.refused])
         pending = sum(s.undelivered or 0 for s in statuses)
         if pending == 0 and not runtime.engine.lagging():
             return relayed, applied
@@ -142,7 +142,8 @@ def _raise_unreadable(errors: list[str]) -> None:
 
 def _raise_refused(errors: list[str]) -> None:
     """A source whose ``binary_ids`` is not the rule the log records, or a registry member
-    reading another source's or tenant's database, is not relayed: the configuration must
+    refused by the configuration (a bad row, or reading another source's or tenant's
+    database), is not relayed: the configuration must
     change (exit 2, as ``relay --once`` and ``status``), trying again would not help."""
     if errors:
         raise ConfigError("; ".join(errors))
