@@ -17,11 +17,10 @@ from config import load_settings
 from outbox.tenant_registry import list_sources
 from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli
+from tests.stall_fixtures import MARKER, stalled_registry
 from tests.stall_proxy_helpers import stall_proxy
-from tests.tenant_fixtures import REGISTRY_QUERY, init_tenant_outbox, make_registry
+from tests.tenant_fixtures import init_tenant_outbox, make_registry
 from tests.tenant_helpers import config_for
-
-MARKER = REGISTRY_QUERY.split(" WHERE")[0].encode()
 
 
 @pytest.mark.parametrize(
@@ -39,12 +38,7 @@ def test_a_command_reading_a_stalled_registry_gives_it_up(
     command: list[str],
 ) -> None:
     monkeypatch.setattr(outbox.registry_reads, "READ_BOUND", 1.0)  # 30 s
-    store, pos, a = (pg_database() for _ in range(3))
-    init_tenant_outbox(a)
-    make_registry(pos, {"a": a})
-    with stall_proxy(pos, MARKER) as proxy:
-        config = config_for(tmp_path, store, proxy.url(pos))
-        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    with stalled_registry(pg_database, tmp_path) as (config, proxy, store):
         result: list = []
         started = time.monotonic()
         thread = threading.Thread(

@@ -12,24 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.broker_helpers import wait_until
-from tests.cli_helpers import run_cli
 from tests.relay_helpers import READMODEL
-from tests.stall_proxy_helpers import stall_proxy
-from tests.tenant_fixtures import REGISTRY_QUERY, init_tenant_outbox, make_registry
-from tests.tenant_helpers import config_for
-
-MARKER = REGISTRY_QUERY.split(" WHERE")[0].encode()
+from tests.stall_fixtures import stalled_registry
 
 
 def test_sigterm_during_a_stalled_registry_read_stops_the_relay_at_once(
     pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    store, pos, a = (pg_database() for _ in range(3))
-    init_tenant_outbox(a)
-    make_registry(pos, {"a": a})
-    with stall_proxy(pos, MARKER) as proxy:
-        config = config_for(tmp_path, store, proxy.url(pos))
-        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    with stalled_registry(pg_database, tmp_path) as (config, proxy, store):
         log_path = tmp_path / "relay.log"
         with open(log_path, "wb") as log_file:
             relay = subprocess.Popen(

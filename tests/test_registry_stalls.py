@@ -22,18 +22,16 @@ from outbox.tenant_registry import TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli
+from tests.stall_fixtures import MARKER, stalled_peer, stalled_registry
 from tests.stall_proxy_helpers import stall_proxy
 from tests.tenant_fixtures import (
-    REGISTRY_QUERY,
     init_tenant_outbox,
     make_registry,
     record_sales,
     sales_for,
     tenant_source,
 )
-from tests.tenant_helpers import config_for, registries_config
-
-MARKER = REGISTRY_QUERY.split(" WHERE")[0].encode()  # the registry's query, not the setup
+from tests.tenant_helpers import config_for
 
 
 def _threads(prefix: str) -> int:
@@ -52,13 +50,7 @@ def _given_up(logs: list[dict], registry: str) -> list[dict]:
 def test_given_up_peer_reads_end_their_threads_and_connections(
     pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    store, pos, shop, a = (pg_database() for _ in range(4))
-    init_tenant_outbox(a)
-    make_registry(pos, {"a": a})
-    make_registry(shop, {})
-    with stall_proxy(shop, MARKER) as proxy:
-        config = registries_config(tmp_path, store, {"pos": pos, "shop": proxy.url(shop)})
-        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    with stalled_peer(pg_database, tmp_path) as (config, proxy, store):
         settings = load_settings(config)
         log = EventLog(store)
         peers = Peers(settings, log.engine, read_bound=0.5)
@@ -84,13 +76,8 @@ def test_given_up_peer_reads_end_their_threads_and_connections(
 def test_a_running_relays_own_registry_read_is_bounded_warned_and_retried(
     pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    store, pos, a = (pg_database() for _ in range(3))
-    init_tenant_outbox(a)
-    make_registry(pos, {"a": a})
-    with stall_proxy(pos, MARKER) as proxy:
+    with stalled_registry(pg_database, tmp_path) as (config, proxy, store):
         proxy.stalling = False
-        config = config_for(tmp_path, store, proxy.url(pos))
-        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
         settings = load_settings(config)
         log = EventLog(store)
         registry = TenantRegistry("pos", settings.tenants["pos"])
@@ -164,13 +151,7 @@ def test_relay_once_gives_up_a_stalled_peer_registry_with_the_warning(
     pg_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(outbox.registry_reads, "READ_BOUND", 1.0)  # 30 s
-    store, pos, shop, a = (pg_database() for _ in range(4))
-    init_tenant_outbox(a)
-    make_registry(pos, {"a": a})
-    make_registry(shop, {})
-    with stall_proxy(shop, MARKER) as proxy:
-        config = registries_config(tmp_path, store, {"pos": pos, "shop": proxy.url(shop)})
-        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    with stalled_peer(pg_database, tmp_path) as (config, proxy, store):
         relayed = run_cli(["relay", "--once", "--source", "pos", "--config", str(config)])
         assert relayed.exit_code == 3, relayed.output
         (warning,) = [

@@ -11,14 +11,9 @@ from pathlib import Path
 
 from config import load_settings
 from tests.broker_helpers import wait_until
-from tests.cli_helpers import run_cli
-from tests.stall_proxy_helpers import stall_proxy
-from tests.tenant_fixtures import REGISTRY_QUERY, init_tenant_outbox, make_registry
-from tests.tenant_helpers import config_for
+from tests.stall_fixtures import stalled_registry
 from workers.runtime import build_runtime
 from workers.status import collect
-
-MARKER = REGISTRY_QUERY.split(" WHERE")[0].encode()
 
 
 def _reads() -> int:
@@ -28,12 +23,7 @@ def _reads() -> int:
 def test_a_stalled_registry_read_of_a_status_look_is_ended(
     pg_database: Callable[[], str], tmp_path: Path
 ) -> None:
-    store, pos, a = (pg_database() for _ in range(3))
-    init_tenant_outbox(a)
-    make_registry(pos, {"a": a})
-    with stall_proxy(pos, MARKER) as proxy:
-        config = config_for(tmp_path, store, proxy.url(pos))
-        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    with stalled_registry(pg_database, tmp_path) as (config, proxy, store):
         runtime = build_runtime(load_settings(config), migrate=False)
         try:
             for _ in range(3):
