@@ -221,8 +221,11 @@ class SqlTx:
                 k = converters.key(k, lookup=True)
                 if k is None:
                     continue  # an integer its column cannot hold: no row has it
-            if (name, k) not in read:
-                wanted.add(k)
+            try:
+                if (name, k) not in read:
+                    wanted.add(k)
+            except TypeError:
+                self._unhashable(table, k)
         if not wanted:
             return
         for k in wanted:

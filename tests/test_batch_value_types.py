@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from projections.api import UnstorableValueError
 from projections.sql_tx import SqlTx
+from projections.sql_writes import RefusedWrite
 from tests.batch_value_helpers import outcomes, problems, refused, store
 
 _NUMBERS: dict[str, Any] = {
@@ -97,4 +98,7 @@ def test_a_key_given_as_a_list_is_refused_naming_the_table_and_its_key(
         for look in (tx.get, tx.delete):
             with pytest.raises(ValueError, match=r"^listed: key .* primary key \['id'"):
                 look(table, key)
+        # A prefetch raises its key errors as refused writes (a key of the wrong length too).
+        with pytest.raises(RefusedWrite, match=r"listed: key .* primary key \['id'"):
+            tx.prefetch(table, [key])
         assert tx.get(table, (1, 2) if isinstance(key, tuple) else 1) is not None
