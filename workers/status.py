@@ -224,14 +224,21 @@ def problems(
     """What makes the pipeline unhealthy: unreachable sources or broker, lags past a bound,
     sources whose relays are refused (their ``binary_ids`` is not the rule the log records;
     ``origin`` says where a source's setting was made, for the advice), members refused for
-    a database another source or tenant reads (a conflict)."""
+    a database another source or tenant reads (a conflict), members refused by the
+    configuration otherwise (a bad registry row: ``refused``)."""
     out: list[Problem] = []
     for source in report.sources:
         subject = f"source {source.source}"
         if source.binary_ids_conflict:
             out.append(Problem(subject, _refusal(source, origin and origin(source.source))))
         if source.error:
-            kind = "conflict" if source.database_conflict else "unreachable"
+            kind = (
+                "conflict"
+                if source.database_conflict
+                else "refused"
+                if source.refused
+                else "unreachable"
+            )
             out.append(Problem(subject, f"{kind}: {source.error}"))
             continue
         if max_lag_events is not None and (source.undelivered or 0) > max_lag_events:
