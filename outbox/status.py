@@ -10,6 +10,7 @@ from config import Settings, SourceSettings
 from outbox.db import redact_dsn
 from outbox.log import EventLog
 from outbox.log_rules import recorded_rules
+from outbox.source_groups import group_of
 from outbox.sources import open_source, source_failure, source_kind
 
 
@@ -127,6 +128,12 @@ def unlisted_status(
     )
 
 
+def display_url(name: str, url: str) -> str:
+    """``url`` for status output, password masked; a tenant's (a member of a source group)
+    by where it is only, without user or query, as it is logged."""
+    return redact_dsn(url, location=group_of(name) is not None)
+
+
 def source_status(
     name: str,
     settings: Settings,
@@ -152,7 +159,7 @@ def source_status(
     return SourceStatus(
         source=name,
         engine=source_kind(source_settings.url),
-        url=redact_dsn(source_settings.url),
+        url=display_url(name, source_settings.url),
         undelivered=undelivered,
         oldest_undelivered_age_seconds=age,
         log_head=log_head,

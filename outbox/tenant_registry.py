@@ -95,7 +95,8 @@ class TenantRegistry:
 
     @property
     def display_url(self) -> str:
-        return redact_dsn(self.settings.url)
+        """Where the registry is, for ``status``: no user, password or query (as logged)."""
+        return redact_dsn(self.settings.url, location=True)
 
     def read(self, appends: Callable[[], Appends] | None = None) -> Members:
         """The members the registry lists now. Raises :class:`SourceError` when it cannot be
@@ -333,7 +334,7 @@ class Unlisted:
     registry that cannot be read (reported under the group's name)."""
 
     source: str
-    url: str  # the registry's, password masked
+    url: str  # where the registry is (no user, password or query)
     error: str
     conflict: bool = False
     """Refused because another source or tenant reads its database and outbox table (a

@@ -1,17 +1,22 @@
 """A bad tenant registry row (no tenant id, no DSN, a DSN refused) is labelled as the
 configuration problem it is: ``refused:`` in ``health`` (``conflict:`` stays for a shared
-database), not ``unreachable:``."""
+database), not ``unreachable:``; and ``status`` names a registry and its members by where
+they are only (scheme, host, port, database), without the registry's user or query."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from tests.cli_helpers import run_cli
 from tests.tenant_fixtures import init_tenant_outbox, make_registry
 from tests.tenant_helpers import config_for
+
+QUERY = "application_name=rm_status_q"
 
 
 @pytest.mark.parametrize(
@@ -44,3 +49,37 @@ def test_health_labels_a_bad_row_refused_not_unreachable(
     assert f"source {source}: refused: " in line, health.output
     assert "unreachable" not in health.output
     assert "conflict:" not in health.output
+
+
+def _location(url: str) -> str:
+    where = sa.make_url(url)
+    return f"postgresql://{where.host}:{where.port}/{where.database}"
+
+
+def test_status_names_a_registry_and_its_members_by_location_only(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, registry, zeta = (pg_database() for _ in range(3))
+    init_tenant_outbox(zeta)
+    make_registry(registry, {"zeta": f"{zeta}?{QUERY}", "bad": None})
+    config = str(config_for(tmp_path, store, f"{registry}?{QUERY}"))
+    assert run_cli(["migrate", "--config", config]).exit_code == 0
+
+    report = run_cli(["status", "--json", "--timeout", "30", "--config", config])
+    assert report.exit_code == 2, report.output
+    urls = {s["source"]: s["url"] for s in json.loads(report.stdout)["sources"]}
+    assert urls["pos:bad"] == _location(registry), urls  # a bad row: the registry's location
+    assert urls["pos:zeta"] == _location(zeta), urls  # a member: its own location
+    assert "rm_status_q" not in report.stdout and "@" not in report.stdout
+
+    registry_engine = sa.create_engine(registry)
+    try:
+        with registry_engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE tenants RENAME TO tenants_gone")
+    finally:
+        registry_engine.dispose()
+    unread = run_cli(["status", "--json", "--timeout", "30", "--config", config])
+    urls = {s["source"]: s["url"] for s in json.loads(unread.stdout)["sources"]}
+    assert urls["pos"] == _location(registry), unread.output  # an unread registry
+    table = run_cli(["status", "--timeout", "30", "--config", config])
+    assert "rm_status_q" not in table.output and "@" not in table.output

@@ -157,12 +157,19 @@ def _source(
     name: str, settings: SourceSettings, result: Any, log_head: int, parked: int
 ) -> SourceStatus:
     if isinstance(result, BaseException):
-        from outbox.db import redact_dsn
         from outbox.sources import source_kind
+        from outbox.status import display_url
 
         url = settings.url
         return SourceStatus(
-            name, source_kind(url), redact_dsn(url), None, None, log_head, parked, str(result)
+            name,
+            source_kind(url),
+            display_url(name, url),
+            None,
+            None,
+            log_head,
+            parked,
+            str(result),
         )
     status: SourceStatus = result
     return SourceStatus(
