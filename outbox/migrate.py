@@ -192,7 +192,8 @@ def _upgrade(engine: sa.Engine, revision: str, lock_timeout: float) -> Migration
         raise _store_error(engine, "migration failed", exc) from exc
     assert after is not None
     if before != after:
-        log.info("read store migrated", url=_url(engine), before=before, after=after)
+        where = redact_dsn(_url(engine), location=True)  # logged: no user, no query
+        log.info("read store migrated", url=where, before=before, after=after)
     return Migration(before, after, adopted)
 
 

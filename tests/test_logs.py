@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import structlog
@@ -122,3 +122,27 @@ def test_a_dsns_location_has_no_user_password_or_query() -> None:
         "postgresql:///?dbname=host%3Dh%20user%3Du%20password%3Dp": "postgresql:///",
     }
     assert {dsn: redact_dsn(dsn, location=True) for dsn in cases} == cases
+
+
+def test_the_read_store_migrated_line_logs_where_the_store_is_only(
+    pg_database: Callable[[], str],
+) -> None:
+    """``read store migrated`` names the store by its location: no user, no DSN query."""
+    import sqlalchemy as sa
+    from structlog.testing import capture_logs
+
+    from outbox.db import create_engine
+    from outbox.migrate import upgrade
+
+    url = pg_database()
+    where = sa.make_url(url)
+    engine = create_engine(f"{url}?application_name=rm_migrate_q")
+    try:
+        with capture_logs() as logs:
+            upgrade(engine)
+    finally:
+        engine.dispose()
+    (migrated,) = [e for e in logs if e["event"] == "read store migrated"]
+    assert migrated["url"] == f"postgresql://{where.host}:{where.port}/{where.database}"
+    assert "@" not in migrated["url"]  # no user
+    assert "rm_migrate_q" not in repr(migrated)
