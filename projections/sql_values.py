@@ -183,15 +183,18 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
     }
     body = ["    def normalize(row, given):", "        get = given.get"]
     for i, (name, convert, exact, bounds, unwritable, unstorable, nul) in enumerate(columns):
+        nul = nul if convert is not None else None
+        skipped = str if nul is not None else None  # a str takes the NUL test instead
+        own = [kind for kind in exact if kind is not _NONE and kind is not skipped]
         tests = []  # the value's type first: one of the column's own ends the tests
-        for j, kind in enumerate(kind for kind in exact if kind is not _NONE):
+        for j, kind in enumerate(own):
             names[f"kind{i}_{j}"] = kind
             tests.append(f"kind is not kind{i}_{j}")
         tests.append("value is not _MISSING")
         if _NONE in exact:
             tests.append("value is not None")
         body.append(f"        value = get({name!r}, _MISSING)")
-        if bounds is not None or any(test.startswith("kind") for test in tests):
+        if bounds is not None or own or nul is not None:
             body.append("        kind = _type(value)")
         out_of_bounds = f"(value > high{i} or value < low{i})"
         if bounds is not None:
@@ -212,7 +215,6 @@ def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], Non
                 body.append("            if '\\x00' in value:")
                 body.append(f"                unstorable{i}(value, nul{i})")
                 otherwise = "el"
-                tests = [test for test in tests if names.get(test[12:]) is not str]
             body.append(f"        {otherwise}if {' and '.join(tests)}:")
             body.append("            try:")
             body.append(f"                value = convert{i}(value)")
