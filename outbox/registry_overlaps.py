@@ -32,23 +32,31 @@ from outbox.tenant_registry import Members, RegistryProblem
 
 
 def settle(
-    readings: Mapping[str, Members], appends: Appends, unread: Mapping[str, str] | None = None
+    readings: Mapping[str, Members],
+    appends: Appends | None,
+    unread: Mapping[str, str] | None = None,
 ) -> dict[str, Members]:
     """``readings`` (by group) with every member that reads the outbox of another registry's
     member moved to its registry's problems, but the one that keeps it (see the module);
-    ``unread``: the registries whose members are not known now (group -> why; never read,
-    or read before and failing since): a member of another registry the log has no events
-    of waits for them."""
+    ``appends`` ``None``: the event log could not be read (``outbox init``), so none keeps
+    it and all are moved. ``unread``: the registries whose members are not known now
+    (group -> why; never read, or read before and failing since): a member of another
+    registry the log has no events of waits for them."""
     claims = _claims(readings)
     settings = {n: s for members in readings.values() for n, s in members.sources.items()}
     refused: dict[str, RegistryProblem] = {}
     for names in claims:
+        if appends is None:
+            for name in names:
+                refused[name] = _unsettled(name, settings[name].tenant, names)
+            continue
         keeper = min(names, key=lambda n: precedence(n, appends))
         split = sorted(n for n in names if n in appends)
         for name in names:
             if name != keeper:
                 refused[name] = _refusal(name, settings[name].tenant, keeper, split)
-    for name in settings.keys() - refused.keys() - appends.keys() if unread else ():
+    logged = appends or {}
+    for name in settings.keys() - refused.keys() - logged.keys() if unread else ():
         group = group_of(name) or ""
         others = {g: why for g, why in (unread or {}).items() if g != group}
         if others:
@@ -79,15 +87,27 @@ def _claims(readings: Mapping[str, Members]) -> list[list[str]]:
 
 
 def _refusal(name: str, tenant: str | None, keeper: str, split: list[str]) -> RegistryProblem:
-    keeper_group, _, keeper_tenant = keeper.partition(":")
     reason = (
-        f"the same database and outbox table as tenant {keeper_tenant!r} of tenant registry "
-        f"{keeper_group!r}, which relays it: not relayed (each tenant needs a database of its "
-        f"own)"
+        f"the same database and outbox table as {_member_of(keeper)}, which relays it: not "
+        f"relayed (each tenant needs a database of its own)"
     )
     if len(split) > 1:
         reason += split_note(split)
     return RegistryProblem(group_of(name) or "", tenant, reason, conflict=True)
+
+
+def _unsettled(name: str, tenant: str | None, names: list[str]) -> RegistryProblem:
+    others = " and ".join(_member_of(n) for n in names if n != name)
+    reason = (
+        f"the same database and outbox table as {others}: not relayed (each tenant needs a "
+        f"database of its own)"
+    )
+    return RegistryProblem(group_of(name) or "", tenant, reason, conflict=True)
+
+
+def _member_of(name: str) -> str:
+    group, _, tenant = name.partition(":")
+    return f"tenant {tenant!r} of tenant registry {group!r}"
 
 
 def _waiting(group: str, tenant: str | None, unread: Mapping[str, str]) -> RegistryProblem:

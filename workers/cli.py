@@ -23,6 +23,7 @@ from workers.cli_migrate import migrate
 from workers.cli_ops import PARENT_ENV, stop_with_parent
 from workers.cli_ops import metrics_hooks as _metrics_hooks
 from workers.cli_ops import register as register_ops
+from workers.cli_outbox import outbox_init
 from workers.cli_parked import parked_app
 from workers.cli_query import query_command
 from workers.cli_reference import register as register_reference
@@ -54,6 +55,7 @@ app = typer.Typer(
 )
 outbox_app = typer.Typer(help="Outbox tables in the service databases.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+outbox_app.command("init")(outbox_init)
 outbox_app.command("binary-ids")(binary_ids_command)
 app.add_typer(parked_app, name="parked")
 app.add_typer(secret_app, name="secret")
@@ -318,112 +320,6 @@ def sweeper(
     settings = load(config, log_json, log_level)
     require_migrated(settings, config)
     _runwith_runtime(settings, "sweeper")
-
-
-@outbox_app.command("init")
-def outbox_init(
-    source: Annotated[str, typer.Option("--source", "-s", help="Source name from the config.")],
-    config: ConfigOption = None,
-    print_only: Annotated[
-        bool, typer.Option("--print", help="Print the DDL instead of applying it.")
-    ] = False,
-) -> None:
-    """Create the outbox table, its indexes and (PostgreSQL) the NOTIFY trigger for a source;
-    for a MongoDB source, the collection's indexes. A tenant registry's group name (or one
-    member, pos:acme) does it for each tenant database the registry lists."""
-    from outbox.sources import open_source, source_failure
-
-    settings = load(config, log_level="warning")
-    targets, refused = _outbox_sources(settings, source)
-    unreachable = 0
-    for name, source_settings in targets.items():
-        # One tenant database down, or a DSN that cannot be opened, does not stop the others'.
-        try:
-            outbox_source = open_source(name, source_settings)
-            try:
-                statements = outbox_source.ddl()
-                if not print_only:
-                    outbox_source.install()
-            finally:
-                outbox_source.close()
-        except Exception as exc:
-            if len(targets) == 1:
-                guarded(_reraise, source_failure(name, exc) if _unexpected(exc) else exc)
-            err.print(
-                f"[red]{escape(str(source_failure(name, exc)))}[/]", highlight=False, soft_wrap=True
-            )
-            unreachable += 1
-            continue
-        if print_only:
-            for statement in statements:
-                print(statement.rstrip() + ";\n")
-            continue
-        out.print(f"{name}: outbox table {source_settings.table!r} is ready")
-    if unreachable:
-        raise typer.Exit(EXIT_UNREACHABLE)
-    if refused:  # rows naming a database another row keeps (or one the log cannot settle)
-        raise typer.Exit(EXIT_CONFIG)
-
-
-def _unexpected(exc: BaseException) -> bool:
-    """Not an error readmodel or the database driver reports itself (``guarded`` knows those)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from outbox.errors import ReadmodelError
-
-    return not isinstance(exc, (ReadmodelError, SQLAlchemyError))
-
-
-def _reraise(exc: BaseException) -> None:
-    raise exc
-
-
-def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], bool]:
-    """``source`` from the config, or the members of a tenant registry it names; and whether
-    a row was refused for naming another row's database. Of such rows the one the event log
-    has events of is kept, as the relay keeps it (both refused when it has none, or cannot
-    be read)."""
-    from outbox import registry_reads
-    from outbox.keepers import StoreAppends
-    from outbox.source_groups import group_of
-    from outbox.tenant_registry import TenantRegistry
-
-    if source in settings.sources:
-        return {source: settings.sources[source]}, False
-    group = source if source in settings.tenants else group_of(source)
-    if group not in settings.tenants:
-        known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
-        raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
-    registry = TenantRegistry(group, settings.tenants[group], settings.sources)
-    appends = StoreAppends(settings.store.url)
-    try:
-        members = guarded(registry_reads.read_within, registry, appends, registry_reads.READ_BOUND)
-    finally:
-        registry.close()
-    for problem in members.problems:
-        err.print(f"[red]{escape(str(problem))}[/]", highlight=False, soft_wrap=True)
-    refused = any(p.conflict for p in members.problems)
-    if refused and appends.unreadable:
-        err.print(
-            f"[red]{escape(appends.unreadable)}: which row keeps a database two rows name "
-            f"(the one the event log has events of, as the relay decides) is not known, so "
-            f"both are refused; make the store reachable and run readmodel migrate, or give "
-            f"each tenant a database of its own[/]",
-            highlight=False,
-            soft_wrap=True,
-        )
-    if source == group:
-        return members.sources, refused
-    if source not in members.sources and any(
-        p.conflict and p.source == source for p in members.problems
-    ):  # listed, and refused (said above): a configuration conflict, as for the group
-        raise typer.Exit(EXIT_CONFIG)
-    if source not in members.sources:
-        listed = ", ".join(members.sources) or "none"
-        raise fail(
-            f"tenant registry {group!r} lists no {source!r} (it lists: {listed})", EXIT_FAILURE
-        )
-    return {source: members.sources[source]}, False
 
 
 @app.command()
