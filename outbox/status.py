@@ -48,6 +48,15 @@ class SourceStatus:
         recorded, configured = self.binary_ids, self.binary_ids_config
         return recorded is not None and configured is not None and recorded != configured
 
+    @property
+    def refusal(self) -> str | None:
+        """How the configuration refuses the member, as ``status`` and ``health`` label it:
+        ``"conflict"`` (a database another source or tenant reads), ``"refused"`` (a bad
+        registry row), or ``None``."""
+        if self.database_conflict:
+            return "conflict"
+        return "refused" if self.refused else None
+
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "binary_ids_conflict": self.binary_ids_conflict}
 

@@ -1,11 +1,13 @@
 """A bad tenant registry row (no tenant id, no DSN, a DSN refused) is labelled as the
 configuration problem it is: ``refused:`` in ``health`` (``conflict:`` stays for a shared
-database), not ``unreachable:``; and ``status`` names a registry and its members by where
+database), not ``unreachable:``, and in ``status``'s error line, its table (``(refused)``)
+and ``--json`` (``"refused": true``); and ``status`` names a registry and its members by where
 they are only (scheme, host, port, database), without the registry's user or query."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,6 +51,46 @@ def test_health_labels_a_bad_row_refused_not_unreachable(
     assert f"source {source}: refused: " in line, health.output
     assert "unreachable" not in health.output
     assert "conflict:" not in health.output
+
+
+@pytest.mark.parametrize(
+    ("tenant", "dsn", "source", "says"),
+    [
+        ("bad", "not a dsn", "pos:bad", "tenant 'bad': DSN refused"),
+        (None, "postgresql://pos@127.0.0.1/pos", "pos", "row 2: no tenant id"),
+        ("bad", None, "pos:bad", "tenant 'bad': no DSN"),
+    ],
+    ids=["DSN refused", "no tenant id", "no DSN"],
+)
+def test_status_labels_a_bad_row_refused_as_health_does(
+    pg_database: Callable[[], str],
+    tmp_path: Path,
+    tenant: str | None,
+    dsn: str | None,
+    source: str,
+    says: str,
+) -> None:
+    store, registry, zeta = (pg_database() for _ in range(3))
+    init_tenant_outbox(zeta)
+    make_registry(registry, {"zeta": zeta, tenant: dsn})
+    config = str(config_for(tmp_path, store, registry))
+    assert run_cli(["migrate", "--config", config]).exit_code == 0
+
+    status = run_cli(["status", "--timeout", "30", "--config", config])
+    assert status.exit_code == 2, status.output
+    line = f"{source}: refused: tenant registry 'pos', {says}"
+    assert line in " ".join(status.stderr.split()), status.stderr
+    sources_table = status.stdout.split("projections")[0]
+    marked = r"[^\n]*(\n[^\n]*)?\(refused\)"  # the table wraps at 80 columns
+    assert re.search(re.escape(f"│ {source} ") + marked, sources_table), sources_table
+    assert sources_table.count("(refused)") == 1 and "(conflict)" not in sources_table
+
+    report = run_cli(["status", "--json", "--timeout", "30", "--config", config])
+    assert report.exit_code == 2
+    sources = {s["source"]: s for s in json.loads(report.stdout)["sources"]}
+    assert sources[source]["refused"] is True, sources[source]
+    assert sources[source]["database_conflict"] is False
+    assert sources["pos:zeta"]["refused"] is False and sources["pos:zeta"]["error"] is None
 
 
 def _location(url: str) -> str:

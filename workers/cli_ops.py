@@ -165,9 +165,10 @@ def status(
 
 def _failures(report: Any) -> list[tuple[str, str]]:
     """``(subject, error)`` of each source and the broker with an error; a member refused
-    for a database another source or tenant reads says ``conflict:``."""
+    by the configuration says how, as ``health`` does: ``conflict:`` for a database another
+    source or tenant reads, ``refused:`` for a bad registry row."""
     failures = [
-        (s.source, f"conflict: {s.error}" if s.database_conflict else s.error)
+        (s.source, f"{s.refusal}: {s.error}" if s.refusal else s.error)
         for s in report.sources
         if s.error
     ]
@@ -269,7 +270,7 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
 def _source_cell(row: Any) -> str:
     if row.removed:
         return f"{row.source} (removed)"
-    return f"{row.source} (conflict)" if row.database_conflict else row.source
+    return f"{row.source} ({row.refusal})" if row.refusal else row.source
 
 
 def _age(seconds: float | None) -> str:

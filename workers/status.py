@@ -239,14 +239,7 @@ def problems(
         if source.binary_ids_conflict:
             out.append(Problem(subject, _refusal(source, origin and origin(source.source))))
         if source.error:
-            kind = (
-                "conflict"
-                if source.database_conflict
-                else "refused"
-                if source.refused
-                else "unreachable"
-            )
-            out.append(Problem(subject, f"{kind}: {source.error}"))
+            out.append(Problem(subject, f"{source.refusal or 'unreachable'}: {source.error}"))
             continue
         if max_lag_events is not None and (source.undelivered or 0) > max_lag_events:
             out.append(
