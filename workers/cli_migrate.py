@@ -121,14 +121,13 @@ def migrate(
             print(offline_sql(engine_kind(url)))
         return
     for name, url in stores.items():
-        label = f"{name} ({redact_dsn(url)})"
+        where = redact_dsn(url, location=True)  # as logged: no user, password or query
+        label = f"{name} ({where})"
         with engine_for(url) as engine:
             if check:
                 revision = guarded(current, engine)
                 if revision != target:
-                    outdated = SchemaOutdated(
-                        redact_dsn(url), revision, target, newer=is_newer(revision)
-                    )
+                    outdated = SchemaOutdated(where, revision, target, newer=is_newer(revision))
                     raise fail(outdated.remedy(migrate_hint(config)), EXIT_FAILURE)
                 out.print(f"{label}: at revision {target}", highlight=False, soft_wrap=True)
                 continue
