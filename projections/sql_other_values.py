@@ -5,9 +5,11 @@ later batch reads back of a value a handler wrote, observed on PostgreSQL (throu
 in the session's time zone) and SQLite (through SQLAlchemy's processors), and checked by
 ``tests/test_batch_values.py``:
 
-- Text (PostgreSQL): a number, boolean, ``Decimal``, date or datetime is stored as the
-  server prints it (``float8out``'s shortest digits, ``true``, a timestamp in the session's
-  time zone). SQLite: as its TEXT affinity stores what the driver binds (``CAST AS TEXT``).
+- Text (PostgreSQL): a number, boolean, ``Decimal``, date, datetime, time or ``timedelta``
+  is stored as the server prints it (``float8out``'s shortest digits, ``true``, a timestamp
+  in the session's time zone, :mod:`projections.pg_clock_text`). SQLite: as its TEXT
+  affinity stores what the driver binds (``CAST AS TEXT``); a time or ``timedelta``, which
+  sqlite3 binds not, as PostgreSQL's text.
 - Booleans, on both stores and both write paths: ``0``/``1`` (and ``0.0``/``1.0``) become
   ``False``/``True`` as SQLAlchemy's statements bind them, and so do the strings
   PostgreSQL's ``boolin`` takes (``'true'``, ``' t '``, ``'off'``, ``'y'``...); any other
@@ -46,7 +48,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -55,6 +57,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from outbox.json_numbers import UnwritableIntegerError
+from projections.pg_clock_text import clock_text, offset_text, timestamp_text
 from projections.sql_clock_values import pg_time, sqlite_processed
 from projections.sql_interval_values import pg_interval
 from projections.sql_limits import Unstorable, UnstorableWide
@@ -122,16 +125,18 @@ def _pg_text(zone: tzinfo) -> Converter:
             return _pg_numeric_text(value)
         if kind is datetime:
             if value.tzinfo is None:
-                return _pg_timestamp_text(value)
+                return timestamp_text(value)
             try:
                 local = value.astimezone(zone)
             except (OverflowError, ValueError):
                 return value
-            return _pg_timestamp_text(local) + _pg_offset_text(local.utcoffset())
+            return timestamp_text(local) + offset_text(local.utcoffset())
         if kind is date:
             return value.isoformat()
         if kind is uuid.UUID:
             return str(value)
+        if isinstance(value, time | timedelta):
+            return clock_text(value)
         if kind in _NOT_TEXT:
             raise Unstorable(
                 f"psycopg sends a {kind.__name__} as {_NOT_TEXT[kind]}, not as text (the "
@@ -214,26 +219,6 @@ def _pg_numeric_text(value: Decimal) -> Any:
         return value  # beyond numeric: the flush refuses it
     text = format(value, "f")
     return text[1:] if text.startswith("-") and not value else text  # no negative zero
-
-
-def _pg_timestamp_text(value: datetime) -> str:
-    text = value.replace(tzinfo=None).isoformat(" ", "seconds")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}".rstrip("0")
-    return text
-
-
-def _pg_offset_text(offset: timedelta | None) -> str:
-    seconds = int(offset.total_seconds()) if offset is not None else 0
-    sign = "-" if seconds < 0 else "+"
-    hours, rest = divmod(abs(seconds), 3600)
-    minutes, seconds = divmod(rest, 60)
-    text = f"{sign}{hours:02d}"
-    if minutes or seconds:
-        text += f":{minutes:02d}"
-    if seconds:
-        text += f":{seconds:02d}"
-    return text
 
 
 # uuid_in: 32 hex digits in any case, a hyphen allowed after each group of four, in braces
@@ -419,6 +404,8 @@ def sqlite_text(value: Any) -> Any:
         return str(int(value)) if -_INT64 <= value < _INT64 else value
     if kind is float and value != value:
         raise Unstorable(SQLITE_NAN)
+    if isinstance(value, time | timedelta):
+        return clock_text(value)  # sqlite3 binds neither: the text PostgreSQL stores
     if kind is Decimal or kind in _SQLITE_UNBOUND:
         raise Unstorable(f"sqlite3 binds no {kind.__name__}: write str() of it")
     if kind is float or kind is datetime or kind is date:
