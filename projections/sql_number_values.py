@@ -19,8 +19,9 @@ database):
   bind, becomes an integer as on PostgreSQL (half away from zero); NaN or infinity is
   refused naming the column (:class:`~projections.api.UnstorableValueError`).
 - Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
-  nearest single-precision value, printed shortest); text as PostgreSQL reads it, or refused
-  (:mod:`projections.sql_float_text`).
+  nearest single-precision value, printed shortest); text, and a ``Decimal`` (its range), as
+  PostgreSQL reads it, or refused (:mod:`projections.sql_float_text`). SQLite float and
+  ``NUMERIC`` columns refuse bytes (:func:`~projections.sql_value_kinds.sqlite_float_kind`).
 - A subclass or foreign number (an ``IntEnum`` member, a numpy scalar) is converted as the
   plain number it stands for (:mod:`projections.sql_plain_values`); ``Decimal('sNaN')`` is
   refused.
@@ -47,7 +48,12 @@ from projections.sql_float_text import midway, nearest_single, pg_float_text
 from projections.sql_limits import Unstorable, UnstorableWide
 from projections.sql_other_values import SQLITE_NAN, Converter, sqlite_text
 from projections.sql_plain_values import SIGNALLING_NAN, plain
-from projections.sql_value_kinds import no_number, sqlite_no_float, sqlite_unbound
+from projections.sql_value_kinds import (
+    no_number,
+    sqlite_float_kind,
+    sqlite_no_float,
+    sqlite_unbound,
+)
 
 __all__ = ["postgresql_number", "sqlite_integer", "sqlite_number"]
 
@@ -244,6 +250,8 @@ def _pg_double(value: Any) -> Any:
         raise Unstorable(_NO_BOOLEAN_NUMBER)
     if kind is str:
         return pg_float_text(value)
+    if kind is Decimal and value.is_finite():
+        return pg_float_text(str(value))  # numeric_float8: float8in of its text, its range
     if kind is int or kind is Decimal:
         try:
             return float(value)
@@ -271,7 +279,9 @@ def _pg_real(value: Any) -> Any:
             return number
         # An integer or Decimal is cast from its exact value (int8 -> real, numeric_float4).
         exact = plain(value)
-        if type(exact) is int or type(exact) is Decimal:
+        if type(exact) is Decimal:
+            single = pg_float_text(str(exact), True)  # numeric_float4: float4in, its range
+        elif type(exact) is int:
             single = nearest_single(number, lambda: Fraction(exact))
         else:
             single = nearest_single(number, lambda: Fraction(number))
@@ -304,7 +314,7 @@ def sqlite_number(
         stored = _sqlite_real if real else _sqlite_integral
         if real:  # text as PostgreSQL's double precision reads it
             bind = _text_as_pg_float(bind)
-        return _sqlite_bound(bind, stored, result), frozenset({_NONE})
+        return _sqlite_bound(bind, stored, result, real), frozenset({_NONE})
     if isinstance(column_type, sa.Integer):
         return _sqlite_integer_column, frozenset({int, _NONE})
     return None
@@ -322,8 +332,13 @@ def _sqlite_integer_column(value: Any) -> Any:
     return _decimal_integer(value)
 
 
-def _sqlite_bound(bind: Converter, stored: Converter, result: Converter | None) -> Converter:
+def _sqlite_bound(
+    bind: Converter, stored: Converter, result: Converter | None, real: bool
+) -> Converter:
     def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind is not float and kind is not int and kind is not str:
+            sqlite_float_kind(value, real)
         try:
             number = bind(value)
         except ValueError:

@@ -11,12 +11,14 @@ and after the batch), but sqlite3 binds no ``time`` or ``timedelta``, and SQLAlc
 
 from __future__ import annotations
 
+import math
 from datetime import date, time, timedelta
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from projections.sql_limits import Unstorable
 
-__all__ = ["no_number", "sqlite_no_float", "sqlite_unbound"]
+__all__ = ["no_number", "sqlite_float_kind", "sqlite_no_float", "sqlite_unbound"]
 
 _NOT_NUMBERS = (date, time, timedelta, bytes, bytearray, memoryview)
 
@@ -52,3 +54,26 @@ def sqlite_no_float(value: Any) -> NoReturn:
     raise Unstorable(
         f"SQLAlchemy binds a float to this column, and Python reads none from a {kind}"
     )
+
+
+_BYTES = (bytes, bytearray, memoryview)
+
+
+def sqlite_float_kind(value: Any, real: bool) -> None:
+    """Refuse, for a SQLite float (``real``) or ``NUMERIC`` column, what PostgreSQL refuses
+    and SQLAlchemy's ``float()`` would change: bytes (``float(b"12")`` is 12.0; others failed
+    the flush), a finite ``Decimal`` past a double's range (bound as infinity) or, for a float
+    column, so small it is bound as zero ("out of range for type double precision")."""
+    if isinstance(value, _BYTES):
+        kind = type(value).__name__
+        raise Unstorable(
+            f"PostgreSQL casts no {kind} to a number column (SQLAlchemy's float() read the "
+            "digits of some): write a number"
+        )
+    if isinstance(value, Decimal) and value.is_finite() and value:
+        number = float(value)
+        if math.isinf(number) or (real and not number):
+            raise Unstorable(
+                "a SQLite float or NUMERIC column stores a double (SQLAlchemy binds one), and "
+                "it is out of range for type double precision: write it as text"
+            )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -102,3 +103,46 @@ def test_a_key_given_as_a_list_is_refused_naming_the_table_and_its_key(
         with pytest.raises(RefusedWrite, match=r"listed: key .* primary key \['id'"):
             tx.prefetch(table, [key])
         assert tx.get(table, (1, 2) if isinstance(key, tuple) else 1) is not None
+
+
+_FLOAT_COLUMNS: dict[str, Any] = {
+    "f": sa.Float,
+    "r": sa.REAL,
+    "n": sa.Numeric(10, 2),
+    "nn": sa.Numeric,
+}
+_BYTES: list[Any] = [b"12", b"abc", bytearray(b"1"), memoryview(b"1")]
+_PAST_DOUBLES: list[Any] = [Decimal("1e400"), Decimal("-1e400"), Decimal("1e-400")]
+_PAST_SINGLES: list[Any] = [Decimal("1e39"), Decimal("-1e-50")]
+_IN_RANGE: list[Any] = [Decimal("1e300"), Decimal("1e-310"), Decimal("0E-400"), Decimal("1.5")]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_bytes_or_a_decimal_past_a_float_range_is_refused_by_the_upsert(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """Bytes into a float or NUMERIC column: PostgreSQL casts none; on SQLite, SQLAlchemy's
+    ``float()`` read ``b"12"`` as 12.0 and failed the flush, the whole batch, on ``b"abc"``:
+    refused on both. A ``Decimal`` past a double's range (or so small it is read as zero),
+    which PostgreSQL refuses ("out of range for type double precision"), was stored as
+    infinity or 0.0: refused, as text of it is; in a PostgreSQL ``REAL``, past a single's."""
+    metadata = sa.MetaData()
+    columns = [sa.Column(name, kind) for name, kind in _FLOAT_COLUMNS.items()]
+    table = sa.Table("floated", metadata, sa.Column("id", sa.Text, primary_key=True), *columns)
+    values = [*_BYTES, *_PAST_DOUBLES, *_PAST_SINGLES, *_IN_RANGE]
+    with store(database_for(kind), metadata) as engine:
+        found = {name: outcomes(engine, table, name, values) for name in _FLOAT_COLUMNS}
+    assert {name: problems(each) for name, each in found.items() if problems(each)} == {}
+    floats = {"f": [*_BYTES, *_PAST_DOUBLES], "r": [*_BYTES, *_PAST_DOUBLES]}
+    if kind == "postgresql":
+        floats["r"] += _PAST_SINGLES + [Decimal("1e300"), Decimal("1e-310")]
+        numbers = _BYTES  # NUMERIC keeps any Decimal (rounded to its scale)
+    else:  # a Decimal too small for a double is rounded to the column's scale: 0
+        numbers = [*_BYTES, *_PAST_DOUBLES[:2]]
+    expected = {**floats, "n": numbers, "nn": numbers}
+    if kind == "postgresql":
+        expected["n"] = [*_BYTES, *_PAST_DOUBLES[:2], Decimal("1e39"), Decimal("1e300")]
+    for name, each in found.items():
+        assert set(refused(each)) == set(map(repr, expected[name])), name
+        for message in refused(each).values():
+            assert "range" in message or "number column" in message or "overflow" in message
