@@ -105,7 +105,7 @@ def enum_value(dialect: Dialect, column_type: sa.Enum) -> Found:
     def convert(value: Any) -> Any:
         try:
             bound = value if bind is None else bind(value)
-        except LookupError:
+        except (LookupError, TypeError):  # TypeError: a list or dict (unhashable)
             raise Unstorable(why) from None
         if isinstance(bound, str) and type(bound) is not str:
             bound = str.__str__(bound)  # a str enum's member: drivers send its text

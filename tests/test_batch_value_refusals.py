@@ -160,3 +160,37 @@ def test_find_by_an_integer_outside_its_column_finds_nothing_and_the_batch_goes_
                     rows = conn.execute(sa.select(table).order_by(table.c.id)).all()
                     assert [tuple(r) for r in rows] == [(1, 1), (2, 2)]
                     conn.execute(table.delete())
+
+
+_CONTAINERS: list[Any] = [["a\x00"], ("a\x00",), {"k": "a\x00"}, [["a"], ["\x00"]], ["ok"], {}]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_container_into_a_scalar_text_or_enum_column_is_refused_as_one(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    """A list, tuple or dict for a scalar text column is refused for what it is (psycopg sends
+    it as an array, a record...), even holding a text with a NUL: the container is the mistake.
+    An ``Enum`` column refused a list or dict with ``TypeError: unhashable type`` (no column
+    named, the event not parked): refused naming the column, as other values it takes not."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "contained",
+        metadata,
+        sa.Column("id", sa.Text, primary_key=True),
+        sa.Column("t", sa.Text),
+        sa.Column("v", sa.String(5)),
+        sa.Column("c", sa.CHAR(3)),
+        sa.Column("e", sa.Enum("a", "b", name="contained_e")),
+        sa.Column("ne", sa.Enum("a", "b", native_enum=False)),
+    )
+    columns = ["e", "ne"] if kind == "sqlite" else ["t", "v", "c", "e", "ne"]
+    with store(database_for(kind), metadata) as engine:
+        found = {column: outcomes(engine, table, column, _CONTAINERS) for column in columns}
+    assert {column: problems(each) for column, each in found.items() if problems(each)} == {}
+    for column, each in found.items():
+        messages = refused(each)
+        assert set(messages) == set(map(repr, _CONTAINERS)), column
+        for message in messages.values():
+            assert "NUL" not in message, message
+            assert "psycopg sends a" in message or "Enum column takes" in message, message
