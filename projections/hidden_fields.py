@@ -9,6 +9,10 @@ by alias (pydantic's ``loc`` names the alias). A rejected value is hidden when t
 ``loc`` leads to such a field, or when what it leads to (a nested model, a list of them,
 the whole payload) holds one, or when a step of it is not understood where a type that
 holds one could have taken it: the value given there may hold the secret.
+
+Only declarations are read: a type of its own that wraps a secret in its core schema, or a
+serializer that masks a value, is not recognised (a schema walk would still miss a
+validator that builds the secret itself); the README says to declare it ``repr=False``.
 """
 
 from __future__ import annotations

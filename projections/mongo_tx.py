@@ -245,10 +245,10 @@ class DocumentTx:
         if given is _MISSING:
             document[field] = tenant
             return document
-        raise TenantError(
-            f"{projection}: a document of {collection!r} has {field}={given!r}, but the "
-            f"event's tenant is {tenant!r} ({what}); a handler writes only its event's "
-            f"tenant's documents"
+        raise TenantError(  # not the document's value: a hidden payload field's may be there
+            f"{projection}: a document of {collection!r} names another tenant than the event's "
+            f"({tenant!r}) in {field!r} ({what}; the value is not shown); a handler writes "
+            "only its event's tenant's documents"
         )
 
     def delete(self, collection: str, key: Any) -> None:

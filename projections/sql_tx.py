@@ -340,9 +340,10 @@ class SqlTx:
             )
         if given is _MISSING:
             return {**row, column: tenant}
-        raise TenantError(
-            f"{projection}: a row of {table.name!r} has {column}={given!r}, but the event's "
-            f"tenant is {tenant!r} ({what}); a handler writes only its event's tenant's rows"
+        raise TenantError(  # not the row's value: any, a hidden payload field's too, may be there
+            f"{projection}: a row of {table.name!r} names another tenant than the event's "
+            f"({tenant!r}) in {column!r} ({what}; the value is not shown); a handler writes "
+            "only its event's tenant's rows"
         )
 
     def delete(self, table: sa.Table, key: Any) -> None:

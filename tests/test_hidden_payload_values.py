@@ -1,22 +1,32 @@
 """A rejected payload's secret values stay hidden wherever its parked event's information
 goes (the reason, the stored detail, the failures table, the log lines), whatever shape
 the model declares them in: an alias (pydantic's ``loc`` names it), a dataclass or a
-``TypedDict`` field, ``Secret[...]``, a validator whose message holds the value, a model
-with ``hide_input_in_errors``, a ``model_validate`` of its own that validates another
-model."""
+``TypedDict`` field, ``Secret[...]`` (or a subclass), a validator whose message holds the
+value, a model with ``hide_input_in_errors``, a ``model_validate`` of its own that validates
+another model, a type of its own (or a masking serializer) declared ``Field(repr=False)``."""
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 import pytest
 import sqlalchemy as sa
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, Secret, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PlainSerializer,
+    Secret,
+    SecretStr,
+    ValidationError,
+)
+from pydantic_core import core_schema
 from typing_extensions import TypedDict
 
 from projections.api import Event, PayloadError, Projection, Tx, on, payload_error
@@ -82,6 +92,30 @@ class OwnValidate(BaseModel):
         return super().model_validate(obj, **options)
 
 
+class ApiKey:
+    """A type of its own wrapping a ``SecretStr``: not recognised as secret by its schema
+    (README: declare it ``Field(repr=False)``, or subclass ``Secret``)."""
+
+    def __init__(self, secret: SecretStr) -> None:
+        self.secret = secret
+
+    @classmethod
+    def __get_pydantic_core_schema__(
+        cls, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(cls, handler.generate_schema(SecretStr))
+
+
+class Token(Secret[str]):
+    pass
+
+
+class Wrapped(BaseModel):
+    key: ApiKey | None = Field(None, repr=False)
+    token: Token | None = None
+    masked: Annotated[str, PlainSerializer(lambda _: "***")] | None = Field(None, repr=False)
+
+
 class Shapes(BaseModel):
     login: Login | dict[str, int] | None = None
     plain: PlainCreds | None = None
@@ -102,6 +136,9 @@ CASES: list[tuple[type[BaseModel], Any]] = [
     (Validated, {"key": SECRET}),
     (Quiet, {"key": [SECRET]}),
     (OwnValidate, {"data": {"key": [SECRET]}}),
+    (Wrapped, {"key": [SECRET]}),
+    (Wrapped, {"token": [SECRET]}),
+    (Wrapped, {"masked": [SECRET]}),
 ]
 
 

@@ -164,8 +164,9 @@ def test_rows_are_written_in_the_events_tenant_or_the_event_is_parked(
         parked = {p.aggregate_id: p.reason for p in engine.parked("tenant_ledger")}
         assert sorted(parked) == ["e3", "e4"]
         assert (
-            "TenantError(\"tenant_ledger: a row of 'tenant_ledger' has tenant='globex', but "
-            "the event's tenant is 'acme' (Booked at bank:3)" in parked["e3"]
+            "TenantError(\"tenant_ledger: a row of 'tenant_ledger' names another tenant than "
+            "the event's ('acme') in 'tenant' (Booked at bank:3; the value is not shown)"
+            in parked["e3"]
         )
         assert (
             "tenant_ledger: Booked at bank:4 has no tenant, so its row of 'tenant_ledger' "
