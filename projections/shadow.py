@@ -80,6 +80,8 @@ from projections.shadow_names import (
     fitted,
     old_name,
     qualified,
+    quoter,
+    run,
     shadow_name,
     signature,
     table_sql,
@@ -246,7 +248,7 @@ class ShadowTables:
         instead, for :func:`projections.shadow_keys.pg_add_outside_keys`."""
         if conn.dialect.name != "postgresql":
             return
-        quote = conn.dialect.identifier_preparer.quote
+        quote = quoter(conn)
         live_tables = dict(self._live(conn))
         constraints: list[tuple[sa.Table, HandMadeConstraint]] = []
         for live, shadow in self.mapping.items():
@@ -403,10 +405,10 @@ def drop_tables(conn: sa.Connection, names: Iterable[str]) -> None:
     """Drop the tables; on PostgreSQL in one statement, whatever foreign keys join them."""
     names = list(names)
     if conn.dialect.name == "postgresql" and names:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {', '.join(names)}")
+        run(conn, f"DROP TABLE IF EXISTS {', '.join(names)}")
         return
     for name in names:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+        run(conn, f"DROP TABLE IF EXISTS {name}")
 
 
 def _retarget_foreign_keys(

@@ -36,6 +36,7 @@ import structlog
 
 from outbox.db import describe_db_error
 from outbox.errors import StoreError
+from projections.shadow_names import quoter, run
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -178,7 +179,7 @@ def make_or_stop(conn: sa.Connection, table: str, statement: str, what: str) -> 
     """Run ``statement``, which makes ``what`` (an index, trigger or policy of the live
     ``table``) on the rebuilt copy; a failure stops the replay naming it."""
     try:
-        conn.exec_driver_sql(statement)
+        run(conn, statement)
     except sa.exc.DBAPIError as exc:
         raise StoreError(
             f"{table}: {what}, made by hand on the live table, cannot be made on the rebuilt "
@@ -277,9 +278,9 @@ def pg_capture(conn: sa.Connection, table_sql: str) -> PgExtras:
 def pg_restore(conn: sa.Connection, table: str, extras: PgExtras) -> None:
     """Recreate ``extras`` on the new table, which has the live table's name ``table`` now
     (so a trigger's definition, naming it, names the new table)."""
-    quote = conn.dialect.identifier_preparer.quote
+    quote = quoter(conn)
     for flag in extras.security:
-        conn.exec_driver_sql(f"ALTER TABLE {table} {flag} ROW LEVEL SECURITY")
+        run(conn, f"ALTER TABLE {table} {flag} ROW LEVEL SECURITY")
     present = {str(name) for name, *_ in _rows(conn, _PG_POLICIES, table)}
     for name, tail in extras.policies.items():
         if name not in present:
@@ -292,16 +293,14 @@ def pg_restore(conn: sa.Connection, table: str, extras: PgExtras) -> None:
             continue
         make_or_stop(conn, table, definition, f"trigger {name}")
         if state in _TRIGGER_STATES:
-            conn.exec_driver_sql(
-                f"ALTER TABLE {table} {_TRIGGER_STATES[state]} TRIGGER {quote(name)}"
-            )
+            run(conn, f"ALTER TABLE {table} {_TRIGGER_STATES[state]} TRIGGER {quote(name)}")
     declared = {column for column, _ in _rows(conn, _PG_COMMENTS, table)}
     columns = set(_pg_columns(conn, table))
     for column, literal in extras.comments.items():
         if column in declared or (column is not None and column not in columns):
             continue
         target = f"TABLE {table}" if column is None else f"COLUMN {table}.{quote(column)}"
-        conn.exec_driver_sql(f"COMMENT ON {target} IS {literal}")
+        run(conn, f"COMMENT ON {target} IS {literal}")
     _restore_details(conn, table, extras.details)
 
 
@@ -313,7 +312,7 @@ def _restore_details(conn: sa.Connection, table: str, details: dict[tuple[str, s
         if literal is None or text is not None:
             continue
         on = "" if kind == "INDEX" else f" ON {table}"
-        conn.exec_driver_sql(f"COMMENT ON {kind} {target}{on} IS {literal}")
+        run(conn, f"COMMENT ON {kind} {target}{on} IS {literal}")
 
 
 # -- SQLite ---------------------------------------------------------------------------
@@ -355,9 +354,9 @@ def sqlite_dependents(
 
 
 def sqlite_drop(conn: sa.Connection, dependents: list[tuple[str, str, str, str]]) -> None:
-    quote = conn.dialect.identifier_preparer.quote
+    quote = quoter(conn)
     for kind, name, _, _ in reversed(dependents):
-        conn.exec_driver_sql(f"DROP {kind.upper()} IF EXISTS {quote(name)}")
+        run(conn, f"DROP {kind.upper()} IF EXISTS {quote(name)}")
 
 
 def sqlite_restore(conn: sa.Connection, table: str, made: list[tuple[str, str]]) -> None:

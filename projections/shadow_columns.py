@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from projections.shadow_catalog import make_or_stop
+from projections.shadow_names import run
 
 _STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
 _COMPRESSION = {"": "DEFAULT", "p": "pglz", "l": "lz4"}
@@ -82,7 +83,7 @@ def pg_copy_column_settings(conn: sa.Connection, live_sql: str, target_sql: str)
     for column, live in pg_column_settings(conn, live_sql).items():
         if column in target:
             for action in _changes(live, target[column]):
-                conn.exec_driver_sql(f"ALTER TABLE {target_sql} ALTER COLUMN {column} {action}")
+                run(conn, f"ALTER TABLE {target_sql} ALTER COLUMN {column} {action}")
 
 
 def pg_describe_column_settings(table: str, live_sql: str, conn: sa.Connection) -> list[str]:

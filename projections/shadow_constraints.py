@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from outbox.db import describe_db_error
 from outbox.errors import StoreError
 from projections.shadow_catalog import HandMadeIndex, make_or_stop
+from projections.shadow_names import quoter, run
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -214,20 +215,18 @@ def pg_referencing_refusals(conn: sa.Connection, oids: list[int]) -> list[str]:
 
 
 def pg_drop_referencing(conn: sa.Connection, keys: list[ReferencingKey]) -> None:
-    quote = conn.dialect.identifier_preparer.quote
+    quote = quoter(conn)
     for key in keys:
-        conn.exec_driver_sql(f"ALTER TABLE {key.table} DROP CONSTRAINT {quote(key.name)}")
+        run(conn, f"ALTER TABLE {key.table} DROP CONSTRAINT {quote(key.name)}")
 
 
 def pg_restore_referencing(conn: sa.Connection, keys: list[ReferencingKey]) -> None:
     """Make the foreign keys again, now referencing the new tables (which have the live
     names); one the rebuilt rows cannot meet stops the swap, naming it."""
-    quote = conn.dialect.identifier_preparer.quote
+    quote = quoter(conn)
     for key in keys:
         try:
-            conn.exec_driver_sql(
-                f"ALTER TABLE {key.table} ADD CONSTRAINT {quote(key.name)} {key.definition}"
-            )
+            run(conn, f"ALTER TABLE {key.table} ADD CONSTRAINT {quote(key.name)} {key.definition}")
         except DBAPIError as exc:
             raise StoreError(
                 f"{key.referenced}: {key.describe()} cannot reference the rebuilt table "
@@ -235,6 +234,4 @@ def pg_restore_referencing(conn: sa.Connection, keys: list[ReferencingKey]) -> N
                 f"{key.table} or drop the foreign key, and replay again"
             ) from exc
         if key.comment is not None:
-            conn.exec_driver_sql(
-                f"COMMENT ON CONSTRAINT {quote(key.name)} ON {key.table} IS {key.comment}"
-            )
+            run(conn, f"COMMENT ON CONSTRAINT {quote(key.name)} ON {key.table} IS {key.comment}")

@@ -36,7 +36,7 @@ from outbox.db import describe_db_error
 from outbox.errors import StoreError
 from outbox.migrate_locks import LockWatch, holders, lock_blocked
 from projections.shadow import drop_tables
-from projections.shadow_names import OLD_SUFFIX
+from projections.shadow_names import OLD_SUFFIX, run
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -82,7 +82,7 @@ def drop_bounded(
             with engine.begin() as conn:
                 if conn.dialect.name == "postgresql":
                     wait = int(lock_timeout_ms) + _deadlock_timeout_ms(conn)
-                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {wait}")
+                    run(conn, f"SET LOCAL lock_timeout = {wait}")
                 with LockWatch(engine, conn) as watch:
                     drop_tables(conn, names)
             return None
@@ -258,10 +258,10 @@ def _empty(engine: sa.Engine, names: list[str], lock_timeout_ms: int) -> bool:
     try:
         with engine.begin() as conn:
             wait = int(lock_timeout_ms) + _deadlock_timeout_ms(conn)  # as a drop's
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {wait}")
+            run(conn, f"SET LOCAL lock_timeout = {wait}")
             for name in names:
-                conn.exec_driver_sql(f"ALTER TABLE {name} DISABLE TRIGGER USER")
-            conn.exec_driver_sql(f"TRUNCATE {', '.join(names)}")
+                run(conn, f"ALTER TABLE {name} DISABLE TRIGGER USER")
+            run(conn, f"TRUNCATE {', '.join(names)}")
     except SQLAlchemyError as exc:
         logger.warning("replay could not empty its old tables", error=describe_db_error(exc))
         return False

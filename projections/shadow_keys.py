@@ -35,6 +35,7 @@ from outbox.db import describe_db_error
 from outbox.errors import StoreError
 from projections.shadow_catalog import make_or_stop
 from projections.shadow_constraints import HandMadeConstraint
+from projections.shadow_names import run
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -154,9 +155,7 @@ def pg_drop_outside_keys(
         keys = read(conn)
     for table, name, _ in keys:
         statement = f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
-        _bounded(
-            write, lambda conn, s=statement: conn.exec_driver_sql(s), lock_timeout_ms, attempts
-        )
+        _bounded(write, lambda conn, s=statement: run(conn, s), lock_timeout_ms, attempts)
 
 
 def pg_drop_outside_keys_or_warn(

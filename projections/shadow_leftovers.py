@@ -22,7 +22,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 import structlog
 
-from projections.shadow_names import leftover_name, qualified
+from projections.shadow_names import leftover_name, qualified, run
 from projections.store_tables import checkpoints
 
 logger = structlog.get_logger("readmodel.replay")
@@ -37,15 +37,15 @@ def pg_mark_leftover(
     """Mark the old table ``name`` (the live table's, just renamed) as readmodel's; with
     :data:`SHADOW_MARK`, the shadow ``name`` of ``live``."""
     text = f"{mark}{live.name}"
-    conn.exec_driver_sql(f"COMMENT ON TABLE {qualified(conn, live, name)} IS {literal(text)}")
+    run(conn, f"COMMENT ON TABLE {qualified(conn, live, name)} IS {literal(text)}")
 
 
 def literal(text: str | None) -> str:
-    """``text`` as an SQL string literal (``NULL`` for ``None``), for a statement sent with
-    no parameters: a ``%`` doubled, as psycopg reads it as a placeholder."""
+    """``text`` as an SQL string literal (``NULL`` for ``None``), for a statement sent by
+    :func:`projections.shadow_names.run` (not formatted: a ``%`` stays one)."""
     if text is None:
         return "NULL"
-    return "'" + text.replace("'", "''").replace("%", "%%") + "'"
+    return "'" + text.replace("'", "''") + "'"
 
 
 def pg_marked(

@@ -2,11 +2,16 @@
 indexes, constraints and sequences: ``<table>__rebuild`` for a shadow, ``<table>__old`` for
 a live table the swap has replaced, each cut short with a hash of the whole name when it
 would pass PostgreSQL's 63 bytes; and the SQL text that names a table or one of its objects.
+
+That text has one form, the one the database reads (a ``%`` in a name is one ``%``): it is
+passed as a parameter to catalog queries (``%(table)s::regclass``, ``to_regclass``), and the
+statements that embed it, or text the catalog gave, are sent unformatted (:func:`run`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +20,7 @@ SHADOW_SUFFIX = "__rebuild"
 OLD_SUFFIX = "__old"
 PG_NAME_LIMIT = 63
 _SHADOW_TABLE_LIMIT = 47
+_PERCENT_STYLES = ("format", "pyformat")
 
 
 def shadow_name(name: str, suffix: str = SHADOW_SUFFIX) -> str:
@@ -65,10 +71,30 @@ def canonical(name: str, suffix: str = SHADOW_SUFFIX) -> str:
     return name.replace(suffix, "", 1)
 
 
+def quote(conn: sa.Connection, name: str) -> str:
+    """``name`` as SQL (quoted when it must be), as the database reads it: both as statement
+    text sent by :func:`run` and as a parameter (``%(table)s::regclass``). The dialect's
+    own quoting doubles a ``%`` for psycopg's placeholders, which names no table as a
+    parameter; statements sent by :func:`run` are not formatted, so none is doubled."""
+    quoted = conn.dialect.identifier_preparer.quote(name)
+    return quoted.replace("%%", "%") if conn.dialect.paramstyle in _PERCENT_STYLES else quoted
+
+
+def quoter(conn: sa.Connection) -> Callable[[str], str]:
+    return lambda name: quote(conn, name)
+
+
 def table_sql(conn: sa.Connection, table: sa.Table) -> str:
-    return conn.dialect.identifier_preparer.format_table(table)
+    return qualified(conn, table, table.name)
 
 
 def qualified(conn: sa.Connection, table: sa.Table, name: str) -> str:
-    quote = conn.dialect.identifier_preparer.quote
-    return f"{quote(table.schema)}.{quote(name)}" if table.schema else quote(name)
+    if table.schema:
+        return f"{quote(conn, table.schema)}.{quote(conn, name)}"
+    return quote(conn, name)
+
+
+def run(conn: sa.Connection, statement: str) -> sa.CursorResult[Any]:
+    """Send ``statement`` as it is: not formatted for parameters, so that a ``%`` in a name
+    (:func:`quote`) or in text the catalog gave (a view's, an index's definition) is one."""
+    return conn.exec_driver_sql(statement, execution_options={"no_parameters": True})

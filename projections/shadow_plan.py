@@ -29,6 +29,7 @@ from projections.shadow_columns import (
     pg_hand_made_column_rules,
 )
 from projections.shadow_constraints import pg_hand_made_constraints, pg_referencing_keys
+from projections.shadow_names import run, table_sql
 from projections.shadow_security import pg_describe_grants, pg_describe_state
 
 if TYPE_CHECKING:
@@ -68,12 +69,12 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
     declared = shadows.renamed(DRY_RUN_SUFFIX)
     savepoint = conn.begin_nested()
     try:
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_LOCK_TIMEOUT_MS}")
+        run(conn, f"SET LOCAL lock_timeout = {_LOCK_TIMEOUT_MS}")
         declared._create_tables(conn)
         for table in declared.mapping:
             if table.name not in live:
                 continue
-            shadow_sql = _table_sql(conn, declared.mapping[table])
+            shadow_sql = table_sql(conn, declared.mapping[table])
             for column, action in pg_hand_made_column_rules(conn, live[table.name], shadow_sql):
                 lines.append(pg_describe_column_rule(table.name, column, action))
             known = declared._known_indexes(conn, table)
@@ -85,10 +86,6 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
     finally:
         savepoint.rollback()
     return lines
-
-
-def _table_sql(conn: sa.Connection, table: sa.Table) -> str:
-    return conn.dialect.identifier_preparer.format_table(table)
 
 
 def _sqlite_lines(shadows: ShadowTables, conn: sa.Connection) -> list[str]:

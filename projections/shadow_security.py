@@ -29,6 +29,7 @@ import sqlalchemy as sa
 
 from projections.shadow_catalog import make_or_stop, pg_column_sequences
 from projections.shadow_constraints import pg_referencing_refusals
+from projections.shadow_names import run
 
 
 def _rows(conn: sa.Connection, sql: str, params: dict[str, object]) -> list[sa.Row]:
@@ -65,13 +66,13 @@ _PG_MAY_SET_ROLE = "SELECT pg_has_role(current_user, %(role)s::regrole::oid, 'ME
 def pg_lock_down(conn: sa.Connection, shadow_sql: str) -> None:
     """Make a new shadow readable by its owner (the replay) only: row-level security on,
     and what default privileges granted on it and its sequences revoked."""
-    conn.exec_driver_sql(f"ALTER TABLE {shadow_sql} ENABLE ROW LEVEL SECURITY")
+    run(conn, f"ALTER TABLE {shadow_sql} ENABLE ROW LEVEL SECURITY")
     targets = [(shadow_sql, "TABLE")]
     targets += [(seq, "SEQUENCE") for seq in pg_column_sequences(conn, shadow_sql).values()]
     for target, kind in targets:
         grantees = {row[0] for row in _rows(conn, _PG_ACL, {"table": target}) if not row[5]}
         for grantee in sorted(grantees):
-            conn.exec_driver_sql(f"REVOKE ALL ON {kind} {target} FROM {grantee} CASCADE")
+            run(conn, f"REVOKE ALL ON {kind} {target} FROM {grantee} CASCADE")
 
 
 def pg_copy_acl(conn: sa.Connection, live_sql: str, shadow_sql: str) -> None:
@@ -84,7 +85,7 @@ def pg_copy_acl(conn: sa.Connection, live_sql: str, shadow_sql: str) -> None:
     grants: list[_Grant] = []
     for source, target, kind in pairs:
         for grantee in sorted({row[0] for row in _rows(conn, _PG_ACL, {"table": target})}):
-            conn.exec_driver_sql(f"REVOKE ALL ON {kind} {target} FROM {grantee} CASCADE")
+            run(conn, f"REVOKE ALL ON {kind} {target} FROM {grantee} CASCADE")
         for grantee, privilege, grantable, by_owner, grantor, _ in _rows(
             conn, _PG_ACL, {"table": source}
         ):
@@ -93,7 +94,7 @@ def pg_copy_acl(conn: sa.Connection, live_sql: str, shadow_sql: str) -> None:
             grants.append(_Grant(statement, grantee, grantable, by_owner, grantor))
     granted = {(row[0], row[1]) for row in _rows(conn, _PG_COLUMN_ACL, {"table": shadow_sql})}
     for column, grantee in sorted(granted):  # none, unless a DDL event of the model made some
-        conn.exec_driver_sql(f"REVOKE ALL ({column}) ON TABLE {shadow_sql} FROM {grantee} CASCADE")
+        run(conn, f"REVOKE ALL ({column}) ON TABLE {shadow_sql} FROM {grantee} CASCADE")
     present = set(_pg_column_names(conn, shadow_sql))
     for column, grantee, privilege, grantable, by_owner, grantor in _rows(
         conn, _PG_COLUMN_ACL, {"table": live_sql}
@@ -152,11 +153,11 @@ def _grant_as_grantors(conn: sa.Connection, grants: list[_Grant]) -> None:
         stuck = not ready  # a grantor whose own grant option is missing: grant as the replay
         for grant in ready or pending:
             if grant.by_owner or stuck or not _may(conn, may, grant):
-                conn.exec_driver_sql(grant.statement)
+                run(conn, grant.statement)
             else:
-                conn.exec_driver_sql(f"SET LOCAL ROLE {grant.grantor}")
-                conn.exec_driver_sql(grant.statement)
-                conn.exec_driver_sql(f"SET LOCAL ROLE {me}")
+                run(conn, f"SET LOCAL ROLE {grant.grantor}")
+                run(conn, grant.statement)
+                run(conn, f"SET LOCAL ROLE {me}")
             if grant.grantable:
                 given.add(grant.grantee)
         pending = [] if stuck else [g for g in pending if g not in ready]
@@ -251,7 +252,7 @@ def pg_set_owner(conn: sa.Connection, shadow_sql: str, state: TableState) -> Non
     of owner rewrites them); :func:`pg_refusals` made sure the replay's role may."""
     owner = _rows(conn, _PG_TABLE_STATE, {"table": shadow_sql})[0][0]
     if owner != state.owner:
-        conn.exec_driver_sql(f"ALTER TABLE {shadow_sql} OWNER TO {state.owner}")
+        run(conn, f"ALTER TABLE {shadow_sql} OWNER TO {state.owner}")
 
 
 def pg_restore_state(conn: sa.Connection, table: str, state: TableState) -> None:
@@ -261,7 +262,7 @@ def pg_restore_state(conn: sa.Connection, table: str, state: TableState) -> None
         statement = f"ALTER TABLE {table} SET ({', '.join(state.options)})"
         make_or_stop(conn, table, statement, "its storage options")
     if state.identity in _IDENTITIES:
-        conn.exec_driver_sql(f"ALTER TABLE {table} REPLICA IDENTITY {_IDENTITIES[state.identity]}")
+        run(conn, f"ALTER TABLE {table} REPLICA IDENTITY {_IDENTITIES[state.identity]}")
     elif state.identity == "i" and state.identity_index:
         statement = f"ALTER TABLE {table} REPLICA IDENTITY USING INDEX {state.identity_index}"
         make_or_stop(conn, table, statement, f"replica identity index {state.identity_index}")

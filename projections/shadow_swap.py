@@ -40,7 +40,14 @@ from projections.shadow_leftovers import (
     pg_marked,
     warn_lookalikes,
 )
-from projections.shadow_names import leftover_name, old_name, qualified, table_sql
+from projections.shadow_names import (
+    leftover_name,
+    old_name,
+    qualified,
+    quoter,
+    run,
+    table_sql,
+)
 from projections.shadow_security import (
     TableState,
     pg_copy_acl,
@@ -56,7 +63,7 @@ if TYPE_CHECKING:
 def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
     """Put every shadow in place of its live table; returns the old tables to drop after
     commit."""
-    quote = conn.dialect.identifier_preparer.quote
+    quote = quoter(conn)
     old_tables: list[str] = []
     # The live catalog is read under the lock that keeps it as it is read (an index a
     # CREATE INDEX CONCURRENTLY finishes meanwhile is complete by then, or left named).
@@ -67,7 +74,7 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
     outside = sorted({key.table for key in pg_referencing_keys(conn, shadows._live(conn))})
     tables = ", ".join([*outside, *live])
     if tables:
-        conn.exec_driver_sql(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+        run(conn, f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
     shadows._refuse(conn)  # what was made during the rebuild
     views = shadows._views(conn)
     late: list[OutsideKey] = []
@@ -93,34 +100,35 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
             oid = conn.exec_driver_sql(
                 "SELECT %(name)s::regclass::oid", {"name": qualified(conn, live, name)}
             ).scalar_one()
-            conn.exec_driver_sql(
-                f"ALTER {kind} {qualified(conn, live, name)} RENAME TO {quote(f'rm_old_{oid}')}"
-            )
+            renamed = quote(f"rm_old_{oid}")
+            run(conn, f"ALTER {kind} {qualified(conn, live, name)} RENAME TO {renamed}")
         old, left = pg_old_name(conn, live)  # an earlier replay could not drop ``left``
         old_tables += [left] if left else []
         pg_leave_publications(conn, live_sql)  # its shadow joins them with its state
-        conn.exec_driver_sql(f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
+        run(conn, f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
         pg_mark_leftover(conn, live, old)  # what a later replay or --cleanup may drop
-        conn.exec_driver_sql(f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
+        run(conn, f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
         # The shadow's mark goes: the declared comment, or the live table's (restored below).
-        conn.exec_driver_sql(f"COMMENT ON TABLE {live_sql} IS {literal(shadow.comment)}")
+        run(conn, f"COMMENT ON TABLE {live_sql} IS {literal(shadow.comment)}")
         for name, kind in pg_dependents(conn, live):
-            conn.exec_driver_sql(
+            run(
+                conn,
                 f"ALTER {kind} {qualified(conn, live, name)} "
-                f"RENAME TO {quote(shadows._live_name(conn, name, live))}"
+                f"RENAME TO {quote(shadows._live_name(conn, name, live))}",
             )
         for name in pg_table_constraints(conn, live):
             if shadows.suffix in name:
-                conn.exec_driver_sql(
+                run(
+                    conn,
                     f"ALTER TABLE {live_sql} RENAME CONSTRAINT {quote(name)} "
-                    f"TO {quote(shadows._live_name(conn, name, live))}"
+                    f"TO {quote(shadows._live_name(conn, name, live))}",
                 )
         old_tables.append(qualified(conn, live, old))
     for live, extra in extras.items():  # every table has its live name again
         pg_restore(conn, table_sql(conn, live), extra)
         pg_restore_state(conn, table_sql(conn, live), states[live])
     for view in views:  # now reading the new tables, which have the old names
-        conn.exec_driver_sql(view.redefine())
+        run(conn, view.redefine())
     pg_restore_referencing(conn, referencing)
     return old_tables
 
@@ -131,7 +139,7 @@ def sqlite_swap(shadows: ShadowTables, conn: sa.Connection) -> None:
     triggers and views on the tables or naming one (here or outside the projection) are
     dropped first and made again last from their text (naming the new tables then):
     SQLite would check them at each rename, while a table they name is missing."""
-    quote = conn.dialect.identifier_preparer.quote
+    quote = quoter(conn)
     dependents = sqlite_dependents(conn, [live.name for live in shadows.mapping])
     sqlite_drop(conn, dependents)
     for live, shadow in shadows.mapping.items():
@@ -141,10 +149,10 @@ def sqlite_swap(shadows: ShadowTables, conn: sa.Connection) -> None:
             for index in sa.inspect(conn).get_indexes(shadow.name, schema=shadow.schema)
         }
         made = sqlite_hand_made(conn, live.name, known)
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {live_sql}")
+        run(conn, f"DROP TABLE IF EXISTS {live_sql}")
         for index in shadow.indexes:
             index.drop(conn)
-        conn.exec_driver_sql(f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
+        run(conn, f"ALTER TABLE {table_sql(conn, shadow)} RENAME TO {quote(live.name)}")
         for index in live.indexes:
             index.create(conn)
         sqlite_restore(conn, live.name, made)
@@ -190,9 +198,9 @@ def pg_leave_publications(conn: sa.Connection, table_sql: str) -> None:
     """Take the live table (to be the old one) out of the publications that list it: left
     behind there, its emptying or drop would be published, to subscribers that have no
     such table."""
-    quote = conn.dialect.identifier_preparer.quote
+    quote = quoter(conn)
     for (name,) in conn.exec_driver_sql(_PG_PUBLICATIONS, {"table": table_sql}).all():
-        conn.exec_driver_sql(f"ALTER PUBLICATION {quote(str(name))} DROP TABLE {table_sql}")
+        run(conn, f"ALTER PUBLICATION {quote(str(name))} DROP TABLE {table_sql}")
 
 
 def pg_old_name(conn: sa.Connection, live: sa.Table) -> tuple[str, str | None]:
@@ -212,8 +220,8 @@ def pg_old_name(conn: sa.Connection, live: sa.Table) -> tuple[str, str | None]:
     if not marked:
         warn_lookalikes(live, [qualified(conn, live, old)])
         return name, None
-    quote = conn.dialect.identifier_preparer.quote
-    conn.exec_driver_sql(f"ALTER TABLE {qualified(conn, live, old)} RENAME TO {quote(name)}")
+    quote = quoter(conn)
+    run(conn, f"ALTER TABLE {qualified(conn, live, old)} RENAME TO {quote(name)}")
     return old, qualified(conn, live, name)
 
 

@@ -29,13 +29,20 @@ Events = list[tuple[str, str, str, dict[str, Any]]]
 class Pipeline:
     """Sources on SQLite files; the log and read models in the store under test."""
 
-    def __init__(self, make_settings: Callable[..., Settings], store_url: str, sqlite: Any):
+    def __init__(
+        self,
+        make_settings: Callable[..., Settings],
+        store_url: str,
+        sqlite: Any,
+        projections: list[str] = PROJECTIONS,
+    ):
         self.store_url = store_url
+        self.projections = projections
         self.sources = {name: sqlite() for name in ("bank", "orders", "auth")}
         self.settings = make_settings(
             store_url,
             {name: {"url": url} for name, url in self.sources.items()},
-            projections=PROJECTIONS,
+            projections=projections,
         )
         self.engines = {}
         for name in self.sources:
@@ -183,7 +190,7 @@ def pipeline_config(tmp_path: Path, p: Pipeline) -> Path:
     return write_config(
         tmp_path / "replay.toml",
         {
-            "projections": PROJECTIONS,
+            "projections": p.projections,
             "store": {"url": p.store_url},
             "sources": {name: {"url": url} for name, url in p.sources.items()},
         },

@@ -1,0 +1,140 @@
+"""``readmodel replay`` of a projection whose PostgreSQL tables (and a schema) have names
+with ``%`` (``%s`` too), a double quote and capitals: such a name is statement text in some
+queries and a parameter (``::regclass``) in others, and must name the same table in both."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from config import Settings
+from projections.replay_types import ReplayHooks, ReplayOptions
+from tests.cli_helpers import run_cli
+from tests.replay_helpers import Pipeline, deposits, pipeline_config, query
+from tests.replay_name_fixtures import ODD_SCHEMA, TABLES, sales, schema_sales
+
+NAMES = ["tests.replay_name_fixtures"]
+SCHEMAS = ("public", ODD_SCHEMA)
+# Statement text sent without parameters still goes through psycopg's formatting here.
+SALES = '"sales%%2024"'
+SCHEMA_SALES = '"shop%%s 2024"."Orders%%2024"'
+
+
+@pytest.fixture
+def odd_pipelines(
+    make_settings: Callable[..., Settings],
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+) -> Iterator[Callable[[], Pipeline]]:
+    """Pipelines of the projection ``odd_names`` on PostgreSQL (its schema made first)."""
+    made: list[Pipeline] = []
+
+    def make() -> Pipeline:
+        url = pg_database()
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+        with engine.begin() as conn:
+            conn.exec_driver_sql('CREATE SCHEMA "shop%%s 2024"')
+        engine.dispose()
+        made.append(Pipeline(make_settings, url, sqlite_database, projections=NAMES))
+        return made[-1]
+
+    yield make
+    for pipeline in made:
+        pipeline.close()
+
+
+class Interrupt(ReplayHooks):
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+
+def tables(p: Pipeline) -> set[tuple[str, str]]:
+    rows = query(
+        p,
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname IN"
+        " ('public', 'shop%%s 2024')",
+    )
+    return {(str(schema), str(name)) for schema, name in rows if not str(name).startswith("rm_")}
+
+
+def declared() -> set[tuple[str, str]]:
+    return {(t.schema or "public", t.name) for t in TABLES}
+
+
+def models(p: Pipeline) -> dict[str, dict[str, Any]]:
+    return {f"{t.schema}.{t.name}": p.rows(t) for t in TABLES}
+
+
+def test_replays_of_tables_named_with_percent_quotes_and_capitals(
+    odd_pipelines: Callable[[], Pipeline], tmp_path: Path
+) -> None:
+    live, clean = odd_pipelines(), odd_pipelines()
+    events = deposits(400, 9, seed=31)
+    for p in (live, clean):
+        p.feed("bank", events)
+    assert models(live) == models(clean) and len(live.rows(sales)) == 9
+    # What the swap carries, whose catalog text names the tables: it is sent as statements.
+    live.execute(f"CREATE INDEX \"by%%amount\" ON {SALES} (amount) WHERE account LIKE 'acct-%%'")
+    live.execute(f'CREATE VIEW "big%%s" AS SELECT account FROM {SCHEMA_SALES} WHERE amount > 10')
+    live.execute(f"COMMENT ON TABLE {SCHEMA_SALES} IS '100%% rebuilt'")
+    live.execute(f"UPDATE {SALES} SET amount = -1")
+    live.execute(f"UPDATE {SCHEMA_SALES} SET amount = 0 WHERE account = 'acct-3'")
+    assert models(live) != models(clean)
+
+    # An interrupted rebuild leaves its shadows: --dry-run names them, --cleanup drops them.
+    with pytest.raises(KeyboardInterrupt):
+        live.replayer("odd_names", Interrupt(), batch=100).run(ReplayOptions())
+    shadows = {(s, f"{n}__rebuild") for s, n in declared()}
+    assert tables(live) == declared() | shadows
+    config = str(pipeline_config(tmp_path, live))
+    dry = run_cli(["replay", "odd_names", "--dry-run", "--config", config])
+    assert dry.exit_code == 0, dry.output
+    for line in [
+        "table sales%2024 <- sales%2024__rebuild",
+        'table Odd"Name%d <- Odd"Name%d__rebuild',
+        'will be dropped: "sales%2024__rebuild"',
+        'will be dropped: "rate%s__rebuild"',
+        'will be dropped: "Odd""Name%d__rebuild"',
+        'will be dropped: "shop%s 2024"."Orders%2024__rebuild"',
+        'will be dropped: "shop%s 2024"."Odd""Name%s__rebuild"',
+        "the swap carries: index by%amount on sales%2024",
+        'the swap carries: view "big%s"',
+        "the swap carries: comment on table Orders%2024",
+    ]:
+        assert line in " ".join(dry.stdout.split()), (line, dry.stdout)  # as wrapped
+    assert "%%" not in dry.stdout
+    cleanup = run_cli(["replay", "odd_names", "--cleanup", "--config", config])
+    assert cleanup.exit_code == 0, cleanup.output
+    assert '"shop%s 2024"."Odd""Name%s__rebuild"' in " ".join(cleanup.stdout.split())
+    assert tables(live) == declared()
+
+    # A replay drops what an interrupted one left, rebuilds, swaps and drops the old tables.
+    with pytest.raises(KeyboardInterrupt):
+        live.replayer("odd_names", Interrupt(), batch=100).run(ReplayOptions())
+    for _ in range(2):  # twice: the first one's names are the ones the next one expects
+        summary = live.replayer("odd_names").run(ReplayOptions())
+        assert summary.left_behind == []
+        assert models(live) == models(clean)
+        assert tables(live) == declared()
+    assert query(live, 'SELECT count(*) FROM "big%%s"') == [
+        (sum(1 for row in clean.rows(schema_sales).values() if row["amount"] > 10),)
+    ]
+    assert query(live, "SELECT indexdef FROM pg_indexes WHERE indexname = 'by%%amount'") == [
+        (
+            'CREATE INDEX "by%amount" ON public."sales%2024" USING btree (amount)'
+            " WHERE (account ~~ 'acct-%'::text)",
+        )
+    ]
+    comment = f"SELECT obj_description('{SCHEMA_SALES}'::regclass)"
+    assert query(live, comment) == [("100% rebuilt",)]
+
+    # In place (replay-safe): the live tables again from a position.
+    live.execute(f"UPDATE {SALES} SET amount = -1")
+    summary = live.replayer("odd_names").run(ReplayOptions(from_position=1))
+    assert summary.mode == "in-place" and models(live) == models(clean)
+    assert tables(live) == declared()
