@@ -110,6 +110,9 @@ class ShadowTables:
         exist is an older readmodel's (from before the marks), left by its interrupted
         rebuild."""
         self.mapping: dict[sa.Table, sa.Table] = {}
+        self.warned: set[str] = set()
+        """The tables named like leftovers that readmodel did not make, warned of already:
+        once per replay."""
         self._declared: dict[str, sa.Index | sa.Constraint] = {}  # by shadow name
         self._carried: dict[str, str] = {}  # hand-made index: shadow name -> live name
         for table in tables:
@@ -365,7 +368,7 @@ class ShadowTables:
         for live in self.mapping:
             marked, lookalikes = self._found(conn, live)
             found += marked
-            warn_lookalikes(live, lookalikes)
+            warn_lookalikes(live, lookalikes, self.warned)
         return found
 
     def lookalikes(self, conn: sa.Connection) -> list[str]:

@@ -80,12 +80,16 @@ def pg_free_leftover_name(conn: sa.Connection, live: sa.Table, number: int) -> s
         number += 1
 
 
-def warn_lookalikes(live: sa.Table, names: list[str]) -> None:
-    if names:
+def warn_lookalikes(live: sa.Table, names: list[str], warned: set[str]) -> None:
+    """Warn of the tables ``names`` not in ``warned`` (those a replay warned of already: its
+    plan, cleanup and each attempt of its swap find them again), and add them to it."""
+    new = [name for name in names if name not in warned]
+    warned.update(new)
+    if new:
         logger.warning(
             "tables named like replay leftovers left alone",
             table=live.name,
-            tables=names,
+            tables=new,
             detail="they lack readmodel's mark (a table of yours, or one a readmodel older "
             "than the mark left): neither a replay nor --cleanup drops them; rename them if "
             "they are yours, drop them by hand if not",

@@ -102,7 +102,8 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
             ).scalar_one()
             renamed = quote(f"rm_old_{oid}")
             run(conn, f"ALTER {kind} {qualified(conn, live, name)} RENAME TO {renamed}")
-        old, left = pg_old_name(conn, live)  # an earlier replay could not drop ``left``
+        # ``left``: the old table of an earlier replay, which could not drop it
+        old, left = pg_old_name(conn, live, shadows.warned)
         old_tables += [left] if left else []
         pg_leave_publications(conn, live_sql)  # its shadow joins them with its state
         run(conn, f"ALTER TABLE {live_sql} RENAME TO {quote(old)}")
@@ -203,12 +204,12 @@ def pg_leave_publications(conn: sa.Connection, table_sql: str) -> None:
         run(conn, f"ALTER PUBLICATION {quote(str(name))} DROP TABLE {table_sql}")
 
 
-def pg_old_name(conn: sa.Connection, live: sa.Table) -> tuple[str, str | None]:
+def pg_old_name(conn: sa.Connection, live: sa.Table, warned: set[str]) -> tuple[str, str | None]:
     """The name the live table takes as the old one, and the SQL name of the old table an
     earlier replay left under :func:`old_name`, which needs that name: renamed here to its
     :func:`leftover_name` (unique by its oid; the rename locks it alone). A table of that
     name readmodel did not mark (:mod:`projections.shadow_leftovers`) is left alone, with a
-    warning: the live table takes a free leftover name instead."""
+    warning (once: ``warned``): the live table takes a free leftover name instead."""
     old = old_name(live.name)
     marked = pg_marked(conn, live, old)
     if marked is None:
@@ -218,7 +219,7 @@ def pg_old_name(conn: sa.Connection, live: sa.Table) -> tuple[str, str | None]:
     ).scalar_one()
     name = pg_free_leftover_name(conn, live, int(oid))
     if not marked:
-        warn_lookalikes(live, [qualified(conn, live, old)])
+        warn_lookalikes(live, [qualified(conn, live, old)], warned)
         return name, None
     quote = quoter(conn)
     run(conn, f"ALTER TABLE {qualified(conn, live, old)} RENAME TO {quote(name)}")

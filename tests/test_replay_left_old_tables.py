@@ -6,6 +6,9 @@ are dropped: a table of the user's that is merely named like one is left alone."
 
 from __future__ import annotations
 
+import threading
+import time
+
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -13,7 +16,7 @@ from structlog.testing import capture_logs
 
 from outbox.errors import StoreError
 from projections import replay
-from projections.replay import ReplayOptions, ReplaySummary
+from projections.replay import ReplayHooks, ReplayOptions, ReplaySummary
 from tests.replay_helpers import EVENTS, Pipeline, query
 
 _MIRROR = """
@@ -304,3 +307,52 @@ def test_a_shadow_an_older_readmodel_left_unmarked_is_dropped_when_its_rebuild_h
     assert not any("refused" in w for w in plan.warnings), plan
     assert query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
     assert {t for t in pg.tables() if t.endswith(("__rebuild", "__old"))} == set()
+
+
+class _HoldShadow(ReplayHooks):
+    """Before the swap, an application's transaction reads the shadow (one checking the
+    rebuild's progress): the swap's rename of it waits, gives up and the swap is retried."""
+
+    def __init__(self, holder: psycopg.Connection) -> None:
+        self.holder = holder
+
+    def before_swap(self) -> None:
+        self.holder.execute("SELECT count(*) FROM last_deposit__rebuild")
+
+
+def test_a_users_lookalike_is_warned_of_once_per_replay_however_often_the_swap_retries(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan, the cleanup and each attempt of the swap find the user's ``<table>__old``:
+    one replay says so once."""
+    pg.feed("bank", EVENTS)
+    pg.execute(_LOOKALIKES)
+    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 200)
+    dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
+    holder = psycopg.connect(dsn.render_as_string(hide_password=False))
+    with capture_logs() as logs:
+
+        def release_after_a_retry() -> None:  # the next attempt swaps
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if any(entry["event"] == "replay swap retried" for entry in list(logs)):
+                    break
+                time.sleep(0.01)
+            holder.rollback()
+
+        releaser = threading.Thread(target=release_after_a_retry)
+        try:
+            releaser.start()
+            summary = pg.replayer("last_deposit", hooks=_HoldShadow(holder)).run(ReplayOptions())
+        finally:
+            releaser.join()
+            holder.close()
+
+    assert summary.left_behind == [], summary
+    assert [e for e in logs if e["event"] == "replay swap retried"] != [], logs
+    warnings = [e for e in logs if e["log_level"] == "warning" and "last_deposit__old" in str(e)]
+    assert len(warnings) == 1, warnings
+    assert _lookalikes(pg) == [
+        ("last_deposit__old", [("mine",)]),
+        ("last_deposit__old_7", [("mine too",)]),
+    ]
