@@ -103,6 +103,7 @@ class ShadowTables:
         *,
         suffix: str = SHADOW_SUFFIX,
         rebuild: str | None = None,
+        schema: str | None = None,
     ) -> None:
         self.suffix = suffix
         self.rebuild = rebuild
@@ -117,7 +118,10 @@ class ShadowTables:
         self._carried: dict[str, str] = {}  # hand-made index: shadow name -> live name
         for table in tables:
             metadata = sa.MetaData(naming_convention=dict(table.metadata.naming_convention))
-            shadow = table.to_metadata(metadata, name=shadow_name(table.name, suffix))
+            moved: dict[str, Any] = {}  # in the live table's schema
+            if schema is not None:  # its foreign keys still name the live tables: retargeted
+                moved = {"schema": schema, "referred_schema_fn": _referred_schema}
+            shadow = table.to_metadata(metadata, name=shadow_name(table.name, suffix), **moved)
             self._name_after(table, shadow)
             self.mapping[table] = shadow
         for live, shadow in self.mapping.items():
@@ -174,9 +178,10 @@ class ShadowTables:
         """The shadows, each after the shadows its foreign keys point at."""
         return list(sa.schema.sort_tables(self.mapping.values()))
 
-    def renamed(self, suffix: str) -> ShadowTables:
-        """Shadows of the same tables, named with ``suffix`` instead (none made yet)."""
-        return ShadowTables(self.mapping, suffix=suffix)
+    def renamed(self, suffix: str, schema: str | None = None) -> ShadowTables:
+        """Shadows of the same tables, named with ``suffix`` instead (none made yet), in
+        ``schema`` if given."""
+        return ShadowTables(self.mapping, suffix=suffix, schema=schema)
 
     def names(self) -> list[str]:
         return [shadow.name for shadow in self.mapping.values()]
@@ -412,6 +417,11 @@ def drop_tables(conn: sa.Connection, names: Iterable[str]) -> None:
         return
     for name in names:
         run(conn, f"DROP TABLE IF EXISTS {name}")
+
+
+def _referred_schema(table: sa.Table, to_schema: str, key: Any, referred: str | None) -> str | None:
+    """The schema a copied foreign key's table is in: where it was (not the copy's)."""
+    return referred
 
 
 def _retarget_foreign_keys(

@@ -9,6 +9,13 @@ A shadow that exists already, left by a killed replay or being built, carries wh
 swap would carry: read as declared, it would hide that. It is not touched either: dropping
 it in the savepoint would wait for a rebuild's batch, stop the next ones until the listing
 ends, and lock the tables outside the projection its foreign keys reference.
+
+A role that may not create in a live table's schema (one that may only read, for a dry run)
+makes them as temporary tables instead (``TEMPORARY`` on the database: PostgreSQL grants it
+to every role by default); a temporary table cannot reference a permanent one, so the
+declared foreign keys to tables outside the projection are left off them and told by their
+columns and the table they reference. A role that may create neither gets the plan without
+the objects made by hand, and a line saying so.
 """
 
 from __future__ import annotations
@@ -28,8 +35,12 @@ from projections.shadow_columns import (
     pg_describe_column_settings,
     pg_hand_made_column_rules,
 )
-from projections.shadow_constraints import pg_hand_made_constraints, pg_referencing_keys
-from projections.shadow_names import run, table_sql
+from projections.shadow_constraints import (
+    HandMadeConstraint,
+    pg_hand_made_constraints,
+    pg_referencing_keys,
+)
+from projections.shadow_names import quote, run, table_sql
 from projections.shadow_security import pg_describe_grants, pg_describe_state
 
 if TYPE_CHECKING:
@@ -37,6 +48,17 @@ if TYPE_CHECKING:
 
 _LOCK_TIMEOUT_MS = 5000
 DRY_RUN_SUFFIX = "__dry_run"
+UNLISTED = (
+    "(not listed: indexes, constraints and column defaults made by hand; telling them from "
+    "the declared ones takes CREATE on the tables' schema or TEMPORARY on the database, "
+    "which this role has neither of)"
+)
+
+_PG_MAY_CREATE = """
+SELECT bool_and(has_schema_privilege(coalesce(s, current_schema()), 'CREATE')),
+       has_database_privilege(current_database(), 'TEMPORARY')
+  FROM unnest(%(schemas)s::text[]) s
+"""
 
 
 def describe_carried(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
@@ -66,7 +88,14 @@ def describe_carried(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
 def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, str]) -> list[str]:
     """The indexes, constraints and column rules made by hand on the live tables."""
     lines: list[str] = []
-    declared = shadows.renamed(DRY_RUN_SUFFIX)
+    schemas = [table.schema for table in shadows.mapping if table.name in live]
+    if not schemas:
+        return lines
+    in_place, temporary = conn.exec_driver_sql(_PG_MAY_CREATE, {"schemas": schemas}).one()
+    if not in_place and not temporary:
+        return [UNLISTED]
+    declared = shadows.renamed(DRY_RUN_SUFFIX, schema=None if in_place else "pg_temp")
+    outside = {} if in_place else _leave_outside_keys_off(declared)
     savepoint = conn.begin_nested()
     try:
         run(conn, f"SET LOCAL lock_timeout = {_LOCK_TIMEOUT_MS}")
@@ -82,10 +111,49 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
                 lines.append(f"index {index.name} on {table.name}")
             known = declared._known_constraints(conn, table)
             for constraint in pg_hand_made_constraints(conn, live[table.name], known):
-                lines.append(constraint.describe(table.name))
+                if not _declared_outside(conn, constraint, outside.get(table, [])):
+                    lines.append(constraint.describe(table.name))
     finally:
         savepoint.rollback()
     return lines
+
+
+def _leave_outside_keys_off(
+    declared: ShadowTables,
+) -> dict[sa.Table, list[sa.ForeignKeyConstraint]]:
+    """Take the foreign keys to tables outside the projection off the (temporary) copies:
+    live table -> those keys of its copy."""
+    copies = set(declared.mapping.values())
+    left: dict[sa.Table, list[sa.ForeignKeyConstraint]] = {}
+    for live, copy in declared.mapping.items():
+        for key in list(copy.foreign_key_constraints):
+            if key.referred_table in copies:
+                continue
+            copy.constraints.discard(key)
+            for element in key.elements:
+                copy.foreign_keys.discard(element)
+                element.parent.foreign_keys.discard(element)
+            left.setdefault(live, []).append(key)
+    return left
+
+
+def _declared_outside(
+    conn: sa.Connection, constraint: HandMadeConstraint, keys: list[sa.ForeignKeyConstraint]
+) -> bool:
+    """Whether ``constraint`` of a live table is one of the declared foreign keys ``keys``
+    to tables outside the projection: the same columns, referencing the same table."""
+    if constraint.kind != "f":
+        return False
+    for key in keys:
+        referred = conn.exec_driver_sql(
+            "SELECT to_regclass(%(t)s)::text", {"t": table_sql(conn, key.referred_table)}
+        ).scalar()
+        columns = ", ".join(quote(conn, column.name) for column in key.columns)
+        if referred == constraint.references and constraint.definition.startswith(
+            f"FOREIGN KEY ({columns}) REFERENCES "
+        ):
+            return True
+    return False
 
 
 def _sqlite_lines(shadows: ShadowTables, conn: sa.Connection) -> list[str]:

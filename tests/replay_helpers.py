@@ -195,3 +195,23 @@ def pipeline_config(tmp_path: Path, p: Pipeline) -> Path:
             "sources": {name: {"url": url} for name, url in p.sources.items()},
         },
     )
+
+
+def reader_config(tmp_path: Path, p: Pipeline, role: str) -> Path:
+    """:func:`pipeline_config` with the store reached as ``role`` (trust authentication)."""
+    url = sa.make_url(p.store_url).set(username=role).render_as_string(hide_password=False)
+    path = tmp_path / f"{role}.toml"
+    path.write_text(pipeline_config(tmp_path, p).read_text().replace(p.store_url, url))
+    return path
+
+
+def plan_lines(stdout: str) -> list[str]:
+    """The CLI's lines, each with its spaces made one (as rich wraps them at the width)."""
+    return [" ".join(line.split()) for line in stdout.splitlines()]
+
+
+def plan_text(stdout: str) -> str:
+    """A ``--dry-run``'s plan as one line (as wrapped), without its warnings."""
+    done = " dry run: nothing was changed"
+    text = " ".join(plan_lines(stdout)).split(" warning: ", 1)[0].removesuffix(done)
+    return text + done

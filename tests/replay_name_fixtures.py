@@ -1,6 +1,8 @@
 """A replay-safe projection whose PostgreSQL tables have names with ``%`` (``%s`` too), a
 double quote and capitals, some in a schema whose name has a ``%``
-(tests/test_replay_names.py): statement text and catalog parameters must name them alike."""
+(tests/test_replay_names.py): statement text and catalog parameters must name them alike.
+One has a foreign key to a table outside the projection (:data:`accounts`, which the test
+makes), another to a table of the projection."""
 
 from __future__ import annotations
 
@@ -12,6 +14,13 @@ from projections.api import Event, Projection, Tx, on
 ODD_SCHEMA = "shop%s 2024"
 
 metadata = sa.MetaData(naming_convention={"ix": "ix_%(table_name)s_%(column_0_name)s"})
+
+accounts = sa.Table(  # not the projection's
+    "Accounts%s",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    schema=ODD_SCHEMA,
+)
 
 sales = sa.Table(
     "sales%2024",
@@ -32,7 +41,7 @@ rates = sa.Table(
 quoted = sa.Table(
     'Odd"Name%d',
     metadata,
-    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("account", sa.Text, sa.ForeignKey(accounts.c.account), primary_key=True),
     sa.Column("Seq", sa.Integer, nullable=False, unique=True),
 )
 

@@ -4,6 +4,7 @@ queries and a parameter (``::regclass``) in others, and must name the same table
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,8 +15,16 @@ import sqlalchemy as sa
 from config import Settings
 from projections.replay_types import ReplayHooks, ReplayOptions
 from tests.cli_helpers import run_cli
-from tests.replay_helpers import Pipeline, deposits, pipeline_config, query
-from tests.replay_name_fixtures import ODD_SCHEMA, TABLES, sales, schema_sales
+from tests.replay_helpers import (
+    Pipeline,
+    deposits,
+    pipeline_config,
+    plan_lines,
+    plan_text,
+    query,
+    reader_config,
+)
+from tests.replay_name_fixtures import ODD_SCHEMA, TABLES, accounts, sales, schema_sales
 
 NAMES = ["tests.replay_name_fixtures"]
 SCHEMAS = ("public", ODD_SCHEMA)
@@ -38,6 +47,8 @@ def odd_pipelines(
         engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
         with engine.begin() as conn:
             conn.exec_driver_sql('CREATE SCHEMA "shop%%s 2024"')
+            accounts.create(conn)
+            conn.execute(accounts.insert(), [{"account": f"acct-{n}"} for n in range(10)])
         engine.dispose()
         made.append(Pipeline(make_settings, url, sqlite_database, projections=NAMES))
         return made[-1]
@@ -59,7 +70,8 @@ def tables(p: Pipeline) -> set[tuple[str, str]]:
         " ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname IN"
         " ('public', 'shop%%s 2024')",
     )
-    return {(str(schema), str(name)) for schema, name in rows if not str(name).startswith("rm_")}
+    outside = {"rm_", accounts.name}
+    return {(str(s), str(name)) for s, name in rows if not str(name).startswith(tuple(outside))}
 
 
 def declared() -> set[tuple[str, str]]:
@@ -138,3 +150,38 @@ def test_replays_of_tables_named_with_percent_quotes_and_capitals(
     summary = live.replayer("odd_names").run(ReplayOptions(from_position=1))
     assert summary.mode == "in-place" and models(live) == models(clean)
     assert tables(live) == declared()
+
+
+def test_a_read_only_dry_run_of_tables_named_with_percent(
+    odd_pipelines: Callable[[], Pipeline], tmp_path: Path
+) -> None:
+    """A role that may only read compares the live tables with temporary ones (those in the
+    schema with a ``%`` too, their foreign key to a table outside left off them)."""
+    p = odd_pipelines()
+    p.feed("bank", deposits(100, 9, seed=32))
+    p.execute(f'CREATE INDEX "by%%amount" ON {SALES} (amount)')
+    reader = f"rm_test_reader_{uuid.uuid4().hex[:8]}"
+    p.execute(f'CREATE ROLE "{reader}" LOGIN')
+    try:
+        for schema in ("public", '"shop%%s 2024"'):
+            p.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{reader}"')
+            p.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{reader}"')
+        may_create = query(
+            p,
+            f"SELECT has_schema_privilege('{reader}', s, 'CREATE')"
+            " FROM unnest(ARRAY['public', 'shop%%s 2024']) s",
+        )
+        assert may_create == [(False,), (False,)]
+        dry_run = ["replay", "odd_names", "--dry-run", "--config"]
+
+        expected = run_cli([*dry_run, str(pipeline_config(tmp_path, p))])
+        dry = run_cli([*dry_run, str(reader_config(tmp_path, p, reader))])
+    finally:
+        p.execute(f'DROP OWNED BY "{reader}"')
+        p.execute(f'DROP ROLE "{reader}"')
+
+    assert expected.exit_code == 0 and dry.exit_code == 0, (expected.output, dry.output)
+    assert "the swap carries: index by%amount on sales%2024" in plan_lines(dry.stdout)
+    assert "constraint" not in dry.stdout  # the declared foreign keys are no hand-made ones
+    assert plan_text(dry.stdout) == plan_text(expected.stdout)
+    assert tables(p) == declared()
