@@ -10,11 +10,13 @@ own transaction; readers check it after each read (:func:`read_current`), so a r
 met the old collections while they were dropped is done again on the new ones.
 
 A retired generation is dropped only some time after the swap (``retire_after``, kept for a
-later cleanup: the longer of its and the cleanup's own): a live
-batch that read it just before the swap may still be writing it, until its checkpoint
-write conflicts with the swap's, and a drop would wait for that transaction (on the
-SecantusDB test server, holding every other operation back meanwhile, until the server
-drops the transaction after 60 s).
+later cleanup: the longer of its and the cleanup's own), for readers that resolved it just
+before. A live batch writes its lane's checkpoint before its first document
+(:meth:`projections.mongo_store.MongoStore._tx`), so no batch holds uncommitted writes in a
+retired generation, however long it runs: one that wrote before the swap holds the swap
+back until it commits, one that writes after conflicts and is redone on the new
+generation. (A drop behind an open transaction's writes would wait for it, on the
+SecantusDB test server holding every other operation back meanwhile.)
 
 A rebuild records the generation it builds (``building``) before it creates its
 collections, so that a generation above the recorded one is known for a shadow; any other

@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from pymongo import ASCENDING, MongoClient, ReturnDocument
@@ -181,11 +182,31 @@ class MongoStore(DocumentParking, Store):
             time.sleep(random.uniform(0, pause))
             pause = min(pause * 2, 0.5)
 
-    def _tx(self, session: ClientSession, projection: Projection) -> DocumentTx:
-        """The handlers' transaction on the projection's current generation, read in it."""
+    def _tx(
+        self, session: ClientSession, projection: Projection, lane: Lane | None = None
+    ) -> DocumentTx:
+        """The handlers' transaction on the projection's current generation, read in it.
+        With ``lane``, the lane's checkpoint is written before the first document is: a
+        rebuild's swap, which writes it too, then either waits for this batch or makes its
+        first write conflict (it is redone on the new generation). A batch never holds
+        uncommitted writes in a generation the swap retired, which the drop of that
+        generation would wait for (on the SecantusDB test server holding every other
+        operation back)."""
         generation = generation_of(self.database, projection.name, session)
+        claim = None if lane is None else partial(self._claim_lane, session, lane)
         return DocumentTx(
-            self.database, session, collections_at(projection, generation), projection=projection
+            self.database,
+            session,
+            collections_at(projection, generation),
+            projection=projection,
+            before_write=claim,
+        )
+
+    def _claim_lane(self, session: ClientSession, lane: Lane) -> None:
+        """Write the lane's checkpoint in ``session``'s transaction (a write conflict when
+        it moved since the transaction began); :meth:`_set_checkpoint` moves it later."""
+        self.database[CHECKPOINTS].update_one(
+            {"_id": lane_id(lane)}, {"$inc": {"writes": 1}}, session=session
         )
 
     # -- checkpoints ---------------------------------------------------------------
@@ -249,7 +270,7 @@ class MongoStore(DocumentParking, Store):
             upto = int((events[-1].position if len(events) >= limit else target) or target)
             held = self._blocked(session, lane)
             tenanted = any(key.tenant for key in held)
-            tx = self._tx(session, projection)
+            tx = self._tx(session, projection, lane)
             tags = tx.invalidated if self.journal_invalidations else None
             parked: list[ParkedEntry] = []
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import bson
@@ -139,6 +139,7 @@ class DocumentTx:
         written: dict[str, set[Any]] | None = None,
         *,
         projection: Projection | None = None,
+        before_write: Callable[[], None] | None = None,
     ) -> None:
         self.event: Envelope | None = None
         """The event whose handler is running: its tenant is the one documents are for."""
@@ -155,6 +156,9 @@ class DocumentTx:
         self._pending: dict[str, dict[Any, tuple[Any, Any, Any]]] = {}  # -> (tenant, slot):
         # (_id, tenant, document or _DELETED)
         self.invalidated: set[str] = set()
+        self._before_write = before_write
+        """Called once, before the first write is sent (a live batch takes its lane's
+        checkpoint there: see :meth:`projections.mongo_store.MongoStore._apply_batch`)."""
 
     def _name(self, collection: str) -> str:
         try:
@@ -320,6 +324,9 @@ class DocumentTx:
             ]
             if not requests:
                 continue
+            if self._before_write is not None:
+                before, self._before_write = self._before_write, None
+                before()
             if self._written is not None:  # before the write: a superset is still right
                 self._written.setdefault(name, set()).update(slot for _, slot in documents)
             try:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from outbox.errors import StoreError
-from outbox.log import EventLog
 from projections.cache import MemoryCache
 from projections.document_generations import GENERATIONS, collections_at, generation_of
 from projections.document_reader import DocumentReader
@@ -41,109 +40,12 @@ from projections.replay_types import (
 )
 from tests.cli_helpers import docs_config, run_cli, write_config
 from tests.document_bank_helpers import Bank, opened
-from tests.document_fixtures import DocLastDeposit, DocTotals
+from tests.document_fixtures import DocTotals
 from tests.document_query_fixtures import DocAccounts
+from tests.document_replay_helpers import PROJECTIONS, Deposits, Docs, deposits, docs, totals
 from tests.projection_fixtures import SLOW, append_events
 
-Deposits = list[tuple[str, str, dict[str, Any]]]
-PROJECTIONS = ["tests.document_fixtures:DocTotals", "tests.document_fixtures:DocLastDeposit"]
-
-
-def deposits(n: int, accounts: int, seed: int, seqs: dict[str, int] | None = None) -> Deposits:
-    """``n`` deposits; ``seqs`` (each account's last seq so far) is carried on in place."""
-    rng = random.Random(seed)
-    seqs = {} if seqs is None else seqs
-    events = []
-    for _ in range(n):
-        account = f"acct-{rng.randrange(accounts)}"
-        seqs[account] = seqs.get(account, 0) + 1
-        events.append((account, "Deposited", {"amount": rng.randint(1, 100), "seq": seqs[account]}))
-    return events
-
-
-def totals(events: Deposits) -> dict[str, tuple[int, int, int]]:
-    found: dict[str, tuple[int, int, int]] = {}
-    for account, _, payload in events:
-        count, total, _ = found.get(account, (0, 0, 0))
-        found[account] = (count + 1, total + payload["amount"], payload["seq"])
-    return found
-
-
-class Docs:
-    """The event log (PostgreSQL) and a MongoDB store holding both document projections."""
-
-    def __init__(self, log_url: str, url: str) -> None:
-        self.log = EventLog(log_url)
-        self.log.create_tables()
-        self.url = url
-        self.store = MongoStore(url)
-        self.projections = {p.name: p for p in (DocTotals(), DocLastDeposit())}
-        self.store.create_tables(list(self.projections.values()))
-        self.engine = self.engine_on(self.store)
-        self.head = 0
-
-    def engine_on(self, store: MongoStore) -> ProjectionEngine:
-        engine = ProjectionEngine(
-            LogReader(self.log), list(self.projections.values()), {"docs": store}, batch_size=300
-        )
-        engine.retry_backoff = 0.001
-        return engine
-
-    def feed(self, events: Deposits, apply: bool = True) -> None:
-        self.head = append_events(
-            self.log, events, source="bank", aggregate_type="account", after=self.head
-        )
-        if apply:
-            self.engine.catch_up()
-
-    def replayer(
-        self,
-        name: str = "doc_totals",
-        hooks: ReplayHooks | None = None,
-        batch: int = 500,
-        **kw: Any,
-    ) -> DocumentReplayer:
-        """The old generation is dropped at once, unless ``retire_after`` says otherwise."""
-        kw.setdefault("retire_after", 0.0)
-        return DocumentReplayer(
-            LogReader(self.log),
-            self.projections[name],
-            self.store,
-            hooks=hooks,
-            batch_size=batch,
-            **kw,
-        )
-
-    def documents(
-        self, name: str = "doc_totals", store: MongoStore | None = None
-    ) -> dict[str, Any]:
-        """Every document of the projection's current generation, by declared collection."""
-        database = (store or self.store).database
-        physical = collections_at(self.projections[name], generation_of(database, name))
-        return {c: list(database[p].find().sort("_id", 1)) for c, p in physical.items()}
-
-    def totals(self) -> dict[str, tuple[int, int, int]]:
-        found = self.documents()["doc_totals"]
-        assert all(d["violations"] == 0 for d in found)
-        return {d["_id"]: (d["events"], d["total"], d["last_seq"]) for d in found}
-
-    def collection_names(self) -> set[str]:
-        return set(self.store.database.list_collection_names())
-
-    def checkpoints(self, name: str = "doc_totals") -> dict[tuple[str, int], int]:
-        return self.store.checkpoints(name)
-
-    def close(self) -> None:
-        self.engine.close()
-        self.store.close()
-        self.log.close()
-
-
-@pytest.fixture
-def docs(pg_database: Callable[[], str], mongo_database: Callable[[], str]) -> Iterator[Docs]:
-    made = Docs(pg_database(), mongo_database())
-    yield made
-    made.close()
+__all__ = ["docs"]  # the fixture
 
 
 def clean_build(docs: Docs, mongo_database: Callable[[], str], name: str) -> dict[str, Any]:
