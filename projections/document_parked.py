@@ -67,7 +67,9 @@ class DocumentParking:
 
         def transaction(self) -> AbstractContextManager[ClientSession]: ...
 
-        def _retrying(self, what: str, work: Callable[[], Any]) -> Any: ...
+        def _retrying(
+            self, what: str, work: Callable[[], Any], conflicted: Callable[[], None] | None = None
+        ) -> Any: ...
 
         def _tx(
             self, session: ClientSession, projection: Projection, lane: Lane | None = None

@@ -28,13 +28,11 @@ lease and was taken over stops at its next batch, writing nothing more.
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
 from pymongo.client_session import ClientSession
@@ -61,22 +59,19 @@ from projections.document_generations import (
 )
 from projections.document_holds import blocked_aggregates
 from projections.document_parked import settle_parked
+from projections.document_replay_tx import DocumentReplayTx, _Refused
+from projections.document_swap_guard import swap_heartbeat
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
 from projections.mongo_store import (
     CHECKPOINTS,
-    REFUSED_WRITES,
     MongoStore,
     lane_id,
-    retryable,
 )
-from projections.mongo_tx import DocumentTx, handler_error
-from projections.replay_lock import prove_lease, replay_lock
+from projections.replay_lock import replay_lock
 from projections.replay_plan import source_plans
 from projections.replay_policy import (
     ErrorPolicy,
-    HandlerError,
-    ReplayerBase,
     chase_checkpoints,
     furthest_checkpoint,
 )
@@ -94,17 +89,11 @@ from projections.store import Invalidation, Lane, is_held
 
 logger = structlog.get_logger("readmodel.replay")
 
-_T = TypeVar("_T")
-
 RETIRE_AFTER = 5.0
 """Seconds the old generation is kept after the swap (see projections.document_generations)."""
 
 
-class _Refused(Exception):
-    """A batch's writes were refused: apply its events one by one to find the one."""
-
-
-class DocumentReplayer(ReplayerBase):
+class DocumentReplayer(DocumentReplayTx):
     """Rebuilds one document projection; the same interface as
     :class:`projections.replay.Replayer` (``plan``, ``run``, ``cleanup``)."""
 
@@ -203,40 +192,6 @@ class DocumentReplayer(ReplayerBase):
         self.kept = left.kept
         return left.drop
 
-    @contextmanager
-    def _mongo(self, what: str) -> Iterator[None]:
-        try:
-            yield
-        except PyMongoError as exc:
-            raise StoreError(
-                f"{self.projection.name}: {what}: {describe_mongo_error(exc)}"
-            ) from exc
-
-    def _attempt(self, work: Callable[[ClientSession], _T]) -> _T:
-        """``work`` in one transaction, run again after a write conflict or a lost
-        connection (for the store's ``conflict_wait``), and after a handler failure the
-        policy lets pass (``skip_errors``: the event is then held)."""
-        deadline = time.monotonic() + self.store.conflict_wait
-        pause = 0.01
-        while True:
-            mark = self._policy.mark()
-            try:
-                with self.store.transaction() as session:
-                    return work(session)
-            except HandlerError as failed:
-                self._policy.undo(mark)
-                self._policy.fail(failed)
-                continue
-            except PyMongoError as exc:
-                self._policy.undo(mark)
-                if not retryable(exc) or time.monotonic() > deadline:
-                    raise
-            except BaseException:
-                self._policy.undo(mark)
-                raise
-            time.sleep(random.uniform(0, pause))
-            pause = min(pause * 2, 0.5)
-
     # -- blue/green ----------------------------------------------------------------
 
     def _rebuild(self, summary: ReplaySummary) -> None:
@@ -329,10 +284,6 @@ class DocumentReplayer(ReplayerBase):
         summary.applied[source] = summary.applied.get(source, 0) + applied
         self._report(source, position, applied)
 
-    def _prove_lease(self, session: ClientSession, what: str = "it stopped") -> None:
-        if self._owner is not None:
-            prove_lease(self.database, self.projection.name, self._owner, session, what)
-
     def _swap(
         self, sources: list[str], progress: dict[str, int], summary: ReplaySummary, old: int
     ) -> None:
@@ -343,6 +294,7 @@ class DocumentReplayer(ReplayerBase):
         def work(
             session: ClientSession,
         ) -> tuple[dict[str, int], dict[str, int], int, Invalidation | None]:
+            record(session)
             self._prove_lease(session, "nothing was swapped")
             live = {lane: self.store.lock_lane(session, lane) for lane in lanes}
             if generation_of(self.database, name, session) != old:
@@ -390,12 +342,13 @@ class DocumentReplayer(ReplayerBase):
             )
             return targets, applied, released, invalidation
 
-        while True:
-            try:
-                targets, applied, released, invalidation = self._attempt(work)
-                break
-            except _Refused:
-                self.batch_size = 1  # the last events again, one by one, to find the one
+        with swap_heartbeat(self.database, name) as record:
+            while True:
+                try:
+                    targets, applied, released, invalidation = self._attempt(work)
+                    break
+                except _Refused:
+                    self.batch_size = 1  # the last events again, one by one, to find the one
         swapped = time.monotonic()
         self._invalidate(invalidation)
         for source, count in applied.items():
@@ -478,36 +431,3 @@ class DocumentReplayer(ReplayerBase):
         return applied, self._journal_whole_projection(session)
 
     # -- applying ------------------------------------------------------------------
-
-    def _apply(
-        self, session: ClientSession, events: Sequence[Envelope], collections: dict[str, str]
-    ) -> int:
-        """Apply ``events`` to ``collections`` in ``session``'s transaction; returns how
-        many. A write refused for what it holds is the failure of the one event applied
-        (:class:`HandlerError`), or :class:`_Refused` for the caller to go one by one."""
-        written = self._written if collections is self._shadow else None
-        tx = DocumentTx(self.database, session, collections, written, projection=self.projection)
-        holds = self._policy.holds
-        handle = self.projection.handle
-        applied = 0
-        try:
-            self.projection.prefetch(events, tx)  # type: ignore[arg-type]
-            for event in events:
-                if holds(event):
-                    continue
-                tx.event = event
-                try:
-                    handle(event, tx)  # type: ignore[arg-type]
-                except (*REFUSED_WRITES, PyMongoError):
-                    raise
-                except Exception as exc:
-                    raise HandlerError(event, exc) from exc
-                applied += 1
-            tx.flush()
-        except REFUSED_WRITES as exc:
-            if retryable(exc):
-                raise
-            if len(events) == 1:
-                raise HandlerError(events[0], handler_error(exc)) from exc
-            raise _Refused(repr(exc)) from exc
-        return applied

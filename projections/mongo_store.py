@@ -50,6 +50,7 @@ from projections.document_generations import (
 )
 from projections.document_holds import BLOCKED, PARKED, merge_blocked
 from projections.document_parked import COUNTERS, FAILURES, DocumentParking
+from projections.document_swap_guard import DeadSwapWatch
 from projections.mongo_tx import (
     REFUSED_WRITES,
     DocumentTx,
@@ -162,10 +163,12 @@ class MongoStore(DocumentParking, Store):
                     if attempt == 2 or not exc.has_error_label("UnknownTransactionCommitResult"):
                         raise
 
-    def _retrying(self, what: str, work: Callable[[], Any]) -> Any:
+    def _retrying(
+        self, what: str, work: Callable[[], Any], conflicted: Callable[[], None] | None = None
+    ) -> Any:
         """Run ``work`` (one transaction), again after a write conflict with another
-        process's transaction, a moved checkpoint or a lost connection, for up to
-        ``conflict_wait`` seconds."""
+        process's transaction (told to ``conflicted``), a moved checkpoint or a lost
+        connection, for up to ``conflict_wait`` seconds."""
         deadline = time.monotonic() + self.conflict_wait
         pause = 0.001
         while True:
@@ -179,6 +182,8 @@ class MongoStore(DocumentParking, Store):
                     raise StoreError(f"{what}: {_describe(exc)}") from exc
                 if time.monotonic() > deadline:
                     raise StoreError(f"{what}: {_describe(exc)}") from exc
+                if conflicted is not None and transient(exc):
+                    conflicted()
             time.sleep(random.uniform(0, pause))
             pause = min(pause * 2, 0.5)
 
@@ -252,6 +257,7 @@ class MongoStore(DocumentParking, Store):
         return self._retrying(
             f"{lane.projection}: apply failed",
             lambda: self._apply_batch(projection, lane, target, load, limit),
+            DeadSwapWatch(self.database, lane.projection).conflicted,
         )
 
     def _apply_batch(

@@ -4,11 +4,16 @@ swap's transaction, which holds the live lanes' checkpoints."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from projections.document_generations import generation_of
 from projections.mongo_store import MongoStore
@@ -89,8 +94,9 @@ def test_a_live_batch_slower_than_retire_after_loses_nothing_and_stalls_no_drop(
 
     replaying = threading.Thread(target=replay, daemon=True)
     started = time.monotonic()
-    replaying.start()
-    replaying.join(timeout=30)
+    with capture_logs() as logs:
+        replaying.start()
+        replaying.join(timeout=30)
     took = time.monotonic() - started
     try:
         assert not replaying.is_alive(), "the replay stalled dropping the old generation"
@@ -105,3 +111,49 @@ def test_a_live_batch_slower_than_retire_after_loses_nothing_and_stalls_no_drop(
     assert set(docs.checkpoints().values()) == {docs.head}
     assert generation_of(docs.store.database, "doc_totals") == 1
     assert "doc_totals" not in docs.collection_names()  # the old generation was dropped
+    waited = [e for e in logs if e["event"].startswith("the replay waits for transactions")]
+    assert len(waited) == (1 if paused == "after its writes" else 0), logs
+
+
+def test_a_replay_killed_in_its_swap_holds_the_live_lanes_for_seconds_not_a_minute(
+    docs: Docs,
+) -> None:
+    """A replay SIGKILLed inside its swap's transaction (every lane's checkpoint written, the
+    generation moved, nothing committed) leaves that transaction open on the server, which
+    ends it only after 60 s idle: the live lanes' checkpoint writes conflict with it until
+    then. A live worker that keeps conflicting finds the swap's heartbeat stopped and ends
+    its session: the lanes go on within seconds, on the old generation, nothing lost."""
+    first = deposits(300, 6, seed=33)
+    docs.feed(first)
+    later = deposits(40, 6, seed=34, seqs={a: s for a, (_, _, s) in totals(first).items()})
+    log_url = docs.log.engine.url.render_as_string(hide_password=False)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.document_swap_kill_child", log_url, docs.url],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().decode()
+        assert line.strip() == "swapping", line + child.stdout.read().decode()
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    docs.feed(later, apply=False)
+    started = time.monotonic()
+    with capture_logs() as logs:
+        docs.engine.catch_up()
+    took = time.monotonic() - started
+    assert took < 20, f"the live lanes waited {took:.0f} s for the killed swap"
+    assert generation_of(docs.store.database, "doc_totals") == 0  # the swap never committed
+    assert docs.totals() == totals(first + later)
+    assert set(docs.checkpoints().values()) == {docs.head}
+    ended = [e for e in logs if "died in its swap" in e["event"]]
+    assert len(ended) == 1 and ended[0]["projection"] == "doc_totals", logs

@@ -1,0 +1,128 @@
+"""The transactions of a document replay (:mod:`projections.document_replay`): run again
+after write conflicts, each proving the replay's lease, applying events to a generation's
+collections."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import structlog
+from pymongo.client_session import ClientSession
+from pymongo.errors import PyMongoError
+
+from outbox.envelope import Envelope
+from outbox.errors import StoreError
+from outbox.mongo import describe_mongo_error
+from projections.api import Projection
+from projections.mongo_store import REFUSED_WRITES, MongoStore, retryable
+from projections.mongo_tx import DocumentTx, handler_error
+from projections.replay_lock import prove_lease
+from projections.replay_policy import ErrorPolicy, HandlerError, ReplayerBase
+
+logger = structlog.get_logger("readmodel.replay")
+
+_T = TypeVar("_T")
+
+WAIT_TOLD_AFTER = 2.0
+"""Seconds of write conflicts after which a replay says what it waits for."""
+
+
+class _Refused(Exception):
+    """A batch's writes were refused: apply its events one by one to find the one."""
+
+
+class DocumentReplayTx(ReplayerBase):
+    """What a document replay's transactions share."""
+
+    projection: Projection
+    store: MongoStore
+    database: Any
+    _policy: ErrorPolicy
+    _owner: str | None
+    _shadow: dict[str, str]
+    _written: dict[str, set[Any]]
+
+    @contextmanager
+    def _mongo(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except PyMongoError as exc:
+            raise StoreError(
+                f"{self.projection.name}: {what}: {describe_mongo_error(exc)}"
+            ) from exc
+
+    def _attempt(self, work: Callable[[ClientSession], _T]) -> _T:
+        """``work`` in one transaction, run again after a write conflict or a lost
+        connection (for the store's ``conflict_wait``), and after a handler failure the
+        policy lets pass (``skip_errors``: the event is then held)."""
+        started = time.monotonic()
+        deadline = started + self.store.conflict_wait
+        pause = 0.01
+        told = False
+        while True:
+            mark = self._policy.mark()
+            try:
+                with self.store.transaction() as session:
+                    return work(session)
+            except HandlerError as failed:
+                self._policy.undo(mark)
+                self._policy.fail(failed)
+                continue
+            except PyMongoError as exc:
+                self._policy.undo(mark)
+                if not retryable(exc) or time.monotonic() > deadline:
+                    raise
+                if not told and time.monotonic() - started > WAIT_TOLD_AFTER:
+                    told = True
+                    logger.warning(
+                        "the replay waits for transactions holding what it writes (live "
+                        "batches still open, or a killed process's until the server ends it)",
+                        projection=self.projection.name,
+                        gives_up_after=self.store.conflict_wait,
+                    )
+            except BaseException:
+                self._policy.undo(mark)
+                raise
+            time.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, 0.5)
+
+    def _prove_lease(self, session: ClientSession, what: str = "it stopped") -> None:
+        if self._owner is not None:
+            prove_lease(self.database, self.projection.name, self._owner, session, what)
+
+    def _apply(
+        self, session: ClientSession, events: Sequence[Envelope], collections: dict[str, str]
+    ) -> int:
+        """Apply ``events`` to ``collections`` in ``session``'s transaction; returns how
+        many. A write refused for what it holds is the failure of the one event applied
+        (:class:`HandlerError`), or :class:`_Refused` for the caller to go one by one."""
+        written = self._written if collections is self._shadow else None
+        tx = DocumentTx(self.database, session, collections, written, projection=self.projection)
+        holds = self._policy.holds
+        handle = self.projection.handle
+        applied = 0
+        try:
+            self.projection.prefetch(events, tx)  # type: ignore[arg-type]
+            for event in events:
+                if holds(event):
+                    continue
+                tx.event = event
+                try:
+                    handle(event, tx)  # type: ignore[arg-type]
+                except (*REFUSED_WRITES, PyMongoError):
+                    raise
+                except Exception as exc:
+                    raise HandlerError(event, exc) from exc
+                applied += 1
+            tx.flush()
+        except REFUSED_WRITES as exc:
+            if retryable(exc):
+                raise
+            if len(events) == 1:
+                raise HandlerError(events[0], handler_error(exc)) from exc
+            raise _Refused(repr(exc)) from exc
+        return applied
