@@ -3,12 +3,15 @@ its cache journal commit in one multi-document transaction (a replica set, a sin
 will do).
 
 An apply transaction reads its lane's checkpoint, applies the events, and writes the
-documents and the new checkpoint at the end, on condition that the checkpoint has not moved:
-two processes applying one lane at once conflict there, MongoDB aborts one of them (a
-transient transaction error), and that one is retried and finds the work done. Writing at the
-end keeps a batch's locks short: the transaction of a process killed while holding them
-blocks those documents until the server drops it (``transactionLifetimeLimitSeconds``, 60 s
-by default); conflicts are retried for ``conflict_wait`` seconds, longer than that.
+documents and the new checkpoint at the end (the checkpoint, unmoved, just before the
+first document: at the end, or before a handler's ``find``), on condition that the
+checkpoint has not moved: two processes applying one lane at once conflict there, MongoDB
+aborts one of them (a transient transaction error), and that one is retried and finds the
+work done. Writing at the end keeps a batch's locks short: the transaction of a process
+killed while holding them blocks those documents until the server drops it
+(``transactionLifetimeLimitSeconds``, 60 s by default); conflicts are retried for
+``conflict_wait`` seconds, longer than that (a replay killed in its swap is ended sooner:
+:mod:`projections.document_swap_guard`).
 
 The store keeps its own collections beside the read models: ``rm_checkpoints``,
 ``rm_blocked_aggregates``, ``rm_parked_events``, ``rm_handler_failures``,

@@ -351,27 +351,36 @@ def test_a_read_that_resolved_the_old_generation_just_before_the_swap_reads_agai
     assert generation_of(docs.store.database, "doc_totals") == 1
 
 
-def test_a_live_batch_open_across_the_swap_is_redone_on_the_new_generation(
+def test_a_live_batch_that_wrote_before_the_swap_holds_it_back_and_is_taken_over(
     docs: Docs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A live batch has written its documents to the old generation, beyond what the rebuild
-    read, when the swap commits: its checkpoint write conflicts with the swap's, and it is
-    applied again on the new generation (committed on the old one, it would be lost)."""
+    read, when the swap starts: it wrote its lane's checkpoint with them, so the swap waits
+    for it to commit (committed on the old generation after the swap, it would be lost),
+    then applies its events to the new generation too. (A batch still reading when the swap
+    commits is redone on the new generation: tests/test_document_replay_stalls.py.)"""
     first = deposits(400, 6, seed=19)
     docs.feed(first)
     later = deposits(60, 6, seed=20, seqs={a: s for a, (_, _, s) in totals(first).items()})
     live_store = MongoStore(docs.url)
     live = docs.engine_on(live_store)
-    paused, resume = threading.Event(), threading.Event()
+    paused, resume, swap_tried = threading.Event(), threading.Event(), threading.Event()
     original = MongoStore._set_checkpoint
+    lock_lane = MongoStore.lock_lane
 
     def pause_once(self: MongoStore, *args: Any, **kwargs: Any) -> None:
         if self is live_store and not paused.is_set():
-            paused.set()  # the batch's documents are written, its checkpoint not yet
+            paused.set()  # the batch's documents are written, its checkpoint not yet moved
             assert resume.wait(60)
         original(self, *args, **kwargs)
 
+    def swap_locks(self: MongoStore, *args: Any, **kwargs: Any) -> int:
+        if self is docs.store:
+            swap_tried.set()
+        return lock_lane(self, *args, **kwargs)
+
     monkeypatch.setattr(MongoStore, "_set_checkpoint", pause_once)
+    monkeypatch.setattr(MongoStore, "lock_lane", swap_locks)
     errors: list[BaseException] = []
 
     def apply_live() -> None:
@@ -388,14 +397,15 @@ def test_a_live_batch_open_across_the_swap_is_redone_on_the_new_generation(
             worker.start()
             assert paused.wait(30)
 
-    def resume_after_the_swap() -> None:
-        deadline = time.monotonic() + 60
-        while generation_of(docs.store.database, "doc_totals") == 0:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+    held_back: list[int] = []
+
+    def resume_once_the_swap_waits() -> None:
+        if swap_tried.wait(60):
+            time.sleep(1.0)
+            held_back.append(generation_of(docs.store.database, "doc_totals"))
         resume.set()
 
-    watcher = threading.Thread(target=resume_after_the_swap)
+    watcher = threading.Thread(target=resume_once_the_swap_waits)
     watcher.start()
     try:
         summary = docs.replayer(hooks=LiveBatchInFlight(), retire_after=2.0).run(ReplayOptions())
@@ -405,7 +415,8 @@ def test_a_live_batch_open_across_the_swap_is_redone_on_the_new_generation(
         worker.join(timeout=120)
         live.close()
     assert errors == []
-    assert summary.checkpoints["bank"] < docs.head  # the swap did not take the live batch
+    assert held_back == [0]  # the swap waited for the live batch
+    assert summary.checkpoints["bank"] == docs.head  # and took its events over
     docs.engine.catch_up()
     assert docs.totals() == totals(first + later)
     assert set(docs.checkpoints().values()) == {docs.head}
