@@ -12,8 +12,11 @@ conflicts on its checkpoint and is retried, on the new generation), applies the 
 between the shadow's progress and the furthest live checkpoint, moves the projection's
 ``rm_generations`` document to the new generation, sets the lanes' checkpoints, settles
 parked events and journals a whole-projection cache invalidation. Readers see the old
-generation until that commit and the new one after; the old collections are dropped right
-after it (a reader that met them while they went checks the generation and reads again).
+generation until that commit and the new one after; the old collections are dropped
+``retire_after`` seconds after it (a reader that met them while they went checks the
+generation and reads again). The swap's session is recorded with a heartbeat
+(:mod:`projections.document_swap_guard`): killed inside it, this process does not hold the
+live lanes until the server ends its transaction.
 
 Handlers are strict, as in :mod:`projections.replay`: an error stops the replay with the
 event unless ``skip_errors``. In place (``from_position``, ``replay_safe`` projections
@@ -429,5 +432,3 @@ class DocumentReplayer(DocumentReplayTx):
         applied = self._apply(session, due, collections_at(self.projection, generation))
         self._prove_lease(session)
         return applied, self._journal_whole_projection(session)
-
-    # -- applying ------------------------------------------------------------------
