@@ -115,6 +115,7 @@ class DeadSwapWatch:
             self.database.client.admin.command("killSessions", [found["lsid"]])
             self.database[SWAPS].delete_one({"_id": self.projection, "beat": current[1]})
         except PyMongoError as exc:
+            self.seen_at = now  # tried again after DEAD_AFTER more
             logger.warning(
                 "cannot end the session of a stalled swap",
                 projection=self.projection,
