@@ -24,7 +24,8 @@ _TIMES = st.builds(
     st.none() | _OFFSETS.map(timezone),
     st.integers(0, 1),
 )
-_CLOCKS = st.lists(_TIMES | st.timedeltas(), min_size=1, max_size=40)
+_NEAR = st.timedeltas(-timedelta(days=3), timedelta(days=3))  # a day, days, signs mixed
+_CLOCKS = st.lists(_TIMES | st.timedeltas() | _NEAR, min_size=1, max_size=40)
 
 _METADATA = sa.MetaData()
 _TABLE = sa.Table(
