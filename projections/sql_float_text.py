@@ -28,7 +28,7 @@ from fractions import Fraction
 
 from projections.sql_limits import Unstorable
 
-__all__ = ["midway", "nearest_single", "pg_float_text"]
+__all__ = ["decimal_float", "midway", "nearest_single", "pg_float_text"]
 
 _DECIMAL = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
 _SPECIAL = re.compile(r"\s*[+-]?(nan(\(\w*\))?|inf(inity)?)\s*", re.ASCII | re.IGNORECASE)
@@ -62,6 +62,23 @@ def pg_float_text(text: str, single: bool = False) -> float:
         sql = "real" if single else "double precision"
         raise Unstorable(f"PostgreSQL refuses it: out of range for type {sql}")
     return number
+
+
+def decimal_float(value: Decimal, single: bool) -> float:
+    """A finite ``Decimal`` cast to ``double precision`` (``real``: ``single``) as PostgreSQL
+    casts the ``numeric`` psycopg sends: ``float8in`` (``float4in``) of its text, the nearest
+    float, refused when that is infinity or zero ("out of range"); a zero of either sign is
+    0.0 (``numeric`` has no negative zero). ``float()`` of a ``Decimal`` rounds its exact
+    value once, as ``strtod`` does; a single is rounded from it as ``strtof`` would."""
+    if not value:
+        return 0.0
+    number = float(value)
+    if single:
+        number = nearest_single(number, lambda: Fraction(value))
+    if number and not math.isinf(number):
+        return number
+    sql = "real" if single else "double precision"
+    raise Unstorable(f"PostgreSQL refuses it: out of range for type {sql}")
 
 
 def nearest_single(number: float, exact: Callable[[], Fraction]) -> float:

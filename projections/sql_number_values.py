@@ -20,7 +20,11 @@ database):
   refused naming the column (:class:`~projections.api.UnstorableValueError`).
 - Floats: an integer or ``Decimal`` is read back as a float (``REAL`` on PostgreSQL: as the
   nearest single-precision value, printed shortest); text, and a ``Decimal`` (its range), as
-  PostgreSQL reads it, or refused (:mod:`projections.sql_float_text`). SQLite float and
+  PostgreSQL reads it, or refused (:mod:`projections.sql_float_text`); a zero ``Decimal`` as
+  0.0 (``numeric`` has no negative zero). A float a ``REAL`` column would make infinity or
+  zero is refused, as PostgreSQL's cast of the ``double precision`` psycopg sends refuses it
+  ("value out of range: overflow", "underflow"). A float column read as ``Decimal``
+  (``asdecimal``) keeps no negative zero: the ``numeric`` sent has none. SQLite float and
   ``NUMERIC`` columns refuse bytes (:func:`~projections.sql_value_kinds.sqlite_float_kind`).
 - A subclass or foreign number (an ``IntEnum`` member, a numpy scalar) is converted as the
   plain number it stands for (:mod:`projections.sql_plain_values`); ``Decimal('sNaN')`` is
@@ -44,7 +48,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from projections.sql_float_text import midway, nearest_single, pg_float_text
+from projections.sql_float_text import decimal_float, midway, nearest_single, pg_float_text
 from projections.sql_limits import Unstorable, UnstorableWide
 from projections.sql_other_values import SQLITE_NAN, Converter, sqlite_text
 from projections.sql_plain_values import SIGNALLING_NAN, plain
@@ -250,15 +254,16 @@ def _pg_double(value: Any) -> Any:
         raise Unstorable(_NO_BOOLEAN_NUMBER)
     if kind is str:
         return pg_float_text(value)
-    if kind is Decimal and value.is_finite():
-        return pg_float_text(str(value))  # numeric_float8: float8in of its text, its range
     if kind is int or kind is Decimal:
         try:
-            return float(value)
+            number = float(value)
         except (OverflowError, ValueError):
             if kind is Decimal and value.is_snan():
                 raise Unstorable(SIGNALLING_NAN) from None
             return value
+        if kind is Decimal and (not number or math.isinf(number)) and value.is_finite():
+            return decimal_float(value, False)  # a zero's sign, or past the range
+        return number
     if kind is float:
         return value
     other = plain(value)
@@ -280,13 +285,15 @@ def _pg_real(value: Any) -> Any:
         # An integer or Decimal is cast from its exact value (int8 -> real, numeric_float4).
         exact = plain(value)
         if type(exact) is Decimal:
-            single = pg_float_text(str(exact), True)  # numeric_float4: float4in, its range
+            single = decimal_float(exact, True)
         elif type(exact) is int:
             single = nearest_single(number, lambda: Fraction(exact))
-        else:
+        else:  # psycopg sends a float as double precision: its cast to real (dtof) refuses
             single = nearest_single(number, lambda: Fraction(number))
-        if not math.isfinite(single):
-            return single  # past the largest single: the cast to real stores infinity
+            if not single and number:
+                raise Unstorable(_PAST_SINGLE)  # underflow
+        if math.isinf(single):
+            raise Unstorable(_PAST_SINGLE)  # overflow (an integer past int8 is numeric: too)
     for digits in range(1, 10):
         shortest = float(f"{single:.{digits}g}")
         # Not a midpoint, though read as ``single`` (ties to even): float4out prints digits
@@ -297,6 +304,10 @@ def _pg_real(value: Any) -> Any:
 
 
 _SINGLE = struct.Struct("f")
+_PAST_SINGLE = (
+    "PostgreSQL refuses it: value out of range for type real (as a single-precision float "
+    "it is infinity or zero)"
+)
 
 
 # -- SQLite ----------------------------------------------------------------------------
@@ -429,6 +440,8 @@ def _then(first: Converter, kind: type, second: Converter) -> Converter:
 
 def _decimal_places(scale: int) -> Converter:
     def convert(value: float) -> Decimal:
-        return Decimal(f"{value:.{scale}f}")
+        number = Decimal(f"{value:.{scale}f}")
+        # Sent as numeric, which has no negative zero: -0.0 (or -1e-12) is read back as 0E-10.
+        return number if number else number.copy_abs()
 
     return convert
