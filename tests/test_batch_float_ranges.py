@@ -17,6 +17,9 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+from outbox.db import create_engine
+from projections.api import UnstorableValueError
+from projections.sql_tx import SqlTx
 from tests.batch_value_helpers import outcomes, problems, read_back, refused, store
 
 _SINGLES: dict[str, Any] = {"r": sa.REAL, "f24": sa.Float(24), "rd": sa.REAL(asdecimal=True)}
@@ -72,6 +75,31 @@ def test_a_float_past_a_real_columns_range_is_refused_naming_it(
         if name == "rd":  # read back as a Decimal of 10 places
             kept = {value: Decimal(f"{stored:.10f}") for value, stored in kept.items()}
         assert read_back(each) == kept, name
+
+
+def test_a_lookup_by_a_float_past_a_real_key_refuses_it_not_finding_infinity(
+    pg_database: Callable[[], str],
+) -> None:
+    """``get``/``find`` by 1e300 found the row keyed by infinity (the key was converted to
+    it), where PostgreSQL compares 1e300 with no real equal to it."""
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "real_keys", metadata, sa.Column("id", sa.REAL, primary_key=True), sa.Column("v", sa.Text)
+    )
+    engine = create_engine(pg_database())
+    metadata.create_all(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(table.insert().values(id=float("inf"), v="infinity"))
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {table: table})
+            with pytest.raises(UnstorableValueError, match=r"^real_keys\.id .*out of range"):
+                tx.get(table, 1e300)
+            with pytest.raises(UnstorableValueError, match=r"^real_keys\.id .*out of range"):
+                tx.find(table, id=1e300)
+            assert tx.get(table, float("inf")) == {"id": float("inf"), "v": "infinity"}
+    finally:
+        engine.dispose()
 
 
 _ZEROS: list[Any] = [Decimal("-0"), Decimal("-0.0"), Decimal("-0E-400"), Decimal("0")]
