@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from config import Settings
 from outbox.keepers import StoreAppends
-from outbox.tenant_registry import Members, TenantRegistry
+from outbox.tenant_registry import Members, RegistryProblem, TenantRegistry
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -85,10 +85,10 @@ def _reraise(exc: BaseException) -> None:
 
 def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], int]:
     """``source`` from the config, or the members of a tenant registry it names; and the exit
-    code owed for the rows held back (0: none): 2 for a row naming another row's database,
-    whichever registry lists it (the one the relay keeps is kept: the one the event log has
-    events of; both refused when it cannot be read), 3 for a member waiting, as in the relay,
-    for another registry that cannot be read."""
+    code owed for the rows held back (0: none): 2 for a bad row, or one naming another row's
+    database, whichever registry lists it (the one the relay keeps is kept: the one the event
+    log has events of; both refused when it cannot be read), 3 for a member waiting, as in
+    the relay, for another registry that cannot be read."""
     from outbox.source_groups import group_of
 
     if source in settings.sources:
@@ -101,8 +101,8 @@ def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], in
     members = _settled(settings, group, appends)
     for problem in members.problems:
         err.print(f"[red]{escape(str(problem))}[/]", highlight=False, soft_wrap=True)
-    refused = any(p.conflict for p in members.problems)
-    if refused and appends.unreadable:
+    conflict = any(p.conflict for p in members.problems)
+    if conflict and appends.unreadable:
         err.print(
             f"[red]{escape(appends.unreadable)}: which row keeps a database two rows name "
             f"(the one the event log has events of, as the relay decides) is not known, so "
@@ -112,17 +112,22 @@ def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], in
             soft_wrap=True,
         )
     if source == group:
-        waiting = any(p.waiting for p in members.problems)
-        return members.sources, EXIT_UNREACHABLE if waiting else EXIT_CONFIG if refused else 0
+        return members.sources, max((_held(p) for p in members.problems), default=0)
     if source not in members.sources:
         for problem in members.problems:  # listed, and held back (said above)
-            if problem.source == source and (problem.conflict or problem.waiting):
-                raise typer.Exit(EXIT_UNREACHABLE if problem.waiting else EXIT_CONFIG)
+            if problem.source == source:
+                raise typer.Exit(_held(problem))
         listed = ", ".join(members.sources) or "none"
         raise fail(
             f"tenant registry {group!r} lists no {source!r} (it lists: {listed})", EXIT_FAILURE
         )
     return {source: members.sources[source]}, 0
+
+
+def _held(problem: RegistryProblem) -> int:
+    """The exit code the relay owes a row held back: 3 while it waits for another registry,
+    2 when the configuration refuses it (a bad row, or a database another row keeps)."""
+    return EXIT_UNREACHABLE if problem.waiting else EXIT_CONFIG
 
 
 def _settled(settings: Settings, group: str, appends: StoreAppends) -> Members:
