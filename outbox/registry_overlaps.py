@@ -60,7 +60,7 @@ def settle(
         group = group_of(name) or ""
         others = {g: why for g, why in (unread or {}).items() if g != group}
         if others:
-            refused[name] = _waiting(group, settings[name].tenant, others)
+            refused[name] = _waiting(group, settings[name].tenant, others, appends is not None)
     out = {}
     for group, members in readings.items():
         problems = [p for name, p in sorted(refused.items()) if group_of(name) == group]
@@ -110,10 +110,13 @@ def _member_of(name: str) -> str:
     return f"tenant {tenant!r} of tenant registry {group!r}"
 
 
-def _waiting(group: str, tenant: str | None, unread: Mapping[str, str]) -> RegistryProblem:
+def _waiting(
+    group: str, tenant: str | None, unread: Mapping[str, str], logged: bool
+) -> RegistryProblem:
     others = " and ".join(f"tenant registry {g!r}" for g in sorted(unread))
+    log = "has no events of this tenant" if logged else "cannot be read"
     reason = (
-        f"waits until {others} is read: the event log has no events of this tenant, and "
+        f"waits until {others} is read: the event log {log}, and "
         f"{'they' if len(unread) > 1 else 'it'} may list the same database (relayed already)"
     )
     return RegistryProblem(group, tenant, reason, waiting=True)

@@ -118,3 +118,18 @@ def test_init_of_a_new_member_waits_while_another_registry_cannot_be_read(
     assert code == 3, output
     relayed = run_cli(["relay", "--once", "--config", str(config)])
     assert "waits until tenant registry 'shop'" in relayed.output and relayed.exit_code == 3
+
+
+def test_init_says_the_event_log_cannot_be_read_when_a_member_waits_for_that_reason(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    pos, zeta = (pg_database() for _ in range(2))
+    store = "postgresql://postgres@127.0.0.1:1/readmodel"  # nothing listens there
+    shop = "postgresql://postgres@127.0.0.1:1/shop"
+    make_registry(pos, {"zeta": zeta})
+    config = registries_config(tmp_path, store, {"pos": pos, "shop": shop})
+    code, stdout, output = _init(config, "pos")
+    (line,) = [x for x in output.splitlines() if "tenant 'zeta': waits" in x]
+    assert "waits until tenant registry 'shop' is read: the event log cannot be read" in line
+    assert "has no events" not in output
+    assert "pos:zeta:" not in stdout and code == 3, output
