@@ -118,7 +118,7 @@ def check(engine: sa.Engine) -> None:
     """Raise :class:`SchemaOutdated` unless the database is at :func:`head`."""
     revision = current(engine)
     if revision != head():
-        raise SchemaOutdated(_masked(engine), revision, head(), newer=is_newer(revision))
+        raise SchemaOutdated(_url(engine), revision, head(), newer=is_newer(revision))
 
 
 def is_newer(revision: str | None) -> bool:
@@ -348,12 +348,6 @@ def _is_sql(url: str) -> bool:
 def _url(engine: sa.Engine) -> str:
     """Where the store is, as readmodel logs it: no user, password or DSN query."""
     return redact_dsn(engine.url.set(drivername=engine.url.get_backend_name()), location=True)
-
-
-def _masked(engine: sa.Engine) -> str:
-    """The store's DSN, password masked: the form other commands' refusal of an outdated
-    store (:func:`check`) has always shown (README, Migrations)."""
-    return redact_dsn(engine.url.set(drivername=engine.url.get_backend_name()))
 
 
 def _store_error(engine: sa.Engine, what: str, exc: Exception) -> StoreError:
