@@ -52,6 +52,7 @@ from outbox.source_groups import group_of
 from projections.hidden_fields import hides_all, holds_hidden, without_values
 from projections.payload_errors import PayloadError as PayloadError  # re-exported
 from projections.payload_errors import payload_error
+from projections.table_names import check_table_names
 
 P = TypeVar("P")
 
@@ -232,6 +233,7 @@ class Projection:
                     )
         cls._handlers = handlers
         cls._subscribed = frozenset(source for source, _ in handlers)
+        check_table_names(cls.__name__, cls.tables)
         _check_tenant_tables(cls)
 
     @property
