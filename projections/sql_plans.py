@@ -112,6 +112,9 @@ class TablePlan:
         if statement is None:
             names = ", ".join(self.quote(c) for c in columns)
             statement = f"COPY {self.table_sql} ({names}) FROM STDIN (FORMAT BINARY)"
+            # Sent without parameters, so not formatted: a name's ``%``, which the dialect's
+            # quoting doubles for formatted statements, must be one (it named no table).
+            statement = statement.replace("%%", "%")
             self._copies[columns] = statement
         return statement
 

@@ -343,3 +343,31 @@ def test_a_row_created_from_some_columns_reads_back_whole_within_the_batch(
         assert [tuple(r) for r in stored] == [("new", 1, 8, None), ("old", 2, 7, None)]
     finally:
         engine.dispose()
+
+
+def test_a_rebuild_copies_new_rows_into_a_table_named_with_percent(
+    pg_database: Callable[[], str],
+) -> None:
+    """COPY is sent without parameters, so unformatted: the table and column names in it
+    must hold a ``%`` as one (the dialect's quoting doubles it, for statements formatted)."""
+    odd = sa.Table(
+        "sales%2024__rebuild",
+        sa.MetaData(),
+        sa.Column("id%s", sa.Text, primary_key=True),
+        sa.Column("amount", sa.BigInteger),
+    )
+    engine = create_engine(pg_database())
+    try:
+        odd.create(engine)
+        new_rows = NewRows()
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {odd: odd}, lock_rows=False, new_rows=new_rows)
+            for n in range(3):
+                tx.upsert(odd, {"id%s": f"k{n}", "amount": n})
+            tx.flush()
+        assert new_rows.existing_found == set()  # copied: not given up for the upsert
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(odd).order_by(odd.c["id%s"])).all()
+        assert stored == [("k0", 0), ("k1", 1), ("k2", 2)]
+    finally:
+        engine.dispose()
