@@ -12,10 +12,13 @@ ends, and lock the tables outside the projection its foreign keys reference.
 
 A role that may not create in a live table's schema (one that may only read, for a dry run)
 makes them as temporary tables instead (``TEMPORARY`` on the database: PostgreSQL grants it
-to every role by default); a temporary table cannot reference a permanent one, so the
-declared foreign keys to tables outside the projection are left off them and told by their
-columns and the table they reference. A role that may create neither gets the plan without
-the objects made by hand, and a line saying so.
+to every role by default). The declared foreign keys to tables outside the projection are
+left off them (a temporary table cannot reference a permanent one, and referencing takes
+REFERENCES on that table, which a role that may create need not have): each stands for one
+of the live table's foreign keys as the made one would, by the name it would have, else by
+its definition (its columns, the table and columns it references, its actions, match and
+deferral). A role that may create neither gets the plan without the objects made by hand,
+and a line saying so.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from projections.shadow_constraints import (
     pg_hand_made_constraints,
     pg_referencing_keys,
 )
-from projections.shadow_names import quote, run, table_sql
+from projections.shadow_names import run, table_sql
 from projections.shadow_security import pg_describe_grants, pg_describe_state
 
 if TYPE_CHECKING:
@@ -95,7 +98,7 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
     if not in_place and not temporary:
         return [UNLISTED]
     declared = shadows.renamed(DRY_RUN_SUFFIX, schema=None if in_place else "pg_temp")
-    outside = {} if in_place else _leave_outside_keys_off(declared)
+    outside = _leave_outside_keys_off(declared)
     savepoint = conn.begin_nested()
     try:
         run(conn, f"SET LOCAL lock_timeout = {_LOCK_TIMEOUT_MS}")
@@ -110,9 +113,10 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
             for index in pg_hand_made_indexes(conn, live[table.name], known, warn=False):
                 lines.append(f"index {index.name} on {table.name}")
             known = declared._known_constraints(conn, table)
-            for constraint in pg_hand_made_constraints(conn, live[table.name], known):
-                if not _declared_outside(conn, constraint, outside.get(table, [])):
-                    lines.append(constraint.describe(table.name))
+            found = pg_hand_made_constraints(conn, live[table.name], known)
+            for key in outside.get(table, []):
+                _pair_off(conn, declared, table, key, found)
+            lines += [constraint.describe(table.name) for constraint in found]
     finally:
         savepoint.rollback()
     return lines
@@ -137,23 +141,69 @@ def _leave_outside_keys_off(
     return left
 
 
-def _declared_outside(
-    conn: sa.Connection, constraint: HandMadeConstraint, keys: list[sa.ForeignKeyConstraint]
-) -> bool:
-    """Whether ``constraint`` of a live table is one of the declared foreign keys ``keys``
-    to tables outside the projection: the same columns, referencing the same table."""
-    if constraint.kind != "f":
-        return False
-    for key in keys:
-        referred = conn.exec_driver_sql(
-            "SELECT to_regclass(%(t)s)::text", {"t": table_sql(conn, key.referred_table)}
-        ).scalar()
-        columns = ", ".join(quote(conn, column.name) for column in key.columns)
-        if referred == constraint.references and constraint.definition.startswith(
-            f"FOREIGN KEY ({columns}) REFERENCES "
-        ):
-            return True
-    return False
+def _pair_off(
+    conn: sa.Connection,
+    declared: ShadowTables,
+    live: sa.Table,
+    key: sa.ForeignKeyConstraint,
+    found: list[HandMadeConstraint],
+) -> None:
+    """Take out of ``found`` (the live table's constraints its copy lacks) the one the
+    declared foreign key ``key``, left off the copy, stands for: as the copy's own would
+    pair, the one of the name it would have, else the first of its definition."""
+    if isinstance(key.name, str):
+        made = str(key.name)
+    else:  # as PostgreSQL names it, after the copy
+        made = f"{declared.mapping[live].name}_{'_'.join(c.name for c in key.columns)}_fkey"
+    name = declared._live_name(conn, made, live)
+    definition = _key_definition(conn, key)
+    match = next((c for c in found if c.name == name), None)
+    if match is None:
+        match = next((c for c in found if c.kind == "f" and c.definition == definition), None)
+    if match is not None:
+        found.remove(match)
+
+
+_PG_KEY_PARTS = """
+SELECT to_regclass(%(table)s)::text,
+       (SELECT string_agg(quote_ident(c), ', ' ORDER BY o)
+          FROM unnest(%(columns)s::text[]) WITH ORDINALITY u(c, o)),
+       (SELECT string_agg(quote_ident(c), ', ' ORDER BY o)
+          FROM unnest(%(referred)s::text[]) WITH ORDINALITY u(c, o))
+"""
+_NO_ACTION = {"", "NO ACTION"}
+
+
+def _key_definition(conn: sa.Connection, key: sa.ForeignKeyConstraint) -> str | None:
+    """``key`` as ``pg_get_constraintdef`` writes it once made; ``None`` when the table it
+    references does not exist."""
+    referred, columns, referred_columns = conn.exec_driver_sql(
+        _PG_KEY_PARTS,
+        {
+            "table": table_sql(conn, key.referred_table),
+            "columns": [element.parent.name for element in key.elements],
+            "referred": [element.column.name for element in key.elements],
+        },
+    ).one()
+    if referred is None:
+        return None
+    text = f"FOREIGN KEY ({columns}) REFERENCES {referred}({referred_columns})"
+    match = _words(key.match)
+    if match in {"FULL", "PARTIAL"}:
+        text += f" MATCH {match}"
+    for event, action in (("UPDATE", key.onupdate), ("DELETE", key.ondelete)):
+        if _words(action) not in _NO_ACTION:
+            text += f" ON {event} {_words(action)}"
+    deferred = _words(key.initially) == "DEFERRED"
+    if key.deferrable or deferred:
+        text += " DEFERRABLE"
+    if deferred:
+        text += " INITIALLY DEFERRED"
+    return text
+
+
+def _words(text: str | None) -> str:
+    return " ".join((text or "").upper().split())
 
 
 def _sqlite_lines(shadows: ShadowTables, conn: sa.Connection) -> list[str]:

@@ -185,3 +185,54 @@ def test_a_read_only_dry_run_of_tables_named_with_percent(
     assert "constraint" not in dry.stdout  # the declared foreign keys are no hand-made ones
     assert plan_text(dry.stdout) == plan_text(expected.stdout)
     assert tables(p) == declared()
+
+
+QUOTED = '"Odd""Name%%d"'
+ACCOUNTS = '"shop%%s 2024"."Accounts%%s"'
+
+
+@pytest.mark.parametrize("may", ["temporary", "create"])
+def test_a_read_only_dry_run_lists_foreign_keys_made_by_hand_to_a_table_outside(
+    odd_pipelines: Callable[[], Pipeline], tmp_path: Path, may: str
+) -> None:
+    """The declared foreign key to a table outside, left off the temporary copies, stands
+    for that key alone: those made by hand beside it (another action, or another name) are
+    listed as the owner's plan lists it. A role that may create in the schema but not
+    reference the table outside (REFERENCES) gets that plan too, not a refusal."""
+    p = odd_pipelines()
+    p.feed("bank", deposits(100, 9, seed=33))
+    on_delete = "FOREIGN KEY (account) REFERENCES"
+    p.execute(
+        f"ALTER TABLE {QUOTED} ADD CONSTRAINT cascade {on_delete} {ACCOUNTS} ON DELETE CASCADE"
+    )
+    p.execute(f"ALTER TABLE {QUOTED} ADD CONSTRAINT twin {on_delete} {ACCOUNTS}")
+    reader = f"rm_test_reader_{uuid.uuid4().hex[:8]}"
+    database = sa.make_url(p.store_url).database
+    p.execute(f'CREATE ROLE "{reader}" LOGIN')
+    try:
+        for schema in ("public", '"shop%%s 2024"'):
+            p.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{reader}"')
+            p.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{reader}"')
+            if may == "create":
+                p.execute(f'GRANT CREATE ON SCHEMA {schema} TO "{reader}"')
+        if may == "create":
+            p.execute(f'REVOKE TEMPORARY ON DATABASE "{database}" FROM PUBLIC')
+        else:
+            p.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        dry_run = ["replay", "odd_names", "--dry-run", "--config"]
+        expected = run_cli([*dry_run, str(pipeline_config(tmp_path, p))])
+        dry = run_cli([*dry_run, str(reader_config(tmp_path, p, reader))])
+    finally:
+        p.execute(f'DROP OWNED BY "{reader}"')
+        p.execute(f'DROP ROLE "{reader}"')
+
+    assert expected.exit_code == 0 and dry.exit_code == 0, (expected.output, dry.output)
+    for line in [
+        f'the swap carries: constraint cascade on Odd"Name%d: {on_delete} '
+        f'"shop%s 2024"."Accounts%s"(account) ON DELETE CASCADE',
+        f'the swap carries: constraint twin on Odd"Name%d: {on_delete} '
+        f'"shop%s 2024"."Accounts%s"(account)',
+    ]:
+        assert line in " ".join(plan_lines(expected.stdout)), (line, expected.stdout)
+    assert plan_text(dry.stdout) == plan_text(expected.stdout)
+    assert tables(p) == declared()
