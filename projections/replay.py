@@ -159,21 +159,27 @@ class Replayer(TableReplayerBase):
             self.projection.name, skip_errors=options.skip_errors, in_place=options.mode == IN_PLACE
         )
         started = time.monotonic()
-        with replay_lock(self.store, self.projection.name):
-            self._total = plan.events
-            self.hooks.started(plan)
-            summary = ReplaySummary(self.projection.name, options.mode)
-            with batch_gc():
-                if options.mode == BLUE_GREEN:
-                    self._rebuild(options, summary)
-                else:
-                    self._in_place(options, plan, summary)
+        try:
+            with replay_lock(self.store, self.projection.name):
+                self._total = plan.events
+                self.hooks.started(plan)
+                summary = ReplaySummary(self.projection.name, options.mode)
+                with batch_gc():
+                    if options.mode == BLUE_GREEN:
+                        self._rebuild(options, summary)
+                    else:
+                        self._in_place(options, plan, summary)
+        finally:  # the next replay warns of a lookalike again (once: its plan, or itself)
+            self.shadow.warned.clear()
         return self._finished(summary, started)
 
     def cleanup(self) -> list[str]:
         """Drop the shadow and old tables and shadow checkpoints an interrupted replay left."""
-        with replay_lock(self.store, self.projection.name):
-            return self._cleanup()
+        try:
+            with replay_lock(self.store, self.projection.name):
+                return self._cleanup()
+        finally:
+            self.shadow.warned.clear()
 
     def _cleanup(self, *, refuse: bool = True) -> list[str]:
         # Under a bounded lock wait: the tables their foreign keys reference are locked too.

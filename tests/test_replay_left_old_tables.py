@@ -356,3 +356,24 @@ def test_a_users_lookalike_is_warned_of_once_per_replay_however_often_the_swap_r
         ("last_deposit__old", [("mine",)]),
         ("last_deposit__old_7", [("mine too",)]),
     ]
+
+
+def test_each_replay_of_one_replayer_warns_of_a_users_lookalike_once(pg: Pipeline) -> None:
+    """A replayer run twice in one process warns at each replay; a plan read just before its
+    replay (as ``readmodel replay`` does) and that replay warn once between them."""
+    pg.feed("bank", EVENTS)
+    pg.execute(_LOOKALIKES)
+    replayer = pg.replayer("last_deposit")
+    runs = []
+    for _ in range(2):
+        with capture_logs() as logs:
+            replayer.run(ReplayOptions())
+        runs.append(logs)
+    with capture_logs() as planned_then_run:
+        replayer.plan(ReplayOptions())
+        replayer.run(ReplayOptions())
+
+    for logs in [*runs, planned_then_run]:
+        warnings = [e for e in logs if e["log_level"] == "warning" and "__old" in str(e)]
+        assert len(warnings) == 1, (warnings, logs)
+        assert warnings[0]["tables"] == ["last_deposit__old", "last_deposit__old_7"]
