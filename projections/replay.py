@@ -45,20 +45,16 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import OperationalError
 
-from outbox.envelope import Envelope, aggregate_hash
+from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
-from projections.replay_apply import Refused, TableReplayerBase
+from projections.replay_apply import Refused
+from projections.replay_in_place import InPlaceReplay
 from projections.replay_lock import replay_lock
 from projections.replay_plan import table_plan
-from projections.replay_policy import (
-    ErrorPolicy,
-    HandlerError,
-    chase_checkpoints,
-    furthest_checkpoint,
-)
+from projections.replay_policy import ErrorPolicy, HandlerError
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -84,7 +80,7 @@ from projections.shadow_keys import (
 from projections.sql_parking import settle_parked
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows
-from projections.store import Lane, Store, is_held
+from projections.store import Lane, Store
 from projections.store_tables import checkpoints
 
 __all__ = [  # the data types live in projections.replay_types; importable from here too
@@ -111,7 +107,7 @@ _DROP_ATTEMPTS = 3  # the old tables after the swap: left for later rather than 
 _DROP_LOCK_TIMEOUT_MS = 1000  # past the server's deadlock_timeout (autovacuum gives way then)
 
 
-class Replayer(TableReplayerBase):
+class Replayer(InPlaceReplay):
     """Rebuilds one projection; plain Python (the CLI only parses and prints)."""
 
     def __init__(
@@ -383,59 +379,6 @@ class Replayer(TableReplayerBase):
         summary.checkpoints = targets
         summary.tables = [t.name for t in self.projection.tables]
 
-    # -- in place ------------------------------------------------------------------
-
-    def _in_place(self, options: ReplayOptions, plan: ReplayPlan, summary: ReplaySummary) -> None:
-        partitions = self.projection.partitions
-        for source_plan in plan.sources:
-            source = source_plan.source
-            lanes = [Lane(self.projection.name, source, p) for p in range(partitions)]
-            summary.applied[source] = 0
-            furthest = furthest_checkpoint(self.store, self.projection, source)
-            reached = furthest()
-            for after, reached in chase_checkpoints(source_plan.after, furthest):
-                for streamed in self._stream(source, after, reached, options.tenant):
-                    self._in_place_batch(source, lanes, streamed, summary)
-            summary.checkpoints[source] = reached
-        summary.tables = [t.name for t in self.projection.tables]
-
-    def _in_place_batch(
-        self, source: str, lanes: list[Lane], streamed: list[Envelope], summary: ReplaySummary
-    ) -> None:
-        """Apply the batch's events the lanes have applied already (up to their checkpoints,
-        locked by this transaction, so that no live batch interleaves) and whose aggregate
-        is not held by a parked event; event by event after a refused write."""
-        tables = self.store.tables_for(self.projection)
-        partitions = self.projection.partitions
-        batches = [streamed]
-        while batches:
-            events = batches.pop(0)
-            mark = self._policy.mark()
-            try:
-                with self._write() as conn:
-                    cps = {lane.partition: self.store.lock_lane(conn, lane) for lane in lanes}
-                    held = self.store.blocked_aggregates(conn, lanes[0])
-                    due = [
-                        e
-                        for e in events
-                        if (e.position or 0) <= cps[_partition(e, partitions)]
-                        and not is_held(held, e)
-                    ]
-                    applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
-                    invalidation = self._journal_whole_projection(conn) if due else None
-            except HandlerError as failed:
-                self._policy.undo(mark)
-                self._policy.fail(failed)
-                batches.insert(0, events)
-                continue
-            except Refused:
-                self._policy.undo(mark)
-                batches[:0] = [[event] for event in events]
-                continue
-            self._invalidate(invalidation)
-            summary.applied[source] += applied
-            self._report(source, events[-1].position or 0, applied)
-
 
 def _lock_wait() -> dict[str, int]:
     """How long, and how many times, a carry statement (or the drop of a shadow's keys)
@@ -448,10 +391,6 @@ def _drop_wait() -> dict[str, int]:
     swap, or left by an earlier replay) waits for a lock (on them or on a table their foreign
     keys reference) before leaving them or refusing."""
     return {"lock_timeout_ms": _DROP_LOCK_TIMEOUT_MS, "attempts": _DROP_ATTEMPTS}
-
-
-def _partition(event: Envelope, partitions: int) -> int:
-    return aggregate_hash(event.aggregate_type, event.aggregate_id) % partitions
 
 
 def _is_transient(exc: BaseException | None) -> bool:
