@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 import sqlalchemy as sa
+import structlog
 from psycopg.types.json import Json
 
 from projections.api import UnstorableValueError
@@ -27,6 +28,8 @@ from projections.sql_plans import (
     upsert_statement,
     value_tuples,
 )
+
+logger = structlog.get_logger("readmodel.projections")
 
 
 class RefusedWrite(Exception):
@@ -283,8 +286,13 @@ class PendingWrites:
                 write_row = copy.write_row
                 for value in values:
                     write_row(value)
-        except Exception:
+        except Exception as exc:
             cursor.execute("ROLLBACK TO SAVEPOINT rm_copy_new")
+            logger.debug(
+                "copy of new rows gave way to upserts",
+                table=plan.table_name,
+                error=type(exc).__name__,
+            )
             self.new_rows.existing_found.add(plan.table_name)  # type: ignore[union-attr]
             return False
         cursor.execute("RELEASE SAVEPOINT rm_copy_new")
