@@ -4,7 +4,11 @@ and their deposits."""
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -118,3 +122,28 @@ def docs(pg_database: Callable[[], str], mongo_database: Callable[[], str]) -> I
     made = Docs(pg_database(), mongo_database())
     yield made
     made.close()
+
+
+def kill_in_swap(docs: Docs) -> None:
+    """Run a rebuild of ``doc_totals`` in a subprocess (tests/document_swap_kill_child.py)
+    and SIGKILL it inside its swap's transaction, which the server keeps open for 60 s."""
+    log_url = docs.log.engine.url.render_as_string(hide_password=False)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.document_swap_kill_child", log_url, docs.url],
+        cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().decode()
+        assert line.strip() == "swapping", line + child.stdout.read().decode()
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
+    assert child.returncode == -signal.SIGKILL

@@ -4,12 +4,8 @@ swap's transaction, which holds the live lanes' checkpoints."""
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +15,7 @@ from projections.document_generations import generation_of
 from projections.mongo_store import MongoStore
 from projections.mongo_tx import DocumentTx
 from projections.replay_types import ReplayHooks, ReplayOptions
-from tests.document_replay_helpers import Docs, deposits, docs, totals
+from tests.document_replay_helpers import Docs, deposits, docs, kill_in_swap, totals
 
 __all__ = ["docs"]  # the fixture
 
@@ -126,26 +122,7 @@ def test_a_replay_killed_in_its_swap_holds_the_live_lanes_for_seconds_not_a_minu
     first = deposits(300, 6, seed=33)
     docs.feed(first)
     later = deposits(40, 6, seed=34, seqs={a: s for a, (_, _, s) in totals(first).items()})
-    log_url = docs.log.engine.url.render_as_string(hide_password=False)
-    child = subprocess.Popen(
-        [sys.executable, "-m", "tests.document_swap_kill_child", log_url, docs.url],
-        cwd=Path(__file__).resolve().parents[1],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert child.stdout is not None
-        line = child.stdout.readline().decode()
-        assert line.strip() == "swapping", line + child.stdout.read().decode()
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        if child.stdout is not None:
-            child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
+    kill_in_swap(docs)
     docs.feed(later, apply=False)
     started = time.monotonic()
     with capture_logs() as logs:
