@@ -37,6 +37,7 @@ from projections.document_holds import (
     hold_aggregate,
     hold_filter,
 )
+from projections.document_swap_guard import DeadSwapWatch
 from projections.mongo_tx import REFUSED_WRITES, DocumentTx, handle, handler_error, transient
 from projections.replay_types import SkippedEvent
 from projections.store import (
@@ -166,7 +167,9 @@ class DocumentParking:
                 hold_aggregate(self.database, session, lane, event, reason, detail, attempts)
                 return True
 
-        return bool(self._retrying(f"{lane.projection}: cannot park an event", work))
+        return bool(
+            self._retrying(f"{lane.projection}: cannot park an event", work, self._watch(lane))
+        )
 
     def failing(
         self,
@@ -216,6 +219,7 @@ class DocumentParking:
                 self._retrying(
                     f"{lane.projection}: retry failed",
                     lambda: self._retry_parked(projection, lane, aggregate, load),
+                    self._watch(lane),
                 )
             )
         except HandlerFailed as failed:
@@ -295,7 +299,7 @@ class DocumentParking:
                     session=session,
                 )
 
-        self._retrying(f"{lane.projection}: cannot record a failed retry", work)
+        self._retrying(f"{lane.projection}: cannot record a failed retry", work, self._watch(lane))
 
     def skip_parked(self, entry_id: int) -> ParkedEvent | None:
         def work() -> bool:
@@ -316,10 +320,22 @@ class DocumentParking:
                     self._release(session, lane, aggregate, [int(found["position"])])
                 return True
 
-        if not self._retrying("cannot skip a parked event", work):
+        try:
+            entry = self.database[PARKED].find_one({"number": entry_id}, {"projection": 1})
+        except PyMongoError as exc:
+            raise StoreError(f"cannot read {PARKED}: {_describe(exc)}") from exc
+        watch = None if entry is None else DeadSwapWatch(self.database, entry["projection"])
+        if not self._retrying(
+            "cannot skip a parked event", work, None if watch is None else watch.conflicted
+        ):
             return None
         found = self.database[PARKED].find_one({"number": entry_id})
         return None if found is None else _parked_event(found)
+
+    def _watch(self, lane: Lane) -> Callable[[], None]:
+        """Told of each write conflict: the lane's checkpoint (or the parked events) may be
+        held by a replay killed in its swap (:mod:`projections.document_swap_guard`)."""
+        return DeadSwapWatch(self.database, lane.projection).conflicted
 
     def _release(
         self, session: ClientSession, lane: Lane, aggregate: AggregateKey, positions: list[int]
