@@ -109,3 +109,43 @@ def test_a_parked_retry_or_skip_behind_a_killed_swap_ends_it_within_seconds(
     assert {k: (d["events"], d["total"]) for k, d in found.items()} == {
         k: (n, total) for k, (n, total, _) in totals(kept).items()
     }
+
+
+def test_two_workers_meeting_a_dead_swap_at_once_both_go_on_each_event_once(
+    docs: Docs,
+) -> None:
+    """Two live workers conflict with a replay killed in its swap at the same time: both may
+    end its session (ending it twice is harmless), the record goes, and the lanes are
+    applied once: the model equals a clean build."""
+    first = deposits(300, 6, seed=46)
+    docs.feed(first)
+    later = deposits(60, 6, seed=47, seqs={a: s for a, (_, _, s) in totals(first).items()})
+    kill_in_swap(docs)
+    docs.feed(later, apply=False)
+    engines = [docs.engine_on(MongoStore(docs.url)) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def apply(engine: Any) -> None:
+        try:
+            engine.catch_up(["doc_totals"])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=apply, args=(e,)) for e in engines]
+    started = time.monotonic()
+    try:
+        with capture_logs() as logs:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+    finally:
+        for engine in engines:
+            engine.close()
+    assert time.monotonic() - started < 20
+    assert errors == [] and not any(t.is_alive() for t in threads)
+    assert 1 <= len([e for e in logs if "died in its swap" in e["event"]]) <= 2, logs
+    assert generation_of(docs.store.database, "doc_totals") == 0
+    assert docs.totals() == totals(first + later)
+    assert set(docs.checkpoints().values()) == {docs.head}
+    assert docs.store.database[document_swap_guard.SWAPS].count_documents({}) == 0
