@@ -149,3 +149,30 @@ def test_two_workers_meeting_a_dead_swap_at_once_both_go_on_each_event_once(
     assert docs.totals() == totals(first + later)
     assert set(docs.checkpoints().values()) == {docs.head}
     assert docs.store.database[document_swap_guard.SWAPS].count_documents({}) == 0
+
+
+def test_a_stale_swap_record_is_taken_over_by_the_next_replay_and_removed(
+    docs: Docs,
+) -> None:
+    """A replay killed in its swap with no live worker around leaves its record (the server
+    ended its transaction later): the next replay records its own session over it, swaps,
+    and removes it; live batches meanwhile and after are not held."""
+    first = deposits(200, 6, seed=48)
+    docs.feed(first)
+    swaps = docs.store.database[document_swap_guard.SWAPS]
+    with docs.store.client.start_session() as gone:
+        swaps.insert_one({"_id": "doc_totals", "lsid": gone.session_id, "holder": "gone:1"})
+    later = deposits(40, 6, seed=49, seqs={a: s for a, (_, _, s) in totals(first).items()})
+
+    class FeedLater(ReplayHooks):
+        def before_swap(self) -> None:
+            docs.feed(later)
+
+    with capture_logs() as logs:
+        docs.replayer(hooks=FeedLater()).run(ReplayOptions())
+        docs.engine.catch_up()
+    assert not [e for e in logs if "died in its swap" in e["event"]], logs
+    assert swaps.count_documents({}) == 0
+    assert generation_of(docs.store.database, "doc_totals") == 1
+    assert docs.totals() == totals(first + later)
+    assert set(docs.checkpoints().values()) == {docs.head}
