@@ -1,6 +1,7 @@
-"""The swap guard (projections/document_swap_guard.py) against replays that are alive but
-slow: a live worker may end the session of a swap whose heartbeat stood still, and the
-replay must then run its swap again, nothing applied twice."""
+"""The swap guard (projections/document_swap_guard.py): a live swap whose heartbeat stood
+still is ended and runs again, nothing applied twice; a dead swap is ended by parked
+retries and skips too, by two workers at once, and its stale record troubles no later
+replay."""
 
 from __future__ import annotations
 
