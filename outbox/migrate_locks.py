@@ -20,7 +20,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-_TABLE = re.compile(r"\b(rm_\w+)", re.ASCII)
+_TABLE = re.compile(r'((?:"(?:[^"]|"")+"\.|\b\w+\.)?\brm_\w+)', re.ASCII)
 
 LOCK_TIMEOUT = 5.0
 """Seconds a migration waits for a table lock on PostgreSQL before it rolls back and retries."""
@@ -30,18 +30,17 @@ LOCK_BACKOFF = 1.0
 MAX_LOCK_TIMEOUT = 2147483.647
 """PostgreSQL's largest ``lock_timeout``, in seconds (it counts milliseconds in an int)."""
 
-_WAITED_FOR = (
-    "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-    "WHERE l.pid = %s AND NOT l.granted LIMIT 1"
+_WAITED_FOR = (  # as regclass prints it: schema-qualified unless in the search path
+    "SELECT l.relation::regclass::text FROM pg_locks l "
+    "WHERE l.pid = %s AND l.relation IS NOT NULL AND NOT l.granted LIMIT 1"
 )
 
 _HOLDERS = sa.text(
     "SELECT l.pid, string_agg(DISTINCT l.mode, ', ' ORDER BY l.mode) AS modes, "
     "min(a.state) AS state, min(a.application_name) AS application, "
     "min(a.xact_start) AS since "
-    "FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-    "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-    "WHERE c.relname = :table AND pg_table_is_visible(c.oid) AND l.granted "
+    "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE l.relation = to_regclass(:table) AND l.granted "
     "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
     "AND l.pid <> pg_backend_pid() GROUP BY l.pid ORDER BY l.pid"
 )
@@ -142,7 +141,8 @@ class LockWatch:
 
 
 def table_of(exc: BaseException) -> str | None:
-    """The readmodel table the statement that gave up was waiting for, when it names one."""
+    """The readmodel table the statement that gave up was waiting for, when it names one
+    (with its schema when the statement gives one)."""
     for text in (getattr(exc, "statement", None), str(getattr(exc, "orig", "") or exc)):
         found = _TABLE.search(text or "")
         if found:
@@ -151,7 +151,9 @@ def table_of(exc: BaseException) -> str | None:
 
 
 def holders(engine: sa.Engine, table: str | None) -> list[Holder]:
-    """The other sessions holding a lock on ``table`` now; empty when unknown or unreadable."""
+    """The other sessions holding a lock on ``table`` now; empty when unknown or unreadable.
+    ``table`` is an SQL name, schema-qualified when outside the search path (as
+    :class:`LockWatch` and ``regclass`` give it), so a projection's own schema is found."""
     if table is None or engine.dialect.name != "postgresql":
         return []
     try:

@@ -41,7 +41,7 @@ from projections.shadow_names import OLD_SUFFIX, run
 logger = structlog.get_logger("readmodel.replay")
 
 _REFERENCED = """
-SELECT DISTINCT r.relname FROM pg_constraint k JOIN pg_class r ON r.oid = k.confrelid
+SELECT DISTINCT k.confrelid::regclass::text FROM pg_constraint k
  WHERE k.contype = 'f' AND k.conrelid = ANY(%(tables)s::regclass[])
    AND k.confrelid <> ALL(%(tables)s::regclass[])
  ORDER BY 1
@@ -220,7 +220,7 @@ def _deadlock_timeout_ms(conn: sa.Connection) -> int:
 
 def _locked_by_drop(engine: sa.Engine, names: list[str]) -> list[str]:
     """The tables outside ``names`` that their foreign keys reference, then ``names`` (as
-    ``pg_class`` names them)."""
+    ``regclass`` names them: schema-qualified outside the search path)."""
     if engine.dialect.name != "postgresql":
         return []
     try:
@@ -238,7 +238,8 @@ def _locked_by_drop(engine: sa.Engine, names: list[str]) -> list[str]:
             referenced = conn.exec_driver_sql(_REFERENCED, {"tables": present}).scalars().all()
             own = (
                 conn.exec_driver_sql(
-                    "SELECT relname FROM pg_class WHERE oid = ANY(%(tables)s::regclass[])",
+                    "SELECT oid::regclass::text FROM pg_class "
+                    "WHERE oid = ANY(%(tables)s::regclass[])",
                     {"tables": present},
                 )
                 .scalars()

@@ -20,6 +20,7 @@ from outbox.log import EventLog
 from outbox.migrate import Migration, MigrationBlocked, current, head, upgrade
 from outbox.migrate_locks import LockWatch, holders, lock_blocked, set_lock_timeout, table_of
 from outbox.schema import DDL_LOCK
+from projections.shadow_drop import drop_bounded
 from tests.cli_helpers import run_cli, write_config
 from tests.conftest import PG_ADMIN
 
@@ -340,3 +341,30 @@ def test_a_lock_in_another_database_on_a_table_with_the_same_oid_holds_nothing(
         own.dispose()
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{clone}" WITH (FORCE)')
+
+
+def test_a_lock_on_a_table_outside_the_search_path_is_named_with_its_holder(
+    pg_database: Callable[[], str],
+) -> None:
+    """A projection's table in a schema of its own (``schema="sales"``) is not visible by its
+    bare name: the replay's drop names it schema-qualified, and finds who holds it."""
+    url = pg_database()
+    with _connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA sales")
+        conn.execute("CREATE TABLE sales.orders (id int)")
+        conn.execute("CREATE TABLE public.orders (id int)")  # the bare name's, unlocked
+    engine = create_engine(url)
+    holder = _connect(url)
+    try:
+        pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+        holder.execute("SELECT count(*) FROM sales.orders")
+        assert [h.pid for h in holders(engine, "sales.orders")] == [pid]
+        assert holders(engine, "orders") == []
+        blocked = drop_bounded(engine, ["sales.orders"], lock_timeout_ms=200, attempts=1)
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    assert blocked is not None
+    assert blocked.waited_for == ["sales.orders"], blocked
+    assert f"waiting for a lock on sales.orders, held by pid {pid} " in blocked.describe()
