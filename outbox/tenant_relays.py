@@ -138,7 +138,8 @@ class TenantRelays:
         for name in sorted((self.only or set()) - set(members.sources) - set(results)):
             listed = ", ".join(members.sources) or "none"
             error = f"tenant registry {self.group!r} lists no {name!r} (it lists: {listed})"
-            results[name] = RelayTotals(errors=[error], unlisted=True)
+            # a name given on the command line: a usage error (2), not an unreachable source
+            results[name] = RelayTotals(errors=[error], unlisted=True, refused=True)
         # Each member on its own thread: one tenant database that hangs (bounded by the
         # connect and statement timeouts) holds up no other tenant's.
         names = list(members.sources)

@@ -66,7 +66,7 @@ def test_a_registry_member_is_relayed_alone_and_a_group_lists_its_parked_rows(
     assert "pos:acme: relayed 2" in one.stdout and "pos:globex" not in one.output
     assert pending_rows(tenants["globex"]) == 2
     missing = run_cli(["relay", "--once", "--source", "pos:nope", "--config", str(config)])
-    assert missing.exit_code == 3 and "tenant registry 'pos' lists no 'pos:nope'" in (
+    assert missing.exit_code == 2 and "tenant registry 'pos' lists no 'pos:nope'" in (
         missing.output
     )
 

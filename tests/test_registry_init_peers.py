@@ -133,3 +133,35 @@ def test_init_says_the_event_log_cannot_be_read_when_a_member_waits_for_that_rea
     assert "waits until tenant registry 'shop' is read: the event log cannot be read" in line
     assert "has no events" not in output
     assert "pos:zeta:" not in stdout and code == 3, output
+
+
+def test_init_of_one_member_says_only_what_concerns_that_member(
+    pg_database: Callable[[], str], tmp_path: Path
+) -> None:
+    store, pos, acme, zeta = (pg_database() for _ in range(4))
+    shop = "postgresql://postgres@127.0.0.1:1/shop"  # nothing listens there
+    init_tenant_outbox(acme)
+    make_registry(pos, {"acme": acme})
+    config = registries_config(tmp_path, store, {"pos": pos})
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    record_sales(acme, sales_for(1, 2))
+    assert run_cli(["relay", "--once", "--config", str(config)]).exit_code == 0
+    # acme has events: it goes on while shop cannot be read; zeta (new) waits; badco is bad.
+    registry_sql(pos, "INSERT INTO tenants VALUES ('zeta', :d, true)", d=zeta)
+    registry_sql(pos, "INSERT INTO tenants VALUES ('badco', 'http://badco@host/db', true)")
+    config = registries_config(tmp_path, store, {"pos": pos, "shop": shop})
+
+    code, stdout, output = _init(config, "pos:acme")
+    assert f"pos:acme: {READY}" in stdout
+    assert "zeta" not in output and "badco" not in output and "shop" not in output, output
+    assert code == 0, output
+
+    code, stdout, output = _init(config, "pos:zeta")  # what blocks it: shop's error
+    assert "tenant 'zeta': waits until tenant registry 'shop'" in output
+    assert "127.0.0.1:1" in output and "badco" not in output and "acme" not in output
+    assert code == 3, output
+
+    code, stdout, output = _init(config, "pos")  # the whole registry: the full report
+    assert f"pos:acme: {READY}" in stdout
+    assert "tenant 'zeta': waits" in output and "tenant 'badco'" in output
+    assert code == 3, output

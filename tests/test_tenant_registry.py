@@ -134,7 +134,7 @@ def test_relay_once_status_and_health_name_members_and_bad_rows(
     assert made.exit_code == 3  # one tenant database unreachable, the others done
     record_sales(acme, sales_for(1, 3))
     missing = run_cli(["outbox", "init", "-s", "pos:nope", "--config", str(config)], env=env)
-    assert missing.exit_code == 1 and "lists no 'pos:nope'" in missing.output
+    assert missing.exit_code == 2 and "lists no 'pos:nope'" in missing.output
 
     relayed = run_cli(["relay", "--once", "--config", str(config)], env=env)
     outputs.append(relayed.output)

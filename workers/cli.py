@@ -87,7 +87,8 @@ def relay(
     With --once, exit code 3 when a source or tenant registry cannot be reached or read (or a
     registry member waits for another registry); otherwise 2 when a source is refused by the
     configuration (its binary_ids, a bad tenant registry row: no tenant id, a DSN refused, or
-    a member reading the database of another source or tenant: a conflict, as status).
+    a member reading the database of another source or tenant: a conflict, as status), or
+    when --source names a member its tenant registry does not list.
     """
     from outbox.relay import Relay
 

@@ -15,7 +15,6 @@ from outbox.keepers import StoreAppends
 from outbox.tenant_registry import Members, RegistryProblem, TenantRegistry
 from workers.cli_support import (
     EXIT_CONFIG,
-    EXIT_FAILURE,
     EXIT_UNREACHABLE,
     ConfigOption,
     err,
@@ -88,7 +87,9 @@ def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], in
     code owed for the rows held back (0: none): 2 for a bad row, or one naming another row's
     database, whichever registry lists it (the one the relay keeps is kept: the one the event
     log has events of; both refused when it cannot be read), 3 for a member waiting, as in
-    the relay, for another registry that cannot be read."""
+    the relay, for another registry that cannot be read. With one member named, only its own
+    row's problem is said (and what holds it: the registry it waits for, an unreadable log);
+    a member the registry does not list is a usage error (2, as ``relay --once``)."""
     from outbox.source_groups import group_of
 
     if source in settings.sources:
@@ -98,11 +99,15 @@ def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], in
         known = ", ".join(sorted([*settings.sources, *settings.tenants])) or "none configured"
         raise fail(f"unknown source {source!r} (known: {known})", EXIT_CONFIG)
     appends = StoreAppends(settings.store.url)
-    members = _settled(settings, group, appends)
-    for problem in members.problems:
+    members, unread = _settled(settings, group, appends)
+    # One member named: only its own row's problem, and what decides it, is its business.
+    said = [p for p in members.problems if source == group or p.source == source]
+    if any(p.waiting for p in said):
+        for why in unread.values():
+            err.print(f"[red]{escape(why)}[/]", highlight=False, soft_wrap=True)
+    for problem in said:
         err.print(f"[red]{escape(str(problem))}[/]", highlight=False, soft_wrap=True)
-    conflict = any(p.conflict for p in members.problems)
-    if conflict and appends.unreadable:
+    if any(p.conflict for p in said) and appends.unreadable:
         err.print(
             f"[red]{escape(appends.unreadable)}: which row keeps a database two rows name "
             f"(the one the event log has events of, as the relay decides) is not known, so "
@@ -119,7 +124,7 @@ def _outbox_sources(settings: Settings, source: str) -> tuple[dict[str, Any], in
                 raise typer.Exit(_held(problem))
         listed = ", ".join(members.sources) or "none"
         raise fail(
-            f"tenant registry {group!r} lists no {source!r} (it lists: {listed})", EXIT_FAILURE
+            f"tenant registry {group!r} lists no {source!r} (it lists: {listed})", EXIT_CONFIG
         )
     return {source: members.sources[source]}, 0
 
@@ -130,11 +135,14 @@ def _held(problem: RegistryProblem) -> int:
     return EXIT_UNREACHABLE if problem.waiting else EXIT_CONFIG
 
 
-def _settled(settings: Settings, group: str, appends: StoreAppends) -> Members:
+def _settled(
+    settings: Settings, group: str, appends: StoreAppends
+) -> tuple[Members, dict[str, str]]:
     """The members of registry ``group`` the relay would relay, checked against every other
     registry of the configuration by the relay's rule
-    (:func:`outbox.registry_overlaps.settle`). The registries are read side by side; one
-    other than ``group`` that cannot be read is said, and its peers' new members wait."""
+    (:func:`outbox.registry_overlaps.settle`); and the error of each other registry that
+    cannot be read (its peers' new members wait for it). The registries are read side by
+    side."""
     from outbox import registry_reads
     from outbox.registry_overlaps import settle
     from outbox.tenant_registry import registries
@@ -162,10 +170,6 @@ def _settled(settings: Settings, group: str, appends: StoreAppends) -> Members:
         else:
             readings[other] = result
     if len(readings) == 1 and not unread:
-        return own
+        return own, unread
     logged = appends()
-    members = settle(readings, None if appends.unreadable else logged, unread)[group]
-    if any(p.waiting for p in members.problems):
-        for why in unread.values():
-            err.print(f"[red]{escape(why)}[/]", highlight=False, soft_wrap=True)
-    return members
+    return settle(readings, None if appends.unreadable else logged, unread)[group], unread
