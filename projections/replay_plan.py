@@ -52,7 +52,7 @@ def table_plan(
         leftovers = shadow.leftovers(conn)
         if rebuild:
             warnings = [f"the rebuild will be refused: {r}" for r in shadow.refusals(conn)]
-            kept = shadow.carried(conn) if carried else []
+            kept = shadow.carried(conn, warnings) if carried else []
         warnings += _outside_key_warnings(shadow, conn)
         warnings += [
             f"{name} is named like a replay leftover but readmodel did not make it: left alone"

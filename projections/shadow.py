@@ -56,7 +56,11 @@ from projections.shadow_catalog import (
     pg_hand_made_indexes,
     pg_views,
 )
-from projections.shadow_columns import pg_carry_column_rules, pg_copy_column_settings
+from projections.shadow_columns import (
+    pg_carry_column_rules,
+    pg_copy_column_settings,
+    pg_warn_declared_rules,
+)
 from projections.shadow_constraints import (
     HandMadeConstraint,
     pg_constraint_definitions,
@@ -200,10 +204,11 @@ class ShadowTables:
         ]
         return refused + pg_refusals(conn, self._live(conn))
 
-    def carried(self, conn: sa.Connection) -> list[str]:
+    def carried(self, conn: sa.Connection, warnings: list[str] | None = None) -> list[str]:
         """What the swap would carry beside the declared model, one line per object (for
-        ``--dry-run``); leaves nothing behind (:mod:`projections.shadow_plan`)."""
-        return describe_carried(self, conn)
+        ``--dry-run``), and to ``warnings`` what it takes as declared over the live tables;
+        leaves nothing behind (:mod:`projections.shadow_plan`)."""
+        return describe_carried(self, conn, warnings)
 
     def _refuse(self, conn: sa.Connection) -> None:
         refused = self.refusals(conn)
@@ -231,6 +236,7 @@ class ShadowTables:
                 if table.name in live:  # storage, compression, defaults: for the rows to come
                     pg_copy_column_settings(conn, live[table.name], table_sql(conn, shadow))
                     shadow_sql = table_sql(conn, shadow)
+                    pg_warn_declared_rules(conn, table.name, live[table.name], shadow_sql)
                     pg_carry_column_rules(
                         conn, table.name, live[table.name], shadow_sql, not_null=False
                     )

@@ -15,9 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+import structlog
 
 from projections.shadow_catalog import make_or_stop
 from projections.shadow_names import run
+
+logger = structlog.get_logger("readmodel.replay")
 
 _STORAGE = {"p": "PLAIN", "e": "EXTERNAL", "m": "MAIN", "x": "EXTENDED"}
 _COMPRESSION = {"": "DEFAULT", "p": "pglz", "l": "lz4"}
@@ -108,7 +111,16 @@ SELECT quote_ident(a.attname), a.attnotnull, pg_get_expr(d.adbin, d.adrelid),
        a.attidentity <> '' OR a.attgenerated <> ''
   FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
  WHERE a.attrelid = %(table)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY a.attnum
 """
+
+
+def _pg_nulls_and_defaults(
+    conn: sa.Connection, table_sql: str
+) -> dict[str, tuple[bool, str | None, bool]]:
+    """Quoted column -> (NOT NULL, default, identity or generated)."""
+    rows = conn.exec_driver_sql(_PG_NULLS_AND_DEFAULTS, {"table": table_sql}).all()
+    return {str(c): (bool(n), d, bool(g)) for c, n, d, g in rows}
 
 
 def pg_hand_made_column_rules(
@@ -118,13 +130,9 @@ def pg_hand_made_column_rules(
     and its shadow (as declared) none, ``SET NOT NULL`` where a live column is NOT NULL
     and its shadow nullable; an identity or generated column is the model's."""
 
-    def read(sql: str) -> dict[str, tuple[bool, str | None, bool]]:
-        rows = conn.exec_driver_sql(_PG_NULLS_AND_DEFAULTS, {"table": sql}).all()
-        return {str(c): (bool(n), d, bool(g)) for c, n, d, g in rows}
-
-    shadow = read(shadow_sql)
+    shadow = _pg_nulls_and_defaults(conn, shadow_sql)
     rules = []
-    for column, (not_null, default, generated) in read(live_sql).items():
+    for column, (not_null, default, generated) in _pg_nulls_and_defaults(conn, live_sql).items():
         if column not in shadow or generated or shadow[column][2]:
             continue
         if default is not None and shadow[column][1] is None:
@@ -149,3 +157,42 @@ def pg_carry_column_rules(
             continue
         statement = f"ALTER TABLE {shadow_sql} ALTER COLUMN {column} {action}"
         make_or_stop(conn, table, statement, pg_describe_column_rule(table, column, action))
+
+
+def pg_declared_rules_not_carried(
+    conn: sa.Connection, table: str, live_sql: str, declared_sql: str
+) -> list[str]:
+    """One line per declared default or NOT NULL the live table's column lacks or holds
+    otherwise: the rebuilt table takes the declared one. The live table cannot tell a
+    change made by hand from what an earlier version of the model declared (carrying the
+    live one would keep a model's new default or NOT NULL from ever taking effect), so it
+    is not carried, only told (``--dry-run``). A sequence's default names its own table's
+    sequence: not compared."""
+    declared = _pg_nulls_and_defaults(conn, declared_sql)
+    lines = []
+    for column, (not_null, default, generated) in _pg_nulls_and_defaults(conn, live_sql).items():
+        if column not in declared or generated or declared[column][2]:
+            continue
+        where = f"column {table}.{column}"
+        wanted = declared[column][1]
+        if wanted is not None and default != wanted and not _both_sequences(default, wanted):
+            live = (
+                "table has no default" if default is None else f"default {default} is not carried"
+            )
+            lines.append(f"{where}: the live {live}, the rebuilt table takes the declared {wanted}")
+        if declared[column][0] and not not_null:
+            lines.append(
+                f"{where}: the live table allows NULL, the rebuilt table takes the declared "
+                "NOT NULL"
+            )
+    return lines
+
+
+def _both_sequences(live: str | None, declared: str) -> bool:
+    return live is not None and live.startswith("nextval(") and declared.startswith("nextval(")
+
+
+def pg_warn_declared_rules(conn: sa.Connection, table: str, live_sql: str, shadow_sql: str) -> None:
+    """Warn of each declared rule the new shadow (as declared) takes over the live table's."""
+    for line in pg_declared_rules_not_carried(conn, table, live_sql, shadow_sql):
+        logger.warning("a rebuild takes a column's declared default or NOT NULL", detail=line)

@@ -2,8 +2,9 @@
 line per object, for ``readmodel replay --dry-run`` (:meth:`ShadowTables.carried`).
 
 On PostgreSQL what was made by hand (an index, a constraint, a column's default or NOT
-NULL) is told from what the model declares by the tables the model makes: they are made
-in a savepoint that is rolled back, so nothing is left, and under names of their own
+NULL; and, for a warning, a declared default or NOT NULL the live table differs from, which
+the swap does not carry) is told from what the model declares by the tables the model makes:
+they are made in a savepoint that is rolled back, so nothing is left, and under names of their own
 (``<table>__dry_run``, as long as the shadow's ``__rebuild``, so names are cut short alike).
 A shadow that exists already, left by a killed replay or being built, carries what the
 swap would carry: read as declared, it would hide that. It is not touched either: dropping
@@ -34,6 +35,7 @@ from projections.shadow_catalog import (
     sqlite_hand_made,
 )
 from projections.shadow_columns import (
+    pg_declared_rules_not_carried,
     pg_describe_column_rule,
     pg_describe_column_settings,
     pg_hand_made_column_rules,
@@ -64,11 +66,15 @@ SELECT bool_and(has_schema_privilege(coalesce(s, current_schema()), 'CREATE')),
 """
 
 
-def describe_carried(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
+def describe_carried(
+    shadows: ShadowTables, conn: sa.Connection, warnings: list[str] | None = None
+) -> list[str]:
+    """What the swap carries; what it takes as declared over the live tables (a declared
+    default or NOT NULL changed by hand) is added to ``warnings``."""
     if conn.dialect.name != "postgresql":
         return _sqlite_lines(shadows, conn)
     live = dict(shadows._live(conn))
-    lines = _pg_hand_made(shadows, conn, live)
+    lines = _pg_hand_made(shadows, conn, live, [] if warnings is None else warnings)
     lines += [key.describe() for key in pg_referencing_keys(conn, list(live.items()))]
     for name, sql in live.items():
         extras = pg_capture(conn, sql)
@@ -88,8 +94,11 @@ def describe_carried(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
     return lines
 
 
-def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, str]) -> list[str]:
-    """The indexes, constraints and column rules made by hand on the live tables."""
+def _pg_hand_made(
+    shadows: ShadowTables, conn: sa.Connection, live: dict[str, str], warnings: list[str]
+) -> list[str]:
+    """The indexes, constraints and column rules made by hand on the live tables; the
+    declared column rules the live ones differ from, to ``warnings``."""
     lines: list[str] = []
     schemas = [table.schema for table in shadows.mapping if table.name in live]
     if not schemas:
@@ -98,6 +107,7 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
     if not in_place and not temporary:
         return [UNLISTED]
     declared = shadows.renamed(DRY_RUN_SUFFIX, schema=None if in_place else "pg_temp")
+    _keep_type_schemas(declared)
     outside = _leave_outside_keys_off(declared)
     savepoint = conn.begin_nested()
     try:
@@ -109,6 +119,9 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
             shadow_sql = table_sql(conn, declared.mapping[table])
             for column, action in pg_hand_made_column_rules(conn, live[table.name], shadow_sql):
                 lines.append(pg_describe_column_rule(table.name, column, action))
+            warnings += pg_declared_rules_not_carried(
+                conn, table.name, live[table.name], shadow_sql
+            )
             known = declared._known_indexes(conn, table)
             for index in pg_hand_made_indexes(conn, live[table.name], known, warn=False):
                 lines.append(f"index {index.name} on {table.name}")
@@ -120,6 +133,16 @@ def _pg_hand_made(shadows: ShadowTables, conn: sa.Connection, live: dict[str, st
     finally:
         savepoint.rollback()
     return lines
+
+
+def _keep_type_schemas(declared: ShadowTables) -> None:
+    """Give the copies' enum columns the live tables' types: copied into ``pg_temp``, an
+    enum type would be copied there too, and a default cast to it would read as another
+    default than the live one."""
+    for live, copy in declared.mapping.items():
+        for column, copied in zip(live.columns, copy.columns, strict=True):
+            if isinstance(copied.type, sa.types.SchemaType):
+                copied.type.schema = getattr(column.type, "schema", None)
 
 
 def _leave_outside_keys_off(
