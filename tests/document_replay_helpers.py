@@ -124,12 +124,14 @@ def docs(pg_database: Callable[[], str], mongo_database: Callable[[], str]) -> I
     made.close()
 
 
-def kill_in_swap(docs: Docs) -> None:
+def kill_in_swap(docs: Docs, lease: float | None = None) -> None:
     """Run a rebuild of ``doc_totals`` in a subprocess (tests/document_swap_kill_child.py)
-    and SIGKILL it inside its swap's transaction, which the server keeps open for 60 s."""
+    and SIGKILL it inside its swap's transaction, which the server keeps open for 60 s;
+    ``lease``: the seconds its replay lease lasts (30 otherwise)."""
     log_url = docs.log.engine.url.render_as_string(hide_password=False)
+    extra = [] if lease is None else [str(lease)]
     child = subprocess.Popen(
-        [sys.executable, "-m", "tests.document_swap_kill_child", log_url, docs.url],
+        [sys.executable, "-m", "tests.document_swap_kill_child", log_url, docs.url, *extra],
         cwd=Path(__file__).resolve().parents[1],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

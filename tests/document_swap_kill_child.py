@@ -2,7 +2,9 @@
 inside the swap's transaction, once it has written every lane's checkpoint and moved the
 generation (it prints ``swapping``), to be SIGKILLed there.
 
-    python -m tests.document_swap_kill_child LOG_URL MONGO_URL
+    python -m tests.document_swap_kill_child LOG_URL MONGO_URL [LEASE_SECONDS]
+
+With ``LEASE_SECONDS`` its replay lease lasts that long (it expires soon after the kill).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 from typing import Any
 
 from outbox.log import EventLog
+from projections import replay_lock
 from projections.document_replay import DocumentReplayer
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
@@ -19,7 +22,11 @@ from projections.replay_types import ReplayOptions
 from tests.document_fixtures import DocTotals
 
 
-def main(log_url: str, mongo_url: str) -> None:
+def main(log_url: str, mongo_url: str, lease: float | None = None) -> None:
+    if lease is not None:
+        replay_lock.LEASE_SECONDS = lease
+        replay_lock.mongo_replay_lease.__defaults__ = (lease,)
+
     def hang(self: DocumentReplayer, session: Any) -> int:
         print("swapping", flush=True)
         time.sleep(600)
@@ -31,4 +38,4 @@ def main(log_url: str, mongo_url: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], *(float(a) for a in sys.argv[3:4]))
