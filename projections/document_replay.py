@@ -297,8 +297,8 @@ class DocumentReplayer(DocumentReplayTx):
         def work(
             session: ClientSession,
         ) -> tuple[dict[str, int], dict[str, int], int, Invalidation | None]:
-            record(session)
             self._prove_lease(session, "nothing was swapped")
+            record(session)
             live = {lane: self.store.lock_lane(session, lane) for lane in lanes}
             if generation_of(self.database, name, session) != old:
                 raise StoreError(
@@ -345,7 +345,7 @@ class DocumentReplayer(DocumentReplayTx):
             )
             return targets, applied, released, invalidation
 
-        with swap_heartbeat(self.database, name) as record:
+        with swap_heartbeat(self.database, name, self._owner) as record:
             while True:
                 try:
                     targets, applied, released, invalidation = self._attempt(work)

@@ -11,7 +11,10 @@ the swap runs. A live worker whose checkpoint writes keep conflicting looks at i
 (:class:`DeadSwapWatch`): a heartbeat that has not moved for :data:`DEAD_AFTER` seconds (by
 the worker's own clock, whatever the machines' clocks say) is a dead replay's, whose session
 it kills (``killSessions``, which aborts its transaction). A replay merely stopped (not
-killed) finds its transaction gone at its next statement and runs the swap again.
+killed) finds its transaction gone at its next statement and runs the swap again. The
+next replay, which waits for the dead one's lease to expire, ends its swap likewise
+(:func:`end_swap_of`) before it takes the lease over: the swap's transaction holds the
+lease document too. A refused ``killSessions`` is warned about once per swap.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,24 +45,32 @@ CHECK_AFTER = 1.0
 
 
 @contextmanager
-def swap_heartbeat(database: Any, projection: str) -> Iterator[Callable[[ClientSession], None]]:
-    """Yields ``record(session)``, to call first in each attempt of the swap's transaction;
-    beats until exit, when the record goes."""
+def swap_heartbeat(
+    database: Any, projection: str, owner: str | None = None
+) -> Iterator[Callable[[ClientSession], None]]:
+    """Yields ``record(session)``, to call in each attempt of the swap's transaction once it
+    proved the replay's lease; beats until exit, when the record goes. The record carries
+    ``owner`` (the replay's lease owner; a new id without one): a replay beats and removes
+    only its own record, whatever another replay in the same process does."""
     swaps = database[SWAPS]
     holder = f"{socket.gethostname()}:{os.getpid()}"
+    owner = owner or uuid.uuid4().hex
     stop = threading.Event()
 
     def record(session: ClientSession) -> None:
         swaps.update_one(
             {"_id": projection},
-            {"$set": {"lsid": session.session_id, "holder": holder}, "$inc": {"beat": 1}},
+            {
+                "$set": {"lsid": session.session_id, "holder": holder, "owner": owner},
+                "$inc": {"beat": 1},
+            },
             upsert=True,
         )
 
     def beat() -> None:
         while not stop.wait(BEAT_SECONDS):
             try:
-                swaps.update_one({"_id": projection, "holder": holder}, {"$inc": {"beat": 1}})
+                swaps.update_one({"_id": projection, "owner": owner}, {"$inc": {"beat": 1}})
             except PyMongoError as exc:
                 logger.warning(
                     "cannot beat the swap's heartbeat",
@@ -74,13 +86,29 @@ def swap_heartbeat(database: Any, projection: str) -> Iterator[Callable[[ClientS
         stop.set()
         thread.join()
         try:
-            swaps.delete_one({"_id": projection, "holder": holder})
+            swaps.delete_one({"_id": projection, "owner": owner})
         except PyMongoError as exc:  # a live worker ignores a record whose session is gone
             logger.warning(
                 "cannot remove the swap's record",
                 projection=projection,
                 error=describe_mongo_error(exc),
             )
+
+
+def end_swap_of(database: Any, projection: str, owner: str) -> None:
+    """End the session of the swap of the replay whose lease ``owner`` expired (before a
+    replay takes its lease over): a killed replay's swap transaction holds the lease
+    document and the lanes' checkpoints until the server's transaction lifetime."""
+    found = None
+    try:
+        found = database[SWAPS].find_one({"_id": projection, "owner": owner})
+        if found is None:
+            return
+        _end(database, projection, found)
+    except PyMongoError as exc:
+        _refused(projection, found, exc)
+        return
+    _ended(projection, found, None)
 
 
 class DeadSwapWatch:
@@ -101,6 +129,7 @@ class DeadSwapWatch:
             self.conflicting_since = now
         if now - self.conflicting_since < CHECK_AFTER:
             return
+        found = None
         try:
             found = self.database[SWAPS].find_one({"_id": self.projection})
             if found is None:
@@ -112,21 +141,44 @@ class DeadSwapWatch:
                 return
             if now - self.seen_at < DEAD_AFTER:
                 return
-            self.database.client.admin.command("killSessions", [found["lsid"]])
-            self.database[SWAPS].delete_one({"_id": self.projection, "beat": current[1]})
+            _end(self.database, self.projection, found)
         except PyMongoError as exc:
             self.seen_at = now  # tried again after DEAD_AFTER more
-            logger.warning(
-                "cannot end the session of a stalled swap",
-                projection=self.projection,
-                error=describe_mongo_error(exc),
-            )
+            _refused(self.projection, found, exc)
             return
         self.seen = None
-        logger.warning(
-            "a replay died in its swap: its transaction, which held the lanes' checkpoints, "
-            "was ended; the live model is unchanged: replay again",
-            projection=self.projection,
-            holder=found.get("holder"),
-            silent_for=round(now - self.seen_at, 1),
-        )
+        _ended(self.projection, found, round(now - self.seen_at, 1))
+
+
+_told: set[tuple[str, str]] = set()
+_told_lock = threading.Lock()
+
+
+def _end(database: Any, projection: str, found: dict[str, Any]) -> None:
+    database.client.admin.command("killSessions", [found["lsid"]])
+    database[SWAPS].delete_one({"_id": projection, "beat": found.get("beat")})
+
+
+def _refused(projection: str, found: dict[str, Any] | None, exc: PyMongoError) -> None:
+    """Warn once per dead swap per process (each stuck batch tries again every
+    :data:`DEAD_AFTER` seconds), then at debug level."""
+    key = (projection, repr(None if found is None else found.get("lsid")))
+    with _told_lock:
+        first = key not in _told
+        _told.add(key)
+    (logger.warning if first else logger.debug)(
+        "cannot end the session of a stalled swap",
+        projection=projection,
+        holder=None if found is None else found.get("holder"),
+        error=describe_mongo_error(exc),
+    )
+
+
+def _ended(projection: str, found: dict[str, Any], silent_for: float | None) -> None:
+    logger.warning(
+        "a replay died in its swap: its transaction, which held the lanes' checkpoints, "
+        "was ended; the live model is unchanged: replay again",
+        projection=projection,
+        holder=found.get("holder"),
+        silent_for=silent_for,
+    )

@@ -21,6 +21,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error
+from projections.document_swap_guard import end_swap_of
 from projections.replay_types import ReplayLocked
 from projections.sql_store import SqlStore
 
@@ -88,7 +89,9 @@ def mongo_replay_lease(
     """A lease document ``{_id: projection, owner, expires_at}``, renewed every third of
     ``lease`` by a thread and deleted on exit; yields the owner id (a swap checks it in
     its transaction, see :func:`held_by`). A process killed while holding it blocks the
-    next replay until ``expires_at`` (by the machines' clocks: keep them in sync)."""
+    next replay until ``expires_at`` (by the machines' clocks: keep them in sync); the
+    replay taking it over then ends that process's swap, if it died in one (its open
+    transaction holds the lease document)."""
     locks = database[REPLAY_LOCKS]
     owner = uuid.uuid4().hex
     holder = f"{socket.gethostname()}:{os.getpid()}"
@@ -98,11 +101,15 @@ def mongo_replay_lease(
         try:
             locks.insert_one({"_id": projection, **document})
         except DuplicateKeyError:
-            taken = locks.find_one_and_update(
-                {"_id": projection, "expires_at": {"$lt": now}}, {"$set": document}
-            )
+            found = locks.find_one({"_id": projection}) or {}
+            taken = None
+            if _expired(found, now):
+                end_swap_of(database, projection, found["owner"])
+                taken = locks.find_one_and_update(
+                    {"_id": projection, "owner": found["owner"], "expires_at": {"$lt": now}},
+                    {"$set": document},
+                )
             if taken is None:
-                found = locks.find_one({"_id": projection}) or {}
                 raise _busy(
                     projection,
                     f": {found.get('holder', '?')} holds its lease until "
@@ -142,6 +149,13 @@ def mongo_replay_lease(
             locks.delete_one({"_id": projection, "owner": owner})
         except PyMongoError as exc:  # it expires
             logger.warning("cannot release the replay lease", projection=projection, error=str(exc))
+
+
+def _expired(lease: dict[str, Any], now: datetime) -> bool:
+    expires = lease.get("expires_at")
+    if not isinstance(expires, datetime) or "owner" not in lease:
+        return False
+    return (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) < now
 
 
 def held_by(database: Any, projection: str, owner: str, session: Any) -> bool:

@@ -1,0 +1,138 @@
+"""The swap guard (projections/document_swap_guard.py) between replays: a replay taken over
+leaves the new replay's swap record alone, a replay after one killed in its swap ends the
+dead swap within seconds, and a killSessions the server refuses is warned about once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from pymongo.database import Database
+from pymongo.errors import OperationFailure
+from structlog.testing import capture_logs
+
+from projections import document_swap_guard
+from projections.document_generations import generation_of
+from projections.document_replay import DocumentReplayer
+from projections.replay_lock import REPLAY_LOCKS
+from projections.replay_types import ReplayHooks, ReplayLocked, ReplayOptions
+from tests.document_replay_helpers import Docs, deposits, docs, kill_in_swap, totals
+
+__all__ = ["docs"]  # the fixture
+
+
+def test_a_replay_taken_over_leaves_the_new_replays_swap_record_alone(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay A stalls past its lease before its swap; replay B (same process) takes the
+    lease over and is inside its swap when A's swap starts: while A's attempts conflict
+    with B's transaction, B's record in rm_swaps stays B's (a live worker watches B's
+    swap, not A's), A stops without swapping and B swaps."""
+    events = deposits(200, 6, seed=51)
+    docs.feed(events)
+    swaps = docs.store.database[document_swap_guard.SWAPS]
+    b_in_swap = threading.Event()
+    second: list[DocumentReplayer] = []
+    seen: list[Any] = []
+    settle = DocumentReplayer._settle_parked
+
+    def watched_settle(self: DocumentReplayer, session: Any) -> int:
+        if second and self is second[0] and not b_in_swap.is_set():
+            b_in_swap.set()
+            until = time.monotonic() + 2.5  # replay A's swap attempts meanwhile
+            while time.monotonic() < until:
+                seen.append((swaps.find_one({"_id": "doc_totals"}) or {}).get("lsid"))
+                time.sleep(0.05)
+        return settle(self, session)
+
+    monkeypatch.setattr(DocumentReplayer, "_settle_parked", watched_settle)
+    outcome: list[Any] = []
+
+    def replay_b() -> None:
+        try:
+            outcome.append(second[0].run(ReplayOptions()))
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    b_thread = threading.Thread(target=replay_b, daemon=True)
+
+    class TakenOver(ReplayHooks):
+        def before_swap(self) -> None:
+            docs.store.database[REPLAY_LOCKS].update_one(
+                {"_id": "doc_totals"},
+                {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}},
+            )
+            second.append(docs.replayer())
+            b_thread.start()
+            assert b_in_swap.wait(30)
+
+    try:
+        with pytest.raises(ReplayLocked, match="taken over"):
+            docs.replayer(hooks=TakenOver()).run(ReplayOptions())
+    finally:
+        b_thread.join(timeout=60)
+    assert seen and seen[0] is not None
+    assert all(lsid == seen[0] for lsid in seen), "replay A overwrote replay B's swap record"
+    assert len(outcome) == 1 and not isinstance(outcome[0], BaseException), outcome
+    assert swaps.count_documents({}) == 0
+    assert generation_of(docs.store.database, "doc_totals") == 1
+    assert docs.totals() == totals(events)
+
+
+def test_a_replay_after_one_killed_in_its_swap_ends_it_within_seconds(docs: Docs) -> None:
+    """A replay killed in its swap leaves its transaction open (60 s on the server) holding
+    its lease and the lanes' checkpoints; the next replay, once the lease expired, ends the
+    dead swap's session and swaps within seconds."""
+    first = deposits(300, 6, seed=52)
+    docs.feed(first)
+    kill_in_swap(docs, lease=1.0)
+    time.sleep(1.5)  # the dead replay's lease expires
+    started = time.monotonic()
+    with capture_logs() as logs:
+        docs.replayer().run(ReplayOptions())
+    took = time.monotonic() - started
+    assert took < 20, f"the replay waited {took:.0f} s for the killed swap"
+    assert [e for e in logs if "died in its swap" in e["event"]], logs
+    assert generation_of(docs.store.database, "doc_totals") == 1
+    assert docs.totals() == totals(first)
+    assert set(docs.checkpoints().values()) == {docs.head}
+    assert docs.store.database[document_swap_guard.SWAPS].count_documents({}) == 0
+
+
+def test_a_refused_kill_is_warned_about_once_per_dead_swap(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses killSessions (another user's session under access control): the
+    batches stuck behind the dead swap try again every DEAD_AFTER seconds, and the process
+    warns once for that swap, not once per batch and try."""
+    monkeypatch.setattr(document_swap_guard, "CHECK_AFTER", 0.0)
+    monkeypatch.setattr(document_swap_guard, "DEAD_AFTER", 0.1)
+    command = Database.command
+
+    def refusing(self: Database[Any], cmd: Any, *args: Any, **kwargs: Any) -> Any:
+        if cmd == "killSessions":
+            raise OperationFailure("not authorized to kill the session", code=13)
+        return command(self, cmd, *args, **kwargs)
+
+    monkeypatch.setattr(Database, "command", refusing)
+    swaps = docs.store.database[document_swap_guard.SWAPS]
+    with docs.store.client.start_session() as gone:
+        swaps.insert_one(
+            {"_id": "doc_totals", "lsid": gone.session_id, "holder": "gone:1", "beat": 3}
+        )
+    watches = [document_swap_guard.DeadSwapWatch(docs.store.database, "doc_totals")]
+    with capture_logs() as logs:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            for watch in watches:
+                watch.conflicted()
+            if len(watches) < 3:
+                watches.append(document_swap_guard.DeadSwapWatch(docs.store.database, "doc_totals"))
+            time.sleep(0.02)
+    refused = [e for e in logs if e["event"].startswith("cannot end the session")]
+    assert len([e for e in refused if e["log_level"] == "warning"]) == 1, refused
+    assert len(refused) > 3, refused  # tried again, told at debug level
+    assert swaps.count_documents({}) == 1
