@@ -126,6 +126,7 @@ class ShadowTables:
             if schema is not None:  # its foreign keys still name the live tables: retargeted
                 moved = {"schema": schema, "referred_schema_fn": _referred_schema}
             shadow = table.to_metadata(metadata, name=shadow_name(table.name, suffix), **moved)
+            _keep_type_schemas(table, shadow)
             self._name_after(table, shadow)
             self.mapping[table] = shadow
         for live, shadow in self.mapping.items():
@@ -423,6 +424,16 @@ def drop_tables(conn: sa.Connection, names: Iterable[str]) -> None:
         return
     for name in names:
         run(conn, f"DROP TABLE IF EXISTS {name}")
+
+
+def _keep_type_schemas(live: sa.Table, shadow: sa.Table) -> None:
+    """Give the shadow's enum columns the live columns' types: ``to_metadata`` puts a copied
+    enum in the copy's schema (``None``, the search path's, for a table without one), so a
+    shadow would make a new type beside the live one and the swap would change the column's
+    type (and its default's cast)."""
+    for column, copied in zip(live.columns, shadow.columns, strict=True):
+        if isinstance(copied.type, sa.types.SchemaType):
+            copied.type.schema = getattr(column.type, "schema", None)
 
 
 def _referred_schema(table: sa.Table, to_schema: str, key: Any, referred: str | None) -> str | None:

@@ -107,7 +107,6 @@ def _pg_hand_made(
     if not in_place and not temporary:
         return [UNLISTED]
     declared = shadows.renamed(DRY_RUN_SUFFIX, schema=None if in_place else "pg_temp")
-    _keep_type_schemas(declared)
     outside = _leave_outside_keys_off(declared)
     savepoint = conn.begin_nested()
     try:
@@ -133,16 +132,6 @@ def _pg_hand_made(
     finally:
         savepoint.rollback()
     return lines
-
-
-def _keep_type_schemas(declared: ShadowTables) -> None:
-    """Give the copies' enum columns the live tables' types: copied into ``pg_temp``, an
-    enum type would be copied there too, and a default cast to it would read as another
-    default than the live one."""
-    for live, copy in declared.mapping.items():
-        for column, copied in zip(live.columns, copy.columns, strict=True):
-            if isinstance(copied.type, sa.types.SchemaType):
-                copied.type.schema = getattr(column.type, "schema", None)
 
 
 def _leave_outside_keys_off(
