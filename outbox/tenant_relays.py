@@ -77,6 +77,7 @@ class TenantRelays:
         self.hooks = list(hooks)
         self._members: dict[str, _Member] = {}
         self._reported: set[str] = set()
+        self._listed: list[str] = []  # the last read's members, before ``only``
         self._start_errors: dict[str, str] = {}  # member -> why it could not start (logged once)
         self._lock = threading.Lock()
         self._stop: threading.Event | None = None  # run()'s: a read in flight ends when set
@@ -106,6 +107,7 @@ class TenantRelays:
         )
         if self.peers is not None:
             members = self.peers.settle(members, peer_wait)
+        self._listed = sorted(members.sources)
         if self.only is not None:
             members = replace(
                 members,
@@ -136,7 +138,7 @@ class TenantRelays:
             # a bad row or a conflict: the configuration's to fix; one that waits is not
             totals.refused = totals.refused and not problem.waiting
         for name in sorted((self.only or set()) - set(members.sources) - set(results)):
-            listed = ", ".join(members.sources) or "none"
+            listed = ", ".join(self._listed) or "none"
             error = f"tenant registry {self.group!r} lists no {name!r} (it lists: {listed})"
             # a name given on the command line: a usage error (2), not an unreachable source
             results[name] = RelayTotals(errors=[error], unlisted=True, refused=True)
