@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,20 @@ def make_role(pg: Pipeline) -> Iterator[Callable[[str], str]]:
             "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s)", (made,)
         ).fetchall()
     assert left == []
+
+
+def read_only_role(
+    pipeline: Pipeline, make_role: Callable[[str], str], schemas: Sequence[str] = ("public",)
+) -> str:
+    """A new login role that may only read the tables of ``schemas`` (USAGE and SELECT; no
+    one may create in ``public``): what a dry run as an operator without DDL rights sees."""
+    reader = make_role("reader")
+    pipeline.execute(f'ALTER ROLE "{reader}" LOGIN')
+    pipeline.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    for schema in schemas:
+        pipeline.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{reader}"')
+        pipeline.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{reader}"')
+    return reader
 
 
 def as_role(pipeline: Pipeline, role: str, sql: str) -> list[Any]:

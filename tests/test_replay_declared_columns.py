@@ -22,6 +22,7 @@ from tests.replay_helpers import (
     plan_lines,
     plan_text,
     query,
+    read_only_role,
     reader_config,
 )
 
@@ -137,11 +138,7 @@ def test_a_role_that_may_only_read_gets_the_same_warnings(
 ) -> None:
     moods.feed("bank", EVENTS)
     _change_by_hand(moods)
-    reader = make_role("reader")
-    moods.execute(f'ALTER ROLE "{reader}" LOGIN')
-    moods.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    moods.execute(f'GRANT USAGE ON SCHEMA public TO "{reader}"')
-    moods.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{reader}"')
+    reader = read_only_role(moods, make_role)
     dry_run = ["replay", "account_mood", "--dry-run", "--config"]
 
     owner = run_cli([*dry_run, str(pipeline_config(tmp_path, moods))])

@@ -23,6 +23,7 @@ from tests.replay_helpers import (
     plan_lines,
     plan_text,
     query,
+    read_only_role,
     reader_config,
 )
 
@@ -96,12 +97,7 @@ def test_a_dry_run_after_a_replay_warns_of_no_column_as_the_owner_or_a_reader(
 ) -> None:
     many.feed("bank", EVENTS)
     many.replayer("many_defaults").run(ReplayOptions())
-    reader = make_role("reader")
-    many.execute(f'ALTER ROLE "{reader}" LOGIN')
-    many.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    for schema in ("public", "sales", "util"):
-        many.execute(f'GRANT USAGE ON SCHEMA {schema} TO "{reader}"')
-        many.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO "{reader}"')
+    reader = read_only_role(many, make_role, ("public", "sales", "util"))
     dry_run = ["replay", "many_defaults", "--dry-run", "--config"]
 
     owner = run_cli([*dry_run, str(pipeline_config(tmp_path, many))])

@@ -19,6 +19,7 @@ from tests.replay_helpers import (
     plan_lines,
     plan_text,
     query,
+    read_only_role,
     reader_config,
 )
 
@@ -45,11 +46,7 @@ def test_a_dry_run_needs_no_create_privilege(
     pg.execute("CREATE INDEX by_tenant ON last_deposit (tenant)")
     pg.execute("ALTER TABLE last_deposit ALTER COLUMN tenant SET DEFAULT 'none'")
     pg.execute("ALTER TABLE last_deposit ADD CONSTRAINT small CHECK (amount < 100000)")
-    reader = make_role("reader")
-    pg.execute(f'ALTER ROLE "{reader}" LOGIN')
-    pg.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
-    pg.execute(f'GRANT USAGE ON SCHEMA public TO "{reader}"')
-    pg.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{reader}"')
+    reader = read_only_role(pg, make_role)
     assert _privileges(pg, reader) == [(False, False, True)]  # TEMPORARY: PUBLIC's default
     as_owner = pipeline_config(tmp_path, pg)
     as_reader = reader_config(tmp_path, pg, reader)
