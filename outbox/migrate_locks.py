@@ -38,7 +38,7 @@ _WAITED_FOR = (  # as regclass prints it: schema-qualified unless in the search 
 _HOLDERS = sa.text(
     "SELECT l.pid, string_agg(DISTINCT l.mode, ', ' ORDER BY l.mode) AS modes, "
     "min(a.state) AS state, min(a.application_name) AS application, "
-    "min(a.xact_start) AS since "
+    "extract(epoch FROM clock_timestamp() - min(a.xact_start)) AS open_for "
     "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.relation = to_regclass(:table) AND l.granted "
     "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
@@ -48,12 +48,13 @@ _HOLDERS = sa.text(
 
 @dataclass(frozen=True, slots=True)
 class Holder:
-    """A session holding a lock on the table a migration waited for."""
+    """A session holding a lock on the table a migration (or a replay) waited for."""
 
     pid: int
     modes: str
     state: str | None
     application: str | None
+    open_for: float | None = None  # seconds its transaction has been open
 
     def describe(self) -> str:
         what = f"pid {self.pid} ({self.modes}"
@@ -61,6 +62,8 @@ class Holder:
             what += f", {self.state}"
         if self.application:
             what += f", application {self.application!r}"
+        if self.open_for is not None:
+            what += f", transaction open {self.open_for:.1f} s"
         return what + ")"
 
 
@@ -161,4 +164,13 @@ def holders(engine: sa.Engine, table: str | None) -> list[Holder]:
             rows = conn.execute(_HOLDERS, {"table": table}).all()
     except SQLAlchemyError:
         return []
-    return [Holder(int(r.pid), r.modes, r.state, r.application) for r in rows]
+    return [
+        Holder(
+            int(r.pid),
+            r.modes,
+            r.state,
+            r.application,
+            None if r.open_for is None else float(r.open_for),
+        )
+        for r in rows
+    ]

@@ -47,6 +47,7 @@ from sqlalchemy.exc import OperationalError
 
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
+from outbox.migrate_locks import LockWatch
 from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
@@ -69,6 +70,7 @@ from projections.replay_types import (
     SourcePlan,
 )
 from projections.shadow import SHADOW_SUFFIX, ShadowTables
+from projections.shadow_blocked import swap_blocked
 from projections.shadow_drop import drop_leftovers, drop_old_tables
 from projections.shadow_keys import (
     LateOutsideKeys,
@@ -307,8 +309,9 @@ class Replayer(InPlaceReplay):
                 ),
                 key=lambda lane: (lane.source, lane.partition),
             )
+            watch: LockWatch | None = None  # the table the swap waits to lock, if any
             try:
-                with self._write() as conn:
+                with self._write() as conn, LockWatch(self.store.writer, conn) as watch:
                     if conn.dialect.name == "postgresql":
                         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_SWAP_LOCK_TIMEOUT_MS}")
                     live = {lane: self.store.lock_lane(conn, lane) for lane in lanes}
@@ -361,11 +364,20 @@ class Replayer(InPlaceReplay):
                 continue
             except StoreError as exc:
                 attempt += 1
-                if not _is_transient(exc.__cause__) or attempt == _SWAP_ATTEMPTS:
+                if not _is_transient(exc.__cause__):
                     raise
+                seen = watch.table if watch else None
+                blocked = swap_blocked(
+                    self.store.writer, self.shadow, exc.__cause__, seen, _SWAP_LOCK_TIMEOUT_MS
+                )
+                why = {"blocked": blocked.describe()} if blocked else {}
+                if attempt == _SWAP_ATTEMPTS:
+                    if blocked is None:
+                        raise
+                    raise StoreError(f"{exc} ({blocked.describe()})") from exc.__cause__
                 self._policy.undo(mark)
                 logger.warning(
-                    "replay swap retried", projection=self.projection.name, error=str(exc)
+                    "replay swap retried", projection=self.projection.name, error=str(exc), **why
                 )
                 time.sleep(0.2 * attempt)
                 continue

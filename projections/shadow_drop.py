@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
 
 import psycopg
 import sqlalchemy as sa
@@ -34,8 +33,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.db import describe_db_error
 from outbox.errors import StoreError
-from outbox.migrate_locks import LockWatch, holders, lock_blocked
+from outbox.migrate_locks import LockWatch, lock_blocked
 from projections.shadow import drop_tables
+from projections.shadow_blocked import Blocked, blocked_on
 from projections.shadow_names import OLD_SUFFIX, run
 
 logger = structlog.get_logger("readmodel.replay")
@@ -46,22 +46,6 @@ SELECT DISTINCT k.confrelid::regclass::text FROM pg_constraint k
    AND k.confrelid <> ALL(%(tables)s::regclass[])
  ORDER BY 1
 """
-
-
-@dataclass(frozen=True)
-class Blocked:
-    """Why a drop gave up: the lock wait it gave up, and on what and whom when known."""
-
-    error: str
-    waited_for: list[str]  # the tables whose lock it waited for (or may have)
-    held_by: list[str]  # the sessions holding a lock on them, described
-    waited_ms: int | None = None  # its lock_timeout, when it set one
-
-    def describe(self) -> str:
-        what = " or ".join(self.waited_for) or "a table"
-        held = f", held by {'; '.join(self.held_by)}" if self.held_by else ""
-        after = f" after {self.waited_ms} ms" if self.waited_ms is not None else ""
-        return f"{self.error}{after} waiting for a lock on {what}{held}"
 
 
 def drop_bounded(
@@ -90,7 +74,9 @@ def drop_bounded(
             kind = lock_blocked(exc)
             if kind is None:
                 raise
-            blocked = _blocked(engine, names, kind, watch.table if watch else None, wait)
+            seen = watch.table if watch else None
+            candidates = [] if seen else _locked_by_drop(engine, names)
+            blocked = blocked_on(engine, kind, seen, candidates, wait)
             if attempt < attempts:
                 logger.warning("replay drop retried", tables=names, blocked=blocked.describe())
                 time.sleep(0.2 * attempt)
@@ -191,23 +177,6 @@ def _is_old(name: str) -> bool:
     """Whether ``name`` (SQL) is an old table's, not a shadow's."""
     last = name.rsplit(".", 1)[-1].strip('"')
     return last.endswith(OLD_SUFFIX) or re.search(f"{OLD_SUFFIX}_[0-9]+$", last) is not None
-
-
-def _blocked(
-    engine: sa.Engine, names: list[str], kind: str, seen: str | None, wait: int | None
-) -> Blocked:
-    """What a drop of ``names`` gave up on: the table :class:`LockWatch` saw it wait for,
-    or (when it saw none) the tables the drop locks, ``names`` and those they reference,
-    that another session holds a lock on."""
-    candidates = [seen] if seen is not None else _locked_by_drop(engine, names)
-    waited = []
-    held_by: list[str] = []
-    for table in candidates:
-        found = holders(engine, table)
-        if found or seen is not None:
-            waited.append(table)
-            held_by += [holder.describe() for holder in found]
-    return Blocked(kind.replace("_", " "), waited, held_by, wait)
 
 
 def _deadlock_timeout_ms(conn: sa.Connection) -> int:

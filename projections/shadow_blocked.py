@@ -1,0 +1,75 @@
+"""What a replay's statement gave up waiting for on PostgreSQL: the table whose lock it
+waited for and the sessions holding one (:mod:`outbox.migrate_locks`), for the operator to
+end or wait for, rather than guess."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+
+from outbox.migrate_locks import holders, lock_blocked
+from projections.shadow import ShadowTables
+from projections.shadow_constraints import pg_referencing_keys
+
+
+@dataclass(frozen=True)
+class Blocked:
+    """Why a drop or a swap gave up: the lock wait it gave up, and on what and whom when
+    known."""
+
+    error: str
+    waited_for: list[str]  # the tables whose lock it waited for (or may have)
+    held_by: list[str]  # the sessions holding a lock on them, described
+    waited_ms: int | None = None  # its lock_timeout, when it set one
+
+    def describe(self) -> str:
+        what = " or ".join(self.waited_for) or "a table"
+        held = f", held by {'; '.join(self.held_by)}" if self.held_by else ""
+        after = f" after {self.waited_ms} ms" if self.waited_ms is not None else ""
+        return f"{self.error}{after} waiting for a lock on {what}{held}"
+
+
+def blocked_on(
+    engine: sa.Engine, kind: str, seen: str | None, candidates: list[str], wait: int | None
+) -> Blocked:
+    """What a statement gave up on: ``seen``, the table :class:`~outbox.migrate_locks.LockWatch`
+    saw it wait for, or (when it saw none) those of ``candidates``, the tables it locks, that
+    another session holds a lock on."""
+    waited = []
+    held_by: list[str] = []
+    for table in [seen] if seen is not None else candidates:
+        found = holders(engine, table)
+        if found or seen is not None:
+            waited.append(table)
+            held_by += [holder.describe() for holder in found]
+    return Blocked(kind.replace("_", " "), waited, held_by, wait)
+
+
+def swap_blocked(
+    engine: sa.Engine,
+    shadows: ShadowTables,
+    exc: BaseException | None,
+    seen: str | None,
+    wait: int | None,
+) -> Blocked | None:
+    """What the swap's transaction gave up on, when ``exc`` is a lock wait given up: the
+    table seen, else those the swap locks (the tables whose foreign keys reference the live
+    ones, then the live ones)."""
+    kind = lock_blocked(exc) if exc is not None else None
+    if kind is None:
+        return None
+    return blocked_on(engine, kind, seen, [] if seen else _swap_locks(engine, shadows), wait)
+
+
+def _swap_locks(engine: sa.Engine, shadows: ShadowTables) -> list[str]:
+    if engine.dialect.name != "postgresql":
+        return []
+    try:
+        with engine.connect() as conn:
+            live = shadows._live(conn)
+            outside = sorted({key.table for key in pg_referencing_keys(conn, live)})
+            return [*outside, *(sql for _, sql in live)]
+    except SQLAlchemyError:
+        return []

@@ -1,0 +1,59 @@
+"""A replay's swap that waits for a lock on a live table an application's transaction holds
+says, at each retry and when it gives up, which table it waited for and who holds it: the
+operator can then end that session rather than guess."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from structlog.testing import capture_logs
+
+from outbox.errors import StoreError
+from projections import replay
+from projections.replay import ReplayHooks, ReplayOptions
+from tests.replay_helpers import EVENTS, Pipeline, query
+
+_APPLICATION = "billing-report"
+
+
+class _HoldLive(ReplayHooks):
+    """Before the swap, an application's transaction reads the live table and stays open."""
+
+    def __init__(self, holder: psycopg.Connection) -> None:
+        self.holder = holder
+
+    def before_swap(self) -> None:
+        self.holder.execute("SELECT count(*) FROM last_deposit")
+
+
+def test_a_blocked_swap_names_the_table_and_who_holds_it(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg.feed("bank", EVENTS)
+    live = query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1")
+    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 300)
+    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
+    holder = psycopg.connect(
+        dsn.render_as_string(hide_password=False), application_name=_APPLICATION
+    )
+    pid = holder.info.backend_pid
+    try:
+        with capture_logs() as logs, pytest.raises(StoreError) as failed:
+            pg.replayer("last_deposit", hooks=_HoldLive(holder)).run(ReplayOptions())
+    finally:
+        holder.rollback()
+        holder.close()
+
+    retried = [e for e in logs if e["event"] == "replay swap retried"]
+    assert len(retried) == 1, logs
+    for said in (str(retried[0]), str(failed.value)):
+        assert "waiting for a lock on last_deposit" in said, said
+        assert f"held by pid {pid} (AccessShareLock, idle in transaction" in said, said
+        assert f"application '{_APPLICATION}'" in said, said
+        assert re.search(r"transaction open [0-9.]+ s\)", said), said
+        assert pg.store_url not in said, said
+    assert query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
