@@ -71,8 +71,10 @@ def secantus_server() -> Iterator[str]:
     binary = Path(sys.executable).with_name("secantusd-py")
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [str(binary), "--host", "127.0.0.1", "--port", str(port)]
-            + ["--storage-path", str(home / "data"), "--log-level", "WARNING"],
+            _dying_with_this_process(
+                [str(binary), "--host", "127.0.0.1", "--port", str(port)]
+                + ["--storage-path", str(home / "data"), "--log-level", "WARNING"]
+            ),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -89,6 +91,15 @@ def secantus_server() -> Iterator[str]:
             server.kill()
             server.wait()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _dying_with_this_process(command: list[str]) -> list[str]:
+    """``command`` through util-linux's ``setpriv --pdeathsig TERM`` where there is one: a
+    test session killed outright (SIGKILL, a CI timeout) takes its server with it, instead
+    of leaving it running with its files. The signal follows the thread that started it:
+    start servers from the main thread."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *command] if setpriv else command
 
 
 @pytest.fixture
