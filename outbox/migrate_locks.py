@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -31,8 +32,12 @@ MAX_LOCK_TIMEOUT = 2147483.647
 """PostgreSQL's largest ``lock_timeout``, in seconds (it counts milliseconds in an int)."""
 
 _WAITED_FOR = (  # as regclass prints it: schema-qualified unless in the search path
-    "SELECT l.relation::regclass::text FROM pg_locks l "
-    "WHERE l.pid = %s AND l.relation IS NOT NULL AND NOT l.granted LIMIT 1"
+    # A row's wait is on its locker's transaction id; its tuple lock names the table.
+    "SELECT l.relation::regclass::text, l.locktype = 'tuple', pg_blocking_pids(l.pid) "
+    "FROM pg_locks l WHERE l.pid = %s AND l.relation IS NOT NULL "
+    "AND (NOT l.granted OR l.locktype = 'tuple') "
+    "AND EXISTS (SELECT 1 FROM pg_locks w WHERE w.pid = l.pid AND NOT w.granted) "
+    "ORDER BY l.granted LIMIT 1"
 )
 
 _HOLDERS = sa.text(
@@ -99,10 +104,16 @@ class LockWatch:
     """While open, notes the table that ``conn``'s session waits to lock (``pg_locks`` of
     its backend, read every ``interval`` seconds on a connection of its own): once the wait
     is given up the lock is gone, and the statement may name other tables first. Finds
-    nothing (``table`` stays ``None``) on other databases or when it cannot connect."""
+    nothing (``table`` stays ``None``) on other databases or when it cannot connect.
+
+    A wait for a row (``row``) is told apart: the sessions holding a lock on its table are
+    then mostly not the one holding the row, so ``blockers`` (``pg_blocking_pids``) says
+    which is."""
 
     def __init__(self, engine: sa.Engine, conn: sa.Connection, interval: float = 0.1) -> None:
         self.table: str | None = None
+        self.row = False
+        self.blockers: list[int] = []
         self._interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -136,7 +147,8 @@ class LockWatch:
                 while True:
                     found = conn.execute(_WAITED_FOR, (self._pid,)).fetchone()
                     if found is not None:
-                        self.table = str(found[0])
+                        self.table, self.row = str(found[0]), bool(found[1])
+                        self.blockers = [int(pid) for pid in found[2] or []]
                     if self._stop.wait(self._interval):
                         return
         except psycopg.Error:
@@ -153,10 +165,13 @@ def table_of(exc: BaseException) -> str | None:
     return None
 
 
-def holders(engine: sa.Engine, table: str | None) -> list[Holder]:
-    """The other sessions holding a lock on ``table`` now; empty when unknown or unreadable.
-    ``table`` is an SQL name, schema-qualified when outside the search path (as
-    :class:`LockWatch` and ``regclass`` give it), so a projection's own schema is found."""
+def holders(
+    engine: sa.Engine, table: str | None, among: Collection[int] | None = None
+) -> list[Holder]:
+    """The other sessions holding a lock on ``table`` now (of ``among`` only, when given);
+    empty when unknown or unreadable. ``table`` is an SQL name, schema-qualified when
+    outside the search path (as :class:`LockWatch` and ``regclass`` give it), so a
+    projection's own schema is found."""
     if table is None or engine.dialect.name != "postgresql":
         return []
     try:
@@ -173,4 +188,5 @@ def holders(engine: sa.Engine, table: str | None) -> list[Holder]:
             None if r.open_for is None else float(r.open_for),
         )
         for r in rows
+        if among is None or int(r.pid) in among
     ]

@@ -366,9 +366,8 @@ class Replayer(InPlaceReplay):
                 attempt += 1
                 if not _is_transient(exc.__cause__):
                     raise
-                seen = watch.table if watch else None
                 blocked = swap_blocked(
-                    self.store.writer, self.shadow, exc.__cause__, seen, _SWAP_LOCK_TIMEOUT_MS
+                    self.store.writer, self.shadow, exc.__cause__, watch, _SWAP_LOCK_TIMEOUT_MS
                 )
                 why = {"blocked": blocked.describe()} if blocked else {}
                 if attempt == _SWAP_ATTEMPTS:

@@ -74,9 +74,9 @@ def drop_bounded(
             kind = lock_blocked(exc)
             if kind is None:
                 raise
-            seen = watch.table if watch else None
+            seen = watch is not None and watch.table is not None
             candidates = [] if seen else _locked_by_drop(engine, names)
-            blocked = blocked_on(engine, kind, seen, candidates, wait)
+            blocked = blocked_on(engine, kind, watch, candidates, wait)
             if attempt < attempts:
                 logger.warning("replay drop retried", tables=names, blocked=blocked.describe())
                 time.sleep(0.2 * attempt)

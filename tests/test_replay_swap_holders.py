@@ -57,3 +57,47 @@ def test_a_blocked_swap_names_the_table_and_who_holds_it(
         assert re.search(r"transaction open [0-9.]+ s\)", said), said
         assert pg.store_url not in said, said
     assert query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
+
+
+class _HoldCheckpoint(ReplayHooks):
+    """Before the swap, a live worker's batch holds its lane's checkpoint row, and a report
+    reads the live table (a lock the swap never got to wait for)."""
+
+    def __init__(self, worker: psycopg.Connection, report: psycopg.Connection) -> None:
+        self.worker, self.report = worker, report
+
+    def before_swap(self) -> None:
+        self.worker.execute(
+            "SELECT position FROM rm_checkpoints WHERE projection = 'last_deposit' FOR UPDATE"
+        )
+        self.report.execute("SELECT count(*) FROM last_deposit")
+
+
+def test_a_swap_blocked_on_a_checkpoint_row_names_its_holder_only(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg.feed("bank", EVENTS)
+    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 400)
+    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    dsn = sa.make_url(pg.store_url).set(drivername="postgresql").render_as_string(False)
+    worker = psycopg.connect(dsn, application_name="worker")
+    report = psycopg.connect(dsn, application_name=_APPLICATION)
+    worker_pid, report_pid = worker.info.backend_pid, report.info.backend_pid
+    try:
+        with capture_logs() as logs, pytest.raises(StoreError) as failed:
+            pg.replayer("last_deposit", hooks=_HoldCheckpoint(worker, report)).run(
+                ReplayOptions()
+            )
+    finally:
+        for conn in (worker, report):
+            conn.rollback()
+            conn.close()
+
+    retried = [e for e in logs if e["event"] == "replay swap retried"]
+    assert len(retried) == 1, logs
+    for said in (str(retried[0]), str(failed.value)):
+        assert "waiting for a lock on a row of rm_checkpoints" in said, said
+        assert f"held by pid {worker_pid} (" in said, said
+        assert "application 'worker'" in said, said
+        assert f"pid {report_pid} " not in said, said
+        assert _APPLICATION not in said, said
