@@ -65,8 +65,8 @@ def swap_blocked(
     wait: int | None,
 ) -> Blocked | None:
     """What the swap's transaction gave up on, when ``exc`` is a lock wait given up: the
-    table (or row) ``watch`` saw, else those the swap locks (the tables whose foreign keys reference the live
-    ones, then the live ones)."""
+    table (or row) ``watch`` saw, else those the swap locks (the tables whose foreign keys
+    reference the live ones, then the live ones)."""
     kind = lock_blocked(exc) if exc is not None else None
     if kind is None:
         return None
