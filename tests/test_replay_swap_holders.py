@@ -85,9 +85,7 @@ def test_a_swap_blocked_on_a_checkpoint_row_names_its_holder_only(
     worker_pid, report_pid = worker.info.backend_pid, report.info.backend_pid
     try:
         with capture_logs() as logs, pytest.raises(StoreError) as failed:
-            pg.replayer("last_deposit", hooks=_HoldCheckpoint(worker, report)).run(
-                ReplayOptions()
-            )
+            pg.replayer("last_deposit", hooks=_HoldCheckpoint(worker, report)).run(ReplayOptions())
     finally:
         for conn in (worker, report):
             conn.rollback()
