@@ -29,7 +29,8 @@ class Blocked:
         what = " or ".join(self.waited_for) or "a table"
         what = f"a row of {what}" if self.row else what
         held = f", held by {'; '.join(self.held_by)}" if self.held_by else ""
-        after = f" after {self.waited_ms} ms" if self.waited_ms is not None else ""
+        timed_out = self.waited_ms is not None and self.error == "lock timeout"
+        after = f" after {self.waited_ms} ms" if timed_out else ""  # a deadlock: sooner
         return f"{self.error}{after} waiting for a lock on {what}{held}"
 
 

@@ -5,6 +5,8 @@ operator can then end that session rather than guess."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import psycopg
 import pytest
@@ -99,3 +101,57 @@ def test_a_swap_blocked_on_a_checkpoint_row_names_its_holder_only(
         assert "application 'worker'" in said, said
         assert f"pid {report_pid} " not in said, said
         assert _APPLICATION not in said, said
+
+
+_LANE = (
+    "SELECT position FROM rm_checkpoints WHERE projection = 'last_deposit' "
+    "ORDER BY source {0}, partition {0} LIMIT 1 FOR UPDATE"
+)
+
+
+class _Deadlock(ReplayHooks):
+    """Before the swap, a worker holds the swap's last lane; a moment after the swap locked
+    its first one, the worker asks for that one too: a deadlock, found by the swap's side
+    (the worker's ``deadlock_timeout`` is longer)."""
+
+    def __init__(self, worker: psycopg.Connection) -> None:
+        self.worker = worker
+        self.thread: threading.Thread | None = None
+
+    def before_swap(self) -> None:
+        if self.thread is not None:
+            return
+        self.worker.execute("SET deadlock_timeout = '10s'")
+        self.worker.execute(_LANE.format("DESC"))
+        self.thread = threading.Thread(target=self._second)
+        self.thread.start()
+
+    def _second(self) -> None:
+        time.sleep(0.3)
+        self.worker.execute(_LANE.format("ASC"))
+        time.sleep(0.5)  # the swap's retry waits, then goes through
+        self.worker.rollback()
+
+
+def test_a_swap_in_a_deadlock_says_so_without_a_lock_timeout_it_did_not_wait(
+    pg: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg.feed("bank", EVENTS)
+    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 3000)
+    dsn = sa.make_url(pg.store_url).set(drivername="postgresql").render_as_string(False)
+    worker = psycopg.connect(dsn, application_name="worker")
+    worker_pid = worker.info.backend_pid
+    hooks = _Deadlock(worker)
+    try:
+        with capture_logs() as logs:
+            pg.replayer("last_deposit", hooks=hooks).run(ReplayOptions())
+    finally:
+        if hooks.thread is not None:
+            hooks.thread.join()
+        worker.close()
+
+    retried = [e for e in logs if e["event"] == "replay swap retried"]
+    assert len(retried) == 1, logs
+    said = retried[0]["blocked"]
+    assert said.startswith("deadlock waiting for a lock on a row of rm_checkpoints"), said
+    assert f"held by pid {worker_pid} (" in said, said
