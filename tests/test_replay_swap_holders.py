@@ -5,14 +5,17 @@ operator can then end that session rather than guess."""
 from __future__ import annotations
 
 import re
+import sqlite3
 import threading
 import time
+from collections.abc import Callable
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from structlog.testing import capture_logs
 
+import outbox.db
 from outbox.errors import StoreError
 from projections import replay
 from projections.replay import ReplayHooks, ReplayOptions
@@ -101,6 +104,13 @@ def test_a_swap_blocked_on_a_checkpoint_row_names_its_holder_only(
         assert "application 'worker'" in said, said
         assert f"pid {report_pid} " not in said, said
         assert _APPLICATION not in said, said
+    assert isinstance(failed.value.__cause__, psycopg.errors.LockNotAvailable)
+    watching = query(  # LockWatch's connection, whose last query it was: closed
+        pg,
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND position('pg_blocking_pids' IN query) > 0 AND pid <> pg_backend_pid()",
+    )
+    assert watching == [(0,)], watching
 
 
 _LANE = (
@@ -155,3 +165,40 @@ def test_a_swap_in_a_deadlock_says_so_without_a_lock_timeout_it_did_not_wait(
     said = retried[0]["blocked"]
     assert said.startswith("deadlock waiting for a lock on a row of rm_checkpoints"), said
     assert f"held by pid {worker_pid} (" in said, said
+
+
+class _HoldSqlite:
+    """Once the late keys are carried, just before the swap's transaction, another
+    connection takes SQLite's write lock."""
+
+    def __init__(self, path: str, carry: Callable[[], None]) -> None:
+        self.holder = sqlite3.connect(path, isolation_level=None)
+        self.carry = carry
+
+    def __call__(self) -> None:
+        self.carry()
+        self.holder.execute("BEGIN IMMEDIATE")
+
+
+def test_a_swap_locked_out_on_sqlite_retries_and_fails_as_before(
+    make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outbox.db, "SQLITE_BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    p = make_pipeline("sqlite")
+    p.feed("bank", EVENTS)
+    live = query(p, "SELECT account, amount FROM last_deposit ORDER BY 1")
+    replayer = p.replayer("last_deposit")
+    hold = _HoldSqlite(sa.make_url(p.store_url).database or "", replayer._carry_late_keys)
+    monkeypatch.setattr(replayer, "_carry_late_keys", hold)
+    try:
+        with capture_logs() as logs, pytest.raises(StoreError) as failed:
+            replayer.run(ReplayOptions())
+    finally:
+        hold.holder.rollback()
+        hold.holder.close()
+
+    retried = [e for e in logs if e["event"] == "replay swap retried"]
+    assert len(retried) == 1 and "blocked" not in retried[0], logs
+    assert "database is locked" in str(failed.value.__cause__), repr(failed.value.__cause__)
+    assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
