@@ -120,12 +120,12 @@ _LANE = (
 
 
 class _Deadlock(ReplayHooks):
-    """Before the swap, a worker holds the swap's last lane; a moment after the swap locked
-    its first one, the worker asks for that one too: a deadlock, found by the swap's side
-    (the worker's ``deadlock_timeout`` is longer)."""
+    """Before the swap, a worker holds the swap's last lane; once the swap waits for it
+    (holding its first lane), the worker asks for that first one too: a deadlock, found by
+    the swap's side (the worker's ``deadlock_timeout`` is longer)."""
 
-    def __init__(self, worker: psycopg.Connection) -> None:
-        self.worker = worker
+    def __init__(self, worker: psycopg.Connection, dsn: str) -> None:
+        self.worker, self.dsn = worker, dsn
         self.thread: threading.Thread | None = None
 
     def before_swap(self) -> None:
@@ -137,10 +137,21 @@ class _Deadlock(ReplayHooks):
         self.thread.start()
 
     def _second(self) -> None:
-        time.sleep(0.3)
+        with psycopg.connect(self.dsn, autocommit=True) as watch:
+            for _ in range(100):
+                waiting = watch.execute(_WAITING, (self.worker.info.backend_pid,)).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.05)
         self.worker.execute(_LANE.format("ASC"))
         time.sleep(0.5)  # the swap's retry waits, then goes through
         self.worker.rollback()
+
+
+_WAITING = (
+    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+    "WHERE a.datname = current_database() AND NOT l.granted AND l.pid <> %s"
+)
 
 
 def test_a_swap_in_a_deadlock_says_so_without_a_lock_timeout_it_did_not_wait(
@@ -151,7 +162,7 @@ def test_a_swap_in_a_deadlock_says_so_without_a_lock_timeout_it_did_not_wait(
     dsn = sa.make_url(pg.store_url).set(drivername="postgresql").render_as_string(False)
     worker = psycopg.connect(dsn, application_name="worker")
     worker_pid = worker.info.backend_pid
-    hooks = _Deadlock(worker)
+    hooks = _Deadlock(worker, dsn)
     try:
         with capture_logs() as logs:
             pg.replayer("last_deposit", hooks=hooks).run(ReplayOptions())
