@@ -20,8 +20,7 @@ from tests.tenant_helpers import config_for
 
 QUERY = "application_name=rm_status_q"
 
-
-@pytest.mark.parametrize(
+BAD_ROWS = pytest.mark.parametrize(
     ("tenant", "dsn", "source", "says"),
     [
         ("bad", "not a dsn", "pos:bad", "tenant 'bad': DSN refused"),
@@ -30,6 +29,21 @@ QUERY = "application_name=rm_status_q"
     ],
     ids=["DSN refused", "no tenant id", "no DSN"],
 )
+
+
+def _migrated_config(
+    pg_database: Callable[[], str], tmp_path: Path, tenant: str | None, dsn: str | None
+) -> str:
+    """A migrated store and a registry listing a good tenant and the bad row."""
+    store, registry, zeta = (pg_database() for _ in range(3))
+    init_tenant_outbox(zeta)
+    make_registry(registry, {"zeta": zeta, tenant: dsn})
+    config = str(config_for(tmp_path, store, registry))
+    assert run_cli(["migrate", "--config", config]).exit_code == 0
+    return config
+
+
+@BAD_ROWS
 def test_health_labels_a_bad_row_refused_not_unreachable(
     pg_database: Callable[[], str],
     tmp_path: Path,
@@ -38,11 +52,7 @@ def test_health_labels_a_bad_row_refused_not_unreachable(
     source: str,
     says: str,
 ) -> None:
-    store, registry, zeta = (pg_database() for _ in range(3))
-    init_tenant_outbox(zeta)
-    make_registry(registry, {"zeta": zeta, tenant: dsn})
-    config = str(config_for(tmp_path, store, registry))
-    assert run_cli(["migrate", "--config", config]).exit_code == 0
+    config = _migrated_config(pg_database, tmp_path, tenant, dsn)
 
     # --timeout 30: the default 1.5 s is taken for unreachable on a loaded machine.
     health = run_cli(["health", "--timeout", "30", "--config", config])
@@ -53,15 +63,7 @@ def test_health_labels_a_bad_row_refused_not_unreachable(
     assert "conflict:" not in health.output
 
 
-@pytest.mark.parametrize(
-    ("tenant", "dsn", "source", "says"),
-    [
-        ("bad", "not a dsn", "pos:bad", "tenant 'bad': DSN refused"),
-        (None, "postgresql://pos@127.0.0.1/pos", "pos", "row 2: no tenant id"),
-        ("bad", None, "pos:bad", "tenant 'bad': no DSN"),
-    ],
-    ids=["DSN refused", "no tenant id", "no DSN"],
-)
+@BAD_ROWS
 def test_status_labels_a_bad_row_refused_as_health_does(
     pg_database: Callable[[], str],
     tmp_path: Path,
@@ -70,11 +72,7 @@ def test_status_labels_a_bad_row_refused_as_health_does(
     source: str,
     says: str,
 ) -> None:
-    store, registry, zeta = (pg_database() for _ in range(3))
-    init_tenant_outbox(zeta)
-    make_registry(registry, {"zeta": zeta, tenant: dsn})
-    config = str(config_for(tmp_path, store, registry))
-    assert run_cli(["migrate", "--config", config]).exit_code == 0
+    config = _migrated_config(pg_database, tmp_path, tenant, dsn)
 
     status = run_cli(["status", "--timeout", "30", "--config", config])
     assert status.exit_code == 2, status.output
