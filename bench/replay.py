@@ -270,7 +270,7 @@ def bench_database(admin_dsn: str) -> Iterator[str]:
 # -- measuring ---------------------------------------------------------------------------
 
 
-def measure(dsn: str, events: int, live_events: int, batch_size: int) -> dict[str, float]:
+def measure(dsn: str, events: int, live_events: int, batch_size: int | None) -> dict[str, float]:
     log = EventLog(dsn)
     log.create_tables()
     store = SqlStore(dsn, engine=log.engine)
@@ -348,7 +348,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--live-events", type=int, default=200_000, help="events the live apply baseline runs"
     )
-    parser.add_argument("--batch-size", type=int, default=20_000, help="replay batch size")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="replay batch size (Replayer's default)"
+    )
     parser.add_argument("--dsn", default=DEFAULT_DSN, help="PostgreSQL admin DSN")
     return parser.parse_args(argv)
 

@@ -45,13 +45,13 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import OperationalError
 
-from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.migrate_locks import LockWatch
 from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
 from projections.replay_apply import Refused
+from projections.replay_fill import READ_SIZE, REBUILD_BATCH, ShadowFill
 from projections.replay_in_place import InPlaceReplay
 from projections.replay_lock import replay_lock
 from projections.replay_plan import table_plan
@@ -109,7 +109,7 @@ _DROP_ATTEMPTS = 3  # the old tables after the swap: left for later rather than 
 _DROP_LOCK_TIMEOUT_MS = 1000  # past the server's deadlock_timeout (autovacuum gives way then)
 
 
-class Replayer(InPlaceReplay):
+class Replayer(InPlaceReplay, ShadowFill):
     """Rebuilds one projection; plain Python (the CLI only parses and prints)."""
 
     def __init__(
@@ -120,7 +120,8 @@ class Replayer(InPlaceReplay):
         *,
         cache: Any = None,
         hooks: ReplayHooks | None = None,
-        batch_size: int = 20_000,
+        batch_size: int | None = None,
+        read_size: int | None = None,
     ) -> None:
         if not isinstance(store, SqlStore):
             raise ReplayRefused(
@@ -132,7 +133,11 @@ class Replayer(InPlaceReplay):
         self.store = store
         self.cache = cache
         self.hooks = hooks or ReplayHooks()
-        self.batch_size = batch_size
+        # Events per transaction in place (live lanes wait for each) and in the swap's
+        # catch-up; a rebuild's own transactions hold nobody up and are larger.
+        self.batch_size = batch_size or READ_SIZE
+        self.rebuild_batch = batch_size or REBUILD_BATCH
+        self.read_size = read_size or min(self.batch_size, READ_SIZE)
         self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
         self.shadow = ShadowTables(projection.tables, rebuild=self.shadow_projection)
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
@@ -208,13 +213,13 @@ class Replayer(InPlaceReplay):
             behind = 0
             for source in sources:
                 behind += heads.get(source, 0) - progress[source]
-                for events in self._stream(source, progress[source], heads.get(source, 0)):
-                    self._shadow_batch(source, events, summary)
-                    progress[source] = events[-1].position or progress[source]
+                progress[source] = self._fill(
+                    source, progress[source], heads.get(source, 0), summary
+                )
                 if heads.get(source, 0) > progress[source]:
                     progress[source] = heads.get(source, 0)
                     self._set_shadow_checkpoint_now(source, progress[source])
-            if behind < self.batch_size:
+            if behind < self.read_size:
                 break
         outside: list[OutsideKey] = []
         with self._write() as conn:  # indexes and constraints made by hand, once filled
@@ -260,39 +265,6 @@ class Replayer(InPlaceReplay):
         ]
         if rows:
             conn.execute(checkpoints.insert(), rows)
-
-    def _set_shadow_checkpoint(self, conn: sa.Connection, source: str, position: int) -> None:
-        conn.execute(
-            checkpoints.update()
-            .where(
-                checkpoints.c.projection == self.shadow_projection, checkpoints.c.source == source
-            )
-            .values(position=position, updated_at=sa.func.current_timestamp())
-        )
-
-    def _set_shadow_checkpoint_now(self, source: str, position: int) -> None:
-        with self._write() as conn:
-            self._set_shadow_checkpoint(conn, source, position)
-
-    def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
-        while True:
-            mark = self._policy.mark()
-            try:
-                with self._write() as conn:
-                    applied = self._apply(conn, events, self.shadow.mapping, lock_rows=False)
-                    self._set_shadow_checkpoint(conn, source, events[-1].position or 0)
-            except HandlerError as failed:
-                self._policy.undo(mark)
-                self._policy.fail(failed)
-                continue
-            except Refused:
-                self._policy.undo(mark)
-                for event in events:
-                    self._shadow_batch(source, [event], summary)
-                return
-            break
-        summary.applied[source] = summary.applied.get(source, 0) + applied
-        self._report(source, events[-1].position or 0, applied)
 
     def _swap(self, sources: list[str], progress: dict[str, int], summary: ReplaySummary) -> None:
         attempt = 0  # transient failures (lock timeouts, deadlocks) only: skips are progress

@@ -7,8 +7,9 @@ batch's events one by one to find it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 import psycopg
 import sqlalchemy as sa
@@ -22,6 +23,8 @@ from projections.shadow import ShadowTables
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx
 from projections.sql_writes import RefusedWrite, refused_write
+
+_T = TypeVar("_T")
 
 
 class Refused(Exception):
@@ -61,8 +64,20 @@ class TableReplayerBase(ReplayerBase):
         """Apply ``events`` in ``conn``'s transaction; returns how many. Writes the database
         refuses are the failure of the one event applied (:class:`HandlerError`), or
         :class:`Refused` for the caller to apply the events one by one."""
+        tx = self._tx(conn, tables, lock_rows=lock_rows)
+
+        def apply() -> int:
+            applied = self._handle(tx, events)
+            tx.flush()
+            return applied
+
+        return self._refusing(events, apply)
+
+    def _refusing(self, events: Sequence[Envelope], work: Callable[[], _T]) -> _T:
+        """``work()``, a write the database refused in it raised as the failure of the one
+        event of ``events`` (:class:`HandlerError`), or as :class:`Refused`."""
         try:
-            return self._apply_events(conn, events, tables, lock_rows)
+            return work()
         except (RefusedWrite, StoreError, SQLAlchemyError, psycopg.Error) as exc:
             cause = exc.__cause__ if isinstance(exc, StoreError) else exc
             if cause is None or not refused_write(cause):
@@ -72,16 +87,18 @@ class TableReplayerBase(ReplayerBase):
                 raise HandlerError(events[0], error) from exc
             raise Refused(error) from exc
 
-    def _apply_events(
-        self,
-        conn: sa.Connection,
-        events: Sequence[Envelope],
-        tables: dict[sa.Table, sa.Table],
-        lock_rows: bool,
-    ) -> int:
+    def _tx(
+        self, conn: sa.Connection, tables: dict[sa.Table, sa.Table], *, lock_rows: bool
+    ) -> SqlTx:
         # Shadow tables start empty and only the rebuild writes them: new rows are COPYed.
         new_rows = self._new_rows if tables is self.shadow.mapping else None
-        tx = SqlTx(conn, tables, lock_rows=lock_rows, new_rows=new_rows, projection=self.projection)
+        return SqlTx(
+            conn, tables, lock_rows=lock_rows, new_rows=new_rows, projection=self.projection
+        )
+
+    def _handle(self, tx: SqlTx, events: Sequence[Envelope]) -> int:
+        """Run the handlers of ``events`` (after the projection's prefetch) on ``tx``, but for
+        the events the error policy holds; returns how many ran. Nothing is flushed."""
         self.projection.prefetch(events, tx)
         handle = self.projection.handle
         holds = self._policy.holds
@@ -97,5 +114,4 @@ class TableReplayerBase(ReplayerBase):
             except Exception as exc:
                 raise HandlerError(event, exc) from exc
             applied += 1
-        tx.flush()
         return applied

@@ -79,10 +79,16 @@ class ReplayerBase:
         self.hooks.progress(source, position, self._applied, self._total)
 
     def _stream(
-        self, source: str, after: int, upto: int, tenant: str | None = None
+        self,
+        source: str,
+        after: int,
+        upto: int,
+        tenant: str | None = None,
+        *,
+        size: int | None = None,
     ) -> Iterator[list[Envelope]]:
-        """The projection's events of ``source`` in ``(after, upto]``, in batches, through a
-        server-side cursor on PostgreSQL."""
+        """The projection's events of ``source`` in ``(after, upto]``, in batches of ``size``
+        (``batch_size`` by default), through a server-side cursor on PostgreSQL."""
         yield from stream_batches(
             self.reader.engine,
             source,
@@ -90,7 +96,7 @@ class ReplayerBase:
             upto,
             self.projection.event_types(source),
             tenant=tenant,
-            batch_size=self.batch_size,
+            batch_size=size or self.batch_size,
         )
 
     def _journal_whole_projection(self, tx: Any) -> Invalidation | None:

@@ -1,7 +1,8 @@
-"""A blue/green rebuild in batches of any size: what a handler reads across a batch boundary
-(rows made from some of their columns, deleted and made again, counted with ``tx.find``),
-and what a write refused a few batches in or an interruption leaves, is what the events say
-(an independent model of them), with no thread or transaction left open."""
+"""A blue/green rebuild in batches of any size, each read from the log in parts of any size:
+what a handler reads across a batch or part boundary (rows made from some of their columns,
+deleted and made again, counted with ``tx.find``), and what a write refused or a handler
+failing a few batches or parts in, or an interruption, leaves is what the events say (an
+independent model of them), with no thread or transaction left open."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from projections.api import Event, Projection, Tx, on
 from projections.replay import Replayer, ReplayError, ReplayHooks, ReplayOptions
 from tests.replay_batch_helpers import (
+    SOURCE,
     TallyModel,
     TallyProjection,
     flips,
@@ -41,8 +44,23 @@ def _rows(log: Any, table: sa.Table) -> dict[str, dict[str, Any]]:
         return {row[0]: dict(row._mapping) for row in conn.execute(sa.select(table))}
 
 
-def _replay(log: Any, batch: int, hooks: ReplayHooks | None = None, **options: Any) -> Any:
-    replayer = Replayer(log.reader, TallyProjection(), log.store, hooks=hooks, batch_size=batch)
+def _replay(
+    log: Any,
+    batch: int | None,
+    hooks: ReplayHooks | None = None,
+    *,
+    read: int | None = None,
+    projection: Projection | None = None,
+    **options: Any,
+) -> Any:
+    replayer = Replayer(
+        log.reader,
+        projection or TallyProjection(),
+        log.store,
+        hooks=hooks,
+        batch_size=batch,
+        read_size=read,
+    )
     return replayer.run(ReplayOptions(**options))
 
 
@@ -57,41 +75,130 @@ def _left_behind(log: Any) -> tuple[list[str], list[str]]:
         return threads, [row[0] for row in open_tx]
 
 
-@pytest.mark.parametrize("batch", [3, 7, 1000])
-def test_rows_read_across_batch_boundaries(shadow: Any, batch: int) -> None:
+@pytest.mark.parametrize(
+    ("batch", "read"), [(3, None), (7, None), (1000, None), (None, None), (7, 2), (50, 3)]
+)
+def test_rows_read_across_batch_boundaries(shadow: Any, batch: int | None, read: int) -> None:
     # Rows made from some of their columns (the table's default fills the state), read by
     # later batches; rows deleted, read missing and made again; find() counting rows that
-    # earlier batches made: every batch size gives what the events say.
+    # earlier batches made: every batch size, and every size of the parts a batch is read
+    # in, gives what the events say.
     events = flips(120, seed=5)
     log = shadow(events)
-    summary = _replay(log, batch)
+    summary = _replay(log, batch, read=read)
     model = TallyModel(events)
     assert summary.events == len(events)
     assert _rows(log, items) == model.items
     assert _rows(log, notes) == model.notes
 
 
-def test_a_refused_write_stops_the_replay_at_its_event(shadow: Any) -> None:
+@pytest.mark.parametrize(("batch", "read"), [(5, None), (40, 3), (None, None)])
+def test_a_refused_write_stops_the_replay_at_its_event(
+    shadow: Any, batch: int | None, read: int | None
+) -> None:
     # A name its CHECK constraint refuses is refused at the write of its batch, after
-    # batches that wrote: the replay stops with that event, nothing left open.
+    # batches that wrote (or parts of its own batch): the replay stops with that event,
+    # nothing left open.
     events = flips(60, seed=3, bad_at=31, overlapped=True)
     log = shadow(events)
     with pytest.raises(ReplayError) as raised:
-        _replay(log, 5)
+        _replay(log, batch, read=read)
     assert raised.value.event.position == 32
     assert _left_behind(log) == ([], [])
     assert _rows(log, items) == {}  # the live tables are as they were (empty)
 
 
-def test_a_refused_write_is_skipped_with_skip_errors(shadow: Any) -> None:
+@pytest.mark.parametrize(("batch", "read"), [(5, None), (40, 3), (None, None)])
+def test_a_refused_write_is_skipped_with_skip_errors(
+    shadow: Any, batch: int | None, read: int | None
+) -> None:
     events = flips(60, seed=3, bad_at=31, overlapped=True)
     log = shadow(events)
-    summary = _replay(log, 5, skip_errors=True)
+    summary = _replay(log, batch, read=read, skip_errors=True)
     model = TallyModel(events, skip=32)
     assert [e.position for e in summary.skipped] == model.skipped_positions
     assert _rows(log, items) == model.items
     assert _rows(log, notes) == model.notes
     assert _left_behind(log) == ([], [])
+
+
+class _Failing(TallyProjection):
+    """Fails at a ``Boom`` event: a ``ValueError``, or a ``KeyboardInterrupt`` (Ctrl-C
+    while the handlers run) when its payload says so."""
+
+    @on(SOURCE, "Boom")
+    def boom(self, event: Event[dict[str, Any]], tx: Tx) -> None:
+        tx.upsert(items, {"item_id": event.aggregate_id, "name": "boom", "count": 0})
+        if event.payload.get("interrupt"):
+            raise KeyboardInterrupt
+        raise ValueError("boom")
+
+
+class _FailingModel(TallyModel):
+    def boom(self, item: str, payload: dict[str, Any]) -> None:
+        raise AssertionError("a Boom event is skipped with its item")
+
+
+def _with_boom(events: list[Any], at: int, **payload: Any) -> list[Any]:
+    return [*events[:at], ("i4", "Boom", payload), *events[at:]]
+
+
+@pytest.mark.parametrize(("batch", "read"), [(40, 3), (None, None)])
+def test_a_failing_handler_parts_into_its_batch_stops_the_replay(
+    shadow: Any, batch: int | None, read: int | None
+) -> None:
+    # The handler fails in the fourth part its batch read (or in the one part): the replay
+    # stops with that event, the batches before it written to the shadow only.
+    events = _with_boom(flips(80, seed=4), at=50)
+    log = shadow(events)
+    with pytest.raises(ReplayError) as raised:
+        _replay(log, batch, read=read, projection=_Failing())
+    assert raised.value.event.position == 51
+    assert "boom" in str(raised.value)
+    assert _left_behind(log) == ([], [])
+    assert _rows(log, items) == {}
+
+
+@pytest.mark.parametrize(("batch", "read"), [(40, 3), (None, None)])
+def test_a_failing_handler_parts_into_its_batch_is_skipped_with_its_item(
+    shadow: Any, batch: int | None, read: int | None
+) -> None:
+    events = _with_boom(flips(80, seed=4), at=50)
+    log = shadow(events)
+    summary = _replay(log, batch, read=read, projection=_Failing(), skip_errors=True)
+    model = _FailingModel(events, skip=51)
+    assert [e.position for e in summary.skipped] == model.skipped_positions
+    assert model.skipped_positions[0] == 51 and len(model.skipped_positions) > 1
+    assert summary.events == len(events) - len(model.skipped_positions)
+    assert _rows(log, items) == model.items
+    assert _rows(log, notes) == model.notes
+    assert _left_behind(log) == ([], [])
+
+
+def test_a_refused_write_is_narrowed_down_by_halves(shadow: Any) -> None:
+    # One batch of 64 events whose write is refused: its halves are applied apart, down to
+    # the event, not each event in a transaction of its own (progress reports one commit
+    # each: 64 one by one).
+    events = flips(64, seed=3, bad_at=40, overlapped=True)
+    log = shadow(events)
+    commits = _Commits()
+    summary = _replay(log, 64, hooks=commits, skip_errors=True)
+    model = TallyModel(events, skip=41)
+    assert [e.position for e in summary.skipped] == model.skipped_positions
+    assert _rows(log, items) == model.items
+    assert 2 <= commits.calls <= 12
+    assert commits.positions == sorted(commits.positions)
+    assert commits.positions[-1] == 64
+
+
+class _Commits(ReplayHooks):
+    def __init__(self) -> None:
+        self.calls = 0
+        self.positions: list[int] = []
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        self.calls += 1
+        self.positions.append(position)
 
 
 class _Interrupt(ReplayHooks):
@@ -115,3 +222,26 @@ def test_interrupted_rebuild_leaves_no_thread_nor_transaction(shadow: Any) -> No
     summary = _replay(log, 4)  # the next replay starts over and completes
     assert summary.events == len(events)
     assert _rows(log, items) == TallyModel(events).items
+
+
+def test_ctrl_c_in_a_handler_parts_into_a_batch_leaves_its_shadow_as_committed(
+    shadow: Any,
+) -> None:
+    # Ctrl-C while the handlers of a batch's third part run: the batch rolls back, the
+    # log reader stops, the shadow keeps the batches committed before (its checkpoint says
+    # so), the live tables are untouched; the next replay starts over and completes.
+    events = _with_boom(flips(100, seed=6), at=70, interrupt=True)
+    log = shadow(events)
+    with pytest.raises(KeyboardInterrupt):
+        _replay(log, 30, read=4, projection=_Failing())
+    assert _left_behind(log) == ([], [])
+    assert _rows(log, items) == {}
+    with log.engine.connect() as conn:
+        shadow_checkpoint = conn.exec_driver_sql(
+            "SELECT DISTINCT position FROM rm_checkpoints WHERE projection = 'pipe_tally__rebuild'"
+        ).scalar_one()
+    assert shadow_checkpoint == 64  # two batches of 30 events or more: 8 parts of 4 each
+    summary = _replay(log, 30, read=4)  # a projection without the Boom handler
+    kept = [event for event in events if event[1] != "Boom"]
+    assert summary.events == len(kept)
+    assert _rows(log, items) == TallyModel(kept).items

@@ -88,8 +88,17 @@ def replay_command(
         ),
     ] = False,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Events per replay transaction.")
-    ] = 20_000,
+        int | None,
+        typer.Option(
+            "--batch-size",
+            min=1,
+            show_default=False,
+            help="Events per replay transaction. By default 100,000 for a blue/green rebuild "
+            "(its shadow tables hold nobody up; the log is read 20,000 at a time) and 20,000 "
+            "in place, in the swap's last catch-up and for documents (live lanes wait for "
+            "each).",
+        ),
+    ] = None,
     retire_after: Annotated[
         float,
         typer.Option(
@@ -135,7 +144,7 @@ def replay_command(
             store,
             cache=getattr(runtime, "cache", None),
             hooks=hooks,
-            batch_size=batch_size,
+            **({"batch_size": batch_size} if batch_size else {}),
             **({"retire_after": retire_after} if documents else {}),
         )
         if cleanup:

@@ -1,0 +1,121 @@
+"""Filling a blue/green rebuild's shadow tables from the log (for
+:class:`projections.replay.Replayer`).
+
+The log is read ``read_size`` events at a time (a thread reads the next part while the
+handlers run), but a transaction spans ``rebuild_batch`` events: nothing else writes a
+shadow, so a long transaction holds nobody up, and the larger it is, the more of the
+writes to one row (an order placed, paid, then shipped) fold into one, and the more of the
+rows are new ones COPYed rather than upserted. A failing event or a refused write rolls
+the transaction back; its events are read again and applied by :meth:`ShadowFill._shadow_batch`,
+which stops at the event, skips it (``skip_errors``), or halves the batch down to the
+event whose write the database refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+
+from outbox.envelope import Envelope
+from projections.replay_apply import Refused, TableReplayerBase
+from projections.replay_policy import HandlerError
+from projections.replay_types import ReplaySummary
+from projections.store_tables import checkpoints
+
+REBUILD_BATCH = 100_000
+"""Events per rebuild transaction when no batch size is given."""
+READ_SIZE = 20_000
+"""Events read from the log at a time, at most."""
+
+
+class ShadowFill(TableReplayerBase):
+    """Applies a source's events to the shadow tables, in transactions of ``rebuild_batch``
+    events, updating the shadow's checkpoint in each."""
+
+    rebuild_batch: int
+    read_size: int
+    shadow_projection: str
+
+    def _fill(self, source: str, after: int, upto: int, summary: ReplaySummary) -> int:
+        """Apply ``source``'s events in ``(after, upto]``; returns the last position applied
+        (``after`` when there was none)."""
+        done = after
+        parts = self._stream(source, after, upto, size=self.read_size)
+        try:
+            for part in parts:
+                done = self._fill_batch(source, done, part, parts, summary)
+        finally:
+            parts.close()  # type: ignore[attr-defined]
+        return done
+
+    def _fill_batch(
+        self,
+        source: str,
+        after: int,
+        first: list[Envelope],
+        parts: Iterator[list[Envelope]],
+        summary: ReplaySummary,
+    ) -> int:
+        """One transaction: ``first`` and the parts after it, up to ``rebuild_batch``
+        events; returns its last position."""
+        mark = self._policy.mark()
+        last = after
+        applied = 0
+        try:
+            with self._write() as conn:
+                tx = self._tx(conn, self.shadow.mapping, lock_rows=False)
+                part: list[Envelope] | None = first
+                taken = 0
+                while part is not None:
+                    last = part[-1].position or last
+                    applied += self._refusing(part, lambda: self._handle(tx, part))  # noqa: B023
+                    taken += len(part)
+                    part = next(parts, None) if taken < self.rebuild_batch else None
+                self._refusing((), tx.flush)
+                self._set_shadow_checkpoint(conn, source, last)
+        except (HandlerError, Refused):
+            self._policy.undo(mark)
+            events = [event for part in self._stream(source, after, last) for event in part]
+            self._shadow_batch(source, events, summary)
+            return last
+        summary.applied[source] = summary.applied.get(source, 0) + applied
+        self._report(source, last, applied)
+        return last
+
+    def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
+        """Apply ``events`` in one transaction, again with the failing event's aggregate
+        held (``skip_errors``: the policy raises otherwise); a refused write has each half
+        applied apart, down to its event."""
+        while True:
+            mark = self._policy.mark()
+            try:
+                with self._write() as conn:
+                    applied = self._apply(conn, events, self.shadow.mapping, lock_rows=False)
+                    self._set_shadow_checkpoint(conn, source, events[-1].position or 0)
+            except HandlerError as failed:
+                self._policy.undo(mark)
+                self._policy.fail(failed)
+                continue
+            except Refused:
+                self._policy.undo(mark)
+                middle = len(events) // 2
+                self._shadow_batch(source, events[:middle], summary)
+                self._shadow_batch(source, events[middle:], summary)
+                return
+            break
+        summary.applied[source] = summary.applied.get(source, 0) + applied
+        self._report(source, events[-1].position or 0, applied)
+
+    def _set_shadow_checkpoint(self, conn: sa.Connection, source: str, position: int) -> None:
+        conn.execute(
+            checkpoints.update()
+            .where(
+                checkpoints.c.projection == self.shadow_projection, checkpoints.c.source == source
+            )
+            .values(position=position, updated_at=sa.func.current_timestamp())
+        )
+
+    def _set_shadow_checkpoint_now(self, source: str, position: int) -> None:
+        with self._write() as conn:
+            self._set_shadow_checkpoint(conn, source, position)
