@@ -19,7 +19,9 @@ REFERENCES on that table, which a role that may create need not have): each stan
 of the live table's foreign keys as the made one would, by the name it would have, else by
 its definition (its columns, the table and columns it references, its actions, match and
 deferral). A role that may create neither gets the plan without the objects made by hand,
-and a line saying so.
+and a line saying so. A standalone sequence a column declares (``sa.Sequence``) that does
+not exist yet is made as a temporary one too (one that exists is used as it is): made in
+the schema it would be a change, and one a role that may only read cannot make.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ def _pg_hand_made(
         return [UNLISTED]
     declared = shadows.renamed(DRY_RUN_SUFFIX, schema=None if in_place else "pg_temp")
     outside = _leave_outside_keys_off(declared)
+    if temporary:
+        _temporary_sequences(conn, declared)
     savepoint = conn.begin_nested()
     try:
         run(conn, f"SET LOCAL lock_timeout = {_LOCK_TIMEOUT_MS}")
@@ -132,6 +136,23 @@ def _pg_hand_made(
     finally:
         savepoint.rollback()
     return lines
+
+
+def _temporary_sequences(conn: sa.Connection, declared: ShadowTables) -> None:
+    """Make the standalone sequences the copies' columns declare that do not exist yet
+    temporary ones of the same name (in the savepoint, so gone with it): a sequence made in
+    the tables' schema would be a change (and takes CREATE there, which a role that may only
+    read lacks). One that exists is shared, as by the rebuild's shadows."""
+    for copy in declared.mapping.values():
+        for column in copy.columns:
+            sequence = column.default
+            if not isinstance(sequence, sa.Sequence) or sequence.optional:
+                continue
+            if conn.dialect.has_sequence(conn, sequence.name, schema=sequence.schema):
+                continue
+            temporary = sequence._copy()
+            temporary.schema = "pg_temp"
+            column.default = temporary
 
 
 def _leave_outside_keys_off(
