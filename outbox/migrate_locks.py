@@ -21,7 +21,10 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-_TABLE = re.compile(r'((?:"(?:[^"]|"")+"\.|\b\w+\.)?\brm_\w+)', re.ASCII)
+_NAME = r'(?:"(?:[^"]|"")+"|\b\w+)'  # an identifier, quoted (``""`` is one ``"``) or not
+_TABLE = re.compile(  # a readmodel table (``rm_``), with the schema written before it
+    rf'((?:{_NAME}\.)?(?:"rm_(?:[^"]|"")*"|\brm_\w+))', re.ASCII
+)
 
 LOCK_TIMEOUT = 5.0
 """Seconds a migration waits for a table lock on PostgreSQL before it rolls back and retries."""
@@ -157,7 +160,8 @@ class LockWatch:
 
 def table_of(exc: BaseException) -> str | None:
     """The readmodel table the statement that gave up was waiting for, when it names one
-    (with its schema when the statement gives one)."""
+    (with its schema when the statement gives one), as the statement writes it: quoted
+    names stay quoted (``"my schema"."rm_x"``), for :func:`holders` to look up."""
     for text in (getattr(exc, "statement", None), str(getattr(exc, "orig", "") or exc)):
         found = _TABLE.search(text or "")
         if found:

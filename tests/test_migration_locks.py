@@ -20,6 +20,7 @@ from outbox.log import EventLog
 from outbox.migrate import Migration, MigrationBlocked, current, head, upgrade
 from outbox.migrate_locks import LockWatch, holders, lock_blocked, set_lock_timeout, table_of
 from outbox.schema import DDL_LOCK
+from projections.shadow_blocked import blocked_on
 from projections.shadow_drop import drop_bounded
 from tests.cli_helpers import run_cli, write_config
 from tests.conftest import PG_ADMIN
@@ -368,3 +369,36 @@ def test_a_lock_on_a_table_outside_the_search_path_is_named_with_its_holder(
     assert blocked is not None
     assert blocked.waited_for == ["sales.orders"], blocked
     assert f"waiting for a lock on sales.orders, held by pid {pid} " in blocked.describe()
+
+
+@pytest.mark.parametrize(
+    "table",
+    ['"Lock Schema"."rm_held"', '"lock schema".rm_held', '"public"."rm_held"', '"rm_""Held"'],
+)
+def test_a_quoted_name_keeps_its_schema_and_its_holder_is_named(
+    at_0003: tuple[str, sa.Engine], table: str
+) -> None:
+    """Told from the statement (no LockWatch): a quoted schema (capitals, a space) or
+    table name is the name ``holders`` looks up, so the session holding it is named."""
+    url, engine = at_0003
+    with engine.begin() as conn:
+        for schema in ("Lock Schema", "lock schema"):
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        conn.exec_driver_sql(f"CREATE TABLE {table} (id int)")
+    holder = _connect(url)
+    pid = holder.execute("SELECT pg_backend_pid()").fetchone()[0]  # type: ignore[index]
+    holder.execute(f"SELECT count(*) FROM {table}")
+    try:
+        with engine.connect() as conn, conn.begin():
+            set_lock_timeout(conn, 0.2)
+            with pytest.raises(sa.exc.OperationalError) as exc:
+                conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        assert lock_blocked(exc.value) == "lock_timeout"
+        assert table_of(exc.value) == table
+        blocked = blocked_on(engine, "lock_timeout", None, [table_of(exc.value) or ""], 200)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert blocked.waited_for == [table]
+    message = blocked.describe()
+    assert f"waiting for a lock on {table}, held by pid {pid} (AccessShareLock" in message, message
