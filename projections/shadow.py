@@ -8,7 +8,9 @@ A long table name is cut short and given a hash of the whole name instead
 from it, ``..._pkey`` or ``..._<column>_seq``, keep the suffix within its 63 bytes);
 indexes and constraints declared on the table get their shadow names from the live ones
 and take them back at the swap (the names: :mod:`projections.shadow_names`).
-Foreign keys between the projection's tables join their shadows.
+Foreign keys between the projection's tables join their shadows (the copies:
+:mod:`projections.shadow_copy`). :meth:`ShadowTables.live_tables` says which live tables
+exist, by their SQL names.
 On PostgreSQL a new shadow has row-level security on and none of the privileges default
 privileges gave it (:mod:`projections.shadow_security`): no role but the replay reads it.
 The swap locks the live tables, then reads their catalog, renames each live table to
@@ -67,6 +69,7 @@ from projections.shadow_constraints import (
     pg_hand_made_constraints,
     pg_make_constraint,
 )
+from projections.shadow_copy import copy_table, retarget_foreign_keys
 from projections.shadow_keys import OutsideKey, pg_outside_keys
 from projections.shadow_leftovers import (
     LEFTOVER_MARK,
@@ -121,16 +124,10 @@ class ShadowTables:
         self._declared: dict[str, sa.Index | sa.Constraint] = {}  # by shadow name
         self._carried: dict[str, str] = {}  # hand-made index: shadow name -> live name
         for table in tables:
-            metadata = sa.MetaData(naming_convention=dict(table.metadata.naming_convention))
-            moved: dict[str, Any] = {}  # in the live table's schema
-            if schema is not None:  # its foreign keys still name the live tables: retargeted
-                moved = {"schema": schema, "referred_schema_fn": _referred_schema}
-            shadow = table.to_metadata(metadata, name=shadow_name(table.name, suffix), **moved)
-            _keep_type_schemas(table, shadow)
+            shadow = copy_table(table, shadow_name(table.name, suffix), schema)
             self._name_after(table, shadow)
             self.mapping[table] = shadow
-        for live, shadow in self.mapping.items():
-            _retarget_foreign_keys(live, shadow, self.mapping)
+        retarget_foreign_keys(self.mapping)
 
     def _name_after(self, live: sa.Table, shadow: sa.Table) -> None:
         """Name the shadow's indexes and constraints after the live table's (a naming
@@ -203,7 +200,7 @@ class ShadowTables:
             "readmodel's mark): rename it, or drop it if it is not yours"
             for name in self._unmarked_shadows(conn)
         ]
-        return refused + pg_refusals(conn, self._live(conn))
+        return refused + pg_refusals(conn, self.live_tables(conn))
 
     def carried(self, conn: sa.Connection, warnings: list[str] | None = None) -> list[str]:
         """What the swap would carry beside the declared model, one line per object (for
@@ -227,7 +224,7 @@ class ShadowTables:
                         constraint.name = live_item.name
         self._create_tables(conn)
         if conn.dialect.name == "postgresql":
-            live = dict(self._live(conn))
+            live = dict(self.live_tables(conn))
             for table, shadow in self.mapping.items():
                 # What a later replay or --cleanup may drop (the swap gives the new table
                 # its declared comment instead).
@@ -264,7 +261,7 @@ class ShadowTables:
         if conn.dialect.name != "postgresql":
             return
         quote = quoter(conn)
-        live_tables = dict(self._live(conn))
+        live_tables = dict(self.live_tables(conn))
         constraints: list[tuple[sa.Table, HandMadeConstraint]] = []
         for live, shadow in self.mapping.items():
             if live.name not in live_tables:
@@ -353,8 +350,10 @@ class ShadowTables:
             return []
         return pg_swap(self, conn)
 
-    def _live(self, conn: sa.Connection) -> list[tuple[str, str]]:
-        """``(name, sql)`` of the live tables that exist."""
+    def live_tables(self, conn: sa.Connection) -> list[tuple[str, str]]:
+        """The projection's live tables that exist in the database now, in the order of
+        :attr:`mapping`, each as ``(name, sql)``: its declared name and its SQL name
+        (schema-qualified when it has a schema, quoted as needed: :func:`table_sql`)."""
         inspector = sa.inspect(conn)
         return [
             (live.name, table_sql(conn, live))
@@ -363,7 +362,7 @@ class ShadowTables:
         ]
 
     def _views(self, conn: sa.Connection) -> list[PgView]:
-        return pg_views(conn, self._live(conn))
+        return pg_views(conn, self.live_tables(conn))
 
     def outside_keys(self, conn: sa.Connection) -> list[tuple[str, str, str]]:
         """The foreign keys from the shadows to tables outside the projection (PostgreSQL):
@@ -424,34 +423,3 @@ def drop_tables(conn: sa.Connection, names: Iterable[str]) -> None:
         return
     for name in names:
         run(conn, f"DROP TABLE IF EXISTS {name}")
-
-
-def _keep_type_schemas(live: sa.Table, shadow: sa.Table) -> None:
-    """Give the shadow's enum columns the live columns' types: ``to_metadata`` puts a copied
-    enum in the copy's schema (``None``, the search path's, for a table without one), so a
-    shadow would make a new type beside the live one and the swap would change the column's
-    type (and its default's cast)."""
-    for column, copied in zip(live.columns, shadow.columns, strict=True):
-        if isinstance(copied.type, sa.types.SchemaType):
-            copied.type.schema = getattr(column.type, "schema", None)
-
-
-def _referred_schema(table: sa.Table, to_schema: str, key: Any, referred: str | None) -> str | None:
-    """The schema a copied foreign key's table is in: where it was (not the copy's)."""
-    return referred
-
-
-def _retarget_foreign_keys(
-    live: sa.Table, shadow: sa.Table, mapping: dict[sa.Table, sa.Table]
-) -> None:
-    """Point the shadow's foreign keys at the shadows of the projection's tables they
-    reference (at the tables themselves for tables outside the projection): a copied
-    foreign key still names the live table, which is not in the shadow's metadata."""
-    targets = {(fk.parent.name, fk.target_fullname): fk for fk in live.foreign_keys}
-    for fk in shadow.foreign_keys:
-        live_fk = targets.get((fk.parent.name, fk.target_fullname))
-        if live_fk is None:
-            continue
-        column = live_fk.column
-        target = mapping.get(column.table)
-        fk._set_target_column(target.c[column.key] if target is not None else column)

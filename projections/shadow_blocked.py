@@ -80,7 +80,7 @@ def _swap_locks(engine: sa.Engine, shadows: ShadowTables) -> list[str]:
         return []
     try:
         with engine.connect() as conn:
-            live = shadows._live(conn)
+            live = shadows.live_tables(conn)
             outside = sorted({key.table for key in pg_referencing_keys(conn, live)})
             return [*outside, *(sql for _, sql in live)]
     except SQLAlchemyError:

@@ -75,7 +75,7 @@ def describe_carried(
     default or NOT NULL changed by hand) is added to ``warnings``."""
     if conn.dialect.name != "postgresql":
         return _sqlite_lines(shadows, conn)
-    live = dict(shadows._live(conn))
+    live = dict(shadows.live_tables(conn))
     lines = _pg_hand_made(shadows, conn, live, [] if warnings is None else warnings)
     lines += [key.describe() for key in pg_referencing_keys(conn, list(live.items()))]
     for name, sql in live.items():

@@ -70,8 +70,8 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
     # The tables whose foreign keys the swap makes again are locked first, in one order:
     # locked after the live ones, a transaction that wrote one and then reads a live
     # table would deadlock with the swap.
-    live = [sql for _, sql in shadows._live(conn)]
-    outside = sorted({key.table for key in pg_referencing_keys(conn, shadows._live(conn))})
+    live = [sql for _, sql in shadows.live_tables(conn)]
+    outside = sorted({key.table for key in pg_referencing_keys(conn, shadows.live_tables(conn))})
     tables = ", ".join([*outside, *live])
     if tables:
         run(conn, f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
@@ -86,7 +86,7 @@ def pg_swap(shadows: ShadowTables, conn: sa.Connection) -> list[str]:
     extras: dict[sa.Table, PgExtras] = {
         live: pg_capture(conn, table_sql(conn, live)) for live in shadows.mapping
     }
-    referencing = pg_referencing_keys(conn, shadows._live(conn))
+    referencing = pg_referencing_keys(conn, shadows.live_tables(conn))
     pg_drop_referencing(conn, referencing)  # made again on the new tables
     states: dict[sa.Table, TableState] = {
         live: pg_table_state(conn, table_sql(conn, live)) for live in shadows.mapping
