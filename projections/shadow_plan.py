@@ -19,9 +19,11 @@ REFERENCES on that table, which a role that may create need not have): each stan
 of the live table's foreign keys as the made one would, by the name it would have, else by
 its definition (its columns, the table and columns it references, its actions, match and
 deferral). A role that may create neither gets the plan without the objects made by hand,
-and a line saying so. A standalone sequence a column declares (``sa.Sequence``) that does
-not exist yet is made as a temporary one too (one that exists is used as it is): made in
-the schema it would be a change, and one a role that may only read cannot make.
+and a line saying so. A standalone sequence the columns declare (``sa.Sequence``) that does
+not exist yet is made like the copies: in its schema, in the savepoint, by a role that may
+create there; else as a temporary one, once however many columns declare it, which the
+columns' defaults (and a server default taking its next value) take instead. One that
+exists is used as it is.
 """
 
 from __future__ import annotations
@@ -110,11 +112,11 @@ def _pg_hand_made(
         return [UNLISTED]
     declared = shadows.renamed(DRY_RUN_SUFFIX, schema=None if in_place else "pg_temp")
     outside = _leave_outside_keys_off(declared)
-    if temporary:
-        _temporary_sequences(conn, declared)
     savepoint = conn.begin_nested()
     try:
         run(conn, f"SET LOCAL lock_timeout = {_LOCK_TIMEOUT_MS}")
+        if temporary:
+            _temporary_sequences(conn, declared)
         declared._create_tables(conn)
         for table in declared.mapping:
             if table.name not in live:
@@ -139,20 +141,54 @@ def _pg_hand_made(
 
 
 def _temporary_sequences(conn: sa.Connection, declared: ShadowTables) -> None:
-    """Make the standalone sequences the copies' columns declare that do not exist yet
-    temporary ones of the same name (in the savepoint, so gone with it): a sequence made in
-    the tables' schema would be a change (and takes CREATE there, which a role that may only
-    read lacks). One that exists is shared, as by the rebuild's shadows."""
+    """Make each standalone sequence the copies' columns declare that does not exist yet,
+    and that this role may not create in its schema, a temporary one of the same name (in
+    the savepoint, so gone with it), once however many columns declare it: their defaults
+    (and a server default that takes its next value) take it instead. One that exists is
+    shared, as by the rebuild's shadows; one the role may create is made where the rebuild
+    would make it, and goes with the savepoint like the copies."""
+    made: dict[tuple[str | None, str], sa.Sequence] = {}
     for copy in declared.mapping.values():
         for column in copy.columns:
             sequence = column.default
             if not isinstance(sequence, sa.Sequence) or sequence.optional:
                 continue
-            if conn.dialect.has_sequence(conn, sequence.name, schema=sequence.schema):
-                continue
-            temporary = sequence._copy()
-            temporary.schema = "pg_temp"
-            column.default = temporary
+            key = (sequence.schema, sequence.name)
+            if key not in made:
+                made[key] = _temporary_sequence(conn, sequence)
+            column.default = made[key]
+            server = column.server_default
+            if isinstance(server, sa.DefaultClause) and _next_value_of(server.arg) == key:
+                column.server_default = sa.DefaultClause(made[key].next_value())
+
+
+def _temporary_sequence(conn: sa.Connection, sequence: sa.Sequence) -> sa.Sequence:
+    """``sequence`` itself when it exists or this role may create it, else a temporary one
+    made of the same name (in the session's own temporary schema, by its name: the checks
+    of ``create(checkfirst=True)`` find it there, and make it once)."""
+    if conn.dialect.has_sequence(conn, sequence.name, schema=sequence.schema):
+        return sequence
+    if conn.exec_driver_sql(_PG_MAY_CREATE_IN, {"schema": sequence.schema}).scalar():
+        return sequence
+    temporary = sequence._copy()
+    temporary.schema = "pg_temp"
+    conn.execute(sa.schema.CreateSequence(temporary))
+    temporary.schema = conn.exec_driver_sql(_PG_TEMPORARY_SCHEMA).scalar_one()
+    return temporary
+
+
+def _next_value_of(arg: object) -> tuple[str | None, str] | None:
+    """The sequence a server default takes the next value of (``Sequence.next_value()``)."""
+    if isinstance(arg, sa.sql.functions.next_value):
+        return (arg.sequence.schema, arg.sequence.name)
+    return None
+
+
+_PG_MAY_CREATE_IN = """
+SELECT coalesce(bool_or(has_schema_privilege(oid, 'CREATE')), false)
+  FROM pg_namespace WHERE nspname = coalesce(%(schema)s::text, current_schema())
+"""
+_PG_TEMPORARY_SCHEMA = "SELECT nspname FROM pg_namespace WHERE oid = pg_my_temp_schema()"
 
 
 def _leave_outside_keys_off(
