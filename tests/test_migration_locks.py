@@ -373,16 +373,26 @@ def test_a_lock_on_a_table_outside_the_search_path_is_named_with_its_holder(
 
 @pytest.mark.parametrize(
     "table",
-    ['"Lock Schema"."rm_held"', '"lock schema".rm_held', '"public"."rm_held"', '"rm_""Held"'],
+    [
+        '"Lock Schema"."rm_held"',
+        '"lock schema".rm_held',
+        '"public"."rm_held"',
+        '"rm_""Held"',
+        '"lock.schema"."rm_a.b"',
+        "lock$schema.rm_held$1",  # unquoted, as SQLAlchemy writes a name with a $
+        "rm_hé",  # unquoted: PostgreSQL takes any letter
+        "schéma.rm_held",
+    ],
 )
 def test_a_quoted_name_keeps_its_schema_and_its_holder_is_named(
     at_0003: tuple[str, sa.Engine], table: str
 ) -> None:
-    """Told from the statement (no LockWatch): a quoted schema (capitals, a space) or
-    table name is the name ``holders`` looks up, so the session holding it is named."""
+    """Told from the statement (no LockWatch): a quoted schema (capitals, a space, a dot) or
+    table name, or an unquoted one with a ``$`` or a letter beyond ASCII, is the name
+    ``holders`` looks up, so the session holding it is named."""
     url, engine = at_0003
     with engine.begin() as conn:
-        for schema in ("Lock Schema", "lock schema"):
+        for schema in ("Lock Schema", "lock schema", "lock.schema", "lock$schema", "schéma"):
             conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
         conn.exec_driver_sql(f"CREATE TABLE {table} (id int)")
     holder = _connect(url)
