@@ -21,9 +21,13 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-_NAME = r'(?:"(?:[^"]|"")+"|\b\w+)'  # an identifier, quoted (``""`` is one ``"``) or not
+# An identifier, quoted (``""`` is one ``"``) or not: an unquoted one is whole (not the end
+# of a longer one), starts with a letter (any, for PostgreSQL) or ``_`` and goes on with
+# ``$`` too, which SQLAlchemy leaves unquoted.
+_START = r'(?<![\w$"])'
+_NAME = rf'(?:"(?:[^"]|"")+"|{_START}[^\W\d][\w$]*)'
 _TABLE = re.compile(  # a readmodel table (``rm_``), with the schema written before it
-    rf'((?:{_NAME}\.)?(?:"rm_(?:[^"]|"")*"|\brm_\w+))', re.ASCII
+    rf'((?:{_NAME}\.)?(?:"rm_(?:[^"]|"")*"|{_START}rm_[\w$]+))'
 )
 
 LOCK_TIMEOUT = 5.0
