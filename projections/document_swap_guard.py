@@ -98,10 +98,19 @@ def swap_heartbeat(
 def end_swap_of(database: Any, projection: str, owner: str) -> None:
     """End the session of the swap of the replay whose lease ``owner`` expired (before a
     replay takes its lease over): a killed replay's swap transaction holds the lease
-    document and the lanes' checkpoints until the server's transaction lifetime."""
+    document and the lanes' checkpoints until the server's transaction lifetime.
+
+    A record without an owner was written by the previous release, whose swap recorded no
+    owner: it is taken for the expired lease's too. No swap that could still commit is
+    behind it: a replay's swap proves the projection's one lease in its transaction, and
+    that lease has expired and is being taken over, so the replay that wrote the record is
+    dead, or stalled past its lease (or was taken over before), and its swap would not
+    commit after the takeover anyway."""
     found = None
     try:
-        found = database[SWAPS].find_one({"_id": projection, "owner": owner})
+        found = database[SWAPS].find_one(
+            {"_id": projection, "$or": [{"owner": owner}, {"owner": {"$exists": False}}]}
+        )
         if found is None:
             return
         _end(database, projection, found)

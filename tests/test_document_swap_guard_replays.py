@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from pymongo.database import Database
-from pymongo.errors import OperationFailure
+from pymongo.errors import OperationFailure, PyMongoError
 from structlog.testing import capture_logs
 
 from projections import document_swap_guard
@@ -19,6 +19,7 @@ from projections.document_generations import generation_of
 from projections.document_replay import DocumentReplayer
 from projections.replay_lock import REPLAY_LOCKS
 from projections.replay_types import ReplayHooks, ReplayLocked, ReplayOptions
+from projections.store import Lane
 from tests.document_replay_helpers import Docs, deposits, docs, kill_in_swap, totals
 
 __all__ = ["docs"]  # the fixture
@@ -136,3 +137,49 @@ def test_a_refused_kill_is_warned_about_once_per_dead_swap(
     assert len([e for e in refused if e["log_level"] == "warning"]) == 1, refused
     assert len(refused) > 3, refused  # tried again, told at debug level
     assert swaps.count_documents({}) == 1
+
+
+def test_a_replay_after_an_older_releases_dead_swap_ends_it_within_seconds(docs: Docs) -> None:
+    """The previous release recorded its swap without an owner (``{_id, lsid, holder,
+    beat}``). Its replay, killed in its swap, left the transaction open holding the lease
+    and the lanes' checkpoints; once that lease expired, the next replay ends the dead swap
+    (its record can only be the expired lease's) and swaps within seconds."""
+    events = deposits(200, 6, seed=53)
+    docs.feed(events)
+    database = docs.store.database
+    locks = database[REPLAY_LOCKS]
+    expired = datetime.now(UTC) - timedelta(seconds=1)
+    locks.insert_one(
+        {"_id": "doc_totals", "owner": "old-release", "holder": "gone:1", "expires_at": expired}
+    )
+    partitions = docs.projections["doc_totals"].partitions
+    dead = docs.store.client.start_session()
+    try:
+        dead.start_transaction()
+        database[document_swap_guard.SWAPS].update_one(  # as the previous release wrote it
+            {"_id": "doc_totals"},
+            {"$set": {"lsid": dead.session_id, "holder": "gone:1"}, "$inc": {"beat": 1}},
+            upsert=True,
+        )
+        locks.update_one(
+            {"_id": "doc_totals", "owner": "old-release"},
+            {"$set": {"expires_at": datetime.now(UTC) + timedelta(seconds=30)}},
+            session=dead,
+        )
+        for partition in range(partitions):
+            docs.store.lock_lane(dead, Lane("doc_totals", "bank", partition))
+        started = time.monotonic()
+        with capture_logs() as logs:
+            docs.replayer().run(ReplayOptions())
+        took = time.monotonic() - started
+    finally:
+        try:
+            dead.end_session()
+        except PyMongoError:  # its session was killed
+            pass
+    assert took < 20, f"the replay waited {took:.0f} s for the older release's dead swap"
+    assert [e for e in logs if "died in its swap" in e["event"]], logs
+    assert generation_of(database, "doc_totals") == 1
+    assert docs.totals() == totals(events)
+    assert set(docs.checkpoints().values()) == {docs.head}
+    assert database[document_swap_guard.SWAPS].count_documents({}) == 0
