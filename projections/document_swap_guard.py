@@ -159,7 +159,9 @@ class DeadSwapWatch:
         _ended(self.projection, found, round(now - self.seen_at, 1))
 
 
-_told: set[tuple[str, str]] = set()
+_told: dict[str, str] = {}
+"""Per projection, the dead swap (its session, as text) whose refused end was warned of:
+one entry per projection at most, gone once that swap was ended."""
 _told_lock = threading.Lock()
 
 
@@ -171,10 +173,10 @@ def _end(database: Any, projection: str, found: dict[str, Any]) -> None:
 def _refused(projection: str, found: dict[str, Any] | None, exc: PyMongoError) -> None:
     """Warn once per dead swap per process (each stuck batch tries again every
     :data:`DEAD_AFTER` seconds), then at debug level."""
-    key = (projection, repr(None if found is None else found.get("lsid")))
+    swap = repr(None if found is None else found.get("lsid"))
     with _told_lock:
-        first = key not in _told
-        _told.add(key)
+        first = _told.get(projection) != swap
+        _told[projection] = swap
     (logger.warning if first else logger.debug)(
         "cannot end the session of a stalled swap",
         projection=projection,
@@ -184,6 +186,8 @@ def _refused(projection: str, found: dict[str, Any] | None, exc: PyMongoError) -
 
 
 def _ended(projection: str, found: dict[str, Any], silent_for: float | None) -> None:
+    with _told_lock:
+        _told.pop(projection, None)
     logger.warning(
         "a replay died in its swap: its transaction, which held the lanes' checkpoints, "
         "was ended; the live model is unchanged: replay again",

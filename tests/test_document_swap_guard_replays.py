@@ -183,3 +183,58 @@ def test_a_replay_after_an_older_releases_dead_swap_ends_it_within_seconds(docs:
     assert docs.totals() == totals(events)
     assert set(docs.checkpoints().values()) == {docs.head}
     assert database[document_swap_guard.SWAPS].count_documents({}) == 0
+
+
+def test_the_dead_swaps_warned_of_are_forgotten_per_projection(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each dead swap whose end the server refuses is warned about once, and the process
+    keeps one of them per projection (the last), not one per dead swap for ever; once a
+    swap is ended, its projection's entry goes."""
+    monkeypatch.setattr(document_swap_guard, "CHECK_AFTER", 0.0)
+    monkeypatch.setattr(document_swap_guard, "DEAD_AFTER", 0.05)
+    document_swap_guard._told.clear()
+    command = Database.command
+    refuse = [True]
+
+    def refusing(self: Database[Any], cmd: Any, *args: Any, **kwargs: Any) -> Any:
+        if cmd == "killSessions" and refuse[0]:
+            raise OperationFailure("not authorized to kill the session", code=13)
+        return command(self, cmd, *args, **kwargs)
+
+    monkeypatch.setattr(Database, "command", refusing)
+    swaps = docs.store.database[document_swap_guard.SWAPS]
+    sessions: list[Any] = []  # kept open: an ended session's id is used again
+
+    def dead_swap(wanted: str) -> list[Any]:
+        """Record a dead swap of a new session; watch it until ``wanted`` is logged."""
+        sessions.append(docs.store.client.start_session())
+        swaps.replace_one(
+            {"_id": "doc_totals"},
+            {"lsid": sessions[-1].session_id, "holder": "gone:1", "owner": "x", "beat": 1},
+            upsert=True,
+        )
+        watch = document_swap_guard.DeadSwapWatch(docs.store.database, "doc_totals")
+        with capture_logs() as logs:
+            deadline = time.monotonic() + 10
+            while not [e for e in logs if wanted in e["event"]]:
+                assert time.monotonic() < deadline, logs
+                watch.conflicted()
+                time.sleep(0.01)
+        return logs
+
+    try:
+        for _ in range(4):
+            logs = dead_swap("cannot end the session")
+            assert [e["log_level"] for e in logs if "cannot end" in e["event"]] == ["warning"]
+        assert len(document_swap_guard._told) == 1
+        refuse[0] = False
+        dead_swap("died in its swap")
+    finally:
+        for session in sessions:
+            try:
+                session.end_session()
+            except PyMongoError:  # killed
+                pass
+    assert document_swap_guard._told == {}
+    assert swaps.count_documents({}) == 0
