@@ -71,7 +71,7 @@ from projections.mongo_store import (
     MongoStore,
     lane_id,
 )
-from projections.replay_lock import replay_lock
+from projections.replay_lock import LEASE_SECONDS, replay_lock
 from projections.replay_plan import source_plans
 from projections.replay_policy import (
     ErrorPolicy,
@@ -110,6 +110,7 @@ class DocumentReplayer(DocumentReplayTx):
         hooks: ReplayHooks | None = None,
         batch_size: int = 20_000,
         retire_after: float = RETIRE_AFTER,
+        lease: float = LEASE_SECONDS,
     ) -> None:
         if not isinstance(store, MongoStore):
             raise ReplayRefused(
@@ -124,6 +125,7 @@ class DocumentReplayer(DocumentReplayTx):
         self.hooks = hooks or ReplayHooks()
         self.batch_size = batch_size
         self.retire_after = retire_after
+        self.lease = lease
         self.kept: list[str] = []
         self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
@@ -165,7 +167,7 @@ class DocumentReplayer(DocumentReplayTx):
             self.projection.name, skip_errors=options.skip_errors, in_place=options.mode == IN_PLACE
         )
         started = time.monotonic()
-        with replay_lock(self.store, self.projection.name) as owner:
+        with replay_lock(self.store, self.projection.name, self.lease) as owner:
             self._owner = owner
             self._total = plan.events
             self.hooks.started(plan)
@@ -181,7 +183,10 @@ class DocumentReplayer(DocumentReplayTx):
         """Drop the collections of other generations (a shadow an interrupted rebuild left,
         old ones a swap did not get to drop) and the shadow's checkpoints; returns what was
         dropped. A generation retired less than ``retire_after`` ago is kept (:attr:`kept`)."""
-        with replay_lock(self.store, self.projection.name), self._mongo("cleanup failed"):
+        with (
+            replay_lock(self.store, self.projection.name, self.lease),
+            self._mongo("cleanup failed"),
+        ):
             return self._cleanup()
 
     def _cleanup(self) -> list[str]:

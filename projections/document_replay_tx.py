@@ -41,6 +41,7 @@ class DocumentReplayTx(ReplayerBase):
     projection: Projection
     store: MongoStore
     database: Any
+    lease: float
     _policy: ErrorPolicy
     _owner: str | None
     _shadow: dict[str, str]
@@ -92,7 +93,7 @@ class DocumentReplayTx(ReplayerBase):
 
     def _prove_lease(self, session: ClientSession, what: str = "it stopped") -> None:
         if self._owner is not None:
-            prove_lease(self.database, self.projection.name, self._owner, session, what)
+            prove_lease(self.database, self.projection.name, self._owner, session, what, self.lease)
 
     def _apply(
         self, session: ClientSession, events: Sequence[Envelope], collections: dict[str, str]

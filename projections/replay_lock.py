@@ -39,11 +39,12 @@ def _busy(projection: str, detail: str = "") -> ReplayLocked:
 
 
 @contextmanager
-def replay_lock(store: Any, projection: str) -> Iterator[str | None]:
+def replay_lock(store: Any, projection: str, lease: float = LEASE_SECONDS) -> Iterator[str | None]:
     """Held for a replay's whole run; raises :class:`ReplayLocked` when another holds it.
-    Yields the lease's owner id on a MongoDB store (``None`` otherwise)."""
+    Yields the lease's owner id on a MongoDB store (``None`` otherwise), whose lease lasts
+    ``lease`` seconds unless renewed."""
     if not isinstance(store, SqlStore):
-        with mongo_replay_lease(store.database, projection) as owner:
+        with mongo_replay_lease(store.database, projection, lease) as owner:
             yield owner
         return
     busy = _busy(projection)
@@ -158,24 +159,33 @@ def _expired(lease: dict[str, Any], now: datetime) -> bool:
     return (expires if expires.tzinfo else expires.replace(tzinfo=UTC)) < now
 
 
-def held_by(database: Any, projection: str, owner: str, session: Any) -> bool:
-    """Whether ``owner`` still holds the lease, checked (and renewed) in ``session``'s
-    transaction: a swap commits only if its replay was not taken over."""
+def held_by(
+    database: Any, projection: str, owner: str, session: Any, lease: float = LEASE_SECONDS
+) -> bool:
+    """Whether ``owner`` still holds the lease, checked (and renewed for ``lease`` seconds)
+    in ``session``'s transaction: a swap commits only if its replay was not taken over."""
     renewed = database[REPLAY_LOCKS].update_one(
         {"_id": projection, "owner": owner},
-        {"$set": {"expires_at": datetime.now(UTC) + timedelta(seconds=LEASE_SECONDS)}},
+        {"$set": {"expires_at": datetime.now(UTC) + timedelta(seconds=lease)}},
         session=session,
     )
     return renewed.matched_count == 1
 
 
-def prove_lease(database: Any, projection: str, owner: str, session: Any, what: str) -> None:
+def prove_lease(
+    database: Any,
+    projection: str,
+    owner: str,
+    session: Any,
+    what: str,
+    lease: float = LEASE_SECONDS,
+) -> None:
     """Renew the lease in ``session``'s transaction, conditioned on ``owner``: a takeover
     committed since the transaction began conflicts with this write, so a replay's batch
     commits only while its replay holds the lease (a replay that stalled past its lease
     never writes into another's generation). Raises :class:`ReplayLocked` once it is lost.
     A batch does it last, so that a killed replay's open transaction rarely holds it."""
-    if not held_by(database, projection, owner, session):
+    if not held_by(database, projection, owner, session, lease):
         raise ReplayLocked(
             f"{projection}: this replay's lease was taken over by another (it stalled for "
             f"longer than the lease); {what}. The replay that took it over owns the "

@@ -491,6 +491,25 @@ def test_a_second_replay_of_the_same_projection_is_refused(docs: Docs) -> None:
     assert locks.count_documents({}) == 0
 
 
+def test_a_replays_lease_lasts_the_seconds_it_is_given(docs: Docs) -> None:
+    """``lease``: the lease document, taken and renewed by the replay's batches, expires that
+    many seconds ahead (a killed replay's is taken over sooner), not the default 30."""
+    events = deposits(60, 5, seed=7)
+    docs.feed(events)
+    locks = docs.store.database[REPLAY_LOCKS]
+    ahead: list[float] = []
+
+    class Watch(ReplayHooks):
+        def before_swap(self) -> None:
+            expires = locks.find_one({"_id": "doc_totals"})["expires_at"]  # type: ignore[index]
+            now = datetime.now(UTC)
+            ahead.append((expires.replace(tzinfo=UTC) - now).total_seconds())
+
+    docs.replayer(hooks=Watch(), lease=2.0).run(ReplayOptions())
+    assert len(ahead) == 1 and 0 < ahead[0] <= 2.0, ahead
+    assert docs.totals() == totals(events)
+
+
 def test_a_swap_refuses_to_commit_once_its_lease_was_taken_over(docs: Docs) -> None:
     docs.feed(deposits(200, 5, seed=6))
     before = docs.documents()
