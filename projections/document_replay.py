@@ -71,7 +71,7 @@ from projections.mongo_store import (
     MongoStore,
     lane_id,
 )
-from projections.replay_lock import LEASE_SECONDS, replay_lock
+from projections.replay_lock import LEASE_SECONDS, checked_lease, replay_lock
 from projections.replay_plan import source_plans
 from projections.replay_policy import (
     ErrorPolicy,
@@ -125,7 +125,7 @@ class DocumentReplayer(DocumentReplayTx):
         self.hooks = hooks or ReplayHooks()
         self.batch_size = batch_size
         self.retire_after = retire_after
-        self.lease = lease
+        self.lease = checked_lease(lease)
         self.kept: list[str] = []
         self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)

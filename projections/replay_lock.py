@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import socket
 import threading
@@ -31,6 +32,15 @@ LEASE_SECONDS = 30.0
 logger = structlog.get_logger("readmodel.replay")
 
 
+def checked_lease(lease: float) -> float:
+    """``lease`` if it is a positive, finite number of seconds; raises :class:`ValueError`
+    otherwise (a lease of 0 or less is expired at once and renewed in a busy loop)."""
+    number = isinstance(lease, int | float) and not isinstance(lease, bool)
+    if not (number and math.isfinite(lease) and lease > 0):
+        raise ValueError(f"a replay lease must be a positive number of seconds, not {lease!r}")
+    return lease
+
+
 def _busy(projection: str, detail: str = "") -> ReplayLocked:
     return ReplayLocked(
         f"another replay of {projection!r} is running (or cleaning up){detail}; "
@@ -42,7 +52,8 @@ def _busy(projection: str, detail: str = "") -> ReplayLocked:
 def replay_lock(store: Any, projection: str, lease: float = LEASE_SECONDS) -> Iterator[str | None]:
     """Held for a replay's whole run; raises :class:`ReplayLocked` when another holds it.
     Yields the lease's owner id on a MongoDB store (``None`` otherwise), whose lease lasts
-    ``lease`` seconds unless renewed."""
+    ``lease`` seconds unless renewed (a positive number: :func:`checked_lease`)."""
+    checked_lease(lease)
     if not isinstance(store, SqlStore):
         with mongo_replay_lease(store.database, projection, lease) as owner:
             yield owner
@@ -93,6 +104,7 @@ def mongo_replay_lease(
     next replay until ``expires_at`` (by the machines' clocks: keep them in sync); the
     replay taking it over then ends that process's swap, if it died in one (its open
     transaction holds the lease document)."""
+    checked_lease(lease)
     locks = database[REPLAY_LOCKS]
     owner = uuid.uuid4().hex
     holder = f"{socket.gethostname()}:{os.getpid()}"
