@@ -20,7 +20,7 @@ from outbox.mongo import describe_mongo_error
 from projections.api import Projection
 from projections.mongo_store import REFUSED_WRITES, MongoStore, retryable
 from projections.mongo_tx import DocumentTx, handler_error
-from projections.replay_lock import prove_lease
+from projections.replay_lock import prove_lease, proving
 from projections.replay_policy import ErrorPolicy, HandlerError, ReplayerBase
 
 logger = structlog.get_logger("readmodel.replay")
@@ -67,7 +67,7 @@ class DocumentReplayTx(ReplayerBase):
         while True:
             mark = self._policy.mark()
             try:
-                with self.store.transaction() as session:
+                with proving(self._owner), self.store.transaction() as session:
                     return work(session)
             except HandlerError as failed:
                 self._policy.undo(mark)

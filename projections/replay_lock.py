@@ -99,7 +99,8 @@ def mongo_replay_lease(
     database: Any, projection: str, lease: float = LEASE_SECONDS
 ) -> Iterator[str]:
     """A lease document ``{_id: projection, owner, expires_at}``, renewed every third of
-    ``lease`` by a thread and deleted on exit; yields the owner id (a swap checks it in
+    ``lease`` by a thread (once no transaction of the replay is open, :func:`proving`) and
+    deleted on exit; yields the owner id (a swap checks it in
     its transaction, see :func:`held_by`). A process killed while holding it blocks the
     next replay until ``expires_at`` (by the machines' clocks: keep them in sync); the
     replay taking it over then ends that process's swap, if it died in one (its open
@@ -137,6 +138,11 @@ def mongo_replay_lease(
 
     def renew() -> None:
         while not stop.wait(lease / 3):
+            with _open_changed:  # a transaction's commit renews it: see proving()
+                while owner in _open and not stop.is_set():
+                    _open_changed.wait(lease / 3)
+            if stop.is_set():
+                return
             try:
                 renewed = locks.update_one(
                     {"_id": projection, "owner": owner},
@@ -162,6 +168,34 @@ def mongo_replay_lease(
             locks.delete_one({"_id": projection, "owner": owner})
         except PyMongoError as exc:  # it expires
             logger.warning("cannot release the replay lease", projection=projection, error=str(exc))
+
+
+_open: dict[str, int] = {}
+"""Per lease owner, how many transactions of its replay are open (:func:`proving`)."""
+_open_changed = threading.Condition()
+
+
+@contextmanager
+def proving(owner: str | None) -> Iterator[None]:
+    """Around each transaction of the replay holding ``owner``'s lease (which proves and
+    renews the lease in it, :func:`prove_lease`): the lease's thread renews it only once
+    no such transaction is open. A renewal committed while one runs made its proof
+    conflict, at every attempt of a transaction longer than a third of the lease. A
+    transaction longer than the whole lease lets it expire meanwhile: another replay may
+    take it over, and that transaction's proof then fails."""
+    if owner is None:
+        yield
+        return
+    with _open_changed:
+        _open[owner] = _open.get(owner, 0) + 1
+    try:
+        yield
+    finally:
+        with _open_changed:
+            _open[owner] -= 1
+            if not _open[owner]:
+                del _open[owner]
+                _open_changed.notify_all()
 
 
 def _expired(lease: dict[str, Any], now: datetime) -> bool:

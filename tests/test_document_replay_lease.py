@@ -8,6 +8,7 @@ import pytest
 from projections.replay_lock import REPLAY_LOCKS, replay_lock
 from projections.replay_types import ReplayOptions
 from tests.document_replay_helpers import Docs, deposits, docs, totals
+from tests.projection_fixtures import SLOW
 
 __all__ = ["docs"]  # the fixture
 
@@ -31,3 +32,20 @@ def test_a_lease_that_is_not_a_positive_number_of_seconds_is_refused(
     assert docs.store.database[REPLAY_LOCKS].count_documents({}) == 0
     docs.replayer(lease=0.5).run(ReplayOptions())  # a short one is fine
     assert docs.totals() == totals(events)
+
+
+def test_a_batch_longer_than_a_third_of_the_lease_commits(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease's thread renews it every third of the lease, and each batch proves it by
+    renewing it in its transaction. A batch reading documents (the second one reads what
+    the first wrote) for longer than a third of the lease conflicted at its proof with the
+    thread's renewal, at every attempt, until the store's ``conflict_wait``: the replay
+    failed on a write conflict (with the default lease, any transaction over 10 s)."""
+    events = deposits(40, 5, seed=82)
+    docs.feed(events)
+    monkeypatch.setenv(SLOW, "0.03")  # a batch of 20 events takes 0.6 s
+    docs.store.conflict_wait = 5.0
+    docs.replayer(batch=20, lease=0.6).run(ReplayOptions())
+    assert docs.totals() == totals(events)
+    assert docs.store.database[REPLAY_LOCKS].count_documents({}) == 0
