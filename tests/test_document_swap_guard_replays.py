@@ -238,3 +238,42 @@ def test_the_dead_swaps_warned_of_are_forgotten_per_projection(
                 pass
     assert document_swap_guard._told == {}
     assert swaps.count_documents({}) == 0
+
+
+def test_an_older_releases_swap_is_left_alone_while_its_lease_lives_or_another_projections(
+    docs: Docs,
+) -> None:
+    """A record without an owner is taken for the expired lease's only: while the older
+    release's replay holds its lease, the next replay is refused and its swap's session
+    lives on; a record of another projection is left alone by a takeover."""
+    docs.feed(deposits(50, 5, seed=54))
+    database = docs.store.database
+    locks = database[REPLAY_LOCKS]
+    swaps = database[document_swap_guard.SWAPS]
+    ahead = datetime.now(UTC) + timedelta(seconds=30)
+    locks.insert_one(
+        {"_id": "doc_totals", "owner": "old", "holder": "alive:1", "expires_at": ahead}
+    )
+    database.create_collection("swapped")
+    sessions = [docs.store.client.start_session() for _ in range(2)]
+    try:
+        for session, name in zip(sessions, ["doc_totals", "doc_last_deposit"], strict=True):
+            session.start_transaction()
+            swaps.update_one(  # as the previous release wrote it
+                {"_id": name},
+                {"$set": {"lsid": session.session_id, "holder": "alive:1"}, "$inc": {"beat": 1}},
+                upsert=True,
+            )
+            database["swapped"].insert_one({"_id": name}, session=session)
+        with capture_logs() as logs, pytest.raises(ReplayLocked, match="another replay"):
+            docs.replayer().run(ReplayOptions())
+        locks.update_one({}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}})
+        sessions[0].abort_transaction()  # the older release's replay of doc_totals ended
+        docs.replayer().run(ReplayOptions())  # takes the expired lease over
+        sessions[1].commit_transaction()  # doc_last_deposit's swap was not ended
+    finally:
+        for session in sessions:
+            session.end_session()
+    assert not [e for e in logs if "died in its swap" in e["event"]], logs
+    assert [d["_id"] for d in database["swapped"].find()] == ["doc_last_deposit"]
+    assert [d["_id"] for d in swaps.find()] == ["doc_last_deposit"]
