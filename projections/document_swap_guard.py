@@ -159,9 +159,10 @@ class DeadSwapWatch:
         _ended(self.projection, found, round(now - self.seen_at, 1))
 
 
-_told: dict[str, str] = {}
-"""Per projection, the dead swap (its session, as text) whose refused end was warned of:
-one entry per projection at most, gone once that swap was ended."""
+_told: dict[tuple[str, bool], str] = {}
+"""Per projection, the dead swap (its session, as text) whose refused end was warned of,
+and apart (``True``) that its record could not be read: two entries per projection at
+most, gone once a swap of it was ended."""
 _told_lock = threading.Lock()
 
 
@@ -172,11 +173,13 @@ def _end(database: Any, projection: str, found: dict[str, Any]) -> None:
 
 def _refused(projection: str, found: dict[str, Any] | None, exc: PyMongoError) -> None:
     """Warn once per dead swap per process (each stuck batch tries again every
-    :data:`DEAD_AFTER` seconds), then at debug level."""
+    :data:`DEAD_AFTER` seconds), then at debug level; a record that could not be read
+    (``found`` is ``None``) is remembered apart, not as another swap than the last one."""
+    key = (projection, found is None)
     swap = repr(None if found is None else found.get("lsid"))
     with _told_lock:
-        first = _told.get(projection) != swap
-        _told[projection] = swap
+        first = _told.get(key) != swap
+        _told[key] = swap
     (logger.warning if first else logger.debug)(
         "cannot end the session of a stalled swap",
         projection=projection,
@@ -187,7 +190,8 @@ def _refused(projection: str, found: dict[str, Any] | None, exc: PyMongoError) -
 
 def _ended(projection: str, found: dict[str, Any], silent_for: float | None) -> None:
     with _told_lock:
-        _told.pop(projection, None)
+        _told.pop((projection, False), None)
+        _told.pop((projection, True), None)
     logger.warning(
         "a replay died in its swap: its transaction, which held the lanes' checkpoints, "
         "was ended; the live model is unchanged: replay again",

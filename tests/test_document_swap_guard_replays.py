@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import AutoReconnect, OperationFailure, PyMongoError
 from structlog.testing import capture_logs
 
 from projections import document_swap_guard
@@ -277,3 +278,52 @@ def test_an_older_releases_swap_is_left_alone_while_its_lease_lives_or_another_p
     assert not [e for e in logs if "died in its swap" in e["event"]], logs
     assert [d["_id"] for d in database["swapped"].find()] == ["doc_last_deposit"]
     assert [d["_id"] for d in swaps.find()] == ["doc_last_deposit"]
+
+
+def test_two_projections_dead_swaps_and_a_flaky_read_are_each_warned_of_once(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """killSessions is refused; the dead swaps of two projections are watched alternately,
+    and reading doc_totals' record fails now and then: each projection's refusal is warned
+    of once (the memory is per projection), and so is the failed read, not once more at
+    each turn between it and the refusal."""
+    monkeypatch.setattr(document_swap_guard, "CHECK_AFTER", 0.0)
+    monkeypatch.setattr(document_swap_guard, "DEAD_AFTER", 0.05)
+    monkeypatch.setattr(document_swap_guard, "_told", {})
+    command = Database.command
+    find_one = Collection.find_one
+    reads = [0]
+
+    def refusing(self: Database[Any], cmd: Any, *args: Any, **kwargs: Any) -> Any:
+        if cmd == "killSessions":
+            raise OperationFailure("not authorized to kill the session", code=13)
+        return command(self, cmd, *args, **kwargs)
+
+    def flaky(self: Collection[Any], *args: Any, **kwargs: Any) -> Any:
+        if self.name == document_swap_guard.SWAPS and args[:1] == ({"_id": "doc_totals"},):
+            reads[0] += 1
+            if reads[0] % 10 == 0:
+                raise AutoReconnect("connection reset by peer")
+        return find_one(self, *args, **kwargs)
+
+    monkeypatch.setattr(Database, "command", refusing)
+    monkeypatch.setattr(Collection, "find_one", flaky)
+    swaps = docs.store.database[document_swap_guard.SWAPS]
+    names = ["doc_totals", "doc_last_deposit"]
+    with docs.store.client.start_session() as one, docs.store.client.start_session() as two:
+        for name, gone in zip(names, [one, two], strict=True):
+            swaps.insert_one({"_id": name, "lsid": gone.session_id, "holder": "gone:1", "beat": 3})
+    watches = [document_swap_guard.DeadSwapWatch(docs.store.database, name) for name in names]
+    with capture_logs() as logs:
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            for watch in watches:
+                watch.conflicted()
+            time.sleep(0.01)
+    warned = [
+        e["projection"]
+        for e in logs
+        if e["event"].startswith("cannot end the session") and e["log_level"] == "warning"
+    ]
+    assert reads[0] > 40, reads  # the read failed several times, between refusals
+    assert sorted(warned) == ["doc_last_deposit", "doc_totals", "doc_totals"], warned
