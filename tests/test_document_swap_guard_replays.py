@@ -194,7 +194,7 @@ def test_the_dead_swaps_warned_of_are_forgotten_per_projection(
     swap is ended, its projection's entry goes."""
     monkeypatch.setattr(document_swap_guard, "CHECK_AFTER", 0.0)
     monkeypatch.setattr(document_swap_guard, "DEAD_AFTER", 0.05)
-    document_swap_guard._told.clear()
+    monkeypatch.setattr(document_swap_guard, "_told", {})
     command = Database.command
     refuse = [True]
 
