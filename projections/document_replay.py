@@ -285,9 +285,10 @@ class DocumentReplayer(DocumentReplayTx):
 
         try:
             applied = self._attempt(work)
-        except _Refused:
-            for event in events:
-                self._shadow_batch(source, [event], summary)
+        except _Refused:  # each half apart, down to the event whose write is refused
+            middle = len(events) // 2
+            self._shadow_batch(source, events[:middle], summary)
+            self._shadow_batch(source, events[middle:], summary)
             return
         summary.applied[source] = summary.applied.get(source, 0) + applied
         self._report(source, position, applied)

@@ -32,7 +32,8 @@ WAIT_TOLD_AFTER = 2.0
 
 
 class _Refused(Exception):
-    """A batch's writes were refused: apply its events one by one to find the one."""
+    """A batch's writes were refused: apply its events again in smaller batches (a rebuild
+    in halves, the swap and in place one by one) to find the one."""
 
 
 class DocumentReplayTx(ReplayerBase):
@@ -100,7 +101,7 @@ class DocumentReplayTx(ReplayerBase):
     ) -> int:
         """Apply ``events`` to ``collections`` in ``session``'s transaction; returns how
         many. A write refused for what it holds is the failure of the one event applied
-        (:class:`HandlerError`), or :class:`_Refused` for the caller to go one by one."""
+        (:class:`HandlerError`), or :class:`_Refused` for the caller to narrow down."""
         written = self._written if collections is self._shadow else None
         tx = DocumentTx(self.database, session, collections, written, projection=self.projection)
         holds = self._policy.holds
