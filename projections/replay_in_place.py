@@ -4,11 +4,18 @@ batch by batch under the lanes' locks and only up to each lane's checkpoint."""
 
 from __future__ import annotations
 
+from functools import partial
+from typing import NamedTuple
+
+import sqlalchemy as sa
+
 from outbox.envelope import Envelope, aggregate_hash
 from projections.replay_apply import Refused, TableReplayerBase
 from projections.replay_policy import HandlerError, chase_checkpoints, furthest_checkpoint
 from projections.replay_types import ReplayOptions, ReplayPlan, ReplaySummary
-from projections.store import Lane, is_held
+from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
+from projections.sql_tx import SqlTx
+from projections.store import Invalidation, Lane, is_held
 
 
 class InPlaceReplay(TableReplayerBase):
@@ -33,25 +40,18 @@ class InPlaceReplay(TableReplayerBase):
     ) -> None:
         """Apply the batch's events the lanes have applied already (up to their checkpoints,
         locked by this transaction, so that no live batch interleaves) and whose aggregate
-        is not held by a parked event; event by event after a refused write."""
+        is not held by a parked event; event by event after a refused write. Its row locks
+        are taken in order, as a live batch's (:func:`projections.row_locks.apply_in_order`:
+        started again after an out-of-order key, a deadlock or a serialization failure)."""
         tables = self.store.tables_for(self.projection)
-        partitions = self.projection.partitions
+        every = _Lanes(self.projection.name, source, "all")
         batches = [streamed]
         while batches:
             events = batches.pop(0)
             mark = self._policy.mark()
             try:
-                with self._write() as conn:
-                    cps = {lane.partition: self.store.lock_lane(conn, lane) for lane in lanes}
-                    held = self.store.blocked_aggregates(conn, lanes[0])
-                    due = [
-                        e
-                        for e in events
-                        if (e.position or 0) <= cps[_partition(e, partitions)]
-                        and not is_held(held, e)
-                    ]
-                    applied = self._apply(conn, due, tables, lock_rows=True) if due else 0
-                    invalidation = self._journal_whole_projection(conn) if due else None
+                attempt = partial(self._in_place_attempt, lanes, events, tables, mark=mark)
+                applied, invalidation = apply_in_order(every, attempt)
             except HandlerError as failed:
                 self._policy.undo(mark)
                 self._policy.fail(failed)
@@ -64,6 +64,53 @@ class InPlaceReplay(TableReplayerBase):
             self._invalidate(invalidation)
             summary.applied[source] += applied
             self._report(source, events[-1].position or 0, applied)
+
+    def _in_place_attempt(
+        self,
+        lanes: list[Lane],
+        events: list[Envelope],
+        tables: dict[sa.Table, sa.Table],
+        locks: RowLocks,
+        mark: int,
+    ) -> tuple[int, Invalidation | None]:
+        """One transaction of :meth:`_in_place_batch`: the lanes' checkpoints locked first, in
+        partition order, then the rows its handlers read (``locks``)."""
+        self._policy.undo(mark)  # what an attempt started again holds, it finds again
+        partitions = self.projection.partitions
+        try:
+            with self._write() as conn:
+                cps = {lane.partition: self.store.lock_lane(conn, lane) for lane in lanes}
+                held = self.store.blocked_aggregates(conn, lanes[0])
+                due = [
+                    e
+                    for e in events
+                    if (e.position or 0) <= cps[_partition(e, partitions)] and not is_held(held, e)
+                ]
+                if not due:
+                    return 0, None
+                tx = SqlTx(conn, tables, projection=self.projection, locks=locks)
+
+                def apply() -> int:
+                    applied = self._handle(tx, due)
+                    tx.flush()
+                    return applied
+
+                applied = self._refusing(due, apply)
+                return applied, self._journal_whole_projection(conn)
+        except OutOfOrder:
+            raise
+        except Exception as exc:  # a handler's error (or its wrapping) after an OutOfOrder
+            if locks.restart is not None:
+                raise locks.restart from exc
+            raise
+
+
+class _Lanes(NamedTuple):
+    """Every lane of a source, as :func:`apply_in_order` logs them."""
+
+    projection: str
+    source: str
+    partition: str
 
 
 def _partition(event: Envelope, partitions: int) -> int:

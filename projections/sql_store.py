@@ -344,9 +344,12 @@ class SqlStore(SqlParking, Store):
         aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
     ) -> int:
-        aggregate_where = parked_of(lane, aggregate)
-        try:
-            return self._retry_parked(projection, lane, aggregate, load, aggregate_where)
+        where = parked_of(lane, aggregate)
+        try:  # row locks in order, as a live batch's (projections/row_locks.py)
+            return apply_in_order(
+                lane,
+                lambda locks: self._retry_parked(projection, lane, aggregate, load, where, locks),
+            )
         except HandlerFailed as failed:
             self.record_failed_retry(lane, aggregate, failed)
             raise
@@ -358,35 +361,39 @@ class SqlStore(SqlParking, Store):
         aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
         aggregate_where: tuple[Any, ...],
+        locks: RowLocks,
     ) -> int:
-        with self.writer.begin() as conn:
-            self.lock_lane(conn, lane)
-            positions = [
-                int(p)
-                for p in conn.execute(
-                    sa.select(parked_events.c.position)
+        try:  # a deadlock is retried, as in a batch
+            with self.writer.begin() as conn:
+                self.lock_lane(conn, lane)
+                positions = [
+                    int(p)
+                    for p in conn.execute(
+                        sa.select(parked_events.c.position)
+                        .where(*aggregate_where, parked_events.c.status == "parked")
+                        .order_by(parked_events.c.position)
+                    ).scalars()
+                ]
+                tx = SqlTx(conn, self.tables_for(projection), projection=projection, locks=locks)
+                events = list(load(positions)) if positions else []
+                tags = tx.invalidated if self.journal_invalidations else None
+                for event in events:
+                    try:  # written event by event: a refused write is the event's own failure
+                        _handle(projection, event, tx, tags)
+                        tx.flush()
+                    except RefusedWrite as refused:
+                        detail = traceback.format_exc()
+                        raise HandlerFailed(event, refused.error, detail, refused=True) from refused
+                self.journal(conn, projection.name, tags)  # done by the engine after the retry
+                conn.execute(
+                    parked_events.update()
                     .where(*aggregate_where, parked_events.c.status == "parked")
-                    .order_by(parked_events.c.position)
-                ).scalars()
-            ]
-            tx = SqlTx(conn, self.tables_for(projection), projection=projection)
-            events = list(load(positions)) if positions else []
-            tags = tx.invalidated if self.journal_invalidations else None
-            for event in events:
-                try:  # written event by event: a refused write is the event's own failure
-                    _handle(projection, event, tx, tags)
-                    tx.flush()
-                except RefusedWrite as refused:
-                    detail = traceback.format_exc()
-                    raise HandlerFailed(event, refused.error, detail, refused=True) from refused
-            self.journal(conn, projection.name, tags)  # done by the engine after the retry
-            conn.execute(
-                parked_events.update()
-                .where(*aggregate_where, parked_events.c.status == "parked")
-                .values(status="retried", resolved_at=sa.func.current_timestamp())
-            )
-            self._release(conn, lane, aggregate, positions)
-            return len(events)
+                    .values(status="retried", resolved_at=sa.func.current_timestamp())
+                )
+                self._release(conn, lane, aggregate, positions)
+                return len(events)
+        except (SQLAlchemyError, psycopg.Error) as exc:
+            raise StoreError(f"{lane.projection}: retry failed: {describe_db_error(exc)}") from exc
 
 
 _OPEN_LANE = (
