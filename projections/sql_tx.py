@@ -47,7 +47,8 @@ class SqlTx:
     row (a per-customer total fed by per-order lanes) serialize instead of
     losing an update, even when the row does not exist yet. SQLite transactions
     are serialized already. ``locks`` (:class:`projections.row_locks.RowLocks`) takes them:
-    an ordered one, for a live batch, in one order whatever order the handlers read in.
+    an ordered one (a live batch's, a parked retry's, an in-place replay batch's) in one
+    order whatever order the handlers read in.
     """
 
     def __init__(
