@@ -123,27 +123,37 @@ def _deadlocks(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in logs if "deadlock" in e["event"]]
 
 
-def test_a_parked_retry_and_a_live_batch_reading_rows_in_opposite_orders_do_not_deadlock(
-    pg_database: Callable[[], str],
+@pytest.mark.parametrize("other", ["live batch", "parked retry"])
+def test_a_parked_retry_and_another_reading_rows_in_opposite_orders_do_not_deadlock(
+    other: str, pg_database: Callable[[], str]
 ) -> None:
-    """The retry holds the row after (in lock order) the one the live batch holds, and each
-    wants the other's: the live batch waits, so the retry must not (it starts again)."""
+    """The retry holds the row after (in lock order) the one the other (a live batch of
+    another lane, or the retry of a parked event there) holds, and each wants the other's:
+    the other waits, so the retry must not (it starts again)."""
     low, high = _low_high()
-    parked_id, live_id = _in_partitions()
+    parked_id, other_id = _in_partitions()
     with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
-        Crossing.failing = {parked_id}
-        append_tenant_events(log, [(None, parked_id, "Paired", {"reads": [high, low]})])
+        Crossing.failing = {parked_id, other_id} if other == "parked retry" else {parked_id}
+        append_tenant_events(
+            log,
+            [
+                (None, parked_id, "Paired", {"reads": [high, low]}),
+                (None, other_id, "Paired", {"reads": [low, high]}),
+            ],
+        )
         engine.process(Lane(Crossing.name, "bank", 0))
-        [entry] = engine.parked(Crossing.name)
+        if other == "parked retry":
+            engine.process(Lane(Crossing.name, "bank", 1))
+        entries = {e.aggregate_id: e for e in engine.parked(Crossing.name)}
         Crossing.failing = set()
-        append_tenant_events(log, [(None, live_id, "Paired", {"reads": [low, high]})])
+        if other == "parked retry":
+            crossed: Callable[[], Any] = lambda: engine.retry(entries[other_id])  # noqa: E731
+        else:
+            crossed = lambda: engine.process(Lane(Crossing.name, "bank", 1))  # noqa: E731
         Crossing.barrier = threading.Barrier(2, timeout=10)
-        Crossing.crossing = {f"bank:{parked_id}", f"bank:{live_id}"}
+        Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
         with capture_logs() as logs:
-            errors = _together(
-                lambda: engine.retry(entry),
-                lambda: engine.process(Lane(Crossing.name, "bank", 1)),
-            )
+            errors = _together(lambda: engine.retry(entries[parked_id]), crossed)
         assert Crossing.crossing == set()  # both met at the barrier: the locks did cross
         assert errors == []
         assert _deadlocks(logs) == []
