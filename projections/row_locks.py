@@ -18,11 +18,12 @@ order, so each new attempt knows more keys.
 
 Every transaction that locks rows runs so: a live batch (:mod:`projections.sql_store`), a
 parked event's retry (``SqlStore.retry_parked``) and an in-place replay batch
-(:mod:`projections.replay_in_place`); a rebuild's shadow tables take no row locks. Each locks
-its lane's checkpoint row before any row lock (an in-place replay batch: every lane of its
-source, in partition order), so none waits for a checkpoint while holding a row lock. PostgreSQL's deadlock check remains the backstop (for an attempt past
-:data:`RESTARTS`, which waits in any order, and for locks other than these); a transaction it
-aborts, or a serialization failure, is retried by :func:`apply_in_order` too.
+(:mod:`projections.replay_in_place`); a rebuild's shadow tables take no row locks. Each
+locks its lane's checkpoint row before any row lock (an in-place replay batch: every lane of
+its source, in partition order), so none waits for a checkpoint while holding a row lock.
+PostgreSQL's deadlock check remains the backstop (for an attempt past :data:`RESTARTS`,
+which waits in any order, and for locks other than these); a transaction it aborts, or a
+serialization failure, is retried by :func:`apply_in_order` too.
 """
 
 from __future__ import annotations
