@@ -16,9 +16,15 @@ from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import account_totals
 
 
-@pytest.fixture
-def setup(tmp_path: Path, sqlite_database: Callable[[], str]) -> tuple[Path, sa.Engine, Any]:
-    store_url = sqlite_database()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def setup(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_database: Callable[[], str]
+) -> tuple[Path, sa.Engine, Any]:
+    """A SQLite source, and the read models in SQLite or in PostgreSQL (whose retries take
+    ordered row locks: projections/row_locks.py)."""
+    store_url = (
+        sqlite_database() if request.param == "sqlite" else request.getfixturevalue("pg_database")()
+    )
     config = write_config(
         tmp_path / "readmodel.toml",
         {

@@ -20,12 +20,16 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from outbox.envelope import aggregate_hash
+from projections import row_locks
 from projections.api import Event, Projection, Tx, on
+from projections.invalidations import WHOLE_PROJECTION
 from projections.log_reader import LogReader
+from projections.redis_cache import RedisCache
 from projections.replay import Replayer
-from projections.replay_types import ReplayOptions
+from projections.replay_types import ReplayHooks, ReplayOptions
 from projections.sql_tx import row_lock_key
-from projections.store import Lane
+from projections.store import HandlerFailed, Lane
+from tests.cache_helpers import dead_redis_url, fresh_prefix
 from tests.projection_fixtures import append_tenant_events, engine_on
 
 metadata = sa.MetaData()
@@ -52,6 +56,9 @@ class Crossing(Projection):
     barrier: ClassVar[threading.Barrier | None] = None
     crossing: ClassVar[set[str]] = set()
     failing: ClassVar[set[str]] = set()
+    swallow: ClassVar[bool] = False
+    failing_again: ClassVar[set[str]] = set()
+    """Aggregates whose event fails once it met the barrier (when started again)."""
 
     @on("bank", "Paired")
     def bank(self, event: Event[dict], tx: Tx) -> None:
@@ -65,12 +72,19 @@ class Crossing(Projection):
         if event.aggregate_id in self.failing:
             raise RuntimeError("not yet")
         first, second = event.payload["reads"]
-        rows = [tx.get(seen, first)]
         meeting = f"{event.source}:{event.aggregate_id}"
+        if event.aggregate_id in self.failing_again and meeting not in self.crossing:
+            raise RuntimeError("failing again")
+        rows = [tx.get(seen, first)]
         if self.barrier is not None and meeting in self.crossing:
             self.crossing.discard(meeting)
             self.barrier.wait()
-        rows.append(tx.get(seen, second))
+        try:
+            rows.append(tx.get(seen, second))
+        except Exception:  # a user's broad except: the OutOfOrder must still restart
+            if not self.swallow:
+                raise
+            rows.append(None)
         for customer, row in zip((first, second), rows, strict=True):
             count = (row or {}).get(event.source) or 0
             tx.upsert(seen, {**(row or {"customer": customer}), event.source: count + 1})
@@ -110,6 +124,8 @@ def _reset() -> Any:
     Crossing.barrier = None
     Crossing.crossing = set()
     Crossing.failing = set()
+    Crossing.swallow = False
+    Crossing.failing_again = set()
     yield
     Crossing.barrier = None
 
@@ -196,3 +212,178 @@ def test_an_in_place_replay_batch_and_another_reading_rows_in_opposite_orders_do
         assert engine.parked(Crossing.name) == []
         rows = _rows(log.engine)
         assert rows == {low: (2, 1), high: (2, 1)}  # the bank event applied live, then replayed
+
+
+class _Progress(ReplayHooks):
+    def __init__(self) -> None:
+        self.reports: list[tuple[str, int]] = []
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        self.reports.append((source, applied))
+
+
+@pytest.mark.parametrize("swallow", [False, True])
+def test_an_in_place_batch_started_again_counts_skips_and_journals_once(
+    swallow: bool, pg_database: Callable[[], str]
+) -> None:
+    """With ``--skip-errors``, a batch whose failing event was skipped (and an event held
+    behind it) is started again by a crossing (the handler catching the OutOfOrder itself,
+    too): the skipped events are listed once, the applied events counted and reported once,
+    and one whole-projection invalidation is journaled (the restarted attempt's rolled back)."""
+    low, high = _low_high()
+    bank_id, shop_id = _in_partitions()
+    fail_id = "f1"
+    shop_lane = Lane(Crossing.name, "shop", aggregate_hash("account", shop_id) % 2)
+    with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
+        append_tenant_events(
+            log,
+            [
+                (None, fail_id, "Paired", {"reads": ["x1", "x2"]}),
+                (None, fail_id, "Paired", {"reads": ["x1", "x2"]}),
+                (None, bank_id, "Paired", {"reads": [high, low]}),
+            ],
+        )
+        engine.catch_up()
+        append_tenant_events(log, [(None, shop_id, "Paired", {"reads": [low, high]})], "shop")
+        store.journal_invalidations = True
+        dead = RedisCache(dead_redis_url(), key_prefix=fresh_prefix(), timeout=0.05)
+        progress = _Progress()
+        replayer = Replayer(LogReader(log), Crossing(), store, cache=dead, hooks=progress)
+        Crossing.failing = {fail_id}
+        Crossing.swallow = swallow
+        Crossing.barrier = threading.Barrier(2, timeout=60)
+        Crossing.crossing = {f"bank:{bank_id}", f"shop:{shop_id}"}
+        summaries: list[Any] = []
+        options = ReplayOptions(from_position=0, source="bank", skip_errors=True)
+        try:
+            with capture_logs() as logs:
+                errors = _together(
+                    lambda: summaries.append(replayer.run(options)),
+                    lambda: engine.process(shop_lane),
+                )
+        finally:
+            dead.close()
+        assert Crossing.crossing == set()
+        assert errors == []
+        assert _deadlocks(logs) == []
+        assert any("in order" in e["event"] for e in logs)  # it was started again
+        [summary] = summaries
+        assert [(s.aggregate_id, s.position, s.held_behind) for s in summary.skipped] == [
+            (fail_id, 1, None),
+            (fail_id, 2, 1),
+        ]
+        assert summary.applied == {"bank": 1}
+        assert progress.reports == [("bank", 1)]
+        pending = [i for i in store.pending_invalidations() if i.tags == (WHOLE_PROJECTION,)]
+        assert len(pending) == 1
+        assert _rows(log.engine) == {
+            low: (2, 1),
+            high: (2, 1),
+            "x1": (2, None),
+            "x2": (2, None),
+        }
+
+
+def test_a_parked_retry_whose_handler_catches_the_out_of_order_starts_again(
+    pg_database: Callable[[], str],
+) -> None:
+    """The retry's handler catches the OutOfOrder of its second read itself (a broad
+    ``except``) and writes on: the retry must not commit that, but start again."""
+    low, high = _low_high()
+    parked_id, other_id = _in_partitions()
+    with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
+        Crossing.failing = {parked_id}
+        append_tenant_events(
+            log,
+            [
+                (None, parked_id, "Paired", {"reads": [high, low]}),
+                (None, other_id, "Paired", {"reads": [low, high]}),
+            ],
+        )
+        engine.process(Lane(Crossing.name, "bank", 0))
+        [entry] = engine.parked(Crossing.name)
+        Crossing.failing = set()
+        Crossing.swallow = True
+        Crossing.barrier = threading.Barrier(2, timeout=60)
+        Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
+        with capture_logs() as logs:
+            errors = _together(
+                lambda: engine.retry(entry),
+                lambda: engine.process(Lane(Crossing.name, "bank", 1)),
+            )
+        assert Crossing.crossing == set()
+        assert errors == []
+        assert any("in order" in e["event"] for e in logs)
+        assert engine.parked(Crossing.name) == []
+        assert _rows(log.engine) == {low: (2, None), high: (2, None)}
+
+
+def test_past_the_restarts_a_retry_waits_in_any_order_and_the_deadlock_check_backs_it_up(
+    pg_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no ordered attempt left (``RESTARTS`` 0), the crossing is a real deadlock:
+    PostgreSQL aborts one side, which is retried, and both still apply once."""
+    monkeypatch.setattr(row_locks, "RESTARTS", 0)
+    low, high = _low_high()
+    parked_id, other_id = _in_partitions()
+    with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
+        Crossing.failing = {parked_id}
+        append_tenant_events(
+            log,
+            [
+                (None, parked_id, "Paired", {"reads": [high, low]}),
+                (None, other_id, "Paired", {"reads": [low, high]}),
+            ],
+        )
+        engine.process(Lane(Crossing.name, "bank", 0))
+        [entry] = engine.parked(Crossing.name)
+        Crossing.failing = set()
+        Crossing.barrier = threading.Barrier(2, timeout=60)
+        Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
+        with capture_logs() as logs:
+            errors = _together(
+                lambda: engine.retry(entry),
+                lambda: engine.process(Lane(Crossing.name, "bank", 1)),
+            )
+        assert Crossing.crossing == set()
+        assert errors == []
+        assert len(_deadlocks(logs)) == 1
+        assert engine.parked(Crossing.name) == []
+        assert _rows(log.engine) == {low: (2, None), high: (2, None)}
+
+
+def test_a_parked_retry_started_again_that_fails_records_one_failed_retry(
+    pg_database: Callable[[], str],
+) -> None:
+    """The retry is started again by a crossing, then its handler fails: the retry raises
+    HandlerFailed (``readmodel parked retry`` exits 1) and counts one more attempt, once."""
+    low, high = _low_high()
+    parked_id, other_id = _in_partitions()
+    with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
+        Crossing.failing = {parked_id}
+        append_tenant_events(
+            log,
+            [
+                (None, parked_id, "Paired", {"reads": [high, low]}),
+                (None, other_id, "Paired", {"reads": [low, high]}),
+            ],
+        )
+        engine.process(Lane(Crossing.name, "bank", 0))
+        [entry] = engine.parked(Crossing.name)
+        Crossing.failing = set()
+        Crossing.failing_again = {parked_id}
+        Crossing.barrier = threading.Barrier(2, timeout=60)
+        Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
+        with capture_logs() as logs:
+            errors = _together(
+                lambda: engine.retry(entry),
+                lambda: engine.process(Lane(Crossing.name, "bank", 1)),
+            )
+        assert Crossing.crossing == set()
+        assert [type(e) for e in errors] == [HandlerFailed]
+        assert "failing again" in str(errors[0])
+        assert any("in order" in e["event"] for e in logs)
+        [again] = engine.parked(Crossing.name)
+        assert again.attempts == entry.attempts + 1
+        assert "failing again" in again.reason
+        assert _rows(log.engine) == {low: (1, None), high: (1, None)}
