@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -18,6 +17,7 @@ from outbox.errors import StoreError
 from outbox.schema import create_tables
 from projections.api import Projection, UnstorableValueError
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
+from projections.sql_invalidations import SqlInvalidations
 from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_of
 from projections.sql_tx import SqlTx
 from projections.sql_writes import RefusedWrite, refusals, refused_for_good, refused_write
@@ -35,10 +35,10 @@ from projections.store import (
     tenant_holds_of,
     untenant_entries,
 )
-from projections.store_tables import blocked, checkpoints, invalidations, parked_events
+from projections.store_tables import blocked, checkpoints, parked_events
 
 
-class SqlStore(SqlParking, Store):
+class SqlStore(SqlParking, SqlInvalidations, Store):
     """A store in one PostgreSQL or SQLite database."""
 
     def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:
@@ -287,55 +287,6 @@ class SqlStore(SqlParking, Store):
             return None
         row = journal.fetchone()
         return Invalidation(int(row[0]), projection, ordered)  # type: ignore[index]
-
-    # -- cache invalidations (projections/invalidations.py) ----------------------------
-
-    def journal(
-        self, conn: sa.Connection, projection: str, tags: set[str] | None
-    ) -> Invalidation | None:
-        """Journal an invalidation of ``tags`` in ``conn``'s transaction, so that it is redone
-        if the process dies before the cache hears of it; ``None`` when there are no tags."""
-        if not tags:
-            return None
-        ordered = tuple(sorted(tags))
-        row_id = conn.execute(
-            invalidations.insert()
-            .values(projection=projection, tags=orjson.dumps(ordered).decode())
-            .returning(invalidations.c.id)
-        ).scalar_one()
-        return Invalidation(int(row_id), projection, ordered)
-
-    def journal_invalidation(self, projection: str, tags: Sequence[str]) -> Invalidation | None:
-        if not self.journal_invalidations:
-            return None
-        try:
-            with self.writer.begin() as conn:
-                return self.journal(conn, projection, set(tags))
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot write rm_invalidations: {describe_db_error(exc)}") from exc
-
-    def pending_invalidations(
-        self, older_than: float = 0.0, limit: int = 1000
-    ) -> list[Invalidation]:
-        query = sa.select(invalidations).order_by(invalidations.c.id).limit(limit)
-        if older_than > 0:
-            cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
-            query = query.where(invalidations.c.created_at <= cutoff)
-        try:
-            with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot read rm_invalidations: {describe_db_error(exc)}") from exc
-        return [Invalidation(r.id, r.projection, tuple(orjson.loads(r.tags))) for r in rows]
-
-    def forget_invalidations(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        try:
-            with self.writer.begin() as conn:
-                conn.execute(invalidations.delete().where(invalidations.c.id.in_(list(ids))))
-        except SQLAlchemyError as exc:
-            raise StoreError(f"cannot delete rm_invalidations: {describe_db_error(exc)}") from exc
 
     def retry_parked(
         self,
