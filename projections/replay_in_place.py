@@ -11,7 +11,12 @@ import sqlalchemy as sa
 
 from outbox.envelope import Envelope, aggregate_hash
 from projections.replay_apply import Refused, TableReplayerBase
-from projections.replay_policy import HandlerError, chase_checkpoints, furthest_checkpoint
+from projections.replay_policy import (
+    HandlerError,
+    PolicyMark,
+    chase_checkpoints,
+    furthest_checkpoint,
+)
 from projections.replay_types import ReplayOptions, ReplayPlan, ReplaySummary
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_tx import SqlTx
@@ -71,7 +76,7 @@ class InPlaceReplay(TableReplayerBase):
         events: list[Envelope],
         tables: dict[sa.Table, sa.Table],
         locks: RowLocks,
-        mark: int,
+        mark: PolicyMark,
     ) -> tuple[int, Invalidation | None]:
         """One transaction of :meth:`_in_place_batch`: the lanes' checkpoints locked first, in
         partition order, then the rows its handlers read (``locks``)."""

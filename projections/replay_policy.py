@@ -8,7 +8,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
 import structlog
@@ -183,6 +183,17 @@ class HandlerError(Exception):
         self.detail = traceback.format_exc()
 
 
+class PolicyMark(NamedTuple):
+    """An :class:`ErrorPolicy`'s state before a transaction (:meth:`ErrorPolicy.mark`)."""
+
+    skipped: int
+    """How many events were skipped."""
+    rewritten: int
+    """How many skipped events' tenants merges had rewritten (undone in reverse)."""
+    held: dict[str, dict[AggregateKey, int]]
+    """A copy of the holds (one per failed aggregate: few)."""
+
+
 class ErrorPolicy:
     """Strict: a failing event stops the replay (:class:`ReplayError`). With ``skip_errors``
     it is skipped with every later event of its aggregate in its tenant (its earlier ones
@@ -195,13 +206,21 @@ class ErrorPolicy:
         self.in_place = in_place
         self.held: dict[str, dict[AggregateKey, int]] = {}  # source -> hold -> position
         self.skipped: list[SkippedEvent] = []
+        self._rewritten: list[tuple[int, SkippedEvent]] = []  # (index, before) of merges
 
-    def mark(self) -> int:
-        """Where :attr:`skipped` stands before a transaction, for :meth:`undo` if it aborts."""
-        return len(self.skipped)
+    def mark(self) -> PolicyMark:
+        """What the policy holds and has skipped before a transaction, for :meth:`undo` if it
+        aborts or starts again: an event naming no tenant merges holds in it
+        (:meth:`holds`), which an attempt started again must not meet before that event."""
+        held = {source: dict(holds) for source, holds in self.held.items()}
+        return PolicyMark(len(self.skipped), len(self._rewritten), held)
 
-    def undo(self, mark: int) -> None:
-        del self.skipped[mark:]
+    def undo(self, mark: PolicyMark) -> None:
+        while len(self._rewritten) > mark.rewritten:
+            index, skipped = self._rewritten.pop()
+            self.skipped[index] = skipped
+        del self.skipped[mark.skipped :]
+        self.held = {source: dict(holds) for source, holds in mark.held.items()}
 
     def fail(self, failed: HandlerError) -> None:
         """Raise :class:`ReplayError`, or hold the event's aggregate (the caller redoes the
@@ -266,13 +285,14 @@ class ErrorPolicy:
         behind = min(held.pop(key) for key in keys)
         key = keys[0]._replace(tenant="")
         held[key] = behind
-        self.skipped = [
-            replace(skipped, tenant="")
-            if (skipped.source, skipped.aggregate_type, skipped.aggregate_id)
-            == (source, key.aggregate_type, key.aggregate_id)
-            else skipped
-            for skipped in self.skipped
-        ]
+        for index, skipped in enumerate(self.skipped):
+            if (skipped.source, skipped.aggregate_type, skipped.aggregate_id) == (
+                source,
+                key.aggregate_type,
+                key.aggregate_id,
+            ):
+                self._rewritten.append((index, skipped))
+                self.skipped[index] = replace(skipped, tenant="")
         return key, behind
 
 
