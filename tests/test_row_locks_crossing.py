@@ -32,6 +32,10 @@ from projections.store import HandlerFailed, Lane
 from tests.cache_helpers import dead_redis_url, fresh_prefix
 from tests.projection_fixtures import append_tenant_events, engine_on
 
+MEETING_TIMEOUT = 60
+"""Seconds a side waits at the barrier for the other before the test fails: a bound, not a
+synchronisation (a replay's planning on 2 shared, loaded cores can take seconds)."""
+
 metadata = sa.MetaData()
 seen = sa.Table(
     "crossing_seen",
@@ -166,7 +170,7 @@ def test_a_parked_retry_and_another_reading_rows_in_opposite_orders_do_not_deadl
             crossed: Callable[[], Any] = lambda: engine.retry(entries[other_id])  # noqa: E731
         else:
             crossed = lambda: engine.process(Lane(Crossing.name, "bank", 1))  # noqa: E731
-        Crossing.barrier = threading.Barrier(2, timeout=10)
+        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
         Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
         with capture_logs() as logs:
             errors = _together(lambda: engine.retry(entries[parked_id]), crossed)
@@ -200,7 +204,7 @@ def test_an_in_place_replay_batch_and_another_reading_rows_in_opposite_orders_do
         else:
             shop = lambda: engine.process(shop_lane)  # noqa: E731
         replayer = Replayer(LogReader(log), Crossing(), store)
-        Crossing.barrier = threading.Barrier(2, timeout=10)
+        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
         Crossing.crossing = {f"bank:{bank_id}", f"shop:{shop_id}"}
         with capture_logs() as logs:
             errors = _together(
@@ -251,7 +255,7 @@ def test_an_in_place_batch_started_again_counts_skips_and_journals_once(
         replayer = Replayer(LogReader(log), Crossing(), store, cache=dead, hooks=progress)
         Crossing.failing = {fail_id}
         Crossing.swallow = swallow
-        Crossing.barrier = threading.Barrier(2, timeout=60)
+        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
         Crossing.crossing = {f"bank:{bank_id}", f"shop:{shop_id}"}
         summaries: list[Any] = []
         options = ReplayOptions(from_position=0, source="bank", skip_errors=True)
@@ -304,7 +308,7 @@ def test_a_parked_retry_whose_handler_catches_the_out_of_order_starts_again(
         [entry] = engine.parked(Crossing.name)
         Crossing.failing = set()
         Crossing.swallow = True
-        Crossing.barrier = threading.Barrier(2, timeout=60)
+        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
         Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
         with capture_logs() as logs:
             errors = _together(
@@ -338,7 +342,7 @@ def test_past_the_restarts_a_retry_waits_in_any_order_and_the_deadlock_check_bac
         engine.process(Lane(Crossing.name, "bank", 0))
         [entry] = engine.parked(Crossing.name)
         Crossing.failing = set()
-        Crossing.barrier = threading.Barrier(2, timeout=60)
+        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
         Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
         with capture_logs() as logs:
             errors = _together(
@@ -372,7 +376,7 @@ def test_a_parked_retry_started_again_that_fails_records_one_failed_retry(
         [entry] = engine.parked(Crossing.name)
         Crossing.failing = set()
         Crossing.failing_again = {parked_id}
-        Crossing.barrier = threading.Barrier(2, timeout=60)
+        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
         Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
         with capture_logs() as logs:
             errors = _together(
