@@ -226,27 +226,25 @@ class _Progress(ReplayHooks):
         self.reports.append((source, applied))
 
 
+@pytest.mark.parametrize("crossing_first", [False, True])
 @pytest.mark.parametrize("swallow", [False, True])
 def test_an_in_place_batch_started_again_counts_skips_and_journals_once(
-    swallow: bool, pg_database: Callable[[], str]
+    swallow: bool, crossing_first: bool, pg_database: Callable[[], str]
 ) -> None:
-    """With ``--skip-errors``, a batch whose failing event was skipped (and an event held
-    behind it) is started again by a crossing (the handler catching the OutOfOrder itself,
-    too): the skipped events are listed once, the applied events counted and reported once,
-    and one whole-projection invalidation is journaled (the restarted attempt's rolled back)."""
+    """With ``--skip-errors``, a batch with a failing event (and an event held behind it) is
+    started again by a crossing, before or after the failure was skipped (the handler
+    catching the OutOfOrder itself, too: a later event's failure then starts it again as
+    well): the skipped events are listed once, the applied events counted and reported
+    once, and one whole-projection invalidation is journaled (a restarted attempt's is
+    rolled back)."""
     low, high = _low_high()
     bank_id, shop_id = _in_partitions()
     fail_id = "f1"
     shop_lane = Lane(Crossing.name, "shop", aggregate_hash("account", shop_id) % 2)
     with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
-        append_tenant_events(
-            log,
-            [
-                (None, fail_id, "Paired", {"reads": ["x1", "x2"]}),
-                (None, fail_id, "Paired", {"reads": ["x1", "x2"]}),
-                (None, bank_id, "Paired", {"reads": [high, low]}),
-            ],
-        )
+        failing = [(None, fail_id, "Paired", {"reads": ["x1", "x2"]})] * 2
+        crossing = [(None, bank_id, "Paired", {"reads": [high, low]})]
+        append_tenant_events(log, crossing + failing if crossing_first else failing + crossing)
         engine.catch_up()
         append_tenant_events(log, [(None, shop_id, "Paired", {"reads": [low, high]})], "shop")
         store.journal_invalidations = True
@@ -272,9 +270,10 @@ def test_an_in_place_batch_started_again_counts_skips_and_journals_once(
         assert _deadlocks(logs) == []
         assert any("in order" in e["event"] for e in logs)  # it was started again
         [summary] = summaries
+        first = 2 if crossing_first else 1
         assert [(s.aggregate_id, s.position, s.held_behind) for s in summary.skipped] == [
-            (fail_id, 1, None),
-            (fail_id, 2, 1),
+            (fail_id, first, None),
+            (fail_id, first + 1, first),
         ]
         assert summary.applied == {"bank": 1}
         assert progress.reports == [("bank", 1)]
