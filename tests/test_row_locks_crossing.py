@@ -61,6 +61,7 @@ class Crossing(Projection):
     crossing: ClassVar[set[str]] = set()
     failing: ClassVar[set[str]] = set()
     swallow: ClassVar[bool] = False
+    failing_at: ClassVar[set[str]] = set()
     failing_again: ClassVar[set[str]] = set()
     """Aggregates whose event fails once it met the barrier (when started again)."""
 
@@ -73,7 +74,8 @@ class Crossing(Projection):
         self._paired(event, tx)
 
     def _paired(self, event: Event[dict], tx: Tx) -> None:
-        if event.aggregate_id in self.failing:
+        at = f"{event.source}:{event.position}"
+        if event.aggregate_id in self.failing or at in self.failing_at:
             raise RuntimeError("not yet")
         first, second = event.payload["reads"]
         meeting = f"{event.source}:{event.aggregate_id}"
@@ -390,3 +392,51 @@ def test_a_parked_retry_started_again_that_fails_records_one_failed_retry(
         assert again.attempts == entry.attempts + 1
         assert "failing again" in again.reason
         assert _rows(log.engine) == {low: (1, None), high: (1, None)}
+
+
+def test_an_in_place_batch_started_again_after_an_event_merged_tenants_holds(
+    pg_database: Callable[[], str],
+) -> None:
+    """Two tenants' events of one aggregate id fail (``--skip-errors``), a later event of it
+    naming no tenant merges their holds into one held from the earliest on, and then a
+    crossing starts the batch again: the second attempt applies the tenant's event between
+    the two failures again, as the first did (it must not meet the merged hold early)."""
+    low, high = _low_high()
+    bank_id, shop_id = _in_partitions()
+    shop_lane = Lane(Crossing.name, "shop", aggregate_hash("account", shop_id) % 2)
+    with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
+        reads = {"reads": ["x1", "x2"]}
+        append_tenant_events(
+            log,
+            [
+                ("acme", "o1", "Paired", reads),  # 1: fails
+                ("globex", "o1", "Paired", reads),  # 2: applied again
+                ("globex", "o1", "Paired", reads),  # 3: fails
+                (None, "o1", "Paired", reads),  # 4: held, merging the holds
+                (None, bank_id, "Paired", {"reads": [high, low]}),  # 5: crosses
+            ],
+        )
+        engine.catch_up()
+        append_tenant_events(log, [(None, shop_id, "Paired", {"reads": [low, high]})], "shop")
+        replayer = Replayer(LogReader(log), Crossing(), store)
+        Crossing.failing_at = {"bank:1", "bank:3"}
+        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
+        Crossing.crossing = {f"bank:{bank_id}", f"shop:{shop_id}"}
+        summaries: list[Any] = []
+        options = ReplayOptions(from_position=0, source="bank", skip_errors=True)
+        with capture_logs() as logs:
+            errors = _together(
+                lambda: summaries.append(replayer.run(options)),
+                lambda: engine.process(shop_lane),
+            )
+        assert Crossing.crossing == set()
+        assert errors == []
+        assert any("in order" in e["event"] for e in logs)
+        [summary] = summaries
+        assert [(s.position, s.held_behind) for s in summary.skipped] == [
+            (1, None),
+            (3, None),
+            (4, 1),
+        ]
+        assert summary.applied == {"bank": 2}
+        assert _rows(log.engine)["x1"] == (5, None)  # 4 applied live, the 2nd again
