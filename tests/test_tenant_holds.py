@@ -16,7 +16,6 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from outbox.envelope import Envelope
 from outbox.log import EventLog
 from outbox.migrate import alembic_config, upgrade
 from projections.document_generations import collections_at, generation_of
@@ -26,7 +25,6 @@ from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.replay import Replayer
-from projections.replay_policy import ErrorPolicy, HandlerError
 from projections.replay_types import ReplayOptions
 from projections.store import AggregateKey, ParkedEvent, is_held
 from projections.store_tables import blocked
@@ -417,39 +415,3 @@ def test_an_in_place_replay_holds_an_event_naming_no_tenant_from_the_earliest_ho
     assert [p for p in range(2, 9) if is_held(held, event("", p))] == [4, 5, 6, 7, 8]
     assert [p for p in range(2, 9) if is_held(held, event("acme", p))] == [7, 8]
     assert not is_held(held, event("initech", 8))
-
-
-def test_a_replay_transaction_started_again_forgets_the_holds_it_merged() -> None:
-    """A replay batch that is started again (an OutOfOrder row lock, a deadlock, a failed
-    event) is undone to the error policy's mark: the holds an event naming no tenant merged
-    in it too, or an event of a tenant the next attempt meets before that event is held
-    behind the merged hold (skipped), where the first attempt applied it."""
-    policy = ErrorPolicy("totals", skip_errors=True, in_place=True)
-
-    def event(tenant: str | None, position: int) -> Envelope:
-        return Envelope(
-            event_id=f"e{position}",
-            source="bank",
-            tenant=tenant,
-            aggregate_type="order",
-            aggregate_id="o1",
-            event_type="Placed",
-            payload={},
-            position=position,
-        )
-
-    policy.fail(HandlerError(event("acme", 5), RuntimeError("acme")))
-    policy.fail(HandlerError(event("globex", 10), RuntimeError("globex")))
-    mark = policy.mark()
-    attempt = [event("acme", 5), event("globex", 7), event("globex", 10), event(None, 12)]
-    first = [e.position for e in attempt if policy.holds(e)]
-    assert first == [5, 10, 12]  # the event naming no tenant merged the two holds
-    policy.undo(mark)
-    assert [(s.position, s.tenant) for s in policy.skipped] == [(5, "acme"), (10, "globex")]
-    again = [e.position for e in attempt if policy.holds(e)]
-    assert again == first
-    assert [(s.position, s.held_behind, s.tenant) for s in policy.skipped] == [
-        (5, None, ""),
-        (10, None, ""),
-        (12, 5, ""),
-    ]
