@@ -162,3 +162,28 @@ def test_the_parked_table_shows_the_start_of_long_reasons() -> None:
     assert _first_line(pydantic_error, 100) == pydantic_error[:99] + "…"
     assert _first_line("boom\nTraceback (most recent call last): ...", 100) == "boom …"
     assert _first_line("  short reason ", 100) == "short reason"
+
+
+def test_a_database_error_of_a_retry_is_one_line_and_keeps_the_events_parked(
+    setup: tuple[Path, sa.Engine, sa.Engine], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry the database fails (not the handler: a column renamed under it) prints one
+    line naming the retry (a StoreError, not a traceback), and the parked
+    events stay parked, their attempts unchanged."""
+    config, source, store = setup
+    insert_events(source, _events(["a", "b"], 2))
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "b")
+    assert run_cli(["run", "--until-caught-up", "--config", str(config)]).exit_code == 0
+    monkeypatch.delenv("READMODEL_TEST_FAIL_ON")
+    before = json.loads(run_cli(["parked", "list", "-c", str(config), "--json"]).stdout)
+    with store.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE account_totals RENAME COLUMN total TO renamed"))
+
+    failed = run_cli(["parked", "retry", before[0]["ref"], "--config", str(config)])
+
+    # SQLite reports a missing column as an OperationalError, which the CLI takes for a
+    # database it cannot use as it is (exit 3); PostgreSQL's ProgrammingError fails (exit 1).
+    assert failed.exit_code == (3 if store.dialect.name == "sqlite" else 1), failed.output
+    assert "retry failed" in failed.stderr and "Traceback" not in failed.output
+    after = json.loads(run_cli(["parked", "list", "-c", str(config), "--json"]).stdout)
+    assert [(e["ref"], e["attempts"]) for e in after] == [(e["ref"], e["attempts"]) for e in before]
