@@ -18,8 +18,9 @@ validator that builds the secret itself); the README says to declare it ``repr=F
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import (
@@ -195,3 +196,54 @@ def without_values(exc: ValidationError) -> HiddenValidationError:
     if len(problems) > 5:
         shown += f"; and {len(problems) - 5} more"
     return HiddenValidationError(f"{exc.title} rejected a value: {shown}")
+
+
+def data_location(model: type[BaseModel], loc: Sequence[str | int]) -> tuple[str, bool]:
+    """``loc`` dotted as a message shows it, and whether the value rejected there is data of
+    a mapping (never shown). The keys of a mapping (``dict[str, Any]``, ``dict[str, int]``...)
+    are the payload's data, not its schema: each is shown as ``*``, and so is a step not
+    understood (an undeclared field, a step under ``Any``), which may be one. A value at
+    or inside a mapping, or under such a step, is data too: only its location and its
+    error's type are shown. A step some member of a union reads as a key is one."""
+    parts: list[str] = []
+    candidates = _concrete(model)
+    data = False
+    for part in loc:
+        following: list[Any] = []
+        key = False
+        for candidate in candidates:
+            fields = _fields(candidate)
+            if fields is not None:
+                for field in fields:
+                    if isinstance(part, str) and part in field.keys:
+                        following += _concrete(field.annotation)
+                if part == getattr(candidate, "__name__", None):  # a union member's tag
+                    following.append(candidate)
+            elif _is_mapping(candidate):
+                key = True
+                arguments = typing.get_args(candidate)
+                following += _concrete(arguments[1] if len(arguments) == 2 else Any)
+            elif isinstance(part, int):
+                for member in _members(candidate):
+                    following += _concrete(member)
+        masked = key or not following  # a key, or a step not understood: it may be one
+        data = data or masked
+        parts.append("*" if isinstance(part, str) and masked else str(part))
+        candidates = following
+    data = data or any(_is_mapping(candidate) for candidate in candidates)
+    return ".".join(parts), data
+
+
+def _concrete(annotation: Any) -> list[Any]:
+    """``annotation``'s members where it is a union (``Optional``, ``X | Y``), each without
+    ``Annotated``: the types a value there may be validated as, without a step of ``loc``."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _concrete(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [c for member in typing.get_args(annotation) for c in _concrete(member)]
+    return [annotation]
+
+
+def _is_mapping(annotation: Any) -> bool:
+    kind = typing.get_origin(annotation) or annotation
+    return isinstance(kind, type) and issubclass(kind, Mapping)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from projections.hidden_fields import hidden, hidden_message, hides_all
+from projections.hidden_fields import data_location, hidden, hidden_message, hides_all
 
 
 class PayloadError(ValueError):
@@ -29,17 +29,22 @@ def payload_error(
     """The :class:`PayloadError` of a payload ``model`` rejected: each field it rejected
     with pydantic's message, and the value given (shortened) unless it was missing or is
     hidden (:mod:`projections.hidden_fields`: ``SecretStr``, ``Field(repr=False)``, and
-    every value of a model with ``hide_input_in_errors`` or another model's error)."""
+    every value of a model with ``hide_input_in_errors`` or another model's error). Keys
+    of a mapping (``dict[str, Any]``) and undeclared fields are data: shown as ``*``, their
+    values hidden (:func:`~projections.hidden_fields.data_location`)."""
     problems: list[str] = []
     fields: list[str] = []
     hide_all = hides_all(model, exc)
     for error in exc.errors(include_url=False):
         field = ".".join(str(part) for part in error["loc"]) or "(payload)"
-        fields.append(field)
-        shown_field = field if len(field) <= 80 else field[:79] + "…"  # a long dict key, say
+        fields.append(field)  # whole, for code; the message shows no key of a mapping
+        shown_field, data = data_location(model, error["loc"])
+        shown_field = shown_field or "(payload)"
+        if len(shown_field) > 80:
+            shown_field = shown_field[:79] + "…"
         if error["type"] == "missing":
             problem = f"{shown_field}: {error['msg']}"
-        elif hide_all or hidden(model, error["loc"]):
+        elif hide_all or data or hidden(model, error["loc"]):
             problem = f"{shown_field}: {hidden_message(error)} (value hidden)"
         else:
             given = repr(error.get("input"))

@@ -187,7 +187,9 @@ def test_a_payload_errors_long_field_path_is_shortened_in_its_message() -> None:
     error = payload_error("Counted", Counts, rejected.value)
     assert error.fields == (f"counts.{key}",)  # whole, for code
     assert len(str(error)) < 250, str(error)
-    assert "counts.kkkk" in str(error) and "…: Input should be a valid integer" in str(error)
+    # A mapping's key is data: never shown (tests/test_payload_error_keys.py).
+    assert "counts.*: Input should be a valid integer" in str(error), str(error)
+    assert "kkkk" not in str(error), str(error)
 
 
 def test_a_payload_rejected_after_upcasting_parks_at_once_an_upcasters_own_error_is_retried(
