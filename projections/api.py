@@ -160,11 +160,13 @@ class TenantError(Exception):
 
 
 class UnstorableValueError(ValueError):
-    """A handler wrote a value a column cannot keep as written, naming ``table.column`` and
-    the value: NaN into an integer column (or any SQLite column, which stores it as NULL), a
-    text that names no fixed time (``'now'``), a time PostgreSQL stores but psycopg cannot
-    read back (``'infinity'``), a tuple into a PostgreSQL text column... Raised by the write
-    itself, before the batch holds it, like :class:`WideIntegerError`."""
+    """A handler wrote a value a column cannot keep as written, naming ``table.column``, the
+    value's type and why, never the value (a secret written to the wrong column would be
+    logged and kept as its parked event's reason): NaN into an integer column (or any SQLite
+    column, which stores it as NULL), a text that names no fixed time (``'now'``), a time
+    PostgreSQL stores but psycopg cannot read back (``'infinity'``), a tuple into a
+    PostgreSQL text column... Raised by the write itself, before the batch holds it, like
+    :class:`WideIntegerError`."""
 
 
 class WideIntegerError(UnstorableValueError):

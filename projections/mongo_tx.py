@@ -28,7 +28,6 @@ from pymongo.errors import (
 )
 
 from outbox.envelope import Envelope
-from outbox.json_numbers import integer_text
 from projections.api import Projection, TenantError, UnstorableValueError, WideIntegerError
 from projections.store import HandlerFailed, add_cache_tags
 
@@ -89,17 +88,17 @@ def _wide_integer_field(value: Any, path: str) -> tuple[str, int] | None:
 
 
 def _refuse_wide_integer(collection: str, what: str, value: Any, path: str = "_id") -> None:
-    """:class:`WideIntegerError` naming ``collection``, the field and the integer, when ``value``
+    """:class:`WideIntegerError` naming ``collection``, the field and the integer's size (not
+    the integer: a refusal is logged and kept as a parked reason), when ``value``
     (a key, a filter's value) holds an integer past 64 bits: no document holds one, and the
     driver's refusal (``OverflowError``) names neither."""
     if type(value) is str:
         return
     found = _wide_integer_field(value, path)
     if found is not None:
-        field, number = found
         raise WideIntegerError(
-            f"{collection!r}: {what} holds the integer {integer_text(number)} in {field!r}, "
-            f"which BSON cannot hold (64-bit integers): write it as text, or as a Decimal128"
+            f"{collection!r}: {what} holds an integer in {found[0]!r} past the 64-bit "
+            "integers BSON holds: write it as text, or as a Decimal128"
         )
 
 
@@ -353,11 +352,10 @@ class DocumentTx:
                 continue
             found = _wide_integer_field(document, "")
             if found is not None:
-                field, value = found
                 return (
                     f"{self._declared.get(name, name)!r} document with _id {key!r}: field "
-                    f"{field!r} holds the integer {integer_text(value)}, which BSON cannot "
-                    f"hold (64-bit integers): write it as text, or as a Decimal128"
+                    f"{found[0]!r} holds an integer past the 64-bit integers BSON holds: "
+                    "write it as text, or as a Decimal128"
                 )
         return None
 

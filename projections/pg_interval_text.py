@@ -241,7 +241,7 @@ def _decoded(tokens: list[tuple[str, str]], fields: str | None) -> tuple[int, in
                 raise UnreadInterval("PostgreSQL reads no two units in a row")
             name = _UNITS.get(field[:10])
             if name is None:
-                raise UnreadInterval(f"PostgreSQL reads no unit {field!r} in an interval")
+                raise UnreadInterval("it names a unit PostgreSQL reads in no interval")
             if name == "ago":
                 if index != len(tokens) - 1:
                     raise UnreadInterval(

@@ -197,7 +197,7 @@ def _parsed(text: str) -> tuple[int, timedelta | None, date | None]:
                 f"transaction runs; {_ADVICE}"
             )
         else:
-            raise Unstorable(f"PostgreSQL reads no time zone {name!r} in a time; {_ADVICE}")
+            raise Unstorable(f"PostgreSQL reads no time zone of the name it gives; {_ADVICE}")
     micros = ((hours * 60 + minutes) * 60 + seconds) * 1_000_000 + micro
     return micros, offset, day
 

@@ -78,8 +78,8 @@ def pg_interval(dialect: Dialect, column_type: sa.types.TypeEngine[Any]) -> Foun
             again = _typmod(0, found.days, written, fields, precision)
             if read_back(*again) != found:
                 raise Unstorable(
-                    f"an INTERVAL {fields} column would keep {read_back(*again)} of the "
-                    f"{found} psycopg reads back of it; {_ADVICE}"
+                    f"an INTERVAL {fields} column would keep less of it than the timedelta "
+                    f"psycopg reads back; {_ADVICE}"
                 )
         return found
 

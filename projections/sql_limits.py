@@ -3,7 +3,8 @@
 Payloads carry integers exactly, whatever their size (``outbox/json_numbers.py``). Where the
 database would refuse one without naming the column (PostgreSQL's "integer out of range"),
 or keep another value without a word (SQLite's NUMERIC keeps a double), ``SqlTx.upsert``
-refuses it first with :class:`WideIntegerError`, naming ``table.column`` and the value, and
+refuses it first with :class:`WideIntegerError`, naming ``table.column`` and the value's type
+(never the value: a refusal's message is logged and kept as its parked event's reason), and
 before the row joins the batch: a handler that catches it may write something else.
 
 - PostgreSQL ``SMALLINT`` / ``INTEGER`` / ``BIGINT``: 16, 32, 64 bits; checked as given and
@@ -25,7 +26,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from outbox.json_numbers import UnwritableIntegerError, integer_text
+from outbox.json_numbers import UnwritableIntegerError
 from projections.api import UnstorableValueError, WideIntegerError
 
 _DOUBLE = 2**1024 - 2**970  # the least integer float() refuses (rounds past the largest)
@@ -100,11 +101,24 @@ def _floats(where: str, why: str, past: int) -> Bounds:
     return Bounds(-past + 1, past - 1, _refusal(where, f"{why}, and it is past their range"))
 
 
+def type_name(value: Any) -> str:
+    """The name of ``value``'s type, shown by a refusal in place of the value (which may be a
+    secret): ``int``, ``decimal.Decimal``, ``numpy.float64``..."""
+    kind = type(value)
+    module = kind.__module__.split(".")[0]
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def refused_message(where: str, value: Any, why: str) -> str:
+    """A refusal's message: ``where`` (``table.column``), the type of ``value`` and ``why``,
+    never the value nor its repr (a password written to a column of the wrong type would be
+    logged and kept in its parked event's reason)."""
+    return f"{where} cannot hold a value of type {type_name(value)}: {why}"
+
+
 def _refusal(where: str, why: str) -> Callable[..., NoReturn]:
     def refuse(value: int, item: str = "") -> NoReturn:
-        raise WideIntegerError(
-            f"{where}{item} cannot hold the integer {integer_text(value)}: {why}"
-        )
+        raise WideIntegerError(refused_message(f"{where}{item}", value, why))
 
     return refuse
 
@@ -118,9 +132,9 @@ def json_refusal(table: sa.Table, column: sa.Column[Any]) -> Callable[[Exception
         if not isinstance(error, UnwritableIntegerError):
             raise error
         raise WideIntegerError(
-            f"{where} cannot hold the integer {integer_text(error.value)}: JSON text of it "
-            f"is not read back (Python reads integers of at most "
-            f"{sys.get_int_max_str_digits()} digits): write it as text"
+            f"{where} cannot hold a JSON value holding an integer of more than "
+            f"{sys.get_int_max_str_digits()} digits: JSON text of it is not read back (Python "
+            "reads no longer integer): write it as text"
         ) from None
 
     return refuse
@@ -151,10 +165,7 @@ def value_refusal(table: sa.Table, column: sa.Column[Any]) -> Callable[[Any, Uns
     where = f"{table.name}.{column.name}"
 
     def refuse(value: Any, error: Unstorable) -> NoReturn:
-        text = integer_text(value) if type(value) is int else repr(value)
-        if len(text) > 80:
-            text = text[:77] + "..."
         kind = WideIntegerError if isinstance(error, UnstorableWide) else UnstorableValueError
-        raise kind(f"{where} cannot hold {text}: {error.why}") from None
+        raise kind(refused_message(where, value, error.why)) from None
 
     return refuse

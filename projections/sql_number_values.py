@@ -28,7 +28,9 @@ database):
   ``NUMERIC`` columns refuse bytes (:func:`~projections.sql_value_kinds.sqlite_float_kind`).
 - A subclass or foreign number (an ``IntEnum`` member, a numpy scalar) is converted as the
   plain number it stands for (:mod:`projections.sql_plain_values`); ``Decimal('sNaN')`` is
-  refused.
+  refused, and on PostgreSQL a NaN with a sign or a payload (``Decimal('-NaN')``), which
+  PostgreSQL refuses as psycopg sends it (``-NaN``) where plain NaN is stored. SQLite refuses
+  every NaN (its converters: :mod:`projections.sql_sqlite_numbers`).
 
 A value a converter does not know is left as it is (the flush stores or refuses it); one no
 column keeps as written is refused (:class:`~projections.sql_limits.Unstorable`), naming the
@@ -40,7 +42,6 @@ from __future__ import annotations
 import math
 import re
 import struct
-from datetime import date, datetime
 from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from fractions import Fraction
 from typing import Any, NoReturn
@@ -50,21 +51,16 @@ from sqlalchemy.engine import Dialect
 
 from projections.sql_float_text import decimal_float, midway, nearest_single, pg_float_text
 from projections.sql_limits import Unstorable, UnstorableWide
-from projections.sql_other_values import SQLITE_NAN, Converter, sqlite_text
-from projections.sql_plain_values import SIGNALLING_NAN, plain
-from projections.sql_value_kinds import (
-    no_number,
-    sqlite_float_kind,
-    sqlite_no_float,
-    sqlite_unbound,
-)
+from projections.sql_other_values import Converter
+from projections.sql_plain_values import ODD_NAN, SIGNALLING_NAN, odd_nan, plain
+from projections.sql_value_kinds import no_number
 
-__all__ = ["postgresql_number", "sqlite_integer", "sqlite_number"]
+__all__ = ["decimal_integer", "integer_text", "postgresql_number"]
 
-_NONE = type(None)
-_INT64 = 2**63
-_PG_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
-_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
+NONE = type(None)
+INT64 = 2**63
+PG_INTEGER = re.compile(r"\s*[+-]?\d+\s*", re.ASCII)
+NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
 # What numeric_in and float8in also read (any case): NaN, infinities.
 _SPECIAL = re.compile(r"\s*(nan|[+-]?inf(inity)?)\s*", re.ASCII | re.IGNORECASE)
 # Wider than what any PostgreSQL reads as a number (16 also reads 1_000, 0x1F, 0o17, 0b1):
@@ -73,9 +69,8 @@ _ANY_NUMBER = re.compile(
     r"\s*[+-]?(0[xob][0-9a-f_]+|[0-9_]*\.?[0-9_]*(e[+-]?[0-9_]+)?)\s*", re.ASCII | re.IGNORECASE
 )
 _NOT_A_NUMBER = "PostgreSQL reads no number from this text (invalid input syntax)"
-_NOT_A_FLOAT = "SQLAlchemy binds a float to this column, and Python reads none from this text"
 _NAN = Decimal("NaN")
-_NO_INTEGER = "an integer column holds no NaN or infinity"
+NO_INTEGER = "an integer column holds no NaN or infinity"
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
@@ -94,21 +89,21 @@ def postgresql_number(
         to_float = _pg_real if single else _pg_double
         if column_type.asdecimal:
             scale = column_type._effective_decimal_return_scale
-            return _then(to_float, float, _decimal_places(scale)), frozenset({_NONE})
-        return to_float, frozenset({_NONE} if single else {float, _NONE})
+            return _then(to_float, float, _decimal_places(scale)), frozenset({NONE})
+        return to_float, frozenset({NONE} if single else {float, NONE})
     if isinstance(column_type, sa.Numeric):
         scale = column_type.scale
         if scale is None and column_type.precision is not None:
             scale = 0  # NUMERIC(p) is NUMERIC(p, 0)
         to_decimal = _pg_numeric(scale, column_type.precision)
         if not column_type.asdecimal:
-            return _then(to_decimal, Decimal, float), frozenset({_NONE})
-        return to_decimal, frozenset({_NONE})
+            return _then(to_decimal, Decimal, float), frozenset({NONE})
+        return to_decimal, frozenset({NONE})
     if isinstance(column_type, sa.Integer):
         # PostgreSQL casts a boolean to INTEGER (int4) on assignment, to no other integer.
         if column_type.compile(dialect=dialect).upper() == "INTEGER":
-            return _pg_int4, frozenset({int, _NONE})
-        return _pg_bigint, frozenset({int, _NONE})
+            return _pg_int4, frozenset({int, NONE})
+        return _pg_bigint, frozenset({int, NONE})
     return None
 
 
@@ -141,7 +136,7 @@ def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
                     number = Decimal(value)
                 else:
                     number = Decimal(f"{value:.15g}")  # float8_numeric: DBL_DIG digits
-            elif kind is str and (_NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value)):
+            elif kind is str and (NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value)):
                 number = Decimal(value.strip())
             elif kind is str and not _ANY_NUMBER.fullmatch(value):
                 raise Unstorable(_NOT_A_NUMBER)
@@ -153,6 +148,8 @@ def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
             if number.is_nan():
                 if number.is_snan():
                     raise Unstorable(SIGNALLING_NAN)
+                if kind is Decimal and odd_nan(number):
+                    raise Unstorable(ODD_NAN)
                 return _NAN
             if number.is_infinite():
                 if limit is not None:
@@ -191,11 +188,11 @@ _NO_INTEGER_TEXT = "PostgreSQL reads no integer from this text (write the number
 _FAR_PAST_64_BITS = 100  # an exponent from which no integer column could hold the value
 
 
-def _decimal_integer(value: Decimal) -> int:
+def decimal_integer(value: Decimal) -> int:
     """``value`` rounded half away from zero, as PostgreSQL rounds it into an integer column;
     refused before it is written out as an ``int`` when far past what any integer column holds
     (a Decimal of exponent 3,000,000 takes minutes to write out); nearer ones are refused by
-    the column's bounds, naming the integer."""
+    the column's bounds, naming the column."""
     if value.adjusted() >= _FAR_PAST_64_BITS:
         raise UnstorableWide("it is past 64 bits: no integer column holds it")
     return int(value.to_integral_value(ROUND_HALF_UP))
@@ -207,16 +204,16 @@ def _pg_integer(value: Any, again: Converter) -> Any:
     kind = type(value)
     if kind is float:
         if not math.isfinite(value):
-            raise Unstorable(_NO_INTEGER)
+            raise Unstorable(NO_INTEGER)
         return round(value)  # rint: half to even
     if kind is Decimal:
         if not value.is_finite():
-            raise Unstorable(_NO_INTEGER)
-        return _decimal_integer(value)
+            raise Unstorable(NO_INTEGER)
+        return decimal_integer(value)
     if kind is str:
-        if _PG_INTEGER.fullmatch(value):
-            return _integer_text(value)
-        if _NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value):
+        if PG_INTEGER.fullmatch(value):
+            return integer_text(value)
+        if NUMBER.fullmatch(value) or _SPECIAL.fullmatch(value):
             raise Unstorable(_NO_INTEGER_TEXT)
         if not _ANY_NUMBER.fullmatch(value):
             raise Unstorable(_NOT_A_NUMBER)
@@ -225,10 +222,10 @@ def _pg_integer(value: Any, again: Converter) -> Any:
     return no_number(value) if other is value else again(other)
 
 
-def _integer_text(text: str) -> int:
+def integer_text(text: str) -> int:
     """The integer of ``text`` (digits, a sign, blanks: as ``int8in`` reads it); refused when
     far past 64 bits, before Python reads it (at most 4,300 digits: a ValueError); nearer ones
-    are refused by the column's bounds, naming the integer."""
+    are refused by the column's bounds, naming the column."""
     text = text.strip()
     sign = "-" if text[0] == "-" else ""
     digits = text.lstrip("+-").lstrip("0")
@@ -255,6 +252,8 @@ def _pg_double(value: Any) -> Any:
     if kind is str:
         return pg_float_text(value)
     if kind is int or kind is Decimal:
+        if kind is Decimal and odd_nan(value):
+            raise Unstorable(ODD_NAN)  # psycopg sends a numeric, which PostgreSQL refuses
         try:
             number = float(value)
         except (OverflowError, ValueError):
@@ -308,123 +307,6 @@ _PAST_SINGLE = (
     "PostgreSQL refuses it: value out of range for type real (as a single-precision float "
     "it is infinity or zero)"
 )
-
-
-# -- SQLite ----------------------------------------------------------------------------
-
-
-def sqlite_number(
-    dialect: Dialect, column_type: sa.types.TypeEngine[Any]
-) -> tuple[Converter, frozenset[type]] | None:
-    if isinstance(column_type, sa.Numeric | sa.Float):  # SQLAlchemy binds a float
-        impl = column_type.dialect_impl(dialect)
-        bind = impl.bind_processor(dialect) or float
-        result = impl.result_processor(dialect, None)
-        # REAL affinity keeps floats; NUMERIC affinity stores an integral float as an integer.
-        real = isinstance(column_type, sa.Float)
-        stored = _sqlite_real if real else _sqlite_integral
-        if real:  # text as PostgreSQL's double precision reads it
-            bind = _text_as_pg_float(bind)
-        return _sqlite_bound(bind, stored, result, real), frozenset({_NONE})
-    if isinstance(column_type, sa.Integer):
-        return _sqlite_integer_column, frozenset({int, _NONE})
-    return None
-
-
-def _sqlite_integer_column(value: Any) -> Any:
-    """INTEGER affinity, and a ``Decimal`` (which the driver cannot bind) as PostgreSQL
-    stores it: rounded half away from zero; NaN or infinity is refused."""
-    if type(value) is not Decimal:
-        if not isinstance(value, Decimal):
-            return sqlite_integer(value)
-        value = Decimal(value)
-    if not value.is_finite():
-        raise Unstorable(_NO_INTEGER)
-    return _decimal_integer(value)
-
-
-def _sqlite_bound(
-    bind: Converter, stored: Converter, result: Converter | None, real: bool
-) -> Converter:
-    def convert(value: Any) -> Any:
-        kind = type(value)
-        if kind is not float and kind is not int and kind is not str:
-            sqlite_float_kind(value, real)
-        try:
-            number = bind(value)
-        except ValueError:
-            if isinstance(value, str):  # SQLAlchemy's float() of it fails the flush
-                raise Unstorable(_NOT_A_FLOAT) from None
-            if isinstance(value, Decimal) and value.is_snan():
-                raise Unstorable(SIGNALLING_NAN) from None
-            return value
-        except TypeError:
-            sqlite_no_float(value)
-        except OverflowError:
-            return value  # the flush refuses it
-        if type(number) is not float:
-            return value
-        if number != number:
-            raise Unstorable(SQLITE_NAN)
-        number = stored(number)
-        if result is None:
-            return number
-        number = result(number)
-        # Written again, -0.0 is stored as the integer 0 (read back as 0.00, not -0.00).
-        return number if number else number.copy_abs()
-
-    return convert
-
-
-def _text_as_pg_float(bind: Converter) -> Converter:
-    def bound(value: Any) -> Any:
-        return pg_float_text(value) if isinstance(value, str) else bind(value)
-
-    return bound
-
-
-def _sqlite_real(value: float) -> float:
-    """REAL affinity stores an integral float as an integer: -0.0 is read back as 0.0."""
-    return value if value else 0.0
-
-
-def _sqlite_integral(value: float) -> float | int:
-    if value.is_integer() and -_INT64 <= value < _INT64:
-        return int(value)
-    return value
-
-
-def sqlite_integer(value: Any) -> Any:
-    """INTEGER affinity: an integral float, or a string that reads as a number, is stored
-    as a number (an integer when it is one)."""
-    kind = type(value)
-    if kind is float:
-        if value != value:
-            raise Unstorable(SQLITE_NAN)
-        return _sqlite_integral(value) if math.isfinite(value) else value
-    if kind is bool:
-        return int(value)
-    if kind is str and _NUMBER.fullmatch(value):
-        text = value.strip()
-        if _PG_INTEGER.fullmatch(text):
-            try:
-                number = _integer_text(text)
-            except UnstorableWide:
-                number = float(text)  # stored as REAL, as a number past 64 bits
-                if not math.isfinite(number):
-                    raise
-                return number
-            return number if -_INT64 <= number < _INT64 else float(number)
-        number = float(text)
-        return _sqlite_integral(number) if math.isfinite(number) else number
-    if kind is Decimal:
-        if value.is_nan():
-            raise Unstorable(SQLITE_NAN)
-        return value
-    if kind is datetime or kind is date:
-        return sqlite_text(value)  # sqlite3 binds its ISO text, which no affinity reads
-    other = plain(value)
-    return sqlite_unbound(value) if other is value else sqlite_integer(other)
 
 
 def _then(first: Converter, kind: type, second: Converter) -> Converter:

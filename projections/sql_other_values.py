@@ -61,7 +61,7 @@ from projections.pg_clock_text import clock_text, offset_text, timestamp_text
 from projections.sql_clock_values import pg_time, sqlite_processed
 from projections.sql_interval_values import pg_interval
 from projections.sql_limits import Unstorable, UnstorableWide
-from projections.sql_plain_values import SIGNALLING_NAN, plain
+from projections.sql_plain_values import ODD_NAN, SIGNALLING_NAN, odd_nan, plain
 from projections.sql_text_values import NUL_TEXT, enum_value, sized_text, uuid_text
 from projections.sql_time_values import pg_date, pg_timestamp, pg_timestamptz
 
@@ -211,6 +211,8 @@ def _pg_numeric_text(value: Decimal) -> Any:
     if value.is_nan():
         if value.is_snan():
             raise Unstorable(SIGNALLING_NAN)
+        if odd_nan(value):
+            raise Unstorable(ODD_NAN)
         return "NaN"
     if value.is_infinite():
         return "Infinity" if value > 0 else "-Infinity"
@@ -319,7 +321,9 @@ def _json(dialect: Dialect, binary: bool) -> Converter:
         except UnwritableIntegerError:
             raise  # refused naming the column
         except (TypeError, ValueError) as exc:  # the flush would fail alike
-            raise Unstorable(f"the JSON serializer cannot write it ({exc})") from None
+            # Its type only: the serializer's message may quote the value (never shown).
+            why = f"the JSON serializer cannot write it ({type(exc).__name__})"
+            raise Unstorable(why) from None
         try:
             document = loads(text)
             return jsonb(document) if binary else document
@@ -383,7 +387,9 @@ def _processed(
             other = plain(value)  # a numpy.datetime64: the datetime it stands for
             if other is not value:
                 return convert(other)
-            raise Unstorable(f"SQLAlchemy binds no such value here ({exc})") from None
+            # Its type only: a bind processor's message may quote the value (never shown).
+            why = f"SQLAlchemy binds no such value here ({type(exc).__name__})"
+            raise Unstorable(why) from None
         try:
             return result(stored(bound))
         except Exception:

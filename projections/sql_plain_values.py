@@ -22,9 +22,20 @@ from typing import Any
 
 from projections.sql_limits import Unstorable
 
-__all__ = ["SIGNALLING_NAN", "plain"]
+__all__ = ["ODD_NAN", "SIGNALLING_NAN", "odd_nan", "plain"]
 
 SIGNALLING_NAN = "a signalling NaN (Decimal('sNaN')) is no value a database stores: write NaN"
+ODD_NAN = (
+    "PostgreSQL reads no NaN with a sign or a payload (psycopg sends Decimal('-NaN') as "
+    "'-NaN', which it refuses): write Decimal('NaN')"
+)
+
+
+def odd_nan(value: Decimal) -> bool:
+    """Whether ``value`` is a quiet NaN PostgreSQL refuses as psycopg sends it (its text,
+    ``-NaN``, ``NaN12``): any but ``Decimal('NaN')`` itself. Not a signalling NaN, which
+    psycopg sends as ``NaN`` (refused as :data:`SIGNALLING_NAN` all the same)."""
+    return value.is_qnan() and (value.is_signed() or bool(value.as_tuple().digits))
 
 
 _PLAIN = frozenset({int, float, Decimal, datetime, date, bool, str, type(None)})

@@ -244,7 +244,7 @@ def _check_width(value: list[Any], bits: tuple[int, str], where: str) -> None:
             _check_width(item, bits, f"{where}[{index}]")
         elif type(item) is int and not -bound <= item < bound:
             raise UnstorableWide(
-                f"item {where}[{index}] is {item}: an array of {sql} holds {width}-bit integers"
+                f"item {where}[{index}] is past the {width}-bit integers an array of {sql} holds"
             )
 
 

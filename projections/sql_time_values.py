@@ -47,6 +47,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CLOCK = frozenset({"now", "today", "tomorrow", "yesterday"})
 _INFINITE = frozenset({"infinity", "+infinity", "-infinity"})
 _ADVICE = "write a datetime, a date or ISO 8601 text"
+_NO_ZONE = f"it names no time zone PostgreSQL knows; {_ADVICE}"
 
 
 def parsed(text: str, day: bool = False) -> datetime | date:
@@ -101,11 +102,11 @@ def _zone_named(name: str) -> tzinfo:
         )
     canonical = _zone_names().get(key)
     if canonical is None:
-        raise Unstorable(f"no time zone is named {name!r}; {_ADVICE}")
+        raise Unstorable(_NO_ZONE)
     try:
         return ZoneInfo(canonical)
     except (ZoneInfoNotFoundError, ValueError):
-        raise Unstorable(f"no time zone is named {name!r}; {_ADVICE}") from None
+        raise Unstorable(_NO_ZONE) from None
 
 
 @cache

@@ -41,7 +41,7 @@ from projections.sql_limits import (
     json_refusal,
     value_refusal,
 )
-from projections.sql_number_values import postgresql_number, sqlite_integer, sqlite_number
+from projections.sql_number_values import postgresql_number
 from projections.sql_other_values import (
     Converter,
     pg_nul_refusal,
@@ -49,6 +49,7 @@ from projections.sql_other_values import (
     sqlite_other,
 )
 from projections.sql_plain_values import plain
+from projections.sql_sqlite_numbers import sqlite_integer, sqlite_number
 from projections.sql_text_values import Found, pg_array
 
 __all__ = ["Column", "Converters", "WideIntegerError", "normalize", "stored_values"]

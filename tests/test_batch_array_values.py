@@ -130,5 +130,6 @@ def test_array_elements_read_in_their_batch_as_later_or_are_refused(
     assert "item [0]: PostgreSQL casts no boolean" in messages["[True]"]
     assert "an ARRAY column takes a list" in messages["'{1,2}'"]
     wide = refused(found["counts"])["['99999999999']"]
-    assert "item [0] is 99999999999: an array of INTEGER holds 32-bit integers" in wide
+    assert "item [0] is past the 32-bit integers an array of INTEGER holds" in wide, wide
+    assert "99999999999" not in wide, wide  # never the value: it may be a secret
     assert "a boolean array takes True or False" in refused(found["flags"])["['yes']"]

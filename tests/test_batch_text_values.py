@@ -111,7 +111,8 @@ def test_sized_text_is_cut_padded_or_refused_by_the_upsert_as_the_column_stores_
         length = 1 if column == "one" else 3
         sql = f"character{' varying' if column in ('v', 'u') else ''}({length})"
         for value, message in refused(each).items():
-            assert message.startswith(f"{table}.{column} cannot hold {value}: "), message
+            assert message.startswith(f"{table}.{column} cannot hold a value of type "), message
+            assert value not in message, message
             assert f"value too long for type {sql}" in message, message
 
 
@@ -202,7 +203,8 @@ def test_an_enum_column_keeps_its_values_as_sqlalchemy_reads_them_and_refuses_ot
             "size": "'S', 'L'",
         }[column]
         for value, message in refused(each).items():
-            assert message.startswith(f"batch_enums.{column} cannot hold {value}: "), message
+            assert message.startswith(f"batch_enums.{column} cannot hold a value of type "), message
+            assert f"hold {value}" not in message, message
             assert f"one of {allowed}" in message, message
 
 

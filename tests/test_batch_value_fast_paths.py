@@ -169,9 +169,9 @@ _CENTS: list[Any] = [
     Decimal("999.994"),
     Decimal("1E+2"),
     Decimal("NaN"),
-    Decimal("-NaN"),
 ]
 _CENTS_REFUSED: list[Any] = [
+    Decimal("-NaN"),  # PostgreSQL refuses it as psycopg sends it ('-NaN')
     Decimal("999.995"),  # 1000.00 once rounded
     Decimal("1000.00"),
     Decimal("-1000.00"),

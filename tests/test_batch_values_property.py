@@ -501,7 +501,8 @@ def test_a_value_no_column_keeps_as_written_is_refused_naming_it(
                 with pytest.raises(UnstorableValueError) as refused:
                     tx.upsert(table, {"id": "a", f"w_{column}": value})
                 message = str(refused.value)
-                assert message.startswith(f"{table.name}.w_{column} cannot hold {value!r}: ")
+                assert message.startswith(f"{table.name}.w_{column} cannot hold a value of type ")
+                assert f"hold {value!r}" not in message, message
                 assert why in message
             with pytest.raises(UnstorableValueError, match=r"\.id cannot hold None"):
                 tx.upsert(tables["int_key"], {"id": None, "label": "x"})

@@ -139,7 +139,7 @@ def test_a_numeric_column_holds_them_on_postgresql_and_bigint_refuses_naming_it(
     assert rows["a3"]["whole"] == 2**63 - 1  # the lane went on
     assert [(p.aggregate_id, p.position) for p in parked] == [("a2", 3)]
     reason = parked[0].reason
-    assert "big_amounts.whole" in reason and str(BIG) in reason, reason
+    assert "big_amounts.whole" in reason and str(BIG) not in reason, reason  # never the value
     assert "64-bit" in reason, reason
 
 
@@ -161,7 +161,7 @@ def test_sqlite_refuses_them_in_numeric_and_integer_columns_naming_the_column(
     assert [(p.aggregate_id, p.position) for p in parked] == [("a1", 1), ("a2", 2), ("a3", 3)]
     wanted = [("big_amounts.exact", BIG), ("big_amounts.low", LOW), ("big_amounts.whole", BIG)]
     for entry, (column, value) in zip(parked, wanted, strict=True):
-        assert column in entry.reason and str(value) in entry.reason, entry.reason
+        assert column in entry.reason and str(value) not in entry.reason, entry.reason
         assert "64-bit" in entry.reason, entry.reason
 
 
@@ -276,7 +276,8 @@ def test_a_document_refuses_them_naming_the_field_and_the_handler_saw_them_exact
     assert found["a3"]["kept"] == {"values": [2**63 - 1]}
     assert [(p.aggregate_id, p.position) for p in parked] == [("a2", 2)]
     reason = parked[0].reason
-    assert "'kept.values.0'" in reason and str(LOW) in reason and "big_docs" in reason, reason
+    assert "'kept.values.0'" in reason and "big_docs" in reason, reason
+    assert str(LOW) not in reason, reason  # never the value: it may be a secret
     assert "64-bit" in reason, reason
 
 
@@ -336,14 +337,13 @@ def test_a_key_or_filter_past_64_bits_is_refused_naming_the_collection_and_field
 
     assert found == {"caught": {"_id": "caught", "number": str(BIG)}}
     wanted = {
-        "get": "'big_keys': a read's _id holds the integer 18446744073709551616 in '_id'",
-        "delete": "'big_keys': a delete's _id holds the integer 18446744073709551616 in '_id'",
-        "find": "'big_keys': a find's filter holds the integer 18446744073709551616 in "
-        "'owner.$in.1'",
-        "compound": "'big_keys': a document's _id holds the integer 18446744073709551616 in "
-        "'_id.number'",
+        "get": "'big_keys': a read's _id holds an integer in '_id'",
+        "delete": "'big_keys': a delete's _id holds an integer in '_id'",
+        "find": "'big_keys': a find's filter holds an integer in 'owner.$in.1'",
+        "compound": "'big_keys': a document's _id holds an integer in '_id.number'",
     }
     assert sorted(parked) == sorted(wanted)
     for use, reason in wanted.items():
         assert reason in parked[use] and "64-bit" in parked[use], parked[use]
+        assert str(BIG) not in parked[use], parked[use]
         assert "OverflowError" not in parked[use]

@@ -136,7 +136,8 @@ def test_an_integer_past_the_columns_width_parks_its_event_at_the_first_failure(
     assert sorted(parked) == ["wide"]
     assert parked["wide"].attempts == 1
     reason = parked["wide"].reason
-    assert f"limits.whole cannot hold the integer {WIDE}" in reason, reason
+    assert "limits.whole cannot hold a value of type int: " in reason, reason
+    assert str(WIDE) not in reason, reason  # never the value: it may be a secret
     assert "refused for good, not retried" in reason, reason
 
 
@@ -158,9 +159,10 @@ def test_a_text_too_long_for_its_column_parks_its_event_at_the_first_failure(
     assert parked["long"].attempts == 1
     reason = parked["long"].reason
     assert reason.startswith("refused for good, not retried: UnstorableValueError"), reason
-    assert "limits.code cannot hold 'abcd': value too long for type character varying(3)" in (
+    assert "limits.code cannot hold a value of type str: value too long for type character " in (
         reason
     )
+    assert "abcd" not in reason, reason
 
 
 @pytest.mark.parametrize(
@@ -189,7 +191,8 @@ def test_a_value_no_column_keeps_parks_its_event_at_the_first_failure(
         assert entry.reason.startswith("refused for good, not retried: UnstorableValueError"), (
             entry.reason
         )
-        assert f"limits.{col} cannot hold {_ODD[v]!r}" in entry.reason, entry.reason
+        assert f"limits.{col} cannot hold a value of type " in entry.reason, entry.reason
+        assert repr(_ODD[v]) not in entry.reason, entry.reason
 
 
 @pytest.mark.parametrize(
@@ -291,7 +294,8 @@ def test_mongodb_refusals_of_integers_past_64_bits_park_at_the_first_failure(
     assert sorted(parked) == ["field", "key"]
     for use, entry in parked.items():
         assert entry.attempts == 1, (use, entry.reason)
-        assert "64-bit" in entry.reason and str(WIDE) in entry.reason, entry.reason
+        assert "64-bit" in entry.reason, entry.reason
+        assert str(WIDE) not in entry.reason, entry.reason  # never the value
         assert "refused for good, not retried" in entry.reason, entry.reason
 
 
@@ -334,4 +338,5 @@ def test_a_lookup_through_the_tx_of_a_value_its_column_refuses_parks_at_the_firs
     assert "refused for good, not retried" in parked["bad"].reason, parked["bad"].reason
     # Refused by the lookup's own conversion, naming the column (the server's "operator does
     # not exist" aborted the transaction before tx.find converted its values).
-    assert "limits.whole cannot hold 'abc'" in parked["bad"].reason, parked["bad"].reason
+    assert "limits.whole cannot hold a value of type str" in parked["bad"].reason
+    assert "'abc'" not in parked["bad"].reason, parked["bad"].reason

@@ -97,7 +97,7 @@ def test_an_event_whose_writes_the_database_refuses_is_parked_and_the_lane_goes_
     ]
     assert "NOT NULL" in parked[0].reason.upper() or "NotNullViolation" in parked[0].reason
     if kind == "postgresql":  # refused by the upsert, naming the column
-        long = "refused_owners.owner cannot hold 'xxxxxxxxxxx': value too long for type "
+        long = "refused_owners.owner cannot hold a value of type str: value too long for type "
         assert long + "character varying(10)" in parked[1].reason, parked[1].reason
     assert parked[2].reason.startswith("held") and "(shop:5)" in parked[2].reason
     assert set(checkpoints.values()) == {head}
@@ -485,17 +485,37 @@ def test_a_value_of_a_type_the_column_cannot_take_parks_its_event_not_the_batch(
     ]
     poison = {  # position -> the error named in the reason (SQLite takes these values)
         # Refused by the upsert itself, naming the column (not left to the flush).
-        3: ("Set", {"column": "amount", "value": True}, r"amount cannot hold True: .*boolean"),
-        5: ("Set", {"column": "units", "value": False}, r"units cannot hold False: .*boolean"),
-        7: ("Stamp", {"column": "amount"}, r"amount cannot hold datetime.*: .*casts no datetime"),
+        3: (
+            "Set",
+            {"column": "amount", "value": True},
+            r"amount cannot hold a value of type bool: .*boolean",
+        ),
+        5: (
+            "Set",
+            {"column": "units", "value": False},
+            r"units cannot hold a value of type bool: .*boolean",
+        ),
+        7: (
+            "Stamp",
+            {"column": "amount"},
+            r"amount cannot hold a value of type datetime.datetime: .*casts no datetime",
+        ),
         9: ("Look", {"key": "a complex"}, "cannot adapt type 'complex'"),
     }
     if kind == "sqlite":  # values SQLite's driver refuses
         poison = {
-            3: ("Set", {"column": "amount", "value": [1]}, r"amount cannot hold \[1\]: .*float"),
+            3: (
+                "Set",
+                {"column": "amount", "value": [1]},
+                r"amount cannot hold a value of type list: .*float",
+            ),
             5: ("Set", {"column": "units", "value": [2]}, "ProgrammingError"),
             7: ("Set", {"column": "units", "value": {"a": 1}}, "ProgrammingError"),
-            9: ("Look", {"key": [1]}, r"id cannot hold \[1\]: sqlite3 binds no list"),
+            9: (
+                "Look",
+                {"key": [1]},
+                r"id cannot hold a value of type list: sqlite3 binds no list",
+            ),
         }
     for position, (event_type, payload, _) in poison.items():
         events[position - 1] = (f"bad{position}", event_type, payload)

@@ -156,16 +156,18 @@ def test_postgresql_integer_columns_refuse_by_their_width_naming_the_column(
     fits = {"id": "fits", "i4": -(2**31), "i2": 2**15 - 1, "wholes": [[1, 2], [3, 2**63 - 1]]}
     assert rows == {"fits": fits}  # the lane went on
     wanted = {
-        "decimal": f"wide.whole cannot hold the integer {BIG}: a BIGINT column holds 64-bit",
-        "text": f"wide.whole cannot hold the integer {BIG}: a BIGINT column holds 64-bit",
-        "array": f"wide.wholes[1][1] cannot hold the integer {-BIG}: an array of BIGINT holds "
+        "decimal": "wide.whole cannot hold a value of type int: a BIGINT column holds 64-bit",
+        "text": "wide.whole cannot hold a value of type int: a BIGINT column holds 64-bit",
+        "array": "wide.wholes[1][1] cannot hold a value of type int: an array of BIGINT holds "
         "64-bit integers",
-        "int4": f"wide.i4 cannot hold the integer {2**40}: an INTEGER column holds 32-bit",
-        "int2": f"wide.i2 cannot hold the integer {-(2**20)}: a SMALLINT column holds 16-bit",
+        "int4": "wide.i4 cannot hold a value of type int: an INTEGER column holds 32-bit",
+        "int2": "wide.i2 cannot hold a value of type int: a SMALLINT column holds 16-bit",
     }
     assert sorted(parked) == sorted(wanted)
     for account, reason in wanted.items():
         assert reason in parked[account], parked[account]
+        for value in (BIG, 2**40, 2**20):  # never the value: it may be a secret
+            assert str(value) not in parked[account], parked[account]
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
@@ -183,16 +185,11 @@ def test_a_float_column_keeps_the_nearest_double_on_both_and_refuses_one_past_it
     rows, parked = _apply(kind, database_for(kind), events, 50)
 
     assert rows == {"near": {"id": "near", "ratio": float(BIG)}}
-    assert (
-        "wide.ratio cannot hold the integer 100000000000000000000000000000... (401 "
-        in (parked["past"])
-    )
+    assert "wide.ratio cannot hold a value of type int: " in parked["past"], parked["past"]
     assert "a float column holds doubles, and it is past their range" in parked["past"]
     if kind == "postgresql":
-        assert (
-            "wide.single cannot hold the integer 3402823669209384634633746074317"
-            in (parked["single"])
-        )
+        assert "wide.single cannot hold a value of type int: " in parked["single"]
+        assert "3402823669209384634633746074317" not in parked["single"]
         assert "single-precision" in parked["single"]
 
 
@@ -216,7 +213,11 @@ def test_a_json_column_keeps_an_integer_past_a_doubles_range_and_refuses_one_too
     assert type(rows["a1-copy"]["doc"]["n"][0]) is int
     assert rows["a3"]["doc"] == {"n": [100, 0.5]}
     assert sorted(parked) == ["a2"]
-    assert f"wide.doc cannot hold the integer 1{'0' * 29}... ({limit + 1} digits)" in (parked["a2"])
+    assert (
+        f"wide.doc cannot hold a JSON value holding an integer of more than {limit} digits"
+        in (parked["a2"])
+    )
+    assert "0" * 29 not in parked["a2"], parked["a2"]
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
@@ -243,15 +244,19 @@ def test_a_decimal_in_an_integer_column_is_stored_as_postgresql_stores_it(
         "power": {"id": "power", "whole": 1000},
     }
     assert sorted(parked) == ["huge", "infinite", "nan", "wide"]
-    assert f"wide.whole cannot hold the integer {10**20}" in parked["wide"], parked["wide"]
+    assert "wide.whole cannot hold a value of type int" in parked["wide"]  # converted, then refused
+    assert str(10**20) not in parked["wide"] and "1E+20" not in parked["wide"], parked["wide"]
     # Refused before it is written out as an int (which took minutes): as too wide.
     huge = parked["huge"]
     assert huge.startswith("refused for good, not retried: WideIntegerError"), huge
-    assert "wide.whole cannot hold Decimal('1E+3000000'): it is past 64 bits" in huge, huge
-    for account, text in (("nan", "Decimal('NaN')"), ("infinite", "Decimal('-Infinity')")):
+    assert "wide.whole cannot hold a value of type decimal.Decimal: it is past 64 bits" in huge
+    for account in ("nan", "infinite"):
         reason = parked[account]
         assert reason.startswith("refused for good, not retried: UnstorableValueError"), reason
-        assert f"wide.whole cannot hold {text}: an integer column holds no NaN" in reason, reason
+        why = (
+            "wide.whole cannot hold a value of type decimal.Decimal: an integer column holds no NaN"
+        )
+        assert why in reason, reason
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
