@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 
+from outbox.db_errors import hidden_message
 from outbox.json_numbers import dumps_exact, loads_exact
 
 EngineKind = Literal["postgresql", "mysql", "sqlite"]
@@ -89,9 +90,10 @@ def redact_text(text: str) -> str:
 
 
 def describe_db_error(exc: BaseException) -> str:
-    """One line for a driver error, without SQL text, parameters or secrets."""
+    """One line for a driver error, without SQL text, parameters, secrets, nor the values
+    the database quotes in refusing them (:func:`outbox.db_errors.hidden_message`)."""
     orig = getattr(exc, "orig", None) or exc
-    message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    message = hidden_message(orig) or type(orig).__name__
     return redact_text(f"{type(orig).__name__}: {message}")
 
 

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.db import create_engine, describe_db_error, engine_kind
+from outbox.db_errors import without_values
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.schema import create_tables
@@ -20,7 +21,13 @@ from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_invalidations import SqlInvalidations
 from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_of
 from projections.sql_tx import SqlTx
-from projections.sql_writes import RefusedWrite, refusals, refused_for_good, refused_write
+from projections.sql_writes import (
+    RefusedWrite,
+    refusal_detail,
+    refusals,
+    refused_for_good,
+    refused_write,
+)
 from projections.store import (
     AggregateKey,
     BatchResult,
@@ -243,9 +250,10 @@ class SqlStore(SqlParking, SqlInvalidations, Store):
                         raise
                     # RefusedWrite: the Tx's own statements, not a prefetch's own query.
                     refused = isinstance(exc, RefusedWrite)
-                    error = exc.error if refused else exc
+                    # Without the values the database quotes: logged and parked.
+                    error = without_values(exc.error if refused else exc)
                     if len(events) == 1:
-                        detail = traceback.format_exc()
+                        detail = refusal_detail(exc)
                         raise HandlerFailed(events[0], error, detail, refused=refused) from exc
                     raise WritesRefused(events[-1].position or 0, error) from exc
                 return BatchResult(
@@ -333,8 +341,8 @@ class SqlStore(SqlParking, SqlInvalidations, Store):
                         _handle(projection, event, tx, tags)
                         tx.flush()
                     except RefusedWrite as refused:
-                        detail = traceback.format_exc()
-                        raise HandlerFailed(event, refused.error, detail, refused=True) from refused
+                        error, detail = without_values(refused.error), refusal_detail(refused)
+                        raise HandlerFailed(event, error, detail, refused=True) from refused
                 self.journal(conn, projection.name, tags)  # done by the engine after the retry
                 conn.execute(
                     parked_events.update()
@@ -395,7 +403,7 @@ def _handle(
         if tx.restart is not None:  # an OutOfOrder the handler wrapped: start again
             raise tx.restart from exc
         if refused_write(exc):  # the handler's own query: the Tx raises RefusedWrite
-            raise HandlerFailed(event, exc, traceback.format_exc()) from exc
+            raise HandlerFailed(event, without_values(exc), refusal_detail(exc)) from exc
         raise
     except Exception as exc:
         if tx.restart is not None:

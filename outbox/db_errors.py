@@ -1,0 +1,108 @@
+"""A database's refusal told without the values it refused.
+
+PostgreSQL quotes the value it refuses in a data exception's message (``invalid input
+syntax for type inet: "..."``, ``value "..." is out of range for type integer``) and the
+row's values in an integrity error's DETAIL (``Key (email)=(...) already exists``,
+``Failing row contains (...)``); MySQL and MariaDB in the message itself (``Duplicate entry
+'...' for key 'email'``); SQLAlchemy adds the statement's parameters. Such a message would be
+logged and kept as a parked event's reason: a password written to the wrong column with it.
+:func:`hidden_message` keeps what says why (the SQLSTATE or error code, the primary message
+with the value replaced by ``(value hidden)``, the names of the constraint, table and
+column), and drops the rest.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+
+import psycopg
+import pymysql
+import sqlalchemy as sa
+
+__all__ = ["HIDDEN", "db_error", "hidden_message", "without_values"]
+
+HIDDEN = "(value hidden)"
+
+# A data exception's bytes of an encoding it cannot read: "invalid byte sequence for
+# encoding "UTF8": 0xe9 0x80".
+_BYTES = re.compile(r"0x[0-9a-fA-F]{2}(?:\s+0x[0-9a-fA-F]{2})*")
+# MySQL / MariaDB errors quoting the value refused, and the text that comes before it:
+# 1062 "Duplicate entry '...' for key 'email'", 1366 / 1292 "Incorrect integer value: '...'
+# for column ..." (1265 "Data truncated for column 'c'" and 1048 "Column 'c' cannot be null"
+# quote no value).
+_MYSQL_VALUE = re.compile(r"(?P<before>(?:entry|value:?) )'.*'(?P<after> for (?:key|column) )")
+_MYSQL_HIDDEN = rf"\g<before>'{HIDDEN}'\g<after>"
+
+
+def db_error(exc: BaseException) -> BaseException:
+    """The driver's error under SQLAlchemy's (which adds the statement and its parameters)."""
+    if isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        return exc.orig
+    return exc
+
+
+def hidden_message(exc: BaseException) -> str:
+    """``exc``'s message (a driver error's, SQLAlchemy's own unwrapped) on one line, without
+    the values it quotes: PostgreSQL's primary message with any quoted value of a data
+    exception (SQLSTATE class 22) replaced by ``"(value hidden)"``, followed by its SQLSTATE
+    and the constraint, table and column it names (no DETAIL, HINT or CONTEXT, which quote
+    the row); MySQL's with the value it quotes replaced; others' first line."""
+    exc = db_error(exc)
+    if isinstance(exc, psycopg.Error):
+        return _postgresql(exc)
+    if isinstance(exc, pymysql.MySQLError) and len(exc.args) == 2:
+        code, message = exc.args
+        return f"({code}) {_MYSQL_VALUE.sub(_MYSQL_HIDDEN, str(message))}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def without_values(exc: BaseException) -> BaseException:
+    """A driver error of ``exc``'s class (SQLAlchemy's unwrapped) whose message is
+    :func:`hidden_message`'s: kept as a failure's error (its repr is logged and parked), and
+    still classified as ``exc`` is (``isinstance``, a SQLSTATE). Any other error as it is."""
+    orig = db_error(exc)
+    if isinstance(orig, psycopg.Error | sqlite3.Error):
+        try:
+            return type(orig)(hidden_message(orig))
+        except Exception:  # a class that does not take its message alone
+            return RuntimeError(f"{type(orig).__name__}: {hidden_message(orig)}")
+    if isinstance(orig, pymysql.MySQLError) and len(orig.args) == 2:
+        return type(orig)(orig.args[0], hidden_message(orig).split(") ", 1)[1])
+    return orig if orig is not exc and isinstance(exc, sa.exc.StatementError) else exc
+
+
+def _postgresql(exc: psycopg.Error) -> str:
+    diag = exc.diag
+    primary = diag.message_primary
+    if primary is None:  # raised by psycopg itself, or built from a message
+        text = str(exc).strip()
+        primary = text.splitlines()[0] if text else type(exc).__name__
+    sqlstate = exc.sqlstate
+    if sqlstate is not None and sqlstate.startswith("22"):
+        primary = _hide_quoted(primary)
+    names = [
+        f"{what} {name}"
+        for what, name in (
+            ("constraint", diag.constraint_name),
+            ("table", diag.table_name),
+            ("column", diag.column_name),
+        )
+        if name
+    ]
+    if sqlstate is None and not names or f"(SQLSTATE {sqlstate}" in primary:
+        return primary  # or told already: an error :func:`without_values` made
+    said = "; ".join(([f"SQLSTATE {sqlstate}"] if sqlstate else []) + names)
+    return f"{primary} ({said})"
+
+
+def _hide_quoted(text: str) -> str:
+    """``text`` with what it quotes replaced, from the first double quote to the last (the
+    value may hold quotes itself), and bytes it shows in hexadecimal."""
+    first = text.find('"')
+    if first != -1:
+        last = text.rfind('"')
+        end = len(text) if last == first else last + 1
+        text = f'{text[:first]}"{HIDDEN}"{text[end:]}'
+    return _BYTES.sub("(bytes hidden)", text)

@@ -1,0 +1,96 @@
+"""What the database itself refuses for a value (a duplicate of a unique column, a row a
+check constraint fails, text a column type cannot read) parks its event with the server's
+SQLSTATE, its message and the names of the constraint, table and column, never the value:
+PostgreSQL quotes it in the message (``invalid input syntax for type inet: "..."``) and in
+the DETAIL (``Key (email)=(...) already exists``, ``Failing row contains (...)``), which
+would be logged and kept as the parked event's reason and traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from structlog.testing import capture_logs
+
+from projections.api import Event, Projection, Tx, on
+from tests.projection_fixtures import engine_on, log_events
+
+SECRET = "hunter2-s3cr3t"
+
+metadata = sa.MetaData()
+accounts = sa.Table(
+    "secret_accounts",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("email", sa.Text, unique=True),
+    sa.Column("token", sa.Text),
+    sa.Column("amount", sa.Integer, sa.CheckConstraint("amount > 0", name="positive_amount")),
+)
+addresses = sa.Table(
+    "secret_addresses",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("address", postgresql.INET().with_variant(sa.Text, "sqlite")),
+)
+
+
+class Accounts(Projection):
+    name = "secret_accounts"
+    tables = (accounts, addresses)
+    partitions = 1
+
+    @on("shop", "Opened")
+    def opened(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(accounts, {"id": event.aggregate_id, **event.payload})
+
+    @on("shop", "Addressed")
+    def addressed(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(addresses, {"id": event.aggregate_id, "address": event.payload["address"]})
+
+
+def run(url: str, events: list[tuple[str, str, dict[str, Any]]], batch_size: int) -> Any:
+    projection = Accounts()
+    with capture_logs() as logs:
+        with engine_on(
+            url, [projection], batch_size=batch_size, max_attempts=2, retry_backoff=0.001
+        ) as (log, store, engine):
+            log_events(log, events)
+            engine.catch_up(deadline=60)
+            parked = sorted(store.parked(projection.name), key=lambda p: p.position)
+    return parked, logs
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("batch_size", [1, 50])
+def test_a_value_the_server_refuses_is_parked_without_the_value(
+    kind: str, batch_size: int, database_for: Callable[[str], str]
+) -> None:
+    events = [
+        ("a1", "Opened", {"email": f"{SECRET}@a", "token": SECRET, "amount": 1}),
+        ("a2", "Opened", {"email": f"{SECRET}@a", "token": "t", "amount": 1}),  # duplicate
+        ("a3", "Opened", {"email": "c@a", "token": SECRET, "amount": -1}),  # check fails
+    ]
+    if kind == "postgresql":
+        # No inet; quoted in the value too: hidden from the first quote to the last.
+        events.append(("a4", "Addressed", {"address": f'1" {SECRET} "2'}))
+    parked, logs = run(database_for(kind), events, batch_size)
+    assert [p.aggregate_id for p in parked] == [e[0] for e in events[1:]]
+    for entry in parked:
+        assert SECRET not in entry.reason, entry.reason
+        assert SECRET not in (entry.detail or ""), entry.detail
+    for line in logs:
+        assert SECRET not in repr(line), line
+    duplicate, check = parked[0].reason, parked[1].reason
+    if kind == "postgresql":
+        assert "23505" in duplicate and "secret_accounts_email_key" in duplicate, duplicate
+        assert "23514" in check and "positive_amount" in check, check
+        assert "secret_accounts" in check, check
+        inet = parked[2].reason
+        assert "22P02" in inet and "invalid input syntax for type inet" in inet, inet
+        assert '"(value hidden)"' in inet, inet
+    else:
+        assert "UNIQUE constraint failed: secret_accounts.email" in duplicate, duplicate
+        assert "CHECK constraint failed: positive_amount" in check, check
