@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import traceback
 
 import psycopg
 import pymysql
 import sqlalchemy as sa
 
-__all__ = ["HIDDEN", "db_error", "hidden_message", "without_values"]
+__all__ = ["HIDDEN", "db_error", "hidden_message", "hidden_traceback", "without_values"]
 
 HIDDEN = "(value hidden)"
 
@@ -71,6 +72,36 @@ def without_values(exc: BaseException) -> BaseException:
     if isinstance(orig, pymysql.MySQLError) and len(orig.args) == 2:
         return type(orig)(orig.args[0], hidden_message(orig).split(") ", 1)[1])
     return orig if orig is not exc and isinstance(exc, sa.exc.StatementError) else exc
+
+
+def hidden_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` and of the exceptions it was raised from or while handling,
+    as kept with a parked or skipped event, each database error told by
+    :func:`hidden_message` (SQLAlchemy's too, which shows the statement's parameters), and
+    so is one an exception carries as its ``error`` (whose message is its repr: a batch's
+    refused writes)."""
+    chain: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and all(error is not e for e in chain):
+        chain.append(error)
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    parts: list[str] = []
+    for error in reversed(chain):
+        if parts:
+            parts.append("\nwhich was followed by:\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts += traceback.format_tb(error.__traceback__)
+        carried = getattr(error, "error", None)  # a refusal carrying the driver's error
+        if isinstance(error, _DB_ERRORS):
+            parts.append(f"{type(error).__name__}: {hidden_message(error)}\n")
+        elif isinstance(carried, _DB_ERRORS):  # its message: the error's repr
+            parts.append(f"{type(error).__name__}: {without_values(carried)!r}\n")
+        else:
+            parts += traceback.format_exception_only(error)
+    return "".join(parts)
+
+
+_DB_ERRORS = (psycopg.Error, sqlite3.Error, pymysql.MySQLError, sa.exc.SQLAlchemyError)
 
 
 def _postgresql(exc: psycopg.Error) -> str:

@@ -4,8 +4,8 @@ replay will read."""
 
 from __future__ import annotations
 
+import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, NamedTuple, cast
@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, cast
 import sqlalchemy as sa
 import structlog
 
+from outbox.db_errors import hidden_traceback, without_values
 from outbox.envelope import Envelope
 from outbox.schema import event_log
 from outbox.source_groups import group_of
@@ -177,10 +178,12 @@ class HandlerError(Exception):
     """A handler raised (or wrote what the database refuses) during a replay."""
 
     def __init__(self, event: Envelope, error: BaseException) -> None:
+        error = without_values(error)  # shown, logged and parked: no value a database quotes
         super().__init__(repr(error))
         self.event = event
         self.error = error
-        self.detail = traceback.format_exc()
+        handled = sys.exc_info()[1]
+        self.detail = hidden_traceback(handled) if handled is not None else None
 
 
 class PolicyMark(NamedTuple):

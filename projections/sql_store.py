@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.db import create_engine, describe_db_error, engine_kind
-from outbox.db_errors import without_values
+from outbox.db_errors import hidden_traceback, without_values
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.schema import create_tables
@@ -23,7 +23,6 @@ from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_
 from projections.sql_tx import SqlTx
 from projections.sql_writes import (
     RefusedWrite,
-    refusal_detail,
     refusals,
     refused_for_good,
     refused_write,
@@ -253,7 +252,7 @@ class SqlStore(SqlParking, SqlInvalidations, Store):
                     # Without the values the database quotes: logged and parked.
                     error = without_values(exc.error if refused else exc)
                     if len(events) == 1:
-                        detail = refusal_detail(exc)
+                        detail = hidden_traceback(exc)
                         raise HandlerFailed(events[0], error, detail, refused=refused) from exc
                     raise WritesRefused(events[-1].position or 0, error) from exc
                 return BatchResult(
@@ -341,7 +340,7 @@ class SqlStore(SqlParking, SqlInvalidations, Store):
                         _handle(projection, event, tx, tags)
                         tx.flush()
                     except RefusedWrite as refused:
-                        error, detail = without_values(refused.error), refusal_detail(refused)
+                        error, detail = without_values(refused.error), hidden_traceback(refused)
                         raise HandlerFailed(event, error, detail, refused=True) from refused
                 self.journal(conn, projection.name, tags)  # done by the engine after the retry
                 conn.execute(
@@ -403,7 +402,7 @@ def _handle(
         if tx.restart is not None:  # an OutOfOrder the handler wrapped: start again
             raise tx.restart from exc
         if refused_write(exc):  # the handler's own query: the Tx raises RefusedWrite
-            raise HandlerFailed(event, without_values(exc), refusal_detail(exc)) from exc
+            raise HandlerFailed(event, without_values(exc), hidden_traceback(exc)) from exc
         raise
     except Exception as exc:
         if tx.restart is not None:

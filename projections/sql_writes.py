@@ -9,7 +9,6 @@ hands them to a :class:`PendingWrites`.
 from __future__ import annotations
 
 import sqlite3
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -19,8 +18,7 @@ import sqlalchemy as sa
 import structlog
 from psycopg.types.json import Json
 
-from outbox.db import redact_text
-from outbox.db_errors import db_error, hidden_message, without_values
+from outbox.db_errors import without_values
 from projections.api import UnstorableValueError
 from projections.sql_plans import (
     TablePlan,
@@ -95,30 +93,6 @@ def refusals() -> Iterator[None]:
         if refused_write(exc):
             raise RefusedWrite(exc) from exc
         raise
-
-
-def refusal_detail(exc: BaseException) -> str:
-    """The traceback of ``exc`` and the exceptions it was raised from, as kept with a parked
-    event, without the values a database error quotes (:mod:`outbox.db_errors`): each
-    driver error, SQLAlchemy's wrapping it (with the statement's parameters) and
-    :class:`RefusedWrite` told in one line by :func:`~outbox.db_errors.hidden_message`."""
-    chain: list[BaseException] = []
-    error: BaseException | None = exc
-    while error is not None and all(error is not e for e in chain):
-        chain.append(error)
-        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
-    parts: list[str] = []
-    for error in reversed(chain):
-        if parts:
-            parts.append("\nwhich was followed by:\n\n")
-        parts.append("Traceback (most recent call last):\n")
-        parts += traceback.format_tb(error.__traceback__)
-        shown = error.error if isinstance(error, RefusedWrite) else db_error(error)
-        if isinstance(shown, psycopg.Error | sqlite3.Error | sa.exc.SQLAlchemyError):
-            parts.append(f"{type(error).__name__}: {redact_text(hidden_message(shown))}\n")
-        else:
-            parts += traceback.format_exception_only(error)
-    return "".join(parts)
 
 
 # Refusals of a value whatever the database holds, so whatever the attempt: PostgreSQL's

@@ -94,3 +94,38 @@ def test_a_value_the_server_refuses_is_parked_without_the_value(
     else:
         assert "UNIQUE constraint failed: secret_accounts.email" in duplicate, duplicate
         assert "CHECK constraint failed: positive_amount" in check, check
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_rebuild_stops_at_or_skips_a_refused_value_without_showing_it(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    from projections.replay import Replayer, ReplayError, ReplayOptions
+
+    events = [(f"a{n}", "Opened", {"email": f"{n}@a", "amount": 1}) for n in range(5)]
+    events[2] = ("bad", "Opened", {"email": "x@a", "token": SECRET, "amount": -1})
+    projection = Accounts()
+    with capture_logs() as logs:
+        with engine_on(
+            database_for(kind), [projection], batch_size=50, max_attempts=1, retry_backoff=0.001
+        ) as (log, store, engine):
+            log_events(log, events)
+            engine.catch_up(deadline=60)
+            with pytest.raises(ReplayError) as stopped:
+                Replayer(engine.reader, projection, store, batch_size=16).run(ReplayOptions())
+            summary = Replayer(engine.reader, projection, store, batch_size=16).run(
+                ReplayOptions(skip_errors=True)
+            )
+            parked = store.parked(projection.name)
+    message = str(stopped.value)
+    assert "replay stopped at shop:3" in message and "positive_amount" in message, message
+    assert SECRET not in message and SECRET not in repr(stopped.value.error), message
+    assert [s.position for s in summary.skipped] == [3]
+    for skipped in summary.skipped:
+        assert "positive_amount" in skipped.error, skipped.error
+        assert SECRET not in skipped.error, skipped.error
+        assert SECRET not in (skipped.detail or ""), skipped.detail
+    assert [p.position for p in parked] == [3]
+    assert SECRET not in parked[0].reason and SECRET not in (parked[0].detail or "")
+    for line in logs:
+        assert SECRET not in repr(line), line
