@@ -29,6 +29,7 @@ from pymongo.errors import (
 
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError, UnstorableValueError, WideIntegerError
+from projections.document_refusals import unsent_reason, without_values
 from projections.store import HandlerFailed, add_cache_tags
 
 _DELETED = object()
@@ -332,14 +333,16 @@ class DocumentTx:
                 self._database[name].bulk_write(requests, ordered=True, session=self._session)
             except BulkWriteError as exc:
                 conflict = self._conflict(name, writes, exc)
-                if conflict is None:
-                    raise
+                if conflict is None:  # its details hold the document and the key's value
+                    raise without_values(exc) from None
                 raise conflict from exc
             except OverflowError as exc:
                 wide = self._wide_integer(name, writes)
                 raise RefusedDocument(wide or f"{type(exc).__name__}: {exc}") from exc
             except (InvalidDocument, DocumentTooLarge, ValueError) as exc:
-                raise RefusedDocument(f"{type(exc).__name__}: {exc}") from exc
+                # Not from exc: its message (kept in the traceback) may quote the value.
+                why = f"{self._declared.get(name, name)!r}: {unsent_reason(exc)}"
+                raise RefusedDocument(why) from None
 
     def _wide_integer(self, name: str, writes: list[tuple[Any, Any, Any]]) -> str | None:
         """Why the first integer past 64 bits in ``writes`` cannot be stored, naming its
