@@ -21,9 +21,17 @@ import psycopg
 import pymysql
 import sqlalchemy as sa
 
-__all__ = ["HIDDEN", "db_error", "hidden_message", "hidden_traceback", "without_values"]
+__all__ = [
+    "BIND_HIDDEN",
+    "HIDDEN",
+    "db_error",
+    "hidden_message",
+    "hidden_traceback",
+    "without_values",
+]
 
 HIDDEN = "(value hidden)"
+BIND_HIDDEN = "binding a value failed (its message hidden: it may quote the value)"
 
 # A data exception's bytes of an encoding it cannot read: "invalid byte sequence for
 # encoding "UTF8": 0xe9 0x80".
@@ -48,7 +56,10 @@ def hidden_message(exc: BaseException) -> str:
     the values it quotes: PostgreSQL's primary message with any quoted value of a data
     exception (SQLSTATE class 22) replaced by ``"(value hidden)"``, followed by its SQLSTATE
     and the constraint, table and column it names (no DETAIL, HINT or CONTEXT, which quote
-    the row); MySQL's with the value it quotes replaced; others' first line."""
+    the row); MySQL's with the value it quotes replaced; a bind processor's under SQLAlchemy's
+    (``float()`` of an object) none; others' first line."""
+    if _bind_error(exc):
+        return BIND_HIDDEN
     exc = db_error(exc)
     if isinstance(exc, psycopg.Error):
         return _postgresql(exc)
@@ -64,6 +75,11 @@ def without_values(exc: BaseException) -> BaseException:
     :func:`hidden_message`'s: kept as a failure's error (its repr is logged and parked), and
     still classified as ``exc`` is (``isinstance``, a SQLSTATE). Any other error as it is."""
     orig = db_error(exc)
+    if _bind_error(exc):  # still a ValueError (say), which the store takes for a refusal
+        try:
+            return type(orig)(BIND_HIDDEN)
+        except Exception:
+            return ValueError(BIND_HIDDEN)
     if isinstance(orig, psycopg.Error | sqlite3.Error):
         try:
             return type(orig)(hidden_message(orig))
@@ -85,6 +101,7 @@ def hidden_traceback(exc: BaseException) -> str:
     while error is not None and all(error is not e for e in chain):
         chain.append(error)
         error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    bound = [e.orig for e in chain if _bind_error(e)]  # told by SQLAlchemy's error
     parts: list[str] = []
     for error in reversed(chain):
         if parts:
@@ -92,7 +109,9 @@ def hidden_traceback(exc: BaseException) -> str:
         parts.append("Traceback (most recent call last):\n")
         parts += traceback.format_tb(error.__traceback__)
         carried = getattr(error, "error", None)  # a refusal carrying the driver's error
-        if isinstance(error, _DB_ERRORS):
+        if any(error is e for e in bound):
+            parts.append(f"{type(error).__name__}: {BIND_HIDDEN}\n")
+        elif isinstance(error, _DB_ERRORS):
             parts.append(f"{type(error).__name__}: {hidden_message(error)}\n")
         elif isinstance(carried, _DB_ERRORS):  # its message: the error's repr
             parts.append(f"{type(error).__name__}: {without_values(carried)!r}\n")
@@ -102,6 +121,17 @@ def hidden_traceback(exc: BaseException) -> str:
 
 
 _DB_ERRORS = (psycopg.Error, sqlite3.Error, pymysql.MySQLError, sa.exc.SQLAlchemyError)
+_DRIVER_ERRORS = (psycopg.Error, sqlite3.Error, pymysql.MySQLError)
+
+
+def _bind_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLAlchemy's error around one of a bind processor (``float()`` of
+    a value, a JSON serializer's...), not the driver's: its message is the value's to say."""
+    return (
+        isinstance(exc, sa.exc.StatementError)
+        and exc.orig is not None
+        and not isinstance(exc.orig, _DRIVER_ERRORS)
+    )
 
 
 def _postgresql(exc: psycopg.Error) -> str:

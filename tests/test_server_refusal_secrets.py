@@ -129,3 +129,50 @@ def test_a_rebuild_stops_at_or_skips_a_refused_value_without_showing_it(
     assert SECRET not in parked[0].reason and SECRET not in (parked[0].detail or "")
     for line in logs:
         assert SECRET not in repr(line), line
+
+
+class Unconvertible:
+    """A value whose conversion fails with an error quoting what it holds."""
+
+    def __float__(self) -> float:
+        raise ValueError(f"cannot read {SECRET}")
+
+    def __repr__(self) -> str:
+        return f"Unconvertible({SECRET})"
+
+
+rates = sa.Table(
+    "secret_rates",
+    sa.MetaData(),
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("rate", sa.Float),
+)
+
+
+class Rates(Projection):
+    name = "secret_rates"
+    tables = (rates,)
+    partitions = 1
+
+    @on("shop", "Rated")
+    def rated(self, event: Event[dict], tx: Tx) -> None:
+        tx.upsert(rates, {"id": event.aggregate_id, "rate": Unconvertible()})
+
+
+def test_a_bind_processors_error_is_parked_without_its_message(
+    sqlite_database: Callable[[], str],
+) -> None:
+    """SQLAlchemy binds a float column's value with ``float()``: the error it raised was the
+    parked reason and, wrapped by SQLAlchemy with the statement's parameters, its traceback."""
+    projection = Rates()
+    with capture_logs() as logs:
+        with engine_on(sqlite_database(), [projection], max_attempts=1) as (log, store, engine):
+            log_events(log, [("r1", "Rated", {})])
+            engine.catch_up(deadline=60)
+            parked = store.parked(projection.name)
+    assert [p.aggregate_id for p in parked] == ["r1"]
+    assert "ValueError" in parked[0].reason, parked[0].reason
+    assert SECRET not in parked[0].reason, parked[0].reason
+    assert SECRET not in (parked[0].detail or ""), parked[0].detail
+    for line in logs:
+        assert SECRET not in repr(line), line
