@@ -14,7 +14,6 @@ tenant: a skipped event's ``tenant`` is that of the hold it is parked under)."""
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
+from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error as _describe
@@ -252,7 +252,7 @@ class DocumentParking:
                 except REFUSED_WRITES as exc:
                     if transient(exc):
                         raise
-                    raise HandlerFailed(event, handler_error(exc), traceback.format_exc()) from exc
+                    raise HandlerFailed(event, handler_error(exc), hidden_traceback(exc)) from exc
             self.journal(session, projection.name, tags)
             self.database[PARKED].update_many(
                 where,

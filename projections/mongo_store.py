@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import random
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -40,6 +39,7 @@ from pymongo.client_session import ClientSession
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from outbox.db import redact_dsn
+from outbox.db_errors import hidden_traceback
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error as _describe
 from outbox.mongo import mongo_client, mongo_database
@@ -303,7 +303,7 @@ class MongoStore(DocumentParking, Store):
                 if len(events) == 1:
                     # Only the Tx raises RefusedDocument, the one refusal for good here.
                     raise HandlerFailed(
-                        events[0], handler_error(exc), traceback.format_exc(), refused=True
+                        events[0], handler_error(exc), hidden_traceback(exc), refused=True
                     ) from exc
                 raise WritesRefused(events[-1].position or 0, exc) from exc
             if parked:

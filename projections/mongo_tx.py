@@ -8,7 +8,6 @@ see the batch's own writes first, so batching never changes what a handler obser
 from __future__ import annotations
 
 import copy
-import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ from pymongo.errors import (
     WriteError,
 )
 
+from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError, UnstorableValueError, WideIntegerError
 from projections.document_refusals import unsent_reason, without_values
@@ -407,7 +407,7 @@ def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[st
         raise
     except Exception as exc:
         refused = isinstance(exc, UnstorableValueError)
-        raise HandlerFailed(event, exc, traceback.format_exc(), refused=refused) from exc
+        raise HandlerFailed(event, exc, hidden_traceback(exc), refused=refused) from exc
 
 
 def retryable(exc: BaseException) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -408,4 +407,4 @@ def _handle(
         if tx.restart is not None:
             raise tx.restart from exc
         refused = isinstance(exc, UnstorableValueError)
-        raise HandlerFailed(event, exc, traceback.format_exc(), refused=refused) from exc
+        raise HandlerFailed(event, exc, hidden_traceback(exc), refused=refused) from exc

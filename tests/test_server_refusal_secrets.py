@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -176,3 +177,40 @@ def test_a_bind_processors_error_is_parked_without_its_message(
     assert SECRET not in (parked[0].detail or ""), parked[0].detail
     for line in logs:
         assert SECRET not in repr(line), line
+
+
+class Lookups(Projection):
+    """Its handler looks a value up on a connection of its own, and raises its own error
+    from the database's refusal."""
+
+    name = "secret_lookups"
+    tables = (rates,)
+    partitions = 1
+    dsn = ""
+
+    @on("shop", "Looked")
+    def looked(self, event: Event[dict], tx: Tx) -> None:
+        with psycopg.connect(self.dsn) as conn:
+            try:
+                conn.execute("select cast(%s as inet)", (SECRET,))
+            except psycopg.Error as exc:
+                raise LookupError("the address lookup failed") from exc
+
+
+def test_a_database_error_a_handler_raised_from_is_kept_without_its_value(
+    pg_database: Callable[[], str],
+) -> None:
+    """The handler's own error is its own to word; the database's it was raised from, kept
+    in the parked traceback, quoted the value."""
+    url = pg_database()
+    projection = Lookups()
+    projection.dsn = url.replace("postgresql+psycopg://", "postgresql://")
+    with engine_on(url, [projection], max_attempts=1) as (log, store, engine):
+        log_events(log, [("l1", "Looked", {})])
+        engine.catch_up(deadline=60)
+        parked = store.parked(projection.name)
+    assert [p.aggregate_id for p in parked] == ["l1"]
+    assert "LookupError('the address lookup failed')" in parked[0].reason, parked[0].reason
+    detail = parked[0].detail or ""
+    assert "InvalidTextRepresentation" in detail and "22P02" in detail, detail
+    assert SECRET not in detail, detail
