@@ -56,6 +56,19 @@ def refusal(url: str, statements: list[str], failing: str, **params: object) -> 
             "insert into t (id, amount) values ('e', cast(:v as integer))",
             'invalid input syntax for type integer: "(value hidden)" (SQLSTATE 22P02)',
         ),
+        (
+            "insert into t (id, amount) values ('f', cast(:v || '99999999999' as bigint))",
+            'invalid input syntax for type bigint: "(value hidden)" (SQLSTATE 22P02)',
+        ),
+        (
+            "insert into t (id, amount) values ('g', length(:v) + cast('99999999999' as bigint))",
+            "integer out of range (SQLSTATE 22003)",
+        ),
+        (
+            "insert into t (id, email) values ('h', convert_from(convert_to(:v, 'UTF8') "
+            "|| '\\xe980'::bytea, 'UTF8'))",
+            'invalid byte sequence for encoding "(value hidden)": (bytes hidden) (SQLSTATE 22021)',
+        ),
     ],
 )
 def test_a_postgresql_refusal_is_told_without_the_value(
