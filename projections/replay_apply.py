@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.db import describe_db_error
+from outbox.db_errors import without_values
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from projections.replay_policy import HandlerError, ReplayerBase
@@ -28,10 +29,11 @@ _T = TypeVar("_T")
 
 
 class Refused(Exception):
-    """A batch's writes were refused: apply its events one by one to find the one."""
+    """A batch's writes were refused: apply its events again in smaller batches to find the
+    one (its text, like every refusal's, shows no value the database quoted)."""
 
     def __init__(self, error: BaseException) -> None:
-        super().__init__(repr(error))
+        super().__init__(repr(without_values(error)))
         self.error = error
 
 

@@ -121,3 +121,20 @@ def test_a_sqlite_refusal_is_told_without_the_parameters(
     assert SECRET in str(error)  # SQLAlchemy's [parameters: ...]
     assert describe_db_error(error) == "IntegrityError: UNIQUE constraint failed: t.email"
     assert repr(without_values(error)) == "IntegrityError('UNIQUE constraint failed: t.email')"
+
+
+def test_a_replay_batch_refused_tells_no_value(pg_database: Callable[[], str]) -> None:
+    """A rebuild batch whose write was refused (narrowed down by halves) carries the error
+    without the value, should its text ever be shown or kept in a traceback."""
+    from projections.replay_apply import Refused
+
+    error = refusal(
+        pg_database(),
+        ["create table t (id text primary key, email text unique)"],
+        "insert into t (id, email) values ('a', :v), ('b', :v)",
+        v=SECRET,
+    )
+    refused = Refused(error)
+    assert SECRET not in str(refused) and SECRET not in repr(refused)
+    assert "UniqueViolation" in str(refused) and "t_email_key" in str(refused)
+    assert refused.error is error  # the caller still has the driver's error to classify
