@@ -38,9 +38,11 @@ def stream_batches(
     *,
     tenant: str | None = None,
     batch_size: int,
+    depth: int = 2,
 ) -> Iterator[list[Envelope]]:
     """Events of ``source`` of ``types`` in ``(after, upto]`` (of ``tenant`` if given), in
-    position order, in batches of ``batch_size``, read ahead by a thread."""
+    position order, in batches of ``batch_size``, read ahead by a thread up to ``depth``
+    batches."""
     if upto <= after:
         return
     if engine.dialect.name == "postgresql":
@@ -48,7 +50,7 @@ def stream_batches(
     else:
         batches = _stream_sqlite(engine, source, after, upto, types, tenant, batch_size)
     try:
-        yield from read_ahead(batches)
+        yield from read_ahead(batches, depth)
     except (SQLAlchemyError, psycopg.Error) as exc:
         raise StoreError(f"reading the event log failed: {describe_db_error(exc)}") from exc
 

@@ -51,7 +51,7 @@ from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
 from projections.replay_apply import Refused
-from projections.replay_fill import READ_SIZE, REBUILD_BATCH, ShadowFill
+from projections.replay_fill import FILL_READ_SIZE, REBUILD_BATCH, ShadowFill
 from projections.replay_in_place import InPlaceReplay
 from projections.replay_lock import replay_lock
 from projections.replay_plan import table_plan
@@ -103,6 +103,8 @@ __all__ = [  # the data types live in projections.replay_types; importable from 
 
 logger = structlog.get_logger("readmodel.replay")
 
+IN_PLACE_BATCH = 20_000
+"""Events per transaction in place and in the swap's catch-up when no batch size is given."""
 _SWAP_ATTEMPTS = 5
 _SWAP_LOCK_TIMEOUT_MS = 5000
 _DROP_ATTEMPTS = 3  # the old tables after the swap: left for later rather than wait long
@@ -135,9 +137,9 @@ class Replayer(InPlaceReplay, ShadowFill):
         self.hooks = hooks or ReplayHooks()
         # Events per transaction in place (live lanes wait for each) and in the swap's
         # catch-up; a rebuild's own transactions hold nobody up and are larger.
-        self.batch_size = batch_size or READ_SIZE
+        self.batch_size = batch_size or IN_PLACE_BATCH
         self.rebuild_batch = batch_size or REBUILD_BATCH
-        self.read_size = read_size or min(self.batch_size, READ_SIZE)
+        self.read_size = read_size or min(self.rebuild_batch, FILL_READ_SIZE)
         self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
         self.shadow = ShadowTables(projection.tables, rebuild=self.shadow_projection)
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
@@ -219,7 +221,7 @@ class Replayer(InPlaceReplay, ShadowFill):
                 if heads.get(source, 0) > progress[source]:
                     progress[source] = heads.get(source, 0)
                     self._set_shadow_checkpoint_now(source, progress[source])
-            if behind < self.read_size:
+            if behind < self.batch_size:
                 break
         outside: list[OutsideKey] = []
         with self._write() as conn:  # indexes and constraints made by hand, once filled

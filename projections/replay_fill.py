@@ -2,13 +2,14 @@
 :class:`projections.replay.Replayer`).
 
 The log is read ``read_size`` events at a time (a thread reads the next part while the
-handlers run), but a transaction spans ``rebuild_batch`` events: nothing else writes a
-shadow, so a long transaction holds nobody up, and the larger it is, the more of the
-writes to one row (an order placed, paid, then shipped) fold into one, and the more of the
-rows are new ones COPYed rather than upserted. A failing event or a refused write rolls
-the transaction back; its events are read again and applied by :meth:`ShadowFill._shadow_batch`,
-which stops at the event, skips it (``skip_errors``), or halves the batch down to the
-event whose write the database refuses.
+handlers run; parts much smaller than 50,000 cost the handlers and the flush measurably
+more CPU: ``bench/replay.py``), but a transaction spans ``rebuild_batch`` events: nothing
+else writes a shadow, so a long transaction holds nobody up, and the larger it is, the
+more of the writes to one row (an order placed, paid, then shipped) fold into one, and the
+more of the rows are new ones COPYed rather than upserted. A failing event or a refused
+write rolls the transaction back; its events are read again and applied by
+:meth:`ShadowFill._shadow_batch`, which stops at the event, skips it (``skip_errors``), or
+halves the batch down to the event whose write the database refuses.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from projections.store_tables import checkpoints
 
 REBUILD_BATCH = 100_000
 """Events per rebuild transaction when no batch size is given."""
-READ_SIZE = 20_000
-"""Events read from the log at a time, at most."""
+FILL_READ_SIZE = 50_000
+"""Events a rebuild reads from the log at a time, at most (one such part read ahead)."""
 
 
 class ShadowFill(TableReplayerBase):
@@ -41,7 +42,7 @@ class ShadowFill(TableReplayerBase):
         """Apply ``source``'s events in ``(after, upto]``; returns the last position applied
         (``after`` when there was none)."""
         done = after
-        parts = self._stream(source, after, upto, size=self.read_size)
+        parts = self._stream(source, after, upto, size=self.read_size, depth=1)
         try:
             for part in parts:
                 done = self._fill_batch(source, done, part, parts, summary)

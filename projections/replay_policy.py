@@ -87,9 +87,11 @@ class ReplayerBase:
         tenant: str | None = None,
         *,
         size: int | None = None,
+        depth: int = 2,
     ) -> Iterator[list[Envelope]]:
         """The projection's events of ``source`` in ``(after, upto]``, in batches of ``size``
-        (``batch_size`` by default), through a server-side cursor on PostgreSQL."""
+        (``batch_size`` by default) read up to ``depth`` batches ahead, through a server-side
+        cursor on PostgreSQL."""
         yield from stream_batches(
             self.reader.engine,
             source,
@@ -98,6 +100,7 @@ class ReplayerBase:
             self.projection.event_types(source),
             tenant=tenant,
             batch_size=size or self.batch_size,
+            depth=depth,
         )
 
     def _journal_whole_projection(self, tx: Any) -> Invalidation | None:
