@@ -45,9 +45,10 @@ class InPlaceReplay(TableReplayerBase):
     ) -> None:
         """Apply the batch's events the lanes have applied already (up to their checkpoints,
         locked by this transaction, so that no live batch interleaves) and whose aggregate
-        is not held by a parked event; event by event after a refused write. Its row locks
-        are taken in order, as a live batch's (:func:`projections.row_locks.apply_in_order`:
-        started again after an out-of-order key, a deadlock or a serialization failure)."""
+        is not held by a parked event; in halves down to the event after a refused write.
+        Its row locks are taken in order, as a live batch's
+        (:func:`projections.row_locks.apply_in_order`: started again after an out-of-order
+        key, a deadlock or a serialization failure)."""
         tables = self.store.tables_for(self.projection)
         every = _Lanes(self.projection.name, source, "all")
         batches = [streamed]
@@ -62,9 +63,10 @@ class InPlaceReplay(TableReplayerBase):
                 self._policy.fail(failed)
                 batches.insert(0, events)
                 continue
-            except Refused:
+            except Refused:  # each half apart, down to the event whose write is refused
                 self._policy.undo(mark)
-                batches[:0] = [[event] for event in events]
+                middle = len(events) // 2
+                batches[:0] = [events[:middle], events[middle:]]
                 continue
             self._invalidate(invalidation)
             summary.applied[source] += applied
