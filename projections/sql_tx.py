@@ -75,6 +75,7 @@ class SqlTx:
         self._tables = tables
         self._pk_names: dict[sa.Table, tuple[str, ...]] = {}
         self._info: dict[sa.Table, _Info] = {}
+        self._widths: dict[str, int] = {}  # physical table name -> its number of columns
         self._pending: dict[Key, Entry] = {}
         self._read: dict[Key, dict[str, Any] | None] = {}
         self._order: list[sa.Table] = []
@@ -90,6 +91,7 @@ class SqlTx:
         if info is None:
             physical = self._physical(table)
             converters = stored_values(self.conn.dialect, table, self._zone())
+            self._widths[physical.name] = len(physical.columns)
             info = self._info[table] = (
                 physical,
                 physical.name,
@@ -182,7 +184,7 @@ class SqlTx:
             if base is UNREAD:
                 base = self._load(physical, k)
             found = {**(base or {}), **(row or {})}
-        if len(found) < len(physical.columns):
+        if len(found) < self._widths[name]:
             # A row this batch created from some of its columns: the table gives the others
             # (defaults, NULLs), as it would had the batch ended before this read.
             self.flush()
