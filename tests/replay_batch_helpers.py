@@ -5,7 +5,9 @@ their columns (the table fills the state), touched, dropped and made again, and 
 from __future__ import annotations
 
 import random
+import threading
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -105,17 +107,32 @@ def flips(n: int, seed: int, bad_at: int | None = None, *, overlapped: bool = Fa
     return events
 
 
-class TallyModel:
-    """What :class:`TallyProjection` leaves of ``events``; ``skip``: the position of a
-    failing event, skipped with every later event of its item."""
+class FailingTally(TallyProjection):
+    """Fails at a ``Boom`` event (a ``ValueError``), after a write of its own."""
 
-    def __init__(self, events: Events, skip: int | None = None) -> None:
+    @on(SOURCE, "Boom")
+    def boom(self, event: Event[dict[str, Any]], tx: Tx) -> None:
+        tx.upsert(items, {"item_id": event.aggregate_id, "name": "boom", "count": 0})
+        raise ValueError("boom")
+
+
+def with_boom(events: Events, at: int, item: str = "i4") -> Events:
+    """``events`` with a ``Boom`` event of ``item`` inserted at index ``at``."""
+    return [*events[:at], (item, "Boom", {}), *events[at:]]
+
+
+class TallyModel:
+    """What :class:`TallyProjection` leaves of ``events``; ``skip``: the position (or
+    positions) of failing events, each skipped with every later event of its item."""
+
+    def __init__(self, events: Events, skip: int | Collection[int] | None = None) -> None:
         self.items: dict[str, dict[str, Any]] = {}
         self.notes: dict[str, dict[str, Any]] = {}
         self.skipped_positions: list[int] = []
+        skips = {skip} if isinstance(skip, int) else set(skip or ())
         held: set[str] = set()
         for position, (item, kind, payload) in enumerate(events, start=1):
-            if position == skip:
+            if position in skips:
                 held.add(item)
             if item in held:
                 self.skipped_positions.append(position)
@@ -143,6 +160,9 @@ class TallyModel:
     def dropped(self, item: str, payload: dict[str, Any]) -> None:
         self.items.pop(item, None)
 
+    def boom(self, item: str, payload: dict[str, Any]) -> None:
+        raise AssertionError("a Boom event is skipped with its item")
+
     def counted(self, item: str, payload: dict[str, Any]) -> None:
         row = self.items.get(item)
         if row is None:
@@ -166,6 +186,23 @@ class ShadowLog:
 
     def close(self) -> None:
         self.log.close()
+
+
+def rows(log: ShadowLog, table: sa.Table) -> dict[str, dict[str, Any]]:
+    """``table``'s rows by their first column."""
+    with log.engine.connect() as conn:
+        return {row[0]: dict(row._mapping) for row in conn.execute(sa.select(table))}
+
+
+def left_behind(log: ShadowLog) -> tuple[list[str], list[str]]:
+    """The replay's threads alive, and this database's sessions idle in a transaction."""
+    threads = [t.name for t in threading.enumerate() if t.name.startswith("replay")]
+    with log.engine.connect() as conn:
+        open_tx = conn.exec_driver_sql(
+            "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
+        )
+        return threads, [row[0] for row in open_tx]
 
 
 def shadow_log(dsn: str, events: Events) -> ShadowLog:
