@@ -58,8 +58,8 @@ class ShadowFill(TableReplayerBase):
         parts: Iterator[list[Envelope]],
         summary: ReplaySummary,
     ) -> int:
-        """One transaction: ``first`` and the parts after it, up to ``rebuild_batch``
-        events; returns its last position."""
+        """One transaction: ``first`` and the parts after it until ``rebuild_batch`` events
+        are taken (a part is not split); returns its last position."""
         mark = self._policy.mark()
         last = after
         applied = 0
@@ -85,9 +85,11 @@ class ShadowFill(TableReplayerBase):
         return last
 
     def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
-        """Apply ``events`` in one transaction, again with the failing event's aggregate
-        held (``skip_errors``: the policy raises otherwise); a refused write has each half
-        applied apart, down to its event."""
+        """Apply ``events`` in one transaction. A failing handler has the events before its
+        event applied first (the flush of their writes may be refused at an earlier event),
+        then its own and the later ones again with its aggregate held (``skip_errors``: the
+        policy raises otherwise); a refused write has each half applied apart, down to its
+        event."""
         while True:
             mark = self._policy.mark()
             try:
@@ -96,6 +98,11 @@ class ShadowFill(TableReplayerBase):
                     self._set_shadow_checkpoint(conn, source, events[-1].position or 0)
             except HandlerError as failed:
                 self._policy.undo(mark)
+                at = events.index(failed.event)
+                if at:  # the events before it first: a write refused among them comes first
+                    self._shadow_batch(source, events[:at], summary)
+                    self._shadow_batch(source, events[at:], summary)
+                    return
                 self._policy.fail(failed)
                 continue
             except Refused:

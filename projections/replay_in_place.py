@@ -60,6 +60,10 @@ class InPlaceReplay(TableReplayerBase):
                 applied, invalidation = apply_in_order(every, attempt)
             except HandlerError as failed:
                 self._policy.undo(mark)
+                at = events.index(failed.event)
+                if at:  # the events before it first: a write refused among them comes first
+                    batches[:0] = [events[:at], events[at:]]
+                    continue
                 self._policy.fail(failed)
                 batches.insert(0, events)
                 continue

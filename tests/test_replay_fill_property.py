@@ -92,15 +92,6 @@ _FOUND = Case(n=40, seed=6, batch=10, read=3, overlapped=True, bad_at=20, boom_a
 """A write refused at position 21, a handler failing at 24, in the transaction of 21..30."""
 
 
-def _misreported(events: Events, failing: list[int], first: int) -> bool:
-    """A known defect (``_FOUND``, the strict ``xfail`` test below): in one transaction, a
-    write the database refuses at its flush, then a handler failing, stop the strict replay
-    at the handler's event: ``_shadow_batch`` meets the ``HandlerError`` of its events before
-    the flush that would find the refused write, so it reports the later event (and with
-    ``skip_errors`` lists it first among the skipped). Remove this once fixed."""
-    return len(failing) == 2 and events[failing[0] - 1][1] == "Made" and first == failing[1]
-
-
 @settings(
     max_examples=40,
     deadline=None,
@@ -114,7 +105,7 @@ def _misreported(events: Events, failing: list[int], first: int) -> bool:
 )
 @example(case=Case(n=50, seed=4, batch=12, read=5, boom_at=0, boom_item="i7"))  # the first
 @example(case=Case(n=50, seed=5, batch=12, read=5, bad_at=0))  # a refused first event
-@example(case=_FOUND)  # found by this test: see _misreported
+@example(case=_FOUND)  # found by this test: it stopped at 24, not 21
 def test_a_rebuild_leaves_what_the_events_say(pg_database: Callable[[], str], case: Case) -> None:
     events = case.events()
     failing = case.failing(events)
@@ -126,12 +117,11 @@ def test_a_rebuild_leaves_what_the_events_say(pg_database: Callable[[], str], ca
                 _replay(log, case)
             first = raised.value.event.position
             assert first in failing
-            assert first == failing[0] or _misreported(events, failing, first)
+            assert first == failing[0]
             assert left_behind(log) == ([], [])
             assert rows(log, items) == {} and rows(log, notes) == {}  # live tables untouched
         summary = _replay(log, case, skip_errors=True)  # starts over
-        # sorted: the skipped are listed out of order where _misreported holds
-        assert sorted(e.position for e in summary.skipped) == model.skipped_positions
+        assert [e.position for e in summary.skipped] == model.skipped_positions
         assert summary.events == len(events) - len(model.skipped_positions)
         assert rows(log, items) == model.items
         assert rows(log, notes) == model.notes
@@ -140,7 +130,6 @@ def test_a_rebuild_leaves_what_the_events_say(pg_database: Callable[[], str], ca
         log.close()
 
 
-@pytest.mark.xfail(strict=True, reason="defect: the later handler failure is reported (24)")
 def test_a_strict_rebuild_stops_at_a_refused_write_before_a_failing_handler(
     pg_database: Callable[[], str],
 ) -> None:
