@@ -108,17 +108,20 @@ def flips(n: int, seed: int, bad_at: int | None = None, *, overlapped: bool = Fa
 
 
 class FailingTally(TallyProjection):
-    """Fails at a ``Boom`` event (a ``ValueError``), after a write of its own."""
+    """Fails at a ``Boom`` event after a write of its own: a ``ValueError``, or a
+    ``KeyboardInterrupt`` (Ctrl-C while the handlers run) when its payload says so."""
 
     @on(SOURCE, "Boom")
     def boom(self, event: Event[dict[str, Any]], tx: Tx) -> None:
         tx.upsert(items, {"item_id": event.aggregate_id, "name": "boom", "count": 0})
+        if event.payload.get("interrupt"):
+            raise KeyboardInterrupt
         raise ValueError("boom")
 
 
-def with_boom(events: Events, at: int, item: str = "i4") -> Events:
-    """``events`` with a ``Boom`` event of ``item`` inserted at index ``at``."""
-    return [*events[:at], (item, "Boom", {}), *events[at:]]
+def with_boom(events: Events, at: int, item: str = "i4", **payload: Any) -> Events:
+    """``events`` with a ``Boom`` event of ``item`` (``payload``) inserted at index ``at``."""
+    return [*events[:at], (item, "Boom", payload), *events[at:]]
 
 
 class TallyModel:

@@ -6,23 +6,24 @@ independent model of them), with no thread or transaction left open."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from projections.api import Event, Projection, Tx, on
+from projections.api import Projection
 from projections.replay import Replayer, ReplayError, ReplayHooks, ReplayOptions
 from tests.replay_batch_helpers import (
-    SOURCE,
+    FailingTally,
     TallyModel,
     TallyProjection,
     flips,
     items,
+    left_behind,
     notes,
+    rows,
     shadow_log,
+    with_boom,
 )
 
 
@@ -37,11 +38,6 @@ def shadow(pg_database: Callable[[], str]) -> Iterator[Callable[[list[Any]], Any
     yield make
     for log in made:
         log.close()
-
-
-def _rows(log: Any, table: sa.Table) -> dict[str, dict[str, Any]]:
-    with log.engine.connect() as conn:
-        return {row[0]: dict(row._mapping) for row in conn.execute(sa.select(table))}
 
 
 def _replay(
@@ -64,17 +60,6 @@ def _replay(
     return replayer.run(ReplayOptions(**options))
 
 
-def _left_behind(log: Any) -> tuple[list[str], list[str]]:
-    """The replay's threads alive, and this database's sessions idle in a transaction."""
-    threads = [t.name for t in threading.enumerate() if t.name.startswith("replay")]
-    with log.engine.connect() as conn:
-        open_tx = conn.exec_driver_sql(
-            "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
-        )
-        return threads, [row[0] for row in open_tx]
-
-
 @pytest.mark.parametrize(
     ("batch", "read"), [(3, None), (7, None), (1000, None), (None, None), (7, 2), (50, 3)]
 )
@@ -88,8 +73,8 @@ def test_rows_read_across_batch_boundaries(shadow: Any, batch: int | None, read:
     summary = _replay(log, batch, read=read)
     model = TallyModel(events)
     assert summary.events == len(events)
-    assert _rows(log, items) == model.items
-    assert _rows(log, notes) == model.notes
+    assert rows(log, items) == model.items
+    assert rows(log, notes) == model.notes
 
 
 @pytest.mark.parametrize(("batch", "read"), [(5, None), (40, 3), (None, None)])
@@ -104,8 +89,8 @@ def test_a_refused_write_stops_the_replay_at_its_event(
     with pytest.raises(ReplayError) as raised:
         _replay(log, batch, read=read)
     assert raised.value.event.position == 32
-    assert _left_behind(log) == ([], [])
-    assert _rows(log, items) == {}  # the live tables are as they were (empty)
+    assert left_behind(log) == ([], [])
+    assert rows(log, items) == {}  # the live tables are as they were (empty)
 
 
 @pytest.mark.parametrize(("batch", "read"), [(5, None), (40, 3), (None, None)])
@@ -117,30 +102,9 @@ def test_a_refused_write_is_skipped_with_skip_errors(
     summary = _replay(log, batch, read=read, skip_errors=True)
     model = TallyModel(events, skip=32)
     assert [e.position for e in summary.skipped] == model.skipped_positions
-    assert _rows(log, items) == model.items
-    assert _rows(log, notes) == model.notes
-    assert _left_behind(log) == ([], [])
-
-
-class _Failing(TallyProjection):
-    """Fails at a ``Boom`` event: a ``ValueError``, or a ``KeyboardInterrupt`` (Ctrl-C
-    while the handlers run) when its payload says so."""
-
-    @on(SOURCE, "Boom")
-    def boom(self, event: Event[dict[str, Any]], tx: Tx) -> None:
-        tx.upsert(items, {"item_id": event.aggregate_id, "name": "boom", "count": 0})
-        if event.payload.get("interrupt"):
-            raise KeyboardInterrupt
-        raise ValueError("boom")
-
-
-class _FailingModel(TallyModel):
-    def boom(self, item: str, payload: dict[str, Any]) -> None:
-        raise AssertionError("a Boom event is skipped with its item")
-
-
-def _with_boom(events: list[Any], at: int, **payload: Any) -> list[Any]:
-    return [*events[:at], ("i4", "Boom", payload), *events[at:]]
+    assert rows(log, items) == model.items
+    assert rows(log, notes) == model.notes
+    assert left_behind(log) == ([], [])
 
 
 @pytest.mark.parametrize(("batch", "read"), [(40, 3), (None, None)])
@@ -149,30 +113,30 @@ def test_a_failing_handler_parts_into_its_batch_stops_the_replay(
 ) -> None:
     # The handler fails in the fourth part its batch read (or in the one part): the replay
     # stops with that event, the batches before it written to the shadow only.
-    events = _with_boom(flips(80, seed=4), at=50)
+    events = with_boom(flips(80, seed=4), at=50)
     log = shadow(events)
     with pytest.raises(ReplayError) as raised:
-        _replay(log, batch, read=read, projection=_Failing())
+        _replay(log, batch, read=read, projection=FailingTally())
     assert raised.value.event.position == 51
     assert "boom" in str(raised.value)
-    assert _left_behind(log) == ([], [])
-    assert _rows(log, items) == {}
+    assert left_behind(log) == ([], [])
+    assert rows(log, items) == {}
 
 
 @pytest.mark.parametrize(("batch", "read"), [(40, 3), (None, None)])
 def test_a_failing_handler_parts_into_its_batch_is_skipped_with_its_item(
     shadow: Any, batch: int | None, read: int | None
 ) -> None:
-    events = _with_boom(flips(80, seed=4), at=50)
+    events = with_boom(flips(80, seed=4), at=50)
     log = shadow(events)
-    summary = _replay(log, batch, read=read, projection=_Failing(), skip_errors=True)
-    model = _FailingModel(events, skip=51)
+    summary = _replay(log, batch, read=read, projection=FailingTally(), skip_errors=True)
+    model = TallyModel(events, skip=51)
     assert [e.position for e in summary.skipped] == model.skipped_positions
     assert model.skipped_positions[0] == 51 and len(model.skipped_positions) > 1
     assert summary.events == len(events) - len(model.skipped_positions)
-    assert _rows(log, items) == model.items
-    assert _rows(log, notes) == model.notes
-    assert _left_behind(log) == ([], [])
+    assert rows(log, items) == model.items
+    assert rows(log, notes) == model.notes
+    assert left_behind(log) == ([], [])
 
 
 def test_a_refused_write_is_narrowed_down_by_halves(shadow: Any) -> None:
@@ -185,7 +149,7 @@ def test_a_refused_write_is_narrowed_down_by_halves(shadow: Any) -> None:
     summary = _replay(log, 64, hooks=commits, skip_errors=True)
     model = TallyModel(events, skip=41)
     assert [e.position for e in summary.skipped] == model.skipped_positions
-    assert _rows(log, items) == model.items
+    assert rows(log, items) == model.items
     assert 2 <= commits.calls <= 12
     assert commits.positions == sorted(commits.positions)
     assert commits.positions[-1] == 64
@@ -217,11 +181,11 @@ def test_interrupted_rebuild_leaves_no_thread_nor_transaction(shadow: Any) -> No
     log = shadow(events)
     with pytest.raises(KeyboardInterrupt):
         _replay(log, 4, hooks=_Interrupt(after=3))
-    assert _left_behind(log) == ([], [])
-    assert _rows(log, items) == {}
+    assert left_behind(log) == ([], [])
+    assert rows(log, items) == {}
     summary = _replay(log, 4)  # the next replay starts over and completes
     assert summary.events == len(events)
-    assert _rows(log, items) == TallyModel(events).items
+    assert rows(log, items) == TallyModel(events).items
 
 
 def test_ctrl_c_in_a_handler_parts_into_a_batch_leaves_its_shadow_as_committed(
@@ -230,12 +194,12 @@ def test_ctrl_c_in_a_handler_parts_into_a_batch_leaves_its_shadow_as_committed(
     # Ctrl-C while the handlers of a batch's third part run: the batch rolls back, the
     # log reader stops, the shadow keeps the batches committed before (its checkpoint says
     # so), the live tables are untouched; the next replay starts over and completes.
-    events = _with_boom(flips(100, seed=6), at=70, interrupt=True)
+    events = with_boom(flips(100, seed=6), at=70, interrupt=True)
     log = shadow(events)
     with pytest.raises(KeyboardInterrupt):
-        _replay(log, 30, read=4, projection=_Failing())
-    assert _left_behind(log) == ([], [])
-    assert _rows(log, items) == {}
+        _replay(log, 30, read=4, projection=FailingTally())
+    assert left_behind(log) == ([], [])
+    assert rows(log, items) == {}
     with log.engine.connect() as conn:
         shadow_checkpoint = conn.exec_driver_sql(
             "SELECT DISTINCT position FROM rm_checkpoints WHERE projection = 'pipe_tally__rebuild'"
@@ -244,4 +208,4 @@ def test_ctrl_c_in_a_handler_parts_into_a_batch_leaves_its_shadow_as_committed(
     summary = _replay(log, 30, read=4)  # a projection without the Boom handler
     kept = [event for event in events if event[1] != "Boom"]
     assert summary.events == len(kept)
-    assert _rows(log, items) == TallyModel(kept).items
+    assert rows(log, items) == TallyModel(kept).items
