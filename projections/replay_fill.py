@@ -62,7 +62,7 @@ class ShadowFill(TableReplayerBase):
         are taken (a part is not split); returns its last position."""
         mark = self._policy.mark()
         last = after
-        applied = 0
+        applied = reported = 0
         try:
             with self._write() as conn:
                 tx = self._tx(conn, self.shadow.mapping, lock_rows=False)
@@ -72,16 +72,23 @@ class ShadowFill(TableReplayerBase):
                     last = part[-1].position or last
                     applied += self._refusing(part, lambda: self._handle(tx, part))  # noqa: B023
                     taken += len(part)
-                    part = next(parts, None) if taken < self.rebuild_batch else None
+                    if taken >= self.rebuild_batch:
+                        break
+                    # Progress with each part, not once a transaction: taken back below if
+                    # the transaction rolls back (its events are counted as applied again).
+                    self._report(source, last, applied - reported)
+                    reported = applied
+                    part = next(parts, None)
                 self._refusing((), tx.flush)
                 self._set_shadow_checkpoint(conn, source, last)
         except (HandlerError, Refused):
             self._policy.undo(mark)
+            self._applied -= reported
             events = [event for part in self._stream(source, after, last) for event in part]
             self._shadow_batch(source, events, summary)
             return last
         summary.applied[source] = summary.applied.get(source, 0) + applied
-        self._report(source, last, applied)
+        self._report(source, last, applied - reported)
         return last
 
     def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:

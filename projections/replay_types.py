@@ -128,6 +128,8 @@ class ReplayHooks:
     def started(self, plan: ReplayPlan) -> None: ...
 
     def progress(self, source: str, position: int, applied: int, total: int) -> None:
-        """After each committed batch: ``applied`` of about ``total`` events so far."""
+        """After each committed batch, and in a rebuild's long transactions after each part
+        read from the log: ``applied`` of about ``total`` events so far (less again after a
+        transaction rolled back: its events are applied and counted again)."""
 
     def before_swap(self) -> None: ...

@@ -223,3 +223,37 @@ def test_several_failing_events_in_a_transaction_and_across_parts(shadow: Any) -
     assert _rows(log, items) == TallyModel(kept).items
     assert summary.events == len(kept)
     assert _left_behind(log) == ([], [])
+
+
+class _Progress(ReplayHooks):
+    def __init__(self) -> None:
+        self.reports: list[tuple[int, int]] = []
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        self.reports.append((position, applied))
+
+
+def test_progress_moves_with_each_part_read_of_a_long_transaction(shadow: Any) -> None:
+    # Transactions of 100 events read 10 at a time: a user sees the bar move with each part
+    # applied, not once per transaction; what it ends at is what was applied.
+    events = flips(300, seed=12)
+    log = shadow(events)
+    hooks = _Progress()
+    summary = _replay(log, 100, hooks=hooks, read=10)
+    assert hooks.reports[0] == (10, 10)
+    assert len(hooks.reports) >= 30
+    assert [applied for _, applied in hooks.reports] == sorted(a for _, a in hooks.reports)
+    assert hooks.reports[-1] == (300, summary.events)
+
+
+def test_progress_after_a_rolled_back_transaction_counts_its_events_once(shadow: Any) -> None:
+    # A failing event in the fifth part of the second transaction: what its parts reported
+    # before the rollback is taken back, so the bar never counts an event twice.
+    events = list(flips(300, seed=13))
+    events.insert(145, ("i2", "Boom", {}))
+    log = shadow(events)
+    hooks = _Progress()
+    summary = _replay(log, 100, projection=_Failing(), hooks=hooks, read=10, skip_errors=True)
+    assert max(applied for _, applied in hooks.reports) <= len(events)
+    assert hooks.reports[-1] == (len(events), summary.events)
+    assert all(applied <= position for position, applied in hooks.reports)
