@@ -203,6 +203,48 @@ def test_a_rebuild_reads_every_member_including_one_that_appears_meanwhile(
         assert [s.source for s in plan.sources] == ["pos:acme", "pos:globex", "pos:initech"]
 
 
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_member_appearing_while_a_long_fill_transaction_is_open(
+    kind: str, database_for: Callable[[str], str]
+) -> None:
+    # A new tenant's events (and more of an old one's) logged and applied live while the
+    # rebuild's first transaction is open between two parts (on SQLite, whose one writer
+    # is that transaction, once it committed): a later pass of the catch-up adds the new
+    # member and fills it, and the swap ends with everything.
+    projection = SalesByDay()
+    with engine_on(database_for(kind), [projection], batch_size=50) as (log, store, engine):
+        _log_sales(log, "pos:acme", "acme", sales_for(3, 10))
+        engine.catch_up()
+
+        class Meanwhile(ReplayHooks):
+            done = False
+
+            def progress(self, source: str, position: int, applied: int, total: int) -> None:
+                if not self.done:
+                    self.done = True
+                    _log_sales(log, "pos:initech", "initech", sales_for(2, 15))
+                    more = [("r9", "2026-11-27", 100, n) for n in range(1, 5)]
+                    _log_sales(log, "pos:acme", "acme", more)
+                    engine.catch_up()
+
+        replayer = Replayer(
+            engine.reader,
+            projection,
+            store,
+            hooks=Meanwhile(),
+            batch_size=8,
+            read_size=3 if kind == "postgresql" else None,
+        )
+        summary = replayer.run(ReplayOptions())
+        assert summary.applied == {"pos:acme": 34, "pos:initech": 30}
+        assert model(log.engine) == {"acme": (34, 6400), "initech": (30, 4500)}
+        assert out_of_order(log.engine) == 0
+        assert store.checkpoints("sales_by_day") == {
+            **{("pos:acme", p): 34 for p in range(2)},
+            **{("pos:initech", p): 30 for p in range(2)},
+        }
+
+
 def test_member_source_names_in_the_configuration(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     member = {"url": "sqlite:///acme.db", "tenant": "acme", "columns": {"tenant": ""}}
