@@ -136,9 +136,12 @@ class Replayer(InPlaceReplay, ShadowFill):
         self.cache = cache
         self.hooks = hooks or ReplayHooks()
         # Events per transaction in place (live lanes wait for each) and in the swap's
-        # catch-up; a rebuild's own transactions hold nobody up and are larger.
+        # catch-up; a rebuild's own transactions hold nobody up and are larger, but on
+        # SQLite, where one holds the database's only write lock (the live lanes' batches
+        # wait for its commit, past the busy timeout fail), no larger.
         self.batch_size = batch_size or IN_PLACE_BATCH
-        self.rebuild_batch = batch_size or REBUILD_BATCH
+        postgresql = store.engine.dialect.name == "postgresql"
+        self.rebuild_batch = batch_size or (REBUILD_BATCH if postgresql else IN_PLACE_BATCH)
         self.read_size = read_size or min(self.rebuild_batch, FILL_READ_SIZE)
         self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
         self.shadow = ShadowTables(projection.tables, rebuild=self.shadow_projection)

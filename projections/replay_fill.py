@@ -6,10 +6,11 @@ handlers run; parts much smaller than 50,000 cost the handlers and the flush mea
 more CPU: ``bench/replay.py``), but a transaction spans ``rebuild_batch`` events: nothing
 else writes a shadow, so a long transaction holds nobody up, and the larger it is, the
 more of the writes to one row (an order placed, paid, then shipped) fold into one, and the
-more of the rows are new ones COPYed rather than upserted. A failing event or a refused
-write rolls the transaction back; its events are read again and applied by
-:meth:`ShadowFill._shadow_batch`, which stops at the event, skips it (``skip_errors``), or
-halves the batch down to the event whose write the database refuses.
+more of the rows are new ones COPYed rather than upserted (on PostgreSQL: on SQLite a
+transaction holds the database's one write lock, and the live lanes wait for it). A
+failing event or a refused write rolls the transaction back; its events are read again and
+applied by :meth:`ShadowFill._shadow_batch`, which stops at the event, skips it
+(``skip_errors``), or halves the batch down to the event whose write the database refuses.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from projections.replay_types import ReplaySummary
 from projections.store_tables import checkpoints
 
 REBUILD_BATCH = 100_000
-"""Events per rebuild transaction when no batch size is given."""
+"""Events per rebuild transaction on PostgreSQL when no batch size is given."""
 FILL_READ_SIZE = 50_000
 """Events a rebuild reads from the log at a time, at most (one such part read ahead)."""
 

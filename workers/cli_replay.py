@@ -94,9 +94,9 @@ def replay_command(
             min=1,
             show_default=False,
             help="Events per replay transaction. By default 100,000 for a blue/green rebuild "
-            "(its shadow tables hold nobody up; the log is read 50,000 at a time) and 20,000 "
-            "in place, in the swap's last catch-up and for documents (live lanes wait for "
-            "each).",
+            "on PostgreSQL (its shadow tables hold nobody up; the log is read 50,000 at a "
+            "time) and 20,000 on SQLite, in place, in the swap's last catch-up and for "
+            "documents (live lanes wait for each).",
         ),
     ] = None,
     retire_after: Annotated[
