@@ -257,3 +257,35 @@ def test_progress_after_a_rolled_back_transaction_counts_its_events_once(shadow:
     assert max(applied for _, applied in hooks.reports) <= len(events)
     assert hooks.reports[-1] == (len(events), summary.events)
     assert all(applied <= position for position, applied in hooks.reports)
+
+
+class _InterruptAt(ReplayHooks):
+    """Ctrl-C at the ``at``-th progress report."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.calls = 0
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("at", [1, 3, 7, 12])
+def test_ctrl_c_in_a_report_between_parts_or_after_a_redo(shadow: Any, at: int) -> None:
+    # Reports between two parts of an open transaction (1, 3), at a commit (7), and after
+    # the redo (12) of the transaction a failing event rolled back: the reader thread
+    # stops, no transaction is left open, the live tables untouched; the next replay
+    # completes.
+    events = list(flips(120, seed=14))
+    events.insert(70, ("i3", "Boom", {}))
+    log = shadow(events)
+    with pytest.raises(KeyboardInterrupt):
+        _replay(log, 40, projection=_Failing(), hooks=_InterruptAt(at), read=6, skip_errors=True)
+    assert _left_behind(log) == ([], [])
+    assert _rows(log, items) == {}
+    summary = _replay(log, 40, read=6)
+    kept = [event for event in events if event[1] != "Boom"]
+    assert summary.events == len(kept)
+    assert _rows(log, items) == TallyModel(kept).items
