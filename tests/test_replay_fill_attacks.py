@@ -147,8 +147,10 @@ class StrikeModel(TallyModel):
 def test_a_connection_terminated_mid_transaction(shadow: Any, what: str) -> None:
     events = _strike(flips(200, seed=5), at=130)
     log = shadow(events)
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError) as raised:
         _replay(log, 100, projection=_Attack(log, what), read=7)
+    said = "pipe_tally: replay failed" if what == "writer" else "reading the event log failed"
+    assert said in str(raised.value) and "AdminShutdown" in str(raised.value)
     assert _left_behind(log) == ([], [])
     assert _rows(log, items) == {}  # the live tables untouched
     summary = _replay(log, 100, projection=_Attack(log, "log"), read=7)
