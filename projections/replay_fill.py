@@ -16,6 +16,7 @@ applied by :meth:`ShadowFill._shadow_batch`, which stops at the event, skips it
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import closing
 
 import sqlalchemy as sa
 
@@ -85,7 +86,8 @@ class ShadowFill(TableReplayerBase):
         except (HandlerError, Refused):
             self._policy.undo(mark)
             self._applied -= reported
-            events = [event for part in self._stream(source, after, last) for event in part]
+            with closing(self._stream(source, after, last)) as again:  # Ctrl-C: reader ends
+                events = [event for part in again for event in part]
             self._shadow_batch(source, events, summary)
             return last
         summary.applied[source] = summary.applied.get(source, 0) + applied
