@@ -21,6 +21,7 @@ from outbox.envelope import aggregate_hash
 from outbox.log import EventLog
 from projections.api import Event, Projection, Tx, on
 from projections.log_reader import LogReader
+from projections.replay import Replayer, ReplayHooks, ReplayOptions, ReplaySummary
 from projections.sql_store import SqlStore
 
 SOURCE = "pipe"
@@ -206,6 +207,29 @@ def left_behind(log: ShadowLog) -> tuple[list[str], list[str]]:
             "AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
         )
         return threads, [row[0] for row in open_tx]
+
+
+def replay(
+    log: ShadowLog,
+    batch: int | None,
+    hooks: ReplayHooks | None = None,
+    *,
+    read: int | None = None,
+    projection: Projection | None = None,
+    **options: Any,
+) -> ReplaySummary:
+    """A blue/green rebuild of ``projection`` (a :class:`TallyProjection` by default) from
+    ``log``, in transactions of ``batch`` events read ``read`` at a time (the defaults if
+    ``None``)."""
+    replayer = Replayer(
+        log.reader,
+        projection or TallyProjection(),
+        log.store,
+        hooks=hooks,
+        batch_size=batch,
+        read_size=read,
+    )
+    return replayer.run(ReplayOptions(**options))
 
 
 def shadow_log(dsn: str, events: Events) -> ShadowLog:

@@ -11,16 +11,15 @@ from typing import Any
 
 import pytest
 
-from projections.api import Projection
-from projections.replay import Replayer, ReplayError, ReplayHooks, ReplayOptions
+from projections.replay import ReplayError, ReplayHooks
 from tests.replay_batch_helpers import (
     FailingTally,
     TallyModel,
-    TallyProjection,
     flips,
     items,
     left_behind,
     notes,
+    replay,
     rows,
     shadow_log,
     with_boom,
@@ -40,26 +39,6 @@ def shadow(pg_database: Callable[[], str]) -> Iterator[Callable[[list[Any]], Any
         log.close()
 
 
-def _replay(
-    log: Any,
-    batch: int | None,
-    hooks: ReplayHooks | None = None,
-    *,
-    read: int | None = None,
-    projection: Projection | None = None,
-    **options: Any,
-) -> Any:
-    replayer = Replayer(
-        log.reader,
-        projection or TallyProjection(),
-        log.store,
-        hooks=hooks,
-        batch_size=batch,
-        read_size=read,
-    )
-    return replayer.run(ReplayOptions(**options))
-
-
 @pytest.mark.parametrize(
     ("batch", "read"), [(3, None), (7, None), (1000, None), (None, None), (7, 2), (50, 3)]
 )
@@ -70,7 +49,7 @@ def test_rows_read_across_batch_boundaries(shadow: Any, batch: int | None, read:
     # in, gives what the events say.
     events = flips(120, seed=5)
     log = shadow(events)
-    summary = _replay(log, batch, read=read)
+    summary = replay(log, batch, read=read)
     model = TallyModel(events)
     assert summary.events == len(events)
     assert rows(log, items) == model.items
@@ -87,7 +66,7 @@ def test_a_refused_write_stops_the_replay_at_its_event(
     events = flips(60, seed=3, bad_at=31, overlapped=True)
     log = shadow(events)
     with pytest.raises(ReplayError) as raised:
-        _replay(log, batch, read=read)
+        replay(log, batch, read=read)
     assert raised.value.event.position == 32
     assert left_behind(log) == ([], [])
     assert rows(log, items) == {}  # the live tables are as they were (empty)
@@ -99,7 +78,7 @@ def test_a_refused_write_is_skipped_with_skip_errors(
 ) -> None:
     events = flips(60, seed=3, bad_at=31, overlapped=True)
     log = shadow(events)
-    summary = _replay(log, batch, read=read, skip_errors=True)
+    summary = replay(log, batch, read=read, skip_errors=True)
     model = TallyModel(events, skip=32)
     assert [e.position for e in summary.skipped] == model.skipped_positions
     assert rows(log, items) == model.items
@@ -108,7 +87,7 @@ def test_a_refused_write_is_skipped_with_skip_errors(
 
 
 @pytest.mark.parametrize(("batch", "read"), [(40, 3), (None, None)])
-def test_a_failing_handler_parts_into_its_batch_stops_the_replay(
+def test_a_failing_handler_parts_into_its_batch_stops_thereplay(
     shadow: Any, batch: int | None, read: int | None
 ) -> None:
     # The handler fails in the fourth part its batch read (or in the one part): the replay
@@ -116,7 +95,7 @@ def test_a_failing_handler_parts_into_its_batch_stops_the_replay(
     events = with_boom(flips(80, seed=4), at=50)
     log = shadow(events)
     with pytest.raises(ReplayError) as raised:
-        _replay(log, batch, read=read, projection=FailingTally())
+        replay(log, batch, read=read, projection=FailingTally())
     assert raised.value.event.position == 51
     assert "boom" in str(raised.value)
     assert left_behind(log) == ([], [])
@@ -129,7 +108,7 @@ def test_a_failing_handler_parts_into_its_batch_is_skipped_with_its_item(
 ) -> None:
     events = with_boom(flips(80, seed=4), at=50)
     log = shadow(events)
-    summary = _replay(log, batch, read=read, projection=FailingTally(), skip_errors=True)
+    summary = replay(log, batch, read=read, projection=FailingTally(), skip_errors=True)
     model = TallyModel(events, skip=51)
     assert [e.position for e in summary.skipped] == model.skipped_positions
     assert model.skipped_positions[0] == 51 and len(model.skipped_positions) > 1
@@ -146,7 +125,7 @@ def test_a_refused_write_is_narrowed_down_by_halves(shadow: Any) -> None:
     events = flips(64, seed=3, bad_at=40, overlapped=True)
     log = shadow(events)
     commits = _Commits()
-    summary = _replay(log, 64, hooks=commits, skip_errors=True)
+    summary = replay(log, 64, hooks=commits, skip_errors=True)
     model = TallyModel(events, skip=41)
     assert [e.position for e in summary.skipped] == model.skipped_positions
     assert rows(log, items) == model.items
@@ -180,10 +159,10 @@ def test_interrupted_rebuild_leaves_no_thread_nor_transaction(shadow: Any) -> No
     events = flips(120, seed=9)
     log = shadow(events)
     with pytest.raises(KeyboardInterrupt):
-        _replay(log, 4, hooks=_Interrupt(after=3))
+        replay(log, 4, hooks=_Interrupt(after=3))
     assert left_behind(log) == ([], [])
     assert rows(log, items) == {}
-    summary = _replay(log, 4)  # the next replay starts over and completes
+    summary = replay(log, 4)  # the next replay starts over and completes
     assert summary.events == len(events)
     assert rows(log, items) == TallyModel(events).items
 
@@ -197,7 +176,7 @@ def test_ctrl_c_in_a_handler_parts_into_a_batch_leaves_its_shadow_as_committed(
     events = with_boom(flips(100, seed=6), at=70, interrupt=True)
     log = shadow(events)
     with pytest.raises(KeyboardInterrupt):
-        _replay(log, 30, read=4, projection=FailingTally())
+        replay(log, 30, read=4, projection=FailingTally())
     assert left_behind(log) == ([], [])
     assert rows(log, items) == {}
     with log.engine.connect() as conn:
@@ -205,7 +184,7 @@ def test_ctrl_c_in_a_handler_parts_into_a_batch_leaves_its_shadow_as_committed(
             "SELECT DISTINCT position FROM rm_checkpoints WHERE projection = 'pipe_tally__rebuild'"
         ).scalar_one()
     assert shadow_checkpoint == 64  # two batches of 30 events or more: 8 parts of 4 each
-    summary = _replay(log, 30, read=4)  # a projection without the Boom handler
+    summary = replay(log, 30, read=4)  # a projection without the Boom handler
     kept = [event for event in events if event[1] != "Boom"]
     assert summary.events == len(kept)
     assert rows(log, items) == TallyModel(kept).items

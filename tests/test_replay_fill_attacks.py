@@ -5,7 +5,6 @@ how often progress is reported."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -14,19 +13,21 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
-import sqlalchemy as sa
 
 from outbox.db import libpq_conninfo
 from outbox.envelope import aggregate_hash
 from outbox.errors import StoreError
 from projections.api import Event, Tx, on
-from projections.replay import Replayer, ReplayError, ReplayHooks, ReplayOptions
+from projections.replay import ReplayError, ReplayHooks
 from tests.replay_batch_helpers import (
     SOURCE,
     TallyModel,
     TallyProjection,
     flips,
     items,
+    left_behind,
+    replay,
+    rows,
     shadow_log,
 )
 
@@ -44,21 +45,6 @@ def shadow(pg_database: Callable[[], str]) -> Iterator[Callable[[list[Any]], Any
     yield make
     for log in made:
         log.close()
-
-
-def _rows(log: Any, table: sa.Table) -> dict[str, dict[str, Any]]:
-    with log.engine.connect() as conn:
-        return {row[0]: dict(row._mapping) for row in conn.execute(sa.select(table))}
-
-
-def _left_behind(log: Any) -> tuple[list[str], list[str]]:
-    threads = [t.name for t in threading.enumerate() if t.name.startswith("replay")]
-    with log.engine.connect() as conn:
-        open_tx = conn.exec_driver_sql(
-            "SELECT query FROM pg_stat_activity WHERE datname = current_database() "
-            "AND state IN ('idle in transaction', 'idle in transaction (aborted)')"
-        )
-        return threads, [row[0] for row in open_tx]
 
 
 def _append(log: Any, events: list[Any]) -> None:
@@ -91,20 +77,6 @@ def _append(log: Any, events: list[Any]) -> None:
             "DO UPDATE SET position = EXCLUDED.position",
             (SOURCE, position),
         )
-
-
-def _replay(
-    log: Any, batch: int | None, projection: Any = None, hooks: Any = None, **kw: Any
-) -> Any:
-    replayer = Replayer(
-        log.reader,
-        projection or TallyProjection(),
-        log.store,
-        hooks=hooks,
-        batch_size=batch,
-        read_size=kw.pop("read", None),
-    )
-    return replayer.run(ReplayOptions(**kw))
 
 
 class _Attack(TallyProjection):
@@ -148,13 +120,13 @@ def test_a_connection_terminated_mid_transaction(shadow: Any, what: str) -> None
     events = _strike(flips(200, seed=5), at=130)
     log = shadow(events)
     with pytest.raises(StoreError) as raised:
-        _replay(log, 100, projection=_Attack(log, what), read=7)
+        replay(log, 100, projection=_Attack(log, what), read=7)
     said = "pipe_tally: replay failed" if what == "writer" else "reading the event log failed"
     assert said in str(raised.value) and "AdminShutdown" in str(raised.value)
-    assert _left_behind(log) == ([], [])
-    assert _rows(log, items) == {}  # the live tables untouched
-    summary = _replay(log, 100, projection=_Attack(log, "log"), read=7)
-    assert _rows(log, items) == StrikeModel(events).items
+    assert left_behind(log) == ([], [])
+    assert rows(log, items) == {}  # the live tables untouched
+    summary = replay(log, 100, projection=_Attack(log, "log"), read=7)
+    assert rows(log, items) == StrikeModel(events).items
     assert summary.events == len(events)
 
 
@@ -162,10 +134,10 @@ def test_events_logged_while_a_long_transaction_is_open_are_swapped_in(shadow: A
     more = flips(300, seed=8)
     events = _strike(flips(200, seed=7), at=20)
     log = shadow(events)
-    summary = _replay(log, None, projection=_Attack(log, "log", more))
-    assert _rows(log, items) == StrikeModel([*events, *more]).items
+    summary = replay(log, None, projection=_Attack(log, "log", more))
+    assert rows(log, items) == StrikeModel([*events, *more]).items
     assert summary.events == len(events) + len(more)
-    assert _left_behind(log) == ([], [])
+    assert left_behind(log) == ([], [])
 
 
 class _LogBeforeSwap(ReplayHooks):
@@ -185,16 +157,16 @@ def test_a_write_refused_in_the_swaps_catch_up(shadow: Any, skip: bool) -> None:
     hooks = _LogBeforeSwap(log, more)
     if not skip:
         with pytest.raises(ReplayError) as raised:
-            _replay(log, None, hooks=hooks)
+            replay(log, None, hooks=hooks)
         assert raised.value.event.position == 71
-        assert _rows(log, items) == {}
-        assert _left_behind(log) == ([], [])
+        assert rows(log, items) == {}
+        assert left_behind(log) == ([], [])
         return
-    summary = _replay(log, None, hooks=hooks, skip_errors=True)
+    summary = replay(log, None, hooks=hooks, skip_errors=True)
     model = TallyModel([*events, *more], skip=71)
     assert [e.position for e in summary.skipped] == model.skipped_positions
-    assert _rows(log, items) == model.items
-    assert _left_behind(log) == ([], [])
+    assert rows(log, items) == model.items
+    assert left_behind(log) == ([], [])
 
 
 class _Failing(TallyProjection):
@@ -210,7 +182,7 @@ def test_several_failing_events_in_a_transaction_and_across_parts(shadow: Any) -
     for at, item in [(150, "i7"), (61, "i3"), (60, "i2"), (12, "i5")]:
         events.insert(at, (item, "Boom", {}))
     log = shadow(events)
-    summary = _replay(log, 90, projection=_Failing(), read=8, skip_errors=True)
+    summary = replay(log, 90, projection=_Failing(), read=8, skip_errors=True)
     held: set[str] = set()
     kept = []
     skipped = []
@@ -222,9 +194,9 @@ def test_several_failing_events_in_a_transaction_and_across_parts(shadow: Any) -
             continue
         kept.append((item, kind, payload))
     assert sorted(e.position for e in summary.skipped) == skipped
-    assert _rows(log, items) == TallyModel(kept).items
+    assert rows(log, items) == TallyModel(kept).items
     assert summary.events == len(kept)
-    assert _left_behind(log) == ([], [])
+    assert left_behind(log) == ([], [])
 
 
 class _Progress(ReplayHooks):
@@ -241,7 +213,7 @@ def test_progress_moves_with_each_part_read_of_a_long_transaction(shadow: Any) -
     events = flips(300, seed=12)
     log = shadow(events)
     hooks = _Progress()
-    summary = _replay(log, 100, hooks=hooks, read=10)
+    summary = replay(log, 100, hooks=hooks, read=10)
     assert hooks.reports[0] == (10, 10)
     assert len(hooks.reports) >= 30
     assert [applied for _, applied in hooks.reports] == sorted(a for _, a in hooks.reports)
@@ -255,7 +227,7 @@ def test_progress_after_a_rolled_back_transaction_counts_its_events_once(shadow:
     events.insert(145, ("i2", "Boom", {}))
     log = shadow(events)
     hooks = _Progress()
-    summary = _replay(log, 100, projection=_Failing(), hooks=hooks, read=10, skip_errors=True)
+    summary = replay(log, 100, projection=_Failing(), hooks=hooks, read=10, skip_errors=True)
     assert max(applied for _, applied in hooks.reports) <= len(events)
     assert hooks.reports[-1] == (len(events), summary.events)
     assert all(applied <= position for position, applied in hooks.reports)
@@ -284,10 +256,10 @@ def test_ctrl_c_in_a_report_between_parts_or_after_a_redo(shadow: Any, at: int) 
     events.insert(70, ("i3", "Boom", {}))
     log = shadow(events)
     with pytest.raises(KeyboardInterrupt):
-        _replay(log, 40, projection=_Failing(), hooks=_InterruptAt(at), read=6, skip_errors=True)
-    assert _left_behind(log) == ([], [])
-    assert _rows(log, items) == {}
-    summary = _replay(log, 40, read=6)
+        replay(log, 40, projection=_Failing(), hooks=_InterruptAt(at), read=6, skip_errors=True)
+    assert left_behind(log) == ([], [])
+    assert rows(log, items) == {}
+    summary = replay(log, 40, read=6)
     kept = [event for event in events if event[1] != "Boom"]
     assert summary.events == len(kept)
-    assert _rows(log, items) == TallyModel(kept).items
+    assert rows(log, items) == TallyModel(kept).items

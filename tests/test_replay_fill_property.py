@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from projections.replay import Replayer, ReplayError, ReplayOptions
+from projections.replay import ReplayError
 from tests.replay_batch_helpers import (
     Events,
     FailingTally,
@@ -25,6 +24,7 @@ from tests.replay_batch_helpers import (
     items,
     left_behind,
     notes,
+    replay,
     rows,
     shadow_log,
     with_boom,
@@ -77,17 +77,6 @@ def cases(draw: st.DrawFn) -> Case:
     )
 
 
-def _replay(log: Any, case: Case, **options: Any) -> Any:
-    replayer = Replayer(
-        log.reader,
-        FailingTally(),
-        log.store,
-        batch_size=case.batch,
-        read_size=case.read,
-    )
-    return replayer.run(ReplayOptions(**options))
-
-
 _FOUND = Case(n=40, seed=6, batch=10, read=3, overlapped=True, bad_at=20, boom_at=23)
 """A write refused at position 21, a handler failing at 24, in the transaction of 21..30."""
 
@@ -114,13 +103,15 @@ def test_a_rebuild_leaves_what_the_events_say(pg_database: Callable[[], str], ca
     try:
         if failing:
             with pytest.raises(ReplayError) as raised:
-                _replay(log, case)
+                replay(log, case.batch, read=case.read, projection=FailingTally())
             first = raised.value.event.position
             assert first in failing
             assert first == failing[0]
             assert left_behind(log) == ([], [])
             assert rows(log, items) == {} and rows(log, notes) == {}  # live tables untouched
-        summary = _replay(log, case, skip_errors=True)  # starts over
+        summary = replay(  # starts over
+            log, case.batch, read=case.read, projection=FailingTally(), skip_errors=True
+        )
         assert [e.position for e in summary.skipped] == model.skipped_positions
         assert summary.events == len(events) - len(model.skipped_positions)
         assert rows(log, items) == model.items
@@ -140,7 +131,7 @@ def test_a_strict_rebuild_stops_at_a_refused_write_before_a_failing_handler(
     log = shadow_log(pg_database(), events)
     try:
         with pytest.raises(ReplayError) as raised:
-            _replay(log, _FOUND)
+            replay(log, _FOUND.batch, read=_FOUND.read, projection=FailingTally())
         assert left_behind(log) == ([], [])
         assert raised.value.event.position == 21
     finally:
