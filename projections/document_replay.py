@@ -75,6 +75,7 @@ from projections.replay_lock import LEASE_SECONDS, checked_lease, replay_lock
 from projections.replay_plan import source_plans
 from projections.replay_policy import (
     ErrorPolicy,
+    HandlerError,
     chase_checkpoints,
     furthest_checkpoint,
 )
@@ -283,8 +284,13 @@ class DocumentReplayer(DocumentReplayTx):
             )
             return applied
 
-        try:
-            applied = self._attempt(work)
+        try:  # a handler failing: the events before it first (a write refused among them)
+            applied = self._attempt(work, hand_back=lambda failed: events[0] is not failed.event)
+        except HandlerError as failed:
+            at = events.index(failed.event)
+            self._shadow_batch(source, events[:at], summary)
+            self._shadow_batch(source, events[at:], summary)
+            return
         except _Refused:  # each half apart, down to the event whose write is refused
             middle = len(events) // 2
             self._shadow_batch(source, events[:middle], summary)

@@ -57,10 +57,16 @@ class DocumentReplayTx(ReplayerBase):
                 f"{self.projection.name}: {what}: {describe_mongo_error(exc)}"
             ) from exc
 
-    def _attempt(self, work: Callable[[ClientSession], _T]) -> _T:
+    def _attempt(
+        self,
+        work: Callable[[ClientSession], _T],
+        *,
+        hand_back: Callable[[HandlerError], bool] | None = None,
+    ) -> _T:
         """``work`` in one transaction, run again after a write conflict or a lost
         connection (for the store's ``conflict_wait``), and after a handler failure the
-        policy lets pass (``skip_errors``: the event is then held)."""
+        policy lets pass (``skip_errors``: the event is then held), unless ``hand_back``
+        says the caller takes that failure (raised to it, the transaction rolled back)."""
         started = time.monotonic()
         deadline = started + self.store.conflict_wait
         pause = 0.01
@@ -72,6 +78,8 @@ class DocumentReplayTx(ReplayerBase):
                     return work(session)
             except HandlerError as failed:
                 self._policy.undo(mark)
+                if hand_back is not None and hand_back(failed):
+                    raise
                 self._policy.fail(failed)
                 continue
             except PyMongoError as exc:
