@@ -245,9 +245,26 @@ class Replayer(InPlaceReplay, ShadowFill):
         the swap's lock: the foreign keys to tables outside as the first ones (validated
         apart, a scan of the shadow), the other objects in the shadow's transaction."""
         late: list[OutsideKey] = []
-        with self._write() as conn:
-            self.shadow.carry(conn, warn=False, outside=late)
+        attempt = 0  # a live worker holding SQLite's write lock, a lock timeout: as the swap
+        while True:
+            late.clear()
+            try:
+                with self._write() as conn:
+                    self.shadow.carry(conn, warn=False, outside=late)
+                break
+            except StoreError as exc:
+                attempt += 1
+                if not _is_transient(exc.__cause__):
+                    raise
+                if attempt == _SWAP_ATTEMPTS:
+                    raise StoreError(f"{exc} (after {attempt} attempts)") from exc.__cause__
+                self._back_off("replay carry retried", exc, attempt)
         pg_add_outside_keys(self._write, late, **_lock_wait())
+
+    def _back_off(self, event: str, exc: StoreError, attempt: int, **why: str) -> None:
+        """Warn of a transient failure of ``attempt`` (retried), then wait longer each time."""
+        logger.warning(event, projection=self.projection.name, error=str(exc), **why)
+        time.sleep(0.2 * attempt)
 
     def _add_sources(
         self, sources: list[str], progress: dict[str, int], found: Sequence[str]
@@ -352,10 +369,7 @@ class Replayer(InPlaceReplay, ShadowFill):
                         raise
                     raise StoreError(f"{exc} ({blocked.describe()})") from exc.__cause__
                 self._policy.undo(mark)
-                logger.warning(
-                    "replay swap retried", projection=self.projection.name, error=str(exc), **why
-                )
-                time.sleep(0.2 * attempt)
+                self._back_off("replay swap retried", exc, attempt, **why)
                 continue
             break
         self._invalidate(invalidation)

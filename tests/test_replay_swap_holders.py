@@ -8,7 +8,8 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -18,7 +19,7 @@ from structlog.testing import capture_logs
 import outbox.db
 from outbox.errors import StoreError
 from projections import replay
-from projections.replay import ReplayHooks, ReplayOptions
+from projections.replay import Replayer, ReplayHooks, ReplayOptions
 from tests.replay_helpers import EVENTS, Pipeline, query
 
 _APPLICATION = "billing-report"
@@ -211,5 +212,88 @@ def test_a_swap_locked_out_on_sqlite_retries_and_fails_as_before(
 
     retried = [e for e in logs if e["event"] == "replay swap retried"]
     assert len(retried) == 1 and "blocked" not in retried[0], logs
+    assert "database is locked" in str(failed.value.__cause__), repr(failed.value.__cause__)
+    assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
+
+
+class _HoldAtCarry(ReplayHooks):
+    """Just before the late keys are carried (after ``before_swap``), a live worker's
+    connection holds SQLite's write lock, until :meth:`release`."""
+
+    def __init__(self, path: str) -> None:
+        self.holder = sqlite3.connect(path, isolation_level=None)
+
+    def before_swap(self) -> None:
+        self.holder.execute("BEGIN IMMEDIATE")
+
+    def release(self) -> None:
+        if self.holder.in_transaction:
+            self.holder.rollback()
+
+
+def _locked_out_at_carry(
+    make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Pipeline, Replayer, _HoldAtCarry]:
+    monkeypatch.setattr(outbox.db, "SQLITE_BUSY_TIMEOUT", 0.2)  # read at connect time
+    p = make_pipeline("sqlite")
+    p.feed("bank", EVENTS)
+    hold = _HoldAtCarry(sa.make_url(p.store_url).database or "")
+    replayer = p.replayer("last_deposit", hooks=hold)
+    return p, replayer, hold
+
+
+def test_a_carry_locked_out_on_sqlite_once_is_retried_and_the_replay_completes(
+    make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, replayer, hold = _locked_out_at_carry(make_pipeline, monkeypatch)
+    live = query(p, "SELECT account, amount FROM last_deposit ORDER BY 1")
+    write = replayer._write
+
+    @contextmanager
+    def write_released_at_failure() -> Iterator[sa.Connection]:
+        try:
+            with write() as conn:
+                yield conn
+        except StoreError:  # the first failure: the worker commits and goes
+            hold.release()
+            raise
+
+    monkeypatch.setattr(replayer, "_write", write_released_at_failure)
+    try:
+        with capture_logs() as logs:
+            summary = replayer.run(ReplayOptions())
+    finally:
+        hold.release()
+        hold.holder.close()
+
+    retried = [e for e in logs if e["event"].startswith("replay ") and "retried" in e["event"]]
+    assert [(e["event"], e["projection"]) for e in retried] == [
+        ("replay carry retried", "last_deposit")
+    ], logs
+    assert "database is locked" in retried[0]["error"], retried
+    assert summary.tables == ["last_deposit"]
+    assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
+    assert not any(t.endswith("__rebuild") for t in p.tables()), p.tables()
+
+
+def test_a_carry_locked_out_on_sqlite_for_good_names_the_projection_after_the_attempts(
+    make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, replayer, hold = _locked_out_at_carry(make_pipeline, monkeypatch)
+    live = query(p, "SELECT account, amount FROM last_deposit ORDER BY 1")
+    try:
+        with capture_logs() as logs, pytest.raises(StoreError) as failed:
+            replayer.run(ReplayOptions())
+    finally:
+        hold.release()
+        hold.holder.close()
+
+    retried = [e for e in logs if e["event"].startswith("replay ") and "retried" in e["event"]]
+    assert [(e["event"], e["projection"]) for e in retried] == [
+        ("replay carry retried", "last_deposit")
+    ] * (replay._SWAP_ATTEMPTS - 1), logs
+    said = str(failed.value)
+    assert said.startswith("last_deposit: replay failed:"), said
+    assert f"(after {replay._SWAP_ATTEMPTS} attempts)" in said, said
     assert "database is locked" in str(failed.value.__cause__), repr(failed.value.__cause__)
     assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
