@@ -12,7 +12,9 @@ row, waits for the other to have read its own, then reads its second."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import pytest
@@ -145,16 +147,32 @@ def _deadlocks(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in logs if "deadlock" in e["event"]]
 
 
-@pytest.mark.parametrize("other", ["live batch", "parked retry"])
-def test_a_parked_retry_and_another_reading_rows_in_opposite_orders_do_not_deadlock(
-    other: str, pg_database: Callable[[], str]
-) -> None:
-    """The retry holds the row after (in lock order) the one the other (a live batch of
-    another lane, or the retry of a parked event there) holds, and each wants the other's:
-    the other waits, so the retry must not (it starts again)."""
+@dataclass
+class _Crossed:
+    """What :func:`_parked_retry_crossing` leaves to assert, its engine still open."""
+
+    low: str
+    high: str
+    log: Any
+    engine: Any
+    entry: Any
+    """The parked event retried."""
+    errors: list[BaseException]
+    logs: list[dict[str, Any]]
+
+
+@contextmanager
+def _parked_retry_crossing(
+    dsn: str, *, other: str = "live batch", swallow: bool = False, fails_again: bool = False
+) -> Iterator[_Crossed]:
+    """A ``bank`` event parked in lane 0, reading the rows high then low, is retried while
+    ``other`` (a live batch of lane 1, or the retry of an event parked there) reads them
+    low then high; both meet at the barrier, so the locks did cross. With ``swallow`` the
+    handlers catch their OutOfOrder themselves; with ``fails_again`` the retried event
+    fails once started again."""
     low, high = _low_high()
     parked_id, other_id = _in_partitions()
-    with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
+    with engine_on(dsn, [Crossing()], max_attempts=1) as (log, store, engine):
         Crossing.failing = {parked_id, other_id} if other == "parked retry" else {parked_id}
         append_tenant_events(
             log,
@@ -167,7 +185,10 @@ def test_a_parked_retry_and_another_reading_rows_in_opposite_orders_do_not_deadl
         if other == "parked retry":
             engine.process(Lane(Crossing.name, "bank", 1))
         entries = {e.aggregate_id: e for e in engine.parked(Crossing.name)}
+        assert len(entries) == len(Crossing.failing)  # each failing event parked, once
         Crossing.failing = set()
+        Crossing.swallow = swallow
+        Crossing.failing_again = {parked_id} if fails_again else set()
         if other == "parked retry":
             crossed: Callable[[], Any] = lambda: engine.retry(entries[other_id])  # noqa: E731
         else:
@@ -177,10 +198,22 @@ def test_a_parked_retry_and_another_reading_rows_in_opposite_orders_do_not_deadl
         with capture_logs() as logs:
             errors = _together(lambda: engine.retry(entries[parked_id]), crossed)
         assert Crossing.crossing == set()  # both met at the barrier: the locks did cross
-        assert errors == []
-        assert _deadlocks(logs) == []
-        assert engine.parked(Crossing.name) == []
-        assert _rows(log.engine) == {low: (2, None), high: (2, None)}
+        yield _Crossed(low, high, log, engine, entries[parked_id], errors, logs)
+
+
+@pytest.mark.parametrize("other", ["live batch", "parked retry"])
+def test_a_parked_retry_and_another_reading_rows_in_opposite_orders_do_not_deadlock(
+    other: str, pg_database: Callable[[], str]
+) -> None:
+    """The retry holds the row after (in lock order) the one the other (a live batch of
+    another lane, or the retry of a parked event there) holds, and each wants the other's:
+    the other waits, so the retry must not (it starts again)."""
+    with _parked_retry_crossing(pg_database(), other=other) as crossed:
+        assert crossed.errors == []
+        assert _deadlocks(crossed.logs) == []
+        assert crossed.engine.parked(Crossing.name) == []
+        low, high = crossed.low, crossed.high
+        assert _rows(crossed.log.engine) == {low: (2, None), high: (2, None)}
 
 
 @pytest.mark.parametrize("other", ["live batch", "parked retry"])
@@ -297,33 +330,12 @@ def test_a_parked_retry_whose_handler_catches_the_out_of_order_starts_again(
 ) -> None:
     """The retry's handler catches the OutOfOrder of its second read itself (a broad
     ``except``) and writes on: the retry must not commit that, but start again."""
-    low, high = _low_high()
-    parked_id, other_id = _in_partitions()
-    with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
-        Crossing.failing = {parked_id}
-        append_tenant_events(
-            log,
-            [
-                (None, parked_id, "Paired", {"reads": [high, low]}),
-                (None, other_id, "Paired", {"reads": [low, high]}),
-            ],
-        )
-        engine.process(Lane(Crossing.name, "bank", 0))
-        [entry] = engine.parked(Crossing.name)
-        Crossing.failing = set()
-        Crossing.swallow = True
-        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
-        Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
-        with capture_logs() as logs:
-            errors = _together(
-                lambda: engine.retry(entry),
-                lambda: engine.process(Lane(Crossing.name, "bank", 1)),
-            )
-        assert Crossing.crossing == set()
-        assert errors == []
-        assert any("in order" in e["event"] for e in logs)
-        assert engine.parked(Crossing.name) == []
-        assert _rows(log.engine) == {low: (2, None), high: (2, None)}
+    with _parked_retry_crossing(pg_database(), swallow=True) as crossed:
+        assert crossed.errors == []
+        assert any("in order" in e["event"] for e in crossed.logs)
+        assert crossed.engine.parked(Crossing.name) == []
+        low, high = crossed.low, crossed.high
+        assert _rows(crossed.log.engine) == {low: (2, None), high: (2, None)}
 
 
 def test_past_the_restarts_a_retry_waits_in_any_order_and_the_deadlock_check_backs_it_up(
@@ -332,32 +344,12 @@ def test_past_the_restarts_a_retry_waits_in_any_order_and_the_deadlock_check_bac
     """With no ordered attempt left (``RESTARTS`` 0), the crossing is a real deadlock:
     PostgreSQL aborts one side, which is retried, and both still apply once."""
     monkeypatch.setattr(row_locks, "RESTARTS", 0)
-    low, high = _low_high()
-    parked_id, other_id = _in_partitions()
-    with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
-        Crossing.failing = {parked_id}
-        append_tenant_events(
-            log,
-            [
-                (None, parked_id, "Paired", {"reads": [high, low]}),
-                (None, other_id, "Paired", {"reads": [low, high]}),
-            ],
-        )
-        engine.process(Lane(Crossing.name, "bank", 0))
-        [entry] = engine.parked(Crossing.name)
-        Crossing.failing = set()
-        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
-        Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
-        with capture_logs() as logs:
-            errors = _together(
-                lambda: engine.retry(entry),
-                lambda: engine.process(Lane(Crossing.name, "bank", 1)),
-            )
-        assert Crossing.crossing == set()
-        assert errors == []
-        assert len(_deadlocks(logs)) == 1
-        assert engine.parked(Crossing.name) == []
-        assert _rows(log.engine) == {low: (2, None), high: (2, None)}
+    with _parked_retry_crossing(pg_database()) as crossed:
+        assert crossed.errors == []
+        assert len(_deadlocks(crossed.logs)) == 1
+        assert crossed.engine.parked(Crossing.name) == []
+        low, high = crossed.low, crossed.high
+        assert _rows(crossed.log.engine) == {low: (2, None), high: (2, None)}
 
 
 def test_a_parked_retry_started_again_that_fails_records_one_failed_retry(
@@ -365,36 +357,15 @@ def test_a_parked_retry_started_again_that_fails_records_one_failed_retry(
 ) -> None:
     """The retry is started again by a crossing, then its handler fails: the retry raises
     HandlerFailed (``readmodel parked retry`` exits 1) and counts one more attempt, once."""
-    low, high = _low_high()
-    parked_id, other_id = _in_partitions()
-    with engine_on(pg_database(), [Crossing()], max_attempts=1) as (log, store, engine):
-        Crossing.failing = {parked_id}
-        append_tenant_events(
-            log,
-            [
-                (None, parked_id, "Paired", {"reads": [high, low]}),
-                (None, other_id, "Paired", {"reads": [low, high]}),
-            ],
-        )
-        engine.process(Lane(Crossing.name, "bank", 0))
-        [entry] = engine.parked(Crossing.name)
-        Crossing.failing = set()
-        Crossing.failing_again = {parked_id}
-        Crossing.barrier = threading.Barrier(2, timeout=MEETING_TIMEOUT)
-        Crossing.crossing = {f"bank:{parked_id}", f"bank:{other_id}"}
-        with capture_logs() as logs:
-            errors = _together(
-                lambda: engine.retry(entry),
-                lambda: engine.process(Lane(Crossing.name, "bank", 1)),
-            )
-        assert Crossing.crossing == set()
-        assert [type(e) for e in errors] == [HandlerFailed]
-        assert "failing again" in str(errors[0])
-        assert any("in order" in e["event"] for e in logs)
-        [again] = engine.parked(Crossing.name)
-        assert again.attempts == entry.attempts + 1
+    with _parked_retry_crossing(pg_database(), fails_again=True) as crossed:
+        assert [type(e) for e in crossed.errors] == [HandlerFailed]
+        assert "failing again" in str(crossed.errors[0])
+        assert any("in order" in e["event"] for e in crossed.logs)
+        [again] = crossed.engine.parked(Crossing.name)
+        assert again.attempts == crossed.entry.attempts + 1
         assert "failing again" in again.reason
-        assert _rows(log.engine) == {low: (1, None), high: (1, None)}
+        low, high = crossed.low, crossed.high
+        assert _rows(crossed.log.engine) == {low: (1, None), high: (1, None)}
 
 
 def test_an_in_place_batch_started_again_after_an_event_merged_tenants_holds(
