@@ -142,7 +142,8 @@ class Replayer(InPlaceReplay, ShadowFill):
         self.batch_size = batch_size or IN_PLACE_BATCH
         postgresql = store.engine.dialect.name == "postgresql"
         self.rebuild_batch = batch_size or (REBUILD_BATCH if postgresql else IN_PLACE_BATCH)
-        self.read_size = read_size or min(self.rebuild_batch, FILL_READ_SIZE)
+        parts = -(-self.rebuild_batch // FILL_READ_SIZE)  # of equal size, none past 50,000
+        self.read_size = read_size or -(-self.rebuild_batch // parts)
         self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
         self.shadow = ShadowTables(projection.tables, rebuild=self.shadow_projection)
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)

@@ -29,7 +29,8 @@ from projections.store_tables import checkpoints
 REBUILD_BATCH = 100_000
 """Events per rebuild transaction on PostgreSQL when no batch size is given."""
 FILL_READ_SIZE = 50_000
-"""Events a rebuild reads from the log at a time, at most (one such part read ahead)."""
+"""Events a rebuild reads from the log at a time, at most (one such part read ahead): the
+batch size's equal parts (``--batch-size 70000``: two of 35,000)."""
 
 
 class ShadowFill(TableReplayerBase):
@@ -60,8 +61,9 @@ class ShadowFill(TableReplayerBase):
         parts: Iterator[list[Envelope]],
         summary: ReplaySummary,
     ) -> int:
-        """One transaction: ``first`` and the parts after it until ``rebuild_batch`` events
-        are taken (a part is not split); returns its last position."""
+        """One transaction: ``first`` and the parts after it as long as the next would not
+        take it past ``rebuild_batch`` events (a part is not split: the default part size
+        divides the batch size); returns its last position."""
         mark = self._policy.mark()
         last = after
         applied = reported = 0
@@ -74,8 +76,8 @@ class ShadowFill(TableReplayerBase):
                     last = part[-1].position or last
                     applied += self._refusing(part, lambda: self._handle(tx, part))  # noqa: B023
                     taken += len(part)
-                    if taken >= self.rebuild_batch:
-                        break
+                    if taken + self.read_size > self.rebuild_batch:
+                        break  # the next part would take it past the batch size
                     # Progress with each part, not once a transaction: taken back below if
                     # the transaction rolls back (its events are counted as applied again).
                     self._report(source, last, applied - reported)

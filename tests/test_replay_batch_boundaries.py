@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from projections import replay as replay_module
+from projections import replay_fill
 from projections.replay import ReplayError, ReplayHooks
 from tests.replay_batch_helpers import (
     FailingTally,
@@ -183,8 +185,39 @@ def test_ctrl_c_in_a_handler_parts_into_a_batch_leaves_its_shadow_as_committed(
         shadow_checkpoint = conn.exec_driver_sql(
             "SELECT DISTINCT position FROM rm_checkpoints WHERE projection = 'pipe_tally__rebuild'"
         ).scalar_one()
-    assert shadow_checkpoint == 64  # two batches of 30 events or more: 8 parts of 4 each
+    assert shadow_checkpoint == 56  # two transactions of 28: 7 parts of 4 (8 pass 30)
     summary = replay(log, 30, read=4)  # a projection without the Boom handler
     kept = [event for event in events if event[1] != "Boom"]
     assert summary.events == len(kept)
     assert rows(log, items) == TallyModel(kept).items
+
+
+class _Committed(ReplayHooks):
+    """The shadow's committed checkpoint, read apart at each progress report."""
+
+    def __init__(self, log: Any) -> None:
+        self.log = log
+        self.seen: list[int] = []
+
+    def progress(self, source: str, position: int, applied: int, total: int) -> None:
+        with self.log.engine.connect() as conn:
+            self.seen.append(
+                conn.exec_driver_sql(
+                    "SELECT max(position) FROM rm_checkpoints "
+                    "WHERE projection = 'pipe_tally__rebuild'"
+                ).scalar_one()
+            )
+
+
+def test_no_transaction_passes_the_batch_size(shadow: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Parts of at most 50 (here) read for transactions of 70: two equal parts of 35, so
+    # every transaction is 70 events (parts of 50 made them 100).
+    monkeypatch.setattr(replay_fill, "FILL_READ_SIZE", 50)
+    monkeypatch.setattr(replay_module, "FILL_READ_SIZE", 50)
+    events = flips(300, seed=8)
+    log = shadow(events)
+    committed = _Committed(log)
+    summary = replay(log, 70, hooks=committed)
+    assert summary.events == len(events)
+    # None: after the swap, which removes the shadow's checkpoints; 300: the log's end.
+    assert set(committed.seen) - {None} == {0, 70, 140, 210, 280, 300}, committed.seen
