@@ -78,6 +78,7 @@ from projections.replay_policy import (
     HandlerError,
     chase_checkpoints,
     furthest_checkpoint,
+    index_of,
 )
 from projections.replay_types import (
     BLUE_GREEN,
@@ -272,32 +273,37 @@ class DocumentReplayer(DocumentReplayTx):
             self._attempt(work)
 
     def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
-        position = events[-1].position or 0
+        """Apply ``events`` in as few transactions as their failures allow: a failing
+        handler has the events before it applied first (a write refused among them comes
+        first), a refused write each half apart, down to its event. A stack of ranges, not
+        recursion (see :meth:`projections.replay_fill.ShadowFill._shadow_batch`)."""
+        ranges = [(0, len(events))]
+        while ranges:
+            start, end = ranges.pop()
+            batch = events[start:end]
+            work = partial(self._shadow_work, source=source, events=batch)
+            try:  # a failure of its first event is the policy's; of a later one, the caller's
+                applied = self._attempt(work, hand_back=partial(_not_first, batch))
+            except HandlerError as failed:
+                at = start + index_of(batch, failed.event)
+                ranges += [(at, end), (start, at)]
+                continue
+            except _Refused:
+                middle = (start + end) // 2
+                ranges += [(middle, end), (start, middle)]
+                continue
+            summary.applied[source] = summary.applied.get(source, 0) + applied
+            self._report(source, batch[-1].position or 0, applied)
 
-        def work(session: ClientSession) -> int:
-            applied = self._apply(session, events, self._shadow)
-            self._prove_lease(session)
-            self.database[CHECKPOINTS].update_many(
-                {"projection": self.shadow_projection, "source": source},
-                {"$set": {"position": position, "updated_at": datetime.now(UTC)}},
-                session=session,
-            )
-            return applied
-
-        try:  # a handler failing: the events before it first (a write refused among them)
-            applied = self._attempt(work, hand_back=lambda failed: events[0] is not failed.event)
-        except HandlerError as failed:
-            at = events.index(failed.event)
-            self._shadow_batch(source, events[:at], summary)
-            self._shadow_batch(source, events[at:], summary)
-            return
-        except _Refused:  # each half apart, down to the event whose write is refused
-            middle = len(events) // 2
-            self._shadow_batch(source, events[:middle], summary)
-            self._shadow_batch(source, events[middle:], summary)
-            return
-        summary.applied[source] = summary.applied.get(source, 0) + applied
-        self._report(source, position, applied)
+    def _shadow_work(self, session: ClientSession, *, source: str, events: list[Envelope]) -> int:
+        applied = self._apply(session, events, self._shadow)
+        self._prove_lease(session)
+        self.database[CHECKPOINTS].update_many(
+            {"projection": self.shadow_projection, "source": source},
+            {"$set": {"position": events[-1].position or 0, "updated_at": datetime.now(UTC)}},
+            session=session,
+        )
+        return applied
 
     def _swap(
         self, sources: list[str], progress: dict[str, int], summary: ReplaySummary, old: int
@@ -444,3 +450,7 @@ class DocumentReplayer(DocumentReplayTx):
         applied = self._apply(session, due, collections_at(self.projection, generation))
         self._prove_lease(session)
         return applied, self._journal_whole_projection(session)
+
+
+def _not_first(events: list[Envelope], failed: HandlerError) -> bool:
+    return events[0] is not failed.event

@@ -207,6 +207,7 @@ class ProjectionEngine:
         settled: set[int] = set()  # failed events parked (or applied by a rebuild) meanwhile
         while True:
             started = time.perf_counter()
+            failure: HandlerFailed | None = None
             try:
                 limit = 1 if checkpoint < one_by_one_upto else self.batch_size
                 result = self._apply(projection, store, lane, target, limit)
@@ -220,7 +221,11 @@ class ProjectionEngine:
                 )
                 one_by_one_upto = refused.upto
                 continue
-            except HandlerFailed as failure:
+            except HandlerFailed as failed:
+                failure = failed
+            if failure is not None:  # out of the except: an earlier event's failure met
+                # while the events before this one are applied would chain this one, and
+                # its parked traceback would begin with this event's.
                 position = failure.event.position or 0
                 if position in settled:
                     raise StoreError(
@@ -293,10 +298,14 @@ class ProjectionEngine:
         fails on its own) or found applied by a rebuild to ``settled``."""
         event = failure.event
         # The events before it first: once its aggregate is blocked they would be held too.
-        try:
-            applied = self._apply_before(projection, store, lane, event)
-        except HandlerFailed as earlier:  # an earlier event fails on its own: it comes first
-            return self._failed(projection, store, lane, earlier, settled)
+        # An earlier event failing on its own comes first (in a loop, not nested: each
+        # failure's traceback its own).
+        while True:
+            try:
+                applied = self._apply_before(projection, store, lane, event)
+                break
+            except HandlerFailed as earlier:
+                failure, event = earlier, earlier.event
         attempts = store.record_failure(lane, event, repr(failure.error))
         at_once = parked_at_once(store, failure)
         if attempts >= self.max_attempts or at_once is not None:

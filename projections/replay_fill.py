@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from outbox.envelope import Envelope
 from projections.replay_apply import Refused, TableReplayerBase
-from projections.replay_policy import HandlerError
+from projections.replay_policy import HandlerError, index_of
 from projections.replay_types import ReplaySummary
 from projections.store_tables import checkpoints
 
@@ -63,10 +63,13 @@ class ShadowFill(TableReplayerBase):
     ) -> int:
         """One transaction: ``first`` and the parts after it as long as the next would not
         take it past ``rebuild_batch`` events (a part is not split: the default part size
-        divides the batch size); returns its last position."""
+        divides the batch size); returns its last position. If it fails, its events are
+        read again and applied by :meth:`_shadow_batch` (outside the ``except``: an error
+        there would chain this one, and every parked event's traceback the ones before it)."""
         mark = self._policy.mark()
         last = after
         applied = reported = 0
+        rolled_back = False
         try:
             with self._write() as conn:
                 tx = self._tx(conn, self.shadow.mapping, lock_rows=False)
@@ -88,6 +91,8 @@ class ShadowFill(TableReplayerBase):
         except (HandlerError, Refused):
             self._policy.undo(mark)
             self._applied -= reported
+            rolled_back = True
+        if rolled_back:
             with closing(self._stream(source, after, last)) as again:  # Ctrl-C: reader ends
                 events = [event for part in again for event in part]
             self._shadow_batch(source, events, summary)
@@ -97,35 +102,38 @@ class ShadowFill(TableReplayerBase):
         return last
 
     def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
-        """Apply ``events`` in one transaction. A failing handler has the events before its
-        event applied first (the flush of their writes may be refused at an earlier event),
-        then its own and the later ones again with its aggregate held (``skip_errors``: the
-        policy raises otherwise); a refused write has each half applied apart, down to its
-        event."""
-        while True:
+        """Apply ``events`` in as few transactions as their failures allow. A failing handler
+        has the events before its event applied first (the flush of their writes may be
+        refused at an earlier event), then its own and the later ones again with its
+        aggregate held (``skip_errors``: the policy raises otherwise); a refused write has
+        each half applied apart, down to its event. A stack of ranges, not recursion: a
+        replay skipping thousands of events in one transaction neither nests that deep
+        nor chains each failure's traceback to the one before."""
+        ranges = [(0, len(events))]
+        while ranges:
+            start, end = ranges.pop()
+            batch = events[start:end]
             mark = self._policy.mark()
             try:
                 with self._write() as conn:
-                    applied = self._apply(conn, events, self.shadow.mapping, lock_rows=False)
-                    self._set_shadow_checkpoint(conn, source, events[-1].position or 0)
+                    applied = self._apply(conn, batch, self.shadow.mapping, lock_rows=False)
+                    self._set_shadow_checkpoint(conn, source, batch[-1].position or 0)
             except HandlerError as failed:
                 self._policy.undo(mark)
-                at = events.index(failed.event)
-                if at:  # the events before it first: a write refused among them comes first
-                    self._shadow_batch(source, events[:at], summary)
-                    self._shadow_batch(source, events[at:], summary)
-                    return
+                at = start + index_of(batch, failed.event)
+                if at > start:  # the events before it first: a write refused among them
+                    ranges += [(at, end), (start, at)]
+                    continue
                 self._policy.fail(failed)
+                ranges.append((start, end))
                 continue
             except Refused:
                 self._policy.undo(mark)
-                middle = len(events) // 2
-                self._shadow_batch(source, events[:middle], summary)
-                self._shadow_batch(source, events[middle:], summary)
-                return
-            break
-        summary.applied[source] = summary.applied.get(source, 0) + applied
-        self._report(source, events[-1].position or 0, applied)
+                middle = (start + end) // 2
+                ranges += [(middle, end), (start, middle)]
+                continue
+            summary.applied[source] = summary.applied.get(source, 0) + applied
+            self._report(source, batch[-1].position or 0, applied)
 
     def _set_shadow_checkpoint(self, conn: sa.Connection, source: str, position: int) -> None:
         conn.execute(

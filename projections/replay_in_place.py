@@ -16,6 +16,7 @@ from projections.replay_policy import (
     PolicyMark,
     chase_checkpoints,
     furthest_checkpoint,
+    index_of,
 )
 from projections.replay_types import ReplayOptions, ReplayPlan, ReplaySummary
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
@@ -60,7 +61,7 @@ class InPlaceReplay(TableReplayerBase):
                 applied, invalidation = apply_in_order(every, attempt)
             except HandlerError as failed:
                 self._policy.undo(mark)
-                at = events.index(failed.event)
+                at = index_of(events, failed.event)
                 if at:  # the events before it first: a write refused among them comes first
                     batches[:0] = [events[:at], events[at:]]
                     continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple, cast
 
@@ -187,6 +187,15 @@ class HandlerError(Exception):
         self.error = error
         handled = sys.exc_info()[1]
         self.detail = hidden_traceback(handled) if handled is not None else None
+
+
+def index_of(events: Sequence[Envelope], event: Envelope) -> int:
+    """Where ``event`` (a :class:`HandlerError`'s) is in ``events``: the object itself, not
+    the first one equal to it (nor a comparison of each payload on the way)."""
+    for at, candidate in enumerate(events):
+        if candidate is event:
+            return at
+    return list(events).index(event)
 
 
 class PolicyMark(NamedTuple):

@@ -1,0 +1,127 @@
+"""A rebuild with ``--skip-errors`` through a log where many events of one transaction fail
+(a handler bug hitting every event of some kind): each is skipped with its aggregate, the
+others applied; the replay does not nest deeper with each failure (it had: one level per
+failure, a ``RecursionError`` past a thousand in one transaction), and each skipped event's
+traceback is its own (it had chained every earlier failure's, so the tracebacks of a long
+replay grew with each failure and their formatting took seconds each). Tables on
+PostgreSQL and documents on a MongoDB-wire server."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from projections.api import Event, Tx, on
+from projections.replay_types import ReplayOptions, ReplaySummary
+from tests.document_fixtures import DocTotals
+from tests.document_replay_helpers import Docs, deposits, docs, totals
+from tests.replay_batch_helpers import (
+    SOURCE,
+    TallyModel,
+    TallyProjection,
+    flips,
+    items,
+    left_behind,
+    replay,
+    rows,
+    shadow_log,
+)
+
+__all__ = ["docs"]  # the fixture
+
+
+def _depth() -> int:
+    frame, depth = sys._getframe(1), 0
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    return depth
+
+
+class _FailingTally(TallyProjection):
+    depths: list[int]
+
+    @on(SOURCE, "Boom")
+    def boom(self, event: Event[dict[str, Any]], tx: Tx) -> None:
+        self.depths.append(_depth())
+        raise ValueError(f"boom {event.aggregate_id}")
+
+
+class _FailingTotals(DocTotals):
+    depths: list[int]
+
+    @on("bank", "Boom")
+    def boom(self, event: Event[dict[str, Any]], tx: Any) -> None:
+        self.depths.append(_depth())
+        raise ValueError(f"boom {event.aggregate_id}")
+
+
+def _with_booms(events: list[Any], every: int, count: int) -> tuple[list[Any], list[int]]:
+    """``events`` with ``count`` failing events of aggregates of their own (``b0``, ``b1``,
+    ...), one after each ``every`` of them; and their positions."""
+    mixed: list[Any] = []
+    booms: list[int] = []
+    rest = iter(events)
+    for k in range(count):
+        mixed += [next(rest) for _ in range(every)]
+        mixed.append((f"b{k}", "Boom", {}))
+        booms.append(len(mixed))
+    mixed += list(rest)
+    return mixed, booms
+
+
+def _assert_skipped_alone(summary: ReplaySummary, booms: list[int], depths: list[int]) -> None:
+    assert sorted(e.position for e in summary.skipped) == booms
+    for skipped in summary.skipped:
+        assert skipped.detail is not None
+        mentioned = re.findall(r"boom b\d+", skipped.detail)
+        assert mentioned == [f"boom {skipped.aggregate_id}"], skipped.detail[-600:]
+        assert "followed by" not in skipped.detail
+    # The first failure is met in the whole transaction, all later ones a level further in.
+    assert len(depths) >= len(booms)
+    assert len(set(depths[1:])) == 1, (min(depths), max(depths))
+
+
+@pytest.fixture
+def shadow(pg_database: Callable[[], str]) -> Iterator[Callable[[list[Any]], Any]]:
+    made: list[Any] = []
+
+    def make(events: list[Any]) -> Any:
+        made.append(shadow_log(pg_database(), events))
+        return made[-1]
+
+    yield make
+    for log in made:
+        log.close()
+
+
+def test_a_table_rebuild_skips_many_failures_of_one_transaction_each_alone(shadow: Any) -> None:
+    events, booms = _with_booms(flips(400, seed=5), every=1, count=300)
+    log = shadow(events)
+    projection = _FailingTally()
+    projection.depths = []
+    summary = replay(log, None, projection=projection, skip_errors=True)
+    kept = [event for position, event in enumerate(events, start=1) if position not in booms]
+    assert rows(log, items) == TallyModel(kept).items
+    assert summary.events == len(kept)
+    _assert_skipped_alone(summary, booms, projection.depths)
+    assert left_behind(log) == ([], [])
+
+
+def test_a_document_rebuild_skips_many_failures_of_one_transaction_each_alone(
+    docs: Docs,
+) -> None:
+    paid = deposits(120, 5, seed=8)
+    events, booms = _with_booms(paid, every=2, count=40)
+    docs.feed(events, apply=False)
+    projection = _FailingTotals()
+    projection.depths = []
+    docs.projections["doc_totals"] = projection
+    summary = docs.replayer(batch=1000).run(ReplayOptions(skip_errors=True))
+    assert docs.totals() == totals(paid)
+    assert summary.events == len(paid)
+    _assert_skipped_alone(summary, booms, projection.depths)
