@@ -80,6 +80,7 @@ from projections.replay_policy import (
     furthest_checkpoint,
     index_of,
 )
+from projections.replay_ranges import BatchRanges
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -273,25 +274,24 @@ class DocumentReplayer(DocumentReplayTx):
             self._attempt(work)
 
     def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
-        """Apply ``events`` in as few transactions as their failures allow: a failing
-        handler has the events before it applied first (a write refused among them comes
-        first), a refused write each half apart, down to its event. A stack of ranges, not
-        recursion (see :meth:`projections.replay_fill.ShadowFill._shadow_batch`)."""
-        ranges = [(0, len(events))]
+        """Apply ``events`` in as few transactions as their failures allow
+        (:class:`projections.replay_ranges.BatchRanges`; not recursion: see
+        :meth:`projections.replay_fill.ShadowFill._shadow_batch`)."""
+        ranges = BatchRanges(len(events))
         while ranges:
-            start, end = ranges.pop()
+            start, end = ranges.take()
             batch = events[start:end]
             work = partial(self._shadow_work, source=source, events=batch)
-            try:  # a failure of its first event is the policy's; of a later one, the caller's
-                applied = self._attempt(work, hand_back=partial(_not_first, batch))
+            try:  # every handler failure handed back (rolled back, the policy's mark undone)
+                applied = self._attempt(work, hand_back=_every_failure)
             except HandlerError as failed:
-                at = start + index_of(batch, failed.event)
-                ranges += [(at, end), (start, at)]
+                if ranges.failed(start, end, start + index_of(batch, failed.event)):
+                    self._policy.fail(failed)  # holds its aggregate (or raises)
                 continue
             except _Refused:
-                middle = (start + end) // 2
-                ranges += [(middle, end), (start, middle)]
+                ranges.refused(start, end)
                 continue
+            ranges.committed()
             summary.applied[source] = summary.applied.get(source, 0) + applied
             self._report(source, batch[-1].position or 0, applied)
 
@@ -452,5 +452,5 @@ class DocumentReplayer(DocumentReplayTx):
         return applied, self._journal_whole_projection(session)
 
 
-def _not_first(events: list[Envelope], failed: HandlerError) -> bool:
-    return events[0] is not failed.event
+def _every_failure(failed: HandlerError) -> bool:
+    return True

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from outbox.envelope import Envelope
 from projections.replay_apply import Refused, TableReplayerBase
 from projections.replay_policy import HandlerError, index_of
+from projections.replay_ranges import BatchRanges
 from projections.replay_types import ReplaySummary
 from projections.store_tables import checkpoints
 
@@ -70,6 +71,7 @@ class ShadowFill(TableReplayerBase):
         last = after
         applied = reported = 0
         rolled_back = False
+        failing: int | None = None  # the position of a failing handler's event
         try:
             with self._write() as conn:
                 tx = self._tx(conn, self.shadow.mapping, lock_rows=False)
@@ -88,30 +90,38 @@ class ShadowFill(TableReplayerBase):
                     part = next(parts, None)
                 self._refusing((), tx.flush)
                 self._set_shadow_checkpoint(conn, source, last)
-        except (HandlerError, Refused):
+        except (HandlerError, Refused) as exc:
             self._policy.undo(mark)
             self._applied -= reported
             rolled_back = True
+            if isinstance(exc, HandlerError):
+                failing = exc.event.position
         if rolled_back:
             with closing(self._stream(source, after, last)) as again:  # Ctrl-C: reader ends
                 events = [event for part in again for event in part]
-            self._shadow_batch(source, events, summary)
+            at = next((i for i, e in enumerate(events) if e.position == failing), None)
+            self._shadow_batch(source, events, summary, failing=at)
             return last
         summary.applied[source] = summary.applied.get(source, 0) + applied
         self._report(source, last, applied - reported)
         return last
 
-    def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
-        """Apply ``events`` in as few transactions as their failures allow. A failing handler
-        has the events before its event applied first (the flush of their writes may be
-        refused at an earlier event), then its own and the later ones again with its
-        aggregate held (``skip_errors``: the policy raises otherwise); a refused write has
-        each half applied apart, down to its event. A stack of ranges, not recursion: a
-        replay skipping thousands of events in one transaction neither nests that deep
-        nor chains each failure's traceback to the one before."""
-        ranges = [(0, len(events))]
+    def _shadow_batch(
+        self,
+        source: str,
+        events: list[Envelope],
+        summary: ReplaySummary,
+        failing: int | None = None,
+    ) -> None:
+        """Apply ``events`` in as few transactions as their failures allow
+        (:class:`projections.replay_ranges.BatchRanges`: the events before a failing one
+        first, a refused write's batch in halves; ``failing``: the index of an event whose
+        handler failed). Not recursion: a replay skipping thousands of events in one
+        transaction neither nests that deep nor chains each failure's traceback to the one
+        before."""
+        ranges = BatchRanges(len(events), failing)
         while ranges:
-            start, end = ranges.pop()
+            start, end = ranges.take()
             batch = events[start:end]
             mark = self._policy.mark()
             try:
@@ -120,18 +130,14 @@ class ShadowFill(TableReplayerBase):
                     self._set_shadow_checkpoint(conn, source, batch[-1].position or 0)
             except HandlerError as failed:
                 self._policy.undo(mark)
-                at = start + index_of(batch, failed.event)
-                if at > start:  # the events before it first: a write refused among them
-                    ranges += [(at, end), (start, at)]
-                    continue
-                self._policy.fail(failed)
-                ranges.append((start, end))
+                if ranges.failed(start, end, start + index_of(batch, failed.event)):
+                    self._policy.fail(failed)  # holds its aggregate (or raises)
                 continue
             except Refused:
                 self._policy.undo(mark)
-                middle = (start + end) // 2
-                ranges += [(middle, end), (start, middle)]
+                ranges.refused(start, end)
                 continue
+            ranges.committed()
             summary.applied[source] = summary.applied.get(source, 0) + applied
             self._report(source, batch[-1].position or 0, applied)
 

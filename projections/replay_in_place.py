@@ -18,6 +18,7 @@ from projections.replay_policy import (
     furthest_checkpoint,
     index_of,
 )
+from projections.replay_ranges import BatchRanges
 from projections.replay_types import ReplayOptions, ReplayPlan, ReplaySummary
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_tx import SqlTx
@@ -46,33 +47,31 @@ class InPlaceReplay(TableReplayerBase):
     ) -> None:
         """Apply the batch's events the lanes have applied already (up to their checkpoints,
         locked by this transaction, so that no live batch interleaves) and whose aggregate
-        is not held by a parked event; in halves down to the event after a refused write.
+        is not held by a parked event; in ranges after failures
+        (:class:`projections.replay_ranges.BatchRanges`).
         Its row locks are taken in order, as a live batch's
         (:func:`projections.row_locks.apply_in_order`: started again after an out-of-order
         key, a deadlock or a serialization failure)."""
         tables = self.store.tables_for(self.projection)
         every = _Lanes(self.projection.name, source, "all")
-        batches = [streamed]
-        while batches:
-            events = batches.pop(0)
+        ranges = BatchRanges(len(streamed))
+        while ranges:
+            start, end = ranges.take()
+            events = streamed[start:end]
             mark = self._policy.mark()
             try:
                 attempt = partial(self._in_place_attempt, lanes, events, tables, mark=mark)
                 applied, invalidation = apply_in_order(every, attempt)
             except HandlerError as failed:
                 self._policy.undo(mark)
-                at = index_of(events, failed.event)
-                if at:  # the events before it first: a write refused among them comes first
-                    batches[:0] = [events[:at], events[at:]]
-                    continue
-                self._policy.fail(failed)
-                batches.insert(0, events)
+                if ranges.failed(start, end, start + index_of(events, failed.event)):
+                    self._policy.fail(failed)  # holds its aggregate (or raises)
                 continue
-            except Refused:  # each half apart, down to the event whose write is refused
+            except Refused:
                 self._policy.undo(mark)
-                middle = len(events) // 2
-                batches[:0] = [events[:middle], events[middle:]]
+                ranges.refused(start, end)
                 continue
+            ranges.committed()
             self._invalidate(invalidation)
             summary.applied[source] += applied
             self._report(source, events[-1].position or 0, applied)

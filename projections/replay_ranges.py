@@ -1,0 +1,75 @@
+"""Which events of a replay batch its next transaction applies, after failures: the rebuild
+of tables (:mod:`projections.replay_fill`) and of documents, and the in-place replay."""
+
+from __future__ import annotations
+
+MIN_SPAN = 4
+"""Events in a range after a skipped event, at the least (see :class:`BatchRanges`)."""
+
+
+class BatchRanges:
+    """A batch of ``size`` events applied in ranges ``[start, end)``, one transaction each:
+    whole at first; after a handler fails, the events before its event apart (a write
+    refused among them comes first), then that event alone (the caller has the error
+    policy hold its aggregate, or stop, when it fails again), then the events after it;
+    after a refused write, each half apart.
+
+    After an event is skipped, ranges start at twice the distance from the skipped event
+    before it (:data:`MIN_SPAN` at the least) and double with each one committed: a range's
+    prefetch reads every row its events name, and its handlers run up to the next failure,
+    which rolls them back. Ranges running to the batch's end after each skipped event made
+    a replay skipping many events (a handler bug hitting one event type) do work growing
+    with the failures times the batch; so it grows with the batch, a few times over.
+
+    ``failing``: the index of an event whose handler is known to fail (a larger
+    transaction holding the batch failed there): it is the first taken alone.
+    """
+
+    def __init__(self, size: int, failing: int | None = None) -> None:
+        self._todo = [(0, size)] if size else []
+        self._failing: int | None = None  # taken alone next
+        self._span: int | None = None  # no bound until an event is skipped
+        self._skipped = 0  # index of the last event skipped (of the batch's start before)
+        if failing is not None and 0 <= failing < size:
+            self._todo = [(failing, size), (0, failing)] if failing else [(0, size)]
+            self._failing = failing
+
+    def __bool__(self) -> bool:
+        return bool(self._todo)
+
+    def take(self) -> tuple[int, int]:
+        """The next range to apply (the earliest left)."""
+        start, end = self._todo.pop()
+        if start == self._failing:
+            self._failing, bound = None, 1
+        else:
+            bound = self._span
+        if bound is not None and end - start > bound:
+            self._todo.append((start + bound, end))
+            end = start + bound
+        return start, end
+
+    def committed(self) -> None:
+        if self._span is not None:
+            self._span *= 2
+
+    def failed(self, start: int, end: int, at: int) -> bool:
+        """The handler of event ``at`` of range ``[start, end)`` failed. ``True`` when it is
+        the range's first: the caller has the policy hold (or stop at) it, and the range
+        is applied again from there; ``False``: the events before it go first."""
+        if at > start:
+            self._todo += [(at, end), (start, at)]
+            self._failing = at
+            return False
+        while self._todo and self._todo[-1][0] == end:  # the rest, taken apart: rejoined
+            end = self._todo.pop()[1]
+        self._todo.append((start, end))
+        self._span = max(MIN_SPAN, 2 * (at - self._skipped))
+        self._skipped = at
+        return True
+
+    def refused(self, start: int, end: int) -> None:
+        """A write of range ``[start, end)`` was refused: each half apart, down to its
+        event."""
+        middle = (start + end) // 2
+        self._todo += [(middle, end), (start, middle)]
