@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple, cast
@@ -205,8 +206,9 @@ class PolicyMark(NamedTuple):
     """How many events were skipped."""
     rewritten: int
     """How many skipped events' tenants merges had rewritten (undone in reverse)."""
-    held: dict[str, dict[AggregateKey, int]]
-    """A copy of the holds (one per failed aggregate: few)."""
+    changes: int
+    """How many changes had been made to the holds (undone in reverse: a copy of the holds
+    per transaction cost a replay skipping many events time growing with their square)."""
 
 
 class ErrorPolicy:
@@ -222,20 +224,25 @@ class ErrorPolicy:
         self.held: dict[str, dict[AggregateKey, int]] = {}  # source -> hold -> position
         self.skipped: list[SkippedEvent] = []
         self._rewritten: list[tuple[int, SkippedEvent]] = []  # (index, before) of merges
+        self._changes: list[tuple[str, AggregateKey, int | None]] = []  # hold, before
+        # Tenants' holds per (source, aggregate type, aggregate id): an event naming no
+        # tenant looks for them (a scan of every hold) only where there are some.
+        self._tenant_holds: Counter[tuple[str, str, str]] = Counter()
 
     def mark(self) -> PolicyMark:
         """What the policy holds and has skipped before a transaction, for :meth:`undo` if it
         aborts or starts again: an event naming no tenant merges holds in it
         (:meth:`holds`), which an attempt started again must not meet before that event."""
-        held = {source: dict(holds) for source, holds in self.held.items()}
-        return PolicyMark(len(self.skipped), len(self._rewritten), held)
+        return PolicyMark(len(self.skipped), len(self._rewritten), len(self._changes))
 
     def undo(self, mark: PolicyMark) -> None:
         while len(self._rewritten) > mark.rewritten:
             index, skipped = self._rewritten.pop()
             self.skipped[index] = skipped
         del self.skipped[mark.skipped :]
-        self.held = {source: dict(holds) for source, holds in mark.held.items()}
+        while len(self._changes) > mark.changes:
+            source, key, before = self._changes.pop()
+            self._put(source, key, before)
 
     def fail(self, failed: HandlerError) -> None:
         """Raise :class:`ReplayError`, or hold the event's aggregate (the caller redoes the
@@ -249,11 +256,11 @@ class ErrorPolicy:
         held = self.held.setdefault(event.source, {})
         if key.tenant and key._replace(tenant="") in held:
             key = key._replace(tenant="")  # held by it: the hold stays as it is
-        elif tenants := tenant_holds_of(held, event):
-            held[key] = event.position or 0
+        elif tenants := self._tenant_holds_of(held, event):
+            self._hold(event.source, key, event.position or 0)
             key = self._merge(event.source, held, [*tenants, key])[0]
         else:
-            held[key] = event.position or 0
+            self._hold(event.source, key, event.position or 0)
         self.skipped.append(
             skipped_event(
                 event, f"replay: handler failed: {failed.error!r}", failed.detail, key.tenant
@@ -275,7 +282,7 @@ class ErrorPolicy:
         none, as live parking does (:func:`projections.store.tenant_holds_of`)."""
         held = self.held.get(event.source)
         hold = hold_of(held, event) if held else None
-        if hold is None and held and (tenants := tenant_holds_of(held, event)):
+        if hold is None and held and (tenants := self._tenant_holds_of(held, event)):
             if (event.position or 0) < min(held[key] for key in tenants):
                 return False
             hold = self._merge(event.source, held, tenants)
@@ -292,14 +299,41 @@ class ErrorPolicy:
             self.skipped.append(skipped_event(event, reason, None, key.tenant, behind))
         return True
 
+    def _tenant_holds_of(
+        self, held: dict[AggregateKey, int], event: Envelope
+    ) -> list[AggregateKey]:
+        if (
+            event.tenant
+            or not self._tenant_holds[(event.source, event.aggregate_type, event.aggregate_id)]
+        ):
+            return []
+        return tenant_holds_of(held, event)
+
+    def _hold(self, source: str, key: AggregateKey, position: int | None) -> None:
+        """Hold ``key`` from ``position`` on (``None``: no longer), for :meth:`undo`."""
+        self._changes.append((source, key, self.held.get(source, {}).get(key)))
+        self._put(source, key, position)
+
+    def _put(self, source: str, key: AggregateKey, position: int | None) -> None:
+        held = self.held.setdefault(source, {})
+        had = key in held
+        if position is None:
+            held.pop(key, None)
+        else:
+            held[key] = position
+        if key.tenant and had != (position is not None):
+            self._tenant_holds[(source, key.aggregate_type, key.aggregate_id)] += -1 if had else 1
+
     def _merge(
         self, source: str, held: dict[AggregateKey, int], keys: list[AggregateKey]
     ) -> tuple[AggregateKey, int]:
         """One hold naming no tenant, from the earliest of ``keys``, in their place; the events
         skipped under them are skipped under it."""
-        behind = min(held.pop(key) for key in keys)
+        behind = min(held[key] for key in keys)
+        for key in keys:
+            self._hold(source, key, None)
         key = keys[0]._replace(tenant="")
-        held[key] = behind
+        self._hold(source, key, behind)
         for index, skipped in enumerate(self.skipped):
             if (skipped.source, skipped.aggregate_type, skipped.aggregate_id) == (
                 source,
