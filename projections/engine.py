@@ -299,13 +299,14 @@ class ProjectionEngine:
         event = failure.event
         # The events before it first: once its aggregate is blocked they would be held too.
         # An earlier event failing on its own comes first (in a loop, not nested: each
-        # failure's traceback its own).
+        # failure's traceback its own). The events applied before it are counted too.
+        applied = 0
         while True:
-            try:
-                applied = self._apply_before(projection, store, lane, event)
+            before, earlier = self._apply_before(projection, store, lane, event)
+            applied += before
+            if earlier is None:
                 break
-            except HandlerFailed as earlier:
-                failure, event = earlier, earlier.event
+            failure, event = earlier, earlier.event
         attempts = store.record_failure(lane, event, repr(failure.error))
         at_once = parked_at_once(store, failure)
         if attempts >= self.max_attempts or at_once is not None:
@@ -334,10 +335,10 @@ class ProjectionEngine:
 
     def _apply_before(
         self, projection: Projection, store: Store, lane: Lane, event: Envelope
-    ) -> int:
-        """Apply the lane's events before ``event``; returns how many. Raises
-        :class:`HandlerFailed` for an earlier event that fails (or whose writes are refused)
-        on its own."""
+    ) -> tuple[int, HandlerFailed | None]:
+        """Apply the lane's events before ``event``; returns how many, and the failure of
+        an earlier event that fails (or whose writes are refused) on its own, if one does
+        (the events before that one applied and counted)."""
         before = (event.position or 1) - 1
         applied = 0
         limit = self.batch_size
@@ -347,10 +348,11 @@ class ProjectionEngine:
             except WritesRefused:
                 limit = 1  # one by one: a refused write is then its event's HandlerFailed
                 continue
+            except HandlerFailed as earlier:
+                return applied, earlier
             applied += result.applied
             if result.noop or result.checkpoint >= before:
-                break
-        return applied
+                return applied, None
 
     def catch_up(self, projections: Iterable[str] | None = None, deadline: float = 600) -> int:
         """Apply every lane up to the log head, retrying failures in process; returns events

@@ -1,0 +1,89 @@
+"""The events a lane applied are counted, also those the engine applies before a failing
+event while it looks for an earlier one failing on its own. A live batch where a handler
+fails at its last event after an earlier event whose write the database refuses: the
+engine applies the events before the failing one (one by one once their writes are
+refused), applies the first, meets the refused one and parks it. The first event is
+applied and stays applied, but was not counted: ``catch_up`` (and a lane's progress,
+``RetryLater.applied``) said one event fewer than the lane had applied."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+
+from projections.api import Event, Projection, Tx, on
+from projections.engine import RetryLater
+from tests.projection_fixtures import engine_on, log_events
+
+owners = sa.Table(
+    "counted_owners",
+    sa.MetaData(),
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False),
+)
+
+
+class Owners(Projection):
+    name = "counted_owners"
+    tables = (owners,)
+    partitions = 1  # one lane: one batch holds every event
+
+    @on("shop", "Placed")
+    def placed(self, event: Event[dict], tx: Tx) -> None:
+        if event.payload.get("boom"):
+            raise RuntimeError(f"a bug met at {event.aggregate_id}")
+        tx.upsert(owners, {"id": event.aggregate_id, "owner": event.payload["owner"]})
+
+
+EVENTS = [
+    ("w", "Placed", {"owner": "t"}),  # applied while the engine looks for an earlier failure
+    ("x", "Placed", {"owner": None}),  # refused: NULL, found once the events go one by one
+    ("y", "Placed", {"owner": "v"}),
+    ("z", "Placed", {"owner": "u", "boom": True}),  # its handler fails first
+]
+
+
+def _applied(log: object) -> list[str]:
+    with log.engine.connect() as conn:  # type: ignore[attr-defined]
+        return sorted(conn.execute(sa.select(owners.c.id)).scalars().all())
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_catch_up_counts_the_events_applied_before_an_earlier_refused_event(
+    backend: str, database_for: Callable[[str], str]
+) -> None:
+    with engine_on(database_for(backend), [Owners()], batch_size=100, max_attempts=1) as (
+        log,
+        store,
+        engine,
+    ):
+        log_events(log, EVENTS)
+        counted = engine.catch_up(deadline=30)
+        parked = sorted(p.position for p in store.parked("counted_owners"))
+        applied = _applied(log)
+    assert parked == [2, 4]
+    assert applied == ["w", "y"]
+    assert counted == len(applied)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_retry_later_counts_the_events_applied_before_an_earlier_refused_event(
+    backend: str, database_for: Callable[[str], str]
+) -> None:
+    with engine_on(database_for(backend), [Owners()], batch_size=100, max_attempts=3) as (
+        log,
+        store,
+        engine,
+    ):
+        log_events(log, EVENTS)
+        lane = next(iter(engine.lanes(engine.projection("counted_owners"), None)))
+        with pytest.raises(RetryLater) as retry:
+            engine.process(lane)
+        parked = sorted(p.position for p in store.parked("counted_owners"))
+        applied = _applied(log)
+    assert parked == []  # the refused event is retried first: an earlier failure
+    assert retry.value.event.position == 2
+    assert applied == ["w"]
+    assert retry.value.applied == len(applied)
