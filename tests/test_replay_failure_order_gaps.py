@@ -1,0 +1,177 @@
+"""A strict replay stops at the first failing event of a transaction: a write the database
+refuses (found only when the transaction's writes are flushed) before a handler that fails
+at once stops it at the refused write, as the table and document rebuilds' shadow batches
+do (tests/test_document_replay_failure_order.py). Here, the transactions that apply a
+failing handler's event without applying the events before it first: the swap of a table
+or document rebuild (late events a live lane applied meanwhile) and a document replay in
+place. Each stops at the later, failing handler's event instead."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from projections.api import Event, Projection, Tx, on
+from projections.replay import Replayer
+from projections.replay_types import ReplayError, ReplayHooks, ReplayOptions
+from tests.document_fixtures import DocTotals
+from tests.document_replay_helpers import Docs, deposits, docs
+from tests.projection_fixtures import append_events, engine_on, log_events
+
+__all__ = ["docs"]  # the fixture
+
+owners = sa.Table(
+    "ordered_owners",
+    sa.MetaData(),
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False),
+)
+
+_trap: dict[str, Any] = {"refused": None, "boom": None}  # aggregate ids, once set
+
+
+class Owners(Projection):
+    """Owners whose ``refused`` aggregate is written NULL (refused by the database at the
+    flush) and whose ``boom`` aggregate's handler fails, once the trap is set."""
+
+    name = "ordered_owners"
+    tables = (owners,)
+    partitions = 1
+    replay_safe = True
+
+    @on("shop", "Placed")
+    def placed(self, event: Event[dict], tx: Tx) -> None:
+        if event.aggregate_id == _trap["boom"]:
+            raise RuntimeError(f"a bug met at {event.aggregate_id}")
+        owner = None if event.aggregate_id == _trap["refused"] else event.payload["owner"]
+        tx.upsert(owners, {"id": event.aggregate_id, "owner": owner})
+
+
+@pytest.fixture(autouse=True)
+def _no_trap() -> Any:
+    yield
+    _trap.update(refused=None, boom=None)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Replayer._swap (projections/replay.py): a HandlerError goes to the policy at "
+    "once (ReplayError in strict mode); the late events before it are not applied first, "
+    "so a write refused among them (found at the flush) is not met before it",
+)
+def test_a_table_swap_stops_at_a_refused_write_before_a_failing_handler(
+    database_for: Callable[[str], str],
+) -> None:
+    projection = Owners()
+    with engine_on(database_for("postgresql"), [projection], max_attempts=1) as (
+        log,
+        store,
+        engine,
+    ):
+        head = log_events(log, [(f"o{n}", "Placed", {"owner": "u"}) for n in range(10)])
+        engine.catch_up(deadline=30)
+
+        class LateEvents(ReplayHooks):
+            def before_swap(self) -> None:  # applied live, then the handlers change
+                late = [(a, "Placed", {"owner": "u"}) for a in ("refused", "fine", "boom")]
+                append_events(log, late, after=head)
+                engine.catch_up(deadline=30)
+                _trap.update(refused="refused", boom="boom")
+
+        replayer = Replayer(engine.reader, projection, store, hooks=LateEvents())
+        with pytest.raises(ReplayError) as failure:
+            replayer.run(ReplayOptions())
+    assert failure.value.event.position == head + 1, str(failure.value)
+
+
+def test_a_table_replay_in_place_stops_at_a_refused_write_before_a_failing_handler(
+    database_for: Callable[[str], str],
+) -> None:
+    """The in-place replay does apply the events before a failing one first."""
+    projection = Owners()
+    events = [(f"o{n}", "Placed", {"owner": "u"}) for n in range(10)]
+    events[3] = ("refused", "Placed", {"owner": "u"})
+    events[7] = ("boom", "Placed", {"owner": "u"})
+    with engine_on(database_for("postgresql"), [projection], max_attempts=1) as (
+        log,
+        store,
+        engine,
+    ):
+        log_events(log, events)
+        engine.catch_up(deadline=30)
+        _trap.update(refused="refused", boom="boom")
+        replayer = Replayer(engine.reader, projection, store)
+        with pytest.raises(ReplayError) as failure:
+            replayer.run(ReplayOptions(from_position=0))
+    assert failure.value.event.position == 4, str(failure.value)
+
+
+class _SafeTotals(DocTotals):
+    """:class:`DocTotals`, replay-safe here, writing a document the server refuses (a field
+    named ``$bad``) at ``dollar_at`` once set."""
+
+    replay_safe = True
+    dollar_at: int | None = None
+
+    @on("bank", "Deposited")
+    def deposited(self, event: Event[dict], tx: Any) -> None:
+        if event.position == self.dollar_at:
+            event = Event({**event.payload, "dollar": True}, event.envelope)
+        DocTotals.deposited(self, event, tx)
+
+
+def _failing_after(events: list[Any], after: int) -> tuple[int, int]:
+    """A deposit of ``acct-1`` past index ``after`` and one of ``acct-2`` after it."""
+    dollar = next(i for i, e in enumerate(events) if i > after and e[0] == "acct-1")
+    failing = next(i for i, e in enumerate(events) if i > dollar and e[0] == "acct-2")
+    return dollar, failing
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DocumentReplayer._in_place: a handler's HandlerError goes to the policy at once "
+    "(no hand_back): the events before it are not applied first, so a refused write "
+    "among them is not met before it",
+)
+def test_a_document_replay_in_place_stops_at_a_refused_write_before_a_failing_handler(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = deposits(60, 4, seed=21)
+    dollar, failing = _failing_after(events, 20)
+    docs.feed(events)  # live: everything applied, nothing parked
+    projection = _SafeTotals()
+    projection.dollar_at = dollar + 1
+    docs.projections["doc_totals"] = projection
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-2")  # the handler fails from now on
+    monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", str(events[failing][2]["seq"]))
+    with pytest.raises(ReplayError) as failure:
+        docs.replayer(batch=1000).run(ReplayOptions(from_position=0))
+    assert failure.value.event.position == dollar + 1, str(failure.value)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="DocumentReplayer._swap: a handler's HandlerError goes to the policy at once: "
+    "the late events before it are not applied first",
+)
+def test_a_document_swap_stops_at_a_refused_write_before_a_failing_handler(
+    docs: Docs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = deposits(60, 4, seed=21)
+    docs.feed(events[:20])
+    late = events[20:]
+    dollar, failing = _failing_after(late, 0)
+    late[dollar] = ("acct-1", "Deposited", {**late[dollar][2], "dollar": True})
+
+    class LateEvents(ReplayHooks):
+        def before_swap(self) -> None:  # applied live (the refused one parked), then a bug
+            docs.feed(late)
+            monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-2")
+            monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", str(late[failing][2]["seq"]))
+
+    with pytest.raises(ReplayError) as failure:
+        docs.replayer(hooks=LateEvents(), batch=1000).run(ReplayOptions())
+    assert failure.value.event.position == 20 + dollar + 1, str(failure.value)
