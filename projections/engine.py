@@ -343,6 +343,7 @@ class ProjectionEngine:
         applied = 0
         limit = self.batch_size
         while True:
+            started = time.perf_counter()
             try:
                 result = self._apply(projection, store, lane, before, limit)
             except WritesRefused:
@@ -350,6 +351,8 @@ class ProjectionEngine:
                 continue
             except HandlerFailed as earlier:
                 return applied, earlier
+            if not result.noop:  # a committed batch, as process's (the metrics count them)
+                self.hooks.after_batch(lane, result, time.perf_counter() - started)
             applied += result.applied
             if result.noop or result.checkpoint >= before:
                 return applied, None

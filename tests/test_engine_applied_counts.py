@@ -14,7 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from projections.api import Event, Projection, Tx, on
-from projections.engine import RetryLater
+from projections.engine import EngineHooks, RetryLater
+from projections.store import BatchResult, Lane
 from tests.projection_fixtures import engine_on, log_events
 
 owners = sa.Table(
@@ -87,3 +88,29 @@ def test_retry_later_counts_the_events_applied_before_an_earlier_refused_event(
     assert retry.value.event.position == 2
     assert applied == ["w"]
     assert retry.value.applied == len(applied)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_each_committed_batch_is_told_to_the_hooks_also_those_before_a_failing_event(
+    backend: str, database_for: Callable[[str], str]
+) -> None:
+    """The metrics (:class:`workers.metrics.EngineMetrics`) count the events applied from
+    :meth:`EngineHooks.after_batch`: the batches applied before a failing event were not
+    told, and the events they applied never counted."""
+    told: list[BatchResult] = []
+
+    class Told(EngineHooks):
+        def after_batch(self, lane: Lane, result: BatchResult, seconds: float) -> None:
+            told.append(result)
+
+    with engine_on(database_for(backend), [Owners()], batch_size=100, max_attempts=1) as (
+        log,
+        store,
+        engine,
+    ):
+        engine.hooks = Told()
+        log_events(log, EVENTS)
+        engine.catch_up(deadline=30)
+        applied = _applied(log)
+    assert applied == ["w", "y"]
+    assert sum(result.applied for result in told) == len(applied), told
