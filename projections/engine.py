@@ -226,12 +226,7 @@ class ProjectionEngine:
             if failure is not None:  # out of the except: an earlier event's failure met
                 # while the events before this one are applied would chain this one, and
                 # its parked traceback would begin with this event's.
-                position = failure.event.position or 0
-                if position in settled:
-                    raise StoreError(
-                        f"{lane.projection}: {lane.source}:{position} failed again after it "
-                        f"was parked: the hold of its aggregate does not hold it"
-                    ) from failure
+                _not_parked_again(lane, failure, settled)
                 try:
                     applied += self._failed(projection, store, lane, failure, settled)
                 except RetryLater as retry:
@@ -306,6 +301,7 @@ class ProjectionEngine:
             applied += before
             if earlier is None:
                 break
+            _not_parked_again(lane, earlier, settled)  # met before the failing one
             failure, event = earlier, earlier.event
         attempts = store.record_failure(lane, event, repr(failure.error))
         at_once = parked_at_once(store, failure)
@@ -442,3 +438,14 @@ class ProjectionEngine:
             if id(store) not in seen:
                 seen.add(id(store))
                 store.close()
+
+
+def _not_parked_again(lane: Lane, failure: HandlerFailed, settled: set[int]) -> None:
+    """:class:`StoreError` if ``failure``'s event was parked (``settled``) meanwhile: its hold
+    does not hold it, and going on would park it again forever."""
+    position = failure.event.position or 0
+    if position in settled:
+        raise StoreError(
+            f"{lane.projection}: {lane.source}:{position} failed again after it "
+            f"was parked: the hold of its aggregate does not hold it"
+        ) from failure

@@ -4,15 +4,20 @@ fails at its last event after an earlier event whose write the database refuses:
 engine applies the events before the failing one (one by one once their writes are
 refused), applies the first, meets the refused one and parks it. The first event is
 applied and stays applied, but was not counted: ``catch_up`` (and a lane's progress,
-``RetryLater.applied``) said one event fewer than the lane had applied."""
+``RetryLater.applied``, the metrics told by ``EngineHooks.after_batch``) said one event
+fewer than the lane had applied. And an event the lane parked that fails again while the
+engine applies the events before a failing one stops the lane, as one failing again in
+its batch does."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
 
+from outbox.errors import StoreError
 from projections.api import Event, Projection, Tx, on
 from projections.engine import EngineHooks, RetryLater
 from projections.store import BatchResult, Lane
@@ -114,3 +119,24 @@ def test_each_committed_batch_is_told_to_the_hooks_also_those_before_a_failing_e
         applied = _applied(log)
     assert applied == ["w", "y"]
     assert sum(result.applied for result in told) == len(applied), told
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_lane_stops_when_an_earlier_event_it_parked_fails_again(
+    backend: str, database_for: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose hold holds nothing (tests/test_untenanted_holds.py): the refused event
+    is parked, then met again only while the engine applies the events before the failing
+    handler's. It was parked again and again (each time a failure counted) until the
+    deadline, or for ever without one, instead of the lane stopping."""
+    with engine_on(database_for(backend), [Owners()], batch_size=100, max_attempts=1) as (
+        log,
+        store,
+        engine,
+    ):
+        monkeypatch.setattr(store, "hold", lambda *args, **kwargs: None)
+        log_events(log, EVENTS)
+        started = time.monotonic()
+        with pytest.raises(StoreError, match="shop:2 failed again after it was parked"):
+            engine.catch_up(deadline=5)
+    assert time.monotonic() - started < 5
