@@ -4,7 +4,9 @@ at once stops it at the refused write, as the table and document rebuilds' shado
 do (tests/test_document_replay_failure_order.py). Here, the transactions that apply a
 failing handler's event without applying the events before it first: the swap of a table
 or document rebuild (late events a live lane applied meanwhile) and a document replay in
-place. Each stops at the later, failing handler's event instead."""
+place. Each stops at the later, failing handler's event instead; skipping errors, each
+skips that later event for its own failure, then again behind the refused one when it is
+of the same aggregate (listed twice in the summary). The table replay in place passes."""
 
 from __future__ import annotations
 
