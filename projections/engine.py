@@ -233,7 +233,8 @@ class ProjectionEngine:
                     retry.applied += applied
                     raise
                 if self.stopping.is_set() or (stop_at is not None and time.monotonic() > stop_at):
-                    return LaneProgress(lane, applied, parked, checkpoint)
+                    reached = max(checkpoint, self._reached.get(lane, -1))  # the events before
+                    return LaneProgress(lane, applied, parked, reached)
                 continue
             if not result.noop:
                 self.hooks.after_batch(lane, result, time.perf_counter() - started)
@@ -349,6 +350,7 @@ class ProjectionEngine:
                 return applied, earlier
             if not result.noop:  # a committed batch, as process's (the metrics count them)
                 self.hooks.after_batch(lane, result, time.perf_counter() - started)
+                self._reached[lane] = max(result.checkpoint, self._reached.get(lane, -1))
             applied += result.applied
             if result.noop or result.checkpoint >= before:
                 return applied, None

@@ -140,3 +140,25 @@ def test_a_lane_stops_when_an_earlier_event_it_parked_fails_again(
         with pytest.raises(StoreError, match="shop:2 failed again after it was parked"):
             engine.catch_up(deadline=5)
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_lane_stopped_after_a_failure_reports_the_checkpoint_it_reached(
+    backend: str, database_for: Callable[[str], str]
+) -> None:
+    """Past ``stop_at`` once the failing event is dealt with: the events before it were
+    applied (the lane's checkpoint moved), but the progress said the checkpoint of the last
+    batch without a failure (0: none)."""
+    events = [("v", "Placed", {"owner": "s"}), ("w", "Placed", {"owner": "t"})]
+    events.append(("z", "Placed", {"owner": "u", "boom": True}))
+    with engine_on(database_for(backend), [Owners()], batch_size=100, max_attempts=1) as (
+        log,
+        store,
+        engine,
+    ):
+        log_events(log, events)
+        lane = next(iter(engine.lanes(engine.projection("counted_owners"), None)))
+        progress = engine.process(lane, stop_at=time.monotonic() - 1)
+        checkpoint = store.checkpoints("counted_owners")[(lane.source, lane.partition)]
+    assert (progress.applied, checkpoint) == (2, 2)
+    assert progress.checkpoint == checkpoint
