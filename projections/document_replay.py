@@ -411,21 +411,34 @@ class DocumentReplayer(DocumentReplayTx):
             reached = furthest()
             for after, reached in chase_checkpoints(source_plan.after, furthest):
                 for streamed in self._stream(source, after, reached, options.tenant):
-                    batches = [streamed]
-                    while batches:
-                        events = batches.pop(0)
-                        try:
-                            applied, invalidation = self._attempt(
-                                partial(self._in_place_batch, lanes=lanes, events=events)
-                            )
-                        except _Refused:
-                            batches[:0] = [[event] for event in events]
-                            continue
-                        self._invalidate(invalidation)
-                        summary.applied[source] += applied
-                        self._report(source, events[-1].position or 0, applied)
+                    self._in_place_ranges(source, lanes, streamed, summary)
             summary.checkpoints[source] = reached
         summary.tables = list(self.projection.collections)
+
+    def _in_place_ranges(
+        self, source: str, lanes: list[Lane], streamed: list[Envelope], summary: ReplaySummary
+    ) -> None:
+        """Apply ``streamed`` in place in ranges after failures, as the table replay in place
+        does (:class:`projections.replay_ranges.BatchRanges`: the events before a failing
+        one first, so a write refused among them is met first)."""
+        ranges = BatchRanges(len(streamed))
+        while ranges:
+            start, end = ranges.take()
+            events = streamed[start:end]
+            work = partial(self._in_place_batch, lanes=lanes, events=events)
+            try:
+                applied, invalidation = self._attempt(work, hand_back=_every_failure)
+            except HandlerError as failed:
+                if ranges.failed(start, end, start + index_of(events, failed.event)):
+                    self._policy.fail(failed)  # holds its aggregate (or raises)
+                continue
+            except _Refused:
+                ranges.refused(start, end)
+                continue
+            ranges.committed()
+            self._invalidate(invalidation)
+            summary.applied[source] += applied
+            self._report(source, events[-1].position or 0, applied)
 
     def _in_place_batch(
         self, session: ClientSession, *, lanes: list[Lane], events: list[Envelope]
