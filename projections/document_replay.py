@@ -78,9 +78,8 @@ from projections.replay_policy import (
     HandlerError,
     chase_checkpoints,
     furthest_checkpoint,
-    index_of,
 )
-from projections.replay_ranges import BatchRanges
+from projections.replay_ranges import apply_in_ranges
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -277,23 +276,16 @@ class DocumentReplayer(DocumentReplayTx):
         """Apply ``events`` in as few transactions as their failures allow
         (:class:`projections.replay_ranges.BatchRanges`; not recursion: see
         :meth:`projections.replay_fill.ShadowFill._shadow_batch`)."""
-        ranges = BatchRanges(len(events))
-        while ranges:
-            start, end = ranges.take()
-            batch = events[start:end]
+
+        def attempt(batch: list[Envelope]) -> int:
             work = partial(self._shadow_work, source=source, events=batch)
-            try:  # every handler failure handed back (rolled back, the policy's mark undone)
-                applied = self._attempt(work, hand_back=_every_failure)
-            except HandlerError as failed:
-                if ranges.failed(start, end, start + index_of(batch, failed.event)):
-                    self._policy.fail(failed)  # holds its aggregate (or raises)
-                continue
-            except _Refused:
-                ranges.refused(start, end)
-                continue
-            ranges.committed()
+            return self._attempt(work, hand_back=_every_failure)  # rolled back, undone
+
+        def committed(batch: list[Envelope], applied: int) -> None:
             summary.applied[source] = summary.applied.get(source, 0) + applied
             self._report(source, batch[-1].position or 0, applied)
+
+        apply_in_ranges(events, attempt, committed, fail=self._policy.fail, refused=_Refused)
 
     def _shadow_work(self, session: ClientSession, *, source: str, events: list[Envelope]) -> int:
         applied = self._apply(session, events, self._shadow)
@@ -421,24 +413,18 @@ class DocumentReplayer(DocumentReplayTx):
         """Apply ``streamed`` in place in ranges after failures, as the table replay in place
         does (:class:`projections.replay_ranges.BatchRanges`: the events before a failing
         one first, so a write refused among them is met first)."""
-        ranges = BatchRanges(len(streamed))
-        while ranges:
-            start, end = ranges.take()
-            events = streamed[start:end]
+
+        def attempt(events: list[Envelope]) -> tuple[int, Invalidation | None]:
             work = partial(self._in_place_batch, lanes=lanes, events=events)
-            try:
-                applied, invalidation = self._attempt(work, hand_back=_every_failure)
-            except HandlerError as failed:
-                if ranges.failed(start, end, start + index_of(events, failed.event)):
-                    self._policy.fail(failed)  # holds its aggregate (or raises)
-                continue
-            except _Refused:
-                ranges.refused(start, end)
-                continue
-            ranges.committed()
+            return self._attempt(work, hand_back=_every_failure)  # rolled back, undone
+
+        def committed(events: list[Envelope], result: tuple[int, Invalidation | None]) -> None:
+            applied, invalidation = result
             self._invalidate(invalidation)
             summary.applied[source] += applied
             self._report(source, events[-1].position or 0, applied)
+
+        apply_in_ranges(streamed, attempt, committed, fail=self._policy.fail, refused=_Refused)
 
     def _in_place_batch(
         self, session: ClientSession, *, lanes: list[Lane], events: list[Envelope]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import closing
+from functools import partial
 
 import sqlalchemy as sa
 
 from outbox.envelope import Envelope
 from projections.replay_apply import Refused, TableReplayerBase
-from projections.replay_policy import HandlerError, index_of
-from projections.replay_ranges import BatchRanges
+from projections.replay_policy import HandlerError
+from projections.replay_ranges import apply_in_ranges
 from projections.replay_types import ReplaySummary
 from projections.store_tables import checkpoints
 
@@ -119,27 +120,27 @@ class ShadowFill(TableReplayerBase):
         handler failed). Not recursion: a replay skipping thousands of events in one
         transaction neither nests that deep nor chains each failure's traceback to the one
         before."""
-        ranges = BatchRanges(len(events), failing)
-        while ranges:
-            start, end = ranges.take()
-            batch = events[start:end]
-            mark = self._policy.mark()
-            try:
-                with self._write() as conn:
-                    applied = self._apply(conn, batch, self.shadow.mapping, lock_rows=False)
-                    self._set_shadow_checkpoint(conn, source, batch[-1].position or 0)
-            except HandlerError as failed:
-                self._policy.undo(mark)
-                if ranges.failed(start, end, start + index_of(batch, failed.event)):
-                    self._policy.fail(failed)  # holds its aggregate (or raises)
-                continue
-            except Refused:
-                self._policy.undo(mark)
-                ranges.refused(start, end)
-                continue
-            ranges.committed()
+
+        def committed(batch: list[Envelope], applied: int) -> None:
             summary.applied[source] = summary.applied.get(source, 0) + applied
             self._report(source, batch[-1].position or 0, applied)
+
+        attempt = partial(self._shadow_attempt, source)
+        fail = self._policy.fail
+        apply_in_ranges(events, attempt, committed, fail=fail, refused=Refused, failing=failing)
+
+    def _shadow_attempt(self, source: str, batch: list[Envelope]) -> int:
+        """One transaction applying ``batch`` (the error policy's share undone if it
+        fails); returns how many events it applied."""
+        mark = self._policy.mark()
+        try:
+            with self._write() as conn:
+                applied = self._apply(conn, batch, self.shadow.mapping, lock_rows=False)
+                self._set_shadow_checkpoint(conn, source, batch[-1].position or 0)
+        except (HandlerError, Refused):
+            self._policy.undo(mark)
+            raise
+        return applied
 
     def _set_shadow_checkpoint(self, conn: sa.Connection, source: str, position: int) -> None:
         conn.execute(

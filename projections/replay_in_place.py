@@ -16,9 +16,8 @@ from projections.replay_policy import (
     PolicyMark,
     chase_checkpoints,
     furthest_checkpoint,
-    index_of,
 )
-from projections.replay_ranges import BatchRanges
+from projections.replay_ranges import apply_in_ranges
 from projections.replay_types import ReplayOptions, ReplayPlan, ReplaySummary
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_tx import SqlTx
@@ -54,27 +53,23 @@ class InPlaceReplay(TableReplayerBase):
         key, a deadlock or a serialization failure)."""
         tables = self.store.tables_for(self.projection)
         every = _Lanes(self.projection.name, source, "all")
-        ranges = BatchRanges(len(streamed))
-        while ranges:
-            start, end = ranges.take()
-            events = streamed[start:end]
+
+        def attempt(events: list[Envelope]) -> tuple[int, Invalidation | None]:
             mark = self._policy.mark()
             try:
-                attempt = partial(self._in_place_attempt, lanes, events, tables, mark=mark)
-                applied, invalidation = apply_in_order(every, attempt)
-            except HandlerError as failed:
+                work = partial(self._in_place_attempt, lanes, events, tables, mark=mark)
+                return apply_in_order(every, work)
+            except (HandlerError, Refused):
                 self._policy.undo(mark)
-                if ranges.failed(start, end, start + index_of(events, failed.event)):
-                    self._policy.fail(failed)  # holds its aggregate (or raises)
-                continue
-            except Refused:
-                self._policy.undo(mark)
-                ranges.refused(start, end)
-                continue
-            ranges.committed()
+                raise
+
+        def committed(events: list[Envelope], result: tuple[int, Invalidation | None]) -> None:
+            applied, invalidation = result
             self._invalidate(invalidation)
             summary.applied[source] += applied
             self._report(source, events[-1].position or 0, applied)
+
+        apply_in_ranges(streamed, attempt, committed, fail=self._policy.fail, refused=Refused)
 
     def _in_place_attempt(
         self,

@@ -3,6 +3,14 @@ of tables (:mod:`projections.replay_fill`) and of documents, and the in-place re
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+from outbox.envelope import Envelope
+from projections.replay_policy import HandlerError, index_of
+
+_T = TypeVar("_T")
+
 MIN_SPAN = 4
 """Events in a range after a skipped event, at the least (see :class:`BatchRanges`)."""
 
@@ -73,3 +81,35 @@ class BatchRanges:
         event."""
         middle = (start + end) // 2
         self._todo += [(middle, end), (start, middle)]
+
+
+def apply_in_ranges(
+    events: list[Envelope],
+    attempt: Callable[[list[Envelope]], _T],
+    committed: Callable[[list[Envelope], _T], None],
+    *,
+    fail: Callable[[HandlerError], None],
+    refused: type[Exception],
+    failing: int | None = None,
+) -> None:
+    """Apply ``events`` in :class:`BatchRanges`: ``attempt(batch)`` is one transaction (its
+    share of the error policy undone when it raises), ``committed(batch, result)`` follows
+    each one committed; ``fail`` (:meth:`ErrorPolicy.fail`) holds a failing event's
+    aggregate or raises; ``refused``: what ``attempt`` raises for a refused write of more
+    than one event. Outside any ``except``: an error met in a later range does not chain
+    the ones before (each skipped event's traceback its own)."""
+    ranges = BatchRanges(len(events), failing)
+    while ranges:
+        start, end = ranges.take()
+        batch = events[start:end]
+        try:
+            result = attempt(batch)
+        except HandlerError as failed:
+            if ranges.failed(start, end, start + index_of(batch, failed.event)):
+                fail(failed)
+            continue
+        except refused:
+            ranges.refused(start, end)
+            continue
+        ranges.committed()
+        committed(batch, result)
