@@ -108,8 +108,10 @@ def shadow(pg_database: Callable[[], str]) -> Iterator[Callable[[list[Any]], Any
         log.close()
 
 
-def test_a_table_rebuild_skips_many_failures_of_one_transaction_each_alone(shadow: Any) -> None:
-    events, booms = _with_booms(flips(400, seed=5), every=1, count=300)
+def _table_rebuild(shadow: Any, n: int, seed: int, every: int, count: int) -> tuple:
+    """A rebuild skipping errors of ``n`` events with ``count`` failing ones among them;
+    checks the model. Returns the projection, the summary and the failing positions."""
+    events, booms = _with_booms(flips(n, seed=seed), every=every, count=count)
     log = shadow(events)
     projection = _FailingTally()
     projection.depths, projection.prefetched = [], []
@@ -117,57 +119,55 @@ def test_a_table_rebuild_skips_many_failures_of_one_transaction_each_alone(shado
     kept = [event for position, event in enumerate(events, start=1) if position not in booms]
     assert rows(log, items) == TallyModel(kept).items
     assert summary.events == len(kept)
-    _assert_skipped_alone(summary, booms, projection.depths)
     assert left_behind(log) == ([], [])
+    return projection, summary, booms, len(events)
 
 
-def test_a_document_rebuild_skips_many_failures_of_one_transaction_each_alone(
-    docs: Docs,
-) -> None:
-    paid = deposits(120, 5, seed=8)
-    events, booms = _with_booms(paid, every=2, count=40)
+def _document_rebuild(docs: Docs, n: int, seed: int, every: int, count: int) -> tuple:
+    """The same of documents (one transaction: ``batch`` past the events)."""
+    paid = deposits(n, 6, seed=seed)
+    events, booms = _with_booms(paid, every=every, count=count)
     docs.feed(events, apply=False)
     projection = _FailingTotals()
     projection.depths, projection.prefetched = [], []
     docs.projections["doc_totals"] = projection
-    summary = docs.replayer(batch=1000).run(ReplayOptions(skip_errors=True))
+    summary = docs.replayer(batch=len(events)).run(ReplayOptions(skip_errors=True))
     assert docs.totals() == totals(paid)
     assert summary.events == len(paid)
-    _assert_skipped_alone(summary, booms, projection.depths)
+    return projection, summary, booms, len(events)
 
 
-def _spread(projection: Any, events: list[Any], booms: list[int]) -> None:
+def _spread(projection: Any, size: int, booms: list[int]) -> None:
     """Spread-out failures cost work in proportion to the log, not to the failures times the
     transaction: each range's prefetch reads the rows its events name, and ranges running
     to the batch's end after each skipped event read ~half the batch per failure (here 41
     and 102 times the events, against ~5 times now)."""
-    assert sum(projection.prefetched) <= 8 * len(events), (
+    assert sum(projection.prefetched) <= 8 * size, (
         len(projection.prefetched),
         sum(projection.prefetched),
     )
     assert len(projection.prefetched) <= 12 * len(booms)
 
 
+def test_a_table_rebuild_skips_many_failures_of_one_transaction_each_alone(shadow: Any) -> None:
+    projection, summary, booms, _ = _table_rebuild(shadow, 400, seed=5, every=1, count=300)
+    _assert_skipped_alone(summary, booms, projection.depths)
+
+
+def test_a_document_rebuild_skips_many_failures_of_one_transaction_each_alone(
+    docs: Docs,
+) -> None:
+    projection, summary, booms, _ = _document_rebuild(docs, 120, seed=8, every=2, count=40)
+    _assert_skipped_alone(summary, booms, projection.depths)
+
+
 def test_spread_failures_cost_a_table_rebuild_work_bounded_by_the_log(shadow: Any) -> None:
-    events, booms = _with_booms(flips(3000, seed=6), every=30, count=100)
-    log = shadow(events)
-    projection = _FailingTally()
-    projection.depths, projection.prefetched = [], []
-    summary = replay(log, None, projection=projection, skip_errors=True)
-    kept = [event for position, event in enumerate(events, start=1) if position not in booms]
-    assert rows(log, items) == TallyModel(kept).items
+    projection, summary, booms, size = _table_rebuild(shadow, 3000, seed=6, every=30, count=100)
     assert sorted(e.position for e in summary.skipped) == booms
-    _spread(projection, events, booms)
+    _spread(projection, size, booms)
 
 
 def test_spread_failures_cost_a_document_rebuild_work_bounded_by_the_log(docs: Docs) -> None:
-    paid = deposits(1200, 6, seed=9)
-    events, booms = _with_booms(paid, every=30, count=40)
-    docs.feed(events, apply=False)
-    projection = _FailingTotals()
-    projection.depths, projection.prefetched = [], []
-    docs.projections["doc_totals"] = projection
-    summary = docs.replayer(batch=5000).run(ReplayOptions(skip_errors=True))
-    assert docs.totals() == totals(paid)
+    projection, summary, booms, size = _document_rebuild(docs, 1200, seed=9, every=30, count=40)
     assert sorted(e.position for e in summary.skipped) == booms
-    _spread(projection, events, booms)
+    _spread(projection, size, booms)
