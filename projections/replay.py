@@ -294,6 +294,7 @@ class Replayer(InPlaceReplay, ShadowFill):
         late_rounds = 0  # rolled back for keys to tables outside made meanwhile
         while True:
             mark = self._policy.mark()
+            failing: HandlerError | None = None
             applied: dict[str, int] = {}
             self._add_sources(sources, progress, self.projection.lane_sources(self.reader.heads()))
             lanes = sorted(
@@ -344,8 +345,7 @@ class Replayer(InPlaceReplay, ShadowFill):
                     )
             except HandlerError as failed:
                 self._policy.undo(mark)
-                self._policy.fail(failed)
-                continue
+                failing = failed
             except Refused:
                 self._policy.undo(mark)
                 self.batch_size = 1  # the last events again, one by one, to find the one
@@ -372,7 +372,15 @@ class Replayer(InPlaceReplay, ShadowFill):
                 self._policy.undo(mark)
                 self._back_off("replay swap retried", exc, attempt, **why)
                 continue
-            break
+            if failing is None:
+                break
+            # A late event's handler failed: the late events up to it are applied outside
+            # the swap as the fill applies them (those before it first: a write refused
+            # among them is met first), then it stops the replay or is skipped; the swap
+            # then starts again after it.
+            source = failing.event.source
+            upto = failing.event.position or 0
+            progress[source] = self._fill(source, progress[source], upto, summary)
         self._invalidate(invalidation)
         why = drop_old_tables(self.store.writer, old_tables, self.projection.name, **_drop_wait())
         summary.left_behind, summary.left_because = (old_tables, why) if why else ([], None)

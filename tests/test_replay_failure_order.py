@@ -1,13 +1,13 @@
 """A strict replay stops at the first failing event of a transaction: a write the database
 refuses (found only when the transaction's writes are flushed) before a handler that fails
 at once stops it at the refused write, as the table and document rebuilds' shadow batches
-do (tests/test_document_replay_failure_order.py), and the replays in place of tables and
-documents (the events before a failing one applied first; skipping errors, each event
-skipped once). Still not (strict xfail): the swap of a table or document rebuild (late
-events a live lane applied meanwhile, all in the swap's one transaction), which stops at
-the later, failing handler's event instead; skipping errors, it skips that later event for
-its own failure, then again behind the refused one when it is of the same aggregate
-(listed twice in the summary)."""
+do (tests/test_document_replay_failure_order.py); skipping errors, each event is skipped
+once. Here, the swap of a table or document rebuild (late events a live lane applied
+meanwhile: a handler failing there has the late events up to it applied outside the swap,
+as the rebuild applies them) and the replays in place. Each had stopped at the later,
+failing handler's event instead and, skipping errors, skipped that later event for its own
+failure, then again behind the refused one when it was of the same aggregate (listed
+twice in the summary); the table replay in place had not."""
 
 from __future__ import annotations
 
@@ -60,12 +60,6 @@ def _no_trap() -> Any:
     _trap.update(refused=None, boom=None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Replayer._swap (projections/replay.py): a HandlerError goes to the policy at "
-    "once (ReplayError in strict mode); the late events before it are not applied first, "
-    "so a write refused among them (found at the flush) is not met before it",
-)
 def test_a_table_swap_stops_at_a_refused_write_before_a_failing_handler(
     database_for: Callable[[str], str],
 ) -> None:
@@ -91,12 +85,6 @@ def test_a_table_swap_stops_at_a_refused_write_before_a_failing_handler(
     assert failure.value.event.position == head + 1, str(failure.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Replayer._swap (projections/replay.py): the later failing event is skipped for "
-    "its own failure first, then the refused one found one by one, and the later one "
-    "skipped again behind it: summary.skipped lists it twice (13 failed, 11, 13 held)",
-)
 def test_a_table_swap_skipping_errors_skips_a_refused_event_and_holds_the_later_failing_one(
     database_for: Callable[[str], str],
 ) -> None:
@@ -185,11 +173,6 @@ def test_a_document_replay_in_place_stops_at_a_refused_write_before_a_failing_ha
     assert failure.value.event.position == dollar + 1, str(failure.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DocumentReplayer._swap: a handler's HandlerError goes to the policy at once: "
-    "the late events before it are not applied first",
-)
 def test_a_document_swap_stops_at_a_refused_write_before_a_failing_handler(
     docs: Docs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -210,11 +193,6 @@ def test_a_document_swap_stops_at_a_refused_write_before_a_failing_handler(
     assert failure.value.event.position == 20 + dollar + 1, str(failure.value)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DocumentReplayer._swap: the later failing event is skipped for its own failure "
-    "first, then again behind the refused one found one by one: listed twice",
-)
 def test_a_document_swap_skipping_errors_skips_each_event_once(
     docs: Docs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
