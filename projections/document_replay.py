@@ -357,20 +357,21 @@ class DocumentReplayer(DocumentReplayTx):
 
         with swap_heartbeat(self.database, name, self._owner) as record:
             while True:
-                failing: HandlerError | None = None
                 try:
                     done = self._attempt(work, hand_back=_every_failure)
                     targets, applied, released, invalidation = done
                     break
                 except _Refused:
-                    self.batch_size = 1  # the last events again, one by one, to find the one
+                    catch_up = self.reader.heads()
                 except HandlerError as failed:
-                    failing = failed
-                if failing is not None:  # as the table swap (projections/replay.py) does
-                    source, upto = failing.event.source, failing.event.position or 0
-                    for events in self._stream(source, progress[source], upto):
-                        self._shadow_batch(source, events, summary)
-                    progress[source] = upto
+                    catch_up = {failed.event.source: failed.event.position or 0}
+                # Applied outside the swap, as the table swap (projections/replay.py) does.
+                for source in sources:
+                    upto = catch_up.get(source, 0)
+                    if upto > progress[source]:
+                        for events in self._stream(source, progress[source], upto):
+                            self._shadow_batch(source, events, summary)
+                        progress[source] = upto
         swapped = time.monotonic()
         self._invalidate(invalidation)
         for source, count in applied.items():

@@ -294,7 +294,7 @@ class Replayer(InPlaceReplay, ShadowFill):
         late_rounds = 0  # rolled back for keys to tables outside made meanwhile
         while True:
             mark = self._policy.mark()
-            failing: HandlerError | None = None
+            catch_up: dict[str, int] = {}  # after a failure: the events to apply outside
             applied: dict[str, int] = {}
             self._add_sources(sources, progress, self.projection.lane_sources(self.reader.heads()))
             lanes = sorted(
@@ -345,11 +345,10 @@ class Replayer(InPlaceReplay, ShadowFill):
                     )
             except HandlerError as failed:
                 self._policy.undo(mark)
-                failing = failed
-            except Refused:
+                catch_up = {failed.event.source: failed.event.position or 0}
+            except Refused:  # somewhere among the late events: all of them, outside
                 self._policy.undo(mark)
-                self.batch_size = 1  # the last events again, one by one, to find the one
-                continue
+                catch_up = self.reader.heads()
             except LateOutsideKeys as late:  # made since _carry_late_keys: add them outside
                 self._policy.undo(mark)
                 late_rounds += 1
@@ -372,15 +371,17 @@ class Replayer(InPlaceReplay, ShadowFill):
                 self._policy.undo(mark)
                 self._back_off("replay swap retried", exc, attempt, **why)
                 continue
-            if failing is None:
+            if not catch_up:
                 break
-            # A late event's handler failed: the late events up to it are applied outside
-            # the swap as the fill applies them (those before it first: a write refused
-            # among them is met first), then it stops the replay or is skipped; the swap
-            # then starts again after it.
-            source = failing.event.source
-            upto = failing.event.position or 0
-            progress[source] = self._fill(source, progress[source], upto, summary)
+            # A late event's handler failed, or a late write was refused: the late events up
+            # to it (to the heads) are applied outside the swap as the fill applies them
+            # (those before a failing event first, a refused write found by halves), where
+            # it stops the replay or is skipped; the swap then starts again after them.
+            for source in sources:
+                if catch_up.get(source, 0) > progress[source]:
+                    progress[source] = self._fill(
+                        source, progress[source], catch_up[source], summary
+                    )
         self._invalidate(invalidation)
         why = drop_old_tables(self.store.writer, old_tables, self.projection.name, **_drop_wait())
         summary.left_behind, summary.left_because = (old_tables, why) if why else ([], None)
