@@ -4,10 +4,10 @@ Usage: ``.venv/bin/python bench/replay.py [--json] [--events N] [--live-events N
 
 A throw-away PostgreSQL database gets ``--events`` events (default 1,000,000) of one source
 (``shop``), written straight into ``rm_event_log`` with COPY: customers registering, then
-orders placed with two to four line items each, paid and shipped. :class:`OrderSummary`
-(below) keeps three tables: customers (the e-mail lookup), orders (with the customer's
-e-mail, status, totals) and order lines; a realistic handler with typed payloads that reads
-the customer and the order it updates.
+orders placed with two to four line items each, paid and shipped.
+:class:`bench.replay_model.OrderSummary` keeps three tables: customers (the e-mail lookup),
+orders (with the customer's e-mail, status, totals) and order lines; a realistic handler
+with typed payloads that reads the customer and the order it updates.
 
 ``replay_throughput`` (events/s)
     ``readmodel replay`` as :class:`projections.replay.Replayer` runs it: a blue/green
@@ -20,6 +20,12 @@ Baseline: live apply (events/s)
     events of the same log lane by lane (``engine.batch_size`` events per transaction,
     row locks and per-batch checkpoints, as the workers do), in the same run, before the
     replay. ``ratio = replay / live``.
+
+``replay_vs_handwritten`` (events/s)
+    The same replay figure beside the same rebuild written by hand, with no framework
+    (``bench/replay_handwritten.py``), measured after it: the fastest this rebuild goes in
+    Python on the machine, for scale (no target). ``ratio = replay / hand-written``. Its
+    tables must equal the replay's, row for row, or the bench fails.
 """
 
 from __future__ import annotations
@@ -31,20 +37,20 @@ import sys
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import psycopg
 import sqlalchemy as sa
-from pydantic import BaseModel
 
 from bench.common import Figure, print_figures
+from bench.replay_handwritten import differences, handwritten_rebuild
+from bench.replay_model import SOURCE, OrderSummary, lines, orders
 from outbox.db import libpq_conninfo
-from outbox.envelope import Envelope, aggregate_hash
+from outbox.envelope import aggregate_hash
 from outbox.log import EventLog
-from projections.api import Event, Projection, Tx, on
 from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.replay import Replayer, ReplayOptions
@@ -52,140 +58,8 @@ from projections.sql_store import SqlStore
 from workers.logs import configure_logging
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-SOURCE = "shop"
 THROUGHPUT_TARGET = 50_000.0
 RATIO_TARGET = 2.0
-
-metadata = sa.MetaData()
-customers = sa.Table(
-    "summary_customers",
-    metadata,
-    sa.Column("customer_id", sa.Text, primary_key=True),
-    sa.Column("email", sa.Text),
-    sa.Column("orders", sa.Integer, nullable=False),
-)
-orders = sa.Table(
-    "order_summary",
-    metadata,
-    sa.Column("order_id", sa.Text, primary_key=True),
-    sa.Column("customer_id", sa.Text, nullable=False),
-    sa.Column("customer_email", sa.Text),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("items", sa.Integer, nullable=False),
-    sa.Column("total_cents", sa.BigInteger, nullable=False),
-    sa.Column("placed_at", sa.DateTime(timezone=True)),
-    sa.Index("order_summary_customer_idx", "customer_id"),
-)
-lines = sa.Table(
-    "order_summary_lines",
-    metadata,
-    sa.Column("order_id", sa.Text, primary_key=True),
-    sa.Column("line", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("sku", sa.Text, nullable=False),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("quantity", sa.Integer, nullable=False),
-    sa.Column("price_cents", sa.BigInteger, nullable=False),
-)
-
-
-class CustomerRegistered(BaseModel):
-    email: str
-
-
-class Line(BaseModel):
-    sku: str
-    title: str
-    quantity: int
-    price_cents: int
-
-
-class OrderPlaced(BaseModel):
-    customer_id: str
-    lines: list[Line]
-
-
-class OrderUpdated(BaseModel):
-    at: str
-
-
-class OrderSummary(Projection):
-    """Orders with their customer's e-mail and line items; no join at read time."""
-
-    name = "order_summary"
-    tables = (customers, orders, lines)
-
-    def prefetch(self, events: Sequence[Envelope], tx: Tx) -> None:
-        tx.prefetch(
-            customers,
-            [e.payload["customer_id"] for e in events if e.event_type == "OrderPlaced"]
-            + [e.aggregate_id for e in events if e.event_type == "CustomerRegistered"],
-        )
-        tx.prefetch(orders, [e.aggregate_id for e in events if e.event_type != "OrderPlaced"])
-
-    @on(SOURCE, "CustomerRegistered")
-    def registered(self, event: Event[CustomerRegistered], tx: Tx) -> None:
-        row = tx.get(customers, event.aggregate_id) or {"orders": 0}
-        tx.upsert(
-            customers,
-            {
-                "customer_id": event.aggregate_id,
-                "email": event.payload.email,
-                "orders": row["orders"],
-            },
-        )
-
-    @on(SOURCE, "OrderPlaced")
-    def placed(self, event: Event[OrderPlaced], tx: Tx) -> None:
-        p = event.payload
-        customer = tx.get(customers, p.customer_id)
-        total = 0
-        for number_, line in enumerate(p.lines, start=1):
-            total += line.quantity * line.price_cents
-            tx.upsert(
-                lines,
-                {
-                    "order_id": event.aggregate_id,
-                    "line": number_,
-                    "sku": line.sku,
-                    "title": line.title,
-                    "quantity": line.quantity,
-                    "price_cents": line.price_cents,
-                },
-            )
-        tx.upsert(
-            orders,
-            {
-                "order_id": event.aggregate_id,
-                "customer_id": p.customer_id,
-                "customer_email": None if customer is None else customer["email"],
-                "status": "placed",
-                "items": len(p.lines),
-                "total_cents": total,
-                "placed_at": event.occurred_at,
-            },
-        )
-        tx.upsert(
-            customers,
-            {
-                "customer_id": p.customer_id,
-                "email": None if customer is None else customer["email"],
-                "orders": (0 if customer is None else customer["orders"]) + 1,
-            },
-        )
-
-    @on(SOURCE, "OrderPaid")
-    def paid(self, event: Event[OrderUpdated], tx: Tx) -> None:
-        self._status(event, tx, "paid")
-
-    @on(SOURCE, "OrderShipped")
-    def shipped(self, event: Event[OrderUpdated], tx: Tx) -> None:
-        self._status(event, tx, "shipped")
-
-    def _status(self, event: Event[OrderUpdated], tx: Tx, status: str) -> None:
-        row = tx.get(orders, event.aggregate_id)
-        if row is not None:
-            tx.upsert(orders, {**row, "status": status})
-
 
 # -- data --------------------------------------------------------------------------------
 
@@ -299,6 +173,13 @@ def measure(dsn: str, events: int, live_events: int, batch_size: int | None) -> 
                 f"rebuilt model is wrong: {rows} orders of {placed}, {line_rows} lines of "
                 f"{items}, {summary.events} events of {events}"
             )
+        handwritten_events, handwritten_seconds = handwritten_rebuild(dsn)
+        unequal = {name: n for name, n in differences(dsn).items() if n}
+        if unequal or handwritten_events != events:
+            raise RuntimeError(
+                f"the hand-written rebuild differs from the replay's: {unequal} rows differ, "
+                f"{handwritten_events} events of {events}"
+            )
     finally:
         engine.close()
         log.close()
@@ -309,6 +190,8 @@ def measure(dsn: str, events: int, live_events: int, batch_size: int | None) -> 
         "live_events": live_applied,
         "live_seconds": live_seconds,
         "live_rate": live_applied / live_seconds,
+        "handwritten_seconds": handwritten_seconds,
+        "handwritten_rate": events / handwritten_seconds,
     }
 
 
@@ -323,20 +206,30 @@ def figures(result: dict[str, float]) -> list[Figure]:
             live,
             f">= {THROUGHPUT_TARGET:,.0f} and >= {RATIO_TARGET:g}x live",
             rate >= THROUGHPUT_TARGET and rate >= RATIO_TARGET * live,
-        )
+        ),
+        Figure(
+            "replay",
+            "replay_vs_handwritten",
+            rate,
+            "events/s",
+            result["handwritten_rate"],
+            "- (for scale)",
+            None,
+        ),
     ]
 
 
 def print_table(rows: list[Figure], result: dict[str, float]) -> None:
     console = print_figures(
         "replay: blue/green rebuild of order_summary from the event log",
-        ("replay", "live apply"),
+        ("replay", "baseline"),
         rows,
     )
     console.print(
         f"replay: {result['events']:,.0f} events in {result['replay_seconds']:.2f} s (swap "
         f"included); live apply: {result['live_events']:,.0f} events in "
-        f"{result['live_seconds']:.2f} s",
+        f"{result['live_seconds']:.2f} s; hand-written rebuild (no framework): "
+        f"{result['handwritten_seconds']:.2f} s",
         highlight=False,
     )
 
