@@ -41,7 +41,7 @@ import structlog
 from pymongo.client_session import ClientSession
 from pymongo.errors import PyMongoError
 
-from outbox.envelope import Envelope, aggregate_hash
+from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error
 from projections.api import Projection
@@ -60,9 +60,9 @@ from projections.document_generations import (
     mark_building,
     retired_field,
 )
-from projections.document_holds import blocked_aggregates
 from projections.document_parked import settle_parked
-from projections.document_replay_tx import DocumentReplayTx, _Refused
+from projections.document_replay_in_place import DocumentInPlaceReplay
+from projections.document_replay_tx import _Refused, every_failure
 from projections.document_swap_guard import swap_heartbeat
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
@@ -76,8 +76,6 @@ from projections.replay_plan import source_plans
 from projections.replay_policy import (
     ErrorPolicy,
     HandlerError,
-    chase_checkpoints,
-    furthest_checkpoint,
 )
 from projections.replay_ranges import apply_in_ranges
 from projections.replay_types import (
@@ -90,7 +88,7 @@ from projections.replay_types import (
     ReplaySummary,
 )
 from projections.shadow import SHADOW_SUFFIX
-from projections.store import Invalidation, Lane, is_held
+from projections.store import Invalidation, Lane
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -98,7 +96,7 @@ RETIRE_AFTER = 5.0
 """Seconds the old generation is kept after the swap (see projections.document_generations)."""
 
 
-class DocumentReplayer(DocumentReplayTx):
+class DocumentReplayer(DocumentInPlaceReplay):
     """Rebuilds one document projection; the same interface as
     :class:`projections.replay.Replayer` (``plan``, ``run``, ``cleanup``)."""
 
@@ -279,7 +277,7 @@ class DocumentReplayer(DocumentReplayTx):
 
         def attempt(batch: list[Envelope]) -> int:
             work = partial(self._shadow_work, source=source, events=batch)
-            return self._attempt(work, hand_back=_every_failure)  # rolled back, undone
+            return self._attempt(work, hand_back=every_failure)  # rolled back, undone
 
         def committed(batch: list[Envelope], applied: int) -> None:
             summary.applied[source] = summary.applied.get(source, 0) + applied
@@ -358,7 +356,7 @@ class DocumentReplayer(DocumentReplayTx):
         with swap_heartbeat(self.database, name, self._owner) as record:
             while True:
                 try:
-                    done = self._attempt(work, hand_back=_every_failure)
+                    done = self._attempt(work, hand_back=every_failure)
                     targets, applied, released, invalidation = done
                     break
                 except _Refused:
@@ -399,67 +397,3 @@ class DocumentReplayer(DocumentReplayTx):
 
     def _settle_parked(self, session: ClientSession) -> int:
         return settle_parked(self.store, session, self.projection.name, self._policy.skipped)
-
-    # -- in place ------------------------------------------------------------------
-
-    def _in_place(self, options: ReplayOptions, plan: ReplayPlan, summary: ReplaySummary) -> None:
-        name = self.projection.name
-        partitions = self.projection.partitions
-        for source_plan in plan.sources:
-            source = source_plan.source
-            lanes = [Lane(name, source, p) for p in range(partitions)]
-            summary.applied[source] = 0
-            furthest = furthest_checkpoint(self.store, self.projection, source)
-            reached = furthest()
-            for after, reached in chase_checkpoints(source_plan.after, furthest):
-                for streamed in self._stream(source, after, reached, options.tenant):
-                    self._in_place_ranges(source, lanes, streamed, summary)
-            summary.checkpoints[source] = reached
-        summary.tables = list(self.projection.collections)
-
-    def _in_place_ranges(
-        self, source: str, lanes: list[Lane], streamed: list[Envelope], summary: ReplaySummary
-    ) -> None:
-        """Apply ``streamed`` in place in ranges after failures, as the table replay in place
-        does (:class:`projections.replay_ranges.BatchRanges`: the events before a failing
-        one first, so a write refused among them is met first)."""
-
-        def attempt(events: list[Envelope]) -> tuple[int, Invalidation | None]:
-            work = partial(self._in_place_batch, lanes=lanes, events=events)
-            return self._attempt(work, hand_back=_every_failure)  # rolled back, undone
-
-        def committed(events: list[Envelope], result: tuple[int, Invalidation | None]) -> None:
-            applied, invalidation = result
-            self._invalidate(invalidation)
-            summary.applied[source] += applied
-            self._report(source, events[-1].position or 0, applied)
-
-        apply_in_ranges(streamed, attempt, committed, fail=self._policy.fail, refused=_Refused)
-
-    def _in_place_batch(
-        self, session: ClientSession, *, lanes: list[Lane], events: list[Envelope]
-    ) -> tuple[int, Invalidation | None]:
-        """Apply the batch's events the lanes have applied already (up to their
-        checkpoints, which this transaction writes, so that no live batch interleaves) and
-        whose aggregate is not held by a parked event."""
-        done = {lane.partition: self.store.lock_lane(session, lane) for lane in lanes}
-        held = blocked_aggregates(self.database, session, self.projection.name, lanes[0].source)
-        partitions = self.projection.partitions
-        due = [
-            e
-            for e in events
-            if (e.position or 0)
-            <= done[aggregate_hash(e.aggregate_type, e.aggregate_id) % partitions]
-            and not is_held(held, e)
-        ]
-        if not due:
-            self._prove_lease(session)
-            return 0, None
-        generation = generation_of(self.database, self.projection.name, session)
-        applied = self._apply(session, due, collections_at(self.projection, generation))
-        self._prove_lease(session)
-        return applied, self._journal_whole_projection(session)
-
-
-def _every_failure(failed: HandlerError) -> bool:
-    return True
