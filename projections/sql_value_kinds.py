@@ -12,15 +12,48 @@ and after the batch), but sqlite3 binds no ``time`` or ``timedelta``, and SQLAlc
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import date, time, timedelta
 from decimal import Decimal
 from typing import Any, NoReturn
 
+import sqlalchemy as sa
+
 from projections.sql_limits import Unstorable
 
-__all__ = ["no_number", "sqlite_float_kind", "sqlite_no_float", "sqlite_unbound"]
+__all__ = [
+    "SCALAR_TYPES",
+    "no_container",
+    "no_number",
+    "sqlite_float_kind",
+    "sqlite_no_float",
+    "sqlite_unbound",
+]
 
 _NOT_NUMBERS = (date, time, timedelta, bytes, bytearray, memoryview)
+
+
+SCALAR_TYPES = (sa.Float, sa.Numeric, sa.Integer, sa.DateTime, sa.Date, sa.Time, sa.Interval)
+"""Column types whose converters :func:`no_container` guards: one value each, never a list."""
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def no_container(convert: Callable[[Any], Any], column_type: str) -> Callable[[Any], Any]:
+    """``convert``, refusing a list, tuple, dict or set first. Left to the flush, each failed
+    or was stored by the shape of the batch: ``[5]`` as 5 in an integer column (the upsert's
+    arrays are unnested, and flattened with them), ``(moment,)`` as its moment, two items as
+    a NULL key ("violates not-null constraint" on another column), or a type error."""
+
+    def refusing(value: Any) -> Any:
+        if isinstance(value, _CONTAINERS):
+            kind = type(value).__name__
+            raise Unstorable(
+                f"a {kind} is not one value (the column is {column_type}; an ARRAY or a JSON "
+                "column keeps one)"
+            )
+        return convert(value)
+
+    return refusing
 
 
 def no_number(value: Any) -> Any:

@@ -51,6 +51,7 @@ from projections.sql_other_values import (
 from projections.sql_plain_values import plain
 from projections.sql_sqlite_numbers import sqlite_integer, sqlite_number
 from projections.sql_text_values import Found, pg_array
+from projections.sql_value_kinds import SCALAR_TYPES, no_container
 
 __all__ = ["Column", "Converters", "WideIntegerError", "normalize", "stored_values"]
 
@@ -249,6 +250,7 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
     if found is None:
         context = _Context(dialect, table, zone)
         columns: dict[str, Column] = {}
+        keys_by_name: dict[str, Column] = {}  # a key's converter lets a list by: its own error
         for column in table.columns:
             converter = _converter(context, column)
             bounds = integer_bounds(dialect, table, column)
@@ -258,12 +260,19 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
                 unwritable = json_refusal(table, column) if json else None
                 unstorable = value_refusal(table, column)
                 nul = None
+                column_type = _dialect_type(dialect, column)
                 if str in exact and dialect.name == "postgresql":
-                    nul = pg_nul_refusal(_dialect_type(dialect, column))
+                    nul = pg_nul_refusal(column_type)
+                keys_by_name[column.name] = Column(
+                    column.name, convert, exact, bounds, unwritable, unstorable, nul
+                )
+                if convert is not None and isinstance(column_type, SCALAR_TYPES):
+                    sql = column_type.compile(dialect=dialect).upper()
+                    convert = no_container(convert, sql)
                 columns[column.name] = Column(
                     column.name, convert, exact, bounds, unwritable, unstorable, nul
                 )
-        keys = tuple(columns.get(column.name) for column in table.primary_key.columns)
+        keys = tuple(keys_by_name.get(column.name) for column in table.primary_key.columns)
         found = _converters[key] = Converters(tuple(columns.values()), keys)
     return found
 
@@ -292,13 +301,13 @@ def _converter(
         found = postgresql_number(dialect, column_type)
         if found is None:
             found = postgresql_other(context.dialect, column_type, context.zone)
-        return found
-    if dialect.name == "sqlite":
+    elif dialect.name == "sqlite":
         found = sqlite_number(dialect, column_type)
         if found is None:
             found = sqlite_other(dialect, column_type, sqlite_integer)
-        return found
-    return None
+    else:
+        return None
+    return found
 
 
 def _dialect_type(dialect: Dialect, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
