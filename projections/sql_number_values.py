@@ -64,9 +64,11 @@ NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", re.ASCII)
 # What numeric_in and float8in also read (any case): NaN, infinities.
 _SPECIAL = re.compile(r"\s*(nan|[+-]?inf(inity)?)\s*", re.ASCII | re.IGNORECASE)
 # Wider than what any PostgreSQL reads as a number (16 also reads 1_000, 0x1F, 0o17, 0b1):
-# text it does not match is read by none, refused at the upsert.
+# text it does not match is read by none, refused at the upsert (text without a digit too:
+# '', blanks, '.').
 _ANY_NUMBER = re.compile(
-    r"\s*[+-]?(0[xob][0-9a-f_]+|[0-9_]*\.?[0-9_]*(e[+-]?[0-9_]+)?)\s*", re.ASCII | re.IGNORECASE
+    r"(?=.*\d)\s*[+-]?(0[xob][0-9a-f_]+|[0-9_]*\.?[0-9_]*(e[+-]?[0-9_]+)?)\s*",
+    re.ASCII | re.IGNORECASE,
 )
 _NOT_A_NUMBER = "PostgreSQL reads no number from this text (invalid input syntax)"
 _NAN = Decimal("NaN")

@@ -149,15 +149,20 @@ _OUT_OF_RANGE = (
 
 def _refusing_numbers(convert: Converter) -> Converter:
     """``convert``, refusing a number (or boolean), which PostgreSQL casts to no date or time
-    (psycopg sends it as a number: refused at the flush, hidden by a later write)."""
+    (psycopg sends it as a number: refused at the flush, hidden by a later write), and any
+    other value but a date, a datetime or text (a ``time``, a ``timedelta``, bytes, a
+    ``UUID``: refused at the flush, "cannot cast type interval to date")."""
 
     def checked(value: Any) -> Any:
         kind = type(value)
         if kind not in _TIMES:
             if kind not in _NUMBERS:
                 value = plain(value)  # a datetime subclass, an IntEnum member...
-            if type(value) in _NUMBERS:
+                kind = type(value)
+            if kind in _NUMBERS:
                 raise Unstorable(_NO_NUMBER)
+            if kind not in _TIMES:
+                raise Unstorable(f"PostgreSQL casts no {kind.__name__} to a date or timestamp")
         return convert(value)
 
     return checked

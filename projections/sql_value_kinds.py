@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import date, time, timedelta
 from decimal import Decimal
 from typing import Any, NoReturn
+from uuid import UUID
 
 import sqlalchemy as sa
 
@@ -30,7 +31,7 @@ __all__ = [
     "sqlite_unbound",
 ]
 
-_NOT_NUMBERS = (date, time, timedelta, bytes, bytearray, memoryview)
+_NOT_NUMBERS = (date, time, timedelta, bytes, bytearray, memoryview, UUID)
 
 
 SCALAR_TYPES = (sa.Float, sa.Numeric, sa.Integer, sa.DateTime, sa.Date, sa.Time, sa.Interval)
@@ -65,13 +66,13 @@ def no_number(value: Any) -> Any:
     return value
 
 
-_UNBOUND = (time, timedelta)
+_UNBOUND = (time, timedelta, UUID)
 
 
 def sqlite_unbound(value: Any) -> Any:
     """``value`` as sqlite3 binds it where no affinity converts it: a ``bytearray`` or
-    ``memoryview`` as the BLOB read back (``bytes``); a ``time`` or ``timedelta``, which
-    sqlite3 binds not (it fails the flush), refused."""
+    ``memoryview`` as the BLOB read back (``bytes``); a ``time``, ``timedelta`` or ``UUID``,
+    which sqlite3 binds not (it fails the flush), refused."""
     if isinstance(value, bytearray | memoryview):
         return bytes(value)
     if isinstance(value, _UNBOUND):
