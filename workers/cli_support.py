@@ -9,8 +9,10 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 import structlog
 import typer
+from pymongo.errors import ConnectionFailure
 from rich.console import Console
 from rich.markup import escape
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -80,13 +82,32 @@ def guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
         raise fail(str(exc), EXIT_UNREACHABLE) from None
     except ReadmodelError as exc:
         # The read store refusing connections is "unreachable" too, not a runtime failure.
-        unreachable = isinstance(exc.__cause__, OperationalError)
-        raise fail(str(exc), EXIT_UNREACHABLE if unreachable else EXIT_FAILURE) from None
+        code = EXIT_UNREACHABLE if _unreachable(exc) else EXIT_FAILURE
+        raise fail(str(exc), code) from None
     except SQLAlchemyError as exc:
         # Data the database refused (a duplicate key, a constraint) fails the command (exit
         # 1); anything else means the database cannot serve it as it is (exit 3).
         refused = isinstance(exc, IntegrityError)
         raise fail(describe_db_error(exc), EXIT_FAILURE if refused else EXIT_UNREACHABLE) from None
+
+
+_CONNECTION_ERRORS = (OperationalError, psycopg.OperationalError, ConnectionFailure)
+"""A database that cannot be reached or lost the connection: SQLAlchemy's and psycopg's
+"operational" errors, PyMongo's connection failures (a server selection timeout too)."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused, at any depth, by a connection error (not by what the
+    database refused), so a MongoDB store that cannot be reached exits 3 as a PostgreSQL
+    one does."""
+    cause = exc.__cause__
+    for _ in range(8):  # a StoreError wrapping a StoreError...
+        if cause is None:
+            return False
+        if isinstance(cause, _CONNECTION_ERRORS):
+            return True
+        cause = cause.__cause__
+    return False
 
 
 def stop_on_signals(grace: float | None = None) -> threading.Event:
