@@ -78,7 +78,14 @@ class BatchRanges:
 
     def refused(self, start: int, end: int) -> None:
         """A write of range ``[start, end)`` was refused: each half apart, down to its
-        event."""
+        event. A range of one event cannot be halved: its refused write is that event's
+        failure (a :class:`HandlerError`), so a :class:`ValueError` says the caller broke
+        that rule (halving it would take an empty range, forever)."""
+        if end - start < 2:
+            raise ValueError(
+                f"a refused write of the range [{start}, {end}) cannot be narrowed down: a "
+                "refused write of one event is its HandlerError"
+            )
         middle = (start + end) // 2
         self._todo += [(middle, end), (start, middle)]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +85,14 @@ def test_failures_at_every_other_event_stay_bounded_too() -> None:
     found = _drive(size, failing, set(), None)
     assert found["held"] == sorted(failing)
     assert found["attempted"] <= 5 * size, found["attempted"]
+
+
+def test_a_refused_write_of_one_event_is_not_halved_into_empty_ranges() -> None:
+    """The attempts raise a one-event refusal as its event's HandlerError; a caller that
+    broke that rule gets an error, not an endless loop over empty ranges."""
+    ranges = BatchRanges(3)
+    assert ranges.take() == (0, 3)
+    ranges.refused(0, 3)
+    assert ranges.take() == (0, 1)
+    with pytest.raises(ValueError, match=r"range \[0, 1\) cannot be narrowed down"):
+        ranges.refused(0, 1)
