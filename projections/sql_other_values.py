@@ -40,6 +40,7 @@ value a converter does not know is left as it is: the flush stores or refuses it
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
@@ -64,6 +65,7 @@ from projections.sql_limits import Unstorable, UnstorableWide
 from projections.sql_plain_values import ODD_NAN, SIGNALLING_NAN, odd_nan, plain
 from projections.sql_text_values import NUL_TEXT, enum_value, sized_text, uuid_text
 from projections.sql_time_values import pg_date, pg_timestamp, pg_timestamptz
+from projections.sql_value_kinds import SQLITE_ENUM, binary_value
 
 Converter = Callable[[Any], Any]
 
@@ -84,6 +86,8 @@ def postgresql_other(
         return None  # sql_values: each element as its item type's column converts it
     if isinstance(column_type, sa.Enum):
         return enum_value(dialect, column_type)
+    if isinstance(column_type, sa.LargeBinary):
+        return binary_value, frozenset({bytes, _NONE})
     if isinstance(column_type, sa.Uuid):
         return uuid_value(column_type) or uuid_text(_to_uuid)
     if isinstance(column_type, sa.JSON):
@@ -147,6 +151,8 @@ def _pg_text(zone: tzinfo) -> Converter:
                 raise Unstorable(NUL_TEXT)
             return str.__str__(value)  # a str subclass (a StrEnum member): its plain text
         other = plain(value)
+        if other is value and isinstance(value, enum.Enum):
+            return convert(value.name)  # psycopg sends a member's name (not its value)
         return value if other is value else convert(other)
 
     return convert
@@ -351,6 +357,8 @@ def sqlite_other(
     what NUMERIC affinity (that of ``DATETIME`` and ``JSON`` columns) stores of a text."""
     if isinstance(column_type, sa.Enum):
         return enum_value(dialect, column_type)
+    if isinstance(column_type, sa.LargeBinary):
+        return binary_value, frozenset({bytes, _NONE})
     if isinstance(column_type, sa.Uuid):
         return uuid_value(column_type) or uuid_text(_to_uuid)
     if isinstance(column_type, sa.String):
@@ -425,5 +433,9 @@ def sqlite_text(value: Any) -> Any:
         return text if type(text) is str else value
     if isinstance(value, str):
         return str.__str__(value)  # a str subclass (a StrEnum member): its plain text
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)  # sqlite3 binds it as a BLOB, read back as bytes
     other = plain(value)
+    if other is value and isinstance(value, enum.Enum):
+        raise Unstorable(SQLITE_ENUM)
     return value if other is value else sqlite_text(other)

@@ -7,10 +7,17 @@ the column (:class:`~projections.api.UnstorableValueError`).
 
 SQLite stores a date, a datetime or bytes in an integer column (text or a BLOB, read alike in
 and after the batch), but sqlite3 binds no ``time`` or ``timedelta``, and SQLAlchemy binds a
-``NUMERIC``/``FLOAT`` column's value through ``float()``: what either fails is refused too."""
+``NUMERIC``/``FLOAT`` column's value through ``float()``: what either fails is refused too.
+
+An ``Enum`` member of no number or text type (``IntEnum`` and ``StrEnum`` members are their
+plain value: :mod:`projections.sql_plain_values`): psycopg sends its name, which no
+PostgreSQL number column reads, and sqlite3 binds none; both failed the flush. A
+``LargeBinary`` (``bytea``, ``BLOB``) column takes bytes only: psycopg and SQLAlchemy's bind
+processor failed the flush on any other value (:func:`binary_value`)."""
 
 from __future__ import annotations
 
+import enum
 import math
 from collections.abc import Callable
 from datetime import date, time, timedelta
@@ -24,6 +31,8 @@ from projections.sql_limits import Unstorable
 
 __all__ = [
     "SCALAR_TYPES",
+    "SQLITE_ENUM",
+    "binary_value",
     "no_container",
     "no_number",
     "sqlite_float_kind",
@@ -63,7 +72,16 @@ def no_number(value: Any) -> Any:
     if isinstance(value, _NOT_NUMBERS):
         kind = type(value).__name__
         raise Unstorable(f"PostgreSQL casts no {kind} to a number column (write a number)")
+    if isinstance(value, enum.Enum):
+        raise Unstorable(_ENUM_NAME)
     return value
+
+
+_ENUM_NAME = (
+    "psycopg sends an Enum member as its name, which PostgreSQL reads as no number: write "
+    "its value (or use an IntEnum)"
+)
+SQLITE_ENUM = "sqlite3 binds no Enum member: write its value or its name"
 
 
 _UNBOUND = (time, timedelta, UUID)
@@ -78,6 +96,8 @@ def sqlite_unbound(value: Any) -> Any:
     if isinstance(value, _UNBOUND):
         kind = type(value).__name__
         raise Unstorable(f"sqlite3 binds no {kind}: write a number (or its text to a text column)")
+    if isinstance(value, enum.Enum):
+        raise Unstorable(SQLITE_ENUM)
     return value
 
 
@@ -111,3 +131,13 @@ def sqlite_float_kind(value: Any, real: bool) -> None:
                 "a SQLite float or NUMERIC column stores a double (SQLAlchemy binds one), and "
                 "it is out of range for type double precision: write it as text"
             )
+
+
+def binary_value(value: Any) -> bytes:
+    """A ``LargeBinary`` (``bytea``, ``BLOB``) column's value: bytes, a ``bytearray`` or
+    ``memoryview`` as the bytes read back; any other value is refused (text too: psycopg and
+    SQLAlchemy's bind processor failed the flush on it, whatever its content)."""
+    if isinstance(value, _BYTES):
+        return bytes(value)
+    kind = type(value).__name__
+    raise Unstorable(f"a binary column takes bytes only, no {kind} (write .encode() of text)")
