@@ -5,7 +5,12 @@ after one type test per converted column, for every ``tx.get`` and ``tx.upsert``
 A key looked up (``lookup=True``: ``get``, ``prefetch``, ``delete``) that no row can have, an
 integer outside its column's bounds, is ``None``: it finds no row, and is not sent to the
 database (which refuses it without naming the column, and PostgreSQL aborts the
-transaction)."""
+transaction).
+
+A NaN key (a float column's, given as a ``float``) takes the converted path too: each
+``float('nan')`` is its own dict key (NaN equals nothing, and hashes by identity), so a row
+upserted with one was not found by ``get`` with another in its batch, as it is in a later
+one (PostgreSQL's NaN equals NaN)."""
 
 from __future__ import annotations
 
@@ -45,6 +50,8 @@ def compile_key(
             names[f"kind{i}_{j}"] = kind
             kinds.append(f"_type(v{i}) is not kind{i}_{j}")
         tests.append(f"({' and '.join([*kinds, f'v{i} is not None'])})")
+        if float in column.exact:  # NaN: one object (see sql_values.same_nan)
+            tests.append(f"v{i} != v{i}")
     unpack = f"{', '.join(values)}, = key"
     body = ["    def key(key, lookup=False):", f"        {unpack}"]
     if tests:

@@ -157,7 +157,19 @@ class UnstorableWide(Unstorable):
 
 class UnstorableLength(Unstorable):
     """Text longer than its column: refused when written; a key looked up that is longer
-    than its column matches no row (it is looked up as given)."""
+    than its column matches no row (it is looked up as ``text``, the text the column would
+    compare: a value of another type, ``True`` or a date, looked up as given, made
+    PostgreSQL refuse the query, ``operator does not exist: character varying = boolean``,
+    aborting the transaction)."""
+
+    def __init__(self, why: str, text: str) -> None:
+        super().__init__(why)
+        self.text = text
+
+
+class UnstorableNowhere(Unstorable):
+    """A value no row of its column can hold (a SQLite rowid's text): refused when written;
+    a key or ``find`` value looked up, no row has it (as for a number past its bounds)."""
 
 
 def value_refusal(table: sa.Table, column: sa.Column[Any]) -> Callable[[Any, Unstorable], NoReturn]:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from projections.sql_float_text import pg_float_text
-from projections.sql_limits import Unstorable, UnstorableWide
+from projections.sql_limits import Unstorable, UnstorableNowhere, UnstorableWide
 from projections.sql_number_values import (
     INT64,
     NO_INTEGER,
@@ -34,7 +34,7 @@ from projections.sql_other_values import SQLITE_NAN, Converter, sqlite_text
 from projections.sql_plain_values import SIGNALLING_NAN, plain
 from projections.sql_value_kinds import sqlite_float_kind, sqlite_no_float, sqlite_unbound
 
-__all__ = ["sqlite_integer", "sqlite_number"]
+__all__ = ["sqlite_integer", "sqlite_number", "sqlite_rowid"]
 
 _NOT_A_FLOAT = "SQLAlchemy binds a float to this column, and Python reads none from this text"
 
@@ -55,6 +55,31 @@ def sqlite_number(
     if isinstance(column_type, sa.Integer):
         return _sqlite_integer_column, frozenset({int, NONE})
     return None
+
+
+_ROWID = (
+    "a SQLite INTEGER PRIMARY KEY is the table's rowid and takes integers only (SQLite "
+    "refuses any other value: datatype mismatch): write an integer"
+)
+
+
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def sqlite_rowid(convert: Converter) -> Converter:
+    """``convert`` (an ``INTEGER`` column's) for the column SQLite makes the rowid (the only
+    primary key column, declared ``INTEGER``): a value it stores as no integer (text, a
+    float, a date, bytes) is refused, where SQLite refused it at the flush, failing the
+    whole batch ("datatype mismatch"); looked up, no row has it. A list or dict is let by:
+    a key given as one has its own error, and a value ``no_container`` refuses it first."""
+
+    def rowid(value: Any) -> Any:
+        stored = convert(value)
+        if type(stored) is not int and not isinstance(stored, _CONTAINERS):
+            raise UnstorableNowhere(_ROWID)
+        return stored
+
+    return rowid
 
 
 def _sqlite_integer_column(value: Any) -> Any:

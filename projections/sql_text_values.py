@@ -76,7 +76,8 @@ def sized_text(
             if not cut and stored[length:].strip(" "):
                 raise UnstorableLength(
                     f"value too long for type {sql}: {size} characters (PostgreSQL cuts only "
-                    "blanks past the length)"
+                    "blanks past the length)",
+                    stored,
                 )
             stored = stored[:length]
         elif padded and size < length:

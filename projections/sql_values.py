@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, tzinfo
+from decimal import Decimal
 from typing import Any, NamedTuple, NoReturn
 
 import sqlalchemy as sa
@@ -36,6 +37,7 @@ from projections.sql_limits import (
     Bounds,
     Unstorable,
     UnstorableLength,
+    UnstorableNowhere,
     UnstorableWide,
     integer_bounds,
     json_refusal,
@@ -49,11 +51,18 @@ from projections.sql_other_values import (
     sqlite_other,
 )
 from projections.sql_plain_values import plain
-from projections.sql_sqlite_numbers import sqlite_integer, sqlite_number
+from projections.sql_sqlite_numbers import sqlite_integer, sqlite_number, sqlite_rowid
 from projections.sql_text_values import Found, pg_array
 from projections.sql_value_kinds import SCALAR_TYPES, no_container
 
-__all__ = ["Column", "Converters", "WideIntegerError", "normalize", "stored_values"]
+__all__ = [
+    "Column",
+    "Converters",
+    "WideIntegerError",
+    "normalize",
+    "same_nan",
+    "stored_values",
+]
 
 
 class Column(NamedTuple):
@@ -90,8 +99,9 @@ class Converters:
         )
         """``key(key, lookup=False)``: ``key`` as its columns store it: a row upserted as
         ``{"id": "42"}`` into an integer key is found by ``get(table, 42)``, in its batch as in
-        a later one. A key ``lookup`` longer than its column is kept as given: it matches no
-        row; one with an integer outside its column's bounds is ``None``: no row has it."""
+        a later one. A key ``lookup`` longer than its column is looked up as its text: it
+        matches no row; one with an integer outside its column's bounds is ``None``: no row
+        has it."""
 
     def __bool__(self) -> bool:
         return bool(self.columns)
@@ -129,8 +139,10 @@ class Converters:
             if value is not None and type(value) not in column.exact:
                 try:
                     value = column.convert(value)
-                except UnstorableLength:
-                    pass  # longer than its column: looked up as given, it matches no row
+                except UnstorableLength as exc:
+                    value = exc.text  # longer than its column: its text matches no row
+                except UnstorableNowhere:
+                    return _NOWHERE  # no row of the column can hold it
                 except UnstorableWide as exc:
                     if column.bounds is not None:
                         return _NOWHERE  # past any integer the column keeps: no row
@@ -160,14 +172,37 @@ class Converters:
                     except UnstorableLength as exc:
                         if not lookup:
                             column.unstorable(value, exc)
+                        value = exc.text  # its text matches no row
                     except UnstorableWide as exc:
                         if lookup and column.bounds is not None:
                             return None  # past any integer the column keeps: no row
                         column.unstorable(value, exc)
+                    except UnstorableNowhere as exc:
+                        if lookup:
+                            return None  # no row of the column can hold it
+                        column.unstorable(value, exc)
                     except Unstorable as exc:
                         column.unstorable(value, exc)
+                value = same_nan(value)
             out.append(value)
         return tuple(out)
+
+
+_FLOAT_NAN = float("nan")
+_DECIMAL_NAN = Decimal("NaN")
+
+
+def same_nan(value: Any) -> Any:
+    """``value``, or for a NaN key (``float``, or ``Decimal('NaN')``) one NaN object: a dict
+    finds a NaN key by identity only (NaN equals nothing), so the row a batch wrote with a
+    NaN key was not found by ``get`` with another NaN, as a later batch finds it (PostgreSQL
+    orders NaN equal to NaN)."""
+    kind = type(value)
+    if kind is float:
+        return _FLOAT_NAN if value != value else value
+    if kind is Decimal and value.is_qnan() and not value.is_signed():
+        return _DECIMAL_NAN
+    return value
 
 
 def _compile(columns: tuple[Column, ...]) -> Callable[[dict[str, Any], Any], None]:
@@ -251,8 +286,11 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
         context = _Context(dialect, table, zone)
         columns: dict[str, Column] = {}
         keys_by_name: dict[str, Column] = {}  # a key's converter lets a list by: its own error
+        rowid = _sqlite_rowid(dialect, table)
         for column in table.columns:
             converter = _converter(context, column)
+            if converter is not None and column is rowid:
+                converter = sqlite_rowid(converter[0]), converter[1]
             bounds = integer_bounds(dialect, table, column)
             if converter is not None or bounds is not None:
                 convert, exact = converter or (None, frozenset())
@@ -308,6 +346,18 @@ def _converter(
     else:
         return None
     return found
+
+
+def _sqlite_rowid(dialect: Dialect, table: sa.Table) -> sa.Column[Any] | None:
+    """The column SQLite makes ``table``'s rowid: its only primary key column, declared
+    ``INTEGER`` (not ``BIGINT``), in a table with a rowid."""
+    if dialect.name != "sqlite" or len(table.primary_key.columns) != 1:
+        return None
+    if table.dialect_options["sqlite"].get("with_rowid") is False:
+        return None
+    (column,) = table.primary_key.columns
+    declared = _dialect_type(dialect, column).compile(dialect=dialect)
+    return column if declared.strip().upper() == "INTEGER" else None
 
 
 def _dialect_type(dialect: Dialect, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
