@@ -2,7 +2,8 @@
 
 Writes are kept in memory and sent with one ordered ``bulk_write`` per collection when the
 batch commits (or before a ``find``, which the server must answer with them in place); reads
-see the batch's own writes first, so batching never changes what a handler observes.
+see the batch's own writes first, as BSON stores them (what a later batch reads back), so
+batching never changes what a handler observes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import bson
+from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 from pymongo import DeleteOne, ReplaceOne
 from pymongo.client_session import ClientSession
@@ -83,6 +85,30 @@ def _wide_integer_field(value: Any, path: str) -> tuple[str, int] | None:
         return None
     for key, item in items:
         found = _wide_integer_field(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _unencodable_field(value: Any, path: str, options: CodecOptions[Any]) -> str | None:
+    """The dotted path of the first field in ``value`` BSON cannot encode (a mapping with a
+    key that is no string, or with a NUL in one: the mapping's), or ``None``."""
+    items: Iterable[tuple[Any, Any]]
+    if isinstance(value, Mapping):
+        for key in value:
+            if not isinstance(key, str) or "\x00" in key:
+                return path or None
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        try:
+            bson.encode({"v": value}, codec_options=options)
+        except Exception:
+            return path
+        return None
+    for key, item in items:
+        found = _unencodable_field(item, f"{path}.{key}" if path else str(key), options)
         if found is not None:
             return found
     return None
@@ -190,15 +216,55 @@ class DocumentTx:
         if "_id" not in document:
             raise ValueError(f"a document for {collection!r} needs an _id")
         name = self._name(collection)
-        _refuse_wide_integer(collection, "a document's _id", document["_id"])
-        stored = copy.deepcopy(dict(document))
+        key = document["_id"]
+        _refuse_wide_integer(collection, "a document's _id", key)
+        stored = self._as_stored(collection, document)
         tenant = None
         if self._tenant is not None and collection not in self._shared:
             stored = self._placed(collection, self._tenant, stored)
             tenant = stored[self._tenant]
-        slot = _slot(stored["_id"])
+        slot = _slot(key)  # the key as given: ``get`` finds it by the same key
         self._known[(name, tenant, slot)] = stored
         self._pending.setdefault(name, {})[(tenant, slot)] = (stored["_id"], tenant, stored)
+
+    def _as_stored(self, collection: str, document: Mapping[str, Any]) -> dict[str, Any]:
+        """``document`` as BSON stores it, read back as the client reads it (its codec
+        options): what a later batch's ``get`` answers, so this batch's answers the same (a
+        tuple is a list, a datetime is UTC to the millisecond, an ``IntEnum`` an ``int``, a
+        ``Binary`` of subtype 0 ``bytes``...). A value BSON cannot hold is refused here,
+        before the batch holds it: :class:`UnstorableValueError` (:class:`WideIntegerError`
+        for an integer past 64 bits) naming the collection, the ``_id``, the field and the
+        value's type, never the value (a refusal is logged and kept as a parked reason)."""
+        options = self._database.codec_options
+        try:  # nested: the fields in their order (a top-level document's _id is moved first)
+            data = bson.encode({"d": document}, codec_options=options)
+            stored: dict[str, Any] = bson.decode(data, codec_options=options)["d"]
+            return stored
+        except OverflowError as exc:
+            found = _wide_integer_field(document, "")
+            if found is None:
+                raise UnstorableValueError(
+                    f"{self._where(collection, document, None)}: {unsent_reason(exc)}"
+                ) from None
+            raise WideIntegerError(
+                f"{self._where(collection, document, found[0])} holds an integer past the "
+                "64-bit integers BSON holds: write it as text, or as a Decimal128"
+            ) from None
+        except (InvalidDocument, ValueError) as exc:  # UnicodeEncodeError among them
+            # Not from exc: its message (kept in the traceback) may quote the value.
+            field = _unencodable_field(document, "", options)
+            raise UnstorableValueError(
+                f"{self._where(collection, document, field)}: {unsent_reason(exc)}"
+            ) from None
+
+    @staticmethod
+    def _where(collection: str, document: Mapping[str, Any], field: str | None) -> str:
+        """``'collection' document with _id 'k': field 'f'``; the ``_id`` unshown when the
+        refused value is in it."""
+        if field is not None and (field == "_id" or field.startswith("_id.")):
+            return f"{collection!r} document, in its _id ({field!r}),"
+        where = f"{collection!r} document with _id {document['_id']!r}"
+        return where if field is None else f"{where}: field {field!r}"
 
     def _scope(self, collection: str, doing: str) -> Any:
         """The tenant whose documents of ``collection`` the handler reads or deletes (``None``
