@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import bson
+from bson import ObjectId
 from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 from pymongo import DeleteOne, ReplaceOne
@@ -129,9 +130,23 @@ def _refuse_wide_integer(collection: str, what: str, value: Any, path: str = "_i
         )
 
 
+_PLAIN_KEYS = frozenset({str, int, float, bool, ObjectId})
+_KEY_OPTIONS: CodecOptions[Any] = CodecOptions(tz_aware=True)
+
+
 def _slot(key: Any) -> Any:
     """``key`` as a dict key: typed (``True`` is not ``1`` to MongoDB), and a compound
-    ``_id`` (a document) by its BSON bytes."""
+    ``_id`` (a document) by its BSON bytes. Any other key as BSON holds it, so keys the
+    server finds alike are alike here (a tuple and a list, an ``IntEnum`` and an ``int``, an
+    ``Int64`` and an ``int``, a datetime and the same millisecond in UTC)."""
+    if type(key) in _PLAIN_KEYS:
+        return (type(key), key)
+    try:
+        key = bson.decode(bson.encode({"k": key}, codec_options=_KEY_OPTIONS), _KEY_OPTIONS)["k"]
+    except (InvalidDocument, ValueError, OverflowError):
+        pass  # the server's refusal is the call's
+    if isinstance(key, int) and not isinstance(key, bool):
+        return (int, int(key))
     try:
         hash(key)
     except TypeError:
@@ -223,7 +238,7 @@ class DocumentTx:
         if self._tenant is not None and collection not in self._shared:
             stored = self._placed(collection, self._tenant, stored)
             tenant = stored[self._tenant]
-        slot = _slot(key)  # the key as given: ``get`` finds it by the same key
+        slot = _slot(key)
         self._known[(name, tenant, slot)] = stored
         self._pending.setdefault(name, {})[(tenant, slot)] = (stored["_id"], tenant, stored)
 

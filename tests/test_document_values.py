@@ -262,3 +262,39 @@ def test_get_answers_in_the_batch_what_a_later_batch_reads(
             tx.upsert("doc_values", {"_id": "d", "amount": Decimal("1.5")})
         assert tx.get("doc_values", "d") is None  # the refused write is not kept
     assert "field 'amount'" in str(refused.value) and "1.5" not in str(refused.value)
+
+
+TIME = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=ZONE)
+# name: (the _id written, another key the server finds it by)
+KEYS: dict[str, tuple[Any, Any]] = {
+    "tuple and list": ((1, "a"), [1, "a"]),
+    "IntEnum and int": (Level.HIGH, 3),
+    "Int64 and int": (Int64(2**40), 2**40),
+    "str subclass and str": (Label("k"), "k"),
+    "datetime and its millisecond in UTC": (TIME, TIME.replace(microsecond=123000)),
+    "compound with a tuple": ({"a": (1, 2)}, {"a": [1, 2]}),
+}
+
+
+def test_a_write_is_found_in_its_batch_by_any_key_a_later_batch_finds_it_by(
+    log_and_store: tuple[EventLog, Callable[[], MongoStore]],
+) -> None:
+    _, store = log_and_store
+    made = store()
+    collections = {"doc_values": "doc_values"}
+    in_batch, later = {}, {}
+    for name, (written, other) in KEYS.items():
+        with made.transaction() as session:
+            tx = DocumentTx(made.database, session, collections)
+            tx.upsert("doc_values", {"_id": written, "name": name})
+            in_batch[name] = tx.get("doc_values", other)
+            tx.flush()
+        with made.transaction() as session:
+            tx = DocumentTx(made.database, session, collections)
+            later[name] = tx.get("doc_values", other)
+            tx.delete("doc_values", other)
+            assert tx.get("doc_values", written) is None, name  # deleted, in the batch
+            tx.flush()
+    assert {n: _typed(d) for n, d in in_batch.items()} == {n: _typed(d) for n, d in later.items()}
+    assert all(later[name]["name"] == name for name in KEYS)
+    assert made.database["doc_values"].count_documents({}) == 0
