@@ -277,7 +277,7 @@ class DocumentTx:
         """``'collection' document with _id 'k': field 'f'``; the ``_id`` unshown when the
         refused value is in it."""
         if field is not None and (field == "_id" or field.startswith("_id.")):
-            return f"{collection!r} document, in its _id ({field!r}),"
+            return f"{collection!r} document, in its _id ({field!r})"
         where = f"{collection!r} document with _id {document['_id']!r}"
         return where if field is None else f"{where}: field {field!r}"
 

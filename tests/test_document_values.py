@@ -7,6 +7,7 @@ collection, the ``_id``, the field and the type, never the value."""
 from __future__ import annotations
 
 import enum
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -262,6 +263,18 @@ def test_get_answers_in_the_batch_what_a_later_batch_reads(
             tx.upsert("doc_values", {"_id": "d", "amount": Decimal("1.5")})
         assert tx.get("doc_values", "d") is None  # the refused write is not kept
     assert "field 'amount'" in str(refused.value) and "1.5" not in str(refused.value)
+    with made.transaction() as session:
+        tx = DocumentTx(made.database, session, collections)
+        with pytest.raises(UnstorableValueError) as in_id:  # the _id unshown: it holds it
+            tx.upsert("doc_values", {"_id": {"a": Decimal("1.5")}})
+        with pytest.raises(UnstorableValueError) as a_uuid:
+            tx.upsert("doc_values", {"_id": "u", "at": [uuid.UUID(int=15)]})
+    assert str(in_id.value) == (
+        "'doc_values' document, in its _id ('_id.a'): InvalidDocument: BSON cannot encode a "
+        "value of type decimal.Decimal"
+    )
+    assert str(a_uuid.value).startswith("'doc_values' document with _id 'u': field 'at.0': ")
+    assert "UUID" in str(a_uuid.value) and "000f" not in str(a_uuid.value)
 
 
 TIME = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=ZONE)
