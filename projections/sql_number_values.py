@@ -109,6 +109,24 @@ def postgresql_number(
     return None
 
 
+_FLOAT_PRECISION = re.compile(r"FLOAT\((\d+)\)")
+_single: dict[tuple[str, sa.types.TypeEngine[Any]], bool] = {}
+
+
+def pg_single_precision(dialect: Dialect, column_type: sa.types.TypeEngine[Any]) -> bool:
+    """Whether a PostgreSQL column of ``column_type`` is a ``real`` (``REAL``, or ``FLOAT(p)``
+    with ``p <= 24``): compared with a parameter psycopg sends as a double, it is widened to
+    one, so ``0.1`` finds no row it holds unless the parameter is cast to ``real``."""
+    key = (dialect.name, column_type)
+    found = _single.get(key)
+    if found is None:
+        sql = column_type.compile(dialect=dialect).upper()
+        precision = _FLOAT_PRECISION.fullmatch(sql)
+        found = sql == "REAL" or (precision is not None and int(precision.group(1)) <= 24)
+        _single[key] = found
+    return found
+
+
 def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
     """``NUMERIC(precision, scale)`` (``precision`` given: no infinity, and at most
     ``precision - scale`` digits before the point once rounded, else "numeric field

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError, UnstorableValueError
 from projections.row_locks import OutOfOrder, RowLocks
+from projections.sql_number_values import pg_single_precision
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
 from projections.sql_values import Converters, stored_values
 from projections.sql_writes import (
@@ -195,7 +196,8 @@ class SqlTx:
         row = self._read.get(k, UNREAD)
         if row is not UNREAD:
             return None if row is None else row.copy()
-        where = [c == v for c, v in zip(physical.primary_key.columns, k[1], strict=True)]
+        columns = physical.primary_key.columns
+        where = [self._equal(c, v) for c, v in zip(columns, k[1], strict=True)]
         with refusals():  # a key the column cannot take: refused for what was looked up
             if self._lock_rows:
                 # A separate statement: READ COMMITTED takes the next statement's snapshot
@@ -249,11 +251,18 @@ class SqlTx:
             self._remember_rows(plan, cursor, ordered)
             return
         as_requested = _as_requested(physical, ordered) if self._postgresql else None
+        single = self._postgresql and any(
+            pg_single_precision(self.conn.dialect, c.type) for c in pk
+        )
         for start in range(0, len(ordered), 1000):
             chunk = ordered[start : start + 1000]
-            condition = (
-                pk[0].in_([k[0] for k in chunk]) if len(pk) == 1 else sa.tuple_(*pk).in_(chunk)
-            )
+            if single:  # each value cast as its column stores it (see _equal)
+                keys = [sa.and_(*map(self._equal, pk, k)) for k in chunk]
+                condition: sa.ColumnElement[bool] = sa.or_(*keys)
+            elif len(pk) == 1:
+                condition = pk[0].in_([k[0] for k in chunk])
+            else:
+                condition = sa.tuple_(*pk).in_(chunk)
             for found in self.conn.execute(sa.select(physical).where(condition)):
                 row = dict(found._mapping)
                 k = tuple(row[c.name] for c in pk)
@@ -372,9 +381,22 @@ class SqlTx:
         if converted is None:
             return []  # a value its column cannot hold (an integer past its range): no row
         equals = converted
-        query = sa.select(physical).where(*[physical.c[name] == v for name, v in equals.items()])
+        where = [self._equal(physical.c[name], v) for name, v in equals.items()]
+        query = sa.select(physical).where(*where)
         with refusals():  # a value the column cannot take: refused for what was looked up
             return [dict(row._mapping) for row in self.conn.execute(query)]
+
+    def _equal(self, column: sa.Column[Any], value: Any) -> sa.ColumnElement[bool]:
+        """``column == value``; a PostgreSQL ``real`` column's value cast to ``real``, as the
+        column stores it (sent as a double, the column was compared widened: 0.1 found no
+        row holding it)."""
+        if (
+            value is not None
+            and self._postgresql
+            and pg_single_precision(self.conn.dialect, column.type)
+        ):
+            return column == sa.cast(value, column.type)
+        return column == value
 
     def invalidate(self, *tags: str) -> None:
         for tag in tags:

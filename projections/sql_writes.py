@@ -20,6 +20,7 @@ from psycopg.types.json import Json
 
 from outbox.db_errors import without_values
 from projections.api import UnstorableValueError
+from projections.sql_number_values import pg_single_precision
 from projections.sql_plans import (
     TablePlan,
     as_is,
@@ -238,7 +239,7 @@ class PendingWrites:
         else:
             pk = list(physical.primary_key.columns)
             params = [{f"k{i}": v for i, v in enumerate(key)} for key in deletes]
-            where = [c == sa.bindparam(f"k{i}") for i, c in enumerate(pk)]
+            where = [c == _as_stored(conn, c, sa.bindparam(f"k{i}")) for i, c in enumerate(pk)]
             conn.execute(sa.delete(physical).where(*where), params)
 
     def _insert(
@@ -298,6 +299,14 @@ class PendingWrites:
             return False
         cursor.execute("RELEASE SAVEPOINT rm_copy_new")
         return True
+
+
+def _as_stored(conn: sa.Connection, column: sa.Column[Any], value: Any) -> Any:
+    """``value`` cast to a PostgreSQL ``real`` column's type (sent as a double, the column
+    was compared widened, and 0.1 matched no row); as it is for any other column."""
+    if conn.dialect.name == "postgresql" and pg_single_precision(conn.dialect, column.type):
+        return sa.cast(value, column.type)
+    return value
 
 
 def _uniform_arrays(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> list[list[Any]] | None:
