@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from outbox.db import create_engine
 from projections.api import UnstorableValueError
 from projections.sql_tx import SqlTx
-from projections.sql_writes import NewRows
+from tests.cross_kind_helpers import SHAPES, write_and_read
 
 _COLUMNS: dict[str, sa.types.TypeEngine[Any]] = {
     "text": sa.Text(),
@@ -84,7 +84,6 @@ _VALUES: list[Any] = [
     {"k": 5},
     None,
 ]
-_SHAPES = ("one", "two", "beside_own", "copy")
 
 
 def _table() -> sa.Table:
@@ -94,37 +93,6 @@ def _table() -> sa.Table:
         sa.Column("id", sa.Text, primary_key=True),
         *(sa.Column(name, kind) for name, kind in _COLUMNS.items()),
     )
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and repr(a) == repr(b)
-
-
-def _write(engine: sa.Engine, table: sa.Table, column: str, value: Any, shape: str) -> str | None:
-    """Write ``value`` in ``shape``; what went wrong (``None``: refused by the upsert, or read
-    alike in and after its batch)."""
-    try:
-        with engine.begin() as conn:
-            tx = SqlTx(conn, {table: table}, new_rows=NewRows() if shape == "copy" else None)
-            try:
-                tx.upsert(table, {"id": "a", column: value})
-            except UnstorableValueError as exc:
-                assert str(exc).startswith(f"cross_kinds.{column} "), str(exc)
-                return None
-            if shape in ("two", "copy"):
-                tx.upsert(table, {"id": "b", column: value})
-            elif shape == "beside_own":
-                tx.upsert(table, {"id": "b", column: _OWN[column]})
-            in_batch = tx.get(table, "a")[column]  # type: ignore[index]
-            tx.flush()
-    except Exception as exc:  # noqa: BLE001 - listed by the test (rolled back: nothing kept)
-        return f"refused at the flush: {type(exc).__name__}: {exc}"[:200]
-    with engine.begin() as conn:
-        later = conn.execute(sa.select(table.c[column]).where(table.c.id == "a")).scalar()
-        conn.execute(table.delete())
-    if not _same(in_batch, later):
-        return f"read {in_batch!r} in its batch, {later!r} after"
-    return None
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
@@ -138,8 +106,8 @@ def test_no_value_of_another_kind_is_refused_only_at_the_flush(
     try:
         for column in _COLUMNS:
             for value in _VALUES:
-                for shape in _SHAPES:
-                    wrong = _write(engine, table, column, value, shape)
+                for shape in SHAPES:
+                    wrong = write_and_read(engine, table, column, value, shape, _OWN[column])
                     if wrong is not None:
                         found.append((column, value, shape, wrong))
     finally:

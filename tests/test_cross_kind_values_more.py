@@ -26,42 +26,10 @@ import sqlalchemy as sa
 from outbox.db import create_engine
 from projections.api import UnstorableValueError
 from projections.sql_tx import SqlTx
-from projections.sql_writes import NewRows
+from tests.cross_kind_helpers import SHAPES, same, write_and_read
 from tests.cross_kind_more_values import COLUMNS, KEYS, VALUES, Colour, own
 
-_SHAPES = ("one", "two", "beside_own", "copy")
 _KINDS = ["postgresql", "sqlite"]
-
-
-def _same(a: Any, b: Any) -> bool:
-    return type(a) is type(b) and repr(a) == repr(b)
-
-
-def _write(engine: sa.Engine, table: sa.Table, column: str, value: Any, shape: str) -> str | None:
-    """Write ``value`` in ``shape``; what went wrong (``None``: refused by the upsert, or read
-    alike in and after its batch)."""
-    try:
-        with engine.begin() as conn:
-            tx = SqlTx(conn, {table: table}, new_rows=NewRows() if shape == "copy" else None)
-            try:
-                tx.upsert(table, {"id": "a", column: value})
-            except UnstorableValueError as exc:
-                assert str(exc).startswith(f"more_kinds.{column} "), str(exc)
-                return None
-            if shape in ("two", "copy"):
-                tx.upsert(table, {"id": "b", column: value})
-            elif shape == "beside_own":
-                tx.upsert(table, {"id": "b", column: own(engine.dialect.name, column)})
-            in_batch = tx.get(table, "a")[column]  # type: ignore[index]
-            tx.flush()
-    except Exception as exc:  # noqa: BLE001 - listed by the test (rolled back: nothing kept)
-        return f"refused at the flush: {type(exc).__name__}: {exc}"[:200]
-    with engine.begin() as conn:
-        later = conn.execute(sa.select(table.c[column]).where(table.c.id == "a")).scalar()
-        conn.execute(table.delete())
-    if not _same(in_batch, later):
-        return f"read {in_batch!r} in its batch, {later!r} after"
-    return None
 
 
 @pytest.mark.parametrize("kind", _KINDS)
@@ -80,8 +48,10 @@ def test_no_value_is_refused_only_at_the_flush(
     try:
         for column in COLUMNS:
             for value in [*VALUES, own(kind, column)]:
-                for shape in _SHAPES:
-                    wrong = _write(engine, table, column, value, shape)
+                for shape in SHAPES:
+                    wrong = write_and_read(
+                        engine, table, column, value, shape, own(engine.dialect.name, column)
+                    )
                     if wrong is not None:
                         found.append((column, value, shape, wrong))
     finally:
@@ -132,9 +102,9 @@ def _looked_up(engine: sa.Engine, table: sa.Table, mine: Any, value: Any) -> lis
             tx = SqlTx(conn, {table: table})
             later = tx.get(table, value)
             found = tx.find(table, c=value)
-        if in_batch is None or later is None or not _same(in_batch["k"], later["k"]):
+        if in_batch is None or later is None or not same(in_batch["k"], later["k"]):
             wrong.append(f"get: {in_batch!r} in its batch, {later!r} after")
-        elif not any(_same(row["k"], later["k"]) for row in found):
+        elif not any(same(row["k"], later["k"]) for row in found):
             wrong.append(f"find: {found!r}")
     except Exception as exc:  # noqa: BLE001 - listed by the test
         wrong.append(f"stored: {type(exc).__name__}: {exc}"[:200])
