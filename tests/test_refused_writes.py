@@ -452,9 +452,9 @@ class Typed(Projection):
 
     @on("shop", "Set")
     def set(self, event: Event[dict], tx: Tx) -> None:
-        tx.upsert(
-            typed, {"id": event.aggregate_id, event.payload["column"]: event.payload["value"]}
-        )
+        value = event.payload["value"]
+        value = complex(1, 2) if value == "a complex" else value  # no converter knows one
+        tx.upsert(typed, {"id": event.aggregate_id, event.payload["column"]: value})
 
     @on("shop", "Stamp")
     def stamp(self, event: Event[dict], tx: Tx) -> None:
@@ -507,10 +507,14 @@ def test_a_value_of_a_type_the_column_cannot_take_parks_its_event_not_the_batch(
             3: (
                 "Set",
                 {"column": "amount", "value": [1]},
-                r"amount cannot hold a value of type list: .*float",
+                r"amount cannot hold a value of type list: a list is not one value",
             ),
-            5: ("Set", {"column": "units", "value": [2]}, "ProgrammingError"),
-            7: ("Set", {"column": "units", "value": {"a": 1}}, "ProgrammingError"),
+            5: ("Set", {"column": "units", "value": "a complex"}, "ProgrammingError"),
+            7: (
+                "Set",
+                {"column": "units", "value": {"a": 1}},
+                r"units cannot hold a value of type dict: a dict is not one value",
+            ),
             9: (
                 "Look",
                 {"key": [1]},
