@@ -25,6 +25,7 @@ from projections.sql_writes import (
     Key,
     NewRows,
     PendingWrites,
+    as_compared,
     refusals,
 )
 
@@ -387,16 +388,9 @@ class SqlTx:
             return [dict(row._mapping) for row in self.conn.execute(query)]
 
     def _equal(self, column: sa.Column[Any], value: Any) -> sa.ColumnElement[bool]:
-        """``column == value``; a PostgreSQL ``real`` column's value cast to ``real``, as the
-        column stores it (sent as a double, the column was compared widened: 0.1 found no
-        row holding it)."""
-        if (
-            value is not None
-            and self._postgresql
-            and pg_single_precision(self.conn.dialect, column.type)
-        ):
-            return column == sa.cast(value, column.type)
-        return column == value
+        """``column == value``, the value as :func:`as_compared` sends it (``IS NULL`` for
+        ``None``)."""
+        return column == (value if value is None else as_compared(self.conn, column, value))
 
     def invalidate(self, *tags: str) -> None:
         for tag in tags:

@@ -239,7 +239,7 @@ class PendingWrites:
         else:
             pk = list(physical.primary_key.columns)
             params = [{f"k{i}": v for i, v in enumerate(key)} for key in deletes]
-            where = [c == _as_stored(conn, c, sa.bindparam(f"k{i}")) for i, c in enumerate(pk)]
+            where = [c == as_compared(conn, c, sa.bindparam(f"k{i}")) for i, c in enumerate(pk)]
             conn.execute(sa.delete(physical).where(*where), params)
 
     def _insert(
@@ -301,9 +301,10 @@ class PendingWrites:
         return True
 
 
-def _as_stored(conn: sa.Connection, column: sa.Column[Any], value: Any) -> Any:
-    """``value`` cast to a PostgreSQL ``real`` column's type (sent as a double, the column
-    was compared widened, and 0.1 matched no row); as it is for any other column."""
+def as_compared(conn: sa.Connection, column: sa.Column[Any], value: Any) -> Any:
+    """``value`` (a parameter) to compare with ``column``: cast to a PostgreSQL ``real``
+    column's type (sent as a double, the column was compared widened, and 0.1 matched no
+    row); as it is for any other column."""
     if conn.dialect.name == "postgresql" and pg_single_precision(conn.dialect, column.type):
         return sa.cast(value, column.type)
     return value
