@@ -76,7 +76,7 @@ def parked_list(
             rows.append({**data, "kind": "projection_event", "ref": ref})
         return rows[:limit]
 
-    entries = with_runtime(config, collect)
+    entries = with_runtime(config, collect, create_tables=False)
     if as_json:
         print(json.dumps(entries, indent=2, default=str))
         return
@@ -145,7 +145,9 @@ def _first_line(text: str, width: int) -> str:
 @parked_app.command("show")
 def parked_show(entry_id: EntryId, config: ConfigOption = None) -> None:
     """Show one parked entry in full: reason, traceback or raw row, attempts."""
-    entry = with_runtime(config, lambda runtime: _find_entry(runtime, entry_id))
+    entry = with_runtime(
+        config, lambda runtime: _find_entry(runtime, entry_id), create_tables=False
+    )
     print(json.dumps(entry, indent=2, default=str))
 
 

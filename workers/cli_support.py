@@ -145,13 +145,15 @@ def _exit_now(code: int, message: str) -> None:
     os._exit(code)
 
 
-def with_runtime(config: Path | None, action: Any) -> Any:
-    """Build the runtime (log, stores, projections), run ``action(runtime)``, close it."""
+def with_runtime(config: Path | None, action: Any, *, create_tables: bool = True) -> Any:
+    """Build the runtime (log, stores, projections), run ``action(runtime)``, close it.
+    ``create_tables=False`` for a command that only reads: it creates no read-model table
+    or collection."""
     from workers.runtime import build_runtime
 
     settings = load(config, log_level="warning")
     require_migrated(settings, config)
-    runtime = guarded(build_runtime, settings, migrate=False)
+    runtime = guarded(build_runtime, settings, create_tables=create_tables, migrate=False)
     try:
         return guarded(action, runtime)
     finally:
