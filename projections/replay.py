@@ -140,7 +140,7 @@ class Replayer(InPlaceReplay, ShadowFill):
         # SQLite, where one holds the database's only write lock (the live lanes' batches
         # wait for its commit, past the busy timeout fail), no larger.
         self.batch_size = batch_size or IN_PLACE_BATCH
-        postgresql = store.engine.dialect.name == "postgresql"
+        postgresql = self._postgresql = store.engine.dialect.name == "postgresql"
         self.rebuild_batch = batch_size or (REBUILD_BATCH if postgresql else IN_PLACE_BATCH)
         parts = -(-self.rebuild_batch // FILL_READ_SIZE)  # of equal size, none past 50,000
         self.read_size = read_size or -(-self.rebuild_batch // parts)
@@ -191,8 +191,8 @@ class Replayer(InPlaceReplay, ShadowFill):
             self.shadow.warned.clear()
 
     def _cleanup(self, *, refuse: bool = True) -> list[str]:
-        # Under a bounded lock wait: the tables their foreign keys reference are locked too.
-        pg_drop_outside_keys(self._write, self.shadow.outside_keys, **_lock_wait())
+        if self._postgresql:  # under a bounded lock wait: the tables they reference are locked
+            pg_drop_outside_keys(self._write, self.shadow.outside_keys, **_lock_wait())
         with self._write() as conn:
             found = self.shadow.leftovers(conn)
         # Short waits (each queues on what an old table references); before a rebuild, an
@@ -227,6 +227,10 @@ class Replayer(InPlaceReplay, ShadowFill):
                     self._set_shadow_checkpoint_now(source, progress[source])
             if behind < self.batch_size:
                 break
+        if not self._postgresql:  # no indexes or keys made by hand to carry: no write lock
+            self.hooks.before_swap()
+            self._swap(sources, progress, summary)
+            return
         outside: list[OutsideKey] = []
         with self._write() as conn:  # indexes and constraints made by hand, once filled
             self.shadow.carry(conn, outside=outside)
@@ -246,7 +250,7 @@ class Replayer(InPlaceReplay, ShadowFill):
         the swap's lock: the foreign keys to tables outside as the first ones (validated
         apart, a scan of the shadow), the other objects in the shadow's transaction."""
         late: list[OutsideKey] = []
-        attempt = 0  # a live worker holding SQLite's write lock, a lock timeout: as the swap
+        attempt = 0  # a lock timeout, a deadlock: retried as the swap is
         while True:
             late.clear()
             try:

@@ -179,46 +179,10 @@ def test_a_swap_in_a_deadlock_says_so_without_a_lock_timeout_it_did_not_wait(
     assert f"held by pid {worker_pid} (" in said, said
 
 
-class _HoldSqlite:
-    """Once the late keys are carried, just before the swap's transaction, another
-    connection takes SQLite's write lock."""
-
-    def __init__(self, path: str, carry: Callable[[], None]) -> None:
-        self.holder = sqlite3.connect(path, isolation_level=None)
-        self.carry = carry
-
-    def __call__(self) -> None:
-        self.carry()
-        self.holder.execute("BEGIN IMMEDIATE")
-
-
-def test_a_swap_locked_out_on_sqlite_retries_and_fails_as_before(
-    make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(outbox.db, "SQLITE_BUSY_TIMEOUT", 0.2)
-    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
-    p = make_pipeline("sqlite")
-    p.feed("bank", EVENTS)
-    live = query(p, "SELECT account, amount FROM last_deposit ORDER BY 1")
-    replayer = p.replayer("last_deposit")
-    hold = _HoldSqlite(sa.make_url(p.store_url).database or "", replayer._carry_late_keys)
-    monkeypatch.setattr(replayer, "_carry_late_keys", hold)
-    try:
-        with capture_logs() as logs, pytest.raises(StoreError) as failed:
-            replayer.run(ReplayOptions())
-    finally:
-        hold.holder.rollback()
-        hold.holder.close()
-
-    retried = [e for e in logs if e["event"] == "replay swap retried"]
-    assert len(retried) == 1 and "blocked" not in retried[0], logs
-    assert "database is locked" in str(failed.value.__cause__), repr(failed.value.__cause__)
-    assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
-
-
-class _HoldAtCarry(ReplayHooks):
-    """Just before the late keys are carried (after ``before_swap``), a live worker's
-    connection holds SQLite's write lock, until :meth:`release`."""
+class _HoldAtSwap(ReplayHooks):
+    """Just before the swap (a SQLite rebuild carries nothing made by hand, so the swap's
+    transaction is the next to want the write lock), a live worker's connection holds
+    SQLite's write lock, until :meth:`release`."""
 
     def __init__(self, path: str) -> None:
         self.holder = sqlite3.connect(path, isolation_level=None)
@@ -231,21 +195,44 @@ class _HoldAtCarry(ReplayHooks):
             self.holder.rollback()
 
 
-def _locked_out_at_carry(
+def _locked_out_at_swap(
     make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
-) -> tuple[Pipeline, Replayer, _HoldAtCarry]:
+) -> tuple[Pipeline, Replayer, _HoldAtSwap]:
     monkeypatch.setattr(outbox.db, "SQLITE_BUSY_TIMEOUT", 0.2)  # read at connect time
     p = make_pipeline("sqlite")
     p.feed("bank", EVENTS)
-    hold = _HoldAtCarry(sa.make_url(p.store_url).database or "")
+    hold = _HoldAtSwap(sa.make_url(p.store_url).database or "")
     replayer = p.replayer("last_deposit", hooks=hold)
     return p, replayer, hold
 
 
-def test_a_carry_locked_out_on_sqlite_once_is_retried_and_the_replay_completes(
+def test_a_swap_locked_out_on_sqlite_retries_and_fails_naming_the_projection(
     make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    p, replayer, hold = _locked_out_at_carry(make_pipeline, monkeypatch)
+    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    p, replayer, hold = _locked_out_at_swap(make_pipeline, monkeypatch)
+    live = query(p, "SELECT account, amount FROM last_deposit ORDER BY 1")
+    try:
+        with capture_logs() as logs, pytest.raises(StoreError) as failed:
+            replayer.run(ReplayOptions())
+    finally:
+        hold.release()
+        hold.holder.close()
+
+    retried = [e for e in logs if e["event"].startswith("replay ") and "retried" in e["event"]]
+    assert [(e["event"], e["projection"]) for e in retried] == [
+        ("replay swap retried", "last_deposit")
+    ], logs
+    assert "blocked" not in retried[0], retried
+    assert str(failed.value).startswith("last_deposit: replay failed:"), str(failed.value)
+    assert "database is locked" in str(failed.value.__cause__), repr(failed.value.__cause__)
+    assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
+
+
+def test_a_swap_locked_out_on_sqlite_once_is_retried_and_the_replay_completes(
+    make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p, replayer, hold = _locked_out_at_swap(make_pipeline, monkeypatch)
     live = query(p, "SELECT account, amount FROM last_deposit ORDER BY 1")
     write = replayer._write
 
@@ -268,32 +255,9 @@ def test_a_carry_locked_out_on_sqlite_once_is_retried_and_the_replay_completes(
 
     retried = [e for e in logs if e["event"].startswith("replay ") and "retried" in e["event"]]
     assert [(e["event"], e["projection"]) for e in retried] == [
-        ("replay carry retried", "last_deposit")
+        ("replay swap retried", "last_deposit")
     ], logs
     assert "database is locked" in retried[0]["error"], retried
     assert summary.tables == ["last_deposit"]
     assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
     assert not any(t.endswith("__rebuild") for t in p.tables()), p.tables()
-
-
-def test_a_carry_locked_out_on_sqlite_for_good_names_the_projection_after_the_attempts(
-    make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    p, replayer, hold = _locked_out_at_carry(make_pipeline, monkeypatch)
-    live = query(p, "SELECT account, amount FROM last_deposit ORDER BY 1")
-    try:
-        with capture_logs() as logs, pytest.raises(StoreError) as failed:
-            replayer.run(ReplayOptions())
-    finally:
-        hold.release()
-        hold.holder.close()
-
-    retried = [e for e in logs if e["event"].startswith("replay ") and "retried" in e["event"]]
-    assert [(e["event"], e["projection"]) for e in retried] == [
-        ("replay carry retried", "last_deposit")
-    ] * (replay._SWAP_ATTEMPTS - 1), logs
-    said = str(failed.value)
-    assert said.startswith("last_deposit: replay failed:"), said
-    assert f"(after {replay._SWAP_ATTEMPTS} attempts)" in said, said
-    assert "database is locked" in str(failed.value.__cause__), repr(failed.value.__cause__)
-    assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
