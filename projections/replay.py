@@ -213,9 +213,13 @@ class Replayer(InPlaceReplay, ShadowFill):
         summary.applied = {}
         with self._write() as conn:
             self.shadow.create(conn)
-        while True:  # catch up with the head until a pass finds less than a batch to do
+        last_behind: int | None = None
+        # Catch up with the head until a pass finds less than a batch to do, or no less than
+        # the pass before (live writes as fast as it goes) and no new source (a new tenant's
+        # whole history): the swap applies the rest.
+        while True:
             heads = self.reader.heads()
-            self._add_sources(sources, progress, self.projection.lane_sources(heads))
+            added = self._add_sources(sources, progress, self.projection.lane_sources(heads))
             behind = 0
             for source in sources:
                 behind += heads.get(source, 0) - progress[source]
@@ -225,8 +229,10 @@ class Replayer(InPlaceReplay, ShadowFill):
                 if heads.get(source, 0) > progress[source]:
                     progress[source] = heads.get(source, 0)
                     self._set_shadow_checkpoint_now(source, progress[source])
-            if behind < self.batch_size:
+            stalled = not added and last_behind is not None and behind >= last_behind
+            if behind < self.batch_size or stalled:
                 break
+            last_behind = behind
         if not self._postgresql:  # no indexes or keys made by hand to carry: no write lock
             self.hooks.before_swap()
             self._swap(sources, progress, summary)
