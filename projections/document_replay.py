@@ -71,6 +71,7 @@ from projections.mongo_store import (
     MongoStore,
     lane_id,
 )
+from projections.replay_catch_up import CatchUp
 from projections.replay_lock import LEASE_SECONDS, checked_lease, replay_lock
 from projections.replay_plan import source_plans
 from projections.replay_policy import (
@@ -213,9 +214,10 @@ class DocumentReplayer(DocumentInPlaceReplay):
         sources: list[str] = []
         progress: dict[str, int] = {}
         summary.applied = {}
-        while True:  # catch up with the head until a pass finds less than a batch to do
+        catch_up = CatchUp(self.batch_size)
+        while True:
             heads = self.reader.heads()
-            self._add_sources(sources, progress, self.projection.lane_sources(heads))
+            added = self._add_sources(sources, progress, self.projection.lane_sources(heads))
             behind = 0
             for source in sources:
                 head = heads.get(source, 0)
@@ -226,21 +228,22 @@ class DocumentReplayer(DocumentInPlaceReplay):
                 if head > progress[source]:
                     progress[source] = head
                     self._attempt(partial(self._shadow_checkpoint, source=source, position=head))
-            if behind < self.batch_size:
+            if catch_up.done(behind, added=bool(added)):
                 break
         self.hooks.before_swap()
         self._swap(sources, progress, summary, old)
 
     def _add_sources(
         self, sources: list[str], progress: dict[str, int], found: Sequence[str]
-    ) -> None:
+    ) -> list[str]:
         """Add the sources of ``found`` not yet rebuilt (the members of a group grow while
-        the rebuild runs: a new tenant), from position 0."""
+        the rebuild runs: a new tenant), from position 0; returns them."""
         new = [s for s in found if s not in progress]
         if new:
             self._init_shadow_checkpoints(new)
             sources.extend(new)
             progress.update(dict.fromkeys(new, 0))
+        return new
 
     def _shadow_checkpoint(self, session: ClientSession, *, source: str, position: int) -> None:
         self._prove_lease(session)

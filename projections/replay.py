@@ -51,6 +51,7 @@ from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
 from projections.replay_apply import Refused
+from projections.replay_catch_up import CatchUp
 from projections.replay_fill import FILL_READ_SIZE, REBUILD_BATCH, ShadowFill
 from projections.replay_in_place import InPlaceReplay
 from projections.replay_lock import replay_lock
@@ -213,10 +214,7 @@ class Replayer(InPlaceReplay, ShadowFill):
         summary.applied = {}
         with self._write() as conn:
             self.shadow.create(conn)
-        last_behind: int | None = None
-        # Catch up with the head until a pass finds less than a batch to do, or no less than
-        # the pass before (live writes as fast as it goes) and no new source (a new tenant's
-        # whole history): the swap applies the rest.
+        catch_up = CatchUp(self.batch_size)
         while True:
             heads = self.reader.heads()
             added = self._add_sources(sources, progress, self.projection.lane_sources(heads))
@@ -229,10 +227,8 @@ class Replayer(InPlaceReplay, ShadowFill):
                 if heads.get(source, 0) > progress[source]:
                     progress[source] = heads.get(source, 0)
                     self._set_shadow_checkpoint_now(source, progress[source])
-            stalled = not added and last_behind is not None and behind >= last_behind
-            if behind < self.batch_size or stalled:
+            if catch_up.done(behind, added=bool(added)):
                 break
-            last_behind = behind
         if not self._postgresql:  # no indexes or keys made by hand to carry: no write lock
             self.hooks.before_swap()
             self._swap(sources, progress, summary)
