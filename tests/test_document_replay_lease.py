@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from projections.document_generations import generation_of
+from projections.document_replay import DocumentReplayer
 from projections.replay_lock import REPLAY_LOCKS, replay_lock
 from projections.replay_types import ReplayLocked, ReplayOptions
 from tests.document_replay_helpers import Docs, deposits, docs, totals
@@ -107,11 +108,24 @@ def test_a_batch_outlasting_its_lease_taken_over_meanwhile_writes_nothing(
             b_thread.start()
             until(lambda: lease().get("owner") != owner, "B did not take the lease over")
 
+    a_ended = threading.Event()
+    cleanup = DocumentReplayer._cleanup
+
+    def cleanup_once_a_ended(replayer: DocumentReplayer) -> list[str]:
+        """B drops A's shadow once A's batch has ended: the test server's drop waits for
+        A's open transaction, whose next write waits for the drop (until the socket times
+        out, 30 s, failing both); MongoDB times the transaction's lock request out instead."""
+        if threading.current_thread() is b_thread:
+            a_ended.wait(timeout=60)
+        return cleanup(replayer)
+
     monkeypatch.setattr(projection, "handle", slow_in_second_batch)
+    monkeypatch.setattr(DocumentReplayer, "_cleanup", cleanup_once_a_ended)
     try:
         with pytest.raises(ReplayLocked, match="lease was taken over"):
             docs.replayer(batch=20, lease=0.5).run(ReplayOptions())
     finally:
+        a_ended.set()
         if b_thread.ident is not None:
             b_thread.join(timeout=60)
     assert len(outcome) == 1 and not isinstance(outcome[0], BaseException), outcome
