@@ -3,7 +3,8 @@
 Writes are kept in memory and sent with one ordered ``bulk_write`` per collection when the
 batch commits (or before a ``find``, which the server must answer with them in place); reads
 see the batch's own writes first, as BSON stores them (what a later batch reads back), so
-batching never changes what a handler observes.
+batching never changes what a handler observes. How a document and a key are held, and what
+the calls refuse, is :mod:`projections.document_values`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import bson
-from bson import ObjectId
-from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 from pymongo import DeleteOne, ReplaceOne
 from pymongo.client_session import ClientSession
@@ -31,8 +29,14 @@ from pymongo.errors import (
 
 from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
-from projections.api import Projection, TenantError, UnstorableValueError, WideIntegerError
+from projections.api import Projection, TenantError, UnstorableValueError
 from projections.document_refusals import unsent_reason, without_values
+from projections.document_values import (
+    as_stored,
+    refuse_wide_integer,
+    slot,
+    wide_integer_field,
+)
 from projections.store import HandlerFailed, add_cache_tags
 
 _DELETED = object()
@@ -68,90 +72,6 @@ def refused_for_good(error: BaseException) -> bool:
 def handler_error(exc: BaseException) -> BaseException:
     """The failure to record for the event whose writes raised ``exc``."""
     return exc.error if isinstance(exc, TenantConflict) else exc
-
-
-_INT64 = 2**63
-
-
-def _wide_integer_field(value: Any, path: str) -> tuple[str, int] | None:
-    """``(dotted path, value)`` of the first integer past 64 bits in ``value``, or ``None``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (path, value) if not -_INT64 <= value < _INT64 else None
-    items: Iterable[tuple[Any, Any]]
-    if isinstance(value, Mapping):
-        items = value.items()
-    elif isinstance(value, list | tuple):
-        items = enumerate(value)
-    else:
-        return None
-    for key, item in items:
-        found = _wide_integer_field(item, f"{path}.{key}" if path else str(key))
-        if found is not None:
-            return found
-    return None
-
-
-def _unencodable_field(value: Any, path: str, options: CodecOptions[Any]) -> str | None:
-    """The dotted path of the first field in ``value`` BSON cannot encode (a mapping with a
-    key that is no string, or with a NUL in one: the mapping's), or ``None``."""
-    items: Iterable[tuple[Any, Any]]
-    if isinstance(value, Mapping):
-        for key in value:
-            if not isinstance(key, str) or "\x00" in key:
-                return path or None
-        items = value.items()
-    elif isinstance(value, list | tuple):
-        items = enumerate(value)
-    else:
-        try:
-            bson.encode({"v": value}, codec_options=options)
-        except Exception:
-            return path
-        return None
-    for key, item in items:
-        found = _unencodable_field(item, f"{path}.{key}" if path else str(key), options)
-        if found is not None:
-            return found
-    return None
-
-
-def _refuse_wide_integer(collection: str, what: str, value: Any, path: str = "_id") -> None:
-    """:class:`WideIntegerError` naming ``collection``, the field and the integer's size (not
-    the integer: a refusal is logged and kept as a parked reason), when ``value``
-    (a key, a filter's value) holds an integer past 64 bits: no document holds one, and the
-    driver's refusal (``OverflowError``) names neither."""
-    if type(value) is str:
-        return
-    found = _wide_integer_field(value, path)
-    if found is not None:
-        raise WideIntegerError(
-            f"{collection!r}: {what} holds an integer in {found[0]!r} past the 64-bit "
-            "integers BSON holds: write it as text, or as a Decimal128"
-        )
-
-
-_PLAIN_KEYS = frozenset({str, int, float, bool, ObjectId})
-_KEY_OPTIONS: CodecOptions[Any] = CodecOptions(tz_aware=True)
-
-
-def _slot(key: Any) -> Any:
-    """``key`` as a dict key: typed (``True`` is not ``1`` to MongoDB), and a compound
-    ``_id`` (a document) by its BSON bytes. Any other key as BSON holds it, so keys the
-    server finds alike are alike here (a tuple and a list, an ``IntEnum`` and an ``int``, an
-    ``Int64`` and an ``int``, a datetime and the same millisecond in UTC)."""
-    if type(key) in _PLAIN_KEYS:
-        return (type(key), key)
-    try:
-        key = bson.decode(bson.encode({"k": key}, codec_options=_KEY_OPTIONS), _KEY_OPTIONS)["k"]
-    except (InvalidDocument, ValueError, OverflowError):
-        pass  # the server's refusal is the call's
-    if isinstance(key, int) and not isinstance(key, bool):
-        return (int, int(key))
-    try:
-        hash(key)
-    except TypeError:
-        return ("bson", bson.encode({"k": key}))
-    return (type(key), key)
 
 
 class DocumentTx:
@@ -200,6 +120,7 @@ class DocumentTx:
         self._before_write = before_write
         """Called once, before the first write is sent (a live batch takes its lane's
         checkpoint there: see :meth:`projections.mongo_store.MongoStore._apply_batch`)."""
+        self._options = database.codec_options
 
     def _name(self, collection: str) -> str:
         try:
@@ -213,11 +134,12 @@ class DocumentTx:
     def get(self, collection: str, key: Any) -> dict[str, Any] | None:
         """The document with ``_id == key`` as this batch left it, or ``None``."""
         name = self._name(collection)
-        _refuse_wide_integer(collection, "a read's _id", key)
+        refuse_wide_integer(collection, "a read's _id", key)
         tenant = self._scope(collection, "read")
-        here = (name, tenant, _slot(key))
-        found = self._known.get(here, self._known.get((name, _ANY, _slot(key))))
-        if found is None and self._never_written(name, key):
+        at = slot(key)
+        here = (name, tenant, at)
+        found = self._known.get(here, self._known.get((name, _ANY, at)))
+        if found is None and self._never_written(name, at):
             found = self._known[here] = _DELETED
         if found is None:
             query = self._filter({"_id": key}, tenant)
@@ -232,54 +154,15 @@ class DocumentTx:
             raise ValueError(f"a document for {collection!r} needs an _id")
         name = self._name(collection)
         key = document["_id"]
-        _refuse_wide_integer(collection, "a document's _id", key)
-        stored = self._as_stored(collection, document)
+        refuse_wide_integer(collection, "a document's _id", key)
+        stored = as_stored(collection, document, self._options)
         tenant = None
         if self._tenant is not None and collection not in self._shared:
             stored = self._placed(collection, self._tenant, stored)
             tenant = stored[self._tenant]
-        slot = _slot(key)
-        self._known[(name, tenant, slot)] = stored
-        self._pending.setdefault(name, {})[(tenant, slot)] = (stored["_id"], tenant, stored)
-
-    def _as_stored(self, collection: str, document: Mapping[str, Any]) -> dict[str, Any]:
-        """``document`` as BSON stores it, read back as the client reads it (its codec
-        options): what a later batch's ``get`` answers, so this batch's answers the same (a
-        tuple is a list, a datetime is UTC to the millisecond, an ``IntEnum`` an ``int``, a
-        ``Binary`` of subtype 0 ``bytes``...). A value BSON cannot hold is refused here,
-        before the batch holds it: :class:`UnstorableValueError` (:class:`WideIntegerError`
-        for an integer past 64 bits) naming the collection, the ``_id``, the field and the
-        value's type, never the value (a refusal is logged and kept as a parked reason)."""
-        options = self._database.codec_options
-        try:  # nested: the fields in their order (a top-level document's _id is moved first)
-            data = bson.encode({"d": document}, codec_options=options)
-            stored: dict[str, Any] = bson.decode(data, codec_options=options)["d"]
-            return stored
-        except OverflowError as exc:
-            found = _wide_integer_field(document, "")
-            if found is None:
-                raise UnstorableValueError(
-                    f"{self._where(collection, document, None)}: {unsent_reason(exc)}"
-                ) from None
-            raise WideIntegerError(
-                f"{self._where(collection, document, found[0])} holds an integer past the "
-                "64-bit integers BSON holds: write it as text, or as a Decimal128"
-            ) from None
-        except (InvalidDocument, ValueError) as exc:  # UnicodeEncodeError among them
-            # Not from exc: its message (kept in the traceback) may quote the value.
-            field = _unencodable_field(document, "", options)
-            raise UnstorableValueError(
-                f"{self._where(collection, document, field)}: {unsent_reason(exc)}"
-            ) from None
-
-    @staticmethod
-    def _where(collection: str, document: Mapping[str, Any], field: str | None) -> str:
-        """``'collection' document with _id 'k': field 'f'``; the ``_id`` unshown when the
-        refused value is in it."""
-        if field is not None and (field == "_id" or field.startswith("_id.")):
-            return f"{collection!r} document, in its _id ({field!r})"
-        where = f"{collection!r} document with _id {document['_id']!r}"
-        return where if field is None else f"{where}: field {field!r}"
+        at = slot(key)
+        self._known[(name, tenant, at)] = stored
+        self._pending.setdefault(name, {})[(tenant, at)] = (stored["_id"], tenant, stored)
 
     def _scope(self, collection: str, doing: str) -> Any:
         """The tenant whose documents of ``collection`` the handler reads or deletes (``None``
@@ -340,22 +223,23 @@ class DocumentTx:
         """Delete the document with ``_id == key`` (the event's tenant's, in a projection
         with a ``tenant_column``; another tenant's stays)."""
         name = self._name(collection)
-        _refuse_wide_integer(collection, "a delete's _id", key)
+        refuse_wide_integer(collection, "a delete's _id", key)
         tenant = self._scope(collection, "delete")
-        self._known[(name, tenant, _slot(key))] = _DELETED
-        self._pending.setdefault(name, {})[(tenant, _slot(key))] = (key, tenant, _DELETED)
+        at = slot(key)
+        self._known[(name, tenant, at)] = _DELETED
+        self._pending.setdefault(name, {})[(tenant, at)] = (key, tenant, _DELETED)
 
     def find(self, collection: str, **equals: Any) -> list[dict[str, Any]]:
         """Documents whose fields equal ``equals``, with this batch's writes in place."""
         name = self._name(collection)
         tenant = self._scope(collection, "read")
         for field, value in equals.items():
-            _refuse_wide_integer(collection, "a find's filter", value, field)
+            refuse_wide_integer(collection, "a find's filter", value, field)
         self.flush()
         query = self._filter(equals, tenant)
         found = list(self._database[name].find(query, session=self._session))
         for document in found:
-            self._known[(name, tenant, _slot(document["_id"]))] = document
+            self._known[(name, tenant, slot(document["_id"]))] = document
         return [copy.deepcopy(document) for document in found]
 
     def prefetch(self, collection: str, keys: Iterable[Any]) -> None:
@@ -367,13 +251,14 @@ class DocumentTx:
         tenant = _ANY if every else self._scope(collection, "read")
         wanted = {}
         for key in keys:
-            _refuse_wide_integer(collection, "a read's _id", key)
-            if (name, tenant, _slot(key)) in self._known:
+            refuse_wide_integer(collection, "a read's _id", key)
+            at = slot(key)
+            if (name, tenant, at) in self._known:
                 continue
-            if self._never_written(name, key):
-                self._known[(name, tenant, _slot(key))] = _DELETED
+            if self._never_written(name, at):
+                self._known[(name, tenant, at)] = _DELETED
             else:
-                wanted[_slot(key)] = key
+                wanted[at] = key
         if not wanted:
             return
         query = {"_id": {"$in": list(wanted.values())}}
@@ -381,13 +266,15 @@ class DocumentTx:
             query if every else self._filter(query, tenant), session=self._session
         ):
             owner = document.get(self._tenant) if every else tenant  # type: ignore[arg-type]
-            self._known.setdefault((name, owner, _slot(document["_id"])), document)
-            wanted.pop(_slot(document["_id"]), None)
-        for slot in wanted:
-            self._known[(name, tenant, slot)] = _DELETED
+            at = slot(document["_id"])
+            self._known.setdefault((name, owner, at), document)
+            wanted.pop(at, None)
+        for at in wanted:
+            self._known[(name, tenant, at)] = _DELETED
 
-    def _never_written(self, name: str, key: Any) -> bool:
-        return self._written is not None and _slot(key) not in self._written.get(name, ())
+    def _never_written(self, name: str, at: Any) -> bool:
+        """Whether the ``_id`` of slot ``at`` is known absent from a rebuild's collection."""
+        return self._written is not None and at not in self._written.get(name, ())
 
     def invalidate(self, *tags: str) -> None:
         self.invalidated.update(tags)
@@ -434,7 +321,7 @@ class DocumentTx:
         for key, _, document in writes:
             if document is _DELETED:
                 continue
-            found = _wide_integer_field(document, "")
+            found = wide_integer_field(document, "")
             if found is not None:
                 return (
                     f"{self._declared.get(name, name)!r} document with _id {key!r}: field "
