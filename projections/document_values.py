@@ -1,15 +1,17 @@
 """How a document store's transaction holds what a handler writes and reads by: a document as
-BSON stores it (what a later batch reads back), a key as the server finds it, and the refusal,
-at the call, of a value BSON cannot hold, naming the collection, the field and the value's
-type, never the value (a refusal is logged and kept as a parked event's reason)."""
+BSON stores it (what a later batch reads back), a key as the server compares it, and the
+refusal, at the call, of what the server would refuse at commit, naming the collection and
+the field and the value's type, never the value (a refusal is logged and kept as a parked
+event's reason)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import bson
-from bson import ObjectId
+from bson import Decimal128, ObjectId
 from bson.codec_options import CodecOptions
 from bson.errors import InvalidDocument
 
@@ -83,23 +85,70 @@ def refuse_wide_integer(collection: str, what: str, value: Any, path: str = "_id
         )
 
 
-_PLAIN_KEYS = frozenset({str, int, float, bool, ObjectId})
+_PLAIN_KEYS = frozenset({str, bool, ObjectId})
+_NUMBERS = frozenset({int, float})
 _KEY_OPTIONS: CodecOptions[Any] = CodecOptions(tz_aware=True)
+_NUMBER = "number"
 
 
-def slot(key: Any) -> Any:
-    """``key`` as a dict key: typed (``True`` is not ``1`` to MongoDB), and a compound
-    ``_id`` (a document) by its BSON bytes. Any other key as BSON holds it, so keys the
-    server finds alike are alike here (a tuple and a list, an ``IntEnum`` and an ``int``, an
-    ``Int64`` and an ``int``, a datetime and the same millisecond in UTC)."""
+def _number(value: int | float | Decimal128) -> tuple[str, Any]:
+    """A number as the server compares it: by value, whatever its type (``1``, ``1.0``,
+    ``Int64(1)`` and ``Decimal128("1.00")`` are one), a float by its shortest repr
+    (SecantusDB's rule: ``0.1`` is ``Decimal128("0.1")``), every NaN alike."""
+    if isinstance(value, Decimal128):
+        number = value.to_decimal()
+    elif isinstance(value, float):
+        number = Decimal(repr(value))
+    else:
+        number = Decimal(int(value))
+    return (_NUMBER, "NaN") if number.is_nan() else (_NUMBER, number)
+
+
+def _compared(value: Any) -> Any:
+    """``value`` (read back from BSON) as the server compares it inside a compound ``_id``:
+    numbers by value, documents and lists field by field in their order."""
+    if isinstance(value, int | float | Decimal128) and not isinstance(value, bool):
+        return _number(value)
+    if isinstance(value, Mapping):
+        return ("document", tuple((name, _compared(item)) for name, item in value.items()))
+    if isinstance(value, list):
+        return ("list", tuple(_compared(item) for item in value))
+    try:
+        hash(value)
+    except TypeError:
+        return ("bson", bson.encode({"k": value}))
+    return (type(value), value)
+
+
+def slot(key: Any, collection: str = "", what: str = "a key") -> Any:
+    """``key`` as a dict key, alike for the keys the server finds alike: typed (``True`` is
+    not ``1`` to MongoDB), a number by its value (``1``, ``1.0``, ``Int64(1)``,
+    ``Decimal128("1")`` are one ``_id``), a compound ``_id`` (a document) field by field
+    with its numbers by value, a list (not a document's field) by its BSON bytes (the server
+    keys it so: ``[1]`` is not ``[1.0]``), any other key as BSON holds it (a tuple and a list,
+    an ``IntEnum`` and an ``int``, a datetime and the same millisecond in UTC).
+
+    A key BSON cannot hold (a set, a ``Decimal``) is refused with
+    :class:`UnstorableValueError` naming ``collection``, ``what`` the key is and the field
+    and type, never the value (pymongo's refusal quotes it)."""
     if type(key) in _PLAIN_KEYS:
         return (type(key), key)
+    if type(key) in _NUMBERS:
+        return _number(key)
     try:
         key = bson.decode(bson.encode({"k": key}, codec_options=_KEY_OPTIONS), _KEY_OPTIONS)["k"]
-    except (InvalidDocument, ValueError, OverflowError):
-        pass  # the server's refusal is the call's
-    if isinstance(key, int) and not isinstance(key, bool):
-        return (int, int(key))
+    except OverflowError:
+        pass  # an integer past 64 bits: refused before (refuse_wide_integer)
+    except (InvalidDocument, ValueError) as exc:  # UnicodeEncodeError among them
+        # Not from exc: its message (kept in the traceback) quotes the value.
+        field = unencodable_field(key, "_id", _KEY_OPTIONS) or "_id"
+        raise UnstorableValueError(
+            f"{collection!r}: {what} ({field!r}) cannot be a key: {unsent_reason(exc)}"
+        ) from None
+    if isinstance(key, int | float | Decimal128) and not isinstance(key, bool):
+        return _number(key)
+    if isinstance(key, Mapping):
+        return _compared(key)
     try:
         hash(key)
     except TypeError:

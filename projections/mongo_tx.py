@@ -136,7 +136,7 @@ class DocumentTx:
         name = self._name(collection)
         refuse_wide_integer(collection, "a read's _id", key)
         tenant = self._scope(collection, "read")
-        at = slot(key)
+        at = slot(key, collection, "a read's _id")
         here = (name, tenant, at)
         found = self._known.get(here, self._known.get((name, _ANY, at)))
         if found is None and self._never_written(name, at):
@@ -160,7 +160,7 @@ class DocumentTx:
         if self._tenant is not None and collection not in self._shared:
             stored = self._placed(collection, self._tenant, stored)
             tenant = stored[self._tenant]
-        at = slot(key)
+        at = slot(key, collection, "a document's _id")
         self._known[(name, tenant, at)] = stored
         self._pending.setdefault(name, {})[(tenant, at)] = (stored["_id"], tenant, stored)
 
@@ -225,7 +225,7 @@ class DocumentTx:
         name = self._name(collection)
         refuse_wide_integer(collection, "a delete's _id", key)
         tenant = self._scope(collection, "delete")
-        at = slot(key)
+        at = slot(key, collection, "a delete's _id")
         self._known[(name, tenant, at)] = _DELETED
         self._pending.setdefault(name, {})[(tenant, at)] = (key, tenant, _DELETED)
 
@@ -252,7 +252,7 @@ class DocumentTx:
         wanted = {}
         for key in keys:
             refuse_wide_integer(collection, "a read's _id", key)
-            at = slot(key)
+            at = slot(key, collection, "a read's _id")
             if (name, tenant, at) in self._known:
                 continue
             if self._never_written(name, at):
