@@ -157,15 +157,23 @@ def slot(key: Any, collection: str = "", what: str = "a key") -> Any:
 
 
 def as_stored(
-    collection: str, document: Mapping[str, Any], options: CodecOptions[Any]
+    collection: str,
+    document: Mapping[str, Any],
+    options: CodecOptions[Any],
+    max_size: int,
+    added: int = 0,
 ) -> dict[str, Any]:
     """``document`` as BSON stores it, read back as the client reads it (``options``, its
     codec options): what a later batch's ``get`` answers, so this batch's answers the same (a
     tuple is a list, a datetime is UTC to the millisecond, an ``IntEnum`` an ``int``, a
-    ``Binary`` of subtype 0 ``bytes``...). A value BSON cannot hold is refused here, before
-    the batch holds it: :class:`UnstorableValueError` (:class:`WideIntegerError` for an
-    integer past 64 bits) naming the collection, the ``_id``, the field and the value's type,
-    never the value."""
+    ``Binary`` of subtype 0 ``bytes``...).
+
+    What the server would refuse at commit is refused here, before the batch holds it, with
+    :class:`UnstorableValueError` naming the collection, the ``_id`` and the field: a value
+    BSON cannot hold (and its type; :class:`WideIntegerError` for an integer past 64 bits),
+    a top-level field name starting with ``$`` (refused in a replacement; nested ones and
+    dotted names are stored as they are), a document past ``max_size`` bytes once the caller
+    adds ``added`` bytes of fields (the tenant's), naming its size and the limit."""
     try:  # nested: the fields in their order (a top-level document's _id is moved first)
         data = bson.encode({"d": document}, codec_options=options)
     except OverflowError as exc:
@@ -184,6 +192,19 @@ def as_stored(
         raise UnstorableValueError(
             f"{where(collection, document, field)}: {unsent_reason(exc)}"
         ) from None
+    for name in document:
+        if name.startswith("$"):
+            raise UnstorableValueError(
+                f"{where(collection, document, name)}: a document's top-level field name "
+                "cannot start with '$' (MongoDB refuses it in a replacement): rename it, or "
+                "nest it in another field"
+            )
+    size = len(data) - 8 + added  # {"d": document}: its length, type, name and end
+    if size > max_size:
+        raise UnstorableValueError(
+            f"{where(collection, document, None)}: the document is {size} bytes as BSON, "
+            f"past the {max_size} bytes a MongoDB document holds"
+        )
     stored: dict[str, Any] = bson.decode(data, codec_options=options)["d"]
     return stored
 

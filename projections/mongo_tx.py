@@ -13,9 +13,11 @@ import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import bson
 from bson.errors import InvalidDocument
 from pymongo import DeleteOne, ReplaceOne
 from pymongo.client_session import ClientSession
+from pymongo.common import MAX_BSON_SIZE
 from pymongo.database import Database
 from pymongo.errors import (
     AutoReconnect,
@@ -74,6 +76,14 @@ def handler_error(exc: BaseException) -> BaseException:
     return exc.error if isinstance(exc, TenantConflict) else exc
 
 
+def _max_document_size(database: Database[Any]) -> int:
+    """The bytes a document may take as BSON: the least the servers known to ``database``'s
+    client say (their ``maxBsonObjectSize``), 16 MiB before one answered."""
+    servers = database.client.topology_description.server_descriptions().values()
+    sizes = [server.max_bson_size for server in servers if server.is_server_type_known]
+    return min(sizes, default=MAX_BSON_SIZE)
+
+
 class DocumentTx:
     """``get/upsert/delete/find/prefetch/invalidate`` over a projection's collections, by the
     names it declares (``collections`` maps them to the physical ones).
@@ -121,6 +131,7 @@ class DocumentTx:
         """Called once, before the first write is sent (a live batch takes its lane's
         checkpoint there: see :meth:`projections.mongo_store.MongoStore._apply_batch`)."""
         self._options = database.codec_options
+        self._max_size = _max_document_size(database)
 
     def _name(self, collection: str) -> str:
         try:
@@ -155,14 +166,23 @@ class DocumentTx:
         name = self._name(collection)
         key = document["_id"]
         refuse_wide_integer(collection, "a document's _id", key)
-        stored = as_stored(collection, document, self._options)
+        field = None if collection in self._shared else self._tenant  # the tenant's
+        added = self._tenant_size(field, document)
+        stored = as_stored(collection, document, self._options, self._max_size, added)
         tenant = None
-        if self._tenant is not None and collection not in self._shared:
-            stored = self._placed(collection, self._tenant, stored)
-            tenant = stored[self._tenant]
+        if field is not None:
+            stored = self._placed(collection, field, stored)
+            tenant = stored[field]
         at = slot(key, collection, "a document's _id")
         self._known[(name, tenant, at)] = stored
         self._pending.setdefault(name, {})[(tenant, at)] = (stored["_id"], tenant, stored)
+
+    def _tenant_size(self, field: str | None, document: Mapping[str, Any]) -> int:
+        """The bytes the tenant ``field`` takes as BSON in a document the upsert fills it in."""
+        if field is None or field in document or self.event is None:
+            return 0
+        tenant = {field: self.event.tenant}
+        return len(bson.encode(tenant, codec_options=self._options)) - 5  # its length, end
 
     def _scope(self, collection: str, doing: str) -> Any:
         """The tenant whose documents of ``collection`` the handler reads or deletes (``None``

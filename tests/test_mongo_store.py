@@ -233,7 +233,7 @@ def test_skipping_the_last_parked_event_releases_its_aggregate(
     ("poison", "reason"),
     [
         ({"tags": ["x", "y"]}, "InvalidDocument"),  # a set: BSON cannot hold it
-        ({"dollar": True}, "$ operators"),  # a replacement whose first field starts with $
+        ({"dollar": True}, "cannot start with '$'"),  # a top-level field name starting with $
     ],
     ids=["set", "dollar-field"],
 )
