@@ -99,8 +99,8 @@ def _number(value: int | float | Decimal128) -> tuple[str, Any]:
         number = value.to_decimal()
     elif isinstance(value, float):
         number = Decimal(repr(value))
-    else:
-        number = Decimal(int(value))
+    else:  # equal, and hashed alike, to the Decimal of its value
+        return (_NUMBER, int(value))
     return (_NUMBER, "NaN") if number.is_nan() else (_NUMBER, number)
 
 

@@ -316,7 +316,7 @@ class DocumentTx:
                 before, self._before_write = self._before_write, None
                 before()
             if self._written is not None:  # before the write: a superset is still right
-                self._written.setdefault(name, set()).update(slot for _, slot in documents)
+                self._written.setdefault(name, set()).update(at for _, at in documents)
             try:
                 self._database[name].bulk_write(requests, ordered=True, session=self._session)
             except BulkWriteError as exc:
