@@ -44,6 +44,8 @@ class DocTotals(Projection):
             doc["tags"] = set(payload["tags"])
         if payload.get("dollar"):
             doc = {"$bad": 1, **doc}  # a field name MongoDB refuses in a replacement
+        if payload.get("taken"):
+            doc["code"] = "taken"  # see tests/document_replay_helpers.py: refuse_taken_codes
         tx.upsert("doc_totals", doc)
 
 

@@ -12,8 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pymongo import ASCENDING
+from pymongo.database import Database
 
 from outbox.log import EventLog
+from projections import document_replay
+from projections.api import Projection
 from projections.document_generations import collections_at, generation_of
 from projections.document_replay import DocumentReplayer
 from projections.engine import ProjectionEngine
@@ -149,3 +153,26 @@ def kill_in_swap(docs: Docs, lease: float | None = None) -> None:
         if child.stdout is not None:
             child.stdout.close()
     assert child.returncode == -signal.SIGKILL
+
+
+def refuse_taken_codes(database: Database[Any], name: str) -> None:
+    """A unique index on ``code`` in collection ``name`` and a document holding the code
+    ``taken``: a deposit with ``"taken": True`` (:class:`tests.document_fixtures.DocTotals`
+    then writes that code) is refused by the server when its batch is written, and only
+    then: the test server takes anything else a batch's upserts let through."""
+    database[name].create_index([("code", ASCENDING)], unique=True, sparse=True)
+    database[name].insert_one({"_id": "~taken", "code": "taken"})
+
+
+def rebuilds_refusing_taken_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new generation of ``doc_totals`` a rebuild makes :func:`refuse_taken_codes`."""
+    made = document_replay.create_collection_indexes
+
+    def made_refusing(
+        database: Database[Any], projection: Projection, physical: dict[str, str]
+    ) -> None:
+        made(database, projection, physical)
+        if "doc_totals" in physical:
+            refuse_taken_codes(database, physical["doc_totals"])
+
+    monkeypatch.setattr(document_replay, "create_collection_indexes", made_refusing)

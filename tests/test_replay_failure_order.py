@@ -18,10 +18,17 @@ import pytest
 import sqlalchemy as sa
 
 from projections.api import Event, Projection, Tx, on
+from projections.document_generations import collections_at, generation_of
 from projections.replay import Replayer
 from projections.replay_types import ReplayError, ReplayHooks, ReplayOptions
 from tests.document_fixtures import DocTotals
-from tests.document_replay_helpers import Docs, deposits, docs
+from tests.document_replay_helpers import (
+    Docs,
+    deposits,
+    docs,
+    rebuilds_refusing_taken_codes,
+    refuse_taken_codes,
+)
 from tests.projection_fixtures import append_events, engine_on, log_events
 
 __all__ = ["docs"]  # the fixture
@@ -137,40 +144,47 @@ def test_a_table_replay_in_place_stops_at_a_refused_write_before_a_failing_handl
 
 
 class _SafeTotals(DocTotals):
-    """:class:`DocTotals`, replay-safe here, writing a document the server refuses (a field
-    named ``$bad``) at ``dollar_at`` once set."""
+    """:class:`DocTotals`, replay-safe here, writing at ``refused_at`` once set a document
+    the server refuses when the batch is written (a code taken under a unique index)."""
 
     replay_safe = True
-    dollar_at: int | None = None
+    refused_at: int | None = None
 
     @on("bank", "Deposited")
     def deposited(self, event: Event[dict], tx: Any) -> None:
-        if event.position == self.dollar_at:
-            event = Event({**event.payload, "dollar": True}, event.envelope)
+        if event.position == self.refused_at:
+            event = Event({**event.payload, "taken": True}, event.envelope)
         DocTotals.deposited(self, event, tx)
+
+
+def _refusing_in_place(docs: Docs, refused: int) -> None:
+    """Replays in place of ``doc_totals`` run :class:`_SafeTotals`, refused at ``refused``."""
+    projection = _SafeTotals()
+    projection.refused_at = refused
+    docs.projections["doc_totals"] = projection
+    live = collections_at(projection, generation_of(docs.store.database, "doc_totals"))
+    refuse_taken_codes(docs.store.database, live["doc_totals"])
 
 
 def _failing_after(events: list[Any], after: int) -> tuple[int, int]:
     """A deposit of ``acct-1`` past index ``after`` and one of ``acct-2`` after it."""
-    dollar = next(i for i, e in enumerate(events) if i > after and e[0] == "acct-1")
-    failing = next(i for i, e in enumerate(events) if i > dollar and e[0] == "acct-2")
-    return dollar, failing
+    refused = next(i for i, e in enumerate(events) if i > after and e[0] == "acct-1")
+    failing = next(i for i, e in enumerate(events) if i > refused and e[0] == "acct-2")
+    return refused, failing
 
 
 def test_a_document_replay_in_place_stops_at_a_refused_write_before_a_failing_handler(
     docs: Docs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = deposits(60, 4, seed=21)
-    dollar, failing = _failing_after(events, 20)
+    refused, failing = _failing_after(events, 20)
     docs.feed(events)  # live: everything applied, nothing parked
-    projection = _SafeTotals()
-    projection.dollar_at = dollar + 1
-    docs.projections["doc_totals"] = projection
+    _refusing_in_place(docs, refused + 1)
     monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-2")  # the handler fails from now on
     monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", str(events[failing][2]["seq"]))
     with pytest.raises(ReplayError) as failure:
         docs.replayer(batch=1000).run(ReplayOptions(from_position=0))
-    assert failure.value.event.position == dollar + 1, str(failure.value)
+    assert failure.value.event.position == refused + 1, str(failure.value)
 
 
 def test_a_document_swap_stops_at_a_refused_write_before_a_failing_handler(
@@ -179,18 +193,19 @@ def test_a_document_swap_stops_at_a_refused_write_before_a_failing_handler(
     events = deposits(60, 4, seed=21)
     docs.feed(events[:20])
     late = events[20:]
-    dollar, failing = _failing_after(late, 0)
-    late[dollar] = ("acct-1", "Deposited", {**late[dollar][2], "dollar": True})
+    refused, failing = _failing_after(late, 0)
+    late[refused] = ("acct-1", "Deposited", {**late[refused][2], "taken": True})
+    rebuilds_refusing_taken_codes(monkeypatch)
 
     class LateEvents(ReplayHooks):
-        def before_swap(self) -> None:  # applied live (the refused one parked), then a bug
+        def before_swap(self) -> None:  # applied live (no unique index there), then a bug
             docs.feed(late)
             monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-2")
             monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", str(late[failing][2]["seq"]))
 
     with pytest.raises(ReplayError) as failure:
         docs.replayer(hooks=LateEvents(), batch=1000).run(ReplayOptions())
-    assert failure.value.event.position == 20 + dollar + 1, str(failure.value)
+    assert failure.value.event.position == 20 + refused + 1, str(failure.value)
 
 
 def test_a_document_swap_skipping_errors_skips_each_event_once(
@@ -199,12 +214,13 @@ def test_a_document_swap_skipping_errors_skips_each_event_once(
     events = deposits(60, 4, seed=21)
     docs.feed(events[:20])
     late = events[20:]
-    dollar = next(i for i, e in enumerate(late) if e[0] == "acct-1")
-    failing = next(i for i, e in enumerate(late) if i > dollar and e[0] == "acct-1")
-    late[dollar] = ("acct-1", "Deposited", {**late[dollar][2], "dollar": True})
+    refused = next(i for i, e in enumerate(late) if e[0] == "acct-1")
+    failing = next(i for i, e in enumerate(late) if i > refused and e[0] == "acct-1")
+    late[refused] = ("acct-1", "Deposited", {**late[refused][2], "taken": True})
+    rebuilds_refusing_taken_codes(monkeypatch)
 
     class LateEvents(ReplayHooks):
-        def before_swap(self) -> None:  # applied live (the refused one parked), then a bug
+        def before_swap(self) -> None:  # applied live (no unique index there), then a bug
             docs.feed(late)
             monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-1")
             monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", str(late[failing][2]["seq"]))
@@ -212,22 +228,20 @@ def test_a_document_swap_skipping_errors_skips_each_event_once(
     summary = docs.replayer(hooks=LateEvents(), batch=1000).run(ReplayOptions(skip_errors=True))
     positions = [s.position for s in summary.skipped]
     assert len(positions) == len(set(positions)), positions
-    assert (summary.skipped[0].position, summary.skipped[0].held_behind) == (21 + dollar, None)
+    assert (summary.skipped[0].position, summary.skipped[0].held_behind) == (21 + refused, None)
 
 
 def test_a_document_replay_in_place_skipping_errors_skips_each_event_once(
     docs: Docs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     events = deposits(60, 4, seed=21)
-    dollar = next(i for i, e in enumerate(events) if i > 20 and e[0] == "acct-1")
-    failing = next(i for i, e in enumerate(events) if i > dollar and e[0] == "acct-1")
+    refused = next(i for i, e in enumerate(events) if i > 20 and e[0] == "acct-1")
+    failing = next(i for i, e in enumerate(events) if i > refused and e[0] == "acct-1")
     docs.feed(events)  # live: everything applied, nothing parked
-    projection = _SafeTotals()
-    projection.dollar_at = dollar + 1
-    docs.projections["doc_totals"] = projection
+    _refusing_in_place(docs, refused + 1)
     monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "acct-1")
     monkeypatch.setenv("READMODEL_TEST_FAIL_FROM_SEQ", str(events[failing][2]["seq"]))
     summary = docs.replayer(batch=1000).run(ReplayOptions(from_position=0, skip_errors=True))
     positions = [s.position for s in summary.skipped]
     assert len(positions) == len(set(positions)), positions
-    assert (summary.skipped[0].position, summary.skipped[0].held_behind) == (dollar + 1, None)
+    assert (summary.skipped[0].position, summary.skipped[0].held_behind) == (refused + 1, None)
