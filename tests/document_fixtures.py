@@ -7,6 +7,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pymongo import ASCENDING
+from pymongo.database import Database
+
 from projections.api import Event, Projection, on
 from tests.projection_fixtures import slow_down
 
@@ -45,7 +48,7 @@ class DocTotals(Projection):
         if payload.get("dollar"):
             doc = {"$bad": 1, **doc}  # a field name MongoDB refuses in a replacement
         if payload.get("taken"):
-            doc["code"] = "taken"  # see tests/document_replay_helpers.py: refuse_taken_codes
+            doc["code"] = "taken"  # see refuse_taken_codes
         tx.upsert("doc_totals", doc)
 
 
@@ -69,3 +72,13 @@ class DocLastDeposit(Projection):
             "doc_deposits",
             {"_id": event.position, "account": event.aggregate_id, "amount": payload["amount"]},
         )
+
+
+def refuse_taken_codes(database: Database[Any], name: str) -> None:
+    """A unique index on ``code`` in collection ``name`` and a document holding the code
+    ``taken``: a deposit with ``"taken": True`` (:class:`DocTotals`
+    then writes that code) is refused by the server when its batch is written, and only
+    then: the test server takes anything else a batch's upserts let through."""
+    database[name].create_index([("code", ASCENDING)], unique=True, sparse=True)
+    holder = {"_id": "~taken", "events": 0, "total": 0, "last_seq": 0, "violations": 0}
+    database[name].insert_one({**holder, "code": "taken"})

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymongo import ASCENDING
 from pymongo.database import Database
 
 from outbox.log import EventLog
@@ -24,7 +23,7 @@ from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.replay_types import ReplayHooks
-from tests.document_fixtures import DocLastDeposit, DocTotals
+from tests.document_fixtures import DocLastDeposit, DocTotals, refuse_taken_codes
 from tests.projection_fixtures import append_events
 
 Deposits = list[tuple[str, str, dict[str, Any]]]
@@ -153,15 +152,6 @@ def kill_in_swap(docs: Docs, lease: float | None = None) -> None:
         if child.stdout is not None:
             child.stdout.close()
     assert child.returncode == -signal.SIGKILL
-
-
-def refuse_taken_codes(database: Database[Any], name: str) -> None:
-    """A unique index on ``code`` in collection ``name`` and a document holding the code
-    ``taken``: a deposit with ``"taken": True`` (:class:`tests.document_fixtures.DocTotals`
-    then writes that code) is refused by the server when its batch is written, and only
-    then: the test server takes anything else a batch's upserts let through."""
-    database[name].create_index([("code", ASCENDING)], unique=True, sparse=True)
-    database[name].insert_one({"_id": "~taken", "code": "taken"})
 
 
 def rebuilds_refusing_taken_codes(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -29,7 +29,7 @@ from projections.mongo_store import MongoStore
 from projections.query_reader import QueryError
 from projections.store import BatchResult, HandlerFailed, Lane
 from tests.cli_helpers import DOC_TOTALS, docs_config
-from tests.document_fixtures import DocTotals
+from tests.document_fixtures import DocTotals, refuse_taken_codes
 from tests.projection_fixtures import append_events, log_events
 
 READMODEL = Path(sys.executable).with_name("readmodel")
@@ -234,13 +234,15 @@ def test_skipping_the_last_parked_event_releases_its_aggregate(
     [
         ({"tags": ["x", "y"]}, "InvalidDocument"),  # a set: BSON cannot hold it
         ({"dollar": True}, "cannot start with '$'"),  # a top-level field name starting with $
+        ({"taken": True}, "duplicate key"),  # refused by the server when the batch is written
     ],
-    ids=["set", "dollar-field"],
+    ids=["set", "dollar-field", "taken-code"],
 )
 def test_a_document_the_driver_refuses_parks_only_its_event(
     docs: tuple[EventLog, MongoStore, str], poison: dict[str, Any], reason: str
 ) -> None:
     log, store, _ = docs
+    refuse_taken_codes(store.database, "doc_totals")
     events = _deposits(200, 5)
     poisoned = [
         (a, k, {**p, **poison}) if i == 77 else (a, k, p) for i, (a, k, p) in enumerate(events)

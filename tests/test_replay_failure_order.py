@@ -21,13 +21,12 @@ from projections.api import Event, Projection, Tx, on
 from projections.document_generations import collections_at, generation_of
 from projections.replay import Replayer
 from projections.replay_types import ReplayError, ReplayHooks, ReplayOptions
-from tests.document_fixtures import DocTotals
+from tests.document_fixtures import DocTotals, refuse_taken_codes
 from tests.document_replay_helpers import (
     Docs,
     deposits,
     docs,
     rebuilds_refusing_taken_codes,
-    refuse_taken_codes,
 )
 from tests.projection_fixtures import append_events, engine_on, log_events
 
