@@ -20,6 +20,7 @@ from projections.document_refusals import unsent_reason
 
 __all__ = [
     "as_stored",
+    "refuse_unencodable",
     "refuse_wide_integer",
     "slot",
     "wide_integer_field",
@@ -118,6 +119,21 @@ def _compared(value: Any) -> Any:
     except TypeError:
         return ("bson", bson.encode({"k": value}))
     return (type(value), value)
+
+
+def refuse_unencodable(collection: str, what: str, value: Any, path: str) -> None:
+    """:class:`UnstorableValueError` naming ``collection``, ``what`` the value is, its field
+    and its type when BSON cannot hold ``value`` (a find's filter value): pymongo's refusal
+    quotes the value."""
+    if type(value) in _PLAIN_KEYS:
+        return
+    try:
+        bson.encode({"k": value}, codec_options=_KEY_OPTIONS)
+    except (InvalidDocument, ValueError) as exc:
+        field = unencodable_field(value, path, _KEY_OPTIONS) or path
+        raise UnstorableValueError(
+            f"{collection!r}: {what} ({field!r}) cannot be compared: {unsent_reason(exc)}"
+        ) from None
 
 
 def slot(key: Any, collection: str = "", what: str = "a key") -> Any:

@@ -35,6 +35,7 @@ from projections.api import Projection, TenantError, UnstorableValueError
 from projections.document_refusals import unsent_reason, without_values
 from projections.document_values import (
     as_stored,
+    refuse_unencodable,
     refuse_wide_integer,
     slot,
     wide_integer_field,
@@ -255,6 +256,7 @@ class DocumentTx:
         tenant = self._scope(collection, "read")
         for field, value in equals.items():
             refuse_wide_integer(collection, "a find's filter", value, field)
+            refuse_unencodable(collection, "a find's filter", value, field)
         self.flush()
         query = self._filter(equals, tenant)
         found = list(self._database[name].find(query, session=self._session))

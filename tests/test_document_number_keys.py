@@ -146,3 +146,18 @@ def test_a_key_bson_cannot_hold_is_refused_by_the_call_naming_collection_and_typ
         "a value of type set"
     )
     assert store.database["doc_keys"].count_documents({}) == 1
+
+
+def test_a_find_by_a_value_bson_cannot_hold_is_refused_naming_the_field_and_type(
+    store: MongoStore,
+) -> None:
+    with store.transaction() as session:
+        tx = DocumentTx(store.database, session, COLLECTIONS)
+        tx.upsert("doc_keys", {"_id": "k", "v": 1})
+        for value, field in (({SECRET}, "'tags'"), ({"a": {SECRET}}, "'tags.a'")):
+            with pytest.raises(UnstorableValueError) as refused:
+                tx.find("doc_keys", tags=value)
+            message = str(refused.value)
+            assert message.startswith(f"'doc_keys': a find's filter ({field})"), message
+            assert "type set" in message and SECRET not in message, message
+        assert [d["_id"] for d in tx.find("doc_keys", v=1)] == ["k"]  # the batch goes on
