@@ -15,7 +15,7 @@ from projections.api import Projection, TenantError, UnstorableValueError
 from projections.row_locks import OutOfOrder, RowLocks
 from projections.sql_number_values import pg_single_precision
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
-from projections.sql_values import Converters, stored_values
+from projections.sql_values import Converters, key_forms, stored_values
 from projections.sql_writes import (
     DELETE,
     REPLACE,
@@ -88,7 +88,8 @@ class SqlTx:
 
     def _describe(self, table: sa.Table) -> _Info:
         """``(physical table, its name, primary key column names, the converters of its
-        values to what the database stores, its tenant column or None)``, looked up once."""
+        values to what the database stores, its tenant column or None, the key column names
+        when equal keys may differ in form (:func:`key_forms`) or None)``, looked up once."""
         info = self._info.get(table)
         if info is None:
             physical = self._physical(table)
@@ -100,6 +101,7 @@ class SqlTx:
                 self._pk(table),
                 converters,
                 self._tenant_column(table),
+                key_forms(self.conn.dialect, table),
             )
         return info
 
@@ -157,7 +159,7 @@ class SqlTx:
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
         if self._deferred:
             self._run_deferred()
-        physical, name, pk, converters, _ = self._info.get(table) or self._describe(table)
+        physical, name, pk, converters, _, forms = self._info.get(table) or self._describe(table)
         if not isinstance(key, tuple):
             key = (key,)
         if len(key) != len(pk):
@@ -186,6 +188,9 @@ class SqlTx:
             if base is UNREAD:
                 base = self._load(physical, k)
             found = {**(base or {}), **(row or {})}
+            if forms is not None and base:  # the key as stored (the upsert keeps it)
+                for column in forms:
+                    found[column] = base[column]
         if len(found) < self._widths[name]:
             # A row this batch created from some of its columns: the table gives the others
             # (defaults, NULLs), as it would had the batch ended before this read.
@@ -215,7 +220,7 @@ class SqlTx:
             self._prefetch(table, keys)
 
     def _prefetch(self, table: sa.Table, keys: list[Any]) -> None:
-        physical, name, pk_names, converters, _ = self._info.get(table) or self._describe(table)
+        physical, name, pk_names, converters, *_ = self._info.get(table) or self._describe(table)
         pk = list(physical.primary_key.columns)
         read = self._read
         wanted: set[tuple[Any, ...]] = set()
@@ -306,7 +311,9 @@ class SqlTx:
         """Fold ``row`` into the batch's writes. Its values are kept as the database will
         store them (``projections/sql_values.py``): a later ``get`` in this batch sees what
         a ``get`` in a later batch would, wherever the batch boundaries fall."""
-        physical, name, pk, converters, tenant = self._info.get(table) or self._describe(table)
+        physical, name, pk, converters, tenant, forms = self._info.get(table) or self._describe(
+            table
+        )
         if tenant is not None:
             row = self._placed(table, tenant, row)
         try:
@@ -322,7 +329,10 @@ class SqlTx:
         elif pending[0] == DELETE:
             op, values = REPLACE, dict(row)
         else:
-            op, values = pending[0], {**(pending[1] or {}), **row}
+            op, first = pending
+            if forms is not None:  # an equal key keeps the form first written, as stored
+                row = {**row, **{column: first[column] for column in forms}}  # type: ignore[index]
+            values = {**(first or {}), **row}
         if converters.columns:
             # On a copy: a value it refuses (WideIntegerError) leaves the batch's writes as
             # they were, so a handler that catches it may write another row.
@@ -360,7 +370,7 @@ class SqlTx:
         )
 
     def delete(self, table: sa.Table, key: Any) -> None:
-        physical, name, _, converters, _ = self._info.get(table) or self._describe(table)
+        physical, name, _, converters, *_ = self._info.get(table) or self._describe(table)
         key = self._key(table, key)
         self._remember(physical)
         if converters.keys is not None:
@@ -423,8 +433,9 @@ class SqlTx:
         self._pending.clear()
 
 
-# (physical table, its name, primary key column names, value converters, tenant column)
-_Info = tuple[sa.Table, str, tuple[str, ...], Converters, str | None]
+# (physical table, its name, primary key column names, value converters, tenant column,
+# key column names kept in their first form or None)
+_Info = tuple[sa.Table, str, tuple[str, ...], Converters, str | None, tuple[str, ...] | None]
 _MISSING: Any = object()
 
 

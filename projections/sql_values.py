@@ -59,6 +59,7 @@ __all__ = [
     "Column",
     "Converters",
     "WideIntegerError",
+    "key_forms",
     "normalize",
     "same_nan",
     "stored_values",
@@ -358,6 +359,29 @@ def _sqlite_rowid(dialect: Dialect, table: sa.Table) -> sa.Column[Any] | None:
     (column,) = table.primary_key.columns
     declared = _dialect_type(dialect, column).compile(dialect=dialect)
     return column if declared.strip().upper() == "INTEGER" else None
+
+
+# Key types whose equal values (one dict key) have one form once converted: integers, text
+# (CHAR(n) padded), UUIDs, dates, booleans, bytes, intervals, a NUMERIC with a scale.
+_ONE_FORM = (sa.Integer, sa.String, sa.Uuid, sa.Date, sa.Boolean, sa.LargeBinary, sa.Interval)
+
+
+def key_forms(dialect: Dialect, table: sa.Table) -> tuple[str, ...] | None:
+    """``table``'s primary key column names when a key column may hold equal values in
+    distinct forms, which one dict key merges and the database stores as the row's first
+    (a ``NUMERIC``'s ``2.5`` and ``2.50``, a float's ``0.0`` and ``-0.0``: an upsert's
+    ``ON CONFLICT`` keeps the stored key); ``None`` when each key column's equal values have
+    one form."""
+    columns = table.primary_key.columns
+    if all(_one_form(_dialect_type(dialect, column)) for column in columns):
+        return None
+    return tuple(column.name for column in columns)
+
+
+def _one_form(column_type: sa.types.TypeEngine[Any]) -> bool:
+    if isinstance(column_type, sa.Numeric):  # a NUMERIC(p, s) rounds to s places
+        return not isinstance(column_type, sa.Float) and column_type.scale is not None
+    return isinstance(column_type, _ONE_FORM)
 
 
 def _dialect_type(dialect: Dialect, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
