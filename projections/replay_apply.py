@@ -19,6 +19,7 @@ from outbox.db import describe_db_error
 from outbox.db_errors import without_values
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
+from projections.api import UnstorableValueError
 from projections.replay_policy import HandlerError, ReplayerBase
 from projections.shadow import ShadowTables
 from projections.sql_store import SqlStore
@@ -80,7 +81,14 @@ class TableReplayerBase(ReplayerBase):
         event of ``events`` (:class:`HandlerError`), or as :class:`Refused`."""
         try:
             return work()
-        except (RefusedWrite, StoreError, SQLAlchemyError, psycopg.Error) as exc:
+        # UnstorableValueError: a key the projection's prefetch gave that its column refuses.
+        except (
+            RefusedWrite,
+            UnstorableValueError,
+            StoreError,
+            SQLAlchemyError,
+            psycopg.Error,
+        ) as exc:
             cause = exc.__cause__ if isinstance(exc, StoreError) else exc
             if cause is None or not refused_write(cause):
                 raise
@@ -101,13 +109,13 @@ class TableReplayerBase(ReplayerBase):
     def _handle(self, tx: SqlTx, events: Sequence[Envelope]) -> int:
         """Run the handlers of ``events`` (after the projection's prefetch) on ``tx``, but for
         the events the error policy holds; returns how many ran. Nothing is flushed."""
+        policy = self._policy
+        if policy.held:  # events behind a skipped one are neither prefetched nor handled
+            events = [event for event in events if not policy.holds(event)]
         self.projection.prefetch(events, tx)
         handle = self.projection.handle
-        holds = self._policy.holds
         applied = 0
         for event in events:
-            if holds(event):
-                continue
             tx.event = event
             try:
                 handle(event, tx)

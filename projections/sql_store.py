@@ -223,8 +223,12 @@ class SqlStore(SqlParking, SqlInvalidations, Store):
                     projection=projection,
                     locks=locks,
                 )
-                if events:
-                    projection.prefetch(events, tx)
+                if events:  # of the events to handle: a held one's key may be refused
+                    ready = [e for e in events if hold_of(held, e) is None] if held else events
+                    try:
+                        projection.prefetch(ready, tx)
+                    except (RefusedWrite, UnstorableValueError) as exc:  # a key of an event's
+                        raise _refusal(events, exc) from exc
                 applied = 0
                 parked: list[ParkedEntry] = []
                 tags = tx.invalidated if self.journal_invalidations else None
@@ -246,14 +250,7 @@ class SqlStore(SqlParking, SqlInvalidations, Store):
                 except Exception as exc:
                     if not refused_write(exc) or not events:
                         raise
-                    # RefusedWrite: the Tx's own statements, not a prefetch's own query.
-                    refused = isinstance(exc, RefusedWrite)
-                    # Without the values the database quotes: logged and parked.
-                    error = without_values(exc.error if refused else exc)
-                    if len(events) == 1:
-                        detail = hidden_traceback(exc)
-                        raise HandlerFailed(events[0], error, detail, refused=refused) from exc
-                    raise WritesRefused(events[-1].position or 0, error) from exc
+                    raise _refusal(events, exc) from exc
                 return BatchResult(
                     applied, len(parked), upto, invalidation=invalidation, target=target
                 )
@@ -379,6 +376,19 @@ def _lane_key(lane: Lane) -> tuple[str, str, int]:
 
 def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
     return conn.connection.driver_connection  # type: ignore[return-value]
+
+
+def _refusal(events: Sequence[Envelope], exc: Exception) -> HandlerFailed | WritesRefused:
+    """What the batch of ``events`` raises for ``exc``, a write or lookup it refused: the
+    event's failure when it holds one (``refused``: by the Tx, :class:`RefusedWrite` around
+    its own statements or :class:`UnstorableValueError` naming the column, not a prefetch's
+    own query), else :class:`WritesRefused` to apply them one by one."""
+    refused = isinstance(exc, RefusedWrite | UnstorableValueError)
+    # Without the values the database quotes: logged and parked.
+    error = without_values(exc.error if isinstance(exc, RefusedWrite) else exc)
+    if len(events) == 1:
+        return HandlerFailed(events[0], error, hidden_traceback(exc), refused=refused)
+    return WritesRefused(events[-1].position or 0, error)
 
 
 def _handle(

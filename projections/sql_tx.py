@@ -215,13 +215,10 @@ class SqlTx:
         return None if row is None else dict(row)
 
     def prefetch(self, table: sa.Table, keys: list[Any]) -> None:
-        """Load many rows in one query, so later :meth:`get` calls need no round trip."""
-        with refusals():
-            self._prefetch(table, keys)
-
-    def _prefetch(self, table: sa.Table, keys: list[Any]) -> None:
+        """Load many rows in one query, so later :meth:`get` calls need no round trip. A key
+        raises what :meth:`get` of it raises (:class:`UnstorableValueError` for a value its
+        column refuses), before anything is sent."""
         physical, name, pk_names, converters, *_ = self._info.get(table) or self._describe(table)
-        pk = list(physical.primary_key.columns)
         read = self._read
         wanted: set[tuple[Any, ...]] = set()
         for key in keys:
@@ -239,6 +236,14 @@ class SqlTx:
                 self._unhashable(table, k)
         if not wanted:
             return
+        with refusals():
+            self._prefetch(physical, wanted)
+
+    def _prefetch(self, physical: sa.Table, wanted: set[tuple[Any, ...]]) -> None:
+        """Read the rows of ``wanted`` (keys as their columns store them, none read yet)."""
+        name = physical.name
+        pk = list(physical.primary_key.columns)
+        read = self._read
         for k in wanted:
             read[(name, k)] = None
         ordered = list(wanted)
