@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import pytest
@@ -206,6 +207,15 @@ def _locked_out_at_swap(
     return p, replayer, hold
 
 
+def _one_swap_retry(logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The swap's one retry, the only one the replay logged."""
+    retried = [e for e in logs if e["event"].startswith("replay ") and "retried" in e["event"]]
+    assert [(e["event"], e["projection"]) for e in retried] == [
+        ("replay swap retried", "last_deposit")
+    ], logs
+    return retried[0]
+
+
 def test_a_swap_locked_out_on_sqlite_retries_and_fails_naming_the_projection(
     make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -219,11 +229,8 @@ def test_a_swap_locked_out_on_sqlite_retries_and_fails_naming_the_projection(
         hold.release()
         hold.holder.close()
 
-    retried = [e for e in logs if e["event"].startswith("replay ") and "retried" in e["event"]]
-    assert [(e["event"], e["projection"]) for e in retried] == [
-        ("replay swap retried", "last_deposit")
-    ], logs
-    assert "blocked" not in retried[0], retried
+    retried = _one_swap_retry(logs)
+    assert "blocked" not in retried, retried
     assert str(failed.value).startswith("last_deposit: replay failed:"), str(failed.value)
     assert "database is locked" in str(failed.value.__cause__), repr(failed.value.__cause__)
     assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
@@ -253,11 +260,8 @@ def test_a_swap_locked_out_on_sqlite_once_is_retried_and_the_replay_completes(
         hold.release()
         hold.holder.close()
 
-    retried = [e for e in logs if e["event"].startswith("replay ") and "retried" in e["event"]]
-    assert [(e["event"], e["projection"]) for e in retried] == [
-        ("replay swap retried", "last_deposit")
-    ], logs
-    assert "database is locked" in retried[0]["error"], retried
+    retried = _one_swap_retry(logs)
+    assert "database is locked" in retried["error"], retried
     assert summary.tables == ["last_deposit"]
     assert query(p, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
     assert not any(t.endswith("__rebuild") for t in p.tables()), p.tables()
