@@ -17,7 +17,7 @@ from pymongo.errors import PyMongoError
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error
-from projections.api import Projection
+from projections.api import Projection, UnstorableValueError
 from projections.mongo_store import REFUSED_WRITES, MongoStore, retryable
 from projections.mongo_tx import DocumentTx, handler_error
 from projections.replay_lock import prove_lease, proving
@@ -112,14 +112,19 @@ class DocumentReplayTx(ReplayerBase):
         (:class:`HandlerError`), or :class:`_Refused` for the caller to narrow down."""
         written = self._written if collections is self._shadow else None
         tx = DocumentTx(self.database, session, collections, written, projection=self.projection)
-        holds = self._policy.holds
+        policy = self._policy
+        if policy.held:  # events behind a skipped one are neither prefetched nor handled
+            events = [event for event in events if not policy.holds(event)]
         handle = self.projection.handle
         applied = 0
         try:
-            self.projection.prefetch(events, tx)  # type: ignore[arg-type]
+            try:
+                self.projection.prefetch(events, tx)  # type: ignore[arg-type]
+            except UnstorableValueError as exc:  # a key of an event's, refused before sending
+                if len(events) == 1:
+                    raise HandlerError(events[0], exc) from exc
+                raise _Refused(repr(exc)) from exc
             for event in events:
-                if holds(event):
-                    continue
                 tx.event = event
                 try:
                     handle(event, tx)  # type: ignore[arg-type]

@@ -40,10 +40,11 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from outbox.db import redact_dsn
 from outbox.db_errors import hidden_traceback
+from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error as _describe
 from outbox.mongo import mongo_client, mongo_database
-from projections.api import Projection
+from projections.api import Projection, UnstorableValueError
 from projections.document_collections import create_collection_indexes, create_collections
 from projections.document_generations import (
     GENERATIONS,
@@ -76,6 +77,7 @@ from projections.store import (
     held_entry,
     hold_of,
     tenant_holds_of,
+    unheld,
     untenant_entries,
 )
 
@@ -284,7 +286,7 @@ class MongoStore(DocumentParking, Store):
             parked: list[ParkedEntry] = []
             try:
                 if events:
-                    projection.prefetch(events, tx)  # type: ignore[arg-type]
+                    self._prefetch(projection, unheld(held, events), events, tx)
                 applied = 0
                 for event in events:
                     hold = hold_of(held, event) if held else None
@@ -311,6 +313,24 @@ class MongoStore(DocumentParking, Store):
             self._set_checkpoint(session, lane, upto, expected=position)
             invalidation = self.journal(session, projection.name, tags)
         return BatchResult(applied, len(parked), upto, invalidation=invalidation, target=target)
+
+    @staticmethod
+    def _prefetch(
+        projection: Projection,
+        ready: Sequence[Envelope],
+        events: Sequence[Envelope],
+        tx: DocumentTx,
+    ) -> None:
+        """The projection's ``prefetch`` of the ``ready`` events of the batch of ``events``.
+        A key the Tx refuses (:class:`UnstorableValueError`, before anything is sent) is the
+        failure of the event whose key it is: a batch of one fails that event (refused for
+        good); a larger one is applied again one event at a time to find it."""
+        try:
+            projection.prefetch(ready, tx)  # type: ignore[arg-type]
+        except UnstorableValueError as exc:
+            if len(events) == 1:
+                raise HandlerFailed(events[0], exc, hidden_traceback(exc), refused=True) from exc
+            raise WritesRefused(events[-1].position or 0, exc) from exc
 
     def _create_checkpoint(self, lane: Lane) -> None:
         try:

@@ -38,6 +38,7 @@ from projections.store import (
     add_cache_tags,
     hold_of,
     tenant_holds_of,
+    unheld,
     untenant_entries,
 )
 from projections.store_tables import blocked, checkpoints, parked_events
@@ -224,9 +225,8 @@ class SqlStore(SqlParking, SqlInvalidations, Store):
                     locks=locks,
                 )
                 if events:  # of the events to handle: a held one's key may be refused
-                    ready = [e for e in events if hold_of(held, e) is None] if held else events
                     try:
-                        projection.prefetch(ready, tx)
+                        projection.prefetch(unheld(held, events), tx)
                     except (RefusedWrite, UnstorableValueError) as exc:  # a key of an event's
                         raise _refusal(events, exc) from exc
                 applied = 0

@@ -85,6 +85,28 @@ def tenant_holds_of(held: Mapping[AggregateKey, Any], event: Any) -> list[Aggreg
     ]
 
 
+def unheld(held: Mapping[AggregateKey, Any], events: Sequence[Envelope]) -> Sequence[Envelope]:
+    """The events of a live batch that no hold in ``held`` will hold, in order: what the
+    projection's ``prefetch`` hook is given (a key of a held event may be one its store
+    refuses, which would fail the events that are applied). Besides :func:`hold_of`'s holds,
+    an event naming no tenant that meets tenants' holds merges them into one holding its
+    aggregate in every tenant (:func:`tenant_holds_of`): it and the aggregate's later events
+    are held too."""
+    if not held:
+        return events
+    merged: set[tuple[str, str]] = set()
+    ready = []
+    for event in events:
+        aggregate = (event.aggregate_type, event.aggregate_id)
+        if hold_of(held, event) is not None or aggregate in merged:
+            continue
+        if tenant_holds_of(held, event):
+            merged.add(aggregate)
+            continue
+        ready.append(event)
+    return ready
+
+
 def is_held(held: Mapping[AggregateKey, Mapping[str, Any]], event: Any) -> bool:
     """Whether a hold in ``held`` (rows or documents with ``since_position``) holds
     ``event``: its own, or any of its aggregate's when it names no tenant, from the hold's
