@@ -34,7 +34,8 @@ of a ``JSONB`` value (``\\u0000``); a plain ``str`` is checked inline by the com
 
 PostgreSQL dates and times: :mod:`projections.sql_time_values`. A tuple, list, dict or bytes
 for a PostgreSQL text column is refused (psycopg sends it as a record, an array, bytea: one
-statement stored its text form, another failed), NaN for a SQLite one (stored as NULL). A
+statement stored its text form, another failed), a set for any text column (no driver binds
+one), NaN for a SQLite one (stored as NULL). A
 value a converter does not know is left as it is: the flush stores or refuses it.
 """
 
@@ -141,6 +142,11 @@ def _pg_text(zone: tzinfo) -> Converter:
             return str(value)
         if isinstance(value, time | timedelta):
             return clock_text(value)
+        if kind is set or kind is frozenset:
+            raise Unstorable(
+                f"psycopg sends no {kind.__name__}: write str() or json.dumps() of it (of a list "
+                "of it, sorted: a set has no order)"
+            )
         if kind in _NOT_TEXT:
             raise Unstorable(
                 f"psycopg sends a {kind.__name__} as {_NOT_TEXT[kind]}, not as text (the "
@@ -407,7 +413,7 @@ def _processed(
 
 
 _local = threading.local()
-_SQLITE_UNBOUND = frozenset({tuple, list, dict, uuid.UUID})
+_SQLITE_UNBOUND = frozenset({tuple, list, dict, set, frozenset, uuid.UUID})
 
 
 def sqlite_text(value: Any) -> Any:
