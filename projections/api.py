@@ -231,7 +231,7 @@ class Projection:
             for attr, function in vars(klass).items():
                 for source, event_type in getattr(function, "__readmodel_on__", []):
                     handlers[(source, event_type)] = Handler(
-                        source, event_type, function, _payload_model(function, attr, cls)
+                        source, event_type, function, _payload_model(function, attr, cls, klass)
                     )
         cls._handlers = handlers
         cls._subscribed = frozenset(source for source, _ in handlers)
@@ -387,10 +387,22 @@ def _validates_fast(model: type[BaseModel]) -> bool:
     return fast
 
 
-def _payload_model(function: Callable[..., None], attr: str, owner: type) -> type[BaseModel] | None:
-    try:
-        hints = typing.get_type_hints(function, globalns=vars(inspect.getmodule(owner)))
-    except Exception:
+def _payload_model(
+    function: Callable[..., None], attr: str, owner: type, defined_in: type
+) -> type[BaseModel] | None:
+    """The pydantic model of the handler's ``event: Event[Model]``, its names looked up where
+    the handler is written (``defined_in``'s module and body), not where ``owner``, a
+    subclass perhaps in another module, is: there its payload would reach it unvalidated."""
+    hints = None
+    for namespace in (None, vars(inspect.getmodule(owner))):
+        try:
+            hints = typing.get_type_hints(
+                function, globalns=namespace, localns=dict(vars(defined_in))
+            )
+            break
+        except Exception:
+            continue
+    if hints is None:
         return None
     params = [p for p in inspect.signature(function).parameters if p != "self"]
     if not params:

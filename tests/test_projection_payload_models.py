@@ -1,0 +1,67 @@
+"""A handler's payload model is looked up where the handler is written: a subclass of a
+projection in another module (here, of ``tests.projection_fixtures.Totals``, whose
+``Deposited`` model this module does not import) and a model written in the projection's
+class body both get validated payloads, not the raw dict (``event.payload.seq`` failed with
+an AttributeError on every event)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from projections.api import Event, Projection, Tx, on
+from tests.projection_fixtures import Totals, account_totals, engine_on, log_events
+
+metadata = sa.MetaData()
+seen = sa.Table(
+    "payload_models_seen",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("seq", sa.Integer, nullable=False),
+)
+DEPOSITS = [
+    ("a", "Deposited", {"amount": "5", "seq": 1}),  # "5": the model's int takes it
+    ("a", "Deposited", {"amount": 7, "seq": 2}),
+]
+
+
+class RenamedTotals(Totals):
+    name = "renamed_totals"
+
+
+class InnerModel(Projection):
+    name = "payload_models_seen"
+    tables = (seen,)
+
+    class Seen(BaseModel):
+        seq: int
+
+    @on("bank", "Deposited")
+    def deposited(self, event: Event[Seen], tx: Tx) -> None:
+        tx.upsert(seen, {"id": event.aggregate_id, "seq": event.payload.seq})
+
+
+def _applied(url: str, projection: Projection, table: sa.Table) -> list[tuple[Any, ...]]:
+    with engine_on(url, [projection]) as (log, store, engine):
+        metadata.create_all(log.engine)
+        log_events(log, DEPOSITS, source="bank", aggregate_type="account")
+        engine.catch_up(deadline=30)
+        assert store.parked(projection.name) == []
+        with log.engine.connect() as conn:
+            return [tuple(row) for row in conn.execute(sa.select(table))]
+
+
+def test_a_subclass_in_another_module_validates_its_payloads(
+    database_for: Callable[[str], str],
+) -> None:
+    rows = _applied(database_for("sqlite"), RenamedTotals(), account_totals)
+    assert rows == [("a", 2, 12, 2, 0)]
+
+
+def test_a_model_written_in_the_class_body_validates_its_payloads(
+    database_for: Callable[[str], str],
+) -> None:
+    assert _applied(database_for("sqlite"), InnerModel(), seen) == [("a", 2)]
