@@ -42,8 +42,8 @@ from workers.cli_support import (
     load,
     out,
     require_migrated,
-    stop_on_signals,
 )
+from workers.signals import stop_on_signals
 
 logger = structlog.get_logger("readmodel.cli")
 

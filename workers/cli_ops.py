@@ -32,8 +32,8 @@ from workers.cli_support import (
     out,
     require_migrated,
     schema_problem,
-    stop_on_signals,
 )
+from workers.signals import stop_on_signals
 
 WatchOption = Annotated[
     bool, typer.Option("--watch", "-w", help="Refresh every --every seconds until Ctrl-C.")

@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
-import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
-import structlog
 import typer
 from pymongo.errors import ConnectionFailure
 from rich.console import Console
@@ -108,41 +103,6 @@ def _unreachable(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
-
-
-def stop_on_signals(grace: float | None = None) -> threading.Event:
-    """An event set by SIGTERM or SIGINT, for loops that finish their batch and exit.
-
-    With ``grace`` (seconds, ``shutdown.grace``), a process still running that long after
-    the signal exits anyway with code 1: whatever it had not committed is rolled back by
-    the database and done again later. A second signal exits at once (128 + signal).
-    """
-    stop = threading.Event()
-
-    def _handler(signum: int, _frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if stop.is_set():
-            _exit_now(128 + signum, f"{name} again: exiting now")
-        stop.set()
-        structlog.get_logger("readmodel").info(
-            "stopping: finishing the batch in hand", signal=name, grace_seconds=grace
-        )
-        if grace is not None:
-            message = f"did not stop within {grace:g}s of {name}; exiting"
-            timer = threading.Timer(grace, _exit_now, args=(EXIT_FAILURE, message))
-            timer.daemon = True
-            timer.start()
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
-    return stop
-
-
-def _exit_now(code: int, message: str) -> None:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 def with_runtime(config: Path | None, action: Any, *, create_tables: bool = True) -> Any:

@@ -1,0 +1,132 @@
+"""SIGTERM to a worker whose main thread is writing a log line: the signal's handling must
+not wait on the write's lock (structlog's, not reentrant) that its own thread holds.
+
+The worker's stderr is a pipe the test filled before starting it, so its first line,
+"worker started", blocks in the write until the test reads: the moment a CI run caught by
+chance (SIGTERM 2 ms after "worker started"; no "stopping", SIGKILLed 20 s later)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.broker_helpers import wait_until
+from tests.cli_helpers import run_cli, write_config
+
+WRITE_SYSCALLS = {"1", "64"}  # write(2) on x86_64, aarch64
+
+
+def _config(tmp_path: Path, broker: dict[str, Any], sqlite_database: Callable[[], str]) -> Path:
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": sqlite_database()},
+            "broker": broker,
+            "sources": {"bank": {"url": sqlite_database()}},
+            "shutdown": {"grace": "2s"},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    return config
+
+
+class _FullPipe:
+    """A pipe with no room left: whoever writes to it waits until ``drain`` reads."""
+
+    def __init__(self) -> None:
+        self.read_end, self.write_end = os.pipe()
+        os.set_blocking(self.write_end, False)
+        try:
+            while True:
+                os.write(self.write_end, b"." * 4096)
+        except BlockingIOError:
+            pass
+        os.set_blocking(self.write_end, True)  # the worker inherits it: its writes must wait
+        self.chunks: list[bytes] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+
+    def drain(self) -> None:
+        if self.reader.ident is None:
+            self.reader.start()
+
+    def text(self) -> str:
+        """What the writer wrote, to the end once it has exited."""
+        self.reader.join(timeout=5)
+        return b"".join(self.chunks).lstrip(b".").decode(errors="replace")
+
+    def _read(self) -> None:
+        while chunk := os.read(self.read_end, 65536):
+            self.chunks.append(chunk)
+
+
+def _writing_to_stderr(pid: int) -> bool:
+    """The main thread of ``pid`` waits in a write to its stderr."""
+    try:
+        call = Path(f"/proc/{pid}/syscall").read_text().split()
+    except OSError:
+        return False
+    return len(call) > 1 and call[0] in WRITE_SYSCALLS and call[1] == "0x2"
+
+
+def _catches_sigterm(pid: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
+@contextmanager
+def _blocked_worker(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], _FullPipe]]:
+    """A ``work`` process stuck writing its first line ("worker started") to a full stderr,
+    its signal handlers in place."""
+    stderr = _FullPipe()
+    command = [sys.executable, "-m", "workers.cli", "work", "--config", str(config), "-t", "1"]
+    worker = subprocess.Popen(
+        command, stdout=stderr.write_end, stderr=stderr.write_end, start_new_session=True
+    )
+    os.close(stderr.write_end)
+    try:
+        assert wait_until(lambda: _writing_to_stderr(worker.pid), 60), worker.poll()
+        assert _catches_sigterm(worker.pid), "blocked in a write before its handlers were set"
+        yield worker, stderr
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+        stderr.drain()
+        stderr.text()  # read to the end: the fd is closed with no thread reading it
+        os.close(stderr.read_end)
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float) -> int | None:
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def test_sigterm_while_the_worker_writes_worker_started_stops_it(
+    broker_for: Callable[[str], dict[str, Any]],
+    sqlite_database: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path, broker_for("redis"), sqlite_database)
+    with _blocked_worker(config) as (worker, stderr):
+        os.killpg(worker.pid, signal.SIGTERM)
+        time.sleep(0.5)  # the signal is in before the line is out
+        stderr.drain()
+        code = _wait(worker, 30)
+        assert code == 0, f"exit {code} (None: running 30 s after SIGTERM)\n{stderr.text()}"
+        output = stderr.text()
+        assert "worker started" in output
+        assert "stopping: finishing the batch in hand" in output
+        assert "worker stopped" in output
