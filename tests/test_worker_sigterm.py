@@ -22,6 +22,7 @@ from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli, write_config
 
 WRITE_SYSCALLS = {"1", "64"}  # write(2) on x86_64, aarch64
+GRACE = 2.0  # shutdown.grace, seconds
 
 
 def _config(tmp_path: Path, broker: dict[str, Any], sqlite_database: Callable[[], str]) -> Path:
@@ -32,7 +33,7 @@ def _config(tmp_path: Path, broker: dict[str, Any], sqlite_database: Callable[[]
             "store": {"url": sqlite_database()},
             "broker": broker,
             "sources": {"bank": {"url": sqlite_database()}},
-            "shutdown": {"grace": "2s"},
+            "shutdown": {"grace": f"{GRACE:g}s"},
         },
     )
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
@@ -130,3 +131,22 @@ def test_sigterm_while_the_worker_writes_worker_started_stops_it(
         assert "worker started" in output
         assert "stopping: finishing the batch in hand" in output
         assert "worker stopped" in output
+
+
+def test_a_worker_held_in_a_write_to_a_stderr_nobody_reads_exits_after_the_grace(
+    broker_for: Callable[[str], dict[str, Any]],
+    sqlite_database: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    """A log reader that stopped reading holds the main thread in its write for good: the
+    grace still bounds the exit (1), without the message it cannot write."""
+    config = _config(tmp_path, broker_for("redis"), sqlite_database)
+    with _blocked_worker(config) as (worker, stderr):
+        signalled = time.monotonic()
+        os.killpg(worker.pid, signal.SIGTERM)
+        code = _wait(worker, 30)
+        took = time.monotonic() - signalled
+        assert code == 1, f"exit {code} (None: running 30 s after SIGTERM)"
+        assert took < GRACE + 8, took
+        stderr.drain()
+        assert "worker stopped" not in stderr.text()

@@ -25,6 +25,7 @@ from rich.markup import escape
 from workers.cli_support import EXIT_FAILURE, err
 
 HANDLED = (signal.SIGTERM, signal.SIGINT)
+EXIT_MESSAGE_WAIT = 1.0  # seconds
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,15 @@ def _on_signal(sig: signal.Signals, target: _Target) -> None:
 
 
 def _exit_now(code: int, message: str) -> None:
+    """Exit with ``code`` after saying why; without a word after ``EXIT_MESSAGE_WAIT`` when
+    stderr blocks (a log reader that stopped reading holds a write, and its lock)."""
+    say = threading.Thread(target=_say, args=(message,), name="exit-message", daemon=True)
+    say.start()
+    say.join(EXIT_MESSAGE_WAIT)
+    os._exit(code)
+
+
+def _say(message: str) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(code)
