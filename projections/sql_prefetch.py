@@ -9,11 +9,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 
 from projections.row_locks import RowLocks
 from projections.sql_number_values import pg_single_precision
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
+from projections.sql_values import timetz_keys
 from projections.sql_writes import Key, refusals
+from projections.sql_zoned_keys import zoned
 
 __all__ = ["Prefetches", "row_lock_key"]
 
@@ -86,7 +89,7 @@ class Prefetches:
             plan.select_keys(cursor, ordered)
             self._remember_rows(plan, cursor, ordered)
             return
-        as_requested = _as_requested(physical, ordered) if self._postgresql else None
+        as_requested = _as_requested(self.conn.dialect, physical, ordered)
         single = self._postgresql and any(
             pg_single_precision(self.conn.dialect, c.type) for c in pk
         )
@@ -127,7 +130,7 @@ class Prefetches:
         """Keep the rows a :meth:`TablePlan.select_keys` query of ``keys`` returned as read."""
         names = plan.columns
         index = names.index(plan.keys[0])
-        as_requested = _as_requested(plan.table, keys)
+        as_requested = _as_requested(self.conn.dialect, plan.table, keys)
         for values in cursor:
             k = (values[index],)
             self._read[(plan.table_name, as_requested(k) if as_requested else k)] = dict(
@@ -142,19 +145,23 @@ def row_lock_key(key: tuple[str, tuple[Any, ...]]) -> int:
 
 
 def _as_requested(
-    table: sa.Table, keys: list[tuple[Any, ...]]
+    dialect: Dialect, table: sa.Table, keys: list[tuple[Any, ...]]
 ) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
-    """For a table keyed by ``CHAR(n)`` (PostgreSQL returns such values blank-padded): the
-    key asked for of a row read back, so ``'ab    '`` is filed under ``'ab'``; ``None``
-    for any other table."""
+    """For a PostgreSQL table keyed by ``CHAR(n)`` (PostgreSQL returns such values
+    blank-padded) or ``timetz``: the key asked for of a row read back, so ``'ab    '`` is filed
+    under ``'ab'``, a time under the :class:`~projections.sql_zoned_keys.ZonedTime` asked for;
+    ``None`` for any other table."""
+    if dialect.name != "postgresql":
+        return None
     pads = tuple(isinstance(c.type, sa.CHAR) for c in table.primary_key.columns)
-    if not any(pads):
+    timetz = timetz_keys(dialect, table)
+    if not any(pads) and not any(timetz):
         return None
 
     def unpadded(key: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(
-            v.rstrip(" ") if pad and isinstance(v, str) else v
-            for v, pad in zip(key, pads, strict=True)
+            v.rstrip(" ") if pad and isinstance(v, str) else zoned(v) if zone else v
+            for v, pad, zone in zip(key, pads, timetz, strict=True)
         )
 
     requested = {unpadded(k): k for k in keys}

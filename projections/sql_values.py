@@ -54,6 +54,7 @@ from projections.sql_plain_values import plain
 from projections.sql_sqlite_numbers import sqlite_integer, sqlite_number, sqlite_rowid
 from projections.sql_text_values import Found, pg_array
 from projections.sql_value_kinds import SCALAR_TYPES, no_container
+from projections.sql_zoned_keys import zoned_key
 
 __all__ = [
     "Column",
@@ -63,6 +64,7 @@ __all__ = [
     "normalize",
     "same_nan",
     "stored_values",
+    "timetz_keys",
 ]
 
 
@@ -311,7 +313,12 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
                 columns[column.name] = Column(
                     column.name, convert, exact, bounds, unwritable, unstorable, nul
                 )
-        keys = tuple(keys_by_name.get(column.name) for column in table.primary_key.columns)
+        pk = table.primary_key.columns
+        timetz = timetz_keys(dialect, table)
+        keys = tuple(
+            _zoned(keys_by_name.get(column.name), zoned)
+            for column, zoned in zip(pk, timetz, strict=True)
+        )
         found = _converters[key] = Converters(tuple(columns.values()), keys)
     return found
 
@@ -376,6 +383,26 @@ def key_forms(dialect: Dialect, table: sa.Table) -> tuple[str, ...] | None:
     if all(_one_form(_dialect_type(dialect, column)) for column in columns):
         return None
     return tuple(column.name for column in columns)
+
+
+def timetz_keys(dialect: Dialect, table: sa.Table) -> tuple[bool, ...]:
+    """Per primary key column of ``table``, whether it is a PostgreSQL ``timetz``, whose keys
+    are equal as :mod:`projections.sql_zoned_keys` says."""
+    return tuple(
+        dialect.name == "postgresql" and _timetz(_dialect_type(dialect, column))
+        for column in table.primary_key.columns
+    )
+
+
+def _timetz(column_type: sa.types.TypeEngine[Any]) -> bool:
+    return isinstance(column_type, sa.Time) and bool(column_type.timezone)
+
+
+def _zoned(column: Column | None, timetz: bool) -> Column | None:
+    """A key column's converter; a ``timetz`` one's gives keys equal as the server finds them."""
+    if not timetz or column is None or column.convert is None:
+        return column
+    return column._replace(convert=zoned_key(column.convert))
 
 
 def _one_form(column_type: sa.types.TypeEngine[Any]) -> bool:
