@@ -12,11 +12,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from projections.row_locks import RowLocks
+from projections.sql_key_equality import as_keyed
 from projections.sql_number_values import pg_single_precision
 from projections.sql_plans import TablePlan, driver_cursor, table_plan
-from projections.sql_values import timetz_keys
+from projections.sql_values import key_equality
 from projections.sql_writes import Key, refusals
-from projections.sql_zoned_keys import zoned
 
 __all__ = ["Prefetches", "row_lock_key"]
 
@@ -147,21 +147,22 @@ def row_lock_key(key: tuple[str, tuple[Any, ...]]) -> int:
 def _as_requested(
     dialect: Dialect, table: sa.Table, keys: list[tuple[Any, ...]]
 ) -> Callable[[tuple[Any, ...]], tuple[Any, ...]] | None:
-    """For a PostgreSQL table keyed by ``CHAR(n)`` (PostgreSQL returns such values
-    blank-padded) or ``timetz``: the key asked for of a row read back, so ``'ab    '`` is filed
-    under ``'ab'``, a time under the :class:`~projections.sql_zoned_keys.ZonedTime` asked for;
+    """For a table keyed by ``CHAR(n)`` (PostgreSQL returns such values blank-padded), or
+    by a column comparing keys otherwise than Python (:func:`~projections.sql_values.
+    key_equality`: ``timetz``, ``citext``, SQLite's ``NOCASE``): the key asked for of a row
+    read back, so ``'ab    '`` is filed under ``'ab'``, ``'AB'`` under the ``'ab'`` it matched;
     ``None`` for any other table."""
-    if dialect.name != "postgresql":
-        return None
-    pads = tuple(isinstance(c.type, sa.CHAR) for c in table.primary_key.columns)
-    timetz = timetz_keys(dialect, table)
-    if not any(pads) and not any(timetz):
+    columns = table.primary_key.columns
+    postgresql = dialect.name == "postgresql"
+    pads = tuple(postgresql and isinstance(c.type, sa.CHAR) for c in columns)
+    keyed = tuple(map(as_keyed, key_equality(dialect, table)))
+    if not any(pads) and not any(keyed):
         return None
 
     def unpadded(key: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(
-            v.rstrip(" ") if pad and isinstance(v, str) else zoned(v) if zone else v
-            for v, pad, zone in zip(key, pads, timetz, strict=True)
+            v.rstrip(" ") if pad and isinstance(v, str) else as_key(v) if as_key else v
+            for v, pad, as_key in zip(key, pads, keyed, strict=True)
         )
 
     requested = {unpadded(k): k for k in keys}

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from projections.api import WideIntegerError
+from projections.sql_key_equality import compared, keyed
 from projections.sql_keys import compile_key
 from projections.sql_limits import (
     Bounds,
@@ -54,17 +55,16 @@ from projections.sql_plain_values import plain
 from projections.sql_sqlite_numbers import sqlite_integer, sqlite_number, sqlite_rowid
 from projections.sql_text_values import Found, pg_array
 from projections.sql_value_kinds import SCALAR_TYPES, no_container
-from projections.sql_zoned_keys import zoned_key
 
 __all__ = [
     "Column",
     "Converters",
     "WideIntegerError",
+    "key_equality",
     "key_forms",
     "normalize",
     "same_nan",
     "stored_values",
-    "timetz_keys",
 ]
 
 
@@ -314,10 +314,8 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
                     column.name, convert, exact, bounds, unwritable, unstorable, nul
                 )
         pk = table.primary_key.columns
-        timetz = timetz_keys(dialect, table)
         keys = tuple(
-            _zoned(keys_by_name.get(column.name), zoned)
-            for column, zoned in zip(pk, timetz, strict=True)
+            keyed(keys_by_name.get(column.name), _compared(dialect, column)) for column in pk
         )
         found = _converters[key] = Converters(tuple(columns.values()), keys)
     return found
@@ -376,33 +374,28 @@ _ONE_FORM = (sa.Integer, sa.String, sa.Uuid, sa.Date, sa.Boolean, sa.LargeBinary
 def key_forms(dialect: Dialect, table: sa.Table) -> tuple[str, ...] | None:
     """``table``'s primary key column names when a key column may hold equal values in
     distinct forms, which one dict key merges and the database stores as the row's first
-    (a ``NUMERIC``'s ``2.5`` and ``2.50``, a float's ``0.0`` and ``-0.0``: an upsert's
+    (a ``NUMERIC``'s ``2.5`` and ``2.50``, a float's ``0.0`` and ``-0.0``, a ``citext``'s
+    ``'Ab'`` and ``'aB'``: an upsert's
     ``ON CONFLICT`` keeps the stored key); ``None`` when each key column's equal values have
     one form."""
     columns = table.primary_key.columns
-    if all(_one_form(_dialect_type(dialect, column)) for column in columns):
+    if all(
+        _one_form(_dialect_type(dialect, column)) and _compared(dialect, column) != "folded"
+        for column in columns
+    ):
         return None
     return tuple(column.name for column in columns)
 
 
-def timetz_keys(dialect: Dialect, table: sa.Table) -> tuple[bool, ...]:
-    """Per primary key column of ``table``, whether it is a PostgreSQL ``timetz``, whose keys
-    are equal as :mod:`projections.sql_zoned_keys` says."""
-    return tuple(
-        dialect.name == "postgresql" and _timetz(_dialect_type(dialect, column))
-        for column in table.primary_key.columns
-    )
+def key_equality(dialect: Dialect, table: sa.Table) -> tuple[str | None, ...]:
+    """Per primary key column of ``table``, how the database finds its keys equal where
+    Python does otherwise (:mod:`projections.sql_key_equality`): ``"timetz"``, ``"folded"``
+    or ``None``."""
+    return tuple(_compared(dialect, column) for column in table.primary_key.columns)
 
 
-def _timetz(column_type: sa.types.TypeEngine[Any]) -> bool:
-    return isinstance(column_type, sa.Time) and bool(column_type.timezone)
-
-
-def _zoned(column: Column | None, timetz: bool) -> Column | None:
-    """A key column's converter; a ``timetz`` one's gives keys equal as the server finds them."""
-    if not timetz or column is None or column.convert is None:
-        return column
-    return column._replace(convert=zoned_key(column.convert))
+def _compared(dialect: Dialect, column: sa.Column[Any]) -> str | None:
+    return compared(dialect.name, _dialect_type(dialect, column))
 
 
 def _one_form(column_type: sa.types.TypeEngine[Any]) -> bool:

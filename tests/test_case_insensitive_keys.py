@@ -1,0 +1,141 @@
+"""A key column that compares text without case: PostgreSQL's ``citext``, SQLite's ``COLLATE
+NOCASE``. The database finds ``'Ab'`` and ``'aB'`` one row, Python two keys: a batch writing
+both sent two rows to one upsert (PostgreSQL: "ON CONFLICT DO UPDATE command cannot affect row
+a second time"), and ``tx.get`` of one did not find the other written in its batch, as a
+later batch finds it.
+
+Each scenario runs as written, with every operation in a batch of its own (what the database
+decides: the reference), all in one batch, and as written with a rebuild's COPY of new rows:
+what each ``tx.get`` read and the rows stored must agree."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from outbox.db import create_engine
+from projections.sql_tx import SqlTx
+from projections.sql_writes import NewRows
+
+Op = tuple[Any, ...]
+# Batches of operations ("upsert", key, v), ("get", key), ("delete", key), ("prefetch", [keys]).
+_SCENARIOS: dict[str, list[list[Op]]] = {
+    "one_batch": [
+        [
+            ("upsert", "Ab", 1),
+            ("get", "aB"),
+            ("upsert", "aB", 2),
+            ("get", "AB"),
+            ("upsert", "ab", 3),
+        ]
+    ],
+    "delete": [
+        [("upsert", "Ab", 1)],
+        [("delete", "AB"), ("get", "ab"), ("upsert", "aB", 2), ("get", "ab")],
+    ],
+    "prefetch": [
+        [("upsert", "Ab", 1), ("upsert", "x-é", 5)],
+        [
+            ("prefetch", ["ab", "X-é", "x-e"]),
+            ("get", "AB"),
+            ("get", "X-é"),
+            ("get", "x-e"),
+            ("upsert", "aB", 2),
+            ("get", "ab"),
+        ],
+    ],
+    "accents": [  # what neither database folds: accents, blanks
+        [("upsert", "e", 1), ("upsert", "é", 2), ("upsert", "e ", 3), ("get", "E"), ("get", "é")],
+    ],
+}
+
+
+def _key_type(kind: str) -> sa.types.TypeEngine[Any]:
+    return postgresql.CITEXT() if kind == "postgresql" else sa.String(collation="NOCASE")
+
+
+def _tables(kind: str) -> list[sa.Table]:
+    metadata = sa.MetaData()
+    arrays = sa.Table(  # a driver-level plan: = ANY(array) reads and deletes, COPY
+        "folded_arrays",
+        metadata,
+        sa.Column("k", _key_type(kind), primary_key=True),
+        sa.Column("v", sa.Integer),
+    )
+    statements = sa.Table(  # a JSON column: SQLAlchemy's upserts
+        "folded_statements",
+        metadata,
+        sa.Column("k", _key_type(kind), primary_key=True),
+        sa.Column("v", sa.Integer),
+        sa.Column("doc", sa.JSON),
+    )
+    compound = sa.Table(  # SQLAlchemy's deletes and IN reads
+        "folded_compound",
+        metadata,
+        sa.Column("a", sa.Text, primary_key=True),
+        sa.Column("k", _key_type(kind), primary_key=True),
+        sa.Column("v", sa.Integer),
+    )
+    return [arrays, statements, compound]
+
+
+def _key(table: sa.Table, value: Any) -> Any:
+    return ("x", value) if "a" in table.c else value
+
+
+def _shown(row: dict[str, Any] | None) -> tuple[str, int] | None:
+    return None if row is None else (row["k"], row["v"])
+
+
+def _run(engine: sa.Engine, table: sa.Table, batches: list[list[Op]], copy: bool) -> Any:
+    """What each ``get`` read, and the rows stored after; the table is left empty."""
+    reads = []
+    for batch in batches:
+        with engine.begin() as conn:
+            tx = SqlTx(conn, {table: table}, new_rows=NewRows() if copy else None)
+            for op, *args in batch:
+                if op == "upsert":
+                    row = {"k": args[0], "v": args[1]}
+                    tx.upsert(table, {"a": "x", **row} if "a" in table.c else row)
+                elif op == "get":
+                    reads.append(_shown(tx.get(table, _key(table, args[0]))))
+                elif op == "delete":
+                    tx.delete(table, _key(table, args[0]))
+                else:
+                    tx.prefetch(table, [_key(table, key) for key in args[0]])
+            tx.flush()
+    with engine.begin() as conn:
+        stored = sorted(_shown(dict(row._mapping)) for row in conn.execute(sa.select(table)))
+        conn.execute(table.delete())
+    return reads, stored
+
+
+@pytest.mark.parametrize("scenario", list(_SCENARIOS))
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_a_case_insensitive_key_is_the_row_its_database_finds(
+    kind: str, scenario: str, database_for: Callable[[str], str]
+) -> None:
+    batches = _SCENARIOS[scenario]
+    tables = _tables(kind)
+    engine = create_engine(database_for(kind))
+    if kind == "postgresql":
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE EXTENSION citext")
+    tables[0].metadata.create_all(engine)
+    try:
+        wrong = []
+        for table in tables:
+            alone = _run(engine, table, [[op] for batch in batches for op in batch], False)
+            runs = {
+                "as written": _run(engine, table, batches, False),
+                "in one batch": _run(engine, table, [[op for b in batches for op in b]], False),
+                "copied": _run(engine, table, batches, True),
+            }
+            wrong += [(table.name, how, got, alone) for how, got in runs.items() if got != alone]
+        assert not wrong
+    finally:
+        engine.dispose()
