@@ -1,4 +1,5 @@
-"""Text keys of a column that compares them without case, equal as the database finds them.
+"""Text keys of a column that compares them without case (or trailing blanks), equal as the
+database finds them.
 
 :class:`projections.sql_tx.SqlTx` files a batch's writes and reads in dicts under their keys:
 two keys Python finds unequal are two rows in a batch. A PostgreSQL ``citext`` column and a
@@ -8,10 +9,15 @@ time"), and ``tx.get`` of one missed the other written in its batch. Such a colu
 converter gives a :class:`FoldedText`, the text as written (sent as it is), equal to text
 that differs from it only in the case of ASCII letters.
 
-That is SQLite's ``NOCASE`` exactly. ``citext`` compares ``lower()`` of both in the column's
-collation, which also folds other letters (``'É'`` and ``'é'``, by the C library's or ICU's
-tables, which Python's do not match: ``lower('ΑΣ')`` is ``'ασ'``, Python's ``'ας'``): keys
-differing there stay apart in a batch, and a Turkish collation's ``'I'`` is ``'ı'``.
+A SQLite ``COLLATE RTRIM`` column finds ``'a'`` and ``'a  '`` one row: its keys are
+:class:`TrimmedText`, equal to text differing only in trailing blanks.
+
+That is SQLite's ``NOCASE`` (and ``RTRIM``) exactly. ``citext`` compares ``lower()`` of both
+in the column's collation, which also folds other letters (``'É'`` and ``'é'``, by the C
+library's or ICU's tables, which Python's do not match: ``lower('ΑΣ')`` is ``'ασ'``,
+Python's ``'ας'``): keys differing there stay apart in a batch (two of them in one upsert
+are refused: see :data:`projections.sql_writes._REFUSED`), and a Turkish collation's ``'I'``
+is ``'ı'``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["FoldedText", "folded", "folded_key"]
+__all__ = ["FoldedText", "TrimmedText", "folded", "folded_key", "trimmed", "trimmed_key"]
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -60,5 +66,41 @@ def folded_key(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
         if type(value) is FoldedText:
             return value
         return folded(convert(value))
+
+    return key
+
+
+class TrimmedText(str):
+    """Text equal (and hashed alike) to text differing from it only in trailing blanks."""
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return str.rstrip(self, " ") == str.rstrip(other, " ")
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return str.rstrip(self, " ") != str.rstrip(other, " ")
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str.rstrip(self, " "))
+
+    def __repr__(self) -> str:
+        return repr(str.rstrip(self, " "))  # a row lock's key: one per row
+
+
+def trimmed(value: Any) -> Any:
+    """``value`` as a ``RTRIM`` column's key: text as a :class:`TrimmedText`."""
+    return TrimmedText(value) if type(value) is str else value
+
+
+def trimmed_key(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """The key converter of a ``RTRIM`` column whose values ``convert`` converts."""
+
+    def key(value: Any) -> Any:
+        if type(value) is TrimmedText:
+            return value
+        return trimmed(convert(value))
 
     return key

@@ -8,7 +8,8 @@ as the database finds them, sent as the value they are:
 - ``"timetz"``: PostgreSQL ``Time(timezone=True)``, one row per time and offset
   (:mod:`projections.sql_zoned_keys`);
 - ``"folded"``: PostgreSQL ``citext``, SQLite ``COLLATE NOCASE``, one row whatever the case
-  of ASCII letters (:mod:`projections.sql_folded_keys`).
+  of ASCII letters; ``"trimmed"``: SQLite ``COLLATE RTRIM``, whatever the trailing blanks
+  (:mod:`projections.sql_folded_keys`).
 
 Decided once per table: tables without such a key column pay nothing.
 """
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from projections.sql_folded_keys import folded, folded_key
+from projections.sql_folded_keys import folded, folded_key, trimmed, trimmed_key
 from projections.sql_zoned_keys import zoned, zoned_key
 
 if TYPE_CHECKING:
@@ -32,27 +33,32 @@ __all__ = ["as_keyed", "compared", "keyed"]
 
 def compared(dialect_name: str, column_type: sa.types.TypeEngine[Any]) -> str | None:
     """How a key column of ``column_type`` (its type on the dialect) compares keys where
-    Python does otherwise: ``"timetz"``, ``"folded"`` or ``None``."""
+    Python does otherwise: ``"timetz"``, ``"folded"``, ``"trimmed"`` or ``None``."""
     if dialect_name == "postgresql":
         if isinstance(column_type, sa.Time) and column_type.timezone:
             return "timetz"
         if isinstance(column_type, postgresql.CITEXT):
             return "folded"
     elif dialect_name == "sqlite" and isinstance(column_type, sa.String):
-        if (column_type.collation or "").upper() == "NOCASE":
-            return "folded"
+        return _SQLITE_COLLATIONS.get((column_type.collation or "").upper())
     return None
+
+
+_SQLITE_COLLATIONS = {"NOCASE": "folded", "RTRIM": "trimmed"}
+_AS_KEYED = {"timetz": zoned, "folded": folded, "trimmed": trimmed}
+_KEYS = {"timetz": zoned_key, "folded": folded_key, "trimmed": trimmed_key}
 
 
 def as_keyed(how: str | None) -> Callable[[Any], Any] | None:
     """What a value read back is as a key of a column comparing so (``None``: itself)."""
-    return zoned if how == "timetz" else folded if how == "folded" else None
+    return None if how is None else _AS_KEYED[how]
 
 
 def keyed(column: Column | None, how: str | None) -> Column | None:
     """A key column's converter, giving keys equal as a column comparing so finds them."""
     if how is None or column is None or column.convert is None:
         return column
+    convert = _KEYS[how](column.convert)
     if how == "timetz":
-        return column._replace(convert=zoned_key(column.convert))
-    return column._replace(convert=folded_key(column.convert), exact=column.exact - {str})
+        return column._replace(convert=convert)
+    return column._replace(convert=convert, exact=column.exact - {str})  # every text keyed

@@ -380,7 +380,8 @@ def key_forms(dialect: Dialect, table: sa.Table) -> tuple[str, ...] | None:
     one form."""
     columns = table.primary_key.columns
     if all(
-        _one_form(_dialect_type(dialect, column)) and _compared(dialect, column) != "folded"
+        _one_form(_dialect_type(dialect, column))
+        and _compared(dialect, column) not in ("folded", "trimmed")
         for column in columns
     ):
         return None
@@ -389,8 +390,8 @@ def key_forms(dialect: Dialect, table: sa.Table) -> tuple[str, ...] | None:
 
 def key_equality(dialect: Dialect, table: sa.Table) -> tuple[str | None, ...]:
     """Per primary key column of ``table``, how the database finds its keys equal where
-    Python does otherwise (:mod:`projections.sql_key_equality`): ``"timetz"``, ``"folded"``
-    or ``None``."""
+    Python does otherwise (:mod:`projections.sql_key_equality`): ``"timetz"``, ``"folded"``,
+    ``"trimmed"`` or ``None``."""
     return tuple(_compared(dialect, column) for column in table.primary_key.columns)
 
 
