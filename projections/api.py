@@ -392,23 +392,31 @@ def _payload_model(
 ) -> type[BaseModel] | None:
     """The pydantic model of the handler's ``event: Event[Model]``, its names looked up where
     the handler is written (``defined_in``'s module and body), not where ``owner``, a
-    subclass perhaps in another module, is: there its payload would reach it unvalidated."""
-    hints = None
-    for namespace in (None, vars(inspect.getmodule(owner))):
-        try:
-            hints = typing.get_type_hints(
-                function, globalns=namespace, localns=dict(vars(defined_in))
-            )
-            break
-        except Exception:
-            continue
-    if hints is None:
-        return None
+    subclass perhaps in another module, is: there its payload would reach it unvalidated.
+    An annotation naming what is not there at run time (a model imported under
+    ``TYPE_CHECKING``) is refused: every event's payload would reach the handler as a dict."""
     params = [p for p in inspect.signature(function).parameters if p != "self"]
     if not params:
         raise TypeError(f"{owner.__name__}.{attr}: a handler takes (self, event, tx)")
-    annotation = hints.get(params[0])
-    for arg in typing.get_args(annotation):
+    target = inspect.unwrap(function)
+    annotation = getattr(target, "__annotations__", {}).get(params[0])
+    if annotation is None:
+        return None
+
+    def probe() -> None: ...
+
+    probe.__annotations__ = {params[0]: annotation}
+    try:
+        hints = typing.get_type_hints(
+            probe, globalns=getattr(target, "__globals__", None), localns=dict(vars(defined_in))
+        )
+    except Exception as exc:
+        raise TypeError(
+            f"{owner.__name__}.{attr}: the annotation of {params[0]!r} ({annotation}) cannot "
+            f"be read ({type(exc).__name__}: {exc}): import the payload model at run time, "
+            "not under `if TYPE_CHECKING:`"
+        ) from exc
+    for arg in typing.get_args(hints[params[0]]):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return arg
     return None

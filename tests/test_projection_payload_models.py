@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from pydantic import BaseModel
 
@@ -65,3 +66,33 @@ def test_a_model_written_in_the_class_body_validates_its_payloads(
     database_for: Callable[[str], str],
 ) -> None:
     assert _applied(database_for("sqlite"), InnerModel(), seen) == [("a", 2)]
+
+
+def test_a_payload_model_not_there_at_run_time_is_refused_naming_the_handler() -> None:
+    with pytest.raises(TypeError) as refused:
+
+        class Unreadable(Projection):
+            name = "payload_models_unreadable"
+            tables = (seen,)
+
+            @on("bank", "Deposited")
+            def deposited(self, event: Event[OnlyWhileTypeChecking], tx: Tx) -> None:  # type: ignore[name-defined]  # noqa: F821
+                pass
+
+    message = str(refused.value)
+    assert message.startswith("Unreadable.deposited: the annotation of 'event' "), message
+    assert "OnlyWhileTypeChecking" in message and "TYPE_CHECKING" in message
+
+
+def test_only_the_events_annotation_is_read(database_for: Callable[[str], str]) -> None:
+    """A ``tx`` annotated with a name there only for type checkers is not looked up."""
+
+    class LooseTx(Projection):
+        name = "payload_models_seen"
+        tables = (seen,)
+
+        @on("bank", "Deposited")
+        def deposited(self, event: Event[InnerModel.Seen], tx: TypeCheckersTx) -> None:  # type: ignore[name-defined]  # noqa: F821
+            tx.upsert(seen, {"id": event.aggregate_id, "seq": event.payload.seq})
+
+    assert _applied(database_for("sqlite"), LooseTx(), seen) == [("a", 2)]
