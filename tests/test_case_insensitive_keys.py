@@ -18,11 +18,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from outbox.db import create_engine
-from projections.sql_tx import SqlTx
-from projections.sql_writes import NewRows
+from tests.key_scenarios import Op, disagreements, key_tables
 
-Op = tuple[Any, ...]
-# Batches of operations ("upsert", key, v), ("get", key), ("delete", key), ("prefetch", [keys]).
 _SCENARIOS: dict[str, list[list[Op]]] = {
     "one_batch": [
         [
@@ -61,10 +58,6 @@ _KEY_TYPES: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
 }
 
 
-def _key_type(kind: str) -> sa.types.TypeEngine[Any]:
-    return _KEY_TYPES[kind]()
-
-
 def _as_blanks(value: Any) -> Any:
     """A scenario's text for an ``RTRIM`` column: each capital letter as trailing blanks, as
     many as its position (``'aB'`` is ``'ab  '``)."""
@@ -74,60 +67,8 @@ def _as_blanks(value: Any) -> Any:
     return value.lower() + " " * blanks
 
 
-def _tables(kind: str) -> list[sa.Table]:
-    metadata = sa.MetaData()
-    arrays = sa.Table(  # a driver-level plan: = ANY(array) reads and deletes, COPY
-        "folded_arrays",
-        metadata,
-        sa.Column("k", _key_type(kind), primary_key=True),
-        sa.Column("v", sa.Integer),
-    )
-    statements = sa.Table(  # a JSON column: SQLAlchemy's upserts
-        "folded_statements",
-        metadata,
-        sa.Column("k", _key_type(kind), primary_key=True),
-        sa.Column("v", sa.Integer),
-        sa.Column("doc", sa.JSON),
-    )
-    compound = sa.Table(  # SQLAlchemy's deletes and IN reads
-        "folded_compound",
-        metadata,
-        sa.Column("a", sa.Text, primary_key=True),
-        sa.Column("k", _key_type(kind), primary_key=True),
-        sa.Column("v", sa.Integer),
-    )
-    return [arrays, statements, compound]
-
-
-def _key(table: sa.Table, value: Any) -> Any:
-    return ("x", value) if "a" in table.c else value
-
-
 def _shown(row: dict[str, Any] | None) -> tuple[str, int] | None:
     return None if row is None else (row["k"], row["v"])
-
-
-def _run(engine: sa.Engine, table: sa.Table, batches: list[list[Op]], copy: bool) -> Any:
-    """What each ``get`` read, and the rows stored after; the table is left empty."""
-    reads = []
-    for batch in batches:
-        with engine.begin() as conn:
-            tx = SqlTx(conn, {table: table}, new_rows=NewRows() if copy else None)
-            for op, *args in batch:
-                if op == "upsert":
-                    row = {"k": args[0], "v": args[1]}
-                    tx.upsert(table, {"a": "x", **row} if "a" in table.c else row)
-                elif op == "get":
-                    reads.append(_shown(tx.get(table, _key(table, args[0]))))
-                elif op == "delete":
-                    tx.delete(table, _key(table, args[0]))
-                else:
-                    tx.prefetch(table, [_key(table, key) for key in args[0]])
-            tx.flush()
-    with engine.begin() as conn:
-        stored = sorted(_shown(dict(row._mapping)) for row in conn.execute(sa.select(table)))
-        conn.execute(table.delete())
-    return reads, stored
 
 
 @pytest.mark.parametrize("scenario", list(_SCENARIOS))
@@ -138,22 +79,13 @@ def test_a_case_insensitive_key_is_the_row_its_database_finds(
     batches = _SCENARIOS[scenario]
     if kind == "sqlite_rtrim":
         batches = [[(op, *map(_as_blanks, args)) for op, *args in batch] for batch in batches]
-    tables = _tables(kind)
+    tables = key_tables("folded", _KEY_TYPES[kind])
     engine = create_engine(database_for("sqlite" if kind == "sqlite_rtrim" else kind))
     if kind == "postgresql":
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE EXTENSION citext")
     tables[0].metadata.create_all(engine)
     try:
-        wrong = []
-        for table in tables:
-            alone = _run(engine, table, [[op] for batch in batches for op in batch], False)
-            runs = {
-                "as written": _run(engine, table, batches, False),
-                "in one batch": _run(engine, table, [[op for b in batches for op in b]], False),
-                "copied": _run(engine, table, batches, True),
-            }
-            wrong += [(table.name, how, got, alone) for how, got in runs.items() if got != alone]
-        assert not wrong
+        assert disagreements(engine, tables, batches, _shown) == []
     finally:
         engine.dispose()

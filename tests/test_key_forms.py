@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from outbox.db import create_engine
 from projections.sql_tx import SqlTx
 from projections.sql_writes import NewRows
+from tests.key_scenarios import key_tables
 
 # (name, key column type, first form, an equal key in another form)
 _CASES = [
@@ -30,31 +31,6 @@ _CASES = [
 # Where the second write meets the first: in one batch; in a later one, unread, read by
 # ``get``, prefetched; a rebuild's COPY of new rows; after a delete (the new form, then).
 _SHAPES = ("one", "split", "read", "prefetch", "copy", "deleted")
-
-
-def _tables(key_type: sa.types.TypeEngine[Any]) -> list[sa.Table]:
-    metadata = sa.MetaData()
-    arrays = sa.Table(  # a driver-level plan: unnest upserts, COPY
-        "forms_arrays",
-        metadata,
-        sa.Column("k", key_type, primary_key=True),
-        sa.Column("v", sa.Integer),
-    )
-    statements = sa.Table(  # a JSON column: SQLAlchemy's statements
-        "forms_statements",
-        metadata,
-        sa.Column("k", key_type, primary_key=True),
-        sa.Column("v", sa.Integer),
-        sa.Column("doc", sa.JSON),
-    )
-    compound = sa.Table(
-        "forms_compound",
-        metadata,
-        sa.Column("a", sa.Text, primary_key=True),
-        sa.Column("k", key_type, primary_key=True),
-        sa.Column("v", sa.Integer),
-    )
-    return [arrays, statements, compound]
 
 
 def _key(table: sa.Table, value: Any) -> Any:
@@ -116,7 +92,7 @@ def test_an_equal_key_keeps_the_form_first_stored(
     kind: str, case: tuple[str, Any, Any, Any], shape: str, database_for: Callable[[str], str]
 ) -> None:
     _, key_type, first, second = case
-    tables = _tables(key_type)
+    tables = key_tables("forms", lambda: key_type)
     engine = create_engine(database_for(kind))
     tables[0].metadata.create_all(engine)
     try:
