@@ -34,73 +34,73 @@ def _fold(text: str) -> str:
     return str.lower(text) if str.isascii(text) else str.translate(text, _ASCII_LOWER)
 
 
-class FoldedText(str):
+def _trim(text: str) -> str:
+    return str.rstrip(text, " ")
+
+
+class _ComparedText(str):
+    """Text equal (and hashed alike) to text of the same :meth:`identity`."""
+
+    @staticmethod
+    def identity(text: str) -> str:
+        raise NotImplementedError
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self.identity(self) == self.identity(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self.identity(self) != self.identity(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.identity(self))
+
+    def __repr__(self) -> str:
+        return repr(
+            self.identity(self)
+        )  # a row lock's key (sql_prefetch.row_lock_key): one per row
+
+
+class FoldedText(_ComparedText):
     """Text equal (and hashed alike) to text differing from it only in the case of A-Z."""
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            return _fold(self) == _fold(other)
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        if isinstance(other, str):
-            return _fold(self) != _fold(other)
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(_fold(self))
-
-    def __repr__(self) -> str:
-        return repr(_fold(self))  # a row lock's key (sql_prefetch.row_lock_key): one per row
+    identity = staticmethod(_fold)
 
 
-def folded(value: Any) -> Any:
-    """``value`` as such a column's key: text as a :class:`FoldedText`, anything else as it is."""
-    return FoldedText(value) if type(value) is str else value
-
-
-def folded_key(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """The key converter of such a column whose values ``convert`` converts."""
-
-    def key(value: Any) -> Any:
-        if type(value) is FoldedText:
-            return value
-        return folded(convert(value))
-
-    return key
-
-
-class TrimmedText(str):
+class TrimmedText(_ComparedText):
     """Text equal (and hashed alike) to text differing from it only in trailing blanks."""
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, str):
-            return str.rstrip(self, " ") == str.rstrip(other, " ")
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        if isinstance(other, str):
-            return str.rstrip(self, " ") != str.rstrip(other, " ")
-        return NotImplemented
-
-    def __hash__(self) -> int:
-        return hash(str.rstrip(self, " "))
-
-    def __repr__(self) -> str:
-        return repr(str.rstrip(self, " "))  # a row lock's key: one per row
+    identity = staticmethod(_trim)
 
 
-def trimmed(value: Any) -> Any:
-    """``value`` as a ``RTRIM`` column's key: text as a :class:`TrimmedText`."""
-    return TrimmedText(value) if type(value) is str else value
+def _keyed_as(kind: type[_ComparedText]) -> Callable[[Any], Any]:
+    def as_key(value: Any) -> Any:
+        return kind(value) if type(value) is str else value
+
+    return as_key
 
 
-def trimmed_key(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """The key converter of a ``RTRIM`` column whose values ``convert`` converts."""
+def _key_of(kind: type[_ComparedText]) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
+    as_key = _keyed_as(kind)
 
-    def key(value: Any) -> Any:
-        if type(value) is TrimmedText:
-            return value
-        return trimmed(convert(value))
+    def key_of(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def key(value: Any) -> Any:
+            return value if type(value) is kind else as_key(convert(value))
 
-    return key
+        return key
+
+    return key_of
+
+
+folded = _keyed_as(FoldedText)
+"""``value`` as a case-folding column's key: text as a :class:`FoldedText`, anything else as
+it is."""
+folded_key = _key_of(FoldedText)
+"""The key converter of such a column whose values ``convert`` converts."""
+trimmed = _keyed_as(TrimmedText)
+"""``value`` as a ``RTRIM`` column's key: text as a :class:`TrimmedText`."""
+trimmed_key = _key_of(TrimmedText)
+"""The key converter of a ``RTRIM`` column whose values ``convert`` converts."""
