@@ -25,7 +25,12 @@ WRITE_SYSCALLS = {"1", "64"}  # write(2) on x86_64, aarch64
 GRACE = 2.0  # shutdown.grace, seconds
 
 
-def _config(tmp_path: Path, broker: dict[str, Any], sqlite_database: Callable[[], str]) -> Path:
+def _config(
+    tmp_path: Path,
+    broker: dict[str, Any],
+    sqlite_database: Callable[[], str],
+    grace: float = GRACE,
+) -> Path:
     config = write_config(
         tmp_path / "readmodel.toml",
         {
@@ -33,7 +38,7 @@ def _config(tmp_path: Path, broker: dict[str, Any], sqlite_database: Callable[[]
             "store": {"url": sqlite_database()},
             "broker": broker,
             "sources": {"bank": {"url": sqlite_database()}},
-            "shutdown": {"grace": f"{GRACE:g}s"},
+            "shutdown": {"grace": f"{grace:g}s"},
         },
     )
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
@@ -150,3 +155,23 @@ def test_a_worker_held_in_a_write_to_a_stderr_nobody_reads_exits_after_the_grace
         assert took < GRACE + 8, took
         stderr.drain()
         assert "worker stopped" not in stderr.text()
+
+
+def test_a_second_sigterm_exits_at_once_while_the_first_waits_to_say_stopping(
+    broker_for: Callable[[str], dict[str, Any]],
+    sqlite_database: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    """The first signal's "stopping" line waits behind the main thread's write to a full
+    stderr; a second signal must not wait behind it: it exits at once (128 + SIGTERM), long
+    before the grace would."""
+    config = _config(tmp_path, broker_for("redis"), sqlite_database, grace=120)
+    with _blocked_worker(config) as (worker, _):
+        os.killpg(worker.pid, signal.SIGTERM)
+        time.sleep(0.5)  # the first signal's line is waiting for the write's lock
+        signalled = time.monotonic()
+        os.killpg(worker.pid, signal.SIGTERM)
+        code = _wait(worker, 30)
+        took = time.monotonic() - signalled
+        assert code == 128 + signal.SIGTERM, f"exit {code} (None: running 30 s after)"
+        assert took < 10, took

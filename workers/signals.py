@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -32,6 +32,7 @@ EXIT_MESSAGE_WAIT = 1.0  # seconds
 class _Target:
     stop: threading.Event
     grace: float | None
+    signalled: threading.Event = field(default_factory=threading.Event)
 
 
 _target: _Target | None = None
@@ -78,13 +79,21 @@ def _watch(read_end: int) -> None:
 
 
 def _on_signal(sig: signal.Signals, target: _Target) -> None:
-    if target.stop.is_set():
+    if target.signalled.is_set() or target.stop.is_set():
         _exit_now(128 + sig, f"{sig.name} again: exiting now")
+    target.signalled.set()
     if target.grace is not None:
         message = f"did not stop within {target.grace:g}s of {sig.name}; exiting"
         timer = threading.Timer(target.grace, _exit_now, args=(EXIT_FAILURE, message))
         timer.daemon = True
         timer.start()
+    # Off the watcher: the line may wait behind a write the main thread holds (a full stderr),
+    # and the watcher must stay free to act on a second signal.
+    threading.Thread(target=_stop, args=(sig, target), name="signal-stop", daemon=True).start()
+
+
+def _stop(sig: signal.Signals, target: _Target) -> None:
+    """Say why, then set the event (so "stopping" comes before what stopping logs)."""
     structlog.get_logger("readmodel").info(
         "stopping: finishing the batch in hand", signal=sig.name, grace_seconds=target.grace
     )
