@@ -394,7 +394,9 @@ def _payload_model(
     the handler is written (``defined_in``'s module and body), not where ``owner``, a
     subclass perhaps in another module, is: there its payload would reach it unvalidated.
     An annotation naming what is not there at run time (a model imported under
-    ``TYPE_CHECKING``) is refused: every event's payload would reach the handler as a dict."""
+    ``TYPE_CHECKING``) is refused: every event's payload would reach the handler as a dict.
+    ``Event`` itself, when the module imports it only for type checkers, is this module's:
+    a bare ``event: Event`` names no model, and ``Event[Model]`` is read for its ``Model``."""
     params = [p for p in inspect.signature(function).parameters if p != "self"]
     if not params:
         raise TypeError(f"{owner.__name__}.{attr}: a handler takes (self, event, tx)")
@@ -406,15 +408,18 @@ def _payload_model(
     def probe() -> None: ...
 
     probe.__annotations__ = {params[0]: annotation}
+    globalns = getattr(target, "__globals__", None) or {}
+    localns = dict(vars(defined_in))
+    if "Event" not in globalns:
+        localns.setdefault("Event", Event)
     try:
-        hints = typing.get_type_hints(
-            probe, globalns=getattr(target, "__globals__", None), localns=dict(vars(defined_in))
-        )
+        hints = typing.get_type_hints(probe, globalns=globalns, localns=localns)
     except Exception as exc:
         raise TypeError(
             f"{owner.__name__}.{attr}: the annotation of {params[0]!r} ({annotation}) cannot "
-            f"be read ({type(exc).__name__}: {exc}): import the payload model at run time, "
-            "not under `if TYPE_CHECKING:`"
+            f"be read ({type(exc).__name__}: {exc}): the payload model must be found in the "
+            "handler's module at run time (not imported under `if TYPE_CHECKING:`) or in its "
+            "class body, not among a function's local names"
         ) from exc
     for arg in typing.get_args(hints[params[0]]):
         if isinstance(arg, type) and issubclass(arg, BaseModel):

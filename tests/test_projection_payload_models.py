@@ -6,7 +6,9 @@ an AttributeError on every event)."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -96,3 +98,41 @@ def test_only_the_events_annotation_is_read(database_for: Callable[[str], str]) 
             tx.upsert(seen, {"id": event.aggregate_id, "seq": event.payload.seq})
 
     assert _applied(database_for("sqlite"), LooseTx(), seen) == [("a", 2)]
+
+
+_EVENT_FOR_TYPE_CHECKERS_ONLY = """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from projections.api import Projection, on
+
+if TYPE_CHECKING:  # what ruff's TC rules make of imports used only in annotations
+    from projections.api import Event, Tx
+
+
+class Untyped(Projection):
+    name = "payload_models_seen"
+
+    @on("bank", "Deposited")
+    def deposited(self, event: Event, tx: Tx) -> None:
+        tx.upsert(self.tables[0], {"id": event.aggregate_id, "seq": event.payload["seq"]})
+"""
+
+
+def test_an_event_annotation_without_a_model_needs_no_event_at_run_time(
+    database_for: Callable[[str], str], tmp_path: Path
+) -> None:
+    """``event: Event`` names no model (the payload is a dict) whether or not ``Event`` is
+    imported at run time: the module is not refused."""
+    path = tmp_path / "untyped_projection.py"
+    path.write_text(_EVENT_FOR_TYPE_CHECKERS_ONLY)
+    spec = importlib.util.spec_from_file_location("untyped_projection", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    class Untyped(module.Untyped):  # type: ignore[name-defined,misc]
+        tables = (seen,)
+
+    assert _applied(database_for("sqlite"), Untyped(), seen) == [("a", 2)]
