@@ -175,3 +175,33 @@ def test_a_second_sigterm_exits_at_once_while_the_first_waits_to_say_stopping(
         took = time.monotonic() - signalled
         assert code == 128 + signal.SIGTERM, f"exit {code} (None: running 30 s after)"
         assert took < 10, took
+
+
+def test_sigterm_stops_a_worker_whose_log_reader_went_away(
+    broker_for: Callable[[str], dict[str, Any]],
+    sqlite_database: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    """Its "stopping" line fails (EPIPE: the reader of its stderr is gone); the worker stops
+    all the same, at once, not at the end of the grace."""
+    config = _config(tmp_path, broker_for("redis"), sqlite_database, grace=120)
+    command = [sys.executable, "-m", "workers.cli", "work", "--config", str(config), "-t", "1"]
+    worker = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            if b"worker started" in line:
+                break
+        worker.stdout.close()  # the log reader goes away
+        signalled = time.monotonic()
+        os.killpg(worker.pid, signal.SIGTERM)
+        code = _wait(worker, 30)
+        took = time.monotonic() - signalled
+        assert code is not None, "running 30 s after SIGTERM"
+        assert took < 15, (took, code)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()

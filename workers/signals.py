@@ -93,11 +93,14 @@ def _on_signal(sig: signal.Signals, target: _Target) -> None:
 
 
 def _stop(sig: signal.Signals, target: _Target) -> None:
-    """Say why, then set the event (so "stopping" comes before what stopping logs)."""
-    structlog.get_logger("readmodel").info(
-        "stopping: finishing the batch in hand", signal=sig.name, grace_seconds=target.grace
-    )
-    target.stop.set()
+    """Say why, then set the event (so "stopping" comes before what stopping logs); set it
+    all the same when the line fails (a log reader gone: EPIPE)."""
+    try:
+        structlog.get_logger("readmodel").info(
+            "stopping: finishing the batch in hand", signal=sig.name, grace_seconds=target.grace
+        )
+    finally:
+        target.stop.set()
 
 
 def _exit_now(code: int, message: str) -> None:
