@@ -56,6 +56,23 @@ def stop_on_signals(grace: float | None = None) -> threading.Event:
     return stop
 
 
+def _forget_in_child() -> None:
+    """In a forked child: back to the signals of a process that never called
+    :func:`stop_on_signals`. It has the handler and the wakeup fd, not the watcher thread:
+    its signals went to the parent's pipe (stopping the parent) and it ignored them."""
+    global _target, _wakeup_write
+    if _wakeup_write is None:
+        return
+    signal.set_wakeup_fd(-1)
+    os.close(_wakeup_write)
+    for signum in HANDLED:
+        if signal.getsignal(signum) is _leave_to_the_watcher:
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, default)
+    _target = None
+    _wakeup_write = None
+
+
 def _leave_to_the_watcher(_signum: int, _frame: Any) -> None:
     """Installed so the signal does not kill the process; the watcher thread acts on it."""
 
@@ -116,3 +133,6 @@ def _say(message: str) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
