@@ -8,6 +8,10 @@ timeout), against 1-2 ms with a wake-up. Here every enqueue also publishes
 on the queue's wake-up channel, and an idle consumer blocks on that channel for up to the
 worker timeout instead of sleeping: pickup costs one Redis round trip, and the timeout
 only bounds how long a lost wake-up (publishes are not stored) can delay a message.
+
+A call on the broker's Redis that times out (a Redis that stops answering without closing
+the connection: a partition, a stopped process, ``CLIENT PAUSE``) is a lost connection to
+the consumer, so Dramatiq restarts it and retries its acks as it does when Redis is down.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
+
+_LOST = (redis.ConnectionError, redis.TimeoutError)
 
 SATURATED_POLL = 0.001
 """Seconds between checks while every prefetch slot is taken (an ack frees one; acks come
@@ -99,7 +105,7 @@ class _WakingConsumer(Consumer):
             # Subscribed before the first fetch: a message enqueued after that fetch found
             # the queue empty leaves its wake-up waiting on this connection.
             self._wakeups.subscribe(wake_channel(broker.namespace, queue_name))
-        except redis.ConnectionError as exc:
+        except _LOST as exc:
             self._wakeups.close()
             raise ConnectionClosed(exc) from None
 
@@ -110,7 +116,7 @@ class _WakingConsumer(Consumer):
     def ack(self, message: MessageProxy) -> None:
         try:
             self.broker.do_ack(self.queue_name, message.options["redis_message_id"])
-        except redis.ConnectionError as exc:
+        except _LOST as exc:
             raise ConnectionClosed(exc) from None
         finally:
             self.queued_message_ids.discard(message.message_id)
@@ -118,7 +124,7 @@ class _WakingConsumer(Consumer):
     def nack(self, message: MessageProxy) -> None:
         try:
             self.broker.do_nack(self.queue_name, message.options["redis_message_id"])
-        except redis.ConnectionError as exc:
+        except _LOST as exc:
             raise ConnectionClosed(exc) from None
         finally:
             self.queued_message_ids.discard(message.message_id)
@@ -126,7 +132,10 @@ class _WakingConsumer(Consumer):
     def requeue(self, messages: Any) -> None:
         ids = [message.options["redis_message_id"] for message in messages]
         if ids:
-            self.broker.do_requeue(self.queue_name, *ids)
+            try:
+                self.broker.do_requeue(self.queue_name, *ids)
+            except _LOST as exc:  # Dramatiq expects ConnectionClosed here, as from acks
+                raise ConnectionClosed(exc) from None
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -147,7 +156,7 @@ class _WakingConsumer(Consumer):
                 if not self.message_cache:
                     self._wakeups.get_message(timeout=self.timeout)
                     return None
-        except redis.ConnectionError as exc:
+        except _LOST as exc:
             raise ConnectionClosed(exc) from None
 
     def _drain_wakeups(self) -> None:
