@@ -263,6 +263,7 @@ class RedisCache(Cache):
             url,
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
+            socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
         )
         self._begin = self.client.register_script(_BEGIN)

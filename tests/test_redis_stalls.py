@@ -12,6 +12,7 @@ from typing import Any
 
 import dramatiq
 import pytest
+import redis
 import sqlalchemy as sa
 
 from config import BrokerSettings, load_settings
@@ -20,7 +21,7 @@ from tests.broker_helpers import Processes, wait_until
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import account_totals
-from tests.redis_stall_helpers import stalled
+from tests.redis_stall_helpers import outcome_within, stalled
 from workers.broker import make_broker
 
 BOUND = 15.0  # seconds a call on a stalled broker may take: the socket timeout and a margin
@@ -37,6 +38,21 @@ def stalling_broker(private_redis: Any) -> Any:
     broker.test_queue = name  # type: ignore[attr-defined]
     yield broker
     broker.close()
+
+
+def test_an_enqueue_to_a_stalled_broker_fails_within_the_bound(stalling_broker: Any) -> None:
+    """The relay's publish and the sweep's re-sends (``enqueue_many``) raise instead of
+    waiting for ever; the same broker enqueues again once Redis answers."""
+    broker, queue = stalling_broker, stalling_broker.test_queue
+    noop = dramatiq.actor(lambda: None, actor_name="noop", queue_name=queue, broker=broker)
+    broker.enqueue_many([noop.message()])
+    with stalled(broker.server):
+        error, took = outcome_within(lambda: broker.enqueue_many([noop.message()]), BOUND)
+    assert isinstance(error, redis.RedisError), error
+    assert took >= 1.0, took  # a timeout, not a refused connection
+    broker.enqueue_many([noop.message()])
+    with redis.Redis(**_address(broker)) as admin:
+        assert admin.llen(f"{queue}:{queue}") == 2
 
 
 def test_a_worker_keeps_consuming_delayed_messages_after_a_stall(stalling_broker: Any) -> None:
@@ -57,6 +73,11 @@ def test_a_worker_keeps_consuming_delayed_messages_after_a_stall(stalling_broker
         assert wait_until(lambda: 2 in seen, BOUND), seen
     finally:
         worker.stop(timeout=5_000)
+
+
+def _address(broker: Any) -> dict[str, Any]:
+    kwargs = broker.client.connection_pool.connection_kwargs
+    return {"host": kwargs.get("host", "localhost"), "port": kwargs.get("port", 6379)}
 
 
 def test_a_pipeline_logs_a_stalled_broker_and_resumes(
@@ -114,3 +135,14 @@ def test_a_pipeline_logs_a_stalled_broker_and_resumes(
     finally:
         source.dispose()
         store.dispose()
+
+
+def test_the_broker_url_can_give_a_farther_redis_more_time() -> None:
+    from workers.redis_broker import SOCKET_TIMEOUT, broker_client
+
+    plain = broker_client("redis://127.0.0.1:6379/0").connection_pool.connection_kwargs
+    assert (plain["socket_timeout"], plain["socket_connect_timeout"]) == (SOCKET_TIMEOUT,) * 2
+    assert plain["socket_keepalive"] is True
+    query = "?socket_timeout=20&socket_connect_timeout=3"
+    given = broker_client(f"redis://127.0.0.1:6379/0{query}").connection_pool.connection_kwargs
+    assert (given["socket_timeout"], given["socket_connect_timeout"]) == (20.0, 3.0)

@@ -10,7 +10,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 
 from config import BrokerSettings, ConfigError
-from workers.redis_broker import WakingRedisBroker
+from workers.redis_broker import WakingRedisBroker, broker_client
 
 
 def make_broker(settings: BrokerSettings) -> dramatiq.Broker:
@@ -19,7 +19,9 @@ def make_broker(settings: BrokerSettings) -> dramatiq.Broker:
     broker: dramatiq.Broker
     if scheme in ("redis", "rediss"):
         broker = WakingRedisBroker(
-            url=settings.url, namespace=settings.namespace, heartbeat_timeout=15_000
+            client=broker_client(settings.url),
+            namespace=settings.namespace,
+            heartbeat_timeout=15_000,
         )
     elif scheme in ("amqp", "amqps"):
         broker = RabbitmqBroker(url=settings.url, confirm_delivery=True)

@@ -9,9 +9,10 @@ on the queue's wake-up channel, and an idle consumer blocks on that channel for 
 worker timeout instead of sleeping: pickup costs one Redis round trip, and the timeout
 only bounds how long a lost wake-up (publishes are not stored) can delay a message.
 
-A call on the broker's Redis that times out (a Redis that stops answering without closing
-the connection: a partition, a stopped process, ``CLIENT PAUSE``) is a lost connection to
-the consumer, so Dramatiq restarts it and retries its acks as it does when Redis is down.
+Every call on the broker's Redis is bounded (:func:`broker_client`): a Redis that stops
+answering without closing the connection (a partition, a stopped process, ``CLIENT PAUSE``)
+fails the call with a timeout, which the consumer reports as a lost connection, so Dramatiq
+restarts it and retries its acks as it does when Redis is down.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+SOCKET_TIMEOUT = 5.0
+"""Seconds a connect or a reply of the broker's Redis may take (redis-py 8's default; older
+versions wait for ever). No broker call blocks in Redis (fetches are scripts that return at
+once; the idle wait reads the wake-up channel with its own timeout, the worker timeout), so
+this only has to outlast a busy Redis (a fork, a slow fsync, Dramatiq's maintenance ``KEYS``).
+``socket_timeout`` / ``socket_connect_timeout`` in the broker URL's query override it."""
+
 _LOST = (redis.ConnectionError, redis.TimeoutError)
 
 SATURATED_POLL = 0.001
@@ -37,6 +45,17 @@ from worker threads, which do not publish)."""
 
 def wake_channel(namespace: str, queue_name: str) -> str:
     return f"{namespace}:wake:{queue_name}"
+
+
+def broker_client(url: str) -> redis.Redis:
+    """A client for the broker URL whose every call is bounded; TCP keepalive finds a
+    connection whose peer has gone while it is idle."""
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT,
+        socket_connect_timeout=SOCKET_TIMEOUT,
+        socket_keepalive=True,
+    )
 
 
 class WakingRedisBroker(RedisBroker):
