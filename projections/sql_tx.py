@@ -4,6 +4,7 @@ writes are folded per key and flushed as a few batched statements at commit."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, NoReturn
 
@@ -84,6 +85,8 @@ class SqlTx(Prefetches):
         # PostgreSQL: prefetches wait for the first read, then go out in one round trip.
         self._batch_prefetch = batch_prefetch and self._postgresql
         self._deferred: list[tuple[TablePlan, list[tuple[Any, ...]]]] = []
+        self._flushes = 0
+        self._undo: _Undo | None = None
 
     def _describe(self, table: sa.Table) -> _Info:
         """``(physical table, its name, primary key column names, the converters of its
@@ -246,6 +249,8 @@ class SqlTx(Prefetches):
             # On a copy: a value it refuses (WideIntegerError) leaves the batch's writes as
             # they were, so a handler that catches it may write another row.
             converters.normalize(values, row)
+        if self._undo is not None:
+            self._undo.replaced.setdefault(k, pending)
         self._pending[k] = (op, values)
         if physical not in self._order:
             self._order.append(physical)
@@ -286,6 +291,8 @@ class SqlTx(Prefetches):
             key = converters.key(key, lookup=True)
             if key is None:
                 return  # an integer its column cannot hold: no row to delete
+        if self._undo is not None:
+            self._undo.replaced.setdefault((name, key), self._pending.get((name, key)))
         self._pending[(name, key)] = (DELETE, None)
 
     def find(self, table: sa.Table, **equals: Any) -> list[dict[str, Any]]:
@@ -315,7 +322,34 @@ class SqlTx(Prefetches):
         for tag in tags:
             if not isinstance(tag, str):
                 raise TypeError(f"cache tags are strings, got {tag!r}")
+        if self._undo is not None:
+            self._undo.tags.extend(tag for tag in tags if tag not in self.invalidated)
         self.invalidated.update(tags)
+
+    def undoable(self) -> None:
+        """Keep from here what the writes replace, so that :meth:`undo` can take them back:
+        a rebuild skipping a failed handler's event drops that handler's writes in memory
+        instead of rolling its transaction back and applying the events before it again."""
+        self._undo = _Undo(self._flushes, len(self._order))
+
+    def settle(self) -> None:
+        """Stop keeping what writes replace: the writes since :meth:`undoable` stay."""
+        self._undo = None
+
+    def undo(self) -> bool:
+        """Take back every write since :meth:`undoable`; ``False`` (nothing taken back) when
+        there is none to take back from or a flush has sent some of them already."""
+        undo, self._undo = self._undo, None
+        if undo is None or undo.flushes != self._flushes:
+            return False
+        for k, entry in undo.replaced.items():
+            if entry is None:
+                self._pending.pop(k, None)
+            else:
+                self._pending[k] = entry
+        del self._order[undo.order :]
+        self.invalidated.difference_update(undo.tags)
+        return True
 
     def _remember(self, physical: sa.Table) -> None:
         if physical not in self._order:
@@ -333,6 +367,7 @@ class SqlTx(Prefetches):
             raise self._locks.restart
         if self._deferred:
             self._run_deferred()  # their row locks are part of the batch's isolation
+        self._flushes += 1
         if self._pending:
             with refusals():
                 PendingWrites(self._pending, self._order, self._read, self._new_rows).write(
@@ -346,6 +381,18 @@ class SqlTx(Prefetches):
 # key column names kept in their first form or None)
 _Info = tuple[sa.Table, str, tuple[str, ...], Converters, str | None, tuple[str, ...] | None]
 _MISSING: Any = object()
+
+
+@dataclass(slots=True)
+class _Undo:
+    """What :meth:`SqlTx.undo` restores: each key's entry before the first write since
+    :meth:`SqlTx.undoable` (``None``: it had none), the tables first written before it, the
+    cache tags added since; taken back only while no flush has come between."""
+
+    flushes: int
+    order: int
+    replaced: dict[Key, Entry | None] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
 
 
 def _null_key(table: sa.Table, pk: tuple[str, ...], key: tuple[Any, ...]) -> NoReturn:
