@@ -4,6 +4,7 @@ writes are folded per key and flushed as a few batched statements at commit."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import Any, NoReturn
@@ -159,6 +160,16 @@ class SqlTx(Prefetches):
             raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
 
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
+        found = self._get(table, key)
+        if self._undo is not None and found is not None:
+            # Its lists and dicts are the pending write's or the read row's: a handler that
+            # changes one in place and fails would leave the change past :meth:`undo`.
+            for column, value in found.items():
+                if isinstance(value, _MUTABLE):
+                    found[column] = deepcopy(value)
+        return found
+
+    def _get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
         if self._deferred:
             self._run_deferred()
         physical, name, pk, converters, _, forms = self._info.get(table) or self._describe(table)
@@ -381,6 +392,7 @@ class SqlTx(Prefetches):
 # key column names kept in their first form or None)
 _Info = tuple[sa.Table, str, tuple[str, ...], Converters, str | None, tuple[str, ...] | None]
 _MISSING: Any = object()
+_MUTABLE = (list, dict, set, bytearray)
 
 
 @dataclass(slots=True)
