@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import date, time, timedelta, tzinfo
+from decimal import Decimal
 from typing import Any, NoReturn
+from uuid import UUID
 
 import sqlalchemy as sa
 
@@ -162,10 +164,10 @@ class SqlTx(Prefetches):
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
         found = self._get(table, key)
         if self._undo is not None and found is not None:
-            # Its lists and dicts are the pending write's or the read row's: a handler that
-            # changes one in place and fails would leave the change past :meth:`undo`.
+            # Its values are the pending write's or the read row's: a handler that changes one
+            # in place (a JSON list) and fails would leave the change past :meth:`undo`.
             for column, value in found.items():
-                if isinstance(value, _MUTABLE):
+                if value is not None and not isinstance(value, _IMMUTABLE):
                     found[column] = deepcopy(value)
         return found
 
@@ -392,7 +394,8 @@ class SqlTx(Prefetches):
 # key column names kept in their first form or None)
 _Info = tuple[sa.Table, str, tuple[str, ...], Converters, str | None, tuple[str, ...] | None]
 _MISSING: Any = object()
-_MUTABLE = (list, dict, set, bytearray)
+# Values a handler cannot change in place (others, a JSON column's lists and dicts, are copied).
+_IMMUTABLE = (str, int, float, Decimal, bytes, date, time, timedelta, UUID, frozenset)
 
 
 @dataclass(slots=True)
