@@ -1,19 +1,21 @@
 """The projection, events and log of tests/test_replay_batch_boundaries.py: items made from some of
 their columns (the table fills the state), touched, dropped and made again, and counted with
-``tx.find``; a model of what they leave; a PostgreSQL log holding them."""
+``tx.find``; a model of what they leave; a PostgreSQL log holding them, and the ``shadow``
+fixture making such logs."""
 
 from __future__ import annotations
 
 import random
 import threading
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import psycopg
+import pytest
 import sqlalchemy as sa
 
 from outbox.db import libpq_conninfo
@@ -259,3 +261,16 @@ def shadow_log(dsn: str, events: Events) -> ShadowLog:
             "INSERT INTO rm_log_heads (source, head) VALUES (%s, %s)", (SOURCE, len(events))
         )
     return ShadowLog(log, store, LogReader(log))
+
+
+@pytest.fixture
+def shadow(pg_database: Callable[[], str]) -> Iterator[Callable[[list[Any]], Any]]:
+    made: list[Any] = []
+
+    def make(events: list[Any]) -> Any:
+        made.append(shadow_log(pg_database(), events))
+        return made[-1]
+
+    yield make
+    for log in made:
+        log.close()

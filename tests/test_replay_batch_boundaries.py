@@ -6,7 +6,6 @@ independent model of them), with no thread or transaction left open."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -23,22 +22,11 @@ from tests.replay_batch_helpers import (
     notes,
     replay,
     rows,
-    shadow_log,
+    shadow,
     with_boom,
 )
 
-
-@pytest.fixture
-def shadow(pg_database: Callable[[], str]) -> Iterator[Callable[[list[Any]], Any]]:
-    made: list[Any] = []
-
-    def make(events: list[Any]) -> Any:
-        made.append(shadow_log(pg_database(), events))
-        return made[-1]
-
-    yield make
-    for log in made:
-        log.close()
+__all__ = ["shadow"]  # the fixture
 
 
 @pytest.mark.parametrize(

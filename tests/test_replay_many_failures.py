@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import pytest
 
 from outbox.envelope import Envelope
 from projections.api import Event, Tx, on
@@ -29,10 +27,10 @@ from tests.replay_batch_helpers import (
     left_behind,
     replay,
     rows,
-    shadow_log,
+    shadow,
 )
 
-__all__ = ["docs"]  # the fixture
+__all__ = ["docs", "shadow"]  # the fixtures
 
 
 def _depth() -> int:
@@ -93,19 +91,6 @@ def _assert_skipped_alone(summary: ReplaySummary, booms: list[int], depths: list
     # The first failure is met in the whole transaction, all later ones a level further in.
     assert len(depths) >= len(booms)
     assert len(set(depths[1:])) == 1, (min(depths), max(depths))
-
-
-@pytest.fixture
-def shadow(pg_database: Callable[[], str]) -> Iterator[Callable[[list[Any]], Any]]:
-    made: list[Any] = []
-
-    def make(events: list[Any]) -> Any:
-        made.append(shadow_log(pg_database(), events))
-        return made[-1]
-
-    yield make
-    for log in made:
-        log.close()
 
 
 def _table_rebuild(shadow: Any, n: int, seed: int, every: int, count: int) -> tuple:

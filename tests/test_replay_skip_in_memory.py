@@ -11,7 +11,6 @@ tests/test_replay_batch_boundaries.py)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -28,9 +27,11 @@ from tests.replay_batch_helpers import (
     notes,
     replay,
     rows,
-    shadow_log,
+    shadow,
     with_boom,
 )
+
+__all__ = ["shadow"]  # the fixture
 
 
 class _CountingTally(FailingTally):
@@ -61,19 +62,6 @@ class _CountingTally(FailingTally):
             except sa.exc.DBAPIError:
                 pass  # caught: the transaction is aborted all the same
         raise ValueError("boom")
-
-
-@pytest.fixture
-def shadow(pg_database: Callable[[], str]) -> Iterator[Callable[[list[Any]], Any]]:
-    made: list[Any] = []
-
-    def make(events: list[Any]) -> Any:
-        made.append(shadow_log(pg_database(), events))
-        return made[-1]
-
-    yield make
-    for log in made:
-        log.close()
 
 
 def _events(**boom: Any) -> list[Any]:
