@@ -8,7 +8,9 @@ could not be reached (3 wins when both happen).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -191,16 +193,22 @@ def work(
         )
     require_migrated(settings, config)
     if processes > 1:
-        raise typer.Exit(_spawn_workers(config, processes, threads, log_json, log_level))
+        grace = settings.shutdown.grace.total_seconds()
+        raise typer.Exit(_spawn_workers(config, processes, threads, log_json, log_level, grace))
     _runwith_runtime(settings, "worker", threads=threads)
 
 
 def _spawn_workers(
-    config: Path | None, processes: int, threads: int, log_json: bool, log_level: str | None
+    config: Path | None,
+    processes: int,
+    threads: int,
+    log_json: bool,
+    log_level: str | None,
+    grace: float,
 ) -> int:
-    """Start ``processes`` single-process workers and wait; SIGTERM/SIGINT are passed on."""
-    import subprocess
-
+    """Start ``processes`` single-process workers and wait; SIGTERM/SIGINT are passed on.
+    A child still running ``grace`` + :data:`CHILD_EXIT_MARGIN` seconds after it was told to
+    stop (its own grace exit could not run: stopped, stuck in the kernel) is killed."""
     command = [sys.executable, "-m", "workers.cli", "work", "--processes", "1"]
     command += ["--threads", str(threads)]
     if config is not None:
@@ -228,12 +236,35 @@ def _spawn_workers(
     for child in children:
         if child.poll() is None:
             child.terminate()
-    codes = [child.wait() for child in children]
+    codes = _wait_for_children(children, grace + CHILD_EXIT_MARGIN)
     if died is not None and died.returncode in (EXIT_CONFIG, EXIT_UNREACHABLE):
         return died.returncode
     if died is not None or any(code != 0 for code in codes):
         return EXIT_FAILURE  # a signal's death is negative: a failure all the same
     return 0
+
+
+CHILD_EXIT_MARGIN = 5.0
+"""Seconds past ``shutdown.grace`` that ``work -p N`` waits for a child told to stop."""
+
+
+def _wait_for_children(children: list[Any], bound: float) -> list[int]:
+    """The children's exit codes, each killed (SIGKILL) if still running after ``bound``
+    seconds: the parent's stop is bounded as each child's is."""
+    deadline = time.monotonic() + bound
+    codes = []
+    for child in children:
+        try:
+            codes.append(child.wait(timeout=max(0.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            logger.error(
+                "worker process did not stop in time; killing it",
+                pid=child.pid,
+                waited_seconds=round(bound, 1),
+            )
+            child.kill()
+            codes.append(child.wait())
+    return codes
 
 
 def _require_broker(settings: Settings) -> None:
