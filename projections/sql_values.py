@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
 from projections.api import WideIntegerError
+from projections.sql_decorated_values import decorated, undecorated
 from projections.sql_key_equality import compared, keyed
 from projections.sql_keys import compile_key
 from projections.sql_limits import (
@@ -291,7 +292,10 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
         keys_by_name: dict[str, Column] = {}  # a key's converter lets a list by: its own error
         rowid = _sqlite_rowid(dialect, table)
         for column in table.columns:
-            converter = _converter(context, column)
+            column_type, decorators = undecorated(dialect, _dialect_type(dialect, column))
+            converter = _converter(context, column_type)
+            if decorators:
+                converter = decorated(converter, decorators, dialect)
             if converter is not None and column is rowid:
                 converter = sqlite_rowid(converter[0]), converter[1]
             bounds = integer_bounds(dialect, table, column)
@@ -301,13 +305,12 @@ def stored_values(dialect: Dialect, table: sa.Table, zone: tzinfo | None = None)
                 unwritable = json_refusal(table, column) if json else None
                 unstorable = value_refusal(table, column)
                 nul = None
-                column_type = _dialect_type(dialect, column)
                 if str in exact and dialect.name == "postgresql":
                     nul = pg_nul_refusal(column_type)
                 keys_by_name[column.name] = Column(
                     column.name, convert, exact, bounds, unwritable, unstorable, nul
                 )
-                if convert is not None and isinstance(column_type, SCALAR_TYPES):
+                if convert is not None and isinstance(column_type, SCALAR_TYPES) and not decorators:
                     sql = column_type.compile(dialect=dialect).upper()
                     convert = no_container(convert, sql)
                 columns[column.name] = Column(
@@ -335,10 +338,9 @@ def normalize(converters: Converters, row: dict[str, Any], given: Any) -> None:
 
 
 def _converter(
-    context: _Context, column: sa.Column[Any]
+    context: _Context, column_type: sa.types.TypeEngine[Any]
 ) -> tuple[Converter, frozenset[type]] | None:
     dialect = context.dialect
-    column_type = _dialect_type(dialect, column)
     if dialect.name == "postgresql":
         if isinstance(column_type, sa.ARRAY):  # its elements as its item type converts one
             return pg_array(dialect, column_type, lambda item: _pg_any(context, item))
@@ -362,7 +364,7 @@ def _sqlite_rowid(dialect: Dialect, table: sa.Table) -> sa.Column[Any] | None:
     if table.dialect_options["sqlite"].get("with_rowid") is False:
         return None
     (column,) = table.primary_key.columns
-    declared = _dialect_type(dialect, column).compile(dialect=dialect)
+    declared = _stored_type(dialect, column).compile(dialect=dialect)
     return column if declared.strip().upper() == "INTEGER" else None
 
 
@@ -380,7 +382,7 @@ def key_forms(dialect: Dialect, table: sa.Table) -> tuple[str, ...] | None:
     one form."""
     columns = table.primary_key.columns
     if all(
-        _one_form(_dialect_type(dialect, column))
+        _one_form(_stored_type(dialect, column))
         and _compared(dialect, column) not in ("folded", "trimmed")
         for column in columns
     ):
@@ -396,7 +398,7 @@ def key_equality(dialect: Dialect, table: sa.Table) -> tuple[str | None, ...]:
 
 
 def _compared(dialect: Dialect, column: sa.Column[Any]) -> str | None:
-    return compared(dialect.name, _dialect_type(dialect, column))
+    return compared(dialect.name, _stored_type(dialect, column))
 
 
 def _one_form(column_type: sa.types.TypeEngine[Any]) -> bool:
@@ -411,6 +413,11 @@ def _dialect_type(dialect: Dialect, column: sa.Column[Any]) -> sa.types.TypeEngi
     if variants and dialect.name in variants:
         return variants[dialect.name]  # type: ignore[no-any-return]
     return column.type
+
+
+def _stored_type(dialect: Dialect, column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
+    """The type ``column`` is stored and compared as: a projection's own decorator's impl."""
+    return undecorated(dialect, _dialect_type(dialect, column))[0]
 
 
 def _pg_any(context: _Context, column_type: sa.types.TypeEngine[Any]) -> Found:
