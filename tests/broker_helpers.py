@@ -154,3 +154,16 @@ def wait_until(check: Callable[[], bool], timeout: float, interval: float = 0.1)
             return True
         time.sleep(interval)
     return check()
+
+
+def child_pids(parent: int) -> list[int]:
+    """The pids of ``parent``'s children (``work -p N``'s worker processes)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(stat.parent.name))
+    return found

@@ -9,22 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.broker_helpers import Processes, wait_until
+from tests.broker_helpers import Processes, child_pids, wait_until
 from tests.cli_helpers import run_cli, write_config
 
 GRACE = 1.0  # shutdown.grace, seconds
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == parent:
-            found.append(int(stat.parent.name))
-    return found
 
 
 def _alive(pid: int) -> bool:
@@ -58,11 +46,11 @@ def test_a_child_that_cannot_stop_is_killed_past_the_grace_and_the_set_exits_1(
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     key = processes.start("work", "work", "--config", str(config), "-p", "2", "-t", "1")
     parent = processes.running[key]
-    assert wait_until(lambda: len(_children(parent.pid)) == 2, 30), processes.log_tail()
+    assert wait_until(lambda: len(child_pids(parent.pid)) == 2, 30), processes.log_tail()
     assert wait_until(lambda: processes.log_tail().count("worker started") >= 2, 60), (
         processes.log_tail()
     )
-    stuck, other = _children(parent.pid)
+    stuck, other = child_pids(parent.pid)
     os.kill(stuck, signal.SIGSTOP)
     try:
         started = time.monotonic()

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from config import load_settings
 from outbox.db import create_engine
-from tests.broker_helpers import BROKER_URLS, Processes, wait_until
+from tests.broker_helpers import BROKER_URLS, Processes, child_pids, wait_until
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import account_totals
@@ -162,22 +162,10 @@ def test_a_worker_process_that_dies_stops_the_set_with_a_failure(
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     key = processes.start("work", "work", "--config", str(config), "-p", "2", "-t", "1")
     parent = processes.running[key]
-
-    def children() -> list[int]:
-        found = []
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == parent.pid:
-                found.append(int(stat.parent.name))
-        return found
-
-    assert wait_until(lambda: len(children()) == 2, 30), processes.log_tail()
-    os.kill(children()[0], signal.SIGKILL)
+    assert wait_until(lambda: len(child_pids(parent.pid)) == 2, 30), processes.log_tail()
+    os.kill(child_pids(parent.pid)[0], signal.SIGKILL)
     assert parent.wait(timeout=30) == 1
-    assert wait_until(lambda: children() == [], 10)
+    assert wait_until(lambda: child_pids(parent.pid) == [], 10)
     assert "worker process exited; stopping the others" in processes.log_tail()
 
 
