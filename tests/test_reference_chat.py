@@ -207,6 +207,43 @@ def test_applying_the_whole_log_again_leaves_every_document_as_it_was(
     assert report.ok, report.as_dict()
 
 
+def test_verify_reads_the_generation_a_replay_swapped_in(
+    sqlite_database: Callable[[], str],
+    pg_database: Callable[[], str],
+    mongo_database: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    """README "Document projections": a rebuild of ``conversation_inbox`` fills the next
+    generation (``conversation_inbox__g1``) and drops the old one; verify then compares the
+    services with the generation in use, not with the dropped ``conversation_inbox``."""
+    docs = mongo_database()
+    settings = chat_settings(pg_database(), _services(sqlite_database), mongo_database(), docs)
+    result = Simulator(settings, seed=29).run(USERS_COUNT, ORDERS_COUNT)
+    runtime = build_runtime(settings)
+    try:
+        run_until_caught_up(runtime)
+    finally:
+        runtime.close()
+    config = write_config(tmp_path / "readmodel.toml", config_data(settings))
+    args = ["replay", "conversation_inbox", "--yes", "--retire-after", "0", "--config"]
+    done = run_cli([*args, str(config)])
+    assert done.exit_code == 0, done.output
+    client: MongoClient[dict[str, Any]] = MongoClient(docs)
+    try:
+        names = set(client[database_name(docs)].list_collection_names())
+    finally:
+        client.close()
+    assert {f"{INBOX}__g1", f"{NOTIFICATIONS}__g1"} <= names
+    assert INBOX not in names and NOTIFICATIONS not in names  # generation 0 is dropped
+
+    from workers.reference import run_verify
+
+    report, behind = run_verify(settings)
+    assert behind == "" and report.ok, report.as_dict()
+    assert report.projections[INBOX].checked == result.actions["start_conversation"]
+    assert report.projections[NOTIFICATIONS].checked > 0
+
+
 def test_reference_init_creates_the_chat_indexes_and_prints_them(
     sqlite_database: Callable[[], str], mongo_database: Callable[[], str], tmp_path: Path
 ) -> None:

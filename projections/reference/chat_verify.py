@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from pymongo.errors import PyMongoError
 
 from outbox.mongo import describe_mongo_error
+from projections.document_generations import generation_of, physical_name
 from projections.reference.chat_service import CONVERSATIONS, MESSAGES, NOTIFICATIONS
-from projections.reference.conversation_inbox import INBOX, LATEST
+from projections.reference.conversation_inbox import INBOX, LATEST, ConversationInbox
 from projections.reference.conversation_inbox import NOTIFICATIONS as FEEDS
 from projections.reference.services import users
 from projections.reference.verify import Row, VerifyError, _rows
@@ -37,11 +38,20 @@ class _DocumentCheck:
         self.store = store
 
     def model_keys(self, after: str | None, limit: int) -> list[str]:
-        return _ids(self.store[self.name], after, limit)
+        return _ids(self._collection(), after, limit)
 
     def actual(self, keys: Sequence[str]) -> dict[str, Row]:
-        found = _find(self.store[self.name], {"_id": {"$in": list(keys)}})
+        found = _find(self._collection(), {"_id": {"$in": list(keys)}})
         return {str(d["_id"]): flat(d) for d in found}
+
+    def _collection(self) -> Any:
+        """The collection of the generation in use: a rebuild (``readmodel replay``) fills
+        ``<name>__g<N>`` and drops the one it replaced, so ``<name>`` may be gone."""
+        try:
+            generation = generation_of(self.store, ConversationInbox.name)
+        except PyMongoError as exc:
+            raise VerifyError(f"{self.name}: {describe_mongo_error(exc)}") from exc
+        return self.store[physical_name(self.name, generation)]
 
 
 class ConversationInboxCheck(_DocumentCheck):
