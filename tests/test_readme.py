@@ -267,3 +267,84 @@ def test_every_setting_is_in_the_example_config() -> None:
     same = {key.replace("tenants.*.source.", "sources.*.", 1) for key in _setting_keys(Settings)}
     missing = sorted(same - written)
     assert missing == []
+
+
+def _block_after(marker: str) -> str:
+    """The first plain ``` block after ``marker`` in README.md."""
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index(marker) :]
+    block = block[block.index("```\n") + 4 :]
+    return block[: block.index("```")]
+
+
+def _venv_env() -> dict[str, str]:
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("READMODEL_")}
+    return {**env, "PATH": path, "PYTHONPATH": str(ROOT)}
+
+
+def test_the_invalid_configuration_example_prints_what_readme_shows(tmp_path: Path) -> None:
+    block = _block_after("Unknown keys and bad values are errors").splitlines()
+    command, expected = block[0].removeprefix("$ "), block[1:]
+    (tmp_path / "config").symlink_to(ROOT / "config")
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=tmp_path,
+        env=_venv_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == expected
+
+
+def test_the_secret_commands_print_a_token_the_key_decrypts(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from config.secrets import reveal
+
+    block = _block_after("encrypts, any decrypts):")
+    script = block + 'echo "key=$READMODEL_SECRET_KEY"\n'
+    done = subprocess.run(
+        ["bash", "-ec", script],
+        cwd=tmp_path,
+        env=_venv_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    token, key = done.stdout.split()
+    assert token.startswith("fernet:gAAAAA")
+    monkeypatch.setenv("READMODEL_SECRET_KEY", key.removeprefix("key="))
+    assert reveal(token) == "postgresql://acme:pw@db-acme/shop"
+
+
+def test_outbox_init_print_needs_no_server(tmp_path: Path) -> None:
+    """ "The outbox table": the command prints the table, its indexes and the trigger."""
+    [command] = _readme_commands("trigger that NOTIFYs the relay:")
+    (tmp_path / "config").symlink_to(ROOT / "config")
+    done = subprocess.run(
+        ["bash", "-c", command],
+        cwd=tmp_path,
+        env=_venv_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert 'CREATE TABLE IF NOT EXISTS "outbox"' in done.stdout
+    assert '"seq" BIGSERIAL PRIMARY KEY' in done.stdout
+    assert "CREATE TRIGGER" in done.stdout and "pg_notify('readmodel_outbox'" in done.stdout
+
+
+def test_the_memory_cache_example_runs_as_written() -> None:
+    code = _readme_block("The cache is usable on its own", "python")
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    assert namespace["row"] == {"price": 990}
+    cache = namespace["cache"]  # invalidated: the next read loads again
+    assert cache.get_or_load("product_catalog", "42", ["product:42"], lambda: {"price": 1}) == {
+        "price": 1
+    }
