@@ -348,3 +348,67 @@ def test_the_memory_cache_example_runs_as_written() -> None:
     assert cache.get_or_load("product_catalog", "42", ["product:42"], lambda: {"price": 1}) == {
         "price": 1
     }
+
+
+def test_the_conversation_inbox_document_example_runs_as_written(
+    tmp_path: Path, monkeypatch: Any, mongo_database: Callable[[], str]
+) -> None:
+    """ "Document projections (MongoDB)": ``ConversationInbox`` as written, fed by a MongoDB
+    chat outbox (``seq`` from a counter, as "A MongoDB outbox" says), read back with
+    ``readmodel query conversation_inbox r1``."""
+    from pymongo import MongoClient
+
+    from outbox.mongo import mongo_database as database_name
+    from tests.cli_helpers import run_cli, write_config
+
+    code = _readme_block("### Document projections (MongoDB)", "python")
+    (tmp_path / "readme_inbox.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    chat, docs = mongo_database(), mongo_database()
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["readme_inbox"],
+            "store": {"url": f"sqlite:///{tmp_path / 'readstore.db'}"},
+            "stores": {"docs": {"url": docs}},
+            "sources": {"chat": {"url": chat}},
+        },
+    )
+    monkeypatch.chdir(tmp_path)
+    for command in (["outbox", "init", "--source", "chat"], ["migrate"]):
+        done = run_cli([*command, "--config", str(config)])
+        assert done.exit_code == 0, done.output
+    client: MongoClient[dict[str, Any]] = MongoClient(chat)
+    try:
+        database = client[database_name(chat)]
+        for text in ("hi", "how are you?"):
+            with client.start_session() as session, session.start_transaction():
+                seq = database.counters.find_one_and_update(
+                    {"_id": "outbox"},
+                    {"$inc": {"seq": 1}},
+                    upsert=True,
+                    session=session,
+                    return_document=True,
+                )["seq"]
+                database.outbox.insert_one(
+                    {
+                        "seq": seq,
+                        "id": f"m{seq}",
+                        "aggregatetype": "room",
+                        "aggregateid": "r1",
+                        "type": "MessagePosted",
+                        "payload": {"text": text},
+                    },
+                    session=session,
+                )
+    finally:
+        client.close()
+    done = run_cli(["run", "--until-caught-up", "--config", str(config)])
+    assert done.exit_code == 0, done.output
+    assert "caught up: relayed 2, applied 2" in done.stdout
+    read = run_cli(["query", "conversation_inbox", "r1", "--config", str(config)])
+    assert read.exit_code == 0, read.output
+    assert json.loads(read.stdout) == {
+        "row": {"_id": "r1", "messages": 2, "last": "how are you?"},
+        "stale": False,
+    }
