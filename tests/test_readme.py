@@ -342,7 +342,7 @@ def test_outbox_init_print_needs_no_server(tmp_path: Path) -> None:
 def test_the_memory_cache_example_runs_as_written() -> None:
     code = _readme_block("The cache is usable on its own", "python")
     namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102
+    exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["row"] == {"price": 990}
     cache = namespace["cache"]  # invalidated: the next read loads again
     assert cache.get_or_load("product_catalog", "42", ["product:42"], lambda: {"price": 1}) == {
