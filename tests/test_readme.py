@@ -412,3 +412,44 @@ def test_the_conversation_inbox_document_example_runs_as_written(
         "row": {"_id": "r1", "messages": 2, "last": "how are you?"},
         "stale": False,
     }
+
+
+def test_the_sales_by_day_sketch_counts_as_the_tenants_example(tmp_path: Path) -> None:
+    """ "A database per tenant": the ``SalesByDay`` shown, on the example's table and payload
+    model (``projections/examples/tenants.py``), applies every sale of two shops."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## A database per tenant") :]
+    sketch = section[section.index("```python\n") + 10 :].split("```")[0]
+    (tmp_path / "readme_sales.py").write_text(
+        "from projections import Event, Projection, Tx, on\n"
+        "from projections.examples.tenants import SaleRecorded, sales_by_day\n\n" + sketch
+    )
+    example = (ROOT / "config" / "examples" / "tenants.toml").read_text()
+    config = example.replace('["projections.examples.tenants"]', '["readme_sales"]')
+    assert config != example
+    config += "\n[engine]\nmax_attempts = 1  # a failing handler parks its event at once\n"
+    (tmp_path / "tenants.toml").write_text(config)
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{tmp_path}"}
+    bin_dir = Path(sys.executable).parent
+    for args in (
+        [bin_dir / "readmodel", "migrate", "--config", "tenants.toml"],
+        [sys.executable, "-m", "projections.examples.tenants", "acme", "globex"],
+        [bin_dir / "readmodel", "run", "--until-caught-up", "--config", "tenants.toml"],
+        [bin_dir / "readmodel", "parked", "list", "--json", "--config", "tenants.toml"],
+    ):
+        done = subprocess.run(
+            [str(a) for a in args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    assert json.loads(done.stdout) == []
+    with closing(sqlite3.connect(tmp_path / "tenants-readstore.db")) as db:
+        totals = db.execute(
+            "SELECT tenant, sum(sales), sum(cents) > 0 FROM sales_by_day GROUP BY tenant "
+            "ORDER BY tenant"
+        ).fetchall()
+    assert totals == [("acme", 100, 1), ("globex", 100, 1)]
