@@ -28,7 +28,7 @@ from dataclasses import replace
 from config.outbox_identity import outbox_groups
 from outbox.keepers import Appends, precedence, split_note
 from outbox.source_groups import group_of
-from outbox.tenant_registry import Members, RegistryProblem
+from outbox.tenant_registry import Members, RegistryProblem, behind_unknown_databases
 
 
 def settle(
@@ -56,6 +56,8 @@ def settle(
             if name != keeper:
                 refused[name] = _refusal(name, settings[name].tenant, keeper, split)
     logged = appends or {}
+    if appends is not None:
+        refused |= _behind_unknown(readings, refused, appends)
     for name in settings.keys() - refused.keys() - logged.keys() if unread else ():
         group = group_of(name) or ""
         others = {g: why for g, why in (unread or {}).items() if g != group}
@@ -70,6 +72,21 @@ def settle(
         sources = {n: s for n, s in members.sources.items() if n not in refused}
         out[group] = replace(members, sources=sources, problems=[*members.problems, *problems])
     return out
+
+
+def _behind_unknown(
+    readings: Mapping[str, Members], refused: Mapping[str, RegistryProblem], appends: Appends
+) -> dict[str, RegistryProblem]:
+    """The members that wait behind another registry's rows whose database is not known now
+    (:func:`outbox.tenant_registry.behind_unknown_databases`; a registry's own rows are
+    checked when it is read)."""
+    waiting = {}
+    for group, members in readings.items():
+        others = [p for g, m in readings.items() if g != group for p in m.problems]
+        sources = {n: s for n, s in members.sources.items() if n not in refused}
+        for name, reason in behind_unknown_databases(group, sources, others, appends).items():
+            waiting[name] = RegistryProblem(group, sources[name].tenant, reason, waiting=True)
+    return waiting
 
 
 def split_histories(readings: Mapping[str, Members], appends: Appends) -> list[list[str]]:

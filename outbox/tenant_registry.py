@@ -50,6 +50,9 @@ class RegistryProblem:
     conflict: bool = False
     """The row names the database and outbox table of another source or tenant, which
     keeps it: a configuration conflict, not an unreachable database."""
+    unknown_database: bool = False
+    """The row's DSN cannot be read now (refused, missing): which database it names is not
+    known (see :func:`behind_unknown_databases`)."""
 
     @property
     def source(self) -> str:
@@ -117,6 +120,15 @@ class TenantRegistry:
                 name = member_source(self.group, member.tenant or "")
                 sources[name], rows[name] = member, number
         problems += self._shared_outboxes(sources, rows, appends)
+        if appends is not None and any(p.unknown_database for p in problems):
+            logged = appends()
+            unreadable = bool(getattr(appends, "unreadable", None))
+            held = behind_unknown_databases(self.group, sources, problems, logged, unreadable)
+            for name, reason in held.items():
+                tenant = sources.pop(name).tenant
+                problems.append(
+                    RegistryProblem(self.group, tenant, reason, rows[name], waiting=True)
+                )
         return Members(self.group, sources, problems, started)
 
     def _shared_outboxes(
@@ -261,18 +273,50 @@ class TenantRegistry:
                 self.group, None, f"tenant {tenant!r} listed again; its first row is used", number
             )
         if not isinstance(dsn, str) or not dsn.strip():
-            return RegistryProblem(self.group, tenant, "no DSN", number)
+            return RegistryProblem(self.group, tenant, "no DSN", number, unknown_database=True)
         try:
             return member_settings(self.settings, tenant, dsn.strip())
         except ValidationError as exc:
             reasons = "; ".join(_reason(error) for error in exc.errors())
-            return RegistryProblem(self.group, tenant, f"DSN refused: {reasons}", number)
+            return RegistryProblem(
+                self.group, tenant, f"DSN refused: {reasons}", number, unknown_database=True
+            )
 
     def close(self) -> None:
         with self._sockets_lock:
             engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
+
+
+def behind_unknown_databases(
+    group: str,
+    sources: Mapping[str, SourceSettings],
+    problems: list[RegistryProblem],
+    appends: Appends,
+    unreadable: bool = False,
+) -> dict[str, str]:
+    """Of ``sources`` (members of registry ``group``), those that wait (name -> why) behind
+    the rows of ``problems`` whose database is not known now, when the event log has events
+    of their tenants (of any, when it cannot be read: ``unreadable``): a member it has no
+    events of may name one of those databases, and would relay that tenant's outbox as its
+    own. Members it has events of go on."""
+    unknown = [p for p in problems if p.unknown_database and p.tenant is not None]
+    blockers = unknown if unreadable else [p for p in unknown if p.source in appends]
+    if not blockers:
+        return {}
+    rows = " and ".join(
+        f"tenant {p.tenant!r} (row {p.row})"
+        if p.registry == group
+        else f"tenant {p.tenant!r} of tenant registry {p.registry!r}"
+        for p in blockers
+    )
+    those = "that tenant" if len(blockers) == 1 else "those tenants"
+    reason = (
+        f"waits until the DSN of {rows} can be read: the event log has events of {those}, and "
+        f"it may name the same database"
+    )
+    return {name: reason for name in sorted(sources) if name not in appends}
 
 
 def member_settings(registry: TenantRegistrySettings, tenant: str, dsn: str) -> SourceSettings:
