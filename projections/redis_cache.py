@@ -49,7 +49,7 @@ from typing import Any
 import redis
 import structlog
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from projections.cache import (
@@ -230,6 +230,10 @@ end
 return {deleted, redis.call('SCARD', pending)}
 """
 
+# Redis 7 runs a script so flagged past ``maxmemory`` (``noeviction``); only used when the
+# plain script is refused so (a Redis 6 cannot read the flag line).
+_ALLOW_OOM = "#!lua flags=allow-oom\n"
+
 _TAGS_PER_CALL = 1000
 _WARN_EVERY = 10.0
 
@@ -270,6 +274,8 @@ class RedisCache(Cache):
         self._store = self.client.register_script(_STORE)
         self._invalidate = self.client.register_script(_INVALIDATE)
         self._wipe = self.client.register_script(_WIPE)
+        self._invalidate_oom = self.client.register_script(_ALLOW_OOM + _INVALIDATE)
+        self._wipe_oom = self.client.register_script(_ALLOW_OOM + _WIPE)
         self._wipe_chunk = self.client.register_script(_WIPE_CHUNK)
         self._down_until = 0.0
         self._last_error: BaseException | None = None
@@ -451,9 +457,8 @@ class RedisCache(Cache):
             left = 0
             for start in range(0, len(tag_names), _TAGS_PER_CALL):
                 chunk = tag_names[start : start + _TAGS_PER_CALL]
-                _, left = self._invalidate(
-                    args=[self.prefix, projection, ttl_ms, self.wipe_chunk, *chunk]
-                )
+                args = [self.prefix, projection, ttl_ms, self.wipe_chunk, *chunk]
+                _, left = _even_out_of_memory(self._invalidate, self._invalidate_oom, args)
             if left:
                 self._flights.bump()
                 self._empty_set_aside(projection)
@@ -469,7 +474,8 @@ class RedisCache(Cache):
         gone; raises :class:`CacheError` (the wipe is to be redone) if Redis fails meanwhile."""
         check_projection(projection)
         try:
-            self._wipe(args=[self.prefix, projection, int(self.version_ttl * 1000)])
+            args = [self.prefix, projection, int(self.version_ttl * 1000)]
+            _even_out_of_memory(self._wipe, self._wipe_oom, args)
             self._flights.bump()
             self._empty_set_aside(projection)
         except RedisError as exc:
@@ -499,3 +505,14 @@ class RedisCache(Cache):
         if self.near is not None:
             self.near.close()
         self.client.close()
+
+
+def _even_out_of_memory(script: Any, oom_script: Any, args: list[Any]) -> Any:
+    """Run ``script``; if Redis refuses it for want of memory (``maxmemory`` reached under
+    ``noeviction``, where the cache's own stores fail too), run ``oom_script`` (the same with
+    the ``allow-oom`` flag): an invalidation must not wait for memory that only the TTLs of
+    the entries it was to delete would free."""
+    try:
+        return script(args=args)
+    except OutOfMemoryError:
+        return oom_script(args=args)

@@ -1,0 +1,85 @@
+"""A cache Redis that reached its ``maxmemory`` under ``noeviction`` (the policy the README
+asks for) refuses every write: stores fail, reads fall back to the read model, and an
+invalidation must still delete its entries, or they are served stale until their TTL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from projections.redis_cache import RedisCache
+from tests.cache_helpers import fresh_prefix
+
+
+def _fill_to_maxmemory(url: str) -> None:
+    """Put the Redis past its ``maxmemory`` (as another application's data, or a lowered
+    limit, would) so that it refuses every write that may need memory, as ``noeviction``
+    does until something is deleted."""
+    with redis.Redis.from_url(url) as admin:
+        assert admin.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
+        admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) // 2)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            admin.set("other-app:1", "x")
+
+
+def _live(cache: RedisCache) -> RedisCache:
+    if cache.near is not None:
+        cache.near.start()
+        deadline = time.monotonic() + 5
+        while not cache.near.live and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cache.near.live
+    return cache
+
+
+@pytest.fixture(params=[0, 1000], ids=["no-near", "near"])
+def full_cache(
+    request: pytest.FixtureRequest, private_redis: Any
+) -> Iterator[Callable[[], RedisCache]]:
+    """A RedisCache on a private Redis (the shared one is never filled up)."""
+    private_redis()
+    made: list[RedisCache] = []
+
+    def make() -> RedisCache:
+        cache = RedisCache(
+            private_redis.url, key_prefix=fresh_prefix(), near_cache_size=request.param
+        )
+        made.append(cache)
+        return _live(cache)
+
+    make.url = private_redis.url  # type: ignore[attr-defined]
+    yield make
+    for cache in made:
+        cache.close()
+
+
+def _read(cache: RedisCache, row: dict[str, str], key: str = "a1") -> Any:
+    return cache.get_or_load("totals", key, [f"account:{key}"], lambda: dict(row))
+
+
+def test_an_invalidation_deletes_its_entries_when_redis_is_out_of_memory(
+    full_cache: Any,
+) -> None:
+    cache = full_cache()
+    row = {"total": "5"}
+    assert [_read(cache, row), _read(cache, row)] == [{"total": "5"}] * 2  # cached
+    _fill_to_maxmemory(full_cache.url)
+    row["total"] = "12"  # a batch changes the read model, then invalidates
+    cache.invalidate("totals", ["account:a1"])
+    assert [_read(cache, row) for _ in range(3)] == [{"total": "12"}] * 3
+
+
+def test_a_whole_projection_wipe_works_when_redis_is_out_of_memory(full_cache: Any) -> None:
+    cache = full_cache()
+    rows = {key: {"total": "5"} for key in ("a1", "a2")}
+    for key, row in rows.items():
+        assert _read(cache, row, key) == {"total": "5"}
+    _fill_to_maxmemory(full_cache.url)
+    for row in rows.values():
+        row["total"] = "12"  # a replay swapped the projection's tables
+    cache.invalidate_projection("totals")
+    assert [_read(cache, row, key) for key, row in rows.items()] == [{"total": "12"}] * 2
