@@ -20,6 +20,8 @@ Keys, under ``key_prefix`` ``P`` (``p`` is the projection):
 ``P v:p:tag``   the counter value of the tag's last invalidation (lives ``version_ttl``)
 ``P w:p``       the counter value of the last :meth:`invalidate_projection`
 ``P l:p:key``   a loader's single-flight lock (lives ``lock_lease``)
+``P names``     the projections that have used the cache (for :data:`_CLAIM`)
+``P run``       the run id of the Redis server process that :data:`_CLAIM` last emptied
 
 A read that misses snapshots ``s`` in the same round trip; the store script writes only
 if ``s`` is unchanged, or else no tag of the entry (nor the whole projection) was
@@ -49,7 +51,7 @@ from typing import Any
 import redis
 import structlog
 from redis.backoff import NoBackoff
-from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, RedisError
 from redis.retry import Retry
 
 from projections.cache import (
@@ -66,6 +68,7 @@ logger = structlog.get_logger("readmodel.cache")
 
 _INIT_SEQ = """
 local function seq(p, proj)
+  redis.call('SADD', p .. 'names', proj)
   local key, birth = p .. 's:' .. proj, p .. 'b:' .. proj
   local s = redis.call('GET', key)
   if s then
@@ -230,6 +233,35 @@ end
 return {deleted, redis.call('SCARD', pending)}
 """
 
+# ARGV: prefix, the Redis server's run id, version ttl ms -> {0} | {1, {projections}}
+# A Redis restarted from its RDB or AOF file (after a crash) holds entries as the file does,
+# those invalidated after it was written too. Each new connection runs this first: unless
+# the server process (run id) was claimed already, it refuses every load begun before and
+# sets every projection's entries aside (as _WIPE); the connection then empties them with
+# _WIPE_CHUNK and sets ``run``, before it serves a read. Every connection to the new server
+# waits so (or helps), so no read finds an entry the file brought back.
+_CLAIM = (
+    _INIT_SEQ
+    + """
+local p, run = ARGV[1], ARGV[2]
+if redis.call('GET', p .. 'run') == run then return {0} end
+local names = redis.call('SMEMBERS', p .. 'names')
+for i = 1, #names do
+  local proj = names[i]
+  seq(p, proj)
+  local s = redis.call('INCR', p .. 's:' .. proj)
+  redis.call('SET', p .. 'w:' .. proj, s, 'PX', ARGV[3])
+  local all = p .. 'a:' .. proj
+  if redis.call('EXISTS', all) == 1 then
+    local doomed = p .. 'x:' .. proj .. ':' .. string.format('%d', s)
+    redis.call('RENAME', all, doomed)
+    redis.call('SADD', p .. 'd:' .. proj, doomed)
+  end
+end
+return {1, names}
+"""
+)
+
 # Redis 7 runs a script so flagged past ``maxmemory`` (``noeviction``); only used when the
 # plain script is refused so (a Redis 6 cannot read the flag line).
 _ALLOW_OOM = "#!lua flags=allow-oom\n"
@@ -262,6 +294,7 @@ class RedisCache(Cache):
         self.wipe_chunk = wipe_chunk
         self.lock_lease_ms = int(lock_lease * 1000)
         self.version_ttl = version_ttl
+        self._no_info_warned = False
         self.retry_after = retry_after
         self.client = redis.Redis.from_url(
             url,
@@ -269,6 +302,7 @@ class RedisCache(Cache):
             socket_timeout=timeout,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
+            redis_connect_func=self._connected,
         )
         self._begin = self.client.register_script(_BEGIN)
         self._store = self.client.register_script(_STORE)
@@ -292,6 +326,47 @@ class RedisCache(Cache):
                 username=kwargs.get("username"),
                 password=kwargs.get("password"),
                 timeout=max(timeout, 1.0),
+            )
+
+    def _connected(self, connection: Any) -> None:
+        """A new connection: wipe what a restarted Redis brought back from disk (:data:`_CLAIM`)
+        before the connection serves any read."""
+        connection.on_connect()
+        connection.send_command("INFO", "server")
+        try:
+            info = connection.read_response()
+        except NoPermissionError:
+            if not self._no_info_warned:
+                self._no_info_warned = True
+                logger.warning(
+                    "cache: INFO refused to this Redis user: entries a restarted Redis brings "
+                    "back from its RDB/AOF file are not dropped (allow INFO, or run the cache's "
+                    "Redis without persistence)"
+                )
+            return
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        run = next(
+            (line[7:].strip() for line in text.splitlines() if line.startswith("run_id:")), ""
+        )
+        if not run:
+            raise RedisError("cache: INFO server gave no run_id")
+        ttl_ms = int(self.version_ttl * 1000)
+        connection.send_command("EVAL", _CLAIM, 0, self.prefix, run, ttl_ms)
+        reply = connection.read_response()
+        if reply[0] == 0:
+            return
+        names = [name.decode() for name in reply[1]]
+        for name in names:
+            while True:
+                connection.send_command("EVAL", _WIPE_CHUNK, 0, self.prefix, name, self.wipe_chunk)
+                if connection.read_response()[1] == 0:
+                    break
+        connection.send_command("SET", f"{self.prefix}run", run)
+        connection.read_response()
+        if names:
+            logger.warning(
+                "cache: the Redis server restarted; the entries it kept were dropped",
+                projections=names,
             )
 
     def eviction_risk(self) -> str | None:
