@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from structlog.testing import capture_logs
 
 from projections.redis_cache import RedisCache
 from tests.cache_helpers import fill_entries, fresh_prefix
@@ -121,3 +122,24 @@ def test_a_restarted_redis_is_emptied_in_chunks_before_the_first_read(caches: An
         assert client.exists(*entries, f"{cache.prefix}e:totals:a1") == 0
         assert client.get(f"{cache.prefix}e:totals:k7").endswith(b'"new"')  # stored since
         assert client.scard(f"{cache.prefix}d:totals") == 0
+
+
+def test_a_redis_user_without_info_keeps_a_working_cache(private_redis: Any) -> None:
+    """The restart check needs INFO; a user refused it is warned once, and the cache works."""
+    private_redis()
+    with redis.Redis.from_url(private_redis.url) as admin:
+        admin.acl_setuser(
+            "cacher", enabled=True, passwords=["+secret"], commands=["+@all", "-info"], keys=["*"]
+        )
+    url = private_redis.url.replace("redis://", "redis://cacher:secret@", 1)
+    cache = RedisCache(url, key_prefix=fresh_prefix(), near_cache_size=0)
+    try:
+        with capture_logs() as logs:
+            assert cache.get_or_load("totals", "a1", ["account:a1"], lambda: "old") == "old"
+            assert cache.get_or_load("totals", "a1", ["account:a1"], lambda: "new") == "old"
+            cache.invalidate("totals", ["account:a1"])
+            assert cache.get_or_load("totals", "a1", ["account:a1"], lambda: "new") == "new"
+        warnings = [e["event"] for e in logs if e["log_level"] == "warning"]
+        assert len(warnings) == 1 and "INFO refused" in warnings[0]
+    finally:
+        cache.close()
