@@ -154,20 +154,14 @@ class RedisCache(Cache):
         if not run:
             raise RedisError("cache: INFO server gave no run_id")
         ttl_ms = int(self.version_ttl * 1000)
-        connection.send_command("EVAL", lua.CLAIM, 0, self.prefix, run, ttl_ms)
-        reply = connection.read_response()
+        reply = _eval(connection, lua.CLAIM, self.prefix, run, ttl_ms)
         if reply[0] == 0:
             return
         names = [name.decode() for name in reply[1]]
         for name in names:
-            while True:
-                connection.send_command(
-                    "EVAL", lua.WIPE_CHUNK, 0, self.prefix, name, self.wipe_chunk
-                )
-                if connection.read_response()[1] == 0:
-                    break
-        connection.send_command("SET", f"{self.prefix}run", run)
-        connection.read_response()
+            while _eval(connection, lua.WIPE_CHUNK, self.prefix, name, self.wipe_chunk)[1]:
+                pass
+        _eval(connection, lua.CLAIMED, self.prefix, run)
         if names:
             logger.warning(
                 "cache: the Redis server restarted; the entries it kept were dropped",
@@ -396,3 +390,14 @@ def _even_out_of_memory(script: Any, oom_script: Any, args: list[Any]) -> Any:
         return script(args=args)
     except OutOfMemoryError:
         return oom_script(args=args)
+
+
+def _eval(connection: Any, script: str, *args: Any) -> Any:
+    """``script`` run on ``connection`` (one being set up), with the ``allow-oom`` flag if
+    Redis refuses it for want of memory (as :func:`_even_out_of_memory`)."""
+    try:
+        connection.send_command("EVAL", script, 0, *args)
+        return connection.read_response()
+    except OutOfMemoryError:
+        connection.send_command("EVAL", lua.ALLOW_OOM + script, 0, *args)
+        return connection.read_response()

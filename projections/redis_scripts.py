@@ -197,6 +197,12 @@ return {1, names}
 """
 )
 
+# ARGV: prefix, run id -> 1: the server process's entries are gone (see CLAIM)
+CLAIMED = """
+redis.call('SET', ARGV[1] .. 'run', ARGV[2])
+return 1
+"""
+
 # Redis 7 runs a script so flagged past ``maxmemory`` (``noeviction``); only used when the
 # plain script is refused so (a Redis 6 cannot read the flag line).
 ALLOW_OOM = "#!lua flags=allow-oom\n"

@@ -143,3 +143,23 @@ def test_a_redis_user_without_info_keeps_a_working_cache(private_redis: Any) -> 
         assert len(warnings) == 1 and "INFO refused" in warnings[0]
     finally:
         cache.close()
+
+
+def test_a_redis_restarted_past_its_maxmemory_is_still_emptied(caches: Any) -> None:
+    """A Redis that crashed full (``noeviction``) comes back full: the restart's wipe and
+    the invalidations after it still go through."""
+    cache = caches()
+    assert cache.get_or_load("totals", "a1", ["account:a1"], lambda: "old") == "old"
+    with redis.Redis.from_url(caches.url) as client:
+        client.save()
+    caches.crash_and_restart()
+    with redis.Redis.from_url(caches.url) as admin:
+        admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) // 2)
+        with pytest.raises(redis.exceptions.OutOfMemoryError):
+            admin.set("other-app:1", "x")
+        assert admin.exists(f"{cache.prefix}e:totals:a1") == 1
+    fresh = caches()
+    assert fresh.get_or_load("totals", "a1", ["account:a1"], lambda: "new") == "new"
+    fresh.invalidate("totals", ["account:a2"])  # raised CacheError: every connection failed
+    with redis.Redis.from_url(caches.url) as admin:
+        assert admin.exists(f"{cache.prefix}e:totals:a1") == 0
