@@ -299,6 +299,9 @@ class DocumentTx:
         return self._written is not None and at not in self._written.get(name, ())
 
     def invalidate(self, *tags: str) -> None:
+        for tag in tags:  # as SqlTx: the handler fails (parked in time), not the batch after it
+            if not isinstance(tag, str):
+                raise TypeError(f"cache tags are strings, got {tag!r}")
         self.invalidated.update(tags)
 
     def flush(self) -> None:
