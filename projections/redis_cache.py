@@ -52,7 +52,7 @@ from typing import Any
 import redis
 import structlog
 from redis.backoff import NoBackoff
-from redis.exceptions import NoPermissionError, OutOfMemoryError, RedisError
+from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
 
 from projections import redis_scripts as lua
@@ -138,13 +138,14 @@ class RedisCache(Cache):
         connection.send_command("INFO", "server")
         try:
             info = connection.read_response()
-        except NoPermissionError:
+        except ResponseError as exc:  # not allowed to this user, or renamed away
             if not self._no_info_warned:
                 self._no_info_warned = True
                 logger.warning(
-                    "cache: INFO refused to this Redis user: entries a restarted Redis brings "
-                    "back from its RDB/AOF file are not dropped (allow INFO, or run the cache's "
-                    "Redis without persistence)"
+                    "cache: INFO refused: entries a restarted Redis brings back from its "
+                    "RDB/AOF file are not dropped (allow INFO, or run the cache's Redis "
+                    "without persistence)",
+                    error=str(exc),
                 )
             return
         text = info.decode() if isinstance(info, bytes) else str(info)
