@@ -38,6 +38,7 @@ _POSITION = re.compile(
 )  # whole tokens only (fullmatch)  # a member source of a group is named group:member
 _FIRST_SLEEP = 0.002
 _MAX_SLEEP = 0.05
+_FAILURES = 200  # failing events of a source looked at for the awaited event's lane
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,7 +315,8 @@ class ConsistencyWaiter:
             f"it is {located.describe()}, in lane {lane.source}/{lane.partition}, "
             f"whose checkpoint is at {checkpoint} ({located.position - checkpoint} behind)"
         )
-        failing = _failure(self.store_of(projection), projection.name, located, checkpoint)
+        failures = _failures(self.store_of(projection), projection.name, located, checkpoint)
+        failing = self._first_in_lane(failures, lane, projection.partitions)
         if failing is not None:
             attempts, position, error = failing
             message += (
@@ -329,6 +331,31 @@ class ConsistencyWaiter:
             projection.name,
             position=located.position,
             checkpoint=checkpoint,
+        )
+
+    def _first_in_lane(
+        self, failures: list[tuple[int, int, str]], lane: Lane, partitions: int
+    ) -> tuple[int, int, str] | None:
+        """The first of ``failures`` (``(attempts, position, error)``) whose event is in
+        ``lane``: a failing event of another lane of the source holds nothing of this one."""
+        if not failures:
+            return None
+        with self.log_engine.connect() as conn:
+            hashes = dict(
+                conn.execute(
+                    sa.select(event_log.c.position, event_log.c.key_hash).where(
+                        event_log.c.source == lane.source,
+                        event_log.c.position.in_([position for _, position, _ in failures]),
+                    )
+                ).all()
+            )
+        return next(
+            (
+                failure
+                for failure in failures
+                if failure[1] in hashes and int(hashes[failure[1]]) % partitions == lane.partition
+            ),
+            None,
         )
 
 
@@ -353,10 +380,12 @@ def _parked_entry(store: Store, projection: str, located: _Located) -> tuple[int
     return None
 
 
-def _failure(
+def _failures(
     store: Store, projection: str, located: _Located, checkpoint: int
-) -> tuple[int, int, str] | None:
-    """A failing event between the lane's checkpoint and the awaited one (it may hold it)."""
+) -> list[tuple[int, int, str]]:
+    """``(attempts, position, error)`` of the failing events of the awaited event's source
+    between the lane's checkpoint and the awaited one (one of its lane may hold it), the
+    first ones by position."""
     engine = getattr(store, "engine", None)
     if not isinstance(engine, sa.Engine):
         failing = getattr(store, "failing", None)  # a document store
@@ -365,11 +394,12 @@ def _failure(
             if failing is None
             else failing(projection, located.source, after=checkpoint, upto=located.position)
         )
-        if not found:
-            return None
-        return int(found[0]["attempts"]), int(found[0]["position"]), str(found[0]["last_error"])
+        return [
+            (int(f["attempts"]), int(f["position"]), str(f["last_error"]))
+            for f in found[:_FAILURES]
+        ]
     with engine.connect() as conn:
-        row: Any = conn.execute(
+        rows: Any = conn.execute(
             sa.select(failures.c.attempts, failures.c.position, failures.c.last_error)
             .where(
                 failures.c.projection == projection,
@@ -378,9 +408,9 @@ def _failure(
                 failures.c.position <= located.position,
             )
             .order_by(failures.c.position)
-            .limit(1)
-        ).first()
-    return None if row is None else (int(row.attempts), int(row.position), str(row.last_error))
+            .limit(_FAILURES)
+        ).all()
+    return [(int(r.attempts), int(r.position), str(r.last_error)) for r in rows]
 
 
 def _pause(sleep: float, deadline: float) -> float:
