@@ -111,7 +111,7 @@ class RedisCache(Cache):
         self._store = self.client.register_script(lua.STORE)
         self._invalidate = self.client.register_script(lua.INVALIDATE)
         self._wipe = self.client.register_script(lua.WIPE)
-        self._invalidate_oom = self.client.register_script(lua.ALLOW_OOM + lua.INVALIDATE)
+        self._invalidate_oom = self.client.register_script(lua.INVALIDATE_OOM)
         self._wipe_oom = self.client.register_script(lua.ALLOW_OOM + lua.WIPE)
         self._wipe_chunk = self.client.register_script(lua.WIPE_CHUNK)
         self._down_until = 0.0

@@ -206,3 +206,16 @@ return 1
 # Redis 7 runs a script so flagged past ``maxmemory`` (``noeviction``); only used when the
 # plain script is refused so (a Redis 6 cannot read the flag line).
 ALLOW_OOM = "#!lua flags=allow-oom\n"
+
+_STAMP_TAGS = """for i = 5, #ARGV do
+  redis.call('SET', p .. 'v:' .. proj .. ':' .. ARGV[i], s, 'PX', ARGV[3])
+"""
+assert _STAMP_TAGS in INVALIDATE
+
+# INVALIDATE for a Redis past its maxmemory (run with ALLOW_OOM): it stamps the whole
+# projection (``w``, refusing every load of it begun before) instead of a version per tag,
+# so that invalidating many tags writes one key, not one per tag, past the limit.
+INVALIDATE_OOM = ALLOW_OOM + INVALIDATE.replace(
+    _STAMP_TAGS,
+    "redis.call('SET', p .. 'w:' .. proj, s, 'PX', ARGV[3])\nfor i = 5, #ARGV do\n",
+)

@@ -83,3 +83,30 @@ def test_a_whole_projection_wipe_works_when_redis_is_out_of_memory(full_cache: A
         row["total"] = "12"  # a replay swapped the projection's tables
     cache.invalidate_projection("totals")
     assert [_read(cache, row, key) for key, row in rows.items()] == [{"total": "12"}] * 2
+
+
+def test_out_of_memory_invalidations_write_one_stamp_and_still_refuse_older_loads(
+    full_cache: Any,
+) -> None:
+    """Past its maxmemory, an invalidation of many tags writes one stamp for the projection,
+    not a version per tag; a load begun before it is still refused once memory is back."""
+    cache = full_cache()
+    row = {"total": "5"}
+    loading: list[str] = []
+
+    def load() -> dict[str, str]:
+        if not loading:  # the read model changes while this load runs, Redis being full
+            loading.append("once")
+            _fill_to_maxmemory(full_cache.url)
+            row["total"] = "12"
+            cache.invalidate("totals", ["account:a1", *(f"account:x{n}" for n in range(500))])
+            with redis.Redis.from_url(full_cache.url) as admin:
+                admin.config_set("maxmemory", 0)  # memory is back
+            return {"total": "5"}
+        return dict(row)
+
+    assert cache.get_or_load("totals", "a1", ["account:a1"], load) == {"total": "5"}
+    assert [_read(cache, row) for _ in range(2)] == [{"total": "12"}] * 2
+    with redis.Redis.from_url(full_cache.url) as admin:
+        versions = [f"{cache.prefix}v:totals:account:x{n}" for n in range(500)]
+        assert admin.exists(*versions) == 0
