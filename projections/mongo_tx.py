@@ -33,6 +33,7 @@ from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
 from projections.api import Projection, TenantError, UnstorableValueError
 from projections.document_refusals import unsent_reason, without_values
+from projections.document_undo import DocumentUndo
 from projections.document_values import (
     as_stored,
     refuse_unencodable,
@@ -128,6 +129,8 @@ class DocumentTx:
         self._pending: dict[str, dict[Any, tuple[Any, Any, Any]]] = {}  # -> (tenant, slot):
         # (_id, tenant, document or _DELETED)
         self.invalidated: set[str] = set()
+        self._undo: DocumentUndo | None = None  # see undoable()
+        self._flushes = 0
         self._before_write = before_write
         """Called once, before the first write is sent (a live batch takes its lane's
         checkpoint there: see :meth:`projections.mongo_store.MongoStore._apply_batch`)."""
@@ -175,6 +178,8 @@ class DocumentTx:
             stored = self._placed(collection, field, stored)
             tenant = stored[field]
         at = slot(key, collection, "a document's _id")
+        if self._undo is not None:
+            self._undo.keep(self._known, self._pending, name, (tenant, at))
         self._known[(name, tenant, at)] = stored
         self._pending.setdefault(name, {})[(tenant, at)] = (stored["_id"], tenant, stored)
 
@@ -247,6 +252,8 @@ class DocumentTx:
         refuse_wide_integer(collection, "a delete's _id", key)
         tenant = self._scope(collection, "delete")
         at = slot(key, collection, "a delete's _id")
+        if self._undo is not None:
+            self._undo.keep(self._known, self._pending, name, (tenant, at))
         self._known[(name, tenant, at)] = _DELETED
         self._pending.setdefault(name, {})[(tenant, at)] = (key, tenant, _DELETED)
 
@@ -302,10 +309,33 @@ class DocumentTx:
         for tag in tags:  # as SqlTx: the handler fails (parked in time), not the batch after it
             if not isinstance(tag, str):
                 raise TypeError(f"cache tags are strings, got {tag!r}")
+        if self._undo is not None:
+            self._undo.tags.extend(tag for tag in tags if tag not in self.invalidated)
         self.invalidated.update(tags)
+
+    def undoable(self) -> None:
+        """Keep from here what the writes replace, so that :meth:`undo` can take them back:
+        see :mod:`projections.document_undo` (what a handler read stays known: it is what
+        the database holds)."""
+        self._undo = DocumentUndo(self._flushes)
+
+    def settle(self) -> None:
+        """Stop keeping what writes replace: the writes since :meth:`undoable` stay."""
+        self._undo = None
+
+    def undo(self) -> bool:
+        """Take back every write and cache tag since :meth:`undoable`; ``False`` (nothing
+        taken back) when there is none to take back from or a flush (a ``find``'s among
+        them) has sent some of them already."""
+        undo, self._undo = self._undo, None
+        if undo is None or undo.flushes != self._flushes:
+            return False
+        undo.restore(self._known, self._pending, self.invalidated)
+        return True
 
     def flush(self) -> None:
         """Send the pending writes, in the order they were first made per collection."""
+        self._flushes += 1
         pending, self._pending = self._pending, {}
         for name, documents in pending.items():
             writes = list(documents.values())
