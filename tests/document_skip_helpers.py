@@ -133,11 +133,17 @@ def rebuild(log: EventLog, url: str, projection: Projection, batch: int) -> Rebu
         database = store.database
         physical = collections_at(projection, generation_of(database, projection.name))
         documents = {c: list(database[p].find().sort("_id", 1)) for c, p in physical.items()}
+        named = database.name  # in a refusal's text: another in each rebuild compared
+
+        def unnamed(text: str) -> str:
+            return text.replace(named, "<database>")
+
         skipped = [
-            (s.source, s.position, s.event_id, s.error, s.held_behind, s.tenant, s.event_tenant)
+            (s.source, s.position, s.event_id, unnamed(s.error), s.held_behind, s.tenant)
+            + (s.event_tenant,)
             for s in summary.skipped
         ]
-        parked = [(p.position, p.tenant, p.reason) for p in store.parked(projection.name)]
+        parked = [(p.position, p.tenant, unnamed(p.reason)) for p in store.parked(projection.name)]
         return Rebuilt(documents, skipped, parked, summary.events)
     finally:
         store.close()
