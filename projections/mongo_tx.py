@@ -41,7 +41,7 @@ from projections.document_values import (
     slot,
     wide_integer_field,
 )
-from projections.store import HandlerFailed, add_cache_tags
+from projections.store import HandlerFailed, add_cache_tags, new_cache_tags
 
 _DELETED = object()
 _MISSING = object()
@@ -306,12 +306,10 @@ class DocumentTx:
         return self._written is not None and at not in self._written.get(name, ())
 
     def invalidate(self, *tags: str) -> None:
-        for tag in tags:  # as SqlTx: the handler fails (parked in time), not the batch after it
-            if not isinstance(tag, str):
-                raise TypeError(f"cache tags are strings, got {tag!r}")
+        added = new_cache_tags(self.invalidated, tags)
         if self._undo is not None:
-            self._undo.tags.extend(tag for tag in tags if tag not in self.invalidated)
-        self.invalidated.update(tags)
+            self._undo.tags.extend(added)
+        self.invalidated.update(added)
 
     def undoable(self) -> None:
         """Keep from here what the writes replace, so that :meth:`undo` can take them back:

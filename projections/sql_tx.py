@@ -31,6 +31,7 @@ from projections.sql_writes import (
     as_compared,
     refusals,
 )
+from projections.store import new_cache_tags
 
 __all__ = ["NewRows", "PendingWrites", "SqlTx", "row_lock_key"]
 
@@ -332,12 +333,10 @@ class SqlTx(Prefetches):
         return column == (value if value is None else as_compared(self.conn, column, value))
 
     def invalidate(self, *tags: str) -> None:
-        for tag in tags:
-            if not isinstance(tag, str):
-                raise TypeError(f"cache tags are strings, got {tag!r}")
+        added = new_cache_tags(self.invalidated, tags)
         if self._undo is not None:
-            self._undo.tags.extend(tag for tag in tags if tag not in self.invalidated)
-        self.invalidated.update(tags)
+            self._undo.tags.extend(added)
+        self.invalidated.update(added)
 
     def undoable(self) -> None:
         """Keep from here what the writes replace, so that :meth:`undo` can take them back:

@@ -264,6 +264,16 @@ class WritesRefused(Exception):
         self.error = error
 
 
+def new_cache_tags(invalidated: set[str], tags: tuple[Any, ...]) -> list[str]:
+    """Those of ``tags`` a transaction's ``invalidated`` lacks. A tag that is not a string is
+    refused here (``TypeError``): its handler fails and its event is parked, not the batch
+    after it when the tags are journaled."""
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise TypeError(f"cache tags are strings, got {tag!r}")
+    return [tag for tag in dict.fromkeys(tags) if tag not in invalidated]
+
+
 def add_cache_tags(projection: Projection, event: Envelope, tags: set[str]) -> None:
     """Add the cache tags applying ``event`` invalidates to ``tags`` (stores' apply paths)."""
     for tag in projection.cache_tags(event):
