@@ -56,10 +56,18 @@ class SqliteOutboxSource(SqlOutboxSource):
             handle.close()
 
     def claim(self, limit: int) -> list[tuple[Any, ...]]:
+        """The rows, read in an ``IMMEDIATE`` transaction that ends at once: held until the
+        acknowledgement, its write lock (the whole database's) kept the service from writing
+        while the batch was appended to the log, and kept an event log in the same file from
+        being appended to at all ("database is locked", for ever). Nothing else claims: the
+        lock file makes this relay the only one, and the acknowledgement deletes or marks
+        the rows by position in a transaction of its own."""
         conn = self._leader()
         if conn.in_transaction():
             conn.rollback()
-        return super().claim(limit)
+        rows = super().claim(limit)
+        self.release()
+        return rows
 
     def _now(self) -> sa.ColumnElement[Any]:
         return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now")
