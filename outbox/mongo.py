@@ -147,6 +147,23 @@ class MongoOutboxSource(OutboxSource):
             return False
         return self._won(now)
 
+    def try_lead_once(self) -> bool:
+        """Lead, or see the lease renewed (another relay is alive). A process that starts,
+        drains and exits (``relay --once``) saw a dead relay's lease for the first time at
+        each run, so it never led: the lease is watched here until it is renewed or has not
+        been for a whole ``lease``, and is then taken over."""
+        deadline = time.monotonic() + self._lease * 1.5
+        first: tuple[Any, Any] | None = None
+        while not self.try_lead():
+            if first is None:
+                first = self._seen
+            elif self._seen != first:  # renewed (or handed over): a live relay leads
+                return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(self._lease / 10, 0.5))
+        return True
+
     def _won(self, now: float) -> bool:
         self._leading = True
         self._renewed = now

@@ -201,7 +201,7 @@ class SourceRelay:
 
     def drain(self) -> RelayTotals:
         """Relay until the outbox is empty, if this relay can lead the source."""
-        if not self._lead():
+        if not self._lead(once=True):
             self.totals.skipped = True
             return self.totals
         batch = self.source.settings.batch_size
@@ -250,8 +250,8 @@ class SourceRelay:
                 error_backoff = min(error_backoff * 2, 5.0)
         self._step_down()
 
-    def _lead(self) -> bool:
-        leading = self.source.try_lead()
+    def _lead(self, *, once: bool = False) -> bool:
+        leading = self.source.try_lead_once() if once else self.source.try_lead()
         if leading and not self._was_leading:
             self._adopt_rule()
         if leading != self._was_leading:

@@ -51,6 +51,12 @@ class OutboxSource(ABC):
     def try_lead(self) -> bool:
         """Try to become this source's active relay; ``True`` while leading."""
 
+    def try_lead_once(self) -> bool:
+        """:meth:`try_lead` for a one-shot drain (``relay --once``): ``False`` only when
+        another relay is alive. A session lock is let go when its relay dies, so one try
+        tells; a lease (MongoDB) is waited on until it is seen renewed or run out."""
+        return self.try_lead()
+
     @abstractmethod
     def claim(self, limit: int) -> list[tuple[Any, ...]]:
         """Lock and return up to ``limit`` committed, undelivered rows in outbox order.
