@@ -30,6 +30,7 @@ from outbox.errors import LogError
 from outbox.json_numbers import same_json
 from outbox.log_rules import check_rule, insert_head
 from outbox.migrate import LOCK_RETRIES, LOCK_TIMEOUT, START_AGAIN, upgrade
+from outbox.parking import not_parked_yet
 from outbox.rows import LogRecord, MalformedRow, json_safe
 from outbox.schema import PARKED_OUTBOX_ROW, event_log, log_heads, parked
 
@@ -186,9 +187,9 @@ class EventLog:
         with self._writer.begin() as conn:
             head = self._reserve(conn, source, len(records), rule)
             self._write(conn, source, head - len(records), records)
-            self._park(conn, source, malformed)
+            newly_parked = self._park(conn, source, malformed)
         touched = frozenset(r.key_hash for r in records)
-        return AppendResult(len(records), 0, len(malformed), head, touched)
+        return AppendResult(len(records), 0, newly_parked, head, touched)
 
     def _append_small(
         self, source: str, records: Sequence[LogRecord], rule: str | None
@@ -265,13 +266,20 @@ class EventLog:
                 if recorded is None and rule is not None:
                     values["binary_ids"] = rule  # the first events: the rule that keyed them
                 conn.execute(log_heads.update().where(log_heads.c.source == source).values(values))
-            self._park(conn, source, malformed)
+            newly_parked = self._park(conn, source, malformed)
         touched = frozenset(r.key_hash for r in fresh)
-        return AppendResult(len(fresh), duplicates, len(malformed), head, touched)
+        return AppendResult(len(fresh), duplicates, newly_parked, head, touched)
 
-    def _park(self, conn: sa.Connection, source: str, malformed: Sequence[MalformedRow]) -> None:
+    def _park(self, conn: sa.Connection, source: str, malformed: Sequence[MalformedRow]) -> int:
+        """Park ``malformed`` rows not parked already; returns how many were parked now.
+
+        A row delivered again (the relay crashed, or its acknowledgement failed, after the
+        append; a paused leader's batch after a takeover) is not parked a second time: an
+        entry still parked for the source with the same ids and raw row stands for it. Each
+        entry stands for one row, so two identical rows are two entries."""
+        malformed = not_parked_yet(conn, source, malformed)
         if not malformed:
-            return
+            return 0
         conn.execute(
             parked.insert(),
             [
@@ -287,6 +295,7 @@ class EventLog:
                 for row in malformed
             ],
         )
+        return len(malformed)
 
     def _lock_head(
         self, conn: sa.Connection, source: str, rule: str | None

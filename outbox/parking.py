@@ -3,13 +3,16 @@ projection kept failing on), kept with their reason and raw content until someon
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from outbox.schema import parked
+from outbox.db import _json_dumps, _json_loads
+from outbox.rows import MalformedRow
+from outbox.schema import PARKED_OUTBOX_ROW, parked
 from outbox.source_groups import SEPARATOR
 
 
@@ -83,3 +86,38 @@ class ParkedEvents:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(parked).where(parked.c.id == entry_id)).first()
         return None if row is None else ParkedEntry(**row._mapping)
+
+
+def not_parked_yet(
+    conn: sa.Connection, source: str, malformed: Sequence[MalformedRow]
+) -> list[MalformedRow]:
+    """``malformed`` without the rows an entry still parked already stands for."""
+    if not malformed:
+        return []
+    ids = sorted({row.event_id for row in malformed if row.event_id is not None})
+    same_id = [parked.c.event_id.in_(ids[i : i + 5000]) for i in range(0, len(ids), 5000)]
+    if any(row.event_id is None for row in malformed):
+        same_id.append(parked.c.event_id.is_(None))
+    query = sa.select(
+        parked.c.event_id, parked.c.aggregate_type, parked.c.aggregate_id, parked.c.raw
+    ).where(
+        parked.c.kind == PARKED_OUTBOX_ROW,
+        parked.c.source == source,
+        parked.c.status == "parked",
+        sa.or_(*same_id),
+    )
+    standing: dict[tuple[Any, ...], list[Any]] = {}
+    for event_id, aggregate_type, aggregate_id, raw in conn.execute(query):
+        raw = _json_loads(raw) if isinstance(raw, str | bytes) else raw
+        standing.setdefault((event_id, aggregate_type, aggregate_id), []).append(raw)
+    if not standing:
+        return list(malformed)
+    fresh: list[MalformedRow] = []
+    for row in malformed:
+        raws = standing.get((row.event_id, row.aggregate_type, row.aggregate_id), [])
+        raw = _json_loads(_json_dumps(row.raw))  # as the table gives it back
+        if raw in raws:
+            raws.remove(raw)  # one entry stands for one row
+        else:
+            fresh.append(row)
+    return fresh

@@ -186,9 +186,11 @@ class SourceRelay:
             duplicates += result.duplicates
             touched |= result.key_hashes
             head = result.head
+        newly_parked = 0
         if parked:
-            head = self.log.append(self.name, [], parked, binary_ids=self._rule).head
-        return AppendResult(appended, duplicates, len(parked), head, frozenset(touched))
+            result = self.log.append(self.name, [], parked, binary_ids=self._rule)
+            head, newly_parked = result.head, result.parked
+        return AppendResult(appended, duplicates, newly_parked, head, frozenset(touched))
 
     def _count(self, result: AppendResult) -> None:
         totals = self.totals
