@@ -41,6 +41,8 @@ class RelayHooks:
 
 
 KEPT_ERRORS = 100
+IDLE_STEP = 0.001
+"""Seconds: the shortest wait of an idle relay whose ``poll_min`` is 0, doubled from there."""
 
 
 @dataclass(slots=True)
@@ -240,7 +242,11 @@ class SourceRelay:
                 if handled and linger > 0:
                     stop.wait(linger)
                     continue
-                interval = poll_min if handled else min(max(interval, poll_min) * 2, poll_max)
+                # Idle: double the wait up to poll_max, from at least IDLE_STEP (from a
+                # poll_min of 0 it stayed 0: an idle relay claimed without pause, for ever).
+                interval = (
+                    poll_min if handled else min(max(interval * 2, poll_min, IDLE_STEP), poll_max)
+                )
                 self.source.wait(interval, stop)
             except (SourceError, LogError) as exc:
                 self._failed(exc)
