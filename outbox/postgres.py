@@ -156,11 +156,17 @@ class PostgresOutboxSource(SqlOutboxSource):
                 pass
 
     def wait(self, timeout: float, stop: threading.Event) -> None:
-        """Wait for a NOTIFY (or the timeout); without a listener, plain polling."""
+        """Wait for a NOTIFY (or the timeout); without a listener, plain polling.
+
+        A listener lost (its connection ended) returns at once: the NOTIFYs sent meanwhile
+        are gone, so the relay claims, and its next wait listens again, on a new connection,
+        from the start of that wait (it slept through the wait after a lost listener, and
+        through the next one too, NOTIFYs unheard)."""
         listener = self._listener
+        if listener is None and self.settings.notify and self.leading:
+            self._listen()
+            listener = self._listener
         if listener is None:
-            if self.settings.notify and self.leading:
-                self._listen()
             stop.wait(timeout)
             return
         remaining = timeout
@@ -172,7 +178,6 @@ class PostgresOutboxSource(SqlOutboxSource):
                     return
             except psycopg.Error:
                 self._on_lose_lead()
-                stop.wait(remaining)
                 return
             remaining -= step
 

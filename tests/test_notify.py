@@ -68,6 +68,55 @@ def test_notify_wakes_the_relay_long_before_the_next_poll(
         db.dispose()
 
 
+def _end_listeners(database: str) -> int:
+    """Terminate the relay's LISTEN connection (a restarted pooler, an idle-session timeout)."""
+    admin = _admin_engine(PG_ADMIN)
+    try:
+        with admin.connect() as conn:
+            return len(
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :db AND query ILIKE 'LISTEN %'"
+                    ),
+                    {"db": database},
+                ).all()
+            )
+    finally:
+        admin.dispose()
+
+
+def test_a_lost_listener_is_replaced_and_heard_at_once(
+    pg_database: Callable[[], str], make_settings: Callable[..., Settings]
+) -> None:
+    """The relay's LISTEN connection ends: the relay slept out that wait and the next one
+    whole (poll_max each), NOTIFYs unheard, before its new listener woke it again."""
+    url = pg_database()
+    database = sa.make_url(url).database or ""
+    settings = make_settings(
+        url, {"svc": {"url": url, "notify": True, "poll_min": "30s", "poll_max": "30s"}}
+    )
+    init_outbox(settings.sources["svc"])
+    db = create_engine(url)
+    relay = Relay(settings)
+    try:
+        insert_events(db, [_event(0)])
+        with running(relay):
+            wait_for(lambda: relay.log.head("svc") == 1, 10, "the first event")
+            wait_for(lambda: _listeners(database) == 1, 10, "the relay to listen")
+            time.sleep(0.3)  # the relay is now inside a 30 s wait
+            assert _end_listeners(database) == 1
+            for n in (1, 2):
+                wait_for(lambda: _listeners(database) == 1, 10, "a new listener")
+                time.sleep(0.3)
+                insert_events(db, [_event(n)])
+                wait_for(lambda n=n: relay.log.head("svc") == n + 1, 10, f"event {n}")
+        assert [e.payload["n"] for e in relay.log.read("svc")] == [0, 1, 2]
+    finally:
+        relay.close()
+        db.dispose()
+
+
 def test_polling_delivers_without_notify(
     pg_database: Callable[[], str], make_settings: Callable[..., Settings]
 ) -> None:
