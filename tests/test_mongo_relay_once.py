@@ -28,11 +28,11 @@ def chat(
     tmp_path: Path,
 ) -> Iterator[tuple[Settings, MongoOutboxDb, Path]]:
     url = mongo_database()
-    settings = make_settings(pg_database(), {SOURCE: {"url": url, "lease": "600ms"}})
+    settings = make_settings(pg_database(), {SOURCE: {"url": url, "lease": "2s"}})
     init_outbox(settings.sources[SOURCE])
     migrate_store(settings.store.url)
     config = tmp_path / "readmodel.toml"
-    source = {"url": url, "lease": "600ms"}
+    source = {"url": url, "lease": "2s"}
     config.write_text(
         flat_toml({"store": {"url": settings.store.url}, f"sources.{SOURCE}": source}),
         encoding="utf-8",
