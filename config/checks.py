@@ -131,5 +131,24 @@ def _authority_checked(value: str) -> str:
     return value
 
 
+def _port_checked(value: str) -> str:
+    """``value`` (a broker or cache URL), refused (without echoing it) when its port is not a
+    number or out of range: the client would raise at connect time, a traceback in ``relay``
+    and ``work`` and "broker unreachable" in ``status``, naming neither the key nor the file."""
+    from urllib.parse import urlsplit
+
+    try:
+        port = urlsplit(value).port
+    except ValueError as exc:
+        if "out of range" in str(exc):
+            raise ValueError("the port is out of range") from None
+        if "Port" in str(exc):
+            raise ValueError("the port is not a number") from None
+        raise ValueError("not a URL readmodel can read (the host or escaping is wrong)") from None
+    if port is not None and not 0 < port < 65536:
+        raise ValueError("the port is out of range")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
