@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import tomllib
+import types
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_settings import SettingsError
 
 from config.errors import ConfigError
 from config.secrets import SECRET_KEY_ENV
@@ -41,6 +44,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         return settings
     except ValidationError as exc:
         raise ConfigError(_describe(exc, path, data, env_keys)) from None
+    except SettingsError as exc:  # a variable of a list or a table that is not JSON
+        raise ConfigError(_not_json(exc, env_keys)) from None
     finally:
         _file_data.reset(token)
 
@@ -119,6 +124,69 @@ def _check_env_sources(env_keys: set[str], data: dict[str, Any]) -> None:
                 f"it would add a source {name!r} outside source group {group!r}, reading a "
                 f"tenant's database that no projection of the group reads; {remedy}"
             )
+
+
+def _not_json(exc: SettingsError, env_keys: set[str]) -> str:
+    """The variables that give a list or a table (which a variable spells as JSON) something
+    that is not JSON, by name and key; never their values, which may be DSNs."""
+    found = re.search(r'field "([^"]+)"', str(exc))
+    top = found.group(1).lower() if found else ""
+    names = {
+        name[len("READMODEL_") :].lower(): name
+        for name in os.environ
+        if name.startswith("READMODEL_")
+    }
+    keys = sorted(k for k in env_keys if k.split("__")[0] == top) or sorted(env_keys)
+    blamed = [k for k in keys if _takes_json(k.split("__")) and not _is_json(os.environ[names[k]])]
+    lines = [
+        f"environment variable {names[k]}: {'.'.join(k.split('__'))}: expected JSON, as a "
+        f'variable gives a list (["a", "b"]) or a table ({{"key": "value"}})'
+        for k in blamed or keys
+    ]
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def _is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _takes_json(parts: list[str]) -> bool:
+    """Whether the key at ``parts`` (a variable's, in lower case) holds a list or a table."""
+    annotation: Any = Settings
+    for part in parts:
+        annotation = _unwrapped(annotation)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            fields = {n.lower(): f for n, f in annotation.model_fields.items()}
+            fields |= {f.alias.lower(): f for f in annotation.model_fields.values() if f.alias}
+            if part not in fields:
+                return False
+            annotation = fields[part].annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]  # ``part`` is a name: a source's, a store's
+        else:
+            return False
+    annotation = _unwrapped(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return get_origin(annotation) in (list, dict, set, tuple, frozenset)
+
+
+def _unwrapped(annotation: Any) -> Any:
+    """``annotation`` without ``Annotated[...]`` and ``| None``."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, types.UnionType):
+            kept = [a for a in get_args(annotation) if a is not type(None)]
+            if len(kept) != 1:
+                return annotation
+            annotation = kept[0]
+        else:
+            return annotation
 
 
 def _describe(
