@@ -4,7 +4,9 @@ and ``_Strict``, the models' base (unknown keys are errors, values are frozen)."
 
 from __future__ import annotations
 
+import math
 import re
+import threading
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -24,12 +26,25 @@ def parse_duration(value: Any) -> Any:
         match = _DURATION.match(value)
         if not match:
             raise ValueError("expected a duration such as 30s, 15m, 12h or 7d")
-        return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        return _bounded(float(match.group(1)) * _UNITS[match.group(2)])
     if isinstance(value, bool) or (isinstance(value, int | float) and value < 0):
         raise ValueError("expected a duration such as 30s, 15m, 12h or 7d (seconds if a number)")
     if isinstance(value, int | float):
-        return timedelta(seconds=value)
+        return _bounded(value)
     return value
+
+
+_LONGEST = threading.TIMEOUT_MAX  # seconds a process can wait for (about 292 years)
+
+
+def _bounded(seconds: float) -> timedelta:
+    """``seconds`` as a duration; refused when not a number or longer than a wait can be
+    (a timedelta or a thread's wait would raise where the duration is used)."""
+    if math.isnan(seconds):
+        raise ValueError("expected a duration such as 30s, 15m, 12h or 7d (seconds if a number)")
+    if seconds > _LONGEST:
+        raise ValueError(f"the duration is too long (at most {int(_LONGEST // 86400)}d)")
+    return timedelta(seconds=seconds)
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
