@@ -56,7 +56,7 @@ def metrics_hooks(settings: Settings, **wiring: Any) -> list[Any]:
     """Metrics recording for this process (when metrics.dir is set): relay hooks to add."""
     from workers.metrics import instrument
 
-    return instrument(settings, **wiring)
+    return guarded(instrument, settings, **wiring)  # a metrics.dir that cannot be: exit 2
 
 
 def stop_with_parent(stop: threading.Event) -> None:
@@ -399,7 +399,7 @@ def metrics(
 
     settings = load(config, log_json, log_level)
     require_migrated(settings, config)
-    if not enable_recording(settings):
+    if not guarded(enable_recording, settings):
         err.print(
             "metrics.dir is not set: serving only figures read at scrape time (lag, parked, "
             "queue depth), no counters from other processes",

@@ -26,7 +26,7 @@ from typing import Any
 import dramatiq
 import structlog
 
-from config import Settings
+from config import ConfigError, Settings
 from outbox.log import AppendResult
 from outbox.relay import RelayHooks
 from projections.cache import CacheHooks
@@ -50,9 +50,25 @@ def enable_recording(settings: Settings) -> bool:
     directory = multiprocess_dir(settings)
     if not directory:
         return False
-    os.makedirs(directory, exist_ok=True)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"invalid configuration:\n  {_set_by(settings)}: metrics.dir: {directory!r} "
+            f"cannot be the metrics directory: {exc.strerror or exc}"
+        ) from None
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.abspath(directory)
     return True
+
+
+def _set_by(settings: Settings) -> str:
+    """Where the metrics directory was set: a variable, else the config file."""
+    if not settings.metrics.dir:
+        return "environment variable PROMETHEUS_MULTIPROC_DIR"
+    variable = settings.variable_for("metrics", "dir")
+    if variable is not None:
+        return f"environment variable {variable}"
+    return settings.config_file or "settings"
 
 
 @cache
