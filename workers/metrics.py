@@ -298,7 +298,9 @@ class PipelineCollector:
             "readmodel_outbox_undelivered", "Outbox rows not yet relayed.", "source"
         )
         oldest = gauge(
-            "readmodel_outbox_oldest_age_seconds", "Age of the oldest undelivered row.", "source"
+            "readmodel_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered row (0: none waits).",
+            "source",
         )
         head = gauge("readmodel_log_head", "Position of the last event in the log.", "source")
         rows_parked = gauge("readmodel_outbox_parked", "Malformed outbox rows parked.", "source")
@@ -306,9 +308,9 @@ class PipelineCollector:
             source_up.add_metric([s.source], 0 if s.error else 1)
             head.add_metric([s.source], s.log_head)
             rows_parked.add_metric([s.source], s.parked)
-            if s.undelivered is not None:
+            if s.undelivered is not None:  # not known when the source did not answer
                 undelivered.add_metric([s.source], s.undelivered)
-            oldest.add_metric([s.source], s.oldest_undelivered_age_seconds or 0.0)
+                oldest.add_metric([s.source], s.oldest_undelivered_age_seconds or 0.0)
         yield from (source_up, undelivered, oldest, head, rows_parked)
 
         lag_events = gauge(

@@ -1,0 +1,45 @@
+"""Figures the metrics endpoint reads at scrape time say nothing they do not know: for a
+source that cannot be reached, ``readmodel_source_up`` is 0 and there is no outbox backlog
+or age sample for it (an age of 0 would tell an alert that nothing waits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from config import load_settings
+from tests.cli_helpers import run_cli, write_config
+from workers.metrics import PipelineCollector
+from workers.runtime import build_runtime
+
+
+def test_an_unreachable_source_gives_no_backlog_figures(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "rm.toml",
+        {
+            "store": {"url": f"sqlite:///{tmp_path}/store.db"},
+            "sources": {
+                "down": {"url": "postgresql://postgres@127.0.0.1:1/rm_test_nowhere"},
+                "shop": {"url": f"sqlite:///{tmp_path}/shop.db"},
+            },
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    assert run_cli(["outbox", "init", "--source", "shop", "--config", str(config)]).exit_code == 0
+    runtime = build_runtime(load_settings(config), create_tables=False, migrate=False)
+    try:
+        families = list(PipelineCollector(runtime, timeout=10).collect())
+    finally:
+        runtime.close()
+
+    samples = {
+        (family.name, sample.labels.get("source")): sample.value
+        for family in families
+        for sample in family.samples
+    }
+    assert samples[("readmodel_source_up", "down")] == 0
+    assert samples[("readmodel_source_up", "shop")] == 1
+    assert ("readmodel_outbox_undelivered", "down") not in samples
+    assert ("readmodel_outbox_oldest_age_seconds", "down") not in samples
+    assert samples[("readmodel_outbox_undelivered", "shop")] == 0
+    assert samples[("readmodel_outbox_oldest_age_seconds", "shop")] == 0  # none waits
+    assert samples[("readmodel_log_head", "down")] == 0  # the log answers for it
