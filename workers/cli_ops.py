@@ -180,15 +180,43 @@ def _failures(report: Any) -> list[tuple[str, str]]:
 def _watch(runtime: Any, as_json: bool, every: float, timeout: float) -> None:
     stop = stop_on_signals()
     if as_json:
-        while True:
-            print(json.dumps(_report(runtime, timeout).as_dict()), flush=True)
+        while (report := _report_unless_stopped(runtime, timeout, stop)) is not None:
+            print(json.dumps(report.as_dict()), flush=True)
             if stop.wait(every):
                 return
-    with Live(
-        status_tables(_report(runtime, timeout), errors=True), console=out, auto_refresh=False
-    ) as live:
+        return
+    first = _report_unless_stopped(runtime, timeout, stop)
+    if first is None:
+        return
+    with Live(status_tables(first, errors=True), console=out, auto_refresh=False) as live:
         while not stop.wait(every):
-            live.update(status_tables(_report(runtime, timeout), errors=True), refresh=True)
+            report = _report_unless_stopped(runtime, timeout, stop)
+            if report is None:
+                return
+            live.update(status_tables(report, errors=True), refresh=True)
+
+
+def _report_unless_stopped(runtime: Any, timeout: float, stop: threading.Event) -> Any | None:
+    """The report, or ``None`` once Ctrl-C (or SIGTERM) came while it was read: a source
+    that takes its whole --timeout to answer (a table lock) does not hold the exit."""
+    read: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            read["report"] = _report(runtime, timeout)
+        except BaseException as exc:  # re-raised below: typer.Exit for an unreachable store
+            read["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="status-watch", daemon=True).start()
+    while not done.wait(0.1):
+        if stop.is_set():
+            return None
+    if "error" in read:
+        raise read["error"]
+    return read["report"]
 
 
 def _rule(row: Any) -> str:
