@@ -165,5 +165,36 @@ def _port_checked(value: str) -> str:
     return value
 
 
+def _client_url_checked(value: str) -> str:
+    """A broker or cache URL (checked by :func:`_port_checked`), refused when its client
+    cannot read it: a query parameter it does not know or a value it cannot take
+    (``?socket_timeout=ten``), which raised only when ``relay`` or ``work`` built it."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    value = _port_checked(value)
+    scheme = value.split("://", 1)[0].lower()
+    try:
+        if scheme in ("redis", "rediss", "unix"):
+            import redis
+
+            # Builds the connection object, no I/O: a parameter it does not take raises here.
+            redis.ConnectionPool.from_url(value).make_connection()
+        elif scheme in ("amqp", "amqps") and "ssl_options=" not in value:  # that one reads files
+            import pika
+
+            pika.URLParameters(value)
+    except (ValueError, TypeError) as exc:
+        reason = str(exc)
+        unknown = re.search(r"unexpected keyword argument '([^']+)'", reason)
+        if unknown:
+            reason = f"unknown URL parameter {unknown.group(1)!r}"
+        parts = urlsplit(value)
+        secrets = [parts.password or ""] + [v for k, v in parse_qsl(parts.query) if "pass" in k]
+        for secret in filter(None, secrets):
+            reason = reason.replace(secret, "***")
+        raise ValueError(f"not a URL its client can read: {reason}") from None
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -21,8 +21,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from config.checks import (
     Duration,
     _authority_checked,
+    _client_url_checked,
     _dsn_checked,
-    _port_checked,
     _Strict,
     _url_checked,
 )
@@ -114,7 +114,7 @@ class BrokerSettings(_Strict):
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if scheme not in {"memory", "redis", "rediss", "amqp", "amqps"}:
             raise ValueError("expected memory://, redis://, rediss://, amqp:// or amqps://")
-        return _port_checked(_authority_checked(value))
+        return _client_url_checked(_authority_checked(value))
 
     @field_validator("queue", "namespace")
     @classmethod
@@ -224,7 +224,7 @@ class CacheSettings(_Strict):
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if value and scheme not in {"memory", "redis", "rediss", "unix"}:
             raise ValueError("expected '', memory://, redis://, rediss:// or unix://")
-        return _port_checked(_authority_checked(value))
+        return _client_url_checked(_authority_checked(value))
 
     @field_validator("key_prefix")
     @classmethod
