@@ -17,6 +17,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from config.checks import (
     Duration,
@@ -43,9 +44,23 @@ class StoreSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _dsn_checked(
-            value, {"postgresql", "postgres", "sqlite"}, "postgresql:// or sqlite:///"
+        return _on_disk(
+            _dsn_checked(value, {"postgresql", "postgres", "sqlite"}, "postgresql:// or sqlite:///")
         )
+
+
+def _on_disk(value: str) -> str:
+    """``value``, refused when it is an in-memory SQLite database: it keeps nothing once its
+    process ends (``migrate`` would migrate it for nothing), nor between threads."""
+    if value.lower().startswith("sqlite"):
+        database = make_url(value).database or ""
+        if database in ("", ":memory:") or "mode=memory" in value:
+            raise ValueError(
+                "an in-memory SQLite database keeps nothing once its process ends (migrate, "
+                "relay and workers are processes of their own): give a file, such as "
+                "sqlite:///readmodel.db"
+            )
+    return value
 
 
 class ExtraStoreSettings(_Strict):
@@ -59,8 +74,12 @@ class ExtraStoreSettings(_Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        return _url_checked(
-            value, {"postgresql", "postgres", "sqlite"}, "postgresql://, sqlite:/// or mongodb://"
+        return _on_disk(
+            _url_checked(
+                value,
+                {"postgresql", "postgres", "sqlite"},
+                "postgresql://, sqlite:/// or mongodb://",
+            )
         )
 
 
