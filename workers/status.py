@@ -135,7 +135,9 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         from workers.queues import broker_kind
 
         kind = broker_kind(settings.broker)
-        broker = QueueDepth(kind, settings.broker.queue, None, None, None, f"broker: {broker}")
+        broker = QueueDepth(
+            kind, settings.broker.queue, None, None, None, f"broker unreachable: {broker}"
+        )
     return Report(sources, projections, broker)
 
 
