@@ -9,11 +9,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from config import Settings
 from outbox.errors import ReadmodelError
@@ -34,6 +31,7 @@ from workers.cli_support import (
     schema_problem,
 )
 from workers.signals import stop_on_signals
+from workers.status_tables import failures, status_tables
 
 WatchOption = Annotated[
     bool, typer.Option("--watch", "-w", help="Refresh every --every seconds until Ctrl-C.")
@@ -154,27 +152,13 @@ def status(
         print(json.dumps(report.as_dict(), indent=2))
     else:
         out.print(status_tables(report))
-    for subject, error in _failures(report):
+    for subject, error in failures(report):
         err.print(f"[red]{subject}:[/] {escape(error)}", highlight=False, soft_wrap=True)
     failed = [s for s in report.sources if s.error]
     if report.broker.error or any(not s.refused for s in failed):
         raise typer.Exit(EXIT_UNREACHABLE)
     if failed:  # members refused by the configuration (bad rows, conflicts): its to fix
         raise typer.Exit(EXIT_CONFIG)
-
-
-def _failures(report: Any) -> list[tuple[str, str]]:
-    """``(subject, error)`` of each source and the broker with an error; a member refused
-    by the configuration says how, as ``health`` does: ``conflict:`` for a database another
-    source or tenant reads, ``refused:`` for a bad registry row."""
-    failures = [
-        (s.source, f"{s.refusal}: {s.error}" if s.refusal else s.error)
-        for s in report.sources
-        if s.error
-    ]
-    if report.broker.error:
-        failures.append(("broker", report.broker.error))
-    return failures
 
 
 def _watch(runtime: Any, as_json: bool, every: float, timeout: float) -> None:
@@ -217,98 +201,6 @@ def _report_unless_stopped(runtime: Any, timeout: float, stop: threading.Event) 
     if "error" in read:
         raise read["error"]
     return read["report"]
-
-
-def _rule(row: Any) -> str:
-    """The rule the log records; beside it this config's setting when its relays are refused."""
-    if row.binary_ids_conflict:
-        return f"{row.binary_ids} (config: {row.binary_ids_config}, refused)"
-    return row.binary_ids or "-"
-
-
-def _shows_rules(rows: Any) -> bool:
-    """The ``binary ids`` column is shown once a source's rule is not the default "text" (or
-    a config's relays are refused): until then it would say "text" on every row."""
-    return any(r.binary_ids not in (None, "text") or r.binary_ids_conflict for r in rows)
-
-
-def status_tables(report: Any, *, errors: bool = False) -> Group:
-    """The report as tables; ``errors``: with the unreachable sources' and broker's errors
-    under them (``status`` prints those to stderr; ``--watch`` has only the screen)."""
-    sources = Table(title="sources")
-    rules = _shows_rules(report.sources)
-    columns = ("source", "engine", "undelivered", "oldest age", "log head", "parked")
-    for column in (*columns, "binary ids") if rules else columns:
-        left = column in {"source", "engine", "binary ids"}
-        sources.add_column(column, justify="left" if left else "right")
-    for row in report.sources:
-        cells = [
-            _source_cell(row),
-            row.engine,
-            "?" if row.undelivered is None else str(row.undelivered),
-            _age(row.oldest_undelivered_age_seconds),
-            str(row.log_head),
-            str(row.parked),
-        ]
-        sources.add_row(*cells, *([_rule(row)] if rules else []))
-    parts: list[Any] = [sources]
-    if report.projections:
-        projections = Table(title="projections")
-        widest = max((len(s) for p in report.projections for s in p.by_source()), default=6)
-        for column in ("projection", "source", "checkpoint", "head", "lag", "lag age"):
-            projections.add_column(
-                column,
-                justify="left" if column[0] == "p" or column == "source" else "right",
-                min_width=min(widest, 30) if column == "source" else None,  # a tenant, whole
-            )
-        projections.add_column("parked", justify="right")
-        projections.add_column("last error")
-        for p in report.projections:
-            for source, (events, seconds) in sorted(p.by_source().items()):
-                lanes = [lane for lane in p.lanes if lane.source == source]
-                error = p.last_error if source == p.last_error_source else None
-                projections.add_row(
-                    p.projection,
-                    f"{source} (removed)" if lanes[0].removed else source,
-                    str(min(lane.checkpoint for lane in lanes)),
-                    str(max(lane.head for lane in lanes)),
-                    str(events),
-                    _age(seconds),
-                    str(p.parked_by_source.get(source, 0)),
-                    escape((error or "")[:60]),
-                )
-        parts.append(projections)
-    broker = report.broker
-    if broker.broker != "memory":
-        queues = Table(title="broker")
-        for column in ("broker", "queue", "ready", "delayed", "dead"):
-            queues.add_column(column, justify="left" if column in {"broker", "queue"} else "right")
-        queues.add_row(
-            broker.broker,
-            broker.queue,
-            *("?" if v is None else str(v) for v in (broker.ready, broker.delayed, broker.dead)),
-        )
-        parts.append(queues)
-    if errors:
-        for subject, error in _failures(report):
-            parts.append(Text.assemble((f"{subject}: ", "red"), error))
-    return Group(*parts)
-
-
-def _source_cell(row: Any) -> str:
-    if row.removed:
-        return f"{row.source} (removed)"
-    return f"{row.source} ({row.refusal})" if row.refusal else row.source
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 # -- health --------------------------------------------------------------------------
