@@ -4,10 +4,14 @@ the ``binary_ids`` rule the log records for it."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
+
+from sqlalchemy.engine import make_url
 
 from config import Settings, SourceSettings
 from outbox.db import redact_dsn
+from outbox.errors import SourceError
 from outbox.log import EventLog
 from outbox.log_rules import recorded_rules
 from outbox.source_groups import group_of
@@ -156,7 +160,10 @@ def source_status(
     undelivered: int | None = None
     age: float | None = None
     error: str | None = None
+    missing = _missing_file(source_settings.url)
     try:
+        if missing is not None:  # connecting would create it: status only reads
+            raise SourceError(f"source {name!r}: the database file {missing} does not exist")
         source = open_source(name, source_settings)
         try:
             stats = source.pending()
@@ -175,3 +182,17 @@ def source_status(
         parked=parked,
         error=error,
     )
+
+
+def _missing_file(url: str) -> str | None:
+    """The path of a SQLite database file that is not there (``None``: another engine, an
+    in-memory database or a file that exists)."""
+    if not url.lower().startswith("sqlite"):
+        return None
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if database.startswith("file:") or Path(database).exists():
+        return None
+    return database
