@@ -99,10 +99,17 @@ def _schema_problem(
 
 
 def _report(runtime: Any, timeout: float | None) -> Any:
-    from workers.status import StoreUnreachable, collect
+    from workers.status import collect
+
+    return _reported(lambda: collect(runtime, timeout=timeout))
+
+
+def _reported(read: Any) -> Any:
+    """``read()``'s report; a read store that cannot be read exits as ``status`` says."""
+    from workers.status import StoreUnreachable
 
     try:
-        return collect(runtime, timeout=timeout)
+        return read()
     except StoreUnreachable as exc:
         raise fail(str(exc), EXIT_UNREACHABLE) from None
     except ReadmodelError as exc:
@@ -187,9 +194,11 @@ def _report_unless_stopped(runtime: Any, timeout: float, stop: threading.Event) 
     done = threading.Event()
 
     def run() -> None:
+        from workers.status import collect
+
         try:
-            read["report"] = _report(runtime, timeout)
-        except BaseException as exc:  # re-raised below: typer.Exit for an unreachable store
+            read["report"] = collect(runtime, timeout=timeout)
+        except BaseException as exc:  # said below, unless stopped meanwhile (not from here)
             read["error"] = exc
         finally:
             done.set()
@@ -198,9 +207,13 @@ def _report_unless_stopped(runtime: Any, timeout: float, stop: threading.Event) 
     while not done.wait(0.1):
         if stop.is_set():
             return None
-    if "error" in read:
-        raise read["error"]
-    return read["report"]
+
+    def result() -> Any:
+        if "error" in read:
+            raise read["error"]
+        return read["report"]
+
+    return _reported(result)
 
 
 # -- health --------------------------------------------------------------------------
