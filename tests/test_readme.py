@@ -216,59 +216,6 @@ def test_the_tenant_document_projection_example_runs_as_written(
     assert named["result"] == listed["rows"]
 
 
-def _setting_keys(model: type[Any], prefix: str = "") -> list[str]:
-    """Every key of a settings model, dotted (``broker.queue``); the keys of a table of
-    tables (``[sources.NAME]``) as ``sources.*.url``."""
-    from typing import get_args, get_origin
-
-    from pydantic import BaseModel
-
-    keys = []
-    for name, field in model.model_fields.items():
-        key = prefix + (field.alias or name)
-        keys.append(key)
-        annotation = field.annotation
-        if get_origin(annotation) is dict:
-            annotation, key = get_args(annotation)[1], key + ".*"
-        for arg in (annotation, *get_args(annotation)):
-            if isinstance(arg, type) and issubclass(arg, BaseModel):
-                keys += _setting_keys(arg, key + ".")
-    return keys
-
-
-def test_every_setting_is_in_the_example_config() -> None:
-    """README "Configuration": every key is documented in config/examples/readmodel.toml."""
-    import tomllib
-
-    from config import Settings
-
-    assert (
-        "Every key is documented in\n[`config/examples/readmodel.toml`]"
-        in (ROOT / "README.md").read_text()
-    )
-    text = (ROOT / "config" / "examples" / "readmodel.toml").read_text()
-    written: set[str] = set()
-
-    def collect(table: dict[str, Any], prefix: str) -> None:
-        for key, value in table.items():
-            written.add(prefix + key)
-            if isinstance(value, dict):
-                collect(value, prefix + key + ".")
-
-    # Keys commented out ("# max_lag_events = ...") document a key without setting it.
-    uncommented = re.sub(r"^# ?([A-Za-z_]+ = )", r"\1", text, flags=re.M)
-    doc = tomllib.loads(uncommented)
-    for group in ("sources", "stores", "tenants"):
-        for table in doc.pop(group).values():
-            collect(table, f"{group}.*.")
-        written.add(group)
-    collect(doc, "")
-    # [tenants.NAME.source] takes a source's keys, which [sources.NAME] documents.
-    same = {key.replace("tenants.*.source.", "sources.*.", 1) for key in _setting_keys(Settings)}
-    missing = sorted(same - written)
-    assert missing == []
-
-
 def _block_after(marker: str) -> str:
     """The first plain ``` block after ``marker`` in README.md."""
     text = (ROOT / "README.md").read_text()
