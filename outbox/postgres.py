@@ -1,4 +1,10 @@
-"""PostgreSQL outbox source: advisory-lock leader, LISTEN/NOTIFY wake-ups, SKIP LOCKED claims."""
+"""PostgreSQL outbox source: advisory-lock leader, LISTEN/NOTIFY wake-ups, SKIP LOCKED claims.
+
+A claim skips the pending rows another session has locked (an operator's ``UPDATE``, a
+foreign key's check) and holds back the rows it took of their aggregates after them
+(:meth:`PostgresOutboxSource._ordered_claim`): those are relayed once the locked row is, in
+order; the other aggregates flow meanwhile.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +29,8 @@ from outbox.errors import SourceError
 from outbox.source import SqlOutboxSource, bounded_connect
 
 NOTIFY_CHANNEL = "readmodel_outbox"
+_AGGREGATE_FIELDS = ("aggregate_type", "aggregate_id")
+_FIRST = "rm_first_skipped"
 _FOUND_IN = sa.text(  # the schema of the table an unqualified name finds (search_path)
     "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE c.oid = to_regclass(quote_ident(:t))"
@@ -98,7 +106,7 @@ class PostgresOutboxSource(SqlOutboxSource):
         """The claim query with its BEGIN in one round trip, on the driver's connection."""
         statement = self._claim_sql.get(lenient)
         if statement is None:
-            compiled = self._claim_query(lenient).compile(dialect=conn.dialect)
+            compiled = self._ordered_claim(lenient).compile(dialect=conn.dialect)
             statement = self._claim_sql[lenient] = str(compiled)
         if not conn.in_transaction():
             conn.begin()  # what conn.execute would do; the driver sends BEGIN with the query
@@ -112,6 +120,34 @@ class PostgresOutboxSource(SqlOutboxSource):
             raise sa.exc.DataError(statement, None, exc) from exc
         except psycopg.Error as exc:
             raise sa.exc.OperationalError(statement, None, exc) from exc
+
+    def _ordered_claim(self, lenient: bool) -> sa.Select[Any]:
+        """The claim (``FOR UPDATE SKIP LOCKED``) less each row behind a pending row of its
+        aggregate that it skipped, locked by another session: relayed, it would reach the log
+        before that row (OrderPaid before OrderPlaced). The rows held back stay locked until
+        the claim's transaction ends, and pending. One statement: the skipped rows are the
+        pending ones before the last row claimed that the claim did not take."""
+        table = self._resolve()
+        position = self._columns["position"]
+        keys = [c for c in (self._columns.get(f) for f in _AGGREGATE_FIELDS) if c]
+        claimed = self._claim_query(lenient).cte("claimed")
+        row = table.alias("skipped_row")
+        last = sa.select(sa.func.max(claimed.c[position])).scalar_subquery()
+        skipped = (
+            sa.select(*[row.c[k] for k in keys], sa.func.min(row.c[position]).label(_FIRST))
+            .where(
+                *self._pending_filter(row),
+                row.c[position] < last,
+                ~sa.exists().where(claimed.c[position] == row.c[position]),
+            )
+            .group_by(*[row.c[k] for k in keys])
+            .cte("skipped")
+        )
+        behind = sa.exists().where(
+            *[skipped.c[k].is_not_distinct_from(claimed.c[k]) for k in keys],
+            skipped.c[_FIRST] < claimed.c[position],
+        )
+        return sa.select(claimed).where(~behind).order_by(claimed.c[position])
 
     @contextmanager
     def _pipelined(self, conn: sa.Connection) -> Iterator[None]:
