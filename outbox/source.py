@@ -23,6 +23,7 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from config import ColumnMap, SourceSettings
 from outbox.db import create_engine, describe_db_error, redact_dsn
 from outbox.errors import NotLeaderError, SourceError
+from outbox.position_check import not_unique, position_is_unique
 from outbox.rows import FIELDS, ID_FIELDS, IdFormat
 from outbox.source_groups import group_of
 
@@ -195,8 +196,15 @@ class SqlOutboxSource(OutboxSource):
         wanted = self.settings.columns.model_dump()
         try:
             with self.engine.connect() as conn:
-                described = sa.inspect(conn).get_columns(
+                inspector = sa.inspect(conn)
+                described = inspector.get_columns(
                     self.settings.table, schema=self.settings.schema_name
+                )
+                position = self.settings.columns.position
+                unique = any(c["name"].lower() == position.lower() for c in described) and (
+                    position_is_unique(
+                        inspector, self.settings.table, self.settings.schema_name, position
+                    )
                 )
         except sa.exc.NoSuchTableError:
             raise SourceError(
@@ -232,6 +240,8 @@ class SqlOutboxSource(OutboxSource):
                     f"{column!r} (configured as columns.{field})"
                 )
             columns[field] = actual or ""
+        if not unique:
+            raise not_unique(self.name, self._qualified(), columns["position"])
         self._columns = columns
         self._id_formats, self._id_hints = self._id_rules(
             {f: types[columns[f]] for f in ID_FIELDS if columns.get(f)}
