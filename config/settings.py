@@ -98,6 +98,25 @@ class RelaySettings(_Strict):
         ),
     )
 
+    @field_validator("standby_retry")
+    @classmethod
+    def _standby_retry(cls, value: timedelta) -> timedelta:
+        if value < timedelta(milliseconds=100):
+            raise ValueError(
+                "must be at least 100ms: a standby tries to take over by connecting to the "
+                "source's database, and would do so in a tight loop"
+            )
+        return value
+
+    @field_validator("purge_every")
+    @classmethod
+    def _purge_every(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError(
+                "must be at least 1s: the leader would purge marked rows between every claim"
+            )
+        return value
+
 
 class BrokerSettings(_Strict):
     """Where projection work is queued: Redis (default for servers), RabbitMQ, or in-process."""

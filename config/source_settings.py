@@ -90,6 +90,16 @@ class OutboxTableSettings(_Strict):
     def _schema(cls, value: str | None) -> str | None:
         return None if value is None else check_identifier(value)
 
+    @field_validator("poll_max")
+    @classmethod
+    def _poll_max(cls, value: timedelta) -> timedelta:
+        if value < timedelta(milliseconds=10):
+            raise ValueError(
+                "must be at least 10ms: an idle relay would claim in a tight loop (poll_min "
+                "may be 0)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _mark_needs_column(self) -> OutboxTableSettings:
         if self.on_dispatch == "mark" and not self.columns.dispatched_at:

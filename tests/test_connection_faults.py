@@ -120,7 +120,7 @@ def test_postgres_relay_recovers_from_terminated_connections(
     settings = make_settings(
         store_url,
         {"svc": {"url": source_url, "batch_size": 20, "poll_min": "5ms", "poll_max": "50ms"}},
-        relay={"standby_retry": "50ms"},
+        relay={"standby_retry": "100ms"},
     )
     init_outbox(settings.sources["svc"])
     admin = _admin_engine(PG_ADMIN)
@@ -204,7 +204,7 @@ def test_mariadb_relay_recovers_from_killed_connections(
     settings = make_settings(
         sqlite_database(),
         {"svc": {"url": source_url, "batch_size": 20, "poll_min": "5ms", "poll_max": "50ms"}},
-        relay={"standby_retry": "50ms"},
+        relay={"standby_retry": "100ms"},
     )
     init_outbox(settings.sources["svc"])
     admin = _admin_engine(MYSQL_ADMIN)
