@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config import SourceSettings
 from outbox import source as sql_source
 from outbox.ddl import OutboxTypes, create_table
+from outbox.keepalive import mysql_wait_timeout
 from outbox.source import SqlOutboxSource
 
 
@@ -71,9 +72,18 @@ class MySqlOutboxSource(SqlOutboxSource):
             try:
                 conn.exec_driver_sql(statement)
                 conn.commit()
-                return
+                break
             except SQLAlchemyError:
                 conn.rollback()  # the other server's variable; GET_LOCK is kept (session)
+        # A dead host's session (and its GET_LOCK) ends once idle this long; a live leader
+        # claims at least every poll_max (outbox/keepalive.py).
+        idle = mysql_wait_timeout(self.settings.url, self.settings.poll_max)
+        if idle is not None:
+            try:
+                conn.exec_driver_sql(f"SET SESSION wait_timeout = {idle}")
+                conn.commit()
+            except SQLAlchemyError:
+                pass  # a connection gone: the next claim fails and gives the lead up
 
     def _release_leader_lock(self, conn: sa.Connection) -> None:
         conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._lock})

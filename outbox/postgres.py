@@ -12,6 +12,7 @@ import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -26,6 +27,7 @@ from outbox import source as sql_source
 from outbox.db import libpq_conninfo
 from outbox.ddl import OutboxTypes, create_table
 from outbox.errors import SourceError
+from outbox.keepalive import apply_server_keepalives, server_keepalives
 from outbox.source import SqlOutboxSource, bounded_connect
 
 NOTIFY_CHANNEL = "readmodel_outbox"
@@ -163,11 +165,19 @@ class PostgresOutboxSource(SqlOutboxSource):
     def _on_lead(self, conn: sa.Connection) -> None:
         # The leader's session: a claim or acknowledgement that blocks (a locked table) fails
         # and is retried, instead of holding the relay (and a one-shot drain) for good.
-        try:  # the session ends with the leadership: the connection is invalidated then
-            conn.exec_driver_sql(f"SET statement_timeout = {int(sql_source.CLAIM_TIMEOUT * 1000)}")
-            conn.commit()
-        except SQLAlchemyError:
-            pass  # a connection gone already: the next claim fails and gives the lead up
+        # And the server drops it (and the advisory lock) soon after this host dies.
+        timeout = f"SET statement_timeout = {int(sql_source.CLAIM_TIMEOUT * 1000)}"
+        for statement in [timeout, *server_keepalives(self.settings.url)]:
+            try:  # the session ends with the leadership: the connection is invalidated then
+                conn.exec_driver_sql(statement)
+                conn.commit()
+            except SQLAlchemyError:
+                # A connection gone already: the next claim fails and gives the lead up. Or
+                # a server before 12 (tcp_user_timeout): the session lock is kept.
+                try:
+                    conn.rollback()
+                except SQLAlchemyError:
+                    return
         if self.settings.notify:
             self._listen()
 
@@ -178,6 +188,7 @@ class PostgresOutboxSource(SqlOutboxSource):
                 autocommit=True,
                 **bounded_connect(self.settings.url),
             )
+            apply_server_keepalives(self.settings.url, partial(_try_set, listener))
             listener.execute(f"LISTEN {NOTIFY_CHANNEL}")
             self._listener = listener
         except psycopg.Error:
@@ -256,6 +267,14 @@ def _notified(
     for _ in listener.notifies(timeout=timeout, stop_after=stop_after):
         woken = True
     return woken
+
+
+def _try_set(listener: psycopg.Connection[Any], statement: str) -> None:
+    """A ``SET`` on an autocommit connection; one the server refuses is left out."""
+    try:
+        listener.execute(statement)  # type: ignore[arg-type]
+    except psycopg.errors.UndefinedObject:
+        pass  # tcp_user_timeout before PostgreSQL 12
 
 
 def _load_as_text(dbapi_connection: Any, _record: Any) -> None:

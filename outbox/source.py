@@ -23,6 +23,7 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from config import ColumnMap, SourceSettings
 from outbox.db import create_engine, describe_db_error, redact_dsn
 from outbox.errors import NotLeaderError, SourceError
+from outbox.keepalive import client_keepalives
 from outbox.position_check import not_unique, position_is_unique
 from outbox.rows import FIELDS, ID_FIELDS, IdFormat
 from outbox.source_groups import group_of
@@ -135,13 +136,15 @@ class OutboxSource(ABC):
 
 def bounded_connect(url: str) -> dict[str, Any]:
     """Connect arguments giving up on a server that never answers (PostgreSQL, MySQL),
-    unless the DSN sets its own ``connect_timeout``."""
+    unless the DSN sets its own ``connect_timeout``; on PostgreSQL, libpq's TCP keepalives
+    too (:mod:`outbox.keepalive`), those the DSN sets left to it."""
     parsed = sa.make_url(url)
-    if parsed.get_backend_name() not in {"postgresql", "mysql", "mariadb"}:
+    if parsed.get_backend_name() not in {"postgresql", "postgres", "mysql", "mariadb"}:
         return {}
+    keepalives = client_keepalives(url)
     if "connect_timeout" in parsed.query:
-        return {}
-    return {"connect_timeout": CONNECT_TIMEOUT}
+        return keepalives
+    return {"connect_timeout": CONNECT_TIMEOUT, **keepalives}
 
 
 class SqlOutboxSource(OutboxSource):
