@@ -10,7 +10,7 @@ import threading
 from datetime import timedelta
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from sqlalchemy.engine import make_url
 
 from config.secrets import reveal
@@ -48,6 +48,19 @@ def _bounded(seconds: float) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def at_least(minimum: str, why: str) -> AfterValidator:
+    """A duration refused when shorter than ``minimum`` (``"100ms"``): ``why`` says what a
+    shorter one would do (a loop that spins)."""
+    floor: timedelta = parse_duration(minimum)
+
+    def check(value: timedelta) -> timedelta:
+        if value < floor:
+            raise ValueError(f"must be at least {minimum}: {why}")
+        return value
+
+    return AfterValidator(check)
 
 
 def check_identifier(value: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     ConfigDict,
@@ -26,6 +26,7 @@ from config.checks import (
     _dsn_checked,
     _Strict,
     _url_checked,
+    at_least,
 )
 from config.outbox_identity import shared_outboxes
 from config.secrets import reveal
@@ -84,12 +85,14 @@ class ExtraStoreSettings(_Strict):
 
 
 class RelaySettings(_Strict):
-    standby_retry: Duration = Field(
+    standby_retry: Annotated[
+        Duration, at_least("100ms", "a standby would reconnect to the source in a tight loop")
+    ] = Field(
         timedelta(seconds=1), description="how often a standby relay tries to take over a source"
     )
-    purge_every: Duration = Field(
-        timedelta(minutes=5), description="how often marked rows past retention are purged"
-    )
+    purge_every: Annotated[
+        Duration, at_least("1s", "the leader would purge marked rows between every claim")
+    ] = Field(timedelta(minutes=5), description="how often marked rows past retention are purged")
     linger: Duration = Field(
         timedelta(milliseconds=5),
         description=(
@@ -97,25 +100,6 @@ class RelaySettings(_Strict):
             "steady stream is relayed in batches (an isolated event is relayed at once)"
         ),
     )
-
-    @field_validator("standby_retry")
-    @classmethod
-    def _standby_retry(cls, value: timedelta) -> timedelta:
-        if value < timedelta(milliseconds=100):
-            raise ValueError(
-                "must be at least 100ms: a standby tries to take over by connecting to the "
-                "source's database, and would do so in a tight loop"
-            )
-        return value
-
-    @field_validator("purge_every")
-    @classmethod
-    def _purge_every(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise ValueError(
-                "must be at least 1s: the leader would purge marked rows between every claim"
-            )
-        return value
 
 
 class BrokerSettings(_Strict):

@@ -5,11 +5,18 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from config.checks import Duration, _dsn_checked, _Strict, _url_checked, check_identifier
+from config.checks import (
+    Duration,
+    _dsn_checked,
+    _Strict,
+    _url_checked,
+    at_least,
+    check_identifier,
+)
 
 
 class ColumnMap(_Strict):
@@ -66,7 +73,9 @@ class OutboxTableSettings(_Strict):
         "Changing it on a source whose log holds events re-keys their aggregates",
     )
     poll_min: Duration = Field(timedelta(milliseconds=5), description="poll interval when busy")
-    poll_max: Duration = Field(timedelta(seconds=1), description="poll interval when idle")
+    poll_max: Annotated[
+        Duration, at_least("10ms", "an idle relay would claim in a tight loop (poll_min may be 0)")
+    ] = Field(timedelta(seconds=1), description="poll interval when idle")
     notify: bool = Field(
         True,
         description="wake up on PostgreSQL's NOTIFY from the outbox trigger, or on a MongoDB "
@@ -89,16 +98,6 @@ class OutboxTableSettings(_Strict):
     @classmethod
     def _schema(cls, value: str | None) -> str | None:
         return None if value is None else check_identifier(value)
-
-    @field_validator("poll_max")
-    @classmethod
-    def _poll_max(cls, value: timedelta) -> timedelta:
-        if value < timedelta(milliseconds=10):
-            raise ValueError(
-                "must be at least 10ms: an idle relay would claim in a tight loop (poll_min "
-                "may be 0)"
-            )
-        return value
 
     @model_validator(mode="after")
     def _mark_needs_column(self) -> OutboxTableSettings:
