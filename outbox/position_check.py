@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from config import OutboxTableSettings
 from outbox.errors import SourceError
 
 
@@ -18,8 +19,14 @@ def _only(columns: Any, position: str) -> bool:
     return len(names) == 1 and len(columns) == 1 and names[0].lower() == position.lower()
 
 
-def position_is_unique(inspector: Any, table: str, schema: str | None, position: str) -> bool:
-    """Whether the catalog makes ``position`` of ``table`` unique on its own."""
+def position_is_unique(
+    inspector: Any, described: list[dict[str, Any]], settings: OutboxTableSettings
+) -> bool:
+    """Whether the catalog makes the position column of the outbox table (whose columns
+    are ``described``) unique on its own; ``False`` too when it has no such column."""
+    table, schema, position = settings.table, settings.schema_name, settings.columns.position
+    if not any(c["name"].lower() == position.lower() for c in described):
+        return False
     primary = inspector.get_pk_constraint(table, schema=schema)
     if _only(primary.get("constrained_columns"), position):
         return True

@@ -203,12 +203,7 @@ class SqlOutboxSource(OutboxSource):
                 described = inspector.get_columns(
                     self.settings.table, schema=self.settings.schema_name
                 )
-                position = self.settings.columns.position
-                unique = any(c["name"].lower() == position.lower() for c in described) and (
-                    position_is_unique(
-                        inspector, self.settings.table, self.settings.schema_name, position
-                    )
-                )
+                unique = position_is_unique(inspector, described, self.settings)
         except sa.exc.NoSuchTableError:
             raise SourceError(
                 f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
