@@ -8,7 +8,7 @@ import math
 import re
 import threading
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from sqlalchemy.engine import make_url
@@ -48,6 +48,21 @@ def _bounded(seconds: float) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level_lowered(value: Any) -> Any:
+    """A log level in any case (``DEBUG``, ``Info``), as ``--log-level`` takes it; anything
+    else is left as given, so that the refusal shows what was written."""
+    if isinstance(value, str) and value.lower() in _LOG_LEVELS:
+        return value.lower()
+    return value
+
+
+LogLevel = Annotated[
+    Literal["debug", "info", "warning", "error"], BeforeValidator(_log_level_lowered)
+]
 
 
 def at_least(minimum: str, why: str) -> AfterValidator:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     ConfigDict,
@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from config.checks import (
     Duration,
+    LogLevel,
     _authority_checked,
     _client_url_checked,
     _dsn_checked,
@@ -257,7 +258,7 @@ class CacheSettings(_Strict):
 
 
 class LoggingSettings(_Strict):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
     json_output: bool = Field(False, alias="json")
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
