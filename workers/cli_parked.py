@@ -58,6 +58,8 @@ def parked_list(
         from outbox.parking import ParkedEvents
         from outbox.source_groups import group_of
 
+        if projection is not None:
+            _known_projection(runtime, projection)
         rows: list[dict[str, Any]] = []
         if projection is None:
             for e in ParkedEvents(runtime.log.engine).list(
@@ -213,6 +215,8 @@ def _projection_entry(runtime: Any, number: int, entry_id: str = "") -> Any:
     """The projection event ``e<number>``; each store numbers its own, so when stores share
     a number the id must name the projection (``e<number>@<projection>``)."""
     projection = entry_id.split("@", 1)[1].strip() if "@" in entry_id else None
+    if projection is not None:
+        _known_projection(runtime, projection)
     found = [
         event
         for event in runtime.engine.parked(projection, None)
@@ -224,6 +228,15 @@ def _projection_entry(runtime: Any, number: int, entry_id: str = "") -> Any:
         refs = ", ".join(sorted(f"e{number}@{event.projection}" for event in found))
         raise ReadmodelError(f"e{number} names events in several stores: give one of {refs}")
     return found[0]
+
+
+def _known_projection(runtime: Any, name: str) -> None:
+    """Exit 2 unless ``name`` is a configured projection: a mistyped name listed nothing, as
+    if nothing were parked."""
+    if name in runtime.engine.projections:
+        return
+    known = ", ".join(sorted(runtime.engine.projections)) or "none"
+    raise fail(f"unknown projection {name!r} (known: {known})", EXIT_CONFIG)
 
 
 def _find_entry(runtime: Any, entry_id: str) -> dict[str, Any]:
