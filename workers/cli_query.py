@@ -24,6 +24,7 @@ from workers.cli_support import (
     fail,
     guarded,
     load,
+    require_migrated,
 )
 
 
@@ -109,7 +110,8 @@ def query_command(
     Prints JSON: {"row": ...} for a get (null when absent), {"rows": [...], "next": CURSOR}
     for a list (next is null on the last page), {"result": ...} for a named query; each
     with "stale". Exit codes: 0 ok, 1 consistency wait failed, 2 unknown projection,
-    table, column or query (the message lists the known ones), 3 store unreachable.
+    table, column or query (the message lists the known ones) or a read store not at the
+    schema revision this readmodel needs (run 'readmodel migrate'), 3 store unreachable.
     """
     from projections.query_service import open_queries
 
@@ -126,6 +128,7 @@ def query_command(
             EXIT_CONFIG,
         )
     settings = load(config, log_level="warning")
+    require_migrated(settings, config)
     queries = guarded(open_queries, settings)
     try:
         output = _run(
