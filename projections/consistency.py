@@ -221,9 +221,14 @@ class ConsistencyWaiter:
             if token.source not in self.configured_sources and token.source not in (
                 known := self._sources()
             ):
+                # A tenant's read is told none: they name other tenants (``pos:globex``).
+                listed = (
+                    "the known ones are not shown to tenant reads"
+                    if projection.tenant_column is not None
+                    else f"known: {', '.join(known) or 'none'}"
+                )
                 raise QueryError(
-                    f"consistency token {token}: unknown source {token.source!r} "
-                    f"(known: {', '.join(known) or 'none'})"
+                    f"consistency token {token}: unknown source {token.source!r} ({listed})"
                 )
             query = sa.select(*columns).where(
                 event_log.c.source == token.source, event_log.c.position == token.position
