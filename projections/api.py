@@ -49,6 +49,7 @@ from pydantic import BaseModel, RootModel, ValidationError
 
 from outbox.envelope import Envelope
 from outbox.source_groups import group_of
+from projections.declaration_checks import check_key_tags, check_tenant_tables
 from projections.hidden_fields import hides_all, holds_hidden, without_values
 from projections.payload_errors import PayloadError as PayloadError  # re-exported
 from projections.payload_errors import payload_error
@@ -236,7 +237,8 @@ class Projection:
         cls._handlers = handlers
         cls._subscribed = frozenset(source for source, _ in handlers)
         check_table_names(cls.__name__, cls.tables)
-        _check_tenant_tables(cls)
+        check_tenant_tables(cls)
+        check_key_tags(cls)
 
     @property
     def sources(self) -> list[str]:
@@ -336,30 +338,6 @@ class Projection:
 
 
 _fast: dict[type[BaseModel], bool] = {}
-
-
-def _check_tenant_tables(cls: type[Projection]) -> None:
-    """A tenant projection's tables all hold the tenant column, but the shared ones: a
-    table without it would otherwise be read by every tenant, unnoticed."""
-    column = cls.tenant_column
-    if column is None:
-        if cls.shared_tables or cls.shared_collections:
-            kind = "shared_tables" if cls.shared_tables else "shared_collections"
-            raise TypeError(f"{cls.__name__}: {kind} without a tenant_column")
-        return
-    unknown = [name for name in cls.shared_collections if name not in cls.collections]
-    if unknown:
-        raise TypeError(
-            f"{cls.__name__}: shared_collections names {unknown[0]!r}, which is not one of "
-            f"its collections ({', '.join(cls.collections) or 'none'})"
-        )
-    for table in cls.tables:
-        shared = any(table is other for other in cls.shared_tables)
-        if not shared and column not in table.c:
-            raise TypeError(
-                f"{cls.__name__}: table {table.name!r} has no tenant column {column!r}; add "
-                f"it, or list the table in shared_tables if every tenant may read it"
-            )
 
 
 def _own_copy(payload: dict[str, Any]) -> dict[str, Any]:
