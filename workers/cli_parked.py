@@ -22,8 +22,15 @@ from workers.cli_support import (
     with_runtime,
 )
 
+EXIT_CODES = (
+    "Exit codes: 0 done, 1 failed (no such entry; a retried event failed again), 2 bad "
+    "usage (an unknown projection, a bad entry id), an invalid configuration or a read store "
+    "not at the schema revision this readmodel needs (run 'readmodel migrate'), 3 read store "
+    "unreachable."
+)
 parked_app = typer.Typer(
-    help="Parked outbox rows and projection events: list, show, retry, skip.", no_args_is_help=True
+    help=f"Parked outbox rows and projection events: list, show, retry, skip.\n\n{EXIT_CODES}",
+    no_args_is_help=True,
 )
 
 
@@ -36,7 +43,7 @@ EntryId = Annotated[
 ]
 
 
-@parked_app.command("list")
+@parked_app.command("list", epilog=EXIT_CODES)
 def parked_list(
     config: ConfigOption = None,
     source: Annotated[
@@ -144,7 +151,7 @@ def _first_line(text: str, width: int) -> str:
     return line if line == whole else f"{line} …"
 
 
-@parked_app.command("show")
+@parked_app.command("show", epilog=EXIT_CODES)
 def parked_show(entry_id: EntryId, config: ConfigOption = None) -> None:
     """Show one parked entry in full: reason, traceback or raw row, attempts."""
     entry = with_runtime(
@@ -153,7 +160,7 @@ def parked_show(entry_id: EntryId, config: ConfigOption = None) -> None:
     print(json.dumps(entry, indent=2, default=str))
 
 
-@parked_app.command("retry")
+@parked_app.command("retry", epilog=EXIT_CODES)
 def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
     """Apply a parked projection event again, with every later parked event of its aggregate,
     in order; on success the aggregate flows normally again."""
@@ -175,7 +182,7 @@ def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
     out.print(f"{entry_id}: applied {count} parked event(s); the aggregate flows again")
 
 
-@parked_app.command("skip")
+@parked_app.command("skip", epilog=EXIT_CODES)
 def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
     """Mark a parked entry skipped (it stays listed with --all). For a projection event, the
     events of its aggregate that were held behind it are then applied in order."""
