@@ -118,15 +118,7 @@ class DocumentReplayTx(ReplayerBase):
         # transaction is up to 100,000 events), as projections.replay_apply does for tables.
         # Not in place: the live collections' replay keeps the one way of old.
         undoable = written is not None and policy.skip_errors and not policy.in_place
-        if policy.held:  # events behind a skipped one are neither prefetched nor handled
-            mark = policy.mark()
-            ready = [event for event in events if not policy.holds(event)]
-            if undoable:  # held ones are recorded in the loop, in order with the skipped
-                policy.undo(mark)
-            else:
-                events = ready
-        else:
-            ready = events
+        events, ready = policy.ready(events, undoable=undoable)
         handle = self.projection.handle
         applied = 0
         try:

@@ -115,14 +115,7 @@ class TableReplayerBase(ReplayerBase):
         # transaction is up to 100,000 events). Not in place: the live tables' replay keeps
         # the one way of old.
         undoable = policy.skip_errors and not policy.in_place
-        ready = events
-        if policy.held:  # events behind a skipped one are neither prefetched nor handled
-            mark = policy.mark()
-            ready = [event for event in events if not policy.holds(event)]
-            if undoable:  # held ones are recorded in the loop, in order with the skipped
-                policy.undo(mark)
-            else:
-                events = ready
+        events, ready = policy.ready(events, undoable=undoable)
         self.projection.prefetch(ready, tx)
         handle = self.projection.handle
         applied = 0

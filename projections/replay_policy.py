@@ -276,6 +276,22 @@ class ErrorPolicy:
             error=repr(failed.error),
         )
 
+    def ready(
+        self, events: Sequence[Envelope], *, undoable: bool
+    ) -> tuple[Sequence[Envelope], Sequence[Envelope]]:
+        """``(events to go through, events to prefetch)`` of a transaction: events behind a
+        skipped one are neither prefetched nor handled. Where failed handlers are undone in
+        memory (``undoable``), every event goes through the apply loop, which records the
+        holds there (:meth:`holds`), in order with the events it skips."""
+        if not self.held:
+            return events, events
+        mark = self.mark()
+        ready = [event for event in events if not self.holds(event)]
+        if not undoable:
+            return ready, ready
+        self.undo(mark)
+        return events, ready
+
     def holds(self, event: Envelope) -> bool:
         """Whether ``event`` is held behind a skipped event of its aggregate (then recorded).
         An event naming no tenant that meets tenants' holds merges them into one naming

@@ -187,3 +187,14 @@ def private_redis(tmp_path: Any) -> Iterator[Callable[[], subprocess.Popen[bytes
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def near_cache_live(cache: Any) -> Any:
+    """``cache`` (a RedisCache) with its near cache, if it has one, started and listening."""
+    if cache.near is not None:
+        cache.near.start()
+        deadline = time.monotonic() + 5
+        while not cache.near.live and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert cache.near.live
+    return cache

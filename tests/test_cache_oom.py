@@ -4,7 +4,6 @@ invalidation must still delete its entries, or they are served stale until their
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 import redis
 
 from projections.redis_cache import RedisCache
-from tests.cache_helpers import fresh_prefix
+from tests.cache_helpers import fresh_prefix, near_cache_live
 
 
 def _fill_to_maxmemory(url: str) -> None:
@@ -24,16 +23,6 @@ def _fill_to_maxmemory(url: str) -> None:
         admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) // 2)
         with pytest.raises(redis.exceptions.OutOfMemoryError):
             admin.set("other-app:1", "x")
-
-
-def _live(cache: RedisCache) -> RedisCache:
-    if cache.near is not None:
-        cache.near.start()
-        deadline = time.monotonic() + 5
-        while not cache.near.live and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert cache.near.live
-    return cache
 
 
 @pytest.fixture(params=[0, 1000], ids=["no-near", "near"])
@@ -49,7 +38,7 @@ def full_cache(
             private_redis.url, key_prefix=fresh_prefix(), near_cache_size=request.param
         )
         made.append(cache)
-        return _live(cache)
+        return near_cache_live(cache)
 
     make.url = private_redis.url  # type: ignore[attr-defined]
     yield make

@@ -13,17 +13,7 @@ import redis
 from structlog.testing import capture_logs
 
 from projections.redis_cache import RedisCache
-from tests.cache_helpers import fill_entries, fresh_prefix
-
-
-def _live(cache: RedisCache) -> RedisCache:
-    if cache.near is not None:
-        cache.near.start()
-        deadline = time.monotonic() + 5
-        while not cache.near.live and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert cache.near.live
-    return cache
+from tests.cache_helpers import fill_entries, fresh_prefix, near_cache_live
 
 
 @pytest.fixture(params=[0, 1000], ids=["no-near", "near"])
@@ -38,7 +28,7 @@ def caches(
     def make() -> RedisCache:
         cache = RedisCache(private_redis.url, key_prefix=prefix, near_cache_size=request.param)
         made.append(cache)
-        return _live(cache)
+        return near_cache_live(cache)
 
     def crash_and_restart() -> None:
         """SIGKILL the server (after it wrote its RDB file), then start it on that file."""
