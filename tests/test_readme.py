@@ -230,18 +230,24 @@ def _venv_env() -> dict[str, str]:
     return {**env, "PATH": path, "PYTHONPATH": str(ROOT)}
 
 
-def test_the_invalid_configuration_example_prints_what_readme_shows(tmp_path: Path) -> None:
-    block = _block_after("Unknown keys and bad values are errors").splitlines()
-    command, expected = block[0].removeprefix("$ "), block[1:]
-    (tmp_path / "config").symlink_to(ROOT / "config")
-    done = subprocess.run(
-        ["bash", "-c", command],
-        cwd=tmp_path,
+def _bash(flags: str, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``script`` run by bash (``flags``: ``-c``, ``-ec``) in ``cwd``, with the venv's
+    commands first on the PATH and no READMODEL_ variable of the test session."""
+    return subprocess.run(
+        ["bash", flags, script],
+        cwd=cwd,
         env=_venv_env(),
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def test_the_invalid_configuration_example_prints_what_readme_shows(tmp_path: Path) -> None:
+    block = _block_after("Unknown keys and bad values are errors").splitlines()
+    command, expected = block[0].removeprefix("$ "), block[1:]
+    (tmp_path / "config").symlink_to(ROOT / "config")
+    done = _bash("-c", command, tmp_path)
     assert done.returncode == 2
     assert done.stderr.splitlines() == expected
 
@@ -253,14 +259,7 @@ def test_the_secret_commands_print_a_token_the_key_decrypts(
 
     block = _block_after("encrypts, any decrypts):")
     script = block + 'echo "key=$READMODEL_SECRET_KEY"\n'
-    done = subprocess.run(
-        ["bash", "-ec", script],
-        cwd=tmp_path,
-        env=_venv_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _bash("-ec", script, tmp_path)
     assert done.returncode == 0, done.stderr
     token, key = done.stdout.split()
     assert token.startswith("fernet:gAAAAA")
@@ -272,14 +271,7 @@ def test_outbox_init_print_needs_no_server(tmp_path: Path) -> None:
     """ "The outbox table": the command prints the table, its indexes and the trigger."""
     [command] = _readme_commands("trigger that NOTIFYs the relay:")
     (tmp_path / "config").symlink_to(ROOT / "config")
-    done = subprocess.run(
-        ["bash", "-c", command],
-        cwd=tmp_path,
-        env=_venv_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = _bash("-c", command, tmp_path)
     assert done.returncode == 0, done.stderr
     assert 'CREATE TABLE IF NOT EXISTS "outbox"' in done.stdout
     assert '"seq" BIGSERIAL PRIMARY KEY' in done.stdout
