@@ -198,3 +198,9 @@ def near_cache_live(cache: Any) -> Any:
             time.sleep(0.01)
         assert cache.near.live
     return cache
+
+
+def read_totals(cache: Any, row: dict[str, str], key: str = "a1") -> Any:
+    """``cache``'s entry of ``key`` in projection ``totals`` (tag ``account:KEY``), loaded as
+    a copy of ``row`` on a miss."""
+    return cache.get_or_load("totals", key, [f"account:{key}"], lambda: dict(row))

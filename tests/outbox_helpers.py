@@ -134,3 +134,21 @@ def outbox_db(url: str) -> OutboxDb:
     if url.startswith("mongodb"):
         return MongoOutboxDb(url)
     return SqlOutboxDb(url)
+
+
+def append_unacknowledged(source: Any, log: Any, limit: int) -> None:
+    """Claim up to ``limit`` rows of ``source`` (leading it), append them to ``log`` and lose
+    the lead without acknowledging them: a relay that crashed between append and ack (the
+    rows stay in the outbox, to be delivered again)."""
+    from outbox.rows import decode_rows
+
+    rows = source.claim(limit)
+    records, malformed = decode_rows(
+        rows,
+        source=source.name,
+        column_names=source.column_names,
+        default_tenant=None,
+        max_payload_bytes=1 << 20,
+    )
+    log.append(source.name, records, malformed)
+    source.lose_leadership()

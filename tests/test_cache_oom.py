@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from projections.redis_cache import RedisCache
-from tests.cache_helpers import fresh_prefix, near_cache_live
+from tests.cache_helpers import fresh_prefix, near_cache_live, read_totals
 
 
 def _fill_to_maxmemory(url: str) -> None:
@@ -46,32 +46,28 @@ def full_cache(
         cache.close()
 
 
-def _read(cache: RedisCache, row: dict[str, str], key: str = "a1") -> Any:
-    return cache.get_or_load("totals", key, [f"account:{key}"], lambda: dict(row))
-
-
 def test_an_invalidation_deletes_its_entries_when_redis_is_out_of_memory(
     full_cache: Any,
 ) -> None:
     cache = full_cache()
     row = {"total": "5"}
-    assert [_read(cache, row), _read(cache, row)] == [{"total": "5"}] * 2  # cached
+    assert [read_totals(cache, row), read_totals(cache, row)] == [{"total": "5"}] * 2  # cached
     _fill_to_maxmemory(full_cache.url)
     row["total"] = "12"  # a batch changes the read model, then invalidates
     cache.invalidate("totals", ["account:a1"])
-    assert [_read(cache, row) for _ in range(3)] == [{"total": "12"}] * 3
+    assert [read_totals(cache, row) for _ in range(3)] == [{"total": "12"}] * 3
 
 
 def test_a_whole_projection_wipe_works_when_redis_is_out_of_memory(full_cache: Any) -> None:
     cache = full_cache()
     rows = {key: {"total": "5"} for key in ("a1", "a2")}
     for key, row in rows.items():
-        assert _read(cache, row, key) == {"total": "5"}
+        assert read_totals(cache, row, key) == {"total": "5"}
     _fill_to_maxmemory(full_cache.url)
     for row in rows.values():
         row["total"] = "12"  # a replay swapped the projection's tables
     cache.invalidate_projection("totals")
-    assert [_read(cache, row, key) for key, row in rows.items()] == [{"total": "12"}] * 2
+    assert [read_totals(cache, row, key) for key, row in rows.items()] == [{"total": "12"}] * 2
 
 
 def test_out_of_memory_invalidations_write_one_stamp_and_still_refuse_older_loads(
@@ -95,7 +91,7 @@ def test_out_of_memory_invalidations_write_one_stamp_and_still_refuse_older_load
         return dict(row)
 
     assert cache.get_or_load("totals", "a1", ["account:a1"], load) == {"total": "5"}
-    assert [_read(cache, row) for _ in range(2)] == [{"total": "12"}] * 2
+    assert [read_totals(cache, row) for _ in range(2)] == [{"total": "12"}] * 2
     with redis.Redis.from_url(full_cache.url) as admin:
         versions = [f"{cache.prefix}v:totals:account:x{n}" for n in range(500)]
         assert admin.exists(*versions) == 0

@@ -13,7 +13,7 @@ import redis
 from structlog.testing import capture_logs
 
 from projections.redis_cache import RedisCache
-from tests.cache_helpers import fill_entries, fresh_prefix, near_cache_live
+from tests.cache_helpers import fill_entries, fresh_prefix, near_cache_live, read_totals
 
 
 @pytest.fixture(params=[0, 1000], ids=["no-near", "near"])
@@ -47,32 +47,28 @@ def caches(
         cache.close()
 
 
-def _read(cache: RedisCache, row: dict[str, str], key: str = "a1") -> Any:
-    return cache.get_or_load("totals", key, [f"account:{key}"], lambda: dict(row))
-
-
 def test_entries_invalidated_after_the_snapshot_are_not_served_after_a_restart(
     caches: Any,
 ) -> None:
     worker, reader = caches(), caches()
     rows = {"a1": {"total": "5"}, "a2": {"total": "1"}}
     for key, row in rows.items():
-        assert [_read(reader, row, key), _read(reader, row, key)] == [row] * 2  # cached
+        assert [read_totals(reader, row, key), read_totals(reader, row, key)] == [row] * 2  # cached
     with redis.Redis.from_url(caches.url) as client:
         client.save()  # a snapshot, as the save points take one
     rows["a1"]["total"] = "12"  # a batch applied, then invalidated
     worker.invalidate("totals", ["account:a1"])
-    assert _read(reader, rows["a1"], "a1") == {"total": "12"}
+    assert read_totals(reader, rows["a1"], "a1") == {"total": "12"}
     caches.crash_and_restart()
     time.sleep(0.2)  # the near cache's listener reconnects
-    assert [_read(reader, rows["a1"], "a1") for _ in range(3)] == [{"total": "12"}] * 3
-    assert _read(caches(), rows["a1"], "a1") == {"total": "12"}  # a process started since
-    assert _read(reader, rows["a2"], "a2") == {"total": "1"}
+    assert [read_totals(reader, rows["a1"], "a1") for _ in range(3)] == [{"total": "12"}] * 3
+    assert read_totals(caches(), rows["a1"], "a1") == {"total": "12"}  # a process started since
+    assert read_totals(reader, rows["a2"], "a2") == {"total": "1"}
     # the cache works on: entries are stored and invalidated again
     rows["a2"]["total"] = "2"
-    assert _read(reader, {"total": "unused"}, "a2") == {"total": "1"}
+    assert read_totals(reader, {"total": "unused"}, "a2") == {"total": "1"}
     worker.invalidate("totals", ["account:a2"])
-    assert _read(reader, rows["a2"], "a2") == {"total": "2"}
+    assert read_totals(reader, rows["a2"], "a2") == {"total": "2"}
 
 
 def test_a_value_loaded_before_the_crash_is_not_stored_after_it(

@@ -13,10 +13,9 @@ from outbox.db import create_engine
 from outbox.log import EventLog
 from outbox.parking import ParkedEvents
 from outbox.relay import Relay, SourceRelay
-from outbox.rows import decode_rows
 from outbox.sources import open_source
 from tests.conftest import ENGINES
-from tests.outbox_helpers import init_outbox
+from tests.outbox_helpers import append_unacknowledged, init_outbox
 
 _ROWS = (  # (aggregate id, payload): a good row, then two malformed ones, then a good one
     ("o1", '{"n": 1}'),
@@ -106,16 +105,7 @@ def test_a_crash_between_append_and_acknowledge_parks_no_row_twice(
     source = open_source("svc", settings.sources["svc"])
     try:
         assert source.try_lead()
-        rows = source.claim(100)
-        records, malformed = decode_rows(
-            rows,
-            source="svc",
-            column_names=source.column_names,
-            default_tenant=None,
-            max_payload_bytes=1 << 20,
-        )
-        log.append("svc", records, malformed)
-        source.lose_leadership()  # "crashed": the rows stay in the outbox
+        append_unacknowledged(source, log, 100)  # "crashed": the rows stay in the outbox
 
         totals = SourceRelay(source, log).drain()
         assert (totals.relayed, totals.duplicates, totals.parked) == (0, 2, 0)

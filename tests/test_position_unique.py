@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from outbox.db import create_engine
 from tests.cli_helpers import run_cli, write_config
 from tests.conftest import ENGINES
+from tests.tenant_fixtures import pending_rows
 
 _UNIQUE = {
     "none": "",
@@ -38,15 +39,6 @@ def _outbox(url: str, key: str, index: bool = False) -> None:
                     "INSERT INTO outbox (created_at, id, aggregatetype, aggregateid, type, "
                     f"payload) VALUES ({created}, 'e{n}', 'order', 'o{n}', 'Placed', '{{}}')"
                 )
-    finally:
-        engine.dispose()
-
-
-def _rows(url: str) -> int:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return int(conn.exec_driver_sql("SELECT count(*) FROM outbox").scalar_one())
     finally:
         engine.dispose()
 
@@ -87,7 +79,7 @@ def test_a_non_unique_position_column_is_refused_and_nothing_deleted(
         assert result.exit_code == 3, result.output
         assert expected in " ".join(result.stderr.split()), result.stderr
     assert "svc: relayed 0," in relayed.stdout
-    assert _rows(url) == 3
+    assert pending_rows(url) == 3
 
 
 @pytest.mark.parametrize("engine_name", ENGINES)
@@ -110,7 +102,7 @@ def test_a_unique_position_column_is_relayed(
 
     assert relayed.exit_code == 0, relayed.output
     assert "svc: relayed 3" in relayed.stdout
-    assert _rows(url) == 0
+    assert pending_rows(url) == 0
 
 
 def test_a_partial_unique_index_is_not_enough(
@@ -132,4 +124,4 @@ def test_a_partial_unique_index_is_not_enough(
 
     assert relayed.exit_code == 3, relayed.output
     assert "is not unique" in relayed.stderr
-    assert _rows(url) == 3
+    assert pending_rows(url) == 3

@@ -12,7 +12,7 @@ from outbox.log import EventLog
 from outbox.relay import Relay, SourceRelay
 from outbox.sources import open_source
 from tests.conftest import ENGINES
-from tests.outbox_helpers import OutboxDb, init_outbox, outbox_db
+from tests.outbox_helpers import OutboxDb, append_unacknowledged, init_outbox, outbox_db
 
 
 @pytest.fixture(params=(*ENGINES, "mongodb"))
@@ -81,18 +81,7 @@ def test_crash_between_append_and_acknowledge_is_deduplicated(
     relay = SourceRelay(source, log)
     assert source.try_lead()
     # Append the claimed rows to the log but "crash" before acknowledging them.
-    from outbox.rows import decode_rows
-
-    rows = source.claim(25)
-    records, malformed = decode_rows(
-        rows,
-        source="svc",
-        column_names=source.column_names,
-        default_tenant=None,
-        max_payload_bytes=1 << 20,
-    )
-    log.append("svc", records, malformed)
-    source.lose_leadership()
+    append_unacknowledged(source, log, 25)
 
     totals = relay.drain()
 
