@@ -17,13 +17,13 @@ class DocumentUndo:
     """Each key's entries before the first write since ``undoable()``: in the Tx's known
     documents (``known``, by ``(name, tenant, slot)``) and in its pending writes
     (``pending``, by ``(name, (tenant, slot))``), :data:`ABSENT` where there was none; the
-    cache tags added since; taken back only while no flush has come between (``flushes``,
-    the Tx's count of them when it started)."""
+    cache tags added since; taken back only while no flush has sent any of those writes
+    (``sent``: a flush of the batch's earlier writes alone leaves these in memory)."""
 
-    flushes: int
     known: dict[Any, Any] = field(default_factory=dict)
     pending: dict[tuple[str, Any], Any] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
+    sent: bool = False
 
     def keep(
         self,
@@ -55,7 +55,7 @@ class DocumentUndo:
                 known[key] = before
         for (name, key), before in self.pending.items():
             writes = pending.get(name)
-            if writes is None:  # cannot be: every write recorded is in it, no flush between
+            if writes is None:  # cannot be: every write recorded is in it, none sent
                 continue
             if before is ABSENT:
                 writes.pop(key, None)

@@ -130,7 +130,6 @@ class DocumentTx:
         # (_id, tenant, document or _DELETED)
         self.invalidated: set[str] = set()
         self._undo: DocumentUndo | None = None  # see undoable()
-        self._flushes = 0
         self._before_write = before_write
         """Called once, before the first write is sent (a live batch takes its lane's
         checkpoint there: see :meth:`projections.mongo_store.MongoStore._apply_batch`)."""
@@ -315,7 +314,7 @@ class DocumentTx:
         """Keep from here what the writes replace, so that :meth:`undo` can take them back:
         see :mod:`projections.document_undo` (what a handler read stays known: it is what
         the database holds)."""
-        self._undo = DocumentUndo(self._flushes)
+        self._undo = DocumentUndo()
 
     def settle(self) -> None:
         """Stop keeping what writes replace: the writes since :meth:`undoable` stay."""
@@ -324,16 +323,18 @@ class DocumentTx:
     def undo(self) -> bool:
         """Take back every write and cache tag since :meth:`undoable`; ``False`` (nothing
         taken back) when there is none to take back from or a flush (a ``find``'s among
-        them) has sent some of them already."""
+        them) has sent some of those writes already (a flush of the batch's earlier writes
+        alone, a ``find`` before the handler's first write, leaves them all in memory)."""
         undo, self._undo = self._undo, None
-        if undo is None or undo.flushes != self._flushes:
+        if undo is None or undo.sent:
             return False
         undo.restore(self._known, self._pending, self.invalidated)
         return True
 
     def flush(self) -> None:
         """Send the pending writes, in the order they were first made per collection."""
-        self._flushes += 1
+        if self._undo is not None and self._undo.pending:
+            self._undo.sent = True
         pending, self._pending = self._pending, {}
         for name, documents in pending.items():
             writes = list(documents.values())

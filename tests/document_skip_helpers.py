@@ -28,7 +28,8 @@ class CountingTotals(DocTotals):
     """:class:`DocTotals` counting the handler runs of each position. Its ``Boom`` writes a
     document of its own, changes ``acct-0``'s (read with ``get``), deletes ``acct-1``'s and
     adds a cache tag, then fails; with ``flush`` in its payload it reads with ``tx.find``
-    (a flush) before failing."""
+    (a flush) before failing, with ``find_first`` before its first write (a flush of the
+    batch's earlier writes alone)."""
 
     def __init__(self) -> None:
         self.runs: Counter[int] = Counter()
@@ -39,6 +40,8 @@ class CountingTotals(DocTotals):
 
     @on("bank", "Boom")
     def boom(self, event: Event[dict[str, Any]], tx: Any) -> None:
+        if event.payload.get("find_first"):
+            tx.find("doc_totals", events=-1)
         tx.upsert("doc_totals", {"_id": f"boom-{event.position}", "events": -1})
         other = tx.get("doc_totals", "acct-0")
         if other is not None:

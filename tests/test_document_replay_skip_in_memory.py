@@ -4,10 +4,10 @@ its transaction: the handler's writes and cache tags are taken back in memory
 It had rolled the transaction back and applied the events before the failure again: every
 handler before it ran twice (a rebuild's transaction is up to 100,000 events), each failure
 cost three or four transactions. Where a flush inside the handler (a ``find``) sent some of
-its writes, it rolls back as before. Either way the documents, the skipped events (in
-order) and the counts are what a rebuild of one event per transaction leaves (a MongoDB-wire
-server; tables: tests/test_replay_skip_in_memory.py; the Tx's undo:
-tests/test_document_tx_undo.py)."""
+its writes, it rolls back as before; a ``find`` before its first write sends none of them.
+Either way the documents, the skipped events (in order) and the counts are what a rebuild
+of one event per transaction leaves (a MongoDB-wire server; tables:
+tests/test_replay_skip_in_memory.py; the Tx's undo: tests/test_document_tx_undo.py)."""
 
 from __future__ import annotations
 
@@ -39,14 +39,15 @@ def log(pg_database: Callable[[], str]) -> Iterator[EventLog]:
     made.close()
 
 
-def _bank(log: EventLog, flush: Callable[[int], bool]) -> list[Any]:
+def _bank(log: EventLog, flush: Callable[[int], bool], how: str = "flush") -> list[Any]:
     """300 deposits of 6 accounts with a failing ``Boom`` after every 40 (of an account
-    with deposits after it, or an aggregate of its own; ``flush(k)``: the k-th flushes)."""
+    with deposits after it, or an aggregate of its own; ``flush(k)``: the k-th flushes,
+    ``how`` it does: ``flush`` after its writes, ``find_first`` before them)."""
     paid = deposits(300, 6, seed=11)
     events: list[Any] = []
     for k, account in enumerate(BOOMED):
         events += paid[40 * k : 40 * (k + 1)]
-        events.append((account, "Boom", {"flush": True} if flush(k) else {}))
+        events.append((account, "Boom", {how: True} if flush(k) else {}))
     events += paid[40 * len(BOOMED) :]
     append_events(log, events, source="bank", aggregate_type="account", after=0)
     return paid
@@ -83,6 +84,20 @@ def test_a_skipped_event_is_taken_back_in_memory_each_handler_runs_once(
     for account, (count, total, seq) in untouched.items():  # changed, deleted: taken back
         assert (found[account]["events"], found[account]["total"]) == (count, total)
         assert found[account]["last_seq"] == seq
+
+
+def test_a_find_before_the_failing_handlers_writes_leaves_them_taken_back_in_memory(
+    log: EventLog, mongo_database: Callable[[], str]
+) -> None:
+    """Its find sends the deposits' writes before it, none of its own: the skip still takes
+    them back in memory (it rolled the transaction back and applied it again)."""
+    _bank(log, flush=lambda k: True, how="find_first")
+    projection = CountingTotals()
+    got = _both(log, mongo_database, projection)
+    assert set(projection.runs.values()) == {1}, projection.runs  # none ran twice
+    assert len(projection.runs) == got.applied + len(BOOMED)
+    found = [d["_id"] for d in got.documents["doc_totals"]]
+    assert not [key for key in found if key.startswith("boom-")]
 
 
 @pytest.mark.parametrize("flushing", ["every", "some"])

@@ -1,8 +1,9 @@
 """:meth:`DocumentTx.undo` takes back every write and cache tag since
 :meth:`DocumentTx.undoable` (a new document, a change of one read with ``get``, a delete, a
 write over the batch's own write or delete, a collection the batch had not written), leaving
-the batch's earlier writes as they were and in their order; after a flush (a ``find``'s) it
-takes nothing back (a MongoDB-wire server)."""
+the batch's earlier writes as they were and in their order; after a flush (a ``find``'s) that
+sent some of them it takes nothing back, after one that sent the batch's earlier writes alone
+it takes them all back (a MongoDB-wire server)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,15 @@ def test_undo_takes_back_a_handlers_writes_and_tags_keeping_the_batchs(
             writes = tx._pending  # in the order they were first made, as before
             assert list(writes) == ["undo_docs"]
             assert [key for key, _, _ in writes["undo_docs"].values()] == ["w1", "c", "w2"]
+            tx.undoable()  # a handler whose find sends the batch's writes, none of its own
+            assert tx.find("undo_docs", n=20) == [{"_id": "w2", "n": 20}]
+            tx.upsert("undo_docs", {"_id": "w2", "n": 21})
+            tx.upsert("undo_docs", {"_id": "gone", "n": 0})
+            tx.invalidate("found")
+            assert tx.undo()  # still taken back
+            assert tx.get("undo_docs", "w2") == {"_id": "w2", "n": 20}
+            assert tx.get("undo_docs", "gone") is None
+            assert "found" not in tx.invalidated and tx._pending == {}
             tx.undoable()  # a handler whose find sends its writes: not taken back
             tx.upsert("undo_docs", {"_id": "sent", "n": 5})
             assert tx.find("undo_docs", n=5) == [{"_id": "sent", "n": 5}]
