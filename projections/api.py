@@ -152,8 +152,8 @@ class TenantError(Exception):
     placed). The same on every attempt (``for_good``): the engine parks its event at the
     first failure (``tenant refused, not retried``), for ``readmodel parked retry`` once the
     handler is fixed. Not ``for_good``: another tenant's document holds the ``_id`` a
-    tenant wrote (:class:`projections.mongo_tx.TenantConflict`), which a later event may
-    free: retried, then parked."""
+    tenant wrote (:class:`projections.document_write_errors.TenantConflict`), which a later
+    event may free: retried, then parked."""
 
     def __init__(self, message: str, *, for_good: bool = True) -> None:
         super().__init__(message)

@@ -38,7 +38,8 @@ from projections.document_holds import (
     hold_filter,
 )
 from projections.document_swap_guard import DeadSwapWatch
-from projections.mongo_tx import REFUSED_WRITES, DocumentTx, handle, handler_error, transient
+from projections.document_write_errors import REFUSED_WRITES, handler_error, transient
+from projections.mongo_tx import DocumentTx, handle
 from projections.replay_types import SkippedEvent
 from projections.store import (
     AggregateKey,

@@ -18,8 +18,9 @@ from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.mongo import describe_mongo_error
 from projections.api import Projection, UnstorableValueError
+from projections.document_write_errors import handler_error
 from projections.mongo_store import REFUSED_WRITES, MongoStore, retryable
-from projections.mongo_tx import DocumentTx, handler_error
+from projections.mongo_tx import DocumentTx
 from projections.replay_lock import prove_lease, proving
 from projections.replay_policy import ErrorPolicy, HandlerError, ReplayerBase
 

@@ -55,16 +55,15 @@ from projections.document_generations import (
 from projections.document_holds import BLOCKED, PARKED, merge_blocked
 from projections.document_parked import COUNTERS, FAILURES, DocumentParking
 from projections.document_swap_guard import DeadSwapWatch
-from projections.mongo_tx import (
+from projections.document_write_errors import (
     REFUSED_WRITES,
-    DocumentTx,
-    handle,
     handler_error,
     is_connection_error,
     refused_for_good,
     transient,
 )
-from projections.mongo_tx import retryable as retryable  # imported from here by document_replay
+from projections.document_write_errors import retryable as retryable  # document_replay's
+from projections.mongo_tx import DocumentTx, handle
 from projections.store import (
     BatchResult,
     EventLoader,

@@ -19,15 +19,7 @@ from pymongo import DeleteOne, ReplaceOne
 from pymongo.client_session import ClientSession
 from pymongo.common import MAX_BSON_SIZE
 from pymongo.database import Database
-from pymongo.errors import (
-    AutoReconnect,
-    BulkWriteError,
-    ConnectionFailure,
-    DocumentTooLarge,
-    OperationFailure,
-    PyMongoError,
-    WriteError,
-)
+from pymongo.errors import BulkWriteError, DocumentTooLarge, PyMongoError
 
 from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
@@ -41,41 +33,12 @@ from projections.document_values import (
     slot,
     wide_integer_field,
 )
+from projections.document_write_errors import REFUSED_WRITES, RefusedDocument, TenantConflict
 from projections.store import HandlerFailed, add_cache_tags, new_cache_tags
 
 _DELETED = object()
 _MISSING = object()
 _ANY = object()  # the tenant of a batch prefetch's "absent for every tenant"
-
-
-class RefusedDocument(Exception):
-    """The driver cannot send a document for what it holds (a value BSON cannot hold, a
-    field name starting with ``$``, text that is not UTF-8, too large): the event that
-    wrote it is poison."""
-
-
-class TenantConflict(RefusedDocument):
-    """A tenant's write of an ``_id`` that another tenant's document holds in the same
-    collection: :attr:`error` is the :class:`TenantError` of the event that wrote it."""
-
-    def __init__(self, error: TenantError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def refused_for_good(error: BaseException) -> bool:
-    """Whether ``error`` refuses a value written, alike on every attempt: an integer past 64
-    bits (any :class:`UnstorableValueError`), a document the driver cannot send. Not a
-    duplicate key (another lane may free it) nor another tenant's ``_id``
-    (:class:`TenantConflict`)."""
-    if isinstance(error, TenantConflict):
-        return False
-    return isinstance(error, UnstorableValueError | RefusedDocument)
-
-
-def handler_error(exc: BaseException) -> BaseException:
-    """The failure to record for the event whose writes raised ``exc``."""
-    return exc.error if isinstance(exc, TenantConflict) else exc
 
 
 def _max_document_size(database: Database[Any]) -> int:
@@ -410,12 +373,6 @@ class DocumentTx:
         )
 
 
-# Writes the server or the driver refuses for what they hold (a duplicate on a unique
-# index, a document too large, a value BSON cannot hold, a field name it refuses): the same
-# writes fail again, so one of the batch's events is poison.
-REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
-
-
 def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:
     """Run ``projection``'s handler of ``event`` in ``tx``, adding its cache tags to ``tags``;
     a handler's own error becomes :class:`HandlerFailed` (``refused`` for an
@@ -430,23 +387,3 @@ def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[st
     except Exception as exc:
         refused = isinstance(exc, UnstorableValueError)
         raise HandlerFailed(event, exc, hidden_traceback(exc), refused=refused) from exc
-
-
-def retryable(exc: BaseException) -> bool:
-    """A write conflict or a lost connection: the transaction may be run again."""
-    return isinstance(exc, PyMongoError) and (transient(exc) or is_connection_error(exc))
-
-
-def transient(exc: BaseException) -> bool:
-    """A write conflict with another transaction (retried), not a refusal of the data."""
-    if not isinstance(exc, PyMongoError):
-        return False
-    if exc.has_error_label("TransientTransactionError"):
-        return True
-    if isinstance(exc, BulkWriteError):
-        return any(error.get("code") == 112 for error in exc.details.get("writeErrors", []))
-    return isinstance(exc, OperationFailure) and exc.code == 112
-
-
-def is_connection_error(exc: PyMongoError) -> bool:
-    return isinstance(exc, AutoReconnect | ConnectionFailure)

@@ -18,8 +18,9 @@ from outbox.envelope import Envelope
 from projections.api import TenantError
 from projections.document_generations import collections_at, generation_of
 from projections.document_replay import DocumentReplayer
+from projections.document_write_errors import TenantConflict, handler_error
 from projections.log_reader import LogReader
-from projections.mongo_tx import DocumentTx, TenantConflict, handler_error
+from projections.mongo_tx import DocumentTx
 from projections.query_reader import QueryError
 from projections.replay_types import ReplayOptions
 from tests.cli_helpers import run_cli, write_config

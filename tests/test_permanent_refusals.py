@@ -17,10 +17,10 @@ import sqlalchemy as sa
 
 from outbox.log import EventLog
 from projections.api import Event, Projection, Tx, UnstorableValueError, WideIntegerError, on
+from projections.document_write_errors import refused_for_good as document_refused_for_good
 from projections.engine import ProjectionEngine, RetryLater
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
-from projections.mongo_tx import refused_for_good as document_refused_for_good
 from projections.sql_writes import refused_for_good as sql_refused_for_good
 from projections.store import Lane, Store
 from tests.projection_fixtures import append_tenant_events, engine_on

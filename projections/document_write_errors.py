@@ -1,0 +1,73 @@
+"""How the failures of a :class:`projections.mongo_tx.DocumentTx`'s writes are told apart:
+a document the driver cannot send (:class:`RefusedDocument`), another tenant's ``_id``
+(:class:`TenantConflict`), a refusal alike on every attempt (:func:`refused_for_good`), a
+write conflict or a lost connection, run again (:func:`retryable`)."""
+
+from __future__ import annotations
+
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConnectionFailure,
+    OperationFailure,
+    PyMongoError,
+    WriteError,
+)
+
+from projections.api import TenantError, UnstorableValueError
+
+
+class RefusedDocument(Exception):
+    """The driver cannot send a document for what it holds (a value BSON cannot hold, a
+    field name starting with ``$``, text that is not UTF-8, too large): the event that
+    wrote it is poison."""
+
+
+class TenantConflict(RefusedDocument):
+    """A tenant's write of an ``_id`` that another tenant's document holds in the same
+    collection: :attr:`error` is the :class:`TenantError` of the event that wrote it."""
+
+    def __init__(self, error: TenantError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def refused_for_good(error: BaseException) -> bool:
+    """Whether ``error`` refuses a value written, alike on every attempt: an integer past 64
+    bits (any :class:`UnstorableValueError`), a document the driver cannot send. Not a
+    duplicate key (another lane may free it) nor another tenant's ``_id``
+    (:class:`TenantConflict`)."""
+    if isinstance(error, TenantConflict):
+        return False
+    return isinstance(error, UnstorableValueError | RefusedDocument)
+
+
+def handler_error(exc: BaseException) -> BaseException:
+    """The failure to record for the event whose writes raised ``exc``."""
+    return exc.error if isinstance(exc, TenantConflict) else exc
+
+
+# Writes the server or the driver refuses for what they hold (a duplicate on a unique
+# index, a document too large, a value BSON cannot hold, a field name it refuses): the same
+# writes fail again, so one of the batch's events is poison.
+REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
+
+
+def retryable(exc: BaseException) -> bool:
+    """A write conflict or a lost connection: the transaction may be run again."""
+    return isinstance(exc, PyMongoError) and (transient(exc) or is_connection_error(exc))
+
+
+def transient(exc: BaseException) -> bool:
+    """A write conflict with another transaction (retried), not a refusal of the data."""
+    if not isinstance(exc, PyMongoError):
+        return False
+    if exc.has_error_label("TransientTransactionError"):
+        return True
+    if isinstance(exc, BulkWriteError):
+        return any(error.get("code") == 112 for error in exc.details.get("writeErrors", []))
+    return isinstance(exc, OperationFailure) and exc.code == 112
+
+
+def is_connection_error(exc: PyMongoError) -> bool:
+    return isinstance(exc, AutoReconnect | ConnectionFailure)
