@@ -37,7 +37,6 @@ handler may meet an event whose related aggregate it has not seen yet.
 from __future__ import annotations
 
 import importlib
-import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,9 +49,10 @@ from pydantic import BaseModel, RootModel, ValidationError
 from outbox.envelope import Envelope
 from outbox.source_groups import group_of
 from projections.declaration_checks import check_key_tags, check_tenant_tables
-from projections.hidden_fields import hides_all, holds_hidden, without_values
+from projections.hidden_fields import without_values
 from projections.payload_errors import PayloadError as PayloadError  # re-exported
-from projections.payload_errors import payload_error
+from projections.payload_errors import hides_cause, payload_error
+from projections.payload_types import PayloadAdapter, payload_type
 from projections.table_names import check_table_names
 
 P = TypeVar("P")
@@ -126,7 +126,7 @@ class Handler:
     source: str
     event_type: str
     function: Callable[..., None]
-    model: type[BaseModel] | None
+    model: type[BaseModel] | PayloadAdapter | None
 
 
 def on(source: str, event_type: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
@@ -134,7 +134,8 @@ def on(source: str, event_type: str) -> Callable[[Callable[..., None]], Callable
     member source of the group ``source`` (``"pos"`` receives ``pos:acme``, ``pos:globex``).
 
     The payload model comes from the ``event`` parameter's annotation
-    (``Event[MyModel]``); without one, the payload is a plain ``dict``.
+    (``Event[MyModel]``, ``Event[Paid | Shipped]``: :mod:`projections.payload_types`);
+    without one, the payload is a plain ``dict``.
     """
 
     def mark(function: Callable[..., None]) -> Callable[..., None]:
@@ -230,10 +231,10 @@ class Projection:
         handlers: dict[tuple[str, str], Handler] = {}
         for klass in reversed(cls.__mro__):
             for attr, function in vars(klass).items():
-                for source, event_type in getattr(function, "__readmodel_on__", []):
-                    handlers[(source, event_type)] = Handler(
-                        source, event_type, function, _payload_model(function, attr, cls, klass)
-                    )
+                marks = getattr(function, "__readmodel_on__", [])
+                model = payload_type(function, attr, cls, klass, Event) if marks else None
+                for source, event_type in marks:
+                    handlers[(source, event_type)] = Handler(source, event_type, function, model)
         cls._handlers = handlers
         cls._subscribed = frozenset(source for source, _ in handlers)
         check_table_names(cls.__name__, cls.tables)
@@ -308,7 +309,7 @@ class Projection:
             except ValidationError as exc:
                 upcast = payload != envelope.payload
                 error = payload_error(envelope.event_type, model, exc, upcast=upcast)
-                if holds_hidden(model) or hides_all(model, exc):  # its text shows them
+                if hides_cause(model, exc):  # its text shows them
                     raise error from None
                 raise error from exc
         handler.function(self, Event(payload, envelope), tx)
@@ -337,7 +338,7 @@ class Projection:
         return payload
 
 
-_fast: dict[type[BaseModel], bool] = {}
+_fast: dict[type[BaseModel] | PayloadAdapter, bool] = {}
 
 
 def _own_copy(payload: dict[str, Any]) -> dict[str, Any]:
@@ -355,54 +356,14 @@ def _copied(value: Any) -> Any:
     return value
 
 
-def _validates_fast(model: type[BaseModel]) -> bool:
+def _validates_fast(model: type[BaseModel] | PayloadAdapter) -> bool:
     """Whether ``model.model_validate`` is pydantic's own, on a model that keeps no reference
     to the input dict (not a ``RootModel``): then the validator is called directly."""
     fast = _fast.get(model)
     if fast is None:
         own = getattr(model.model_validate, "__func__", None) is BaseModel.model_validate.__func__
-        fast = _fast[model] = own and not issubclass(model, RootModel)
+        fast = _fast[model] = own and isinstance(model, type) and not issubclass(model, RootModel)
     return fast
-
-
-def _payload_model(
-    function: Callable[..., None], attr: str, owner: type, defined_in: type
-) -> type[BaseModel] | None:
-    """The pydantic model of the handler's ``event: Event[Model]``, its names looked up where
-    the handler is written (``defined_in``'s module and body), not where ``owner``, a
-    subclass perhaps in another module, is: there its payload would reach it unvalidated.
-    An annotation naming what is not there at run time (a model imported under
-    ``TYPE_CHECKING``) is refused: every event's payload would reach the handler as a dict.
-    ``Event`` itself, when the module imports it only for type checkers, is this module's:
-    a bare ``event: Event`` names no model, and ``Event[Model]`` is read for its ``Model``."""
-    params = [p for p in inspect.signature(function).parameters if p != "self"]
-    if not params:
-        raise TypeError(f"{owner.__name__}.{attr}: a handler takes (self, event, tx)")
-    target = inspect.unwrap(function)
-    annotation = getattr(target, "__annotations__", {}).get(params[0])
-    if annotation is None:
-        return None
-
-    def probe() -> None: ...
-
-    probe.__annotations__ = {params[0]: annotation}
-    globalns = getattr(target, "__globals__", None) or {}
-    localns = dict(vars(defined_in))
-    if "Event" not in globalns:
-        localns.setdefault("Event", Event)
-    try:
-        hints = typing.get_type_hints(probe, globalns=globalns, localns=localns)
-    except Exception as exc:
-        raise TypeError(
-            f"{owner.__name__}.{attr}: the annotation of {params[0]!r} ({annotation}) cannot "
-            f"be read ({type(exc).__name__}: {exc}): the payload model must be found in the "
-            "handler's module at run time (not imported under `if TYPE_CHECKING:`) or in its "
-            "class body, not among a function's local names"
-        ) from exc
-    for arg in typing.get_args(hints[params[0]]):
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            return arg
-    return None
 
 
 def load_projections(modules: Iterable[str]) -> list[Projection]:

@@ -74,6 +74,22 @@ def hidden(model: type[BaseModel], loc: Sequence[str | int]) -> bool:
     return any(holds_hidden(candidate) for candidate in candidates)
 
 
+def hidden_in_union(members: Sequence[Any], loc: Sequence[str | int]) -> bool:
+    """Whether the value pydantic rejected at ``loc`` (after the member's tag) of a payload
+    given to each of ``members`` (a union's) must not be shown: a member that declares the
+    payload's field there hides it (:func:`hidden`), or any member does when none declares
+    it. A member without that field never read the value."""
+    readers = [m for m in members if not loc or _declares(m, loc[0])]
+    return any(hidden(member, loc) for member in readers or members)
+
+
+def _declares(annotation: Any, part: str | int) -> bool:
+    fields = _fields(annotation)
+    if fields is None:  # a mapping, say: every key is its
+        return True
+    return any(isinstance(part, str) and part in field.keys for field in fields)
+
+
 def holds_hidden(annotation: Any, _seen: set[int] | None = None) -> bool:
     """Whether a value of ``annotation`` may hold a hidden field's value."""
     seen = set() if _seen is None else _seen
@@ -155,24 +171,42 @@ def hides_all(model: type[BaseModel], exc: ValidationError) -> bool:
     """Whether no value given may be shown: the model asks pydantic to hide them
     (``hide_input_in_errors``), or the error is another model's (a ``model_validate`` of
     its own that validates with one), whose ``loc`` this model's fields cannot place."""
-    return bool(model.model_config.get("hide_input_in_errors")) or exc.title != model.__name__
+    return hides_input(model) or exc.title != model.__name__
+
+
+def hides_input(annotation: Any) -> bool:
+    """Whether a model (a pydantic dataclass, a ``TypedDict``) asks pydantic to hide the
+    values given in its errors (``hide_input_in_errors``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        config: Any = annotation.model_config
+    else:
+        config = getattr(annotation, "__pydantic_config__", None)
+    return isinstance(config, Mapping) and bool(config.get("hide_input_in_errors"))
 
 
 # pydantic's own error types, whose message never holds the value given; a validator's
-# (``value_error``, ``assertion_error``, a ``PydanticCustomError``'s type) may hold it, and
-# ``uuid_parsing`` names a character of it.
+# (``value_error``, ``assertion_error``, a ``PydanticCustomError``'s type) may hold it,
+# ``uuid_parsing`` names a character of it and ``union_tag_invalid`` the tag given.
 _OWN_MESSAGES = frozenset(typing.get_args(ErrorType)) - {
     "value_error",
     "assertion_error",
     "uuid_parsing",
+    "union_tag_invalid",
 }
 
 
 def hidden_message(error: ErrorDetails) -> str:
     """pydantic's message of ``error`` at a hidden value, unless it may show the value (a
-    validator's own message): then its type alone."""
+    validator's own message): then its type alone. A discriminated union's tag that none of
+    its members has: the tags expected, not the one given."""
     if error["type"] in _OWN_MESSAGES:
         return error["msg"]
+    context = error.get("ctx") or {}
+    if error["type"] == "union_tag_invalid" and "expected_tags" in context:
+        return (
+            f"Input tag found using {context.get('discriminator', 'its discriminator')} does "
+            f"not match any of the expected tags: {context['expected_tags']}"
+        )
     return f"rejected: {error['type']} (message hidden)"
 
 
@@ -198,7 +232,7 @@ def without_values(exc: ValidationError) -> HiddenValidationError:
     return HiddenValidationError(f"{exc.title} rejected a value: {shown}")
 
 
-def data_location(model: type[BaseModel], loc: Sequence[str | int]) -> tuple[str, bool]:
+def data_location(model: Any, loc: Sequence[str | int]) -> tuple[str, bool]:
     """``loc`` dotted as a message shows it, and whether the value rejected there is data of
     a mapping (never shown). The keys of a mapping (``dict[str, Any]``, ``dict[str, int]``...)
     are the payload's data, not its schema: each is shown as ``*``, and so is a step not
