@@ -196,6 +196,23 @@ def test_a_discriminators_unknown_tag_is_not_shown_when_a_member_hides_a_value()
     assert rejected.value.__cause__ is None and rejected.value.__suppress_context__
 
 
+def test_a_union_payload_errors_fields_are_the_payloads_each_once() -> None:
+    envelope = Envelope(
+        event_id="e1",
+        source="orders",
+        aggregate_type="order",
+        aggregate_id="o1",
+        event_type="OrderShipped",
+        payload={"kind": "shipped", "at": "soon", "card": SECRET},
+    )
+    with pytest.raises(PayloadError) as rejected:
+        Piped().handle(envelope, None)  # type: ignore[arg-type]  # never reached
+    assert rejected.value.fields == ("kind", "at", "carrier", "card")
+    message = str(rejected.value)
+    assert "carrier (as OrderShipped): Field required" in message, message
+    assert SECRET not in message and rejected.value.__cause__ is None
+
+
 class NoPayload:
     """A class pydantic has no validator for."""
 
