@@ -89,7 +89,6 @@ class SqlTx(Prefetches):
         # PostgreSQL: prefetches wait for the first read, then go out in one round trip.
         self._batch_prefetch = batch_prefetch and self._postgresql
         self._deferred: list[tuple[TablePlan, list[tuple[Any, ...]]]] = []
-        self._flushes = 0
         self._undo: _Undo | None = None
 
     def _describe(self, table: sa.Table) -> _Info:
@@ -342,7 +341,7 @@ class SqlTx(Prefetches):
         """Keep from here what the writes replace, so that :meth:`undo` can take them back:
         a rebuild skipping a failed handler's event drops that handler's writes in memory
         instead of rolling its transaction back and applying the events before it again."""
-        self._undo = _Undo(self._flushes, len(self._order))
+        self._undo = _Undo(len(self._order))
 
     def settle(self) -> None:
         """Stop keeping what writes replace: the writes since :meth:`undoable` stay."""
@@ -352,7 +351,7 @@ class SqlTx(Prefetches):
         """Take back every write since :meth:`undoable`; ``False`` (nothing taken back) when
         there is none to take back from or a flush has sent some of them already."""
         undo, self._undo = self._undo, None
-        if undo is None or undo.flushes != self._flushes:
+        if undo is None or undo.sent:
             return False
         for k, entry in undo.replaced.items():
             if entry is None:
@@ -379,7 +378,8 @@ class SqlTx(Prefetches):
             raise self._locks.restart
         if self._deferred:
             self._run_deferred()  # their row locks are part of the batch's isolation
-        self._flushes += 1
+        if self._undo is not None and self._undo.replaced:
+            self._undo.sent = True  # writes since undoable() go out: no taking them back
         if self._pending:
             with refusals():
                 PendingWrites(self._pending, self._order, self._read, self._new_rows).write(
@@ -401,10 +401,11 @@ _IMMUTABLE = (str, int, float, Decimal, bytes, date, time, timedelta, UUID, froz
 class _Undo:
     """What :meth:`SqlTx.undo` restores: each key's entry before the first write since
     :meth:`SqlTx.undoable` (``None``: it had none), the tables first written before it, the
-    cache tags added since; taken back only while no flush has come between."""
+    cache tags added since; taken back only while no flush has sent a write made since
+    (one before them, a ``find`` sending earlier events' writes, leaves them undoable)."""
 
-    flushes: int
     order: int
+    sent: bool = False
     replaced: dict[Key, Entry | None] = field(default_factory=dict)
     tags: list[str] = field(default_factory=list)
 

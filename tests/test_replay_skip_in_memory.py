@@ -37,7 +37,8 @@ __all__ = ["shadow"]  # the fixture
 class _CountingTally(FailingTally):
     """Counts the handler runs of each position; its ``Boom`` writes a row, touches another
     item's row and adds a cache tag before it fails, and with ``flush`` in its payload reads
-    with ``tx.find`` (a flush) first, with ``abort`` runs a query of its own that fails."""
+    with ``tx.find`` (a flush) after its writes, with ``find_first`` before them, with
+    ``abort`` runs a query of its own that fails."""
 
     def __init__(self) -> None:
         self.runs: Counter[int] = Counter()
@@ -48,6 +49,8 @@ class _CountingTally(FailingTally):
 
     @on(SOURCE, "Boom")
     def boom(self, event: Event[dict[str, Any]], tx: Tx) -> None:
+        if event.payload.get("find_first"):
+            tx.find(items, name="boom")  # sends only the earlier events' writes
         tx.upsert(items, {"item_id": event.aggregate_id, "name": "boom", "count": 0})
         other = tx.get(items, "i1")
         if other is not None:
@@ -83,6 +86,11 @@ def _rebuilt(shadow: Any, **boom: Any) -> Counter[int]:
 def test_a_skipped_event_is_taken_back_in_memory_each_handler_runs_once(shadow: Any) -> None:
     runs = _rebuilt(shadow)
     assert set(runs.values()) == {1}, runs  # none ran twice
+
+
+def test_a_find_before_the_failing_handlers_writes_leaves_them_undoable(shadow: Any) -> None:
+    runs = _rebuilt(shadow, find_first=True)  # the flush sent earlier events' writes only
+    assert set(runs.values()) == {1}, runs
 
 
 @pytest.mark.parametrize("how", ["flush", "abort"])
