@@ -31,6 +31,9 @@ import structlog
 logger = structlog.get_logger("readmodel.cache")
 
 _HEARTBEAT = 0.5  # seconds of silence before the listener pings; two unanswered: reconnect
+_FIRST_BACKOFF = 0.05  # seconds before reconnecting, doubled up to 1 s while it keeps failing
+_STEADY = 5.0  # seconds of tracking after which a failure starts the backoff afresh
+_WARN_EVERY = 60.0
 
 
 class NearCache:
@@ -63,6 +66,10 @@ class NearCache:
         self._pings_sent = 0
         self._pongs = 0
         self._answered = threading.Condition(threading.Lock())
+        self._live_since = 0.0
+        self._failed_with = ""
+        self._failed_at = 0.0
+        self._failures_unlogged = 0
         self._thread = threading.Thread(target=self._run, name="near-cache", daemon=True)
         self._started = False
 
@@ -188,19 +195,43 @@ class NearCache:
     # -- the listener ----------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = 0.05
+        """Listen until closed. Whatever ends a connection (a lost socket, a reply it cannot
+        read, a bug), the copies are dropped (pushes may have been missed) and it connects
+        again: a listener that stopped would leave the near cache off for good."""
+        backoff = _FIRST_BACKOFF
         while not self._closed.is_set():
             try:
                 self._listen()
-                backoff = 0.05
             except (OSError, _ProtocolError) as exc:
                 if not self._closed.is_set():
                     logger.warning("near cache: tracking connection lost", error=repr(exc))
+            except Exception as exc:
+                if not self._closed.is_set():
+                    self._log_failure(exc)
             finally:
                 self._reset(False)
                 self._disconnect()
+            if self._live_since and time.monotonic() - self._live_since >= _STEADY:
+                backoff = _FIRST_BACKOFF  # it served a while: not the same failure again
+            self._live_since = 0.0
             self._closed.wait(backoff)
             backoff = min(backoff * 2, 1.0)
+
+    def _log_failure(self, exc: Exception) -> None:
+        """One warning per kind of failure a minute (a failure that recurs at each
+        reconnection is not logged every second). Only the error's type and text: never the
+        connection's settings, which hold the password."""
+        error = f"{type(exc).__name__}: {exc}"
+        now = time.monotonic()
+        if error == self._failed_with and now - self._failed_at < _WARN_EVERY:
+            self._failures_unlogged += 1
+            return
+        logger.warning(
+            "near cache: listener failed; local copies dropped, reconnecting",
+            error=error,
+            repeated=self._failures_unlogged,
+        )
+        self._failed_with, self._failed_at, self._failures_unlogged = error, now, 0
 
     def _listen(self) -> None:
         sock = socket.create_connection(self._address, timeout=self._timeout)
@@ -220,6 +251,7 @@ class NearCache:
             if isinstance(reply, _RedisError):
                 raise _ProtocolError(f"{command[0]} failed: {reply}")
         self._reset(True)
+        self._live_since = time.monotonic()
         sock.settimeout(_HEARTBEAT)
         silent = 0
         while not self._closed.is_set():
@@ -235,8 +267,7 @@ class NearCache:
             silent = 0
             if isinstance(message, _Push):
                 if message.items and message.items[0] == b"invalidate":
-                    keys = message.items[1] if len(message.items) > 1 else None
-                    self._invalidate(None if keys is None else [k.decode() for k in keys])
+                    self._invalidate(_pushed_keys(message.items))
             elif message == b"PONG":
                 with self._answered:
                     self._pongs += 1
@@ -292,6 +323,16 @@ class _Push:
 
 class _Incomplete(Exception):
     pass
+
+
+def _pushed_keys(items: list[Any]) -> list[str] | None:
+    """The keys of an ``invalidate`` push; ``None`` (drop every copy) for a flush or a list
+    it cannot read. A key that is not UTF-8 is none of the near cache's (its keys are JSON
+    text): kept undecodable, it drops nothing, where decoding it stopped the listener."""
+    keys = items[1] if len(items) > 1 else None
+    if not isinstance(keys, list) or not all(isinstance(k, bytes) for k in keys):
+        return None
+    return [k.decode(errors="surrogateescape") for k in keys]
 
 
 def _encode(args: list[str]) -> bytes:
