@@ -20,6 +20,7 @@ value its event is about to invalidate (invalidations follow the commit).
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class Queries:
         self._readers: dict[str, SqlReader] = {}
         self._document_readers: dict[str, DocumentReader] = {}
         self._learned: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
+        self._learning = threading.Lock()
 
     @classmethod
     def from_engine(
@@ -378,13 +380,17 @@ class Queries:
             return retag.value
 
     def _learn(self, memo: tuple[str, str], tags: frozenset[str] | None) -> None:
-        if not tags:
-            self._learned.pop(memo, None)
-            return
-        self._learned[memo] = tags
-        self._learned.move_to_end(memo)
-        while len(self._learned) > _LEARNED_KEYS:
-            self._learned.popitem(last=False)
+        """Remember (or forget) the tags of ``memo``'s results. Locked: queries run in many
+        threads, and another's pop between storing and ``move_to_end`` raised ``KeyError``
+        in the query. Reads of ``_learned`` (one ``get``) need no lock."""
+        with self._learning:
+            if not tags:
+                self._learned.pop(memo, None)
+                return
+            self._learned[memo] = tags
+            self._learned.move_to_end(memo)
+            while len(self._learned) > _LEARNED_KEYS:
+                self._learned.popitem(last=False)
 
 
 def _tenant_key(tenant: str | None) -> str:
