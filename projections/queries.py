@@ -74,6 +74,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from projections.api import Projection
+from projections.tag_spelling import key_text
 
 QueryFunction = Callable[..., Any]
 ArgTags = Callable[..., Iterable[str]]
@@ -188,10 +189,21 @@ def key_tags_of(projection: Projection) -> Mapping[str, KeyTag]:
 
 
 def tags_for_key(tag: KeyTag, key: Mapping[str, Any]) -> list[str]:
-    """The tags of one row's primary key under a ``key_tags`` entry."""
+    """The tags of one row's primary key under a ``key_tags`` entry: a format string over
+    the key as typed, and over its canonical spelling when that differs (``Decimal('42.00')``
+    is also ``42``: see :mod:`projections.tag_spelling`). A function spells its own."""
     if callable(tag):
         return [str(t) for t in tag(dict(key))]
-    return [tag.format(**key)]
+    tags = [tag.format(**key)]
+    spelled = {name: key_text(value) for name, value in key.items()}
+    if any(spelled[name] is not value for name, value in key.items()):
+        try:
+            canonical = tag.format(**spelled)
+        except (ValueError, TypeError):  # a format spec of the typed value ("{id:.2f}")
+            return tags
+        if canonical != tags[0]:
+            tags.append(canonical)
+    return tags
 
 
 def _describe(parameter: inspect.Parameter) -> str:
