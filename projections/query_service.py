@@ -20,23 +20,17 @@ value its event is about to invalidate (invalidations follow the commit).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, time
-from decimal import Decimal
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 import structlog
-from bson import ObjectId
 
 from config import ConfigError
 from outbox.errors import ReadmodelError
-from outbox.json_numbers import dumps_exact
 from projections.api import Projection
+from projections.cache_keys import holds_inexact, key_json, tenant_key, whole_numbers_as_int
 from projections.consistency import (
     ConsistencyError,
     ConsistencyToken,
@@ -44,6 +38,7 @@ from projections.consistency import (
     Reached,
 )
 from projections.document_reader import DocumentReader
+from projections.learned_tags import LearnedTags
 from projections.queries import QuerySpec, declared_queries, key_tags_of, tags_for_key
 from projections.query_checks import bind_arguments, check_indexed, indexes
 from projections.query_reader import Page, QueryError, SqlReader, plain_value
@@ -52,7 +47,6 @@ from projections.store import Store
 logger = structlog.get_logger("readmodel.queries")
 
 Token = ConsistencyToken | str
-_LEARNED_KEYS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,15 +57,6 @@ class Result:
     value: Any
     stale: bool = False
     consistency: Reached | ConsistencyError | None = None
-
-
-class _Retag(Exception):
-    """A load's result needs tags its cache entry was not registered under: not stored."""
-
-    def __init__(self, value: Any, needed: frozenset[str]) -> None:
-        super().__init__("result tags changed")
-        self.value = value
-        self.needed = needed
 
 
 class Queries:
@@ -96,8 +81,7 @@ class Queries:
         self._on_close = on_close
         self._readers: dict[str, SqlReader] = {}
         self._document_readers: dict[str, DocumentReader] = {}
-        self._learned: OrderedDict[tuple[str, str], frozenset[str]] = OrderedDict()
-        self._learning = threading.Lock()
+        self._learned_tags = LearnedTags()
 
     @classmethod
     def from_engine(
@@ -196,7 +180,7 @@ class Queries:
         if tag is None or self.cache is None or consistency is not None and not stale:
             return Result(load(), stale, consistency)
         tags = tags_for_key(tag, key_values)
-        cache_key = _tenant_key(tenant) + "get:" + t.name + ":" + _dumps(list(key_values.values()))
+        cache_key = tenant_key(tenant) + "get:" + t.name + ":" + key_json(list(key_values.values()))
         value = self.cache.get_or_load(p.name, cache_key, tags, load)
         return Result(value, stale, consistency)
 
@@ -263,10 +247,11 @@ class Queries:
 
         if not spec.cached or self.cache is None or consistency is not None and not stale:
             return Result(load(), stale, consistency)
-        arguments = _dumps([bound.args, sorted(bound.kwargs.items())])
-        cache_key = _tenant_key(tenant) + "q:" + spec.name + ":" + arguments
+        arguments = key_json([bound.args, sorted(bound.kwargs.items())])
+        cache_key = tenant_key(tenant) + "q:" + spec.name + ":" + arguments
         base = frozenset(spec.tags(*bound.args, **bound.kwargs)) if spec.tags else frozenset()
-        return Result(self._cached(p, spec, cache_key, base, load), stale, consistency)
+        value = self._learned_tags.cached(self.cache, p.name, spec, cache_key, base, load)
+        return Result(value, stale, consistency)
 
     def _documents(self, p: Projection) -> DocumentReader:
         database = getattr(self._store(p), "database", None)
@@ -294,7 +279,7 @@ class Queries:
         (``account:42``, an event of aggregate ``42``) are then those of ``42``. A key that
         holds a decimal, or a whole number past 64 bits, is read uncached: a cache key and tag
         would write it as text no aggregate id is."""
-        key = _whole_numbers_as_int(plain_value(key))
+        key = whole_numbers_as_int(plain_value(key))
         documents = self._documents(p).for_tenant(tenant)
         name = documents.collection(collection)
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
@@ -304,9 +289,9 @@ class Queries:
 
         tag = key_tags_of(p).get(name)
         fresh = consistency is not None and not stale
-        if tag is None or self.cache is None or fresh or _holds_inexact(key):
+        if tag is None or self.cache is None or fresh or holds_inexact(key):
             return Result(load(), stale, consistency)
-        cache_key = _tenant_key(tenant) + "get:" + name + ":" + _dumps([key])
+        cache_key = tenant_key(tenant) + "get:" + name + ":" + key_json([key])
         value = self.cache.get_or_load(p.name, cache_key, tags_for_key(tag, {"_id": key}), load)
         return Result(value, stale, consistency)
 
@@ -347,109 +332,9 @@ class Queries:
             logger.info("serving a stale read", projection=p.name, reason=str(exc))
             return exc, True
 
-    def _cached(
-        self,
-        p: Projection,
-        spec: QuerySpec,
-        cache_key: str,
-        base: frozenset[str],
-        load: Callable[[], Any],
-    ) -> Any:
-        if spec.cache_tags is None:
-            return self.cache.get_or_load(p.name, cache_key, base, load, ttl=spec.ttl)
-        result_tags = spec.cache_tags
-        memo = (p.name, cache_key)
-        learned = self._learned.get(memo, frozenset())
-        registered = base | learned
-
-        def checked() -> Any:
-            value = load()
-            needed = frozenset(result_tags(value)) if not _empty(value) else frozenset()
-            if (not needed and not base) or not needed <= registered:
-                raise _Retag(value, needed)
-            return value
-
-        if not registered:
-            value = load()
-            self._learn(memo, frozenset(result_tags(value)) if not _empty(value) else None)
-            return value
-        try:
-            return self.cache.get_or_load(p.name, cache_key, registered, checked, ttl=spec.ttl)
-        except _Retag as retag:
-            self._learn(memo, retag.needed or None)
-            return retag.value
-
-    def _learn(self, memo: tuple[str, str], tags: frozenset[str] | None) -> None:
-        """Remember (or forget) the tags of ``memo``'s results. Locked: queries run in many
-        threads, and another's pop between storing and ``move_to_end`` raised ``KeyError``
-        in the query. Reads of ``_learned`` (one ``get``) need no lock."""
-        with self._learning:
-            if not tags:
-                self._learned.pop(memo, None)
-                return
-            self._learned[memo] = tags
-            self._learned.move_to_end(memo)
-            while len(self._learned) > _LEARNED_KEYS:
-                self._learned.popitem(last=False)
-
-
-def _tenant_key(tenant: str | None) -> str:
-    """The start of a cache key: one tenant's entries are never another's."""
-    return "" if tenant is None else "tenant:" + _dumps(tenant) + ":"
-
 
 def _token(token: Token) -> ConsistencyToken:
     return token if isinstance(token, ConsistencyToken) else ConsistencyToken.parse(token)
-
-
-def _whole_numbers_as_int(value: Any) -> Any:
-    """``value`` with each float or :class:`~decimal.Decimal` that is a whole number of 64
-    bits (``42.0``) as that ``int``, in lists and objects too."""
-    if isinstance(value, float | Decimal):
-        try:
-            whole = int(value)
-        except (OverflowError, ValueError):  # infinite, NaN
-            return value
-        return whole if whole == value and -(2**63) <= whole < 2**63 else value
-    if isinstance(value, list | tuple):
-        return type(value)(_whole_numbers_as_int(item) for item in value)
-    if isinstance(value, dict):
-        return {name: _whole_numbers_as_int(item) for name, item in value.items()}
-    return value
-
-
-def _holds_inexact(value: Any) -> bool:
-    """Whether ``value`` holds a :class:`~decimal.Decimal` or a whole float (one past 64 bits,
-    after :func:`_whole_numbers_as_int`): numbers whose text is not an aggregate id's."""
-    if isinstance(value, Decimal) or isinstance(value, float) and value.is_integer():
-        return True
-    if isinstance(value, dict):
-        value = list(value.values())
-    return isinstance(value, list | tuple) and any(_holds_inexact(item) for item in value)
-
-
-def _empty(value: Any) -> bool:
-    return value is None or (isinstance(value, list | tuple | dict) and not value)
-
-
-def _dumps(value: Any) -> str:
-    """``value`` as the JSON text of a cache key: an ObjectId as ``{"$oid": HEX}`` and a
-    date or time as ``{"$date": ISO}``, not as text (a text ``_id`` of those characters is
-    another document)."""
-    try:
-        return dumps_exact(
-            value, default=_cache_key_part, option=orjson.OPT_PASSTHROUGH_DATETIME
-        ).decode()
-    except orjson.JSONEncodeError as exc:  # a lone surrogate: text that is not valid UTF-8
-        raise QueryError(f"{value!r} cannot be read: {exc}") from None
-
-
-def _cache_key_part(value: Any) -> Any:
-    if isinstance(value, ObjectId):
-        return {"$oid": str(value)}
-    if isinstance(value, date | time):  # datetime too
-        return {"$date": value.isoformat()}
-    return str(value)
 
 
 def open_queries(

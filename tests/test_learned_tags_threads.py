@@ -3,7 +3,6 @@ tags of each key's result): their bookkeeping must stay whole under concurrency.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -12,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from projections import Queries
+from projections import Queries, learned_tags
 from projections.cache import MemoryCache
 from projections.sql_store import SqlStore
 from tests.query_fixtures import ShopOrders, customers
@@ -47,7 +46,7 @@ def shop_queries(
 ) -> Iterator[Queries]:
     """Queries of ShopOrders on SQLite through a memory cache, remembering the tags of two
     keys at most (six are read: every read of one evicts another)."""
-    monkeypatch.setattr(sys.modules[Queries.__module__], "_LEARNED_KEYS", 2)
+    monkeypatch.setattr(learned_tags, "_LEARNED_KEYS", 2)
     store = SqlStore(sqlite_database())
     customers.metadata.create_all(store.engine)
     with store.engine.begin() as conn:
@@ -83,7 +82,7 @@ def test_threads_learning_tags_at_once_all_get_their_rows(shop_queries: Queries)
             thread.join()
     assert errors == []
     assert wrong == []
-    learned = dict(shop_queries._learned)
+    learned = dict(shop_queries._learned_tags._learned)
     assert len(learned) <= 2
     for (projection, key), tags in learned.items():
         customer = _EMAILS.index(key.split('"')[1])

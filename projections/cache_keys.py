@@ -1,0 +1,65 @@
+"""How a query's cache key is written: JSON text of the key or arguments (exact numbers; an
+ObjectId, a date or a time marked as such), under its tenant's start."""
+
+from __future__ import annotations
+
+from datetime import date, time
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from bson import ObjectId
+
+from outbox.json_numbers import dumps_exact
+from projections.query_reader import QueryError
+
+
+def tenant_key(tenant: str | None) -> str:
+    """The start of a cache key: one tenant's entries are never another's."""
+    return "" if tenant is None else "tenant:" + key_json(tenant) + ":"
+
+
+def whole_numbers_as_int(value: Any) -> Any:
+    """``value`` with each float or :class:`~decimal.Decimal` that is a whole number of 64
+    bits (``42.0``) as that ``int``, in lists and objects too."""
+    if isinstance(value, float | Decimal):
+        try:
+            whole = int(value)
+        except (OverflowError, ValueError):  # infinite, NaN
+            return value
+        return whole if whole == value and -(2**63) <= whole < 2**63 else value
+    if isinstance(value, list | tuple):
+        return type(value)(whole_numbers_as_int(item) for item in value)
+    if isinstance(value, dict):
+        return {name: whole_numbers_as_int(item) for name, item in value.items()}
+    return value
+
+
+def holds_inexact(value: Any) -> bool:
+    """Whether ``value`` holds a :class:`~decimal.Decimal` or a whole float (one past 64 bits,
+    after :func:`whole_numbers_as_int`): numbers whose text is not an aggregate id's."""
+    if isinstance(value, Decimal) or isinstance(value, float) and value.is_integer():
+        return True
+    if isinstance(value, dict):
+        value = list(value.values())
+    return isinstance(value, list | tuple) and any(holds_inexact(item) for item in value)
+
+
+def key_json(value: Any) -> str:
+    """``value`` as the JSON text of a cache key: an ObjectId as ``{"$oid": HEX}`` and a
+    date or time as ``{"$date": ISO}``, not as text (a text ``_id`` of those characters is
+    another document)."""
+    try:
+        return dumps_exact(
+            value, default=_cache_key_part, option=orjson.OPT_PASSTHROUGH_DATETIME
+        ).decode()
+    except orjson.JSONEncodeError as exc:  # a lone surrogate: text that is not valid UTF-8
+        raise QueryError(f"{value!r} cannot be read: {exc}") from None
+
+
+def _cache_key_part(value: Any) -> Any:
+    if isinstance(value, ObjectId):
+        return {"$oid": str(value)}
+    if isinstance(value, date | time):  # datetime too
+        return {"$date": value.isoformat()}
+    return str(value)
