@@ -3,7 +3,9 @@
 Lag is measured against the event log. In events it is ``log head - checkpoint`` (positions
 of the source, so events of other partitions count too: a lane's checkpoint moves to the
 head even when no event of the lane is in between); in seconds it is the age of the oldest
-log event a lane has not applied, by the log's own clock (``recorded_at``).
+log event a lane has not applied, on the log's own clock: its ``recorded_at`` against the
+store's ``now()`` read in the same query, never this host's clock (a worker host whose clock
+is off would report a fresh lag as old, or an old one as none).
 """
 
 from __future__ import annotations
@@ -120,7 +122,6 @@ def _ages(engine: sa.Engine, positions: set[tuple[str, int]]) -> dict[tuple[str,
     if not positions:
         return {}
     wanted = sorted((source, checkpoint + 1) for source, checkpoint in positions)
-    now = datetime.now(UTC)
     out: dict[tuple[str, int], float] = {}
     key = sa.tuple_(event_log.c.source, event_log.c.position)
     try:
@@ -128,12 +129,15 @@ def _ages(engine: sa.Engine, positions: set[tuple[str, int]]) -> dict[tuple[str,
             for start in range(0, len(wanted), _AGES_AT_ONCE):  # not one query per source
                 rows = conn.execute(
                     sa.select(
-                        event_log.c.source, event_log.c.position, event_log.c.recorded_at
+                        event_log.c.source,
+                        event_log.c.position,
+                        event_log.c.recorded_at,
+                        sa.func.now(),
                     ).where(key.in_(wanted[start : start + _AGES_AT_ONCE]))
                 )
-                for source, position, recorded in rows:
+                for source, position, recorded, now in rows:
                     out[(str(source), int(position) - 1)] = max(
-                        0.0, (now - _utc(recorded)).total_seconds()
+                        0.0, (_utc(now) - _utc(recorded)).total_seconds()
                     )
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read the event log: {describe_db_error(exc)}") from exc
