@@ -300,18 +300,27 @@ class ProjectionEngine(LaneFailures):
     def parked(
         self, projection: str | None = None, status: str | None = "parked"
     ) -> list[ParkedEvent]:
-        seen: set[int] = set()
         out: list[ParkedEvent] = []
-        for store in self.stores.values():
-            if id(store) in seen:
-                continue
-            seen.add(id(store))
+        for store in self._distinct_stores():
             out.extend(store.parked(projection, status))
         return out
+
+    def removed(self, name: str) -> bool:
+        """True when ``name`` is not configured but a store still keeps its parked events or
+        checkpoints: a projection removed from the configuration."""
+        if name in self.projections:
+            return False
+        return any(s.parked(name, None) or s.checkpoints(name) for s in self._distinct_stores())
+
+    def removed_with_parked(self) -> list[str]:
+        """The projections no longer configured that have events parked in a store."""
+        return sorted({e.projection for e in self.parked()} - set(self.projections))
 
     def retry(self, entry: ParkedEvent) -> int:
         """Re-apply the parked events of ``entry``'s aggregate hold (its tenant's, or the one
         naming no tenant), in order, and release it; other tenants' holds stay."""
+        if entry.projection not in self.projections:
+            raise ReadmodelError(no_handler(entry.projection))
         projection = self.projection(entry.projection)
         store = self.store_of(projection)
         partition = aggregate_hash(entry.aggregate_type, entry.aggregate_id) % projection.partitions
@@ -328,10 +337,14 @@ class ProjectionEngine(LaneFailures):
     def skip(self, entry: ParkedEvent) -> int:
         """Skip one parked event, then apply the aggregate's remaining parked events in order
         (they were held behind it). Returns how many were applied; if one fails again, it and
-        the rest stay parked (:class:`HandlerFailed`)."""
-        store = self.store_of(entry.projection)
+        the rest stay parked (:class:`HandlerFailed`). For a projection no longer configured
+        only ``entry`` is skipped: no handler can apply the events held behind it."""
         if entry.status != "parked":
             raise ReadmodelError(f"e{entry.id} is not parked (it was {entry.status})")
+        if entry.projection not in self.projections:
+            self._holder(entry).skip_parked(entry.id)
+            return 0
+        store = self.store_of(entry.projection)
         store.skip_parked(entry.id)
         remaining = [
             e
@@ -340,9 +353,30 @@ class ProjectionEngine(LaneFailures):
         ]
         return self.retry(remaining[0]) if remaining else 0
 
+    def _holder(self, entry: ParkedEvent) -> Store:
+        """The store that parked ``entry`` of a projection no longer configured."""
+        holders = [
+            store
+            for store in self._distinct_stores()
+            if any(e.id == entry.id for e in store.parked(entry.projection))
+        ]
+        if len(holders) != 1:
+            where = "several stores" if holders else "no store"
+            raise ReadmodelError(f"e{entry.id}@{entry.projection} is parked in {where}")
+        return holders[0]
+
+    def _distinct_stores(self) -> list[Store]:
+        """Each store once (several names may share one)."""
+        return list({id(store): store for store in self.stores.values()}.values())
+
     def close(self) -> None:
-        seen: set[int] = set()
-        for store in self.stores.values():
-            if id(store) not in seen:
-                seen.add(id(store))
-                store.close()
+        for store in self._distinct_stores():
+            store.close()
+
+
+def no_handler(projection: str) -> str:
+    """Why a parked event of a projection no longer configured cannot be retried."""
+    return (
+        f"projection {projection!r} is no longer configured: its parked events cannot be "
+        f"applied (no handler); skip them, or configure the projection again to retry them"
+    )

@@ -11,12 +11,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from outbox.errors import ReadmodelError
+from projections.engine import no_handler
 from projections.store import HandlerFailed
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
     ConfigOption,
     JsonOption,
+    err,
     fail,
     out,
     with_runtime,
@@ -50,7 +52,12 @@ def parked_list(
         str | None, typer.Option("--source", "-s", help="Only this source (a group: its members).")
     ] = None,
     projection: Annotated[
-        str | None, typer.Option("--projection", help="Only this projection's events.")
+        str | None,
+        typer.Option(
+            "--projection",
+            help="Only this projection's events; also one no longer configured whose events "
+            "or checkpoints the store keeps.",
+        ),
     ] = None,
     show_all: Annotated[
         bool, typer.Option("--all", help="Include retried and skipped entries.")
@@ -60,6 +67,7 @@ def parked_list(
 ) -> None:
     """List parked outbox rows (malformed) and projection events (handler kept failing)."""
     status = None if show_all else "parked"
+    removed: set[str] = set()
 
     def collect(runtime: Any) -> list[dict[str, Any]]:
         from outbox.parking import ParkedEvents
@@ -78,6 +86,10 @@ def parked_list(
             for event in runtime.engine.parked(projection, status)
             if source is None or source in (event.source, group_of(event.source))
         ]
+        configured = runtime.engine.projections
+        removed.update(e.projection for e in events if e.projection not in configured)
+        if projection is not None and projection not in configured:
+            removed.add(projection)
         numbers = Counter(event.id for event in events)
         for event, data in zip(events, _with_event_tenants(runtime, events), strict=True):
             shared = numbers[event.id] > 1  # numbered by another store too
@@ -86,10 +98,21 @@ def parked_list(
         return rows[:limit]
 
     entries = with_runtime(config, collect, create_tables=False)
+    _removed_notes(sorted(removed))
     if as_json:
         print(json.dumps(entries, indent=2, default=str))
         return
     out.print(_table(entries))
+
+
+def _removed_notes(names: list[str]) -> None:
+    for name in names:
+        err.print(
+            f"note: projection {escape(repr(name))} is no longer configured: its parked events "
+            "can be listed, shown and skipped, not retried",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _table(entries: list[dict[str, Any]]) -> Table:
@@ -154,9 +177,15 @@ def _first_line(text: str, width: int) -> str:
 @parked_app.command("show", epilog=EXIT_CODES)
 def parked_show(entry_id: EntryId, config: ConfigOption = None) -> None:
     """Show one parked entry in full: reason, traceback or raw row, attempts."""
-    entry = with_runtime(
-        config, lambda runtime: _find_entry(runtime, entry_id), create_tables=False
-    )
+    configured: set[str] = set()
+
+    def find(runtime: Any) -> dict[str, Any]:
+        configured.update(runtime.engine.projections)
+        return _find_entry(runtime, entry_id)
+
+    entry = with_runtime(config, find, create_tables=False)
+    if entry.get("kind") == "projection_event" and entry["projection"] not in configured:
+        _removed_notes([entry["projection"]])
     print(json.dumps(entry, indent=2, default=str))
 
 
@@ -173,6 +202,8 @@ def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
                 "fix the row in the service and write it again, or skip it"
             )
         event = _projection_entry(runtime, number, entry_id)
+        if event.projection not in runtime.engine.projections:
+            raise fail(f"{entry_id}: {no_handler(event.projection)}", EXIT_CONFIG)
         return runtime.engine.retry(event)
 
     try:
@@ -187,12 +218,23 @@ def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
     """Mark a parked entry skipped (it stays listed with --all). For a projection event, the
     events of its aggregate that were held behind it are then applied in order."""
 
+    held: list[str] = []  # a projection no longer configured: events held behind the skipped
+
     def skip(runtime: Any) -> int:
         from outbox.parking import ParkedEvents
 
         kind, number = _parse_entry(entry_id)
         if kind == "e":
-            return runtime.engine.skip(_projection_entry(runtime, number, entry_id))
+            event = _projection_entry(runtime, number, entry_id)
+            applied = runtime.engine.skip(event)
+            if event.projection not in runtime.engine.projections:
+                held.extend(
+                    f"e{e.id}"
+                    for e in runtime.engine.parked(event.projection)
+                    if (e.source, e.aggregate) == (event.source, event.aggregate)
+                )
+                _removed_notes([event.projection])
+            return applied
         if not ParkedEvents(runtime.log.engine).skip(number):
             raise ReadmodelError(f"no parked entry {entry_id}")
         return 0
@@ -206,7 +248,9 @@ def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
             EXIT_FAILURE,
         ) from None
     suffix = f"; applied {applied} held event(s) of its aggregate" if applied else ""
-    out.print(f"{entry_id}: skipped{suffix}")
+    if held:
+        suffix = f"; the events of its aggregate held behind it stay parked: {', '.join(held)}"
+    out.print(f"{entry_id}: skipped{suffix}", highlight=False, soft_wrap=True)
 
 
 def _parse_entry(entry_id: str) -> tuple[str, int]:
@@ -238,12 +282,15 @@ def _projection_entry(runtime: Any, number: int, entry_id: str = "") -> Any:
 
 
 def _known_projection(runtime: Any, name: str) -> None:
-    """Exit 2 unless ``name`` is a configured projection: a mistyped name listed nothing, as
-    if nothing were parked."""
-    if name in runtime.engine.projections:
+    """Exit 2 unless ``name`` is a configured projection, or one removed from the
+    configuration whose parked events or checkpoints a store keeps: a mistyped name listed
+    nothing, as if nothing were parked."""
+    engine = runtime.engine
+    if name in engine.projections or engine.removed(name):
         return
-    known = ", ".join(sorted(runtime.engine.projections)) or "none"
-    raise fail(f"unknown projection {name!r} (known: {known})", EXIT_CONFIG)
+    known = sorted(engine.projections)
+    known += [f"{n} (no longer configured)" for n in engine.removed_with_parked()]
+    raise fail(f"unknown projection {name!r} (known: {', '.join(known) or 'none'})", EXIT_CONFIG)
 
 
 def _find_entry(runtime: Any, entry_id: str) -> dict[str, Any]:

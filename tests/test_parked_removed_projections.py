@@ -1,0 +1,134 @@
+"""The parked events of a projection removed from the configuration can still be listed,
+shown and skipped by its name (with a note that it is no longer configured); retrying one
+is refused, as no handler can apply it; a name neither configured nor in the store is
+still refused as a typo, naming the known ones."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import load_settings
+from outbox.db import create_engine
+from tests.cli_helpers import run_cli, write_config
+from tests.outbox_helpers import init_outbox, insert_events
+
+NOTE = "projection 'totals' is no longer configured"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def removed(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    sqlite_database: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """A config without ``totals``, whose store keeps 2 parked events of it (account b's:
+    the first failed, the second is held behind it) and ``balances`` applied everything."""
+    store_url = (
+        sqlite_database() if request.param == "sqlite" else request.getfixturevalue("pg_database")()
+    )
+    data: dict[str, Any] = {
+        "projections": ["tests.projection_fixtures:Totals", "tests.projection_fixtures:Balances"],
+        "store": {"url": store_url},
+        "engine": {"max_attempts": 1},
+        "sources": {"bank": {"url": sqlite_database()}},
+    }
+    config = write_config(tmp_path / "readmodel.toml", data)
+    init_outbox(load_settings(config).sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    source = create_engine(load_settings(config).sources["bank"].url)
+    try:
+        insert_events(
+            source,
+            [
+                ("account", account, "Deposited", {"amount": 10, "seq": seq})
+                for seq in (1, 2)
+                for account in ("a", "b")
+            ],
+        )
+    finally:
+        source.dispose()
+    monkeypatch.setenv("READMODEL_TEST_FAIL_ON", "b")
+    ran = run_cli(["run", "--until-caught-up", "--config", str(config)])
+    assert ran.exit_code == 0, ran.output
+    monkeypatch.delenv("READMODEL_TEST_FAIL_ON")
+    data["projections"] = ["tests.projection_fixtures:Balances"]
+    return write_config(config, data)
+
+
+def _list(config: Path, *args: str) -> Any:
+    result = run_cli(["parked", "list", "--json", "--config", str(config), *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), result.stderr
+
+
+def test_a_removed_projections_parked_events_are_listed_by_its_name(removed: Path) -> None:
+    entries, note = _list(removed, "--projection", "totals")
+
+    assert [(e["projection"], e["aggregate_id"], e["status"]) for e in entries] == [
+        ("totals", "b", "parked"),
+        ("totals", "b", "parked"),
+    ]
+    assert NOTE in note
+    everything, note = _list(removed)
+    assert [e["ref"] for e in everything] == [e["ref"] for e in entries]
+    assert NOTE in note
+    table = run_cli(["parked", "list", "--projection", "totals", "--config", str(removed)])
+    assert table.exit_code == 0, table.output
+    assert "totals" in table.stdout and NOTE in table.stderr
+    shown = run_cli(["parked", "show", f"{entries[0]['ref']}@totals", "--config", str(removed)])
+    assert shown.exit_code == 0, shown.output
+    assert "refusing b" in json.loads(shown.stdout)["reason"]
+    assert NOTE in shown.stderr
+
+
+def test_a_removed_projection_with_checkpoints_only_lists_nothing(removed: Path) -> None:
+    data = {
+        "projections": ["tests.projection_fixtures:Totals"],
+        "store": load_settings(removed).store.model_dump(),
+        "sources": {"bank": {"url": load_settings(removed).sources["bank"].url}},
+    }
+    config = write_config(removed.parent / "totals-only.toml", data)
+
+    entries, note = _list(config, "--projection", "balances")
+
+    assert entries == []
+    assert "projection 'balances' is no longer configured" in note
+
+
+def test_a_removed_projections_events_are_skipped_not_retried(removed: Path) -> None:
+    first, second = (e["ref"] for e in _list(removed, "--projection", "totals")[0])
+
+    retried = run_cli(["parked", "retry", f"{first}@totals", "--config", str(removed)])
+    assert retried.exit_code == 2, retried.output
+    assert f"{NOTE}: its parked events cannot be applied (no handler)" in retried.stderr
+    plain = run_cli(["parked", "retry", first, "--config", str(removed)])
+    assert plain.exit_code == 2 and "(no handler)" in plain.stderr, plain.output
+    assert len(_list(removed, "--projection", "totals")[0]) == 2
+
+    skipped = run_cli(["parked", "skip", f"{first}@totals", "--config", str(removed)])
+    assert skipped.exit_code == 0, skipped.output
+    assert f"{first}@totals: skipped" in skipped.stdout
+    assert f"held behind it stay parked: {second}" in skipped.stdout
+    assert [e["ref"] for e in _list(removed, "--projection", "totals")[0]] == [second]
+    assert run_cli(["parked", "skip", second, "--config", str(removed)]).exit_code == 0
+
+    assert _list(removed, "--projection", "totals")[0] == []
+    every = _list(removed, "--projection", "totals", "--all")[0]
+    assert [e["status"] for e in every] == ["skipped", "skipped"]
+
+
+def test_a_name_neither_configured_nor_stored_is_refused_naming_the_known_ones(
+    removed: Path,
+) -> None:
+    result = run_cli(["parked", "list", "--projection", "total", "--config", str(removed)])
+
+    assert result.exit_code == 2, result.output
+    assert "unknown projection 'total'" in result.stderr
+    assert "known: balances, totals (no longer configured)" in result.stderr
+    assert result.stdout == ""
