@@ -64,6 +64,9 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
         columns += [(c, FIGURE) for c in ("checkpoint", "head", "lag", "lag age", "parked")]
         rows = []
         for p in report.projections:
+            if not p.lanes:  # no member of its sources yet (a registry listing no tenant)
+                error = escape((p.last_error or "")[:60])
+                rows.append([p.projection, "-", "-", "-", "0", "-", str(p.parked), error])
             for source, (events, seconds) in sorted(p.by_source().items()):
                 lanes = [lane for lane in p.lanes if lane.source == source]
                 error = p.last_error if source == p.last_error_source else None
