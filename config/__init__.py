@@ -1,21 +1,17 @@
 """readmodel settings: pydantic models, the TOML/environment loader and example files."""
 
+from config.broker_settings import BrokerSettings
+from config.cache_settings import CacheSettings
 from config.errors import ConfigError
 from config.loader import CONFIG_ENV, load_settings
-from config.settings import (
-    BrokerSettings,
-    CacheSettings,
+from config.settings import EngineSettings, LoggingSettings, RelaySettings, Settings
+from config.source_settings import (
     ColumnMap,
-    EngineSettings,
-    ExtraStoreSettings,
-    LoggingSettings,
     OutboxTableSettings,
-    RelaySettings,
-    Settings,
     SourceSettings,
-    StoreSettings,
     TenantRegistrySettings,
 )
+from config.store_settings import ExtraStoreSettings, StoreSettings
 
 __all__ = [
     "BrokerSettings",

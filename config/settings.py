@@ -17,72 +17,15 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
-from config.checks import (
-    Duration,
-    LogLevel,
-    _authority_checked,
-    _client_url_checked,
-    _dsn_checked,
-    _Strict,
-    _url_checked,
-    at_least,
-)
+from config.broker_settings import BrokerSettings
+from config.cache_settings import CacheSettings
+from config.checks import Duration, LogLevel, _Strict, at_least
 from config.outbox_identity import shared_outboxes
-from config.secrets import reveal
-from config.source_settings import ColumnMap as ColumnMap  # re-exported
-from config.source_settings import OutboxTableSettings as OutboxTableSettings  # re-exported
 from config.source_settings import SourceSettings, TenantRegistrySettings
+from config.store_settings import ExtraStoreSettings, StoreSettings
 
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}(:[A-Za-z0-9_.-]{1,100})?")  # fullmatch
-
-
-class StoreSettings(_Strict):
-    """The read store: holds the event log, checkpoints, parked events and read models."""
-
-    url: str = Field("sqlite:///readmodel.db", description="postgresql:// or sqlite:///")
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _on_disk(
-            _dsn_checked(value, {"postgresql", "postgres", "sqlite"}, "postgresql:// or sqlite:///")
-        )
-
-
-def _on_disk(value: str) -> str:
-    """``value``, refused when it is an in-memory SQLite database: it keeps nothing once its
-    process ends (``migrate`` would migrate it for nothing), nor between threads."""
-    if value.lower().startswith("sqlite"):
-        database = make_url(value).database or ""
-        if database in ("", ":memory:") or "mode=memory" in value:
-            raise ValueError(
-                "an in-memory SQLite database keeps nothing once its process ends (migrate, "
-                "relay and workers are processes of their own): give a file, such as "
-                "sqlite:///readmodel.db"
-            )
-    return value
-
-
-class ExtraStoreSettings(_Strict):
-    """A read-model store besides ``[store]``: PostgreSQL, SQLite or MongoDB (documents)."""
-
-    url: str = Field(
-        description="postgresql://, sqlite:/// or a MongoDB URL naming the database "
-        "(mongodb://host:27017/readmodels, a replica set: its transactions are used)"
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return _on_disk(
-            _url_checked(
-                value,
-                {"postgresql", "postgres", "sqlite"},
-                "postgresql://, sqlite:/// or mongodb://",
-            )
-        )
 
 
 class RelaySettings(_Strict):
@@ -101,50 +44,6 @@ class RelaySettings(_Strict):
             "steady stream is relayed in batches (an isolated event is relayed at once)"
         ),
     )
-
-
-class BrokerSettings(_Strict):
-    """Where projection work is queued: Redis (default for servers), RabbitMQ, or in-process."""
-
-    url: str = Field(
-        "memory://",
-        description="memory:// (in-process, embedded), redis://host:6379/0 or amqp://user:pw@host/",
-    )
-    queue: str = Field("readmodel", description="Dramatiq queue name")
-    namespace: str = Field(
-        "dramatiq",
-        description=(
-            "Redis only: the prefix of Dramatiq's keys (queues, heartbeats), to keep readmodel "
-            "apart from other Dramatiq apps on the same Redis database"
-        ),
-    )
-    worker_timeout: Duration = Field(
-        timedelta(milliseconds=100),
-        description=(
-            "how long an idle worker waits before polling again; on Redis an enqueue wakes "
-            "it at once, so this only bounds the delay of a lost wake-up"
-        ),
-    )
-    middleware: list[str] = Field(
-        default_factory=list,
-        description="extra Dramatiq middleware classes, as 'module:Class'",
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        value = reveal(value)
-        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-        if scheme not in {"memory", "redis", "rediss", "amqp", "amqps"}:
-            raise ValueError("expected memory://, redis://, rediss://, amqp:// or amqps://")
-        return _client_url_checked(_authority_checked(value))
-
-    @field_validator("queue", "namespace")
-    @classmethod
-    def _queue(cls, value: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", value):
-            raise ValueError("use letters, digits, '.', '_' or '-'")
-        return value
 
 
 class EngineSettings(_Strict):
@@ -189,72 +88,6 @@ class ShutdownSettings(_Strict):
         timedelta(seconds=10),
         description="after SIGTERM: time to finish the batch in hand before exiting anyway",
     )
-
-
-class CacheSettings(_Strict):
-    """The query cache: cache-aside reads, invalidated by tag from every applied batch."""
-
-    url: str = Field(
-        "",
-        description="'' (no cache), memory:// (in-process, one process only) or "
-        "redis://host:6379/1 (shared by every process)",
-    )
-    key_prefix: str = Field(
-        "readmodel:cache:", description="every Redis key of the cache starts with this"
-    )
-    ttl: Duration = Field(timedelta(minutes=5), description="how long an entry lives at most")
-    ttl_jitter: float = Field(
-        0.1, ge=0, lt=1, description="each entry lives ttl * (1 +/- ttl_jitter), at random"
-    )
-    single_flight_wait: Duration = Field(
-        timedelta(milliseconds=200),
-        description="how long a reader waits for another reader loading the same key "
-        "before it loads the key itself",
-    )
-    lock_lease: Duration = Field(
-        timedelta(seconds=5),
-        description="Redis: how long a loader's single-flight lock lasts if its process dies",
-    )
-    near_cache_size: int = Field(
-        10_000,
-        ge=0,
-        description="Redis: entries kept in process memory, kept coherent by Redis client "
-        "tracking (0 = off); memory://: the cache's size",
-    )
-    version_ttl: Duration = Field(
-        timedelta(minutes=10),
-        description="Redis: how long a tag remembers its last invalidation; a load that takes "
-        "longer than half of this is served but not cached",
-    )
-    connect_timeout: Duration = Field(
-        timedelta(milliseconds=250), description="Redis: connect and read timeout"
-    )
-    retry_after: Duration = Field(
-        timedelta(seconds=1),
-        description="Redis: after a failure, queries read the read model directly this long "
-        "before trying Redis again",
-    )
-    redo_after: Duration = Field(
-        timedelta(seconds=2),
-        description="the sweeper redoes recorded invalidations older than this "
-        "(a worker redoes all of them when it starts)",
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        value = reveal(value)
-        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
-        if value and scheme not in {"memory", "redis", "rediss", "unix"}:
-            raise ValueError("expected '', memory://, redis://, rediss:// or unix://")
-        return _client_url_checked(_authority_checked(value))
-
-    @field_validator("key_prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        if not value or any(c.isspace() for c in value):
-            raise ValueError("a non-empty prefix without spaces, such as 'readmodel:cache:'")
-        return value
 
 
 class LoggingSettings(_Strict):

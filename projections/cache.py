@@ -33,7 +33,7 @@ from outbox.errors import ReadmodelError
 from outbox.json_numbers import dumps_exact, loads_exact
 
 if TYPE_CHECKING:
-    from config.settings import CacheSettings
+    from config.cache_settings import CacheSettings
 
 
 class CacheError(ReadmodelError):
