@@ -299,7 +299,8 @@ class PipelineCollector:
         )
         oldest = gauge(
             "readmodel_outbox_oldest_age_seconds",
-            "Age of the oldest undelivered row (0: none waits).",
+            "Age of the oldest undelivered row (0: none waits; no sample while rows without "
+            "a time wait).",
             "source",
         )
         head = gauge("readmodel_log_head", "Position of the last event in the log.", "source")
@@ -310,7 +311,9 @@ class PipelineCollector:
             rows_parked.add_metric([s.source], s.parked)
             if s.undelivered is not None:  # not known when the source did not answer
                 undelivered.add_metric([s.source], s.undelivered)
-                oldest.add_metric([s.source], s.oldest_undelivered_age_seconds or 0.0)
+            age = s.oldest_undelivered_age_seconds
+            if age is not None or s.undelivered == 0:  # rows without a time: not known
+                oldest.add_metric([s.source], age or 0.0)
         yield from (source_up, undelivered, oldest, head, rows_parked)
 
         lag_events = gauge(
