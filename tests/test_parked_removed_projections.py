@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,30 +15,45 @@ import pytest
 
 from config import load_settings
 from outbox.db import create_engine
-from tests.cli_helpers import run_cli, write_config
+from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 
-NOTE = "projection 'totals' is no longer configured"
+BALANCES = "tests.projection_fixtures:Balances"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@dataclass(frozen=True)
+class Removed:
+    config: Path
+    name: str  # the removed projection
+
+    @property
+    def note(self) -> str:
+        return f"projection {self.name!r} is no longer configured"
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mongodb"])
 def removed(
     request: pytest.FixtureRequest,
     tmp_path: Path,
     sqlite_database: Callable[[], str],
     monkeypatch: pytest.MonkeyPatch,
-) -> Path:
-    """A config without ``totals``, whose store keeps 2 parked events of it (account b's:
-    the first failed, the second is held behind it) and ``balances`` applied everything."""
-    store_url = (
-        sqlite_database() if request.param == "sqlite" else request.getfixturevalue("pg_database")()
-    )
+) -> Removed:
+    """A config without ``totals`` (``doc_totals`` in a MongoDB store), whose store keeps 2
+    parked events of it (account b's: the first failed, the second is held behind it) and
+    ``balances`` applied everything."""
     data: dict[str, Any] = {
-        "projections": ["tests.projection_fixtures:Totals", "tests.projection_fixtures:Balances"],
-        "store": {"url": store_url},
+        "projections": ["tests.projection_fixtures:Totals", BALANCES],
+        "store": {"url": sqlite_database()},
         "engine": {"max_attempts": 1},
         "sources": {"bank": {"url": sqlite_database()}},
     }
+    name = "totals"
+    if request.param == "postgresql":
+        data["store"] = {"url": request.getfixturevalue("pg_database")()}
+    elif request.param == "mongodb":
+        data["projections"] = [DOC_TOTALS, BALANCES]
+        data["stores"] = {"docs": {"url": request.getfixturevalue("mongo_database")()}}
+        name = "doc_totals"
     config = write_config(tmp_path / "readmodel.toml", data)
     init_outbox(load_settings(config).sources["bank"], "bank")
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
@@ -57,8 +73,8 @@ def removed(
     ran = run_cli(["run", "--until-caught-up", "--config", str(config)])
     assert ran.exit_code == 0, ran.output
     monkeypatch.delenv("READMODEL_TEST_FAIL_ON")
-    data["projections"] = ["tests.projection_fixtures:Balances"]
-    return write_config(config, data)
+    data["projections"] = [BALANCES]
+    return Removed(write_config(config, data), name)
 
 
 def _list(config: Path, *args: str) -> Any:
@@ -67,33 +83,35 @@ def _list(config: Path, *args: str) -> Any:
     return json.loads(result.stdout), result.stderr
 
 
-def test_a_removed_projections_parked_events_are_listed_by_its_name(removed: Path) -> None:
-    entries, note = _list(removed, "--projection", "totals")
+def test_a_removed_projections_parked_events_are_listed_by_its_name(removed: Removed) -> None:
+    config, name = removed.config, removed.name
+    entries, note = _list(config, "--projection", name)
 
     assert [(e["projection"], e["aggregate_id"], e["status"]) for e in entries] == [
-        ("totals", "b", "parked"),
-        ("totals", "b", "parked"),
+        (name, "b", "parked"),
+        (name, "b", "parked"),
     ]
-    assert NOTE in note
-    everything, note = _list(removed)
+    assert removed.note in note
+    everything, note = _list(config)
     assert [e["ref"] for e in everything] == [e["ref"] for e in entries]
-    assert NOTE in note
-    table = run_cli(["parked", "list", "--projection", "totals", "--config", str(removed)])
+    assert removed.note in note
+    table = run_cli(["parked", "list", "--projection", name, "--config", str(config)])
     assert table.exit_code == 0, table.output
-    assert "totals" in table.stdout and NOTE in table.stderr
-    shown = run_cli(["parked", "show", f"{entries[0]['ref']}@totals", "--config", str(removed)])
+    assert name in table.stdout and removed.note in table.stderr
+    shown = run_cli(["parked", "show", f"{entries[0]['ref']}@{name}", "--config", str(config)])
     assert shown.exit_code == 0, shown.output
     assert "refusing b" in json.loads(shown.stdout)["reason"]
-    assert NOTE in shown.stderr
+    assert removed.note in shown.stderr
 
 
-def test_a_removed_projection_with_checkpoints_only_lists_nothing(removed: Path) -> None:
+def test_a_removed_projection_with_checkpoints_only_lists_nothing(removed: Removed) -> None:
+    settings = load_settings(removed.config)
     data = {
         "projections": ["tests.projection_fixtures:Totals"],
-        "store": load_settings(removed).store.model_dump(),
-        "sources": {"bank": {"url": load_settings(removed).sources["bank"].url}},
+        "store": settings.store.model_dump(),
+        "sources": {"bank": {"url": settings.sources["bank"].url}},
     }
-    config = write_config(removed.parent / "totals-only.toml", data)
+    config = write_config(removed.config.parent / "totals-only.toml", data)
 
     entries, note = _list(config, "--projection", "balances")
 
@@ -101,34 +119,36 @@ def test_a_removed_projection_with_checkpoints_only_lists_nothing(removed: Path)
     assert "projection 'balances' is no longer configured" in note
 
 
-def test_a_removed_projections_events_are_skipped_not_retried(removed: Path) -> None:
-    first, second = (e["ref"] for e in _list(removed, "--projection", "totals")[0])
+def test_a_removed_projections_events_are_skipped_not_retried(removed: Removed) -> None:
+    config, name = removed.config, removed.name
+    first, second = (e["ref"] for e in _list(config, "--projection", name)[0])
 
-    retried = run_cli(["parked", "retry", f"{first}@totals", "--config", str(removed)])
+    retried = run_cli(["parked", "retry", f"{first}@{name}", "--config", str(config)])
     assert retried.exit_code == 2, retried.output
-    assert f"{NOTE}: its parked events cannot be applied (no handler)" in retried.stderr
-    plain = run_cli(["parked", "retry", first, "--config", str(removed)])
+    assert f"{removed.note}: its parked events cannot be applied (no handler)" in retried.stderr
+    plain = run_cli(["parked", "retry", first, "--config", str(config)])
     assert plain.exit_code == 2 and "(no handler)" in plain.stderr, plain.output
-    assert len(_list(removed, "--projection", "totals")[0]) == 2
+    assert len(_list(config, "--projection", name)[0]) == 2
 
-    skipped = run_cli(["parked", "skip", f"{first}@totals", "--config", str(removed)])
+    skipped = run_cli(["parked", "skip", f"{first}@{name}", "--config", str(config)])
     assert skipped.exit_code == 0, skipped.output
-    assert f"{first}@totals: skipped" in skipped.stdout
+    assert f"{first}@{name}: skipped" in skipped.stdout
     assert f"held behind it stay parked: {second}" in skipped.stdout
-    assert [e["ref"] for e in _list(removed, "--projection", "totals")[0]] == [second]
-    assert run_cli(["parked", "skip", second, "--config", str(removed)]).exit_code == 0
+    assert [e["ref"] for e in _list(config, "--projection", name)[0]] == [second]
+    assert run_cli(["parked", "skip", second, "--config", str(config)]).exit_code == 0
 
-    assert _list(removed, "--projection", "totals")[0] == []
-    every = _list(removed, "--projection", "totals", "--all")[0]
+    assert _list(config, "--projection", name)[0] == []
+    every = _list(config, "--projection", name, "--all")[0]
     assert [e["status"] for e in every] == ["skipped", "skipped"]
 
 
 def test_a_name_neither_configured_nor_stored_is_refused_naming_the_known_ones(
-    removed: Path,
+    removed: Removed,
 ) -> None:
-    result = run_cli(["parked", "list", "--projection", "total", "--config", str(removed)])
+    config = removed.config
+    result = run_cli(["parked", "list", "--projection", "total", "--config", str(config)])
 
     assert result.exit_code == 2, result.output
     assert "unknown projection 'total'" in result.stderr
-    assert "known: balances, totals (no longer configured)" in result.stderr
+    assert f"known: balances, {removed.name} (no longer configured)" in result.stderr
     assert result.stdout == ""
