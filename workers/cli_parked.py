@@ -26,7 +26,8 @@ from workers.cli_support import (
 
 EXIT_CODES = (
     "Exit codes: 0 done, 1 failed (no such entry; a retried event failed again), 2 bad "
-    "usage (an unknown projection, a bad entry id), an invalid configuration or a read store "
+    "usage (an unknown projection, a bad entry id, a retry of a projection no longer "
+    "configured), an invalid configuration or a read store "
     "not at the schema revision this readmodel needs (run 'readmodel migrate'), 3 read store "
     "unreachable."
 )
