@@ -33,6 +33,11 @@ _DSN_LOCATION = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?:[^/@\s]*@)?(?P<wh
 # The query parameters that say where a DSN points (libpq's, PyMySQL's), kept in a location.
 _LOCATION_PARAMETERS = frozenset({"host", "hostaddr", "port", "dbname", "database", "unix_socket"})
 _EMBEDDED_SETTING = re.compile(r"=|%3d|://|%3a%2f%2f", re.IGNORECASE)
+# A user name a server quotes in refusing a connection: PostgreSQL's 'role "X" does not
+# exist', 'password authentication failed for user "X"', 'no pg_hba.conf entry for host
+# "h", user "X", ...'; MySQL's "Access denied for user 'X'@'h'", "User 'X' has exceeded".
+_USER_NAME = re.compile(r"""\b(?P<word>user|role)(?P<space>\s+)(?P<q>["']).*?(?P=q)""", re.I)
+USER_HIDDEN = "(name hidden)"
 # password=... in free text, a libpq conninfo, or a DSN's query (?password=, &sslpassword=).
 _KV_SECRET = re.compile(r"\b((?:ssl)?password|passwd|pwd)(\s*=\s*)([^\s&;]+)", re.IGNORECASE)
 
@@ -84,8 +89,11 @@ def redact_dsn(dsn: str | URL, *, location: bool = False) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Mask anything that looks like a DSN password or ``password=...`` inside free text."""
+    """Mask anything that looks like a DSN password or ``password=...`` inside free text,
+    and the user name a database server quotes in refusing a connection (a tenant's
+    database is named by where it is only, see README "Configuration")."""
     text = _DSN_SECRET.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    text = _USER_NAME.sub(rf"\g<word>\g<space>\g<q>{USER_HIDDEN}\g<q>", text)
     return _KV_SECRET.sub(r"\1\2***", text)
 
 

@@ -13,9 +13,14 @@ from outbox.db import redact_text
 
 def _redact(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
     for key, value in event.items():
-        if isinstance(value, str) and ("://" in value or "password" in value.lower()):
+        if isinstance(value, str) and _may_hold_secret(value):
             event[key] = redact_text(value)
     return event
+
+
+def _may_hold_secret(text: str) -> bool:
+    lower = text.lower()
+    return "://" in text or "password" in lower or "user " in lower or "role " in lower
 
 
 LEVELS = ("debug", "info", "warning", "error")
