@@ -309,22 +309,43 @@ class SqlTx(Prefetches):
         self._pending[(name, key)] = (DELETE, None)
 
     def find(self, table: sa.Table, **equals: Any) -> list[dict[str, Any]]:
-        """Rows whose columns equal ``equals`` (pending writes are flushed first)."""
+        """Rows whose columns equal ``equals`` (pending writes are flushed first); of a tenant
+        table, the event's tenant's rows only."""
         physical = self._physical(table)
+        info = self._info.get(table) or self._describe(table)
+        tenant = None if info[4] is None else self._reading_tenant(table, info[4])
         if self._deferred:
             self._run_deferred()
         self.flush()
         # Each value as its column stores it, as ``get`` looks up a key: PostgreSQL refuses
         # to compare an integer column with text (aborting the transaction); a numpy scalar
         # as the plain value psycopg sends (sqlite3 binds a numpy integer as a BLOB).
-        converted = (self._info.get(table) or self._describe(table))[3].lookup(equals)
+        converted = info[3].lookup(equals)
         if converted is None:
             return []  # a value its column cannot hold (an integer past its range): no row
         equals = converted
         where = [self._equal(physical.c[name], v) for name, v in equals.items()]
+        if tenant is not None:  # beside a filter of the column itself: rows where both agree
+            where.append(self._equal(physical.c[info[4]], tenant))
         query = sa.select(physical).where(*where)
         with refusals():  # a value the column cannot take: refused for what was looked up
             return [dict(row._mapping) for row in self.conn.execute(query)]
+
+    def _reading_tenant(self, table: sa.Table, column: str) -> str:
+        """The tenant whose rows of tenant ``table`` a handler reads: its event's;
+        :class:`TenantError` for an event without one (or code outside any event)."""
+        event = self.event
+        if event is not None and event.tenant is not None:
+            return event.tenant
+        what = (
+            "code outside any event"
+            if event is None
+            else f"{event.event_type} at {event.source}:{event.position}, which has no tenant,"
+        )
+        raise TenantError(
+            f"{self._tenant_projection.name}: {what} cannot find rows of "  # type: ignore[union-attr]
+            f"{table.name!r}: they belong to tenants (tenant column {column!r})"
+        )
 
     def _equal(self, column: sa.Column[Any], value: Any) -> sa.ColumnElement[bool]:
         """``column == value``, the value as :func:`as_compared` sends it (``IS NULL`` for
