@@ -22,7 +22,7 @@ from config.broker_settings import BrokerSettings
 from config.cache_settings import CacheSettings
 from config.checks import Duration, LogLevel, _Strict, at_least
 from config.outbox_identity import shared_outboxes
-from config.source_settings import SourceSettings, TenantRegistrySettings
+from config.source_settings import SourceSettings, TenantRegistrySettings, one_member_per_tenant
 from config.store_settings import ExtraStoreSettings, StoreSettings
 
 _SOURCE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}(:[A-Za-z0-9_.-]{1,100})?")  # fullmatch
@@ -182,6 +182,7 @@ class Settings(BaseSettings):
                 )
             spelled[variable] = name
         value = {name: _as_member(name, source) for name, source in value.items()}
+        one_member_per_tenant(value)
         for names in shared_outboxes(value):
             raise ValueError(
                 f"sources {' and '.join(repr(n) for n in names)} read the same database and "

@@ -191,3 +191,19 @@ class TenantRegistrySettings(_Strict):
         if value < timedelta(milliseconds=100):
             raise ValueError("refresh must be at least 100ms")
         return value
+
+
+def one_member_per_tenant(sources: dict[str, SourceSettings]) -> None:
+    """Two members of one group relaying as one tenant (``tenant = "acme"`` copied into
+    ``pos:globex``'s table) would give globex's rows to acme's reads: refused."""
+    seen: dict[tuple[str, str | None], str] = {}
+    for name, source in sources.items():
+        group, sep, _ = name.partition(":")
+        if not sep:
+            continue
+        other = seen.setdefault((group, source.tenant), name)
+        if other != name:
+            raise ValueError(
+                f"sources {other!r} and {name!r} are both tenant {source.tenant!r} of group "
+                f"{group!r}: each member is one tenant's database; fix the tenant of one"
+            )
