@@ -27,10 +27,11 @@ def indexes(table: sa.Table) -> list[list[str]]:
     return [cols for cols in out if cols]
 
 
-def check_indexed(table: sa.Table, where: Mapping[str, Any]) -> None:
-    """Refuse a filter on a column outside every index led by one of the filtered columns."""
+def check_indexed(table: sa.Table, where: Mapping[str, Any], scoped: str | None = None) -> None:
+    """Refuse a filter on a column outside every index led by one of the filtered columns,
+    or by ``scoped``, the tenant column a tenant read filters on as well."""
     found = indexes(table)
-    usable = [cols for cols in found if cols[0] in where]
+    usable = [cols for cols in found if cols[0] in where or cols[0] == scoped]
     covered = {name for cols in usable for name in cols}
     missing = [name for name in where if name not in covered]
     if missing:

@@ -107,6 +107,10 @@ class SqlReader:
             raise QueryError(f"table {table.name!r} has no tenant column {self.tenant_column!r}")
         return [table.c[self.tenant_column] == self.tenant]
 
+    def scoped_column(self, table: sa.Table) -> str | None:
+        """The tenant column this reader's reads of ``table`` filter on, if any."""
+        return self.tenant_column if self._scope(table) else None
+
     def table(self, table: sa.Table | str | None) -> sa.Table:
         if table is None:
             if not self.tables:

@@ -214,7 +214,7 @@ class Queries:
         for name in where:
             reader.column(t, name)
         if not allow_unindexed:
-            check_indexed(t, where)
+            check_indexed(t, where, reader.scoped_column(t))
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
         page = reader.page(t, where, after=after, limit=limit)
         return Page(page.rows, page.next, stale, consistency)
