@@ -14,10 +14,11 @@ from uuid import UUID
 import sqlalchemy as sa
 
 from outbox.envelope import Envelope
-from projections.api import Projection, TenantError, UnstorableValueError
+from projections.api import Projection, UnstorableValueError
 from projections.row_locks import OutOfOrder, RowLocks
 from projections.sql_plans import TablePlan, driver_cursor
 from projections.sql_prefetch import Prefetches, row_lock_key
+from projections.sql_tenants import mine, placed, reading_tenant, taken
 from projections.sql_values import Converters, key_forms, stored_values
 from projections.sql_writes import (
     DELETE,
@@ -46,7 +47,9 @@ class SqlTx(Prefetches):
     of its tenant tables (not ``shared_tables``) belongs to the tenant of :attr:`event`, the
     event being handled (set by the store before each handler): the column is filled in
     when the row lacks it; a row naming another tenant, or an event without a tenant,
-    raises :class:`TenantError` (the handler's failure).
+    raises :class:`TenantError` (the handler's failure). Its ``get``, ``find`` and ``delete``
+    of a tenant table are of that tenant's rows, and an upsert never overwrites another
+    tenant's row of its key (:mod:`projections.sql_tenants`).
 
     On PostgreSQL every row read first takes a transaction-scoped advisory lock on
     its key, so two lanes that read-modify-write the same
@@ -123,6 +126,10 @@ class SqlTx(Prefetches):
         column = projection.tenant_column
         return column if column in table.c else None
 
+    @property
+    def _tenant_name(self) -> str:
+        return "" if self._tenant_projection is None else self._tenant_projection.name
+
     def _physical(self, table: sa.Table) -> sa.Table:
         try:
             return self._tables[table]
@@ -162,7 +169,14 @@ class SqlTx(Prefetches):
             raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
 
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
-        found = self._get(table, key)
+        column = (self._info.get(table) or self._describe(table))[4]
+        if column is not None:  # a tenant table: another tenant's row is not found
+            tenant = reading_tenant(self._tenant_name, self.event, table, column, "read")
+            found = self._get(table, key)
+            if not mine(found, column, tenant):
+                return None
+        else:
+            found = self._get(table, key)
         if self._undo is not None and found is not None:
             # Its values are the pending write's or the read row's: a handler that changes one
             # in place (a JSON list) and fails would leave the change past :meth:`undo`.
@@ -240,13 +254,16 @@ class SqlTx(Prefetches):
             table
         )
         if tenant is not None:
-            row = self._placed(table, tenant, row)
+            row = placed(self._tenant_name, self.event, table, tenant, row)
         try:
             key = (row[pk[0]],) if len(pk) == 1 else tuple([row[c] for c in pk])
         except KeyError as exc:
             raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
         if None in key:
             _null_key(table, pk, key)
+        if tenant is not None and tenant not in pk:  # the key may be another tenant's row
+            if not mine(self._get(table, key), tenant, row[tenant]):
+                raise taken(self._tenant_name, self.event, table, tenant)
         k = (name, key if converters.keys is None else converters.key(key))
         pending = self._pending.get(k)
         if pending is None:
@@ -268,37 +285,13 @@ class SqlTx(Prefetches):
         if physical not in self._order:
             self._order.append(physical)
 
-    def _placed(self, table: sa.Table, column: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
-        """``row`` in the tenant of the event being handled (filled in when it lacks the
-        column); :class:`TenantError` when it names another tenant or there is none."""
-        event = self.event
-        tenant = None if event is None else event.tenant
-        given = row.get(column, _MISSING)
-        if tenant is not None and given == tenant:
-            return row
-        projection = self._tenant_projection.name  # type: ignore[union-attr]
-        if event is None:
-            raise TenantError(
-                f"{projection}: a row of {table.name!r} written outside any event cannot be "
-                f"placed in a tenant (tenant column {column!r})"
-            )
-        what = f"{event.event_type} at {event.source}:{event.position}"
-        if tenant is None:
-            raise TenantError(
-                f"{projection}: {what} has no tenant, so its row of {table.name!r} cannot be "
-                f"placed (tenant column {column!r})"
-            )
-        if given is _MISSING:
-            return {**row, column: tenant}
-        raise TenantError(  # not the row's value: any, a hidden payload field's too, may be there
-            f"{projection}: a row of {table.name!r} names another tenant than the event's "
-            f"({tenant!r}) in {column!r} ({what}; the value is not shown); a handler writes "
-            "only its event's tenant's rows"
-        )
-
     def delete(self, table: sa.Table, key: Any) -> None:
-        physical, name, _, converters, *_ = self._info.get(table) or self._describe(table)
+        physical, name, _, converters, column, _ = self._info.get(table) or self._describe(table)
         key = self._key(table, key)
+        if column is not None:  # a tenant table: another tenant's row stays
+            tenant = reading_tenant(self._tenant_name, self.event, table, column, "delete")
+            if not mine(self._get(table, key), column, tenant):
+                return
         self._remember(physical)
         if converters.keys is not None:
             key = converters.key(key, lookup=True)
@@ -313,7 +306,10 @@ class SqlTx(Prefetches):
         table, the event's tenant's rows only."""
         physical = self._physical(table)
         info = self._info.get(table) or self._describe(table)
-        tenant = None if info[4] is None else self._reading_tenant(table, info[4])
+        column = info[4]
+        tenant = None
+        if column is not None:
+            tenant = reading_tenant(self._tenant_name, self.event, table, column, "find")
         if self._deferred:
             self._run_deferred()
         self.flush()
@@ -326,26 +322,10 @@ class SqlTx(Prefetches):
         equals = converted
         where = [self._equal(physical.c[name], v) for name, v in equals.items()]
         if tenant is not None:  # beside a filter of the column itself: rows where both agree
-            where.append(self._equal(physical.c[info[4]], tenant))
+            where.append(self._equal(physical.c[column], tenant))
         query = sa.select(physical).where(*where)
         with refusals():  # a value the column cannot take: refused for what was looked up
             return [dict(row._mapping) for row in self.conn.execute(query)]
-
-    def _reading_tenant(self, table: sa.Table, column: str) -> str:
-        """The tenant whose rows of tenant ``table`` a handler reads: its event's;
-        :class:`TenantError` for an event without one (or code outside any event)."""
-        event = self.event
-        if event is not None and event.tenant is not None:
-            return event.tenant
-        what = (
-            "code outside any event"
-            if event is None
-            else f"{event.event_type} at {event.source}:{event.position}, which has no tenant,"
-        )
-        raise TenantError(
-            f"{self._tenant_projection.name}: {what} cannot find rows of "  # type: ignore[union-attr]
-            f"{table.name!r}: they belong to tenants (tenant column {column!r})"
-        )
 
     def _equal(self, column: sa.Column[Any], value: Any) -> sa.ColumnElement[bool]:
         """``column == value``, the value as :func:`as_compared` sends it (``IS NULL`` for
@@ -413,7 +393,6 @@ class SqlTx(Prefetches):
 # (physical table, its name, primary key column names, value converters, tenant column,
 # key column names kept in their first form or None)
 _Info = tuple[sa.Table, str, tuple[str, ...], Converters, str | None, tuple[str, ...] | None]
-_MISSING: Any = object()
 # Values a handler cannot change in place (others, a JSON column's lists and dicts, are copied).
 _IMMUTABLE = (str, int, float, Decimal, bytes, date, time, timedelta, UUID, frozenset)
 
