@@ -296,9 +296,10 @@ class Queries:
         return Result(value, stale, consistency)
 
     def wait(self, projection: str, token: Token, timeout: float | None = None) -> Reached:
-        """Block until ``projection`` has applied ``token`` (see :mod:`projections.consistency`)."""
+        """Block until ``projection`` has applied ``token`` (see :mod:`projections.consistency`);
+        of a tenant projection, say only that it has (as a ``wait_for`` read does)."""
         p = self.projection(projection)
-        return self.waiter.wait(p, _token(token), self._timeout(timeout))
+        return self._wait(p, token, timeout, False)[0]  # type: ignore[return-value]
 
     def close(self) -> None:
         """Close what :func:`open_queries` opened (a cache passed in stays open)."""
@@ -316,7 +317,7 @@ class Queries:
         if token is None:
             return None, False
         try:
-            return self.waiter.wait(p, _token(token), self._timeout(timeout)), False
+            reached = self.waiter.wait(p, _token(token), self._timeout(timeout))
         except ConsistencyError as error:
             exc = error
             if p.tenant_column is not None:  # the event may be another tenant's: say nothing
@@ -331,6 +332,9 @@ class Queries:
                 raise exc from None
             logger.info("serving a stale read", projection=p.name, reason=str(exc))
             return exc, True
+        if p.tenant_column is not None:  # applied, and not which event (whose source) it was
+            reached = Reached(reached.token, "", 0, None, None, reached.waited)
+        return reached, False
 
 
 def _token(token: Token) -> ConsistencyToken:
