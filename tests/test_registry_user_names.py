@@ -6,11 +6,15 @@ init`` and the relay's log (DESIGN.md invariant 6: tenant credentials are never 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
+import pytest
 import sqlalchemy as sa
+import structlog
 from structlog.testing import capture_logs
 
 from config import load_settings
@@ -22,6 +26,7 @@ from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli
 from tests.tenant_fixtures import make_registry
 from tests.tenant_helpers import config_for
+from workers.logs import configure_logging
 
 SECRET = "u-s3cret"
 
@@ -76,3 +81,26 @@ def test_a_tenant_user_the_server_refuses_is_never_shown(
         relays.stop_all()
         relays.registry.close()
         log.close()
+
+
+@pytest.mark.parametrize("json_output", [False, True], ids=["console", "json"])
+def test_a_logged_connection_error_does_not_show_the_user(
+    pg_database: Callable[[], str], capsys: pytest.CaptureFixture[str], json_output: bool
+) -> None:
+    user = _user()
+    dsn = sa.make_url(_as(pg_database(), user)).set(drivername="postgresql")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("info", json_output=json_output)
+    try:
+        try:
+            psycopg.connect(dsn.render_as_string(False), connect_timeout=5).close()
+        except psycopg.OperationalError:
+            structlog.get_logger("test").exception("tenant registry refresh failed")
+    finally:
+        structlog.reset_defaults()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "OperationalError" in err and USER_HIDDEN in err, err
+    assert not _leaks(err, [user]), err
