@@ -169,7 +169,9 @@ class SqlTx(Prefetches):
             raise ValueError(f"{table.name}: row lacks primary key column {exc}") from None
 
     def get(self, table: sa.Table, key: Any) -> dict[str, Any] | None:
-        column = (self._info.get(table) or self._describe(table))[4]
+        column = None
+        if self._tenant_projection is not None:
+            column = (self._info.get(table) or self._describe(table))[4]
         if column is not None:  # a tenant table: another tenant's row is not found
             tenant = reading_tenant(self._tenant_name, self.event, table, column, "read")
             found = self._get(table, key)
