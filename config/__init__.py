@@ -10,6 +10,7 @@ from config.source_settings import (
     OutboxTableSettings,
     SourceSettings,
     TenantRegistrySettings,
+    TimestampUnit,
 )
 from config.store_settings import ExtraStoreSettings, StoreSettings
 
@@ -28,5 +29,6 @@ __all__ = [
     "ExtraStoreSettings",
     "StoreSettings",
     "TenantRegistrySettings",
+    "TimestampUnit",
     "load_settings",
 ]

@@ -18,6 +18,9 @@ from config.checks import (
     check_identifier,
 )
 
+TimestampUnit = Literal["auto", "s", "ms", "us", "ns"]
+"""The unit of a numeric timestamp column's Unix epochs (``"auto"``: told by magnitude)."""
+
 
 class ColumnMap(_Strict):
     """Outbox column names. Defaults follow Debezium's outbox convention plus ``seq``.
@@ -71,6 +74,13 @@ class OutboxTableSettings(_Strict):
         "'uuid-swapped' as MySQL's time-swapped UUIDs (UUID_TO_BIN(u, 1), read as "
         "BIN_TO_UUID(x, 1)), 'hex' as lowercase hex. Text id columns are read as they are. "
         "Changing it on a source whose log holds events re-keys their aggregates",
+    )
+    timestamp_unit: TimestampUnit = Field(
+        "auto",
+        description="the unit of a numeric timestamp column's Unix epochs: 's', 'ms', 'us' or "
+        "'ns'; 'auto' (the default) tells it by magnitude: up to 1e11 seconds, up to 1e14 "
+        "milliseconds, up to 1e17 microseconds, nanoseconds above (each read right from "
+        "1973-03-03 on; set the unit for earlier dates)",
     )
     poll_min: Duration = Field(timedelta(milliseconds=5), description="poll interval when busy")
     poll_max: Annotated[

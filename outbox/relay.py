@@ -112,6 +112,7 @@ class SourceRelay:
                 max_payload_bytes=source.settings.max_payload_bytes,
                 id_formats=source.id_formats,
                 id_hints=source.id_hints,
+                timestamp_unit=source.settings.timestamp_unit,
             )
             result = self._append(records, malformed)
         except BaseException:

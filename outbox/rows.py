@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import base64
-import math
 import sys
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
 
+from config import TimestampUnit
 from outbox.envelope import aggregate_hash
 from outbox.json_numbers import IntegerTooLongError, loads_exact, number_beyond_double
+from outbox.timestamps import BadTimestamp, occurred_at
 
 # The claim query selects the outbox columns in this order; absent optional columns are NULL.
 FIELDS = (
@@ -120,6 +121,7 @@ def decode_rows(
     max_payload_bytes: int,
     id_formats: Mapping[str, IdFormat] | None = None,
     id_hints: Mapping[str, str] | None = None,
+    timestamp_unit: TimestampUnit = "auto",
 ) -> tuple[list[LogRecord], list[MalformedRow]]:
     """Split claimed rows (shaped like :data:`FIELDS`) into records and malformed rows.
 
@@ -128,6 +130,7 @@ def decode_rows(
     fields (:data:`ID_FIELDS`) whose binary columns are read as UUIDs or hex; the others
     are read as text. ``id_hints`` adds a suggestion to the reason of an id field whose
     binary value is no text (a ``BINARY(16)`` column read as text: ``binary_ids``).
+    ``timestamp_unit`` is the unit of numeric timestamps (:mod:`outbox.timestamps`).
     """
     formats = id_formats or {}
     hints = id_hints or {}
@@ -140,7 +143,14 @@ def decode_rows(
         try:
             records.append(
                 _decode(
-                    row, source, column_names, formats, hints, default_tenant, max_payload_bytes
+                    row,
+                    source,
+                    column_names,
+                    formats,
+                    hints,
+                    default_tenant,
+                    max_payload_bytes,
+                    timestamp_unit,
                 )
             )
         except _Malformed as exc:
@@ -186,6 +196,7 @@ def _decode(
     hints: Mapping[str, str],
     default_tenant: str | None,
     max_payload_bytes: int,
+    timestamp_unit: TimestampUnit,
 ) -> LogRecord:
     position, event_id, agg_type, agg_id, event_type, payload, occurred, tenant, headers = row
     aggregate_type = _required_text(agg_type, names["aggregate_type"], "aggregate type")
@@ -200,6 +211,10 @@ def _decode(
         raise _Malformed(f"missing payload (column {names['payload']!r} is NULL)")
     # JSON null (Prisma's JsonNull) in the headers column means no headers, as SQL NULL does.
     headers_text = _json_text(headers, names.get("headers") or "headers", "headers", None, True)
+    try:
+        when = occurred_at(occurred, names.get("occurred_at") or "timestamp", timestamp_unit)
+    except BadTimestamp as exc:
+        raise _Malformed(str(exc)) from None
     tenant_value = default_tenant
     if tenant is not None:  # an empty tenant column is no tenant: the source's default
         tenant_value = _optional_text(tenant, names["tenant"]) or default_tenant
@@ -213,7 +228,7 @@ def _decode(
         event_type=kind,
         payload=payload_text,
         headers=headers_text,
-        occurred_at=_timestamp(occurred, names.get("occurred_at") or "timestamp"),
+        occurred_at=when,
     )
 
 
@@ -357,40 +372,6 @@ def _contains_nul(value: Any) -> bool:
     if isinstance(value, list):
         return any(_contains_nul(item) for item in value)
     return False
-
-
-def _timestamp(value: Any, column: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return _in_utc_range(value, column)
-    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        if isinstance(value, float | Decimal) and not math.isfinite(value):
-            raise _Malformed(f"timestamp (column {column!r}) is out of range: {value}")
-        seconds = float(value) / (1000 if abs(value) > 100_000_000_000 else 1)
-        try:
-            return datetime.fromtimestamp(seconds, tz=UTC)
-        except (OverflowError, OSError, ValueError):
-            raise _Malformed(f"timestamp (column {column!r}) is out of range: {value}") from None
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise _Malformed(f"timestamp (column {column!r}) is not ISO 8601: {value!r}") from None
-        return _in_utc_range(parsed, column)
-    raise _Malformed(f"timestamp (column {column!r}) has unsupported type {type(value).__name__}")
-
-
-def _in_utc_range(value: datetime, column: str) -> datetime:
-    """``value`` made aware (naive means UTC); it must exist in UTC (``0001-01-01+14:00`` not)."""
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    if 1 < aware.year < 9999:  # cheap: only the first and last year can overflow
-        return aware
-    try:
-        aware.astimezone(UTC)
-    except OverflowError:
-        raise _Malformed(f"timestamp (column {column!r}) is out of range: {value}") from None
-    return aware
 
 
 def _optional_str(value: Any) -> str | None:

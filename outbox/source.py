@@ -13,7 +13,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +26,7 @@ from outbox.keepalive import client_keepalives
 from outbox.position_check import not_unique, position_is_unique
 from outbox.rows import FIELDS, ID_FIELDS, IdFormat
 from outbox.source_groups import group_of
+from outbox.timestamps import BadTimestamp, as_utc
 
 _OPTIONAL = ("event_id", "occurred_at", "tenant", "headers")
 CONNECT_TIMEOUT = 10  # seconds: a database that takes the connection but never answers
@@ -482,7 +482,11 @@ class SqlOutboxSource(OutboxSource):
             ) from exc
         age = None
         if occurred and row[1] is not None:
-            age = max(0.0, (_as_utc(row[2]) - _as_utc(row[1])).total_seconds())
+            unit = self.settings.timestamp_unit
+            try:
+                age = max(0.0, (as_utc(row[2]) - as_utc(row[1], unit)).total_seconds())
+            except BadTimestamp:  # a row the relay will park: its age is not known
+                age = None
         return PendingStats(int(row[0]), age)
 
     # -- engine hooks --------------------------------------------------------------
@@ -531,11 +535,3 @@ def source_key(name: str) -> str:
     if group is None:
         return f"[sources.{name}]"
     return f'[sources."{name}"] or [tenants.{group}.source]'
-
-
-def _as_utc(value: Any) -> datetime:
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value / (1000 if value > 100_000_000_000 else 1), tz=UTC)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
