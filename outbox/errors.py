@@ -2,6 +2,7 @@
 
     ReadmodelError
     ├── SourceError         a service database or its outbox table is unreachable or unusable
+    │   ├── SourceConfigError  the outbox table is not what the configuration maps
     │   └── NotLeaderError  another relay holds the source
     ├── LogError            the event log (in the read store) cannot be read or written
     │   └── BinaryIdsConflict  a relay's binary_ids is not the rule the log records
@@ -22,6 +23,12 @@ class ReadmodelError(Exception):
 
 class SourceError(ReadmodelError):
     """A source database or its outbox table cannot be used."""
+
+
+class SourceConfigError(SourceError):
+    """The outbox table does not match the source's configuration: no such table, a mapped
+    column missing, a position column that is not unique, ``binary_ids`` on no binary id
+    column. The operator's to fix (the CLI exits 2), not a database that cannot be reached."""
 
 
 class NotLeaderError(SourceError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from config import OutboxTableSettings
-from outbox.errors import SourceError
+from outbox.errors import SourceConfigError
 
 
 def _only(columns: Any, position: str) -> bool:
@@ -43,9 +43,9 @@ def position_is_unique(
     return False
 
 
-def not_unique(source: str, table: str, position: str) -> SourceError:
+def not_unique(source: str, table: str, position: str) -> SourceConfigError:
     """The refusal of a source whose position column is not unique."""
-    return SourceError(
+    return SourceConfigError(
         f"position column {position!r} of table {table!r} (source {source!r}) is not "
         "unique: rows sharing a value would be acknowledged together, "
         "some never relayed; map position to the table's unique ordering column (a "

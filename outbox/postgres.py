@@ -26,7 +26,7 @@ from config.outbox_identity import outbox_identity
 from outbox import source as sql_source
 from outbox.db import libpq_conninfo
 from outbox.ddl import OutboxTypes, create_table
-from outbox.errors import SourceError
+from outbox.errors import SourceConfigError
 from outbox.keepalive import apply_server_keepalives, server_keepalives
 from outbox.source import SqlOutboxSource, bounded_connect
 
@@ -65,13 +65,13 @@ class PostgresOutboxSource(SqlOutboxSource):
             if not schema:
                 self._table, self._claim = None, None  # made again: its columns read anew
                 self._claim_sql.clear()
-                raise SourceError(
+                raise SourceConfigError(
                     f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
                     f"(create it with: readmodel outbox init --source {self.name})"
                 )
             named = outbox_identity(self.settings)[-2]  # public: no search path in the DSN
             if named not in ("public", schema):  # another outbox by the registry's reckoning
-                raise SourceError(
+                raise SourceConfigError(
                     f"source {self.name!r}: outbox table {self.settings.table!r} is found in "
                     f"schema {schema!r}, not in {named!r} that the DSN's search_path names "
                     f"first: another tenant may read it; create schema {named!r} and run "

@@ -18,7 +18,13 @@ import structlog
 
 from config import RelaySettings, Settings
 from outbox.db import redact_dsn
-from outbox.errors import BinaryIdsConflict, LogError, ReadmodelError, SourceError
+from outbox.errors import (
+    BinaryIdsConflict,
+    LogError,
+    ReadmodelError,
+    SourceConfigError,
+    SourceError,
+)
 from outbox.log import AppendResult, EventLog, LogRejectedError
 from outbox.log_rules import RuleOrigin, adopt_rule, rule_origin
 from outbox.rows import LogRecord, MalformedRow, decode_rows, id_type_clash
@@ -57,8 +63,10 @@ class RelayTotals:
     skipped: bool = False
     refused: bool = False
     """The source was not relayed because of its configuration (its ``binary_ids`` is not
-    the rule the log records; a bad registry row; a registry member reading the database and
-    outbox table of another source or tenant), not because a database failed."""
+    the rule the log records; an outbox table that does not match it: a table or mapped
+    column missing, a position column not unique; a bad registry row; a registry member
+    reading the database and outbox table of another source or tenant), not because a
+    database failed."""
     unlisted: bool = False
     """Not relayed at all: a registry that cannot be read, a row of it refused or waiting,
     a member it does not list (no totals to show, only the errors)."""
@@ -303,6 +311,8 @@ class SourceRelay:
         self.totals.add_error(str(exc))
         if isinstance(exc, BinaryIdsConflict):
             self._refused(exc)
+        elif isinstance(exc, SourceConfigError):
+            self._misconfigured(exc)
         else:
             logger.warning("relay step failed; retrying", source=self.name, error=str(exc))
         lose = getattr(self.source, "lose_leadership", None)
@@ -324,6 +334,18 @@ class SourceRelay:
             source=self.name,
             binary_ids=exc.setting,
             recorded=exc.recorded,
+            error=str(exc),
+        )
+
+    def _misconfigured(self, exc: SourceConfigError) -> None:
+        """Log, as an error once while it stays the same, that the outbox table does not
+        match the configuration (retried: an ``ALTER TABLE`` or ``outbox init`` fixes it)."""
+        refusal = ("table", str(exc))
+        log = logger.debug if refusal == self._refusal_logged else logger.error
+        self._refusal_logged = refusal
+        log(
+            "not relaying the source: its outbox table does not match the configuration",
+            source=self.name,
             error=str(exc),
         )
 
@@ -357,7 +379,7 @@ def drain_source(relay: SourceRelay) -> RelayTotals:
     """``relay.drain()``, any failure recorded as that source's error; the source closed."""
     try:
         return relay.drain()
-    except BinaryIdsConflict as exc:
+    except (BinaryIdsConflict, SourceConfigError) as exc:
         relay.totals.add_error(str(exc))
         relay.totals.refused = True
     except ReadmodelError as exc:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from config import ColumnMap, SourceSettings
 from outbox.db import create_engine, describe_db_error, redact_dsn
-from outbox.errors import NotLeaderError, SourceError
+from outbox.errors import NotLeaderError, SourceConfigError, SourceError
 from outbox.keepalive import client_keepalives
 from outbox.position_check import not_unique, position_is_unique
 from outbox.rows import FIELDS, ID_FIELDS, IdFormat
@@ -205,7 +205,7 @@ class SqlOutboxSource(OutboxSource):
                 )
                 unique = position_is_unique(inspector, described, self.settings)
         except sa.exc.NoSuchTableError:
-            raise SourceError(
+            raise SourceConfigError(
                 f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
                 f"(create it with: readmodel outbox init --source {self.name})"
             ) from None
@@ -216,7 +216,7 @@ class SqlOutboxSource(OutboxSource):
         present = {c["name"].lower(): c["name"] for c in described}
         types = {c["name"]: c["type"] for c in described}
         if not present:
-            raise SourceError(
+            raise SourceConfigError(
                 f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
                 f"(create it with: readmodel outbox init --source {self.name})"
             )
@@ -224,7 +224,7 @@ class SqlOutboxSource(OutboxSource):
         for field, column in wanted.items():
             actual = present.get(column.lower()) if column else None
             if actual is None and column and field in _OPTIONAL and column != _DEFAULTS[field]:
-                raise SourceError(
+                raise SourceConfigError(
                     f"source {self.name!r}: outbox table {self._qualified()!r} has no column "
                     f'{column!r} (configured as columns.{field}; set it to "" if the table '
                     "has no such column)"
@@ -233,7 +233,7 @@ class SqlOutboxSource(OutboxSource):
                 if field == "dispatched_at" and self.settings.on_dispatch != "mark":
                     columns[field] = ""
                     continue
-                raise SourceError(
+                raise SourceConfigError(
                     f"source {self.name!r}: outbox table {self._qualified()!r} has no column "
                     f"{column!r} (configured as columns.{field})"
                 )
@@ -274,7 +274,7 @@ class SqlOutboxSource(OutboxSource):
                 f"{self.settings.columns.model_dump()[f] or f} is {self._type_name(t)}"
                 for f, t in types.items()
             )
-            raise SourceError(
+            raise SourceConfigError(
                 f"source {self.name!r}: binary_ids = {setting!r} ({where}) reads binary id "
                 f"columns, but no id column of {self._qualified()!r} is binary ({described}): "
                 f'remove binary_ids (the default "text") or map a binary id column'

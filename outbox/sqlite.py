@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config import SourceSettings
 from outbox.ddl import OutboxTypes, create_table
-from outbox.errors import SourceError
+from outbox.errors import SourceConfigError
 from outbox.source import SqlOutboxSource
 
 
@@ -29,7 +29,7 @@ class SqliteOutboxSource(SqlOutboxSource):
         self.engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         database = sa.make_url(settings.url).database
         if not database or database == ":memory:":
-            raise SourceError(f"source {name!r}: a SQLite source needs a database file")
+            raise SourceConfigError(f"source {name!r}: a SQLite source needs a database file")
         self._lock_path = f"{database}.relay.lock"
         self._lock_file: IO[str] | None = None
 

@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 
 from config import Settings, SourceSettings
 from outbox.db import redact_dsn
-from outbox.errors import SourceError
+from outbox.errors import SourceConfigError, SourceError
 from outbox.log import EventLog
 from outbox.log_rules import recorded_rules
 from outbox.source_groups import group_of
@@ -39,8 +39,9 @@ class SourceStatus:
     outbox table (``error`` says which): a configuration conflict, not an unreachable
     source."""
     refused: bool = False
-    """A registry member refused by the configuration (a bad row, or a database conflict):
-    not an unreachable source (``status`` exits 2 for it)."""
+    """A source refused by the configuration (an outbox table that does not match it; a
+    registry member's bad row, or a database conflict): not an unreachable source
+    (``status`` exits 2 for it)."""
     removed: bool = False
     """A member its tenant registry no longer lists (or a static member no longer in the
     configuration), shown while it has parked rows."""
@@ -160,6 +161,7 @@ def source_status(
     undelivered: int | None = None
     age: float | None = None
     error: str | None = None
+    refused = False
     missing = _missing_file(source_settings.url)
     try:
         if missing is not None:  # connecting would create it: status only reads
@@ -172,6 +174,7 @@ def source_status(
             source.close()
     except Exception as exc:  # that source's error, whatever it is; the others are reported
         error = str(source_failure(name, exc))
+        refused = isinstance(exc, SourceConfigError)
     return SourceStatus(
         source=name,
         engine=source_kind(source_settings.url),
@@ -181,6 +184,7 @@ def source_status(
         log_head=log_head,
         parked=parked,
         error=error,
+        refused=refused,
     )
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,19 @@ def run_cli(
         structlog.reset_defaults()
         root.handlers[:] = handlers
         root.setLevel(level)
+
+
+def run_cli_process(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``readmodel ARGS`` in a subprocess (``python -m workers.cli``), as an operator runs it:
+    its own exit code, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "workers.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=dict(os.environ),
+    )
 
 
 def with_password(dsn: str, password: str) -> str:

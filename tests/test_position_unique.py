@@ -1,7 +1,8 @@
 """A source's position column must be unique: the relay acknowledges (deletes or marks) the
 rows it claimed by position, so a non-unique one (``created_at``) would acknowledge rows
 sharing a claimed row's value that were never claimed: lost events. Such a source is
-refused, naming the column, and nothing is deleted."""
+refused, naming the column, and nothing is deleted; it is the configuration's to fix (exit
+2), not an unreachable source."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ def test_a_non_unique_position_column_is_refused_and_nothing_deleted(
         "sharing a value would be acknowledged together, some never relayed"
     )
     for result in (relayed, status):
-        assert result.exit_code == 3, result.output
+        assert result.exit_code == 2, result.output
         assert expected in " ".join(result.stderr.split()), result.stderr
     assert "svc: relayed 0," in relayed.stdout
     assert pending_rows(url) == 3
@@ -122,6 +123,6 @@ def test_a_partial_unique_index_is_not_enough(
 
     relayed = run_cli(["relay", "--once", "--config", str(config)])
 
-    assert relayed.exit_code == 3, relayed.output
+    assert relayed.exit_code == 2, relayed.output
     assert "is not unique" in relayed.stderr
     assert pending_rows(url) == 3

@@ -1,8 +1,9 @@
 """The ``readmodel`` command: parses arguments, builds objects from settings, prints results.
 
-Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (a bad tenant
-registry row too, or a member reading another source's database: a conflict), 3 a database
-could not be reached (3 wins when both happen).
+Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (an outbox table
+that does not match its source's mapping, a bad tenant registry row too, or a member reading
+another source's database: a conflict), 3 a database could not be reached (3 wins when both
+happen).
 """
 
 from __future__ import annotations
@@ -88,9 +89,10 @@ def relay(
 
     With --once, exit code 3 when a source or tenant registry cannot be reached or read (or a
     registry member waits for another registry); otherwise 2 when a source is refused by the
-    configuration (its binary_ids, a bad tenant registry row: no tenant id, a DSN refused, or
-    a member reading the database of another source or tenant: a conflict, as status), or
-    when --source names a member its tenant registry does not list.
+    configuration (its binary_ids; an outbox table that does not match it: no such table, a
+    mapped column missing, a position column that is not unique; a bad tenant registry row: no
+    tenant id, a DSN refused, or a member reading the database of another source or tenant: a
+    conflict, as status), or when --source names a member its tenant registry does not list.
     """
     from outbox.relay import Relay
 

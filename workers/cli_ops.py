@@ -140,9 +140,10 @@ def status(
 
     Exit code 3 when a source, the broker or the read store cannot be reached, or does not
     answer within --timeout; otherwise 2 when a read store is not at the schema revision
-    this readmodel needs (run 'readmodel migrate'), or the configuration is invalid or
-    refuses a tenant registry row (a bad row: no tenant id, a DSN refused; or a member
-    whose database another source or tenant reads: a conflict).
+    this readmodel needs (run 'readmodel migrate'), or the configuration is invalid, does not
+    match a source's outbox table (no such table, a mapped column missing, a position column
+    that is not unique), or refuses a tenant registry row (a bad row: no tenant id, a DSN
+    refused; or a member whose database another source or tenant reads: a conflict).
     """
     settings = load(config, log_level="warning")
     outdated = _schema_problem(settings, config, timeout)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from config import ConfigError, Settings, load_settings
 from outbox.db import describe_db_error
-from outbox.errors import ReadmodelError, SourceError
+from outbox.errors import ReadmodelError, SourceConfigError, SourceError
 from workers.logs import configure_logging
 
 EXIT_OK = 0
@@ -71,7 +71,7 @@ def guarded(func: Any, *args: Any, **kwargs: Any) -> Any:
     """Run ``func``, turning readmodel and driver errors into one clear line and an exit code."""
     try:
         return func(*args, **kwargs)
-    except ConfigError as exc:
+    except (ConfigError, SourceConfigError) as exc:
         raise fail(str(exc), EXIT_CONFIG) from None
     except SourceError as exc:
         raise fail(str(exc), EXIT_UNREACHABLE) from None

@@ -183,6 +183,7 @@ def _source(
         log_head,
         parked,
         status.error,
+        refused=status.refused,
     )
 
 
