@@ -28,8 +28,8 @@ from outbox.errors import (
 from outbox.log import AppendResult, EventLog, LogRejectedError
 from outbox.log_rules import RuleOrigin, adopt_rule, rule_origin
 from outbox.rows import LogRecord, MalformedRow, decode_rows, id_type_clash
-from outbox.source import OutboxSource, source_key
-from outbox.source_groups import group_of
+from outbox.source import OutboxSource
+from outbox.source_groups import group_of, source_key
 from outbox.sources import open_source, source_failure
 
 logger = structlog.get_logger("readmodel.relay")

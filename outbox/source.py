@@ -16,22 +16,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
-from config import ColumnMap, SourceSettings
+from config import SourceSettings
 from outbox.db import create_engine, describe_db_error, redact_dsn
-from outbox.errors import NotLeaderError, SourceConfigError, SourceError
+from outbox.errors import NotLeaderError, SourceError
 from outbox.keepalive import client_keepalives
-from outbox.position_check import not_unique, position_is_unique
-from outbox.rows import FIELDS, ID_FIELDS, IdFormat
+from outbox.rows import FIELDS, IdFormat
 from outbox.source_groups import group_of
+from outbox.source_table import qualified_name, read_shape
 from outbox.timestamps import BadTimestamp, as_utc
 
-_OPTIONAL = ("event_id", "occurred_at", "tenant", "headers")
 CONNECT_TIMEOUT = 10  # seconds: a database that takes the connection but never answers
 CLAIM_TIMEOUT = 60  # seconds, PostgreSQL: a leader's statement blocked (a locked table)
-_DEFAULTS = {name: field.default for name, field in ColumnMap.model_fields.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,96 +193,10 @@ class SqlOutboxSource(OutboxSource):
     def _resolve(self) -> sa.TableClause:
         if self._table is not None:
             return self._table
-        wanted = self.settings.columns.model_dump()
-        try:
-            with self.engine.connect() as conn:
-                inspector = sa.inspect(conn)
-                described = inspector.get_columns(
-                    self.settings.table, schema=self.settings.schema_name
-                )
-                unique = position_is_unique(inspector, described, self.settings)
-        except sa.exc.NoSuchTableError:
-            raise SourceConfigError(
-                f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
-                f"(create it with: readmodel outbox init --source {self.name})"
-            ) from None
-        except SQLAlchemyError as exc:
-            raise SourceError(
-                f"source {self.name!r} ({self.display_url}): {describe_db_error(exc)}"
-            ) from exc
-        present = {c["name"].lower(): c["name"] for c in described}
-        types = {c["name"]: c["type"] for c in described}
-        if not present:
-            raise SourceConfigError(
-                f"source {self.name!r}: outbox table {self._qualified()!r} does not exist "
-                f"(create it with: readmodel outbox init --source {self.name})"
-            )
-        columns: dict[str, str] = {}
-        for field, column in wanted.items():
-            actual = present.get(column.lower()) if column else None
-            if actual is None and column and field in _OPTIONAL and column != _DEFAULTS[field]:
-                raise SourceConfigError(
-                    f"source {self.name!r}: outbox table {self._qualified()!r} has no column "
-                    f'{column!r} (configured as columns.{field}; set it to "" if the table '
-                    "has no such column)"
-                )
-            if actual is None and column and field not in _OPTIONAL:
-                if field == "dispatched_at" and self.settings.on_dispatch != "mark":
-                    columns[field] = ""
-                    continue
-                raise SourceConfigError(
-                    f"source {self.name!r}: outbox table {self._qualified()!r} has no column "
-                    f"{column!r} (configured as columns.{field})"
-                )
-            columns[field] = actual or ""
-        if not unique:
-            raise not_unique(self.name, self._qualified(), columns["position"])
-        self._columns = columns
-        self._id_formats, self._id_hints = self._id_rules(
-            {f: types[columns[f]] for f in ID_FIELDS if columns.get(f)}
-        )
-        self._table = sa.table(
-            self.settings.table,
-            *[sa.column(c) for c in columns.values() if c],
-            schema=self.settings.schema_name,
-        )
+        shape = read_shape(self.name, self.settings, self.engine, self.display_url)
+        self._columns, self._id_formats = shape.columns, shape.id_formats
+        self._id_hints, self._table = shape.id_hints, shape.table
         return self._table
-
-    def _id_rules(
-        self, types: dict[str, sa.types.TypeEngine[Any]]
-    ) -> tuple[dict[str, IdFormat], dict[str, str]]:
-        """How each mapped id column (field -> its declared type) becomes text, and the
-        hints for binary ones read as text; refuses a ``binary_ids`` no id column uses."""
-        setting = self.settings.binary_ids
-        where = source_key(self.name)
-        binary = {f: t for f, t in types.items() if is_binary(t)}
-        if setting == "text":
-            hints = {
-                field: (
-                    f"the column is {self._type_name(t)}: if it holds binary UUIDs, set "
-                    f'binary_ids = "uuid" in {where} (see the README on binary ids)'
-                )
-                for field, t in binary.items()
-                if getattr(base_type(t), "length", None) == 16
-            }
-            return {}, hints
-        if not binary:
-            described = ", ".join(
-                f"{self.settings.columns.model_dump()[f] or f} is {self._type_name(t)}"
-                for f, t in types.items()
-            )
-            raise SourceConfigError(
-                f"source {self.name!r}: binary_ids = {setting!r} ({where}) reads binary id "
-                f"columns, but no id column of {self._qualified()!r} is binary ({described}): "
-                f'remove binary_ids (the default "text") or map a binary id column'
-            )
-        return {field: setting for field in binary}, {}
-
-    def _type_name(self, column_type: sa.types.TypeEngine[Any]) -> str:
-        try:
-            return str(column_type.compile(dialect=self.engine.dialect))
-        except Exception:
-            return repr(column_type)
 
     def install(self) -> None:
         try:
@@ -298,8 +209,7 @@ class SqlOutboxSource(OutboxSource):
             ) from exc
 
     def _qualified(self) -> str:
-        schema = self.settings.schema_name
-        return f"{schema}.{self.settings.table}" if schema else self.settings.table
+        return qualified_name(self.settings)
 
     def _pending_filter(self, table: sa.TableClause) -> list[sa.ColumnElement[bool]]:
         if self.settings.on_dispatch == "mark":
@@ -508,30 +418,3 @@ class SqlOutboxSource(OutboxSource):
 
     def _on_lose_lead(self) -> None:
         """Called when leadership is lost."""
-
-
-def base_type(column_type: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
-    """The type under a PostgreSQL domain (a domain over a domain too)."""
-    for _ in range(16):
-        if not isinstance(column_type, DOMAIN):
-            break
-        column_type = column_type.data_type
-    return column_type
-
-
-def is_binary(column_type: sa.types.TypeEngine[Any]) -> bool:
-    """Whether a column of ``column_type`` holds bytes (BINARY, VARBINARY, BLOB, bytea, a
-    domain over bytea)."""
-    try:
-        return base_type(column_type).python_type is bytes
-    except NotImplementedError:  # a type the dialect does not know
-        return False
-
-
-def source_key(name: str) -> str:
-    """Where source ``name`` is configured: ``[sources.NAME]``; a member of a group is
-    configured alone or by its group's tenant registry."""
-    group = group_of(name)
-    if group is None:
-        return f"[sources.{name}]"
-    return f'[sources."{name}"] or [tenants.{group}.source]'

@@ -38,3 +38,12 @@ def configured_groups(source_names: Iterable[str], registries: Iterable[str] = (
     """The groups a configuration declares: those of its member sources, and each tenant
     registry's."""
     return {g for g in map(group_of, source_names) if g is not None} | set(registries)
+
+
+def source_key(name: str) -> str:
+    """Where source ``name`` is configured: ``[sources.NAME]``; a member of a group is
+    configured alone or by its group's tenant registry."""
+    group = group_of(name)
+    if group is None:
+        return f"[sources.{name}]"
+    return f'[sources."{name}"] or [tenants.{group}.source]'
