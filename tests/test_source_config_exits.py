@@ -6,12 +6,17 @@ which still exits 3."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
+from config import Settings
 from outbox.db import create_engine
+from outbox.relay import Relay
+from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli, run_cli_process, write_config
 from tests.conftest import ENGINES
 from tests.tenant_fixtures import pending_rows
@@ -117,3 +122,41 @@ def test_a_source_that_cannot_be_reached_still_exits_3(
     assert (relayed.returncode, status.returncode) == (3, 3), relayed.stderr + status.stderr
     assert "svc: source 'svc'" in relayed.stderr
     assert "(refused)" not in _line(status.stdout)
+
+
+def test_a_running_relay_says_it_once_and_relays_once_the_table_is_fixed(
+    tmp_path: Path,
+    sqlite_database: Callable[[], str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A running relay does not exit (it relays its other sources): it logs the refusal as
+    an error once, not a warning per retry, and relays the rows once the column is there."""
+    url = sqlite_database()
+    _outbox("sqlite", url, "missing column")
+    settings = make_settings(sqlite_database(), {"svc": {"url": url}})
+    relay = Relay(settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=relay.run, args=(stop,), daemon=True)
+    try:
+        with capture_logs() as logs:
+            thread.start()
+            totals = relay.relays[0].totals
+            assert wait_until(lambda: len(totals.errors) >= 3, 30), totals.errors
+            engine = create_engine(url)
+            try:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql("ALTER TABLE outbox ADD COLUMN type VARCHAR(50)")
+                    conn.exec_driver_sql("UPDATE outbox SET type = kind")
+            finally:
+                engine.dispose()
+            assert wait_until(lambda: totals.relayed == 3, 30), totals
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        relay.close()
+
+    said = [e for e in logs if e["event"].startswith("not relaying the source")]
+    assert [(e["log_level"], e["error"]) for e in said[:1]] == [("error", MISSING_COLUMN)]
+    assert all(e["log_level"] == "debug" for e in said[1:]) and len(said) >= 3, said
+    assert not [e for e in logs if e["event"] == "relay step failed; retrying"], logs
+    assert pending_rows(url) == 0
