@@ -26,6 +26,7 @@ from outbox.errors import (
     SourceError,
 )
 from outbox.log import AppendResult, EventLog, LogRejectedError
+from outbox.log_refusals import append_one_by_one
 from outbox.log_rules import RuleOrigin, adopt_rule, rule_origin
 from outbox.rows import LogRecord, MalformedRow, decode_rows, id_type_clash
 from outbox.source import OutboxSource
@@ -162,46 +163,13 @@ class SourceRelay:
             try:
                 return self.log.append(self.name, records, malformed, binary_ids=self._rule)
             except LogRejectedError:
-                return self._append_one_by_one(records, malformed)
+                return append_one_by_one(self.log, self.name, records, malformed, self._rule)
         except BinaryIdsConflict as exc:  # the rule was switched while this relay led
             raise self.origin.conflict(exc) from None
 
     @property
     def _rule(self) -> str | None:
         return self.source.binary_ids_rule
-
-    def _append_one_by_one(
-        self, records: list[LogRecord], malformed: list[MalformedRow]
-    ) -> AppendResult:
-        """Find the rows the log refuses, park them with the log's reason, append the rest."""
-        appended = duplicates = 0
-        parked = list(malformed)
-        touched: set[int] = set()
-        head = self.log.head(self.name)
-        for record in records:
-            try:
-                result = self.log.append(self.name, [record], binary_ids=self._rule)
-            except LogRejectedError as exc:
-                parked.append(
-                    MalformedRow(
-                        source_position=record.source_position,
-                        event_id=record.event_id,
-                        reason=f"the event log refused the row: {exc}",
-                        raw=_record_as_raw(record),
-                        aggregate_type=record.aggregate_type,
-                        aggregate_id=record.aggregate_id,
-                    )
-                )
-                continue
-            appended += result.appended
-            duplicates += result.duplicates
-            touched |= result.key_hashes
-            head = result.head
-        newly_parked = 0
-        if parked:
-            result = self.log.append(self.name, [], parked, binary_ids=self._rule)
-            head, newly_parked = result.head, result.parked
-        return AppendResult(appended, duplicates, newly_parked, head, frozenset(touched))
 
     def _count(self, result: AppendResult) -> None:
         totals = self.totals
@@ -392,19 +360,6 @@ def drain_source(relay: SourceRelay) -> RelayTotals:
         except Exception as exc:
             relay.totals.add_error(str(source_failure(relay.name, exc)))
     return relay.totals
-
-
-def _record_as_raw(record: LogRecord) -> dict[str, object]:
-    return {
-        "event_id": record.event_id,
-        "aggregate_type": record.aggregate_type,
-        "aggregate_id": record.aggregate_id,
-        "event_type": record.event_type,
-        "payload": record.payload,
-        "headers": record.headers,
-        "tenant": record.tenant,
-        "occurred_at": None if record.occurred_at is None else record.occurred_at.isoformat(),
-    }
 
 
 class Relay:
