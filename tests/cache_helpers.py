@@ -160,14 +160,16 @@ class RecordingHooks(CacheHooks):
 @pytest.fixture
 def private_redis(tmp_path: Any) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
     """A redis-server of this test's own on a free port (the shared one is never stopped);
-    calling the fixture (re)starts it on the same port."""
+    calling the fixture (re)starts it on the same port, keeping its data across restarts
+    (an append-only file in the test's directory) with ``durable=True``."""
     url = dead_redis_url()
     port = url.rsplit(":", 1)[1].split("/")[0]
     started: list[subprocess.Popen[bytes]] = []
 
-    def start() -> subprocess.Popen[bytes]:
+    def start(*, durable: bool = False) -> subprocess.Popen[bytes]:
         command = ["redis-server", "--port", port, "--bind", "127.0.0.1", "--save", ""]
-        command += ["--appendonly", "no", "--dir", str(tmp_path)]
+        command += ["--appendonly", "yes" if durable else "no", "--dir", str(tmp_path)]
+        command += ["--appendfsync", "always"] if durable else []
         process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         started.append(process)
         deadline = time.monotonic() + 10

@@ -18,6 +18,7 @@ restarts it and retries its acks as it does when Redis is down.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -26,14 +27,17 @@ from uuid import uuid4
 import redis
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
+
+from workers.redis_dispatch import DISPATCH
 
 SOCKET_TIMEOUT = 5.0
 """Seconds a connect or a reply of the broker's Redis may take (redis-py 8's default; older
 versions wait for ever). No broker call blocks in Redis (fetches are scripts that return at
 once; the idle wait reads the wake-up channel with its own timeout, the worker timeout), so
-this only has to outlast a busy Redis (a fork, a slow fsync, Dramatiq's maintenance ``KEYS``).
+this only has to outlast a busy Redis (a fork, a slow fsync).
 ``socket_timeout`` / ``socket_connect_timeout`` in the broker URL's query override it."""
 
 _LOST = (redis.ConnectionError, redis.TimeoutError)
@@ -59,7 +63,34 @@ def broker_client(url: str) -> redis.Redis:
 
 
 class WakingRedisBroker(RedisBroker):
-    """:class:`dramatiq.brokers.redis.RedisBroker` whose idle consumers wake on enqueue."""
+    """:class:`dramatiq.brokers.redis.RedisBroker` whose idle consumers wake on enqueue, whose
+    maintenance runs no ``KEYS`` (:mod:`workers.redis_dispatch`), and whose consumers give back
+    the messages a lost connection left them holding (:meth:`_WakingConsumer.close`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scripts["dispatch"] = self.client.register_script(DISPATCH)
+        self._orphans: dict[str, set[str]] = {}
+        self._orphans_lock = threading.Lock()
+
+    def keep_orphans(self, queue_name: str, ids: set[str]) -> None:
+        """Remember message ids of ``queue_name`` this worker fetched and will never process
+        or ack, to give back to the queue once Redis answers."""
+        if ids:
+            with self._orphans_lock:
+                self._orphans.setdefault(queue_name, set()).update(ids)
+
+    def give_back_orphans(self, queue_name: str) -> None:
+        """Put the remembered ids of ``queue_name`` back on it (kept if Redis fails)."""
+        with self._orphans_lock:
+            ids = self._orphans.pop(queue_name, set())
+        if not ids:
+            return
+        try:
+            self.do_requeue(queue_name, *ids)
+        except BaseException:
+            self.keep_orphans(queue_name, ids)
+            raise
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
         return _WakingConsumer(self, queue_name, prefetch, timeout)
@@ -119,11 +150,14 @@ class _WakingConsumer(Consumer):
         self.timeout = timeout / 1000
         self.message_cache: list[bytes] = []
         self.queued_message_ids: set[str] = set()
+        self._handed_out: dict[str, str] = {}  # message id -> Redis message id, until acked
+        self._lost = False
         self._wakeups = broker.client.pubsub(ignore_subscribe_messages=True)
         try:
             # Subscribed before the first fetch: a message enqueued after that fetch found
             # the queue empty leaves its wake-up waiting on this connection.
             self._wakeups.subscribe(wake_channel(broker.namespace, queue_name))
+            broker.give_back_orphans(queue_name)  # what the consumer before this one lost
         except _LOST as exc:
             self._wakeups.close()
             raise ConnectionClosed(exc) from None
@@ -136,24 +170,33 @@ class _WakingConsumer(Consumer):
         try:
             self.broker.do_ack(self.queue_name, message.options["redis_message_id"])
         except _LOST as exc:
+            self._lost = True
             raise ConnectionClosed(exc) from None
         finally:
             self.queued_message_ids.discard(message.message_id)
+            self._handed_out.pop(message.message_id, None)
 
     def nack(self, message: MessageProxy) -> None:
         try:
             self.broker.do_nack(self.queue_name, message.options["redis_message_id"])
         except _LOST as exc:
+            self._lost = True
             raise ConnectionClosed(exc) from None
         finally:
             self.queued_message_ids.discard(message.message_id)
+            self._handed_out.pop(message.message_id, None)
 
     def requeue(self, messages: Any) -> None:
+        messages = list(messages)
+        for message in messages:
+            self._handed_out.pop(message.message_id, None)
         ids = [message.options["redis_message_id"] for message in messages]
         if ids:
             try:
                 self.broker.do_requeue(self.queue_name, *ids)
             except _LOST as exc:  # Dramatiq expects ConnectionClosed here, as from acks
+                self._lost = True
+                self.broker.keep_orphans(self.queue_name, set(ids))
                 raise ConnectionClosed(exc) from None
 
     def __next__(self) -> MessageProxy | None:
@@ -165,6 +208,7 @@ class _WakingConsumer(Consumer):
                         continue
                     message = Message.decode(data)
                     self.queued_message_ids.add(message.message_id)
+                    self._handed_out[message.message_id] = message.options["redis_message_id"]
                     return MessageProxy(message)
                 free = self.prefetch - self.outstanding_message_count
                 if free <= 0:
@@ -176,6 +220,7 @@ class _WakingConsumer(Consumer):
                     self._wakeups.get_message(timeout=self.timeout)
                     return None
         except _LOST as exc:
+            self._lost = True
             raise ConnectionClosed(exc) from None
 
     def _drain_wakeups(self) -> None:
@@ -184,4 +229,26 @@ class _WakingConsumer(Consumer):
             pass
 
     def close(self) -> None:
-        self._wakeups.close()
+        """Give back the messages this consumer will never hand out or ack: those fetched and
+        not handed out and, on a delay queue, those handed out and not acked. Dramatiq drops
+        its in-memory delay queue after a connection error without giving them back (at a
+        shutdown it gives them back itself, through :meth:`requeue`), and they would stay
+        in this live worker's ack set, delivered to nobody, until it exited. After a lost
+        connection the broker keeps them for the queue's next consumer."""
+        orphans = {
+            Message.decode(data).options["redis_message_id"]
+            for data in self.message_cache
+            if data is not None
+        }
+        self.message_cache = []
+        if self.queue_name != q_name(self.queue_name):  # a delay queue
+            orphans.update(self._handed_out.values())
+            self._handed_out.clear()
+        self.broker.keep_orphans(self.queue_name, orphans)
+        try:
+            if not self._lost:
+                self.broker.give_back_orphans(self.queue_name)
+        except _LOST:
+            pass  # kept for the next consumer
+        finally:
+            self._wakeups.close()
