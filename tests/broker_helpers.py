@@ -167,3 +167,37 @@ def child_pids(parent: int) -> list[int]:
         if int(fields[1]) == parent:
             found.append(int(stat.parent.name))
     return found
+
+
+def _rabbitmqctl(*args: str) -> str:
+    result = subprocess.run(
+        ["rabbitmqctl", *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 0, f"rabbitmqctl {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def rabbitmq_vhost() -> Iterator[str]:
+    """An AMQP URL on a virtual host of the test's own (its connections can be closed without
+    touching anyone else's), deleted with its queues at the end."""
+    vhost = f"rm_test_{uuid.uuid4().hex[:10]}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield AMQP_URL.rstrip("/") + "/" + vhost
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def close_vhost_connections(url: str) -> int:
+    """Close every client connection to the virtual host of ``url`` (as a broker restart or
+    a network failure would); returns how many."""
+    vhost = url.rsplit("/", 1)[1]
+    listed = _rabbitmqctl("list_connections", "-q", "--no-table-headers", "vhost", "pid")
+    pids = [
+        pid for name, pid in (line.split("\t") for line in listed.splitlines()) if name == vhost
+    ]
+    for pid in pids:
+        _rabbitmqctl("close_connection", pid, "readmodel test: connection closed")
+    return len(pids)
