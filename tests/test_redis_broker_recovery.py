@@ -83,6 +83,31 @@ def test_a_closed_consumer_gives_back_what_it_fetched_and_did_not_hand_out(
         admin.close()
 
 
+def test_a_message_that_does_not_decode_does_not_break_a_consumers_close(
+    private_redis: Any,
+) -> None:
+    """Closing decodes the messages it gives back; one that does not decode stays where it is
+    (as Dramatiq leaves it) and the rest are given back."""
+    private_redis()
+    name = f"rm_test_{uuid.uuid4().hex[:10]}"
+    broker = _broker(private_redis.url, name)
+    noop = dramatiq.actor(lambda n: None, actor_name="noop", queue_name=name, broker=broker)
+    admin = redis.Redis.from_url(private_redis.url)
+    try:
+        noop.send(1)
+        admin.hset(f"{name}:{name}.msgs", "broken", b"not a message")
+        admin.rpush(f"{name}:{name}", "broken")
+        noop.send(2)
+        consumer = broker.consume(name, prefetch=3)
+        assert next(consumer) is not None
+        consumer.close()
+        assert admin.llen(f"{name}:{name}") == 1  # the second message, given back
+        assert b"broken" in _held(admin, broker, name)
+    finally:
+        broker.close()
+        admin.close()
+
+
 def _die(admin: redis.Redis, broker: WakingRedisBroker) -> None:
     """``broker``'s process is gone (SIGKILL): its heartbeat is long past the timeout."""
     admin.zadd(f"{broker.namespace}:__heartbeats__", {broker.broker_id: 0})

@@ -235,11 +235,8 @@ class _WakingConsumer(Consumer):
         shutdown it gives them back itself, through :meth:`requeue`), and they would stay
         in this live worker's ack set, delivered to nobody, until it exited. After a lost
         connection the broker keeps them for the queue's next consumer."""
-        orphans = {
-            Message.decode(data).options["redis_message_id"]
-            for data in self.message_cache
-            if data is not None
-        }
+        ids = (_redis_id(data) for data in self.message_cache if data is not None)
+        orphans = {redis_id for redis_id in ids if redis_id is not None}
         self.message_cache = []
         if self.queue_name != q_name(self.queue_name):  # a delay queue
             orphans.update(self._handed_out.values())
@@ -252,3 +249,12 @@ class _WakingConsumer(Consumer):
             pass  # kept for the next consumer
         finally:
             self._wakeups.close()
+
+
+def _redis_id(data: bytes) -> str | None:
+    """The Redis id of an encoded message; ``None`` for one that does not decode (its fetch
+    raises on it as Dramatiq's does; closing must not)."""
+    try:
+        return str(Message.decode(data).options["redis_message_id"])
+    except Exception:
+        return None
