@@ -282,7 +282,11 @@ class ProjectionEngine(LaneFailures):
         return applied
 
     def lagging(self, projections: Iterable[str] | None = None) -> list[tuple[Lane, int, int]]:
-        """Lanes whose checkpoint trails their source's log head: ``(lane, checkpoint, head)``."""
+        """Lanes whose checkpoint trails their source's log head: ``(lane, checkpoint, head)``.
+
+        A checkpoint behind what this process brought its lane to was moved back (a replay
+        starts a member source first logged during the rebuild again from 0): the lane is
+        forgotten as reached, so that the sweep's message for it is applied, not skipped."""
         heads = self.reader.heads()
         out = []
         names = list(self.projections) if projections is None else list(projections)
@@ -291,6 +295,8 @@ class ProjectionEngine(LaneFailures):
             for lane in self.lanes(projection, None, heads):
                 head = heads.get(lane.source, 0)
                 position = done.get((lane.source, lane.partition), 0)
+                if self._reached.get(lane, -1) > position:
+                    self._reached[lane] = position  # at worst one read more, if it raced
                 if position < head:
                     out.append((lane, position, head))
         return out
