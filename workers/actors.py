@@ -40,6 +40,10 @@ class Actors:
             max_retries=1_000_000,
             min_backoff=100,
             max_backoff=30_000,
+            # A lane runs as long as it has work (a backlog, or the targets later messages
+            # hand to its thread): Dramatiq's TimeLimit would raise into it anywhere, in a
+            # handler or the store's driver, and roll back the batch in hand.
+            time_limit=float("inf"),
         )
 
     def _apply_lane(self, projection: str, source: str, partition: int, target: int) -> None:
