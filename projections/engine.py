@@ -138,15 +138,24 @@ class ProjectionEngine(LaneFailures):
 
     # -- applying ------------------------------------------------------------------
 
-    def process_trigger(self, lane: Lane, target: int) -> LaneProgress | None:
+    def process_trigger(
+        self, lane: Lane, target: int, checkpoint: int | None = None
+    ) -> LaneProgress | None:
         """A message says the lane has work up to ``target``.
 
         A no-op without any round trip when this process already brought the lane that far
-        (checkpoints only move forward). When another thread of this process is applying
+        (checkpoints move forward but for a replay's: a blue/green replay starts a member
+        source first logged during the rebuild again from 0). The sweep's messages carry the
+        ``checkpoint`` they read: one behind what this process reached was moved back, and
+        the lane is applied from the store's checkpoint (a message racing this process's own
+        progress costs one read more). When another thread of this process is applying
         the lane, the target is handed to that thread, which goes on until it has reached
         it, instead of a second thread queueing on the lane's checkpoint lock. Otherwise
         :meth:`process` up to the log head, which makes later messages no-ops too.
         """
+        if checkpoint is not None and self._reached.get(lane, -1) > checkpoint:
+            with self._lanes_lock:
+                self._reached[lane] = min(self._reached.get(lane, -1), checkpoint)
         if self._reached.get(lane, -1) >= target:
             return None
         with self._lanes_lock:
@@ -282,11 +291,7 @@ class ProjectionEngine(LaneFailures):
         return applied
 
     def lagging(self, projections: Iterable[str] | None = None) -> list[tuple[Lane, int, int]]:
-        """Lanes whose checkpoint trails their source's log head: ``(lane, checkpoint, head)``.
-
-        A checkpoint behind what this process brought its lane to was moved back (a replay
-        starts a member source first logged during the rebuild again from 0): the lane is
-        forgotten as reached, so that the sweep's message for it is applied, not skipped."""
+        """Lanes whose checkpoint trails their source's log head: ``(lane, checkpoint, head)``."""
         heads = self.reader.heads()
         out = []
         names = list(self.projections) if projections is None else list(projections)
@@ -295,8 +300,6 @@ class ProjectionEngine(LaneFailures):
             for lane in self.lanes(projection, None, heads):
                 head = heads.get(lane.source, 0)
                 position = done.get((lane.source, lane.partition), 0)
-                if self._reached.get(lane, -1) > position:
-                    self._reached[lane] = position  # at worst one read more, if it raced
                 if position < head:
                     out.append((lane, position, head))
         return out

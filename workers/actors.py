@@ -8,7 +8,7 @@ or stale one is a cheap no-op, and reordering cannot reorder events.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import dramatiq
 import structlog
@@ -46,7 +46,14 @@ class Actors:
             time_limit=float("inf"),
         )
 
-    def _apply_lane(self, projection: str, source: str, partition: int, target: int) -> None:
+    def _apply_lane(
+        self,
+        projection: str,
+        source: str,
+        partition: int,
+        target: int,
+        checkpoint: int | None = None,
+    ) -> None:
         lane = Lane(projection, source, partition)
         known = self.runtime.engine.projections.get(projection)
         if known is None or not known.reads(source) or not 0 <= partition < known.partitions:
@@ -55,7 +62,7 @@ class Actors:
             logger.warning("message for a lane this process does not have; dropped", lane=str(lane))
             return
         try:
-            self.runtime.engine.process_trigger(lane, target)
+            self.runtime.engine.process_trigger(lane, target, checkpoint)
         except RetryLater as retry:
             raise dramatiq.Retry(str(retry), delay=int(retry.delay * 1000)) from None
         except ReadmodelError as exc:
@@ -65,17 +72,25 @@ class Actors:
     def send_lane(self, lane: Lane, target: int) -> None:
         self.apply_lane.send(lane.projection, lane.source, lane.partition, target)
 
-    def send_lanes(self, lanes: Iterable[tuple[Lane, int]]) -> int:
-        """One message per lane; on Redis all of them in one round trip."""
+    def send_lanes(
+        self, lanes: Iterable[tuple[Lane, int]], read: Mapping[Lane, int] | None = None
+    ) -> int:
+        """One message per lane; on Redis all of them in one round trip. ``read``: the
+        checkpoints the sweep read (a worker that brought a lane further learns from it that
+        a replay moved the checkpoint back)."""
+        read = read or {}
+        message = self.apply_lane.message
+        messages = [
+            message(lane.projection, lane.source, lane.partition, target)
+            if lane not in read
+            else message(lane.projection, lane.source, lane.partition, target, read[lane])
+            for lane, target in lanes
+        ]
         enqueue_many = getattr(self.broker, "enqueue_many", None)
         if enqueue_many is None:
-            sent = 0
-            for lane, target in lanes:
-                self.send_lane(lane, target)
-                sent += 1
-            return sent
-        message = self.apply_lane.message
-        messages = [message(lane.projection, lane.source, lane.partition, t) for lane, t in lanes]
+            for one in messages:
+                self.broker.enqueue(one)
+            return len(messages)
         if messages:
             enqueue_many(messages)
         return len(messages)
@@ -113,4 +128,5 @@ def sweep(actors: Actors) -> int:
     except ReadmodelError as exc:
         logger.warning("redoing cache invalidations failed", error=str(exc))
     lagging = actors.runtime.engine.lagging()
-    return actors.send_lanes((lane, head) for lane, _, head in lagging)
+    read = {lane: checkpoint for lane, checkpoint, _ in lagging}
+    return actors.send_lanes(((lane, head) for lane, _, head in lagging), read)
