@@ -164,6 +164,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
 
     def run(self, options: ReplayOptions) -> ReplaySummary:
         plan = self.plan(options)
+        self.swapped = False
         self._policy = ErrorPolicy(
             self.projection.name, skip_errors=options.skip_errors, in_place=options.mode == IN_PLACE
         )
@@ -361,6 +362,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
                 try:
                     done = self._attempt(work, hand_back=every_failure)
                     targets, applied, released, invalidation = done
+                    self.swapped = True
                     break
                 except _Refused:
                     catch_up = self.reader.heads()

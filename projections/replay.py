@@ -165,6 +165,7 @@ class Replayer(InPlaceReplay, ShadowFill):
 
     def run(self, options: ReplayOptions) -> ReplaySummary:
         plan = self.plan(options, carried=False)
+        self.swapped = False
         self._policy = ErrorPolicy(
             self.projection.name, skip_errors=options.skip_errors, in_place=options.mode == IN_PLACE
         )
@@ -261,7 +262,7 @@ class Replayer(InPlaceReplay, ShadowFill):
                 break
             except StoreError as exc:
                 attempt += 1
-                if not _is_transient(exc.__cause__):
+                if not is_transient(exc.__cause__):
                     raise
                 if attempt == _SWAP_ATTEMPTS:
                     raise StoreError(f"{exc} (after {attempt} attempts)") from exc.__cause__
@@ -364,7 +365,7 @@ class Replayer(InPlaceReplay, ShadowFill):
                 continue
             except StoreError as exc:
                 attempt += 1
-                if not _is_transient(exc.__cause__):
+                if not is_transient(exc.__cause__):
                     raise
                 blocked = swap_blocked(
                     self.store.writer, self.shadow, exc.__cause__, watch, _SWAP_LOCK_TIMEOUT_MS
@@ -378,6 +379,7 @@ class Replayer(InPlaceReplay, ShadowFill):
                 self._back_off("replay swap retried", exc, attempt, **why)
                 continue
             if not catch_up:
+                self.swapped = True
                 break
             # A late event's handler failed, or a late write was refused: the late events up
             # to it (to the heads) are applied outside the swap as the fill applies them
@@ -411,7 +413,9 @@ def _drop_wait() -> dict[str, int]:
     return {"lock_timeout_ms": _DROP_LOCK_TIMEOUT_MS, "attempts": _DROP_ATTEMPTS}
 
 
-def _is_transient(exc: BaseException | None) -> bool:
+def is_transient(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (a driver error, or SQLAlchemy's wrapping of one) is a lock timeout, a
+    deadlock, a serialization failure or SQLite's busy database: contention, retried."""
     orig = getattr(exc, "orig", exc)
     return isinstance(
         orig,

@@ -59,6 +59,9 @@ class ReplayerBase:
     _applied: int
     _total: int
     _policy: ErrorPolicy
+    swapped: bool = False
+    """Whether this replayer's last rebuild committed its swap: interrupted after it (while
+    the old tables or generation are dropped), the rebuilt model is the live one."""
 
     def _finished(self, summary: ReplaySummary, started: float) -> ReplaySummary:
         """``summary`` completed with the skipped events and the time since ``started``."""

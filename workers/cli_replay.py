@@ -31,6 +31,7 @@ from projections.replay import (
     ReplayPlan,
     ReplayRefused,
     ReplaySummary,
+    is_transient,
 )
 from projections.stores import is_mongodb
 from workers.cli_support import (
@@ -172,12 +173,7 @@ def replay_command(
             with hooks:
                 summary = _call(replayer.run, options)
         except KeyboardInterrupt:
-            err.print(
-                f"interrupted: the live model of {projection!r} is untouched; the next replay "
-                f"(or 'readmodel replay {projection} --cleanup') removes the shadow",
-                highlight=False,
-                soft_wrap=True,
-            )
+            err.print(_interrupted(projection, plan, replayer), highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
         _print_summary(summary)
     finally:
@@ -185,7 +181,8 @@ def replay_command(
 
 
 def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
-    """:func:`guarded`, with a refused replay as a usage error and a running one as a failure."""
+    """:func:`guarded`, with a refused replay as a usage error, and a running one or a swap
+    that gave up waiting for a lock as a failure (not an unreachable database)."""
 
     def call() -> Any:
         try:
@@ -194,8 +191,45 @@ def _call(func: Any, *args: Any, **kwargs: Any) -> Any:
             raise fail(str(exc), EXIT_CONFIG) from None
         except ReplayLocked as exc:
             raise fail(str(exc), EXIT_FAILURE) from None
+        except ReadmodelError as exc:
+            if _contended(exc):
+                raise fail(str(exc), EXIT_FAILURE) from None
+            raise
 
     return guarded(call)
+
+
+def _contended(exc: BaseException) -> bool:
+    """Whether ``exc`` was caused, at any depth, by a lock timeout, a deadlock or a busy
+    SQLite database: the database answered, another transaction held what it needed."""
+    cause = exc.__cause__
+    for _ in range(8):
+        if cause is None:
+            return False
+        if is_transient(cause):
+            return True
+        cause = cause.__cause__
+    return False
+
+
+def _interrupted(projection: str, plan: ReplayPlan, replayer: Any) -> str:
+    """What a Ctrl-C left: nothing of a rebuild before its swap; after it, the rebuilt model
+    (its old tables or generation for the next replay or --cleanup); in place, the batches
+    committed so far."""
+    cleanup = f"the next replay (or 'readmodel replay {projection} --cleanup')"
+    if plan.mode != BLUE_GREEN:
+        return (
+            f"interrupted: the batches of {projection!r} replayed in place so far stay "
+            f"applied, checkpoints unmoved; replay again to go through the rest"
+        )
+    if getattr(replayer, "swapped", False):
+        return (
+            f"interrupted after the swap: the rebuilt model of {projection!r} is live; "
+            f"{cleanup} drops the old {plan.unit}s left"
+        )
+    return (
+        f"interrupted: the live model of {projection!r} is untouched; {cleanup} removes the shadow"
+    )
 
 
 def _confirm(plan: ReplayPlan, yes: bool) -> None:

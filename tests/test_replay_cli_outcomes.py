@@ -1,0 +1,112 @@
+"""What ``readmodel replay`` tells the operator when a rebuild does not end as planned: a
+swap that gave up waiting for a lock failed (exit 1, not "unreachable"), and a Ctrl-C that
+comes after the swap committed says the rebuilt model is live, not that it is untouched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from projections import replay
+from projections.document_generations import generation_of
+from projections.document_replay import DocumentReplayer
+from tests.cli_helpers import docs_config, run_cli
+from tests.document_replay_helpers import PROJECTIONS, Docs, deposits, docs
+from tests.replay_helpers import EVENTS, Pipeline, pipeline_config, query
+from workers import cli_replay
+
+__all__ = ["docs"]  # the fixture
+
+
+def test_a_swap_that_gives_up_on_a_held_lock_exits_1_naming_the_holder(
+    pg: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg.feed("bank", EVENTS)
+    pg.execute("UPDATE last_deposit SET amount = -1")
+    live = query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1")
+    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 300)
+    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
+    holder = psycopg.connect(dsn.render_as_string(hide_password=False), application_name="report")
+    before_swap = cli_replay._ProgressHooks.before_swap
+
+    def held_before_swap(self: cli_replay._ProgressHooks) -> None:
+        holder.execute("SELECT count(*) FROM last_deposit")  # and stays open
+        before_swap(self)
+
+    monkeypatch.setattr(cli_replay._ProgressHooks, "before_swap", held_before_swap)
+    config = str(pipeline_config(tmp_path, pg))
+    try:
+        result = run_cli(["replay", "last_deposit", "--yes", "--config", config])
+    finally:
+        holder.rollback()
+        holder.close()
+
+    assert result.exit_code == 1, result.output
+    assert "waiting for a lock on last_deposit" in result.stderr, result.stderr
+    assert "application 'report'" in result.stderr, result.stderr
+    assert query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
+
+
+def _interrupt(*args: object, **kwargs: object) -> None:
+    raise KeyboardInterrupt  # Ctrl-C, where the replay is then
+
+
+def test_ctrl_c_after_the_swap_says_the_rebuilt_model_is_live(
+    pg: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the old tables are dropped, after the swap committed."""
+    pg.feed("bank", EVENTS)
+    pg.execute("UPDATE last_deposit SET amount = -1")
+    monkeypatch.setattr(replay, "drop_old_tables", _interrupt)
+    config = str(pipeline_config(tmp_path, pg))
+
+    result = run_cli(["replay", "last_deposit", "--yes", "--config", config])
+
+    assert result.exit_code == 130, result.output
+    assert "untouched" not in result.stderr, result.stderr
+    said = " ".join(result.stderr.split())
+    assert "interrupted after the swap: the rebuilt model of 'last_deposit' is live" in said
+    assert query(pg, "SELECT count(*) FROM last_deposit WHERE amount = -1") == [(0,)]
+    monkeypatch.undo()
+    cleanup = run_cli(["replay", "last_deposit", "--cleanup", "--config", config])
+    assert cleanup.exit_code == 0 and "last_deposit__old" in cleanup.stdout, cleanup.output
+
+
+def test_ctrl_c_in_place_says_the_batches_so_far_stay_applied(
+    pg: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg.feed("bank", EVENTS)
+    monkeypatch.setattr(cli_replay._ProgressHooks, "progress", _interrupt)
+    config = str(pipeline_config(tmp_path, pg))
+    command = ["replay", "last_deposit", "--from-position", "0", "--batch-size", "50"]
+
+    result = run_cli([*command, "--yes", "--config", config])
+
+    assert result.exit_code == 130, result.output
+    said = " ".join(result.stderr.split())
+    assert "untouched" not in said and "shadow" not in said, said
+    assert "the batches of 'last_deposit' replayed in place so far stay applied" in said
+
+
+def test_ctrl_c_after_a_document_swap_says_the_rebuilt_model_is_live(
+    docs: Docs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in the --retire-after wait, after the swap committed."""
+    docs.feed(deposits(200, 7, seed=3))
+    docs.store.database["doc_totals"].update_many({}, {"$set": {"total": 7}})
+    monkeypatch.setattr(DocumentReplayer, "_retire", _interrupt)
+    config = str(docs_config(tmp_path, docs.log, docs.url, PROJECTIONS))
+
+    result = run_cli(["replay", "doc_totals", "--yes", "--config", config])
+
+    assert result.exit_code == 130, result.output
+    said = " ".join(result.stderr.split())
+    assert "untouched" not in said, said
+    assert "interrupted after the swap: the rebuilt model of 'doc_totals' is live" in said
+    assert "drops the old collections left" in said
+    assert generation_of(docs.store.database, "doc_totals") == 1
+    assert all(d["total"] != 7 for d in docs.documents()["doc_totals"])
