@@ -28,8 +28,10 @@ events; they have no meaning for a rebuild, which must contain every event.
 
 A replay holds a per-projection lock for its whole run (a PostgreSQL advisory lock, or
 on SQLite an exclusive ``flock`` on ``<database>.replay-<projection>.lock``), so a second
-replay of the same projection is refused. An interrupted rebuild leaves the live tables
-untouched; its shadow tables are dropped by the next replay or :meth:`Replayer.cleanup`.
+replay of the same projection is refused; each of its transactions commits only while it
+still holds it (:class:`projections.replay_lock.LockProof`). An interrupted rebuild
+leaves the live tables untouched; its shadow tables are dropped by the next replay or
+:meth:`Replayer.cleanup`.
 So are old tables a swap could not drop under a bounded lock wait (left emptied, named in
 the summary: :mod:`projections.shadow_drop`).
 """
@@ -54,7 +56,7 @@ from projections.replay_apply import Refused
 from projections.replay_catch_up import CatchUp
 from projections.replay_fill import FILL_READ_SIZE, REBUILD_BATCH, ShadowFill
 from projections.replay_in_place import InPlaceReplay
-from projections.replay_lock import replay_lock
+from projections.replay_lock import LockProof, replay_lock, sql_replay_lock
 from projections.replay_plan import table_plan
 from projections.replay_policy import ErrorPolicy, HandlerError
 from projections.replay_types import (
@@ -151,6 +153,7 @@ class Replayer(InPlaceReplay, ShadowFill):
         self._applied = 0
         self._total = 0
         self._new_rows = NewRows()
+        self._lock: LockProof | None = None  # while run() or cleanup() holds it
 
     # -- planning ------------------------------------------------------------------
 
@@ -171,7 +174,7 @@ class Replayer(InPlaceReplay, ShadowFill):
         )
         started = time.monotonic()
         try:
-            with replay_lock(self.store, self.projection.name):
+            with sql_replay_lock(self.store, self.projection.name) as self._lock:
                 self._total = plan.events
                 self.hooks.started(plan)
                 summary = ReplaySummary(self.projection.name, options.mode)
@@ -181,15 +184,17 @@ class Replayer(InPlaceReplay, ShadowFill):
                     else:
                         self._in_place(options, plan, summary)
         finally:  # the next replay warns of a lookalike again (once: its plan, or itself)
+            self._lock = None
             self.shadow.warned.clear()
         return self._finished(summary, started)
 
     def cleanup(self) -> list[str]:
         """Drop the shadow and old tables and shadow checkpoints an interrupted replay left."""
         try:
-            with replay_lock(self.store, self.projection.name):
+            with sql_replay_lock(self.store, self.projection.name) as self._lock:
                 return self._cleanup()
         finally:
+            self._lock = None
             self.shadow.warned.clear()
 
     def _cleanup(self, *, refuse: bool = True) -> list[str]:

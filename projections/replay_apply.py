@@ -20,6 +20,7 @@ from outbox.db_errors import without_values
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from projections.api import UnstorableValueError
+from projections.replay_lock import LockProof
 from projections.replay_policy import HandlerError, ReplayerBase
 from projections.shadow import ShadowTables
 from projections.sql_store import SqlStore
@@ -45,12 +46,17 @@ class TableReplayerBase(ReplayerBase):
     store: SqlStore
     shadow: ShadowTables
     _new_rows: NewRows
+    _lock: LockProof | None
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
+        """A transaction of the replay, committed only if the replay still holds its lock
+        (:class:`projections.replay_lock.LockProof`)."""
         try:
             with self.store.writer.begin() as conn:
                 yield conn
+                if self._lock is not None:
+                    self._lock.check(conn)
         except (SQLAlchemyError, psycopg.Error) as exc:
             raise StoreError(
                 f"{self.projection.name}: replay failed: {describe_db_error(exc)}"

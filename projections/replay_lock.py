@@ -58,6 +58,46 @@ def replay_lock(store: Any, projection: str, lease: float = LEASE_SECONDS) -> It
         with mongo_replay_lease(store.database, projection, lease) as owner:
             yield owner
         return
+    with sql_replay_lock(store, projection):
+        yield None
+
+
+class LockProof:
+    """Tells a replay's transaction, just before it commits, whether the replay still holds
+    its lock: the PostgreSQL session holding the advisory lock is still there (a restart,
+    an idle-session or proxy timeout, a terminated backend end it, and the lock with it),
+    or the SQLite lock file is still the one locked (not removed or replaced). Checked at the
+    end: while a transaction that found it held is open, another replay that takes the lock
+    waits for that transaction's table locks before it drops or writes a shadow."""
+
+    def __init__(self, projection: str, check: Any) -> None:
+        self.projection = projection
+        self._check = check
+
+    def check(self, conn: sa.Connection) -> None:
+        """Raise :class:`ReplayLocked` (the transaction rolls back) once the lock is lost."""
+        lost = self._check(conn)
+        if lost:
+            raise ReplayLocked(
+                f"{self.projection}: this replay lost its lock ({lost}): another replay may "
+                f"hold it now; stopped, its last transaction rolled back (a rebuild's live "
+                f"model is as it was; in place, the batches committed before stay applied). "
+                f"Replay again"
+            )
+
+
+_PG_HOLDS = """
+SELECT EXISTS (SELECT FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                WHERE l.locktype = 'advisory' AND l.granted AND l.pid = %(pid)s
+                  AND d.datname = current_database() AND l.objsubid = 1
+                  AND l.classid::bigint = %(classid)s AND l.objid::bigint = %(objid)s)
+"""
+
+
+@contextmanager
+def sql_replay_lock(store: SqlStore, projection: str) -> Iterator[LockProof | None]:
+    """:func:`replay_lock` on a SQL store; yields what proves it held (``None`` for an
+    in-memory SQLite database, which no other process can reach)."""
     busy = _busy(projection)
     if store.kind == "postgresql":
         key = int.from_bytes(
@@ -65,22 +105,34 @@ def replay_lock(store: Any, projection: str, lease: float = LEASE_SECONDS) -> It
             "big",
             signed=True,
         )
+        unsigned = key & 0xFFFF_FFFF_FFFF_FFFF  # pg_locks shows its halves as two oids
         with store.engine.connect() as conn:
             if not conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one():
                 raise busy
+            pid = conn.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
             conn.commit()
+            held = {"pid": pid, "classid": unsigned >> 32, "objid": unsigned & 0xFFFF_FFFF}
+
+            def pg_lost(tx: sa.Connection) -> str | None:
+                if tx.exec_driver_sql(_PG_HOLDS, held).scalar_one():
+                    return None
+                return f"the database session holding it (pid {pid}) ended"
+
             try:
-                yield
+                yield LockProof(projection, pg_lost)
             finally:
-                conn.rollback()
-                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
-                conn.commit()
+                try:
+                    conn.rollback()
+                    conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+                    conn.commit()
+                except sa.exc.DBAPIError:  # that session ended: so did its lock
+                    conn.invalidate()
         return
     import fcntl
 
     database = store.engine.url.database
     if not database or database == ":memory:":
-        yield
+        yield None
         return
     path = Path(f"{database}.replay-{projection}.lock")
     with path.open("a") as handle:
@@ -88,8 +140,19 @@ def replay_lock(store: Any, projection: str, lease: float = LEASE_SECONDS) -> It
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise busy from None
+        locked = os.fstat(handle.fileno())
+
+        def file_lost(tx: sa.Connection) -> str | None:
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                return f"its lock file {path} was removed"
+            if (now.st_dev, now.st_ino) != (locked.st_dev, locked.st_ino):
+                return f"its lock file {path} was replaced"
+            return None
+
         try:
-            yield
+            yield LockProof(projection, file_lost)
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
