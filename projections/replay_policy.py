@@ -167,7 +167,7 @@ def check_options(
         )
     sources = projection.lane_sources(heads)
     if options.source is None:
-        return sources
+        return _within_heads(name, options, sources, heads)
     # A group stands for its member sources; a member not in the log yet for itself.
     chosen = [s for s in sources if options.source in (s, group_of(s))]
     if not chosen and projection.reads(options.source):
@@ -178,7 +178,23 @@ def check_options(
             f"projection {name!r} does not subscribe to source {options.source!r} "
             f"(its sources: {known})"
         )
-    return chosen
+    return _within_heads(name, options, chosen, heads)
+
+
+def _within_heads(
+    name: str, options: ReplayOptions, sources: list[str], heads: Mapping[str, int]
+) -> list[str]:
+    """``sources``, unless ``--from-position`` is past the log head of every one of them:
+    no event lies there (a mistyped position, another source's, one of a log restored from an
+    older backup), and replaying nothing would end as if the model had been repaired."""
+    after = options.from_position
+    if after is None or not sources or any(after <= heads.get(s, 0) for s in sources):
+        return sources
+    at = ", ".join(f"{s} {heads.get(s, 0)}" for s in sources)
+    raise ReplayRefused(
+        f"--from-position {after} is past the log head of every source {name!r} replays "
+        f"({at}): nothing lies after it (positions are per source; --dry-run shows each log head)"
+    )
 
 
 class HandlerError(Exception):

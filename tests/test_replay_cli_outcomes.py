@@ -110,3 +110,32 @@ def test_ctrl_c_after_a_document_swap_says_the_rebuilt_model_is_live(
     assert "drops the old collections left" in said
     assert generation_of(docs.store.database, "doc_totals") == 1
     assert all(d["total"] != 7 for d in docs.documents()["doc_totals"])
+
+
+def test_a_position_past_every_log_head_is_refused_not_replayed_as_nothing(
+    pg: Pipeline, tmp_path: Path
+) -> None:
+    pg.feed("bank", EVENTS)  # positions 1..300
+    config = str(pipeline_config(tmp_path, pg))
+    for args in (["--dry-run"], ["--yes"]):
+        result = run_cli(
+            ["replay", "last_deposit", "--from-position", "3000", *args, "--config", config]
+        )
+        assert result.exit_code == 2, result.output
+        said = " ".join(result.stderr.split())
+        assert "--from-position 3000 is past the log head of every source" in said, said
+        assert "(bank 300)" in said, said
+
+    at_head = run_cli(
+        ["replay", "last_deposit", "--from-position", "300", "--yes", "--config", config]
+    )
+    assert at_head.exit_code == 0 and "replayed in place: 0 events" in at_head.stdout
+
+
+def test_a_document_position_past_every_log_head_is_refused(docs: Docs, tmp_path: Path) -> None:
+    docs.feed(deposits(40, 5, seed=4))
+    config = str(docs_config(tmp_path, docs.log, docs.url, PROJECTIONS))
+    command = ["replay", "doc_last_deposit", "--from-position", "41", "--yes"]
+    result = run_cli([*command, "--config", config])
+    assert result.exit_code == 2, result.output
+    assert "--from-position 41 is past the log head" in " ".join(result.stderr.split())
