@@ -139,3 +139,43 @@ def test_a_document_position_past_every_log_head_is_refused(docs: Docs, tmp_path
     result = run_cli([*command, "--config", config])
     assert result.exit_code == 2, result.output
     assert "--from-position 41 is past the log head" in " ".join(result.stderr.split())
+
+
+def test_cleanup_with_dry_run_lists_what_it_would_drop_and_drops_nothing(
+    pg: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg.feed("bank", EVENTS)
+    config = str(pipeline_config(tmp_path, pg))
+    with monkeypatch.context() as patch:  # a rebuild interrupted half-way leaves its shadow
+        patch.setattr(cli_replay._ProgressHooks, "progress", _interrupt)
+        interrupted = run_cli(["replay", "last_deposit", "--yes", "--config", config])
+    assert interrupted.exit_code == 130, interrupted.output
+    assert "last_deposit__rebuild" in pg.tables()
+
+    dry = run_cli(["replay", "last_deposit", "--cleanup", "--dry-run", "--config", config])
+
+    assert dry.exit_code == 0, dry.output
+    assert "--cleanup would drop last_deposit__rebuild" in dry.stdout.replace('"', "")
+    assert "dry run: nothing was changed" in dry.stdout
+    assert "last_deposit__rebuild" in pg.tables()
+    cleanup = run_cli(["replay", "last_deposit", "--cleanup", "--config", config])
+    assert cleanup.exit_code == 0 and "last_deposit__rebuild" in cleanup.stdout
+    assert "last_deposit__rebuild" not in pg.tables()
+
+
+def test_a_document_cleanup_with_dry_run_drops_nothing(
+    docs: Docs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs.feed(deposits(60, 5, seed=5))
+    config = str(docs_config(tmp_path, docs.log, docs.url, PROJECTIONS))
+    with monkeypatch.context() as patch:
+        patch.setattr(cli_replay._ProgressHooks, "progress", _interrupt)
+        interrupted = run_cli(["replay", "doc_totals", "--yes", "--config", config])
+    assert interrupted.exit_code == 130, interrupted.output
+    assert "doc_totals__g1" in docs.collection_names()
+
+    dry = run_cli(["replay", "doc_totals", "--cleanup", "--dry-run", "--config", config])
+
+    assert dry.exit_code == 0, dry.output
+    assert "--cleanup would drop doc_totals__g1" in dry.stdout
+    assert "doc_totals__g1" in docs.collection_names()

@@ -85,7 +85,7 @@ def replay_command(
         typer.Option(
             "--cleanup",
             help="Only drop what an interrupted replay left behind (its shadow), or old "
-            "tables a swap could not drop.",
+            "tables a swap could not drop (with --dry-run: list them, drop nothing).",
         ),
     ] = False,
     batch_size: Annotated[
@@ -148,6 +148,16 @@ def replay_command(
             **({"batch_size": batch_size} if batch_size else {}),
             **({"retire_after": retire_after} if documents else {}),
         )
+        if cleanup and dry_run:
+            left = _call(replayer.plan, ReplayOptions()).leftovers
+            out.print(
+                f"{projection}: --cleanup would drop {', '.join(left)}"
+                if left
+                else f"{projection}: nothing to clean up",
+                highlight=False,
+            )
+            out.print("dry run: nothing was changed", highlight=False)
+            return
         if cleanup:
             dropped = _call(replayer.cleanup)
             out.print(
