@@ -13,9 +13,11 @@ commits. Readers see the old model until that commit and the complete new one af
 Handlers are strict: an error stops the replay with the event; the live model is left as
 it was. With ``skip_errors`` the failing event and every later event of its aggregate are
 skipped instead (as live parking holds them), and the swap parks them: they show up in
-``readmodel parked list`` and their aggregate is blocked until retried or skipped.
-The live projection's parked events are re-attempted by the rebuild like any other
-event; at the swap they are marked ``replayed`` and their aggregates released.
+``readmodel parked list`` and their aggregate is blocked until retried or skipped (in
+place, the failing event alone is skipped and nothing parked: see
+:class:`projections.replay_policy.ErrorPolicy`). The live projection's parked events
+are re-attempted by the rebuild like any other event; at the swap they are marked
+``replayed`` and their aggregates released.
 
 In place (``from_position``, only for ``replay_safe`` projections): events after the
 position are applied again to the live tables, batch by batch under the lanes' locks and

@@ -234,7 +234,8 @@ class ErrorPolicy:
     """Strict: a failing event stops the replay (:class:`ReplayError`). With ``skip_errors``
     it is skipped with every later event of its aggregate in its tenant (its earlier ones
     stay applied, as live parking does: :func:`projections.store.hold_of`), and
-    :attr:`skipped` lists them for the swap to park."""
+    :attr:`skipped` lists them for the swap to park. ``in_place``: only the failing event
+    is skipped (it stays as the live lanes applied it; nothing is parked)."""
 
     def __init__(self, projection: str, *, skip_errors: bool, in_place: bool) -> None:
         self.projection = projection
@@ -247,6 +248,8 @@ class ErrorPolicy:
         # Tenants' holds per (source, aggregate type, aggregate id): an event naming no
         # tenant looks for them (a scan of every hold) only where there are some.
         self._tenant_holds: Counter[tuple[str, str, str]] = Counter()
+        # In place, the events skipped, and only they: (source, position).
+        self._failed: set[tuple[str, int]] = set()
 
     def mark(self) -> PolicyMark:
         """What the policy holds and has skipped before a transaction, for :meth:`undo` if it
@@ -258,6 +261,8 @@ class ErrorPolicy:
         while len(self._rewritten) > mark.rewritten:
             index, skipped = self._rewritten.pop()
             self.skipped[index] = skipped
+        for skipped in self.skipped[mark.skipped :]:
+            self._failed.discard((skipped.source, skipped.position))
         del self.skipped[mark.skipped :]
         while len(self._changes) > mark.changes:
             source, key, before = self._changes.pop()
@@ -272,6 +277,16 @@ class ErrorPolicy:
                 self.projection, event, failed.error, in_place=self.in_place
             ) from failed.error
         key = aggregate_key(event)
+        if self.in_place:
+            # Only the event: it stays as the live lanes applied it, and so do the later
+            # events of its aggregate, which they applied after it: applied again, they
+            # bring the aggregate back to its newest state (held, as a rebuild holds them
+            # for its swap to park, they left it at its state before the event).
+            self._failed.add((event.source, event.position or 0))
+            error = f"replay: handler failed: {failed.error!r}"
+            self.skipped.append(skipped_event(event, error, failed.detail, key.tenant))
+            self._warn_skipped(event, failed)
+            return
         held = self.held.setdefault(event.source, {})
         if key.tenant and key._replace(tenant="") in held:
             key = key._replace(tenant="")  # held by it: the hold stays as it is
@@ -285,6 +300,9 @@ class ErrorPolicy:
                 event, f"replay: handler failed: {failed.error!r}", failed.detail, key.tenant
             )
         )
+        self._warn_skipped(event, failed)
+
+    def _warn_skipped(self, event: Envelope, failed: HandlerError) -> None:
         logger.warning(
             "replay skipped event",
             projection=self.projection,
@@ -302,7 +320,7 @@ class ErrorPolicy:
         skipped one are neither prefetched nor handled. Where failed handlers are undone in
         memory (``undoable``), every event goes through the apply loop, which records the
         holds there (:meth:`holds`), in order with the events it skips."""
-        if not self.held:
+        if not self.held and not self._failed:
             return events, events
         mark = self.mark()
         ready = [event for event in events if not self.holds(event)]
@@ -314,7 +332,10 @@ class ErrorPolicy:
     def holds(self, event: Envelope) -> bool:
         """Whether ``event`` is held behind a skipped event of its aggregate (then recorded).
         An event naming no tenant that meets tenants' holds merges them into one naming
-        none, as live parking does (:func:`projections.store.tenant_holds_of`)."""
+        none, as live parking does (:func:`projections.store.tenant_holds_of`). In place,
+        only an event that failed is held."""
+        if self.in_place:
+            return (event.source, event.position or 0) in self._failed
         held = self.held.get(event.source)
         hold = hold_of(held, event) if held else None
         if hold is None and held and (tenants := self._tenant_holds_of(held, event)):

@@ -303,7 +303,12 @@ def _print_summary(summary: ReplaySummary) -> None:
             highlight=False,
         )
     if summary.skipped:
-        out.print(f"  skipped {len(summary.skipped)} events (now parked):", highlight=False)
+        parked = (
+            "now parked"
+            if summary.mode == BLUE_GREEN
+            else "not parked: each stays as the live lanes applied it"
+        )
+        out.print(f"  skipped {len(summary.skipped)} events ({parked}):", highlight=False)
         for event in summary.skipped:
             tenant = f" (tenant {escape(event.event_tenant)})" if event.event_tenant else ""
             out.print(
