@@ -8,12 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from projections.api import Event, on
 from projections.replay import ReplayOptions
 from tests.cli_helpers import run_cli
+from tests.document_fixtures import DocLastDeposit
+from tests.document_replay_helpers import Docs, deposits, docs
 from tests.replay_helpers import EVENTS, Pipeline, pipeline_config, query
+
+__all__ = ["docs"]  # the fixture
 
 _LIMIT = 990  # deposits of this amount or more are refused once the live model holds them
 
@@ -72,3 +78,33 @@ def test_the_cli_says_in_place_skips_are_not_parked(pg: Pipeline, tmp_path: Path
     assert "(not parked: each stays as the live lanes applied it)" in said, said
     assert "now parked" not in said and "held:" not in said, said
     assert query(pg, "SELECT account, amount, seq FROM last_deposit ORDER BY 1") == before
+
+
+class _FailingAt(DocLastDeposit):
+    """Fails (once the live model holds them) at the positions of :attr:`failing`."""
+
+    failing: frozenset[int] = frozenset()
+
+    @on("bank", "Deposited")
+    def deposited(self, event: Event[dict], tx: Any) -> None:
+        if event.position in self.failing:
+            raise RuntimeError("not any more")
+        super().deposited(event, tx)
+
+
+def test_an_in_place_document_skip_leaves_its_aggregate_at_its_newest_state(docs: Docs) -> None:
+    events = deposits(80, 4, seed=8)
+    failing = next(i for i, e in enumerate(events) if i > 10 and e[0] == "acct-1")
+    assert any(e[0] == "acct-1" for e in events[failing + 1 :])
+    docs.feed(events)  # live: every event applied
+    before = docs.documents("doc_last_deposit")
+    projection = _FailingAt()
+    projection.failing = frozenset({failing + 1})  # positions start at 1
+    docs.projections["doc_last_deposit"] = projection
+
+    options = ReplayOptions(from_position=0, skip_errors=True)
+    summary = docs.replayer("doc_last_deposit", batch=1).run(options)
+
+    assert docs.documents("doc_last_deposit") == before
+    assert [(s.position, s.held_behind) for s in summary.skipped] == [(failing + 1, None)]
+    assert docs.store.database["rm_parked_events"].count_documents({}) == 0
