@@ -177,3 +177,36 @@ def test_a_dead_worker_is_kept_until_its_delay_queue_is_given_back(
         dead.close()
         live.close()
         admin.close()
+
+
+def test_another_dramatiqs_dispatch_script_is_used_as_it_is(
+    private_redis: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dramatiq version whose dispatch script readmodel does not know (pyproject allows any
+    2.x): the broker registers dramatiq's own script, warned once, and works; it had raised
+    at import, and no readmodel command started."""
+    from dramatiq.brokers import redis as dramatiq_redis
+    from structlog.testing import capture_logs
+
+    from workers import redis_dispatch
+
+    private_redis()
+    changed = dramatiq_redis._scripts["dispatch"].replace(
+        b'redis.call("keys"', b'redis.call("KEYS"'
+    )
+    monkeypatch.setitem(dramatiq_redis._scripts, "dispatch", changed)
+    monkeypatch.setattr(redis_dispatch, "_warned", False)
+    name = f"rm_test_{uuid.uuid4().hex[:10]}"
+    with capture_logs() as logs:
+        broker = _broker(private_redis.url, name)
+        _broker(private_redis.url, name).close()
+    noop = dramatiq.actor(lambda n: None, actor_name="noop", queue_name=name, broker=broker)
+    try:
+        noop.send(1)
+        assert next(broker.consume(name, prefetch=1)) is not None
+        assert [e["event"] for e in logs if "dispatch script" in e["event"]] == [
+            "dramatiq's Redis dispatch script is not the one readmodel knows; its queue "
+            "maintenance runs KEYS (workers/redis_dispatch.py follows dramatiq 2.x)"
+        ]
+    finally:
+        broker.close()

@@ -31,7 +31,7 @@ from dramatiq.common import q_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
-from workers.redis_dispatch import DISPATCH
+from workers.redis_dispatch import dispatch_script
 
 SOCKET_TIMEOUT = 5.0
 """Seconds a connect or a reply of the broker's Redis may take (redis-py 8's default; older
@@ -69,7 +69,7 @@ class WakingRedisBroker(RedisBroker):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.scripts["dispatch"] = self.client.register_script(DISPATCH)
+        self.scripts["dispatch"] = self.client.register_script(dispatch_script())
         self._orphans: dict[str, set[str]] = {}
         self._orphans_lock = threading.Lock()
 

@@ -16,7 +16,11 @@ set): a few O(1) calls instead of a walk of the keyspace.
 
 from __future__ import annotations
 
+import dramatiq
+import structlog
 from dramatiq.brokers import redis as dramatiq_redis
+
+logger = structlog.get_logger("readmodel.worker")
 
 _KEYS_CHECK = """\
         local ack_queues = redis.call("keys", dead_worker_acks .. "*")
@@ -48,16 +52,34 @@ _FETCHED_RECORDED = """\
 """
 
 
-def _without_keys(script: str) -> str:
+def without_keys(script: str) -> str | None:
+    """``script`` with its ``KEYS`` call replaced; ``None`` when it is not the script this
+    module knows (another dramatiq version's)."""
     for old, new in ((_KEYS_CHECK, _SET_CHECK), (_FETCHED, _FETCHED_RECORDED)):
         if script.count(old) != 1:
-            raise RuntimeError(
-                "dramatiq's Redis dispatch script changed: readmodel cannot replace its KEYS "
-                "call (workers/redis_dispatch.py must follow the installed dramatiq)"
-            )
+            return None
         script = script.replace(old, new)
     return script
 
 
-DISPATCH = _without_keys(dramatiq_redis._scripts["dispatch"].decode())
-"""The ``dispatch`` script :class:`workers.redis_broker.WakingRedisBroker` registers."""
+def dispatch_script() -> str:
+    """The ``dispatch`` script :class:`workers.redis_broker.WakingRedisBroker` registers:
+    dramatiq's own, without ``KEYS`` where this module knows it; as it is (warned once)
+    where another dramatiq version changed it: its maintenance then walks the keyspace, as
+    dramatiq's always did, rather than readmodel refusing to start."""
+    global _warned
+    script = dramatiq_redis._scripts["dispatch"].decode()
+    replaced = without_keys(script)
+    if replaced is not None:
+        return replaced
+    if not _warned:
+        _warned = True
+        logger.warning(
+            "dramatiq's Redis dispatch script is not the one readmodel knows; its queue "
+            "maintenance runs KEYS (workers/redis_dispatch.py follows dramatiq 2.x)",
+            dramatiq=dramatiq.__version__,
+        )
+    return script
+
+
+_warned = False
