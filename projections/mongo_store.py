@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -53,6 +53,7 @@ from projections.document_generations import (
     generation_of,
 )
 from projections.document_holds import BLOCKED, PARKED, merge_blocked
+from projections.document_invalidations import INVALIDATIONS, DocumentInvalidations
 from projections.document_parked import COUNTERS, FAILURES, DocumentParking
 from projections.document_swap_guard import DeadSwapWatch
 from projections.document_write_errors import (
@@ -68,7 +69,6 @@ from projections.store import (
     BatchResult,
     EventLoader,
     HandlerFailed,
-    Invalidation,
     Lane,
     ParkedEntry,
     Store,
@@ -81,14 +81,13 @@ from projections.store import (
 )
 
 CHECKPOINTS = "rm_checkpoints"
-INVALIDATIONS = "rm_invalidations"
 
 
 class _Moved(Exception):
     """The lane's checkpoint moved (or was created) since the transaction read it."""
 
 
-class MongoStore(DocumentParking, Store):
+class MongoStore(DocumentParking, DocumentInvalidations, Store):
     """A store in one MongoDB database (the URL's path names it)."""
 
     def __init__(
@@ -349,63 +348,6 @@ class MongoStore(DocumentParking, Store):
         )
         if moved.matched_count != 1:
             raise _Moved
-
-    # -- cache invalidations -------------------------------------------------------
-
-    def journal(
-        self, session: ClientSession | None, projection: str, tags: set[str] | None
-    ) -> Invalidation | None:
-        """Journal an invalidation of ``tags`` (in ``session``'s transaction), so that it is
-        redone if the process dies before the cache hears of it. The id is the time in
-        milliseconds and 20 random bits: lanes never contend on a counter for it."""
-        if not tags:
-            return None
-        ordered = tuple(sorted(tags))
-        while True:
-            journal_id = int(time.time() * 1000) << 20 | random.getrandbits(20)
-            try:
-                self.database[INVALIDATIONS].insert_one(
-                    {
-                        "_id": journal_id,
-                        "projection": projection,
-                        "tags": list(ordered),
-                        "created_at": datetime.now(UTC),
-                    },
-                    session=session,
-                )
-                return Invalidation(journal_id, projection, ordered)
-            except DuplicateKeyError:
-                if session is not None:
-                    raise
-                continue
-
-    def journal_invalidation(self, projection: str, tags: Sequence[str]) -> Invalidation | None:
-        if not self.journal_invalidations:
-            return None
-        try:
-            return self.journal(None, projection, set(tags))
-        except PyMongoError as exc:
-            raise StoreError(f"cannot write {INVALIDATIONS}: {_describe(exc)}") from exc
-
-    def pending_invalidations(
-        self, older_than: float = 0.0, limit: int = 1000
-    ) -> list[Invalidation]:
-        query: dict[str, Any] = {}
-        if older_than > 0:
-            query["created_at"] = {"$lte": datetime.now(UTC) - timedelta(seconds=older_than)}
-        try:
-            found = list(self.database[INVALIDATIONS].find(query).sort("_id", 1).limit(limit))
-        except PyMongoError as exc:
-            raise StoreError(f"cannot read {INVALIDATIONS}: {_describe(exc)}") from exc
-        return [Invalidation(int(d["_id"]), d["projection"], tuple(d["tags"])) for d in found]
-
-    def forget_invalidations(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        try:
-            self.database[INVALIDATIONS].delete_many({"_id": {"$in": list(ids)}})
-        except PyMongoError as exc:
-            raise StoreError(f"cannot delete {INVALIDATIONS}: {_describe(exc)}") from exc
 
 
 def _new_checkpoint(lane: Lane) -> dict[str, Any]:

@@ -6,7 +6,7 @@ is mixed into :class:`projections.sql_store.SqlStore`."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -37,7 +37,11 @@ class SqlInvalidations:
         ordered = tuple(sorted(tags))
         row_id = conn.execute(
             invalidations.insert()
-            .values(projection=projection, tags=orjson.dumps(ordered).decode())
+            .values(
+                projection=projection,
+                tags=orjson.dumps(ordered).decode(),
+                created_at=sa.func.now(),  # the clock pending_invalidations measures with
+            )
             .returning(invalidations.c.id)
         ).scalar_one()
         return Invalidation(int(row_id), projection, ordered)
@@ -54,16 +58,23 @@ class SqlInvalidations:
     def pending_invalidations(
         self, older_than: float = 0.0, limit: int = 1000
     ) -> list[Invalidation]:
+        """Journaled invalidations at least ``older_than`` seconds old by the store's own
+        clock (``now()`` in the same query): a host whose clock is behind would otherwise
+        redo lost ones late (caches stale longer), one ahead would redo them early."""
         query = sa.select(invalidations).order_by(invalidations.c.id).limit(limit)
         if older_than > 0:
-            cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
-            query = query.where(invalidations.c.created_at <= cutoff)
+            query = query.where(self._older_than(invalidations.c.created_at, older_than))
         try:
             with self.engine.connect() as conn:
                 rows = conn.execute(query).all()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read rm_invalidations: {describe_db_error(exc)}") from exc
         return [Invalidation(r.id, r.projection, tuple(orjson.loads(r.tags))) for r in rows]
+
+    def _older_than(self, column: sa.ColumnElement[Any], seconds: float) -> sa.ColumnElement[bool]:
+        if self.engine.dialect.name == "sqlite":  # CURRENT_TIMESTAMP text, UTC
+            return sa.func.julianday(column) <= sa.func.julianday("now") - seconds / 86400.0
+        return column <= sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
 
     def forget_invalidations(self, ids: Sequence[int]) -> None:
         if not ids:
