@@ -10,6 +10,7 @@ is off would report a fresh lag as old, or an old one as none).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -63,12 +64,14 @@ class ProjectionStatus:
         return out
 
 
-def projection_statuses(engine: ProjectionEngine) -> list[ProjectionStatus]:
-    """One :class:`ProjectionStatus` per loaded projection, in name order."""
+def projection_statuses(
+    engine: ProjectionEngine, names: Iterable[str] | None = None
+) -> list[ProjectionStatus]:
+    """One :class:`ProjectionStatus` per loaded projection (of ``names``), in name order."""
     heads = engine.reader.heads()
     log_engine = engine.reader.engine
     out = []
-    for name in sorted(engine.projections):
+    for name in sorted(engine.projections if names is None else names):
         projection = engine.projections[name]
         store = engine.store_of(projection)
         done = store.checkpoints(name)

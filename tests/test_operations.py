@@ -140,7 +140,7 @@ def test_status_health_and_metrics_report_the_lag_made_on_purpose(
     assert samples['readmodel_events_relayed_total{source="bank"}'] == 30
     assert samples['readmodel_log_head{source="bank"}'] == 30
     assert samples['readmodel_outbox_undelivered{source="bank"}'] == 0
-    assert samples["readmodel_store_up"] == 1
+    assert samples['readmodel_store_up{store="default"}'] == 1
     queue = report["broker"]["queue"]
     assert samples[f'readmodel_broker_queue_messages{{queue="{queue}",state="ready"}}'] >= 1
 

@@ -163,6 +163,7 @@ def status(
         out.print(status_tables(report))
     for subject, error in failures(report):
         err.print(f"[red]{subject}:[/] {escape(error)}", highlight=False, soft_wrap=True)
+    _exit_if_a_store_is_unreachable(report)
     failed = [s for s in report.sources if s.error]
     if report.broker.error or any(not s.refused for s in failed):
         raise typer.Exit(EXIT_UNREACHABLE)
@@ -216,6 +217,14 @@ def _report_unless_stopped(runtime: Any, timeout: float, stop: threading.Event) 
         return read["report"]
 
     return _reported(result)
+
+
+def _exit_if_a_store_is_unreachable(report: Any) -> None:
+    """Exit 3 naming each read store that could not be read (after the report of the rest:
+    one store down hides nothing of the others)."""
+    unreachable = report.unreachable_stores()
+    if unreachable:
+        raise fail("; ".join(s.error for s in unreachable), EXIT_UNREACHABLE)
 
 
 # -- health --------------------------------------------------------------------------
@@ -300,7 +309,8 @@ def health(
     elif found:
         for problem in found:
             err.print(f"[red]unhealthy:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
-    else:
+    _exit_if_a_store_is_unreachable(report)
+    if not as_json and not found:
         out.print(
             f"healthy: {len(report.sources)} sources, {len(report.projections)} projections "
             "within bounds",

@@ -276,21 +276,26 @@ class PipelineCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         from outbox.errors import ReadmodelError
-        from workers.status import collect
+        from workers.status import StoreStatus, collect
 
         def gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=list(labels))
 
-        store_up = gauge("readmodel_store_up", "1 when the read store answered this scrape.")
+        store_up = gauge(
+            "readmodel_store_up", "1 when the read store answered this scrape.", "store"
+        )
         with self._lock:
             try:
                 report = collect(self.runtime, timeout=self.timeout)
-            except ReadmodelError as exc:
+            except ReadmodelError as exc:  # the log's store: nothing can be read without it
                 logger.warning("metrics: cannot read the pipeline", error=str(exc))
-                store_up.add_metric([], 0)
+                store_up.add_metric(["default"], 0)
                 yield store_up
                 return
-        store_up.add_metric([], 1)
+        for store in report.stores or [StoreStatus("default", "", [])]:
+            store_up.add_metric([store.store], 0 if store.error else 1)
+            if store.error:
+                logger.warning("metrics: cannot read a store", error=store.error)
         yield store_up
 
         source_up = gauge("readmodel_source_up", "1 when the source answered.", "source")

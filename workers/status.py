@@ -10,12 +10,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
 
 from config import SourceSettings
-from outbox.db import describe_db_error
+from outbox.db import describe_db_error, redact_dsn
 from outbox.errors import ReadmodelError
 from outbox.keepers import last_appends
 from outbox.log_rules import RuleOrigin, recorded_rules
@@ -40,11 +40,29 @@ class StoreUnreachable(ReadmodelError):
 
 
 @dataclass(frozen=True, slots=True)
+class StoreStatus:
+    """A read store holding projections; ``error`` when it could not be read (its
+    projections are then left out of the report, the other stores' are not)."""
+
+    store: str
+    url: str
+    projections: list[str]
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
     sources: list[SourceStatus]
     projections: list[ProjectionStatus]
     broker: QueueDepth
     taken_at: float = field(default_factory=time.time)
+    stores: list[StoreStatus] = field(default_factory=list)
+
+    def unreachable_stores(self) -> list[StoreStatus]:
+        return [s for s in self.stores if s.error]
 
     def as_dict(self) -> dict[str, Any]:
         """The stable ``status --json`` document (see README, "Watching it run")."""
@@ -54,6 +72,7 @@ class Report:
             "sources": [s.as_dict() for s in self.sources],
             "projections": [p.as_dict() for p in self.projections],
             "broker": self.broker.as_dict(),
+            "stores": [s.as_dict() for s in self.stores],
         }
 
 
@@ -92,11 +111,15 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         removed = removed_members(heads, groups, names)
         counts = log.parked_outbox_counts()
         parked = {name: counts.get(name, 0) for name in [*names, *removed]}
-        projections = projection_statuses(runtime.engine)
-        return heads, parked, recorded_rules(log.engine), projections, removed
+        return heads, parked, recorded_rules(log.engine), removed
 
     pending_check = timeout or 5.0
     tasks: dict[str, Callable[[], Any]] = {"store": store_part}
+    held = _projections_by_store(runtime)
+    for store_name, held_names in held.items():  # one store down costs only its own figures
+        tasks[f"projections:{store_name}"] = partial(
+            projection_statuses, runtime.engine, held_names
+        )
     for name, member in listed.sources.items():
         tasks[f"source:{name}"] = lambda n=name, m=member: source_status(n, settings, 0, 0, m)
     tasks["broker"] = lambda: queue_depth(settings.broker, timeout=pending_check)
@@ -109,7 +132,8 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         if _unreachable(store):
             raise StoreUnreachable(message) from store
         raise ReadmodelError(message) from store
-    heads, parked, rules, projections, removed = store
+    heads, parked, rules, removed = store
+    projections, stores = _projections(runtime, held, results)
     sources = [
         _source(name, member, results[f"source:{name}"], heads.get(name, 0), parked[name])
         for name, member in listed.sources.items()
@@ -138,7 +162,38 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
         broker = QueueDepth(
             kind, settings.broker.queue, None, None, None, f"broker unreachable: {broker}"
         )
-    return Report(sources, projections, broker)
+    return Report(sources, projections, broker, stores=stores)
+
+
+def _projections_by_store(runtime: Runtime) -> dict[str, list[str]]:
+    held: dict[str, list[str]] = {}
+    for name, projection in sorted(runtime.engine.projections.items()):
+        held.setdefault(projection.store, []).append(name)
+    return held
+
+
+def _projections(
+    runtime: Runtime, held: dict[str, list[str]], results: dict[str, Any]
+) -> tuple[list[ProjectionStatus], list[StoreStatus]]:
+    """The projections of the stores that answered, and every store's status; a store that
+    fails otherwise than by being unreachable (a missing table) fails the report."""
+    projections: list[ProjectionStatus] = []
+    stores = []
+    for store_name, names in held.items():
+        result = results[f"projections:{store_name}"]
+        configured = runtime.settings.stores.get(store_name)
+        url = redact_dsn(runtime.settings.store.url if configured is None else configured.url)
+        if isinstance(result, BaseException):
+            detail = str(result) if isinstance(result, ReadmodelError | TimeoutError) else None
+            message = f"read store {store_name}: {detail or describe_db_error(result)}"
+            if not _unreachable(result):
+                raise ReadmodelError(message) from result
+            stores.append(StoreStatus(store_name, url, names, message))
+            continue
+        projections.extend(result)
+        stores.append(StoreStatus(store_name, url, names))
+    projections.sort(key=lambda p: p.projection)
+    return projections, stores
 
 
 def _unreachable(exc: BaseException | None) -> bool:
@@ -268,6 +323,8 @@ def problems(
                 out.append(Problem(subject, f"lag {seconds:.1f}s (bound {max_lag_seconds:g}s)"))
     if report.broker.error:
         out.append(Problem("broker", report.broker.error))
+    for store in report.unreachable_stores():
+        out.append(Problem(f"store {store.store}", f"unreachable: {store.error}"))
     return out
 
 

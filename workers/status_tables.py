@@ -97,6 +97,8 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
     if errors:
         for subject, error in failures(report):
             parts.append(Text.assemble((f"{subject}: ", "red"), error))
+        for store in report.unreachable_stores():
+            parts.append(Text(store.error or "", style="red"))
     return Group(*parts)
 
 
