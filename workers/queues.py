@@ -4,6 +4,15 @@ Read straight from the broker without consuming anything: on Redis the lengths o
 Dramatiq keeps (``<namespace>:<queue>`` and ``<queue>.DQ`` lists of message ids, the
 ``<queue>.XQ`` sorted set); on RabbitMQ a passive ``queue_declare`` of the three queues. An
 in-process (``memory://``) broker has no depth to report.
+
+Delayed messages (retries waiting out their backoff, ``send_with_options(delay=...)``) are
+not waiting in ``.DQ`` while a worker runs: on Redis a worker takes them off the list at
+once and holds them in its ack set (``<namespace>:__acks__.<worker>.<queue>.DQ``) until
+they are due, so "delayed" adds those sets up, each worker found in the heartbeats sorted
+set (never ``KEYS``/``SCAN``); a dead worker's are counted until maintenance puts them
+back on the list. On RabbitMQ a consumer holds them too (as unacknowledged deliveries, up
+to its prefetch), and a passive declare counts only the messages not delivered to any
+consumer: "delayed" there is the ones no worker holds.
 """
 
 from __future__ import annotations
@@ -100,10 +109,21 @@ def _redis_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, in
             pipe.llen(base)
             pipe.llen(f"{base}.DQ")
             pipe.zcard(f"{base}.XQ")
-            ready, delayed, dead = pipe.execute()
+            pipe.zrange(f"{settings.namespace}:__heartbeats__", 0, -1)
+            ready, delayed, dead, workers = pipe.execute()
+        held = _held_by_workers(client, settings, [w.decode() for w in workers], ".DQ")
     finally:
         client.close()
-    return int(ready), int(delayed), int(dead)
+    return int(ready), int(delayed) + held, int(dead)
+
+
+def _held_by_workers(client: Any, settings: BrokerSettings, workers: list[str], suffix: str) -> int:
+    """Messages of ``<queue><suffix>`` that ``workers`` fetched and hold in their ack sets."""
+    acks = f"{settings.namespace}:__acks__"
+    with client.pipeline(transaction=False) as pipe:
+        for worker in workers:
+            pipe.scard(f"{acks}.{worker}.{settings.queue}{suffix}")
+        return sum(int(n) for n in pipe.execute())
 
 
 def _rabbitmq_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, int]:
