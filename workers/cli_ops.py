@@ -138,12 +138,13 @@ def status(
     checkpoint) and seconds (age of the oldest unapplied event), parked events and the
     last error. The broker's ready, delayed and dead-lettered messages.
 
-    Exit code 3 when a source, the broker or the read store cannot be reached, or does not
-    answer within --timeout; otherwise 2 when a read store is not at the schema revision
-    this readmodel needs (run 'readmodel migrate'), or the configuration is invalid, does not
-    match a source's outbox table (no such table, a mapped column missing, a position column
-    that is not unique), or refuses a tenant registry row (a bad row: no tenant id, a DSN
-    refused; or a member whose database another source or tenant reads: a conflict).
+    Exit code 3 when a source, the broker or a read store cannot be reached, or does not
+    answer within --timeout (the figures of the others are printed first); otherwise 2 when
+    a read store is not at the schema revision this readmodel needs (run 'readmodel
+    migrate'), or the configuration is invalid, does not match a source's outbox table (no
+    such table, a mapped column missing, a position column that is not unique), or refuses
+    a tenant registry row (a bad row: no tenant id, a DSN refused; or a member whose
+    database another source or tenant reads: a conflict).
     """
     settings = load(config, log_level="warning")
     outdated = _schema_problem(settings, config, timeout)
@@ -263,7 +264,7 @@ def health(
     naming the source or projection and the figure otherwise, when a source's binary_ids
     in this config is not the rule the event log records (its relays are refused), or when
     a read store is not at the schema revision this readmodel needs (run `readmodel
-    migrate`); 3 when the read store cannot be reached.
+    migrate`); 3 when a read store cannot be reached.
     """
     from outbox.log_rules import rule_origin
     from workers.status import problems

@@ -2,7 +2,9 @@
 broker queue.
 
 Each part is read in its own thread under one deadline, so a source or broker that does
-not answer is reported as such instead of hanging a container probe.
+not answer is reported as such instead of hanging a container probe; so are the projections
+of each read store, so a store that does not answer costs only its own projections' figures
+(the log's store is needed for everything: without it the report fails).
 """
 
 from __future__ import annotations
