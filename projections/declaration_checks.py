@@ -1,7 +1,8 @@
 """Checks of a projection's declaration made when its class is defined, so that a mistake
 is named at once rather than met by every read or every event: a tenant projection's tables
-each hold the tenant column, and ``key_tags`` format only what a cached get knows (the
-primary key of its table; a document's ``_id``)."""
+each hold the tenant column but its shared tables (which are its own and lack it), and
+``key_tags`` format only what a cached get knows (the primary key of its table; a document's
+``_id``)."""
 
 from __future__ import annotations
 
@@ -33,12 +34,35 @@ def check_tenant_tables(cls: type[Projection]) -> None:
             f"{cls.__name__}: shared_collections names {unknown[0]!r}, which is not one of "
             f"its collections ({', '.join(cls.collections) or 'none'})"
         )
+    _check_shared_tables(cls, column)
     for table in cls.tables:
         shared = any(table is other for other in cls.shared_tables)
         if not shared and column not in table.c:
             raise TypeError(
                 f"{cls.__name__}: table {table.name!r} has no tenant column {column!r}; add "
                 f"it, or list the table in shared_tables if every tenant may read it"
+            )
+
+
+def _check_shared_tables(cls: type[Projection], column: str) -> None:
+    """Each shared table is one of the projection's tables, without the tenant column: a
+    shared table is read whole by every tenant, so with the column (rows of each tenant)
+    every tenant would read every other's rows."""
+    for table in cls.shared_tables:
+        if not isinstance(table, sa.Table) or not any(table is own for own in cls.tables):
+            name = table.name if isinstance(table, sa.Table) else table
+            known = ", ".join(repr(own.name) for own in cls.tables) or "none"
+            raise TypeError(
+                f"{_owner(cls)}: shared_tables names {name!r}, which is not one of its "
+                f"tables ({known}): list the sa.Table objects of its tables"
+            )
+        if column in table.c:
+            raise TypeError(
+                f"{_owner(cls)}: shared table {table.name!r} has the tenant column "
+                f"{column!r}; shared_tables are for reference data without that column, "
+                f"which every tenant reads whole (here every tenant would read every "
+                f"tenant's rows): take {table.name!r} out of shared_tables to read it per "
+                f"tenant, or drop the column"
             )
 
 
