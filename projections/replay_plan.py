@@ -9,10 +9,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from outbox.schema import event_log
 from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.replay_policy import check_options, count_events
-from projections.replay_types import BLUE_GREEN, ReplayOptions, ReplayPlan, SourcePlan
+from projections.replay_types import (
+    BLUE_GREEN,
+    ReplayOptions,
+    ReplayPlan,
+    ReplayRefused,
+    SourcePlan,
+)
 from projections.shadow import ShadowTables
 
 
@@ -30,7 +37,32 @@ def source_plans(
         types = projection.event_types(source)
         count = count_events(reader.engine, source, after, head, types, options.tenant)
         plans.append(SourcePlan(source, after, head, count))
+    if options.tenant is not None and not any(plan.events for plan in plans):
+        _check_tenant(reader.engine, projection.name, options.tenant, [p.source for p in plans])
     return plans
+
+
+_TENANTS_SHOWN = 20
+
+
+def _check_tenant(engine: sa.Engine, projection: str, tenant: str, sources: list[str]) -> None:
+    """Refuse ``--tenant`` naming a tenant no event of ``sources`` has in the log (a typo
+    would replay nothing and pass for a repair), naming the tenants it has: names only.
+    Read only when no event of the tenant lies in the range, so a real replay pays nothing."""
+    c = event_log.c
+    with engine.connect() as conn:
+        mine = sa.select(c.position).where(c.source.in_(sources), c.tenant == tenant).limit(1)
+        if sources and conn.execute(mine).first() is not None:
+            return
+        names = sa.select(c.tenant).distinct().where(c.source.in_(sources), c.tenant.is_not(None))
+        found = list(conn.execute(names.order_by(c.tenant).limit(_TENANTS_SHOWN + 1)).scalars())
+    shown = ", ".join(found[:_TENANTS_SHOWN]) + (", ..." if len(found) > _TENANTS_SHOWN else "")
+    where = ", ".join(sources) or "none in the log yet"
+    raise ReplayRefused(
+        f"--tenant {tenant!r}: no event of that tenant is in the log of the sources "
+        f"{projection!r} replays ({where}); the tenants it has there: {shown or 'none'} "
+        f"(a mistyped tenant would replay nothing)"
+    )
 
 
 def table_plan(
