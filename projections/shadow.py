@@ -40,7 +40,8 @@ transaction and the shadow's named indexes are recreated under the live names, a
 hand-made indexes of the live table (the statements ``sqlite_master`` kept) are run again
 on the new one; the triggers and views on the projection's tables or naming one are dropped
 first and made again last (SQLite checks them at every rename); its constraints keep the
-live names from the start (SQLite names them per table).
+live names from the start (SQLite names them per table). SQLite keeps no comments: a shadow
+is recorded in a table of readmodel's instead (:mod:`projections.shadow_leftovers`).
 """
 
 from __future__ import annotations
@@ -77,6 +78,9 @@ from projections.shadow_leftovers import (
     pg_mark_leftover,
     pg_marked,
     pg_rebuild_began,
+    sqlite_mark_shadow,
+    sqlite_marked,
+    sqlite_unmark,
     warn_lookalikes,
 )
 from projections.shadow_names import (
@@ -189,18 +193,19 @@ class ShadowTables:
         return [shadow.name for shadow in self.mapping.values()]
 
     def refusals(self, conn: sa.Connection) -> list[str]:
-        """Why a rebuild must not start (PostgreSQL; none: it may): a materialized view
-        reading a live table, an object outside the projection depending on one, an owner
-        or publication the replay's role cannot set on the new table."""
-        if conn.dialect.name != "postgresql":
-            return []
+        """Why a rebuild must not start (none: it may): a table named like a shadow that
+        readmodel did not make; on PostgreSQL a materialized view reading a live table, an
+        object outside the projection depending on one, an owner or publication the
+        replay's role cannot set on the new table."""
+        postgresql = conn.dialect.name == "postgresql"
         refused = [view.refusal() for view in self._views(conn) if view.materialized]
         refused += [
             f"{name} is named like its shadow table but readmodel did not make it (it lacks "
-            "readmodel's mark): rename it, or drop it if it is not yours"
+            "readmodel's mark: another projection's table, a table of yours, or one an older "
+            "readmodel's interrupted replay left): rename it, or drop it if it is not yours"
             for name in self._unmarked_shadows(conn)
         ]
-        return refused + pg_refusals(conn, self.live_tables(conn))
+        return refused + pg_refusals(conn, self.live_tables(conn)) if postgresql else refused
 
     def carried(self, conn: sa.Connection, warnings: list[str] | None = None) -> list[str]:
         """What the swap would carry beside the declared model, one line per object (for
@@ -214,16 +219,19 @@ class ShadowTables:
             raise StoreError("a rebuild cannot start: " + "; ".join(refused))
 
     def create(self, conn: sa.Connection) -> None:
-        if conn.dialect.name == "postgresql":
-            self._refuse(conn)  # before any work
-        else:  # SQLite cannot rename constraints, whose names are the table's own: keep them
+        self._refuse(conn)  # before any work
+        if conn.dialect.name != "postgresql":
+            # SQLite cannot rename constraints, whose names are the table's own: keep them
             for shadow in self.mapping.values():
                 for constraint in shadow.constraints:
                     live_item = self._declared.get(str(constraint.name))
                     if live_item is not None:
                         constraint.name = live_item.name
         self._create_tables(conn)
-        if conn.dialect.name == "postgresql":
+        if conn.dialect.name != "postgresql":
+            for table, shadow in self.mapping.items():
+                sqlite_mark_shadow(conn, table, shadow.name)  # what a cleanup may drop
+        else:
             live = dict(self.live_tables(conn))
             for table, shadow in self.mapping.items():
                 # What a later replay or --cleanup may drop (the swap gives the new table
@@ -362,6 +370,8 @@ class ShadowTables:
         ]
 
     def _views(self, conn: sa.Connection) -> list[PgView]:
+        if conn.dialect.name != "postgresql":
+            return []
         return pg_views(conn, self.live_tables(conn))
 
     def outside_keys(self, conn: sa.Connection) -> list[tuple[str, str, str]]:
@@ -395,11 +405,12 @@ class ShadowTables:
     ) -> tuple[list[str], list[str]]:
         """SQL names of the shadow and (unless ``shadows``) old tables of ``live`` that
         replays left, and of the tables named so that readmodel did not make (SQLite: its
-        shadow, by name; no old tables, which its swap drops)."""
+        shadow, by the record it made; no old tables, which its swap drops)."""
         shadow = self.mapping[live].name
         if conn.dialect.name != "postgresql":
-            there = sa.inspect(conn).has_table(shadow, schema=live.schema)
-            return [qualified(conn, live, shadow)] if there else [], []
+            mark = sqlite_marked(conn, live, shadow)
+            found = [] if mark is None else [qualified(conn, live, shadow)]
+            return (found, []) if mark else ([], found)
         marked: list[str] = []
         unmarked: list[str] = []
         names = [(shadow, SHADOW_MARK)]
@@ -423,3 +434,5 @@ def drop_tables(conn: sa.Connection, names: Iterable[str]) -> None:
         return
     for name in names:
         run(conn, f"DROP TABLE IF EXISTS {name}")
+    if conn.dialect.name == "sqlite":
+        sqlite_unmark(conn, names)

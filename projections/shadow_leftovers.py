@@ -13,8 +13,15 @@ table's to come back): an interrupted replay's shadow is dropped by the next rep
 ``--cleanup``; a table of the user's named so is left alone, with a warning, and a rebuild
 is refused while it is there (it would build into it). An unmarked shadow while its
 rebuild's checkpoints exist is taken for readmodel's: an older readmodel's (from before the
-marks) interrupted rebuild left it. SQLite keeps no comments: its shadows
-are found by name, as before.
+marks) interrupted rebuild left it.
+
+SQLite keeps no comments: a shadow is recorded in ``rm_replay_shadows`` (its SQL name, the
+live table's name and the statement ``sqlite_master`` kept for it), in the transaction that
+creates it; the swap and the drop delete the row in theirs (the table with its last row).
+Only a table so recorded, for this live table and still made by that statement, is an
+interrupted replay's shadow: a table merely named so (another projection's live table, a
+user's) is left alone, and a rebuild is refused while it is there (SQLite has no old
+tables: its swap drops the live one).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 import structlog
 
-from projections.shadow_names import leftover_name, qualified, run
+from projections.shadow_names import leftover_name, qualified, quote, run
 from projections.store_tables import checkpoints
 
 logger = structlog.get_logger("readmodel.replay")
@@ -94,3 +101,59 @@ def warn_lookalikes(live: sa.Table, names: list[str], warned: set[str]) -> None:
             "than the mark left): neither a replay nor --cleanup drops them; rename them if "
             "they are yours, drop them by hand if not",
         )
+
+
+SQLITE_MARKS = "rm_replay_shadows"
+_SQLITE_MARKS_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {SQLITE_MARKS} "
+    "(name TEXT PRIMARY KEY, live TEXT NOT NULL, definition TEXT NOT NULL)"
+)
+
+
+def _sqlite_definition(conn: sa.Connection, live: sa.Table, name: str) -> str | None:
+    """The statement ``sqlite_master`` kept for the table ``name`` (in ``live``'s schema);
+    ``None``: no such table (SQLite names are case-insensitive)."""
+    master = f"{quote(conn, live.schema)}.sqlite_master" if live.schema else "sqlite_master"
+    row = conn.exec_driver_sql(
+        f"SELECT sql FROM {master} WHERE type = 'table' AND name = ? COLLATE NOCASE", (name,)
+    ).first()
+    return None if row is None else str(row[0])
+
+
+def _sqlite_has_marks(conn: sa.Connection) -> bool:
+    return sa.inspect(conn).has_table(SQLITE_MARKS)
+
+
+def sqlite_mark_shadow(conn: sa.Connection, live: sa.Table, name: str) -> None:
+    """Record the shadow ``name`` of ``live``, just made in ``conn``'s transaction."""
+    run(conn, _SQLITE_MARKS_DDL)
+    conn.exec_driver_sql(
+        f"INSERT OR REPLACE INTO {SQLITE_MARKS} (name, live, definition) VALUES (?, ?, ?)",
+        (qualified(conn, live, name), live.name, _sqlite_definition(conn, live, name)),
+    )
+
+
+def sqlite_marked(conn: sa.Connection, live: sa.Table, name: str) -> bool | None:
+    """Whether the table ``name`` is a shadow of ``live`` readmodel made (recorded, and made
+    by the statement recorded); ``None``: no such table."""
+    definition = _sqlite_definition(conn, live, name)
+    if definition is None:
+        return None
+    if not _sqlite_has_marks(conn):
+        return False
+    row = conn.exec_driver_sql(
+        f"SELECT 1 FROM {SQLITE_MARKS} WHERE name = ? AND live = ? AND definition = ?",
+        (qualified(conn, live, name), live.name, definition),
+    ).first()
+    return row is not None
+
+
+def sqlite_unmark(conn: sa.Connection, names: list[str]) -> None:
+    """Forget the shadows ``names`` (SQL names), dropped or swapped in ``conn``'s
+    transaction; the record goes with its last row (a store no replay is under way in
+    holds no table of it)."""
+    if names and _sqlite_has_marks(conn):
+        for name in names:
+            conn.exec_driver_sql(f"DELETE FROM {SQLITE_MARKS} WHERE name = ?", (name,))
+        if conn.exec_driver_sql(f"SELECT 1 FROM {SQLITE_MARKS} LIMIT 1").first() is None:
+            run(conn, f"DROP TABLE {SQLITE_MARKS}")

@@ -38,6 +38,7 @@ from projections.shadow_leftovers import (
     pg_free_leftover_name,
     pg_mark_leftover,
     pg_marked,
+    sqlite_unmark,
     warn_lookalikes,
 )
 from projections.shadow_names import (
@@ -157,6 +158,9 @@ def sqlite_swap(shadows: ShadowTables, conn: sa.Connection) -> None:
         for index in live.indexes:
             index.create(conn)
         sqlite_restore(conn, live.name, made)
+    sqlite_unmark(
+        conn, [qualified(conn, live, shadow.name) for live, shadow in shadows.mapping.items()]
+    )
     for kind, name, table, sql in dependents:
         make_or_stop(conn, table, sql, f"{kind} {name}")
 
