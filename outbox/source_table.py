@@ -2,7 +2,8 @@
 matched to the source's configured mapping, and how its id columns become text.
 
 A table that does not match the configuration (no such table, a mapped column missing, a
-position column that is not unique, ``binary_ids`` on no binary id column) is refused with
+position column that is not an integer or not unique, ``binary_ids`` on no binary id column)
+is refused with
 :class:`~outbox.errors.SourceConfigError`, naming the source, table and column.
 """
 
@@ -88,6 +89,7 @@ def read_shape(
                 f"{column!r} (configured as columns.{field})"
             )
         columns[field] = actual or ""
+    _check_position_type(name, settings, columns["position"], types, engine.dialect)
     if not unique:
         raise not_unique(name, qualified_name(settings), columns["position"])
     id_formats, id_hints = _id_rules(
@@ -99,6 +101,26 @@ def read_shape(
         schema=settings.schema_name,
     )
     return TableShape(table, columns, id_formats, id_hints)
+
+
+def _check_position_type(
+    name: str,
+    settings: SourceSettings,
+    column: str,
+    types: dict[str, sa.types.TypeEngine[Any]],
+    dialect: sa.Dialect,
+) -> None:
+    """Refuse a position column that is not an integer: rows are claimed in position order
+    (text sorts '10' before '9', a UUID at random) and acknowledged by position."""
+    if isinstance(base_type(types[column]), sa.Integer):
+        return
+    raise SourceConfigError(
+        f"source {name!r}: position column {column!r} of outbox table "
+        f"{qualified_name(settings)!r} is {_type_name(types[column], dialect)}: the relay "
+        "claims rows in position order and acknowledges them by position, so it needs an "
+        "integer column (INTEGER or BIGINT, e.g. a sequence or identity); map "
+        "columns.position to one"
+    )
 
 
 def _id_rules(
