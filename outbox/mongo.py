@@ -42,6 +42,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from config import SourceSettings
 from outbox.db import redact_text
 from outbox.errors import NotLeaderError, SourceError
+from outbox.mongo_pending import oldest_pending
 from outbox.rows import FIELDS, Unreadable
 from outbox.source import OutboxSource, PendingStats
 
@@ -362,14 +363,9 @@ class MongoOutboxSource(OutboxSource):
             undelivered = self._outbox.count_documents(self._pending_filter())
             age = None
             if occurred and undelivered:
-                oldest = self._outbox.find_one(
-                    {**self._pending_filter(), occurred: {"$ne": None}},
-                    sort=[(occurred, ASCENDING)],
-                    projection={occurred: 1},
-                )
-                stamp = None if oldest is None else oldest.get(occurred)
-                if isinstance(stamp, datetime):
-                    stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+                unit = self.settings.timestamp_unit
+                stamp = oldest_pending(self._outbox, self._pending_filter(), occurred, unit)
+                if stamp is not None:
                     age = max(0.0, (self._server_now() - stamp).total_seconds())
         except (PyMongoError, BSONError) as exc:
             raise SourceError(
