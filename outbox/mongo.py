@@ -17,10 +17,7 @@ incremented (``$inc``) in the same transaction as the outbox insert does that.
 
 from __future__ import annotations
 
-import base64
-import math
 import os
-import re
 import socket
 import threading
 import time
@@ -28,21 +25,19 @@ import uuid
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs, unquote
 
-from bson import Binary, Decimal128, ObjectId
-from bson.datetime_ms import DatetimeMS
+from bson import Decimal128
 from bson.errors import BSONError
 from pymongo import ASCENDING, MongoClient, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 
 from config import SourceSettings
-from outbox.db import redact_text
 from outbox.errors import NotLeaderError, SourceError
+from outbox.mongo_connection import describe_mongo_error, mongo_client, mongo_database
 from outbox.mongo_pending import oldest_pending
+from outbox.mongo_values import UnsupportedValue, described, plain, plain_scalar
 from outbox.rows import FIELDS, Unreadable
 from outbox.source import OutboxSource, PendingStats
 
@@ -247,8 +242,8 @@ class MongoOutboxSource(OutboxSource):
                 elif field in ("payload", "headers"):
                     values.append(plain(value))
                 else:
-                    values.append(_plain_scalar(value))
-            except _Unsupported as exc:
+                    values.append(plain_scalar(value))
+            except UnsupportedValue as exc:
                 values.append(described(value))  # kept, as text, in the parked row
                 problem = problem or f"field {name!r} holds {exc}"
         if problem is not None:
@@ -415,97 +410,5 @@ class MongoOutboxSource(OutboxSource):
         self._connect(mongo_client(self.settings.url))
 
 
-# -- URLs and values ------------------------------------------------------------------------
-
-
-def mongo_client(url: str) -> MongoClient[Any]:
-    """A client with aware UTC datetimes that gives up on an unreachable server after a few
-    seconds (unless the URL sets its own timeouts); nothing is connected until it is used."""
-    given = {key.lower() for key in parse_qs(url.partition("?")[2])}
-    timeouts = {
-        "serverSelectionTimeoutMS": 5000,
-        "connectTimeoutMS": 5000,
-        "socketTimeoutMS": 30_000,
-    }
-    return MongoClient(
-        url,
-        tz_aware=True,
-        datetime_conversion="DATETIME_AUTO",  # a date past year 9999 is read, then parked
-        connect=False,
-        **{key: value for key, value in timeouts.items() if key.lower() not in given},
-    )
-
-
-def mongo_database(url: str) -> str:
-    """The database a ``mongodb://host/<database>`` URL names (config checks it is there)."""
-    path = url.split("://", 1)[1].split("?", 1)[0]
-    return unquote(path.split("/", 1)[1]) if "/" in path else ""
-
-
-def plain(value: Any) -> Any:
-    """A document's value in the types JSON holds: ObjectIds and Decimal128 as text, binary as
-    text when it is UTF-8 (else ``{"$base64": ...}``), datetimes left for the JSON encoder."""
-    if isinstance(value, dict):
-        return {str(key): plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(item) for item in value]
-    return _plain_scalar(value)
-
-
-def described(value: Any) -> Any:
-    """:func:`plain`, with what it cannot convert written as its ``repr`` (total: for a
-    parked row, and for the documents a read returns)."""
-    if isinstance(value, dict):
-        return {str(key): described(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [described(item) for item in value]
-    try:
-        return _plain_scalar(value)
-    except _Unsupported:
-        return repr(value)
-
-
-class _Unsupported(Exception):
-    """A BSON value with no faithful JSON form: the document is parked."""
-
-
-def _plain_scalar(value: Any) -> Any:
-    if value is None or isinstance(value, str | bool | int | datetime):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Unsupported(f"{value!r}, which JSON cannot hold")
-        return value
-    if isinstance(value, ObjectId):
-        return str(value)
-    if isinstance(value, Decimal128):
-        number = value.to_decimal()
-        if not number.is_finite():
-            raise _Unsupported(f"{number}, which JSON cannot hold")
-        return str(number)
-    if isinstance(value, Decimal | uuid.UUID):
-        return str(value)
-    if isinstance(value, Binary) and value.subtype in (3, 4) and len(value) == 16:
-        return str(value.as_uuid(value.subtype))
-    if isinstance(value, bytes | bytearray):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError:
-            return {"$base64": base64.b64encode(bytes(value)).decode()}
-    if isinstance(value, DatetimeMS):
-        raise _Unsupported(f"a date outside years 1-9999 ({int(value)} ms)")
-    raise _Unsupported(f"a BSON {type(value).__name__} value, which readmodel does not convert")
-
-
 def _utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def describe_mongo_error(exc: BaseException) -> str:
-    """One line for a driver error, secrets masked, without the driver's topology dump."""
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    message = _TOPOLOGY.sub("", message.split(", Topology Description:")[0])
-    return redact_text(f"{type(exc).__name__}: {message}"[:300])
-
-
-_TOPOLOGY = re.compile(r" \(configured timeouts: [^)]*\)")

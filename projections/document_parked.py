@@ -27,7 +27,7 @@ from pymongo.errors import PyMongoError
 from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
-from outbox.mongo import describe_mongo_error as _describe
+from outbox.mongo_connection import describe_mongo_error as _describe
 from projections.api import Projection
 from projections.document_holds import (
     BLOCKED,

@@ -11,7 +11,7 @@ projection with a ``tenant_column``, a reader for one tenant
 
 Documents come back JSON-ready, as a table's rows do, so a cached read returns what an
 uncached one does: ObjectIds and Decimal128 as text (as the MongoDB outbox source reads
-them, :func:`outbox.mongo.described`), datetimes as ISO 8601 text, binary as text or
+them, :func:`outbox.mongo_values.described`), datetimes as ISO 8601 text, binary as text or
 ``{"$base64": ...}``. A filter value that is a :class:`~decimal.Decimal` (``--where
 amount:=12.5``) is compared as the double when that is the same number (what a JSON payload
 stores), else as a Decimal128 (exact)."""
@@ -29,7 +29,8 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import PyMongoError
 
 from outbox.errors import StoreError
-from outbox.mongo import describe_mongo_error, described
+from outbox.mongo_connection import describe_mongo_error
+from outbox.mongo_values import described
 from outbox.rows import json_safe
 from projections.api import Projection
 from projections.document_generations import physical_name, read_current

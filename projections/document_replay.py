@@ -43,7 +43,7 @@ from pymongo.errors import PyMongoError
 
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
-from outbox.mongo import describe_mongo_error
+from outbox.mongo_connection import describe_mongo_error
 from projections.api import Projection
 from projections.document_collections import (
     create_collection_indexes,

@@ -16,7 +16,7 @@ from pymongo.errors import PyMongoError
 
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
-from outbox.mongo import describe_mongo_error
+from outbox.mongo_connection import describe_mongo_error
 from projections.api import Projection, UnstorableValueError
 from projections.document_write_errors import handler_error
 from projections.mongo_store import REFUSED_WRITES, MongoStore, retryable

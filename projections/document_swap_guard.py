@@ -32,7 +32,7 @@ import structlog
 from pymongo.client_session import ClientSession
 from pymongo.errors import PyMongoError
 
-from outbox.mongo import describe_mongo_error
+from outbox.mongo_connection import describe_mongo_error
 
 logger = structlog.get_logger("readmodel.replay")
 

@@ -42,8 +42,8 @@ from outbox.db import redact_dsn
 from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
-from outbox.mongo import describe_mongo_error as _describe
-from outbox.mongo import mongo_client, mongo_database
+from outbox.mongo_connection import describe_mongo_error as _describe
+from outbox.mongo_connection import mongo_client, mongo_database
 from projections.api import Projection, UnstorableValueError
 from projections.document_collections import create_collection_indexes, create_collections
 from projections.document_generations import (

@@ -21,7 +21,7 @@ import structlog
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from outbox.errors import StoreError
-from outbox.mongo import describe_mongo_error
+from outbox.mongo_connection import describe_mongo_error
 from projections.document_swap_guard import end_swap_of
 from projections.replay_types import ReplayLocked
 from projections.sql_store import SqlStore

@@ -8,7 +8,7 @@ from typing import Any
 from pymongo import MongoClient
 
 from config import Settings, load_settings
-from outbox.mongo import mongo_database
+from outbox.mongo_connection import mongo_database
 from projections.reference import CHAT_PROJECTION_MODULES, PROJECTION_MODULES
 from projections.reference.chat_service import CONVERSATIONS, MESSAGES, NOTIFICATIONS
 

@@ -83,7 +83,7 @@ class MongoOutboxDb:
     incremented in the same transaction as the inserts, so ``seq`` order is commit order."""
 
     def __init__(self, url: str, collection: str = "outbox") -> None:
-        from outbox.mongo import mongo_database
+        from outbox.mongo_connection import mongo_database
 
         self.client: MongoClient[dict[str, Any]] = MongoClient(url, tz_aware=True)
         self.db = self.client.get_database(mongo_database(url))

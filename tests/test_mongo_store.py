@@ -21,7 +21,7 @@ from pymongo import MongoClient
 
 from config import load_settings
 from outbox.log import EventLog
-from outbox.mongo import mongo_database
+from outbox.mongo_connection import mongo_database
 from projections.api import Event, Projection, on
 from projections.engine import EngineHooks, ProjectionEngine, RetryLater
 from projections.log_reader import LogReader

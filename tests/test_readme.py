@@ -297,7 +297,7 @@ def test_the_conversation_inbox_document_example_runs_as_written(
     ``readmodel query conversation_inbox r1``."""
     from pymongo import MongoClient
 
-    from outbox.mongo import mongo_database as database_name
+    from outbox.mongo_connection import mongo_database as database_name
     from tests.cli_helpers import run_cli, write_config
 
     code = _readme_block("### Document projections (MongoDB)", "python")

@@ -12,7 +12,7 @@ from typing import Any
 from pymongo import MongoClient
 
 from config import load_settings
-from outbox.mongo import mongo_database as database_name
+from outbox.mongo_connection import mongo_database as database_name
 from outbox.relay import Relay
 from projections.reference.chat_service import NO_CHAT
 from projections.reference.conversation_inbox import INBOX, NOTIFICATIONS, USERS

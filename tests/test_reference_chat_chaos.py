@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from outbox.mongo import mongo_database as database_name
+from outbox.mongo_connection import mongo_database as database_name
 from projections.reference import CHAT_PROJECTION_MODULES, PROJECTION_MODULES
 from tests.broker_helpers import Processes
 from tests.cli_helpers import write_config

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from config import ConfigError, Settings
 from outbox.db import create_engine
-from outbox.mongo import mongo_client, mongo_database
+from outbox.mongo_connection import mongo_client, mongo_database
 from outbox.status import source_statuses
 from projections.mongo_store import MongoStore
 from projections.reference.chat_service import NO_CHAT, chat_source

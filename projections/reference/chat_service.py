@@ -24,7 +24,7 @@ from pymongo.errors import PyMongoError
 
 from config import ConfigError, Settings, SourceSettings
 from outbox.errors import SourceError
-from outbox.mongo import describe_mongo_error, mongo_client, mongo_database
+from outbox.mongo_connection import describe_mongo_error, mongo_client, mongo_database
 from outbox.sources import open_source, source_kind
 from projections.reference.events import CHAT
 

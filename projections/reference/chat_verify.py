@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from pymongo.errors import PyMongoError
 
-from outbox.mongo import describe_mongo_error
+from outbox.mongo_connection import describe_mongo_error
 from projections.document_generations import generation_of, physical_name
 from projections.reference.chat_service import CONVERSATIONS, MESSAGES, NOTIFICATIONS
 from projections.reference.conversation_inbox import INBOX, LATEST, ConversationInbox

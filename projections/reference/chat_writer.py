@@ -19,7 +19,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from config import SourceSettings
 from outbox.errors import ReadmodelError, SourceError
-from outbox.mongo import describe_mongo_error, mongo_client, mongo_database
+from outbox.mongo_connection import describe_mongo_error, mongo_client, mongo_database
 from projections.reference.chat_service import COUNTERS
 from projections.reference.writer import Event
 
