@@ -95,6 +95,7 @@ class TenantRegistry:
         :meth:`abort` to shut down (the duplicate stays this connection's, whatever the
         driver closes meanwhile)."""
         self._sockets_lock = threading.Lock()
+        self._id_column = "tenant id"  # the query's first column, named in bad rows
 
     @property
     def display_url(self) -> str:
@@ -206,6 +207,7 @@ class TenantRegistry:
                         f"tenant registry {self.group!r}: the query gives "
                         f"{len(result.keys())} column(s); expected tenant id, DSN"
                     )
+                self._id_column = str(next(iter(result.keys())))
                 return [tuple(row) for row in result]
         except SQLAlchemyError as exc:
             where = redact_dsn(self.settings.url, location=True)  # logged: no user, no query
@@ -261,13 +263,12 @@ class TenantRegistry:
             reason = "the tenant id looks like a DSN: the query gives tenant id, DSN, in order"
             return RegistryProblem(self.group, None, reason, number)
         if not NAME.fullmatch(tenant):  # match() would take "acme\n"
-            return RegistryProblem(
-                self.group,
-                None,
-                f"tenant id {tenant[:40]!r} is not a source name (letters, digits, '.', '_', "
-                f"'-'; at most 100)",
-                number,
+            reason = (
+                f"the first column ({self._id_column!r}) is no tenant id (not shown: a "
+                "password or DSN selected first would be): expected a source name (letters, "
+                "digits, '.', '_', '-'; at most 100), then the DSN"
             )
+            return RegistryProblem(self.group, None, reason, number)
         if member_source(self.group, tenant) in seen:
             return RegistryProblem(
                 self.group, None, f"tenant {tenant!r} listed again; its first row is used", number

@@ -104,4 +104,4 @@ def test_a_registry_tenant_id_with_a_trailing_newline_is_a_bad_row(tmp_path: Pat
     members = registry.read()
     registry.close()
     assert members.sources == {}
-    assert "is not a source name" in str(members.problems[0])
+    assert "is no tenant id" in str(members.problems[0])

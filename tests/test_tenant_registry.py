@@ -207,8 +207,9 @@ def test_each_bad_row_is_named_by_tenant_and_the_rest_are_members(tmp_path: Path
     problems = [str(p) for p in members.problems]
     assert problems == [
         "tenant registry 'pos', row 2: no tenant id",
-        "tenant registry 'pos', row 3: tenant id 'bad id!' is not a source name (letters, "
-        "digits, '.', '_', '-'; at most 100)",
+        "tenant registry 'pos', row 3: the first column ('tenant_id') is no tenant id (not "
+        "shown: a password or DSN selected first would be): expected a source name (letters, "
+        "digits, '.', '_', '-'; at most 100), then the DSN",
         "tenant registry 'pos', tenant 'nodsn': no DSN",
         "tenant registry 'pos', tenant 'scheme': DSN refused: expected a DSN starting with "
         "postgresql://, mysql://, mariadb://, sqlite:/// or mongodb://",
