@@ -23,7 +23,7 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from outbox.errors import StoreError
-from outbox.mongo import describe_mongo_error as _describe
+from outbox.mongo_connection import describe_mongo_error as _describe
 from projections.store import Invalidation
 
 __all__ = ["INVALIDATIONS", "DocumentInvalidations"]
