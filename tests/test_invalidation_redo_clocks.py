@@ -17,29 +17,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from outbox.db import create_engine
 from tests.cache_helpers import REDIS_URL, redis_prefix
 from tests.document_bank_helpers import Bank
+from tests.metrics_helpers import skew_database_clock
 from workers.runtime import build_runtime
 
 REDO_AFTER = 60.0
-
-
-def _skew(url: str, offset: str) -> None:
-    """Make the database's ``now()`` run ``offset`` (an interval) from this host's clock."""
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql STABLE "
-                    f"AS $$ SELECT pg_catalog.now() + interval '{offset}' $$"
-                )
-            )
-            name = conn.execute(sa.text("SELECT current_database()")).scalar_one()
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" SET search_path = public, pg_catalog'))
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture
@@ -51,7 +34,7 @@ def skewed_runtime(
     """A runtime whose PostgreSQL store runs ``request.param`` off this host, with a cache
     entry of ``totals`` tagged ``account:a1`` holding ``"old"``."""
     url = pg_database()
-    _skew(url, request.param)
+    skew_database_clock(url, request.param)
     with redis_prefix() as prefix:
         settings = make_settings(
             url,

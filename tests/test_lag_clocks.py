@@ -18,28 +18,10 @@ import sqlalchemy as sa
 from config import load_settings
 from outbox.db import create_engine
 from tests.cli_helpers import run_cli, write_config
+from tests.metrics_helpers import collected, skew_database_clock
 from tests.outbox_helpers import init_outbox, insert_events
-from workers.metrics import PipelineCollector
-from workers.runtime import build_runtime
 
 BOUND = 300  # health.max_lag_seconds
-
-
-def _skew(url: str, offset: str) -> None:
-    """Make the database's ``now()`` run ``offset`` (an interval) from this host's clock."""
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql STABLE "
-                    f"AS $$ SELECT pg_catalog.now() + interval '{offset}' $$"
-                )
-            )
-            name = conn.execute(sa.text("SELECT current_database()")).scalar_one()
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" SET search_path = public, pg_catalog'))
-    finally:
-        engine.dispose()
 
 
 def _stamp_events(url: str, seconds_ago: int) -> float:
@@ -86,7 +68,7 @@ def _lagging_store(
         source.dispose()
     relayed = run_cli(["relay", "--once", "--config", str(config)])
     assert relayed.exit_code == 0, relayed.output
-    _skew(store_url, offset)
+    skew_database_clock(store_url, offset)
     skew = _stamp_events(store_url, seconds_ago)
     assert abs(abs(skew) - 3600) < 60, skew  # the store's clock really is an hour off
     return config
@@ -97,11 +79,7 @@ def _lags(config: Path) -> tuple[float, float]:
     status = run_cli(["status", "--json", "--config", str(config)])
     assert status.exit_code == 0, status.output
     (totals,) = json.loads(status.stdout)["projections"]
-    runtime = build_runtime(load_settings(config), create_tables=False, migrate=False)
-    try:
-        families = list(PipelineCollector(runtime, timeout=10).collect())
-    finally:
-        runtime.close()
+    families = collected(config)
     (metric,) = [
         sample.value
         for family in families

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from config import load_settings
 from outbox.db import create_engine
 from tests.cli_helpers import run_cli, write_config
+from tests.metrics_helpers import collected
 from tests.outbox_helpers import insert_events
-from workers.metrics import PipelineCollector
-from workers.runtime import build_runtime
 
 
 def test_an_unreachable_source_gives_no_backlog_figures(tmp_path: Path) -> None:
@@ -28,11 +26,7 @@ def test_an_unreachable_source_gives_no_backlog_figures(tmp_path: Path) -> None:
     )
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     assert run_cli(["outbox", "init", "--source", "shop", "--config", str(config)]).exit_code == 0
-    runtime = build_runtime(load_settings(config), create_tables=False, migrate=False)
-    try:
-        families = list(PipelineCollector(runtime, timeout=10).collect())
-    finally:
-        runtime.close()
+    families = collected(config)
 
     samples = {
         (family.name, sample.labels.get("source")): sample.value
@@ -70,11 +64,7 @@ def test_an_outbox_without_a_time_column_gives_no_age_while_rows_wait(tmp_path: 
         )
     finally:
         shop.dispose()
-    runtime = build_runtime(load_settings(config), create_tables=False, migrate=False)
-    try:
-        families = list(PipelineCollector(runtime, timeout=10).collect())
-    finally:
-        runtime.close()
+    families = collected(config)
 
     samples = {
         (family.name, sample.labels.get("source")): sample.value

@@ -16,10 +16,9 @@ import pytest
 from config import load_settings
 from outbox.db import create_engine
 from tests.cli_helpers import run_cli, write_config
+from tests.metrics_helpers import collected
 from tests.mongo_helpers import secantus_server
 from tests.outbox_helpers import init_outbox, insert_events
-from workers.metrics import PipelineCollector
-from workers.runtime import build_runtime
 
 INBOX = "projections.reference.conversation_inbox:ConversationInbox"
 
@@ -62,11 +61,7 @@ def config(tmp_path: Path, sqlite_database: Callable[[], str]) -> Iterator[Path]
 
 
 def test_metrics_lose_only_the_unreachable_stores_figures(config: Path) -> None:
-    runtime = build_runtime(load_settings(config), create_tables=False, migrate=False)
-    try:
-        families = list(PipelineCollector(runtime, timeout=10).collect())
-    finally:
-        runtime.close()
+    families = collected(config)
 
     samples = {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value

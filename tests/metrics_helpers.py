@@ -1,0 +1,41 @@
+"""Shared pieces of the metrics and clock tests: the figures ``readmodel metrics`` would
+export for a config, and a PostgreSQL database whose ``now()`` runs off this host's clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from config import load_settings
+from outbox.db import create_engine
+from workers.metrics import PipelineCollector
+from workers.runtime import build_runtime
+
+
+def collected(config: Path) -> list[Any]:
+    """The metric families a collector reads for ``config`` (one collection)."""
+    runtime = build_runtime(load_settings(config), create_tables=False, migrate=False)
+    try:
+        return list(PipelineCollector(runtime, timeout=10).collect())
+    finally:
+        runtime.close()
+
+
+def skew_database_clock(url: str, offset: str) -> None:
+    """Make the database's ``now()`` run ``offset`` (an interval) from this host's clock: a
+    ``public.now()`` found before ``pg_catalog``'s on the database's search path."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "CREATE FUNCTION public.now() RETURNS timestamptz LANGUAGE sql STABLE "
+                    f"AS $$ SELECT pg_catalog.now() + interval '{offset}' $$"
+                )
+            )
+            name = conn.execute(sa.text("SELECT current_database()")).scalar_one()
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" SET search_path = public, pg_catalog'))
+    finally:
+        engine.dispose()
