@@ -184,7 +184,10 @@ def _projections(
     for store_name, names in held.items():
         result = results[f"projections:{store_name}"]
         configured = runtime.settings.stores.get(store_name)
-        url = redact_dsn(runtime.settings.store.url if configured is None else configured.url)
+        # Where it is only: no user, password or query, as tenants' locations are shown.
+        url = redact_dsn(
+            runtime.settings.store.url if configured is None else configured.url, location=True
+        )
         if isinstance(result, BaseException):
             detail = str(result) if isinstance(result, ReadmodelError | TimeoutError) else None
             message = f"read store {store_name}: {detail or describe_db_error(result)}"
