@@ -49,6 +49,24 @@ def _bounded(seconds: float) -> timedelta:
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
+OFF = "off"
+
+
+def parse_bound(value: Any) -> Any:
+    """A duration, or ``"off"`` (any case) for none: TOML has no null to unset a default."""
+    if isinstance(value, str) and value.strip().lower() == OFF:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(
+            'expected a duration such as 30s, 15m, 12h or 7d (seconds if a number), or "off"'
+        ) from None
+
+
+DurationOrOff = Annotated[timedelta | None, BeforeValidator(parse_bound)]
+"""A bound that can be turned off: ``None`` when written ``"off"``."""
+
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 

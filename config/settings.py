@@ -20,7 +20,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from config.broker_settings import BrokerSettings
 from config.cache_settings import CacheSettings
-from config.checks import Duration, LogLevel, _Strict, at_least
+from config.checks import Duration, DurationOrOff, LogLevel, _Strict, at_least
 from config.outbox_identity import shared_outboxes
 from config.source_settings import SourceSettings, TenantRegistrySettings, one_member_per_tenant
 from config.store_settings import ExtraStoreSettings, StoreSettings
@@ -65,9 +65,16 @@ class HealthSettings(_Strict):
     max_lag_events: int | None = Field(
         None, ge=0, description="projection lag (log head - checkpoint) or undelivered outbox rows"
     )
-    max_lag_seconds: Duration | None = Field(
+    max_lag_seconds: DurationOrOff = Field(
         timedelta(minutes=5),
-        description="age of the oldest unapplied log event or undelivered outbox row",
+        description='age of the oldest unapplied log event or undelivered outbox row ("off": '
+        "no bound)",
+    )
+    max_parked: int | None = Field(
+        None,
+        ge=0,
+        description="events parked by a projection, or malformed rows parked from a source's "
+        "outbox (no bound unless set)",
     )
 
 

@@ -170,7 +170,7 @@ def _problems(store: Any, projection: str) -> _Problems:
         if not newest:
             return _Problems(counts)
         at, text, source = max(newest, key=lambda c: c[0])
-        return _Problems(counts, text, at.isoformat(), source)
+        return _Problems(counts, text, iso_utc(at), source)
     try:
         with store.engine.connect() as conn:
             parked = conn.execute(
@@ -200,7 +200,15 @@ def _problems(store: Any, projection: str) -> _Problems:
     if not candidates:
         return _Problems(counts)
     at, text, source = max(candidates, key=lambda c: c[0])
-    return _Problems(counts, text, at.isoformat(), source)
+    return _Problems(counts, text, iso_utc(at), source)
+
+
+def iso_utc(value: datetime | float) -> str:
+    """``value`` (a datetime, or seconds since the epoch) in ISO-8601 UTC, as ``status
+    --json`` gives every time: ``2026-11-28T10:33:35.123456+00:00``."""
+    if isinstance(value, datetime):
+        return _utc(value).astimezone(UTC).isoformat()
+    return datetime.fromtimestamp(value, UTC).isoformat()
 
 
 def _utc(value: datetime) -> datetime:

@@ -35,4 +35,4 @@ def test_a_projection_of_a_registry_without_tenants_is_listed(
     assert document["sources"] == []
     health = run_cli(["health", "--config", str(config)])
     assert health.exit_code == 0, health.output
-    assert "0 sources, 1 projections within bounds" in health.stdout
+    assert "0 sources, 1 projection within bounds" in health.stdout

@@ -31,7 +31,7 @@ from workers.cli_support import (
     schema_problem,
 )
 from workers.signals import stop_on_signals
-from workers.status_tables import failures, status_tables
+from workers.status_tables import counted, failures, status_tables
 
 WatchOption = Annotated[
     bool, typer.Option("--watch", "-w", help="Refresh every --every seconds until Ctrl-C.")
@@ -253,6 +253,16 @@ def health(
             show_default=False,
         ),
     ] = None,
+    max_parked: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parked",
+            min=0,
+            help="Fail when a projection holds, or a source's outbox has parked, more events "
+            "than this (default: health.max_parked, unbounded).",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for any one answer.")
     ] = 1.5,
@@ -260,11 +270,11 @@ def health(
 ) -> None:
     """Probe for containers: are sources and broker reachable and lags within bounds?
 
-    Exit 0 when every source and the broker answer and every lag is within its bound; 1
-    naming the source or projection and the figure otherwise, when a source's binary_ids
-    in this config is not the rule the event log records (its relays are refused), or when
-    a read store is not at the schema revision this readmodel needs (run `readmodel
-    migrate`); 3 when a read store cannot be reached.
+    Exit 0 when every source and the broker answer and every lag (and parked count) is
+    within its bound; 1 naming the source or projection and the figure otherwise, when a
+    source's binary_ids in this config is not the rule the event log records (its relays
+    are refused), or when a read store is not at the schema revision this readmodel needs
+    (run `readmodel migrate`); 3 when a read store cannot be reached.
     """
     from outbox.log_rules import rule_origin
     from workers.status import problems
@@ -287,6 +297,7 @@ def health(
         seconds_bound = None if bound is None else bound.total_seconds()
     else:
         seconds_bound = max_lag_seconds
+    parked_bound = settings.health.max_parked if max_parked is None else max_parked
     runtime = _runtime(settings)
     try:
         report = _report(runtime, timeout)
@@ -296,6 +307,7 @@ def health(
         report,
         max_lag_events=events_bound,
         max_lag_seconds=seconds_bound,
+        max_parked=parked_bound,
         origin=lambda source: rule_origin(settings, source),
     )
     if as_json:
@@ -304,6 +316,7 @@ def health(
             "problems": [{"subject": p.subject, "message": p.message} for p in found],
             "max_lag_events": events_bound,
             "max_lag_seconds": seconds_bound,
+            "max_parked": parked_bound,
             "status": report.as_dict(),
         }
         print(json.dumps(document, indent=2))
@@ -313,8 +326,8 @@ def health(
     _exit_if_a_store_is_unreachable(report)
     if not as_json and not found:
         out.print(
-            f"healthy: {len(report.sources)} sources, {len(report.projections)} projections "
-            "within bounds",
+            f"healthy: {counted(len(report.sources), 'source')}, "
+            f"{counted(len(report.projections), 'projection')} within bounds",
             highlight=False,
         )
     if found:

@@ -23,7 +23,7 @@ from outbox.keepers import last_appends
 from outbox.log_rules import RuleOrigin, recorded_rules
 from outbox.status import SourceStatus, source_status, unlisted_status, with_rules
 from outbox.tenant_registry import list_sources, registries
-from projections.status import ProjectionStatus, projection_statuses
+from projections.status import ProjectionStatus, iso_utc, projection_statuses
 from workers.queues import QueueDepth, queue_depth
 from workers.removed_members import (
     member_groups,
@@ -32,6 +32,7 @@ from workers.removed_members import (
     without_idle,
 )
 from workers.runtime import Runtime
+from workers.status_tables import counted
 
 SCHEMA_VERSION = 1
 _APPENDS = " appends"  # not a group name (no spaces in those)
@@ -70,7 +71,7 @@ class Report:
         """The stable ``status --json`` document (see README, "Watching it run")."""
         return {
             "version": SCHEMA_VERSION,
-            "taken_at": self.taken_at,
+            "taken_at": iso_utc(self.taken_at),
             "sources": [s.as_dict() for s in self.sources],
             "projections": [p.as_dict() for p in self.projections],
             "broker": self.broker.as_dict(),
@@ -289,9 +290,11 @@ def problems(
     *,
     max_lag_events: int | None,
     max_lag_seconds: float | None,
+    max_parked: int | None = None,
     origin: Callable[[str], RuleOrigin] | None = None,
 ) -> list[Problem]:
-    """What makes the pipeline unhealthy: unreachable sources or broker, lags past a bound,
+    """What makes the pipeline unhealthy: unreachable sources or broker, lags or parked
+    events (a projection's, or a source's malformed outbox rows) past a bound,
     sources whose relays are refused (their ``binary_ids`` is not the rule the log records;
     ``origin`` says where a source's setting was made, for the advice), members refused for
     a database another source or tenant reads (a conflict), members refused by the
@@ -301,6 +304,9 @@ def problems(
         subject = f"source {source.source}"
         if source.binary_ids_conflict:
             out.append(Problem(subject, _refusal(source, origin and origin(source.source))))
+        if max_parked is not None and (source.parked or 0) > max_parked:
+            rows = counted(source.parked or 0, "malformed outbox row")
+            out.append(Problem(subject, f"{rows} parked (bound {max_parked})"))
         if source.error:
             out.append(Problem(subject, f"{source.refusal or 'unreachable'}: {source.error}"))
             continue
@@ -320,6 +326,10 @@ def problems(
                 )
             )
     for projection in report.projections:
+        if max_parked is not None and projection.parked > max_parked:
+            held = counted(projection.parked, "event")
+            subject = f"projection {projection.projection}"
+            out.append(Problem(subject, f"{held} parked (bound {max_parked})"))
         for name, (events, seconds) in sorted(projection.by_source().items()):
             subject = f"projection {projection.projection} (source {name})"
             if max_lag_events is not None and events > max_lag_events:

@@ -11,6 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 
+def counted(count: int, noun: str) -> str:
+    """``"1 source"``, ``"2 sources"``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def failures(report: Any) -> list[tuple[str, str]]:
     """``(subject, error)`` of each source and the broker with an error; a member refused
     by the configuration says how, as ``health`` does: ``conflict:`` for a database another
