@@ -25,8 +25,9 @@ class SourceStatus:
     url: str
     undelivered: int | None
     oldest_undelivered_age_seconds: float | None
-    log_head: int
-    parked: int
+    log_head: int | None
+    """``None`` when the log's store could not be read; so is ``parked``."""
+    parked: int | None
     error: str | None = None
     binary_ids: str | None = None
     """The ``binary_ids`` rule the log records for the source (``None``: none yet)."""
@@ -119,8 +120,8 @@ def unlisted_status(
     name: str,
     url: str,
     error: str,
-    log_head: int,
-    parked: int,
+    log_head: int | None,
+    parked: int | None,
     *,
     conflict: bool = False,
     refused: bool = False,

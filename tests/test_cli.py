@@ -324,7 +324,7 @@ def test_unreachable_source_exits_3_with_one_line(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("command", [["relay", "--once"], ["status"], ["parked", "list"]])
+@pytest.mark.parametrize("command", [["relay", "--once"], ["parked", "list"]])
 def test_unreachable_store_exits_3(command: list[str], tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "rm.toml",

@@ -78,13 +78,16 @@ def _runtime(settings: Settings) -> Any:
 
 
 def _schema_problem(
-    settings: Settings, config: Path | None, timeout: float
+    settings: Settings, config: Path | None, timeout: float, *, reported: bool = False
 ) -> dict[str, str] | None:
     """A read store not at this readmodel's schema revision, as a health problem; asked
-    within ``timeout`` like the rest of the probe."""
-    from workers.status import run_all
+    within ``timeout`` like the rest of the probe. ``reported``: a store that cannot be
+    reached is left to the report (``status`` says what it can read without it)."""
+    from workers.status import run_all, unreachable
 
     found = run_all({"schema": lambda: schema_problem(settings, config)}, timeout)["schema"]
+    if reported and isinstance(found, BaseException) and unreachable(found):
+        return None
     if isinstance(found, TimeoutError):
         raise fail(f"read store: {found}", EXIT_UNREACHABLE)
     if isinstance(found, BaseException):
@@ -105,13 +108,10 @@ def _report(runtime: Any, timeout: float | None) -> Any:
 
 
 def _reported(read: Any) -> Any:
-    """``read()``'s report; a read store that cannot be read exits as ``status`` says."""
-    from workers.status import StoreUnreachable
-
+    """``read()``'s report; a read store that answers with an error (a missing table) exits
+    1 naming it (one that cannot be reached is in the report)."""
     try:
         return read()
-    except StoreUnreachable as exc:
-        raise fail(str(exc), EXIT_UNREACHABLE) from None
     except ReadmodelError as exc:
         raise fail(str(exc), EXIT_FAILURE) from None
 
@@ -138,8 +138,9 @@ def status(
     checkpoint) and seconds (age of the oldest unapplied event), parked events and the
     last error. The broker's ready, delayed and dead-lettered messages.
 
-    Exit code 3 when a source, the broker or a read store cannot be reached, or does not
-    answer within --timeout (the figures of the others are printed first); otherwise 2 when
+    Exit code 3 when a source, the broker or a read store (the event log's too) cannot be
+    reached, or does not answer within --timeout (the figures of the others are printed
+    first); otherwise 2 when
     a read store is not at the schema revision this readmodel needs (run 'readmodel
     migrate'), or the configuration is invalid, does not match a source's outbox table (no
     such table, a mapped column missing, a position column that is not unique), or refuses
@@ -147,7 +148,7 @@ def status(
     database another source or tenant reads: a conflict).
     """
     settings = load(config, log_level="warning")
-    outdated = _schema_problem(settings, config, timeout)
+    outdated = _schema_problem(settings, config, timeout, reported=True)
     if outdated is not None:
         raise fail(outdated["message"], EXIT_CONFIG)
     runtime = _runtime(settings)

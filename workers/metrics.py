@@ -287,7 +287,7 @@ class PipelineCollector:
         with self._lock:
             try:
                 report = collect(self.runtime, timeout=self.timeout)
-            except ReadmodelError as exc:  # the log's store: nothing can be read without it
+            except ReadmodelError as exc:  # a store that answers with an error (no table)
                 logger.warning("metrics: cannot read the pipeline", error=str(exc))
                 store_up.add_metric(["default"], 0)
                 yield store_up
@@ -312,8 +312,10 @@ class PipelineCollector:
         rows_parked = gauge("readmodel_outbox_parked", "Malformed outbox rows parked.", "source")
         for s in report.sources:
             source_up.add_metric([s.source], 0 if s.error else 1)
-            head.add_metric([s.source], s.log_head)
-            rows_parked.add_metric([s.source], s.parked)
+            if s.log_head is not None:  # neither is known when the log cannot be read
+                head.add_metric([s.source], s.log_head)
+            if s.parked is not None:
+                rows_parked.add_metric([s.source], s.parked)
             if s.undelivered is not None:  # not known when the source did not answer
                 undelivered.add_metric([s.source], s.undelivered)
             age = s.oldest_undelivered_age_seconds

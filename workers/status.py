@@ -3,8 +3,9 @@ broker queue.
 
 Each part is read in its own thread under one deadline, so a source or broker that does
 not answer is reported as such instead of hanging a container probe; so are the projections
-of each read store, so a store that does not answer costs only its own projections' figures
-(the log's store is needed for everything: without it the report fails).
+of each read store, so a store that does not answer costs only its own projections' figures.
+The log's store that does not answer costs every figure read from the log (log heads,
+parked outbox rows, every projection's lag): the sources' and the broker's are still given.
 """
 
 from __future__ import annotations
@@ -36,10 +37,6 @@ from workers.status_tables import counted
 
 SCHEMA_VERSION = 1
 _APPENDS = " appends"  # not a group name (no spaces in those)
-
-
-class StoreUnreachable(ReadmodelError):
-    """The read store (log, checkpoints) could not be read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +77,9 @@ class Report:
 
 
 def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
-    """Read everything at once; raises :class:`StoreUnreachable` when the store does not answer
-    (within ``timeout`` seconds, when given)."""
+    """Read everything at once (each part within ``timeout`` seconds, when given); a part
+    that does not answer is reported as such. Raises :class:`ReadmodelError` when a read
+    store answers with an error (a missing table)."""
     settings = runtime.settings
     log = runtime.log
     started = time.monotonic()
@@ -132,13 +130,20 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     if isinstance(store, BaseException):
         detail = str(store) if isinstance(store, ReadmodelError | TimeoutError) else None
         message = f"read store: {detail or describe_db_error(store)}"
-        if _unreachable(store):
-            raise StoreUnreachable(message) from store
-        raise ReadmodelError(message) from store
-    heads, parked, rules, removed = store
-    projections, stores = _projections(runtime, held, results)
+        if not unreachable(store):
+            raise ReadmodelError(message) from store
+        heads, parked, rules, removed = {}, {}, {}, set()
+        projections, stores = [], _without_log(runtime, held, message)
+    else:
+        heads, parked, rules, removed = store
+        projections, stores = _projections(runtime, held, results)
+    logged = not isinstance(store, BaseException)
+
+    def head(name: str) -> int | None:
+        return heads.get(name, 0) if logged else None
+
     sources = [
-        _source(name, member, results[f"source:{name}"], heads.get(name, 0), parked[name])
+        _source(name, member, results[f"source:{name}"], head(name), parked.get(name))
         for name, member in listed.sources.items()
     ]
     sources += [
@@ -146,8 +151,8 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
             u.source,
             u.url,
             u.error,
-            heads.get(u.source, 0),
-            parked[u.source],
+            head(u.source),
+            parked.get(u.source),
             conflict=u.conflict,
             refused=u.refused,
         )
@@ -175,6 +180,27 @@ def _projections_by_store(runtime: Runtime) -> dict[str, list[str]]:
     return held
 
 
+def _store_url(runtime: Runtime, store_name: str) -> str:
+    """Where the store is only: no user, password or query, as tenants' locations are shown."""
+    configured = runtime.settings.stores.get(store_name)
+    url = runtime.settings.store.url if configured is None else configured.url
+    return redact_dsn(url, location=True)
+
+
+def _without_log(runtime: Runtime, held: dict[str, list[str]], error: str) -> list[StoreStatus]:
+    """Every store's status when the log's store (``default``) is unreachable: the log's with
+    ``error``, listed even when it holds no projection; the others' projections not read
+    either (their lag is measured against the log)."""
+    stores = [
+        StoreStatus("default", _store_url(runtime, "default"), held.get("default", []), error)
+    ]
+    for name, names in held.items():
+        if name != "default":
+            needs = f"read store {name}: not read, its projections' lag needs the event log"
+            stores.append(StoreStatus(name, _store_url(runtime, name), names, needs))
+    return stores
+
+
 def _projections(
     runtime: Runtime, held: dict[str, list[str]], results: dict[str, Any]
 ) -> tuple[list[ProjectionStatus], list[StoreStatus]]:
@@ -184,15 +210,11 @@ def _projections(
     stores = []
     for store_name, names in held.items():
         result = results[f"projections:{store_name}"]
-        configured = runtime.settings.stores.get(store_name)
-        # Where it is only: no user, password or query, as tenants' locations are shown.
-        url = redact_dsn(
-            runtime.settings.store.url if configured is None else configured.url, location=True
-        )
+        url = _store_url(runtime, store_name)
         if isinstance(result, BaseException):
             detail = str(result) if isinstance(result, ReadmodelError | TimeoutError) else None
             message = f"read store {store_name}: {detail or describe_db_error(result)}"
-            if not _unreachable(result):
+            if not unreachable(result):
                 raise ReadmodelError(message) from result
             stores.append(StoreStatus(store_name, url, names, message))
             continue
@@ -202,7 +224,7 @@ def _projections(
     return projections, stores
 
 
-def _unreachable(exc: BaseException | None) -> bool:
+def unreachable(exc: BaseException | None) -> bool:
     """A timeout or a connection failure anywhere in the cause chain (not a missing table)."""
     from pymongo.errors import ConnectionFailure
     from sqlalchemy.exc import OperationalError
@@ -217,7 +239,7 @@ def _unreachable(exc: BaseException | None) -> bool:
 
 
 def _source(
-    name: str, settings: SourceSettings, result: Any, log_head: int, parked: int
+    name: str, settings: SourceSettings, result: Any, log_head: int | None, parked: int | None
 ) -> SourceStatus:
     if isinstance(result, BaseException):
         from outbox.sources import source_kind

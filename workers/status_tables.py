@@ -53,10 +53,10 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
         [
             _source_cell(row),
             row.engine,
-            "?" if row.undelivered is None else str(row.undelivered),
+            _figure(row.undelivered),
             _age(row.oldest_undelivered_age_seconds),
-            str(row.log_head),
-            str(row.parked),
+            _figure(row.log_head),
+            _figure(row.parked),
             *([_rule(row)] if rules else []),
         ]
         for row in report.sources
@@ -175,6 +175,11 @@ def _source_cell(row: Any) -> str:
     if row.removed:
         return f"{row.source} (removed)"
     return f"{row.source} ({row.refusal})" if row.refusal else row.source
+
+
+def _figure(value: int | None) -> str:
+    """A count, ``?`` when not known (what holds it could not be read)."""
+    return "?" if value is None else str(value)
 
 
 def _age(seconds: float | None) -> str:
