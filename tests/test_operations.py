@@ -110,7 +110,7 @@ def test_status_health_and_metrics_report_the_lag_made_on_purpose(
     status = run_cli(["status", "--config", str(config), "--json"])
     assert status.exit_code == 0, status.output
     report = json.loads(status.stdout)
-    assert report["version"] == 1
+    assert report["version"] == 2
     assert [(s["source"], s["undelivered"], s["log_head"]) for s in report["sources"]] == [
         ("bank", 0, 30)
     ]

@@ -35,7 +35,7 @@ from workers.removed_members import (
 from workers.runtime import Runtime
 from workers.status_tables import counted
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: taken_at in ISO-8601 UTC; log_head, parked null when the log is unread
 _APPENDS = " appends"  # not a group name (no spaces in those)
 
 
