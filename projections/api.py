@@ -54,7 +54,6 @@ from projections.payload_errors import PayloadError as PayloadError  # re-export
 from projections.payload_errors import hides_cause, payload_error
 from projections.payload_types import PayloadAdapter, payload_type
 from projections.table_names import check_table_names
-from projections.tag_spelling import id_spellings
 
 P = TypeVar("P")
 
@@ -323,12 +322,11 @@ class Projection:
         """
 
     def cache_tags(self, event: Envelope) -> Iterable[str]:
-        """The cache tags applying ``event`` invalidates (``"<aggregate_type>:<id>"``, and
-        the same with the id's canonical spelling when it differs: ``"product:45"`` for id
-        ``"45.00"``, see :mod:`projections.tag_spelling`); a handler adds more with
-        ``tx.invalidate(...)``. Tags are namespaced by projection."""
-        kind = event.aggregate_type
-        return tuple(f"{kind}:{spelled}" for spelled in id_spellings(event.aggregate_id))
+        """The cache tags applying ``event`` invalidates (``"<aggregate_type>:<id>"``); a
+        handler adds more with ``tx.invalidate(...)``. Tags are namespaced by projection; the
+        cache also invalidates each with the canonical spelling of its id (``"product:45"``
+        for id ``"45.00"``, see :mod:`projections.tag_spelling`)."""
+        return (f"{event.aggregate_type}:{event.aggregate_id}",)
 
     def upcast(self, event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Bring ``payload`` to the newest schema version through ``upcasters``."""

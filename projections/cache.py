@@ -11,6 +11,11 @@ and its value is stored only if none of its tags was invalidated since; an inval
 deletes every entry tagged with it. So a value loaded before an invalidation can never
 be written back after it.
 
+One key, many spellings: a tag is registered and invalidated with the canonical spellings
+of the id it ends with too (``"price:42.00"`` also as ``"price:42"``, see
+:mod:`projections.tag_spelling`), whoever wrote it: ``key_tags``, ``@query`` tags, an
+event's ``cache_tags`` or ``tx.invalidate(...)``.
+
 Backends: :class:`MemoryCache` (one process; the embedded demo, tests) and
 :class:`projections.redis_cache.RedisCache` (shared; optional near cache), chosen by
 :func:`open_cache` from ``[cache] url``.
@@ -31,6 +36,7 @@ import orjson
 
 from outbox.errors import ReadmodelError
 from outbox.json_numbers import dumps_exact, loads_exact
+from projections.tag_spelling import tag_spellings
 
 if TYPE_CHECKING:
     from config.cache_settings import CacheSettings
@@ -141,6 +147,17 @@ def tag_list(tags: Iterable[str]) -> list[str]:
         if not isinstance(tag, str):
             raise TypeError(f"cache tags are strings, got {tag!r}")
     return out
+
+
+def spelled_tags(names: list[str]) -> list[str]:
+    """``names`` (from :func:`tag_list`) with every canonical spelling of each, sorted: what
+    an entry is registered under and an invalidation stamps."""
+    out = set(names)
+    for tag in names:
+        spelled = tag_spellings(tag)
+        if len(spelled) > 1:
+            out.update(spelled)
+    return sorted(out) if len(out) > len(names) else names
 
 
 def check_projection(projection: str) -> None:
@@ -255,7 +272,7 @@ class MemoryCache(Cache):
             self.hooks.hit(projection)
             return loads(blob)
         self.hooks.miss(projection)
-        tag_names = tag_list(tags)
+        tag_names = spelled_tags(tag_list(tags))
         lifetime = self._lifetime(ttl)
 
         def fill() -> tuple[bytes, bool]:
@@ -323,9 +340,10 @@ class MemoryCache(Cache):
 
     def invalidate(self, projection: str, tags: Iterable[str]) -> None:
         check_projection(projection)
-        tag_names = tag_list(tags)
-        if not tag_names:
+        given = tag_list(tags)
+        if not given:
             return
+        tag_names = spelled_tags(given)
         with self._lock:
             seq = self._seq[projection] = self._seq.get(projection, 0) + 1
             for tag in tag_names:
@@ -334,7 +352,7 @@ class MemoryCache(Cache):
                 for key in list(self._tagged.get((projection, tag), ())):
                     self._drop((projection, key))
         self._flights.bump()
-        self.hooks.invalidated(projection, len(tag_names))
+        self.hooks.invalidated(projection, len(given))
 
     def invalidate_projection(self, projection: str) -> None:
         check_projection(projection)

@@ -191,7 +191,8 @@ def key_tags_of(projection: Projection) -> Mapping[str, KeyTag]:
 def tags_for_key(tag: KeyTag, key: Mapping[str, Any]) -> list[str]:
     """The tags of one row's primary key under a ``key_tags`` entry: a format string over
     the key as typed, and over its canonical spelling when that differs (``Decimal('42.00')``
-    is also ``42``: see :mod:`projections.tag_spelling`). A function spells its own."""
+    is also ``42``: see :mod:`projections.tag_spelling`), field by field. A function's tags
+    are as it gives them; the cache adds the canonical spelling of the id each ends with."""
     if callable(tag):
         return [str(t) for t in tag(dict(key))]
     tags = [tag.format(**key)]

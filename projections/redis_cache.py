@@ -62,6 +62,7 @@ from projections.cache import (
     check_projection,
     dumps,
     loads,
+    spelled_tags,
     tag_list,
 )
 from projections.near_cache import NearCache
@@ -232,7 +233,7 @@ class RedisCache(Cache):
             near.end(entry, ticket)
         self.hooks.miss(projection)
         since, locked = reply[1], reply[2] == 1
-        tag_names = tag_list(tags)
+        tag_names = spelled_tags(tag_list(tags))
         lifetime_ms = max(1, int(self._lifetime(ttl) * 1000))
         started = time.monotonic()
 
@@ -324,9 +325,10 @@ class RedisCache(Cache):
         (with what an invalidation cut short left). Raises :class:`CacheError` (to be
         redone) if Redis fails meanwhile."""
         check_projection(projection)
-        tag_names = tag_list(tags)
-        if not tag_names:
+        given = tag_list(tags)
+        if not given:
             return
+        tag_names = spelled_tags(given)
         ttl_ms = int(self.version_ttl * 1000)
         try:
             left = 0
@@ -340,7 +342,7 @@ class RedisCache(Cache):
         except RedisError as exc:
             raise CacheError(f"cache: invalidating {projection} failed: {exc!r}") from exc
         self._settle()
-        self.hooks.invalidated(projection, len(tag_names))
+        self.hooks.invalidated(projection, len(given))
 
     def invalidate_projection(self, projection: str) -> None:
         """Drop every entry of ``projection``: one short script refuses every load begun

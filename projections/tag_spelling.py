@@ -1,4 +1,4 @@
-"""One spelling of a key in cache tags, for the two sides that write a key's tag.
+"""One spelling of a key in cache tags, for every side that writes a key's tag.
 
 A cached get is tagged from the key it reads by, typed as its column (``key_tags``:
 ``"product:{product_id}"`` over ``Decimal('42.00')``, ``datetime(2024, 5, 1, 10)``); an
@@ -7,11 +7,14 @@ applied event invalidates the tag of its aggregate id, text as the service wrote
 other for NUMERIC, float, timestamp and time keys, and for a UUID the service spells in
 capitals, and the entry stays stale until its TTL.
 
-Both sides therefore add the *canonical* spelling of what they hold: a number as its
-shortest decimal text (``42``, ``1.5``), a timestamp in ISO 8601 (UTC when it has an
-offset), a time in ISO 8601 with seconds, a UUID in lower case with hyphens. Each side
-keeps its own spelling too, so nothing invalidated before is missed now; a tag too many
-only costs a reload."""
+Tags are also spelled by hand (a ``key_tags`` function, ``@query(tags=...)``,
+``cache_tags`` of a result, ``tx.invalidate(...)``, a projection's own ``cache_tags``), so
+the cache itself adds, to every tag it registers or invalidates, the *canonical* spelling
+of the id at its end (:func:`tag_spellings`): a number as its shortest decimal text
+(``42``, ``1.5``), a timestamp in ISO 8601 in UTC both with ``+00:00`` and without an offset
+(a naive timestamp is taken as UTC: a naive column holds ``...Z`` ids so), a time in ISO 8601
+with seconds, a UUID in lower case with hyphens. Each tag keeps its own spelling too, so
+nothing invalidated before is missed now; a tag too many only costs a reload."""
 
 from __future__ import annotations
 
@@ -39,33 +42,51 @@ def key_text(value: Any) -> Any:
     return value
 
 
-def id_spellings(text: str) -> list[str]:
-    """An aggregate id, then the canonical spellings of the key values it may stand for
-    (``"45.00"``: ``"45"``; ``"...Z"``: ``"...+00:00"``; ``"11:00"``: ``"11:00:00"``)."""
-    spelled = [text]
+def tag_spellings(tag: str) -> list[str]:
+    """``tag``, then the same tag with the other canonical spellings of the id it ends
+    with: the text after its first ``:`` that reads as a number, timestamp, time or UUID
+    (``"pos:acme:price:42.00"``: ``"pos:acme:price:42"``)."""
+    start = tag.find(":") + 1
+    while start:
+        rest = tag[start:]
+        spelled = _value_spellings(rest)
+        if spelled is not None:
+            head = tag[:start]
+            return [tag, *(head + text for text in dict.fromkeys(spelled) if text != rest)]
+        start = tag.find(":", start) + 1
+    return [tag]
+
+
+def _value_spellings(text: str) -> list[str] | None:
+    """The canonical spellings of the number, timestamp, time or UUID ``text`` is, or
+    ``None`` when it is none of them."""
     if not text or len(text) > 64:
-        return spelled
+        return None
     first = text[0]
+    if first.isdigit() and (first != "0" or len(text) == 1) and text.isdigit():
+        return [text]
     if first.isdigit() or first in "+-.":
         try:
             number = Decimal(text)
         except InvalidOperation:
             number = None
         if number is not None and number.is_finite():
-            spelled.append(_number(number))
-        elif first.isdigit() and ("-" in text or ":" in text):
-            spelled += _moments(text)
+            return [_number(number)]
+        if first.isdigit() and ("-" in text or ":" in text):
+            moments = _moments(text)
+            if moments:
+                return moments
     if len(text) in (32, 36, 38) and not text.isdigit():
         try:
-            spelled.append(str(uuid.UUID(text)))
+            return [str(uuid.UUID(text))]
         except ValueError:
             pass
-    return list(dict.fromkeys(spelled))
+    return None
 
 
 def _number(value: Decimal) -> str:
-    if not value.is_finite():
-        return str(value)
+    if not value.is_finite() or abs(value.adjusted()) > 64:  # no page of digits: 1E+999999
+        return str(value.normalize())
     if value == value.to_integral_value():
         return str(int(value))
     return format(value.normalize(), "f")
@@ -76,9 +97,15 @@ def _moment(value: datetime) -> str:
 
 
 def _moments(text: str) -> list[str]:
-    for parse, spell in ((datetime.fromisoformat, _moment), (time.fromisoformat, time.isoformat)):
+    """A timestamp's UTC spellings, with and without ``+00:00`` (a naive one taken as UTC);
+    a time's ISO spelling with seconds."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
         try:
-            return [spell(parse(text))]  # type: ignore[operator]
+            return [time.fromisoformat(text).isoformat()]
         except ValueError:
-            continue
-    return []
+            return []
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return [moment.isoformat(), moment.replace(tzinfo=UTC).isoformat()]
