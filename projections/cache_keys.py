@@ -35,14 +35,17 @@ def whole_numbers_as_int(value: Any) -> Any:
     return value
 
 
-def holds_inexact(value: Any) -> bool:
-    """Whether ``value`` holds a :class:`~decimal.Decimal` or a whole float (one past 64 bits,
-    after :func:`whole_numbers_as_int`): numbers whose text is not an aggregate id's."""
-    if isinstance(value, Decimal) or isinstance(value, float) and value.is_integer():
-        return True
+def decimals_marked(value: Any) -> Any:
+    """``value`` with each :class:`~decimal.Decimal` as ``{"$numberDecimal": TEXT}`` (its
+    normal form: ``1.50`` is ``1.5``), in lists and objects too: a document key's cache key
+    then never meets the text ``_id`` of its digits, another document."""
+    if isinstance(value, Decimal):
+        return {"$numberDecimal": str(value.normalize())}
+    if isinstance(value, list | tuple):
+        return [decimals_marked(item) for item in value]
     if isinstance(value, dict):
-        value = list(value.values())
-    return isinstance(value, list | tuple) and any(holds_inexact(item) for item in value)
+        return {name: decimals_marked(item) for name, item in value.items()}
+    return value
 
 
 def key_json(value: Any) -> str:

@@ -30,7 +30,7 @@ import structlog
 from config import ConfigError
 from outbox.errors import ReadmodelError
 from projections.api import Projection
-from projections.cache_keys import holds_inexact, key_json, tenant_key, whole_numbers_as_int
+from projections.cache_keys import decimals_marked, key_json, tenant_key, whole_numbers_as_int
 from projections.consistency import (
     ConsistencyError,
     ConsistencyToken,
@@ -276,9 +276,10 @@ class Queries:
         :class:`JsonValue` as its value), cached under the collection's ``key_tags`` entry
         (over ``_id``). A whole number (``42.0``, ``4.2e1``) is read as the integer: MongoDB
         compares numbers across types, so it finds the same document, whose entry and tag
-        (``account:42``, an event of aggregate ``42``) are then those of ``42``. A key that
-        holds a decimal, or a whole number past 64 bits, is read uncached: a cache key and tag
-        would write it as text no aggregate id is."""
+        (``account:42``, an event of aggregate ``42``) are then those of ``42``. A decimal is
+        marked as one in the cache key (the text ``_id`` of its digits is another document);
+        its tag, like a whole number's past 64 bits, is spelled canonically too (an event of
+        aggregate ``1.5`` invalidates the get of ``Decimal('1.50')``)."""
         key = whole_numbers_as_int(plain_value(key))
         documents = self._documents(p).for_tenant(tenant)
         name = documents.collection(collection)
@@ -289,9 +290,9 @@ class Queries:
 
         tag = key_tags_of(p).get(name)
         fresh = consistency is not None and not stale
-        if tag is None or self.cache is None or fresh or holds_inexact(key):
+        if tag is None or self.cache is None or fresh:
             return Result(load(), stale, consistency)
-        cache_key = tenant_key(tenant) + "get:" + name + ":" + key_json([key])
+        cache_key = tenant_key(tenant) + "get:" + name + ":" + key_json([decimals_marked(key)])
         value = self.cache.get_or_load(p.name, cache_key, tags_for_key(tag, {"_id": key}), load)
         return Result(value, stale, consistency)
 

@@ -186,7 +186,7 @@ def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
     assert 'tenant:"acme":get:doc_accounts:[42]' in cached_entries(redis_key_prefix)
     assert 'tenant:"acme":get:doc_accounts:["42"]' in cached_entries(redis_key_prefix)
 
-    # a decimal key is read uncached: a cache key would hold it as the text of its digits
+    # a decimal key is cached apart from the text of its digits, another document
     digits = "123456789012345678.91"
     bank.store.database[bank.physical_accounts()].insert_many(
         [
@@ -198,6 +198,9 @@ def test_readmodel_query_gets_a_numeric_id_by_a_typed_key(
         assert q.get("doc_accounts", digits, tenant="acme").value["owner"] == "digits"
         exact = q.get("doc_accounts", JsonValue(Decimal(digits), digits), tenant="acme")
         assert exact.value["owner"] == "decimal"
+    assert f'tenant:"acme":get:doc_accounts:["{digits}"]' in cached_entries(redis_key_prefix)
+    marked = f'tenant:"acme":get:doc_accounts:[{{"$numberDecimal":"{digits}"}}]'
+    assert marked in cached_entries(redis_key_prefix)
 
 
 def test_a_whole_number_key_is_cached_and_invalidated_as_the_integer(
@@ -225,11 +228,12 @@ def test_a_whole_number_key_is_cached_and_invalidated_as_the_integer(
     accounts.insert_one({"_id": 0, "owner": "zero", "tenant": "acme"})
     assert q.get("doc_accounts", _parse_key(keys[3]), tenant="acme").value["owner"] == "zero"
     assert 'tenant:"acme":get:doc_accounts:[0]' in cached_entries(redis_key_prefix)
-    # past 64 bits no integer holds it: read uncached, as a decimal key is
+    # past 64 bits no integer holds it: cached as the float, its tag spelled in digits
     assert q.get("doc_accounts", _parse_key(":=1e19"), tenant="acme").value is None
     assert {e for e in cached_entries(redis_key_prefix) if "get:" in e} == {
         'tenant:"acme":get:doc_accounts:[42]',
         'tenant:"acme":get:doc_accounts:[0]',
+        'tenant:"acme":get:doc_accounts:[1e+19]',
     }
 
 
