@@ -1,13 +1,17 @@
 """A document projection whose ``_id`` is a Decimal128 read off the aggregate id, for
-tests/test_document_decimal_keys.py: collection ``doc_prices``, tagged ``price:{_id}``."""
+tests/test_document_decimal_keys.py: collection ``doc_prices``, tagged ``price:{_id}``; a
+query tagged from its argument and a handler's ``tx.invalidate(...)`` spell the number as
+they hold it (``price:2.50``, ``price:3.0``)."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from bson import Decimal128
 
 from projections.api import Event, Projection, on
+from projections.queries import Reader, query
 
 
 class DocPrices(Projection):
@@ -24,3 +28,17 @@ class DocPrices(Projection):
         found = tx.get("doc_prices", key)
         document = {"_id": key} if found is None else found
         tx.upsert("doc_prices", {**document, "value": event.payload["value"]})
+
+    @on("prices", "Repriced")
+    def repriced(self, event: Event[dict], tx: Any) -> None:
+        """Aggregate ``batch:<n>`` sets the price its payload names, as text (``3.0``)."""
+        price = event.payload["id"]
+        found = tx.get("doc_prices", Decimal128(price))
+        document = {"_id": Decimal128(price)} if found is None else found
+        tx.upsert("doc_prices", {**document, "value": event.payload["value"]})
+        tx.invalidate(f"price:{price}")
+
+    @query("price_of", tags=lambda price: [f"price:{price}"])
+    def price_of(self, read: Reader, price: Decimal) -> Any:
+        document = read.get("doc_prices", Decimal128(price))
+        return None if document is None else document["value"]

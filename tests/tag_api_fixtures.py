@@ -1,7 +1,7 @@
 """A projection whose tags are spelled by hand through each public tag API, for
 tests/test_tag_api_spellings.py: a ``key_tags`` function and a format string, ``@query``
-tags, ``tx.invalidate(...)`` and its own ``cache_tags``, each spelling the numbers it
-holds as they come (``price:42.00``, ``amount:44.0``, ``price:46``)."""
+tags, ``tx.invalidate(...)`` and its own ``cache_tags`` and a result's ``cache_tags``, each
+spelling the numbers it holds as they come (``price:42.00``, ``amount:44.0``, ``price:46``)."""
 
 from __future__ import annotations
 
@@ -63,6 +63,11 @@ class TagApis(Projection):
     def price_of(self, read: Reader, price_id: Decimal) -> Any:
         row = read.get(prices, price_id)
         return None if row is None else row["value"]
+
+    @query("price_row", cache_tags=lambda row: [f"price:{row['id']}"])
+    def price_row(self, read: Reader, number: int) -> Any:
+        """A result's ``cache_tags``: the row's NUMERIC id comes back as text (``47.00``)."""
+        return read.get(prices, number)
 
     @query("price_by_number", tags=lambda number: [f"price:{number}"])
     def price_by_number(self, read: Reader, number: int) -> Any:

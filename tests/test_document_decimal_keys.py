@@ -91,3 +91,30 @@ def test_a_decimal_id_is_cached_and_invalidated_by_its_aggregates_events(
 
 def _physical(store: MongoStore) -> str:
     return collections_at(DocPrices(), generation_of(store.database, "doc_prices"))["doc_prices"]
+
+
+def test_document_tags_spelled_by_hand_meet_the_events(
+    prices: tuple[EventLog, MongoStore, ProjectionEngine, Queries],
+) -> None:
+    """``@query`` tags (``price:2.50``) against an event's (``price:2.5``), and a key's tag
+    (``price:3``) against ``tx.invalidate("price:3.0")``."""
+    log, _, engine, queries = prices
+
+    def apply(event: tuple[str, str, str, dict[str, Any]]) -> None:
+        append(log, "prices", [event])
+        assert engine.catch_up(["doc_prices"]) == 1
+
+    def price_of() -> Any:
+        return queries.run("doc_prices", "price_of", Decimal("2.50")).value
+
+    def get_three() -> Any:
+        document = queries.get("doc_prices", 3).value
+        return None if document is None else document["value"]
+
+    apply(("price", "2.5", "PriceSet", {"value": "v1"}))
+    apply(("batch", "1", "Repriced", {"id": "3.0", "value": "v1"}))
+    assert [price_of(), price_of()] == ["v1", "v1"]  # the second from the cache
+    assert [get_three(), get_three()] == ["v1", "v1"]
+    apply(("price", "2.5", "PriceSet", {"value": "v2"}))
+    apply(("batch", "2", "Repriced", {"id": "3.0", "value": "v2"}))
+    assert (price_of(), get_three()) == ("v2", "v2")

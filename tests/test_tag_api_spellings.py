@@ -49,6 +49,12 @@ CASES: list[tuple[str, Read, tuple[str, str, str], Callable[[str], dict[str, Any
         ("sku", "b", "Relabelled"),
         lambda value: {"price_id": "46.00", "value": value},
     ),
+    (
+        "result cache_tags (price:47.00) / default cache_tags (price:47)",
+        lambda q: q.run("tag_apis", "price_row", 47).value,
+        ("price", "47", "PriceSet"),
+        lambda value: {"value": value},
+    ),
 ]
 
 
