@@ -53,6 +53,7 @@ from projections.hidden_fields import without_values
 from projections.payload_errors import PayloadError as PayloadError  # re-exported
 from projections.payload_errors import hides_cause, payload_error
 from projections.payload_types import PayloadAdapter, payload_type
+from projections.rebuild_names import check_rebuild_names
 from projections.table_names import check_table_names
 
 P = TypeVar("P")
@@ -369,7 +370,9 @@ def _validates_fast(model: type[BaseModel] | PayloadAdapter) -> bool:
 
 
 def load_projections(modules: Iterable[str]) -> list[Projection]:
-    """Import each module (or ``module:ClassName``) and instantiate its projections."""
+    """Import each module (or ``module:ClassName``) and instantiate its projections; refused
+    when a name is another's, or one another's rebuild derives
+    (:mod:`projections.rebuild_names`)."""
     found: dict[str, Projection] = {}
     for spec in modules:
         module_name, _, class_name = spec.partition(":")
@@ -391,4 +394,5 @@ def load_projections(modules: Iterable[str]) -> list[Projection]:
             if projection.name in found:
                 raise ValueError(f"two projections are named {projection.name!r}")
             found[projection.name] = projection
+    check_rebuild_names(list(found.values()))
     return list(found.values())

@@ -36,9 +36,9 @@ from pymongo.errors import PyMongoError
 
 from outbox.errors import StoreError
 from projections.api import Projection
+from projections.rebuild_names import GENERATION_SUFFIX as _SUFFIX
 
 GENERATIONS = "rm_generations"
-_SUFFIX = "__g"
 _T = TypeVar("_T")
 
 

@@ -71,6 +71,7 @@ from projections.mongo_store import (
     MongoStore,
     lane_id,
 )
+from projections.rebuild_names import rebuild_checkpoints
 from projections.replay_catch_up import CatchUp
 from projections.replay_lock import LEASE_SECONDS, checked_lease, replay_lock
 from projections.replay_plan import source_plans
@@ -88,7 +89,6 @@ from projections.replay_types import (
     ReplayRefused,
     ReplaySummary,
 )
-from projections.shadow import SHADOW_SUFFIX
 from projections.store import Invalidation, Lane
 
 logger = structlog.get_logger("readmodel.replay")
@@ -128,7 +128,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
         self.retire_after = retire_after
         self.lease = checked_lease(lease)
         self.kept: list[str] = []
-        self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
+        self.shadow_projection = rebuild_checkpoints(projection.name)
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
         self._owner: str | None = None
         self._shadow: dict[str, str] = {}

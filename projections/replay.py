@@ -54,6 +54,7 @@ from outbox.migrate_locks import LockWatch
 from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
+from projections.rebuild_names import rebuild_checkpoints
 from projections.replay_apply import Refused
 from projections.replay_catch_up import CatchUp
 from projections.replay_fill import FILL_READ_SIZE, REBUILD_BATCH, ShadowFill
@@ -74,7 +75,7 @@ from projections.replay_types import (
     SkippedEvent,
     SourcePlan,
 )
-from projections.shadow import SHADOW_SUFFIX, ShadowTables
+from projections.shadow import ShadowTables
 from projections.shadow_blocked import swap_blocked
 from projections.shadow_drop import drop_leftovers, drop_old_tables
 from projections.shadow_keys import (
@@ -149,7 +150,7 @@ class Replayer(InPlaceReplay, ShadowFill):
         self.rebuild_batch = batch_size or (REBUILD_BATCH if postgresql else IN_PLACE_BATCH)
         parts = -(-self.rebuild_batch // FILL_READ_SIZE)  # of equal size, none past 50,000
         self.read_size = read_size or -(-self.rebuild_batch // parts)
-        self.shadow_projection = f"{projection.name}{SHADOW_SUFFIX}"
+        self.shadow_projection = rebuild_checkpoints(projection.name)
         self.shadow = ShadowTables(projection.tables, rebuild=self.shadow_projection)
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
         self._applied = 0

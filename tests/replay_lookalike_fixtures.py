@@ -1,6 +1,7 @@
 """A projection whose live table is named like another's shadow: ``last_deposit__rebuild``
 (the shadow name of ``last_deposit``, tests/replay_fixtures.py) holds a copy of each
-account's deposits count."""
+account's deposits count. Loaded beside ``last_deposit`` it is refused
+(tests/test_replay_rebuild_names.py): ``last_deposit``'s rebuild would build into it."""
 
 from __future__ import annotations
 
