@@ -2,9 +2,10 @@
 which one of them is another projection's (or the same one's) name.
 
 A rebuild of ``P`` keeps its progress as the checkpoints of ``P__rebuild``
-(:func:`rebuild_checkpoints`), builds SQL tables into shadows ``<table>__rebuild`` and
-leaves the live ones as ``<table>__old`` (``<table>__old_<n>``) (:mod:`projections.shadow_names`),
-and builds MongoDB collections as generations ``<collection>__g<n>``. A projection named
+(:func:`rebuild_checkpoints`); it builds SQL tables into shadows ``<table>__rebuild``, leaves
+the live ones as ``<table>__old`` (``<table>__old_<n>``) and its dry run makes
+``<table>__dry_run`` in a savepoint (:mod:`projections.shadow_names`); it builds MongoDB
+collections as generations ``<collection>__g<n>``. A projection named
 ``P__rebuild`` would have its checkpoints deleted by P's replay cleanup, and a table or a
 collection of the store named like one of P's would be built into, dropped or swapped
 away by P's rebuild: :func:`check_rebuild_names` refuses such a set of projections when
@@ -17,7 +18,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from projections.shadow_names import SHADOW_SUFFIX, old_name, shadow_name
+from projections.shadow_names import DRY_RUN_SUFFIX, SHADOW_SUFFIX, old_name, shadow_name
 
 GENERATION_SUFFIX = "__g"
 
@@ -71,7 +72,7 @@ def _table_names(
     name: str, tables: dict[tuple[str | None, str], Any], schema: str | None
 ) -> Iterable[tuple[str, str]]:
     """The derived names of the table ``name`` that are among ``tables``."""
-    shadow, old = shadow_name(name), old_name(name)
+    shadow, old, dry_run = shadow_name(name), old_name(name), shadow_name(name, DRY_RUN_SUFFIX)
     leftover = re.compile(rf"{re.escape(old.casefold())}_\d+\Z")
     for key in tables:
         if key[0] != schema:
@@ -80,6 +81,8 @@ def _table_names(
             yield key[1], "shadow table"
         elif key[1] == old.casefold() or leftover.match(key[1]):
             yield key[1], "old table"
+        elif key[1] == dry_run.casefold():
+            yield key[1], "dry run's table"
 
 
 def _full(table: Any) -> str:

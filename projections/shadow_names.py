@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 SHADOW_SUFFIX = "__rebuild"
 OLD_SUFFIX = "__old"
+DRY_RUN_SUFFIX = "__dry_run"
 PG_NAME_LIMIT = 63
 _SHADOW_TABLE_LIMIT = 47
 _PERCENT_STYLES = ("format", "pyformat")

@@ -49,14 +49,13 @@ from projections.shadow_constraints import (
     pg_hand_made_constraints,
     pg_referencing_keys,
 )
-from projections.shadow_names import run, table_sql
+from projections.shadow_names import DRY_RUN_SUFFIX, run, table_sql
 from projections.shadow_security import pg_describe_grants, pg_describe_state
 
 if TYPE_CHECKING:
     from projections.shadow import ShadowTables
 
 _LOCK_TIMEOUT_MS = 5000
-DRY_RUN_SUFFIX = "__dry_run"
 UNLISTED = (
     "(not listed: indexes, constraints and column defaults made by hand; telling them from "
     "the declared ones takes CREATE on the tables' schema or TEMPORARY on the database, "

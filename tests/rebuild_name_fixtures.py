@@ -23,6 +23,12 @@ deposit_history = sa.Table(
     sa.Column("account", sa.Text, primary_key=True),
     sa.Column("seq", sa.BigInteger, nullable=False),
 )
+dry_run = sa.Table(
+    "last_deposit__dry_run",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+)
 archived = sa.Table(
     "last_deposit__rebuild",
     sa.MetaData(),
@@ -53,6 +59,11 @@ class RebuildCheckpoints(_Marks):
 class OldTable(_Marks):
     name = "deposit_history"
     tables = (deposit_history,)
+
+
+class DryRunTable(_Marks):
+    name = "deposit_trials"
+    tables = (dry_run,)
 
 
 class ArchivedElsewhere(_Marks):

@@ -35,6 +35,7 @@ def test_a_projection_named_like_anothers_rebuild_checkpoints_is_refused(
     [
         ("tests.replay_lookalike_fixtures", "last_deposit__rebuild", "shadow table"),
         (f"{FIXTURES}:OldTable", "last_deposit__old", "old table"),
+        (f"{FIXTURES}:DryRunTable", "last_deposit__dry_run", "dry run's table"),
     ],
 )
 def test_a_table_named_like_anothers_shadow_or_old_table_is_refused(
