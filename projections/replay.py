@@ -85,6 +85,7 @@ from projections.shadow_keys import (
     pg_drop_outside_keys,
     pg_drop_outside_keys_or_warn,
 )
+from projections.shadow_leftovers import pick_unmarked
 from projections.sql_parking import settle_parked
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows
@@ -151,12 +152,13 @@ class Replayer(InPlaceReplay, ShadowFill):
         parts = -(-self.rebuild_batch // FILL_READ_SIZE)  # of equal size, none past 50,000
         self.read_size = read_size or -(-self.rebuild_batch // parts)
         self.shadow_projection = rebuild_checkpoints(projection.name)
-        self.shadow = ShadowTables(projection.tables, rebuild=self.shadow_projection)
+        self.shadow = ShadowTables(projection.tables, projection=projection.name)
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
         self._applied = 0
         self._total = 0
         self._new_rows = NewRows()
         self._lock: LockProof | None = None  # while run() or cleanup() holds it
+        self.left_alone: list[str] = []
 
     # -- planning ------------------------------------------------------------------
 
@@ -191,20 +193,27 @@ class Replayer(InPlaceReplay, ShadowFill):
             self.shadow.warned.clear()
         return self._finished(summary, started)
 
-    def cleanup(self) -> list[str]:
-        """Drop the shadow and old tables and shadow checkpoints an interrupted replay left."""
+    def cleanup(self, drop_unmarked: Sequence[str] = ()) -> list[str]:
+        """Drop the shadow and old tables and shadow checkpoints an interrupted replay left,
+        and the tables ``drop_unmarked`` names among those named so that readmodel did not
+        mark (an older readmodel's); :attr:`left_alone` lists the others."""
         try:
             with sql_replay_lock(self.store, self.projection.name) as self._lock:
-                return self._cleanup()
+                return self._cleanup(unmarked=drop_unmarked)
         finally:
             self._lock = None
             self.shadow.warned.clear()
 
-    def _cleanup(self, *, refuse: bool = True) -> list[str]:
+    def _cleanup(self, *, refuse: bool = True, unmarked: Sequence[str] = ()) -> list[str]:
+        with self._write() as conn:
+            named = pick_unmarked(self.shadow.lookalikes(conn), unmarked, self.projection.name)
+        self.shadow.warned.update(named)  # dropped, not left alone
         if self._postgresql:  # under a bounded lock wait: the tables they reference are locked
             pg_drop_outside_keys(self._write, self.shadow.outside_keys, **_lock_wait())
         with self._write() as conn:
             found = self.shadow.leftovers(conn)
+            self.left_alone = [n for n in self.shadow.lookalikes(conn) if n not in named]
+            found += [n for n in named if n not in found]
         # Short waits (each queues on what an old table references); before a rebuild, an
         # old table still held is left for its swap to rename and drop after (not refuse).
         drop_leftovers(self.store.writer, found, self.projection.name, refuse, **_drop_wait())

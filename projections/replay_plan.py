@@ -21,6 +21,7 @@ from projections.replay_types import (
     SourcePlan,
 )
 from projections.shadow import ShadowTables
+from projections.shadow_leftovers import drop_unmarked_hint
 
 
 def source_plans(
@@ -87,7 +88,8 @@ def table_plan(
             kept = shadow.carried(conn, warnings) if carried else []
         warnings += _outside_key_warnings(shadow, conn)
         warnings += [
-            f"{name} is named like a replay leftover but readmodel did not make it: left alone"
+            f"{name} is named like a replay leftover but readmodel did not make it: left "
+            f"alone (if it is a leftover: {drop_unmarked_hint(projection.name, name)})"
             for name in shadow.lookalikes(conn)
         ]
     if rebuild:

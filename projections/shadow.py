@@ -75,9 +75,9 @@ from projections.shadow_keys import OutsideKey, pg_outside_keys
 from projections.shadow_leftovers import (
     LEFTOVER_MARK,
     SHADOW_MARK,
+    drop_unmarked_hint,
     pg_mark_leftover,
     pg_marked,
-    pg_rebuild_began,
     sqlite_mark_shadow,
     sqlite_marked,
     sqlite_unmark,
@@ -113,14 +113,13 @@ class ShadowTables:
         tables: Iterable[sa.Table],
         *,
         suffix: str = SHADOW_SUFFIX,
-        rebuild: str | None = None,
+        projection: str | None = None,
         schema: str | None = None,
     ) -> None:
         self.suffix = suffix
-        self.rebuild = rebuild
-        """The projection name of the rebuild's checkpoints: an unmarked shadow while they
-        exist is an older readmodel's (from before the marks), left by its interrupted
-        rebuild."""
+        self.projection = projection
+        """The projection's name, for the command that drops a table named like a shadow
+        that readmodel did not mark (:func:`drop_unmarked_hint`)."""
         self.mapping: dict[sa.Table, sa.Table] = {}
         self.warned: set[str] = set()
         """The tables named like leftovers that readmodel did not make, warned of already:
@@ -201,8 +200,9 @@ class ShadowTables:
         refused = [view.refusal() for view in self._views(conn) if view.materialized]
         refused += [
             f"{name} is named like its shadow table but readmodel did not make it (it lacks "
-            "readmodel's mark: another projection's table, a table of yours, or one an older "
-            "readmodel's interrupted replay left): rename it, or drop it if it is not yours"
+            "readmodel's mark: a table of yours, or one an interrupted replay of a readmodel "
+            "older than the mark left): rename it if it is yours; if it is a leftover, "
+            f"drop it with '{drop_unmarked_hint(self.projection, name)}'"
             for name in self._unmarked_shadows(conn)
         ]
         return refused + pg_refusals(conn, self.live_tables(conn)) if postgresql else refused
@@ -375,11 +375,15 @@ class ShadowTables:
         return pg_views(conn, self.live_tables(conn))
 
     def outside_keys(self, conn: sa.Connection) -> list[tuple[str, str, str]]:
-        """The foreign keys from the shadows to tables outside the projection (PostgreSQL):
-        ``(shadow, constraint, referenced table)``."""
+        """The foreign keys from the shadows readmodel made (marked) to tables outside the
+        projection (PostgreSQL): ``(shadow, constraint, referenced table)``; a user's table
+        named like a shadow keeps its own."""
         if conn.dialect.name != "postgresql":
             return []
-        return pg_outside_keys(conn, [table_sql(conn, s) for s in self.mapping.values()])
+        marked = [
+            name for live in self.mapping for name in self._found(conn, live, shadows=True)[0]
+        ]
+        return pg_outside_keys(conn, marked) if marked else []
 
     def leftovers(self, conn: sa.Connection) -> list[str]:
         """Shadow and old tables a previous (interrupted) replay left behind: on PostgreSQL
@@ -389,7 +393,7 @@ class ShadowTables:
         for live in self.mapping:
             marked, lookalikes = self._found(conn, live)
             found += marked
-            warn_lookalikes(live, lookalikes, self.warned)
+            warn_lookalikes(live, lookalikes, self.warned, self.projection)
         return found
 
     def lookalikes(self, conn: sa.Connection) -> list[str]:
@@ -419,8 +423,6 @@ class ShadowTables:
             names += [(name, LEFTOVER_MARK) for name in pg_leftover_names(conn, live)]
         for name, kind in names:
             mark = pg_marked(conn, live, name, kind)
-            if mark is False and kind is SHADOW_MARK and self.rebuild is not None:
-                mark = pg_rebuild_began(conn, self.rebuild)
             if mark is not None:
                 (marked if mark else unmarked).append(qualified(conn, live, name))
         return marked, unmarked

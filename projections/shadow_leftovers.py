@@ -11,9 +11,10 @@ A shadow ``<table>__rebuild`` carries a mark of its own (:data:`SHADOW_MARK`) fr
 creation to the swap, which gives the new table its declared comment (or none, for the live
 table's to come back): an interrupted replay's shadow is dropped by the next replay or
 ``--cleanup``; a table of the user's named so is left alone, with a warning, and a rebuild
-is refused while it is there (it would build into it). An unmarked shadow while its
-rebuild's checkpoints exist is taken for readmodel's: an older readmodel's (from before the
-marks) interrupted rebuild left it.
+is refused while it is there (it would build into it), whatever checkpoints the rebuild
+left (a user's table may take the name of a shadow dropped by hand). One an older
+readmodel's (from before the marks) interrupted rebuild left is dropped when the operator
+names it: ``readmodel replay P --cleanup --drop-unmarked <table>`` (:func:`drop_unmarked_hint`).
 
 SQLite keeps no comments: a shadow is recorded in ``rm_replay_shadows`` (its SQL name, the
 live table's name and the statement ``sqlite_master`` kept for it), in the transaction that
@@ -26,11 +27,14 @@ tables: its swap drops the live one).
 
 from __future__ import annotations
 
+import shlex
+from collections.abc import Sequence
+
 import sqlalchemy as sa
 import structlog
 
+from projections.replay_types import ReplayRefused
 from projections.shadow_names import leftover_name, qualified, quote, run
-from projections.store_tables import checkpoints
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -69,15 +73,6 @@ def pg_marked(
     return str(row[1] or "").startswith(mark)
 
 
-def pg_rebuild_began(conn: sa.Connection, rebuild: str) -> bool:
-    """Whether checkpoints of the rebuild ``rebuild`` (a projection's shadow name) exist: a
-    rebuild began and did not end (its swap or cleanup deletes them)."""
-    found = conn.execute(
-        sa.select(checkpoints.c.projection).where(checkpoints.c.projection == rebuild).limit(1)
-    ).first()
-    return found is not None
-
-
 def pg_free_leftover_name(conn: sa.Connection, live: sa.Table, number: int) -> str:
     """``leftover_name(live, number)``, or with the first larger number no table holds."""
     while True:
@@ -87,7 +82,35 @@ def pg_free_leftover_name(conn: sa.Connection, live: sa.Table, number: int) -> s
         number += 1
 
 
-def warn_lookalikes(live: sa.Table, names: list[str], warned: set[str]) -> None:
+def drop_unmarked_hint(projection: str | None, name: str) -> str:
+    """The command that drops the table ``name`` (an SQL name) named like a leftover of
+    ``projection``'s replays that readmodel did not mark: one a readmodel older than the
+    marks left."""
+    return f"readmodel replay {projection or '<projection>'} --cleanup --drop-unmarked " + (
+        shlex.quote(name)
+    )
+
+
+def pick_unmarked(lookalikes: list[str], names: Sequence[str], projection: str) -> list[str]:
+    """The tables of ``lookalikes`` (SQL names of tables named like ``projection``'s shadow
+    or old tables that readmodel did not mark) that ``names`` name, each by its SQL name or
+    without the quotes; ``ReplayRefused`` naming one that is none of them."""
+    by_name = {name: name for name in lookalikes}
+    by_name.update({name.replace('"', ""): name for name in lookalikes})
+    for name in names:
+        if name not in by_name:
+            raise ReplayRefused(
+                f"--drop-unmarked {name}: not a table named like a shadow or old table of "
+                f"{projection!r} that readmodel did not mark"
+                + (f" (those: {', '.join(lookalikes)})" if lookalikes else " (there is none)")
+                + "; nothing was dropped"
+            )
+    return list(dict.fromkeys(by_name[name] for name in names))
+
+
+def warn_lookalikes(
+    live: sa.Table, names: list[str], warned: set[str], projection: str | None = None
+) -> None:
     """Warn of the tables ``names`` not in ``warned`` (those a replay warned of already: its
     plan, cleanup and each attempt of its swap find them again), and add them to it."""
     new = [name for name in names if name not in warned]
@@ -99,7 +122,8 @@ def warn_lookalikes(live: sa.Table, names: list[str], warned: set[str]) -> None:
             tables=new,
             detail="they lack readmodel's mark (a table of yours, or one a readmodel older "
             "than the mark left): neither a replay nor --cleanup drops them; rename them if "
-            "they are yours, drop them by hand if not",
+            "they are yours; drop a leftover with "
+            + "; ".join(f"'{drop_unmarked_hint(projection, name)}'" for name in new),
         )
 
 

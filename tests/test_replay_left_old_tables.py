@@ -210,7 +210,8 @@ def test_a_users_tables_named_like_leftovers_survive_a_replay_and_the_cleanup(
     plan = pg.replayer("last_deposit").plan(ReplayOptions())
     assert plan.leftovers == [], plan
     assert [w for w in plan.warnings if "did not make" in w] == [
-        f"{name} is named like a replay leftover but readmodel did not make it: left alone"
+        f"{name} is named like a replay leftover but readmodel did not make it: left alone "
+        f"(if it is a leftover: readmodel replay last_deposit --cleanup --drop-unmarked {name})"
         for name, _ in mine
     ]
     with capture_logs() as cleaning:
@@ -286,12 +287,13 @@ def test_a_shadow_a_replay_left_is_still_dropped_and_the_new_table_keeps_no_mark
     assert {t for t in pg.tables() if t.endswith(("__rebuild", "__old"))} == set()
 
 
-def test_a_shadow_an_older_readmodel_left_unmarked_is_dropped_when_its_rebuild_had_begun(
+def test_a_shadow_an_older_readmodel_left_unmarked_is_dropped_only_when_named(
     pg: Pipeline,
 ) -> None:
     """A replay of a readmodel from before the marks, interrupted, left an unmarked shadow
-    and its rebuild checkpoints: the shadow is readmodel's (a user's table of that name has
-    no such checkpoints), so the next replay drops it and rebuilds, as it did before."""
+    and its rebuild checkpoints: a user's table of that name could have the same (a shadow
+    dropped by hand), so it is left alone and the rebuild refused, saying what to do;
+    ``cleanup`` drops it when the operator names it, and the rebuild goes on."""
     pg.feed("bank", EVENTS)
     replayer = pg.replayer("last_deposit")
     with replayer.store.engine.begin() as conn:
@@ -301,10 +303,17 @@ def test_a_shadow_an_older_readmodel_left_unmarked_is_dropped_when_its_rebuild_h
     live = query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1")
 
     plan = pg.replayer("last_deposit").plan(ReplayOptions())
+    assert pg.replayer("last_deposit").cleanup() == []
+    with pytest.raises(StoreError, match="--cleanup --drop-unmarked last_deposit__rebuild"):
+        pg.replayer("last_deposit").run(ReplayOptions())
+    assert "last_deposit__rebuild" in pg.tables()
+    assert plan.leftovers == [], plan
+    assert any("refused" in w and "--drop-unmarked" in w for w in plan.warnings), plan
+
+    dropped = pg.replayer("last_deposit").cleanup(["last_deposit__rebuild"])
     pg.replayer("last_deposit").run(ReplayOptions())
 
-    assert [n.strip('"') for n in plan.leftovers] == ["last_deposit__rebuild"], plan
-    assert not any("refused" in w for w in plan.warnings), plan
+    assert [n.strip('"') for n in dropped] == ["last_deposit__rebuild"]
     assert query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1") == live
     assert {t for t in pg.tables() if t.endswith(("__rebuild", "__old"))} == set()
 

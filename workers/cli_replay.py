@@ -33,6 +33,7 @@ from projections.replay import (
     ReplaySummary,
     is_transient,
 )
+from projections.shadow_leftovers import drop_unmarked_hint
 from projections.stores import is_mongodb
 from workers.cli_support import (
     EXIT_CONFIG,
@@ -88,6 +89,18 @@ def replay_command(
             "tables a swap could not drop (with --dry-run: list them, drop nothing).",
         ),
     ] = False,
+    drop_unmarked: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--drop-unmarked",
+            metavar="TABLE",
+            show_default=False,
+            help="With --cleanup: drop also this table, named like the projection's shadow "
+            "or old table but without readmodel's mark (a replay of a readmodel older than "
+            "the mark left it). Only such a table is dropped, and only when named; repeat "
+            "for several.",
+        ),
+    ] = None,
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -148,6 +161,11 @@ def replay_command(
             **({"batch_size": batch_size} if batch_size else {}),
             **({"retire_after": retire_after} if documents else {}),
         )
+        if drop_unmarked and (not cleanup or dry_run or documents):
+            raise fail(
+                "--drop-unmarked goes with --cleanup (not --dry-run), on a SQL store",
+                EXIT_CONFIG,
+            )
         if cleanup and dry_run:
             left = _call(replayer.plan, ReplayOptions()).leftovers
             out.print(
@@ -159,13 +177,21 @@ def replay_command(
             out.print("dry run: nothing was changed", highlight=False)
             return
         if cleanup:
-            dropped = _call(replayer.cleanup)
+            dropped = _call(replayer.cleanup, *([drop_unmarked] if drop_unmarked else []))
             out.print(
                 f"{projection}: dropped {', '.join(dropped)}"
                 if dropped
                 else f"{projection}: nothing to clean up",
                 highlight=False,
             )
+            for name in getattr(replayer, "left_alone", []):
+                out.print(
+                    f"  left {name}: named like a replay leftover but readmodel did not "
+                    f"mark it (a table of yours, or one a readmodel older than the mark left); "
+                    f"if it is a leftover: {drop_unmarked_hint(projection, name)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
             for name in getattr(replayer, "kept", []):
                 out.print(
                     f"  kept {name}: retired less than --retire-after ago (the longer of "
