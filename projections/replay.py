@@ -205,8 +205,10 @@ class Replayer(InPlaceReplay, ShadowFill):
             self.shadow.warned.clear()
 
     def _cleanup(self, *, refuse: bool = True, unmarked: Sequence[str] = ()) -> list[str]:
-        with self._write() as conn:
-            named = pick_unmarked(self.shadow.lookalikes(conn), unmarked, self.projection.name)
+        named: list[str] = []
+        if unmarked:
+            with self._write() as conn:
+                named = pick_unmarked(self.shadow.lookalikes(conn), unmarked, self.projection.name)
         self.shadow.warned.update(named)  # dropped, not left alone
         if self._postgresql:  # under a bounded lock wait: the tables they reference are locked
             pg_drop_outside_keys(self._write, self.shadow.outside_keys, **_lock_wait())
