@@ -53,18 +53,11 @@ class ParkedEvents:
         source: str | None = None,
         kind: str | None = None,
         status: str | None = "parked",
-        limit: int = 100,
+        limit: int | None = 100,
     ) -> list[ParkedEntry]:
         query = sa.select(parked).order_by(parked.c.id).limit(limit)
-        if source is not None:  # a group (no ':') stands for its members too: pos, pos:*
-            query = query.where(
-                parked.c.source == source
-                if SEPARATOR in source
-                else sa.or_(
-                    parked.c.source == source,
-                    parked.c.source.startswith(f"{source}{SEPARATOR}", autoescape=True),
-                )
-            )
+        if source is not None:
+            query = query.where(_of_source(source))
         if kind is not None:
             query = query.where(parked.c.kind == kind)
         if status is not None:
@@ -82,10 +75,34 @@ class ParkedEvents:
             )
         return result.rowcount == 1
 
+    def skip_many(self, entry_ids: Sequence[int]) -> int:
+        """:meth:`skip` for many entries, a statement per 5000; returns how many were
+        parked and are now skipped."""
+        ids = sorted(set(entry_ids))
+        skipped = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 5000):
+                skipped += conn.execute(
+                    parked.update()
+                    .where(parked.c.id.in_(ids[start : start + 5000]), parked.c.status == "parked")
+                    .values(status="skipped", resolved_at=sa.func.current_timestamp())
+                ).rowcount
+        return skipped
+
     def get(self, entry_id: int) -> ParkedEntry | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(parked).where(parked.c.id == entry_id)).first()
         return None if row is None else ParkedEntry(**row._mapping)
+
+
+def _of_source(source: str) -> sa.ColumnElement[bool]:
+    """Entries of ``source``; a group (no ':') stands for its members too: pos, pos:*."""
+    if SEPARATOR in source:
+        return parked.c.source == source
+    return sa.or_(
+        parked.c.source == source,
+        parked.c.source.startswith(f"{source}{SEPARATOR}", autoescape=True),
+    )
 
 
 def not_parked_yet(

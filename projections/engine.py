@@ -374,6 +374,10 @@ class ProjectionEngine(LaneFailures):
             raise ReadmodelError(f"e{entry.id}@{entry.projection} is parked in {where}")
         return holders[0]
 
+    def parking_stores(self) -> list[Store]:
+        """Each store once: where parked events are kept."""
+        return self._distinct_stores()
+
     def _distinct_stores(self) -> list[Store]:
         """Each store once (several names may share one)."""
         return list({id(store): store for store in self.stores.values()}.values())

@@ -55,6 +55,7 @@ from projections.document_generations import (
 from projections.document_holds import BLOCKED, PARKED, merge_blocked
 from projections.document_invalidations import INVALIDATIONS, DocumentInvalidations
 from projections.document_parked import COUNTERS, FAILURES, DocumentParking
+from projections.document_parked_bulk import DocumentBulkParking
 from projections.document_swap_guard import DeadSwapWatch
 from projections.document_write_errors import (
     REFUSED_WRITES,
@@ -87,7 +88,7 @@ class _Moved(Exception):
     """The lane's checkpoint moved (or was created) since the transaction read it."""
 
 
-class MongoStore(DocumentParking, DocumentInvalidations, Store):
+class MongoStore(DocumentParking, DocumentBulkParking, DocumentInvalidations, Store):
     """A store in one MongoDB database (the URL's path names it)."""
 
     def __init__(

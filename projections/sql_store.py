@@ -18,6 +18,7 @@ from outbox.schema import create_tables
 from projections.api import Projection, UnstorableValueError
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_invalidations import SqlInvalidations
+from projections.sql_parked_bulk import SqlBulkParking
 from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_of
 from projections.sql_tx import SqlTx
 from projections.sql_writes import (
@@ -44,7 +45,7 @@ from projections.store import (
 from projections.store_tables import blocked, checkpoints, parked_events
 
 
-class SqlStore(SqlParking, SqlInvalidations, Store):
+class SqlStore(SqlParking, SqlBulkParking, SqlInvalidations, Store):
     """A store in one PostgreSQL or SQLite database."""
 
     def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:

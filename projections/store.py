@@ -363,6 +363,11 @@ class Store(ABC):
     def skip_parked(self, entry_id: int) -> ParkedEvent | None:
         """Mark one parked event skipped; release its aggregate when nothing else is parked."""
 
+    def skip_parked_many(self, entry_ids: Sequence[int]) -> int:
+        """:meth:`skip_parked` for many events (a backend does it set-based); returns how
+        many were parked and are now skipped."""
+        return sum(self.skip_parked(entry_id) is not None for entry_id in entry_ids)
+
     journal_invalidations: bool = False
     """Set by the engine when a cache is attached: batches then record their cache tags."""
 

@@ -1,0 +1,106 @@
+"""Set-based parked-event work of a MongoDB store (``readmodel parked skip --projection``).
+
+:class:`DocumentBulkParking` is mixed into :class:`projections.mongo_store.MongoStore`: many
+entries are skipped in one transaction, a few commands for them all, and the holds left
+with nothing parked are released as
+:meth:`~projections.document_parked.DocumentParking.skip_parked` releases one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pymongo.client_session import ClientSession
+from pymongo.database import Database
+
+from projections.document_holds import BLOCKED, PARKED, hold_filter
+from projections.document_parked import FAILURES, _failure_id
+from projections.document_swap_guard import DeadSwapWatch
+from projections.store import AggregateKey, Lane
+
+CHUNK = 5000
+
+_HOLD = ("projection", "source", "tenant", "aggregate_type", "aggregate_id")
+
+
+class DocumentBulkParking:
+    """The bulk half of a MongoDB store's parking; needs its ``database``, ``transaction``
+    and ``_retrying``."""
+
+    database: Database[Any]
+
+    if TYPE_CHECKING:
+
+        def transaction(self) -> AbstractContextManager[ClientSession]: ...
+
+        def _retrying(
+            self, what: str, work: Callable[[], Any], conflicted: Callable[[], None] | None = None
+        ) -> Any: ...
+
+    def skip_parked_many(self, entry_ids: Sequence[int]) -> int:
+        ids = sorted(set(entry_ids))
+        if not ids:
+            return 0
+
+        def work() -> int:
+            with self.transaction() as session:
+                return sum(
+                    self._skip_chunk(session, ids[start : start + CHUNK])
+                    for start in range(0, len(ids), CHUNK)
+                )
+
+        first = self.database[PARKED].find_one({"number": ids[0]}, {"projection": 1})
+        watch = None if first is None else DeadSwapWatch(self.database, first["projection"])
+        return int(
+            self._retrying(
+                "cannot skip parked events", work, None if watch is None else watch.conflicted
+            )
+        )
+
+    def _skip_chunk(self, session: ClientSession, ids: list[int]) -> int:
+        parked = self.database[PARKED]
+        where = {"number": {"$in": ids}, "status": "parked"}
+        found = list(parked.find(where, session=session))
+        if not found:
+            return 0
+        parked.update_many(
+            where,
+            {"$set": {"status": "skipped", "resolved_at": datetime.now(UTC)}},
+            session=session,
+        )
+        holds = {_hold(d) for d in found}
+        still = {
+            _hold(d)
+            for d in parked.find(
+                {"projection": {"$in": sorted({h[0] for h in holds})}, "status": "parked"},
+                dict.fromkeys(_HOLD, 1),
+                session=session,
+            )
+        }
+        released = holds - still
+        if released:
+            lanes = [(Lane(h[0], h[1], -1), AggregateKey(*h[2:])) for h in released]
+            self.database[BLOCKED].delete_many(
+                {"$or": [hold_filter(lane, key) for lane, key in lanes]}, session=session
+            )
+            self.database[FAILURES].delete_many(
+                {
+                    "_id": {
+                        "$in": [
+                            _failure_id(Lane(d["projection"], d["source"], -1), int(d["position"]))
+                            for d in found
+                            if _hold(d) in released
+                        ]
+                    }
+                },
+                session=session,
+            )
+        return len(found)
+
+
+def _hold(document: dict[str, Any]) -> tuple[str, ...]:
+    """The hold a parked event is under (one naming no tenant may lack ``tenant``)."""
+    return tuple(document.get(name) or "" for name in _HOLD)

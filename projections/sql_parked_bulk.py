@@ -1,0 +1,78 @@
+"""Set-based parked-event work of a SQL store (``readmodel parked skip --projection``).
+
+:class:`SqlBulkParking` is mixed into :class:`projections.sql_store.SqlStore`: many entries
+are skipped in one transaction, a few statements for them all, and the holds left with
+nothing parked are released as :meth:`~projections.sql_parking.SqlParking.skip_parked`
+releases one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+from projections.store_tables import blocked, failures, parked_events
+
+CHUNK = 5000
+"""Ids per ``IN (...)``: far below any database's limit on bound parameters."""
+
+_HOLD = ("projection", "source", "tenant", "aggregate_type", "aggregate_id")
+
+
+class SqlBulkParking:
+    """The bulk half of a SQL store's parking; needs its ``writer``."""
+
+    writer: sa.Engine
+
+    def skip_parked_many(self, entry_ids: Sequence[int]) -> int:
+        ids = sorted(set(entry_ids))
+        if not ids:
+            return 0
+        columns = [parked_events.c[name] for name in _HOLD]
+        with self.writer.begin() as conn:
+            skipped: list[sa.Row] = []
+            for start in range(0, len(ids), CHUNK):
+                skipped += conn.execute(
+                    parked_events.update()
+                    .where(
+                        parked_events.c.id.in_(ids[start : start + CHUNK]),
+                        parked_events.c.status == "parked",
+                    )
+                    .values(status="skipped", resolved_at=sa.func.current_timestamp())
+                    .returning(*columns, parked_events.c.position)
+                ).all()
+            holds = {tuple(row[: len(_HOLD)]) for row in skipped}
+            projections = sorted({hold[0] for hold in holds})
+            still = {
+                tuple(row)
+                for row in conn.execute(
+                    sa.select(*columns)
+                    .distinct()
+                    .where(
+                        parked_events.c.projection.in_(projections),
+                        parked_events.c.status == "parked",
+                    )
+                )
+            }
+            released = holds - still
+            if released:
+                conn.execute(
+                    blocked.delete().where(
+                        *(blocked.c[name] == sa.bindparam(f"h_{name}") for name in _HOLD)
+                    ),
+                    [{f"h_{name}": v for name, v in zip(_HOLD, h, strict=True)} for h in released],
+                )
+                conn.execute(
+                    failures.delete().where(
+                        failures.c.projection == sa.bindparam("f_projection"),
+                        failures.c.source == sa.bindparam("f_source"),
+                        failures.c.position == sa.bindparam("f_position"),
+                    ),
+                    [
+                        {"f_projection": row[0], "f_source": row[1], "f_position": row[-1]}
+                        for row in skipped
+                        if tuple(row[: len(_HOLD)]) in released
+                    ],
+                )
+        return len(skipped)
