@@ -12,7 +12,18 @@ from rich.table import Table
 
 from outbox.errors import ReadmodelError
 from projections.engine import no_handler
+from projections.parked_bulk import Selection
 from projections.store import HandlerFailed
+from workers.cli_parked_bulk import (
+    BulkProjection,
+    BulkSource,
+    BulkType,
+    DryRunOption,
+    YesOption,
+    refuse_with_id,
+    run_projection_bulk,
+    skip_malformed,
+)
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -25,9 +36,11 @@ from workers.cli_support import (
 )
 
 EXIT_CODES = (
-    "Exit codes: 0 done, 1 failed (no such entry; a retried event failed again), 2 bad "
+    "Exit codes: 0 done, 1 failed (no such entry; a retried event failed again; a bulk "
+    "retry or skip left an aggregate parked, or was declined), 2 bad "
     "usage (an unknown projection, a bad entry id, a retry of a projection no longer "
-    "configured), an invalid configuration or a read store "
+    "configured, a bulk retry or skip without --yes when not interactive), an invalid "
+    "configuration or a read store "
     "not at the schema revision this readmodel needs (run 'readmodel migrate'), 3 read store "
     "unreachable."
 )
@@ -37,6 +50,14 @@ parked_app = typer.Typer(
 )
 
 
+OptionalEntryId = Annotated[
+    str | None,
+    typer.Argument(
+        help="An id from 'readmodel parked list' (as for 'show'); leave it out to choose many "
+        "with --projection (skip: or --malformed).",
+        show_default=False,
+    ),
+]
 EntryId = Annotated[
     str,
     typer.Argument(
@@ -191,9 +212,25 @@ def parked_show(entry_id: EntryId, config: ConfigOption = None) -> None:
 
 
 @parked_app.command("retry", epilog=EXIT_CODES)
-def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
+def parked_retry(
+    entry_id: OptionalEntryId = None,
+    config: ConfigOption = None,
+    projection: BulkProjection = None,
+    source: BulkSource = None,
+    event_type: BulkType = None,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+) -> None:
     """Apply a parked projection event again, with every later parked event of its aggregate,
-    in order; on success the aggregate flows normally again."""
+    in order; on success the aggregate flows normally again.
+
+    With --projection instead of an id: every aggregate with a chosen event, one after the
+    other; an aggregate failing again stays parked, the others go on."""
+    if entry_id is None:
+        selection = _selection(projection, source, event_type, "retry")
+        return run_projection_bulk("retry", config, selection, yes, dry_run)
+    refuse_with_id(entry_id, projection=projection, source=source, type=event_type)
+    refuse_with_id(entry_id, dry_run=dry_run)
 
     def retry(runtime: Any) -> int:
         kind, number = _parse_entry(entry_id)
@@ -215,9 +252,36 @@ def parked_retry(entry_id: EntryId, config: ConfigOption = None) -> None:
 
 
 @parked_app.command("skip", epilog=EXIT_CODES)
-def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
+def parked_skip(
+    entry_id: OptionalEntryId = None,
+    config: ConfigOption = None,
+    projection: BulkProjection = None,
+    source: BulkSource = None,
+    event_type: BulkType = None,
+    malformed: Annotated[
+        bool,
+        typer.Option(
+            "--malformed",
+            help="Instead of an entry id: every parked malformed outbox row of --source.",
+        ),
+    ] = False,
+    yes: YesOption = False,
+    dry_run: DryRunOption = False,
+) -> None:
     """Mark a parked entry skipped (it stays listed with --all). For a projection event, the
-    events of its aggregate that were held behind it are then applied in order."""
+    events of its aggregate that were held behind it are then applied in order.
+
+    With --projection instead of an id: every chosen event, then the events held behind
+    them, aggregate by aggregate; with --malformed --source: that source's malformed rows."""
+    if entry_id is None and malformed:
+        if projection is not None or event_type is not None or source is None:
+            raise fail("--malformed takes --source (and no --projection or --type)", EXIT_CONFIG)
+        return skip_malformed(config, source, yes, dry_run)
+    if entry_id is None:
+        selection = _selection(projection, source, event_type, "skip")
+        return run_projection_bulk("skip", config, selection, yes, dry_run)
+    refuse_with_id(entry_id, projection=projection, source=source, type=event_type)
+    refuse_with_id(entry_id, malformed=malformed, dry_run=dry_run)
 
     held: list[str] = []  # a projection no longer configured: events held behind the skipped
 
@@ -252,6 +316,15 @@ def parked_skip(entry_id: EntryId, config: ConfigOption = None) -> None:
     if held:
         suffix = f"; the events of its aggregate held behind it stay parked: {', '.join(held)}"
     out.print(f"{entry_id}: skipped{suffix}", highlight=False, soft_wrap=True)
+
+
+def _selection(
+    projection: str | None, source: str | None, event_type: str | None, action: str
+) -> Selection:
+    if projection is None:
+        hint = " (or --malformed --source S)" if action == "skip" else ""
+        raise fail(f"give an entry id, or --projection P to {action} many{hint}", EXIT_CONFIG)
+    return Selection(projection, source, event_type)
 
 
 def _parse_entry(entry_id: str) -> tuple[str, int]:

@@ -1,0 +1,227 @@
+"""``readmodel parked retry|skip --projection P`` (and ``skip --malformed --source S``): many
+parked entries at once, after asking (or ``--yes``), with a progress bar and a summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from projections.engine import no_handler
+from projections.parked_bulk import Outcome, Selected, Selection, retry, select, skip
+from workers.cli_support import EXIT_CONFIG, EXIT_FAILURE, err, fail, out, with_runtime
+
+BulkProjection = Annotated[
+    str | None,
+    typer.Option(
+        "--projection",
+        "-p",
+        help="Instead of an entry id: every parked event of this projection (narrowed by "
+        "--source and --type).",
+        show_default=False,
+    ),
+]
+BulkSource = Annotated[
+    str | None,
+    typer.Option(
+        "--source",
+        "-s",
+        help="With --projection or --malformed: only this source (a group: its members).",
+        show_default=False,
+    ),
+]
+BulkType = Annotated[
+    str | None,
+    typer.Option("--type", help="With --projection: only events of this type.", show_default=False),
+]
+YesOption = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Do not ask for confirmation (needed when not interactive)."),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Print what would be done; change nothing.")
+]
+SHOWN_FAILURES = 20
+
+
+def refuse_with_id(entry_id: str, **given: Any) -> None:
+    """Exit 2 when selection options come with an entry id: one or the other."""
+    names = [f"--{name.replace('_', '-')}" for name, value in given.items() if value]
+    if names:
+        raise fail(
+            f"{', '.join(names)}: only without an entry id (they are for many entries); "
+            f"got {entry_id}",
+            EXIT_CONFIG,
+        )
+
+
+def run_projection_bulk(
+    action: str, config: Path | None, selection: Selection, yes: bool, dry_run: bool
+) -> None:
+    """``action`` (``retry`` or ``skip``) every parked event ``selection`` chooses."""
+    _require_consent(yes, dry_run)
+    outcome: list[Outcome] = []
+
+    def work(runtime: Any) -> None:
+        from workers.cli_parked import _known_projection, _removed_notes
+
+        engine = runtime.engine
+        _known_projection(runtime, selection.projection)
+        configured = selection.projection in engine.projections
+        if action == "retry" and not configured:
+            raise fail(no_handler(selection.projection), EXIT_CONFIG)
+        if not configured:
+            _removed_notes([selection.projection])
+        chosen = select(engine, selection)
+        if not chosen:
+            out.print(f"nothing parked matches ({_described(selection)})", highlight=False)
+            return
+        _plan(action, chosen, selection, configured, detailed=dry_run)
+        if dry_run:
+            out.print("dry run: nothing changed", highlight=False)
+            return
+        _confirm(yes, f"{action} them?")
+        holds = sum(len(s.holds) for s in chosen)
+        with _progress() as progress:
+            task = progress.add_task(f"{action} parked", total=holds)
+            step = lambda: progress.advance(task)  # noqa: E731
+            outcome.append((retry if action == "retry" else skip)(engine, chosen, step))
+
+    with_runtime(config, work)
+    if outcome:
+        _report(outcome[0], selection)
+
+
+def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -> None:
+    """Skip every parked malformed outbox row of ``source`` (a group: its members)."""
+    _require_consent(yes, dry_run)
+    skipped: list[int] = []
+
+    def work(runtime: Any) -> None:
+        from outbox.parking import ParkedEvents
+        from outbox.schema import PARKED_OUTBOX_ROW
+
+        rows = ParkedEvents(runtime.log.engine)
+        found = rows.list(source=source, kind=PARKED_OUTBOX_ROW, limit=None)
+        if not found:
+            out.print(f"nothing parked matches (malformed rows of source {source!r})")
+            return
+        out.print(
+            f"would skip {len(found)} malformed outbox row(s) of source {source!r}",
+            highlight=False,
+        )
+        for entry in found if dry_run else []:
+            first = (entry.reason.strip().splitlines() or [""])[0]
+            out.print(f"  {entry.id}  {entry.source}  {escape(first)}", highlight=False)
+        if dry_run:
+            out.print("dry run: nothing changed", highlight=False)
+            return
+        _confirm(yes, "skip them?")
+        skipped.append(rows.skip_many([entry.id for entry in found]))
+
+    with_runtime(config, work, create_tables=False)
+    if skipped:
+        out.print(
+            f"done: 0 applied, 0 still parked, {skipped[0]} skipped "
+            f"(malformed rows of source {source!r}; listed with --all)",
+            highlight=False,
+        )
+
+
+def _require_consent(yes: bool, dry_run: bool) -> None:
+    """Exit 2 before any work when nobody can be asked and ``--yes`` was not given."""
+    if not (yes or dry_run or sys.stdin.isatty()):
+        raise fail(
+            "not an interactive terminal: nobody can confirm; pass --yes to go on "
+            "(or --dry-run to see what would be done)",
+            EXIT_CONFIG,
+        )
+
+
+def _confirm(yes: bool, question: str) -> None:
+    if not yes and not typer.confirm(question, default=False, err=True):
+        raise fail("aborted: nothing changed", EXIT_FAILURE)
+
+
+def _plan(
+    action: str, chosen: list[Selected], selection: Selection, configured: bool, detailed: bool
+) -> None:
+    """What ``action`` does; ``detailed``, hold by hold: the events it skips or applies."""
+    events = sum(len(s.events) for s in chosen)
+    holds = sum(len(s.holds) for s in chosen)
+    verb = "retry" if action == "retry" else "skip"
+    out.print(
+        f"would {verb} {events} parked event(s) in {holds} aggregate(s) ({_described(selection)}):",
+        highlight=False,
+    )
+    if not detailed:
+        return
+    for selected in chosen:
+        for hold, events_of_hold in selected.holds.items():
+            source, key = hold
+            tenant = f" (tenant {key.tenant})" if key.tenant else ""
+            name = f"{source} {key.aggregate_type}:{key.aggregate_id}{tenant}"
+            held = selected.held[hold]
+            if action == "retry":
+                line = f"apply {_refs(held)} in order"
+            else:
+                ids = {e.id for e in events_of_hold}
+                rest = [e for e in held if e.id not in ids]
+                line = f"skip {_refs(events_of_hold)}"
+                if rest and configured:
+                    line += f", then apply {_refs(rest)} in order"
+                elif rest:
+                    line += f"; {_refs(rest)} stay parked (no handler)"
+            out.print(f"  {escape(name)}: {line}", highlight=False, soft_wrap=True)
+
+
+def _refs(events: list[Any]) -> str:
+    return " ".join(f"e{e.id}" for e in events)
+
+
+def _described(selection: Selection) -> str:
+    parts = [f"projection {selection.projection!r}"]
+    if selection.source is not None:
+        parts.append(f"source {selection.source!r}")
+    if selection.event_type is not None:
+        parts.append(f"type {selection.event_type!r}")
+    return ", ".join(parts)
+
+
+def _progress() -> Progress:
+    """A bar on stderr while the holds are worked through; none when it is no terminal."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    )
+
+
+def _report(outcome: Outcome, selection: Selection) -> None:
+    """The summary; exit 1 when an aggregate stays parked, naming why (the first few)."""
+    out.print(
+        f"done: {outcome.applied} applied, {outcome.still_parked} still parked, "
+        f"{outcome.skipped} skipped ({_described(selection)})",
+        highlight=False,
+    )
+    if not outcome.failed:
+        return
+    for event, why in outcome.failed[:SHOWN_FAILURES]:
+        err.print(
+            f"e{event.id} ({escape(event.source)} {escape(event.aggregate_type)}:"
+            f"{escape(event.aggregate_id)}) failed again and stays parked with its "
+            f"aggregate: {escape(why)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if len(outcome.failed) > SHOWN_FAILURES:
+        err.print(f"... and {len(outcome.failed) - SHOWN_FAILURES} more aggregate(s)")
+    raise typer.Exit(EXIT_FAILURE)
