@@ -78,11 +78,13 @@ def run_projection_bulk(
             _removed_notes([selection.projection])
         chosen = select(engine, selection)
         if not chosen:
-            out.print(f"nothing parked matches ({_described(selection)})", highlight=False)
+            out.print(
+                f"nothing parked matches ({_described(selection)})", highlight=False, soft_wrap=True
+            )
             return
         _plan(action, chosen, selection, configured, detailed=dry_run)
         if dry_run:
-            out.print("dry run: nothing changed", highlight=False)
+            out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
             return
         _confirm(yes, f"{action} them?")
         holds = sum(len(s.holds) for s in chosen)
@@ -108,17 +110,24 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
         rows = ParkedEvents(runtime.log.engine)
         found = rows.list(source=source, kind=PARKED_OUTBOX_ROW, limit=None)
         if not found:
-            out.print(f"nothing parked matches (malformed rows of source {source!r})")
+            out.print(
+                f"nothing parked matches (malformed rows of source {escape(repr(source))})",
+                highlight=False,
+                soft_wrap=True,
+            )
             return
         out.print(
-            f"would skip {len(found)} malformed outbox row(s) of source {source!r}",
+            f"would skip {len(found)} malformed outbox row(s) of source {escape(repr(source))}",
             highlight=False,
+            soft_wrap=True,
         )
         for entry in found if dry_run else []:
             first = (entry.reason.strip().splitlines() or [""])[0]
-            out.print(f"  {entry.id}  {entry.source}  {escape(first)}", highlight=False)
+            out.print(
+                f"  {entry.id}  {entry.source}  {escape(first)}", highlight=False, soft_wrap=True
+            )
         if dry_run:
-            out.print("dry run: nothing changed", highlight=False)
+            out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
             return
         _confirm(yes, "skip them?")
         skipped.append(rows.skip_many([entry.id for entry in found]))
@@ -127,8 +136,9 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
     if skipped:
         out.print(
             f"done: 0 applied, 0 still parked, {skipped[0]} skipped "
-            f"(malformed rows of source {source!r}; listed with --all)",
+            f"(malformed rows of source {escape(repr(source))}; listed with --all)",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -157,6 +167,7 @@ def _plan(
     out.print(
         f"would {verb} {events} parked event(s) in {holds} aggregate(s) ({_described(selection)}):",
         highlight=False,
+        soft_wrap=True,
     )
     if not detailed:
         return
@@ -189,7 +200,7 @@ def _described(selection: Selection) -> str:
         parts.append(f"source {selection.source!r}")
     if selection.event_type is not None:
         parts.append(f"type {selection.event_type!r}")
-    return ", ".join(parts)
+    return escape(", ".join(parts))
 
 
 def _progress() -> Progress:
@@ -211,6 +222,7 @@ def _report(outcome: Outcome, selection: Selection) -> None:
         f"done: {outcome.applied} applied, {outcome.still_parked} still parked, "
         f"{outcome.skipped} skipped ({_described(selection)})",
         highlight=False,
+        soft_wrap=True,
     )
     if not outcome.failed:
         return
@@ -223,5 +235,7 @@ def _report(outcome: Outcome, selection: Selection) -> None:
             soft_wrap=True,
         )
     if len(outcome.failed) > SHOWN_FAILURES:
-        err.print(f"... and {len(outcome.failed) - SHOWN_FAILURES} more aggregate(s)")
+        err.print(
+            f"... and {len(outcome.failed) - SHOWN_FAILURES} more aggregate(s)", highlight=False
+        )
     raise typer.Exit(EXIT_FAILURE)
