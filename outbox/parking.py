@@ -89,6 +89,19 @@ class ParkedEvents:
                 ).rowcount
         return skipped
 
+    def purge_skipped(self, entry_ids: Sequence[int]) -> int:
+        """Delete those of ``entry_ids`` that are skipped (never one of another status)."""
+        ids = sorted(set(entry_ids))
+        deleted = 0
+        with self.engine.begin() as conn:
+            for start in range(0, len(ids), 5000):
+                deleted += conn.execute(
+                    parked.delete().where(
+                        parked.c.id.in_(ids[start : start + 5000]), parked.c.status == "skipped"
+                    )
+                ).rowcount
+        return deleted
+
     def get(self, entry_id: int) -> ParkedEntry | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(parked).where(parked.c.id == entry_id)).first()

@@ -60,6 +60,17 @@ class DocumentBulkParking:
             )
         )
 
+    def purge_skipped(self, entry_ids: Sequence[int]) -> int:
+        ids = sorted(set(entry_ids))
+        deleted = 0
+        for start in range(0, len(ids), CHUNK):
+            found = {"number": {"$in": ids[start : start + CHUNK]}, "status": "skipped"}
+            deleted += self._retrying(
+                "cannot purge skipped parked events",
+                lambda found=found: self.database[PARKED].delete_many(found).deleted_count,
+            )
+        return deleted
+
     def _skip_chunk(self, session: ClientSession, ids: list[int]) -> int:
         parked = self.database[PARKED]
         where = {"number": {"$in": ids}, "status": "parked"}

@@ -76,3 +76,16 @@ class SqlBulkParking:
                     ],
                 )
         return len(skipped)
+
+    def purge_skipped(self, entry_ids: Sequence[int]) -> int:
+        ids = sorted(set(entry_ids))
+        deleted = 0
+        with self.writer.begin() as conn:
+            for start in range(0, len(ids), CHUNK):
+                deleted += conn.execute(
+                    parked_events.delete().where(
+                        parked_events.c.id.in_(ids[start : start + CHUNK]),
+                        parked_events.c.status == "skipped",
+                    )
+                ).rowcount
+        return deleted

@@ -368,6 +368,11 @@ class Store(ABC):
         many were parked and are now skipped."""
         return sum(self.skip_parked(entry_id) is not None for entry_id in entry_ids)
 
+    def purge_skipped(self, entry_ids: Sequence[int]) -> int:
+        """Delete those of ``entry_ids`` that are skipped (never one of another status);
+        returns how many were deleted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot purge parked events")
+
     journal_invalidations: bool = False
     """Set by the engine when a cache is attached: batches then record their cache tags."""
 

@@ -29,7 +29,14 @@ def test_status_help_names_exit_2_for_a_store_to_migrate() -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [["parked"], ["parked", "list"], ["parked", "show"], ["parked", "retry"], ["parked", "skip"]],
+    [
+        ["parked"],
+        ["parked", "list"],
+        ["parked", "show"],
+        ["parked", "retry"],
+        ["parked", "skip"],
+        ["parked", "purge"],
+    ],
     ids=" ".join,
 )
 def test_parked_help_names_its_exit_codes(command: list[str]) -> None:
@@ -38,9 +45,9 @@ def test_parked_help_names_its_exit_codes(command: list[str]) -> None:
     assert "Exit codes: 0 done, 1 failed" in text
     assert (
         "2 bad usage (an unknown projection, a bad entry id, a retry of a projection no "
-        "longer configured, a bulk retry or skip without --yes when not interactive), an "
+        "longer configured, a bulk retry, skip or purge without --yes when not interactive), an "
         "invalid configuration or a read store not at the schema revision this readmodel "
         "needs (run 'readmodel migrate')" in text
     )
-    assert "a bulk retry or skip left an aggregate parked, or was declined" in text
+    assert "a bulk retry or skip left an aggregate parked; a bulk command was declined" in text
     assert "3 read store unreachable" in text

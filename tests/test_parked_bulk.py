@@ -176,6 +176,31 @@ def test_bulk_skip_keeps_the_entries_listed_and_releases_their_aggregates(
     }
 
 
+def test_purge_deletes_skipped_entries_only(parked: Parked) -> None:
+    config, name = str(parked.config), parked.name
+    first = _listed(parked.config)[0]["ref"]
+    assert run_cli(["parked", "skip", first, "--config", config]).exit_code == 0  # a: 1 retried
+    refused = run_cli(["parked", "purge", "--projection", name, "--config", config])
+    assert refused.exit_code == 2 and "not an interactive terminal" in refused.stderr
+    dry = run_cli(["parked", "purge", "-p", name, "--dry-run", "-c", config])
+    assert f"would delete 1 skipped entry (projection '{name}')" in dry.stdout, dry.output
+
+    purged = run_cli(["parked", "purge", "-p", name, "--yes", "-c", config])
+
+    assert purged.exit_code == 0, purged.output
+    assert f"done: 1 skipped entry deleted (projection '{name}')" in purged.stdout
+    every = _listed(parked.config, "--all")
+    assert [(e["aggregate_id"], e["status"]) for e in every] == [
+        ("a", "retried"),
+        *[(a, "parked") for a in ("b", "b", "c", "c")],
+    ]
+    again = run_cli(
+        ["parked", "purge", "-p", name, "-s", "bank", "--type", "Deposited", "-y", "-c", config]
+    )
+    assert again.exit_code == 0 and "nothing skipped matches" in again.stdout, again.output
+    assert len(_listed(parked.config, "--all")) == 5
+
+
 def test_bulk_forms_refuse_a_mix_with_an_entry_id_or_no_choice(parked: Parked) -> None:
     config, name = str(parked.config), parked.name
     cases = [
@@ -185,6 +210,9 @@ def test_bulk_forms_refuse_a_mix_with_an_entry_id_or_no_choice(parked: Parked) -
         (["skip", "e1", "--dry-run", "-c", config], "--dry-run: only without an entry id"),
         (["skip", "--malformed", "-c", config], "--malformed takes --source"),
         (["retry", "-p", "nosuch", "-y", "-c", config], "unknown projection 'nosuch'"),
+        (["purge", "-c", config], "give --projection P, or --malformed --source S"),
+        (["purge", "--malformed", "-c", config], "--malformed takes --source"),
+        (["purge", "-p", "nosuch", "-y", "-c", config], "unknown projection 'nosuch'"),
     ]
     for args, message in cases:
         result = run_cli(["parked", *args])
@@ -234,3 +262,7 @@ def test_malformed_rows_are_skipped_by_source_and_stay_listed(
     assert sorted((e["ref"], e["status"]) for e in every) == sorted(
         (e["ref"], "skipped") for e in rows
     )
+    purged = run_cli(["parked", "purge", "--malformed", "-s", "bank", "-y", "-c", str(config)])
+    assert purged.exit_code == 0, purged.output
+    assert "done: 2 skipped entries deleted (malformed rows of source 'bank')" in purged.stdout
+    assert _listed(config, "--all") == []

@@ -58,7 +58,7 @@ def test_the_bulk_parked_commands_run_as_written(tmp_path: Path) -> None:
     ran = _run([readmodel, "run", "--until-caught-up", "--config", config], tmp_path)
     assert ran.returncode == 0, ran.stderr
 
-    dry, retried, skipped, malformed, listed = (
+    dry, retried, skipped, malformed, listed, purged = (
         _run(args, tmp_path) for args in _commands("#### Many at once")
     )
 
@@ -74,6 +74,10 @@ def test_the_bulk_parked_commands_run_as_written(tmp_path: Path) -> None:
     assert "1 skipped (malformed rows of source 'shop'" in malformed.stdout
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.count("skipped") == 3
+    assert purged.returncode == 0, purged.stderr
+    assert "done: 2 skipped entries deleted (projection 'customer_orders')" in purged.stdout
+    left = _run([*_commands("#### Many at once")[4][:-2], "--json", "--config", config], tmp_path)
+    assert [e["kind"] for e in json.loads(left.stdout)] == ["outbox_row"]
     with sa.create_engine(f"sqlite:///{tmp_path / 'readstore.db'}").connect() as conn:
         rows = conn.execute(sa.text("SELECT customer_id, orders FROM customer_orders")).all()
     assert sorted(rows) == [("c2", 1)]

@@ -24,6 +24,7 @@ from workers.cli_parked_bulk import (
     run_projection_bulk,
     skip_malformed,
 )
+from workers.cli_parked_purge import register as register_purge
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -37,15 +38,16 @@ from workers.cli_support import (
 
 EXIT_CODES = (
     "Exit codes: 0 done, 1 failed (no such entry; a retried event failed again; a bulk "
-    "retry or skip left an aggregate parked, or was declined), 2 bad "
+    "retry or skip left an aggregate parked; a bulk command was declined), 2 bad "
     "usage (an unknown projection, a bad entry id, a retry of a projection no longer "
-    "configured, a bulk retry or skip without --yes when not interactive), an invalid "
+    "configured, a bulk retry, skip or purge without --yes when not interactive), an invalid "
     "configuration or a read store "
     "not at the schema revision this readmodel needs (run 'readmodel migrate'), 3 read store "
     "unreachable."
 )
 parked_app = typer.Typer(
-    help=f"Parked outbox rows and projection events: list, show, retry, skip.\n\n{EXIT_CODES}",
+    help="Parked outbox rows and projection events: list, show, retry, skip, purge."
+    f"\n\n{EXIT_CODES}",
     no_args_is_help=True,
 )
 
@@ -316,6 +318,9 @@ def parked_skip(
     if held:
         suffix = f"; the events of its aggregate held behind it stay parked: {', '.join(held)}"
     out.print(f"{entry_id}: skipped{suffix}", highlight=False, soft_wrap=True)
+
+
+register_purge(parked_app, EXIT_CODES)
 
 
 def _selection(

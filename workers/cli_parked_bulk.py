@@ -63,7 +63,7 @@ def run_projection_bulk(
     action: str, config: Path | None, selection: Selection, yes: bool, dry_run: bool
 ) -> None:
     """``action`` (``retry`` or ``skip``) every parked event ``selection`` chooses."""
-    _require_consent(yes, dry_run)
+    require_consent(yes, dry_run)
     outcome: list[Outcome] = []
 
     def work(runtime: Any) -> None:
@@ -79,14 +79,14 @@ def run_projection_bulk(
         chosen = select(engine, selection)
         if not chosen:
             out.print(
-                f"nothing parked matches ({_described(selection)})", highlight=False, soft_wrap=True
+                f"nothing parked matches ({described(selection)})", highlight=False, soft_wrap=True
             )
             return
         _plan(action, chosen, selection, configured, detailed=dry_run)
         if dry_run:
             out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
             return
-        _confirm(yes, f"{action} them?")
+        confirm(yes, f"{action} them?")
         holds = sum(len(s.holds) for s in chosen)
         with _progress() as progress:
             task = progress.add_task(f"{action} parked", total=holds)
@@ -100,7 +100,7 @@ def run_projection_bulk(
 
 def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -> None:
     """Skip every parked malformed outbox row of ``source`` (a group: its members)."""
-    _require_consent(yes, dry_run)
+    require_consent(yes, dry_run)
     skipped: list[int] = []
 
     def work(runtime: Any) -> None:
@@ -129,7 +129,7 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
         if dry_run:
             out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
             return
-        _confirm(yes, "skip them?")
+        confirm(yes, "skip them?")
         skipped.append(rows.skip_many([entry.id for entry in found]))
 
     with_runtime(config, work, create_tables=False)
@@ -142,7 +142,7 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
         )
 
 
-def _require_consent(yes: bool, dry_run: bool) -> None:
+def require_consent(yes: bool, dry_run: bool) -> None:
     """Exit 2 before any work when nobody can be asked and ``--yes`` was not given."""
     if not (yes or dry_run or sys.stdin.isatty()):
         raise fail(
@@ -152,7 +152,7 @@ def _require_consent(yes: bool, dry_run: bool) -> None:
         )
 
 
-def _confirm(yes: bool, question: str) -> None:
+def confirm(yes: bool, question: str) -> None:
     if not yes and not typer.confirm(question, default=False, err=True):
         raise fail("aborted: nothing changed", EXIT_FAILURE)
 
@@ -165,7 +165,7 @@ def _plan(
     holds = sum(len(s.holds) for s in chosen)
     verb = "retry" if action == "retry" else "skip"
     out.print(
-        f"would {verb} {events} parked event(s) in {holds} aggregate(s) ({_described(selection)}):",
+        f"would {verb} {events} parked event(s) in {holds} aggregate(s) ({described(selection)}):",
         highlight=False,
         soft_wrap=True,
     )
@@ -194,7 +194,7 @@ def _refs(events: list[Any]) -> str:
     return " ".join(f"e{e.id}" for e in events)
 
 
-def _described(selection: Selection) -> str:
+def described(selection: Selection) -> str:
     parts = [f"projection {selection.projection!r}"]
     if selection.source is not None:
         parts.append(f"source {selection.source!r}")
@@ -220,7 +220,7 @@ def _report(outcome: Outcome, selection: Selection) -> None:
     """The summary; exit 1 when an aggregate stays parked, naming why (the first few)."""
     out.print(
         f"done: {outcome.applied} applied, {outcome.still_parked} still parked, "
-        f"{outcome.skipped} skipped ({_described(selection)})",
+        f"{outcome.skipped} skipped ({described(selection)})",
         highlight=False,
         soft_wrap=True,
     )
