@@ -201,6 +201,26 @@ def test_purge_deletes_skipped_entries_only(parked: Parked) -> None:
     assert len(_listed(parked.config, "--all")) == 5
 
 
+def test_a_removed_projections_events_are_skipped_in_bulk_not_retried(parked: Parked) -> None:
+    text = parked.config.read_text()
+    for path in ("tests.projection_fixtures:Totals", DOC_TOTALS):
+        text = text.replace(path, "tests.projection_fixtures:Balances")
+    removed = parked.config.with_name("removed.toml")
+    removed.write_text(text)
+    config = str(removed)
+    name = parked.name
+
+    retried = run_cli(["parked", "retry", "-p", name, "--yes", "-c", config])
+    assert retried.exit_code == 2 and "(no handler)" in retried.stderr, retried.output
+    skipped = run_cli(["parked", "skip", "-p", name, "--yes", "-c", config])
+
+    assert skipped.exit_code == 0, skipped.output
+    assert f"projection '{name}' is no longer configured" in skipped.stderr
+    assert "done: 0 applied, 0 still parked, 6 skipped" in skipped.stdout
+    every = _listed(removed, "--all", "--projection", name)
+    assert [e["status"] for e in every] == ["skipped"] * 6
+
+
 def test_bulk_forms_refuse_a_mix_with_an_entry_id_or_no_choice(parked: Parked) -> None:
     config, name = str(parked.config), parked.name
     cases = [
