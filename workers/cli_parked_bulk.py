@@ -4,6 +4,7 @@ parked entries at once, after asking (or ``--yes``), with a progress bar and a s
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -90,7 +91,7 @@ def run_projection_bulk(
         holds = sum(len(s.holds) for s in chosen)
         with _progress() as progress:
             task = progress.add_task(f"{action} parked", total=holds)
-            step = lambda: progress.advance(task)  # noqa: E731
+            step = partial(progress.advance, task)
             outcome.append((retry if action == "retry" else skip)(engine, chosen, step))
 
     with_runtime(config, work)
