@@ -42,25 +42,36 @@ from projections.query_reader import (
     json_number,
     list_fingerprint,
     plain_value,
-    scoped_to_tenant,
 )
+from projections.tenant_scope import raw_handle, scoped_to_tenant
 
 
 class DocumentReader:
     """Read-only access to one projection's collections in a MongoDB store."""
 
     def __init__(self, database: Any, projection: Projection) -> None:
-        self.database = database
+        self._database = database
         self.projection = projection
-        self.tenant: str | None = None
+        self._field = projection.tenant_column
+        self._shared = frozenset(projection.shared_collections)
+        self._tenant: str | None = None
+        self._query: str | None = None
         self._generation: list[int | None] = [None]  # shared with the tenants' copies
 
+    @property
+    def tenant(self) -> str | None:
+        """The tenant whose documents this reader reads (``None``: unscoped)."""
+        return self._tenant
+
+    @property
+    def database(self) -> Any:
+        """The store's database: raw access, refused to a reader scoped to a tenant."""
+        return raw_handle(self, self._database, "read.database", self.projection.name)
+
     def for_tenant(self, tenant: str | None) -> DocumentReader:
-        """This reader, its reads of tenant collections limited to ``tenant``'s documents."""
-        projection = self.projection
-        return scoped_to_tenant(
-            self, projection.name, projection.tenant_column, tenant, "documents"
-        )
+        """This reader, its reads of tenant collections limited to ``tenant``'s documents; a
+        reader already scoped is refused another tenant (:mod:`projections.tenant_scope`)."""
+        return scoped_to_tenant(self, self.projection.name, self._field, tenant, "documents")
 
     def collection(self, name: str | None) -> str:
         """``name``, or the projection's first collection; refused unless it is one of its own."""
@@ -78,10 +89,8 @@ class DocumentReader:
         """``query`` and the tenant filter of ``collection`` (none for a shared one); a
         ``query`` naming the tenant field too matches only where both agree."""
         query = {name: _filter_value(value) for name, value in query.items()}
-        field = self.projection.tenant_column
-        if self.tenant is None or field is None:
-            return query
-        if collection in self.projection.shared_collections:
+        field = self._field
+        if self._tenant is None or field is None or collection in self._shared:
             return query
         return (
             {"$and": [query, {field: self.tenant}]}
@@ -95,7 +104,7 @@ class DocumentReader:
         """The document with ``_id == key``, or ``None``."""
         name = self.collection(collection)
         query = self._scoped(name, {"_id": key})
-        found = self._read(name, lambda physical: self.database[physical].find_one(query))
+        found = self._read(name, lambda physical: self._database[physical].find_one(query))
         return None if found is None else _json_ready(found)
 
     def first(self, collection: str, **equals: Any) -> dict[str, Any] | None:
@@ -124,7 +133,7 @@ class DocumentReader:
         query = self._scoped(name, equals)
 
         def read(physical: str) -> list[dict[str, Any]]:
-            cursor = self.database[physical].find(query).sort(sort)
+            cursor = self._database[physical].find(query).sort(sort)
             return list(cursor if limit is None else cursor.limit(limit))
 
         if limit == 0:  # to the driver, limit(0) is no limit
@@ -154,7 +163,7 @@ class DocumentReader:
         found = self._read(
             name,
             lambda physical: list(
-                self.database[physical].find(query).sort("_id", 1).limit(limit + 1)
+                self._database[physical].find(query).sort("_id", 1).limit(limit + 1)
             ),
         )
         rows = found[:limit]
@@ -167,7 +176,7 @@ class DocumentReader:
         moves it); the generation last seen is kept, and checked after each read."""
         try:
             result, self._generation[0] = read_current(
-                self.database,
+                self._database,
                 self.projection.name,
                 lambda generation: read(physical_name(collection, generation)),
                 self._generation[0],

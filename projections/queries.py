@@ -40,6 +40,9 @@ hold: a row (``dict``), a list of rows, ``None`` or a scalar. ``read`` is a read
 :class:`Reader` on the projection's store; rows come back as JSON-ready dicts
 (timestamps as ISO-8601 text, decimals and UUIDs as text). Arguments are converted to
 the method's annotations (``"42"`` from the command line becomes ``42`` for an ``int``).
+Of a projection with a ``tenant_column``, ``read`` reads the rows of the tenant the query is
+run for and stays with it: another tenant (``read.for_tenant``) and the store itself
+(``read.engine``, ``read.database``) are refused (:mod:`projections.tenant_scope`).
 
 Caching (when a cache is configured) is opt-in per query, because an entry is only
 ever invalidated through its tags; tags are plain strings such as ``"product:42"``,

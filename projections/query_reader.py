@@ -4,7 +4,6 @@ keyset pages by primary key behind an opaque cursor."""
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import math
 import uuid
@@ -12,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -88,15 +87,31 @@ class SqlReader:
         shared_tables: Sequence[sa.Table] = (),
         tenant: str | None = None,
     ) -> None:
-        self.engine = engine
+        self._engine = engine
         self.projection = projection
         self.tables = {t.name: t for t in tables}
         self.tenant_column = tenant_column
-        self.shared = {t.name for t in shared_tables}
-        self.tenant = tenant
+        self.shared = frozenset(t.name for t in shared_tables)
+        self._tenant = tenant
+        self._query: str | None = None
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant whose rows this reader reads (``None``: unscoped)."""
+        return self._tenant
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The store's engine: raw access, refused to a reader scoped to a tenant."""
+        from projections.tenant_scope import raw_handle  # it imports QueryError from here
+
+        return raw_handle(self, self._engine, "read.engine", self.projection)  # type: ignore[no-any-return]
 
     def for_tenant(self, tenant: str | None) -> SqlReader:
-        """This reader, its reads of tenant tables limited to ``tenant``'s rows."""
+        """This reader, its reads of tenant tables limited to ``tenant``'s rows; a reader
+        already scoped is refused another tenant (:mod:`projections.tenant_scope`)."""
+        from projections.tenant_scope import scoped_to_tenant
+
         return scoped_to_tenant(self, self.projection, self.tenant_column, tenant, "rows")
 
     def _scope(self, table: sa.Table) -> list[Any]:
@@ -176,7 +191,7 @@ class SqlReader:
 
     def _rows(self, statement: sa.Select[Any]) -> list[dict[str, Any]]:
         try:
-            with self.engine.connect() as conn:
+            with self._engine.connect() as conn:
                 return [json_safe(dict(row._mapping)) for row in conn.execute(statement)]
         except SQLAlchemyError as exc:
             raise StoreError(f"{self.projection}: query failed: {describe_db_error(exc)}") from exc
@@ -427,27 +442,3 @@ def decode_cursor(cursor: str, fingerprint: str, pk: list[sa.Column[Any]]) -> tu
 
 def _key_list(key: Any) -> bool:
     return isinstance(key, list) and all(v is None or type(v) in (str, int, float) for v in key)
-
-
-_Reader = TypeVar("_Reader")
-
-
-def scoped_to_tenant(
-    reader: _Reader, projection: str, tenant_column: str | None, tenant: str | None, kept: str
-) -> _Reader:
-    """A copy of ``reader`` with its ``tenant`` set. A projection with a ``tenant_column``
-    must be read for a tenant; one without has none to give."""
-    if tenant_column is None:
-        if tenant is not None:
-            raise QueryError(
-                f"projection {projection!r} keeps no tenant column: read it without one"
-            )
-        return reader
-    if tenant is None:
-        raise QueryError(
-            f"projection {projection!r} keeps {kept} per tenant: give the tenant "
-            f"(tenant=..., readmodel query --tenant T)"
-        )
-    scoped = copy.copy(reader)
-    scoped.tenant = tenant  # type: ignore[attr-defined]
-    return scoped

@@ -43,6 +43,7 @@ from projections.queries import QuerySpec, declared_queries, key_tags_of, tags_f
 from projections.query_checks import bind_arguments, check_indexed, indexes
 from projections.query_reader import Page, QueryError, SqlReader, plain_value
 from projections.store import Store
+from projections.tenant_scope import for_query
 
 logger = structlog.get_logger("readmodel.queries")
 
@@ -239,7 +240,7 @@ class Queries:
             known = ", ".join(sorted(specs)) or "none"
             raise QueryError(f"projection {p.name!r} has no query {name!r} (known: {known})")
         bound = bind_arguments(p, spec, args, kwargs)
-        reader = self.reader(p, tenant)
+        reader = for_query(self.reader(p, tenant), spec.name)  # kept to its tenant
         consistency, stale = self._wait(p, wait_for, timeout, stale_ok)
 
         def load() -> Any:
