@@ -25,6 +25,7 @@ class ScopeAccounts(Projection):
     name = "scope_accounts"
     tables = (scope_accounts,)
     tenant_column = "tenant"
+    key_tags = {"scope_accounts": "account:{account}"}
 
     @on("bank", "Opened")
     def opened(self, event: Event[dict], tx: Tx) -> None:

@@ -59,7 +59,11 @@ def test_a_tenants_query_cannot_read_another_tenants_rows_through_its_reader(
             )
             assert q.run("scope_accounts", "peek", "acme", tenant="acme").value == ["a1"]
             assert q.run("scope_accounts", "peek", "globex", tenant="globex").value == ["g1"]
+            assert q.get("scope_accounts", "g1", tenant="globex").value["owner"] == "bob"
+            assert q.get("scope_accounts", "g1", tenant="acme").value is None
         assert _entries(redis_key_prefix, "scope_accounts") == {
+            'tenant:"acme":get:scope_accounts:["g1"]',
+            'tenant:"globex":get:scope_accounts:["g1"]',
             'tenant:"acme":q:peek:[["acme"],[]]',
             'tenant:"globex":q:peek:[["globex"],[]]',
         }
