@@ -155,11 +155,14 @@ class TenantError(Exception):
     first failure (``tenant refused, not retried``), for ``readmodel parked retry`` once the
     handler is fixed. Not ``for_good``: another tenant's document holds the ``_id`` a
     tenant wrote (:class:`projections.document_write_errors.TenantConflict`), which a later
-    event may free: retried, then parked."""
+    event may free: retried, then parked. ``remedy`` says what to do when a fixed handler
+    and a retry would not (a row without a tenant, left by an older readmodel, needs a
+    rebuild); the parked reason ends with it."""
 
-    def __init__(self, message: str, *, for_good: bool = True) -> None:
+    def __init__(self, message: str, *, for_good: bool = True, remedy: str | None = None) -> None:
         super().__init__(message)
         self.for_good = for_good
+        self.remedy = remedy
 
 
 class UnstorableValueError(ValueError):

@@ -32,6 +32,25 @@ class TenantConflict(RefusedDocument):
         self.error = error
 
 
+def untenanted(
+    projection: str, tenant: str, collection: str, key: object, field: str
+) -> TenantConflict:
+    """The conflict of a tenant's upsert with a document without a tenant (the field absent
+    or null), as a readmodel before tenant checks left it: no later event frees that ``_id``,
+    and whose document it is, is not known; a rebuild from the log places every document."""
+    return TenantConflict(
+        TenantError(
+            f"{projection}: tenant {tenant!r} cannot write the document of {collection!r} "
+            f"with _id {key!r}: a document without a tenant holds that _id (no {field!r}, as "
+            "a readmodel before tenant checks left it when a handler did not write the "
+            "field): not overwritten, as its other fields may be any tenant's",
+            remedy="rebuild the projection from the event log, which writes every document "
+            f"in its event's tenant and applies this event again: `readmodel replay "
+            f"{projection} --yes` (`readmodel parked skip` drops the event instead)",
+        )
+    )
+
+
 def refused_for_good(error: BaseException) -> bool:
     """Whether ``error`` refuses a value written, alike on every attempt: an integer past 64
     bits (any :class:`UnstorableValueError`), a document the driver cannot send. Not a

@@ -33,5 +33,5 @@ def parked_at_once(store: Store, failure: HandlerFailed) -> str | None:
     if isinstance(error, PayloadError):
         return f"payload rejected, not retried: {error!r}; {RETRY_HINT}"
     if isinstance(error, TenantError) and error.for_good:
-        return f"tenant refused, not retried: {error!r}; {RETRY_HINT}"
+        return f"tenant refused, not retried: {error!r}; {error.remedy or RETRY_HINT}"
     return None

@@ -33,7 +33,12 @@ from projections.document_values import (
     slot,
     wide_integer_field,
 )
-from projections.document_write_errors import REFUSED_WRITES, RefusedDocument, TenantConflict
+from projections.document_write_errors import (
+    REFUSED_WRITES,
+    RefusedDocument,
+    TenantConflict,
+    untenanted,
+)
 from projections.store import HandlerFailed, add_cache_tags, new_cache_tags
 
 _DELETED = object()
@@ -363,6 +368,8 @@ class DocumentTx:
         if tenant is None or document is _DELETED:
             return None
         collection = self._declared.get(name, name)
+        if self._untenanted(name, key):
+            return untenanted(self._tenant_projection, tenant, collection, key, self._tenant)
         return TenantConflict(
             TenantError(
                 f"{self._tenant_projection}: tenant {tenant!r} cannot write the document of "
@@ -371,6 +378,17 @@ class DocumentTx:
                 for_good=False,  # that tenant's document may go: retried, then parked
             )
         )
+
+    def _untenanted(self, name: str, key: Any) -> bool:
+        """Whether the committed document of ``key`` has no tenant (read outside the
+        transaction, which the refused write ended; a document this batch wrote is a
+        tenant's)."""
+        field = self._tenant
+        try:
+            found = self._database[name].find_one({"_id": key}, {field: 1})
+        except PyMongoError:
+            return False
+        return found is not None and found.get(field) is None
 
 
 def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[str] | None) -> None:

@@ -4,7 +4,9 @@ handler reads and writes are its event's tenant's, as a document projection's ar
 A row written is placed in the event's tenant (:func:`placed`); a key that another tenant's
 row holds is not the handler's to read (``get`` finds nothing), to overwrite (the upsert fails
 with :class:`TenantError`: an upsert would move the row, with the columns it does not write,
-into the event's tenant) or to delete (the other tenant's row stays).
+into the event's tenant) or to delete (the other tenant's row stays). A row without a tenant
+(NULL, as a readmodel before these checks let a handler leave it) is no tenant's: the same,
+and its upsert's error says to rebuild the projection (:func:`taken`).
 """
 
 from __future__ import annotations
@@ -71,9 +73,28 @@ def mine(row: Mapping[str, Any] | None, column: str, tenant: str) -> bool:
     return row is None or row.get(column) == tenant
 
 
-def taken(projection: str, event: Envelope | None, table: sa.Table, column: str) -> TenantError:
-    """The error of an upsert whose key another tenant's row holds."""
+def taken(
+    projection: str,
+    event: Envelope | None,
+    table: sa.Table,
+    column: str,
+    found: Mapping[str, Any] | None,
+) -> TenantError:
+    """The error of an upsert whose key another tenant's row holds, or a row without a
+    tenant (``found``): an older readmodel left the column NULL where a handler did not
+    write it; whose row it is, is not known, so it is not taken over: a rebuild from the
+    log writes every row in its event's tenant."""
     what = "code outside any event" if event is None else _what(event)
+    if found is not None and found.get(column) is None:
+        return TenantError(
+            f"{projection}: a row of {table.name!r} written by {what} has the key of a row "
+            f"without a tenant (NULL in {column!r}, as a readmodel before tenant checks left "
+            "it when a handler did not write the column; the key is not shown): not "
+            "overwritten, as its other columns may be any tenant's",
+            remedy="rebuild the projection from the event log, which writes every row in its "
+            f"event's tenant and applies this event again: `readmodel replay {projection} "
+            "--yes` (`readmodel parked skip` drops the event instead)",
+        )
     return TenantError(
         f"{projection}: a row of {table.name!r} written by {what} has the key of another "
         f"tenant's row (tenant column {column!r}; the key is not shown): not overwritten; "

@@ -264,8 +264,9 @@ class SqlTx(Prefetches):
         if None in key:
             _null_key(table, pk, key)
         if tenant is not None and tenant not in pk:  # the key may be another tenant's row
-            if not mine(self._get(table, key), tenant, row[tenant]):
-                raise taken(self._tenant_name, self.event, table, tenant)
+            found = self._get(table, key)
+            if not mine(found, tenant, row[tenant]):
+                raise taken(self._tenant_name, self.event, table, tenant, found)
         k = (name, key if converters.keys is None else converters.key(key))
         pending = self._pending.get(k)
         if pending is None:
