@@ -90,7 +90,7 @@ class SqlReader:
         self._engine = engine
         self.projection = projection
         self.tables = {t.name: t for t in tables}
-        self.tenant_column = tenant_column
+        self._tenant_column = tenant_column
         self.shared = frozenset(t.name for t in shared_tables)
         self._tenant = tenant
         self._query: str | None = None
@@ -99,6 +99,10 @@ class SqlReader:
     def tenant(self) -> str | None:
         """The tenant whose rows this reader reads (``None``: unscoped)."""
         return self._tenant
+
+    @property
+    def tenant_column(self) -> str | None:
+        return self._tenant_column
 
     @property
     def engine(self) -> sa.Engine:

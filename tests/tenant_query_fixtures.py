@@ -44,8 +44,9 @@ class ScopeAccounts(Projection):
             return [row.account for row in conn.execute(sa.select(scope_accounts))]
 
     @query("retarget")
-    def retarget(self, read: Reader, tenant: str) -> list[str]:
-        read.tenant = tenant  # type: ignore[attr-defined]
+    def retarget(self, read: Reader, attribute: str, value: str) -> list[str]:
+        """The reader's scope changed in place (``tenant``, ``tenant_column``)."""
+        setattr(read, attribute, value)
         return [row["account"] for row in read.find(scope_accounts)]
 
 

@@ -70,8 +70,9 @@ def test_a_tenants_query_cannot_read_another_tenants_rows_through_its_reader(
 
         with pytest.raises(QueryError, match=r"through_engine reads for one tenant: read\.engine"):
             q.run("scope_accounts", "through_engine", tenant="acme")
-        with pytest.raises(AttributeError):
-            q.run("scope_accounts", "retarget", "globex", tenant="acme")
+        for attribute, value in (("tenant", "globex"), ("tenant_column", "owner")):
+            with pytest.raises(AttributeError):
+                q.run("scope_accounts", "retarget", attribute, value, tenant="acme")
         with pytest.raises(QueryError, match="projection 'scope_accounts' reads for one tenant"):
             q.reader("scope_accounts", "acme").for_tenant("globex")
 
