@@ -6,7 +6,9 @@ store. Real PostgreSQL, SQLite, MongoDB-wire and Redis (near cache on)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,6 +21,7 @@ from projections.query_reader import QueryError, SqlReader
 from projections.query_service import Queries
 from projections.redis_cache import RedisCache
 from tests.cache_helpers import REDIS_URL
+from tests.cli_helpers import run_cli, write_config
 from tests.projection_fixtures import append_tenant_events, engine_on
 from tests.tenant_query_fixtures import ScopeAccounts, ScopeDocAccounts, scope_accounts
 
@@ -43,9 +46,14 @@ def cache(redis_key_prefix: str) -> Iterator[RedisCache]:
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 def test_a_tenants_query_cannot_read_another_tenants_rows_through_its_reader(
-    kind: str, database_for: Callable[[str], str], cache: RedisCache, redis_key_prefix: str
+    kind: str,
+    database_for: Callable[[str], str],
+    cache: RedisCache,
+    redis_key_prefix: str,
+    tmp_path: Path,
 ) -> None:
-    with engine_on(database_for(kind), [ScopeAccounts()], cache=cache) as (log, _, engine):
+    url = database_for(kind)
+    with engine_on(url, [ScopeAccounts()], cache=cache) as (log, _, engine):
         append_tenant_events(log, OPENED)
         engine.catch_up(deadline=30)
         q = Queries.from_engine(engine, log.engine)
@@ -80,6 +88,18 @@ def test_a_tenants_query_cannot_read_another_tenants_rows_through_its_reader(
         assert operator.engine is log.engine  # unscoped: the documented escape hatch
         assert operator.for_tenant("globex").get(scope_accounts, "g1")["owner"] == "bob"
         assert operator.for_tenant("globex").get(scope_accounts, "a1") is None
+
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {"store": {"url": url}, "projections": ["tests.tenant_query_fixtures:ScopeAccounts"]},
+    )
+    cli = ["query", "scope_accounts", "--name", "peek", "--tenant", "acme", "--config"]
+    refused = run_cli([*cli[:2], "globex", *cli[2:], str(config)])
+    assert refused.exit_code == 2 and "g1" not in refused.stdout, refused.output
+    assert "query scope_accounts.peek reads for one tenant" in refused.stderr
+    own = run_cli([*cli[:2], "acme", *cli[2:], str(config), "--json"])
+    assert own.exit_code == 0, own.output
+    assert json.loads(own.stdout)["result"] == ["a1"]
 
 
 def test_a_tenants_document_query_cannot_read_another_tenants_documents(
