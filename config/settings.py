@@ -54,9 +54,28 @@ class EngineSettings(_Strict):
     retry_backoff: Duration = Field(
         timedelta(milliseconds=100), description="first retry delay; doubles per attempt"
     )
+    handler_timeout: (
+        Annotated[
+            Duration, at_least("100ms", "a handler that queries its store would be interrupted")
+        ]
+        | None
+    ) = Field(
+        timedelta(minutes=5),
+        description=(
+            "how long one event's handler may run: past it its store statement is cancelled "
+            "and the handler interrupted, and the event fails as if the handler had raised "
+            "(retried, parked after max_attempts), so a hung handler does not hold its lane "
+            'for ever; "off" for no bound'
+        ),
+    )
     sweep_every: Duration = Field(
         timedelta(seconds=5), description="how often the sweeper re-triggers lagging lanes"
     )
+
+    @field_validator("handler_timeout", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "off" else value
 
 
 class HealthSettings(_Strict):

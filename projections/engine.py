@@ -20,6 +20,7 @@ from projections import invalidations
 from projections.api import Projection
 from projections.cache import Cache
 from projections.engine_failures import LaneFailures, RetryLater, not_parked_again
+from projections.handler_timeout import handler_limit
 from projections.log_reader import LogReader
 from projections.store import (
     BatchResult,
@@ -62,6 +63,7 @@ class ProjectionEngine(LaneFailures):
         retry_backoff: float = 0.1,
         cache: Cache | None = None,
         groups: Iterable[str] = (),
+        handler_timeout: float | None = None,
     ) -> None:
         self.reader = reader
         self.groups = frozenset(groups)
@@ -72,6 +74,9 @@ class ProjectionEngine(LaneFailures):
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
+        self.handler_timeout = handler_timeout
+        """Seconds one event's handler may run before its event fails
+        (``projections/handler_timeout.py``); ``None``: no bound."""
         self._reached: dict[Lane, int] = {}
         self._lanes_lock = threading.Lock()
         self._running: set[Lane] = set()
@@ -258,7 +263,8 @@ class ProjectionEngine(LaneFailures):
                 limit=limit,
             )
 
-        result = store.apply_batch(projection, lane, target, load, limit)
+        with handler_limit(self.handler_timeout):
+            result = store.apply_batch(projection, lane, target, load, limit)
         if result.invalidation is not None and self.cache is not None:
             invalidations.finish(self.cache, store, result.invalidation)
         return result

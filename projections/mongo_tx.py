@@ -39,6 +39,7 @@ from projections.document_write_errors import (
     TenantConflict,
     untenanted,
 )
+from projections.handler_timeout import HandlerTimeout, bounded
 from projections.store import HandlerFailed, add_cache_tags, new_cache_tags
 
 _DELETED = object()
@@ -398,8 +399,11 @@ def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[st
     raises)."""
     tx.event = event
     try:
-        if projection.handle(event, tx) and tags is not None:  # type: ignore[arg-type]
-            add_cache_tags(projection, event, tags)
+        with bounded(projection.name, event):
+            if projection.handle(event, tx) and tags is not None:  # type: ignore[arg-type]
+                add_cache_tags(projection, event, tags)
+    except HandlerTimeout as exc:  # past engine.handler_timeout: the event's own failure
+        raise HandlerFailed(event, exc, hidden_traceback(exc)) from exc
     except (*REFUSED_WRITES, PyMongoError):
         raise
     except Exception as exc:

@@ -16,6 +16,7 @@ from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.schema import create_tables
 from projections.api import Projection, UnstorableValueError
+from projections.handler_timeout import HandlerTimeout, bounded
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_invalidations import SqlInvalidations
 from projections.sql_parked_bulk import SqlBulkParking
@@ -404,8 +405,11 @@ def _handle(
     :class:`WideIntegerError` among them)."""
     tx.event = event
     try:
-        if projection.handle(event, tx) and tags is not None:
-            add_cache_tags(projection, event, tags)
+        with bounded(projection.name, event, _cancel, tx.conn):
+            if projection.handle(event, tx) and tags is not None:
+                add_cache_tags(projection, event, tags)
+    except HandlerTimeout as exc:  # past engine.handler_timeout: the event's own failure
+        raise HandlerFailed(event, exc, hidden_traceback(exc)) from exc
     except (RefusedWrite, OutOfOrder):  # the store's: to find the event, or to start again
         raise
     except (SQLAlchemyError, psycopg.Error) as exc:
@@ -419,3 +423,10 @@ def _handle(
             raise tx.restart from exc
         refused = isinstance(exc, UnstorableValueError)
         raise HandlerFailed(event, exc, hidden_traceback(exc), refused=refused) from exc
+
+
+def _cancel(conn: sa.Connection) -> None:
+    """Cancel the statement ``conn`` is waiting on, from another thread (PostgreSQL's;
+    SQLite's waits are bounded by its busy timeout)."""
+    if conn.dialect.name == "postgresql":
+        _driver(conn).cancel_safe(timeout=5.0)

@@ -74,6 +74,25 @@ def slow_down() -> None:
         time.sleep(float(seconds))
 
 
+HANG_ON = "READMODEL_TEST_HANG_ON"
+"""Set to an aggregate id in a process's environment, :class:`Totals`' handler never returns
+for that aggregate's events: a hung handler, in an endless loop in Python code, or, with
+:data:`HANG_HOW` ``"lock"``, waiting in PostgreSQL for :data:`HANG_LOCK`, an advisory lock
+the test holds."""
+HANG_HOW = "READMODEL_TEST_HANG_HOW"
+HANG_LOCK = 4242
+
+
+def hang_on(aggregate_id: str, tx: Tx) -> None:
+    """Never return when :data:`HANG_ON` names ``aggregate_id``."""
+    if os.environ.get(HANG_ON) != aggregate_id:
+        return
+    if os.environ.get(HANG_HOW) == "lock":
+        tx.conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({HANG_LOCK})"))  # type: ignore[attr-defined]
+    while True:
+        time.sleep(0.05)
+
+
 class Deposited(BaseModel):
     amount: int
     seq: int
@@ -88,6 +107,7 @@ class Totals(Projection):
     @on("bank", "Deposited")
     def deposited(self, event: Event[Deposited], tx: Tx) -> None:
         slow_down()
+        hang_on(event.aggregate_id, tx)
         if os.environ.get("READMODEL_TEST_FAIL_ON") == event.aggregate_id and (
             event.payload.seq >= int(os.environ.get("READMODEL_TEST_FAIL_FROM_SEQ", "0"))
         ):

@@ -42,7 +42,8 @@ class Actors:
             max_backoff=30_000,
             # A lane runs as long as it has work (a backlog, or the targets later messages
             # hand to its thread): Dramatiq's TimeLimit would raise into it anywhere, in a
-            # handler or the store's driver, and roll back the batch in hand.
+            # handler or the store's driver, and roll back the batch in hand. Each event's
+            # handler is bounded instead (engine.handler_timeout).
             time_limit=float("inf"),
         )
 

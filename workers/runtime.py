@@ -4,6 +4,7 @@ the projection engine. Plain objects; the broker is wired on top in ``workers/ac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from config import ConfigError, Settings
@@ -73,6 +74,7 @@ def build_runtime(
             batch_size=settings.engine.batch_size,
             max_attempts=settings.engine.max_attempts,
             retry_backoff=settings.engine.retry_backoff.total_seconds(),
+            handler_timeout=_seconds(settings.engine.handler_timeout),
             cache=cache,
             groups=configured_groups(settings.sources, settings.tenants),
         )
@@ -92,6 +94,10 @@ def build_runtime(
             runtime.close()
             raise
     return runtime
+
+
+def _seconds(duration: timedelta | None) -> float | None:
+    return None if duration is None else duration.total_seconds()
 
 
 def _pool(threads: int) -> dict[str, Any]:

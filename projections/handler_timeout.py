@@ -1,0 +1,220 @@
+"""A bound on how long one event's handler may run (``engine.handler_timeout``).
+
+The engine sets the bound for the thread applying a batch (:func:`handler_limit`); a store
+runs each event's handler inside :func:`bounded`. Past the bound a watchdog thread first
+cancels what the store's connection is waiting on (a row lock, a slow query: a wait in
+the driver that Python cannot interrupt), then, if the handler is still not back a second
+later, raises :class:`HandlerTimeout` into its thread as Dramatiq's ``TimeLimit`` does (at
+the thread's next Python instruction: an endless loop, a sleep in steps). However the
+handler then comes back, its event fails with :class:`HandlerTimeout`: the batch's
+transaction rolls back and the engine retries the event, then parks it as any failing one.
+
+A thread blocked outside Python and outside its store (a socket read without a timeout
+in the handler's own code) cannot be interrupted in-process: it is logged as such, and
+its lane waits until it returns or the worker is restarted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+
+from outbox.envelope import Envelope
+
+logger = structlog.get_logger("readmodel.projections")
+
+ESCALATE_AFTER = 1.0
+"""Seconds between cancelling the store's statement and raising into the handler's thread."""
+STUCK_AFTER = 30.0
+"""Seconds after the raise at which a handler still not back is logged as uninterruptible."""
+TICK = 0.1
+
+
+class HandlerTimeout(Exception):
+    """An event's handler ran past ``engine.handler_timeout``."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        super().__init__(f"handler exceeded {seconds:g}s (engine.handler_timeout)")
+        self.seconds = seconds
+
+
+class _Slot:
+    """The watch of one applying thread, armed for each event: the fields are written
+    without a lock before ``armed`` is set, and read by the watchdog under ``lock`` only;
+    disarming takes ``lock``, so no escalation can begin once it has returned."""
+
+    __slots__ = (
+        "armed",
+        "cancel",
+        "deadline",
+        "event",
+        "lock",
+        "next_at",
+        "projection",
+        "seconds",
+        "stage",
+        "target",
+        "thread",
+    )
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+        self.lock = threading.Lock()
+        self.armed = False
+        self.stage = 0  # 1: statement cancelled, 2: raised into the thread, 3: logged as stuck
+        self.seconds = self.deadline = self.next_at = 0.0
+        self.projection = ""
+        self.event: Envelope | None = None
+        self.cancel: Callable[[Any], None] | None = None
+        self.target: Any = None
+
+    def what(self) -> str:
+        event = self.event
+        if event is None:
+            return self.projection
+        return f"{self.projection}: {event.event_type} at {event.source}:{event.position}"
+
+
+class _Watchdog:
+    """One daemon thread per process, watching the slots of every applying thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._slots: list[_Slot] = []
+        self._thread: threading.Thread | None = None
+
+    def slot(self) -> _Slot:
+        """A new slot for this thread, watched from now on."""
+        slot = _Slot()
+        with self._lock:
+            self._slots = [s for s in self._slots if _alive(s.thread)] + [slot]
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="readmodel-handler-timeout", daemon=True
+                )
+                self._thread.start()
+        return slot
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(TICK)
+            now = time.monotonic()
+            for slot in self._slots:
+                if not slot.armed or slot.next_at > now:
+                    continue
+                with slot.lock:
+                    if slot.armed and slot.next_at <= now:
+                        try:
+                            _escalate(slot, now)
+                        except Exception as exc:  # the watchdog outlives any one handler
+                            logger.error("handler timeout", handler=slot.what(), error=repr(exc))
+
+
+def _escalate(slot: _Slot, now: float) -> None:
+    slot.stage += 1
+    if slot.stage == 1:
+        logger.warning(
+            "handler exceeded handler_timeout; interrupting it",
+            handler=slot.what(),
+            seconds=slot.seconds,
+        )
+        slot.next_at = now + ESCALATE_AFTER
+        if slot.cancel is not None:
+            slot.cancel(slot.target)
+    elif slot.stage == 2:
+        slot.next_at = now + STUCK_AFTER
+        _raise_in(slot.thread, HandlerTimeout)
+    else:
+        slot.next_at = float("inf")
+        logger.error(
+            "handler cannot be interrupted: blocked outside Python (e.g. a socket read "
+            "without a timeout); its lane waits until it returns or the worker restarts",
+            handler=slot.what(),
+            seconds=round(now - slot.deadline + slot.seconds),
+        )
+
+
+def _alive(thread: int) -> bool:
+    return any(t.ident == thread for t in threading.enumerate())
+
+
+def _raise_in(thread: int, exc: type[BaseException] | None) -> None:
+    """Raise ``exc`` in ``thread`` at its next Python instruction (``None``: withdraw one
+    not yet delivered)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread), ctypes.py_object(exc) if exc is not None else None
+    )
+
+
+_WATCHDOG = _Watchdog()
+_limit = threading.local()
+
+
+@contextmanager
+def handler_limit(seconds: float | None) -> Iterator[None]:
+    """Bound every handler that this thread runs in the block by ``seconds`` (``None``:
+    no bound)."""
+    previous = getattr(_limit, "seconds", None)
+    _limit.seconds = seconds
+    try:
+        yield
+    finally:
+        _limit.seconds = previous
+
+
+class bounded:  # noqa: N801 - used as a ``with`` statement, as contextlib's are
+    """``with bounded(projection, event, cancel, target):`` runs one handler under this
+    thread's bound and raises :class:`HandlerTimeout` when it was passed, whatever the
+    handler returned or raised. ``cancel(target)``, called from another thread, interrupts
+    what the store's connection is waiting on. A class, not a generator, and one slot per
+    thread armed again for each event: it runs for every event."""
+
+    __slots__ = ("_cancel", "_event", "_projection", "_slot", "_target")
+
+    def __init__(
+        self,
+        projection: str,
+        event: Envelope,
+        cancel: Callable[[Any], None] | None = None,
+        target: Any = None,
+    ) -> None:
+        self._projection = projection
+        self._event = event
+        self._cancel = cancel
+        self._target = target
+        self._slot: _Slot | None = None
+
+    def __enter__(self) -> None:
+        seconds = getattr(_limit, "seconds", None)
+        if not seconds:
+            return
+        slot = getattr(_limit, "slot", None)
+        if slot is None:
+            slot = _limit.slot = _WATCHDOG.slot()
+        slot.seconds = seconds
+        slot.deadline = slot.next_at = time.monotonic() + seconds
+        slot.stage = 0
+        slot.projection, slot.event = self._projection, self._event
+        slot.cancel, slot.target = self._cancel, self._target
+        slot.armed = True  # last: the watchdog reads the fields above once it sees it
+        self._slot = slot
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        slot = self._slot
+        if slot is None:
+            return
+        self._slot = None
+        with slot.lock:
+            slot.armed = False
+            passed = slot.stage > 0
+            if slot.stage >= 2:
+                _raise_in(slot.thread, None)  # one not delivered yet: this raises its own
+            slot.event = slot.target = None
+        if passed and (kind is None or issubclass(kind, Exception)):
+            raise HandlerTimeout(slot.seconds) from exc
