@@ -18,15 +18,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from config import load_settings
+from config import Settings, load_settings
 from outbox.db import create_engine
 from outbox.envelope import aggregate_hash
 from outbox.log import EventLog
-from projections.store_tables import parked_events
+from projections.store_tables import failures, parked_events
 from tests.broker_helpers import Processes, wait_until
 from tests.cache_helpers import append
 from tests.cli_helpers import run_cli, write_config
-from tests.projection_fixtures import HANG_HOW, HANG_LOCK, HANG_ON, account_totals, balances
+from tests.projection_fixtures import HANG_HOW, HANG_LOCK, HANG_ON, SLOW, account_totals, balances
+from workers.runtime import build_runtime
 
 HUNG = "acct-1"
 Event = tuple[str, str, str, dict[str, Any]]
@@ -208,3 +209,29 @@ def test_the_handler_timeout_is_five_minutes_unless_set_or_off() -> None:
     engine = load_settings(None, engine={"handler_timeout": "90s"}).engine
     assert engine.handler_timeout == timedelta(seconds=90)
     assert load_settings(None, engine={"handler_timeout": "off"}).engine.handler_timeout is None
+
+
+def test_the_bound_is_per_event_not_per_batch(
+    make_settings: Callable[..., Settings],
+    sqlite_database: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """40 events of 0.05 s each in one batch of 2 s, under a bound of 1 s: none is
+    interrupted, none fails."""
+    settings = make_settings(
+        sqlite_database(),
+        sources={"bank": {"url": sqlite_database()}},
+        projections=["tests.projection_fixtures:Totals"],
+        engine={"batch_size": 1000, "handler_timeout": "1s"},
+    )
+    runtime = build_runtime(settings)
+    monkeypatch.setenv(SLOW, "0.05")
+    events = [("account", "acct-1", "Deposited", {"amount": s, "seq": s}) for s in range(1, 41)]
+    try:
+        append(runtime.log, "bank", events)
+        assert runtime.engine.catch_up(deadline=60) == 40
+        assert _totals(runtime.log.engine) == {"acct-1": (40, sum(range(1, 41)), 0)}
+        with runtime.log.engine.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(failures)).scalar() == 0
+    finally:
+        runtime.close()
