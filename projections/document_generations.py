@@ -21,16 +21,20 @@ SecantusDB test server holding every other operation back meanwhile.)
 A rebuild records the generation it builds (``building``) before it creates its
 collections, so that a generation above the recorded one is known for a shadow; any other
 (the generation document was lost: a restore of an old dump, a hand edit) may be the only
-full copy of the model, and is never dropped: :func:`check_recorded` refuses.
+full copy of the model, and is never dropped: :func:`check_recorded` refuses. Below the
+current generation, only a generation a swap recorded retiring is dropped: any other
+collection named so (a user's ``<collection>__g<n>``, one an older readmodel left) is left
+alone with a warning, unless ``readmodel replay P --cleanup --drop-unmarked NAME`` names it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
+import structlog
 from pymongo.client_session import ClientSession
 from pymongo.errors import PyMongoError
 
@@ -39,6 +43,7 @@ from projections.api import Projection
 from projections.rebuild_names import GENERATION_SUFFIX as _SUFFIX
 
 GENERATIONS = "rm_generations"
+logger = structlog.get_logger("readmodel.replay")
 _T = TypeVar("_T")
 
 
@@ -77,7 +82,19 @@ def _number(projection: Projection, collection: str) -> int:
     return 0
 
 
-def check_recorded(database: Any, projection: Projection, *, starting: bool = False) -> None:
+def drop_unrecorded_hint(projection: str, name: str) -> str:
+    """The command that drops ``name``, a collection named like a generation of
+    ``projection``'s that readmodel did not record."""
+    return f"readmodel replay {projection} --cleanup --drop-unmarked {name}"
+
+
+def check_recorded(
+    database: Any,
+    projection: Projection,
+    *,
+    starting: bool = False,
+    allowed: Sequence[str] = (),
+) -> None:
     """Raise :class:`StoreError` when the database holds collections of a generation above
     the recorded one that no rebuild recorded building (its record was lost; a cleanup or
     a rebuild would drop the only full copy of the model), or, with ``starting`` (a
@@ -87,7 +104,7 @@ def check_recorded(database: Any, projection: Projection, *, starting: bool = Fa
     generation = int(found.get("generation", 0))
     building = found.get("building")
     others = other_generations(database, projection, generation)
-    higher = [n for n in others if _number(projection, n) > generation]
+    higher = [n for n in others if _number(projection, n) > generation and n not in allowed]
     if starting:
         present = set(database.list_collection_names())
         if any(c in present for c in collections_at(projection, generation).values()):
@@ -103,7 +120,8 @@ def check_recorded(database: Any, projection: Projection, *, starting: bool = Fa
         f"its record was probably lost (a restore of an old dump, a hand edit). Nothing was "
         f"dropped. If generation {top} is the live model, record it again "
         f"(db.{GENERATIONS}.updateOne({{_id: '{projection.name}'}}, {{$set: {{generation: "
-        f"{top}}}}}, {{upsert: true}})); if it is not, drop those collections by hand"
+        f"{top}}}}}, {{upsert: true}})); if they are not readmodel's, rename them or drop them: "
+        + "; ".join(f"'{drop_unrecorded_hint(projection.name, n)}'" for n in higher)
     )
 
 
@@ -130,10 +148,12 @@ class Leftovers(NamedTuple):
     drop: list[str]  # collections of other generations that may go
     kept: list[str]  # those of a generation retired less than ``retire_after`` ago
     expired: list[int]  # retired generations whose collections may go
+    unrecorded: list[str]  # named like a generation that readmodel did not record: left alone
 
 
 def leftovers(database: Any, projection: Projection, retire_after: float) -> Leftovers:
-    """The collections of the projection's generations other than the current one."""
+    """The collections of the projection's generations other than the current one: those
+    ``rm_generations`` records (retired, or being built) may go, any other is unrecorded."""
     found = database[GENERATIONS].find_one({"_id": projection.name}) or {}
     generation = int(found.get("generation", 0))
     cutoff = datetime.now(UTC) - timedelta(seconds=retire_after)
@@ -148,10 +168,30 @@ def leftovers(database: Any, projection: Projection, retire_after: float) -> Lef
             kept.update(collections_at(projection, int(old[1:])).values())
         else:
             expired.append(int(old[1:]))
+    numbers = {int(old[1:]) for old in found.get("retired") or {}}
+    if found.get("building") is not None:
+        numbers.add(int(found["building"]))
     others = other_generations(database, projection, generation)
+    known = [n for n in others if _number(projection, n) in numbers]
     return Leftovers(
-        [n for n in others if n not in kept], [n for n in others if n in kept], expired
+        [n for n in known if n not in kept],
+        [n for n in known if n in kept],
+        expired,
+        [n for n in others if n not in known],
     )
+
+
+def warn_unrecorded(projection: str, names: Sequence[str]) -> None:
+    if names:
+        logger.warning(
+            "collections named like replay leftovers left alone",
+            projection=projection,
+            collections=list(names),
+            detail=f"{GENERATIONS} does not record them (a collection of yours, or one an "
+            "older readmodel left): neither a replay nor --cleanup drops them; rename them if "
+            "they are yours; drop a leftover with "
+            + "; ".join(f"'{drop_unrecorded_hint(projection, n)}'" for n in names),
+        )
 
 
 def forget_retired(database: Any, projection: str, generations: list[int]) -> None:

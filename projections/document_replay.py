@@ -59,6 +59,7 @@ from projections.document_generations import (
     leftovers,
     mark_building,
     retired_field,
+    warn_unrecorded,
 )
 from projections.document_parked import settle_parked
 from projections.document_replay_in_place import DocumentInPlaceReplay
@@ -128,6 +129,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
         self.retire_after = retire_after
         self.lease = checked_lease(lease)
         self.kept: list[str] = []
+        self.left_alone: list[str] = []
         self.shadow_projection = rebuild_checkpoints(projection.name)
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
         self._owner: str | None = None
@@ -181,26 +183,42 @@ class DocumentReplayer(DocumentInPlaceReplay):
                     self._in_place(options, plan, summary)
         return self._finished(summary, started)
 
-    def cleanup(self) -> list[str]:
-        """Drop the collections of other generations (a shadow an interrupted rebuild left,
-        old ones a swap did not get to drop) and the shadow's checkpoints; returns what was
-        dropped. A generation retired less than ``retire_after`` ago is kept (:attr:`kept`)."""
+    def cleanup(self, unmarked: Sequence[str] = ()) -> list[str]:
+        """Drop the collections of other generations that ``rm_generations`` records (a
+        shadow an interrupted rebuild left, old ones a swap did not get to drop) and the
+        shadow's checkpoints; returns what was dropped. A generation retired less than
+        ``retire_after`` ago is kept (:attr:`kept`); a collection merely named like a
+        generation is left alone (:attr:`left_alone`) unless ``unmarked`` names it."""
         with (
             replay_lock(self.store, self.projection.name, self.lease),
             self._mongo("cleanup failed"),
         ):
-            return self._cleanup()
+            return self._cleanup(unmarked)
 
-    def _cleanup(self) -> list[str]:
-        check_recorded(self.database, self.projection)
+    def _cleanup(self, unmarked: Sequence[str] = ()) -> list[str]:
+        named = list(dict.fromkeys(unmarked))
+        if named:
+            found = leftovers(self.database, self.projection, self.retire_after).unrecorded
+            for name in named:
+                if name not in found:
+                    raise ReplayRefused(
+                        f"--drop-unmarked {name}: not a collection named like a generation of "
+                        f"{self.projection.name!r} that readmodel did not record"
+                        + (f" (those: {', '.join(found)})" if found else " (there is none)")
+                        + "; nothing was dropped"
+                    )
+        check_recorded(self.database, self.projection, allowed=named)
         left = leftovers(self.database, self.projection, self.retire_after)
-        for name in left.drop:
+        self.left_alone = [n for n in left.unrecorded if n not in named]
+        warn_unrecorded(self.projection.name, self.left_alone)
+        dropped = left.drop + [n for n in named if n not in left.drop]
+        for name in dropped:
             self.database.drop_collection(name)
         forget_retired(self.database, self.projection.name, left.expired)
         mark_building(self.database, self.projection.name, None)
         self.database[CHECKPOINTS].delete_many({"projection": self.shadow_projection})
         self.kept = left.kept
-        return left.drop
+        return dropped
 
     # -- blue/green ----------------------------------------------------------------
 

@@ -97,8 +97,9 @@ def replay_command(
             show_default=False,
             help="With --cleanup: drop also this table, named like the projection's shadow "
             "or old table but without readmodel's mark (a replay of a readmodel older than "
-            "the mark left it). Only such a table is dropped, and only when named; repeat "
-            "for several.",
+            "the mark left it), or this collection (MongoDB store), named like a generation "
+            "of the projection's that rm_generations does not record. Only such a table or "
+            "collection is dropped, and only when named; repeat for several.",
         ),
     ] = None,
     batch_size: Annotated[
@@ -161,11 +162,8 @@ def replay_command(
             **({"batch_size": batch_size} if batch_size else {}),
             **({"retire_after": retire_after} if documents else {}),
         )
-        if drop_unmarked and (not cleanup or dry_run or documents):
-            raise fail(
-                "--drop-unmarked goes with --cleanup (not --dry-run), on a SQL store",
-                EXIT_CONFIG,
-            )
+        if drop_unmarked and (not cleanup or dry_run):
+            raise fail("--drop-unmarked goes with --cleanup (not --dry-run)", EXIT_CONFIG)
         if cleanup and dry_run:
             left = _call(replayer.plan, ReplayOptions()).leftovers
             out.print(
@@ -184,10 +182,11 @@ def replay_command(
                 else f"{projection}: nothing to clean up",
                 highlight=False,
             )
+            unit, unmarked = ("collection", "record") if documents else ("table", "mark")
             for name in getattr(replayer, "left_alone", []):
                 out.print(
                     f"  left {name}: named like a replay leftover but readmodel did not "
-                    f"mark it (a table of yours, or one a readmodel older than the mark left); "
+                    f"{unmarked} it (a {unit} of yours, or one an older readmodel left); "
                     f"if it is a leftover: {drop_unmarked_hint(projection, name)}",
                     highlight=False,
                     soft_wrap=True,
