@@ -27,7 +27,6 @@ from workers.cli_support import (
     guarded,
     load,
     out,
-    require_migrated,
     schema_problem,
 )
 from workers.signals import stop_on_signals
@@ -356,9 +355,12 @@ def metrics(
     lag, parked events, outbox backlog and queue depth are read at each scrape.
     """
     from workers.metrics import enable_recording
+    from workers.metrics_schema import SchemaGate
 
     settings = load(config, log_json, log_level)
-    require_migrated(settings, config)
+    stop = stop_on_signals(settings.shutdown.grace.total_seconds())
+    schema = SchemaGate(settings, config, stop)
+    guarded(schema.start)  # a store that cannot be reached yet is checked once it answers
     if not guarded(enable_recording, settings):
         err.print(
             "metrics.dir is not set: serving only figures read at scrape time (lag, parked, "
@@ -368,14 +370,15 @@ def metrics(
     from workers.metrics import serve
 
     runtime = _runtime(settings)
-    stop = stop_on_signals(settings.shutdown.grace.total_seconds())
     bind_host = host or settings.metrics.host
     bind_port = port or settings.metrics.port
     try:
-        serve(runtime, bind_host, bind_port, stop)
+        serve(runtime, bind_host, bind_port, stop, schema=schema.check)
     except OSError as exc:
         raise fail(
             f"cannot serve metrics on {bind_host}:{bind_port}: {exc.strerror or exc}", EXIT_FAILURE
         ) from None
     finally:
         runtime.close()
+    if schema.problem is not None:
+        raise fail(schema.problem, EXIT_CONFIG)

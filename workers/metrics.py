@@ -19,7 +19,7 @@ import glob
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import cache
 from typing import Any
 
@@ -264,9 +264,12 @@ def _mark_dead(pid: int) -> None:
 class PipelineCollector:
     """Lag, parked events, outbox backlog and queue depth, read from the pipeline per scrape."""
 
-    def __init__(self, runtime: Runtime, timeout: float = 5.0) -> None:
+    def __init__(
+        self, runtime: Runtime, timeout: float = 5.0, schema: Callable[[], bool] | None = None
+    ) -> None:
         self.runtime = runtime
         self.timeout = timeout
+        self.schema = schema  # checks the stores' revision until they answer (metrics_schema)
         self._lock = threading.Lock()
 
     def describe(self) -> list[Any]:
@@ -285,6 +288,8 @@ class PipelineCollector:
             "readmodel_store_up", "1 when the read store answered this scrape.", "store"
         )
         with self._lock:
+            if self.schema is not None:
+                self.schema()
             try:
                 report = collect(self.runtime, timeout=self.timeout)
             except ReadmodelError as exc:  # a store that answers with an error (no table)
@@ -407,15 +412,22 @@ def _running(pid: int) -> bool:
     return True
 
 
-def serve(runtime: Runtime, host: str, port: int, stop: threading.Event) -> None:
-    """Serve ``/metrics`` on ``host:port`` until ``stop`` is set."""
+def serve(
+    runtime: Runtime,
+    host: str,
+    port: int,
+    stop: threading.Event,
+    schema: Callable[[], bool] | None = None,
+) -> None:
+    """Serve ``/metrics`` on ``host:port`` until ``stop`` is set; ``schema`` is called
+    before each scrape (:class:`workers.metrics_schema.SchemaGate`)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry()
     directory = multiprocess_dir(runtime.settings)
     if directory:
         registry.register(LiveMultiprocessFigures(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
-    registry.register(PipelineCollector(runtime))
+    registry.register(PipelineCollector(runtime, schema=schema))
     server, thread = start_http_server(port, addr=host, registry=registry)
     logger.info("serving metrics", host=host, port=port, multiprocess_dir=directory)
     try:

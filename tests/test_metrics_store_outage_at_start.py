@@ -1,0 +1,142 @@
+"""``readmodel metrics`` started while its read store cannot be reached (a database outage
+under a Procfile or a container) serves ``readmodel_store_up 0`` instead of exiting, and
+the store's figures once it is up and migrated; a store that then answers at another
+schema revision still stops it, exit 2 with the command to run, as at start.
+
+The store is a PostgreSQL database created (and dropped) by the test after the server
+started, scraped over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.broker_helpers import wait_until
+from tests.cli_helpers import run_cli, write_config
+
+PG_ADMIN = os.environ.get("READMODEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+UP = 'readmodel_store_up{store="default"}'
+
+
+@pytest.fixture
+def later_database() -> Iterator[tuple[str, sa.Engine]]:
+    """The DSN of a PostgreSQL database not created yet, and an admin engine to create it;
+    dropped after the test if it was."""
+    name = f"rm_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(
+        sa.make_url(PG_ADMIN).set(drivername="postgresql+psycopg"),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.NullPool,
+    )
+    yield sa.make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False), admin
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+def _create(admin: sa.Engine, url: str) -> None:
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{sa.make_url(url).database}"')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scrape(port: int) -> dict[str, float]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    return {
+        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
+def _config(tmp_path: Path, url: str) -> Path:
+    return write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": url},
+            "sources": {"bank": {"url": f"sqlite:///{tmp_path / 'bank.db'}"}},
+        },
+    )
+
+
+def _start(config: Path, port: int) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", "workers.cli", "metrics", "--port", str(port)]
+    return subprocess.Popen(
+        [*command, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def _stop(process: subprocess.Popen[str]) -> str:
+    if process.poll() is None:
+        process.terminate()
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+    return stderr
+
+
+def test_metrics_serve_store_up_0_through_an_outage_at_start_then_the_store_s_figures(
+    later_database: tuple[str, sa.Engine], tmp_path: Path
+) -> None:
+    url, admin = later_database
+    config = _config(tmp_path, url)
+    port = _free_port()
+    process = _start(config, port)
+    try:
+        assert wait_until(lambda: UP in _scrape(port) or process.poll() is not None, 60)
+        assert process.poll() is None, _stop(process)
+        assert _scrape(port)[UP] == 0
+
+        _create(admin, url)
+        migrated = run_cli(["migrate", "--config", str(config)])
+        assert migrated.exit_code == 0, migrated.output
+        assert wait_until(lambda: _scrape(port).get(UP) == 1, 60)
+        assert process.poll() is None
+    finally:
+        stderr = _stop(process)
+    assert "cannot be reached" in stderr, stderr
+
+
+def test_metrics_stop_with_exit_2_once_the_store_answers_at_another_revision(
+    later_database: tuple[str, sa.Engine], tmp_path: Path
+) -> None:
+    url, admin = later_database
+    config = _config(tmp_path, url)
+    port = _free_port()
+    process = _start(config, port)
+    try:
+        assert wait_until(lambda: UP in _scrape(port) or process.poll() is not None, 60)
+        assert process.poll() is None, _stop(process)
+        _create(admin, url)  # up, never migrated
+        _scrape(port)
+        assert wait_until(lambda: process.poll() is not None, 60)
+    finally:
+        stderr = _stop(process)
+    assert process.returncode == 2, stderr
+    assert "is at revision none, this readmodel needs" in stderr
+    assert f"run `readmodel migrate --config {config}`" in stderr
