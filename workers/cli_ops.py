@@ -135,7 +135,8 @@ def status(
     Per source: undelivered outbox rows, the oldest one's age, the log head. Per
     projection and source: checkpoint (slowest partition), lag in events (log head minus
     checkpoint) and seconds (age of the oldest unapplied event), parked events and the
-    last error. The broker's ready, delayed and dead-lettered messages.
+    last error. The broker's ready, in progress (fetched by a worker, not acknowledged;
+    Redis only), delayed and dead-lettered messages.
 
     Exit code 3 when a source, the broker or a read store (the event log's too) cannot be
     reached, or does not answer within --timeout (the figures of the others are printed

@@ -357,11 +357,11 @@ class PipelineCollector:
             yield up
             depth = gauge(
                 "readmodel_broker_queue_messages",
-                "Messages waiting in the broker.",
+                "Messages of the queue by state (in_progress: fetched by a worker, not acked).",
                 "queue",
                 "state",
             )
-            for state in ("ready", "delayed", "dead"):
+            for state in ("ready", "in_progress", "delayed", "dead"):
                 value = getattr(broker, state)
                 if value is not None:
                     depth.add_metric([broker.queue, state], value)

@@ -1,4 +1,5 @@
-"""Broker queue depths for ``status``, ``health`` and metrics: ready, delayed, dead-lettered.
+"""Broker queue depths for ``status``, ``health`` and metrics: ready, delayed, dead-lettered,
+and in progress.
 
 Read straight from the broker without consuming anything: on Redis the lengths of the keys
 Dramatiq keeps (``<namespace>:<queue>`` and ``<queue>.DQ`` lists of message ids, the
@@ -13,6 +14,14 @@ set (never ``KEYS``/``SCAN``); a dead worker's are counted until maintenance put
 back on the list. On RabbitMQ a consumer holds them too (as unacknowledged deliveries, up
 to its prefetch), and a passive declare counts only the messages not delivered to any
 consumer: "delayed" there is the ones no worker holds.
+
+"In progress" is the messages of the queue workers fetched and have not acknowledged yet:
+being handled, or prefetched and waiting their turn in the worker (a Redis worker takes up
+to twice its threads at once). "Ready" stays the messages no worker took, so ready plus in
+progress is the backlog. On Redis they are the workers' ack sets of the queue
+(``<namespace>:__acks__.<worker>.<queue>``, found as for "delayed"); a passive declare on
+RabbitMQ does not count a queue's unacknowledged deliveries, so it is not known there
+(``None``; the management UI shows them as "unacked").
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ class QueueDepth:
     delayed: int | None
     dead: int | None
     error: str | None = None
+    in_progress: int | None = None  # fetched by a worker, not yet acknowledged (Redis only)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,8 +58,9 @@ def queue_depth(settings: BrokerSettings, *, timeout: float = 2.0) -> QueueDepth
     """The depth of the configured queue; an unreachable broker reports its error."""
     kind = broker_kind(settings)
     try:
+        in_progress = None
         if kind == "redis":
-            ready, delayed, dead = _redis_depth(settings, timeout)
+            ready, delayed, dead, in_progress = _redis_depth(settings, timeout)
         elif kind == "rabbitmq":
             ready, delayed, dead = _rabbitmq_depth(settings, timeout)
         else:
@@ -58,7 +69,7 @@ def queue_depth(settings: BrokerSettings, *, timeout: float = 2.0) -> QueueDepth
         detail = str(exc).strip() or "cannot connect"  # pika's connection errors say nothing
         message = redact_text(f"{type(exc).__name__}: {detail}")
         return QueueDepth(kind, settings.queue, None, None, None, f"broker unreachable: {message}")
-    return QueueDepth(kind, settings.queue, ready, delayed, dead)
+    return QueueDepth(kind, settings.queue, ready, delayed, dead, in_progress=in_progress)
 
 
 def broker_refusal(settings: BrokerSettings, *, timeout: float = 5.0) -> str | None:
@@ -97,7 +108,7 @@ def _is_refusal(exc: BaseException) -> bool:
     return False
 
 
-def _redis_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, int]:
+def _redis_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, int, int]:
     import redis
 
     client = redis.Redis.from_url(
@@ -111,19 +122,22 @@ def _redis_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, in
             pipe.zcard(f"{base}.XQ")
             pipe.zrange(f"{settings.namespace}:__heartbeats__", 0, -1)
             ready, delayed, dead, workers = pipe.execute()
-        held = _held_by_workers(client, settings, [w.decode() for w in workers], ".DQ")
+        held, in_progress = _held_by_workers(client, settings, [w.decode() for w in workers])
     finally:
         client.close()
-    return int(ready), int(delayed) + held, int(dead)
+    return int(ready), int(delayed) + held, int(dead), in_progress
 
 
-def _held_by_workers(client: Any, settings: BrokerSettings, workers: list[str], suffix: str) -> int:
-    """Messages of ``<queue><suffix>`` that ``workers`` fetched and hold in their ack sets."""
+def _held_by_workers(client: Any, settings: BrokerSettings, workers: list[str]) -> tuple[int, int]:
+    """Messages of ``<queue>.DQ`` and of ``<queue>`` that ``workers`` fetched and hold in
+    their ack sets."""
     acks = f"{settings.namespace}:__acks__"
     with client.pipeline(transaction=False) as pipe:
         for worker in workers:
-            pipe.scard(f"{acks}.{worker}.{settings.queue}{suffix}")
-        return sum(int(n) for n in pipe.execute())
+            pipe.scard(f"{acks}.{worker}.{settings.queue}.DQ")
+            pipe.scard(f"{acks}.{worker}.{settings.queue}")
+        counts = [int(n) for n in pipe.execute()]
+    return sum(counts[0::2]), sum(counts[1::2])
 
 
 def _rabbitmq_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int, int]:

@@ -91,12 +91,11 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
     broker = report.broker
     if broker.broker != "memory":
         queues = Table(title="broker")
-        for column in ("broker", "queue", "ready", "delayed", "dead"):
+        for column in ("broker", "queue", "ready", "in progress", "delayed", "dead"):
             queues.add_column(column, justify="left" if column in {"broker", "queue"} else "right")
+        figures = (broker.ready, broker.in_progress, broker.delayed, broker.dead)
         queues.add_row(
-            broker.broker,
-            broker.queue,
-            *("?" if v is None else str(v) for v in (broker.ready, broker.delayed, broker.dead)),
+            broker.broker, broker.queue, *("?" if v is None else str(v) for v in figures)
         )
         parts.append(queues)
     if errors:
