@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 from sqlalchemy.engine import make_url
 
+from config.mysql_options import check_mysql_options
 from config.secrets import reveal
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")  # fullmatch: "$" took "x\n"
@@ -129,6 +130,7 @@ def _dsn_checked(value: str, schemes: set[str], expected: str) -> str:
         ) from None
     if port is not None and not 0 < port < 65536:
         raise ValueError("the port is out of range")
+    check_mysql_options(url)
     return value
 
 
