@@ -50,6 +50,7 @@ from outbox.envelope import Envelope
 from outbox.source_groups import group_of
 from projections.declaration_checks import check_key_tags, check_tenant_tables
 from projections.hidden_fields import without_values
+from projections.owned_names import check_owners
 from projections.payload_errors import PayloadError as PayloadError  # re-exported
 from projections.payload_errors import hides_cause, payload_error
 from projections.payload_types import PayloadAdapter, payload_type
@@ -374,7 +375,8 @@ def _validates_fast(model: type[BaseModel] | PayloadAdapter) -> bool:
 
 def load_projections(modules: Iterable[str]) -> list[Projection]:
     """Import each module (or ``module:ClassName``) and instantiate its projections; refused
-    when a name is another's, or one another's rebuild derives
+    when a name is another's, when two declare one table or collection of a store
+    (:mod:`projections.owned_names`), or a name is one another's rebuild derives
     (:mod:`projections.rebuild_names`)."""
     found: dict[str, Projection] = {}
     for spec in modules:
@@ -397,5 +399,6 @@ def load_projections(modules: Iterable[str]) -> list[Projection]:
             if projection.name in found:
                 raise ValueError(f"two projections are named {projection.name!r}")
             found[projection.name] = projection
+    check_owners(list(found.values()))
     check_rebuild_names(list(found.values()))
     return list(found.values())

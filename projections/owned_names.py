@@ -1,0 +1,48 @@
+"""One owner per table and collection of a store: two projections declaring the same table
+(schema and name, the name compared without case as SQLite compares it, and as
+:mod:`projections.rebuild_names` compares derived names) or the same collection would write
+one set of rows, each checkpointed apart, and a replay of one would rebuild, swap away or
+drop the other's data. ``shared_tables`` and ``shared_collections`` are about tenants (what
+every tenant of one projection reads), not a table shared between projections."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def check_owners(projections: Sequence[Any]) -> None:
+    """Raise ``ValueError`` naming both projections and the table (collection) when two
+    projections of one store declare the same table or collection."""
+    tables: dict[tuple[str, str | None, str], tuple[Any, Any]] = {}
+    collections: dict[tuple[str, str], Any] = {}
+    for projection in projections:
+        store = getattr(projection, "store", "default")
+        for table in projection.tables:
+            key = (store, table.schema, table.name.casefold())
+            owner, first = tables.setdefault(key, (projection, table))
+            if owner is not projection:
+                raise ValueError(
+                    f"projections {owner.name!r} and {projection.name!r} both declare table "
+                    f"{_full(table)}{_spelled(first, table)} in store {store!r}: each would "
+                    f"write the other's rows, and a replay of one would rebuild, swap away or "
+                    f"drop the other's; give each its own table"
+                )
+        for collection in projection.collections:
+            owner = collections.setdefault((store, collection), projection)
+            if owner is not projection:
+                raise ValueError(
+                    f"projections {owner.name!r} and {projection.name!r} both declare "
+                    f"collection {collection!r} in store {store!r}: each would write the "
+                    f"other's documents, and a replay of one would rebuild or drop the "
+                    f"other's; give each its own collection"
+                )
+
+
+def _full(table: Any) -> str:
+    return f"{table.schema}.{table.name}" if table.schema else table.name
+
+
+def _spelled(first: Any, table: Any) -> str:
+    """`` (also spelled X)`` when the first declaration spells the name otherwise."""
+    return "" if first.name == table.name else f" (spelled {_full(first)} by the first)"
