@@ -30,7 +30,7 @@ def config(tmp_path: Path, sqlite_database: Callable[[], str]) -> Path:
                     "?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
                 }
             },
-            "sources": {"chat": {"url": sqlite_database()}},
+            "sources": {"auth": {"url": sqlite_database()}, "chat": {"url": sqlite_database()}},
         },
     )
     assert run_cli(["migrate", "--config", str(path)]).exit_code == 0

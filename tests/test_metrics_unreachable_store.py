@@ -39,13 +39,13 @@ def config(tmp_path: Path, sqlite_database: Callable[[], str]) -> Iterator[Path]
                         "&serverSelectionTimeoutMS=500&connectTimeoutMS=500"
                     }
                 },
-                "sources": {"bank": {"url": sqlite_database()}, "chat": {"url": sqlite_database()}},
+                "sources": {name: {"url": sqlite_database()} for name in ("auth", "bank", "chat")},
             },
         )
         migrated = run_cli(["migrate", "--config", str(path)])
         assert migrated.exit_code == 0, migrated.output
     settings = load_settings(path)
-    for name in ("bank", "chat"):
+    for name in ("auth", "bank", "chat"):
         init_outbox(settings.sources[name], name)
     bank = create_engine(settings.sources["bank"].url)
     try:
@@ -87,7 +87,11 @@ def test_status_json_shows_the_store_unreachable_and_the_rest(config: Path) -> N
 
     assert result.exit_code == 3, result.output
     document = json.loads(result.stdout)
-    assert {s["source"]: s["log_head"] for s in document["sources"]} == {"bank": 3, "chat": 0}
+    assert {s["source"]: s["log_head"] for s in document["sources"]} == {
+        "auth": 0,
+        "bank": 3,
+        "chat": 0,
+    }
     assert [(p["projection"], p["lag_events"]) for p in document["projections"]] == [("totals", 3)]
     stores = {s["store"]: s for s in document["stores"]}
     assert stores["default"]["error"] is None

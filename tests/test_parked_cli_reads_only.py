@@ -56,7 +56,7 @@ def test_parked_list_and_show_create_no_collection(
             "projections": ["projections.reference.conversation_inbox:ConversationInbox"],
             "store": {"url": sqlite_database()},
             "stores": {"docs": {"url": url}},
-            "sources": {"chat": {"url": sqlite_database()}},
+            "sources": {"auth": {"url": sqlite_database()}, "chat": {"url": sqlite_database()}},
         },
     )
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0

@@ -471,7 +471,9 @@ def test_forty_threads_applying_lanes_at_once_all_finish(
     with more threads than the default pool (30 connections) they waited for each other
     until the pool's 30 s timeout, again and again (``readmodel work --threads 40``)."""
     source = sqlite_database()
-    settings = make_settings(pg_database(), {"bank": {"url": source}}, projections=[FIXTURES])
+    sources = {name: {"url": sqlite_database()} for name in ("orders", "auth")}
+    sources["bank"] = {"url": source}
+    settings = make_settings(pg_database(), sources, projections=[FIXTURES])
     init_outbox(settings.sources["bank"], "bank")
     writer = sa.create_engine(source)
     runtime = build_runtime(settings, threads=40)

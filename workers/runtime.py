@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import sqlalchemy as sa
+
 from config import ConfigError, Settings
 from outbox.db import create_engine
 from outbox.log import EventLog
@@ -19,6 +21,7 @@ from projections.log_reader import LogReader
 from projections.sql_store import SqlStore
 from projections.store import Store
 from projections.stores import open_store
+from projections.subscriptions import unknown_message, unknown_subscriptions
 
 
 @dataclass
@@ -61,6 +64,11 @@ def build_runtime(
             f"invalid configuration:\n  {where}: projections: cannot load "
             f"{settings.projections}: {exc}"
         ) from exc
+    try:
+        _check_subscriptions(settings, projections, log)
+    except BaseException:
+        log.close()
+        raise
     stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
     for name, store_settings in settings.stores.items():
         if name != "default":
@@ -98,6 +106,24 @@ def build_runtime(
 
 def _seconds(duration: timedelta | None) -> float | None:
     return None if duration is None else duration.total_seconds()
+
+
+def _check_subscriptions(settings: Settings, projections: list[Any], log: EventLog) -> None:
+    """Refuse a projection subscribed to a source nothing feeds (:mod:`projections.subscriptions`).
+    A configuration listing no source at all is a worker's whose relays run on other
+    configurations: it has nothing to check against."""
+    if not settings.sources and not settings.tenants:
+        return
+    listed = [*settings.sources, *settings.tenants]
+    unknown = unknown_subscriptions(projections, settings.sources, settings.tenants)
+    if unknown and sa.inspect(log.engine).has_table("rm_log_heads"):
+        logged = log.heads()
+        unknown = unknown_subscriptions(projections, settings.sources, settings.tenants, logged)
+    if unknown:
+        where = settings.config_file or "settings"
+        raise ConfigError(
+            f"invalid configuration:\n  {where}: projections: {unknown_message(unknown, listed)}"
+        )
 
 
 def _pool(threads: int) -> dict[str, Any]:
