@@ -5,12 +5,8 @@ event's aggregate is held (:mod:`projections.document_holds`), and the event and
 one of the aggregate are parked until ``readmodel parked retry`` or ``skip`` releases them.
 :class:`DocumentParking` is mixed into :class:`projections.mongo_store.MongoStore`.
 
-A document rebuild's swap settles the projection's parked events (:func:`settle_parked`), as
-:func:`projections.sql_parking.settle_parked` does for tables: the new generation
-contains what the live lanes had parked (the rebuild re-attempted it), so those events are
-marked ``replayed`` and their aggregates released; the events the rebuild skipped
-(``--skip-errors``) are parked instead, and the aggregate of each failed one is held (in its
-tenant: a skipped event's ``tenant`` is that of the hold it is parked under)."""
+A document rebuild's swap settles the projection's parked events:
+:mod:`projections.document_settle`."""
 
 from __future__ import annotations
 
@@ -32,7 +28,6 @@ from projections.api import Projection
 from projections.document_holds import (
     BLOCKED,
     PARKED,
-    block_id,
     blocked_aggregates,
     hold_aggregate,
     hold_filter,
@@ -40,7 +35,6 @@ from projections.document_holds import (
 from projections.document_swap_guard import DeadSwapWatch
 from projections.document_write_errors import REFUSED_WRITES, handler_error, transient
 from projections.mongo_tx import DocumentTx, handle
-from projections.replay_types import SkippedEvent
 from projections.store import (
     AggregateKey,
     HandlerFailed,
@@ -48,11 +42,10 @@ from projections.store import (
     Lane,
     ParkedEntry,
     ParkedEvent,
-    aggregate_key,
 )
 
 if TYPE_CHECKING:
-    from projections.mongo_store import MongoStore
+    pass
 
 FAILURES = "rm_handler_failures"
 COUNTERS = "rm_counters"
@@ -345,69 +338,6 @@ class DocumentParking:
         self.database[FAILURES].delete_many(
             {"_id": {"$in": [_failure_id(lane, p) for p in positions]}}, session=session
         )
-
-
-def settle_parked(
-    store: MongoStore, session: ClientSession, projection: str, skipped: Sequence[SkippedEvent]
-) -> int:
-    """Settle in ``session``'s transaction; returns how many live parked events were released
-    (not those the rebuild skipped again: they stay parked)."""
-    database = store.database
-    now = datetime.now(UTC)
-    replayed = {"$set": {"status": "replayed", "resolved_at": now}}
-    parked = database[PARKED]
-    again = {(event.source, event.position) for event in skipped}
-    released = sum(
-        (d["source"], d["position"]) not in again
-        for d in parked.find(
-            {"projection": projection, "status": "parked"},
-            {"source": 1, "position": 1},
-            session=session,
-        )
-    )
-    parked.update_many(
-        {"projection": projection, "status": {"$in": ["skipped", "parked"]}},
-        replayed,
-        session=session,
-    )
-    database[BLOCKED].delete_many({"projection": projection}, session=session)
-    database[FAILURES].delete_many({"projection": projection}, session=session)
-    by_source: dict[str, list[ParkedEntry]] = {}
-    for event in skipped:
-        attempts = 0 if event.held_behind else 1
-        fields = {
-            "reason": event.error,
-            "detail": event.detail,
-            "attempts": attempts,
-            "tenant": event.tenant,
-        }
-        parked.update_one(  # parked before (and just marked replayed): parked again
-            {"projection": projection, "source": event.source, "position": event.position},
-            {"$set": {**fields, "status": "parked", "parked_at": now, "resolved_at": None}},
-            session=session,
-        )
-        entry = ParkedEntry(event, event.error, event.detail, attempts, event.tenant)
-        by_source.setdefault(event.source, []).append(entry)
-        if event.held_behind is None:
-            key = aggregate_key(event)
-            database[BLOCKED].update_one(
-                {"_id": block_id(Lane(projection, event.source, -1), key)},
-                {  # merged holds (projections.replay_policy): the earliest event's stays
-                    "$setOnInsert": {
-                        "projection": projection,
-                        "source": event.source,
-                        "aggregate_type": event.aggregate_type,
-                        "aggregate_id": event.aggregate_id,
-                        "since_position": event.position,
-                        **fields,
-                    }
-                },
-                upsert=True,
-                session=session,
-            )
-    for source, entries in by_source.items():
-        store.park(session, Lane(projection, source, -1), entries)
-    return int(released)
 
 
 def _failure_id(lane: Lane, position: int) -> str:

@@ -61,9 +61,9 @@ from projections.document_generations import (
     retired_field,
     warn_unrecorded,
 )
-from projections.document_parked import settle_parked
 from projections.document_replay_in_place import DocumentInPlaceReplay
 from projections.document_replay_tx import _Refused, every_failure
+from projections.document_settle import settle_parked
 from projections.document_swap_guard import swap_heartbeat
 from projections.log_reader import LogReader
 from projections.log_stream import batch_gc
@@ -81,6 +81,7 @@ from projections.replay_policy import (
     HandlerError,
 )
 from projections.replay_ranges import apply_in_ranges
+from projections.replay_skipped import document_skips
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -177,6 +178,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
             self.hooks.started(plan)
             summary = ReplaySummary(self.projection.name, options.mode)
             with batch_gc(), self._mongo("replay failed"):
+                self._skips = document_skips(self.database, self.projection.name, options)
                 if options.mode == BLUE_GREEN:
                     self._rebuild(summary)
                 else:
@@ -419,4 +421,5 @@ class DocumentReplayer(DocumentInPlaceReplay):
             )
 
     def _settle_parked(self, session: ClientSession) -> int:
-        return settle_parked(self.store, session, self.projection.name, self._policy.skipped)
+        name, skipped = self.projection.name, self._policy.skipped
+        return settle_parked(self.store, session, name, skipped, self._skips)

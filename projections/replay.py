@@ -17,7 +17,8 @@ skipped instead (as live parking holds them), and the swap parks them: they show
 place, the failing event alone is skipped and nothing parked: see
 :class:`projections.replay_policy.ErrorPolicy`). The live projection's parked events
 are re-attempted by the rebuild like any other event; at the swap they are marked
-``replayed`` and their aggregates released.
+``replayed`` and their aggregates released; events an operator skipped are left out
+(:mod:`projections.replay_skipped`).
 
 In place (``from_position``, only for ``replay_safe`` projections): events after the
 position are applied again to the live tables, batch by batch under the lanes' locks and
@@ -62,6 +63,7 @@ from projections.replay_in_place import InPlaceReplay
 from projections.replay_lock import LockProof, replay_lock, sql_replay_lock
 from projections.replay_plan import table_plan
 from projections.replay_policy import ErrorPolicy, HandlerError
+from projections.replay_skipped import sql_skips
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -180,6 +182,7 @@ class Replayer(InPlaceReplay, ShadowFill):
         started = time.monotonic()
         try:
             with sql_replay_lock(self.store, self.projection.name) as self._lock:
+                self._skips = sql_skips(self.store.writer, self.projection.name, options)
                 self._total = plan.events
                 self.hooks.started(plan)
                 summary = ReplaySummary(self.projection.name, options.mode)
@@ -362,7 +365,7 @@ class Replayer(InPlaceReplay, ShadowFill):
                         )
                     )
                     summary.released_parked = settle_parked(
-                        self.store, conn, self.projection.name, self._policy.skipped
+                        self.store, conn, self.projection.name, self._policy.skipped, self._skips
                     )
                     conn.execute(
                         checkpoints.delete().where(

@@ -23,6 +23,7 @@ from projections.api import Projection
 from projections.invalidations import WHOLE_PROJECTION
 from projections.log_reader import LogReader
 from projections.log_stream import collect_batch, stream_batches
+from projections.replay_skipped import OperatorSkips
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -59,6 +60,7 @@ class ReplayerBase:
     _applied: int
     _total: int
     _policy: ErrorPolicy
+    _skips: OperatorSkips | None = None
     swapped: bool = False
     """Whether this replayer's last rebuild committed its swap: interrupted after it (while
     the old tables or generation are dropped), the rebuilt model is the live one."""
@@ -66,6 +68,7 @@ class ReplayerBase:
     def _finished(self, summary: ReplaySummary, started: float) -> ReplaySummary:
         """``summary`` completed with the skipped events and the time since ``started``."""
         summary.skipped = list(self._policy.skipped)
+        summary.skipped_by_operator = len(self._skips.left_out) if self._skips else 0
         summary.seconds = time.monotonic() - started
         logger.info(
             "replay finished",
@@ -95,8 +98,8 @@ class ReplayerBase:
     ) -> Iterator[list[Envelope]]:
         """The projection's events of ``source`` in ``(after, upto]``, in batches of ``size``
         (``batch_size`` by default) read up to ``depth`` batches ahead, through a server-side
-        cursor on PostgreSQL."""
-        yield from stream_batches(
+        cursor on PostgreSQL; without the events an operator skipped (:attr:`_skips`)."""
+        batches = stream_batches(
             self.reader.engine,
             source,
             after,
@@ -106,6 +109,7 @@ class ReplayerBase:
             batch_size=size or self.batch_size,
             depth=depth,
         )
+        yield from self._skips.leave_out(batches) if self._skips else batches
 
     def _journal_whole_projection(self, tx: Any) -> Invalidation | None:
         if self.cache is None or not self.store.journal_invalidations:
@@ -153,6 +157,11 @@ def check_options(
     """The sources to replay (a group's member sources found in the log ``heads``); raises
     :class:`ReplayRefused` for options that do not fit."""
     name = projection.name
+    if options.mode == IN_PLACE and options.apply_skipped:
+        raise ReplayRefused(
+            "--apply-skipped goes with a blue/green rebuild: in place, the events an "
+            "operator skipped stay left out (the live lanes never applied them)"
+        )
     if options.mode == BLUE_GREEN and (options.source or options.tenant):
         raise ReplayRefused(
             "--source and --tenant replay part of the log in place; a blue/green rebuild "

@@ -45,6 +45,9 @@ class ReplayOptions:
     source: str | None = None
     tenant: str | None = None
     skip_errors: bool = False
+    apply_skipped: bool = False
+    """Apply again the events an operator skipped (``readmodel parked skip``), which a
+    replay otherwise leaves out (:mod:`projections.replay_skipped`); a rebuild only."""
 
     @property
     def mode(self) -> str:
@@ -107,6 +110,8 @@ class ReplaySummary:
     checkpoints: dict[str, int] = field(default_factory=dict)
     tables: list[str] = field(default_factory=list)
     released_parked: int = 0
+    skipped_by_operator: int = 0
+    """Events the replay left out: an operator skipped them (``readmodel parked skip``)."""
     seconds: float = 0.0
     left_behind: list[str] = field(default_factory=list)
     """Old tables the swap replaced that could not be dropped after it (emptied, for the

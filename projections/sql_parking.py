@@ -19,6 +19,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from outbox.envelope import Envelope
+from projections.replay_skipped import (
+    OperatorSkips,
+    settled_statuses,
+    sql_settle_skipped_since,
+)
 from projections.store import (
     AggregateKey,
     HandlerFailed,
@@ -367,11 +372,17 @@ class SqlParking:
 
 
 def settle_parked(
-    store: SqlParking, conn: sa.Connection, name: str, skipped: Sequence[SkippedEvent]
+    store: SqlParking,
+    conn: sa.Connection,
+    name: str,
+    skipped: Sequence[SkippedEvent],
+    skips: OperatorSkips | None = None,
 ) -> int:
     """The rebuilt model of projection ``name`` contains what was parked live: release it;
-    park what the rebuild skipped instead. Returns how many live parked events were
-    released (not those the rebuild skipped again: they stay parked)."""
+    park what the rebuild skipped instead. Events an operator skipped stay skipped unless
+    the rebuild applied them (``skips``: :mod:`projections.replay_skipped`). Returns how many
+    live parked events were released (not those the rebuild skipped again: they stay parked)."""
+
     again = {(event.source, event.position) for event in skipped}
     live = conn.execute(
         sa.select(parked_events.c.source, parked_events.c.position).where(
@@ -379,14 +390,15 @@ def settle_parked(
         )
     )
     released = sum((source, int(position)) not in again for source, position in live)
-    conn.execute(  # skipped ones too: the rebuild applied them
+    conn.execute(
         parked_events.update()
         .where(
             parked_events.c.projection == name,
-            parked_events.c.status.in_(("skipped", "parked")),
+            parked_events.c.status.in_(settled_statuses(skips)),
         )
         .values(status="replayed", resolved_at=sa.func.current_timestamp())
     )
+    sql_settle_skipped_since(conn, name, skips)
     conn.execute(blocked.delete().where(blocked.c.projection == name))
     conn.execute(failures.delete().where(failures.c.projection == name))
     entries = [

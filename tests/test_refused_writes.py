@@ -409,8 +409,9 @@ def test_a_value_too_big_for_its_index_is_parked(database_for: Callable[[str], s
 
 
 def test_a_rebuild_settles_a_skipped_event_it_applied(database_for: Callable[[str], str]) -> None:
-    """An event skipped by an operator, then applied by a rebuild after the fix, stayed
-    "skipped": a consistency wait for it said it would never be applied."""
+    """An event skipped by an operator, then applied by a rebuild after the fix
+    (``--apply-skipped``), stayed "skipped": a consistency wait for it said it would never be
+    applied."""
     from projections.replay import Replayer, ReplayOptions
 
     _boom["on"] = True
@@ -425,7 +426,7 @@ def test_a_rebuild_settles_a_skipped_event_it_applied(database_for: Callable[[st
         (entry,) = store.parked("flaky_owners")
         engine.skip(entry)
         _boom["on"] = False
-        Replayer(engine.reader, projection, store).run(ReplayOptions())
+        Replayer(engine.reader, projection, store).run(ReplayOptions(apply_skipped=True))
         assert [p.status for p in store.parked("flaky_owners", status=None)] == ["replayed"]
         with log.engine.connect() as conn:
             assert conn.execute(sa.select(owners.c.id)).scalars().all() == ["x"]

@@ -81,6 +81,15 @@ def replay_command(
             "aggregate, instead of stopping.",
         ),
     ] = False,
+    apply_skipped: Annotated[
+        bool,
+        typer.Option(
+            "--apply-skipped",
+            help="Rebuild only: apply again the events an operator skipped ('readmodel "
+            "parked skip'), which a replay otherwise leaves out as the live model did; "
+            "those applied are marked replayed.",
+        ),
+    ] = False,
     cleanup: Annotated[
         bool,
         typer.Option(
@@ -131,8 +140,10 @@ def replay_command(
     By default blue/green: the tables (or a MongoDB store's collections) are rebuilt as
     shadow copies while the live model keeps serving and applying new events, then
     swapped in one transaction. An error in a
-    handler stops the replay (live model untouched) unless --skip-errors. Ctrl-C is safe:
-    the live model stays as it was; the next replay (or --cleanup) removes the shadow.
+    handler stops the replay (live model untouched) unless --skip-errors. Events an
+    operator skipped ('readmodel parked skip') are left out, as the live model left them,
+    unless --apply-skipped. Ctrl-C is safe: the live model stays as it was; the next
+    replay (or --cleanup) removes the shadow.
 
     Exit codes: 0 done, 1 failed or refused at run time (another replay running, a handler
     error), 2 bad usage (or no --yes without a terminal), 3 database unreachable,
@@ -148,7 +159,7 @@ def replay_command(
             target = runtime.engine.projection(projection)
         except ReadmodelError as exc:
             raise fail(str(exc), EXIT_CONFIG) from None
-        options = ReplayOptions(from_position, source, tenant, skip_errors)
+        options = ReplayOptions(from_position, source, tenant, skip_errors, apply_skipped)
         hooks = _ProgressHooks()
         store = runtime.engine.store_of(target)
         documents = is_mongodb(getattr(store, "url", ""))
@@ -325,6 +336,13 @@ def _print_summary(summary: ReplaySummary) -> None:
     if summary.released_parked:
         out.print(
             f"  {summary.released_parked} parked events were replayed and released",
+            highlight=False,
+        )
+    if summary.skipped_by_operator:
+        again = " (--apply-skipped applies them)" if summary.mode == BLUE_GREEN else ""
+        out.print(
+            f"  {summary.skipped_by_operator} events skipped by operator (parked skip): "
+            f"left out, as the live model did{again}",
             highlight=False,
         )
     if summary.skipped:
