@@ -41,6 +41,7 @@ class OpSkipLedger(Projection):
 
     @on("shop", "Deposited")
     @on("bank", "Deposited")
+    @on("pos", "Deposited")  # a group: a database per tenant, pos:acme, pos:globex...
     def deposited(self, event: Event[dict], tx: Tx) -> None:
         refuse_poison(event)
         amount = event.payload["amount"]

@@ -30,7 +30,7 @@ from projections.replay_types import ReplayError, ReplayOptions, ReplayRefused
 from projections.sql_store import SqlStore
 from tests.cli_helpers import run_cli, write_config
 from tests.operator_skip_fixtures import BANK, EVENTS, LIVE, OpSkipDocs, OpSkipLedger, applied, last
-from tests.projection_fixtures import append_events, engine_on
+from tests.projection_fixtures import append_events, append_tenant_events, engine_on
 
 FIXTURES = "tests.operator_skip_fixtures"
 
@@ -166,6 +166,40 @@ def test_an_event_skipped_during_the_rebuild_that_it_applied_is_marked_replayed(
 
         assert "shop:2" in sql_rows(store)[0]
         assert set(statuses(engine, projection.name).values()) == {"replayed"}
+
+
+def test_a_tenant_s_skipped_event_is_left_out_of_its_member_source_only(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members of a group number their positions apart: acme's skipped pos:acme:2 leaves
+    globex's pos:globex:2 applied, by a rebuild as in place (--source pos, --tenant)."""
+    monkeypatch.setenv("READMODEL_TEST_POISON", "1")
+    projection = OpSkipLedger()
+    with engine_on(store_url, [projection], max_attempts=1) as (log, store, engine):
+        acme = [("a1", "Deposited", {"amount": 10}), ("a1", "Deposited", {"amount": 20})]
+        acme[1][2]["poison"] = True
+        acme.append(("a1", "Deposited", {"amount": 30}))
+        append_tenant_events(log, [("acme", *e) for e in acme], "pos:acme")
+        globex = [("g1", "Deposited", {"amount": 1}), ("g1", "Deposited", {"amount": 2})]
+        append_tenant_events(log, [("globex", *e) for e in globex], "pos:globex")
+        engine.catch_up(deadline=30)
+        (poison, held) = engine.parked(projection.name)
+        assert (poison.source, poison.position, poison.tenant) == ("pos:acme", 2, "acme")
+        engine.skip(poison)
+        live = ["pos:acme:1", "pos:acme:3", "pos:globex:1", "pos:globex:2"]
+        assert sql_rows(store) == (live, {"a1": 30, "g1": 2})
+        monkeypatch.delenv("READMODEL_TEST_POISON")
+        replayer = Replayer(engine.reader, projection, store)
+
+        rebuilt = replayer.run(ReplayOptions())
+        assert sql_rows(store) == (live, {"a1": 30, "g1": 2})
+        acme = replayer.run(ReplayOptions(from_position=0, source="pos", tenant="acme"))
+        assert sql_rows(store) == (live, {"a1": 30, "g1": 2})
+        globex = replayer.run(ReplayOptions(from_position=0, source="pos:globex"))
+        assert sql_rows(store) == (live, {"a1": 30, "g1": 2})
+        counts = [s.skipped_by_operator for s in (rebuilt, acme, globex)]
+        assert counts == [1, 1, 0] and globex.events == 2
+        assert statuses(engine, projection.name)["pos:acme:2"] == "skipped"
 
 
 def cli_config(tmp_path: Path, url: str) -> str:
