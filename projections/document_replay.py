@@ -81,7 +81,7 @@ from projections.replay_policy import (
     HandlerError,
 )
 from projections.replay_ranges import apply_in_ranges
-from projections.replay_skipped import document_skips
+from projections.replay_skipped import document_planned, document_skips
 from projections.replay_types import (
     BLUE_GREEN,
     IN_PLACE,
@@ -150,6 +150,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
             left = leftovers(self.database, self.projection, self.retire_after)
             live = collections_at(self.projection, generation)
             warnings = index_warnings(self.database, self.projection, live) if rebuild else []
+            planned = document_planned(self.database, self.projection.name, plans)
         written = collections_at(self.projection, generation + 1) if rebuild else live
         collections = [(live[name], written[name]) for name in self.projection.collections]
         return ReplayPlan(
@@ -161,6 +162,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
             options.tenant,
             unit="collection",
             warnings=warnings,
+            skipped_by_operator=0 if options.apply_skipped else planned,
         )
 
     # -- running -------------------------------------------------------------------

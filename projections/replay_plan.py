@@ -13,6 +13,7 @@ from outbox.schema import event_log
 from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.replay_policy import check_options, count_events
+from projections.replay_skipped import sql_planned
 from projections.replay_types import (
     BLUE_GREEN,
     ReplayOptions,
@@ -82,6 +83,7 @@ def table_plan(
     warnings: list[str] = []
     kept: list[str] = []
     with engine.connect() as conn:
+        left_out = 0 if options.apply_skipped else sql_planned(conn, projection.name, sources)
         leftovers = shadow.leftovers(conn)
         if rebuild:
             warnings = [f"the rebuild will be refused: {r}" for r in shadow.refusals(conn)]
@@ -105,6 +107,7 @@ def table_plan(
         options.tenant,
         warnings=warnings,
         carried=kept,
+        skipped_by_operator=left_out,
     )
 
 

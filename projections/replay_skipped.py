@@ -11,12 +11,12 @@ rebuild only) reads none: they are applied again, and the swap marks those it ap
 
 An event skipped while a rebuild runs was still parked when it started, so the rebuild
 re-attempts it like the other parked events: the swap marks it ``replayed`` if it applied it
-(:func:`skipped_since`).
+(:func:`sql_settle_skipped_since`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ import sqlalchemy as sa
 
 from outbox.envelope import Envelope
 from projections.document_holds import PARKED
-from projections.replay_types import ReplayOptions
+from projections.replay_types import ReplayOptions, SourcePlan
 from projections.store_tables import parked_events
 
 _CHUNK = 500  # entry ids per statement
@@ -86,6 +86,30 @@ def document_skips(database: Any, projection: str, options: ReplayOptions) -> Op
         {"projection": projection, "status": "skipped"}, {"number": 1, "source": 1, "position": 1}
     )
     return OperatorSkips({(d["source"], int(d["position"])): int(d["number"]) for d in found})
+
+
+def sql_planned(conn: sa.Connection, projection: str, plans: Sequence[SourcePlan]) -> int:
+    """How many skipped entries of ``projection`` lie in the planned ranges (for
+    ``--dry-run``: in place with ``--tenant``, other tenants' too)."""
+    c = parked_events.c
+    ranges = [
+        sa.and_(c.source == p.source, c.position > p.after, c.position <= p.head) for p in plans
+    ]
+    if not ranges:
+        return 0
+    query = sa.select(sa.func.count()).where(
+        c.projection == projection, c.status == "skipped", sa.or_(*ranges)
+    )
+    return int(conn.execute(query).scalar_one())
+
+
+def document_planned(database: Any, projection: str, plans: Sequence[SourcePlan]) -> int:
+    """:func:`sql_planned` for a MongoDB store."""
+    ranges = [{"source": p.source, "position": {"$gt": p.after, "$lte": p.head}} for p in plans]
+    if not ranges:
+        return 0
+    query = {"projection": projection, "status": "skipped", "$or": ranges}
+    return int(database[PARKED].count_documents(query))
 
 
 def settled_statuses(skips: OperatorSkips | None) -> tuple[str, ...]:

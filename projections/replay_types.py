@@ -73,6 +73,7 @@ class ReplayPlan:
     unit: str = "table"  # what a projection keeps: "table", or "collection" (documents)
     warnings: list[str] = field(default_factory=list)
     carried: list[str] = field(default_factory=list)  # what the swap carries, one per object
+    skipped_by_operator: int = 0  # events it will leave out: ``readmodel parked skip``
 
     @property
     def events(self) -> int:

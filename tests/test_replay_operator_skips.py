@@ -139,6 +139,8 @@ def test_in_place_leaves_out_a_skipped_event_and_refuses_apply_skipped(
 
         assert sql_rows(store) == (LIVE, {"a1": 30, "a2": 7, "b1": 1, "b2": 2})
         assert summary.skipped_by_operator == 1
+        assert replayer.plan(ReplayOptions(from_position=1)).skipped_by_operator == 1
+        assert replayer.plan(ReplayOptions(from_position=2)).skipped_by_operator == 0
         with pytest.raises(ReplayRefused, match="--apply-skipped"):
             replayer.run(ReplayOptions(from_position=0, apply_skipped=True))
         assert statuses(engine, projection.name)["shop:2"] == "skipped"
@@ -217,6 +219,10 @@ def test_the_cli_summary_names_the_events_skipped_by_the_operator(
     url = database_for("postgresql")
     with sql_skipped(url, monkeypatch) as (_, store, engine, projection):
         config = cli_config(tmp_path, url)
+        planned = run_cli(["replay", projection.name, "--dry-run", "--config", config])
+        assert planned.exit_code == 0, planned.output
+        said = " ".join(planned.stdout.split())
+        assert "1 events skipped by operator (parked skip) will be left out" in said
         result = run_cli(["replay", projection.name, "--yes", "--config", config])
         assert result.exit_code == 0, result.output
         said = " ".join(result.stdout.split())
@@ -284,6 +290,8 @@ def test_a_document_rebuild_and_in_place_replay_leave_out_a_skipped_event(
     def replayer() -> DocumentReplayer:
         return DocumentReplayer(engine.reader, projection, store, retire_after=0.0)
 
+    assert replayer().plan(ReplayOptions()).skipped_by_operator == 1
+    assert replayer().plan(ReplayOptions(from_position=2)).skipped_by_operator == 0
     summary = replayer().run(ReplayOptions())
     assert summary.skipped_by_operator == 1 and summary.skipped == []
     assert doc_rows(store, projection) == (LIVE, {"a1": 30, "a2": 7, "b1": 1, "b2": 2})

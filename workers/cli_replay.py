@@ -311,6 +311,12 @@ def _print_plan(plan: ReplayPlan) -> None:
         out.print(f"  left over by an earlier replay, will be dropped: {name}", highlight=False)
     for line in plan.carried:
         out.print(f"  the swap carries: {line}", highlight=False, soft_wrap=True)
+    if plan.skipped_by_operator:
+        out.print(
+            f"  {plan.skipped_by_operator} events skipped by operator (parked skip) will be "
+            f"left out" + (" (--apply-skipped applies them)" if plan.mode == BLUE_GREEN else ""),
+            highlight=False,
+        )
     for warning in plan.warnings:
         out.print(f"  warning: {warning}", highlight=False)
 
