@@ -222,11 +222,11 @@ def test_the_cli_summary_names_the_events_skipped_by_the_operator(
         planned = run_cli(["replay", projection.name, "--dry-run", "--config", config])
         assert planned.exit_code == 0, planned.output
         said = " ".join(planned.stdout.split())
-        assert "1 events skipped by operator (parked skip) will be left out" in said
+        assert "1 event skipped by operator (parked skip) will be left out" in said
         result = run_cli(["replay", projection.name, "--yes", "--config", config])
         assert result.exit_code == 0, result.output
         said = " ".join(result.stdout.split())
-        assert "1 events skipped by operator (parked skip): left out" in said
+        assert "1 event skipped by operator (parked skip): left out" in said
         assert "--apply-skipped applies them" in said
 
         failed = run_cli(["replay", projection.name, "--yes", "--apply-skipped", "-c", config])

@@ -46,6 +46,7 @@ from workers.cli_support import (
     out,
     require_migrated,
 )
+from workers.status_tables import counted
 
 EXIT_INTERRUPTED = 130
 
@@ -312,9 +313,10 @@ def _print_plan(plan: ReplayPlan) -> None:
     for line in plan.carried:
         out.print(f"  the swap carries: {line}", highlight=False, soft_wrap=True)
     if plan.skipped_by_operator:
+        again = " (--apply-skipped applies them)" if plan.mode == BLUE_GREEN else ""
         out.print(
-            f"  {plan.skipped_by_operator} events skipped by operator (parked skip) will be "
-            f"left out" + (" (--apply-skipped applies them)" if plan.mode == BLUE_GREEN else ""),
+            f"  {counted(plan.skipped_by_operator, 'event')} skipped by operator (parked skip) "
+            f"will be left out{again}",
             highlight=False,
         )
     for warning in plan.warnings:
@@ -347,7 +349,7 @@ def _print_summary(summary: ReplaySummary) -> None:
     if summary.skipped_by_operator:
         again = " (--apply-skipped applies them)" if summary.mode == BLUE_GREEN else ""
         out.print(
-            f"  {summary.skipped_by_operator} events skipped by operator (parked skip): "
+            f"  {counted(summary.skipped_by_operator, 'event')} skipped by operator (parked skip): "
             f"left out, as the live model did{again}",
             highlight=False,
         )
