@@ -27,8 +27,8 @@ from dataclasses import replace
 
 from config.outbox_identity import outbox_groups
 from outbox.keepers import Appends, precedence, split_note
+from outbox.registry_members import Members, RegistryProblem, behind_unknown_databases
 from outbox.source_groups import group_of
-from outbox.tenant_registry import Members, RegistryProblem, behind_unknown_databases
 
 
 def settle(
@@ -78,7 +78,7 @@ def _behind_unknown(
     readings: Mapping[str, Members], refused: Mapping[str, RegistryProblem], appends: Appends
 ) -> dict[str, RegistryProblem]:
     """The members that wait behind another registry's rows whose database is not known now
-    (:func:`outbox.tenant_registry.behind_unknown_databases`; a registry's own rows are
+    (:func:`outbox.registry_members.behind_unknown_databases`; a registry's own rows are
     checked when it is read)."""
     waiting = {}
     for group, members in readings.items():

@@ -12,9 +12,10 @@ import structlog
 from config import Settings
 from outbox import registry_reads
 from outbox.keepers import last_appends
+from outbox.registry_members import Members
 from outbox.registry_overlaps import settle, split_histories
 from outbox.registry_reads import GIVEN_UP, GIVEN_UP_ONCE, given_up_error
-from outbox.tenant_registry import Members, TenantRegistry, registries
+from outbox.tenant_registry import TenantRegistry, registries
 
 logger = structlog.get_logger("readmodel.relay")
 

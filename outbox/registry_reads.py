@@ -14,7 +14,8 @@ import structlog
 
 from outbox.errors import SourceError
 from outbox.keepers import Appends
-from outbox.tenant_registry import Members, TenantRegistry
+from outbox.registry_members import Members
+from outbox.tenant_registry import TenantRegistry
 
 logger = structlog.get_logger("readmodel.relay")
 

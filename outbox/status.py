@@ -71,7 +71,7 @@ def source_statuses(settings: Settings, log: EventLog) -> list[SourceStatus]:
     """One :class:`SourceStatus` per configured source and registry member; an unreachable
     source, a bad registry row or an unreadable registry reports its error."""
     from outbox.keepers import last_appends
-    from outbox.tenant_registry import list_sources
+    from outbox.source_list import list_sources
 
     heads = log.heads()
     rules = recorded_rules(log.engine)

@@ -13,7 +13,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +24,21 @@ from config.outbox_identity import shared_outboxes
 from outbox.db import create_engine, describe_db_error, engine_kind, redact_dsn
 from outbox.errors import SourceError
 from outbox.keepers import Appends, precedence, split_note
+from outbox.registry_members import (
+    Members,
+    RegistryProblem,
+    behind_unknown_databases,
+    member_settings,
+)
 from outbox.source_groups import NAME, member_source
+from outbox.source_list import list_sources
+
+__all__ = [  # Members and list_sources live in their own modules; importable here too
+    "Members",
+    "TenantRegistry",
+    "list_sources",
+    "registries",
+]
 
 _CONNECT_TIMEOUT = 5  # seconds: a registry that does not answer keeps the last members
 _QUERY_TIMEOUT = 10.0  # seconds: a query that blocks (a locked table) keeps them too
@@ -34,46 +47,6 @@ _NO_KEEPER = (
     "; the event log has no events of {} row yet, so no row can be kept: delete or fix one "
     "row (see README, A tenant registry)"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RegistryProblem:
-    """A registry row that gives no member source."""
-
-    registry: str
-    tenant: str | None  # None: the row has no usable tenant id
-    reason: str
-    row: int = 0  # 1-based, in the query's order
-    waiting: bool = False
-    """Not a bad row: the member waits for another registry to be read (its database may
-    be that registry's member's)."""
-    conflict: bool = False
-    """The row names the database and outbox table of another source or tenant, which
-    keeps it: a configuration conflict, not an unreachable database."""
-    unknown_database: bool = False
-    """The row's DSN cannot be read now (refused, missing): which database it names is not
-    known (see :func:`behind_unknown_databases`)."""
-
-    @property
-    def source(self) -> str:
-        """The member source the row would give (the group for a row without a tenant)."""
-        return self.registry if self.tenant is None else member_source(self.registry, self.tenant)
-
-    def __str__(self) -> str:
-        who = f"tenant {self.tenant!r}" if self.tenant is not None else f"row {self.row}"
-        return f"tenant registry {self.registry!r}, {who}: {self.reason}"
-
-
-@dataclass(frozen=True, slots=True)
-class Members:
-    """What one reading of a registry gave."""
-
-    registry: str
-    sources: dict[str, SourceSettings]
-    problems: list[RegistryProblem] = field(default_factory=list)
-    started: float = 0.0
-    """When the read began (``time.monotonic()``): of two readings, the later-started one
-    is the newer, whichever ended first."""
 
 
 class TenantRegistry:
@@ -290,44 +263,6 @@ class TenantRegistry:
             engine.dispose()
 
 
-def behind_unknown_databases(
-    group: str,
-    sources: Mapping[str, SourceSettings],
-    problems: list[RegistryProblem],
-    appends: Appends,
-    unreadable: bool = False,
-) -> dict[str, str]:
-    """Of ``sources`` (members of registry ``group``), those that wait (name -> why) behind
-    the rows of ``problems`` whose database is not known now, when the event log has events
-    of their tenants (of any, when it cannot be read: ``unreadable``): a member it has no
-    events of may name one of those databases, and would relay that tenant's outbox as its
-    own. Members it has events of go on."""
-    unknown = [p for p in problems if p.unknown_database and p.tenant is not None]
-    blockers = unknown if unreadable else [p for p in unknown if p.source in appends]
-    if not blockers:
-        return {}
-    rows = " and ".join(
-        f"tenant {p.tenant!r} (row {p.row})"
-        if p.registry == group
-        else f"tenant {p.tenant!r} of tenant registry {p.registry!r}"
-        for p in blockers
-    )
-    those = "that tenant" if len(blockers) == 1 else "those tenants"
-    reason = (
-        f"waits until the DSN of {rows} can be read: the event log has events of {those}, and "
-        f"it may name the same database"
-    )
-    return {name: reason for name in sorted(sources) if name not in appends}
-
-
-def member_settings(registry: TenantRegistrySettings, tenant: str, dsn: str) -> SourceSettings:
-    """The settings of the member source of ``tenant``: the registry's outbox table, the
-    tenant's DSN, every row that tenant's."""
-    table = registry.source.model_dump()
-    table["columns"] = {**table["columns"], "tenant": ""}
-    return SourceSettings(**table, url=dsn, tenant=tenant)
-
-
 def registries(settings: Settings) -> list[TenantRegistry]:
     return [
         TenantRegistry(group, s, settings.sources) for group, s in sorted(settings.tenants.items())
@@ -371,80 +306,3 @@ def _registry_engine(url: str) -> sa.Engine:
     if kind == "mysql":  # a query that does not answer in time fails the connection
         connect_args["read_timeout"] = max(1, int(_QUERY_TIMEOUT))
     return create_engine(url, pool_size=1, max_overflow=1, connect_args=connect_args)
-
-
-@dataclass(frozen=True, slots=True)
-class Unlisted:
-    """A source that a registry should give and does not: a bad row, or every member of a
-    registry that cannot be read (reported under the group's name)."""
-
-    source: str
-    url: str  # where the registry is (no user, password or query)
-    error: str
-    conflict: bool = False
-    """Refused because another source or tenant reads its database and outbox table (a
-    configuration conflict), not because something cannot be reached."""
-    refused: bool = False
-    """Refused by the configuration (a bad row, or a conflict): not unreachable, nor
-    waiting for another registry."""
-
-
-@dataclass(frozen=True, slots=True)
-class SourceList:
-    """Every source of a configuration: ``[sources.*]`` and the registries' members."""
-
-    sources: dict[str, SourceSettings]
-    unlisted: list[Unlisted]
-
-
-def list_sources(
-    settings: Settings,
-    reads: Mapping[str, Members | BaseException] | None = None,
-    appends: Mapping[str, Any] | None = None,
-) -> SourceList:
-    """The configured sources and each registry's members; ``reads`` gives registry readings
-    already taken (by group), the others are read here. A member reading the outbox of
-    another registry's member is listed as refused unless it keeps it, by ``appends``
-    (:func:`outbox.keepers.last_appends`; ``None``: as on a fresh start); while
-    a registry cannot be read, the others' members ``appends`` lacks are listed as waiting."""
-    from outbox import registry_reads
-    from outbox.registry_overlaps import settle
-
-    sources = dict(settings.sources)
-    unlisted: list[Unlisted] = []
-    readings: dict[str, Members] = {}
-    unread: dict[str, str] = {}
-    urls: dict[str, str] = {}
-    for registry in registries(settings):
-        try:
-            if reads is not None and registry.group in reads:
-                members = reads[registry.group]
-            else:
-                logged = None if appends is None else lambda: appends or {}
-                members = registry_reads.read_within(registry, logged, registry_reads.READ_BOUND)
-            if isinstance(members, BaseException):
-                raise members
-        except (SourceError, TimeoutError) as exc:
-            unlisted.append(Unlisted(registry.group, registry.display_url, str(exc)))
-            unread[registry.group] = str(exc)
-            continue
-        finally:
-            registry.close()
-        readings[registry.group] = members
-        urls[registry.group] = registry.display_url
-    for group, members in settle(readings, appends or {}, unread).items():
-        sources.update(members.sources)
-        by_source: dict[str, list[RegistryProblem]] = {}
-        for problem in members.problems:  # rows without a tenant: all under the group's name
-            by_source.setdefault(problem.source, []).append(problem)
-        unlisted += [
-            Unlisted(
-                name,
-                urls[group],
-                "; ".join(str(p) for p in problems),
-                conflict=all(p.conflict for p in problems),
-                refused=not any(p.waiting for p in problems),
-            )
-            for name, problems in by_source.items()
-        ]
-    return SourceList(sources, unlisted)

@@ -25,11 +25,12 @@ from outbox.errors import SourceError
 from outbox.keepers import EventLogUnreadable, last_appends
 from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin
+from outbox.registry_members import Members
 from outbox.registry_peers import PEER_WAIT, Peers
 from outbox.registry_reads import ReadStopped, read_within
 from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
-from outbox.tenant_registry import Members, TenantRegistry
+from outbox.tenant_registry import TenantRegistry
 
 logger = structlog.get_logger("readmodel.relay")
 

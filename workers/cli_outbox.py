@@ -12,7 +12,8 @@ from rich.markup import escape
 
 from config import Settings
 from outbox.keepers import StoreAppends
-from outbox.tenant_registry import Members, RegistryProblem, TenantRegistry
+from outbox.registry_members import Members, RegistryProblem
+from outbox.tenant_registry import TenantRegistry
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_UNREACHABLE,

@@ -22,8 +22,9 @@ from outbox.db import describe_db_error, redact_dsn
 from outbox.errors import ReadmodelError
 from outbox.keepers import last_appends
 from outbox.log_rules import RuleOrigin, recorded_rules
+from outbox.source_list import list_sources
 from outbox.status import SourceStatus, source_status, unlisted_status, with_rules
-from outbox.tenant_registry import list_sources, registries
+from outbox.tenant_registry import registries
 from projections.status import ProjectionStatus, iso_utc, projection_statuses
 from workers.queues import QueueDepth, queue_depth
 from workers.removed_members import (
