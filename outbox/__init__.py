@@ -12,8 +12,9 @@ Usable from plain Python (no Dramatiq, no CLI)::
 from outbox.envelope import Envelope, aggregate_hash
 from outbox.errors import LogError, NotLeaderError, ReadmodelError, SourceError, StoreError
 from outbox.log import AppendResult, EventLog
-from outbox.relay import Relay, RelayHooks, SourceRelay
+from outbox.relay import Relay
 from outbox.source import OutboxSource, PendingStats
+from outbox.source_relay import RelayHooks, SourceRelay
 from outbox.sources import open_source
 
 __all__ = [

@@ -28,7 +28,7 @@ from outbox.log_rules import RuleOrigin
 from outbox.registry_members import Members
 from outbox.registry_peers import PEER_WAIT, Peers
 from outbox.registry_reads import ReadStopped, read_within
-from outbox.relay import RelayHooks, RelayTotals, SourceRelay, drain_source
+from outbox.source_relay import RelayHooks, RelayTotals, SourceRelay, drain_source
 from outbox.sources import open_source
 from outbox.tenant_registry import TenantRegistry
 

@@ -15,7 +15,7 @@ import structlog
 
 from outbox.errors import ReadmodelError
 from outbox.log import AppendResult
-from outbox.relay import RelayHooks
+from outbox.source_relay import RelayHooks
 from projections.engine import RetryLater
 from projections.store import Lane
 from workers.runtime import Runtime

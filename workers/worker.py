@@ -11,7 +11,8 @@ import structlog
 
 from config import ConfigError
 from outbox.errors import ReadmodelError, SourceError
-from outbox.relay import Relay, RelayHooks
+from outbox.relay import Relay
+from outbox.source_relay import RelayHooks
 from outbox.status import source_statuses
 from workers.actors import Actors, Publisher, sweep
 from workers.runtime import Runtime
