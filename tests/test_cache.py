@@ -756,7 +756,7 @@ def test_the_near_caches_resp3_reader_resumes_a_message_cut_anywhere() -> None:
     parsed of it instead of parsing it again from its start at each chunk (seconds of
     stale copies for a 100,000-key wipe). Fed in 7-byte chunks, it reads what Redis sent."""
 
-    from projections.near_cache import _Incomplete, _Parser, _Push
+    from projections.resp3_reader import _Incomplete, _Parser, _Push
 
     keys = [f"rmtest:e:catalog:product:{n}".encode() for n in range(3000)]
     push = b">2\r\n$10\r\ninvalidate\r\n*%d\r\n" % len(keys)
