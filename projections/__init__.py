@@ -23,7 +23,8 @@ from projections.consistency import (
 from projections.engine import ProjectionEngine, RetryLater
 from projections.mongo_tx import DocumentTx
 from projections.queries import QuerySpec, Reader, query
-from projections.query_reader import Page, QueryError
+from projections.query_errors import QueryError
+from projections.query_reader import Page
 from projections.query_service import Queries, Result, open_queries
 from projections.store import BatchResult, HandlerFailed, Lane, ParkedEvent, Store
 

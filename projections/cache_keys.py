@@ -11,7 +11,7 @@ import orjson
 from bson import ObjectId
 
 from outbox.json_numbers import dumps_exact
-from projections.query_reader import QueryError
+from projections.query_errors import QueryError
 
 
 def tenant_key(tenant: str | None) -> str:

@@ -29,7 +29,7 @@ from outbox.envelope import aggregate_hash
 from outbox.errors import LogError, ReadmodelError
 from outbox.schema import PARKED_OUTBOX_ROW, event_log, log_heads, parked
 from projections.api import Projection
-from projections.query_reader import QueryError
+from projections.query_errors import QueryError
 from projections.store import Lane, Store
 from projections.store_tables import failures, parked_events
 

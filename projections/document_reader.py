@@ -1,7 +1,7 @@
 """Reads of a document projection's collections (a MongoDB store), for
 :class:`projections.query_service.Queries`: a document by ``_id``, pages of documents whose
 fields equal given values, in ``_id`` order (MongoDB's, across BSON types), behind a cursor
-that only that list, of that tenant, takes (:func:`projections.query_reader.list_fingerprint`),
+that only that list, of that tenant, takes (:func:`projections.query_cursors.list_fingerprint`),
 and the :class:`projections.queries.Reader` of a document projection's ``@query`` methods
 (``get``, ``first``, ``find`` by collection name). Reads go to the collections of the
 projection's current generation (:mod:`projections.document_generations`); for a
@@ -34,15 +34,10 @@ from outbox.mongo_values import described
 from outbox.rows import json_safe
 from projections.api import Projection
 from projections.document_generations import physical_name, read_current
-from projections.query_reader import (
-    Page,
-    QueryError,
-    cursor_key,
-    encode_cursor,
-    json_number,
-    list_fingerprint,
-    plain_value,
-)
+from projections.query_cursors import cursor_key, encode_cursor, list_fingerprint
+from projections.query_errors import QueryError
+from projections.query_reader import Page
+from projections.query_values import json_number, plain_value
 from projections.tenant_scope import raw_handle, scoped_to_tenant
 
 

@@ -13,7 +13,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from projections.api import Projection
 from projections.queries import QuerySpec
-from projections.query_reader import QueryError, plain_value
+from projections.query_errors import QueryError
+from projections.query_values import plain_value
 
 
 def indexes(table: sa.Table) -> list[list[str]]:

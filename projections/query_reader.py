@@ -1,16 +1,15 @@
 """Reading a projection's tables: the :class:`Reader` of ``@query`` methods, get by key, and
-keyset pages by primary key behind an opaque cursor."""
+keyset pages by primary key behind an opaque cursor.
+
+How values are typed (:mod:`projections.query_values`), the cursors
+(:mod:`projections.query_cursors`) and :class:`QueryError` (:mod:`projections.query_errors`)
+live in their own modules; the names callers import from here still are.
+"""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import math
-import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -18,49 +17,18 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.db import describe_db_error
-from outbox.errors import ReadmodelError, StoreError
+from outbox.errors import StoreError
 from outbox.rows import json_safe
+from projections.query_cursors import decode_cursor, encode_cursor, list_fingerprint
+from projections.query_errors import QueryError
+from projections.query_values import JsonValue, filter_value
+from projections.tenant_scope import raw_handle, scoped_to_tenant
 
-
-class QueryError(ReadmodelError):
-    """The query itself is wrong: unknown projection, table, column or query, a column
-    without an index, a bad key or cursor. Nothing was read."""
+__all__ = ["JsonValue", "Page", "QueryError", "SqlReader", "filter_value"]
 
 
 def _known(names: Iterable[str]) -> str:
     return ", ".join(sorted(names)) or "none"
-
-
-@dataclass(frozen=True, slots=True)
-class JsonValue:
-    """A filter value given as JSON (``readmodel query --where field:=JSON``): ``value`` as
-    parsed (exact: an ``int``, a :class:`~decimal.Decimal` for a number with a fraction or
-    an exponent; a KEY's ``{"$oid": HEX}`` an ObjectId), ``text`` as given. Unlike a Python
-    value, which is sent as it is (text read as the column's type), it must suit its column:
-    ``7`` is refused for a text one."""
-
-    value: Any
-    text: str
-
-
-def plain_value(value: Any) -> Any:
-    """``value`` without its :class:`JsonValue` wrapping, a JSON number with a fraction as a
-    ``float`` when that is the same number (``0.1``: what a JSON payload stores), else as the
-    exact :class:`~decimal.Decimal`; a Python value as it is."""
-    return json_number(value.value) if isinstance(value, JsonValue) else value
-
-
-def json_number(value: Any) -> Any:
-    """``value`` with each :class:`~decimal.Decimal` in it as a ``float`` when that is the
-    same number (``0.1``, as a JSON payload is stored), else as it is."""
-    if isinstance(value, Decimal):
-        number = float(value)
-        return number if math.isfinite(number) and Decimal(repr(number)) == value else value
-    if isinstance(value, list):
-        return [json_number(item) for item in value]
-    if isinstance(value, dict):
-        return {key: json_number(item) for key, item in value.items()}
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,15 +75,11 @@ class SqlReader:
     @property
     def engine(self) -> sa.Engine:
         """The store's engine: raw access, refused to a reader scoped to a tenant."""
-        from projections.tenant_scope import raw_handle  # it imports QueryError from here
-
         return raw_handle(self, self._engine, "read.engine", self.projection)  # type: ignore[no-any-return]
 
     def for_tenant(self, tenant: str | None) -> SqlReader:
         """This reader, its reads of tenant tables limited to ``tenant``'s rows; a reader
         already scoped is refused another tenant (:mod:`projections.tenant_scope`)."""
-        from projections.tenant_scope import scoped_to_tenant
-
         return scoped_to_tenant(self, self.projection, self.tenant_column, tenant, "rows")
 
     def _scope(self, table: sa.Table) -> list[Any]:
@@ -276,173 +240,3 @@ class SqlReader:
             return Page(rows, None)
         rows = rows[:limit]
         return Page(rows, encode_cursor([rows[-1][c.name] for c in pk], fingerprint))
-
-
-def coerce(column: sa.Column[Any], value: Any) -> Any:
-    """A value from the command line or a cursor (text) as the column's Python type; a
-    whole number as ``int`` in an integer column (``42.0`` finds row 42: one spelling per
-    row, so the cache key and tag of ``42.0`` are those an event of row 42 invalidates)."""
-    if isinstance(value, float | Decimal) and _integer_column(column):
-        return _whole(value)
-    if isinstance(value, Decimal):
-        return _canonical_decimal(column, value)
-    if value is None or not isinstance(value, str):
-        return value
-    try:
-        python_type = column.type.python_type
-    except NotImplementedError:
-        return value
-    try:
-        if python_type is bool:
-            if value.lower() in ("true", "1", "yes", "t"):
-                return True
-            if value.lower() in ("false", "0", "no", "f"):
-                return False
-            raise ValueError(value)
-        if python_type is Decimal:
-            return _canonical_decimal(column, Decimal(value))
-        if python_type in (int, float, uuid.UUID):
-            return python_type(value)
-        if python_type is datetime:
-            return datetime.fromisoformat(value)
-        if python_type is date:
-            return date.fromisoformat(value)
-        if python_type is time:
-            return time.fromisoformat(value)
-        if python_type in (timedelta, bytes, dict, list):
-            raise QueryError(
-                f"column {column.name!r}: {python_type.__name__} values cannot be given as text"
-            )
-    except (ValueError, ArithmeticError):
-        raise QueryError(
-            f"column {column.name!r}: {value!r} is not a valid {python_type.__name__}"
-        ) from None
-    return value
-
-
-def filter_value(column: sa.Column[Any], value: Any, hint: str | None = None) -> Any:
-    """A filter's value as the column's Python type: a :class:`JsonValue` only when it is of
-    the column's kind (a JSON number for a number column, ``true``/``false`` for a boolean
-    one); anything else as :func:`coerce` reads it (text as the column's type). ``hint``
-    says how to give the value otherwise (a ``--where`` filter's by default)."""
-    if isinstance(value, JsonValue):
-        return _json_value(column, value, hint or f"give text as {column.name}=VALUE")
-    return coerce(column, value)
-
-
-def _json_value(column: sa.Column[Any], given: JsonValue, hint: str) -> Any:
-    value = given.value
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return coerce(column, value)
-    try:
-        python_type = column.type.python_type
-    except NotImplementedError:
-        return value
-    number = not isinstance(value, bool) and isinstance(value, int | Decimal)
-    if isinstance(value, dict | list):
-        if python_type in (dict, list):
-            return value
-    elif python_type is bool:
-        if isinstance(value, bool):
-            return value
-    elif python_type is int:  # no row holds an integer past 64 bits: refused as such
-        if number and -(2**63) <= value < 2**63 and value == value // 1:
-            return int(value)
-    elif python_type is float:
-        if number:
-            return float(value)
-    elif python_type is Decimal:
-        if number:
-            return _canonical_decimal(column, Decimal(value))
-    raise QueryError(
-        f"column {column.name!r}: {given.text.strip()} is not a valid "
-        f"{python_type.__name__} ({hint})"
-    )
-
-
-def _integer_column(column: sa.Column[Any]) -> bool:
-    try:
-        return column.type.python_type is int
-    except NotImplementedError:
-        return False
-
-
-def _whole(value: float | Decimal) -> int | float | Decimal:
-    """``value`` as an ``int`` when it is a whole number (no row of an integer column holds
-    anything else: a fraction is kept, and finds nothing)."""
-    try:
-        return int(value) if value == int(value) else value
-    except (OverflowError, ValueError, ArithmeticError):  # inf, nan
-        return value
-
-
-def _canonical_decimal(column: sa.Column[Any], value: Decimal) -> Decimal:
-    """``value`` at the column's scale (``1.5`` -> ``1.50`` for NUMERIC(10, 2)), as the
-    database returns it: one spelling per row, for cache keys and tags alike."""
-    scale = getattr(column.type, "scale", None)
-    if scale is None or not value.is_finite():
-        return value
-    try:
-        return value.quantize(Decimal(1).scaleb(-scale))
-    except ArithmeticError:  # more digits than any row of the column can hold: no such row
-        return value
-
-
-def list_fingerprint(
-    projection: str, listed: str, where: Mapping[str, Any], tenant: str | None
-) -> str:
-    """What a list's cursors are made for: the projection, the table or collection listed
-    (whose key orders it), the filters (each value by its ``str``: where ``5`` and ``"5"``
-    are different filters, the caller passes them typed, e.g. by ``repr``) and the tenant."""
-    scope = {} if tenant is None else {"\x00tenant": tenant}
-    fields = sorted((k, str(v)) for k, v in {**where, **scope}.items())
-    return hashlib.blake2s(orjson.dumps([projection, listed, fields]), digest_size=6).hexdigest()
-
-
-def encode_cursor(key: Any, fingerprint: str, dumps: Callable[[Any], bytes] = orjson.dumps) -> str:
-    """The opaque cursor of the page after ``key``, for the list of ``fingerprint``
-    (``dumps``: how the key is written, JSON for a table's)."""
-    raw = dumps({"k": key, "f": fingerprint})
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def cursor_key(
-    cursor: str,
-    fingerprint: str,
-    loads: Callable[[bytes], Any] = orjson.loads,
-    valid: Callable[[Any], bool] = lambda key: True,
-) -> Any:
-    """The key ``cursor`` holds; :class:`QueryError` unless it is one (``loads`` raises
-    ``ValueError`` for what it cannot read; ``valid`` says whether a key is of the list's
-    kind) that the list of ``fingerprint`` made."""
-    try:
-        data = loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        key, made_for = data["k"], data["f"]
-    except (ValueError, TypeError, KeyError):
-        key, made_for = None, None
-    if made_for is None or not valid(key):
-        raise QueryError(f"cursor {cursor!r} is not a cursor this query returned")
-    if made_for != fingerprint:
-        raise _another_list(cursor)
-    return key
-
-
-def _another_list(cursor: str) -> QueryError:
-    return QueryError(
-        f"cursor {cursor!r} belongs to another list (other projection, table or collection, "
-        f"filters or tenant)"
-    )
-
-
-def decode_cursor(cursor: str, fingerprint: str, pk: list[sa.Column[Any]]) -> tuple[Any, ...]:
-    """The primary key a table's cursor holds, as the columns' types."""
-    key = cursor_key(cursor, fingerprint, valid=_key_list)
-    if len(key) != len(pk):
-        raise _another_list(cursor)
-    return tuple(coerce(c, v) if isinstance(v, str) else v for c, v in zip(pk, key, strict=True))
-
-
-def _key_list(key: Any) -> bool:
-    return isinstance(key, list) and all(v is None or type(v) in (str, int, float) for v in key)

@@ -41,7 +41,9 @@ from projections.document_reader import DocumentReader
 from projections.learned_tags import LearnedTags
 from projections.queries import QuerySpec, declared_queries, key_tags_of, tags_for_key
 from projections.query_checks import bind_arguments, check_indexed, indexes
-from projections.query_reader import Page, QueryError, SqlReader, plain_value
+from projections.query_errors import QueryError
+from projections.query_reader import Page, SqlReader
+from projections.query_values import plain_value
 from projections.store import Store
 from projections.tenant_scope import for_query
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from typing import Any, TypeVar
 
-from projections.query_reader import QueryError
+from projections.query_errors import QueryError
 
 _Reader = TypeVar("_Reader")
 

@@ -15,7 +15,8 @@ from rich.markup import escape
 from outbox.json_numbers import dumps_exact
 from outbox.rows import json_safe
 from projections.consistency import ConsistencyError
-from projections.query_reader import JsonValue, QueryError
+from projections.query_errors import QueryError
+from projections.query_values import JsonValue
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,

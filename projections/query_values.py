@@ -1,0 +1,163 @@
+"""A query's values as a column's types: a filter or key given as text or as JSON
+(:class:`JsonValue`), read as the column's Python type at the column's scale.
+
+Separate from the SQL reader (:mod:`projections.query_reader`): the document reader, the
+``@query`` argument checks and the CLI read values the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from projections.query_errors import QueryError
+
+
+@dataclass(frozen=True, slots=True)
+class JsonValue:
+    """A filter value given as JSON (``readmodel query --where field:=JSON``): ``value`` as
+    parsed (exact: an ``int``, a :class:`~decimal.Decimal` for a number with a fraction or
+    an exponent; a KEY's ``{"$oid": HEX}`` an ObjectId), ``text`` as given. Unlike a Python
+    value, which is sent as it is (text read as the column's type), it must suit its column:
+    ``7`` is refused for a text one."""
+
+    value: Any
+    text: str
+
+
+def plain_value(value: Any) -> Any:
+    """``value`` without its :class:`JsonValue` wrapping, a JSON number with a fraction as a
+    ``float`` when that is the same number (``0.1``: what a JSON payload stores), else as the
+    exact :class:`~decimal.Decimal`; a Python value as it is."""
+    return json_number(value.value) if isinstance(value, JsonValue) else value
+
+
+def json_number(value: Any) -> Any:
+    """``value`` with each :class:`~decimal.Decimal` in it as a ``float`` when that is the
+    same number (``0.1``, as a JSON payload is stored), else as it is."""
+    if isinstance(value, Decimal):
+        number = float(value)
+        return number if math.isfinite(number) and Decimal(repr(number)) == value else value
+    if isinstance(value, list):
+        return [json_number(item) for item in value]
+    if isinstance(value, dict):
+        return {key: json_number(item) for key, item in value.items()}
+    return value
+
+
+def coerce(column: sa.Column[Any], value: Any) -> Any:
+    """A value from the command line or a cursor (text) as the column's Python type; a
+    whole number as ``int`` in an integer column (``42.0`` finds row 42: one spelling per
+    row, so the cache key and tag of ``42.0`` are those an event of row 42 invalidates)."""
+    if isinstance(value, float | Decimal) and _integer_column(column):
+        return _whole(value)
+    if isinstance(value, Decimal):
+        return _canonical_decimal(column, value)
+    if value is None or not isinstance(value, str):
+        return value
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    try:
+        if python_type is bool:
+            if value.lower() in ("true", "1", "yes", "t"):
+                return True
+            if value.lower() in ("false", "0", "no", "f"):
+                return False
+            raise ValueError(value)
+        if python_type is Decimal:
+            return _canonical_decimal(column, Decimal(value))
+        if python_type in (int, float, uuid.UUID):
+            return python_type(value)
+        if python_type is datetime:
+            return datetime.fromisoformat(value)
+        if python_type is date:
+            return date.fromisoformat(value)
+        if python_type is time:
+            return time.fromisoformat(value)
+        if python_type in (timedelta, bytes, dict, list):
+            raise QueryError(
+                f"column {column.name!r}: {python_type.__name__} values cannot be given as text"
+            )
+    except (ValueError, ArithmeticError):
+        raise QueryError(
+            f"column {column.name!r}: {value!r} is not a valid {python_type.__name__}"
+        ) from None
+    return value
+
+
+def filter_value(column: sa.Column[Any], value: Any, hint: str | None = None) -> Any:
+    """A filter's value as the column's Python type: a :class:`JsonValue` only when it is of
+    the column's kind (a JSON number for a number column, ``true``/``false`` for a boolean
+    one); anything else as :func:`coerce` reads it (text as the column's type). ``hint``
+    says how to give the value otherwise (a ``--where`` filter's by default)."""
+    if isinstance(value, JsonValue):
+        return _json_value(column, value, hint or f"give text as {column.name}=VALUE")
+    return coerce(column, value)
+
+
+def _json_value(column: sa.Column[Any], given: JsonValue, hint: str) -> Any:
+    value = given.value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return coerce(column, value)
+    try:
+        python_type = column.type.python_type
+    except NotImplementedError:
+        return value
+    number = not isinstance(value, bool) and isinstance(value, int | Decimal)
+    if isinstance(value, dict | list):
+        if python_type in (dict, list):
+            return value
+    elif python_type is bool:
+        if isinstance(value, bool):
+            return value
+    elif python_type is int:  # no row holds an integer past 64 bits: refused as such
+        if number and -(2**63) <= value < 2**63 and value == value // 1:
+            return int(value)
+    elif python_type is float:
+        if number:
+            return float(value)
+    elif python_type is Decimal:
+        if number:
+            return _canonical_decimal(column, Decimal(value))
+    raise QueryError(
+        f"column {column.name!r}: {given.text.strip()} is not a valid "
+        f"{python_type.__name__} ({hint})"
+    )
+
+
+def _integer_column(column: sa.Column[Any]) -> bool:
+    try:
+        return column.type.python_type is int
+    except NotImplementedError:
+        return False
+
+
+def _whole(value: float | Decimal) -> int | float | Decimal:
+    """``value`` as an ``int`` when it is a whole number (no row of an integer column holds
+    anything else: a fraction is kept, and finds nothing)."""
+    try:
+        return int(value) if value == int(value) else value
+    except (OverflowError, ValueError, ArithmeticError):  # inf, nan
+        return value
+
+
+def _canonical_decimal(column: sa.Column[Any], value: Decimal) -> Decimal:
+    """``value`` at the column's scale (``1.5`` -> ``1.50`` for NUMERIC(10, 2)), as the
+    database returns it: one spelling per row, for cache keys and tags alike."""
+    scale = getattr(column.type, "scale", None)
+    if scale is None or not value.is_finite():
+        return value
+    try:
+        return value.quantize(Decimal(1).scaleb(-scale))
+    except ArithmeticError:  # more digits than any row of the column can hold: no such row
+        return value
