@@ -24,6 +24,7 @@ in the session's time zone) and SQLite (through SQLAlchemy's processors), and ch
   SQLite's ``JSON`` (like ``DATETIME``) column has NUMERIC affinity: the JSON of a number
   is stored as the number (``1.0`` as the integer 1).
 
+PostgreSQL text: :mod:`projections.sql_pg_text_values`; JSON: :mod:`projections.sql_json_values`.
 Sized text (``VARCHAR(n)``, ``CHAR(n)``), enums, text UUIDs and arrays:
 :mod:`projections.sql_text_values`; times of day: :mod:`projections.sql_clock_values`;
 intervals: :mod:`projections.sql_interval_values`.
@@ -42,11 +43,8 @@ value a converter does not know is left as it is: the flush stores or refuses it
 from __future__ import annotations
 
 import enum
-import json
-import math
 import re
 import sqlite3
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -59,11 +57,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from outbox.json_numbers import UnwritableIntegerError
-from projections.pg_clock_text import clock_text, offset_text, timestamp_text
+from projections.pg_clock_text import clock_text
 from projections.sql_clock_values import pg_time, sqlite_processed
 from projections.sql_interval_values import pg_interval
-from projections.sql_limits import Unstorable, UnstorableWide
-from projections.sql_plain_values import ODD_NAN, SIGNALLING_NAN, odd_nan, plain
+from projections.sql_json_values import _NUL_JSONB, _json
+from projections.sql_limits import Unstorable
+from projections.sql_pg_text_values import _pg_text
+from projections.sql_plain_values import plain
 from projections.sql_text_values import NUL_TEXT, enum_value, sized_text, uuid_text
 from projections.sql_time_values import pg_date, pg_timestamp, pg_timestamptz
 from projections.sql_value_kinds import SQLITE_ENUM, binary_value
@@ -112,58 +112,6 @@ def postgresql_other(
     return None
 
 
-def _pg_text(zone: tzinfo) -> Converter:
-    """What a text column holds of a value psycopg sends as another type (its output)."""
-
-    def convert(value: Any) -> Any:
-        kind = type(value)
-        if kind is int:
-            try:
-                return str(value)
-            except ValueError:
-                raise UnstorableWide(_TOO_MANY_DIGITS) from None
-        if kind is bool:
-            return "true" if value else "false"
-        if kind is float:
-            return _pg_float_text(value)
-        if kind is Decimal:
-            return _pg_numeric_text(value)
-        if kind is datetime:
-            if value.tzinfo is None:
-                return timestamp_text(value)
-            try:
-                local = value.astimezone(zone)
-            except (OverflowError, ValueError):
-                return value
-            return timestamp_text(local) + offset_text(local.utcoffset())
-        if kind is date:
-            return value.isoformat()
-        if kind is uuid.UUID:
-            return str(value)
-        if isinstance(value, time | timedelta):
-            return clock_text(value)
-        if kind is set or kind is frozenset:
-            raise Unstorable(
-                f"psycopg sends no {kind.__name__}: write str() or json.dumps() of it (of a list "
-                "of it, sorted: a set has no order)"
-            )
-        if kind in _NOT_TEXT:
-            raise Unstorable(
-                f"psycopg sends a {kind.__name__} as {_NOT_TEXT[kind]}, not as text (the "
-                "statement stores its text form or fails): write str() or json.dumps() of it"
-            )
-        if isinstance(value, str):
-            if "\x00" in value:
-                raise Unstorable(NUL_TEXT)
-            return str.__str__(value)  # a str subclass (a StrEnum member): its plain text
-        other = plain(value)
-        if other is value and isinstance(value, enum.Enum):
-            return convert(value.name)  # psycopg sends a member's name (not its value)
-        return value if other is value else convert(other)
-
-    return convert
-
-
 def pg_nul_refusal(column_type: sa.types.TypeEngine[Any]) -> Unstorable | None:
     """Why a PostgreSQL column of ``column_type`` refuses a plain ``str`` holding a NUL
     (``None``: it does not, or its converter sees every ``str``): text (psycopg refuses it),
@@ -173,66 +121,6 @@ def pg_nul_refusal(column_type: sa.types.TypeEngine[Any]) -> Unstorable | None:
     if isinstance(column_type, sa.String) and not isinstance(column_type, sa.Enum):
         return Unstorable(NUL_TEXT)
     return None
-
-
-_NUL_JSONB = (
-    "PostgreSQL jsonb holds no NUL character ('\\u0000') in a string or a key: remove it, or "
-    "use a JSON column"
-)
-
-
-_TOO_MANY_DIGITS = (
-    f"Python writes integers of at most {sys.get_int_max_str_digits()} digits as text (psycopg "
-    "sends it as text): write it in parts, or raise sys.set_int_max_str_digits()"
-)
-_NOT_TEXT = {
-    tuple: "a record",
-    list: "an array",
-    dict: "no type",
-    bytes: "bytea",
-    bytearray: "bytea",
-    memoryview: "bytea",
-}
-
-
-def _pg_float_text(value: float) -> str:
-    """``float8out``: the shortest digits that read back as ``value``, in exponent form below
-    1e-4 and from 1e15 (Python's ``repr`` switches at 1e16 and writes ``1.0``)."""
-    if not math.isfinite(value):
-        return "NaN" if value != value else "Infinity" if value > 0 else "-Infinity"
-    if value == 0:
-        return "-0" if math.copysign(1.0, value) < 0 else "0"
-    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
-    text = "".join(map(str, digits))
-    point = len(text) + exponent  # type: ignore[operator]
-    magnitude = point - 1
-    if -4 <= magnitude < 15:
-        if point <= 0:
-            text = "0." + "0" * -point + text
-        elif point < len(text):
-            text = text[:point] + "." + text[point:]
-        else:
-            text = text + "0" * (point - len(text))
-    else:
-        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
-        text = f"{mantissa}e{'-' if magnitude < 0 else '+'}{abs(magnitude):02d}"
-    return "-" + text if sign else text
-
-
-def _pg_numeric_text(value: Decimal) -> Any:
-    if value.is_nan():
-        if value.is_snan():
-            raise Unstorable(SIGNALLING_NAN)
-        if odd_nan(value):
-            raise Unstorable(ODD_NAN)
-        return "NaN"
-    if value.is_infinite():
-        return "Infinity" if value > 0 else "-Infinity"
-    exponent = value.as_tuple().exponent
-    if not -16383 <= exponent <= 131072:  # type: ignore[operator]
-        return value  # beyond numeric: the flush refuses it
-    text = format(value, "f")
-    return text[1:] if text.startswith("-") and not value else text  # no negative zero
 
 
 # uuid_in: 32 hex digits in any case, a hyphen allowed after each group of four, in braces
@@ -299,57 +187,6 @@ def boolean(value: Any) -> bool:
         except ArithmeticError:  # a signalling NaN
             pass
     raise Unstorable(_NO_BOOLEAN)
-
-
-def _json(dialect: Dialect, binary: bool) -> Converter:
-    """The value as the dialect's JSON serializer writes it and its deserializer reads it;
-    for ``JSONB``, as PostgreSQL keeps it (keys ordered, numbers as ``numeric``)."""
-    dumps = getattr(dialect, "_json_serializer", None) or json.dumps
-    loads = getattr(dialect, "_json_deserializer", None) or json.loads
-
-    def jsonb(value: Any) -> Any:
-        kind = type(value)
-        if kind is str:
-            if "\x00" in value:
-                raise Unstorable(_NUL_JSONB)
-            return value
-        if kind is dict:
-            if any("\x00" in key for key in value):
-                raise Unstorable(_NUL_JSONB)
-            return {key: jsonb(value[key]) for key in sorted(value, key=_jsonb_order)}
-        if kind is list:
-            return [jsonb(item) for item in value]
-        if kind is float:
-            text = dumps(value)
-            number = Decimal(text if isinstance(text, str) else text.decode())
-            if not number.is_finite():
-                return value
-            return loads(format(number if number else abs(number), "f"))
-        return value
-
-    def convert(value: Any) -> Any:
-        try:
-            text = dumps(value)
-        except UnwritableIntegerError:
-            raise  # refused naming the column
-        except (TypeError, ValueError) as exc:  # the flush would fail alike
-            # Its type only: the serializer's message may quote the value (never shown).
-            why = f"the JSON serializer cannot write it ({type(exc).__name__})"
-            raise Unstorable(why) from None
-        try:
-            document = loads(text)
-            return jsonb(document) if binary else document
-        except Unstorable:
-            raise
-        except Exception:
-            return value  # a later read would refuse it
-
-    return convert
-
-
-def _jsonb_order(key: str) -> tuple[int, bytes]:
-    encoded = key.encode()
-    return len(encoded), encoded
 
 
 # -- SQLite ----------------------------------------------------------------------------
