@@ -90,6 +90,7 @@ from projections.replay_types import (
     ReplayPlan,
     ReplayRefused,
     ReplaySummary,
+    not_unmarked,
 )
 from projections.store import Invalidation, Lane
 
@@ -205,11 +206,11 @@ class DocumentReplayer(DocumentInPlaceReplay):
             found = leftovers(self.database, self.projection, self.retire_after).unrecorded
             for name in named:
                 if name not in found:
-                    raise ReplayRefused(
-                        f"--drop-unmarked {name}: not a collection named like a generation of "
-                        f"{self.projection.name!r} that readmodel did not record"
-                        + (f" (those: {', '.join(found)})" if found else " (there is none)")
-                        + "; nothing was dropped"
+                    raise not_unmarked(
+                        name,
+                        f"a collection named like a generation of {self.projection.name!r} "
+                        "that readmodel did not record",
+                        found,
                     )
         check_recorded(self.database, self.projection, allowed=named)
         left = leftovers(self.database, self.projection, self.retire_after)

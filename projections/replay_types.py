@@ -6,6 +6,7 @@ the machinery; ``projections.replay`` re-exports every name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from outbox.envelope import Envelope
@@ -141,3 +142,9 @@ class ReplayHooks:
         for it (the CLI's only draws)."""
 
     def before_swap(self) -> None: ...
+
+
+def not_unmarked(name: str, what: str, found: Sequence[str]) -> ReplayRefused:
+    """The refusal of ``--drop-unmarked NAME`` naming none of ``found`` (``what`` they are)."""
+    those = f" (those: {', '.join(found)})" if found else " (there is none)"
+    return ReplayRefused(f"--drop-unmarked {name}: not {what}{those}; nothing was dropped")

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 import structlog
 
-from projections.replay_types import ReplayRefused
+from projections.replay_types import not_unmarked
 from projections.shadow_names import leftover_name, qualified, quote, run
 
 logger = structlog.get_logger("readmodel.replay")
@@ -99,11 +99,11 @@ def pick_unmarked(lookalikes: list[str], names: Sequence[str], projection: str) 
     by_name.update({name.replace('"', ""): name for name in lookalikes})
     for name in names:
         if name not in by_name:
-            raise ReplayRefused(
-                f"--drop-unmarked {name}: not a table named like a shadow or old table of "
-                f"{projection!r} that readmodel did not mark"
-                + (f" (those: {', '.join(lookalikes)})" if lookalikes else " (there is none)")
-                + "; nothing was dropped"
+            raise not_unmarked(
+                name,
+                f"a table named like a shadow or old table of {projection!r} that readmodel "
+                "did not mark",
+                lookalikes,
             )
     return list(dict.fromkeys(by_name[name] for name in names))
 

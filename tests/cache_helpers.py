@@ -62,6 +62,28 @@ def redis_key_prefix() -> Iterator[str]:
         yield prefix
 
 
+@contextmanager
+def cached_runtime(
+    store_url: str, make_settings: Callable[..., Any], projections: str
+) -> Iterator[tuple[Any, Any]]:
+    """A runtime of ``projections`` (a module) on ``store_url`` caching in Redis under a
+    fresh prefix, and its :class:`Queries`; closed and the prefix emptied after."""
+    from projections import Queries
+    from workers.runtime import build_runtime
+
+    with redis_prefix() as prefix:
+        settings = make_settings(
+            store_url,
+            projections=[projections],
+            cache={"url": REDIS_URL, "key_prefix": prefix, "connect_timeout": "5s"},
+        )
+        runtime = build_runtime(settings)
+        try:
+            yield runtime, Queries.from_engine(runtime.engine, runtime.log.engine)
+        finally:
+            runtime.close()
+
+
 # ARGV: prefix, projection, first, last, ttl ms, JSON, tags -> entries written
 _FILL = """
 local p, proj = ARGV[1], ARGV[2]

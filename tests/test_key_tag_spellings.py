@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from projections import Queries
-from tests.cache_helpers import REDIS_URL, append, redis_prefix
-from workers.runtime import build_runtime
+from tests.cache_helpers import append, cached_runtime
 
 _UUID = "3f1c0d2e-5b6a-4c7d-8e9f-0a1b2c3d4e5f"
 _OTHER_UUID = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
@@ -54,17 +53,8 @@ CASES: list[tuple[str, str, Any]] = [
 
 @pytest.fixture
 def typed_keys(store_url: str, make_settings: Callable[..., Any]) -> Iterator[tuple[Any, Queries]]:
-    with redis_prefix() as prefix:
-        settings = make_settings(
-            store_url,
-            projections=["tests.key_tag_fixtures"],
-            cache={"url": REDIS_URL, "key_prefix": prefix, "connect_timeout": "5s"},
-        )
-        runtime = build_runtime(settings)
-        try:
-            yield runtime, Queries.from_engine(runtime.engine, runtime.log.engine)
-        finally:
-            runtime.close()
+    with cached_runtime(store_url, make_settings, "tests.key_tag_fixtures") as opened:
+        yield opened
 
 
 def test_an_applied_event_invalidates_the_cached_get_of_its_row(

@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 
 from projections import Queries
-from tests.cache_helpers import REDIS_URL, append, redis_prefix
-from workers.runtime import build_runtime
+from tests.cache_helpers import append, cached_runtime
 
 # (what reads, what is applied: (aggregate type, aggregate id, event type, payload builder))
 Read = Callable[[Queries], Any]
@@ -60,17 +59,8 @@ CASES: list[tuple[str, Read, tuple[str, str, str], Callable[[str], dict[str, Any
 
 @pytest.fixture
 def tag_apis(store_url: str, make_settings: Callable[..., Any]) -> Iterator[tuple[Any, Queries]]:
-    with redis_prefix() as prefix:
-        settings = make_settings(
-            store_url,
-            projections=["tests.tag_api_fixtures"],
-            cache={"url": REDIS_URL, "key_prefix": prefix, "connect_timeout": "5s"},
-        )
-        runtime = build_runtime(settings)
-        try:
-            yield runtime, Queries.from_engine(runtime.engine, runtime.log.engine)
-        finally:
-            runtime.close()
+    with cached_runtime(store_url, make_settings, "tests.tag_api_fixtures") as opened:
+        yield opened
 
 
 def _value(found: Any) -> Any:
