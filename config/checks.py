@@ -89,8 +89,8 @@ def at_least(minimum: str, why: str) -> AfterValidator:
     shorter one would do (a loop that spins)."""
     floor: timedelta = parse_duration(minimum)
 
-    def check(value: timedelta) -> timedelta:
-        if value < floor:
+    def check(value: timedelta | None) -> timedelta | None:
+        if value is not None and value < floor:  # None: a bound turned "off"
             raise ValueError(f"must be at least {minimum}: {why}")
         return value
 

@@ -54,12 +54,9 @@ class EngineSettings(_Strict):
     retry_backoff: Duration = Field(
         timedelta(milliseconds=100), description="first retry delay; doubles per attempt"
     )
-    handler_timeout: (
-        Annotated[
-            Duration, at_least("100ms", "a handler that queries its store would be interrupted")
-        ]
-        | None
-    ) = Field(
+    handler_timeout: Annotated[
+        DurationOrOff, at_least("100ms", "a handler that queries its store would be interrupted")
+    ] = Field(
         timedelta(minutes=5),
         description=(
             "how long one event's handler may run: past it its store statement is cancelled "
@@ -71,11 +68,6 @@ class EngineSettings(_Strict):
     sweep_every: Duration = Field(
         timedelta(seconds=5), description="how often the sweeper re-triggers lagging lanes"
     )
-
-    @field_validator("handler_timeout", mode="before")
-    @classmethod
-    def _off(cls, value: Any) -> Any:
-        return None if isinstance(value, str) and value.strip().lower() == "off" else value
 
 
 class HealthSettings(_Strict):
