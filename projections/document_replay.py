@@ -81,10 +81,10 @@ from projections.replay_policy import (
     HandlerError,
 )
 from projections.replay_ranges import apply_in_ranges
+from projections.replay_skip_policy import SkipsPolicy
 from projections.replay_skipped import document_planned, document_skips
 from projections.replay_types import (
     BLUE_GREEN,
-    IN_PLACE,
     ReplayHooks,
     ReplayOptions,
     ReplayPlan,
@@ -171,9 +171,6 @@ class DocumentReplayer(DocumentInPlaceReplay):
     def run(self, options: ReplayOptions) -> ReplaySummary:
         plan = self.plan(options)
         self.swapped = False
-        self._policy = ErrorPolicy(
-            self.projection.name, skip_errors=options.skip_errors, in_place=options.mode == IN_PLACE
-        )
         started = time.monotonic()
         with replay_lock(self.store, self.projection.name, self.lease) as owner:
             self._owner = owner
@@ -182,6 +179,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
             summary = ReplaySummary(self.projection.name, options.mode)
             with batch_gc(), self._mongo("replay failed"):
                 self._skips = document_skips(self.database, self.projection.name, options)
+                self._policy = SkipsPolicy(self.projection.name, options, self._skips)
                 if options.mode == BLUE_GREEN:
                     self._rebuild(summary)
                 else:

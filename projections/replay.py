@@ -63,6 +63,7 @@ from projections.replay_in_place import InPlaceReplay
 from projections.replay_lock import LockProof, replay_lock, sql_replay_lock
 from projections.replay_plan import table_plan
 from projections.replay_policy import ErrorPolicy, HandlerError
+from projections.replay_skip_policy import SkipsPolicy
 from projections.replay_skipped import sql_skips
 from projections.replay_types import (
     BLUE_GREEN,
@@ -176,13 +177,11 @@ class Replayer(InPlaceReplay, ShadowFill):
     def run(self, options: ReplayOptions) -> ReplaySummary:
         plan = self.plan(options, carried=False)
         self.swapped = False
-        self._policy = ErrorPolicy(
-            self.projection.name, skip_errors=options.skip_errors, in_place=options.mode == IN_PLACE
-        )
         started = time.monotonic()
         try:
             with sql_replay_lock(self.store, self.projection.name) as self._lock:
                 self._skips = sql_skips(self.store.writer, self.projection.name, options)
+                self._policy = SkipsPolicy(self.projection.name, options, self._skips)
                 self._total = plan.events
                 self.hooks.started(plan)
                 summary = ReplaySummary(self.projection.name, options.mode)

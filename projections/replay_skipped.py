@@ -5,9 +5,10 @@ and the later events of its aggregate were applied after the skip. A replay (a r
 in place) does the same: the projection's entries with status ``skipped`` are read once,
 in one query, as a set of ``(source, position)``, and the events streamed from the log are
 looked up in it (nothing at all when it is empty); the events of their aggregates after
-them are applied as any other. ``apply_skipped`` (``readmodel replay --apply-skipped``, a
-rebuild only) reads none: they are applied again, and the swap marks those it applied
-``replayed``.
+them are applied as any other. With ``apply_skipped`` (``readmodel replay --apply-skipped``,
+a rebuild only) they are applied again, and the swap marks those it applied ``replayed``;
+with ``--skip-errors`` too, one whose handler still fails stays ``skipped``, neither parked
+again nor holding its aggregate (:mod:`projections.replay_skip_policy`).
 
 An event skipped while a rebuild runs was still parked when it started, so the rebuild
 re-attempts it like the other parked events: the swap marks it ``replayed`` if it applied it
@@ -37,13 +38,14 @@ class OperatorSkips:
     entries: dict[tuple[str, int], int] = field(default_factory=dict)
     """``(source, position)`` -> the parked entry's id (a MongoDB store's ``number``)."""
     apply: bool = False
-    """Whether the replay applies them again (none read)."""
+    """Whether the replay applies them again (:meth:`leave_out` keeps them)."""
     left_out: set[tuple[str, int]] = field(default_factory=set)
-    """Those the replay met in the log and left out."""
+    """Those the replay met in the log and left out (applying them again: those whose
+    handler still failed, with ``--skip-errors``)."""
 
     def leave_out(self, batches: Iterator[list[Envelope]]) -> Iterator[list[Envelope]]:
         """``batches`` without the skipped events (a batch left empty is not yielded)."""
-        if not self.entries:
+        if not self.entries or self.apply:
             yield from batches
             return
         entries, left_out = self.entries, self.left_out
@@ -65,27 +67,24 @@ class OperatorSkips:
 
 
 def sql_skips(engine: sa.Engine, projection: str, options: ReplayOptions) -> OperatorSkips:
-    """The projection's skipped entries in a SQL store (none read with ``apply_skipped``)."""
-    if options.apply_skipped:
-        return OperatorSkips(apply=True)
+    """The projection's skipped entries in a SQL store."""
     c = parked_events.c
     query = sa.select(c.id, c.source, c.position).where(
         c.projection == projection, c.status == "skipped"
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
-    return OperatorSkips({(r.source, int(r.position)): int(r.id) for r in rows})
+    entries = {(r.source, int(r.position)): int(r.id) for r in rows}
+    return OperatorSkips(entries, apply=options.apply_skipped)
 
 
 def document_skips(database: Any, projection: str, options: ReplayOptions) -> OperatorSkips:
-    """The projection's skipped entries in a MongoDB store (none read with
-    ``apply_skipped``)."""
-    if options.apply_skipped:
-        return OperatorSkips(apply=True)
+    """The projection's skipped entries in a MongoDB store."""
     found = database[PARKED].find(
         {"projection": projection, "status": "skipped"}, {"number": 1, "source": 1, "position": 1}
     )
-    return OperatorSkips({(d["source"], int(d["position"])): int(d["number"]) for d in found})
+    entries = {(d["source"], int(d["position"])): int(d["number"]) for d in found}
+    return OperatorSkips(entries, apply=options.apply_skipped)
 
 
 def sql_planned(conn: sa.Connection, projection: str, plans: Sequence[SourcePlan]) -> int:
@@ -113,23 +112,32 @@ def document_planned(database: Any, projection: str, plans: Sequence[SourcePlan]
 
 
 def settled_statuses(skips: OperatorSkips | None) -> tuple[str, ...]:
-    """The statuses of the entries a swap marks ``replayed`` in one statement: skipped ones
-    too when the rebuild applied them again."""
-    return ("skipped", "parked") if skips is None or skips.apply else ("parked",)
+    """The statuses of the entries a swap marks ``replayed`` in one statement (skipped ones
+    are marked by :func:`sql_settle_skipped_since` when the rebuild read ``skips``)."""
+    return ("skipped", "parked") if skips is None else ("parked",)
+
+
+def _not_applied(skips: OperatorSkips) -> set[int]:
+    """The ids of the skipped entries the rebuild did not apply: all it read, or, applying
+    them again, those whose handler still failed."""
+    if not skips.apply:
+        return set(skips.entries.values())
+    return {skips.entries[key] for key in skips.left_out}
 
 
 def sql_settle_skipped_since(
     conn: sa.Connection, projection: str, skips: OperatorSkips | None
 ) -> None:
-    """Mark ``replayed`` the entries skipped since the rebuild read ``skips`` (it applied
-    them), in the swap's transaction."""
-    if skips is None or skips.apply:
+    """Mark ``replayed`` the skipped entries the rebuild applied (those skipped since it
+    read ``skips``; with ``apply_skipped``, every one but those still failing), in the
+    swap's transaction."""
+    if skips is None:
         return
     c = parked_events.c
     ids = conn.execute(
         sa.select(c.id).where(c.projection == projection, c.status == "skipped")
     ).scalars()
-    since = sorted(set(map(int, ids)) - set(skips.entries.values()))
+    since = sorted(set(map(int, ids)) - _not_applied(skips))
     for at in range(0, len(since), _CHUNK):
         conn.execute(
             parked_events.update()
@@ -142,12 +150,12 @@ def document_settle_skipped_since(
     database: Any, session: Any, projection: str, skips: OperatorSkips | None, replayed: Any
 ) -> None:
     """:func:`sql_settle_skipped_since` for a MongoDB store (``replayed``: the update)."""
-    if skips is None or skips.apply:
+    if skips is None:
         return
     found = database[PARKED].find(
         {"projection": projection, "status": "skipped"}, {"number": 1}, session=session
     )
-    since = sorted({int(d["number"]) for d in found} - set(skips.entries.values()))
+    since = sorted({int(d["number"]) for d in found} - _not_applied(skips))
     if since:
         database[PARKED].update_many(
             {"projection": projection, "number": {"$in": since}}, replayed, session=session

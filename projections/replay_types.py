@@ -113,7 +113,9 @@ class ReplaySummary:
     tables: list[str] = field(default_factory=list)
     released_parked: int = 0
     skipped_by_operator: int = 0
-    """Events the replay left out: an operator skipped them (``readmodel parked skip``)."""
+    """Events the replay left out: an operator skipped them (``readmodel parked skip``);
+    with ``apply_skipped`` and ``skip_errors``, those whose handler still failed (they stay
+    skipped)."""
     seconds: float = 0.0
     left_behind: list[str] = field(default_factory=list)
     """Old tables the swap replaced that could not be dropped after it (emptied, for the

@@ -128,6 +128,26 @@ def test_apply_skipped_applies_it_in_order_and_marks_it_replayed(
         assert summary.skipped_by_operator == 0 and "shop:2" in sql_rows(store)[0]
 
 
+def test_apply_skipped_with_skip_errors_leaves_a_still_failing_event_skipped(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before: shop:2, skipped by the operator and still failing, was parked again and held
+    its aggregate: the later events of a1 (shop:4, then the live ones) waited behind it,
+    undoing the operator's release. Now it stays skipped and the summary counts it."""
+    with sql_skipped(store_url, monkeypatch) as (log, store, engine, projection):
+        options = ReplayOptions(skip_errors=True, apply_skipped=True)
+        summary = Replayer(engine.reader, projection, store).run(options)
+
+        assert summary.skipped == [] and summary.skipped_by_operator == 1
+        assert sql_rows(store) == (LIVE, {"a1": 30, "a2": 7, "b1": 1, "b2": 2})
+        assert statuses(engine, projection.name) == {"shop:2": "skipped", "shop:4": "retried"}
+        assert engine.parked(projection.name) == []
+        more = [("a1", "Deposited", {"amount": 40})]  # a1 is not held: applied live
+        append_events(log, more, "shop", "account", after=len(EVENTS))
+        engine.catch_up(deadline=30)
+        assert sql_rows(store)[1]["a1"] == 40 and engine.parked(projection.name) == []
+
+
 def test_in_place_leaves_out_a_skipped_event_and_refuses_apply_skipped(
     store_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,6 +252,13 @@ def test_the_cli_summary_names_the_events_skipped_by_the_operator(
         failed = run_cli(["replay", projection.name, "--yes", "--apply-skipped", "-c", config])
         assert failed.exit_code == 1 and "shop:2" in failed.stderr, failed.output
 
+        still = ["replay", projection.name, "--yes", "--apply-skipped", "--skip-errors"]
+        kept = run_cli([*still, "--config", config])
+        assert kept.exit_code == 0, kept.output
+        said = " ".join(kept.stdout.split())
+        assert "1 event skipped by operator (parked skip) still failed: left out, still" in said
+        assert "skipped 1 events" not in said and "now parked" not in said, said
+
         in_place = ["replay", projection.name, "--from-position", "0", "--apply-skipped"]
         refused = run_cli([*in_place, "--yes", "--config", config])
         assert refused.exit_code == 2 and "--apply-skipped" in refused.stderr, refused.output
@@ -318,3 +345,18 @@ def test_a_document_rebuild_applies_skipped_events_when_asked(
         {"a1": 30, "a2": 7, "b1": 1, "b2": 2},
     )
     assert statuses(engine, projection.name)["shop:2"] == "replayed"
+
+
+def test_a_document_rebuild_with_skip_errors_leaves_a_still_failing_skipped_event_skipped(
+    docs_skipped: tuple[ProjectionEngine, MongoStore, OpSkipDocs],
+) -> None:
+    """Before: shop:2 was parked again and held a1 (shop:4 parked behind it)."""
+    engine, store, projection = docs_skipped
+    replayer = DocumentReplayer(engine.reader, projection, store, retire_after=0.0)
+
+    summary = replayer.run(ReplayOptions(skip_errors=True, apply_skipped=True))
+
+    assert summary.skipped == [] and summary.skipped_by_operator == 1
+    assert doc_rows(store, projection) == (LIVE, {"a1": 30, "a2": 7, "b1": 1, "b2": 2})
+    assert statuses(engine, projection.name)["shop:2"] == "skipped"
+    assert engine.parked(projection.name) == []

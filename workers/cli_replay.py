@@ -88,7 +88,8 @@ def replay_command(
             "--apply-skipped",
             help="Rebuild only: apply again the events an operator skipped ('readmodel "
             "parked skip'), which a replay otherwise leaves out as the live model did; "
-            "those applied are marked replayed.",
+            "those applied are marked replayed (with --skip-errors, one still failing "
+            "stays skipped).",
         ),
     ] = False,
     cleanup: Annotated[
@@ -222,7 +223,7 @@ def replay_command(
         except KeyboardInterrupt:
             err.print(_interrupted(projection, plan, replayer), highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        _print_summary(summary)
+        _print_summary(summary, apply_skipped=apply_skipped)
     finally:
         runtime.close()
 
@@ -323,7 +324,7 @@ def _print_plan(plan: ReplayPlan) -> None:
         out.print(f"  warning: {warning}", highlight=False)
 
 
-def _print_summary(summary: ReplaySummary) -> None:
+def _print_summary(summary: ReplaySummary, *, apply_skipped: bool = False) -> None:
     done = "rebuilt and swapped in" if summary.mode == BLUE_GREEN else "replayed in place"
     out.print(
         f"{summary.projection}: {done}: {summary.events:,} events in {summary.seconds:.1f}s "
@@ -346,7 +347,13 @@ def _print_summary(summary: ReplaySummary) -> None:
             f"  {summary.released_parked} parked events were replayed and released",
             highlight=False,
         )
-    if summary.skipped_by_operator:
+    if summary.skipped_by_operator and apply_skipped:
+        out.print(
+            f"  {counted(summary.skipped_by_operator, 'event')} skipped by operator (parked skip) "
+            "still failed: left out, still skipped, their aggregates not held",
+            highlight=False,
+        )
+    elif summary.skipped_by_operator:
         again = " (--apply-skipped applies them)" if summary.mode == BLUE_GREEN else ""
         out.print(
             f"  {counted(summary.skipped_by_operator, 'event')} skipped by operator (parked skip): "
