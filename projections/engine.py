@@ -20,7 +20,7 @@ from projections import invalidations
 from projections.api import Projection
 from projections.cache import Cache
 from projections.engine_failures import LaneFailures, RetryLater, not_parked_again
-from projections.handler_timeout import handler_limit
+from projections.handler_timeout import TimeoutHooks, handler_limit
 from projections.log_reader import LogReader
 from projections.store import (
     BatchResult,
@@ -34,8 +34,9 @@ from projections.store import (
 logger = structlog.get_logger("readmodel.projections")
 
 
-class EngineHooks:
-    """Extension point (metrics, tracing): subclass and override; no-ops by default."""
+class EngineHooks(TimeoutHooks):
+    """Extension point (metrics, tracing): subclass and override; no-ops by default (the
+    handler timeout's hooks too: :class:`projections.handler_timeout.TimeoutHooks`)."""
 
     def after_batch(self, lane: Lane, result: BatchResult, seconds: float) -> None:
         """Called after each committed apply transaction of ``lane``, taking ``seconds``."""
@@ -263,7 +264,7 @@ class ProjectionEngine(LaneFailures):
                 limit=limit,
             )
 
-        with handler_limit(self.handler_timeout):
+        with handler_limit(self.handler_timeout, self.hooks):
             result = store.apply_batch(projection, lane, target, load, limit)
         if result.invalidation is not None and self.cache is not None:
             invalidations.finish(self.cache, store, result.invalidation)

@@ -12,6 +12,10 @@ transaction rolls back and the engine retries the event, then parks it as any fa
 A thread blocked outside Python and outside its store (a socket read without a timeout
 in the handler's own code) cannot be interrupted in-process: it is logged as such, and
 its lane waits until it returns or the worker is restarted.
+
+The engine's :class:`TimeoutHooks` are told when a handler passes its bound and when such a
+handler comes back (``workers/metrics_timeouts.py`` counts the timeouts and the handlers
+running past their bound, so a lane held by one is seen without reading the logs).
 """
 
 from __future__ import annotations
@@ -36,6 +40,18 @@ STUCK_AFTER = 30.0
 TICK = 0.1
 
 
+class TimeoutHooks:
+    """Told of handlers past their bound (metrics); no-ops by default. Called from the
+    watchdog thread (:meth:`handler_overdue`) and the handler's (:meth:`handler_back`)."""
+
+    def handler_overdue(self, projection: str) -> None:
+        """A handler of ``projection`` ran past ``engine.handler_timeout`` (it is being
+        interrupted, or cannot be)."""
+
+    def handler_back(self, projection: str) -> None:
+        """A handler :meth:`handler_overdue` told of came back (returned or interrupted)."""
+
+
 class HandlerTimeout(Exception):
     """An event's handler ran past ``engine.handler_timeout``."""
 
@@ -54,6 +70,7 @@ class _Slot:
         "cancel",
         "deadline",
         "event",
+        "hooks",
         "lock",
         "next_at",
         "projection",
@@ -73,6 +90,7 @@ class _Slot:
         self.event: Envelope | None = None
         self.cancel: Callable[[Any], None] | None = None
         self.target: Any = None
+        self.hooks: TimeoutHooks | None = None
 
     def what(self) -> str:
         event = self.event
@@ -125,6 +143,7 @@ def _escalate(slot: _Slot, now: float) -> None:
             seconds=slot.seconds,
         )
         slot.next_at = now + ESCALATE_AFTER
+        _tell(slot.hooks, "handler_overdue", slot.projection)
         if slot.cancel is not None:
             slot.cancel(slot.target)
     elif slot.stage == 2:
@@ -138,6 +157,16 @@ def _escalate(slot: _Slot, now: float) -> None:
             handler=slot.what(),
             seconds=round(now - slot.deadline + slot.seconds),
         )
+
+
+def _tell(hooks: TimeoutHooks | None, what: str, projection: str) -> None:
+    """Call hook ``what``; a hook's failure (metrics) is logged, never the handler's."""
+    if hooks is None:
+        return
+    try:
+        getattr(hooks, what)(projection)
+    except Exception as exc:
+        logger.warning("handler timeout hook failed", hook=what, error=repr(exc))
 
 
 def _alive(thread: int) -> bool:
@@ -157,15 +186,15 @@ _limit = threading.local()
 
 
 @contextmanager
-def handler_limit(seconds: float | None) -> Iterator[None]:
+def handler_limit(seconds: float | None, hooks: TimeoutHooks | None = None) -> Iterator[None]:
     """Bound every handler that this thread runs in the block by ``seconds`` (``None``:
-    no bound)."""
-    previous = getattr(_limit, "seconds", None)
-    _limit.seconds = seconds
+    no bound), telling ``hooks`` of those that pass it."""
+    previous = getattr(_limit, "seconds", None), getattr(_limit, "hooks", None)
+    _limit.seconds, _limit.hooks = seconds, hooks
     try:
         yield
     finally:
-        _limit.seconds = previous
+        _limit.seconds, _limit.hooks = previous
 
 
 class bounded:  # noqa: N801 - used as a ``with`` statement, as contextlib's are
@@ -202,6 +231,7 @@ class bounded:  # noqa: N801 - used as a ``with`` statement, as contextlib's are
         slot.stage = 0
         slot.projection, slot.event = self._projection, self._event
         slot.cancel, slot.target = self._cancel, self._target
+        slot.hooks = getattr(_limit, "hooks", None)
         slot.armed = True  # last: the watchdog reads the fields above once it sees it
         self._slot = slot
 
@@ -216,5 +246,7 @@ class bounded:  # noqa: N801 - used as a ``with`` statement, as contextlib's are
             if slot.stage >= 2:
                 _raise_in(slot.thread, None)  # one not delivered yet: this raises its own
             slot.event = slot.target = None
+        if passed:
+            _tell(slot.hooks, "handler_back", self._projection)
         if passed and (kind is None or issubclass(kind, Exception)):
             raise HandlerTimeout(slot.seconds) from exc

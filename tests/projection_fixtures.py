@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -78,7 +79,8 @@ HANG_ON = "READMODEL_TEST_HANG_ON"
 """Set to an aggregate id in a process's environment, :class:`Totals`' handler never returns
 for that aggregate's events: a hung handler, in an endless loop in Python code, or, with
 :data:`HANG_HOW` ``"lock"``, waiting in PostgreSQL for :data:`HANG_LOCK`, an advisory lock
-the test holds."""
+the test holds, or, with ``"socket"``, reading a socket no one writes to, without a timeout
+(blocked outside Python: it cannot be interrupted)."""
 HANG_HOW = "READMODEL_TEST_HANG_HOW"
 HANG_LOCK = 4242
 
@@ -89,6 +91,10 @@ def hang_on(aggregate_id: str, tx: Tx) -> None:
         return
     if os.environ.get(HANG_HOW) == "lock":
         tx.conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({HANG_LOCK})"))  # type: ignore[attr-defined]
+    if os.environ.get(HANG_HOW) == "socket":
+        reader, writer = socket.socketpair()  # the writer never writes, nor closes
+        reader.recv(1)
+        writer.close()
     while True:
         time.sleep(0.05)
 

@@ -32,6 +32,7 @@ from outbox.relay import RelayHooks
 from projections.cache import CacheHooks
 from projections.engine import EngineHooks
 from projections.store import BatchResult, Lane
+from workers.metrics_timeouts import TimeoutMetrics
 from workers.runtime import Runtime
 
 logger = structlog.get_logger("readmodel.metrics")
@@ -164,7 +165,7 @@ class RelayMetrics(RelayHooks):
         )
 
 
-class EngineMetrics(EngineHooks):
+class EngineMetrics(TimeoutMetrics, EngineHooks):
     def __init__(self) -> None:
         self.m = _metrics()
 
