@@ -15,8 +15,8 @@ from projections.document_generations import collections_at, generation_of
 from projections.document_holds import blocked_aggregates
 from projections.document_replay_tx import DocumentReplayTx, _Refused, every_failure
 from projections.mongo_store import MongoStore
-from projections.replay_policy import chase_checkpoints, furthest_checkpoint
 from projections.replay_ranges import apply_in_ranges
+from projections.replay_scope import chase_checkpoints, furthest_checkpoint
 from projections.replay_types import ReplayOptions, ReplayPlan, ReplaySummary
 from projections.store import Invalidation, Lane, is_held
 

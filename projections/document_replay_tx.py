@@ -21,8 +21,9 @@ from projections.api import Projection, UnstorableValueError
 from projections.document_write_errors import handler_error
 from projections.mongo_store import REFUSED_WRITES, MongoStore, retryable
 from projections.mongo_tx import DocumentTx
+from projections.replay_base import ReplayerBase
 from projections.replay_lock import prove_lease, proving
-from projections.replay_policy import ErrorPolicy, HandlerError, ReplayerBase
+from projections.replay_policy import ErrorPolicy, HandlerError
 
 logger = structlog.get_logger("readmodel.replay")
 

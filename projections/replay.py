@@ -25,7 +25,7 @@ position are applied again to the live tables, batch by batch under the lanes' l
 only up to each lane's checkpoint (the lanes apply the rest themselves), on past the
 checkpoints it started at until it reaches the lanes' current ones (events live batches
 applied meanwhile are re-applied after the older ones, see
-:func:`projections.replay_policy.chase_checkpoints`); checkpoints do not move.
+:func:`projections.replay_scope.chase_checkpoints`); checkpoints do not move.
 ``source`` and ``tenant`` narrow an in-place replay to one source's lanes or one tenant's
 events; they have no meaning for a rebuild, which must contain every event.
 

@@ -20,8 +20,9 @@ from outbox.db_errors import without_values
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from projections.api import UnstorableValueError
+from projections.replay_base import ReplayerBase
 from projections.replay_lock import LockProof
-from projections.replay_policy import HandlerError, ReplayerBase
+from projections.replay_policy import HandlerError
 from projections.shadow import ShadowTables
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx

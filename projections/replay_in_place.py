@@ -11,13 +11,9 @@ import sqlalchemy as sa
 
 from outbox.envelope import Envelope, aggregate_hash
 from projections.replay_apply import Refused, TableReplayerBase
-from projections.replay_policy import (
-    HandlerError,
-    PolicyMark,
-    chase_checkpoints,
-    furthest_checkpoint,
-)
+from projections.replay_policy import HandlerError, PolicyMark
 from projections.replay_ranges import apply_in_ranges
+from projections.replay_scope import chase_checkpoints, furthest_checkpoint
 from projections.replay_types import ReplayOptions, ReplayPlan, ReplaySummary
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_tx import SqlTx

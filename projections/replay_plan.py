@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from outbox.schema import event_log
 from projections.api import Projection
 from projections.log_reader import LogReader
-from projections.replay_policy import check_options, count_events
+from projections.replay_scope import check_options, count_events
 from projections.replay_skipped import sql_planned
 from projections.replay_types import (
     BLUE_GREEN,

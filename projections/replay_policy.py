@@ -1,209 +1,23 @@
-"""What the table and document replays share: checking the options, strict handlers or
-``--skip-errors`` (with the aggregates a skipped event holds), and counting the events a
-replay will read."""
+"""The replay's error policy, shared by the table and document replays: strict handlers
+or ``--skip-errors`` (with the aggregates a skipped event holds), and the
+:class:`HandlerError` a failing handler raises."""
 
 from __future__ import annotations
 
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple
 
-import sqlalchemy as sa
 import structlog
 
 from outbox.db_errors import hidden_traceback, without_values
 from outbox.envelope import Envelope
-from outbox.schema import event_log
-from outbox.source_groups import group_of
-from projections import invalidations
-from projections.api import Projection
-from projections.invalidations import WHOLE_PROJECTION
-from projections.log_reader import LogReader
-from projections.log_stream import collect_batch, stream_batches
-from projections.replay_skipped import OperatorSkips
-from projections.replay_types import (
-    BLUE_GREEN,
-    IN_PLACE,
-    ReplayError,
-    ReplayHooks,
-    ReplayOptions,
-    ReplayRefused,
-    ReplaySummary,
-    SkippedEvent,
-)
-from projections.store import (
-    AggregateKey,
-    Invalidation,
-    aggregate_key,
-    hold_of,
-    tenant_holds_of,
-)
+from projections.replay_types import ReplayError, SkippedEvent
+from projections.store import AggregateKey, aggregate_key, hold_of, tenant_holds_of
 
 logger = structlog.get_logger("readmodel.replay")
-
-
-class ReplayerBase:
-    """What the table and document replayers share: progress reports, reading the log, and
-    the cache invalidation of every entry of the projection, journaled in the transaction
-    that changes the live model (a crash, or Redis down, before :meth:`_invalidate` is
-    redone)."""
-
-    cache: Any
-    store: Any
-    projection: Projection
-    reader: LogReader
-    hooks: ReplayHooks
-    batch_size: int
-    _applied: int
-    _total: int
-    _policy: ErrorPolicy
-    _skips: OperatorSkips | None = None
-    swapped: bool = False
-    """Whether this replayer's last rebuild committed its swap: interrupted after it (while
-    the old tables or generation are dropped), the rebuilt model is the live one."""
-
-    def _finished(self, summary: ReplaySummary, started: float) -> ReplaySummary:
-        """``summary`` completed with the skipped events and the time since ``started``."""
-        summary.skipped = list(self._policy.skipped)
-        summary.skipped_by_operator = len(self._skips.left_out) if self._skips else 0
-        summary.seconds = time.monotonic() - started
-        logger.info(
-            "replay finished",
-            projection=self.projection.name,
-            mode=summary.mode,
-            events=summary.events,
-            skipped=len(summary.skipped),
-            seconds=round(summary.seconds, 3),
-        )
-        return summary
-
-    def _report(self, source: str, position: int, applied: int) -> None:
-        collect_batch()
-        self._applied += applied
-        self._total = max(self._total, self._applied)
-        self.hooks.progress(source, position, self._applied, self._total)
-
-    def _stream(
-        self,
-        source: str,
-        after: int,
-        upto: int,
-        tenant: str | None = None,
-        *,
-        size: int | None = None,
-        depth: int = 2,
-    ) -> Iterator[list[Envelope]]:
-        """The projection's events of ``source`` in ``(after, upto]``, in batches of ``size``
-        (``batch_size`` by default) read up to ``depth`` batches ahead, through a server-side
-        cursor on PostgreSQL; without the events an operator skipped (:attr:`_skips`)."""
-        batches = stream_batches(
-            self.reader.engine,
-            source,
-            after,
-            upto,
-            self.projection.event_types(source),
-            tenant=tenant,
-            batch_size=size or self.batch_size,
-            depth=depth,
-        )
-        yield from self._skips.leave_out(batches) if self._skips else batches
-
-    def _journal_whole_projection(self, tx: Any) -> Invalidation | None:
-        if self.cache is None or not self.store.journal_invalidations:
-            return None
-        return cast(
-            "Invalidation | None", self.store.journal(tx, self.projection.name, {WHOLE_PROJECTION})
-        )
-
-    def _invalidate(self, invalidation: Invalidation | None) -> None:
-        if invalidation is not None and self.cache is not None:
-            invalidations.finish(self.cache, self.store, invalidation)
-
-
-def chase_checkpoints(after: int, furthest: Callable[[], int]) -> Iterator[tuple[int, int]]:
-    """The ranges ``(from, to]`` an in-place replay re-applies: up to the lanes' furthest
-    checkpoint (``furthest()``), then on from there as long as live batches moved it
-    meanwhile. Each batch re-applies, under the lanes' locks, the events up to their
-    checkpoints; an aggregate whose newer events were applied live before the replay
-    re-applied an older one is set back by it, and put right only when the replay goes on
-    to re-apply those newer events too. It stops once a range reached a checkpoint read
-    after its last batch, so every event up to the checkpoints was re-applied after every
-    older one."""
-    done = after
-    while True:
-        target = furthest()
-        if target <= done:
-            return
-        yield done, target
-        done = target
-
-
-def furthest_checkpoint(store: Any, projection: Projection, source: str) -> Callable[[], int]:
-    """Reads the furthest checkpoint of ``projection``'s lanes of ``source`` in ``store``."""
-
-    def furthest() -> int:
-        done = store.checkpoints(projection.name)
-        return max([done.get((source, p), 0) for p in range(projection.partitions)] + [0])
-
-    return furthest
-
-
-def check_options(
-    projection: Projection, options: ReplayOptions, heads: Mapping[str, int]
-) -> list[str]:
-    """The sources to replay (a group's member sources found in the log ``heads``); raises
-    :class:`ReplayRefused` for options that do not fit."""
-    name = projection.name
-    if options.mode == IN_PLACE and options.apply_skipped:
-        raise ReplayRefused(
-            "--apply-skipped goes with a blue/green rebuild: in place, the events an "
-            "operator skipped stay left out (the live lanes never applied them)"
-        )
-    if options.mode == BLUE_GREEN and (options.source or options.tenant):
-        raise ReplayRefused(
-            "--source and --tenant replay part of the log in place; a blue/green rebuild "
-            "needs every event: add --from-position N (0 for the whole log) on a "
-            "replay-safe projection, or drop them"
-        )
-    if options.mode == IN_PLACE and not projection.replay_safe:
-        raise ReplayRefused(
-            f"projection {name!r} is not replay-safe: replaying a range in place would "
-            f"apply events twice. Rebuild it blue/green (no --from-position), or declare "
-            f"replay_safe = True if applying an event again changes nothing"
-        )
-    sources = projection.lane_sources(heads)
-    if options.source is None:
-        return _within_heads(name, options, sources, heads)
-    # A group stands for its member sources; a member not in the log yet for itself.
-    chosen = [s for s in sources if options.source in (s, group_of(s))]
-    if not chosen and projection.reads(options.source):
-        chosen = [options.source]
-    if not chosen:
-        known = ", ".join(sorted({*projection.sources, *sources})) or "none"
-        raise ReplayRefused(
-            f"projection {name!r} does not subscribe to source {options.source!r} "
-            f"(its sources: {known})"
-        )
-    return _within_heads(name, options, chosen, heads)
-
-
-def _within_heads(
-    name: str, options: ReplayOptions, sources: list[str], heads: Mapping[str, int]
-) -> list[str]:
-    """``sources``, unless ``--from-position`` is past the log head of every one of them:
-    no event lies there (a mistyped position, another source's, one of a log restored from an
-    older backup), and replaying nothing would end as if the model had been repaired."""
-    after = options.from_position
-    if after is None or not sources or any(after <= heads.get(s, 0) for s in sources):
-        return sources
-    at = ", ".join(f"{s} {heads.get(s, 0)}" for s in sources)
-    raise ReplayRefused(
-        f"--from-position {after} is past the log head of every source {name!r} replays "
-        f"({at}): nothing lies after it (positions are per source; --dry-run shows each log head)"
-    )
 
 
 class HandlerError(Exception):
@@ -426,22 +240,3 @@ def skipped_event(
         tenant,
         event.tenant or None,
     )
-
-
-def count_events(
-    log_engine: sa.Engine,
-    source: str,
-    after: int,
-    upto: int,
-    types: list[str],
-    tenant: str | None = None,
-) -> int:
-    """How many events of ``types`` of ``source`` (and ``tenant``) lie in ``(after, upto]``."""
-    c = event_log.c
-    query = sa.select(sa.func.count()).where(
-        c.source == source, c.position > after, c.position <= upto, c.event_type.in_(types)
-    )
-    if tenant is not None:
-        query = query.where(c.tenant == tenant)
-    with log_engine.connect() as conn:
-        return int(conn.execute(query).scalar_one())

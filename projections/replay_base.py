@@ -1,0 +1,101 @@
+"""What the table and document replayers share (:class:`ReplayerBase`): progress reports,
+reading the log, and the cache invalidation of every entry of the projection."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import structlog
+
+from outbox.envelope import Envelope
+from projections import invalidations
+from projections.api import Projection
+from projections.invalidations import WHOLE_PROJECTION
+from projections.log_reader import LogReader
+from projections.log_stream import collect_batch, stream_batches
+from projections.replay_policy import ErrorPolicy
+from projections.replay_skipped import OperatorSkips
+from projections.replay_types import ReplayHooks, ReplaySummary
+from projections.store import Invalidation
+
+logger = structlog.get_logger("readmodel.replay")
+
+
+class ReplayerBase:
+    """What the table and document replayers share: progress reports, reading the log, and
+    the cache invalidation of every entry of the projection, journaled in the transaction
+    that changes the live model (a crash, or Redis down, before :meth:`_invalidate` is
+    redone)."""
+
+    cache: Any
+    store: Any
+    projection: Projection
+    reader: LogReader
+    hooks: ReplayHooks
+    batch_size: int
+    _applied: int
+    _total: int
+    _policy: ErrorPolicy
+    _skips: OperatorSkips | None = None
+    swapped: bool = False
+    """Whether this replayer's last rebuild committed its swap: interrupted after it (while
+    the old tables or generation are dropped), the rebuilt model is the live one."""
+
+    def _finished(self, summary: ReplaySummary, started: float) -> ReplaySummary:
+        """``summary`` completed with the skipped events and the time since ``started``."""
+        summary.skipped = list(self._policy.skipped)
+        summary.skipped_by_operator = len(self._skips.left_out) if self._skips else 0
+        summary.seconds = time.monotonic() - started
+        logger.info(
+            "replay finished",
+            projection=self.projection.name,
+            mode=summary.mode,
+            events=summary.events,
+            skipped=len(summary.skipped),
+            seconds=round(summary.seconds, 3),
+        )
+        return summary
+
+    def _report(self, source: str, position: int, applied: int) -> None:
+        collect_batch()
+        self._applied += applied
+        self._total = max(self._total, self._applied)
+        self.hooks.progress(source, position, self._applied, self._total)
+
+    def _stream(
+        self,
+        source: str,
+        after: int,
+        upto: int,
+        tenant: str | None = None,
+        *,
+        size: int | None = None,
+        depth: int = 2,
+    ) -> Iterator[list[Envelope]]:
+        """The projection's events of ``source`` in ``(after, upto]``, in batches of ``size``
+        (``batch_size`` by default) read up to ``depth`` batches ahead, through a server-side
+        cursor on PostgreSQL; without the events an operator skipped (:attr:`_skips`)."""
+        batches = stream_batches(
+            self.reader.engine,
+            source,
+            after,
+            upto,
+            self.projection.event_types(source),
+            tenant=tenant,
+            batch_size=size or self.batch_size,
+            depth=depth,
+        )
+        yield from self._skips.leave_out(batches) if self._skips else batches
+
+    def _journal_whole_projection(self, tx: Any) -> Invalidation | None:
+        if self.cache is None or not self.store.journal_invalidations:
+            return None
+        return cast(
+            "Invalidation | None", self.store.journal(tx, self.projection.name, {WHOLE_PROJECTION})
+        )
+
+    def _invalidate(self, invalidation: Invalidation | None) -> None:
+        if invalidation is not None and self.cache is not None:
+            invalidations.finish(self.cache, self.store, invalidation)
