@@ -1,5 +1,5 @@
 """A document rebuild's swap settles the projection's parked events (:func:`settle_parked`),
-as :func:`projections.sql_parking.settle_parked` does for tables: the new generation
+as :func:`projections.sql_settle.settle_parked` does for tables: the new generation
 contains what the live lanes had parked (the rebuild re-attempted it), so those events are
 marked ``replayed`` and their aggregates released; the events the rebuild skipped
 (``--skip-errors``) are parked instead, and the aggregate of each failed one is held (in its

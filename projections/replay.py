@@ -89,7 +89,7 @@ from projections.shadow_keys import (
     pg_drop_outside_keys_or_warn,
 )
 from projections.shadow_leftovers import pick_unmarked
-from projections.sql_parking import settle_parked
+from projections.sql_settle import settle_parked
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows
 from projections.store import Lane, Store

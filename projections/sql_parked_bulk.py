@@ -2,7 +2,7 @@
 
 :class:`SqlBulkParking` is mixed into :class:`projections.sql_store.SqlStore`: many entries
 are skipped in one transaction, a few statements for them all, and the holds left with
-nothing parked are released as :meth:`~projections.sql_parking.SqlParking.skip_parked`
+nothing parked are released as :meth:`~projections.sql_parked_entries.SqlParkedEntries.skip_parked`
 releases one.
 """
 

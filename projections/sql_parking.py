@@ -7,8 +7,9 @@ of the aggregate are parked (``rm_parked_events``) until ``readmodel parked retr
 (:class:`~projections.store.AggregateKey`), and the events parked under it record that tenant.
 :class:`SqlParking` is mixed into :class:`projections.sql_store.SqlStore`.
 
-A rebuild's swap settles the projection's parked events (:func:`settle_parked`, as
-:func:`projections.document_parked.settle_parked` does for documents).
+The parked commands' side (listing, skipping one entry, a retry that failed again) is
+:mod:`projections.sql_parked_entries`; a rebuild's swap settles the projection's parked
+events with :func:`projections.sql_settle.settle_parked`.
 """
 
 from __future__ import annotations
@@ -19,24 +20,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from outbox.envelope import Envelope
-from projections.replay_skipped import (
-    OperatorSkips,
-    settled_statuses,
-    sql_settle_skipped_since,
-)
 from projections.store import (
     AggregateKey,
-    HandlerFailed,
     Lane,
     ParkedEntry,
-    ParkedEvent,
     held_entry,
     merge_holds,
 )
 from projections.store_tables import blocked, failures, parked_events
-
-if TYPE_CHECKING:
-    from projections.replay_types import SkippedEvent
 
 __all__ = ["ParkableEvent", "ParkedEntry", "SqlParking", "held_entry"]
 
@@ -281,147 +272,6 @@ class SqlParking:
             .on_conflict_do_nothing()
         )
 
-    def parked(
-        self, projection: str | None = None, status: str | None = "parked"
-    ) -> list[ParkedEvent]:
-        query = sa.select(parked_events).order_by(parked_events.c.id)
-        if projection is not None:
-            query = query.where(parked_events.c.projection == projection)
-        if status is not None:
-            query = query.where(parked_events.c.status == status)
-        with self.engine.connect() as conn:
-            return [ParkedEvent(**row._mapping) for row in conn.execute(query)]
-
-    def parked_entry(self, entry_id: int) -> ParkedEvent | None:
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(parked_events).where(parked_events.c.id == entry_id)
-            ).first()
-        return None if row is None else ParkedEvent(**row._mapping)
-
-    def record_failed_retry(
-        self, lane: Lane, aggregate: AggregateKey, failed: HandlerFailed
-    ) -> None:
-        """A parked event failed again on retry (or on a skip's retry of the events held
-        behind it): its entry and the aggregate's block now say so, and the events after it
-        are held behind it instead of behind an event that is no longer parked."""
-        event = failed.event
-        position = event.position or 0
-        reason = f"handler failed again on retry: {failed.error!r}"
-        here = (*parked_of(lane, aggregate), parked_events.c.status == "parked")
-        with self.writer.begin() as conn:
-            conn.execute(
-                parked_events.update()
-                .where(*here, parked_events.c.position == position)
-                .values(
-                    reason=reason,
-                    detail=failed.detail,
-                    attempts=parked_events.c.attempts + 1,
-                )
-            )
-            conn.execute(
-                parked_events.update()
-                .where(*here, parked_events.c.position > position)
-                .values(
-                    reason=f"held: an earlier event of this aggregate is parked "
-                    f"({lane.source}:{position})"
-                )
-            )
-            conn.execute(
-                blocked.update()
-                .where(*_block_of(lane, aggregate))
-                .values(since_position=position, reason=reason, detail=failed.detail)
-            )
-
-    def skip_parked(self, entry_id: int) -> ParkedEvent | None:
-        with self.writer.begin() as conn:
-            row = conn.execute(
-                sa.select(parked_events).where(
-                    parked_events.c.id == entry_id, parked_events.c.status == "parked"
-                )
-            ).first()
-            if row is None:
-                return None
-            conn.execute(
-                parked_events.update()
-                .where(parked_events.c.id == entry_id)
-                .values(status="skipped", resolved_at=sa.func.current_timestamp())
-            )
-            lane = Lane(row.projection, row.source, -1)
-            aggregate = AggregateKey(row.tenant, row.aggregate_type, row.aggregate_id)
-            remaining = conn.execute(
-                sa.select(sa.func.count()).where(
-                    *parked_of(lane, aggregate), parked_events.c.status == "parked"
-                )
-            ).scalar_one()
-            if remaining == 0:
-                self._release(conn, lane, aggregate, [row.position])
-        return self.parked_entry(entry_id)
-
-    def _release(
-        self, conn: sa.Connection, lane: Lane, aggregate: AggregateKey, positions: list[int]
-    ) -> None:
-        conn.execute(blocked.delete().where(*_block_of(lane, aggregate)))
-        conn.execute(
-            failures.delete().where(
-                failures.c.projection == lane.projection,
-                failures.c.source == lane.source,
-                failures.c.position.in_(positions),
-            )
-        )
-
-
-def settle_parked(
-    store: SqlParking,
-    conn: sa.Connection,
-    name: str,
-    skipped: Sequence[SkippedEvent],
-    skips: OperatorSkips | None = None,
-) -> int:
-    """The rebuilt model of projection ``name`` contains what was parked live: release it;
-    park what the rebuild skipped instead. Events an operator skipped stay skipped unless
-    the rebuild applied them (``skips``: :mod:`projections.replay_skipped`). Returns how many
-    live parked events were released (not those the rebuild skipped again: they stay parked)."""
-
-    again = {(event.source, event.position) for event in skipped}
-    live = conn.execute(
-        sa.select(parked_events.c.source, parked_events.c.position).where(
-            parked_events.c.projection == name, parked_events.c.status == "parked"
-        )
-    )
-    released = sum((source, int(position)) not in again for source, position in live)
-    conn.execute(
-        parked_events.update()
-        .where(
-            parked_events.c.projection == name,
-            parked_events.c.status.in_(settled_statuses(skips)),
-        )
-        .values(status="replayed", resolved_at=sa.func.current_timestamp())
-    )
-    sql_settle_skipped_since(conn, name, skips)
-    conn.execute(blocked.delete().where(blocked.c.projection == name))
-    conn.execute(failures.delete().where(failures.c.projection == name))
-    entries = [
-        ParkedEntry(event, event.error, event.detail, 0 if event.held_behind else 1, event.tenant)
-        for event in skipped
-    ]
-    store.park_many(conn, name, entries, replace=True)
-    for event in skipped:
-        if event.held_behind is None:
-            store.hold(conn, name, event, reason=event.error, detail=event.detail, attempts=1)
-    return released
-
-
-def _block_of(lane: Lane, aggregate: AggregateKey) -> tuple[Any, ...]:
-    """The ``rm_blocked_aggregates`` row of an aggregate of the lane's projection and source."""
-    return (
-        blocked.c.projection == lane.projection,
-        blocked.c.source == lane.source,
-        blocked.c.tenant == aggregate.tenant,
-        blocked.c.aggregate_type == aggregate.aggregate_type,
-        blocked.c.aggregate_id == aggregate.aggregate_id,
-    )
-
 
 def _holds_of_id(projection: str, source: str, aggregate: AggregateKey) -> tuple[Any, ...]:
     """The ``rm_blocked_aggregates`` rows of an aggregate in every tenant."""
@@ -430,16 +280,4 @@ def _holds_of_id(projection: str, source: str, aggregate: AggregateKey) -> tuple
         blocked.c.source == source,
         blocked.c.aggregate_type == aggregate.aggregate_type,
         blocked.c.aggregate_id == aggregate.aggregate_id,
-    )
-
-
-def parked_of(lane: Lane, aggregate: AggregateKey) -> tuple[Any, ...]:
-    """The ``rm_parked_events`` rows parked under the hold of ``aggregate`` of the lane's
-    projection and source (whatever their status)."""
-    return (
-        parked_events.c.projection == lane.projection,
-        parked_events.c.source == lane.source,
-        parked_events.c.tenant == aggregate.tenant,
-        parked_events.c.aggregate_type == aggregate.aggregate_type,
-        parked_events.c.aggregate_id == aggregate.aggregate_id,
     )

@@ -20,7 +20,8 @@ from projections.handler_timeout import HandlerTimeout, bounded
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_invalidations import SqlInvalidations
 from projections.sql_parked_bulk import SqlBulkParking
-from projections.sql_parking import ParkedEntry, SqlParking, held_entry, parked_of
+from projections.sql_parked_entries import SqlParkedEntries, parked_of
+from projections.sql_parking import ParkedEntry, SqlParking, held_entry
 from projections.sql_tx import SqlTx
 from projections.sql_writes import (
     RefusedWrite,
@@ -46,7 +47,7 @@ from projections.store import (
 from projections.store_tables import blocked, checkpoints, parked_events
 
 
-class SqlStore(SqlParking, SqlBulkParking, SqlInvalidations, Store):
+class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, Store):
     """A store in one PostgreSQL or SQLite database."""
 
     def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:
