@@ -20,10 +20,11 @@ dropped after commit, under a bounded lock wait (:mod:`projections.shadow_drop`)
 database holds beside the declared model is carried over (:mod:`projections.shadow_catalog`,
 :mod:`projections.shadow_security`): the owner and exactly the live privileges on the
 tables, their columns and sequences; indexes made by hand (built on the shadow once it is
-filled, before the swap, as ``<index>__rebuild``, and renamed back by the swap; one that
-cannot be built stops the replay, naming it, before anything live changes); constraints
-made by hand, built the same way, and the foreign keys of other tables referencing a live
-table, made again on the new one in the swap (:mod:`projections.shadow_constraints`);
+filled, before the swap, as ``<index>__rebuild``, and renamed back by the swap:
+:mod:`projections.shadow_carry`; one that cannot be built stops the replay, naming it,
+before anything live changes); constraints made by hand, built the same way, and the
+foreign keys of other tables referencing a live table, made again on the new one in the
+swap (:mod:`projections.shadow_constraints`);
 per-column settings, set on the shadow before it is filled and again at the swap
 (:mod:`projections.shadow_columns`); row-level security (the flags as they were, every
 policy), triggers made by hand, comments, storage options, the replica identity and
@@ -53,25 +54,15 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import conv
 
 from outbox.errors import StoreError
-from projections.shadow_catalog import (
-    PgView,
-    make_or_stop,
-    pg_hand_made_indexes,
-    pg_views,
-)
+from projections.shadow_carry import ShadowCarry
+from projections.shadow_catalog import PgView, pg_views
 from projections.shadow_columns import (
     pg_carry_column_rules,
     pg_copy_column_settings,
     pg_warn_declared_rules,
 )
-from projections.shadow_constraints import (
-    HandMadeConstraint,
-    pg_constraint_definitions,
-    pg_hand_made_constraints,
-    pg_make_constraint,
-)
 from projections.shadow_copy import copy_table, retarget_foreign_keys
-from projections.shadow_keys import OutsideKey, pg_outside_keys
+from projections.shadow_keys import pg_outside_keys
 from projections.shadow_leftovers import (
     LEFTOVER_MARK,
     SHADOW_MARK,
@@ -91,7 +82,6 @@ from projections.shadow_names import (
     fitted,
     old_name,
     qualified,
-    quoter,
     run,
     shadow_name,
     signature,
@@ -104,7 +94,7 @@ from projections.shadow_swap import pg_dependents, pg_leftover_names, pg_swap, s
 __all__ = ["OLD_SUFFIX", "SHADOW_SUFFIX", "ShadowTables", "drop_tables", "old_name", "shadow_name"]
 
 
-class ShadowTables:
+class ShadowTables(ShadowCarry):
     """The shadow copy of each of a projection's tables (logical table -> shadow table),
     named with ``suffix``."""
 
@@ -256,98 +246,6 @@ class ShadowTables:
     def _create_tables(self, conn: sa.Connection) -> None:
         for shadow in self._in_dependency_order():
             shadow.create(conn, checkfirst=True)  # a standalone Sequence exists: shared
-
-    def carry(
-        self, conn: sa.Connection, *, warn: bool = True, outside: list[OutsideKey] | None = None
-    ) -> None:
-        """Build on each shadow the indexes and constraints made by hand on its live table
-        (PostgreSQL), under shadow names the swap renames back; those already built are left
-        as they are. Run after the bulk fill, again just before the swap and by the swap for
-        one made meanwhile: a constraint the rebuilt rows break stops the replay, naming it.
-        With ``outside``, the foreign keys to tables outside the projection are added to it
-        instead, for :func:`projections.shadow_keys.pg_add_outside_keys`."""
-        if conn.dialect.name != "postgresql":
-            return
-        quote = quoter(conn)
-        live_tables = dict(self.live_tables(conn))
-        constraints: list[tuple[sa.Table, HandMadeConstraint]] = []
-        for live, shadow in self.mapping.items():
-            if live.name not in live_tables:
-                continue
-            shadow_sql = table_sql(conn, shadow)
-            pg_carry_column_rules(conn, live.name, live_tables[live.name], shadow_sql)
-            for index in pg_hand_made_indexes(
-                conn, live_tables[live.name], self._known_indexes(conn, live), warn=warn
-            ):
-                name = self._carry_name(index.name)
-                statement = index.on(shadow_sql, quote(name))
-                make_or_stop(conn, live.name, statement, f"index {index.name}")
-            found = pg_hand_made_constraints(
-                conn, live_tables[live.name], self._known_constraints(conn, live)
-            )
-            constraints += [(live, constraint) for constraint in found]
-        shadows = self._regclasses(conn)
-        for live, constraint in sorted(constraints, key=lambda pair: pair[1].kind == "f"):
-            name = quote(self._carry_name(constraint.name))
-            shadow_sql = table_sql(conn, self.mapping[live])
-            if outside is not None and constraint.kind == "f":
-                if constraint.references not in shadows:
-                    outside.append(OutsideKey(live.name, constraint, shadow_sql, name))
-                    continue
-            pg_make_constraint(conn, live.name, constraint, shadow_sql, name, shadows)
-
-    def _carry_name(self, name: str) -> str:
-        """The shadow name of an index or constraint made by hand, remembered for the swap."""
-        shadow = fitted(name, self.suffix, PG_NAME_LIMIT)
-        self._carried[shadow] = name
-        return shadow
-
-    def _known_indexes(self, conn: sa.Connection, live: sa.Table) -> set[str]:
-        """The live names of the shadow's indexes."""
-        shadow = self.mapping[live]
-        return {
-            self._live_name(conn, name, live)
-            for name, kind in pg_dependents(conn, shadow)
-            if kind == "INDEX"
-        }
-
-    def _known_constraints(self, conn: sa.Connection, live: sa.Table) -> set[str]:
-        """The names of the live table's constraints the shadow has: by the live names of
-        the shadow's, else by definition (a name the database derived from a long table
-        name may not be the one :meth:`_live_name` derives)."""
-        live_rows = pg_constraint_definitions(conn, table_sql(conn, live))
-        known = set()
-        unpaired = []
-        live_names = {name for name, _ in live_rows}
-        for name, definition in pg_constraint_definitions(
-            conn, table_sql(conn, self.mapping[live])
-        ):
-            live_name = self._live_name(conn, name, live)
-            if live_name in live_names:
-                known.add(live_name)
-                continue
-            for live_reg, shadow_reg in self._regclasses(conn).items():
-                definition = definition.replace(
-                    f" REFERENCES {shadow_reg}(", f" REFERENCES {live_reg}("
-                )
-            unpaired.append(definition)
-        for name, definition in live_rows:
-            if name not in known and definition in unpaired:
-                unpaired.remove(definition)
-                known.add(name)
-        return known
-
-    def _regclasses(self, conn: sa.Connection) -> dict[str, str]:
-        """Each live table's name as regclass writes it -> its shadow's."""
-        names = {}
-        for live, shadow in self.mapping.items():
-            pair = conn.exec_driver_sql(
-                "SELECT to_regclass(%(live)s)::text, to_regclass(%(shadow)s)::text",
-                {"live": table_sql(conn, live), "shadow": table_sql(conn, shadow)},
-            ).one()
-            if pair[0] is not None and pair[1] is not None:
-                names[str(pair[0])] = str(pair[1])
-        return names
 
     def swap(self, conn: sa.Connection) -> list[str]:
         """Put every shadow in place of its live table (in ``conn``'s transaction); returns
