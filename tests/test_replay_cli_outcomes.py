@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from projections import replay
+from projections import replay_rebuild as replay
 from projections.document_generations import generation_of
 from projections.document_replay import DocumentReplayer
 from tests.cli_helpers import docs_config, run_cli

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbox.errors import StoreError
-from projections import replay
+from projections import replay_rebuild as replay
 from projections.replay import ReplayHooks, ReplayOptions
 from tests.cli_helpers import run_cli
 from tests.replay_fixtures import last_deposit

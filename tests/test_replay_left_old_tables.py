@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from outbox.errors import StoreError
-from projections import replay
+from projections import replay_rebuild as replay
 from projections.replay import ReplayHooks, ReplayOptions, ReplaySummary
 from tests.replay_helpers import EVENTS, Pipeline, query
 

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 import outbox.db
 from outbox.errors import StoreError
-from projections import replay
+from projections import replay_rebuild as replay
 from projections.replay import Replayer, ReplayHooks, ReplayOptions
 from tests.replay_helpers import EVENTS, Pipeline, query
 

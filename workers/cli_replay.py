@@ -31,8 +31,8 @@ from projections.replay import (
     ReplayPlan,
     ReplayRefused,
     ReplaySummary,
-    is_transient,
 )
+from projections.replay_rebuild import is_transient
 from projections.shadow_leftovers import drop_unmarked_hint
 from projections.stores import is_mongodb
 from workers.cli_support import (
