@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from projections import replay_rebuild as replay
+from projections import replay_rebuild
 from projections.document_generations import generation_of
 from projections.document_replay import DocumentReplayer
 from tests.cli_helpers import docs_config, run_cli
@@ -27,8 +27,8 @@ def test_a_swap_that_gives_up_on_a_held_lock_exits_1_naming_the_holder(
     pg.feed("bank", EVENTS)
     pg.execute("UPDATE last_deposit SET amount = -1")
     live = query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1")
-    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 300)
-    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_LOCK_TIMEOUT_MS", 300)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_ATTEMPTS", 2)
     dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
     holder = psycopg.connect(dsn.render_as_string(hide_password=False), application_name="report")
     before_swap = cli_replay._ProgressHooks.before_swap
@@ -61,7 +61,7 @@ def test_ctrl_c_after_the_swap_says_the_rebuilt_model_is_live(
     """Ctrl-C while the old tables are dropped, after the swap committed."""
     pg.feed("bank", EVENTS)
     pg.execute("UPDATE last_deposit SET amount = -1")
-    monkeypatch.setattr(replay, "drop_old_tables", _interrupt)
+    monkeypatch.setattr(replay_rebuild, "drop_old_tables", _interrupt)
     config = str(pipeline_config(tmp_path, pg))
 
     result = run_cli(["replay", "last_deposit", "--yes", "--config", config])

@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbox.errors import StoreError
-from projections import replay_rebuild as replay
+from projections import replay_rebuild
 from projections.replay import ReplayHooks, ReplayOptions
 from tests.cli_helpers import run_cli
 from tests.replay_fixtures import last_deposit
@@ -384,7 +384,7 @@ def test_the_plan_lists_what_a_shadow_left_by_a_killed_replay_also_holds(
     expected = sorted(pg.replayer("last_deposit").plan(ReplayOptions()).carried)
     assert "constraint acct_seq on last_deposit: UNIQUE (account, seq)" in expected, expected
     # As a killed replay would leave it, its outside key too: nothing ran on the way out.
-    monkeypatch.setattr(replay, "pg_drop_outside_keys_or_warn", lambda *a, **k: None)
+    monkeypatch.setattr(replay_rebuild, "pg_drop_outside_keys_or_warn", lambda *a, **k: None)
     with pytest.raises(RuntimeError, match="stopped before the swap"):
         pg.replayer("last_deposit", hooks=_StopBeforeSwap()).run(ReplayOptions())
     left = (pg.tables(), _shadow_catalog(pg))

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from structlog.testing import capture_logs
 
 from outbox.errors import StoreError
-from projections import replay_rebuild as replay
+from projections import replay_rebuild
 from projections.replay import ReplayHooks, ReplayOptions, ReplaySummary
 from tests.replay_helpers import EVENTS, Pipeline, query
 
@@ -41,8 +41,8 @@ def _accounts(p: Pipeline) -> None:
 def _replay_while_accounts_read(pg: Pipeline, monkeypatch: pytest.MonkeyPatch) -> ReplaySummary:
     """A replay while an application's transaction that read ``accounts`` stays open: the
     swap is done, the old table's drop gives up (short waits, for a fast test)."""
-    monkeypatch.setattr(replay, "_DROP_LOCK_TIMEOUT_MS", 200)
-    monkeypatch.setattr(replay, "_DROP_ATTEMPTS", 2)
+    monkeypatch.setattr(replay_rebuild, "_DROP_LOCK_TIMEOUT_MS", 200)
+    monkeypatch.setattr(replay_rebuild, "_DROP_ATTEMPTS", 2)
     dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
     app = psycopg.connect(dsn.render_as_string(hide_password=False))
     try:
@@ -336,7 +336,7 @@ def test_a_users_lookalike_is_warned_of_once_per_replay_however_often_the_swap_r
     one replay says so once."""
     pg.feed("bank", EVENTS)
     pg.execute(_LOOKALIKES)
-    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 200)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_LOCK_TIMEOUT_MS", 200)
     dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
     holder = psycopg.connect(dsn.render_as_string(hide_password=False))
     with capture_logs() as logs:

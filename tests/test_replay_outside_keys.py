@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from outbox.errors import StoreError
-from projections import replay_rebuild as replay
+from projections import replay_rebuild
 from projections.replay import ReplayHooks, ReplayOptions
 from tests.cli_helpers import run_cli
 from tests.replay_fixtures import last_deposit
@@ -52,8 +52,8 @@ def test_a_key_to_a_table_outside_waits_a_bounded_time_for_its_lock(
     pg: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _accounts(pg)
-    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 200)
-    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_LOCK_TIMEOUT_MS", 200)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_ATTEMPTS", 2)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -112,7 +112,7 @@ def test_a_shadow_left_with_a_key_to_a_table_outside_is_named_by_the_plan(
 ) -> None:
     _accounts(pg)
     # As a killed replay would leave it: nothing ran on the way out.
-    monkeypatch.setattr(replay, "pg_drop_outside_keys_or_warn", lambda *a, **k: None)
+    monkeypatch.setattr(replay_rebuild, "pg_drop_outside_keys_or_warn", lambda *a, **k: None)
     with pytest.raises(RuntimeError):
         pg.replayer("last_deposit", hooks=FailBeforeSwap()).run(ReplayOptions())
     assert query(pg, _SHADOW_KEYS) == [("known__rebuild",)]
@@ -178,7 +178,7 @@ def _short_lock_waits(monkeypatch: pytest.MonkeyPatch) -> None:
         ("_DROP_LOCK_TIMEOUT_MS", 200),
         ("_DROP_ATTEMPTS", 2),
     ]:
-        monkeypatch.setattr(replay, name, value)
+        monkeypatch.setattr(replay_rebuild, name, value)
 
 
 def test_an_old_table_whose_drop_waits_for_a_table_outside_is_left_then_dropped_later(
@@ -314,7 +314,7 @@ def test_a_swap_that_keeps_finding_new_keys_to_tables_outside_gives_up_naming_th
     _accounts_and_ddl_notes(pg)
     replayer = pg.replayer("last_deposit")
     carry_late_keys = replayer._carry_late_keys
-    add_outside_keys = replay.pg_add_outside_keys
+    add_outside_keys = replay_rebuild.pg_add_outside_keys
     made: list[str] = []
 
     def app_adds_key() -> None:
@@ -334,7 +334,7 @@ def test_a_swap_that_keeps_finding_new_keys_to_tables_outside_gives_up_naming_th
             app_adds_key()
 
     monkeypatch.setattr(replayer, "_carry_late_keys", carry_then_app_adds_key)
-    monkeypatch.setattr(replay, "pg_add_outside_keys", add_then_app_adds_another)
+    monkeypatch.setattr(replay_rebuild, "pg_add_outside_keys", add_then_app_adds_another)
     with pytest.raises(StoreError) as failed:
         replayer.run(ReplayOptions())
 

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 import outbox.db
 from outbox.errors import StoreError
-from projections import replay_rebuild as replay
+from projections import replay_rebuild
 from projections.replay import Replayer, ReplayHooks, ReplayOptions
 from tests.replay_helpers import EVENTS, Pipeline, query
 
@@ -41,8 +41,8 @@ def test_a_blocked_swap_names_the_table_and_who_holds_it(
 ) -> None:
     pg.feed("bank", EVENTS)
     live = query(pg, "SELECT account, amount FROM last_deposit ORDER BY 1")
-    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 300)
-    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_LOCK_TIMEOUT_MS", 300)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_ATTEMPTS", 2)
     dsn = sa.make_url(pg.store_url).set(drivername="postgresql")
     holder = psycopg.connect(
         dsn.render_as_string(hide_password=False), application_name=_APPLICATION
@@ -84,8 +84,8 @@ def test_a_swap_blocked_on_a_checkpoint_row_names_its_holder_only(
     pg: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pg.feed("bank", EVENTS)
-    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 400)
-    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_LOCK_TIMEOUT_MS", 400)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_ATTEMPTS", 2)
     dsn = sa.make_url(pg.store_url).set(drivername="postgresql").render_as_string(False)
     worker = psycopg.connect(dsn, application_name="worker")
     report = psycopg.connect(dsn, application_name=_APPLICATION)
@@ -160,7 +160,7 @@ def test_a_swap_in_a_deadlock_says_so_without_a_lock_timeout_it_did_not_wait(
     pg: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pg.feed("bank", EVENTS)
-    monkeypatch.setattr(replay, "_SWAP_LOCK_TIMEOUT_MS", 3000)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_LOCK_TIMEOUT_MS", 3000)
     dsn = sa.make_url(pg.store_url).set(drivername="postgresql").render_as_string(False)
     worker = psycopg.connect(dsn, application_name="worker")
     worker_pid = worker.info.backend_pid
@@ -219,7 +219,7 @@ def _one_swap_retry(logs: list[dict[str, Any]]) -> dict[str, Any]:
 def test_a_swap_locked_out_on_sqlite_retries_and_fails_naming_the_projection(
     make_pipeline: Callable[[str], Pipeline], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(replay, "_SWAP_ATTEMPTS", 2)
+    monkeypatch.setattr(replay_rebuild, "_SWAP_ATTEMPTS", 2)
     p, replayer, hold = _locked_out_at_swap(make_pipeline, monkeypatch)
     live = query(p, "SELECT account, amount FROM last_deposit ORDER BY 1")
     try:
