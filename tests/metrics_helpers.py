@@ -1,8 +1,11 @@
 """Shared pieces of the metrics and clock tests: the figures ``readmodel metrics`` would
-export for a config, and a PostgreSQL database whose ``now()`` runs off this host's clock."""
+export for a config, a scrape of a running ``readmodel metrics`` server on a free port, and
+a PostgreSQL database whose ``now()`` runs off this host's clock."""
 
 from __future__ import annotations
 
+import socket
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +42,24 @@ def skew_database_clock(url: str, offset: str) -> None:
             conn.execute(sa.text(f'ALTER DATABASE "{name}" SET search_path = public, pg_catalog'))
     finally:
         engine.dispose()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    """``{'name{labels}': value}`` from /metrics, or {} while the server is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples

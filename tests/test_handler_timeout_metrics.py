@@ -10,8 +10,6 @@ metrics`` server reading the multiprocess directory."""
 
 from __future__ import annotations
 
-import socket
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,32 +22,12 @@ from projections.store_tables import parked_events
 from tests.broker_helpers import Processes, wait_until
 from tests.cache_helpers import append
 from tests.cli_helpers import run_cli, write_config
+from tests.metrics_helpers import free_port, scrape
 from tests.projection_fixtures import HANG_HOW, HANG_ON
 
 HUNG = "acct-1"
 TIMEOUTS = 'readmodel_handler_timeouts_total{projection="totals"}'
 OVERDUE = 'readmodel_handlers_overdue{projection="totals"}'
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _scrape(port: int) -> dict[str, float]:
-    """``{'name{labels}': value}`` from /metrics, or {} while the server is not up."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            samples[key] = float(value)
-    return samples
 
 
 def _pipeline(
@@ -93,9 +71,9 @@ def _pipeline(
     env = {HANG_ON: HUNG, HANG_HOW: how}
     key = processes.start("work", "work", "--config", str(config), "-p", "1", "-t", "2", env=env)
     assert wait_until(lambda: processes.worker_started(key), 60), processes.log_tail()
-    port = _free_port()
+    port = free_port()
     processes.start("metrics", "metrics", "--config", str(config), "--port", str(port))
-    assert wait_until(lambda: bool(_scrape(port)), 30), processes.log_tail()
+    assert wait_until(lambda: bool(scrape(port)), 30), processes.log_tail()
     return key, port
 
 
@@ -124,7 +102,7 @@ def test_timeouts_are_counted_and_an_interrupted_handler_is_no_longer_overdue(
     )
     assert wait_until(lambda: _parked(store_url) == 2, 120, interval=0.5), processes.log_tail()
 
-    samples = _scrape(port)
+    samples = scrape(port)
     assert samples.get(TIMEOUTS) == 2, samples
     assert samples.get(OVERDUE, 0) == 0, samples
     assert processes.stop_all()[key] == 0, processes.log_tail()
@@ -146,13 +124,13 @@ def test_a_handler_that_cannot_be_interrupted_shows_as_overdue_until_its_worker_
     )
 
     def overdue() -> bool:
-        samples = _scrape(port)
+        samples = scrape(port)
         return samples.get(OVERDUE) == 1 and samples.get(TIMEOUTS) == 1
 
-    assert wait_until(overdue, 60, interval=0.5), (_scrape(port), processes.log_tail())
+    assert wait_until(overdue, 60, interval=0.5), (scrape(port), processes.log_tail())
     assert _parked(store_url) == 0  # never came back: nothing failed, nothing parked
 
     processes.kill(key)  # SIGKILL: how a worker with a stuck thread is restarted
-    samples = _scrape(port)
+    samples = scrape(port)
     assert samples.get(OVERDUE, 0) == 0, samples
     assert samples.get(TIMEOUTS) == 1, samples

@@ -9,10 +9,8 @@ started, scraped over HTTP."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +20,7 @@ import sqlalchemy as sa
 
 from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli, write_config
+from tests.metrics_helpers import free_port, scrape
 
 PG_ADMIN = os.environ.get("READMODEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 UP = 'readmodel_store_up{store="default"}'
@@ -46,25 +45,6 @@ def later_database() -> Iterator[tuple[str, sa.Engine]]:
 def _create(admin: sa.Engine, url: str) -> None:
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{sa.make_url(url).database}"')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _scrape(port: int) -> dict[str, float]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    return {
-        line.rpartition(" ")[0]: float(line.rpartition(" ")[2])
-        for line in text.splitlines()
-        if line and not line.startswith("#")
-    }
 
 
 def _config(tmp_path: Path, url: str) -> Path:
@@ -105,17 +85,17 @@ def test_metrics_serve_store_up_0_through_an_outage_at_start_then_the_store_s_fi
 ) -> None:
     url, admin = later_database
     config = _config(tmp_path, url)
-    port = _free_port()
+    port = free_port()
     process = _start(config, port)
     try:
-        assert wait_until(lambda: UP in _scrape(port) or process.poll() is not None, 60)
+        assert wait_until(lambda: UP in scrape(port) or process.poll() is not None, 60)
         assert process.poll() is None, _stop(process)
-        assert _scrape(port)[UP] == 0
+        assert scrape(port)[UP] == 0
 
         _create(admin, url)
         migrated = run_cli(["migrate", "--config", str(config)])
         assert migrated.exit_code == 0, migrated.output
-        assert wait_until(lambda: _scrape(port).get(UP) == 1, 60)
+        assert wait_until(lambda: scrape(port).get(UP) == 1, 60)
         assert process.poll() is None
     finally:
         stderr = _stop(process)
@@ -127,13 +107,13 @@ def test_metrics_stop_with_exit_2_once_the_store_answers_at_another_revision(
 ) -> None:
     url, admin = later_database
     config = _config(tmp_path, url)
-    port = _free_port()
+    port = free_port()
     process = _start(config, port)
     try:
-        assert wait_until(lambda: UP in _scrape(port) or process.poll() is not None, 60)
+        assert wait_until(lambda: UP in scrape(port) or process.poll() is not None, 60)
         assert process.poll() is None, _stop(process)
         _create(admin, url)  # up, never migrated
-        _scrape(port)
+        scrape(port)
         assert wait_until(lambda: process.poll() is not None, 60)
     finally:
         stderr = _stop(process)

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from config import load_settings
 from outbox.db import create_engine
 from tests.broker_helpers import Processes, wait_until
 from tests.cli_helpers import run_cli, write_config
+from tests.metrics_helpers import free_port, scrape
 from tests.ops_fixtures import slow_totals
 from tests.outbox_helpers import init_outbox, insert_events
 
@@ -47,27 +47,6 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
         timeout=120,
         env={**os.environ, **(env or {})},
     )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _scrape(port: int) -> dict[str, float]:
-    """``{'name{labels}': value}`` from /metrics, or {} while the server is not up."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            samples[key] = float(value)
-    return samples
 
 
 def _pipeline_config(
@@ -131,10 +110,10 @@ def test_status_health_and_metrics_report_the_lag_made_on_purpose(
     assert "projection totals (source bank): lag 30 events (bound 10)" in lagging.stderr
     assert run_cli(["health", "--config", str(config), "--max-lag-events", "30"]).exit_code == 0
 
-    port = _free_port()
+    port = free_port()
     processes.start("metrics", "metrics", "--config", str(config), "--port", str(port))
-    assert wait_until(lambda: bool(_scrape(port)), 30), processes.log_tail()
-    samples = _scrape(port)
+    assert wait_until(lambda: bool(scrape(port)), 30), processes.log_tail()
+    samples = scrape(port)
     assert samples['readmodel_projection_lag_events{projection="totals",source="bank"}'] == 30
     assert samples['readmodel_projection_lag_seconds{projection="totals",source="bank"}'] >= 0
     assert samples['readmodel_events_relayed_total{source="bank"}'] == 30
@@ -164,7 +143,7 @@ def test_status_health_and_metrics_report_the_lag_made_on_purpose(
     assert (totals["lag_events"], totals["lag_seconds"], totals["parked"]) == (0, None, 5)
     assert "refusing acct-1" in totals["last_error"]
     assert (totals["parked_by_source"], totals["last_error_source"]) == ({"bank": 5}, "bank")
-    samples = _scrape(port)
+    samples = scrape(port)
     assert samples['readmodel_projection_lag_events{projection="totals",source="bank"}'] == 0
     assert samples['readmodel_events_applied_total{projection="totals",source="bank"}'] == 25
     assert samples['readmodel_events_held_total{projection="totals",source="bank"}'] == 5
@@ -420,19 +399,19 @@ def test_metrics_drop_the_messages_in_progress_of_a_killed_worker(
     config, _ = _slow_pipeline(pg_database, broker_for("redis"), tmp_path, events)
     trace = tmp_path / "trace.txt"
     env = {"READMODEL_TEST_TRACE": str(trace), "READMODEL_TEST_SLEEP": "30"}
-    port = _free_port()
+    port = free_port()
     processes.start("metrics", "metrics", "--config", str(config), "--port", str(port))
     key = processes.start("worker", "work", "--config", str(config), "-t", "1", env=env)
 
     def in_progress() -> float:
-        samples = _scrape(port)
+        samples = scrape(port)
         return sum(v for k, v in samples.items() if k.startswith("dramatiq_messages_inprogress"))
 
     assert wait_until(lambda: trace.exists() and in_progress() == 1, 60), processes.log_tail()
     processes.kill(key)  # SIGKILL, mid-handler
 
     assert in_progress() == 0
-    assert _scrape(port)['readmodel_events_relayed_total{source="bank"}'] == 10  # kept
+    assert scrape(port)['readmodel_events_relayed_total{source="bank"}'] == 10  # kept
     assert set(processes.stop_all().values()) == {0}, processes.log_tail()
 
 
@@ -497,7 +476,7 @@ def test_honcho_runs_the_procfile_as_the_readme_shows(
     commands = _readme_block("### Running it all with honcho")
     assert commands[0] == ". .venv/bin/activate" and commands[-1] == "honcho start"
     bin_dir = Path(sys.executable).parent
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",  # what activate does
@@ -525,7 +504,7 @@ def test_honcho_runs_the_procfile_as_the_readme_shows(
         lag = 'readmodel_projection_lag_events{projection="customer_orders",source="shop"}'
 
         def caught_up() -> bool:
-            samples = _scrape(port)
+            samples = scrape(port)
             return samples.get(applied) == 200 and samples.get(lag) == 0
 
         assert wait_until(caught_up, 90, interval=0.5), (tmp_path / "honcho.log").read_text()
