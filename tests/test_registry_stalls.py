@@ -101,6 +101,7 @@ def test_a_running_relays_own_registry_read_is_bounded_warned_and_retried(
             assert wait_until(lambda: proxy.live() == 0, 5), proxy.live()
             assert wait_until(lambda: _threads("registry-read-pos") == 0, 5)
             proxy.stalling = False
+            relays.read_bound = 10.0  # a fresh connection's set-up may pass 0.5 s under load
             with capture_logs() as logs:
                 relays.refresh()
             assert not [e for e in logs if e["log_level"] == "warning"], logs
