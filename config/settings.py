@@ -158,6 +158,11 @@ class Settings(BaseSettings):
     _env_keys: frozenset[str] = PrivateAttr(frozenset())
 
     @property
+    def store_urls(self) -> dict[str, str]:
+        """``{store name: URL}`` of every read store, ``default`` being ``[store]``."""
+        return {"default": self.store.url, **{n: s.url for n, s in self.stores.items()}}
+
+    @property
     def config_file(self) -> str | None:
         """The TOML file these settings were read from (``None``: defaults and environment)."""
         return self._config_file

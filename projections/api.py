@@ -55,6 +55,7 @@ from projections.payload_errors import PayloadError as PayloadError  # re-export
 from projections.payload_errors import hides_cause, payload_error
 from projections.payload_types import PayloadAdapter, payload_type
 from projections.rebuild_names import check_rebuild_names
+from projections.store_identifiers import store_kinds
 from projections.table_names import check_table_names
 
 P = TypeVar("P")
@@ -373,11 +374,15 @@ def _validates_fast(model: type[BaseModel] | PayloadAdapter) -> bool:
     return fast
 
 
-def load_projections(modules: Iterable[str]) -> list[Projection]:
+def load_projections(
+    modules: Iterable[str], stores: Mapping[str, str] | None = None
+) -> list[Projection]:
     """Import each module (or ``module:ClassName``) and instantiate its projections; refused
     when a name is another's, when two declare one table or collection of a store
     (:mod:`projections.owned_names`), or a name is one another's rebuild derives
-    (:mod:`projections.rebuild_names`)."""
+    (:mod:`projections.rebuild_names`). ``stores`` (``{store name: URL}``, ``default`` the
+    ``[store]``) lets table names be compared as each store resolves them; without it they
+    are compared without case, schemas as written."""
     found: dict[str, Projection] = {}
     for spec in modules:
         module_name, _, class_name = spec.partition(":")
@@ -399,6 +404,7 @@ def load_projections(modules: Iterable[str]) -> list[Projection]:
             if projection.name in found:
                 raise ValueError(f"two projections are named {projection.name!r}")
             found[projection.name] = projection
-    check_owners(list(found.values()))
-    check_rebuild_names(list(found.values()))
+    kinds = store_kinds(stores or {})
+    check_owners(list(found.values()), kinds)
+    check_rebuild_names(list(found.values()), kinds)
     return list(found.values())

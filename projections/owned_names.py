@@ -1,25 +1,31 @@
 """One owner per table and collection of a store: two projections declaring the same table
-(schema and name, the name compared without case as SQLite compares it, and as
-:mod:`projections.rebuild_names` compares derived names) or the same collection would write
-one set of rows, each checkpointed apart, and a replay of one would rebuild, swap away or
-drop the other's data. ``shared_tables`` and ``shared_collections`` are about tenants (what
-every tenant of one projection reads), not a table shared between projections."""
+or the same collection would write one set of rows, each checkpointed apart, and a replay
+of one would rebuild, swap away or drop the other's data. "The same" is what the store
+resolves to one table (:mod:`projections.store_identifiers`: on PostgreSQL ``"Orders"`` and
+``orders`` are two tables, ``orders`` and ``public.orders`` one; on SQLite ``Orders`` and
+``orders`` are one); collection names match as written. ``shared_tables`` and
+``shared_collections`` are about tenants (what every tenant of one projection reads), not a
+table shared between projections."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from projections.store_identifiers import table_key
 
-def check_owners(projections: Sequence[Any]) -> None:
+
+def check_owners(projections: Sequence[Any], kinds: Mapping[str, str] | None = None) -> None:
     """Raise ``ValueError`` naming both projections and the table (collection) when two
-    projections of one store declare the same table or collection."""
+    projections of one store declare the same table or collection; ``kinds`` gives each
+    store's kind (:func:`~projections.store_identifiers.store_kinds`)."""
+    kinds = kinds or {}
     tables: dict[tuple[str, str | None, str], tuple[Any, Any]] = {}
     collections: dict[tuple[str, str], Any] = {}
     for projection in projections:
         store = getattr(projection, "store", "default")
         for table in projection.tables:
-            key = (store, table.schema, table.name.casefold())
+            key = (store, *table_key(table.name, table.schema, kinds.get(store)))
             owner, first = tables.setdefault(key, (projection, table))
             if owner is not projection:
                 raise ValueError(
@@ -44,5 +50,5 @@ def _full(table: Any) -> str:
 
 
 def _spelled(first: Any, table: Any) -> str:
-    """`` (also spelled X)`` when the first declaration spells the name otherwise."""
-    return "" if first.name == table.name else f" (spelled {_full(first)} by the first)"
+    """`` (spelled X by the first)`` when the first declaration spells the name otherwise."""
+    return "" if _full(first) == _full(table) else f" (spelled {_full(first)} by the first)"

@@ -356,7 +356,7 @@ def open_queries(
     from projections.stores import open_store
 
     try:
-        projections = load_projections(settings.projections)
+        projections = load_projections(settings.projections, settings.store_urls)
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         raise ConfigError(f"projections: cannot load {settings.projections}: {exc}") from exc
     log = EventLog(settings.store.url)

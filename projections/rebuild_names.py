@@ -15,10 +15,11 @@ they are loaded, naming both.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from projections.shadow_names import DRY_RUN_SUFFIX, SHADOW_SUFFIX, old_name, shadow_name
+from projections.store_identifiers import TableKey, table_key
 
 GENERATION_SUFFIX = "__g"
 
@@ -28,9 +29,12 @@ def rebuild_checkpoints(projection: str) -> str:
     return f"{projection}{SHADOW_SUFFIX}"
 
 
-def check_rebuild_names(projections: Sequence[Any]) -> None:
+def check_rebuild_names(projections: Sequence[Any], kinds: Mapping[str, str] | None = None) -> None:
     """Raise ``ValueError`` when a projection's name, table or collection is one of the
-    names another projection's (or its own) rebuild derives, in the same store."""
+    names another projection's (or its own) rebuild derives, in the same store; table names
+    are compared as the store's kind (``kinds``) resolves them
+    (:mod:`projections.store_identifiers`)."""
+    kinds = kinds or {}
     names = {p.name: p for p in projections}
     for owner in projections:
         other = names.get(rebuild_checkpoints(owner.name))
@@ -42,26 +46,27 @@ def check_rebuild_names(projections: Sequence[Any]) -> None:
             )
     for owner in projections:
         for other in projections:
-            if getattr(owner, "store", None) == getattr(other, "store", None):
-                _check_pair(owner, other)
+            store = getattr(owner, "store", None)
+            if store == getattr(other, "store", None):
+                _check_pair(owner, other, kinds.get(store or "default"))
 
 
-def _check_pair(owner: Any, other: Any) -> None:
-    tables = {(t.schema, t.name.casefold()): t for t in other.tables}
+def _check_pair(owner: Any, other: Any, kind: str | None) -> None:
+    tables = {table_key(t.name, t.schema, kind): t for t in other.tables}
     for table in owner.tables:
-        for derived, kind in _table_names(table.name, tables, table.schema):
-            clash = tables[(table.schema, derived.casefold())]
+        for clash, kind_of_name in _table_names(table, tables, kind):
             raise ValueError(
-                f"table {_full(clash)} of projection {other.name!r} is named like the {kind} "
-                f"of table {_full(table)} that a replay of projection {owner.name!r} makes: "
-                f"the replay would build into it, drop it or swap it away; rename one of them"
+                f"table {_full(clash)} of projection {other.name!r} is named like the "
+                f"{kind_of_name} of table {_full(table)} that a replay of projection "
+                f"{owner.name!r} makes: the replay would build into it, drop it or swap it "
+                f"away; rename one of them"
             )
     collections = set(other.collections)
     for collection in owner.collections:
         pattern = re.compile(rf"{re.escape(collection)}{GENERATION_SUFFIX}\d+\Z")
-        for clash in sorted(c for c in collections if pattern.match(c)):
+        for found in sorted(c for c in collections if pattern.match(c)):
             raise ValueError(
-                f"collection {clash!r} of projection {other.name!r} is named like a "
+                f"collection {found!r} of projection {other.name!r} is named like a "
                 f"generation of collection {collection!r} that a replay of projection "
                 f"{owner.name!r} builds: the replay would build into it or drop it; rename "
                 f"one of them"
@@ -69,20 +74,26 @@ def _check_pair(owner: Any, other: Any) -> None:
 
 
 def _table_names(
-    name: str, tables: dict[tuple[str | None, str], Any], schema: str | None
-) -> Iterable[tuple[str, str]]:
-    """The derived names of the table ``name`` that are among ``tables``."""
-    shadow, old, dry_run = shadow_name(name), old_name(name), shadow_name(name, DRY_RUN_SUFFIX)
-    leftover = re.compile(rf"{re.escape(old.casefold())}_\d+\Z")
-    for key in tables:
-        if key[0] != schema:
+    table: Any, tables: dict[TableKey, Any], kind: str | None
+) -> Iterable[tuple[Any, str]]:
+    """The tables among ``tables`` named like a derived name of ``table``, and which."""
+    schema = table.schema
+
+    def key(name: str) -> TableKey:
+        return table_key(name, schema, kind)
+
+    shadow, old = key(shadow_name(table.name)), key(old_name(table.name))
+    dry_run = key(shadow_name(table.name, DRY_RUN_SUFFIX))
+    leftover = re.compile(rf"{re.escape(old[1])}_\d+\Z")
+    for found, other in tables.items():
+        if found[0] != old[0]:
             continue
-        if key[1] == shadow.casefold():
-            yield key[1], "shadow table"
-        elif key[1] == old.casefold() or leftover.match(key[1]):
-            yield key[1], "old table"
-        elif key[1] == dry_run.casefold():
-            yield key[1], "dry run's table"
+        if found == shadow:
+            yield other, "shadow table"
+        elif found == old or leftover.match(found[1]):
+            yield other, "old table"
+        elif found == dry_run:
+            yield other, "dry run's table"
 
 
 def _full(table: Any) -> str:

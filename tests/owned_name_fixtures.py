@@ -45,7 +45,8 @@ class Copies(_Sums):
 
 
 class Shouted(_Sums):
-    """``OWNED_LEDGER``: the same table where names are compared without case (SQLite)."""
+    """``OWNED_LEDGER``: the same table where names are compared without case (SQLite), another
+    on PostgreSQL (SQLAlchemy quotes it)."""
 
     name = "owned_shouted"
     tables = (_ledger("OWNED_LEDGER"),)

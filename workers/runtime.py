@@ -56,7 +56,7 @@ def build_runtime(
     """
     log = EventLog(settings.store.url, engine=create_engine(settings.store.url, **_pool(threads)))
     try:
-        projections = load_projections(settings.projections)
+        projections = load_projections(settings.projections, settings.store_urls)
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         log.close()
         where = settings.config_file or "settings"
