@@ -235,6 +235,34 @@ class Settings(BaseSettings):
                 )
         return value
 
+    external_sources: list[str] = Field(
+        default_factory=list,
+        description="sources (or groups) another deployment relays into this event log: "
+        "projections may subscribe to them before the log has events of them",
+    )
+
+    @field_validator("external_sources")
+    @classmethod
+    def _external_names(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        configured = {*info.data.get("sources", {}), *info.data.get("tenants", {})}
+        for name in value:
+            if not _SOURCE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"source name {name!r}: use letters, digits, '.', '_' or '-' (a member "
+                    f'of a source group: group:member, e.g. "pos:acme")'
+                )
+            if name.partition(":")[0] == "event":
+                raise ValueError(
+                    f"source {name!r}: the name 'event' is taken by consistency tokens (event:ID)"
+                )
+            if name in configured:
+                where = "[tenants.*]" if name in info.data.get("tenants", {}) else "[sources.*]"
+                raise ValueError(
+                    f"{name!r} is configured in {where} (relayed here) and listed as relayed "
+                    f"elsewhere: keep one"
+                )
+        return value
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -1,6 +1,7 @@
 """Projections subscribed to names a configuration may or may not feed
 (tests/test_unknown_subscriptions.py): a typo of ``bank``, a member of a tenant registry's
-group, a static group, and a source only the event log has events of."""
+group, a static group, a source only the event log has events of, and a source another
+deployment relays."""
 
 from __future__ import annotations
 
@@ -85,4 +86,19 @@ class Legacy(_Counts):
 
     @on("legacy", "Deposited")
     def deposited(self, event: Event[dict], tx: Tx) -> None:
+        self.count(event, tx)
+
+
+class Split(_Counts):
+    """Reads ``bank`` (relayed by its own deployment) and ``payments`` (relayed by another)."""
+
+    name = "split_counts"
+    tables = (_counts("split_counts"),)
+
+    @on("bank", "Deposited")
+    def deposited(self, event: Event[dict], tx: Tx) -> None:
+        self.count(event, tx)
+
+    @on("payments", "PaymentCaptured")
+    def captured(self, event: Event[dict], tx: Tx) -> None:
         self.count(event, tx)

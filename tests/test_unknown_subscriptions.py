@@ -52,7 +52,8 @@ def test_a_subscription_to_a_source_nothing_lists_is_refused(
     assert result.exit_code == 2, result.output
     message = _message(result)
     assert "projection 'typo_counts' subscribes to source 'bnak'" in message
-    assert "([sources.*], [tenants.*]: 'bank')" in message
+    assert "([sources.*], [tenants.*], external_sources: 'bank')" in message
+    assert "(did you mean 'bank'?)" in message
     assert result.stdout == ""
 
 

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-
 from config import ConfigError, Settings
 from outbox.db import create_engine
 from outbox.log import EventLog
@@ -21,7 +19,7 @@ from projections.log_reader import LogReader
 from projections.sql_store import SqlStore
 from projections.store import Store
 from projections.stores import open_store
-from projections.subscriptions import unknown_message, unknown_subscriptions
+from projections.subscriptions import unfed_subscriptions
 
 
 @dataclass
@@ -109,21 +107,12 @@ def _seconds(duration: timedelta | None) -> float | None:
 
 
 def _check_subscriptions(settings: Settings, projections: list[Any], log: EventLog) -> None:
-    """Refuse a projection subscribed to a source nothing feeds (:mod:`projections.subscriptions`).
-    A configuration listing no source at all is a worker's whose relays run on other
-    configurations: it has nothing to check against."""
-    if not settings.sources and not settings.tenants:
-        return
-    listed = [*settings.sources, *settings.tenants]
-    unknown = unknown_subscriptions(projections, settings.sources, settings.tenants)
-    if unknown and sa.inspect(log.engine).has_table("rm_log_heads"):
-        logged = log.heads()
-        unknown = unknown_subscriptions(projections, settings.sources, settings.tenants, logged)
-    if unknown:
+    """Refuse a projection subscribed to a source nothing feeds
+    (:mod:`projections.subscriptions`)."""
+    unfed = unfed_subscriptions(settings, projections, log.engine)
+    if unfed:
         where = settings.config_file or "settings"
-        raise ConfigError(
-            f"invalid configuration:\n  {where}: projections: {unknown_message(unknown, listed)}"
-        )
+        raise ConfigError(f"invalid configuration:\n  {where}: projections: {unfed[0].message}")
 
 
 def _pool(threads: int) -> dict[str, Any]:
