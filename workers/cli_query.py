@@ -17,6 +17,7 @@ from outbox.rows import json_safe
 from projections.consistency import ConsistencyError
 from projections.query_errors import QueryError
 from projections.query_values import JsonValue
+from projections.subscriptions import unfed_subscriptions
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -113,6 +114,8 @@ def query_command(
     with "stale". Exit codes: 0 ok, 1 consistency wait failed, 2 unknown projection,
     table, column or query (the message lists the known ones) or a read store not at the
     schema revision this readmodel needs (run 'readmodel migrate'), 3 store unreachable.
+    A projection subscribed to a source nothing feeds (which run, work and status refuse)
+    is read, with a warning on stderr.
     """
     from projections.query_service import open_queries
 
@@ -132,6 +135,7 @@ def query_command(
     require_migrated(settings, config)
     queries = guarded(open_queries, settings)
     try:
+        _warn_unfed(settings, queries, projection)
         output = _run(
             queries, projection, typed_key, fields, table, name, after, limit, allow_unindexed,
             tenant, wait_for, timeout, stale_ok,
@@ -147,6 +151,23 @@ def query_command(
     output.pop("_reason", None)
     option = 0 if as_json else orjson.OPT_INDENT_2
     typer.echo(dumps_exact(json_safe(output), option=option).decode())
+
+
+def _warn_unfed(settings: Any, queries: Any, projection: str) -> None:
+    """Warn of the read projection's subscriptions nothing feeds, which the commands that
+    apply or report on events refuse (:mod:`projections.subscriptions`): a query reads the
+    tables as they are, so it is served."""
+    read = queries.projections.get(projection)
+    if read is None:
+        return
+    engine = queries.stores["default"].engine
+    for unfed in guarded(unfed_subscriptions, settings, [read], engine):
+        err.print(
+            f"[yellow]warning:[/] {escape(unfed.message)} (the query reads its tables as they "
+            f"are; run, work and status refuse this configuration)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _run(
