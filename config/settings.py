@@ -65,6 +65,18 @@ class EngineSettings(_Strict):
             'for ever; "off" for no bound'
         ),
     )
+    stuck_exit_after: Annotated[
+        DurationOrOff,
+        at_least("2s", "a handler would not be given its second to be interrupted in-process"),
+    ] = Field(
+        timedelta(minutes=2),
+        description=(
+            "how long past handler_timeout a handler that cannot be interrupted (blocked "
+            "outside Python, e.g. a socket read without a timeout) may stay stuck before the "
+            "worker process exits with code 4 to be restarted by its supervisor (its messages "
+            'go back to the queue); "off": it holds its lane until it returns'
+        ),
+    )
     sweep_every: Duration = Field(
         timedelta(seconds=5), description="how often the sweeper re-triggers lagging lanes"
     )

@@ -20,7 +20,7 @@ from projections import invalidations
 from projections.api import Projection
 from projections.cache import Cache
 from projections.engine_failures import LaneFailures, RetryLater, not_parked_again
-from projections.handler_timeout import TimeoutHooks, handler_limit
+from projections.handler_timeout import OnStuck, TimeoutHooks, handler_limit
 from projections.log_reader import LogReader
 from projections.store import (
     BatchResult,
@@ -65,6 +65,7 @@ class ProjectionEngine(LaneFailures):
         cache: Cache | None = None,
         groups: Iterable[str] = (),
         handler_timeout: float | None = None,
+        stuck_after: float | None = None,
     ) -> None:
         self.reader = reader
         self.groups = frozenset(groups)
@@ -78,6 +79,12 @@ class ProjectionEngine(LaneFailures):
         self.handler_timeout = handler_timeout
         """Seconds one event's handler may run before its event fails
         (``projections/handler_timeout.py``); ``None``: no bound."""
+        self.stuck_after = stuck_after
+        """Seconds past ``handler_timeout`` after which a handler not back is handed to
+        :attr:`on_stuck`; ``None``: never."""
+        self.on_stuck: OnStuck | None = None
+        """Called (from the watchdog thread) with a handler stuck past :attr:`stuck_after`:
+        the worker process exits to be restarted (``workers/stuck_exit.py``)."""
         self._reached: dict[Lane, int] = {}
         self._lanes_lock = threading.Lock()
         self._running: set[Lane] = set()
@@ -264,7 +271,7 @@ class ProjectionEngine(LaneFailures):
                 limit=limit,
             )
 
-        with handler_limit(self.handler_timeout, self.hooks):
+        with handler_limit(self.handler_timeout, self.hooks, self.stuck_after, self.on_stuck):
             result = store.apply_batch(projection, lane, target, load, limit)
         if result.invalidation is not None and self.cache is not None:
             invalidations.finish(self.cache, store, result.invalidation)

@@ -11,7 +11,10 @@ transaction rolls back and the engine retries the event, then parks it as any fa
 
 A thread blocked outside Python and outside its store (a socket read without a timeout
 in the handler's own code) cannot be interrupted in-process: it is logged as such, and
-its lane waits until it returns or the worker is restarted.
+its lane waits until it returns or the worker is restarted. Given a ``stuck_after`` bound
+(``engine.stuck_exit_after``) and an ``on_stuck`` action, the watchdog calls the action
+once the handler has been stuck that long past its bound: the worker's exits the process,
+to be restarted (``workers/stuck_exit.py``); plain Python code using the engine sets none.
 
 The engine's :class:`TimeoutHooks` are told when a handler passes its bound and when such a
 handler comes back (``workers/metrics_timeouts.py`` counts the timeouts and the handlers
@@ -25,6 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -52,6 +56,22 @@ class TimeoutHooks:
         """A handler :meth:`handler_overdue` told of came back (returned or interrupted)."""
 
 
+@dataclass(frozen=True, slots=True)
+class StuckHandler:
+    """A handler still running ``stuck_after`` past its bound: what the ``on_stuck`` action
+    is told (the event's place and type, never its payload)."""
+
+    projection: str
+    source: str
+    position: int | None
+    event_type: str
+    seconds: float
+    """How long the handler has been running."""
+
+
+OnStuck = Callable[[StuckHandler], None]
+
+
 class HandlerTimeout(Exception):
     """An event's handler ran past ``engine.handler_timeout``."""
 
@@ -73,9 +93,11 @@ class _Slot:
         "hooks",
         "lock",
         "next_at",
+        "on_stuck",
         "projection",
         "seconds",
         "stage",
+        "stuck_after",
         "target",
         "thread",
     )
@@ -84,8 +106,11 @@ class _Slot:
         self.thread = threading.get_ident()
         self.lock = threading.Lock()
         self.armed = False
-        self.stage = 0  # 1: statement cancelled, 2: raised into the thread, 3: logged as stuck
+        # 1: statement cancelled, 2: raised into the thread, 3: logged as stuck, 4: on_stuck
+        self.stage = 0
         self.seconds = self.deadline = self.next_at = 0.0
+        self.stuck_after: float | None = None
+        self.on_stuck: OnStuck | None = None
         self.projection = ""
         self.event: Envelope | None = None
         self.cancel: Callable[[Any], None] | None = None
@@ -147,16 +172,36 @@ def _escalate(slot: _Slot, now: float) -> None:
         if slot.cancel is not None:
             slot.cancel(slot.target)
     elif slot.stage == 2:
-        slot.next_at = now + STUCK_AFTER
+        slot.next_at = min(now + STUCK_AFTER, _give_up_at(slot))
         _raise_in(slot.thread, HandlerTimeout)
-    else:
-        slot.next_at = float("inf")
+    elif slot.stage == 3:
+        slot.next_at = _give_up_at(slot)
         logger.error(
             "handler cannot be interrupted: blocked outside Python (e.g. a socket read "
             "without a timeout); its lane waits until it returns or the worker restarts",
             handler=slot.what(),
             seconds=round(now - slot.deadline + slot.seconds),
         )
+    else:
+        slot.next_at = float("inf")
+        event = slot.event
+        if slot.on_stuck is not None and event is not None:
+            slot.on_stuck(
+                StuckHandler(
+                    slot.projection,
+                    event.source,
+                    event.position,
+                    event.event_type,
+                    round(now - slot.deadline + slot.seconds, 1),
+                )
+            )
+
+
+def _give_up_at(slot: _Slot) -> float:
+    """When ``on_stuck`` is called for a handler not back (never without both)."""
+    if slot.stuck_after is None or slot.on_stuck is None:
+        return float("inf")
+    return slot.deadline + slot.stuck_after
 
 
 def _tell(hooks: TimeoutHooks | None, what: str, projection: str) -> None:
@@ -186,15 +231,29 @@ _limit = threading.local()
 
 
 @contextmanager
-def handler_limit(seconds: float | None, hooks: TimeoutHooks | None = None) -> Iterator[None]:
+def handler_limit(
+    seconds: float | None,
+    hooks: TimeoutHooks | None = None,
+    stuck_after: float | None = None,
+    on_stuck: OnStuck | None = None,
+) -> Iterator[None]:
     """Bound every handler that this thread runs in the block by ``seconds`` (``None``:
-    no bound), telling ``hooks`` of those that pass it."""
-    previous = getattr(_limit, "seconds", None), getattr(_limit, "hooks", None)
-    _limit.seconds, _limit.hooks = seconds, hooks
+    no bound), telling ``hooks`` of those that pass it, and calling ``on_stuck`` (from the
+    watchdog thread) for one still not back ``stuck_after`` seconds past the bound."""
+    previous = tuple(getattr(_limit, name, None) for name in _LIMITS)
+    _limit.seconds, _limit.hooks, _limit.stuck_after, _limit.on_stuck = (
+        seconds,
+        hooks,
+        stuck_after,
+        on_stuck,
+    )
     try:
         yield
     finally:
-        _limit.seconds, _limit.hooks = previous
+        _limit.seconds, _limit.hooks, _limit.stuck_after, _limit.on_stuck = previous
+
+
+_LIMITS = ("seconds", "hooks", "stuck_after", "on_stuck")
 
 
 class bounded:  # noqa: N801 - used as a ``with`` statement, as contextlib's are
@@ -232,6 +291,8 @@ class bounded:  # noqa: N801 - used as a ``with`` statement, as contextlib's are
         slot.projection, slot.event = self._projection, self._event
         slot.cancel, slot.target = self._cancel, self._target
         slot.hooks = getattr(_limit, "hooks", None)
+        slot.stuck_after = getattr(_limit, "stuck_after", None)
+        slot.on_stuck = getattr(_limit, "on_stuck", None)
         slot.armed = True  # last: the watchdog reads the fields above once it sees it
         self._slot = slot
 

@@ -80,8 +80,11 @@ HANG_ON = "READMODEL_TEST_HANG_ON"
 for that aggregate's events: a hung handler, in an endless loop in Python code, or, with
 :data:`HANG_HOW` ``"lock"``, waiting in PostgreSQL for :data:`HANG_LOCK`, an advisory lock
 the test holds, or, with ``"socket"``, reading a socket no one writes to, without a timeout
-(blocked outside Python: it cannot be interrupted)."""
+(blocked outside Python: it cannot be interrupted), or, with ``"server"``, reading one byte,
+without a timeout, from the server listening on :data:`HANG_PORT` (the test's: the handler
+returns once the server answers)."""
 HANG_HOW = "READMODEL_TEST_HANG_HOW"
+HANG_PORT = "READMODEL_TEST_HANG_PORT"
 HANG_LOCK = 4242
 
 
@@ -95,6 +98,11 @@ def hang_on(aggregate_id: str, tx: Tx) -> None:
         reader, writer = socket.socketpair()  # the writer never writes, nor closes
         reader.recv(1)
         writer.close()
+    if os.environ.get(HANG_HOW) == "server":
+        with socket.create_connection(("127.0.0.1", int(os.environ[HANG_PORT]))) as conn:
+            conn.settimeout(None)
+            conn.recv(1)
+        return
     while True:
         time.sleep(0.05)
 

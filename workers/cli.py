@@ -35,6 +35,7 @@ from workers.cli_secret import secret_app
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
+    EXIT_STUCK,
     EXIT_UNREACHABLE,
     ConfigOption,
     LogJsonOption,
@@ -239,7 +240,7 @@ def _spawn_workers(
         if child.poll() is None:
             child.terminate()
     codes = _wait_for_children(children, grace + CHILD_EXIT_MARGIN)
-    if died is not None and died.returncode in (EXIT_CONFIG, EXIT_UNREACHABLE):
+    if died is not None and died.returncode in (EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_STUCK):
         return died.returncode
     if died is not None or any(code != 0 for code in codes):
         return EXIT_FAILURE  # a signal's death is negative: a failure all the same
@@ -284,6 +285,7 @@ def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
     from workers.broker import make_broker
     from workers.gc_tuning import tune_collector
     from workers.runtime import build_runtime
+    from workers.stuck_exit import HandlerStuck
     from workers.worker import ShutdownTimeout, run_pipeline, run_sweeper, run_worker
 
     _require_broker(settings)
@@ -302,6 +304,8 @@ def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
             run_pipeline(runtime, broker, stop, threads=threads, relay_hooks=relay_hooks)
     except ShutdownTimeout as exc:
         raise fail(str(exc), EXIT_FAILURE) from None
+    except HandlerStuck as exc:
+        raise fail(str(exc), EXIT_STUCK) from None
     finally:
         restore_collector()
         broker.close()

@@ -21,6 +21,8 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
+EXIT_STUCK = 4
+"""A worker whose handler stayed stuck past ``engine.stuck_exit_after``: restart it."""
 
 out = Console(emoji=False)  # "pos:x:" is a member source, not an emoji
 err = Console(stderr=True, emoji=False)

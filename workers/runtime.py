@@ -81,6 +81,7 @@ def build_runtime(
             max_attempts=settings.engine.max_attempts,
             retry_backoff=settings.engine.retry_backoff.total_seconds(),
             handler_timeout=_seconds(settings.engine.handler_timeout),
+            stuck_after=_seconds(settings.engine.stuck_exit_after),
             cache=cache,
             groups=configured_groups(settings.sources, settings.tenants),
         )

@@ -97,11 +97,11 @@ def _watch(read_end: int) -> None:
 
 def _on_signal(sig: signal.Signals, target: _Target) -> None:
     if target.signalled.is_set() or target.stop.is_set():
-        _exit_now(128 + sig, f"{sig.name} again: exiting now")
+        exit_now(128 + sig, f"{sig.name} again: exiting now")
     target.signalled.set()
     if target.grace is not None:
         message = f"did not stop within {target.grace:g}s of {sig.name}; exiting"
-        timer = threading.Timer(target.grace, _exit_now, args=(EXIT_FAILURE, message))
+        timer = threading.Timer(target.grace, exit_now, args=(EXIT_FAILURE, message))
         timer.daemon = True
         timer.start()
     # Off the watcher: the line may wait behind a write the main thread holds (a full stderr),
@@ -120,7 +120,7 @@ def _stop(sig: signal.Signals, target: _Target) -> None:
         target.stop.set()
 
 
-def _exit_now(code: int, message: str) -> None:
+def exit_now(code: int, message: str) -> None:
     """Exit with ``code`` after saying why; without a word after ``EXIT_MESSAGE_WAIT`` when
     stderr blocks (a log reader that stopped reading holds a write, and its lock)."""
     say = threading.Thread(target=_say, args=(message,), name="exit-message", daemon=True)

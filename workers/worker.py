@@ -16,6 +16,7 @@ from outbox.source_relay import RelayHooks
 from outbox.status import source_statuses
 from workers.actors import Actors, Publisher, sweep
 from workers.runtime import Runtime
+from workers.stuck_exit import HandlerStuck, StuckExit
 
 logger = structlog.get_logger("readmodel.worker")
 
@@ -32,6 +33,9 @@ def run_worker(
     """Consume projection work until ``stop`` is set; re-trigger lagging lanes periodically."""
     actors = actors or Actors(broker, runtime)
     settings = runtime.settings
+    grace = settings.shutdown.grace.total_seconds()
+    stuck = StuckExit(stop, grace)
+    runtime.engine.on_stuck = stuck
     worker = dramatiq.Worker(
         broker,
         queues={settings.broker.queue},
@@ -55,8 +59,9 @@ def run_worker(
     finally:
         # Lanes stop after the batch in hand; messages not started go back to the broker.
         runtime.engine.stopping.set()
-        grace = settings.shutdown.grace.total_seconds()
         worker.stop(timeout=max(100, int(grace * 700)))  # ms; leaves time to close
+    if stuck.stuck is not None:
+        raise HandlerStuck(stuck.message())
     busy = sum(thread.is_alive() for thread in worker.workers)
     if busy:
         raise ShutdownTimeout(
