@@ -183,7 +183,8 @@ def work(
     """Run the projection workers (Dramatiq) against the configured broker.
 
     Each process also sweeps: lanes whose checkpoint trails the log head are
-    re-triggered, so work lost by the broker is picked up again.
+    re-triggered, so work lost by the broker is picked up again. Exit code 4 when a
+    handler stays stuck past engine.stuck_exit_after (restart the worker).
     """
     from workers.broker import is_in_process
 
