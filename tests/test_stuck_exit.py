@@ -25,7 +25,9 @@ import sqlalchemy as sa
 
 from config import ConfigError, load_settings
 from outbox.db import create_engine
+from outbox.envelope import Envelope
 from outbox.log import EventLog
+from projections.handler_timeout import HandlerTimeout, StuckHandler, bounded, handler_limit
 from projections.store_tables import parked_events
 from tests.broker_helpers import Processes, wait_until
 from tests.cache_helpers import append
@@ -198,3 +200,65 @@ def test_stuck_exit_after_is_two_minutes_unless_set_or_off() -> None:
     assert load_settings(None, engine={"stuck_exit_after": "off"}).engine.stuck_exit_after is None
     with pytest.raises(ConfigError, match="stuck_exit_after"):
         load_settings(None, engine={"stuck_exit_after": "500ms"})
+
+
+def _read_blocked(
+    on_stuck: Callable[[StuckHandler], None] | None, stuck_after: float | None
+) -> tuple[list[BaseException], Callable[[], None]]:
+    """A thread whose handler (bound 0.2 s) reads a socket nobody writes to; returns what it
+    raised (once released) and the release."""
+    reader, writer = socket.socketpair()
+    event = Envelope(
+        event_id="e-1",
+        source="bank",
+        aggregate_type="account",
+        aggregate_id=HUNG,
+        event_type="Deposited",
+        payload={"amount": 7011, "seq": 1},
+        position=2,
+    )
+    raised: list[BaseException] = []
+
+    def handle() -> None:
+        with handler_limit(0.2, None, stuck_after, on_stuck):
+            try:
+                with bounded("totals", event):
+                    reader.recv(1)
+            except HandlerTimeout as exc:
+                raised.append(exc)
+
+    thread = threading.Thread(target=handle, daemon=True)
+    thread.start()
+
+    def release() -> None:
+        writer.sendall(b"x")
+        thread.join(10)
+        reader.close()
+        writer.close()
+
+    return raised, release
+
+
+def test_the_stuck_action_is_told_the_event_once_and_only_when_set() -> None:
+    """Engine level, no process exit: ``on_stuck`` is called once, ``stuck_after`` past the
+    bound, with the event's place and type; without a ``stuck_after`` it never is. Either
+    way the handler, once its read returns, fails with :class:`HandlerTimeout`."""
+    told: list[StuckHandler] = []
+    raised, release = _read_blocked(told.append, 1.5)
+    try:
+        assert wait_until(lambda: bool(told), 10)
+        time.sleep(0.5)
+        assert told == [StuckHandler("totals", "bank", 2, "Deposited", told[0].seconds)]
+        assert told[0].seconds >= 1.7
+    finally:
+        release()
+    assert len(raised) == 1
+
+    never: list[StuckHandler] = []
+    raised, release = _read_blocked(never.append, None)
+    try:
+        time.sleep(2.5)  # past the bound and its escalation
+        assert never == []
+    finally:
+        release()
+    assert len(raised) == 1
