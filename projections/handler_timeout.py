@@ -13,8 +13,8 @@ A thread blocked outside Python and outside its store (a socket read without a t
 in the handler's own code) cannot be interrupted in-process: it is logged as such, and
 its lane waits until it returns or the worker is restarted. Given a ``stuck_after`` bound
 (``engine.stuck_exit_after``) and an ``on_stuck`` action, the watchdog calls the action
-once the handler has been stuck that long past its bound: the worker's exits the process,
-to be restarted (``workers/stuck_exit.py``); plain Python code using the engine sets none.
+once the handler has been stuck that long past its bound (a worker process's action exits
+it, to be restarted: ``workers/stuck_exit.py``); plain Python code using the engine sets none.
 
 The engine's :class:`TimeoutHooks` are told when a handler passes its bound and when such a
 handler comes back (``workers/metrics_timeouts.py`` counts the timeouts and the handlers
