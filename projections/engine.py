@@ -30,6 +30,7 @@ from projections.store import (
     Store,
     WritesRefused,
 )
+from projections.stuck_events import counting
 
 logger = structlog.get_logger("readmodel.projections")
 
@@ -271,7 +272,8 @@ class ProjectionEngine(LaneFailures):
                 limit=limit,
             )
 
-        with handler_limit(self.handler_timeout, self.hooks, self.stuck_after, self.on_stuck):
+        on_stuck = None if self.on_stuck is None else counting(self.on_stuck, store, lane)
+        with handler_limit(self.handler_timeout, self.hooks, self.stuck_after, on_stuck):
             result = store.apply_batch(projection, lane, target, load, limit)
         if result.invalidation is not None and self.cache is not None:
             invalidations.finish(self.cache, store, result.invalidation)

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -67,6 +67,10 @@ class StuckHandler:
     event_type: str
     seconds: float
     """How long the handler has been running."""
+    event: Envelope | None = field(default=None, repr=False, compare=False)
+    """The event itself (for the store to count the attempt; never logged)."""
+    attempts: int | None = None
+    """The event's attempts so far, this one counted (``None``: not counted)."""
 
 
 OnStuck = Callable[[StuckHandler], None]
@@ -193,6 +197,7 @@ def _escalate(slot: _Slot, now: float) -> None:
                     event.position,
                     event.event_type,
                     round(now - slot.deadline + slot.seconds, 1),
+                    event,
                 )
             )
 

@@ -210,6 +210,27 @@ class SqlParking:
                 ).scalar_one()
             )
 
+    def failing(
+        self,
+        projection: str,
+        source: str | None = None,
+        after: int | None = None,
+        upto: int | None = None,
+    ) -> list[dict[str, Any]]:
+        c = failures.c
+        query = sa.select(c.source, c.position, c.attempts, c.last_error, c.updated_at).where(
+            c.projection == projection
+        )
+        if source is not None:
+            query = query.where(c.source == source)
+        if after is not None:
+            query = query.where(c.position > after)
+        if upto is not None:
+            query = query.where(c.position <= upto)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(c.position))
+            return [dict(row._mapping) for row in rows]
+
     def block(self, lane: Lane, event: Envelope, reason: str, detail: str, attempts: int) -> bool:
         with self.writer.begin() as conn:
             # Under the lane's lock: a replay's swap (which takes it too) may have committed

@@ -324,6 +324,18 @@ class Store(ABC):
     def record_failure(self, lane: Lane, event: Envelope, error: str) -> int:
         """Count one more failed attempt at ``event``; returns the attempts so far."""
 
+    @abstractmethod
+    def failing(
+        self,
+        projection: str,
+        source: str | None = None,
+        after: int | None = None,
+        upto: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events whose handler failed and that are not parked yet, by position (of
+        ``source``, in ``(after, upto]`` when given): ``source``, ``position``,
+        ``attempts``, ``last_error``, ``updated_at``."""
+
     def refused_for_good(self, error: BaseException) -> bool:
         """Whether ``error`` (of a :class:`HandlerFailed` with ``refused`` set: the store's
         refusal, never a handler's own exception) refuses a value the handler wrote or looked

@@ -12,7 +12,9 @@ with the process, and a handler that came back late fails its event all the same
 message is redelivered (RabbitMQ at once, Redis when Dramatiq requeues a dead worker's
 messages) and the new worker's sweep re-sends the lane anyway; checkpoints make it apply
 each event once. Should the stop itself hang, the process exits with the same code
-``shutdown.grace`` + :data:`EXIT_MARGIN` seconds later.
+``shutdown.grace`` + :data:`EXIT_MARGIN` seconds later. The stuck attempt is counted
+first, and a worker starting parks an event stuck ``engine.max_attempts`` times
+(:mod:`projections.stuck_events`).
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class StuckExit:
                 position=stuck.position,
                 event_type=stuck.event_type,
                 seconds=stuck.seconds,
+                attempts=stuck.attempts,
                 exit_code=EXIT_STUCK,
             )
         finally:

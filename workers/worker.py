@@ -14,6 +14,7 @@ from outbox.errors import ReadmodelError, SourceError
 from outbox.relay import Relay
 from outbox.source_relay import RelayHooks
 from outbox.status import source_statuses
+from projections.stuck_events import park_stuck
 from workers.actors import Actors, Publisher, sweep
 from workers.runtime import Runtime
 from workers.stuck_exit import HandlerStuck, StuckExit
@@ -42,6 +43,10 @@ def run_worker(
         worker_threads=threads,
         worker_timeout=max(1, int(settings.broker.worker_timeout.total_seconds() * 1000)),
     )
+    try:
+        park_stuck(runtime.engine)  # events a handler got stuck on at every attempt
+    except Exception as exc:
+        logger.warning("parking events stuck at every attempt failed", error=repr(exc))
     try:
         runtime.engine.redo_invalidations()  # what a crashed worker left undone
     except Exception as exc:

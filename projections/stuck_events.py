@@ -1,0 +1,92 @@
+"""Events whose handler gets stuck on every attempt: counted, then parked.
+
+A handler stuck where it cannot be interrupted makes its worker exit (``workers/
+stuck_exit.py``) and its batch never commits, so the engine never counts the attempt: a
+handler that blocks on every attempt would make every restarted worker exit again, for
+ever, and its lane never move. :func:`counting` wraps the engine's ``on_stuck`` action so
+that the stuck event's attempt is recorded first (``Store.record_failure``, its
+``last_error`` starting with :data:`STUCK_ERROR`); :func:`park_stuck`, run as a worker
+starts, parks each event stuck ``engine.max_attempts`` times and holds its aggregate, as a
+handler failing that often would be: the rest of the lane flows, ``readmodel parked``
+shows it, ``parked retry`` applies it once the handler is fixed.
+
+Parking waits for the next start on purpose: the dying worker's stuck transaction may hold
+the lane's lock, which parking takes."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import structlog
+
+from projections.handler_timeout import OnStuck, StuckHandler
+from projections.store import Lane, Store
+
+if TYPE_CHECKING:
+    from projections.engine import ProjectionEngine
+
+logger = structlog.get_logger("readmodel.projections")
+
+STUCK_ERROR = "HandlerStuck"
+"""How the ``last_error`` of an attempt that got stuck begins."""
+
+
+def counting(on_stuck: OnStuck, store: Store, lane: Lane) -> OnStuck:
+    """``on_stuck``, after recording the stuck event's attempt in ``store`` (a store that
+    cannot record it is logged: the worker exits all the same)."""
+
+    def stuck(handler: StuckHandler) -> None:
+        event = handler.event
+        if event is not None:
+            error = (
+                f"{STUCK_ERROR}: handler stuck {handler.seconds:g}s past "
+                "engine.handler_timeout, where it cannot be interrupted; the worker exited"
+            )
+            try:
+                handler = replace(handler, attempts=store.record_failure(lane, event, error))
+            except Exception as exc:
+                logger.warning(
+                    "the stuck handler's attempt could not be counted",
+                    projection=lane.projection,
+                    source=lane.source,
+                    position=event.position,
+                    error=repr(exc),
+                )
+        on_stuck(handler)
+
+    return stuck
+
+
+def park_stuck(engine: ProjectionEngine) -> int:
+    """Park each event whose handler got stuck ``engine.max_attempts`` times (its aggregate
+    held); returns how many. An event applied meanwhile (a rebuild swapped in) is not."""
+    parked = 0
+    for projection in engine.projections.values():
+        store = engine.store_of(projection)
+        for failure in store.failing(projection.name):
+            attempts = int(failure["attempts"])
+            last_error = str(failure.get("last_error") or "")
+            if attempts < engine.max_attempts or not last_error.startswith(STUCK_ERROR):
+                continue
+            found = engine.reader.at_positions(failure["source"], [int(failure["position"])])
+            if not found:
+                continue
+            event = found[0]
+            lane = engine.lane_of(projection, event)
+            reason = (
+                f"handler stuck {attempts} times past engine.handler_timeout and "
+                "engine.stuck_exit_after (the worker exited each time)"
+            )
+            if store.block(lane, event, reason, last_error, attempts):
+                parked += 1
+                logger.error(
+                    "event parked",
+                    projection=projection.name,
+                    source=event.source,
+                    position=event.position,
+                    aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
+                    tenant=event.tenant,
+                    error=reason,
+                )
+    return parked

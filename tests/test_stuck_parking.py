@@ -1,0 +1,219 @@
+"""An event whose handler gets stuck on every attempt is parked, not retried for ever.
+
+A stuck handler makes its worker exit (code 4) before its batch commits, so the engine's
+own failure counting never ran: a handler blocking on every attempt made every restarted
+worker exit again, the lane never moved and nothing was parked. Each stuck attempt is now
+counted (``rm_failures`` / ``rm_handler_failures``, ``last_error`` starting with
+``HandlerStuck``), and a worker starting parks every event stuck ``engine.max_attempts``
+times, holding its aggregate; the rest flows, ``parked retry`` applies it once fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from outbox.db import create_engine
+from outbox.log import EventLog
+from projections.engine import ProjectionEngine
+from projections.handler_timeout import StuckHandler
+from projections.log_reader import LogReader
+from projections.mongo_store import MongoStore
+from projections.sql_store import SqlStore
+from projections.store import Store
+from projections.store_tables import failures, parked_events
+from projections.stuck_events import STUCK_ERROR, counting, park_stuck
+from tests.broker_helpers import Processes, wait_until
+from tests.cache_helpers import append
+from tests.cli_helpers import run_cli, write_config
+from tests.document_fixtures import DocTotals
+from tests.projection_fixtures import HANG_HOW, HANG_ON, Totals, account_totals, log_events
+
+EXIT_STUCK = 4
+STUCK = "acct-1"
+# (aggregate id, event type, payload): acct-1's first event (position 2) gets stuck.
+EVENTS = [
+    ("acct-0", "Deposited", {"amount": 10, "seq": 1}),
+    (STUCK, "Deposited", {"amount": 20, "seq": 1}),
+    ("acct-0", "Deposited", {"amount": 30, "seq": 2}),
+    (STUCK, "Deposited", {"amount": 40, "seq": 2}),
+]
+
+
+@pytest.fixture(params=["sql", "mongo"])
+def engine_of(
+    request: pytest.FixtureRequest,
+    pg_database: Callable[[], str],
+    mongo_database: Callable[[], str],
+) -> Iterator[Callable[[int], ProjectionEngine]]:
+    """Factory: an engine over a log of :data:`EVENTS` (source ``bank``) and a SQL store
+    (:class:`Totals`) or a MongoDB one (:class:`DocTotals`), with ``max_attempts``."""
+    url = pg_database()
+    log = EventLog(url)
+    log.create_tables()
+    store: Store
+    if request.param == "sql":
+        projection: Any = Totals()
+        store = SqlStore(url, engine=log.engine)
+    else:
+        projection = DocTotals()
+        store = MongoStore(mongo_database())
+    store.create_tables([projection])
+    log_events(log, EVENTS, source="bank", aggregate_type="account")
+    engines: list[ProjectionEngine] = []
+
+    def make(max_attempts: int) -> ProjectionEngine:
+        engine = ProjectionEngine(
+            LogReader(log), [projection], {projection.store: store}, max_attempts=max_attempts
+        )
+        engines.append(engine)
+        return engine
+
+    yield make
+    if isinstance(store, MongoStore):
+        store.close()
+    log.close()
+
+
+def _stuck_once(engine: ProjectionEngine, position: int) -> StuckHandler:
+    """What a worker's watchdog does for a handler stuck on the event at ``position``."""
+    projection = next(iter(engine.projections.values()))
+    event = engine.reader.at_positions("bank", [position])[0]
+    told: list[StuckHandler] = []
+    action = counting(told.append, engine.store_of(projection), engine.lane_of(projection, event))
+    action(StuckHandler(projection.name, "bank", position, "Deposited", 9.0, event))
+    return told[0]
+
+
+def test_stuck_attempts_are_counted_and_the_event_parked_at_max_attempts(
+    engine_of: Callable[[int], ProjectionEngine],
+) -> None:
+    engine = engine_of(2)
+    projection = next(iter(engine.projections.values()))
+    store = engine.store_of(projection)
+
+    first = _stuck_once(engine, 2)
+    assert first.attempts == 1
+    assert park_stuck(engine) == 0  # one stuck attempt of two
+    assert _stuck_once(engine, 2).attempts == 2
+    # Failures of another kind are the engine's own business: never parked here.
+    lane = engine.lane_of(projection, engine.reader.at_positions("bank", [3])[0])
+    for _ in range(3):
+        store.record_failure(lane, engine.reader.at_positions("bank", [3])[0], "RuntimeError()")
+    assert park_stuck(engine_of(3)) == 0  # below another deployment's max_attempts
+
+    assert park_stuck(engine) == 1
+    engine.catch_up()
+    parked = store.parked(projection.name)
+    assert [(p.position, p.attempts) for p in parked if p.position == 2] == [(2, 2)]
+    entry = next(p for p in parked if p.position == 2)
+    assert "stuck 2 times" in entry.reason
+    assert (entry.detail or "").startswith(STUCK_ERROR)
+    assert {p.position for p in parked} == {2, 4}  # acct-1's later event held behind it
+    assert park_stuck(engine) == 0  # parked already: not again at the next start
+
+
+def test_an_event_applied_meanwhile_is_not_parked(
+    engine_of: Callable[[int], ProjectionEngine],
+) -> None:
+    """The handler came back on a later attempt and the lane passed the event: its stuck
+    attempts park nothing."""
+    engine = engine_of(2)
+    projection = next(iter(engine.projections.values()))
+    _stuck_once(engine, 2)
+    _stuck_once(engine, 2)
+    engine.catch_up()
+    assert park_stuck(engine) == 0
+    assert engine.store_of(projection).parked(projection.name) == []
+
+
+def _failures(store: sa.Engine) -> list[tuple[int, int, str]]:
+    with store.connect() as conn:
+        rows = conn.execute(
+            sa.select(failures.c.position, failures.c.attempts, failures.c.last_error)
+        )
+        return [(r.position, r.attempts, r.last_error) for r in rows]
+
+
+def _parked_positions(store: sa.Engine) -> list[int]:
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(parked_events.c.position).order_by(parked_events.c.position))
+        return [row.position for row in rows]
+
+
+def _totals(store: sa.Engine) -> dict[str, tuple[int, int]]:
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(account_totals)).all()
+    return {r.account: (r.events, r.total) for r in rows}
+
+
+def test_a_worker_stuck_at_every_attempt_parks_the_event_on_its_third_start(
+    broker_for: Callable[[str], dict[str, Any]],
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+    processes: Processes,
+    tmp_path: Path,
+) -> None:
+    """Real worker processes on Redis; ``acct-1``'s handler reads a socket no one writes to
+    on every attempt. Two starts exit 4, each counting an attempt; the third parks the event
+    (``max_attempts = 2``) and applies the rest; ``parked retry`` applies it once the handler
+    is fixed (here: a process without the hang)."""
+    store_url = pg_database()
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": store_url},
+            "broker": broker_for("redis"),
+            "sources": {"bank": {"url": sqlite_database()}},
+            "engine": {
+                "handler_timeout": "1s",
+                "stuck_exit_after": "2s",
+                "max_attempts": 2,
+                "sweep_every": "1h",
+            },
+            "shutdown": {"grace": "2s"},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    log, store = EventLog(store_url), create_engine(store_url)
+    append(log, "bank", [("account", a, t, p) for a, t, p in EVENTS])
+    env = {HANG_ON: STUCK, HANG_HOW: "socket"}
+    command = ("work", "--config", str(config), "-p", "1", "-t", "2", "--log-json")
+    try:
+        for attempt in (1, 2):
+            key = processes.start("work", *command, env=env)
+            process = processes.running[key]
+            assert wait_until(lambda: process.poll() is not None, 60), processes.log_tail()  # noqa: B023
+            assert process.returncode == EXIT_STUCK, processes.log_tail()
+            processes.running.pop(key)
+            [(position, attempts, error)] = _failures(store)
+            assert (position, attempts) == (2, attempt)
+            assert error.startswith(STUCK_ERROR)
+
+        last = processes.start("work", *command, env=env)
+        assert wait_until(lambda: processes.worker_started(last), 60), processes.log_tail()
+        assert wait_until(lambda: _parked_positions(store) == [2, 4], 30), processes.log_tail()
+        time.sleep(4)  # past the bound and stuck_exit_after: the handler is not run again
+        assert processes.running[last].poll() is None, processes.log_tail()
+        assert _totals(store) == {"acct-0": (2, 40)}
+        listed = run_cli(["parked", "list", "--json", "--config", str(config)])
+        assert listed.exit_code == 0, listed.output
+        [entry] = [e for e in json.loads(listed.output) if e["position"] == 2]
+        assert "stuck 2 times" in entry["reason"], entry
+        assert processes.stop_all()[last] == 0, processes.log_tail()
+
+        retried = run_cli(
+            ["parked", "retry", "--projection", "totals", "--yes", "--config", str(config)]
+        )
+        assert retried.exit_code == 0, retried.output
+        assert _totals(store) == {"acct-0": (2, 40), STUCK: (2, 60)}
+    finally:
+        log.close()
+        store.dispose()
