@@ -12,59 +12,27 @@ meanwhile changed to accept it put it into the rebuilt model, which the live mod
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from outbox.log import EventLog
-from projections.document_generations import collections_at, generation_of
 from projections.document_replay import DocumentReplayer
 from projections.engine import ProjectionEngine
-from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
 from projections.replay import Replayer
 from projections.replay_types import ReplayError, ReplayOptions, ReplayRefused
-from projections.sql_store import SqlStore
-from tests.cli_helpers import run_cli, write_config
-from tests.operator_skip_fixtures import BANK, EVENTS, LIVE, OpSkipDocs, OpSkipLedger, applied, last
+from tests.cli_helpers import run_cli
+from tests.operator_skip_fixtures import EVENTS, LIVE, OpSkipDocs, OpSkipLedger
+from tests.operator_skip_helpers import (
+    cli_config,
+    doc_rows,
+    docs_with_a_skip,
+    sql_rows,
+    sql_skipped,
+    statuses,
+)
 from tests.projection_fixtures import append_events, append_tenant_events, engine_on
-
-FIXTURES = "tests.operator_skip_fixtures"
-
-
-def live_with_a_skip(engine: ProjectionEngine, log: EventLog, name: str) -> None:
-    """Apply EVENTS (shop) and BANK live while the poison shop:2 fails: parked, shop:4 held
-    behind it; the operator skips shop:2, which applies shop:4."""
-    append_events(log, EVENTS, "shop", "account", after=0)
-    append_events(log, BANK, "bank", "account", after=0)
-    engine.catch_up(deadline=30)
-    parked = engine.parked(name)
-    assert [(p.source, p.position) for p in parked] == [("shop", 2), ("shop", 4)]
-    assert engine.skip(parked[0]) == 1
-
-
-def statuses(engine: ProjectionEngine, name: str) -> dict[str, str]:
-    return {f"{p.source}:{p.position}": p.status for p in engine.parked(name, status=None)}
-
-
-@contextmanager
-def sql_skipped(url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, ...]]:
-    monkeypatch.setenv("READMODEL_TEST_POISON", "1")
-    projection = OpSkipLedger()
-    with engine_on(url, [projection], max_attempts=1, batch_size=10) as (log, store, engine):
-        live_with_a_skip(engine, log, projection.name)
-        assert sql_rows(store) == (LIVE, {"a1": 30, "a2": 7, "b1": 1, "b2": 2})
-        yield log, store, engine, projection
-
-
-def sql_rows(store: SqlStore) -> tuple[list[str], dict[str, int]]:
-    with store.engine.connect() as conn:
-        events = sorted(conn.execute(sa.select(applied.c.event)).scalars())
-        amounts = {r.aggregate: r.amount for r in conn.execute(sa.select(last))}
-    return events, amounts
 
 
 def test_a_rebuild_leaves_out_an_event_an_operator_skipped_while_its_handler_still_fails(
@@ -224,15 +192,6 @@ def test_a_tenant_s_skipped_event_is_left_out_of_its_member_source_only(
         assert statuses(engine, projection.name)["pos:acme:2"] == "skipped"
 
 
-def cli_config(tmp_path: Path, url: str) -> str:
-    data = {
-        "store": {"url": url},
-        "projections": [f"{FIXTURES}:OpSkipLedger"],
-        "sources": {},
-    }
-    return str(write_config(tmp_path / "readmodel.toml", data))
-
-
 def test_the_cli_summary_names_the_events_skipped_by_the_operator(
     database_for: Callable[[str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -281,30 +240,8 @@ def docs_skipped(
     mongo_database: Callable[[], str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[ProjectionEngine, MongoStore, OpSkipDocs]]:
-    monkeypatch.setenv("READMODEL_TEST_POISON", "1")
-    log = EventLog(pg_database())
-    log.create_tables()
-    store = MongoStore(mongo_database())
-    projection = OpSkipDocs()
-    store.create_tables([projection])
-    engine = ProjectionEngine(LogReader(log), [projection], {"docs": store}, batch_size=10)
-    engine.max_attempts = 1
-    engine.retry_backoff = 0.001
-    try:
-        live_with_a_skip(engine, log, projection.name)
-        assert doc_rows(store, projection) == (LIVE, {"a1": 30, "a2": 7, "b1": 1, "b2": 2})
-        yield engine, store, projection
-    finally:
-        engine.close()
-        store.close()
-        log.close()
-
-
-def doc_rows(store: MongoStore, projection: OpSkipDocs) -> tuple[list[str], dict[str, int]]:
-    physical = collections_at(projection, generation_of(store.database, projection.name))
-    events = sorted(d["_id"] for d in store.database[physical["op_skip_applied"]].find())
-    amounts = {d["_id"]: d["amount"] for d in store.database[physical["op_skip_last"]].find()}
-    return events, amounts
+    with docs_with_a_skip(pg_database(), mongo_database(), monkeypatch) as skipped:
+        yield skipped
 
 
 def test_a_document_rebuild_and_in_place_replay_leave_out_a_skipped_event(
