@@ -237,7 +237,11 @@ class DocumentReplayer(DocumentInPlaceReplay):
         progress: dict[str, int] = {}
         summary.applied = {}
         catch_up = CatchUp(self.batch_size)
+        first = True
         while True:
+            if not first:  # skipped since: left out of this pass
+                self._reread_skips()
+            first = False
             heads = self.reader.heads()
             added = self._add_sources(sources, progress, self.projection.lane_sources(heads))
             behind = 0
@@ -333,6 +337,9 @@ class DocumentReplayer(DocumentInPlaceReplay):
             self._prove_lease(session, "nothing was swapped")
             record(session)
             live = {lane: self.store.lock_lane(session, lane) for lane in lanes}
+            # The last read of the skipped set: a skip committed before it is left out of
+            # the catch-up below (one committed after it conflicts with the settling).
+            self._reread_skips(session)
             if generation_of(self.database, name, session) != old:
                 raise StoreError(
                     f"{name}: another replay swapped in meanwhile; nothing was swapped"
@@ -390,6 +397,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
                 except HandlerError as failed:
                     catch_up = {failed.event.source: failed.event.position or 0}
                 # Applied outside the swap, as the table swap (projections/replay.py) does.
+                self._reread_skips()
                 for source in sources:
                     upto = catch_up.get(source, 0)
                     if upto > progress[source]:

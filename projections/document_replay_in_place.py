@@ -69,6 +69,9 @@ class DocumentInPlaceReplay(DocumentReplayTx):
         whose aggregate is not held by a parked event."""
         done = {lane.partition: self.store.lock_lane(session, lane) for lane in lanes}
         held = blocked_aggregates(self.database, session, self.projection.name, lanes[0].source)
+        if self._skips is not None:  # as projections.replay_in_place does (_not_skipped)
+            self._reread_skips(session)
+            events = list(self._skips.kept(events))
         partitions = self.projection.partitions
         due = [
             e

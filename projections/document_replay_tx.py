@@ -24,6 +24,7 @@ from projections.mongo_tx import DocumentTx
 from projections.replay_base import ReplayerBase
 from projections.replay_lock import prove_lease, proving
 from projections.replay_policy import ErrorPolicy, HandlerError
+from projections.replay_skipped import document_skipped
 
 logger = structlog.get_logger("readmodel.replay")
 
@@ -49,6 +50,13 @@ class DocumentReplayTx(ReplayerBase):
     _owner: str | None
     _shadow: dict[str, str]
     _written: dict[str, set[Any]]
+
+    def _reread_skips(self, session: ClientSession | None = None) -> None:
+        """Read the events an operator skipped again (in ``session``'s transaction, if
+        given), taking in those skipped since the last read
+        (:mod:`projections.replay_skipped`)."""
+        if self._skips is not None:
+            self._skips.add(document_skipped(self.database, self.projection.name, session))
 
     @contextmanager
     def _mongo(self, what: str) -> Iterator[None]:

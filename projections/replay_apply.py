@@ -23,6 +23,7 @@ from projections.api import UnstorableValueError
 from projections.replay_base import ReplayerBase
 from projections.replay_lock import LockProof
 from projections.replay_policy import HandlerError
+from projections.replay_skipped import sql_skipped
 from projections.shadow import ShadowTables
 from projections.sql_store import SqlStore
 from projections.sql_tx import NewRows, SqlTx
@@ -62,6 +63,17 @@ class TableReplayerBase(ReplayerBase):
             raise StoreError(
                 f"{self.projection.name}: replay failed: {describe_db_error(exc)}"
             ) from exc
+
+    def _reread_skips(self, conn: sa.Connection | None = None) -> None:
+        """Read the events an operator skipped again (in ``conn``'s transaction, if given),
+        taking in those skipped since the last read (:mod:`projections.replay_skipped`)."""
+        if self._skips is None:
+            return
+        if conn is not None:
+            self._skips.add(sql_skipped(conn, self.projection.name))
+            return
+        with self.store.writer.connect() as read:
+            self._skips.add(sql_skipped(read, self.projection.name))
 
     def _apply(
         self,

@@ -85,7 +85,7 @@ class InPlaceReplay(TableReplayerBase):
                 held = self.store.blocked_aggregates(conn, lanes[0])
                 due = [
                     e
-                    for e in events
+                    for e in self._not_skipped(conn, events)
                     if (e.position or 0) <= cps[_partition(e, partitions)] and not is_held(held, e)
                 ]
                 if not due:
@@ -105,6 +105,16 @@ class InPlaceReplay(TableReplayerBase):
             if locks.restart is not None:
                 raise locks.restart from exc
             raise
+
+
+    def _not_skipped(self, conn: sa.Connection, events: list[Envelope]) -> list[Envelope]:
+        """``events`` without those an operator skipped, the set read again in ``conn``'s
+        transaction (an event parked when the replay started holds its aggregate, so it was
+        not applied; skipped since, it no longer does)."""
+        if self._skips is None:
+            return events
+        self._reread_skips(conn)
+        return list(self._skips.kept(events))
 
 
 class _Lanes(NamedTuple):

@@ -80,7 +80,11 @@ class BlueGreenRebuild(ShadowFill):
         with self._write() as conn:
             self.shadow.create(conn)
         catch_up = CatchUp(self.batch_size)
+        first = True
         while True:
+            if not first:  # skipped since: left out of this pass
+                self._reread_skips()
+            first = False
             heads = self.reader.heads()
             added = self._add_sources(sources, progress, self.projection.lane_sources(heads))
             behind = 0
@@ -182,6 +186,10 @@ class BlueGreenRebuild(ShadowFill):
                     if conn.dialect.name == "postgresql":
                         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_SWAP_LOCK_TIMEOUT_MS}")
                     live = {lane: self.store.lock_lane(conn, lane) for lane in lanes}
+                    # The last read of the skipped set: a skip committed before it (the
+                    # live lanes locked: none of their batches applies its aggregate's
+                    # later events meanwhile) is left out of the catch-up below.
+                    self._reread_skips(conn)
                     targets = {
                         s: max(
                             [progress[s], *(cp for lane, cp in live.items() if lane.source == s)]
@@ -249,6 +257,7 @@ class BlueGreenRebuild(ShadowFill):
             # to it (to the heads) are applied outside the swap as the fill applies them
             # (those before a failing event first, a refused write found by halves), where
             # it stops the replay or is skipped; the swap then starts again after them.
+            self._reread_skips()
             for source in sources:
                 if catch_up.get(source, 0) > progress[source]:
                     progress[source] = self._fill(

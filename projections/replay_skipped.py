@@ -2,22 +2,32 @@
 
 The live model never had a skipped event: the operator chose that it goes on without it,
 and the later events of its aggregate were applied after the skip. A replay (a rebuild or
-in place) does the same: the projection's entries with status ``skipped`` are read once,
-in one query, as a set of ``(source, position)``, and the events streamed from the log are
-looked up in it (nothing at all when it is empty); the events of their aggregates after
-them are applied as any other. With ``apply_skipped`` (``readmodel replay --apply-skipped``,
-a rebuild only) they are applied again, and the swap marks those it applied ``replayed``;
-with ``--skip-errors`` too, one whose handler still fails stays ``skipped``, neither parked
-again nor holding its aggregate (:mod:`projections.replay_skip_policy`).
+in place) does the same: the projection's entries with status ``skipped`` are read when it
+starts, in one query, as a set of ``(source, position)``, and the events streamed from the
+log are looked up in it (nothing at all while it is empty); the events of their aggregates
+after them are applied as any other. With ``apply_skipped`` (``readmodel replay
+--apply-skipped``, a rebuild only) they are applied again, and the swap marks those it
+applied ``replayed``; with ``--skip-errors`` too, one whose handler still fails stays
+``skipped``, neither parked again nor holding its aggregate
+(:mod:`projections.replay_skip_policy`).
 
-An event skipped while a rebuild runs was still parked when it started, so the rebuild
-re-attempts it like the other parked events: the swap marks it ``replayed`` if it applied it
-(:func:`sql_settle_skipped_since`).
+An operator may skip an event while a replay runs (one parked live meanwhile, or parked
+when it started). So the set is read again where it matters (:meth:`OperatorSkips.add`):
+before each pass of a rebuild over the log, before the events a failed swap applies
+outside it, in the swap's transaction once it has locked the live lanes (the last read: a
+skip committed before it is left out of the swap's catch-up), and in place in each batch's
+transaction. The whole set is read again: it is small, and no column tells the entries
+skipped since a read (``resolved_at`` is the skipping transaction's clock, which may
+commit after a read that started later). An event skipped before the replay met it is left
+out and its entry stays ``skipped``; one the replay applied before the skip (a rebuild
+re-attempts parked events) is in the rebuilt model, and the swap marks its entry
+``replayed`` (:func:`sql_settle_skipped_since`). An entry read once stays in the set for the
+rest of the replay (purged meanwhile: the event is still left out).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +43,7 @@ _CHUNK = 500  # entry ids per statement
 
 @dataclass
 class OperatorSkips:
-    """The skipped entries of one projection read when its replay started."""
+    """The skipped entries of one projection read while its replay runs."""
 
     entries: dict[tuple[str, int], int] = field(default_factory=dict)
     """``(source, position)`` -> the parked entry's id (a MongoDB store's ``number``)."""
@@ -42,22 +52,27 @@ class OperatorSkips:
     left_out: set[tuple[str, int]] = field(default_factory=set)
     """Those the replay met in the log and left out (applying them again: those whose
     handler still failed, with ``--skip-errors``)."""
+    late: set[tuple[str, int]] = field(default_factory=set)
+    """Those first read after the replay started (skipped while it ran): a rebuild may have
+    applied one before (those it did not are in :attr:`left_out`)."""
+
+    def add(self, found: Mapping[tuple[str, int], int]) -> None:
+        """Take in the entries ``found`` by a read of the set after the first: those not
+        known yet are :attr:`late`."""
+        for key, number in found.items():
+            if key not in self.entries:
+                self.entries[key] = number
+                self.late.add(key)
 
     def leave_out(self, batches: Iterator[list[Envelope]]) -> Iterator[list[Envelope]]:
-        """``batches`` without the skipped events (a batch left empty is not yielded)."""
-        if not self.entries or self.apply:
+        """``batches`` without the skipped events (a batch left empty is not yielded); the
+        set is looked at batch by batch (it may grow meanwhile)."""
+        if self.apply:
             yield from batches
             return
-        entries, left_out = self.entries, self.left_out
         try:
             for batch in batches:
-                kept = []
-                for event in batch:
-                    key = (event.source, event.position or 0)
-                    if key in entries:
-                        left_out.add(key)
-                    else:
-                        kept.append(event)
+                kept = self.kept(batch)
                 if kept:
                     yield kept
         finally:
@@ -65,26 +80,54 @@ class OperatorSkips:
             if close is not None:
                 close()
 
+    def kept(self, events: Sequence[Envelope]) -> Sequence[Envelope]:
+        """``events`` without the skipped ones (recorded in :attr:`left_out`); all of them
+        with ``apply``."""
+        entries = self.entries
+        if self.apply or not entries:
+            return events
+        kept = []
+        for event in events:
+            key = (event.source, event.position or 0)
+            if key in entries:
+                self.left_out.add(key)
+            else:
+                kept.append(event)
+        return kept
+
 
 def sql_skips(engine: sa.Engine, projection: str, options: ReplayOptions) -> OperatorSkips:
     """The projection's skipped entries in a SQL store."""
+    with engine.connect() as conn:
+        return OperatorSkips(sql_skipped(conn, projection), apply=options.apply_skipped)
+
+
+def sql_skipped(conn: sa.Connection, projection: str) -> dict[tuple[str, int], int]:
+    """``(source, position)`` -> entry id of the projection's skipped entries, read in
+    ``conn`` (in a transaction: as it sees them)."""
     c = parked_events.c
     query = sa.select(c.id, c.source, c.position).where(
         c.projection == projection, c.status == "skipped"
     )
-    with engine.connect() as conn:
-        rows = conn.execute(query).all()
-    entries = {(r.source, int(r.position)): int(r.id) for r in rows}
-    return OperatorSkips(entries, apply=options.apply_skipped)
+    return {(r.source, int(r.position)): int(r.id) for r in conn.execute(query)}
 
 
 def document_skips(database: Any, projection: str, options: ReplayOptions) -> OperatorSkips:
     """The projection's skipped entries in a MongoDB store."""
-    found = database[PARKED].find(
-        {"projection": projection, "status": "skipped"}, {"number": 1, "source": 1, "position": 1}
-    )
-    entries = {(d["source"], int(d["position"])): int(d["number"]) for d in found}
+    entries = document_skipped(database, projection)
     return OperatorSkips(entries, apply=options.apply_skipped)
+
+
+def document_skipped(
+    database: Any, projection: str, session: Any = None
+) -> dict[tuple[str, int], int]:
+    """:func:`sql_skipped` for a MongoDB store (in ``session``'s transaction, if given)."""
+    found = database[PARKED].find(
+        {"projection": projection, "status": "skipped"},
+        {"number": 1, "source": 1, "position": 1},
+        session=session,
+    )
+    return {(d["source"], int(d["position"])): int(d["number"]) for d in found}
 
 
 def sql_planned(conn: sa.Connection, projection: str, plans: Sequence[SourcePlan]) -> int:
@@ -118,19 +161,21 @@ def settled_statuses(skips: OperatorSkips | None) -> tuple[str, ...]:
 
 
 def _not_applied(skips: OperatorSkips) -> set[int]:
-    """The ids of the skipped entries the rebuild did not apply: all it read, or, applying
-    them again, those whose handler still failed."""
+    """The ids of the skipped entries the rebuild did not apply: those read when it started
+    and those read later that it left out, or, applying them again, those whose handler
+    still failed."""
     if not skips.apply:
-        return set(skips.entries.values())
+        late, left_out = skips.late, skips.left_out
+        return {n for key, n in skips.entries.items() if key not in late or key in left_out}
     return {skips.entries[key] for key in skips.left_out}
 
 
 def sql_settle_skipped_since(
     conn: sa.Connection, projection: str, skips: OperatorSkips | None
 ) -> None:
-    """Mark ``replayed`` the skipped entries the rebuild applied (those skipped since it
-    read ``skips``; with ``apply_skipped``, every one but those still failing), in the
-    swap's transaction."""
+    """Mark ``replayed`` the skipped entries the rebuild applied (those skipped after it
+    applied them; with ``apply_skipped``, every one but those still failing), in the swap's
+    transaction."""
     if skips is None:
         return
     c = parked_events.c

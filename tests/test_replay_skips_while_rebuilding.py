@@ -148,27 +148,26 @@ def test_an_event_skipped_once_the_swap_locked_the_lanes_is_left_out(
     PostgreSQL only: on SQLite the swap's transaction holds the database's write lock, so no
     skip commits while it runs."""
     with sql_skipped(database_for("postgresql"), monkeypatch) as (log, store, engine, projection):
-        late = park_late_events(engine, log, projection.name, monkeypatch)
         lock_lane = store.lock_lane
-        swapping: list[bool] = []
+        late: list[int] = []  # shop:6's entry, once logged and parked (the passes done)
         skipped: list[int] = []
 
         def lock_then_skip(conn: sa.Connection, lane: Lane) -> int:
             found = lock_lane(conn, lane)
-            if swapping and not skipped:
-                skipped.append(late)
-                store.skip_parked(late)  # its own transaction, committed at once
+            if late and not skipped:  # the swap's first lane locked
+                skipped.append(late[0])
+                store.skip_parked(late[0])  # its own transaction, committed at once
             return found
 
         class SkipInTheSwap(Replayer):
             def _swap(self, *args: Any) -> None:
-                swapping.append(True)
+                late.append(park_late_events(engine, log, projection.name, monkeypatch))
+                monkeypatch.setattr(store, "lock_lane", lock_then_skip)
                 super()._swap(*args)
 
-        monkeypatch.setattr(store, "lock_lane", lock_then_skip)
         summary = SkipInTheSwap(engine.reader, projection, store).run(ReplayOptions())
 
-        assert skipped == [late]
+        assert skipped == late
         assert sql_rows(store) == (WITH_LATE, AMOUNTS)
         assert summary.skipped_by_operator == 2
         assert statuses(engine, projection.name) == {**LATE_STATUSES, "shop:7": "replayed"}
@@ -247,3 +246,54 @@ def test_a_document_rebuild_marks_replayed_an_event_skipped_after_it_applied_it(
         "shop:6": "replayed",
         "shop:7": "replayed",
     }
+
+
+# -- in place ------------------------------------------------------------------------------
+
+
+def test_an_event_skipped_during_an_in_place_replay_is_left_out(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In place, each batch's transaction reads the skipped set again, after it locked the
+    lanes. Before: shop:6, parked when the replay started (its aggregate held, so not
+    applied in place), skipped meanwhile (released), was applied to the live tables."""
+    with sql_skipped(store_url, monkeypatch) as (log, store, engine, projection):
+        late = park_late_events(engine, log, projection.name, monkeypatch)
+        (entry,) = [p for p in engine.parked(projection.name) if p.id == late]
+        hook = Once(lambda: engine.skip(entry))
+
+        class SkipInPlace(Replayer):
+            def _in_place_batch(self, *args: Any) -> None:
+                hook()
+                super()._in_place_batch(*args)
+
+        replayer = SkipInPlace(engine.reader, projection, store, batch_size=1)
+        summary = replayer.run(ReplayOptions(from_position=0))
+
+        assert hook.done
+        assert sql_rows(store) == (WITH_LATE, AMOUNTS)
+        assert summary.skipped_by_operator == 2
+        assert statuses(engine, projection.name) == {**LATE_STATUSES, "shop:7": "retried"}
+
+
+def test_an_event_skipped_during_a_document_in_place_replay_is_left_out(
+    docs_skipped: tuple[ProjectionEngine, MongoStore, OpSkipDocs],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine, store, projection = docs_skipped
+    late = park_late_events(engine, engine.reader.log, projection.name, monkeypatch)
+    (entry,) = [p for p in engine.parked(projection.name) if p.id == late]
+    hook = Once(lambda: engine.skip(entry))
+
+    class SkipInPlace(DocumentReplayer):
+        def _in_place_ranges(self, *args: Any) -> None:
+            hook()
+            super()._in_place_ranges(*args)
+
+    replayer = SkipInPlace(engine.reader, projection, store, retire_after=0.0, batch_size=1)
+    summary = replayer.run(ReplayOptions(from_position=0))
+
+    assert hook.done
+    assert doc_rows(store, projection) == (WITH_LATE, AMOUNTS)
+    assert summary.skipped_by_operator == 2
+    assert statuses(engine, projection.name) == {**LATE_STATUSES, "shop:7": "retried"}
