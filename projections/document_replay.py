@@ -151,7 +151,8 @@ class DocumentReplayer(DocumentInPlaceReplay):
             left = leftovers(self.database, self.projection, self.retire_after)
             live = collections_at(self.projection, generation)
             warnings = index_warnings(self.database, self.projection, live) if rebuild else []
-            planned = document_planned(self.database, self.projection.name, plans)
+            name, log = self.projection.name, self.reader.engine
+            planned = document_planned(self.database, name, plans, log, options.tenant)
         written = collections_at(self.projection, generation + 1) if rebuild else live
         collections = [(live[name], written[name]) for name in self.projection.collections]
         return ReplayPlan(

@@ -106,7 +106,6 @@ class InPlaceReplay(TableReplayerBase):
                 raise locks.restart from exc
             raise
 
-
     def _not_skipped(self, conn: sa.Connection, events: list[Envelope]) -> list[Envelope]:
         """``events`` without those an operator skipped, the set read again in ``conn``'s
         transaction (an event parked when the replay started holds its aggregate, so it was

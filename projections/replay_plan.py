@@ -83,7 +83,9 @@ def table_plan(
     warnings: list[str] = []
     kept: list[str] = []
     with engine.connect() as conn:
-        left_out = 0 if options.apply_skipped else sql_planned(conn, projection.name, sources)
+        left_out = 0
+        if not options.apply_skipped:
+            left_out = sql_planned(conn, projection.name, sources, reader.engine, options.tenant)
         leftovers = shadow.leftovers(conn)
         if rebuild:
             warnings = [f"the rebuild will be refused: {r}" for r in shadow.refusals(conn)]

@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbox.envelope import Envelope
+from outbox.schema import event_log
 from projections.document_holds import PARKED
 from projections.replay_types import ReplayOptions, SourcePlan
 from projections.store_tables import parked_events
@@ -130,28 +131,68 @@ def document_skipped(
     return {(d["source"], int(d["position"])): int(d["number"]) for d in found}
 
 
-def sql_planned(conn: sa.Connection, projection: str, plans: Sequence[SourcePlan]) -> int:
+def sql_planned(
+    conn: sa.Connection,
+    projection: str,
+    plans: Sequence[SourcePlan],
+    log: sa.Engine,
+    tenant: str | None = None,
+) -> int:
     """How many skipped entries of ``projection`` lie in the planned ranges (for
-    ``--dry-run``: in place with ``--tenant``, other tenants' too)."""
+    ``--dry-run``); with ``tenant`` (in place), only those of that tenant's events, as the
+    ``log`` records them (:func:`of_tenant`)."""
     c = parked_events.c
     ranges = [
         sa.and_(c.source == p.source, c.position > p.after, c.position <= p.head) for p in plans
     ]
     if not ranges:
         return 0
-    query = sa.select(sa.func.count()).where(
-        c.projection == projection, c.status == "skipped", sa.or_(*ranges)
-    )
-    return int(conn.execute(query).scalar_one())
+    where = (c.projection == projection, c.status == "skipped", sa.or_(*ranges))
+    if tenant is None:
+        return int(conn.execute(sa.select(sa.func.count()).where(*where)).scalar_one())
+    keys = conn.execute(sa.select(c.source, c.position).where(*where))
+    return of_tenant(log, [(r.source, int(r.position)) for r in keys], tenant)
 
 
-def document_planned(database: Any, projection: str, plans: Sequence[SourcePlan]) -> int:
+def document_planned(
+    database: Any,
+    projection: str,
+    plans: Sequence[SourcePlan],
+    log: sa.Engine,
+    tenant: str | None = None,
+) -> int:
     """:func:`sql_planned` for a MongoDB store."""
     ranges = [{"source": p.source, "position": {"$gt": p.after, "$lte": p.head}} for p in plans]
     if not ranges:
         return 0
     query = {"projection": projection, "status": "skipped", "$or": ranges}
-    return int(database[PARKED].count_documents(query))
+    if tenant is None:
+        return int(database[PARKED].count_documents(query))
+    found = database[PARKED].find(query, {"source": 1, "position": 1})
+    return of_tenant(log, [(d["source"], int(d["position"])) for d in found], tenant)
+
+
+def of_tenant(log: sa.Engine, keys: Sequence[tuple[str, int]], tenant: str) -> int:
+    """How many of the events at ``keys`` (``(source, position)``) the ``log`` records as
+    ``tenant``'s: what an in-place replay of that tenant streams. Not the entry's own
+    ``tenant``: that is the hold's it was parked under, none for merged holds
+    (:mod:`projections.sql_parking`)."""
+    by_source: dict[str, list[int]] = {}
+    for source, position in keys:
+        by_source.setdefault(source, []).append(position)
+    c = event_log.c
+    found = 0
+    with log.connect() as conn:
+        for source, positions in sorted(by_source.items()):
+            positions.sort()
+            for at in range(0, len(positions), _CHUNK):
+                query = sa.select(sa.func.count()).where(
+                    c.source == source,
+                    c.position.in_(positions[at : at + _CHUNK]),
+                    c.tenant == tenant,
+                )
+                found += int(conn.execute(query).scalar_one())
+    return found
 
 
 def settled_statuses(skips: OperatorSkips | None) -> tuple[str, ...]:
