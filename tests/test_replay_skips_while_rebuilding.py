@@ -1,13 +1,15 @@
-"""An event an operator skips (``readmodel parked skip``) while a rebuild runs is left out of
-it if the rebuild had not applied it yet: the skipped set is read again before each pass
-over the log and in the swap's transaction, under the live lanes' locks. An event the
-rebuild applied before the skip stays in the rebuilt model, its entry marked ``replayed``.
-On PostgreSQL and SQLite stores, and a MongoDB document store.
+"""An event an operator skips (``readmodel parked skip``) while a replay runs is left out of
+it if the replay had not applied it yet: the skipped set is read again before each pass of a
+rebuild over the log, in the swap's transaction under the live lanes' locks, and in place in
+each batch's transaction. An event a rebuild applied before the skip stays in the rebuilt
+model, its entry marked ``replayed``. On PostgreSQL and SQLite stores, and a MongoDB
+document store.
 
-Before, the set was read once when the rebuild started: an event parked live meanwhile and
+Before, the set was read once when the replay started: an event parked live meanwhile and
 skipped by the operator, its handler since fixed, was applied by the rebuild's later passes
 or by the swap's catch-up, and its entry marked ``replayed``: the swapped-in model held an
-event the operator skipped.
+event the operator skipped. In place, an event parked when the replay started (its
+aggregate held) and skipped meanwhile was applied to the live model.
 """
 
 from __future__ import annotations
