@@ -99,6 +99,12 @@ class HealthSettings(_Strict):
         description="events parked by a projection, or malformed rows parked from a source's "
         "outbox (no bound unless set)",
     )
+    max_overdue: int | None = Field(
+        None,
+        ge=0,
+        description="handlers of a projection running past engine.handler_timeout now (stuck "
+        "where they cannot be interrupted; known on a Redis broker only; no bound unless set)",
+    )
 
 
 class MetricsSettings(_Strict):

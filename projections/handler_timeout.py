@@ -48,11 +48,12 @@ class TimeoutHooks:
     """Told of handlers past their bound (metrics); no-ops by default. Called from the
     watchdog thread (:meth:`handler_overdue`) and the handler's (:meth:`handler_back`)."""
 
-    def handler_overdue(self, projection: str) -> None:
+    def handler_overdue(self, projection: str, thread: int) -> None:
         """A handler of ``projection`` ran past ``engine.handler_timeout`` (it is being
-        interrupted, or cannot be)."""
+        interrupted, or cannot be) in the applying thread ``thread`` (its ident: one handler
+        at a time per thread, so it tells which handler :meth:`handler_back` is about)."""
 
-    def handler_back(self, projection: str) -> None:
+    def handler_back(self, projection: str, thread: int) -> None:
         """A handler :meth:`handler_overdue` told of came back (returned or interrupted)."""
 
 
@@ -172,7 +173,7 @@ def _escalate(slot: _Slot, now: float) -> None:
             seconds=slot.seconds,
         )
         slot.next_at = now + ESCALATE_AFTER
-        _tell(slot.hooks, "handler_overdue", slot.projection)
+        _tell(slot.hooks, "handler_overdue", slot.projection, slot.thread)
         if slot.cancel is not None:
             slot.cancel(slot.target)
     elif slot.stage == 2:
@@ -209,12 +210,12 @@ def _give_up_at(slot: _Slot) -> float:
     return slot.deadline + slot.stuck_after
 
 
-def _tell(hooks: TimeoutHooks | None, what: str, projection: str) -> None:
+def _tell(hooks: TimeoutHooks | None, what: str, projection: str, thread: int) -> None:
     """Call hook ``what``; a hook's failure (metrics) is logged, never the handler's."""
     if hooks is None:
         return
     try:
-        getattr(hooks, what)(projection)
+        getattr(hooks, what)(projection, thread)
     except Exception as exc:
         logger.warning("handler timeout hook failed", hook=what, error=repr(exc))
 
@@ -313,6 +314,6 @@ class bounded:  # noqa: N801 - used as a ``with`` statement, as contextlib's are
                 _raise_in(slot.thread, None)  # one not delivered yet: this raises its own
             slot.event = slot.target = None
         if passed:
-            _tell(slot.hooks, "handler_back", self._projection)
+            _tell(slot.hooks, "handler_back", self._projection, slot.thread)
         if passed and (kind is None or issubclass(kind, Exception)):
             raise HandlerTimeout(slot.seconds) from exc

@@ -51,6 +51,11 @@ class ProjectionStatus:
     lanes: list[LaneStatus] = field(default_factory=list)
     parked_by_source: dict[str, int] = field(default_factory=dict)
     last_error_source: str | None = None
+    handlers_overdue: int | None = None
+    """Its handlers running past ``engine.handler_timeout`` now, in the live workers
+    (``None``: not known, recorded on a Redis broker only: ``workers/overdue_board.py``)."""
+    oldest_overdue_seconds: float | None = None
+    """How long the first of them to pass its bound has been past it (``None``: none)."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -293,6 +293,7 @@ def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
     runtime = guarded(build_runtime, settings, migrate=False, threads=threads)
     broker = make_broker(settings.broker)
     relay_hooks = _metrics_hooks(settings, runtime=runtime, broker=broker)
+    board = _overdue_board(settings, runtime) if mode != "sweeper" else None
     stop = stop_on_signals(settings.shutdown.grace.total_seconds())
     stop_with_parent(stop)
     restore_collector = tune_collector()
@@ -309,8 +310,23 @@ def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
         raise fail(str(exc), EXIT_STUCK) from None
     finally:
         restore_collector()
+        if board is not None:
+            board.close()
         broker.close()
         runtime.close()
+
+
+def _overdue_board(settings: Settings, runtime: Any) -> Any:
+    """On a Redis broker, the record of this process's handlers past engine.handler_timeout
+    that ``status`` and ``health`` read (:mod:`workers.overdue_board`); ``None`` otherwise."""
+    from workers.overdue_board import BoardHooks, OverdueBoard
+    from workers.queues import broker_kind
+
+    if broker_kind(settings.broker) != "redis":
+        return None
+    board = OverdueBoard(settings.broker)
+    runtime.engine.hooks = BoardHooks(runtime.engine.hooks, board)
+    return board
 
 
 @app.command()

@@ -264,6 +264,17 @@ def health(
             show_default=False,
         ),
     ] = None,
+    max_overdue: Annotated[
+        int | None,
+        typer.Option(
+            "--max-overdue",
+            min=0,
+            help="Fail when more handlers of a projection than this run past "
+            "engine.handler_timeout (default: health.max_overdue, unchecked; needs a Redis "
+            "broker).",
+            show_default=False,
+        ),
+    ] = None,
     timeout: Annotated[
         float, typer.Option("--timeout", min=0.1, help="Seconds to wait for any one answer.")
     ] = 1.5,
@@ -271,11 +282,12 @@ def health(
 ) -> None:
     """Probe for containers: are sources and broker reachable and lags within bounds?
 
-    Exit 0 when every source and the broker answer and every lag (and parked count) is
-    within its bound; 1 naming the source or projection and the figure otherwise, when a
-    source's binary_ids in this config is not the rule the event log records (its relays
-    are refused), or when a read store is not at the schema revision this readmodel needs
-    (run `readmodel migrate`); 3 when a read store cannot be reached.
+    Exit 0 when every source and the broker answer and every lag (and parked count, and
+    count of handlers past engine.handler_timeout) is within its bound; 1 naming the source
+    or projection and the figure otherwise, when a source's binary_ids in this config is
+    not the rule the event log records (its relays are refused), or when a read store is
+    not at the schema revision this readmodel needs (run `readmodel migrate`); 3 when a
+    read store cannot be reached.
     """
     from outbox.log_rules import rule_origin
     from workers.status import problems
@@ -299,6 +311,7 @@ def health(
     else:
         seconds_bound = max_lag_seconds
     parked_bound = settings.health.max_parked if max_parked is None else max_parked
+    overdue_bound = settings.health.max_overdue if max_overdue is None else max_overdue
     runtime = _runtime(settings)
     try:
         report = _report(runtime, timeout)
@@ -309,6 +322,7 @@ def health(
         max_lag_events=events_bound,
         max_lag_seconds=seconds_bound,
         max_parked=parked_bound,
+        max_overdue=overdue_bound,
         origin=lambda source: rule_origin(settings, source),
     )
     if as_json:
@@ -318,6 +332,7 @@ def health(
             "max_lag_events": events_bound,
             "max_lag_seconds": seconds_bound,
             "max_parked": parked_bound,
+            "max_overdue": overdue_bound,
             "status": report.as_dict(),
         }
         print(json.dumps(document, indent=2))

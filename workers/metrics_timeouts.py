@@ -43,10 +43,10 @@ def _metrics() -> dict[str, Any]:
 class TimeoutMetrics(TimeoutHooks):
     """The engine hooks recording them (a base of :class:`workers.metrics.EngineMetrics`)."""
 
-    def handler_overdue(self, projection: str) -> None:
+    def handler_overdue(self, projection: str, thread: int) -> None:
         m = _metrics()
         m["timeouts"].labels(projection).inc()
         m["overdue"].labels(projection).inc()
 
-    def handler_back(self, projection: str) -> None:
+    def handler_back(self, projection: str, thread: int) -> None:
         _metrics()["overdue"].labels(projection).dec()

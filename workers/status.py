@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -26,7 +26,8 @@ from outbox.source_list import list_sources
 from outbox.status import SourceStatus, source_status, unlisted_status, with_rules
 from outbox.tenant_registry import registries
 from projections.status import ProjectionStatus, iso_utc, projection_statuses
-from workers.queues import QueueDepth, queue_depth
+from workers.overdue_board import Overdue, overdue_handlers
+from workers.queues import QueueDepth, broker_kind, queue_depth
 from workers.removed_members import (
     member_groups,
     removed_members,
@@ -125,6 +126,8 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     for name, member in listed.sources.items():
         tasks[f"source:{name}"] = lambda n=name, m=member: source_status(n, settings, 0, 0, m)
     tasks["broker"] = lambda: queue_depth(settings.broker, timeout=pending_check)
+    if broker_kind(settings.broker) == "redis":
+        tasks["overdue"] = partial(overdue_handlers, settings.broker, timeout=pending_check)
     results = run_all(tasks, timeout)
 
     store = results["store"]
@@ -162,16 +165,32 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     urls = {r.group: r.display_url for r in tenant_registries}
     sources += removed_statuses(removed, heads, parked, urls)
     sources = with_rules(sources, rules, listed.sources)
-    projections = without_idle(projections, removed)
+    projections = _with_overdue(without_idle(projections, removed), results.get("overdue"))
     broker = results["broker"]
     if isinstance(broker, BaseException):
-        from workers.queues import broker_kind
-
         kind = broker_kind(settings.broker)
         broker = QueueDepth(
             kind, settings.broker.queue, None, None, None, f"broker unreachable: {broker}"
         )
     return Report(sources, projections, broker, stores=stores)
+
+
+def _with_overdue(
+    projections: list[ProjectionStatus], overdue: dict[str, Overdue] | BaseException | None
+) -> list[ProjectionStatus]:
+    """The projections with their handlers past ``engine.handler_timeout``, as the workers
+    record them in the broker's Redis; left unknown (``None``) on another broker, or when
+    that Redis did not answer (the broker's own figures say so)."""
+    if overdue is None or isinstance(overdue, BaseException):
+        return projections
+    return [
+        replace(
+            p,
+            handlers_overdue=found.handlers if (found := overdue.get(p.projection)) else 0,
+            oldest_overdue_seconds=found.oldest_seconds if found else None,
+        )
+        for p in projections
+    ]
 
 
 def _projections_by_store(runtime: Runtime) -> dict[str, list[str]]:
@@ -314,10 +333,12 @@ def problems(
     max_lag_events: int | None,
     max_lag_seconds: float | None,
     max_parked: int | None = None,
+    max_overdue: int | None = None,
     origin: Callable[[str], RuleOrigin] | None = None,
 ) -> list[Problem]:
     """What makes the pipeline unhealthy: unreachable sources or broker, lags or parked
-    events (a projection's, or a source's malformed outbox rows) past a bound,
+    events (a projection's, or a source's malformed outbox rows) past a bound, handlers
+    running past ``engine.handler_timeout`` past a bound (or not known while bounded),
     sources whose relays are refused (their ``binary_ids`` is not the rule the log records;
     ``origin`` says where a source's setting was made, for the advice), members refused for
     a database another source or tenant reads (a conflict), members refused by the
@@ -353,6 +374,18 @@ def problems(
             held = counted(projection.parked, "event")
             subject = f"projection {projection.projection}"
             out.append(Problem(subject, f"{held} parked (bound {max_parked})"))
+        overdue = projection.handlers_overdue
+        if max_overdue is not None and overdue is not None and overdue > max_overdue:
+            handlers = counted(overdue, "handler")
+            oldest = projection.oldest_overdue_seconds or 0.0
+            out.append(
+                Problem(
+                    f"projection {projection.projection}",
+                    f"{handlers} past engine.handler_timeout, the oldest for {oldest:.0f}s "
+                    f"(bound {max_overdue}): stuck where it cannot be interrupted, its lane "
+                    f"waits; restart its worker",
+                )
+            )
         for name, (events, seconds) in sorted(projection.by_source().items()):
             subject = f"projection {projection.projection} (source {name})"
             if max_lag_events is not None and events > max_lag_events:
@@ -361,9 +394,20 @@ def problems(
                 out.append(Problem(subject, f"lag {seconds:.1f}s (bound {max_lag_seconds:g}s)"))
     if report.broker.error:
         out.append(Problem("broker", report.broker.error))
+    elif max_overdue is not None and any(p.handlers_overdue is None for p in report.projections):
+        out.append(Problem("broker", _overdue_unknown(report.broker.broker)))
     for store in report.unreachable_stores():
         out.append(Problem(f"store {store.store}", f"unreachable: {store.error}"))
     return out
+
+
+def _overdue_unknown(kind: str) -> str:
+    why = (
+        "could not be read from the broker's Redis"
+        if kind == "redis"
+        else f"are not known on a {kind} broker (workers record them in a Redis broker only)"
+    )
+    return f"handlers past engine.handler_timeout {why}, so max_overdue cannot be checked"
 
 
 def _refusal(source: SourceStatus, origin: RuleOrigin | None) -> str:

@@ -88,6 +88,14 @@ def status_tables(report: Any, *, errors: bool = False) -> Group:
                     ]
                 )
         parts.append(_Fitted("projections", [*columns, ("last error", TEXT)], rows))
+        overdue = [p for p in report.projections if p.handlers_overdue]
+        if overdue:  # a lane held by a handler the bound cannot interrupt: its lag's cause
+            columns = [("projection", NAME), ("handlers", FIGURE), ("oldest past bound", FIGURE)]
+            rows = [
+                [p.projection, str(p.handlers_overdue), _age(p.oldest_overdue_seconds)]
+                for p in overdue
+            ]
+            parts.append(_Fitted("handlers past engine.handler_timeout", columns, rows))
     broker = report.broker
     if broker.broker != "memory":
         queues = Table(title="broker")
