@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
@@ -48,6 +48,10 @@ from workers.cli_support import (
     require_migrated,
 )
 from workers.signals import stop_on_signals
+
+if TYPE_CHECKING:
+    from workers.overdue_board import OverdueBoard
+    from workers.runtime import Runtime
 
 logger = structlog.get_logger("readmodel.cli")
 
@@ -316,7 +320,7 @@ def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
         runtime.close()
 
 
-def _overdue_board(settings: Settings, runtime: Any) -> Any:
+def _overdue_board(settings: Settings, runtime: Runtime) -> OverdueBoard | None:
     """On a Redis broker, the record of this process's handlers past engine.handler_timeout
     that ``status`` and ``health`` read (:mod:`workers.overdue_board`); ``None`` otherwise."""
     from workers.overdue_board import BoardHooks, OverdueBoard

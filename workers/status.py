@@ -382,8 +382,8 @@ def problems(
                 Problem(
                     f"projection {projection.projection}",
                     f"{handlers} past engine.handler_timeout, the oldest for {oldest:.0f}s "
-                    f"(bound {max_overdue}): stuck where it cannot be interrupted, its lane "
-                    f"waits; restart its worker",
+                    f"(bound {max_overdue}): its lane waits until it returns or its worker "
+                    f"is restarted",
                 )
             )
         for name, (events, seconds) in sorted(projection.by_source().items()):
