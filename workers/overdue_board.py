@@ -20,9 +20,10 @@ the workers record their overdue handlers there too, in one hash per namespace,
 - a reader counts the fields seen within :data:`STALE` seconds: a worker killed with a
   handler that cannot be interrupted (SIGKILL, the OOM killer, a lost machine), which is how
   such a worker is restarted, stops counting :data:`STALE` seconds later, and the next write
-  of any worker drops its fields. Dramatiq's heartbeats are not used for that: a worker
-  whose every prefetch slot is held (its threads stuck) fetches nothing and so stops
-  beating, the very case to show.
+  of any worker drops its fields. Dramatiq's heartbeats (which ``in_progress`` goes by) are
+  not used for that: their scores are on each worker's clock, and a dead worker stays
+  listed until another worker's maintenance (a random 0.1% of its broker calls) drops it,
+  never when it was the only one; the worker's own refresh says it lives, on Redis's clock.
 
 Only workers on a Redis broker record them: with RabbitMQ or an in-process broker the figures
 are not known (``None``).
