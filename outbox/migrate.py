@@ -34,7 +34,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from config import Settings
 from outbox import migrate_locks
-from outbox.db import create_engine, describe_db_error, engine_kind, redact_dsn
+from outbox.db import (
+    create_engine,
+    describe_db_error,
+    engine_kind,
+    redact_dsn,
+    sqlalchemy_url,
+)
 from outbox.errors import SchemaError, SchemaOutdated, StoreError
 from outbox.migrate_locks import LOCK_BACKOFF, LOCK_RETRIES, LOCK_TIMEOUT
 from outbox.schema import DDL_LOCK
@@ -98,20 +104,25 @@ def known_tables() -> dict[str, sa.Table]:
 def current(engine: sa.Engine) -> str | None:
     """The database's revision, or None when it has never been migrated (or, a SQLite
     file, does not exist: it is not created by asking)."""
-    database = engine.url.database
-    if (
-        engine.dialect.name == "sqlite"
-        and database
-        and database != ":memory:"
-        and not database.startswith("file:")
-        and not Path(database).exists()
-    ):
+    if absent(engine.url):
         return None
     try:
         with engine.connect() as conn:
             return _current(conn)
     except SQLAlchemyError as exc:
         raise _store_error(engine, "cannot read the schema revision", exc) from exc
+
+
+def absent(url: sa.URL) -> bool:
+    """Whether ``url`` names a SQLite file that is not there (connecting would create it)."""
+    database = url.database
+    return (
+        url.get_backend_name() == "sqlite"
+        and bool(database)
+        and database != ":memory:"
+        and not database.startswith("file:")
+        and not Path(database).exists()
+    )
 
 
 def check(engine: sa.Engine) -> None:
@@ -212,6 +223,11 @@ def store_urls(settings: Settings) -> dict[str, str]:
         if store.url not in urls.values() and _is_sql(store.url):
             urls[name] = store.url
     return urls
+
+
+def any_store_absent(settings: Settings) -> bool:
+    """Whether a SQL store of ``settings`` is a SQLite file that is not there yet."""
+    return any(absent(sqlalchemy_url(url)) for url in store_urls(settings).values())
 
 
 def check_stores(settings: Settings) -> None:

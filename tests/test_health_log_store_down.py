@@ -216,3 +216,29 @@ def test_a_hung_log_store_costs_status_one_timeout(
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and f"127.0.0.1:{silent_port}/readmodel" in errors[0], result.stderr
     _no_secrets(result)
+
+
+def test_a_hung_log_store_does_not_hold_health_on_a_source_only_the_log_may_know(
+    tmp_path: Path, sqlite_database: Callable[[], str], silent_port: int
+) -> None:
+    """``totals`` reads ``bank``, which this config does not list (the log may have its
+    events): asking the log which sources it knows waits at most until the deadline, instead
+    of for ever, and refuses nothing; the store is named down, the sources checked."""
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": f"postgresql://{USER}:{SECRET}@127.0.0.1:{silent_port}/readmodel"},
+            "sources": {"shop": {"url": sqlite_database()}},
+        },
+    )
+    init_outbox(load_settings(config).sources["shop"], "shop")
+
+    result, elapsed = _health(config)
+
+    assert result.exit_code == 3, result.output
+    assert elapsed < 2.6 * TIMEOUT, elapsed  # the question, then the report: once each
+    lines = _unhealthy(result.stderr)
+    assert len(lines) == 1 and lines[0].startswith("unhealthy: store default: "), result.stderr
+    assert "no answer within" in lines[0]
+    _no_secrets(result)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.live import Live
@@ -76,34 +78,90 @@ def _runtime(settings: Settings) -> Any:
     return guarded(build_runtime, settings, create_tables=False)
 
 
-def _schema_problem(
-    settings: Settings, config: Path | None, timeout: float, *, reported: bool = False
-) -> dict[str, str] | None:
-    """A read store not at this readmodel's schema revision, as a health problem; asked
-    within ``timeout`` like the rest of the probe. ``reported``: a store that cannot be
-    reached is left to the report (``status`` says what it can read without it)."""
-    from workers.status import run_all, unreachable
+class _SchemaCheck:
+    """Whether every read store is at this readmodel's schema revision, asked in a thread
+    while the report is read, both within the one ``--timeout``: a store that does not
+    answer costs the command that timeout once, not once here and once more for the report.
+    One that cannot be reached is left to the report (it says what it can read without it).
+    ``outdated`` is called with a store's problem, and exits."""
 
-    found = run_all({"schema": lambda: schema_problem(settings, config)}, timeout)["schema"]
-    if reported and isinstance(found, BaseException) and unreachable(found):
-        return None
-    if isinstance(found, TimeoutError):
-        raise fail(f"read store: {found}", EXIT_UNREACHABLE)
-    if isinstance(found, BaseException):
-        error = found
+    def __init__(
+        self,
+        settings: Settings,
+        config: Path | None,
+        timeout: float,
+        outdated: Callable[[dict[str, str]], NoReturn],
+    ) -> None:
+        from outbox.migrate import any_store_absent
 
-        def reraise() -> None:
-            raise error
+        self._deadline = time.monotonic() + timeout
+        self._outdated = outdated
+        self._found: Any = None
+        self._done = threading.Event()
+        self._settled = False
 
-        guarded(reraise)  # the message and exit code any command gives for it
-        raise found
-    return None if found is None else {"subject": "read store", "message": found}
+        def check() -> None:
+            try:
+                self._found = schema_problem(settings, config)
+            except BaseException as exc:  # said by settle(), never lost
+                self._found = exc
+            finally:
+                self._done.set()
+
+        threading.Thread(target=check, name="status-schema", daemon=True).start()
+        if guarded(any_store_absent, settings):  # reading one would create it: check first
+            self.settle()
+
+    def after(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``func(...)``; when it raises, the schema check has its say first (an outdated
+        store explains a missing table better than the error of reading it)."""
+        try:
+            return func(*args, **kwargs)
+        except Exception:
+            self.settle()
+            raise
+
+    def left(self) -> float:
+        """Seconds until the deadline (at least 0.1: a part is always asked)."""
+        return max(0.1, self._deadline - time.monotonic())
+
+    def settle(self) -> None:
+        """Wait for the check (until the deadline); exit on a store it found outdated, or on
+        an error that is not the store being unreachable, as any command does for it."""
+        if self._settled:
+            return
+        self._settled = True
+        from workers.status import unreachable
+
+        if not self._done.wait(max(0.0, self._deadline - time.monotonic())):
+            return  # the store that does not answer is in the report
+        found = self._found
+        if isinstance(found, BaseException):
+            if unreachable(found):
+                return
+            error = found
+
+            def reraise() -> None:
+                raise error
+
+            guarded(reraise)  # the message and exit code any command gives for it
+            raise found
+        if found is not None:
+            self._outdated({"subject": "read store", "message": found})
 
 
-def _report(runtime: Any, timeout: float | None) -> Any:
+def _build_runtime(settings: Settings, check: _SchemaCheck) -> Any:
+    """The runtime, its wait for the log (a projection's source only the log may know) ending
+    with the schema check's: a log store that does not answer is left to the report."""
+    from workers.runtime import build_runtime
+
+    return build_runtime(settings, create_tables=False, log_timeout=check.left())
+
+
+def _collect(runtime: Any, timeout: float | None) -> Any:
     from workers.status import collect
 
-    return _reported(lambda: collect(runtime, timeout=timeout))
+    return collect(runtime, timeout=timeout)
 
 
 def _reported(read: Any) -> Any:
@@ -148,17 +206,20 @@ def status(
     database another source or tenant reads: a conflict).
     """
     settings = load(config, log_level="warning")
-    outdated = _schema_problem(settings, config, timeout, reported=True)
-    if outdated is not None:
-        raise fail(outdated["message"], EXIT_CONFIG)
-    runtime = _runtime(settings)
+
+    def outdated(problem: dict[str, str]) -> NoReturn:
+        raise fail(problem["message"], EXIT_CONFIG)
+
+    check = _SchemaCheck(settings, config, timeout, outdated)
+    runtime = guarded(check.after, _build_runtime, settings, check)
     try:
         if watch:
-            _watch(runtime, as_json, every, timeout)
+            _watch(runtime, as_json, every, timeout, check)
             return
-        report = _report(runtime, timeout)
+        report = _reported(lambda: check.after(_collect, runtime, timeout))
     finally:
         runtime.close()
+    check.settle()
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
@@ -173,18 +234,21 @@ def status(
         raise typer.Exit(EXIT_CONFIG)
 
 
-def _watch(runtime: Any, as_json: bool, every: float, timeout: float) -> None:
+def _watch(runtime: Any, as_json: bool, every: float, timeout: float, check: _SchemaCheck) -> None:
+    """Refresh until stopped; the schema check has its say on the first report."""
     stop = stop_on_signals()
     if as_json:
-        while (report := _report_unless_stopped(runtime, timeout, stop)) is not None:
+        first: _SchemaCheck | None = check
+        while (report := _report_unless_stopped(runtime, timeout, stop, first)) is not None:
+            first = None
             print(json.dumps(report.as_dict()), flush=True)
             if stop.wait(every):
                 return
         return
-    first = _report_unless_stopped(runtime, timeout, stop)
-    if first is None:
+    shown = _report_unless_stopped(runtime, timeout, stop, check)
+    if shown is None:
         return
-    with Live(status_tables(first, errors=True), console=out, auto_refresh=False) as live:
+    with Live(status_tables(shown, errors=True), console=out, auto_refresh=False) as live:
         while not stop.wait(every):
             report = _report_unless_stopped(runtime, timeout, stop)
             if report is None:
@@ -192,17 +256,18 @@ def _watch(runtime: Any, as_json: bool, every: float, timeout: float) -> None:
             live.update(status_tables(report, errors=True), refresh=True)
 
 
-def _report_unless_stopped(runtime: Any, timeout: float, stop: threading.Event) -> Any | None:
+def _report_unless_stopped(
+    runtime: Any, timeout: float, stop: threading.Event, check: _SchemaCheck | None = None
+) -> Any | None:
     """The report, or ``None`` once Ctrl-C (or SIGTERM) came while it was read: a source
-    that takes its whole --timeout to answer (a table lock) does not hold the exit."""
+    that takes its whole --timeout to answer (a table lock) does not hold the exit. With
+    ``check``, the schema check has its say before the report is given."""
     read: dict[str, Any] = {}
     done = threading.Event()
 
     def run() -> None:
-        from workers.status import collect
-
         try:
-            read["report"] = collect(runtime, timeout=timeout)
+            read["report"] = _collect(runtime, timeout)
         except BaseException as exc:  # said below, unless stopped meanwhile (not from here)
             read["error"] = exc
         finally:
@@ -218,7 +283,11 @@ def _report_unless_stopped(runtime: Any, timeout: float, stop: threading.Event) 
             raise read["error"]
         return read["report"]
 
-    return _reported(result)
+    if check is None:
+        return _reported(result)
+    report = _reported(lambda: check.after(result))
+    check.settle()
+    return report
 
 
 def _exit_if_a_store_is_unreachable(report: Any) -> None:
@@ -287,23 +356,26 @@ def health(
     or projection and the figure otherwise, when a source's binary_ids in this config is
     not the rule the event log records (its relays are refused), or when a read store is
     not at the schema revision this readmodel needs (run `readmodel migrate`); 3 when a
-    read store cannot be reached.
+    read store cannot be reached or does not answer within --timeout (every problem is
+    named, the sources and broker still checked, even when it is the event log's store).
     """
     from outbox.log_rules import rule_origin
     from workers.status import problems
 
     settings = load(config, log_level="error")
-    outdated = _schema_problem(settings, config, timeout)
-    if outdated is not None:
+
+    def outdated(problem: dict[str, str]) -> NoReturn:
         if as_json:
-            print(json.dumps({"healthy": False, "problems": [outdated], "status": None}, indent=2))
+            print(json.dumps({"healthy": False, "problems": [problem], "status": None}, indent=2))
         else:
             err.print(
-                f"[red]unhealthy:[/] {escape(outdated['subject'])}: {escape(outdated['message'])}",
+                f"[red]unhealthy:[/] {escape(problem['subject'])}: {escape(problem['message'])}",
                 highlight=False,
                 soft_wrap=True,
             )
         raise typer.Exit(EXIT_FAILURE)
+
+    check = _SchemaCheck(settings, config, timeout, outdated)
     events_bound = settings.health.max_lag_events if max_lag_events is None else max_lag_events
     if max_lag_seconds is None:
         bound = settings.health.max_lag_seconds
@@ -312,11 +384,12 @@ def health(
         seconds_bound = max_lag_seconds
     parked_bound = settings.health.max_parked if max_parked is None else max_parked
     overdue_bound = settings.health.max_overdue if max_overdue is None else max_overdue
-    runtime = _runtime(settings)
+    runtime = guarded(check.after, _build_runtime, settings, check)
     try:
-        report = _report(runtime, timeout)
+        report = _reported(lambda: check.after(_collect, runtime, timeout))
     finally:
         runtime.close()
+    check.settle()
     found = problems(
         report,
         max_lag_events=events_bound,

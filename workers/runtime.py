@@ -41,7 +41,12 @@ class Runtime:
 
 
 def build_runtime(
-    settings: Settings, *, create_tables: bool = True, migrate: bool = True, threads: int = 8
+    settings: Settings,
+    *,
+    create_tables: bool = True,
+    migrate: bool = True,
+    threads: int = 8,
+    log_timeout: float | None = None,
 ) -> Runtime:
     """Open the log and stores and load the configured projections.
 
@@ -51,6 +56,11 @@ def build_runtime(
 
     ``threads`` is how many threads apply batches at once: each holds its batch's
     connection while it reads the log on another, so the pool holds two per thread.
+
+    ``log_timeout`` (``status``, ``health``: they report the log's store down): how long
+    the check of the projections' sources waits for the log to name the sources it has
+    events of; a log that does not answer by then, or cannot be reached, leaves a name only
+    the log could know unrefused.
     """
     log = EventLog(settings.store.url, engine=create_engine(settings.store.url, **_pool(threads)))
     try:
@@ -63,7 +73,7 @@ def build_runtime(
             f"{settings.projections}: {exc}"
         ) from exc
     try:
-        _check_subscriptions(settings, projections, log)
+        _check_subscriptions(settings, projections, log, log_timeout)
     except BaseException:
         log.close()
         raise
@@ -107,13 +117,35 @@ def _seconds(duration: timedelta | None) -> float | None:
     return None if duration is None else duration.total_seconds()
 
 
-def _check_subscriptions(settings: Settings, projections: list[Any], log: EventLog) -> None:
+def _check_subscriptions(
+    settings: Settings, projections: list[Any], log: EventLog, log_timeout: float | None = None
+) -> None:
     """Refuse a projection subscribed to a source nothing feeds
-    (:mod:`projections.subscriptions`)."""
-    unfed = unfed_subscriptions(settings, projections, log.engine)
+    (:mod:`projections.subscriptions`); with ``log_timeout``, one the log may feed is not
+    refused when the log does not answer within it, or cannot be reached (its store is
+    reported down)."""
+    unfed = _unfed(settings, projections, log, log_timeout)
     if unfed:
         where = settings.config_file or "settings"
         raise ConfigError(f"invalid configuration:\n  {where}: projections: {unfed[0].message}")
+
+
+def _unfed(
+    settings: Settings, projections: list[Any], log: EventLog, timeout: float | None
+) -> list[Any]:
+    if timeout is None:
+        return unfed_subscriptions(settings, projections, log.engine)
+    from workers.status import run_all, unreachable
+
+    found = run_all(
+        {"log": lambda: unfed_subscriptions(settings, projections, log.engine)}, timeout
+    )
+    unfed = found["log"]
+    if isinstance(unfed, BaseException):
+        if unreachable(unfed):
+            return []
+        raise unfed
+    return list(unfed)
 
 
 def _pool(threads: int) -> dict[str, Any]:

@@ -133,11 +133,11 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     store = results["store"]
     if isinstance(store, BaseException):
         detail = str(store) if isinstance(store, ReadmodelError | TimeoutError) else None
-        message = f"read store: {detail or describe_db_error(store)}"
         if not unreachable(store):
+            message = f"read store: {detail or describe_db_error(store)}"
             raise ReadmodelError(message) from store
         heads, parked, rules, removed = {}, {}, {}, set()
-        projections, stores = [], _without_log(runtime, held, message)
+        projections, stores = [], _without_log(runtime, held, detail or describe_db_error(store))
     else:
         heads, parked, rules, removed = store
         projections, stores = _projections(runtime, held, results)
@@ -209,15 +209,17 @@ def _store_url(runtime: Runtime, store_name: str) -> str:
 
 def _without_log(runtime: Runtime, held: dict[str, list[str]], error: str) -> list[StoreStatus]:
     """Every store's status when the log's store (``default``) is unreachable: the log's with
-    ``error``, listed even when it holds no projection; the others' projections not read
-    either (their lag is measured against the log)."""
-    stores = [
-        StoreStatus("default", _store_url(runtime, "default"), held.get("default", []), error)
-    ]
+    ``error`` (named by where it is), listed even when it holds no projection; the others'
+    projections not read either (their lag is measured against the log)."""
+    url = _store_url(runtime, "default")
+    stores = [StoreStatus("default", url, held.get("default", []), f"read store at {url}: {error}")]
     for name, names in held.items():
         if name != "default":
-            needs = f"read store {name}: not read, its projections' lag needs the event log"
-            stores.append(StoreStatus(name, _store_url(runtime, name), names, needs))
+            url = _store_url(runtime, name)
+            needs = (
+                f"read store {name} at {url}: not read, its projections' lag needs the event log"
+            )
+            stores.append(StoreStatus(name, url, names, needs))
     return stores
 
 
@@ -236,7 +238,8 @@ def _projections(
             message = f"read store {store_name}: {detail or describe_db_error(result)}"
             if not unreachable(result):
                 raise ReadmodelError(message) from result
-            stores.append(StoreStatus(store_name, url, names, message))
+            where = f"read store {store_name} at {url}: {detail or describe_db_error(result)}"
+            stores.append(StoreStatus(store_name, url, names, where))
             continue
         projections.extend(result)
         stores.append(StoreStatus(store_name, url, names))
@@ -396,8 +399,13 @@ def problems(
         out.append(Problem("broker", report.broker.error))
     elif max_overdue is not None and any(p.handlers_overdue is None for p in report.projections):
         out.append(Problem("broker", _overdue_unknown(report.broker.broker)))
-    for store in report.unreachable_stores():
-        out.append(Problem(f"store {store.store}", f"unreachable: {store.error}"))
+    unread = report.unreachable_stores()
+    log_down = any(s.store == "default" for s in unread)
+    for store in unread:
+        if log_down and store.store != "default":  # not read: its lag needs the log
+            out.append(Problem(f"store {store.store}", store.error or "not read"))
+        else:
+            out.append(Problem(f"store {store.store}", f"unreachable: {store.error}"))
     return out
 
 
