@@ -242,3 +242,32 @@ def test_a_hung_log_store_does_not_hold_health_on_a_source_only_the_log_may_know
     assert len(lines) == 1 and lines[0].startswith("unhealthy: store default: "), result.stderr
     assert "no answer within" in lines[0]
     _no_secrets(result)
+
+
+def test_a_store_not_read_for_the_log_is_not_called_unreachable() -> None:
+    """With the log's store down, another store's projections are not read (their lag needs
+    the log): ``health`` says so, without calling that store unreachable."""
+    from workers.queues import QueueDepth
+    from workers.status import Report, StoreStatus, problems
+
+    log_error = "read store at postgresql://db:5432/rm: no answer within 1.5s"
+    docs_error = (
+        "read store docs at mongodb://docs:27017/rm_docs: not read, its projections' lag "
+        "needs the event log"
+    )
+    report = Report(
+        [],
+        [],
+        QueueDepth("memory", "default", None, None, None),
+        stores=[
+            StoreStatus("default", "postgresql://db:5432/rm", ["totals"], log_error),
+            StoreStatus("docs", "mongodb://docs:27017/rm_docs", ["inbox"], docs_error),
+        ],
+    )
+
+    found = problems(report, max_lag_events=None, max_lag_seconds=None)
+
+    assert [(p.subject, p.message) for p in found] == [
+        ("store default", f"unreachable: {log_error}"),
+        ("store docs", docs_error),
+    ]
