@@ -64,6 +64,23 @@ def pg_database() -> Iterator[Callable[[], str]]:
     )
 
 
+def allow_connections(url: str, allow: bool) -> None:
+    """Let a test's own PostgreSQL database be connected to, or not (its sessions ended):
+    to its clients, the database is unreachable until allowed again."""
+    name = sa.make_url(url).database
+    admin = _admin_engine(PG_ADMIN)
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
+            if not allow:
+                conn.exec_driver_sql(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture
 def mysql_database() -> Iterator[Callable[[], str]]:
     """Factory: a fresh MariaDB/MySQL database per call; returns its DSN. All are dropped after."""

@@ -21,7 +21,7 @@ from outbox.tenant_registry import Members, TenantRegistry
 from outbox.tenant_relays import TenantRelays
 from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli, with_password
-from tests.conftest import PG_ADMIN
+from tests.conftest import allow_connections
 from tests.tenant_fixtures import (
     init_tenant_outbox,
     make_registry,
@@ -194,26 +194,6 @@ def test_an_unreadable_event_log_is_the_registrys_error_and_its_members_keep_run
         gone.dispose()
 
 
-def _allow_connections(url: str, allow: bool) -> None:
-    """Let a test's own database be connected to, or not (its sessions ended)."""
-    name = sa.make_url(url).database
-    admin = sa.create_engine(
-        sa.make_url(PG_ADMIN).set(drivername="postgresql+psycopg"),
-        isolation_level="AUTOCOMMIT",
-        poolclass=sa.NullPool,
-    )
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allow).lower()}')
-            if not allow:
-                conn.exec_driver_sql(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                    (name,),
-                )
-    finally:
-        admin.dispose()
-
-
 def test_a_peer_read_once_then_unreadable_holds_back_a_member_the_log_has_no_events_of(
     pg_database: Callable[[], str], pos_relays: Callable[..., TenantRelays], tmp_path: Path
 ) -> None:
@@ -234,7 +214,7 @@ def test_a_peer_read_once_then_unreadable_holds_back_a_member_the_log_has_no_eve
     assert relays.log.heads().get("shop:acme") == 2
 
     registry_sql(pos, "INSERT INTO tenants VALUES ('acme', :d, true)", d=shared)
-    _allow_connections(shop, False)
+    allow_connections(shop, False)
     try:
         time.sleep(0.3)  # shop's reading is older than its refresh: read again, and failing
         with capture_logs() as logs:
@@ -248,7 +228,7 @@ def test_a_peer_read_once_then_unreadable_holds_back_a_member_the_log_has_no_eve
         record_sales(shared, [("r0", "2026-11-27", 100, 3)])
         assert "pos:acme" not in relays.log.heads()
     finally:
-        _allow_connections(shop, True)
+        allow_connections(shop, True)
 
     refused = (
         "tenant registry 'pos', tenant 'acme': the same database and outbox table as tenant "
