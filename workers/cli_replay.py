@@ -38,6 +38,7 @@ from projections.stores import is_mongodb
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     ConfigOption,
     err,
     fail,
@@ -47,8 +48,6 @@ from workers.cli_support import (
     require_migrated,
 )
 from workers.status_tables import counted
-
-EXIT_INTERRUPTED = 130
 
 
 def replay_command(

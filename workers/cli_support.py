@@ -23,6 +23,7 @@ EXIT_CONFIG = 2
 EXIT_UNREACHABLE = 3
 EXIT_STUCK = 4
 """A worker whose handler stayed stuck past ``engine.stuck_exit_after``: restart it."""
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
 
 out = Console(emoji=False)  # "pos:x:" is a member source, not an emoji
 err = Console(stderr=True, emoji=False)
