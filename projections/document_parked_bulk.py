@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
-from projections.document_holds import BLOCKED, PARKED, hold_filter
+from outbox.errors import StoreError
+from outbox.mongo_connection import describe_mongo_error as _describe
+from projections.document_holds import BLOCKED, PARKED, hold_filter, hold_key
 from projections.document_parked import FAILURES, _failure_id
 from projections.document_swap_guard import DeadSwapWatch
 from projections.store import AggregateKey, Lane
@@ -59,6 +62,13 @@ class DocumentBulkParking:
                 "cannot skip parked events", work, None if watch is None else watch.conflicted
             )
         )
+
+    def blocked_since(self, projection: str) -> dict[tuple[str, AggregateKey], int]:
+        try:
+            found = list(self.database[BLOCKED].find({"projection": projection}))
+        except PyMongoError as exc:
+            raise StoreError(f"cannot read {BLOCKED}: {_describe(exc)}") from exc
+        return {(d["source"], hold_key(d)): int(d["since_position"]) for d in found}
 
     def purge_skipped(self, entry_ids: Sequence[int]) -> int:
         ids = sorted(set(entry_ids))

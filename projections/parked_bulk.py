@@ -5,6 +5,9 @@ Work goes by aggregate hold, oldest first: a hold's events are retried together 
 order, as :meth:`ProjectionEngine.retry` retries them; one failing again leaves that hold
 parked (its events after the failing one held behind it) and the next hold is tried.
 Skipped events stay listed (``--all``): nothing is dropped.
+
+The caller may pass the :class:`Outcome` in: when a store error or Ctrl-C stops the run, it
+holds what was done so far and, in ``pending`` and ``held``, what was not (still parked).
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ class Outcome:
     still_parked: int = 0
     failed: list[tuple[ParkedEvent, str]] = field(default_factory=list)
     """The event that failed again in each hold that stays parked, and why."""
+    pending: dict[Hold, list[ParkedEvent]] = field(default_factory=dict)
+    """The chosen events of each hold not retried (a skip: not skipped) yet; after a run
+    stopped partway, those left parked, untouched."""
+    held: dict[Hold, list[ParkedEvent]] = field(default_factory=dict)
+    """A skip: the events held behind the skipped ones in each hold whose skip is done and
+    whose retry of them is not yet; after a run stopped partway, those left parked."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,25 +59,59 @@ class Selected:
     under their holds (a retry applies them all; a skip then applies those not chosen)."""
 
     store: Store
+    projection: str
     events: list[ParkedEvent]
     held: dict[Hold, list[ParkedEvent]]
+    stranded: dict[Hold, ParkedEvent] = field(default_factory=dict)
+    """A skip going on where one stopped partway: holds with no chosen event parked, blocked
+    from a chosen event it skipped (the value) and the events held behind that (in
+    ``held``) not applied yet."""
 
     @property
     def holds(self) -> dict[Hold, list[ParkedEvent]]:
         return by_hold(self.events)
 
 
-def select(engine: ProjectionEngine, selection: Selection) -> list[Selected]:
-    """The parked events chosen, per store that keeps some."""
+def select(
+    engine: ProjectionEngine, selection: Selection, *, stranded: bool = False
+) -> list[Selected]:
+    """The parked events chosen, per store that keeps some; ``stranded`` (a skip): and the
+    holds a skip of chosen events stopped partway left with events held behind them."""
     found = []
+    go_on = stranded and selection.projection in engine.projections
     for store in engine.parking_stores():
         parked = store.parked(selection.projection)
         events = [e for e in parked if selection.matches(e)]
-        if events:
-            holds = by_hold(events)
-            held = {h: e for h, e in by_hold(parked).items() if h in holds}
-            found.append(Selected(store, events, held))
+        holds = by_hold(events)
+        left = _stranded(store, selection, parked, holds) if go_on else {}
+        if events or left:
+            held = {h: e for h, e in by_hold(parked).items() if h in holds or h in left}
+            found.append(Selected(store, selection.projection, events, held, left))
     return found
+
+
+def _stranded(
+    store: Store,
+    selection: Selection,
+    parked: list[ParkedEvent],
+    holds: dict[Hold, list[ParkedEvent]],
+) -> dict[Hold, ParkedEvent]:
+    """The holds of ``parked`` with no event in ``holds`` that are blocked from a skipped
+    event ``selection`` chooses, before their first event parked: a skip stopped before it
+    applied the events held behind the events it skipped."""
+    first = {hold: events[0].position for hold, events in by_hold(parked).items()}
+    since = {
+        hold: position
+        for hold, position in store.blocked_since(selection.projection).items()
+        if hold in first and hold not in holds and position < first[hold]
+    }
+    if not since:
+        return {}
+    return {
+        (e.source, e.aggregate): e
+        for e in store.parked(selection.projection, "skipped")
+        if since.get((e.source, e.aggregate)) == e.position and selection.matches(e)
+    }
 
 
 def by_hold(events: Iterable[ParkedEvent]) -> dict[Hold, list[ParkedEvent]]:
@@ -80,50 +123,75 @@ def by_hold(events: Iterable[ParkedEvent]) -> dict[Hold, list[ParkedEvent]]:
 
 
 def retry(
-    engine: ProjectionEngine, chosen: list[Selected], advance: Callable[[], None] = lambda: None
+    engine: ProjectionEngine,
+    chosen: list[Selected],
+    advance: Callable[[], None] = lambda: None,
+    outcome: Outcome | None = None,
 ) -> Outcome:
     """Retry every hold of ``chosen`` (its parked events all, as a retry by id does);
     ``advance`` is called after each hold."""
-    outcome = Outcome()
+    outcome = Outcome() if outcome is None else outcome
+    outcome.pending = _chosen_holds(chosen)
     for selected in chosen:
         for hold in selected.holds:
             _retry_hold(engine, selected.held[hold], outcome)
+            del outcome.pending[hold]
             advance()
     outcome.still_parked = _still_parked(chosen)
     return outcome
 
 
 def skip(
-    engine: ProjectionEngine, chosen: list[Selected], advance: Callable[[], None] = lambda: None
+    engine: ProjectionEngine,
+    chosen: list[Selected],
+    advance: Callable[[], None] = lambda: None,
+    outcome: Outcome | None = None,
 ) -> Outcome:
     """Skip the events of ``chosen`` (one set-based write per store), then retry the events
     of their holds that were not chosen and are held behind them, as a skip by id does.
     For a projection no longer configured only the chosen events are skipped."""
-    outcome = Outcome()
+    outcome = Outcome() if outcome is None else outcome
+    outcome.pending = _chosen_holds(chosen)
     for selected in chosen:
-        outcome.skipped += selected.store.skip_parked_many([e.id for e in selected.events])
-        projection = selected.events[0].projection
-        holds = selected.holds
-        if projection not in engine.projections:
+        outcome.held.update({hold: selected.held[hold] for hold in selected.stranded})
+    for selected in chosen:
+        ids = {e.id for e in selected.events}
+        if ids:
+            outcome.skipped += selected.store.skip_parked_many(sorted(ids))
+        holds = [*selected.holds, *selected.stranded]
+        configured = selected.projection in engine.projections
+        for hold in selected.holds:
+            del outcome.pending[hold]
+            rest = [e for e in selected.held[hold] if e.id not in ids]
+            if rest and configured:
+                outcome.held[hold] = rest
+        if not configured:
             for _ in holds:
                 advance()
             continue
-        left = by_hold(selected.store.parked(projection))
+        left = by_hold(selected.store.parked(selected.projection))
         for hold in holds:
             if hold in left:
                 _retry_hold(engine, left[hold], outcome)
+            outcome.held.pop(hold, None)
             advance()
     outcome.still_parked = _still_parked(chosen)
     return outcome
 
 
+def _chosen_holds(chosen: list[Selected]) -> dict[Hold, list[ParkedEvent]]:
+    return {hold: events for selected in chosen for hold, events in selected.holds.items()}
+
+
 def _retry_hold(engine: ProjectionEngine, events: list[ParkedEvent], outcome: Outcome) -> None:
-    """Retry the hold ``events`` are parked under; a failure names the event that failed."""
+    """Retry the hold ``events`` are parked under; a failure names the event that failed
+    (its hold's events stay parked: counted until the run ends and counts them all)."""
     try:
         outcome.applied += engine.retry(events[0])
     except HandlerFailed as failed:
         at = [e for e in events if e.position == failed.event.position]
         outcome.failed.append(((at or events)[0], str(failed)))
+        outcome.still_parked += len(events)
 
 
 def _still_parked(chosen: list[Selected]) -> int:
@@ -132,6 +200,6 @@ def _still_parked(chosen: list[Selected]) -> int:
     for selected in chosen:
         count += sum(
             (e.source, e.aggregate) in selected.held
-            for e in selected.store.parked(selected.events[0].projection)
+            for e in selected.store.parked(selected.projection)
         )
     return count

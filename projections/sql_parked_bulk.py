@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+from projections.store import AggregateKey
 from projections.store_tables import blocked, failures, parked_events
 
 CHUNK = 5000
@@ -76,6 +77,15 @@ class SqlBulkParking:
                     ],
                 )
         return len(skipped)
+
+    def blocked_since(self, projection: str) -> dict[tuple[str, AggregateKey], int]:
+        with self.writer.connect() as conn:
+            rows = conn.execute(
+                sa.select(*(blocked.c[name] for name in _HOLD[1:]), blocked.c.since_position).where(
+                    blocked.c.projection == projection
+                )
+            ).all()
+        return {(row[0], AggregateKey(*row[1:4])): int(row[4]) for row in rows}
 
     def purge_skipped(self, entry_ids: Sequence[int]) -> int:
         ids = sorted(set(entry_ids))

@@ -385,6 +385,12 @@ class Store(ABC):
         returns how many were deleted."""
         raise NotImplementedError(f"{type(self).__name__} cannot purge parked events")
 
+    @abstractmethod
+    def blocked_since(self, projection: str) -> dict[tuple[str, AggregateKey], int]:
+        """The position each aggregate hold of ``projection`` is blocked from, by source and
+        key: its first event parked, or one skipped since whose events held behind it were
+        not applied yet (a skip stopped partway)."""
+
     journal_invalidations: bool = False
     """Set by the engine when a cache is attached: batches then record their cache tags."""
 

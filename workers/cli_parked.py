@@ -43,7 +43,8 @@ EXIT_CODES = (
     "configured, a bulk retry, skip or purge without --yes when not interactive), an invalid "
     "configuration or a read store "
     "not at the schema revision this readmodel needs (run 'readmodel migrate'), 3 read store "
-    "unreachable."
+    "unreachable (a bulk command: also when it became so partway), 130 a bulk command "
+    "interrupted (Ctrl-C)."
 )
 parked_app = typer.Typer(
     help="Parked outbox rows and projection events: list, show, retry, skip, purge."

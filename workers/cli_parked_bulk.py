@@ -1,9 +1,13 @@
 """``readmodel parked retry|skip --projection P`` (and ``skip --malformed --source S``): many
-parked entries at once, after asking (or ``--yes``), with a progress bar and a summary."""
+parked entries at once, after asking (or ``--yes``), with a progress bar and a summary; a
+run stopped partway by a store error or Ctrl-C prints what it did so far and what it left
+parked, then the error."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,8 +17,16 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from projections.engine import no_handler
-from projections.parked_bulk import Outcome, Selected, Selection, retry, select, skip
-from workers.cli_support import EXIT_CONFIG, EXIT_FAILURE, err, fail, out, with_runtime
+from projections.parked_bulk import Hold, Outcome, Selected, Selection, retry, select, skip
+from workers.cli_support import (
+    EXIT_CONFIG,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    err,
+    fail,
+    out,
+    with_runtime,
+)
 
 BulkProjection = Annotated[
     str | None,
@@ -77,7 +89,7 @@ def run_projection_bulk(
             raise fail(no_handler(selection.projection), EXIT_CONFIG)
         if not configured:
             _removed_notes([selection.projection])
-        chosen = select(engine, selection)
+        chosen = select(engine, selection, stranded=action == "skip")
         if not chosen:
             out.print(
                 f"nothing parked matches ({described(selection)})", highlight=False, soft_wrap=True
@@ -88,11 +100,12 @@ def run_projection_bulk(
             out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
             return
         confirm(yes, f"{action} them?")
-        holds = sum(len(s.holds) for s in chosen)
-        with _progress() as progress:
-            task = progress.add_task(f"{action} parked", total=holds)
-            step = partial(progress.advance, task)
-            outcome.append((retry if action == "retry" else skip)(engine, chosen, step))
+        holds = sum(len(s.holds) + len(s.stranded) for s in chosen)
+        so_far = Outcome()
+        with reporting_stops(partial(_report_stopped, so_far, selection)), _progress() as bar:
+            task = bar.add_task(f"{action} parked", total=holds)
+            step = partial(bar.advance, task)
+            outcome.append((retry if action == "retry" else skip)(engine, chosen, step, so_far))
 
     with_runtime(config, work)
     if outcome:
@@ -131,7 +144,16 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
             out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
             return
         confirm(yes, "skip them?")
-        skipped.append(rows.skip_many([entry.id for entry in found]))
+        with reporting_stops(
+            lambda: out.print(
+                f"interrupted: 0 skipped (malformed rows of source {escape(repr(source))}); not "
+                f"done: {len(found)} malformed outbox row(s), still parked: run the same "
+                "command again to go on",
+                highlight=False,
+                soft_wrap=True,
+            )
+        ):
+            skipped.append(rows.skip_many([entry.id for entry in found]))
 
     with_runtime(config, work, create_tables=False)
     if skipped:
@@ -141,6 +163,21 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
             highlight=False,
             soft_wrap=True,
         )
+
+
+@contextmanager
+def reporting_stops(report: Callable[[], None]) -> Iterator[None]:
+    """Run the block; when an error (a store failing partway) or Ctrl-C stops it, first
+    ``report()`` what was done and what was not, then let the error go on to
+    :func:`~workers.cli_support.guarded` (Ctrl-C: exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        report()
+        raise fail("interrupted (Ctrl-C)", EXIT_INTERRUPTED) from None
+    except Exception:
+        report()
+        raise
 
 
 def require_consent(yes: bool, dry_run: bool) -> None:
@@ -165,18 +202,34 @@ def _plan(
     events = sum(len(s.events) for s in chosen)
     holds = sum(len(s.holds) for s in chosen)
     verb = "retry" if action == "retry" else "skip"
-    out.print(
-        f"would {verb} {events} parked event(s) in {holds} aggregate(s) ({described(selection)}):",
-        highlight=False,
-        soft_wrap=True,
-    )
+    if events:
+        out.print(
+            f"would {verb} {events} parked event(s) in {holds} aggregate(s) "
+            f"({described(selection)}):",
+            highlight=False,
+            soft_wrap=True,
+        )
+    stranded = sum(len(s.stranded) for s in chosen)
+    if stranded:
+        held = sum(len(s.held[hold]) for s in chosen for hold in s.stranded)
+        out.print(
+            f"would apply {held} event(s) held behind skipped ones in {stranded} aggregate(s) "
+            f"(a skip of {described(selection)} stopped before it applied them):",
+            highlight=False,
+            soft_wrap=True,
+        )
     if not detailed:
         return
     for selected in chosen:
+        for hold, skipped in selected.stranded.items():
+            out.print(
+                f"  {escape(_hold_name(hold))}: apply {_refs(selected.held[hold])} in order "
+                f"(held behind skipped e{skipped.id})",
+                highlight=False,
+                soft_wrap=True,
+            )
         for hold, events_of_hold in selected.holds.items():
-            source, key = hold
-            tenant = f" (tenant {key.tenant})" if key.tenant else ""
-            name = f"{source} {key.aggregate_type}:{key.aggregate_id}{tenant}"
+            name = _hold_name(hold)
             held = selected.held[hold]
             if action == "retry":
                 line = f"apply {_refs(held)} in order"
@@ -189,6 +242,12 @@ def _plan(
                 elif rest:
                     line += f"; {_refs(rest)} stay parked (no handler)"
             out.print(f"  {escape(name)}: {line}", highlight=False, soft_wrap=True)
+
+
+def _hold_name(hold: Hold) -> str:
+    source, key = hold
+    tenant = f" (tenant {key.tenant})" if key.tenant else ""
+    return f"{source} {key.aggregate_type}:{key.aggregate_id}{tenant}"
 
 
 def _refs(events: list[Any]) -> str:
@@ -219,14 +278,42 @@ def _progress() -> Progress:
 
 def _report(outcome: Outcome, selection: Selection) -> None:
     """The summary; exit 1 when an aggregate stays parked, naming why (the first few)."""
-    out.print(
-        f"done: {outcome.applied} applied, {outcome.still_parked} still parked, "
-        f"{outcome.skipped} skipped ({described(selection)})",
-        highlight=False,
-        soft_wrap=True,
+    out.print(f"done: {_counts(outcome, selection)}", highlight=False, soft_wrap=True)
+    if outcome.failed:
+        _failures(outcome)
+        raise typer.Exit(EXIT_FAILURE)
+
+
+def _report_stopped(outcome: Outcome, selection: Selection) -> None:
+    """The summary of a run stopped partway: what was done, what was left parked and how
+    to go on, then why aggregates stay parked (the first few)."""
+    line = f"interrupted: {_counts(outcome, selection)}"
+    if outcome.pending:
+        events = sum(len(events) for events in outcome.pending.values())
+        line += (
+            f"; not done: {events} parked event(s) in {len(outcome.pending)} aggregate(s), "
+            "still parked"
+        )
+    if outcome.held:
+        events = sum(len(events) for events in outcome.held.values())
+        line += (
+            f"; not applied yet: {events} event(s) held behind the skipped ones in "
+            f"{len(outcome.held)} aggregate(s), still parked"
+        )
+    if outcome.pending or outcome.held:
+        line += ": run the same command again to go on"
+    out.print(line, highlight=False, soft_wrap=True)
+    _failures(outcome)
+
+
+def _counts(outcome: Outcome, selection: Selection) -> str:
+    return (
+        f"{outcome.applied} applied, {outcome.still_parked} still parked, "
+        f"{outcome.skipped} skipped ({described(selection)})"
     )
-    if not outcome.failed:
-        return
+
+
+def _failures(outcome: Outcome) -> None:
     for event, why in outcome.failed[:SHOWN_FAILURES]:
         err.print(
             f"e{event.id} ({escape(event.source)} {escape(event.aggregate_type)}:"
@@ -239,4 +326,3 @@ def _report(outcome: Outcome, selection: Selection) -> None:
         err.print(
             f"... and {len(outcome.failed) - SHOWN_FAILURES} more aggregate(s)", highlight=False
         )
-    raise typer.Exit(EXIT_FAILURE)

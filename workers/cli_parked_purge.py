@@ -16,6 +16,7 @@ from workers.cli_parked_bulk import (
     YesOption,
     confirm,
     described,
+    reporting_stops,
     require_consent,
 )
 from workers.cli_support import EXIT_CONFIG, ConfigOption, fail, out, with_runtime
@@ -76,7 +77,23 @@ def parked_purge(
             out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
             return
         confirm(yes, "delete them?")
-        deleted.append(sum(purge(ids) for purge, ids in chosen))
+        done = [0, 0]  # deleted, and chosen of the stores done
+
+        def report() -> None:
+            out.print(
+                f"interrupted: {done[0]} skipped entr{'y' if done[0] == 1 else 'ies'} deleted "
+                f"({what}); not done: {count - done[1]} skipped entr"
+                f"{'y' if count - done[1] == 1 else 'ies'}, kept: run the same command again "
+                "to go on",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+        with reporting_stops(report):
+            for purge, ids in chosen:
+                done[0] += purge(ids)
+                done[1] += len(ids)
+        deleted.append(done[0])
 
     with_runtime(config, work, create_tables=False)
     if deleted:
