@@ -69,7 +69,7 @@ def parked_purge(
             out.print(f"nothing skipped matches ({what})", highlight=False, soft_wrap=True)
             return
         out.print(
-            f"would delete {count} skipped entr{'y' if count == 1 else 'ies'} ({what})",
+            f"would delete {_entries(count)} ({what})",
             highlight=False,
             soft_wrap=True,
         )
@@ -77,31 +77,33 @@ def parked_purge(
             out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
             return
         confirm(yes, "delete them?")
-        done = [0, 0]  # deleted, and chosen of the stores done
+        purged: list[int] = []  # per store, in the order of chosen
 
         def report() -> None:
+            kept = count - sum(len(ids) for _, ids in chosen[: len(purged)])
             out.print(
-                f"interrupted: {done[0]} skipped entr{'y' if done[0] == 1 else 'ies'} deleted "
-                f"({what}); not done: {count - done[1]} skipped entr"
-                f"{'y' if count - done[1] == 1 else 'ies'}, kept: run the same command again "
-                "to go on",
+                f"interrupted: {_entries(sum(purged))} deleted ({what}); not done: "
+                f"{_entries(kept)}, kept: run the same command again to go on",
                 highlight=False,
                 soft_wrap=True,
             )
 
         with reporting_stops(report):
             for purge, ids in chosen:
-                done[0] += purge(ids)
-                done[1] += len(ids)
-        deleted.append(done[0])
+                purged.append(purge(ids))
+        deleted.append(sum(purged))
 
     with_runtime(config, work, create_tables=False)
     if deleted:
         out.print(
-            f"done: {deleted[0]} skipped entr{'y' if deleted[0] == 1 else 'ies'} deleted ({what})",
+            f"done: {_entries(deleted[0])} deleted ({what})",
             highlight=False,
             soft_wrap=True,
         )
+
+
+def _entries(count: int) -> str:
+    return f"{count} skipped entr{'y' if count == 1 else 'ies'}"
 
 
 def _skipped_events(runtime: Any, selection: Selection) -> list[tuple[Any, list[int]]]:
