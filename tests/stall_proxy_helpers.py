@@ -99,3 +99,28 @@ def stall_proxy(dsn: str, marker: bytes) -> Iterator[StallProxy]:
         yield proxy
     finally:
         proxy.close()
+
+
+class CutProxy(StallProxy):
+    """A proxy that forwards everything until :meth:`cut`: then the connections through it
+    are closed and new ones stall at once, so that to its clients the server is unreachable
+    (the server and its other clients go on) until :meth:`mend`."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        super().__init__(upstream, b"")  # every message holds b""
+        self.stalling = False
+
+    def cut(self) -> None:
+        with self._lock:
+            self.stalling = True
+            pairs = self._pairs[:]
+        for pair in pairs:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def mend(self) -> None:
+        with self._lock:
+            self.stalling = False
