@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from outbox.parking import ParkedEvents
 from projections.engine import ProjectionEngine
 from projections.sql_store import SqlStore
 from projections.store import AggregateKey
+from tests.broker_helpers import wait_until
 from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
 from tests.conftest import allow_connections
 from tests.outbox_helpers import init_outbox, insert_events
@@ -192,22 +194,32 @@ def _goes_on(bank: Bank, args: list[str]) -> None:
 def test_ctrl_c_in_a_bulk_retry_says_what_it_did_and_exits_130(
     bank: Bank, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """In a process of its own, as an operator runs it (a SIGINT in this one would go to the
+    signal handling an in-process `run` of an earlier test left behind)."""
     args = ["parked", "retry", "--projection", bank.name, "--yes", "--config", str(bank.config)]
     monkeypatch.setenv(HANG_ON, "b")  # b's handler never returns (in Python): Ctrl-C stops it
-    ctrl_c = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
-    _before_retry(monkeypatch, 2, lambda _: ctrl_c.start())
-
+    child = subprocess.Popen(
+        [sys.executable, "-m", "workers.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     try:
-        stopped = run_cli(args)
+        assert wait_until(lambda: "a" in bank.totals(), 60), "a was not retried"
+        child.send_signal(signal.SIGINT)  # while b's handler hangs, or just before
+        stdout, stderr = child.communicate(timeout=60)
     finally:
-        ctrl_c.cancel()
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
 
-    assert stopped.exit_code == 130, stopped.output
+    assert child.returncode == 130, (stdout, stderr)
     assert (
         "interrupted: 2 applied, 0 still parked, 0 skipped "
         f"(projection '{bank.name}'); not done: 4 parked event(s) in 2 aggregate(s)"
-    ) in stopped.stdout
-    assert "error: interrupted" in stopped.stderr
+    ) in stdout
+    assert "error: interrupted (Ctrl-C)" in stderr and "Traceback" not in stderr
     monkeypatch.undo()
     _goes_on(bank, args)
 
