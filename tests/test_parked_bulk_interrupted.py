@@ -148,6 +148,17 @@ def _before_retry(
     monkeypatch.setattr(ProjectionEngine, "retry", retry)
 
 
+def _cut_before(monkeypatch: pytest.MonkeyPatch, owner: type, method: str, url: str) -> None:
+    """The PostgreSQL database ``url`` unreachable just before ``owner.method`` runs."""
+    real = getattr(owner, method)
+
+    def cut_first(self: Any, *args: Any) -> Any:
+        allow_connections(url, False)
+        return real(self, *args)
+
+    monkeypatch.setattr(owner, method, cut_first)
+
+
 def _parked(config: Path, *args: str) -> list[dict[str, Any]]:
     listed = run_cli(["parked", "list", "--json", "--config", str(config), *args])
     assert listed.exit_code == 0, listed.output
@@ -305,13 +316,7 @@ def test_a_bulk_skip_whose_skip_the_store_fails_under_changes_nothing_and_goes_o
 ) -> None:
     config, url = withdrawals
     args = ["parked", "skip", "-p", "balances", "--type", "Withdrawn", "-y", "-c", str(config)]
-    real = SqlStore.skip_parked_many
-
-    def skip_parked_many(self: SqlStore, entry_ids: Any) -> int:
-        allow_connections(url, False)
-        return real(self, entry_ids)
-
-    monkeypatch.setattr(SqlStore, "skip_parked_many", skip_parked_many)
+    _cut_before(monkeypatch, SqlStore, "skip_parked_many", url)
 
     cut = run_cli(args)
 
@@ -358,13 +363,7 @@ def test_a_purge_and_a_malformed_skip_the_store_fails_under_change_nothing_and_g
         run_cli(["parked", "skip", "-p", "balances", "--type", "Withdrawn", "-y", *c]).exit_code
         == 0
     )
-    real_purge = SqlStore.purge_skipped
-
-    def purge_skipped(self: SqlStore, entry_ids: Any) -> int:
-        allow_connections(url, False)
-        return real_purge(self, entry_ids)
-
-    monkeypatch.setattr(SqlStore, "purge_skipped", purge_skipped)
+    _cut_before(monkeypatch, SqlStore, "purge_skipped", url)
     purge = ["parked", "purge", "-p", "balances", "-y", *c]
 
     cut = run_cli(purge)
@@ -390,13 +389,7 @@ def test_a_purge_and_a_malformed_skip_the_store_fails_under_change_nothing_and_g
         )
     source.dispose()
     assert run_cli(["run", "--until-caught-up", *c]).exit_code == 0
-    real_skip = ParkedEvents.skip_many
-
-    def skip_many(self: ParkedEvents, entry_ids: Any) -> int:
-        allow_connections(url, False)
-        return real_skip(self, entry_ids)
-
-    monkeypatch.setattr(ParkedEvents, "skip_many", skip_many)
+    _cut_before(monkeypatch, ParkedEvents, "skip_many", url)
     malformed = ["parked", "skip", "--malformed", "-s", "bank", "-y", *c]
 
     cut = run_cli(malformed)
