@@ -239,6 +239,19 @@ class CustomerSpend(Projection):
         tx.upsert(customer_spend, {**row, "email": event.payload.email})
 
 
+def read_totals(store: sa.Engine) -> dict[str, tuple[int, int, int]]:
+    """:data:`account_totals` as ``account -> (events, total, violations)``."""
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(account_totals)).all()
+    return {r.account: (r.events, r.total, r.violations) for r in rows}
+
+
+def read_balances(store: sa.Engine) -> dict[str, int]:
+    """:data:`balances` as ``account -> balance``."""
+    with store.connect() as conn:
+        return {r.account: r.balance for r in conn.execute(sa.select(balances)).all()}
+
+
 def log_events(
     log: EventLog,
     events: list[tuple[str, str, dict[str, Any]]],

@@ -26,7 +26,14 @@ from projections.store_tables import failures, parked_events
 from tests.broker_helpers import Processes, wait_until
 from tests.cache_helpers import append
 from tests.cli_helpers import run_cli, write_config
-from tests.projection_fixtures import HANG_HOW, HANG_LOCK, HANG_ON, SLOW, account_totals, balances
+from tests.projection_fixtures import (
+    HANG_HOW,
+    HANG_LOCK,
+    HANG_ON,
+    SLOW,
+    read_balances,
+    read_totals,
+)
 from workers.runtime import build_runtime
 
 HUNG = "acct-1"
@@ -66,17 +73,6 @@ def _start_worker(processes: Processes, config: Path, how: str = "loop") -> str:
     key = processes.start("work", "work", "--config", str(config), "-p", "1", "-t", "2", env=env)
     assert wait_until(lambda: processes.worker_started(key), 60), processes.log_tail()
     return key
-
-
-def _totals(store: sa.Engine) -> dict[str, tuple[int, int, int]]:
-    with store.connect() as conn:
-        rows = conn.execute(sa.select(account_totals)).all()
-    return {r.account: (r.events, r.total, r.violations) for r in rows}
-
-
-def _balances(store: sa.Engine) -> dict[str, int]:
-    with store.connect() as conn:
-        return {r.account: r.balance for r in conn.execute(sa.select(balances)).all()}
 
 
 def _expected(events: list[Event]) -> dict[str, tuple[int, int, int]]:
@@ -146,8 +142,8 @@ def test_a_hung_handler_is_parked_with_its_reason_and_its_lane_goes_on(
 
         def settled() -> bool:
             return (
-                _totals(store) == others
-                and _balances(store) == all_balances
+                read_totals(store) == others
+                and read_balances(store) == all_balances
                 and len(_parked(store)) == 4
             )
 
@@ -193,12 +189,12 @@ def test_sigterm_stops_a_worker_whose_handler_hangs_within_the_grace(
             for account, v in _expected(events).items()
             if aggregate_hash("account", account) % 4 != lane
         }
-        assert wait_until(lambda: _totals(store) == others, 60), processes.log_tail()
+        assert wait_until(lambda: read_totals(store) == others, 60), processes.log_tail()
         process = processes.running[key]
         processes.kill(key, signal.SIGTERM)  # waits up to 30 s for the exit
         assert process.returncode == 1, processes.log_tail()
         assert "did not stop within 2s" in processes.log_tail(), processes.log_tail()
-        assert _totals(store) == others
+        assert read_totals(store) == others
     finally:
         log.close()
         store.dispose()
@@ -230,7 +226,7 @@ def test_the_bound_is_per_event_not_per_batch(
     try:
         append(runtime.log, "bank", events)
         assert runtime.engine.catch_up(deadline=60) == 40
-        assert _totals(runtime.log.engine) == {"acct-1": (40, sum(range(1, 41)), 0)}
+        assert read_totals(runtime.log.engine) == {"acct-1": (40, sum(range(1, 41)), 0)}
         with runtime.log.engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(failures)).scalar() == 0
     finally:

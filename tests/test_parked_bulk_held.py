@@ -20,7 +20,7 @@ from config import load_settings
 from outbox.db import create_engine
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
-from tests.projection_fixtures import balances
+from tests.projection_fixtures import read_balances
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -54,11 +54,6 @@ def held(request: pytest.FixtureRequest, tmp_path: Path, sqlite_database: Callab
     store.dispose()
 
 
-def _balances(store: sa.Engine) -> dict[str, int]:
-    with store.connect() as conn:
-        return dict(conn.execute(sa.select(balances.c.account, balances.c.balance)).all())
-
-
 def _parked(config: Path, *args: str) -> list[tuple[str, str, str]]:
     result = run_cli(["parked", "list", "--json", "-c", str(config), *args])
     return [(e["aggregate_id"], e["event_type"], e["status"]) for e in json.loads(result.stdout)]
@@ -84,7 +79,7 @@ def test_skipping_one_type_applies_the_events_held_behind_it(
 
     assert skipped.exit_code == 0, skipped.output
     assert "done: 2 applied, 0 still parked, 2 skipped" in skipped.stdout
-    assert _balances(store) == {"x": 10, "y": 10, "z": 10}
+    assert read_balances(store) == {"x": 10, "y": 10, "z": 10}
     assert _parked(config) == []
     assert sorted(_parked(config, "--all")) == [
         ("x", "Deposited", "retried"),
@@ -128,4 +123,4 @@ def test_at_a_terminal_it_asks_and_a_no_changes_nothing(held: tuple[Path, sa.Eng
     assert accepted.returncode == 1, accepted  # the withdrawals fail again: stay parked
     assert "done: 0 applied, 4 still parked, 0 skipped" in accepted.stdout
     assert "payload does not match" in accepted.stderr
-    assert _balances(store) == {"z": 10}
+    assert read_balances(store) == {"z": 10}

@@ -32,7 +32,13 @@ from projections.store_tables import parked_events
 from tests.broker_helpers import Processes, wait_until
 from tests.cache_helpers import append
 from tests.cli_helpers import run_cli, write_config
-from tests.projection_fixtures import HANG_HOW, HANG_ON, HANG_PORT, account_totals, balances
+from tests.projection_fixtures import (
+    HANG_HOW,
+    HANG_ON,
+    HANG_PORT,
+    read_balances,
+    read_totals,
+)
 
 HUNG = "acct-1"
 EXIT_STUCK = 4
@@ -77,17 +83,6 @@ def server() -> Iterator[Server]:
     held = Server()
     yield held
     held.close()
-
-
-def _totals(store: sa.Engine) -> dict[str, tuple[int, int, int]]:
-    with store.connect() as conn:
-        rows = conn.execute(sa.select(account_totals)).all()
-    return {r.account: (r.events, r.total, r.violations) for r in rows}
-
-
-def _balances(store: sa.Engine) -> dict[str, int]:
-    with store.connect() as conn:
-        return {r.account: r.balance for r in conn.execute(sa.select(balances)).all()}
 
 
 def _parked(store: sa.Engine) -> int:
@@ -179,13 +174,13 @@ def test_a_worker_stuck_in_a_handler_exits_and_its_restart_applies_every_event_o
             expected[account] = (count + 1, total + payload["amount"], 0)
 
         def applied() -> bool:
-            return _totals(store) == expected and _balances(store) == {
+            return read_totals(store) == expected and read_balances(store) == {
                 account: total for account, (_, total, _) in expected.items()
             }
 
-        assert wait_until(applied, 60, interval=0.5), (_totals(store), processes.log_tail())
+        assert wait_until(applied, 60, interval=0.5), (read_totals(store), processes.log_tail())
         time.sleep(1)  # a message given back late would apply nothing more
-        assert _totals(store) == expected
+        assert read_totals(store) == expected
         assert _parked(store) == 0
     finally:
         log.close()

@@ -33,7 +33,7 @@ from tests.broker_helpers import Processes, wait_until
 from tests.cache_helpers import append
 from tests.cli_helpers import run_cli, write_config
 from tests.document_fixtures import DocTotals
-from tests.projection_fixtures import HANG_HOW, HANG_ON, Totals, account_totals, log_events
+from tests.projection_fixtures import HANG_HOW, HANG_ON, Totals, log_events, read_totals
 
 EXIT_STUCK = 4
 STUCK = "acct-1"
@@ -147,12 +147,6 @@ def _parked_positions(store: sa.Engine) -> list[int]:
         return [row.position for row in rows]
 
 
-def _totals(store: sa.Engine) -> dict[str, tuple[int, int]]:
-    with store.connect() as conn:
-        rows = conn.execute(sa.select(account_totals)).all()
-    return {r.account: (r.events, r.total) for r in rows}
-
-
 def test_a_worker_stuck_at_every_attempt_parks_the_event_on_its_third_start(
     broker_for: Callable[[str], dict[str, Any]],
     pg_database: Callable[[], str],
@@ -202,7 +196,7 @@ def test_a_worker_stuck_at_every_attempt_parks_the_event_on_its_third_start(
         assert wait_until(lambda: _parked_positions(store) == [2, 4], 30), processes.log_tail()
         time.sleep(4)  # past the bound and stuck_exit_after: the handler is not run again
         assert processes.running[last].poll() is None, processes.log_tail()
-        assert _totals(store) == {"acct-0": (2, 40)}
+        assert read_totals(store) == {"acct-0": (2, 40, 0)}
         listed = run_cli(["parked", "list", "--json", "--config", str(config)])
         assert listed.exit_code == 0, listed.output
         [entry] = [e for e in json.loads(listed.output) if e["position"] == 2]
@@ -213,7 +207,7 @@ def test_a_worker_stuck_at_every_attempt_parks_the_event_on_its_third_start(
             ["parked", "retry", "--projection", "totals", "--yes", "--config", str(config)]
         )
         assert retried.exit_code == 0, retried.output
-        assert _totals(store) == {"acct-0": (2, 40), STUCK: (2, 60)}
+        assert read_totals(store) == {"acct-0": (2, 40, 0), STUCK: (2, 60, 0)}
     finally:
         log.close()
         store.dispose()
