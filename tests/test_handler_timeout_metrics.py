@@ -17,15 +17,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbox.db import create_engine
-from outbox.log import EventLog
 from projections.store_tables import parked_events
 from tests.broker_helpers import Processes, wait_until
-from tests.cache_helpers import append
-from tests.cli_helpers import run_cli, write_config
+from tests.hung_worker_helpers import start_hung_worker
 from tests.metrics_helpers import free_port, scrape
-from tests.projection_fixtures import HANG_HOW, HANG_ON
 
-HUNG = "acct-1"
 TIMEOUTS = 'readmodel_handler_timeouts_total{projection="totals"}'
 OVERDUE = 'readmodel_handlers_overdue{projection="totals"}'
 
@@ -38,39 +34,12 @@ def _pipeline(
     processes: Processes,
     how: str,
 ) -> tuple[str, int]:
-    """Events of acct-0..acct-3 in the log, a worker whose handler hangs on acct-1's (``how``)
-    and a metrics server; returns the worker's key and the server's port."""
-    config = write_config(
-        tmp_path / "readmodel.toml",
-        {
-            "projections": ["tests.projection_fixtures:Totals"],
-            "store": {"url": store_url},
-            "broker": broker,
-            "sources": {"bank": {"url": source_url}},
-            "metrics": {"dir": str(tmp_path / "metrics")},
-            "engine": {
-                "handler_timeout": "1s",
-                "max_attempts": 2,
-                "retry_backoff": "100ms",
-                "sweep_every": "1h",
-            },
-            "shutdown": {"grace": "2s"},
-        },
+    """A worker whose handler hangs on acct-1's events (``how``) and a metrics server;
+    returns the worker's key and the server's port."""
+    metrics = {"dir": str(tmp_path / "metrics")}
+    config, key = start_hung_worker(
+        tmp_path, store_url, source_url, broker, processes, how, metrics=metrics
     )
-    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
-    log = EventLog(store_url)
-    try:
-        events = [
-            ("account", f"acct-{a}", "Deposited", {"amount": 1, "seq": seq})
-            for seq in (1, 2)
-            for a in range(4)
-        ]
-        append(log, "bank", events)  # the worker's first sweep sends every lane's message
-    finally:
-        log.close()
-    env = {HANG_ON: HUNG, HANG_HOW: how}
-    key = processes.start("work", "work", "--config", str(config), "-p", "1", "-t", "2", env=env)
-    assert wait_until(lambda: processes.worker_started(key), 60), processes.log_tail()
     port = free_port()
     processes.start("metrics", "metrics", "--config", str(config), "--port", str(port))
     assert wait_until(lambda: bool(scrape(port)), 30), processes.log_tail()

@@ -11,10 +11,8 @@ cost ``status`` its ``--timeout`` twice."""
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,29 +26,6 @@ from tests.outbox_helpers import init_outbox, insert_events
 SECRET = "S3cret-Log-4711"
 USER = "logreader_u"
 TIMEOUT = 1.5
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port whose listener accepts every connection and never says a word (a hung
-    server: the connections complete, no answer comes)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield int(server.getsockname()[1])
-    server.close()
-    for conn in accepted:
-        conn.close()
 
 
 @pytest.fixture

@@ -4,36 +4,11 @@ a broker refusing connections, not ``broker: broker: no answer ...``."""
 
 from __future__ import annotations
 
-import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.cli_helpers import run_cli, write_config
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port whose listener accepts every connection and never says a word."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted: list[socket.socket] = []
-
-    def accept() -> None:
-        while True:
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                return
-
-    threading.Thread(target=accept, daemon=True).start()
-    yield int(server.getsockname()[1])
-    server.close()
-    for conn in accepted:
-        conn.close()
 
 
 @pytest.mark.parametrize(("command", "code"), [("health", 1), ("status", 3)])

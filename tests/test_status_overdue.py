@@ -19,60 +19,10 @@ from typing import Any
 import pytest
 
 from config import ConfigError, load_settings
-from outbox.log import EventLog
 from tests.broker_helpers import Processes, wait_until
-from tests.cache_helpers import append
 from tests.cli_helpers import run_cli, write_config
+from tests.hung_worker_helpers import start_hung_worker
 from tests.outbox_helpers import init_outbox
-from tests.projection_fixtures import HANG_HOW, HANG_ON
-
-HUNG = "acct-1"
-
-
-def _pipeline(
-    tmp_path: Path,
-    store_url: str,
-    source_url: str,
-    broker: dict[str, Any],
-    processes: Processes,
-    how: str,
-    health: dict[str, Any] | None = None,
-) -> tuple[Path, str]:
-    """Events of acct-0..acct-3 in the log and a worker whose handler hangs on acct-1's
-    (``how``); returns the config and the worker's key."""
-    config = write_config(
-        tmp_path / "readmodel.toml",
-        {
-            "projections": ["tests.projection_fixtures:Totals"],
-            "store": {"url": store_url},
-            "broker": broker,
-            "sources": {"bank": {"url": source_url}},
-            "engine": {
-                "handler_timeout": "1s",
-                "max_attempts": 2,
-                "retry_backoff": "100ms",
-                "sweep_every": "1h",
-            },
-            "shutdown": {"grace": "2s"},
-            **({"health": health} if health else {}),
-        },
-    )
-    init_outbox(load_settings(config).sources["bank"], "bank")
-    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
-    log = EventLog(store_url)
-    try:
-        events = [
-            ("account", f"acct-{a}", "Deposited", {"amount": 1, "seq": seq})
-            for seq in (1, 2)
-            for a in range(4)
-        ]
-        append(log, "bank", events)  # the worker's first sweep sends every lane's message
-    finally:
-        log.close()
-    env = {HANG_ON: HUNG, HANG_HOW: how}
-    key = processes.start("work", "work", "--config", str(config), "-p", "1", "-t", "2", env=env)
-    assert wait_until(lambda: processes.worker_started(key), 60), processes.log_tail()
-    return config, key
 
 
 def _totals(config: Path) -> dict[str, Any]:
@@ -91,7 +41,7 @@ def test_a_handler_that_cannot_be_interrupted_shows_in_status_and_fails_health(
     tmp_path: Path,
 ) -> None:
     store_url = pg_database()
-    config, key = _pipeline(
+    config, key = start_hung_worker(
         tmp_path,
         store_url,
         sqlite_database(),
@@ -139,7 +89,7 @@ def test_an_interrupted_handler_is_no_longer_overdue(
 ) -> None:
     """An endless loop in Python: interrupted at each attempt, then parked; once parked no
     handler is overdue, and none is left recorded."""
-    config, key = _pipeline(
+    config, key = start_hung_worker(
         tmp_path, pg_database(), sqlite_database(), broker_for("redis"), processes, "loop"
     )
 
