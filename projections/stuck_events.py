@@ -15,11 +15,13 @@ the lane's lock, which parking takes."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
 
+from outbox.envelope import Envelope
 from projections.handler_timeout import OnStuck, StuckHandler
 from projections.store import Lane, Store
 
@@ -32,30 +34,61 @@ STUCK_ERROR = "HandlerStuck"
 """How the ``last_error`` of an attempt that got stuck begins."""
 
 
+RECORD_WAIT = 5.0
+"""Seconds the stuck attempt's recording may hold up the exit (a store that is locked, hung
+or retrying: the attempt is then not counted)."""
+
+
 def counting(on_stuck: OnStuck, store: Store, lane: Lane) -> OnStuck:
-    """``on_stuck``, after recording the stuck event's attempt in ``store`` (a store that
-    cannot record it is logged: the worker exits all the same)."""
+    """``on_stuck``, after recording the stuck event's attempt in ``store``, waiting for it
+    at most :data:`RECORD_WAIT` seconds (one not recorded is logged: the worker exits all
+    the same, and soon)."""
 
     def stuck(handler: StuckHandler) -> None:
         event = handler.event
         if event is not None:
-            error = (
-                f"{STUCK_ERROR}: handler stuck {handler.seconds:g}s past "
-                "engine.handler_timeout, where it cannot be interrupted; the worker exited"
-            )
-            try:
-                handler = replace(handler, attempts=store.record_failure(lane, event, error))
-            except Exception as exc:
-                logger.warning(
-                    "the stuck handler's attempt could not be counted",
-                    projection=lane.projection,
-                    source=lane.source,
-                    position=event.position,
-                    error=repr(exc),
-                )
+            attempts = _record(store, lane, event, handler.seconds)
+            if attempts is not None:
+                handler = replace(handler, attempts=attempts)
         on_stuck(handler)
 
     return stuck
+
+
+def _record(store: Store, lane: Lane, event: Envelope, seconds: float) -> int | None:
+    """The event's attempts with this stuck one counted; ``None`` when the store did not
+    record it within :data:`RECORD_WAIT` (it may still, from a daemon thread, before the
+    process ends)."""
+    error = (
+        f"{STUCK_ERROR}: handler stuck {seconds:g}s past engine.handler_timeout, where it "
+        "cannot be interrupted; the worker exited"
+    )
+    recorded: list[int] = []
+
+    def record() -> None:
+        try:
+            recorded.append(store.record_failure(lane, event, error))
+        except Exception as exc:
+            logger.warning(
+                "the stuck handler's attempt could not be counted",
+                projection=lane.projection,
+                source=lane.source,
+                position=event.position,
+                error=repr(exc),
+            )
+
+    thread = threading.Thread(target=record, name="readmodel-stuck-attempt", daemon=True)
+    thread.start()
+    thread.join(RECORD_WAIT)
+    if thread.is_alive():
+        logger.warning(
+            "the stuck handler's attempt was not counted in time; exiting without it",
+            projection=lane.projection,
+            source=lane.source,
+            position=event.position,
+            waited=RECORD_WAIT,
+        )
+    return recorded[0] if recorded else None
 
 
 def park_stuck(engine: ProjectionEngine) -> int:

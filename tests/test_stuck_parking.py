@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from outbox.db import create_engine
 from outbox.log import EventLog
+from projections import stuck_events
 from projections.engine import ProjectionEngine
 from projections.handler_timeout import StuckHandler
 from projections.log_reader import LogReader
@@ -211,3 +212,31 @@ def test_a_worker_stuck_at_every_attempt_parks_the_event_on_its_third_start(
     finally:
         log.close()
         store.dispose()
+
+
+def test_a_store_that_cannot_record_the_attempt_does_not_hold_up_the_exit(
+    sqlite_database: Callable[[], str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's only write lock held elsewhere (as a stuck batch may hold it): recording the
+    attempt would wait the busy timeout (30 s); the exit goes on after ``RECORD_WAIT``,
+    the attempt not counted."""
+    monkeypatch.setattr(stuck_events, "RECORD_WAIT", 0.5)
+    url = sqlite_database()
+    log = EventLog(url)
+    log.create_tables()
+    store = SqlStore(url, engine=log.engine)
+    store.create_tables([Totals()])
+    log_events(log, EVENTS, source="bank", aggregate_type="account")
+    engine = ProjectionEngine(LogReader(log), [Totals()], {"default": store}, max_attempts=2)
+    holder = sa.create_engine(sa.make_url(url), poolclass=sa.NullPool)
+    try:
+        with holder.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            told = _stuck_once(engine, 2)
+            assert time.monotonic() - started < 3
+            assert told.attempts is None
+            conn.exec_driver_sql("ROLLBACK")
+    finally:
+        holder.dispose()
+        log.close()
