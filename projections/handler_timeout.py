@@ -24,11 +24,13 @@ running past their bound, so a lane held by one is seen without reading the logs
 from __future__ import annotations
 
 import ctypes
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
 import structlog
@@ -80,7 +82,9 @@ OnStuck = Callable[[StuckHandler], None]
 class HandlerTimeout(Exception):
     """An event's handler ran past ``engine.handler_timeout``."""
 
-    def __init__(self, seconds: float = 0.0) -> None:
+    def __init__(self, seconds: float | None = None) -> None:
+        if seconds is None:  # raised bare by the watchdog: made in the handler's thread
+            seconds = getattr(_limit, "seconds", None) or 0.0
         super().__init__(f"handler exceeded {seconds:g}s (engine.handler_timeout)")
         self.seconds = seconds
 
@@ -95,6 +99,7 @@ class _Slot:
         "cancel",
         "deadline",
         "event",
+        "frame",
         "hooks",
         "lock",
         "next_at",
@@ -118,6 +123,7 @@ class _Slot:
         self.on_stuck: OnStuck | None = None
         self.projection = ""
         self.event: Envelope | None = None
+        self.frame: FrameType | None = None
         self.cancel: Callable[[Any], None] | None = None
         self.target: Any = None
         self.hooks: TimeoutHooks | None = None
@@ -179,6 +185,8 @@ def _escalate(slot: _Slot, now: float) -> None:
     elif slot.stage == 2:
         slot.next_at = min(now + STUCK_AFTER, _give_up_at(slot))
         _raise_in(slot.thread, HandlerTimeout)
+    elif not _inside(slot):
+        _let_go(slot)
     elif slot.stage == 3:
         slot.next_at = _give_up_at(slot)
         logger.error(
@@ -201,6 +209,27 @@ def _escalate(slot: _Slot, now: float) -> None:
                     event,
                 )
             )
+
+
+def _inside(slot: _Slot) -> bool:
+    """Whether the slot's thread still runs in the frame that armed it (a raise landing in
+    :class:`bounded`'s own exit, before it disarmed, leaves the slot armed behind a thread
+    gone on to other work)."""
+    frame = sys._current_frames().get(slot.thread)
+    while frame is not None:
+        if frame is slot.frame:
+            return True
+        frame = frame.f_back
+    return slot.frame is None
+
+
+def _let_go(slot: _Slot) -> None:
+    """Disarm a slot whose handler is back, though its exit was cut short."""
+    slot.armed = False
+    slot.next_at = float("inf")
+    slot.event = slot.target = slot.frame = None
+    logger.info("handler back after its bound's exit was interrupted", handler=slot.projection)
+    _tell(slot.hooks, "handler_back", slot.projection, slot.thread)
 
 
 def _give_up_at(slot: _Slot) -> float:
@@ -291,29 +320,42 @@ class bounded:  # noqa: N801 - used as a ``with`` statement, as contextlib's are
         slot = getattr(_limit, "slot", None)
         if slot is None:
             slot = _limit.slot = _WATCHDOG.slot()
-        slot.seconds = seconds
-        slot.deadline = slot.next_at = time.monotonic() + seconds
-        slot.stage = 0
-        slot.projection, slot.event = self._projection, self._event
-        slot.cancel, slot.target = self._cancel, self._target
-        slot.hooks = getattr(_limit, "hooks", None)
-        slot.stuck_after = getattr(_limit, "stuck_after", None)
-        slot.on_stuck = getattr(_limit, "on_stuck", None)
-        slot.armed = True  # last: the watchdog reads the fields above once it sees it
+        with slot.lock:  # the watchdog may be letting go of the slot's last handler
+            slot.seconds = seconds
+            slot.deadline = slot.next_at = time.monotonic() + seconds
+            slot.stage = 0
+            slot.projection, slot.event = self._projection, self._event
+            slot.frame = sys._getframe(1)
+            slot.cancel, slot.target = self._cancel, self._target
+            slot.hooks = getattr(_limit, "hooks", None)
+            slot.stuck_after = getattr(_limit, "stuck_after", None)
+            slot.on_stuck = getattr(_limit, "on_stuck", None)
+            slot.armed = True
         self._slot = slot
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
         slot = self._slot
         if slot is None:
             return
-        self._slot = None
-        with slot.lock:
-            slot.armed = False
-            passed = slot.stage > 0
-            if slot.stage >= 2:
-                _raise_in(slot.thread, None)  # one not delivered yet: this raises its own
-            slot.event = slot.target = None
+        try:
+            passed = self._disarm(slot)
+        except HandlerTimeout:
+            # The watchdog's raise, landing here once the handler was back: it raises once
+            # per event, and disarming withdraws one not delivered, so this runs through.
+            self._disarm(slot)
+            passed = True
         if passed:
             _tell(slot.hooks, "handler_back", self._projection, slot.thread)
         if passed and (kind is None or issubclass(kind, Exception)):
             raise HandlerTimeout(slot.seconds) from exc
+
+    def _disarm(self, slot: _Slot) -> bool:
+        """Disarm the slot; whether its handler passed the bound (idempotent)."""
+        with slot.lock:
+            passed = slot.armed and slot.stage > 0
+            if slot.armed and slot.stage >= 2:
+                _raise_in(slot.thread, None)  # one not delivered yet: this raises its own
+            slot.armed = False
+            slot.event = slot.target = slot.frame = None
+        self._slot = None
+        return passed
