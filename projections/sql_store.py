@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -83,6 +84,16 @@ class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, S
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def stuck_journal(self) -> Path | None:
+        """Beside a SQLite database file: the stuck batch holds its one write lock."""
+        database = self.engine.url.database
+        if self.kind != "sqlite" or not database or database == ":memory:":
+            return None
+        if database.startswith("file:"):
+            return None  # a URI filename: not a plain path to put a file beside
+        path = Path(database)
+        return path.with_name(path.name + ".stuck-attempts")
 
     def refused_for_good(self, error: BaseException) -> bool:
         return refused_for_good(error)

@@ -12,6 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from outbox.envelope import Envelope
@@ -390,6 +391,12 @@ class Store(ABC):
         """The position each aggregate hold of ``projection`` is blocked from, by source and
         key: its first event parked, or one skipped since whose events held behind it were
         not applied yet (a skip stopped partway)."""
+
+    def stuck_journal(self) -> Path | None:
+        """The file where a dying worker keeps the stuck attempts it could not count here in
+        time (:mod:`projections.stuck_journal`), or ``None``: this store is not locked by
+        the stuck batch itself, or not local to the machine (a server)."""
+        return None
 
     journal_invalidations: bool = False
     """Set by the engine when a cache is attached: batches then record their cache tags."""

@@ -11,19 +11,24 @@ handler failing that often would be: the rest of the lane flows, ``readmodel par
 shows it, ``parked retry`` applies it once the handler is fixed.
 
 Parking waits for the next start on purpose: the dying worker's stuck transaction may hold
-the lane's lock, which parking takes."""
+the lane's lock, which parking takes. It may hold the whole store too (SQLite's one write
+lock): an attempt not recorded within :data:`RECORD_WAIT` then goes to the store's journal
+file (:mod:`projections.stuck_journal`), which :func:`park_stuck` counts first."""
 
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import structlog
 
 from outbox.envelope import Envelope
+from projections import stuck_journal
 from projections.handler_timeout import OnStuck, StuckHandler
 from projections.store import Lane, Store
+from projections.stuck_journal import Attempt
 
 if TYPE_CHECKING:
     from projections.engine import ProjectionEngine
@@ -36,13 +41,14 @@ STUCK_ERROR = "HandlerStuck"
 
 RECORD_WAIT = 5.0
 """Seconds the stuck attempt's recording may hold up the exit (a store that is locked, hung
-or retrying: the attempt is then not counted)."""
+or retrying: the attempt then goes to the store's journal, if it keeps one, or is not
+counted)."""
 
 
 def counting(on_stuck: OnStuck, store: Store, lane: Lane) -> OnStuck:
     """``on_stuck``, after recording the stuck event's attempt in ``store``, waiting for it
-    at most :data:`RECORD_WAIT` seconds (one not recorded is logged: the worker exits all
-    the same, and soon)."""
+    at most :data:`RECORD_WAIT` seconds (one not recorded is journalled, or logged: the
+    worker exits all the same, and soon)."""
 
     def stuck(handler: StuckHandler) -> None:
         event = handler.event
@@ -58,10 +64,11 @@ def counting(on_stuck: OnStuck, store: Store, lane: Lane) -> OnStuck:
 def _record(store: Store, lane: Lane, event: Envelope, seconds: float) -> int | None:
     """The event's attempts with this stuck one counted; ``None`` when the store did not
     record it within :data:`RECORD_WAIT` (it may still, from a daemon thread, before the
-    process ends)."""
+    process ends: the attempt id in its error keeps the journal from counting it again)."""
+    attempt = uuid.uuid4().hex
     error = (
-        f"{STUCK_ERROR}: handler stuck {seconds:g}s past engine.handler_timeout, where it "
-        "cannot be interrupted; the worker exited"
+        f"{STUCK_ERROR} [attempt {attempt}]: handler stuck {seconds:g}s past "
+        "engine.handler_timeout, where it cannot be interrupted; the worker exited"
     )
     recorded: list[int] = []
 
@@ -80,20 +87,47 @@ def _record(store: Store, lane: Lane, event: Envelope, seconds: float) -> int | 
     thread = threading.Thread(target=record, name="readmodel-stuck-attempt", daemon=True)
     thread.start()
     thread.join(RECORD_WAIT)
-    if thread.is_alive():
-        logger.warning(
-            "the stuck handler's attempt was not counted in time; exiting without it",
-            projection=lane.projection,
-            source=lane.source,
-            position=event.position,
-            waited=RECORD_WAIT,
+    if recorded:
+        return recorded[0]
+    journal = store.stuck_journal()
+    where = dict(projection=lane.projection, source=lane.source, position=event.position)
+    if journal is None:
+        if thread.is_alive():
+            logger.warning(
+                "the stuck handler's attempt was not counted in time; exiting without it",
+                waited=RECORD_WAIT,
+                **where,
+            )
+        return None
+    try:
+        stuck_journal.append(
+            journal, Attempt(attempt, lane.projection, lane.source, event.position or 0, error)
         )
-    return recorded[0] if recorded else None
+    except OSError as exc:
+        logger.error(
+            "the stuck handler's attempt could not be counted nor journalled",
+            journal=str(journal),
+            error=repr(exc),
+            **where,
+        )
+    else:
+        logger.warning(
+            "the stuck handler's attempt was not counted in time; journalled, to be counted "
+            "when a worker starts",
+            journal=str(journal),
+            **where,
+        )
+    return None
 
 
 def park_stuck(engine: ProjectionEngine) -> int:
     """Park each event whose handler got stuck ``engine.max_attempts`` times (its aggregate
-    held); returns how many. An event applied meanwhile (a rebuild swapped in) is not."""
+    held); returns how many. An event applied meanwhile (a rebuild swapped in) is not.
+    Stuck attempts journalled by a worker that exited are counted first."""
+    try:
+        stuck_journal.replay(engine)
+    except Exception as exc:  # the journal is kept: counted at a later start
+        logger.error("counting the journalled stuck attempts failed", error=repr(exc))
     parked = 0
     for projection in engine.projections.values():
         store = engine.store_of(projection)
