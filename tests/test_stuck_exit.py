@@ -28,7 +28,7 @@ from outbox.db import create_engine
 from outbox.envelope import Envelope
 from outbox.log import EventLog
 from projections.handler_timeout import HandlerTimeout, StuckHandler, bounded, handler_limit
-from projections.store_tables import parked_events
+from projections.store_tables import checkpoints, parked_events
 from tests.broker_helpers import Processes, wait_until
 from tests.cache_helpers import append
 from tests.cli_helpers import run_cli, write_config
@@ -39,6 +39,7 @@ from tests.projection_fixtures import (
     read_balances,
     read_totals,
 )
+from workers.stuck_exit import EXIT_MARGIN
 
 HUNG = "acct-1"
 EXIT_STUCK = 4
@@ -186,6 +187,113 @@ def test_a_worker_stuck_in_a_handler_exits_and_its_restart_applies_every_event_o
         log.close()
         store.dispose()
     assert processes.stop_all()[again] == 0, processes.log_tail()
+
+
+GRACE = 2.0
+
+
+def _lock_checkpoints(store: sa.Engine, held: threading.Event, done: threading.Event) -> None:
+    """What a migration's ``ALTER TABLE`` does: wait for an exclusive lock on the
+    checkpoints behind the stuck batch (whose lane row it holds), every later reader of the
+    table queued behind; ``held`` once granted (the stuck batch gone), kept until ``done``."""
+    with store.connect() as conn:
+        conn.exec_driver_sql(f"LOCK TABLE {checkpoints.name} IN ACCESS EXCLUSIVE MODE")
+        held.set()
+        done.wait(60)
+        conn.rollback()
+
+
+def _waiting_on_locks(store: sa.Engine) -> int:
+    with store.connect() as conn:
+        return int(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            ).scalar_one()
+        )
+
+
+def test_a_stop_that_hangs_after_a_stuck_handler_ends_at_grace_and_the_margin(
+    broker_for: Callable[[str], dict[str, Any]],
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+    processes: Processes,
+    server: Server,
+    tmp_path: Path,
+) -> None:
+    """The stop itself hangs: the worker's sweep (on the main thread, which runs the stop)
+    waits for the checkpoints table, queued behind an exclusive lock that waits for the
+    stuck batch. The process exits 4 ``shutdown.grace`` + ``EXIT_MARGIN`` after the stuck
+    handler is given up on (not sooner: the stop never ended), its sweep still waiting;
+    restarted, it applies every event once."""
+    store_url = pg_database()
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": store_url},
+            "broker": broker_for("redis"),
+            "sources": {"bank": {"url": sqlite_database()}},
+            "engine": {"handler_timeout": "1s", "stuck_exit_after": "3s", "sweep_every": "200ms"},
+            "shutdown": {"grace": f"{GRACE:g}s"},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    events = [
+        ("account", f"acct-{a}", "Deposited", {"amount": 100 * a + seq, "seq": seq})
+        for seq in (1, 2)
+        for a in range(4)
+    ]
+    log, store = EventLog(store_url), create_engine(store_url)
+    append(log, "bank", events)
+    env = {HANG_ON: HUNG, HANG_HOW: "server", HANG_PORT: str(server.port)}
+    command = ("work", "--config", str(config), "-p", "1", "-t", "2", "--log-json")
+    held, done = threading.Event(), threading.Event()
+    locker = threading.Thread(target=_lock_checkpoints, args=(store, held, done), daemon=True)
+    try:
+        key = processes.start("work", *command, env=env)
+        assert wait_until(lambda: processes.worker_started(key), 60), processes.log_tail()
+        log_text = processes.logs / f"{key}.log"
+        assert wait_until(lambda: "interrupting it" in log_text.read_text(), 30)
+        locker.start()
+        # The lock request and the worker's sweep behind it, before the stuck exit begins.
+        assert wait_until(lambda: _waiting_on_locks(store) >= 2, 10), processes.log_tail()
+        assert STUCK_LINE not in log_text.read_text()
+
+        process = processes.running[key]
+        assert wait_until(lambda: STUCK_LINE in log_text.read_text(), 30), processes.log_tail()
+        given_up = time.monotonic()
+        assert wait_until(lambda: process.poll() is not None, 30), processes.log_tail()
+        waited = time.monotonic() - given_up
+        assert process.returncode == EXIT_STUCK, processes.log_tail()
+        processes.running.pop(key)
+        assert GRACE + EXIT_MARGIN - 1 <= waited <= GRACE + EXIT_MARGIN + 5, waited
+        assert "worker stopped" not in log_text.read_text()
+        assert log_text.read_text().rstrip().splitlines()[-1].startswith("error: totals:")
+        # The stuck batch went with the process: the lock waiting for it is granted.
+        assert held.wait(30)
+        done.set()
+        locker.join(10)
+
+        server.answer()
+        again = processes.start("work", *command, env=env)
+        assert wait_until(lambda: processes.worker_started(again), 60), processes.log_tail()
+        expected: dict[str, tuple[int, int, int]] = {}
+        for _, account, _, payload in events:
+            count, total, _ = expected.get(account, (0, 0, 0))
+            expected[account] = (count + 1, total + payload["amount"], 0)
+        assert wait_until(lambda: read_totals(store) == expected, 60, interval=0.5), (
+            read_totals(store),
+            processes.log_tail(),
+        )
+        time.sleep(1)  # a message given back late would apply nothing more
+        assert read_totals(store) == expected
+        assert _parked(store) == 0
+        assert processes.stop_all()[again] == 0, processes.log_tail()
+    finally:
+        done.set()
+        log.close()
+        store.dispose()
 
 
 def test_stuck_exit_after_is_two_minutes_unless_set_or_off() -> None:
