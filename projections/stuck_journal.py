@@ -12,7 +12,9 @@ Exactly once: each attempt has an id, written into the ``last_error`` it records
 dying worker's late write too, should its record go through after all). Replay takes the
 journal aside (a rename, under a lock file: several worker processes start at once) and
 skips every line of an event up to the one whose id the store's ``last_error`` already
-names, so a start that died half-way, or a late write, counts nothing twice. A line that
+names, so a start that died half-way, or a late write, counts nothing twice (a start whose
+store failed half-way keeps only the lines it did not count: its worker may count the
+event's next attempt, and that error's id, before the next start). A line that
 cannot be read (cut short by a kill) or names no known event is logged and dropped.
 """
 
@@ -66,7 +68,7 @@ def append(path: Path, attempt: Attempt) -> None:
 
     Under the file's own lock, re-opened if a replay took the file aside meanwhile; past
     :data:`APPEND_WAIT` written without the lock (an append of one line is atomic)."""
-    line = (json.dumps(attempt.__dict__, separators=(",", ":")) + "\n").encode()
+    line = _line(attempt)
     deadline = time.monotonic() + APPEND_WAIT
     while True:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -140,9 +142,28 @@ def _replay_store(engine: ProjectionEngine, store: Store, path: Path) -> int:
                 os.replace(path, aside)
             if not aside.exists():
                 continue
-            counted += _count(engine, store, _read(aside, path))
+            attempts = _read(aside, path)
+            settled: set[int] = set()  # ids (id()) of the attempts dealt with
+            try:
+                counted += _count(engine, store, attempts, settled)
+            except Exception:
+                # The worker goes on and may count this event's next attempt itself: left
+                # here, an attempt counted already would no longer be known as such.
+                _keep(aside, [a for a in attempts if id(a) not in settled])
+                raise
             aside.unlink()
     return counted
+
+
+def _keep(path: Path, attempts: list[Attempt]) -> None:
+    """Replace ``path`` by ``attempts`` alone (a new file renamed over it)."""
+    new = path.with_name(path.name + ".new")
+    new.write_bytes(b"".join(_line(attempt) for attempt in attempts))
+    os.replace(new, path)
+
+
+def _line(attempt: Attempt) -> bytes:
+    return (json.dumps(attempt.__dict__, separators=(",", ":")) + "\n").encode()
 
 
 def _read(path: Path, journal: Path) -> list[Attempt]:
@@ -186,7 +207,11 @@ def _parse(data: Any) -> Attempt:
     return attempt
 
 
-def _count(engine: ProjectionEngine, store: Store, attempts: list[Attempt]) -> int:
+def _count(
+    engine: ProjectionEngine, store: Store, attempts: list[Attempt], settled: set[int]
+) -> int:
+    """Count ``attempts`` not counted yet; each one dealt with (counted now or before, or
+    dropped) goes into ``settled`` as it is."""
     by_event: dict[tuple[str, str, int], list[Attempt]] = {}
     for attempt in attempts:
         key = (attempt.projection, attempt.source, attempt.position)
@@ -203,11 +228,15 @@ def _count(engine: ProjectionEngine, store: Store, attempts: list[Attempt]) -> i
                 position=position,
                 attempts=len(lines),
             )
+            settled.update(map(id, lines))
             continue
         event = found[0]
         lane = engine.lane_of(projection, event)
-        for attempt in _not_counted(store, lane, position, lines):
+        due = _not_counted(store, lane, position, lines)
+        settled.update(id(line) for line in lines if not any(line is d for d in due))
+        for attempt in due:
             store.record_failure(lane, event, attempt.error)
+            settled.add(id(attempt))
             counted += 1
             logger.info(
                 "stuck attempt counted from the journal",

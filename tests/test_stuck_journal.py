@@ -228,6 +228,43 @@ def test_a_start_that_dies_half_way_through_the_journal_counts_each_attempt_once
     assert not journal.with_name(journal.name + ".replaying").exists()
 
 
+def test_a_start_whose_store_fails_half_way_keeps_only_what_it_did_not_count(
+    sqlite_engine: tuple[str, ProjectionEngine],
+    dying: Dying,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store fails on the second of three journalled attempts: the worker goes on
+    (logged) and counts the event's next attempt itself, in time; the next start counts the
+    two left, not the first again (``last_error`` no longer names it)."""
+    _, engine = sqlite_engine
+    engine.max_attempts = 9
+    for _ in range(3):
+        assert _stuck_once(engine, dying).attempts is None
+    store = _store(engine)
+    record = store.record_failure
+    calls = []
+
+    def fails(*args: Any) -> int:
+        calls.append(args)
+        if len(calls) == 2:
+            raise RuntimeError("database is locked")
+        return record(*args)
+
+    monkeypatch.setattr(store, "record_failure", fails)
+    with capture_logs() as logs:
+        assert park_stuck(engine) == 0  # the worker starts all the same
+    assert any("journalled stuck attempts failed" in e["event"] for e in logs)
+    monkeypatch.setattr(store, "record_failure", record)
+    assert _attempts(engine) == 1
+    assert _stuck_once(engine).attempts == 2  # counted by the worker itself
+
+    assert park_stuck(engine) == 0
+    assert _attempts(engine) == 4
+    journal = _journal(engine)
+    assert not journal.exists()
+    assert not journal.with_name(journal.name + ".replaying").exists()
+
+
 def test_bad_journal_lines_are_reported_and_skipped(
     sqlite_engine: tuple[str, ProjectionEngine], dying: Dying
 ) -> None:
