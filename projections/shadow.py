@@ -79,6 +79,7 @@ from projections.shadow_names import (
     PG_NAME_LIMIT,
     SHADOW_SUFFIX,
     canonical,
+    catalog_name,
     fitted,
     old_name,
     qualified,
@@ -164,7 +165,7 @@ class ShadowTables(ShadowCarry):
             return str(preparer.format_constraint(declared, _alembic_quote=False))
         shadow = self.mapping[live].name
         if name.startswith(shadow):
-            derived = f"{live.name}{name[len(shadow) :]}"
+            derived = f"{catalog_name(live.name)}{name[len(shadow) :]}"
             if len(derived.encode()) <= PG_NAME_LIMIT:
                 return derived
         return canonical(name, self.suffix)
@@ -259,12 +260,14 @@ class ShadowTables(ShadowCarry):
     def live_tables(self, conn: sa.Connection) -> list[tuple[str, str]]:
         """The projection's live tables that exist in the database now, in the order of
         :attr:`mapping`, each as ``(name, sql)``: its declared name and its SQL name
-        (schema-qualified when it has a schema, quoted as needed: :func:`table_sql`)."""
+        (schema-qualified when it has a schema, quoted as needed: :func:`table_sql`). The
+        inspector compares the names given with the catalog's: a ``quote=False`` name is
+        given folded (:func:`catalog_name`)."""
         inspector = sa.inspect(conn)
         return [
             (live.name, table_sql(conn, live))
             for live in self.mapping
-            if inspector.has_table(live.name, schema=live.schema)
+            if inspector.has_table(catalog_name(live.name), schema=_catalog_schema(live))
         ]
 
     def _views(self, conn: sa.Connection) -> list[PgView]:
@@ -324,6 +327,10 @@ class ShadowTables(ShadowCarry):
             if mark is not None:
                 (marked if mark else unmarked).append(qualified(conn, live, name))
         return marked, unmarked
+
+
+def _catalog_schema(table: sa.Table) -> str | None:
+    return None if table.schema is None else catalog_name(table.schema)
 
 
 def drop_tables(conn: sa.Connection, names: Iterable[str]) -> None:

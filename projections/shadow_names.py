@@ -22,20 +22,33 @@ DRY_RUN_SUFFIX = "__dry_run"
 PG_NAME_LIMIT = 63
 _SHADOW_TABLE_LIMIT = 47
 _PERCENT_STYLES = ("format", "pyformat")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def catalog_name(name: str) -> str:
+    """``name`` as the catalog holds it: a name declared ``quote=False`` (SQLAlchemy's
+    ``quoted_name``) is sent unquoted, which PostgreSQL folds to lower case (ASCII letters,
+    as it folds a UTF-8 identifier); any other is kept as written. The names derived from a
+    table's (its shadow's, old table's, indexes') start from this one: as plain text they
+    would be quoted, keeping a case the live table does not have (SQLite, which matches
+    names without case, takes either)."""
+    if getattr(name, "quote", None) is False:
+        return str(name).translate(_ASCII_LOWER)
+    return str(name)
 
 
 def shadow_name(name: str, suffix: str = SHADOW_SUFFIX) -> str:
-    return fitted(name, suffix, _SHADOW_TABLE_LIMIT)
+    return fitted(catalog_name(name), suffix, _SHADOW_TABLE_LIMIT)
 
 
 def old_name(name: str) -> str:
-    return fitted(name, OLD_SUFFIX, PG_NAME_LIMIT)
+    return fitted(catalog_name(name), OLD_SUFFIX, PG_NAME_LIMIT)
 
 
 def leftover_name(name: str, oid: int) -> str:
     """The name an old table an earlier replay left (``old_name``) takes at the next swap,
     which needs ``old_name`` again: unique by its oid."""
-    return fitted(name, f"{OLD_SUFFIX}_{oid}", PG_NAME_LIMIT)
+    return fitted(catalog_name(name), f"{OLD_SUFFIX}_{oid}", PG_NAME_LIMIT)
 
 
 def fitted(name: str, suffix: str, limit: int) -> str:

@@ -42,6 +42,7 @@ from projections.shadow_leftovers import (
     warn_lookalikes,
 )
 from projections.shadow_names import (
+    catalog_name,
     leftover_name,
     old_name,
     qualified,
@@ -242,7 +243,8 @@ def pg_leftover_names(conn: sa.Connection, live: sa.Table) -> list[str]:
     renamed (whether readmodel made them is the mark's to say)."""
     if conn.dialect.name != "postgresql":
         return []
-    rows = conn.exec_driver_sql(_PG_LEFTOVERS, {"schema": live.schema}).scalars()
+    schema = None if live.schema is None else catalog_name(live.schema)
+    rows = conn.exec_driver_sql(_PG_LEFTOVERS, {"schema": schema}).scalars()
     return [
         str(name)
         for name in rows
