@@ -50,6 +50,7 @@ from outbox.envelope import Envelope
 from outbox.source_groups import group_of
 from projections.declaration_checks import check_key_tags, check_tenant_tables
 from projections.hidden_fields import without_values
+from projections.long_names import check_name_lengths
 from projections.owned_names import check_owners
 from projections.payload_errors import PayloadError as PayloadError  # re-exported
 from projections.payload_errors import hides_cause, payload_error
@@ -379,7 +380,8 @@ def load_projections(
 ) -> list[Projection]:
     """Import each module (or ``module:ClassName``) and instantiate its projections; refused
     when a name is another's, when two declare one table or collection of a store
-    (:mod:`projections.owned_names`), or a name is one another's rebuild derives
+    (:mod:`projections.owned_names`), when PostgreSQL would cut a table's name short
+    (:mod:`projections.long_names`), or a name is one another's rebuild derives
     (:mod:`projections.rebuild_names`). ``stores`` (``{store name: URL}``, ``default`` the
     ``[store]``) lets table names be compared as each store resolves them; without it they
     are compared without case, schemas as written."""
@@ -406,5 +408,6 @@ def load_projections(
             found[projection.name] = projection
     kinds = store_kinds(stores or {})
     check_owners(list(found.values()), kinds)
+    check_name_lengths(list(found.values()), kinds)
     check_rebuild_names(list(found.values()), kinds)
     return list(found.values())

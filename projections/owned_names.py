@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from projections.store_identifiers import table_key
+from projections.store_identifiers import PG_NAME_BYTES, POSTGRESQL, pg_too_long, table_key
 
 
 def check_owners(projections: Sequence[Any], kinds: Mapping[str, str] | None = None) -> None:
@@ -30,7 +30,8 @@ def check_owners(projections: Sequence[Any], kinds: Mapping[str, str] | None = N
             if owner is not projection:
                 raise ValueError(
                     f"projections {owner.name!r} and {projection.name!r} both declare table "
-                    f"{_full(table)}{_spelled(first, table)} in store {store!r}: each would "
+                    f"{_full(table)}{_spelled(first, table)}{_cut(first, table, kinds.get(store))}"
+                    f" in store {store!r}: each would "
                     f"write the other's rows, and a replay of one would rebuild, swap away or "
                     f"drop the other's; give each its own table"
                 )
@@ -52,3 +53,13 @@ def _full(table: Any) -> str:
 def _spelled(first: Any, table: Any) -> str:
     """`` (spelled X by the first)`` when the first declaration spells the name otherwise."""
     return "" if _full(first) == _full(table) else f" (spelled {_full(first)} by the first)"
+
+
+def _cut(first: Any, table: Any, kind: str | None) -> str:
+    """Why two names that differ are one table, when PostgreSQL cut one short."""
+    names = [str(n) for t in (first, table) for n in (t.schema, t.name) if n is not None]
+    if kind != POSTGRESQL or not any(pg_too_long(name) for name in names):
+        return ""
+    return (
+        f" (PostgreSQL keeps the first {PG_NAME_BYTES} bytes of a name, in which the two are alike)"
+    )

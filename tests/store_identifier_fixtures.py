@@ -83,3 +83,26 @@ class PublicOld(_Sums):
 
     name = "public_orders_old"
     tables = (_ledger("orders__old", "public"),)
+
+
+# 66 bytes in UTF-8 (36 characters, within SQLAlchemy's 63): PostgreSQL keeps 62 of them,
+# ``summe_`` and 28 ``é``, the 29th not fitting whole; so it keeps the same of ``LongA``'s
+# and ``LongB``'s names (68 bytes): one table there.
+LONG_PREFIX = "summe_" + "é" * 30
+
+
+class LongA(_Sums):
+    name = "long_a"
+    tables = (_ledger(f"{LONG_PREFIX}_a"),)
+
+
+class LongB(_Sums):
+    name = "long_b"
+    tables = (_ledger(f"{LONG_PREFIX}_b"),)
+
+
+class LongSchema(_Sums):
+    """A short table name in a schema whose name PostgreSQL would cut short."""
+
+    name = "long_schema"
+    tables = (_ledger("orders", LONG_PREFIX),)
