@@ -9,7 +9,9 @@ collections as generations ``<collection>__g<n>``. A projection named
 ``P__rebuild`` would have its checkpoints deleted by P's replay cleanup, and a table or a
 collection of the store named like one of P's would be built into, dropped or swapped
 away by P's rebuild: :func:`check_rebuild_names` refuses such a set of projections when
-they are loaded, naming both.
+they are loaded, naming both. A table named like a dry run's is no clash: the dry run
+makes its copies temporary where a table of their name is (:mod:`projections.shadow_plan`),
+and on SQLite makes none.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from projections.shadow_names import DRY_RUN_SUFFIX, SHADOW_SUFFIX, old_name, shadow_name
+from projections.shadow_names import SHADOW_SUFFIX, old_name, shadow_name
 from projections.store_identifiers import TableKey, table_key
 
 GENERATION_SUFFIX = "__g"
@@ -83,7 +85,6 @@ def _table_names(
         return table_key(name, schema, kind)
 
     shadow, old = key(shadow_name(table.name)), key(old_name(table.name))
-    dry_run = key(shadow_name(table.name, DRY_RUN_SUFFIX))
     leftover = re.compile(rf"{re.escape(old[1])}_\d+\Z")
     for found, other in tables.items():
         if found[0] != old[0]:
@@ -92,8 +93,6 @@ def _table_names(
             yield other, "shadow table"
         elif found == old or leftover.match(found[1]):
             yield other, "old table"
-        elif found == dry_run:
-            yield other, "dry run's table"
 
 
 def _full(table: Any) -> str:

@@ -13,9 +13,12 @@ ends, and lock the tables outside the projection its foreign keys reference.
 
 A role that may not create in a live table's schema (one that may only read, for a dry run)
 makes them as temporary tables instead (``TEMPORARY`` on the database: PostgreSQL grants it
-to every role by default). The declared foreign keys to tables outside the projection are
-left off them (a temporary table cannot reference a permanent one, and referencing takes
-REFERENCES on that table, which a role that may create need not have): each stands for one
+to every role by default); so does a dry run that finds a table (a user's, another
+projection's) under a copy's name where the copy would be made: made with ``checkfirst``,
+the copy would be that table, read as the declared model. The declared foreign keys to
+tables outside the projection are left off them (a temporary table cannot reference a
+permanent one, and referencing takes REFERENCES on that table, which a role that may create
+need not have): each stands for one
 of the live table's foreign keys as the made one would, by the name it would have, else by
 its definition (its columns, the table and columns it references, its actions, match and
 deferral). A role that may create neither gets the plan without the objects made by hand,
@@ -49,7 +52,7 @@ from projections.shadow_constraints import (
     pg_hand_made_constraints,
     pg_referencing_keys,
 )
-from projections.shadow_names import DRY_RUN_SUFFIX, run, table_sql
+from projections.shadow_names import DRY_RUN_SUFFIX, catalog_name, run, table_sql
 from projections.shadow_security import pg_describe_grants, pg_describe_state
 
 if TYPE_CHECKING:
@@ -107,8 +110,11 @@ def _pg_hand_made(
     if not schemas:
         return lines
     in_place, temporary = conn.exec_driver_sql(_PG_MAY_CREATE, {"schemas": schemas}).one()
+    taken = _taken(conn, shadows.renamed(DRY_RUN_SUFFIX)) if in_place else []
+    if taken:  # made where a table of the name is, it would be that table: made temporary
+        in_place = False
     if not in_place and not temporary:
-        return [UNLISTED]
+        return [_unlisted_taken(taken) if taken else UNLISTED]
     declared = shadows.renamed(DRY_RUN_SUFFIX, schema=None if in_place else "pg_temp")
     outside = _leave_outside_keys_off(declared)
     savepoint = conn.begin_nested()
@@ -137,6 +143,32 @@ def _pg_hand_made(
     finally:
         savepoint.rollback()
     return lines
+
+
+def _taken(conn: sa.Connection, declared: ShadowTables) -> list[str]:
+    """The copies' names a table of the database has where they would be made: made with
+    ``checkfirst`` (a standalone sequence is shared), such a copy would not be made, and
+    that table (a user's ``<table>__dry_run``, another projection's) would be read as the
+    declared model."""
+    inspector = sa.inspect(conn)
+    return [
+        table_sql(conn, copy)
+        for copy in declared.mapping.values()
+        if inspector.has_table(copy.name, schema=_catalog_schema(copy))
+    ]
+
+
+def _catalog_schema(table: sa.Table) -> str | None:
+    return None if table.schema is None else catalog_name(table.schema)
+
+
+def _unlisted_taken(taken: list[str]) -> str:
+    return (
+        "(not listed: indexes, constraints and column defaults made by hand; telling them "
+        "from the declared ones takes tables made as declared, named "
+        f"{', '.join(taken)}, which tables of the database are already, and this role may "
+        "not make temporary ones instead (TEMPORARY on the database): rename those tables)"
+    )
 
 
 def _temporary_sequences(conn: sa.Connection, declared: ShadowTables) -> None:

@@ -35,7 +35,6 @@ def test_a_projection_named_like_anothers_rebuild_checkpoints_is_refused(
     [
         ("tests.replay_lookalike_fixtures", "last_deposit__rebuild", "shadow table"),
         (f"{FIXTURES}:OldTable", "last_deposit__old", "old table"),
-        (f"{FIXTURES}:DryRunTable", "last_deposit__dry_run", "dry run's table"),
     ],
 )
 def test_a_table_named_like_anothers_shadow_or_old_table_is_refused(
@@ -47,6 +46,13 @@ def test_a_table_named_like_anothers_shadow_or_old_table_is_refused(
     assert f"table {table} of projection " in message
     assert f"is named like the {kind} of table last_deposit" in message
     assert "a replay of projection 'last_deposit'" in message
+
+
+def test_a_table_named_like_anothers_dry_run_copy_loads() -> None:
+    """The dry run makes its copies temporary where a table of their name is, and none on
+    SQLite (tests/test_replay_dry_run_names.py): no clash to refuse."""
+    loaded = load_projections(["tests.replay_fixtures", f"{FIXTURES}:DryRunTable"])
+    assert [p.name for p in loaded] == ["last_deposit", "deposit_trials"]
 
 
 def test_a_collection_named_like_a_generation_of_anothers_is_refused() -> None:
