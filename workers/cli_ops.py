@@ -131,7 +131,7 @@ class _SchemaCheck:
         if self._settled:
             return
         self._settled = True
-        from workers.status import unreachable
+        from workers.parts import unreachable
 
         if not self._done.wait(max(0.0, self._deadline - time.monotonic())):
             return  # the store that does not answer is in the report

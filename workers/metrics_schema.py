@@ -22,7 +22,7 @@ logger = structlog.get_logger("readmodel.metrics")
 def cannot_reach(exc: BaseException) -> bool:
     """Whether ``exc`` means a read store could not be reached (not that it refused)."""
     from workers.cli_support import _unreachable
-    from workers.status import unreachable
+    from workers.parts import unreachable
 
     return unreachable(exc) or _unreachable(exc)
 

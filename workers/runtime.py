@@ -20,6 +20,7 @@ from projections.sql_store import SqlStore
 from projections.store import Store
 from projections.stores import open_store
 from projections.subscriptions import unfed_subscriptions
+from workers.parts import run_all, unreachable
 
 
 @dataclass
@@ -135,8 +136,6 @@ def _unfed(
 ) -> list[Any]:
     if timeout is None:
         return unfed_subscriptions(settings, projections, log.engine)
-    from workers.status import run_all, unreachable
-
     found = run_all(
         {"log": lambda: unfed_subscriptions(settings, projections, log.engine)}, timeout
     )

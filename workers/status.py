@@ -10,7 +10,6 @@ parked outbox rows, every projection's lag): the sources' and the broker's are s
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +26,7 @@ from outbox.status import SourceStatus, source_status, unlisted_status, with_rul
 from outbox.tenant_registry import registries
 from projections.status import ProjectionStatus, iso_utc, projection_statuses
 from workers.overdue_board import Overdue, overdue_handlers
+from workers.parts import run_all, unreachable
 from workers.queues import QueueDepth, broker_kind, queue_depth
 from workers.removed_members import (
     member_groups,
@@ -247,20 +247,6 @@ def _projections(
     return projections, stores
 
 
-def unreachable(exc: BaseException | None) -> bool:
-    """A timeout or a connection failure anywhere in the cause chain (not a missing table)."""
-    from pymongo.errors import ConnectionFailure
-    from sqlalchemy.exc import OperationalError
-
-    while exc is not None:
-        if isinstance(exc, OperationalError) and "no such table" in str(exc):
-            return False  # SQLite reports a missing table as an OperationalError
-        if isinstance(exc, TimeoutError | OperationalError | ConnectionError | ConnectionFailure):
-            return True
-        exc = exc.__cause__
-    return False
-
-
 def _source(
     name: str, settings: SourceSettings, result: Any, log_head: int | None, parked: int | None
 ) -> SourceStatus:
@@ -291,31 +277,6 @@ def _source(
         status.error,
         refused=status.refused,
     )
-
-
-def run_all(tasks: dict[str, Callable[[], Any]], timeout: float | None) -> dict[str, Any]:
-    """Run every task in a daemon thread; a task that raised or did not finish in time yields
-    its exception (a :class:`TimeoutError` for the latter)."""
-    results: dict[str, Any] = {}
-
-    def run(key: str, task: Callable[[], Any]) -> None:
-        try:
-            results[key] = task()
-        except BaseException as exc:  # reported to the caller, never lost
-            results[key] = exc
-
-    threads = {
-        key: threading.Thread(target=run, args=(key, task), daemon=True, name=f"status-{key}")
-        for key, task in tasks.items()
-    }
-    for thread in threads.values():
-        thread.start()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    for key, thread in threads.items():
-        thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        if thread.is_alive():
-            results[key] = TimeoutError(f"no answer within {timeout:g}s")
-    return dict(results)
 
 
 # -- health --------------------------------------------------------------------------
