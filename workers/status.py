@@ -6,6 +6,8 @@ not answer is reported as such instead of hanging a container probe; so are the 
 of each read store, so a store that does not answer costs only its own projections' figures.
 The log's store that does not answer costs every figure read from the log (log heads,
 parked outbox rows, every projection's lag): the sources' and the broker's are still given.
+A tenant registry's members are asked as soon as it lists them, while the log is asked which
+member keeps a database two registries list: a log that does not answer costs them no time.
 """
 
 from __future__ import annotations
@@ -20,13 +22,15 @@ from config import SourceSettings
 from outbox.db import describe_db_error, redact_dsn
 from outbox.errors import ReadmodelError
 from outbox.keepers import last_appends
+from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin, recorded_rules
+from outbox.registry_members import Members
 from outbox.source_list import list_sources
 from outbox.status import SourceStatus, source_status, unlisted_status, with_rules
-from outbox.tenant_registry import registries
+from outbox.tenant_registry import TenantRegistry, registries
 from projections.status import ProjectionStatus, iso_utc, projection_statuses
 from workers.overdue_board import Overdue, overdue_handlers
-from workers.parts import run_all, unreachable
+from workers.parts import Parts, unreachable
 from workers.queues import QueueDepth, broker_kind, queue_depth
 from workers.removed_members import (
     member_groups,
@@ -84,53 +88,62 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
     store answers with an error (a missing table)."""
     settings = runtime.settings
     log = runtime.log
-    started = time.monotonic()
+    parts = Parts(timeout)
     tenant_registries = registries(settings)
-    reads: dict[str, Callable[[], Any]] = {
-        r.group: partial(r.read, lambda: last_appends(log.engine)) for r in tenant_registries
-    }
+
+    def source_part(name: str, member: SourceSettings) -> None:
+        parts.start(f"source:{name}", partial(source_status, name, settings, 0, 0, member))
+
+    def read(registry: TenantRegistry) -> Members:
+        members = registry.read(lambda: last_appends(log.engine))
+        for name, member in members.sources.items():  # asked now: until the deadline, not
+            source_part(name, member)  # the time left once the log says who keeps what
+        return members
+
+    for registry in tenant_registries:
+        parts.start(registry.group, partial(read, registry))
     if len(tenant_registries) > 1:  # which of two registries' members keeps a shared outbox
-        reads[_APPENDS] = lambda: last_appends(log.engine)
+        parts.start(_APPENDS, lambda: last_appends(log.engine))
+    for name, member in settings.sources.items():
+        source_part(name, member)
+    parts.start("store", partial(_log_figures, log))
+    held = _projections_by_store(runtime)
+    for store_name, held_names in held.items():  # one store down costs only its own figures
+        parts.start(
+            f"projections:{store_name}", partial(projection_statuses, runtime.engine, held_names)
+        )
+    pending_check = timeout or 5.0
+    parts.start("broker", partial(queue_depth, settings.broker, timeout=pending_check))
+    overdue_read = broker_kind(settings.broker) == "redis"
+    if overdue_read:
+        parts.start("overdue", partial(overdue_handlers, settings.broker, timeout=pending_check))
+
     readings: dict[str, Any] = {}
     try:
-        readings = run_all(reads, timeout)
+        readings = parts.wait(r.group for r in tenant_registries)
     finally:
         for registry in tenant_registries:
             if isinstance(readings.get(registry.group), TimeoutError):
                 registry.abort()  # still going (a stall): ended, not left to a thread
             registry.close()
-    appends = readings.pop(_APPENDS, None)
+    appends = parts.wait([_APPENDS])[_APPENDS] if len(tenant_registries) > 1 else None
     if isinstance(appends, BaseException):  # the store part reports the store's failure
         appends = None
     listed = list_sources(settings, readings, appends)
-    if timeout is not None and tenant_registries:  # the rest of the time for the sources
-        timeout = max(0.1, round(timeout - (time.monotonic() - started), 2))
+    for name, member in listed.sources.items():
+        source_part(name, member)  # started already, unless listed otherwise than read
     names = [*listed.sources, *(u.source for u in listed.unlisted)]
     readable = [g for g, r in readings.items() if not isinstance(r, BaseException)]
     groups = member_groups(settings.sources, readable)
-
-    def store_part() -> tuple[Any, ...]:
-        heads = log.heads()
-        removed = removed_members(heads, groups, names)
-        counts = log.parked_outbox_counts()
-        parked = {name: counts.get(name, 0) for name in [*names, *removed]}
-        return heads, parked, recorded_rules(log.engine), removed
-
-    pending_check = timeout or 5.0
-    tasks: dict[str, Callable[[], Any]] = {"store": store_part}
-    held = _projections_by_store(runtime)
-    for store_name, held_names in held.items():  # one store down costs only its own figures
-        tasks[f"projections:{store_name}"] = partial(
-            projection_statuses, runtime.engine, held_names
-        )
-    for name, member in listed.sources.items():
-        tasks[f"source:{name}"] = lambda n=name, m=member: source_status(n, settings, 0, 0, m)
-    tasks["broker"] = lambda: queue_depth(settings.broker, timeout=pending_check)
-    if broker_kind(settings.broker) == "redis":
-        tasks["overdue"] = partial(overdue_handlers, settings.broker, timeout=pending_check)
-    results = run_all(tasks, timeout)
-
+    keys = ["store", *(f"projections:{s}" for s in held), "broker"]
+    keys += [f"source:{name}" for name in listed.sources]
+    results = parts.wait([*keys, *(["overdue"] if overdue_read else [])])
     store = results["store"]
+    if not isinstance(store, BaseException):
+        heads, counts, rules = store
+        removed = removed_members(heads, groups, names)
+        parked = {name: counts.get(name, 0) for name in [*names, *removed]}
+        store = heads, parked, rules, removed
     if isinstance(store, BaseException):
         detail = str(store) if isinstance(store, ReadmodelError | TimeoutError) else None
         if not unreachable(store):
@@ -173,6 +186,11 @@ def collect(runtime: Runtime, *, timeout: float | None = None) -> Report:
             kind, settings.broker.queue, None, None, None, f"broker unreachable: {broker}"
         )
     return Report(sources, projections, broker, stores=stores)
+
+
+def _log_figures(log: EventLog) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
+    """What the report reads of the event log: heads, parked outbox rows, binary-ids rules."""
+    return log.heads(), log.parked_outbox_counts(), recorded_rules(log.engine)
 
 
 def _with_overdue(
