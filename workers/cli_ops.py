@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -29,9 +26,9 @@ from workers.cli_support import (
     guarded,
     load,
     out,
-    schema_problem,
 )
 from workers.signals import stop_on_signals
+from workers.status_checks import Checks
 from workers.status_tables import counted, failures, status_tables
 
 WatchOption = Annotated[
@@ -78,84 +75,14 @@ def _runtime(settings: Settings) -> Any:
     return guarded(build_runtime, settings, create_tables=False)
 
 
-class _SchemaCheck:
-    """Whether every read store is at this readmodel's schema revision, asked in a thread
-    while the report is read, both within the one ``--timeout``: a store that does not
-    answer costs the command that timeout once, not once here and once more for the report.
-    One that cannot be reached is left to the report (it says what it can read without it).
-    ``outdated`` is called with a store's problem, and exits."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        config: Path | None,
-        timeout: float,
-        outdated: Callable[[dict[str, str]], NoReturn],
-    ) -> None:
-        from outbox.migrate import any_store_absent
-
-        self._deadline = time.monotonic() + timeout
-        self._outdated = outdated
-        self._found: Any = None
-        self._done = threading.Event()
-        self._settled = False
-
-        def check() -> None:
-            try:
-                self._found = schema_problem(settings, config)
-            except BaseException as exc:  # said by settle(), never lost
-                self._found = exc
-            finally:
-                self._done.set()
-
-        threading.Thread(target=check, name="status-schema", daemon=True).start()
-        if guarded(any_store_absent, settings):  # reading one would create it: check first
-            self.settle()
-
-    def after(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``func(...)``; when it raises, the schema check has its say first (an outdated
-        store explains a missing table better than the error of reading it)."""
-        try:
-            return func(*args, **kwargs)
-        except Exception:
-            self.settle()
-            raise
-
-    def left(self) -> float:
-        """Seconds until the deadline (at least 0.1: a part is always asked)."""
-        return max(0.1, self._deadline - time.monotonic())
-
-    def settle(self) -> None:
-        """Wait for the check (until the deadline); exit on a store it found outdated, or on
-        an error that is not the store being unreachable, as any command does for it."""
-        if self._settled:
-            return
-        self._settled = True
-        from workers.parts import unreachable
-
-        if not self._done.wait(max(0.0, self._deadline - time.monotonic())):
-            return  # the store that does not answer is in the report
-        found = self._found
-        if isinstance(found, BaseException):
-            if unreachable(found):
-                return
-            error = found
-
-            def reraise() -> None:
-                raise error
-
-            guarded(reraise)  # the message and exit code any command gives for it
-            raise found
-        if found is not None:
-            self._outdated({"subject": "read store", "message": found})
-
-
-def _build_runtime(settings: Settings, check: _SchemaCheck) -> Any:
-    """The runtime, its wait for the log (a projection's source only the log may know) ending
-    with the schema check's: a log store that does not answer is left to the report."""
+def _build_runtime(settings: Settings, check: Checks) -> Any:
+    """The runtime, the check of its projections' sources started beside the report's read
+    (a source only the log may know is asked of the log: one wait for a log that hangs)."""
     from workers.runtime import build_runtime
 
-    return build_runtime(settings, create_tables=False, log_timeout=check.left())
+    runtime = build_runtime(settings, create_tables=False, check_sources=False)
+    check.subscriptions(runtime)
+    return runtime
 
 
 def _collect(runtime: Any, timeout: float | None) -> Any:
@@ -210,7 +137,7 @@ def status(
     def outdated(problem: dict[str, str]) -> NoReturn:
         raise fail(problem["message"], EXIT_CONFIG)
 
-    check = _SchemaCheck(settings, config, timeout, outdated)
+    check = Checks(settings, config, timeout, outdated)
     runtime = guarded(check.after, _build_runtime, settings, check)
     try:
         if watch:
@@ -234,11 +161,11 @@ def status(
         raise typer.Exit(EXIT_CONFIG)
 
 
-def _watch(runtime: Any, as_json: bool, every: float, timeout: float, check: _SchemaCheck) -> None:
+def _watch(runtime: Any, as_json: bool, every: float, timeout: float, check: Checks) -> None:
     """Refresh until stopped; the schema check has its say on the first report."""
     stop = stop_on_signals()
     if as_json:
-        first: _SchemaCheck | None = check
+        first: Checks | None = check
         while (report := _report_unless_stopped(runtime, timeout, stop, first)) is not None:
             first = None
             print(json.dumps(report.as_dict()), flush=True)
@@ -257,7 +184,7 @@ def _watch(runtime: Any, as_json: bool, every: float, timeout: float, check: _Sc
 
 
 def _report_unless_stopped(
-    runtime: Any, timeout: float, stop: threading.Event, check: _SchemaCheck | None = None
+    runtime: Any, timeout: float, stop: threading.Event, check: Checks | None = None
 ) -> Any | None:
     """The report, or ``None`` once Ctrl-C (or SIGTERM) came while it was read: a source
     that takes its whole --timeout to answer (a table lock) does not hold the exit. With
@@ -375,7 +302,7 @@ def health(
             )
         raise typer.Exit(EXIT_FAILURE)
 
-    check = _SchemaCheck(settings, config, timeout, outdated)
+    check = Checks(settings, config, timeout, outdated)
     events_bound = settings.health.max_lag_events if max_lag_events is None else max_lag_events
     if max_lag_seconds is None:
         bound = settings.health.max_lag_seconds

@@ -20,7 +20,6 @@ from projections.sql_store import SqlStore
 from projections.store import Store
 from projections.stores import open_store
 from projections.subscriptions import unfed_subscriptions
-from workers.parts import run_all, unreachable
 
 
 @dataclass
@@ -47,7 +46,7 @@ def build_runtime(
     create_tables: bool = True,
     migrate: bool = True,
     threads: int = 8,
-    log_timeout: float | None = None,
+    check_sources: bool = True,
 ) -> Runtime:
     """Open the log and stores and load the configured projections.
 
@@ -58,10 +57,9 @@ def build_runtime(
     ``threads`` is how many threads apply batches at once: each holds its batch's
     connection while it reads the log on another, so the pool holds two per thread.
 
-    ``log_timeout`` (``status``, ``health``: they report the log's store down): how long
-    the check of the projections' sources waits for the log to name the sources it has
-    events of; a log that does not answer by then, or cannot be reached, leaves a name only
-    the log could know unrefused.
+    Without ``check_sources`` (``status``, ``health``) the projections' sources are not
+    checked here: the caller runs :func:`check_subscriptions` while it reads its report, so a log
+    that does not answer (asked for a source only it may know) costs one wait, not two.
     """
     log = EventLog(settings.store.url, engine=create_engine(settings.store.url, **_pool(threads)))
     try:
@@ -73,11 +71,12 @@ def build_runtime(
             f"invalid configuration:\n  {where}: projections: cannot load "
             f"{settings.projections}: {exc}"
         ) from exc
-    try:
-        _check_subscriptions(settings, projections, log, log_timeout)
-    except BaseException:
-        log.close()
-        raise
+    if check_sources:
+        try:
+            _check_subscriptions(settings, projections, log)
+        except BaseException:
+            log.close()
+            raise
     stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
     for name, store_settings in settings.stores.items():
         if name != "default":
@@ -118,33 +117,21 @@ def _seconds(duration: timedelta | None) -> float | None:
     return None if duration is None else duration.total_seconds()
 
 
-def _check_subscriptions(
-    settings: Settings, projections: list[Any], log: EventLog, log_timeout: float | None = None
-) -> None:
+def check_subscriptions(runtime: Runtime) -> None:
+    """Raise :class:`ConfigError` for a projection subscribed to a source nothing feeds
+    (what :func:`build_runtime` checks unless told not to); the log's store failing raises
+    its error."""
+    projections = list(runtime.engine.projections.values())
+    _check_subscriptions(runtime.settings, projections, runtime.log)
+
+
+def _check_subscriptions(settings: Settings, projections: list[Any], log: EventLog) -> None:
     """Refuse a projection subscribed to a source nothing feeds
-    (:mod:`projections.subscriptions`); with ``log_timeout``, one the log may feed is not
-    refused when the log does not answer within it, or cannot be reached (its store is
-    reported down)."""
-    unfed = _unfed(settings, projections, log, log_timeout)
+    (:mod:`projections.subscriptions`)."""
+    unfed = unfed_subscriptions(settings, projections, log.engine)
     if unfed:
         where = settings.config_file or "settings"
         raise ConfigError(f"invalid configuration:\n  {where}: projections: {unfed[0].message}")
-
-
-def _unfed(
-    settings: Settings, projections: list[Any], log: EventLog, timeout: float | None
-) -> list[Any]:
-    if timeout is None:
-        return unfed_subscriptions(settings, projections, log.engine)
-    found = run_all(
-        {"log": lambda: unfed_subscriptions(settings, projections, log.engine)}, timeout
-    )
-    unfed = found["log"]
-    if isinstance(unfed, BaseException):
-        if unreachable(unfed):
-            return []
-        raise unfed
-    return list(unfed)
 
 
 def _pool(threads: int) -> dict[str, Any]:
