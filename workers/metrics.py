@@ -292,7 +292,8 @@ class PipelineCollector:
             if self.schema is not None:
                 self.schema()
             try:
-                report = collect(self.runtime, timeout=self.timeout)
+                # not the overdue board: readmodel_handlers_overdue is the workers' own gauge
+                report = collect(self.runtime, timeout=self.timeout, overdue=False)
             except ReadmodelError as exc:  # a store that answers with an error (no table)
                 logger.warning("metrics: cannot read the pipeline", error=str(exc))
                 store_up.add_metric(["default"], 0)
