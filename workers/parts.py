@@ -50,13 +50,17 @@ class Parts:
         """Seconds until the deadline (``None``: no deadline)."""
         return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
 
-    def wait(self, keys: Iterable[str]) -> dict[str, Any]:
-        """The results of ``keys`` (each started), waiting for them until the deadline."""
+    def wait(self, keys: Iterable[str], *, share: float = 1.0) -> dict[str, Any]:
+        """The results of ``keys`` (each started), waiting for them until the deadline, or
+        only ``share`` of the time left (a part waited for by another, which needs the rest
+        for its own)."""
         out: dict[str, Any] = {}
+        left = self.left()
+        until = None if left is None else time.monotonic() + share * left
         for key in keys:
             with self._lock:
                 thread = self._threads[key]
-            thread.join(self.left())
+            thread.join(None if until is None else max(0.0, until - time.monotonic()))
             with self._lock:
                 if key in self._results:
                     out[key] = self._results[key]

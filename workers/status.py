@@ -21,7 +21,7 @@ from typing import Any
 from config import SourceSettings
 from outbox.db import describe_db_error, redact_dsn
 from outbox.errors import ReadmodelError
-from outbox.keepers import last_appends
+from outbox.keepers import Appends, last_appends
 from outbox.log import EventLog
 from outbox.log_rules import RuleOrigin, recorded_rules
 from outbox.registry_members import Members
@@ -96,8 +96,10 @@ def collect(runtime: Runtime, *, timeout: float | None = None, overdue: bool = T
     def source_part(name: str, member: SourceSettings) -> None:
         parts.start(f"source:{name}", partial(source_status, name, settings, 0, 0, member))
 
+    appends = _Appends(parts, log)
+
     def read(registry: TenantRegistry) -> Members:
-        members = registry.read(lambda: last_appends(log.engine))
+        members = registry.read(appends)
         for name, member in members.sources.items():  # asked now: until the deadline, not
             source_part(name, member)  # the time left once the log says who keeps what
         return members
@@ -105,7 +107,7 @@ def collect(runtime: Runtime, *, timeout: float | None = None, overdue: bool = T
     for registry in tenant_registries:
         parts.start(registry.group, partial(read, registry))
     if len(tenant_registries) > 1:  # which of two registries' members keeps a shared outbox
-        parts.start(_APPENDS, lambda: last_appends(log.engine))
+        appends.start()
     for name, member in settings.sources.items():
         source_part(name, member)
     parts.start("store", partial(_log_figures, log))
@@ -128,10 +130,10 @@ def collect(runtime: Runtime, *, timeout: float | None = None, overdue: bool = T
             if isinstance(readings.get(registry.group), TimeoutError):
                 registry.abort()  # still going (a stall): ended, not left to a thread
             registry.close()
-    appends = parts.wait([_APPENDS])[_APPENDS] if len(tenant_registries) > 1 else None
-    if isinstance(appends, BaseException):  # the store part reports the store's failure
-        appends = None
-    listed = list_sources(settings, readings, appends)
+    logged = parts.wait([_APPENDS])[_APPENDS] if len(tenant_registries) > 1 else None
+    if isinstance(logged, BaseException):  # the store part reports the store's failure
+        logged = None
+    listed = list_sources(settings, readings, logged)
     for name, member in listed.sources.items():
         source_part(name, member)  # started already, unless listed otherwise than read
     names = [*listed.sources, *(u.source for u in listed.unlisted)]
@@ -188,6 +190,31 @@ def collect(runtime: Runtime, *, timeout: float | None = None, overdue: bool = T
             kind, settings.broker.queue, None, None, None, f"broker unreachable: {broker}"
         )
     return Report(sources, projections, broker, stores=stores)
+
+
+class _Appends:
+    """:func:`last_appends` for the registries' reads (which member keeps a database two
+    rows name), read once in a part of its own. A registry's read waits for it half the time
+    left, leaving its members the other half: a log that does not answer by then gives
+    ``{}``, with ``unreadable`` saying why (none keeps it, as when the log cannot be read)."""
+
+    def __init__(self, parts: Parts, log: EventLog) -> None:
+        self._parts, self._log = parts, log
+        self.unreadable: str | None = None
+
+    def start(self) -> None:
+        self._parts.start(_APPENDS, partial(last_appends, self._log.engine))
+
+    def __call__(self) -> Appends:
+        if self.unreadable is not None:  # given up once: not waited for again
+            return {}
+        self.start()
+        found = self._parts.wait([_APPENDS], share=0.5)[_APPENDS]
+        if isinstance(found, BaseException):
+            self.unreadable = f"the event log cannot be read: {found}"
+            return {}
+        appends: Appends = found
+        return appends
 
 
 def _log_figures(log: EventLog) -> tuple[dict[str, int], dict[str, int], dict[str, str]]:
