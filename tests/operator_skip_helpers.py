@@ -4,7 +4,7 @@ store or a MongoDB document store, and what it holds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,10 @@ from tests.operator_skip_fixtures import BANK, EVENTS, LIVE, OpSkipDocs, OpSkipL
 from tests.projection_fixtures import append_events, engine_on
 
 FIXTURES = "tests.operator_skip_fixtures"
+LATE = [("a1", "Deposited", {"amount": 50, "poison": True}), ("a1", "Deposited", {"amount": 60})]
+"""shop:6 (fails live: parked, shop:7 held behind it) and shop:7."""
+WITH_LATE = sorted([*LIVE, "shop:7"])
+AMOUNTS = {"a1": 60, "a2": 7, "b1": 1, "b2": 2}
 
 
 def live_with_a_skip(engine: ProjectionEngine, log: EventLog, name: str) -> None:
@@ -102,3 +106,36 @@ def doc_rows(store: MongoStore, projection: OpSkipDocs) -> tuple[list[str], dict
     events = sorted(d["_id"] for d in store.database[physical["op_skip_applied"]].find())
     amounts = {d["_id"]: d["amount"] for d in store.database[physical["op_skip_last"]].find()}
     return events, amounts
+
+
+def park_late_events(
+    engine: ProjectionEngine,
+    log: EventLog,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    fixed: bool = True,
+) -> int:
+    """LATE logged and applied live: shop:6 parked, shop:7 held behind it; then the handler
+    is fixed (unless not ``fixed``: shop:6 still fails). Returns shop:6's entry id."""
+    monkeypatch.setenv("READMODEL_TEST_POISON", "1")
+    append_events(log, LATE, "shop", "account", after=len(EVENTS))
+    engine.catch_up(deadline=30)
+    if fixed:
+        monkeypatch.delenv("READMODEL_TEST_POISON")
+    parked = engine.parked(name)
+    assert [(p.source, p.position) for p in parked] == [("shop", 6), ("shop", 7)]
+    return parked[0].id
+
+
+class Once:
+    """Calls ``action`` the first time it is called."""
+
+    def __init__(self, action: Callable[[], None]) -> None:
+        self.action = action
+        self.done = False
+
+    def __call__(self) -> None:
+        if not self.done:
+            self.done = True
+            self.action()

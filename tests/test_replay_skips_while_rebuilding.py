@@ -29,18 +29,19 @@ from projections.replay_types import ReplayOptions
 from projections.store import Lane
 from tests.operator_skip_fixtures import EVENTS, LIVE, OpSkipDocs
 from tests.operator_skip_helpers import (
+    AMOUNTS,
+    LATE,
+    WITH_LATE,
+    Once,
     doc_rows,
     docs_with_a_skip,
+    park_late_events,
     sql_rows,
     sql_skipped,
     statuses,
 )
 from tests.projection_fixtures import append_events
 
-LATE = [("a1", "Deposited", {"amount": 50, "poison": True}), ("a1", "Deposited", {"amount": 60})]
-"""shop:6 (fails live: parked, shop:7 held behind it) and shop:7."""
-WITH_LATE = sorted([*LIVE, "shop:7"])
-AMOUNTS = {"a1": 60, "a2": 7, "b1": 1, "b2": 2}
 BATCHES = [
     pytest.param(None, id="in-the-swap"),  # one pass, then the swap's catch-up applies them
     pytest.param(1, id="in-a-later-pass"),  # more passes: the next one applies them
@@ -60,19 +61,6 @@ def skip_a_late_event(
     assert len(late) == 1, engine.parked(name)
     assert engine.skip(late[0]) == 1
     monkeypatch.delenv("READMODEL_TEST_POISON")
-
-
-class Once:
-    """Calls ``action`` the first time it is called."""
-
-    def __init__(self, action: Callable[[], None]) -> None:
-        self.action = action
-        self.done = False
-
-    def __call__(self) -> None:
-        if not self.done:
-            self.done = True
-            self.action()
 
 
 @pytest.mark.parametrize("batch_size", BATCHES)
@@ -105,18 +93,6 @@ def test_an_event_skipped_during_a_rebuild_before_it_reached_it_is_left_out(
         assert engine.parked(projection.name) == []
         summary = Replayer(engine.reader, projection, store).run(ReplayOptions())  # again
         assert sql_rows(store) == (WITH_LATE, AMOUNTS) and summary.skipped_by_operator == 2
-
-
-def park_late_events(engine: ProjectionEngine, log: EventLog, name: str, monkeypatch: Any) -> int:
-    """LATE logged and applied live: shop:6 parked, shop:7 held behind it; then the handler
-    is fixed. Returns shop:6's entry id."""
-    monkeypatch.setenv("READMODEL_TEST_POISON", "1")
-    append_events(log, LATE, "shop", "account", after=len(EVENTS))
-    engine.catch_up(deadline=30)
-    monkeypatch.delenv("READMODEL_TEST_POISON")
-    parked = engine.parked(name)
-    assert [(p.source, p.position) for p in parked] == [("shop", 6), ("shop", 7)]
-    return parked[0].id
 
 
 LATE_STATUSES = {"shop:2": "skipped", "shop:4": "retried", "shop:6": "skipped"}
