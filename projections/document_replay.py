@@ -41,7 +41,6 @@ import structlog
 from pymongo.client_session import ClientSession
 from pymongo.errors import PyMongoError
 
-from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.mongo_connection import describe_mongo_error
 from projections.api import Projection
@@ -61,6 +60,7 @@ from projections.document_generations import (
     retired_field,
     warn_unrecorded,
 )
+from projections.document_replay_fill import DocumentShadowFill
 from projections.document_replay_in_place import DocumentInPlaceReplay
 from projections.document_replay_tx import _Refused, every_failure
 from projections.document_settle import settle_parked
@@ -79,8 +79,8 @@ from projections.replay_plan import source_plans
 from projections.replay_policy import (
     ErrorPolicy,
     HandlerError,
+    Overruled,
 )
-from projections.replay_ranges import apply_in_ranges
 from projections.replay_skip_policy import SkipsPolicy
 from projections.replay_skipped import document_planned, document_skips
 from projections.replay_types import (
@@ -100,7 +100,7 @@ RETIRE_AFTER = 5.0
 """Seconds the old generation is kept after the swap (see projections.document_generations)."""
 
 
-class DocumentReplayer(DocumentInPlaceReplay):
+class DocumentReplayer(DocumentInPlaceReplay, DocumentShadowFill):
     """Rebuilds one document projection; the same interface as
     :class:`projections.replay.Replayer` (``plan``, ``run``, ``cleanup``)."""
 
@@ -242,6 +242,7 @@ class DocumentReplayer(DocumentInPlaceReplay):
         while True:
             if not first:  # skipped since: left out of this pass
                 self._reread_skips()
+                self._apply_overruled(summary)
             first = False
             heads = self.reader.heads()
             added = self._add_sources(sources, progress, self.projection.lane_sources(heads))
@@ -272,59 +273,6 @@ class DocumentReplayer(DocumentInPlaceReplay):
             progress.update(dict.fromkeys(new, 0))
         return new
 
-    def _shadow_checkpoint(self, session: ClientSession, *, source: str, position: int) -> None:
-        self._prove_lease(session)
-        self.database[CHECKPOINTS].update_many(
-            {"projection": self.shadow_projection, "source": source},
-            {"$set": {"position": position}},
-            session=session,
-        )
-
-    def _init_shadow_checkpoints(self, sources: Sequence[str]) -> None:
-        documents = [
-            {
-                "_id": lane_id(Lane(self.shadow_projection, source, partition)),
-                "projection": self.shadow_projection,
-                "source": source,
-                "partition": partition,
-                "position": 0,
-            }
-            for source in sources
-            for partition in range(self.projection.partitions)
-        ]
-        if documents:
-
-            def work(session: ClientSession) -> None:
-                self._prove_lease(session)
-                self.database[CHECKPOINTS].insert_many(documents, session=session)
-
-            self._attempt(work)
-
-    def _shadow_batch(self, source: str, events: list[Envelope], summary: ReplaySummary) -> None:
-        """Apply ``events`` in as few transactions as their failures allow
-        (:class:`projections.replay_ranges.BatchRanges`; not recursion: see
-        :meth:`projections.replay_fill.ShadowFill._shadow_batch`)."""
-
-        def attempt(batch: list[Envelope]) -> int:
-            work = partial(self._shadow_work, source=source, events=batch)
-            return self._attempt(work, hand_back=every_failure)  # rolled back, undone
-
-        def committed(batch: list[Envelope], applied: int) -> None:
-            summary.applied[source] = summary.applied.get(source, 0) + applied
-            self._report(source, batch[-1].position or 0, applied)
-
-        apply_in_ranges(events, attempt, committed, fail=self._policy.fail, refused=_Refused)
-
-    def _shadow_work(self, session: ClientSession, *, source: str, events: list[Envelope]) -> int:
-        applied = self._apply(session, events, self._shadow)
-        self._prove_lease(session)
-        self.database[CHECKPOINTS].update_many(
-            {"projection": self.shadow_projection, "source": source},
-            {"$set": {"position": events[-1].position or 0, "updated_at": datetime.now(UTC)}},
-            session=session,
-        )
-        return applied
-
     def _swap(
         self, sources: list[str], progress: dict[str, int], summary: ReplaySummary, old: int
     ) -> None:
@@ -341,6 +289,8 @@ class DocumentReplayer(DocumentInPlaceReplay):
             # The last read of the skipped set: a skip committed before it is left out of
             # the catch-up below (one committed after it conflicts with the settling).
             self._reread_skips(session)
+            if self._skips is not None and self._policy.overruled(self._skips.entries):
+                raise Overruled  # the rebuild skipped one of them: settled outside
             if generation_of(self.database, name, session) != old:
                 raise StoreError(
                     f"{name}: another replay swapped in meanwhile; nothing was swapped"
@@ -393,12 +343,16 @@ class DocumentReplayer(DocumentInPlaceReplay):
                     targets, applied, released, invalidation = done
                     self.swapped = True
                     break
+                except Overruled:
+                    self._apply_overruled(summary)
+                    continue
                 except _Refused:
                     catch_up = self.reader.heads()
                 except HandlerError as failed:
                     catch_up = {failed.event.source: failed.event.position or 0}
                 # Applied outside the swap, as the table swap (projections/replay.py) does.
                 self._reread_skips()
+                self._apply_overruled(summary)
                 for source in sources:
                     upto = catch_up.get(source, 0)
                     if upto > progress[source]:

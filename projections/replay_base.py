@@ -22,6 +22,8 @@ from projections.store import Invalidation
 
 logger = structlog.get_logger("readmodel.replay")
 
+_CHUNK = 500  # positions per read of the log
+
 
 class ReplayerBase:
     """What the table and document replayers share: progress reports, reading the log, and
@@ -57,6 +59,33 @@ class ReplayerBase:
             seconds=round(summary.seconds, 3),
         )
         return summary
+
+    def _overruled(self) -> dict[str, list[Envelope]]:
+        """After a read of the skipped set: the events this rebuild skipped (failed, or held
+        behind a failure) that an operator skipped since are forgotten, left out (not parked
+        at the swap: the operator's skip wins), and the events held behind those that failed
+        are returned, per source in log order, for the caller to apply (the live lanes
+        applied them after the skip); those skipped too stay out. Outside any transaction."""
+        if self._skips is None or not self._policy.overruled(self._skips.entries):
+            return {}
+        gone, again = self._policy.overrule(self._skips.entries)
+        self._skips.left_out |= gone
+        logger.warning(
+            "replay: events it skipped were skipped by an operator meanwhile; they stay skipped",
+            projection=self.projection.name,
+            events=[f"{source}:{position}" for source, position in sorted(gone)],
+            held_behind=sum(map(len, again.values())),
+        )
+        found: dict[str, list[Envelope]] = {}
+        for source, positions in sorted(again.items()):
+            positions.sort()
+            events = [
+                event
+                for at in range(0, len(positions), _CHUNK)
+                for event in self.reader.at_positions(source, positions[at : at + _CHUNK])
+            ]
+            found[source] = list(self._skips.kept(events))
+        return found
 
     def _report(self, source: str, position: int, applied: int) -> None:
         collect_batch()

@@ -107,17 +107,28 @@ class ShadowFill(TableReplayerBase):
         self._report(source, last, applied - reported)
         return last
 
+    def _apply_overruled(self, summary: ReplaySummary) -> None:
+        """Apply the events held behind those the rebuild skipped that an operator skipped
+        since (:meth:`ReplayerBase._overruled`), which the live lanes applied after the
+        skip; the shadow's checkpoints stay where they are (past them)."""
+        for source, events in self._overruled().items():
+            if events:
+                self._shadow_batch(source, events, summary, checkpoint=False)
+
     def _shadow_batch(
         self,
         source: str,
         events: list[Envelope],
         summary: ReplaySummary,
         failing: int | None = None,
+        *,
+        checkpoint: bool = True,
     ) -> None:
         """Apply ``events`` in as few transactions as their failures allow
         (:class:`projections.replay_ranges.BatchRanges`: the events before a failing one
         first, a refused write's batch in halves; ``failing``: the index of an event whose
-        handler failed). Not recursion: a replay skipping thousands of events in one
+        handler failed; ``checkpoint``: whether each transaction sets the shadow's checkpoint
+        to its last event). Not recursion: a replay skipping thousands of events in one
         transaction neither nests that deep nor chains each failure's traceback to the one
         before."""
 
@@ -125,18 +136,21 @@ class ShadowFill(TableReplayerBase):
             summary.applied[source] = summary.applied.get(source, 0) + applied
             self._report(source, batch[-1].position or 0, applied)
 
-        attempt = partial(self._shadow_attempt, source)
+        attempt = partial(self._shadow_attempt, source, checkpoint=checkpoint)
         fail = self._policy.fail
         apply_in_ranges(events, attempt, committed, fail=fail, refused=Refused, failing=failing)
 
-    def _shadow_attempt(self, source: str, batch: list[Envelope]) -> int:
+    def _shadow_attempt(
+        self, source: str, batch: list[Envelope], *, checkpoint: bool = True
+    ) -> int:
         """One transaction applying ``batch`` (the error policy's share undone if it
         fails); returns how many events it applied."""
         mark = self._policy.mark()
         try:
             with self._write() as conn:
                 applied = self._apply(conn, batch, self.shadow.mapping, lock_rows=False)
-                self._set_shadow_checkpoint(conn, source, batch[-1].position or 0)
+                if checkpoint:
+                    self._set_shadow_checkpoint(conn, source, batch[-1].position or 0)
         except (HandlerError, Refused):
             self._policy.undo(mark)
             raise

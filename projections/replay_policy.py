@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -30,6 +30,12 @@ class HandlerError(Exception):
         self.error = error
         handled = sys.exc_info()[1]
         self.detail = hidden_traceback(handled) if handled is not None else None
+
+
+class Overruled(Exception):
+    """The swap's read of the skipped set found events the rebuild skipped (to park them)
+    that an operator skipped since: its transaction is rolled back, and they are settled
+    outside it (:meth:`ErrorPolicy.overrule`) before it starts again."""
 
 
 def index_of(events: Sequence[Envelope], event: Envelope) -> int:
@@ -177,6 +183,58 @@ class ErrorPolicy:
             )
             self.skipped.append(skipped_event(event, reason, None, key.tenant, behind))
         return True
+
+    def overruled(self, skipped: Container[tuple[str, int]]) -> bool:
+        """Whether an event this rebuild skipped (failed or held) is among ``skipped``
+        (``(source, position)``: events an operator skipped since)."""
+        return not self.in_place and any((s.source, s.position) in skipped for s in self.skipped)
+
+    def overrule(
+        self, skipped: Container[tuple[str, int]]
+    ) -> tuple[set[tuple[str, int]], dict[str, list[int]]]:
+        """Forget the events this rebuild skipped that are among ``skipped`` (an operator
+        skipped them since: the swap must not park them again), and the holds of those that
+        failed: returns ``(those forgotten, positions per source of the events held behind
+        them)``, which the caller applies again, in order (the live lanes applied them after
+        the skip). A hold merged from several tenants' failures stays while one of its other
+        failed events is still skipped (its events stay held). Called outside any
+        transaction's :meth:`mark` (what an :meth:`undo` would take back is forgotten)."""
+        if self.in_place:
+            return set(), {}
+        gone = {(s.source, s.position) for s in self.skipped if (s.source, s.position) in skipped}
+        if not gone:
+            return set(), {}
+
+        def hold(event: SkippedEvent) -> tuple[str, AggregateKey]:
+            return event.source, AggregateKey(
+                event.tenant, event.aggregate_type, event.aggregate_id
+            )
+
+        still = {
+            hold(s)
+            for s in self.skipped
+            if s.held_behind is None and (s.source, s.position) not in gone
+        }
+        freed = {
+            hold(s)
+            for s in self.skipped
+            if s.held_behind is None and (s.source, s.position) in gone and hold(s) not in still
+        }
+        for source, key in freed:
+            self._hold(source, key, None)
+        again: dict[str, list[int]] = {}
+        kept = []
+        for event in self.skipped:
+            if (event.source, event.position) in gone:
+                continue
+            if event.held_behind is not None and hold(event) in freed:
+                again.setdefault(event.source, []).append(event.position)
+                continue
+            kept.append(event)
+        self.skipped[:] = kept
+        self._rewritten.clear()
+        self._changes.clear()
+        return gone, again
 
     def _tenant_holds_of(
         self, held: dict[AggregateKey, int], event: Envelope

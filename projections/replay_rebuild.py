@@ -20,7 +20,7 @@ from outbox.migrate_locks import LockWatch
 from projections.replay_apply import Refused
 from projections.replay_catch_up import CatchUp
 from projections.replay_fill import ShadowFill
-from projections.replay_policy import HandlerError
+from projections.replay_policy import HandlerError, Overruled
 from projections.replay_types import ReplayOptions, ReplaySummary
 from projections.shadow_blocked import swap_blocked
 from projections.shadow_drop import drop_leftovers, drop_old_tables
@@ -84,6 +84,7 @@ class BlueGreenRebuild(ShadowFill):
         while True:
             if not first:  # skipped since: left out of this pass
                 self._reread_skips()
+                self._apply_overruled(summary)
             first = False
             heads = self.reader.heads()
             added = self._add_sources(sources, progress, self.projection.lane_sources(heads))
@@ -190,6 +191,8 @@ class BlueGreenRebuild(ShadowFill):
                     # live lanes locked: none of their batches applies its aggregate's
                     # later events meanwhile) is left out of the catch-up below.
                     self._reread_skips(conn)
+                    if self._skips is not None and self._policy.overruled(self._skips.entries):
+                        raise Overruled  # the rebuild skipped one of them: settled outside
                     targets = {
                         s: max(
                             [progress[s], *(cp for lane, cp in live.items() if lane.source == s)]
@@ -222,6 +225,10 @@ class BlueGreenRebuild(ShadowFill):
                             checkpoints.c.projection == self.shadow_projection
                         )
                     )
+            except Overruled:
+                self._policy.undo(mark)
+                self._apply_overruled(summary)
+                continue
             except HandlerError as failed:
                 self._policy.undo(mark)
                 catch_up = {failed.event.source: failed.event.position or 0}
@@ -258,6 +265,7 @@ class BlueGreenRebuild(ShadowFill):
             # (those before a failing event first, a refused write found by halves), where
             # it stops the replay or is skipped; the swap then starts again after them.
             self._reread_skips()
+            self._apply_overruled(summary)
             for source in sources:
                 if catch_up.get(source, 0) > progress[source]:
                     progress[source] = self._fill(

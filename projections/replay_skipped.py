@@ -21,7 +21,12 @@ skipped since a read (``resolved_at`` is the skipping transaction's clock, which
 commit after a read that started later). An event skipped before the replay met it is left
 out and its entry stays ``skipped``; one the replay applied before the skip (a rebuild
 re-attempts parked events) is in the rebuilt model, and the swap marks its entry
-``replayed`` (:func:`sql_settle_skipped_since`). An entry read once stays in the set for the
+``replayed`` (:func:`sql_settle_skipped_since`). One a rebuild skipped (``--skip-errors``: its
+handler failed, or it was held behind one that did) is no longer parked by the swap: the
+operator's skip wins, the rebuild forgets it (:meth:`ErrorPolicy.overrule
+<projections.replay_policy.ErrorPolicy.overrule>`, counted in :attr:`OperatorSkips.left_out`)
+and applies the events it held behind it, at the next read (the swap's transaction rolls
+back and does so outside it, then starts again). An entry read once stays in the set for the
 rest of the replay (purged meanwhile: the event is still left out).
 """
 
@@ -52,7 +57,8 @@ class OperatorSkips:
     """Whether the replay applies them again (:meth:`leave_out` keeps them)."""
     left_out: set[tuple[str, int]] = field(default_factory=set)
     """Those the replay met in the log and left out (applying them again: those whose
-    handler still failed, with ``--skip-errors``)."""
+    handler still failed, with ``--skip-errors``), and those a rebuild skipped
+    (``--skip-errors``) before an operator skipped them."""
     late: set[tuple[str, int]] = field(default_factory=set)
     """Those first read after the replay started (skipped while it ran): a rebuild may have
     applied one before (those it did not are in :attr:`left_out`)."""

@@ -115,7 +115,8 @@ class ReplaySummary:
     skipped_by_operator: int = 0
     """Events the replay left out: an operator skipped them (``readmodel parked skip``);
     with ``apply_skipped`` and ``skip_errors``, those whose handler still failed (they stay
-    skipped)."""
+    skipped); and those a rebuild skipped (``skip_errors``) that an operator skipped while
+    it ran."""
     seconds: float = 0.0
     left_behind: list[str] = field(default_factory=list)
     """Old tables the swap replaced that could not be dropped after it (emptied, for the
