@@ -289,7 +289,7 @@ class DocumentReplayer(DocumentInPlaceReplay, DocumentShadowFill):
             # The last read of the skipped set: a skip committed before it is left out of
             # the catch-up below (one committed after it conflicts with the settling).
             self._reread_skips(session)
-            if self._skips is not None and self._policy.overruled(self._skips.entries):
+            if self._skips is not None and self._policy.overruled(self._skips.late):
                 raise Overruled  # the rebuild skipped one of them: settled outside
             if generation_of(self.database, name, session) != old:
                 raise StoreError(

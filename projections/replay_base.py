@@ -65,10 +65,13 @@ class ReplayerBase:
         behind a failure) that an operator skipped since are forgotten, left out (not parked
         at the swap: the operator's skip wins), and the events held behind those that failed
         are returned, per source in log order, for the caller to apply (the live lanes
-        applied them after the skip); those skipped too stay out. Outside any transaction."""
-        if self._skips is None or not self._policy.overruled(self._skips.entries):
+        applied them after the skip); those skipped too stay out. Only skips read after the
+        start (:attr:`OperatorSkips.late`) overrule: one read at the start the rebuild met
+        only with ``apply_skipped`` (asked to apply it again), so held behind a new failure
+        it is parked, to be applied with it. Outside any transaction."""
+        if self._skips is None or not self._policy.overruled(self._skips.late):
             return {}
-        gone, again = self._policy.overrule(self._skips.entries)
+        gone, again = self._policy.overrule(self._skips.late)
         self._skips.left_out |= gone
         logger.warning(
             "replay: events it skipped were skipped by an operator meanwhile; they stay skipped",

@@ -191,7 +191,7 @@ class BlueGreenRebuild(ShadowFill):
                     # live lanes locked: none of their batches applies its aggregate's
                     # later events meanwhile) is left out of the catch-up below.
                     self._reread_skips(conn)
-                    if self._skips is not None and self._policy.overruled(self._skips.entries):
+                    if self._skips is not None and self._policy.overruled(self._skips.late):
                         raise Overruled  # the rebuild skipped one of them: settled outside
                     targets = {
                         s: max(

@@ -26,8 +26,10 @@ handler failed, or it was held behind one that did) is no longer parked by the s
 operator's skip wins, the rebuild forgets it (:meth:`ErrorPolicy.overrule
 <projections.replay_policy.ErrorPolicy.overrule>`, counted in :attr:`OperatorSkips.left_out`)
 and applies the events it held behind it, at the next read (the swap's transaction rolls
-back and does so outside it, then starts again). An entry read once stays in the set for the
-rest of the replay (purged meanwhile: the event is still left out).
+back and does so outside it, then starts again); with ``apply_skipped``, one read at the
+start held behind a new failure is parked with it (to be applied when it is retried). An
+entry read once stays in the set for the rest of the replay (purged meanwhile: the event is
+still left out).
 """
 
 from __future__ import annotations

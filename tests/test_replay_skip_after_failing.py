@@ -129,6 +129,36 @@ def test_a_skip_committed_once_the_swap_locked_the_lanes_wins_over_the_rebuild(
         assert _counted(summary.applied) == APPLIED
 
 
+def test_apply_skipped_parks_a_skip_it_read_at_the_start_held_behind_a_new_failure(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only skips read after the rebuild started overrule it: shop:2, skipped before it,
+    which ``--apply-skipped`` is to apply again, is held behind shop:1 (failing now) and
+    parked with it, to be applied when shop:1 is retried."""
+    with sql_skipped(store_url, monkeypatch) as (_, store, engine, projection):
+        handle = projection.handle
+
+        def failing_at_shop_1(event: Any, tx: Any) -> None:
+            if (event.source, event.position) == ("shop", 1):
+                raise RuntimeError("shop:1 fails now")
+            handle(event, tx)
+
+        monkeypatch.setattr(projection, "handle", failing_at_shop_1)
+        summary = Replayer(engine.reader, projection, store).run(_options(True))
+
+        assert [(s.position, s.held_behind) for s in summary.skipped] == [
+            (1, None),
+            (2, 1),
+            (4, 1),
+        ]
+        assert summary.skipped_by_operator == 0
+        assert statuses(engine, projection.name) == {
+            "shop:1": "parked",
+            "shop:2": "parked",
+            "shop:4": "parked",
+        }
+
+
 def test_the_cli_counts_it_as_skipped_by_the_operator_as_its_dry_run_does(
     database_for: Callable[[str], str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
