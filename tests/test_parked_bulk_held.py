@@ -5,10 +5,6 @@ terminal the command asks first, and a "no" changes nothing."""
 from __future__ import annotations
 
 import json
-import os
-import pty
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +17,7 @@ from outbox.db import create_engine
 from tests.cli_helpers import run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import read_balances
+from tests.terminal_helpers import at_a_terminal
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -89,37 +86,17 @@ def test_skipping_one_type_applies_the_events_held_behind_it(
     ]
 
 
-def _at_a_terminal(answer: bytes, *args: str) -> subprocess.CompletedProcess[str]:
-    """``readmodel ARGS`` with its stdin a terminal, answering ``answer`` to its question."""
-    controller, terminal = pty.openpty()
-    try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "workers.cli", *args],
-            stdin=terminal,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=dict(os.environ),
-        )
-        os.close(terminal)
-        os.write(controller, answer)
-        stdout, stderr = child.communicate(timeout=120)
-    finally:
-        os.close(controller)
-    return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
-
-
 def test_at_a_terminal_it_asks_and_a_no_changes_nothing(held: tuple[Path, sa.Engine]) -> None:
     config, store = held
     args = ["parked", "retry", "--projection", "balances", "--config", str(config)]
 
-    declined = _at_a_terminal(b"n\n", *args)
+    declined = at_a_terminal(b"n\n", *args)
 
     assert declined.returncode == 1, declined
     assert "retry them? [y/N]" in declined.stderr
     assert "aborted: nothing changed" in declined.stderr
     assert len(_parked(config)) == 4
-    accepted = _at_a_terminal(b"y\n", *args)
+    accepted = at_a_terminal(b"y\n", *args)
     assert accepted.returncode == 1, accepted  # the withdrawals fail again: stay parked
     assert "done: 0 applied, 4 still parked, 0 skipped" in accepted.stdout
     assert "payload does not match" in accepted.stderr

@@ -82,24 +82,27 @@ def run_projection_bulk(
     def work(runtime: Any) -> None:
         from workers.cli_parked import _known_projection, _removed_notes
 
-        engine = runtime.engine
-        _known_projection(runtime, selection.projection)
-        configured = selection.projection in engine.projections
-        if action == "retry" and not configured:
-            raise fail(no_handler(selection.projection), EXIT_CONFIG)
-        if not configured:
-            _removed_notes([selection.projection])
-        chosen = select(engine, selection, stranded=action == "skip")
-        if not chosen:
-            out.print(
-                f"nothing parked matches ({described(selection)})", highlight=False, soft_wrap=True
-            )
-            return
-        _plan(action, chosen, selection, configured, detailed=dry_run)
-        if dry_run:
-            out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
-            return
-        confirm(yes, f"{action} them?")
+        with changing_nothing():
+            engine = runtime.engine
+            _known_projection(runtime, selection.projection)
+            configured = selection.projection in engine.projections
+            if action == "retry" and not configured:
+                raise fail(no_handler(selection.projection), EXIT_CONFIG)
+            if not configured:
+                _removed_notes([selection.projection])
+            chosen = select(engine, selection, stranded=action == "skip")
+            if not chosen:
+                out.print(
+                    f"nothing parked matches ({described(selection)})",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                return
+            _plan(action, chosen, selection, configured, detailed=dry_run)
+            if dry_run:
+                out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
+                return
+            confirm(yes, f"{action} them?")
         holds = sum(len(s.holds) + len(s.stranded) for s in chosen)
         so_far = Outcome()
         with reporting_stops(partial(_report_stopped, so_far, selection)), _progress() as bar:
@@ -122,28 +125,31 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
         from outbox.schema import PARKED_OUTBOX_ROW
 
         rows = ParkedEvents(runtime.log.engine)
-        found = rows.list(source=source, kind=PARKED_OUTBOX_ROW, limit=None)
-        if not found:
+        with changing_nothing():
+            found = rows.list(source=source, kind=PARKED_OUTBOX_ROW, limit=None)
+            if not found:
+                out.print(
+                    f"nothing parked matches (malformed rows of source {escape(repr(source))})",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+                return
             out.print(
-                f"nothing parked matches (malformed rows of source {escape(repr(source))})",
+                f"would skip {len(found)} malformed outbox row(s) of source {escape(repr(source))}",
                 highlight=False,
                 soft_wrap=True,
             )
-            return
-        out.print(
-            f"would skip {len(found)} malformed outbox row(s) of source {escape(repr(source))}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        for entry in found if dry_run else []:
-            first = (entry.reason.strip().splitlines() or [""])[0]
-            out.print(
-                f"  {entry.id}  {entry.source}  {escape(first)}", highlight=False, soft_wrap=True
-            )
-        if dry_run:
-            out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
-            return
-        confirm(yes, "skip them?")
+            for entry in found if dry_run else []:
+                first = (entry.reason.strip().splitlines() or [""])[0]
+                out.print(
+                    f"  {entry.id}  {entry.source}  {escape(first)}",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            if dry_run:
+                out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
+                return
+            confirm(yes, "skip them?")
         with reporting_stops(
             lambda: out.print(
                 f"interrupted: 0 skipped (malformed rows of source {escape(repr(source))}); not "
@@ -163,6 +169,17 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
             highlight=False,
             soft_wrap=True,
         )
+
+
+@contextmanager
+def changing_nothing() -> Iterator[None]:
+    """Ctrl-C while the block reads what to do (before any change): say that nothing
+    changed, exit 130, as a run stopped later does (click's "Aborted!" exits 1)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print()
+        raise fail("interrupted (Ctrl-C): nothing changed", EXIT_INTERRUPTED) from None
 
 
 @contextmanager
@@ -191,8 +208,27 @@ def require_consent(yes: bool, dry_run: bool) -> None:
 
 
 def confirm(yes: bool, question: str) -> None:
-    if not yes and not typer.confirm(question, default=False, err=True):
-        raise fail("aborted: nothing changed", EXIT_FAILURE)
+    """Ask ``question`` on stderr unless ``yes``: a no (the default), or the end of input
+    (Ctrl-D), exits 1, Ctrl-C exits 130, each saying that nothing changed. (click's prompt
+    tells neither from the other: "Aborted!", exit 1.)"""
+    while not yes:
+        try:
+            err.print(f"{question} [y/N]: ", end="", markup=False, highlight=False, soft_wrap=True)
+            line = sys.stdin.readline()
+        except KeyboardInterrupt:
+            err.print()
+            raise fail(
+                "interrupted (Ctrl-C) at the question: nothing changed", EXIT_INTERRUPTED
+            ) from None
+        if not line:
+            err.print()
+            raise fail("no answer (end of input): nothing changed", EXIT_FAILURE)
+        answer = line.strip().lower()
+        if answer in ("y", "yes"):
+            return
+        if answer in ("", "n", "no"):
+            raise fail("aborted: nothing changed", EXIT_FAILURE)
+        err.print("answer y or n", highlight=False)
 
 
 def _plan(

@@ -14,6 +14,7 @@ from workers.cli_parked_bulk import (
     BulkType,
     DryRunOption,
     YesOption,
+    changing_nothing,
     confirm,
     described,
     reporting_stops,
@@ -59,24 +60,25 @@ def parked_purge(
     deleted: list[int] = []
 
     def work(runtime: Any) -> None:
-        chosen = (
-            _skipped_rows(runtime, source or "")
-            if malformed
-            else _skipped_events(runtime, Selection(projection or "", source, event_type))
-        )
-        count = sum(len(ids) for _, ids in chosen)
-        if not count:
-            out.print(f"nothing skipped matches ({what})", highlight=False, soft_wrap=True)
-            return
-        out.print(
-            f"would delete {_entries(count)} ({what})",
-            highlight=False,
-            soft_wrap=True,
-        )
-        if dry_run:
-            out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
-            return
-        confirm(yes, "delete them?")
+        with changing_nothing():
+            chosen = (
+                _skipped_rows(runtime, source or "")
+                if malformed
+                else _skipped_events(runtime, Selection(projection or "", source, event_type))
+            )
+            count = sum(len(ids) for _, ids in chosen)
+            if not count:
+                out.print(f"nothing skipped matches ({what})", highlight=False, soft_wrap=True)
+                return
+            out.print(
+                f"would delete {_entries(count)} ({what})",
+                highlight=False,
+                soft_wrap=True,
+            )
+            if dry_run:
+                out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
+                return
+            confirm(yes, "delete them?")
         purged: list[int] = []  # per store, in the order of chosen
 
         def report() -> None:
