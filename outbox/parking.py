@@ -16,6 +16,21 @@ from outbox.schema import PARKED_OUTBOX_ROW, parked
 from outbox.source_groups import SEPARATOR
 
 
+@dataclass
+class PurgeProgress:
+    """How far a purge of skipped entries got, filled in as it goes (a MongoDB store commits
+    chunk by chunk), so that a purge an error stops partway still tells exactly what it
+    deleted and what it kept."""
+
+    deleted: int = 0
+    """Entries deleted, counted once their delete committed."""
+    handled: int = 0
+    """Entry ids dealt with for good: deleted, or found not skipped (never deleted)."""
+    uncertain: int = 0
+    """Entry ids whose delete the error cut at its commit: deleted or kept, nobody knows
+    until the entries are listed again."""
+
+
 @dataclass(frozen=True, slots=True)
 class ParkedEntry:
     id: int
@@ -89,8 +104,9 @@ class ParkedEvents:
                 ).rowcount
         return skipped
 
-    def purge_skipped(self, entry_ids: Sequence[int]) -> int:
-        """Delete those of ``entry_ids`` that are skipped (never one of another status)."""
+    def purge_skipped(self, entry_ids: Sequence[int], progress: PurgeProgress | None = None) -> int:
+        """Delete those of ``entry_ids`` that are skipped (never one of another status), in
+        one transaction: counted in ``progress`` once committed."""
         ids = sorted(set(entry_ids))
         deleted = 0
         with self.engine.begin() as conn:
@@ -100,6 +116,9 @@ class ParkedEvents:
                         parked.c.id.in_(ids[start : start + 5000]), parked.c.status == "skipped"
                     )
                 ).rowcount
+        if progress is not None:
+            progress.deleted += deleted
+            progress.handled += len(ids)
         return deleted
 
     def get(self, entry_id: int) -> ParkedEntry | None:

@@ -19,6 +19,7 @@ from pymongo.errors import PyMongoError
 
 from outbox.errors import StoreError
 from outbox.mongo_connection import describe_mongo_error as _describe
+from outbox.parking import PurgeProgress
 from projections.document_holds import BLOCKED, PARKED, hold_filter, hold_key
 from projections.document_parked import FAILURES, _failure_id
 from projections.document_swap_guard import DeadSwapWatch
@@ -70,16 +71,36 @@ class DocumentBulkParking:
             raise StoreError(f"cannot read {BLOCKED}: {_describe(exc)}") from exc
         return {(d["source"], hold_key(d)): int(d["since_position"]) for d in found}
 
-    def purge_skipped(self, entry_ids: Sequence[int]) -> int:
+    def purge_skipped(self, entry_ids: Sequence[int], progress: PurgeProgress | None = None) -> int:
+        """Chunk by chunk, one transaction each (a commit holds a chunk's deletes, all or
+        none): ``progress`` counts each chunk once committed; a chunk an error stopped at its
+        commit is counted ``uncertain``."""
+        progress = PurgeProgress() if progress is None else progress
         ids = sorted(set(entry_ids))
-        deleted = 0
+        before = progress.deleted
         for start in range(0, len(ids), CHUNK):
-            found = {"number": {"$in": ids[start : start + CHUNK]}, "status": "skipped"}
-            deleted += self._retrying(
-                "cannot purge skipped parked events",
-                lambda found=found: self.database[PARKED].delete_many(found).deleted_count,
-            )
-        return deleted
+            self._purge_chunk(ids[start : start + CHUNK], progress)
+        return progress.deleted - before
+
+    def _purge_chunk(self, ids: list[int], progress: PurgeProgress) -> None:
+        found = {"number": {"$in": ids}, "status": "skipped"}
+        committing: list[int] = []  # per attempt that got to its commit: what it deleted
+
+        def work() -> None:
+            with self.transaction() as session:
+                deleted = self.database[PARKED].delete_many(found, session=session)
+                committing.append(deleted.deleted_count)
+
+        try:
+            self._retrying("cannot purge skipped parked events", work)
+        except BaseException:
+            if committing:  # a commit whose answer never came may have deleted them
+                progress.uncertain += len(ids)
+            raise
+        # An attempt after a commit whose answer was lost finds the entries that commit
+        # deleted gone: the first attempt that got to its commit tells what was there.
+        progress.deleted += committing[0]
+        progress.handled += len(ids)
 
     def _skip_chunk(self, session: ClientSession, ids: list[int]) -> int:
         parked = self.database[PARKED]

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+from outbox.parking import PurgeProgress
 from projections.store import AggregateKey
 from projections.store_tables import blocked, failures, parked_events
 
@@ -87,7 +88,7 @@ class SqlBulkParking:
             ).all()
         return {(row[0], AggregateKey(*row[1:4])): int(row[4]) for row in rows}
 
-    def purge_skipped(self, entry_ids: Sequence[int]) -> int:
+    def purge_skipped(self, entry_ids: Sequence[int], progress: PurgeProgress | None = None) -> int:
         ids = sorted(set(entry_ids))
         deleted = 0
         with self.writer.begin() as conn:
@@ -98,4 +99,7 @@ class SqlBulkParking:
                         parked_events.c.status == "skipped",
                     )
                 ).rowcount
+        if progress is not None:  # one transaction: all of it, once committed
+            progress.deleted += deleted
+            progress.handled += len(ids)
         return deleted

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from outbox.envelope import Envelope
+from outbox.parking import PurgeProgress
 from projections.api import Projection, UnstorableValueError
 
 _Hold = TypeVar("_Hold")
@@ -381,9 +382,10 @@ class Store(ABC):
         many were parked and are now skipped."""
         return sum(self.skip_parked(entry_id) is not None for entry_id in entry_ids)
 
-    def purge_skipped(self, entry_ids: Sequence[int]) -> int:
+    def purge_skipped(self, entry_ids: Sequence[int], progress: PurgeProgress | None = None) -> int:
         """Delete those of ``entry_ids`` that are skipped (never one of another status);
-        returns how many were deleted."""
+        returns how many were deleted, and counts in ``progress`` what each commit did (an
+        error stopping the purge partway leaves there what it had done)."""
         raise NotImplementedError(f"{type(self).__name__} cannot purge parked events")
 
     @abstractmethod

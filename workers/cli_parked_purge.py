@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from outbox.parking import PurgeProgress
 from projections.parked_bulk import Selection
 from workers.cli_parked_bulk import (
     BulkSource,
@@ -79,21 +80,27 @@ def parked_purge(
                 out.print("dry run: nothing changed", highlight=False, soft_wrap=True)
                 return
             confirm(yes, "delete them?")
-        purged: list[int] = []  # per store, in the order of chosen
+        progress = PurgeProgress()
 
         def report() -> None:
-            kept = count - sum(len(ids) for _, ids in chosen[: len(purged)])
+            kept = count - progress.handled - progress.uncertain
+            line = (
+                f"interrupted: {_entries(progress.deleted)} deleted ({what}); not done: "
+                f"{_entries(kept)}, kept"
+            )
+            if progress.uncertain:
+                line += (
+                    f"; unknown: {_entries(progress.uncertain)} whose delete the error cut at "
+                    "its commit, deleted or kept (`readmodel parked list --all` tells)"
+                )
             out.print(
-                f"interrupted: {_entries(sum(purged))} deleted ({what}); not done: "
-                f"{_entries(kept)}, kept: run the same command again to go on",
-                highlight=False,
-                soft_wrap=True,
+                f"{line}: run the same command again to go on", highlight=False, soft_wrap=True
             )
 
         with reporting_stops(report):
             for purge, ids in chosen:
-                purged.append(purge(ids))
-        deleted.append(sum(purged))
+                purge(ids, progress)
+        deleted.append(progress.deleted)
 
     with_runtime(config, work, create_tables=False)
     if deleted:
