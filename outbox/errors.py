@@ -7,6 +7,7 @@
     ├── LogError            the event log (in the read store) cannot be read or written
     │   └── BinaryIdsConflict  a relay's binary_ids is not the rule the log records
     └── StoreError          a read-model store failed (projections)
+        ├── CommitUncertain  the connection was lost at a COMMIT: done or not, unknown
         └── SchemaError     readmodel's tables in the read store cannot be migrated
             └── SchemaOutdated  the read store is not at the revision this readmodel needs
 
@@ -80,6 +81,12 @@ class BinaryIdsConflict(LogError):
 
 class StoreError(ReadmodelError):
     """A read-model store failed."""
+
+
+class CommitUncertain(StoreError):
+    """The connection was lost while the store committed: the transaction may have been
+    committed or not, and the client cannot tell until it reads the data again. A caller
+    reports what it was doing as unknown, never as not done."""
 
 
 class SchemaError(StoreError):

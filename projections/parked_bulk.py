@@ -12,9 +12,11 @@ holds what was done so far and, in ``pending`` and ``held``, what was not (still
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from outbox.errors import CommitUncertain
 from outbox.source_groups import group_of
 from projections.engine import ProjectionEngine
 from projections.store import AggregateKey, HandlerFailed, ParkedEvent, Store
@@ -51,6 +53,9 @@ class Outcome:
     held: dict[Hold, list[ParkedEvent]] = field(default_factory=dict)
     """A skip: the events held behind the skipped ones in each hold whose skip is done and
     whose retry of them is not yet; after a run stopped partway, those left parked."""
+    uncertain: dict[Hold, list[ParkedEvent]] = field(default_factory=dict)
+    """After a run stopped partway: the events of the hold whose retry the connection was
+    lost at the commit of (:class:`CommitUncertain`): applied or still parked, unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +139,8 @@ def retry(
     outcome.pending = _chosen_holds(chosen)
     for selected in chosen:
         for hold in selected.holds:
-            _retry_hold(engine, selected.held[hold], outcome)
+            with _uncertain_if_cut(outcome, hold, outcome.pending, selected.held[hold]):
+                _retry_hold(engine, selected.held[hold], outcome)
             del outcome.pending[hold]
             advance()
     outcome.still_parked = _still_parked(chosen)
@@ -172,11 +178,29 @@ def skip(
         left = by_hold(selected.store.parked(selected.projection))
         for hold in holds:
             if hold in left:
-                _retry_hold(engine, left[hold], outcome)
+                with _uncertain_if_cut(outcome, hold, outcome.held, left[hold]):
+                    _retry_hold(engine, left[hold], outcome)
             outcome.held.pop(hold, None)
             advance()
     outcome.still_parked = _still_parked(chosen)
     return outcome
+
+
+@contextmanager
+def _uncertain_if_cut(
+    outcome: Outcome,
+    hold: Hold,
+    undone: dict[Hold, list[ParkedEvent]],
+    events: list[ParkedEvent],
+) -> Iterator[None]:
+    """A retry of ``hold`` whose commit the connection was lost in moves the hold from
+    ``undone`` to ``outcome.uncertain``: it may be applied, it must not be reported as not
+    done."""
+    try:
+        yield
+    except CommitUncertain:
+        outcome.uncertain[hold] = undone.pop(hold, events)
+        raise
 
 
 def _chosen_holds(chosen: list[Selected]) -> dict[Hold, list[ParkedEvent]]:

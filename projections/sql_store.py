@@ -11,6 +11,7 @@ import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
+from outbox.commits import begin_telling_commit
 from outbox.db import create_engine, describe_db_error, engine_kind
 from outbox.db_errors import hidden_traceback, without_values
 from outbox.envelope import Envelope
@@ -331,8 +332,9 @@ class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, S
         aggregate_where: tuple[Any, ...],
         locks: RowLocks,
     ) -> int:
+        what = f"{lane.projection}: retry of {aggregate.aggregate_type}:{aggregate.aggregate_id}"
         try:  # a deadlock is retried, as in a batch
-            with self.writer.begin() as conn:
+            with begin_telling_commit(self.writer, what) as conn:
                 self.lock_lane(conn, lane)
                 positions = [
                     int(p)

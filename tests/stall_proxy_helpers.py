@@ -124,3 +124,51 @@ class CutProxy(StallProxy):
     def mend(self) -> None:
         with self._lock:
             self.stalling = False
+
+
+class CommitCutProxy(StallProxy):
+    """A proxy that forwards everything; once :attr:`armed`, the connection that sends
+    ``marker`` (a statement of the transaction to cut) has its next ``COMMIT`` forwarded to
+    the server and the server's answer dropped, and the connection ends: the server has
+    committed, and all its client knows is that its connection was lost at the commit.
+    Disarmed after one cut (counted in :attr:`cuts`)."""
+
+    def __init__(self, upstream: tuple[str, int], marker: bytes) -> None:
+        super().__init__(upstream, marker)
+        self.stalling = False
+        self.armed = False
+        self.cuts = 0
+        self._marked: set[int] = set()  # ids of pairs that sent the marker while armed
+        self._committing: set[int] = set()  # ... and then a COMMIT
+
+    def _pump(
+        self, pair: tuple[socket.socket, socket.socket], src: socket.socket, dst: socket.socket
+    ) -> None:
+        from_client = src is pair[0]
+        try:
+            while data := src.recv(65536):
+                with self._lock:
+                    if from_client and self.armed and self.marker in data:
+                        self._marked.add(id(pair))
+                    if from_client and id(pair) in self._marked and b"COMMIT" in data:
+                        self._committing.add(id(pair))
+                        self.armed = False
+                    committing = id(pair) in self._committing
+                if committing and not from_client:  # the COMMIT's answer: dropped
+                    with self._lock:
+                        self.cuts += 1
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        with self._lock:
+            if pair in self._pairs:
+                self._pairs.remove(pair)
+            self._marked.discard(id(pair))
+            self._committing.discard(id(pair))
+        for sock in pair:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()

@@ -336,7 +336,14 @@ def _report_stopped(outcome: Outcome, selection: Selection) -> None:
             f"; not applied yet: {events} event(s) held behind the skipped ones in "
             f"{len(outcome.held)} aggregate(s), still parked"
         )
-    if outcome.pending or outcome.held:
+    if outcome.uncertain:
+        events = sum(len(events) for events in outcome.uncertain.values())
+        line += (
+            f"; unknown: {events} parked event(s) in {len(outcome.uncertain)} aggregate(s) "
+            "whose retry the error cut at its commit, applied or still parked (`readmodel "
+            "parked list` tells)"
+        )
+    if outcome.pending or outcome.held or outcome.uncertain:
         line += ": run the same command again to go on"
     out.print(line, highlight=False, soft_wrap=True)
     _failures(outcome)
