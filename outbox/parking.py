@@ -10,7 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from outbox.commits import begin_telling_commit
 from outbox.db import _json_dumps, _json_loads
+from outbox.errors import CommitUncertain
 from outbox.rows import MalformedRow
 from outbox.schema import PARKED_OUTBOX_ROW, parked
 from outbox.source_groups import SEPARATOR
@@ -109,16 +111,20 @@ class ParkedEvents:
         one transaction: counted in ``progress`` once committed."""
         ids = sorted(set(entry_ids))
         deleted = 0
-        with self.engine.begin() as conn:
-            for start in range(0, len(ids), 5000):
-                deleted += conn.execute(
-                    parked.delete().where(
-                        parked.c.id.in_(ids[start : start + 5000]), parked.c.status == "skipped"
-                    )
-                ).rowcount
-        if progress is not None:
-            progress.deleted += deleted
-            progress.handled += len(ids)
+        progress = PurgeProgress() if progress is None else progress
+        try:
+            with begin_telling_commit(self.engine, "cannot purge skipped parked events") as conn:
+                for start in range(0, len(ids), 5000):
+                    deleted += conn.execute(
+                        parked.delete().where(
+                            parked.c.id.in_(ids[start : start + 5000]), parked.c.status == "skipped"
+                        )
+                    ).rowcount
+        except CommitUncertain:
+            progress.uncertain += len(ids)
+            raise
+        progress.deleted += deleted  # one transaction: all of it, once committed
+        progress.handled += len(ids)
         return deleted
 
     def get(self, entry_id: int) -> ParkedEntry | None:

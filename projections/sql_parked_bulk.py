@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+from outbox.commits import begin_telling_commit
+from outbox.errors import CommitUncertain
 from outbox.parking import PurgeProgress
 from projections.store import AggregateKey
 from projections.store_tables import blocked, failures, parked_events
@@ -91,15 +93,19 @@ class SqlBulkParking:
     def purge_skipped(self, entry_ids: Sequence[int], progress: PurgeProgress | None = None) -> int:
         ids = sorted(set(entry_ids))
         deleted = 0
-        with self.writer.begin() as conn:
-            for start in range(0, len(ids), CHUNK):
-                deleted += conn.execute(
-                    parked_events.delete().where(
-                        parked_events.c.id.in_(ids[start : start + CHUNK]),
-                        parked_events.c.status == "skipped",
-                    )
-                ).rowcount
-        if progress is not None:  # one transaction: all of it, once committed
-            progress.deleted += deleted
-            progress.handled += len(ids)
+        progress = PurgeProgress() if progress is None else progress
+        try:
+            with begin_telling_commit(self.writer, "cannot purge skipped parked events") as conn:
+                for start in range(0, len(ids), CHUNK):
+                    deleted += conn.execute(
+                        parked_events.delete().where(
+                            parked_events.c.id.in_(ids[start : start + CHUNK]),
+                            parked_events.c.status == "skipped",
+                        )
+                    ).rowcount
+        except CommitUncertain:
+            progress.uncertain += len(ids)
+            raise
+        progress.deleted += deleted  # one transaction: all of it, once committed
+        progress.handled += len(ids)
         return deleted

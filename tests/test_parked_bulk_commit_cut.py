@@ -110,3 +110,25 @@ def test_a_hold_whose_commit_the_connection_was_lost_at_is_reported_unknown(
     assert again.exit_code == 0, again.output
     assert "done: 2 applied, 0 still parked, 0 skipped" in again.stdout
     assert _totals(url) == {"a": 20, "b": 20, "c": 20}
+
+
+def test_a_purge_whose_commit_the_connection_was_lost_at_says_it_does_not_know(
+    parked: tuple[Path, str, CommitCutProxy],
+) -> None:
+    config, _, proxy = parked
+    c = ["--config", str(config)]
+    assert "6 skipped" in run_cli(["parked", "skip", "-p", "totals", "-y", *c]).stdout
+    proxy.marker, proxy.armed = b"DELETE FROM rm_parked_events", True
+
+    cut = run_cli(["parked", "purge", "-p", "totals", "-y", *c])
+
+    assert proxy.cuts == 1
+    assert cut.exit_code == 3, cut.output
+    assert (
+        "interrupted: 0 skipped entries deleted (projection 'totals'); not done: 0 skipped "
+        "entries, kept; unknown: 6 skipped entries whose delete the error cut at its commit, "
+        "deleted or kept (`readmodel parked list --all` tells): run the same command again to "
+        "go on"
+    ) in cut.stdout, cut.output
+    listed = run_cli(["parked", "list", "--all", "--json", *c])
+    assert json.loads(listed.stdout) == []  # the server had committed the delete
