@@ -22,7 +22,7 @@ from pymongo.errors import PyMongoError
 
 from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
-from outbox.errors import StoreError
+from outbox.errors import CommitUncertain, StoreError
 from outbox.mongo_connection import describe_mongo_error as _describe
 from projections.api import Projection
 from projections.document_holds import (
@@ -208,17 +208,27 @@ class DocumentParking:
         aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
     ) -> int:
+        committing: list[int] = []  # per attempt that got to its commit: events applied
         try:
-            return int(
+            applied = int(
                 self._retrying(
                     f"{lane.projection}: retry failed",
-                    lambda: self._retry_parked(projection, lane, aggregate, load),
+                    lambda: self._retry_parked(projection, lane, aggregate, load, committing),
                     self._watch(lane),
                 )
             )
         except HandlerFailed as failed:
             self._record_failed_retry(lane, aggregate, failed)
             raise
+        except StoreError as exc:
+            if committing:  # an attempt's commit whose answer never came may have been done
+                raise CommitUncertain(
+                    f"{exc}; the connection was lost at the commit of an attempt, which may "
+                    "or may not have been done"
+                ) from exc
+            raise
+        # An attempt after a commit whose answer was lost finds the events applied by it.
+        return applied or (committing[0] if committing else 0)
 
     def _retry_parked(
         self,
@@ -226,6 +236,7 @@ class DocumentParking:
         lane: Lane,
         aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
+        committing: list[int],
     ) -> int:
         where = _aggregate_filter(lane, aggregate) | {"status": "parked"}
         with self.transaction() as session:
@@ -254,6 +265,7 @@ class DocumentParking:
                 session=session,
             )
             self._release(session, lane, aggregate, positions)
+            committing.append(len(events))  # what fails from now on is the commit
             return len(events)
 
     def _record_failed_retry(

@@ -1,6 +1,7 @@
 """A bulk retry whose connection to the store is lost at the COMMIT of a hold's retry: the
-server may have committed it (here it did), so the summary names that hold as unknown, not
-as "not done, still parked"; the same command run again goes on with the rest."""
+server may have committed it (on PostgreSQL here it did), so the summary names that hold
+as unknown, not as "not done, still parked"; the same command run again goes on with the
+rest. So does a purge for the entries of its lost commit."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from pymongo.client_session import ClientSession
 
 from config import load_settings
 from outbox.db import create_engine
 from projections.engine import ProjectionEngine
-from tests.cli_helpers import run_cli, write_config
+from projections.mongo_store import MongoStore
+from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import account_totals
-from tests.stall_proxy_helpers import CommitCutProxy
+from tests.stall_proxy_helpers import CommitCutProxy, CutProxy
 
 RETRIED = b"UPDATE rm_parked_events SET status"  # a hold's retry marks its events retried
 
@@ -94,12 +97,7 @@ def test_a_hold_whose_commit_the_connection_was_lost_at_is_reported_unknown(
 
     assert proxy.cuts == 1
     assert cut.exit_code == 3, cut.output
-    assert (
-        "interrupted: 2 applied, 0 still parked, 0 skipped (projection 'totals'); not done: 2 "
-        "parked event(s) in 1 aggregate(s), still parked; unknown: 2 parked event(s) in 1 "
-        "aggregate(s) whose retry the error cut at its commit, applied or still parked "
-        "(`readmodel parked list` tells): run the same command again to go on"
-    ) in cut.stdout, cut.output
+    assert _unknown_b("totals") in cut.stdout, cut.output
     assert "the connection was lost at the commit" in cut.stderr
     monkeypatch.undo()
     assert _totals(url) == {"a": 20, "b": 20}  # b's retry was committed: the list tells
@@ -132,3 +130,82 @@ def test_a_purge_whose_commit_the_connection_was_lost_at_says_it_does_not_know(
     ) in cut.stdout, cut.output
     listed = run_cli(["parked", "list", "--all", "--json", *c])
     assert json.loads(listed.stdout) == []  # the server had committed the delete
+
+
+def _unknown_b(projection: str) -> str:
+    return (
+        f"interrupted: 2 applied, 0 still parked, 0 skipped (projection '{projection}'); not "
+        "done: 2 parked event(s) in 1 aggregate(s), still parked; unknown: 2 parked event(s) "
+        "in 1 aggregate(s) whose retry the error cut at its commit, applied or still parked "
+        "(`readmodel parked list` tells): run the same command again to go on"
+    )
+
+
+def test_a_mongodb_hold_whose_commit_the_store_went_away_at_is_reported_unknown(
+    tmp_path: Path,
+    sqlite_database: Callable[[], str],
+    mongo_database: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store goes away (:class:`CutProxy`) as b's retry commits: its retries fail (the
+    commit never reached the server here, which the client cannot know)."""
+    mongo = mongo_database()
+    host, port = mongo.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    proxy = CutProxy((host, int(port)))
+    data: dict[str, Any] = {
+        "projections": [DOC_TOTALS],
+        "store": {"url": sqlite_database()},
+        "stores": {
+            "docs": {
+                "url": mongo.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+                + "&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000"
+            }
+        },
+        "engine": {"max_attempts": 1},
+        "sources": {"bank": {"url": sqlite_database()}},
+    }
+    config = write_config(tmp_path / "readmodel.toml", data)
+    init_outbox(load_settings(config).sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    source = create_engine(data["sources"]["bank"]["url"])
+    for account in "abc":
+        insert_events(
+            source, [("account", account, "Deposited", {"amount": 10, "seq": s}) for s in (1, 2)]
+        )
+        ran = run_cli(
+            ["run", "--until-caught-up", "--config", str(config)],
+            env={"READMODEL_TEST_FAIL_ON": account},
+        )
+        assert ran.exit_code == 0, ran.output
+    source.dispose()
+    real_retry, real_commit = MongoStore.retry_parked, ClientSession.commit_transaction
+    holds = iter(range(1, 100))
+    cut_at_commit: list[bool] = []
+
+    def retry_parked(self: MongoStore, *args: Any) -> int:
+        self.conflict_wait = 1.0  # not 90 s of retries
+        if next(holds) == 2:
+            cut_at_commit.append(True)
+        return real_retry(self, *args)
+
+    def commit(session: ClientSession) -> None:
+        if cut_at_commit and cut_at_commit.pop():
+            proxy.cut()
+        real_commit(session)
+
+    monkeypatch.setattr(MongoStore, "retry_parked", retry_parked)
+    monkeypatch.setattr(ClientSession, "commit_transaction", commit)
+    args = ["parked", "retry", "--projection", "doc_totals", "--yes", "--config", str(config)]
+    try:
+        cut = run_cli(args)
+
+        assert cut.exit_code == 3, cut.output
+        assert _unknown_b("doc_totals") in cut.stdout, cut.output
+        proxy.mend()
+        monkeypatch.undo()
+        assert _parked(config) == ["b", "b", "c", "c"]  # the list tells: b was not applied
+        again = run_cli(args)
+        assert again.exit_code == 0, again.output
+        assert "done: 4 applied, 0 still parked, 0 skipped" in again.stdout
+    finally:
+        proxy.close()
