@@ -17,7 +17,7 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from outbox.errors import StoreError
+from outbox.errors import CommitUncertain, StoreError
 from outbox.mongo_connection import describe_mongo_error as _describe
 from outbox.parking import PurgeProgress
 from projections.document_holds import BLOCKED, PARKED, hold_filter, hold_key
@@ -49,20 +49,34 @@ class DocumentBulkParking:
         if not ids:
             return 0
 
+        committing: list[int] = []  # per attempt that got to its commit: what it skipped
+
         def work() -> int:
             with self.transaction() as session:
-                return sum(
+                skipped = sum(
                     self._skip_chunk(session, ids[start : start + CHUNK])
                     for start in range(0, len(ids), CHUNK)
                 )
+                committing.append(skipped)  # what fails from now on is the commit
+                return skipped
 
         first = self.database[PARKED].find_one({"number": ids[0]}, {"projection": 1})
         watch = None if first is None else DeadSwapWatch(self.database, first["projection"])
-        return int(
-            self._retrying(
-                "cannot skip parked events", work, None if watch is None else watch.conflicted
+        try:
+            skipped = int(
+                self._retrying(
+                    "cannot skip parked events", work, None if watch is None else watch.conflicted
+                )
             )
-        )
+        except StoreError as exc:
+            if committing:
+                raise CommitUncertain(
+                    f"{exc}; the connection was lost at the commit of an attempt, which may "
+                    "or may not have been done"
+                ) from exc
+            raise
+        # An attempt after a commit whose answer was lost finds the events it skipped.
+        return skipped or (committing[0] if committing else 0)
 
     def blocked_since(self, projection: str) -> dict[tuple[str, AggregateKey], int]:
         try:

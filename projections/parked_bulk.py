@@ -7,7 +7,8 @@ parked (its events after the failing one held behind it) and the next hold is tr
 Skipped events stay listed (``--all``): nothing is dropped.
 
 The caller may pass the :class:`Outcome` in: when a store error or Ctrl-C stops the run, it
-holds what was done so far and, in ``pending`` and ``held``, what was not (still parked).
+holds what was done so far, in ``pending`` and ``held`` what was not (still parked), and in
+``uncertain`` what the connection was lost at the commit of (done or not, unknown).
 """
 
 from __future__ import annotations
@@ -163,7 +164,12 @@ def skip(
     for selected in chosen:
         ids = {e.id for e in selected.events}
         if ids:
-            outcome.skipped += selected.store.skip_parked_many(sorted(ids))
+            try:
+                outcome.skipped += selected.store.skip_parked_many(sorted(ids))
+            except CommitUncertain:  # skipped or not, unknown: no longer "not done"
+                for hold in selected.holds:
+                    outcome.uncertain[hold] = outcome.pending.pop(hold)
+                raise
         holds = [*selected.holds, *selected.stranded]
         configured = selected.projection in engine.projections
         for hold in selected.holds:

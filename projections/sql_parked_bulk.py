@@ -34,7 +34,7 @@ class SqlBulkParking:
         if not ids:
             return 0
         columns = [parked_events.c[name] for name in _HOLD]
-        with self.writer.begin() as conn:
+        with begin_telling_commit(self.writer, "cannot skip parked events") as conn:
             skipped: list[sa.Row] = []
             for start in range(0, len(ids), CHUNK):
                 skipped += conn.execute(

@@ -209,3 +209,25 @@ def test_a_mongodb_hold_whose_commit_the_store_went_away_at_is_reported_unknown(
         assert "done: 4 applied, 0 still parked, 0 skipped" in again.stdout
     finally:
         proxy.close()
+
+
+def test_a_skip_whose_commit_the_connection_was_lost_at_says_it_does_not_know(
+    parked: tuple[Path, str, CommitCutProxy],
+) -> None:
+    config, _, proxy = parked
+    proxy.armed = True  # the skip's own write: one transaction for every chosen event
+    args = ["parked", "skip", "-p", "totals", "-y", "--config", str(config)]
+
+    cut = run_cli(args)
+
+    assert proxy.cuts == 1
+    assert cut.exit_code == 3, cut.output
+    assert (
+        "interrupted: 0 applied, 0 still parked, 0 skipped (projection 'totals'); unknown: 6 "
+        "parked event(s) in 3 aggregate(s) whose skip the error cut at its commit, done or "
+        "still parked (`readmodel parked list` tells): run the same command again to go on"
+    ) in cut.stdout, cut.output
+    listed = run_cli(["parked", "list", "--all", "--json", "--config", str(config)])
+    assert [e["status"] for e in json.loads(listed.stdout)] == ["skipped"] * 6  # committed
+    again = run_cli(args)
+    assert again.exit_code == 0 and "nothing parked matches" in again.stdout, again.output

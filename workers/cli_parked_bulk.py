@@ -105,7 +105,8 @@ def run_projection_bulk(
             confirm(yes, f"{action} them?")
         holds = sum(len(s.holds) + len(s.stranded) for s in chosen)
         so_far = Outcome()
-        with reporting_stops(partial(_report_stopped, so_far, selection)), _progress() as bar:
+        stopped = partial(_report_stopped, so_far, selection, action)
+        with reporting_stops(stopped), _progress() as bar:
             task = bar.add_task(f"{action} parked", total=holds)
             step = partial(bar.advance, task)
             outcome.append((retry if action == "retry" else skip)(engine, chosen, step, so_far))
@@ -320,7 +321,7 @@ def _report(outcome: Outcome, selection: Selection) -> None:
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _report_stopped(outcome: Outcome, selection: Selection) -> None:
+def _report_stopped(outcome: Outcome, selection: Selection, action: str) -> None:
     """The summary of a run stopped partway: what was done, what was left parked and how
     to go on, then why aggregates stay parked (the first few)."""
     line = f"interrupted: {_counts(outcome, selection)}"
@@ -340,8 +341,9 @@ def _report_stopped(outcome: Outcome, selection: Selection) -> None:
         events = sum(len(events) for events in outcome.uncertain.values())
         line += (
             f"; unknown: {events} parked event(s) in {len(outcome.uncertain)} aggregate(s) "
-            "whose retry the error cut at its commit, applied or still parked (`readmodel "
-            "parked list` tells)"
+            f"whose {action} the error cut at its commit, "
+            f"{'applied' if action == 'retry' else 'done'} or still parked (`readmodel parked "
+            "list` tells)"
         )
     if outcome.pending or outcome.held or outcome.uncertain:
         line += ": run the same command again to go on"
