@@ -1,10 +1,12 @@
 """Shared pieces of the metrics and clock tests: the figures ``readmodel metrics`` would
-export for a config, a scrape of a running ``readmodel metrics`` server on a free port, and
-a PostgreSQL database whose ``now()`` runs off this host's clock."""
+export for a config, a ``readmodel metrics`` server run as a subprocess on a free port and
+scraped, and a PostgreSQL database whose ``now()`` runs off this host's clock."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -63,3 +65,27 @@ def scrape(port: int) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             samples[key] = float(value)
     return samples
+
+
+def start_metrics(config: Path, port: int, *args: str) -> subprocess.Popen[str]:
+    """``readmodel metrics`` serving ``config`` on ``port`` (``args`` added), as a process."""
+    command = [sys.executable, "-m", "workers.cli", "metrics", "--port", str(port), *args]
+    return subprocess.Popen(
+        [*command, "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
+def stop_metrics(process: subprocess.Popen[str]) -> str:
+    """Stop the server (SIGTERM, SIGKILL after 30 s); its stderr."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, stderr = process.communicate()
+    return stderr

@@ -9,8 +9,6 @@ started, scraped over HTTP."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ import sqlalchemy as sa
 
 from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli, write_config
-from tests.metrics_helpers import free_port, scrape
+from tests.metrics_helpers import free_port, scrape, start_metrics, stop_metrics
 
 PG_ADMIN = os.environ.get("READMODEL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 UP = 'readmodel_store_up{store="default"}'
@@ -58,38 +56,16 @@ def _config(tmp_path: Path, url: str) -> Path:
     )
 
 
-def _start(config: Path, port: int) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "workers.cli", "metrics", "--port", str(port)]
-    return subprocess.Popen(
-        [*command, "--config", str(config)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-
-
-def _stop(process: subprocess.Popen[str]) -> str:
-    if process.poll() is None:
-        process.terminate()
-    try:
-        _, stderr = process.communicate(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, stderr = process.communicate()
-    return stderr
-
-
 def test_metrics_serve_store_up_0_through_an_outage_at_start_then_the_store_s_figures(
     later_database: tuple[str, sa.Engine], tmp_path: Path
 ) -> None:
     url, admin = later_database
     config = _config(tmp_path, url)
     port = free_port()
-    process = _start(config, port)
+    process = start_metrics(config, port)
     try:
         assert wait_until(lambda: UP in scrape(port) or process.poll() is not None, 60)
-        assert process.poll() is None, _stop(process)
+        assert process.poll() is None, stop_metrics(process)
         assert scrape(port)[UP] == 0
 
         _create(admin, url)
@@ -98,7 +74,7 @@ def test_metrics_serve_store_up_0_through_an_outage_at_start_then_the_store_s_fi
         assert wait_until(lambda: scrape(port).get(UP) == 1, 60)
         assert process.poll() is None
     finally:
-        stderr = _stop(process)
+        stderr = stop_metrics(process)
     assert "cannot be reached" in stderr, stderr
 
 
@@ -108,15 +84,15 @@ def test_metrics_stop_with_exit_2_once_the_store_answers_at_another_revision(
     url, admin = later_database
     config = _config(tmp_path, url)
     port = free_port()
-    process = _start(config, port)
+    process = start_metrics(config, port)
     try:
         assert wait_until(lambda: UP in scrape(port) or process.poll() is not None, 60)
-        assert process.poll() is None, _stop(process)
+        assert process.poll() is None, stop_metrics(process)
         _create(admin, url)  # up, never migrated
         scrape(port)
         assert wait_until(lambda: process.poll() is not None, 60)
     finally:
-        stderr = _stop(process)
+        stderr = stop_metrics(process)
     assert process.returncode == 2, stderr
     assert "is at revision none, this readmodel needs" in stderr
     assert f"run `readmodel migrate --config {config}`" in stderr

@@ -69,12 +69,6 @@ def stop_with_parent(stop: threading.Event) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _runtime(settings: Settings) -> Any:
-    from workers.runtime import build_runtime
-
-    return guarded(build_runtime, settings, create_tables=False)
-
-
 def _build_runtime(settings: Settings, check: Checks) -> Any:
     """The runtime, the check of its projections' sources started beside the report's read
     (a source only the log may know is asked of the log: one wait for a log that hangs)."""
@@ -362,6 +356,15 @@ def metrics(
     host: Annotated[
         str | None, typer.Option("--host", help="Address to bind (default: metrics.host).")
     ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            min=0.1,
+            help="Seconds a scrape waits for a source, the broker or a store, and the start "
+            "for the stores' schema check.",
+        ),
+    ] = 5.0,
     log_json: LogJsonOption = False,
     log_level: LogLevelOption = None,
 ) -> None:
@@ -370,30 +373,31 @@ def metrics(
     Counters and histograms come from every readmodel process sharing metrics.dir;
     lag, parked events, outbox backlog and queue depth are read at each scrape.
     """
-    from workers.metrics import enable_recording
+    from workers.metrics import enable_recording, serve
     from workers.metrics_schema import SchemaGate
+    from workers.runtime import build_runtime, check_subscriptions
 
     settings = load(config, log_json, log_level)
     stop = stop_on_signals(settings.shutdown.grace.total_seconds())
-    schema = SchemaGate(settings, config, stop)
-    guarded(schema.start)  # a store that cannot be reached yet is checked once it answers
-    if not guarded(enable_recording, settings):
-        err.print(
-            "metrics.dir is not set: serving only figures read at scrape time (lag, parked, "
-            "queue depth), no counters from other processes",
-            highlight=False,
-        )
-    from workers.metrics import serve
-
-    runtime = _runtime(settings)
-    bind_host = host or settings.metrics.host
-    bind_port = port or settings.metrics.port
+    # the sources are checked by the gate, within --timeout: a log that hangs on the question
+    # (a source only it may know) must not hang the start
+    runtime = guarded(build_runtime, settings, create_tables=False, check_sources=False)
     try:
-        serve(runtime, bind_host, bind_port, stop, schema=schema.check)
-    except OSError as exc:
-        raise fail(
-            f"cannot serve metrics on {bind_host}:{bind_port}: {exc.strerror or exc}", EXIT_FAILURE
-        ) from None
+        schema = SchemaGate(settings, config, stop, sources=lambda: check_subscriptions(runtime))
+        guarded(schema.start, timeout)  # a store that cannot be reached, or hangs: served 0
+        if not guarded(enable_recording, settings):
+            err.print(
+                "metrics.dir is not set: serving only figures read at scrape time (lag, "
+                "parked, queue depth), no counters from other processes",
+                highlight=False,
+            )
+        bind_host = host or settings.metrics.host
+        bind_port = port or settings.metrics.port
+        try:
+            serve(runtime, bind_host, bind_port, stop, schema=schema.check, timeout=timeout)
+        except OSError as exc:
+            message = f"cannot serve metrics on {bind_host}:{bind_port}: {exc.strerror or exc}"
+            raise fail(message, EXIT_FAILURE) from None
     finally:
         runtime.close()
     if schema.problem is not None:

@@ -420,16 +420,18 @@ def serve(
     port: int,
     stop: threading.Event,
     schema: Callable[[], bool] | None = None,
+    timeout: float = 5.0,
 ) -> None:
     """Serve ``/metrics`` on ``host:port`` until ``stop`` is set; ``schema`` is called
-    before each scrape (:class:`workers.metrics_schema.SchemaGate`)."""
+    before each scrape (:class:`workers.metrics_schema.SchemaGate`), which reads each part
+    of the pipeline within ``timeout`` seconds."""
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry()
     directory = multiprocess_dir(runtime.settings)
     if directory:
         registry.register(LiveMultiprocessFigures(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
-    registry.register(PipelineCollector(runtime, schema=schema))
+    registry.register(PipelineCollector(runtime, timeout, schema=schema))
     server, thread = start_http_server(port, addr=host, registry=registry)
     logger.info("serving metrics", host=host, port=port, multiprocess_dir=directory)
     try:
