@@ -5,6 +5,11 @@ for a store that refuses connections at start. Before, it checked the stores' sc
 revision and the projections' sources at start with no time limit: it never served. A check
 that answers after the start still stops the server on what it finds (exit 2).
 
+Scrapes during the hang reuse the reads still going from earlier scrapes: 20 scrapes leave
+the exporter's threads and its connections to the store where one left them. Before, every
+scrape left another thread (and connection) per hung read (the store's figures, each store's
+projections), without bound.
+
 Each test runs a real ``readmodel metrics`` process, scraped over HTTP."""
 
 from __future__ import annotations
@@ -66,6 +71,10 @@ def _served(port: int, process: Any, within: float) -> dict[str, float]:
     assert process.poll() is None, stop_metrics(process)
     assert time.monotonic() - started < within, time.monotonic() - started
     return found
+
+
+def _threads(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
 
 
 def test_metrics_start_and_serve_while_the_log_store_hangs(
@@ -145,3 +154,66 @@ def test_a_source_nothing_feeds_found_after_the_start_stops_the_server(
     assert process.returncode == 2, stderr
     assert "the read store does not answer" in stderr, stderr
     assert "subscribes to source 'bank'" in stderr, stderr
+
+
+def test_scrapes_during_a_hang_do_not_pile_up_threads(
+    tmp_path: Path, sqlite_database: Callable[[], str], silent_port: int
+) -> None:
+    store = f"postgresql://{USER}:{SECRET}@127.0.0.1:{silent_port}/readmodel"
+    config = _config(tmp_path, store, "bank", sqlite_database())
+    port = free_port()
+    process = start_metrics(config, port, "--timeout", "0.3")
+    try:
+        _served(port, process, 15)
+        assert scrape(port)[UP] == 0
+        before = _threads(process.pid)
+
+        for _ in range(20):
+            assert scrape(port)[UP] == 0
+
+        # the HTTP server's thread of the last scrape may still be ending
+        assert wait_until(lambda: _threads(process.pid) <= before + 2, 5), (
+            before,
+            _threads(process.pid),
+        )
+    finally:
+        stderr = stop_metrics(process)
+    assert process.returncode == 0, stderr
+
+
+def test_scrapes_during_a_stall_do_not_pile_up_connections(
+    tmp_path: Path, sqlite_database: Callable[[], str], pg_database: Callable[[], str]
+) -> None:
+    """The log's store answers, but stalls on every read of the log's heads: the reads a
+    scrape leaves going hold their connections, which the next scrapes wait for."""
+    store = pg_database()
+    config = _config(tmp_path, store, "bank", sqlite_database())
+    migrated = run_cli(["migrate", "--config", str(config)])
+    assert migrated.exit_code == 0, migrated.output
+    with stall_proxy(store, b"rm_log_heads") as proxy:
+        stalled = write_config(
+            tmp_path / "stalled.toml",
+            {
+                "projections": ["tests.projection_fixtures:Totals"],
+                "store": {"url": proxy.url(store)},
+                "sources": {"bank": {"url": load_settings(config).sources["bank"].url}},
+            },
+        )
+        port = free_port()
+        process = start_metrics(stalled, port, "--timeout", "0.3")
+        try:
+            _served(port, process, 15)
+            assert scrape(port)[UP] == 0
+            stalls, threads = proxy.stalled(), _threads(process.pid)
+
+            for _ in range(20):
+                assert scrape(port)[UP] == 0
+
+            assert proxy.stalled() == stalls >= 1
+            assert wait_until(lambda: _threads(process.pid) <= threads + 2, 5), (
+                threads,
+                _threads(process.pid),
+            )
+        finally:
+            stderr = stop_metrics(process)
+    assert process.returncode == 0, stderr

@@ -33,6 +33,7 @@ from projections.cache import CacheHooks
 from projections.engine import EngineHooks
 from projections.store import BatchResult, Lane
 from workers.metrics_timeouts import TimeoutMetrics
+from workers.parts import Running
 from workers.runtime import Runtime
 
 logger = structlog.get_logger("readmodel.metrics")
@@ -272,6 +273,7 @@ class PipelineCollector:
         self.timeout = timeout
         self.schema = schema  # checks the stores' revision until they answer (metrics_schema)
         self._lock = threading.Lock()
+        self._running = Running()  # reads a hung store keeps going: awaited by the next scrape
 
     def describe(self) -> list[Any]:
         return []  # figures depend on the configuration; don't collect at registration
@@ -293,7 +295,9 @@ class PipelineCollector:
                 self.schema()
             try:
                 # not the overdue board: readmodel_handlers_overdue is the workers' own gauge
-                report = collect(self.runtime, timeout=self.timeout, overdue=False)
+                report = collect(
+                    self.runtime, timeout=self.timeout, overdue=False, running=self._running
+                )
             except ReadmodelError as exc:  # a store that answers with an error (no table)
                 logger.warning("metrics: cannot read the pipeline", error=str(exc))
                 store_up.add_metric(["default"], 0)

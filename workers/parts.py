@@ -13,38 +13,76 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+_PENDING = object()  # no result yet
 
-class Parts:
-    """Tasks started at any time (a task may start others: a registry's read its members'),
-    waited for until one deadline, ``timeout`` seconds after this was made (``None``: no
-    deadline). A task that raised yields its exception; one still going at the deadline a
-    :class:`TimeoutError` naming ``timeout``, the budget of the whole look."""
 
-    def __init__(self, timeout: float | None) -> None:
-        self.timeout = timeout
-        self.deadline = None if timeout is None else time.monotonic() + timeout
-        self._lock = threading.Lock()
-        self._threads: dict[str, threading.Thread] = {}
-        self._results: dict[str, Any] = {}
+class _Run:
+    """One part's task in a daemon thread, and its result (its exception) once it ends."""
 
-    def start(self, key: str, task: Callable[[], Any]) -> None:
-        """Run ``task`` in a daemon thread, its result kept under ``key`` (a key started
-        already is not started again)."""
+    def __init__(self, key: str, task: Callable[[], Any]) -> None:
+        self.result: Any = _PENDING
 
         def run() -> None:
             try:
                 result = task()
             except BaseException as exc:  # reported to the caller, never lost
                 result = exc
-            with self._lock:
-                self._results[key] = result
+            self.result = result
 
+        self.thread = threading.Thread(target=run, daemon=True, name=f"status-{key}")
+
+    def done(self) -> bool:
+        return self.result is not _PENDING
+
+
+class Running:
+    """The parts of earlier looks still going past their deadline (a store that hangs),
+    kept for the next look of the same process (a metrics scrape), which waits for such a
+    part instead of starting it again: scrapes during a hang leave one thread, and one
+    connection, per part, not one per scrape."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[str, _Run] = {}
+
+    def start(self, key: str, task: Callable[[], Any]) -> _Run:
+        """The run of ``key`` still going, else ``task`` started as it."""
         with self._lock:
-            if key in self._threads:
+            run = self._runs.get(key)
+            if run is None or run.done():
+                run = self._runs[key] = _Run(key, task)
+                run.thread.start()
+            for gone in [k for k, r in self._runs.items() if r.done() and r is not run]:
+                del self._runs[gone]  # ended: the next look starts it afresh
+            return run
+
+
+class Parts:
+    """Tasks started at any time (a task may start others: a registry's read its members'),
+    waited for until one deadline, ``timeout`` seconds after this was made (``None``: no
+    deadline). A task that raised yields its exception; one still going at the deadline a
+    :class:`TimeoutError` naming ``timeout``, the budget of the whole look. With
+    ``running``, a part an earlier look left going is waited for, not started again."""
+
+    def __init__(self, timeout: float | None, running: Running | None = None) -> None:
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self._running = running
+        self._lock = threading.Lock()
+        self._runs: dict[str, _Run] = {}
+
+    def start(self, key: str, task: Callable[[], Any], *, shared: bool = True) -> None:
+        """Run ``task`` in a daemon thread, its result kept under ``key`` (a key started
+        already is not started again). Not ``shared``: never one left by an earlier look
+        (a task that belongs to this one, as a registry's read that starts its members)."""
+        with self._lock:
+            if key in self._runs:
                 return
-            thread = threading.Thread(target=run, daemon=True, name=f"status-{key}")
-            self._threads[key] = thread
-        thread.start()
+            if shared and self._running is not None:
+                self._runs[key] = self._running.start(key, task)
+                return
+            run = self._runs[key] = _Run(key, task)
+        run.thread.start()
 
     def left(self) -> float | None:
         """Seconds until the deadline (``None``: no deadline)."""
@@ -59,13 +97,12 @@ class Parts:
         until = None if left is None else time.monotonic() + share * left
         for key in keys:
             with self._lock:
-                thread = self._threads[key]
-            thread.join(None if until is None else max(0.0, until - time.monotonic()))
-            with self._lock:
-                if key in self._results:
-                    out[key] = self._results[key]
-                else:
-                    out[key] = TimeoutError(f"no answer within {self.timeout:g}s")
+                run = self._runs[key]
+            run.thread.join(None if until is None else max(0.0, until - time.monotonic()))
+            if run.done():
+                out[key] = run.result
+            else:
+                out[key] = TimeoutError(f"no answer within {self.timeout:g}s")
         return out
 
 

@@ -30,7 +30,7 @@ from outbox.status import SourceStatus, source_status, unlisted_status, with_rul
 from outbox.tenant_registry import TenantRegistry, registries
 from projections.status import ProjectionStatus, iso_utc, projection_statuses
 from workers.overdue_board import Overdue, overdue_handlers
-from workers.parts import Parts, unreachable
+from workers.parts import Parts, Running, unreachable
 from workers.queues import QueueDepth, broker_kind, queue_depth
 from workers.removed_members import (
     member_groups,
@@ -82,15 +82,23 @@ class Report:
         }
 
 
-def collect(runtime: Runtime, *, timeout: float | None = None, overdue: bool = True) -> Report:
+def collect(
+    runtime: Runtime,
+    *,
+    timeout: float | None = None,
+    overdue: bool = True,
+    running: Running | None = None,
+) -> Report:
     """Read everything at once (each part within ``timeout`` seconds, when given); a part
     that does not answer is reported as such. Raises :class:`ReadmodelError` when a read
     store answers with an error (a missing table). Without ``overdue`` (the metrics
     exporter: its gauge comes from the workers' own files) the handlers past
-    ``engine.handler_timeout`` are not read from the broker's Redis, and left unknown."""
+    ``engine.handler_timeout`` are not read from the broker's Redis, and left unknown.
+    With ``running`` (the exporter's), a part an earlier call left going is not started
+    again (:class:`Running`)."""
     settings = runtime.settings
     log = runtime.log
-    parts = Parts(timeout)
+    parts = Parts(timeout, running)
     tenant_registries = registries(settings)
 
     def source_part(name: str, member: SourceSettings) -> None:
@@ -105,7 +113,7 @@ def collect(runtime: Runtime, *, timeout: float | None = None, overdue: bool = T
         return members
 
     for registry in tenant_registries:
-        parts.start(registry.group, partial(read, registry))
+        parts.start(registry.group, partial(read, registry), shared=False)  # aborted below
     if len(tenant_registries) > 1:  # which of two registries' members keeps a shared outbox
         appends.start()
     for name, member in settings.sources.items():
