@@ -367,10 +367,11 @@ class ProjectionEngine(LaneFailures):
         if entry.status != "parked":
             raise ReadmodelError(f"e{entry.id} is not parked (it was {entry.status})")
         if entry.projection not in self.projections:
-            self._holder(entry).skip_parked(entry.id)
+            holder = self._holder(entry)
+            _skipped_or_changed(holder, entry, holder.skip_parked(entry.id))
             return 0
         store = self.store_of(entry.projection)
-        store.skip_parked(entry.id)
+        _skipped_or_changed(store, entry, store.skip_parked(entry.id))
         remaining = [
             e
             for e in store.parked(entry.projection)
@@ -408,4 +409,17 @@ def no_handler(projection: str) -> str:
     return (
         f"projection {projection!r} is no longer configured: its parked events cannot be "
         f"applied (no handler); skip them, or configure the projection again to retry them"
+    )
+
+
+def _skipped_or_changed(store: Store, entry: ParkedEvent, skipped: ParkedEvent | None) -> None:
+    """Raise unless ``store`` skipped ``entry``: it was read parked, but by the time the skip
+    held it, something else (a replay's swap, another skip or a retry) had settled it."""
+    if skipped is not None:
+        return
+    now = [e.status for e in store.parked(entry.projection, None) if e.id == entry.id]
+    became = f"it is {now[0]} now" if now else "it is gone"
+    raise ReadmodelError(
+        f"e{entry.id} is no longer parked ({became}: it changed while being skipped); "
+        "nothing was skipped"
     )

@@ -75,19 +75,23 @@ class SqlParkedEntries:
             )
 
     def skip_parked(self, entry_id: int) -> ParkedEvent | None:
+        """Skip the entry if it is still parked; ``None`` if not (none such, or settled
+        meanwhile). Its row is locked first (``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE``
+        already serialises): a replay's swap settling it concurrently is waited for and its
+        status then read, never overwritten, nor a hold the swap set released."""
         with self.writer.begin() as conn:
             row = conn.execute(
-                sa.select(parked_events).where(
-                    parked_events.c.id == entry_id, parked_events.c.status == "parked"
-                )
+                sa.select(parked_events).where(parked_events.c.id == entry_id).with_for_update()
             ).first()
-            if row is None:
+            if row is None or row.status != "parked":
                 return None
-            conn.execute(
+            updated = conn.execute(
                 parked_events.update()
-                .where(parked_events.c.id == entry_id)
+                .where(parked_events.c.id == entry_id, parked_events.c.status == "parked")
                 .values(status="skipped", resolved_at=sa.func.current_timestamp())
-            )
+            ).rowcount
+            if updated != 1:  # under the lock it cannot change; if it did, nothing written
+                return None
             lane = Lane(row.projection, row.source, -1)
             aggregate = AggregateKey(row.tenant, row.aggregate_type, row.aggregate_id)
             remaining = conn.execute(
