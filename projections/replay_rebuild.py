@@ -32,7 +32,7 @@ from projections.shadow_keys import (
     pg_drop_outside_keys_or_warn,
 )
 from projections.shadow_leftovers import pick_unmarked
-from projections.sql_settle import settle_parked
+from projections.sql_settle import lock_parked, settle_parked
 from projections.store import Lane
 from projections.store_tables import checkpoints
 
@@ -189,7 +189,9 @@ class BlueGreenRebuild(ShadowFill):
                     live = {lane: self.store.lock_lane(conn, lane) for lane in lanes}
                     # The last read of the skipped set: a skip committed before it (the
                     # live lanes locked: none of their batches applies its aggregate's
-                    # later events meanwhile) is left out of the catch-up below.
+                    # later events meanwhile) is left out of the catch-up below; one
+                    # after it waits for the swap (the parked entries locked first).
+                    lock_parked(conn, self.projection.name)
                     self._reread_skips(conn)
                     if self._skips is not None and self._policy.overruled(self._skips.late):
                         raise Overruled  # the rebuild skipped one of them: settled outside

@@ -14,9 +14,10 @@ applied ``replayed``; with ``--skip-errors`` too, one whose handler still fails 
 An operator may skip an event while a replay runs (one parked live meanwhile, or parked
 when it started). So the set is read again where it matters (:meth:`OperatorSkips.add`):
 before each pass of a rebuild over the log, before the events a failed swap applies
-outside it, in the swap's transaction once it has locked the live lanes (the last read: a
-skip committed before it is left out of the swap's catch-up), and in place in each batch's
-transaction. The whole set is read again: it is small, and no column tells the entries
+outside it, in the swap's transaction once it has locked the live lanes and the parked
+entries (the last read: a skip committed before it is left out of the swap's catch-up; one
+after it waits for the swap, :func:`projections.sql_settle.lock_parked`), and in place in
+each batch's transaction. The whole set is read again: it is small, and no column tells the entries
 skipped since a read (``resolved_at`` is the skipping transaction's clock, which may
 commit after a read that started later). An event skipped before the replay met it is left
 out and its entry stays ``skipped``; one the replay applied before the skip (a rebuild

@@ -22,6 +22,24 @@ if TYPE_CHECKING:
     from projections.replay_types import SkippedEvent
 
 
+def lock_parked(conn: sa.Connection, name: str) -> None:
+    """Lock the parked entries of projection ``name`` until ``conn`` commits, before the
+    swap's last read of the skipped set: a skip (or retry's record) of one of them that
+    commits after that read and before :func:`settle_parked` would be parked again there.
+    A skip holding one is waited for (its skip is then read); a later one waits for the swap
+    and finds the entry settled. PostgreSQL only: on SQLite the swap holds the one write
+    lock from its ``BEGIN IMMEDIATE``."""
+    if conn.dialect.name != "postgresql":
+        return
+    c = parked_events.c
+    conn.execute(
+        sa.select(c.id)
+        .where(c.projection == name, c.status == "parked")
+        .order_by(c.id)
+        .with_for_update()
+    ).all()
+
+
 def settle_parked(
     store: SqlParking,
     conn: sa.Connection,

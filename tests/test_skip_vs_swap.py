@@ -137,3 +137,68 @@ def test_a_skip_waiting_on_the_swaps_settle_does_not_overwrite_it(
     assert "replayed" in str(thread.error)
     assert holds(store) == []
     assert sql_rows(store) == (sorted([*WITH_LATE, "shop:6"]), AMOUNTS)
+
+
+def test_a_skip_committed_after_the_swaps_last_read_is_not_parked_again(
+    pg_skipped: tuple[str, Any, Any, ProjectionEngine, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, log, store, engine, projection = pg_skipped
+    name = projection.name
+    park_late_events(engine, log, name, monkeypatch, fixed=False)  # shop:6 still fails
+    entry = entry_at(engine, name, 6)
+    threads: list[Skip] = []
+
+    class SkipAfterTheLastRead(Replayer):
+        def _reread_skips(self, conn: sa.Connection | None = None) -> None:
+            super()._reread_skips(conn)
+            if conn is not None and not threads:  # the swap's read, in its transaction
+                threads.append(start_skip_and_wait(lambda: engine.skip(entry), url))
+
+    summary = SkipAfterTheLastRead(engine.reader, projection, store).run(
+        ReplayOptions(skip_errors=True)
+    )
+    (thread,) = threads
+    thread.join(WAIT)
+    assert not thread.is_alive()
+
+    assert [(e.source, e.position) for e in summary.skipped] == [("shop", 6), ("shop", 7)]
+    assert statuses(engine, name) == {
+        "shop:2": "skipped",
+        "shop:4": "retried",
+        "shop:6": "skipped",
+        "shop:7": "retried",
+    }
+    assert thread.error is None, thread.error
+    assert thread.result == 1  # shop:7, held behind shop:6, applied after the skip
+    assert holds(store) == []
+    assert engine.parked(name) == []
+    assert sql_rows(store) == (WITH_LATE, AMOUNTS)
+
+
+def test_a_bulk_skip_committed_after_the_swaps_last_read_is_not_parked_again(
+    pg_skipped: tuple[str, Any, Any, ProjectionEngine, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The set-based skip (``readmodel parked skip --projection``) in the same window."""
+    url, log, store, engine, projection = pg_skipped
+    name = projection.name
+    park_late_events(engine, log, name, monkeypatch, fixed=False)
+    entry = entry_at(engine, name, 6)
+    threads: list[Skip] = []
+
+    class SkipAfterTheLastRead(Replayer):
+        def _reread_skips(self, conn: sa.Connection | None = None) -> None:
+            super()._reread_skips(conn)
+            if conn is not None and not threads:
+                threads.append(start_skip_and_wait(lambda: store.skip_parked_many([entry.id]), url))
+
+    SkipAfterTheLastRead(engine.reader, projection, store).run(ReplayOptions(skip_errors=True))
+    (thread,) = threads
+    thread.join(WAIT)
+    assert not thread.is_alive()
+
+    assert statuses(engine, name)["shop:6"] == "skipped"
+    assert statuses(engine, name)["shop:7"] == "parked"  # held behind it: the bulk run retries
+    assert thread.error is None and thread.result == 1
+    assert holds(store) == [("shop", "a1", 6)]
