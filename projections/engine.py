@@ -357,6 +357,10 @@ class ProjectionEngine(LaneFailures):
             lambda positions: self.reader.at_positions(entry.source, positions),
         )
         self.redo_invalidations()
+        # Nothing applied for an entry read parked: settled meanwhile (the retry waited for a
+        # replay's swap holding the lane), unless this retry marked it (its events not found).
+        if applied == 0 and entry.status == "parked" and _status_of(store, entry) != "retried":
+            raise _no_longer_parked(store, entry, "retried")
         return applied
 
     def skip(self, entry: ParkedEvent) -> int:
@@ -368,10 +372,12 @@ class ProjectionEngine(LaneFailures):
             raise ReadmodelError(f"e{entry.id} is not parked (it was {entry.status})")
         if entry.projection not in self.projections:
             holder = self._holder(entry)
-            _skipped_or_changed(holder, entry, holder.skip_parked(entry.id))
+            if holder.skip_parked(entry.id) is None:
+                raise _no_longer_parked(holder, entry, "skipped")
             return 0
         store = self.store_of(entry.projection)
-        _skipped_or_changed(store, entry, store.skip_parked(entry.id))
+        if store.skip_parked(entry.id) is None:
+            raise _no_longer_parked(store, entry, "skipped")
         remaining = [
             e
             for e in store.parked(entry.projection)
@@ -412,14 +418,16 @@ def no_handler(projection: str) -> str:
     )
 
 
-def _skipped_or_changed(store: Store, entry: ParkedEvent, skipped: ParkedEvent | None) -> None:
-    """Raise unless ``store`` skipped ``entry``: it was read parked, but by the time the skip
-    held it, something else (a replay's swap, another skip or a retry) had settled it."""
-    if skipped is not None:
-        return
-    now = [e.status for e in store.parked(entry.projection, None) if e.id == entry.id]
-    became = f"it is {now[0]} now" if now else "it is gone"
-    raise ReadmodelError(
-        f"e{entry.id} is no longer parked ({became}: it changed while being skipped); "
-        "nothing was skipped"
+def _no_longer_parked(store: Store, entry: ParkedEvent, doing: str) -> ReadmodelError:
+    """``entry`` was read parked, but by the time ``store`` held it to be ``doing`` (skipped,
+    retried) something else had settled it: a replay's swap, another skip or retry."""
+    now = _status_of(store, entry)
+    became = "it is gone" if now is None else f"it is {now} now"
+    return ReadmodelError(
+        f"e{entry.id} is no longer parked ({became}: it changed while being {doing}); "
+        f"nothing was {doing}"
     )
+
+
+def _status_of(store: Store, entry: ParkedEvent) -> str | None:
+    return next((e.status for e in store.parked(entry.projection, None) if e.id == entry.id), None)

@@ -42,8 +42,8 @@ WAIT = 30.0  # seconds: the skip thread finishes or waits on a lock well within 
 
 
 class Skip(threading.Thread):
-    """``skip()`` (an operator's skip, on its own connections); keeps what it returned or
-    raised."""
+    """``skip()`` (an operator's skip or retry, on its own connections); keeps what it
+    returned or raised."""
 
     def __init__(self, skip: Callable[[], Any]) -> None:
         super().__init__(daemon=True)
@@ -202,3 +202,39 @@ def test_a_bulk_skip_committed_after_the_swaps_last_read_is_not_parked_again(
     assert statuses(engine, name)["shop:7"] == "parked"  # held behind it: the bulk run retries
     assert thread.error is None and thread.result == 1
     assert holds(store) == [("shop", "a1", 6)]
+
+
+def test_a_retry_waiting_on_the_swap_says_the_entry_was_settled(
+    pg_skipped: tuple[str, Any, Any, ProjectionEngine, Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``readmodel parked retry`` waits for the swap holding the lane, then finds nothing
+    parked: it says so instead of 'applied 0 parked event(s)', and changes nothing."""
+    url, log, store, engine, projection = pg_skipped
+    name = projection.name
+    park_late_events(engine, log, name, monkeypatch)
+    entry = entry_at(engine, name, 6)
+    threads: list[Skip] = []
+    settle = replay_rebuild.settle_parked
+
+    def settle_then_retry(*args: Any, **kw: Any) -> int:
+        released = settle(*args, **kw)
+        if not threads:
+            threads.append(start_skip_and_wait(lambda: engine.retry(entry), url))
+        return released
+
+    monkeypatch.setattr(replay_rebuild, "settle_parked", settle_then_retry)
+    Replayer(engine.reader, projection, store).run(ReplayOptions())
+    (thread,) = threads
+    thread.join(WAIT)
+    assert not thread.is_alive()
+
+    assert statuses(engine, name)["shop:6"] == "replayed"
+    assert statuses(engine, name)["shop:7"] == "replayed"
+    assert isinstance(thread.error, ReadmodelError), (thread.error, thread.result)
+    assert str(thread.error) == (
+        f"e{entry.id} is no longer parked (it is replayed now: it changed while being "
+        "retried); nothing was retried"
+    )
+    assert holds(store) == []
+    assert sql_rows(store) == (sorted([*WITH_LATE, "shop:6"]), AMOUNTS)
