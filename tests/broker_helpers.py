@@ -201,3 +201,40 @@ def close_vhost_connections(url: str) -> int:
     for pid in pids:
         _rabbitmqctl("close_connection", pid, "readmodel test: connection closed")
     return len(pids)
+
+
+def peek_rabbitmq_queue(url: str, queue: str) -> list[tuple[bool, dramatiq.Message[Any]]]:
+    """The messages ready in ``queue``, as ``(redelivered, message)``, left where they were:
+    taken unacknowledged, then given back (closing the channel requeues them)."""
+    import pika
+
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        found = []
+        while True:
+            method, _, body = channel.basic_get(queue=queue, auto_ack=False)
+            if method is None:
+                return found
+            found.append((bool(method.redelivered), dramatiq.Message.decode(body)))
+    finally:
+        connection.close()
+
+
+def rabbitmq_queue_counts(queue: str) -> dict[str, tuple[int, int]]:
+    """``{name: (ready, unacknowledged)}`` of ``queue`` and its delay and dead-letter queues
+    (default virtual host): every message has been acknowledged when all are ``(0, 0)``."""
+    listed = _rabbitmqctl(
+        "list_queues",
+        "-q",
+        "--no-table-headers",
+        "name",
+        "messages_ready",
+        "messages_unacknowledged",
+    )
+    counts = {}
+    for line in listed.splitlines():
+        name, ready, unacked = line.split("\t")
+        if name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            counts[name] = (int(ready), int(unacked))
+    return counts
