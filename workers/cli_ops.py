@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.live import Live
@@ -30,6 +30,9 @@ from workers.cli_support import (
 from workers.signals import stop_on_signals
 from workers.status_checks import Checks
 from workers.status_tables import counted, failures, status_tables
+
+if TYPE_CHECKING:
+    from workers.parts import Running
 
 WatchOption = Annotated[
     bool, typer.Option("--watch", "-w", help="Refresh every --every seconds until Ctrl-C.")
@@ -79,10 +82,10 @@ def _build_runtime(settings: Settings, check: Checks) -> Any:
     return runtime
 
 
-def _collect(runtime: Any, timeout: float | None) -> Any:
+def _collect(runtime: Any, timeout: float | None, running: Running | None = None) -> Any:
     from workers.status import collect
 
-    return collect(runtime, timeout=timeout)
+    return collect(runtime, timeout=timeout, running=running)
 
 
 def _reported(read: Any) -> Any:
@@ -156,29 +159,40 @@ def status(
 
 
 def _watch(runtime: Any, as_json: bool, every: float, timeout: float, check: Checks) -> None:
-    """Refresh until stopped; the schema check has its say on the first report."""
+    """Refresh until stopped; the schema check has its say on the first report. The parts
+    a round leaves going (a store that hangs) are waited for by the next rounds, not started
+    again: a hang holds one thread and one connection per part, however long one watches."""
+    from workers.parts import Running
+
     stop = stop_on_signals()
+    running = Running()
     if as_json:
         first: Checks | None = check
-        while (report := _report_unless_stopped(runtime, timeout, stop, first)) is not None:
+        while (
+            report := _report_unless_stopped(runtime, timeout, stop, running, first)
+        ) is not None:
             first = None
             print(json.dumps(report.as_dict()), flush=True)
             if stop.wait(every):
                 return
         return
-    shown = _report_unless_stopped(runtime, timeout, stop, check)
+    shown = _report_unless_stopped(runtime, timeout, stop, running, check)
     if shown is None:
         return
     with Live(status_tables(shown, errors=True), console=out, auto_refresh=False) as live:
         while not stop.wait(every):
-            report = _report_unless_stopped(runtime, timeout, stop)
+            report = _report_unless_stopped(runtime, timeout, stop, running)
             if report is None:
                 return
             live.update(status_tables(report, errors=True), refresh=True)
 
 
 def _report_unless_stopped(
-    runtime: Any, timeout: float, stop: threading.Event, check: Checks | None = None
+    runtime: Any,
+    timeout: float,
+    stop: threading.Event,
+    running: Running,
+    check: Checks | None = None,
 ) -> Any | None:
     """The report, or ``None`` once Ctrl-C (or SIGTERM) came while it was read: a source
     that takes its whole --timeout to answer (a table lock) does not hold the exit. With
@@ -188,7 +202,7 @@ def _report_unless_stopped(
 
     def run() -> None:
         try:
-            read["report"] = _collect(runtime, timeout)
+            read["report"] = _collect(runtime, timeout, running)
         except BaseException as exc:  # said below, unless stopped meanwhile (not from here)
             read["error"] = exc
         finally:

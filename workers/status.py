@@ -94,8 +94,8 @@ def collect(
     store answers with an error (a missing table). Without ``overdue`` (the metrics
     exporter: its gauge comes from the workers' own files) the handlers past
     ``engine.handler_timeout`` are not read from the broker's Redis, and left unknown.
-    With ``running`` (the exporter's), a part an earlier call left going is not started
-    again (:class:`Running`)."""
+    With ``running`` (kept across scrapes, or status --watch rounds), a part an
+    earlier call left going is not started again (:class:`Running`)."""
     settings = runtime.settings
     log = runtime.log
     parts = Parts(timeout, running)
