@@ -24,6 +24,19 @@ CHUNK = 5000
 _HOLD = ("projection", "source", "tenant", "aggregate_type", "aggregate_id")
 
 
+def _lock_in_id_order(conn: sa.Connection, ids: Sequence[int]) -> None:
+    """Lock the parked entries of ``ids`` in id order, as a replay's swap locks its
+    projection's (:func:`projections.sql_settle.lock_parked`): the UPDATE alone locks them
+    in the order it reads them (where the rows lie, not their ids), and the two deadlocked.
+    PostgreSQL only: SQLite's writer holds the one write lock from ``BEGIN IMMEDIATE``."""
+    if conn.dialect.name != "postgresql":
+        return
+    c = parked_events.c
+    conn.execute(
+        sa.select(c.id).where(c.id.in_(ids), c.status == "parked").order_by(c.id).with_for_update()
+    ).all()
+
+
 class SqlBulkParking:
     """The bulk half of a SQL store's parking; needs its ``writer``."""
 
@@ -37,12 +50,11 @@ class SqlBulkParking:
         with begin_telling_commit(self.writer, "cannot skip parked events") as conn:
             skipped: list[sa.Row] = []
             for start in range(0, len(ids), CHUNK):
+                chunk = ids[start : start + CHUNK]
+                _lock_in_id_order(conn, chunk)
                 skipped += conn.execute(
                     parked_events.update()
-                    .where(
-                        parked_events.c.id.in_(ids[start : start + CHUNK]),
-                        parked_events.c.status == "parked",
-                    )
+                    .where(parked_events.c.id.in_(chunk), parked_events.c.status == "parked")
                     .values(status="skipped", resolved_at=sa.func.current_timestamp())
                     .returning(*columns, parked_events.c.position)
                 ).all()
