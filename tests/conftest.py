@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.cache_helpers",
     "tests.document_bank_helpers",
     "tests.mongo_helpers",
+    "tests.operator_skip_helpers",
     "tests.replay_helpers",
     "tests.shop_helpers",
 ]

@@ -139,3 +139,14 @@ class Once:
         if not self.done:
             self.done = True
             self.action()
+
+
+@pytest.fixture
+def docs_skipped(
+    pg_database: Callable[[], str],
+    mongo_database: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[ProjectionEngine, MongoStore, OpSkipDocs]]:
+    """:func:`docs_with_a_skip` in a PostgreSQL log and a MongoDB database of the test's own."""
+    with docs_with_a_skip(pg_database(), mongo_database(), monkeypatch) as skipped:
+        yield skipped

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -30,22 +29,11 @@ from tests.operator_skip_helpers import (
     AMOUNTS,
     WITH_LATE,
     doc_rows,
-    docs_with_a_skip,
     park_late_events,
     statuses,
 )
 
 WAIT = 30.0
-
-
-@pytest.fixture
-def docs_skipped(
-    pg_database: Callable[[], str],
-    mongo_database: Callable[[], str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[ProjectionEngine, MongoStore, OpSkipDocs]]:
-    with docs_with_a_skip(pg_database(), mongo_database(), monkeypatch) as skipped:
-        yield skipped
 
 
 def test_a_skip_committed_after_the_document_swaps_last_read_is_not_parked_again(

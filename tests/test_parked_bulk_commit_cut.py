@@ -18,10 +18,11 @@ from config import load_settings
 from outbox.db import create_engine
 from projections.engine import ProjectionEngine
 from projections.mongo_store import MongoStore
-from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
+from tests.cli_helpers import run_cli, write_config
+from tests.cut_store_helpers import doc_totals_behind_a_cut
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import account_totals
-from tests.stall_proxy_helpers import CommitCutProxy, CutProxy
+from tests.stall_proxy_helpers import CommitCutProxy
 
 RETRIED = b"UPDATE rm_parked_events SET status"  # a hold's retry marks its events retried
 
@@ -149,25 +150,8 @@ def test_a_mongodb_hold_whose_commit_the_store_went_away_at_is_reported_unknown(
 ) -> None:
     """The store goes away (:class:`CutProxy`) as b's retry commits: its retries fail (the
     commit never reached the server here, which the client cannot know)."""
-    mongo = mongo_database()
-    host, port = mongo.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    proxy = CutProxy((host, int(port)))
-    data: dict[str, Any] = {
-        "projections": [DOC_TOTALS],
-        "store": {"url": sqlite_database()},
-        "stores": {
-            "docs": {
-                "url": mongo.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
-                + "&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000"
-            }
-        },
-        "engine": {"max_attempts": 1},
-        "sources": {"bank": {"url": sqlite_database()}},
-    }
-    config = write_config(tmp_path / "readmodel.toml", data)
-    init_outbox(load_settings(config).sources["bank"], "bank")
-    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
-    source = create_engine(data["sources"]["bank"]["url"])
+    config, proxy, source_url = doc_totals_behind_a_cut(tmp_path, sqlite_database, mongo_database())
+    source = create_engine(source_url)
     for account in "abc":
         insert_events(
             source, [("account", account, "Deposited", {"amount": 10, "seq": s}) for s in (1, 2)]

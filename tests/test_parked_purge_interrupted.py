@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 from pymongo.client_session import ClientSession
 
-from config import load_settings
 from outbox.db import create_engine
 from projections import document_parked_bulk
 from projections.document_parked_bulk import DocumentBulkParking
 from projections.mongo_store import MongoStore
-from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
-from tests.outbox_helpers import init_outbox, insert_events
+from tests.cli_helpers import run_cli
+from tests.cut_store_helpers import doc_totals_behind_a_cut
+from tests.outbox_helpers import insert_events
 from tests.stall_proxy_helpers import CutProxy
 
 
@@ -40,25 +40,8 @@ def skipped(
 ) -> Iterator[Skipped]:
     """``doc_totals`` in MongoDB (through a :class:`CutProxy`) with six deposits of account
     a skipped: the first failed, the others were held behind it."""
-    mongo = mongo_database()
-    host, port = mongo.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    proxy = CutProxy((host, int(port)))
-    data: dict[str, Any] = {
-        "projections": [DOC_TOTALS],
-        "store": {"url": sqlite_database()},
-        "stores": {
-            "docs": {
-                "url": mongo.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
-                + "&serverSelectionTimeoutMS=1000&connectTimeoutMS=1000"
-            }
-        },
-        "engine": {"max_attempts": 1},
-        "sources": {"bank": {"url": sqlite_database()}},
-    }
-    config = write_config(tmp_path / "readmodel.toml", data)
-    init_outbox(load_settings(config).sources["bank"], "bank")
-    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
-    source = create_engine(data["sources"]["bank"]["url"])
+    config, proxy, source_url = doc_totals_behind_a_cut(tmp_path, sqlite_database, mongo_database())
+    source = create_engine(source_url)
     insert_events(
         source, [("account", "a", "Deposited", {"amount": 10, "seq": s}) for s in range(1, 7)]
     )

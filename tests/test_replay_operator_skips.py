@@ -11,7 +11,7 @@ meanwhile changed to accept it put it into the rebuilt model, which the live mod
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from tests.operator_skip_fixtures import EVENTS, LIVE, OpSkipDocs, OpSkipLedger
 from tests.operator_skip_helpers import (
     cli_config,
     doc_rows,
-    docs_with_a_skip,
     sql_rows,
     sql_skipped,
     statuses,
@@ -232,16 +231,6 @@ def test_the_cli_summary_names_the_events_skipped_by_the_operator(
 
 
 # -- a MongoDB document store ------------------------------------------------------------
-
-
-@pytest.fixture
-def docs_skipped(
-    pg_database: Callable[[], str],
-    mongo_database: Callable[[], str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[ProjectionEngine, MongoStore, OpSkipDocs]]:
-    with docs_with_a_skip(pg_database(), mongo_database(), monkeypatch) as skipped:
-        yield skipped
 
 
 def test_a_document_rebuild_and_in_place_replay_leave_out_a_skipped_event(

@@ -13,7 +13,7 @@ was parked again.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,6 @@ from tests.operator_skip_helpers import (
     Once,
     cli_config,
     doc_rows,
-    docs_with_a_skip,
     park_late_events,
     sql_rows,
     sql_skipped,
@@ -201,16 +200,6 @@ def test_the_cli_counts_it_as_skipped_by_the_operator_as_its_dry_run_does(
 
 
 # -- a MongoDB document store ------------------------------------------------------------
-
-
-@pytest.fixture
-def docs_skipped(
-    pg_database: Callable[[], str],
-    mongo_database: Callable[[], str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[ProjectionEngine, MongoStore, OpSkipDocs]]:
-    with docs_with_a_skip(pg_database(), mongo_database(), monkeypatch) as skipped:
-        yield skipped
 
 
 @pytest.mark.parametrize("batch_size", BATCHES)

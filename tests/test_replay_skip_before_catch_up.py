@@ -11,7 +11,7 @@ catch-up would stop at it (``ReplayError``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -30,7 +30,6 @@ from tests.operator_skip_helpers import (
     WITH_LATE,
     Once,
     doc_rows,
-    docs_with_a_skip,
     park_late_events,
     sql_rows,
     sql_skipped,
@@ -89,16 +88,6 @@ def test_an_event_skipped_after_a_failed_swap_is_left_out_of_its_catch_up(
         assert summary.checkpoints["shop"] == 7
         clean = Replayer(engine.reader, projection, store).run(ReplayOptions())
         assert sql_rows(store) == rebuilt and clean.skipped_by_operator == 2
-
-
-@pytest.fixture
-def docs_skipped(
-    pg_database: Callable[[], str],
-    mongo_database: Callable[[], str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[ProjectionEngine, MongoStore, OpSkipDocs]]:
-    with docs_with_a_skip(pg_database(), mongo_database(), monkeypatch) as skipped:
-        yield skipped
 
 
 @pytest.mark.parametrize("fixed", FIXED)

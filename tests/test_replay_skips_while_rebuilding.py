@@ -14,7 +14,7 @@ aggregate held) and skipped meanwhile was applied to the live model.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -34,7 +34,6 @@ from tests.operator_skip_helpers import (
     WITH_LATE,
     Once,
     doc_rows,
-    docs_with_a_skip,
     park_late_events,
     sql_rows,
     sql_skipped,
@@ -152,16 +151,6 @@ def test_an_event_skipped_once_the_swap_locked_the_lanes_is_left_out(
 
 
 # -- a MongoDB document store ------------------------------------------------------------
-
-
-@pytest.fixture
-def docs_skipped(
-    pg_database: Callable[[], str],
-    mongo_database: Callable[[], str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[ProjectionEngine, MongoStore, OpSkipDocs]]:
-    with docs_with_a_skip(pg_database(), mongo_database(), monkeypatch) as skipped:
-        yield skipped
 
 
 @pytest.mark.parametrize("batch_size", BATCHES)
