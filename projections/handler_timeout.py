@@ -253,12 +253,22 @@ def _alive(thread: int) -> bool:
     return any(t.ident == thread for t in threading.enumerate())
 
 
-def _raise_in(thread: int, exc: type[BaseException] | None) -> None:
-    """Raise ``exc`` in ``thread`` at its next Python instruction (``None``: withdraw one
-    not yet delivered)."""
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread), ctypes.py_object(exc) if exc is not None else None
-    )
+def _raise_in(thread: int, exc: type[BaseException]) -> None:
+    """Raise ``exc`` in ``thread`` at its next Python instruction."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(exc))
+
+
+def _absorb_raise() -> None:
+    """Let the watchdog's raise into this thread, if not delivered yet, land here, and drop
+    it. Withdrawing it instead (``PyThreadState_SetAsyncExc(thread, NULL)``) leaves CPython's
+    asynchronous-exception signal set for good (only a delivery clears it): every thread
+    would then take the interpreter's slow path at each check, and one with a trace
+    function set (a debugger, coverage) spin for ever at its next call."""
+    try:
+        for _ in range(2):
+            pass  # a backward jump: the interpreter delivers a pending raise here
+    except HandlerTimeout:
+        pass
 
 
 _WATCHDOG = _Watchdog()
@@ -354,7 +364,7 @@ class bounded:  # noqa: N801 - used as a ``with`` statement, as contextlib's are
         with slot.lock:
             passed = slot.armed and slot.stage > 0
             if slot.armed and slot.stage >= 2:
-                _raise_in(slot.thread, None)  # one not delivered yet: this raises its own
+                _absorb_raise()  # one not delivered yet: this raises its own
             slot.armed = False
             slot.event = slot.target = slot.frame = None
         self._slot = None

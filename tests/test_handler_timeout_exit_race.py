@@ -12,10 +12,13 @@ interpreter would (a trace function raising there), and checks the outcome."""
 from __future__ import annotations
 
 import inspect
+import os
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import CodeType, FrameType
 from typing import Any
 
@@ -164,3 +167,54 @@ def test_a_bare_handler_timeout_names_the_bound_of_its_thread() -> None:
     thread.start()
     thread.join()
     assert seen == ["handler exceeded 2.5s (engine.handler_timeout)"]
+
+
+_AFTER_A_TIMEOUT = """
+import sys, threading, time
+from outbox.envelope import Envelope
+from projections import handler_timeout
+from projections.handler_timeout import HandlerTimeout, bounded, handler_limit
+
+handler_timeout.ESCALATE_AFTER = 0.1
+event = Envelope(event_id="e", source="shop", position=1, aggregate_type="order",
+                 aggregate_id="o", event_type="OrderPlaced", payload={})
+with handler_limit(0.05):
+    try:
+        with bounded("totals", event):
+            while True:  # a handler past its bound, interrupted by the watchdog's raise
+                time.sleep(0.01)
+    except HandlerTimeout:
+        pass
+
+def traced() -> str:
+    return "called"
+
+sys.settrace(lambda *_: None)  # a debugger, a coverage run
+print(traced(), flush=True)
+"""
+
+
+def test_a_handler_timeout_leaves_no_signal_behind_that_hangs_a_traced_call(
+    tmp_path: Path,
+) -> None:
+    """CPython 3.11 clears the interpreter's "asynchronous exception" signal only when it
+    delivers one: withdrawing a raise (``PyThreadState_SetAsyncExc(thread, NULL)``) left it
+    set for good, so every thread of the worker took the interpreter's slow path at each
+    check from then on, and one with a trace function set (a debugger, coverage) spun for
+    ever at its next function call. Before: this child never printed."""
+    script = tmp_path / "after_a_timeout.py"
+    script.write_text(_AFTER_A_TIMEOUT)
+    root = str(Path(__file__).resolve().parent.parent)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "PYTHONPATH": root},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("the traced call never returned (the signal left set spins it)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "called"
