@@ -8,9 +8,9 @@ from typing import Annotated, get_args
 import typer
 
 from config import OutboxTableSettings, Settings
+from workers.cli_confirm import changing_nothing, confirm
 from workers.cli_support import (
     EXIT_CONFIG,
-    EXIT_FAILURE,
     ConfigOption,
     fail,
     guarded,
@@ -75,22 +75,23 @@ def binary_ids_command(
     require_migrated(settings, config)
     log = guarded(EventLog, settings.store.url)
     try:
-        heads = guarded(log.heads)
-        names = [source]
-        if source in settings.tenants and source not in settings.sources:
-            names = sorted(n for n in heads if group_of(n) == source)
-            if not names:
-                out.print(
-                    f"{source}: the log has no member source yet; each records {rule!r} "
-                    f"with its first events",
-                    highlight=False,
-                )
-                return
-        elif source not in heads and source not in settings.sources:
-            _require_listed(settings, source, heads)
-        before = guarded(recorded_rules, log.engine)
-        switching = sorted(n for n in names if before.get(n, rule) != rule)
-        _confirm(switching, before, rule, yes)
+        with changing_nothing():
+            heads = guarded(log.heads)
+            names = [source]
+            if source in settings.tenants and source not in settings.sources:
+                names = sorted(n for n in heads if group_of(n) == source)
+                if not names:
+                    out.print(
+                        f"{source}: the log has no member source yet; each records {rule!r} "
+                        f"with its first events",
+                        highlight=False,
+                    )
+                    return
+            elif source not in heads and source not in settings.sources:
+                _require_listed(settings, source, heads)
+            before = guarded(recorded_rules, log.engine)
+            switching = sorted(n for n in names if before.get(n, rule) != rule)
+            _confirm(switching, before, rule, yes)
         for name in names:
             previous = guarded(switch_rule, log.engine, name, rule)
             if name not in heads:
@@ -201,7 +202,8 @@ def _confirm(switching: list[str], before: dict[str, str], rule: str, yes: bool)
     if not sys.stdin.isatty():
         raise fail("refusing to switch without confirmation: pass --yes", EXIT_CONFIG)
     what = ", ".join(f"{name} from {before[name]!r}" for name in switching)
-    if not typer.confirm(
-        f"switch binary_ids of {what} to {rule!r}? Their aggregates are re-keyed from now on"
-    ):
-        raise fail("nothing switched", EXIT_FAILURE)
+    confirm(
+        False,
+        f"switch binary_ids of {what} to {rule!r}? Their aggregates are re-keyed from now on",
+        declined="nothing switched",
+    )

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from projections.engine import no_handler
 from projections.parked_bulk import Hold, Outcome, Selected, Selection, retry, select, skip
+from workers.cli_confirm import changing_nothing, confirm
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -173,17 +174,6 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
 
 
 @contextmanager
-def changing_nothing() -> Iterator[None]:
-    """Ctrl-C while the block reads what to do (before any change): say that nothing
-    changed, exit 130, as a run stopped later does (click's "Aborted!" exits 1)."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        err.print()
-        raise fail("interrupted (Ctrl-C): nothing changed", EXIT_INTERRUPTED) from None
-
-
-@contextmanager
 def reporting_stops(report: Callable[[], None]) -> Iterator[None]:
     """Run the block; when an error (a store failing partway) or Ctrl-C stops it, first
     ``report()`` what was done and what was not, then let the error go on to
@@ -206,30 +196,6 @@ def require_consent(yes: bool, dry_run: bool) -> None:
             "(or --dry-run to see what would be done)",
             EXIT_CONFIG,
         )
-
-
-def confirm(yes: bool, question: str) -> None:
-    """Ask ``question`` on stderr unless ``yes``: a no (the default), or the end of input
-    (Ctrl-D), exits 1, Ctrl-C exits 130, each saying that nothing changed. (click's prompt
-    tells neither from the other: "Aborted!", exit 1.)"""
-    while not yes:
-        try:
-            err.print(f"{question} [y/N]: ", end="", markup=False, highlight=False, soft_wrap=True)
-            line = sys.stdin.readline()
-        except KeyboardInterrupt:
-            err.print()
-            raise fail(
-                "interrupted (Ctrl-C) at the question: nothing changed", EXIT_INTERRUPTED
-            ) from None
-        if not line:
-            err.print()
-            raise fail("no answer (end of input): nothing changed", EXIT_FAILURE)
-        answer = line.strip().lower()
-        if answer in ("y", "yes"):
-            return
-        if answer in ("", "n", "no"):
-            raise fail("aborted: nothing changed", EXIT_FAILURE)
-        err.print("answer y or n", highlight=False)
 
 
 def _plan(

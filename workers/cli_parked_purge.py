@@ -10,13 +10,12 @@ from rich.markup import escape
 
 from outbox.parking import PurgeProgress
 from projections.parked_bulk import Selection
+from workers.cli_confirm import changing_nothing, confirm
 from workers.cli_parked_bulk import (
     BulkSource,
     BulkType,
     DryRunOption,
     YesOption,
-    changing_nothing,
-    confirm,
     described,
     reporting_stops,
     require_consent,

@@ -35,6 +35,7 @@ from projections.replay import (
 from projections.replay_rebuild import is_transient
 from projections.shadow_leftovers import drop_unmarked_hint
 from projections.stores import is_mongodb
+from workers.cli_confirm import changing_nothing, confirm
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
@@ -210,12 +211,13 @@ def replay_command(
                     highlight=False,
                 )
             return
-        plan = _call(replayer.plan, options)
-        _print_plan(plan)
-        if dry_run:
-            out.print("dry run: nothing was changed", highlight=False)
-            return
-        _confirm(plan, yes)
+        with changing_nothing():
+            plan = _call(replayer.plan, options)
+            _print_plan(plan)
+            if dry_run:
+                out.print("dry run: nothing was changed", highlight=False)
+                return
+            _confirm(plan, yes)
         try:
             with hooks:
                 summary = _call(replayer.run, options)
@@ -285,8 +287,11 @@ def _confirm(plan: ReplayPlan, yes: bool) -> None:
     if not sys.stdin.isatty():
         raise fail("refusing to replay without confirmation: pass --yes", EXIT_CONFIG)
     what = "rebuild" if plan.mode == BLUE_GREEN else "replay in place"
-    if not typer.confirm(f"{what} {plan.projection} from {plan.events:,} events?"):
-        raise fail("replay cancelled", EXIT_FAILURE)
+    confirm(
+        False,
+        f"{what} {plan.projection} from {plan.events:,} events?",
+        declined="replay cancelled: nothing changed",
+    )
 
 
 def _print_plan(plan: ReplayPlan) -> None:
