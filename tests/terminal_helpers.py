@@ -12,6 +12,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Callable
 
 CTRL_C = b"\x03"  # the terminal sends SIGINT to the command
 CTRL_D = b"\x04"  # at the start of a line: the end of input
@@ -24,10 +25,15 @@ def _own_terminal() -> None:
 
 
 def at_a_terminal(
-    keys: bytes, *args: str, after: str = "[y/N]", timeout: float = 120
+    keys: bytes,
+    *args: str,
+    after: str = "[y/N]",
+    timeout: float = 120,
+    when: Callable[[], bool] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``readmodel ARGS`` at a terminal: once ``after`` (its question) is on its stderr,
-    ``keys`` are typed; returns its exit code, stdout and stderr."""
+    """``readmodel ARGS`` at a terminal: once ``after`` (its question) is on its stderr, or
+    ``when()`` holds (the command is where the test wants it, saying nothing), ``keys``
+    are typed; returns its exit code, stdout and stderr."""
     controller, terminal = pty.openpty()
     try:
         child = subprocess.Popen(
@@ -43,14 +49,18 @@ def at_a_terminal(
         assert child.stderr is not None
         asked = b""
         deadline = time.monotonic() + timeout
-        while after.encode() not in asked:
+
+        def due() -> bool:
+            return when() if when is not None else after.encode() in asked
+
+        while not due():
             left = deadline - time.monotonic()
-            ready, _, _ = select.select([child.stderr], [], [], max(left, 0))
+            ready, _, _ = select.select([child.stderr], [], [], min(max(left, 0), 0.1))
             chunk = os.read(child.stderr.fileno(), 4096) if ready else b""
-            if not chunk:  # its stderr closed (it ended) or the time is up
+            if (ready and not chunk) or left <= 0:  # its stderr closed (it ended), time is up
                 break
             asked += chunk
-        if after.encode() in asked:
+        if due():
             os.write(controller, keys)
         try:
             stdout, stderr = child.communicate(timeout=max(deadline - time.monotonic(), 1))

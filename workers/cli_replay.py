@@ -41,12 +41,12 @@ from workers.cli_support import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     ConfigOption,
+    close_runtime,
     err,
     fail,
     guarded,
-    load,
+    open_runtime,
     out,
-    require_migrated,
 )
 from workers.status_tables import counted
 
@@ -151,11 +151,7 @@ def replay_command(
     error), 2 bad usage (or no --yes without a terminal), 3 database unreachable,
     130 interrupted.
     """
-    from workers.runtime import build_runtime
-
-    settings = load(config, log_level="warning")
-    require_migrated(settings, config)
-    runtime = guarded(build_runtime, settings, create_tables=not dry_run, migrate=False)
+    runtime = open_runtime(config, create_tables=not dry_run)
     try:
         try:
             target = runtime.engine.projection(projection)
@@ -226,7 +222,7 @@ def replay_command(
             raise typer.Exit(EXIT_INTERRUPTED) from None
         _print_summary(summary, apply_skipped=apply_skipped)
     finally:
-        runtime.close()
+        close_runtime(runtime)
 
 
 def _call(func: Any, *args: Any, **kwargs: Any) -> Any:

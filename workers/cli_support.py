@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import psycopg
 import typer
@@ -16,6 +16,9 @@ from config import ConfigError, Settings, load_settings
 from outbox.db import describe_db_error
 from outbox.errors import ReadmodelError, SourceConfigError, SourceError
 from workers.logs import configure_logging
+
+if TYPE_CHECKING:
+    from workers.runtime import Runtime
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -112,15 +115,43 @@ def with_runtime(config: Path | None, action: Any, *, create_tables: bool = True
     """Build the runtime (log, stores, projections), run ``action(runtime)``, close it.
     ``create_tables=False`` for a command that only reads: it creates no read-model table
     or collection."""
-    from workers.runtime import build_runtime
-
-    settings = load(config, log_level="warning")
-    require_migrated(settings, config)
-    runtime = guarded(build_runtime, settings, create_tables=create_tables, migrate=False)
+    runtime = open_runtime(config, create_tables=create_tables)
     try:
         return guarded(action, runtime)
     finally:
+        close_runtime(runtime)
+
+
+def open_runtime(config: Path | None, *, create_tables: bool = True) -> Runtime:
+    """The runtime of ``config``, its stores checked to be migrated. A store slow to answer
+    is waited for; Ctrl-C meanwhile exits 130 saying that nothing changed (left to typer,
+    the command ended with exit 130 and not a word)."""
+    from workers.runtime import build_runtime
+
+    try:
+        settings = load(config, log_level="warning")
+        require_migrated(settings, config)
+        return guarded(build_runtime, settings, create_tables=create_tables, migrate=False)
+    except KeyboardInterrupt:
+        err.print()
+        raise fail(
+            "interrupted (Ctrl-C) while connecting to the stores: nothing changed",
+            EXIT_INTERRUPTED,
+        ) from None
+
+
+def close_runtime(runtime: Runtime) -> None:
+    """Close ``runtime``; Ctrl-C while a store is slow to let go exits 130, saying that what
+    the command did (it had ended) stays done."""
+    try:
         runtime.close()
+    except KeyboardInterrupt:
+        err.print()
+        raise fail(
+            "interrupted (Ctrl-C) while closing the connections to the stores: the command "
+            "had ended; what it did stays done",
+            EXIT_INTERRUPTED,
+        ) from None
 
 
 def migrate_hint(config: Path | None) -> str:
