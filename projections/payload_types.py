@@ -7,9 +7,12 @@ bare ``Event`` or no annotation: the payload as decoded, a ``dict``. Any other t
 values are JSON objects is validated with a pydantic ``TypeAdapter`` (:class:`PayloadAdapter`):
 a union of models (``Event[OrderPaid | OrderShipped]``, ``Union[...]``, ``Optional[...]``,
 ``Annotated[A | B, Field(discriminator="kind")]``), a dataclass, a ``TypedDict``, a model in
-``Annotated[...]`` with validators of its own. A type that cannot be validated so (a member
-that is no object, such as ``int``, or one pydantic cannot build a validator for) is refused,
-naming the handler: its payloads would reach it unvalidated, or every one be refused.
+``Annotated[...]`` with validators of its own. A member's ``model_validate`` of its own is
+called as ``Event[Model]`` calls it (:mod:`projections.payload_overrides`); in a union
+pydantic validates in its smart mode (``A | B``), where it cannot be, it is refused. A type
+that cannot be validated so (a member that is no object, such as ``int``, or one pydantic
+cannot build a validator for) is refused, naming the handler: its payloads would reach it
+unvalidated, or every one be refused.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from typing_extensions import is_typeddict
 
+from projections.payload_overrides import OwnValidation, own_validation
+
 _NONE = type(None)
 
 
@@ -34,7 +39,9 @@ class PayloadAdapter:
     ``members``: the types a payload may be validated as (``None`` left out); ``name``
     (``OrderPaid | OrderShipped``) is what a :class:`projections.api.PayloadError` names;
     ``title`` the one pydantic gives this validator's errors; ``tagged``: whether each
-    error's ``loc`` starts with the member (or the discriminator's tag) tried."""
+    error's ``loc`` starts with the member (or the discriminator's tag) tried; ``own``: what
+    validates instead of ``adapter`` when a member has a ``model_validate`` of its own,
+    which the adapter would never call (:mod:`projections.payload_overrides`)."""
 
     annotation: Any
     members: tuple[Any, ...]
@@ -42,9 +49,12 @@ class PayloadAdapter:
     adapter: TypeAdapter[Any]
     title: str
     tagged: bool
+    own: OwnValidation | None = None
 
     def model_validate(self, payload: Any) -> Any:
-        return self.adapter.validate_python(payload)
+        if self.own is None:
+            return self.adapter.validate_python(payload)
+        return self.own.validate(payload)
 
 
 def payload_type(
@@ -113,7 +123,9 @@ def _of(argument: Any, where: str) -> type[BaseModel] | PayloadAdapter | None:
         ) from exc
     title = adapter.validator.title  # type: ignore[union-attr]
     name = " | ".join(_name(m) for m in _members(argument))
-    return PayloadAdapter(argument, members, name, adapter, title, _tagged(adapter.core_schema))
+    own = own_validation(adapter.core_schema, title, members, where)
+    tagged = _tagged(adapter.core_schema)
+    return PayloadAdapter(argument, members, name, adapter, title, tagged, own)
 
 
 def _unannotated(annotation: Any) -> Any:

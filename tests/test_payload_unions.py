@@ -11,76 +11,42 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Optional, Union
+from datetime import datetime
+from typing import Annotated, Any, Optional, Union
 
 import pytest
-import sqlalchemy as sa
 from pydantic import BaseModel, Field, SecretStr
 
 from outbox.envelope import Envelope
-from projections.api import Event, PayloadError, Projection, Tx, on
-from tests.projection_fixtures import engine_on, log_events, stored_failure_texts
-
-SECRET = "hunter2-s3cr3t"
-AT = "2026-11-28T07:00:00+00:00"
-
-metadata = sa.MetaData()
-statuses = sa.Table(
-    "union_statuses",
-    metadata,
-    sa.Column("order_id", sa.Text, primary_key=True),
-    sa.Column("status", sa.Text, nullable=False),
-    sa.Column("at", sa.Text, nullable=False),
+from projections.api import Event, PayloadError, Tx, on
+from tests.payload_union_helpers import (
+    AT,
+    SECRET,
+    SHIPPED,
+    OrderPaid,
+    OrderShipped,
+    Statuses,
+    applied,
+    define,
+    utc,
 )
 
 
-class OrderPaid(BaseModel):
-    kind: Literal["paid"] = "paid"
-    at: datetime
-    card: SecretStr | None = None
-
-
-class OrderShipped(BaseModel):
-    kind: Literal["shipped"] = "shipped"
-    at: datetime
-    carrier: str
-    card: int | None = None  # OrderPaid's card is secret: its value is never shown
-
-
-class _Statuses(Projection):
-    """Keeps each order's last status; remembers the payload its handler received at each
-    position (a batch one of whose events fails is applied again without it)."""
-
-    name = "union_statuses"
-    tables = (statuses,)
-    partitions = 1
-
-    def __init__(self) -> None:
-        self.received: dict[int, Any] = {}
-
-    def _record(self, event: Event[Any], tx: Tx) -> None:
-        self.received[event.position] = event.payload
-        status = type(event.payload).__name__
-        row = {"order_id": event.aggregate_id, "status": status, "at": event.payload.at.isoformat()}
-        tx.upsert(statuses, row)
-
-
-class Piped(_Statuses):
+class Piped(Statuses):
     @on("orders", "OrderPaid")
     @on("orders", "OrderShipped")
     def changed(self, event: Event[OrderPaid | OrderShipped], tx: Tx) -> None:
         self._record(event, tx)
 
 
-class Unioned(_Statuses):
+class Unioned(Statuses):
     @on("orders", "OrderPaid")
     @on("orders", "OrderShipped")
     def changed(self, event: Event[Union[OrderPaid, OrderShipped]], tx: Tx) -> None:  # noqa: UP007
         self._record(event, tx)
 
 
-class Discriminated(_Statuses):
+class Discriminated(Statuses):
     @on("orders", "OrderPaid")
     @on("orders", "OrderShipped")
     def changed(
@@ -91,36 +57,19 @@ class Discriminated(_Statuses):
         self._record(event, tx)
 
 
-class Optionally(_Statuses):
+class Optionally(Statuses):
     @on("orders", "OrderShipped")
     def shipped(self, event: Event[Optional[OrderShipped]], tx: Tx) -> None:  # noqa: UP045
         self._record(event, tx)
 
 
-def _time(text: str) -> datetime:
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
 PAID = {"kind": "paid", "at": AT, "card": SECRET}
-SHIPPED = {"kind": "shipped", "at": AT, "carrier": "dhl"}
 EVENTS = [
     ("o1", "OrderPaid", PAID),
     ("o1", "OrderShipped", SHIPPED),
     ("o2", "OrderShipped", {"kind": "shipped", "at": "soon", "carrier": "ups", "card": SECRET}),
     ("o3", "OrderPaid", {"kind": "paid", "at": AT}),
 ]
-
-
-def _applied(url: str, projection: _Statuses, events: list[Any]) -> tuple[Any, ...]:
-    """Apply ``events`` of source ``orders``: the rows, the parked events and every text
-    stored about a failure."""
-    with engine_on(url, [projection], max_attempts=3, retry_backoff=0.001) as (log, store, engine):
-        metadata.create_all(log.engine)
-        log_events(log, events, source="orders", aggregate_type="order")
-        engine.catch_up(deadline=30)
-        with log.engine.connect() as conn:
-            rows = {r.order_id: (r.status, r.at) for r in conn.execute(sa.select(statuses))}
-        return rows, store.parked(projection.name), stored_failure_texts(log.engine)
 
 
 @pytest.mark.parametrize(
@@ -133,12 +82,12 @@ def _applied(url: str, projection: _Statuses, events: list[Any]) -> tuple[Any, .
     ],
 )
 def test_a_union_payload_is_validated_as_the_member_it_fits(
-    kind: str, projection: type[_Statuses], tag: str, database_for: Callable[[str], str]
+    kind: str, projection: type[Statuses], tag: str, database_for: Callable[[str], str]
 ) -> None:
     made = projection()
-    rows, parked, stored = _applied(database_for(kind), made, EVENTS)
+    rows, parked, stored = applied(database_for(kind), made, EVENTS)
 
-    at = _time(AT)
+    at = utc(AT)
     assert made.received == {
         1: OrderPaid(at=at, card=SecretStr(SECRET)),
         2: OrderShipped(at=at, carrier="dhl"),
@@ -163,10 +112,10 @@ def test_an_optional_model_is_validated_as_that_model(database_for: Callable[[st
         ("o1", "OrderShipped", SHIPPED),
         ("o2", "OrderShipped", {"kind": "shipped", "at": AT}),
     ]
-    rows, parked, _ = _applied(database_for("sqlite"), made, events)
+    rows, parked, _ = applied(database_for("sqlite"), made, events)
 
-    assert made.received == {1: OrderShipped(at=_time(AT), carrier="dhl")}
-    assert rows == {"o1": ("OrderShipped", _time(AT).isoformat())}
+    assert made.received == {1: OrderShipped(at=utc(AT), carrier="dhl")}
+    assert rows == {"o1": ("OrderShipped", utc(AT).isoformat())}
     assert [(p.position, p.attempts) for p in parked] == [(2, 1)]
     assert (
         "OrderShipped payload does not match OrderShipped | None: carrier: Field required"
@@ -226,16 +175,6 @@ class Plain:
     at: datetime
 
 
-def _define(annotation: Any) -> None:
-    class Refused(Projection):
-        name = "union_refused"
-        Payload = annotation  # found in the class body, as a handler's names are
-
-        @on("orders", "OrderPaid")
-        def paid(self, event: Event[Payload], tx: Tx) -> None:  # type: ignore[valid-type]
-            pass
-
-
 @pytest.mark.parametrize(
     ("annotation", "why"),
     [
@@ -254,19 +193,19 @@ def test_an_annotation_no_payload_can_be_validated_as_is_refused_naming_the_hand
     annotation: Any, why: str
 ) -> None:
     with pytest.raises(TypeError) as refused:
-        _define(annotation)
+        define(annotation)
     assert str(refused.value).startswith(f"Refused.paid: {why}"), str(refused.value)
 
 
 def test_a_dataclass_payload_is_validated_too(database_for: Callable[[str], str]) -> None:
     """Any type of JSON objects pydantic validates goes through the same adapter."""
 
-    class Dated(_Statuses):
+    class Dated(Statuses):
         @on("orders", "OrderPaid")
         def paid(self, event: Event[Plain], tx: Tx) -> None:
             self._record(event, tx)
 
     made = Dated()
-    rows, parked, _ = _applied(database_for("sqlite"), made, [("o1", "OrderPaid", {"at": AT})])
-    assert made.received == {1: Plain(at=_time(AT))}
-    assert rows == {"o1": ("Plain", _time(AT).isoformat())} and parked == []
+    rows, parked, _ = applied(database_for("sqlite"), made, [("o1", "OrderPaid", {"at": AT})])
+    assert made.received == {1: Plain(at=utc(AT))}
+    assert rows == {"o1": ("Plain", utc(AT).isoformat())} and parked == []
