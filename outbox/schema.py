@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from outbox.catalog_names import create_missing
+
 metadata = sa.MetaData()
 
 JsonColumn = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -77,9 +79,11 @@ def create_tables(engine: sa.Engine, tables: list[sa.Table]) -> None:
     creator (it can fail on ``pg_type``), so creators take a transaction-scoped
     advisory lock first. On SQLite the transaction takes the write lock at ``BEGIN``: a
     deferred one that read the schema could not upgrade while another process writes.
+    A table is looked up as the catalog holds its names (:mod:`outbox.catalog_names`: one
+    declared ``quote=False`` with capitals was made again at every start, and failed).
     """
     with engine.execution_options(sqlite_begin="IMMEDIATE").begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(DDL_LOCK)))
         for table in sa.schema.sort_tables(tables):  # referenced tables first
-            table.create(conn, checkfirst=True)
+            create_missing(conn, table)

@@ -53,6 +53,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import conv
 
+from outbox.catalog_names import create_missing, table_exists
 from outbox.errors import StoreError
 from projections.shadow_carry import ShadowCarry
 from projections.shadow_catalog import PgView, pg_views
@@ -246,7 +247,7 @@ class ShadowTables(ShadowCarry):
 
     def _create_tables(self, conn: sa.Connection) -> None:
         for shadow in self._in_dependency_order():
-            shadow.create(conn, checkfirst=True)  # a standalone Sequence exists: shared
+            create_missing(conn, shadow)  # a standalone Sequence exists: shared
 
     def swap(self, conn: sa.Connection) -> list[str]:
         """Put every shadow in place of its live table (in ``conn``'s transaction); returns
@@ -261,13 +262,10 @@ class ShadowTables(ShadowCarry):
         """The projection's live tables that exist in the database now, in the order of
         :attr:`mapping`, each as ``(name, sql)``: its declared name and its SQL name
         (schema-qualified when it has a schema, quoted as needed: :func:`table_sql`). The
-        inspector compares the names given with the catalog's: a ``quote=False`` name is
-        given folded (:func:`catalog_name`)."""
-        inspector = sa.inspect(conn)
+        tables are looked up by the catalog's names (a ``quote=False`` one folded:
+        :func:`~outbox.catalog_names.table_exists`)."""
         return [
-            (live.name, table_sql(conn, live))
-            for live in self.mapping
-            if inspector.has_table(catalog_name(live.name), schema=_catalog_schema(live))
+            (live.name, table_sql(conn, live)) for live in self.mapping if table_exists(conn, live)
         ]
 
     def _views(self, conn: sa.Connection) -> list[PgView]:
@@ -327,10 +325,6 @@ class ShadowTables(ShadowCarry):
             if mark is not None:
                 (marked if mark else unmarked).append(qualified(conn, live, name))
         return marked, unmarked
-
-
-def _catalog_schema(table: sa.Table) -> str | None:
-    return None if table.schema is None else catalog_name(table.schema)
 
 
 def drop_tables(conn: sa.Connection, names: Iterable[str]) -> None:

@@ -6,6 +6,10 @@ would pass PostgreSQL's 63 bytes; and the SQL text that names a table or one of 
 That text has one form, the one the database reads (a ``%`` in a name is one ``%``): it is
 passed as a parameter to catalog queries (``%(table)s::regclass``, ``to_regclass``), and the
 statements that embed it, or text the catalog gave, are sent unformatted (:func:`run`).
+
+The names derived from a table's or an index's start from the name the catalog holds
+(:func:`~outbox.catalog_names.catalog_name`: one declared ``quote=False`` folded): as plain
+text they would be quoted, keeping a case the live object does not have.
 """
 
 from __future__ import annotations
@@ -16,25 +20,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from outbox.catalog_names import catalog_name
+
 SHADOW_SUFFIX = "__rebuild"
 OLD_SUFFIX = "__old"
 DRY_RUN_SUFFIX = "__dry_run"
 PG_NAME_LIMIT = 63
 _SHADOW_TABLE_LIMIT = 47
 _PERCENT_STYLES = ("format", "pyformat")
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-def catalog_name(name: str) -> str:
-    """``name`` as the catalog holds it: a name declared ``quote=False`` (SQLAlchemy's
-    ``quoted_name``) is sent unquoted, which PostgreSQL folds to lower case (ASCII letters,
-    as it folds a UTF-8 identifier); any other is kept as written. The names derived from a
-    table's (its shadow's, old table's, indexes') start from this one: as plain text they
-    would be quoted, keeping a case the live table does not have (SQLite, which matches
-    names without case, takes either)."""
-    if getattr(name, "quote", None) is False:
-        return str(name).translate(_ASCII_LOWER)
-    return str(name)
 
 
 def shadow_name(name: str, suffix: str = SHADOW_SUFFIX) -> str:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from outbox.catalog_names import catalog_name, catalog_schema, table_exists
 from projections.shadow_catalog import (
     pg_capture,
     pg_hand_made_indexes,
@@ -52,7 +53,7 @@ from projections.shadow_constraints import (
     pg_hand_made_constraints,
     pg_referencing_keys,
 )
-from projections.shadow_names import DRY_RUN_SUFFIX, catalog_name, run, table_sql
+from projections.shadow_names import DRY_RUN_SUFFIX, run, table_sql
 from projections.shadow_security import pg_describe_grants, pg_describe_state
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def _pg_hand_made(
     """The indexes, constraints and column rules made by hand on the live tables; the
     declared column rules the live ones differ from, to ``warnings``."""
     lines: list[str] = []
-    schemas = [table.schema for table in shadows.mapping if table.name in live]
+    schemas = [catalog_schema(table) for table in shadows.mapping if table.name in live]
     if not schemas:
         return lines
     in_place, temporary = conn.exec_driver_sql(_PG_MAY_CREATE, {"schemas": schemas}).one()
@@ -150,16 +151,7 @@ def _taken(conn: sa.Connection, declared: ShadowTables) -> list[str]:
     ``checkfirst`` (a standalone sequence is shared), such a copy would not be made, and
     that table (a user's ``<table>__dry_run``, another projection's) would be read as the
     declared model."""
-    inspector = sa.inspect(conn)
-    return [
-        table_sql(conn, copy)
-        for copy in declared.mapping.values()
-        if inspector.has_table(copy.name, schema=_catalog_schema(copy))
-    ]
-
-
-def _catalog_schema(table: sa.Table) -> str | None:
-    return None if table.schema is None else catalog_name(table.schema)
+    return [table_sql(conn, copy) for copy in declared.mapping.values() if table_exists(conn, copy)]
 
 
 def _unlisted_taken(taken: list[str]) -> str:
@@ -197,9 +189,10 @@ def _temporary_sequence(conn: sa.Connection, sequence: sa.Sequence) -> sa.Sequen
     """``sequence`` itself when it exists or this role may create it, else a temporary one
     made of the same name (in the session's own temporary schema, by its name: the checks
     of ``create(checkfirst=True)`` find it there, and make it once)."""
-    if conn.dialect.has_sequence(conn, sequence.name, schema=sequence.schema):
+    schema = None if sequence.schema is None else catalog_name(sequence.schema)
+    if conn.dialect.has_sequence(conn, catalog_name(sequence.name), schema=schema):
         return sequence
-    if conn.exec_driver_sql(_PG_MAY_CREATE_IN, {"schema": sequence.schema}).scalar():
+    if conn.exec_driver_sql(_PG_MAY_CREATE_IN, {"schema": schema}).scalar():
         return sequence
     temporary = sequence._copy()
     temporary.schema = "pg_temp"
