@@ -149,21 +149,26 @@ class ShadowTables(ShadowCarry):
                 if live_item is not None:
                     del by_name[str(live_item.name)]
             if live_item is not None:
-                item.name = conv(fitted(str(live_item.name), self.suffix, PG_NAME_LIMIT))
+                # From the catalog's name (a ``quote=False`` one folded): as plain text the
+                # copy's would be quoted, keeping a case the live one does not have.
+                item.name = conv(fitted(catalog_name(live_item.name), self.suffix, PG_NAME_LIMIT))
                 self._declared[str(item.name)] = live_item
             elif self.suffix not in str(item.name):
-                item.name = conv(fitted(str(item.name), self.suffix, PG_NAME_LIMIT))
+                item.name = conv(fitted(catalog_name(item.name), self.suffix, PG_NAME_LIMIT))
 
     def _live_name(self, conn: sa.Connection, name: str, live: sa.Table) -> str:
         """The name a shadow's index, sequence or constraint takes at the swap: the live
-        one's when declared; one the database derived from the shadow's name (``_pkey``,
-        ``_<column>_seq``) is derived from the live table's name if that fits."""
+        one's when declared (on PostgreSQL as its catalog holds it: a ``quote=False`` name
+        folded, :func:`catalog_name`; SQLite, whose ``sqlite_master`` keeps the name as
+        written, is compared with that); one the database derived from the shadow's name
+        (``_pkey``, ``_<column>_seq``) is derived from the live table's name if that fits."""
         if name in self._carried:
             return self._carried[name]
         declared = self._declared.get(name)
         if declared is not None:
             preparer = conn.dialect.identifier_preparer
-            return str(preparer.format_constraint(declared, _alembic_quote=False))
+            written = preparer.format_constraint(declared, _alembic_quote=False)
+            return catalog_name(written) if conn.dialect.name == "postgresql" else str(written)
         shadow = self.mapping[live].name
         if name.startswith(shadow):
             derived = f"{catalog_name(live.name)}{name[len(shadow) :]}"
