@@ -68,26 +68,44 @@ class StallProxy:
     def _pump(
         self, pair: tuple[socket.socket, socket.socket], src: socket.socket, dst: socket.socket
     ) -> None:
+        from_client = src is pair[0]
         try:
             while data := src.recv(65536):
-                with self._lock:
-                    if src is pair[0] and self.stalling and self.marker in data:
-                        self._stalled.add(id(pair))
-                    stalled = id(pair) in self._stalled
-                if not stalled:  # stalled: read on (to see the client go), forward nothing
-                    dst.sendall(data)
+                if not self._relay(pair, from_client, data, dst):
+                    break
         except OSError:
             pass
         with self._lock:
             if pair in self._pairs:
                 self._pairs.remove(pair)
-            self._stalled.discard(id(pair))
+            self._forget(id(pair))
         for sock in pair:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             sock.close()
+
+    def _relay(
+        self,
+        pair: tuple[socket.socket, socket.socket],
+        from_client: bool,
+        data: bytes,
+        dst: socket.socket,
+    ) -> bool:
+        """Forward ``data`` to ``dst``, or not (stalled: read on, to see the client go);
+        False ends the connection. Subclasses decide otherwise."""
+        with self._lock:
+            if from_client and self.stalling and self.marker in data:
+                self._stalled.add(id(pair))
+            stalled = id(pair) in self._stalled
+        if not stalled:
+            dst.sendall(data)
+        return True
+
+    def _forget(self, pair_id: int) -> None:
+        """Drop what is kept of an ended connection (called holding the lock)."""
+        self._stalled.discard(pair_id)
 
 
 @contextmanager
@@ -141,34 +159,28 @@ class CommitCutProxy(StallProxy):
         self._marked: set[int] = set()  # ids of pairs that sent the marker while armed
         self._committing: set[int] = set()  # ... and then a COMMIT
 
-    def _pump(
-        self, pair: tuple[socket.socket, socket.socket], src: socket.socket, dst: socket.socket
-    ) -> None:
-        from_client = src is pair[0]
-        try:
-            while data := src.recv(65536):
-                with self._lock:
-                    if from_client and self.armed and self.marker in data:
-                        self._marked.add(id(pair))
-                    if from_client and id(pair) in self._marked and b"COMMIT" in data:
-                        self._committing.add(id(pair))
-                        self.armed = False
-                    committing = id(pair) in self._committing
-                if committing and not from_client:  # the COMMIT's answer: dropped
-                    with self._lock:
-                        self.cuts += 1
-                    break
-                dst.sendall(data)
-        except OSError:
-            pass
+    def _relay(
+        self,
+        pair: tuple[socket.socket, socket.socket],
+        from_client: bool,
+        data: bytes,
+        dst: socket.socket,
+    ) -> bool:
         with self._lock:
-            if pair in self._pairs:
-                self._pairs.remove(pair)
-            self._marked.discard(id(pair))
-            self._committing.discard(id(pair))
-        for sock in pair:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+            if from_client and self.armed and self.marker in data:
+                self._marked.add(id(pair))
+            if from_client and id(pair) in self._marked and b"COMMIT" in data:
+                self._committing.add(id(pair))
+                self.armed = False
+            committing = id(pair) in self._committing
+        if committing and not from_client:  # the COMMIT's answer: dropped
+            with self._lock:
+                self.cuts += 1
+            return False
+        dst.sendall(data)
+        return True
+
+    def _forget(self, pair_id: int) -> None:
+        super()._forget(pair_id)
+        self._marked.discard(pair_id)
+        self._committing.discard(pair_id)

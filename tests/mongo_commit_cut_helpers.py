@@ -1,0 +1,105 @@
+"""A proxy in front of a MongoDB-wire server that loses a connection at a transaction's
+commit *after* the server got it: the ``commitTransaction`` is forwarded, the server
+commits, its answer is dropped and the connection ends. The client only knows that its
+connection was lost at the commit.
+
+It reads the client's byte stream as wire messages (a 16-byte header: messageLength,
+requestID, responseTo, opCode; an OP_MSG, opCode 2013, then has its flagBits and its
+sections, kind 0 being one BSON document whose first key names the command). Compressed
+messages (OP_COMPRESSED) are not read: the project's clients configure no compressor.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import bson
+
+from tests.stall_proxy_helpers import CutProxy
+
+OP_MSG = 2013
+_HEADER = struct.Struct("<iiii")
+_CHECKSUM_PRESENT = 1
+
+
+def split_messages(stream: bytes) -> tuple[list[bytes], bytes]:
+    """The whole wire messages at the start of ``stream``, and the bytes of the next one
+    not all received yet."""
+    messages = []
+    while len(stream) >= 4:
+        (length,) = struct.unpack_from("<i", stream)
+        if len(stream) < length:
+            break
+        messages.append(stream[:length])
+        stream = stream[length:]
+    return messages, stream
+
+
+def command_name(message: bytes) -> str | None:
+    """The command an OP_MSG carries (its body's first key); None for another opCode."""
+    length, _, _, op_code = _HEADER.unpack_from(message)
+    if op_code != OP_MSG:
+        return None
+    (flags,) = struct.unpack_from("<I", message, _HEADER.size)
+    end = length - (4 if flags & _CHECKSUM_PRESENT else 0)
+    at = _HEADER.size + 4
+    while at < end:
+        kind = message[at]
+        (size,) = struct.unpack_from("<i", message, at + 1)
+        if kind == 0:  # the body: one BSON document, its size included
+            body: dict[str, Any] = bson.decode(message[at + 1 : at + 1 + size])
+            return next(iter(body), None)
+        at += 1 + size  # kind 1, a document sequence: its size covers its identifier too
+    return None
+
+
+class MongoCommitCutProxy(CutProxy):
+    """A :class:`CutProxy` that, once :attr:`armed`, forwards the next ``commitTransaction``
+    a client sends, drops the server's answer and ends that connection (counted in
+    :attr:`cuts`; disarmed after one). With :attr:`stay_away` it then :meth:`cut`\\s: the
+    server is unreachable to the clients until :meth:`mend` (a client's own retry of the
+    commit cannot reach it); without, the other connections go on and new ones get
+    through."""
+
+    def __init__(self, upstream: tuple[str, int], *, stay_away: bool = True) -> None:
+        super().__init__(upstream)
+        self.armed = False
+        self.stay_away = stay_away
+        self.cuts = 0
+        self._partial: dict[int, bytes] = {}  # per connection: a message not all received
+        self._committing: set[int] = set()  # connections whose commit was forwarded
+
+    def _relay(
+        self,
+        pair: tuple[socket.socket, socket.socket],
+        from_client: bool,
+        data: bytes,
+        dst: socket.socket,
+    ) -> bool:
+        key = id(pair)
+        if not from_client:
+            with self._lock:
+                committing = key in self._committing
+                self.cuts += committing
+            if committing:  # the commit's answer: dropped
+                if self.stay_away:
+                    self.cut()
+                return False
+            return super()._relay(pair, from_client, data, dst)
+        with self._lock:
+            messages, self._partial[key] = split_messages(self._partial.pop(key, b"") + data)
+        for message in messages:
+            commit = self.armed and command_name(message) == "commitTransaction"
+            if commit:
+                with self._lock:
+                    self.armed = False
+                    self._committing.add(key)  # before the server can answer
+            super()._relay(pair, from_client, message, dst)
+        return True
+
+    def _forget(self, pair_id: int) -> None:
+        super()._forget(pair_id)
+        self._partial.pop(pair_id, None)
+        self._committing.discard(pair_id)
