@@ -70,10 +70,7 @@ class DocumentBulkParking:
             )
         except StoreError as exc:
             if committing:
-                raise CommitUncertain(
-                    f"{exc}; the connection was lost at the commit of an attempt, which may "
-                    "or may not have been done"
-                ) from exc
+                raise _uncertain(exc) from exc
             raise
         # An attempt after a commit whose answer was lost finds the events it skipped.
         return skipped or (committing[0] if committing else 0)
@@ -107,9 +104,13 @@ class DocumentBulkParking:
 
         try:
             self._retrying("cannot purge skipped parked events", work)
-        except BaseException:
-            if committing:  # a commit whose answer never came may have deleted them
-                progress.uncertain += len(ids)
+        except BaseException as exc:
+            if not committing:
+                raise
+            # A commit whose answer never came may have deleted them.
+            progress.uncertain += len(ids)
+            if isinstance(exc, StoreError):
+                raise _uncertain(exc) from exc
             raise
         # An attempt after a commit whose answer was lost finds the entries that commit
         # deleted gone: the first attempt that got to its commit tells what was there.
@@ -155,6 +156,16 @@ class DocumentBulkParking:
                 session=session,
             )
         return len(found)
+
+
+def _uncertain(exc: StoreError) -> CommitUncertain:
+    """``exc`` (the last attempt's error) when an attempt got to its commit and no answer
+    told it done. (A lost answer alone does not get here: pymongo sends the
+    ``commitTransaction`` again itself, and the server answers that it is committed.)"""
+    return CommitUncertain(
+        f"{exc}; the connection was lost at the commit of an attempt, which may or may not "
+        "have been done"
+    )
 
 
 def _hold(document: dict[str, Any]) -> tuple[str, ...]:

@@ -178,6 +178,7 @@ def test_a_purge_whose_commit_the_server_made_is_reported_unknown(
         "deleted or kept (`readmodel parked list --all` tells): run the same command again to "
         "go on"
     ) in cut.stdout, cut.output
+    assert "the connection was lost at the commit" in cut.stderr
     assert parked.statuses() == {}  # the second chunk's delete was committed too
     parked.proxy.mend()
     monkeypatch.undo()
