@@ -82,20 +82,21 @@ class MongoCommitCutProxy(CutProxy):
         if not from_client:
             with self._lock:
                 committing = key in self._committing
-                self.cuts += committing
-            if committing:  # the commit's answer: dropped
-                if self.stay_away:
-                    self.cut()
-                return False
-            return super()._relay(pair, from_client, data, dst)
+                if committing:
+                    self.cuts += 1
+            if not committing:
+                return super()._relay(pair, from_client, data, dst)
+            if self.stay_away:  # the commit's answer is dropped, and the server goes away
+                self.cut()
+            return False
         with self._lock:
             messages, self._partial[key] = split_messages(self._partial.pop(key, b"") + data)
         for message in messages:
-            commit = self.armed and command_name(message) == "commitTransaction"
-            if commit:
+            if command_name(message) == "commitTransaction":
                 with self._lock:
-                    self.armed = False
-                    self._committing.add(key)  # before the server can answer
+                    if self.armed:  # marked before the server can answer
+                        self.armed = False
+                        self._committing.add(key)
             super()._relay(pair, from_client, message, dst)
         return True
 
