@@ -149,7 +149,8 @@ def test_a_mongodb_hold_whose_commit_the_store_went_away_at_is_reported_unknown(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The store goes away (:class:`CutProxy`) as b's retry commits: its retries fail (the
-    commit never reached the server here, which the client cannot know)."""
+    commit never reached the server here, which the client cannot know; one that did:
+    tests/test_parked_bulk_commit_cut_mongo.py)."""
     config, proxy, source_url = doc_totals_behind_a_cut(tmp_path, sqlite_database, mongo_database())
     source = create_engine(source_url)
     for account in "abc":
