@@ -28,7 +28,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +93,8 @@ class Cache(ABC):
     ) -> Any:
         """The cached value of ``key``, else ``load()`` (cached under ``tags`` when still
         fresh). Hit or miss, the caller gets the value as JSON gives it back (tuples become
-        lists, a ``Decimal`` a string). Never raises because the cache server is down."""
+        lists, a ``Decimal`` a string). Never raises because the cache server is down.
+        ``tags`` is iterated on a miss only: a hit pays nothing for a :class:`LazyTags`."""
 
     @abstractmethod
     def invalidate(self, projection: str, tags: Iterable[str]) -> None:
@@ -118,6 +119,22 @@ class Cache(ABC):
         if base <= 0:
             raise ValueError(f"a cache TTL must be positive, got {base}")
         return base * (1 + random.uniform(-self.ttl_jitter, self.ttl_jitter))
+
+
+class LazyTags:
+    """Tags worked out by ``compute()`` when first iterated: a cache iterates an entry's tags
+    only on a miss (to store it), so a hit, the hot path, never computes them."""
+
+    __slots__ = ("_compute", "_tags")
+
+    def __init__(self, compute: Callable[[], Iterable[str]]) -> None:
+        self._compute = compute
+        self._tags: list[str] | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        if self._tags is None:
+            self._tags = list(self._compute())
+        return iter(self._tags)
 
 
 def dumps(projection: str, key: str, value: Any) -> bytes:

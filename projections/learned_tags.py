@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from projections.cache import LazyTags
 from projections.queries import QuerySpec
 
 _LEARNED_KEYS = 10_000
@@ -38,12 +39,16 @@ class LearnedTags:
         projection: str,
         spec: QuerySpec,
         cache_key: str,
-        base: frozenset[str],
+        base_of: Callable[[], frozenset[str]],
         load: Callable[[], Any],
     ) -> Any:
-        """``load()`` through ``cache`` under ``base`` and the tags learned for the key."""
+        """``load()`` through ``cache`` under the tags ``base_of()`` gives (from the
+        arguments: worked out on a miss only, when they are all) and those learned for the
+        key."""
         if spec.cache_tags is None:
-            return cache.get_or_load(projection, cache_key, base, load, ttl=spec.ttl)
+            tags = LazyTags(base_of)
+            return cache.get_or_load(projection, cache_key, tags, load, ttl=spec.ttl)
+        base = base_of()
         result_tags = spec.cache_tags
         memo = (projection, cache_key)
         learned = self._learned.get(memo, frozenset())

@@ -30,6 +30,7 @@ import structlog
 from config import ConfigError
 from outbox.errors import ReadmodelError
 from projections.api import Projection
+from projections.cache import LazyTags
 from projections.cache_keys import decimals_marked, key_json, tenant_key, whole_numbers_as_int
 from projections.consistency import (
     ConsistencyError,
@@ -182,7 +183,7 @@ class Queries:
         tag = key_tags_of(p).get(t.name)
         if tag is None or self.cache is None or consistency is not None and not stale:
             return Result(load(), stale, consistency)
-        tags = tags_for_key(tag, key_values)
+        tags = LazyTags(lambda: tags_for_key(tag, key_values))  # worked out on a miss only
         cache_key = tenant_key(tenant) + "get:" + t.name + ":" + key_json(list(key_values.values()))
         value = self.cache.get_or_load(p.name, cache_key, tags, load)
         return Result(value, stale, consistency)
@@ -252,7 +253,11 @@ class Queries:
             return Result(load(), stale, consistency)
         arguments = key_json([bound.args, sorted(bound.kwargs.items())])
         cache_key = tenant_key(tenant) + "q:" + spec.name + ":" + arguments
-        base = frozenset(spec.tags(*bound.args, **bound.kwargs)) if spec.tags else frozenset()
+        tags = spec.tags
+
+        def base() -> frozenset[str]:
+            return frozenset(tags(*bound.args, **bound.kwargs)) if tags else frozenset()
+
         value = self._learned_tags.cached(self.cache, p.name, spec, cache_key, base, load)
         return Result(value, stale, consistency)
 
@@ -296,7 +301,8 @@ class Queries:
         if tag is None or self.cache is None or fresh:
             return Result(load(), stale, consistency)
         cache_key = tenant_key(tenant) + "get:" + name + ":" + key_json([decimals_marked(key)])
-        value = self.cache.get_or_load(p.name, cache_key, tags_for_key(tag, {"_id": key}), load)
+        tags = LazyTags(lambda: tags_for_key(tag, {"_id": key}))
+        value = self.cache.get_or_load(p.name, cache_key, tags, load)
         return Result(value, stale, consistency)
 
     def wait(self, projection: str, token: Token, timeout: float | None = None) -> Reached:

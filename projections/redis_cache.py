@@ -233,7 +233,12 @@ class RedisCache(Cache):
             near.end(entry, ticket)
         self.hooks.miss(projection)
         since, locked = reply[1], reply[2] == 1
-        tag_names = spelled_tags(tag_list(tags))
+        try:  # a LazyTags is worked out here, on the miss only
+            tag_names = spelled_tags(tag_list(tags))
+        except BaseException:
+            if locked:
+                self._unlock(projection, key)
+            raise
         lifetime_ms = max(1, int(self._lifetime(ttl) * 1000))
         started = time.monotonic()
 
