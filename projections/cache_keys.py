@@ -12,6 +12,7 @@ from bson import ObjectId
 
 from outbox.json_numbers import dumps_exact
 from projections.query_errors import QueryError
+from projections.tag_spelling import key_text
 
 
 def tenant_key(tenant: str | None) -> str:
@@ -33,6 +34,23 @@ def whole_numbers_as_int(value: Any) -> Any:
     if isinstance(value, dict):
         return {name: whole_numbers_as_int(item) for name, item in value.items()}
     return value
+
+
+def numbers_canonical(values: list[Any]) -> list[Any]:
+    """A SQL key's values with each float or :class:`~decimal.Decimal` spelled one way per
+    number: a whole number as the ``int``, any other as ``{"$number": TEXT}``, its shortest
+    decimal text (as its tag spells it). ``45``, ``45.0``, ``Decimal('45.00')`` and ``'45'``
+    read into a NUMERIC column find one row: they are one cache entry too."""
+    return [_number_part(value) for value in values]
+
+
+def _number_part(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, float | Decimal):
+        return value
+    text = key_text(value)
+    if text.isdigit() or text[:1] == "-" and text[1:].isdigit():
+        return int(text)
+    return {"$number": text}
 
 
 def decimals_marked(value: Any) -> Any:

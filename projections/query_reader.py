@@ -21,7 +21,7 @@ from outbox.errors import StoreError
 from outbox.rows import json_safe
 from projections.query_cursors import decode_cursor, encode_cursor, list_fingerprint
 from projections.query_errors import QueryError
-from projections.query_values import JsonValue, filter_value
+from projections.query_values import JsonValue, filter_value, key_value
 from projections.tenant_scope import raw_handle, scoped_to_tenant
 
 __all__ = ["JsonValue", "Page", "QueryError", "SqlReader", "filter_value"]
@@ -196,7 +196,7 @@ class SqlReader:
             else f"give the key as text: {','.join(['VALUE'] * len(columns))}, "
             f"or typed: :='[{', '.join(['JSON'] * len(columns))}]'"
         )
-        return tuple(filter_value(c, v, hint) for c, v in zip(columns, values, strict=True))
+        return tuple(key_value(c, v, hint) for c, v in zip(columns, values, strict=True))
 
     def key_dict(self, table: sa.Table, key: Any) -> dict[str, Any]:
         return {

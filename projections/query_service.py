@@ -31,7 +31,13 @@ from config import ConfigError
 from outbox.errors import ReadmodelError
 from projections.api import Projection
 from projections.cache import LazyTags
-from projections.cache_keys import decimals_marked, key_json, tenant_key, whole_numbers_as_int
+from projections.cache_keys import (
+    decimals_marked,
+    key_json,
+    numbers_canonical,
+    tenant_key,
+    whole_numbers_as_int,
+)
 from projections.consistency import (
     ConsistencyError,
     ConsistencyToken,
@@ -184,7 +190,8 @@ class Queries:
         if tag is None or self.cache is None or consistency is not None and not stale:
             return Result(load(), stale, consistency)
         tags = LazyTags(lambda: tags_for_key(tag, key_values))  # worked out on a miss only
-        cache_key = tenant_key(tenant) + "get:" + t.name + ":" + key_json(list(key_values.values()))
+        key_part = key_json(numbers_canonical(list(key_values.values())))
+        cache_key = tenant_key(tenant) + "get:" + t.name + ":" + key_part
         value = self.cache.get_or_load(p.name, cache_key, tags, load)
         return Result(value, stale, consistency)
 

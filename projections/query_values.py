@@ -103,6 +103,23 @@ def filter_value(column: sa.Column[Any], value: Any, hint: str | None = None) ->
     return coerce(column, value)
 
 
+def key_value(column: sa.Column[Any], value: Any, hint: str) -> Any:
+    """A primary key's value as :func:`filter_value` reads it, but a float in a NUMERIC column
+    as the exact decimal it spells (``0.1``, not the double's 0.1000000000000000055...):
+    PostgreSQL would compare the column as a double, finding rows the key's cache tag
+    (``price:0.1``) is not the tag of."""
+    if isinstance(value, float) and math.isfinite(value) and _python_type(column) is Decimal:
+        value = Decimal(repr(value))
+    return filter_value(column, value, hint)
+
+
+def _python_type(column: sa.Column[Any]) -> Any:
+    try:
+        return column.type.python_type
+    except NotImplementedError:
+        return None
+
+
 def _json_value(column: sa.Column[Any], given: JsonValue, hint: str) -> Any:
     value = given.value
     if value is None:

@@ -11,13 +11,15 @@ Tags are also spelled by hand (a ``key_tags`` function, ``@query(tags=...)``,
 ``cache_tags`` of a result, ``tx.invalidate(...)``, a projection's own ``cache_tags``), so
 the cache itself adds, to every tag it registers or invalidates, the *canonical* spelling
 of the id at its end (:func:`tag_spellings`): a number as its shortest decimal text
-(``42``, ``1.5``), a timestamp in ISO 8601 in UTC both with ``+00:00`` and without an offset
-(a naive timestamp is taken as UTC: a naive column holds ``...Z`` ids so), a time in ISO 8601
-with seconds, a UUID in lower case with hyphens. Each tag keeps its own spelling too, so
+(``42``, ``1.5``; past 15 significant digits, the nearest double's too), a timestamp in ISO
+8601 in UTC both with ``+00:00`` and without an offset (a naive timestamp is taken as UTC: a
+naive column holds ``...Z`` ids so), a time in ISO 8601 with seconds, a UUID in lower case
+with hyphens. Each tag keeps its own spelling too, so
 nothing invalidated before is missed now; a tag too many only costs a reload."""
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -71,7 +73,7 @@ def _value_spellings(text: str) -> list[str] | None:
         except InvalidOperation:
             number = None
         if number is not None and number.is_finite():
-            return [_number(number)]
+            return _number_spellings(number)
         if first.isdigit() and ("-" in text or ":" in text):
             moments = _moments(text)
             if moments:
@@ -82,6 +84,18 @@ def _value_spellings(text: str) -> list[str] | None:
         except ValueError:
             pass
     return None
+
+
+def _number_spellings(number: Decimal) -> list[str]:
+    """A number's shortest decimal text and, past 15 significant digits, the nearest
+    double's too: SQLite keeps a NUMERIC as a double (the id
+    ``0.1000000000000000055511151231257827`` is the row a get of ``0.1`` finds there)."""
+    spelled = [_number(number)]
+    if len(number.as_tuple().digits) > 15:
+        double = float(number)
+        if math.isfinite(double):
+            spelled.append(_number(Decimal(repr(double))))
+    return spelled
 
 
 def _number(value: Decimal) -> str:

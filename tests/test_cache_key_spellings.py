@@ -6,13 +6,14 @@ work out the entry's tags (only a miss stores them)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from projections import Queries
 from tests import spelled_key_fixtures as fixtures
-from tests.cache_helpers import append, cached_runtime
+from tests.cache_helpers import append, cached_runtime, redis_keys
 
 
 @pytest.fixture
@@ -29,6 +30,42 @@ def _apply(runtime: Any, kind: str, aggregate_id: str, value: str) -> None:
 def _read(queries: Queries, table: str, key: Any) -> Any:
     row = queries.get("spelled_keys", key, table=table).value
     return None if row is None else row["value"]
+
+
+def _entries(runtime: Any, table: str) -> list[bytes]:
+    return redis_keys(f"{runtime.engine.cache.prefix}e:spelled_keys:get:{table}:")
+
+
+def test_numeric_key_spellings_share_one_entry_and_all_see_a_write(
+    spelled: tuple[Any, Queries],
+) -> None:
+    runtime, queries = spelled
+    spellings: list[Any] = [45, 45.0, Decimal("45.00"), Decimal("45"), "45", "45.000"]
+    for aggregate_id in ("45", "45.00"):
+        _apply(runtime, "number", aggregate_id, "v1")
+        assert [_read(queries, "n_number", key) for key in spellings] == ["v1"] * len(spellings)
+        assert len(_entries(runtime, "n_number")) == 1, _entries(runtime, "n_number")
+        _apply(runtime, "number", aggregate_id, "v2")
+        assert [_read(queries, "n_number", key) for key in spellings] == ["v2"] * len(spellings)
+    _apply(runtime, "number", "1.5", "v1")
+    fraction: list[Any] = [1.5, Decimal("1.50"), "1.5", "1.500"]
+    assert [_read(queries, "n_number", key) for key in fraction] == ["v1"] * len(fraction)
+    assert len(_entries(runtime, "n_number")) == 2  # 45's, 1.5's
+
+
+def test_a_float_key_of_a_numeric_row_sees_a_write(spelled: tuple[Any, Queries]) -> None:
+    """The row of the exact value of the double 0.1: PostgreSQL compared a float key as a
+    double (finding it by ``0.1``), SQLite stores a NUMERIC as a double (so does every
+    spelling of 0.1); each get that finds it must see the event of its aggregate."""
+    runtime, queries = spelled
+    exact = "0.1000000000000000055511151231257827021181583404541015625"
+    spellings: list[Any] = [0.1, "0.1", Decimal("0.1"), exact, Decimal(exact)]
+    _apply(runtime, "number", exact, "v1")
+    found = [key for key in spellings if _read(queries, "n_number", key) == "v1"]
+    assert Decimal(exact) in found
+    _apply(runtime, "number", exact, "v2")
+    stale = [key for key in found if _read(queries, "n_number", key) != "v2"]
+    assert stale == []
 
 
 def test_a_hit_does_not_work_out_the_tags_of_its_entry(spelled: tuple[Any, Queries]) -> None:
