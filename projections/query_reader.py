@@ -21,7 +21,7 @@ from outbox.errors import StoreError
 from outbox.rows import json_safe
 from projections.query_cursors import decode_cursor, encode_cursor, list_fingerprint
 from projections.query_errors import QueryError
-from projections.query_values import JsonValue, filter_value, key_value
+from projections.query_values import JsonValue, filter_value, key_value, sqlite_wall_time
 from projections.tenant_scope import raw_handle, scoped_to_tenant
 
 __all__ = ["JsonValue", "Page", "QueryError", "SqlReader", "filter_value"]
@@ -196,7 +196,10 @@ class SqlReader:
             else f"give the key as text: {','.join(['VALUE'] * len(columns))}, "
             f"or typed: :='[{', '.join(['JSON'] * len(columns))}]'"
         )
-        return tuple(key_value(c, v, hint) for c, v in zip(columns, values, strict=True))
+        typed = [key_value(c, v, hint) for c, v in zip(columns, values, strict=True)]
+        if self._engine.dialect.name == "sqlite":
+            typed = [sqlite_wall_time(c, v) for c, v in zip(columns, typed, strict=True)]
+        return tuple(typed)
 
     def key_dict(self, table: sa.Table, key: Any) -> dict[str, Any]:
         return {

@@ -113,6 +113,20 @@ def key_value(column: sa.Column[Any], value: Any, hint: str) -> Any:
     return filter_value(column, value, hint)
 
 
+def sqlite_wall_time(column: sa.Column[Any], value: Any) -> Any:
+    """A key's aware datetime as the wall time a SQLite naive ``DateTime`` column stores and
+    compares (its offset dropped: ``12:00+02:00`` finds the row ``12:00`` there): one cache
+    entry, and the tags of the row found, whichever way the key is spelled."""
+    if (
+        isinstance(value, datetime)
+        and value.tzinfo is not None
+        and isinstance(column.type, sa.DateTime)
+        and not column.type.timezone
+    ):
+        return value.replace(tzinfo=None)
+    return value
+
+
 def _python_type(column: sa.Column[Any]) -> Any:
     try:
         return column.type.python_type

@@ -13,8 +13,9 @@ the cache itself adds, to every tag it registers or invalidates, the *canonical*
 of the id at its end (:func:`tag_spellings`): a number as its shortest decimal text
 (``42``, ``1.5``; past 15 significant digits, the nearest double's too), a timestamp in ISO
 8601 in UTC both with ``+00:00`` and without an offset (a naive timestamp is taken as UTC: a
-naive column holds ``...Z`` ids so), a time in ISO 8601 with seconds, a UUID in lower case
-with hyphens. Each tag keeps its own spelling too, so
+naive column holds ``...Z`` ids so; an aware one is also spelled as its wall time without
+the offset, which is what SQLite's naive column holds of it), a time in ISO 8601 with
+seconds, a UUID in lower case with hyphens. Each tag keeps its own spelling too, so
 nothing invalidated before is missed now; a tag too many only costs a reload."""
 
 from __future__ import annotations
@@ -111,8 +112,10 @@ def _moment(value: datetime) -> str:
 
 
 def _moments(text: str) -> list[str]:
-    """A timestamp's UTC spellings, with and without ``+00:00`` (a naive one taken as UTC);
-    a time's ISO spelling with seconds."""
+    """A timestamp's UTC spellings, with and without ``+00:00`` (a naive one taken as UTC),
+    and an aware one's wall time without its offset too (what SQLite's naive column stores
+    of it, and compares a key by: ``12:00+02:00`` is the row ``12:00`` there); a time's ISO
+    spelling with seconds."""
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -120,6 +123,8 @@ def _moments(text: str) -> list[str]:
             return [time.fromisoformat(text).isoformat()]
         except ValueError:
             return []
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return [moment.isoformat(), moment.replace(tzinfo=UTC).isoformat()]
+    if moment.tzinfo is None:
+        return [moment.isoformat(), moment.replace(tzinfo=UTC).isoformat()]
+    wall = moment.replace(tzinfo=None)
+    moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return [moment.isoformat(), moment.replace(tzinfo=UTC).isoformat(), wall.isoformat()]

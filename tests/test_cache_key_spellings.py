@@ -6,6 +6,7 @@ work out the entry's tags (only a miss stores them)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,8 @@ import pytest
 from projections import Queries
 from tests import spelled_key_fixtures as fixtures
 from tests.cache_helpers import append, cached_runtime, redis_keys
+
+_PLUS_TWO = timezone(timedelta(hours=2))
 
 
 @pytest.fixture
@@ -66,6 +69,49 @@ def test_a_float_key_of_a_numeric_row_sees_a_write(spelled: tuple[Any, Queries])
     _apply(runtime, "number", exact, "v2")
     stale = [key for key in found if _read(queries, "n_number", key) != "v2"]
     assert stale == []
+
+
+def _moment_spellings(stored: datetime) -> list[Any]:
+    """Spellings of a naive key: as it is, as text, and aware: in UTC, of the same wall time
+    at +02:00, of the same instant (taking naive as UTC) at +02:00."""
+    same_wall = stored.replace(tzinfo=_PLUS_TWO)
+    same_instant = stored.replace(tzinfo=UTC).astimezone(_PLUS_TWO)
+    aware = [stored.replace(tzinfo=UTC), same_wall, same_instant]
+    return [stored, stored.isoformat(), *aware, *(moment.isoformat() for moment in aware)]
+
+
+@pytest.mark.parametrize(
+    "aggregate_id",
+    ["2024-05-01T12:00:00+02:00", "2024-05-02T10:00:00", "2024-05-03T10:00:00Z"],
+)
+def test_every_spelling_that_finds_a_naive_timestamp_row_sees_a_write(
+    spelled: tuple[Any, Queries], aggregate_id: str
+) -> None:
+    """SQLite stores an aware value's wall time in a naive column and compares a key so; a
+    get by any spelling that finds the row must not stay stale after an event of the row."""
+    runtime, queries = spelled
+    _apply(runtime, "moment", aggregate_id, "v1")
+    (row,) = queries.list("spelled_keys", table="n_moment").rows
+    spellings = _moment_spellings(datetime.fromisoformat(row["id"]))
+    found = [key for key in spellings if _read(queries, "n_moment", key) == "v1"]
+    assert found and all(_read(queries, "n_moment", key) == "v1" for key in found)  # cached
+    _apply(runtime, "moment", aggregate_id, "v2")
+    stale = [key for key in found if _read(queries, "n_moment", key) != "v2"]
+    assert stale == []
+
+
+def test_a_sqlite_naive_timestamp_key_and_its_wall_time_share_one_entry(
+    database_for: Callable[[str], str], make_settings: Callable[..., Any]
+) -> None:
+    with cached_runtime(database_for("sqlite"), make_settings, "tests.spelled_key_fixtures") as (
+        runtime,
+        queries,
+    ):
+        _apply(runtime, "moment", "2024-05-01T10:00:00", "v1")
+        keys = [datetime(2024, 5, 1, 10), datetime(2024, 5, 1, 10, tzinfo=_PLUS_TWO)]
+        keys += ["2024-05-01T10:00:00+02:00", "2024-05-01 10:00:00"]
+        assert [_read(queries, "n_moment", key) for key in keys] == ["v1"] * len(keys)
+        assert len(_entries(runtime, "n_moment")) == 1, _entries(runtime, "n_moment")
 
 
 def test_a_hit_does_not_work_out_the_tags_of_its_entry(spelled: tuple[Any, Queries]) -> None:
