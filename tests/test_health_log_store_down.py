@@ -231,8 +231,9 @@ def test_a_hung_log_store_costs_one_timeout_with_a_source_only_the_log_may_know(
 def test_a_store_not_read_for_the_log_is_not_called_unreachable() -> None:
     """With the log's store down, another store's projections are not read (their lag needs
     the log): ``health`` says so, without calling that store unreachable."""
+    from workers.health import problems
     from workers.queues import QueueDepth
-    from workers.status import Report, StoreStatus, problems
+    from workers.status_report import Report, StoreStatus
 
     log_error = "read store at postgresql://db:5432/rm: no answer within 1.5s"
     docs_error = (

@@ -526,7 +526,7 @@ def test_the_status_table_gives_parked_events_and_the_last_error_by_source() -> 
     from projections.status import LaneStatus, ProjectionStatus
     from workers.cli_ops import status_tables
     from workers.queues import QueueDepth
-    from workers.status import Report
+    from workers.status_report import Report
 
     lanes = [
         LaneStatus("auth", 0, 40, 40, 0, None),

@@ -14,7 +14,7 @@ from outbox.status import SourceStatus
 from projections.status import LaneStatus, ProjectionStatus
 from workers.cli_ops import status_tables
 from workers.queues import QueueDepth
-from workers.status import Report
+from workers.status_report import Report
 
 TENANT = "pos:acme-corporation-europe"
 

@@ -295,7 +295,7 @@ def health(
     named, the sources and broker still checked, even when it is the event log's store).
     """
     from outbox.log_rules import rule_origin
-    from workers.status import problems
+    from workers.health import problems
 
     settings = load(config, log_level="error")
 

@@ -282,7 +282,8 @@ class PipelineCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         from outbox.errors import ReadmodelError
-        from workers.status import StoreStatus, collect
+        from workers.status import collect
+        from workers.status_report import StoreStatus
 
         def gauge(name: str, doc: str, *labels: str) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, labels=list(labels))
