@@ -1,16 +1,21 @@
 """How far behind each projection is: checkpoints, lag, parked events and the last error.
 
-Lag is measured against the event log. In events it is ``log head - checkpoint`` (positions
-of the source, so events of other partitions count too: a lane's checkpoint moves to the
-head even when no event of the lane is in between); in seconds it is the age of the oldest
-log event a lane has not applied, on the log's own clock: its ``recorded_at`` against the
-store's ``now()`` read in the same query, never this host's clock (a worker host whose clock
-is off would report a fresh lag as old, or an old one as none).
+Lag is measured against the event log, per lane (projection, source, partition): its events
+are those of the source, in its partition, of the event types the projection subscribes to,
+after its checkpoint and up to the source's log head. In events it is how many there are (a
+partition whose own events are all applied does not lag when the head moves on with other
+partitions' events, or with types the projection does not read); in seconds it is the age of
+the oldest of them, on the log's own clock: its ``recorded_at`` against the store's
+``now()`` read in the same query, never this host's clock (a worker host whose clock is off
+would report a fresh lag as old, or an old one as none). Both come from one query per
+projection (with a lane behind its head), reading per source a range of the log's primary
+key ``(source, position)``, from its slowest lane's checkpoint to the head: a lane at the
+head costs nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,8 +26,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from outbox.db import describe_db_error
 from outbox.errors import StoreError
 from outbox.schema import event_log
+from projections.api import Projection
 from projections.engine import ProjectionEngine
 from projections.sql_store import SqlStore
+from projections.store import Lane
 from projections.store_tables import failures, parked_events
 
 
@@ -43,7 +50,7 @@ class ProjectionStatus:
     projection: str
     store: str
     lag_events: int
-    """The largest lag of its lanes, over every source."""
+    """The largest lag of its sources: events of one source its lanes have still to apply."""
     lag_seconds: float | None
     parked: int
     last_error: str | None
@@ -61,12 +68,9 @@ class ProjectionStatus:
         return asdict(self)
 
     def by_source(self) -> dict[str, tuple[int, float | None]]:
-        """``{source: (lag in events, lag in seconds)}``: the worst lane of each source."""
-        out: dict[str, tuple[int, float | None]] = {}
-        for lane in self.lanes:
-            events, seconds = out.get(lane.source, (0, None))
-            out[lane.source] = (max(events, lane.lag_events), _max(seconds, lane.lag_seconds))
-        return out
+        """``{source: (lag in events, lag in seconds)}``: the events of the source its lanes
+        have still to apply (their lags added up), and the age of the oldest of them."""
+        return _by_source(self.lanes)
 
 
 def projection_statuses(
@@ -81,35 +85,30 @@ def projection_statuses(
         store = engine.store_of(projection)
         done = store.checkpoints(name)
         lanes = engine.lanes(projection, None, heads)
-        positions = {
-            (lane.source, done.get((lane.source, lane.partition), 0))
-            for lane in lanes
-            if done.get((lane.source, lane.partition), 0) < heads.get(lane.source, 0)
-        }
-        ages = _ages(log_engine, positions)
+        pending = _pending(log_engine, projection, lanes, done, heads)
         lane_statuses = []
         for lane in lanes:
-            checkpoint = done.get((lane.source, lane.partition), 0)
-            head = heads.get(lane.source, 0)
+            events, seconds = pending.get((lane.source, lane.partition), (0, None))
             lane_statuses.append(
                 LaneStatus(
                     source=lane.source,
                     partition=lane.partition,
-                    checkpoint=checkpoint,
-                    head=head,
-                    lag_events=max(0, head - checkpoint),
-                    lag_seconds=ages.get((lane.source, checkpoint)) if checkpoint < head else None,
+                    checkpoint=done.get((lane.source, lane.partition), 0),
+                    head=heads.get(lane.source, 0),
+                    lag_events=events,
+                    lag_seconds=seconds,
                 )
             )
         problems = _problems(store, name)
+        by_source = _by_source(lane_statuses)
         seconds = None
-        for lane_status in lane_statuses:
-            seconds = _max(seconds, lane_status.lag_seconds)
+        for _, lane_seconds in by_source.values():
+            seconds = _max(seconds, lane_seconds)
         out.append(
             ProjectionStatus(
                 projection=name,
                 store=projection.store,
-                lag_events=max((s.lag_events for s in lane_statuses), default=0),
+                lag_events=max((e for e, _ in by_source.values()), default=0),
                 lag_seconds=seconds,
                 parked=sum(problems.parked.values()),
                 last_error=problems.error,
@@ -122,33 +121,75 @@ def projection_statuses(
     return out
 
 
-_AGES_AT_ONCE = 500  # (source, position) pairs per query
+_SOURCES_AT_ONCE = 200  # sources per query: a registry's hundreds of tenants in a few
 
 
-def _ages(engine: sa.Engine, positions: set[tuple[str, int]]) -> dict[tuple[str, int], float]:
-    """``{(source, checkpoint): seconds}``: age of the event right after each checkpoint."""
-    if not positions:
-        return {}
-    wanted = sorted((source, checkpoint + 1) for source, checkpoint in positions)
-    out: dict[tuple[str, int], float] = {}
-    key = sa.tuple_(event_log.c.source, event_log.c.position)
+def _pending(
+    engine: sa.Engine,
+    projection: Projection,
+    lanes: Iterable[Lane],
+    done: Mapping[tuple[str, int], int],
+    heads: Mapping[str, int],
+) -> dict[tuple[str, int], tuple[int, float]]:
+    """``{(source, partition): (events, seconds)}`` of the lanes with events of their own
+    after their checkpoint, up to the head: how many, and the age of the oldest. One query
+    for the lanes behind their heads (per :data:`_SOURCES_AT_ONCE` sources), each source a
+    range of the log's primary key; none when every lane is at its head."""
+    behind: dict[str, dict[int, int]] = {}
+    for lane in lanes:
+        checkpoint = done.get((lane.source, lane.partition), 0)
+        if checkpoint < heads.get(lane.source, 0):
+            behind.setdefault(lane.source, {})[lane.partition] = checkpoint
+    out: dict[tuple[str, int], tuple[int, float]] = {}
+    c = event_log.c
+    partitions = max(projection.partitions, 1)
+    part = c.key_hash % partitions if partitions > 1 else sa.literal(0)
+
+    def own_events(source: str, checkpoints: dict[int, int]) -> sa.ColumnElement[bool]:
+        """The events of ``source``'s lanes behind its head, as each lane reads them."""
+        where = [
+            c.source == source,
+            c.position > min(checkpoints.values()),  # the key's range
+            c.position <= heads[source],
+            sa.or_(
+                *(
+                    sa.and_(part == p, c.position > checkpoint)
+                    for p, checkpoint in sorted(checkpoints.items())
+                )
+            ),
+        ]
+        types = projection.event_types(source)
+        if types:  # as LogReader.lane_events filters them
+            where.append(c.event_type.in_(types))
+        return sa.and_(*where)
+
+    sources = sorted(behind)
     try:
         with engine.connect() as conn:
-            for start in range(0, len(wanted), _AGES_AT_ONCE):  # not one query per source
-                rows = conn.execute(
+            for start in range(0, len(sources), _SOURCES_AT_ONCE):  # not one query per source
+                chunk = sources[start : start + _SOURCES_AT_ONCE]
+                query = (
                     sa.select(
-                        event_log.c.source,
-                        event_log.c.position,
-                        event_log.c.recorded_at,
-                        sa.func.now(),
-                    ).where(key.in_(wanted[start : start + _AGES_AT_ONCE]))
-                )
-                for source, position, recorded, now in rows:
-                    out[(str(source), int(position) - 1)] = max(
-                        0.0, (_utc(now) - _utc(recorded)).total_seconds()
+                        c.source, part, sa.func.count(), sa.func.min(c.recorded_at), sa.func.now()
                     )
+                    .where(sa.or_(*(own_events(s, behind[s]) for s in chunk)))
+                    .group_by(c.source, part)
+                )
+                for source, partition, count, oldest, now in conn.execute(query):
+                    age = max(0.0, (_utc(now) - _utc(oldest)).total_seconds())
+                    out[(str(source), int(partition))] = (int(count), age)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read the event log: {describe_db_error(exc)}") from exc
+    return out
+
+
+def _by_source(lanes: Iterable[LaneStatus]) -> dict[str, tuple[int, float | None]]:
+    """``{source: (events, seconds)}``: the events of every lane of the source still to
+    apply, and the age of the oldest of them."""
+    out: dict[str, tuple[int, float | None]] = {}
+    for lane in lanes:
+        events, seconds = out.get(lane.source, (0, None))
+        out[lane.source] = (events + lane.lag_events, _max(seconds, lane.lag_seconds))
     return out
 
 

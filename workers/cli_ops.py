@@ -115,10 +115,10 @@ def status(
     """What waits where: outbox backlog, projection lag, parked events, queue depth.
 
     Per source: undelivered outbox rows, the oldest one's age, the log head. Per
-    projection and source: checkpoint (slowest partition), lag in events (log head minus
-    checkpoint) and seconds (age of the oldest unapplied event), parked events and the
-    last error. The broker's ready, in progress (fetched by a worker, not acknowledged;
-    Redis only), delayed and dead-lettered messages.
+    projection and source: checkpoint (slowest partition), lag in events (the source's
+    events its partitions have still to apply) and seconds (age of the oldest of them),
+    parked events and the last error. The broker's ready, in progress (fetched by a
+    worker, not acknowledged; Redis only), delayed and dead-lettered messages.
 
     Exit code 3 when a source, the broker or a read store (the event log's too) cannot be
     reached, or does not answer within --timeout (the figures of the others are printed

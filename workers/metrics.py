@@ -337,7 +337,8 @@ class PipelineCollector:
 
         lag_events = gauge(
             "readmodel_projection_lag_events",
-            "Log head minus the projection's checkpoint (its slowest partition).",
+            "Events of the source the projection has still to apply (its partitions' own, of "
+            "the types it reads, past their checkpoints).",
             "projection",
             "source",
         )
