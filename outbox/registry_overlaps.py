@@ -96,6 +96,12 @@ def split_histories(readings: Mapping[str, Members], appends: Appends) -> list[l
     return [names for names in splits if len(names) > 1]
 
 
+def shared_members(readings: Mapping[str, Members]) -> set[str]:
+    """The members of ``readings`` reading one outbox with a member of another registry:
+    all but one of each outbox's will be refused (which one keeps it is the log's to say)."""
+    return {name for names in _claims(readings) for name in names}
+
+
 def _claims(readings: Mapping[str, Members]) -> list[list[str]]:
     """The members of more than one registry reading one outbox, per outbox."""
     sources = {n: s for members in readings.values() for n, s in members.sources.items()}

@@ -23,6 +23,7 @@ class StallProxy:
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._stalled: set[int] = set()  # ids of stalled pairs
+        self.stalls = 0  # connections stalled so far, ended or not
         threading.Thread(target=self._accept, daemon=True, name="stall-proxy").start()
 
     def url(self, dsn: str) -> str:
@@ -97,6 +98,7 @@ class StallProxy:
         False ends the connection. Subclasses decide otherwise."""
         with self._lock:
             if from_client and self.stalling and self.marker in data:
+                self.stalls += id(pair) not in self._stalled
                 self._stalled.add(id(pair))
             stalled = id(pair) in self._stalled
         if not stalled:

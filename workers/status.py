@@ -6,14 +6,19 @@ not answer is reported as such instead of hanging a container probe; so are the 
 of each read store, so a store that does not answer costs only its own projections' figures.
 The log's store that does not answer costs every figure read from the log (log heads,
 parked outbox rows, every projection's lag): the sources' and the broker's are still given.
-A tenant registry's members are asked as soon as it lists them, while the log is asked which
-member keeps a database two registries list: a log that does not answer costs them no time.
+A tenant registry's members are asked as soon as every registry has listed its own (half the
+time left at most), while the log is asked which member keeps a database two registries
+list: a log that does not answer costs them no time. Those sharing a database with another
+registry's member are asked once the log has said which keeps it, and only that one.
 The report's shape is :mod:`workers.status_report`; what ``health`` makes of it,
 :mod:`workers.health`.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from typing import Any
@@ -25,6 +30,7 @@ from outbox.keepers import Appends, last_appends
 from outbox.log import EventLog
 from outbox.log_rules import recorded_rules
 from outbox.registry_members import Members
+from outbox.registry_overlaps import shared_members
 from outbox.source_list import list_sources
 from outbox.status import SourceStatus, source_status, unlisted_status, with_rules
 from outbox.tenant_registry import TenantRegistry, registries
@@ -67,12 +73,13 @@ def collect(
         parts.start(f"source:{name}", partial(source_status, name, settings, 0, 0, member))
 
     appends = _Appends(parts, log)
+    listings = _Listings(parts, [r.group for r in tenant_registries])
 
     def read(registry: TenantRegistry) -> Members:
-        members = registry.read(appends)
-        for name, member in members.sources.items():  # asked now: until the deadline, not
-            source_part(name, member)  # the time left once the log says who keeps what
-        return members
+        members = listings.read(registry, appends)
+        for name, member in listings.unshared(registry.group, members).items():
+            source_part(name, member)  # asked now: until the deadline, not the time left
+        return members  # once the log says which member keeps a shared database
 
     for registry in tenant_registries:
         parts.start(registry.group, partial(read, registry), shared=False)  # aborted below
@@ -160,6 +167,42 @@ def collect(
             kind, settings.broker.queue, None, None, None, f"broker unreachable: {broker}"
         )
     return Report(sources, projections, broker, stores=stores)
+
+
+class _Listings:
+    """The registries' readings as they come in, so that a member another registry's member
+    shares a database with (all but one of them to be refused, once the log says which
+    keeps it) is not asked before that: a registry's read waits for the others' readings,
+    half the time left at most (a registry that does not answer by then lists nothing that
+    is known to share), then asks its other members at once."""
+
+    def __init__(self, parts: Parts, groups: list[str]) -> None:
+        self._parts = parts
+        self._read = {group: threading.Event() for group in groups}
+        self._readings: dict[str, Members] = {}
+        self._lock = threading.Lock()
+
+    def read(self, registry: TenantRegistry, appends: Callable[[], Appends]) -> Members:
+        try:
+            members = registry.read(appends)
+            with self._lock:
+                self._readings[registry.group] = members
+            return members
+        finally:
+            self._read[registry.group].set()
+
+    def unshared(self, group: str, members: Members) -> dict[str, SourceSettings]:
+        """``members``' sources less those sharing a database with another registry's."""
+        if len(self._read) < 2:
+            return members.sources
+        left = self._parts.left()
+        until = None if left is None else time.monotonic() + 0.5 * left
+        for other, read in self._read.items():
+            if other != group:
+                read.wait(None if until is None else max(0.0, until - time.monotonic()))
+        with self._lock:
+            shared = shared_members(self._readings)
+        return {n: s for n, s in members.sources.items() if n not in shared}
 
 
 class _Appends:
