@@ -10,7 +10,9 @@ the oldest of them, on the log's own clock: its ``recorded_at`` against the stor
 would report a fresh lag as old, or an old one as none). Both come from one query per
 projection (with a lane behind its head), reading per source a range of the log's primary
 key ``(source, position)``, from its slowest lane's checkpoint to the head: a lane at the
-head costs nothing.
+head costs nothing. Past :data:`COUNTED_POSITIONS` positions of a source, every position
+counts for each lane (an upper bound, as the figure was before it was counted), so a
+projection far behind a long log costs a status call or a scrape no long scan.
 """
 
 from __future__ import annotations
@@ -122,6 +124,11 @@ def projection_statuses(
 
 
 _SOURCES_AT_ONCE = 200  # sources per query: a registry's hundreds of tenants in a few
+COUNTED_POSITIONS = 100_000
+"""Positions of a source, past its slowest lane's checkpoint, whose events are counted lane by
+lane; every position past them counts for each lane (the figure then an upper bound), and
+the age is that of the first event past them when none of a lane's own is within: a
+projection far behind a long log costs a status call or a scrape this much of it at most."""
 
 
 def _pending(
@@ -132,14 +139,19 @@ def _pending(
     heads: Mapping[str, int],
 ) -> dict[tuple[str, int], tuple[int, float]]:
     """``{(source, partition): (events, seconds)}`` of the lanes with events of their own
-    after their checkpoint, up to the head: how many, and the age of the oldest. One query
-    for the lanes behind their heads (per :data:`_SOURCES_AT_ONCE` sources), each source a
-    range of the log's primary key; none when every lane is at its head."""
+    after their checkpoint, up to the head: how many, and the age of the oldest (counted
+    within :data:`COUNTED_POSITIONS` of the source's slowest lane). One query for the lanes
+    behind their heads (per :data:`_SOURCES_AT_ONCE` sources), each source a range of the
+    log's primary key; none when every lane is at its head."""
     behind: dict[str, dict[int, int]] = {}
     for lane in lanes:
         checkpoint = done.get((lane.source, lane.partition), 0)
         if checkpoint < heads.get(lane.source, 0):
             behind.setdefault(lane.source, {})[lane.partition] = checkpoint
+    counted = {
+        source: min(heads[source], min(checkpoints.values()) + COUNTED_POSITIONS)
+        for source, checkpoints in behind.items()
+    }
     out: dict[tuple[str, int], tuple[int, float]] = {}
     c = event_log.c
     partitions = max(projection.partitions, 1)
@@ -150,7 +162,7 @@ def _pending(
         where = [
             c.source == source,
             c.position > min(checkpoints.values()),  # the key's range
-            c.position <= heads[source],
+            c.position <= counted[source],
             sa.or_(
                 *(
                     sa.and_(part == p, c.position > checkpoint)
@@ -178,9 +190,47 @@ def _pending(
                 for source, partition, count, oldest, now in conn.execute(query):
                     age = max(0.0, (_utc(now) - _utc(oldest)).total_seconds())
                     out[(str(source), int(partition))] = (int(count), age)
+            _past_counted(conn, behind, counted, heads, out)
     except SQLAlchemyError as exc:
         raise StoreError(f"cannot read the event log: {describe_db_error(exc)}") from exc
     return out
+
+
+def _past_counted(
+    conn: sa.Connection,
+    behind: Mapping[str, Mapping[int, int]],
+    counted: Mapping[str, int],
+    heads: Mapping[str, int],
+    out: dict[tuple[str, int], tuple[int, float]],
+) -> None:
+    """Add to each lane of ``out`` the positions past its source's counted ones (all taken
+    for its own); a lane with none of its own counted gets the age of the first event past
+    them."""
+    ages_of: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    for source, checkpoints in behind.items():
+        for partition, checkpoint in checkpoints.items():
+            past = heads[source] - max(checkpoint, counted[source])
+            if past <= 0:
+                continue
+            found = out.get((source, partition))
+            if found is None:
+                first = (source, max(checkpoint, counted[source]) + 1)
+                ages_of.setdefault(first, []).append((source, partition))
+                out[(source, partition)] = (past, 0.0)
+            else:
+                out[(source, partition)] = (found[0] + past, found[1])
+    wanted = sorted(ages_of)
+    key = sa.tuple_(event_log.c.source, event_log.c.position)
+    for start in range(0, len(wanted), _SOURCES_AT_ONCE):
+        rows = conn.execute(
+            sa.select(
+                event_log.c.source, event_log.c.position, event_log.c.recorded_at, sa.func.now()
+            ).where(key.in_(wanted[start : start + _SOURCES_AT_ONCE]))
+        )
+        for source, position, recorded, now in rows:
+            age = max(0.0, (_utc(now) - _utc(recorded)).total_seconds())
+            for lane in ages_of[(str(source), int(position))]:
+                out[lane] = (out[lane][0], age)
 
 
 def _by_source(lanes: Iterable[LaneStatus]) -> dict[str, tuple[int, float | None]]:

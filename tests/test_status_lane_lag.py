@@ -115,3 +115,48 @@ def test_a_partition_with_nothing_of_its_own_waiting_does_not_lag(
     lag = (("projection", "totals"), ("source", "bank"))
     assert samples[("readmodel_projection_lag_events", lag)] == 5
     assert 0 <= samples[("readmodel_projection_lag_seconds", lag)] < 60
+
+
+def test_past_the_counted_positions_every_position_counts_for_each_lane(
+    pg_database: Callable[[], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A projection far behind a long log: its lanes' own events are counted within
+    ``COUNTED_POSITIONS`` of the slowest checkpoint, and every position past them counts for
+    each lane (an upper bound), so a status call or a scrape reads no more of the log."""
+    monkeypatch.setattr("projections.status.COUNTED_POSITIONS", 5)
+    store_url = pg_database()
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals"],
+            "store": {"url": store_url},
+            "sources": {"bank": {"url": pg_database()}},
+        },
+    )
+    settings = load_settings(config)
+    init_outbox(settings.sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    source = create_engine(settings.sources["bank"].url)
+    try:
+        insert_events(source, _deposits(_account_in(3), 3))
+        assert run_cli(["relay", "--once", "--config", str(config)]).exit_code == 0
+        caught_up = run_cli(["run", "--until-caught-up", "--config", str(config)])
+        assert caught_up.exit_code == 0, caught_up.output
+        # Positions 4-7 of a type Totals does not read, 8-12 deposits of partition 1: the
+        # positions counted are 4-8, those past them 9-12.
+        others = [("account", _account_in(p), "Withdrawn", {"amount": 1}) for p in range(4)]
+        insert_events(source, [*others, *_deposits(_account_in(1), 5)])
+    finally:
+        source.dispose()
+    assert run_cli(["relay", "--once", "--config", str(config)]).exit_code == 0
+    _stamp_old(store_url, "Withdrawn", 600)
+
+    status = run_cli(["status", "--json", "--config", str(config)])
+    assert status.exit_code == 0, status.output
+    (totals,) = json.loads(status.stdout)["projections"]
+    lanes = {lane["partition"]: lane for lane in totals["lanes"]}
+    # Partition 1: its one deposit counted, and the 4 positions past; the others: 4 past.
+    assert {p: lane["lag_events"] for p, lane in lanes.items()} == {0: 4, 1: 5, 2: 4, 3: 4}
+    # The first event past the counted ones is a fresh deposit, not an old Withdrawn.
+    assert all(0 <= lane["lag_seconds"] < 60 for lane in lanes.values()), lanes
+    assert totals["lag_events"] == 17
