@@ -6,6 +6,7 @@
     │   └── NotLeaderError  another relay holds the source
     ├── LogError            the event log (in the read store) cannot be read or written
     │   └── BinaryIdsConflict  a relay's binary_ids is not the rule the log records
+    ├── NotParked           a parked entry named was settled meanwhile: nothing done to it
     └── StoreError          a read-model store failed (projections)
         ├── CommitUncertain  the connection was lost at a COMMIT: done or not, unknown
         └── SchemaError     readmodel's tables in the read store cannot be migrated
@@ -77,6 +78,15 @@ class BinaryIdsConflict(LogError):
             f"re-keys the aggregates, see the README on binary ids), stop the source's relays, "
             f"set the new rule in each one's config and run `{switch}`"
         )
+
+
+class NotParked(ReadmodelError):
+    """A parked projection event a command named is not parked (any more): skipped, retried
+    or replayed (``status``), or gone (``None``). Nothing was done to it."""
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class StoreError(ReadmodelError):

@@ -22,7 +22,7 @@ from pymongo.errors import PyMongoError
 
 from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
-from outbox.errors import CommitUncertain, StoreError
+from outbox.errors import CommitUncertain, NotParked, StoreError
 from outbox.mongo_connection import describe_mongo_error as _describe
 from projections.api import Projection
 from projections.document_holds import (
@@ -207,15 +207,16 @@ class DocumentParking:
         lane: Lane,
         aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
+        entry_id: int | None = None,
     ) -> int:
         committing: list[int] = []  # per attempt that got to its commit: events applied
+
+        def work() -> int:
+            return self._retry_parked(projection, lane, aggregate, load, committing, entry_id)
+
         try:
             applied = int(
-                self._retrying(
-                    f"{lane.projection}: retry failed",
-                    lambda: self._retry_parked(projection, lane, aggregate, load, committing),
-                    self._watch(lane),
-                )
+                self._retrying(f"{lane.projection}: retry failed", work, self._watch(lane))
             )
         except HandlerFailed as failed:
             self._record_failed_retry(lane, aggregate, failed)
@@ -237,10 +238,20 @@ class DocumentParking:
         aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
         committing: list[int],
+        entry_id: int | None,
     ) -> int:
         where = _aggregate_filter(lane, aggregate) | {"status": "parked"}
         with self.transaction() as session:
             self.lock_lane(session, lane)
+            if entry_id is not None:
+                # Read in the transaction's snapshot: a skip committed after it makes the
+                # update of the entry below conflict, and the transaction runs again.
+                entry = self.database[PARKED].find_one(
+                    {"number": entry_id}, {"status": 1}, session=session
+                )
+                status = None if entry is None else entry["status"]
+                if status != "parked":
+                    raise NotParked(f"e{entry_id} is not parked", status)
             positions = [
                 int(d["position"])
                 for d in self.database[PARKED]

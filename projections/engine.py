@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import structlog
 
 from outbox.envelope import Envelope, aggregate_hash
-from outbox.errors import ReadmodelError
+from outbox.errors import NotParked, ReadmodelError
 from projections import invalidations
 from projections.api import Projection
 from projections.cache import Cache
@@ -343,7 +343,29 @@ class ProjectionEngine(LaneFailures):
 
     def retry(self, entry: ParkedEvent) -> int:
         """Re-apply the parked events of ``entry``'s aggregate hold (its tenant's, or the one
-        naming no tenant), in order, and release it; other tenants' holds stay."""
+        naming no tenant), in order, and release it; other tenants' holds stay.
+
+        Only while ``entry`` itself is parked: one skipped, retried or replayed (when read,
+        or by the time the retry holds its lane) raises :class:`NotParked` and nothing is
+        retried, even if later events of its aggregate are parked (they have ids of their
+        own, which a retry names)."""
+        if entry.projection not in self.projections:
+            raise ReadmodelError(no_handler(entry.projection))
+        if entry.status != "parked":
+            raise NotParked(
+                f"e{entry.id} is no longer parked (it is {entry.status} now); nothing was retried",
+                entry.status,
+            )
+        store = self.store_of(entry.projection)
+        try:
+            return self.retry_hold(entry, entry_id=entry.id)
+        except NotParked:
+            raise _no_longer_parked(store, entry, "retried") from None
+
+    def retry_hold(self, entry: ParkedEvent, *, entry_id: int | None = None) -> int:
+        """Re-apply whatever is parked under ``entry``'s aggregate hold now, whatever
+        ``entry``'s own status (the events held behind a skipped one); with ``entry_id``,
+        only while that entry is parked (:meth:`Store.retry_parked`)."""
         if entry.projection not in self.projections:
             raise ReadmodelError(no_handler(entry.projection))
         projection = self.projection(entry.projection)
@@ -355,12 +377,9 @@ class ProjectionEngine(LaneFailures):
             lane,
             entry.aggregate,
             lambda positions: self.reader.at_positions(entry.source, positions),
+            entry_id,
         )
         self.redo_invalidations()
-        # Nothing applied for an entry read parked: settled meanwhile (the retry waited for a
-        # replay's swap holding the lane), unless this retry marked it (its events not found).
-        if applied == 0 and entry.status == "parked" and _status_of(store, entry) != "retried":
-            raise _no_longer_parked(store, entry, "retried")
         return applied
 
     def skip(self, entry: ParkedEvent) -> int:
@@ -383,7 +402,7 @@ class ProjectionEngine(LaneFailures):
             for e in store.parked(entry.projection)
             if (e.source, e.aggregate) == (entry.source, entry.aggregate)
         ]
-        return self.retry(remaining[0]) if remaining else 0
+        return self.retry_hold(remaining[0]) if remaining else 0
 
     def _holder(self, entry: ParkedEvent) -> Store:
         """The store that parked ``entry`` of a projection no longer configured."""
@@ -418,14 +437,15 @@ def no_handler(projection: str) -> str:
     )
 
 
-def _no_longer_parked(store: Store, entry: ParkedEvent, doing: str) -> ReadmodelError:
+def _no_longer_parked(store: Store, entry: ParkedEvent, doing: str) -> NotParked:
     """``entry`` was read parked, but by the time ``store`` held it to be ``doing`` (skipped,
     retried) something else had settled it: a replay's swap, another skip or retry."""
     now = _status_of(store, entry)
     became = "it is gone" if now is None else f"it is {now} now"
-    return ReadmodelError(
+    return NotParked(
         f"e{entry.id} is no longer parked ({became}: it changed while being {doing}); "
-        f"nothing was {doing}"
+        f"nothing was {doing}",
+        now,
     )
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from outbox.errors import CommitUncertain
+from outbox.errors import CommitUncertain, NotParked
 from outbox.source_groups import group_of
 from projections.engine import ProjectionEngine
 from projections.store import AggregateKey, HandlerFailed, ParkedEvent, Store
@@ -214,14 +214,25 @@ def _chosen_holds(chosen: list[Selected]) -> dict[Hold, list[ParkedEvent]]:
 
 
 def _retry_hold(engine: ProjectionEngine, events: list[ParkedEvent], outcome: Outcome) -> None:
-    """Retry the hold ``events`` are parked under; a failure names the event that failed
-    (its hold's events stay parked: counted until the run ends and counts them all)."""
-    try:
-        outcome.applied += engine.retry(events[0])
-    except HandlerFailed as failed:
-        at = [e for e in events if e.position == failed.event.position]
-        outcome.failed.append(((at or events)[0], str(failed)))
-        outcome.still_parked += len(events)
+    """Retry the hold ``events`` are parked under, from the first of them still parked: one
+    another operator settled (skipped, retried) since they were read is not retried, nor
+    anything parked under the hold since; none left, nothing is done. A failure names the
+    event that failed (its hold's events stay parked: counted until the run ends and
+    counts them all)."""
+    left = events
+    while left:
+        try:
+            outcome.applied += engine.retry(left[0])
+            return
+        except NotParked:  # settled meanwhile: the next of them still parked, if any
+            later = {e.id for e in left[1:]}
+            store = engine.store_of(left[0].projection)
+            left = [e for e in store.parked(left[0].projection) if e.id in later]
+        except HandlerFailed as failed:
+            at = [e for e in left if e.position == failed.event.position]
+            outcome.failed.append(((at or left)[0], str(failed)))
+            outcome.still_parked += len(left)
+            return
 
 
 def _still_parked(chosen: list[Selected]) -> int:

@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from outbox.errors import NotParked
 from projections.store import AggregateKey, HandlerFailed, Lane, ParkedEvent
 from projections.store_tables import blocked, failures, parked_events
 
@@ -125,6 +126,18 @@ def _block_of(lane: Lane, aggregate: AggregateKey) -> tuple[Any, ...]:
         blocked.c.aggregate_type == aggregate.aggregate_type,
         blocked.c.aggregate_id == aggregate.aggregate_id,
     )
+
+
+def still_parked(conn: sa.Connection, entry_id: int) -> None:
+    """Raise :class:`NotParked` unless entry ``entry_id`` is parked. Its row is locked until
+    ``conn`` commits (``FOR UPDATE``; SQLite's ``BEGIN IMMEDIATE`` already serialises): a
+    skip holding it is waited for and its status then read; a later skip waits, then finds
+    the entry settled by the retry."""
+    status = conn.execute(
+        sa.select(parked_events.c.status).where(parked_events.c.id == entry_id).with_for_update()
+    ).scalar_one_or_none()
+    if status != "parked":
+        raise NotParked(f"e{entry_id} is not parked", status)
 
 
 def parked_of(lane: Lane, aggregate: AggregateKey) -> tuple[Any, ...]:

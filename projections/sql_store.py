@@ -22,7 +22,7 @@ from projections.handler_timeout import HandlerTimeout, bounded
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.sql_invalidations import SqlInvalidations
 from projections.sql_parked_bulk import SqlBulkParking
-from projections.sql_parked_entries import SqlParkedEntries, parked_of
+from projections.sql_parked_entries import SqlParkedEntries, parked_of, still_parked
 from projections.sql_parking import ParkedEntry, SqlParking, held_entry
 from projections.sql_tx import SqlTx
 from projections.sql_writes import (
@@ -312,13 +312,15 @@ class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, S
         lane: Lane,
         aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
+        entry_id: int | None = None,
     ) -> int:
         where = parked_of(lane, aggregate)
+
+        def attempt(locks: RowLocks) -> int:
+            return self._retry_parked(projection, lane, aggregate, load, where, locks, entry_id)
+
         try:  # row locks in order, as a live batch's (projections/row_locks.py)
-            return apply_in_order(
-                lane,
-                lambda locks: self._retry_parked(projection, lane, aggregate, load, where, locks),
-            )
+            return apply_in_order(lane, attempt)
         except HandlerFailed as failed:
             self.record_failed_retry(lane, aggregate, failed)
             raise
@@ -331,11 +333,14 @@ class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, S
         load: Callable[[list[int]], Sequence[Envelope]],
         aggregate_where: tuple[Any, ...],
         locks: RowLocks,
+        entry_id: int | None,
     ) -> int:
         what = f"{lane.projection}: retry of {aggregate.aggregate_type}:{aggregate.aggregate_id}"
         try:  # a deadlock is retried, as in a batch
             with begin_telling_commit(self.writer, what) as conn:
                 self.lock_lane(conn, lane)
+                if entry_id is not None:  # the lane, then the entry: as a replay's swap
+                    still_parked(conn, entry_id)
                 positions = [
                     int(p)
                     for p in conn.execute(

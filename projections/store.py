@@ -365,12 +365,16 @@ class Store(ABC):
         lane: Lane,
         aggregate: AggregateKey,
         load: Callable[[list[int]], Sequence[Envelope]],
+        entry_id: int | None = None,
     ) -> int:
         """Apply the events parked under the hold of ``aggregate`` (a tenant's, or the one
         naming no tenant) in order and release it; returns how many.
 
         ``load`` fetches events of the lane's source by position. Raises
         :class:`HandlerFailed` (and leaves everything parked) if a handler fails again.
+        ``entry_id`` (a retry by id): that entry must still be parked when the retry holds
+        the lane, read under a lock a skip of it waits for (or conflicts with); otherwise
+        :class:`~outbox.errors.NotParked` with its status, and nothing is done.
         """
 
     @abstractmethod
