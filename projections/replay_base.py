@@ -49,6 +49,7 @@ class ReplayerBase:
         """``summary`` completed with the skipped events and the time since ``started``."""
         summary.skipped = list(self._policy.skipped)
         summary.skipped_by_operator = len(self._skips.left_out) if self._skips else 0
+        summary.skipped_by_operator_failed = len(self._skips.failed) if self._skips else 0
         summary.seconds = time.monotonic() - started
         logger.info(
             "replay finished",
@@ -71,8 +72,10 @@ class ReplayerBase:
         it is parked, to be applied with it. Outside any transaction."""
         if self._skips is None or not self._policy.overruled(self._skips.late):
             return {}
+        failed = {(s.source, s.position) for s in self._policy.skipped if s.held_behind is None}
         gone, again = self._policy.overrule(self._skips.late)
         self._skips.left_out |= gone
+        self._skips.failed |= gone & failed  # not those only held behind a failure
         logger.warning(
             "replay: events it skipped were skipped by an operator meanwhile; they stay skipped",
             projection=self.projection.name,

@@ -42,6 +42,7 @@ class SkipsPolicy(ErrorPolicy):
             super().fail(failed)
             return
         self.skips.left_out.add(key)
+        self.skips.failed.add(key)
         logger.warning(
             "replay: an event skipped by an operator still fails; it stays skipped",
             projection=self.projection,

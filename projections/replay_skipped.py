@@ -62,6 +62,10 @@ class OperatorSkips:
     """Those the replay met in the log and left out (applying them again: those whose
     handler still failed, with ``--skip-errors``), and those a rebuild skipped
     (``--skip-errors``) before an operator skipped them."""
+    failed: set[tuple[str, int]] = field(default_factory=set)
+    """Of :attr:`left_out`, those whose handler failed in this replay: applied again and
+    still failing, or failed (skipped by a rebuild) before an operator skipped them. Not
+    those a rebuild only held behind a failure: their handler never ran."""
     late: set[tuple[str, int]] = field(default_factory=set)
     """Those first read after the replay started (skipped while it ran): a rebuild may have
     applied one before (those it did not are in :attr:`left_out`)."""

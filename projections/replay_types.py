@@ -117,6 +117,10 @@ class ReplaySummary:
     with ``apply_skipped`` and ``skip_errors``, those whose handler still failed (they stay
     skipped); and those a rebuild skipped (``skip_errors``) that an operator skipped while
     it ran."""
+    skipped_by_operator_failed: int = 0
+    """Of :attr:`skipped_by_operator`, those whose handler failed in this replay (applied
+    again and still failing, or failed before an operator skipped them while it ran); not
+    those it only held behind a failure."""
     seconds: float = 0.0
     left_behind: list[str] = field(default_factory=list)
     """Old tables the swap replaced that could not be dropped after it (emptied, for the

@@ -348,11 +348,19 @@ def _print_summary(summary: ReplaySummary, *, apply_skipped: bool = False) -> No
             highlight=False,
         )
     if summary.skipped_by_operator and apply_skipped:
-        out.print(
-            f"  {counted(summary.skipped_by_operator, 'event')} skipped by operator (parked skip) "
-            "still failed: left out, still skipped, their aggregates not held",
-            highlight=False,
-        )
+        failed = summary.skipped_by_operator_failed
+        if failed:
+            out.print(
+                f"  {counted(failed, 'event')} skipped by operator (parked skip) "
+                "still failed: left out, still skipped, their aggregates not held",
+                highlight=False,
+            )
+        if summary.skipped_by_operator > failed:  # held behind a failure, skipped meanwhile
+            out.print(
+                f"  {counted(summary.skipped_by_operator - failed, 'event')} skipped by "
+                "operator (parked skip) while the rebuild ran: left out, still skipped",
+                highlight=False,
+            )
     elif summary.skipped_by_operator:
         again = " (--apply-skipped applies them)" if summary.mode == BLUE_GREEN else ""
         out.print(
