@@ -139,6 +139,7 @@ class DocumentReplayer(DocumentInPlaceReplay, DocumentShadowFill):
         self._written: dict[str, set[Any]] = {}
         self._applied = 0
         self._total = 0
+        self._reached: dict[str, int] = {}
 
     # -- planning ------------------------------------------------------------------
 
@@ -176,6 +177,7 @@ class DocumentReplayer(DocumentInPlaceReplay, DocumentShadowFill):
         with replay_lock(self.store, self.projection.name, self.lease) as owner:
             self._owner = owner
             self._total = plan.events
+            self._reached = {}
             self.hooks.started(plan)
             summary = ReplaySummary(self.projection.name, options.mode)
             with batch_gc(), self._mongo("replay failed"):

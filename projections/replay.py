@@ -133,6 +133,7 @@ class Replayer(InPlaceReplay, BlueGreenRebuild):
         self._policy = ErrorPolicy(projection.name, skip_errors=False, in_place=False)
         self._applied = 0
         self._total = 0
+        self._reached: dict[str, int] = {}
         self._new_rows = NewRows()
         self._lock: LockProof | None = None  # while run() or cleanup() holds it
         self.left_alone: list[str] = []
@@ -157,6 +158,7 @@ class Replayer(InPlaceReplay, BlueGreenRebuild):
                 self._skips = sql_skips(self.store.writer, self.projection.name, options)
                 self._policy = SkipsPolicy(self.projection.name, options, self._skips)
                 self._total = plan.events
+                self._reached = {}
                 self.hooks.started(plan)
                 summary = ReplaySummary(self.projection.name, options.mode)
                 with batch_gc():

@@ -39,6 +39,8 @@ class ReplayerBase:
     batch_size: int
     _applied: int
     _total: int
+    _reached: dict[str, int]
+    """Per source, the furthest position reported to the hooks in this run."""
     _policy: ErrorPolicy
     _skips: OperatorSkips | None = None
     swapped: bool = False
@@ -94,10 +96,16 @@ class ReplayerBase:
         return found
 
     def _report(self, source: str, position: int, applied: int) -> None:
+        """Tell the hooks; the position of ``source`` never goes back: events applied again
+        after later ones (those held behind an event an operator skipped meanwhile, or a
+        transaction's rolled back and redone) are reported at the position reached."""
         collect_batch()
         self._applied += applied
         self._total = max(self._total, self._applied)
-        self.hooks.progress(source, position, self._applied, self._total)
+        reached = self._reached.setdefault(source, position)
+        if position > reached:
+            self._reached[source] = reached = position
+        self.hooks.progress(source, reached, self._applied, self._total)
 
     def _stream(
         self,

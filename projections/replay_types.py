@@ -144,7 +144,8 @@ class ReplayHooks:
     def progress(self, source: str, position: int, applied: int, total: int) -> None:
         """After each committed batch, and in a rebuild's long transactions after each part
         read from the log: ``applied`` of about ``total`` events so far (less again after a
-        transaction rolled back: its events are applied and counted again). Then the
+        transaction rolled back: its events are applied and counted again); ``position``:
+        the furthest of ``source`` reached, never less than one given before. Then the
         transaction is open: a hook that writes to a SQLite store's database would wait
         for it (the CLI's only draws)."""
 
