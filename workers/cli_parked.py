@@ -37,7 +37,8 @@ from workers.cli_support import (
 )
 
 EXIT_CODES = (
-    "Exit codes: 0 done, 1 failed (no such entry; a retried event failed again; a bulk "
+    "Exit codes: 0 done, 1 failed (no such entry; an entry retried or skipped that is not "
+    "parked (any more); a retried event failed again; a bulk "
     "retry or skip left an aggregate parked; a bulk command was declined), 2 bad "
     "usage (an unknown projection, a bad entry id, a retry of a projection no longer "
     "configured, a bulk retry, skip or purge without --yes when not interactive), an invalid "
