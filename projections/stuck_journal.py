@@ -10,12 +10,13 @@ starts, counts them in the store before parking looks at the counts, and removes
 
 Exactly once: each attempt has an id, written into the ``last_error`` it records (by the
 dying worker's late write too, should its record go through after all). Replay takes the
-journal aside (a rename, under a lock file: several worker processes start at once) and
-skips every line of an event up to the one whose id the store's ``last_error`` already
-names, so a start that died half-way, or a late write, counts nothing twice (a start whose
-store failed half-way keeps only the lines it did not count: its worker may count the
-event's next attempt, and that error's id, before the next start). A line that
-cannot be read (cut short by a kill) or names no known event is logged and dropped.
+journal aside (a rename, under a lock file: several worker processes start at once; its
+holder removes it when done, see :func:`_replay_lock`) and skips every line of an event up
+to the one whose id the store's ``last_error`` already names, so a start that died
+half-way, or a late write, counts nothing twice (a start whose store failed half-way keeps
+only the lines it did not count: its worker may count the event's next attempt, and that
+error's id, before the next start). A line that cannot be read (cut short by a kill) or
+names no known event is logged and dropped.
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def replay(engine: ProjectionEngine) -> int:
         if path is None or id(store) in seen:
             continue
         seen.add(id(store))
-        if path.exists() or _aside(path).exists():
+        if path.exists() or _aside(path).exists() or _lock_path(path).exists():
             counted += _replay_store(engine, store, path)
     return counted
 
@@ -120,13 +121,36 @@ def _aside(path: Path) -> Path:
     return path.with_name(path.name + ".replaying")
 
 
+def _lock_path(path: Path) -> Path:
+    return path.with_name(path.name + ".lock")
+
+
 @contextmanager
 def _replay_lock(path: Path) -> Iterator[None]:
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    """Hold the replay lock of the journal at ``path``: an ``flock`` on ``<journal>.lock``.
+
+    The holder removes the file before it lets go, so that none stays beside the database.
+    That is safe because only the file at that path is the lock: a process that waited on a
+    file removed meanwhile (or replaced by a newer one) holds nothing and takes the current
+    one instead; the file is removed only by its holder, so two never hold it at once."""
+    lock = _lock_path(path)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, lock):
+            break
+        os.close(fd)  # removed by the holder we waited for: not the lock any more
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
+        try:
+            lock.unlink()  # still held: nobody can take this file once it is gone
+        except FileNotFoundError:
+            pass
         os.close(fd)
 
 

@@ -5,12 +5,14 @@ exiting worker could not count the stuck attempt within ``RECORD_WAIT``, so a ha
 on every attempt made every restarted worker exit 4 again, nothing parked. The attempt now
 goes to a journal file beside the database, and a worker starting (``park_stuck``) counts it
 first: exactly once (a start dying half-way, a late write of the dying worker), bad lines
-reported and skipped, the file removed once counted.
+reported and skipped, the file removed once counted, and its lock file with it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -125,6 +127,21 @@ def _attempts(engine: ProjectionEngine) -> int:
 
 def _parked(engine: ProjectionEngine) -> list[tuple[int, int]]:
     return [(p.position, p.attempts) for p in _store(engine).parked("totals")]
+
+
+def _lock_file(engine: ProjectionEngine) -> Path:
+    journal = _journal(engine)
+    return journal.with_name(journal.name + ".lock")
+
+
+def _waits_for_flock(inode: int) -> bool:
+    """Some process waits (``flock``) on the file whose inode is ``inode``."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "->" and fields[2] == "FLOCK":
+            if int(fields[6].rsplit(":", 1)[1]) == inode:
+                return True
+    return False
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
@@ -318,6 +335,54 @@ def test_starts_at_once_count_the_journal_once(
         thread.join(60)
     assert errors == []
     assert _attempts(engine) == 2
+    assert not _journal(engine).exists()
+    assert not _lock_file(engine).exists()
+
+
+def test_a_start_that_counted_the_journal_leaves_no_lock_file(
+    sqlite_engine: tuple[str, ProjectionEngine], dying: Dying
+) -> None:
+    """The empty ``<db>.stuck-attempts.lock`` stayed beside the database for ever."""
+    _, engine = sqlite_engine
+    assert _stuck_once(engine, dying).attempts is None
+    assert park_stuck(engine) == 0
+    assert _attempts(engine) == 1
+    assert not _journal(engine).exists()
+    assert not _lock_file(engine).exists()
+
+    _lock_file(engine).touch()  # one an earlier version left: gone at the next start
+    assert park_stuck(engine) == 0
+    assert not _lock_file(engine).exists()
+    assert _attempts(engine) == 1
+
+
+def test_a_start_that_waited_on_a_removed_lock_file_takes_the_current_one(
+    sqlite_engine: tuple[str, ProjectionEngine], dying: Dying
+) -> None:
+    """A start waits on the lock file; its holder removes it, and a third start makes and
+    takes a new one before the waiter wakes: the waiter must wait for that one, not count
+    the journal beside it (the lock is the file at the path, not a file removed)."""
+    _, engine = sqlite_engine
+    assert _stuck_once(engine, dying).attempts is None
+    lock = _lock_file(engine)
+    held = [os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)]
+    fcntl.flock(held[0], fcntl.LOCK_EX)
+    first = os.fstat(held[0]).st_ino
+    waiter = threading.Thread(target=park_stuck, args=(engine,))
+    waiter.start()
+    try:
+        assert wait_until(lambda: _waits_for_flock(first), 10)
+        lock.unlink()  # the first holder is done
+        held.append(os.open(lock, os.O_RDWR | os.O_CREAT, 0o600))
+        fcntl.flock(held[1], fcntl.LOCK_EX)  # the third start's
+        os.close(held.pop(0))  # the first holder lets go of the removed file
+        assert wait_until(lambda: _waits_for_flock(os.fstat(held[0]).st_ino), 10)
+        assert _journal(engine).exists() and _attempts(engine) == 0  # not counted meanwhile
+    finally:
+        for fd in held:
+            os.close(fd)
+        waiter.join(30)
+    assert _attempts(engine) == 1
     assert not _journal(engine).exists()
 
 
