@@ -9,8 +9,10 @@ happen).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -47,7 +49,7 @@ from workers.cli_support import (
     out,
     require_migrated,
 )
-from workers.signals import stop_on_signals
+from workers.signals import started, stop_from_start_up, stop_on_signals
 
 if TYPE_CHECKING:
     from workers.overdue_board import OverdueBoard
@@ -199,11 +201,14 @@ def work(
             "redis://... or amqp://...",
             EXIT_CONFIG,
         )
-    require_migrated(settings, config)
-    if processes > 1:
-        grace = settings.shutdown.grace.total_seconds()
-        raise typer.Exit(_spawn_workers(config, processes, threads, log_json, log_level, grace))
-    _runwith_runtime(settings, "worker", threads=threads)
+    grace = settings.shutdown.grace.total_seconds()
+    # A signal while a process starts (a store slow to answer) exits it at once, code 0.
+    with stop_from_start_up(None if processes > 1 else grace) as stop:
+        require_migrated(settings, config)
+        if processes > 1:
+            code = _spawn_workers(config, processes, threads, log_json, log_level, grace, stop)
+            raise typer.Exit(code)
+        _runwith_runtime(settings, "worker", stop, threads=threads)
 
 
 def _spawn_workers(
@@ -213,10 +218,13 @@ def _spawn_workers(
     log_json: bool,
     log_level: str | None,
     grace: float,
+    stop: threading.Event,
 ) -> int:
-    """Start ``processes`` single-process workers and wait; SIGTERM/SIGINT are passed on.
-    A child still running ``grace`` + :data:`CHILD_EXIT_MARGIN` seconds after it was told to
-    stop (its own grace exit could not run: stopped, stuck in the kernel) is killed."""
+    """Start ``processes`` single-process workers and wait until ``stop`` (SIGTERM/SIGINT),
+    then pass it on. A child still running ``grace`` + :data:`CHILD_EXIT_MARGIN` seconds
+    after it was told to stop (its own grace exit could not run: stopped, stuck in the
+    kernel) is killed. A child the signal killed (-SIGTERM) was still starting, before its
+    handlers were in place (importing Python): it had taken no work, a clean stop."""
     command = [sys.executable, "-m", "workers.cli", "work", "--processes", "1"]
     command += ["--threads", str(threads)]
     if config is not None:
@@ -226,11 +234,11 @@ def _spawn_workers(
     if log_level:
         command += ["--log-level", log_level]
     env = {**os.environ, PARENT_ENV: str(os.getpid())}  # children stop if this process dies
+    started()  # from here on a signal is passed on to the children
     # Own sessions: a signal to this process group reaches the children once, through here.
     children = [
         subprocess.Popen(command, env=env, start_new_session=True) for _ in range(processes)
     ]
-    stop = stop_on_signals()
     died = None
     while died is None and not stop.wait(0.5):
         died = next((child for child in children if child.poll() is not None), None)
@@ -247,8 +255,8 @@ def _spawn_workers(
     codes = _wait_for_children(children, grace + CHILD_EXIT_MARGIN)
     if died is not None and died.returncode in (EXIT_CONFIG, EXIT_UNREACHABLE, EXIT_STUCK):
         return died.returncode
-    if died is not None or any(code != 0 for code in codes):
-        return EXIT_FAILURE  # a signal's death is negative: a failure all the same
+    if died is not None or any(code not in (0, -signal.SIGTERM) for code in codes):
+        return EXIT_FAILURE  # another signal's death (SIGKILL) is a failure all the same
     return 0
 
 
@@ -286,7 +294,11 @@ def _require_broker(settings: Settings) -> None:
         raise fail(refusal, EXIT_UNREACHABLE)
 
 
-def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
+def _runwith_runtime(
+    settings: Settings, mode: str, stop: threading.Event, threads: int = 8
+) -> None:
+    """Build the runtime and run ``mode`` until ``stop`` (from :func:`stop_from_start_up`,
+    so that a signal while the runtime is built exits at once, code 0)."""
     from workers.broker import make_broker
     from workers.gc_tuning import tune_collector
     from workers.runtime import build_runtime
@@ -298,7 +310,6 @@ def _runwith_runtime(settings: Settings, mode: str, threads: int = 8) -> None:
     broker = make_broker(settings.broker)
     relay_hooks = _metrics_hooks(settings, runtime=runtime, broker=broker)
     board = _overdue_board(settings, runtime) if mode != "sweeper" else None
-    stop = stop_on_signals(settings.shutdown.grace.total_seconds())
     stop_with_parent(stop)
     restore_collector = tune_collector()
     try:
@@ -354,10 +365,12 @@ def run(
     row or a conflict, as relay --once).
     """
     settings = load(config, log_json, log_level)
-    require_migrated(settings, config)
     if not until_caught_up:
-        _runwith_runtime(settings, "pipeline", threads=threads)
+        with stop_from_start_up(settings.shutdown.grace.total_seconds()) as stop:
+            require_migrated(settings, config)
+            _runwith_runtime(settings, "pipeline", stop, threads=threads)
         return
+    require_migrated(settings, config)
     from workers.runtime import build_runtime
     from workers.worker import run_until_caught_up
 
@@ -377,8 +390,9 @@ def sweeper(
 ) -> None:
     """Re-trigger projection lanes whose checkpoint trails the log head (runs until stopped)."""
     settings = load(config, log_json, log_level)
-    require_migrated(settings, config)
-    _runwith_runtime(settings, "sweeper")
+    with stop_from_start_up(settings.shutdown.grace.total_seconds()) as stop:
+        require_migrated(settings, config)
+        _runwith_runtime(settings, "sweeper", stop)
 
 
 @app.command()

@@ -8,6 +8,13 @@ wrote "worker started" hung until it was killed. So the handler installed here d
 nothing; the C-level handler writes the signal's number to the wakeup fd at once (even
 while the main thread is in a long C call), and a watcher thread reading it logs, starts
 the grace timer and sets the event.
+
+A worker signalled while it still starts (connecting to its stores, a store slow to answer,
+its start-up checks) has taken no work: it exits at once, code 0, rather than wait for a
+start-up it would end straight away (and exit 1 past the grace if a store hangs). A
+start-up write in flight is rolled back by its database and redone by the next start, as
+after a kill. :func:`started` ends that phase, under a lock the exit holds: a signal is
+either a start-up's exit or a graceful stop, never both.
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 from rich.markup import escape
@@ -33,10 +42,12 @@ class _Target:
     stop: threading.Event
     grace: float | None
     signalled: threading.Event = field(default_factory=threading.Event)
+    starting: threading.Event = field(default_factory=threading.Event)
 
 
 _target: _Target | None = None
 _wakeup_write: int | None = None
+_phase = threading.Lock()  # held while a signal ends a start-up, and by started()
 
 
 def stop_on_signals(grace: float | None = None) -> threading.Event:
@@ -47,13 +58,55 @@ def stop_on_signals(grace: float | None = None) -> threading.Event:
     the database and done again later. A second signal exits at once (128 + signal).
     A later call takes the signals over for its own event. Call it from the main thread.
     """
+    return _install(_Target(threading.Event(), grace))
+
+
+def _install(target: _Target) -> threading.Event:
     global _target
-    stop = threading.Event()
-    _target = _Target(stop, grace)
+    _target = target
     signal.set_wakeup_fd(_wakeup_fd(), warn_on_full_buffer=False)
     for signum in HANDLED:
         signal.signal(signum, _leave_to_the_watcher)
-    return stop
+    return target.stop
+
+
+@contextmanager
+def stop_from_start_up(grace: float | None = None) -> Iterator[threading.Event]:
+    """:func:`stop_on_signals` for a worker's whole run, its start-up included: a signal
+    before :func:`started` exits at once, code 0 (the process has taken no work yet).
+
+    Should the run end before :func:`started` (it failed starting), the signals are given
+    back as they were: a command run in-process (tests) leaves no handler behind that would
+    turn the host process's Ctrl-C into an exit 0. Call it from the main thread."""
+    saved = {signum: signal.getsignal(signum) for signum in HANDLED}
+    saved_target = _target
+    saved_fd = signal.set_wakeup_fd(_wakeup_fd(), warn_on_full_buffer=False)
+    target = _Target(threading.Event(), grace)
+    target.starting.set()
+    stop = _install(target)
+    try:
+        yield stop
+    finally:
+        with _phase:
+            if target.starting.is_set():
+                target.starting.clear()
+                _give_back(saved, saved_target, saved_fd)
+
+
+def _give_back(saved: dict[int, Any], target: _Target | None, wakeup_fd: int) -> None:
+    global _target
+    _target = target
+    signal.set_wakeup_fd(wakeup_fd, warn_on_full_buffer=False)
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def started() -> None:
+    """The process's start-up is over, it takes work from now on: a signal stops it
+    gracefully (the stop event, the grace). A no-op once called, or without a start-up."""
+    with _phase:
+        if _target is not None:
+            _target.starting.clear()
 
 
 def _forget_in_child() -> None:
@@ -96,6 +149,9 @@ def _watch(read_end: int) -> None:
 
 
 def _on_signal(sig: signal.Signals, target: _Target) -> None:
+    with _phase:
+        if target.starting.is_set():
+            _exit_after(0, _say_stopped_while_starting, sig)  # the lock held till the end
     if target.signalled.is_set() or target.stop.is_set():
         exit_now(128 + sig, f"{sig.name} again: exiting now")
     target.signalled.set()
@@ -120,19 +176,36 @@ def _stop(sig: signal.Signals, target: _Target) -> None:
         target.stop.set()
 
 
-def exit_now(code: int, message: str) -> None:
+def exit_now(code: int, message: str) -> NoReturn:
     """Exit with ``code`` after saying why; without a word after ``EXIT_MESSAGE_WAIT`` when
     stderr blocks (a log reader that stopped reading holds a write, and its lock)."""
-    say = threading.Thread(target=_say, args=(message,), name="exit-message", daemon=True)
-    say.start()
-    say.join(EXIT_MESSAGE_WAIT)
+    _exit_after(code, _say, message)
+
+
+def _exit_after(code: int, say: Callable[[Any], None], what: Any) -> NoReturn:
+    """``say(what)``, given at most :data:`EXIT_MESSAGE_WAIT` seconds, then exit ``code``."""
+    saying = threading.Thread(target=_flushed, args=(say, what), name="exit-message", daemon=True)
+    saying.start()
+    saying.join(EXIT_MESSAGE_WAIT)
     os._exit(code)
+
+
+def _flushed(say: Callable[[Any], None], what: Any) -> None:
+    try:
+        say(what)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def _say(message: str) -> None:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
+
+
+def _say_stopped_while_starting(sig: signal.Signals) -> None:
+    structlog.get_logger("readmodel").info(
+        "stopped while starting: no work taken yet", signal=sig.name
+    )
 
 
 os.register_at_fork(after_in_child=_forget_in_child)

@@ -17,6 +17,7 @@ from outbox.status import source_statuses
 from projections.stuck_events import park_stuck
 from workers.actors import Actors, Publisher, sweep
 from workers.runtime import Runtime
+from workers.signals import started
 from workers.stuck_exit import HandlerStuck, StuckExit
 
 logger = structlog.get_logger("readmodel.worker")
@@ -54,6 +55,7 @@ def run_worker(
     risk = runtime.cache.eviction_risk() if runtime.cache is not None else None
     if risk is not None:
         logger.warning("cached reads may go stale", reason=risk)
+    started()  # takes messages from here on: a signal now is a graceful stop
     worker.start()
     logger.info("worker started", threads=threads, queue=settings.broker.queue)
     interval = settings.engine.sweep_every.total_seconds() if sweep_every is None else sweep_every
@@ -84,6 +86,7 @@ def run_sweeper(runtime: Runtime, broker: dramatiq.Broker, stop: threading.Event
     """Only the sweeper: re-send work for lanes whose checkpoint trails the log head."""
     actors = Actors(broker, runtime)
     interval = runtime.settings.engine.sweep_every.total_seconds()
+    started()
     while True:
         _sweep_safely(actors)
         if stop.wait(interval):
@@ -113,6 +116,7 @@ def run_pipeline(
     hooks = [Publisher(actors), *relay_hooks]
     relay = Relay(runtime.settings, hooks=hooks, log=runtime.log)
     relay_thread = threading.Thread(target=relay.run, args=(stop,), name="relay", daemon=True)
+    started()  # the relay claims rows from here on: a signal now is a graceful stop
     relay_thread.start()
     try:
         run_worker(runtime, broker, stop, threads=threads, actors=actors)
