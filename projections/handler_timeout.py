@@ -9,6 +9,9 @@ the thread's next Python instruction: an endless loop, a sleep in steps). Howeve
 handler then comes back, its event fails with :class:`HandlerTimeout`: the batch's
 transaction rolls back and the engine retries the event, then parks it as any failing one.
 
+The watchdog writes its lines aside (:mod:`projections.log_aside`): a stderr nobody reads
+must not hold it up on its way to the raise and ``on_stuck``.
+
 A thread blocked outside Python and outside its store (a socket read without a timeout
 in the handler's own code) cannot be interrupted in-process: it is logged as such, and
 its lane waits until it returns or the worker is restarted. Given a ``stuck_after`` bound
@@ -36,6 +39,7 @@ from typing import Any
 import structlog
 
 from outbox.envelope import Envelope
+from projections.log_aside import log_aside
 
 logger = structlog.get_logger("readmodel.projections")
 
@@ -167,13 +171,19 @@ class _Watchdog:
                         try:
                             _escalate(slot, now)
                         except Exception as exc:  # the watchdog outlives any one handler
-                            logger.error("handler timeout", handler=slot.what(), error=repr(exc))
+                            log_aside(
+                                logger.error,
+                                "handler timeout",
+                                handler=slot.what(),
+                                error=repr(exc),
+                            )
 
 
 def _escalate(slot: _Slot, now: float) -> None:
     slot.stage += 1
     if slot.stage == 1:
-        logger.warning(
+        log_aside(
+            logger.warning,
             "handler exceeded handler_timeout; interrupting it",
             handler=slot.what(),
             seconds=slot.seconds,
@@ -189,7 +199,8 @@ def _escalate(slot: _Slot, now: float) -> None:
         _let_go(slot)
     elif slot.stage == 3:
         slot.next_at = _give_up_at(slot)
-        logger.error(
+        log_aside(
+            logger.error,
             "handler cannot be interrupted: blocked outside Python (e.g. a socket read "
             "without a timeout); its lane waits until it returns or the worker restarts",
             handler=slot.what(),
@@ -228,7 +239,9 @@ def _let_go(slot: _Slot) -> None:
     slot.armed = False
     slot.next_at = float("inf")
     slot.event = slot.target = slot.frame = None
-    logger.info("handler back after its bound's exit was interrupted", handler=slot.projection)
+    log_aside(
+        logger.info, "handler back after its bound's exit was interrupted", handler=slot.projection
+    )
     _tell(slot.hooks, "handler_back", slot.projection, slot.thread)
 
 
@@ -246,7 +259,7 @@ def _tell(hooks: TimeoutHooks | None, what: str, projection: str, thread: int) -
     try:
         getattr(hooks, what)(projection, thread)
     except Exception as exc:
-        logger.warning("handler timeout hook failed", hook=what, error=repr(exc))
+        log_aside(logger.warning, "handler timeout hook failed", hook=what, error=repr(exc))
 
 
 def _alive(thread: int) -> bool:

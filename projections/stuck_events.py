@@ -27,6 +27,7 @@ import structlog
 from outbox.envelope import Envelope
 from projections import stuck_journal
 from projections.handler_timeout import OnStuck, StuckHandler
+from projections.log_aside import log_aside
 from projections.store import Lane, Store
 from projections.stuck_journal import Attempt
 
@@ -76,7 +77,8 @@ def _record(store: Store, lane: Lane, event: Envelope, seconds: float) -> int | 
         try:
             recorded.append(store.record_failure(lane, event, error))
         except Exception as exc:
-            logger.warning(
+            log_aside(
+                logger.warning,
                 "the stuck handler's attempt could not be counted",
                 projection=lane.projection,
                 source=lane.source,
@@ -93,7 +95,8 @@ def _record(store: Store, lane: Lane, event: Envelope, seconds: float) -> int | 
     where = dict(projection=lane.projection, source=lane.source, position=event.position)
     if journal is None:
         if thread.is_alive():
-            logger.warning(
+            log_aside(
+                logger.warning,
                 "the stuck handler's attempt was not counted in time; exiting without it",
                 waited=RECORD_WAIT,
                 **where,
@@ -104,14 +107,16 @@ def _record(store: Store, lane: Lane, event: Envelope, seconds: float) -> int | 
             journal, Attempt(attempt, lane.projection, lane.source, event.position or 0, error)
         )
     except OSError as exc:
-        logger.error(
+        log_aside(
+            logger.error,
             "the stuck handler's attempt could not be counted nor journalled",
             journal=str(journal),
             error=repr(exc),
             **where,
         )
     else:
-        logger.warning(
+        log_aside(
+            logger.warning,
             "the stuck handler's attempt was not counted in time; journalled, to be counted "
             "when a worker starts",
             journal=str(journal),

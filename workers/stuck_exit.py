@@ -25,8 +25,9 @@ import structlog
 
 from outbox.errors import ReadmodelError
 from projections.handler_timeout import StuckHandler
+from projections.log_aside import log_aside
 from workers.cli_support import EXIT_STUCK
-from workers.signals import exit_now
+from workers.signals import EXIT_MESSAGE_WAIT, exit_now
 
 logger = structlog.get_logger("readmodel.worker")
 
@@ -57,8 +58,11 @@ class StuckExit:
         timer.daemon = True
         timer.start()
         try:
-            logger.error(
+            # Said first when stderr is read; the stop waits for it at most a second.
+            log_aside(
+                logger.error,
                 "handler stuck past engine.stuck_exit_after; exiting to be restarted",
+                wait=EXIT_MESSAGE_WAIT,
                 projection=stuck.projection,
                 source=stuck.source,
                 position=stuck.position,
