@@ -123,12 +123,14 @@ def parked_list(
             rows.append({**data, "kind": "projection_event", "ref": ref})
         return rows[:limit]
 
-    entries = with_runtime(config, collect, create_tables=False)
-    _removed_notes(sorted(removed))
-    if as_json:
-        print(json.dumps(entries, indent=2, default=str))
-        return
-    out.print(_table(entries))
+    def report(entries: list[dict[str, Any]]) -> None:
+        _removed_notes(sorted(removed))
+        if as_json:
+            print(json.dumps(entries, indent=2, default=str))
+        else:
+            out.print(_table(entries))
+
+    with_runtime(config, collect, create_tables=False, report=report)
 
 
 def _removed_notes(names: list[str]) -> None:
@@ -209,10 +211,12 @@ def parked_show(entry_id: EntryId, config: ConfigOption = None) -> None:
         configured.update(runtime.engine.projections)
         return _find_entry(runtime, entry_id)
 
-    entry = with_runtime(config, find, create_tables=False)
-    if entry.get("kind") == "projection_event" and entry["projection"] not in configured:
-        _removed_notes([entry["projection"]])
-    print(json.dumps(entry, indent=2, default=str))
+    def report(entry: dict[str, Any]) -> None:
+        if entry.get("kind") == "projection_event" and entry["projection"] not in configured:
+            _removed_notes([entry["projection"]])
+        print(json.dumps(entry, indent=2, default=str))
+
+    with_runtime(config, find, create_tables=False, report=report)
 
 
 @parked_app.command("retry", epilog=EXIT_CODES)
@@ -246,13 +250,17 @@ def parked_retry(
         event = _projection_entry(runtime, number, entry_id)
         if event.projection not in runtime.engine.projections:
             raise fail(f"{entry_id}: {no_handler(event.projection)}", EXIT_CONFIG)
-        return runtime.engine.retry(event)
+        try:
+            return runtime.engine.retry(event)
+        except HandlerFailed as failed:
+            raise fail(
+                f"{entry_id} failed again and stays parked: {failed}", EXIT_FAILURE
+            ) from None
 
-    try:
-        count = with_runtime(config, retry)
-    except HandlerFailed as failed:
-        raise fail(f"{entry_id} failed again and stays parked: {failed}", EXIT_FAILURE) from None
-    out.print(f"{entry_id}: applied {count} parked event(s); the aggregate flows again")
+    def report(count: int) -> None:
+        out.print(f"{entry_id}: applied {count} parked event(s); the aggregate flows again")
+
+    with_runtime(config, retry, report=report)
 
 
 @parked_app.command("skip", epilog=EXIT_CODES)
@@ -295,7 +303,14 @@ def parked_skip(
         kind, number = _parse_entry(entry_id)
         if kind == "e":
             event = _projection_entry(runtime, number, entry_id)
-            applied = runtime.engine.skip(event)
+            try:
+                applied: int = runtime.engine.skip(event)
+            except HandlerFailed as failed:
+                raise fail(
+                    f"{entry_id} skipped, but a later event of its aggregate failed again and "
+                    f"stays parked: {failed}",
+                    EXIT_FAILURE,
+                ) from None
             if event.projection not in runtime.engine.projections:
                 held.extend(
                     f"e{e.id}"
@@ -308,18 +323,13 @@ def parked_skip(
             raise ReadmodelError(f"no parked entry {entry_id}")
         return 0
 
-    try:
-        applied = with_runtime(config, skip)
-    except HandlerFailed as failed:
-        raise fail(
-            f"{entry_id} skipped, but a later event of its aggregate failed again and stays "
-            f"parked: {failed}",
-            EXIT_FAILURE,
-        ) from None
-    suffix = f"; applied {applied} held event(s) of its aggregate" if applied else ""
-    if held:
-        suffix = f"; the events of its aggregate held behind it stay parked: {', '.join(held)}"
-    out.print(f"{entry_id}: skipped{suffix}", highlight=False, soft_wrap=True)
+    def report(applied: int) -> None:
+        suffix = f"; applied {applied} held event(s) of its aggregate" if applied else ""
+        if held:
+            suffix = f"; the events of its aggregate held behind it stay parked: {', '.join(held)}"
+        out.print(f"{entry_id}: skipped{suffix}", highlight=False, soft_wrap=True)
+
+    with_runtime(config, skip, report=report)
 
 
 register_purge(parked_app, EXIT_CODES)

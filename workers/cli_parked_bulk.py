@@ -112,15 +112,16 @@ def run_projection_bulk(
             step = partial(bar.advance, task)
             outcome.append((retry if action == "retry" else skip)(engine, chosen, step, so_far))
 
-    with_runtime(config, work)
-    if outcome:
-        _report(outcome[0], selection)
+    def report(_: None) -> None:
+        if outcome:
+            _report(outcome[0], selection)
+
+    with_runtime(config, work, report=report)
 
 
 def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -> None:
     """Skip every parked malformed outbox row of ``source`` (a group: its members)."""
     require_consent(yes, dry_run)
-    skipped: list[int] = []
 
     def work(runtime: Any) -> None:
         from outbox.parking import ParkedEvents
@@ -161,16 +162,15 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
                 soft_wrap=True,
             )
         ):
-            skipped.append(rows.skip_many([entry.id for entry in found]))
-
-    with_runtime(config, work, create_tables=False)
-    if skipped:
-        out.print(
-            f"done: 0 applied, 0 still parked, {skipped[0]} skipped "
+            skipped = rows.skip_many([entry.id for entry in found])
+        out.print(  # before the stores are closed (see with_runtime)
+            f"done: 0 applied, 0 still parked, {skipped} skipped "
             f"(malformed rows of source {escape(repr(source))}; listed with --all)",
             highlight=False,
             soft_wrap=True,
         )
+
+    with_runtime(config, work, create_tables=False)
 
 
 @contextmanager

@@ -57,7 +57,6 @@ def parked_purge(
         if malformed
         else described(Selection(projection or "", source, event_type))
     )
-    deleted: list[int] = []
 
     def work(runtime: Any) -> None:
         with changing_nothing():
@@ -99,15 +98,13 @@ def parked_purge(
         with reporting_stops(report):
             for purge, ids in chosen:
                 purge(ids, progress)
-        deleted.append(progress.deleted)
-
-    with_runtime(config, work, create_tables=False)
-    if deleted:
-        out.print(
-            f"done: {_entries(deleted[0])} deleted ({what})",
+        out.print(  # before the stores are closed (see with_runtime)
+            f"done: {_entries(progress.deleted)} deleted ({what})",
             highlight=False,
             soft_wrap=True,
         )
+
+    with_runtime(config, work, create_tables=False)
 
 
 def _entries(count: int) -> str:

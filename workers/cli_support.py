@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import psycopg
 import typer
@@ -27,6 +29,14 @@ EXIT_UNREACHABLE = 3
 EXIT_STUCK = 4
 """A worker whose handler stayed stuck past ``engine.stuck_exit_after``: restart it."""
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process SIGINT ended (128 + 2)
+
+INTERRUPTED_CONNECTING = "interrupted (Ctrl-C) while connecting to the stores: nothing changed"
+INTERRUPTED_CLOSING = (
+    "interrupted (Ctrl-C) while closing the connections to the stores: the command had "
+    "ended; what it did stays done"
+)
+
+T = TypeVar("T")
 
 out = Console(emoji=False)  # "pos:x:" is a member source, not an emoji
 err = Console(stderr=True, emoji=False)
@@ -111,47 +121,58 @@ def _unreachable(exc: BaseException) -> bool:
     return False
 
 
-def with_runtime(config: Path | None, action: Any, *, create_tables: bool = True) -> Any:
+@contextmanager
+def interrupted_saying(message: str) -> Iterator[None]:
+    """Ctrl-C in the block exits 130 with ``error: message`` (what was and was not done):
+    left to typer, a command ends with exit 130 and not a word."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print()
+        raise fail(message, EXIT_INTERRUPTED) from None
+
+
+def with_runtime(
+    config: Path | None,
+    action: Callable[[Runtime], T],
+    *,
+    create_tables: bool = True,
+    report: Callable[[T], None] | None = None,
+) -> T:
     """Build the runtime (log, stores, projections), run ``action(runtime)``, close it.
     ``create_tables=False`` for a command that only reads: it creates no read-model table
-    or collection."""
+    or collection. ``report(result)`` prints what the action did before the stores are
+    closed: a Ctrl-C while one is slow to let go ends the command, and what it did must have
+    been said by then."""
     runtime = open_runtime(config, create_tables=create_tables)
     try:
-        return guarded(action, runtime)
+        result: T = guarded(action, runtime)
+        if report is not None:
+            report(result)
+        return result
     finally:
         close_runtime(runtime)
 
 
 def open_runtime(config: Path | None, *, create_tables: bool = True) -> Runtime:
     """The runtime of ``config``, its stores checked to be migrated. A store slow to answer
-    is waited for; Ctrl-C meanwhile exits 130 saying that nothing changed (left to typer,
-    the command ended with exit 130 and not a word)."""
+    is waited for; Ctrl-C meanwhile exits 130 saying that nothing changed."""
     from workers.runtime import build_runtime
 
-    try:
+    with interrupted_saying(INTERRUPTED_CONNECTING):
         settings = load(config, log_level="warning")
         require_migrated(settings, config)
-        return guarded(build_runtime, settings, create_tables=create_tables, migrate=False)
-    except KeyboardInterrupt:
-        err.print()
-        raise fail(
-            "interrupted (Ctrl-C) while connecting to the stores: nothing changed",
-            EXIT_INTERRUPTED,
-        ) from None
+        runtime: Runtime = guarded(
+            build_runtime, settings, create_tables=create_tables, migrate=False
+        )
+        return runtime
 
 
 def close_runtime(runtime: Runtime) -> None:
     """Close ``runtime``; Ctrl-C while a store is slow to let go exits 130, saying that what
-    the command did (it had ended) stays done."""
-    try:
+    the command did (it had ended, and said so) stays done."""
+    with interrupted_saying(INTERRUPTED_CLOSING):
         runtime.close()
-    except KeyboardInterrupt:
-        err.print()
-        raise fail(
-            "interrupted (Ctrl-C) while closing the connections to the stores: the command "
-            "had ended; what it did stays done",
-            EXIT_INTERRUPTED,
-        ) from None
 
 
 def migrate_hint(config: Path | None) -> str:
