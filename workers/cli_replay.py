@@ -45,6 +45,7 @@ from workers.cli_support import (
     err,
     fail,
     guarded,
+    interrupted_saying,
     open_runtime,
     out,
 )
@@ -174,7 +175,8 @@ def replay_command(
         if drop_unmarked and (not cleanup or dry_run):
             raise fail("--drop-unmarked goes with --cleanup (not --dry-run)", EXIT_CONFIG)
         if cleanup and dry_run:
-            left = _call(replayer.plan, ReplayOptions()).leftovers
+            with changing_nothing():
+                left = _call(replayer.plan, ReplayOptions()).leftovers
             out.print(
                 f"{projection}: --cleanup would drop {', '.join(left)}"
                 if left
@@ -184,7 +186,8 @@ def replay_command(
             out.print("dry run: nothing was changed", highlight=False)
             return
         if cleanup:
-            dropped = _call(replayer.cleanup, *([drop_unmarked] if drop_unmarked else []))
+            with interrupted_saying(_cleanup_interrupted(projection)):
+                dropped = _call(replayer.cleanup, *([drop_unmarked] if drop_unmarked else []))
             out.print(
                 f"{projection}: dropped {', '.join(dropped)}"
                 if dropped
@@ -255,6 +258,17 @@ def _contended(exc: BaseException) -> bool:
             return True
         cause = cause.__cause__
     return False
+
+
+def _cleanup_interrupted(projection: str) -> str:
+    """What a Ctrl-C during ``--cleanup`` left: the live model as it was; the leftovers
+    dropped so far gone (SQL tables in one transaction, MongoDB collections one by one),
+    the others still there."""
+    return (
+        f"interrupted (Ctrl-C) during the cleanup of {projection!r}: the live model is "
+        f"untouched; a leftover already dropped stays dropped, the others are left: "
+        f"'readmodel replay {projection} --cleanup' drops them (with --dry-run: lists them)"
+    )
 
 
 def _interrupted(projection: str, plan: ReplayPlan, replayer: Any) -> str:
