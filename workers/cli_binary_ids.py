@@ -11,9 +11,12 @@ from config import OutboxTableSettings, Settings
 from workers.cli_confirm import changing_nothing, confirm
 from workers.cli_support import (
     EXIT_CONFIG,
+    INTERRUPTED_CLOSING,
+    INTERRUPTED_CONNECTING,
     ConfigOption,
     fail,
     guarded,
+    interrupted_saying,
     load,
     out,
     require_migrated,
@@ -62,7 +65,7 @@ def binary_ids_command(
 
     Exit codes: 0 recorded (or already so), 1 cancelled, 2 bad usage, an unknown source or
     a config that says otherwise (or no --yes without a terminal), 3 the read store or the
-    tenant registry cannot be reached.
+    tenant registry cannot be reached, 130 interrupted (Ctrl-C; it says what was recorded).
     """
     from outbox.log import EventLog
     from outbox.log_rules import recorded_rules, switch_rule
@@ -70,10 +73,11 @@ def binary_ids_command(
 
     if rule not in RULES:
         raise fail(f"RULE {rule!r} is not a binary_ids rule: use {', '.join(RULES)}", EXIT_CONFIG)
-    settings = load(config, log_level="warning")
-    _check_configured(settings, source, rule)
-    require_migrated(settings, config)
-    log = guarded(EventLog, settings.store.url)
+    with interrupted_saying(INTERRUPTED_CONNECTING):
+        settings = load(config, log_level="warning")
+        _check_configured(settings, source, rule)
+        require_migrated(settings, config)
+        log = guarded(EventLog, settings.store.url)
     try:
         with changing_nothing():
             heads = guarded(log.heads)
@@ -92,8 +96,9 @@ def binary_ids_command(
             before = guarded(recorded_rules, log.engine)
             switching = sorted(n for n in names if before.get(n, rule) != rule)
             _confirm(switching, before, rule, yes)
-        for name in names:
-            previous = guarded(switch_rule, log.engine, name, rule)
+        for done, name in enumerate(names):
+            with interrupted_saying(_switch_interrupted(rule, names[:done], names[done:])):
+                previous = guarded(switch_rule, log.engine, name, rule)
             if name not in heads:
                 said = (
                     f"binary_ids {rule!r} recorded in the event log before the source's first "
@@ -110,7 +115,19 @@ def binary_ids_command(
                 )
             out.print(f"{name}: {said}", highlight=False, soft_wrap=True)
     finally:
-        log.close()
+        with interrupted_saying(INTERRUPTED_CLOSING):
+            log.close()
+
+
+def _switch_interrupted(rule: str, done: list[str], rest: list[str]) -> str:
+    """What a Ctrl-C while the rule of ``rest[0]`` is recorded left (one transaction per
+    source: recorded or not, unless the Ctrl-C cut its commit)."""
+    recorded = f"recorded for {', '.join(done)} (said above); " if done else ""
+    return (
+        f"interrupted (Ctrl-C) while recording binary_ids {rule!r} for {rest[0]}: {recorded}"
+        f"not for {', '.join(rest)} (unless the Ctrl-C came at {rest[0]}'s commit): run the "
+        "same command again to finish (it says which already have it)"
+    )
 
 
 def _check_configured(settings: Settings, source: str, rule: str) -> None:
