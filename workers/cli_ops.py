@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
@@ -16,11 +17,13 @@ from outbox.errors import ReadmodelError
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
+    EXIT_INTERRUPTED,
     EXIT_UNREACHABLE,
     ConfigOption,
     JsonOption,
     LogJsonOption,
     LogLevelOption,
+    close_runtime,
     err,
     fail,
     guarded,
@@ -128,7 +131,22 @@ def status(
     such table, a mapped column missing, a position column that is not unique), or refuses
     a tenant registry row (a bad row: no tenant id, a DSN refused; or a member whose
     database another source or tenant reads: a conflict).
+
+    Ctrl-C exits 130 saying so; with --watch it is the way to end it (as SIGTERM): exit 0.
     """
+    try:
+        _status(config, as_json, watch, every, timeout)
+    except KeyboardInterrupt:  # once --watch runs, Ctrl-C sets its stop event instead
+        err.print()
+        raise fail(STATUS_INTERRUPTED, EXIT_INTERRUPTED) from None
+
+
+STATUS_INTERRUPTED = "interrupted (Ctrl-C) while reading the status: nothing reported"
+
+
+def _status(config: Path | None, as_json: bool, watch: bool, every: float, timeout: float) -> None:
+    """``status``, Ctrl-C left to the caller: the report is printed before the stores are
+    closed, so that a Ctrl-C while one is slow to let go cannot lose it."""
     settings = load(config, log_level="warning")
 
     def outdated(problem: dict[str, str]) -> NoReturn:
@@ -141,9 +159,15 @@ def status(
             _watch(runtime, as_json, every, timeout, check)
             return
         report = _reported(lambda: check.after(_collect, runtime, timeout))
+        check.settle()
+        _print_status(report, as_json)
     finally:
-        runtime.close()
-    check.settle()
+        close_runtime(runtime)
+
+
+def _print_status(report: Any, as_json: bool) -> None:
+    """The report, its errors on stderr; exit 3 when something could not be reached, 2 for
+    a source the configuration refuses."""
     if as_json:
         print(json.dumps(report.as_dict(), indent=2))
     else:
