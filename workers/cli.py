@@ -39,12 +39,15 @@ from workers.cli_support import (
     EXIT_FAILURE,
     EXIT_STUCK,
     EXIT_UNREACHABLE,
+    INTERRUPTED_CONNECTING,
     ConfigOption,
     LogJsonOption,
     LogLevelOption,
+    close_runtime,
     err,
     fail,
     guarded,
+    interrupted_saying,
     load,
     out,
     require_migrated,
@@ -56,6 +59,15 @@ if TYPE_CHECKING:
     from workers.runtime import Runtime
 
 logger = structlog.get_logger("readmodel.cli")
+
+INTERRUPTED_RELAYING = (
+    "interrupted (Ctrl-C) while relaying: the rows relayed so far stay in the log, the others "
+    "stay in their outbox for the next relay (a row cut half-way is read again, logged once)"
+)
+INTERRUPTED_CATCHING_UP = (
+    "interrupted (Ctrl-C) before catching up: what was relayed and applied so far stays done "
+    "(each batch commits whole); run it again to go on"
+)
 
 app = typer.Typer(
     help="readmodel: relay outbox events into a durable log and build read models from it.",
@@ -120,35 +132,45 @@ def relay(
     if unknown:
         known = ", ".join(sorted(relayable))
         raise fail(f"unknown source {unknown[0]!r} (known: {known})", EXIT_CONFIG)
-    require_migrated(settings, config)
-    hooks, publisher_close = _publisher_hooks(settings)
-    hooks += _metrics_hooks(settings)
-    runner = guarded(Relay, settings, sources=source, hooks=hooks)
+    with interrupted_saying(INTERRUPTED_CONNECTING):
+        require_migrated(settings, config)
+        hooks, publisher_close = _publisher_hooks(settings)
+        hooks += _metrics_hooks(settings)
+        runner = guarded(Relay, settings, sources=source, hooks=hooks)
     try:
         if once:
-            results = guarded(runner.drain)
-            failed = refused = False
-            for name, totals in results.items():
-                if totals.skipped:
-                    err.print(f"{name}: another relay is active; skipped")
-                for problem in totals.errors:
-                    failed = failed or not totals.refused
-                    refused = refused or totals.refused
-                    err.print(f"[red]{name}:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-                if totals.unlisted:  # nothing relayed or tried: its error says it all
-                    continue
-                out.print(
-                    f"{name}: relayed {totals.relayed}, duplicates {totals.duplicates}, "
-                    f"parked {totals.parked}",
-                    highlight=False,
-                )
-            if failed or refused:
-                raise typer.Exit(EXIT_UNREACHABLE if failed else EXIT_CONFIG)
+            # what each source did is said before the Ctrl-C (a driver may turn it into
+            # an error on the connection it cut: "the connection is closed")
+            with interrupted_saying(INTERRUPTED_RELAYING):
+                code = _said_drained(guarded(runner.drain))
+            if code:
+                raise typer.Exit(code)
             return
         runner.run(stop_on_signals(settings.shutdown.grace.total_seconds()))
     finally:
         runner.close()
         publisher_close()
+
+
+def _said_drained(results: dict[str, Any]) -> int:
+    """Print what ``relay --once`` did per source; the exit code: 3 when one failed, 2 when
+    one was refused by the configuration, else 0."""
+    failed = refused = False
+    for name, totals in results.items():
+        if totals.skipped:
+            err.print(f"{name}: another relay is active; skipped")
+        for problem in totals.errors:
+            failed = failed or not totals.refused
+            refused = refused or totals.refused
+            err.print(f"[red]{name}:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+        if totals.unlisted:  # nothing relayed or tried: its error says it all
+            continue
+        out.print(
+            f"{name}: relayed {totals.relayed}, duplicates {totals.duplicates}, "
+            f"parked {totals.parked}",
+            highlight=False,
+        )
+    return EXIT_UNREACHABLE if failed else EXIT_CONFIG if refused else 0
 
 
 def _publisher_hooks(settings: Settings) -> tuple[list[Any], Any]:
@@ -370,18 +392,20 @@ def run(
             require_migrated(settings, config)
             _runwith_runtime(settings, "pipeline", stop, threads=threads)
         return
-    require_migrated(settings, config)
     from workers.runtime import build_runtime
     from workers.worker import run_until_caught_up
 
-    runtime = guarded(build_runtime, settings, migrate=False)
+    with interrupted_saying(INTERRUPTED_CONNECTING):
+        require_migrated(settings, config)
+        runtime = guarded(build_runtime, settings, migrate=False)
     try:
-        relayed, applied = guarded(run_until_caught_up, runtime)
+        with interrupted_saying(INTERRUPTED_CATCHING_UP):
+            relayed, applied = guarded(run_until_caught_up, runtime)
+        out.print(f"caught up: relayed {relayed}, applied {applied}", highlight=False)
     except TimeoutError as exc:
         raise fail(str(exc), EXIT_FAILURE) from None
     finally:
-        runtime.close()
-    out.print(f"caught up: relayed {relayed}, applied {applied}", highlight=False)
+        close_runtime(runtime)  # once said: a Ctrl-C while it closes loses nothing
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -124,12 +126,46 @@ def _unreachable(exc: BaseException) -> bool:
 @contextmanager
 def interrupted_saying(message: str) -> Iterator[None]:
     """Ctrl-C in the block exits 130 with ``error: message`` (what was and was not done):
-    left to typer, a command ends with exit 130 and not a word."""
+    left to typer, a command ends with exit 130 and not a word. A Ctrl-C the block turned
+    into another error, or kept (a driver that closes the connection the Ctrl-C cut, then
+    fails to roll back on it: "the connection is closed"), exits so all the same, once the
+    block has said what it had to: the block's own SIGINT handler saw it."""
+    with _sigint_seen() as seen:
+        try:
+            yield
+        except KeyboardInterrupt:
+            pass
+        except BaseException:
+            if not seen:
+                raise
+        else:
+            if not seen:
+                return
+    err.print()
+    raise fail(message, EXIT_INTERRUPTED) from None
+
+
+@contextmanager
+def _sigint_seen() -> Iterator[list[bool]]:
+    """A list holding True once SIGINT came in the block, which it interrupts as Python's
+    handler does (KeyboardInterrupt). Only Python's handler is stood in for: in a thread
+    other than the main one, or when signals are a stop event
+    (:func:`workers.signals.stop_on_signals`), nothing is seen here."""
+    seen: list[bool] = []
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield seen
+        return
+
+    def handler(_signum: int, _frame: Any) -> None:
+        seen.append(True)  # no lock taken: the main thread may hold any
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
     try:
-        yield
-    except KeyboardInterrupt:
-        err.print()
-        raise fail(message, EXIT_INTERRUPTED) from None
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def with_runtime(

@@ -1,0 +1,105 @@
+"""Ctrl-C in ``readmodel run`` / ``relay`` before their stop on signals is set up (while they
+connect to the stores), and in ``run --until-caught-up`` / ``relay --once`` (which have none),
+exits 130 saying what it left; left to typer they ended with exit 130 and not a word. Once
+``run`` runs, Ctrl-C is a graceful stop (exit 0: tests/test_*shutdown*). Keys typed on a
+real pseudo-terminal; the PostgreSQL store stalled by a proxy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from config import load_settings
+from outbox.db import create_engine
+from tests.cli_helpers import run_cli, write_config
+from tests.outbox_helpers import init_outbox, insert_events
+from tests.stall_proxy_helpers import stall_proxy
+from tests.terminal_helpers import CTRL_C, at_a_terminal
+
+DEPOSITS = [("account", a, "Deposited", {"amount": 5, "seq": 1}) for a in "abc"]
+
+
+def _config(path: Path, store: str, source: str) -> Path:
+    return write_config(
+        path,
+        {
+            "projections": ["tests.projection_fixtures:Balances"],
+            "store": {"url": store},
+            "sources": {"bank": {"url": source}},
+        },
+    )
+
+
+def _count(url: str, table: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table(table):
+                return 0
+            return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("args", "marker", "said"),
+    [
+        (
+            ["run"],
+            b"rm_alembic_version",  # the schema check, before anything runs
+            "error: interrupted (Ctrl-C) while connecting to the stores: nothing changed",
+        ),
+        (
+            ["relay"],
+            b"rm_alembic_version",
+            "error: interrupted (Ctrl-C) while connecting to the stores: nothing changed",
+        ),
+        (
+            ["run", "--until-caught-up"],
+            b"INSERT INTO balances",  # the first batch's write
+            "error: interrupted (Ctrl-C) before catching up: what was relayed and applied so "
+            "far stays done (each batch commits whole); run it again to go on",
+        ),
+        (
+            ["relay", "--once"],
+            b"INSERT INTO rm_event_log",  # the first rows' append to the log
+            "error: interrupted (Ctrl-C) while relaying: the rows relayed so far stay in the "
+            "log, the others stay in their outbox for the next relay (a row cut half-way is "
+            "read again, logged once)",
+        ),
+    ],
+    ids=["run-connecting", "relay-connecting", "run-until-caught-up", "relay-once"],
+)
+def test_ctrl_c_exits_130_saying_what_it_left(
+    tmp_path: Path,
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+    args: list[str],
+    marker: bytes,
+    said: str,
+) -> None:
+    store, source = pg_database(), sqlite_database()
+    direct = _config(tmp_path / "direct.toml", store, source)
+    init_outbox(load_settings(direct).sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(direct)]).exit_code == 0
+    engine = create_engine(source)
+    try:
+        insert_events(engine, DEPOSITS)
+    finally:
+        engine.dispose()
+    with stall_proxy(store, marker) as proxy:
+        proxied = _config(tmp_path / "proxied.toml", proxy.url(store), source)
+
+        stopped = at_a_terminal(
+            CTRL_C, *args, "-c", str(proxied), when=lambda: proxy.stalled() > 0, timeout=60
+        )
+
+    assert stopped.returncode == 130, stopped
+    assert said in " ".join(stopped.stderr.split()), stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert _count(store, "balances") == 0  # the stalled write never reached the server
+    if marker == b"rm_alembic_version":
+        assert _count(store, "rm_event_log") == 0
