@@ -135,6 +135,9 @@ def interrupted_saying(message: str) -> Iterator[None]:
             yield
         except KeyboardInterrupt:
             pass
+        except typer.Exit as exc:
+            if not seen or exc.exit_code == EXIT_INTERRUPTED:  # said already, by a block within
+                raise
         except BaseException:
             if not seen:
                 raise
