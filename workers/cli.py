@@ -3,7 +3,8 @@
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (an outbox table
 that does not match its source's mapping, a bad tenant registry row too, or a member reading
 another source's database: a conflict), 3 a database could not be reached (3 wins when both
-happen).
+happen), 130 interrupted (Ctrl-C), with a line saying what was and was not done; a running
+relay, worker or sweeper stops on Ctrl-C instead (exit 0).
 """
 
 from __future__ import annotations
