@@ -15,7 +15,9 @@ import sqlalchemy as sa
 import structlog
 from typer.testing import CliRunner, Result
 
+from config import load_settings
 from outbox.log import EventLog
+from tests.outbox_helpers import init_outbox
 from workers.cli import app
 
 
@@ -94,6 +96,44 @@ def write_config(path: Path, data: Mapping[str, Any]) -> Path:
     """Write ``data`` as a TOML settings file at ``path`` and return the path."""
     path.write_text(toml_text(data), encoding="utf-8")
     return path
+
+
+def balances_config(path: Path, store: str, source: str) -> Path:
+    """A config of the ``Balances`` projection in ``store``, fed by source ``bank``."""
+    return write_config(
+        path,
+        {
+            "projections": ["tests.projection_fixtures:Balances"],
+            "store": {"url": store},
+            "sources": {"bank": {"url": source}},
+        },
+    )
+
+
+def totals_in_store(
+    request: Any, tmp_path: Path, sqlite_database: Any, *, also: Sequence[str] = ()
+) -> tuple[Path, dict[str, Any], str]:
+    """A migrated config of ``totals`` (``doc_totals`` when ``request.param`` is ``"mongodb"``;
+    a PostgreSQL store for ``"postgresql"``, else SQLite) and the projections ``also``,
+    ``engine.max_attempts`` 1, fed by SQLite source ``bank`` (its outbox made): ``(config,
+    its data, the projection's name)``."""
+    data: dict[str, Any] = {
+        "projections": ["tests.projection_fixtures:Totals", *also],
+        "store": {"url": sqlite_database()},
+        "engine": {"max_attempts": 1},
+        "sources": {"bank": {"url": sqlite_database()}},
+    }
+    name = "totals"
+    if request.param == "postgresql":
+        data["store"] = {"url": request.getfixturevalue("pg_database")()}
+    elif request.param == "mongodb":
+        data["projections"] = [DOC_TOTALS, *also]
+        data["stores"] = {"docs": {"url": request.getfixturevalue("mongo_database")()}}
+        name = "doc_totals"
+    config = write_config(tmp_path / "readmodel.toml", data)
+    init_outbox(load_settings(config).sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    return config, data, name
 
 
 def table_rows(text: str) -> list[dict[str, str]]:

@@ -16,7 +16,7 @@ from pymongo import MongoClient
 
 from config import load_settings
 from outbox.db import create_engine
-from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
+from tests.cli_helpers import DOC_TOTALS, run_cli, totals_in_store, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.projection_fixtures import account_totals
 
@@ -38,23 +38,8 @@ def parked(
 ) -> Any:
     """Accounts a, b and c of ``totals`` (``doc_totals`` in a MongoDB store), each with its
     two deposits parked (the first failed, the second is held behind it); d applied."""
-    data: dict[str, Any] = {
-        "projections": ["tests.projection_fixtures:Totals"],
-        "store": {"url": sqlite_database()},
-        "engine": {"max_attempts": 1},
-        "sources": {"bank": {"url": sqlite_database()}},
-    }
-    name = "totals"
-    if request.param == "postgresql":
-        data["store"] = {"url": request.getfixturevalue("pg_database")()}
-    elif request.param == "mongodb":
-        data["projections"] = [DOC_TOTALS]
-        data["stores"] = {"docs": {"url": request.getfixturevalue("mongo_database")()}}
-        name = "doc_totals"
-    config = write_config(tmp_path / "readmodel.toml", data)
+    config, data, name = totals_in_store(request, tmp_path, sqlite_database)
     settings = load_settings(config)
-    init_outbox(settings.sources["bank"], "bank")
-    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     source = create_engine(settings.sources["bank"].url)
     for account in ("a", "b", "c", "d"):
         deposits = [("account", account, "Deposited", {"amount": 10, "seq": s}) for s in (1, 2)]

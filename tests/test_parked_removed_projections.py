@@ -15,8 +15,8 @@ import pytest
 
 from config import load_settings
 from outbox.db import create_engine
-from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
-from tests.outbox_helpers import init_outbox, insert_events
+from tests.cli_helpers import run_cli, totals_in_store, write_config
+from tests.outbox_helpers import insert_events
 
 BALANCES = "tests.projection_fixtures:Balances"
 
@@ -41,22 +41,7 @@ def removed(
     """A config without ``totals`` (``doc_totals`` in a MongoDB store), whose store keeps 2
     parked events of it (account b's: the first failed, the second is held behind it) and
     ``balances`` applied everything."""
-    data: dict[str, Any] = {
-        "projections": ["tests.projection_fixtures:Totals", BALANCES],
-        "store": {"url": sqlite_database()},
-        "engine": {"max_attempts": 1},
-        "sources": {"bank": {"url": sqlite_database()}},
-    }
-    name = "totals"
-    if request.param == "postgresql":
-        data["store"] = {"url": request.getfixturevalue("pg_database")()}
-    elif request.param == "mongodb":
-        data["projections"] = [DOC_TOTALS, BALANCES]
-        data["stores"] = {"docs": {"url": request.getfixturevalue("mongo_database")()}}
-        name = "doc_totals"
-    config = write_config(tmp_path / "readmodel.toml", data)
-    init_outbox(load_settings(config).sources["bank"], "bank")
-    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    config, data, name = totals_in_store(request, tmp_path, sqlite_database, also=[BALANCES])
     source = create_engine(load_settings(config).sources["bank"].url)
     try:
         insert_events(

@@ -24,8 +24,8 @@ import workers.cli_parked_bulk as cli_parked_bulk
 from config import load_settings
 from outbox.db import create_engine
 from outbox.errors import NotParked
-from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
-from tests.outbox_helpers import init_outbox, insert_events
+from tests.cli_helpers import run_cli, totals_in_store
+from tests.outbox_helpers import insert_events
 from tests.projection_fixtures import account_totals
 from workers.runtime import build_runtime
 
@@ -46,23 +46,8 @@ def parked(
 ) -> Iterator[Parked]:
     """Accounts a and b of ``totals`` (``doc_totals`` in a MongoDB store), each with three
     deposits (10, 20, 30) parked: the first failed, the others are held behind it."""
-    data: dict[str, Any] = {
-        "projections": ["tests.projection_fixtures:Totals"],
-        "store": {"url": sqlite_database()},
-        "engine": {"max_attempts": 1},
-        "sources": {"bank": {"url": sqlite_database()}},
-    }
-    name = "totals"
-    if request.param == "postgresql":
-        data["store"] = {"url": request.getfixturevalue("pg_database")()}
-    elif request.param == "mongodb":
-        data["projections"] = [DOC_TOTALS]
-        data["stores"] = {"docs": {"url": request.getfixturevalue("mongo_database")()}}
-        name = "doc_totals"
-    config = write_config(tmp_path / "readmodel.toml", data)
+    config, data, name = totals_in_store(request, tmp_path, sqlite_database)
     settings = load_settings(config)
-    init_outbox(settings.sources["bank"], "bank")
-    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
     source = create_engine(settings.sources["bank"].url)
     for account in ("a", "b"):
         deposits = [

@@ -15,23 +15,12 @@ import sqlalchemy as sa
 
 from config import load_settings
 from outbox.db import create_engine
-from tests.cli_helpers import run_cli, write_config
+from tests.cli_helpers import balances_config, run_cli
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.stall_proxy_helpers import stall_proxy
 from tests.terminal_helpers import CTRL_C, at_a_terminal
 
 DEPOSITS = [("account", a, "Deposited", {"amount": 5, "seq": 1}) for a in "abc"]
-
-
-def _config(path: Path, store: str, source: str) -> Path:
-    return write_config(
-        path,
-        {
-            "projections": ["tests.projection_fixtures:Balances"],
-            "store": {"url": store},
-            "sources": {"bank": {"url": source}},
-        },
-    )
 
 
 def _count(url: str, table: str) -> int:
@@ -78,7 +67,7 @@ def test_ctrl_c_exits_130_saying_what_it_left(
     said: str,
 ) -> None:
     store, source = pg_database(), sqlite_database()
-    direct = _config(tmp_path / "direct.toml", store, source)
+    direct = balances_config(tmp_path / "direct.toml", store, source)
     init_outbox(load_settings(direct).sources["bank"], "bank")
     assert run_cli(["migrate", "--config", str(direct)]).exit_code == 0
     engine = create_engine(source)
@@ -87,7 +76,7 @@ def test_ctrl_c_exits_130_saying_what_it_left(
     finally:
         engine.dispose()
     with stall_proxy(store, marker) as proxy:
-        proxied = _config(tmp_path / "proxied.toml", proxy.url(store), source)
+        proxied = balances_config(tmp_path / "proxied.toml", proxy.url(store), source)
 
         stopped = at_a_terminal(
             CTRL_C, *args, "-c", str(proxied), when=lambda: proxy.stalled() > 0, timeout=60
@@ -105,11 +94,11 @@ def test_ctrl_c_while_run_starts_stops_it_having_taken_no_work(
     tmp_path: Path, pg_database: Callable[[], str], sqlite_database: Callable[[], str]
 ) -> None:
     store, source = pg_database(), sqlite_database()
-    direct = _config(tmp_path / "direct.toml", store, source)
+    direct = balances_config(tmp_path / "direct.toml", store, source)
     init_outbox(load_settings(direct).sources["bank"], "bank")
     assert run_cli(["migrate", "--config", str(direct)]).exit_code == 0
     with stall_proxy(store, b"rm_alembic_version") as proxy:  # the schema check
-        proxied = _config(tmp_path / "proxied.toml", proxy.url(store), source)
+        proxied = balances_config(tmp_path / "proxied.toml", proxy.url(store), source)
         stopped = at_a_terminal(
             CTRL_C, "run", "-c", str(proxied), when=lambda: proxy.stalled() > 0, timeout=60
         )

@@ -15,23 +15,12 @@ import sqlalchemy as sa
 
 from config import load_settings
 from outbox.db import create_engine
-from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
+from tests.cli_helpers import DOC_TOTALS, balances_config, run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.stall_proxy_helpers import stall_proxy
 from tests.terminal_helpers import CTRL_C, at_a_terminal
 
 MARKER = b"balances"  # first sent when the runtime looks for the projection's table
-
-
-def _config(path: Path, store: str, source: str) -> Path:
-    return write_config(
-        path,
-        {
-            "projections": ["tests.projection_fixtures:Balances"],
-            "store": {"url": store},
-            "sources": {"bank": {"url": source}},
-        },
-    )
 
 
 @pytest.mark.parametrize(
@@ -46,10 +35,10 @@ def test_ctrl_c_while_the_runtime_is_built_exits_130_changing_nothing(
     args: list[str],
 ) -> None:
     store, source = pg_database(), sqlite_database()
-    direct = _config(tmp_path / "direct.toml", store, source)
+    direct = balances_config(tmp_path / "direct.toml", store, source)
     assert run_cli(["migrate", "--config", str(direct)]).exit_code == 0
     with stall_proxy(store, MARKER) as proxy:
-        proxied = _config(tmp_path / "proxied.toml", proxy.url(store), source)
+        proxied = balances_config(tmp_path / "proxied.toml", proxy.url(store), source)
 
         stopped = at_a_terminal(
             CTRL_C, *args, "-c", str(proxied), when=lambda: proxy.stalled() > 0, timeout=60

@@ -11,21 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from config import load_settings
-from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
+from tests.cli_helpers import DOC_TOTALS, balances_config, run_cli, write_config
 from tests.outbox_helpers import init_outbox
 from tests.stall_proxy_helpers import stall_proxy
 from tests.terminal_helpers import CTRL_C, at_a_terminal
-
-
-def _config(path: Path, store: str, source: str) -> Path:
-    return write_config(
-        path,
-        {
-            "projections": ["tests.projection_fixtures:Balances"],
-            "store": {"url": store},
-            "sources": {"bank": {"url": source}},
-        },
-    )
 
 
 def test_ctrl_c_while_status_reads_exits_130_saying_so(
@@ -33,11 +22,11 @@ def test_ctrl_c_while_status_reads_exits_130_saying_so(
 ) -> None:
     """The read store holds the read of the log's heads (``--timeout`` 600 s)."""
     store, source = pg_database(), sqlite_database()
-    direct = _config(tmp_path / "direct.toml", store, source)
+    direct = balances_config(tmp_path / "direct.toml", store, source)
     assert run_cli(["migrate", "--config", str(direct)]).exit_code == 0
     init_outbox(load_settings(direct).sources["bank"], "bank")
     with stall_proxy(store, b"rm_log_heads") as proxy:
-        proxied = _config(tmp_path / "proxied.toml", proxy.url(store), source)
+        proxied = balances_config(tmp_path / "proxied.toml", proxy.url(store), source)
 
         stopped = at_a_terminal(
             CTRL_C,
