@@ -15,18 +15,18 @@ from dataclasses import dataclass
 import structlog
 
 from outbox.envelope import Envelope, aggregate_hash
-from outbox.errors import NotParked, ReadmodelError
+from outbox.errors import ReadmodelError
 from projections import invalidations
 from projections.api import Projection
 from projections.cache import Cache
 from projections.engine_failures import LaneFailures, RetryLater, not_parked_again
+from projections.engine_parked import ParkedOperations
 from projections.handler_timeout import OnStuck, TimeoutHooks, handler_limit
 from projections.log_reader import LogReader
 from projections.store import (
     BatchResult,
     HandlerFailed,
     Lane,
-    ParkedEvent,
     Store,
     WritesRefused,
 )
@@ -51,8 +51,11 @@ class LaneProgress:
     checkpoint: int
 
 
-class ProjectionEngine(LaneFailures):
-    """Applies log events to projections through their stores. Plain Python, no broker."""
+class ProjectionEngine(LaneFailures, ParkedOperations):
+    """Applies log events to projections through their stores. Plain Python, no broker.
+
+    Its failing events are handled by :class:`LaneFailures`, its parked events (list, retry,
+    skip) by :class:`ParkedOperations`."""
 
     def __init__(
         self,
@@ -320,101 +323,7 @@ class ProjectionEngine(LaneFailures):
                     out.append((lane, position, head))
         return out
 
-    # -- parked events -------------------------------------------------------------
-
-    def parked(
-        self, projection: str | None = None, status: str | None = "parked"
-    ) -> list[ParkedEvent]:
-        out: list[ParkedEvent] = []
-        for store in self._distinct_stores():
-            out.extend(store.parked(projection, status))
-        return out
-
-    def removed(self, name: str) -> bool:
-        """True when ``name`` is not configured but a store still keeps its parked events or
-        checkpoints: a projection removed from the configuration."""
-        if name in self.projections:
-            return False
-        return any(s.parked(name, None) or s.checkpoints(name) for s in self._distinct_stores())
-
-    def removed_with_parked(self) -> list[str]:
-        """The projections no longer configured that have events parked in a store."""
-        return sorted({e.projection for e in self.parked()} - set(self.projections))
-
-    def retry(self, entry: ParkedEvent) -> int:
-        """Re-apply the parked events of ``entry``'s aggregate hold (its tenant's, or the one
-        naming no tenant), in order, and release it; other tenants' holds stay.
-
-        Only while ``entry`` itself is parked: one skipped, retried or replayed (when read,
-        or by the time the retry holds its lane) raises :class:`NotParked` and nothing is
-        retried, even if later events of its aggregate are parked (they have ids of their
-        own, which a retry names)."""
-        if entry.projection not in self.projections:
-            raise ReadmodelError(no_handler(entry.projection))
-        if entry.status != "parked":
-            raise NotParked(
-                f"e{entry.id} is no longer parked (it is {entry.status} now); nothing was retried",
-                entry.status,
-            )
-        store = self.store_of(entry.projection)
-        try:
-            return self.retry_hold(entry, entry_id=entry.id)
-        except NotParked:
-            raise _no_longer_parked(store, entry, "retried") from None
-
-    def retry_hold(self, entry: ParkedEvent, *, entry_id: int | None = None) -> int:
-        """Re-apply whatever is parked under ``entry``'s aggregate hold now, whatever
-        ``entry``'s own status (the events held behind a skipped one); with ``entry_id``,
-        only while that entry is parked (:meth:`Store.retry_parked`)."""
-        if entry.projection not in self.projections:
-            raise ReadmodelError(no_handler(entry.projection))
-        projection = self.projection(entry.projection)
-        store = self.store_of(projection)
-        partition = aggregate_hash(entry.aggregate_type, entry.aggregate_id) % projection.partitions
-        lane = Lane(projection.name, entry.source, partition)
-        applied = store.retry_parked(
-            projection,
-            lane,
-            entry.aggregate,
-            lambda positions: self.reader.at_positions(entry.source, positions),
-            entry_id,
-        )
-        self.redo_invalidations()
-        return applied
-
-    def skip(self, entry: ParkedEvent) -> int:
-        """Skip one parked event, then apply the aggregate's remaining parked events in order
-        (they were held behind it). Returns how many were applied; if one fails again, it and
-        the rest stay parked (:class:`HandlerFailed`). For a projection no longer configured
-        only ``entry`` is skipped: no handler can apply the events held behind it."""
-        if entry.status != "parked":
-            raise ReadmodelError(f"e{entry.id} is not parked (it was {entry.status})")
-        if entry.projection not in self.projections:
-            holder = self._holder(entry)
-            if holder.skip_parked(entry.id) is None:
-                raise _no_longer_parked(holder, entry, "skipped")
-            return 0
-        store = self.store_of(entry.projection)
-        if store.skip_parked(entry.id) is None:
-            raise _no_longer_parked(store, entry, "skipped")
-        remaining = [
-            e
-            for e in store.parked(entry.projection)
-            if (e.source, e.aggregate) == (entry.source, entry.aggregate)
-        ]
-        return self.retry_hold(remaining[0]) if remaining else 0
-
-    def _holder(self, entry: ParkedEvent) -> Store:
-        """The store that parked ``entry`` of a projection no longer configured."""
-        holders = [
-            store
-            for store in self._distinct_stores()
-            if any(e.id == entry.id for e in store.parked(entry.projection))
-        ]
-        if len(holders) != 1:
-            where = "several stores" if holders else "no store"
-            raise ReadmodelError(f"e{entry.id}@{entry.projection} is parked in {where}")
-        return holders[0]
+    # -- stores --------------------------------------------------------------------
 
     def parking_stores(self) -> list[Store]:
         """Each store once: where parked events are kept."""
@@ -427,27 +336,3 @@ class ProjectionEngine(LaneFailures):
     def close(self) -> None:
         for store in self._distinct_stores():
             store.close()
-
-
-def no_handler(projection: str) -> str:
-    """Why a parked event of a projection no longer configured cannot be retried."""
-    return (
-        f"projection {projection!r} is no longer configured: its parked events cannot be "
-        f"applied (no handler); skip them, or configure the projection again to retry them"
-    )
-
-
-def _no_longer_parked(store: Store, entry: ParkedEvent, doing: str) -> NotParked:
-    """``entry`` was read parked, but by the time ``store`` held it to be ``doing`` (skipped,
-    retried) something else had settled it: a replay's swap, another skip or retry."""
-    now = _status_of(store, entry)
-    became = "it is gone" if now is None else f"it is {now} now"
-    return NotParked(
-        f"e{entry.id} is no longer parked ({became}: it changed while being {doing}); "
-        f"nothing was {doing}",
-        now,
-    )
-
-
-def _status_of(store: Store, entry: ParkedEvent) -> str | None:
-    return next((e.status for e in store.parked(entry.projection, None) if e.id == entry.id), None)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from outbox.errors import ReadmodelError
-from projections.engine import no_handler
+from projections.engine_parked import no_handler
 from projections.parked_bulk import Selection
 from projections.store import HandlerFailed
 from workers.cli_parked_bulk import (

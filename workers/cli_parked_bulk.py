@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from projections.engine import no_handler
+from projections.engine_parked import no_handler
 from projections.parked_bulk import Hold, Outcome, Selected, Selection, retry, select, skip
 from workers.cli_confirm import changing_nothing, confirm
 from workers.cli_support import (
