@@ -62,10 +62,7 @@ class ParkedOperations:
         if entry.projection not in self.projections:
             raise ReadmodelError(no_handler(entry.projection))
         if entry.status != "parked":
-            raise NotParked(
-                f"e{entry.id} is no longer parked (it is {entry.status} now); nothing was retried",
-                entry.status,
-            )
+            raise _not_parked(entry, "retried")
         store = self.store_of(entry.projection)
         try:
             return self.retry_hold(entry, entry_id=entry.id)
@@ -96,9 +93,12 @@ class ParkedOperations:
         """Skip one parked event, then apply the aggregate's remaining parked events in order
         (they were held behind it). Returns how many were applied; if one fails again, it and
         the rest stay parked (:class:`HandlerFailed`). For a projection no longer configured
-        only ``entry`` is skipped: no handler can apply the events held behind it."""
+        only ``entry`` is skipped: no handler can apply the events held behind it.
+
+        Only while ``entry`` is parked, as :meth:`retry`: one settled (when read, or by the
+        time the skip holds it) raises :class:`NotParked` and nothing is skipped."""
         if entry.status != "parked":
-            raise ReadmodelError(f"e{entry.id} is not parked (it was {entry.status})")
+            raise _not_parked(entry, "skipped")
         if entry.projection not in self.projections:
             holder = self._holder(entry)
             if holder.skip_parked(entry.id) is None:
@@ -132,6 +132,15 @@ def no_handler(projection: str) -> str:
     return (
         f"projection {projection!r} is no longer configured: its parked events cannot be "
         f"applied (no handler); skip them, or configure the projection again to retry them"
+    )
+
+
+def _not_parked(entry: ParkedEvent, doing: str) -> NotParked:
+    """The refusal of ``entry``, not parked when read (skipped, retried or replayed): in the
+    same words for a skip and a retry, ``doing`` naming which."""
+    return NotParked(
+        f"e{entry.id} is no longer parked (it is {entry.status} now); nothing was {doing}",
+        entry.status,
     )
 
 

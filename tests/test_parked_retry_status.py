@@ -1,8 +1,9 @@
 """``readmodel parked retry`` acts on the entry it is given only while that entry is parked:
-one skipped, retried or replayed is refused (exit 1, "nothing was retried"), even when other
-events of its aggregate are still parked (they are retried by their own ids). A bulk retry
-(``--projection``) whose chosen events another operator settled while it asked goes on with
-the other aggregates, and retries of a hold only the events it chose that are still parked.
+one skipped, retried or replayed is refused (exit 1, "nothing was retried"; ``parked skip``
+says it the same way, "nothing was skipped"), even when other events of its aggregate are
+still parked (they are retried by their own ids). A bulk retry (``--projection``) whose
+chosen events another operator settled while it asked goes on with the other aggregates, and
+retries of a hold only the events it chose that are still parked.
 On SQLite, PostgreSQL and MongoDB stores."""
 
 from __future__ import annotations
@@ -142,6 +143,23 @@ def test_a_retry_of_an_entry_already_retried_is_refused(parked: Parked) -> None:
     assert _statuses(parked) == {"a1": "parked", "a2": "parked", "a3": "parked"} | {
         f"b{n}": "retried" for n in (1, 2, 3)
     }
+
+
+def test_a_skip_of_an_entry_already_retried_is_refused_as_a_retry_is(parked: Parked) -> None:
+    """``parked skip`` of an entry not parked when read says it as ``parked retry`` does."""
+    first = _entries(parked)[("b", 1)]["ref"]
+    done = run_cli(["parked", "retry", first, "--config", str(parked.config)])
+    assert done.exit_code == 0, done.output
+
+    again = run_cli(["parked", "skip", first, "--config", str(parked.config)])
+
+    assert again.exit_code == 1, again.output
+    assert again.stderr.strip().endswith(
+        f"{first} is no longer parked (it is retried now); nothing was skipped"
+    ), again.stderr
+    assert "skipped" not in again.stdout
+    assert parked.totals() == {"b": 60}
+    assert _statuses(parked)["b1"] == "retried"
 
 
 def test_a_retry_of_an_entry_skipped_after_it_was_read_is_refused(parked: Parked) -> None:
