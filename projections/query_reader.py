@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ from outbox.rows import json_safe
 from projections.query_cursors import decode_cursor, encode_cursor, list_fingerprint
 from projections.query_errors import QueryError
 from projections.query_values import JsonValue, filter_value, key_value, sqlite_wall_time
+from projections.session_zone_tags import session_key
 from projections.tenant_scope import raw_handle, scoped_to_tenant
 
 __all__ = ["JsonValue", "Page", "QueryError", "SqlReader", "filter_value"]
@@ -62,6 +64,7 @@ class SqlReader:
         self.shared = frozenset(t.name for t in shared_tables)
         self._tenant = tenant
         self._query: str | None = None
+        self._zone: list[tzinfo | None] = []  # the session's, once known (shared by copies)
 
     @property
     def tenant(self) -> str | None:
@@ -199,7 +202,24 @@ class SqlReader:
         typed = [key_value(c, v, hint) for c, v in zip(columns, values, strict=True)]
         if self._engine.dialect.name == "sqlite":
             typed = [sqlite_wall_time(c, v) for c, v in zip(columns, typed, strict=True)]
+        elif self._engine.dialect.name == "postgresql" and datetime in map(type, typed):
+            zone = self._session_zone()
+            typed = [session_key(c, v, zone) for c, v in zip(columns, typed, strict=True)]
         return tuple(typed)
+
+    def _session_zone(self) -> tzinfo | None:
+        """The store's session ``TimeZone`` (PostgreSQL), asked once: a key's timestamp is
+        read as the session stores it (:func:`~projections.session_zone_tags.session_key`)."""
+        if not self._zone:
+            try:
+                with self._engine.connect() as conn:
+                    driver = conn.connection.driver_connection
+                    self._zone.append(driver.info.timezone)  # type: ignore[union-attr]
+            except SQLAlchemyError as exc:
+                raise StoreError(
+                    f"{self.projection}: query failed: {describe_db_error(exc)}"
+                ) from exc
+        return self._zone[0]
 
     def key_dict(self, table: sa.Table, key: Any) -> dict[str, Any]:
         return {

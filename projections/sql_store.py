@@ -20,6 +20,7 @@ from outbox.schema import create_tables
 from projections.api import Projection, UnstorableValueError
 from projections.handler_timeout import HandlerTimeout, bounded
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
+from projections.session_zone_tags import with_session_spellings
 from projections.sql_invalidations import SqlInvalidations
 from projections.sql_parked_bulk import SqlBulkParking
 from projections.sql_parked_entries import SqlParkedEntries, parked_of, still_parked
@@ -287,6 +288,7 @@ class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, S
 
         On PostgreSQL all of it is sent at once and answered in one round trip (psycopg's
         pipeline mode; the first error aborts the rest and is raised at the commit)."""
+        tags = with_session_spellings(tags, tx.session_zone())
         if self.kind != "postgresql":
             tx.flush()
             self.set_checkpoint(conn, lane, upto)
@@ -359,6 +361,7 @@ class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, S
                     except RefusedWrite as refused:
                         error, detail = without_values(refused.error), hidden_traceback(refused)
                         raise HandlerFailed(event, error, detail, refused=True) from refused
+                tags = with_session_spellings(tags, tx.session_zone())
                 self.journal(conn, projection.name, tags)  # done by the engine after the retry
                 conn.execute(
                     parked_events.update()

@@ -140,6 +140,18 @@ def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
         raise Unstorable(_OUT_OF_RANGE) from None
 
 
+def session_time(moment: datetime, zone: tzinfo) -> datetime | None:
+    """``moment`` as PostgreSQL's session in ``zone`` stores it: an aware one in a
+    ``timestamp`` column as its wall time there (naive), a naive one in a ``timestamptz``
+    column as the instant of that wall time there (aware); ``None`` out of range."""
+    aware = moment.tzinfo is not None and moment.utcoffset() is not None
+    try:
+        local = _in_zone(moment, zone)
+    except (Unstorable, OverflowError, ValueError):
+        return None
+    return local.replace(tzinfo=None, fold=0) if aware else local
+
+
 _EDGE_SHIFT = timedelta(days=2)
 _OUT_OF_RANGE = (
     "in the session's time zone it is before year 1 or after year 9999: PostgreSQL stores "

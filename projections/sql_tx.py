@@ -101,7 +101,7 @@ class SqlTx(Prefetches):
         info = self._info.get(table)
         if info is None:
             physical = self._physical(table)
-            converters = stored_values(self.conn.dialect, table, self._zone())
+            converters = stored_values(self.conn.dialect, table, self.session_zone())
             self._widths[physical.name] = len(physical.columns)
             info = self._info[table] = (
                 physical,
@@ -113,7 +113,7 @@ class SqlTx(Prefetches):
             )
         return info
 
-    def _zone(self) -> tzinfo | None:
+    def session_zone(self) -> tzinfo | None:
         """The session's time zone (PostgreSQL's ``TimeZone``), which timestamps take."""
         if not self._postgresql:
             return None

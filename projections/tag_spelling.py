@@ -60,6 +60,27 @@ def tag_spellings(tag: str) -> list[str]:
     return [tag]
 
 
+def tag_moment(tag: str) -> tuple[str, datetime] | None:
+    """``(head, timestamp)`` when the id ``tag`` ends with (as :func:`tag_spellings` finds
+    it) is a timestamp: ``"moment:2024-05-01T10:00:00Z"`` is ``("moment:", 10:00 UTC)``."""
+    start = tag.find(":") + 1
+    while start:
+        rest = tag[start:]
+        if _value_spellings(rest) is not None:
+            if not rest[0].isdigit() or ("-" not in rest and ":" not in rest):
+                return None
+            try:
+                Decimal(rest)
+            except InvalidOperation:
+                try:
+                    return tag[:start], datetime.fromisoformat(rest)
+                except ValueError:  # a time
+                    return None
+            return None
+        start = tag.find(":", start) + 1
+    return None
+
+
 def _value_spellings(text: str) -> list[str] | None:
     """The canonical spellings of the number, timestamp, time or UUID ``text`` is, or
     ``None`` when it is none of them."""

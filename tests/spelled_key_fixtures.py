@@ -1,7 +1,8 @@
 """A projection for tests/test_cache_key_spellings.py: ``n_number`` keyed by a NUMERIC
-column (no scale), ``n_moment`` by a naive ``DateTime``, each row's key read from its
-aggregate id (as a handler does), tagged ``number:{id}`` / ``moment:{id}`` (the tags the
-default ``cache_tags`` of those aggregates' events give); ``n_counted`` is tagged by a
+column (no scale), ``n_moment`` by a naive ``DateTime``, ``n_instant`` by an aware one
+(PostgreSQL's ``timestamptz``), each row's key read from its aggregate id (as a handler
+does), tagged ``number:{id}`` / ``moment:{id}`` / ``instant:{id}`` (the tags the default
+``cache_tags`` of those aggregates' events give); ``n_counted`` is tagged by a
 ``key_tags`` function, and read by the query ``counted`` tagged by a ``tags=`` function,
 both counting their calls in :data:`TAG_CALLS`."""
 
@@ -30,6 +31,12 @@ MOMENT = sa.Table(
     sa.Column("id", sa.DateTime, primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
+INSTANT = sa.Table(
+    "n_instant",
+    metadata,
+    sa.Column("id", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
 COUNTED = sa.Table(
     "n_counted",
     metadata,
@@ -52,8 +59,13 @@ def counted_query_tags(counted_id: str) -> list[str]:
 
 class SpelledKeys(Projection):
     name = "spelled_keys"
-    tables = (NUMBER, MOMENT, COUNTED)
-    key_tags = {"n_number": "number:{id}", "n_moment": "moment:{id}", "n_counted": counted_tags}
+    tables = (NUMBER, MOMENT, INSTANT, COUNTED)
+    key_tags = {
+        "n_number": "number:{id}",
+        "n_moment": "moment:{id}",
+        "n_instant": "instant:{id}",
+        "n_counted": counted_tags,
+    }
 
     @query(tags=counted_query_tags)
     def counted(self, read: Any, counted_id: str) -> Any:
@@ -67,5 +79,7 @@ class SpelledKeys(Projection):
             tx.upsert(NUMBER, {"id": Decimal(text), "value": value})
         elif kind == "moment":
             tx.upsert(MOMENT, {"id": datetime.fromisoformat(text), "value": value})
+        elif kind == "instant":
+            tx.upsert(INSTANT, {"id": datetime.fromisoformat(text), "value": value})
         else:
             tx.upsert(COUNTED, {"id": text, "value": value})

@@ -9,14 +9,17 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
 from projections import Queries
 from tests import spelled_key_fixtures as fixtures
 from tests.cache_helpers import append, cached_runtime, redis_keys
 
 _PLUS_TWO = timezone(timedelta(hours=2))
+_BERLIN = ZoneInfo("Europe/Berlin")
 
 
 @pytest.fixture
@@ -112,6 +115,63 @@ def test_a_sqlite_naive_timestamp_key_and_its_wall_time_share_one_entry(
         keys += ["2024-05-01T10:00:00+02:00", "2024-05-01 10:00:00"]
         assert [_read(queries, "n_moment", key) for key in keys] == ["v1"] * len(keys)
         assert len(_entries(runtime, "n_moment")) == 1, _entries(runtime, "n_moment")
+
+
+@pytest.fixture
+def berlin(
+    database_for: Callable[[str], str], make_settings: Callable[..., Any]
+) -> Iterator[tuple[Any, Queries]]:
+    """A cached runtime on a PostgreSQL database whose sessions' ``TimeZone`` is
+    Europe/Berlin (+02:00 in May): a ``timestamp`` column stores an aware value's wall time
+    there, a ``timestamptz`` one takes a naive value there."""
+    url = database_for("postgresql")
+    admin = sa.create_engine(sa.make_url(url).set(drivername="postgresql+psycopg"))
+    with admin.begin() as conn:
+        name = conn.exec_driver_sql("SELECT current_database()").scalar_one()
+        conn.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET timezone TO 'Europe/Berlin'")
+    admin.dispose()
+    with cached_runtime(url, make_settings, "tests.spelled_key_fixtures") as opened:
+        yield opened
+
+
+def _zoned_spellings(stored: datetime) -> list[Any]:
+    """Spellings of a key: as the row holds it, naive (its Berlin wall time), and aware (in
+    UTC, at +02:00, in Berlin), each as it is and as text."""
+    wall = stored.astimezone(_BERLIN).replace(tzinfo=None) if stored.tzinfo else stored
+    aware = [wall.replace(tzinfo=_BERLIN), wall.replace(tzinfo=_BERLIN).astimezone(UTC)]
+    aware += [wall.replace(tzinfo=_PLUS_TWO), wall.replace(tzinfo=UTC)]
+    moments = [stored, wall, *aware]
+    return [*moments, *(moment.isoformat() for moment in moments)]
+
+
+@pytest.mark.parametrize("kind", ["moment", "instant"])
+@pytest.mark.parametrize(
+    "aggregate_id",
+    [
+        "2024-05-01T12:00:00+02:00",
+        "2024-05-02T10:00:00Z",
+        "2024-05-03T10:00:00",
+        "2024-10-27T01:30:00Z",  # 02:30+01:00 in Berlin, the second 02:30 of the day
+    ],
+)
+def test_every_spelling_that_finds_a_row_on_a_session_out_of_utc_sees_a_write(
+    berlin: tuple[Any, Queries], kind: str, aggregate_id: str
+) -> None:
+    """PostgreSQL in Europe/Berlin: a ``timestamp`` row holds an aware id's Berlin wall time
+    (``...10:00Z`` is the row 12:00), a ``timestamptz`` one a naive id taken in Berlin
+    (``...10:00`` is 08:00 UTC); every spelling of a key that finds the row must read the
+    update after its event."""
+    runtime, queries = berlin
+    table = f"n_{kind}"
+    _apply(runtime, kind, aggregate_id, "v1")
+    (row,) = queries.list("spelled_keys", table=table).rows
+    spellings = _zoned_spellings(datetime.fromisoformat(row["id"]))
+    found = [key for key in spellings if _read(queries, table, key) == "v1"]
+    assert len(found) >= 4, found
+    assert all(_read(queries, table, key) == "v1" for key in found)  # cached
+    _apply(runtime, kind, aggregate_id, "v2")
+    stale = [key for key in found if _read(queries, table, key) != "v2"]
+    assert stale == []
 
 
 def test_a_hit_does_not_work_out_the_tags_of_its_entry(spelled: tuple[Any, Queries]) -> None:
