@@ -152,6 +152,7 @@ def _zoned_spellings(stored: datetime) -> list[Any]:
         "2024-05-02T10:00:00Z",
         "2024-05-03T10:00:00",
         "2024-10-27T01:30:00Z",  # 02:30+01:00 in Berlin, the second 02:30 of the day
+        "2024-10-27T02:30:00",  # twice in Berlin
     ],
 )
 def test_every_spelling_that_finds_a_row_on_a_session_out_of_utc_sees_a_write(
