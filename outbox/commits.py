@@ -1,6 +1,7 @@
-"""A transaction whose COMMIT the connection was lost in raises :class:`CommitUncertain`, so
-that a caller counting what it did (``readmodel parked retry``, ``purge``) can report that
-work as unknown: the server may have committed it before the connection went."""
+"""A transaction whose COMMIT the connection was lost in raises :class:`CommitUncertain` (one
+Ctrl-C stopped: :class:`CommitInterrupted`), so that a caller counting what it did
+(``readmodel parked retry``, ``purge``) can report that work as unknown: the server may have
+committed it before the connection went."""
 
 from __future__ import annotations
 
@@ -12,18 +13,24 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from outbox.db import describe_db_error
-from outbox.errors import CommitUncertain
+from outbox.errors import CommitInterrupted, CommitUncertain
 
 
 @contextmanager
 def begin_telling_commit(engine: sa.Engine, what: str) -> Iterator[sa.Connection]:
     """``engine.begin()``: the block's work committed on exit, rolled back on error; a lost
-    connection at the commit raises :class:`CommitUncertain` naming ``what``."""
+    connection at the commit raises :class:`CommitUncertain` naming ``what``, Ctrl-C there
+    :class:`CommitInterrupted` (psycopg, interrupted waiting for the COMMIT's answer,
+    cancels and raises the :class:`KeyboardInterrupt` whatever the server did)."""
     committing = False
     try:
         with engine.connect() as conn, conn.begin():
             yield conn
             committing = True  # the block is done: what fails now is the COMMIT
+    except KeyboardInterrupt as exc:
+        if committing and not isinstance(exc, CommitInterrupted):
+            raise CommitInterrupted(what) from exc
+        raise
     except (DBAPIError, psycopg.Error) as exc:
         if committing and _lost(exc):
             raise CommitUncertain(

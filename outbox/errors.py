@@ -12,6 +12,9 @@
         └── SchemaError     readmodel's tables in the read store cannot be migrated
             └── SchemaOutdated  the read store is not at the revision this readmodel needs
 
+    KeyboardInterrupt
+    └── CommitInterrupted  Ctrl-C while a COMMIT was in hand: done or not, unknown
+
 Configuration errors are :class:`config.ConfigError`, which ``config/`` defines itself.
 Messages never contain a password or a full DSN.
 """
@@ -97,6 +100,13 @@ class CommitUncertain(StoreError):
     """The connection was lost while the store committed: the transaction may have been
     committed or not, and the client cannot tell until it reads the data again. A caller
     reports what it was doing as unknown, never as not done."""
+
+
+class CommitInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) came while the store committed: the server may have committed the
+    transaction or not. Still a :class:`KeyboardInterrupt`, so the command stops as for any
+    Ctrl-C (exit 130); a caller counting what it did reports that work as unknown, as for
+    :class:`CommitUncertain`."""
 
 
 class SchemaError(StoreError):

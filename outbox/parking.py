@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from outbox.commits import begin_telling_commit
 from outbox.db import _json_dumps, _json_loads
-from outbox.errors import CommitUncertain
+from outbox.errors import CommitInterrupted, CommitUncertain
 from outbox.rows import MalformedRow
 from outbox.schema import PARKED_OUTBOX_ROW, parked
 from outbox.source_groups import SEPARATOR
@@ -120,7 +120,7 @@ class ParkedEvents:
                             parked.c.id.in_(ids[start : start + 5000]), parked.c.status == "skipped"
                         )
                     ).rowcount
-        except CommitUncertain:
+        except (CommitUncertain, CommitInterrupted):
             progress.uncertain += len(ids)
             raise
         progress.deleted += deleted  # one transaction: all of it, once committed

@@ -22,7 +22,7 @@ from pymongo.errors import PyMongoError
 
 from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
-from outbox.errors import CommitUncertain, NotParked, StoreError
+from outbox.errors import CommitInterrupted, CommitUncertain, NotParked, StoreError
 from outbox.mongo_connection import describe_mongo_error as _describe
 from projections.api import Projection
 from projections.document_holds import (
@@ -220,6 +220,10 @@ class DocumentParking:
             )
         except HandlerFailed as failed:
             self._record_failed_retry(lane, aggregate, failed)
+            raise
+        except KeyboardInterrupt as exc:
+            if committing:  # Ctrl-C at (or after) an attempt's commit: done or not, unknown
+                raise CommitInterrupted(f"{lane.projection}: retry") from exc
             raise
         except StoreError as exc:
             if committing:  # an attempt's commit whose answer never came may have been done

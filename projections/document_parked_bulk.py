@@ -17,7 +17,7 @@ from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
-from outbox.errors import CommitUncertain, StoreError
+from outbox.errors import CommitInterrupted, CommitUncertain, StoreError
 from outbox.mongo_connection import describe_mongo_error as _describe
 from outbox.parking import PurgeProgress
 from projections.document_holds import BLOCKED, PARKED, hold_filter, hold_key
@@ -68,6 +68,10 @@ class DocumentBulkParking:
                     "cannot skip parked events", work, None if watch is None else watch.conflicted
                 )
             )
+        except KeyboardInterrupt as exc:
+            if committing:  # Ctrl-C at (or after) an attempt's commit: done or not, unknown
+                raise CommitInterrupted("cannot skip parked events") from exc
+            raise
         except StoreError as exc:
             if committing:
                 raise _uncertain(exc) from exc

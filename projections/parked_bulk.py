@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from outbox.errors import CommitUncertain, NotParked
+from outbox.errors import CommitInterrupted, CommitUncertain, NotParked
 from outbox.source_groups import group_of
 from projections.engine import ProjectionEngine
 from projections.store import AggregateKey, HandlerFailed, ParkedEvent, Store
@@ -55,8 +55,9 @@ class Outcome:
     """A skip: the events held behind the skipped ones in each hold whose skip is done and
     whose retry of them is not yet; after a run stopped partway, those left parked."""
     uncertain: dict[Hold, list[ParkedEvent]] = field(default_factory=dict)
-    """After a run stopped partway: the events of the hold whose retry the connection was
-    lost at the commit of (:class:`CommitUncertain`): applied or still parked, unknown."""
+    """After a run stopped partway: the events of the holds whose retry (or skip) the
+    connection was lost at the commit of (:class:`CommitUncertain`), or Ctrl-C came at
+    (:class:`CommitInterrupted`): done or still parked, unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +167,7 @@ def skip(
         if ids:
             try:
                 outcome.skipped += selected.store.skip_parked_many(sorted(ids))
-            except CommitUncertain:  # skipped or not, unknown: no longer "not done"
+            except (CommitUncertain, CommitInterrupted):  # skipped or not, unknown
                 for hold in selected.holds:
                     outcome.uncertain[hold] = outcome.pending.pop(hold)
                 raise
@@ -199,12 +200,12 @@ def _uncertain_if_cut(
     undone: dict[Hold, list[ParkedEvent]],
     events: list[ParkedEvent],
 ) -> Iterator[None]:
-    """A retry of ``hold`` whose commit the connection was lost in moves the hold from
-    ``undone`` to ``outcome.uncertain``: it may be applied, it must not be reported as not
-    done."""
+    """A retry of ``hold`` whose commit the connection was lost in (or Ctrl-C stopped) moves
+    the hold from ``undone`` to ``outcome.uncertain``: it may be applied, it must not be
+    reported as not done."""
     try:
         yield
-    except CommitUncertain:
+    except (CommitUncertain, CommitInterrupted):
         outcome.uncertain[hold] = undone.pop(hold, events)
         raise
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from outbox.commits import begin_telling_commit
-from outbox.errors import CommitUncertain
+from outbox.errors import CommitInterrupted, CommitUncertain
 from outbox.parking import PurgeProgress
 from projections.store import AggregateKey
 from projections.store_tables import blocked, failures, parked_events
@@ -115,7 +115,7 @@ class SqlBulkParking:
                             parked_events.c.status == "skipped",
                         )
                     ).rowcount
-        except CommitUncertain:
+        except (CommitUncertain, CommitInterrupted):
             progress.uncertain += len(ids)
             raise
         progress.deleted += deleted  # one transaction: all of it, once committed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import bson
@@ -39,6 +40,12 @@ def split_messages(stream: bytes) -> tuple[list[bytes], bytes]:
 
 def command_name(message: bytes) -> str | None:
     """The command an OP_MSG carries (its body's first key); None for another opCode."""
+    body = command_body(message)
+    return None if body is None else next(iter(body), None)
+
+
+def command_body(message: bytes) -> dict[str, Any] | None:
+    """The body of an OP_MSG (its kind 0 section); None for another opCode."""
     length, _, _, op_code = _HEADER.unpack_from(message)
     if op_code != OP_MSG:
         return None
@@ -50,7 +57,7 @@ def command_name(message: bytes) -> str | None:
         (size,) = struct.unpack_from("<i", message, at + 1)
         if kind == 0:  # the body: one BSON document, its size included
             body: dict[str, Any] = bson.decode(message[at + 1 : at + 1 + size])
-            return next(iter(body), None)
+            return body
         at += 1 + size  # kind 1, a document sequence: its size covers its identifier too
     return None
 
@@ -61,15 +68,37 @@ class MongoCommitCutProxy(CutProxy):
     :attr:`cuts`; disarmed after one). With :attr:`stay_away` it then :meth:`cut`\\s: the
     server is unreachable to the clients until :meth:`mend` (a client's own retry of the
     commit cannot reach it); without, the other connections go on and new ones get
-    through."""
+    through.
+
+    With :attr:`marks` (a test of a command's body), only the commit of a session that sent
+    a command it holds true of while armed is the one. With :attr:`hold`, the commit's
+    answer is held instead of dropped: the connection stays open, forwarding nothing more
+    to the client (counted in :attr:`held` once the server has answered, that is committed),
+    until :meth:`let_go` ends it; the other connections go on."""
 
     def __init__(self, upstream: tuple[str, int], *, stay_away: bool = True) -> None:
         super().__init__(upstream)
         self.armed = False
         self.stay_away = stay_away
+        self.marks: Callable[[dict[str, Any]], bool] | None = None
+        self.hold = False
         self.cuts = 0
+        self.held = 0
         self._partial: dict[int, bytes] = {}  # per connection: a message not all received
         self._committing: set[int] = set()  # connections whose commit was forwarded
+        self._sessions: set[Any] = set()  # the lsids of sessions that sent a marked command
+        self._holding: list[tuple[socket.socket, socket.socket]] = []
+
+    def let_go(self) -> None:
+        """End the connections whose commit's answer is held."""
+        with self._lock:
+            holding, self._holding = self._holding, []
+        for pair in holding:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def _relay(
         self,
@@ -86,16 +115,27 @@ class MongoCommitCutProxy(CutProxy):
                     self.cuts += 1
             if not committing:
                 return super()._relay(pair, from_client, data, dst)
+            if self.hold:  # the commit's answer is held, the connection kept
+                with self._lock:
+                    if pair not in self._holding:
+                        self.held += 1
+                        self._holding.append(pair)
+                return True
             if self.stay_away:  # the commit's answer is dropped, and the server goes away
                 self.cut()
             return False
         with self._lock:
             messages, self._partial[key] = split_messages(self._partial.pop(key, b"") + data)
         for message in messages:
-            if command_name(message) == "commitTransaction":
+            body = command_body(message) or {}
+            session = (body.get("lsid") or {}).get("id")
+            if self.armed and self.marks is not None and self.marks(body):
                 with self._lock:
-                    if self.armed:  # marked before the server can answer
-                        self.armed = False
+                    self._sessions.add(session)
+            if next(iter(body), None) == "commitTransaction":
+                with self._lock:
+                    if self.armed and (self.marks is None or session in self._sessions):
+                        self.armed = False  # marked before the server can answer
                         self._committing.add(key)
             super()._relay(pair, from_client, message, dst)
         return True

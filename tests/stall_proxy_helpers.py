@@ -151,15 +151,34 @@ class CommitCutProxy(StallProxy):
     ``marker`` (a statement of the transaction to cut) has its next ``COMMIT`` forwarded to
     the server and the server's answer dropped, and the connection ends: the server has
     committed, and all its client knows is that its connection was lost at the commit.
-    Disarmed after one cut (counted in :attr:`cuts`)."""
+    Disarmed after one cut (counted in :attr:`cuts`).
 
-    def __init__(self, upstream: tuple[str, int], marker: bytes) -> None:
+    With :attr:`hold`, the answer is held instead: the connection stays open, forwarding
+    nothing more to the client (counted in :attr:`held` once the server has answered, that
+    is committed), until :meth:`let_go` ends it: the client waits at its commit meanwhile
+    (a test types Ctrl-C there)."""
+
+    def __init__(self, upstream: tuple[str, int], marker: bytes, *, hold: bool = False) -> None:
         super().__init__(upstream, marker)
         self.stalling = False
         self.armed = False
+        self.hold = hold
         self.cuts = 0
+        self.held = 0
         self._marked: set[int] = set()  # ids of pairs that sent the marker while armed
         self._committing: set[int] = set()  # ... and then a COMMIT
+        self._holding: list[tuple[socket.socket, socket.socket]] = []
+
+    def let_go(self) -> None:
+        """End the connections whose commit's answer is held."""
+        with self._lock:
+            holding, self._holding = self._holding, []
+        for pair in holding:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def _relay(
         self,
@@ -175,6 +194,12 @@ class CommitCutProxy(StallProxy):
                 self._committing.add(id(pair))
                 self.armed = False
             committing = id(pair) in self._committing
+        if committing and not from_client and self.hold:  # the COMMIT's answer: held
+            with self._lock:
+                self.held += pair not in self._holding
+                if pair not in self._holding:
+                    self._holding.append(pair)
+            return True
         if committing and not from_client:  # the COMMIT's answer: dropped
             with self._lock:
                 self.cuts += 1

@@ -154,7 +154,7 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
                 return
             confirm(yes, "skip them?")
         with reporting_stops(
-            lambda: out.print(
+            lambda _cause: out.print(
                 f"interrupted: 0 skipped (malformed rows of source {escape(repr(source))}); not "
                 f"done: {len(found)} malformed outbox row(s), still parked: run the same "
                 "command again to go on",
@@ -174,17 +174,18 @@ def skip_malformed(config: Path | None, source: str, yes: bool, dry_run: bool) -
 
 
 @contextmanager
-def reporting_stops(report: Callable[[], None]) -> Iterator[None]:
+def reporting_stops(report: Callable[[str], None]) -> Iterator[None]:
     """Run the block; when an error (a store failing partway) or Ctrl-C stops it, first
-    ``report()`` what was done and what was not, then let the error go on to
+    ``report(cause)`` what was done and what was not (``cause``: ``"Ctrl-C"`` or ``"the
+    error"``, for work cut at its commit), then let the error go on to
     :func:`~workers.cli_support.guarded` (Ctrl-C: exit 130)."""
     try:
         yield
     except KeyboardInterrupt:
-        report()
+        report("Ctrl-C")
         raise fail("interrupted (Ctrl-C)", EXIT_INTERRUPTED) from None
     except Exception:
-        report()
+        report("the error")
         raise
 
 
@@ -287,9 +288,9 @@ def _report(outcome: Outcome, selection: Selection) -> None:
         raise typer.Exit(EXIT_FAILURE)
 
 
-def _report_stopped(outcome: Outcome, selection: Selection, action: str) -> None:
-    """The summary of a run stopped partway: what was done, what was left parked and how
-    to go on, then why aggregates stay parked (the first few)."""
+def _report_stopped(outcome: Outcome, selection: Selection, action: str, cause: str) -> None:
+    """The summary of a run stopped partway (by ``cause``): what was done, what was left
+    parked and how to go on, then why aggregates stay parked (the first few)."""
     line = f"interrupted: {_counts(outcome, selection)}"
     if outcome.pending:
         events = sum(len(events) for events in outcome.pending.values())
@@ -307,7 +308,7 @@ def _report_stopped(outcome: Outcome, selection: Selection, action: str) -> None
         events = sum(len(events) for events in outcome.uncertain.values())
         line += (
             f"; unknown: {events} parked event(s) in {len(outcome.uncertain)} aggregate(s) "
-            f"whose {action} the error cut at its commit, "
+            f"whose {action} {cause} cut at its commit, "
             f"{'applied' if action == 'retry' else 'done'} or still parked (`readmodel parked "
             "list` tells)"
         )

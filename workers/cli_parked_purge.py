@@ -80,7 +80,7 @@ def parked_purge(
             confirm(yes, "delete them?")
         progress = PurgeProgress()
 
-        def report() -> None:
+        def report(cause: str) -> None:
             kept = count - progress.handled - progress.uncertain
             line = (
                 f"interrupted: {_entries(progress.deleted)} deleted ({what}); not done: "
@@ -88,8 +88,8 @@ def parked_purge(
             )
             if progress.uncertain:
                 line += (
-                    f"; unknown: {_entries(progress.uncertain)} whose delete the error cut at "
-                    "its commit, deleted or kept (`readmodel parked list --all` tells)"
+                    f"; unknown: {_entries(progress.uncertain)} whose delete {cause} cut at its "
+                    "commit, deleted or kept (`readmodel parked list --all` tells)"
                 )
             out.print(
                 f"{line}: run the same command again to go on", highlight=False, soft_wrap=True
