@@ -60,7 +60,10 @@ class DocumentBulkParking:
                 committing.append(skipped)  # what fails from now on is the commit
                 return skipped
 
-        first = self.database[PARKED].find_one({"number": ids[0]}, {"projection": 1})
+        try:
+            first = self.database[PARKED].find_one({"number": ids[0]}, {"projection": 1})
+        except PyMongoError as exc:
+            raise StoreError(f"cannot skip parked events: {_describe(exc)}") from exc
         watch = None if first is None else DeadSwapWatch(self.database, first["projection"])
         try:
             skipped = int(

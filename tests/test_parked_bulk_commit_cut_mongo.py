@@ -3,7 +3,8 @@ server did make (:class:`MongoCommitCutProxy` forwards the ``commitTransaction``
 its answer): while the store stays unreachable, the summary names that work as unknown
 (exit 3), not as "not done", and the server shows it done; the same command run again goes
 on with the rest. When only that connection is lost, pymongo sends the commit again itself,
-the server answers that the transaction is committed, and the summary says done."""
+the server answers that the transaction is committed, and the summary says done. A skip
+the store goes away under before its first read says so in one line (exit 3)."""
 
 from __future__ import annotations
 
@@ -221,3 +222,36 @@ def test_a_commit_whose_answer_alone_was_lost_is_done(
     assert parked.statuses() == statuses.get(command, {a: ["skipped"] * 2 for a in "abc"})
     if command == "retry":
         assert parked.totals() == {"a": 20, "b": 20, "c": 20}
+
+
+def test_a_skip_whose_store_went_away_before_it_read_anything_says_so_in_one_line(
+    parked: Deployment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store goes away as the skip starts, before its first read (of the projection the
+    entries are of): a store error naming the store, exit 3, not a driver's traceback."""
+    real = MongoStore.skip_parked_many
+
+    def cut_first(self: MongoStore, *args: Any) -> int:
+        parked.proxy.cut()
+        return real(self, *args)
+
+    monkeypatch.setattr(MongoStore, "skip_parked_many", cut_first)
+    args = ("parked", "skip", "-p", "doc_totals", "-y")
+
+    cut = parked.run(*args)
+
+    assert cut.exit_code == 3, cut.output
+    assert (
+        "interrupted: 0 applied, 0 still parked, 0 skipped (projection 'doc_totals'); not done: "
+        "6 parked event(s) in 3 aggregate(s), still parked: run the same command again to go on"
+    ) in cut.stdout, cut.output
+    errors = [line for line in cut.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: cannot skip parked events: "), (
+        cut.stderr
+    )
+    assert "Traceback" not in cut.stderr, cut.stderr
+    assert parked.statuses() == {a: ["parked"] * 2 for a in "abc"}
+    parked.proxy.mend()
+    monkeypatch.undo()
+    again = parked.run(*args)
+    assert again.exit_code == 0 and "done: 0 applied, 0 still parked, 6 skipped" in again.stdout
