@@ -3,8 +3,9 @@
 Exit codes: 0 success, 1 runtime failure, 2 bad usage or configuration (an outbox table
 that does not match its source's mapping, a bad tenant registry row too, or a member reading
 another source's database: a conflict), 3 a database could not be reached (3 wins when both
-happen), 130 interrupted (Ctrl-C), with a line saying what was and was not done; a running
-relay, worker or sweeper stops on Ctrl-C instead (exit 0).
+happen), 130 interrupted (Ctrl-C), with a line saying what was and was not done; relay,
+work, sweeper, run and metrics (till stopped) stop on Ctrl-C instead, starting or running
+(exit 0).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import structlog
 import typer
-from rich.markup import escape
 
 from config import Settings
 from workers.cli_binary_ids import binary_ids_command
@@ -33,6 +33,7 @@ from workers.cli_outbox import outbox_init
 from workers.cli_parked import parked_app
 from workers.cli_query import query_command
 from workers.cli_reference import register as register_reference
+from workers.cli_relay import register as register_relay
 from workers.cli_replay import replay_command
 from workers.cli_secret import secret_app
 from workers.cli_support import (
@@ -45,7 +46,6 @@ from workers.cli_support import (
     LogJsonOption,
     LogLevelOption,
     close_runtime,
-    err,
     fail,
     guarded,
     interrupted_saying,
@@ -53,7 +53,7 @@ from workers.cli_support import (
     out,
     require_migrated,
 )
-from workers.signals import started, stop_from_start_up, stop_on_signals
+from workers.signals import started, stop_from_start_up
 
 if TYPE_CHECKING:
     from workers.overdue_board import OverdueBoard
@@ -61,10 +61,6 @@ if TYPE_CHECKING:
 
 logger = structlog.get_logger("readmodel.cli")
 
-INTERRUPTED_RELAYING = (
-    "interrupted (Ctrl-C) while relaying: the rows relayed so far stay in the log, the others "
-    "stay in their outbox for the next relay (a row cut half-way is read again, logged once)"
-)
 INTERRUPTED_CATCHING_UP = (
     "interrupted (Ctrl-C) before catching up: what was relayed and applied so far stays done "
     "(each batch commits whole); run it again to go on"
@@ -87,112 +83,7 @@ register_ops(app)  # status, health, metrics
 register_reference(app)  # simulate, verify, demo, reference init
 app.command("query")(query_command)
 app.command("replay")(replay_command)
-
-
-@app.command()
-def relay(
-    config: ConfigOption = None,
-    once: Annotated[
-        bool, typer.Option("--once", help="Drain every source, then exit (scripts, cron, tests).")
-    ] = False,
-    source: Annotated[
-        list[str] | None,
-        typer.Option("--source", "-s", help="Relay only this source (repeatable)."),
-    ] = None,
-    log_json: LogJsonOption = False,
-    log_level: LogLevelOption = None,
-) -> None:
-    """Move committed outbox rows into the event log, one active relay per source.
-
-    Start it twice for a hot standby: the second process waits and takes over a
-    source within seconds when the first dies.
-
-    With --once, exit code 3 when a source or tenant registry cannot be reached or read (or a
-    registry member waits for another registry); otherwise 2 when a source is refused by the
-    configuration (its binary_ids; an outbox table that does not match it: no such table, a
-    mapped column missing, a position column that is not unique; a bad tenant registry row: no
-    tenant id, a DSN refused, or a member reading the database of another source or tenant: a
-    conflict, as status), or when --source names a member its tenant registry does not list.
-    """
-    from outbox.relay import Relay
-
-    settings = load(config, log_json, log_level)
-    if not settings.sources and not settings.tenants:
-        raise fail(
-            "no sources configured: add a [sources.NAME] (or [tenants.NAME]) table to the config",
-            EXIT_CONFIG,
-        )
-    from outbox.source_groups import group_of
-
-    relayable = {*settings.sources, *settings.tenants}  # a registry's group: all its members
-    unknown = [
-        name
-        for name in source or ()
-        if name not in relayable and group_of(name) not in settings.tenants  # pos:acme
-    ]
-    if unknown:
-        known = ", ".join(sorted(relayable))
-        raise fail(f"unknown source {unknown[0]!r} (known: {known})", EXIT_CONFIG)
-    with interrupted_saying(INTERRUPTED_CONNECTING):
-        require_migrated(settings, config)
-        hooks, publisher_close = _publisher_hooks(settings)
-        hooks += _metrics_hooks(settings)
-        runner = guarded(Relay, settings, sources=source, hooks=hooks)
-    try:
-        if once:
-            # what each source did is said before the Ctrl-C (a driver may turn it into
-            # an error on the connection it cut: "the connection is closed")
-            with interrupted_saying(INTERRUPTED_RELAYING):
-                code = _said_drained(guarded(runner.drain))
-            if code:
-                raise typer.Exit(code)
-            return
-        runner.run(stop_on_signals(settings.shutdown.grace.total_seconds()))
-    finally:
-        runner.close()
-        publisher_close()
-
-
-def _said_drained(results: dict[str, Any]) -> int:
-    """Print what ``relay --once`` did per source; the exit code: 3 when one failed, 2 when
-    one was refused by the configuration, else 0."""
-    failed = refused = False
-    for name, totals in results.items():
-        if totals.skipped:
-            err.print(f"{name}: another relay is active; skipped")
-        for problem in totals.errors:
-            failed = failed or not totals.refused
-            refused = refused or totals.refused
-            err.print(f"[red]{name}:[/] {escape(problem)}", highlight=False, soft_wrap=True)
-        if totals.unlisted:  # nothing relayed or tried: its error says it all
-            continue
-        out.print(
-            f"{name}: relayed {totals.relayed}, duplicates {totals.duplicates}, "
-            f"parked {totals.parked}",
-            highlight=False,
-        )
-    return EXIT_UNREACHABLE if failed else EXIT_CONFIG if refused else 0
-
-
-def _publisher_hooks(settings: Settings) -> tuple[list[Any], Any]:
-    """With projections and a shared broker, the relay tells workers about new events at once
-    (otherwise they find the work when they sweep)."""
-    from workers.broker import is_in_process
-
-    if not settings.projections or is_in_process(settings.broker):
-        return [], lambda: None
-    from workers.actors import Actors, Publisher
-    from workers.broker import make_broker
-    from workers.runtime import build_runtime
-
-    runtime = guarded(build_runtime, settings, create_tables=False)
-    broker = make_broker(settings.broker)
-
-    def close() -> None:
-        broker.close()
-        runtime.close()
-
-    return [Publisher(Actors(broker, runtime))], close
+register_relay(app)
 
 
 ProcessesOption = Annotated[

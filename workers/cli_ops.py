@@ -30,7 +30,7 @@ from workers.cli_support import (
     load,
     out,
 )
-from workers.signals import stop_on_signals
+from workers.signals import stop_from_start_up, stop_on_signals
 from workers.status_checks import Checks
 from workers.status_tables import counted, failures, status_tables
 
@@ -416,27 +416,31 @@ def metrics(
     from workers.runtime import build_runtime, check_subscriptions
 
     settings = load(config, log_json, log_level)
-    stop = stop_on_signals(settings.shutdown.grace.total_seconds())
-    # the sources are checked by the gate, within --timeout: a log that hangs on the question
-    # (a source only it may know) must not hang the start
-    runtime = guarded(build_runtime, settings, create_tables=False, check_sources=False)
-    try:
-        schema = SchemaGate(settings, config, stop, sources=lambda: check_subscriptions(runtime))
-        guarded(schema.start, timeout)  # a store that cannot be reached, or hangs: served 0
-        if not guarded(enable_recording, settings):
-            err.print(
-                "metrics.dir is not set: serving only figures read at scrape time (lag, "
-                "parked, queue depth), no counters from other processes",
-                highlight=False,
-            )
-        bind_host = host or settings.metrics.host
-        bind_port = port or settings.metrics.port
+    # A signal while the server starts (a store slow to answer its schema check, --timeout)
+    # exits it at once, code 0; serve() ends the start-up once it serves.
+    with stop_from_start_up(settings.shutdown.grace.total_seconds()) as stop:
+        # the sources are checked by the gate, within --timeout: a log that hangs on the
+        # question (a source only it may know) must not hang the start
+        runtime = guarded(build_runtime, settings, create_tables=False, check_sources=False)
         try:
-            serve(runtime, bind_host, bind_port, stop, schema=schema.check, timeout=timeout)
-        except OSError as exc:
-            message = f"cannot serve metrics on {bind_host}:{bind_port}: {exc.strerror or exc}"
-            raise fail(message, EXIT_FAILURE) from None
-    finally:
-        runtime.close()
+            schema = SchemaGate(
+                settings, config, stop, sources=lambda: check_subscriptions(runtime)
+            )
+            guarded(schema.start, timeout)  # a store that cannot be reached, or hangs: served 0
+            if not guarded(enable_recording, settings):
+                err.print(
+                    "metrics.dir is not set: serving only figures read at scrape time (lag, "
+                    "parked, queue depth), no counters from other processes",
+                    highlight=False,
+                )
+            bind_host = host or settings.metrics.host
+            bind_port = port or settings.metrics.port
+            try:
+                serve(runtime, bind_host, bind_port, stop, schema=schema.check, timeout=timeout)
+            except OSError as exc:
+                message = f"cannot serve metrics on {bind_host}:{bind_port}: {exc.strerror or exc}"
+                raise fail(message, EXIT_FAILURE) from None
+        finally:
+            runtime.close()
     if schema.problem is not None:
         raise fail(schema.problem, EXIT_CONFIG)

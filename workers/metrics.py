@@ -35,6 +35,7 @@ from projections.store import BatchResult, Lane
 from workers.metrics_timeouts import TimeoutMetrics
 from workers.parts import Running
 from workers.runtime import Runtime
+from workers.signals import started
 
 logger = structlog.get_logger("readmodel.metrics")
 
@@ -439,6 +440,7 @@ def serve(
         registry.register(LiveMultiprocessFigures(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
     registry.register(PipelineCollector(runtime, timeout, schema=schema))
     server, thread = start_http_server(port, addr=host, registry=registry)
+    started()  # serves from here on: a signal now is a graceful stop
     logger.info("serving metrics", host=host, port=port, multiprocess_dir=directory)
     try:
         stop.wait()

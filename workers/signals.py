@@ -9,7 +9,7 @@ nothing; the C-level handler writes the signal's number to the wakeup fd at once
 while the main thread is in a long C call), and a watcher thread reading it logs, starts
 the grace timer and sets the event.
 
-A worker signalled while it still starts (connecting to its stores, a store slow to answer,
+A process signalled while it still starts (connecting to its stores, a store slow to answer,
 its start-up checks) has taken no work: it exits at once, code 0, rather than wait for a
 start-up it would end straight away (and exit 1 past the grace if a store hangs). A
 start-up write in flight is rolled back by its database and redone by the next start, as
@@ -72,7 +72,7 @@ def _install(target: _Target) -> threading.Event:
 
 @contextmanager
 def stop_from_start_up(grace: float | None = None) -> Iterator[threading.Event]:
-    """:func:`stop_on_signals` for a worker's whole run, its start-up included: a signal
+    """:func:`stop_on_signals` for a process's whole run, its start-up included: a signal
     before :func:`started` exits at once, code 0 (the process has taken no work yet).
 
     Should the run end before :func:`started` (it failed starting), the signals are given
