@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import Any
 
 from tests.broker_helpers import wait_until
 from tests.cli_helpers import run_cli, write_config
+from tests.full_pipe_helpers import FullPipe
 
 WRITE_SYSCALLS = {"1", "64"}  # write(2) on x86_64, aarch64
 GRACE = 2.0  # shutdown.grace, seconds
@@ -45,35 +45,6 @@ def _config(
     return config
 
 
-class _FullPipe:
-    """A pipe with no room left: whoever writes to it waits until ``drain`` reads."""
-
-    def __init__(self) -> None:
-        self.read_end, self.write_end = os.pipe()
-        os.set_blocking(self.write_end, False)
-        try:
-            while True:
-                os.write(self.write_end, b"." * 4096)
-        except BlockingIOError:
-            pass
-        os.set_blocking(self.write_end, True)  # the worker inherits it: its writes must wait
-        self.chunks: list[bytes] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-
-    def drain(self) -> None:
-        if self.reader.ident is None:
-            self.reader.start()
-
-    def text(self) -> str:
-        """What the writer wrote, to the end once it has exited."""
-        self.reader.join(timeout=5)
-        return b"".join(self.chunks).lstrip(b".").decode(errors="replace")
-
-    def _read(self) -> None:
-        while chunk := os.read(self.read_end, 65536):
-            self.chunks.append(chunk)
-
-
 def _writing_to_stderr(pid: int) -> bool:
     """The main thread of ``pid`` waits in a write to its stderr."""
     try:
@@ -91,15 +62,16 @@ def _catches_sigterm(pid: int) -> bool:
 
 
 @contextmanager
-def _blocked_worker(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], _FullPipe]]:
+def _blocked_worker(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], FullPipe]]:
     """A ``work`` process stuck writing its first line ("worker started") to a full stderr,
     its signal handlers in place."""
-    stderr = _FullPipe()
+    stderr = FullPipe()
+    stderr.fill()
     command = [sys.executable, "-m", "workers.cli", "work", "--config", str(config), "-t", "1"]
     worker = subprocess.Popen(
         command, stdout=stderr.write_end, stderr=stderr.write_end, start_new_session=True
     )
-    os.close(stderr.write_end)
+    stderr.close_write_end()
     try:
         assert wait_until(lambda: _writing_to_stderr(worker.pid), 60), worker.poll()
         assert _catches_sigterm(worker.pid), "blocked in a write before its handlers were set"
@@ -108,9 +80,7 @@ def _blocked_worker(config: Path) -> Iterator[tuple[subprocess.Popen[bytes], _Fu
         if worker.poll() is None:
             os.killpg(worker.pid, signal.SIGKILL)
             worker.wait()
-        stderr.drain()
-        stderr.text()  # read to the end: the fd is closed with no thread reading it
-        os.close(stderr.read_end)
+        stderr.close()  # read to the end, then closed
 
 
 def _wait(process: subprocess.Popen[bytes], timeout: float) -> int | None:
