@@ -10,10 +10,15 @@ catalog's names instead, and has SQLAlchemy look up the types and sequences it w
 with it in such a schema (an enum type in the table's schema, a ``Sequence`` in it) by the
 folded schema name too: the first replay of such a table failed making its shadow (``type
 "mood" already exists``). A type or sequence whose own name is declared ``quote=False``
-with capitals is still looked up as written.
+with capitals (``sa.Enum(..., name="Movement", quote=False)``, ``sa.Sequence("Tick",
+quote=False)``) is looked up by its folded name as well (:func:`fold_checks`): it was made
+again by a shadow, a dry run's copy, or a start making a table added to the model that
+takes it, and failed ``type "movement" already exists``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -54,6 +59,8 @@ def create_missing(conn: sa.Connection, table: sa.Table) -> None:
     with it look them up in their schemas as the catalog names them (:func:`_folded`)."""
     if table_exists(conn, table):
         return
+    if conn.dialect.name == "postgresql":
+        fold_checks(conn.dialect)
     folded = _folded(table) if conn.dialect.name == "postgresql" else {}
     if not folded:
         table.create(conn, checkfirst=_ALL_BUT_TABLES)
@@ -65,6 +72,31 @@ def create_missing(conn: sa.Connection, table: sa.Table) -> None:
         table.create(conn, checkfirst=_ALL_BUT_TABLES)
     finally:
         conn.execution_options(schema_translate_map=previous)
+
+
+def fold_checks(dialect: sa.Dialect) -> None:
+    """Have a PostgreSQL ``dialect``'s checks of a type and of a sequence (``has_type``,
+    ``has_sequence``: what ``create(checkfirst=True)`` asks before making one) look a name
+    declared ``quote=False`` up as the catalog holds it (:func:`catalog_name`). SQLAlchemy
+    passes them the name as declared, and has no hook to map names (as
+    ``schema_translate_map`` maps schemas): the dialect instance gets the folding checks,
+    once. Any other name is looked up as before, so the checks stay right for every caller.
+    """
+    if getattr(dialect, "_readmodel_folds_names", False):
+        return
+    has_type, has_sequence = dialect.has_type, dialect.has_sequence
+
+    def folded_has_type(conn: Any, type_name: str, schema: str | None = None, **kw: Any) -> bool:
+        return bool(has_type(conn, catalog_name(type_name), schema, **kw))
+
+    def folded_has_sequence(
+        conn: Any, sequence_name: str, schema: str | None = None, **kw: Any
+    ) -> bool:
+        return bool(has_sequence(conn, catalog_name(sequence_name), schema, **kw))
+
+    dialect.has_type = folded_has_type  # type: ignore[method-assign]
+    dialect.has_sequence = folded_has_sequence  # type: ignore[method-assign]
+    dialect._readmodel_folds_names = True  # type: ignore[attr-defined]
 
 
 def _folded(table: sa.Table) -> dict[str, str]:
