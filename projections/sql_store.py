@@ -21,6 +21,7 @@ from projections.api import Projection, UnstorableValueError
 from projections.handler_timeout import HandlerTimeout, bounded
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.session_zone_tags import with_session_spellings
+from projections.sql_checkpoints import SqlCheckpoints, _driver
 from projections.sql_invalidations import SqlInvalidations
 from projections.sql_parked_bulk import SqlBulkParking
 from projections.sql_parked_entries import SqlParkedEntries, parked_of, still_parked
@@ -47,10 +48,12 @@ from projections.store import (
     unheld,
     untenant_entries,
 )
-from projections.store_tables import blocked, checkpoints, parked_events
+from projections.store_tables import parked_events
 
 
-class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, Store):
+class SqlStore(
+    SqlCheckpoints, SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, Store
+):
     """A store in one PostgreSQL or SQLite database."""
 
     def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:
@@ -103,99 +106,6 @@ class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, S
     def tables_for(self, projection: Projection) -> dict[sa.Table, sa.Table]:
         """Logical table -> physical table (a rebuild maps them to shadow copies)."""
         return {table: table for table in projection.tables}
-
-    # -- checkpoints ---------------------------------------------------------------
-
-    def share_log(self, log_engine: Any) -> bool:
-        self.reads_log_head = self.kind == "postgresql" and log_engine.url == self.engine.url
-        return self.reads_log_head
-
-    def lock_lane(self, conn: sa.Connection, lane: Lane) -> int:
-        """Lock the lane's checkpoint row (creating it at 0) until ``conn`` commits; returns
-        its position. No batch of the lane can commit meanwhile."""
-        return self._open_lane(conn, lane)[0]
-
-    def _open_lane(
-        self, conn: sa.Connection, lane: Lane, *, with_head: bool = False
-    ) -> tuple[int, bool, int]:
-        """Lock the lane's checkpoint row (creating it at 0); also tells, in the same round
-        trip, whether any aggregate of the lane's projection and source is blocked, and
-        (``with_head``, PostgreSQL, the log in this database) the source's log head."""
-        if self.kind == "postgresql":
-            # BEGIN and the locking read travel together (psycopg's pipeline mode).
-            driver = _driver(conn)
-            with driver.pipeline():
-                cursor = driver.cursor()
-                if with_head:
-                    params = (lane.projection, lane.source, lane.source, *_lane_key(lane))
-                    cursor.execute(_OPEN_LANE_WITH_HEAD, params)
-                else:
-                    cursor.execute(_OPEN_LANE, (lane.projection, lane.source, *_lane_key(lane)))
-                found = cursor.fetchone()
-            if found is not None:
-                return int(found[0]), bool(found[1]), int(found[2] or 0) if with_head else 0
-        where = (
-            checkpoints.c.projection == lane.projection,
-            checkpoints.c.source == lane.source,
-            checkpoints.c.partition == lane.partition,
-        )
-        any_blocked = (
-            sa.select(blocked.c.aggregate_id)
-            .where(blocked.c.projection == lane.projection, blocked.c.source == lane.source)
-            .exists()
-        )
-        query = sa.select(checkpoints.c.position, any_blocked).where(*where).with_for_update()
-        row = conn.execute(query).first()
-        if row is None:
-            conn.execute(
-                self.insert(checkpoints)
-                .values(
-                    projection=lane.projection,
-                    source=lane.source,
-                    partition=lane.partition,
-                    position=0,
-                )
-                .on_conflict_do_nothing()
-            )
-            row = conn.execute(query).one()
-            if with_head:
-                return self._open_lane(conn, lane, with_head=True)
-        return int(row[0]), bool(row[1]), 0
-
-    def set_checkpoint(self, conn: sa.Connection, lane: Lane, position: int) -> None:
-        """Move the lane's checkpoint in ``conn``'s transaction (lock it first)."""
-        if self.kind == "postgresql":  # driver-level: it may be queued in a pipeline
-            _driver(conn).cursor().execute(_SET_CHECKPOINT, (position, *_lane_key(lane)))
-            return
-        conn.execute(
-            checkpoints.update()
-            .where(
-                checkpoints.c.projection == lane.projection,
-                checkpoints.c.source == lane.source,
-                checkpoints.c.partition == lane.partition,
-            )
-            .values(position=position, updated_at=sa.func.current_timestamp())
-        )
-
-    def checkpoint(self, lane: Lane) -> int:
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(checkpoints.c.position).where(
-                    checkpoints.c.projection == lane.projection,
-                    checkpoints.c.source == lane.source,
-                    checkpoints.c.partition == lane.partition,
-                )
-            ).scalar()
-        return int(value or 0)
-
-    def checkpoints(self, projection: str) -> dict[tuple[str, int], int]:
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(
-                    checkpoints.c.source, checkpoints.c.partition, checkpoints.c.position
-                ).where(checkpoints.c.projection == projection)
-            )
-            return {(source, partition): int(position) for source, partition, position in rows}
 
     # -- applying ------------------------------------------------------------------
 
@@ -374,32 +284,7 @@ class SqlStore(SqlParking, SqlParkedEntries, SqlBulkParking, SqlInvalidations, S
             raise StoreError(f"{lane.projection}: retry failed: {describe_db_error(exc)}") from exc
 
 
-_OPEN_LANE = (
-    "SELECT c.position, EXISTS (SELECT 1 FROM rm_blocked_aggregates b "
-    "WHERE b.projection = %s AND b.source = %s) "
-    "FROM rm_checkpoints c WHERE c.projection = %s AND c.source = %s AND c.partition = %s "
-    "FOR UPDATE OF c"
-)
-_OPEN_LANE_WITH_HEAD = (
-    "SELECT c.position, EXISTS (SELECT 1 FROM rm_blocked_aggregates b "
-    "WHERE b.projection = %s AND b.source = %s), "
-    "(SELECT h.head FROM rm_log_heads h WHERE h.source = %s) "
-    "FROM rm_checkpoints c WHERE c.projection = %s AND c.source = %s AND c.partition = %s "
-    "FOR UPDATE OF c"
-)
-_SET_CHECKPOINT = (
-    "UPDATE rm_checkpoints SET position = %s, updated_at = current_timestamp "
-    "WHERE projection = %s AND source = %s AND partition = %s"
-)
 _JOURNAL = "INSERT INTO rm_invalidations (projection, tags) VALUES (%s, %s) RETURNING id"
-
-
-def _lane_key(lane: Lane) -> tuple[str, str, int]:
-    return lane.projection, lane.source, lane.partition
-
-
-def _driver(conn: sa.Connection) -> psycopg.Connection[Any]:
-    return conn.connection.driver_connection  # type: ignore[return-value]
 
 
 def _refusal(events: Sequence[Envelope], exc: Exception) -> HandlerFailed | WritesRefused:
