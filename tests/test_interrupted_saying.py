@@ -11,7 +11,7 @@ import time
 import pytest
 import typer
 
-from workers.cli_support import interrupted_saying
+from workers.cli_support import fail, interrupted_saying
 
 
 def _ctrl_c() -> None:
@@ -62,3 +62,32 @@ def test_no_ctrl_c_no_line(capsys: pytest.CaptureFixture[str]) -> None:
             raise RuntimeError("an error of its own")
 
     assert "interrupted" not in capsys.readouterr().err
+
+
+def test_an_error_the_ctrl_c_caused_is_not_said(capsys: pytest.CaptureFixture[str]) -> None:
+    """A command that turned the driver's error into its own line (``fail``, as ``guarded``
+    does) after the Ctrl-C: only the block's line, the error was the Ctrl-C's doing."""
+
+    def said_as_an_error() -> None:
+        try:
+            _ctrl_c()
+        except KeyboardInterrupt:
+            raise fail("balances: apply failed: the connection is closed", 3) from None
+
+    with pytest.raises(typer.Exit) as stopped:
+        with interrupted_saying("interrupted (Ctrl-C) before catching up"):
+            said_as_an_error()
+
+    assert stopped.value.exit_code == 130
+    said = capsys.readouterr().err
+    assert "error: interrupted (Ctrl-C) before catching up" in said
+    assert "apply failed" not in said
+
+
+def test_an_error_without_ctrl_c_is_said(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(typer.Exit) as stopped:
+        with interrupted_saying("interrupted"):
+            raise fail("balances: apply failed: the server refused", 3)
+
+    assert stopped.value.exit_code == 3
+    assert "error: balances: apply failed" in capsys.readouterr().err

@@ -80,6 +80,10 @@ def test_ctrl_c_exits_130_saying_what_it_left(
     assert stopped.returncode == 130, stopped
     assert said in " ".join(stopped.stderr.split()), stopped.stderr
     assert "Traceback" not in stopped.stderr
+    if args[0] == "run":  # the driver turned the Ctrl-C into "the connection is closed":
+        # not a failure of the batch to report (relay --once says each source's outcome)
+        assert "apply failed" not in stopped.stderr, stopped.stderr
+        assert "the connection is closed" not in stopped.stderr, stopped.stderr
     assert _count(store, "balances") == 0  # the stalled write never reached the server
     if marker == b"rm_alembic_version":
         assert _count(store, "rm_event_log") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -62,7 +63,12 @@ LogLevelOption = Annotated[
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    """Print ``error: message`` on stderr; returns the exit to raise."""
+    """Print ``error: message`` on stderr; returns the exit to raise. After a Ctrl-C in an
+    :func:`interrupted_saying` block, an error (not its exit 130) is not printed: the block
+    says what the Ctrl-C left, and the error is only what the Ctrl-C caused (a driver that
+    saw its connection cut: "apply failed: ... the connection is closed")."""
+    if code != EXIT_INTERRUPTED and ctrl_c_seen():
+        return typer.Exit(code)
     err.print(
         f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
     )
@@ -148,6 +154,28 @@ def interrupted_saying(message: str) -> Iterator[None]:
     raise fail(message, EXIT_INTERRUPTED) from None
 
 
+_SEEN: list[list[bool]] = []
+"""The lists of the :func:`_sigint_seen` blocks whose SIGINT handler is in place."""
+
+
+def ctrl_c_seen() -> bool:
+    """Whether a Ctrl-C came in the :func:`interrupted_saying` block being run."""
+    return any(seen for seen in _SEEN)
+
+
+class _QuietAfterCtrlC(logging.Filter):
+    """Drops a driver's records once Ctrl-C came: what it says of the query the Ctrl-C
+    cancelled ("query not terminated after cancellation", "the connection is closed") is
+    not news, the block's line says what was left."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not ctrl_c_seen()
+
+
+_QUIET = _QuietAfterCtrlC()
+_DRIVER_LOGGERS = ("psycopg",)  # its records come from this logger itself, not children
+
+
 @contextmanager
 def _sigint_seen() -> Iterator[list[bool]]:
     """A list holding True once SIGINT came in the block, which it interrupts as Python's
@@ -165,10 +193,17 @@ def _sigint_seen() -> Iterator[list[bool]]:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
+    _SEEN.append(seen)
+    drivers = [logging.getLogger(name) for name in _DRIVER_LOGGERS]
+    for logger in drivers:
+        logger.addFilter(_QUIET)
     try:
         yield seen
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        _SEEN.remove(seen)
+        for logger in drivers:
+            logger.removeFilter(_QUIET)
 
 
 def with_runtime(
