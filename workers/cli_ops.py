@@ -32,7 +32,7 @@ from workers.cli_support import (
 )
 from workers.signals import stop_from_start_up, stop_on_signals
 from workers.status_checks import Checks
-from workers.status_tables import counted, failures, status_tables
+from workers.status_tables import failures, status_tables
 
 if TYPE_CHECKING:
     from workers.parts import Running
@@ -49,6 +49,8 @@ PARENT_ENV = "_READMODEL_WORKER_PARENT_PID"  # not READMODEL_*: those are settin
 
 
 def register(app: typer.Typer) -> None:
+    from workers.cli_health import health
+
     app.command()(status)
     app.command()(health)
     app.command()(metrics)
@@ -75,7 +77,7 @@ def stop_with_parent(stop: threading.Event) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _build_runtime(settings: Settings, check: Checks) -> Any:
+def build_report_runtime(settings: Settings, check: Checks) -> Any:
     """The runtime, the check of its projections' sources started beside the report's read
     (a source only the log may know is asked of the log: one wait for a log that hangs)."""
     from workers.runtime import build_runtime
@@ -85,13 +87,13 @@ def _build_runtime(settings: Settings, check: Checks) -> Any:
     return runtime
 
 
-def _collect(runtime: Any, timeout: float | None, running: Running | None = None) -> Any:
+def collect_report(runtime: Any, timeout: float | None, running: Running | None = None) -> Any:
     from workers.status import collect
 
     return collect(runtime, timeout=timeout, running=running)
 
 
-def _reported(read: Any) -> Any:
+def reported(read: Any) -> Any:
     """``read()``'s report; a read store that answers with an error (a missing table) exits
     1 naming it (one that cannot be reached is in the report)."""
     try:
@@ -153,12 +155,12 @@ def _status(config: Path | None, as_json: bool, watch: bool, every: float, timeo
         raise fail(problem["message"], EXIT_CONFIG)
 
     check = Checks(settings, config, timeout, outdated)
-    runtime = guarded(check.after, _build_runtime, settings, check)
+    runtime = guarded(check.after, build_report_runtime, settings, check)
     try:
         if watch:
             _watch(runtime, as_json, every, timeout, check)
             return
-        report = _reported(lambda: check.after(_collect, runtime, timeout))
+        report = reported(lambda: check.after(collect_report, runtime, timeout))
         check.settle()
         _print_status(report, as_json)
     finally:
@@ -174,7 +176,7 @@ def _print_status(report: Any, as_json: bool) -> None:
         out.print(status_tables(report))
     for subject, error in failures(report):
         err.print(f"[red]{subject}:[/] {escape(error)}", highlight=False, soft_wrap=True)
-    _exit_if_a_store_is_unreachable(report)
+    exit_if_a_store_is_unreachable(report)
     failed = [s for s in report.sources if s.error]
     if report.broker.error or any(not s.refused for s in failed):
         raise typer.Exit(EXIT_UNREACHABLE)
@@ -226,7 +228,7 @@ def _report_unless_stopped(
 
     def run() -> None:
         try:
-            read["report"] = _collect(runtime, timeout, running)
+            read["report"] = collect_report(runtime, timeout, running)
         except BaseException as exc:  # said below, unless stopped meanwhile (not from here)
             read["error"] = exc
         finally:
@@ -243,143 +245,18 @@ def _report_unless_stopped(
         return read["report"]
 
     if check is None:
-        return _reported(result)
-    report = _reported(lambda: check.after(result))
+        return reported(result)
+    report = reported(lambda: check.after(result))
     check.settle()
     return report
 
 
-def _exit_if_a_store_is_unreachable(report: Any) -> None:
+def exit_if_a_store_is_unreachable(report: Any) -> None:
     """Exit 3 naming each read store that could not be read (after the report of the rest:
     one store down hides nothing of the others)."""
     unreachable = report.unreachable_stores()
     if unreachable:
         raise fail("; ".join(s.error for s in unreachable), EXIT_UNREACHABLE)
-
-
-# -- health --------------------------------------------------------------------------
-
-
-def health(
-    config: ConfigOption = None,
-    max_lag_events: Annotated[
-        int | None,
-        typer.Option(
-            "--max-lag-events",
-            min=0,
-            help="Fail when a projection trails the log head, or an outbox holds, more events "
-            "than this (default: health.max_lag_events, unbounded).",
-            show_default=False,
-        ),
-    ] = None,
-    max_lag_seconds: Annotated[
-        float | None,
-        typer.Option(
-            "--max-lag-seconds",
-            min=0,
-            help="Fail when the oldest unapplied log event, or undelivered outbox row, is older "
-            "than this (default: health.max_lag_seconds, 300).",
-            show_default=False,
-        ),
-    ] = None,
-    max_parked: Annotated[
-        int | None,
-        typer.Option(
-            "--max-parked",
-            min=0,
-            help="Fail when a projection holds, or a source's outbox has parked, more events "
-            "than this (default: health.max_parked, unbounded).",
-            show_default=False,
-        ),
-    ] = None,
-    max_overdue: Annotated[
-        int | None,
-        typer.Option(
-            "--max-overdue",
-            min=0,
-            help="Fail when more handlers of a projection than this run past "
-            "engine.handler_timeout (default: health.max_overdue, unchecked; needs a Redis "
-            "broker).",
-            show_default=False,
-        ),
-    ] = None,
-    timeout: Annotated[
-        float, typer.Option("--timeout", min=0.1, help="Seconds to wait for any one answer.")
-    ] = 1.5,
-    as_json: JsonOption = False,
-) -> None:
-    """Probe for containers: are sources and broker reachable and lags within bounds?
-
-    Exit 0 when every source and the broker answer and every lag (and parked count, and
-    count of handlers past engine.handler_timeout) is within its bound; 1 naming the source
-    or projection and the figure otherwise, when a source's binary_ids in this config is
-    not the rule the event log records (its relays are refused), or when a read store is
-    not at the schema revision this readmodel needs (run `readmodel migrate`); 3 when a
-    read store cannot be reached or does not answer within --timeout (every problem is
-    named, the sources and broker still checked, even when it is the event log's store).
-    """
-    from outbox.log_rules import rule_origin
-    from workers.health import problems
-
-    settings = load(config, log_level="error")
-
-    def outdated(problem: dict[str, str]) -> NoReturn:
-        if as_json:
-            print(json.dumps({"healthy": False, "problems": [problem], "status": None}, indent=2))
-        else:
-            err.print(
-                f"[red]unhealthy:[/] {escape(problem['subject'])}: {escape(problem['message'])}",
-                highlight=False,
-                soft_wrap=True,
-            )
-        raise typer.Exit(EXIT_FAILURE)
-
-    check = Checks(settings, config, timeout, outdated)
-    events_bound = settings.health.max_lag_events if max_lag_events is None else max_lag_events
-    if max_lag_seconds is None:
-        bound = settings.health.max_lag_seconds
-        seconds_bound = None if bound is None else bound.total_seconds()
-    else:
-        seconds_bound = max_lag_seconds
-    parked_bound = settings.health.max_parked if max_parked is None else max_parked
-    overdue_bound = settings.health.max_overdue if max_overdue is None else max_overdue
-    runtime = guarded(check.after, _build_runtime, settings, check)
-    try:
-        report = _reported(lambda: check.after(_collect, runtime, timeout))
-    finally:
-        runtime.close()
-    check.settle()
-    found = problems(
-        report,
-        max_lag_events=events_bound,
-        max_lag_seconds=seconds_bound,
-        max_parked=parked_bound,
-        max_overdue=overdue_bound,
-        origin=lambda source: rule_origin(settings, source),
-    )
-    if as_json:
-        document = {
-            "healthy": not found,
-            "problems": [{"subject": p.subject, "message": p.message} for p in found],
-            "max_lag_events": events_bound,
-            "max_lag_seconds": seconds_bound,
-            "max_parked": parked_bound,
-            "max_overdue": overdue_bound,
-            "status": report.as_dict(),
-        }
-        print(json.dumps(document, indent=2))
-    elif found:
-        for problem in found:
-            err.print(f"[red]unhealthy:[/] {escape(str(problem))}", highlight=False, soft_wrap=True)
-    _exit_if_a_store_is_unreachable(report)
-    if not as_json and not found:
-        out.print(
-            f"healthy: {counted(len(report.sources), 'source')}, "
-            f"{counted(len(report.projections), 'projection')} within bounds",
-            highlight=False,
-        )
-    if found:
-        raise typer.Exit(EXIT_FAILURE)
 
 
 # -- metrics -------------------------------------------------------------------------

@@ -21,10 +21,12 @@ from projections.subscriptions import unfed_subscriptions
 from workers.cli_support import (
     EXIT_CONFIG,
     EXIT_FAILURE,
+    INTERRUPTED_CLOSING,
     ConfigOption,
     err,
     fail,
     guarded,
+    interrupted_saying,
     load,
     require_migrated,
 )
@@ -115,7 +117,7 @@ def query_command(
     table, column or query (the message lists the known ones) or a read store not at the
     schema revision this readmodel needs (run 'readmodel migrate'), 3 store unreachable.
     A projection subscribed to a source nothing feeds (which run, work and status refuse)
-    is read, with a warning on stderr.
+    is read, with a warning on stderr. Ctrl-C exits 130 saying that nothing was read.
     """
     from projections.query_service import open_queries
 
@@ -132,16 +134,38 @@ def query_command(
             EXIT_CONFIG,
         )
     settings = load(config, log_level="warning")
-    require_migrated(settings, config)
-    queries = guarded(open_queries, settings)
+    with interrupted_saying(QUERY_INTERRUPTED):
+        require_migrated(settings, config)
+        queries = guarded(open_queries, settings)
+        output: dict[str, Any] | None = None
+        try:
+            _warn_unfed(settings, queries, projection)
+            output = _run(
+                queries, projection, typed_key, fields, table, name, after, limit,
+                allow_unindexed, tenant, wait_for, timeout, stale_ok,
+            )  # fmt: skip
+        finally:
+            if output is None:  # read: closed once it is printed
+                queries.close()
+    assert output is not None  # read, or the block exited
     try:
-        _warn_unfed(settings, queries, projection)
-        output = _run(
-            queries, projection, typed_key, fields, table, name, after, limit, allow_unindexed,
-            tenant, wait_for, timeout, stale_ok,
-        )  # fmt: skip
+        _print(output, as_json)
     finally:
+        close_queries(queries)
+
+
+QUERY_INTERRUPTED = "interrupted (Ctrl-C) while querying: nothing read"
+
+
+def close_queries(queries: Any) -> None:
+    """Close the stores of ``queries``; Ctrl-C while one is slow to let go exits 130, the
+    result printed before."""
+    with interrupted_saying(INTERRUPTED_CLOSING):
         queries.close()
+
+
+def _print(output: dict[str, Any], as_json: bool) -> None:
+    """The result as JSON on stdout; a stale read's warning on stderr."""
     if output.pop("_warning", None):
         err.print(
             f"[yellow]warning:[/] stale read: {escape(output['_reason'])}",
