@@ -83,22 +83,9 @@ class MongoCommitCutProxy(CutProxy):
         self.marks: Callable[[dict[str, Any]], bool] | None = None
         self.hold = False
         self.cuts = 0
-        self.held = 0
         self._partial: dict[int, bytes] = {}  # per connection: a message not all received
         self._committing: set[int] = set()  # connections whose commit was forwarded
         self._sessions: set[Any] = set()  # the lsids of sessions that sent a marked command
-        self._holding: list[tuple[socket.socket, socket.socket]] = []
-
-    def let_go(self) -> None:
-        """End the connections whose commit's answer is held."""
-        with self._lock:
-            holding, self._holding = self._holding, []
-        for pair in holding:
-            for sock in pair:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def _relay(
         self,
@@ -116,10 +103,7 @@ class MongoCommitCutProxy(CutProxy):
             if not committing:
                 return super()._relay(pair, from_client, data, dst)
             if self.hold:  # the commit's answer is held, the connection kept
-                with self._lock:
-                    if pair not in self._holding:
-                        self.held += 1
-                        self._holding.append(pair)
+                self._hold(pair)
                 return True
             if self.stay_away:  # the commit's answer is dropped, and the server goes away
                 self.cut()

@@ -24,6 +24,8 @@ class StallProxy:
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._stalled: set[int] = set()  # ids of stalled pairs
         self.stalls = 0  # connections stalled so far, ended or not
+        self.held = 0  # connections whose answer is held back (:meth:`_hold`)
+        self._holding: list[tuple[socket.socket, socket.socket]] = []
         threading.Thread(target=self._accept, daemon=True, name="stall-proxy").start()
 
     def url(self, dsn: str) -> str:
@@ -105,6 +107,24 @@ class StallProxy:
             dst.sendall(data)
         return True
 
+    def _hold(self, pair: tuple[socket.socket, socket.socket]) -> None:
+        """Keep ``pair`` open with its answer held back, until :meth:`let_go`."""
+        with self._lock:
+            if pair not in self._holding:
+                self.held += 1
+                self._holding.append(pair)
+
+    def let_go(self) -> None:
+        """End the connections whose answer is held."""
+        with self._lock:
+            holding, self._holding = self._holding, []
+        for pair in holding:
+            for sock in pair:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
     def _forget(self, pair_id: int) -> None:
         """Drop what is kept of an ended connection (called holding the lock)."""
         self._stalled.discard(pair_id)
@@ -164,21 +184,8 @@ class CommitCutProxy(StallProxy):
         self.armed = False
         self.hold = hold
         self.cuts = 0
-        self.held = 0
         self._marked: set[int] = set()  # ids of pairs that sent the marker while armed
         self._committing: set[int] = set()  # ... and then a COMMIT
-        self._holding: list[tuple[socket.socket, socket.socket]] = []
-
-    def let_go(self) -> None:
-        """End the connections whose commit's answer is held."""
-        with self._lock:
-            holding, self._holding = self._holding, []
-        for pair in holding:
-            for sock in pair:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def _relay(
         self,
@@ -195,10 +202,7 @@ class CommitCutProxy(StallProxy):
                 self.armed = False
             committing = id(pair) in self._committing
         if committing and not from_client and self.hold:  # the COMMIT's answer: held
-            with self._lock:
-                self.held += pair not in self._holding
-                if pair not in self._holding:
-                    self._holding.append(pair)
+            self._hold(pair)
             return True
         if committing and not from_client:  # the COMMIT's answer: dropped
             with self._lock:
