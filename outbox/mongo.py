@@ -37,7 +37,7 @@ from config import SourceSettings
 from outbox.errors import NotLeaderError, SourceError
 from outbox.mongo_connection import describe_mongo_error, mongo_client, mongo_database
 from outbox.mongo_pending import oldest_pending
-from outbox.mongo_values import UnsupportedValue, described, plain, plain_scalar
+from outbox.mongo_values import UnsupportedValue, described, plain, plain_scalar, plain_timestamp
 from outbox.rows import FIELDS, Unreadable
 from outbox.source import OutboxSource, PendingStats
 
@@ -241,6 +241,8 @@ class MongoOutboxSource(OutboxSource):
                         problem = f"no position to order it by ({name!r} = {value!r})"
                 elif field in ("payload", "headers"):
                     values.append(plain(value))
+                elif field == "occurred_at":
+                    values.append(plain_timestamp(value))
                 else:
                     values.append(plain_scalar(value))
             except UnsupportedValue as exc:

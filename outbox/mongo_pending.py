@@ -4,9 +4,11 @@ string as ISO 8601, a BSON date as it is.
 
 MongoDB sorts by BSON type first (numbers, then strings, then dates), so one sorted find
 would return the oldest number whatever the dates say: the oldest of each kind is found and
-the earliest of those counts. A value that is no date (the relay parks its document) is
-passed over, up to :data:`_LOOK_PAST` of them per kind. Numbers in mixed epoch units are
-compared as numbers within their kind: the smallest counts.
+the earliest of those counts. Numbers are no one kind either when ``timestamp_unit`` is
+``"auto"``: a seconds epoch (1.7e9) is a smaller number than any millisecond one (1.7e12)
+whatever their dates, so the oldest is found within each range of magnitudes read in one
+unit, where numeric order is date order. A value that is no date (the relay parks its
+document) is passed over, up to :data:`_LOOK_PAST` of them per kind or range.
 """
 
 from __future__ import annotations
@@ -14,14 +16,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bson import Decimal128
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 
 from config import TimestampUnit
-from outbox.timestamps import BadTimestamp, as_utc
+from outbox.mongo_values import UnsupportedValue, plain_timestamp
+from outbox.timestamps import AUTO_LIMITS, BEYOND, BadTimestamp, as_utc
 
-_KINDS = ("number", "string", "date")
 _LOOK_PAST = 8
 
 
@@ -30,10 +31,11 @@ def oldest_pending(
 ) -> datetime | None:
     """The earliest timestamp ``field`` of the documents matching ``pending`` (``None`` when
     none holds a date)."""
+    kinds = [*_number_ranges(unit), {"$type": "string"}, {"$type": "date"}]
     found: list[datetime] = []
-    for kind in _KINDS:
+    for kind in kinds:
         documents = outbox.find(
-            {**pending, field: {"$type": kind}},
+            {**pending, field: kind},
             projection={field: 1},
             sort=[(field, ASCENDING)],
             limit=_LOOK_PAST,
@@ -46,12 +48,24 @@ def oldest_pending(
     return min(found, default=None)
 
 
+def _number_ranges(unit: TimestampUnit) -> list[dict[str, float]]:
+    """Filters of the numbers read in one unit each (NaN and numbers past any date in none).
+    Bounds are doubles: MongoDB compares them exactly with any number type, and 10**21 is no
+    64-bit integer."""
+    if unit != "auto":
+        return [{"$gt": -float(BEYOND), "$lt": float(BEYOND)}]
+    first = float(AUTO_LIMITS[0][0])
+    ranges = [{"$gte": -first, "$lte": first}]
+    limits = [float(limit) for limit, _ in AUTO_LIMITS] + [float(BEYOND)]
+    for low, high in zip(limits, limits[1:], strict=False):
+        ranges += [{"$gt": low, "$lte": high}, {"$gte": -high, "$lt": -low}]
+    return ranges
+
+
 def _as_date(value: Any, unit: TimestampUnit) -> datetime | None:
     if value is None or isinstance(value, bool):
         return None
-    if isinstance(value, Decimal128):
-        value = value.to_decimal()
     try:
-        return as_utc(value, unit)
-    except BadTimestamp:
+        return as_utc(plain_timestamp(value), unit)
+    except (BadTimestamp, UnsupportedValue):
         return None

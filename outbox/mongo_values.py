@@ -67,3 +67,12 @@ def plain_scalar(value: Any) -> Any:
     if isinstance(value, DatetimeMS):
         raise UnsupportedValue(f"a date outside years 1-9999 ({int(value)} ms)")
     raise UnsupportedValue(f"a BSON {type(value).__name__} value, which readmodel does not convert")
+
+
+def plain_timestamp(value: Any) -> Any:
+    """A timestamp field's value as :func:`~outbox.timestamps.occurred_at` reads it: a
+    Decimal128 as the number (an epoch) it is, not as its text (``"20231114"`` would pass for
+    an ISO 8601 date)."""
+    if isinstance(value, Decimal128):
+        return value.to_decimal()
+    return plain_scalar(value)

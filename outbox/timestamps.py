@@ -30,11 +30,11 @@ from typing import Any
 from config import TimestampUnit
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_AUTO_LIMITS = ((10**11, "s"), (10**14, "ms"), (10**17, "us"))
+AUTO_LIMITS = ((10**11, "s"), (10**14, "ms"), (10**17, "us"))
 """``(largest |value|, unit)`` in order; a larger value is nanoseconds."""
 _EXPONENT = {"s": 6, "ms": 3, "us": 0, "ns": -3}
 """Powers of ten from the unit to microseconds."""
-_BEYOND = 10**21
+BEYOND = 10**21
 """No epoch in any unit past this is a date a ``datetime`` holds (year 9999 is 2.6e20 ns)."""
 
 
@@ -47,7 +47,7 @@ def epoch_unit(value: int | float | Decimal, unit: TimestampUnit = "auto") -> st
     if unit != "auto":
         return unit
     magnitude = abs(value)
-    for limit, name in _AUTO_LIMITS:
+    for limit, name in AUTO_LIMITS:
         if magnitude <= limit:
             return name
     return "ns"
@@ -58,7 +58,7 @@ def from_epoch(value: int | float | Decimal, unit: TimestampUnit = "auto") -> da
     is no date a ``datetime`` holds, :class:`ValueError` for NaN or an infinity."""
     if isinstance(value, float | Decimal) and not math.isfinite(value):
         raise ValueError(f"not a number: {value}")
-    if abs(value) >= _BEYOND:
+    if abs(value) >= BEYOND:
         raise OverflowError(f"{value} is past any date")
     exponent = _EXPONENT[epoch_unit(value, unit)]
     if isinstance(value, int):
