@@ -83,7 +83,7 @@ class MySqlOutboxSource(SqlOutboxSource):
                 conn.exec_driver_sql(f"SET SESSION wait_timeout = {idle}")
                 conn.commit()
             except SQLAlchemyError:
-                pass  # a connection gone: the next claim fails and gives the lead up
+                pass  # a session gone: try_lead sees it (_same_session) and gives the lead up
 
     def _release_leader_lock(self, conn: sa.Connection) -> None:
         conn.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self._lock})

@@ -172,8 +172,8 @@ class PostgresOutboxSource(SqlOutboxSource):
                 conn.exec_driver_sql(statement)
                 conn.commit()
             except SQLAlchemyError:
-                # A connection gone already: the next claim fails and gives the lead up. Or
-                # a server before 12 (tcp_user_timeout): the session lock is kept.
+                # A session gone already: try_lead sees it (_same_session), gives the lead
+                # up. Or a server before 12 (tcp_user_timeout): the session lock is kept.
                 try:
                     conn.rollback()
                 except SQLAlchemyError:

@@ -160,6 +160,7 @@ class SqlOutboxSource(OutboxSource):
             settings.url, pool_size=2, max_overflow=2, connect_args=bounded_connect(settings.url)
         )
         self._conn: sa.Connection | None = None
+        self._session: Any = None  # the DBAPI connection holding the leader lock
         self._table: sa.TableClause | None = None
         self._columns: dict[str, str] = {}
         self._id_formats: dict[str, IdFormat] = {}
@@ -276,7 +277,13 @@ class SqlOutboxSource(OutboxSource):
             self._discard(conn)
             return False
         self._conn = conn
+        self._session = conn.connection.dbapi_connection
         self._on_lead(conn)
+        if not self._same_session(conn):
+            self.lose_leadership()
+            raise SourceError(
+                f"source {self.name!r}: the session that took the lead ended while setting it up"
+            )
         return True
 
     @property
@@ -292,9 +299,19 @@ class SqlOutboxSource(OutboxSource):
             ) from exc
 
     def _leader(self) -> sa.Connection:
-        if self._conn is None:
+        conn = self._conn
+        if conn is None:
             raise NotLeaderError(f"source {self.name!r}: this relay is not the leader")
-        return self._conn
+        if not self._same_session(conn):
+            self.lose_leadership()
+            raise NotLeaderError(f"source {self.name!r}: the leader's session ended (and its lock)")
+        return conn
+
+    def _same_session(self, conn: sa.Connection) -> bool:
+        """Whether ``conn`` is still on the session that took the leader lock. SQLAlchemy
+        reconnects a connection used again after a disconnect was rolled back, silently: the
+        new session holds no lock (another relay may lead by now)."""
+        return not conn.invalidated and conn.connection.dbapi_connection is self._session
 
     def claim(self, limit: int) -> list[tuple[Any, ...]]:
         conn = self._leader()
@@ -347,7 +364,7 @@ class SqlOutboxSource(OutboxSource):
 
     def lose_leadership(self) -> None:
         """Drop the leader connection (its session lock and row locks go with it)."""
-        conn, self._conn = self._conn, None
+        conn, self._conn, self._session = self._conn, None, None
         if conn is not None:
             self._on_lose_lead()
             self._discard(conn)

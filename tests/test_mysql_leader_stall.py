@@ -26,9 +26,13 @@ from config import Settings
 from outbox.db import create_engine
 from outbox.errors import SourceError
 from outbox.log import EventLog
+from outbox.mysql import MySqlOutboxSource
+from outbox.postgres import PostgresOutboxSource
 from outbox.relay import SourceRelay
+from outbox.source import SqlOutboxSource
 from outbox.sources import open_source
 from tests.cli_helpers import flat_toml
+from tests.conftest import MYSQL_ADMIN, PG_ADMIN, _admin_engine
 from tests.outbox_helpers import init_outbox, insert_events, migrate_store
 from tests.relay_helpers import RelayFleet, wait_for
 
@@ -171,6 +175,82 @@ def test_a_leader_paused_mid_batch_past_its_bound_steps_down_and_nothing_is_doub
         paused.source.close()
         standby.source.close()
         gated.close()
+
+
+def _kill_own_session(conn: sa.Connection) -> None:
+    """End ``conn``'s session from another one, as the server does past ``wait_timeout``."""
+    postgres = conn.dialect.name == "postgresql"
+    session = conn.exec_driver_sql(
+        "SELECT pg_backend_pid()" if postgres else "SELECT CONNECTION_ID()"
+    ).scalar_one()
+    conn.commit()
+    admin = _admin_engine(PG_ADMIN if postgres else MYSQL_ADMIN)
+    try:
+        with admin.connect() as other:
+            other.exec_driver_sql(
+                f"SELECT pg_terminate_backend({int(session)})"
+                if postgres
+                else f"KILL {int(session)}"
+            )
+    finally:
+        admin.dispose()
+
+
+class EndedWhileTakingTheLead(MySqlOutboxSource):
+    """A source whose session the server ends just after it took ``GET_LOCK`` (the relay
+    stalled there past the bound, or its connection was dropped)."""
+
+    def _on_lead(self, conn: sa.Connection) -> None:
+        _kill_own_session(conn)
+        super()._on_lead(conn)
+
+
+class PgEndedWhileTakingTheLead(PostgresOutboxSource):
+    """:class:`EndedWhileTakingTheLead` on PostgreSQL (a session advisory lock)."""
+
+    def _on_lead(self, conn: sa.Connection) -> None:
+        _kill_own_session(conn)
+        super()._on_lead(conn)
+
+
+def test_a_postgresql_session_ended_while_taking_the_lead_is_not_led_on(
+    pg_database: Callable[[], str], make_settings: Callable[..., Settings]
+) -> None:
+    url = pg_database()
+    settings = make_settings(pg_database(), {SOURCE: {"url": url}}).sources[SOURCE]
+    init_outbox(settings)
+    ended = PgEndedWhileTakingTheLead(SOURCE, settings)
+    other = open_source(SOURCE, settings)
+    try:
+        with pytest.raises(SourceError, match="session"):
+            ended.try_lead()
+        assert not ended.leading
+        assert other.try_lead()
+    finally:
+        ended.close()
+        other.close()
+
+
+def test_a_session_ended_while_taking_the_lead_is_not_led_on(stall: Stall) -> None:
+    """SQLAlchemy reconnects a connection used again after a disconnect was rolled back:
+    the statements that set the leader's session up (which absorb failures) went on in a
+    new session that holds no lock, and the relay led on it beside the next leader."""
+    settings = stall.settings.sources[SOURCE]
+    ended = EndedWhileTakingTheLead(SOURCE, settings)
+    other = open_source(SOURCE, settings)
+    assert isinstance(other, SqlOutboxSource)
+    stall.write(3)
+    try:
+        with pytest.raises(SourceError, match="session"):
+            ended.try_lead()
+        assert not ended.leading
+        assert other.try_lead()  # the lock went with the session
+        with pytest.raises(SourceError):
+            ended.claim(BATCH)
+        assert len(other.claim(BATCH)) == 3
+    finally:
+        ended.close()
+        other.close()
 
 
 def _stepped_down(text: str) -> bool:
