@@ -5,6 +5,9 @@ skips those rows by ``event_id``, or the new leader does), but nothing it does t
 outbox goes through: its next statement fails, it steps down and stands by. The log holds
 every event once, at gap-free positions, in each aggregate's order.
 
+A session that ends while the relay is taking the lead (just after the lock) is given up,
+not silently reconnected without the lock (MariaDB, and PostgreSQL likewise).
+
 The bound is made short through the DSN (``init_command`` sets ``wait_timeout``)."""
 
 from __future__ import annotations
