@@ -13,8 +13,9 @@ PostgreSQL through psycopg and checked by ``tests/test_batch_clock_values.py``:
 - ``TIME WITH TIME ZONE``: the same, keeping the offset (``Z``: UTC); a value without one
   takes the session time zone's offset: at the date written, when one is; else only in a
   zone of one offset (in ``Europe/Paris`` PostgreSQL takes the offset of the day the
-  transaction runs, which a replay would not repeat: refused). A naive datetime or a
-  ``timedelta`` is refused (PostgreSQL casts neither into it).
+  transaction runs, which a replay would not repeat: refused); at a date's wall time that
+  happens twice, the later offset (:func:`~projections.sql_time_values.pg_wall_time`). A
+  naive datetime or a ``timedelta`` is refused (PostgreSQL casts neither into it).
 - Refused: ``24:00:00`` (also rounded to it: psycopg cannot read it back), ``'now'`` (a
   replay would store another time), an offset of 16 hours or more, a ``ZoneInfo`` time
   (psycopg cannot send it without a date), abbreviations whose offset PostgreSQL takes from
@@ -37,6 +38,7 @@ from sqlalchemy.engine import Dialect
 
 from projections.pg_abbreviations import DYNAMIC, FIXED
 from projections.sql_limits import Unstorable
+from projections.sql_time_values import pg_wall_time
 
 Converter = Callable[[Any], Any]
 Found = tuple[Converter, frozenset[type]] | None
@@ -126,7 +128,7 @@ def _session_offset(
     zone: tzinfo, fixed: timedelta | None, day: date | None, clock: time
 ) -> timedelta:
     if day is not None:
-        offset = datetime.combine(day, clock).replace(tzinfo=zone, fold=0).utcoffset()
+        offset = pg_wall_time(datetime.combine(day, clock), zone).utcoffset()
         if offset is not None:
             return offset
     if fixed is not None:

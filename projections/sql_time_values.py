@@ -1,12 +1,17 @@
 """Values of PostgreSQL ``timestamptz``, ``timestamp`` and ``date`` columns as they are stored.
 
 The companion of :mod:`projections.sql_other_values`, observed on PostgreSQL through psycopg
-(``tests/test_batch_values_property.py`` checks each against the server):
+(``tests/test_batch_values_property.py`` checks that batches see what the server returns;
+``tests/test_dst_wall_times.py`` that DST's wall times are stored as a plain SQL write stores
+them, on every write path):
 
-- ``timestamptz``: read back in the session's time zone ``zone``. A naive datetime is taken
-  in it; PostgreSQL ignores ``fold``: a wall time that happens twice (DST ends) is the first
-  one, one that never happens (DST starts) is taken with the offset before the change and
-  read back past it (02:30 in Paris on 2024-03-31 is 03:30+02:00).
+- ``timestamptz``: read back in the session's time zone ``zone``. A naive datetime (or text
+  without an offset, or naming a zone) is taken in it as PostgreSQL takes it, ``fold``
+  ignored (psycopg does not send it), on every write path alike (:func:`pg_wall_time`): a
+  wall time that happens twice (DST ends) is the later one (02:30 in Berlin on 2024-10-27
+  is 02:30+01:00), one that never happens (DST starts) is taken with the offset before the
+  change and read back past it (02:30 in Paris on 2024-03-31 is 03:30+02:00). An aware
+  datetime is the instant it names (its ``fold`` decides its offset: psycopg sends that).
 - ``timestamp``: an aware value in the session's time zone, its offset dropped; ``fold``
   dropped. ``date``: a datetime's date (an aware one's in the session's time zone).
 - Text: ISO 8601 (seconds rounded to microseconds, half to even), optionally followed by
@@ -84,7 +89,7 @@ def parsed(text: str, day: bool = False) -> datetime | date:
     if zone_name is not None:
         if moment.tzinfo is not None:
             raise Unstorable(f"it names both an offset and a time zone; {_ADVICE}")
-        moment = moment.replace(tzinfo=_zone_named(zone_name))
+        moment = pg_wall_time(moment, _zone_named(zone_name))
     return moment
 
 
@@ -114,15 +119,30 @@ def _zone_names() -> dict[str, str]:
     return {name.lower(): name for name in available_timezones()}
 
 
+def pg_wall_time(wall: datetime, zone: tzinfo) -> datetime:
+    """The naive ``wall`` taken in ``zone`` as PostgreSQL takes it, ``fold`` ignored: of
+    its readings at the offsets before and after a change, the later instant. A wall time
+    that happens twice (DST ends) is the second (``fold=1``); one that never happens (DST
+    starts) is read at the offset before the change (``fold=0``). PostgreSQL 15 does so for
+    a ``timestamp`` cast to ``timestamptz`` (psycopg sends a naive datetime as one) and for
+    text alike."""
+    first = wall.replace(tzinfo=zone, fold=0)
+    second = first.replace(fold=1)
+    early, late = first.utcoffset(), second.utcoffset()
+    if early is not None and late is not None and late < early:
+        return second
+    return first
+
+
 def _in_zone(moment: datetime, zone: tzinfo) -> datetime:
-    """``moment`` in ``zone`` as PostgreSQL prints it: a naive one taken there (``fold``
-    ignored; a wall time that does not exist is read with the offset before the change).
+    """``moment`` in ``zone`` as PostgreSQL prints it: a naive one taken there
+    (:func:`pg_wall_time`).
     Near year 1 or 9999, where the moment in UTC is out of Python's range, with a fixed
     offset, as psycopg reads it; refused when it is out of that range in ``zone``
     (PostgreSQL stores it, psycopg cannot read it back)."""
     given = moment.tzinfo
     if given is None or (given is not zone and moment.utcoffset() is None):
-        moment = moment.replace(tzinfo=zone, fold=0)
+        moment = pg_wall_time(moment, zone)
     try:
         local = moment.astimezone(UTC).astimezone(zone)
     except OverflowError:

@@ -23,6 +23,8 @@ _BERLIN = ZoneInfo("Europe/Berlin")
         ("moment:2024-05-03T10:00:00", "moment:2024-05-03T10:00:00+02:00"),
         ("pos:acme:day:2024-01-03T10:00:00", "pos:acme:day:2024-01-03T10:00:00+01:00"),
         ("moment:2024-10-27T01:30:00+00:00", "moment:2024-10-27T02:30:00"),
+        ("moment:2024-10-27T02:30:00", "moment:2024-10-27T02:30:00+01:00"),  # the later
+        ("moment:2024-03-31T02:30:00", "moment:2024-03-31T03:30:00+02:00"),  # never happens
     ],
 )
 def test_a_timestamp_tag_is_also_spelled_as_the_session_stores_it(tag: str, added: str) -> None:
