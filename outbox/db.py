@@ -16,6 +16,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 
 from outbox.db_errors import hidden_message
 from outbox.json_numbers import dumps_exact, loads_exact
+from outbox.sqlite_whole_numbers import exact_whole_numbers
 
 EngineKind = Literal["postgresql", "mysql", "sqlite"]
 
@@ -247,6 +248,7 @@ SQLITE_BUSY_TIMEOUT = 30.0
 
 def _configure_sqlite(engine: Engine) -> None:
     engine.dialect.colspecs = {**engine.dialect.colspecs, sa.DateTime: _SqliteAwareDateTime}
+    exact_whole_numbers(engine)
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:

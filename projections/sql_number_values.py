@@ -12,8 +12,10 @@ database):
   ("numeric field overflow"), as is a boolean (into any number column but ``INTEGER``).
 - PostgreSQL integers: a float rounds half to even (``rint``), a ``Decimal`` half away from
   zero, a string of digits is parsed.
-- SQLite ``NUMERIC``: SQLAlchemy binds a float and reads ``Decimal("%.<scale>f" % value)``
-  (scale 10 when the type has none); the column's affinity keeps integral values as integers.
+- SQLite ``NUMERIC``: a whole number of 64 bits is bound as an integer and read back as its
+  exact ``Decimal`` (:mod:`outbox.sqlite_whole_numbers`); any other value SQLAlchemy binds as
+  a float and reads ``Decimal("%.<scale>f" % value)`` (scale 10 when the type has none), and
+  the column's affinity keeps an integral one as an integer.
 - SQLite integers: an integral float or a numeric string becomes an integer; other values
   are kept as they are (SQLite's type affinity). A ``Decimal``, which the driver cannot
   bind, becomes an integer as on PostgreSQL (half away from zero); NaN or infinity is

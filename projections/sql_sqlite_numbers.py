@@ -2,9 +2,12 @@
 :mod:`projections.sql_values` gives them (PostgreSQL's: :mod:`projections.sql_number_values`,
 whose docstring gives the rules both follow).
 
-- ``NUMERIC`` and floats: SQLAlchemy binds a float (text as PostgreSQL's double precision
-  reads it); NUMERIC affinity keeps an integral float as an integer, REAL affinity a float;
-  NaN is refused (SQLite stores it as NULL), bytes too.
+- ``NUMERIC``: a whole number of 64 bits (an ``int``, a ``Decimal``, text of digits) is bound
+  as that integer and kept exactly (:mod:`outbox.sqlite_whole_numbers`: SQLAlchemy bound a
+  float, so 2**53 + 1 was 2**53); any other value as a float, which NUMERIC affinity keeps
+  as an integer when integral.
+- Floats: SQLAlchemy binds a float (text as PostgreSQL's double precision reads it); REAL
+  affinity keeps it a float. NaN is refused (SQLite stores it as NULL), bytes too.
 - ``INTEGER``: an integral float, or a numeric string, becomes an integer; a ``Decimal``,
   which the driver cannot bind, an integer as on PostgreSQL (half away from zero).
 """
@@ -19,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
+from outbox.sqlite_whole_numbers import SqliteWholeNumeric
 from projections.sql_float_text import pg_float_text
 from projections.sql_limits import Unstorable, UnstorableNowhere, UnstorableWide
 from projections.sql_number_values import (
@@ -43,11 +47,13 @@ def sqlite_number(
     dialect: Dialect, column_type: sa.types.TypeEngine[Any]
 ) -> tuple[Converter, frozenset[type]] | None:
     if isinstance(column_type, sa.Numeric | sa.Float):  # SQLAlchemy binds a float
-        impl = column_type.dialect_impl(dialect)
-        bind = impl.bind_processor(dialect) or float
-        result = impl.result_processor(dialect, None)
         # REAL affinity keeps floats; NUMERIC affinity stores an integral float as an integer.
         real = isinstance(column_type, sa.Float)
+        impl = column_type.dialect_impl(dialect)
+        if not real and not isinstance(impl, SqliteWholeNumeric):
+            impl = column_type.adapt(SqliteWholeNumeric)  # as readmodel's engines bind it
+        bind = impl.bind_processor(dialect) or float
+        result = impl.result_processor(dialect, None)
         stored = _sqlite_real if real else _sqlite_integral
         if real:  # text as PostgreSQL's double precision reads it
             bind = _text_as_pg_float(bind)
@@ -113,6 +119,8 @@ def _sqlite_bound(
             sqlite_no_float(value)
         except OverflowError:
             return value  # the flush refuses it
+        if type(number) is int:  # a whole number of 64 bits, kept exactly
+            return number if result is None else result(number)
         if type(number) is not float:
             return value
         if number != number:

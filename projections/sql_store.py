@@ -17,6 +17,7 @@ from outbox.db_errors import hidden_traceback, without_values
 from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.schema import create_tables
+from outbox.sqlite_whole_numbers import exact_whole_numbers
 from projections.api import Projection, UnstorableValueError
 from projections.handler_timeout import HandlerTimeout, bounded
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
@@ -61,6 +62,8 @@ class SqlStore(
         if self.kind not in ("postgresql", "sqlite"):
             raise StoreError("a SQL read-model store is PostgreSQL or SQLite")
         self.engine = engine or create_engine(url)
+        if self.kind == "sqlite":  # an engine given: NUMERIC whole numbers kept exactly too
+            exact_whole_numbers(self.engine)
         # Transactions that write: on SQLite they take the write lock at BEGIN, so two
         # writers wait for each other instead of failing to upgrade a read lock.
         self.writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")

@@ -110,8 +110,9 @@ def _value_spellings(text: str) -> list[str] | None:
 
 def _number_spellings(number: Decimal) -> list[str]:
     """A number's shortest decimal text and, past 15 significant digits, the nearest
-    double's too: SQLite keeps a NUMERIC as a double (the id
-    ``0.1000000000000000055511151231257827`` is the row a get of ``0.1`` finds there)."""
+    double's too: SQLite keeps a float, and a NUMERIC fraction, as a double (the id
+    ``0.1000000000000000055511151231257827`` is the row a get of ``0.1`` finds there; a
+    float key 2**53 is the row of the event of ``9007199254740993``)."""
     spelled = [_number(number)]
     if len(number.as_tuple().digits) > 15:
         double = float(number)
