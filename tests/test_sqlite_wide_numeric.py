@@ -121,3 +121,25 @@ def test_a_whole_decimal_past_64_bits_is_kept_as_sqlite_keeps_it(
     with runtime.engine.store_of("wide_numbers").engine.connect() as conn:
         (seen,) = conn.execute(sa.text("SELECT value FROM w_seen")).scalars()
     assert (Decimal(seen.split("=")[0]), seen.split("=")[1]) == (kept, "past")
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [int, Decimal, str, lambda n: Decimal(f"{n}.000")],
+    ids=["int", "decimal", "text", "more-places"],
+)
+def test_a_cached_get_of_a_scaled_numeric_key_reads_its_row(
+    wide: tuple[Any, Queries], spell: Callable[[int], Any]
+) -> None:
+    """A ``NUMERIC(30, 2)`` key: a whole number is kept exactly at any scale, and a key of
+    more places than the scale finds the same row."""
+    runtime, queries = wide
+    _set(runtime, (HIGH, "high-1"), (LOW, "low-1"))
+
+    def read(number: int) -> Any:
+        row = queries.get("wide_numbers", spell(number), table="w_scaled").value
+        return None if row is None else (Decimal(row["id"]), row["value"])
+
+    assert (read(HIGH), read(LOW)) == ((HIGH, "high-1"), (LOW, "low-1"))
+    _set(runtime, (HIGH, "high-2"))
+    assert (read(HIGH), read(LOW)) == ((HIGH, "high-2"), (LOW, "low-1"))
