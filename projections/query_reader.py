@@ -199,8 +199,9 @@ class SqlReader:
             else f"give the key as text: {','.join(['VALUE'] * len(columns))}, "
             f"or typed: :='[{', '.join(['JSON'] * len(columns))}]'"
         )
-        typed = [key_value(c, v, hint) for c, v in zip(columns, values, strict=True)]
-        if self._engine.dialect.name == "sqlite":
+        sqlite = self._engine.dialect.name == "sqlite"
+        typed = [key_value(c, v, hint, sqlite=sqlite) for c, v in zip(columns, values, strict=True)]
+        if sqlite:
             typed = [sqlite_wall_time(c, v) for c, v in zip(columns, typed, strict=True)]
         elif self._engine.dialect.name == "postgresql" and datetime in map(type, typed):
             zone = self._session_zone()
@@ -227,8 +228,9 @@ class SqlReader:
         }
 
     def equals(self, table: sa.Table, equals: Mapping[str, Any]) -> list[Any]:
+        sqlite = self._engine.dialect.name == "sqlite"
         return [
-            self.column(table, name) == filter_value(self.column(table, name), value)
+            self.column(table, name) == filter_value(self.column(table, name), value, sqlite=sqlite)
             for name, value in equals.items()
         ]
 

@@ -11,7 +11,7 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -51,14 +51,16 @@ def json_number(value: Any) -> Any:
     return value
 
 
-def coerce(column: sa.Column[Any], value: Any) -> Any:
+def coerce(column: sa.Column[Any], value: Any, *, sqlite: bool = False) -> Any:
     """A value from the command line or a cursor (text) as the column's Python type; a
     whole number as ``int`` in an integer column (``42.0`` finds row 42: one spelling per
-    row, so the cache key and tag of ``42.0`` are those an event of row 42 invalidates)."""
+    row, so the cache key and tag of ``42.0`` are those an event of row 42 invalidates).
+    ``sqlite``: a NUMERIC value is rounded as a SQLite store rounds it (see
+    :func:`_canonical_decimal`)."""
     if isinstance(value, float | Decimal) and _integer_column(column):
         return _whole(value)
     if isinstance(value, Decimal):
-        return _canonical_decimal(column, value)
+        return _canonical_decimal(column, value, sqlite)
     if value is None or not isinstance(value, str):
         return value
     try:
@@ -73,7 +75,7 @@ def coerce(column: sa.Column[Any], value: Any) -> Any:
                 return False
             raise ValueError(value)
         if python_type is Decimal:
-            return _canonical_decimal(column, Decimal(value))
+            return _canonical_decimal(column, Decimal(value), sqlite)
         if python_type in (int, float, uuid.UUID):
             return python_type(value)
         if python_type is datetime:
@@ -93,24 +95,27 @@ def coerce(column: sa.Column[Any], value: Any) -> Any:
     return value
 
 
-def filter_value(column: sa.Column[Any], value: Any, hint: str | None = None) -> Any:
+def filter_value(
+    column: sa.Column[Any], value: Any, hint: str | None = None, *, sqlite: bool = False
+) -> Any:
     """A filter's value as the column's Python type: a :class:`JsonValue` only when it is of
     the column's kind (a JSON number for a number column, ``true``/``false`` for a boolean
     one); anything else as :func:`coerce` reads it (text as the column's type). ``hint``
     says how to give the value otherwise (a ``--where`` filter's by default)."""
     if isinstance(value, JsonValue):
-        return _json_value(column, value, hint or f"give text as {column.name}=VALUE")
-    return coerce(column, value)
+        hint = hint or f"give text as {column.name}=VALUE"
+        return _json_value(column, value, hint, sqlite)
+    return coerce(column, value, sqlite=sqlite)
 
 
-def key_value(column: sa.Column[Any], value: Any, hint: str) -> Any:
+def key_value(column: sa.Column[Any], value: Any, hint: str, *, sqlite: bool = False) -> Any:
     """A primary key's value as :func:`filter_value` reads it, but a float in a NUMERIC column
     as the exact decimal it spells (``0.1``, not the double's 0.1000000000000000055...):
     PostgreSQL would compare the column as a double, finding rows the key's cache tag
     (``price:0.1``) is not the tag of."""
     if isinstance(value, float) and math.isfinite(value) and _python_type(column) is Decimal:
         value = Decimal(repr(value))
-    return filter_value(column, value, hint)
+    return filter_value(column, value, hint, sqlite=sqlite)
 
 
 def sqlite_wall_time(column: sa.Column[Any], value: Any) -> Any:
@@ -134,12 +139,12 @@ def _python_type(column: sa.Column[Any]) -> Any:
         return None
 
 
-def _json_value(column: sa.Column[Any], given: JsonValue, hint: str) -> Any:
+def _json_value(column: sa.Column[Any], given: JsonValue, hint: str, sqlite: bool) -> Any:
     value = given.value
     if value is None:
         return None
     if isinstance(value, str):
-        return coerce(column, value)
+        return coerce(column, value, sqlite=sqlite)
     try:
         python_type = column.type.python_type
     except NotImplementedError:
@@ -159,7 +164,7 @@ def _json_value(column: sa.Column[Any], given: JsonValue, hint: str) -> Any:
             return float(value)
     elif python_type is Decimal:
         if number:
-            return _canonical_decimal(column, Decimal(value))
+            return _canonical_decimal(column, Decimal(value), sqlite)
     raise QueryError(
         f"column {column.name!r}: {given.text.strip()} is not a valid "
         f"{python_type.__name__} ({hint})"
@@ -182,13 +187,18 @@ def _whole(value: float | Decimal) -> int | float | Decimal:
         return value
 
 
-def _canonical_decimal(column: sa.Column[Any], value: Decimal) -> Decimal:
-    """``value`` at the column's scale (``1.5`` -> ``1.50`` for NUMERIC(10, 2)), as the
-    database returns it: one spelling per row, for cache keys and tags alike."""
+def _canonical_decimal(column: sa.Column[Any], value: Decimal, sqlite: bool = False) -> Decimal:
+    """``value`` at the column's scale (``1.5`` -> ``1.50`` for NUMERIC(10, 2)), rounded as a
+    write of it is stored, so a key finds the row the same key wrote: one spelling per row,
+    for cache keys and tags alike. PostgreSQL rounds half away from zero (``0.125`` is
+    ``0.13``); SQLite keeps the double SQLAlchemy binds, read back at the scale (``0.125``
+    is ``0.12``, ``0.165`` is ``0.17``: :mod:`projections.sql_sqlite_numbers`)."""
     scale = getattr(column.type, "scale", None)
     if scale is None or not value.is_finite():
         return value
+    if sqlite:
+        return Decimal(f"{float(value):.{scale}f}")
     try:
-        return value.quantize(Decimal(1).scaleb(-scale))
+        return value.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_UP)
     except ArithmeticError:  # more digits than any row of the column can hold: no such row
         return value
