@@ -11,11 +11,12 @@ import math
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
+from projections.numeric_scale import at_scale, numeric_scale
 from projections.query_errors import QueryError
 
 
@@ -189,16 +190,10 @@ def _whole(value: float | Decimal) -> int | float | Decimal:
 
 def _canonical_decimal(column: sa.Column[Any], value: Decimal, sqlite: bool = False) -> Decimal:
     """``value`` at the column's scale (``1.5`` -> ``1.50`` for NUMERIC(10, 2)), rounded as a
-    write of it is stored, so a key finds the row the same key wrote: one spelling per row,
-    for cache keys and tags alike. PostgreSQL rounds half away from zero (``0.125`` is
-    ``0.13``); SQLite keeps the double SQLAlchemy binds, read back at the scale (``0.125``
-    is ``0.12``, ``0.165`` is ``0.17``: :mod:`projections.sql_sqlite_numbers`)."""
-    scale = getattr(column.type, "scale", None)
+    write of it is stored (:mod:`projections.numeric_scale`: ``0.125`` is ``0.13`` on
+    PostgreSQL, ``0.12`` on SQLite), so a key finds the row the same key wrote: one spelling
+    per row, for cache keys and tags alike."""
+    scale = numeric_scale(column.type, sqlite)
     if scale is None or not value.is_finite():
         return value
-    if sqlite:
-        return Decimal(f"{float(value):.{scale}f}")
-    try:
-        return value.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_UP)
-    except ArithmeticError:  # more digits than any row of the column can hold: no such row
-        return value
+    return at_scale(value, scale, sqlite)

@@ -20,6 +20,7 @@ from outbox.schema import create_tables
 from outbox.sqlite_whole_numbers import exact_whole_numbers
 from projections.api import Projection, UnstorableValueError
 from projections.handler_timeout import HandlerTimeout, bounded
+from projections.numeric_scale import with_scaled_spellings
 from projections.row_locks import OutOfOrder, RowLocks, apply_in_order
 from projections.session_zone_tags import with_session_spellings
 from projections.sql_checkpoints import SqlCheckpoints, _driver
@@ -188,6 +189,12 @@ class SqlStore(
         except (SQLAlchemyError, psycopg.Error) as exc:  # psycopg: SqlTx's driver-level paths
             raise StoreError(f"{lane.projection}: apply failed: {describe_db_error(exc)}") from exc
 
+    def _stored_spellings(self, tx: SqlTx, tags: set[str] | None) -> set[str] | None:
+        """``tags`` and the tags of their ids as this store keeps them in the projection's
+        keys: a timestamp in the session's zone, a number at a NUMERIC key's scale."""
+        tags = with_session_spellings(tags, tx.session_zone())
+        return with_scaled_spellings(tags, tx.tables, self.kind == "sqlite")
+
     def _finish(
         self,
         conn: sa.Connection,
@@ -201,7 +208,7 @@ class SqlStore(
 
         On PostgreSQL all of it is sent at once and answered in one round trip (psycopg's
         pipeline mode; the first error aborts the rest and is raised at the commit)."""
-        tags = with_session_spellings(tags, tx.session_zone())
+        tags = self._stored_spellings(tx, tags)
         if self.kind != "postgresql":
             tx.flush()
             self.set_checkpoint(conn, lane, upto)
@@ -274,7 +281,7 @@ class SqlStore(
                     except RefusedWrite as refused:
                         error, detail = without_values(refused.error), hidden_traceback(refused)
                         raise HandlerFailed(event, error, detail, refused=True) from refused
-                tags = with_session_spellings(tags, tx.session_zone())
+                tags = self._stored_spellings(tx, tags)
                 self.journal(conn, projection.name, tags)  # done by the engine after the retry
                 conn.execute(
                     parked_events.update()

@@ -3,7 +3,7 @@ writes are folded per key and flushed as a few batched statements at commit."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from copy import deepcopy
 from dataclasses import dataclass, field
 from datetime import date, time, timedelta, tzinfo
@@ -93,6 +93,11 @@ class SqlTx(Prefetches):
         self._batch_prefetch = batch_prefetch and self._postgresql
         self._deferred: list[tuple[TablePlan, list[tuple[Any, ...]]]] = []
         self._undo: _Undo | None = None
+
+    @property
+    def tables(self) -> Iterable[sa.Table]:
+        """The projection's tables (logical: as its handlers name them)."""
+        return self._tables.keys()
 
     def _describe(self, table: sa.Table) -> _Info:
         """``(physical table, its name, primary key column names, the converters of its

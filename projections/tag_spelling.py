@@ -81,6 +81,22 @@ def tag_moment(tag: str) -> tuple[str, datetime] | None:
     return None
 
 
+def tag_number(tag: str) -> tuple[str, Decimal] | None:
+    """``(head, number)`` when the id ``tag`` ends with (as :func:`tag_spellings` finds it)
+    is a finite number: ``"price:0.125"`` is ``("price:", Decimal("0.125"))``."""
+    start = tag.find(":") + 1
+    while start:
+        rest = tag[start:]
+        if _value_spellings(rest) is not None:
+            try:
+                number = Decimal(rest)
+            except InvalidOperation:  # a timestamp, a time or a UUID
+                return None
+            return (tag[:start], number) if number.is_finite() else None
+        start = tag.find(":", start) + 1
+    return None
+
+
 def _value_spellings(text: str) -> list[str] | None:
     """The canonical spellings of the number, timestamp, time or UUID ``text`` is, or
     ``None`` when it is none of them."""

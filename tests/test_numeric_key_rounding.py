@@ -3,8 +3,10 @@
 (``0.125`` is the row ``0.13``), SQLite through the double SQLAlchemy binds (``0.125`` is
 ``0.12``, ``0.165`` is ``0.17``: the doubles of ``0.145`` and ``1.005`` lie below the half).
 A cached get by that key then finds the row the same key wrote, shares the entry of the
-row's own spelling, and reads an update once an event of the row is applied; a handler's
-``tx.get`` by it finds the row an earlier event of its batch wrote."""
+row's own spelling, and reads an update once an event of the row is applied, whether the
+event's aggregate id is the row's spelling or the one with more places; a handler's
+``tx.get`` by it finds the row an earlier event of its batch wrote. PostgreSQL's
+``NUMERIC(10)`` is scale 0; SQLite keeps a ``NUMERIC`` without a scale as the double."""
 
 from __future__ import annotations
 
@@ -108,3 +110,40 @@ def test_a_list_filter_off_the_scale_finds_the_row_it_wrote(
     for value in (given, Decimal(given)):
         page = queries.list("scaled_keys", {"id": value}, table="s_price")
         assert [row["id"] for row in page.rows] == [stored]
+
+
+@pytest.mark.parametrize("given", _OFF_SCALE)
+def test_an_event_of_an_aggregate_id_off_the_scale_reaches_every_get_of_its_row(
+    scaled: tuple[Any, Queries, dict[str, str]], given: str
+) -> None:
+    """The service spells the id with more places than the column keeps: its events tag
+    ``price:0.125``, the row is ``0.13``; a get by either spelling must read the update."""
+    runtime, queries, stored_of = scaled
+    stored = stored_of[given]
+    _set(runtime, [(given, given, "v1")])
+    spellings: list[Any] = [given, Decimal(given), stored, Decimal(stored)]
+    assert [_read(queries, key) for key in spellings] == ["v1"] * len(spellings)
+    _set(runtime, [(given, given, "v2")])
+    assert [_read(queries, key) for key in spellings] == ["v2"] * len(spellings)
+
+
+@pytest.mark.parametrize("given", ["2.5", "-2.5", "0.5"])
+def test_a_numeric_key_of_no_scale_rounds_to_whole_on_postgresql_only(
+    scaled: tuple[Any, Queries, dict[str, str]], store_url: str, given: str
+) -> None:
+    """PostgreSQL's ``NUMERIC(10)`` is ``NUMERIC(10, 0)`` (``2.5`` is the row ``3``); SQLite
+    keeps the number as the double bound."""
+    runtime, queries, _ = scaled
+    sqlite = store_url.startswith("sqlite")
+    append(runtime.log, "keys", [("whole", given, "PriceSet", {"value": "v1"})])
+    assert runtime.engine.catch_up(["scaled_keys"]) == 1
+    (row,) = queries.list("scaled_keys", table="s_whole").rows
+    whole = {"2.5": "3", "-2.5": "-3", "0.5": "1"}[given]
+    assert Decimal(row["id"]) == (Decimal(given) if sqlite else Decimal(whole))
+    spellings: list[Any] = [given, Decimal(given), row["id"]]
+    read = [queries.get("scaled_keys", key, table="s_whole").value for key in spellings]
+    assert [r and r["value"] for r in read] == ["v1"] * 3
+    append(runtime.log, "keys", [("whole", given, "PriceSet", {"value": "v2"})])
+    assert runtime.engine.catch_up(["scaled_keys"]) == 1
+    read = [queries.get("scaled_keys", key, table="s_whole").value for key in spellings]
+    assert [r and r["value"] for r in read] == ["v2"] * 3
