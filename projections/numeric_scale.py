@@ -3,8 +3,9 @@
 and the tags of an event find the row the same number wrote.
 
 PostgreSQL rounds half away from zero (``0.125`` is the row ``0.13``, ``-0.125`` the row
-``-0.13``; ``NUMERIC(p)`` is ``NUMERIC(p, 0)``); SQLite keeps the double SQLAlchemy binds,
-read back at the scale (``0.125`` is ``0.12``, ``0.165`` is ``0.17``:
+``-0.13``; ``NUMERIC(p)`` is ``NUMERIC(p, 0)``); SQLite keeps the double SQLAlchemy binds (but
+a whole number of 64 bits, kept exactly: :mod:`outbox.sqlite_whole_numbers`), read back at
+the scale (``0.125`` is ``0.12``, ``0.165`` is ``0.17``:
 :mod:`projections.sql_sqlite_numbers`), and a ``NUMERIC`` without a scale as the double
 itself (nothing rounded here).
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from outbox.sqlite_whole_numbers import whole_int
 from projections.tag_spelling import key_text, tag_number
 
 __all__ = ["at_scale", "key_scales", "numeric_scale", "with_scaled_spellings"]
@@ -43,6 +45,9 @@ def at_scale(value: Decimal, scale: int, sqlite: bool) -> Decimal:
     """``value`` (finite) at ``scale`` places, as a store of the kind writes it; ``value``
     itself when no row could hold it (more digits than any context can round)."""
     if sqlite:
+        whole = whole_int(value)  # bound as the int it is (outbox.sqlite_whole_numbers)
+        if whole is not None:
+            return Decimal(whole).quantize(Decimal(1).scaleb(-scale))
         return Decimal(f"{float(value):.{scale}f}")
     try:
         return value.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_UP)
