@@ -25,7 +25,8 @@ from outbox.keepalive import client_keepalives
 from outbox.rows import FIELDS, IdFormat
 from outbox.source_groups import group_of
 from outbox.source_table import qualified_name, read_shape
-from outbox.timestamps import BadTimestamp, as_utc
+from outbox.sql_pending import oldest_columns, oldest_of
+from outbox.timestamps import as_utc
 
 CONNECT_TIMEOUT = 10  # seconds: a database that takes the connection but never answers
 CLAIM_TIMEOUT = 60  # seconds, PostgreSQL: a leader's statement blocked (a locked table)
@@ -165,6 +166,7 @@ class SqlOutboxSource(OutboxSource):
         self._columns: dict[str, str] = {}
         self._id_formats: dict[str, IdFormat] = {}
         self._id_hints: dict[str, str] = {}
+        self._epochs = False
         self._claim: sa.Select[Any] | None = None
 
     # -- table shape ---------------------------------------------------------------
@@ -197,6 +199,7 @@ class SqlOutboxSource(OutboxSource):
         shape = read_shape(self.name, self.settings, self.engine, self.display_url)
         self._columns, self._id_formats = shape.columns, shape.id_formats
         self._id_hints, self._table = shape.id_hints, shape.table
+        self._epochs = shape.epoch_timestamps
         return self._table
 
     def install(self) -> None:
@@ -396,9 +399,10 @@ class SqlOutboxSource(OutboxSource):
     def pending(self) -> PendingStats:
         table = self._resolve()
         occurred = self._columns.get("occurred_at")
+        unit = self.settings.timestamp_unit
         columns: list[Any] = [sa.func.count()]
         if occurred:
-            columns += [sa.func.min(table.c[occurred]), self._now()]
+            columns += [self._now(), *oldest_columns(table.c[occurred], self._epochs, unit)]
         query = sa.select(*columns).select_from(table).where(*self._pending_filter(table))
         try:
             with self.engine.connect() as conn:
@@ -407,13 +411,8 @@ class SqlOutboxSource(OutboxSource):
             raise SourceError(
                 f"source {self.name!r} ({self.display_url}): {describe_db_error(exc)}"
             ) from exc
-        age = None
-        if occurred and row[1] is not None:
-            unit = self.settings.timestamp_unit
-            try:
-                age = max(0.0, (as_utc(row[2]) - as_utc(row[1], unit)).total_seconds())
-            except BadTimestamp:  # a row the relay will park: its age is not known
-                age = None
+        oldest = oldest_of(row[2:], self._epochs, unit) if occurred else None
+        age = None if oldest is None else max(0.0, (as_utc(row[1]) - oldest).total_seconds())
         return PendingStats(int(row[0]), age)
 
     # -- engine hooks --------------------------------------------------------------

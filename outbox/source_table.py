@@ -30,12 +30,14 @@ _DEFAULTS = {name: field.default for name, field in ColumnMap.model_fields.items
 @dataclass(frozen=True, slots=True)
 class TableShape:
     """What a source reads from its outbox table: the table with its mapped columns,
-    field -> actual column ('' for an optional one the table lacks), and the id rules."""
+    field -> actual column ('' for an optional one the table lacks), the id rules, and
+    whether the timestamp column is numeric (Unix epochs)."""
 
     table: sa.TableClause
     columns: dict[str, str]
     id_formats: dict[str, IdFormat]
     id_hints: dict[str, str]
+    epoch_timestamps: bool = False
 
 
 def qualified_name(settings: SourceSettings) -> str:
@@ -100,7 +102,9 @@ def read_shape(
         *[sa.column(c) for c in columns.values() if c],
         schema=settings.schema_name,
     )
-    return TableShape(table, columns, id_formats, id_hints)
+    occurred = columns.get("occurred_at")
+    epochs = bool(occurred) and is_numeric(types[occurred])
+    return TableShape(table, columns, id_formats, id_hints, epochs)
 
 
 def _check_position_type(
@@ -180,3 +184,9 @@ def is_binary(column_type: sa.types.TypeEngine[Any]) -> bool:
         return base_type(column_type).python_type is bytes
     except NotImplementedError:  # a type the dialect does not know
         return False
+
+
+def is_numeric(column_type: sa.types.TypeEngine[Any]) -> bool:
+    """Whether a column of ``column_type`` holds numbers (INTEGER, BIGINT, NUMERIC, DOUBLE, a
+    domain over one): a timestamp column of such a type holds Unix epochs."""
+    return isinstance(base_type(column_type), sa.Integer | sa.Numeric | sa.Float)

@@ -23,6 +23,7 @@ sets ``timestamp_unit``. Integers are converted exactly; a nanosecond epoch, a f
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
@@ -30,12 +31,17 @@ from typing import Any
 from config import TimestampUnit
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-AUTO_LIMITS = ((10**11, "s"), (10**14, "ms"), (10**17, "us"))
+AUTO_LIMITS: tuple[tuple[int, TimestampUnit], ...] = ((10**11, "s"), (10**14, "ms"), (10**17, "us"))
 """``(largest |value|, unit)`` in order; a larger value is nanoseconds."""
 _EXPONENT = {"s": 6, "ms": 3, "us": 0, "ns": -3}
 """Powers of ten from the unit to microseconds."""
 BEYOND = 10**21
 """No epoch in any unit past this is a date a ``datetime`` holds (year 9999 is 2.6e20 ns)."""
+_FIRST_SECOND = -62_135_596_800
+"""0001-01-01T00:00:00Z as an epoch in seconds: the first a ``datetime`` holds."""
+_PAST_LAST_SECOND = 253_402_300_800
+"""10000-01-01T00:00:00Z as an epoch in seconds: the first second past any ``datetime``."""
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
 
 
 class BadTimestamp(ValueError):
@@ -51,6 +57,46 @@ def epoch_unit(value: int | float | Decimal, unit: TimestampUnit = "auto") -> st
         if magnitude <= limit:
             return name
     return "ns"
+
+
+@dataclass(frozen=True, slots=True)
+class EpochRange:
+    """Numbers read in one ``unit``, each a date of the years 1 to 9999, so that their
+    numeric order is their date order: ``low <= value <= high`` (``<`` on an open side)."""
+
+    unit: TimestampUnit
+    low: int
+    high: int
+    low_open: bool
+    high_open: bool
+
+
+def epoch_ranges(unit: TimestampUnit = "auto") -> list[EpochRange]:
+    """The ranges every epoch that is a date falls in, read in ``unit``: for ``"auto"`` one
+    per magnitude of :data:`AUTO_LIMITS`, either side of 0 (seconds span 0), so the earliest
+    date of a mix of units is the earliest of each range's smallest number; else one."""
+    if unit != "auto":
+        return [_dated(EpochRange(unit, -BEYOND, BEYOND, True, True))]
+    ranges: list[EpochRange] = []
+    floor = 0
+    for limit, name in [*AUTO_LIMITS, (BEYOND, "ns")]:
+        past = limit == BEYOND
+        if not floor:
+            ranges.append(_dated(EpochRange(name, -limit, limit, False, False)))
+        else:
+            ranges.append(_dated(EpochRange(name, floor, limit, True, past)))
+            ranges.append(_dated(EpochRange(name, -limit, -floor, past, True)))
+        floor = limit
+    return ranges
+
+
+def _dated(numbers: EpochRange) -> EpochRange:
+    """``numbers`` narrowed to the epochs in its unit of the years 1 to 9999."""
+    scale = _PER_SECOND[numbers.unit]
+    first, past = _FIRST_SECOND * scale, _PAST_LAST_SECOND * scale
+    low, low_open = (first, False) if first > numbers.low else (numbers.low, numbers.low_open)
+    high, high_open = (past, True) if past <= numbers.high else (numbers.high, numbers.high_open)
+    return EpochRange(numbers.unit, low, high, low_open, high_open)
 
 
 def from_epoch(value: int | float | Decimal, unit: TimestampUnit = "auto") -> datetime:
