@@ -138,6 +138,7 @@ def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:
     else:
         options["pool_size"] = kwargs.pop("pool_size", 10)
         options["max_overflow"] = kwargs.pop("max_overflow", 20)
+        options["connect_args"] = {**_bounded_connect(url), **kwargs.pop("connect_args", {})}
     options.update(kwargs)
     engine = sa.create_engine(url, **options)
     if kind == "sqlite":
@@ -146,7 +147,45 @@ def create_engine(dsn: str | URL, **kwargs: Any) -> Engine:
         _ping_when_idle(engine, IDLE_BEFORE_PING)
     if kind == "mysql":
         _utc_sessions(engine)
+        if options["connect_args"].get("read_timeout") is _HANDSHAKE:
+            _unbounded_after_handshake(engine)
     return engine
+
+
+CONNECT_TIMEOUT = 10
+"""Seconds a connect waits for a server that takes the connection and never answers (a
+hung proxy in between), unless the DSN sets its own ``connect_timeout``."""
+
+
+class _Handshake(float):
+    """The read timeout of a MySQL connect's handshake, told apart from one a caller set."""
+
+
+_HANDSHAKE = _Handshake(CONNECT_TIMEOUT)
+
+
+def _bounded_connect(url: URL) -> dict[str, Any]:
+    """Connect arguments bounding a connect by :data:`CONNECT_TIMEOUT`, those the DSN sets
+    left to it. libpq's ``connect_timeout`` bounds the whole connect; PyMySQL's only the
+    TCP connect, its handshake (the server's greeting) waits on ``read_timeout``, which
+    :func:`_unbounded_after_handshake` lifts once connected."""
+    bounds: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+    if engine_kind(url) == "mysql":
+        bounds["read_timeout"] = _HANDSHAKE
+    return {key: value for key, value in bounds.items() if key not in url.query}
+
+
+def _unbounded_after_handshake(engine: Engine) -> None:
+    """Queries on a connected MySQL connection wait as long as they take, as without the
+    handshake's bound (the server's own statement timeouts bound them)."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection._read_timeout = None  # PyMySQL sets it on its socket at next read
+        sock = getattr(dbapi_connection, "_sock", None)
+        if sock is not None:
+            sock.settimeout(None)
+            dbapi_connection._current_timeout = None
 
 
 def _utc_sessions(engine: Engine) -> None:

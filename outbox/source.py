@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from config import SourceSettings
-from outbox.db import create_engine, describe_db_error, redact_dsn
+from outbox.db import CONNECT_TIMEOUT, create_engine, describe_db_error, redact_dsn
 from outbox.errors import NotLeaderError, SourceError
 from outbox.keepalive import client_keepalives
 from outbox.rows import FIELDS, IdFormat
@@ -28,7 +28,6 @@ from outbox.source_table import qualified_name, read_shape
 from outbox.sql_pending import oldest_columns, oldest_of
 from outbox.timestamps import as_utc
 
-CONNECT_TIMEOUT = 10  # seconds: a database that takes the connection but never answers
 CLAIM_TIMEOUT = 60  # seconds, PostgreSQL: a leader's statement blocked (a locked table)
 
 
