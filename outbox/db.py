@@ -170,7 +170,7 @@ def _bounded_connect(url: URL) -> dict[str, Any]:
     TCP connect, its handshake (the server's greeting) waits on ``read_timeout``, which
     :func:`_unbounded_after_handshake` lifts once connected."""
     bounds: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
-    if engine_kind(url) == "mysql":
+    if engine_kind(url) == "mysql" and url.get_driver_name() == "pymysql":
         bounds["read_timeout"] = _HANDSHAKE
     return {key: value for key, value in bounds.items() if key not in url.query}
 
