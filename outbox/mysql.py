@@ -91,6 +91,14 @@ class MySqlOutboxSource(SqlOutboxSource):
     def _now(self) -> sa.ColumnElement[Any]:
         return sa.func.utc_timestamp(6)  # DATETIME columns hold UTC (naive is read as UTC)
 
+    def _a_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool] | None:
+        """Not a zero date (``'0000-00-00'``) nor one with a zero year, month or day, which
+        a server whose ``sql_mode`` allows them stores and PyMySQL returns as text."""
+        if not self._dates:
+            return None
+        first = sa.literal_column("'0001-01-01'")
+        return sa.and_(column >= first, sa.func.month(column) > 0, sa.func.dayofmonth(column) > 0)
+
     def purge_dispatched(self) -> int:
         if self.settings.on_dispatch != "mark":
             return 0

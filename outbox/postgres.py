@@ -104,6 +104,15 @@ class PostgresOutboxSource(SqlOutboxSource):
     def _now(self) -> sa.ColumnElement[Any]:
         return sa.func.clock_timestamp()
 
+    def _a_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool] | None:
+        """Years 1 to 9999, what a ``datetime`` holds: not ``'-infinity'``, ``'infinity'``
+        nor a BC date or year 10000 on (``isfinite`` would let a BC date through). The
+        bounds are untyped literals, read as the column's type in the session's zone."""
+        if not self._dates:
+            return None
+        first, past = sa.literal_column("'0001-01-01'"), sa.literal_column("'10000-01-01'")
+        return sa.and_(column >= first, column < past)
+
     def _fetch_claim(self, conn: sa.Connection, limit: int, lenient: bool) -> Sequence[Any]:
         """The claim query with its BEGIN in one round trip, on the driver's connection."""
         statement = self._claim_sql.get(lenient)

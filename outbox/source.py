@@ -166,6 +166,7 @@ class SqlOutboxSource(OutboxSource):
         self._id_formats: dict[str, IdFormat] = {}
         self._id_hints: dict[str, str] = {}
         self._epochs = False
+        self._dates = False
         self._claim: sa.Select[Any] | None = None
 
     # -- table shape ---------------------------------------------------------------
@@ -198,7 +199,7 @@ class SqlOutboxSource(OutboxSource):
         shape = read_shape(self.name, self.settings, self.engine, self.display_url)
         self._columns, self._id_formats = shape.columns, shape.id_formats
         self._id_hints, self._table = shape.id_hints, shape.table
-        self._epochs = shape.epoch_timestamps
+        self._epochs, self._dates = shape.epoch_timestamps, shape.date_timestamps
         return self._table
 
     def install(self) -> None:
@@ -401,7 +402,9 @@ class SqlOutboxSource(OutboxSource):
         unit = self.settings.timestamp_unit
         columns: list[Any] = [sa.func.count()]
         if occurred:
-            columns += [self._now(), *oldest_columns(table.c[occurred], self._epochs, unit)]
+            column = table.c[occurred]
+            dated = None if self._epochs else self._a_date(column)
+            columns += [self._now(), *oldest_columns(column, self._epochs, unit, dated)]
         query = sa.select(*columns).select_from(table).where(*self._pending_filter(table))
         try:
             with self.engine.connect() as conn:
@@ -421,6 +424,13 @@ class SqlOutboxSource(OutboxSource):
 
     def _now(self) -> sa.ColumnElement[Any]:
         return sa.func.current_timestamp()
+
+    def _a_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool] | None:
+        """Whether the timestamp ``column`` (of a date, time-stamp or text type) holds a date
+        the driver loads and the relay reads, in the engine's own terms; ``None``: every
+        value is. Values that are not (PostgreSQL's infinities, MariaDB's zero dates; their
+        rows are parked) are left out of the oldest pending age."""
+        return None
 
     @abstractmethod
     def _acquire_leader_lock(self, conn: sa.Connection) -> bool: ...

@@ -31,13 +31,14 @@ _DEFAULTS = {name: field.default for name, field in ColumnMap.model_fields.items
 class TableShape:
     """What a source reads from its outbox table: the table with its mapped columns,
     field -> actual column ('' for an optional one the table lacks), the id rules, and
-    whether the timestamp column is numeric (Unix epochs)."""
+    whether the timestamp column is numeric (Unix epochs) or of a date or time-stamp type."""
 
     table: sa.TableClause
     columns: dict[str, str]
     id_formats: dict[str, IdFormat]
     id_hints: dict[str, str]
     epoch_timestamps: bool = False
+    date_timestamps: bool = False
 
 
 def qualified_name(settings: SourceSettings) -> str:
@@ -104,7 +105,8 @@ def read_shape(
     )
     occurred = columns.get("occurred_at")
     epochs = bool(occurred) and is_numeric(types[occurred])
-    return TableShape(table, columns, id_formats, id_hints, epochs)
+    dates = bool(occurred) and isinstance(base_type(types[occurred]), sa.Date | sa.DateTime)
+    return TableShape(table, columns, id_formats, id_hints, epochs, dates)
 
 
 def _check_position_type(

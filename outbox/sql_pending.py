@@ -8,6 +8,11 @@ each range of :func:`~outbox.timestamps.epoch_ranges` (``MIN(CASE WHEN ... THEN 
 which every engine runs), where numeric order is date order, and the earliest of those dates
 counts. The ranges hold only dates of the years 1 to 9999: a value that is none (NaN, an
 infinity, a number past any date; the relay parks its row) is in no range and hides nothing.
+
+A date column's values that are no date (PostgreSQL's ``'-infinity'``, which the driver
+refuses to load and which would fail the whole query, or a BC date; MariaDB's zero dates;
+SQLite text that is no date) are left out of its ``MIN`` the same way, by the engine's own
+test (``SqlOutboxSource._a_date``) in the same query.
 """
 
 from __future__ import annotations
@@ -23,12 +28,16 @@ from outbox.timestamps import BadTimestamp, EpochRange, as_utc, epoch_ranges
 
 
 def oldest_columns(
-    column: sa.ColumnElement[Any], epochs: bool, unit: TimestampUnit
+    column: sa.ColumnElement[Any],
+    epochs: bool,
+    unit: TimestampUnit,
+    dated: sa.ColumnElement[bool] | None = None,
 ) -> list[sa.ColumnElement[Any]]:
-    """What to select for the oldest of ``column``: its ``MIN``, or for ``epochs`` (a numeric
-    column) one ``MIN`` per range; :func:`oldest_of` reads them back."""
+    """What to select for the oldest of ``column``: its ``MIN`` (of the values ``dated``
+    holds for, when given), or for ``epochs`` (a numeric column) one ``MIN`` per range;
+    :func:`oldest_of` reads them back."""
     if not epochs:
-        return [sa.func.min(column)]
+        return [sa.func.min(column if dated is None else sa.case((dated, column)))]
     return [sa.func.min(sa.case((_within(column, r), column))) for r in epoch_ranges(unit)]
 
 

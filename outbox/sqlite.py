@@ -72,6 +72,17 @@ class SqliteOutboxSource(SqlOutboxSource):
     def _now(self) -> sa.ColumnElement[Any]:
         return sa.func.strftime("%Y-%m-%d %H:%M:%f", "now")
 
+    def _a_date(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool] | None:
+        """A number (read as an epoch), or text of the form ``YYYY-...`` from the year 1 on
+        that SQLite reads as a date: not ``''``, ``'now'``, ``'0000-00-00 00:00:00'`` nor
+        other text the relay parks."""
+        text = sa.and_(
+            column.op("GLOB")(sa.literal_column("'[0-9][0-9][0-9][0-9]-*'")),
+            column >= sa.literal_column("'0001'"),
+            sa.func.julianday(column).is_not(None),
+        )
+        return sa.or_(sa.func.typeof(column) != sa.literal_column("'text'"), text)
+
     def purge_dispatched(self) -> int:
         if self.settings.on_dispatch != "mark":
             return 0

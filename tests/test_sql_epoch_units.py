@@ -8,7 +8,8 @@ Found wrong: ``MIN(occurred)`` compared the numbers as numbers, so any seconds v
 1.7e9) counted as older than every millisecond one (about 1.7e12): a two-day-old millisecond
 row behind a one-day-old seconds row showed one day. A value that is no date (before year 1,
 past 9999: its row is parked) hid every other row's age when it was the smallest number.
-Timestamp columns keep their plain ``MIN``."""
+Timestamp columns keep their one ``MIN`` (of the values that are dates:
+tests/test_sql_odd_dates.py)."""
 
 from __future__ import annotations
 
@@ -219,13 +220,13 @@ def test_a_configured_unit_reads_every_number_in_it(
 
 
 @pytest.mark.parametrize("engine_name", SQL_ENGINES)
-def test_a_timestamp_column_keeps_its_plain_min_and_one_query(
+def test_a_timestamp_column_keeps_its_one_min_and_one_query(
     engine_name: str,
     outbox: Callable[..., Settings],
     statements: Callable[[SqlOutboxSource], list[str]],
 ) -> None:
-    """A date column needs no magnitude ranges: its ``MIN`` stays the index-friendly one; a
-    numeric column's ranges are one query too."""
+    """A date column needs no magnitude ranges: one ``MIN``; a numeric column's ranges are
+    one query too."""
     days = [_ago(1), _ago(2), _ago(0.5)]
     stamps = [t.replace(tzinfo=None).isoformat(sep=" ") for t in days]
     dated = outbox(engine_name, _DATETIME[engine_name], stamps)
@@ -245,5 +246,5 @@ def test_a_timestamp_column_keeps_its_plain_min_and_one_query(
     assert _about(ages["dated"], 2), ages
     assert _about(ages["numbered"], 2), ages
     assert len(ran["dated"]) == 1 and len(ran["numbered"]) == 1, ran
-    assert "CASE" not in ran["dated"][0].upper(), ran["dated"]
+    assert ran["dated"][0].lower().count("min(") == 1, ran["dated"]
     assert "CASE" in ran["numbered"][0].upper(), ran["numbered"]
