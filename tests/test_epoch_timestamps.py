@@ -12,22 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from config import ConfigError, Settings, load_settings
-from outbox.db import create_engine
 from outbox.parking import ParkedEvents
 from outbox.relay import Relay
 from outbox.sources import open_source
 from tests.cli_helpers import write_config
 from tests.conftest import ENGINES
+from tests.timestamp_outbox_helpers import write_outbox
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SEQ = {
-    "postgresql": "seq BIGSERIAL PRIMARY KEY",
-    "mysql": "seq BIGINT AUTO_INCREMENT PRIMARY KEY",
-    "sqlite": "seq INTEGER PRIMARY KEY AUTOINCREMENT",
-}
 _MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
 
 
@@ -41,27 +35,6 @@ def _read_back(value: int, unit: str) -> datetime:
     if unit == "ns":
         return EPOCH + timedelta(microseconds=value // 1000)
     return EPOCH + timedelta(microseconds=value * _MICROS[unit])
-
-
-def _outbox(engine_name: str, url: str, column_type: str, values: list[Any]) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(
-                f"CREATE TABLE outbox ({_SEQ[engine_name]}, id VARCHAR(64) NOT NULL, "
-                "aggregatetype VARCHAR(50) NOT NULL, aggregateid VARCHAR(50) NOT NULL, "
-                f"type VARCHAR(50) NOT NULL, payload TEXT NOT NULL, occurred {column_type})"
-            )
-            for n, value in enumerate(values):
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, "
-                        "occurred) VALUES (:id, 'order', 'o1', 'Placed', :payload, :occurred)"
-                    ),
-                    {"id": f"e{n}", "payload": f'{{"n": {n}}}', "occurred": value},
-                )
-    finally:
-        engine.dispose()
 
 
 def _settings(
@@ -130,7 +103,7 @@ def test_bigint_epochs_are_read_in_the_unit_their_magnitude_says(
         datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC),
         EPOCH - timedelta(seconds=1_000_000_000, microseconds=123456),
     ]
-    _outbox(engine_name, url, "BIGINT", values)
+    write_outbox(engine_name, url, "BIGINT", values)
     settings = _settings(make_settings, database_for(store_engine), url)
 
     age = _pending_age(settings)
@@ -152,7 +125,7 @@ def test_a_date_column_is_midnight_utc(
 ) -> None:
     url = database_for(engine_name)
     days = [date(2024, 5, 17), date(1969, 7, 20), date(2300, 12, 31)]
-    _outbox(engine_name, url, "DATE", [d.isoformat() for d in days])
+    write_outbox(engine_name, url, "DATE", [d.isoformat() for d in days])
     settings = _settings(make_settings, sqlite_database(), url)
 
     age = _pending_age(settings)
@@ -174,9 +147,11 @@ def test_timestamp_unit_forces_the_unit_and_values_past_any_date_are_parked(
     says what it is. In seconds, a microsecond epoch is past year 9999: that row is parked,
     naming the column and the value, and the row after it is relayed."""
     millis = database_for(engine_name)
-    _outbox(engine_name, millis, "BIGINT", [86_400_000, 1_700_000_000_123])
+    write_outbox(engine_name, millis, "BIGINT", [86_400_000, 1_700_000_000_123])
     seconds = database_for(engine_name)
-    _outbox(engine_name, seconds, "BIGINT", [1_700_000_000, 1_700_000_000_123_456, 1_700_000_001])
+    write_outbox(
+        engine_name, seconds, "BIGINT", [1_700_000_000, 1_700_000_000_123_456, 1_700_000_001]
+    )
 
     in_millis, none_parked = _relayed(
         _settings(make_settings, sqlite_database(), millis, timestamp_unit="ms")
@@ -205,7 +180,7 @@ def test_a_decimal_epoch_is_exact_and_one_past_any_date_is_parked(
     make_settings: Callable[..., Settings],
 ) -> None:
     url = database_for(engine_name)
-    _outbox(engine_name, url, "DECIMAL(30, 0)", [1_700_000_000_123_456, str(10**22)])
+    write_outbox(engine_name, url, "DECIMAL(30, 0)", [1_700_000_000_123_456, str(10**22)])
     settings = _settings(make_settings, sqlite_database(), url)
 
     logged, parked = _relayed(settings)

@@ -18,19 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from config import Settings
-from outbox.db import create_engine
 from outbox.source import SqlOutboxSource
 from outbox.sources import open_source
+from tests.timestamp_outbox_helpers import selects_watched, write_outbox
 
 DAY = 86_400.0
-_SEQ = {
-    "postgresql": "seq BIGSERIAL PRIMARY KEY",
-    "mysql": "seq BIGINT AUTO_INCREMENT PRIMARY KEY",
-    "sqlite": "seq INTEGER PRIMARY KEY AUTOINCREMENT",
-}
 _DOUBLE = {"postgresql": "DOUBLE PRECISION", "mysql": "DOUBLE", "sqlite": "REAL"}
 _DATETIME = {"postgresql": "TIMESTAMP", "mysql": "DATETIME(6)", "sqlite": "TIMESTAMP"}
 SQL_ENGINES = ("postgresql", "mysql", "sqlite")
@@ -48,24 +42,7 @@ def outbox(
 
     def make(engine_name: str, column_type: str, values: list[Any], **source: Any) -> Settings:
         url = database_for(engine_name)
-        engine = create_engine(url)
-        try:
-            with engine.begin() as conn:
-                conn.exec_driver_sql(
-                    f"CREATE TABLE outbox ({_SEQ[engine_name]}, id VARCHAR(64) NOT NULL, "
-                    "aggregatetype VARCHAR(50) NOT NULL, aggregateid VARCHAR(50) NOT NULL, "
-                    f"type VARCHAR(50) NOT NULL, payload TEXT NOT NULL, occurred {column_type})"
-                )
-                for n, value in enumerate(values):
-                    conn.execute(
-                        sa.text(
-                            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, "
-                            "occurred) VALUES (:id, 'order', 'o1', 'Placed', :payload, :occurred)"
-                        ),
-                        {"id": f"e{n}", "payload": f'{{"n": {n}}}', "occurred": value},
-                    )
-        finally:
-            engine.dispose()
+        write_outbox(engine_name, url, column_type, values)
         sources = {"svc": {"url": url, "columns": {"occurred_at": "occurred"}, **source}}
         return make_settings(sqlite_database(), sources)
 
@@ -76,23 +53,8 @@ def outbox(
 def statements() -> Iterator[Callable[[SqlOutboxSource], list[str]]]:
     """``statements(source)``: the list the queries ``source`` runs from now on are appended
     to (its table shape read first; transaction statements, SQLite's ``BEGIN``, left out)."""
-    watched: list[tuple[sa.Engine, Callable[..., None]]] = []
-
-    def watch(source: SqlOutboxSource) -> list[str]:
-        assert source.column_names["occurred_at"] == "occurred"
-        seen: list[str] = []
-
-        def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            if statement.lstrip().upper().startswith("SELECT"):
-                seen.append(statement)
-
-        sa.event.listen(source.engine, "before_cursor_execute", record)
-        watched.append((source.engine, record))
-        return seen
-
-    yield watch
-    for engine, record in watched:
-        sa.event.remove(engine, "before_cursor_execute", record)
+    with selects_watched() as watch:
+        yield watch
 
 
 def _pending(settings: Settings) -> tuple[int, float | None]:

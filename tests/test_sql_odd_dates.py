@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 
 from config import Settings
 from outbox.db import create_engine
@@ -29,13 +28,9 @@ from outbox.relay import Relay
 from outbox.source import SqlOutboxSource
 from outbox.sources import open_source
 from outbox.status import source_status
+from tests.timestamp_outbox_helpers import selects_watched, write_outbox
 
 DAY = 86_400.0
-_SEQ = {
-    "postgresql": "seq BIGSERIAL PRIMARY KEY",
-    "mysql": "seq BIGINT AUTO_INCREMENT PRIMARY KEY",
-    "sqlite": "seq INTEGER PRIMARY KEY AUTOINCREMENT",
-}
 _LENIENT_SESSION = {"mysql": "SET SESSION sql_mode = ''"}  # this session only: zero dates in
 
 
@@ -53,26 +48,9 @@ def outbox(
         engine_name: str, column_type: str, values: list[Any], zone: str | None = None
     ) -> Settings:
         url = database_for(engine_name)
-        engine = create_engine(url)
-        try:
-            with engine.begin() as conn:
-                if engine_name in _LENIENT_SESSION:
-                    conn.exec_driver_sql(_LENIENT_SESSION[engine_name])
-                conn.exec_driver_sql(
-                    f"CREATE TABLE outbox ({_SEQ[engine_name]}, id VARCHAR(64) NOT NULL, "
-                    "aggregatetype VARCHAR(50) NOT NULL, aggregateid VARCHAR(50) NOT NULL, "
-                    f"type VARCHAR(50) NOT NULL, payload TEXT NOT NULL, occurred {column_type})"
-                )
-                for n, value in enumerate(values):
-                    conn.execute(
-                        sa.text(
-                            "INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, "
-                            "occurred) VALUES (:id, 'order', 'o1', 'Placed', :payload, :occurred)"
-                        ),
-                        {"id": f"e{n}", "payload": f'{{"n": {n}}}', "occurred": value},
-                    )
-        finally:
-            engine.dispose()
+        write_outbox(
+            engine_name, url, column_type, values, session_sql=_LENIENT_SESSION.get(engine_name)
+        )
         if zone is not None:
             url += "?options=" + quote(f"-c timezone={zone}")
         sources = {"svc": {"url": url, "columns": {"occurred_at": "occurred"}}}
@@ -85,23 +63,8 @@ def outbox(
 def statements() -> Iterator[Callable[[SqlOutboxSource], list[str]]]:
     """``statements(source)``: the SELECTs ``source`` runs from now on (its table shape read
     first)."""
-    watched: list[tuple[sa.Engine, Callable[..., None]]] = []
-
-    def watch(source: SqlOutboxSource) -> list[str]:
-        assert source.column_names["occurred_at"] == "occurred"
-        seen: list[str] = []
-
-        def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-            if statement.lstrip().upper().startswith("SELECT"):
-                seen.append(statement)
-
-        sa.event.listen(source.engine, "before_cursor_execute", record)
-        watched.append((source.engine, record))
-        return seen
-
-    yield watch
-    for engine, record in watched:
-        sa.event.remove(engine, "before_cursor_execute", record)
+    with selects_watched() as watch:
+        yield watch
 
 
 def _stamp(days: float) -> str:
