@@ -14,12 +14,9 @@ from typing import Any
 import pytest
 
 from config import ConfigError, Settings, load_settings
-from outbox.parking import ParkedEvents
-from outbox.relay import Relay
-from outbox.sources import open_source
 from tests.cli_helpers import write_config
 from tests.conftest import ENGINES
-from tests.timestamp_outbox_helpers import write_outbox
+from tests.timestamp_outbox_helpers import pending, relayed, write_outbox
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROS = {"s": 1_000_000, "ms": 1_000, "us": 1}
@@ -44,27 +41,6 @@ def _settings(
         store,
         {"svc": {"url": url, "batch_size": 5, "columns": {"occurred_at": "occurred"}, **source}},
     )
-
-
-def _relayed(settings: Settings) -> tuple[list[tuple[int, datetime | None]], list[str]]:
-    """``(n of the payload, occurred_at)`` of each logged event, and the parked reasons."""
-    relay = Relay(settings)
-    try:
-        totals = relay.drain()["svc"]
-        assert totals.errors == []
-        logged = [(e.payload["n"], e.occurred_at) for e in relay.log.read("svc")]
-        parked = [p.reason for p in ParkedEvents(relay.log.engine).list(source="svc")]
-    finally:
-        relay.close()
-    return logged, parked
-
-
-def _pending_age(settings: Settings) -> float | None:
-    source = open_source("svc", settings.sources["svc"])
-    try:
-        return source.pending().oldest_age_seconds
-    finally:
-        source.close()
 
 
 MOMENTS = (
@@ -106,8 +82,8 @@ def test_bigint_epochs_are_read_in_the_unit_their_magnitude_says(
     write_outbox(engine_name, url, "BIGINT", values)
     settings = _settings(make_settings, database_for(store_engine), url)
 
-    age = _pending_age(settings)
-    logged, parked = _relayed(settings)
+    age = pending(settings)[1]
+    logged, parked = relayed(settings)
 
     assert parked == []
     assert logged == list(enumerate(expected))
@@ -128,8 +104,8 @@ def test_a_date_column_is_midnight_utc(
     write_outbox(engine_name, url, "DATE", [d.isoformat() for d in days])
     settings = _settings(make_settings, sqlite_database(), url)
 
-    age = _pending_age(settings)
-    logged, parked = _relayed(settings)
+    age = pending(settings)[1]
+    logged, parked = relayed(settings)
 
     assert parked == []
     assert logged == [(n, datetime(d.year, d.month, d.day, tzinfo=UTC)) for n, d in enumerate(days)]
@@ -153,10 +129,10 @@ def test_timestamp_unit_forces_the_unit_and_values_past_any_date_are_parked(
         engine_name, seconds, "BIGINT", [1_700_000_000, 1_700_000_000_123_456, 1_700_000_001]
     )
 
-    in_millis, none_parked = _relayed(
+    in_millis, none_parked = relayed(
         _settings(make_settings, sqlite_database(), millis, timestamp_unit="ms")
     )
-    in_seconds, parked = _relayed(
+    in_seconds, parked = relayed(
         _settings(make_settings, sqlite_database(), seconds, timestamp_unit="s")
     )
 
@@ -183,7 +159,7 @@ def test_a_decimal_epoch_is_exact_and_one_past_any_date_is_parked(
     write_outbox(engine_name, url, "DECIMAL(30, 0)", [1_700_000_000_123_456, str(10**22)])
     settings = _settings(make_settings, sqlite_database(), url)
 
-    logged, parked = _relayed(settings)
+    logged, parked = relayed(settings)
 
     assert logged == [(0, datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC))]
     assert len(parked) == 1

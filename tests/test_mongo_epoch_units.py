@@ -21,13 +21,10 @@ from bson import Decimal128
 from bson.int64 import Int64
 
 from config import Settings
-from outbox.parking import ParkedEvents
-from outbox.relay import Relay
-from outbox.sources import open_source
 from tests.outbox_helpers import MongoOutboxDb, init_outbox
+from tests.timestamp_outbox_helpers import about, ago, pending, relayed
 
 MOMENT = datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC)
-DAY = 86_400.0
 
 
 @pytest.fixture
@@ -61,37 +58,6 @@ def _insert(db: MongoOutboxDb, stamps: list[Any]) -> None:
     )
 
 
-def _relayed(settings: Settings) -> tuple[list[tuple[int, datetime | None]], list[str]]:
-    """``(n of the payload, occurred_at)`` of each logged event in log order, and the parked
-    reasons."""
-    relay = Relay(settings)
-    try:
-        totals = relay.drain()["svc"]
-        assert totals.errors == []
-        logged = [(e.payload["n"], e.occurred_at) for e in relay.log.read("svc")]
-        parked = [p.reason for p in ParkedEvents(relay.log.engine).list(source="svc")]
-    finally:
-        relay.close()
-    return logged, parked
-
-
-def _age(settings: Settings) -> float | None:
-    source = open_source("svc", settings.sources["svc"])
-    try:
-        return source.pending().oldest_age_seconds
-    finally:
-        source.close()
-
-
-def _ago(days: float) -> datetime:
-    return datetime.now(UTC) - timedelta(days=days)
-
-
-def _about(age: float | None, days: float) -> bool:
-    """``age`` is ``days`` old, give or take the minutes a slow machine takes to ask."""
-    return age is not None and days * DAY - 60 <= age <= days * DAY + 600
-
-
 def test_each_timestamp_is_read_in_the_unit_its_magnitude_says_and_kept_in_seq_order(
     outbox: Callable[..., tuple[Settings, MongoOutboxDb]],
 ) -> None:
@@ -114,7 +80,7 @@ def test_each_timestamp_is_read_in_the_unit_its_magnitude_says_and_kept_in_seq_o
     whole = MOMENT.replace(microsecond=0)
     ms = MOMENT.replace(microsecond=123000)
 
-    logged, parked = _relayed(settings)
+    logged, parked = relayed(settings)
 
     assert parked == []
     assert logged == [
@@ -156,9 +122,9 @@ def test_the_oldest_pending_age_compares_epochs_as_dates_not_as_numbers(
 ) -> None:
     """The older document is in the finer unit, so the larger number."""
     settings, db = outbox()
-    _insert(db, [newer(_ago(0.5)), older(_ago(2)), newer(_ago(1)), _ago(0.25)])
+    _insert(db, [newer(ago(0.5)), older(ago(2)), newer(ago(1)), ago(0.25)])
 
-    assert _about(_age(settings), 2), _age(settings)
+    assert about(pending(settings)[1], 2), pending(settings)[1]
 
 
 def test_negative_epochs_in_mixed_units_count_by_date(
@@ -170,9 +136,9 @@ def test_negative_epochs_in_mixed_units_count_by_date(
     settings, db = outbox()
     sixties = int(datetime(1960, 1, 1, tzinfo=UTC).timestamp() * 1000)
     earliest = datetime(1900, 1, 1, tzinfo=UTC)
-    _insert(db, [sixties, int(earliest.timestamp()), -9 * 10**10, _ago(1)])
+    _insert(db, [sixties, int(earliest.timestamp()), -9 * 10**10, ago(1)])
 
-    age = _age(settings)
+    age = pending(settings)[1]
     expected = (datetime.now(UTC) - earliest).total_seconds()
     assert age is not None and expected - 60 <= age <= expected + 600, age
 
@@ -186,7 +152,7 @@ def test_a_configured_unit_reads_every_number_in_it(
     seconds = int(MOMENT.timestamp())
     _insert(db, [seconds, seconds * 1000, seconds + 1])
 
-    logged, parked = _relayed(settings)
+    logged, parked = relayed(settings)
 
     whole = MOMENT.replace(microsecond=0)
     assert logged == [(0, whole), (2, whole + timedelta(seconds=1))]

@@ -14,7 +14,7 @@ tests/test_sql_odd_dates.py)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -22,9 +22,8 @@ import pytest
 from config import Settings
 from outbox.source import SqlOutboxSource
 from outbox.sources import open_source
-from tests.timestamp_outbox_helpers import selects_watched, write_outbox
+from tests.timestamp_outbox_helpers import about, ago, pending, selects_watched, write_outbox
 
-DAY = 86_400.0
 _DOUBLE = {"postgresql": "DOUBLE PRECISION", "mysql": "DOUBLE", "sqlite": "REAL"}
 _DATETIME = {"postgresql": "TIMESTAMP", "mysql": "DATETIME(6)", "sqlite": "TIMESTAMP"}
 SQL_ENGINES = ("postgresql", "mysql", "sqlite")
@@ -55,24 +54,6 @@ def statements() -> Iterator[Callable[[SqlOutboxSource], list[str]]]:
     to (its table shape read first; transaction statements, SQLite's ``BEGIN``, left out)."""
     with selects_watched() as watch:
         yield watch
-
-
-def _pending(settings: Settings) -> tuple[int, float | None]:
-    source = open_source("svc", settings.sources["svc"])
-    try:
-        stats = source.pending()
-    finally:
-        source.close()
-    return stats.undelivered, stats.oldest_age_seconds
-
-
-def _ago(days: float) -> datetime:
-    return datetime.now(UTC) - timedelta(days=days)
-
-
-def _about(age: float | None, days: float) -> bool:
-    """``age`` is ``days`` old, give or take the minutes a slow machine takes to ask."""
-    return age is not None and days * DAY - 60 <= age <= days * DAY + 600
 
 
 def _s(t: datetime) -> int:
@@ -111,13 +92,13 @@ def test_the_oldest_pending_age_compares_epochs_as_dates_not_as_numbers(
 ) -> None:
     """The older row is in the finer unit, so the larger number."""
     column_type = _DOUBLE[engine_name] if column == "DOUBLE" else column
-    values = [newer(_ago(0.5)), older(_ago(2)), newer(_ago(1)), older(_ago(0.25))]
+    values = [newer(ago(0.5)), older(ago(2)), newer(ago(1)), older(ago(0.25))]
     settings = outbox(engine_name, column_type, values)
 
-    undelivered, age = _pending(settings)
+    undelivered, age = pending(settings)
 
     assert undelivered == 4
-    assert _about(age, 2), age
+    assert about(age, 2), age
 
 
 @pytest.mark.parametrize("engine_name", SQL_ENGINES)
@@ -129,9 +110,9 @@ def test_negative_epochs_in_mixed_units_count_by_date(
     row is parked) is passed over."""
     earliest = datetime(1900, 1, 1, tzinfo=UTC)
     sixties = _ms(datetime(1960, 1, 1, tzinfo=UTC))
-    settings = outbox(engine_name, "BIGINT", [sixties, _s(earliest), -9 * 10**10, _ms(_ago(1))])
+    settings = outbox(engine_name, "BIGINT", [sixties, _s(earliest), -9 * 10**10, _ms(ago(1))])
 
-    _, age = _pending(settings)
+    _, age = pending(settings)
 
     expected = (datetime.now(UTC) - earliest).total_seconds()
     assert age is not None and expected - 60 <= age <= expected + 600, age
@@ -143,25 +124,25 @@ def test_values_that_are_no_date_are_passed_over(
 ) -> None:
     """Numbers past any date in any unit, either side of 0 (the relay parks their rows), do
     not break the query nor hide the other rows' age."""
-    values = [str(-(10**22)), _s(_ago(1)), str(10**22), _ms(_ago(2)), str(-(10**20))]
+    values = [str(-(10**22)), _s(ago(1)), str(10**22), _ms(ago(2)), str(-(10**20))]
     settings = outbox(engine_name, "DECIMAL(30, 0)", values)
 
-    undelivered, age = _pending(settings)
+    undelivered, age = pending(settings)
 
     assert undelivered == 5
-    assert _about(age, 2), age
+    assert about(age, 2), age
 
 
 def test_nan_and_infinities_are_passed_over(outbox: Callable[..., Settings]) -> None:
     """PostgreSQL's double precision holds NaN and infinities (NaN sorts after every number,
     -Infinity before): no date, passed over."""
-    values = [float("-inf"), _s(_ago(1)), float("nan"), float(_ms(_ago(2))), float("inf")]
+    values = [float("-inf"), _s(ago(1)), float("nan"), float(_ms(ago(2))), float("inf")]
     settings = outbox("postgresql", "DOUBLE PRECISION", values)
 
-    undelivered, age = _pending(settings)
+    undelivered, age = pending(settings)
 
     assert undelivered == 5
-    assert _about(age, 2), age
+    assert about(age, 2), age
 
 
 @pytest.mark.parametrize("engine_name", SQL_ENGINES)
@@ -172,10 +153,10 @@ def test_a_configured_unit_reads_every_number_in_it(
     seconds' magnitude is a 1970 date, and one before year 1 is passed over."""
     day_two = 86_400_000  # 1970-01-02 in milliseconds
     settings = outbox(
-        engine_name, "BIGINT", [_ms(_ago(1)), -(10**17), day_two, 10**17], timestamp_unit="ms"
+        engine_name, "BIGINT", [_ms(ago(1)), -(10**17), day_two, 10**17], timestamp_unit="ms"
     )
 
-    _, age = _pending(settings)
+    _, age = pending(settings)
 
     expected = (datetime.now(UTC) - datetime(1970, 1, 2, tzinfo=UTC)).total_seconds()
     assert age is not None and expected - 60 <= age <= expected + 600, age
@@ -189,7 +170,7 @@ def test_a_timestamp_column_keeps_its_one_min_and_one_query(
 ) -> None:
     """A date column needs no magnitude ranges: one ``MIN``; a numeric column's ranges are
     one query too."""
-    days = [_ago(1), _ago(2), _ago(0.5)]
+    days = [ago(1), ago(2), ago(0.5)]
     stamps = [t.replace(tzinfo=None).isoformat(sep=" ") for t in days]
     dated = outbox(engine_name, _DATETIME[engine_name], stamps)
     numbered = outbox(engine_name, "BIGINT", [_s(days[0]), _ms(days[1]), _s(days[2])])
@@ -205,8 +186,8 @@ def test_a_timestamp_column_keeps_its_one_min_and_one_query(
         finally:
             source.close()
 
-    assert _about(ages["dated"], 2), ages
-    assert _about(ages["numbered"], 2), ages
+    assert about(ages["dated"], 2), ages
+    assert about(ages["numbered"], 2), ages
     assert len(ran["dated"]) == 1 and len(ran["numbered"]) == 1, ran
     assert ran["dated"][0].lower().count("min(") == 1, ran["dated"]
     assert "CASE" in ran["numbered"][0].upper(), ran["numbered"]

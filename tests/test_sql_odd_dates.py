@@ -28,9 +28,8 @@ from outbox.relay import Relay
 from outbox.source import SqlOutboxSource
 from outbox.sources import open_source
 from outbox.status import source_status
-from tests.timestamp_outbox_helpers import selects_watched, write_outbox
+from tests.timestamp_outbox_helpers import DAY, about, pending, selects_watched, write_outbox
 
-DAY = 86_400.0
 _LENIENT_SESSION = {"mysql": "SET SESSION sql_mode = ''"}  # this session only: zero dates in
 
 
@@ -72,21 +71,6 @@ def _stamp(days: float) -> str:
     return (datetime.now(UTC) - timedelta(days=days)).replace(tzinfo=None).isoformat(sep=" ")
 
 
-def _pending(settings: Settings) -> tuple[int, float | None]:
-    source = open_source("svc", settings.sources["svc"])
-    try:
-        stats = source.pending()
-    finally:
-        source.close()
-    return stats.undelivered, stats.oldest_age_seconds
-
-
-def _about(age: float | None, days: float, slack: float = 600) -> bool:
-    """``age`` is ``days`` old, give or take the minutes a slow machine takes to ask (and
-    ``slack`` more: a DATE column's value is the midnight before)."""
-    return age is not None and days * DAY - 60 <= age <= days * DAY + slack
-
-
 ODD = {
     "postgresql": ["-infinity", "infinity", "0044-03-15 BC", "12000-01-01"],
     "mysql": ["0000-00-00 00:00:00", "2024-00-10 00:00:00", "2024-05-00 00:00:00"],
@@ -121,10 +105,10 @@ def test_values_that_are_no_date_are_counted_but_not_aged(
     values = _mixed(engine_name, column_type)
     settings = outbox(engine_name, column_type, values)
 
-    undelivered, age = _pending(settings)
+    undelivered, age = pending(settings)
 
     assert undelivered == len(values)
-    assert _about(age, 2, DAY + 600 if column_type == "DATE" else 600), age
+    assert about(age, 2, DAY + 600 if column_type == "DATE" else 600), age
 
 
 @pytest.mark.parametrize("value", ["infinity", "-infinity", "0044-03-15 BC"])
@@ -134,7 +118,7 @@ def test_a_postgres_outbox_of_only_such_values_has_no_age(
 ) -> None:
     settings = outbox("postgresql", column_type, [value, value])
 
-    assert _pending(settings) == (2, None)
+    assert pending(settings) == (2, None)
 
 
 @pytest.mark.parametrize(
@@ -149,10 +133,10 @@ def test_a_postgres_session_zone_moving_a_date_past_the_years_1_to_9999_is_no_er
     parks their rows); the bounds are of the session's zone too."""
     settings = outbox("postgresql", "TIMESTAMPTZ", [edge, _stamp(2), edge, _stamp(1)], zone=zone)
 
-    undelivered, age = _pending(settings)
+    undelivered, age = pending(settings)
 
     assert undelivered == 4
-    assert _about(age, 2), age
+    assert about(age, 2), age
 
 
 @pytest.mark.parametrize(("engine_name", "column_type"), DATE_COLUMNS[::3])
@@ -167,7 +151,7 @@ def test_status_shows_the_source_not_an_error(
 
     assert shown.error is None, shown.error
     assert shown.undelivered == len(values)
-    assert _about(shown.oldest_undelivered_age_seconds, 2, DAY + 600), shown
+    assert about(shown.oldest_undelivered_age_seconds, 2, DAY + 600), shown
 
 
 @pytest.mark.parametrize(("engine_name", "column_type"), DATE_COLUMNS)
@@ -207,10 +191,10 @@ def test_a_number_in_a_sqlite_date_column_still_counts_as_an_epoch(
     two_days = int((datetime.now(UTC) - timedelta(days=2)).timestamp())
     settings = outbox("sqlite", "TIMESTAMP", ["not a date", _stamp(1), two_days, ""])
 
-    undelivered, age = _pending(settings)
+    undelivered, age = pending(settings)
 
     assert undelivered == 4
-    assert _about(age, 2), age
+    assert about(age, 2), age
 
 
 @pytest.mark.parametrize("engine_name", ["postgresql", "mysql", "sqlite"])
@@ -229,6 +213,6 @@ def test_a_date_column_is_still_asked_in_one_query(
     finally:
         source.close()
 
-    assert _about(age, 2), age
+    assert about(age, 2), age
     assert len(ran) == 1, ran
     assert ran[0].lower().count("min(") == 1, ran
