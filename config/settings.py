@@ -180,6 +180,11 @@ class Settings(BaseSettings):
         """``{store name: URL}`` of every read store, ``default`` being ``[store]``."""
         return {"default": self.store.url, **{n: s.url for n, s in self.stores.items()}}
 
+    def store_label(self, name: str) -> str | None:
+        """How messages name the store ``name`` (``default``: ``[store]``), so that with
+        several configured each line says which; ``None`` when ``[store]`` is the only one."""
+        return name if len(self.store_urls) > 1 else None
+
     @property
     def config_file(self) -> str | None:
         """The TOML file these settings were read from (``None``: defaults and environment)."""

@@ -89,6 +89,13 @@ def redact_dsn(dsn: str | URL, *, location: bool = False) -> str:
     return text
 
 
+def engine_location(engine: Engine) -> str:
+    """Where ``engine``'s database is, as readmodel logs it: no driver, user, password or
+    DSN query (``postgresql://host:port/db``)."""
+    url = engine.url
+    return redact_dsn(url.set(drivername=url.get_backend_name()), location=True)
+
+
 def redact_text(text: str) -> str:
     """Mask anything that looks like a DSN password or ``password=...`` inside free text,
     and the user name a database server quotes in refusing a connection (a tenant's

@@ -109,6 +109,12 @@ class CommitInterrupted(KeyboardInterrupt):
     :class:`CommitUncertain`."""
 
 
+def read_store_at(location: str, name: str | None = None) -> str:
+    """``read store NAME at LOCATION`` for a message (``location``: where it is, no
+    password); without ``NAME`` (``None``) when the store is the only one configured."""
+    return f"read store {name} at {location}" if name else f"read store at {location}"
+
+
 class SchemaError(StoreError):
     """readmodel's tables in a read store cannot be migrated (unknown revision, other columns)."""
 
@@ -116,14 +122,24 @@ class SchemaError(StoreError):
 class SchemaOutdated(SchemaError):
     """The read store is not at the schema revision this readmodel needs."""
 
-    def __init__(self, url: str, current: str | None, head: str, *, newer: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        current: str | None,
+        head: str,
+        *,
+        newer: bool = False,
+        store: str | None = None,
+    ) -> None:
         self.url = url
+        self.store = store
+        """The store's name in the message (:meth:`config.Settings.store_label`)."""
         self.current = current
         self.head = head
         self.newer = newer
         """The store is at a revision this readmodel does not know: a newer one migrated it."""
         super().__init__(
-            f"the read store at {url} is at revision {current or 'none'}, "
+            f"the {read_store_at(url, store)} is at revision {current or 'none'}, "
             f"this readmodel needs {head}"
         )
 

@@ -38,10 +38,10 @@ from outbox.db import (
     create_engine,
     describe_db_error,
     engine_kind,
-    redact_dsn,
+    engine_location,
     sqlalchemy_url,
 )
-from outbox.errors import SchemaError, SchemaOutdated, StoreError
+from outbox.errors import SchemaError, SchemaOutdated, StoreError, read_store_at
 from outbox.migrate_locks import LOCK_BACKOFF, LOCK_RETRIES, LOCK_TIMEOUT
 from outbox.schema import DDL_LOCK
 
@@ -101,16 +101,17 @@ def known_tables() -> dict[str, sa.Table]:
     return found
 
 
-def current(engine: sa.Engine) -> str | None:
+def current(engine: sa.Engine, *, store: str | None = None) -> str | None:
     """The database's revision, or None when it has never been migrated (or, a SQLite
-    file, does not exist: it is not created by asking)."""
+    file, does not exist: it is not created by asking). ``store``: its name in messages
+    (:meth:`config.Settings.store_label`), here and in the functions below."""
     if absent(engine.url):
         return None
     try:
         with engine.connect() as conn:
             return _current(conn)
     except SQLAlchemyError as exc:
-        raise _store_error(engine, "cannot read the schema revision", exc) from exc
+        raise _store_error(engine, "cannot read the schema revision", exc, store) from exc
 
 
 def absent(url: sa.URL) -> bool:
@@ -125,11 +126,11 @@ def absent(url: sa.URL) -> bool:
     )
 
 
-def check(engine: sa.Engine) -> None:
+def check(engine: sa.Engine, *, store: str | None = None) -> None:
     """Raise :class:`SchemaOutdated` unless the database is at :func:`head`."""
-    revision = current(engine)
+    revision = current(engine, store=store)
     if revision != head():
-        raise SchemaOutdated(_url(engine), revision, head(), newer=is_newer(revision))
+        raise SchemaOutdated(_url(engine), revision, head(), newer=is_newer(revision), store=store)
 
 
 def is_newer(revision: str | None) -> bool:
@@ -145,6 +146,7 @@ def upgrade(
     lock_retries: int = LOCK_RETRIES,
     retry_backoff: float = LOCK_BACKOFF,
     remedy: str = AGAIN,
+    store: str | None = None,
 ) -> Migration:
     """Bring the database to ``revision`` (default: head); safe when processes race.
 
@@ -162,16 +164,16 @@ def upgrade(
     while True:
         attempt += 1
         try:
-            return _upgrade(engine, revision, lock_timeout)
+            return _upgrade(engine, revision, lock_timeout, store)
         except _GaveUp as gave_up:
             table, reason = gave_up.table, gave_up.reason
         except SQLAlchemyError as exc:
-            raise _store_error(engine, "migration failed", exc) from exc
+            raise _store_error(engine, "migration failed", exc, store) from exc
         reasons.append(reason)
         held_by = migrate_locks.holders(engine, table)
         if attempt > lock_retries:
             raise MigrationBlocked(
-                _blocked(engine, table, held_by, reasons, lock_timeout) + f", then {remedy}"
+                _blocked(engine, table, held_by, reasons, lock_timeout, store) + f", then {remedy}"
             )
         delay = retry_backoff * 2 ** (attempt - 1)
         log.warning(
@@ -187,20 +189,20 @@ def upgrade(
         time.sleep(delay)
 
 
-def _upgrade(engine: sa.Engine, revision: str, lock_timeout: float) -> Migration:
+def _upgrade(engine: sa.Engine, revision: str, lock_timeout: float, store: str | None) -> Migration:
     try:
         with _migration_transaction(engine, lock_timeout) as conn:
             before = _current(conn)
             if before is not None and _unknown(before):
                 raise SchemaError(
-                    f"the read store at {_url(engine)} is at revision {before}, which this "
+                    f"the {_where(engine, store)} is at revision {before}, which this "
                     f"readmodel (head {head()}) does not know: a newer readmodel migrated it"
                 )
-            adopted = before is None and _adopt(conn, engine)
+            adopted = before is None and _adopt(conn, engine, store)
             command.upgrade(alembic_config(connection=conn), revision)
             after = _current(conn)
     except CommandError as exc:
-        raise _store_error(engine, "migration failed", exc) from exc
+        raise _store_error(engine, "migration failed", exc, store) from exc
     assert after is not None
     if before != after:
         log.info("read store migrated", url=_url(engine), before=before, after=after)
@@ -232,9 +234,9 @@ def any_store_absent(settings: Settings) -> bool:
 
 def check_stores(settings: Settings) -> None:
     """:func:`check` every store of ``settings``; raises for the first one not at head."""
-    for url in store_urls(settings).values():
+    for name, url in store_urls(settings).items():
         with engine_for(url) as engine:
-            check(engine)
+            check(engine, store=settings.store_label(name))
 
 
 @contextmanager
@@ -285,6 +287,7 @@ def _blocked(
     held_by: list[migrate_locks.Holder],
     reasons: list[str],
     lock_timeout: float,
+    store: str | None,
 ) -> str:
     what = f"table {table}" if table else "a table"
     ends = []
@@ -296,7 +299,7 @@ def _blocked(
     if deadlocks := reasons.count("deadlock"):
         ends.append(f"{_times(deadlocks)} in a deadlock PostgreSQL broke")
     message = (
-        f"migration of the read store at {_url(engine)} gave up: it waited {_times(len(reasons))} "
+        f"migration of the {_where(engine, store)} gave up: it waited {_times(len(reasons))} "
         f"for a lock on {what}, each wait ended by PostgreSQL ({'; '.join(ends)})"
     )
     if held_by:
@@ -322,7 +325,7 @@ def _unknown(revision: str) -> bool:
         return True
 
 
-def _adopt(conn: sa.Connection, engine: sa.Engine) -> bool:
+def _adopt(conn: sa.Connection, engine: sa.Engine, store: str | None) -> bool:
     """Check tables created before migrations; True when there are some to adopt."""
     inspector = sa.inspect(conn)
     expected = known_tables()
@@ -336,13 +339,13 @@ def _adopt(conn: sa.Connection, engine: sa.Engine) -> bool:
         extra = sorted(have - {c.name for c in want.columns})
         if missing or extra:
             raise SchemaError(
-                f"table {name} in the read store at {_url(engine)} is not readmodel's: "
+                f"table {name} in the {_where(engine, store)} is not readmodel's: "
                 f"missing columns {missing or 'none'}, unexpected columns {extra or 'none'}"
             )
         key = inspector.get_pk_constraint(name).get("constrained_columns") or []
         if sorted(key) != sorted(c.name for c in want.primary_key.columns):
             raise SchemaError(
-                f"table {name} in the read store at {_url(engine)} has primary key {key}, "
+                f"table {name} in the {_where(engine, store)} has primary key {key}, "
                 f"readmodel's has {[c.name for c in want.primary_key.columns]}"
             )
     log.warning(
@@ -363,9 +366,14 @@ def _is_sql(url: str) -> bool:
 
 def _url(engine: sa.Engine) -> str:
     """Where the store is, as readmodel logs it: no user, password or DSN query."""
-    return redact_dsn(engine.url.set(drivername=engine.url.get_backend_name()), location=True)
+    return engine_location(engine)
 
 
-def _store_error(engine: sa.Engine, what: str, exc: Exception) -> StoreError:
+def _where(engine: sa.Engine, store: str | None) -> str:
+    """``read store [NAME] at LOCATION``, as messages name it."""
+    return read_store_at(_url(engine), store)
+
+
+def _store_error(engine: sa.Engine, what: str, exc: Exception, store: str | None) -> StoreError:
     reason = describe_db_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc)
-    return StoreError(f"{what} on the read store at {_url(engine)}: {reason}")
+    return StoreError(f"{what} on the {_where(engine, store)}: {reason}")

@@ -41,7 +41,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from outbox.db import redact_dsn
 from outbox.db_errors import hidden_traceback
 from outbox.envelope import Envelope
-from outbox.errors import StoreError
+from outbox.errors import StoreError, read_store_at
 from outbox.mongo_connection import describe_mongo_error as _describe
 from outbox.mongo_connection import mongo_client, mongo_database
 from projections.api import Projection, UnstorableValueError
@@ -92,9 +92,16 @@ class MongoStore(DocumentParking, DocumentBulkParking, DocumentInvalidations, St
     """A store in one MongoDB database (the URL's path names it)."""
 
     def __init__(
-        self, url: str, *, client: MongoClient[Any] | None = None, conflict_wait: float = 90.0
+        self,
+        url: str,
+        *,
+        client: MongoClient[Any] | None = None,
+        conflict_wait: float = 90.0,
+        label: str | None = None,
     ) -> None:
         self.url = url
+        self.label = label
+        """The store's name in messages (:meth:`config.Settings.store_label`)."""
         self.conflict_wait = conflict_wait
         self.client = client or mongo_client(url)
         self.database = self.client.get_database(mongo_database(url))
@@ -141,7 +148,8 @@ class MongoStore(DocumentParking, DocumentBulkParking, DocumentInvalidations, St
                 physical = collections_at(projection, generation_of(self.database, projection.name))
                 create_collection_indexes(self.database, projection, physical)
         except PyMongoError as exc:
-            raise StoreError(f"cannot create collections: {_describe(exc)}") from exc
+            where = read_store_at(redact_dsn(self.url, location=True), self.label)
+            raise StoreError(f"cannot create collections in the {where}: {_describe(exc)}") from exc
 
     # -- transactions --------------------------------------------------------------
 

@@ -373,10 +373,11 @@ def open_queries(
     except (ImportError, AttributeError, ValueError, TypeError) as exc:
         raise ConfigError(f"projections: cannot load {settings.projections}: {exc}") from exc
     log = EventLog(settings.store.url)
-    stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
+    default = SqlStore(settings.store.url, engine=log.engine, label=settings.store_label("default"))
+    stores: dict[str, Store] = {"default": default}
     for name, store_settings in settings.stores.items():
         if name != "default":
-            stores[name] = open_store(store_settings.url)
+            stores[name] = open_store(store_settings.url, label=settings.store_label(name))
     owned = cache == "settings"
     if owned:
         cache = _cache_from(settings)

@@ -12,10 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.commits import begin_telling_commit
-from outbox.db import create_engine, describe_db_error, engine_kind
+from outbox.db import create_engine, describe_db_error, engine_kind, engine_location
 from outbox.db_errors import hidden_traceback, without_values
 from outbox.envelope import Envelope
-from outbox.errors import StoreError
+from outbox.errors import StoreError, read_store_at
 from outbox.schema import create_tables
 from outbox.sqlite_whole_numbers import exact_whole_numbers
 from projections.api import Projection, UnstorableValueError
@@ -58,8 +58,12 @@ class SqlStore(
 ):
     """A store in one PostgreSQL or SQLite database."""
 
-    def __init__(self, url: str, *, engine: sa.Engine | None = None) -> None:
+    def __init__(
+        self, url: str, *, engine: sa.Engine | None = None, label: str | None = None
+    ) -> None:
         self.kind = engine_kind(url)
+        self.label = label
+        """The store's name in messages (:meth:`config.Settings.store_label`)."""
         if self.kind not in ("postgresql", "sqlite"):
             raise StoreError("a SQL read-model store is PostgreSQL or SQLite")
         self.engine = engine or create_engine(url)
@@ -89,7 +93,10 @@ class SqlStore(
         try:
             create_tables(self.engine, tables)
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot create tables: {describe_db_error(exc)}") from exc
+            where = read_store_at(engine_location(self.engine), self.label)
+            raise StoreError(
+                f"cannot create tables in the {where}: {describe_db_error(exc)}"
+            ) from exc
 
     def close(self) -> None:
         self.engine.dispose()

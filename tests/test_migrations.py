@@ -350,7 +350,7 @@ def test_migrate_check_and_sql(
 
     before = run_cli(["migrate", "--check", "--config", str(config)])
     assert before.exit_code == 1, before.output
-    assert before.stderr.startswith("error: the read store at ")
+    assert before.stderr.startswith("error: the read store default at ")  # several: named
     assert f"is at revision none, this readmodel needs {head()}: {hint}" in before.stderr
 
     printed = run_cli(["migrate", "--sql", "--config", str(config)])

@@ -123,11 +123,13 @@ def migrate(
     for name, url in stores.items():
         where = redact_dsn(url, location=True)  # as logged: no user, password or query
         label = f"{name} ({where})"
+        store = settings.store_label(name)
         with engine_for(url) as engine:
             if check:
-                revision = guarded(current, engine)
+                revision = guarded(current, engine, store=store)
                 if revision != target:
-                    outdated = SchemaOutdated(where, revision, target, newer=is_newer(revision))
+                    newer = is_newer(revision)
+                    outdated = SchemaOutdated(where, revision, target, newer=newer, store=store)
                     raise fail(outdated.remedy(migrate_hint(config)), EXIT_FAILURE)
                 out.print(f"{label}: at revision {target}", highlight=False, soft_wrap=True)
                 continue
@@ -137,6 +139,7 @@ def migrate(
                 lock_timeout=lock_timeout,
                 lock_retries=lock_retries,
                 retry_backoff=lock_backoff,
+                store=store,
             )
             migrated = result.before != result.after
             unrecorded = guarded(unrecorded_sources, engine) if migrated else []

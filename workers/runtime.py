@@ -77,10 +77,12 @@ def build_runtime(
         except BaseException:
             log.close()
             raise
-    stores: dict[str, Store] = {"default": SqlStore(settings.store.url, engine=log.engine)}
+    default = SqlStore(settings.store.url, engine=log.engine, label=settings.store_label("default"))
+    stores: dict[str, Store] = {"default": default}
     for name, store_settings in settings.stores.items():
         if name != "default":
-            stores[name] = open_store(store_settings.url, **_pool(threads))
+            label = settings.store_label(name)
+            stores[name] = open_store(store_settings.url, label=label, **_pool(threads))
     cache = open_cache(settings.cache)
     try:
         engine = ProjectionEngine(
@@ -105,7 +107,7 @@ def build_runtime(
             if migrate:
                 for store in stores.values():
                     if isinstance(store, SqlStore):
-                        upgrade(store.engine, remedy=START_AGAIN)
+                        upgrade(store.engine, remedy=START_AGAIN, store=store.label)
             engine.create_tables()
         except BaseException:
             runtime.close()

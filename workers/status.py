@@ -25,7 +25,7 @@ from typing import Any
 
 from config import SourceSettings
 from outbox.db import describe_db_error, redact_dsn
-from outbox.errors import ReadmodelError
+from outbox.errors import ReadmodelError, read_store_at
 from outbox.keepers import Appends, last_appends
 from outbox.log import EventLog
 from outbox.log_rules import recorded_rules
@@ -272,7 +272,8 @@ def _without_log(runtime: Runtime, held: dict[str, list[str]], error: str) -> li
     ``error`` (named by where it is), listed even when it holds no projection; the others'
     projections not read either (their lag is measured against the log)."""
     url = _store_url(runtime, "default")
-    stores = [StoreStatus("default", url, held.get("default", []), f"read store at {url}: {error}")]
+    where = read_store_at(url, runtime.settings.store_label("default"))
+    stores = [StoreStatus("default", url, held.get("default", []), f"{where}: {error}")]
     for name, names in held.items():
         if name != "default":
             url = _store_url(runtime, name)
