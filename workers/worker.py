@@ -16,6 +16,7 @@ from outbox.source_relay import RelayHooks
 from outbox.status import source_statuses
 from projections.stuck_events import park_stuck
 from workers.actors import Actors, Publisher, sweep
+from workers.broker_log import tame_consumer_errors
 from workers.runtime import Runtime
 from workers.signals import started
 from workers.stuck_exit import HandlerStuck, StuckExit
@@ -55,6 +56,7 @@ def run_worker(
     risk = runtime.cache.eviction_risk() if runtime.cache is not None else None
     if risk is not None:
         logger.warning("cached reads may go stale", reason=risk)
+    tame_consumer_errors(settings.broker.url, [settings.broker.queue])
     started()  # takes messages from here on: a signal now is a graceful stop
     worker.start()
     logger.info("worker started", threads=threads, queue=settings.broker.queue)
