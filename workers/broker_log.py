@@ -46,10 +46,13 @@ def unreachable_reason(exc: BaseException) -> str | None:
         inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
         inner = inner or exc.__cause__
         return (unreachable_reason(inner) if inner else None) or _text(exc)
+    if isinstance(exc, pika.exceptions.ConnectionClosedByBroker):
+        return _text(Exception(f"closed by the broker: {exc.reply_code} {exc.reply_text}"))
     if isinstance(exc, AMQPConnectorStackTimeout):
         return "timeout during AMQP handshake"
     if isinstance(exc, pika.exceptions.AMQPConnectionError | AMQPConnectorException):
-        inner = next((a for a in exc.args if isinstance(a, BaseException)), None)
+        found = [getattr(exc, "exception", None), *exc.args]  # a phase error's cause
+        inner = next((a for a in found if isinstance(a, BaseException)), None)
         return (unreachable_reason(inner) if inner else None) or _text(exc)
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
         return _text(exc)
