@@ -23,6 +23,7 @@ import structlog
 import typer
 
 from config import Settings
+from outbox.db import redact_text
 from workers.cli_binary_ids import binary_ids_command
 from workers.cli_help import reflow_help
 from workers.cli_migrate import migrate
@@ -200,12 +201,20 @@ def _wait_for_children(children: list[Any], bound: float) -> list[int]:
 def _require_broker(settings: Settings) -> None:
     """Exit at once when the broker refuses us (a wrong password, an unknown vhost):
     Dramatiq's consumers would retry forever behind "worker started". A broker that cannot
-    be reached yet (starting beside the workers) is waited for, as Dramatiq does."""
-    from workers.queues import broker_refusal
+    be reached yet (starting beside the workers) is waited for, as Dramatiq does, and said
+    in the line of each later attempt (:mod:`workers.broker_log`)."""
+    from workers.broker_log import broker_address, unreachable_reason
+    from workers.queues import broker_check
 
-    refusal = broker_refusal(settings.broker)
+    refusal, error = broker_check(settings.broker)
     if refusal is not None:
         raise fail(refusal, EXIT_UNREACHABLE)
+    if error is not None:
+        reason = unreachable_reason(error) or f"{type(error).__name__}: {error}"
+        logger.warning(
+            redact_text(f"broker unreachable: {broker_address(settings.broker.url)}: {reason}")
+            + "; waiting for it"
+        )
 
 
 def _runwith_runtime(

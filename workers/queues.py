@@ -75,6 +75,15 @@ def queue_depth(settings: BrokerSettings, *, timeout: float = 2.0) -> QueueDepth
 def broker_refusal(settings: BrokerSettings, *, timeout: float = 5.0) -> str | None:
     """Why the broker refuses this process (a wrong password, an unknown vhost), or ``None``:
     also when it cannot be reached now, which may pass (a broker starting beside us)."""
+    refusal, _ = broker_check(settings, timeout=timeout)
+    return refusal
+
+
+def broker_check(
+    settings: BrokerSettings, *, timeout: float = 5.0
+) -> tuple[str | None, BaseException | None]:
+    """``(refusal, error)``: why the broker refuses this process (see :func:`broker_refusal`),
+    else the error that kept it from answering within ``timeout`` (``None``: it answered)."""
     kind = broker_kind(settings)
     try:
         if kind == "redis":
@@ -83,8 +92,9 @@ def broker_refusal(settings: BrokerSettings, *, timeout: float = 5.0) -> str | N
             _rabbitmq_depth(settings, timeout)
     except Exception as exc:
         if _is_refusal(exc):
-            return redact_text(f"broker refused the connection: {type(exc).__name__}: {exc}")
-    return None
+            return redact_text(f"broker refused the connection: {type(exc).__name__}: {exc}"), exc
+        return None, exc
+    return None, None
 
 
 def _is_refusal(exc: BaseException) -> bool:
@@ -146,6 +156,9 @@ def _rabbitmq_depth(settings: BrokerSettings, timeout: float) -> tuple[int, int,
 
     parameters = pika.URLParameters(settings.url)
     parameters.socket_timeout = timeout
+    # The handshake of a broker that takes the connection and never answers waits on
+    # stack_timeout (15 s by default), not on the socket's.
+    parameters.stack_timeout = min(timeout, parameters.stack_timeout or timeout)
     parameters.blocked_connection_timeout = timeout
     parameters.connection_attempts = 1
     connection = pika.BlockingConnection(parameters)
