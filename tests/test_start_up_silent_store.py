@@ -10,7 +10,8 @@ Now the read store's connects give up after 10 s: exit 3 with the line of a stor
 refuses connections; a silent MySQL source is logged and retried like one that refuses.
 
 The silent PostgreSQL is a proxy that forwards nothing it is sent (a real server behind it);
-the silent MySQL a listener that accepts and never writes."""
+the silent MySQL a listener that accepts and never writes. A silent MongoDB store was bounded
+already (serverSelectionTimeoutMS): tests/test_start_up_store_names.py."""
 
 from __future__ import annotations
 
@@ -163,37 +164,3 @@ def test_a_mysql_query_longer_than_the_connect_bound_is_answered(
             assert conn.execute(sa.text(f"SELECT SLEEP({BOUND + 1})")).scalar() == 0
     finally:
         engine.dispose()
-
-
-def test_a_process_starting_on_a_silent_mongodb_store_exits_3(
-    tmp_path: Path,
-    silent_port: int,
-    sqlite_database: Callable[[], str],
-    broker_for: Callable[[str], dict[str, Any]],
-    processes: Processes,
-) -> None:
-    """A MongoDB read store that never answers was bounded already (the client's
-    ``serverSelectionTimeoutMS``, 5 s): ``work`` and ``run`` exit 3 naming where it is."""
-    config = write_config(
-        tmp_path / "readmodel.toml",
-        {
-            "projections": ["projections.reference.conversation_inbox:ConversationInbox"],
-            "store": {"url": sqlite_database()},
-            "stores": {"docs": {"url": f"mongodb://rm:{SECRET}@127.0.0.1:{silent_port}/docs"}},
-            "sources": {"auth": {"url": sqlite_database()}, "chat": {"url": sqlite_database()}},
-            "broker": broker_for("redis"),
-        },
-    )
-    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
-    keys = {
-        name: processes.start(name, *COMMANDS[name], "--config", str(config))
-        for name in ("work", "run")
-    }
-    codes = {name: _wait(processes.running[key], 25) for name, key in keys.items()}
-
-    assert codes == {"work": 3, "run": 3}, f"{codes}\n{processes.log_tail()}"
-    for key in keys.values():
-        log = _log(processes, key)
-        errors = [line for line in log.splitlines() if line.startswith("error: ")]
-        assert len(errors) == 1 and f"127.0.0.1:{silent_port}" in errors[0], log
-        assert SECRET not in log and "Traceback" not in log, log
