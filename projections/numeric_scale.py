@@ -46,8 +46,8 @@ def at_scale(value: Decimal, scale: int, sqlite: bool) -> Decimal:
     itself when no row could hold it (more digits than any context can round)."""
     if sqlite:
         whole = whole_int(value)  # bound as the int it is (outbox.sqlite_whole_numbers)
-        if whole is not None:
-            return Decimal(whole).quantize(Decimal(1).scaleb(-scale))
+        if whole is not None:  # exact at any scale (quantize stops at 28 digits)
+            return Decimal(f"{whole}.{'0' * scale}") if scale else Decimal(whole)
         return Decimal(f"{float(value):.{scale}f}")
     try:
         return value.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_UP)

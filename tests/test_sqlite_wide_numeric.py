@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from projections import Queries
+from projections.query_values import key_value
 from tests.cache_helpers import append, cached_runtime
 
 LOW = 2**53  # 9007199254740992, a double
@@ -143,3 +144,11 @@ def test_a_cached_get_of_a_scaled_numeric_key_reads_its_row(
     assert (read(HIGH), read(LOW)) == ((HIGH, "high-1"), (LOW, "low-1"))
     _set(runtime, (HIGH, "high-2"))
     assert (read(HIGH), read(LOW)) == ((HIGH, "high-2"), (LOW, "low-1"))
+
+
+@pytest.mark.parametrize("given", [2**62, Decimal(2**62), str(2**62)])
+def test_a_whole_key_of_a_wide_scale_keeps_every_digit(given: Any) -> None:
+    """A SQLite ``NUMERIC(38, 12)`` key of 19 digits: 31 at the scale, past Decimal's
+    28-digit context (``quantize`` raised InvalidOperation: the get failed)."""
+    column = sa.Column("id", sa.Numeric(38, 12), primary_key=True)
+    assert key_value(column, given, "id", sqlite=True) == Decimal(f"{2**62}.{'0' * 12}")
