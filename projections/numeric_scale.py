@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from outbox.sqlite_whole_numbers import whole_int
+from projections.sql_number_values import WIDE_CONTEXT
 from projections.tag_spelling import key_text, tag_number
 
 __all__ = ["at_scale", "key_scales", "numeric_scale", "with_scaled_spellings"]
@@ -42,17 +43,19 @@ def numeric_scale(column_type: Any, sqlite: bool) -> int | None:
 
 
 def at_scale(value: Decimal, scale: int, sqlite: bool) -> Decimal:
-    """``value`` (finite) at ``scale`` places, as a store of the kind writes it; ``value``
-    itself when no row could hold it (more digits than any context can round)."""
+    """``value`` (finite) at ``scale`` places, as a store of the kind writes it, at any
+    number of digits; ``value`` itself when no row could hold it (past the exponents a
+    decimal context takes)."""
     if sqlite:
         whole = whole_int(value)  # bound as the int it is (outbox.sqlite_whole_numbers)
         if whole is not None:  # exact at any scale (quantize stops at 28 digits)
             return Decimal(f"{whole}.{'0' * scale}") if scale else Decimal(whole)
         return Decimal(f"{float(value):.{scale}f}")
-    try:
-        return value.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_UP)
+    try:  # at any number of digits (the default context rounds to 28)
+        rounded = value.quantize(Decimal(1).scaleb(-scale), ROUND_HALF_UP, WIDE_CONTEXT)
     except ArithmeticError:
         return value
+    return rounded if rounded else rounded.copy_abs()  # the server keeps no -0
 
 
 def key_scales(tables: Iterable[sa.Table], sqlite: bool) -> frozenset[int]:

@@ -181,9 +181,9 @@ def _pg_numeric(scale: int | None, precision: int | None) -> Converter:
             if limit is not None and number.copy_abs() >= limit:  # before rounding
                 _overflow(precision, scale)
             if exponent is not None:
-                number = number.quantize(exponent, ROUND_HALF_UP, _WIDE)
+                number = number.quantize(exponent, ROUND_HALF_UP, WIDE_CONTEXT)
             elif number.as_tuple().exponent > 0:  # type: ignore[operator]
-                number = number.quantize(1, context=_WIDE)  # PostgreSQL writes 1E+2 as 100
+                number = number.quantize(1, context=WIDE_CONTEXT)  # PostgreSQL writes 1E+2 as 100
             if limit is not None and number.copy_abs() >= limit:  # 99.995 is 100.00
                 _overflow(precision, scale)
         except (InvalidOperation, ValueError):
@@ -202,7 +202,7 @@ def _overflow(precision: int | None, scale: int | None) -> NoReturn:
 
 
 # Wide enough for any NUMERIC(p, s) (p at most 1000) and PostgreSQL's unbounded numeric.
-_WIDE = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+WIDE_CONTEXT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 _NO_BOOLEAN_NUMBER = "PostgreSQL casts no boolean to a number column: write 1 or 0"
 _NO_INTEGER_TEXT = "PostgreSQL reads no integer from this text (write the number, rounded)"
 
