@@ -2,13 +2,16 @@
 theirs (:mod:`outbox.timestamps`): a number as an epoch in the source's ``timestamp_unit``, a
 string as ISO 8601, a BSON date as it is.
 
-MongoDB sorts by BSON type first (numbers, then strings, then dates), so one sorted find
-would return the oldest number whatever the dates say: the oldest of each kind is found and
-the earliest of those counts. Numbers are no one kind either when ``timestamp_unit`` is
+MongoDB sorts by BSON type first (numbers, then strings, then dates), so one sort would
+give the oldest number whatever the dates say: the oldest of each kind is found and the
+earliest of those counts. Numbers are no one kind either when ``timestamp_unit`` is
 ``"auto"``: a seconds epoch (1.7e9) is a smaller number than any millisecond one (1.7e12)
 whatever their dates, so the oldest is found within each range of magnitudes read in one
 unit, where numeric order is date order. A value that is no date (the relay parks its
 document) is passed over, up to :data:`_LOOK_PAST` of them per kind or range.
+
+All kinds are sorted in one ``aggregate`` (a ``$facet`` of one sub-pipeline per kind): one
+round trip per call, where ``status`` and the metrics ask every source and tenant database.
 """
 
 from __future__ import annotations
@@ -32,19 +35,22 @@ def oldest_pending(
     """The earliest timestamp ``field`` of the documents matching ``pending`` (``None`` when
     none holds a date)."""
     kinds = [*_number_ranges(unit), {"$type": "string"}, {"$type": "date"}]
+    facets = {
+        f"k{n}": [
+            {"$match": {field: kind}},
+            {"$sort": {field: ASCENDING}},
+            {"$limit": _LOOK_PAST},
+            {"$project": {field: 1}},
+        ]
+        for n, kind in enumerate(kinds)
+    }
     found: list[datetime] = []
-    for kind in kinds:
-        documents = outbox.find(
-            {**pending, field: kind},
-            projection={field: 1},
-            sort=[(field, ASCENDING)],
-            limit=_LOOK_PAST,
-        )
-        for document in documents:
-            stamp = _as_date(document.get(field), unit)
-            if stamp is not None:
-                found.append(stamp)
-                break
+    for result in outbox.aggregate([{"$match": pending}, {"$facet": facets}]):
+        for documents in result.values():
+            dates = (_as_date(document.get(field), unit) for document in documents)
+            first = next((stamp for stamp in dates if stamp is not None), None)
+            if first is not None:
+                found.append(first)
     return min(found, default=None)
 
 
