@@ -18,6 +18,7 @@ from outbox.log import AppendResult
 from outbox.source_relay import RelayHooks
 from projections.engine import RetryLater
 from projections.store import Lane
+from workers.broker_log import broker_address, describe_broker_error
 from workers.runtime import Runtime
 
 logger = structlog.get_logger("readmodel.worker")
@@ -117,7 +118,12 @@ class Publisher(RelayHooks):
         try:
             self.actors.send_lanes(lanes)
         except Exception as exc:  # the sweeper re-sends whatever this loses
-            logger.warning("publishing to the broker failed", source=source, error=repr(exc))
+            logger.warning(
+                "publishing to the broker failed",
+                source=source,
+                broker=broker_address(self.actors.runtime.settings.broker.url),
+                error=describe_broker_error(exc),
+            )
 
 
 def sweep(actors: Actors) -> int:

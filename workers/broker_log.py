@@ -16,7 +16,7 @@ import time
 
 from dramatiq import errors as dramatiq_errors
 
-from outbox.db import redact_dsn, redact_text
+from outbox.db import describe_db_error, redact_dsn, redact_text
 
 MAX_REASON = 200
 
@@ -57,6 +57,21 @@ def unreachable_reason(exc: BaseException) -> str | None:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
         return _text(exc)
     return None
+
+
+def describe_broker_error(exc: BaseException) -> str:
+    """One short line for a failed call on the broker: the reason when the broker cannot be
+    reached (not the drivers' nested reprs), else the error's type and text (a database's,
+    met by the sweep, without SQL or parameters); no password."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    reason = unreachable_reason(exc)
+    if reason is not None:
+        return reason
+    if isinstance(exc, SQLAlchemyError):
+        return describe_db_error(exc)[:MAX_REASON]
+    text = redact_text(f"{type(exc).__name__}: {str(exc).strip()}".rstrip(": "))
+    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
 
 
 def _text(exc: BaseException) -> str:

@@ -16,7 +16,7 @@ from outbox.source_relay import RelayHooks
 from outbox.status import source_statuses
 from projections.stuck_events import park_stuck
 from workers.actors import Actors, Publisher, sweep
-from workers.broker_log import tame_consumer_errors
+from workers.broker_log import describe_broker_error, tame_consumer_errors
 from workers.runtime import Runtime
 from workers.signals import started
 from workers.stuck_exit import HandlerStuck, StuckExit
@@ -99,7 +99,7 @@ def _sweep_safely(actors: Actors) -> None:
     try:
         sent = sweep(actors)
     except Exception as exc:
-        logger.warning("sweep failed", error=repr(exc))
+        logger.warning("sweep failed", error=describe_broker_error(exc))
         return
     if sent:
         logger.debug("sweeper re-triggered lagging lanes", lanes=sent)
