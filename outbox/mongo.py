@@ -36,7 +36,7 @@ from pymongo.errors import DuplicateKeyError, OperationFailure, PyMongoError
 from config import SourceSettings
 from outbox.errors import NotLeaderError, SourceError
 from outbox.mongo_connection import describe_mongo_error, mongo_client, mongo_database
-from outbox.mongo_pending import oldest_pending
+from outbox.mongo_pending import pending_figures
 from outbox.mongo_values import UnsupportedValue, described, plain, plain_scalar, plain_timestamp
 from outbox.rows import FIELDS, Unreadable
 from outbox.source import OutboxSource, PendingStats
@@ -355,26 +355,18 @@ class MongoOutboxSource(OutboxSource):
             return 0
 
     def pending(self) -> PendingStats:
-        occurred = self._fields["occurred_at"]
+        pending, unit = self._pending_filter(), self.settings.timestamp_unit
         try:
-            undelivered = self._outbox.count_documents(self._pending_filter())
-            age = None
-            if occurred and undelivered:
-                unit = self.settings.timestamp_unit
-                stamp = oldest_pending(self._outbox, self._pending_filter(), occurred, unit)
-                if stamp is not None:
-                    age = max(0.0, (self._server_now() - stamp).total_seconds())
+            figures = pending_figures(self._outbox, pending, self._fields["occurred_at"], unit)
         except (PyMongoError, BSONError) as exc:
             raise SourceError(
                 f"source {self.name!r} ({self.display_url}): {describe_mongo_error(exc)}"
             ) from exc
-        return PendingStats(undelivered, age)
-
-    def _server_now(self) -> datetime:
-        local = self._client.admin.command("hello").get("localTime")
-        if not isinstance(local, datetime):
-            return _utcnow()
-        return local if local.tzinfo else local.replace(tzinfo=UTC)
+        age = None
+        if figures.oldest is not None:
+            now = figures.server_now or _utcnow()
+            age = max(0.0, (now - figures.oldest).total_seconds())
+        return PendingStats(figures.undelivered, age)
 
     def ddl(self) -> list[str]:
         """What :meth:`install` does, as mongosh commands."""

@@ -10,13 +10,16 @@ whatever their dates, so the oldest is found within each range of magnitudes rea
 unit, where numeric order is date order. A value that is no date (the relay parks its
 document) is passed over, up to :data:`_LOOK_PAST` of them per kind or range.
 
-All kinds are sorted in one ``aggregate`` (a ``$facet`` of one sub-pipeline per kind): one
-round trip per call, where ``status`` and the metrics ask every source and tenant database.
+All kinds are sorted in one ``aggregate`` (a ``$facet`` of one sub-pipeline per kind), which
+also counts the pending documents (``$count``) and reads the server's clock (``$$NOW``,
+MongoDB 4.2+) the age is taken against: one round trip per call, where ``status`` and the
+metrics ask every source and tenant database.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING
@@ -29,13 +32,23 @@ from outbox.timestamps import AUTO_LIMITS, BEYOND, BadTimestamp, as_utc
 _LOOK_PAST = 8
 
 
-def oldest_pending(
+@dataclass(frozen=True, slots=True)
+class PendingFigures:
+    undelivered: int
+    oldest: datetime | None
+    """The earliest timestamp of the pending documents (``None``: none holds a date)."""
+    server_now: datetime | None
+    """The server's clock when it ran the ``aggregate``."""
+
+
+def pending_figures(
     outbox: Collection[Any], pending: dict[str, Any], field: str, unit: TimestampUnit
-) -> datetime | None:
-    """The earliest timestamp ``field`` of the documents matching ``pending`` (``None`` when
-    none holds a date)."""
-    kinds = [*_number_ranges(unit), {"$type": "string"}, {"$type": "date"}]
-    facets = {
+) -> PendingFigures:
+    """The documents matching ``pending``: how many, and their earliest timestamp ``field``
+    (none looked for when ``field`` is ``""``)."""
+    kinds = [*_number_ranges(unit), {"$type": "string"}, {"$type": "date"}] if field else []
+    facets: dict[str, list[dict[str, Any]]] = {"count": [{"$count": "n"}]}
+    facets |= {
         f"k{n}": [
             {"$match": {field: kind}},
             {"$sort": {field: ASCENDING}},
@@ -44,14 +57,25 @@ def oldest_pending(
         ]
         for n, kind in enumerate(kinds)
     }
+    pipeline = [{"$match": pending}, {"$facet": facets}, {"$addFields": {"now": "$$NOW"}}]
+    result = next(outbox.aggregate(pipeline), {})
+    counted = result.pop("count", [])  # MongoDB's $count gives no document for none
+    now = result.pop("now", None)
     found: list[datetime] = []
-    for result in outbox.aggregate([{"$match": pending}, {"$facet": facets}]):
-        for documents in result.values():
-            dates = (_as_date(document.get(field), unit) for document in documents)
-            first = next((stamp for stamp in dates if stamp is not None), None)
-            if first is not None:
-                found.append(first)
-    return min(found, default=None)
+    for documents in result.values():
+        dates = (_as_date(document.get(field), unit) for document in documents)
+        first = next((stamp for stamp in dates if stamp is not None), None)
+        if first is not None:
+            found.append(first)
+    return PendingFigures(
+        undelivered=int(counted[0]["n"]) if counted else 0,
+        oldest=min(found, default=None),
+        server_now=_aware(now) if isinstance(now, datetime) else None,
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _number_ranges(unit: TimestampUnit) -> list[dict[str, float]]:

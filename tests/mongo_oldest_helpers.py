@@ -1,5 +1,5 @@
 """For tests/test_mongo_oldest_pending_one_round_trip.py: the commands a MongoClient sends,
-and the oldest pending timestamp as the per-kind finds that ``oldest_pending`` replaced
+and the oldest pending timestamp as the per-kind finds that ``pending_figures`` replaced
 read it (one sorted find per BSON kind or epoch range), to compare the two on one server."""
 
 from __future__ import annotations

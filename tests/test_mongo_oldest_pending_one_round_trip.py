@@ -20,7 +20,7 @@ from pymongo.collection import Collection
 
 from config import TimestampUnit
 from outbox.mongo_connection import mongo_database as database_name
-from outbox.mongo_pending import oldest_pending
+from outbox.mongo_pending import pending_figures
 from tests.mongo_oldest_helpers import CommandNames, oldest_by_finds, watched_client
 
 PENDING = {"dispatched_at": None}
@@ -141,9 +141,10 @@ def test_the_oldest_pending_is_read_in_one_command(
     _fill(collection, stamps)
     commands.names.clear()
 
-    oldest = oldest_pending(collection, PENDING, "timestamp", unit)
+    figures = pending_figures(collection, PENDING, "timestamp", unit)
 
-    assert oldest == expected
+    assert figures.oldest == expected
+    assert figures.undelivered == len(stamps)
     assert commands.names == ["aggregate"]
 
 
@@ -158,7 +159,7 @@ def test_up_to_eight_values_that_are_no_date_are_passed_over_per_kind(
     _fill(collection, [*junk, "2020-01-01T00:00:00Z", _s(_day(2010)), _day(2015), _ms(_day(2023))])
     commands.names.clear()
 
-    assert oldest_pending(collection, PENDING, "timestamp", "auto") == expected
+    assert pending_figures(collection, PENDING, "timestamp", "auto").oldest == expected
     assert commands.names == ["aggregate"]
 
 
@@ -194,6 +195,6 @@ def test_one_aggregate_answers_what_the_finds_per_kind_answered(
     collection, _ = outbox
     _fill(collection, stamps)
 
-    assert oldest_pending(collection, PENDING, "timestamp", unit) == oldest_by_finds(
+    assert pending_figures(collection, PENDING, "timestamp", unit).oldest == oldest_by_finds(
         collection, PENDING, "timestamp", unit
     )
