@@ -65,6 +65,7 @@ class MongoOutboxSource(OutboxSource):
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lease = settings.lease.total_seconds()
         self._leading = False
+        self._may_hold = False  # a lease write was sent: the lease may be ours
         self._renewed = 0.0  # monotonic time of the last renewal we know succeeded
         self._seen: tuple[Any, Any] | None = None  # (owner, beat) a standby last saw
         self._seen_since = 0.0
@@ -119,6 +120,7 @@ class MongoOutboxSource(OutboxSource):
         lease = self._leases.find_one({"_id": key})
         now = time.monotonic()
         if lease is None:
+            self._may_hold = True
             try:
                 self._leases.insert_one(
                     {"_id": key, "owner": self._owner, "beat": 0, "renewed_at": _utcnow()}
@@ -134,6 +136,7 @@ class MongoOutboxSource(OutboxSource):
             return False
         if now - self._seen_since < self._lease:
             return False
+        self._may_hold = True
         taken = self._leases.find_one_and_update(
             {"_id": key, "owner": seen[0], "beat": seen[1]},
             {"$set": {"owner": self._owner, "renewed_at": _utcnow()}, "$inc": {"beat": 1}},
@@ -394,11 +397,13 @@ class MongoOutboxSource(OutboxSource):
 
     def close(self) -> None:
         """Hand the lease over at once (if this relay still holds it) and close the
-        connections; the source may be used again, with new ones."""
-        try:
-            self._leases.delete_one({"_id": self.settings.table, "owner": self._owner})
-        except PyMongoError:
-            pass
+        connections; the source may be used again, with new ones. A source that never sent
+        a lease write (``status``, metrics, health) holds none: no command is sent for it."""
+        if self._may_hold:
+            try:
+                self._leases.delete_one({"_id": self.settings.table, "owner": self._owner})
+            except PyMongoError:
+                pass
         self.lose_leadership()
         self._client.close()
         self._connect(mongo_client(self.settings.url))
