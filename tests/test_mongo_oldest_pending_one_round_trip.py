@@ -192,9 +192,11 @@ STAMPS = st.one_of(
 def test_one_aggregate_answers_what_the_finds_per_kind_answered(
     stamps: list[Any], unit: TimestampUnit, outbox: tuple[Collection[Any], CommandNames]
 ) -> None:
+    """The oldest the per-kind finds found, and the count ``count_documents`` gives."""
     collection, _ = outbox
     _fill(collection, stamps)
 
-    assert pending_figures(collection, PENDING, "timestamp", unit).oldest == oldest_by_finds(
-        collection, PENDING, "timestamp", unit
-    )
+    figures = pending_figures(collection, PENDING, "timestamp", unit)
+
+    assert figures.oldest == oldest_by_finds(collection, PENDING, "timestamp", unit)
+    assert figures.undelivered == collection.count_documents(PENDING)
