@@ -53,11 +53,12 @@ def pending_figures(
             {"$match": {field: kind}},
             {"$sort": {field: ASCENDING}},
             {"$limit": _LOOK_PAST},
-            {"$project": {field: 1}},
         ]
         for n, kind in enumerate(kinds)
     }
-    pipeline = [{"$match": pending}, {"$facet": facets}, {"$addFields": {"now": "$$NOW"}}]
+    # Only the field goes on: $facet takes every pending document, payloads and all.
+    narrow = {"$project": {field: 1} if field else {"_id": 1}}
+    pipeline = [{"$match": pending}, narrow, {"$facet": facets}, {"$addFields": {"now": "$$NOW"}}]
     result = next(outbox.aggregate(pipeline), {})
     counted = result.pop("count", [])  # MongoDB's $count gives no document for none
     now = result.pop("now", None)

@@ -19,9 +19,12 @@ class CommandNames(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.pipelines: list[list[dict[str, Any]]] = []
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.names.append(event.command_name)
+        if event.command_name == "aggregate":
+            self.pipelines.append(list(event.command["pipeline"]))
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         pass

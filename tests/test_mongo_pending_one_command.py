@@ -98,6 +98,10 @@ def test_the_pending_figures_are_one_aggregate(
         stats = source.pending()
 
         assert commands.names == ["aggregate"]
+        # Only the timestamp reaches $facet, not whole documents (payloads and all).
+        assert commands.pipelines[-1][1] == {
+            "$project": {source.settings.columns.occurred_at or "_id": 1}
+        }
         assert stats.undelivered == count
         assert _about(stats.oldest_age_seconds, days), stats
     finally:
