@@ -16,9 +16,8 @@ import time
 
 from dramatiq import errors as dramatiq_errors
 
-from outbox.db import describe_db_error, redact_dsn, redact_text
-
-MAX_REASON = 200
+from outbox.db import redact_dsn
+from outbox.error_text import connection_reason, describe_error, short_reason
 
 
 def restart_delay() -> float:
@@ -35,53 +34,19 @@ def broker_address(url: str) -> str:
 
 def unreachable_reason(exc: BaseException) -> str | None:
     """A short reason when ``exc`` says the broker cannot be reached, else ``None``."""
-    import pika.exceptions
-    import redis
-    from pika.adapters.utils.connection_workflow import (
-        AMQPConnectorException,
-        AMQPConnectorStackTimeout,
-    )
-
     if isinstance(exc, dramatiq_errors.BrokerConnectionError):
         inner = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
         inner = inner or exc.__cause__
-        return (unreachable_reason(inner) if inner else None) or _text(exc)
-    if isinstance(exc, pika.exceptions.ConnectionClosedByBroker):
-        return _text(Exception(f"closed by the broker: {exc.reply_code} {exc.reply_text}"))
-    if isinstance(exc, AMQPConnectorStackTimeout):
-        return "timeout during AMQP handshake"
-    if isinstance(exc, pika.exceptions.AMQPConnectionError | AMQPConnectorException):
-        found = [getattr(exc, "exception", None), *exc.args]  # a phase error's cause
-        inner = next((a for a in found if isinstance(a, BaseException)), None)
-        return (unreachable_reason(inner) if inner else None) or _text(exc)
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | OSError):
-        return _text(exc)
-    return None
+        return (unreachable_reason(inner) if inner else None) or short_reason(exc)
+    return connection_reason(exc)
 
 
 def describe_broker_error(exc: BaseException) -> str:
     """One short line for a failed call on the broker: the reason when the broker cannot be
-    reached (not the drivers' nested reprs), else the error's type and text (a database's,
-    met by the sweep, without SQL or parameters); no password."""
-    from sqlalchemy.exc import SQLAlchemyError
-
+    reached (not the drivers' nested reprs), else :func:`outbox.error_text.describe_error`'s
+    (a database's, met by the sweep, without SQL or parameters); no password."""
     reason = unreachable_reason(exc)
-    if reason is not None:
-        return reason
-    if isinstance(exc, SQLAlchemyError):
-        return describe_db_error(exc)[:MAX_REASON]
-    text = redact_text(f"{type(exc).__name__}: {str(exc).strip()}".rstrip(": "))
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
-
-
-def _text(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        text = exc.strerror
-    else:
-        text = str(exc).strip() or type(exc).__name__
-    text = redact_text(text.rstrip("."))
-    text = text[:1].lower() + text[1:] if text[1:2].islower() else text
-    return text if len(text) <= MAX_REASON else text[: MAX_REASON - 3] + "..."
+    return reason if reason is not None else describe_error(exc)
 
 
 class BrokerErrorLines(logging.Filter):
