@@ -39,6 +39,7 @@ from typing import Any
 import structlog
 
 from outbox.envelope import Envelope
+from outbox.error_text import describe_error
 from projections.log_aside import log_aside
 
 logger = structlog.get_logger("readmodel.projections")
@@ -175,7 +176,7 @@ class _Watchdog:
                                 logger.error,
                                 "handler timeout",
                                 handler=slot.what(),
-                                error=repr(exc),
+                                error=describe_error(exc),
                             )
 
 
@@ -259,7 +260,9 @@ def _tell(hooks: TimeoutHooks | None, what: str, projection: str, thread: int) -
     try:
         getattr(hooks, what)(projection, thread)
     except Exception as exc:
-        log_aside(logger.warning, "handler timeout hook failed", hook=what, error=repr(exc))
+        log_aside(
+            logger.warning, "handler timeout hook failed", hook=what, error=describe_error(exc)
+        )
 
 
 def _alive(thread: int) -> bool:

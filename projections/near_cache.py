@@ -27,6 +27,7 @@ from collections import OrderedDict
 
 import structlog
 
+from outbox.error_text import describe_error
 from projections.resp3_reader import (
     _encode,
     _ProtocolError,
@@ -212,7 +213,9 @@ class NearCache:
                 self._listen()
             except (OSError, _ProtocolError) as exc:
                 if not self._closed.is_set():
-                    logger.warning("near cache: tracking connection lost", error=repr(exc))
+                    logger.warning(
+                        "near cache: tracking connection lost", error=describe_error(exc)
+                    )
             except Exception as exc:
                 if not self._closed.is_set():
                     self._log_failure(exc)
@@ -229,7 +232,7 @@ class NearCache:
         """One warning per kind of failure a minute (a failure that recurs at each
         reconnection is not logged every second). Only the error's type and text: never the
         connection's settings, which hold the password."""
-        error = f"{type(exc).__name__}: {exc}"
+        error = describe_error(exc)
         now = time.monotonic()
         if error == self._failed_with and now - self._failed_at < _WARN_EVERY:
             self._failures_unlogged += 1

@@ -55,6 +55,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import OutOfMemoryError, RedisError, ResponseError
 from redis.retry import Retry
 
+from outbox.error_text import describe_error
 from projections import redis_scripts as lua
 from projections.cache import (
     Cache,
@@ -314,7 +315,7 @@ class RedisCache(Cache):
             logger.warning(
                 "cache unreachable; reading from the read model",
                 projection=projection,
-                error=repr(error),
+                error=describe_error(error),
                 suppressed=self._suppressed,
             )
             self._warned_at = now

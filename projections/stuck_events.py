@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from outbox.envelope import Envelope
+from outbox.error_text import describe_error
 from projections import stuck_journal
 from projections.handler_timeout import OnStuck, StuckHandler
 from projections.log_aside import log_aside
@@ -83,7 +84,7 @@ def _record(store: Store, lane: Lane, event: Envelope, seconds: float) -> int | 
                 projection=lane.projection,
                 source=lane.source,
                 position=event.position,
-                error=repr(exc),
+                error=describe_error(exc),
             )
 
     thread = threading.Thread(target=record, name="readmodel-stuck-attempt", daemon=True)
@@ -111,7 +112,7 @@ def _record(store: Store, lane: Lane, event: Envelope, seconds: float) -> int | 
             logger.error,
             "the stuck handler's attempt could not be counted nor journalled",
             journal=str(journal),
-            error=repr(exc),
+            error=describe_error(exc),
             **where,
         )
     else:
@@ -132,7 +133,7 @@ def park_stuck(engine: ProjectionEngine) -> int:
     try:
         stuck_journal.replay(engine)
     except Exception as exc:  # the journal is kept: counted at a later start
-        logger.error("counting the journalled stuck attempts failed", error=repr(exc))
+        logger.error("counting the journalled stuck attempts failed", error=describe_error(exc))
     parked = 0
     for projection in engine.projections.values():
         store = engine.store_of(projection)

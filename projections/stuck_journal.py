@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from outbox.error_text import describe_error
 from projections.store import Lane, Store
 
 if TYPE_CHECKING:
@@ -212,7 +213,7 @@ def _read(path: Path, journal: Path) -> list[Attempt]:
                 "is not counted)",
                 journal=str(journal),
                 line=number,
-                error=repr(exc),
+                error=describe_error(exc),
                 text=line[:200].decode(errors="replace"),
             )
     return attempts

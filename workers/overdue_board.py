@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from config import BrokerSettings
+from outbox.error_text import describe_error
 from projections.engine import EngineHooks
 from projections.store import BatchResult, Lane
 
@@ -149,7 +150,9 @@ class OverdueBoard:
         try:
             self._write(keys=[self._key], args=args)
         except Exception as exc:  # the record is lost for now, never the handler
-            logger.warning("cannot record overdue handlers in the broker", error=repr(exc))
+            logger.warning(
+                "cannot record overdue handlers in the broker", error=describe_error(exc)
+            )
             with self._lock:
                 self._gone |= gone - self._held.keys()
             return False

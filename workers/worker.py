@@ -10,6 +10,7 @@ import dramatiq
 import structlog
 
 from config import ConfigError
+from outbox.error_text import describe_error
 from outbox.errors import ReadmodelError, SourceError
 from outbox.relay import Relay
 from outbox.source_relay import RelayHooks
@@ -48,11 +49,11 @@ def run_worker(
     try:
         park_stuck(runtime.engine)  # events a handler got stuck on at every attempt
     except Exception as exc:
-        logger.warning("parking events stuck at every attempt failed", error=repr(exc))
+        logger.warning("parking events stuck at every attempt failed", error=describe_error(exc))
     try:
         runtime.engine.redo_invalidations()  # what a crashed worker left undone
     except Exception as exc:
-        logger.warning("redoing cache invalidations failed", error=repr(exc))
+        logger.warning("redoing cache invalidations failed", error=describe_error(exc))
     risk = runtime.cache.eviction_risk() if runtime.cache is not None else None
     if risk is not None:
         logger.warning("cached reads may go stale", reason=risk)
