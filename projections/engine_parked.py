@@ -11,6 +11,7 @@ from outbox.errors import NotParked, ReadmodelError
 from projections.api import Projection
 from projections.log_reader import LogReader
 from projections.store import Lane, ParkedEvent, Store
+from projections.store_names import naming
 
 
 class ParkedOperations:
@@ -37,7 +38,8 @@ class ParkedOperations:
     ) -> list[ParkedEvent]:
         out: list[ParkedEvent] = []
         for store in self._distinct_stores():
-            out.extend(store.parked(projection, status))
+            with naming(store):
+                out.extend(store.parked(projection, status))
         return out
 
     def removed(self, name: str) -> bool:
@@ -45,7 +47,7 @@ class ParkedOperations:
         checkpoints: a projection removed from the configuration."""
         if name in self.projections:
             return False
-        return any(s.parked(name, None) or s.checkpoints(name) for s in self._distinct_stores())
+        return any(_keeps(store, name) for store in self._distinct_stores())
 
     def removed_with_parked(self) -> list[str]:
         """The projections no longer configured that have events parked in a store."""
@@ -67,7 +69,8 @@ class ParkedOperations:
         try:
             return self.retry_hold(entry, entry_id=entry.id)
         except NotParked:
-            raise _no_longer_parked(store, entry, "retried") from None
+            with naming(store):
+                raise _no_longer_parked(store, entry, "retried") from None
 
     def retry_hold(self, entry: ParkedEvent, *, entry_id: int | None = None) -> int:
         """Re-apply whatever is parked under ``entry``'s aggregate hold now, whatever
@@ -79,13 +82,14 @@ class ParkedOperations:
         store = self.store_of(projection)
         partition = aggregate_hash(entry.aggregate_type, entry.aggregate_id) % projection.partitions
         lane = Lane(projection.name, entry.source, partition)
-        applied = store.retry_parked(
-            projection,
-            lane,
-            entry.aggregate,
-            lambda positions: self.reader.at_positions(entry.source, positions),
-            entry_id,
-        )
+        with naming(store):
+            applied = store.retry_parked(
+                projection,
+                lane,
+                entry.aggregate,
+                lambda positions: self.reader.at_positions(entry.source, positions),
+                entry_id,
+            )
         self.redo_invalidations()
         return applied
 
@@ -101,26 +105,28 @@ class ParkedOperations:
             raise _not_parked(entry, "skipped")
         if entry.projection not in self.projections:
             holder = self._holder(entry)
-            if holder.skip_parked(entry.id) is None:
-                raise _no_longer_parked(holder, entry, "skipped")
+            with naming(holder):
+                if holder.skip_parked(entry.id) is None:
+                    raise _no_longer_parked(holder, entry, "skipped")
             return 0
         store = self.store_of(entry.projection)
-        if store.skip_parked(entry.id) is None:
-            raise _no_longer_parked(store, entry, "skipped")
-        remaining = [
-            e
-            for e in store.parked(entry.projection)
-            if (e.source, e.aggregate) == (entry.source, entry.aggregate)
-        ]
+        with naming(store):
+            if store.skip_parked(entry.id) is None:
+                raise _no_longer_parked(store, entry, "skipped")
+            remaining = [
+                e
+                for e in store.parked(entry.projection)
+                if (e.source, e.aggregate) == (entry.source, entry.aggregate)
+            ]
         return self.retry_hold(remaining[0]) if remaining else 0
 
     def _holder(self, entry: ParkedEvent) -> Store:
         """The store that parked ``entry`` of a projection no longer configured."""
-        holders = [
-            store
-            for store in self._distinct_stores()
-            if any(e.id == entry.id for e in store.parked(entry.projection))
-        ]
+        holders = []
+        for store in self._distinct_stores():
+            with naming(store):
+                if any(e.id == entry.id for e in store.parked(entry.projection)):
+                    holders.append(store)
         if len(holders) != 1:
             where = "several stores" if holders else "no store"
             raise ReadmodelError(f"e{entry.id}@{entry.projection} is parked in {where}")
@@ -154,6 +160,12 @@ def _no_longer_parked(store: Store, entry: ParkedEvent, doing: str) -> NotParked
         f"nothing was {doing}",
         now,
     )
+
+
+def _keeps(store: Store, name: str) -> bool:
+    """Whether ``store`` keeps parked events or checkpoints of projection ``name``."""
+    with naming(store):
+        return bool(store.parked(name, None) or store.checkpoints(name))
 
 
 def _status_of(store: Store, entry: ParkedEvent) -> str | None:

@@ -107,6 +107,11 @@ class MongoStore(DocumentParking, DocumentBulkParking, DocumentInvalidations, St
         self.database = self.client.get_database(mongo_database(url))
 
     @property
+    def location(self) -> str:
+        """Where the store is, as its lines name it: no user, password or query."""
+        return redact_dsn(self.url, location=True)
+
+    @property
     def display_url(self) -> str:
         return redact_dsn(self.url)
 
@@ -148,7 +153,7 @@ class MongoStore(DocumentParking, DocumentBulkParking, DocumentInvalidations, St
                 physical = collections_at(projection, generation_of(self.database, projection.name))
                 create_collection_indexes(self.database, projection, physical)
         except PyMongoError as exc:
-            where = read_store_at(redact_dsn(self.url, location=True), self.label)
+            where = read_store_at(self.location, self.label)
             raise StoreError(f"cannot create collections in the {where}: {_describe(exc)}") from exc
 
     # -- transactions --------------------------------------------------------------

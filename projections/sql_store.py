@@ -73,6 +73,11 @@ class SqlStore(
         # writers wait for each other instead of failing to upgrade a read lock.
         self.writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
 
+    @property
+    def location(self) -> str:
+        """Where the store is, as its lines name it: no user, password or query."""
+        return engine_location(self.engine)
+
     def insert(self, table: sa.Table) -> Any:
         """The dialect's INSERT (it has ``on_conflict_do_*``)."""
         if self.kind == "postgresql":
@@ -93,7 +98,7 @@ class SqlStore(
         try:
             create_tables(self.engine, tables)
         except SQLAlchemyError as exc:
-            where = read_store_at(engine_location(self.engine), self.label)
+            where = read_store_at(self.location, self.label)
             raise StoreError(
                 f"cannot create tables in the {where}: {describe_db_error(exc)}"
             ) from exc

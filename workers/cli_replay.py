@@ -34,6 +34,7 @@ from projections.replay import (
 )
 from projections.replay_rebuild import is_transient
 from projections.shadow_leftovers import drop_unmarked_hint
+from projections.store_names import naming, store_where
 from projections.stores import is_mongodb
 from workers.cli_confirm import changing_nothing, confirm
 from workers.cli_support import (
@@ -176,7 +177,7 @@ def replay_command(
             raise fail("--drop-unmarked goes with --cleanup (not --dry-run)", EXIT_CONFIG)
         if cleanup and dry_run:
             with changing_nothing():
-                left = _call(replayer.plan, ReplayOptions()).leftovers
+                left = _call(naming(store)(replayer.plan), ReplayOptions()).leftovers
             out.print(
                 f"{projection}: --cleanup would drop {', '.join(left)}"
                 if left
@@ -187,7 +188,9 @@ def replay_command(
             return
         if cleanup:
             with interrupted_saying(_cleanup_interrupted(projection)):
-                dropped = _call(replayer.cleanup, *([drop_unmarked] if drop_unmarked else []))
+                dropped = _call(
+                    naming(store)(replayer.cleanup), *([drop_unmarked] if drop_unmarked else [])
+                )
             out.print(
                 f"{projection}: dropped {', '.join(dropped)}"
                 if dropped
@@ -211,15 +214,15 @@ def replay_command(
                 )
             return
         with changing_nothing():
-            plan = _call(replayer.plan, options)
-            _print_plan(plan)
+            plan = _call(naming(store)(replayer.plan), options)
+            _print_plan(plan, store_where(store))
             if dry_run:
                 out.print("dry run: nothing was changed", highlight=False)
                 return
             _confirm(plan, yes)
         try:
             with hooks:
-                summary = _call(replayer.run, options)
+                summary = _call(naming(store)(replayer.run), options)
         except KeyboardInterrupt:
             err.print(_interrupted(projection, plan, replayer), highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -304,14 +307,17 @@ def _confirm(plan: ReplayPlan, yes: bool) -> None:
     )
 
 
-def _print_plan(plan: ReplayPlan) -> None:
+def _print_plan(plan: ReplayPlan, where: str | None = None) -> None:
+    """``where``: the store of the projection (:func:`store_where`), when it is one of several."""
     mode = (
         f"blue/green rebuild into shadow {plan.unit}s"
         if plan.mode == BLUE_GREEN
         else f"in place into the live {plan.unit}s"
     )
+    if where is not None:
+        mode += f" in the {where}"
     tenant = f", tenant {plan.tenant}" if plan.tenant else ""
-    out.print(f"{plan.projection}: {mode}{tenant}", highlight=False)
+    out.print(f"{plan.projection}: {mode}{tenant}", highlight=False, soft_wrap=where is not None)
     table = Table(title="events to replay")
     for column in ("source", "after", "log head", "events"):
         table.add_column(column, justify="left" if column == "source" else "right")

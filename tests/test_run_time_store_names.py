@@ -1,0 +1,132 @@
+"""With several read stores configured, a line a command says at run time about one store
+names it as the start-up lines do (tests/test_start_up_store_names.py): ``read store NAME at
+LOCATION``, without the password. A lone ``[store]`` keeps its unnamed lines.
+
+Before: ``parked list`` and ``parked show`` beside an unreachable MongoDB store ``docs``
+said ``error: cannot read rm_parked_events: ServerSelectionTimeoutError: ...`` (which store
+of several?), ``replay --dry-run`` ``error: conversation_inbox: cannot read the collections:
+...``, and a dry run's plan did not say which store the projection is rebuilt in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config import load_settings
+from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
+from tests.outbox_helpers import init_outbox
+
+SECRET = "S3cret-RunTime-9031"
+CLOSED = "mongodb://127.0.0.1:1/readmodels"  # nothing listens: refused at once
+REFUSED = "ServerSelectionTimeoutError: 127.0.0.1:1: [Errno 111] Connection refused"
+
+
+@pytest.fixture
+def unreachable_docs(tmp_path: Path, sqlite_database: Callable[[], str]) -> Path:
+    """The chat reference projection in a MongoDB store ``docs`` on a closed port, beside
+    the (migrated) SQLite ``[store]``."""
+    path = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["projections.reference.conversation_inbox:ConversationInbox"],
+            "store": {"url": sqlite_database()},
+            "stores": {
+                "docs": {
+                    "url": f"mongodb://reader:{SECRET}@127.0.0.1:1/readmodels"
+                    "?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
+                }
+            },
+            "sources": {"auth": {"url": sqlite_database()}, "chat": {"url": sqlite_database()}},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(path)]).exit_code == 0
+    return path
+
+
+def _error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["parked", "list"], "cannot read rm_parked_events"),
+        (["parked", "list", "--projection", "conversation_inbox"], "cannot read rm_parked_events"),
+        (["parked", "show", "e1"], "cannot read rm_parked_events"),
+        (["replay", "conversation_inbox", "--dry-run"], "conversation_inbox: cannot read the "),
+    ],
+    ids=["parked-list", "parked-list-projection", "parked-show", "replay-dry-run"],
+)
+def test_an_unreachable_mongodb_store_among_several_is_named_at_run_time(
+    command: list[str], said: str, unreachable_docs: Path
+) -> None:
+    """Exit 3 in one line naming ``docs`` and where it is, then what could not be done."""
+    result = run_cli([*command, "--config", str(unreachable_docs)])
+
+    assert result.exit_code == 3, result.output
+    lines = _error_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: read store docs at {CLOSED}: {said}"), lines[0]
+    assert REFUSED in lines[0], lines[0]
+    assert SECRET not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _two_stores(tmp_path: Path, sqlite_database: Callable[[], str], docs: str) -> Path:
+    """``totals`` in the SQLite ``[store]`` and ``doc_totals`` in MongoDB ``docs``, migrated."""
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.projection_fixtures:Totals", DOC_TOTALS],
+            "store": {"url": sqlite_database()},
+            "stores": {"docs": {"url": docs}},
+            "sources": {"bank": {"url": sqlite_database()}},
+        },
+    )
+    init_outbox(load_settings(config).sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    return config
+
+
+def _first_line(config: Path, projection: str) -> str:
+    result = run_cli(["replay", projection, "--dry-run", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1] == "dry run: nothing was changed", result.stdout
+    return result.stdout.splitlines()[0]
+
+
+def test_a_dry_run_names_the_store_the_projection_is_in(
+    tmp_path: Path, sqlite_database: Callable[[], str], mongo_database: Callable[[], str]
+) -> None:
+    """The plan's first line says in which store the projection is rebuilt: ``docs`` (a
+    MongoDB database, its location without the query) or ``default``."""
+    docs = mongo_database()
+    server, _, rest = docs.removeprefix("mongodb://").partition("/")
+    config = _two_stores(tmp_path, sqlite_database, docs)  # the test server takes no password
+    default = load_settings(config).store.url
+
+    assert _first_line(config, "doc_totals") == (
+        "doc_totals: blue/green rebuild into shadow collections in the read store docs at "
+        f"mongodb://{server}/{rest.partition('?')[0]}"
+    )
+    assert _first_line(config, "totals") == (
+        f"totals: blue/green rebuild into shadow tables in the read store default at {default}"
+    )
+
+
+def test_a_dry_run_with_one_store_keeps_its_line(
+    tmp_path: Path, sqlite_database: Callable[[], str]
+) -> None:
+    data: dict[str, Any] = {
+        "projections": ["tests.projection_fixtures:Totals"],
+        "store": {"url": sqlite_database()},
+        "sources": {"bank": {"url": sqlite_database()}},
+    }
+    config = write_config(tmp_path / "readmodel.toml", data)
+    init_outbox(load_settings(config).sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+
+    assert _first_line(config, "totals") == "totals: blue/green rebuild into shadow tables"
