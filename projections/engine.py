@@ -30,6 +30,7 @@ from projections.store import (
     Store,
     WritesRefused,
 )
+from projections.store_names import named, naming
 from projections.stuck_events import counting
 
 logger = structlog.get_logger("readmodel.projections")
@@ -208,6 +209,17 @@ class ProjectionEngine(LaneFailures, ParkedOperations):
         """
         projection = self.projection(lane.projection)
         store = self.store_of(projection)
+        with naming(store):  # a store's error says which, with several
+            return self._process(projection, store, lane, target, stop_at)
+
+    def _process(
+        self,
+        projection: Projection,
+        store: Store,
+        lane: Lane,
+        target: int | None,
+        stop_at: float | None,
+    ) -> LaneProgress:
         if target is None and not store.reads_log_head:
             target = self.reader.heads().get(lane.source, 0)
         applied = parked = 0
@@ -226,7 +238,7 @@ class ProjectionEngine(LaneFailures, ParkedOperations):
                     projection=lane.projection,
                     source=lane.source,
                     upto=refused.upto,
-                    error=repr(refused.error),
+                    error=named(store, repr(refused.error)),
                 )
                 one_by_one_upto = refused.upto
                 continue

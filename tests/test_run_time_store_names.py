@@ -5,7 +5,8 @@ LOCATION``, without the password. A lone ``[store]`` keeps its unnamed lines.
 Before: ``parked list`` and ``parked show`` beside an unreachable MongoDB store ``docs``
 said ``error: cannot read rm_parked_events: ServerSelectionTimeoutError: ...`` (which store
 of several?), ``replay --dry-run`` ``error: conversation_inbox: cannot read the collections:
-...``, and a dry run's plan did not say which store the projection is rebuilt in."""
+...``, and a dry run's plan did not say which store the projection is rebuilt in; a worker's
+``apply failed; will retry`` gave only ``totals: apply failed: ...``."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from typing import Any
 import pytest
 
 from config import load_settings
+from outbox.db import create_engine
+from tests.broker_helpers import Processes, wait_until
 from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
-from tests.outbox_helpers import init_outbox
+from tests.outbox_helpers import init_outbox, insert_events
 
 SECRET = "S3cret-RunTime-9031"
 CLOSED = "mongodb://127.0.0.1:1/readmodels"  # nothing listens: refused at once
@@ -130,3 +133,53 @@ def test_a_dry_run_with_one_store_keeps_its_line(
     assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
 
     assert _first_line(config, "totals") == "totals: blue/green rebuild into shadow tables"
+
+
+@pytest.mark.parametrize("several", [True, False], ids=["two-stores", "one-store"])
+def test_a_worker_names_the_store_that_fails_an_apply(
+    several: bool,
+    tmp_path: Path,
+    pg_database: Callable[[], str],
+    sqlite_database: Callable[[], str],
+    broker_for: Callable[[str], dict[str, Any]],
+    processes: Processes,
+) -> None:
+    """``work`` beside a second store ``reports``: the PostgreSQL ``[store]`` loses its
+    checkpoints table once the worker runs; the warning of each failed apply names
+    ``default`` and where it is, without the password; alone, the store is not named."""
+    store = pg_database()
+    user, _, rest = store.partition("@")
+    source = sqlite_database()
+    data: dict[str, Any] = {
+        "projections": ["tests.projection_fixtures:Totals"],
+        "store": {"url": f"{user}:{SECRET}@{rest}"},  # the server trusts local users
+        "sources": {"bank": {"url": source}},
+        "broker": broker_for("redis"),
+    }
+    if several:
+        data["stores"] = {"reports": {"url": sqlite_database()}}
+    config = write_config(tmp_path / "readmodel.toml", data)
+    init_outbox(load_settings(config).sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    key = processes.start("work", "work", "-t", "1", "--config", str(config))
+    assert wait_until(lambda: processes.worker_started(key), 30), processes.log_tail()
+    engine = create_engine(store)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE rm_checkpoints")
+    finally:
+        engine.dispose()
+    source_engine = create_engine(source)
+    try:
+        insert_events(source_engine, [("account", "a", "Deposited", {"amount": 5, "seq": 1})])
+    finally:
+        source_engine.dispose()
+
+    assert run_cli(["relay", "--once", "--config", str(config)]).exit_code == 0
+    log = processes.logs / f"{key}.log"
+    assert wait_until(lambda: "apply failed; will retry" in log.read_text(), 30), log.read_text()
+
+    failed = next(line for line in log.read_text().splitlines() if "apply failed" in line)
+    where = f"read store default at postgresql://{rest.partition('?')[0]}: " if several else ""
+    assert f"error='{where}totals: apply failed: UndefinedTable: " in failed, failed
+    assert SECRET not in log.read_text()
