@@ -21,6 +21,7 @@ from outbox.errors import CommitInterrupted, CommitUncertain, NotParked
 from outbox.source_groups import group_of
 from projections.engine import ProjectionEngine
 from projections.store import AggregateKey, HandlerFailed, ParkedEvent, Store
+from projections.store_names import naming
 
 Hold = tuple[str, AggregateKey]
 """A source and an aggregate key (its tenant's, or ``""`` for the hold naming none)."""
@@ -87,7 +88,8 @@ def select(
     found = []
     go_on = stranded and selection.projection in engine.projections
     for store in engine.parking_stores():
-        parked = store.parked(selection.projection)
+        with naming(store):
+            parked = store.parked(selection.projection)
         events = [e for e in parked if selection.matches(e)]
         holds = by_hold(events)
         left = _stranded(store, selection, parked, holds) if go_on else {}

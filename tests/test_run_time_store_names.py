@@ -59,9 +59,13 @@ def _error_lines(stderr: str) -> list[str]:
         (["parked", "list"], "cannot read rm_parked_events"),
         (["parked", "list", "--projection", "conversation_inbox"], "cannot read rm_parked_events"),
         (["parked", "show", "e1"], "cannot read rm_parked_events"),
+        (
+            ["parked", "purge", "--projection", "conversation_inbox", "--yes"],
+            "cannot read rm_parked_events",
+        ),
         (["replay", "conversation_inbox", "--dry-run"], "conversation_inbox: cannot read the "),
     ],
-    ids=["parked-list", "parked-list-projection", "parked-show", "replay-dry-run"],
+    ids=["parked-list", "parked-list-projection", "parked-show", "parked-purge", "replay-dry-run"],
 )
 def test_an_unreachable_mongodb_store_among_several_is_named_at_run_time(
     command: list[str], said: str, unreachable_docs: Path

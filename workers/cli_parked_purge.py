@@ -113,12 +113,14 @@ def _entries(count: int) -> str:
 
 def _skipped_events(runtime: Any, selection: Selection) -> list[tuple[Any, list[int]]]:
     """Per store keeping some: its purge, and the ids of its skipped events chosen."""
+    from projections.store_names import naming
     from workers.cli_parked import _known_projection
 
     _known_projection(runtime, selection.projection)
     chosen = []
     for store in runtime.engine.parking_stores():
-        skipped = store.parked(selection.projection, "skipped")
+        with naming(store):
+            skipped = store.parked(selection.projection, "skipped")
         ids = [e.id for e in skipped if selection.matches(e)]
         if ids:
             chosen.append((store.purge_skipped, ids))
