@@ -96,6 +96,12 @@ class StoreError(ReadmodelError):
     """A read-model store failed."""
 
 
+class EventLogError(StoreError):
+    """Reading the event log (in ``[store]``) failed: an error of the log, not of the store
+    of the projection that was reading it, whose name it does not take
+    (:func:`projections.store_names.naming`)."""
+
+
 class CommitUncertain(StoreError):
     """The connection was lost while the store committed: the transaction may have been
     committed or not, and the client cannot tell until it reads the data again. A caller

@@ -327,7 +327,9 @@ class ProjectionEngine(LaneFailures, ParkedOperations):
         out = []
         names = list(self.projections) if projections is None else list(projections)
         for projection in map(self.projection, names):
-            done = self.store_of(projection).checkpoints(projection.name)
+            store = self.store_of(projection)
+            with naming(store):
+                done = store.checkpoints(projection.name)
             for lane in self.lanes(projection, None, heads):
                 head = heads.get(lane.source, 0)
                 position = done.get((lane.source, lane.partition), 0)

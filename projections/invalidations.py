@@ -18,6 +18,7 @@ import structlog
 from outbox.errors import StoreError
 from projections.cache import Cache, CacheError
 from projections.store import Invalidation, Store
+from projections.store_names import naming
 
 logger = structlog.get_logger("readmodel.cache")
 
@@ -38,7 +39,8 @@ def finish(cache: Cache, store: Store, invalidation: Invalidation) -> bool:
         _warn("cache invalidation failed; the sweeper will redo it", exc, invalidation.projection)
         return False
     try:
-        store.forget_invalidations([invalidation.id])
+        with naming(store):
+            store.forget_invalidations([invalidation.id])
     except StoreError as exc:
         _warn("cannot delete a done invalidation; it will be redone", exc, invalidation.projection)
     return True
@@ -54,7 +56,8 @@ def redo(cache: Cache, stores: Iterable[Store], older_than: float = 0.0) -> int:
             continue
         seen.add(id(store))
         while True:
-            rows = store.pending_invalidations(older_than, REDO_BATCH)
+            with naming(store):
+                rows = store.pending_invalidations(older_than, REDO_BATCH)
             if not rows:
                 break
             tags: dict[str, set[str]] = {}
@@ -66,7 +69,8 @@ def redo(cache: Cache, stores: Iterable[Store], older_than: float = 0.0) -> int:
             except CacheError as exc:
                 _warn("redoing cache invalidations failed", exc, None)
                 return done
-            store.forget_invalidations([row.id for row in rows])
+            with naming(store):
+                store.forget_invalidations([row.id for row in rows])
             done += len(rows)
             if len(rows) < REDO_BATCH:
                 break

@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from outbox.db import describe_db_error
 from outbox.envelope import Envelope
-from outbox.errors import StoreError
+from outbox.errors import EventLogError
 from outbox.log import envelope_from_row
 from outbox.schema import event_log
 from projections.log_reader import PG_EVENT_COLUMNS, envelope_from_pg_row
@@ -52,7 +52,7 @@ def stream_batches(
     try:
         yield from read_ahead(batches, depth)
     except (SQLAlchemyError, psycopg.Error) as exc:
-        raise StoreError(f"reading the event log failed: {describe_db_error(exc)}") from exc
+        raise EventLogError(f"reading the event log failed: {describe_db_error(exc)}") from exc
 
 
 def _stream_postgresql(

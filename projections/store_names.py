@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from outbox.errors import StoreError, read_store_at
+from outbox.errors import EventLogError, StoreError, read_store_at
 
 
 def store_where(store: Any) -> str | None:
@@ -28,10 +28,13 @@ def named(store: Any, text: str) -> str:
 @contextmanager
 def naming(store: Any) -> Iterator[None]:
     """A :class:`StoreError` raised in the block is said of ``store`` (:func:`named`); its
-    type and cause stay, so callers tell an unreachable store from a refusal as before."""
+    type and cause stay, so callers tell an unreachable store from a refusal as before. An
+    :class:`EventLogError` is the log's, not ``store``'s: left as it is."""
     try:
         yield
     except StoreError as exc:
+        if isinstance(exc, EventLogError):
+            raise
         if len(exc.args) == 1 and isinstance(exc.args[0], str):
             exc.args = (named(store, exc.args[0]),)
         raise

@@ -30,9 +30,11 @@ from projections import stuck_journal
 from projections.handler_timeout import OnStuck, StuckHandler
 from projections.log_aside import log_aside
 from projections.store import Lane, Store
+from projections.store_names import naming
 from projections.stuck_journal import Attempt
 
 if TYPE_CHECKING:
+    from projections.api import Projection
     from projections.engine import ProjectionEngine
 
 logger = structlog.get_logger("readmodel.projections")
@@ -137,29 +139,37 @@ def park_stuck(engine: ProjectionEngine) -> int:
     parked = 0
     for projection in engine.projections.values():
         store = engine.store_of(projection)
-        for failure in store.failing(projection.name):
-            attempts = int(failure["attempts"])
-            last_error = str(failure.get("last_error") or "")
-            if attempts < engine.max_attempts or not last_error.startswith(STUCK_ERROR):
-                continue
-            found = engine.reader.at_positions(failure["source"], [int(failure["position"])])
-            if not found:
-                continue
-            event = found[0]
-            lane = engine.lane_of(projection, event)
-            reason = (
-                f"handler stuck {attempts} times past engine.handler_timeout and "
-                "engine.stuck_exit_after (the worker exited each time)"
+        with naming(store):
+            parked += _park_stuck_of(engine, projection, store)
+    return parked
+
+
+def _park_stuck_of(engine: ProjectionEngine, projection: Projection, store: Store) -> int:
+    """:func:`park_stuck` for one projection of ``store``."""
+    parked = 0
+    for failure in store.failing(projection.name):
+        attempts = int(failure["attempts"])
+        last_error = str(failure.get("last_error") or "")
+        if attempts < engine.max_attempts or not last_error.startswith(STUCK_ERROR):
+            continue
+        found = engine.reader.at_positions(failure["source"], [int(failure["position"])])
+        if not found:
+            continue
+        event = found[0]
+        lane = engine.lane_of(projection, event)
+        reason = (
+            f"handler stuck {attempts} times past engine.handler_timeout and "
+            "engine.stuck_exit_after (the worker exited each time)"
+        )
+        if store.block(lane, event, reason, last_error, attempts):
+            parked += 1
+            logger.error(
+                "event parked",
+                projection=projection.name,
+                source=event.source,
+                position=event.position,
+                aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
+                tenant=event.tenant,
+                error=reason,
             )
-            if store.block(lane, event, reason, last_error, attempts):
-                parked += 1
-                logger.error(
-                    "event parked",
-                    projection=projection.name,
-                    source=event.source,
-                    position=event.position,
-                    aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
-                    tenant=event.tenant,
-                    error=reason,
-                )
     return parked

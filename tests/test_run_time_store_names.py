@@ -6,7 +6,8 @@ Before: ``parked list`` and ``parked show`` beside an unreachable MongoDB store 
 said ``error: cannot read rm_parked_events: ServerSelectionTimeoutError: ...`` (which store
 of several?), ``replay --dry-run`` ``error: conversation_inbox: cannot read the collections:
 ...``, and a dry run's plan did not say which store the projection is rebuilt in; a worker's
-``apply failed; will retry`` gave only ``totals: apply failed: ...``."""
+``apply failed; will retry`` gave only ``totals: apply failed: ...``, its ``sweep failed``
+only ``cannot read rm_checkpoints: ...``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from outbox.db import create_engine
 from tests.broker_helpers import Processes, wait_until
 from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
+from tests.stall_proxy_helpers import CutProxy
 
 SECRET = "S3cret-RunTime-9031"
 CLOSED = "mongodb://127.0.0.1:1/readmodels"  # nothing listens: refused at once
@@ -187,3 +189,45 @@ def test_a_worker_names_the_store_that_fails_an_apply(
     where = f"read store default at postgresql://{rest.partition('?')[0]}: " if several else ""
     assert f"error='{where}totals: apply failed: UndefinedTable: " in failed, failed
     assert SECRET not in log.read_text()
+
+
+def test_a_worker_names_the_store_its_sweep_cannot_read(
+    tmp_path: Path,
+    sqlite_database: Callable[[], str],
+    mongo_database: Callable[[], str],
+    broker_for: Callable[[str], dict[str, Any]],
+    processes: Processes,
+) -> None:
+    """``work`` with ``doc_totals`` in MongoDB ``docs``, reached through a proxy that is cut
+    once the worker runs: its ``sweep failed`` warning names ``docs`` and where it is."""
+    mongo = mongo_database()
+    host, port = mongo.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    proxy = CutProxy((host, int(port)))
+    try:
+        proxied = mongo.replace(f"{host}:{port}", f"127.0.0.1:{proxy.port}")
+        config = write_config(
+            tmp_path / "readmodel.toml",
+            {
+                "projections": [DOC_TOTALS],
+                "store": {"url": sqlite_database()},
+                "stores": {
+                    "docs": {"url": proxied + "&serverSelectionTimeoutMS=500&connectTimeoutMS=500"}
+                },
+                "engine": {"sweep_every": "200ms"},
+                "sources": {"bank": {"url": sqlite_database()}},
+                "broker": broker_for("redis"),
+            },
+        )
+        init_outbox(load_settings(config).sources["bank"], "bank")
+        assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+        key = processes.start("work", "work", "-t", "1", "--config", str(config))
+        assert wait_until(lambda: processes.worker_started(key), 30), processes.log_tail()
+        proxy.cut()
+        log = processes.logs / f"{key}.log"
+        assert wait_until(lambda: "sweep failed" in log.read_text(), 30), log.read_text()
+    finally:
+        proxy.close()
+
+    failed = next(line for line in log.read_text().splitlines() if "sweep failed" in line)
+    where = f"read store docs at {proxied.partition('?')[0]}"
+    assert f"{where}: cannot read rm_checkpoints: " in failed, failed
