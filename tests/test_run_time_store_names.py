@@ -231,3 +231,40 @@ def test_a_worker_names_the_store_its_sweep_cannot_read(
     failed = next(line for line in log.read_text().splitlines() if "sweep failed" in line)
     where = f"read store docs at {proxied.partition('?')[0]}"
     assert f"{where}: cannot read rm_checkpoints: " in failed, failed
+
+
+def test_status_names_a_store_that_answers_but_fails_with_where_it_is(
+    tmp_path: Path, pg_database: Callable[[], str], sqlite_database: Callable[[], str]
+) -> None:
+    """A PostgreSQL store ``archive`` that lost its checkpoints table: ``status`` exits 1
+    naming it by name and location, as it names an unreachable one (before: by name only,
+    ``error: read store archive: UndefinedTable: ...``)."""
+    archive = pg_database()
+    user, _, rest = archive.partition("@")
+    config = write_config(
+        tmp_path / "readmodel.toml",
+        {
+            "projections": ["tests.rebuild_name_fixtures:ArchivedElsewhere"],
+            "store": {"url": sqlite_database()},
+            "stores": {"archive": {"url": f"{user}:{SECRET}@{rest}"}},
+            "sources": {"bank": {"url": sqlite_database()}},
+        },
+    )
+    init_outbox(load_settings(config).sources["bank"], "bank")
+    assert run_cli(["migrate", "--config", str(config)]).exit_code == 0
+    engine = create_engine(archive)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE rm_checkpoints")
+    finally:
+        engine.dispose()
+
+    result = run_cli(["status", "--config", str(config)])
+
+    assert result.exit_code == 1, result.output
+    lines = _error_lines(result.stderr)
+    where = f"read store archive at postgresql://{rest.partition('?')[0]}"
+    assert lines == [
+        f'error: {where}: UndefinedTable: relation "rm_checkpoints" does not exist (SQLSTATE 42P01)'
+    ], result.stderr
+    assert SECRET not in result.stdout + result.stderr

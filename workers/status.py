@@ -296,10 +296,12 @@ def _projections(
         url = _store_url(runtime, store_name)
         if isinstance(result, BaseException):
             detail = str(result) if isinstance(result, ReadmodelError | TimeoutError) else None
-            message = f"read store {store_name}: {detail or describe_db_error(result)}"
+            said = detail or describe_db_error(result)
             if not unreachable(result):
-                raise ReadmodelError(message) from result
-            where = f"read store {store_name} at {url}: {detail or describe_db_error(result)}"
+                several = runtime.settings.store_label(store_name) is not None
+                named = read_store_at(url, store_name) if several else f"read store {store_name}"
+                raise ReadmodelError(f"{named}: {said}") from result
+            where = f"read store {store_name} at {url}: {said}"
             stores.append(StoreStatus(store_name, url, names, where))
             continue
         projections.extend(result)
