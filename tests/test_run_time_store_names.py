@@ -66,8 +66,16 @@ def _error_lines(stderr: str) -> list[str]:
             "cannot read rm_parked_events",
         ),
         (["replay", "conversation_inbox", "--dry-run"], "conversation_inbox: cannot read the "),
+        (["query", "conversation_inbox"], "cannot read conversation_inbox: "),
     ],
-    ids=["parked-list", "parked-list-projection", "parked-show", "parked-purge", "replay-dry-run"],
+    ids=[
+        "parked-list",
+        "parked-list-projection",
+        "parked-show",
+        "parked-purge",
+        "replay-dry-run",
+        "query",
+    ],
 )
 def test_an_unreachable_mongodb_store_among_several_is_named_at_run_time(
     command: list[str], said: str, unreachable_docs: Path

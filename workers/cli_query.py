@@ -17,6 +17,7 @@ from outbox.rows import json_safe
 from projections.consistency import ConsistencyError
 from projections.query_errors import QueryError
 from projections.query_values import JsonValue
+from projections.store_names import naming
 from projections.subscriptions import unfed_subscriptions
 from workers.cli_support import (
     EXIT_CONFIG,
@@ -211,17 +212,19 @@ def _run(
 ) -> dict[str, Any]:
     wait = {"wait_for": wait_for, "timeout": timeout, "stale_ok": stale_ok, "tenant": tenant}
     output: dict[str, Any]
+    declared = queries.projections.get(projection)
+    naming_it = naming(queries.stores.get(declared.store) if declared is not None else None)
     if name is not None:
         args = [key] if key is not None else []
-        result = guarded(_call, queries.run, projection, name, *args, **wait, **fields)
+        result = guarded(_call, naming_it(queries.run), projection, name, *args, **wait, **fields)
         output = {"result": result.value, "stale": result.stale}
     elif key is not None:
-        result = guarded(_call, queries.get, projection, key, table=table, **wait)
+        result = guarded(_call, naming_it(queries.get), projection, key, table=table, **wait)
         output = {"row": result.value, "stale": result.stale}
     else:
         result = guarded(
             _call,
-            queries.list,
+            naming_it(queries.list),
             projection,
             fields,
             table=table,
