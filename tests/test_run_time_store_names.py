@@ -19,6 +19,9 @@ import pytest
 
 from config import load_settings
 from outbox.db import create_engine
+from outbox.errors import EventLogError, StoreError
+from projections.mongo_store import MongoStore
+from projections.store_names import naming
 from tests.broker_helpers import Processes, wait_until
 from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
 from tests.outbox_helpers import init_outbox, insert_events
@@ -276,3 +279,26 @@ def test_status_names_a_store_that_answers_but_fails_with_where_it_is(
         f'error: {where}: UndefinedTable: relation "rm_checkpoints" does not exist (SQLSTATE 42P01)'
     ], result.stderr
     assert SECRET not in result.stdout + result.stderr
+
+
+def test_an_event_log_error_is_not_said_of_the_projections_store() -> None:
+    """A replay reads the log (in ``[store]``) inside the naming of its projection's store:
+    the log's error keeps its own words, the store's gets the store's name."""
+    store = MongoStore(f"mongodb://rm:{SECRET}@127.0.0.1:1/readmodels", label="docs")
+    lone = MongoStore(CLOSED)  # no label: the only store
+    try:
+        with pytest.raises(EventLogError) as log_error, naming(store):
+            raise EventLogError("reading the event log failed: OperationalError: gone")
+        with pytest.raises(StoreError) as store_error, naming(store):
+            raise StoreError("cannot read rm_checkpoints: gone")
+        with pytest.raises(StoreError) as alone, naming(lone):
+            raise StoreError("cannot read rm_checkpoints: gone")
+    finally:
+        store.close()
+        lone.close()
+
+    assert str(log_error.value) == "reading the event log failed: OperationalError: gone"
+    assert (
+        str(store_error.value) == f"read store docs at {CLOSED}: cannot read rm_checkpoints: gone"
+    )
+    assert str(alone.value) == "cannot read rm_checkpoints: gone"
