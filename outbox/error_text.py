@@ -34,9 +34,13 @@ def describe_error(exc: BaseException) -> str:
         return reason
     if isinstance(exc, _DB_ERRORS):
         return cut(describe_db_error(exc))
-    mongo = _loaded("pymongo.errors")
-    if mongo is not None and isinstance(exc, mongo.PyMongoError):
-        return cut(_mongo(exc))
+    mongo, bson = _loaded("pymongo.errors"), _loaded("bson.errors")
+    if (mongo is not None and isinstance(exc, mongo.PyMongoError)) or (
+        bson is not None and isinstance(exc, bson.BSONError)
+    ):
+        from outbox.mongo_connection import describe_mongo_error
+
+        return cut(describe_mongo_error(exc))
     lines = str(exc).strip().splitlines()
     return cut(redact_text(f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")))
 
@@ -78,25 +82,6 @@ def short_reason(exc: BaseException) -> str:
 def cut(text: str) -> str:
     """``text`` cut to :data:`MAX_TEXT` characters, ``...`` marking the cut."""
     return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
-
-
-def _mongo(exc: BaseException) -> str:
-    """A MongoDB error without the duplicate key's value nor the document refused."""
-    from pymongo.errors import BulkWriteError
-
-    from outbox.mongo_connection import describe_mongo_error
-
-    if isinstance(exc, BulkWriteError):
-        errors = exc.details.get("writeErrors") or []
-        text = f"BulkWriteError: {len(errors)} write error(s)"
-        if errors:
-            text += f", the first: {_without_values(str(errors[0].get('errmsg', '')))}"
-        return text
-    return _without_values(describe_mongo_error(exc))
-
-
-def _without_values(text: str) -> str:
-    return text.split(" dup key:", 1)[0].split(", full error:", 1)[0]
 
 
 def _loaded(name: str) -> ModuleType | None:

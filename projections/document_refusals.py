@@ -10,6 +10,8 @@ import re
 
 from pymongo.errors import BulkWriteError
 
+from outbox.mongo_connection import message_without_values
+
 __all__ = ["unsent_reason", "without_values"]
 
 _UNENCODABLE = re.compile(r"cannot encode object: .*, of type: <class '(?P<kind>[^']*)'>", re.S)
@@ -33,11 +35,11 @@ def unsent_reason(exc: BaseException) -> str:
 
 def without_values(exc: BulkWriteError) -> BulkWriteError:
     """A :class:`BulkWriteError` like ``exc`` (whose message is its details) holding of each
-    write error its index, code and key pattern, and its message up to the value it quotes
-    (``E11000 duplicate key error collection: db.c index: email_1``)."""
+    write error its index, code and key pattern, and its message without the values it
+    quotes (``E11000 duplicate key error collection: db.c index: email_1``)."""
     errors = []
     for error in exc.details.get("writeErrors") or []:
         kept = {name: error[name] for name in _KEPT if name in error}
-        kept["errmsg"] = str(error.get("errmsg", "")).split(" dup key:", 1)[0]
+        kept["errmsg"] = message_without_values(str(error.get("errmsg", "")))
         errors.append(kept)
     return BulkWriteError({"writeErrors": errors, "nInserted": exc.details.get("nInserted", 0)})
