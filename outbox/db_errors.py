@@ -38,9 +38,11 @@ BIND_HIDDEN = "binding a value failed (its message hidden: it may quote the valu
 _BYTES = re.compile(r"0x[0-9a-fA-F]{2}(?:\s+0x[0-9a-fA-F]{2})*")
 # MySQL / MariaDB errors quoting the value refused, and the text that comes before it:
 # 1062 "Duplicate entry '...' for key 'email'", 1366 / 1292 "Incorrect integer value: '...'
-# for column ..." (1265 "Data truncated for column 'c'" and 1048 "Column 'c' cannot be null"
-# quote no value).
-_MYSQL_VALUE = re.compile(r"(?P<before>(?:entry|value:?) )'.*'(?P<after> for (?:key|column) )")
+# for column ...", 1411 "Incorrect datetime value: '...' for function str_to_date" (1265
+# "Data truncated for column 'c'" and 1048 "Column 'c' cannot be null" quote no value).
+_MYSQL_VALUE = re.compile(
+    r"(?P<before>(?:entry|value:?) )'.*'(?P<after> for (?:key|column|function) )"
+)
 _MYSQL_HIDDEN = rf"\g<before>'{HIDDEN}'\g<after>"
 
 

@@ -109,6 +109,26 @@ def test_a_mariadb_refusal_is_told_without_the_value(mysql_database: Callable[[]
     assert hidden.args[0] == 1062
 
 
+def test_a_mariadb_function_refusal_is_told_without_the_value(
+    mysql_database: Callable[[], str],
+) -> None:
+    """1411: ``Incorrect datetime value: '...' for function str_to_date`` (a value of a
+    function's, not a column's: before, the message kept it)."""
+    error = refusal(
+        mysql_database(),
+        ["create table t (id integer primary key, d date)", "insert into t (id) values (1)"],
+        "update t set d = str_to_date(:v, '%Y')",
+        v=SECRET,
+    )
+    assert SECRET in str(error)
+    described = describe_db_error(error)
+    assert described == (
+        "OperationalError: (1411) Incorrect datetime value: '(value hidden)' for function "
+        "str_to_date"
+    )
+    assert SECRET not in repr(without_values(error))
+
+
 def test_a_sqlite_refusal_is_told_without_the_parameters(
     sqlite_database: Callable[[], str],
 ) -> None:
