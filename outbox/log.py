@@ -82,12 +82,22 @@ class AppendResult:
     duplicates: int
     parked: int
     head: int
-    key_hashes: frozenset[int] = frozenset()
-    """The aggregates (by :func:`outbox.envelope.aggregate_hash`) of the appended events."""
+    type_hashes: frozenset[tuple[str, int]] = frozenset()
+    """``(event_type, key_hash)`` of each appended event (duplicates and parked rows are not
+    appended): which types reached which aggregates (:func:`outbox.envelope.aggregate_hash`)."""
 
     @property
     def after(self) -> int:
         return self.head - self.appended
+
+    @property
+    def key_hashes(self) -> frozenset[int]:
+        """The aggregates of the appended events, whatever their types."""
+        return frozenset(h for _, h in self.type_hashes)
+
+
+def _type_hashes(records: Sequence[LogRecord]) -> frozenset[tuple[str, int]]:
+    return frozenset((r.event_type, r.key_hash) for r in records)
 
 
 class LogRejectedError(LogError):
@@ -188,8 +198,7 @@ class EventLog:
             head = self._reserve(conn, source, len(records), rule)
             self._write(conn, source, head - len(records), records)
             newly_parked = self._park(conn, source, malformed)
-        touched = frozenset(r.key_hash for r in records)
-        return AppendResult(len(records), 0, newly_parked, head, touched)
+        return AppendResult(len(records), 0, newly_parked, head, _type_hashes(records))
 
     def _append_small(
         self, source: str, records: Sequence[LogRecord], rule: str | None
@@ -228,8 +237,7 @@ class EventLog:
             row = cursor.fetchone()
         if row is None:
             return None
-        touched = frozenset(r.key_hash for r in records)
-        return AppendResult(len(records), 0, 0, int(row[0]), touched)
+        return AppendResult(len(records), 0, 0, int(row[0]), _type_hashes(records))
 
     def _reserve(self, conn: sa.Connection, source: str, count: int, rule: str | None) -> int:
         """Lock the source's head row, move it ``count`` positions on (``count`` > 0), record
@@ -267,8 +275,7 @@ class EventLog:
                     values["binary_ids"] = rule  # the first events: the rule that keyed them
                 conn.execute(log_heads.update().where(log_heads.c.source == source).values(values))
             newly_parked = self._park(conn, source, malformed)
-        touched = frozenset(r.key_hash for r in fresh)
-        return AppendResult(len(fresh), duplicates, newly_parked, head, touched)
+        return AppendResult(len(fresh), duplicates, newly_parked, head, _type_hashes(fresh))
 
     def _park(self, conn: sa.Connection, source: str, malformed: Sequence[MalformedRow]) -> int:
         """Park ``malformed`` rows not parked already; returns how many were parked now.

@@ -19,7 +19,7 @@ def append_one_by_one(
     (``rule``: the source's ``binary_ids``, as :meth:`EventLog.append` takes it)."""
     appended = duplicates = 0
     parked = list(malformed)
-    touched: set[int] = set()
+    touched: set[tuple[str, int]] = set()
     head = log.head(source)
     for record in records:
         try:
@@ -38,7 +38,7 @@ def append_one_by_one(
             continue
         appended += result.appended
         duplicates += result.duplicates
-        touched |= result.key_hashes
+        touched |= result.type_hashes
         head = result.head
     newly_parked = 0
     if parked:

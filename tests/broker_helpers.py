@@ -238,3 +238,14 @@ def rabbitmq_queue_counts(queue: str) -> dict[str, tuple[int, int]]:
         if name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
             counts[name] = (int(ready), int(unacked))
     return counts
+
+
+def queued_lanes(url: str, queue: str) -> list[tuple[str, str, int, int]]:
+    """``(projection, source, partition, target)`` of each apply message waiting in a Redis
+    queue whose namespace is ``queue`` (as :func:`broker_for` makes it), sorted."""
+    client = redis.Redis.from_url(url)
+    try:
+        bodies = client.hvals(f"{queue}:{queue}.msgs")
+    finally:
+        client.close()
+    return sorted(tuple(dramatiq.Message.decode(body).args[:4]) for body in bodies)

@@ -16,6 +16,7 @@ import structlog
 from outbox.errors import ReadmodelError
 from outbox.log import AppendResult
 from outbox.source_relay import RelayHooks
+from projections.api import Projection
 from projections.engine import RetryLater
 from projections.store import Lane
 from workers.broker_log import broker_address, describe_broker_error
@@ -99,21 +100,22 @@ class Actors:
 
 
 class Publisher(RelayHooks):
-    """Relay hook: after each appended batch, tell every subscribed lane there is work."""
+    """Relay hook: after each appended batch, tell the lanes it brought work that there is."""
 
     def __init__(self, actors: Actors) -> None:
         self.actors = actors
 
     def after_append(self, source: str, result: AppendResult) -> None:
-        """Message only the lanes the batch touched; the sweeper advances the others."""
+        """Message only the lanes with an event of the batch their projection subscribes to
+        in their partition. The others have nothing to apply: the sweeper moves their
+        checkpoints to the head (a lane's read reaches past unread types anyway)."""
         if not result.appended:
             return
         engine = self.actors.runtime.engine
         lanes = [
             (lane, result.head)
             for projection in engine.subscribers(source)
-            for lane in engine.lanes(projection, source)
-            if any(h % projection.partitions == lane.partition for h in result.key_hashes)
+            for lane in _woken(engine.lanes(projection, source), projection, source, result)
         ]
         try:
             self.actors.send_lanes(lanes)
@@ -124,6 +126,16 @@ class Publisher(RelayHooks):
                 broker=broker_address(self.actors.runtime.settings.broker.url),
                 error=describe_broker_error(exc),
             )
+
+
+def _woken(
+    lanes: Iterable[Lane], projection: Projection, source: str, result: AppendResult
+) -> list[Lane]:
+    """Those of ``lanes`` (the projection's lanes of ``source``) whose partition holds an
+    appended event of a type ``projection`` subscribes to."""
+    read = {t for t, _ in result.type_hashes if projection.subscribes(source, t)}
+    partitions = {h % projection.partitions for t, h in result.type_hashes if t in read}
+    return [lane for lane in lanes if lane.partition in partitions]
 
 
 def sweep(actors: Actors) -> int:
