@@ -7,8 +7,9 @@ the event's id (what the relay stores as ``event_id`` in the log: the outbox
 first sees the event reach the log (the relay may not have moved it yet), then the
 checkpoint of the lane that owns it (projection, source, aggregate hash mod
 partitions) reach its position. An event of a type the projection ignores counts
-as applied once its lane has passed it; an event of a source the projection does
-not read at once.
+as applied once its lane has applied the events before it that the projection reads
+(at once when there are none: the relay does not wake a lane for a type its
+projection ignores); an event of a source the projection does not read at once.
 
 Polls with backoff (2 ms growing to 50 ms): one indexed read per poll.
 """
@@ -183,9 +184,12 @@ class ConsistencyWaiter:
             partition = aggregate_hash(located.aggregate_type, located.aggregate_id)
             lane = Lane(projection.name, located.source, partition % projection.partitions)
             store = self.store_of(projection)
+            needed: int | None = None
             while True:
                 checkpoint = store.checkpoint(lane)
-                if checkpoint >= located.position:
+                if needed is None:
+                    needed = self._needed(projection, located, lane, checkpoint)
+                if checkpoint >= needed:
                     self._check_parked(projection, token, located, store)
                     return Reached(
                         token, located.source, located.position, lane, checkpoint, _since(started)
@@ -197,6 +201,29 @@ class ConsistencyWaiter:
             raise LogError(
                 f"waiting for {token} on {projection.name!r} failed: {describe_db_error(exc)}"
             ) from exc
+
+    def _needed(
+        self, projection: Projection, located: _Located, lane: Lane, checkpoint: int
+    ) -> int:
+        """The checkpoint at which ``lane`` has applied the awaited event: its position, or for
+        a type the projection ignores (no message wakes the lane for it), that of the last
+        event before it the lane reads (``checkpoint`` when none)."""
+        if checkpoint >= located.position or projection.subscribes(
+            located.source, located.event_type
+        ):
+            return located.position
+        c = event_log.c
+        part = c.key_hash % projection.partitions if projection.partitions > 1 else sa.literal(0)
+        query = sa.select(sa.func.max(c.position)).where(
+            c.source == located.source,
+            c.position > checkpoint,
+            c.position < located.position,
+            c.event_type.in_(projection.event_types(located.source)),
+            part == lane.partition,
+        )
+        with self.log_engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return checkpoint if found is None else int(found)
 
     # -- finding the event ---------------------------------------------------------
 

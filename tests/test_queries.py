@@ -260,17 +260,17 @@ def test_timeout_names_the_token_and_how_far_the_projection_got(
     assert not fresh.stale and fresh.value["status"] == "shipped"
 
 
-def test_an_ignored_event_counts_once_its_lane_passes_it(
+def test_an_ignored_event_counts_once_what_its_lane_reads_before_it_is_applied(
     shop_factory: Callable[..., Shop], pg_database: Callable[[], str]
 ) -> None:
     shop = shop_factory(pg_database())
-    [ignored] = shop.write([("order", "o1", "OrderAudited", {})])
+    [_, ignored] = shop.write([order_placed("o1", "c1", 3), ("order", "o1", "OrderAudited", {})])
     shop.relay()
     with pytest.raises(ConsistencyTimeout, match="OrderAudited of order:o1"):
         shop.queries.wait("shop_orders", ignored, timeout=0.1)
     shop.runtime.engine.catch_up()
     reached = shop.queries.wait("shop_orders", ignored, timeout=5)
-    assert reached.position == 1 and reached.checkpoint is not None and reached.checkpoint >= 1
+    assert reached.position == 2 and reached.checkpoint is not None and reached.checkpoint >= 1
 
 
 def test_a_parked_event_fails_the_wait_at_once(
