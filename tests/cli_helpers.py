@@ -7,7 +7,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +189,24 @@ def docs_config(
         encoding="utf-8",
     )
     return config
+
+
+def unreachable_docs_config(path: Path, sqlite_url: Callable[[], str], secret: str) -> Path:
+    """A migrated config at ``path``: the chat reference projection in a MongoDB store
+    ``docs`` on a closed port (its password ``secret``), beside a SQLite ``[store]``."""
+    written = write_config(
+        path,
+        {
+            "projections": ["projections.reference.conversation_inbox:ConversationInbox"],
+            "store": {"url": sqlite_url()},
+            "stores": {
+                "docs": {
+                    "url": f"mongodb://reader:{secret}@127.0.0.1:1/readmodels"
+                    "?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
+                }
+            },
+            "sources": {"auth": {"url": sqlite_url()}, "chat": {"url": sqlite_url()}},
+        },
+    )
+    assert run_cli(["migrate", "--config", str(written)]).exit_code == 0
+    return written

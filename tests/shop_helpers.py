@@ -4,8 +4,10 @@ demand, with the orders it is written."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -16,7 +18,9 @@ from config import Settings
 from outbox.relay import Relay
 from projections import Queries, open_queries
 from tests.outbox_helpers import init_outbox
+from workers.broker import make_broker
 from workers.runtime import Runtime, build_runtime
+from workers.worker import run_pipeline
 
 SHOP_PROJECTIONS = "tests.query_fixtures"
 EventRow = tuple[str, str, str, dict[str, Any]]
@@ -68,6 +72,25 @@ class Shop:
         self.queries.close()
         self.runtime.close()
         self.source.dispose()
+
+
+@contextmanager
+def pipeline_running(shop: Shop) -> Iterator[Shop]:
+    """``shop`` with its relay and worker (two threads) running in this process, on the
+    broker its settings give, until the block ends; they must stop within a minute."""
+    stop = threading.Event()
+    broker = make_broker(shop.settings.broker)
+    thread = threading.Thread(
+        target=run_pipeline, args=(shop.runtime, broker, stop), kwargs={"threads": 2}, daemon=True
+    )
+    thread.start()
+    try:
+        yield shop
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        broker.close()
+    assert not thread.is_alive()
 
 
 @pytest.fixture

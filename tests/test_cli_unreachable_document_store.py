@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import run_cli, write_config
+from tests.cli_helpers import run_cli, unreachable_docs_config
 
 SECRET = "S3cret-Mongo-0815"
 
@@ -19,22 +19,7 @@ SECRET = "S3cret-Mongo-0815"
 def config(tmp_path: Path, sqlite_database: Callable[[], str]) -> Path:
     """The chat reference projection in a MongoDB store on a closed port (the other
     projections' store, SQLite, migrated)."""
-    path = write_config(
-        tmp_path / "readmodel.toml",
-        {
-            "projections": ["projections.reference.conversation_inbox:ConversationInbox"],
-            "store": {"url": sqlite_database()},
-            "stores": {
-                "docs": {
-                    "url": f"mongodb://reader:{SECRET}@127.0.0.1:1/readmodels"
-                    "?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
-                }
-            },
-            "sources": {"auth": {"url": sqlite_database()}, "chat": {"url": sqlite_database()}},
-        },
-    )
-    assert run_cli(["migrate", "--config", str(path)]).exit_code == 0
-    return path
+    return unreachable_docs_config(tmp_path / "readmodel.toml", sqlite_database, SECRET)
 
 
 @pytest.mark.parametrize(

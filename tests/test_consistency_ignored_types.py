@@ -5,16 +5,13 @@ The wait is over once the lane has applied every event before it that the projec
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from projections import ConsistencyTimeout
-from tests.shop_helpers import Shop, order_placed
-from workers.broker import make_broker
-from workers.worker import run_pipeline
+from tests.shop_helpers import Shop, order_placed, pipeline_running
 
 
 @pytest.fixture
@@ -25,19 +22,8 @@ def running(
 ) -> Iterator[Shop]:
     """Relay and worker in this process on a Redis broker; no sweep after the first."""
     shop = shop_factory(pg_database(), broker=broker_for("redis"), engine={"sweep_every": "1h"})
-    stop = threading.Event()
-    broker = make_broker(shop.settings.broker)
-    thread = threading.Thread(
-        target=run_pipeline, args=(shop.runtime, broker, stop), kwargs={"threads": 2}, daemon=True
-    )
-    thread.start()
-    try:
+    with pipeline_running(shop):
         yield shop
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-        broker.close()
-    assert not thread.is_alive()
 
 
 def test_an_ignored_event_is_reached_once_what_the_lane_reads_before_it_is(running: Shop) -> None:

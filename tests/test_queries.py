@@ -5,7 +5,6 @@ and ``readmodel query``."""
 from __future__ import annotations
 
 import base64
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from decimal import Decimal
@@ -27,9 +26,13 @@ from projections import (
 )
 from projections.cache import CacheHooks
 from tests.cli_helpers import run_cli, write_config
-from tests.shop_helpers import SHOP_PROJECTIONS, Shop, order_placed, orders_placed
-from workers.broker import make_broker
-from workers.worker import run_pipeline
+from tests.shop_helpers import (
+    SHOP_PROJECTIONS,
+    Shop,
+    order_placed,
+    orders_placed,
+    pipeline_running,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -181,19 +184,8 @@ def test_consistency_token_parsing() -> None:
 def running(shop_factory: Callable[..., Shop], pg_database: Callable[[], str]) -> Iterator[Shop]:
     """A shop whose relay and worker run in this process (memory broker) until the test ends."""
     shop = shop_factory(pg_database(), engine={"sweep_every": "200ms"})
-    stop = threading.Event()
-    broker = make_broker(shop.settings.broker)
-    thread = threading.Thread(
-        target=run_pipeline, args=(shop.runtime, broker, stop), kwargs={"threads": 2}, daemon=True
-    )
-    thread.start()
-    try:
+    with pipeline_running(shop):
         yield shop
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-        broker.close()
-    assert not thread.is_alive()
 
 
 def test_a_token_returns_the_value_just_written(running: Shop) -> None:

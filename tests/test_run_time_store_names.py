@@ -23,7 +23,7 @@ from outbox.errors import EventLogError, StoreError
 from projections.mongo_store import MongoStore
 from projections.store_names import naming
 from tests.broker_helpers import Processes, wait_until
-from tests.cli_helpers import DOC_TOTALS, run_cli, write_config
+from tests.cli_helpers import DOC_TOTALS, run_cli, unreachable_docs_config, write_config
 from tests.outbox_helpers import init_outbox, insert_events
 from tests.stall_proxy_helpers import CutProxy
 
@@ -36,22 +36,7 @@ REFUSED = "ServerSelectionTimeoutError: 127.0.0.1:1: [Errno 111] Connection refu
 def unreachable_docs(tmp_path: Path, sqlite_database: Callable[[], str]) -> Path:
     """The chat reference projection in a MongoDB store ``docs`` on a closed port, beside
     the (migrated) SQLite ``[store]``."""
-    path = write_config(
-        tmp_path / "readmodel.toml",
-        {
-            "projections": ["projections.reference.conversation_inbox:ConversationInbox"],
-            "store": {"url": sqlite_database()},
-            "stores": {
-                "docs": {
-                    "url": f"mongodb://reader:{SECRET}@127.0.0.1:1/readmodels"
-                    "?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
-                }
-            },
-            "sources": {"auth": {"url": sqlite_database()}, "chat": {"url": sqlite_database()}},
-        },
-    )
-    assert run_cli(["migrate", "--config", str(path)]).exit_code == 0
-    return path
+    return unreachable_docs_config(tmp_path / "readmodel.toml", sqlite_database, SECRET)
 
 
 def _error_lines(stderr: str) -> list[str]:
