@@ -20,6 +20,8 @@ import traceback
 import psycopg
 import pymysql
 import sqlalchemy as sa
+from bson.errors import BSONError
+from pymongo.errors import PyMongoError
 
 __all__ = [
     "BIND_HIDDEN",
@@ -97,7 +99,8 @@ def hidden_traceback(exc: BaseException) -> str:
     as kept with a parked or skipped event, each database error told by
     :func:`hidden_message` (SQLAlchemy's too, which shows the statement's parameters), and
     so is one an exception carries as its ``error`` (whose message is its repr: a batch's
-    refused writes)."""
+    refused writes). A MongoDB or BSON error is told without the values it quotes
+    (``dup key: {...}``, ``full error: {...}``), as ``describe_mongo_error`` tells it."""
     chain: list[BaseException] = []
     error: BaseException | None = exc
     while error is not None and all(error is not e for e in chain):
@@ -115,6 +118,8 @@ def hidden_traceback(exc: BaseException) -> str:
             parts.append(f"{type(error).__name__}: {BIND_HIDDEN}\n")
         elif isinstance(error, _DB_ERRORS):
             parts.append(f"{type(error).__name__}: {hidden_message(error)}\n")
+        elif isinstance(error, _MONGO_ERRORS):
+            parts.append(f"{_mongo_line(error)}\n")
         elif isinstance(carried, _DB_ERRORS):  # its message: the error's repr
             parts.append(f"{type(error).__name__}: {without_values(carried)!r}\n")
         else:
@@ -124,6 +129,14 @@ def hidden_traceback(exc: BaseException) -> str:
 
 _DB_ERRORS = (psycopg.Error, sqlite3.Error, pymysql.MySQLError, sa.exc.SQLAlchemyError)
 _DRIVER_ERRORS = (psycopg.Error, sqlite3.Error, pymysql.MySQLError)
+_MONGO_ERRORS = (PyMongoError, BSONError)
+
+
+def _mongo_line(exc: BaseException) -> str:
+    """A MongoDB or BSON error as ``describe_mongo_error`` tells it: no value it quotes."""
+    from outbox.mongo_connection import describe_mongo_error  # it imports outbox.db, ours
+
+    return describe_mongo_error(exc)
 
 
 def _bind_error(exc: BaseException) -> bool:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import re
 
-from pymongo.errors import BulkWriteError
+from bson.errors import BSONError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
-from outbox.mongo_connection import message_without_values
+from outbox.mongo_connection import describe_mongo_error, message_without_values
 
-__all__ = ["unsent_reason", "without_values"]
+__all__ = ["error_without_values", "unsent_reason", "without_values"]
 
 _UNENCODABLE = re.compile(r"cannot encode object: .*, of type: <class '(?P<kind>[^']*)'>", re.S)
 _KEPT = ("index", "code", "codeName", "keyPattern")  # names of the schema, not values
@@ -43,3 +44,23 @@ def without_values(exc: BulkWriteError) -> BulkWriteError:
         kept["errmsg"] = message_without_values(str(error.get("errmsg", "")))
         errors.append(kept)
     return BulkWriteError({"writeErrors": errors, "nInserted": exc.details.get("nInserted", 0)})
+
+
+def error_without_values(exc: BaseException) -> BaseException:
+    """A MongoDB or BSON error of ``exc``'s class, still classified as ``exc`` is, whose
+    message is :func:`describe_mongo_error`'s (the index a duplicate key names, the code;
+    not the key's value nor the document pymongo appends); a bulk write's as
+    :func:`without_values` keeps it. Any other error as it is: raised by a handler's own
+    code, it is logged and kept as the parked reason."""
+    if isinstance(exc, BulkWriteError):
+        return without_values(exc)
+    if not isinstance(exc, PyMongoError | BSONError):
+        return exc
+    told = describe_mongo_error(exc)
+    message = told.partition(": ")[2]
+    try:
+        if isinstance(exc, OperationFailure):
+            return type(exc)(message, exc.code)
+        return type(exc)(message)
+    except Exception:  # a class that does not take its message alone
+        return RuntimeError(told)

@@ -149,7 +149,7 @@ class DocumentReplayTx(ReplayerBase):
                 except (*REFUSED_WRITES, PyMongoError):
                     raise
                 except Exception as exc:
-                    failed = HandlerError(event, exc)
+                    failed = HandlerError(event, handler_error(exc))
                     if not (undoable and tx.undo()):
                         raise failed from exc
                     policy.fail(failed)
@@ -162,7 +162,7 @@ class DocumentReplayTx(ReplayerBase):
                 raise
             if len(ready) == 1:
                 raise HandlerError(ready[0], handler_error(exc)) from exc
-            raise _Refused(repr(exc)) from exc
+            raise _Refused(repr(handler_error(exc))) from exc
         return applied
 
 

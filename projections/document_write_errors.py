@@ -15,6 +15,7 @@ from pymongo.errors import (
 )
 
 from projections.api import TenantError, UnstorableValueError
+from projections.document_refusals import error_without_values
 
 
 class RefusedDocument(Exception):
@@ -62,8 +63,10 @@ def refused_for_good(error: BaseException) -> bool:
 
 
 def handler_error(exc: BaseException) -> BaseException:
-    """The failure to record for the event whose writes raised ``exc``."""
-    return exc.error if isinstance(exc, TenantConflict) else exc
+    """The failure to record for the event whose writes or handler raised ``exc``: another
+    tenant's ``_id`` as its :class:`TenantError`; a MongoDB error (a handler's own write on
+    its own client too) without the values it quotes, as the Tx's writes are told."""
+    return exc.error if isinstance(exc, TenantConflict) else error_without_values(exc)
 
 
 # Writes the server or the driver refuses for what they hold (a duplicate on a unique

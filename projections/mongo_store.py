@@ -319,7 +319,7 @@ class MongoStore(DocumentParking, DocumentBulkParking, DocumentInvalidations, St
                     raise HandlerFailed(
                         events[0], handler_error(exc), hidden_traceback(exc), refused=True
                     ) from exc
-                raise WritesRefused(events[-1].position or 0, exc) from exc
+                raise WritesRefused(events[-1].position or 0, handler_error(exc)) from exc
             if parked:
                 self.park(session, lane, parked)
             self._set_checkpoint(session, lane, upto, expected=position)

@@ -37,6 +37,7 @@ from projections.document_write_errors import (
     REFUSED_WRITES,
     RefusedDocument,
     TenantConflict,
+    handler_error,
     untenanted,
 )
 from projections.handler_timeout import HandlerTimeout, bounded
@@ -408,4 +409,5 @@ def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[st
         raise
     except Exception as exc:
         refused = isinstance(exc, UnstorableValueError)
-        raise HandlerFailed(event, exc, hidden_traceback(exc), refused=refused) from exc
+        error = handler_error(exc)  # a BSON error of its own code: without the value
+        raise HandlerFailed(event, error, hidden_traceback(exc), refused=refused) from exc
