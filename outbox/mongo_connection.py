@@ -116,6 +116,13 @@ def _bulk(message: str, details: Any) -> str:
     return message
 
 
+def unencodable_kind(text: str) -> str | None:
+    """The type named by a driver's ``cannot encode object: ..., of type: <class 'set'>``
+    (``set``), never the value it quotes; ``None`` for another message."""
+    found = _UNENCODABLE.search(text)
+    return found["kind"] if found else None
+
+
 def _bson(message: str) -> str:
     """A BSON error without the value or key it quotes (``cannot encode object: {...}, of
     type: <class 'set'>``, ``key was 5``, ``'...' is not a valid ObjectId``)."""

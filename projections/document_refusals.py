@@ -6,16 +6,17 @@ Such a message is logged and kept as the parked event's reason and traceback."""
 
 from __future__ import annotations
 
-import re
-
 from bson.errors import BSONError
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
-from outbox.mongo_connection import describe_mongo_error, message_without_values
+from outbox.mongo_connection import (
+    describe_mongo_error,
+    message_without_values,
+    unencodable_kind,
+)
 
 __all__ = ["error_without_values", "unsent_reason", "without_values"]
 
-_UNENCODABLE = re.compile(r"cannot encode object: .*, of type: <class '(?P<kind>[^']*)'>", re.S)
 _KEPT = ("index", "code", "codeName", "keyPattern")  # names of the schema, not values
 
 
@@ -23,8 +24,8 @@ def unsent_reason(exc: BaseException) -> str:
     """Why the driver cannot send a document (``exc``: its refusal), with the type of the
     value it cannot encode, never the value nor a key."""
     text = str(exc)
-    if found := _UNENCODABLE.search(text):
-        why = f"BSON cannot encode a value of type {found['kind']}"
+    if kind := unencodable_kind(text):
+        why = f"BSON cannot encode a value of type {kind}"
     elif "documents must have only string keys" in text:
         why = "documents must have only string keys"
     elif isinstance(exc, UnicodeError):
