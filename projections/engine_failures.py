@@ -14,6 +14,7 @@ from outbox.errors import ReadmodelError, StoreError
 from projections.api import Projection
 from projections.failures import parked_at_once
 from projections.store import BatchResult, HandlerFailed, Lane, Store, WritesRefused
+from projections.store_names import store_field
 
 if TYPE_CHECKING:
     from projections.engine import EngineHooks
@@ -100,6 +101,7 @@ class LaneFailures:
                 aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
                 tenant=event.tenant,
                 error=repr(failure.error),
+                **store_field(store),
             )
             return applied
         delay = self.retry_backoff * (2 ** (attempts - 1))

@@ -25,6 +25,13 @@ def named(store: Any, text: str) -> str:
     return f"{where}: {text}" if where and where not in text else text
 
 
+def store_field(store: Any) -> dict[str, str]:
+    """``{"store": "read store NAME at LOCATION"}`` for a structured log record about
+    ``store`` (``event parked``), when it is one of several; else no field."""
+    where = store_where(store)
+    return {"store": where} if where else {}
+
+
 @contextmanager
 def naming(store: Any) -> Iterator[None]:
     """A :class:`StoreError` raised in the block is said of ``store`` (:func:`named`); its

@@ -30,7 +30,7 @@ from projections import stuck_journal
 from projections.handler_timeout import OnStuck, StuckHandler
 from projections.log_aside import log_aside
 from projections.store import Lane, Store
-from projections.store_names import naming
+from projections.store_names import naming, store_field
 from projections.stuck_journal import Attempt
 
 if TYPE_CHECKING:
@@ -171,5 +171,6 @@ def _park_stuck_of(engine: ProjectionEngine, projection: Projection, store: Stor
                 aggregate=f"{event.aggregate_type}:{event.aggregate_id}",
                 tenant=event.tenant,
                 error=reason,
+                **store_field(store),
             )
     return parked
