@@ -17,7 +17,7 @@ from outbox.rows import json_safe
 from projections.consistency import ConsistencyError
 from projections.query_errors import QueryError
 from projections.query_values import JsonValue
-from projections.store_names import naming
+from projections.store_names import named, naming
 from projections.subscriptions import unfed_subscriptions
 from workers.cli_support import (
     EXIT_CONFIG,
@@ -181,14 +181,17 @@ def _print(output: dict[str, Any], as_json: bool) -> None:
 def _warn_unfed(settings: Any, queries: Any, projection: str) -> None:
     """Warn of the read projection's subscriptions nothing feeds, which the commands that
     apply or report on events refuse (:mod:`projections.subscriptions`): a query reads the
-    tables as they are, so it is served."""
+    tables as they are, so it is served. With several stores, it names the projection's
+    (:func:`named`)."""
     read = queries.projections.get(projection)
     if read is None:
         return
     engine = queries.stores["default"].engine
+    store = queries.stores.get(read.store)
     for unfed in guarded(unfed_subscriptions, settings, [read], engine):
+        message = named(store, unfed.message)
         err.print(
-            f"[yellow]warning:[/] {escape(unfed.message)} (the query reads its tables as they "
+            f"[yellow]warning:[/] {escape(message)} (the query reads its tables as they "
             f"are; run, work and status refuse this configuration)",
             highlight=False,
             soft_wrap=True,
