@@ -75,9 +75,35 @@ def handler_error(exc: BaseException) -> BaseException:
 REFUSED_WRITES = (BulkWriteError, WriteError, RefusedDocument)
 
 
+# A server not (or no longer) primary, stepping down or shutting down, a node it cannot
+# reach, an operation it interrupted or timed out: the retryable writes spec's codes (as
+# pymongo's helpers hold them), with Interrupted. The same call may pass on the next attempt.
+_PASSING_CODES = frozenset(
+    {10058, 10107, 13435, 13436, 11602, 189, 11600, 91, 7, 6, 89, 9001, 262, 134, 11601}
+)
+# Refused for who is asking, not for what: every event of every lane would fail alike.
+_STORE_WIDE_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
+
+
 def retryable(exc: BaseException) -> bool:
-    """A write conflict or a lost connection: the transaction may be run again."""
-    return isinstance(exc, PyMongoError) and (transient(exc) or is_connection_error(exc))
+    """A write conflict, a lost connection or a server's passing state (not primary,
+    stepping down, shutting down, interrupting): the transaction may be run again."""
+    if not isinstance(exc, PyMongoError):
+        return False
+    if transient(exc) or is_connection_error(exc) or exc.has_error_label("RetryableWriteError"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _PASSING_CODES
+
+
+def the_stores(exc: PyMongoError) -> bool:
+    """Whether a MongoDB error raised while a handler ran is the store's trouble (retried as
+    the store's, never counted against the event: :func:`retryable`; or refused for the
+    credentials, alike for every event), not the handler's failure. Any other (a query the
+    server refuses, an unknown operator or pipeline stage, on the Tx or the handler's own
+    client) is the handler's: retried ``engine.max_attempts`` times, then parked."""
+    if retryable(exc):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code in _STORE_WIDE_CODES
 
 
 def transient(exc: BaseException) -> bool:

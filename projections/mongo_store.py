@@ -60,11 +60,10 @@ from projections.document_swap_guard import DeadSwapWatch
 from projections.document_write_errors import (
     REFUSED_WRITES,
     handler_error,
-    is_connection_error,
     refused_for_good,
+    retryable,
     transient,
 )
-from projections.document_write_errors import retryable as retryable  # document_replay's
 from projections.mongo_tx import DocumentTx, handle
 from projections.store import (
     BatchResult,
@@ -184,8 +183,9 @@ class MongoStore(DocumentParking, DocumentBulkParking, DocumentInvalidations, St
         self, what: str, work: Callable[[], Any], conflicted: Callable[[], None] | None = None
     ) -> Any:
         """Run ``work`` (one transaction), again after a write conflict with another
-        process's transaction (told to ``conflicted``), a moved checkpoint or a lost
-        connection, for up to ``conflict_wait`` seconds."""
+        process's transaction (told to ``conflicted``), a moved checkpoint, a lost
+        connection or a server's passing state (:func:`retryable`), for up to
+        ``conflict_wait`` seconds."""
         deadline = time.monotonic() + self.conflict_wait
         pause = 0.001
         while True:
@@ -195,7 +195,7 @@ class MongoStore(DocumentParking, DocumentBulkParking, DocumentInvalidations, St
                 if time.monotonic() > deadline:
                     raise StoreError(f"{what}: the lane's checkpoint kept moving") from None
             except PyMongoError as exc:
-                if not transient(exc) and not is_connection_error(exc):
+                if not retryable(exc):
                     raise StoreError(f"{what}: {_describe(exc)}") from exc
                 if time.monotonic() > deadline:
                     raise StoreError(f"{what}: {_describe(exc)}") from exc

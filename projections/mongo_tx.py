@@ -38,6 +38,7 @@ from projections.document_write_errors import (
     RefusedDocument,
     TenantConflict,
     handler_error,
+    the_stores,
     untenanted,
 )
 from projections.handler_timeout import HandlerTimeout, bounded
@@ -397,7 +398,9 @@ def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[st
     """Run ``projection``'s handler of ``event`` in ``tx``, adding its cache tags to ``tags``;
     a handler's own error becomes :class:`HandlerFailed` (``refused`` for an
     :class:`UnstorableValueError`, :class:`WideIntegerError` among them, which only the Tx
-    raises)."""
+    raises), a MongoDB error too unless it is the store's trouble
+    (:func:`projections.document_write_errors.the_stores`: a write conflict, a lost
+    connection, retried as the store's) or a refused write (the store finds its event)."""
     tx.event = event
     try:
         with bounded(projection.name, event):
@@ -405,8 +408,12 @@ def handle(projection: Projection, event: Envelope, tx: DocumentTx, tags: set[st
                 add_cache_tags(projection, event, tags)
     except HandlerTimeout as exc:  # past engine.handler_timeout: the event's own failure
         raise HandlerFailed(event, exc, hidden_traceback(exc)) from exc
-    except (*REFUSED_WRITES, PyMongoError):
+    except REFUSED_WRITES:  # the store finds the event whose write it was
         raise
+    except PyMongoError as exc:
+        if the_stores(exc):
+            raise
+        raise HandlerFailed(event, handler_error(exc), hidden_traceback(exc)) from exc
     except Exception as exc:
         refused = isinstance(exc, UnstorableValueError)
         error = handler_error(exc)  # a BSON error of its own code: without the value
