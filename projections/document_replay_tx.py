@@ -18,7 +18,7 @@ from outbox.envelope import Envelope
 from outbox.errors import StoreError
 from outbox.mongo_connection import describe_mongo_error
 from projections.api import Projection, UnstorableValueError
-from projections.document_write_errors import handler_error
+from projections.document_write_errors import handler_error, the_stores
 from projections.mongo_store import REFUSED_WRITES, MongoStore, retryable
 from projections.mongo_tx import DocumentTx
 from projections.replay_base import ReplayerBase
@@ -146,11 +146,16 @@ class DocumentReplayTx(ReplayerBase):
                     tx.undoable()
                 try:
                     handle(event, tx)  # type: ignore[arg-type]
-                except (*REFUSED_WRITES, PyMongoError):
+                except REFUSED_WRITES:
                     raise
                 except Exception as exc:
+                    server = isinstance(exc, PyMongoError)
+                    if server and the_stores(exc):
+                        raise  # a write conflict, a lost connection: run again
                     failed = HandlerError(event, handler_error(exc))
-                    if not (undoable and tx.undo()):
+                    # The server ends a transaction one of its commands failed in (a
+                    # tx.find it refused): the attempt is run again without the event.
+                    if server or not (undoable and tx.undo()):
                         raise failed from exc
                     policy.fail(failed)
                     continue

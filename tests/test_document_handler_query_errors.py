@@ -3,10 +3,11 @@ unknown aggregation stage: ``OperationFailure`` with a code, not a write error),
 database handle or through the Tx's ``find``, fails its event: retried
 ``engine.max_attempts`` times, then parked with the error and its code, the rest of the
 lane applied once each, in order. A write conflict a handler meets is still the store's
-passing trouble: retried without counting against the event, never parked.
+passing trouble: retried without counting against the event, never parked. A rebuild stops
+at such an event, or skips it with ``--skip-errors``.
 
-Before: the error went up as the store's (``StoreError: ...: apply failed``), the event was
-never parked and its lane stalled on it for good."""
+Before: the error went up as the store's (``StoreError: ...: apply failed``, a replay's
+``replay failed``), the event was never parked and its lane stalled on it for good."""
 
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from structlog.testing import capture_logs
 
 from outbox.log import EventLog
 from projections.api import Event, Projection, on
+from projections.document_generations import collections_at, generation_of
+from projections.document_replay import DocumentReplayer
 from projections.document_write_errors import the_stores
 from projections.engine import ProjectionEngine
 from projections.log_reader import LogReader
 from projections.mongo_store import MongoStore
+from projections.replay_types import ReplayError, ReplayOptions
 from tests.projection_fixtures import log_events
 
 PLANTED = "planted-secret@example.com"
@@ -217,3 +221,45 @@ def test_which_mongodb_errors_in_a_handler_are_the_stores(
         assert the_stores(labelled), label
     assert the_stores(AutoReconnect("gone"))
     assert not the_stores(OperationFailure("bad value", 2))
+
+
+def test_a_replay_stops_at_a_handlers_refused_query_or_skips_it(
+    own_database: Database[dict[str, Any]],
+    pg_database: Callable[[], str],
+    mongo_database: Callable[[], str],
+) -> None:
+    """A rebuild meets the refused query as the event's failure: a strict replay stops at
+    it naming the event, ``--skip-errors`` skips it and rebuilds the rest."""
+    log = EventLog(pg_database())
+    log.create_tables()
+    store = MongoStore(mongo_database())
+    store.create_tables([Visits()])
+    events = [
+        ("p0", "Visited", {}),
+        ("p1", "Probed", {"how": "tx_find"}),
+        ("p2", "Visited", {}),
+        ("p1", "Probed", {"how": "own_aggregate"}),
+        ("p0", "Visited", {}),
+    ]
+    log_events(log, events, source="crm", aggregate_type="person")
+
+    def replayer() -> DocumentReplayer:
+        return DocumentReplayer(LogReader(log), Visits(), store, batch_size=10, retire_after=0.0)
+
+    try:
+        with pytest.raises(ReplayError) as stopped:
+            replayer().run(ReplayOptions())
+        summary = replayer().run(ReplayOptions(skip_errors=True))
+        generation = generation_of(store.database, Visits.name)
+        (name,) = collections_at(Visits(), generation).values()
+        documents = {d["_id"]: d["at"] for d in store.database[name].find()}
+    finally:
+        store.close()
+        log.close()
+    message = str(stopped.value)
+    assert "replay stopped at crm:2 (Probed of person:p1)" in message, message
+    assert "OperationFailure" in message and "(code 2, BadValue)" in message, message
+    assert [s.position for s in summary.skipped] == [2, 4]
+    assert "(code 2, BadValue)" in summary.skipped[0].error, summary.skipped[0].error
+    assert documents == {"p0": [1, 5], "p2": [3]}
+    assert PLANTED not in message + repr(summary.skipped)
